@@ -1,0 +1,293 @@
+"""The one error hierarchy of regstore.
+
+Every failure regstore raises through its public API is one of these; no ``requests``,
+``botocore`` or ``OSError`` escapes unwrapped (the original is chained as ``__cause__``).
+The names of the original Go package are kept (``BlobNotFoundError`` ...), with its two
+sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExistsError`` and
+``LayerLockedError``.
+
+::
+
+    RegstoreError
+    ├── InvalidReferenceError          (also ValueError) a bad name, tag, digest or reference
+    ├── ManifestInvalidError           (also ValueError) corrupt, hostile or oversized manifest
+    ├── DigestMismatchError            bytes did not hash to (or were not the size of) the digest
+    ├── NotFoundError                  (also LookupError)
+    │   ├── BlobNotFoundError              name, digest
+    │   ├── ImageManifestNotFoundError     name, tag
+    │   ├── RepositoryNotFoundError        name
+    │   └── BlobUploadNotFoundError        location
+    ├── BlobUploadInvalidRangeError    location, last_valid_range, blob_size
+    ├── LayerAlreadyExistsError        digest: the layer is complete
+    ├── LayerLockedError               digest: another writer holds the layer
+    ├── RegistryError                  a registry answered with a failure (carries ``http``)
+    │   ├── UnexpectedHTTPStatusError      status: nothing better matched
+    │   └── AuthenticationError            credentials missing, wrong or insufficient
+    ├── TransportError                 the registry could not be reached or the connection broke
+    ├── StoreError                     a storage backend failed (I/O, full disk, ...)
+    │   └── BackendNotFoundError           no installed backend serves a URL scheme
+    └── UnsupportedError               a valid request regstore or the peer cannot honour
+
+Errors that come from an HTTP exchange carry an :class:`HTTPContext` in ``.http`` (method, URL
+without credentials, status, the registry's error codes and messages), whatever their class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "BackendNotFoundError",
+    "BlobNotFoundError",
+    "BlobUploadInvalidRangeError",
+    "BlobUploadNotFoundError",
+    "DigestMismatchError",
+    "HTTPContext",
+    "ImageManifestNotFoundError",
+    "InvalidReferenceError",
+    "LayerAlreadyExistsError",
+    "LayerLockedError",
+    "ManifestInvalidError",
+    "NotFoundError",
+    "RegistryError",
+    "RegistryErrorDetail",
+    "RegstoreError",
+    "RepositoryNotFoundError",
+    "StoreError",
+    "TransportError",
+    "UnexpectedHTTPStatusError",
+    "UnsupportedError",
+]
+
+
+@dataclass(frozen=True)
+class RegistryErrorDetail:
+    """One entry of an OCI error body: ``{"code", "message", "detail"}``."""
+
+    code: str
+    message: str = ""
+    detail: Any = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+
+@dataclass(frozen=True)
+class HTTPContext:
+    """What was being done when a registry answered badly. The URL never holds credentials."""
+
+    method: str
+    url: str
+    status: int | None = None
+    errors: tuple[RegistryErrorDetail, ...] = field(default_factory=tuple)
+    retry_after: float | None = None
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The registry's error codes, in the order it sent them."""
+        return tuple(e.code for e in self.errors)
+
+    def describe(self) -> str:
+        """A short human form: ``GET http://host/v2/... -> 404 (MANIFEST_UNKNOWN: ...)``."""
+        text = f"{self.method} {self.url}"
+        if self.status is not None:
+            text += f" -> {self.status}"
+        if self.errors:
+            text += " (" + "; ".join(str(e) for e in self.errors) + ")"
+        return text
+
+
+class RegstoreError(Exception):
+    """Base of every error regstore raises.
+
+    ``http`` holds the HTTP exchange behind the error, when there was one; ``retryable`` says
+    whether trying the same thing again later may succeed.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, http: HTTPContext | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http = http
+
+    def __str__(self) -> str:
+        if self.http is not None:
+            return f"{self.message} [{self.http.describe()}]"
+        return self.message
+
+
+class InvalidReferenceError(RegstoreError, ValueError):
+    """A repository name, tag, digest or reference does not follow the OCI grammar.
+
+    ``part`` names the bad part (``"name"``, ``"tag"``, ``"digest"``, ``"registry"``,
+    ``"reference"``), ``value`` is what was given.
+    """
+
+    def __init__(self, part: str, value: object, reason: str) -> None:
+        super().__init__(f"invalid {part} {value!r}: {reason}")
+        self.part = part
+        self.value = value
+        self.reason = reason
+
+
+class ManifestInvalidError(RegstoreError, ValueError):
+    """A manifest is not valid JSON, too large, of an unknown shape, or has bad descriptors."""
+
+
+class DigestMismatchError(RegstoreError):
+    """Content did not match the digest (or size) it was announced under.
+
+    ``subject`` says what was checked (e.g. ``"blob sha256:... of library/alpine"``).
+    """
+
+    def __init__(
+        self,
+        subject: str,
+        *,
+        expected: str,
+        actual: str | None = None,
+        expected_size: int | None = None,
+        actual_size: int | None = None,
+    ) -> None:
+        parts = [f"{subject}: content does not match its digest {expected}"]
+        if actual is not None and actual != expected:
+            parts.append(f"got {actual}")
+        if expected_size is not None and actual_size is not None and expected_size != actual_size:
+            parts.append(f"size {actual_size} instead of {expected_size}")
+        super().__init__(", ".join(parts))
+        self.subject = subject
+        self.expected = expected
+        self.actual = actual
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+
+
+class NotFoundError(RegstoreError, LookupError):
+    """Something asked for does not exist (in a registry or in a store)."""
+
+
+class BlobNotFoundError(NotFoundError):
+    """The blob (layer, config, ...) does not exist in the registry repository or the store."""
+
+    def __init__(self, name: str | None, digest: str, *, http: HTTPContext | None = None) -> None:
+        where = f"Name: {name}, " if name else ""
+        super().__init__(f"No blob found with {where}Digest: {digest}", http=http)
+        self.name = name
+        self.digest = digest
+
+
+class ImageManifestNotFoundError(NotFoundError):
+    """No manifest exists under this repository name and tag (or digest)."""
+
+    def __init__(self, name: str, tag: str, *, http: HTTPContext | None = None) -> None:
+        super().__init__(f"No manifest found with Name: {name}, Tag: {tag}", http=http)
+        self.name = name
+        self.tag = tag
+
+
+class RepositoryNotFoundError(NotFoundError):
+    """The repository does not exist."""
+
+    def __init__(self, name: str, *, http: HTTPContext | None = None) -> None:
+        super().__init__(f"No repository found with Name: {name}", http=http)
+        self.name = name
+
+
+class BlobUploadNotFoundError(NotFoundError):
+    """The upload location is unknown: cancelled, completed or stale. Start the blob again."""
+
+    def __init__(self, location: str, *, http: HTTPContext | None = None) -> None:
+        super().__init__(f"No blob upload found at Location: {location}", http=http)
+        self.location = location
+
+
+class BlobUploadInvalidRangeError(RegstoreError):
+    """A chunk was out of order. The registry holds ``blob_size`` bytes, the last valid byte
+    being ``last_valid_range``; resume the upload at ``blob_size``.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        location: str,
+        last_valid_range: int,
+        blob_size: int,
+        *,
+        http: HTTPContext | None = None,
+    ) -> None:
+        super().__init__(
+            f"Invalid range provided for upload at Location: {location}. "
+            f"Last Valid Range: {last_valid_range}, Blob Size: {blob_size}",
+            http=http,
+        )
+        self.location = location
+        self.last_valid_range = last_valid_range
+        self.blob_size = blob_size
+
+
+class LayerAlreadyExistsError(RegstoreError):
+    """The layer is already complete in the store; it cannot be written again."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"Layer already exists: {digest}")
+        self.digest = digest
+
+
+class LayerLockedError(RegstoreError):
+    """Another writer is writing this layer right now (in this or another process)."""
+
+    retryable = True
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"Layer locked: {digest} is being written by another writer")
+        self.digest = digest
+
+
+class RegistryError(RegstoreError):
+    """A registry answered a request with a failure that has no more specific class."""
+
+
+class UnexpectedHTTPStatusError(RegistryError):
+    """The registry answered with a status regstore did not expect for this request."""
+
+    def __init__(
+        self, status: int | str, *, what: str = "", http: HTTPContext | None = None
+    ) -> None:
+        prefix = f"{what}: " if what else ""
+        super().__init__(f"{prefix}Received unexpected HTTP status: {status}", http=http)
+        self.status = status
+        self.retryable = isinstance(status, int) and (status >= 500 or status in (408, 429))
+
+
+class AuthenticationError(RegistryError):
+    """Credentials were missing, wrong, or do not grant the access asked for."""
+
+
+class TransportError(RegstoreError):
+    """The registry could not be reached, or a connection broke in the middle of an exchange."""
+
+    retryable = True
+
+
+class StoreError(RegstoreError):
+    """A storage backend failed: I/O error, full disk, permission, a corrupt store file."""
+
+
+class BackendNotFoundError(StoreError):
+    """No installed backend serves a store URL's scheme; ``hint`` says what to install."""
+
+    def __init__(self, scheme: str, hint: str = "") -> None:
+        msg = f"no regstore backend is installed for the URL scheme {scheme!r}"
+        if hint:
+            msg += f"; {hint}"
+        super().__init__(msg)
+        self.scheme = scheme
+        self.hint = hint
+
+
+class UnsupportedError(RegstoreError):
+    """A valid request that regstore, the backend or the registry cannot honour."""

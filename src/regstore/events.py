@@ -1,0 +1,43 @@
+"""Transfer events: what the engine reports to observers (progress bars, metrics, logs).
+
+Values only; they travel through the ``regstore_transfer_event`` hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["EventKind", "TransferEvent"]
+
+
+class EventKind(str, Enum):
+    """What happened to a blob or manifest."""
+
+    STARTED = "started"  #: a transfer began; ``total`` is the size, ``offset`` where it resumes
+    PROGRESS = "progress"  #: ``nbytes`` more bytes moved; ``offset`` is the running position
+    SKIPPED = "skipped"  #: the destination already had it
+    MOUNTED = "mounted"  #: a registry mounted it from another repository
+    VERIFIED = "verified"  #: its digest checked out and it was committed
+    FAILED = "failed"  #: it failed; ``error`` says why
+    MANIFEST = "manifest"  #: a manifest was written (``tag`` set when it was tagged)
+
+
+@dataclass(frozen=True)
+class TransferEvent:
+    """One event about one piece of content in one operation.
+
+    ``operation`` is ``pull``, ``push`` or ``copy``; ``image`` the reference being moved;
+    ``digest`` the blob or manifest; ``total`` its size when known (-1 otherwise).
+    """
+
+    kind: EventKind
+    operation: str
+    image: str
+    digest: str
+    total: int = -1
+    offset: int = 0
+    nbytes: int = 0
+    media_type: str = ""
+    tag: str | None = None
+    error: str | None = None

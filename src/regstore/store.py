@@ -1,0 +1,521 @@
+"""``ObjectStore`` and ``Layer``: the typed facades over a store's hooks, and ``open_store``.
+
+The seed's names are kept in snake_case: ``store.manifest(name, reference)``,
+``store.write_manifest(name, tag, manifest)``, ``store.layer(digest)``; ``layer.reader()``,
+``layer.writer()``, ``layer.wait()``; readers and writers with ``size`` and ``current_size``,
+writers with ``set_size(n)``.
+
+Guarantees every backend gets from this facade (and the conformance suite checks):
+
+- a blob becomes visible only through :meth:`LayerWriter.commit`, after its size and digest
+  were verified here; a mismatch discards the staged bytes and raises DigestMismatchError;
+- a manifest is written only when every blob it references is complete (and, unless the store
+  is told the index is partial, every child manifest is stored); the tag is set last;
+- names, tags and digests are validated before any backend sees them.
+
+Thread safety: an ObjectStore may be shared by threads; a LayerReader or LayerWriter belongs to
+one thread at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from regstore import plugins
+from regstore.digest import CHUNK_SIZE, Digester
+from regstore.errors import (
+    DigestMismatchError,
+    ImageManifestNotFoundError,
+    ManifestInvalidError,
+    RegstoreError,
+    StoreError,
+    UnsupportedError,
+)
+from regstore.hookspecs import BlobInfo, BlobReadHandle, BlobState, BlobStatus, BlobWriteHandle
+from regstore.manifest import Manifest
+from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
+
+if TYPE_CHECKING:
+    import pluggy
+
+__all__ = [
+    "Layer",
+    "LayerReader",
+    "LayerWriter",
+    "ObjectStore",
+    "open_store",
+    "read_blob",
+    "split_store_url",
+]
+
+
+def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
+    """Split a store URL into ``(scheme, url without query, query options)``.
+
+    A plain path (``/srv/mirror``, ``./mirror``) means ``file``. Query parameters become
+    options (``file:///srv/mirror?layout=oci``); keyword options to :func:`open_store` win.
+    """
+    if "://" not in url:
+        return "file", url, {}
+    parsed = urllib.parse.urlsplit(url)
+    options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+    bare = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
+    return parsed.scheme.lower(), bare, options
+
+
+def open_store(url: str, **options: Any) -> ObjectStore:
+    """Open the store at ``url`` with the backend registered for its scheme.
+
+    ``memory://name``, ``file:///srv/mirror`` (or a plain path), ``s3://bucket/prefix`` (with
+    the ``regstore-s3`` plugin) and any scheme a third-party plugin registers. Options are
+    backend-specific (``layout="oci"`` for the fsspec backends); URL query parameters give the
+    same options as strings.
+
+    Raises:
+        BackendNotFoundError: no installed plugin serves the scheme (names what to install).
+    """
+    scheme, bare, query = split_store_url(url)
+    factory = plugins.backend_factory(scheme)
+    merged: dict[str, Any] = {**query, **options}
+    backend = factory(bare, **merged)
+    return ObjectStore(backend, url=url)
+
+
+def _check_digest(digest: str) -> Digest:
+    return Digest(digest)
+
+
+class ObjectStore:
+    """A store of manifests (by repository name and tag or digest) and blobs (by digest).
+
+    Wraps one backend instance in its own plugin manager; ``add_wrapper`` adds middleware
+    plugins (``@hookimpl(wrapper=True)``) around it.
+    """
+
+    def __init__(self, backend: object, *, url: str = "") -> None:
+        self.url = url
+        self._pm: pluggy.PluginManager = plugins.new_store_manager()
+        self._pm.register(backend, name="backend")
+        self.backend = backend
+        self._closed = False
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def _hook(self) -> Any:
+        if self._closed:
+            raise StoreError(f"store {self.url or self.backend!r} is closed")
+        return self._pm.hook
+
+    def _call(self, hook: str, **kwargs: Any) -> Any:
+        result = getattr(self._hook, hook)(**kwargs)
+        if result is None:
+            raise UnsupportedError(
+                f"the backend of {self.url or 'this store'} does not implement {hook}"
+            )
+        return result
+
+    def add_wrapper(self, plugin: object, name: str | None = None) -> None:
+        """Register middleware hookimpls (read-only guard, metrics, cache, ...) on this store."""
+        self._pm.register(plugin, name=name)
+
+    def describe(self) -> dict[str, Any]:
+        """What this store is: URL, backend, layout (JSON-able)."""
+        info = self._hook.regstore_store_describe() or {}
+        return {"url": self.url, **info}
+
+    def close(self) -> None:
+        """Release the backend's resources. Idempotent."""
+        if not self._closed:
+            self._pm.hook.regstore_store_close()
+            self._closed = True
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({self.url!r})"
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    def manifest(self, name: str, reference: str) -> Manifest:
+        """The manifest of ``name`` at a tag or digest (the seed's ``Manifest(name, tag)``).
+
+        Raises ImageManifestNotFoundError; ManifestInvalidError if the stored bytes are damaged
+        (they do not hash to the digest asked for).
+        """
+        validate_name(name)
+        validate_reference(reference)
+        raw, media_type = self._call("regstore_store_get_manifest", name=name, reference=reference)
+        manifest = Manifest.parse(raw, media_type)
+        if is_digest(reference):
+            wanted = Digest(reference)
+            if manifest.digest_with(wanted.algorithm) != wanted:
+                raise ManifestInvalidError(
+                    f"stored manifest {name}@{reference} is damaged: its bytes hash to "
+                    f"{manifest.digest_with(wanted.algorithm)}"
+                )
+        return manifest
+
+    def has_manifest(self, name: str, reference: str) -> bool:
+        """True if ``name`` has a manifest at this tag or digest."""
+        try:
+            self._call(
+                "regstore_store_get_manifest",
+                name=validate_name(name),
+                reference=validate_reference(reference),
+            )
+        except ImageManifestNotFoundError:
+            return False
+        return True
+
+    def resolve(self, name: str, tag: str) -> Digest:
+        """The digest the tag points at."""
+        return self.manifest(name, tag).digest
+
+    def write_manifest(
+        self, name: str, tag: str | None, manifest: Manifest, *, partial: bool = False
+    ) -> Digest:
+        """Store ``manifest`` (exact bytes) in ``name``, then point ``tag`` at it (if given).
+
+        Refuses (StoreError) while a referenced blob is not complete, or a child manifest of an
+        index is missing unless ``partial`` is set (a platform-filtered index). Returns the
+        manifest digest.
+        """
+        validate_name(name)
+        if tag is not None:
+            validate_tag(tag)
+        if not isinstance(manifest, Manifest):
+            raise TypeError(f"manifest must be a regstore Manifest, not {type(manifest).__name__}")
+        for blob in manifest.blobs:
+            status = self.blob_status(blob.digest)
+            if status.state is not BlobState.COMPLETE:
+                raise StoreError(
+                    f"cannot write manifest {manifest.digest} to {name}: blob {blob.digest} "
+                    f"is {status.state.value}, not complete"
+                )
+            if blob.size >= 0 and status.size is not None and status.size != blob.size:
+                raise StoreError(
+                    f"cannot write manifest {manifest.digest} to {name}: blob {blob.digest} "
+                    f"has {status.size} bytes in the store, the manifest says {blob.size}"
+                )
+        if not partial:
+            for child in manifest.manifests:
+                if not self.has_manifest(name, child.digest):
+                    raise StoreError(
+                        f"cannot write index {manifest.digest} to {name}: child manifest "
+                        f"{child.digest} is not stored (pass partial=True for a filtered index)"
+                    )
+        self._call(
+            "regstore_store_put_manifest",
+            name=name,
+            tag=tag,
+            raw=manifest.raw,
+            media_type=manifest.media_type,
+            digest=str(manifest.digest),
+            partial=partial,
+        )
+        return manifest.digest
+
+    def is_partial(self, name: str, digest: str) -> bool:
+        """True if the index ``digest`` was stored without all its children."""
+        return bool(
+            self._hook.regstore_store_manifest_is_partial(
+                name=validate_name(name), digest=_check_digest(digest)
+            )
+        )
+
+    def delete_manifest(self, name: str, digest: str) -> None:
+        """Remove a manifest and every tag pointing at it (blobs stay until gc)."""
+        self._call(
+            "regstore_store_delete_manifest", name=validate_name(name), digest=_check_digest(digest)
+        )
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        """Remove a tag; the manifest stays reachable by digest."""
+        self._call("regstore_store_delete_tag", name=validate_name(name), tag=validate_tag(tag))
+
+    def repositories(self) -> list[str]:
+        """Every repository holding at least one manifest, sorted."""
+        return sorted(self._call("regstore_store_list_repositories"))
+
+    def tags(self, name: str) -> list[str]:
+        """Tags of ``name``, sorted. Raises RepositoryNotFoundError."""
+        return sorted(self._call("regstore_store_list_tags", name=validate_name(name)))
+
+    def manifests(self, name: str) -> list[Digest]:
+        """Digests of every manifest stored in ``name``, sorted."""
+        found = self._call("regstore_store_list_manifests", name=validate_name(name))
+        return sorted(Digest(d) for d in found)
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    def layer(self, digest: str) -> Layer:
+        """A handle on the blob ``digest`` for reading, writing and waiting (the seed's Layer)."""
+        return Layer(self, _check_digest(digest))
+
+    def blob_status(self, digest: str) -> BlobStatus:
+        """Where the blob stands (absent, partial, writing, complete)."""
+        status: BlobStatus = self._call("regstore_store_blob_status", digest=_check_digest(digest))
+        return status
+
+    def blob_exists(self, digest: str) -> bool:
+        """True if the blob is complete (verified and committed)."""
+        return self.blob_status(digest).state is BlobState.COMPLETE
+
+    def blob_size(self, digest: str) -> int | None:
+        """Size of a complete blob, or None when it is not complete."""
+        status = self.blob_status(digest)
+        return status.size if status.state is BlobState.COMPLETE else None
+
+    def blobs(self) -> list[BlobInfo]:
+        """Every complete blob in the store."""
+        found: list[BlobInfo] = self._call("regstore_store_list_blobs")
+        return sorted(found, key=lambda b: b.digest)
+
+    def delete_blob(self, digest: str) -> None:
+        """Delete a complete blob (garbage collection only: manifests may still need it)."""
+        self._call("regstore_store_delete_blob", digest=_check_digest(digest))
+
+
+class Layer:
+    """A blob in a store, by digest: read it, write it once, or wait for its writer.
+
+    The seed's ``Layer``, made precise: see :meth:`reader`, :meth:`writer`, :meth:`wait`.
+    """
+
+    def __init__(self, store: ObjectStore, digest: Digest) -> None:
+        self.store = store
+        self.digest = digest
+
+    def status(self) -> BlobStatus:
+        """Where this blob stands."""
+        return self.store.blob_status(self.digest)
+
+    def exists(self) -> bool:
+        """True if complete."""
+        return self.status().state is BlobState.COMPLETE
+
+    def reader(self, offset: int = 0) -> LayerReader:
+        """Open the complete blob for reading (from ``offset``).
+
+        Raises BlobNotFoundError if it was never (completely) written, LayerLockedError while
+        a writer holds it.
+        """
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        handle = self.store._call("regstore_store_open_blob", digest=self.digest, offset=offset)
+        return LayerReader(self.digest, handle, offset)
+
+    def writer(self) -> LayerWriter:
+        """Take the blob for writing; resumes bytes an interrupted writer left behind.
+
+        Raises LayerAlreadyExistsError when complete, LayerLockedError when another writer
+        (thread or process) holds it.
+        """
+        handle = self.store._call("regstore_store_blob_writer", digest=self.digest)
+        return LayerWriter(self.digest, handle)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no writer holds the blob. True if it is then complete.
+
+        Unlike the seed, which returned success either way, False says the writer failed or
+        gave up (retry the write). Raises TimeoutError after ``timeout`` seconds.
+        """
+        return bool(
+            self.store._call("regstore_store_wait_blob", digest=self.digest, timeout=timeout)
+        )
+
+    def __repr__(self) -> str:
+        return f"Layer({self.digest})"
+
+
+class LayerReader:
+    """A read-only stream over a complete blob, with ``size`` and ``current_size``."""
+
+    def __init__(self, digest: Digest, handle: BlobReadHandle, offset: int = 0) -> None:
+        self.digest = digest
+        self._handle = handle
+        self.size: int = handle.size
+        self.offset = offset
+        self._closed = False
+
+    @property
+    def current_size(self) -> int:
+        """Bytes stored for the layer: all of them, since only complete layers are readable."""
+        return self.size
+
+    def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes (all remaining when ``n`` < 0)."""
+        return self._handle.read(n)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Read into ``buffer``; returns the count (0 at the end)."""
+        readinto = getattr(self._handle, "readinto", None)
+        if readinto is not None:
+            return int(readinto(buffer))
+        data = self._handle.read(len(buffer))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Iterate the remaining bytes in chunks."""
+        while chunk := self._handle.read(chunk_size):
+            yield chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._handle.close()
+
+    def __enter__(self) -> LayerReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LayerWriter:
+    """A write-only handle to a blob being stored; verifies on :meth:`commit`.
+
+    Declare the full size with :meth:`set_size` (or the ``size`` argument of commit) before the
+    blob can be committed. ``current_size`` counts bytes stored so far, including those an
+    interrupted writer left: continue from there (e.g. a ranged GET) to resume.
+
+    :meth:`close` without commit releases the blob and keeps the bytes for a later resume;
+    :meth:`discard` throws them away. As a context manager, leaving the block closes it
+    (committing is always explicit).
+    """
+
+    def __init__(self, digest: Digest, handle: BlobWriteHandle) -> None:
+        self.digest = digest
+        self._handle = handle
+        self._digester = Digester(digest.algorithm)
+        self._size: int | None = None
+        self._done = False
+        self._lock = threading.Lock()
+        if handle.current_size:
+            # A resumed write: the digest must cover the whole blob, so re-hash the prefix.
+            for chunk in handle.staged():
+                self._digester.update(chunk)
+            if self._digester.size != handle.current_size:
+                handle.discard()
+                raise StoreError(
+                    f"staged bytes of {digest} changed while resuming "
+                    f"({self._digester.size} read, {handle.current_size} expected)"
+                )
+
+    @property
+    def current_size(self) -> int:
+        """Bytes written to the layer so far (including resumed ones)."""
+        return self._digester.size
+
+    @property
+    def size(self) -> int | None:
+        """The declared full size, or None before :meth:`set_size`."""
+        return self._size
+
+    def set_size(self, size: int) -> None:
+        """Declare the full size of the blob (the seed's ``SetSize``)."""
+        if self._done:
+            raise StoreError(f"layer {self.digest} is closed for writing")
+        if size < 0 or size < self.current_size:
+            raise ValueError(
+                f"size {size} is negative or smaller than the {self.current_size} bytes written"
+            )
+        self._size = size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append bytes. Writing past the declared size is refused."""
+        if self._done:
+            raise StoreError(f"layer {self.digest} is closed for writing")
+        n = len(data)
+        if self._size is not None and self.current_size + n > self._size:
+            raise DigestMismatchError(
+                f"layer {self.digest}",
+                expected=str(self.digest),
+                expected_size=self._size,
+                actual_size=self.current_size + n,
+            )
+        self._handle.write(data if isinstance(data, (bytes, memoryview)) else bytes(data))
+        self._digester.update(data)
+        return n
+
+    def writable(self) -> bool:
+        return not self._done
+
+    def commit(self, size: int | None = None) -> Digest:
+        """Verify size and digest, then make the blob visible atomically.
+
+        On a mismatch the staged bytes are discarded and DigestMismatchError is raised; the
+        layer then is absent and can be written again.
+        """
+        if size is not None:
+            self.set_size(size)
+        if self._done:
+            raise StoreError(f"layer {self.digest} is closed for writing")
+        expected_size = self._size
+        actual = self._digester.digest()
+        try:
+            if expected_size is None:
+                raise StoreError(f"layer {self.digest}: set_size was never called before commit")
+            if actual != self.digest or self._digester.size != expected_size:
+                raise DigestMismatchError(
+                    f"layer {self.digest}",
+                    expected=str(self.digest),
+                    actual=str(actual),
+                    expected_size=expected_size,
+                    actual_size=self._digester.size,
+                )
+        except RegstoreError:
+            self.discard()
+            raise
+        self._done = True
+        self._handle.commit(expected_size)
+        return self.digest
+
+    def discard(self) -> None:
+        """Throw away what was written and release the blob."""
+        if not self._done:
+            self._done = True
+            self._handle.discard()
+
+    def close(self) -> None:
+        """Release the blob without committing; stored bytes remain for a resume."""
+        if not self._done:
+            self._done = True
+            self._handle.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._done
+
+    def __enter__(self) -> LayerWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_blob(store: ObjectStore, digest: str) -> bytes:
+    """Read a whole (small) blob, such as a config; BlobNotFoundError if absent."""
+    with store.layer(digest).reader() as reader:
+        return reader.read()
