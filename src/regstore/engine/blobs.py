@@ -1,0 +1,389 @@
+"""Moving one blob: into a store (verified, resumable) or up to a registry (resumable).
+
+Sources are *openers*: ``opener(offset)`` returns a stream starting at ``offset`` (or earlier,
+when a server ignored the Range header; its ``offset`` attribute tells). Both a registry blob
+GET and a store layer reader are sources, so the same two functions serve pull, push and copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from regstore.errors import (
+    BlobUploadInvalidRangeError,
+    BlobUploadNotFoundError,
+    DigestMismatchError,
+    LayerAlreadyExistsError,
+    LayerLockedError,
+    StoreError,
+    TransportError,
+)
+from regstore.events import EventKind
+from regstore.store import LayerWriter, ObjectStore
+
+from .model import BlobSource, RegistryClient
+from .reporting import Reporter
+
+__all__ = [
+    "BUFFER_SIZE",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MONOLITHIC_THRESHOLD",
+    "BlobMove",
+    "Opener",
+    "store_blob",
+    "upload_blob",
+]
+
+log = logging.getLogger("regstore.engine")
+
+Opener = Callable[[int], BlobSource]
+#: Bytes read per call on the hot path: large, so per-chunk Python costs vanish.
+BUFFER_SIZE = 4 << 20
+#: Blobs up to this size are pushed with one PUT; larger ones in chunks (resumable).
+DEFAULT_MONOLITHIC_THRESHOLD = 32 << 20
+DEFAULT_CHUNK_SIZE = 32 << 20
+#: Consecutive failures of one blob tolerated before giving up (docker uses 5).
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class BlobMove:
+    """What happened to one blob: how it was handled and how many bytes crossed."""
+
+    digest: str
+    status: Literal["transferred", "skipped", "mounted"]
+    nbytes: int = 0
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.2 * 2**attempt, 5.0) * (0.5 + random.random() / 2))
+
+
+def _skip_bytes(source: BlobSource, count: int, buffer: bytearray) -> None:
+    """Read and drop ``count`` bytes (a server that ignored our Range header)."""
+    view = memoryview(buffer)
+    while count > 0:
+        n = source.readinto(view[: min(count, len(view))])
+        if n == 0:
+            raise TransportError("blob stream ended while skipping already-stored bytes")
+        count -= n
+
+
+def _open_at(opener: Opener, offset: int, buffer: bytearray) -> BlobSource:
+    source = opener(offset)
+    start = getattr(source, "offset", offset)
+    if start > offset:
+        source.close()
+        raise TransportError(f"source stream starts at {start}, after the wanted offset {offset}")
+    if start < offset:
+        _skip_bytes(source, offset - start, buffer)
+    return source
+
+
+def _fill(
+    writer: LayerWriter,
+    digest: str,
+    size: int,
+    opener: Opener,
+    reporter: Reporter,
+    media_type: str,
+) -> int:
+    """Stream into ``writer`` until ``size`` bytes are stored; returns the bytes moved."""
+    buffer = bytearray(BUFFER_SIZE)
+    view = memoryview(buffer)
+    moved = 0
+    failures = 0
+    reporter.emit(
+        EventKind.STARTED, digest, total=size, offset=writer.current_size, media_type=media_type
+    )
+    while size < 0 or writer.current_size < size:
+        source: BlobSource | None = None
+        try:
+            source = _open_at(opener, writer.current_size, buffer)
+            if size < 0:
+                size = _learn_size(source, writer)
+            while True:
+                n = source.readinto(view)
+                if n == 0:
+                    break
+                writer.write(view[:n])
+                moved += n
+                if reporter.active:
+                    reporter.emit(
+                        EventKind.PROGRESS, digest, total=size, offset=writer.current_size, nbytes=n
+                    )
+            if size >= 0 and writer.current_size < size:
+                raise TransportError(
+                    f"blob {digest} ended after {writer.current_size} of {size} bytes"
+                )
+            break
+        except TransportError as exc:
+            failures += 1
+            if failures >= MAX_ATTEMPTS:
+                raise
+            log.info(
+                "blob %s interrupted at %d bytes (%s); resuming", digest, writer.current_size, exc
+            )
+            _backoff(failures)
+        finally:
+            if source is not None:
+                source.close()
+    writer.commit(size)
+    return moved
+
+
+def _learn_size(source: BlobSource, writer: LayerWriter) -> int:
+    size = getattr(source, "size", None)
+    if isinstance(size, int) and size >= 0:
+        writer.set_size(size)
+        return size
+    return -1
+
+
+def store_blob(
+    store: ObjectStore,
+    digest: str,
+    size: int,
+    opener: Opener,
+    reporter: Reporter,
+    *,
+    media_type: str = "",
+) -> BlobMove:
+    """Write the blob ``digest`` into ``store`` from ``opener`` unless it is already there.
+
+    Resumes bytes an interrupted writer left; waits for a concurrent writer instead of writing
+    twice; verifies size and digest before the blob becomes visible. ``size`` -1 means unknown
+    (schema1): it is then learnt from the source.
+
+    Raises DigestMismatchError (nothing visible), TransportError after repeated failures (the
+    bytes so far stay staged for the next attempt), and the source's errors.
+    """
+    layer = store.layer(digest)
+    while True:
+        try:
+            writer = layer.writer()
+        except LayerAlreadyExistsError:
+            reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=media_type)
+            return BlobMove(digest, "skipped")
+        except LayerLockedError:
+            if layer.wait():
+                reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=media_type)
+                return BlobMove(digest, "skipped")
+            continue  # the other writer gave up: take over (its bytes are resumed)
+        try:
+            if size >= 0:
+                writer.set_size(size)
+            moved = _fill(writer, digest, size, opener, reporter, media_type)
+        except DigestMismatchError as exc:
+            writer.discard()
+            reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
+            raise
+        except BaseException as exc:
+            writer.close()  # keep the staged bytes: a later run resumes from them
+            reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
+            raise
+        reporter.emit(EventKind.VERIFIED, digest, total=size, media_type=media_type)
+        return BlobMove(digest, "transferred", moved)
+
+
+class _Limited:
+    """A file-like view of the next ``length`` bytes of a source (a chunk's request body)."""
+
+    def __init__(self, source: BlobSource, length: int, on_bytes: Callable[[int], None]) -> None:
+        self._source = source
+        self._left = length
+        self._on_bytes = on_bytes
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if n is None or n < 0 else min(n, self._left)
+        want = min(want, BUFFER_SIZE)
+        buffer = bytearray(want)
+        got = self._source.readinto(buffer)
+        if got == 0:
+            raise TransportError(f"source stream ended with {self._left} bytes of a chunk unread")
+        self._left -= got
+        self._on_bytes(got)
+        return bytes(buffer[:got]) if got < want else bytes(buffer)
+
+    def __len__(self) -> int:
+        return self._left
+
+
+def _status_offset(status: Any) -> tuple[int, str | None]:
+    """(bytes the registry holds, new location) from get_blob_upload_status's answer."""
+    if isinstance(status, tuple):
+        location = status[2] if len(status) > 2 else None
+        return int(status[0]), None if location is None else str(location)
+    held = getattr(status, "offset", None)
+    if held is None:
+        held = status.size
+    location = getattr(status, "location", None)
+    return int(held), None if location is None else str(location)
+
+
+def _location(answer: Any) -> str:
+    return answer if isinstance(answer, str) else str(answer.location)
+
+
+def upload_blob(
+    client: RegistryClient,
+    name: str,
+    digest: str,
+    size: int,
+    opener: Opener,
+    reporter: Reporter,
+    *,
+    media_type: str = "",
+    mount_from: Sequence[str] = (),
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
+) -> BlobMove:
+    """Make the blob ``digest`` exist in repository ``name`` of the registry.
+
+    Skipped when the registry has it (HEAD); mounted when a ``mount_from`` repository has it;
+    else uploaded: monolithic up to ``monolithic_threshold``, chunked above. A broken chunked
+    upload resumes at the offset the registry reports; a stale location restarts the blob.
+    """
+    if client.blob_length(name, digest) >= 0:
+        reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=media_type)
+        return BlobMove(digest, "skipped")
+    location: str | None = None
+    for source_repo in mount_from:
+        if source_repo == name:
+            continue
+        answer = client.initiate_blob_upload(name, mount=digest, from_=source_repo)
+        if getattr(answer, "mounted", False):
+            if location is not None:
+                _cancel_quietly(client, location)
+            reporter.emit(EventKind.MOUNTED, digest, total=size, media_type=media_type)
+            return BlobMove(digest, "mounted")
+        if location is not None:
+            _cancel_quietly(client, location)
+        location = _location(answer)
+    if location is None:
+        location = _location(client.initiate_blob_upload(name))
+    reporter.emit(EventKind.STARTED, digest, total=size, offset=0, media_type=media_type)
+    try:
+        if size <= monolithic_threshold:
+            moved = _upload_monolithic(client, name, digest, size, opener, reporter, location)
+        else:
+            moved = _upload_chunked(
+                client, name, digest, size, opener, reporter, location, chunk_size
+            )
+    except BaseException as exc:
+        reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
+        raise
+    reporter.emit(EventKind.VERIFIED, digest, total=size, media_type=media_type)
+    return BlobMove(digest, "transferred", moved)
+
+
+def _cancel_quietly(client: RegistryClient, location: str) -> None:
+    try:
+        client.cancel_blob_upload(location)
+    except Exception as exc:  # an abandoned session expires on its own
+        log.debug("cancelling upload %s failed: %s", location, exc)
+
+
+def _progress(reporter: Reporter, digest: str, size: int) -> Callable[[int], None]:
+    sent = [0]
+
+    def on_bytes(n: int) -> None:
+        sent[0] += n
+        if reporter.active:
+            reporter.emit(EventKind.PROGRESS, digest, total=size, offset=sent[0], nbytes=n)
+
+    return on_bytes
+
+
+def _upload_monolithic(
+    client: RegistryClient,
+    name: str,
+    digest: str,
+    size: int,
+    opener: Opener,
+    reporter: Reporter,
+    location: str,
+) -> int:
+    buffer = bytearray(min(BUFFER_SIZE, max(size, 1)))
+    failures = 0
+    while True:
+        source = _open_at(opener, 0, buffer)
+        try:
+            body = _Limited(source, size, _progress(reporter, digest, size))
+            client.upload_blob(location, body, size, digest)
+            return size
+        except (TransportError, BlobUploadNotFoundError) as exc:
+            failures += 1
+            if failures >= MAX_ATTEMPTS:
+                raise
+            # A monolithic PUT cannot resume: start a fresh session.
+            log.info("upload of %s failed (%s); restarting", digest, exc)
+            _backoff(failures)
+            location = _location(client.initiate_blob_upload(name))
+        finally:
+            source.close()
+
+
+def _upload_chunked(
+    client: RegistryClient,
+    name: str,
+    digest: str,
+    size: int,
+    opener: Opener,
+    reporter: Reporter,
+    location: str,
+    chunk_size: int,
+) -> int:
+    buffer = bytearray(BUFFER_SIZE)
+    on_bytes = _progress(reporter, digest, size)
+    offset = 0
+    moved = 0
+    failures = 0
+    source: BlobSource | None = None
+    try:
+        while offset < size:
+            if source is None:
+                source = _open_at(opener, offset, buffer)
+            length = min(chunk_size, size - offset)
+            try:
+                location = _location(
+                    client.upload_blob_chunk(
+                        location, _Limited(source, length, on_bytes), length, offset
+                    )
+                )
+                offset += length
+                moved += length
+                failures = 0
+                continue
+            except (TransportError, BlobUploadInvalidRangeError) as exc:
+                failures += 1
+                if failures >= MAX_ATTEMPTS:
+                    raise
+                log.info("chunk of %s at %d failed (%s); asking the registry", digest, offset, exc)
+                _backoff(failures)
+                try:
+                    offset, new_location = _status_offset(client.get_blob_upload_status(location))
+                    location = new_location or location
+                except BlobUploadNotFoundError:
+                    location, offset = _location(client.initiate_blob_upload(name)), 0
+            except BlobUploadNotFoundError:
+                failures += 1
+                if failures >= MAX_ATTEMPTS:
+                    raise
+                location, offset = _location(client.initiate_blob_upload(name)), 0
+            source.close()
+            source = None
+        client.finish_chunked_blob_upload(location, size, digest)
+    finally:
+        if source is not None:
+            source.close()
+    if offset != size:
+        raise StoreError(f"upload of {digest} ended at {offset} of {size} bytes")
+    return moved

@@ -1,0 +1,194 @@
+"""What the engine moves between (images in registries and stores) and what it reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from regstore.reference import Digest, is_digest, validate_name, validate_reference
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from regstore.manifest import Manifest
+    from regstore.store import ObjectStore
+
+__all__ = [
+    "BatchResult",
+    "BlobSource",
+    "ImageOutcome",
+    "RegistryClient",
+    "RegistryImage",
+    "StoreImage",
+    "TransferResult",
+]
+
+
+class BlobSource(Protocol):
+    """A readable stream of blob bytes starting at ``offset``."""
+
+    offset: int
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int: ...
+    def close(self) -> None: ...
+
+
+class RegistryClient(Protocol):
+    """The part of :class:`regstore.client.Client` the engine uses (a test double may stand in)."""
+
+    @property
+    def host(self) -> str: ...
+    def get_image_manifest(self, name: str, reference: str) -> Manifest: ...
+    def head_manifest(self, name: str, reference: str) -> Any: ...
+    def put_image_manifest(self, name: str, reference: str, manifest: Manifest) -> Any: ...
+    def blob_length(self, name: str, digest: str) -> int: ...
+    def get_blob(self, name: str, digest: str, byte_offset: int = 0) -> Any: ...
+    def initiate_blob_upload(
+        self, name: str, *, mount: str | None = ..., from_: str | None = ...
+    ) -> Any: ...
+    def get_blob_upload_status(self, location: str) -> Any: ...
+    def upload_blob(self, location: str, data: Any, length: int, digest: str) -> Any: ...
+    def upload_blob_chunk(self, location: str, chunk: Any, length: int, start_byte: int) -> Any: ...
+    def finish_chunked_blob_upload(self, location: str, length: int, digest: str) -> Any: ...
+    def cancel_blob_upload(self, location: str) -> None: ...
+
+
+def _check(name: str, reference: str | None) -> None:
+    validate_name(name)
+    if reference is not None:
+        validate_reference(reference)
+
+
+@dataclass(frozen=True)
+class RegistryImage:
+    """An image in a registry repository: ``reference`` is a tag or a digest.
+
+    As a destination, ``reference`` None means "the source's tag".
+    """
+
+    client: RegistryClient
+    name: str
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.name, self.reference)
+
+    def __str__(self) -> str:
+        return _format(self.client.host + "/" + self.name, self.reference)
+
+
+@dataclass(frozen=True)
+class StoreImage:
+    """An image in an object store: ``reference`` is a tag or a digest (None: source's tag)."""
+
+    store: ObjectStore
+    name: str
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.name, self.reference)
+
+    def __str__(self) -> str:
+        return _format(f"store:{self.name}", self.reference)
+
+
+def _format(base: str, reference: str | None) -> str:
+    if reference is None:
+        return base
+    return f"{base}@{reference}" if is_digest(reference) else f"{base}:{reference}"
+
+
+@dataclass
+class TransferResult:
+    """What one image transfer did.
+
+    ``transferred``/``skipped``/``mounted`` list blob digests; ``bytes_moved`` counts blob bytes
+    that crossed the wire into the destination (resumed bytes not counted twice); ``partial``
+    says a platform filter left index children out; ``unchanged`` that the destination tag
+    already pointed at the same manifest, so nothing moved.
+    """
+
+    source: str
+    destination: str
+    manifest_digest: Digest | None = None
+    media_type: str = ""
+    transferred: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    mounted: list[str] = field(default_factory=list)
+    manifests: list[str] = field(default_factory=list)
+    bytes_moved: int = 0
+    partial: bool = False
+    unchanged: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "manifest_digest": str(self.manifest_digest) if self.manifest_digest else None,
+            "media_type": self.media_type,
+            "transferred": list(self.transferred),
+            "skipped": list(self.skipped),
+            "mounted": list(self.mounted),
+            "manifests": list(self.manifests),
+            "bytes_moved": self.bytes_moved,
+            "partial": self.partial,
+            "unchanged": self.unchanged,
+        }
+
+
+@dataclass
+class ImageOutcome:
+    """The outcome of one image in a batch: copied, skipped (unchanged) or failed (why)."""
+
+    source: str
+    destination: str
+    status: Literal["copied", "skipped", "failed"]
+    result: TransferResult | None = None
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "status": self.status,
+            "error": self.error,
+            "result": self.result.as_dict() if self.result else None,
+        }
+
+
+@dataclass
+class BatchResult:
+    """The outcomes of a many-image transfer, in the order the jobs were given."""
+
+    outcomes: list[ImageOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True if no image failed."""
+        return all(o.status != "failed" for o in self.outcomes)
+
+    def by_status(self, status: str) -> list[ImageOutcome]:
+        """The outcomes with ``status``."""
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def bytes_moved(self) -> int:
+        """Blob bytes moved across all images."""
+        return sum(o.result.bytes_moved for o in self.outcomes if o.result)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form with per-status counts."""
+        return {
+            "ok": self.ok,
+            "copied": len(self.by_status("copied")),
+            "skipped": len(self.by_status("skipped")),
+            "failed": len(self.by_status("failed")),
+            "bytes_moved": self.bytes_moved,
+            "images": [o.as_dict() for o in self.outcomes],
+        }
+
+    def __iter__(self) -> Iterator[ImageOutcome]:
+        return iter(self.outcomes)
