@@ -14,8 +14,10 @@ Only the standard library is used here.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -31,6 +33,7 @@ __all__ = [
     "LoopbackHTTPServer",
     "QuietHandler",
     "ServerStartError",
+    "die_with_parent_prefix",
     "free_port",
     "iter_request_body",
     "read_request_body",
@@ -52,6 +55,24 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def die_with_parent_prefix() -> list[str]:
+    """A command prefix that makes a server subprocess die when the test process dies.
+
+    Fixtures stop their processes on normal teardown, but a runner killed hard (SIGKILL,
+    pytest-timeout's ``os._exit``) would leave registries and moto servers behind. util-linux
+    ``setpriv --pdeathsig TERM`` sets the parent-death signal and then execs the server, so no
+    ``preexec_fn`` (unsafe with threads) is needed. The signal follows the *thread* that
+    spawned the child, so it is only used from the main thread; elsewhere the prefix is empty.
+    """
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 # urllib without any proxy: the environment may define HTTP(S)_PROXY, and loopback test servers
@@ -77,7 +98,9 @@ def wait_for_http(
     last: str = "no attempt"
     while True:
         if proc is not None and proc.poll() is not None:
-            raise ServerStartError(f"process exited with status {proc.returncode} before {url} answered")
+            raise ServerStartError(
+                f"process exited with status {proc.returncode} before {url} answered"
+            )
         try:
             with _NO_PROXY_OPENER.open(url, timeout=2.0) as resp:
                 status = int(resp.status)
@@ -92,7 +115,9 @@ def wait_for_http(
         if status != -1:
             last = f"HTTP {status}"
         if time.monotonic() >= deadline:
-            raise ServerStartError(f"{url} did not answer {sorted(ok_statuses)} within {timeout}s (last: {last})")
+            raise ServerStartError(
+                f"{url} did not answer {sorted(ok_statuses)} within {timeout}s (last: {last})"
+            )
         time.sleep(interval)
 
 
@@ -108,10 +133,12 @@ class QuietHandler(BaseHTTPRequestHandler):
     # cannot pin handler threads forever.
     timeout = 30
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default per-request stderr logging (tests record requests themselves)."""
 
-    def send_simple(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+    def send_simple(
+        self, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> None:
         """Send a complete response with an exact ``Content-Length`` and keep the connection."""
         self.send_response(status)
         for name, value in (headers or {}).items():

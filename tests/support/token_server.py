@@ -98,17 +98,19 @@ GrantPolicy = Callable[[str | None, Scope], Sequence[str]]
 class _TokenHandler(QuietHandler):
     server: TokenServer
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         self.server._handle(self)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         # The OAuth2 POST form is not implemented: 404 is what a GET-only token server answers,
         # and clients are expected to fall back to GET.
         read_request_body(self)
         self.server._record(self)
-        self.send_simple(404, b"404 page not found\n", {"Content-Type": "text/plain; charset=utf-8"})
+        self.send_simple(
+            404, b"404 page not found\n", {"Content-Type": "text/plain; charset=utf-8"}
+        )
 
-    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815
+    do_HEAD = do_PUT = do_DELETE = do_PATCH = do_POST
 
 
 class TokenServer(LoopbackHTTPServer):
@@ -148,9 +150,11 @@ class TokenServer(LoopbackHTTPServer):
         self.certificate = self._self_signed_certificate()
         self.cert_path = self.workdir / "token-cert.pem"
         self.cert_path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
-        self._x5c = base64.b64encode(self.certificate.public_bytes(serialization.Encoding.DER)).decode()
+        self._x5c = base64.b64encode(
+            self.certificate.public_bytes(serialization.Encoding.DER)
+        ).decode()
 
-    # -- public API --------------------------------------------------------------------------------
+    # -- public API ----------------------------------------------------------------------------
     @property
     def realm(self) -> str:
         """The token endpoint URL (``auth.token.realm`` of the registry)."""
@@ -196,7 +200,7 @@ class TokenServer(LoopbackHTTPServer):
         }
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
 
-    # -- internals -----------------------------------------------------------------------------------
+    # -- internals -----------------------------------------------------------------------------
     def _self_signed_certificate(self) -> x509.Certificate:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regstore test token issuer")])
         now = dt.datetime.now(dt.timezone.utc)
@@ -216,7 +220,9 @@ class TokenServer(LoopbackHTTPServer):
         parts = urlsplit(handler.path)
         with self._lock:
             self.requests.append(
-                TokenRequest(parts.path, parts.query, handler.headers.get("Authorization") is not None)
+                TokenRequest(
+                    parts.path, parts.query, handler.headers.get("Authorization") is not None
+                )
             )
 
     def _granted(self, user: str | None, scope: Scope) -> list[str]:
@@ -236,7 +242,9 @@ class TokenServer(LoopbackHTTPServer):
         if scheme.lower() != "basic":
             return False, None
         try:
-            user, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            user, sep, password = (
+                base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            )
         except (ValueError, UnicodeDecodeError):
             return False, None
         if not sep or self.users.get(user) != password:
@@ -247,12 +255,16 @@ class TokenServer(LoopbackHTTPServer):
         self._record(handler)
         parts = urlsplit(handler.path)
         if parts.path != self.token_path:
-            handler.send_simple(404, b"404 page not found\n", {"Content-Type": "text/plain; charset=utf-8"})
+            handler.send_simple(
+                404, b"404 page not found\n", {"Content-Type": "text/plain; charset=utf-8"}
+            )
             return
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
         if failure is not None:
-            body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "injected failure"}]}).encode()
+            body = json.dumps(
+                {"errors": [{"code": "UNAVAILABLE", "message": "injected failure"}]}
+            ).encode()
             handler.send_simple(failure, body, {"Content-Type": "application/json"})
             return
         ok, user = self._authenticate(handler.headers.get("Authorization"))
@@ -261,7 +273,10 @@ class TokenServer(LoopbackHTTPServer):
             handler.send_simple(
                 401,
                 body,
-                {"Content-Type": "application/json", "WWW-Authenticate": f'Basic realm="{self.realm}"'},
+                {
+                    "Content-Type": "application/json",
+                    "WWW-Authenticate": f'Basic realm="{self.realm}"',
+                },
             )
             return
         params = parse_qs(parts.query, keep_blank_values=True)
@@ -278,6 +293,11 @@ class TokenServer(LoopbackHTTPServer):
         token = self.mint_token(access, subject=user or "", audience=service)
         issued = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = json.dumps(
-            {"token": token, "access_token": token, "expires_in": self.expires_in, "issued_at": issued}
+            {
+                "token": token,
+                "access_token": token,
+                "expires_in": self.expires_in,
+                "issued_at": issued,
+            }
         ).encode()
         handler.send_simple(200, body, {"Content-Type": "application/json"})

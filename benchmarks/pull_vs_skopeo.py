@@ -1,0 +1,153 @@
+"""Benchmark: pull one large single-layer image from a local registry into a filesystem store.
+
+Measured in the same run, on the same registry and image:
+
+- ``limit``:    the machine's own ceiling for this job — one Python stream of GET + sha256 + file
+                write (requests, 4 MiB reads), with nothing of regstore in it;
+- ``regstore``: ``regstore.pull`` into a ``file://`` store (distribution layout);
+- ``skopeo``:   ``skopeo copy docker://... oci:DIR:ref`` (the peer users compare us with).
+
+Prints a table with throughput and the ratios regstore/skopeo and regstore/limit, plus JSON
+with ``--json``. Usage::
+
+    python benchmarks/pull_vs_skopeo.py --size-mib 1024 [--runs 3] [--json]
+
+Nothing here asserts a timing; the numbers are for people (and for the issue that asks for 3×).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from regstore import open_store  # noqa: E402
+from regstore.client import Client  # noqa: E402
+from regstore.engine import pull  # noqa: E402
+from tests.engine_support import push_raw_blob, write_random_file  # noqa: E402
+from tests.support.registry import RegistryServer  # noqa: E402
+
+MiB = 1 << 20
+
+
+def seed(registry: RegistryServer, work: Path, size: int) -> str:
+    blob = work / "layer.bin"
+    digest = write_random_file(blob, size, seed=42)
+    with open(blob, "rb") as f:
+        push_raw_blob(registry.url, "bench/img", digest, f, size)
+    blob.unlink()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()  # fmt: skip
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    push_raw_blob(registry.url, "bench/img", config_digest, config, len(config))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest, "size": size}],
+    }).encode()  # fmt: skip
+    r = requests.put(f"{registry.url}/v2/bench/img/manifests/1", data=manifest,
+                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})  # fmt: skip
+    r.raise_for_status()
+    return digest
+
+
+def run_limit(registry: RegistryServer, digest: str, out: Path) -> None:
+    h = hashlib.sha256()
+    buf = bytearray(4 * MiB)
+    with requests.get(f"{registry.url}/v2/bench/img/blobs/{digest}", stream=True) as r, \
+            open(out, "wb") as f:  # fmt: skip
+        r.raise_for_status()
+        while n := r.raw.readinto(buf):
+            view = memoryview(buf)[:n]
+            h.update(view)
+            f.write(view)
+    assert "sha256:" + h.hexdigest() == digest
+
+
+def run_regstore(registry: RegistryServer, out: Path) -> None:
+    with open_store(str(out)) as store:
+        pull(Client(registry.host), store, "bench/img", "1")
+
+
+def run_skopeo(registry: RegistryServer, out: Path) -> None:
+    env = {**os.environ, "_CONTAINERS_ROOTLESS_UID": "1000", "XDG_DATA_HOME": str(out) + "-xdg"}
+    subprocess.run(
+        ["skopeo", "copy", "--insecure-policy", "--src-tls-verify=false",
+         f"docker://{registry.host}/bench/img:1", f"oci:{out}:bench"],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+
+
+def timed(fn: object, *args: object) -> float:
+    start = time.perf_counter()
+    fn(*args)  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    size = args.size_mib * MiB
+    have_skopeo = shutil.which("skopeo") is not None
+    with tempfile.TemporaryDirectory(prefix="regstore-bench-") as tmp:
+        work = Path(tmp)
+        registry = RegistryServer(work / "registry").start()
+        try:
+            digest = seed(registry, work, size)
+            runners = {"limit": run_limit, "regstore": run_regstore}
+            if have_skopeo:
+                runners["skopeo"] = run_skopeo
+            times: dict[str, list[float]] = {k: [] for k in runners}
+            for i in range(args.runs):
+                for name, fn in runners.items():
+                    out = work / f"{name}-{i}"
+                    extra = (digest, out) if name == "limit" else (out,)
+                    times[name].append(timed(fn, registry, *extra))
+                    shutil.rmtree(out, ignore_errors=True)
+                    if out.is_file():
+                        out.unlink()
+        finally:
+            registry.stop()
+    best = {k: min(v) for k, v in times.items()}
+    rate = {k: size / t / 1e9 for k, t in best.items()}
+    report = {
+        "size_bytes": size,
+        "runs": args.runs,
+        "seconds_best": best,
+        "seconds_median": {k: statistics.median(v) for k, v in times.items()},
+        "gb_per_s": rate,
+        "regstore_vs_limit": rate["regstore"] / rate["limit"],
+        "regstore_vs_skopeo": rate["regstore"] / rate["skopeo"] if "skopeo" in rate else None,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"pull of one {args.size_mib} MiB layer, best of {args.runs}:")
+        for k in runners:
+            print(f"  {k:9s} {best[k]:7.2f} s  {rate[k]:.3f} GB/s")
+        print(f"  regstore / limit : {report['regstore_vs_limit']:.2f}")
+        if report["regstore_vs_skopeo"] is not None:
+            print(f"  regstore / skopeo: {report['regstore_vs_skopeo']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""The engine against the real registry and every store kind: round trips, sharing, platforms,
+many images through one pool, corrupt blobs, copy between any two places.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from regstore import DigestMismatchError, ImageManifestNotFoundError, ObjectStore
+from regstore.client import Client
+from regstore.engine import RegistryImage, StoreImage, copy, pull, push, transfer_many
+from regstore.hookspecs import BlobState
+from tests.conftest import STORE_KINDS
+from tests.engine_support import blob_digest_in_registry, raw_manifest, seed_registry
+from tests.support.images import Built, build_image, build_index
+from tests.support.registry import RegistryServer
+from tests.support.skopeo import skopeo_inspect_raw
+
+StoreFactory = Callable[[str], ObjectStore]
+
+
+def _image(kind: str) -> Built:
+    if kind == "docker":
+        return build_image(layers=2, layer_size=4096, seed=1, media="docker")
+    if kind == "oci":
+        return build_image(layers=2, layer_size=4096, seed=2, media="oci")
+    if kind == "oci-index":
+        return build_index(media="oci", seed=3)
+    if kind == "docker-list":
+        return build_index(media="docker", seed=4)
+    if kind == "empty-layer":
+        return build_image(layers=1, layer_size=2048, seed=5, media="docker", empty_layer=True)
+    if kind == "artifact":
+        subject = build_image(layers=1, layer_size=1024, seed=6, media="oci")
+        return build_image(layers=1, layer_size=512, seed=7, media="oci", artifact_subject=subject)
+    raise ValueError(kind)
+
+
+IMAGE_KINDS = ("docker", "oci", "oci-index", "docker-list", "empty-layer", "artifact")
+ROUND_TRIPS = [(s, i) for s in ("memory", "file-distribution") for i in IMAGE_KINDS] + [
+    (s, i) for s in STORE_KINDS[2:] for i in ("docker", "oci-index", "artifact")
+]
+
+
+@pytest.mark.parametrize(("store_kind", "image_kind"), ROUND_TRIPS)
+def test_round_trip_registry_store_registry(
+    registry: RegistryServer, store_factory: StoreFactory, store_kind: str, image_kind: str
+) -> None:
+    built = _image(image_kind)
+    seed_registry(registry.url, "src/img", "v1", built)
+    client = Client(registry.host)
+    store = store_factory(store_kind)
+
+    pulled = pull(client, store, "src/img", "v1")
+
+    assert pulled.manifest_digest == built.manifest_digest
+    assert store.manifest("src/img", "v1").raw == built.manifest_bytes
+    assert store.tags("src/img") == ["v1"]
+    assert sorted(pulled.transferred) == sorted(built.blobs)
+    for digest, data in built.blobs.items():
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+
+    pushed = push(client, store, "src/img", "v1", dest_name="copy/img")
+    assert pushed.manifest_digest == built.manifest_digest
+    # a real peer reads exactly the same bytes back
+    assert skopeo_inspect_raw(f"docker://{registry.host}/copy/img:v1") == built.manifest_bytes
+    for digest in built.blobs:
+        assert blob_digest_in_registry(registry.url, "copy/img", digest) == digest
+    for digest, (media_type, raw) in built.manifests.items():
+        assert raw_manifest(registry.url, "copy/img", digest, media_type) == raw
+
+
+def test_second_pull_and_push_of_shared_layers_move_no_layer_bytes(
+    registry: RegistryServer, store_factory: StoreFactory, fault_proxy_factory
+) -> None:
+    base = build_image(layers=2, layer_size=64 * 1024, seed=10, media="oci")
+    first = build_image(layers=1, layer_size=1024, seed=11, media="oci", shared_layers=base.layers)
+    second = build_image(layers=1, layer_size=1024, seed=12, media="oci", shared_layers=base.layers)
+    seed_registry(registry.url, "team/one", "1", first)
+    seed_registry(registry.url, "team/two", "1", second)
+    proxy = fault_proxy_factory(registry)
+    client = Client(proxy.host)
+    store = store_factory("file-distribution")
+
+    pull(client, store, "team/one", "1")
+    proxy.clear_records()
+    again = pull(client, store, "team/two", "1")
+
+    shared = set(second.layer_digests) & set(first.layer_digests)
+    assert len(shared) == 2
+    assert shared <= set(again.skipped)
+    for digest in shared:
+        assert proxy.count("GET", f"/blobs/{digest}") == 0
+    unique = sum(len(d) for k, d in second.blobs.items() if k not in shared)
+    assert again.bytes_moved == unique
+
+    push(client, store, "team/one", "1", dest_name="mirror/one")
+    proxy.clear_records()
+    pushed = push(client, store, "team/two", "1", dest_name="mirror/two", mount_from=["mirror/one"])
+    assert shared <= set(pushed.mounted)
+    assert pushed.bytes_moved == unique
+    # only the unique blobs went up: one monolithic PUT each, nothing for the shared ones
+    assert proxy.count("PUT", "/blobs/uploads/") == len(second.blobs) - len(shared)
+    assert proxy.count("PATCH", "/blobs/uploads/") == 0
+    for digest in shared:
+        assert blob_digest_in_registry(registry.url, "mirror/two", digest) == digest
+
+
+def test_platform_filter_pulls_only_matching_children(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    index = build_index(media="oci", seed=20, platforms=[("linux", "amd64"), ("linux", "arm64")])
+    seed_registry(registry.url, "multi/app", "2", index)
+    store = store_factory("file-oci")
+
+    result = pull(Client(registry.host), store, "multi/app", "2", platforms=["linux/arm64"])
+
+    arm = index.children[1]
+    amd = index.children[0]
+    assert result.partial
+    assert store.is_partial("multi/app", index.manifest_digest)
+    assert store.manifest("multi/app", "2").raw == index.manifest_bytes
+    assert all(store.blob_exists(d) for d in arm.blobs)
+    assert not any(store.blob_exists(d) for d in amd.blobs)
+    assert store.has_manifest("multi/app", arm.manifest_digest)
+    assert not store.has_manifest("multi/app", amd.manifest_digest)
+
+
+def test_platform_filter_matching_nothing_is_a_clear_error(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    index = build_index(media="oci", seed=21)
+    seed_registry(registry.url, "multi/none", "1", index)
+    store = store_factory("memory")
+    with pytest.raises(ImageManifestNotFoundError, match="s390x"):
+        pull(Client(registry.host), store, "multi/none", "1", platforms=["linux/s390x"])
+    assert store.repositories() == []
+
+
+def test_corrupt_blob_fails_with_digest_mismatch_and_leaves_nothing(
+    registry: RegistryServer, store_factory: StoreFactory, fault_proxy_factory
+) -> None:
+    built = build_image(layers=1, layer_size=256 * 1024, seed=30, media="docker")
+    seed_registry(registry.url, "bad/img", "1", built)
+    layer = built.layer_digests[0]
+    proxy = fault_proxy_factory(registry)
+    proxy.corrupt_response(f"/blobs/{layer}", times=None)
+    store = store_factory("file-distribution")
+
+    with pytest.raises(DigestMismatchError) as info:
+        pull(Client(proxy.host), store, "bad/img", "1")
+
+    assert layer in str(info.value)
+    assert store.blob_status(layer).state is BlobState.ABSENT
+    assert store.repositories() == []
+
+
+def test_many_images_share_one_pool_and_fetch_each_digest_once(
+    registry: RegistryServer, store_factory: StoreFactory, fault_proxy_factory
+) -> None:
+    base = build_image(layers=2, layer_size=32 * 1024, seed=40, media="docker")
+    images = [
+        build_image(layers=1, layer_size=1024, seed=41 + i, media="docker", shared_layers=base.layers)
+        for i in range(3)
+    ]
+    for i, img in enumerate(images):
+        seed_registry(registry.url, f"fleet/app{i}", "1", img)
+    proxy = fault_proxy_factory(registry)
+    client = Client(proxy.host)
+    store = store_factory("memory")
+    jobs = [
+        (RegistryImage(client, f"fleet/app{i}", "1"), StoreImage(store, f"fleet/app{i}"))
+        for i in range(3)
+    ]
+
+    batch = transfer_many(jobs, concurrency=4)
+
+    assert batch.ok, batch.as_dict()
+    assert [o.status for o in batch.outcomes] == ["copied"] * 3
+    for digest in base.layer_digests:
+        assert proxy.count("GET", f"/blobs/{digest}") == 1
+    # a second run moves nothing and costs one manifest HEAD per image
+    proxy.clear_records()
+    again = transfer_many(jobs, concurrency=4)
+    assert [o.status for o in again.outcomes] == ["skipped"] * 3
+    assert proxy.count("GET", "/blobs/") == 0
+
+
+def test_one_failed_image_does_not_stop_the_others(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    good = build_image(layers=1, layer_size=1024, seed=50)
+    seed_registry(registry.url, "ok/img", "1", good)
+    client = Client(registry.host)
+    store = store_factory("memory")
+    batch = transfer_many(
+        [
+            (RegistryImage(client, "missing/img", "1"), StoreImage(store, "missing/img")),
+            (RegistryImage(client, "ok/img", "1"), StoreImage(store, "ok/img")),
+        ]
+    )
+    assert not batch.ok
+    assert [o.status for o in batch.outcomes] == ["failed", "copied"]
+    assert batch.outcomes[0].error
+    assert store.tags("ok/img") == ["1"]
+
+
+def test_copy_registry_to_registry_with_rename_and_store_to_store(
+    registry: RegistryServer, registry_factory, store_factory: StoreFactory
+) -> None:
+    built = build_index(media="docker", seed=60)
+    seed_registry(registry.url, "orig/app", "1.0", built)
+    other = registry_factory()
+    src, dst = Client(registry.host), Client(other.host)
+
+    result = copy(RegistryImage(src, "orig/app", "1.0"), RegistryImage(dst, "other/name", "new"))
+
+    assert result.manifest_digest == built.manifest_digest
+    assert raw_manifest(other.url, "other/name", "new", built.manifest_media_type) == (
+        built.manifest_bytes
+    )
+    for digest in built.blobs:
+        assert blob_digest_in_registry(other.url, "other/name", digest) == digest
+
+    a, b = store_factory("memory"), store_factory("file-oci")
+    pull(src, a, "orig/app", "1.0")
+    copy(StoreImage(a, "orig/app", "1.0"), StoreImage(b, "renamed/app", "latest"))
+    assert b.manifest("renamed/app", "latest").raw == built.manifest_bytes
+    assert all(b.blob_exists(d) for d in built.blobs)
+
+
+def test_copy_within_one_registry_mounts_instead_of_uploading(
+    registry: RegistryServer,
+) -> None:
+    built = build_image(layers=2, layer_size=8192, seed=70)
+    seed_registry(registry.url, "here/a", "1", built)
+    client = Client(registry.host)
+    result = copy(RegistryImage(client, "here/a", "1"), RegistryImage(client, "here/b", "1"))
+    assert sorted(result.mounted) == sorted(built.blobs)
+    assert result.bytes_moved == 0
+
+
+def test_pull_by_digest_stores_untagged_and_events_are_reported(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    built = build_image(layers=2, layer_size=4096, seed=80, media="oci")
+    seed_registry(registry.url, "by/digest", "1", built)
+    store = store_factory("memory")
+    events = []
+    lock = threading.Lock()
+
+    def observe(event: object) -> None:
+        with lock:
+            events.append(event)
+
+    pull(Client(registry.host), store, "by/digest", built.manifest_digest, events=observe)
+
+    assert store.manifest("by/digest", built.manifest_digest).raw == built.manifest_bytes
+    assert store.tags("by/digest") == []
+    kinds = {(e.kind.value, e.digest) for e in events}
+    for digest in built.blobs:
+        assert ("started", digest) in kinds
+        assert ("verified", digest) in kinds
+    assert ("manifest", built.manifest_digest) in kinds
+    progressed = sum(e.nbytes for e in events if e.kind.value == "progress")
+    assert progressed == sum(len(b) for b in built.blobs.values())

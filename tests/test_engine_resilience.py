@@ -1,0 +1,274 @@
+"""The engine when things go wrong: cut connections, killed processes, concurrent pullers, and
+memory that must stay bounded whatever the blob size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from regstore import open_store
+from regstore.client import Client
+from regstore.engine import pull, push
+from regstore.hookspecs import BlobState
+from tests.engine_support import (
+    blob_digest_in_registry,
+    env_without_ca_bundle,
+    push_raw_blob,
+    seed_registry,
+    write_random_file,
+)
+from tests.support.images import build_image
+from tests.support.registry import RegistryServer
+
+MiB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_python(code: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env_without_ca_bundle(),
+    )
+
+
+def test_pull_resumes_a_cut_connection_with_range(
+    registry: RegistryServer, tmp_path: Path, fault_proxy_factory
+) -> None:
+    built = build_image(layers=1, layer_size=6 * MiB, seed=100, media="docker")
+    seed_registry(registry.url, "cut/img", "1", built)
+    layer = built.layer_digests[0]
+    size = len(built.blobs[layer])
+    proxy = fault_proxy_factory(registry)
+    proxy.cut_response(f"/blobs/{layer}", after_bytes=2 * MiB + 123, times=1)
+    store = open_store(str(tmp_path / "store"))
+
+    pull(Client(proxy.host), store, "cut/img", "1")
+
+    with store.layer(layer).reader() as reader:
+        assert reader.read() == built.blobs[layer]
+    gets = proxy.requests_matching("GET", f"/blobs/{layer}")
+    assert len(gets) == 2
+    assert gets[1].headers.get("Range") == f"bytes={2 * MiB + 123}-"
+    # the resumed GET fetched only the rest: less than the blob plus one read chunk in total
+    assert proxy.bytes_sent(f"/blobs/{layer}") < size + 4 * MiB
+    assert proxy.bytes_sent(f"/blobs/{layer}") == size
+
+
+def test_push_resumes_a_chunk_cut_in_the_middle(
+    registry: RegistryServer, tmp_path: Path, fault_proxy_factory
+) -> None:
+    built = build_image(layers=1, layer_size=5 * MiB, seed=101, media="oci")
+    seed_registry(registry.url, "src/chunky", "1", built)
+    store = open_store(str(tmp_path / "store"))
+    pull(Client(registry.host), store, "src/chunky", "1")
+    layer = built.layer_digests[0]
+    proxy = fault_proxy_factory(registry)
+    proxy.cut_request("/blobs/uploads/", after_bytes=MiB // 2, times=1, method="PATCH")
+
+    result = push(
+        Client(proxy.host), store, "src/chunky", "1", dest_name="dst/chunky",
+        chunk_size=2 * MiB, monolithic_threshold=0,
+    )  # fmt: skip
+
+    assert layer in result.transferred
+    assert blob_digest_in_registry(registry.url, "dst/chunky", layer) == layer
+    patches = proxy.requests_matching("PATCH", "/blobs/uploads/")
+    status_checks = proxy.requests_matching("GET", "/blobs/uploads/")
+    assert len(status_checks) >= 1  # it asked the registry where to resume
+    # every chunk after the cut started where the registry said, not from zero
+    starts = [int(p.headers["Content-Range"].split("-")[0]) for p in patches]
+    assert starts[0] == 0 and starts[-1] > 0
+    assert starts == sorted(starts)  # it never went back to an earlier offset
+    assert len(patches) <= 4  # three chunks plus the one that was cut
+
+
+def test_killed_pull_reruns_without_refetching_finished_blobs(
+    registry: RegistryServer, tmp_path: Path, fault_proxy_factory
+) -> None:
+    built = build_image(layers=3, layer_size=3 * MiB, seed=102, media="docker")
+    seed_registry(registry.url, "kill/img", "1", built)
+    last = built.layer_digests[-1]
+    proxy = fault_proxy_factory(registry)
+    # the last layer always breaks after 1 MiB: the child keeps retrying until it is killed
+    proxy.cut_response(f"/blobs/{last}", after_bytes=MiB, times=None)
+    store_dir = tmp_path / "store"
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys
+            from regstore import open_store
+            from regstore.client import Client
+            from regstore.engine import pull
+            pull(Client(sys.argv[1]), open_store(sys.argv[2]), "kill/img", "1", concurrency=1)
+        """), proxy.host, str(store_dir)],
+        cwd=ROOT, env=env_without_ca_bundle(),
+    )  # fmt: skip
+    store = open_store(str(store_dir))
+    others = [d for d in built.blobs if d != last]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(store.blob_exists(d) for d in others) and proxy.count("GET", f"/blobs/{last}") >= 2:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert all(store.blob_exists(d) for d in others)
+    assert store.blob_status(last).state is not BlobState.COMPLETE
+    assert store.repositories() == []  # no tag for an incomplete image
+
+    proxy.clear_faults()
+    proxy.clear_records()
+    pull(Client(proxy.host), store, "kill/img", "1")
+
+    for digest in others:
+        assert proxy.count("GET", f"/blobs/{digest}") == 0
+    (get,) = proxy.requests_matching("GET", f"/blobs/{last}")
+    assert get.headers.get("Range", "").startswith("bytes=")
+    assert store.manifest("kill/img", "1").raw == built.manifest_bytes
+    with store.layer(last).reader() as reader:
+        assert reader.read() == built.blobs[last]
+
+
+def test_two_threads_pull_the_same_image_each_blob_fetched_once(
+    registry: RegistryServer, tmp_path: Path, fault_proxy_factory
+) -> None:
+    built = build_image(layers=4, layer_size=MiB, seed=103, media="oci")
+    seed_registry(registry.url, "race/img", "1", built)
+    proxy = fault_proxy_factory(registry)
+    proxy.delay("GET", "/blobs/", 0.2)  # widen the window in which both want the same blob
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pull(Client(proxy.host), open_store(str(tmp_path / "store")), "race/img", "1")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    for digest in built.blobs:
+        assert proxy.count("GET", f"/blobs/{digest}") == 1
+    store = open_store(str(tmp_path / "store"))
+    for digest, data in built.blobs.items():
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+
+
+def test_two_processes_pull_the_same_image(
+    registry: RegistryServer, tmp_path: Path, fault_proxy_factory
+) -> None:
+    built = build_image(layers=4, layer_size=MiB, seed=104, media="docker")
+    seed_registry(registry.url, "race/proc", "1", built)
+    proxy = fault_proxy_factory(registry)
+    proxy.delay("GET", "/blobs/", 0.3)
+    code = """
+        import sys
+        from regstore import open_store
+        from regstore.client import Client
+        from regstore.engine import pull
+        pull(Client(sys.argv[1]), open_store(sys.argv[2]), "race/proc", "1")
+    """
+    children = [
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), proxy.host,
+                          str(tmp_path / "store")], cwd=ROOT, env=env_without_ca_bundle())
+        for _ in range(2)
+    ]  # fmt: skip
+    assert [c.wait(timeout=120) for c in children] == [0, 0]
+    for digest in built.blobs:
+        assert proxy.count("GET", f"/blobs/{digest}") == 1
+    store = open_store(str(tmp_path / "store"))
+    assert store.manifest("race/proc", "1").raw == built.manifest_bytes
+    for digest, data in built.blobs.items():
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+
+
+_RSS_CHILD = """
+    import json, resource, sys
+    from regstore import open_store
+    from regstore.client import Client
+    from regstore.engine import pull
+    opts = json.loads(sys.argv[3])
+    store = open_store(sys.argv[2], **opts)
+    result = pull(Client(sys.argv[1]), store, "big/img", "1")
+    print(json.dumps({"rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "moved": result.bytes_moved}))
+"""
+
+
+def _seed_big_image(registry: RegistryServer, tmp_path: Path, size: int) -> tuple[str, int]:
+    blob = tmp_path / "big.bin"
+    digest = write_random_file(blob, size, seed=7)
+    with open(blob, "rb") as f:
+        push_raw_blob(registry.url, "big/img", digest, f, size)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()
+    import hashlib
+
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    push_raw_blob(registry.url, "big/img", config_digest, config, len(config))
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest, "size": size}],
+    }).encode()  # fmt: skip
+    import requests
+
+    r = requests.put(
+        f"{registry.url}/v2/big/img/manifests/1",
+        data=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert r.status_code == 201, r.text
+    blob.unlink()
+    return digest, size
+
+
+@pytest.mark.slow
+def test_pulling_512_mib_into_the_filesystem_keeps_rss_under_100_mib(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    digest, size = _seed_big_image(registry, tmp_path, 512 * MiB)
+    proc = _run_python(_RSS_CHILD, registry.host, str(tmp_path / "store"), "{}")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["moved"] >= size
+    assert report["rss_kib"] < 100 * 1024, report
+    store = open_store(str(tmp_path / "store"))
+    assert store.blob_size(digest) == size
+
+
+@pytest.mark.slow
+def test_pulling_128_mib_into_s3_keeps_rss_under_100_mib(
+    registry: RegistryServer, tmp_path: Path, s3_bucket
+) -> None:
+    digest, size = _seed_big_image(registry, tmp_path, 128 * MiB)
+    opts = {"endpoint_url": s3_bucket.endpoint_url, "key": "testing", "secret": "testing"}
+    url = f"s3://{s3_bucket.bucket}/big"
+    proc = _run_python(_RSS_CHILD, registry.host, url, json.dumps(opts))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["rss_kib"] < 100 * 1024, report
+    store = open_store(url, **opts)
+    assert store.blob_size(digest) == size
