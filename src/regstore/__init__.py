@@ -9,6 +9,17 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from regstore.client import Client
+from regstore.engine import (
+    BatchResult,
+    RegistryImage,
+    StoreImage,
+    TransferResult,
+    copy,
+    pull,
+    push,
+    transfer_many,
+)
 from regstore.errors import *  # noqa: F403  (the whole error tree is public API)
 from regstore.errors import __all__ as _errors_all
 from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
@@ -21,6 +32,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "BatchResult",
+    "Client",
     "Descriptor",
     "Digest",
     "Layer",
@@ -30,9 +43,16 @@ __all__ = [
     "ObjectStore",
     "Platform",
     "Reference",
+    "RegistryImage",
     "SignedManifest",
+    "StoreImage",
+    "TransferResult",
     "__version__",
+    "copy",
     "open_store",
     "parse_reference",
+    "pull",
+    "push",
+    "transfer_many",
     *_errors_all,
 ]

@@ -37,7 +37,7 @@ class RegistryClient(Protocol):
     """The part of :class:`regstore.client.Client` the engine uses (a test double may stand in)."""
 
     @property
-    def host(self) -> str: ...
+    def registry(self) -> str: ...
     def get_image_manifest(self, name: str, reference: str) -> Manifest: ...
     def head_manifest(self, name: str, reference: str) -> Any: ...
     def put_image_manifest(self, name: str, reference: str, manifest: Manifest) -> Any: ...
@@ -74,7 +74,7 @@ class RegistryImage:
         _check(self.name, self.reference)
 
     def __str__(self) -> str:
-        return _format(self.client.host + "/" + self.name, self.reference)
+        return _format(self.client.registry + "/" + self.name, self.reference)
 
 
 @dataclass(frozen=True)

@@ -301,7 +301,7 @@ def transfer_image(
     if (
         isinstance(source, RegistryImage)
         and isinstance(dest, RegistryImage)
-        and source.client.host == dest.client.host
+        and source.client.registry == dest.client.registry
         and source.name not in mount_from
     ):
         mount_from.append(source.name)  # same registry: a mount moves nothing

@@ -1,0 +1,247 @@
+"""Manifest endpoints: get, head, put, delete (``/v2/<name>/manifests/<reference>``).
+
+Manifests travel as exact bytes (:class:`~regstore.manifest.Manifest` keeps them): the digest
+is of the bytes, so nothing is ever re-serialised. Every GET and HEAD sends the full ``Accept``
+list — registry 2.8 hides OCI content and rewrites Docker content into signed schema 1 for
+clients that do not list the types.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from regstore.client.core import ClientCore, delete_scope, describe_ref, pull_scope, push_scope
+from regstore.client.errors_map import Operation, error_for_status, http_context
+from regstore.client.models import ManifestInfo
+from regstore.digest import verify
+from regstore.errors import (
+    DigestMismatchError,
+    ImageManifestNotFoundError,
+    InvalidReferenceError,
+    ManifestInvalidError,
+)
+from regstore.manifest import MANIFEST_ACCEPT, MANIFEST_MAX_SIZE, Manifest
+from regstore.reference import Digest, is_digest, validate_name, validate_reference
+
+__all__ = ["ManifestsMixin"]
+
+log = logging.getLogger("regstore.client")
+
+_DELETED = (200, 202, 204)
+
+
+def _announced_digest(headers: Mapping[str, str], what: str) -> Digest | None:
+    value = headers.get("Docker-Content-Digest")
+    if not value:
+        return None
+    try:
+        return Digest(value.strip())
+    except InvalidReferenceError:
+        log.warning("%s: ignoring an unusable Docker-Content-Digest header", what)
+        return None
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("Content-Type", "").split(";")[0].strip()
+
+
+class ManifestsMixin(ClientCore):
+    """``get_image_manifest``, ``head_manifest``, ``put_image_manifest``, ``delete_image``."""
+
+    def get_image_manifest(self, name: str, reference: str) -> Manifest:
+        """Fetch the manifest ``name`` at ``reference`` (a tag or a digest), exact bytes.
+
+        The media type comes from ``Content-Type`` (or the body). By digest the bytes must hash
+        to it; by tag they must match ``Docker-Content-Digest`` when the registry sends one
+        (for a signed schema 1 manifest, the digest of its JWS payload, as registries compute).
+
+        Raises:
+            ImageManifestNotFoundError: no such manifest (or repository, on registry 2.8).
+            RepositoryNotFoundError: the registry said ``NAME_UNKNOWN``.
+            DigestMismatchError: the bytes do not match the digest.
+            ManifestInvalidError: the bytes are not a manifest regstore understands.
+        """
+        validate_name(name)
+        validate_reference(reference)
+        op = Operation(
+            "manifest",
+            f"fetching manifest {describe_ref(name, reference)} from {self.registry}",
+            name=name,
+            reference=reference,
+        )
+        url = self._endpoint.manifest_url(name, reference)
+        reply = self._call(
+            "GET",
+            url,
+            op,
+            ok=(200,),
+            scopes=pull_scope(name),
+            headers={"Accept": MANIFEST_ACCEPT},
+            max_body=MANIFEST_MAX_SIZE,
+        )
+        ctx = http_context("GET", reply.url, reply.status)
+        if reply.truncated:
+            raise ManifestInvalidError(
+                f"{op.what}: the manifest is larger than {MANIFEST_MAX_SIZE} bytes", http=ctx
+            )
+        try:
+            manifest = Manifest(reply.body, _media_type(reply.headers) or None)
+        except ManifestInvalidError as exc:
+            raise ManifestInvalidError(f"{op.what}: {exc.message}", http=ctx) from None
+        self._check_digest(manifest, reference, reply.headers, op)
+        return manifest
+
+    @staticmethod
+    def _check_digest(
+        manifest: Manifest, reference: str, headers: Mapping[str, str], op: Operation
+    ) -> None:
+        if is_digest(reference):
+            expected = Digest(reference)
+            verify(op.what, expected, manifest.digest_with(expected.algorithm))
+            return
+        announced = _announced_digest(headers, op.what)
+        if announced is not None:
+            actual = manifest.digest_with(announced.algorithm)
+            if actual != announced:
+                raise DigestMismatchError(
+                    f"{op.what}: the bytes do not match the registry's Docker-Content-Digest",
+                    expected=announced,
+                    actual=actual,
+                )
+
+    def head_manifest(self, name: str, reference: str) -> ManifestInfo | None:
+        """``HEAD`` the manifest: its digest, media type and size, or None if it is absent.
+
+        When the registry's answer lacks ``Docker-Content-Digest`` or ``Content-Type``, the
+        manifest is fetched to compute them.
+        """
+        validate_name(name)
+        validate_reference(reference)
+        op = Operation(
+            "manifest",
+            f"checking manifest {describe_ref(name, reference)} on {self.registry}",
+            name=name,
+            reference=reference,
+        )
+        url = self._endpoint.manifest_url(name, reference)
+        reply = self._call(
+            "HEAD",
+            url,
+            op,
+            ok=(200, 404),
+            scopes=pull_scope(name),
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        if reply.status == 404:
+            return None
+        digest = _announced_digest(reply.headers, op.what)
+        media_type = _media_type(reply.headers)
+        length = reply.headers.get("Content-Length", "")
+        if is_digest(reference) and digest is not None and digest != reference:
+            raise DigestMismatchError(
+                f"{op.what}: the registry announced another digest",
+                expected=reference,
+                actual=digest,
+            )
+        if digest is None or not media_type or not length.isdigit():
+            try:
+                manifest = self.get_image_manifest(name, reference)
+            except ImageManifestNotFoundError:
+                return None
+            return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
+        return ManifestInfo(digest, media_type, int(length))
+
+    def put_image_manifest(self, name: str, reference: str, manifest: Manifest) -> Digest:
+        """Push ``manifest`` (its exact bytes, ``Content-Type`` = its media type) under a tag or
+        its digest; returns the digest, checked against the registry's
+        ``Docker-Content-Digest``. Safe to retry (a manifest PUT is idempotent).
+
+        Raises:
+            DigestMismatchError: ``reference`` is a digest the bytes do not have, or the
+                registry stored something else.
+            UnexpectedHTTPStatusError: e.g. ``MANIFEST_BLOB_UNKNOWN``, ``MANIFEST_INVALID``
+                (see ``.http.codes``).
+        """
+        validate_name(name)
+        validate_reference(reference)
+        if not isinstance(manifest, Manifest):
+            raise TypeError("put_image_manifest needs a regstore.manifest.Manifest")
+        op = Operation(
+            "manifest",
+            f"pushing manifest {describe_ref(name, reference)} to {self.registry}",
+            name=name,
+            reference=reference,
+        )
+        if is_digest(reference):
+            expected = Digest(reference)
+            verify(op.what, expected, manifest.digest_with(expected.algorithm))
+        url = self._endpoint.manifest_url(name, reference)
+        reply = self._call(
+            "PUT",
+            url,
+            op,
+            ok=(200, 201, 202),
+            scopes=push_scope(name),
+            headers={"Content-Type": manifest.media_type},
+            body=manifest.raw,
+            idempotent=True,
+        )
+        announced = _announced_digest(reply.headers, op.what)
+        if announced is not None and manifest.digest_with(announced.algorithm) != announced:
+            raise DigestMismatchError(
+                f"{op.what}: the registry reports a different digest for the stored manifest",
+                expected=manifest.digest,
+                actual=announced,
+            )
+        return manifest.digest
+
+    def delete_image(self, name: str, reference: str) -> None:
+        """Delete the manifest at a tag or digest (the seed's ``DeleteImage``).
+
+        By digest: ``DELETE`` it (every tag pointing at it goes too). By tag: registries
+        that cannot delete a tag alone (registry 2.8 answers 400 ``DIGEST_INVALID``) get a
+        ``HEAD`` for the tag's digest, then a ``DELETE`` of that digest — which **also
+        removes every other tag on the same manifest**. 200, 202 and 204 all mean success.
+
+        Raises:
+            ImageManifestNotFoundError: nothing at ``reference``.
+            UnexpectedHTTPStatusError: e.g. 405 ``UNSUPPORTED`` when deletion is disabled.
+        """
+        validate_name(name)
+        validate_reference(reference)
+        op = Operation(
+            "manifest",
+            f"deleting manifest {describe_ref(name, reference)} from {self.registry}",
+            name=name,
+            reference=reference,
+        )
+        url = self._endpoint.manifest_url(name, reference)
+        scopes = delete_scope(name)
+        if is_digest(reference):
+            self._call("DELETE", url, op, ok=_DELETED, scopes=scopes)
+            return
+        reply = self._transport.request("DELETE", url, op, scopes=scopes)
+        if reply.status in _DELETED:
+            return
+        codes = http_context("DELETE", reply.url, reply.status, reply.headers, reply.body).codes
+        if reply.status != 400 or (codes and "DIGEST_INVALID" not in codes):
+            raise error_for_status(
+                op, "DELETE", reply.url, reply.status, reply.headers, reply.body, scopes=scopes
+            )
+        info = self.head_manifest(name, reference)
+        if info is None:
+            raise ImageManifestNotFoundError(name, reference)
+        digest_op = Operation(
+            "manifest",
+            f"deleting manifest {name}@{info.digest} (tag {reference}) from {self.registry}",
+            name=name,
+            reference=reference,
+        )
+        self._call(
+            "DELETE",
+            self._endpoint.manifest_url(name, info.digest),
+            digest_op,
+            ok=_DELETED,
+            scopes=scopes,
+        )

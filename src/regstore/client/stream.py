@@ -1,0 +1,170 @@
+""":class:`BlobStream`: a blob's bytes as they arrive, never buffered whole.
+
+The bytes are read straight from the connection (``urllib3``'s ``read(..., decode_content=
+False)``): a blob is usually gzip and must reach the caller exactly as stored, whatever
+``Content-Encoding`` a proxy claims. A broken connection surfaces as
+:class:`~regstore.errors.TransportError` carrying how far the stream got, so the engine can
+resume with ``get_blob(name, digest, byte_offset=...)``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import requests
+import urllib3
+
+from regstore.client.errors_map import Operation, transport_error
+from regstore.digest import CHUNK_SIZE
+from regstore.errors import TransportError
+from regstore.reference import Digest
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+    from regstore.client.transport import Reply
+
+__all__ = ["BlobStream"]
+
+_READ_ERRORS = (
+    urllib3.exceptions.HTTPError,
+    requests.RequestException,
+    http.client.HTTPException,
+    OSError,
+)
+
+
+class BlobStream(io.RawIOBase):
+    """A readable, streaming view of (part of) a blob; use it as a context manager.
+
+    Attributes:
+        name, digest: what is being read.
+        offset: where in the blob this stream starts. It is 0 when the registry ignored a
+            ranged request and sent the whole blob: the caller must then restart from 0.
+        length: bytes this response carries (None if the registry did not say).
+        size: the whole blob's size when known (from ``Content-Range`` or ``Content-Length``).
+
+    ``read``/``readinto`` return the next bytes; :meth:`iter_chunks` yields large chunks.
+    The connection (and the client's in-flight slot) is released at the end of the body, on
+    :meth:`close`, or when the stream is garbage-collected.
+    """
+
+    def __init__(
+        self,
+        reply: Reply | None,
+        *,
+        name: str,
+        digest: Digest,
+        offset: int,
+        length: int | None,
+        size: int | None,
+        op: Operation,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.digest = digest
+        self.offset = offset
+        self.length = length
+        self.size = size
+        self._reply = reply
+        self._op = op
+        self._pos = 0
+        self._eof = reply is None or reply.response is None
+
+    # -- io.RawIOBase -------------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        """The position in the blob: ``offset`` plus the bytes read so far."""
+        return self.offset + self._pos
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from this response so far."""
+        return self._pos
+
+    def _fail(self, exc: BaseException) -> TransportError:
+        url = self._reply.url if self._reply is not None else ""
+        method = self._reply.method if self._reply is not None else "GET"
+        self._release()
+        err = transport_error(self._op, method, url, exc)
+        err.message += f" (after {self._pos} bytes of the body, at blob offset {self.tell()})"
+        return err
+
+    def _read_raw(self, n: int) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on a closed blob stream")
+        if self._eof or n == 0:
+            return b""
+        reply = self._reply
+        assert reply is not None and reply.response is not None
+        if self.length is not None:
+            n = min(n, self.length - self._pos)
+            if n <= 0:
+                self._finish()
+                return b""
+        try:
+            data = reply.response.raw.read(n, decode_content=False)
+        except _READ_ERRORS as exc:
+            raise self._fail(exc) from exc
+        if not data:
+            if self.length is not None and self._pos < self.length:
+                raise self._fail(ConnectionError("IncompleteRead: body ended early"))
+            self._finish()
+            return b""
+        self._pos += len(data)
+        if self.length is not None and self._pos >= self.length:
+            self._finish()
+        return bytes(data)
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Read up to ``size`` bytes (all the rest when negative: only for small blobs)."""
+        if size is None or size < 0:
+            parts = []
+            while chunk := self._read_raw(CHUNK_SIZE):
+                parts.append(chunk)
+            return b"".join(parts)
+        return self._read_raw(size)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._read_raw(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def iter_chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Yield the body in chunks of up to ``chunk_size`` bytes (1 MiB by default)."""
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        while chunk := self._read_raw(chunk_size):
+            yield chunk
+
+    # -- release ------------------------------------------------------------------------------
+    def _finish(self) -> None:
+        """End of body: give the connection back to the pool."""
+        self._eof = True
+        self._release()
+
+    def _release(self) -> None:
+        self._eof = True
+        if self._reply is not None:
+            self._reply.close()
+
+    def close(self) -> None:
+        """Release the connection; reading afterwards raises ValueError."""
+        if not self.closed:
+            self._release()
+        super().close()
+
+    def __repr__(self) -> str:
+        return (
+            f"BlobStream({self.name!r}, {self.digest}, offset={self.offset}, "
+            f"length={self.length}, size={self.size})"
+        )

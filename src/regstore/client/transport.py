@@ -1,0 +1,392 @@
+"""One registry's HTTP transport: pooled session, auth, retries, redirects, in-flight limit.
+
+Retries are split in two, by where each kind of failure can be handled safely:
+
+- **In the adapter** (``urllib3.util.Retry``): failures to *establish* a connection (refused,
+  connect timeout, DNS) for every method — nothing was sent, so even a POST may be repeated.
+- **Here, by hand**, for idempotent requests only (GET, HEAD, DELETE, manifest PUT): read errors
+  after the request went out, and answers 408/429/5xx (``Retry-After`` honoured, capped), with
+  exponential backoff and jitter. urllib3's status retries cannot be used for these: the same
+  method (PUT) is idempotent for a manifest and not for a blob, a streamed body cannot be
+  replayed, and a 401 must first go through the token dance. POST/PATCH/blob PUT are never
+  repeated: the engine asks the upload status and resumes.
+
+Redirects are followed here too (GET/HEAD), so that ``Authorization`` is dropped whenever the
+target leaves the registry's origin (a presigned S3 URL rejects it) and ``Range`` is kept.
+A semaphore bounds the requests in flight to the registry — held until a streamed body is
+closed — and :class:`~regstore.client.ratelimit.RateLimitPacer` spaces requests when the
+registry announces a nearly spent quota.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import requests
+import requests.auth
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from regstore.client.auth import Authenticator
+from regstore.client.bodies import UploadBody
+from regstore.client.credentials import CredentialResolver
+from regstore.client.errors_map import (
+    MAX_ERROR_BODY,
+    Operation,
+    auth_error,
+    http_context,
+    parse_retry_after,
+    transport_error,
+)
+from regstore.client.ratelimit import RateLimitPacer
+from regstore.client.urls import Endpoint, no_proxy_for, redact_url, resolve, same_origin
+
+__all__ = ["IDEMPOTENT", "REDIRECTS", "Reply", "Transport", "TransportOptions"]
+
+log = logging.getLogger("regstore.client.transport")
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+#: Methods safe to repeat; ``PUT`` only when the caller says so (manifests, not blobs).
+IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
+_READ_CHUNK = 64 * 1024
+
+
+def _retryable_status(status: int) -> bool:
+    return status in (408, 429) or (500 <= status < 600 and status not in (501, 505))
+
+
+@dataclass
+class TransportOptions:
+    """Transport tuning; see :class:`~regstore.client.Client` for the meaning of each."""
+
+    verify: bool | str = True
+    timeout: tuple[float, float] = (10.0, 300.0)
+    retries: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_retry_after: float = 60.0
+    max_in_flight: int = 8
+    user_agent: str = "regstore"
+
+
+class _NoNetrcAuth(requests.auth.AuthBase):
+    """Leaves requests untouched; the client sets ``Authorization`` itself."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        return r
+
+
+@dataclass
+class _Counters:
+    requests: int = 0
+    retries: int = 0
+    redirects: int = 0
+
+
+class _Slot:
+    """One permit of the in-flight semaphore; released at most once."""
+
+    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
+        self._semaphore = semaphore
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+
+
+@dataclass
+class Reply:
+    """An answer to one logical request (after redirects, auth and retries).
+
+    Internal to the client: public methods turn it into regstore values. For streamed
+    requests ``response`` is open and the in-flight slot is held until :meth:`close`.
+    """
+
+    method: str
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+    response: requests.Response | None = None
+    truncated: bool = False
+    _slot: _Slot | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        """Release the connection and the in-flight slot (idempotent)."""
+        resp, self.response = self.response, None
+        if resp is not None:
+            resp.close()
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
+
+    def read_error_body(self) -> bytes:
+        """For a streamed reply with a failure status: read a bounded body, then close.
+
+        Never reads the body of HEAD or of a 416 (registry 2.8 announces the blob's length for
+        its short 416 text, so reading it would only end in a broken-connection error).
+        """
+        try:
+            resp = self.response
+            if resp is not None and self.method != "HEAD" and self.status != 416:
+                try:
+                    self.body = resp.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+                    self.body = b""
+            return self.body
+        finally:
+            self.close()
+
+
+class Transport:
+    """Sends requests to one registry. Thread-safe; share one per registry."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        credentials: CredentialResolver,
+        options: TransportOptions,
+        *,
+        session: requests.Session | None = None,
+        pacer: RateLimitPacer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if options.max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if options.retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.endpoint = endpoint
+        self.options = options
+        self.owns_session = session is None
+        self.session = session if session is not None else self._new_session(options)
+        self.pacer = pacer if pacer is not None else RateLimitPacer()
+        self.auth = Authenticator(
+            endpoint,
+            credentials,
+            self.session,
+            timeout=options.timeout,
+            user_agent=options.user_agent,
+        )
+        self.counters = _Counters()
+        self._sleep = sleep
+        self._semaphore = threading.BoundedSemaphore(options.max_in_flight)
+
+    @staticmethod
+    def _new_session(options: TransportOptions) -> requests.Session:
+        session = requests.Session()
+        # A session-level auth, even a no-op one, stops requests from adding ~/.netrc
+        # credentials, which would replace the client's own Authorization header.
+        session.auth = _NoNetrcAuth()
+        # Connection *establishment* failures only: the request was not sent, any method may
+        # be repeated. Everything else is decided per request (see the module docstring).
+        retry = Retry(
+            total=options.retries,
+            connect=options.retries,
+            read=False,
+            status=0,
+            other=False,
+            redirect=False,
+            allowed_methods=None,
+            backoff_factor=options.backoff,
+            backoff_max=options.max_backoff,
+            backoff_jitter=options.backoff / 2,
+            raise_on_status=False,
+            respect_retry_after_header=False,
+        )
+        pool = max(options.max_in_flight, 10)
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=retry)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def close(self) -> None:
+        """Close the pooled connections (only when the session is ours)."""
+        if self.owns_session:
+            self.session.close()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.options.max_retry_after)
+        base = min(self.options.max_backoff, self.options.backoff * 2 ** (attempt - 1))
+        return float(base * (0.5 + random.random() / 2))
+
+    @staticmethod
+    def _connect_retried(exc: BaseException) -> bool:
+        """True if the adapter already retried this connection failure."""
+        reason = exc.args[0] if exc.args else None
+        return isinstance(reason, urllib3.exceptions.MaxRetryError) and isinstance(
+            reason.reason,
+            (
+                urllib3.exceptions.NewConnectionError,
+                urllib3.exceptions.ConnectTimeoutError,
+            ),
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | UploadBody | None,
+        follow: bool,
+    ) -> tuple[requests.Response, str]:
+        """Send once, following redirects for GET/HEAD; returns the response and its URL."""
+        current, hops = url, 0
+        while True:
+            self.counters.requests += 1
+            resp = self.session.request(
+                method,
+                current,
+                headers=headers,
+                data=body,
+                stream=True,
+                allow_redirects=False,
+                timeout=self.options.timeout,
+                verify=self.options.verify,
+                proxies=no_proxy_for(current),
+            )
+            log.debug("%s %s -> %d", method, redact_url(current), resp.status_code)
+            location = resp.headers.get("Location")
+            if not (follow and resp.status_code in REDIRECTS and location and hops < MAX_REDIRECTS):
+                return resp, current
+            resp.close()
+            target = resolve(current, location)
+            if not same_origin(target, self.endpoint.base_url):
+                # Never send the registry's credentials elsewhere (presigned URLs refuse them).
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            hops += 1
+            self.counters.redirects += 1
+            current = target
+
+    @staticmethod
+    def _read_body(resp: requests.Response, limit: int) -> tuple[bytes, bool]:
+        """Read at most ``limit`` bytes (+1 to detect more); returns (body, truncated)."""
+        parts: list[bytes] = []
+        total = 0
+        for chunk in resp.iter_content(_READ_CHUNK):
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                resp.close()
+                return b"".join(parts)[: limit + 1], True
+        return b"".join(parts), False
+
+    # -- the request loop ------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        url: str,
+        op: Operation,
+        *,
+        scopes: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        body: bytes | UploadBody | None = None,
+        idempotent: bool | None = None,
+        stream: bool = False,
+        follow_redirects: bool | None = None,
+        max_body: int = 64 * 1024 * 1024,
+    ) -> Reply:
+        """Send a request to the registry and return its final answer.
+
+        Handles auth challenges (one retry with fresh credentials), retries idempotent
+        requests, follows redirects for GET/HEAD. Raises :class:`AuthenticationError` for a
+        final 401/403 from the registry and :class:`TransportError` when it cannot be reached
+        or the connection breaks; any other status is returned for the caller to map. With
+        ``stream`` the caller must :meth:`Reply.close` the reply.
+        """
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT
+        follow = method in ("GET", "HEAD") if follow_redirects is None else follow_redirects
+        scopes = tuple(scopes)
+        base_headers = {"User-Agent": self.options.user_agent, **(headers or {})}
+        attempt = 0
+        auth_override: str | None = None
+        auth_retried = False
+        self._semaphore.acquire()
+        slot = _Slot(self._semaphore)
+        try:
+            while True:
+                self.pacer.wait()
+                send_headers = dict(base_headers)
+                if self.endpoint.owns(url):
+                    authorization = auth_override or self.auth.authorization(scopes, op)
+                    if authorization:
+                        send_headers["Authorization"] = authorization
+                if isinstance(body, UploadBody) and not body.rewind():
+                    raise transport_error(op, method, url, RuntimeError("body cannot be resent"))
+                try:
+                    resp, final_url = self._send(method, url, send_headers, body, follow)
+                    if (stream and resp.status_code < 300) or resp.status_code == 416:
+                        # 416 bodies are not read: registry 2.8 announces a Content-Length
+                        # its short text never fills.
+                        data, truncated = b"", False
+                    else:
+                        data, truncated = self._read_body(resp, max_body)
+                except requests.RequestException as exc:
+                    if (
+                        idempotent
+                        and attempt < self.options.retries
+                        and not isinstance(exc, requests.exceptions.SSLError)
+                        and not self._connect_retried(exc)
+                    ):
+                        attempt += 1
+                        self.counters.retries += 1
+                        delay = self.backoff_delay(attempt)
+                        log.info("%s: %s; retrying in %.1f s", op.what, type(exc).__name__, delay)
+                        self._sleep(delay)
+                        continue
+                    raise transport_error(op, method, url, exc) from exc
+                status = resp.status_code
+                from_registry = self.endpoint.owns(final_url)
+                if from_registry:
+                    self.pacer.observe(resp.headers)
+                if status == 401 and from_registry and not auth_retried:
+                    auth_retried = True
+                    new_auth = self.auth.on_unauthorized(
+                        resp.headers.get("WWW-Authenticate"), scopes, op
+                    )
+                    if new_auth is not None and (
+                        not isinstance(body, UploadBody) or body.replayable
+                    ):
+                        resp.close()
+                        auth_override = new_auth
+                        continue
+                if status in (401, 403) and from_registry:
+                    resp.close()
+                    ctx = http_context(method, final_url, status, resp.headers, data)
+                    raise auth_error(op, ctx, scopes, registry=self.endpoint.registry)
+                if idempotent and _retryable_status(status) and attempt < self.options.retries:
+                    attempt += 1
+                    self.counters.retries += 1
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    delay = self.backoff_delay(attempt, retry_after)
+                    resp.close()
+                    log.info("%s: HTTP %d; retrying in %.1f s", op.what, status, delay)
+                    self._sleep(delay)
+                    continue
+                reply = Reply(method, final_url, status, resp.headers, data, truncated=truncated)
+                if stream and status < 300:
+                    reply.response = resp
+                    reply._slot = slot
+                    # Release the slot even if the caller forgets to close the stream.
+                    weakref.finalize(reply, slot.release)
+                else:
+                    resp.close()
+                    slot.release()
+                return reply
+        except BaseException:
+            slot.release()
+            raise
