@@ -81,7 +81,7 @@ def test_push_resumes_a_chunk_cut_in_the_middle(
 
     result = push(
         Client(proxy.host), store, "src/chunky", "1", dest_name="dst/chunky",
-        chunk_size=2 * MiB, monolithic_threshold=0,
+        chunk_size=2 * MiB, monolithic_threshold=MiB,
     )  # fmt: skip
 
     assert layer in result.transferred
