@@ -34,11 +34,12 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.engine_support import push_raw_blob, write_random_file  # noqa: E402
+from tests.support.registry import RegistryServer  # noqa: E402
+
 from regstore import open_store  # noqa: E402
 from regstore.client import Client  # noqa: E402
 from regstore.engine import pull  # noqa: E402
-from tests.engine_support import push_raw_blob, write_random_file  # noqa: E402
-from tests.support.registry import RegistryServer  # noqa: E402
 
 MiB = 1 << 20
 
@@ -49,19 +50,34 @@ def seed(registry: RegistryServer, work: Path, size: int) -> str:
     with open(blob, "rb") as f:
         push_raw_blob(registry.url, "bench/img", digest, f, size)
     blob.unlink()
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()  # fmt: skip
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}}
+    ).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     push_raw_blob(registry.url, "bench/img", config_digest, config, len(config))
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest, "size": size}],
-    }).encode()  # fmt: skip
-    r = requests.put(f"{registry.url}/v2/bench/img/manifests/1", data=manifest,
-                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})  # fmt: skip
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest,
+                    "size": size,
+                }
+            ],
+        }
+    ).encode()
+    r = requests.put(
+        f"{registry.url}/v2/bench/img/manifests/1",
+        data=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
     r.raise_for_status()
     return digest
 
@@ -69,8 +85,10 @@ def seed(registry: RegistryServer, work: Path, size: int) -> str:
 def run_limit(registry: RegistryServer, digest: str, out: Path) -> None:
     h = hashlib.sha256()
     buf = bytearray(4 * MiB)
-    with requests.get(f"{registry.url}/v2/bench/img/blobs/{digest}", stream=True) as r, \
-            open(out, "wb") as f:  # fmt: skip
+    with (
+        requests.get(f"{registry.url}/v2/bench/img/blobs/{digest}", stream=True) as r,
+        open(out, "wb") as f,
+    ):
         r.raise_for_status()
         while n := r.raw.readinto(buf):
             view = memoryview(buf)[:n]
@@ -87,10 +105,18 @@ def run_regstore(registry: RegistryServer, out: Path) -> None:
 def run_skopeo(registry: RegistryServer, out: Path) -> None:
     env = {**os.environ, "_CONTAINERS_ROOTLESS_UID": "1000", "XDG_DATA_HOME": str(out) + "-xdg"}
     subprocess.run(
-        ["skopeo", "copy", "--insecure-policy", "--src-tls-verify=false",
-         f"docker://{registry.host}/bench/img:1", f"oci:{out}:bench"],
-        check=True, capture_output=True, env=env,
-    )  # fmt: skip
+        [
+            "skopeo",
+            "copy",
+            "--insecure-policy",
+            "--src-tls-verify=false",
+            f"docker://{registry.host}/bench/img:1",
+            f"oci:{out}:bench",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
 
 
 def timed(fn: object, *args: object) -> float:

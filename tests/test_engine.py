@@ -164,7 +164,9 @@ def test_many_images_share_one_pool_and_fetch_each_digest_once(
 ) -> None:
     base = build_image(layers=2, layer_size=32 * 1024, seed=40, media="docker")
     images = [
-        build_image(layers=1, layer_size=1024, seed=41 + i, media="docker", shared_layers=base.layers)
+        build_image(
+            layers=1, layer_size=1024, seed=41 + i, media="docker", shared_layers=base.layers
+        )
         for i in range(3)
     ]
     for i, img in enumerate(images):
@@ -268,3 +270,32 @@ def test_pull_by_digest_stores_untagged_and_events_are_reported(
     assert ("manifest", built.manifest_digest) in kinds
     progressed = sum(e.nbytes for e in events if e.kind.value == "progress")
     assert progressed == sum(len(b) for b in built.blobs.values())
+
+
+def test_events_reach_plugin_observers_without_a_callback(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    from regstore.hookspecs import hookimpl
+    from regstore.plugins import get_plugin_manager, register_plugin
+
+    class Observer:
+        def __init__(self) -> None:
+            self.events: list[object] = []
+            self.lock = threading.Lock()
+
+        @hookimpl
+        def regstore_transfer_event(self, event: object) -> None:
+            with self.lock:
+                self.events.append(event)
+
+    built = build_image(layers=1, layer_size=4096, seed=81)
+    seed_registry(registry.url, "observed/img", "1", built)
+    observer = Observer()
+    register_plugin(observer, name="test-observer")
+    try:
+        pull(Client(registry.host), store_factory("memory"), "observed/img", "1")
+    finally:
+        get_plugin_manager().unregister(observer)
+    verified = {e.digest for e in observer.events if e.kind.value == "verified"}
+    assert verified == set(built.blobs)
+    assert all(e.operation == "pull" and "observed/img" in e.image for e in observer.events)

@@ -5,7 +5,6 @@ memory that must stay bounded whatever the blob size.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -80,9 +79,14 @@ def test_push_resumes_a_chunk_cut_in_the_middle(
     proxy.cut_request("/blobs/uploads/", after_bytes=MiB // 2, times=1, method="PATCH")
 
     result = push(
-        Client(proxy.host), store, "src/chunky", "1", dest_name="dst/chunky",
-        chunk_size=2 * MiB, monolithic_threshold=MiB,
-    )  # fmt: skip
+        Client(proxy.host),
+        store,
+        "src/chunky",
+        "1",
+        dest_name="dst/chunky",
+        chunk_size=2 * MiB,
+        monolithic_threshold=MiB,
+    )
 
     assert layer in result.transferred
     assert blob_digest_in_registry(registry.url, "dst/chunky", layer) == layer
@@ -107,15 +111,22 @@ def test_killed_pull_reruns_without_refetching_finished_blobs(
     proxy.cut_response(f"/blobs/{last}", after_bytes=MiB, times=None)
     store_dir = tmp_path / "store"
     child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent("""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
             import sys
             from regstore import open_store
             from regstore.client import Client
             from regstore.engine import pull
             pull(Client(sys.argv[1]), open_store(sys.argv[2]), "kill/img", "1", concurrency=1)
-        """), proxy.host, str(store_dir)],
-        cwd=ROOT, env=env_without_ca_bundle(),
-    )  # fmt: skip
+        """),
+            proxy.host,
+            str(store_dir),
+        ],
+        cwd=ROOT,
+        env=env_without_ca_bundle(),
+    )
     store = open_store(str(store_dir))
     others = [d for d in built.blobs if d != last]
     deadline = time.monotonic() + 60
@@ -187,10 +198,13 @@ def test_two_processes_pull_the_same_image(
         pull(Client(sys.argv[1]), open_store(sys.argv[2]), "race/proc", "1")
     """
     children = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), proxy.host,
-                          str(tmp_path / "store")], cwd=ROOT, env=env_without_ca_bundle())
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code), proxy.host, str(tmp_path / "store")],
+            cwd=ROOT,
+            env=env_without_ca_bundle(),
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     assert [c.wait(timeout=120) for c in children] == [0, 0]
     for digest in built.blobs:
         assert proxy.count("GET", f"/blobs/{digest}") == 1
@@ -219,20 +233,31 @@ def _seed_big_image(registry: RegistryServer, tmp_path: Path, size: int) -> tupl
     digest = write_random_file(blob, size, seed=7)
     with open(blob, "rb") as f:
         push_raw_blob(registry.url, "big/img", digest, f, size)
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}}
+    ).encode()
     import hashlib
 
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     push_raw_blob(registry.url, "big/img", config_digest, config, len(config))
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest, "size": size}],
-    }).encode()  # fmt: skip
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest,
+                    "size": size,
+                }
+            ],
+        }
+    ).encode()
     import requests
 
     r = requests.put(

@@ -135,9 +135,49 @@ class BlobStream(io.RawIOBase):
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = memoryview(buffer).cast("B")
-        data = self._read_raw(len(view))
-        view[: len(data)] = data
-        return len(data)
+        direct = self._direct_body()
+        if direct is None:
+            data = self._read_raw(len(view))
+            view[: len(data)] = data
+            return len(data)
+        return self._readinto_direct(direct, view)
+
+    def _direct_body(self) -> http.client.HTTPResponse | None:
+        """The http.client response under urllib3's, when bytes can go straight into a buffer.
+
+        urllib3's ``read(amt)`` allocates a fresh ``amt``-byte object per call (and http.client
+        a second one); for multi-megabyte reads that doubles the copying and, through malloc's
+        adaptive mmap threshold, inflates the peak memory of a long pull. With content decoding
+        off, urllib3 adds nothing to the raw bytes, so reading the underlying response into the
+        caller's buffer is the same stream without the copies.
+        """
+        if self._eof or self.closed or self._reply is None or self._reply.response is None:
+            return None
+        fp = getattr(self._reply.response.raw, "_fp", None)
+        return fp if isinstance(fp, http.client.HTTPResponse) else None
+
+    def _readinto_direct(self, fp: http.client.HTTPResponse, view: memoryview) -> int:
+        want = len(view)
+        if self.length is not None:
+            want = min(want, self.length - self._pos)
+            if want <= 0:
+                self._finish()
+                return 0
+        if want == 0:
+            return 0
+        try:
+            n = fp.readinto(view[:want])
+        except _READ_ERRORS as exc:
+            raise self._fail(exc) from exc
+        if not n:
+            if self.length is not None and self._pos < self.length:
+                raise self._fail(ConnectionError("IncompleteRead: body ended early"))
+            self._finish()
+            return 0
+        self._pos += n
+        if self.length is not None and self._pos >= self.length:
+            self._finish()
+        return n
 
     def iter_chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the body in chunks of up to ``chunk_size`` bytes (1 MiB by default)."""

@@ -4,6 +4,7 @@ then write manifests children-first and the tag last.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from regstore.errors import (
+    BlobNotFoundError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
     NotFoundError,
@@ -94,6 +96,12 @@ class _RegistrySide:
             return None
         return None if info is None else str(info.digest)
 
+    def blob_size(self, digest: str) -> int:
+        size = self.client.blob_length(self.name, digest)
+        if size < 0:
+            raise BlobNotFoundError(self.name, digest)
+        return size
+
     def opener(self, digest: str) -> Opener:
         client, name = self.client, self.name
         return lambda offset: client.get_blob(name, digest, offset)
@@ -139,6 +147,12 @@ class _StoreSide:
             return str(self.store.manifest(self.name, reference).digest)
         except NotFoundError:
             return None
+
+    def blob_size(self, digest: str) -> int:
+        size = self.store.blob_size(digest)
+        if size is None:
+            raise BlobNotFoundError(self.name, digest)
+        return size
 
     def opener(self, digest: str) -> Opener:
         layer = self.store.layer(digest)
@@ -311,6 +325,9 @@ def transfer_image(
         opener = src.opener(desc.digest)
 
         def move(desc: Descriptor = desc, opener: Opener = opener) -> BlobMove:
+            if desc.size < 0 and isinstance(dst, _RegistrySide):
+                # schema1 carries no sizes; an upload needs one up front
+                desc = dataclasses.replace(desc, size=src.blob_size(desc.digest))
             return dst.put_blob(desc, opener, reporter, options, mount_from)
 
         future, owner = scheduler.submit(dst.key(desc.digest), move)
