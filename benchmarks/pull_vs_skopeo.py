@@ -12,7 +12,7 @@ with ``--json``. Usage::
 
     python benchmarks/pull_vs_skopeo.py --size-mib 1024 [--runs 3] [--json]
 
-Nothing here asserts a timing; the numbers are for people (and for the issue that asks for 3×).
+Nothing here asserts a timing; the numbers are for people (and for the issue that asks for 3x).
 """
 
 from __future__ import annotations
