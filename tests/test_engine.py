@@ -299,3 +299,27 @@ def test_events_reach_plugin_observers_without_a_callback(
     verified = {e.digest for e in observer.events if e.kind.value == "verified"}
     assert verified == set(built.blobs)
     assert all(e.operation == "pull" and "observed/img" in e.image for e in observer.events)
+
+
+@pytest.mark.parametrize("auth", ["basic", "token"])
+def test_pull_and_push_with_mount_through_authenticated_registries(
+    registry_factory, store_factory: StoreFactory, auth: str
+) -> None:
+    secured = registry_factory(auth=auth)
+    built = build_image(layers=2, layer_size=8192, seed=85, media="oci")
+    client = Client(secured.host, username=secured.username, password=secured.password)
+    store = store_factory("memory")
+    store2 = store_factory("memory")
+    # seed through regstore itself: a store → registry push of a locally pulled copy
+    open_registry = registry_factory()
+    seed_registry(open_registry.url, "seed/img", "1", built)
+    pull(Client(open_registry.host), store, "seed/img", "1")
+
+    first = push(client, store, "seed/img", "1", dest_name="secure/one")
+    second = push(client, store, "seed/img", "1", dest_name="secure/two", mount_from=["secure/one"])
+    back = pull(client, store2, "secure/two", "1")
+
+    assert sorted(first.transferred) == sorted(built.blobs)
+    assert sorted(second.mounted) == sorted(built.blobs)
+    assert back.manifest_digest == built.manifest_digest
+    assert store2.manifest("secure/two", "1").raw == built.manifest_bytes
