@@ -47,7 +47,9 @@ class Digester:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         """Feed more bytes."""
         self._hash.update(data)  # type: ignore[arg-type]
-        self.size += len(data)
+        # nbytes, not len(): a memoryview of a wider format (or several dimensions) has fewer
+        # items than bytes, and hashlib hashes its bytes.
+        self.size += data.nbytes if isinstance(data, memoryview) else len(data)
 
     def digest(self) -> Digest:
         """The digest of everything fed so far."""
@@ -114,13 +116,15 @@ class DigestingReader:
         self.digester = Digester(self.expected.algorithm)
 
     def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes (all remaining when ``n`` < 0) and hash them."""
         data = self._raw.read(n)
         if data:
             self.digester.update(data)
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        view = memoryview(buffer)
+        """Read into ``buffer``, hash what was read; returns the byte count (0 at the end)."""
+        view = memoryview(buffer).cast("B")  # count and slice bytes, whatever the format
         n = self._raw.readinto(view)  # type: ignore[attr-defined]
         if n:
             self.digester.update(view[:n])
@@ -138,6 +142,7 @@ class DigestingReader:
         return self.expected
 
     def close(self) -> None:
+        """Close the wrapped file object."""
         self._raw.close()
 
 
@@ -149,9 +154,17 @@ class DigestingWriter:
         self.digester = Digester(algorithm)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.digester.update(data)
+        """Write ``data`` to the wrapped file object and hash what it accepted.
+
+        Returns the number of bytes written. Only those are hashed: when the raw object
+        writes less (a raw, unbuffered stream may) or fails, the digest still describes
+        exactly the bytes that reached it.
+        """
         written = self._raw.write(data)
-        return len(data) if written is None else written
+        view = memoryview(data).cast("B")
+        count = len(view) if written is None else written
+        self.digester.update(view if count == len(view) else view[:count])
+        return count
 
     @property
     def size(self) -> int:
@@ -163,4 +176,5 @@ class DigestingWriter:
         return self.digester.digest()
 
     def close(self) -> None:
+        """Close the wrapped file object."""
         self._raw.close()

@@ -118,12 +118,25 @@ class RegstoreError(Exception):
             return f"{self.message} [{self.http.describe()}]"
         return self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # BaseException pickles as ``cls(*args)``, which breaks every subclass whose __init__
+        # takes other arguments than the message (BlobNotFoundError(name, digest), ...).
+        # Rebuild without calling __init__ and restore the attributes instead, so errors cross
+        # process boundaries (ProcessPoolExecutor, multiprocessing) intact.
+        return (_rebuild_error, (type(self), self.args), self.__dict__)
+
+
+def _rebuild_error(cls: type[RegstoreError], args: tuple[Any, ...]) -> RegstoreError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
+
 
 class InvalidReferenceError(RegstoreError, ValueError):
     """A repository name, tag, digest or reference does not follow the OCI grammar.
 
     ``part`` names the bad part (``"name"``, ``"tag"``, ``"digest"``, ``"registry"``,
-    ``"reference"``), ``value`` is what was given.
+    ``"reference"``, ``"platform"``), ``value`` is what was given.
     """
 
     def __init__(self, part: str, value: object, reason: str) -> None:

@@ -22,6 +22,11 @@ class EventKind(str, Enum):
     FAILED = "failed"  #: it failed; ``error`` says why
     MANIFEST = "manifest"  #: a manifest was written (``tag`` set when it was tagged)
 
+    def __str__(self) -> str:
+        # The value, on every Python: 3.11 changed str()/format() of (str, Enum) members to
+        # "EventKind.STARTED", which would leak into progress lines and logs.
+        return str(self.value)
+
 
 @dataclass(frozen=True)
 class TransferEvent:

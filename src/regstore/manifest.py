@@ -12,7 +12,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from regstore.digest import digest_bytes
 from regstore.errors import InvalidReferenceError, ManifestInvalidError
@@ -67,6 +67,16 @@ MANIFEST_ACCEPT = ", ".join(
 MANIFEST_MAX_SIZE = 4 * 1024 * 1024
 
 _GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
+_INT64_MAX = 2**63 - 1
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """A JSON integer: ``true`` and ``2.0`` compare equal to 1 and 2 in Python, not in JSON."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 @dataclass(frozen=True)
@@ -81,9 +91,11 @@ class Platform:
     @classmethod
     def parse(cls, text: str) -> Platform:
         """Parse ``os/arch[/variant]`` as users write it."""
-        parts = text.split("/")
+        parts = text.split("/") if isinstance(text, str) else []
         if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"invalid platform {text!r}: expected os/arch[/variant]")
+            # InvalidReferenceError is a ValueError too: a bad --platform is a user error that
+            # callers catching RegstoreError report cleanly.
+            raise InvalidReferenceError("platform", text, "expected os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     def matches(self, wanted: Platform) -> bool:
@@ -106,7 +118,9 @@ class Descriptor:
     digest: Digest
     size: int
     platform: Platform | None = None
-    annotations: Mapping[str, str] = field(default_factory=dict)
+    # A dict is unhashable: leave it out of the hash so descriptors work in sets and as keys
+    # (equal descriptors still have equal hashes; annotations still count for ==).
+    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
     urls: tuple[str, ...] = ()
     artifact_type: str | None = None
 
@@ -120,26 +134,36 @@ class Descriptor:
         except InvalidReferenceError as exc:
             raise ManifestInvalidError(f"{where}: {exc}") from None
         size = obj.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if not _is_int(size) or not 0 <= size <= _INT64_MAX:
             raise ManifestInvalidError(
-                f"{where}: size must be a non-negative integer, got {size!r}"
+                f"{where}: size must be a non-negative 64-bit integer, got {size!r}"
             )
         media_type = obj.get("mediaType", "")
         if not isinstance(media_type, str):
             raise ManifestInvalidError(f"{where}: mediaType must be a string")
         platform = None
         p = obj.get("platform")
-        if isinstance(p, dict):
+        if p is not None:
+            if not isinstance(p, dict):
+                raise ManifestInvalidError(f"{where}: platform must be an object")
+            fields = {k: p.get(k) for k in ("os", "architecture", "variant", "os.version")}
+            if any(v is not None and not isinstance(v, str) for v in fields.values()):
+                raise ManifestInvalidError(f"{where}: platform fields must be strings")
             platform = Platform(
-                os=str(p.get("os", "")),
-                architecture=str(p.get("architecture", "")),
-                variant=p.get("variant"),
-                os_version=p.get("os.version"),
+                os=fields["os"] or "",
+                architecture=fields["architecture"] or "",
+                variant=fields["variant"],
+                os_version=fields["os.version"],
             )
-        annotations = obj.get("annotations") or {}
-        if not isinstance(annotations, dict):
-            raise ManifestInvalidError(f"{where}: annotations must be an object")
-        urls = obj.get("urls") or ()
+        annotations = obj.get("annotations", {})
+        if not isinstance(annotations, dict) or not all(
+            isinstance(v, str) for v in annotations.values()
+        ):
+            raise ManifestInvalidError(f"{where}: annotations must map strings to strings")
+        urls = obj.get("urls", [])
+        # a bare string would otherwise become a tuple of its characters
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ManifestInvalidError(f"{where}: urls must be a list of strings")
         artifact_type = obj.get("artifactType")
         return cls(
             media_type=media_type,
@@ -147,7 +171,7 @@ class Descriptor:
             size=size,
             platform=platform,
             annotations=dict(annotations),
-            urls=tuple(str(u) for u in urls),
+            urls=tuple(urls),
             artifact_type=artifact_type if isinstance(artifact_type, str) else None,
         )
 
@@ -183,7 +207,7 @@ def _sniff_media_type(doc: dict[str, Any], hint: str | None) -> str:
     if declared is not None and not isinstance(declared, str):
         raise ManifestInvalidError("mediaType must be a string")
     hint = (hint or "").split(";")[0].strip().lower()
-    if doc.get("schemaVersion") == 1:
+    if _is_int(doc.get("schemaVersion")) and doc["schemaVersion"] == 1:
         return DOCKER_MANIFEST_V1_SIGNED if "signatures" in doc else DOCKER_MANIFEST_V1
     if declared:
         if hint and hint not in _GENERIC_TYPES and hint != declared:
@@ -203,14 +227,16 @@ def _b64url(text: str) -> bytes:
 def _schema1_payload(raw: bytes, doc: dict[str, Any]) -> bytes:
     """The JWS payload of a signed schema1 manifest: the digest is taken over these bytes."""
     signatures = doc.get("signatures")
-    if not signatures:
-        return raw
+    if not isinstance(signatures, list) or not signatures:
+        raise ManifestInvalidError("signed schema1 manifest needs a non-empty signatures list")
     payloads = set()
     for sig in signatures:
         try:
             protected = json.loads(_b64url(sig["protected"]))
-            length = int(protected["formatLength"])
+            length = protected["formatLength"]
             tail = _b64url(protected["formatTail"])
+            if not _is_int(length):
+                raise TypeError(f"formatLength must be an integer, got {length!r}")
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise ManifestInvalidError(
                 f"schema1 signature has a bad protected header: {exc}"
@@ -230,10 +256,13 @@ class Manifest:
     is absent (umoci omits it), from the ``media_type`` hint (descriptor or Content-Type), or by
     distribution's sniffing rule. ``digest`` is sha256 of the bytes, except for signed schema1
     manifests where it is the digest of the JWS payload, as registries compute it.
+
+    ``layers`` and ``manifests`` keep the manifest's order; ``blobs`` (config, then layers) lists
+    each digest once, as a fetch list.
     """
 
-    __slots__ = ("_digest", "blobs", "config", "doc", "layers", "manifests", "media_type", "raw",
-                 "subject")  # fmt: skip
+    __slots__ = ("_digest", "_payload", "blobs", "config", "doc", "layers", "manifests",
+                 "media_type", "raw", "subject")  # fmt: skip
 
     raw: bytes
     media_type: str
@@ -253,7 +282,9 @@ class Manifest:
                 f"manifest is {len(raw)} bytes, over the {MANIFEST_MAX_SIZE}-byte limit"
             )
         try:
-            doc = json.loads(raw)
+            # Strict UTF-8 (json.loads(bytes) would also take UTF-16/32 and a BOM, which no
+            # registry does) and no NaN/Infinity. A nesting bomb ends in RecursionError.
+            doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
             raise ManifestInvalidError(f"manifest is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
@@ -262,6 +293,7 @@ class Manifest:
         self.doc = doc
         self.media_type = _sniff_media_type(doc, media_type)
         self._digest: Digest | None = None
+        self._payload: bytes | None = None  # what the digest covers, when not ``raw``
         self.config = None
         self.subject = None
         self.layers = ()
@@ -269,6 +301,9 @@ class Manifest:
         mt = self.media_type
         if mt in SCHEMA1_MEDIA_TYPES:
             self._parse_schema1(doc)
+            if mt == DOCKER_MANIFEST_V1_SIGNED:
+                # validated here, so a bad signature header fails parse(), not .digest later
+                self._payload = _schema1_payload(raw, doc)
         elif mt in INDEX_MEDIA_TYPES:
             self._require_schema2(doc)
             self.manifests = self._list(doc, "manifests", required=True)
@@ -281,11 +316,16 @@ class Manifest:
         if doc.get("subject") is not None:
             self.subject = Descriptor.from_json(doc["subject"], "subject")
         config = (self.config,) if self.config is not None else ()
-        self.blobs = config + self.layers
+        # Each blob once (first occurrence): images may repeat a layer, and artifacts may use
+        # the empty descriptor as config and layer; fetching it twice would race on one writer.
+        unique: dict[str, Descriptor] = {}
+        for blob in config + self.layers:
+            unique.setdefault(blob.digest, blob)
+        self.blobs = tuple(unique.values())
 
     @staticmethod
     def _require_schema2(doc: dict[str, Any]) -> None:
-        if doc.get("schemaVersion") != 2:
+        if not _is_int(doc.get("schemaVersion")) or doc["schemaVersion"] != 2:
             raise ManifestInvalidError(f"schemaVersion must be 2, got {doc.get('schemaVersion')!r}")
 
     @staticmethod
@@ -298,6 +338,8 @@ class Manifest:
         return tuple(Descriptor.from_json(d, f"{key}[{i}]") for i, d in enumerate(items))
 
     def _parse_schema1(self, doc: dict[str, Any]) -> None:
+        if not _is_int(doc.get("schemaVersion")) or doc["schemaVersion"] != 1:
+            raise ManifestInvalidError(f"schemaVersion must be 1, got {doc.get('schemaVersion')!r}")
         fs_layers = doc.get("fsLayers")
         if not isinstance(fs_layers, list):
             raise ManifestInvalidError("schema1 manifest needs an fsLayers list")
@@ -329,20 +371,14 @@ class Manifest:
     def digest(self) -> Digest:
         """The manifest's content digest (sha256)."""
         if self._digest is None:
-            payload = self.raw
-            if self.media_type == DOCKER_MANIFEST_V1_SIGNED:
-                payload = _schema1_payload(self.raw, self.doc)
-            self._digest = digest_bytes(payload)
+            self._digest = digest_bytes(self.raw if self._payload is None else self._payload)
         return self._digest
 
     def digest_with(self, algorithm: str) -> Digest:
         """The digest with another algorithm (e.g. when fetched by a sha512 reference)."""
         if algorithm == "sha256":
             return self.digest
-        payload = self.raw
-        if self.media_type == DOCKER_MANIFEST_V1_SIGNED:
-            payload = _schema1_payload(self.raw, self.doc)
-        return digest_bytes(payload, algorithm)
+        return digest_bytes(self.raw if self._payload is None else self._payload, algorithm)
 
     @property
     def size(self) -> int:

@@ -163,7 +163,16 @@ class Reference:
     digest: Digest | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.registry, str) or _HOST_RE.fullmatch(self.registry) is None:
+            raise InvalidReferenceError("registry", self.registry, "is not a valid host[:port]")
         validate_name(self.name)
+        # distribution/reference caps the whole normalised name, domain included.
+        if len(self.registry) + 1 + len(self.name) > NAME_MAX_LENGTH:
+            raise InvalidReferenceError(
+                "name",
+                f"{self.registry}/{self.name}",
+                f"registry and name together are longer than {NAME_MAX_LENGTH} characters",
+            )
         if self.tag is not None:
             validate_tag(self.tag)
         if self.digest is not None:

@@ -264,7 +264,7 @@ def _add_manifest(
     if depth == 0 and options.platforms and not plan.children:
         wanted = ", ".join(str(p) for p in options.platforms)
         raise ImageManifestNotFoundError(
-            "(index)", f"{manifest.digest} has no manifest for platform {wanted}"
+            source.name, f"{manifest.digest} (the index has no manifest for platform {wanted})"
         )
 
 
