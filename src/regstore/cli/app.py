@@ -1,0 +1,381 @@
+"""The ``regstore`` click group, its global options, and the per-run state commands share.
+
+Global options may be written before the command (``regstore --json ls``) or after it
+(``regstore ls --json``). The state opens the store and builds registry clients lazily, so a
+command pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from regstore import __version__, plugins
+from regstore.engine.syncfile import SyncFileError
+from regstore.errors import RegstoreError
+from regstore.store import open_store
+
+from .output import EXIT_FAILURE, EXIT_USAGE, Output
+from .progress import ProgressDisplay, make_progress
+
+if TYPE_CHECKING:
+    from regstore.client import Client
+    from regstore.store import ObjectStore
+
+__all__ = ["AppState", "cli", "default_store_url", "global_options", "regstore_command"]
+
+log = logging.getLogger("regstore.cli")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STORE_ENV = "REGSTORE_STORE"
+
+EPILOG = """\b
+Images:
+  registry   HOST[:PORT]/NAME[:TAG|@DIGEST], e.g. 127.0.0.1:5000/team/app:1.2,
+             alpine (= docker.io/library/alpine:latest); docker:// may prefix it
+  store      store:NAME[:TAG|@DIGEST], e.g. store:team/app:1.2, in the store of --store
+
+\b
+Store: --store URL, else $REGSTORE_STORE, else a directory store in the user data
+directory (e.g. ~/.local/share/regstore). URLs: file:///path (or a path),
+memory://name, s3://bucket/prefix (pip install regstore-s3), ?layout=oci.
+
+\b
+Exit codes:
+  0  success
+  1  failure (an image failed, the store is damaged, a registry refused, ...)
+  2  usage error (bad option, argument, reference or sync file)
+"""
+
+
+def default_store_url() -> str:
+    """The store used when neither --store nor REGSTORE_STORE says otherwise."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("regstore")).as_uri()
+
+
+@dataclass
+class Settings:
+    """The global options of one run."""
+
+    store: str | None = None
+    plain_http: bool = False
+    ca_cert: str | None = None
+    insecure: bool = False
+    username: str | None = None
+    password_stdin: bool = False
+    verbose: int = 0
+    quiet: bool = False
+    json: bool = False
+    concurrency: int | None = None
+    retries: int | None = None
+
+
+@dataclass
+class AppState:
+    """Shared by the commands of one run: settings, output, the store and registry clients."""
+
+    settings: Settings = field(default_factory=Settings)
+    action: str = ""  #: what is being done, for the error line ("pulling X")
+    _output: Output | None = None
+    _stores: dict[str, ObjectStore] = field(default_factory=dict)
+    _clients: dict[tuple[Any, ...], Client] = field(default_factory=dict)
+    _password: str | None = None
+    _password_read: bool = False
+    _warned_insecure: bool = False
+
+    # -- output -----------------------------------------------------------------------------
+
+    @property
+    def output(self) -> Output:
+        if self._output is None:
+            self._output = Output(json_mode=self.settings.json, quiet=self.settings.quiet)
+        return self._output
+
+    def progress(self) -> ProgressDisplay:
+        """The progress display for this run (see :mod:`regstore.cli.progress`)."""
+        return make_progress(json_mode=self.settings.json, quiet=self.settings.quiet)
+
+    @property
+    def concurrency(self) -> int:
+        return self.settings.concurrency or 4
+
+    # -- the store ----------------------------------------------------------------------------
+
+    @property
+    def store_url(self) -> str:
+        return self.settings.store or default_store_url()
+
+    def store(self, url: str | None = None) -> ObjectStore:
+        """Open (once) the store at ``url``, default the run's store."""
+        url = url or self.store_url
+        if url not in self._stores:
+            if url == default_store_url():
+                Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+            log.info("opening the store %s", url)
+            self._stores[url] = open_store(url)
+        return self._stores[url]
+
+    # -- registries ---------------------------------------------------------------------------
+
+    def password(self) -> str | None:
+        """The password given on stdin (read once), or None."""
+        if not self._password_read:
+            self._password_read = True
+            if self.settings.password_stdin:
+                line = sys.stdin.readline()
+                self._password = line.rstrip("\r\n")
+                if not self._password:
+                    raise click.UsageError("--password-stdin: nothing was read from stdin")
+                self.output.secrets.append(self._password)
+        return self._password
+
+    def warn_insecure(self, host: str) -> None:
+        if not self._warned_insecure:
+            self._warned_insecure = True
+            self.output.warning(
+                f"--insecure: TLS certificates of {host} are NOT verified; anyone on the "
+                "network path can read or alter images and credentials"
+            )
+
+    def client(
+        self,
+        host: str,
+        *,
+        plain_http: bool | None = None,
+        tls_verify: bool = True,
+        ca_cert: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> Client:
+        """A registry client for ``host``; explicit credentials beat the global ones, which beat
+        credential plugins, which beat docker's config (the client's own default)."""
+        from regstore.client import Client
+
+        s = self.settings
+        insecure = s.insecure or not tls_verify
+        if insecure:
+            self.warn_insecure(host)
+        verify: bool | str = False if insecure else (ca_cert or s.ca_cert or True)
+        if username is None and s.username is not None:
+            username, password = s.username, self.password()
+        if password:
+            self.output.secrets.append(password)
+        plain = True if s.plain_http else plain_http
+        key = (host, plain, verify, username)
+        if key not in self._clients:
+            log.info(
+                "registry %s: plain_http=%s, verify=%s, user=%s", host, plain, verify, username
+            )
+            retries: dict[str, Any] = {}
+            if s.retries is not None:
+                retries["retries"] = s.retries
+            self._clients[key] = Client(
+                host,
+                plain_http=plain,
+                verify=verify,
+                username=username,
+                password=password,
+                credentials=plugins.credentials_for,
+                **retries,
+            )
+        return self._clients[key]
+
+    def prepare(self) -> None:
+        """Check option combinations and set up logging, once every option is parsed."""
+        s = self.settings
+        configure_logging(s.verbose, self.output)
+        if s.password_stdin and s.username is None:
+            raise click.UsageError("--password-stdin needs --username")
+        if s.username is not None and not s.password_stdin:
+            if sys.stdin.isatty():
+                self._password = click.prompt(f"Password for {s.username}", hide_input=True)
+                self._password_read = True
+                self.output.secrets.append(self._password or "")
+            else:
+                raise click.UsageError("--username needs --password-stdin (or a terminal to ask)")
+        if s.quiet and s.verbose:
+            raise click.UsageError("--quiet and --verbose contradict each other")
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        for client in self._clients.values():
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Store a global option on the shared state when it was given (on the group or command).
+
+    Every global option defaults to None, False or (counted) 0, which means "not given here"
+    and leaves what the group (or the environment) set.
+    """
+    counted = isinstance(param, click.Option) and param.count
+    if param.name is None or value is None or value is False or (counted and value == 0):
+        return value
+    state = ctx.ensure_object(AppState)
+    setattr(state.settings, param.name, value)
+    return value
+
+
+def _global_option_decorators(*, on_group: bool) -> list[Callable[[F], F]]:
+    common: dict[str, Any] = {"expose_value": False, "callback": _remember}
+    # the environment is read once, by the group: a command's own --store would otherwise
+    # replace a --store written before the command with $REGSTORE_STORE
+    env: dict[str, Any] = {"envvar": STORE_ENV, "show_envvar": True} if on_group else {}
+    return [
+        click.option(
+            "--store",
+            metavar="URL",
+            **env,
+            help="Store to use (default: a directory store in the user data directory).",
+            **common,
+        ),
+        click.option(
+            "--plain-http", is_flag=True, help="Talk plain HTTP to registries (no TLS).", **common
+        ),
+        click.option(
+            "--ca-cert",
+            metavar="FILE",
+            type=click.Path(exists=True, dir_okay=False),
+            help="CA certificate bundle to verify registries with.",
+            **common,
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            help="Do not verify TLS certificates (unsafe; warned about on stderr).",
+            **common,
+        ),
+        click.option("--username", metavar="NAME", help="Registry user name.", **common),
+        click.option(
+            "--password-stdin",
+            is_flag=True,
+            help="Read the registry password from the first line of stdin.",
+            **common,
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            help="Log what happens (-vv: more); tracebacks.",
+            **common,
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="No progress or summaries.", **common),
+        click.option(
+            "--json",
+            is_flag=True,
+            help="Print one JSON result on stdout and nothing else.",
+            **common,
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 64),
+            metavar="N",
+            help="Blobs moved at once (default 4).",
+            **common,
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 20),
+            metavar="N",
+            help="Retries of a failed registry request (default 5, with backoff).",
+            **common,
+        ),
+    ]
+
+
+def global_options(f: F, *, on_group: bool = False) -> F:
+    """Accept the global options on a command too (``regstore ls --json``)."""
+    for decorator in reversed(_global_option_decorators(on_group=on_group)):
+        f = decorator(f)
+    return f
+
+
+class _MaskingFormatter(logging.Formatter):
+    """Formats log records with every known secret masked (defence in depth: the client never
+    logs credentials, but a third-party plugin or library might)."""
+
+    def __init__(self, output: Output) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.output = output
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.output.mask(super().format(record))
+
+
+def configure_logging(verbose: int, output: Output) -> None:
+    """-v: INFO, -vv: DEBUG (including hook traces with REGSTORE_TRACE_PLUGINS=1) on stderr."""
+    if verbose <= 0:
+        logging.getLogger("regstore").addHandler(logging.NullHandler())
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MaskingFormatter(output))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
+    """Make ``f(state, **params) -> exit code`` a command body: global options accepted, logging
+    set up, and any regstore error turned into one line on stderr and exit code 1."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        ctx = click.get_current_context()
+        state = ctx.ensure_object(AppState)
+        state.prepare()
+        try:
+            code = f(state, *args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            state.output.error(f"{state.action or 'the command'} was interrupted")
+            code = 130
+        except Exception as exc:  # one clear line; the traceback only with -v
+            if state.settings.verbose:
+                sys.stderr.write(state.output.mask(traceback.format_exc()))
+            if isinstance(exc, SyncFileError):
+                state.output.failure("", exc)
+                code = EXIT_USAGE
+            else:
+                if not isinstance(exc, RegstoreError):
+                    log.debug("unexpected error", exc_info=True)
+                state.output.failure(state.action, exc)
+                code = EXIT_FAILURE
+        ctx.exit(code or 0)
+
+    return global_options(wrapper)
+
+
+@click.group(
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "-V", "--version", prog_name="regstore")
+@functools.partial(global_options, on_group=True)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Move container images between OCI/Docker registries and stores.
+
+    \b
+    regstore pull 127.0.0.1:5000/team/app:1.2       registry -> store
+    regstore push team/app:1.2 127.0.0.1:5000/app   store -> registry
+    regstore copy SRC DST                           any -> any
+    regstore sync mirror.yaml                       many images, incrementally
+    regstore ls | inspect | verify | gc | delete    look after the store
+    """
+    ctx.ensure_object(AppState)
+    ctx.call_on_close(ctx.obj.close)

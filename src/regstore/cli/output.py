@@ -1,0 +1,214 @@
+"""What the command line prints: results (JSON, tables, plain lines), errors and exit codes.
+
+- Results go to stdout: with ``--json`` one JSON document and nothing else; otherwise rich
+  tables on a terminal and plain, tab-free aligned columns when stdout is a pipe or file.
+- Errors are one line on stderr, ``regstore: error: <what> failed: <why> — try <hint>``;
+  warnings ``regstore: warning: ...``. A known secret (the password given on stdin) is masked in
+  anything printed, whatever produced the text.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from regstore.errors import (
+    AuthenticationError,
+    BackendNotFoundError,
+    DigestMismatchError,
+    ImageManifestNotFoundError,
+    InvalidReferenceError,
+    LayerLockedError,
+    RegstoreError,
+    RepositoryNotFoundError,
+    StoreError,
+    TransportError,
+)
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Output",
+    "format_size",
+    "hint_for",
+    "short_digest",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def format_size(n: int | None) -> str:
+    """Binary units, as ``ls -h`` users expect: ``512 B``, ``12.3 KiB``, ``1.0 GiB``."""
+    if n is None or n < 0:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def short_digest(digest: str, length: int = 12) -> str:
+    """``sha256:0123456789ab`` (enough to recognise, like docker's short ids)."""
+    algorithm, _, encoded = str(digest).partition(":")
+    return f"{algorithm}:{encoded[:length]}" if encoded else str(digest)
+
+
+def hint_for(exc: BaseException) -> str:
+    """What to try next for an error, or ``""``."""
+    text = str(exc).lower()
+    if isinstance(exc, AuthenticationError):
+        return (
+            "check the credentials: --username NAME --password-stdin, or `docker login` for "
+            "this registry"
+        )
+    if isinstance(exc, TransportError):
+        if "ssl" in text or "certificate" in text or "tls" in text:
+            return "give the registry's CA with --ca-cert FILE (or, unsafely, --insecure)"
+        if "refused" in text or "resolve" in text or "name or service" in text:
+            return "is the registry running at that address (host and port)?"
+        return "is the registry reachable? if it speaks plain HTTP, add --plain-http"
+    if isinstance(exc, RepositoryNotFoundError):
+        return "check the repository name (`regstore ls` lists the store's repositories)"
+    if isinstance(exc, ImageManifestNotFoundError):
+        return "check the name and tag or digest (`regstore ls NAME` lists a stored repository)"
+    if isinstance(exc, BackendNotFoundError):
+        return ""  # its message already says what to install
+    if isinstance(exc, DigestMismatchError):
+        return "the content was corrupted on the way or at the source; run the command again"
+    if isinstance(exc, LayerLockedError):
+        return "another regstore process is writing it; try again when it is done"
+    if isinstance(exc, StoreError):
+        return "check the store URL (--store or REGSTORE_STORE) and that it is writable"
+    if isinstance(exc, InvalidReferenceError):
+        return "references look like HOST[:PORT]/NAME[:TAG|@DIGEST] or store:NAME[:TAG|@DIGEST]"
+    return ""
+
+
+class Output:
+    """The printer of one command run (knows --json, --quiet and the secret to mask)."""
+
+    def __init__(
+        self,
+        *,
+        json_mode: bool = False,
+        quiet: bool = False,
+        stdout: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+    ) -> None:
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.stderr = stderr if stderr is not None else sys.stderr
+        self.secrets: list[str] = []
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def mask(self, text: str) -> str:
+        """``text`` with every known secret replaced by ``***``."""
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    @property
+    def stdout_is_terminal(self) -> bool:
+        return bool(getattr(self.stdout, "isatty", lambda: False)())
+
+    def console(self) -> Console:
+        """A rich console on stdout (plain text, no colour, when stdout is not a terminal)."""
+        return Console(file=self.stdout, highlight=False, soft_wrap=not self.stdout_is_terminal)
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def json(self, data: Any) -> None:
+        """Print ``data`` as the one JSON document of this run."""
+        self.stdout.write(self.mask(json.dumps(data, indent=2, sort_keys=False, default=str)))
+        self.stdout.write("\n")
+        self.stdout.flush()
+
+    def line(self, text: str = "") -> None:
+        """A human result line on stdout (never in --json mode)."""
+        if self.json_mode:
+            return
+        self.stdout.write(self.mask(text) + "\n")
+        self.stdout.flush()
+
+    def summary(self, text: str) -> None:
+        """A human summary line on stdout, silenced by --quiet and --json."""
+        if not self.quiet:
+            self.line(text)
+
+    def table(
+        self, columns: Sequence[str], rows: Sequence[Sequence[object]], title: str = ""
+    ) -> None:
+        """A table: rich on a terminal, aligned plain columns (with a header) otherwise."""
+        if self.json_mode:
+            return
+        cells = [[self.mask(str(c)) for c in row] for row in rows]
+        if self.stdout_is_terminal:
+            table = Table(title=title or None, show_edge=False, header_style="bold")
+            for column in columns:
+                table.add_column(column, overflow="fold")
+            for row in cells:
+                table.add_row(*row)
+            self.console().print(table)
+            return
+        widths = [len(c) for c in columns]
+        for row in cells:
+            widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+        for row in [list(columns), *cells]:
+            self.stdout.write(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            )
+            self.stdout.write("\n")
+        self.stdout.flush()
+
+    # -- diagnostics -----------------------------------------------------------------------------
+
+    def error(self, message: str, hint: str = "") -> None:
+        """The one error line on stderr."""
+        text = f"regstore: error: {message}"
+        if hint:
+            text += f" — try: {hint}"
+        self.stderr.write(self.mask(" ".join(text.split())) + "\n")
+        self.stderr.flush()
+
+    def warning(self, message: str) -> None:
+        """A warning line on stderr (shown even with --quiet and --json)."""
+        self.stderr.write(self.mask(f"regstore: warning: {message}") + "\n")
+        self.stderr.flush()
+
+    def note(self, message: str) -> None:
+        """Information on stderr, silenced by --quiet and --json."""
+        if self.quiet or self.json_mode:
+            return
+        self.stderr.write(self.mask(message) + "\n")
+        self.stderr.flush()
+
+    def failure(self, action: str, exc: BaseException) -> None:
+        """Report ``exc`` (a failed ``action``, e.g. "pulling X") as one line; JSON too."""
+        why = str(exc) if isinstance(exc, RegstoreError) else f"{type(exc).__name__}: {exc}"
+        message = f"{action} failed: {why}" if action else why
+        hint = hint_for(exc)
+        if self.json_mode:
+            self.json(
+                {
+                    "ok": False,
+                    "error": {
+                        "message": self.mask(message),
+                        "type": type(exc).__name__,
+                        "hint": hint or None,
+                    },
+                }
+            )
+        self.error(message, hint)

@@ -1,0 +1,359 @@
+"""The commands that look after the store (and describe images): ``ls``, ``inspect``,
+``verify``, ``delete``, ``gc`` and ``plugins``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from regstore import plugins
+from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image
+from regstore.engine.verify import verify
+from regstore.errors import RegstoreError
+from regstore.manifest import Manifest
+from regstore.store import read_blob
+
+from .app import AppState, cli, regstore_command
+from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
+from .refs import ImageRef, ImageRefType, StoreRef
+
+if TYPE_CHECKING:
+    from regstore.store import ObjectStore
+
+__all__ = ["image_size"]
+
+_SHORT_TYPES = {
+    "application/vnd.oci.image.index.v1+json": "oci-index",
+    "application/vnd.oci.image.manifest.v1+json": "oci-manifest",
+    "application/vnd.docker.distribution.manifest.list.v2+json": "docker-list",
+    "application/vnd.docker.distribution.manifest.v2+json": "docker-v2",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws": "docker-v1-signed",
+    "application/vnd.docker.distribution.manifest.v1+json": "docker-v1",
+}
+
+
+def image_size(store: ObjectStore, name: str, manifest: Manifest, depth: int = 0) -> int:
+    """Bytes of the manifest, its blobs and (for an index) its stored children."""
+    total = manifest.size + sum(max(b.size, 0) for b in manifest.blobs)
+    if depth < 4:
+        for child in manifest.manifests:
+            try:
+                total += image_size(store, name, store.manifest(name, child.digest), depth + 1)
+            except RegstoreError:  # a child left out by a platform filter
+                continue
+    return total
+
+
+# -- ls ------------------------------------------------------------------------------------------
+
+
+@cli.command("ls")
+@click.argument("name", required=False, type=ImageRefType("store"))
+@regstore_command
+def ls_command(state: AppState, name: StoreRef | None) -> int:
+    """List the store's repositories, or the tags of one (digest, type, size).
+
+    NAME is a repository of the store (store: may prefix it).
+    """
+    store = state.store()
+    out = state.output
+    if name is None:
+        state.action = f"listing the repositories of {state.store_url}"
+        repos = [{"name": r, "tags": store.tags(r)} for r in store.repositories()]
+        if out.json_mode:
+            out.json({"store": state.store_url, "repositories": repos})
+        elif repos:
+            out.table(("REPOSITORY", "TAGS"), [(r["name"], len(r["tags"])) for r in repos])
+        else:
+            out.note(f"the store {state.store_url} is empty")
+        return EXIT_OK
+    if name.explicit:
+        raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
+    state.action = f"listing the tags of {name}"
+    rows: list[dict[str, Any]] = []
+    for tag in store.tags(name.name):
+        manifest = store.manifest(name.name, tag)
+        rows.append(
+            {
+                "tag": tag,
+                "digest": str(manifest.digest),
+                "media_type": manifest.media_type,
+                "size": image_size(store, name.name, manifest),
+            }
+        )
+    if out.json_mode:
+        out.json({"store": state.store_url, "repository": name.name, "tags": rows})
+    else:
+        out.table(
+            ("TAG", "DIGEST", "TYPE", "SIZE"),
+            [
+                (
+                    r["tag"],
+                    short_digest(r["digest"]),
+                    _SHORT_TYPES.get(r["media_type"], r["media_type"]),
+                    format_size(r["size"]),
+                )
+                for r in rows
+            ],
+        )
+    return EXIT_OK
+
+
+# -- inspect -------------------------------------------------------------------------------------
+
+
+def _config_platform(raw: bytes) -> str | None:
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(config, dict) or not config.get("os"):
+        return None
+    parts = [str(config.get("os")), str(config.get("architecture", ""))]
+    if config.get("variant"):
+        parts.append(str(config["variant"]))
+    return "/".join(p for p in parts if p)
+
+
+def _read_config(state: AppState, ref: ImageRef, manifest: Manifest) -> bytes | None:
+    config = manifest.config
+    if config is None or config.size > 1 << 20 or manifest.artifact_type:
+        return None
+    try:
+        if isinstance(ref, StoreRef):
+            return read_blob(state.store(), config.digest)
+        client = state.client(ref.registry)
+        return client.fetch_blob(ref.name, config.digest, max_size=1 << 20)
+    except RegstoreError:  # the platform is a nicety: inspect still shows the rest
+        return None
+
+
+def describe_manifest(state: AppState, ref: ImageRef, manifest: Manifest) -> dict[str, Any]:
+    """The JSON form ``inspect`` prints."""
+    info: dict[str, Any] = {
+        "reference": str(ref),
+        "digest": str(manifest.digest),
+        "media_type": manifest.media_type,
+        "size": manifest.size,
+    }
+    if manifest.is_index:
+        info["platforms"] = [str(m.platform) for m in manifest.manifests if m.platform]
+        info["manifests"] = [
+            {
+                "digest": str(m.digest),
+                "media_type": m.media_type,
+                "size": m.size,
+                "platform": str(m.platform) if m.platform else None,
+            }
+            for m in manifest.manifests
+        ]
+    else:
+        raw_config = _read_config(state, ref, manifest)
+        platform = _config_platform(raw_config) if raw_config is not None else None
+        info["platforms"] = [platform] if platform else []
+        if manifest.config is not None:
+            info["config"] = {
+                "digest": str(manifest.config.digest),
+                "media_type": manifest.config.media_type,
+                "size": manifest.config.size,
+            }
+        info["layers"] = [
+            {"digest": str(layer.digest), "media_type": layer.media_type, "size": layer.size}
+            for layer in manifest.layers
+        ]
+        info["total_size"] = manifest.size + sum(max(b.size, 0) for b in manifest.blobs)
+    if manifest.artifact_type:
+        info["artifact_type"] = manifest.artifact_type
+    if manifest.subject is not None:
+        info["subject"] = str(manifest.subject.digest)
+    annotations = manifest.doc.get("annotations")
+    if isinstance(annotations, dict) and annotations:
+        info["annotations"] = annotations
+    return info
+
+
+@cli.command("inspect")
+@click.argument("ref", type=ImageRefType("any"))
+@click.option("--raw", is_flag=True, help="Print the manifest's exact bytes.")
+@regstore_command
+def inspect_command(state: AppState, ref: ImageRef, raw: bool) -> int:
+    """Describe an image: manifest digest, media type, platforms, layers and sizes.
+
+    REF is a registry image or store:NAME[:TAG|@DIGEST].
+    """
+    state.action = f"inspecting {ref}"
+    if isinstance(ref, StoreRef):
+        manifest = state.store().manifest(ref.name, ref.reference)
+    else:
+        manifest = state.client(ref.registry).get_image_manifest(ref.name, ref.reference)
+    if raw:
+        sys.stdout.buffer.write(manifest.raw)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    info = describe_manifest(state, ref, manifest)
+    out = state.output
+    if out.json_mode:
+        out.json(info)
+        return EXIT_OK
+    out.line(f"{'Reference:':<12}{info['reference']}")
+    out.line(f"{'Digest:':<12}{info['digest']}")
+    out.line(f"{'Type:':<12}{info['media_type']}")
+    out.line(f"{'Platforms:':<12}{', '.join(info['platforms']) or '-'}")
+    if "total_size" in info:
+        out.line(f"{'Size:':<12}{format_size(info['total_size'])}")
+    if info.get("artifact_type"):
+        out.line(f"{'Artifact:':<12}{info['artifact_type']}")
+    if info.get("subject"):
+        out.line(f"{'Subject:':<12}{info['subject']}")
+    if "manifests" in info:
+        out.line()
+        out.table(
+            ("PLATFORM", "DIGEST", "SIZE"),
+            [
+                (m["platform"] or "-", m["digest"], format_size(m["size"]))
+                for m in info["manifests"]
+            ],
+        )
+    if info.get("layers") is not None:
+        out.line()
+        rows = []
+        if "config" in info:
+            c = info["config"]
+            rows.append(("config", c["digest"], format_size(c["size"]), c["media_type"]))
+        rows += [
+            (f"layer {i}", layer["digest"], format_size(layer["size"]), layer["media_type"])
+            for i, layer in enumerate(info["layers"])
+        ]
+        out.table(("BLOB", "DIGEST", "SIZE", "TYPE"), rows)
+    return EXIT_OK
+
+
+# -- verify, delete, gc --------------------------------------------------------------------------
+
+
+@cli.command("verify")
+@click.argument("name", required=False, type=ImageRefType("store"))
+@regstore_command
+def verify_command(state: AppState, name: StoreRef | None) -> int:
+    """Re-hash every blob and check every manifest and reference of the store (or of NAME).
+
+    Exit code 1 when anything is damaged or missing; the report says what.
+    """
+    if name is not None and name.explicit:
+        raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
+    store = state.store()
+    target = f"repository {name.name}" if name else f"the store {state.store_url}"
+    state.action = f"verifying {target}"
+    display = state.progress()
+    with display:
+        report = verify(
+            store, name.name if name else None, concurrency=state.concurrency, events=display.sink
+        )
+    out = state.output
+    if out.json_mode:
+        out.json(report.as_dict())
+    else:
+        if report.problems:
+            out.table(
+                ("PROBLEM", "REPOSITORY", "WHAT", "DETAIL"),
+                [(p.kind, p.repository, p.subject, p.detail) for p in report.problems],
+            )
+        out.summary(
+            f"checked {len(report.repositories)} repositories, {report.manifests_checked} "
+            f"manifests, {report.tags_checked} tags, {report.blobs_checked} blobs "
+            f"({format_size(report.bytes_checked)}): "
+            + ("OK" if report.ok else f"{len(report.problems)} problem(s)")
+        )
+    if not report.ok:
+        out.error(
+            f"{target} is damaged: {len(report.problems)} problem(s), first: {report.problems[0]}",
+            "pull the affected images again (the store keeps intact blobs)",
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+@cli.command("delete")
+@click.argument("ref", type=ImageRefType("store"))
+@regstore_command
+def delete_command(state: AppState, ref: StoreRef) -> int:
+    """Delete a tag (store:NAME:TAG) or a manifest and its tags (store:NAME@DIGEST).
+
+    Manifests left without a tag by this (the image, the children of an index) go too, unless
+    another tag still points at them. Blobs stay until `regstore gc` removes those nothing
+    references any more.
+    """
+    if not ref.explicit:
+        raise click.BadParameter("name the tag or digest to delete", param_hint="REF")
+    state.action = f"deleting {ref}"
+    deleted = delete_image(state.store(), ref.name, ref.reference)
+    out = state.output
+    if out.json_mode:
+        out.json({"ok": True, "deleted": str(ref), "manifests_deleted": deleted})
+    else:
+        for digest in deleted:
+            out.line(f"deleted manifest {digest}")
+        out.summary(f"deleted {ref} (`regstore gc` frees the blobs nothing references now)")
+    return EXIT_OK
+
+
+@cli.command("gc")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option(
+    "--grace",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_GRACE,
+    show_default=True,
+    help="Never remove blobs younger than this (protects transfers running now).",
+)
+@regstore_command
+def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
+    """Remove blobs no manifest in the store references (older than the grace period)."""
+    state.action = f"collecting garbage in {state.store_url}"
+    report = collect_garbage(state.store(), grace=grace, dry_run=dry_run)
+    out = state.output
+    if out.json_mode:
+        out.json(report.as_dict())
+        return EXIT_OK
+    verb = "would remove" if dry_run else "removed"
+    for blob in report.removed:
+        out.line(f"{verb} {blob.digest} {format_size(blob.size)}")
+    young = f", kept {len(report.kept_young)} younger than {grace:g}s" if report.kept_young else ""
+    out.summary(
+        f"{verb} {len(report.removed)} blob(s), {format_size(report.bytes_removed)}; "
+        f"{report.referenced} referenced{young}"
+    )
+    return EXIT_OK
+
+
+# -- plugins -------------------------------------------------------------------------------------
+
+
+@cli.command("plugins")
+@regstore_command
+def plugins_command(state: AppState) -> int:
+    """List the installed storage backends: URL scheme, distribution, version, entry point."""
+    state.action = "listing plugins"
+    found = sorted(plugins.backends().values(), key=lambda b: b.scheme)
+    out = state.output
+    if out.json_mode:
+        out.json({"backends": [b.as_dict() for b in found]})
+        return EXIT_OK
+    out.table(
+        ("SCHEME", "DISTRIBUTION", "VERSION", "ENTRY POINT", "DESCRIPTION"),
+        [
+            (
+                f"{b.scheme}://",
+                b.distribution or "-",
+                b.version or "-",
+                b.entry_point or b.plugin,
+                b.description,
+            )
+            for b in found
+        ],
+    )
+    return EXIT_OK

@@ -1,0 +1,104 @@
+"""``regstore sync FILE.yaml``: many repositories and tags, as a sync file describes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from regstore.engine.sync import (
+    ConnectionSpec,
+    SyncPlan,
+    load_sync_file,
+    plan_sync,
+    preview_job,
+    run_sync,
+)
+from regstore.errors import RegstoreError
+
+from .app import AppState, cli, regstore_command
+from .output import EXIT_FAILURE, EXIT_OK
+from .transfer import filter_options, make_filter, report_batch
+
+if TYPE_CHECKING:
+    from regstore.engine.model import RegistryClient
+
+__all__ = ["sync_command"]
+
+
+@cli.command("sync")
+@click.argument("sync_file", metavar="FILE.yaml", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="List what would move; move nothing.")
+@filter_options
+@regstore_command
+def sync_command(
+    state: AppState,
+    sync_file: str,
+    dry_run: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    semver: str | None,
+    latest: int | None,
+) -> int:
+    """Sync many repositories and tags as a sync file describes (incrementally).
+
+    Tags whose manifest the destination already has cost one request and move nothing; one
+    failed image does not stop the others; exit code 1 if any failed. Tag filter options
+    narrow every repository of the file further. Images go to the file's target, else to the
+    store of --store. The file format is documented in regstore.engine.sync (and the README).
+    """
+    tag_filter = make_filter(include, exclude, semver, latest)
+    spec = load_sync_file(sync_file)
+    state.action = f"syncing {sync_file}"
+
+    def client_for(conn: ConnectionSpec) -> RegistryClient:
+        return state.client(
+            conn.registry,
+            plain_http=conn.plain_http,
+            tls_verify=conn.tls_verify,
+            ca_cert=conn.ca_cert,
+            username=conn.username,
+            password=conn.password(),
+        )
+
+    target_store = None
+    if spec.target.connection is None:
+        target_store = state.store(spec.target.store)
+    plan = plan_sync(
+        spec, client_for=client_for, target_store=target_store, extra_filter=tag_filter
+    )
+    if dry_run:
+        return _report_dry_run(state, plan)
+    display = state.progress()
+    with display:
+        batch = run_sync(plan, concurrency=state.settings.concurrency, events=display.sink)
+    return report_batch(state, batch, extra={"dry_run": False})
+
+
+def _report_dry_run(state: AppState, plan: SyncPlan) -> int:
+    out = state.output
+    rows: list[dict[str, Any]] = []
+    for job in plan.jobs:
+        action: str
+        try:
+            action = preview_job(job)
+            error = None
+        except RegstoreError as exc:
+            action, error = "fail", str(exc)
+        rows.append({**job.as_dict(), "action": action, "error": error})
+    failures = [o.as_dict() for o in plan.failures]
+    ok = not failures and all(r["action"] != "fail" for r in rows)
+    if out.json_mode:
+        out.json({"ok": ok, "dry_run": True, "jobs": rows, "failed": failures})
+    else:
+        table = [(r["action"], r["source"], r["destination"], r["error"] or "") for r in rows]
+        table += [("fail", f["source"], f["destination"], f["error"] or "") for f in failures]
+        if table:
+            out.table(("WOULD", "SOURCE", "DESTINATION", "DETAIL"), table)
+        copies = sum(r["action"] == "copy" for r in rows)
+        skips = sum(r["action"] == "skip" for r in rows)
+        out.summary(f"dry run: {copies} to copy, {skips} unchanged, nothing moved")
+    if not ok:
+        out.error("some repositories or images could not be listed or checked (see above)")
+        return EXIT_FAILURE
+    return EXIT_OK

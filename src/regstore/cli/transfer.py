@@ -1,0 +1,447 @@
+"""The commands that move images: ``pull``, ``push`` and ``copy`` (and their shared options)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from regstore.engine import (
+    BatchResult,
+    RegistryImage,
+    StoreImage,
+    TransferResult,
+    copy,
+    pull,
+    push,
+    transfer_many,
+)
+from regstore.engine.filters import FilterError, TagFilter
+from regstore.errors import RegstoreError
+from regstore.manifest import Platform
+from regstore.reference import validate_name, validate_tag
+
+from .app import AppState, cli, regstore_command
+from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
+from .refs import ImageRef, ImageRefType, RegistryRef, StoreRef
+
+if TYPE_CHECKING:
+    from regstore.client import Client
+
+__all__ = [
+    "copy_command",
+    "filter_options",
+    "make_filter",
+    "pull_command",
+    "push_command",
+    "report_batch",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+Image = RegistryImage | StoreImage
+
+
+# -- shared options ------------------------------------------------------------------------------
+
+
+def filter_options(f: F) -> F:
+    """``--include``, ``--exclude``, ``--semver``, ``--latest``: tags of a repository."""
+    options = [
+        click.option(
+            "--include",
+            metavar="REGEX",
+            multiple=True,
+            help="Take tags matching REGEX (re.search; repeatable: any may match).",
+        ),
+        click.option(
+            "--exclude",
+            metavar="REGEX",
+            multiple=True,
+            help="Leave out tags matching REGEX (repeatable).",
+        ),
+        click.option(
+            "--semver",
+            metavar="RANGE",
+            help="Take version tags in RANGE, e.g. '>=1.2 <2', '^1.4', '1.x'.",
+        ),
+        click.option(
+            "--latest", metavar="N", type=click.IntRange(min=1), help="Take the newest N tags."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def platform_options(f: F) -> F:
+    """``--platform`` (repeatable) and ``--all-platforms``."""
+    f = click.option(
+        "--all-platforms",
+        is_flag=True,
+        help="Take every platform of an index (the default).",
+    )(f)
+    f = click.option(
+        "--platform",
+        "platforms",
+        metavar="OS/ARCH[/VARIANT]",
+        multiple=True,
+        help="Take only this platform of an index (repeatable).",
+    )(f)
+    return f
+
+
+def make_filter(
+    include: Sequence[str], exclude: Sequence[str], semver: str | None, latest: int | None
+) -> TagFilter | None:
+    """The tag filter of the command line, or None when no filter option was given."""
+    try:
+        tag_filter = TagFilter.from_options(
+            include=include, exclude=exclude, semver=semver, latest=latest
+        )
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="tag filter") from None
+    return None if tag_filter.is_empty else tag_filter
+
+
+def check_platforms(platforms: Sequence[str], all_platforms: bool) -> list[str] | None:
+    """Validated platforms, or None for all of them."""
+    if platforms and all_platforms:
+        raise click.UsageError("--platform and --all-platforms exclude each other")
+    for p in platforms:
+        try:
+            Platform.parse(p)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--platform") from None
+    return list(platforms) or None
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def report_result(state: AppState, result: TransferResult, verb: str) -> int:
+    """Print one image's result; exit code 0."""
+    out = state.output
+    if out.json_mode:
+        out.json({"ok": True, **result.as_dict()})
+        return EXIT_OK
+    if result.unchanged:
+        out.summary(
+            f"{result.destination} is up to date ({short_digest(str(result.manifest_digest))})"
+        )
+        return EXIT_OK
+    moved = len(result.transferred)
+    details = f"{moved} blob(s), {format_size(result.bytes_moved)}"
+    if result.skipped:
+        details += f"; {len(result.skipped)} already there"
+    if result.mounted:
+        details += f"; {len(result.mounted)} mounted"
+    partial = " (some platforms only)" if result.partial else ""
+    out.summary(
+        f"{verb} {result.source} -> {result.destination}{partial} "
+        f"{short_digest(str(result.manifest_digest))} ({details})"
+    )
+    return EXIT_OK
+
+
+def report_batch(
+    state: AppState, batch: BatchResult, *, extra: dict[str, Any] | None = None
+) -> int:
+    """Print every image's outcome; exit code 1 when any failed."""
+    out = state.output
+    if out.json_mode:
+        out.json({**batch.as_dict(), **(extra or {})})
+    else:
+        rows = []
+        for o in batch.outcomes:
+            detail = o.error or ""
+            if o.result is not None and o.status == "copied":
+                digest = short_digest(str(o.result.manifest_digest))
+                detail = f"{digest} {format_size(o.result.bytes_moved)}"
+            elif o.result is not None and o.status == "skipped":
+                detail = f"{short_digest(str(o.result.manifest_digest))} unchanged"
+            rows.append((o.status, o.source, o.destination, detail))
+        if rows and not out.quiet:
+            out.table(("STATUS", "SOURCE", "DESTINATION", "DETAIL"), rows)
+        out.summary(
+            f"{len(batch.by_status('copied'))} copied, {len(batch.by_status('skipped'))} "
+            f"skipped, {len(batch.by_status('failed'))} failed "
+            f"({format_size(batch.bytes_moved)} moved)"
+        )
+    if not batch.ok:
+        failed = batch.by_status("failed")
+        first = failed[0]
+        out.error(
+            f"{len(failed)} of {len(batch.outcomes)} image(s) failed; first: {first.source}: "
+            f"{first.error}"
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# -- resolving images ----------------------------------------------------------------------------
+
+
+def registry_client(state: AppState, ref: RegistryRef) -> Client:
+    return state.client(ref.registry)
+
+
+def image_of(state: AppState, ref: ImageRef, store_url: str | None = None) -> Image:
+    """The engine's image for a command-line reference."""
+    if isinstance(ref, StoreRef):
+        return StoreImage(state.store(store_url), ref.name, ref.reference)
+    return RegistryImage(registry_client(state, ref), ref.name, ref.reference)
+
+
+def list_tags(state: AppState, ref: ImageRef, store_url: str | None = None) -> list[str]:
+    if isinstance(ref, StoreRef):
+        return state.store(store_url).tags(ref.name)
+    return registry_client(state, ref).list_image_tags(ref.name)
+
+
+def filtered_jobs(
+    state: AppState,
+    source: ImageRef,
+    tag_filter: TagFilter,
+    destination: Callable[[str], Image],
+    src_store: str | None = None,
+) -> list[tuple[Image, Image]]:
+    """One job per tag of ``source``'s repository that passes ``tag_filter``."""
+    if source.explicit:
+        raise click.UsageError(
+            f"tag filters select tags of a repository: write {_without_tag(source)} "
+            f"instead of {source}"
+        )
+    state.action = f"selecting tags of {_without_tag(source)}"
+    available = list_tags(state, source, src_store)
+    tags = tag_filter.select(available)
+    if not tags:
+        raise RegstoreError(
+            f"none of its {len(available)} tag(s) matches the filter ({tag_filter.describe()})"
+        )
+    jobs: list[tuple[Image, Image]] = []
+    for tag in tags:
+        if isinstance(source, StoreRef):
+            src: Image = StoreImage(state.store(src_store), source.name, tag)
+        else:
+            src = RegistryImage(registry_client(state, source), source.name, tag)
+        jobs.append((src, destination(tag)))
+    return jobs
+
+
+def _without_tag(ref: ImageRef) -> str:
+    if isinstance(ref, StoreRef):
+        return f"store:{ref.name}"
+    return ref.ref.repository
+
+
+def _split_as(value: str) -> tuple[str, str | None]:
+    """``--as NAME[:TAG]``."""
+    name, tag = value, None
+    colon, slash = value.rfind(":"), value.rfind("/")
+    if colon > slash:
+        name, tag = value[:colon], value[colon + 1 :]
+    try:
+        validate_name(name)
+        if tag is not None:
+            validate_tag(tag)
+    except RegstoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as") from None
+    return name, tag
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+@cli.command("pull")
+@click.argument("ref", type=ImageRefType("registry"))
+@click.option("--as", "as_", metavar="NAME[:TAG]", help="Store under this name (and tag).")
+@platform_options
+@filter_options
+@regstore_command
+def pull_command(
+    state: AppState,
+    ref: RegistryRef,
+    as_: str | None,
+    platforms: tuple[str, ...],
+    all_platforms: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    semver: str | None,
+    latest: int | None,
+) -> int:
+    """Pull an image from a registry into the store.
+
+    \b
+    regstore pull 127.0.0.1:5000/team/app:1.2
+    regstore pull alpine --platform linux/arm64 --as mirror/alpine:3
+    regstore pull 127.0.0.1:5000/team/app --semver '>=1.2'   (every matching tag)
+    """
+    selected = check_platforms(platforms, all_platforms)
+    tag_filter = make_filter(include, exclude, semver, latest)
+    as_name, as_tag = _split_as(as_) if as_ else (None, None)
+    display = state.progress()
+    if tag_filter is not None:
+        if as_tag is not None:
+            raise click.UsageError("--as takes only a NAME when tag filters select many tags")
+        store = state.store()
+        dest_name = as_name or ref.name
+        jobs = filtered_jobs(state, ref, tag_filter, lambda tag: StoreImage(store, dest_name, tag))
+        state.action = f"pulling {len(jobs)} tag(s) of {ref.ref.repository}"
+        with display:
+            batch = transfer_many(
+                jobs,
+                platforms=selected,
+                concurrency=state.concurrency,
+                events=display.sink,
+            )
+        return report_batch(state, batch)
+    state.action = f"pulling {ref}"
+    client = registry_client(state, ref)
+    store = state.store()
+    with display:
+        result = pull(
+            client,
+            store,
+            ref.name,
+            ref.reference,
+            as_name=as_name,
+            as_tag=as_tag,
+            platforms=selected,
+            concurrency=state.concurrency,
+            events=display.sink,
+        )
+    return report_result(state, result, "pulled")
+
+
+@cli.command("push")
+@click.argument("source", type=ImageRefType("store"))
+@click.argument("dest", type=ImageRefType("registry"))
+@click.option(
+    "--mount-from",
+    metavar="REPO",
+    multiple=True,
+    help="Ask the registry to mount blobs from this repository of it (repeatable).",
+)
+@regstore_command
+def push_command(
+    state: AppState, source: StoreRef, dest: RegistryRef, mount_from: tuple[str, ...]
+) -> int:
+    """Push an image of the store to a registry.
+
+    SOURCE is NAME[:TAG|@DIGEST] of the store (store: may prefix it). Without a tag in DEST,
+    the source's tag is kept.
+
+    \b
+    regstore push team/app:1.2 127.0.0.1:5000/team/app
+    regstore push store:team/app:1.2 registry.example/app:stable --mount-from base/app
+    """
+    for repo in mount_from:
+        try:
+            validate_name(repo)
+        except RegstoreError as exc:
+            raise click.BadParameter(str(exc), param_hint="--mount-from") from None
+    dest_tag: str | None
+    if dest.explicit:
+        dest_tag = dest.ref.tag if dest.ref.digest is None else None
+    else:
+        dest_tag = source.tag if source.digest is None else None
+        if dest_tag is None and not source.explicit:
+            dest_tag = "latest"
+    target = f"{dest.ref.repository}:{dest_tag}" if dest_tag else dest.ref.repository
+    state.action = f"pushing {source} to {target}"
+    store = state.store()
+    client = registry_client(state, dest)
+    display = state.progress()
+    with display:
+        result = push(
+            client,
+            store,
+            source.name,
+            source.reference,
+            dest_name=dest.name,
+            dest_tag=dest_tag,
+            mount_from=mount_from,
+            concurrency=state.concurrency,
+            events=display.sink,
+        )
+    return report_result(state, result, "pushed")
+
+
+@cli.command("copy")
+@click.argument("source", type=ImageRefType("any"))
+@click.argument("dest", type=ImageRefType("any"))
+@click.option("--src-store", metavar="URL", help="The store of a store: SOURCE (default --store).")
+@click.option("--dest-store", metavar="URL", help="The store of a store: DEST (default --store).")
+@click.option(
+    "--mount-from", metavar="REPO", multiple=True, help="Repositories to mount blobs from."
+)
+@platform_options
+@filter_options
+@regstore_command
+def copy_command(
+    state: AppState,
+    source: ImageRef,
+    dest: ImageRef,
+    src_store: str | None,
+    dest_store: str | None,
+    mount_from: tuple[str, ...],
+    platforms: tuple[str, ...],
+    all_platforms: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    semver: str | None,
+    latest: int | None,
+) -> int:
+    """Copy an image between registries and stores (any direction).
+
+    Registry images as usual, store images as store:NAME[:TAG|@DIGEST]. Without a tag in DEST
+    the source's tag is kept.
+
+    \b
+    regstore copy 127.0.0.1:5000/team/app:1.2 127.0.0.1:6000/team/app
+    regstore copy store:team/app:1.2 ghcr.io/org/app:1.2
+    regstore copy store:team/app store:team/app --src-store /srv/a --dest-store s3://b/m --latest 3
+    regstore copy 127.0.0.1:5000/team/app 127.0.0.1:6000/mirror/app --include '^1\\.'
+    """
+    selected = check_platforms(platforms, all_platforms)
+    tag_filter = make_filter(include, exclude, semver, latest)
+    display = state.progress()
+
+    def destination(tag: str | None) -> Image:
+        if isinstance(dest, StoreRef):
+            return StoreImage(
+                state.store(dest_store), dest.name, dest.reference if dest.explicit else tag
+            )
+        return RegistryImage(
+            registry_client(state, dest), dest.name, dest.reference if dest.explicit else tag
+        )
+
+    if tag_filter is not None:
+        if dest.explicit:
+            raise click.UsageError("with tag filters, DEST names a repository without a tag")
+        jobs = filtered_jobs(state, source, tag_filter, destination, src_store)
+        state.action = f"copying {len(jobs)} tag(s) of {_without_tag(source)}"
+        with display:
+            batch = transfer_many(
+                jobs, platforms=selected, concurrency=state.concurrency, events=display.sink
+            )
+        return report_batch(state, batch)
+    src_image = image_of(state, source, src_store)
+    keep_tag = None
+    if isinstance(source, StoreRef):
+        keep_tag = source.tag or (None if source.digest else "latest")
+    else:
+        keep_tag = source.ref.tag
+    dst_image = destination(keep_tag if not dest.explicit else None)
+    state.action = f"copying {source} to {dst_image}"
+    with display:
+        result = copy(
+            src_image,
+            dst_image,
+            platforms=selected,
+            mount_from=mount_from,
+            concurrency=state.concurrency,
+            events=display.sink,
+        )
+    return report_result(state, result, "copied")

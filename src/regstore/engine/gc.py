@@ -1,0 +1,166 @@
+"""Garbage collection: delete blobs that no manifest of the store references.
+
+Safe beside a running pull or push:
+
+- the blobs are listed *before* the manifests are read, so a blob committed after the listing
+  is not a candidate, and a manifest written after it is still read;
+- a blob younger than the grace period (default one hour, by the commit time the backend
+  reports) is never deleted: the engine commits an image's blobs before its manifest, and a
+  transfer that takes longer than the grace between its first blob and its manifest is the
+  only one at risk (raise ``grace`` for those);
+- when a manifest cannot be read, what it references is unknown, so nothing is deleted (run
+  ``verify``, then re-pull or delete the damaged image).
+
+:func:`delete_image` removes a tag (or a manifest by digest) together with the manifests only it
+kept reachable (an untagged image, the children of a deleted index), so that their blobs become
+garbage for the next collection.
+
+Manifests themselves are blobs in some layouts (``list_blobs`` lists them); every stored
+manifest's digest counts as referenced, as does everything a manifest references (config,
+layers, index children, subject).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from regstore.errors import BlobNotFoundError, NotFoundError, RegstoreError, StoreError
+from regstore.reference import is_digest
+
+if TYPE_CHECKING:
+    from regstore.hookspecs import BlobInfo
+    from regstore.store import ObjectStore
+
+__all__ = ["DEFAULT_GRACE", "GCReport", "collect_garbage", "delete_image", "referenced_digests"]
+
+#: Seconds a blob is protected after its commit.
+DEFAULT_GRACE = 3600.0
+
+
+@dataclass
+class GCReport:
+    """What :func:`collect_garbage` removed (or, in a dry run, would remove) and kept."""
+
+    dry_run: bool = False
+    grace: float = DEFAULT_GRACE
+    blobs: int = 0
+    referenced: int = 0
+    removed: list[BlobInfo] = field(default_factory=list)
+    kept_young: list[BlobInfo] = field(default_factory=list)
+
+    @property
+    def bytes_removed(self) -> int:
+        """Bytes freed (or that would be freed)."""
+        return sum(b.size for b in self.removed)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "dry_run": self.dry_run,
+            "grace_seconds": self.grace,
+            "blobs": self.blobs,
+            "referenced": self.referenced,
+            "removed": [{"digest": b.digest, "size": b.size} for b in self.removed],
+            "bytes_removed": self.bytes_removed,
+            "kept_young": [{"digest": b.digest, "size": b.size} for b in self.kept_young],
+        }
+
+
+def referenced_digests(store: ObjectStore) -> set[str]:
+    """Every digest some stored manifest is or references.
+
+    Raises StoreError when a manifest cannot be read (what it references is then unknown).
+    """
+    referenced: set[str] = set()
+    for repo in store.repositories():
+        for digest in store.manifests(repo):
+            referenced.add(str(digest))
+            try:
+                manifest = store.manifest(repo, digest)
+            except RegstoreError as exc:
+                raise StoreError(
+                    f"cannot collect garbage: manifest {digest} of {repo} is unreadable ({exc}); "
+                    "run `regstore verify` and re-pull or delete that image first"
+                ) from exc
+            referenced.update(str(d.digest) for d in manifest.references)
+    return referenced
+
+
+def collect_garbage(
+    store: ObjectStore,
+    *,
+    grace: float = DEFAULT_GRACE,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> GCReport:
+    """Delete (or with ``dry_run`` only list) unreferenced blobs older than ``grace`` seconds."""
+    if grace < 0:
+        raise ValueError("grace must not be negative")
+    blobs = store.blobs()  # first: see the module docstring
+    referenced = referenced_digests(store)
+    now = time.time() if now is None else now
+    report = GCReport(dry_run=dry_run, grace=grace, blobs=len(blobs))
+    for blob in blobs:
+        if blob.digest in referenced:
+            report.referenced += 1
+            continue
+        if now - blob.mtime < grace:
+            report.kept_young.append(blob)
+            continue
+        if not dry_run:
+            try:
+                store.delete_blob(blob.digest)
+            except BlobNotFoundError:  # another gc was faster
+                continue
+        report.removed.append(blob)
+    return report
+
+
+def _reachable(store: ObjectStore, name: str, roots: set[str]) -> set[str]:
+    """Manifest digests of ``name`` reachable from ``roots`` through index children."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        digest = stack.pop()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        try:
+            manifest = store.manifest(name, digest)
+        except RegstoreError:  # a child a platform filter left out
+            continue
+        stack.extend(str(child.digest) for child in manifest.manifests)
+    return seen
+
+
+def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
+    """Delete a tag, or a manifest by digest (with every tag pointing at it), and then every
+    manifest of ``name`` that this left unreachable from the remaining tags (the untagged
+    image itself, the children of an index). Blobs stay until :func:`collect_garbage`.
+
+    Returns the digests of the manifests deleted (empty when only a tag went away because
+    another tag still points at its manifest). Raises ImageManifestNotFoundError.
+    """
+    target = str(store.manifest(name, reference).digest)
+    before = _reachable(store, name, {target})
+    if is_digest(reference):
+        store.delete_manifest(name, reference)
+    else:
+        store.delete_tag(name, reference)
+    try:
+        roots = {str(store.resolve(name, tag)) for tag in store.tags(name)}
+    except NotFoundError:  # the repository's last tag is gone
+        roots = set()
+    still = _reachable(store, name, roots)
+    deleted = [target] if is_digest(reference) else []
+    for digest in sorted(before - still):
+        if digest in deleted:
+            continue
+        try:
+            store.delete_manifest(name, digest)
+        except NotFoundError:
+            continue
+        deleted.append(digest)
+    return deleted

@@ -1,0 +1,281 @@
+"""The sync file: many repositories, tags and platforms from registries into a store or registry.
+
+A sync file is YAML (loaded with ``yaml.safe_load`` only) and validated into the frozen
+dataclasses below; a mistake is reported with the file, line and key path
+(``sync.yaml:9: sources[0].repositories[1].tags.semvr: unknown key; expected one of ...``).
+
+Format::
+
+    version: 1                        # optional; the only version is 1
+    defaults:                         # optional
+      platforms: [linux/amd64]        # default: every platform of an index
+      concurrency: 4                  # blobs moved at once (--concurrency wins)
+    target:                           # optional; default: the store of the command line
+      store: file:///srv/mirror       # a store URL (file://, memory://, s3://, a path), or
+      # registry: 127.0.0.1:6000      # a registry (host[:port]), with
+      # plain_http: true              #   the same connection keys as a source (below)
+      prefix: mirror/                 # optional: prepended to every destination name
+    sources:
+      - registry: 127.0.0.1:5000      # host[:port] (docker.io, ghcr.io, ...)
+        plain_http: true              # optional; loopback hosts may use HTTP anyway
+        tls_verify: true              # optional; false disables TLS verification (unsafe)
+        ca_cert: /etc/ssl/my-ca.pem   # optional; a CA bundle for this registry
+        username: mirror              # optional, with password_env: the variable holding
+        password_env: SRC_PASSWORD    #   the password (never the password itself)
+        prefix: ""                    # optional: prepended to names from this source
+        platforms: [linux/arm64]      # optional: overrides defaults.platforms
+        tags: {latest: 5}             # optional: filter for repositories without their own
+        repositories:
+          - team/app                  # a name alone: every tag (or the source's tags:)
+          - name: team/app2
+            as: apps/app2             # optional: the destination name (before prefixes)
+            platforms: [linux/amd64]  # optional
+            tags:                     # a list of exact tags, or a mapping of filters:
+              include: ["^1\\."]      #   regexes (re.search), any may match
+              exclude: ["-rc"]        #   regexes, none may match
+              semver: ">=1.2.0"       #   a version range (see regstore.engine.filters)
+              latest: 3               #   the newest N of what is left
+              exact: ["1.2.0"]        #   only these tags
+          - name: library/alpine
+            tags: ["3.19", "3.20"]
+        catalog: true                 # instead of (or besides) repositories: every repository
+                                      # of the registry's catalog, or a mapping
+                                      # {include: [regex], exclude: [regex]} on their names
+
+Each (source repository, tag) becomes one job ``registry/name:tag → target/prefix+name:tag``.
+A job whose destination tag already points at the source's manifest costs one HEAD and moves
+nothing (``skipped``); one failed image never stops the others; the report lists every image
+as ``copied``, ``skipped`` or ``failed`` with the reason. Listing a repository's tags or the
+catalog can fail too: that repository is then reported as failed and the rest go on.
+
+Command-line tag filters (``regstore sync FILE --semver '>=2'``) narrow every repository's
+filter further: a tag must pass both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from regstore.errors import ImageManifestNotFoundError, NotFoundError, RegstoreError
+from regstore.reference import is_digest, validate_name
+
+from .filters import TagFilter
+from .model import BatchResult, ImageOutcome, RegistryClient, RegistryImage, StoreImage
+from .syncfile import (
+    CatalogSpec,
+    ConnectionSpec,
+    Defaults,
+    RepositorySpec,
+    SourceSpec,
+    SyncFileError,
+    SyncSpec,
+    TargetSpec,
+    load_sync_file,
+    parse_sync_text,
+)
+from .transfer import transfer_many
+
+if TYPE_CHECKING:
+    from regstore.events import TransferEvent
+    from regstore.store import ObjectStore
+
+__all__ = [
+    "CatalogSpec",
+    "ConnectionSpec",
+    "Defaults",
+    "PlannedJob",
+    "RepositorySpec",
+    "SourceSpec",
+    "SyncFileError",
+    "SyncPlan",
+    "SyncSpec",
+    "TargetSpec",
+    "load_sync_file",
+    "parse_sync_text",
+    "plan_sync",
+    "preview_job",
+    "run_sync",
+]
+
+# -- planning: sources → concrete jobs ---------------------------------------------------------
+
+Destination = RegistryImage | StoreImage
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One image to move, with the platforms to take."""
+
+    source: RegistryImage
+    destination: Destination
+    platforms: tuple[str, ...] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "source": str(self.source),
+            "destination": str(self.destination),
+            "platforms": list(self.platforms) if self.platforms else None,
+        }
+
+
+@dataclass
+class SyncPlan:
+    """The jobs a sync will run, and the repositories whose listing failed (already failed)."""
+
+    jobs: list[PlannedJob] = field(default_factory=list)
+    failures: list[ImageOutcome] = field(default_factory=list)
+    concurrency: int | None = None
+
+
+ClientFactory = Callable[[ConnectionSpec], RegistryClient]
+
+
+def _catalog(client: RegistryClient) -> list[str]:
+    catalog = getattr(client, "catalog", None)
+    if catalog is None:
+        raise RegstoreError("this registry client cannot list the catalog")
+    return list(catalog())
+
+
+def _list_tags(client: RegistryClient, name: str) -> list[str]:
+    return list(client.list_image_tags(name))  # type: ignore[attr-defined]
+
+
+def plan_sync(
+    spec: SyncSpec,
+    *,
+    client_for: ClientFactory,
+    target_store: ObjectStore | None = None,
+    extra_filter: TagFilter | None = None,
+) -> SyncPlan:
+    """Expand ``spec`` into jobs: list catalogs and tags, apply filters, name destinations.
+
+    ``client_for`` builds the client of a source (or registry target) from its connection
+    settings; ``target_store`` is the store images go to when the spec's target is a store
+    (the caller opens it: the spec's ``target.store`` URL or its own default). ``extra_filter``
+    narrows every repository's tags further (the command line's filters).
+    """
+    plan = SyncPlan(concurrency=spec.defaults.concurrency)
+    target_client: RegistryClient | None = None
+    if spec.target.connection is not None:
+        target_client = client_for(spec.target.connection)
+    elif target_store is None:
+        raise ValueError("a store target needs target_store")
+
+    def destination(name: str, tag: str) -> Destination:
+        full = validate_name(spec.target.prefix + name)
+        if target_client is not None:
+            return RegistryImage(target_client, full, tag)
+        assert target_store is not None
+        return StoreImage(target_store, full, tag)
+
+    for source in spec.sources:
+        try:
+            client = client_for(source.connection)
+        except RegstoreError as exc:
+            plan.failures.append(_failure(source.registry, "", exc))
+            continue
+        repos = list(source.repositories)
+        if source.catalog is not None:
+            try:
+                listed = _catalog(client)
+            except RegstoreError as exc:
+                plan.failures.append(_failure(f"{source.registry} (catalog)", "", exc))
+                listed = []
+            named = {r.name for r in repos}
+            repos += [
+                RepositorySpec(name=n)
+                for n in sorted(listed)
+                if n not in named and source.catalog.matches(n)
+            ]
+        for repo in repos:
+            tag_filter = repo.tags if not repo.tags.is_empty else source.tags
+            platforms = repo.platforms or source.platforms or spec.defaults.platforms
+            dest_name = source.prefix + (repo.dest_name or repo.name)
+            where = f"{source.registry}/{repo.name}"
+            try:
+                if tag_filter.needs_listing:
+                    tags = tag_filter.select(_list_tags(client, repo.name))
+                else:
+                    tags = tag_filter.select(tag_filter.exact)
+                if extra_filter is not None:
+                    tags = extra_filter.select(tags)
+                for tag in tags:
+                    plan.jobs.append(
+                        PlannedJob(
+                            RegistryImage(client, repo.name, tag),
+                            destination(dest_name, tag),
+                            platforms,
+                        )
+                    )
+            except RegstoreError as exc:
+                target_text = (
+                    f"{spec.target.connection.registry}/{spec.target.prefix}{dest_name}"
+                    if spec.target.connection is not None
+                    else f"store:{spec.target.prefix}{dest_name}"
+                )
+                plan.failures.append(_failure(where, target_text, exc))
+    return plan
+
+
+def _failure(source: str, destination: str, exc: BaseException) -> ImageOutcome:
+    return ImageOutcome(
+        source=source, destination=destination, status="failed", error=str(exc), exception=exc
+    )
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def run_sync(
+    plan: SyncPlan,
+    *,
+    concurrency: int | None = None,
+    events: Callable[[TransferEvent], None] | None = None,
+    skip_unchanged: bool = True,
+) -> BatchResult:
+    """Run the plan's jobs (grouped by platform selection) and report every image.
+
+    Listing failures of the plan come first in the report, then the jobs in plan order.
+    """
+    workers = concurrency or plan.concurrency or 4
+    groups: dict[tuple[str, ...] | None, list[int]] = {}
+    for i, job in enumerate(plan.jobs):
+        groups.setdefault(job.platforms, []).append(i)
+    outcomes: list[ImageOutcome | None] = [None] * len(plan.jobs)
+    for platforms, indexes in groups.items():
+        batch = transfer_many(
+            [(plan.jobs[i].source, plan.jobs[i].destination) for i in indexes],
+            platforms=list(platforms) if platforms else None,
+            concurrency=workers,
+            events=events,
+            skip_unchanged=skip_unchanged,
+        )
+        for i, outcome in zip(indexes, batch.outcomes, strict=True):
+            outcomes[i] = outcome
+    done = [o for o in outcomes if o is not None]
+    return BatchResult(outcomes=[*plan.failures, *done])
+
+
+def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
+    """What a dry run says a job would do: ``skip`` when the destination tag already points at
+    the source's manifest (one HEAD on each side), else ``copy``."""
+    try:
+        info = job.source.client.head_manifest(job.source.name, job.source.reference or "")
+        source_digest = getattr(info, "digest", None) if info is not None else None
+        if source_digest is None:
+            return "copy"
+        dest = job.destination
+        reference = dest.reference
+        if reference is None or is_digest(reference):
+            return "copy"
+        if isinstance(dest, StoreImage):
+            return "skip" if dest.store.resolve(dest.name, reference) == source_digest else "copy"
+        dest_info = dest.client.head_manifest(dest.name, reference)
+        dest_digest = getattr(dest_info, "digest", None) if dest_info is not None else None
+        return "skip" if dest_digest == source_digest else "copy"
+    except (ImageManifestNotFoundError, NotFoundError):
+        return "copy"

@@ -1,0 +1,498 @@
+"""The sync file's typed model and its validation (the format is in :mod:`regstore.engine.sync`).
+
+PyYAML loads the text (``safe_load`` only; ``compose`` for line numbers and duplicate keys) and
+:class:`_Validator` turns it into frozen dataclasses, naming the line and key path of any
+mistake.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from regstore.errors import RegstoreError
+from regstore.manifest import Platform
+from regstore.reference import validate_name, validate_tag
+
+from .filters import FilterError, TagFilter
+
+__all__ = [
+    "CatalogSpec",
+    "ConnectionSpec",
+    "Defaults",
+    "RepositorySpec",
+    "SourceSpec",
+    "SyncFileError",
+    "SyncSpec",
+    "TargetSpec",
+    "load_sync_file",
+    "parse_sync_text",
+]
+
+Path_ = tuple[str | int, ...]
+_HOST_RE = re.compile(
+    r"(?:https?://)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
+    r"[A-Za-z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?/?",
+    re.ASCII,
+)
+
+
+class SyncFileError(RegstoreError, ValueError):
+    """The sync file is not valid YAML or does not follow the format; says where and why."""
+
+
+# -- the typed model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """How to reach a registry (a source or a registry target)."""
+
+    registry: str
+    plain_http: bool | None = None
+    tls_verify: bool = True
+    ca_cert: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+
+    def password(self) -> str | None:
+        """The password from ``password_env`` (read now, never stored in the spec)."""
+        if self.password_env is None:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise SyncFileError(
+                f"the environment variable {self.password_env} (password_env for "
+                f"{self.registry}) is not set"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class RepositorySpec:
+    """One repository of a source, with its tag filter and platforms."""
+
+    name: str
+    tags: TagFilter = field(default_factory=TagFilter)
+    platforms: tuple[str, ...] | None = None
+    dest_name: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    """Every repository of a registry's catalog whose name passes the include/exclude regexes."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def matches(self, name: str) -> bool:
+        """True if the repository ``name`` is taken."""
+        if self.include and not any(re.search(p, name) for p in self.include):
+            return False
+        return not any(re.search(p, name) for p in self.exclude)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source registry and what to take from it."""
+
+    connection: ConnectionSpec
+    repositories: tuple[RepositorySpec, ...] = ()
+    catalog: CatalogSpec | None = None
+    tags: TagFilter = field(default_factory=TagFilter)
+    platforms: tuple[str, ...] | None = None
+    prefix: str = ""
+
+    @property
+    def registry(self) -> str:
+        """The registry host (as written)."""
+        return self.connection.registry
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Where images go: a store URL, a registry, or (both None) the caller's default store."""
+
+    store: str | None = None
+    connection: ConnectionSpec | None = None
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Settings for every source."""
+
+    platforms: tuple[str, ...] | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class SyncSpec:
+    """A validated sync file."""
+
+    sources: tuple[SourceSpec, ...]
+    target: TargetSpec = field(default_factory=TargetSpec)
+    defaults: Defaults = field(default_factory=Defaults)
+    path: str = "<sync file>"
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def _format_path(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "(top level)"
+
+
+class _Validator:
+    """Turns the loaded YAML data into the model, with errors naming the line and key path."""
+
+    def __init__(
+        self, source: str, lines: Mapping[Path_, int], scalars: Mapping[Path_, str]
+    ) -> None:
+        self.filename = source
+        self.lines = lines
+        self.scalars = scalars  # the text of each scalar as written (3.20 stays "3.20")
+
+    def error(self, path: Path_, message: str) -> SyncFileError:
+        # the line of the key itself, else of the nearest enclosing one
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        line = self.lines.get(probe)
+        where = f"{self.filename}:{line}" if line else self.filename
+        return SyncFileError(f"{where}: {_format_path(path)}: {message}")
+
+    def mapping(
+        self, value: object, path: Path_, allowed: Iterable[str], required: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a mapping, got {_kind(value)}")
+        allowed = list(allowed)
+        for key in value:
+            if not isinstance(key, str):
+                raise self.error(path, f"keys must be strings, got {key!r}")
+            if key not in allowed:
+                raise self.error(
+                    (*path, key), f"unknown key; expected one of: {', '.join(allowed)}"
+                )
+        for key in required:
+            if value.get(key) is None:
+                raise self.error(path, f"missing required key {key!r}")
+        return value
+
+    def string(self, value: object, path: Path_) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.error(path, f"expected a string, got {_kind(value)}")
+        text = str(value)
+        if isinstance(value, float):  # YAML reads 3.20 as the number 3.2: tags are strings
+            written = self.scalars.get(path, text)
+            raise self.error(path, f'{written} is read as a number; quote it: "{written}"')
+        if not text:
+            raise self.error(path, "must not be empty")
+        return text
+
+    def boolean(self, value: object, path: Path_) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(path, f"expected true or false, got {_kind(value)}")
+        return value
+
+    def positive(self, value: object, path: Path_) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.error(path, f"expected a positive integer, got {value!r}")
+        return value
+
+    def strings(self, value: object, path: Path_) -> tuple[str, ...]:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return (self.string(value, path),)
+        if not isinstance(value, list):
+            raise self.error(path, f"expected a string or a list of strings, got {_kind(value)}")
+        return tuple(self.string(v, (*path, i)) for i, v in enumerate(value))
+
+    def platforms(self, value: object, path: Path_) -> tuple[str, ...]:
+        items = self.strings(value, path)
+        for i, item in enumerate(items):
+            try:
+                Platform.parse(item)
+            except ValueError as exc:
+                raise self.error((*path, i), str(exc)) from None
+        return items
+
+    def name(self, value: object, path: Path_) -> str:
+        text = self.string(value, path)
+        try:
+            return validate_name(text)
+        except RegstoreError as exc:
+            raise self.error(path, str(exc)) from None
+
+    def prefix(self, value: object, path: Path_) -> str:
+        text = "" if value is None else self.string(value, path)
+        if text and not text.endswith("/"):
+            text += "/"
+        if text:
+            try:
+                validate_name(text + "x")
+            except RegstoreError:
+                raise self.error(
+                    path, f"{text!r} is not a valid repository path prefix (lowercase a-z0-9._-/)"
+                ) from None
+        return text
+
+    def tag_filter(self, value: object, path: Path_) -> TagFilter:
+        if value is None:
+            return TagFilter()
+        try:
+            if isinstance(value, list):
+                tags = self.strings(value, path)
+                for i, tag in enumerate(tags):
+                    try:
+                        validate_tag(tag)
+                    except RegstoreError as exc:
+                        raise self.error((*path, i), str(exc)) from None
+                return TagFilter(exact=tags)
+            data = self.mapping(value, path, ("include", "exclude", "semver", "latest", "exact"))
+            return TagFilter(
+                exact=self.strings(data["exact"], (*path, "exact")) if "exact" in data else (),
+                include=self._opt_strings(data, "include", path),
+                exclude=self._opt_strings(data, "exclude", path),
+                semver=(
+                    self.string(data["semver"], (*path, "semver"))
+                    if data.get("semver") is not None
+                    else None
+                ),
+                latest=(
+                    self.positive(data["latest"], (*path, "latest"))
+                    if data.get("latest") is not None
+                    else None
+                ),
+            )
+        except FilterError as exc:
+            raise self.error(path, str(exc)) from None
+
+    def _opt_strings(self, data: Mapping[str, Any], key: str, path: Path_) -> tuple[str, ...]:
+        if data.get(key) is None:
+            return ()
+        return self.strings(data[key], (*path, key))
+
+    def connection(self, data: Mapping[str, Any], path: Path_) -> ConnectionSpec:
+        registry = self.string(data["registry"], (*path, "registry"))
+        if _HOST_RE.fullmatch(registry) is None:
+            raise self.error((*path, "registry"), f"{registry!r} is not a host[:port]")
+        plain_http = None
+        if registry.startswith("http://"):
+            plain_http = True
+        if data.get("plain_http") is not None:
+            plain_http = self.boolean(data["plain_http"], (*path, "plain_http"))
+        username = password_env = None
+        if data.get("username") is not None:
+            username = self.string(data["username"], (*path, "username"))
+        if data.get("password_env") is not None:
+            password_env = self.string(data["password_env"], (*path, "password_env"))
+        if (username is None) != (password_env is None):
+            raise self.error(path, "username and password_env go together")
+        return ConnectionSpec(
+            registry=registry.rstrip("/"),
+            plain_http=plain_http,
+            tls_verify=(
+                self.boolean(data["tls_verify"], (*path, "tls_verify"))
+                if data.get("tls_verify") is not None
+                else True
+            ),
+            ca_cert=(
+                self.string(data["ca_cert"], (*path, "ca_cert"))
+                if data.get("ca_cert") is not None
+                else None
+            ),
+            username=username,
+            password_env=password_env,
+        )
+
+    def repository(self, value: object, path: Path_) -> RepositorySpec:
+        if isinstance(value, str):
+            return RepositorySpec(name=self.name(value, path))
+        data = self.mapping(value, path, ("name", "as", "tags", "platforms"), required=("name",))
+        return RepositorySpec(
+            name=self.name(data["name"], (*path, "name")),
+            tags=self.tag_filter(data.get("tags"), (*path, "tags")),
+            platforms=(
+                self.platforms(data["platforms"], (*path, "platforms"))
+                if data.get("platforms") is not None
+                else None
+            ),
+            dest_name=self.name(data["as"], (*path, "as")) if data.get("as") is not None else None,
+        )
+
+    def catalog(self, value: object, path: Path_) -> CatalogSpec | None:
+        if value is None or value is False:
+            return None
+        if value is True:
+            return CatalogSpec()
+        data = self.mapping(value, path, ("include", "exclude"))
+        spec = CatalogSpec(
+            include=self._opt_strings(data, "include", path),
+            exclude=self._opt_strings(data, "exclude", path),
+        )
+        for key, patterns in (("include", spec.include), ("exclude", spec.exclude)):
+            for i, pattern in enumerate(patterns):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise self.error(
+                        (*path, key, i), f"invalid regular expression: {exc}"
+                    ) from None
+        return spec
+
+    def source(self, value: object, path: Path_) -> SourceSpec:
+        keys = (
+            "registry", "plain_http", "tls_verify", "ca_cert", "username", "password_env",
+            "prefix", "platforms", "tags", "repositories", "catalog",
+        )  # fmt: skip
+        data = self.mapping(value, path, keys, required=("registry",))
+        repos_value = data.get("repositories")
+        if repos_value is None:
+            repos: tuple[RepositorySpec, ...] = ()
+        elif isinstance(repos_value, list):
+            repos = tuple(
+                self.repository(r, (*path, "repositories", i)) for i, r in enumerate(repos_value)
+            )
+        else:
+            raise self.error((*path, "repositories"), f"expected a list, got {_kind(repos_value)}")
+        catalog = self.catalog(data.get("catalog"), (*path, "catalog"))
+        if not repos and catalog is None:
+            raise self.error(path, "give repositories (a list) or catalog: true")
+        return SourceSpec(
+            connection=self.connection(data, path),
+            repositories=repos,
+            catalog=catalog,
+            tags=self.tag_filter(data.get("tags"), (*path, "tags")),
+            platforms=(
+                self.platforms(data["platforms"], (*path, "platforms"))
+                if data.get("platforms") is not None
+                else None
+            ),
+            prefix=self.prefix(data.get("prefix"), (*path, "prefix")),
+        )
+
+    def target(self, value: object, path: Path_) -> TargetSpec:
+        if value is None:
+            return TargetSpec()
+        keys = ("store", "registry", "plain_http", "tls_verify", "ca_cert", "username",
+                "password_env", "prefix")  # fmt: skip
+        data = self.mapping(value, path, keys)
+        has_store, has_registry = data.get("store") is not None, data.get("registry") is not None
+        if has_store and has_registry:
+            raise self.error(path, "give either store or registry, not both")
+        if has_store:
+            extra = [k for k in keys[2:-1] if k in data]
+            if extra:
+                raise self.error((*path, extra[0]), "only applies to a registry target")
+        return TargetSpec(
+            store=self.string(data["store"], (*path, "store")) if has_store else None,
+            connection=self.connection(data, path) if has_registry else None,
+            prefix=self.prefix(data.get("prefix"), (*path, "prefix")),
+        )
+
+    def spec(self, value: object) -> SyncSpec:
+        if value is None:
+            raise self.error((), "the file is empty")
+        data = self.mapping(value, (), ("version", "defaults", "target", "sources"))
+        if data.get("version", 1) != 1:
+            raise self.error(("version",), f"unsupported version {data['version']!r}; use 1")
+        defaults = Defaults()
+        if data.get("defaults") is not None:
+            d = self.mapping(data["defaults"], ("defaults",), ("platforms", "concurrency"))
+            defaults = Defaults(
+                platforms=(
+                    self.platforms(d["platforms"], ("defaults", "platforms"))
+                    if d.get("platforms") is not None
+                    else None
+                ),
+                concurrency=(
+                    self.positive(d["concurrency"], ("defaults", "concurrency"))
+                    if d.get("concurrency") is not None
+                    else None
+                ),
+            )
+        sources = data.get("sources")
+        if not isinstance(sources, list) or not sources:
+            raise self.error(("sources",), "expected a non-empty list of sources")
+        return SyncSpec(
+            sources=tuple(self.source(s, ("sources", i)) for i, s in enumerate(sources)),
+            target=self.target(data.get("target"), ("target",)),
+            defaults=defaults,
+            path=self.filename,
+        )
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _line_map(text: str, source: str) -> tuple[dict[Path_, int], dict[Path_, str]]:
+    """Map each key path to its 1-based line and each scalar to its text as written; refuse
+    duplicate keys (YAML would silently keep the last)."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines: dict[Path_, int] = {}
+    scalars: dict[Path_, str] = {}
+
+    def walk(n: yaml.Node | None, path: Path_) -> None:
+        if n is None:
+            return
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.ScalarNode):
+            scalars[path] = str(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in n.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+                child = (*path, key)
+                if key in seen:
+                    raise SyncFileError(
+                        f"{source}:{key_node.start_mark.line + 1}: {_format_path(child)}: "
+                        "duplicate key"
+                    )
+                seen.add(key)
+                lines[child] = key_node.start_mark.line + 1
+                walk(value_node, child)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*path, i))
+
+    walk(node, ())
+    return lines, scalars
+
+
+def parse_sync_text(text: str, source: str = "<sync file>") -> SyncSpec:
+    """Validate sync-file text into a :class:`SyncSpec`; SyncFileError says where and why."""
+    try:
+        lines, scalars = _line_map(text, source)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SyncFileError(f"{where}: not valid YAML: {problem}") from None
+    return _Validator(source, lines, scalars).spec(data)
+
+
+def load_sync_file(path: str | os.PathLike[str]) -> SyncSpec:
+    """Read and validate a sync file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SyncFileError(f"cannot read the sync file {os.fspath(path)}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SyncFileError(f"{os.fspath(path)}: not UTF-8 text ({exc.reason})") from None
+    return parse_sync_text(text, os.fspath(path))

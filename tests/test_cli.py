@@ -1,0 +1,533 @@
+"""The command line, through the real console script, against a real registry (and moto S3).
+
+One registry, seeded once per module with skopeo, serves the read-only tests; tests that write
+to it use repositories of their own. Every test has its own store and HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from regstore import open_store
+
+from .cli_support import (
+    CliResult,
+    SeededRegistry,
+    blob_path,
+    cli_env,
+    flip_byte,
+    only_lines,
+    put_image,
+    run_cli,
+    seed_registry,
+    tag_digests,
+)
+from .support.images import build_image, random_blob, sha256_digest
+from .support.registry import RegistryServer
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededRegistry]:
+    server = RegistryServer(tmp_path_factory.mktemp("cli-registry")).start()
+    try:
+        yield seed_registry(server, tmp_path_factory.mktemp("cli-seed"))
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+class CLI:
+    """``cli("pull", ...)`` with this test's HOME and store."""
+
+    def __init__(self, home: Path, store: str) -> None:
+        self.home = home
+        self.store = store
+
+    def __call__(self, *args: str, expect: int | None = 0, **kwargs: object) -> CliResult:
+        kwargs.setdefault("store", self.store)
+        result = run_cli(*args, home=self.home, **kwargs)  # type: ignore[arg-type]
+        if expect is not None:
+            assert result.returncode == expect, str(result)
+        return result
+
+
+@pytest.fixture
+def cli(home: Path, store_root: Path) -> CLI:
+    return CLI(home, str(store_root))
+
+
+def one_error_line(result: CliResult) -> str:
+    lines = only_lines(result.stderr)
+    errors = [line for line in lines if line.startswith("regstore: error:")]
+    assert len(errors) == 1, str(result)
+    assert "Traceback" not in result.stderr, str(result)
+    return errors[0]
+
+
+# -- help, usage and exit codes ------------------------------------------------------------------
+
+
+def test_help_documents_references_stores_and_exit_codes(cli: CLI) -> None:
+    text = cli("--help").stdout
+    words = ["Exit codes", "0  success", "1  failure", "2  usage error", "store:NAME"]
+    words += ["REGSTORE_STORE", "pull", "push", "copy", "sync", "gc", "verify", "plugins"]
+    for word in words:
+        assert word in text
+    assert "--semver RANGE" in cli("pull", "--help").stdout
+    assert cli("--version").stdout.startswith("regstore, version ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("frobnicate",),
+        ("pull",),
+        ("pull", "team/App"),
+        ("pull", "127.0.0.1:9/app", "--semver", "not-a-range"),
+        ("pull", "127.0.0.1:9/app", "--include", "("),
+        ("pull", "127.0.0.1:9/app:1", "--semver", ">=1"),  # filters need a repository
+        ("pull", "127.0.0.1:9/app", "--platform", "linux"),
+        ("pull", "127.0.0.1:9/app", "--platform", "linux/amd64", "--all-platforms"),
+        ("push", "app:1", "store:app:2"),
+        ("delete", "store:app"),  # which tag?
+        ("gc", "--grace", "-1"),
+        ("--password-stdin", "ls"),  # without --username
+        ("--concurrency", "0", "ls"),
+    ],
+)
+def test_usage_errors_exit_2(cli: CLI, args: tuple[str, ...]) -> None:
+    result = cli(*args, expect=2)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
+# -- pull, ls, inspect ---------------------------------------------------------------------------
+
+
+def test_pull_json_ls_and_inspect(cli: CLI, seeded: SeededRegistry) -> None:
+    image = seeded.app["1.0.0"]
+    result = cli("--json", "pull", f"{seeded.host}/team/app:1.0.0", "--concurrency", "2")
+    report = result.json()
+    assert result.stderr == ""  # --json: no progress, nothing but the result
+    assert report["ok"] is True
+    assert report["manifest_digest"] == image.manifest_digest
+    assert report["destination"] == "store:team/app:1.0.0"
+    assert sorted(report["transferred"]) == sorted(image.blobs)
+    assert report["bytes_moved"] == sum(len(b) for b in image.blobs.values())
+
+    listing = cli("ls", "--json").json()
+    assert listing["repositories"] == [{"name": "team/app", "tags": ["1.0.0"]}]
+    assert tag_digests(cli("ls", "team/app", "--json")) == {"1.0.0": image.manifest_digest}
+    plain = cli("ls", "store:team/app").stdout
+    assert "1.0.0" in plain and image.manifest_digest[:19] in plain and "KiB" in plain
+
+    info = cli("inspect", "store:team/app:1.0.0", "--json").json()
+    assert info["digest"] == image.manifest_digest
+    assert info["platforms"] == ["linux/amd64"]
+    assert [layer["digest"] for layer in info["layers"]] == image.layer_digests
+    assert info["config"]["digest"] == image.config_digest
+    raw = subprocess.run(
+        [sys.executable, "-m", "regstore", "inspect", "--raw", "store:team/app:1.0.0"],
+        capture_output=True,
+        env=cli_env(cli.home, cli.store),
+        check=True,
+    ).stdout
+    assert raw == image.manifest_bytes  # the exact bytes, never re-serialised
+    remote = cli("inspect", f"{seeded.host}/team/app:1.0.0", "--json").json()
+    assert remote["digest"] == image.manifest_digest and remote["platforms"] == ["linux/amd64"]
+    human = cli("inspect", f"{seeded.host}/team/multi:1").stdout
+    assert "linux/amd64" in human and "linux/arm64" in human
+
+
+def test_pull_one_platform_of_an_index_under_another_name(cli: CLI, seeded: SeededRegistry) -> None:
+    assert seeded.multi is not None
+    report = cli(
+        "pull", f"{seeded.host}/team/multi:1", "--platform", "linux/arm64",
+        "--as", "mirror/multi:v1", "--json",
+    ).json()  # fmt: skip
+    assert report["partial"] is True
+    assert report["manifest_digest"] == seeded.multi.manifest_digest
+    assert tag_digests(cli("--json", "ls", "mirror/multi")) == {"v1": seeded.multi.manifest_digest}
+    assert cli("verify", "mirror/multi").returncode == 0  # a partial index is not damage
+
+
+def test_pull_with_tag_filters_takes_exactly_the_matching_tags(
+    cli: CLI, seeded: SeededRegistry
+) -> None:
+    result = cli(
+        "pull", f"{seeded.host}/team/app", "--semver", ">=1.1 <3", "--exclude", "-rc",
+        "--latest", "2", "--all-platforms", "--json",
+    )  # fmt: skip
+    report = result.json()
+    assert report["ok"] is True and report["copied"] == 2
+    stored = tag_digests(cli("--json", "ls", "team/app"))
+    assert stored == {t: seeded.app[t].manifest_digest for t in ("1.2.0", "2.0.0")}
+
+    nothing = cli("pull", f"{seeded.host}/team/app", "--semver", ">=9", expect=1)
+    assert "matches" in one_error_line(nothing)
+
+
+# -- push and copy -------------------------------------------------------------------------------
+
+
+def test_push_copy_and_mount(cli: CLI, seeded: SeededRegistry, tmp_path: Path) -> None:
+    host = seeded.host
+    image = seeded.app["1.1.0"]
+    cli("pull", f"{host}/team/app:1.1.0", "-q")
+    pushed = cli("push", "team/app:1.1.0", f"{host}/pushed/app", "--json").json()
+    assert pushed["destination"] == f"{host}/pushed/app:1.1.0"  # the source's tag is kept
+    assert pushed["manifest_digest"] == image.manifest_digest
+
+    mounted = cli(
+        "push", "store:team/app:1.1.0", f"{host}/pushed/other:stable", "--mount-from",
+        "pushed/app", "--json",
+    ).json()  # fmt: skip
+    assert sorted(mounted["mounted"]) == sorted(image.blobs)
+    assert mounted["transferred"] == []
+
+    remote = cli("inspect", f"{host}/pushed/other:stable", "--json").json()
+    assert remote["digest"] == image.manifest_digest
+
+    copied = cli(
+        "copy", f"{host}/team/app:2.0.0", f"{host}/copied/app", "--mount-from", "team/app",
+        "--platform", "linux/amd64", "--json",
+    ).json()  # fmt: skip
+    assert copied["destination"] == f"{host}/copied/app:2.0.0"
+    assert copied["manifest_digest"] == seeded.app["2.0.0"].manifest_digest
+
+    batch = cli(
+        "copy", f"{host}/team/app", f"{host}/copied/filtered", "--include", r"^1\.",
+        "--exclude", "rc", "--json",
+    ).json()  # fmt: skip
+    assert batch["copied"] == 3
+    assert sorted(i["destination"] for i in batch["images"]) == [
+        f"{host}/copied/filtered:{t}" for t in ("1.0.0", "1.1.0", "1.2.0")
+    ]
+
+    other_store = tmp_path / "other-store"
+    cli(
+        "copy", "store:team/app:1.1.0", "store:elsewhere/app", "--src-store", cli.store,
+        "--dest-store", str(other_store),
+    )  # fmt: skip
+    # --store (here after the command) wins over REGSTORE_STORE
+    assert "elsewhere/app" in cli("ls", "--store", str(other_store)).stdout
+    with open_store(str(other_store)) as store:
+        assert store.tags("elsewhere/app") == ["1.1.0"]
+        assert store.resolve("elsewhere/app", "1.1.0") == image.manifest_digest
+
+
+def test_s3_store_pull_verify_and_push_back(
+    cli: CLI, seeded: SeededRegistry, s3_bucket: object
+) -> None:
+    endpoint, bucket = s3_bucket  # type: ignore[misc]
+    store = f"s3://{bucket}/mirror?endpoint_url={endpoint}"
+    image = seeded.app["1.0.0"]
+    cli("pull", f"{seeded.host}/team/app:1.0.0", store=store)
+    assert tag_digests(cli("--json", "ls", "team/app", store=store)) == {
+        "1.0.0": image.manifest_digest
+    }
+    assert cli("verify", "--json", store=store).json()["ok"] is True
+    back = cli("push", "team/app:1.0.0", f"{seeded.host}/from-s3/app", "--json", store=store)
+    assert back.json()["manifest_digest"] == image.manifest_digest
+
+
+# -- sync ----------------------------------------------------------------------------------------
+
+
+def write_sync_file(path: Path, host: str) -> Path:
+    path.write_text(
+        f"""
+defaults:
+  concurrency: 2
+sources:
+  - registry: "{host}"
+    plain_http: true
+    repositories:
+      - name: team/app
+        tags:
+          semver: ">=1.1.0"
+          exclude: ["-rc"]
+          latest: 2
+      - name: team/app
+        as: pinned/app
+        tags: ["1.0.0", "latest"]
+      - name: team/multi
+        platforms: [linux/amd64]
+      - name: team/does-not-exist
+"""
+    )
+    return path
+
+
+def test_sync_moves_exactly_the_selected_tags_then_nothing(
+    cli: CLI, seeded: SeededRegistry, tmp_path: Path
+) -> None:
+    sync_file = write_sync_file(tmp_path / "mirror.yaml", seeded.host)
+    expected = {
+        ("team/app", "1.2.0"), ("team/app", "2.0.0"), ("pinned/app", "1.0.0"),
+        ("pinned/app", "latest"), ("team/multi", "1"),
+    }  # fmt: skip
+
+    preview = cli("sync", str(sync_file), "--dry-run", "--json", expect=1).json()
+    assert preview["dry_run"] is True
+    assert {(j["destination"], j["action"]) for j in preview["jobs"]} == {
+        (f"store:{n}:{t}", "copy") for n, t in expected
+    }
+    assert [f["source"] for f in preview["failed"]] == [f"{seeded.host}/team/does-not-exist"]
+    assert cli("ls", "--json").json()["repositories"] == []  # a dry run moves nothing
+
+    first = cli("sync", str(sync_file), "--json", expect=1)
+    report = first.json()
+    assert report["ok"] is False and report["failed"] == 1 and report["copied"] == 5
+    failed = [i for i in report["images"] if i["status"] == "failed"]
+    assert failed[0]["source"].endswith("team/does-not-exist")
+    assert "does-not-exist" in failed[0]["error"]
+    moved = {tuple(i["destination"][len("store:") :].split(":")) for i in report["images"]
+             if i["status"] == "copied"}  # fmt: skip
+    assert moved == expected
+    assert tag_digests(cli("--json", "ls", "team/app")) == {
+        "1.2.0": seeded.app["1.2.0"].manifest_digest,
+        "2.0.0": seeded.app["2.0.0"].manifest_digest,
+    }
+    # the rest of the team/app tags did not move: 1.0.0, 1.1.0, the rc, latest
+    assert cli("--json", "ls", "pinned/app").json()["tags"][0]["tag"] == "1.0.0"
+
+    second = cli("sync", str(sync_file), "--json", expect=1).json()
+    statuses = {i["destination"]: i["status"] for i in second["images"] if i["destination"]}
+    assert second["copied"] == 0 and second["skipped"] == 5 and second["bytes_moved"] == 0
+    assert all(s == "skipped" for d, s in statuses.items() if "does-not-exist" not in d)
+
+    again = cli("sync", str(sync_file), "--dry-run", "--json", expect=1).json()
+    assert {j["action"] for j in again["jobs"]} == {"skip"}
+
+    # command-line filters narrow the file's: only the 2.x tag of team/app is left
+    narrowed = cli("sync", str(sync_file), "--include", "^2", "--json", expect=1).json()
+    assert [i["source"] for i in narrowed["images"] if i["status"] != "failed"] == [
+        f"{seeded.host}/team/app:2.0.0"
+    ]
+    human = cli("sync", str(sync_file), expect=1)
+    assert "0 copied, 1 skipped" not in human.stdout and "skipped" in human.stdout
+    assert "does-not-exist" in one_error_line(human)
+
+
+def test_sync_file_mistakes_are_usage_errors_naming_the_line(cli: CLI, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources:\n  - registry: h:5000\n    repositories:\n      - name: a\n"
+                   "        tags: {semvr: '>=1'}\n")  # fmt: skip
+    result = cli("sync", str(bad), expect=2)
+    line = one_error_line(result)
+    assert f"{bad}:5: sources[0].repositories[0].tags.semvr: unknown key" in line
+    assert cli("sync", str(tmp_path / "missing.yaml"), expect=2).returncode == 2
+
+
+# -- verify, gc, delete --------------------------------------------------------------------------
+
+
+def test_verify_detects_a_blob_corrupted_on_disk(
+    cli: CLI, seeded: SeededRegistry, store_root: Path
+) -> None:
+    image = seeded.app["1.0.0"]
+    cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
+    ok = cli("verify")
+    assert "OK" in ok.stdout
+    assert cli("verify", "--json").json()["blobs_checked"] == len(image.blobs)
+
+    victim = image.layer_digests[1]
+    flip_byte(blob_path(store_root, victim))
+    damaged = cli("verify", "--json", expect=1)
+    problems = damaged.json()["problems"]
+    assert [(p["kind"], p["subject"]) for p in problems] == [("damaged-blob", victim)]
+    assert image.manifest_digest in problems[0]["referenced_by"]
+    human = cli("verify", "team/app", expect=1)
+    assert victim in human.stdout
+    assert "damaged" in one_error_line(human)
+
+
+def test_gc_removes_old_unreferenced_blobs_and_keeps_young_ones(
+    cli: CLI, seeded: SeededRegistry, store_root: Path
+) -> None:
+    cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
+    old, young = random_blob(3000, seed=1), random_blob(3000, seed=2)
+    with open_store(str(store_root)) as store:
+        for data in (old, young):
+            with store.layer(sha256_digest(data)).writer() as writer:
+                writer.write(data)
+                writer.commit(len(data))
+    two_hours_ago = time.time() - 7200
+    os.utime(blob_path(store_root, sha256_digest(old)), (two_hours_ago, two_hours_ago))
+
+    dry = cli("gc", "--dry-run", "--json").json()
+    assert [b["digest"] for b in dry["removed"]] == [sha256_digest(old)]
+    assert blob_path(store_root, sha256_digest(old)).exists()
+
+    report = cli("gc", "--json").json()  # default grace: one hour
+    assert [b["digest"] for b in report["removed"]] == [sha256_digest(old)]
+    assert [b["digest"] for b in report["kept_young"]] == [sha256_digest(young)]
+    assert not blob_path(store_root, sha256_digest(old)).exists()
+    assert blob_path(store_root, sha256_digest(young)).exists()
+
+    now = cli("gc", "--grace", "0")
+    assert f"removed {sha256_digest(young)}" in now.stdout
+    assert cli("verify", "--json").json()["ok"] is True  # the image's blobs were kept
+
+
+def test_delete_a_tag_then_gc_frees_its_blobs(
+    cli: CLI, seeded: SeededRegistry, store_root: Path
+) -> None:
+    a, b = seeded.app["1.0.0"], seeded.app["1.1.0"]
+    cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
+    cli("pull", f"{seeded.host}/team/app:1.1.0", "-q")
+    cli("pull", f"{seeded.host}/team/app:1.1.0", "--as", "team/app:same", "-q")
+    deleted = cli("delete", "store:team/app:1.0.0", "--json").json()
+    assert deleted["manifests_deleted"] == [a.manifest_digest]
+    # another tag still points at 1.1.0's manifest: only the tag goes
+    assert cli("delete", "team/app:same", "--json").json()["manifests_deleted"] == []
+    removed = {x["digest"] for x in cli("gc", "--grace", "0", "--json").json()["removed"]}
+    assert set(a.blobs) | {a.manifest_digest} <= removed
+    assert not removed & set(b.blobs)
+    by_digest = cli("delete", f"store:team/app@{b.manifest_digest}")
+    assert "deleted" in by_digest.stdout
+    assert cli("--json", "ls").json()["repositories"] == []
+    cli("delete", "store:team/app:1.0.0", expect=1)
+
+
+# -- plugins, credentials, transport -------------------------------------------------------------
+
+
+def test_plugins_lists_installed_backends(cli: CLI) -> None:
+    backends = {b["scheme"]: b for b in cli("plugins", "--json").json()["backends"]}
+    assert {"file", "memory"} <= set(backends)
+    assert backends["file"]["distribution"] == "regstore"
+    assert backends["file"]["version"]
+    assert backends["file"]["entry_point"] == "regstore.backends.filesystem"
+    assert "memory://" in cli("plugins").stdout
+
+
+def test_wrong_password_is_one_line_and_never_printed(
+    cli: CLI, basic_registry: RegistryServer, seeded: SeededRegistry
+) -> None:
+    secret = "Wr0ng-Pa55word-Zq9"
+    assert basic_registry.username is not None and basic_registry.password is not None
+    image = build_image(seed=55, layer_size=512)
+    with open_store(cli.store) as store:
+        put_image(store, "secret/app", "1", image)
+    for extra in ((), ("--json",), ("-v",)):
+        result = cli(
+            "--username", basic_registry.username, "--password-stdin", *extra,
+            "push", "secret/app:1", f"{basic_registry.host}/secret/app", input=secret + "\n",
+            expect=1,
+        )  # fmt: skip
+        assert secret not in result.stdout and secret not in result.stderr
+        if "-v" not in extra:
+            line = one_error_line(result)
+            assert "pushing store:secret/app:1" in line and "credentials" in line
+        if extra == ("--json",):
+            assert result.json()["error"]["type"] == "AuthenticationError"
+    good = cli(
+        "--username", basic_registry.username, "--password-stdin", "push", "secret/app:1",
+        f"{basic_registry.host}/secret/app", "--json", input=basic_registry.password + "\n",
+    )  # fmt: skip
+    assert good.json()["manifest_digest"] == image.manifest_digest
+    assert basic_registry.password not in good.stdout + good.stderr
+
+
+def test_unreachable_registry_and_transport_options(
+    cli: CLI, seeded: SeededRegistry, tmp_path: Path
+) -> None:
+    down = cli("--retries", "0", "pull", "127.0.0.1:9/team/app:1", expect=1)
+    line = one_error_line(down)
+    assert line.startswith("regstore: error: pulling 127.0.0.1:9/team/app:1 failed:")
+    assert "try:" in line
+
+    insecure = cli("--insecure", "inspect", f"{seeded.host}/team/app:1.0.0", "--json")
+    assert "NOT verified" in insecure.stderr and insecure.json()["digest"]
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not used over plain HTTP\n")
+    cli("--plain-http", "--ca-cert", str(ca), "inspect", f"{seeded.host}/team/app:1.0.0", "-q")
+    verbose = cli("-v", "pull", f"{seeded.host}/team/app:1.0.0")
+    assert "INFO" in verbose.stderr or "DEBUG" in verbose.stderr
+
+
+def test_default_store_is_in_the_user_data_directory(home: Path, seeded: SeededRegistry) -> None:
+    result = run_cli("pull", f"{seeded.host}/team/app:1.0.0", home=home)
+    assert result.returncode == 0, str(result)
+    root = home / ".local" / "share" / "regstore"
+    digest = seeded.app["1.0.0"].manifest_digest
+    assert blob_path(root, digest).exists()
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+def test_plain_progress_lines_when_not_a_terminal(cli: CLI, seeded: SeededRegistry) -> None:
+    image = seeded.app["1.2.0"]
+    result = cli("pull", f"{seeded.host}/team/app:1.2.0")
+    for digest in image.blobs:
+        assert f"pulled {digest[:19]}" in result.stderr
+    assert "\x1b[" not in result.stderr  # no terminal control codes in a log
+    assert result.stdout.startswith(f"pulled {seeded.host}/team/app:1.2.0 -> store:team/app:1.2.0")
+    quiet = cli("pull", f"{seeded.host}/team/app:1.2.0", "-q")
+    assert quiet.stdout == "" and quiet.stderr == ""
+
+
+def run_in_pty(args: list[str], env: dict[str, str], timeout: float = 60.0) -> tuple[int, str]:
+    """Run the CLI with stdin/stdout/stderr on a pseudo-terminal; return (exit code, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execvpe(sys.executable, [sys.executable, "-m", "regstore", *args], env)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bars_on_a_terminal(cli: CLI, seeded: SeededRegistry) -> None:
+    env = cli_env(cli.home, cli.store, {"TERM": "xterm-256color", "COLUMNS": "120"})
+    env.pop("NO_COLOR", None)
+    code, text = run_in_pty(["pull", f"{seeded.host}/team/app:2.0.0"], env)
+    assert code == 0, text
+    assert "━" in text  # rich's bar
+    assert "100%" in text
+    assert "total" in text
+    assert "KiB" in text
+
+
+def test_json_mode_prints_only_json_even_on_a_terminal(cli: CLI, seeded: SeededRegistry) -> None:
+    env = cli_env(cli.home, cli.store, {"TERM": "xterm-256color"})
+    code, text = run_in_pty(["--json", "pull", f"{seeded.host}/team/app:2.0.0"], env)
+    assert code == 0, text
+    assert "━" not in text
+    assert json.loads(text)["ok"] is True

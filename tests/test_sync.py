@@ -1,0 +1,385 @@
+"""The sync file: validation into typed objects, planning into jobs, and a real run.
+
+Planning is tested against a small in-process stand-in for the registry client (only listing
+and HEAD are needed); the run goes through the engine against a real registry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regstore import ObjectStore, open_store
+from regstore.engine import RegistryImage, StoreImage
+from regstore.engine.filters import TagFilter
+from regstore.engine.sync import (
+    CatalogSpec,
+    ConnectionSpec,
+    Defaults,
+    RepositorySpec,
+    SourceSpec,
+    SyncFileError,
+    SyncSpec,
+    TargetSpec,
+    load_sync_file,
+    parse_sync_text,
+    plan_sync,
+    preview_job,
+    run_sync,
+)
+from regstore.errors import RepositoryNotFoundError, TransportError
+
+from .cli_support import put_image
+from .support.images import build_image
+from .support.registry import RegistryServer
+from .support.skopeo import push_with_skopeo
+
+FULL = """\
+version: 1
+defaults: {platforms: [linux/amd64], concurrency: 3}
+target: {store: "file:///srv/mirror", prefix: mirror}
+sources:
+  - registry: 127.0.0.1:5000
+    plain_http: true
+    username: bot
+    password_env: SRC_PASSWORD
+    repositories:
+      - name: team/app
+        tags: {include: ["^1\\\\."], exclude: ["-rc"], semver: ">=1.2.0", latest: 3}
+      - name: library/alpine
+        as: base/alpine
+        tags: ["3.19", "3.20"]
+        platforms: [linux/arm64/v8]
+      - team/other
+  - registry: ghcr.io
+    tls_verify: false
+    ca_cert: /etc/ca.pem
+    prefix: ghcr
+    catalog: {include: ["^org/"], exclude: ["-test$"]}
+    tags: {latest: 2}
+"""
+
+
+def test_a_full_file_becomes_typed_frozen_objects() -> None:
+    spec = parse_sync_text(FULL, "mirror.yaml")
+    assert spec == SyncSpec(
+        sources=(
+            SourceSpec(
+                connection=ConnectionSpec(
+                    "127.0.0.1:5000", plain_http=True, username="bot", password_env="SRC_PASSWORD"
+                ),
+                repositories=(
+                    RepositorySpec(
+                        "team/app",
+                        TagFilter(include=("^1\\.",), exclude=("-rc",), semver=">=1.2.0", latest=3),
+                    ),
+                    RepositorySpec(
+                        "library/alpine",
+                        TagFilter(exact=("3.19", "3.20")),
+                        platforms=("linux/arm64/v8",),
+                        dest_name="base/alpine",
+                    ),
+                    RepositorySpec("team/other"),
+                ),
+            ),
+            SourceSpec(
+                connection=ConnectionSpec("ghcr.io", tls_verify=False, ca_cert="/etc/ca.pem"),
+                catalog=CatalogSpec(include=("^org/",), exclude=("-test$",)),
+                tags=TagFilter(latest=2),
+                prefix="ghcr/",
+            ),
+        ),
+        target=TargetSpec(store="file:///srv/mirror", prefix="mirror/"),
+        defaults=Defaults(platforms=("linux/amd64",), concurrency=3),
+        path="mirror.yaml",
+    )
+    with pytest.raises(AttributeError):
+        spec.target.prefix = "x"  # type: ignore[misc]
+
+
+def test_a_registry_target_and_the_smallest_file() -> None:
+    spec = parse_sync_text(
+        "target: {registry: 'http://127.0.0.1:6000', prefix: m/}\n"
+        "sources: [{registry: 127.0.0.1:5000, repositories: [a]}]\n"
+    )
+    assert spec.target.connection == ConnectionSpec("http://127.0.0.1:6000", plain_http=True)
+    assert spec.target.store is None
+    assert spec.sources[0].repositories == (RepositorySpec("a"),)
+    assert spec.defaults == Defaults()
+
+
+def _error(text: str) -> str:
+    with pytest.raises(SyncFileError) as info:
+        parse_sync_text(text, "s.yaml")
+    return str(info.value)
+
+
+SRC = "sources:\n  - registry: h:5000\n"
+REPOS = "    repositories: [a]\n"
+TAGS_OF_A = SRC + "    repositories:\n      - name: a\n        tags: "
+BAD_FILES = [
+    ("", "s.yaml: (top level): the file is empty"),
+    ("- a\n", "(top level): expected a mapping, got a list"),
+    ("sources: [\n", "s.yaml:2: not valid YAML"),
+    ("version: 2\n" + SRC, "s.yaml:1: version: unsupported version 2"),
+    ("sources: []\n", "sources: expected a non-empty list"),
+    ("srcs: []\n", "s.yaml:1: srcs: unknown key; expected one of: version, defaults"),
+    (SRC, "s.yaml:2: sources[0]: give repositories (a list) or catalog: true"),
+    (SRC + "    repositories: a\n", "sources[0].repositories: expected a list, got a string"),
+    (SRC + "    repositories: [A]\n", "s.yaml:3: sources[0].repositories[0]: invalid name 'A'"),
+    (
+        TAGS_OF_A + "{semvr: '>1'}\n",
+        "s.yaml:5: sources[0].repositories[0].tags.semvr: unknown key; expected one of: "
+        "include, exclude, semver, latest, exact",
+    ),
+    (
+        TAGS_OF_A + "[3.20]\n",
+        's.yaml:5: sources[0].repositories[0].tags[0]: 3.20 is read as a number; quote it: "3.20"',
+    ),
+    (TAGS_OF_A + "{semver: nope}\n", "repositories[0].tags: invalid semver range 'nope'"),
+    (TAGS_OF_A + "{include: ['(']}\n", "tags: invalid include regular expression '('"),
+    (TAGS_OF_A + "{latest: 0}\n", "tags.latest: expected a positive integer, got 0"),
+    (TAGS_OF_A + "['bad tag']\n", "repositories[0].tags[0]: invalid tag 'bad tag'"),
+    (SRC + "    repositories:\n      - {tags: [a]}\n", "missing required key 'name'"),
+    (SRC + REPOS + "    repositories: [b]\n", "s.yaml:4: sources[0].repositories: duplicate key"),
+    (SRC + "    platforms: [linux]\n" + REPOS, "platforms[0]: invalid platform 'linux'"),
+    (SRC + "    plain_http: yes please\n" + REPOS, "plain_http: expected true or false"),
+    (SRC + "    username: u\n" + REPOS, "sources[0]: username and password_env go together"),
+    (SRC + "    prefix: 'Bad/'\n" + REPOS, "sources[0].prefix: 'Bad/' is not a valid"),
+    (SRC + "    catalog: {include: ['(']}\n", "catalog.include[0]: invalid regular expression"),
+    ("sources:\n  - registry: 'a b'\n" + REPOS, "sources[0].registry: 'a b' is not a host"),
+    ("sources:\n  - repositories: [a]\n", "sources[0]: missing required key 'registry'"),
+    ("target: {store: x, registry: y}\n" + SRC + REPOS, "target: give either store or registry"),
+    (
+        "target: {store: x, plain_http: true}\n" + SRC + REPOS,
+        "s.yaml:1: target.plain_http: only applies to a registry target",
+    ),
+    ("defaults: {concurrency: -1}\n" + SRC + REPOS, "concurrency: expected a positive integer"),
+    ("defaults: {retries: 3}\n" + SRC + REPOS, "defaults.retries: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_FILES)
+def test_mistakes_name_the_line_and_the_key_path(text: str, message: str) -> None:
+    assert message in _error(text)
+
+
+def test_sync_file_errors_are_regstore_and_value_errors(tmp_path: Path) -> None:
+    with pytest.raises(SyncFileError, match="cannot read the sync file"):
+        load_sync_file(tmp_path / "missing.yaml")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_sync_file(binary)
+    good = tmp_path / "good.yaml"
+    good.write_text(SRC + "    repositories: [a]\n")
+    assert load_sync_file(good).path == str(good)
+
+
+def test_password_env_is_read_when_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = ConnectionSpec("h", username="u", password_env="REGSTORE_TEST_PW")
+    monkeypatch.delenv("REGSTORE_TEST_PW", raising=False)
+    with pytest.raises(SyncFileError, match=r"REGSTORE_TEST_PW .* is not set"):
+        conn.password()
+    monkeypatch.setenv("REGSTORE_TEST_PW", "s3cret")
+    assert conn.password() == "s3cret"
+    assert "s3cret" not in repr(conn)
+    assert ConnectionSpec("h").password() is None
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeClient:
+    """Listing and HEAD only: what planning and dry runs ask of a registry."""
+
+    host: str
+    repos: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> tag -> digest
+    catalog_fails: bool = False
+    listed: list[str] = field(default_factory=list)
+
+    @property
+    def registry(self) -> str:
+        return self.host
+
+    def list_image_tags(self, name: str) -> list[str]:
+        self.listed.append(name)
+        if name not in self.repos:
+            raise RepositoryNotFoundError(name)
+        return list(self.repos[name])
+
+    def catalog(self) -> list[str]:
+        if self.catalog_fails:
+            raise TransportError("catalog unavailable")
+        return sorted(self.repos)
+
+    def head_manifest(self, name: str, reference: str) -> Any:
+        digest = self.repos.get(name, {}).get(reference)
+        return None if digest is None else type("Info", (), {"digest": digest})()
+
+
+D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
+
+
+@pytest.fixture
+def memory_store() -> Iterator[ObjectStore]:
+    with open_store(f"memory://sync-{uuid.uuid4().hex}") as store:
+        yield store
+
+
+def test_plan_expands_repositories_catalogs_filters_and_names(memory_store: ObjectStore) -> None:
+    src = FakeClient(
+        "src:5000",
+        {
+            "team/app": {"1.0.0": D1, "1.2.0": D2, "1.3.0-rc1": D3, "2.0.0": D1, "latest": D2},
+            "org/a": {"x": D1, "y": D2, "z": D3},
+            "org/a-test": {"x": D1},
+            "other/b": {"x": D1},
+        },
+    )
+    spec = parse_sync_text(
+        """
+defaults: {platforms: [linux/amd64]}
+target: {prefix: mirror}
+sources:
+  - registry: src:5000
+    prefix: src
+    repositories:
+      - name: team/app
+        tags: {semver: ">=1.1", exclude: ["-rc"]}
+      - name: team/app
+        as: pinned/app
+        tags: ["1.0.0", "gone"]
+        platforms: [linux/arm64]
+    catalog: {include: ["^org/"], exclude: ["-test$"]}
+    tags: {latest: 2}
+"""
+    )
+    plan = plan_sync(spec, client_for=lambda conn: src, target_store=memory_store)  # type: ignore[arg-type,return-value]
+    jobs = [(str(j.source), str(j.destination), j.platforms) for j in plan.jobs]
+    amd, arm = ("linux/amd64",), ("linux/arm64",)
+    assert jobs == [
+        ("src:5000/team/app:1.2.0", "store:mirror/src/team/app:1.2.0", amd),
+        ("src:5000/team/app:2.0.0", "store:mirror/src/team/app:2.0.0", amd),
+        ("src:5000/team/app:gone", "store:mirror/src/pinned/app:gone", arm),
+        ("src:5000/team/app:1.0.0", "store:mirror/src/pinned/app:1.0.0", arm),
+        ("src:5000/org/a:y", "store:mirror/src/org/a:y", amd),
+        ("src:5000/org/a:z", "store:mirror/src/org/a:z", amd),
+    ]
+    # an exact tag list is used as given: no listing for the pinned repository
+    assert src.listed == ["team/app", "org/a"]
+    assert plan.failures == []
+    assert all(isinstance(j.destination, StoreImage) for j in plan.jobs)
+
+    narrowed = plan_sync(
+        spec,
+        client_for=lambda conn: src,  # type: ignore[arg-type,return-value]
+        target_store=memory_store,
+        extra_filter=TagFilter(include=["^1"]),
+    )
+    assert [str(j.source) for j in narrowed.jobs] == [
+        "src:5000/team/app:1.2.0",
+        "src:5000/team/app:1.0.0",
+    ]  # and "gone": not a tag starting with 1
+
+
+def test_listing_failures_are_reported_and_the_rest_planned(memory_store: ObjectStore) -> None:
+    src = FakeClient("src:5000", {"team/app": {"1": D1}}, catalog_fails=True)
+    spec = parse_sync_text(
+        "sources:\n  - registry: src:5000\n    repositories: [team/app, team/gone]\n"
+        "    catalog: true\n"
+    )
+    plan = plan_sync(spec, client_for=lambda conn: src, target_store=memory_store)  # type: ignore[arg-type,return-value]
+    assert [str(j.source) for j in plan.jobs] == ["src:5000/team/app:1"]
+    assert [(f.source, f.status) for f in plan.failures] == [
+        ("src:5000 (catalog)", "failed"),
+        ("src:5000/team/gone", "failed"),
+    ]
+    assert "catalog unavailable" in (plan.failures[0].error or "")
+    assert "team/gone" in (plan.failures[1].error or "")
+
+
+def test_a_registry_target_and_the_dry_run_preview(memory_store: ObjectStore) -> None:
+    src = FakeClient("src:5000", {"team/app": {"1": D1, "2": D2}})
+    dst = FakeClient("dst:6000", {"m/team/app": {"1": D1, "2": D3}})
+    spec = parse_sync_text(
+        "target: {registry: 'dst:6000', prefix: m}\n"
+        "sources: [{registry: 'src:5000', repositories: [team/app]}]\n"
+    )
+    clients = {"src:5000": src, "dst:6000": dst}
+    plan = plan_sync(spec, client_for=lambda conn: clients[conn.registry])  # type: ignore[arg-type,return-value]
+    assert all(isinstance(j.destination, RegistryImage) for j in plan.jobs)
+    assert [preview_job(j) for j in plan.jobs] == ["skip", "copy"]  # 1 unchanged, 2 differs
+
+    # a store target: the tag's digest in the store decides
+    image = build_image(seed=3, layer_size=64)
+    put_image(memory_store, "team/app", "1", image)
+    src.repos["team/app"]["1"] = image.manifest_digest
+    store_spec = parse_sync_text("sources: [{registry: 'src:5000', repositories: [team/app]}]\n")
+    store_plan = plan_sync(store_spec, client_for=lambda conn: src, target_store=memory_store)  # type: ignore[arg-type,return-value]
+    assert [preview_job(j) for j in store_plan.jobs] == ["skip", "copy"]
+    with pytest.raises(ValueError, match="target_store"):
+        plan_sync(store_spec, client_for=lambda conn: src)  # type: ignore[arg-type,return-value]
+
+
+# -- a real run ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_registry(registry: RegistryServer, tmp_path: Path) -> dict[str, str]:
+    """``team/app`` with tags 1.0, 1.1, 2.0, 2.1-rc1 (each a different image)."""
+    digests = {}
+    for i, tag in enumerate(["1.0", "1.1", "2.0", "2.1-rc1"]):
+        image = build_image(seed=300 + i, layers=1, layer_size=2048)
+        push_with_skopeo(image, f"docker://{registry.host}/team/app:{tag}", tmp_path / tag)
+        digests[tag] = image.manifest_digest
+    return digests
+
+
+def test_run_moves_the_selected_tags_then_skips_them(
+    registry: RegistryServer, app_registry: dict[str, str], memory_store: ObjectStore
+) -> None:
+    from regstore.client import Client
+
+    spec = parse_sync_text(
+        f"sources:\n  - registry: '{registry.host}'\n    repositories:\n"
+        "      - name: team/app\n        tags: {semver: '>=1.1', exclude: ['-rc']}\n"
+        "      - name: team/nothing-here\n"
+    )
+    with Client(registry.host) as client:
+        plan = plan_sync(spec, client_for=lambda conn: client, target_store=memory_store)
+        events: list[Any] = []
+        first = run_sync(plan, concurrency=2, events=events.append)
+        assert [(o.destination, o.status) for o in first.outcomes] == [
+            ("store:team/nothing-here", "failed"),
+            ("store:team/app:1.1", "copied"),
+            ("store:team/app:2.0", "copied"),
+        ]
+        assert not first.ok
+        assert memory_store.tags("team/app") == ["1.1", "2.0"]
+        assert memory_store.resolve("team/app", "2.0") == app_registry["2.0"]
+        assert any(e.kind.value == "verified" for e in events)
+
+        second = run_sync(
+            plan_sync(spec, client_for=lambda conn: client, target_store=memory_store)
+        )
+        assert [o.status for o in second.outcomes] == ["failed", "skipped", "skipped"]
+        assert second.bytes_moved == 0
+
+        # the same into a registry target, under a prefix
+        to_registry = parse_sync_text(
+            f"target: {{registry: '{registry.host}', prefix: mirror}}\n"
+            f"sources: [{{registry: '{registry.host}', repositories: "
+            "[{name: team/app, tags: {latest: 1}}]}]\n"
+        )
+        third = run_sync(plan_sync(to_registry, client_for=lambda conn: client))
+        assert [(o.destination, o.status) for o in third.outcomes] == [
+            (f"{registry.host}/mirror/team/app:2.1-rc1", "copied")
+        ]
+        assert client.list_image_tags("mirror/team/app") == ["2.1-rc1"]

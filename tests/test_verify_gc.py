@@ -1,0 +1,206 @@
+"""verify, gc and delete_image through the ObjectStore facade, on memory and file stores."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from regstore import ObjectStore, open_store
+from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
+from regstore.engine.verify import verify
+from regstore.errors import ImageManifestNotFoundError, StoreError
+
+from .cli_support import blob_path, flip_byte, put_image
+from .support.images import build_image, build_index, random_blob, sha256_digest
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "memory":
+        url = f"memory://verify-{uuid.uuid4().hex}"
+    else:
+        url = str(tmp_path / "store")
+    with open_store(url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def file_store(tmp_path: Path) -> Iterator[tuple[ObjectStore, Path]]:
+    root = tmp_path / "store"
+    with open_store(str(root)) as opened:
+        yield opened, root
+
+
+def add_blob(store: ObjectStore, data: bytes) -> str:
+    digest = sha256_digest(data)
+    with store.layer(digest).writer() as writer:
+        writer.write(data)
+        writer.commit(len(data))
+    return digest
+
+
+# -- verify --------------------------------------------------------------------------------------
+
+
+def test_an_intact_store_verifies(store: ObjectStore) -> None:
+    image, index = build_image(seed=1), build_index(seed=2)
+    put_image(store, "team/app", "1", image)
+    put_image(store, "team/app", "2", image)  # two tags, one manifest
+    put_image(store, "team/multi", "m", index)
+    events: list[str] = []
+    report = verify(store, events=lambda e: events.append(e.kind.value))
+    assert report.ok, report.problems
+    assert report.repositories == ["team/app", "team/multi"]
+    assert report.manifests_checked == 1 + 3
+    assert report.tags_checked == 3
+    assert report.blobs_checked == len(image.blobs) + len(index.blobs)
+    assert report.bytes_checked == sum(map(len, image.blobs.values())) + sum(
+        map(len, index.blobs.values())
+    )
+    assert events.count("verified") == report.blobs_checked
+    assert "started" in events and "progress" in events
+    only = verify(store, "team/app")
+    assert only.repositories == ["team/app"] and only.blobs_checked == len(image.blobs)
+    assert only.as_dict()["ok"] is True
+
+
+def test_verify_reports_a_corrupted_and_a_missing_blob(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    store, root = file_store
+    image = build_image(seed=3, layers=3)
+    put_image(store, "team/app", "1", image)
+    damaged, missing = image.layer_digests[0], image.layer_digests[2]
+    flip_byte(blob_path(root, damaged))
+    store.delete_blob(missing)
+    report = verify(store)
+    kinds = {(p.kind, p.subject) for p in report.problems}
+    assert kinds == {("damaged-blob", damaged), ("missing-blob", missing)}
+    damaged_problem = next(p for p in report.problems if p.kind == "damaged-blob")
+    assert "hashes to sha256:" in damaged_problem.detail
+    assert damaged_problem.referenced_by == (image.manifest_digest,)
+    assert not report.ok
+    assert report.as_dict()["problems"][0]["kind"] in ("damaged-blob", "missing-blob")
+
+
+def test_verify_reports_a_damaged_manifest_and_a_truncated_blob(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    store, root = file_store
+    image = build_image(seed=4)
+    put_image(store, "team/app", "1", image)
+    flip_byte(blob_path(root, image.manifest_digest), offset=40)
+    truncated = blob_path(root, image.layer_digests[0])
+    truncated.write_bytes(truncated.read_bytes()[:-5])
+    report = verify(store)
+    kinds = sorted(p.kind for p in report.problems)
+    # the manifest is unreadable, so its blobs are unknown: the tag says it is damaged too
+    assert "damaged-manifest" in kinds
+    assert all(k in ("damaged-manifest", "damaged-blob") for k in kinds)
+
+
+def test_verify_checks_index_children_unless_the_index_is_partial(store: ObjectStore) -> None:
+    index = build_index(seed=5)
+    child = index.children[1]
+    # the full index written, then one child removed behind its back
+    put_image(store, "team/multi", "full", index)
+    store.delete_manifest("team/multi", child.manifest_digest)
+    report = verify(store)
+    assert [(p.kind, p.subject) for p in report.problems] == [
+        ("missing-manifest", child.manifest_digest)
+    ]
+    assert "linux/arm64" in report.problems[0].detail
+
+
+def test_verify_of_a_partial_index_is_clean(store: ObjectStore) -> None:
+    from regstore import Manifest
+
+    index = build_index(seed=6)
+    first = index.children[0]
+    put_image(store, "team/multi", None, first)
+    store.write_manifest(
+        "team/multi",
+        "one",
+        Manifest.parse(index.manifest_bytes, index.manifest_media_type),
+        partial=True,
+    )
+    assert verify(store).ok
+
+
+# -- gc ------------------------------------------------------------------------------------------
+
+
+def _age(root: Path, digest: str, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(blob_path(root, digest), (then, then))
+
+
+def test_gc_keeps_referenced_and_young_blobs(file_store: tuple[ObjectStore, Path]) -> None:
+    store, root = file_store
+    image, index = build_image(seed=7), build_index(seed=8)
+    put_image(store, "team/app", "1", image)
+    put_image(store, "team/multi", "1", index)
+    old = add_blob(store, random_blob(100, seed=1))
+    young = add_blob(store, random_blob(100, seed=2))
+    _age(root, old, 7200)
+    for digest in [*image.blobs, *index.blobs]:
+        _age(root, digest, 7200)  # old but referenced
+
+    referenced = referenced_digests(store)
+    assert set(image.blobs) | set(index.blobs) | {image.manifest_digest} <= referenced
+    assert {c.manifest_digest for c in index.children} <= referenced
+
+    dry = collect_garbage(store, dry_run=True)
+    assert [b.digest for b in dry.removed] == [old]
+    assert [b.digest for b in dry.kept_young] == [young]
+    assert store.blob_exists(old)
+
+    done = collect_garbage(store)
+    assert [b.digest for b in done.removed] == [old] and done.bytes_removed == 100
+    assert not store.blob_exists(old) and store.blob_exists(young)
+    assert collect_garbage(store, grace=0).as_dict()["removed"] == [{"digest": young, "size": 100}]
+    assert verify(store).ok
+
+
+def test_gc_grace_uses_the_commit_time(store: ObjectStore) -> None:
+    orphan = add_blob(store, b"orphan")
+    assert collect_garbage(store).removed == []
+    later = collect_garbage(store, now=time.time() + 7200)
+    assert [b.digest for b in later.removed] == [orphan]
+    with pytest.raises(ValueError, match="negative"):
+        collect_garbage(store, grace=-1)
+
+
+def test_gc_refuses_when_a_manifest_is_unreadable(file_store: tuple[ObjectStore, Path]) -> None:
+    store, root = file_store
+    image = build_image(seed=9)
+    put_image(store, "team/app", "1", image)
+    flip_byte(blob_path(root, image.manifest_digest), offset=40)
+    with pytest.raises(StoreError, match="cannot collect garbage"):
+        collect_garbage(store, grace=0)
+    assert all(store.blob_exists(d) for d in image.blobs)
+
+
+# -- delete_image --------------------------------------------------------------------------------
+
+
+def test_delete_image_removes_what_only_it_reached(store: ObjectStore) -> None:
+    image, index = build_image(seed=10), build_index(seed=11)
+    put_image(store, "team/app", "a", image)
+    put_image(store, "team/app", "b", image)
+    put_image(store, "team/app", "multi", index)
+
+    assert delete_image(store, "team/app", "a") == []  # "b" still points at it
+    assert delete_image(store, "team/app", "b") == [image.manifest_digest]
+    deleted = delete_image(store, "team/app", index.manifest_digest)
+    assert set(deleted) == {index.manifest_digest} | {c.manifest_digest for c in index.children}
+    assert "team/app" not in store.repositories()
+    with pytest.raises(ImageManifestNotFoundError):
+        delete_image(store, "team/app", "a")
+    removed = {b.digest for b in collect_garbage(store, grace=0).removed}
+    assert set(image.blobs) | set(index.blobs) <= removed
