@@ -1,0 +1,296 @@
+"""``BackendBase``: the store hookimpls, with validation, error translation and derived defaults.
+
+A backend subclasses :class:`BackendBase` and implements a small core of plain methods
+(:meth:`~BackendBase.get_manifest`, :meth:`~BackendBase.put_manifest`, ...,
+:meth:`~BackendBase.blob_writer`); the ``regstore_store_*`` hookimpls here call them. So a
+backend author never writes a pluggy marker, and overriding a method can never silently drop a
+hookimpl (pluggy only sees attributes that carry the marker, which an override would not).
+
+What every hookimpl does before and after calling the core:
+
+- validates names, tags and digests again (a wrapper plugin or a direct caller may bypass the
+  :class:`regstore.store.ObjectStore` facade), so no unchecked string ever reaches a path;
+- translates ``OSError`` into :class:`regstore.errors.StoreError` (chained), the one place a
+  backend's I/O failures become regstore errors; regstore errors and ``TimeoutError`` from
+  ``wait_blob`` pass through unchanged.
+
+Derived defaults a backend may override for speed or precision: :meth:`~BackendBase.wait_blob`
+(polls :meth:`~BackendBase.blob_status`), :meth:`~BackendBase.manifest_is_partial` (False),
+:meth:`~BackendBase.describe`, :meth:`~BackendBase.close`. Optional operations
+(:meth:`~BackendBase.delete_manifest`, :meth:`~BackendBase.delete_tag`,
+:meth:`~BackendBase.list_blobs`, :meth:`~BackendBase.delete_blob`) raise UnsupportedError
+unless implemented.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from regstore.errors import RegstoreError, StoreError, UnsupportedError
+from regstore.hookspecs import (
+    BlobInfo,
+    BlobReadHandle,
+    BlobState,
+    BlobStatus,
+    BlobWriteHandle,
+    hookimpl,
+)
+from regstore.reference import Digest, validate_name, validate_reference, validate_tag
+
+__all__ = ["WAIT_BACKOFF_MAX", "WAIT_BACKOFF_MIN", "BackendBase", "translate_errors"]
+
+#: wait_blob polls blob_status starting this often, doubling up to WAIT_BACKOFF_MAX (seconds).
+WAIT_BACKOFF_MIN = 0.01
+WAIT_BACKOFF_MAX = 0.25
+
+
+@contextlib.contextmanager
+def translate_errors(what: str, *, timeout_is_result: bool = False) -> Iterator[None]:
+    """Turn ``OSError`` raised inside the block into a chained :class:`StoreError`.
+
+    ``what`` says what was being done (``"cannot read manifest library/alpine:3.19"``).
+    Regstore errors pass through. ``TimeoutError`` is an ``OSError`` too: it passes through
+    only where it is a documented outcome (``timeout_is_result``, i.e. ``wait_blob``).
+    """
+    try:
+        yield
+    except RegstoreError:
+        raise
+    except TimeoutError as exc:
+        if timeout_is_result:
+            raise
+        raise StoreError(f"{what}: {exc}") from exc
+    except OSError as exc:
+        raise StoreError(f"{what}: {exc}") from exc
+
+
+class BackendBase(abc.ABC):
+    """Base class of store backends: implement the core methods, get every store hook.
+
+    Thread safety: one backend instance serves every thread using its store, so core methods
+    must be thread-safe. Blob handles belong to one thread at a time.
+    """
+
+    #: The name ``describe()`` reports as ``backend`` (usually the URL scheme).
+    backend_name: ClassVar[str] = "base"
+
+    # -- the core a backend implements -------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
+        """``(exact bytes, media type)`` of ``name`` at a tag or digest.
+
+        Raises ImageManifestNotFoundError.
+        """
+
+    @abc.abstractmethod
+    def put_manifest(
+        self,
+        name: str,
+        tag: str | None,
+        raw: bytes,
+        media_type: str,
+        digest: Digest,
+        partial: bool,
+    ) -> None:
+        """Store the manifest bytes under ``name``/``digest``, then point ``tag`` at it."""
+
+    @abc.abstractmethod
+    def list_repositories(self) -> list[str]:
+        """Names of repositories holding at least one manifest."""
+
+    @abc.abstractmethod
+    def list_tags(self, name: str) -> list[str]:
+        """Tags of ``name``. Raises RepositoryNotFoundError for an unknown repository."""
+
+    @abc.abstractmethod
+    def list_manifests(self, name: str) -> list[str]:
+        """Digests of every manifest of ``name``. Raises RepositoryNotFoundError."""
+
+    @abc.abstractmethod
+    def blob_status(self, digest: Digest) -> BlobStatus:
+        """Where the blob stands (see :class:`regstore.hookspecs.BlobState`)."""
+
+    @abc.abstractmethod
+    def open_blob(self, digest: Digest, offset: int) -> BlobReadHandle:
+        """Open a complete blob from ``offset``.
+
+        Raises LayerLockedError while a writer holds it, BlobNotFoundError if not complete.
+        """
+
+    @abc.abstractmethod
+    def blob_writer(self, digest: Digest) -> BlobWriteHandle:
+        """Lock the blob for writing and return its handle (resuming staged bytes).
+
+        Raises LayerAlreadyExistsError when complete, LayerLockedError when held elsewhere.
+        """
+
+    # -- optional operations -----------------------------------------------------------------
+
+    def delete_manifest(self, name: str, digest: Digest) -> None:
+        """Remove a manifest and every tag pointing at it. Raises ImageManifestNotFoundError."""
+        raise UnsupportedError(f"{self.backend_name} stores cannot delete manifests")
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        """Remove a tag. Raises ImageManifestNotFoundError."""
+        raise UnsupportedError(f"{self.backend_name} stores cannot delete tags")
+
+    def list_blobs(self) -> list[BlobInfo]:
+        """Every complete blob."""
+        raise UnsupportedError(f"{self.backend_name} stores cannot list blobs")
+
+    def delete_blob(self, digest: Digest) -> None:
+        """Delete a complete blob. Raises BlobNotFoundError."""
+        raise UnsupportedError(f"{self.backend_name} stores cannot delete blobs")
+
+    # -- derived defaults --------------------------------------------------------------------
+
+    def manifest_is_partial(self, name: str, digest: Digest) -> bool:
+        """True if the manifest was stored as a partial index. Default: never."""
+        return False
+
+    def wait_blob(self, digest: Digest, timeout: float | None) -> bool:
+        """Block until nobody writes the blob; True if it is complete then.
+
+        Default: poll :meth:`blob_status` with exponential backoff (10 ms doubling to 250 ms).
+        Raises TimeoutError when ``timeout`` seconds pass while the blob is still written.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = WAIT_BACKOFF_MIN
+        while True:
+            status = self.blob_status(digest)
+            if status.state is not BlobState.WRITING:
+                return status.state is BlobState.COMPLETE
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"blob {digest} was still being written after {timeout} s")
+                time.sleep(min(delay, remaining))
+            else:
+                time.sleep(delay)
+            delay = min(delay * 2, WAIT_BACKOFF_MAX)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description; subclasses add their details (root, layout ...)."""
+        return {"backend": self.backend_name}
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
+        """Release resources. Default: nothing to release."""
+
+    # -- the hookimpls (pluggy sees only these) ----------------------------------------------
+
+    @hookimpl
+    def regstore_store_get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
+        validate_name(name)
+        validate_reference(reference)
+        with translate_errors(f"cannot read manifest {name}:{reference}"):
+            return self.get_manifest(name, reference)
+
+    @hookimpl
+    def regstore_store_put_manifest(
+        self,
+        name: str,
+        tag: str | None,
+        raw: bytes,
+        media_type: str,
+        digest: str,
+        partial: bool,
+    ) -> bool:
+        validate_name(name)
+        if tag is not None:
+            validate_tag(tag)
+        checked = Digest(digest)
+        with translate_errors(f"cannot write manifest {name}@{checked}"):
+            self.put_manifest(name, tag, bytes(raw), media_type, checked, bool(partial))
+        return True
+
+    @hookimpl
+    def regstore_store_manifest_is_partial(self, name: str, digest: str) -> bool:
+        validate_name(name)
+        checked = Digest(digest)
+        with translate_errors(f"cannot read manifest {name}@{checked}"):
+            return self.manifest_is_partial(name, checked)
+
+    @hookimpl
+    def regstore_store_delete_manifest(self, name: str, digest: str) -> bool:
+        validate_name(name)
+        checked = Digest(digest)
+        with translate_errors(f"cannot delete manifest {name}@{checked}"):
+            self.delete_manifest(name, checked)
+        return True
+
+    @hookimpl
+    def regstore_store_delete_tag(self, name: str, tag: str) -> bool:
+        validate_name(name)
+        validate_tag(tag)
+        with translate_errors(f"cannot delete tag {name}:{tag}"):
+            self.delete_tag(name, tag)
+        return True
+
+    @hookimpl
+    def regstore_store_list_repositories(self) -> list[str]:
+        with translate_errors("cannot list repositories"):
+            return sorted(self.list_repositories())
+
+    @hookimpl
+    def regstore_store_list_tags(self, name: str) -> list[str]:
+        validate_name(name)
+        with translate_errors(f"cannot list tags of {name}"):
+            return sorted(self.list_tags(name))
+
+    @hookimpl
+    def regstore_store_list_manifests(self, name: str) -> list[str]:
+        validate_name(name)
+        with translate_errors(f"cannot list manifests of {name}"):
+            return sorted(self.list_manifests(name))
+
+    @hookimpl
+    def regstore_store_blob_status(self, digest: str) -> BlobStatus:
+        checked = Digest(digest)
+        with translate_errors(f"cannot stat blob {checked}"):
+            return self.blob_status(checked)
+
+    @hookimpl
+    def regstore_store_open_blob(self, digest: str, offset: int) -> BlobReadHandle:
+        checked = Digest(digest)
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        with translate_errors(f"cannot open blob {checked}"):
+            return self.open_blob(checked, offset)
+
+    @hookimpl
+    def regstore_store_blob_writer(self, digest: str) -> BlobWriteHandle:
+        checked = Digest(digest)
+        with translate_errors(f"cannot open blob {checked} for writing"):
+            return self.blob_writer(checked)
+
+    @hookimpl
+    def regstore_store_wait_blob(self, digest: str, timeout: float | None) -> bool:
+        checked = Digest(digest)
+        with translate_errors(f"cannot wait for blob {checked}", timeout_is_result=True):
+            return self.wait_blob(checked, timeout)
+
+    @hookimpl
+    def regstore_store_list_blobs(self) -> list[BlobInfo]:
+        with translate_errors("cannot list blobs"):
+            return sorted(self.list_blobs(), key=lambda b: b.digest)
+
+    @hookimpl
+    def regstore_store_delete_blob(self, digest: str) -> bool:
+        checked = Digest(digest)
+        with translate_errors(f"cannot delete blob {checked}"):
+            self.delete_blob(checked)
+        return True
+
+    @hookimpl
+    def regstore_store_describe(self) -> dict[str, Any]:
+        return self.describe()
+
+    @hookimpl
+    def regstore_store_close(self) -> None:
+        with translate_errors(f"cannot close the {self.backend_name} store"):
+            self.close()

@@ -1,0 +1,217 @@
+"""``file:///abs/path`` and plain paths: a store in a local directory, safe across processes.
+
+The fsspec backend on ``LocalFileSystem``, with what a local disk needs beyond fsspec:
+
+- blob write locks are ``fcntl.flock`` locks on files under ``<root>/_regstore/locks``
+  (:class:`~regstore.backends.locks.FlockLockManager`): exclusive across threads and
+  processes, and released by the kernel when a writer dies, so no lock is ever stale;
+- staged bytes are appended with ``O_APPEND`` to ``<root>/_regstore/uploads/<alg>/<hex>``
+  and fsynced when the writer closes; commit renames them onto the final path
+  (``os.replace``: atomic on one filesystem) and fsyncs the directory;
+- small files (links, ``index.json``) are written to a temporary file, fsynced and renamed.
+
+URLs: ``file:///srv/mirror`` (``file://localhost/srv/mirror`` too) or a plain path, relative
+to the working directory or absolute. ``file://relative`` is refused as ambiguous. The root is
+created if missing. Options: ``layout`` (``distribution`` or ``oci``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.parse
+import uuid
+from typing import Any
+
+import fsspec
+
+from regstore.errors import StoreError
+from regstore.hookspecs import Register, hookimpl
+from regstore.reference import Digest
+
+from .fsspec_store import LAYOUTS, FsspecBackend
+from .locks import FlockLockManager
+from .staging import StagingStream
+
+__all__ = ["LocalBackend", "open_backend", "path_from_url", "regstore_register_backends"]
+
+
+def _fsync_dir(path: str) -> None:
+    # Makes a rename or a new entry in ``path`` durable (POSIX: the directory is fsynced).
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs_durable(path: str) -> None:
+    """``os.makedirs`` that also fsyncs the parent of every directory it creates."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _makedirs_durable(parent)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    _fsync_dir(parent)
+
+
+class _AppendFile:
+    """Append-only staging file: O_APPEND, fsync on close."""
+
+    def __init__(self, path: str) -> None:
+        self._fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+        )
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        if self._fd is None:
+            raise ValueError("write to a closed staging file")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        return len(data)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class LocalBackend(FsspecBackend):
+    """The fsspec backend on a local directory, with flock locks and fsync'd renames."""
+
+    backend_name = "file"
+
+    def __init__(self, root: str, *, layout: str = "distribution", url: str = "") -> None:
+        root = os.path.abspath(root)
+        if layout not in LAYOUTS:  # before creating anything
+            raise StoreError(
+                f"unknown store layout {layout!r}; choose one of: {', '.join(sorted(LAYOUTS))}"
+            )
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store directory {root}: {exc}") from exc
+        if not os.path.isdir(root):
+            raise StoreError(f"the store root {root} is not a directory")
+        super().__init__(
+            fsspec.filesystem("file"),
+            root,
+            layout=layout,
+            locks=FlockLockManager(os.path.join(root, "_regstore", "locks")),
+            url=url or f"file://{root}",
+        )
+
+    def ensure_parent(self, path: str) -> None:
+        _makedirs_durable(os.path.dirname(path))
+
+    def write_file(self, path: str, data: bytes) -> None:
+        tmp = self.work_path("tmp", uuid.uuid4().hex)
+        self.ensure_parent(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.ensure_parent(path)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(os.path.dirname(path))
+
+    def file_size(self, path: str) -> int | None:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if os.path.isfile(path) else None
+
+    def open_staging(self, digest: Digest) -> StagingStream:
+        path = self.staging_path(digest)
+        self.ensure_parent(path)
+        return _AppendFile(path)
+
+    def promote_staged(self, digest: Digest, size: int) -> None:
+        staging = self.staging_path(digest)
+        staged = self.file_size(staging)
+        if staged != size:
+            self.discard_staged(digest)
+            raise StoreError(
+                f"staged bytes of {digest} changed under the writer ({staged} != {size} bytes)"
+            )
+        self.prepare()
+        final = self.layout.blob_path(digest)
+        self.ensure_parent(final)
+        os.replace(staging, final)  # atomic: readers see no blob, then the whole blob
+        _fsync_dir(os.path.dirname(final))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "locks": "flock"}
+
+
+def path_from_url(url: str) -> str:
+    """The local path of ``file:///abs`` or a plain path (returned as given).
+
+    A plain path is taken literally, so ``/srv/mirror?layout=oci`` would be a directory of
+    that name: that mistake is refused with a pointer to the URL form, which takes options.
+    """
+    if "://" not in url:
+        _, question, query = url.rpartition("?")
+        if question and any(
+            key in _OPTIONS for key, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)
+        ):
+            raise StoreError(
+                f"options in a plain path are not parsed: write file://{os.path.abspath(url)} "
+                "(a file:/// URL takes ?layout=...) or pass layout= to open_store"
+            )
+        return url
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme.lower() != "file":
+        raise StoreError(f"not a file store URL: {url!r}")
+    if parsed.netloc not in ("", "localhost"):
+        raise StoreError(
+            f"file URL {url!r} names host {parsed.netloc!r}: write file:///absolute/path "
+            "(three slashes) or a plain path"
+        )
+    path = urllib.parse.unquote(parsed.path)
+    if not path:
+        raise StoreError(f"file URL {url!r} has no path")
+    return path
+
+
+_OPTIONS = ("layout",)
+
+
+def open_backend(url: str, **options: Any) -> LocalBackend:
+    """The factory for ``file://`` URLs and plain paths. Options: ``layout``."""
+    layout = options.pop("layout", "distribution")
+    if options:
+        raise StoreError(
+            f"unknown option(s) for file stores: {', '.join(sorted(options))} (known: layout)"
+        )
+    return LocalBackend(path_from_url(url), layout=str(layout), url=url)
+
+
+@hookimpl
+def regstore_register_backends(register: Register) -> None:
+    """Register ``file://`` (plain paths map to it too)."""
+    register("file", open_backend, "local directory (distribution or OCI layout, flock locks)")

@@ -1,0 +1,445 @@
+"""``FsspecBackend``: the whole store contract on any fsspec filesystem, in a chosen layout.
+
+The backend stores bytes, locks and makes blobs visible; the :mod:`regstore.store` facade
+hashes and verifies. Where things live is the layout's business
+(:mod:`~regstore.backends.layout_distribution` by default, :mod:`~regstore.backends.layout_oci`
+with ``layout="oci"``); this module does blob writes, reads, listing and the small-file
+primitives the layouts build on.
+
+Blob writes follow containerd's content store: a writer takes the blob's lock
+(:class:`~regstore.backends.locks.LockManager`), appends to a *staging* object under
+``<root>/_regstore/uploads/<alg>/<hex>`` (same filesystem as the blobs, so promotion is a
+rename), and on commit the verified bytes are *promoted* to the layout's final path in one
+atomic step. Closing without commit keeps the staged bytes for the next writer to resume; a
+crashed writer leaves them too (its lock dies with it where the lock manager allows).
+
+Extension points for other media (the S3 plugin subclasses this class): every method in the
+"staging strategy" and "small files" sections below may be overridden; see each docstring for
+what an override must guarantee. In short:
+
+- ``staging_path(digest)``, ``staged_size(digest)``, ``open_staging(digest)``,
+  ``read_staged(digest, chunk_size)``, ``promote_staged(digest, size)``,
+  ``discard_staged(digest)``: where and how a blob is staged and made visible;
+- ``make_write_handle(digest, lock)``: the :class:`~regstore.hookspecs.BlobWriteHandle`
+  itself (default :class:`~regstore.backends.staging.StagedBlobWriter`, built on the staging
+  methods, i.e. on :class:`~regstore.backends.staging.StagingStrategy`);
+- ``open_blob_file(path, offset)``: a reader over a complete blob;
+- ``write_file(path, data)``, ``read_file``, ``file_size``, ``list_dir``, ``remove``,
+  ``ensure_parent``: the small-file primitives of :class:`~regstore.backends.layouts.LayoutHost`;
+- the ``locks`` constructor argument: any :class:`~regstore.backends.locks.LockManager`
+  (and ``blob_lock_key(digest)`` for its keys).
+
+Overrides must keep four promises: a blob appears at its final path only whole (promotion is
+atomic); staged bytes survive ``close()`` and crashes, so ``staged_size`` and ``read_staged``
+let the next writer resume; a dead writer's lock does not outlive it for long; ``write_file``
+replaces a small file atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import posixpath
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+from regstore.errors import (
+    BlobNotFoundError,
+    InvalidReferenceError,
+    LayerAlreadyExistsError,
+    LayerLockedError,
+    StoreError,
+)
+from regstore.hookspecs import BlobInfo, BlobState, BlobStatus, BlobWriteHandle
+from regstore.manifest import Manifest
+from regstore.reference import Digest
+
+from .base import BackendBase
+from .layout_distribution import DistributionLayout
+from .layout_oci import OciLayout
+from .layouts import Layout
+from .locks import BlobLock, LockManager, ThreadLockManager
+from .staging import BlobReader, StagedBlobWriter, StagingStream
+
+__all__ = [
+    "LAYOUTS",
+    "WORK_DIR",
+    "BlobReader",
+    "FsspecBackend",
+    "StagedBlobWriter",
+    "StagingStream",
+    "safe_join",
+]
+
+#: Layouts by option value.
+LAYOUTS: dict[str, type[Layout]] = {
+    DistributionLayout.name: DistributionLayout,
+    OciLayout.name: OciLayout,
+}
+#: regstore's own working directory under a store root (staging, temporary files, locks).
+#: Neither the registry nor OCI tools look at it.
+WORK_DIR = "_regstore"
+
+# One path component we are willing to create: what validated names, tags and digests consist
+# of, plus our fixed words. Never ".", "..", empty, absolute, backslashes, NUL or non-ASCII.
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*", re.ASCII)
+
+
+def safe_join(root: str, *parts: str) -> str:
+    """The path of ``parts`` under ``root``: the one place store paths are built.
+
+    Each part may hold several ``/``-separated components; every component must match a
+    strict ASCII grammar, and the result must stay under ``root``. Raises
+    InvalidReferenceError otherwise (a value that slipped past validation never touches I/O).
+    """
+    base = root.rstrip("/")
+    components: list[str] = []
+    for part in parts:
+        if not isinstance(part, str) or not part:
+            raise InvalidReferenceError("path component", part, "must be a non-empty string")
+        for component in part.split("/"):
+            if _COMPONENT.fullmatch(component) is None:
+                raise InvalidReferenceError(
+                    "path component", part, "holds an empty, relative, absolute or odd component"
+                )
+            components.append(component)
+    if not components:
+        return root
+    joined = f"{base}/{'/'.join(components)}"
+    # Belt and braces: the grammar above already rules out every way of leaving the root.
+    if not joined.startswith(f"{base}/") or ".." in components:
+        raise InvalidReferenceError("path component", "/".join(parts), "escapes the store root")
+    return joined
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    for key in ("mtime", "LastModified", "last_modified", "modified", "created"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+    return 0.0
+
+
+class FsspecBackend(BackendBase):
+    """The store contract on an fsspec filesystem ``fs`` under ``root``, in ``layout``.
+
+    Args:
+        fs: any fsspec filesystem instance.
+        root: the store's root path on ``fs`` (created on first write where that matters).
+        layout: ``"distribution"`` (default) or ``"oci"``.
+        locks: the lock manager; default process-local (:class:`ThreadLockManager`), which
+            is right only when no other process writes the same store.
+        url: the URL the store was opened with (for ``describe``).
+
+    Raises StoreError for an unknown layout.
+    """
+
+    backend_name = "fsspec"
+
+    def __init__(
+        self,
+        fs: Any,
+        root: str,
+        *,
+        layout: str = "distribution",
+        locks: LockManager | None = None,
+        url: str = "",
+    ) -> None:
+        layout_class = LAYOUTS.get(layout)
+        if layout_class is None:
+            raise StoreError(
+                f"unknown store layout {layout!r}; choose one of: {', '.join(sorted(LAYOUTS))}"
+            )
+        self.fs = fs
+        self.root = root.rstrip("/") or "/"
+        self.url = url
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.locks: LockManager = locks or ThreadLockManager(f"{protocol}:{self.root}")
+        self.layout: Layout = layout_class(self)
+        self._prepared = False
+        self._prepare_lock = threading.Lock()
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def path(self, *parts: str) -> str:
+        """The path of ``parts`` under the root (see :func:`safe_join`)."""
+        return safe_join(self.root, *parts)
+
+    def work_path(self, *parts: str) -> str:
+        """A path in regstore's working directory (``<root>/_regstore/...``)."""
+        return self.path(WORK_DIR, *parts)
+
+    def prepare(self) -> None:
+        """Create the layout's fixed files once per instance, before the first write."""
+        if self._prepared:
+            return
+        with self._prepare_lock:
+            if not self._prepared:
+                self.layout.prepare()
+                self._prepared = True
+
+    # -- small files (the LayoutHost primitives) ---------------------------------------------
+
+    def ensure_parent(self, path: str) -> None:
+        """Create the directory that will hold ``path``. Object stores: nothing to do."""
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+
+    def read_file(self, path: str) -> bytes | None:
+        """Whole content of a small file, or None if it does not exist."""
+        try:
+            data: bytes = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        return data
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Replace a small file atomically: a temporary file in the working directory, then
+        a move. Override where a plain put is atomic already (object stores, memory).
+        """
+        tmp = self.work_path("tmp", uuid.uuid4().hex)
+        self.ensure_parent(tmp)
+        self.fs.pipe_file(tmp, data)
+        try:
+            self.ensure_parent(path)
+            self.fs.mv(tmp, path)
+        except BaseException:
+            self.remove(tmp)
+            raise
+
+    def exists(self, path: str) -> bool:
+        """True if a file or directory exists at ``path``."""
+        return bool(self.fs.exists(path))
+
+    def file_size(self, path: str) -> int | None:
+        """Size of the file at ``path``; None if there is no file there."""
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        if info.get("type") != "file":
+            return None
+        return int(info["size"])
+
+    def list_dir(self, path: str) -> list[tuple[str, bool]]:
+        """``(name, is_directory)`` of the entries of ``path``; empty if it does not exist."""
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        for entry in entries:
+            name = posixpath.basename(str(entry["name"]).rstrip("/"))
+            if name:
+                found.append((name, entry.get("type") == "directory"))
+        return found
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file, or a tree with ``recursive``; a missing path is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path, recursive=recursive)
+
+    def mutex(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """The store-wide critical section ``key`` (from the lock manager)."""
+        return self.locks.mutex(key)
+
+    # -- staging strategy (override for object stores) ---------------------------------------
+
+    def blob_lock_key(self, digest: Digest) -> str:
+        """The lock manager key of a blob's write lock."""
+        return f"blob/{digest.algorithm}/{digest.hex}"
+
+    def staging_path(self, digest: Digest) -> str:
+        """Where a blob's bytes are staged: one place per digest (the lock makes it
+        single-writer), on the same filesystem as the blobs so promotion can rename.
+        """
+        return self.work_path("uploads", digest.algorithm, digest.hex)
+
+    def staged_size(self, digest: Digest) -> int:
+        """Bytes staged for ``digest`` (by this or an interrupted writer); 0 if none."""
+        return self.file_size(self.staging_path(digest)) or 0
+
+    def open_staging(self, digest: Digest) -> StagingStream:
+        """An append stream positioned after the staged bytes (created if missing).
+
+        Called with the blob's lock held. ``close()`` must persist what was written, so that
+        a writer resuming later sees it in :meth:`staged_size` and :meth:`read_staged`.
+        """
+        path = self.staging_path(digest)
+        self.ensure_parent(path)
+        stream: StagingStream = self.fs.open(path, "ab")
+        return stream
+
+    def read_staged(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
+        """The staged bytes from the start, in chunks (re-hashed when a write resumes)."""
+        path = self.staging_path(digest)
+        size = self.staged_size(digest)
+        offset = 0
+        while offset < size:
+            chunk: bytes = self.fs.cat_file(path, start=offset, end=min(offset + chunk_size, size))
+            if not chunk:
+                break
+            offset += len(chunk)
+            yield chunk
+
+    def promote_staged(self, digest: Digest, size: int) -> None:
+        """Make the staged bytes the complete blob, atomically, then forget the staging.
+
+        Called with the lock held, after the facade verified digest and size of everything
+        written. A reader must never see part of the blob at its final path: rename on a
+        filesystem, complete-multipart (or copy) on an object store. Raises StoreError (and
+        discards) if the staged bytes are not ``size`` bytes.
+        """
+        staged = self.staged_size(digest)
+        if staged != size:
+            self.discard_staged(digest)
+            raise StoreError(
+                f"staged bytes of {digest} changed under the writer ({staged} != {size} bytes)"
+            )
+        self.prepare()
+        final = self.layout.blob_path(digest)
+        self.ensure_parent(final)
+        self.fs.mv(self.staging_path(digest), final)
+
+    def discard_staged(self, digest: Digest) -> None:
+        """Delete whatever is staged for ``digest`` (nothing staged is fine)."""
+        self.remove(self.staging_path(digest))
+
+    def make_write_handle(self, digest: Digest, lock: BlobLock) -> BlobWriteHandle:
+        """The write handle for a freshly locked blob; it must release ``lock`` when done."""
+        return StagedBlobWriter(self, digest, lock)
+
+    def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
+        """A binary stream over the complete blob at ``path``, positioned at ``offset``.
+
+        Raises FileNotFoundError if it is not there. Each call must give an independent stream.
+        """
+        stream: IO[bytes] = self.fs.open(path, "rb")
+        if offset:
+            stream.seek(offset)
+        return stream
+
+    # -- manifests (delegated to the layout) -------------------------------------------------
+
+    def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
+        return self.layout.get_manifest(name, reference)
+
+    def put_manifest(
+        self,
+        name: str,
+        tag: str | None,
+        raw: bytes,
+        media_type: str,
+        digest: Digest,
+        partial: bool,
+    ) -> None:
+        manifest = Manifest.parse(raw, media_type)
+        self.prepare()
+        self.layout.write_manifest_blob(digest, raw)
+        self.layout.put_manifest(name, tag, manifest, digest, partial)
+
+    def manifest_is_partial(self, name: str, digest: Digest) -> bool:
+        return self.layout.manifest_is_partial(name, digest)
+
+    def delete_manifest(self, name: str, digest: Digest) -> None:
+        self.layout.delete_manifest(name, digest)
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        self.layout.delete_tag(name, tag)
+
+    def list_repositories(self) -> list[str]:
+        return self.layout.list_repositories()
+
+    def list_tags(self, name: str) -> list[str]:
+        return self.layout.list_tags(name)
+
+    def list_manifests(self, name: str) -> list[str]:
+        return self.layout.list_manifests(name)
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    def blob_status(self, digest: Digest) -> BlobStatus:
+        final = self.layout.blob_path(digest)
+        size = self.file_size(final)
+        if size is not None:
+            return BlobStatus(BlobState.COMPLETE, size=size, current_size=size)
+        held = self.locks.is_held(self.blob_lock_key(digest))
+        staged = self.staged_size(digest)
+        # Look at the final path again, last: a writer commits (rename) before it releases
+        # its lock, so "not held" followed by "not there" really means not complete.
+        size = self.file_size(final)
+        if size is not None:
+            return BlobStatus(BlobState.COMPLETE, size=size, current_size=size)
+        if held:
+            return BlobStatus(BlobState.WRITING, current_size=staged)
+        if staged > 0:
+            return BlobStatus(BlobState.PARTIAL, current_size=staged)
+        return BlobStatus(BlobState.ABSENT)
+
+    def open_blob(self, digest: Digest, offset: int) -> BlobReader:
+        final = self.layout.blob_path(digest)
+        try:
+            size = self.file_size(final)
+            if size is None:
+                raise FileNotFoundError(final)
+            stream = self.open_blob_file(final, offset)
+        except FileNotFoundError:
+            if self.locks.is_held(self.blob_lock_key(digest)):
+                raise LayerLockedError(str(digest)) from None
+            raise BlobNotFoundError(None, str(digest)) from None
+        return BlobReader(stream, size, digest)
+
+    def blob_writer(self, digest: Digest) -> BlobWriteHandle:
+        final = self.layout.blob_path(digest)
+        if self.file_size(final) is not None:
+            raise LayerAlreadyExistsError(str(digest))
+        lock = self.locks.try_acquire(self.blob_lock_key(digest))
+        if lock is None:
+            raise LayerLockedError(str(digest))
+        try:
+            # committed by someone else between the first look and the lock
+            if self.file_size(final) is not None:
+                raise LayerAlreadyExistsError(str(digest))
+            return self.make_write_handle(digest, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    def list_blobs(self) -> list[BlobInfo]:
+        root = self.layout.blobs_root()
+        try:
+            found = self.fs.find(root, detail=True)
+        except FileNotFoundError:
+            return []
+        prefix = root.rstrip("/") + "/"
+        blobs = []
+        for path, info in found.items():
+            path = str(path)
+            if not path.startswith(prefix) or info.get("type") != "file":
+                continue
+            digest = self.layout.blob_digest_of(path[len(prefix) :])
+            if digest is not None:
+                blobs.append(BlobInfo(str(digest), int(info["size"]), _mtime(info)))
+        return blobs
+
+    def delete_blob(self, digest: Digest) -> None:
+        final = self.layout.blob_path(digest)
+        if self.file_size(final) is None:
+            raise BlobNotFoundError(None, str(digest))
+        self.remove(self.layout.blob_removal_path(digest), recursive=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend_name,
+            "root": self.root,
+            **self.layout.describe(),
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.root!r}, layout={self.layout.name!r})"

@@ -1,0 +1,225 @@
+"""The Docker distribution registry's storage layout, so a stock registry can serve the store.
+
+Under ``<root>/docker/registry/v2/`` (protocol-notes §4.1, ``registry/storage/paths.go``)::
+
+    blobs/<alg>/<hex[:2]>/<hex>/data                       layers, configs AND manifests
+    repositories/<name>/_layers/<alg>/<hex>/link           every layer and config of a manifest
+    repositories/<name>/_manifests/revisions/<alg>/<hex>/link
+    repositories/<name>/_manifests/tags/<tag>/current/link
+    repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link
+
+A link file holds exactly ``sha256:<hex>``, no newline. Every file is written through a
+temporary file and a rename, so each tag is one small atomic file and concurrent writers never
+rewrite a shared file. A partial (platform-filtered) index is marked by
+``_manifests/revisions/<alg>/<hex>/regstore-partial``: the registry reads only ``link`` files
+there, so it serves the index anyway.
+
+A repository exists (is listed, has tags) while it holds at least one manifest revision.
+Media types are not stored: like the registry, the layout sniffs them from the bytes.
+"""
+
+from __future__ import annotations
+
+from regstore.errors import (
+    ImageManifestNotFoundError,
+    ManifestInvalidError,
+    RepositoryNotFoundError,
+)
+from regstore.manifest import Manifest
+from regstore.reference import (
+    SUPPORTED_ALGORITHMS,
+    Digest,
+    is_digest,
+    validate_name,
+    validate_tag,
+)
+
+from .layouts import Layout, parse_link, sniff_media_type, split_blob_relative
+
+__all__ = ["PARTIAL_MARKER", "DistributionLayout"]
+
+#: File beside a revision's ``link`` marking a partial index (the registry ignores it).
+PARTIAL_MARKER = "regstore-partial"
+_V2 = ("docker", "registry", "v2")
+
+
+def _digest_parts(digest: Digest) -> tuple[str, str]:
+    return digest.algorithm, digest.hex
+
+
+class DistributionLayout(Layout):
+    """``docker/registry/v2`` as written by the distribution registry 2.x."""
+
+    name = "distribution"
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _v2(self, *parts: str) -> str:
+        return self.host.path(*_V2, *parts)
+
+    def _repo(self, name: str, *parts: str) -> str:
+        return self._v2("repositories", name, *parts)
+
+    def _revision(self, name: str, digest: Digest, *parts: str) -> str:
+        return self._repo(name, "_manifests", "revisions", *_digest_parts(digest), *parts)
+
+    def _tag(self, name: str, tag: str, *parts: str) -> str:
+        return self._repo(name, "_manifests", "tags", tag, *parts)
+
+    def blob_path(self, digest: Digest) -> str:
+        return self._v2("blobs", digest.algorithm, digest.hex[:2], digest.hex, "data")
+
+    def blob_removal_path(self, digest: Digest) -> str:
+        return self._v2("blobs", digest.algorithm, digest.hex[:2], digest.hex)
+
+    def blobs_root(self) -> str:
+        return self._v2("blobs")
+
+    def blob_digest_of(self, relative: str) -> Digest | None:
+        return split_blob_relative(relative, fanout=True)
+
+    # -- links -------------------------------------------------------------------------------
+
+    def _read_link(self, path: str) -> Digest | None:
+        data = self.host.read_file(path)
+        return None if data is None else parse_link(data, path)
+
+    def _write_link(self, path: str, digest: Digest) -> None:
+        content = str(digest).encode("ascii")  # exactly the digest: no trailing newline
+        if self.host.read_file(path) != content:
+            self.host.write_file(path, content)
+
+    def _link_blobs(self, name: str, manifest: Manifest) -> None:
+        for blob in manifest.blobs:
+            self._write_link(self._repo(name, "_layers", *_digest_parts(blob.digest), "link"),
+                             blob.digest)  # fmt: skip
+
+    def _has_revision(self, name: str, digest: Digest) -> bool:
+        return self.host.exists(self._revision(name, digest, "link"))
+
+    def _revisions(self, name: str) -> list[Digest]:
+        found = []
+        for algorithm in SUPPORTED_ALGORITHMS:
+            base = self._repo(name, "_manifests", "revisions", algorithm)
+            for entry, is_dir in self.host.list_dir(base):
+                if not is_dir:
+                    continue
+                try:
+                    digest = Digest(f"{algorithm}:{entry}")
+                except ValueError:
+                    continue  # not ours
+                if self.host.exists(self._revision(name, digest, "link")):
+                    found.append(digest)
+        return found
+
+    def _repo_exists(self, name: str) -> bool:
+        for algorithm in SUPPORTED_ALGORITHMS:
+            base = self._repo(name, "_manifests", "revisions", algorithm)
+            if any(is_dir for _, is_dir in self.host.list_dir(base)):
+                return True
+        return False
+
+    def _tags(self, name: str) -> dict[str, Digest]:
+        tags: dict[str, Digest] = {}
+        for entry, is_dir in self.host.list_dir(self._repo(name, "_manifests", "tags")):
+            if not is_dir:
+                continue
+            try:
+                validate_tag(entry)
+            except ValueError:
+                continue
+            target = self._read_link(self._tag(name, entry, "current", "link"))
+            if target is not None:
+                tags[entry] = target
+        return tags
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
+        if is_digest(reference):
+            digest: Digest | None = Digest(reference)
+        else:
+            digest = self._read_link(self._tag(name, reference, "current", "link"))
+        if digest is None or not self._has_revision(name, digest):
+            raise ImageManifestNotFoundError(name, reference)
+        raw = self.host.read_file(self.blob_path(digest))
+        if raw is None:
+            raise ImageManifestNotFoundError(name, reference)
+        return raw, sniff_media_type(raw)
+
+    def put_manifest(
+        self, name: str, tag: str | None, manifest: Manifest, digest: Digest, partial: bool
+    ) -> None:
+        # The registry serves a blob of a repository only through its _layers link.
+        self._link_blobs(name, manifest)
+        for child in manifest.manifests:
+            # Children stored in the blob store (perhaps through another repository) become
+            # revisions of this one too, with their blobs linked, so the registry serves them.
+            child_raw = self.host.read_file(self.blob_path(child.digest))
+            if child_raw is None:
+                continue
+            try:
+                child_manifest = Manifest.parse(child_raw, child.media_type or None)
+            except ManifestInvalidError:
+                continue
+            self._link_blobs(name, child_manifest)
+            self._write_link(self._revision(name, child.digest, "link"), child.digest)
+        marker = self._revision(name, digest, PARTIAL_MARKER)
+        if partial:
+            # before the link, so nobody sees the partial index as complete even briefly
+            self.host.write_file(marker, b"partial index: children filtered by platform\n")
+        self._write_link(self._revision(name, digest, "link"), digest)
+        if not partial:
+            self.host.remove(marker)
+        if tag is not None:
+            index_link = self._tag(name, tag, "index", *_digest_parts(digest), "link")
+            self._write_link(index_link, digest)
+            self._write_link(self._tag(name, tag, "current", "link"), digest)  # the tag last
+
+    def manifest_is_partial(self, name: str, digest: Digest) -> bool:
+        return self.host.exists(self._revision(name, digest, "link")) and self.host.exists(
+            self._revision(name, digest, PARTIAL_MARKER)
+        )
+
+    def delete_manifest(self, name: str, digest: Digest) -> None:
+        if not self._has_revision(name, digest):
+            raise ImageManifestNotFoundError(name, str(digest))
+        for tag, target in self._tags(name).items():
+            if target == digest:
+                self.host.remove(self._tag(name, tag), recursive=True)
+        self.host.remove(self._revision(name, digest), recursive=True)
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        if self._read_link(self._tag(name, tag, "current", "link")) is None:
+            raise ImageManifestNotFoundError(name, tag)
+        self.host.remove(self._tag(name, tag), recursive=True)
+
+    def list_repositories(self) -> list[str]:
+        found: list[str] = []
+        pending = [("", self._v2("repositories"))]
+        while pending:
+            prefix, directory = pending.pop()
+            for entry, is_dir in self.host.list_dir(directory):
+                if not is_dir:
+                    continue
+                if entry == "_manifests":
+                    if prefix and self._repo_exists(prefix):
+                        found.append(prefix)
+                elif not entry.startswith("_"):  # _layers, _uploads: never name components
+                    name = f"{prefix}/{entry}" if prefix else entry
+                    try:
+                        validate_name(name)
+                    except ValueError:
+                        continue  # a foreign directory: not a repository of ours
+                    pending.append((name, self._repo(name)))
+        return found
+
+    def list_tags(self, name: str) -> list[str]:
+        if not self._repo_exists(name):
+            raise RepositoryNotFoundError(name)
+        return list(self._tags(name))
+
+    def list_manifests(self, name: str) -> list[str]:
+        if not self._repo_exists(name):
+            raise RepositoryNotFoundError(name)
+        return [str(d) for d in self._revisions(name)]

@@ -1,0 +1,294 @@
+"""The OCI Image Layout: one layout per store, readable by skopeo (``oci:``), umoci and oras.
+
+::
+
+    oci-layout      {"imageLayoutVersion":"1.0.0"}
+    index.json      an OCI image index; one descriptor per stored (repository, manifest)
+    blobs/<alg>/<hex>
+
+A tagged manifest's descriptor carries ``org.opencontainers.image.ref.name`` = ``<name>:<tag>``
+(skopeo's ``oci:DIR:library/alpine:3.19`` and umoci's ``--image DIR:library/alpine:3.19`` split
+at the first colon, so the repository name survives), plus ``io.regstore.repository`` = the
+repository. Manifests stored by digest only (index children, untagged pulls) get a descriptor
+with the repository annotation and no ref name; tools ignore unnamed descriptors when resolving
+a ref, and the spec allows them. Rules kept on every update:
+
+- exactly one descriptor per ref name (retagging moves it; the old manifest keeps an unnamed
+  descriptor so it stays listed by digest);
+- a (repository, digest) pair has either named descriptors or one unnamed descriptor;
+- descriptors this store cannot attribute to a repository (written by other tools) are left as
+  they are; ones with a ``<name>:<tag>`` ref name are read as that repository and tag.
+
+``index.json`` is updated by read, modify, write to a temporary file and rename, under the
+store's mutex (a flock on a local disk), so concurrent taggers in threads and processes lose
+nothing. The descriptor's ``mediaType`` is the manifest's own media type; a partial index
+carries ``io.regstore.partial: "true"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from regstore.errors import (
+    ImageManifestNotFoundError,
+    InvalidReferenceError,
+    RepositoryNotFoundError,
+    StoreError,
+)
+from regstore.manifest import OCI_INDEX, Manifest
+from regstore.reference import Digest, is_digest, validate_name, validate_tag
+
+from .layouts import Layout, sniff_media_type, split_blob_relative
+
+__all__ = ["PARTIAL_ANNOTATION", "REF_NAME", "REPOSITORY_ANNOTATION", "OciLayout"]
+
+REF_NAME = "org.opencontainers.image.ref.name"
+REPOSITORY_ANNOTATION = "io.regstore.repository"
+PARTIAL_ANNOTATION = "io.regstore.partial"
+LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
+_INDEX_LOCK = "oci-index"
+
+Entry = dict[str, Any]
+
+
+def _empty_index() -> dict[str, Any]:
+    return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+
+
+def _annotations(entry: Entry) -> dict[str, Any]:
+    found = entry.get("annotations")
+    return found if isinstance(found, dict) else {}
+
+
+def _split_ref(ref: object) -> tuple[str, str] | None:
+    """``("library/alpine", "3.19")`` from ``library/alpine:3.19`` (first colon), if valid."""
+    if not isinstance(ref, str) or ":" not in ref:
+        return None
+    name, _, tag = ref.partition(":")
+    try:
+        return validate_name(name), validate_tag(tag)
+    except InvalidReferenceError:
+        return None
+
+
+def _entry_key(entry: Entry) -> tuple[str | None, str | None, Digest | None]:
+    """``(repository, tag, digest)`` of an index.json descriptor; parts may be unknown."""
+    try:
+        digest: Digest | None = Digest(entry.get("digest"))  # type: ignore[arg-type]
+    except InvalidReferenceError:
+        digest = None
+    annotations = _annotations(entry)
+    repo = annotations.get(REPOSITORY_ANNOTATION)
+    if not isinstance(repo, str):
+        repo = None
+    split = _split_ref(annotations.get(REF_NAME))
+    tag = None
+    if split is not None:
+        if repo is None:
+            repo = split[0]  # written by skopeo or umoci: the ref name is all we have
+        if split[0] == repo:
+            tag = split[1]
+    return repo, tag, digest
+
+
+class OciLayout(Layout):
+    """``oci-layout`` + ``index.json`` + ``blobs/<alg>/<hex>`` (image-spec v1.1)."""
+
+    name = "oci"
+
+    def blob_path(self, digest: Digest) -> str:
+        return self.host.path("blobs", digest.algorithm, digest.hex)
+
+    def blobs_root(self) -> str:
+        return self.host.path("blobs")
+
+    def blob_digest_of(self, relative: str) -> Digest | None:
+        return split_blob_relative(relative, fanout=False)
+
+    def prepare(self) -> None:
+        marker = self.host.path("oci-layout")
+        if self.host.file_size(marker) is None:
+            self.host.write_file(marker, LAYOUT_VERSION)
+        index = self.host.path("index.json")
+        if self.host.file_size(index) is None:
+            with self.host.mutex(_INDEX_LOCK):
+                if self.host.file_size(index) is None:
+                    self._save(_empty_index())
+
+    # -- index.json --------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, Any]:
+        path = self.host.path("index.json")
+        data = self.host.read_file(path)
+        if data is None:
+            return _empty_index()
+        try:
+            index = json.loads(data)
+        except ValueError as exc:
+            raise StoreError(f"corrupt {path}: {exc}") from None
+        if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
+            raise StoreError(f"corrupt {path}: not an image index")
+        index.setdefault("manifests", [])
+        return index
+
+    def _save(self, index: dict[str, Any]) -> None:
+        data = json.dumps(index, separators=(",", ":")).encode()
+        self.host.write_file(self.host.path("index.json"), data)
+
+    def _entries(self, name: str) -> Iterator[tuple[str | None, Digest, Entry]]:
+        """``(tag, digest, descriptor)`` of every descriptor of repository ``name``."""
+        for entry in self._load()["manifests"]:
+            if not isinstance(entry, dict):
+                continue
+            repo, tag, digest = _entry_key(entry)
+            if repo == name and digest is not None:
+                yield tag, digest, entry
+
+    @staticmethod
+    def _normalise(entries: list[Any]) -> list[Any]:
+        """Keep named descriptors; keep one unnamed descriptor per (repository, digest) that
+        has no named one. Descriptors of unknown repository stay untouched.
+        """
+        named = set()
+        for entry in entries:
+            if isinstance(entry, dict):
+                repo, tag, digest = _entry_key(entry)
+                if repo is not None and tag is not None:
+                    named.add((repo, digest))
+        kept, unnamed = [], set()
+        for entry in entries:
+            if isinstance(entry, dict):
+                repo, tag, digest = _entry_key(entry)
+                if repo is not None and tag is None:
+                    if (repo, digest) in named or (repo, digest) in unnamed:
+                        continue
+                    unnamed.add((repo, digest))
+            kept.append(entry)
+        return kept
+
+    @staticmethod
+    def _unname(entry: Entry, repo: str) -> None:
+        annotations = dict(_annotations(entry))
+        annotations.pop(REF_NAME, None)
+        annotations[REPOSITORY_ANNOTATION] = repo  # it may only have been implied by the name
+        entry["annotations"] = annotations
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
+        wanted_digest = Digest(reference) if is_digest(reference) else None
+        for tag, digest, entry in self._entries(name):
+            if (wanted_digest is not None and digest == wanted_digest) or (
+                wanted_digest is None and tag == reference
+            ):
+                raw = self.host.read_file(self.blob_path(digest))
+                if raw is None:
+                    break
+                media_type = entry.get("mediaType")
+                if not isinstance(media_type, str) or not media_type:
+                    media_type = sniff_media_type(raw)
+                return raw, media_type
+        raise ImageManifestNotFoundError(name, reference)
+
+    def put_manifest(
+        self, name: str, tag: str | None, manifest: Manifest, digest: Digest, partial: bool
+    ) -> None:
+        with self.host.mutex(_INDEX_LOCK):
+            index = self._load()
+            entries: list[Any] = index["manifests"]
+            present = False
+            ref = f"{name}:{tag}"
+            for entry in entries:
+                if not isinstance(entry, dict):
+                    continue
+                repo, entry_tag, entry_digest = _entry_key(entry)
+                moves_away = entry_digest != digest or repo != name
+                if tag is not None and moves_away and _annotations(entry).get(REF_NAME) == ref:
+                    self._unname(entry, repo or name)  # the tag moves away from it
+                    continue
+                if repo == name and entry_digest == digest:
+                    present = present or tag is None or entry_tag == tag
+                    annotations = dict(_annotations(entry))
+                    annotations[REPOSITORY_ANNOTATION] = name
+                    if partial:
+                        annotations[PARTIAL_ANNOTATION] = "true"
+                    else:
+                        annotations.pop(PARTIAL_ANNOTATION, None)
+                    entry["annotations"] = annotations
+                    entry["mediaType"] = manifest.media_type
+            if not present:
+                annotations = {REPOSITORY_ANNOTATION: name}
+                if tag is not None:
+                    annotations[REF_NAME] = ref
+                if partial:
+                    annotations[PARTIAL_ANNOTATION] = "true"
+                entries.append({"mediaType": manifest.media_type, "digest": str(digest),
+                                "size": manifest.size, "annotations": annotations})  # fmt: skip
+            index["manifests"] = self._normalise(entries)
+            self._save(index)
+
+    def manifest_is_partial(self, name: str, digest: Digest) -> bool:
+        return any(
+            _annotations(entry).get(PARTIAL_ANNOTATION) == "true"
+            for _, found, entry in self._entries(name)
+            if found == digest
+        )
+
+    def delete_manifest(self, name: str, digest: Digest) -> None:
+        if not any(found == digest for _, found, _ in self._entries(name)):
+            raise ImageManifestNotFoundError(name, str(digest))  # no need to lock for that
+        with self.host.mutex(_INDEX_LOCK):
+            index = self._load()
+            kept = []
+            for entry in index["manifests"]:
+                if isinstance(entry, dict):
+                    repo, _, found = _entry_key(entry)
+                    if repo == name and found == digest:
+                        continue
+                kept.append(entry)
+            if len(kept) == len(index["manifests"]):
+                raise ImageManifestNotFoundError(name, str(digest))
+            index["manifests"] = kept
+            self._save(index)
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        if not any(found == tag for found, _, _ in self._entries(name)):
+            raise ImageManifestNotFoundError(name, tag)  # no need to lock for that
+        with self.host.mutex(_INDEX_LOCK):
+            index = self._load()
+            for entry in index["manifests"]:
+                if isinstance(entry, dict):
+                    repo, found_tag, _ = _entry_key(entry)
+                    if repo == name and found_tag == tag:
+                        self._unname(entry, name)  # the manifest stays reachable by digest
+                        break
+            else:
+                raise ImageManifestNotFoundError(name, tag)
+            index["manifests"] = self._normalise(index["manifests"])
+            self._save(index)
+
+    def list_repositories(self) -> list[str]:
+        found = set()
+        for entry in self._load()["manifests"]:
+            if isinstance(entry, dict):
+                repo, _, digest = _entry_key(entry)
+                if repo is not None and digest is not None:
+                    try:
+                        found.add(validate_name(repo))
+                    except InvalidReferenceError:
+                        continue
+        return list(found)
+
+    def list_tags(self, name: str) -> list[str]:
+        entries = list(self._entries(name))
+        if not entries:
+            raise RepositoryNotFoundError(name)
+        return sorted({tag for tag, _, _ in entries if tag is not None})
+
+    def list_manifests(self, name: str) -> list[str]:
+        entries = list(self._entries(name))
+        if not entries:
+            raise RepositoryNotFoundError(name)
+        return sorted({str(digest) for _, digest, _ in entries})

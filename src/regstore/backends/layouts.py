@@ -1,0 +1,180 @@
+"""How keys are arranged inside a store's filesystem: the ``Layout`` base and what it needs.
+
+A layout decides where blobs live and how manifests, tags and repositories are recorded; it
+never does I/O itself but goes through its :class:`LayoutHost` (the
+:class:`~regstore.backends.fsspec_store.FsspecBackend`), which builds every path from validated
+parts under the store root, writes small files atomically and provides the store-wide mutex.
+Blob *writes* (staging, locking, promotion) are the host's business, not the layout's: the
+layout only names the final place of a blob.
+
+Layouts: :mod:`regstore.backends.layout_distribution` (the Docker registry's own storage, the
+default) and :mod:`regstore.backends.layout_oci` (the OCI Image Layout).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Any, ClassVar, Protocol
+
+from regstore.errors import InvalidReferenceError, ManifestInvalidError, StoreError
+from regstore.manifest import Manifest
+from regstore.reference import SUPPORTED_ALGORITHMS, Digest
+
+__all__ = ["Layout", "LayoutHost", "parse_link", "sniff_media_type"]
+
+
+class LayoutHost(Protocol):
+    """The storage primitives a layout uses; every path comes from :meth:`path`."""
+
+    def path(self, *parts: str) -> str:
+        """The path of ``parts`` under the store root (a part may hold ``/`` between
+        components). Refuses anything that could leave the root.
+        """
+
+    def read_file(self, path: str) -> bytes | None:
+        """The whole content of a small file, or None if it does not exist."""
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Replace a small file atomically (readers see the old or the new bytes, never a mix)."""
+
+    def exists(self, path: str) -> bool:
+        """True if a file or directory exists at ``path``."""
+
+    def file_size(self, path: str) -> int | None:
+        """Size of the file at ``path``, or None if there is none."""
+
+    def list_dir(self, path: str) -> list[tuple[str, bool]]:
+        """``(name, is_directory)`` of the entries of a directory; empty if it is missing."""
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file (or a directory tree with ``recursive``); missing is fine."""
+
+    def mutex(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """A critical section shared by every thread and process using this store."""
+
+
+def sniff_media_type(raw: bytes) -> str:
+    """The media type of stored manifest bytes, by distribution's own sniffing rule.
+
+    Returns ``""`` for bytes that are not a manifest (the facade then reports them damaged).
+    """
+    try:
+        return Manifest.parse(raw).media_type
+    except ManifestInvalidError:
+        return ""
+
+
+def parse_link(data: bytes, where: str) -> Digest:
+    """Parse a link file (``sha256:<hex>``, no newline; whitespace tolerated on read)."""
+    try:
+        return Digest(data.decode("ascii").strip())
+    except (UnicodeDecodeError, InvalidReferenceError) as exc:
+        raise StoreError(f"corrupt link file {where}: {exc}") from None
+
+
+class Layout(abc.ABC):
+    """Where a store keeps blobs and how it records manifests, tags and repositories.
+
+    Manifest methods receive validated names, tags and digests and raise the store errors of
+    :class:`regstore.hookspecs.StoreSpec` (ImageManifestNotFoundError,
+    RepositoryNotFoundError). They must be safe to call from several threads and processes at
+    once: each file write is atomic, and a layout that read-modify-writes a shared file does so
+    under ``host.mutex``.
+    """
+
+    #: The option value selecting this layout (``layout="oci"``).
+    name: ClassVar[str]
+
+    def __init__(self, host: LayoutHost) -> None:
+        self.host = host
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def blob_path(self, digest: Digest) -> str:
+        """The final path of a complete blob (manifests are blobs too)."""
+
+    @abc.abstractmethod
+    def blobs_root(self) -> str:
+        """The directory under which every blob lives (walked by ``list_blobs``)."""
+
+    @abc.abstractmethod
+    def blob_digest_of(self, relative: str) -> Digest | None:
+        """The digest of the blob at ``relative`` (a path under :meth:`blobs_root`), or None
+        if that file is not a blob of this layout (a foreign or temporary file).
+        """
+
+    def blob_removal_path(self, digest: Digest) -> str:
+        """What to remove (recursively) to delete a blob: its file, or its own directory."""
+        return self.blob_path(digest)
+
+    def prepare(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
+        """Create the layout's fixed files (e.g. ``oci-layout``); called before the first
+        write of a backend instance. Must be idempotent and safe under concurrency.
+        """
+
+    def write_manifest_blob(self, digest: Digest, raw: bytes) -> None:
+        """Store manifest bytes as the blob ``digest`` unless that blob is already there."""
+        path = self.blob_path(digest)
+        if self.host.file_size(path) != len(raw):
+            self.host.write_file(path, raw)
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
+        """``(exact bytes, media type)``; ImageManifestNotFoundError if absent."""
+
+    @abc.abstractmethod
+    def put_manifest(
+        self, name: str, tag: str | None, manifest: Manifest, digest: Digest, partial: bool
+    ) -> None:
+        """Record ``manifest`` (its blob already written) in ``name``; the tag last."""
+
+    @abc.abstractmethod
+    def manifest_is_partial(self, name: str, digest: Digest) -> bool:
+        """True if ``digest`` was stored in ``name`` as a partial index."""
+
+    @abc.abstractmethod
+    def delete_manifest(self, name: str, digest: Digest) -> None:
+        """Forget the manifest in ``name`` and every tag of ``name`` pointing at it."""
+
+    @abc.abstractmethod
+    def delete_tag(self, name: str, tag: str) -> None:
+        """Remove a tag; ImageManifestNotFoundError if there is none."""
+
+    @abc.abstractmethod
+    def list_repositories(self) -> list[str]:
+        """Repositories holding at least one manifest."""
+
+    @abc.abstractmethod
+    def list_tags(self, name: str) -> list[str]:
+        """Tags of ``name``; RepositoryNotFoundError if it holds no manifest."""
+
+    @abc.abstractmethod
+    def list_manifests(self, name: str) -> list[str]:
+        """Manifest digests of ``name``; RepositoryNotFoundError if it holds none."""
+
+    def describe(self) -> dict[str, Any]:
+        """What to add to the backend's description."""
+        return {"layout": self.name}
+
+
+def split_blob_relative(relative: str, *, fanout: bool) -> Digest | None:
+    """Parse ``<alg>/<hex>`` (or ``<alg>/<2 hex>/<hex>/data`` with ``fanout``) into a digest."""
+    parts = relative.split("/")
+    if fanout:
+        if len(parts) != 4 or parts[3] != "data" or parts[2][:2] != parts[1]:
+            return None
+        algorithm, encoded = parts[0], parts[2]
+    else:
+        if len(parts) != 2:
+            return None
+        algorithm, encoded = parts
+    if algorithm not in SUPPORTED_ALGORITHMS:
+        return None
+    try:
+        return Digest(f"{algorithm}:{encoded}")
+    except InvalidReferenceError:
+        return None

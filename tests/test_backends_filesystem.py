@@ -1,0 +1,201 @@
+"""The local filesystem backend against the conformance suite (both layouts), the generic
+fsspec backend on a local filesystem, and filesystem specifics (URLs, paths, the root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regstore import open_store
+from regstore.backends.filesystem import path_from_url
+from regstore.backends.fsspec_store import FsspecBackend, safe_join
+from regstore.errors import InvalidReferenceError, RegstoreError, StoreError
+from regstore.store import ObjectStore
+from regstore.testing.builders import oci_image, write_blob, write_image
+from regstore.testing.conformance import (
+    BackendConformance,
+    CrossProcessConformance,
+    StoreFactory,
+)
+
+
+class TestFileDistributionLayout(BackendConformance, CrossProcessConformance):
+    @pytest.fixture
+    def store_url(self, tmp_path: Path) -> str:
+        return str(tmp_path / "store")  # a plain path: distribution is the default
+
+    def test_the_layout_is_distribution(self, store: ObjectStore) -> None:
+        assert store.describe()["layout"] == "distribution"
+
+
+class TestFileOciLayout(BackendConformance, CrossProcessConformance):
+    large_blob_size = 2 * 1024 * 1024  # the distribution class streams the full 8 MiB
+
+    @pytest.fixture
+    def store_url(self, tmp_path: Path) -> str:
+        return f"file://{tmp_path}/store?layout=oci"
+
+    def test_the_layout_is_oci(self, store: ObjectStore) -> None:
+        assert store.describe()["layout"] == "oci"
+
+
+class TestGenericFsspecBackend(BackendConformance):
+    """FsspecBackend's own defaults (fs.open append, fs.mv, temp + mv) with no overrides."""
+
+    large_blob_size = 2 * 1024 * 1024
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[ObjectStore]:
+        root = tmp_path / "store"
+        root.mkdir()
+        opened = ObjectStore(FsspecBackend(fsspec.filesystem("file"), str(root)), url="generic")
+        yield opened
+        opened.close()
+
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path) -> StoreFactory:
+        def factory() -> ObjectStore:
+            backend = FsspecBackend(fsspec.filesystem("file"), str(tmp_path / "store"))
+            return ObjectStore(backend, url="generic")
+
+        return factory
+
+
+# -- URLs and options ------------------------------------------------------------------------
+
+
+def test_urls_and_plain_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = oci_image(seed=1)
+    write_image(open_store(f"file://{tmp_path}/a"), "app", "v1", image)
+    assert open_store(str(tmp_path / "a")).manifest("app", "v1").raw == image.raw
+    assert open_store(f"file://localhost{tmp_path}/a").tags("app") == ["v1"]
+    monkeypatch.chdir(tmp_path)
+    assert open_store("a").tags("app") == ["v1"]
+    assert open_store("./a").tags("app") == ["v1"]
+    assert path_from_url("file:///srv/with%20space") == "/srv/with space"
+
+
+def test_bad_urls_and_options(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="file:///"):
+        open_store(f"{tmp_path}/s3?layout=oci")  # options need a URL, not a plain path
+    assert not (tmp_path / "s3?layout=oci").exists()
+    with pytest.raises(StoreError, match="three slashes"):
+        open_store("file://relative/path")
+    with pytest.raises(StoreError, match="unknown option"):
+        open_store(str(tmp_path / "s"), colour="blue")
+    with pytest.raises(StoreError, match="unknown store layout"):
+        open_store(f"file://{tmp_path}/s2?layout=zip")
+    assert not (tmp_path / "s2").exists()  # refused before creating anything
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError):
+        open_store(str(tmp_path / "file"))
+
+
+def test_root_is_created_and_describe(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}/deep/er/store?layout=oci")
+    assert (tmp_path / "deep/er/store").is_dir()
+    info = store.describe()
+    assert info["backend"] == "file"
+    assert info["layout"] == "oci"
+    assert info["root"] == str(tmp_path / "deep/er/store")
+
+
+def test_io_errors_become_store_errors(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    blob = oci_image(seed=2).blobs[0]
+    # a file where the blob's directory must go: the OSError surfaces as a StoreError
+    blob_dir = tmp_path / "store/docker/registry/v2/blobs/sha256" / blob.digest.hex[:2]
+    blob_dir.parent.mkdir(parents=True)
+    blob_dir.write_text("in the way")
+    with pytest.raises(StoreError) as caught:
+        write_blob(store, blob)
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+# -- paths -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [("..",), ("a/../b",), ("/abs",), ("a\\b",), ("a\x00",), ("",), ("a//b",), (".x",),
+     ("\uff41",), ("a", ".."), ("a/",)],
+)  # fmt: skip
+def test_safe_join_refuses_escapes(parts: tuple[str, ...]) -> None:
+    with pytest.raises(InvalidReferenceError):
+        safe_join("/root", *parts)
+
+
+def test_safe_join_builds_paths_under_the_root() -> None:
+    assert safe_join("/root/", "a/b", "c.d", "_x") == "/root/a/b/c.d/_x"
+    assert safe_join("bucket/prefix", "blobs") == "bucket/prefix/blobs"
+
+
+def test_backend_hooks_validate_on_their_own(tmp_path: Path) -> None:
+    # A wrapper plugin or a direct caller may bypass the facade: the hookimpls validate too.
+    backend = open_store(str(tmp_path / "store")).backend
+    with pytest.raises(InvalidReferenceError):
+        backend.regstore_store_get_manifest(name="../x", reference="latest")  # type: ignore[attr-defined]
+    with pytest.raises(InvalidReferenceError):
+        backend.regstore_store_list_tags(name="/etc")  # type: ignore[attr-defined]
+    with pytest.raises(InvalidReferenceError):
+        backend.regstore_store_blob_writer(digest="sha256:../../x")  # type: ignore[attr-defined]
+    with pytest.raises(InvalidReferenceError):
+        backend.regstore_store_delete_tag(name="a", tag="..")  # type: ignore[attr-defined]
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+_hostile_text = st.one_of(
+    st.text(min_size=0, max_size=40),
+    st.lists(st.sampled_from(["..", ".", "/", "\\", "a", "\x00", "%2e", "\uff0e", "x:y", "B"]),
+             max_size=8).map("".join),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name=_hostile_text, tag=_hostile_text, digest=_hostile_text)
+def test_nothing_outside_the_root_is_touched(
+    tmp_path_factory: pytest.TempPathFactory, name: str, tag: str, digest: str
+) -> None:
+    parent = tmp_path_factory.mktemp("parent", numbered=True)
+    for layout in ("distribution", "oci"):
+        root = parent / f"store-{layout}"
+        store = open_store(str(root), layout=layout)
+        before_parent, before_store = sorted(os.listdir(parent)), _tree(root)
+        _try_everything(store, name, tag, digest)
+        assert sorted(os.listdir(parent)) == before_parent
+        assert _tree(root) == before_store
+
+
+def _try_everything(store: ObjectStore, name: str, tag: str, digest: str) -> None:
+    """Every store operation with these values; refusals and absences are expected."""
+    image = oci_image(seed=3)
+    operations: list[Callable[[], object]] = [
+        lambda: store.manifest(name, tag),
+        lambda: store.write_manifest(name, tag, image.manifest),
+        lambda: store.write_manifest("ok", tag, image.manifest),
+        lambda: store.tags(name),
+        lambda: store.manifests(name),
+        lambda: store.delete_tag(name, tag),
+        lambda: store.delete_manifest(name, digest),
+        lambda: store.layer(digest).writer(),
+        lambda: store.layer(digest).reader(),
+        lambda: store.blob_status(digest),
+        lambda: store.delete_blob(digest),
+        lambda: store.manifest("ok", digest),
+    ]
+    for operation in operations:
+        with contextlib.suppress(RegstoreError):
+            operation()

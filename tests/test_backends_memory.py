@@ -1,0 +1,66 @@
+"""The memory backend (``memory://NAME``) against the conformance suite, plus its specifics."""
+
+from __future__ import annotations
+
+import pytest
+
+from regstore import open_store
+from regstore.errors import StoreError
+from regstore.store import ObjectStore
+from regstore.testing.builders import oci_image, write_image
+from regstore.testing.conformance import BackendConformance
+
+
+class TestMemoryDistributionLayout(BackendConformance):
+    @pytest.fixture
+    def store_url(self, regstore_memory_url: str) -> str:
+        return regstore_memory_url
+
+
+class TestMemoryOciLayout(BackendConformance):
+    large_blob_size = 2 * 1024 * 1024  # the distribution class streams the full 8 MiB
+
+    @pytest.fixture
+    def store_url(self, regstore_memory_url: str) -> str:
+        return f"{regstore_memory_url}?layout=oci"
+
+    def test_the_layout_is_oci(self, store: ObjectStore) -> None:
+        assert store.describe()["layout"] == "oci"
+
+
+def test_memory_stores_are_isolated_by_name_and_shared_by_url(
+    regstore_memory_url: str,
+) -> None:
+    image = oci_image(seed=1)
+    first = open_store(regstore_memory_url)
+    write_image(first, "app", "v1", image)
+    again = open_store(regstore_memory_url)
+    assert again.manifest("app", "v1").raw == image.raw
+    other = open_store(regstore_memory_url + "-other")
+    try:
+        assert other.repositories() == []
+        assert other.blobs() == []
+    finally:
+        from regstore.backends.memory import remove_store
+
+        remove_store(regstore_memory_url.removeprefix("memory://") + "-other")
+
+
+@pytest.mark.parametrize("url", ["memory://a/b", "memory://../x", "memory://-x", "memory://a%00"])
+def test_bad_memory_names_are_refused(url: str) -> None:
+    with pytest.raises(StoreError):
+        open_store(url)
+
+
+def test_unknown_options_are_refused(regstore_memory_url: str) -> None:
+    with pytest.raises(StoreError, match="unknown option"):
+        open_store(regstore_memory_url, colour="blue")
+    with pytest.raises(StoreError, match="unknown store layout"):
+        open_store(regstore_memory_url + "?layout=zip")
+
+
+def test_describe(regstore_memory_url: str) -> None:
+    info = open_store(regstore_memory_url + "?layout=oci").describe()
+    assert info["backend"] == "memory"
+    assert info["layout"] == "oci"
+    assert info["url"] == regstore_memory_url + "?layout=oci"
