@@ -1,0 +1,683 @@
+"""Plugin discovery: built-in backends, blocking, autoload, observers, credentials, and a real
+third-party backend distribution installed by pip and found through its entry point.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import regstore
+from regstore import plugins
+from regstore.errors import BackendNotFoundError, StoreError
+from regstore.events import EventKind, TransferEvent
+from regstore.hookspecs import PROJECT, DiscoverySpec, StoreSpec, hookimpl
+from regstore.store import ObjectStore, open_store
+
+ENV_VARS = ("REGSTORE_DISABLE_PLUGIN_AUTOLOAD", "REGSTORE_BLOCK_PLUGINS", "REGSTORE_TRACE_PLUGINS")
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A plugin manager built for this test alone, from a clean environment."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    plugins.reset_plugin_manager()
+    yield
+    plugins.reset_plugin_manager()
+
+
+def event(kind: EventKind = EventKind.STARTED, **fields: Any) -> TransferEvent:
+    return TransferEvent(kind=kind, operation="pull", image="docker.io/library/x:1",
+                         digest=DIGEST, **fields)  # fmt: skip
+
+
+# -- built-in backends ---------------------------------------------------------------------
+
+
+def test_builtin_backends_are_listed_with_their_distribution() -> None:
+    found = plugins.backends()
+    version = importlib.metadata.version("regstore")
+    for scheme, module in [("memory", "regstore.backends.memory"),
+                           ("file", "regstore.backends.filesystem")]:  # fmt: skip
+        info = found[scheme]
+        assert info.scheme == scheme
+        assert info.distribution == "regstore"
+        assert info.version == version
+        assert info.plugin == scheme
+        assert info.entry_point == module
+        assert info.description
+        assert callable(info.factory)
+        assert info.as_dict() == {
+            "scheme": scheme,
+            "description": info.description,
+            "plugin": scheme,
+            "distribution": "regstore",
+            "version": version,
+            "entry_point": module,
+        }
+        json.dumps(info.as_dict())
+
+
+def test_builtins_come_through_the_entry_point_group() -> None:
+    group = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=PROJECT)}
+    assert group["memory"] == "regstore.backends.memory"
+    assert group["file"] == "regstore.backends.filesystem"
+
+
+def test_backends_returns_a_copy() -> None:
+    found = plugins.backends()
+    found.clear()
+    assert "memory" in plugins.backends()
+
+
+def test_backend_factory_is_case_insensitive() -> None:
+    assert plugins.backend_factory("MEMORY") is plugins.backends()["memory"].factory
+
+
+def test_open_store_with_a_builtin_backend() -> None:
+    store = open_store("memory://test-plugins-open")
+    try:
+        assert isinstance(store, ObjectStore)
+        assert store.describe()["url"] == "memory://test-plugins-open"
+        assert store.repositories() == []
+    finally:
+        store.close()
+
+
+def test_unknown_scheme() -> None:
+    with pytest.raises(BackendNotFoundError) as info:
+        open_store("nosuch://x")
+    assert info.value.scheme == "nosuch"
+    assert info.value.hint == ""
+    assert isinstance(info.value, StoreError)
+    assert "'nosuch'" in str(info.value)
+
+
+def test_s3_without_its_plugin_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocking the plugin makes this hold whether or not regstore-s3 is installed.
+    monkeypatch.setenv("REGSTORE_BLOCK_PLUGINS", "s3")
+    plugins.reset_plugin_manager()
+    assert "s3" not in plugins.backends()
+    with pytest.raises(BackendNotFoundError) as info:
+        open_store("s3://bucket/prefix")
+    assert info.value.scheme == "s3"
+    assert "pip install regstore-s3" in str(info.value)
+    assert "pip install regstore-s3" in info.value.hint
+
+
+@pytest.mark.parametrize("scheme", ["gs", "gcs", "az"])
+def test_other_known_clouds_explain_themselves(scheme: str) -> None:
+    with pytest.raises(BackendNotFoundError) as info:
+        open_store(f"{scheme}://bucket")
+    assert info.value.hint and "regstore.testing" in info.value.hint
+
+
+def test_blocking_a_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGSTORE_BLOCK_PLUGINS", " memory , nothing-such ")
+    plugins.reset_plugin_manager()
+    found = plugins.backends()
+    assert "memory" not in found and "file" in found
+    assert plugins.get_plugin_manager().is_blocked("memory")
+    with pytest.raises(BackendNotFoundError):
+        open_store("memory://x")
+
+
+def test_disable_autoload_keeps_builtins_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGSTORE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    plugins.reset_plugin_manager()
+    found = plugins.backends()
+    assert {"memory", "file"} <= set(found)
+    assert {info.distribution for info in found.values()} == {"regstore"}
+    pm = plugins.get_plugin_manager()
+    for plugin, dist in pm.list_plugin_distinfo():
+        assert dist.project_name == "regstore", pm.get_name(plugin)
+    # every entry point of another distribution is blocked by name
+    for ep in importlib.metadata.entry_points(group=PROJECT):
+        if ep.dist is not None and ep.dist.metadata["Name"] != "regstore":
+            assert pm.is_blocked(ep.name)
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "no", "FALSE"])
+def test_falsy_flags_do_not_disable_autoload(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("REGSTORE_DISABLE_PLUGIN_AUTOLOAD", value)
+    plugins.reset_plugin_manager()
+    pm = plugins.get_plugin_manager()
+    for ep in importlib.metadata.entry_points(group=PROJECT):
+        assert not pm.is_blocked(ep.name)
+
+
+def test_the_global_manager_is_built_once_and_reset() -> None:
+    pm = plugins.get_plugin_manager()
+    assert plugins.get_plugin_manager() is pm
+    assert pm.project_name == PROJECT
+    assert pm.hook.regstore_register_backends.spec is not None
+    plugins.reset_plugin_manager()
+    assert plugins.get_plugin_manager() is not pm
+
+
+def test_store_managers_are_separate_and_carry_the_store_specs() -> None:
+    a, b = plugins.new_store_manager(), plugins.new_store_manager()
+    assert a is not b
+    assert a.get_plugins() == set()
+    assert a.hook.regstore_store_get_manifest.spec is not None
+    assert not hasattr(a.hook, "regstore_register_backends")
+    for name in dir(StoreSpec):
+        if name.startswith("regstore_"):
+            assert getattr(a.hook, name).spec is not None
+
+
+# -- in-process plugins ----------------------------------------------------------------------
+
+
+class InProcessBackends:
+    """Registers a scheme backed by the memory backend, as a plugin module would."""
+
+    @hookimpl
+    def regstore_register_backends(self, register: Any) -> None:
+        from regstore.backends.memory import open_backend
+
+        def factory(url: str, **options: Any) -> Any:
+            self.calls.append((url, options))
+            return open_backend(url.replace("inproc://", "memory://", 1), **options)
+
+        register("InProc", factory, "test backend")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+
+def test_register_plugin_adds_a_backend_and_refreshes_the_listing() -> None:
+    assert "inproc" not in plugins.backends()  # cached now
+    plugin = InProcessBackends()
+    plugins.register_plugin(plugin, name="inproc-plugin")
+    info = plugins.backends()["inproc"]  # the scheme is lower-cased
+    assert (info.plugin, info.distribution, info.version, info.entry_point) == (
+        "inproc-plugin", None, None, None,
+    )  # fmt: skip
+    assert info.description == "test backend"
+    store = open_store("inproc://test-plugins-inproc?layout=oci")
+    try:
+        assert plugin.calls == [("inproc://test-plugins-inproc", {"layout": "oci"})]
+        assert store.describe()["url"] == "inproc://test-plugins-inproc?layout=oci"
+    finally:
+        store.close()
+
+
+def test_a_scheme_registered_twice_names_both_plugins() -> None:
+    class Clash:
+        @hookimpl
+        def regstore_register_backends(self, register: Any) -> None:
+            register("memory", lambda url, **o: None)
+
+    plugins.register_plugin(Clash(), name="clashing-plugin")
+    with pytest.raises(RuntimeError) as info:
+        plugins.backends()
+    assert "'memory'" in str(info.value) and "clashing-plugin" in str(info.value)
+    assert "REGSTORE_BLOCK_PLUGINS" in str(info.value)
+
+
+def test_an_observer_receives_events() -> None:
+    class Observer:
+        def __init__(self) -> None:
+            self.events: list[TransferEvent] = []
+
+        @hookimpl
+        def regstore_transfer_event(self, event: TransferEvent) -> None:
+            self.events.append(event)
+
+    assert not plugins.has_event_observers()
+    observer = Observer()
+    plugins.register_plugin(observer, name="observer")
+    assert plugins.has_event_observers()
+    sent = [
+        event(EventKind.STARTED, total=10),
+        event(EventKind.PROGRESS, offset=4, nbytes=4),
+        event(EventKind.VERIFIED, total=10, offset=10),
+        event(EventKind.FAILED, error="boom"),
+    ]
+    for e in sent:
+        plugins.emit_event(e)
+    assert observer.events == sent
+    # a second observer gets them too; return values are ignored
+    second = Observer()
+    plugins.register_plugin(second)
+    plugins.emit_event(sent[0])
+    assert observer.events[-1] is sent[0] and second.events == [sent[0]]
+
+
+def test_emit_event_without_observers_is_a_no_op() -> None:
+    plugins.emit_event(event())
+
+
+def test_credentials_for_asks_providers_first_answer_wins() -> None:
+    asked: list[tuple[str, str]] = []
+
+    class Provider:
+        def __init__(self, label: str, answers: dict[str, tuple[str, str]]) -> None:
+            self.label, self.answers = label, answers
+
+        @hookimpl
+        def regstore_credentials(self, registry: str) -> tuple[str, str] | None:
+            asked.append((self.label, registry))
+            return self.answers.get(registry)
+
+    assert plugins.credentials_for("ghcr.io") is None
+    plugins.register_plugin(Provider("a", {"ghcr.io": ("alice", "s1"),
+                                           "localhost:5000": ("a", "p")}), name="a")  # fmt: skip
+    plugins.register_plugin(Provider("b", {"localhost:5000": ("bob", "s2")}), name="b")
+    # pluggy calls the later registration first; it answers for localhost:5000 and stops there
+    assert plugins.credentials_for("localhost:5000") == ("bob", "s2")
+    assert asked == [("b", "localhost:5000")]
+    asked.clear()
+    assert plugins.credentials_for("ghcr.io") == ("alice", "s1")
+    assert asked == [("b", "ghcr.io"), ("a", "ghcr.io")]
+    assert plugins.credentials_for("quay.io") is None
+
+
+def test_trace_logs_hook_calls(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("REGSTORE_TRACE_PLUGINS", "1")
+    plugins.reset_plugin_manager()
+    with caplog.at_level(logging.DEBUG, logger="regstore.plugins"):
+        plugins.credentials_for("ghcr.io")
+    assert any("regstore_credentials" in r.getMessage() for r in caplog.records)
+
+
+def test_discovery_spec_hooks_are_all_callable() -> None:
+    pm = plugins.get_plugin_manager()
+    for name in dir(DiscoverySpec):
+        if name.startswith("regstore_"):
+            assert getattr(pm.hook, name).spec is not None
+
+
+# -- events (values carried by the event hook) ---------------------------------------------
+
+
+def test_event_kinds_read_as_their_values() -> None:
+    assert [k.value for k in EventKind] == [
+        "started", "progress", "skipped", "mounted", "verified", "failed", "manifest",
+    ]  # fmt: skip
+    for kind in EventKind:
+        assert str(kind) == kind.value
+        assert f"{kind}" == kind.value
+        assert kind == kind.value  # still a str
+        assert EventKind(kind.value) is kind
+
+
+def test_transfer_event_defaults_and_frozen() -> None:
+    e = event()
+    assert (e.total, e.offset, e.nbytes, e.media_type, e.tag, e.error) == (-1, 0, 0, "", None, None)
+    with pytest.raises(AttributeError):
+        e.offset = 3  # type: ignore[misc]
+    assert e == event() and hash(e) == hash(event())
+
+
+# -- a third-party backend, installed as its own distribution --------------------------------
+
+DUMMY_DIST = "regstore-dummy-test"
+DUMMY_MODULE = "regstore_dummy_test"
+DUMMY_VERSION = "0.3.1"
+
+DUMMY_SOURCE = '''\
+"""A third-party regstore backend: the storage contract written against the hook specs alone."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+from regstore.errors import (
+    BlobNotFoundError, ImageManifestNotFoundError, LayerAlreadyExistsError, LayerLockedError,
+    RepositoryNotFoundError,
+)
+from regstore.hookspecs import BlobState, BlobStatus, hookimpl
+
+
+class _Reader(io.BytesIO):
+    def __init__(self, data, offset):
+        super().__init__(data[offset:])
+        self.size = len(data)
+
+
+class _Writer:
+    def __init__(self, backend, digest):
+        self.backend, self.digest = backend, digest
+        self.buffer = backend.staged.setdefault(digest, bytearray())
+        self.current_size = len(self.buffer)
+
+    def write(self, data, /):
+        self.buffer += data
+        return len(data)
+
+    def staged(self):
+        yield bytes(self.buffer)
+
+    def commit(self, size):
+        with self.backend.lock:
+            self.backend.blobs[self.digest] = bytes(self.backend.staged.pop(self.digest))
+            self.backend.writing.discard(self.digest)
+
+    def close(self):
+        with self.backend.lock:
+            self.backend.writing.discard(self.digest)
+
+    def discard(self):
+        with self.backend.lock:
+            self.backend.staged.pop(self.digest, None)
+            self.backend.writing.discard(self.digest)
+
+
+class DummyBackend:
+    def __init__(self, url, **options):
+        self.url, self.options = url, options
+        self.lock = threading.Lock()
+        self.blobs, self.staged, self.writing = {}, {}, set()
+        self.manifests = {}  # name -> {digest: (raw, media type)}
+        self.tags = {}  # name -> {tag: digest}
+
+    @hookimpl
+    def regstore_store_get_manifest(self, name, reference):
+        digest = self.tags.get(name, {}).get(reference, reference)
+        try:
+            return self.manifests[name][digest]
+        except KeyError:
+            raise ImageManifestNotFoundError(name, reference) from None
+
+    @hookimpl
+    def regstore_store_put_manifest(self, name, tag, raw, media_type, digest, partial):
+        self.manifests.setdefault(name, {})[digest] = (bytes(raw), media_type)
+        if tag is not None:
+            self.tags.setdefault(name, {})[tag] = digest
+        return True
+
+    @hookimpl
+    def regstore_store_list_repositories(self):
+        return sorted(self.manifests)
+
+    @hookimpl
+    def regstore_store_list_tags(self, name):
+        if name not in self.manifests:
+            raise RepositoryNotFoundError(name)
+        return sorted(self.tags.get(name, {}))
+
+    @hookimpl
+    def regstore_store_list_manifests(self, name):
+        if name not in self.manifests:
+            raise RepositoryNotFoundError(name)
+        return sorted(self.manifests[name])
+
+    @hookimpl
+    def regstore_store_blob_status(self, digest):
+        with self.lock:
+            if digest in self.blobs:
+                size = len(self.blobs[digest])
+                return BlobStatus(BlobState.COMPLETE, size, size)
+            if digest in self.writing:
+                return BlobStatus(BlobState.WRITING, None, len(self.staged.get(digest, b"")))
+            if digest in self.staged:
+                return BlobStatus(BlobState.PARTIAL, None, len(self.staged[digest]))
+            return BlobStatus(BlobState.ABSENT)
+
+    @hookimpl
+    def regstore_store_open_blob(self, digest, offset):
+        with self.lock:
+            if digest in self.writing:
+                raise LayerLockedError(digest)
+            if digest not in self.blobs:
+                raise BlobNotFoundError(None, digest)
+            return _Reader(self.blobs[digest], offset)
+
+    @hookimpl
+    def regstore_store_blob_writer(self, digest):
+        with self.lock:
+            if digest in self.blobs:
+                raise LayerAlreadyExistsError(digest)
+            if digest in self.writing:
+                raise LayerLockedError(digest)
+            self.writing.add(digest)
+            return _Writer(self, digest)
+
+    @hookimpl
+    def regstore_store_wait_blob(self, digest, timeout):
+        return digest in self.blobs
+
+    @hookimpl
+    def regstore_store_describe(self):
+        return {"backend": "dummy", "options": self.options}
+
+
+@hookimpl
+def regstore_register_backends(register):
+    """Register ``dummy://``."""
+    register("dummy", DummyBackend, "a dummy backend from a separate distribution")
+'''
+
+# Runs in a fresh interpreter that sees the installed distribution. Prints one JSON line.
+DUMMY_CHECK = textwrap.dedent(
+    """
+    import importlib.metadata, json, os
+    from regstore import open_store, plugins
+    from regstore.errors import BackendNotFoundError
+    from regstore.digest import digest_bytes
+    from regstore.manifest import Manifest
+
+    out = {}
+    dist = importlib.metadata.distribution("regstore-dummy-test")
+    out["dist"] = [dist.metadata["Name"], dist.version]
+
+    info = plugins.backends()["dummy"]
+    out["info"] = info.as_dict()
+    out["schemes"] = sorted(plugins.backends())
+
+    store = open_store("dummy://x?color=blue", answer=42)
+    out["describe"] = store.describe()
+    layer = b"layer bytes " * 1000
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    for blob in (layer, config):
+        writer = store.layer(digest_bytes(blob)).writer()
+        writer.set_size(len(blob))
+        writer.write(blob[:100])
+        writer.write(blob[100:])
+        writer.commit()
+    raw = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest_bytes(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest_bytes(layer), "size": len(layer)}],
+    }, indent=2).encode()
+    written = store.write_manifest("team/app", "v1", Manifest.parse(raw))
+    by_tag = store.manifest("team/app", "v1")
+    by_digest = store.manifest("team/app", written)
+    with store.layer(digest_bytes(layer)).reader() as reader:
+        read_back = reader.read()
+    out["roundtrip"] = {
+        "digest": str(written),
+        "expected_digest": digest_bytes(raw),
+        "same_bytes": by_tag.raw == raw and by_digest.raw == raw,
+        "layer_ok": read_back == layer,
+        "tags": store.tags("team/app"),
+        "repositories": store.repositories(),
+    }
+    store.close()
+
+    os.environ["REGSTORE_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    plugins.reset_plugin_manager()
+    out["autoload_disabled"] = sorted(plugins.backends())
+    del os.environ["REGSTORE_DISABLE_PLUGIN_AUTOLOAD"]
+
+    os.environ["REGSTORE_BLOCK_PLUGINS"] = "dummy"
+    plugins.reset_plugin_manager()
+    out["blocked"] = sorted(plugins.backends())
+    try:
+        open_store("dummy://x")
+        out["blocked_open"] = "opened"
+    except BackendNotFoundError as exc:
+        out["blocked_open"] = exc.scheme
+    print(json.dumps(out))
+    """
+)
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def build_dummy_wheel(project: Path, out_dir: Path) -> Path:
+    """Build the dummy project's wheel (PEP 427) with the standard library alone.
+
+    A setuptools build is not an option here: ``--no-build-isolation`` needs the ``wheel``
+    package next to setuptools < 70.1 (absent on these machines), and an isolated build would
+    download setuptools from the network on every run. A pure-Python wheel is a zip file with
+    the module and its ``.dist-info``; pip installs it exactly like a published plugin.
+    """
+    dist_info = f"{DUMMY_MODULE}-{DUMMY_VERSION}.dist-info"
+    files = {
+        f"{DUMMY_MODULE}.py": (project / f"{DUMMY_MODULE}.py").read_bytes(),
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: {DUMMY_DIST}\nVersion: {DUMMY_VERSION}\n"
+            "Summary: a throwaway regstore backend for the plugin tests\n"
+            "Requires-Dist: regstore\n"
+        ).encode(),
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: regstore-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n"
+        ),
+        f"{dist_info}/entry_points.txt": f"[{PROJECT}]\ndummy = {DUMMY_MODULE}\n".encode(),
+        f"{dist_info}/top_level.txt": f"{DUMMY_MODULE}\n".encode(),
+    }
+    record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in files.items()]
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = out_dir / f"{DUMMY_MODULE}-{DUMMY_VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+def pip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input",
+         "--no-cache-dir", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dummy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where pip installed the ``regstore-dummy-test`` distribution.
+
+    pip installs into a private ``--target`` directory that only the subprocesses of these
+    tests put on their path, rather than into the running environment: nothing another test
+    (or another xdist worker) sees changes while it is installed, an interrupted run leaves
+    nothing behind, and no uninstall is needed. Discovery is the same: importlib.metadata
+    finds the ``.dist-info`` on ``sys.path`` as it finds one in site-packages.
+    """
+    base = tmp_path_factory.mktemp("dummy-plugin")
+    project = base / "project"
+    project.mkdir()
+    (project / f"{DUMMY_MODULE}.py").write_text(DUMMY_SOURCE)
+    wheel = build_dummy_wheel(project, base)
+    site = base / "site"
+    result = pip("install", "--no-deps", "--no-index", "--target", str(site), str(wheel))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (site / f"{DUMMY_MODULE}.py").is_file()
+    return site
+
+
+def run_with(site: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REGSTORE_")}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+def test_a_third_party_backend_distribution_is_discovered_and_works(dummy_site: Path) -> None:
+    result = run_with(dummy_site, DUMMY_CHECK)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert out["dist"] == [DUMMY_DIST, DUMMY_VERSION]
+    assert out["info"] == {
+        "scheme": "dummy",
+        "description": "a dummy backend from a separate distribution",
+        "plugin": "dummy",
+        "distribution": DUMMY_DIST,
+        "version": DUMMY_VERSION,
+        "entry_point": DUMMY_MODULE,
+    }
+    assert {"dummy", "memory", "file"} <= set(out["schemes"])
+    # URL query parameters and keyword options both reach the factory
+    assert out["describe"] == {
+        "url": "dummy://x?color=blue",
+        "backend": "dummy",
+        "options": {"color": "blue", "answer": 42},
+    }
+    roundtrip = out["roundtrip"]
+    assert roundtrip["digest"] == roundtrip["expected_digest"]
+    assert roundtrip["same_bytes"] and roundtrip["layer_ok"]
+    assert roundtrip["tags"] == ["v1"]
+    assert roundtrip["repositories"] == ["team/app"]
+
+    # the escape hatches, with a real third-party distribution installed
+    assert "dummy" not in out["autoload_disabled"]
+    assert {"memory", "file"} <= set(out["autoload_disabled"])
+    assert "dummy" not in out["blocked"] and "memory" in out["blocked"]
+    assert out["blocked_open"] == "dummy"
+
+
+def test_the_dummy_distribution_is_invisible_without_its_path(dummy_site: Path) -> None:
+    """The install did not leak into this environment (so other tests are unaffected)."""
+    assert DUMMY_DIST not in {d.metadata["Name"] for d in importlib.metadata.distributions()}
+    assert "dummy" not in plugins.backends()
+
+
+def test_a_broken_third_party_plugin_fails_loudly(dummy_site: Path, tmp_path: Path) -> None:
+    """A plugin module that cannot be imported stops discovery with its own error (and can be
+    blocked by name to get going again)."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for entry in dummy_site.iterdir():
+        if entry.name == "__pycache__":
+            continue
+        target = broken / entry.name
+        if entry.is_dir():
+            shutil.copytree(entry, target)
+        else:
+            target.write_text("raise ImportError('the dummy plugin is broken')\n")
+    code = "from regstore import plugins; print(sorted(plugins.backends()))"
+    result = run_with(broken, code)
+    assert result.returncode != 0
+    assert "the dummy plugin is broken" in result.stderr
+    result = run_with(broken, code, REGSTORE_BLOCK_PLUGINS="dummy")
+    assert result.returncode == 0, result.stderr
+    assert "'memory'" in result.stdout and "'dummy'" not in result.stdout
+
+
+def test_regstore_package_exposes_open_store() -> None:
+    assert regstore.open_store is open_store
