@@ -23,7 +23,7 @@ import pytest
 
 import regstore
 from regstore import plugins
-from regstore.errors import BackendNotFoundError, StoreError
+from regstore.errors import BackendNotFoundError, RegstoreError, StoreError
 from regstore.events import EventKind, TransferEvent
 from regstore.hookspecs import PROJECT, DiscoverySpec, StoreSpec, hookimpl
 from regstore.store import ObjectStore, open_store
@@ -226,7 +226,7 @@ def test_a_scheme_registered_twice_names_both_plugins() -> None:
             register("memory", lambda url, **o: None)
 
     plugins.register_plugin(Clash(), name="clashing-plugin")
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(RegstoreError) as info:
         plugins.backends()
     assert "'memory'" in str(info.value) and "clashing-plugin" in str(info.value)
     assert "REGSTORE_BLOCK_PLUGINS" in str(info.value)

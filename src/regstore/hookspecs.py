@@ -63,6 +63,10 @@ class BlobState(str, Enum):
     WRITING = "writing"  #: a writer holds it right now (this or another process)
     COMPLETE = "complete"  #: verified, committed and readable
 
+    def __str__(self) -> str:
+        # the value on every Python (3.11 made str() of a str-Enum "BlobState.COMPLETE")
+        return str(self.value)
+
 
 @dataclass(frozen=True)
 class BlobStatus:

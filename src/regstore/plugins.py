@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from regstore.errors import BackendNotFoundError
+from regstore.errors import BackendNotFoundError, RegstoreError
 from regstore.hookspecs import PROJECT, BackendFactory, DiscoverySpec, StoreSpec
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def backends() -> dict[str, BackendInfo]:
             ) -> None:
                 scheme = scheme.lower()
                 if scheme in found:
-                    raise RuntimeError(
+                    raise RegstoreError(
                         f"URL scheme {scheme!r} is registered by both {found[scheme].plugin!r} "
                         f"and {_plugin!r}; block one with REGSTORE_BLOCK_PLUGINS"
                     )
