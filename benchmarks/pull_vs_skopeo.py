@@ -34,7 +34,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.engine_support import push_raw_blob, write_random_file  # noqa: E402
+from tests.engine_support import seed_single_layer_image  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
 from regstore import open_store  # noqa: E402
@@ -45,41 +45,7 @@ MiB = 1 << 20
 
 
 def seed(registry: RegistryServer, work: Path, size: int) -> str:
-    blob = work / "layer.bin"
-    digest = write_random_file(blob, size, seed=42)
-    with open(blob, "rb") as f:
-        push_raw_blob(registry.url, "bench/img", digest, f, size)
-    blob.unlink()
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}}
-    ).encode()
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    push_raw_blob(registry.url, "bench/img", config_digest, config, len(config))
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest,
-                    "size": size,
-                }
-            ],
-        }
-    ).encode()
-    r = requests.put(
-        f"{registry.url}/v2/bench/img/manifests/1",
-        data=manifest,
-        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-    )
-    r.raise_for_status()
-    return digest
+    return seed_single_layer_image(registry.url, "bench/img", "1", work, size)
 
 
 def run_limit(registry: RegistryServer, digest: str, out: Path) -> None:

@@ -15,7 +15,13 @@ import requests
 
 from tests.support.images import Built
 
-__all__ = ["blob_digest_in_registry", "push_raw_blob", "seed_registry", "write_random_file"]
+__all__ = [
+    "blob_digest_in_registry",
+    "push_raw_blob",
+    "seed_registry",
+    "seed_single_layer_image",
+    "write_random_file",
+]
 
 
 def push_raw_blob(base_url: str, name: str, digest: str, data: Any, length: int) -> None:
@@ -97,3 +103,44 @@ def iter_json(path: Path) -> Iterator[Any]:
 def env_without_ca_bundle() -> dict[str, str]:
     """The environment for child processes (moto/botocore choke on a missing CA bundle)."""
     return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+
+def seed_single_layer_image(base_url: str, name: str, tag: str, work: Path, size: int) -> str:
+    """Push an OCI image of one ``size``-byte random layer, streamed from a temporary file so
+    that neither the test nor the registry client holds it in memory; returns the layer digest.
+    """
+    blob = work / f"layer-{size}.bin"
+    digest = write_random_file(blob, size, seed=7)
+    try:
+        with open(blob, "rb") as f:
+            push_raw_blob(base_url, name, digest, f, size)
+    finally:
+        blob.unlink()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}}
+    ).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    push_raw_blob(base_url, name, config_digest, config, len(config))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": digest,
+                "size": size,
+            }
+        ],
+    }
+    r = requests.put(
+        f"{base_url}/v2/{name}/manifests/{tag}",
+        data=json.dumps(manifest).encode(),
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert r.status_code == 201, r.text
+    return digest

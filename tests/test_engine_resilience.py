@@ -22,9 +22,8 @@ from regstore.hookspecs import BlobState
 from tests.engine_support import (
     blob_digest_in_registry,
     env_without_ca_bundle,
-    push_raw_blob,
     seed_registry,
-    write_random_file,
+    seed_single_layer_image,
 )
 from tests.support.images import build_image
 from tests.support.registry import RegistryServer
@@ -237,45 +236,7 @@ _RSS_CHILD = """
 
 
 def _seed_big_image(registry: RegistryServer, tmp_path: Path, size: int) -> tuple[str, int]:
-    blob = tmp_path / "big.bin"
-    digest = write_random_file(blob, size, seed=7)
-    with open(blob, "rb") as f:
-        push_raw_blob(registry.url, "big/img", digest, f, size)
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}}
-    ).encode()
-    import hashlib
-
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    push_raw_blob(registry.url, "big/img", config_digest, config, len(config))
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest,
-                    "size": size,
-                }
-            ],
-        }
-    ).encode()
-    import requests
-
-    r = requests.put(
-        f"{registry.url}/v2/big/img/manifests/1",
-        data=manifest,
-        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
-    )
-    assert r.status_code == 201, r.text
-    blob.unlink()
-    return digest, size
+    return seed_single_layer_image(registry.url, "big/img", "1", tmp_path, size), size
 
 
 @pytest.mark.slow
