@@ -19,9 +19,11 @@ one thread at a time.
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -393,6 +395,22 @@ class LayerReader:
         self.close()
 
 
+#: Chunks at least this large are hashed beside the write rather than after it.
+_OVERLAP_MIN = 1 << 20
+_hash_executor: ThreadPoolExecutor | None = None
+_hash_executor_lock = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    global _hash_executor
+    with _hash_executor_lock:
+        if _hash_executor is None:
+            _hash_executor = ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="regstore-hash"
+            )
+        return _hash_executor
+
+
 class LayerWriter:
     """A write-only handle to a blob being stored; verifies on :meth:`commit`.
 
@@ -455,8 +473,19 @@ class LayerWriter:
                 expected_size=self._size,
                 actual_size=self.current_size + n,
             )
-        self._handle.write(data if isinstance(data, (bytes, memoryview)) else bytes(data))
-        self._digester.update(data)
+        chunk = data if isinstance(data, (bytes, memoryview)) else bytes(data)
+        if n >= _OVERLAP_MIN:
+            # Hash in a pool thread while this one writes: both release the GIL, so a large
+            # blob costs max(hash, write) per chunk instead of their sum. The chunk is not
+            # reused before both finish, and chunks are hashed strictly in order.
+            hashed = _hash_pool().submit(self._digester.update, chunk)
+            try:
+                self._handle.write(chunk)
+            finally:
+                hashed.result()
+        else:
+            self._handle.write(chunk)
+            self._digester.update(chunk)
         return n
 
     def writable(self) -> bool:

@@ -8,9 +8,11 @@ GET and a store layer reader are sources, so the same two functions serve pull, 
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,6 +46,11 @@ log = logging.getLogger("regstore.engine")
 Opener = Callable[[int], BlobSource]
 #: Bytes read per call on the hot path: large, so per-chunk Python costs vanish.
 BUFFER_SIZE = 4 << 20
+#: Blobs (or remainders) this large are read by a thread of their own, one buffer ahead.
+PIPELINE_THRESHOLD = 16 << 20
+PIPELINE_DEPTH = 3
+#: How long a failed transfer waits for its reader thread to notice (it is a daemon after that).
+PIPELINE_JOIN_TIMEOUT = 5.0
 #: Blobs up to this size are pushed with one PUT; larger ones in chunks (resumable).
 DEFAULT_MONOLITHIC_THRESHOLD = 32 << 20
 DEFAULT_CHUNK_SIZE = 32 << 20
@@ -107,11 +114,10 @@ def _fill(
             source = _open_at(opener, writer.current_size, buffer)
             if size < 0:
                 size = _learn_size(source, writer)
-            while True:
-                n = source.readinto(view)
-                if n == 0:
-                    break
-                writer.write(view[:n])
+            pipelined = size < 0 or size - writer.current_size >= PIPELINE_THRESHOLD
+            for chunk in _read_chunks(source, view, pipelined=pipelined):
+                writer.write(chunk)
+                n = len(chunk)
                 moved += n
                 if reporter.active:
                     reporter.emit(
@@ -135,6 +141,52 @@ def _fill(
                 source.close()
     writer.commit(size)
     return moved
+
+
+def _read_chunks(
+    source: BlobSource, view: memoryview, *, pipelined: bool
+) -> Iterator[memoryview]:
+    """The source's bytes as views of at most ``len(view)`` bytes, until its end.
+
+    Pipelined, a reader thread fills a small ring of buffers while the caller hashes and writes
+    the previous one: socket reads, sha256 and file writes all release the GIL, so on a large
+    blob the three overlap instead of taking turns. A view is valid until the next one is asked
+    for. Errors of the source surface here, in the caller's thread.
+    """
+    if not pipelined:
+        while n := source.readinto(view):
+            yield view[:n]
+        return
+    free: queue.Queue[bytearray | None] = queue.Queue()
+    filled: queue.Queue[tuple[bytearray, int | BaseException]] = queue.Queue()
+    for _ in range(PIPELINE_DEPTH):
+        free.put(bytearray(len(view)))
+
+    def pump() -> None:
+        while (buffer := free.get()) is not None:
+            try:
+                n = source.readinto(buffer)
+            except BaseException as exc:  # handed to the consumer, which decides
+                filled.put((buffer, exc))
+                return
+            filled.put((buffer, n))
+            if n == 0:
+                return
+
+    reader = threading.Thread(target=pump, name="regstore-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            buffer, result = filled.get()
+            if isinstance(result, BaseException):
+                raise result
+            if result == 0:
+                return
+            yield memoryview(buffer)[:result]
+            free.put(buffer)
+    finally:
+        free.put(None)  # stop the reader after its current read, if it is still going
+        reader.join(timeout=PIPELINE_JOIN_TIMEOUT)
 
 
 def _learn_size(source: BlobSource, writer: LayerWriter) -> int:
