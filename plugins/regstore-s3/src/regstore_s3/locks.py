@@ -1,0 +1,316 @@
+"""Writer exclusion on S3: a lock object per key, created conditionally and held as a lease.
+
+S3 has no ``flock``, and a process holding a lock may die without a word, so a lock here is an
+object ``<root>/_regstore/locks/<key>.lock`` holding who owns it and for how long::
+
+    {"owner": "<host>:<pid>:<uuid>", "lease": 30.0, "acquired": 1700000000.0}
+
+- **Taking it** is a ``PutObject`` with ``If-None-Match: *``: S3 creates the object for
+  exactly one of any number of concurrent contenders and answers the others 412. The winner
+  reads it back once (its ETag), for endpoints whose conditional create is not atomic.
+- **Holding it** means renewing it: a daemon thread re-writes the object every third of the
+  lease with ``If-Match: <our ETag>`` (so a holder whose lease was broken learns it, instead of
+  clobbering the new holder's lock).
+- **A stale lock** (its holder crashed: the object was not renewed for longer than its lease)
+  is broken with a ``PutObject`` carrying ``If-Match: <the stale ETag>``: of several processes
+  breaking the same stale lock, exactly one wins.
+- **Releasing it** deletes the object with ``If-Match: <our ETag>``.
+
+Expiry is judged on the *server's* clock: the age of a lock is the ``Date`` of the response
+that read it minus the object's ``LastModified``, both stamped by S3, so clock skew between the
+writers' hosts does not matter (the resolution is one second). Locks of this process are also
+kept in a process-wide table, so two stores opened on the same bucket and prefix in one process
+exclude each other without a request, and ``is_held`` answers for them at once.
+
+The endpoint must implement conditional writes (AWS S3 since 2024, MinIO, Ceph RGW recent,
+moto 5). :class:`S3LeaseLockManager` satisfies :class:`regstore.backends.locks.LockManager`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+from regstore.errors import StoreError
+
+from .client import PreconditionFailed, S3Objects
+
+__all__ = ["DEFAULT_LEASE", "LeaseLostError", "S3Lease", "S3LeaseLockManager"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a lock lives without renewal (renewed every third of it while its holder lives).
+DEFAULT_LEASE = 30.0
+#: The shortest lease accepted (S3's clocks have one-second resolution).
+MIN_LEASE = 1.0
+#: How long mutex() waits for a contended key by default.
+MUTEX_TIMEOUT = 120.0
+
+# key in the process-wide table: "<bucket>/<object key>"
+_held_guard = threading.RLock()
+_held: set[str] = set()
+
+
+class LeaseLostError(StoreError):
+    """This process's lease on a lock ran out or was broken: another writer may hold it now."""
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+class _LeaseState:
+    """What the renewal thread needs: everything but the lock object itself (so dropping the
+    lock without release() lets the garbage collector stop the renewals).
+    """
+
+    def __init__(self, objects: S3Objects, key: str, etag: str, body: bytes, lease: float) -> None:
+        self.objects = objects
+        self.key = key
+        self.etag = etag
+        self.body = body
+        self.lease = lease
+        self.renewed = time.monotonic()
+        self.lost: str | None = None
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def renew_loop(self) -> None:
+        interval = self.lease / 3
+        while not self.stop.wait(interval):
+            with self.lock:
+                if self.stop.is_set():
+                    return
+                try:
+                    self.etag = self.objects.put(self.key, self.body, if_match=self.etag)
+                    self.renewed = time.monotonic()
+                except PreconditionFailed as exc:
+                    self.lost = f"the lock {self.key} was taken over by another writer ({exc})"
+                except StoreError as exc:
+                    if time.monotonic() - self.renewed > self.lease:
+                        self.lost = f"the lock {self.key} could not be renewed in time ({exc})"
+                    else:
+                        log.warning("renewing lock %s failed, retrying: %s", self.key, exc)
+                        continue
+                if self.lost is not None:
+                    log.warning("%s", self.lost)
+                    return
+
+
+class S3Lease:
+    """A held lock object; renewed in the background until :meth:`release`."""
+
+    def __init__(self, manager: S3LeaseLockManager, full_key: str, state: _LeaseState) -> None:
+        self._manager = manager
+        self._full_key: str | None = full_key
+        self._state = state
+        self._thread = threading.Thread(
+            target=state.renew_loop, name=f"regstore-s3-lease:{state.key}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def key(self) -> str:
+        """The lock object's key in the bucket."""
+        return self._state.key
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease could not be renewed (another writer may hold the key)."""
+        return self._state.lost is not None
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLostError` if the lease was lost; used before making data visible.
+
+        Also renews the lease now when less than half of it is left, so a commit that follows
+        does not run into the expiry.
+        """
+        state = self._state
+        if state.lost is not None:
+            raise LeaseLostError(state.lost)
+        if time.monotonic() - state.renewed > state.lease / 2:
+            with state.lock:
+                try:
+                    state.etag = state.objects.put(state.key, state.body, if_match=state.etag)
+                    state.renewed = time.monotonic()
+                except PreconditionFailed as exc:
+                    state.lost = f"the lock {state.key} was taken over by another writer"
+                    raise LeaseLostError(state.lost) from exc
+
+    def release(self) -> None:
+        """Stop renewing and delete the lock object (if it is still ours). Idempotent."""
+        with _held_guard:
+            full, self._full_key = self._full_key, None
+        if full is None:
+            return
+        state = self._state
+        state.stop.set()
+        try:
+            with state.lock:
+                if state.lost is None:
+                    with contextlib.suppress(PreconditionFailed):
+                        state.objects.delete(state.key, if_match=state.etag)
+        finally:
+            with _held_guard:
+                _held.discard(full)
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=5)
+
+    def abandon(self) -> None:
+        """Stop renewing without a request: the lease runs out and the key frees itself.
+
+        For finalisers (a writer dropped without close); prefer :meth:`release`.
+        """
+        with _held_guard:
+            full, self._full_key = self._full_key, None
+            if full is not None:
+                _held.discard(full)
+        self._state.stop.set()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) is not None and getattr(self, "_full_key", None):
+            self.abandon()
+
+    def __repr__(self) -> str:
+        return f"S3Lease({self._state.key!r}, lost={self.lost})"
+
+
+class S3LeaseLockManager:
+    """Exclusive locks by key as lease objects under ``<prefix>`` in a bucket.
+
+    ``prefix`` is the key prefix of the lock objects (``<root>/_regstore/locks/``). ``lease``
+    is how long a lock outlives its holder's last renewal.
+    """
+
+    def __init__(self, objects: S3Objects, prefix: str, *, lease: float = DEFAULT_LEASE) -> None:
+        if lease < MIN_LEASE:
+            raise ValueError(f"lease must be at least {MIN_LEASE:g} s, not {lease:g}")
+        self.objects = objects
+        self.prefix = prefix if prefix.endswith("/") or not prefix else prefix + "/"
+        self.lease = float(lease)
+        self.owner = _owner_id()
+
+    def _object_key(self, key: str) -> str:
+        parts = key.split("/")
+        if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+            raise StoreError(f"refusing lock key {key!r}")
+        return f"{self.prefix}{key}.lock"
+
+    def _full(self, object_key: str) -> str:
+        return f"{self.objects.bucket}/{object_key}"
+
+    def _body(self) -> bytes:
+        record = {"owner": self.owner, "lease": self.lease, "acquired": time.time()}
+        return json.dumps(record, sort_keys=True).encode()
+
+    def _read(self, object_key: str) -> tuple[str, bool] | None:
+        """``(etag, expired)`` of the lock object, or None if there is none."""
+        found = self.objects.get(object_key)
+        if found is None:
+            return None
+        body, info, server_now = found
+        lease = self.lease
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            lease = float(json.loads(body)["lease"])
+        # both times come from S3's clock; LastModified and Date have 1 s resolution
+        expired = server_now - info.mtime > lease + 1.0
+        return info.etag, expired
+
+    def _still_ours(self, object_key: str, etag: str) -> bool:
+        """Read the lock back after creating it: False if another writer's PUT replaced it.
+
+        On S3 a conditional create is atomic and this always holds; some S3 implementations
+        (moto's server among them) check ``If-None-Match`` and store in two steps, so two
+        simultaneous creators can both be told "created". The later write wins there, and
+        its author is the only one that reads its own ETag back.
+        """
+        info = self.objects.head(object_key)
+        return info is not None and (not info.etag or not etag or info.etag == etag)
+
+    def _take(self, object_key: str) -> tuple[str, bytes] | None:
+        """Create the lock object (or break a stale one); ``(etag, body)`` or None if held."""
+        for _ in range(3):
+            body = self._body()
+            try:
+                etag = self.objects.put(object_key, body, if_none_match=True)
+            except PreconditionFailed:
+                pass
+            else:
+                return (etag, body) if self._still_ours(object_key, etag) else None
+            current = self._read(object_key)
+            if current is None:
+                continue  # released meanwhile: try to create it again
+            etag, expired = current
+            if not expired:
+                return None
+            try:
+                etag = self.objects.put(object_key, body, if_match=etag)
+            except PreconditionFailed:
+                continue  # renewed, released or broken by someone else meanwhile: look again
+            log.info("broke the stale lock %s (its holder stopped renewing it)", object_key)
+            return etag, body
+        return None
+
+    def try_acquire(self, key: str) -> S3Lease | None:
+        """Take ``key``, or return None if another writer (thread or process) holds it."""
+        object_key = self._object_key(key)
+        full = self._full(object_key)
+        with _held_guard:
+            if full in _held:
+                return None
+            _held.add(full)
+        try:
+            taken = self._take(object_key)
+        except BaseException:
+            with _held_guard:
+                _held.discard(full)
+            raise
+        if taken is None:
+            with _held_guard:
+                _held.discard(full)
+            return None
+        etag, body = taken
+        return S3Lease(self, full, _LeaseState(self.objects, object_key, etag, body, self.lease))
+
+    def is_held(self, key: str) -> bool:
+        """True if a live lock exists for ``key`` (held here, or unexpired elsewhere)."""
+        object_key = self._object_key(key)
+        with _held_guard:
+            if self._full(object_key) in _held:
+                return True
+        current = self._read(object_key)
+        return current is not None and not current[1]
+
+    @contextlib.contextmanager
+    def mutex(self, key: str, timeout: float = MUTEX_TIMEOUT) -> Iterator[None]:
+        """A blocking critical section on ``key`` across threads and processes.
+
+        Raises StoreError after ``timeout`` seconds; a stale holder's lock is broken once its
+        lease has run out.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            lock = self.try_acquire(key)
+            if lock is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise StoreError(f"could not take the store lock {key!r} within {timeout:g} s")
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+        try:
+            yield
+            lock.check()
+        finally:
+            lock.release()
+
+    def __repr__(self) -> str:
+        return f"S3LeaseLockManager(s3://{self.objects.bucket}/{self.prefix}, lease={self.lease:g})"

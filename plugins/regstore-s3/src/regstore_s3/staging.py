@@ -1,0 +1,374 @@
+"""Staging a blob on S3 as numbered part objects, and the write handle built on them.
+
+A blob being written lives under ``<root>/_regstore/uploads/<alg>/<hex>/`` as one object per
+multipart part::
+
+    part-00001   part-00002   ...   part-NNNNN
+
+Every part but the last is at least 5 MiB (S3's minimum multipart part), so on commit the
+parts become, by server-side ``UploadPartCopy``, the parts of one multipart upload on the final
+key; the upload is completed only after the facade verified the digest, which is the moment
+the blob appears, whole. A blob that fits in one part is copied (or, if it never left memory,
+PUT) to its final key instead. Afterwards the staging objects are deleted.
+
+Why parts as objects rather than one long-lived multipart upload: the parts of an in-flight
+upload cannot be read back, and a resumed write must re-hash what was staged before it
+continues (:meth:`regstore.hookspecs.BlobWriteHandle.staged`). Staged part objects can be read,
+survive the writer's process, and are listed to learn ``current_size``.
+
+Resume granularity: the bytes of the part being filled live in memory until the part is full
+(or the writer is closed, which stores them as a short last part that the next writer takes
+back into its buffer). A process that is killed loses at most that one part; everything before
+it is resumed. Memory per writer: one part buffer, plus one copy of it while it is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from regstore.digest import CHUNK_SIZE
+from regstore.errors import RegstoreError, StoreError
+from regstore.reference import Digest
+
+from .client import ObjectInfo, PreconditionFailed, S3Objects
+from .locks import S3Lease
+from .parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size
+
+if TYPE_CHECKING:
+    from .backend import S3Backend
+
+__all__ = ["PART_PREFIX", "S3BlobWriter", "part_name", "promote_parts", "valid_parts"]
+
+log = logging.getLogger(__name__)
+
+PART_PREFIX = "part-"
+#: The part buffer starts this small and doubles up to _MAX_GROWTH, then takes the part size.
+_MIN_BUFFER = 64 * 1024
+_MAX_GROWTH = 1024 * 1024
+_PART = re.compile(r"part-(\d{5})")
+
+
+def part_name(number: int) -> str:
+    """The object name of part ``number`` (1-based) inside a blob's staging prefix."""
+    if not 1 <= number <= MAX_PARTS:
+        raise StoreError(f"a blob cannot be staged in more than {MAX_PARTS} parts")
+    return f"{PART_PREFIX}{number:05d}"
+
+
+def valid_parts(listed: list[ObjectInfo], prefix: str) -> tuple[list[ObjectInfo], list[str]]:
+    """Split the objects listed under a staging prefix into the usable parts and the rest.
+
+    Usable: ``part-00001`` ... ``part-N`` without a gap, each but the last at least 5 MiB.
+    Anything after a gap or a short middle part (which no writer of this module leaves) and
+    any foreign object are returned as keys to delete.
+    """
+    numbered: dict[int, ObjectInfo] = {}
+    junk: list[str] = []
+    for info in listed:
+        match = _PART.fullmatch(info.key[len(prefix) :])
+        if match is None:
+            junk.append(info.key)
+        else:
+            numbered[int(match.group(1))] = info
+    usable: list[ObjectInfo] = []
+    number = 1
+    while number in numbered:
+        info = numbered.pop(number)
+        usable.append(info)
+        number += 1
+        if info.size < MIN_PART_SIZE:
+            break  # only the last part may be short
+    junk.extend(info.key for info in numbered.values())
+    return usable, junk
+
+
+def promote_parts(objects: S3Objects, parts: list[ObjectInfo], final_key: str) -> None:
+    """Make the staged ``parts`` the object ``final_key``, atomically, by server-side copies.
+
+    One part: ``CopyObject``. Several: a multipart upload of ``UploadPartCopy`` s, completed
+    last (aborted on any failure, so nothing becomes visible). Each copy names the part's
+    ETag (``x-amz-copy-source-if-match``), so a part changed since it was hashed fails the
+    commit instead of being published.
+    """
+    if len(parts) == 1:
+        objects.copy(parts[0].key, final_key, if_match=parts[0].etag or None)
+        return
+    upload_id = objects.create_multipart(final_key)
+    try:
+        etags = [
+            objects.copy_part(final_key, upload_id, number, part.key, if_match=part.etag or None)
+            for number, part in enumerate(parts, start=1)
+        ]
+        objects.complete_multipart(final_key, upload_id, etags)
+    except BaseException:
+        try:
+            objects.abort_multipart(final_key, upload_id)
+        except RegstoreError as exc:  # the commit's own error matters more
+            log.warning("could not abort the multipart upload %s: %s", upload_id, exc)
+        raise
+
+
+class S3BlobWriter:
+    """The :class:`~regstore.hookspecs.BlobWriteHandle` of an S3 store.
+
+    Holds the blob's lease from creation until commit, close or discard. ``set_size`` (called
+    by a facade that knows the declared size) lets the part size be derived from the blob size;
+    without it parts grow with the bytes written (see :mod:`regstore_s3.parts`).
+
+    Memory: one part buffer, grown to the part size as bytes arrive and then reused for every
+    part (it is streamed as the request body, without copies), plus small HTTP buffers.
+    """
+
+    def __init__(self, backend: S3Backend, digest: Digest, lock: S3Lease) -> None:
+        self._backend = backend
+        self._objects = backend.objects
+        self.digest = digest
+        self._lock: S3Lease | None = lock
+        self._prefix = backend.staging_key(digest)
+        self._parts: list[ObjectInfo] = backend.scan_staged(digest)
+        self._buffer = bytearray()  #: capacity of the part being filled
+        self._filled = 0  #: bytes of it holding data
+        self._adopted = False
+        self._size: int | None = None
+        #: staging objects may exist (resumed, or a part was sent): clean them up on the way out
+        self._staging_used = bool(self._parts)
+        self._staged = sum(p.size for p in self._parts)  #: bytes in self._parts
+        self.current_size: int = self._staged
+        self._part_size = 0
+        self._part_size_for: tuple[int | None, int] | None = None
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _what(self, verb: str) -> str:
+        return f"cannot {verb} blob {self.digest} in {self._backend.url}"
+
+    def _held(self) -> S3Lease:
+        lock = self._lock
+        if lock is None:
+            raise StoreError(f"blob {self.digest} is closed for writing")
+        if lock.lost:
+            lock.check()  # raises LeaseLostError
+        return lock
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        self._buffer, self._filled = bytearray(), 0
+        if lock is not None:
+            lock.release()
+
+    @property
+    def part_size(self) -> int:
+        """The size of the part being filled (fixed per declared size and staged bytes)."""
+        key = (self._size, self._staged)
+        if self._part_size_for != key:
+            self._part_size = choose_part_size(self._size, self._backend.part_size, self._staged)
+            self._part_size_for = key
+        return self._part_size
+
+    def _make_room(self, needed: int) -> int:
+        """Make room for up to ``needed`` more bytes in the part; returns how many fit.
+
+        The buffer starts small and doubles up to the part size (a small blob never costs a
+        whole part of memory); once a part has been sent at full size the buffer is reused.
+        """
+        part_size = max(self.part_size, self._filled)
+        capacity = len(self._buffer)
+        if capacity > part_size and self._filled == 0:
+            self._buffer = bytearray(part_size)  # the part size changed (declared size)
+            capacity = part_size
+        wanted = min(part_size, self._filled + needed)
+        if wanted > capacity:
+            size = max(_MIN_BUFFER, capacity)
+            while size < wanted:
+                size *= 2
+            if size > _MAX_GROWTH:  # past 1 MiB go straight to the part size: one more copy
+                size = part_size
+            size = min(size, part_size)
+            buffer = bytearray(size)
+            buffer[: self._filled] = memoryview(self._buffer)[: self._filled]
+            self._buffer = buffer
+            capacity = size
+        return min(needed, part_size - self._filled, capacity - self._filled)
+
+    @property
+    def _part_full(self) -> bool:
+        return self._filled >= self.part_size
+
+    def _buffered(self) -> bytes | bytearray:
+        """The buffered bytes as a request body: the buffer itself when it is exactly full."""
+        if self._filled == len(self._buffer):
+            return self._buffer
+        return bytes(memoryview(self._buffer)[: self._filled])
+
+    def _adopt_tail(self) -> None:
+        """Take a short last part (left by ``close``) back into the buffer, once.
+
+        Every part but the last must be at least 5 MiB; a short last part must therefore grow
+        before another part follows it. Its object stays until it is overwritten by the full
+        part of the same number, so a crash meanwhile loses nothing.
+        """
+        if self._adopted:
+            return
+        self._adopted = True
+        if self._parts and self._parts[-1].size < MIN_PART_SIZE:
+            tail = self._parts[-1]
+            data = self._objects.read_range(tail.key, 0, tail.size, if_match=tail.etag or None)
+            if len(data) != tail.size:
+                raise StoreError(f"staged part {tail.key} changed while resuming")
+            self._parts.pop()
+            self._staged -= tail.size
+            self._filled = 0
+            self._make_room(len(data))
+            self._buffer[: len(data)] = data
+            self._filled = len(data)
+
+    def _is_last_part(self) -> bool:
+        """True when the declared size says the buffer ends the blob (commit sends it: as the
+        whole blob in one PUT when nothing else was staged)."""
+        if self._size is None:
+            return False
+        return self._staged + self._filled >= self._size
+
+    def _send_buffer(self) -> None:
+        """Store the buffered bytes as the next part; the buffer is then reused."""
+        number = len(self._parts) + 1
+        key = f"{self._prefix}{part_name(number)}"
+        body = self._buffered()
+        self._staging_used = True
+        etag = self._objects.put(key, body)
+        self._parts.append(ObjectInfo(key, len(body), etag, 0.0))
+        self._staged += len(body)
+        self._filled = 0
+
+    def _check_parts_unchanged(self) -> None:
+        """Refuse to publish parts that changed since this writer hashed or sent them.
+
+        The copies also carry ``x-amz-copy-source-if-match``; this listing catches endpoints
+        that ignore that header (moto, some S3 clones) at the cost of one request.
+        """
+        listed = {info.key: info for info in self._objects.list_objects(self._prefix)}
+        for part in self._parts:
+            found = listed.get(part.key)
+            if (
+                found is None
+                or found.size != part.size
+                or (part.etag and found.etag and found.etag != part.etag)
+            ):
+                raise StoreError(
+                    f"{self._what('commit')}: staged part {part.key} changed behind the writer "
+                    "(another writer after a lost lease?); the commit is refused"
+                )
+
+    def _cleanup_staging(self) -> None:
+        if self._staging_used:
+            self._backend.discard_staged(self.digest)
+
+    # -- the BlobWriteHandle protocol --------------------------------------------------------
+
+    def set_size(self, size: int) -> None:
+        """The declared full size of the blob (for the part size; the facade verifies it)."""
+        self._size = size if size >= 0 else None
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        self._held()
+        view = memoryview(data).cast("B")
+        try:
+            self._adopt_tail()
+            while view:
+                if self._part_full:
+                    self._send_buffer()
+                count = self._make_room(len(view))
+                self._buffer[self._filled : self._filled + count] = view[:count]
+                self._filled += count
+                view = view[count:]
+                if self._part_full and not self._is_last_part():
+                    self._send_buffer()
+        except RegstoreError:
+            raise
+        except Exception as exc:  # pragma: no cover - S3Objects translates its own errors
+            raise StoreError(f"{self._what('write')}: {exc}") from exc
+        return len(data)
+
+    def staged(self) -> Iterator[bytes]:
+        """The bytes written so far, from the start: staged parts, then the buffer."""
+        self._held()
+        for part in list(self._parts):
+            for start in range(0, part.size, CHUNK_SIZE):
+                end = min(start + CHUNK_SIZE, part.size)
+                try:
+                    chunk = self._objects.read_range(
+                        part.key, start, end, if_match=part.etag or None
+                    )
+                except PreconditionFailed as exc:
+                    raise StoreError(
+                        f"{self._what('resume')}: staged part {part.key} changed"
+                    ) from exc
+                yield chunk
+        if self._filled:
+            yield bytes(memoryview(self._buffer)[: self._filled])
+
+    def commit(self, size: int) -> None:
+        """Publish the verified blob atomically, then drop its staging and the lease.
+
+        On failure the staged parts stay (a later writer resumes them), the lease is released
+        and StoreError is raised; nothing is visible at the final key.
+        """
+        lock = self._held()
+        try:
+            self._adopt_tail()
+            total = self._staged + self._filled
+            if total != size:
+                self._cleanup_staging()
+                raise StoreError(f"{self._what('commit')}: {total} bytes were staged, not {size}")
+            self._backend.prepare()
+            final_key = self._backend.key_of(self._backend.layout.blob_path(self.digest))
+            if not self._parts:
+                # The whole blob is in memory (at most one part): one atomic PUT.
+                lock.check()
+                self._objects.put(final_key, self._buffered())
+            else:
+                if self._filled:
+                    self._send_buffer()  # the last part may be short
+                self._check_parts_unchanged()
+                lock.check()
+                promote_parts(self._objects, self._parts, final_key)
+            try:
+                self._cleanup_staging()
+            except RegstoreError as exc:  # the blob is committed; leftovers are harmless
+                log.warning("%s: %s", self._what("clean up the staging of"), exc)
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Release the lease, keeping every written byte staged for a later writer.
+
+        The buffer is stored as a (possibly short) last part; the next writer takes a short
+        last part back into its buffer before adding to it.
+        """
+        try:
+            if self._lock is not None and not self._lock.lost and self._filled:
+                self._send_buffer()
+        finally:
+            self._release()
+
+    def discard(self) -> None:
+        """Delete every staged part and release the lease."""
+        try:
+            self._filled = 0
+            if self._lock is not None and not self._lock.lost:
+                self._backend.discard_staged(self.digest)
+        finally:
+            self._release()
+
+    def __del__(self) -> None:
+        # Dropped without close(): stop renewing the lease so the blob frees itself.
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            self._lock = None
+            lock.abandon()  # no request from a finaliser: the lease just runs out
+
+    def __repr__(self) -> str:
+        return f"S3BlobWriter({self.digest}, parts={len(self._parts)}, buffered={self._filled})"

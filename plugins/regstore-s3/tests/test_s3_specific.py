@@ -1,0 +1,431 @@
+"""What the conformance suite cannot see: multipart sizing and commits, staging hygiene,
+leases across killed processes, discovery, URL options and error translation.
+
+Every store test talks HTTP to moto's server (the ``moto_server``/``s3_bucket`` fixtures);
+blobs stay in the tens of MiB (moto copies whole objects on every request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import regstore.plugins
+from regstore import ObjectStore, open_store
+from regstore.errors import (
+    BackendNotFoundError,
+    DigestMismatchError,
+    LayerLockedError,
+    StoreError,
+)
+from regstore.hookspecs import BlobState
+from regstore.manifest import Manifest
+from tests.support.fixtures import S3Bucket
+from tests.support.images import OCI_MANIFEST, build_image
+
+from regstore_s3.parts import (
+    MAX_OBJECT_SIZE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    MiB,
+    choose_part_size,
+    derive_part_size,
+    growing_part_size,
+    parse_size,
+)
+
+CHILD = Path(__file__).with_name("s3_child.py")
+
+
+def _blob(size: int, seed: int) -> tuple[bytes, str]:
+    data = random.Random(seed).randbytes(size)
+    return data, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _keys(bucket: S3Bucket, moto_client: Any, prefix: str = "") -> list[str]:
+    pages = moto_client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket.bucket, Prefix=prefix
+    )
+    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+
+@pytest.fixture
+def moto_client(moto_server: Any) -> Any:
+    return moto_server.client()
+
+
+def _write(store: ObjectStore, data: bytes, digest: str, chunk: int = 1024 * 1024) -> None:
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    for start in range(writer.current_size, len(data), chunk):
+        writer.write(data[start : start + chunk])
+    writer.commit()
+
+
+# -- part sizes (no S3 needed) ---------------------------------------------------------------
+
+
+def test_derived_part_size_fits_5_tib_in_10000_parts() -> None:
+    size = derive_part_size(MAX_OBJECT_SIZE)
+    assert MIN_PART_SIZE <= size <= MAX_PART_SIZE
+    assert size % MiB == 0
+    assert -(-MAX_OBJECT_SIZE // size) <= MAX_PARTS
+    assert size == 525 * MiB  # the smallest whole MiB that does it: memory stays small
+    assert -(-MAX_OBJECT_SIZE // (size - MiB)) > MAX_PARTS
+
+
+@pytest.mark.parametrize("blob_size", [0, 1, MIN_PART_SIZE, 10 * MiB, 48 * 1024**3])
+def test_small_blobs_use_the_5_mib_minimum(blob_size: int) -> None:
+    assert derive_part_size(blob_size) == MIN_PART_SIZE
+
+
+@pytest.mark.parametrize("blob_size", [49 * 1024**3, 10**12, 3 * 1024**4, MAX_OBJECT_SIZE])
+def test_derived_part_size_always_fits(blob_size: int) -> None:
+    size = derive_part_size(blob_size)
+    assert MIN_PART_SIZE <= size <= MAX_PART_SIZE
+    assert -(-blob_size // size) <= MAX_PARTS
+
+
+def test_blobs_over_5_tib_are_refused() -> None:
+    with pytest.raises(StoreError, match="5 TiB"):
+        derive_part_size(MAX_OBJECT_SIZE + 1)
+
+
+def test_growing_parts_fit_5_tib_when_the_size_is_unknown() -> None:
+    staged, parts, largest = 0, 0, 0
+    while staged < MAX_OBJECT_SIZE:
+        size = growing_part_size(staged)
+        largest = max(largest, size)
+        staged += size
+        parts += 1
+    assert parts <= MAX_PARTS
+    assert growing_part_size(0) == MIN_PART_SIZE
+    assert largest <= MAX_PART_SIZE
+
+
+def test_explicit_part_size_is_respected() -> None:
+    assert choose_part_size(12 * MiB, 8 * MiB) == 8 * MiB
+    assert choose_part_size(None, 8 * MiB) == 8 * MiB
+    assert choose_part_size(MAX_OBJECT_SIZE, 1024 * MiB) == 1024 * MiB
+    # ... unless the blob would need more than 10,000 parts of it
+    assert choose_part_size(MAX_OBJECT_SIZE, 8 * MiB) == derive_part_size(MAX_OBJECT_SIZE)
+
+
+def test_parse_size() -> None:
+    assert parse_size(5242880) == parse_size("5242880") == parse_size("5MiB") == 5 * MiB
+    assert parse_size("64M") == 64 * MiB
+    assert parse_size("1GiB") == 1024 * MiB
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_option_errors_are_store_errors() -> None:
+    with pytest.raises(StoreError, match="unknown option"):
+        open_store("s3://bucket/prefix", colour="blue")
+    with pytest.raises(StoreError, match="part_size"):
+        open_store("s3://bucket/prefix", part_size="1MiB")
+    with pytest.raises(StoreError, match="bucket"):
+        open_store("s3://Not_A_Bucket/prefix")
+    with pytest.raises(StoreError, match="layout"):
+        open_store("s3://bucket/prefix", layout="zip")
+    with pytest.raises(StoreError, match="key and secret"):
+        open_store("s3://bucket/prefix", key="only-a-key")
+
+
+# -- discovery and URLs ----------------------------------------------------------------------
+
+
+def test_plugin_is_listed_with_its_distribution() -> None:
+    regstore.plugins.reset_plugin_manager()
+    info = regstore.plugins.backends()["s3"]
+    assert info.distribution == "regstore-s3"
+    assert info.entry_point == "regstore_s3"
+    assert info.version
+
+
+def test_s3_without_the_plugin_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGSTORE_BLOCK_PLUGINS", "s3")
+    regstore.plugins.reset_plugin_manager()
+    try:
+        with pytest.raises(BackendNotFoundError, match="pip install regstore-s3"):
+            open_store("s3://bucket/prefix")
+    finally:
+        monkeypatch.delenv("REGSTORE_BLOCK_PLUGINS")
+        regstore.plugins.reset_plugin_manager()
+
+
+def test_url_query_options_open_an_oci_store(
+    s3_url_factory: Callable[..., str], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    url = s3_url_factory("oci-store", layout="oci", part_size="5MiB")
+    assert "endpoint_url=" in url and "layout=oci" in url
+    store = open_store(url)
+    try:
+        described = store.describe()
+        assert described["backend"] == "s3"
+        assert described["layout"] == "oci"
+        assert described["bucket"] == s3_bucket.bucket
+        assert described["part_size"] == 5 * MiB
+        assert "secret" not in json.dumps({k: v for k, v in described.items() if k != "url"})
+        image = build_image(layers=1, layer_size=2000, seed=7, media="oci")
+        for digest, data in image.blobs.items():
+            _write(store, data, digest)
+        store.write_manifest(
+            "library/demo", "v1", Manifest.parse(image.manifest_bytes, OCI_MANIFEST)
+        )
+        assert store.tags("library/demo") == ["v1"]
+    finally:
+        store.close()
+    keys = _keys(s3_bucket, moto_client, "oci-store/")
+    assert "oci-store/oci-layout" in keys and "oci-store/index.json" in keys
+    assert f"oci-store/blobs/sha256/{image.manifest_digest.split(':')[1]}" in keys
+    assert not [k for k in keys if k.startswith("oci-store/_regstore/")]
+
+
+def test_a_declared_size_derives_the_part_size(
+    s3_store_factory: Callable[..., ObjectStore],
+) -> None:
+    store = s3_store_factory("hint")
+    _, digest = _blob(10, seed=10)
+    handle = store.backend.regstore_store_blob_writer(digest=digest)  # type: ignore[attr-defined]
+    try:
+        assert handle.part_size == MIN_PART_SIZE  # nothing declared, nothing staged yet
+        handle.set_size(100 * 1024**3)  # what a facade forwarding set_size() tells it
+        assert handle.part_size == derive_part_size(100 * 1024**3) == 11 * MiB
+        handle.set_size(MAX_OBJECT_SIZE)
+        assert handle.part_size == 525 * MiB
+    finally:
+        handle.discard()
+
+
+def test_a_declared_blob_of_one_part_is_one_put(
+    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    store = s3_store_factory("onepart")
+    data, digest = _blob(5 * MiB, seed=11)  # exactly one minimum part
+    handle = store.backend.regstore_store_blob_writer(digest=digest)  # type: ignore[attr-defined]
+    handle.set_size(len(data))
+    for start in range(0, len(data), 1024 * 1024):
+        handle.write(data[start : start + 1024 * 1024])
+    assert _keys(s3_bucket, moto_client, "onepart/_regstore/uploads/") == []  # still in memory
+    handle.commit(len(data))
+    assert _keys(s3_bucket, moto_client, "onepart/_regstore/") == []
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+
+
+# -- multipart commits and staging hygiene ---------------------------------------------------
+
+
+def test_multipart_blob_commits_and_reads_back_exactly(
+    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    store = s3_store_factory("mp", part_size="5MiB")
+    data, digest = _blob(12 * MiB + 4321, seed=1)
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    for start in range(0, len(data), 1024 * 1024):
+        writer.write(data[start : start + 1024 * 1024])
+    staged = [k for k in _keys(s3_bucket, moto_client, "mp/_regstore/uploads/")]
+    assert [k.rsplit("/", 1)[1] for k in staged] == ["part-00001", "part-00002"]
+    writer.commit()
+    key = f"mp/docker/registry/v2/blobs/sha256/{digest[7:9]}/{digest[7:]}/data"
+    head = moto_client.head_object(Bucket=s3_bucket.bucket, Key=key)
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"].strip('"').endswith("-3"), "not completed as a 3-part upload"
+    with store.layer(digest).reader() as reader:
+        assert reader.size == len(data)
+        assert hashlib.sha256(b"".join(reader.chunks())).hexdigest() == digest[7:]
+    with store.layer(digest).reader(offset=len(data) - 10) as reader:
+        assert reader.read() == data[-10:]
+    assert _keys(s3_bucket, moto_client, "mp/_regstore/") == []
+    assert moto_client.list_multipart_uploads(Bucket=s3_bucket.bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("size", [3000, 11 * MiB], ids=["in-memory", "multipart"])
+def test_digest_mismatch_leaves_nothing(
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    size: int,
+) -> None:
+    store = s3_store_factory("bad", part_size="5MiB")
+    data, digest = _blob(size, seed=2)
+    writer = store.layer(digest).writer()
+    writer.write(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(DigestMismatchError):
+        writer.commit(size)
+    assert store.blob_status(digest).state is BlobState.ABSENT
+    assert _keys(s3_bucket, moto_client, "bad/") == []
+    assert moto_client.list_multipart_uploads(Bucket=s3_bucket.bucket).get("Uploads", []) == []
+    _write(store, data, digest)  # writable again, and right this time
+    assert store.blob_status(digest).size == size
+
+
+def test_close_keeps_a_short_tail_that_the_next_writer_takes_back(
+    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    store = s3_store_factory("tail", part_size="5MiB")
+    data, digest = _blob(13 * MiB, seed=3)
+    cut = 7 * MiB  # one full part and a 2 MiB tail
+    writer = store.layer(digest).writer()
+    writer.write(data[:cut])
+    writer.close()
+    assert store.blob_status(digest).current_size == cut
+    staged = _keys(s3_bucket, moto_client, "tail/_regstore/uploads/")
+    assert [k.rsplit("/", 1)[1] for k in staged] == ["part-00001", "part-00002"]
+    writer = store.layer(digest).writer()
+    assert writer.current_size == cut
+    writer.write(data[cut:])
+    writer.commit(len(data))
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert _keys(s3_bucket, moto_client, "tail/_regstore/") == []
+
+
+def test_commit_refuses_a_part_changed_behind_the_writer(
+    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    store = s3_store_factory("tamper", part_size="5MiB")
+    data, digest = _blob(11 * MiB, seed=4)
+    writer = store.layer(digest).writer()
+    writer.write(data)
+    part = _keys(s3_bucket, moto_client, "tamper/_regstore/uploads/")[0]
+    moto_client.put_object(Bucket=s3_bucket.bucket, Key=part, Body=b"x" * (5 * MiB))
+    with pytest.raises(StoreError):
+        writer.commit(len(data))
+    assert store.blob_status(digest).state is not BlobState.COMPLETE
+
+
+# -- leases across processes -----------------------------------------------------------------
+
+
+def _child(url: str, size: int, seed: int, mode: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), url, str(size), str(seed), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _ready(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("ready"), f"child said {line!r} (exit {proc.poll()})"
+    return line
+
+
+def test_killed_writer_lease_expires_and_a_later_writer_resumes(
+    s3_url_factory: Callable[..., str], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    url = s3_url_factory("killed", part_size="5MiB", lease="2")
+    size = 12 * MiB
+    data, digest = _blob(size, seed=5)
+    proc = _child(url, size, 5, "kill")
+    try:
+        line = _ready(proc)
+        assert int(line.split()[1]) == 10 * MiB  # two parts staged, one MiB still buffered
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    store = open_store(url)
+    try:
+        status = store.blob_status(digest)
+        assert status.state is BlobState.WRITING  # the dead writer's lease still runs
+        with pytest.raises(LayerLockedError):
+            store.layer(digest).writer()
+        deadline = time.monotonic() + 15
+        while status.state is BlobState.WRITING and time.monotonic() < deadline:
+            time.sleep(0.25)
+            status = store.blob_status(digest)
+        assert status.state is BlobState.PARTIAL, "the stale lease was never recovered"
+        assert status.current_size == 10 * MiB
+        writer = store.layer(digest).writer()  # breaks the stale lock
+        assert writer.current_size == 10 * MiB  # re-hashed by the facade from the parts
+        writer.set_size(size)
+        writer.write(data[writer.current_size :])
+        assert writer.commit() == digest
+        with store.layer(digest).reader() as reader:
+            assert hashlib.sha256(reader.read()).hexdigest() == digest[7:]
+    finally:
+        store.close()
+    assert _keys(s3_bucket, moto_client, "killed/_regstore/") == []
+
+
+def test_a_lease_held_by_another_process_excludes_writers(
+    s3_url_factory: Callable[..., str],
+) -> None:
+    url = s3_url_factory("held")
+    size = 4000
+    _, digest = _blob(size, seed=6)
+    proc = _child(url, size, 6, "hold")
+    store = open_store(url)
+    try:
+        _ready(proc)
+        with pytest.raises(LayerLockedError):
+            store.layer(digest).writer()
+        with pytest.raises(LayerLockedError):
+            store.layer(digest).reader()
+        assert store.blob_status(digest).state is BlobState.WRITING
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("close\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "closed"
+        assert proc.wait(timeout=20) == 0
+        store.layer(digest).writer().discard()  # free now
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        store.close()
+
+
+# -- errors are regstore errors --------------------------------------------------------------
+
+
+def test_missing_bucket_is_a_store_error(s3_bucket: S3Bucket) -> None:
+    store = open_store(
+        "s3://no-such-bucket-regstore/x",
+        endpoint_url=s3_bucket.endpoint_url,
+        key="testing",
+        secret="testing",
+        region="us-east-1",
+    )
+    _, digest = _blob(10, seed=8)
+    with pytest.raises(StoreError) as caught:
+        store.layer(digest).writer().commit(0)
+    assert caught.value.__cause__ is not None
+    with pytest.raises(StoreError):
+        store.tags("library/x")
+
+
+def test_unreachable_endpoint_is_a_store_error() -> None:
+    store = open_store(
+        "s3://bucket/x",
+        endpoint_url="http://127.0.0.1:9",
+        key="testing",
+        secret="testing",
+        region="us-east-1",
+        retries=0,
+    )
+    _, digest = _blob(10, seed=9)
+    with pytest.raises(StoreError) as caught:
+        store.blob_status(digest)
+    assert caught.value.__cause__ is not None
+    assert "botocore" in type(caught.value.__cause__).__module__ or isinstance(
+        caught.value.__cause__, OSError
+    )
