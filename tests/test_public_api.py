@@ -215,3 +215,16 @@ def test_leaves_import_only_the_standard_library_and_other_leaves(module_name: s
             assert top in sys.stdlib_module_names or top == "__future__", (
                 f"{module_name} imports {name}"
             )
+
+
+def test_store_urls_never_show_their_secrets() -> None:
+    from regstore import open_store
+    from regstore.store import redact_store_url
+
+    url = "memory://redact-check?secret=hunter2&key=AKIA1&token=t0k"
+    assert redact_store_url(url) == "memory://redact-check?secret=***&key=***&token=***"
+    assert redact_store_url("s3://user:pw@bucket/p?layout=oci") == "s3://***@bucket/p?layout=oci"
+    assert redact_store_url("/plain/path") == "/plain/path"
+    store = open_store("memory://redact-check")
+    store.url = url  # as if the user had passed credentials in the URL
+    assert "hunter2" not in repr(store) and "hunter2" not in str(store.describe())

@@ -107,6 +107,8 @@ class BlobWriteHandle(Protocol):
       atomically and release the lock. Must not leave a window where a reader sees half a blob.
     - ``close()``: release the lock, keeping staged bytes so a later writer resumes.
     - ``discard()``: drop staged bytes and release the lock.
+    - optional ``set_size(size)``: told the declared full size as soon as the caller knows it
+      (before the bytes), e.g. to choose a multipart part size. The facade still verifies it.
     """
 
     current_size: int

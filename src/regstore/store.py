@@ -51,6 +51,7 @@ __all__ = [
     "ObjectStore",
     "open_store",
     "read_blob",
+    "redact_store_url",
     "split_store_url",
 ]
 
@@ -67,6 +68,28 @@ def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
     bare = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
     return parsed.scheme.lower(), bare, options
+
+
+#: Store URL query parameters that carry secrets and never leave the process in clear.
+_SECRET_OPTIONS = frozenset({"key", "secret", "token", "password", "session_token"})
+
+
+def redact_store_url(url: str) -> str:
+    """``url`` with credentials (user info, ``secret=`` and the like) replaced by ``***``."""
+    if "://" not in url:
+        return url
+    parsed = urllib.parse.urlsplit(url)
+    netloc = parsed.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = urllib.parse.urlencode(
+        [
+            (k, "***" if k.lower() in _SECRET_OPTIONS else v)
+            for k, v in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
+        ],
+        safe="*/:",
+    )
+    return urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, query, parsed.fragment))
 
 
 def open_store(url: str, **options: Any) -> ObjectStore:
@@ -128,7 +151,7 @@ class ObjectStore:
     def describe(self) -> dict[str, Any]:
         """What this store is: URL, backend, layout (JSON-able)."""
         info = self._hook.regstore_store_describe() or {}
-        return {"url": self.url, **info}
+        return {"url": redact_store_url(self.url), **info}
 
     def close(self) -> None:
         """Release the backend's resources. Idempotent."""
@@ -148,7 +171,7 @@ class ObjectStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ObjectStore({self.url!r})"
+        return f"ObjectStore({redact_store_url(self.url)!r})"
 
     # -- manifests ---------------------------------------------------------------------------
 
@@ -460,6 +483,9 @@ class LayerWriter:
                 f"size {size} is negative or smaller than the {self.current_size} bytes written"
             )
         self._size = size
+        tell_backend = getattr(self._handle, "set_size", None)  # optional (see BlobWriteHandle)
+        if tell_backend is not None:
+            tell_backend(size)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append bytes. Writing past the declared size is refused."""

@@ -21,7 +21,7 @@ import click
 from regstore import __version__, plugins
 from regstore.engine.syncfile import SyncFileError
 from regstore.errors import RegstoreError
-from regstore.store import open_store
+from regstore.store import open_store, redact_store_url
 
 from .output import EXIT_FAILURE, EXIT_USAGE, Output
 from .progress import ProgressDisplay, make_progress
@@ -115,6 +115,11 @@ class AppState:
     @property
     def store_url(self) -> str:
         return self.settings.store or default_store_url()
+
+    @property
+    def shown_store_url(self) -> str:
+        """The store URL as printed: credentials in it are masked."""
+        return redact_store_url(self.store_url)
 
     def store(self, url: str | None = None) -> ObjectStore:
         """Open (once) the store at ``url``, default the run's store."""

@@ -61,14 +61,14 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
     store = state.store()
     out = state.output
     if name is None:
-        state.action = f"listing the repositories of {state.store_url}"
+        state.action = f"listing the repositories of {state.shown_store_url}"
         repos = [{"name": r, "tags": store.tags(r)} for r in store.repositories()]
         if out.json_mode:
-            out.json({"store": state.store_url, "repositories": repos})
+            out.json({"store": state.shown_store_url, "repositories": repos})
         elif repos:
             out.table(("REPOSITORY", "TAGS"), [(r["name"], len(r["tags"])) for r in repos])
         else:
-            out.note(f"the store {state.store_url} is empty")
+            out.note(f"the store {state.shown_store_url} is empty")
         return EXIT_OK
     if name.explicit:
         raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
@@ -85,7 +85,7 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
             }
         )
     if out.json_mode:
-        out.json({"store": state.store_url, "repository": name.name, "tags": rows})
+        out.json({"store": state.shown_store_url, "repository": name.name, "tags": rows})
     else:
         out.table(
             ("TAG", "DIGEST", "TYPE", "SIZE"),
@@ -245,7 +245,7 @@ def verify_command(state: AppState, name: StoreRef | None) -> int:
     if name is not None and name.explicit:
         raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
     store = state.store()
-    target = f"repository {name.name}" if name else f"the store {state.store_url}"
+    target = f"repository {name.name}" if name else f"the store {state.shown_store_url}"
     state.action = f"verifying {target}"
     display = state.progress()
     with display:
@@ -313,7 +313,7 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
 @regstore_command
 def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
     """Remove blobs no manifest in the store references (older than the grace period)."""
-    state.action = f"collecting garbage in {state.store_url}"
+    state.action = f"collecting garbage in {state.shown_store_url}"
     report = collect_garbage(state.store(), grace=grace, dry_run=dry_run)
     out = state.output
     if out.json_mode:
