@@ -1,0 +1,145 @@
+"""HTTPS: the client verifies certificates by default, trusts a CA bundle when given one, and
+skips verification only when told to — against the real registry serving TLS on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from regstore.client import Client
+from regstore.errors import TransportError
+from regstore.manifest import Manifest
+from tests.support.images import build_image
+from tests.support.ports import ServerStartError, free_port
+
+
+def _wait_for_tls(url: str, ca: Path, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ServerStartError(f"registry exited with {proc.returncode} before {url} answered")
+        try:
+            if requests.get(url, verify=str(ca), timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"{url} did not answer within {timeout} s")
+        time.sleep(0.05)
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regstore test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_path, cert_path, key_path
+
+
+@pytest.fixture
+def tls_registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real registry on https://127.0.0.1:PORT; yields (host, CA bundle path)."""
+    ca, cert, key = _certificates(tmp_path)
+    port = free_port()
+    config = tmp_path / "config.yml"
+    config.write_text(
+        json.dumps(  # JSON is YAML: the registry reads it as its config
+            {
+                "version": 0.1,
+                "log": {"level": "warn"},
+                "storage": {
+                    "filesystem": {"rootdirectory": str(tmp_path / "storage")},
+                    "delete": {"enabled": True},
+                },
+                "http": {
+                    "addr": f"127.0.0.1:{port}",
+                    "secret": "s",
+                    "tls": {"certificate": str(cert), "key": str(key)},
+                },
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REGISTRY_"))}
+    log = open(tmp_path / "registry.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=log, stderr=log, env=env
+    )
+    try:
+        _wait_for_tls(f"https://127.0.0.1:{port}/v2/", ca, proc)
+        yield f"127.0.0.1:{port}", ca
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_https_with_a_ca_bundle_works_and_unknown_cas_are_refused(
+    tls_registry: tuple[str, Path],
+) -> None:
+    host, ca = tls_registry
+    trusted = Client(f"https://{host}", verify=str(ca))
+    trusted.ping()
+    built = build_image(layers=1, layer_size=1024, seed=300, media="oci")
+    for digest, data in built.blobs.items():
+        session = trusted.initiate_blob_upload("tls/img")
+        trusted.upload_blob(session.location, data, len(data), digest)
+    manifest = Manifest.parse(built.manifest_bytes, built.manifest_media_type)
+    trusted.put_image_manifest("tls/img", "1", manifest)
+    assert trusted.get_image_manifest("tls/img", "1").raw == built.manifest_bytes
+
+    with pytest.raises(TransportError) as info:
+        Client(f"https://{host}", retries=0).ping()  # system CAs only: not ours
+    assert "certificate" in str(info.value).lower() or "ssl" in str(info.value).lower()
+
+    insecure = Client(f"https://{host}", verify=False)
+    assert insecure.get_image_manifest("tls/img", "1").raw == built.manifest_bytes
