@@ -331,6 +331,18 @@ def test_sync_moves_exactly_the_selected_tags_then_nothing(
     assert "does-not-exist" in one_error_line(human)
 
 
+def test_sync_fail_fast_cancels_what_a_failure_leaves_unstarted(
+    cli: CLI, seeded: SeededRegistry, tmp_path: Path
+) -> None:
+    sync_file = write_sync_file(tmp_path / "mirror.yaml", seeded.host)
+    report = cli("sync", str(sync_file), "--fail-fast", "--json", expect=1).json()
+    assert report["ok"] is False
+    assert (report["failed"], report["cancelled"], report["copied"]) == (1, 5, 0)
+    cancelled = [i for i in report["images"] if i["status"] == "cancelled"]
+    assert all("earlier image failed" in i["error"] for i in cancelled)
+    assert cli("ls", "--json").json()["repositories"] == []
+
+
 def test_sync_file_mistakes_are_usage_errors_naming_the_line(cli: CLI, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources:\n  - registry: h:5000\n    repositories:\n      - name: a\n"

@@ -323,3 +323,20 @@ def test_pull_and_push_with_mount_through_authenticated_registries(
     assert sorted(second.mounted) == sorted(built.blobs)
     assert back.manifest_digest == built.manifest_digest
     assert store2.manifest("secure/two", "1").raw == built.manifest_bytes
+
+
+def test_fail_fast_cancels_the_images_not_yet_started(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    good = build_image(layers=1, layer_size=1024, seed=51)
+    seed_registry(registry.url, "ok/img", "1", good)
+    client = Client(registry.host)
+    store = store_factory("memory")
+    jobs = [
+        (RegistryImage(client, "missing/img", "1"), StoreImage(store, "missing/img")),
+        (RegistryImage(client, "ok/img", "1"), StoreImage(store, "ok/img")),
+    ]
+    batch = transfer_many(jobs, concurrency=1, keep_going=False)
+    assert [o.status for o in batch.outcomes] == ["failed", "cancelled"]
+    assert batch.as_dict()["cancelled"] == 1 and not batch.ok
+    assert store.repositories() == []

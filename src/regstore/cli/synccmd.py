@@ -18,7 +18,7 @@ from regstore.errors import RegstoreError
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK
-from .transfer import filter_options, make_filter, report_batch
+from .transfer import filter_options, keep_going_option, make_filter, report_batch
 
 if TYPE_CHECKING:
     from regstore.engine.model import RegistryClient
@@ -30,6 +30,7 @@ __all__ = ["sync_command"]
 @click.argument("sync_file", metavar="FILE.yaml", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="List what would move; move nothing.")
 @filter_options
+@keep_going_option
 @regstore_command
 def sync_command(
     state: AppState,
@@ -39,6 +40,7 @@ def sync_command(
     exclude: tuple[str, ...],
     semver: str | None,
     latest: int | None,
+    keep_going: bool,
 ) -> int:
     """Sync many repositories and tags as a sync file describes (incrementally).
 
@@ -71,7 +73,12 @@ def sync_command(
         return _report_dry_run(state, plan)
     display = state.progress()
     with display:
-        batch = run_sync(plan, concurrency=state.settings.concurrency, events=display.sink)
+        batch = run_sync(
+            plan,
+            concurrency=state.settings.concurrency,
+            events=display.sink,
+            keep_going=keep_going,
+        )
     return report_batch(state, batch, extra={"dry_run": False})
 
 

@@ -74,6 +74,17 @@ def filter_options(f: F) -> F:
     return f
 
 
+def keep_going_option(f: F) -> F:
+    """``--keep-going`` (the default) / ``--fail-fast`` for commands that move many images."""
+    return click.option(
+        "--keep-going/--fail-fast",
+        default=True,
+        show_default=True,
+        help="With many images: go on after a failed one (report it), or stop at the first "
+        "failure and cancel the images not yet started.",
+    )(f)
+
+
 def platform_options(f: F) -> F:
     """``--platform`` (repeatable) and ``--all-platforms``."""
     f = click.option(
@@ -165,11 +176,16 @@ def report_batch(
             out.table(("STATUS", "SOURCE", "DESTINATION", "DETAIL"), rows)
         out.summary(
             f"{len(batch.by_status('copied'))} copied, {len(batch.by_status('skipped'))} "
-            f"skipped, {len(batch.by_status('failed'))} failed "
-            f"({format_size(batch.bytes_moved)} moved)"
+            f"skipped, {len(batch.by_status('failed'))} failed"
+            + (
+                f", {cancelled} cancelled"
+                if (cancelled := len(batch.by_status("cancelled")))
+                else ""
+            )
+            + f" ({format_size(batch.bytes_moved)} moved)"
         )
     if not batch.ok:
-        failed = batch.by_status("failed")
+        failed = batch.by_status("failed") or batch.by_status("cancelled")
         first = failed[0]
         out.error(
             f"{len(failed)} of {len(batch.outcomes)} image(s) failed; first: {first.source}: "
@@ -258,6 +274,7 @@ def _split_as(value: str) -> tuple[str, str | None]:
 @click.option("--as", "as_", metavar="NAME[:TAG]", help="Store under this name (and tag).")
 @platform_options
 @filter_options
+@keep_going_option
 @regstore_command
 def pull_command(
     state: AppState,
@@ -269,6 +286,7 @@ def pull_command(
     exclude: tuple[str, ...],
     semver: str | None,
     latest: int | None,
+    keep_going: bool,
 ) -> int:
     """Pull an image from a registry into the store.
 
@@ -294,6 +312,7 @@ def pull_command(
                 platforms=selected,
                 concurrency=state.concurrency,
                 events=display.sink,
+                keep_going=keep_going,
             )
         return report_batch(state, batch)
     state.action = f"pulling {ref}"
@@ -378,6 +397,7 @@ def push_command(
 )
 @platform_options
 @filter_options
+@keep_going_option
 @regstore_command
 def copy_command(
     state: AppState,
@@ -392,6 +412,7 @@ def copy_command(
     exclude: tuple[str, ...],
     semver: str | None,
     latest: int | None,
+    keep_going: bool,
 ) -> int:
     """Copy an image between registries and stores (any direction).
 
@@ -424,7 +445,11 @@ def copy_command(
         state.action = f"copying {len(jobs)} tag(s) of {_without_tag(source)}"
         with display:
             batch = transfer_many(
-                jobs, platforms=selected, concurrency=state.concurrency, events=display.sink
+                jobs,
+                platforms=selected,
+                concurrency=state.concurrency,
+                events=display.sink,
+                keep_going=keep_going,
             )
         return report_batch(state, batch)
     src_image = image_of(state, source, src_store)

@@ -143,9 +143,7 @@ def _fill(
     return moved
 
 
-def _read_chunks(
-    source: BlobSource, view: memoryview, *, pipelined: bool
-) -> Iterator[memoryview]:
+def _read_chunks(source: BlobSource, view: memoryview, *, pipelined: bool) -> Iterator[memoryview]:
     """The source's bytes as views of at most ``len(view)`` bytes, until its end.
 
     Pipelined, a reader thread fills a small ring of buffers while the caller hashes and writes

@@ -139,11 +139,13 @@ class TransferResult:
 
 @dataclass
 class ImageOutcome:
-    """The outcome of one image in a batch: copied, skipped (unchanged) or failed (why)."""
+    """The outcome of one image in a batch: copied, skipped (unchanged), failed (why), or
+    cancelled (not attempted: an earlier image failed and the batch was told not to go on).
+    """
 
     source: str
     destination: str
-    status: Literal["copied", "skipped", "failed"]
+    status: Literal["copied", "skipped", "failed", "cancelled"]
     result: TransferResult | None = None
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
@@ -167,8 +169,8 @@ class BatchResult:
 
     @property
     def ok(self) -> bool:
-        """True if no image failed."""
-        return all(o.status != "failed" for o in self.outcomes)
+        """True if every image was copied or skipped (none failed or was cancelled)."""
+        return all(o.status in ("copied", "skipped") for o in self.outcomes)
 
     def by_status(self, status: str) -> list[ImageOutcome]:
         """The outcomes with ``status``."""
@@ -186,6 +188,7 @@ class BatchResult:
             "copied": len(self.by_status("copied")),
             "skipped": len(self.by_status("skipped")),
             "failed": len(self.by_status("failed")),
+            "cancelled": len(self.by_status("cancelled")),
             "bytes_moved": self.bytes_moved,
             "images": [o.as_dict() for o in self.outcomes],
         }

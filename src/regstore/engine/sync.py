@@ -75,7 +75,7 @@ from .syncfile import (
     load_sync_file,
     parse_sync_text,
 )
-from .transfer import transfer_many
+from .transfer import CANCELLED, transfer_many
 
 if TYPE_CHECKING:
     from regstore.events import TransferEvent
@@ -236,24 +236,37 @@ def run_sync(
     concurrency: int | None = None,
     events: Callable[[TransferEvent], None] | None = None,
     skip_unchanged: bool = True,
+    keep_going: bool = True,
 ) -> BatchResult:
     """Run the plan's jobs (grouped by platform selection) and report every image.
 
-    Listing failures of the plan come first in the report, then the jobs in plan order.
+    Listing failures of the plan come first in the report, then the jobs in plan order. With
+    ``keep_going=False`` the first failure (a listing failure included) cancels every job not
+    yet started.
     """
     workers = concurrency or plan.concurrency or 4
     groups: dict[tuple[str, ...] | None, list[int]] = {}
     for i, job in enumerate(plan.jobs):
         groups.setdefault(job.platforms, []).append(i)
     outcomes: list[ImageOutcome | None] = [None] * len(plan.jobs)
+    failed = bool(plan.failures)
     for platforms, indexes in groups.items():
+        if failed and not keep_going:
+            for i in indexes:
+                job = plan.jobs[i]
+                outcomes[i] = ImageOutcome(
+                    str(job.source), str(job.destination), "cancelled", error=CANCELLED
+                )
+            continue
         batch = transfer_many(
             [(plan.jobs[i].source, plan.jobs[i].destination) for i in indexes],
             platforms=list(platforms) if platforms else None,
             concurrency=workers,
             events=events,
             skip_unchanged=skip_unchanged,
+            keep_going=keep_going,
         )
+        failed = failed or not batch.ok
         for i, outcome in zip(indexes, batch.outcomes, strict=True):
             outcomes[i] = outcome
     done = [o for o in outcomes if o is not None]

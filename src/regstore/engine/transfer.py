@@ -41,13 +41,22 @@ from .model import (
 )
 from .reporting import EventSink, Reporter
 
-__all__ = ["DEFAULT_CONCURRENCY", "Image", "TransferOptions", "transfer_image", "transfer_many"]
+__all__ = [
+    "CANCELLED",
+    "DEFAULT_CONCURRENCY",
+    "Image",
+    "TransferOptions",
+    "transfer_image",
+    "transfer_many",
+]
 
 log = logging.getLogger("regstore.engine")
 
 Image = RegistryImage | StoreImage
 #: Blobs moved at once (docker pulls 3 and pushes 5 at a time; the seed used a window of 4).
 DEFAULT_CONCURRENCY = 4
+#: Why an image of a batch was not attempted.
+CANCELLED = "not attempted: an earlier image failed (fail-fast)"
 #: How deep indexes may nest (an index of indexes is legal, a cycle is hostile).
 MAX_INDEX_DEPTH = 4
 
@@ -399,6 +408,7 @@ def transfer_many(
     concurrency: int = DEFAULT_CONCURRENCY,
     events: EventSink | None = None,
     skip_unchanged: bool = True,
+    keep_going: bool = True,
     operation: str = "copy",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
@@ -407,8 +417,9 @@ def transfer_many(
 
     Images are planned in parallel (``concurrency`` at a time) and share the blob pool, so a
     sync gets parallelism across images, not only across the layers of one. A failed image does
-    not stop the others: its outcome says why. ``skip_unchanged`` makes a destination tag that
-    already points at the source's manifest digest cost one HEAD and move nothing.
+    not stop the others: its outcome says why (``keep_going=False`` instead cancels the images
+    not yet started once one fails). ``skip_unchanged`` makes a destination tag that already
+    points at the source's manifest digest cost one HEAD and move nothing.
     """
     options = TransferOptions.build(
         platforms,
@@ -419,9 +430,12 @@ def transfer_many(
     )
     scheduler = _BlobScheduler(concurrency)
     base = Reporter(operation, "", events)
+    stop = threading.Event()
 
     def one(job: tuple[Image, Image]) -> ImageOutcome:
         source, dest = job
+        if stop.is_set():
+            return ImageOutcome(str(source), str(dest), "cancelled", error=CANCELLED)
         try:
             res = transfer_image(
                 source,
@@ -432,6 +446,8 @@ def transfer_many(
             )
         except (RegstoreError, OSError, ValueError) as exc:
             log.info("%s -> %s failed: %s", source, dest, exc)
+            if not keep_going:
+                stop.set()
             return ImageOutcome(str(source), str(dest), "failed", error=str(exc), exception=exc)
         status = "skipped" if res.unchanged else "copied"
         return ImageOutcome(str(source), res.destination, status, result=res)  # type: ignore[arg-type]
