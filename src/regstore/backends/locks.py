@@ -29,7 +29,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
 from regstore.errors import StoreError
@@ -88,11 +88,14 @@ def _sleep_backoff(attempt: int) -> None:
     time.sleep(min(0.001 * (2**attempt), 0.02) * (0.5 + random.random()))
 
 
-def _mutex_loop(manager: LockManager, key: str, timeout: float) -> Iterator[None]:
+def _mutex_loop(
+    acquire: Callable[[], BlobLock | None], key: str, timeout: float
+) -> Iterator[None]:
+    """Hold the lock ``acquire`` takes (polling with backoff) for the body of a ``with``."""
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
-        lock = manager.try_acquire(key)
+        lock = acquire()
         if lock is not None:
             break
         if time.monotonic() >= deadline:
@@ -151,7 +154,7 @@ class ThreadLockManager:
 
     @contextlib.contextmanager
     def mutex(self, key: str, timeout: float = MUTEX_TIMEOUT) -> Iterator[None]:
-        yield from _mutex_loop(self, key, timeout)
+        yield from _mutex_loop(lambda: self.try_acquire(key), key, timeout)
 
     def __repr__(self) -> str:
         return f"ThreadLockManager({self.namespace!r})"
@@ -327,20 +330,7 @@ class FlockLockManager:
 
     @contextlib.contextmanager
     def mutex(self, key: str, timeout: float = MUTEX_TIMEOUT) -> Iterator[None]:
-        deadline = time.monotonic() + timeout
-        attempt = 0
-        while True:
-            lock = self._acquire(key, remove=False)
-            if lock is not None:
-                break
-            if time.monotonic() >= deadline:
-                raise StoreError(f"could not take the store lock {key!r} within {timeout:g} s")
-            _sleep_backoff(attempt)
-            attempt += 1
-        try:
-            yield
-        finally:
-            lock.release()
+        yield from _mutex_loop(lambda: self._acquire(key, remove=False), key, timeout)
 
     def __repr__(self) -> str:
         return f"FlockLockManager({self.directory!r})"
