@@ -452,7 +452,6 @@ class LayerWriter:
         self._digester = Digester(digest.algorithm)
         self._size: int | None = None
         self._done = False
-        self._lock = threading.Lock()
         if handle.current_size:
             # A resumed write: the digest must cover the whole blob, so re-hash the prefix.
             for chunk in handle.staged():

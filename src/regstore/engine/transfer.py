@@ -17,7 +17,6 @@ from regstore.errors import (
     ImageManifestNotFoundError,
     ManifestInvalidError,
     NotFoundError,
-    RegstoreError,
 )
 from regstore.events import EventKind
 from regstore.manifest import Descriptor, Manifest, Platform
@@ -444,7 +443,7 @@ def transfer_many(
                 scheduler=scheduler,
                 reporter=base.for_image(str(source)),
             )
-        except (RegstoreError, OSError, ValueError) as exc:
+        except Exception as exc:  # one image never stops the others, whatever broke
             log.info("%s -> %s failed: %s", source, dest, exc)
             if not keep_going:
                 stop.set()
