@@ -110,10 +110,6 @@ def open_store(url: str, **options: Any) -> ObjectStore:
     return ObjectStore(backend, url=url)
 
 
-def _check_digest(digest: str) -> Digest:
-    return Digest(digest)
-
-
 class ObjectStore:
     """A store of manifests (by repository name and tag or digest) and blobs (by digest).
 
@@ -258,14 +254,14 @@ class ObjectStore:
         """True if the index ``digest`` was stored without all its children."""
         return bool(
             self._hook.regstore_store_manifest_is_partial(
-                name=validate_name(name), digest=_check_digest(digest)
+                name=validate_name(name), digest=Digest(digest)
             )
         )
 
     def delete_manifest(self, name: str, digest: str) -> None:
         """Remove a manifest and every tag pointing at it (blobs stay until gc)."""
         self._call(
-            "regstore_store_delete_manifest", name=validate_name(name), digest=_check_digest(digest)
+            "regstore_store_delete_manifest", name=validate_name(name), digest=Digest(digest)
         )
 
     def delete_tag(self, name: str, tag: str) -> None:
@@ -289,11 +285,11 @@ class ObjectStore:
 
     def layer(self, digest: str) -> Layer:
         """A handle on the blob ``digest`` for reading, writing and waiting (the seed's Layer)."""
-        return Layer(self, _check_digest(digest))
+        return Layer(self, Digest(digest))
 
     def blob_status(self, digest: str) -> BlobStatus:
         """Where the blob stands (absent, partial, writing, complete)."""
-        status: BlobStatus = self._call("regstore_store_blob_status", digest=_check_digest(digest))
+        status: BlobStatus = self._call("regstore_store_blob_status", digest=Digest(digest))
         return status
 
     def blob_exists(self, digest: str) -> bool:
@@ -312,7 +308,7 @@ class ObjectStore:
 
     def delete_blob(self, digest: str) -> None:
         """Delete a complete blob (garbage collection only: manifests may still need it)."""
-        self._call("regstore_store_delete_blob", digest=_check_digest(digest))
+        self._call("regstore_store_delete_blob", digest=Digest(digest))
 
 
 class Layer:
@@ -396,6 +392,7 @@ class LayerReader:
         return len(data)
 
     def readable(self) -> bool:
+        """Always True: a file-like object that can be read."""
         return True
 
     def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -407,6 +404,7 @@ class LayerReader:
         return self.chunks()
 
     def close(self) -> None:
+        """Release the backend's read handle. Idempotent."""
         if not self._closed:
             self._closed = True
             self._handle.close()
@@ -514,6 +512,7 @@ class LayerWriter:
         return n
 
     def writable(self) -> bool:
+        """True until the writer is committed, closed or discarded."""
         return not self._done
 
     def commit(self, size: int | None = None) -> Digest:
@@ -560,6 +559,7 @@ class LayerWriter:
 
     @property
     def closed(self) -> bool:
+        """True once committed, closed or discarded."""
         return self._done
 
     def __enter__(self) -> LayerWriter:
