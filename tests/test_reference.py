@@ -679,3 +679,13 @@ def test_accepted_references_hold_only_confined_parts(text: str) -> None:
     if ref.digest is not None:
         assert_confined(ref.digest, split=False)
     assert "/" not in ref.registry and "\\" not in ref.registry and ".." not in ref.registry
+
+
+@pytest.mark.parametrize(
+    "text", ["[..::1]:1/app", "[::g]/app", "localhost:0/app", "registry.local:70000/app"]
+)
+def test_bad_registry_hosts_are_rejected(text: str) -> None:
+    # found by the confinement property: bracketed hosts must be real IPv6 addresses
+    with pytest.raises(InvalidReferenceError) as info:
+        Reference.parse(text)
+    assert info.value.part == "registry"

@@ -9,6 +9,7 @@ components that never are ``.`` or ``..``), tags only ``[A-Za-z0-9_.-]`` and nev
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -43,6 +44,20 @@ _HOST_RE = re.compile(
     rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?",
     re.ASCII,
 )
+
+
+def _is_host(text: str) -> bool:
+    """``host[:port]``: a domain name, an IPv4 address, or a bracketed IPv6 address."""
+    if _HOST_RE.fullmatch(text) is None:
+        return False
+    if text.startswith("["):
+        literal = text[1 : text.index("]")]
+        try:
+            ipaddress.IPv6Address(literal)  # the regex only says which characters may appear
+        except ValueError:
+            return False
+    port = text.rpartition("]")[2] if text.startswith("[") else text.partition(":")[2]
+    return not port.lstrip(":") or 0 < int(port.lstrip(":")) < 65536
 
 
 def _check_text(part: str, value: object) -> str:
@@ -143,7 +158,7 @@ def _split_registry(text: str) -> tuple[str | None, str]:
     if not sep:
         return None, text
     if "." in first or ":" in first or first == "localhost" or first.lower() != first:
-        if _HOST_RE.fullmatch(first) is None:
+        if not _is_host(first):
             raise InvalidReferenceError("registry", first, "is not a valid host[:port]")
         return first, rest
     return None, text
@@ -163,7 +178,7 @@ class Reference:
     digest: Digest | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.registry, str) or _HOST_RE.fullmatch(self.registry) is None:
+        if not isinstance(self.registry, str) or not _is_host(self.registry):
             raise InvalidReferenceError("registry", self.registry, "is not a valid host[:port]")
         validate_name(self.name)
         # distribution/reference caps the whole normalised name, domain included.
