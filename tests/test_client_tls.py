@@ -123,6 +123,8 @@ def tls_registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         log.close()
 
 
+# verify=False is meant to be loud; the warning it raises is expected here
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_https_with_a_ca_bundle_works_and_unknown_cas_are_refused(
     tls_registry: tuple[str, Path],
 ) -> None:
