@@ -17,6 +17,7 @@ from regstore.errors import (
     ImageManifestNotFoundError,
     ManifestInvalidError,
     NotFoundError,
+    UnsupportedError,
 )
 from regstore.events import EventKind
 from regstore.manifest import Descriptor, Manifest, Platform
@@ -97,6 +98,9 @@ class _RegistrySide:
     def manifest(self, reference: str) -> Manifest:
         return self.client.get_image_manifest(self.name, reference)
 
+    def has_all_children(self, index: Manifest) -> bool:
+        return True  # a registry's index is whole: it refuses one with missing children
+
     def manifest_digest(self, reference: str) -> str | None:
         try:
             info = self.client.head_manifest(self.name, reference)
@@ -149,6 +153,13 @@ class _StoreSide:
 
     def manifest(self, reference: str) -> Manifest:
         return self.store.manifest(self.name, reference)
+
+    def has_all_children(self, index: Manifest) -> bool:
+        # a platform-filtered pull stored the index without some children (on purpose)
+        return not self.store.is_partial(self.name, index.digest)
+
+    def has_manifest(self, digest: str) -> bool:
+        return self.store.has_manifest(self.name, digest)
 
     def manifest_digest(self, reference: str) -> str | None:
         try:
@@ -254,9 +265,17 @@ def _add_manifest(
         return
     if depth >= MAX_INDEX_DEPTH:
         raise ManifestInvalidError(f"indexes nest deeper than {MAX_INDEX_DEPTH} levels")
+    whole = source.has_all_children(manifest)
     for child_desc in manifest.manifests:
         if depth == 0 and not _wanted(child_desc, options.platforms):
             plan.partial = True
+            continue
+        if (
+            not whole
+            and isinstance(source, _StoreSide)
+            and not source.has_manifest(child_desc.digest)
+        ):
+            plan.partial = True  # left out when it was pulled; it stays left out
             continue
         child = source.manifest(child_desc.digest)
         if child.media_type != child_desc.media_type and child_desc.media_type:
@@ -274,6 +293,20 @@ def _add_manifest(
         raise ImageManifestNotFoundError(
             source.name, f"{manifest.digest} (the index has no manifest for platform {wanted})"
         )
+
+
+def _refuse_partial_push(source: Image, plan: _Plan) -> None:
+    """Before any byte moves: a registry refuses an index whose manifests are missing."""
+    have = ", ".join(
+        f"{d.digest} ({d.platform or 'no platform'})"
+        for d in plan.top.manifests
+        if d.digest in {c.digest for c in plan.children}
+    )
+    raise UnsupportedError(
+        f"{source} is an index of which only some manifests are taken ({have or 'none'}); a "
+        f"registry refuses an index whose manifests are missing. Push one platform's manifest "
+        f"by its digest instead, or take every platform"
+    )
 
 
 def _destination_tag(source: Image, dest: Image) -> str | None:
@@ -318,6 +351,8 @@ def transfer_image(
     result.manifest_digest = plan.top.digest
     result.media_type = plan.top.media_type
     result.partial = plan.partial
+    if plan.partial and isinstance(dest, RegistryImage):
+        _refuse_partial_push(source, plan)
 
     mount_from = list(options.mount_from)
     if (
