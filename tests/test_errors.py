@@ -18,6 +18,7 @@ from regstore.errors import (
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
     DigestMismatchError,
+    FilterError,
     HTTPContext,
     ImageManifestNotFoundError,
     InvalidReferenceError,
@@ -30,9 +31,12 @@ from regstore.errors import (
     RegstoreError,
     RepositoryNotFoundError,
     StoreError,
+    SyncFileError,
     TransportError,
     UnexpectedHTTPStatusError,
     UnsupportedError,
+    UploadLengthError,
+    UsageError,
 )
 
 DIGEST = "sha256:" + "ab" * 32
@@ -58,6 +62,10 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     StoreError: RegstoreError,
     BackendNotFoundError: StoreError,
     UnsupportedError: RegstoreError,
+    UsageError: RegstoreError,
+    SyncFileError: UsageError,
+    FilterError: UsageError,
+    UploadLengthError: UsageError,
 }
 
 # one instance of each, built as callers build them
@@ -83,6 +91,10 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     StoreError: StoreError("disk full"),
     BackendNotFoundError: BackendNotFoundError("s3", "pip install regstore-s3"),
     UnsupportedError: UnsupportedError("no"),
+    UsageError: UsageError("no such thing"),
+    SyncFileError: SyncFileError("sync.yaml:3: sources: expected a list"),
+    FilterError: FilterError("bad version range '>=x'"),
+    UploadLengthError: UploadLengthError("got 3 bytes of 4"),
 }
 
 

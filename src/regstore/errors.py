@@ -26,7 +26,11 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── TransportError                 the registry could not be reached or the connection broke
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   └── BackendNotFoundError           no installed backend serves a URL scheme
-    └── UnsupportedError               a valid request regstore or the peer cannot honour
+    ├── UnsupportedError               a valid request regstore or the peer cannot honour
+    └── UsageError                     (also ValueError) input regstore cannot act on
+        ├── SyncFileError                  a sync file that is not YAML or not the format
+        ├── FilterError                    a malformed tag filter (regex, version range)
+        └── UploadLengthError              upload data shorter or longer than declared
 
 Errors that come from an HTTP exchange carry an :class:`HTTPContext` in ``.http`` (method, URL
 without credentials, status, the registry's error codes and messages), whatever their class.
@@ -44,6 +48,7 @@ __all__ = [
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
     "DigestMismatchError",
+    "FilterError",
     "HTTPContext",
     "ImageManifestNotFoundError",
     "InvalidReferenceError",
@@ -56,9 +61,12 @@ __all__ = [
     "RegstoreError",
     "RepositoryNotFoundError",
     "StoreError",
+    "SyncFileError",
     "TransportError",
     "UnexpectedHTTPStatusError",
     "UnsupportedError",
+    "UploadLengthError",
+    "UsageError",
 ]
 
 
@@ -304,3 +312,19 @@ class BackendNotFoundError(StoreError):
 
 class UnsupportedError(RegstoreError):
     """A valid request that regstore, the backend or the registry cannot honour."""
+
+
+class UsageError(RegstoreError, ValueError):
+    """Input regstore cannot act on: a bad sync file, tag filter or upload length."""
+
+
+class SyncFileError(UsageError):
+    """The sync file is not valid YAML or does not follow the format; says where and why."""
+
+
+class FilterError(UsageError):
+    """A tag filter is malformed (a bad regular expression or version range)."""
+
+
+class UploadLengthError(UsageError):
+    """The data given for an upload is shorter or longer than its declared length."""

@@ -88,9 +88,7 @@ def _sleep_backoff(attempt: int) -> None:
     time.sleep(min(0.001 * (2**attempt), 0.02) * (0.5 + random.random()))
 
 
-def _mutex_loop(
-    acquire: Callable[[], BlobLock | None], key: str, timeout: float
-) -> Iterator[None]:
+def _mutex_loop(acquire: Callable[[], BlobLock | None], key: str, timeout: float) -> Iterator[None]:
     """Hold the lock ``acquire`` takes (polling with backoff) for the body of a ``with``."""
     deadline = time.monotonic() + timeout
     attempt = 0

@@ -12,16 +12,12 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from regstore.digest import CHUNK_SIZE
-from regstore.errors import StoreError
+from regstore.errors import StoreError, UploadLengthError
 
 __all__ = ["BlobData", "UploadBody", "UploadLengthError"]
 
 #: What the upload methods accept: bytes, a binary file object, or an iterable of chunks.
 BlobData = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
-
-
-class UploadLengthError(ValueError):
-    """The data given for an upload is shorter or longer than its declared length."""
 
 
 class UploadBody:

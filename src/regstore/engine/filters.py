@@ -40,11 +40,9 @@ from typing import Any
 
 import semver
 
+from regstore.errors import FilterError
+
 __all__ = ["FilterError", "SemverRange", "TagFilter", "parse_version"]
-
-
-class FilterError(ValueError):
-    """A tag filter is malformed (a bad regular expression or version range)."""
 
 
 def parse_version(tag: str) -> semver.Version | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from regstore.errors import RegstoreError
+from regstore.errors import RegstoreError, SyncFileError
 from regstore.manifest import Platform
 from regstore.reference import validate_name, validate_tag
 
@@ -41,10 +41,6 @@ _HOST_RE = re.compile(
     r"[A-Za-z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?/?",
     re.ASCII,
 )
-
-
-class SyncFileError(RegstoreError, ValueError):
-    """The sync file is not valid YAML or does not follow the format; says where and why."""
 
 
 # -- the typed model ---------------------------------------------------------------------------
