@@ -266,3 +266,42 @@ def test_pulling_128_mib_into_s3_keeps_rss_under_100_mib(
     assert report["rss_kib"] < 100 * 1024, report
     store = open_store(url, **opts)
     assert store.blob_size(digest) == size
+
+
+def test_a_full_disk_is_one_clear_error_and_the_next_run_resumes(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    # RLIMIT_FSIZE makes writes past 2 MiB fail with EFBIG, as a full disk fails with ENOSPC
+    built = build_image(layers=1, layer_size=6 * MiB, seed=105, media="docker")
+    seed_registry(registry.url, "full/img", "1", built)
+    layer = built.layer_digests[0]
+    store_dir = tmp_path / "store"
+    limited = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20)); "
+        "from regstore.cli import main; sys.argv[0] = 'regstore'; main()"
+    )
+    args = ["--store", str(store_dir), "pull", f"{registry.host}/full/img:1"]
+    full = subprocess.run(
+        [sys.executable, "-c", limited, *args], capture_output=True, text=True, timeout=120
+    )
+
+    assert full.returncode == 1
+    errors = [line for line in full.stderr.splitlines() if line.startswith("regstore: error:")]
+    assert len(errors) == 1 and "File too large" in errors[0] and layer in errors[0]
+    assert "Traceback" not in full.stderr
+    store = open_store(str(store_dir))
+    assert store.blob_status(layer).state is BlobState.PARTIAL  # kept for the next run
+    assert store.repositories() == []  # no tag for an incomplete image
+
+    again = subprocess.run(
+        [sys.executable, "-m", "regstore", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["bytes_moved"] < len(built.blobs[layer])  # resumed, not restarted
+    with store.layer(layer).reader() as reader:
+        assert reader.read() == built.blobs[layer]
