@@ -10,7 +10,6 @@ depends on ``AWS_*`` variables or ``~/.aws`` of the machine running the tests.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -18,7 +17,14 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from .ports import LOOPBACK, ServerStartError, die_with_parent_prefix, free_port, wait_for_http
+from .ports import (
+    LOOPBACK,
+    ServerStartError,
+    die_with_parent_prefix,
+    free_port,
+    stop_process,
+    wait_for_http,
+)
 
 __all__ = [
     "DUMMY_ACCESS_KEY",
@@ -161,17 +167,8 @@ class MotoServer:
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if self._log_file is not None:
-            with contextlib.suppress(OSError):
-                self._log_file.close()
-            self._log_file = None
+        log_file, self._log_file = self._log_file, None
+        stop_process(proc, log_file)
 
     def stop(self) -> None:
         """Stop the moto process. Idempotent."""

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Collection, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 LOOPBACK = "127.0.0.1"
 
@@ -119,6 +119,21 @@ def wait_for_http(
                 f"{url} did not answer {sorted(ok_statuses)} within {timeout}s (last: {last})"
             )
         time.sleep(interval)
+
+
+
+def stop_process(proc: subprocess.Popen[Any] | None, log_file: IO[Any] | None = None) -> None:
+    """Stop a server process (SIGTERM, then SIGKILL after 10 s) and close its log file."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if log_file is not None:
+        with contextlib.suppress(OSError):
+            log_file.close()
 
 
 class QuietHandler(BaseHTTPRequestHandler):

@@ -15,7 +15,6 @@ are quoted correctly whatever they contain.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import subprocess
@@ -27,7 +26,14 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .images import Built
-from .ports import LOOPBACK, ServerStartError, die_with_parent_prefix, free_port, wait_for_http
+from .ports import (
+    LOOPBACK,
+    ServerStartError,
+    die_with_parent_prefix,
+    free_port,
+    stop_process,
+    wait_for_http,
+)
 from .token_server import TokenServer
 
 __all__ = ["REGISTRY_BINARY", "AuthMode", "RegistryServer", "S3Storage", "serve_directory"]
@@ -369,17 +375,8 @@ class RegistryServer:
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if self._log_file is not None:
-            with contextlib.suppress(OSError):
-                self._log_file.close()
-            self._log_file = None
+        log_file, self._log_file = self._log_file, None
+        stop_process(proc, log_file)
 
     def stop(self) -> None:
         """Stop the registry process (SIGTERM, then SIGKILL after 10 s). Idempotent."""
