@@ -25,6 +25,8 @@ from regstore.errors import BackendNotFoundError, PluginLoadError, RegstoreError
 from regstore.hookspecs import PROJECT, hookimpl
 from regstore.store import open_store
 
+from .cli_support import CliResult, run_cli
+
 ENV_VARS = ("REGSTORE_DISABLE_PLUGIN_AUTOLOAD", "REGSTORE_BLOCK_PLUGINS", "REGSTORE_TRACE_PLUGINS")
 PREFIX = "regstore_loadtest_"  # every module these tests create starts with this
 
@@ -366,3 +368,58 @@ def test_register_plugin_lists_in_process_plugins() -> None:
     plugins.register_plugin(Observer(), name="my-observer")
     status = status_of("my-observer")
     assert (status.ok, status.distribution, status.entry_point) == (True, None, None)
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def cli(site: FakeSite, home: Path, *args: str, **env: str) -> CliResult:
+    return run_cli(*args, home=home, env={"PYTHONPATH": str(site.path), **env}, timeout=60)
+
+
+def test_cli_lists_the_broken_plugin_and_other_commands_still_work(
+    site: FakeSite, tmp_path: Path
+) -> None:
+    site.install("regstore-boom", {"boom": f"{PREFIX}boom"}, {f"{PREFIX}boom": RAISES_ON_IMPORT})
+    home = tmp_path / "home"
+
+    listed = cli(site, home, "plugins")
+    assert listed.returncode == 0, listed
+    assert "memory://" in listed.stdout and "file://" in listed.stdout
+    assert "BROKEN PLUGIN" in listed.stdout
+    assert "regstore-boom" in listed.stdout and "exploded at import" in listed.stdout
+    assert "Traceback" not in listed.stderr
+
+    doc = cli(site, home, "plugins", "--json", "--check")
+    assert doc.returncode == 1, doc
+    data = doc.json()
+    assert [b["name"] for b in data["broken"]] == ["boom"]
+    assert data["broken"][0]["error"] == f"RuntimeError: the {PREFIX}boom plugin exploded at import"
+    statuses = {p["name"]: p["status"] for p in data["plugins"]}
+    assert statuses["memory"] == statuses["file"] == "ok" and statuses["boom"] == "broken"
+    assert {"memory", "file"} <= {b["scheme"] for b in data["backends"]}
+
+    # any other command: memory:// works; the broken scheme is one error line and exit 1
+    works = cli(site, home, "--store", "memory://cli-loading", "ls")
+    assert works.returncode == 0, works
+    failed = cli(site, home, "--store", "boom://x", "ls")
+    assert failed.returncode == 1, failed
+    errors = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("regstore: error: "), failed
+    for part in ("regstore-boom", "exploded at import", "REGSTORE_BLOCK_PLUGINS=boom"):
+        assert part in errors[0], errors[0]
+
+
+def test_cli_check_table_and_blocking(site: FakeSite, tmp_path: Path) -> None:
+    site.install("regstore-boom", {"boom": f"{PREFIX}boom"}, {f"{PREFIX}boom": RAISES_ON_IMPORT})
+    home = tmp_path / "home"
+    check = cli(site, home, "plugins", "--check")
+    assert check.returncode == 1, check
+    rows = {line.split()[0]: line for line in check.stdout.splitlines()[1:] if line.strip()}
+    assert rows["memory"].split()[1] == "ok" and rows["file"].split()[1] == "ok"
+    assert rows["boom"].split()[1] == "broken" and "exploded at import" in rows["boom"]
+
+    blocked = cli(site, home, "plugins", "--check", REGSTORE_BLOCK_PLUGINS="boom")
+    assert blocked.returncode == 0, blocked
+    assert "exploded" not in blocked.stdout
+    assert any(line.split()[:2] == ["boom", "blocked"] for line in blocked.stdout.splitlines())
