@@ -26,6 +26,7 @@ from regstore.errors import (
     LayerLockedError,
     ManifestInvalidError,
     NotFoundError,
+    PluginLoadError,
     RegistryError,
     RegistryErrorDetail,
     RegstoreError,
@@ -61,6 +62,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     TransportError: RegstoreError,
     StoreError: RegstoreError,
     BackendNotFoundError: StoreError,
+    PluginLoadError: RegstoreError,
     UnsupportedError: RegstoreError,
     UsageError: RegstoreError,
     SyncFileError: UsageError,
@@ -90,6 +92,9 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     TransportError: TransportError("connection reset"),
     StoreError: StoreError("disk full"),
     BackendNotFoundError: BackendNotFoundError("s3", "pip install regstore-s3"),
+    PluginLoadError: PluginLoadError(
+        "s3", "ModuleNotFoundError: x", distribution="regstore-s3", version="1", entry_point="m"
+    ),
     UnsupportedError: UnsupportedError("no"),
     UsageError: UsageError("no such thing"),
     SyncFileError: SyncFileError("sync.yaml:3: sources: expected a list"),
@@ -230,6 +235,26 @@ def test_fields() -> None:
     assert "'s3'" in str(b) and "pip install regstore-s3" in str(b)
     assert BackendNotFoundError("x").hint == ""
     assert str(BackendNotFoundError("x")).endswith("'x'")
+
+
+def test_plugin_load_error_fields_and_message() -> None:
+    e = PluginLoadError("s3", "ImportError: gone", distribution="regstore-s3", version="0.2",
+                        entry_point="regstore_s3", scheme="s3")  # fmt: skip
+    assert (e.plugin, e.cause, e.distribution, e.version, e.entry_point, e.scheme) == (
+        "s3", "ImportError: gone", "regstore-s3", "0.2", "regstore_s3", "s3",
+    )  # fmt: skip
+    assert str(e) == (
+        "the backend for the URL scheme 's3' is unavailable: the regstore plugin 's3' "
+        "(distribution regstore-s3 0.2, entry point s3 = regstore_s3) could not be loaded: "
+        "ImportError: gone; skip it with REGSTORE_BLOCK_PLUGINS=s3, or reinstall or uninstall "
+        "regstore-s3"
+    )
+    in_process = PluginLoadError("mine", "unknown hook 'regstore_x'")
+    assert str(in_process) == (
+        "the regstore plugin 'mine' could not be loaded: unknown hook 'regstore_x'; "
+        "skip it with REGSTORE_BLOCK_PLUGINS=mine"
+    )
+    assert in_process.distribution is None and in_process.scheme is None
 
 
 def test_digest_mismatch_fields_and_message() -> None:

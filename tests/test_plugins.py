@@ -74,10 +74,13 @@ def test_builtin_backends_are_listed_with_their_distribution() -> None:
         json.dumps(info.as_dict())
 
 
-def test_builtins_come_through_the_entry_point_group() -> None:
+def test_builtins_are_still_declared_in_the_entry_point_group() -> None:
+    """The built-ins register directly (see test_plugin_loading.py); their entry points stay
+    declared for tools that list the group, and loading skips them."""
     group = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=PROJECT)}
     assert group["memory"] == "regstore.backends.memory"
     assert group["file"] == "regstore.backends.filesystem"
+    assert {name: group[name] for name in plugins.BUILTIN_PLUGINS} == plugins.BUILTIN_PLUGINS
 
 
 def test_backends_returns_a_copy() -> None:
@@ -145,12 +148,13 @@ def test_disable_autoload_keeps_builtins_only(monkeypatch: pytest.MonkeyPatch) -
     assert {"memory", "file"} <= set(found)
     assert {info.distribution for info in found.values()} == {"regstore"}
     pm = plugins.get_plugin_manager()
-    for plugin, dist in pm.list_plugin_distinfo():
-        assert dist.project_name == "regstore", pm.get_name(plugin)
+    for status in plugins.plugin_statuses():
+        assert status.ok == (status.distribution == "regstore"), status
     # every entry point of another distribution is blocked by name
     for ep in importlib.metadata.entry_points(group=PROJECT):
         if ep.dist is not None and ep.dist.metadata["Name"] != "regstore":
             assert pm.is_blocked(ep.name)
+            assert not pm.has_plugin(ep.name)
 
 
 @pytest.mark.parametrize("value", ["", "0", "false", "no", "FALSE"])
@@ -657,9 +661,31 @@ def test_the_dummy_distribution_is_invisible_without_its_path(dummy_site: Path) 
     assert "dummy" not in plugins.backends()
 
 
-def test_a_broken_third_party_plugin_fails_loudly(dummy_site: Path, tmp_path: Path) -> None:
-    """A plugin module that cannot be imported stops discovery with its own error (and can be
-    blocked by name to get going again)."""
+BROKEN_CHECK = textwrap.dedent(
+    """
+    import json
+    from regstore import open_store, plugins
+    from regstore.errors import PluginLoadError
+
+    out = {"schemes": sorted(plugins.backends())}
+    out["broken"] = [s.as_dict() for s in plugins.broken_plugins()]
+    with open_store("memory://broken-check") as store:
+        out["memory"] = store.repositories()
+    try:
+        open_store("dummy://x")
+        out["dummy"] = "opened"
+    except PluginLoadError as exc:
+        out["dummy"] = [exc.distribution, exc.version, exc.entry_point, str(exc)]
+    print(json.dumps(out))
+    """
+)
+
+
+def test_a_broken_third_party_plugin_is_listed_and_breaks_nothing_else(
+    dummy_site: Path, tmp_path: Path
+) -> None:
+    """The installed dummy distribution with a module that raises on import: discovery goes on,
+    the built-ins work, its own scheme explains itself, and blocking it by name silences it."""
     broken = tmp_path / "broken"
     broken.mkdir()
     for entry in dummy_site.iterdir():
@@ -670,13 +696,25 @@ def test_a_broken_third_party_plugin_fails_loudly(dummy_site: Path, tmp_path: Pa
             shutil.copytree(entry, target)
         else:
             target.write_text("raise ImportError('the dummy plugin is broken')\n")
-    code = "from regstore import plugins; print(sorted(plugins.backends()))"
-    result = run_with(broken, code)
-    assert result.returncode != 0
-    assert "the dummy plugin is broken" in result.stderr
+    result = run_with(broken, BROKEN_CHECK)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"memory", "file"} <= set(out["schemes"]) and "dummy" not in out["schemes"]
+    assert out["memory"] == []
+    assert [b["name"] for b in out["broken"]] == ["dummy"]
+    assert out["broken"][0]["distribution"] == DUMMY_DIST
+    assert out["broken"][0]["error"] == "ImportError: the dummy plugin is broken"
+    dist, version, entry_point, message = out["dummy"]
+    assert (dist, version, entry_point) == (DUMMY_DIST, DUMMY_VERSION, DUMMY_MODULE)
+    assert "the dummy plugin is broken" in message and "REGSTORE_BLOCK_PLUGINS=dummy" in message
+
+    result = run_with(broken, BROKEN_CHECK, REGSTORE_BLOCK_PLUGINS="dummy")
+    assert result.returncode != 0  # open_store("dummy://x") is now "not installed"
+    assert "BackendNotFoundError" in result.stderr and "'dummy'" in result.stderr
+    code = "from regstore import plugins; print(plugins.broken_plugins())"
     result = run_with(broken, code, REGSTORE_BLOCK_PLUGINS="dummy")
     assert result.returncode == 0, result.stderr
-    assert "'memory'" in result.stdout and "'dummy'" not in result.stdout
+    assert result.stdout.strip() == "[]"
 
 
 def test_regstore_package_exposes_open_store() -> None:

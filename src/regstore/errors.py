@@ -26,6 +26,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── TransportError                 the registry could not be reached or the connection broke
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   └── BackendNotFoundError           no installed backend serves a URL scheme
+    ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
     └── UsageError                     (also ValueError) input regstore cannot act on
         ├── SyncFileError                  a sync file that is not YAML or not the format
@@ -56,6 +57,7 @@ __all__ = [
     "LayerLockedError",
     "ManifestInvalidError",
     "NotFoundError",
+    "PluginLoadError",
     "RegistryError",
     "RegistryErrorDetail",
     "RegstoreError",
@@ -308,6 +310,50 @@ class BackendNotFoundError(StoreError):
         super().__init__(msg)
         self.scheme = scheme
         self.hint = hint
+
+
+class PluginLoadError(RegstoreError):
+    """A plugin could not be loaded: its module is missing (a stale install), raised on import,
+    or is not a regstore plugin (no ``@hookimpl``, a misspelt or mistyped hook).
+
+    Says which: ``plugin`` (the entry-point name, also what ``REGSTORE_BLOCK_PLUGINS`` takes),
+    ``distribution`` and ``version`` (None for an in-process plugin), ``entry_point`` (its value,
+    ``module`` or ``module:attr``), ``cause`` (the original error as text) and ``scheme`` (the
+    store URL scheme that was asked for, when there was one). Other plugins are unaffected.
+    """
+
+    def __init__(
+        self,
+        plugin: str,
+        cause: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+        entry_point: str | None = None,
+        scheme: str | None = None,
+    ) -> None:
+        origin = f"{distribution} {version}" if distribution and version else distribution
+        where = ", ".join(
+            part
+            for part in (
+                f"distribution {origin}" if origin else "",
+                f"entry point {plugin} = {entry_point}" if entry_point else "",
+            )
+            if part
+        )
+        msg = f"the regstore plugin {plugin!r}" + (f" ({where})" if where else "")
+        msg += f" could not be loaded: {cause}; skip it with REGSTORE_BLOCK_PLUGINS={plugin}"
+        if distribution:
+            msg += f", or reinstall or uninstall {distribution}"
+        if scheme:
+            msg = f"the backend for the URL scheme {scheme!r} is unavailable: {msg}"
+        super().__init__(msg)
+        self.plugin = plugin
+        self.cause = cause
+        self.distribution = distribution
+        self.version = version
+        self.entry_point = entry_point
+        self.scheme = scheme
 
 
 class UnsupportedError(RegstoreError):

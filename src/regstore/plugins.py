@@ -3,45 +3,70 @@
 This module and :mod:`regstore.store` are the only callers of ``pm.hook``; everything else
 uses the typed functions here.
 
+regstore's own backends (``memory``, ``file``) are registered directly, by module, as pytest
+registers its default plugins: they keep working whatever state other distributions' metadata
+is in. (regstore's ``pyproject.toml`` still declares them as entry points, for tools that list
+entry points; loading skips those.) Third-party plugins come from the entry-point group
+``regstore``, one at a time: a plugin that cannot be loaded (its module gone after an editable
+install moved, an exception at import, an object without hooks, a misspelt hook name) is
+recorded as broken (:func:`plugin_statuses`) and left out, and only a request for what it would
+have provided fails, with :class:`~regstore.errors.PluginLoadError` naming it.
+
 Environment variables (the escape hatches pytest and tox users know):
 
 - ``REGSTORE_DISABLE_PLUGIN_AUTOLOAD=1``: load no third-party entry points; regstore's own
   built-in backends (distribution ``regstore``) still load.
 - ``REGSTORE_BLOCK_PLUGINS=a,b``: never load the plugins (entry-point names) listed.
-- ``REGSTORE_TRACE_PLUGINS=1``: log every hook call (logger ``regstore.plugins``).
+- ``REGSTORE_TRACE_PLUGINS=1``: log every hook call, and each plugin's load status, at DEBUG
+  (logger ``regstore.plugins``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
 import importlib.metadata
 import logging
 import os
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 
-from regstore.errors import BackendNotFoundError, RegstoreError
+from regstore.errors import BackendNotFoundError, PluginLoadError, RegstoreError
 from regstore.hookspecs import PROJECT, BackendFactory, DiscoverySpec, StoreSpec
 
 if TYPE_CHECKING:
     from regstore.events import TransferEvent
 
 __all__ = [
+    "BUILTIN_PLUGINS",
     "BackendInfo",
+    "PluginStatus",
     "backend_factory",
     "backends",
+    "broken_plugins",
     "credentials_for",
     "emit_event",
     "get_plugin_manager",
     "has_event_observers",
     "new_store_manager",
+    "plugin_statuses",
     "register_plugin",
     "reset_plugin_manager",
 ]
 
 log = logging.getLogger(__name__)
+
+#: regstore's own plugins: name -> module, registered directly (not through entry points).
+BUILTIN_PLUGINS = {
+    "memory": "regstore.backends.memory",
+    "file": "regstore.backends.filesystem",
+}
 
 #: Schemes whose backend ships separately, and what to install for them.
 KNOWN_EXTERNAL_BACKENDS = {
@@ -76,9 +101,66 @@ class BackendInfo:
         }
 
 
+LoadState = Literal["ok", "broken", "blocked"]
+OK: LoadState = "ok"
+BROKEN: LoadState = "broken"
+BLOCKED: LoadState = "blocked"
+
+
+@dataclass(frozen=True)
+class PluginStatus:
+    """One plugin the global manager knows of: where it comes from and whether it loaded.
+
+    ``status`` is ``"ok"`` (registered), ``"broken"`` (``cause`` says why; left out) or
+    ``"blocked"`` (by ``REGSTORE_BLOCK_PLUGINS`` or ``REGSTORE_DISABLE_PLUGIN_AUTOLOAD``).
+    ``entry_point`` is the entry point's value (``module`` or ``module:attr``), or the module
+    of a built-in; it and ``distribution`` are None for a plugin registered in-process.
+    """
+
+    name: str
+    distribution: str | None
+    version: str | None
+    entry_point: str | None
+    builtin: bool = False
+    status: LoadState = OK
+    cause: str | None = None
+    #: the original exception of a broken plugin, chained under its PluginLoadError
+    exception: BaseException | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the plugin is registered and in use."""
+        return self.status == OK
+
+    def error(self, scheme: str | None = None) -> PluginLoadError:
+        """The error that explains this broken plugin (for ``scheme``, when one was asked)."""
+        return PluginLoadError(
+            self.name,
+            self.cause or "unknown cause",
+            distribution=self.distribution,
+            version=self.version,
+            entry_point=self.entry_point,
+            scheme=scheme,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (for ``regstore plugins --json``)."""
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "entry_point": self.entry_point,
+            "builtin": self.builtin,
+            "status": self.status,
+            "error": self.cause,
+        }
+
+
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
 _backends: dict[str, BackendInfo] | None = None
+#: plugin name -> status, in the order plugins were tried
+_statuses: dict[str, PluginStatus] = {}
 
 
 def _flag(name: str) -> bool:
@@ -86,34 +168,138 @@ def _flag(name: str) -> bool:
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    # entry_points() gives one distribution per name (the first on sys.path), as Python does
     return sorted(importlib.metadata.entry_points(group=PROJECT), key=lambda e: e.name)
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _own_version() -> str | None:
+    try:
+        return importlib.metadata.version(PROJECT)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree without metadata
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    # one line: it ends up in a table cell and in the CLI's one error line
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _import_cause(exc: BaseException, module: str) -> str:
+    cause = _describe(exc)
+    if (
+        isinstance(exc, ModuleNotFoundError)
+        and exc.name is not None
+        and (module == exc.name or module.startswith(exc.name + "."))
+    ):
+        # the plugin's own module is gone while its metadata stays: the classic stale editable
+        # install (its source directory moved or deleted) or a half-removed package
+        cause += " (its metadata is installed but its module is not: a moved or deleted editable "
+        cause += "checkout, or a half-removed package?)"
+    return cause
+
+
+def _register(pm: pluggy.PluginManager, status: PluginStatus, load: Callable[[], object]) -> None:
+    """Load and register one plugin; a failure is recorded as broken, never raised."""
+
+    def broken(cause: str, exc: BaseException | None) -> None:
+        _statuses[status.name] = dataclasses.replace(
+            status, status=BROKEN, cause=cause, exception=exc
+        )
+        log.warning("%s", _statuses[status.name].error())
+
+    module = (status.entry_point or "").partition(":")[0]
+    try:
+        plugin = load()
+    except (Exception, SystemExit) as exc:  # whatever the plugin's import raises
+        broken(_import_cause(exc, module), exc)
+        return
+    try:
+        pm.register(plugin, name=status.name)
+    except Exception as exc:  # a hook with the wrong arguments, an object registered twice
+        broken(_describe(exc), exc)
+        return
+    if not pm.get_hookcallers(plugin):
+        pm.unregister(plugin)
+        broken(
+            f"{plugin!r} implements no regstore hook (is @regstore.hookspecs.hookimpl missing, "
+            "or does the entry point name the wrong object?)",
+            None,
+        )
+        return
+    try:
+        # a misspelt hook name registers fine and is never called; refuse it here. The plugins
+        # registered before passed this check, so a failure is this plugin's.
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        pm.unregister(plugin)
+        broken(f"{_describe(exc)} (a misspelt hook name? the hooks are in regstore.hookspecs)", exc)
+        return
+    _statuses[status.name] = status
+
+
+def _load_plugins(pm: pluggy.PluginManager) -> None:
     blocked = {b.strip() for b in os.environ.get("REGSTORE_BLOCK_PLUGINS", "").split(",")}
+    entry_points = _entry_points()
     if _flag("REGSTORE_DISABLE_PLUGIN_AUTOLOAD"):
         blocked |= {
-            ep.name
-            for ep in _entry_points()
-            if ep.dist is None or ep.dist.metadata["Name"] != PROJECT
+            ep.name for ep in entry_points if ep.dist is None or ep.dist.metadata["Name"] != PROJECT
         }
     for name in blocked - {""}:
         pm.set_blocked(name)
-    # pluggy records each plugin's distribution, which `regstore plugins` lists
-    pm.load_setuptools_entrypoints(PROJECT)
+    version = _own_version()
+    for name, module in BUILTIN_PLUGINS.items():
+        status = PluginStatus(name, PROJECT, version, module, builtin=True)
+        if pm.is_blocked(name):
+            _statuses[name] = dataclasses.replace(status, status=BLOCKED)
+            continue
+        _register(pm, status, functools.partial(importlib.import_module, module))
+    builtin_modules = set(BUILTIN_PLUGINS.values())
+    for ep in entry_points:
+        if ep.module in builtin_modules:
+            continue  # regstore's own declaration of a built-in registered above
+        dist = ep.dist
+        status = PluginStatus(
+            ep.name,
+            dist.metadata["Name"] if dist is not None else None,
+            dist.version if dist is not None else None,
+            ep.value,
+        )
+        if pm.is_blocked(ep.name):
+            _statuses.setdefault(ep.name, dataclasses.replace(status, status=BLOCKED))
+        elif ep.name in _statuses:
+            taken = _statuses[ep.name]
+            _statuses[f"{ep.name} ({status.distribution})"] = dataclasses.replace(
+                status,
+                status=BROKEN,
+                cause=f"the plugin name {ep.name!r} is already taken by "
+                f"{taken.entry_point} of {taken.distribution}; rename the entry point",
+            )
+        else:
+            _register(pm, status, ep.load)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager, built on first use (entry points loaded)."""
+    """The process-wide plugin manager, built on first use (built-ins and entry points loaded).
+
+    Never fails for a plugin that cannot be loaded: that plugin is recorded as broken
+    (:func:`broken_plugins`) and the others work.
+    """
     global _pm
     with _lock:
         if _pm is None:
             pm = pluggy.PluginManager(PROJECT)
             pm.add_hookspecs(DiscoverySpec)
-            _load_entry_points(pm)
+            _statuses.clear()
+            _load_plugins(pm)
             if _flag("REGSTORE_TRACE_PLUGINS"):
                 pm.trace.root.setwriter(log.debug)
                 pm.enable_tracing()
+                for status in _statuses.values():
+                    log.debug(
+                        "plugin %s: %s (%s %s, %s)%s", status.name, status.status,
+                        status.distribution, status.version, status.entry_point,
+                        f": {status.cause}" if status.cause else "",
+                    )  # fmt: skip
             _pm = pm
         return _pm
 
@@ -124,71 +310,148 @@ def reset_plugin_manager() -> None:
     with _lock:
         _pm = None
         _backends = None
+        _statuses.clear()
 
 
 def register_plugin(plugin: object, name: str | None = None) -> None:
-    """Register an in-process plugin (an observer, a credential provider, a backend module)."""
+    """Register an in-process plugin (an observer, a credential provider, a backend module).
+
+    A plugin whose name is blocked by ``REGSTORE_BLOCK_PLUGINS`` is not registered.
+
+    Raises:
+        PluginLoadError: the plugin implements a hook regstore does not know (a misspelt name)
+            or with arguments its spec does not have.
+    """
     global _backends
     with _lock:
-        get_plugin_manager().register(plugin, name=name)
+        pm = get_plugin_manager()
+        try:
+            plugin_name = pm.register(plugin, name=name)
+            if plugin_name is not None:
+                pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if pm.is_registered(plugin):
+                pm.unregister(plugin)
+            raise PluginLoadError(name or repr(plugin), _describe(exc)) from exc
+        if plugin_name is None:  # blocked by name
+            _statuses[name or repr(plugin)] = PluginStatus(name or repr(plugin), None, None, None,
+                                                           status=BLOCKED)  # fmt: skip
+        else:
+            _statuses[plugin_name] = PluginStatus(plugin_name, None, None, None)
         _backends = None
 
 
-def _dist_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str | None, str | None]:
-    for p, dist in pm.list_plugin_distinfo():
-        if p is plugin:
-            return dist.project_name, dist.version
-    return None, None
-
-
 def backends() -> dict[str, BackendInfo]:
-    """Every installed backend by URL scheme, with the plugin and distribution it came from."""
+    """Every installed backend by URL scheme, with the plugin and distribution it came from.
+
+    A plugin whose ``regstore_register_backends`` raises is recorded as broken and left out.
+
+    Raises:
+        RegstoreError: two plugins register the same scheme (block one of them).
+    """
     global _backends
     with _lock:
         if _backends is not None:
             return dict(_backends)
         pm = get_plugin_manager()
         found: dict[str, BackendInfo] = {}
-        entry_points = {ep.name: ep.value for ep in _entry_points()}
-        for plugin in pm.get_plugins():
+        for plugin in list(pm.get_plugins()):
             plugin_name = pm.get_name(plugin) or repr(plugin)
-            dist, version = _dist_of(pm, plugin)
+            status = _statuses.get(plugin_name) or PluginStatus(plugin_name, None, None, None)
+            registered: dict[str, BackendInfo] = {}
 
             def register(
                 scheme: str,
                 factory: BackendFactory,
                 description: str = "",
                 *,
-                _plugin: str = plugin_name,
-                _dist: str | None = dist,
-                _version: str | None = version,
+                _status: PluginStatus = status,
+                _registered: dict[str, BackendInfo] = registered,
             ) -> None:
                 scheme = scheme.lower()
-                if scheme in found:
-                    raise RegstoreError(
-                        f"URL scheme {scheme!r} is registered by both {found[scheme].plugin!r} "
-                        f"and {_plugin!r}; block one with REGSTORE_BLOCK_PLUGINS"
-                    )
-                found[scheme] = BackendInfo(
-                    scheme, factory, description, _plugin, _dist, _version,
-                    entry_points.get(_plugin),
+                _registered[scheme] = BackendInfo(
+                    scheme, factory, description, _status.name, _status.distribution,
+                    _status.version, _status.entry_point,
                 )  # fmt: skip
 
             caller = pm.subset_hook_caller(
                 "regstore_register_backends",
                 remove_plugins=[p for p in pm.get_plugins() if p is not plugin],
             )
-            caller(register=register)
+            try:
+                caller(register=register)
+            except Exception as exc:  # the plugin's own code failed: leave it out, explained
+                pm.unregister(plugin)
+                _statuses[plugin_name] = dataclasses.replace(
+                    status,
+                    status=BROKEN,
+                    cause=f"regstore_register_backends raised {_describe(exc)}",
+                    exception=exc,
+                )
+                log.warning("%s", _statuses[plugin_name].error())
+                continue
+            for scheme, info in registered.items():
+                if scheme in found:
+                    raise RegstoreError(
+                        f"URL scheme {scheme!r} is registered by both {found[scheme].plugin!r} "
+                        f"and {info.plugin!r}; block one with REGSTORE_BLOCK_PLUGINS"
+                    )
+                found[scheme] = info
         _backends = found
         return dict(found)
 
 
+def plugin_statuses() -> list[PluginStatus]:
+    """Every plugin the global manager tried (built-ins, entry points, in-process), in order,
+    each ok, broken (with its cause) or blocked."""
+    with _lock:
+        backends()  # a plugin whose backend registration fails is found broken here
+        pm = get_plugin_manager()
+        # a plugin unregistered since (through the manager) is no longer listed as loaded
+        return [s for s in _statuses.values() if not s.ok or pm.has_plugin(s.name)]
+
+
+def broken_plugins() -> list[PluginStatus]:
+    """The plugins that could not be loaded, each with its cause."""
+    return [s for s in plugin_statuses() if s.status == BROKEN]
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _may_serve(status: PluginStatus, scheme: str) -> bool:
+    """Whether a broken plugin is the likely provider of ``scheme`` (``s3`` from the entry point
+    ``s3`` or the distribution ``regstore-s3``): the schemes a plugin registers are known only
+    once it loads."""
+    return status.name.lower() == scheme or (
+        status.distribution is not None and _normalize(status.distribution) == f"regstore-{scheme}"
+    )
+
+
 def backend_factory(scheme: str) -> BackendFactory:
-    """The factory registered for ``scheme``; BackendNotFoundError says what to install."""
-    info = backends().get(scheme.lower())
-    if info is None:
-        raise BackendNotFoundError(scheme, KNOWN_EXTERNAL_BACKENDS.get(scheme.lower(), ""))
-    return info.factory
+    """The factory registered for ``scheme``.
+
+    Raises:
+        PluginLoadError: the plugin that would serve ``scheme`` is installed but broken.
+        BackendNotFoundError: no plugin serves it; says what to install (and which installed
+            plugins could not be loaded, one of which might have).
+    """
+    scheme = scheme.lower()
+    info = backends().get(scheme)
+    if info is not None:
+        return info.factory
+    broken = broken_plugins()
+    for status in broken:
+        if _may_serve(status, scheme):
+            raise status.error(scheme) from status.exception
+    hint = KNOWN_EXTERNAL_BACKENDS.get(scheme, "")
+    if broken:
+        names = ", ".join(f"{s.name} ({s.distribution or 'in-process'})" for s in broken)
+        note = f"these plugins could not be loaded (one may serve it): {names}; "
+        note += "see `regstore plugins --check`"
+        hint = f"{hint}; {note}" if hint else note
+    raise BackendNotFoundError(scheme, hint)
 
 
 def new_store_manager() -> pluggy.PluginManager:

@@ -334,15 +334,50 @@ def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
 
 
 @cli.command("plugins")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="List every plugin with its load status (ok, broken with the cause, blocked); "
+    "exit 1 if one is broken.",
+)
 @regstore_command
-def plugins_command(state: AppState) -> int:
-    """List the installed storage backends: URL scheme, distribution, version, entry point."""
+def plugins_command(state: AppState, check: bool) -> int:
+    """List the installed storage backends: URL scheme, distribution, version, entry point.
+
+    Plugins that could not be loaded are listed after them, each with its error; the other
+    backends work regardless (skip a broken one with REGSTORE_BLOCK_PLUGINS=NAME).
+    """
     state.action = "listing plugins"
     found = sorted(plugins.backends().values(), key=lambda b: b.scheme)
+    statuses = plugins.plugin_statuses()
+    broken = [s for s in statuses if s.status == "broken"]
+    code = EXIT_FAILURE if check and broken else EXIT_OK
     out = state.output
     if out.json_mode:
-        out.json({"backends": [b.as_dict() for b in found]})
-        return EXIT_OK
+        doc: dict[str, Any] = {
+            "backends": [b.as_dict() for b in found],
+            "broken": [s.as_dict() for s in broken],
+        }
+        if check:
+            doc["plugins"] = [s.as_dict() for s in statuses]
+        out.json(doc)
+        return code
+    if check:
+        out.table(
+            ("PLUGIN", "STATUS", "DISTRIBUTION", "VERSION", "ENTRY POINT", "ERROR"),
+            [
+                (
+                    s.name,
+                    s.status,
+                    s.distribution or "-",
+                    s.version or "-",
+                    s.entry_point or "-",
+                    s.cause or "",
+                )
+                for s in statuses
+            ],
+        )
+        return code
     out.table(
         ("SCHEME", "DISTRIBUTION", "VERSION", "ENTRY POINT", "DESCRIPTION"),
         [
@@ -356,4 +391,17 @@ def plugins_command(state: AppState) -> int:
             for b in found
         ],
     )
-    return EXIT_OK
+    if broken:
+        out.line()
+        out.table(
+            ("BROKEN PLUGIN", "DISTRIBUTION", "VERSION", "ENTRY POINT", "ERROR"),
+            [
+                (s.name, s.distribution or "-", s.version or "-", s.entry_point or "-", s.cause)
+                for s in broken
+            ],
+        )
+        out.summary(
+            f"{len(broken)} plugin(s) could not be loaded; skip one with "
+            "REGSTORE_BLOCK_PLUGINS=NAME, or reinstall or uninstall its distribution"
+        )
+    return code
