@@ -17,6 +17,7 @@ from regstore.errors import (
     BlobNotFoundError,
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
+    CredentialStoreError,
     DigestMismatchError,
     FilterError,
     HTTPContext,
@@ -60,6 +61,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     UnexpectedHTTPStatusError: RegistryError,
     AuthenticationError: RegistryError,
     TransportError: RegstoreError,
+    CredentialStoreError: RegstoreError,
     StoreError: RegstoreError,
     BackendNotFoundError: StoreError,
     PluginLoadError: RegstoreError,
@@ -90,6 +92,7 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     UnexpectedHTTPStatusError: UnexpectedHTTPStatusError("500 Internal Server Error"),
     AuthenticationError: AuthenticationError("bad password"),
     TransportError: TransportError("connection reset"),
+    CredentialStoreError: CredentialStoreError("docker-credential-pass store failed"),
     StoreError: StoreError("disk full"),
     BackendNotFoundError: BackendNotFoundError("s3", "pip install regstore-s3"),
     PluginLoadError: PluginLoadError(

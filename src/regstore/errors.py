@@ -24,6 +24,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │   ├── UnexpectedHTTPStatusError      status: nothing better matched
     │   └── AuthenticationError            credentials missing, wrong or insufficient
     ├── TransportError                 the registry could not be reached or the connection broke
+    ├── CredentialStoreError           docker's config file or a credential helper refused a write
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   └── BackendNotFoundError           no installed backend serves a URL scheme
     ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
@@ -48,6 +49,7 @@ __all__ = [
     "BlobNotFoundError",
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
+    "CredentialStoreError",
     "DigestMismatchError",
     "FilterError",
     "HTTPContext",
@@ -294,6 +296,11 @@ class TransportError(RegstoreError):
     """The registry could not be reached, or a connection broke in the middle of an exchange."""
 
     retryable = True
+
+
+class CredentialStoreError(RegstoreError):
+    """Credentials could not be saved or erased: docker's config file is unreadable or not
+    writable, or its credential helper failed. The message never holds the secret."""
 
 
 class StoreError(RegstoreError):

@@ -2,7 +2,8 @@
 
 Modules: :mod:`.app` (the click group, global options, per-run state), :mod:`.transfer`
 (``pull``, ``push``, ``copy``), :mod:`.synccmd` (``sync``), :mod:`.storecmds` (``ls``,
-``inspect``, ``verify``, ``delete``, ``gc``, ``plugins``), :mod:`.refs` (image references),
+``inspect``, ``verify``, ``delete``, ``gc``, ``plugins``), :mod:`.login` (``login``, ``logout``),
+:mod:`.completion` (``completion``), :mod:`.refs` (image references),
 :mod:`.output` (results, errors, exit codes) and :mod:`.progress` (progress bars fed by
 transfer events).
 
@@ -13,12 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import storecmds, synccmd, transfer  # noqa: F401  (registers the commands)
+from . import completion, login, storecmds, synccmd, transfer  # noqa: F401  (registers commands)
 from .app import cli
+from .completion import COMPLETE_VAR, PROG_NAME
 
 __all__ = ["cli", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: run ``regstore`` with ``argv`` (default ``sys.argv[1:]``) and exit."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="regstore")
+    cli.main(
+        args=list(argv) if argv is not None else None,
+        prog_name=PROG_NAME,
+        complete_var=COMPLETE_VAR,
+    )

@@ -381,6 +381,7 @@ def cli(ctx: click.Context) -> None:
     regstore copy SRC DST                           any -> any
     regstore sync mirror.yaml                       many images, incrementally
     regstore ls | inspect | verify | gc | delete    look after the store
+    regstore login | logout 127.0.0.1:5000          save or remove credentials
     """
     ctx.ensure_object(AppState)
     ctx.call_on_close(ctx.obj.close)

@@ -11,6 +11,7 @@
 
 Keys in ``auths`` come in several forms (``host``, ``https://host``, ``http://host/v1/``); Docker
 Hub's is ``https://index.docker.io/v1/``. Secrets never reach a log line or a repr.
+Saving and erasing them (``regstore login``/``logout``) is :mod:`regstore.client.credstore`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ __all__ = [
     "Credentials",
     "CredentialsCallable",
     "DockerConfig",
+    "config_key",
     "default_docker_config_path",
+    "is_valid_helper_name",
+    "normalise_key",
+    "registry_hosts",
     "run_credential_helper",
 ]
 
@@ -79,16 +84,28 @@ def default_docker_config_path() -> Path:
     return Path.home() / ".docker" / "config.json"
 
 
-def _config_key(registry: str) -> str:
+def config_key(registry: str) -> str:
+    """The key docker files ``registry``'s credentials under (in ``auths`` and in credential
+    helpers): ``https://index.docker.io/v1/`` for Docker Hub, ``host[:port]`` otherwise."""
     return DOCKER_HUB_CONFIG_KEY if registry in _DOCKER_HUB_NAMES else registry
 
 
-def _normalise_key(key: str) -> str:
-    """Docker's ``ConvertToHostname``: drop the scheme and any path."""
+def registry_hosts(registry: str) -> frozenset[str]:
+    """The host names a config key may name ``registry`` by (every alias of Docker Hub)."""
+    return _DOCKER_HUB_NAMES if registry in _DOCKER_HUB_NAMES else frozenset({registry})
+
+
+def normalise_key(key: str) -> str:
+    """Docker's ``ConvertToHostname``: drop the scheme and any path of a config key."""
     key = key.strip()
     if "://" in key:
         key = urlsplit(key).netloc
     return key.split("/", 1)[0].lower()
+
+
+def is_valid_helper_name(helper: str) -> bool:
+    """True if ``docker-credential-<helper>`` is a safe program name (no path, no option)."""
+    return _HELPER_NAME_RE.fullmatch(helper) is not None
 
 
 def run_credential_helper(helper: str, server: str) -> Credentials | None:
@@ -97,7 +114,7 @@ def run_credential_helper(helper: str, server: str) -> Credentials | None:
     A helper that is missing, fails or prints garbage is logged (never its output, which may
     hold the secret) and treated as holding nothing.
     """
-    if _HELPER_NAME_RE.fullmatch(helper) is None:
+    if not is_valid_helper_name(helper):
         log.warning("ignoring credential helper with an invalid name %r", helper)
         return None
     program = f"docker-credential-{helper}"
@@ -190,8 +207,8 @@ class DockerConfig:
 
     def _find(self, section: Mapping[str, Any], registry: str) -> tuple[str, Any] | None:
         """The entry for ``registry``: exact key forms first, then by normalised hostname."""
-        key = _config_key(registry)
-        hosts = {registry} | (_DOCKER_HUB_NAMES if key == DOCKER_HUB_CONFIG_KEY else set())
+        key = config_key(registry)
+        hosts = registry_hosts(registry)
         exact = [key, *sorted(hosts)] + [
             f"{s}://{h}" for h in sorted(hosts) for s in ("https", "http")
         ]
@@ -199,13 +216,22 @@ class DockerConfig:
             if candidate in section:
                 return candidate, section[candidate]
         for candidate, value in section.items():
-            if _normalise_key(candidate) in hosts:
+            if normalise_key(candidate) in hosts:
                 return candidate, value
         return None
 
+    def helper_for(self, registry: str) -> str | None:
+        """The credential helper docker uses for ``registry``: its ``credHelpers`` entry, else
+        ``credsStore``; None when credentials live in the file itself (``auths``)."""
+        found = self._find(self._section("credHelpers"), registry)
+        if found is not None and isinstance(found[1], str) and found[1]:
+            return found[1]
+        store = self.data.get("credsStore")
+        return store if isinstance(store, str) and store else None
+
     def lookup(self, registry: str) -> Credentials | None:
         """Credentials for ``registry`` (``host[:port]``, ``docker.io`` for Docker Hub)."""
-        server = _config_key(registry)
+        server = config_key(registry)
         helpers = self._section("credHelpers")
         found = self._find(helpers, registry)
         if found is not None and isinstance(found[1], str):
