@@ -1,0 +1,175 @@
+"""Hardening of sync (issue 10): hostile tag lists, YAML aliases, concurrency caps and
+symlinks inside a filesystem store root.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from regstore import open_store
+from regstore.client import Client
+from regstore.engine.filters import TagFilter, partition_tags
+from regstore.engine.sync import SyncFileError, parse_sync_text, plan_sync, run_sync
+from regstore.errors import FilterError
+
+from .cli_support import run_cli
+from .support.fake_registry import FakeRegistry, FakeRequest
+from .support.images import BuiltImage, build_image
+
+NAME = "team/app"
+
+
+def serve_images(
+    fake: FakeRegistry,
+    name: str,
+    tags: Sequence[object],
+    images: dict[str, BuiltImage],
+    catalog: Sequence[object] = (),
+) -> None:
+    """Make ``fake`` answer like a registry holding ``images`` (by tag) in ``name``, whose tag
+    list is ``tags`` and catalog ``catalog`` as given (invalid entries included: a registry
+    may send anything)."""
+    by_reference: dict[str, tuple[str, bytes]] = {}
+    blobs: dict[str, bytes] = {}
+    for tag, image in images.items():
+        entry = (image.manifest_media_type, image.manifest_bytes)
+        by_reference[tag] = by_reference[image.manifest_digest] = entry
+        blobs.update(image.blobs)
+    prefix = f"/v2/{name}/"
+
+    def respond(request: FakeRequest) -> tuple[int, list[tuple[str, str]], bytes]:
+        path = request.path
+        if path == "/v2/":
+            return 200, [("Content-Type", "application/json")], b"{}"
+        if path == "/v2/_catalog" and request.method == "GET":
+            body = json.dumps({"repositories": list(catalog)}).encode()
+            return 200, [("Content-Type", "application/json")], body
+        if path == prefix + "tags/list" and request.method == "GET":
+            body = json.dumps({"name": name, "tags": list(tags)}).encode()
+            return 200, [("Content-Type", "application/json")], body
+        if path.startswith(prefix + "manifests/"):
+            found = by_reference.get(path[len(prefix + "manifests/") :])
+            if found is not None:
+                media_type, raw = found
+                digest = next(d for d, v in by_reference.items() if v == found and ":" in d)
+                headers = [("Content-Type", media_type), ("Docker-Content-Digest", digest)]
+                headers.append(("Content-Length", str(len(raw))))
+                return 200, headers, b"" if request.method == "HEAD" else raw
+        if path.startswith(prefix + "blobs/"):
+            blob = blobs.get(path[len(prefix + "blobs/") :])
+            if blob is not None:
+                headers = [("Content-Type", "application/octet-stream")]
+                headers.append(("Content-Length", str(len(blob))))
+                return 200, headers, b"" if request.method == "HEAD" else blob
+        error = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "unknown"}]}
+        return 404, [("Content-Type", "application/json")], json.dumps(error).encode()
+
+    fake.fallback = respond
+
+
+# -- 7. one unusable tag must not fail the repository -------------------------------------------
+
+INVALID_TAGS = ["..", "-dash", ".hidden", "a/b", "x" * 129, "ü"]
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_invalid_tags_from_the_registry_are_skipped_and_the_valid_ones_mirrored(
+    fake_registry: FakeRegistry, tmp_path: Path, order: str
+) -> None:
+    valid = {
+        tag: build_image(layers=1, layer_size=64, seed=i)
+        for i, tag in enumerate(["0.9", "1.0", "latest", "a", "zz"])
+    }
+    listed = sorted([*valid, *INVALID_TAGS])
+    if order == "reversed":
+        listed.reverse()
+    serve_images(fake_registry, NAME, listed, valid)
+    spec = parse_sync_text(
+        f"sources:\n  - registry: {fake_registry.host}\n    repositories: [{NAME}]\n"
+    )
+    store = open_store(f"memory://i10-{uuid.uuid4().hex}")
+    plan = plan_sync(
+        spec, client_for=lambda c: Client(c.registry, plain_http=True), target_store=store
+    )
+    batch = run_sync(plan)
+    assert sorted(store.tags(NAME)) == sorted(valid)
+    for tag, image in valid.items():
+        assert store.resolve(NAME, tag) == image.manifest_digest
+    skipped = {o.source: o for o in batch.by_status("skipped")}
+    shown = [*INVALID_TAGS[:-2], "x" * 64 + "... (129 characters)", "ü"]
+    assert sorted(skipped) == sorted(f"{fake_registry.host}/{NAME}:{tag}" for tag in shown)
+    for outcome in skipped.values():
+        assert outcome.result is None
+        assert outcome.error is not None
+        assert outcome.error.startswith("invalid tag listed by the registry, not mirrored: ")
+    assert batch.ok
+    assert not batch.by_status("failed")
+
+
+def test_the_cli_warns_of_an_invalid_tag_and_reports_it_skipped_in_json(
+    fake_registry: FakeRegistry, tmp_path: Path
+) -> None:
+    valid = {"1.0": build_image(layers=1, layer_size=64, seed=7)}
+    serve_images(fake_registry, NAME, ["..", "1.0"], valid)
+    sync_file = tmp_path / "sync.yaml"
+    sync_file.write_text(
+        f"sources:\n  - registry: {fake_registry.host}\n    repositories: [{NAME}]\n"
+    )
+    store = tmp_path / "store"
+    result = run_cli("sync", str(sync_file), "--json", home=tmp_path, store=str(store))
+    assert result.returncode == 0, result
+    report = json.loads(result.stdout)
+    by_source = {image["source"]: image for image in report["images"]}
+    bad = by_source[f"{fake_registry.host}/{NAME}:.."]
+    assert bad["status"] == "skipped" and "invalid tag" in bad["error"]
+    assert by_source[f"{fake_registry.host}/{NAME}:1.0"]["status"] == "copied"
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        f"regstore: warning: {fake_registry.host}/{NAME}:..: invalid tag listed by the "
+        "registry, not mirrored: must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"
+    ]
+    assert open_store(str(store)).resolve(NAME, "1.0") == valid["1.0"].manifest_digest
+
+
+def test_invalid_repository_names_in_a_catalog_are_skipped_not_failed(
+    fake_registry: FakeRegistry,
+) -> None:
+    serve_images(fake_registry, NAME, ["1.0"], {}, catalog=["../etc", NAME, "Upper/Case"])
+    spec = parse_sync_text(f"sources:\n  - registry: {fake_registry.host}\n    catalog: true\n")
+    store = open_store(f"memory://i10-{uuid.uuid4().hex}")
+    plan = plan_sync(
+        spec, client_for=lambda c: Client(c.registry, plain_http=True), target_store=store
+    )
+    assert plan.failures == []
+    assert [str(job.source) for job in plan.jobs] == [f"{fake_registry.host}/{NAME}:1.0"]
+    assert sorted(o.source for o in plan.skipped) == [
+        f"{fake_registry.host} (catalog): ../etc",
+        f"{fake_registry.host} (catalog): Upper/Case",
+    ]
+    assert all("invalid repository name" in (o.error or "") for o in plan.skipped)
+
+
+def test_tag_filters_never_keep_an_invalid_tag_and_partition_says_why() -> None:
+    listed: list[object] = ["1.0", "..", 7, "1.0", "-x", "2.0"]
+    valid, invalid = partition_tags(listed)
+    assert valid == ["1.0", "2.0"]
+    assert [bad.tag for bad in invalid] == ["..", 7, "-x"]
+    assert "expected a string" in invalid[1].reason
+    assert TagFilter().select(["1.0", "..", "-x", "a" * 200, "latest"]) == ["latest", "1.0"]
+    assert TagFilter(include=[r"\.\."]).select(["..", "1..2", "ok"]) == ["1..2"]
+
+
+def test_an_exact_tag_that_is_invalid_is_a_filter_and_sync_file_error() -> None:
+    with pytest.raises(FilterError, match="invalid tag"):
+        TagFilter(exact=[".."])
+    text = (
+        "sources:\n  - registry: r.example\n    repositories:\n      - name: a\n"
+        "        tags: {exact: ['..']}\n"
+    )
+    with pytest.raises(SyncFileError, match=r"^<sync file>:5: sources\[0\]"):
+        parse_sync_text(text)
