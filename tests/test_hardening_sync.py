@@ -5,6 +5,9 @@ symlinks inside a filesystem store root.
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,11 +16,12 @@ import pytest
 
 from regstore import open_store
 from regstore.client import Client
+from regstore.engine import MAX_CONCURRENCY
 from regstore.engine.filters import TagFilter, partition_tags
 from regstore.engine.sync import SyncFileError, parse_sync_text, plan_sync, run_sync
 from regstore.errors import FilterError
 
-from .cli_support import run_cli
+from .cli_support import cli_env, run_cli
 from .support.fake_registry import FakeRegistry, FakeRequest
 from .support.images import BuiltImage, build_image
 
@@ -173,3 +177,103 @@ def test_an_exact_tag_that_is_invalid_is_a_filter_and_sync_file_error() -> None:
     )
     with pytest.raises(SyncFileError, match=r"^<sync file>:5: sources\[0\]"):
         parse_sync_text(text)
+
+
+# -- 9. YAML aliases in a sync file ---------------------------------------------------------------
+
+SELF_ALIAS = """\
+sources: &s
+  - registry: r.example
+    repositories: *s
+"""
+
+# "billion laughs": nine levels of nine aliases each, 9**9 leaves once expanded
+BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)
+
+ALIAS_ERROR = "YAML aliases (*name) are not allowed in a sync file"
+
+
+def test_a_self_referencing_alias_is_a_one_line_error_naming_the_line() -> None:
+    with pytest.raises(SyncFileError) as caught:
+        parse_sync_text(SELF_ALIAS, "loop.yaml")
+    message = str(caught.value)
+    assert message.startswith(f"loop.yaml:3: {ALIAS_ERROR}")
+    assert "*s" in message and "\n" not in message
+
+
+def test_merge_keys_are_aliases_too_and_refused_with_a_hint() -> None:
+    text = "defaults: &d {concurrency: 2}\nother:\n  <<: *d\n"
+    with pytest.raises(SyncFileError, match=r"^s\.yaml:3: .*merge keys \(<<: \*d\) included"):
+        parse_sync_text(text, "s.yaml")
+
+
+def test_an_anchor_without_alias_is_harmless() -> None:
+    spec = parse_sync_text("sources: &s\n  - registry: r.example\n    repositories: [a]\n")
+    assert spec.sources[0].repositories[0].name == "a"
+
+
+def test_deep_nesting_is_a_one_line_error_not_a_recursion_error() -> None:
+    text = "sources: " + "[" * 5000 + "]" * 5000 + "\n"
+    with pytest.raises(SyncFileError, match=r"^deep\.yaml:1: .*nested more than"):
+        parse_sync_text(text, "deep.yaml")
+
+
+def _limited_memory() -> None:  # runs in the child: 1 GiB of address space, no more
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+@pytest.mark.parametrize(("text", "line"), [(SELF_ALIAS, 3), (BOMB, 2)])
+def test_the_cli_refuses_an_alias_with_exit_code_2_without_expanding(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    sync_file = tmp_path / "sync.yaml"
+    sync_file.write_text(text)
+    proc = subprocess.run(  # a bounded child: an expanding parser dies of MemoryError
+        [sys.executable, "-m", "regstore", "sync", str(sync_file)],
+        capture_output=True,
+        text=True,
+        env=cli_env(tmp_path, str(tmp_path / "store")),
+        preexec_fn=_limited_memory,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    (only_line,) = proc.stderr.splitlines()
+    assert only_line.startswith(f"regstore: error: {sync_file}:{line}: {ALIAS_ERROR}")
+
+
+# -- one concurrency cap for the command line and the sync file ----------------------------------
+
+
+def test_sync_file_concurrency_above_the_cap_is_an_error_naming_the_line() -> None:
+    text = f"defaults:\n  concurrency: {MAX_CONCURRENCY + 1}\nsources: []\n"
+    with pytest.raises(SyncFileError) as caught:
+        parse_sync_text(text, "s.yaml")
+    assert str(caught.value) == (
+        f"s.yaml:2: defaults.concurrency: expected a positive integer up to {MAX_CONCURRENCY}, "
+        f"got {MAX_CONCURRENCY + 1}"
+    )
+    ok = parse_sync_text(
+        f"defaults: {{concurrency: {MAX_CONCURRENCY}}}\n"
+        "sources: [{registry: r.io, catalog: true}]\n"
+    )
+    assert ok.defaults.concurrency == MAX_CONCURRENCY
+
+
+def test_the_cli_and_the_sync_file_share_the_cap(tmp_path: Path) -> None:
+    sync_file = tmp_path / "sync.yaml"
+    sync_file.write_text(
+        "defaults:\n  concurrency: 100000\nsources: [{registry: r.io, catalog: true}]\n"
+    )
+    from_file = run_cli("sync", str(sync_file), home=tmp_path, store=str(tmp_path / "s"))
+    assert from_file.returncode == 2
+    assert f"{sync_file}:2: defaults.concurrency: expected a positive integer up to " in (
+        from_file.stderr
+    )
+    option = run_cli(
+        "sync", str(sync_file), "--concurrency", str(MAX_CONCURRENCY + 1), home=tmp_path
+    )
+    assert option.returncode == 2
+    assert f"is not in the range 1<=x<={MAX_CONCURRENCY}" in option.stderr

@@ -9,7 +9,7 @@ Format::
     version: 1                        # optional; the only version is 1
     defaults:                         # optional
       platforms: [linux/amd64]        # default: every platform of an index
-      concurrency: 4                  # blobs moved at once (--concurrency wins)
+      concurrency: 4                  # blobs moved at once, 1 to 64 (--concurrency wins)
     target:                           # optional; default: the store of the command line
       store: file:///srv/mirror       # a store URL (file://, memory://, s3://, a path), or
       # registry: 127.0.0.1:6000      # a registry (host[:port]), with
