@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import uuid
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from regstore import open_store
+from regstore import open_store, pull
 from regstore.client import Client
 from regstore.engine import MAX_CONCURRENCY
 from regstore.engine.filters import TagFilter, partition_tags
 from regstore.engine.sync import SyncFileError, parse_sync_text, plan_sync, run_sync
-from regstore.errors import FilterError
+from regstore.engine.verify import verify
+from regstore.errors import FilterError, StoreEscapeError
 
 from .cli_support import cli_env, run_cli
 from .support.fake_registry import FakeRegistry, FakeRequest
@@ -277,3 +279,105 @@ def test_the_cli_and_the_sync_file_share_the_cap(tmp_path: Path) -> None:
     )
     assert option.returncode == 2
     assert f"is not in the range 1<=x<={MAX_CONCURRENCY}" in option.stderr
+
+
+# -- symbolic links inside a filesystem store root ----------------------------------------------
+
+V2 = Path("docker", "registry", "v2")
+
+
+def _pull_into(fake_registry: FakeRegistry, root: Path, layout: str = "distribution") -> BuiltImage:
+    image = build_image(layers=2, layer_size=256, seed=3)
+    serve_images(fake_registry, NAME, ["1.0"], {"1.0": image})
+    store = open_store(str(root), layout=layout)
+    try:
+        pull(Client(fake_registry.host, plain_http=True), store, NAME, "1.0")
+    finally:
+        store.close()
+    return image
+
+
+def _files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    ("layout", "linked"),
+    [
+        ("distribution", V2 / "repositories"),
+        ("distribution", V2 / "blobs"),
+        ("distribution", V2 / "blobs" / "sha256"),
+        ("distribution", V2),
+        ("distribution", Path("_regstore")),
+        ("distribution", Path("_regstore", "locks")),
+        ("oci", Path("blobs")),
+        ("oci", Path("blobs", "sha256")),
+    ],
+    ids=str,
+)
+def test_a_symlink_leading_out_of_the_store_root_is_refused_and_nothing_lands_there(
+    fake_registry: FakeRegistry, tmp_path: Path, layout: str, linked: Path
+) -> None:
+    root, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / linked).parent.mkdir(parents=True)
+    (root / linked).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(StoreEscapeError) as caught:
+        _pull_into(fake_registry, root, layout)
+    message = str(caught.value)
+    assert f"{root / linked} -> {elsewhere}" in message, message
+    assert "leads out of the store root" in message
+    assert list(elsewhere.iterdir()) == []
+    assert caught.value.link == str(root / linked)
+
+
+def test_a_store_root_that_is_itself_a_symlink_works_and_inner_links_may_stay_inside(
+    fake_registry: FakeRegistry, tmp_path: Path
+) -> None:
+    real = tmp_path / "real"
+    (real / V2 / "elsewhere-in-root").mkdir(parents=True)
+    (real / V2 / "repositories").symlink_to(real / V2 / "elsewhere-in-root")
+    root = tmp_path / "link"
+    root.symlink_to(real, target_is_directory=True)
+    image = _pull_into(fake_registry, root)
+    store = open_store(str(root))
+    assert store.resolve(NAME, "1.0") == image.manifest_digest
+    assert _files_under(real / V2 / "elsewhere-in-root")  # the links landed inside the root
+    assert verify(store).ok
+
+
+def test_reading_through_a_symlink_out_of_the_root_is_refused(
+    fake_registry: FakeRegistry, tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    image = _pull_into(fake_registry, root)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours")
+    layer = image.layer_digests[0]
+    data = root / V2 / "blobs" / "sha256" / layer[7:9] / layer[7:] / "data"
+    data.unlink()
+    data.symlink_to(secret)
+    store = open_store(str(root))
+    with pytest.raises(StoreEscapeError, match=f"{data} -> {secret}"):
+        store.layer(layer).reader()
+    tag_link = root / V2 / "repositories" / NAME / "_manifests" / "tags" / "1.0" / "current"
+    shutil.rmtree(tag_link)
+    tag_link.symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(StoreEscapeError):
+        store.resolve(NAME, "1.0")
+
+
+def test_the_cli_pull_into_a_store_with_an_escaping_link_fails_with_one_line(
+    fake_registry: FakeRegistry, tmp_path: Path
+) -> None:
+    image = build_image(layers=1, layer_size=64, seed=5)
+    serve_images(fake_registry, NAME, ["1.0"], {"1.0": image})
+    root, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / V2).mkdir(parents=True)
+    (root / V2 / "repositories").symlink_to(elsewhere, target_is_directory=True)
+    result = run_cli("pull", f"{fake_registry.host}/{NAME}:1.0", home=tmp_path, store=str(root))
+    assert result.returncode == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("regstore: error: ")]
+    assert f"the symbolic link {root / V2 / 'repositories'} -> {elsewhere} leads out" in line
+    assert list(elsewhere.iterdir()) == []

@@ -25,7 +25,8 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │   └── AuthenticationError            credentials missing, wrong or insufficient
     ├── TransportError                 the registry could not be reached or the connection broke
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
-    │   └── BackendNotFoundError           no installed backend serves a URL scheme
+    │   ├── BackendNotFoundError           no installed backend serves a URL scheme
+    │   └── StoreEscapeError               path, link, target: a symlink leads out of the root
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
     └── UsageError                     (also ValueError) input regstore cannot act on
         ├── SyncFileError                  a sync file that is not YAML or not the format
@@ -61,6 +62,7 @@ __all__ = [
     "RegstoreError",
     "RepositoryNotFoundError",
     "StoreError",
+    "StoreEscapeError",
     "SyncFileError",
     "TransportError",
     "UnexpectedHTTPStatusError",
@@ -308,6 +310,21 @@ class BackendNotFoundError(StoreError):
         super().__init__(msg)
         self.scheme = scheme
         self.hint = hint
+
+
+class StoreEscapeError(StoreError):
+    """A path inside a store root leads out of it through a symbolic link (``link`` points at
+    ``target``): refused, so a store that came from elsewhere cannot redirect reads or writes.
+    """
+
+    def __init__(self, path: str, link: str, target: str) -> None:
+        super().__init__(
+            f"refusing to use {path}: the symbolic link {link} -> {target} leads out of the "
+            "store root"
+        )
+        self.path = path
+        self.link = link
+        self.target = target
 
 
 class UnsupportedError(RegstoreError):
