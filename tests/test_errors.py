@@ -33,6 +33,7 @@ from regstore.errors import (
     RegstoreError,
     RepositoryNotFoundError,
     StoreError,
+    StoreEscapeError,
     SyncFileError,
     TransportError,
     UnexpectedHTTPStatusError,
@@ -65,6 +66,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     StoreError: RegstoreError,
     BackendNotFoundError: StoreError,
     PluginLoadError: RegstoreError,
+    StoreEscapeError: StoreError,
     UnsupportedError: RegstoreError,
     UsageError: RegstoreError,
     SyncFileError: UsageError,
@@ -98,6 +100,7 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     PluginLoadError: PluginLoadError(
         "s3", "ModuleNotFoundError: x", distribution="regstore-s3", version="1", entry_point="m"
     ),
+    StoreEscapeError: StoreEscapeError("/s/x/link", "/s/x", "/elsewhere"),
     UnsupportedError: UnsupportedError("no"),
     UsageError: UsageError("no such thing"),
     SyncFileError: SyncFileError("sync.yaml:3: sources: expected a list"),

@@ -26,7 +26,8 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── TransportError                 the registry could not be reached or the connection broke
     ├── CredentialStoreError           docker's config file or a credential helper refused a write
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
-    │   └── BackendNotFoundError           no installed backend serves a URL scheme
+    │   ├── BackendNotFoundError           no installed backend serves a URL scheme
+    │   └── StoreEscapeError               path, link, target: a symlink leads out of the root
     ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
     └── UsageError                     (also ValueError) input regstore cannot act on
@@ -65,6 +66,7 @@ __all__ = [
     "RegstoreError",
     "RepositoryNotFoundError",
     "StoreError",
+    "StoreEscapeError",
     "SyncFileError",
     "TransportError",
     "UnexpectedHTTPStatusError",
@@ -361,6 +363,20 @@ class PluginLoadError(RegstoreError):
         self.version = version
         self.entry_point = entry_point
         self.scheme = scheme
+
+class StoreEscapeError(StoreError):
+    """A path inside a store root leads out of it through a symbolic link (``link`` points at
+    ``target``): refused, so a store that came from elsewhere cannot redirect reads or writes.
+    """
+
+    def __init__(self, path: str, link: str, target: str) -> None:
+        super().__init__(
+            f"refusing to use {path}: the symbolic link {link} -> {target} leads out of the "
+            "store root"
+        )
+        self.path = path
+        self.link = link
+        self.target = target
 
 
 class UnsupportedError(RegstoreError):

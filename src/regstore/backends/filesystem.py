@@ -8,7 +8,13 @@ The fsspec backend on ``LocalFileSystem``, with what a local disk needs beyond f
 - staged bytes are appended with ``O_APPEND`` to ``<root>/_regstore/uploads/<alg>/<hex>``
   and fsynced when the writer closes; commit renames them onto the final path
   (``os.replace``: atomic on one filesystem) and fsyncs the directory;
-- small files (links, ``index.json``) are written to a temporary file, fsynced and renamed.
+- small files (links, ``index.json``) are written to a temporary file, fsynced and renamed;
+- no read or write goes through a symbolic link that leads out of the store root
+  (:class:`~regstore.errors.StoreEscapeError`): a store that arrived from elsewhere (an
+  air-gap transfer, an untrusted archive) cannot make regstore write links or blobs, create
+  directories or lock files, or read files anywhere else. Links that stay inside the root are
+  followed, and the root itself may be a symbolic link. (This guards against a store's
+  content, not against a concurrent writer racing to swap a directory for a link.)
 
 URLs: ``file:///srv/mirror`` (``file://localhost/srv/mirror`` too) or a plain path, relative
 to the working directory or absolute. ``file://relative`` is refused as ambiguous. The root is
@@ -21,12 +27,12 @@ import contextlib
 import os
 import urllib.parse
 import uuid
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 
-from regstore.errors import StoreError
-from regstore.hookspecs import Register, hookimpl
+from regstore.errors import StoreError, StoreEscapeError
+from regstore.hookspecs import BlobInfo, Register, hookimpl
 from regstore.reference import Digest
 
 from .fsspec_store import LAYOUTS, FsspecBackend
@@ -59,12 +65,61 @@ def _makedirs_durable(path: str) -> None:
     _fsync_dir(parent)
 
 
+class _Confinement:
+    """Checks that paths under a store root resolve inside its real path (see the module
+    docstring); the root itself may be a symbolic link."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.real_root = os.path.realpath(root)
+
+    def _inside(self, real: str) -> bool:
+        return real == self.real_root or real.startswith(self.real_root.rstrip(os.sep) + os.sep)
+
+    def check(self, path: str) -> str:
+        """``path`` if everything it resolves through stays inside the root, else raise
+        StoreEscapeError naming the link. Components that do not exist yet are fine: regstore
+        creates them as plain directories and files."""
+        if not self._inside(os.path.realpath(path)):
+            raise self._escape(path)
+        return path
+
+    def check_parent(self, path: str) -> str:
+        """``path`` if its directory stays inside the root (for a rename or unlink, which act
+        on a final symbolic link itself, never on its target)."""
+        self.check(os.path.dirname(path))
+        return path
+
+    def _escape(self, path: str) -> StoreEscapeError:
+        # name the first link on the way whose target lies outside (the one to remove)
+        relative = os.path.relpath(path, self.root)
+        probe = self.root
+        for part in relative.split(os.sep):
+            probe = os.path.join(probe, part)
+            if os.path.islink(probe) and not self._inside(os.path.realpath(probe)):
+                return StoreEscapeError(path, probe, os.readlink(probe))
+        return StoreEscapeError(path, path, os.path.realpath(path))  # pragma: no cover
+
+
+class _ConfinedFlockLocks(FlockLockManager):
+    """flock lock files, refused where ``_regstore/locks`` would lead out of the root."""
+
+    def __init__(self, directory: str, confinement: _Confinement) -> None:
+        super().__init__(directory)
+        self._confinement = confinement
+
+    def _lock_path(self, key: str) -> str:
+        path = super()._lock_path(key)
+        self._confinement.check(path)
+        return path
+
+
 class _AppendFile:
-    """Append-only staging file: O_APPEND, fsync on close."""
+    """Append-only staging file: O_APPEND, fsync on close; never through a final symlink."""
 
     def __init__(self, path: str) -> None:
         self._fd: int | None = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644
         )
 
     def write(self, data: bytes | memoryview, /) -> int:
@@ -107,16 +162,45 @@ class LocalBackend(FsspecBackend):
             raise StoreError(f"cannot create the store directory {root}: {exc}") from exc
         if not os.path.isdir(root):
             raise StoreError(f"the store root {root} is not a directory")
+        self.confinement = _Confinement(root)
         super().__init__(
             fsspec.filesystem("file"),
             root,
             layout=layout,
-            locks=FlockLockManager(os.path.join(root, "_regstore", "locks")),
+            locks=_ConfinedFlockLocks(os.path.join(root, "_regstore", "locks"), self.confinement),
             url=url or f"file://{root}",
         )
 
+    # Every primitive checks its path first (reads the whole path, renames and unlinks the
+    # directory): the layouts and the staging code reach the disk only through these.
+
     def ensure_parent(self, path: str) -> None:
-        _makedirs_durable(os.path.dirname(path))
+        directory = os.path.dirname(path)
+        self.confinement.check(directory)
+        _makedirs_durable(directory)
+
+    def read_file(self, path: str) -> bytes | None:
+        return super().read_file(self.confinement.check(path))
+
+    def exists(self, path: str) -> bool:
+        return super().exists(self.confinement.check(path))
+
+    def list_dir(self, path: str) -> list[tuple[str, bool]]:
+        return super().list_dir(self.confinement.check(path))
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        # a final symlink is unlinked itself (fsspec never recurses through one)
+        super().remove(self.confinement.check_parent(path), recursive=recursive)
+
+    def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
+        return super().open_blob_file(self.confinement.check(path), offset)
+
+    def list_blobs(self) -> list[BlobInfo]:
+        self.confinement.check(self.layout.blobs_root())
+        blobs = super().list_blobs()
+        for blob in blobs:  # a linked directory deeper down may have led the walk outside
+            self.confinement.check(self.layout.blob_path(Digest(blob.digest)))
+        return blobs
 
     def write_file(self, path: str, data: bytes) -> None:
         tmp = self.work_path("tmp", uuid.uuid4().hex)
@@ -139,6 +223,7 @@ class LocalBackend(FsspecBackend):
         _fsync_dir(os.path.dirname(path))
 
     def file_size(self, path: str) -> int | None:
+        self.confinement.check(path)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -146,7 +231,7 @@ class LocalBackend(FsspecBackend):
         return st.st_size if os.path.isfile(path) else None
 
     def open_staging(self, digest: Digest) -> StagingStream:
-        path = self.staging_path(digest)
+        path = self.confinement.check(self.staging_path(digest))
         self.ensure_parent(path)
         return _AppendFile(path)
 

@@ -20,6 +20,7 @@ import click
 
 from regstore import __version__, plugins
 from regstore.engine.syncfile import SyncFileError
+from regstore.engine.transfer import MAX_CONCURRENCY
 from regstore.errors import RegstoreError
 from regstore.store import open_store, redact_store_url
 
@@ -287,7 +288,7 @@ def _global_option_decorators(*, on_group: bool) -> list[Callable[[F], F]]:
         ),
         click.option(
             "--concurrency",
-            type=click.IntRange(1, 64),
+            type=click.IntRange(1, MAX_CONCURRENCY),
             metavar="N",
             help="Blobs moved at once (default 4).",
             **common,

@@ -69,6 +69,8 @@ def sync_command(
     plan = plan_sync(
         spec, client_for=client_for, target_store=target_store, extra_filter=tag_filter
     )
+    for skipped in plan.skipped:  # a registry listed something no image can be named by
+        state.output.warning(f"{skipped.source}: {skipped.error}")
     if dry_run:
         return _report_dry_run(state, plan)
     display = state.progress()
@@ -94,11 +96,13 @@ def _report_dry_run(state: AppState, plan: SyncPlan) -> int:
             action, error = "fail", str(exc)
         rows.append({**job.as_dict(), "action": action, "error": error})
     failures = [o.as_dict() for o in plan.failures]
+    skipped = [o.as_dict() for o in plan.skipped]
     ok = not failures and all(r["action"] != "fail" for r in rows)
     if out.json_mode:
-        out.json({"ok": ok, "dry_run": True, "jobs": rows, "failed": failures})
+        out.json({"ok": ok, "dry_run": True, "jobs": rows, "failed": failures, "skipped": skipped})
     else:
         table = [(r["action"], r["source"], r["destination"], r["error"] or "") for r in rows]
+        table += [("skip", f["source"], f["destination"], f["error"] or "") for f in skipped]
         table += [("fail", f["source"], f["destination"], f["error"] or "") for f in failures]
         if table:
             out.table(("WOULD", "SOURCE", "DESTINATION", "DETAIL"), table)

@@ -16,10 +16,11 @@ from .model import (
     StoreImage,
     TransferResult,
 )
-from .transfer import DEFAULT_CONCURRENCY, transfer_many
+from .transfer import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, transfer_many
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "MAX_CONCURRENCY",
     "BatchResult",
     "ImageOutcome",
     "RegistryClient",

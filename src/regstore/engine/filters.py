@@ -25,6 +25,10 @@ bare version (equality), ``^1.2.3`` (>=1.2.3 <2.0.0; ``^0.2.3`` is <0.3.0), ``~1
 (>=1.2.3 <1.3.0), ``1.2.x`` / ``1.x`` / ``*``. Comparators separated by spaces or commas must
 all hold; ``||`` separates alternatives (``>=1.2 <2 || >=3``).
 
+Tags a registry lists that are not valid tags (``..``, ``-x``, 200 characters; a registry may
+send anything) cannot name an image: :func:`partition_tags` separates them with the reason, so a
+caller can report them and go on with the rest, and :meth:`TagFilter.select` never keeps one.
+
 Order ("newest"): versions in version order (ties, such as ``v1.2`` and ``1.2.0``, by the tag
 text) are newer than every tag that is not a version; those are in text order. So without any
 version among the tags the order is plain text order. :meth:`TagFilter.select` returns the kept
@@ -40,9 +44,64 @@ from typing import Any
 
 import semver
 
-from regstore.errors import FilterError
+from regstore.errors import FilterError, InvalidReferenceError
+from regstore.reference import validate_tag
 
-__all__ = ["FilterError", "SemverRange", "TagFilter", "parse_version"]
+__all__ = [
+    "FilterError",
+    "InvalidTag",
+    "SemverRange",
+    "TagFilter",
+    "parse_version",
+    "partition_tags",
+]
+
+#: How much of an invalid tag a report shows (a hostile registry may list megabyte "tags").
+_SHOWN_TAG_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class InvalidTag:
+    """A listed tag that is not a valid tag, and why (see :func:`partition_tags`)."""
+
+    tag: object
+    reason: str
+
+    @property
+    def shown(self) -> str:
+        """The tag for a report line: escaped (no control characters) and cut short."""
+        text = self.tag if isinstance(self.tag, str) else repr(self.tag)
+        text = repr(text)[1:-1]
+        if len(text) > _SHOWN_TAG_LENGTH:
+            text = text[:_SHOWN_TAG_LENGTH] + f"... ({len(text)} characters)"
+        return text
+
+
+def partition_tags(tags: Iterable[object]) -> tuple[list[str], list[InvalidTag]]:
+    """Split listed tags into the valid ones (in the given order, duplicates dropped) and the
+    invalid ones with the reason, so one bad tag never costs the others."""
+    valid: list[str] = []
+    invalid: list[InvalidTag] = []
+    seen: set[str] = set()
+    for tag in tags:
+        try:
+            validate_tag(tag)  # type: ignore[arg-type]
+        except InvalidReferenceError as exc:
+            invalid.append(InvalidTag(tag, exc.reason))
+            continue
+        assert isinstance(tag, str)
+        if tag not in seen:
+            seen.add(tag)
+            valid.append(tag)
+    return valid, invalid
+
+
+def _is_valid_tag(tag: object) -> bool:
+    try:
+        validate_tag(tag)  # type: ignore[arg-type]
+    except InvalidReferenceError:
+        return False
+    return True
 
 
 def parse_version(tag: str) -> semver.Version | None:
@@ -201,6 +260,10 @@ class TagFilter:
         for tag in self.exact:
             if not isinstance(tag, str) or not tag:
                 raise FilterError(f"tags must be non-empty strings, got {tag!r}")
+            try:
+                validate_tag(tag)
+            except InvalidReferenceError as exc:
+                raise FilterError(str(exc)) from None
         object.__setattr__(self, "_include_re", _compile(self.include, "include"))
         object.__setattr__(self, "_exclude_re", _compile(self.exclude, "exclude"))
         object.__setattr__(
@@ -255,8 +318,11 @@ class TagFilter:
         return True
 
     def select(self, tags: Iterable[str]) -> list[str]:
-        """The tags to take from ``tags``, oldest first (see the module docstring)."""
-        kept = sorted({t for t in tags if self.matches(t)})
+        """The tags to take from ``tags``, oldest first (see the module docstring).
+
+        Invalid tags are never kept (:func:`partition_tags` finds them to report them).
+        """
+        kept = sorted({t for t in tags if _is_valid_tag(t) and self.matches(t)})
         ordered = order_tags(kept)
         if self.latest is not None:
             ordered = ordered[-self.latest :]

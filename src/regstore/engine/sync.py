@@ -9,7 +9,7 @@ Format::
     version: 1                        # optional; the only version is 1
     defaults:                         # optional
       platforms: [linux/amd64]        # default: every platform of an index
-      concurrency: 4                  # blobs moved at once (--concurrency wins)
+      concurrency: 4                  # blobs moved at once, 1 to 64 (--concurrency wins)
     target:                           # optional; default: the store of the command line
       store: file:///srv/mirror       # a store URL (file://, memory://, s3://, a path), or
       # registry: 127.0.0.1:6000      # a registry (host[:port]), with
@@ -46,7 +46,10 @@ Each (source repository, tag) becomes one job ``registry/name:tag → target/pre
 A job whose destination tag already points at the source's manifest costs one HEAD and moves
 nothing (``skipped``); one failed image never stops the others; the report lists every image
 as ``copied``, ``skipped`` or ``failed`` with the reason. Listing a repository's tags or the
-catalog can fail too: that repository is then reported as failed and the rest go on.
+catalog can fail too: that repository is then reported as failed and the rest go on. A tag
+(or catalog name) the registry lists that is not valid (``..``, ``-x``, too long) can name no
+image: it is reported as ``skipped`` with the reason, and the repository's other tags are
+mirrored as usual.
 
 Command-line tag filters (``regstore sync FILE --semver '>=2'``) narrow every repository's
 filter further: a tag must pass both.
@@ -58,10 +61,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from regstore.errors import ImageManifestNotFoundError, NotFoundError, RegstoreError
+from regstore.errors import (
+    ImageManifestNotFoundError,
+    InvalidReferenceError,
+    NotFoundError,
+    RegstoreError,
+)
 from regstore.reference import is_digest, validate_name
 
-from .filters import TagFilter
+from .filters import InvalidTag, TagFilter, partition_tags
 from .model import BatchResult, ImageOutcome, RegistryClient, RegistryImage, StoreImage
 from .syncfile import (
     CatalogSpec,
@@ -123,11 +131,14 @@ class PlannedJob:
 
 @dataclass
 class SyncPlan:
-    """The jobs a sync will run, and the repositories whose listing failed (already failed)."""
+    """The jobs a sync will run, the repositories whose listing failed (already failed), and
+    what a registry listed that names no image (invalid tags or names: ``skipped``, with the
+    reason in ``error``)."""
 
     jobs: list[PlannedJob] = field(default_factory=list)
     failures: list[ImageOutcome] = field(default_factory=list)
     concurrency: int | None = None
+    skipped: list[ImageOutcome] = field(default_factory=list)
 
 
 ClientFactory = Callable[[ConnectionSpec], RegistryClient]
@@ -186,19 +197,26 @@ def plan_sync(
                 plan.failures.append(_failure(f"{source.registry} (catalog)", "", exc))
                 listed = []
             named = {r.name for r in repos}
-            repos += [
-                RepositorySpec(name=n)
-                for n in sorted(listed)
-                if n not in named and source.catalog.matches(n)
-            ]
+            for n in _catalog_names(listed, source.catalog, f"{source.registry} (catalog)", plan):
+                if n not in named:
+                    repos.append(RepositorySpec(name=n))
         for repo in repos:
             tag_filter = repo.tags if not repo.tags.is_empty else source.tags
             platforms = repo.platforms or source.platforms or spec.defaults.platforms
             dest_name = source.prefix + (repo.dest_name or repo.name)
             where = f"{source.registry}/{repo.name}"
+            target_text = (
+                f"{spec.target.connection.registry}/{spec.target.prefix}{dest_name}"
+                if spec.target.connection is not None
+                else f"store:{spec.target.prefix}{dest_name}"
+            )
             try:
                 if tag_filter.needs_listing:
-                    tags = tag_filter.select(_list_tags(client, repo.name))
+                    listed_tags, invalid = partition_tags(_list_tags(client, repo.name))
+                    for bad in invalid:
+                        if _wanted(bad, tag_filter) and _wanted(bad, extra_filter):
+                            plan.skipped.append(_invalid_tag(where, target_text, bad))
+                    tags = tag_filter.select(listed_tags)
                 else:
                     tags = tag_filter.select(tag_filter.exact)
                 if extra_filter is not None:
@@ -212,13 +230,49 @@ def plan_sync(
                         )
                     )
             except RegstoreError as exc:
-                target_text = (
-                    f"{spec.target.connection.registry}/{spec.target.prefix}{dest_name}"
-                    if spec.target.connection is not None
-                    else f"store:{spec.target.prefix}{dest_name}"
-                )
                 plan.failures.append(_failure(where, target_text, exc))
     return plan
+
+
+def _wanted(bad: InvalidTag, tag_filter: TagFilter | None) -> bool:
+    """Whether an invalid tag is worth reporting: one the filter would have taken (a text
+    filter can judge any string; an exact list holds only valid tags)."""
+    if tag_filter is None or not isinstance(bad.tag, str):
+        return True
+    return tag_filter.matches(bad.tag)
+
+
+def _invalid_tag(where: str, destination: str, bad: InvalidTag) -> ImageOutcome:
+    return ImageOutcome(
+        source=f"{where}:{bad.shown}",
+        destination=destination,
+        status="skipped",
+        error=f"invalid tag listed by the registry, not mirrored: {bad.reason}",
+    )
+
+
+def _catalog_names(
+    listed: list[str], catalog: CatalogSpec, where: str, plan: SyncPlan
+) -> list[str]:
+    """The valid names of a catalog that ``catalog`` takes, sorted; the invalid ones it would
+    take are reported as skipped."""
+    taken: set[str] = set()
+    for name in listed:
+        if isinstance(name, str) and not catalog.matches(name):
+            continue
+        try:
+            taken.add(validate_name(name))
+        except InvalidReferenceError as exc:
+            plan.skipped.append(
+                ImageOutcome(
+                    source=f"{where}: {InvalidTag(name, exc.reason).shown}",
+                    destination="",
+                    status="skipped",
+                    error="invalid repository name listed by the registry, not mirrored: "
+                    + exc.reason,
+                )
+            )
+    return sorted(taken)
 
 
 def _failure(source: str, destination: str, exc: BaseException) -> ImageOutcome:
@@ -240,9 +294,10 @@ def run_sync(
 ) -> BatchResult:
     """Run the plan's jobs (grouped by platform selection) and report every image.
 
-    Listing failures of the plan come first in the report, then the jobs in plan order. With
-    ``keep_going=False`` the first failure (a listing failure included) cancels every job not
-    yet started.
+    Listing failures of the plan come first in the report, then what the plan skipped
+    (invalid tags), then the jobs in plan order. With ``keep_going=False`` the first failure
+    (a listing failure included) cancels every job not yet started; a skipped tag is no
+    failure.
     """
     workers = concurrency or plan.concurrency or 4
     groups: dict[tuple[str, ...] | None, list[int]] = {}
@@ -270,7 +325,7 @@ def run_sync(
         for i, outcome in zip(indexes, batch.outcomes, strict=True):
             outcomes[i] = outcome
     done = [o for o in outcomes if o is not None]
-    return BatchResult(outcomes=[*plan.failures, *done])
+    return BatchResult(outcomes=[*plan.failures, *plan.skipped, *done])
 
 
 def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:

@@ -1,8 +1,14 @@
 """The sync file's typed model and its validation (the format is in :mod:`regstore.engine.sync`).
 
-PyYAML loads the text (``safe_load`` only; ``compose`` for line numbers and duplicate keys) and
-:class:`_Validator` turns it into frozen dataclasses, naming the line and key path of any
-mistake.
+PyYAML loads the text (a ``SafeLoader`` only; the composed node tree gives line numbers and
+duplicate keys) and :class:`_Validator` turns it into frozen dataclasses, naming the line and
+key path of any mistake.
+
+The loader refuses YAML aliases (``*name``, and so merge keys ``<<: *name``): a sync file is a
+short list written by hand and needs none, while an alias can point at its own ancestor (an
+endless structure) or fan out into billions of nodes from a few lines ("billion laughs").
+Anchors alone are harmless and allowed. Nesting is bounded too, so no input reaches Python's
+recursion limit.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from regstore.manifest import Platform
 from regstore.reference import validate_name, validate_tag
 
 from .filters import FilterError, TagFilter
+from .transfer import MAX_CONCURRENCY
 
 __all__ = [
     "CatalogSpec",
@@ -36,6 +43,9 @@ __all__ = [
 ]
 
 Path_ = tuple[str | int, ...]
+
+#: How deep collections may nest in a sync file (the format itself needs about eight levels).
+MAX_NESTING = 64
 _HOST_RE = re.compile(
     r"(?:https?://)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
     r"[A-Za-z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]{1,5})?/?",
@@ -204,6 +214,11 @@ class _Validator:
     def positive(self, value: object, path: Path_) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise self.error(path, f"expected a positive integer, got {value!r}")
+        return value
+
+    def bounded(self, value: object, path: Path_, maximum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            raise self.error(path, f"expected a positive integer up to {maximum}, got {value!r}")
         return value
 
     def strings(self, value: object, path: Path_) -> tuple[str, ...]:
@@ -412,7 +427,7 @@ class _Validator:
                     else None
                 ),
                 concurrency=(
-                    self.positive(d["concurrency"], ("defaults", "concurrency"))
+                    self.bounded(d["concurrency"], ("defaults", "concurrency"), MAX_CONCURRENCY)
                     if d.get("concurrency") is not None
                     else None
                 ),
@@ -436,10 +451,53 @@ def _kind(value: object) -> str:
     )
 
 
-def _line_map(text: str, source: str) -> tuple[dict[Path_, int], dict[Path_, str]]:
+class _Refused(yaml.MarkedYAMLError):
+    """YAML the sync-file loader will not compose (an alias, too deep a nesting)."""
+
+
+class _SyncFileLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with a bounded nesting depth."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            name = getattr(self._next_event(), "anchor", None) or "name"
+            raise self._refusal(
+                f"YAML aliases (*name) are not allowed in a sync file (*{name}; merge keys "
+                f"(<<: *{name}) included): write the value out where it is used"
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise self._refusal(f"the YAML is nested more than {MAX_NESTING} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _next_event(self) -> Any:
+        return self.peek_event()  # type: ignore[no-untyped-call]
+
+    def _refusal(self, problem: str) -> _Refused:
+        return _Refused(problem=problem, problem_mark=self._next_event().start_mark)
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree of ``text`` (for lines) and the data constructed from it."""
+    loader = _SyncFileLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return node, data
+
+
+def _line_map(node: yaml.Node | None, source: str) -> tuple[dict[Path_, int], dict[Path_, str]]:
     """Map each key path to its 1-based line and each scalar to its text as written; refuse
     duplicate keys (YAML would silently keep the last)."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
     lines: dict[Path_, int] = {}
     scalars: dict[Path_, str] = {}
 
@@ -473,13 +531,15 @@ def _line_map(text: str, source: str) -> tuple[dict[Path_, int], dict[Path_, str
 def parse_sync_text(text: str, source: str = "<sync file>") -> SyncSpec:
     """Validate sync-file text into a :class:`SyncSpec`; SyncFileError says where and why."""
     try:
-        lines, scalars = _line_map(text, source)
-        data = yaml.safe_load(text)
+        node, data = _compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, _Refused):
+            raise SyncFileError(f"{where}: {problem}") from None
         raise SyncFileError(f"{where}: not valid YAML: {problem}") from None
+    lines, scalars = _line_map(node, source)
     return _Validator(source, lines, scalars).spec(data)
 
 

@@ -44,6 +44,7 @@ from .reporting import EventSink, Reporter
 __all__ = [
     "CANCELLED",
     "DEFAULT_CONCURRENCY",
+    "MAX_CONCURRENCY",
     "Image",
     "TransferOptions",
     "transfer_image",
@@ -55,6 +56,8 @@ log = logging.getLogger("regstore.engine")
 Image = RegistryImage | StoreImage
 #: Blobs moved at once (docker pulls 3 and pushes 5 at a time; the seed used a window of 4).
 DEFAULT_CONCURRENCY = 4
+#: The most blobs anyone may ask to move at once (--concurrency, a sync file's concurrency).
+MAX_CONCURRENCY = 64
 #: Why an image of a batch was not attempted.
 CANCELLED = "not attempted: an earlier image failed (fail-fast)"
 #: How deep indexes may nest (an index of indexes is legal, a cycle is hostile).
