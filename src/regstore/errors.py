@@ -364,6 +364,7 @@ class PluginLoadError(RegstoreError):
         self.entry_point = entry_point
         self.scheme = scheme
 
+
 class StoreEscapeError(StoreError):
     """A path inside a store root leads out of it through a symbolic link (``link`` points at
     ``target``): refused, so a store that came from elsewhere cannot redirect reads or writes.
