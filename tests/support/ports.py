@@ -121,7 +121,6 @@ def wait_for_http(
         time.sleep(interval)
 
 
-
 def stop_process(proc: subprocess.Popen[Any] | None, log_file: IO[Any] | None = None) -> None:
     """Stop a server process (SIGTERM, then SIGKILL after 10 s) and close its log file."""
     if proc is not None and proc.poll() is None:
