@@ -3,8 +3,11 @@
 - Results go to stdout: with ``--json`` one JSON document and nothing else; otherwise rich
   tables on a terminal and plain, tab-free aligned columns when stdout is a pipe or file.
 - Errors are one line on stderr, ``regstore: error: <what> failed: <why> — try <hint>``;
-  warnings ``regstore: warning: ...``. A known secret (the password given on stdin) is masked in
-  anything printed, whatever produced the text.
+  warnings ``regstore: warning: ...``. A known secret (the password given on stdin, the
+  credentials of a store URL) is masked in anything printed, whatever produced the text.
+- Everything printed for humans passes :func:`regstore.safetext.printable`: a registry's error
+  message, a realm, a tag or file name may hold ESC/OSC sequences, and they reach the terminal
+  as visible ``\\x1b`` escapes, never as commands. (JSON escapes control characters itself.)
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from regstore.errors import (
     AuthenticationError,
@@ -29,6 +33,7 @@ from regstore.errors import (
     StoreError,
     TransportError,
 )
+from regstore.safetext import printable
 
 __all__ = [
     "EXIT_FAILURE",
@@ -115,10 +120,16 @@ class Output:
 
     def mask(self, text: str) -> str:
         """``text`` with every known secret replaced by ``***``."""
-        for secret in self.secrets:
+        # longest first: a secret that contains another one is masked whole
+        for secret in sorted(self.secrets, key=len, reverse=True):
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+    def shown(self, text: str) -> str:
+        """``text`` as printed for humans: secrets masked, control characters escaped (one
+        line: a newline in outside text could forge a line of our own)."""
+        return printable(self.mask(text))
 
     @property
     def stdout_is_terminal(self) -> bool:
@@ -140,7 +151,7 @@ class Output:
         """A human result line on stdout (never in --json mode)."""
         if self.json_mode:
             return
-        self.stdout.write(self.mask(text) + "\n")
+        self.stdout.write(self.shown(text) + "\n")
         self.stdout.flush()
 
     def summary(self, text: str) -> None:
@@ -154,13 +165,14 @@ class Output:
         """A table: rich on a terminal, aligned plain columns (with a header) otherwise."""
         if self.json_mode:
             return
-        cells = [[self.mask(str(c)) for c in row] for row in rows]
+        cells = [[self.shown(str(c)) for c in row] for row in rows]
         if self.stdout_is_terminal:
             table = Table(title=title or None, show_edge=False, header_style="bold")
             for column in columns:
                 table.add_column(column, overflow="fold")
             for row in cells:
-                table.add_row(*row)
+                # Text, not str: a tag named "[blink]x" is shown, not taken as rich markup
+                table.add_row(*(Text(c) for c in row))
             self.console().print(table)
             return
         widths = [len(c) for c in columns]
@@ -180,19 +192,19 @@ class Output:
         text = f"regstore: error: {message}"
         if hint:
             text += f" — try: {hint}"
-        self.stderr.write(self.mask(" ".join(text.split())) + "\n")
+        self.stderr.write(self.shown(" ".join(text.split())) + "\n")
         self.stderr.flush()
 
     def warning(self, message: str) -> None:
         """A warning line on stderr (shown even with --quiet and --json)."""
-        self.stderr.write(self.mask(f"regstore: warning: {message}") + "\n")
+        self.stderr.write(self.shown(f"regstore: warning: {message}") + "\n")
         self.stderr.flush()
 
     def note(self, message: str) -> None:
         """Information on stderr, silenced by --quiet and --json."""
         if self.quiet or self.json_mode:
             return
-        self.stderr.write(self.mask(message) + "\n")
+        self.stderr.write(self.shown(message) + "\n")
         self.stderr.flush()
 
     def failure(self, action: str, exc: BaseException) -> None:
