@@ -4,6 +4,8 @@
   command at any verbosity, whether the store opens or not.
 - Text that came from outside (a registry's error code and message, tag names, a realm) reaches
   the terminal with its control characters escaped: no ESC/OSC/BEL sequence gets through.
+- The "--plain-http" hint appears only when it can help (an https:// request answered in plain
+  HTTP), never after a mid-body break on a plain-HTTP registry.
 
 The secret matrix runs the real CLI in-process (click's runner: same code, same streams,
 seconds instead of minutes); a few runs repeat it as a real process.
@@ -22,13 +24,16 @@ from click.testing import CliRunner
 
 from regstore import open_store
 from regstore.cli import cli
-from regstore.errors import StoreError
+from regstore.cli.output import hint_for
+from regstore.client import Client
+from regstore.errors import StoreError, TransportError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
 
 from .cli_support import put_image, run_cli
 from .support.fake_registry import FakeRegistry, FakeRequest
 from .support.fixtures import S3Bucket
 from .support.images import build_image
+from .support.proxy import FaultProxy
 from .support.registry import RegistryServer
 
 # -- the one redaction function ------------------------------------------------------------------
@@ -319,3 +324,53 @@ def test_registry_text_reaches_the_terminal_without_its_escape_sequences(
     shown = "\n".join(r.stderr for r in runs if "--json" not in r.args)
     assert "\\x1b]0;pwned\\x07" in shown
     assert "\\x1b[2Jxxx" in shown or "\\x1b[2Jxxx" in "\n".join(r.stdout for r in runs)
+
+
+# -- the --plain-http hint -------------------------------------------------------------------------
+
+
+def test_no_plain_http_hint_after_a_mid_body_break_on_a_plain_http_registry(
+    seeded_registry: str,
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    tmp_path: Path,
+) -> None:
+    seed = open_store(f"file://{tmp_path / 'big'}")
+    put_image(seed, "team/big", "1", build_image(seed=9, layers=1, layer_size=200_000))
+    pushed = run_cli(
+        "push",
+        "store:team/big:1",
+        f"{seeded_registry}/team/big:1",
+        home=tmp_path,
+        store=f"file://{tmp_path / 'big'}",
+    )
+    assert pushed.returncode == 0, str(pushed)
+    proxy = fault_proxy_factory(registry)
+    proxy.cut_response("/blobs/sha256:", after_bytes=1000, times=None)
+    result = run_cli(
+        "--retries",
+        "1",
+        "pull",
+        f"{proxy.host}/team/big:1",
+        home=tmp_path,
+        store=f"file://{tmp_path / 'dst'}",
+    )
+    assert result.returncode == 1, str(result)
+    error = [line for line in result.stderr.splitlines() if line.startswith("regstore: error:")]
+    assert len(error) == 1 and "broke while reading the body" in error[0], str(result)
+    assert "--plain-http" not in error[0]
+    assert "run the command again" in error[0]
+
+
+def test_the_plain_http_hint_when_an_https_request_meets_plain_http(
+    fake_registry: FakeRegistry,
+) -> None:
+    fake_registry.expect("GET", "/v2/", status=200, json={}, times=None)
+    with (
+        Client(fake_registry.host, plain_http=False, retries=0) as client,
+        pytest.raises(TransportError) as caught,
+    ):
+        client.ping()
+    assert caught.value.http is not None and caught.value.http.url.startswith("https://")
+    assert "--plain-http" in hint_for(caught.value)
+    assert "--ca-cert" not in hint_for(caught.value)

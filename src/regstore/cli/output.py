@@ -68,20 +68,66 @@ def short_digest(digest: str, length: int = 12) -> str:
     return f"{algorithm}:{encoded[:length]}" if encoded else str(digest)
 
 
+#: Signs, in a TLS failure, that the server answered in plain HTTP (OpenSSL's words for it).
+_PLAIN_HTTP_SIGNS = (
+    "wrong version number",
+    "wrong_version_number",
+    "record layer failure",
+    "unknown protocol",
+    "packet length too long",
+    "http request",
+)
+#: Signs that a connection broke in the middle of an exchange (after a response began).
+_MID_TRANSFER_SIGNS = (
+    "while reading the body",
+    "stream ended",
+    "incompleteread",
+    "chunkedencodingerror",
+    "connection broken",
+)
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The messages and class names of ``exc`` and its causes, lowercased."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # a regstore error's own message, without its [METHOD URL] (a host may say "tls")
+        message = current.message if isinstance(current, RegstoreError) else str(current)
+        parts.append(f"{type(current).__name__} {message}")
+        current = current.__cause__ or current.__context__
+    return " ".join(parts).lower()
+
+
+def _transport_hint(exc: TransportError) -> str:
+    """Suggest --plain-http only when it can help: the request went to an https:// URL and
+    failed before any answer (a mid-body break proves the protocol was right)."""
+    text = _chain_text(exc)
+    https = exc.http is not None and exc.http.url.lower().startswith("https://")
+    if https and any(sign in text for sign in _PLAIN_HTTP_SIGNS):
+        return "the registry answers in plain HTTP: add --plain-http"
+    if "ssl" in text or "certificate" in text or "tls" in text:
+        return "give the registry's CA with --ca-cert FILE (or, unsafely, --insecure)"
+    if "refused" in text or "resolve" in text or "name or service" in text:
+        return "is the registry running at that address (host and port)?"
+    if any(sign in text for sign in _MID_TRANSFER_SIGNS):
+        return "the connection broke during the transfer; run the command again (it resumes)"
+    if https:
+        return "is the registry reachable? if it speaks plain HTTP, add --plain-http"
+    return "is the registry reachable (host, port, network)?"
+
+
 def hint_for(exc: BaseException) -> str:
     """What to try next for an error, or ``""``."""
-    text = str(exc).lower()
     if isinstance(exc, AuthenticationError):
         return (
             "check the credentials: --username NAME --password-stdin, or `docker login` for "
             "this registry"
         )
     if isinstance(exc, TransportError):
-        if "ssl" in text or "certificate" in text or "tls" in text:
-            return "give the registry's CA with --ca-cert FILE (or, unsafely, --insecure)"
-        if "refused" in text or "resolve" in text or "name or service" in text:
-            return "is the registry running at that address (host and port)?"
-        return "is the registry reachable? if it speaks plain HTTP, add --plain-http"
+        return _transport_hint(exc)
     if isinstance(exc, RepositoryNotFoundError):
         return "check the repository name (`regstore ls` lists the store's repositories)"
     if isinstance(exc, ImageManifestNotFoundError):
