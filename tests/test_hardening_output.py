@@ -6,6 +6,7 @@
   the terminal with its control characters escaped: no ESC/OSC/BEL sequence gets through.
 - The "--plain-http" hint appears only when it can help (an https:// request answered in plain
   HTTP), never after a mid-body break on a plain-HTTP registry.
+- An HTTPS registry cannot send the credentials to a plain-HTTP token realm.
 
 The secret matrix runs the real CLI in-process (click's runner: same code, same streams,
 seconds instead of minutes); a few runs repeat it as a real process.
@@ -13,24 +14,31 @@ seconds instead of minutes); a few runs repeat it as a real process.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import logging
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from regstore import open_store
 from regstore.cli import cli
 from regstore.cli.output import hint_for
 from regstore.client import Client
-from regstore.errors import StoreError, TransportError
+from regstore.errors import AuthenticationError, InsecureRealmError, StoreError, TransportError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
 
 from .cli_support import put_image, run_cli
-from .support.fake_registry import FakeRegistry, FakeRequest
+from .support.fake_registry import ANY_QUERY, FakeRegistry, FakeRequest
 from .support.fixtures import S3Bucket
 from .support.images import build_image
 from .support.proxy import FaultProxy
@@ -374,3 +382,146 @@ def test_the_plain_http_hint_when_an_https_request_meets_plain_http(
     assert caught.value.http is not None and caught.value.http.url.startswith("https://")
     assert "--plain-http" in hint_for(caught.value)
     assert "--ca-cert" not in hint_for(caught.value)
+
+
+# -- an https registry naming a plain-http token realm ---------------------------------------------
+
+
+def _tls_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context for 127.0.0.1 and the CA bundle that verifies it."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regstore realm test CA")])
+
+    def certificate(
+        subject: x509.Name, public_key: ec.EllipticCurvePublicKey, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.BasicConstraints(ca=True, path_length=None), critical=True
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca = certificate(ca_name, ca_key.public_key(), ca=True)
+    cert = certificate(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+        key.public_key(),
+        ca=False,
+    )
+    ca_path, chain = directory / "ca.pem", directory / "server.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return context, ca_path
+
+
+class TLSFakeRegistry(FakeRegistry):
+    """The scripted fake registry, served over HTTPS."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__()
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}"
+
+
+@pytest.fixture
+def https_registry_with_http_realm(
+    tmp_path: Path, fake_registry: FakeRegistry
+) -> Iterator[tuple[TLSFakeRegistry, FakeRegistry, Path]]:
+    """(an HTTPS fake registry whose realm is on the plain-HTTP fake, that fake, the CA)."""
+    context, ca = _tls_context(tmp_path)
+    registry = TLSFakeRegistry(context).start()
+    realm = f"{fake_registry.url}/token"
+    registry.expect(
+        "GET",
+        "/v2/team/app/manifests/1",
+        status=401,
+        times=None,
+        headers={"WWW-Authenticate": f'Bearer realm="{realm}",scope="repository:team/app:pull"'},
+    )
+    fake_registry.expect("GET", "/token", json={"token": "t0k"}, times=None, query=ANY_QUERY)
+    try:
+        yield registry, fake_registry, ca
+    finally:
+        registry.stop()
+
+
+def test_an_https_registry_cannot_send_the_password_to_a_plain_http_realm(
+    https_registry_with_http_realm: tuple[TLSFakeRegistry, FakeRegistry, Path],
+) -> None:
+    registry, realm_host, ca = https_registry_with_http_realm
+    client = Client(
+        registry.host,
+        plain_http=False,
+        verify=str(ca),
+        username="u",
+        password="hunter2-password",
+        retries=0,
+    )
+    with client, pytest.raises(InsecureRealmError) as caught:
+        client.get_image_manifest("team/app", "1")
+    assert realm_host.requests == []  # nothing reached the cleartext realm
+    assert isinstance(caught.value, AuthenticationError)
+    message = str(caught.value)
+    assert "plain-HTTP token realm" in message and realm_host.url in message
+    assert "\n" not in message and "hunter2" not in message
+    assert "--insecure" in hint_for(caught.value)
+    assert "check the credentials" not in hint_for(caught.value)
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_a_plain_http_realm_is_followed_without_tls_verification_anyway(
+    https_registry_with_http_realm: tuple[TLSFakeRegistry, FakeRegistry, Path],
+) -> None:
+    registry, realm_host, _ = https_registry_with_http_realm
+    client = Client(
+        registry.host, plain_http=False, verify=False, username="u", password="pw", retries=0
+    )
+    with client, pytest.raises(AuthenticationError) as caught:
+        client.get_image_manifest("team/app", "1")
+    assert not isinstance(caught.value, InsecureRealmError)
+    assert len(realm_host.requests_to("GET", "/token")) == 1  # the --insecure user's choice
+
+
+def test_a_plain_http_registry_may_use_a_plain_http_realm(
+    fake_registry_factory: Callable[[], FakeRegistry],
+) -> None:
+    registry, realm_host = fake_registry_factory(), fake_registry_factory()
+    registry.expect(
+        "GET",
+        "/v2/team/app/manifests/1",
+        status=401,
+        times=None,
+        headers={"WWW-Authenticate": f'Bearer realm="{realm_host.url}/token",service="reg"'},
+    )
+    realm_host.expect("GET", "/token", json={"token": "t0k"}, times=None, query=ANY_QUERY)
+    client = Client(registry.host, username="u", password="p", retries=0)
+    with client, pytest.raises(AuthenticationError) as caught:
+        client.get_image_manifest("team/app", "1")
+    assert not isinstance(caught.value, InsecureRealmError)
+    assert len(realm_host.requests_to("GET", "/token")) >= 1

@@ -26,6 +26,7 @@ from regstore.errors import (
     BackendNotFoundError,
     DigestMismatchError,
     ImageManifestNotFoundError,
+    InsecureRealmError,
     InvalidReferenceError,
     LayerLockedError,
     RegstoreError,
@@ -121,6 +122,11 @@ def _transport_hint(exc: TransportError) -> str:
 
 def hint_for(exc: BaseException) -> str:
     """What to try next for an error, or ``""``."""
+    if isinstance(exc, InsecureRealmError):
+        return (
+            "the registry's token server should use https; if you accept the risk, --insecure "
+            "allows it"
+        )
     if isinstance(exc, AuthenticationError):
         return (
             "check the credentials: --username NAME --password-stdin, or `docker login` for "
