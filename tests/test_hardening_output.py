@@ -327,7 +327,8 @@ def test_registry_text_reaches_the_terminal_without_its_escape_sequences(
         output = result.stdout + result.stderr
         for control in ("\x1b", "\x07", "\x9b", "\r", "\u202e"):
             assert control not in output, f"{control!r} reached the terminal:\n{result}"
-        assert result.returncode == 1, str(result)
+        # failures, or (sync) invalid tags skipped with a warning: either way no crash
+        assert result.returncode in (0, 1), str(result)
     # the text was shown (escaped), not dropped
     shown = "\n".join(r.stderr for r in runs if "--json" not in r.args)
     assert "\\x1b]0;pwned\\x07" in shown
