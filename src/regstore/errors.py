@@ -23,6 +23,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── RegistryError                  a registry answered with a failure (carries ``http``)
     │   ├── UnexpectedHTTPStatusError      status: nothing better matched
     │   └── AuthenticationError            credentials missing, wrong or insufficient
+    │       └── InsecureRealmError             an HTTPS registry named a plain-HTTP token realm
     ├── TransportError                 the registry could not be reached or the connection broke
     ├── CredentialStoreError           docker's config file or a credential helper refused a write
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
@@ -55,6 +56,7 @@ __all__ = [
     "FilterError",
     "HTTPContext",
     "ImageManifestNotFoundError",
+    "InsecureRealmError",
     "InvalidReferenceError",
     "LayerAlreadyExistsError",
     "LayerLockedError",
@@ -292,6 +294,12 @@ class UnexpectedHTTPStatusError(RegistryError):
 
 class AuthenticationError(RegistryError):
     """Credentials were missing, wrong, or do not grant the access asked for."""
+
+
+class InsecureRealmError(AuthenticationError):
+    """An HTTPS registry sent its token challenge to a plain-HTTP realm: following it would send
+    the credentials (or fetch the token) in cleartext, so it is refused unless TLS is off anyway
+    (a plain-HTTP registry, or verification disabled)."""
 
 
 class TransportError(RegstoreError):

@@ -40,6 +40,7 @@ from regstore.errors import (
 from regstore.hookspecs import BlobInfo, BlobReadHandle, BlobState, BlobStatus, BlobWriteHandle
 from regstore.manifest import Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
+from regstore.safetext import redact_store_url
 
 if TYPE_CHECKING:
     import pluggy
@@ -68,28 +69,6 @@ def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
     bare = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
     return parsed.scheme.lower(), bare, options
-
-
-#: Store URL query parameters that carry secrets and never leave the process in clear.
-_SECRET_OPTIONS = frozenset({"key", "secret", "token", "password", "session_token"})
-
-
-def redact_store_url(url: str) -> str:
-    """``url`` with credentials (user info, ``secret=`` and the like) replaced by ``***``."""
-    if "://" not in url:
-        return url
-    parsed = urllib.parse.urlsplit(url)
-    netloc = parsed.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = urllib.parse.urlencode(
-        [
-            (k, "***" if k.lower() in _SECRET_OPTIONS else v)
-            for k, v in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
-        ],
-        safe="*/:",
-    )
-    return urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, query, parsed.fragment))
 
 
 def open_store(url: str, **options: Any) -> ObjectStore:
@@ -129,15 +108,14 @@ class ObjectStore:
     @property
     def _hook(self) -> Any:
         if self._closed:
-            raise StoreError(f"store {self.url or self.backend!r} is closed")
+            raise StoreError(f"store {redact_store_url(self.url) or self.backend!r} is closed")
         return self._pm.hook
 
     def _call(self, hook: str, **kwargs: Any) -> Any:
         result = getattr(self._hook, hook)(**kwargs)
         if result is None:
-            raise UnsupportedError(
-                f"the backend of {self.url or 'this store'} does not implement {hook}"
-            )
+            where = redact_store_url(self.url) or "this store"
+            raise UnsupportedError(f"the backend of {where} does not implement {hook}")
         return result
 
     def add_wrapper(self, plugin: object, name: str | None = None) -> None:

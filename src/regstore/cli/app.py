@@ -22,7 +22,8 @@ from regstore import __version__, plugins
 from regstore.engine.syncfile import SyncFileError
 from regstore.engine.transfer import MAX_CONCURRENCY
 from regstore.errors import RegstoreError
-from regstore.store import open_store, redact_store_url
+from regstore.safetext import printable, redact_store_url, store_url_secrets
+from regstore.store import open_store
 
 from .output import EXIT_FAILURE, EXIT_USAGE, Output
 from .progress import ProgressDisplay, make_progress
@@ -105,7 +106,9 @@ class AppState:
 
     def progress(self) -> ProgressDisplay:
         """The progress display for this run (see :mod:`regstore.cli.progress`)."""
-        return make_progress(json_mode=self.settings.json, quiet=self.settings.quiet)
+        return make_progress(
+            json_mode=self.settings.json, quiet=self.settings.quiet, clean=self.output.shown
+        )
 
     @property
     def concurrency(self) -> int:
@@ -128,7 +131,9 @@ class AppState:
         if url not in self._stores:
             if url == default_store_url():
                 Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-            log.info("opening the store %s", url)
+            # a sync file may name another store: its secrets are masked like --store's
+            self.output.secrets.extend(store_url_secrets(url))
+            log.info("opening the store %s", redact_store_url(url))
             self._stores[url] = open_store(url)
         return self._stores[url]
 
@@ -200,6 +205,8 @@ class AppState:
     def prepare(self) -> None:
         """Check option combinations and set up logging, once every option is parsed."""
         s = self.settings
+        if s.store:
+            self.output.secrets.extend(store_url_secrets(s.store))
         configure_logging(s.verbose, self.output)
         if s.password_stdin and s.username is None:
             raise click.UsageError("--password-stdin needs --username")
@@ -312,14 +319,15 @@ def global_options(f: F, *, on_group: bool = False) -> F:
 
 class _MaskingFormatter(logging.Formatter):
     """Formats log records with every known secret masked (defence in depth: the client never
-    logs credentials, but a third-party plugin or library might)."""
+    logs credentials, but a third-party plugin or library might) and control characters
+    escaped (a logged server answer must not drive the terminal)."""
 
     def __init__(self, output: Output) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.output = output
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.output.mask(super().format(record))
+        return printable(self.output.mask(super().format(record)), multiline=True)
 
 
 def configure_logging(verbose: int, output: Output) -> None:
@@ -352,7 +360,9 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
             code = 130
         except Exception as exc:  # one clear line; the traceback only with -v
             if state.settings.verbose:
-                sys.stderr.write(state.output.mask(traceback.format_exc()))
+                sys.stderr.write(
+                    printable(state.output.mask(traceback.format_exc()), multiline=True)
+                )
             if isinstance(exc, SyncFileError):
                 state.output.failure("", exc)
                 code = EXIT_USAGE

@@ -3,8 +3,11 @@
 - Results go to stdout: with ``--json`` one JSON document and nothing else; otherwise rich
   tables on a terminal and plain, tab-free aligned columns when stdout is a pipe or file.
 - Errors are one line on stderr, ``regstore: error: <what> failed: <why> — try <hint>``;
-  warnings ``regstore: warning: ...``. A known secret (the password given on stdin) is masked in
-  anything printed, whatever produced the text.
+  warnings ``regstore: warning: ...``. A known secret (the password given on stdin, the
+  credentials of a store URL) is masked in anything printed, whatever produced the text.
+- Everything printed for humans passes :func:`regstore.safetext.printable`: a registry's error
+  message, a realm, a tag or file name may hold ESC/OSC sequences, and they reach the terminal
+  as visible ``\\x1b`` escapes, never as commands. (JSON escapes control characters itself.)
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from regstore.errors import (
     AuthenticationError,
     BackendNotFoundError,
     DigestMismatchError,
     ImageManifestNotFoundError,
+    InsecureRealmError,
     InvalidReferenceError,
     LayerLockedError,
     RegstoreError,
@@ -29,6 +34,7 @@ from regstore.errors import (
     StoreError,
     TransportError,
 )
+from regstore.safetext import printable
 
 __all__ = [
     "EXIT_FAILURE",
@@ -63,20 +69,71 @@ def short_digest(digest: str, length: int = 12) -> str:
     return f"{algorithm}:{encoded[:length]}" if encoded else str(digest)
 
 
+#: Signs, in a TLS failure, that the server answered in plain HTTP (OpenSSL's words for it).
+_PLAIN_HTTP_SIGNS = (
+    "wrong version number",
+    "wrong_version_number",
+    "record layer failure",
+    "unknown protocol",
+    "packet length too long",
+    "http request",
+)
+#: Signs that a connection broke in the middle of an exchange (after a response began).
+_MID_TRANSFER_SIGNS = (
+    "while reading the body",
+    "stream ended",
+    "incompleteread",
+    "chunkedencodingerror",
+    "connection broken",
+)
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The messages and class names of ``exc`` and its causes, lowercased."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # a regstore error's own message, without its [METHOD URL] (a host may say "tls")
+        message = current.message if isinstance(current, RegstoreError) else str(current)
+        parts.append(f"{type(current).__name__} {message}")
+        current = current.__cause__ or current.__context__
+    return " ".join(parts).lower()
+
+
+def _transport_hint(exc: TransportError) -> str:
+    """Suggest --plain-http only when it can help: the request went to an https:// URL and
+    failed before any answer (a mid-body break proves the protocol was right)."""
+    text = _chain_text(exc)
+    https = exc.http is not None and exc.http.url.lower().startswith("https://")
+    if https and any(sign in text for sign in _PLAIN_HTTP_SIGNS):
+        return "the registry answers in plain HTTP: add --plain-http"
+    if "ssl" in text or "certificate" in text or "tls" in text:
+        return "give the registry's CA with --ca-cert FILE (or, unsafely, --insecure)"
+    if "refused" in text or "resolve" in text or "name or service" in text:
+        return "is the registry running at that address (host and port)?"
+    if any(sign in text for sign in _MID_TRANSFER_SIGNS):
+        return "the connection broke during the transfer; run the command again (it resumes)"
+    if https:
+        return "is the registry reachable? if it speaks plain HTTP, add --plain-http"
+    return "is the registry reachable (host, port, network)?"
+
+
 def hint_for(exc: BaseException) -> str:
     """What to try next for an error, or ``""``."""
-    text = str(exc).lower()
+    if isinstance(exc, InsecureRealmError):
+        return (
+            "the registry's token server should use https; if you accept the risk, --insecure "
+            "allows it"
+        )
     if isinstance(exc, AuthenticationError):
         return (
             "check the credentials: --username NAME --password-stdin, or `docker login` for "
             "this registry"
         )
     if isinstance(exc, TransportError):
-        if "ssl" in text or "certificate" in text or "tls" in text:
-            return "give the registry's CA with --ca-cert FILE (or, unsafely, --insecure)"
-        if "refused" in text or "resolve" in text or "name or service" in text:
-            return "is the registry running at that address (host and port)?"
-        return "is the registry reachable? if it speaks plain HTTP, add --plain-http"
+        return _transport_hint(exc)
     if isinstance(exc, RepositoryNotFoundError):
         return "check the repository name (`regstore ls` lists the store's repositories)"
     if isinstance(exc, ImageManifestNotFoundError):
@@ -115,10 +172,16 @@ class Output:
 
     def mask(self, text: str) -> str:
         """``text`` with every known secret replaced by ``***``."""
-        for secret in self.secrets:
+        # longest first: a secret that contains another one is masked whole
+        for secret in sorted(self.secrets, key=len, reverse=True):
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+    def shown(self, text: str) -> str:
+        """``text`` as printed for humans: secrets masked, control characters escaped (one
+        line: a newline in outside text could forge a line of our own)."""
+        return printable(self.mask(text))
 
     @property
     def stdout_is_terminal(self) -> bool:
@@ -140,7 +203,7 @@ class Output:
         """A human result line on stdout (never in --json mode)."""
         if self.json_mode:
             return
-        self.stdout.write(self.mask(text) + "\n")
+        self.stdout.write(self.shown(text) + "\n")
         self.stdout.flush()
 
     def summary(self, text: str) -> None:
@@ -154,13 +217,14 @@ class Output:
         """A table: rich on a terminal, aligned plain columns (with a header) otherwise."""
         if self.json_mode:
             return
-        cells = [[self.mask(str(c)) for c in row] for row in rows]
+        cells = [[self.shown(str(c)) for c in row] for row in rows]
         if self.stdout_is_terminal:
             table = Table(title=title or None, show_edge=False, header_style="bold")
             for column in columns:
                 table.add_column(column, overflow="fold")
             for row in cells:
-                table.add_row(*row)
+                # Text, not str: a tag named "[blink]x" is shown, not taken as rich markup
+                table.add_row(*(Text(c) for c in row))
             self.console().print(table)
             return
         widths = [len(c) for c in columns]
@@ -180,19 +244,19 @@ class Output:
         text = f"regstore: error: {message}"
         if hint:
             text += f" — try: {hint}"
-        self.stderr.write(self.mask(" ".join(text.split())) + "\n")
+        self.stderr.write(self.shown(" ".join(text.split())) + "\n")
         self.stderr.flush()
 
     def warning(self, message: str) -> None:
         """A warning line on stderr (shown even with --quiet and --json)."""
-        self.stderr.write(self.mask(f"regstore: warning: {message}") + "\n")
+        self.stderr.write(self.shown(f"regstore: warning: {message}") + "\n")
         self.stderr.flush()
 
     def note(self, message: str) -> None:
         """Information on stderr, silenced by --quiet and --json."""
         if self.quiet or self.json_mode:
             return
-        self.stderr.write(self.mask(message) + "\n")
+        self.stderr.write(self.shown(message) + "\n")
         self.stderr.flush()
 
     def failure(self, action: str, exc: BaseException) -> None:

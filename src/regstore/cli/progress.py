@@ -9,13 +9,16 @@ Three modes, chosen by :func:`make_progress`:
 - ``off`` with ``--json`` or ``--quiet``: nothing.
 
 Progress goes to stderr, so stdout holds only the result. Events still reach plugin observers
-(the ``regstore_transfer_event`` hook) while the display is on.
+(the ``regstore_transfer_event`` hook) while the display is on. A line may carry a failure's
+text (a registry's message): it is cleaned like every other printed line (secrets masked,
+control characters escaped).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import IO
 
@@ -33,6 +36,7 @@ from rich.progress import (
 
 from regstore import plugins
 from regstore.events import EventKind, TransferEvent
+from regstore.safetext import printable
 
 from .output import format_size, short_digest
 
@@ -44,11 +48,17 @@ _DONE_VERB = {"pull": "pulled", "push": "pushed", "copy": "copied", "verify": "v
 class ProgressDisplay:
     """A callable event sink; use as a context manager around the operation."""
 
-    def __init__(self, mode: str, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        stream: IO[str] | None = None,
+        clean: Callable[[str], str] = printable,
+    ) -> None:
         if mode not in ("bars", "lines", "off"):
             raise ValueError(f"unknown progress mode {mode!r}")
         self.mode = mode
         self.stream = stream if stream is not None else sys.stderr
+        self.clean = clean
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
         self._moved: dict[str, int] = {}
@@ -121,10 +131,10 @@ class ProgressDisplay:
         if kind is EventKind.MOUNTED:
             return f"mounted {digest}"
         if kind is EventKind.FAILED:
-            return f"failed {digest}: {event.error or 'unknown error'}"
+            return self.clean(f"failed {digest}: {event.error or 'unknown error'}")
         if kind is EventKind.MANIFEST:
             tag = f" (tag {event.tag})" if event.tag else ""
-            return f"wrote manifest {digest}{tag}"
+            return self.clean(f"wrote manifest {digest}{tag}")
         return None
 
     def _lines(self, event: TransferEvent) -> None:
@@ -177,11 +187,16 @@ class ProgressDisplay:
 
 
 def make_progress(
-    *, json_mode: bool, quiet: bool, stream: IO[str] | None = None
+    *,
+    json_mode: bool,
+    quiet: bool,
+    stream: IO[str] | None = None,
+    clean: Callable[[str], str] = printable,
 ) -> ProgressDisplay:
-    """The display for this run: ``off`` with --json/--quiet, bars on a terminal, else lines."""
+    """The display for this run: ``off`` with --json/--quiet, bars on a terminal, else lines.
+    ``clean`` makes a line safe to print (the run's Output.shown: secrets masked too)."""
     stream = stream if stream is not None else sys.stderr
     if json_mode or quiet:
-        return ProgressDisplay("off", stream)
+        return ProgressDisplay("off", stream, clean)
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
-    return ProgressDisplay("bars" if is_tty else "lines", stream)
+    return ProgressDisplay("bars" if is_tty else "lines", stream, clean)

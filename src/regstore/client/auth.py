@@ -14,6 +14,10 @@ The flow (distribution's token spec, what docker does):
 With an identity token (docker's OAuth2 refresh token from ``docker login`` with some helpers),
 the token is requested with the OAuth2 form POST (``grant_type=refresh_token``).
 Credentials go only to the registry's own origin and its token realm; never into logs.
+An HTTPS registry whose realm is plain ``http://`` is refused (InsecureRealmError) before any
+token request: following it would put the Basic password, the refresh token or the token
+itself on the wire in clear. Only a plain-HTTP registry, or a client that does not verify TLS
+anyway (``verify=False``, the CLI's ``--insecure``), may use a plain-HTTP realm.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
@@ -31,7 +36,7 @@ from regstore.client.challenge import Challenge, merge_scopes, parse_www_authent
 from regstore.client.credentials import CredentialResolver, Credentials
 from regstore.client.errors_map import Operation, auth_error, http_context, transport_error
 from regstore.client.urls import Endpoint, no_proxy_for, redact_url
-from regstore.errors import UnexpectedHTTPStatusError
+from regstore.errors import InsecureRealmError, UnexpectedHTTPStatusError
 
 __all__ = ["MIN_TOKEN_LIFETIME", "Authenticator", "Token", "basic_authorization"]
 
@@ -79,8 +84,12 @@ class Authenticator:
         *,
         timeout: tuple[float, float],
         user_agent: str,
+        allow_plain_realm: bool = False,
     ) -> None:
+        """``allow_plain_realm``: follow a plain-HTTP realm of an HTTPS registry (only for a
+        client that does not verify TLS: it has given up the protection this keeps)."""
         self.endpoint = endpoint
+        self.allow_plain_realm = allow_plain_realm
         self.credentials = credentials
         self._session = session
         self._timeout = timeout
@@ -171,6 +180,17 @@ class Authenticator:
                 self.token_fetches += 1
             return token
 
+    def _refuse_downgrade(self, realm: str, op: Operation) -> None:
+        """Raise InsecureRealmError when an HTTPS registry names a plain-HTTP realm."""
+        if self.allow_plain_realm or self.endpoint.scheme != "https":
+            return
+        if urlsplit(realm).scheme.lower() != "https":
+            raise InsecureRealmError(
+                f"{op.what}: the HTTPS registry {self.endpoint.registry} names the plain-HTTP "
+                f"token realm {redact_url(realm)}; refusing to send credentials or tokens "
+                "over it unencrypted"
+            )
+
     def _request_token(self, bearer: Challenge, scopes: tuple[str, ...], op: Operation) -> Token:
         realm = bearer.realm or ""
         if not realm.startswith(("https://", "http://")):
@@ -181,6 +201,7 @@ class Authenticator:
                 detail=f"the registry named an unusable token realm {realm!r}",
                 registry=self.endpoint.registry,
             )
+        self._refuse_downgrade(realm, op)
         creds = self.credentials.get()
         headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
         method = "GET"

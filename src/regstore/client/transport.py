@@ -176,6 +176,8 @@ class Transport:
             self.session,
             timeout=options.timeout,
             user_agent=options.user_agent,
+            # without TLS verification a plain-HTTP realm loses nothing more
+            allow_plain_realm=options.verify is False,
         )
         self.counters = _Counters()
         self._sleep = sleep

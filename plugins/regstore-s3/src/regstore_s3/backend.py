@@ -31,6 +31,7 @@ from regstore.backends import BlobLock, FsspecBackend, StagingStream
 from regstore.errors import StoreError, UnsupportedError
 from regstore.hookspecs import BlobWriteHandle
 from regstore.reference import Digest
+from regstore.safetext import redact_store_url
 
 from .client import ObjectInfo, S3Objects, translate_s3_errors
 from .locks import DEFAULT_LEASE, S3Lease, S3LeaseLockManager
@@ -65,20 +66,27 @@ READ_BLOCK_SIZE = 8 * 1024 * 1024
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``(bucket, prefix)`` from ``s3://bucket/some/prefix`` (prefix without slashes at the
-    ends; empty for the bucket's root). Raises StoreError for anything else.
+    ends; empty for the bucket's root). Raises StoreError for anything else; the error shows
+    the URL without its secrets (user info, ``secret=`` ...).
     """
+    shown = redact_store_url(url)
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme.lower() != "s3":
-        raise StoreError(f"not an S3 store URL: {url!r} (expected s3://bucket/prefix)")
+        raise StoreError(f"not an S3 store URL: {shown!r} (expected s3://bucket/prefix)")
     if parsed.fragment:
-        raise StoreError(f"an S3 store URL has no fragment: {url!r}")
+        raise StoreError(f"an S3 store URL has no fragment: {shown!r}")
     bucket = parsed.netloc
+    if "@" in bucket:
+        raise StoreError(
+            f"an S3 store URL takes no credentials before the bucket: {shown!r}; give the "
+            "key= and secret= options, or let the AWS credential chain find them"
+        )
     if _BUCKET.fullmatch(bucket) is None or ".." in bucket:
-        raise StoreError(f"invalid S3 bucket name {bucket!r} in {url!r}")
+        raise StoreError(f"invalid S3 bucket name {bucket!r} in {shown!r}")
     prefix = parsed.path.strip("/")
     if prefix and any(_PREFIX_PART.fullmatch(p) is None for p in prefix.split("/")):
         raise StoreError(
-            f"invalid S3 prefix {prefix!r} in {url!r}: use components of [A-Za-z0-9._-] "
+            f"invalid S3 prefix {prefix!r} in {shown!r}: use components of [A-Za-z0-9._-] "
             "not starting with a dot or a dash"
         )
     return bucket, prefix
@@ -186,7 +194,9 @@ class S3Backend(FsspecBackend):
         self.objects = S3Objects(fs, bucket)
         self.part_size = None if part_size is None else validate_part_size(part_size)
         locks = S3LeaseLockManager(self.objects, self._key_prefix("_regstore/locks/"), lease=lease)
-        super().__init__(_TranslatingFS(fs, url), root, layout=layout, locks=locks, url=url)
+        super().__init__(
+            _TranslatingFS(fs, redact_store_url(url)), root, layout=layout, locks=locks, url=url
+        )
         self.lease_locks = locks
 
     # -- keys --------------------------------------------------------------------------------
@@ -397,6 +407,7 @@ def open_backend(url: str, **options: Any) -> S3Backend:
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
     options = {**query, **options}
     url = url.split("?", 1)[0]
+    shown = redact_store_url(url)
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise StoreError(
@@ -412,7 +423,7 @@ def open_backend(url: str, **options: Any) -> S3Backend:
             validate_part_size(part_size)
         lease = float(options.get("lease") or DEFAULT_LEASE)
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"invalid option for {url}: {exc}") from None
+        raise StoreError(f"invalid option for {shown}: {exc}") from None
     fs = _build_filesystem(options)
     try:
         return S3Backend(
@@ -425,4 +436,4 @@ def open_backend(url: str, **options: Any) -> S3Backend:
             url=url,
         )
     except ValueError as exc:
-        raise StoreError(f"invalid option for {url}: {exc}") from None
+        raise StoreError(f"invalid option for {shown}: {exc}") from None
