@@ -99,9 +99,13 @@ def test_bad_urls_and_options(tmp_path: Path) -> None:
         open_store(str(tmp_path / "file"))
 
 
-def test_root_is_created_and_describe(tmp_path: Path) -> None:
+def test_root_is_created_by_the_first_write_and_describe(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}/deep/er/store?layout=oci")
-    assert (tmp_path / "deep/er/store").is_dir()
+    assert not (tmp_path / "deep").exists()  # opening creates nothing
+    assert not store.exists() and store.repositories() == []
+    assert not (tmp_path / "deep").exists()  # nor does reading
+    write_blob(store, oci_image(seed=3).blobs[0])
+    assert (tmp_path / "deep/er/store").is_dir() and store.exists()
     info = store.describe()
     assert info["backend"] == "file"
     assert info["layout"] == "oci"

@@ -35,6 +35,7 @@ from regstore.errors import (
     RepositoryNotFoundError,
     StoreError,
     StoreEscapeError,
+    StoreNotFoundError,
     SyncFileError,
     TransportError,
     UnexpectedHTTPStatusError,
@@ -69,6 +70,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     BackendNotFoundError: StoreError,
     PluginLoadError: RegstoreError,
     StoreEscapeError: StoreError,
+    StoreNotFoundError: StoreError,
     UnsupportedError: RegstoreError,
     UsageError: RegstoreError,
     SyncFileError: UsageError,
@@ -104,6 +106,7 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
         "s3", "ModuleNotFoundError: x", distribution="regstore-s3", version="1", entry_point="m"
     ),
     StoreEscapeError: StoreEscapeError("/s/x/link", "/s/x", "/elsewhere"),
+    StoreNotFoundError: StoreNotFoundError("file:///srv/mirorr"),
     UnsupportedError: UnsupportedError("no"),
     UsageError: UsageError("no such thing"),
     SyncFileError: SyncFileError("sync.yaml:3: sources: expected a list"),

@@ -28,7 +28,8 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── CredentialStoreError           docker's config file or a credential helper refused a write
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   ├── BackendNotFoundError           no installed backend serves a URL scheme
-    │   └── StoreEscapeError               path, link, target: a symlink leads out of the root
+    │   ├── StoreEscapeError               path, link, target: a symlink leads out of the root
+    │   └── StoreNotFoundError             url: nothing was ever stored there (reading)
     ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
     └── UsageError                     (also ValueError) input regstore cannot act on
@@ -69,6 +70,7 @@ __all__ = [
     "RepositoryNotFoundError",
     "StoreError",
     "StoreEscapeError",
+    "StoreNotFoundError",
     "SyncFileError",
     "TransportError",
     "UnexpectedHTTPStatusError",
@@ -386,6 +388,17 @@ class StoreEscapeError(StoreError):
         self.path = path
         self.link = link
         self.target = target
+
+
+class StoreNotFoundError(StoreError):
+    """A reading command found no store at ``url`` (a mistyped path or prefix, most likely)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"no store at {url} (nothing was ever stored there: check the URL; "
+            "a pull, copy or sync creates the store)"
+        )
+        self.url = url
 
 
 class UnsupportedError(RegstoreError):

@@ -40,6 +40,8 @@ __all__ = [
     "BlobStatus",
     "BlobWriteHandle",
     "DiscoverySpec",
+    "StagingEntry",
+    "StagingKind",
     "StoreSpec",
     "hookimpl",
     "hookspec",
@@ -84,6 +86,51 @@ class BlobInfo:
     digest: str
     size: int
     mtime: float  #: seconds since the epoch of its commit (for garbage-collection grace)
+
+
+class StagingKind(str, Enum):
+    """What a leftover in a store's working area is (see :class:`StagingEntry`)."""
+
+    UPLOAD = "upload"  #: staged bytes of a blob whose write did not finish (resumable)
+    MULTIPART = "multipart"  #: an incomplete multipart upload (object stores)
+    LOCK = "lock"  #: a blob lock (object) left by a writer, live or gone
+    TEMPORARY = "temporary"  #: a temporary file of an interrupted small-file write
+    QUARANTINE = "quarantine"  #: a damaged blob moved aside by ``quarantine_blob``
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class StagingEntry:
+    """One thing in a store's working area that is neither a complete blob nor a manifest.
+
+    Listed by ``regstore_store_list_staging`` and handed back, unchanged, to
+    ``regstore_store_drop_staging``. ``key`` identifies the entry to its backend (opaque to
+    everyone else); ``location`` says where it is, for people.
+    """
+
+    kind: StagingKind
+    key: str
+    location: str
+    size: int  #: bytes it occupies (0 when unknown or empty)
+    mtime: float  #: seconds since the epoch of its last change (the grace of ``gc`` runs from it)
+    digest: str | None = None  #: the blob it belongs to, when it belongs to one
+    active: bool = False  #: a live writer holds it right now: it is never dropped
+
+    def as_dict(self, now: float | None = None) -> dict[str, Any]:
+        """JSON-able form (with its age in seconds when ``now`` is given)."""
+        found: dict[str, Any] = {
+            "kind": self.kind.value,
+            "location": self.location,
+            "size": self.size,
+            "mtime": self.mtime,
+            "digest": self.digest,
+            "active": self.active,
+        }
+        if now is not None:
+            found["age"] = max(0.0, now - self.mtime)
+        return found
 
 
 @runtime_checkable
@@ -259,7 +306,55 @@ class StoreSpec:
         """Delete a complete blob (garbage collection). Raises BlobNotFoundError if absent."""
         raise NotImplementedError
 
+    @hookspec(firstresult=True)
+    def regstore_store_quarantine_blob(self, digest: str) -> str:
+        """Move a complete blob aside, so that it is no longer complete; return where it went.
+
+        For a blob found damaged (its bytes do not hash to its digest): the move is atomic for
+        readers (the blob is complete, then absent: never half there), the bytes are kept in
+        the store's working area for inspection (listed by ``list_staging`` as a
+        ``quarantine`` entry, dated by the move, so ``gc`` removes them after its grace), and
+        the next write of the digest starts afresh. Taken under the blob's write lock.
+        Raises BlobNotFoundError if the blob is not complete, LayerLockedError if a writer
+        holds it. Stops at the first result.
+        """
+        raise NotImplementedError
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    @hookspec(firstresult=True)
+    def regstore_store_list_staging(self) -> list[StagingEntry]:
+        """Everything in the store's working area that is not a complete blob or manifest.
+
+        Staged bytes of unfinished writes, incomplete multipart uploads, lock files or lock
+        objects, temporary files and quarantined blobs, each with its size, the time of its
+        last change and whether a live writer holds it (``active``). Entries of writers that
+        are gone (killed, crashed) are what ``gc`` collects once they are older than its
+        grace. Read-only; stops at the first result.
+        """
+        raise NotImplementedError
+
+    @hookspec(firstresult=True)
+    def regstore_store_drop_staging(self, entry: StagingEntry) -> bool:
+        """Remove one entry ``list_staging`` returned, unless it came back to life.
+
+        Returns False, removing nothing, when a live writer holds it now or it changed since
+        it was listed (a writer resumed it); True when it was removed or is gone already. An
+        incomplete multipart upload is aborted. Stops at the first result.
+        """
+        raise NotImplementedError
+
     # -- lifecycle ---------------------------------------------------------------------------
+
+    @hookspec(firstresult=True)
+    def regstore_store_exists(self) -> bool:
+        """True if there is a store at the URL (something was written there); False if not.
+
+        Reading commands ask it so that a mistyped URL is an error rather than an empty
+        store; answering must create nothing. A backend that cannot tell returns True (or
+        does not implement the hook). Stops at the first result.
+        """
+        raise NotImplementedError
 
     @hookspec(firstresult=True)
     def regstore_store_describe(self) -> dict[str, Any]:

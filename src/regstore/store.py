@@ -35,9 +35,17 @@ from regstore.errors import (
     ManifestInvalidError,
     RegstoreError,
     StoreError,
+    StoreNotFoundError,
     UnsupportedError,
 )
-from regstore.hookspecs import BlobInfo, BlobReadHandle, BlobState, BlobStatus, BlobWriteHandle
+from regstore.hookspecs import (
+    BlobInfo,
+    BlobReadHandle,
+    BlobState,
+    BlobStatus,
+    BlobWriteHandle,
+    StagingEntry,
+)
 from regstore.manifest import Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
 from regstore.safetext import redact_store_url
@@ -71,22 +79,34 @@ def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
     return parsed.scheme.lower(), bare, options
 
 
-def open_store(url: str, **options: Any) -> ObjectStore:
+def open_store(url: str, *, must_exist: bool = False, **options: Any) -> ObjectStore:
     """Open the store at ``url`` with the backend registered for its scheme.
 
     ``memory://name``, ``file:///srv/mirror`` (or a plain path), ``s3://bucket/prefix`` (with
     the ``regstore-s3`` plugin) and any scheme a third-party plugin registers. Options are
     backend-specific (``layout="oci"`` for the fsspec backends); URL query parameters give the
-    same options as strings.
+    same options as strings. Opening creates nothing: the first write creates the store.
+    ``must_exist=True`` (for reading) refuses a URL where nothing was ever stored.
 
     Raises:
         BackendNotFoundError: no installed plugin serves the scheme (names what to install).
+        StoreNotFoundError: ``must_exist`` was given and there is no store at ``url``.
     """
     scheme, bare, query = split_store_url(url)
     factory = plugins.backend_factory(scheme)
     merged: dict[str, Any] = {**query, **options}
     backend = factory(bare, **merged)
-    return ObjectStore(backend, url=url)
+    store = ObjectStore(backend, url=url)
+    if must_exist:
+        try:
+            found = store.exists()
+        except BaseException:
+            store.close()
+            raise
+        if not found:
+            store.close()
+            raise StoreNotFoundError(redact_store_url(url))
+    return store
 
 
 class ObjectStore:
@@ -126,6 +146,14 @@ class ObjectStore:
         """What this store is: URL, backend, layout (JSON-able)."""
         info = self._hook.regstore_store_describe() or {}
         return {"url": redact_store_url(self.url), **info}
+
+    def exists(self) -> bool:
+        """True if there is a store at this URL (something was written there).
+
+        Creates nothing. A backend that cannot tell answers True.
+        """
+        found = self._hook.regstore_store_exists()
+        return True if found is None else bool(found)
 
     def close(self) -> None:
         """Release the backend's resources. Idempotent."""
@@ -287,6 +315,31 @@ class ObjectStore:
     def delete_blob(self, digest: str) -> None:
         """Delete a complete blob (garbage collection only: manifests may still need it)."""
         self._call("regstore_store_delete_blob", digest=Digest(digest))
+
+    def quarantine_blob(self, digest: str) -> str:
+        """Move a damaged blob aside so the next pull fetches it again; returns where it went.
+
+        Raises BlobNotFoundError if it is not complete, LayerLockedError while a writer holds
+        it, UnsupportedError if the backend cannot.
+        """
+        where: str = self._call("regstore_store_quarantine_blob", digest=Digest(digest))
+        return where
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def staging(self) -> list[StagingEntry]:
+        """Leftovers in the store's working area: staged bytes of unfinished writes,
+        incomplete multipart uploads, locks, temporary files, quarantined blobs.
+        """
+        found: list[StagingEntry] = self._call("regstore_store_list_staging")
+        return found
+
+    def drop_staging(self, entry: StagingEntry) -> bool:
+        """Remove one entry of :meth:`staging` unless a writer took it up again since.
+
+        True when it is gone; False when it is in use (or changed since it was listed).
+        """
+        return bool(self._call("regstore_store_drop_staging", entry=entry))
 
 
 class Layer:

@@ -16,10 +16,12 @@ What every hookimpl does before and after calling the core:
 
 Derived defaults a backend may override for speed or precision: :meth:`~BackendBase.wait_blob`
 (polls :meth:`~BackendBase.blob_status`), :meth:`~BackendBase.manifest_is_partial` (False),
-:meth:`~BackendBase.describe`, :meth:`~BackendBase.close`. Optional operations
+:meth:`~BackendBase.describe`, :meth:`~BackendBase.close`,
+:meth:`~BackendBase.store_exists` (True: cannot tell). Optional operations
 (:meth:`~BackendBase.delete_manifest`, :meth:`~BackendBase.delete_tag`,
-:meth:`~BackendBase.list_blobs`, :meth:`~BackendBase.delete_blob`) raise UnsupportedError
-unless implemented.
+:meth:`~BackendBase.list_blobs`, :meth:`~BackendBase.delete_blob`,
+:meth:`~BackendBase.quarantine_blob`, :meth:`~BackendBase.list_staging`,
+:meth:`~BackendBase.drop_staging`) raise UnsupportedError unless implemented.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from regstore.hookspecs import (
     BlobState,
     BlobStatus,
     BlobWriteHandle,
+    StagingEntry,
+    StagingKind,
     hookimpl,
 )
 from regstore.reference import Digest, validate_name, validate_reference, validate_tag
@@ -147,7 +151,23 @@ class BackendBase(abc.ABC):
         """Delete a complete blob. Raises BlobNotFoundError."""
         raise UnsupportedError(f"{self.backend_name} stores cannot delete blobs")
 
+    def quarantine_blob(self, digest: Digest) -> str:
+        """Move a complete blob aside (see the hookspec); returns where it went."""
+        raise UnsupportedError(f"{self.backend_name} stores cannot quarantine blobs")
+
+    def list_staging(self) -> list[StagingEntry]:
+        """Leftovers of unfinished writes and quarantined blobs (see the hookspec)."""
+        raise UnsupportedError(f"{self.backend_name} stores cannot list their staging area")
+
+    def drop_staging(self, entry: StagingEntry) -> bool:
+        """Remove one leftover unless it is in use again (see the hookspec)."""
+        raise UnsupportedError(f"{self.backend_name} stores cannot clean their staging area")
+
     # -- derived defaults --------------------------------------------------------------------
+
+    def store_exists(self) -> bool:
+        """True if there is a store at this URL. Default: True (this backend cannot tell)."""
+        return True
 
     def manifest_is_partial(self, name: str, digest: Digest) -> bool:
         """True if the manifest was stored as a partial index. Default: never."""
@@ -285,6 +305,31 @@ class BackendBase(abc.ABC):
         with translate_errors(f"cannot delete blob {checked}"):
             self.delete_blob(checked)
         return True
+
+    @hookimpl
+    def regstore_store_quarantine_blob(self, digest: str) -> str:
+        checked = Digest(digest)
+        with translate_errors(f"cannot quarantine blob {checked}"):
+            return self.quarantine_blob(checked)
+
+    @hookimpl
+    def regstore_store_list_staging(self) -> list[StagingEntry]:
+        with translate_errors("cannot list the staging area"):
+            return sorted(self.list_staging(), key=lambda e: (e.kind.value, e.key))
+
+    @hookimpl
+    def regstore_store_drop_staging(self, entry: StagingEntry) -> bool:
+        if not isinstance(entry, StagingEntry) or not isinstance(entry.kind, StagingKind):
+            raise TypeError(f"not a staging entry: {entry!r}")
+        if entry.digest is not None:
+            Digest(entry.digest)
+        with translate_errors(f"cannot remove {entry.location}"):
+            return bool(self.drop_staging(entry))
+
+    @hookimpl
+    def regstore_store_exists(self) -> bool:
+        with translate_errors(f"cannot look for the {self.backend_name} store"):
+            return bool(self.store_exists())
 
     @hookimpl
     def regstore_store_describe(self) -> dict[str, Any]:

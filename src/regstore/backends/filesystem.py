@@ -17,8 +17,9 @@ The fsspec backend on ``LocalFileSystem``, with what a local disk needs beyond f
   content, not against a concurrent writer racing to swap a directory for a link.)
 
 URLs: ``file:///srv/mirror`` (``file://localhost/srv/mirror`` too) or a plain path, relative
-to the working directory or absolute. ``file://relative`` is refused as ambiguous. The root is
-created if missing. Options: ``layout`` (``distribution`` or ``oci``).
+to the working directory or absolute. ``file://relative`` is refused as ambiguous. Opening
+creates nothing: the first write creates the root (so reading a mistyped path can say there is
+no store there). Options: ``layout`` (``distribution`` or ``oci``).
 """
 
 from __future__ import annotations
@@ -156,11 +157,8 @@ class LocalBackend(FsspecBackend):
             raise StoreError(
                 f"unknown store layout {layout!r}; choose one of: {', '.join(sorted(LAYOUTS))}"
             )
-        try:
-            os.makedirs(root, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the store directory {root}: {exc}") from exc
-        if not os.path.isdir(root):
+        # Created by the first write (ensure_parent, the lock directory), never by opening.
+        if os.path.lexists(root) and not os.path.isdir(root):
             raise StoreError(f"the store root {root} is not a directory")
         self.confinement = _Confinement(root)
         super().__init__(
@@ -248,6 +246,16 @@ class LocalBackend(FsspecBackend):
         self.ensure_parent(final)
         os.replace(staging, final)  # atomic: readers see no blob, then the whole blob
         _fsync_dir(os.path.dirname(final))
+
+    def move_aside(self, source: str, target: str) -> None:
+        self.ensure_parent(target)
+        os.replace(source, target)  # atomic: the blob is whole, then gone
+        os.utime(target)  # dated by the quarantine, not by the commit
+        _fsync_dir(os.path.dirname(source))
+        _fsync_dir(os.path.dirname(target))
+
+    def store_exists(self) -> bool:
+        return os.path.isdir(self.root)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "locks": "flock"}

@@ -27,7 +27,11 @@ what an override must guarantee. In short:
 - ``write_file(path, data)``, ``read_file``, ``file_size``, ``list_dir``, ``remove``,
   ``ensure_parent``: the small-file primitives of :class:`~regstore.backends.layouts.LayoutHost`;
 - the ``locks`` constructor argument: any :class:`~regstore.backends.locks.LockManager`
-  (and ``blob_lock_key(digest)`` for its keys).
+  (and ``blob_lock_key(digest)`` for its keys);
+- ``walk_files(base)``, ``stat_file(path)``, ``upload_entries()``, ``upload_entry(digest)``,
+  ``move_aside(source, target)``, ``location(path)``, ``store_exists()``: what the
+  housekeeping of :mod:`~regstore.backends.housekeeping` (staging leftovers, quarantine)
+  needs from the medium.
 
 Overrides must keep four promises: a blob appears at its final path only whole (promotion is
 atomic); staged bytes survive ``close()`` and crashes, so ``staged_size`` and ``read_staged``
@@ -53,10 +57,11 @@ from regstore.errors import (
     LayerLockedError,
     StoreError,
 )
-from regstore.hookspecs import BlobInfo, BlobState, BlobStatus, BlobWriteHandle
+from regstore.hookspecs import BlobInfo, BlobState, BlobStatus, BlobWriteHandle, StagingEntry
 from regstore.manifest import Manifest
 from regstore.reference import Digest
 
+from . import housekeeping
 from .base import BackendBase
 from .layout_distribution import DistributionLayout
 from .layout_oci import OciLayout
@@ -71,8 +76,12 @@ __all__ = [
     "FsspecBackend",
     "StagedBlobWriter",
     "StagingStream",
+    "WalkedFile",
     "safe_join",
 ]
+
+#: ``(path relative to the walked directory, size, mtime)`` of one file (see ``walk_files``).
+WalkedFile = tuple[str, int, float]
 
 #: Layouts by option value.
 LAYOUTS: dict[str, type[Layout]] = {
@@ -431,6 +440,77 @@ class FsspecBackend(BackendBase):
         if self.file_size(final) is None:
             raise BlobNotFoundError(None, str(digest))
         self.remove(self.layout.blob_removal_path(digest), recursive=True)
+
+    # -- housekeeping: staging leftovers and quarantine (see .housekeeping) -------------------
+
+    def location(self, path: str) -> str:
+        """``path`` as a URL people can read in a report (``file:///...``, ``s3://...``)."""
+        return str(self.fs.unstrip_protocol(path))
+
+    def walk_files(self, base: str) -> list[WalkedFile]:
+        """Every file under the directory ``base``, recursively; empty if there is none."""
+        try:
+            found = self.fs.find(base, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        prefix = base.rstrip("/") + "/"
+        walked = []
+        for path, info in found.items():
+            path = str(path)
+            if path.startswith(prefix) and info.get("type") == "file":
+                walked.append((path[len(prefix) :], int(info.get("size") or 0), _mtime(info)))
+        return walked
+
+    def stat_file(self, path: str) -> tuple[int, float] | None:
+        """``(size, mtime)`` of the file at ``path``, or None if there is no file there."""
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        if info.get("type") != "file":
+            return None
+        return int(info.get("size") or 0), _mtime(info)
+
+    def upload_entries(self) -> list[StagingEntry]:
+        """The staged bytes of unfinished blob writes, one entry per digest."""
+        base = self.work_path(housekeeping.UPLOADS_DIR)
+        return housekeeping.group_uploads(self, self.walk_files(base), base)
+
+    def upload_entry(self, digest: Digest) -> StagingEntry | None:
+        """The staged bytes of ``digest`` as they are now (None if nothing is staged)."""
+        found = self.stat_file(self.staging_path(digest))
+        if found is None:
+            return None
+        base = self.work_path(housekeeping.UPLOADS_DIR)
+        files = [(f"{digest.algorithm}/{digest.hex}", *found)]
+        return next(iter(housekeeping.group_uploads(self, files, base)), None)
+
+    def quarantine_path(self, digest: Digest) -> str:
+        """Where a damaged blob is moved aside: ``<root>/_regstore/quarantine/<alg>/<hex>``."""
+        return self.work_path(housekeeping.QUARANTINE_DIR, digest.algorithm, digest.hex)
+
+    def move_aside(self, source: str, target: str) -> None:
+        """Move the complete blob at ``source`` to ``target`` (replacing it), so that
+        ``source`` goes from whole to absent at once; ``target`` is dated now (the grace of gc
+        runs from the move). Called under the blob's write lock.
+        """
+        self.ensure_parent(target)
+        self.fs.mv(source, target)
+        with contextlib.suppress(NotImplementedError):  # a filesystem that cannot touch
+            self.fs.touch(target, truncate=False)
+
+    def quarantine_blob(self, digest: Digest) -> str:
+        return housekeeping.quarantine_blob(self, digest)
+
+    def list_staging(self) -> list[StagingEntry]:
+        return housekeeping.list_staging(self)
+
+    def drop_staging(self, entry: StagingEntry) -> bool:
+        return housekeeping.drop_staging(self, entry)
+
+    def store_exists(self) -> bool:
+        """True if the root exists on the filesystem (created by the first write)."""
+        return bool(self.fs.exists(self.root))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

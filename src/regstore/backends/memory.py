@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import IO, Any
@@ -25,9 +26,10 @@ from typing import IO, Any
 import fsspec
 
 from regstore.errors import StoreError
-from regstore.hookspecs import Register, hookimpl
+from regstore.hookspecs import Register, StagingEntry, hookimpl
 from regstore.reference import Digest
 
+from . import housekeeping
 from .fsspec_store import FsspecBackend
 from .locks import ThreadLockManager
 from .staging import StagingStream
@@ -36,9 +38,11 @@ __all__ = ["MemoryBackend", "open_backend", "regstore_register_backends", "remov
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 
-# Staged bytes of every memory store in this process, by (root, digest).
+# Staged bytes of every memory store in this process, by (root, digest), and when they last
+# grew (the age gc judges abandoned staging by).
 _staging_guard = threading.Lock()
 _staging: dict[tuple[str, str], bytearray] = {}
+_staged_at: dict[tuple[str, str], float] = {}
 
 
 def _root(name: str) -> str:
@@ -53,11 +57,13 @@ def _root(name: str) -> str:
 class _StagingBuffer:
     """A :class:`~regstore.backends.fsspec_store.StagingStream` appending to a bytearray."""
 
-    def __init__(self, buffer: bytearray) -> None:
+    def __init__(self, buffer: bytearray, key: tuple[str, str]) -> None:
         self._buffer = buffer
+        self._key = key
 
     def write(self, data: bytes | memoryview, /) -> int:
         self._buffer += data
+        _staged_at[self._key] = time.time()
         return len(data)
 
     def close(self) -> None:
@@ -102,9 +108,11 @@ class MemoryBackend(FsspecBackend):
             return 0 if buffer is None else len(buffer)
 
     def open_staging(self, digest: Digest) -> StagingStream:
+        key = self._key(digest)
         with _staging_guard:
-            buffer = _staging.setdefault(self._key(digest), bytearray())
-        return _StagingBuffer(buffer)
+            buffer = _staging.setdefault(key, bytearray())
+            _staged_at.setdefault(key, time.time())
+        return _StagingBuffer(buffer, key)
 
     def read_staged(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
         with _staging_guard:
@@ -115,6 +123,7 @@ class MemoryBackend(FsspecBackend):
     def promote_staged(self, digest: Digest, size: int) -> None:
         with _staging_guard:
             buffer = _staging.pop(self._key(digest), bytearray())
+            _staged_at.pop(self._key(digest), None)
         if len(buffer) != size:
             raise StoreError(
                 f"staged bytes of {digest} changed under the writer ({len(buffer)} != {size})"
@@ -125,6 +134,37 @@ class MemoryBackend(FsspecBackend):
     def discard_staged(self, digest: Digest) -> None:
         with _staging_guard:
             _staging.pop(self._key(digest), None)
+            _staged_at.pop(self._key(digest), None)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def _staged_files(self, only: Digest | None = None) -> list[tuple[str, int, float]]:
+        with _staging_guard:
+            found = [
+                (key[1], len(buffer), _staged_at.get(key, 0.0))
+                for key, buffer in _staging.items()
+                if key[0] == self.root and (only is None or key[1] == str(only))
+            ]
+        return [(digest.replace(":", "/", 1), size, mtime) for digest, size, mtime in found]
+
+    def upload_entries(self) -> list[StagingEntry]:
+        base = self.work_path(housekeeping.UPLOADS_DIR)
+        return housekeeping.group_uploads(self, self._staged_files(), base)
+
+    def upload_entry(self, digest: Digest) -> StagingEntry | None:
+        base = self.work_path(housekeeping.UPLOADS_DIR)
+        return next(iter(housekeeping.group_uploads(self, self._staged_files(digest), base)), None)
+
+    def move_aside(self, source: str, target: str) -> None:
+        # a fresh file dated now at the target, then the blob goes in one dict removal
+        self.fs.pipe_file(target, self.fs.cat_file(source))
+        self.fs.rm_file(source)
+
+    def store_exists(self) -> bool:
+        with _staging_guard:
+            if any(key[0] == self.root for key in _staging):
+                return True
+        return bool(self.fs.exists(self.root))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "name": self.name}
@@ -139,6 +179,7 @@ def remove_store(name: str) -> None:
     with _staging_guard:
         for key in [k for k in _staging if k[0] == root]:
             del _staging[key]
+            _staged_at.pop(key, None)
 
 
 def _name_from_url(url: str) -> str:

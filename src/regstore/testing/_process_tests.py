@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from regstore.errors import LayerLockedError
-from regstore.hookspecs import BlobState
+from regstore.hookspecs import BlobState, StagingKind
 from regstore.store import ObjectStore
 
 from ._suite import SuiteSettings, in_thread
@@ -186,6 +186,39 @@ class ProcessTests(SuiteSettings):
         writer.commit(blob.size)
         with layer.reader() as reader:
             assert reader.read() == blob.data
+
+    def test_staging_held_by_another_process_is_active_until_it_lets_go(
+        self,
+        store: ObjectStore,
+        store_url: str | None,
+        tmp_path: Path,
+        request: pytest.FixtureRequest,
+    ) -> None:
+        assert store_url, "CrossProcessConformance needs the store_url fixture"
+        blob = Blob(random_bytes(20_000, 73))
+        data_file = tmp_path / "blob"
+        data_file.write_bytes(blob.data)
+        children = self._children(request)
+        child = Child(store_url, "hold", blob.digest, str(data_file), timeout=self.process_timeout)
+        children.append(child)
+        child.expect("holding")
+        held = [e for e in store.staging() if e.digest == str(blob.digest)]
+        assert held, "a writer in another process holds the blob: its lock must be listed"
+        assert all(e.active for e in held)
+        assert all(store.drop_staging(e) is False for e in held)
+        child.send("close")
+        child.expect("done")
+        child.finish()
+        [upload] = [
+            e
+            for e in store.staging()
+            if e.digest == str(blob.digest) and e.kind is StagingKind.UPLOAD
+        ]
+        assert not upload.active and upload.size == blob.size // 2
+        for entry in [e for e in store.staging() if e.digest == str(blob.digest)]:
+            assert store.drop_staging(entry) is True
+        assert [e for e in store.staging() if e.digest == str(blob.digest)] == []
+        assert store.blob_status(blob.digest).state is BlobState.ABSENT
 
     def test_two_processes_race_for_one_writer(
         self,

@@ -38,9 +38,11 @@ Class attributes to tune for slow media: ``large_blob_size`` (default 8 MiB, str
 
 :class:`BackendConformance` covers manifests of every media type with exact bytes, tags,
 listings, deletion, the Layer write/commit/resume/lock/wait semantics (the seed's, with its two
-bugs fixed), digest and size verification, concurrency across threads and handles, and hostile
-names. :class:`CrossProcessConformance` adds exclusion and lost-update checks across processes,
-for backends shared by several processes (not ``memory://``).
+bugs fixed), digest and size verification, concurrency across threads and handles, hostile
+names, and the housekeeping behind verify and gc (quarantine, the staging area, existence).
+:class:`CrossProcessConformance` adds exclusion and lost-update checks across processes, and
+staging held by another process, for backends shared by several processes (not
+``memory://``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import pytest
 from regstore.store import ObjectStore, open_store
 
 from ._blob_tests import BlobTests
+from ._housekeeping_tests import HousekeepingTests
 from ._manifest_tests import ManifestTests
 from ._process_tests import ProcessTests
 from ._safety_tests import SafetyTests
@@ -99,7 +102,9 @@ class ConformanceFixtures(SuiteSettings):
             handle.close()
 
 
-class BackendConformance(ConformanceFixtures, ManifestTests, BlobTests, SafetyTests):
+class BackendConformance(
+    ConformanceFixtures, ManifestTests, BlobTests, SafetyTests, HousekeepingTests
+):
     """Every contract point of a store, through the public facades. Subclass it (see module)."""
 
 
