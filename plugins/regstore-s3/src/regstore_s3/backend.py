@@ -11,6 +11,9 @@ from there unchanged. What S3 needs beyond a filesystem is overridden here:
   created with ``If-None-Match: *``, renewed while held, broken once expired;
 - **small files** (links, ``index.json``, ``oci-layout``): one ``PutObject`` each, which S3
   makes visible atomically, so no temporary object and rename are needed;
+- **housekeeping** (:mod:`regstore_s3.leftovers`): staged part objects, expired lock objects,
+  quarantined blobs and incomplete multipart uploads are listed for ``verify`` and ``gc``;
+  a blob is quarantined by a server-side copy and then a delete of its final key;
 - **errors**: every S3, botocore and aiohttp failure becomes a chained StoreError (s3fs's own
   ``OSError`` translations included).
 
@@ -28,14 +31,17 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from regstore.backends import BlobLock, FsspecBackend, StagingStream
+from regstore.backends.fsspec_store import WalkedFile
+from regstore.backends.housekeeping import UPLOADS_DIR, group_uploads
 from regstore.errors import StoreError, UnsupportedError
-from regstore.hookspecs import BlobWriteHandle
+from regstore.hookspecs import BlobWriteHandle, StagingEntry, StagingKind
 from regstore.reference import Digest
 from regstore.safetext import redact_store_url
 
 from .client import ObjectInfo, S3Objects, translate_s3_errors
+from .leftovers import drop_multipart, multipart_entries
 from .locks import DEFAULT_LEASE, S3Lease, S3LeaseLockManager
-from .parts import parse_size, validate_part_size
+from .parts import MAX_PART_SIZE, parse_size, validate_part_size
 from .staging import S3BlobWriter, promote_parts, valid_parts
 
 __all__ = ["OPTIONS", "S3Backend", "open_backend", "parse_s3_url"]
@@ -321,6 +327,54 @@ class S3Backend(FsspecBackend):
                 raise exc.__cause__ from None  # the base class answers BlobNotFoundError
             raise
         return _TranslatingReader(raw, what)  # type: ignore[return-value]
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def location(self, path: str) -> str:
+        return f"s3://{path}"
+
+    def walk_files(self, base: str) -> list[WalkedFile]:
+        prefix = self.key_of(base).rstrip("/") + "/"
+        return [
+            (info.key[len(prefix) :], info.size, info.mtime)
+            for info in self.objects.list_objects(prefix)
+        ]
+
+    def stat_file(self, path: str) -> tuple[int, float] | None:
+        info = self.objects.head(self.key_of(path))
+        return None if info is None else (info.size, info.mtime)
+
+    def upload_entry(self, digest: Digest) -> StagingEntry | None:
+        base = self.work_path(UPLOADS_DIR)
+        prefix = self.key_of(base) + "/"
+        files = [
+            (info.key[len(prefix) :], info.size, info.mtime)
+            for info in self.objects.list_objects(self.staging_key(digest))
+        ]
+        return next(iter(group_uploads(self, files, base)), None)
+
+    def move_aside(self, source: str, target: str) -> None:
+        # Copy server-side, then delete: the blob is whole until the delete, then absent.
+        # The copy is a new object, dated now (the grace of gc runs from the quarantine).
+        source_key, target_key = self.key_of(source), self.key_of(target)
+        size = self.file_size(source)
+        if size is not None and size > MAX_PART_SIZE:
+            self.fs.copy(source, target)  # s3fs copies over 5 GiB as a multipart copy
+        else:
+            self.objects.copy(source_key, target_key)
+        self.objects.delete(source_key)
+
+    def list_staging(self) -> list[StagingEntry]:
+        return [*super().list_staging(), *multipart_entries(self)]
+
+    def drop_staging(self, entry: StagingEntry) -> bool:
+        if entry.kind is StagingKind.MULTIPART:
+            return not entry.active and drop_multipart(self, entry)
+        return super().drop_staging(entry)
+
+    def store_exists(self) -> bool:
+        """True if any object lies under the prefix (S3 has no empty directories)."""
+        return self.objects.has_prefix(f"{self.prefix}/" if self.prefix else "")
 
     # -- lifecycle ---------------------------------------------------------------------------
 

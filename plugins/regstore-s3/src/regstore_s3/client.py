@@ -24,6 +24,7 @@ from typing import Any
 from regstore.errors import RegstoreError, StoreError
 
 __all__ = [
+    "MultipartUpload",
     "ObjectInfo",
     "PreconditionFailed",
     "S3Objects",
@@ -113,6 +114,15 @@ class ObjectInfo:
     size: int
     etag: str
     mtime: float  #: LastModified, seconds since the epoch (server clock, 1 s resolution)
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """An incomplete multipart upload, as ``ListMultipartUploads`` reports it."""
+
+    key: str
+    upload_id: str
+    initiated: float  #: seconds since the epoch (server clock)
 
 
 def _timestamp(value: Any) -> float:
@@ -453,6 +463,58 @@ class S3Objects:
             UploadId=upload_id,
             MultipartUpload={"Parts": parts},
         )
+
+    def list_multipart(self, prefix: str) -> list[MultipartUpload]:
+        """Every incomplete multipart upload to a key starting with ``prefix``, in key order."""
+        found: list[MultipartUpload] = []
+        markers: dict[str, Any] = {}
+        while True:
+            response = self._call(
+                f"cannot list the multipart uploads of s3://{self.bucket}/{prefix}",
+                "list_multipart_uploads",
+                Prefix=prefix,
+                **markers,
+            )
+            for item in response.get("Uploads", []) or []:
+                found.append(
+                    MultipartUpload(
+                        str(item["Key"]),
+                        str(item["UploadId"]),
+                        _timestamp(item.get("Initiated")),
+                    )
+                )
+            if not response.get("IsTruncated"):
+                break
+            key_marker = response.get("NextKeyMarker")
+            id_marker = response.get("NextUploadIdMarker")
+            if not key_marker and not id_marker:
+                break
+            markers = {"KeyMarker": key_marker or "", "UploadIdMarker": id_marker or ""}
+        found.sort(key=lambda upload: (upload.key, upload.initiated))
+        return found
+
+    def multipart_size(self, key: str, upload_id: str) -> int:
+        """Bytes uploaded so far to an incomplete multipart upload (0 if it is gone)."""
+        total = 0
+        marker: dict[str, Any] = {}
+        while True:
+            try:
+                response = self._call(
+                    f"cannot list the parts of the multipart upload to s3://{self.bucket}/{key}",
+                    "list_parts",
+                    Key=key,
+                    UploadId=upload_id,
+                    **marker,
+                )
+            except StoreError as exc:
+                if is_not_found(exc):
+                    return total
+                raise
+            total += sum(int(part.get("Size", 0)) for part in response.get("Parts", []) or [])
+            following = response.get("NextPartNumberMarker")
+            if not response.get("IsTruncated") or not following:
+                return total
+            marker = {"PartNumberMarker": following}
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Abort an upload (its parts are dropped; nothing becomes visible)."""

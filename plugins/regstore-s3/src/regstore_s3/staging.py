@@ -34,6 +34,7 @@ from regstore.errors import RegstoreError, StoreError
 from regstore.reference import Digest
 
 from .client import ObjectInfo, PreconditionFailed, S3Objects
+from .leftovers import abort_stale_uploads
 from .locks import S3Lease
 from .parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size
 
@@ -135,6 +136,8 @@ class S3BlobWriter:
         self._size: int | None = None
         #: staging objects may exist (resumed, or a part was sent): clean them up on the way out
         self._staging_used = bool(self._parts)
+        #: an earlier writer staged parts: it may have died mid-commit (see commit)
+        self._resumed = bool(self._parts)
         self._staged = sum(p.size for p in self._parts)  #: bytes in self._parts
         self.current_size: int = self._staged
         self._part_size = 0
@@ -339,6 +342,11 @@ class S3BlobWriter:
                 self._cleanup_staging()
             except RegstoreError as exc:  # the blob is committed; leftovers are harmless
                 log.warning("%s: %s", self._what("clean up the staging of"), exc)
+            if self._resumed:
+                # The writer whose parts we resumed may have died while committing them, leaving
+                # its multipart upload: nobody will ever complete it (we hold the lease), so the
+                # re-run aborts it. (A writer that staged no parts never started one.)
+                abort_stale_uploads(self._objects, final_key)
         finally:
             self._release()
 
