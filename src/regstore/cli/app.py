@@ -21,7 +21,7 @@ import click
 from regstore import __version__, plugins
 from regstore.engine.syncfile import SyncFileError
 from regstore.engine.transfer import MAX_CONCURRENCY
-from regstore.errors import RegstoreError
+from regstore.errors import RegstoreError, StoreNotFoundError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
 from regstore.store import open_store
 
@@ -125,8 +125,12 @@ class AppState:
         """The store URL as printed: credentials in it are masked."""
         return redact_store_url(self.store_url)
 
-    def store(self, url: str | None = None) -> ObjectStore:
-        """Open (once) the store at ``url``, default the run's store."""
+    def store(self, url: str | None = None, *, must_exist: bool = False) -> ObjectStore:
+        """Open (once) the store at ``url``, default the run's store.
+
+        ``must_exist`` (reading commands): a URL where nothing was ever stored is an error
+        (StoreNotFoundError), not an empty store; opening creates nothing either way.
+        """
         url = url or self.store_url
         if url not in self._stores:
             if url == default_store_url():
@@ -135,7 +139,10 @@ class AppState:
             self.output.secrets.extend(store_url_secrets(url))
             log.info("opening the store %s", redact_store_url(url))
             self._stores[url] = open_store(url)
-        return self._stores[url]
+        store = self._stores[url]
+        if must_exist and not store.exists():
+            raise StoreNotFoundError(redact_store_url(url))
+        return store
 
     # -- registries ---------------------------------------------------------------------------
 

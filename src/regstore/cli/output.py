@@ -32,6 +32,7 @@ from regstore.errors import (
     RegstoreError,
     RepositoryNotFoundError,
     StoreError,
+    StoreNotFoundError,
     TransportError,
 )
 from regstore.safetext import printable
@@ -138,8 +139,8 @@ def hint_for(exc: BaseException) -> str:
         return "check the repository name (`regstore ls` lists the store's repositories)"
     if isinstance(exc, ImageManifestNotFoundError):
         return "check the name and tag or digest (`regstore ls NAME` lists a stored repository)"
-    if isinstance(exc, BackendNotFoundError):
-        return ""  # its message already says what to install
+    if isinstance(exc, (BackendNotFoundError, StoreNotFoundError)):
+        return ""  # its message already says what to install, or to check the URL
     if isinstance(exc, DigestMismatchError):
         return "the content was corrupted on the way or at the source; run the command again"
     if isinstance(exc, LayerLockedError):

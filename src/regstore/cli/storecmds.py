@@ -1,5 +1,9 @@
 """The commands that look after the store (and describe images): ``ls``, ``inspect``,
-``verify``, ``delete``, ``gc`` and ``plugins``."""
+``verify``, ``delete``, ``gc`` and ``plugins``.
+
+None of them creates a store: a store URL where nothing was ever stored (a mistyped path or
+prefix) is an error, exit code 1.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
 from .refs import ImageRef, ImageRefType, StoreRef
 
 if TYPE_CHECKING:
+    from regstore.hookspecs import StagingEntry
     from regstore.store import ObjectStore
 
 __all__ = ["image_size"]
@@ -58,7 +63,7 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
 
     NAME is a repository of the store (store: may prefix it).
     """
-    store = state.store()
+    store = state.store(must_exist=True)
     out = state.output
     if name is None:
         state.action = f"listing the repositories of {state.shown_store_url}"
@@ -124,7 +129,7 @@ def _read_config(state: AppState, ref: ImageRef, manifest: Manifest) -> bytes | 
         return None
     try:
         if isinstance(ref, StoreRef):
-            return read_blob(state.store(), config.digest)
+            return read_blob(state.store(must_exist=True), config.digest)
         client = state.client(ref.registry)
         return client.fetch_blob(ref.name, config.digest, max_size=1 << 20)
     except RegstoreError:  # the platform is a nicety: inspect still shows the rest
@@ -186,7 +191,7 @@ def inspect_command(state: AppState, ref: ImageRef, raw: bool) -> int:
     """
     state.action = f"inspecting {ref}"
     if isinstance(ref, StoreRef):
-        manifest = state.store().manifest(ref.name, ref.reference)
+        manifest = state.store(must_exist=True).manifest(ref.name, ref.reference)
     else:
         manifest = state.client(ref.registry).get_image_manifest(ref.name, ref.reference)
     if raw:
@@ -234,43 +239,107 @@ def inspect_command(state: AppState, ref: ImageRef, raw: bool) -> int:
 # -- verify, delete, gc --------------------------------------------------------------------------
 
 
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _staging_rows(entries: list[StagingEntry], now: float) -> list[tuple[str, ...]]:
+    return [
+        (
+            e.kind.value,
+            "in use" if e.active else _age(max(0.0, now - e.mtime)),
+            format_size(e.size),
+            e.location,
+        )
+        for e in entries
+    ]
+
+
 @cli.command("verify")
 @click.argument("name", required=False, type=ImageRefType("store"))
+@click.option(
+    "--no-quarantine",
+    is_flag=True,
+    help="Only report damaged blobs; leave them in place (a pull then skips them).",
+)
 @regstore_command
-def verify_command(state: AppState, name: StoreRef | None) -> int:
+def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) -> int:
     """Re-hash every blob and check every manifest and reference of the store (or of NAME).
 
-    Exit code 1 when anything is damaged or missing; the report says what.
+    A blob whose bytes do not hash to its digest is moved aside (quarantined), so that pulling
+    an affected image again fetches it. Leftovers of interrupted writes are listed too (`gc`
+    removes them). Exit code 1 when anything is damaged or missing; the report says what.
     """
     if name is not None and name.explicit:
         raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
-    store = state.store()
+    store = state.store(must_exist=True)
     target = f"repository {name.name}" if name else f"the store {state.shown_store_url}"
     state.action = f"verifying {target}"
     display = state.progress()
     with display:
         report = verify(
-            store, name.name if name else None, concurrency=state.concurrency, events=display.sink
+            store,
+            name.name if name else None,
+            concurrency=state.concurrency,
+            events=display.sink,
+            quarantine=not no_quarantine,
         )
     out = state.output
+    abandoned = report.abandoned
     if out.json_mode:
         out.json(report.as_dict())
     else:
         if report.problems:
             out.table(
                 ("PROBLEM", "REPOSITORY", "WHAT", "DETAIL"),
-                [(p.kind, p.repository, p.subject, p.detail) for p in report.problems],
+                [
+                    (
+                        p.kind,
+                        p.repository,
+                        p.subject,
+                        f"{p.detail}; quarantined to {p.quarantined}"
+                        if p.quarantined
+                        else p.detail,
+                    )
+                    for p in report.problems
+                ],
+            )
+        if abandoned:
+            out.line(
+                "left in the store's working area (`regstore gc` removes them after its grace):"
+            )
+            out.table(
+                ("STAGING", "AGE", "SIZE", "WHERE"), _staging_rows(abandoned, report.checked_at)
             )
         out.summary(
             f"checked {len(report.repositories)} repositories, {report.manifests_checked} "
             f"manifests, {report.tags_checked} tags, {report.blobs_checked} blobs "
             f"({format_size(report.bytes_checked)}): "
             + ("OK" if report.ok else f"{len(report.problems)} problem(s)")
+            + (
+                f"; {len(abandoned)} staging leftover(s), "
+                f"{format_size(sum(e.size for e in abandoned))}"
+                if abandoned
+                else ""
+            )
         )
     if not report.ok:
+        if report.quarantined:
+            hint = (
+                f"{len(report.quarantined)} damaged blob(s) were moved aside: pull the affected "
+                "images again (`regstore pull REF`) to fetch them; the store keeps intact blobs"
+            )
+        else:
+            hint = (
+                "pull the affected images again with `regstore pull REF --repair` "
+                "(it re-hashes the image's blobs and fetches the damaged ones)"
+            )
         out.error(
             f"{target} is damaged: {len(report.problems)} problem(s), first: {report.problems[0]}",
-            "pull the affected images again (the store keeps intact blobs)",
+            hint,
         )
         return EXIT_FAILURE
     return EXIT_OK
@@ -289,7 +358,7 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
     if not ref.explicit:
         raise click.BadParameter("name the tag or digest to delete", param_hint="REF")
     state.action = f"deleting {ref}"
-    deleted = delete_image(state.store(), ref.name, ref.reference)
+    deleted = delete_image(state.store(must_exist=True), ref.name, ref.reference)
     out = state.output
     if out.json_mode:
         out.json({"ok": True, "deleted": str(ref), "manifests_deleted": deleted})
@@ -312,9 +381,12 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
 )
 @regstore_command
 def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
-    """Remove blobs no manifest in the store references (older than the grace period)."""
+    """Remove blobs no manifest in the store references, and what interrupted writes left
+    (staged bytes, incomplete multipart uploads, stale locks, quarantined blobs), when older
+    than the grace period and not held by a live writer.
+    """
     state.action = f"collecting garbage in {state.shown_store_url}"
-    report = collect_garbage(state.store(), grace=grace, dry_run=dry_run)
+    report = collect_garbage(state.store(must_exist=True), grace=grace, dry_run=dry_run)
     out = state.output
     if out.json_mode:
         out.json(report.as_dict())
@@ -322,10 +394,20 @@ def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
     verb = "would remove" if dry_run else "removed"
     for blob in report.removed:
         out.line(f"{verb} {blob.digest} {format_size(blob.size)}")
+    for entry in report.staging_removed:
+        out.line(f"{verb} {entry.kind} {entry.location} {format_size(entry.size)}")
     young = f", kept {len(report.kept_young)} younger than {grace:g}s" if report.kept_young else ""
+    staging = ""
+    if report.staging_removed or report.staging_kept:
+        staging = (
+            f"; {verb} {len(report.staging_removed)} staging leftover(s), "
+            f"{format_size(report.staging_bytes_removed)}"
+        )
+        if report.staging_kept:
+            staging += f" (kept {len(report.staging_kept)} in use or younger than {grace:g}s)"
     out.summary(
         f"{verb} {len(report.removed)} blob(s), {format_size(report.bytes_removed)}; "
-        f"{report.referenced} referenced{young}"
+        f"{report.referenced} referenced{young}{staging}"
     )
     return EXIT_OK
 

@@ -147,6 +147,8 @@ def report_result(state: AppState, result: TransferResult, verb: str) -> int:
         details += f"; {len(result.skipped)} already there"
     if result.mounted:
         details += f"; {len(result.mounted)} mounted"
+    if result.quarantined:
+        details += f"; {len(result.quarantined)} damaged in the store, fetched again"
     partial = " (some platforms only)" if result.partial else ""
     out.summary(
         f"{verb} {result.source} -> {result.destination}{partial} "
@@ -272,6 +274,11 @@ def _split_as(value: str) -> tuple[str, str | None]:
 @cli.command("pull")
 @click.argument("ref", type=ImageRefType("registry"))
 @click.option("--as", "as_", metavar="NAME[:TAG]", help="Store under this name (and tag).")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First re-hash the image's blobs already in the store; fetch the damaged ones again.",
+)
 @platform_options
 @filter_options
 @keep_going_option
@@ -280,6 +287,7 @@ def pull_command(
     state: AppState,
     ref: RegistryRef,
     as_: str | None,
+    repair: bool,
     platforms: tuple[str, ...],
     all_platforms: bool,
     include: tuple[str, ...],
@@ -294,12 +302,15 @@ def pull_command(
     regstore pull 127.0.0.1:5000/team/app:1.2
     regstore pull alpine --platform linux/arm64 --as mirror/alpine:3
     regstore pull 127.0.0.1:5000/team/app --semver '>=1.2'   (every matching tag)
+    regstore pull 127.0.0.1:5000/team/app:1.2 --repair       (re-fetch damaged blobs)
     """
     selected = check_platforms(platforms, all_platforms)
     tag_filter = make_filter(include, exclude, semver, latest)
     as_name, as_tag = _split_as(as_) if as_ else (None, None)
     display = state.progress()
     if tag_filter is not None:
+        if repair:
+            raise click.UsageError("--repair takes one image: name its tag or digest")
         if as_tag is not None:
             raise click.UsageError("--as takes only a NAME when tag filters select many tags")
         store = state.store()
@@ -329,6 +340,7 @@ def pull_command(
             platforms=selected,
             concurrency=state.concurrency,
             events=display.sink,
+            repair=repair,
         )
     return report_result(state, result, "pulled")
 

@@ -9,6 +9,7 @@ from regstore.store import ObjectStore
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .model import RegistryClient, RegistryImage, StoreImage, TransferResult
+from .repair import repair_image
 from .reporting import EventSink
 from .transfer import DEFAULT_CONCURRENCY, Image, TransferOptions, run_one
 
@@ -26,6 +27,7 @@ def pull(
     platforms: Sequence[str | Platform] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     events: EventSink | None = None,
+    repair: bool = False,
 ) -> TransferResult:
     """Pull ``name`` at ``reference`` (a tag or digest) from a registry into ``store``.
 
@@ -37,16 +39,29 @@ def pull(
     it under another name or tag. Returns what moved; raises on failure (DigestMismatchError,
     ImageManifestNotFoundError, TransportError, ...), leaving completed blobs and the staged
     part of interrupted ones for the next run.
+
+    ``repair=True`` first re-hashes every manifest and blob of the image that the store has
+    and moves the damaged ones aside (:mod:`regstore.engine.repair`), so the pull fetches them
+    again; ``TransferResult.quarantined`` names them.
     """
+    source = RegistryImage(client, name, reference)
+    quarantined: list[str] = []
+    if repair:
+        report = repair_image(
+            source, store, platforms=platforms, concurrency=concurrency, events=events
+        )
+        quarantined = sorted(report.quarantined)
     dest_ref = as_tag if as_tag is not None else None
-    return run_one(
-        RegistryImage(client, name, reference),
+    result = run_one(
+        source,
         StoreImage(store, as_name or name, dest_ref),
         "pull",
         options=TransferOptions.build(platforms),
         concurrency=concurrency,
         events=events,
     )
+    result.quarantined = quarantined
+    return result
 
 
 def push(

@@ -18,6 +18,12 @@ garbage for the next collection.
 Manifests themselves are blobs in some layouts (``list_blobs`` lists them); every stored
 manifest's digest counts as referenced, as does everything a manifest references (config,
 layers, index children, subject).
+
+The staging area is collected too (``ObjectStore.staging``): what writers that died left
+behind (staged bytes, incomplete multipart uploads, lock files or expired lock objects,
+temporary files) and blobs ``verify`` quarantined, once older than the same grace and only
+when no live writer holds them (a flock still held, a lease still renewed). Each removal is
+refused by the backend if a writer took the entry up again meanwhile.
 """
 
 from __future__ import annotations
@@ -26,11 +32,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from regstore.errors import BlobNotFoundError, NotFoundError, RegstoreError, StoreError
+from regstore.errors import (
+    BlobNotFoundError,
+    NotFoundError,
+    RegstoreError,
+    StoreError,
+    UnsupportedError,
+)
 from regstore.reference import is_digest
 
 if TYPE_CHECKING:
-    from regstore.hookspecs import BlobInfo
+    from regstore.hookspecs import BlobInfo, StagingEntry
     from regstore.store import ObjectStore
 
 __all__ = ["DEFAULT_GRACE", "GCReport", "collect_garbage", "delete_image", "referenced_digests"]
@@ -49,11 +61,23 @@ class GCReport:
     referenced: int = 0
     removed: list[BlobInfo] = field(default_factory=list)
     kept_young: list[BlobInfo] = field(default_factory=list)
+    #: staging entries removed (or, in a dry run, that would be)
+    staging_removed: list[StagingEntry] = field(default_factory=list)
+    #: staging entries kept: held by a live writer, younger than the grace, or taken up again
+    staging_kept: list[StagingEntry] = field(default_factory=list)
+    #: why the staging area was not collected (a backend without the operation), if so
+    staging_error: str | None = None
+    now: float = 0.0
 
     @property
     def bytes_removed(self) -> int:
-        """Bytes freed (or that would be freed)."""
+        """Blob bytes freed (or that would be freed)."""
         return sum(b.size for b in self.removed)
+
+    @property
+    def staging_bytes_removed(self) -> int:
+        """Staging bytes freed (or that would be freed)."""
+        return sum(e.size for e in self.staging_removed)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -65,6 +89,10 @@ class GCReport:
             "removed": [{"digest": b.digest, "size": b.size} for b in self.removed],
             "bytes_removed": self.bytes_removed,
             "kept_young": [{"digest": b.digest, "size": b.size} for b in self.kept_young],
+            "staging_removed": [e.as_dict(self.now) for e in self.staging_removed],
+            "staging_bytes_removed": self.staging_bytes_removed,
+            "staging_kept": [e.as_dict(self.now) for e in self.staging_kept],
+            "staging_error": self.staging_error,
         }
 
 
@@ -95,13 +123,16 @@ def collect_garbage(
     dry_run: bool = False,
     now: float | None = None,
 ) -> GCReport:
-    """Delete (or with ``dry_run`` only list) unreferenced blobs older than ``grace`` seconds."""
+    """Delete (or with ``dry_run`` only list) unreferenced blobs older than ``grace`` seconds,
+    and the staging leftovers no live writer holds that are older than ``grace``.
+    """
     if grace < 0:
         raise ValueError("grace must not be negative")
     blobs = store.blobs()  # first: see the module docstring
     referenced = referenced_digests(store)
     now = time.time() if now is None else now
-    report = GCReport(dry_run=dry_run, grace=grace, blobs=len(blobs))
+    report = GCReport(dry_run=dry_run, grace=grace, blobs=len(blobs), now=now)
+    _collect_staging(store, report, grace, dry_run, now)
     for blob in blobs:
         if blob.digest in referenced:
             report.referenced += 1
@@ -116,6 +147,23 @@ def collect_garbage(
                 continue
         report.removed.append(blob)
     return report
+
+
+def _collect_staging(
+    store: ObjectStore, report: GCReport, grace: float, dry_run: bool, now: float
+) -> None:
+    try:
+        entries = store.staging()
+    except UnsupportedError as exc:
+        report.staging_error = str(exc)
+        return
+    for entry in entries:
+        if entry.active or now - entry.mtime < grace:
+            report.staging_kept.append(entry)
+        elif dry_run or store.drop_staging(entry):
+            report.staging_removed.append(entry)
+        else:  # a writer took it up again since it was listed
+            report.staging_kept.append(entry)
 
 
 def _reachable(store: ObjectStore, name: str, roots: set[str]) -> set[str]:

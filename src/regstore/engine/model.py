@@ -105,7 +105,8 @@ class TransferResult:
     ``transferred``/``skipped``/``mounted`` list blob digests; ``bytes_moved`` counts blob bytes
     that crossed the wire into the destination (resumed bytes not counted twice); ``partial``
     says a platform filter left index children out; ``unchanged`` that the destination tag
-    already pointed at the same manifest, so nothing moved.
+    already pointed at the same manifest, so nothing moved; ``quarantined`` lists blobs a
+    repair found damaged in the destination and moved aside before moving them again.
     """
 
     source: str
@@ -119,6 +120,7 @@ class TransferResult:
     bytes_moved: int = 0
     partial: bool = False
     unchanged: bool = False
+    quarantined: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -134,6 +136,7 @@ class TransferResult:
             "bytes_moved": self.bytes_moved,
             "partial": self.partial,
             "unchanged": self.unchanged,
+            "quarantined": list(self.quarantined),
         }
 
 

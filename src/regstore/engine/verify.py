@@ -3,8 +3,18 @@ re-hashes to its digest and has the size the manifests say.
 
 :func:`verify` reads through the :class:`~regstore.store.ObjectStore` facade only, so it works
 the same on every backend. Each blob is read (streamed, never held whole) once, however many
-manifests share it; blobs are hashed concurrently. Nothing is repaired or deleted: the report
-says what is damaged or missing, and a new pull of the affected images repairs them.
+manifests share it; blobs are hashed concurrently.
+
+A blob whose bytes do not hash to its digest (a damaged layer, config or manifest) is
+*quarantined*: moved aside into the store's working area (``ObjectStore.quarantine_blob``), so
+that it is no longer "in the store" and a plain ``pull`` of an affected image fetches it again
+(a pull skips blobs the store has). The problem names where it went; ``gc`` removes quarantined
+bytes after its grace. ``quarantine=False`` only reports. Nothing else is changed or deleted.
+
+The report also lists the store's *staging* leftovers (``ObjectStore.staging``): bytes staged
+by writers that never finished, incomplete multipart uploads, locks, temporary files and
+quarantined blobs, with their sizes and ages. They are not problems (the next pull of the same
+blob resumes staged bytes; ``gc`` collects the abandoned ones), so they do not fail a verify.
 
 Problems (``Problem.kind``):
 
@@ -20,9 +30,10 @@ Problems (``Problem.kind``):
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from regstore.digest import CHUNK_SIZE, Digester
@@ -32,16 +43,17 @@ from regstore.errors import (
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
+    UnsupportedError,
 )
 from regstore.events import EventKind, TransferEvent
-from regstore.hookspecs import BlobState
+from regstore.hookspecs import BlobState, StagingEntry
 from regstore.reference import Digest
 
 if TYPE_CHECKING:
     from regstore.manifest import Manifest
     from regstore.store import ObjectStore
 
-__all__ = ["Problem", "VerifyReport", "verify"]
+__all__ = ["Problem", "VerifyReport", "hash_stored_blob", "quarantine_damaged", "verify"]
 
 EventSink = Callable[[TransferEvent], None]
 
@@ -55,6 +67,8 @@ class Problem:
     subject: str  #: the digest (or tag) that is wrong
     detail: str
     referenced_by: tuple[str, ...] = ()
+    #: where the damaged blob was moved aside (None: not quarantined; see ``detail``)
+    quarantined: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -64,10 +78,12 @@ class Problem:
             "subject": self.subject,
             "detail": self.detail,
             "referenced_by": list(self.referenced_by),
+            "quarantined": self.quarantined,
         }
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.subject} in {self.repository}: {self.detail}"
+        text = f"{self.kind} {self.subject} in {self.repository}: {self.detail}"
+        return f"{text} (quarantined to {self.quarantined})" if self.quarantined else text
 
 
 @dataclass
@@ -80,11 +96,27 @@ class VerifyReport:
     blobs_checked: int = 0
     bytes_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    #: leftovers in the store's working area (not problems: see the module docstring)
+    staging: list[StagingEntry] = field(default_factory=list)
+    #: why the staging area could not be listed (a backend without the operation), if so
+    staging_error: str | None = None
+    #: when the staging area was listed (ages are relative to it)
+    checked_at: float = field(default_factory=time.time)
 
     @property
     def ok(self) -> bool:
         """True when nothing is damaged or missing."""
         return not self.problems
+
+    @property
+    def quarantined(self) -> list[Problem]:
+        """The problems whose blob was moved aside (a pull of the image fetches it again)."""
+        return [p for p in self.problems if p.quarantined]
+
+    @property
+    def abandoned(self) -> list[StagingEntry]:
+        """Staging entries no live writer holds (``gc`` removes them after its grace)."""
+        return [e for e in self.staging if not e.active]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -96,6 +128,9 @@ class VerifyReport:
             "blobs_checked": self.blobs_checked,
             "bytes_checked": self.bytes_checked,
             "problems": [p.as_dict() for p in self.problems],
+            "staging": [e.as_dict(self.checked_at) for e in self.staging],
+            "staging_bytes": sum(e.size for e in self.staging),
+            "staging_error": self.staging_error,
         }
 
 
@@ -107,7 +142,14 @@ class _BlobUse:
     users: list[tuple[str, str]] = field(default_factory=list)  # (repository, manifest digest)
 
 
-def _hash_blob(store: ObjectStore, digest: Digest, sink: EventSink | None) -> tuple[Digest, int]:
+def hash_stored_blob(
+    store: ObjectStore, digest: Digest, sink: EventSink | None = None
+) -> tuple[Digest, int]:
+    """Re-hash the complete blob ``digest`` (streamed): ``(actual digest, size)``.
+
+    ``sink`` receives ``verify`` STARTED and PROGRESS events. Raises BlobNotFoundError if the
+    blob is not complete, StoreError if it cannot be read.
+    """
     digester = Digester(digest.algorithm)
     with store.layer(digest).reader() as reader:
         if sink is not None:
@@ -129,18 +171,46 @@ def _hash_blob(store: ObjectStore, digest: Digest, sink: EventSink | None) -> tu
     return digester.digest(), digester.size
 
 
+def quarantine_damaged(store: ObjectStore, problem: Problem) -> Problem:
+    """Move the damaged blob of ``problem`` aside; the problem says where (or why not).
+
+    Only for a blob whose bytes do not hash to its digest: that copy is useless, and while it
+    is in the store a pull skips it. A lock held by a writer or a backend without the
+    operation leaves the blob in place, with the reason in the detail.
+    """
+    try:
+        where = store.quarantine_blob(problem.subject)
+    except RegstoreError as exc:
+        return replace(problem, detail=f"{problem.detail}; not quarantined: {exc}")
+    return replace(problem, quarantined=where)
+
+
+def _damaged_bytes(store: ObjectStore, digest: Digest) -> bool:
+    """True if the blob ``digest`` is complete and its bytes hash to something else."""
+    try:
+        if store.blob_status(digest).state is not BlobState.COMPLETE:
+            return False
+        actual, _ = hash_stored_blob(store, digest)
+    except RegstoreError:
+        return False
+    return actual != digest
+
+
 def verify(
     store: ObjectStore,
     name: str | None = None,
     *,
     concurrency: int = 4,
     events: EventSink | None = None,
+    quarantine: bool = True,
 ) -> VerifyReport:
     """Check the manifests, tags and blobs of every repository of ``store`` (or of ``name``).
 
     ``events`` receives ``verify`` events per blob (STARTED, PROGRESS, VERIFIED or FAILED) for
-    a progress display. Raises only when the store cannot be listed at all
-    (RepositoryNotFoundError for an unknown ``name``, StoreError ...).
+    a progress display. Blobs (and manifests) whose bytes do not hash to their digest are
+    quarantined unless ``quarantine`` is False. The report lists the staging area too.
+    Raises only when the store cannot be listed at all (RepositoryNotFoundError for an
+    unknown ``name``, StoreError ...).
     """
     report = VerifyReport()
     names = [name] if name is not None else store.repositories()
@@ -172,8 +242,42 @@ def verify(
             except ManifestInvalidError as exc:
                 report.problems.append(Problem("damaged-manifest", repo, tag, str(exc)))
 
-    _check_blobs(store, uses, report, concurrency, events)
+    mismatched: set[str] = set()
+    _check_blobs(store, uses, report, concurrency, events, mismatched)
+    if quarantine:
+        _quarantine(store, report, mismatched)
+    _list_staging(store, report)
     return report
+
+
+def _quarantine(store: ObjectStore, report: VerifyReport, mismatched: set[str]) -> None:
+    """Move aside what does not hash to its digest: damaged blobs, then damaged manifests
+    (stored as blobs by the fsspec layouts; a pull writes a manifest blob that is absent).
+    """
+    done: set[str] = set()
+    problems = []
+    for problem in report.problems:
+        wanted = False
+        if problem.kind == "damaged-blob":
+            wanted = problem.subject in mismatched
+        elif problem.kind == "damaged-manifest":
+            try:
+                wanted = _damaged_bytes(store, Digest(problem.subject))
+            except ValueError:  # the subject is a tag: its manifest is reported by digest too
+                wanted = False
+        if wanted and problem.subject not in done:
+            done.add(problem.subject)
+            problem = quarantine_damaged(store, problem)
+        problems.append(problem)
+    report.problems = problems
+
+
+def _list_staging(store: ObjectStore, report: VerifyReport) -> None:
+    report.checked_at = time.time()
+    try:
+        report.staging = store.staging()
+    except UnsupportedError as exc:
+        report.staging_error = str(exc)
 
 
 def _load_manifest(
@@ -228,6 +332,7 @@ def _check_blobs(
     report: VerifyReport,
     concurrency: int,
     events: EventSink | None,
+    mismatched: set[str],
 ) -> None:
     lock = threading.Lock()
 
@@ -236,12 +341,14 @@ def _check_blobs(
         referrers = tuple(sorted({m for _, m in use.users}))
         problem: Problem | None = None
         size = 0
+        damaged_bytes = False
         try:
             status = store.blob_status(digest)
             if status.state is not BlobState.COMPLETE:
                 raise BlobNotFoundError(None, digest)
-            actual, size = _hash_blob(store, digest, events)
+            actual, size = hash_stored_blob(store, digest, events)
             if actual != digest:
+                damaged_bytes = True
                 problem = Problem(
                     "damaged-blob",
                     repo,
@@ -271,6 +378,8 @@ def _check_blobs(
             report.bytes_checked += size
             if problem is not None:
                 report.problems.append(problem)
+            if damaged_bytes:
+                mismatched.add(str(digest))
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [pool.submit(check, d, u) for d, u in sorted(uses.items())]
