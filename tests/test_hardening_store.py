@@ -479,3 +479,48 @@ def test_quarantine_and_staging_leave_the_layouts_readable_by_peers(
     assert raw_manifest(target.url, "copied/intact", "1", intact.manifest_media_type) == (
         intact.manifest_bytes
     )
+
+
+# -- backends without the housekeeping operations -------------------------------------------------
+
+
+def test_verify_and_gc_still_work_on_a_backend_without_housekeeping() -> None:
+    from regstore import ObjectStore
+    from regstore.backends.memory import MemoryBackend, remove_store
+    from regstore.engine.verify import verify
+    from regstore.errors import UnsupportedError
+    from regstore.hookspecs import StagingEntry
+    from regstore.reference import Digest
+    from tests.cli_support import put_image
+
+    class Bare(MemoryBackend):
+        backend_name = "bare"
+
+        def list_staging(self) -> list[StagingEntry]:
+            raise UnsupportedError("bare stores cannot list their staging area")
+
+        def quarantine_blob(self, digest: Digest) -> str:
+            raise UnsupportedError("bare stores cannot quarantine blobs")
+
+    name = f"bare-{uuid.uuid4().hex[:8]}"
+    backend = Bare(name)
+    store = ObjectStore(backend, url=f"memory://{name}")
+    try:
+        image = build_image(layers=1, layer_size=2048, seed=560)
+        put_image(store, "bare/app", "1", image)
+        layer = image.layer_digests[0]
+        path = backend.layout.blob_path(Digest(layer))
+        data = bytearray(backend.fs.cat_file(path))
+        data[5] ^= 0xFF
+        backend.fs.pipe_file(path, bytes(data))
+
+        report = verify(store)
+        [problem] = report.problems
+        assert problem.quarantined is None and "not quarantined" in problem.detail
+        assert report.staging == [] and "cannot list" in (report.staging_error or "")
+        assert store.blob_exists(layer)  # left in place, as the report says
+        gc = collect_garbage(store, grace=0)
+        assert gc.removed == [] and "cannot list" in (gc.staging_error or "")
+    finally:
+        store.close()
+        remove_store(name)

@@ -292,6 +292,8 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
     if out.json_mode:
         out.json(report.as_dict())
     else:
+        if report.staging_error:
+            out.warning(f"the staging area was not checked: {report.staging_error}")
         if report.problems:
             out.table(
                 ("PROBLEM", "REPOSITORY", "WHAT", "DETAIL"),
@@ -391,6 +393,8 @@ def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
     if out.json_mode:
         out.json(report.as_dict())
         return EXIT_OK
+    if report.staging_error:
+        out.warning(f"the staging area was not collected: {report.staging_error}")
     verb = "would remove" if dry_run else "removed"
     for blob in report.removed:
         out.line(f"{verb} {blob.digest} {format_size(blob.size)}")

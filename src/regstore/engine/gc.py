@@ -37,7 +37,6 @@ from regstore.errors import (
     NotFoundError,
     RegstoreError,
     StoreError,
-    UnsupportedError,
 )
 from regstore.reference import is_digest
 
@@ -65,7 +64,7 @@ class GCReport:
     staging_removed: list[StagingEntry] = field(default_factory=list)
     #: staging entries kept: held by a live writer, younger than the grace, or taken up again
     staging_kept: list[StagingEntry] = field(default_factory=list)
-    #: why the staging area was not collected (a backend without the operation), if so
+    #: why the staging area was not collected (unsupported, not permitted), if so
     staging_error: str | None = None
     now: float = 0.0
 
@@ -154,7 +153,7 @@ def _collect_staging(
 ) -> None:
     try:
         entries = store.staging()
-    except UnsupportedError as exc:
+    except RegstoreError as exc:  # unsupported, or not permitted (an S3 policy): blobs still go
         report.staging_error = str(exc)
         return
     for entry in entries:

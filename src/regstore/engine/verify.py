@@ -43,7 +43,6 @@ from regstore.errors import (
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
-    UnsupportedError,
 )
 from regstore.events import EventKind, TransferEvent
 from regstore.hookspecs import BlobState, StagingEntry
@@ -98,7 +97,7 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     #: leftovers in the store's working area (not problems: see the module docstring)
     staging: list[StagingEntry] = field(default_factory=list)
-    #: why the staging area could not be listed (a backend without the operation), if so
+    #: why the staging area could not be listed (unsupported, not permitted), if so
     staging_error: str | None = None
     #: when the staging area was listed (ages are relative to it)
     checked_at: float = field(default_factory=time.time)
@@ -276,7 +275,7 @@ def _list_staging(store: ObjectStore, report: VerifyReport) -> None:
     report.checked_at = time.time()
     try:
         report.staging = store.staging()
-    except UnsupportedError as exc:
+    except RegstoreError as exc:  # unsupported, or not permitted (an S3 policy): still verify
         report.staging_error = str(exc)
 
 
