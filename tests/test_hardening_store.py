@@ -374,6 +374,23 @@ def test_s3_rerun_aborts_the_upload_of_a_writer_killed_mid_commit(
     assert place.work_files() == []  # parts and the lock object are gone too
 
 
+def test_file_rerun_after_a_killed_writer_leaves_no_staging(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    place = Place(str(root), "file", root=root)
+    data = random.Random(532).randbytes(MiB)
+    digest = str(digest_bytes(data))
+    _killed_writer(place.url, tmp_path, data, digest, MiB // 2)
+    assert any(f.startswith("uploads/") for f in place.work_files())
+    assert any(f.startswith("locks/blob/") for f in place.work_files())
+    with open_store(place.url) as store:  # the re-run resumes what the killed writer staged
+        writer = store.layer(digest).writer()
+        assert writer.current_size == MiB // 2
+        writer.write(data[writer.current_size :])
+        writer.commit(len(data))
+        assert store.staging() == []
+    assert place.work_files() == []  # its staged bytes and its lock file are gone
+
+
 # -- the risk: reading commands never create a store --------------------------------------------
 
 
