@@ -541,3 +541,24 @@ def test_verify_and_gc_still_work_on_a_backend_without_housekeeping() -> None:
     finally:
         store.close()
         remove_store(name)
+
+
+def test_quarantine_never_moves_a_blob_out_of_the_root_through_a_symlink(tmp_path: Path) -> None:
+    from regstore.errors import StoreEscapeError
+
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    outside.mkdir()
+    data = b"a blob that verify found damaged"
+    digest = str(digest_bytes(data))
+    with open_store(str(root)) as store:
+        with store.layer(digest).writer() as writer:
+            writer.write(data)
+            writer.commit(len(data))
+        (root / "_regstore").mkdir(exist_ok=True)
+        (root / "_regstore" / "quarantine").symlink_to(outside)
+        with pytest.raises(StoreEscapeError):
+            store.quarantine_blob(digest)
+        assert store.blob_exists(digest)  # left in place
+        with pytest.raises(StoreEscapeError):
+            store.staging()
+    assert list(outside.iterdir()) == []

@@ -36,7 +36,7 @@ from regstore.errors import StoreError, StoreEscapeError
 from regstore.hookspecs import BlobInfo, Register, hookimpl
 from regstore.reference import Digest
 
-from .fsspec_store import LAYOUTS, FsspecBackend
+from .fsspec_store import LAYOUTS, FsspecBackend, WalkedFile
 from .locks import FlockLockManager
 from .staging import StagingStream
 
@@ -247,8 +247,15 @@ class LocalBackend(FsspecBackend):
         os.replace(staging, final)  # atomic: readers see no blob, then the whole blob
         _fsync_dir(os.path.dirname(final))
 
+    def walk_files(self, base: str) -> list[WalkedFile]:
+        return super().walk_files(self.confinement.check(base))
+
+    def stat_file(self, path: str) -> tuple[int, float] | None:
+        return super().stat_file(self.confinement.check(path))
+
     def move_aside(self, source: str, target: str) -> None:
-        self.ensure_parent(target)
+        self.confinement.check(source)
+        self.ensure_parent(self.confinement.check_parent(target))
         os.replace(source, target)  # atomic: the blob is whole, then gone
         os.utime(target)  # dated by the quarantine, not by the commit
         _fsync_dir(os.path.dirname(source))
