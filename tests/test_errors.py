@@ -30,6 +30,7 @@ from regstore.errors import (
     RegistryErrorDetail,
     RegstoreError,
     RepositoryNotFoundError,
+    RetriesExhaustedError,
     StoreError,
     SyncFileError,
     TransportError,
@@ -59,6 +60,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     UnexpectedHTTPStatusError: RegistryError,
     AuthenticationError: RegistryError,
     TransportError: RegstoreError,
+    RetriesExhaustedError: RegstoreError,
     StoreError: RegstoreError,
     BackendNotFoundError: StoreError,
     UnsupportedError: RegstoreError,
@@ -88,6 +90,13 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     UnexpectedHTTPStatusError: UnexpectedHTTPStatusError("500 Internal Server Error"),
     AuthenticationError: AuthenticationError("bad password"),
     TransportError: TransportError("connection reset"),
+    RetriesExhaustedError: RetriesExhaustedError(
+        f"pushing blob {DIGEST}",
+        5,
+        UnexpectedHTTPStatusError(
+            503, what="uploading bytes 0-9", http=HTTPContext("PATCH", "http://r/u", 503)
+        ),
+    ),
     StoreError: StoreError("disk full"),
     BackendNotFoundError: BackendNotFoundError("s3", "pip install regstore-s3"),
     UnsupportedError: UnsupportedError("no"),

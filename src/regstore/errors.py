@@ -24,6 +24,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │   ├── UnexpectedHTTPStatusError      status: nothing better matched
     │   └── AuthenticationError            credentials missing, wrong or insufficient
     ├── TransportError                 the registry could not be reached or the connection broke
+    ├── RetriesExhaustedError          transient failures outlasted a blob's (or request's) retries
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   └── BackendNotFoundError           no installed backend serves a URL scheme
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
@@ -60,6 +61,7 @@ __all__ = [
     "RegistryErrorDetail",
     "RegstoreError",
     "RepositoryNotFoundError",
+    "RetriesExhaustedError",
     "StoreError",
     "SyncFileError",
     "TransportError",
@@ -292,6 +294,27 @@ class TransportError(RegstoreError):
     """The registry could not be reached, or a connection broke in the middle of an exchange."""
 
     retryable = True
+
+
+class RetriesExhaustedError(RegstoreError):
+    """Transient failures (broken connections, 5xx, 429) went on through every retry allowed.
+
+    ``subject`` names the work (``pushing blob sha256:... (N bytes) to NAME on HOST``),
+    ``retries`` the retries spent, ``last`` the last failure's text; that failure itself is the
+    ``__cause__``, and its ``http`` — the last request and the registry's answer — is this
+    error's ``http`` too. Running the same command later may succeed.
+    """
+
+    retryable = True
+
+    def __init__(self, subject: str, retries: int, last: RegstoreError) -> None:
+        super().__init__(
+            f"{subject}: gave up after {retries} retries; the last failure: {last.message}",
+            http=last.http,
+        )
+        self.subject = subject
+        self.retries = retries
+        self.last = str(last)
 
 
 class StoreError(RegstoreError):

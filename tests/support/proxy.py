@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .ports import LoopbackHTTPServer, QuietHandler, iter_request_body
 
@@ -82,13 +82,19 @@ class FaultRule:
     #: Response faults (cut, corrupt) skip non-2xx answers: a 401 before a token or a 307
     #: must not use up a fault meant for the blob body.
     only_success: bool = True
+    #: Matching requests to let through untouched before the fault starts firing.
+    skip: int = 0
+    #: Also matched (``re.search``) against the URL-decoded query string, when set.
+    query: re.Pattern[str] | None = None
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
-        """Does this rule apply (and still have uses left) for ``method path``?"""
+    def matches(self, method: str, path: str, query: str = "") -> bool:
+        """Does this rule apply (and still have uses left) for ``method path?query``?"""
         if self.remaining is not None and self.remaining <= 0:
             return False
         if self.methods is not None and method not in self.methods:
+            return False
+        if self.query is not None and self.query.search(unquote(query)) is None:
             return False
         return self.pattern.search(path) is not None
 
@@ -206,12 +212,16 @@ class FaultProxy(LoopbackHTTPServer):
         headers: dict[str, str] | None = None,
         body: bytes | str = b"",
         forward: bool = False,
+        skip: int = 0,
+        query_regex: str | None = None,
     ) -> FaultRule:
         """Answer ``status`` (with ``headers``/``body``) to matching requests.
 
         The request is not forwarded unless ``forward=True`` (then the upstream handles it and
         its answer is replaced: "the request worked but the response was lost").
         A ``body`` string is UTF-8 encoded; give ``headers={"Retry-After": "1"}`` for 429/503.
+        The first ``skip`` matching requests pass untouched; ``query_regex`` narrows the match
+        to requests whose (URL-decoded) query string it finds (e.g. one blob's closing PUT).
         """
         data = body.encode() if isinstance(body, str) else body
         return self._add(
@@ -224,6 +234,8 @@ class FaultProxy(LoopbackHTTPServer):
                 headers=dict(headers or {}),
                 body=data,
                 forward=forward,
+                skip=skip,
+                query=re.compile(query_regex) if query_regex is not None else None,
             )
         )
 
@@ -233,6 +245,9 @@ class FaultProxy(LoopbackHTTPServer):
         path_regex: str,
         times: int | None = 1,
         retry_after: int | str = 1,
+        *,
+        skip: int = 0,
+        query_regex: str | None = None,
     ) -> FaultRule:
         """Shortcut: 429 TOOMANYREQUESTS with ``Retry-After``."""
         body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"injected rate limit"}]}'
@@ -243,6 +258,8 @@ class FaultProxy(LoopbackHTTPServer):
             times,
             headers={"Retry-After": str(retry_after), "Content-Type": "application/json"},
             body=body,
+            skip=skip,
+            query_regex=query_regex,
         )
 
     def corrupt_response(
@@ -322,13 +339,21 @@ class FaultProxy(LoopbackHTTPServer):
 
     # -- request handling ----------------------------------------------------------------------
     def _take(
-        self, kinds: tuple[str, ...], method: str, path: str, status: int | None = None
+        self,
+        kinds: tuple[str, ...],
+        method: str,
+        path: str,
+        status: int | None = None,
+        query: str = "",
     ) -> FaultRule | None:
         with self._lock:
             for rule in self.rules:
                 if status is not None and rule.only_success and not 200 <= status < 300:
                     continue
-                if rule.kind in kinds and rule.matches(method, path):
+                if rule.kind in kinds and rule.matches(method, path, query):
+                    if rule.skip > 0:
+                        rule.skip -= 1
+                        continue
                     if rule.remaining is not None:
                         rule.remaining -= 1
                     rule.hits += 1
@@ -351,7 +376,7 @@ class FaultProxy(LoopbackHTTPServer):
         if delay is not None:
             time.sleep(delay.seconds)
 
-        pre = self._take(("cut_request", "status", "drop"), method, parts.path)
+        pre = self._take(("cut_request", "status", "drop"), method, parts.path, query=parts.query)
         if pre is not None and pre.kind == "cut_request":
             record.fault = "cut_request"
             got = 0
