@@ -65,7 +65,7 @@ class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
             or ``~/.docker/config.json``); ``use_docker_config=False`` ignores it.
         timeout: ``(connect, read)`` seconds.
         retries: retries after the first attempt of a request that is safe to repeat (and of a
-            failed connect); a blob upload gets this many plus one per extra chunk, shared by
+            failed connect); a blob upload gets this many plus two per extra chunk, shared by
             all its requests (see :mod:`regstore.client.retry`).
         backoff: base of the exponential backoff, in seconds (with jitter).
         max_retry_after: longest ``Retry-After`` pause honoured, in seconds.

@@ -244,10 +244,18 @@ def store_blob(
 
 
 class _Limited:
-    """A file-like view of the next ``length`` bytes of a source (a chunk's request body)."""
+    """A file-like view of the next ``length`` bytes of a source (a chunk's request body).
 
-    def __init__(self, source: BlobSource, length: int, on_bytes: Callable[[int], None]) -> None:
-        self._source = source
+    ``read_into(buffer)`` fills ``buffer`` from the source and returns the count (0 at its end).
+    """
+
+    def __init__(
+        self,
+        read_into: Callable[[memoryview], int],
+        length: int,
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        self._read_into = read_into
         self._left = length
         self._on_bytes = on_bytes
 
@@ -257,7 +265,7 @@ class _Limited:
         want = self._left if n is None or n < 0 else min(n, self._left)
         want = min(want, BUFFER_SIZE)
         buffer = bytearray(want)
-        got = self._source.readinto(buffer)
+        got = self._read_into(memoryview(buffer))
         if got == 0:
             raise TransportError(f"source stream ended with {self._left} bytes of a chunk unread")
         self._left -= got
@@ -308,20 +316,24 @@ def upload_blob(
     else uploaded: monolithic up to ``monolithic_threshold``, chunked above.
 
     Every request of the blob's upload spends from one retry budget — the client's
-    ``retries`` plus one per chunk after the first — under the client's retry policy
+    ``retries`` plus two per chunk after the first — under the client's retry policy
     (backoff with jitter, ``Retry-After`` honoured up to a cap). A transient failure (broken
     connection, 5xx, 429) of a request safe to repeat (HEAD, POST, status GET) is retried by the
     client. After a failed chunk PATCH the registry is asked where the upload stands and the
     upload goes on from its offset, the source re-read from there; after a failed PUT a HEAD
     tells whether the blob landed before anything is sent again; an upload session the
-    registry lost (404) restarts this blob only. When the budget is spent,
+    registry lost (404) restarts this blob only — as does, on distribution, a chunk that landed
+    but whose answer was lost: the registry refuses the only location the client then has
+    (its ``_state`` is stale). When the budget is spent,
     :class:`~regstore.errors.RetriesExhaustedError` names the blob, the last request and the
     registry's last answer.
     """
     policy = _retry_policy(client)
     monolithic = size <= monolithic_threshold
     chunks = 1 if monolithic else -(-size // chunk_size)
-    retries = policy.retries + chunks - 1 if policy.retries else 0
+    # Per blob, not per request; room for a couple of failures per chunk, since a large blob
+    # on a flaky path meets more of them (and a forced restart sends its chunks again).
+    retries = policy.retries + 2 * (chunks - 1) if policy.retries else 0
     budget = policy.budget(
         f"pushing blob {digest} ({size} bytes) to {name} on {client.registry}", retries
     )
@@ -374,6 +386,7 @@ class _Upload:
         self.stale = False
         self.landed = False
         self._source: BlobSource | None = None
+        self._position = 0  # of the next byte read from the source
         self._sent = 0
         self._buffer = bytearray(min(BUFFER_SIZE, max(size, 1)))
 
@@ -481,9 +494,12 @@ class _Upload:
             assert self.location is not None
             self.step = "patch"
             length = min(chunk_size, self.size - self.offset)
-            source = self._open()
+            self._open()  # a source that cannot be opened fails before the request goes
             answer = self.client.upload_blob_chunk(
-                self.location, _Limited(source, length, self._on_bytes), length, self.offset
+                self.location,
+                _Limited(self._read_into, length, self._on_bytes),
+                length,
+                self.offset,
             )
             self.location = _location(answer)
             self.offset += length
@@ -499,8 +515,8 @@ class _Upload:
         assert self.location is not None
         self.step = "put"
         self._seek(0)
-        source = self._open()
-        body = _Limited(source, self.size, self._on_bytes)
+        self._open()
+        body = _Limited(self._read_into, self.size, self._on_bytes)
         self.client.upload_blob(self.location, body, self.size, self.digest)
         self.landed = True
 
@@ -524,12 +540,33 @@ class _Upload:
         """Go on from ``offset``: the source is reopened there for the next request."""
         self._close_source()
         self.offset = offset
+        self._position = offset
         self._sent = offset
 
     def _open(self) -> BlobSource:
         if self._source is None:
-            self._source = _open_at(self.opener, self.offset, self._buffer)
+            self._source = _open_at(self.opener, self._position, self._buffer)
         return self._source
+
+    def _read_into(self, buffer: memoryview) -> int:
+        """The next source bytes, for a request body being sent.
+
+        A source that breaks (a registry's GET cut short, in a copy) is reopened where it broke
+        and the body goes on: the request under way never notices. Were it cut instead, the
+        registry would keep the bytes it got and the client only have the location from
+        before them — which distribution refuses, forcing the whole blob to start again.
+        """
+        while True:
+            try:
+                n = self._open().readinto(buffer)
+            except (TransportError, RegistryError) as exc:
+                if not is_transient(exc):
+                    raise
+                self._close_source()
+                self.budget.retry_or_raise(exc)
+                continue
+            self._position += n
+            return n
 
     def _close_source(self) -> None:
         source, self._source = self._source, None
