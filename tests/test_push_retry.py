@@ -16,7 +16,7 @@ import pytest
 from regstore import ObjectStore, open_store
 from regstore.client import Client
 from regstore.engine import RegistryImage, copy, push
-from regstore.errors import RetriesExhaustedError
+from regstore.errors import RetriesExhaustedError, UnexpectedHTTPStatusError
 from tests.cli_support import put_image
 from tests.engine_support import blob_digest_in_registry, raw_manifest, seed_registry
 from tests.support.images import BuiltImage, build_image
@@ -249,3 +249,25 @@ def test_a_source_cut_inside_a_chunk_resumes_the_source_not_the_upload(
     assert len(ranges) == _chunks(built) == len(set(ranges))
     assert dest.count("POST", UPLOADS) == len(built.blobs)
     assert proxy.bytes_sent(f"/blobs/{layer}") == len(built.blobs[layer])
+
+
+def test_requests_made_inside_an_active_budget_share_it(
+    registry: RegistryServer, fault_proxy_factory: ProxyFactory
+) -> None:
+    proxy = fault_proxy_factory(registry)
+    proxy.override_status("HEAD", r"/blobs/", 503, times=None)
+    sleeps: list[float] = []
+    client = _client(proxy, sleeps, retries=4)
+    digest = "sha256:" + "ab" * 32
+
+    with pytest.raises(UnexpectedHTTPStatusError):
+        client.blob_length("a/b", digest)  # a request of its own: 4 retries
+    assert proxy.count("HEAD") == 5
+
+    with client.retry_policy.budget("one unit of work", retries=2) as budget:
+        for _ in range(2):
+            with pytest.raises(UnexpectedHTTPStatusError):
+                client.blob_length("a/b", digest)
+    assert proxy.count("HEAD") == 5 + 3 + 1  # the second request found the budget spent
+    assert budget.left == 0 and "HTTP 503" in budget.last
+    assert len(sleeps) == 4 + 2
