@@ -81,5 +81,11 @@ def test_injected_503_and_429_on_reads_are_retried(
     assert proxy.count("GET", r"/manifests/v1$") == 3 and proxy.count("HEAD") == 2
     assert sleeps[-1] == 1.0 and len(sleeps) == 3
     proxy.override_status("POST", r"/blobs/uploads/", 503, times=1)
+    assert client.initiate_blob_upload("f/img").location  # an empty POST is safe to repeat
+    assert proxy.count("POST") == 2
+    proxy.override_status("PATCH", r"/blobs/uploads/", 503, times=1)
+    session = client.initiate_blob_upload("f/img")
+    assert session.location is not None
     with pytest.raises(UnexpectedHTTPStatusError):
-        client.initiate_blob_upload("f/img")  # POST is never retried
+        client.upload_blob_chunk(session.location, b"abc", 3, 0)  # a chunk is never re-sent
+    assert proxy.count("PATCH") == 1

@@ -33,6 +33,7 @@ from regstore.errors import (
     RegistryErrorDetail,
     RegstoreError,
     RepositoryNotFoundError,
+    RetriesExhaustedError,
     StoreError,
     StoreEscapeError,
     StoreNotFoundError,
@@ -66,6 +67,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     InsecureRealmError: AuthenticationError,
     TransportError: RegstoreError,
     CredentialStoreError: RegstoreError,
+    RetriesExhaustedError: RegstoreError,
     StoreError: RegstoreError,
     BackendNotFoundError: StoreError,
     PluginLoadError: RegstoreError,
@@ -100,6 +102,13 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     InsecureRealmError: InsecureRealmError("realm http://t/token is plain HTTP"),
     TransportError: TransportError("connection reset"),
     CredentialStoreError: CredentialStoreError("docker-credential-pass store failed"),
+    RetriesExhaustedError: RetriesExhaustedError(
+        f"pushing blob {DIGEST}",
+        5,
+        UnexpectedHTTPStatusError(
+            503, what="uploading bytes 0-9", http=HTTPContext("PATCH", "http://r/u", 503)
+        ),
+    ),
     StoreError: StoreError("disk full"),
     BackendNotFoundError: BackendNotFoundError("s3", "pip install regstore-s3"),
     PluginLoadError: PluginLoadError(

@@ -26,6 +26,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │       └── InsecureRealmError             an HTTPS registry named a plain-HTTP token realm
     ├── TransportError                 the registry could not be reached or the connection broke
     ├── CredentialStoreError           docker's config file or a credential helper refused a write
+    ├── RetriesExhaustedError          transient failures outlasted a blob's (or request's) retries
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   ├── BackendNotFoundError           no installed backend serves a URL scheme
     │   ├── StoreEscapeError               path, link, target: a symlink leads out of the root
@@ -68,6 +69,7 @@ __all__ = [
     "RegistryErrorDetail",
     "RegstoreError",
     "RepositoryNotFoundError",
+    "RetriesExhaustedError",
     "StoreError",
     "StoreEscapeError",
     "StoreNotFoundError",
@@ -313,6 +315,27 @@ class TransportError(RegstoreError):
 class CredentialStoreError(RegstoreError):
     """Credentials could not be saved or erased: docker's config file is unreadable or not
     writable, or its credential helper failed. The message never holds the secret."""
+
+
+class RetriesExhaustedError(RegstoreError):
+    """Transient failures (broken connections, 5xx, 429) went on through every retry allowed.
+
+    ``subject`` names the work (``pushing blob sha256:... (N bytes) to NAME on HOST``),
+    ``retries`` the retries spent, ``last`` the last failure's text; that failure itself is the
+    ``__cause__``, and its ``http`` — the last request and the registry's answer — is this
+    error's ``http`` too. Running the same command later may succeed.
+    """
+
+    retryable = True
+
+    def __init__(self, subject: str, retries: int, last: RegstoreError) -> None:
+        super().__init__(
+            f"{subject}: gave up after {retries} retries; the last failure: {last.message}",
+            http=last.http,
+        )
+        self.subject = subject
+        self.retries = retries
+        self.last = str(last)
 
 
 class StoreError(RegstoreError):

@@ -25,9 +25,15 @@ Response faults (cut, corrupt) only count 2xx answers by default, so a 401 befor
 - :meth:`FaultProxy.drop_connection` — read the request, then close without any response.
 - :meth:`FaultProxy.delay` — sleep before forwarding.
 
-Every request is recorded (:attr:`FaultProxy.records`) with its headers, the status sent and
-the number of body bytes sent to the client; :meth:`FaultProxy.bytes_sent` and
-:meth:`FaultProxy.count` summarise them.
+Besides these scripted faults, :meth:`FaultProxy.random_faults` injects seeded random faults
+into any share of all requests (5xx, 429, cut bodies, dropped answers, a slow drip, a stall
+beyond the client's read timeout; see :mod:`tests.support.random_faults`); scripted faults
+win over random ones.
+
+Every request is recorded (:attr:`FaultProxy.records`) with its headers, the status sent, the
+number of body bytes received from and sent to the client, and the fault injected;
+:meth:`FaultProxy.bytes_sent`, :meth:`FaultProxy.count` and :meth:`FaultProxy.injected`
+summarise them.
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .ports import LoopbackHTTPServer, QuietHandler, iter_request_body
+from .random_faults import Fault, RandomFaults
 
-__all__ = ["FaultProxy", "FaultRule", "ProxyRecord"]
+__all__ = ["FaultProxy", "FaultRule", "ProxyRecord", "RandomFaults"]
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded; Expect is handled by http.server
 # itself, and Content-Length/Transfer-Encoding of responses are set by the proxy.
@@ -82,13 +89,19 @@ class FaultRule:
     #: Response faults (cut, corrupt) skip non-2xx answers: a 401 before a token or a 307
     #: must not use up a fault meant for the blob body.
     only_success: bool = True
+    #: Matching requests to let through untouched before the fault starts firing.
+    skip: int = 0
+    #: Also matched (``re.search``) against the URL-decoded query string, when set.
+    query: re.Pattern[str] | None = None
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
-        """Does this rule apply (and still have uses left) for ``method path``?"""
+    def matches(self, method: str, path: str, query: str = "") -> bool:
+        """Does this rule apply (and still have uses left) for ``method path?query``?"""
         if self.remaining is not None and self.remaining <= 0:
             return False
         if self.methods is not None and method not in self.methods:
+            return False
+        if self.query is not None and self.query.search(unquote(query)) is None:
             return False
         return self.pattern.search(path) is not None
 
@@ -105,6 +118,9 @@ class ProxyRecord:
     bytes_sent: int = 0
     request_bytes: int = 0
     fault: str | None = None
+    #: The random fault injected (``500``, ``429``, ``cut_request``, ``cut_response``,
+    #: ``dropped_answer``, ``drip``, ``stall`` ...), None for scripted faults and clean requests.
+    injected: str | None = None
 
 
 def _methods(method: str | Iterable[str] | None) -> frozenset[str] | None:
@@ -146,6 +162,7 @@ class FaultProxy(LoopbackHTTPServer):
         self.rewrite_locations = rewrite_locations
         self.rules: list[FaultRule] = []
         self.records: list[ProxyRecord] = []
+        self.random: RandomFaults | None = None
         self._lock = threading.Lock()
 
     # -- configuring faults --------------------------------------------------------------------
@@ -206,12 +223,16 @@ class FaultProxy(LoopbackHTTPServer):
         headers: dict[str, str] | None = None,
         body: bytes | str = b"",
         forward: bool = False,
+        skip: int = 0,
+        query_regex: str | None = None,
     ) -> FaultRule:
         """Answer ``status`` (with ``headers``/``body``) to matching requests.
 
         The request is not forwarded unless ``forward=True`` (then the upstream handles it and
         its answer is replaced: "the request worked but the response was lost").
         A ``body`` string is UTF-8 encoded; give ``headers={"Retry-After": "1"}`` for 429/503.
+        The first ``skip`` matching requests pass untouched; ``query_regex`` narrows the match
+        to requests whose (URL-decoded) query string it finds (e.g. one blob's closing PUT).
         """
         data = body.encode() if isinstance(body, str) else body
         return self._add(
@@ -224,6 +245,8 @@ class FaultProxy(LoopbackHTTPServer):
                 headers=dict(headers or {}),
                 body=data,
                 forward=forward,
+                skip=skip,
+                query=re.compile(query_regex) if query_regex is not None else None,
             )
         )
 
@@ -233,6 +256,9 @@ class FaultProxy(LoopbackHTTPServer):
         path_regex: str,
         times: int | None = 1,
         retry_after: int | str = 1,
+        *,
+        skip: int = 0,
+        query_regex: str | None = None,
     ) -> FaultRule:
         """Shortcut: 429 TOOMANYREQUESTS with ``Retry-After``."""
         body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"injected rate limit"}]}'
@@ -243,6 +269,8 @@ class FaultProxy(LoopbackHTTPServer):
             times,
             headers={"Retry-After": str(retry_after), "Content-Type": "application/json"},
             body=body,
+            skip=skip,
+            query_regex=query_regex,
         )
 
     def corrupt_response(
@@ -287,10 +315,18 @@ class FaultProxy(LoopbackHTTPServer):
             FaultRule("delay", _methods(method), re.compile(path_regex), times, seconds=seconds)
         )
 
+    def random_faults(self, seed: int, rate: float, **options: object) -> RandomFaults:
+        """Inject seeded random faults into ``rate`` of all requests (see
+        :class:`~tests.support.random_faults.RandomFaults` for ``options``)."""
+        plan = RandomFaults(seed, rate, **options)  # type: ignore[arg-type]
+        self.random = plan
+        return plan
+
     def clear_faults(self) -> None:
-        """Remove every configured fault."""
+        """Remove every configured fault (scripted and random)."""
         with self._lock:
             self.rules.clear()
+            self.random = None
 
     # -- inspecting traffic --------------------------------------------------------------------
     def requests_matching(
@@ -315,6 +351,18 @@ class FaultProxy(LoopbackHTTPServer):
         """Total response body bytes sent to clients for requests whose path matches."""
         return sum(r.bytes_sent for r in self.requests_matching(method, path_regex))
 
+    def injected(self) -> dict[str, int]:
+        """How many random faults of each kind were injected."""
+        counts: dict[str, int] = {}
+        for record in self.requests_matching():
+            if record.injected is not None:
+                counts[record.injected] = counts.get(record.injected, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def request_bytes(self, path_regex: str = "", method: str | None = None) -> int:
+        """Total request body bytes received from clients for requests whose path matches."""
+        return sum(r.request_bytes for r in self.requests_matching(method, path_regex))
+
     def clear_records(self) -> None:
         """Forget recorded requests."""
         with self._lock:
@@ -322,13 +370,21 @@ class FaultProxy(LoopbackHTTPServer):
 
     # -- request handling ----------------------------------------------------------------------
     def _take(
-        self, kinds: tuple[str, ...], method: str, path: str, status: int | None = None
+        self,
+        kinds: tuple[str, ...],
+        method: str,
+        path: str,
+        status: int | None = None,
+        query: str = "",
     ) -> FaultRule | None:
         with self._lock:
             for rule in self.rules:
                 if status is not None and rule.only_success and not 200 <= status < 300:
                     continue
-                if rule.kind in kinds and rule.matches(method, path):
+                if rule.kind in kinds and rule.matches(method, path, query):
+                    if rule.skip > 0:
+                        rule.skip -= 1
+                        continue
                     if rule.remaining is not None:
                         rule.remaining -= 1
                     rule.hits += 1
@@ -351,7 +407,13 @@ class FaultProxy(LoopbackHTTPServer):
         if delay is not None:
             time.sleep(delay.seconds)
 
-        pre = self._take(("cut_request", "status", "drop"), method, parts.path)
+        pre = self._take(("cut_request", "status", "drop"), method, parts.path, query=parts.query)
+        chance: Fault | None = None
+        plan = self.random
+        if pre is None and plan is not None:
+            chance = plan.decide(method, parts.path, parts.query, h.headers)
+            if chance is not None:
+                pre = self._random_rule(chance, plan, h, record)
         if pre is not None and pre.kind == "cut_request":
             record.fault = "cut_request"
             got = 0
@@ -396,9 +458,42 @@ class FaultProxy(LoopbackHTTPServer):
                 record.fault = f"status {pre.status} (forwarded)"
                 self._send_override(h, pre, record)
                 return
-            self._relay(h, resp, record)
+            self._relay(h, resp, record, chance)
         finally:
             conn.close()
+
+    @staticmethod
+    def _random_rule(
+        chance: Fault, plan: RandomFaults, h: _ProxyHandler, record: ProxyRecord
+    ) -> FaultRule | None:
+        """The scripted-fault form of a random fault acting before the response (else None)."""
+        anything = re.compile("")
+        if chance.status == 429:
+            record.injected = "429"
+            body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"injected rate limit"}]}'
+            headers = {"Retry-After": str(plan.retry_after), "Content-Type": "application/json"}
+            return FaultRule("status", None, anything, None, status=429, headers=headers, body=body)
+        if chance.status:
+            record.injected = f"{chance.status}{' (forwarded)' if chance.forward else ''}"
+            body = b'{"errors":[{"code":"UNKNOWN","message":"injected server error"}]}'
+            return FaultRule(
+                "status",
+                None,
+                anything,
+                None,
+                status=chance.status,
+                headers={"Content-Type": "application/json"},
+                body=body,
+                forward=chance.forward,
+            )
+        if chance.kind == "cut":
+            length = int(h.headers.get("Content-Length") or 0)
+            chunked = "chunked" in (h.headers.get("Transfer-Encoding") or "").lower()
+            if length > 0 or chunked:
+                record.injected = "cut_request"
+                after = int(chance.fraction * (length if length else 1 << 20))
+                return FaultRule("cut_request", None, anything, None, after_bytes=after)
+        return None  # cut of the response, drip, stall: applied while relaying
 
     def _drain(self, h: _ProxyHandler) -> int:
         n = 0
@@ -465,7 +560,13 @@ class FaultProxy(LoopbackHTTPServer):
         record.request_bytes = received
         return conn, conn.getresponse()
 
-    def _relay(self, h: _ProxyHandler, resp: http.client.HTTPResponse, record: ProxyRecord) -> None:
+    def _relay(
+        self,
+        h: _ProxyHandler,
+        resp: http.client.HTTPResponse,
+        record: ProxyRecord,
+        chance: Fault | None = None,
+    ) -> None:
         method = h.command
         headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP]
         has_length = any(k.lower() == "content-length" for k, _ in headers)
@@ -481,6 +582,19 @@ class FaultProxy(LoopbackHTTPServer):
         status = resp.status
         cut = None if no_body else self._take(("cut_response",), method, record.path, status)
         corrupt = None if no_body else self._take(("corrupt",), method, record.path, status)
+        plan = self.random
+        if chance is not None and cut is None and corrupt is None and plan is not None:
+            if self._random_without_body(h, record, chance, plan, no_body or declared == 0):
+                return
+            if chance.kind == "cut":
+                record.injected = "cut_response"
+                cut = FaultRule(
+                    "cut_response",
+                    None,
+                    re.compile(""),
+                    None,
+                    after_bytes=int(chance.fraction * declared),
+                )
         if cut is not None:
             record.fault = "cut_response"
         if corrupt is not None:
@@ -500,7 +614,10 @@ class FaultProxy(LoopbackHTTPServer):
             if no_body:
                 return
             position = 0
-            for chunk in self._body_chunks(resp, buffered):
+            body = self._body_chunks(resp, buffered)
+            if chance is not None and plan is not None and chance.kind in ("drip", "stall"):
+                body = self._random_body(h, record, chance, plan, body, declared)
+            for chunk in body:
                 if flip_at is not None and position <= flip_at < position + len(chunk):
                     i = flip_at - position
                     chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
@@ -518,6 +635,63 @@ class FaultProxy(LoopbackHTTPServer):
         except (OSError, http.client.HTTPException):
             # The client went away, or the upstream broke its own body: pass the break on.
             h.abort_connection()
+
+    @staticmethod
+    def _random_without_body(
+        h: _ProxyHandler, record: ProxyRecord, chance: Fault, plan: RandomFaults, empty: bool
+    ) -> bool:
+        """Apply a random fault to an answer without a body; True if the exchange is over."""
+        if not empty:
+            return False
+        if chance.kind == "cut":
+            record.injected = "dropped_answer"
+            h.abort_connection()
+            return True
+        if chance.kind == "stall":
+            record.injected = "stall"
+            time.sleep(plan.stall_seconds)
+            h.abort_connection()
+            return True
+        if chance.kind == "drip":
+            record.injected = "drip"
+            time.sleep(plan.drip_pause * (plan.drip_bytes // plan.drip_step))
+        return False
+
+    @staticmethod
+    def _random_body(
+        h: _ProxyHandler,
+        record: ProxyRecord,
+        chance: Fault,
+        plan: RandomFaults,
+        body: Iterator[bytes],
+        declared: int,
+    ) -> Iterator[bytes]:
+        """The body with a random drip or stall applied (a stall ends in a closed connection)."""
+        record.injected = chance.kind
+        if chance.kind == "stall":
+            stop_at = int(chance.fraction * declared)
+            position = 0
+            for chunk in body:
+                if position + len(chunk) >= stop_at:
+                    yield chunk[: stop_at - position]
+                    h.wfile.flush()
+                    time.sleep(plan.stall_seconds)
+                    raise ConnectionAbortedError("stalled")
+                position += len(chunk)
+                yield chunk
+            return
+        dripped = 0
+        for chunk in body:
+            view = memoryview(chunk)
+            while dripped < plan.drip_bytes and len(view):
+                piece = bytes(view[: plan.drip_step])
+                view = view[len(piece) :]
+                dripped += len(piece)
+                yield piece
+                h.wfile.flush()
+                time.sleep(plan.drip_pause)
+            if len(view):
+                yield bytes(view)
 
     @staticmethod
     def _body_chunks(resp: http.client.HTTPResponse, buffered: bytes | None) -> Iterator[bytes]:

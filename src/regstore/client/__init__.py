@@ -5,6 +5,7 @@ Layout (one concern per module):
 - :mod:`.client` — :class:`Client`, composing the endpoint groups :mod:`.manifests`,
   :mod:`.listing`, :mod:`.blobs`, :mod:`.uploads` over :mod:`.core`;
 - :mod:`.transport` — pooled session, retries, redirects, in-flight limit;
+- :mod:`.retry` — the one retry policy (what to retry, how long to wait) and retry budgets;
 - :mod:`.auth`, :mod:`.challenge`, :mod:`.credentials` — Basic/Bearer auth, challenges and
   scopes, credentials from arguments, a provider callable or docker's config;
 - :mod:`.errors_map` — HTTP answers and transport failures → :mod:`regstore.errors`;
@@ -21,6 +22,7 @@ from regstore.client.client import Client, default_user_agent
 from regstore.client.credentials import Credentials, CredentialsCallable, DockerConfig
 from regstore.client.models import ManifestInfo, UploadSession, UploadStatus
 from regstore.client.ratelimit import RateLimitPacer
+from regstore.client.retry import RetryBudget, RetryPolicy
 from regstore.client.stream import BlobStream
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "DockerConfig",
     "ManifestInfo",
     "RateLimitPacer",
+    "RetryBudget",
+    "RetryPolicy",
     "UploadLengthError",
     "UploadSession",
     "UploadStatus",

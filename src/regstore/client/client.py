@@ -30,6 +30,7 @@ from regstore.client.errors_map import Operation
 from regstore.client.listing import ListingMixin
 from regstore.client.manifests import ManifestsMixin
 from regstore.client.ratelimit import RateLimitPacer
+from regstore.client.retry import RetryPolicy
 from regstore.client.transport import Transport, TransportOptions
 from regstore.client.uploads import UploadsMixin
 from regstore.client.urls import Endpoint
@@ -63,7 +64,9 @@ class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
         docker_config: path of docker's ``config.json`` (default ``$DOCKER_CONFIG/config.json``
             or ``~/.docker/config.json``); ``use_docker_config=False`` ignores it.
         timeout: ``(connect, read)`` seconds.
-        retries: attempts after the first for idempotent requests (and for failed connects).
+        retries: retries after the first attempt of a request that is safe to repeat (and of a
+            failed connect); a blob upload gets this many plus two per extra chunk, shared by
+            all its requests (see :mod:`regstore.client.retry`).
         backoff: base of the exponential backoff, in seconds (with jitter).
         max_retry_after: longest ``Retry-After`` pause honoured, in seconds.
         max_in_flight: requests in flight to this registry at once (streamed bodies count
@@ -120,6 +123,12 @@ class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
         )
         self._offsets = OrderedDict()
         self._offsets_lock = threading.Lock()
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy of every request to this registry (the engine's blob uploads use
+        it too)."""
+        return self._transport.policy
 
     @property
     def transport(self) -> Transport:

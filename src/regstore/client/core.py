@@ -83,7 +83,10 @@ class ClientCore:
         )
         if reply.status not in ok:
             data = reply.read_error_body()
-            raise error_for_status(
+            err = error_for_status(
                 op, method, reply.url, reply.status, reply.headers, data, scopes=tuple(scopes)
             )
+            if reply.retries and hasattr(err, "add_note"):
+                err.add_note(f"after {reply.retries} retries")
+            raise err
         return reply

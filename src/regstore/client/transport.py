@@ -1,15 +1,20 @@
 """One registry's HTTP transport: pooled session, auth, retries, redirects, in-flight limit.
 
-Retries are split in two, by where each kind of failure can be handled safely:
+Retries follow one :class:`~regstore.client.retry.RetryPolicy` and are split by where each
+kind of failure can be handled safely:
 
 - **In the adapter** (``urllib3.util.Retry``): failures to *establish* a connection (refused,
-  connect timeout, DNS) for every method — nothing was sent, so even a POST may be repeated.
-- **Here, by hand**, for idempotent requests only (GET, HEAD, DELETE, manifest PUT): read errors
-  after the request went out, and answers 408/429/5xx (``Retry-After`` honoured, capped), with
-  exponential backoff and jitter. urllib3's status retries cannot be used for these: the same
-  method (PUT) is idempotent for a manifest and not for a blob, a streamed body cannot be
-  replayed, and a 401 must first go through the token dance. POST/PATCH/blob PUT are never
-  repeated: the engine asks the upload status and resumes.
+  connect timeout, DNS) for every method — nothing was sent, so even a PATCH may be repeated.
+- **Here**, for requests safe to repeat (GET, HEAD, DELETE, manifest PUT, the empty POST that
+  starts an upload): read errors after the request went out, and answers 408/429/5xx
+  (``Retry-After`` honoured, capped), with exponential backoff and jitter. urllib3's status
+  retries cannot be used for these: the same method (PUT) is safe to repeat for a manifest and
+  not for a blob, a streamed body cannot be replayed, and a 401 must first go through the token
+  dance. Each request spends from its own budget, or from the budget active in the caller's
+  context (one blob's upload: see :mod:`regstore.client.retry`).
+- **In the engine**, for the upload steps that are not safe to repeat (a chunk PATCH, the
+  closing or monolithic PUT): the engine asks the upload's status (or HEADs the blob) and goes
+  on from where the registry stands, spending from the blob's budget.
 
 Redirects are followed here too (GET/HEAD), so that ``Authorization`` is dropped whenever the
 target leaves the registry's origin (a presigned S3 URL rejects it) and ``Range`` is kept.
@@ -21,7 +26,6 @@ registry announces a nearly spent quota.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import weakref
@@ -46,6 +50,7 @@ from regstore.client.errors_map import (
     transport_error,
 )
 from regstore.client.ratelimit import RateLimitPacer
+from regstore.client.retry import RetryBudget, RetryPolicy, active_budget, retryable_status
 from regstore.client.urls import Endpoint, no_proxy_for, redact_url, resolve, same_origin
 
 __all__ = ["IDEMPOTENT", "REDIRECTS", "Reply", "Transport", "TransportOptions"]
@@ -57,10 +62,6 @@ MAX_REDIRECTS = 10
 #: Methods safe to repeat; ``PUT`` only when the caller says so (manifests, not blobs).
 IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
 _READ_CHUNK = 64 * 1024
-
-
-def _retryable_status(status: int) -> bool:
-    return status in (408, 429) or (500 <= status < 600 and status not in (501, 505))
 
 
 @dataclass
@@ -75,6 +76,16 @@ class TransportOptions:
     max_retry_after: float = 60.0
     max_in_flight: int = 8
     user_agent: str = "regstore"
+
+    def policy(self, sleep: Callable[[float], None] = time.sleep) -> RetryPolicy:
+        """The retry policy these options describe."""
+        return RetryPolicy(
+            retries=self.retries,
+            backoff=self.backoff,
+            max_backoff=self.max_backoff,
+            max_retry_after=self.max_retry_after,
+            sleep=sleep,
+        )
 
 
 class _NoNetrcAuth(requests.auth.AuthBase):
@@ -119,6 +130,8 @@ class Reply:
     body: bytes = b""
     response: requests.Response | None = None
     truncated: bool = False
+    #: Retries spent on this request before this answer.
+    retries: int = 0
     _slot: _Slot | None = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -180,7 +193,7 @@ class Transport:
             allow_plain_realm=options.verify is False,
         )
         self.counters = _Counters()
-        self._sleep = sleep
+        self.policy = options.policy(sleep)
         self._semaphore = threading.BoundedSemaphore(options.max_in_flight)
 
     @staticmethod
@@ -219,10 +232,7 @@ class Transport:
     # -- helpers ---------------------------------------------------------------------------------
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
-        if retry_after is not None:
-            return min(retry_after, self.options.max_retry_after)
-        base = min(self.options.max_backoff, self.options.backoff * 2 ** (attempt - 1))
-        return float(base * (0.5 + random.random() / 2))
+        return self.policy.delay(attempt, retry_after)
 
     @staticmethod
     def _connect_retried(exc: BaseException) -> bool:
@@ -302,11 +312,14 @@ class Transport:
     ) -> Reply:
         """Send a request to the registry and return its final answer.
 
-        Handles auth challenges (one retry with fresh credentials), retries idempotent
-        requests, follows redirects for GET/HEAD. Raises :class:`AuthenticationError` for a
-        final 401/403 from the registry and :class:`TransportError` when it cannot be reached
-        or the connection breaks; any other status is returned for the caller to map. With
-        ``stream`` the caller must :meth:`Reply.close` the reply.
+        Handles auth challenges (one retry with fresh credentials), retries requests that are
+        ``idempotent`` (default: GET, HEAD, DELETE) on read errors and retryable answers,
+        spending from the budget active in this context or from one of the request's own,
+        follows redirects for GET/HEAD. Raises :class:`AuthenticationError` for a final
+        401/403 from the registry and :class:`TransportError` when it cannot be reached or the
+        connection breaks; any other status is returned for the caller to map (after the
+        retries, when it is retryable). With ``stream`` the caller must :meth:`Reply.close` the
+        reply.
         """
         method = method.upper()
         if idempotent is None:
@@ -314,9 +327,23 @@ class Transport:
         follow = method in ("GET", "HEAD") if follow_redirects is None else follow_redirects
         scopes = tuple(scopes)
         base_headers = {"User-Agent": self.options.user_agent, **(headers or {})}
-        attempt = 0
+        budget: RetryBudget | None = None
+        retries = 0
         auth_override: str | None = None
         auth_retried = False
+
+        def try_again(reason: str, retry_after: float | None = None) -> bool:
+            nonlocal budget, retries
+            if not idempotent:
+                return False
+            if budget is None:
+                budget = active_budget() or self.policy.budget(op.what)
+            if not budget.try_again(f"{op.what}: {reason}", retry_after):
+                return False
+            retries += 1
+            self.counters.retries += 1
+            return True
+
         self._semaphore.acquire()
         slot = _Slot(self._semaphore)
         try:
@@ -339,16 +366,10 @@ class Transport:
                         data, truncated = self._read_body(resp, max_body)
                 except requests.RequestException as exc:
                     if (
-                        idempotent
-                        and attempt < self.options.retries
-                        and not isinstance(exc, requests.exceptions.SSLError)
+                        not isinstance(exc, requests.exceptions.SSLError)
                         and not self._connect_retried(exc)
+                        and try_again(type(exc).__name__)
                     ):
-                        attempt += 1
-                        self.counters.retries += 1
-                        delay = self.backoff_delay(attempt)
-                        log.info("%s: %s; retrying in %.1f s", op.what, type(exc).__name__, delay)
-                        self._sleep(delay)
                         continue
                     raise transport_error(op, method, url, exc) from exc
                 status = resp.status_code
@@ -370,16 +391,21 @@ class Transport:
                     resp.close()
                     ctx = http_context(method, final_url, status, resp.headers, data)
                     raise auth_error(op, ctx, scopes, registry=self.endpoint.registry)
-                if idempotent and _retryable_status(status) and attempt < self.options.retries:
-                    attempt += 1
-                    self.counters.retries += 1
+                if retryable_status(status):
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                    delay = self.backoff_delay(attempt, retry_after)
+                    # Closed first: the pause must not hold a pooled connection.
                     resp.close()
-                    log.info("%s: HTTP %d; retrying in %.1f s", op.what, status, delay)
-                    self._sleep(delay)
-                    continue
-                reply = Reply(method, final_url, status, resp.headers, data, truncated=truncated)
+                    if try_again(f"HTTP {status}", retry_after):
+                        continue
+                reply = Reply(
+                    method,
+                    final_url,
+                    status,
+                    resp.headers,
+                    data,
+                    truncated=truncated,
+                    retries=retries,
+                )
                 if stream and status < 300:
                     reply.response = resp
                     reply._slot = slot

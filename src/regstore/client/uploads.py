@@ -5,9 +5,11 @@ An upload *location* is opaque and moves: every answer may carry a new ``Locatio
 state in its query, e.g. distribution's ``_state``), and the latest must be used next. Methods
 accept locations as returned (absolute), or relative ones, resolved against the registry.
 
-None of these requests is retried after it went out (only connection establishment is): a
-half-sent body must not be replayed blindly. After a failure, ask
-:meth:`UploadsMixin.get_blob_upload_status` and resume from its ``offset``.
+Only the requests safe to repeat are retried by the transport: the status GET, the DELETE, and
+the empty POST that starts an upload (repeated, it at worst leaves an unused session that the
+registry expires). A chunk PATCH or a PUT is never re-sent after it went out — a half-sent body
+must not be replayed blindly: after a failure, ask :meth:`UploadsMixin.get_blob_upload_status`
+(or whether the blob exists) and go on from the registry's ``offset`` (the engine does).
 
 About ``Range: 0-0``: the inclusive form cannot say "nothing", and distribution answers ``0-0``
 for an empty upload and for one holding one byte. The client remembers how many bytes it sent
@@ -133,7 +135,8 @@ class UploadsMixin(ClientCore):
             what = f"starting a blob upload to {name} on {self.registry}"
         op = Operation("upload", what, name=name)
         url = self._endpoint.uploads_url(name, query or None)
-        reply = self._call("POST", url, op, ok=(201, 202), scopes=scopes, body=b"")
+        # An empty POST is safe to repeat: a session it opened and nobody uses expires.
+        reply = self._call("POST", url, op, ok=(201, 202), scopes=scopes, body=b"", idempotent=True)
         if reply.status == 201:
             if mount is None:
                 raise RegistryError(

@@ -14,15 +14,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, TypeVar
 
+from regstore.client.retry import RetryBudget, RetryPolicy, is_transient
 from regstore.errors import (
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
     DigestMismatchError,
     LayerAlreadyExistsError,
     LayerLockedError,
-    StoreError,
+    RegistryError,
     TransportError,
 )
 from regstore.events import EventKind
@@ -242,10 +244,18 @@ def store_blob(
 
 
 class _Limited:
-    """A file-like view of the next ``length`` bytes of a source (a chunk's request body)."""
+    """A file-like view of the next ``length`` bytes of a source (a chunk's request body).
 
-    def __init__(self, source: BlobSource, length: int, on_bytes: Callable[[int], None]) -> None:
-        self._source = source
+    ``read_into(buffer)`` fills ``buffer`` from the source and returns the count (0 at its end).
+    """
+
+    def __init__(
+        self,
+        read_into: Callable[[memoryview], int],
+        length: int,
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        self._read_into = read_into
         self._left = length
         self._on_bytes = on_bytes
 
@@ -255,7 +265,7 @@ class _Limited:
         want = self._left if n is None or n < 0 else min(n, self._left)
         want = min(want, BUFFER_SIZE)
         buffer = bytearray(want)
-        got = self._source.readinto(buffer)
+        got = self._read_into(memoryview(buffer))
         if got == 0:
             raise TransportError(f"source stream ended with {self._left} bytes of a chunk unread")
         self._left -= got
@@ -282,6 +292,11 @@ def _location(answer: Any) -> str:
     return answer if isinstance(answer, str) else str(answer.location)
 
 
+def _retry_policy(client: RegistryClient) -> RetryPolicy:
+    policy = getattr(client, "retry_policy", None)
+    return policy if isinstance(policy, RetryPolicy) else RetryPolicy()
+
+
 def upload_blob(
     client: RegistryClient,
     name: str,
@@ -298,40 +313,33 @@ def upload_blob(
     """Make the blob ``digest`` exist in repository ``name`` of the registry.
 
     Skipped when the registry has it (HEAD); mounted when a ``mount_from`` repository has it;
-    else uploaded: monolithic up to ``monolithic_threshold``, chunked above. A broken chunked
-    upload resumes at the offset the registry reports; a stale location restarts the blob.
+    else uploaded: monolithic up to ``monolithic_threshold``, chunked above.
+
+    Every request of the blob's upload spends from one retry budget — the client's
+    ``retries`` plus two per chunk after the first — under the client's retry policy
+    (backoff with jitter, ``Retry-After`` honoured up to a cap). A transient failure (broken
+    connection, 5xx, 429) of a request safe to repeat (HEAD, POST, status GET) is retried by the
+    client. After a failed chunk PATCH the registry is asked where the upload stands and the
+    upload goes on from its offset, the source re-read from there; after a failed PUT a HEAD
+    tells whether the blob landed before anything is sent again; an upload session the
+    registry lost (404) restarts this blob only — as does, on distribution, a chunk that landed
+    but whose answer was lost: the registry refuses the only location the client then has
+    (its ``_state`` is stale). When the budget is spent,
+    :class:`~regstore.errors.RetriesExhaustedError` names the blob, the last request and the
+    registry's last answer.
     """
-    if client.blob_length(name, digest) >= 0:
-        reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=media_type)
-        return BlobMove(digest, "skipped")
-    location: str | None = None
-    for source_repo in mount_from:
-        if source_repo == name:
-            continue
-        answer = client.initiate_blob_upload(name, mount=digest, from_=source_repo)
-        if getattr(answer, "mounted", False):
-            if location is not None:
-                _cancel_quietly(client, location)
-            reporter.emit(EventKind.MOUNTED, digest, total=size, media_type=media_type)
-            return BlobMove(digest, "mounted")
-        if location is not None:
-            _cancel_quietly(client, location)
-        location = _location(answer)
-    if location is None:
-        location = _location(client.initiate_blob_upload(name))
-    reporter.emit(EventKind.STARTED, digest, total=size, offset=0, media_type=media_type)
-    try:
-        if size <= monolithic_threshold:
-            moved = _upload_monolithic(client, name, digest, size, opener, reporter, location)
-        else:
-            moved = _upload_chunked(
-                client, name, digest, size, opener, reporter, location, chunk_size
-            )
-    except BaseException as exc:
-        reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
-        raise
-    reporter.emit(EventKind.VERIFIED, digest, total=size, media_type=media_type)
-    return BlobMove(digest, "transferred", moved)
+    policy = _retry_policy(client)
+    monolithic = size <= monolithic_threshold
+    chunks = 1 if monolithic else -(-size // chunk_size)
+    # Per blob, not per request; room for a couple of failures per chunk, since a large blob
+    # on a flaky path meets more of them (and a forced restart sends its chunks again).
+    retries = policy.retries + 2 * (chunks - 1) if policy.retries else 0
+    budget = policy.budget(
+        f"pushing blob {digest} ({size} bytes) to {name} on {client.registry}", retries
+    )
+    upload = _Upload(client, name, digest, size, opener, reporter, budget, media_type)
+    with budget:
+        return upload.run(mount_from, None if monolithic else chunk_size)
 
 
 def _cancel_quietly(client: RegistryClient, location: str) -> None:
@@ -341,99 +349,233 @@ def _cancel_quietly(client: RegistryClient, location: str) -> None:
         log.debug("cancelling upload %s failed: %s", location, exc)
 
 
-def _progress(reporter: Reporter, digest: str, size: int) -> Callable[[int], None]:
-    sent = [0]
-
-    def on_bytes(n: int) -> None:
-        sent[0] += n
-        if reporter.active:
-            reporter.emit(EventKind.PROGRESS, digest, total=size, offset=sent[0], nbytes=n)
-
-    return on_bytes
+_T = TypeVar("_T")
 
 
-def _upload_monolithic(
-    client: RegistryClient,
-    name: str,
-    digest: str,
-    size: int,
-    opener: Opener,
-    reporter: Reporter,
-    location: str,
-) -> int:
-    buffer = bytearray(min(BUFFER_SIZE, max(size, 1)))
-    failures = 0
-    while True:
-        source = _open_at(opener, 0, buffer)
-        try:
-            body = _Limited(source, size, _progress(reporter, digest, size))
-            client.upload_blob(location, body, size, digest)
-            return size
-        except (TransportError, BlobUploadNotFoundError) as exc:
-            failures += 1
-            if failures >= MAX_ATTEMPTS:
-                raise
-            # A monolithic PUT cannot resume: start a fresh session.
-            log.info("upload of %s failed (%s); restarting", digest, exc)
-            _backoff(failures)
-            location = _location(client.initiate_blob_upload(name))
-        finally:
-            source.close()
+class _Upload:
+    """The push of one blob, and where the registry stands with it after a failure.
 
+    ``location``/``offset`` are the session and the bytes the registry holds (None/0 before a
+    session exists); ``step`` the request last tried (``start``: the POST, ``patch``: a chunk,
+    ``put``: the closing or monolithic PUT); ``stale`` that a failure happened and the
+    registry must be asked before going on.
+    """
 
-def _upload_chunked(
-    client: RegistryClient,
-    name: str,
-    digest: str,
-    size: int,
-    opener: Opener,
-    reporter: Reporter,
-    location: str,
-    chunk_size: int,
-) -> int:
-    buffer = bytearray(BUFFER_SIZE)
-    on_bytes = _progress(reporter, digest, size)
-    offset = 0
-    moved = 0
-    failures = 0
-    source: BlobSource | None = None
-    try:
-        while offset < size:
-            if source is None:
-                source = _open_at(opener, offset, buffer)
-            length = min(chunk_size, size - offset)
-            try:
-                location = _location(
-                    client.upload_blob_chunk(
-                        location, _Limited(source, length, on_bytes), length, offset
-                    )
-                )
-                offset += length
-                moved += length
-                failures = 0
+    def __init__(
+        self,
+        client: RegistryClient,
+        name: str,
+        digest: str,
+        size: int,
+        opener: Opener,
+        reporter: Reporter,
+        budget: RetryBudget,
+        media_type: str,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.digest = digest
+        self.size = size
+        self.opener = opener
+        self.reporter = reporter
+        self.budget = budget
+        self.media_type = media_type
+        self.location: str | None = None
+        self.offset = 0
+        self.step: Literal["start", "patch", "put"] = "start"
+        self.stale = False
+        self.landed = False
+        self._source: BlobSource | None = None
+        self._position = 0  # of the next byte read from the source
+        self._sent = 0
+        self._buffer = bytearray(min(BUFFER_SIZE, max(size, 1)))
+
+    # -- the steps ---------------------------------------------------------------------------
+    def run(self, mount_from: Sequence[str], chunk_size: int | None) -> BlobMove:
+        """Skip, mount or upload (monolithic when ``chunk_size`` is None)."""
+        client, name, digest, size = self.client, self.name, self.digest, self.size
+        if self._retried(lambda: client.blob_length(name, digest)) >= 0:
+            self.reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=self.media_type)
+            return BlobMove(digest, "skipped")
+        for source_repo in mount_from:
+            if source_repo == name:
                 continue
-            except (TransportError, BlobUploadInvalidRangeError) as exc:
-                failures += 1
-                if failures >= MAX_ATTEMPTS:
+            answer = self._retried(
+                partial(client.initiate_blob_upload, name, mount=digest, from_=source_repo)
+            )
+            if getattr(answer, "mounted", False):
+                if self.location is not None:
+                    _cancel_quietly(client, self.location)
+                self.reporter.emit(
+                    EventKind.MOUNTED, digest, total=size, media_type=self.media_type
+                )
+                return BlobMove(digest, "mounted")
+            if self.location is not None:
+                _cancel_quietly(client, self.location)
+            self.location = _location(answer)
+        self.reporter.emit(
+            EventKind.STARTED, digest, total=size, offset=0, media_type=self.media_type
+        )
+        try:
+            self._push(chunk_size)
+        except BaseException as exc:
+            self.reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
+            raise
+        finally:
+            self._close_source()
+        self.reporter.emit(EventKind.VERIFIED, digest, total=size, media_type=self.media_type)
+        return BlobMove(digest, "transferred", size)
+
+    def _push(self, chunk_size: int | None) -> None:
+        while True:
+            try:
+                if self.stale:
+                    self._reconcile(monolithic=chunk_size is None)
+                    self.stale = False
+                if self.landed:
+                    return
+                if self.location is None:
+                    self.step = "start"
+                    self.location = _location(self.client.initiate_blob_upload(self.name))
+                    self._seek(0)
+                if chunk_size is None:
+                    self._put_whole()
+                else:
+                    self._send_chunks(chunk_size)
+                    self._finish()
+                return
+            except BlobUploadInvalidRangeError as exc:
+                # The registry said where it stands (a 416 carries its offset): go on there.
+                self.budget.retry_or_raise(exc)
+                self.location = exc.location or self.location
+                self._seek(max(exc.blob_size, 0))
+            except BlobUploadNotFoundError as exc:
+                # The session is gone: start this blob again — unless a lost answer to the
+                # closing PUT is why, which the HEAD of the reconciliation tells.
+                self.budget.retry_or_raise(exc)
+                if self.step != "put":
+                    self._restart()
+                self.stale = True
+            except (TransportError, RegistryError) as exc:
+                if not is_transient(exc):
                     raise
-                log.info("chunk of %s at %d failed (%s); asking the registry", digest, offset, exc)
-                _backoff(failures)
-                try:
-                    offset, new_location = _status_offset(client.get_blob_upload_status(location))
-                    location = new_location or location
-                except BlobUploadNotFoundError:
-                    location, offset = _location(client.initiate_blob_upload(name)), 0
-            except BlobUploadNotFoundError:
-                failures += 1
-                if failures >= MAX_ATTEMPTS:
+                self.budget.retry_or_raise(exc)
+                self.stale = True
+
+    def _reconcile(self, *, monolithic: bool) -> None:
+        """After a failure: learn from the registry where the upload stands, and go on there."""
+        self._close_source()
+        if self.step == "put":
+            # The PUT may have completed and only its answer been lost: the digest tells.
+            if self.client.blob_length(self.name, self.digest) >= 0:
+                self.landed = True
+                return
+            if monolithic:
+                self._restart()  # a PUT that failed half-way cannot be resumed
+                return
+        if self.location is None:
+            return  # no session yet (or it was lost): the loop starts one
+        try:
+            status = self.client.get_blob_upload_status(self.location)
+        except BlobUploadNotFoundError:
+            self._restart()
+            return
+        offset, location = _status_offset(status)
+        self.location = location or self.location
+        if offset > self.size:
+            self._restart()  # not our bytes: this session is spoilt
+            return
+        if offset != self.offset:
+            log.info("upload of %s: the registry holds %d bytes; going on", self.digest, offset)
+        self._seek(offset)
+
+    def _send_chunks(self, chunk_size: int) -> None:
+        while self.offset < self.size:
+            assert self.location is not None
+            self.step = "patch"
+            length = min(chunk_size, self.size - self.offset)
+            self._open()  # a source that cannot be opened fails before the request goes
+            answer = self.client.upload_blob_chunk(
+                self.location,
+                _Limited(self._read_into, length, self._on_bytes),
+                length,
+                self.offset,
+            )
+            self.location = _location(answer)
+            self.offset += length
+            self.budget.progress()
+
+    def _finish(self) -> None:
+        assert self.location is not None
+        self.step = "put"
+        self.client.finish_chunked_blob_upload(self.location, self.size, self.digest)
+        self.landed = True
+
+    def _put_whole(self) -> None:
+        assert self.location is not None
+        self.step = "put"
+        self._seek(0)
+        self._open()
+        body = _Limited(self._read_into, self.size, self._on_bytes)
+        self.client.upload_blob(self.location, body, self.size, self.digest)
+        self.landed = True
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _retried(self, call: Callable[[], _T]) -> _T:
+        """``call()``, tried again after transient failures while the budget lasts."""
+        while True:
+            try:
+                return call()
+            except (TransportError, RegistryError) as exc:
+                if not is_transient(exc):
                     raise
-                location, offset = _location(client.initiate_blob_upload(name)), 0
-            source.close()
-            source = None
-        client.finish_chunked_blob_upload(location, size, digest)
-    finally:
+                self.budget.retry_or_raise(exc)
+
+    def _restart(self) -> None:
+        log.info("upload of %s: the session is gone; starting the blob again", self.digest)
+        self.location = None
+        self._seek(0)
+
+    def _seek(self, offset: int) -> None:
+        """Go on from ``offset``: the source is reopened there for the next request."""
+        self._close_source()
+        self.offset = offset
+        self._position = offset
+        self._sent = offset
+
+    def _open(self) -> BlobSource:
+        if self._source is None:
+            self._source = _open_at(self.opener, self._position, self._buffer)
+        return self._source
+
+    def _read_into(self, buffer: memoryview) -> int:
+        """The next source bytes, for a request body being sent.
+
+        A source that breaks (a registry's GET cut short, in a copy) is reopened where it broke
+        and the body goes on: the request under way never notices. Were it cut instead, the
+        registry would keep the bytes it got and the client only have the location from
+        before them — which distribution refuses, forcing the whole blob to start again.
+        """
+        while True:
+            try:
+                n = self._open().readinto(buffer)
+            except (TransportError, RegistryError) as exc:
+                if not is_transient(exc):
+                    raise
+                self._close_source()
+                self.budget.retry_or_raise(exc)
+                continue
+            self._position += n
+            return n
+
+    def _close_source(self) -> None:
+        source, self._source = self._source, None
         if source is not None:
             source.close()
-    if offset != size:
-        raise StoreError(f"upload of {digest} ended at {offset} of {size} bytes")
-    return moved
+
+    def _on_bytes(self, n: int) -> None:
+        self._sent += n
+        if self.reporter.active:
+            self.reporter.emit(
+                EventKind.PROGRESS, self.digest, total=self.size, offset=self._sent, nbytes=n
+            )
