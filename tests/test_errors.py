@@ -15,6 +15,7 @@ from regstore.errors import (
     AuthenticationError,
     BackendNotFoundError,
     BlobNotFoundError,
+    BlobTooLargeError,
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
     CredentialStoreError,
@@ -28,6 +29,8 @@ from regstore.errors import (
     LayerLockedError,
     ManifestInvalidError,
     NotFoundError,
+    PagingError,
+    PagingLimitError,
     PluginLoadError,
     RegistryError,
     RegistryErrorDetail,
@@ -65,6 +68,9 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     UnexpectedHTTPStatusError: RegistryError,
     AuthenticationError: RegistryError,
     InsecureRealmError: AuthenticationError,
+    PagingError: RegistryError,
+    PagingLimitError: PagingError,
+    BlobTooLargeError: RegistryError,
     TransportError: RegstoreError,
     CredentialStoreError: RegstoreError,
     RetriesExhaustedError: RegstoreError,
@@ -100,6 +106,11 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     UnexpectedHTTPStatusError: UnexpectedHTTPStatusError("500 Internal Server Error"),
     AuthenticationError: AuthenticationError("bad password"),
     InsecureRealmError: InsecureRealmError("realm http://t/token is plain HTTP"),
+    PagingError: PagingError("Link went back", registry="r", name="library/x"),
+    PagingLimitError: PagingLimitError(
+        "too many pages", registry="r", name="library/x", limit="max_pages", value=10
+    ),
+    BlobTooLargeError: BlobTooLargeError("too long", digest=DIGEST, limit=1024),
     TransportError: TransportError("connection reset"),
     CredentialStoreError: CredentialStoreError("docker-credential-pass store failed"),
     RetriesExhaustedError: RetriesExhaustedError(

@@ -22,8 +22,11 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── LayerLockedError               digest: another writer holds the layer
     ├── RegistryError                  a registry answered with a failure (carries ``http``)
     │   ├── UnexpectedHTTPStatusError      status: nothing better matched
-    │   └── AuthenticationError            credentials missing, wrong or insufficient
-    │       └── InsecureRealmError             an HTTPS registry named a plain-HTTP token realm
+    │   ├── AuthenticationError            credentials missing, wrong or insufficient
+    │   │   └── InsecureRealmError             an HTTPS registry named a plain-HTTP token realm
+    │   ├── PagingError                    tag/catalog paging that does not advance
+    │   │   └── PagingLimitError               more pages or entries than the client allows
+    │   └── BlobTooLargeError              a blob of unknown length ran past the client's bound
     ├── TransportError                 the registry could not be reached or the connection broke
     ├── CredentialStoreError           docker's config file or a credential helper refused a write
     ├── RetriesExhaustedError          transient failures outlasted a blob's (or request's) retries
@@ -51,6 +54,7 @@ __all__ = [
     "AuthenticationError",
     "BackendNotFoundError",
     "BlobNotFoundError",
+    "BlobTooLargeError",
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
     "CredentialStoreError",
@@ -64,6 +68,8 @@ __all__ = [
     "LayerLockedError",
     "ManifestInvalidError",
     "NotFoundError",
+    "PagingError",
+    "PagingLimitError",
     "PluginLoadError",
     "RegistryError",
     "RegistryErrorDetail",
@@ -304,6 +310,57 @@ class InsecureRealmError(AuthenticationError):
     """An HTTPS registry sent its token challenge to a plain-HTTP realm: following it would send
     the credentials (or fetch the token) in cleartext, so it is refused unless TLS is off anyway
     (a plain-HTTP registry, or verification disabled)."""
+
+
+class PagingError(RegistryError):
+    """A registry's tag or catalog paging went wrong: its ``Link`` went back to a ``last``
+    already asked for. ``registry`` and ``name`` (None for the catalog) say where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str,
+        name: str | None = None,
+        http: HTTPContext | None = None,
+    ) -> None:
+        super().__init__(message, http=http)
+        self.registry = registry
+        self.name = name
+
+
+class PagingLimitError(PagingError):
+    """A tag or catalog listing needed more pages or entries than the client allows.
+
+    ``limit`` names the client option (``max_pages`` or ``max_list_entries``), ``value`` its
+    setting; the message says how to raise it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str,
+        name: str | None = None,
+        limit: str,
+        value: int,
+        http: HTTPContext | None = None,
+    ) -> None:
+        super().__init__(message, registry=registry, name=name, http=http)
+        self.limit = limit
+        self.value = value
+
+
+class BlobTooLargeError(RegistryError):
+    """A blob whose length nobody announced (no size in the manifest, no ``Content-Length``)
+    ran past the client's ``max_unknown_blob_size``; ``limit`` is that bound in bytes."""
+
+    def __init__(
+        self, message: str, *, digest: str, limit: int, http: HTTPContext | None = None
+    ) -> None:
+        super().__init__(message, http=http)
+        self.digest = digest
+        self.limit = limit
 
 
 class TransportError(RegstoreError):

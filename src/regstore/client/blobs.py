@@ -110,7 +110,14 @@ class BlobsMixin(ClientCore):
         length = _int_header(reply, "Content-Length")
         if reply.status == 200:
             return BlobStream(
-                reply, name=name, digest=digest, offset=0, length=length, size=length, op=op
+                reply,
+                name=name,
+                digest=digest,
+                offset=0,
+                length=length,
+                size=length,
+                op=op,
+                max_unknown_size=self._limits.max_unknown_blob_size,
             )
         reply.close()
         raise UnexpectedHTTPStatusError(
@@ -179,7 +186,14 @@ class BlobsMixin(ClientCore):
             )
         if reply.status == 200:
             return BlobStream(
-                reply, name=name, digest=digest, offset=0, length=length, size=length, op=op
+                reply,
+                name=name,
+                digest=digest,
+                offset=0,
+                length=length,
+                size=length,
+                op=op,
+                max_unknown_size=self._limits.max_unknown_blob_size,
             )
         if cr is None or cr.start != byte_offset or cr.end is None:
             reply.close()

@@ -27,6 +27,7 @@ import requests
 from regstore.client.blobs import BlobsMixin
 from regstore.client.credentials import CredentialResolver, CredentialsCallable
 from regstore.client.errors_map import Operation
+from regstore.client.limits import ClientLimits
 from regstore.client.listing import ListingMixin
 from regstore.client.manifests import ManifestsMixin
 from regstore.client.ratelimit import RateLimitPacer
@@ -76,6 +77,12 @@ class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
             the client makes a pooled one with connection retries.
         pacer: rate-limit pacing (default: :class:`~regstore.client.ratelimit.RateLimitPacer`).
         sleep: the function used to wait between retries (for tests).
+        max_pages, max_list_entries: a tag or catalog listing stops with PagingLimitError
+            after this many pages, or once the registry sent more names than this (defaults
+            10,000 and 1,000,000; ``REGSTORE_MAX_PAGES``, ``REGSTORE_MAX_LIST_ENTRIES``).
+        max_unknown_blob_size: a blob streamed without any known length (chunked, and no
+            size in the manifest) stops with BlobTooLargeError past this many bytes (default
+            10 GiB; ``REGSTORE_MAX_UNKNOWN_BLOB_SIZE``). See :mod:`regstore.client.limits`.
     """
 
     def __init__(
@@ -98,8 +105,16 @@ class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
         session: requests.Session | None = None,
         pacer: RateLimitPacer | None = None,
         sleep: Callable[[float], None] | None = None,
+        max_pages: int | None = None,
+        max_list_entries: int | None = None,
+        max_unknown_blob_size: int | None = None,
     ) -> None:
         self._endpoint = Endpoint.parse(registry, plain_http=plain_http)
+        self._limits = ClientLimits.resolve(
+            max_pages=max_pages,
+            max_list_entries=max_list_entries,
+            max_unknown_blob_size=max_unknown_blob_size,
+        )
         resolver = CredentialResolver(
             self._endpoint.registry,
             username=username,
@@ -129,6 +144,11 @@ class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
         """The retry policy of every request to this registry (the engine's blob uploads use
         it too)."""
         return self._transport.policy
+
+    @property
+    def limits(self) -> ClientLimits:
+        """The bounds this client enforces on listings and unsized blobs."""
+        return self._limits
 
     @property
     def transport(self) -> Transport:

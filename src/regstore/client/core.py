@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from regstore.client.bodies import UploadBody
 from regstore.client.challenge import repository_scope
 from regstore.client.errors_map import Operation, error_for_status
+from regstore.client.limits import ClientLimits
 from regstore.client.transport import Reply, Transport
 from regstore.client.urls import Endpoint
 from regstore.reference import is_digest
@@ -44,6 +45,8 @@ class ClientCore:
 
     _endpoint: Endpoint
     _transport: Transport
+    #: Bounds on listings and unsized blobs (the Client sets its own from its arguments).
+    _limits: ClientLimits = ClientLimits()
 
     @property
     def registry(self) -> str:

@@ -3,6 +3,20 @@
 Pages are followed through ``Link: <...>; rel="next"`` (relative or absolute), as the spec
 asks, rather than by building ``last=`` ourselves. Registry 2.8 ignores ``n`` for tags and
 returns them unsorted in one page; callers must not rely on order.
+
+A registry cannot make a listing run away (see :mod:`regstore.client.limits`):
+
+- at most ``max_pages`` pages are fetched and at most ``max_list_entries`` names received
+  (duplicates count): past either, :class:`~regstore.errors.PagingLimitError` names the
+  registry, the repository, the limit and how to raise it. A partial list is never returned,
+  since a caller choosing "the highest version" from it would silently choose wrong;
+- a ``Link`` back to a page already read ends the listing quietly (a warning is logged):
+  every page from there on was read already, so the list is whole as far as the registry
+  serves it. Some registries link their last page to itself;
+- a ``Link`` to another URL whose ``last`` was already asked for means the registry's paging
+  does not advance: :class:`~regstore.errors.PagingError`. Whether ``last`` grows is not
+  checked: registries sort differently (case, numbers) and some send opaque tokens there;
+- names are de-duplicated, keeping the order of first appearance.
 """
 
 from __future__ import annotations
@@ -12,59 +26,121 @@ import logging
 
 from regstore.client.core import ClientCore, pull_scope
 from regstore.client.errors_map import Operation, http_context
-from regstore.client.urls import parse_next_link, redact_url
-from regstore.errors import RegistryError
+from regstore.client.limits import how_to_raise
+from regstore.client.transport import Reply
+from regstore.client.urls import parse_next_link, query_value, redact_url
+from regstore.errors import PagingError, PagingLimitError, RegistryError
 from regstore.reference import validate_name
 
 __all__ = ["ListingMixin"]
 
 log = logging.getLogger("regstore.client")
 
-#: A registry whose pages never end is cut off here.
-MAX_PAGES = 100_000
 CATALOG_SCOPE = ("registry:catalog:*",)
 
 
 class ListingMixin(ClientCore):
     """``list_image_tags`` and ``catalog``."""
 
+    def _page_items(self, reply: Reply, op: Operation, key: str) -> list[str]:
+        try:
+            doc = json.loads(reply.body)
+            page = doc.get(key) if isinstance(doc, dict) else None
+            if page is None:
+                page = []
+            if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
+                raise ValueError(f"{key!r} is not a list of strings")
+        except (ValueError, RecursionError) as exc:
+            raise RegistryError(
+                f"{op.what}: the registry sent an unreadable list ({exc})",
+                http=http_context("GET", reply.url, reply.status),
+            ) from None
+        return page
+
+    def _limit_error(
+        self, op: Operation, reply: Reply, option: str, detail: str
+    ) -> PagingLimitError:
+        value = getattr(self._limits, option)
+        return PagingLimitError(
+            f"{op.what}: {detail} ({option}={value}); stopped. If the "
+            f"{'repository' if op.name else 'registry'} really lists that many, "
+            f"{how_to_raise(option)}",
+            registry=self.registry,
+            name=op.name or None,
+            limit=option,
+            value=value,
+            http=http_context("GET", reply.url, reply.status),
+        )
+
     def _paginate(self, url: str, op: Operation, scopes: tuple[str, ...], key: str) -> list[str]:
-        items: list[str] = []
-        seen = {url}
-        for _ in range(MAX_PAGES):
+        limits = self._limits
+        found: dict[str, None] = {}  # insertion-ordered set
+        fetched: set[str] = set()
+        asked_last: set[str] = set()
+        received = 0
+        pages = 0
+        while True:
             reply = self._call(
                 "GET", url, op, ok=(200,), scopes=scopes, headers={"Accept": "application/json"}
             )
-            try:
-                doc = json.loads(reply.body)
-                page = doc.get(key) if isinstance(doc, dict) else None
-                if page is None:
-                    page = []
-                if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
-                    raise ValueError(f"{key!r} is not a list of strings")
-            except (ValueError, RecursionError) as exc:
-                raise RegistryError(
-                    f"{op.what}: the registry sent an unreadable list ({exc})",
-                    http=http_context("GET", reply.url, reply.status),
-                ) from None
-            items.extend(page)
+            pages += 1
+            fetched.add(url)
+            last = query_value(url, "last")
+            if last is not None:
+                asked_last.add(last)
+            page = self._page_items(reply, op, key)
+            received += len(page)
+            if received > limits.max_list_entries:
+                raise self._limit_error(
+                    op,
+                    reply,
+                    "max_list_entries",
+                    f"the registry sent more than {limits.max_list_entries} names",
+                )
+            found.update(dict.fromkeys(page))
             following = parse_next_link(reply.headers.get("Link"), reply.url)
             if following is None:
                 break
-            if following in seen or not self._endpoint.owns(following):
+            if not self._endpoint.owns(following):
                 log.warning("%s: not following the Link %s", op.what, redact_url(following))
                 break
-            seen.add(following)
+            if following in fetched:
+                log.warning(
+                    "%s: the next-page Link %s goes back to a page already read; the list ends "
+                    "there",
+                    op.what,
+                    redact_url(following),
+                )
+                break
+            next_last = query_value(following, "last")
+            if next_last is not None and next_last in asked_last:
+                raise PagingError(
+                    f"{op.what}: the registry's next-page Link asks again for last={next_last!r}, "
+                    "a position already listed: its paging does not advance",
+                    registry=self.registry,
+                    name=op.name or None,
+                    http=http_context("GET", reply.url, reply.status),
+                )
+            if pages >= limits.max_pages:
+                raise self._limit_error(
+                    op,
+                    reply,
+                    "max_pages",
+                    f"the registry still had a next page after {pages} pages",
+                )
             url = following
-        return items
+        return list(found)
 
     def list_image_tags(self, name: str, n: int | None = None) -> list[str]:
-        """Every tag of repository ``name``, across all pages (any order).
+        """Every tag of repository ``name``, across all pages (any order, each tag once).
 
         ``n`` is the page size to ask for; registries may ignore it.
 
         Raises:
             RepositoryNotFoundError: the repository does not exist.
+            PagingLimitError: more than the client's ``max_pages`` pages or
+                ``max_list_entries`` tags.
+            PagingError: the registry's paging goes back to a position already listed.
         """
         validate_name(name)
         if n is not None and n < 1:
@@ -74,7 +150,8 @@ class ListingMixin(ClientCore):
 
     def catalog(self, n: int | None = None) -> list[str]:
         """Every repository name the registry lists in ``/v2/_catalog`` (a Docker extension),
-        across all pages; ``n`` is the page size to ask for."""
+        across all pages, each once; ``n`` is the page size to ask for. Bounded like
+        :meth:`list_image_tags` (PagingLimitError, PagingError)."""
         if n is not None and n < 1:
             raise ValueError("n must be a positive page size")
         op = Operation("catalog", f"listing the repositories of {self.registry}")

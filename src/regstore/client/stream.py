@@ -5,6 +5,10 @@ False)``): a blob is usually gzip and must reach the caller exactly as stored, w
 ``Content-Encoding`` a proxy claims. A broken connection surfaces as
 :class:`~regstore.errors.TransportError` carrying how far the stream got, so the engine can
 resume with ``get_blob(name, digest, byte_offset=...)``.
+
+A body whose length nobody announced (chunked transfer encoding, no ``Content-Range``) is cut
+off one byte past ``max_unknown_size`` with :class:`~regstore.errors.BlobTooLargeError`, so an
+endless stream cannot fill a disk; the caller verifies the digest of what ends in time.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import TYPE_CHECKING
 import requests
 import urllib3
 
-from regstore.client.errors_map import Operation, transport_error
+from regstore.client.errors_map import Operation, http_context, transport_error
+from regstore.client.limits import how_to_raise
 from regstore.digest import CHUNK_SIZE
-from regstore.errors import TransportError
+from regstore.errors import BlobTooLargeError, TransportError
 from regstore.reference import Digest
 
 if TYPE_CHECKING:
@@ -46,6 +51,8 @@ class BlobStream(io.RawIOBase):
             ranged request and sent the whole blob: the caller must then restart from 0.
         length: bytes this response carries (None if the registry did not say).
         size: the whole blob's size when known (from ``Content-Range`` or ``Content-Length``).
+        max_unknown_size: when neither ``length`` nor ``size`` is known, reading past this
+            position in the blob raises BlobTooLargeError (None: no bound).
 
     ``read``/``readinto`` return the next bytes; :meth:`iter_chunks` yields large chunks.
     The connection (and the client's in-flight slot) is released at the end of the body, on
@@ -62,6 +69,7 @@ class BlobStream(io.RawIOBase):
         length: int | None,
         size: int | None,
         op: Operation,
+        max_unknown_size: int | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -69,6 +77,8 @@ class BlobStream(io.RawIOBase):
         self.offset = offset
         self.length = length
         self.size = size
+        # The bound only matters when nothing else ends the body.
+        self._bound = max_unknown_size if length is None and size is None else None
         self._reply = reply
         self._op = op
         self._pos = 0
@@ -107,6 +117,7 @@ class BlobStream(io.RawIOBase):
             if n <= 0:
                 self._finish()
                 return b""
+        n = self._within_bound(n)
         try:
             data = reply.response.raw.read(n, decode_content=False)
         except _READ_ERRORS as exc:
@@ -116,6 +127,7 @@ class BlobStream(io.RawIOBase):
                 raise self._fail(ConnectionError("IncompleteRead: body ended early"))
             self._finish()
             return b""
+        self._check_bound(len(data))
         self._pos += len(data)
         if self.length is not None and self._pos >= self.length:
             self._finish()
@@ -165,6 +177,7 @@ class BlobStream(io.RawIOBase):
                 return 0
         if want == 0:
             return 0
+        want = self._within_bound(want)
         try:
             n = fp.readinto(view[:want])
         except _READ_ERRORS as exc:
@@ -174,10 +187,32 @@ class BlobStream(io.RawIOBase):
                 raise self._fail(ConnectionError("IncompleteRead: body ended early"))
             self._finish()
             return 0
+        self._check_bound(n)
         self._pos += n
         if self.length is not None and self._pos >= self.length:
             self._finish()
         return n
+
+    def _within_bound(self, n: int) -> int:
+        """Read up to the bound; there, one byte more tells whether the body goes on."""
+        if self._bound is None:
+            return n
+        room = self._bound - self.tell()
+        return min(n, room) if room > 0 else 1
+
+    def _check_bound(self, got: int) -> None:
+        if self._bound is None or self.tell() + got <= self._bound:
+            return
+        reply = self._reply
+        self._release()
+        raise BlobTooLargeError(
+            f"{self._op.what}: the registry sent more than {self._bound} bytes of a blob whose "
+            "length nobody announced (no size in the manifest, no Content-Length); stopped. "
+            f"If the blob really is that large, {how_to_raise('max_unknown_blob_size')}",
+            digest=str(self.digest),
+            limit=self._bound,
+            http=None if reply is None else http_context(reply.method, reply.url, reply.status),
+        )
 
     def iter_chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the body in chunks of up to ``chunk_size`` bytes (1 MiB by default)."""

@@ -25,6 +25,7 @@ __all__ = [
     "is_loopback_url",
     "no_proxy_for",
     "parse_next_link",
+    "query_value",
     "redact_url",
     "resolve",
     "same_origin",
@@ -230,6 +231,18 @@ def redact_url(url: str) -> str:
             else "REDACTED"
         )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def query_value(url: str, key: str) -> str | None:
+    """The (first) value of query parameter ``key`` in ``url``, percent-decoded; None if absent.
+
+    Paging reads ``last`` with it to tell whether a registry's next page advances.
+    """
+    try:
+        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    except ValueError:
+        return None
+    return next((v for k, v in pairs if k == key), None)
 
 
 def parse_next_link(header: str | None, request_url: str) -> str | None:

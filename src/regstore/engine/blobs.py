@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from regstore.client.retry import RetryBudget, RetryPolicy, is_transient
 from regstore.errors import (
+    BlobTooLargeError,
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
     DigestMismatchError,
@@ -26,6 +27,7 @@ from regstore.errors import (
     LayerLockedError,
     RegistryError,
     TransportError,
+    UnexpectedHTTPStatusError,
 )
 from regstore.events import EventKind
 from regstore.store import LayerWriter, ObjectStore
@@ -94,6 +96,14 @@ def _open_at(opener: Opener, offset: int, buffer: bytearray) -> BlobSource:
     return source
 
 
+@dataclass
+class _Fill:
+    """How one writer was filled: bytes moved, and whether any source started mid-blob."""
+
+    moved: int = 0
+    resumed: bool = False
+
+
 def _fill(
     writer: LayerWriter,
     digest: str,
@@ -101,11 +111,12 @@ def _fill(
     opener: Opener,
     reporter: Reporter,
     media_type: str,
-) -> int:
-    """Stream into ``writer`` until ``size`` bytes are stored; returns the bytes moved."""
+    fill: _Fill,
+) -> None:
+    """Stream into ``writer`` until ``size`` bytes are stored (``size`` -1: until the source
+    ends), then commit; ``fill`` counts what happened, also when this raises."""
     buffer = bytearray(BUFFER_SIZE)
     view = memoryview(buffer)
-    moved = 0
     failures = 0
     reporter.emit(
         EventKind.STARTED, digest, total=size, offset=writer.current_size, media_type=media_type
@@ -113,6 +124,7 @@ def _fill(
     while size < 0 or writer.current_size < size:
         source: BlobSource | None = None
         try:
+            fill.resumed = fill.resumed or writer.current_size > 0
             source = _open_at(opener, writer.current_size, buffer)
             if size < 0:
                 size = _learn_size(source, writer)
@@ -120,7 +132,7 @@ def _fill(
             for chunk in _read_chunks(source, view, pipelined=pipelined):
                 writer.write(chunk)
                 n = len(chunk)
-                moved += n
+                fill.moved += n
                 if reporter.active:
                     reporter.emit(
                         EventKind.PROGRESS, digest, total=size, offset=writer.current_size, nbytes=n
@@ -141,8 +153,12 @@ def _fill(
         finally:
             if source is not None:
                 source.close()
+    if size < 0:
+        # Nobody announced the size (schema1 served chunked): the source's end is the blob's
+        # end, and the digest check of commit decides whether that end was genuine. (A source
+        # without an end stops at the client's max_unknown_blob_size.)
+        size = writer.current_size
     writer.commit(size)
-    return moved
 
 
 def _read_chunks(source: BlobSource, view: memoryview, *, pipelined: bool) -> Iterator[memoryview]:
@@ -197,6 +213,14 @@ def _learn_size(source: BlobSource, writer: LayerWriter) -> int:
     return -1
 
 
+def _spoils_staging(exc: BaseException, staged: int) -> bool:
+    """True if ``exc`` shows that the bytes staged so far cannot become the blob."""
+    if isinstance(exc, (DigestMismatchError, BlobTooLargeError)):
+        return True
+    # The source refuses to serve from our offset: more is staged than the blob has.
+    return isinstance(exc, UnexpectedHTTPStatusError) and exc.status == 416 and staged > 0
+
+
 def store_blob(
     store: ObjectStore,
     digest: str,
@@ -210,12 +234,19 @@ def store_blob(
 
     Resumes bytes an interrupted writer left; waits for a concurrent writer instead of writing
     twice; verifies size and digest before the blob becomes visible. ``size`` -1 means unknown
-    (schema1): it is then learnt from the source.
+    (schema1): it is learnt from the source, or is wherever the source ends (a chunked body),
+    the digest deciding whether that end is genuine.
 
-    Raises DigestMismatchError (nothing visible), TransportError after repeated failures (the
-    bytes so far stay staged for the next attempt), and the source's errors.
+    A resumed write whose bytes turn out unusable (the digest does not match, more bytes are
+    staged than the blob has) is discarded and fetched once more from offset 0 in the same
+    call: a prefix left by a misbehaving source must not fail the next, genuine one.
+
+    Raises DigestMismatchError and BlobTooLargeError (nothing visible, nothing left staged),
+    TransportError after repeated failures (the bytes so far stay staged for the next
+    attempt), and the source's errors.
     """
     layer = store.layer(digest)
+    restarted = False
     while True:
         try:
             writer = layer.writer()
@@ -227,20 +258,34 @@ def store_blob(
                 reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=media_type)
                 return BlobMove(digest, "skipped")
             continue  # the other writer gave up: take over (its bytes are resumed)
+        fill = _Fill(resumed=writer.current_size > 0)
         try:
+            if 0 <= size < writer.current_size:
+                raise DigestMismatchError(
+                    f"bytes staged for blob {digest}",
+                    expected=digest,
+                    expected_size=size,
+                    actual_size=writer.current_size,
+                )
             if size >= 0:
                 writer.set_size(size)
-            moved = _fill(writer, digest, size, opener, reporter, media_type)
-        except DigestMismatchError as exc:
-            writer.discard()
-            reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
-            raise
+            _fill(writer, digest, size, opener, reporter, media_type, fill)
         except BaseException as exc:
-            writer.close()  # keep the staged bytes: a later run resumes from them
+            if not _spoils_staging(exc, writer.current_size):
+                writer.close()  # keep the staged bytes: a later run resumes from them
+                reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
+                raise
+            writer.discard()  # bytes that cannot become the blob help no later run
+            if fill.resumed and not restarted and not isinstance(exc, BlobTooLargeError):
+                # Bytes staged earlier (perhaps from a misbehaving source, in another run) or
+                # fetched by a ranged request were wrong: once, start over from zero.
+                restarted = True
+                log.warning("blob %s: resumed bytes were unusable (%s); refetching it", digest, exc)
+                continue
             reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
             raise
         reporter.emit(EventKind.VERIFIED, digest, total=size, media_type=media_type)
-        return BlobMove(digest, "transferred", moved)
+        return BlobMove(digest, "transferred", fill.moved)
 
 
 class _Limited:
