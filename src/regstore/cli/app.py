@@ -133,8 +133,6 @@ class AppState:
         """
         url = url or self.store_url
         if url not in self._stores:
-            if url == default_store_url():
-                Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
             # a sync file may name another store: its secrets are masked like --store's
             self.output.secrets.extend(store_url_secrets(url))
             log.info("opening the store %s", redact_store_url(url))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
@@ -35,7 +36,7 @@ from regstore.errors import (
     StoreNotFoundError,
     TransportError,
 )
-from regstore.safetext import printable
+from regstore.safetext import MIN_MASKED_LENGTH, printable
 
 __all__ = [
     "EXIT_FAILURE",
@@ -172,12 +173,30 @@ class Output:
     # -- plumbing -------------------------------------------------------------------------------
 
     def mask(self, text: str) -> str:
-        """``text`` with every known secret replaced by ``***``."""
+        """``text`` with every known secret replaced by ``***``.
+
+        A secret is masked where it stands as a whole (not inside a longer run of letters and
+        digits), and only from :data:`MIN_MASKED_LENGTH` characters on: a password ``o`` or
+        ``wrong`` must not turn our own words into asterisks, which would show the secret by
+        its holes while hiding the message.
+        """
+        secrets = [s for s in self.secrets if len(s) >= MIN_MASKED_LENGTH]
+        if not secrets:
+            return text
         # longest first: a secret that contains another one is masked whole
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        alternatives = "|".join(re.escape(s) for s in sorted(set(secrets), key=len, reverse=True))
+        return re.sub(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", "***", text)
+
+    def _mask_data(self, data: Any) -> Any:
+        """``data`` (JSON-able) with secrets masked in every string, before it is encoded (in
+        the encoded text a secret with quotes or non-ASCII letters no longer matches)."""
+        if isinstance(data, str):
+            return self.mask(data)
+        if isinstance(data, dict):
+            return {self._mask_data(k): self._mask_data(v) for k, v in data.items()}
+        if isinstance(data, (list, tuple)):
+            return [self._mask_data(v) for v in data]
+        return data
 
     def shown(self, text: str) -> str:
         """``text`` as printed for humans: secrets masked, control characters escaped (one
@@ -196,7 +215,8 @@ class Output:
 
     def json(self, data: Any) -> None:
         """Print ``data`` as the one JSON document of this run."""
-        self.stdout.write(self.mask(json.dumps(data, indent=2, sort_keys=False, default=str)))
+        masked = self._mask_data(data)
+        self.stdout.write(json.dumps(masked, indent=2, default=lambda o: self.mask(str(o))))
         self.stdout.write("\n")
         self.stdout.flush()
 
