@@ -50,12 +50,17 @@ _create_venv() {
 # ensure_venv SPEC...: .venv exists and holds the given pip requirement specs (paths relative
 # to the repository root), installed against constraints.txt; `pip check` must pass.
 ensure_venv() {
-    # A venv whose interpreter is gone (Python upgraded, clone moved) is rebuilt from scratch.
-    if ! "$VENV_PYTHON" -c 'import sys' >/dev/null 2>&1; then _create_venv; fi
+    # A venv whose interpreter is gone (Python upgraded) or that was made in another place (a
+    # moved clone: its scripts' #! lines name the old path) is rebuilt from scratch.
+    if ! "$VENV_PYTHON" -c 'import sys' >/dev/null 2>&1 \
+        || [ "$(cat "$VENV/.regstore-root" 2>/dev/null)" != "$REGSTORE_ROOT" ]; then
+        _create_venv
+        printf '%s' "$REGSTORE_ROOT" >"$VENV/.regstore-root"
+    fi
     local stamp_file="$VENV/.regstore-installed" stamp
     stamp=$(cd "$REGSTORE_ROOT" && cat pyproject.toml plugins/*/pyproject.toml constraints.txt \
         | "$VENV_PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
-    stamp="$stamp $* $REGSTORE_ROOT"
+    stamp="$stamp $*"
     if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
         _venv_say "installing into .venv: $*"
         local args=() spec
