@@ -33,7 +33,8 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   ├── BackendNotFoundError           no installed backend serves a URL scheme
     │   ├── StoreEscapeError               path, link, target: a symlink leads out of the root
-    │   └── StoreNotFoundError             url: nothing was ever stored there (reading)
+    │   ├── StoreNotFoundError             url: nothing was ever stored there (reading)
+    │   └── StoreReadOnlyError             url, operation: a change asked of a read-only store
     ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
     └── UsageError                     (also ValueError) input regstore cannot act on
@@ -79,6 +80,7 @@ __all__ = [
     "StoreError",
     "StoreEscapeError",
     "StoreNotFoundError",
+    "StoreReadOnlyError",
     "SyncFileError",
     "TransportError",
     "UnexpectedHTTPStatusError",
@@ -479,6 +481,20 @@ class StoreNotFoundError(StoreError):
             "a pull, copy or sync creates the store)"
         )
         self.url = url
+
+
+class StoreReadOnlyError(StoreError):
+    """A change (``operation``) was asked of a store opened read-only (``read_only=True`` or
+    ``?read_only=1``); nothing was changed.
+    """
+
+    def __init__(self, url: str, operation: str) -> None:
+        super().__init__(
+            f"the store {url} is open read-only: refusing to {operation} "
+            "(open it without read_only to change it)"
+        )
+        self.url = url
+        self.operation = operation
 
 
 class UnsupportedError(RegstoreError):

@@ -22,12 +22,20 @@ from __future__ import annotations
 import os
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from regstore import plugins
+from regstore.backends.wrappers import (
+    READ_ONLY_GUARD,
+    TRACER,
+    OperationStats,
+    ReadOnlyGuard,
+    StoreWrapper,
+    TracingWrapper,
+)
 from regstore.digest import CHUNK_SIZE, Digester
 from regstore.errors import (
     DigestMismatchError,
@@ -58,6 +66,10 @@ __all__ = [
     "LayerReader",
     "LayerWriter",
     "ObjectStore",
+    "OperationStats",
+    "ReadOnlyGuard",
+    "StoreWrapper",
+    "TracingWrapper",
     "open_store",
     "read_blob",
     "redact_store_url",
@@ -79,7 +91,28 @@ def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
     return parsed.scheme.lower(), bare, options
 
 
-def open_store(url: str, *, must_exist: bool = False, **options: Any) -> ObjectStore:
+#: Options :func:`open_store` handles itself (wrappers), never handed to a backend's factory.
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _store_flag(name: str, value: object) -> bool:
+    """An on/off store option, given as a keyword (bool) or in the URL query (text)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise StoreError(f"store option {name} must be 1 or 0 (true or false), not {value!r}")
+
+
+def open_store(
+    url: str,
+    *,
+    must_exist: bool = False,
+    read_only: bool = False,
+    trace: bool = False,
+    **options: Any,
+) -> ObjectStore:
     """Open the store at ``url`` with the backend registered for its scheme.
 
     ``memory://name``, ``file:///srv/mirror`` (or a plain path), ``s3://bucket/prefix`` (with
@@ -88,15 +121,35 @@ def open_store(url: str, *, must_exist: bool = False, **options: Any) -> ObjectS
     same options as strings. Opening creates nothing: the first write creates the store.
     ``must_exist=True`` (for reading) refuses a URL where nothing was ever stored.
 
+    Two options belong to every store and wrap its backend (see
+    :mod:`regstore.backends.wrappers`); either may also be given in the URL (``?read_only=1``,
+    ``?trace=1``), and either way turns it on:
+
+    - ``read_only``: every change (manifest, tag or blob write, deletion, quarantine,
+      staging clean-up) raises :class:`~regstore.errors.StoreReadOnlyError`;
+    - ``trace``: every operation is counted and timed; read them with
+      :meth:`ObjectStore.metrics`.
+
     Raises:
         BackendNotFoundError: no installed plugin serves the scheme (names what to install).
         StoreNotFoundError: ``must_exist`` was given and there is no store at ``url``.
+        StoreError: an option has a bad value (or the backend refused one).
     """
     scheme, bare, query = split_store_url(url)
+    read_only = _store_flag("read_only", query.pop("read_only", "0")) or _store_flag(
+        "read_only", read_only
+    )
+    trace = _store_flag("trace", query.pop("trace", "0")) or _store_flag("trace", trace)
     factory = plugins.backend_factory(scheme)
     merged: dict[str, Any] = {**query, **options}
     backend = factory(bare, **merged)
     store = ObjectStore(backend, url=url)
+    # The guard first, the tracer last: pluggy runs the wrapper registered last outermost, so
+    # refused changes are counted (as errors) too.
+    if read_only:
+        store.add_wrapper(ReadOnlyGuard(redact_store_url(url)), name=READ_ONLY_GUARD)
+    if trace:
+        store.add_wrapper(TracingWrapper(), name=TRACER)
     if must_exist:
         try:
             found = store.exists()
@@ -109,11 +162,46 @@ def open_store(url: str, *, must_exist: bool = False, **options: Any) -> ObjectS
     return store
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _StoreHooks(Protocol):
+    """The store hooks as the facade calls them: keyword arguments, the spec's answers.
+
+    At run time this is the store's ``pm.hook``; the protocol only gives mypy the signatures of
+    :class:`regstore.hookspecs.StoreSpec`. Changes answer ``object``: the facade ignores it.
+    """
+
+    def regstore_store_get_manifest(self, *, name: str, reference: str) -> tuple[bytes, str]: ...
+    def regstore_store_put_manifest(
+        self, *, name: str, tag: str | None, raw: bytes, media_type: str, digest: str, partial: bool
+    ) -> object: ...
+    def regstore_store_manifest_is_partial(self, *, name: str, digest: str) -> bool: ...
+    def regstore_store_delete_manifest(self, *, name: str, digest: str) -> object: ...
+    def regstore_store_delete_tag(self, *, name: str, tag: str) -> object: ...
+    def regstore_store_list_repositories(self) -> list[str]: ...
+    def regstore_store_list_tags(self, *, name: str) -> list[str]: ...
+    def regstore_store_list_manifests(self, *, name: str) -> list[str]: ...
+    def regstore_store_blob_status(self, *, digest: str) -> BlobStatus: ...
+    def regstore_store_open_blob(self, *, digest: str, offset: int) -> BlobReadHandle: ...
+    def regstore_store_blob_writer(self, *, digest: str) -> BlobWriteHandle: ...
+    def regstore_store_wait_blob(self, *, digest: str, timeout: float | None) -> bool: ...
+    def regstore_store_list_blobs(self) -> list[BlobInfo]: ...
+    def regstore_store_delete_blob(self, *, digest: str) -> object: ...
+    def regstore_store_quarantine_blob(self, *, digest: str) -> str: ...
+    def regstore_store_list_staging(self) -> list[StagingEntry]: ...
+    def regstore_store_drop_staging(self, *, entry: StagingEntry) -> bool: ...
+    def regstore_store_exists(self) -> bool: ...
+    def regstore_store_describe(self) -> dict[str, Any]: ...
+    def regstore_store_close(self) -> list[None]: ...
+
+
 class ObjectStore:
     """A store of manifests (by repository name and tag or digest) and blobs (by digest).
 
-    Wraps one backend instance in its own plugin manager; ``add_wrapper`` adds middleware
-    plugins (``@hookimpl(wrapper=True)``) around it.
+    Wraps one backend instance in its own plugin manager; :meth:`add_wrapper` adds middleware
+    plugins (``@hookimpl(wrapper=True)``, see :mod:`regstore.backends.wrappers`) around it.
     """
 
     def __init__(self, backend: object, *, url: str = "") -> None:
@@ -121,30 +209,100 @@ class ObjectStore:
         self._pm: pluggy.PluginManager = plugins.new_store_manager()
         self._pm.register(backend, name="backend")
         self.backend = backend
+        #: the hooks the backend answers; any other is unsupported, whatever wrappers exist
+        self._implemented = frozenset(
+            caller.name for caller in self._pm.get_hookcallers(backend) or []
+        )
         self._closed = False
 
     # -- plumbing ----------------------------------------------------------------------------
 
     @property
-    def _hook(self) -> Any:
+    def _hooks(self) -> _StoreHooks:
         if self._closed:
             raise StoreError(f"store {redact_store_url(self.url) or self.backend!r} is closed")
-        return self._pm.hook
+        return cast("_StoreHooks", self._pm.hook)
 
-    def _call(self, hook: str, **kwargs: Any) -> Any:
-        result = getattr(self._hook, hook)(**kwargs)
+    def _call(self, hook: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """Call one store hook (``self._hooks.regstore_store_...``) through the wrappers.
+
+        UnsupportedError when the backend does not implement it at all; a backend that
+        implements it but answers nothing where an answer is due is broken (StoreError).
+        """
+        name: str = getattr(hook, "name", "")
+        if name not in self._implemented:
+            where = redact_store_url(self.url) or "this store"
+            raise UnsupportedError(f"the backend of {where} does not implement {name}")
+        return hook(*args, **kwargs)
+
+    def _ask(self, hook: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """:meth:`_call` for a hook whose answer is needed: None from it is a backend bug."""
+        result = self._call(hook, *args, **kwargs)
         if result is None:
             where = redact_store_url(self.url) or "this store"
-            raise UnsupportedError(f"the backend of {where} does not implement {hook}")
+            name = getattr(hook, "name", "")
+            raise StoreError(f"the backend of {where} answered nothing to {name}")
         return result
 
     def add_wrapper(self, plugin: object, name: str | None = None) -> None:
-        """Register middleware hookimpls (read-only guard, metrics, cache, ...) on this store."""
+        """Register a wrapper plugin (read-only guard, metrics, cache, ...) on this store.
+
+        Its hookimpls must all be ``@hookimpl(wrapper=True)`` (or old-style ``hookwrapper``)
+        and named after store hooks: anything else is refused (ValueError) before it could
+        answer in place of the backend or silently never run. See
+        :mod:`regstore.backends.wrappers` for the rules a wrapper keeps.
+        """
         self._pm.register(plugin, name=name)
+        try:
+            self._pm.check_pending()  # a misspelt hook name would otherwise never run
+            plain = [
+                impl.function.__name__
+                for caller in self._pm.get_hookcallers(plugin) or []
+                for impl in caller.get_hookimpls()
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper)
+            ]
+            if plain:
+                raise ValueError(
+                    f"{plugin!r} is not a wrapper: {', '.join(plain)} must be declared "
+                    "@hookimpl(wrapper=True)"
+                )
+            if not self._pm.get_hookcallers(plugin):
+                raise ValueError(f"{plugin!r} implements no store hook")
+        except Exception as exc:
+            self._pm.unregister(plugin)
+            if isinstance(exc, ValueError):
+                raise
+            raise ValueError(f"{plugin!r} is not a store wrapper: {exc}") from exc
+
+    def get_wrapper(self, name: str) -> object | None:
+        """The wrapper registered under ``name`` (e.g. ``"regstore.trace"``), or None."""
+        if name == "backend":
+            return None
+        return self._pm.get_plugin(name)
+
+    @property
+    def read_only(self) -> bool:
+        """True when the store was opened read-only (every change is refused)."""
+        return isinstance(self._pm.get_plugin(READ_ONLY_GUARD), ReadOnlyGuard)
+
+    def metrics(self) -> dict[str, OperationStats]:
+        """Counts and timings per operation since the store was opened with ``trace=True``.
+
+        A snapshot (operation name -> :class:`OperationStats`), sorted by name. Raises
+        StoreError for a store opened without tracing.
+        """
+        tracer = self._pm.get_plugin(TRACER)
+        if not isinstance(tracer, TracingWrapper):
+            raise StoreError(
+                f"{redact_store_url(self.url) or 'this store'} was opened without trace=True: "
+                "no metrics were collected"
+            )
+        return tracer.metrics()
 
     def describe(self) -> dict[str, Any]:
         """What this store is: URL, backend, layout (JSON-able)."""
-        info = self._hook.regstore_store_describe() or {}
+        # called even when the backend has no describe: wrappers add to it (``read_only``)
+        info = self._hooks.regstore_store_describe() or {}
         return {"url": redact_store_url(self.url), **info}
 
     def exists(self) -> bool:
@@ -152,7 +310,7 @@ class ObjectStore:
 
         Creates nothing. A backend that cannot tell answers True.
         """
-        found = self._hook.regstore_store_exists()
+        found: bool | None = self._hooks.regstore_store_exists()
         return True if found is None else bool(found)
 
     def close(self) -> None:
@@ -185,7 +343,9 @@ class ObjectStore:
         """
         validate_name(name)
         validate_reference(reference)
-        raw, media_type = self._call("regstore_store_get_manifest", name=name, reference=reference)
+        raw, media_type = self._ask(
+            self._hooks.regstore_store_get_manifest, name=name, reference=reference
+        )
         manifest = Manifest.parse(raw, media_type)
         if is_digest(reference):
             wanted = Digest(reference)
@@ -199,8 +359,8 @@ class ObjectStore:
     def has_manifest(self, name: str, reference: str) -> bool:
         """True if ``name`` has a manifest at this tag or digest."""
         try:
-            self._call(
-                "regstore_store_get_manifest",
+            self._ask(
+                self._hooks.regstore_store_get_manifest,
                 name=validate_name(name),
                 reference=validate_reference(reference),
             )
@@ -246,7 +406,7 @@ class ObjectStore:
                         f"{child.digest} is not stored (pass partial=True for a filtered index)"
                     )
         self._call(
-            "regstore_store_put_manifest",
+            self._hooks.regstore_store_put_manifest,
             name=name,
             tag=tag,
             raw=manifest.raw,
@@ -258,33 +418,41 @@ class ObjectStore:
 
     def is_partial(self, name: str, digest: str) -> bool:
         """True if the index ``digest`` was stored without all its children."""
+        if "regstore_store_manifest_is_partial" not in self._implemented:
+            return False  # a backend that cannot record partial indexes has none
         return bool(
-            self._hook.regstore_store_manifest_is_partial(
-                name=validate_name(name), digest=Digest(digest)
+            self._call(
+                self._hooks.regstore_store_manifest_is_partial,
+                name=validate_name(name),
+                digest=Digest(digest),
             )
         )
 
     def delete_manifest(self, name: str, digest: str) -> None:
         """Remove a manifest and every tag pointing at it (blobs stay until gc)."""
         self._call(
-            "regstore_store_delete_manifest", name=validate_name(name), digest=Digest(digest)
+            self._hooks.regstore_store_delete_manifest,
+            name=validate_name(name),
+            digest=Digest(digest),
         )
 
     def delete_tag(self, name: str, tag: str) -> None:
         """Remove a tag; the manifest stays reachable by digest."""
-        self._call("regstore_store_delete_tag", name=validate_name(name), tag=validate_tag(tag))
+        self._call(
+            self._hooks.regstore_store_delete_tag, name=validate_name(name), tag=validate_tag(tag)
+        )
 
     def repositories(self) -> list[str]:
         """Every repository holding at least one manifest, sorted."""
-        return sorted(self._call("regstore_store_list_repositories"))
+        return sorted(self._ask(self._hooks.regstore_store_list_repositories))
 
     def tags(self, name: str) -> list[str]:
         """Tags of ``name``, sorted. Raises RepositoryNotFoundError."""
-        return sorted(self._call("regstore_store_list_tags", name=validate_name(name)))
+        return sorted(self._ask(self._hooks.regstore_store_list_tags, name=validate_name(name)))
 
     def manifests(self, name: str) -> list[Digest]:
         """Digests of every manifest stored in ``name``, sorted."""
-        found = self._call("regstore_store_list_manifests", name=validate_name(name))
+        found = self._ask(self._hooks.regstore_store_list_manifests, name=validate_name(name))
         return sorted(Digest(d) for d in found)
 
     # -- blobs -------------------------------------------------------------------------------
@@ -295,8 +463,7 @@ class ObjectStore:
 
     def blob_status(self, digest: str) -> BlobStatus:
         """Where the blob stands (absent, partial, writing, complete)."""
-        status: BlobStatus = self._call("regstore_store_blob_status", digest=Digest(digest))
-        return status
+        return self._ask(self._hooks.regstore_store_blob_status, digest=Digest(digest))
 
     def blob_exists(self, digest: str) -> bool:
         """True if the blob is complete (verified and committed)."""
@@ -309,12 +476,12 @@ class ObjectStore:
 
     def blobs(self) -> list[BlobInfo]:
         """Every complete blob in the store."""
-        found: list[BlobInfo] = self._call("regstore_store_list_blobs")
+        found = self._ask(self._hooks.regstore_store_list_blobs)
         return sorted(found, key=lambda b: b.digest)
 
     def delete_blob(self, digest: str) -> None:
         """Delete a complete blob (garbage collection only: manifests may still need it)."""
-        self._call("regstore_store_delete_blob", digest=Digest(digest))
+        self._call(self._hooks.regstore_store_delete_blob, digest=Digest(digest))
 
     def quarantine_blob(self, digest: str) -> str:
         """Move a damaged blob aside so the next pull fetches it again; returns where it went.
@@ -322,8 +489,7 @@ class ObjectStore:
         Raises BlobNotFoundError if it is not complete, LayerLockedError while a writer holds
         it, UnsupportedError if the backend cannot.
         """
-        where: str = self._call("regstore_store_quarantine_blob", digest=Digest(digest))
-        return where
+        return self._ask(self._hooks.regstore_store_quarantine_blob, digest=Digest(digest))
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -331,15 +497,14 @@ class ObjectStore:
         """Leftovers in the store's working area: staged bytes of unfinished writes,
         incomplete multipart uploads, locks, temporary files, quarantined blobs.
         """
-        found: list[StagingEntry] = self._call("regstore_store_list_staging")
-        return found
+        return self._ask(self._hooks.regstore_store_list_staging)
 
     def drop_staging(self, entry: StagingEntry) -> bool:
         """Remove one entry of :meth:`staging` unless a writer took it up again since.
 
         True when it is gone; False when it is in use (or changed since it was listed).
         """
-        return bool(self._call("regstore_store_drop_staging", entry=entry))
+        return bool(self._ask(self._hooks.regstore_store_drop_staging, entry=entry))
 
 
 class Layer:
@@ -368,7 +533,10 @@ class Layer:
         """
         if offset < 0:
             raise ValueError("offset must not be negative")
-        handle = self.store._call("regstore_store_open_blob", digest=self.digest, offset=offset)
+        store = self.store
+        handle = store._ask(
+            store._hooks.regstore_store_open_blob, digest=self.digest, offset=offset
+        )
         return LayerReader(self.digest, handle, offset)
 
     def writer(self) -> LayerWriter:
@@ -377,7 +545,8 @@ class Layer:
         Raises LayerAlreadyExistsError when complete, LayerLockedError when another writer
         (thread or process) holds it.
         """
-        handle = self.store._call("regstore_store_blob_writer", digest=self.digest)
+        store = self.store
+        handle = store._ask(store._hooks.regstore_store_blob_writer, digest=self.digest)
         return LayerWriter(self.digest, handle)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -386,8 +555,9 @@ class Layer:
         Unlike the seed, which returned success either way, False says the writer failed or
         gave up (retry the write). Raises TimeoutError after ``timeout`` seconds.
         """
+        store = self.store
         return bool(
-            self.store._call("regstore_store_wait_blob", digest=self.digest, timeout=timeout)
+            store._ask(store._hooks.regstore_store_wait_blob, digest=self.digest, timeout=timeout)
         )
 
     def __repr__(self) -> str:
