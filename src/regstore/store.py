@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     import pluggy
 
 __all__ = [
+    "READ_ONLY_GUARD",
+    "TRACER",
     "Layer",
     "LayerReader",
     "LayerWriter",

@@ -31,6 +31,9 @@ Fixtures a subclass provides (function-scoped):
 ``store_factory``
     Optional with ``store``: a zero-argument callable returning another handle on the same
     store (default: the same handle again, which still tests threads).
+``store_wrappers``
+    Optional: wrappers to register on every handle ``store`` and ``store_factory`` open, as
+    ``{name: zero-argument factory}`` (default none). :class:`WrappedConformance` sets it.
 
 Class attributes to tune for slow media: ``large_blob_size`` (default 8 MiB, streamed in
 ``chunk_size`` chunks), ``thread_timeout`` (seconds a concurrency test waits),
@@ -39,10 +42,19 @@ Class attributes to tune for slow media: ``large_blob_size`` (default 8 MiB, str
 :class:`BackendConformance` covers manifests of every media type with exact bytes, tags,
 listings, deletion, the Layer write/commit/resume/lock/wait semantics (the seed's, with its two
 bugs fixed), digest and size verification, concurrency across threads and handles, hostile
-names, and the housekeeping behind verify and gc (quarantine, the staging area, existence).
+names, the housekeeping behind verify and gc (quarantine, the staging area, existence), and
+the shipped wrappers around the backend (a read-only handle reads everything and changes
+nothing; a traced one counts every operation).
 :class:`CrossProcessConformance` adds exclusion and lost-update checks across processes, and
 staging held by another process, for backends shared by several processes (not
-``memory://``).
+``memory://``). :class:`WrappedConformance` runs all of :class:`BackendConformance` with a
+pass-through wrapper and the tracing wrapper around the backend (see
+:mod:`regstore.backends.wrappers`), proving that wrappers may sit around it::
+
+    class TestMyBackendWrapped(WrappedConformance):
+        @pytest.fixture
+        def store_url(self, tmp_path):
+            return f"mybackend://{tmp_path}/store"
 """
 
 from __future__ import annotations
@@ -51,7 +63,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from regstore.store import ObjectStore, open_store
+from regstore.errors import ImageManifestNotFoundError
+from regstore.store import TRACER, ObjectStore, TracingWrapper, open_store
 
 from ._blob_tests import BlobTests
 from ._housekeeping_tests import HousekeepingTests
@@ -59,10 +72,27 @@ from ._manifest_tests import ManifestTests
 from ._process_tests import ProcessTests
 from ._safety_tests import SafetyTests
 from ._suite import SuiteSettings
+from ._wrapper_tests import WrapperTests
+from .passthrough import PASS_THROUGH, PassThroughWrapper
 
-__all__ = ["BackendConformance", "ConformanceFixtures", "CrossProcessConformance", "StoreFactory"]
+__all__ = [
+    "BackendConformance",
+    "ConformanceFixtures",
+    "CrossProcessConformance",
+    "StoreFactory",
+    "WrappedConformance",
+    "WrapperFactories",
+]
 
 StoreFactory = Callable[[], ObjectStore]
+#: ``{name: factory}``: the wrappers registered on every handle the fixtures open.
+WrapperFactories = dict[str, Callable[[], object]]
+
+
+def _wrapped(handle: ObjectStore, wrappers: WrapperFactories) -> ObjectStore:
+    for name, factory in wrappers.items():
+        handle.add_wrapper(factory(), name=name)
+    return handle
 
 
 class ConformanceFixtures(SuiteSettings):
@@ -74,26 +104,35 @@ class ConformanceFixtures(SuiteSettings):
         return None
 
     @pytest.fixture
-    def store(self, store_url: str | None) -> Iterator[ObjectStore]:
+    def store_wrappers(self) -> WrapperFactories:
+        """Override: wrappers to register on every handle the fixtures open (default none)."""
+        return {}
+
+    @pytest.fixture
+    def store(
+        self, store_url: str | None, store_wrappers: WrapperFactories
+    ) -> Iterator[ObjectStore]:
         """A fresh, empty store (opened from ``store_url`` unless overridden)."""
         if store_url is None:
             pytest.fail(
                 f"{type(self).__name__} must define a `store_url` or a `store` fixture "
                 "(see regstore.testing.conformance)"
             )
-        opened = open_store(store_url)
+        opened = _wrapped(open_store(store_url), store_wrappers)
         yield opened
         opened.close()
 
     @pytest.fixture
-    def store_factory(self, store: ObjectStore, store_url: str | None) -> Iterator[StoreFactory]:
+    def store_factory(
+        self, store: ObjectStore, store_url: str | None, store_wrappers: WrapperFactories
+    ) -> Iterator[StoreFactory]:
         """Another handle on the same store each call (the same handle without a URL)."""
         opened: list[ObjectStore] = []
 
         def factory() -> ObjectStore:
             if store_url is None:
                 return store
-            handle = open_store(store_url)
+            handle = _wrapped(open_store(store_url), store_wrappers)
             opened.append(handle)
             return handle
 
@@ -103,9 +142,37 @@ class ConformanceFixtures(SuiteSettings):
 
 
 class BackendConformance(
-    ConformanceFixtures, ManifestTests, BlobTests, SafetyTests, HousekeepingTests
+    ConformanceFixtures, ManifestTests, BlobTests, SafetyTests, HousekeepingTests, WrapperTests
 ):
     """Every contract point of a store, through the public facades. Subclass it (see module)."""
+
+
+class WrappedConformance(BackendConformance):
+    """All of :class:`BackendConformance` with wrappers around the backend on every handle:
+    a :class:`~regstore.testing.passthrough.PassThroughWrapper` and the tracing wrapper.
+
+    Give it a ``store_url`` (or ``store``) like :class:`BackendConformance`. A ``store``
+    override must register ``store_wrappers`` itself.
+    """
+
+    @pytest.fixture
+    def store_wrappers(self) -> WrapperFactories:
+        """A pass-through wrapper inside the tracing wrapper, on every handle."""
+        return {PASS_THROUGH: PassThroughWrapper, TRACER: TracingWrapper}
+
+    def test_every_call_goes_through_the_wrappers(self, store: ObjectStore) -> None:
+        passthrough = store.get_wrapper(PASS_THROUGH)
+        assert isinstance(passthrough, PassThroughWrapper), "store_wrappers were not registered"
+        before = len(passthrough.calls)
+        traced = store.metrics().get("list_repositories")
+        assert store.repositories() == []
+        with pytest.raises(ImageManifestNotFoundError):
+            store.manifest("nothing", "here")
+        assert passthrough.calls[before:] == [
+            ("list_repositories", None),
+            ("get_manifest", "ImageManifestNotFoundError"),
+        ]
+        assert store.metrics()["list_repositories"].count == (traced.count if traced else 0) + 1
 
 
 class CrossProcessConformance(ConformanceFixtures, ProcessTests):

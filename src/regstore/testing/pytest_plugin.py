@@ -32,6 +32,7 @@ pytest.register_assert_rewrite(
     "regstore.testing._blob_tests",
     "regstore.testing._safety_tests",
     "regstore.testing._process_tests",
+    "regstore.testing._wrapper_tests",
 )
 
 
