@@ -23,7 +23,7 @@ from regstore.engine.syncfile import SyncFileError
 from regstore.engine.transfer import MAX_CONCURRENCY
 from regstore.errors import RegstoreError, StoreNotFoundError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
-from regstore.store import open_store
+from regstore.store import TRACER, open_store
 
 from .output import EXIT_FAILURE, EXIT_USAGE, Output
 from .progress import ProgressDisplay, make_progress
@@ -90,7 +90,7 @@ class AppState:
     settings: Settings = field(default_factory=Settings)
     action: str = ""  #: what is being done, for the error line ("pulling X")
     _output: Output | None = None
-    _stores: dict[str, ObjectStore] = field(default_factory=dict)
+    _stores: dict[tuple[str, bool], ObjectStore] = field(default_factory=dict)
     _clients: dict[tuple[Any, ...], Client] = field(default_factory=dict)
     _password: str | None = None
     _password_read: bool = False
@@ -125,19 +125,27 @@ class AppState:
         """The store URL as printed: credentials in it are masked."""
         return redact_store_url(self.store_url)
 
-    def store(self, url: str | None = None, *, must_exist: bool = False) -> ObjectStore:
+    def store(
+        self, url: str | None = None, *, must_exist: bool = False, read_only: bool = False
+    ) -> ObjectStore:
         """Open (once) the store at ``url``, default the run's store.
 
         ``must_exist`` (reading commands): a URL where nothing was ever stored is an error
         (StoreNotFoundError), not an empty store; opening creates nothing either way.
+        ``read_only`` (commands that only look): every change is refused (StoreReadOnlyError).
+        With ``-vv`` the store is traced; :meth:`report_store_metrics` prints what it did.
         """
         url = url or self.store_url
-        if url not in self._stores:
+        key = (url, read_only)
+        if key not in self._stores:
             # a sync file may name another store: its secrets are masked like --store's
             self.output.secrets.extend(store_url_secrets(url))
-            log.info("opening the store %s", redact_store_url(url))
-            self._stores[url] = open_store(url)
-        store = self._stores[url]
+            mode = " (read-only)" if read_only else ""
+            log.info("opening the store %s%s", redact_store_url(url), mode)
+            self._stores[key] = open_store(
+                url, read_only=read_only, trace=self.settings.verbose > 1
+            )
+        store = self._stores[key]
         if must_exist and not store.exists():
             raise StoreNotFoundError(redact_store_url(url))
         return store
@@ -225,6 +233,33 @@ class AppState:
         if s.quiet and s.verbose:
             raise click.UsageError("--quiet and --verbose contradict each other")
 
+    def report_store_metrics(self) -> None:
+        """With -vv: each traced store's operations (calls, errors, total and max time) on
+        stderr, through the output (secrets masked, control characters escaped)."""
+        for store in self._stores.values():
+            if store.get_wrapper(TRACER) is None:
+                continue
+            metrics = store.metrics()
+            calls = sum(m.count for m in metrics.values())
+            seconds = sum(m.total_seconds for m in metrics.values())
+            mode = " (read-only)" if store.read_only else ""
+            lines = [
+                f"regstore: store {redact_store_url(store.url)}{mode}: {calls} operation(s), "
+                f"{seconds * 1000:.1f} ms in the store"
+            ]
+            if metrics:
+                lines.append(
+                    f"  {'OPERATION':<20} {'CALLS':>7} {'ERRORS':>7} {'TOTAL':>10} {'MAX':>10}"
+                )
+            for m in metrics.values():
+                lines.append(
+                    f"  {m.operation:<20} {m.count:>7} {m.errors:>7} "
+                    f"{m.total_seconds * 1000:>8.1f}ms {m.max_seconds * 1000:>8.1f}ms"
+                )
+            out = self.output
+            out.stderr.write("".join(out.shown(line) + "\n" for line in lines))
+            out.stderr.flush()
+
     def close(self) -> None:
         for store in self._stores.values():
             store.close()
@@ -288,7 +323,7 @@ def _global_option_decorators(*, on_group: bool) -> list[Callable[[F], F]]:
             "-v",
             "--verbose",
             count=True,
-            help="Log what happens (-vv: more); tracebacks.",
+            help="Log what happens; tracebacks (-vv: debug logs, and what each store did).",
             **common,
         ),
         click.option("-q", "--quiet", is_flag=True, help="No progress or summaries.", **common),
@@ -376,6 +411,11 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
                     log.debug("unexpected error", exc_info=True)
                 state.output.failure(state.action, exc)
                 code = EXIT_FAILURE
+        if state.settings.verbose > 1:
+            try:
+                state.report_store_metrics()
+            except Exception:  # a diagnostic never changes the outcome of the command
+                log.debug("cannot report the store metrics", exc_info=True)
         ctx.exit(code or 0)
 
     return global_options(wrapper)

@@ -34,6 +34,7 @@ from regstore.errors import (
     RepositoryNotFoundError,
     StoreError,
     StoreNotFoundError,
+    StoreReadOnlyError,
     TransportError,
 )
 from regstore.safetext import MIN_MASKED_LENGTH, printable
@@ -140,8 +141,8 @@ def hint_for(exc: BaseException) -> str:
         return "check the repository name (`regstore ls` lists the store's repositories)"
     if isinstance(exc, ImageManifestNotFoundError):
         return "check the name and tag or digest (`regstore ls NAME` lists a stored repository)"
-    if isinstance(exc, (BackendNotFoundError, StoreNotFoundError)):
-        return ""  # its message already says what to install, or to check the URL
+    if isinstance(exc, (BackendNotFoundError, StoreNotFoundError, StoreReadOnlyError)):
+        return ""  # its message already says what to install, to check the URL, or why not
     if isinstance(exc, DigestMismatchError):
         return "the content was corrupted on the way or at the source; run the command again"
     if isinstance(exc, LayerLockedError):

@@ -63,7 +63,7 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
 
     NAME is a repository of the store (store: may prefix it).
     """
-    store = state.store(must_exist=True)
+    store = state.store(must_exist=True, read_only=True)
     out = state.output
     if name is None:
         state.action = f"listing the repositories of {state.shown_store_url}"
@@ -129,7 +129,7 @@ def _read_config(state: AppState, ref: ImageRef, manifest: Manifest) -> bytes | 
         return None
     try:
         if isinstance(ref, StoreRef):
-            return read_blob(state.store(must_exist=True), config.digest)
+            return read_blob(state.store(must_exist=True, read_only=True), config.digest)
         client = state.client(ref.registry)
         return client.fetch_blob(ref.name, config.digest, max_size=1 << 20)
     except RegstoreError:  # the platform is a nicety: inspect still shows the rest
@@ -191,7 +191,7 @@ def inspect_command(state: AppState, ref: ImageRef, raw: bool) -> int:
     """
     state.action = f"inspecting {ref}"
     if isinstance(ref, StoreRef):
-        manifest = state.store(must_exist=True).manifest(ref.name, ref.reference)
+        manifest = state.store(must_exist=True, read_only=True).manifest(ref.name, ref.reference)
     else:
         manifest = state.client(ref.registry).get_image_manifest(ref.name, ref.reference)
     if raw:
@@ -275,7 +275,8 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
     """
     if name is not None and name.explicit:
         raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
-    store = state.store(must_exist=True)
+    # verify moves damaged blobs aside: read-only only when it is told not to
+    store = state.store(must_exist=True, read_only=no_quarantine)
     target = f"repository {name.name}" if name else f"the store {state.shown_store_url}"
     state.action = f"verifying {target}"
     display = state.progress()
@@ -388,7 +389,8 @@ def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
     than the grace period and not held by a live writer.
     """
     state.action = f"collecting garbage in {state.shown_store_url}"
-    report = collect_garbage(state.store(must_exist=True), grace=grace, dry_run=dry_run)
+    store = state.store(must_exist=True, read_only=dry_run)
+    report = collect_garbage(store, grace=grace, dry_run=dry_run)
     out = state.output
     if out.json_mode:
         out.json(report.as_dict())
