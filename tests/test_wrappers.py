@@ -8,6 +8,7 @@ The wrappers' behaviour around every backend is in the conformance suite
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from regstore.store import (
     ReadOnlyGuard,
     StoreWrapper,
     TracingWrapper,
+    _StoreHooks,
 )
 from regstore.testing.builders import oci_image, write_image
 
@@ -63,6 +65,16 @@ def test_the_guard_refuses_exactly_the_changes() -> None:
     """A new store hook fails this until it is sorted into reading or guarded."""
     assert READING_HOOKS <= STORE_HOOKS
     assert _hooks_of(ReadOnlyGuard) - {"regstore_store_describe"} == STORE_HOOKS - READING_HOOKS
+
+
+def test_the_facade_calls_hooks_with_the_spec_signatures() -> None:
+    """The typed view mypy checks the facade against is the spec, parameter for parameter."""
+    protocol = {name for name in vars(_StoreHooks) if name.startswith("regstore_store_")}
+    assert protocol == STORE_HOOKS
+    for name in STORE_HOOKS:
+        spec = list(inspect.signature(getattr(StoreSpec, name)).parameters)
+        typed = list(inspect.signature(getattr(_StoreHooks, name)).parameters)
+        assert typed == spec, name
 
 
 # -- open_store options ----------------------------------------------------------------------
@@ -221,6 +233,19 @@ def test_unimplemented_hooks_are_unsupported_even_through_wrappers() -> None:
     assert store.exists()  # a backend that cannot tell: there is a store
     assert store.describe() == {"url": "tiny://x", "read_only": True}
     assert not store.is_partial("only", "sha256:" + "0" * 64)
+
+
+class _MisspeltBackend(_TinyBackend):
+    @hookimpl
+    def regstore_store_list_tag(self, name: str) -> list[str]:
+        return []
+
+
+def test_a_backend_with_a_misspelt_hook_is_refused_when_opened() -> None:
+    with pytest.raises(StoreError, match="regstore_store_list_tag") as refused:
+        ObjectStore(_MisspeltBackend(), url="tiny://s3cr3t-user:pw@x")
+    assert "_MisspeltBackend" in str(refused.value)
+    assert "s3cr3t-user" not in str(refused.value)
 
 
 # -- the CLI ---------------------------------------------------------------------------------

@@ -25,7 +25,9 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
+
+import pluggy
 
 from regstore import plugins
 from regstore.backends.wrappers import (
@@ -57,9 +59,6 @@ from regstore.hookspecs import (
 from regstore.manifest import Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
 from regstore.safetext import redact_store_url
-
-if TYPE_CHECKING:
-    import pluggy
 
 __all__ = [
     "READ_ONLY_GUARD",
@@ -210,6 +209,14 @@ class ObjectStore:
         self.url = url
         self._pm: pluggy.PluginManager = plugins.new_store_manager()
         self._pm.register(backend, name="backend")
+        try:
+            # a misspelt hook name would otherwise load fine and never be called
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise StoreError(
+                f"the backend {type(backend).__name__} of {redact_store_url(url) or 'a store'} "
+                f"is broken: {' '.join(str(exc).split())}"
+            ) from exc
         self.backend = backend
         #: the hooks the backend answers; any other is unsupported, whatever wrappers exist
         self._implemented = frozenset(
@@ -252,7 +259,9 @@ class ObjectStore:
         Its hookimpls must all be ``@hookimpl(wrapper=True)`` (or old-style ``hookwrapper``)
         and named after store hooks: anything else is refused (ValueError) before it could
         answer in place of the backend or silently never run. See
-        :mod:`regstore.backends.wrappers` for the rules a wrapper keeps.
+        :mod:`regstore.backends.wrappers` for the rules a wrapper keeps. Add wrappers before
+        the store is shared with other threads (pluggy's registration is not synchronised
+        with calls); a wrapper added later wraps the calls made after it.
         """
         self._pm.register(plugin, name=name)
         try:
