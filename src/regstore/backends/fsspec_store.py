@@ -225,14 +225,9 @@ class FsspecBackend(BackendBase):
         return bool(self.fs.exists(path))
 
     def file_size(self, path: str) -> int | None:
-        """Size of the file at ``path``; None if there is no file there."""
-        try:
-            info = self.fs.info(path)
-        except FileNotFoundError:
-            return None
-        if info.get("type") != "file":
-            return None
-        return int(info["size"])
+        """Size of the file at ``path``; None if there is no file there (from :meth:`stat_file`)."""
+        found = self.stat_file(path)
+        return None if found is None else found[0]
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
         """``(name, is_directory)`` of the entries of ``path``; empty if it does not exist."""
