@@ -187,6 +187,26 @@ def test_logout_removes_it_from_the_file_in_every_form(
     assert again.json() == {"ok": True, "registry": basic_registry.host, "removed_from": []}
 
 
+@pytest.mark.parametrize(
+    ("login_as", "logout_as"), [("{host}", "http://{host}"), ("http://{host}", "{host}")]
+)
+def test_logout_finds_the_login_however_the_registry_is_spelled(
+    cli: Run, home: Path, basic_registry: RegistryServer, login_as: str, logout_as: str
+) -> None:
+    user, password = _creds(basic_registry)
+    host = basic_registry.host
+    config = home / ".docker" / "config.json"
+    cli(
+        "login", login_as.format(host=host), "--username", user, "--password-stdin",
+        input=password + "\n",
+    )  # fmt: skip
+    assert list(json.loads(config.read_text())["auths"]) == [host]  # saved under one name
+
+    out = cli("--json", "logout", logout_as.format(host=host)).json()
+    assert out["registry"] == host and out["removed_from"] == [str(config)]
+    assert json.loads(config.read_text()).get("auths", {}) == {}
+
+
 # -- a credential helper ---------------------------------------------------------------------------
 
 

@@ -519,6 +519,44 @@ def test_in_flight_limit_holds_until_stream_closed(
     worker.join()
 
 
+def test_a_request_waiting_on_429_gives_its_in_flight_slot_to_a_healthy_one(
+    fake_registry: FakeRegistry, make: Callable[..., Client]
+) -> None:
+    body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
+    fake_registry.expect("GET", MANIFEST_PATH, status=429, headers={"Retry-After": "30"}, body=body)
+    fake_registry.expect(
+        "GET", MANIFEST_PATH, headers=MANIFEST_HEADERS, body=MANIFEST.manifest_bytes
+    )
+    fake_registry.expect("GET", "/v2/", times=None)
+    waiting, healthy_done = threading.Event(), threading.Event()
+    healthy_done_during_wait: list[bool] = []
+
+    def sleep(seconds: float) -> None:
+        # The Retry-After pause: it ends when the healthy request is through (or, when the
+        # slot is still held and the healthy request cannot start, after the guard expires).
+        waiting.set()
+        healthy_done_during_wait.append(healthy_done.wait(5))
+
+    client = make(max_in_flight=1, sleep=sleep)
+    digests: list[str] = []
+    throttled = threading.Thread(
+        target=lambda: digests.append(client.get_image_manifest(NAME, "v1").digest)
+    )
+    throttled.start()
+    assert waiting.wait(10)
+
+    def healthy() -> None:
+        client.ping()
+        healthy_done.set()
+
+    worker = threading.Thread(target=healthy)
+    worker.start()
+    worker.join(20)
+    throttled.join(20)
+    assert healthy_done_during_wait == [True]  # the ping finished while the other one waited
+    assert digests == [MANIFEST.manifest_digest]
+
+
 def test_not_found_with_plain_text_body(
     fake_registry: FakeRegistry, make: Callable[..., Client]
 ) -> None:

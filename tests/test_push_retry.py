@@ -6,7 +6,8 @@ whose exhaustion is one clear error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -61,19 +62,30 @@ def _content_ranges(proxy: FaultProxy) -> list[str]:
     return [p.headers["Content-Range"] for p in proxy.requests_matching("PATCH", UPLOADS)]
 
 
-def test_a_500_on_a_chunk_patch_resumes_from_the_registry_status(
-    registry: RegistryServer, tmp_path: Path, fault_proxy_factory: ProxyFactory
-) -> None:
-    built = _image(300)
-    store = _store_with(tmp_path, built)
-    proxy = fault_proxy_factory(registry)
+# -- one push through faults, then what must hold ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultyPush:
+    """One push of ``src/app:1`` to ``dst/app`` through the proxy: the image, the faults the
+    proxy injects, the client's options, and what must hold once the image has landed whole."""
+
+    image: Callable[[], BuiltImage]
+    inject: Callable[[FaultProxy, BuiltImage], None]
+    check: Callable[[FaultProxy, BuiltImage, list[float]], None]
+    client: Mapping[str, Any] = field(default_factory=dict)
+    #: pushed in 1 MiB chunks (SMALL), else with the engine's default sizes
+    chunked: bool = True
+
+
+def _500_on_the_second_chunk(proxy: FaultProxy, built: BuiltImage) -> None:
     # the second chunk is answered 500 without reaching the registry (the issue's first case)
     proxy.override_status("PATCH", UPLOADS, 500, times=1, skip=1)
 
-    sleeps: list[float] = []
-    push(_client(proxy, sleeps), store, "src/app", "1", dest_name="dst/app", **SMALL)
 
-    _assert_pushed(registry, "dst/app", built)
+def _resumed_from_the_registry_status(
+    proxy: FaultProxy, built: BuiltImage, sleeps: list[float]
+) -> None:
     assert proxy.count("GET", UPLOADS) >= 1  # it asked where the upload stands
     ranges = _content_ranges(proxy)
     starts = [int(r.split("-")[0]) for r in ranges]
@@ -83,84 +95,60 @@ def test_a_500_on_a_chunk_patch_resumes_from_the_registry_status(
     assert len(sleeps) >= 1
 
 
-def test_a_503_on_the_closing_put_checks_the_blob_before_sending_again(
-    registry: RegistryServer, tmp_path: Path, fault_proxy_factory: ProxyFactory
-) -> None:
-    built = _image(301)
-    store = _store_with(tmp_path, built)
-    layer = built.layer_digests[0]
-    proxy = fault_proxy_factory(registry)
+def _503_after_the_closing_put_landed(proxy: FaultProxy, built: BuiltImage) -> None:
     # the registry completes the upload, but the answer is lost behind a 503
+    layer = built.layer_digests[0]
     proxy.override_status("PUT", UPLOADS, 503, times=1, forward=True, query_regex=layer)
 
-    push(_client(proxy, []), store, "src/app", "1", dest_name="dst/app", **SMALL)
 
-    _assert_pushed(registry, "dst/app", built)
+def _checked_the_blob_and_did_not_put_again(
+    proxy: FaultProxy, built: BuiltImage, sleeps: list[float]
+) -> None:
+    layer = built.layer_digests[0]
     closing = [p for p in proxy.requests_matching("PUT", UPLOADS) if layer in unquote(p.query)]
     assert len(closing) == 1  # the blob landed: no second PUT
     assert proxy.count("HEAD", f"/blobs/{layer}") == 2  # before the upload, and after the 503
 
 
-def test_a_503_on_the_closing_put_that_did_not_land_is_sent_again(
-    registry: RegistryServer, tmp_path: Path, fault_proxy_factory: ProxyFactory
-) -> None:
-    built = _image(302)
-    store = _store_with(tmp_path, built)
+def _503_instead_of_the_closing_put(proxy: FaultProxy, built: BuiltImage) -> None:
     layer = built.layer_digests[0]
-    proxy = fault_proxy_factory(registry)
     proxy.override_status(
         "PUT", UPLOADS, 503, times=1, headers={"Retry-After": "1"}, query_regex=layer
     )
 
-    sleeps: list[float] = []
-    push(_client(proxy, sleeps), store, "src/app", "1", dest_name="dst/app", **SMALL)
 
-    _assert_pushed(registry, "dst/app", built)
+def _put_again_without_the_chunks(
+    proxy: FaultProxy, built: BuiltImage, sleeps: list[float]
+) -> None:
+    layer = built.layer_digests[0]
     closing = [p for p in proxy.requests_matching("PUT", UPLOADS) if layer in unquote(p.query)]
     assert len(closing) == 2
     assert proxy.count("PATCH", UPLOADS) == _chunks(built)  # the chunks were not sent again
     assert 1.0 in sleeps  # Retry-After honoured
 
 
-def test_a_429_on_the_upload_post_and_on_the_manifest_put_are_retried(
-    registry: RegistryServer, tmp_path: Path, fault_proxy_factory: ProxyFactory
-) -> None:
-    built = _image(303)
-    store = _store_with(tmp_path, built)
-    proxy = fault_proxy_factory(registry)
+def _429_on_the_post_and_the_manifest_put(proxy: FaultProxy, built: BuiltImage) -> None:
     proxy.rate_limit("POST", UPLOADS, times=2, retry_after=1)
     proxy.rate_limit("PUT", r"/manifests/", times=1, retry_after=2)
 
-    sleeps: list[float] = []
-    push(_client(proxy, sleeps), store, "src/app", "1", dest_name="dst/app", **SMALL)
 
-    _assert_pushed(registry, "dst/app", built)
+def _waited_as_told(proxy: FaultProxy, built: BuiltImage, sleeps: list[float]) -> None:
     assert sleeps.count(1.0) == 2 and sleeps.count(2.0) == 1
 
 
-def test_a_500_on_a_monolithic_put_that_landed_is_not_uploaded_again(
-    registry: RegistryServer, tmp_path: Path, fault_proxy_factory: ProxyFactory
-) -> None:
-    built = build_image(layers=2, layer_size=64 * 1024, seed=304, media="docker")
-    store = _store_with(tmp_path, built)
-    proxy = fault_proxy_factory(registry)
+def _500_after_a_monolithic_put_landed_then_502(proxy: FaultProxy, built: BuiltImage) -> None:
     proxy.override_status("PUT", UPLOADS, 500, times=1, forward=True)
     proxy.override_status("PUT", UPLOADS, 502, times=1)  # the next one never got there
 
-    push(_client(proxy, []), store, "src/app", "1", dest_name="dst/app")
 
-    _assert_pushed(registry, "dst/app", built)
+def _only_the_lost_put_sent_again(
+    proxy: FaultProxy, built: BuiltImage, sleeps: list[float]
+) -> None:
     # three blobs: one PUT each, plus one again for the blob whose PUT never arrived
     assert proxy.count("PUT", UPLOADS) == 4
 
 
-def test_a_lost_upload_session_restarts_that_blob_only(
-    registry: RegistryServer, tmp_path: Path, fault_proxy_factory: ProxyFactory
-) -> None:
-    built = _image(305)
-    store = _store_with(tmp_path, built)
-    layer = built.layer_digests[0]
-    proxy = fault_proxy_factory(registry)
+def _upload_session_forgotten(proxy: FaultProxy, built: BuiltImage) -> None:
     proxy.override_status("PATCH", UPLOADS, 503, times=1)
     # the registry has forgotten the session when asked where it stands
     proxy.override_status(
@@ -171,14 +159,94 @@ def test_a_lost_upload_session_restarts_that_blob_only(
         body='{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown"}]}',
     )
 
-    push(_client(proxy, []), store, "src/app", "1", dest_name="dst/app", **SMALL)
 
-    _assert_pushed(registry, "dst/app", built)
+def _that_blob_restarted_only(proxy: FaultProxy, built: BuiltImage, sleeps: list[float]) -> None:
+    layer = built.layer_digests[0]
     posts = proxy.count("POST", UPLOADS)
     assert posts == len(built.blobs) + 1  # one new session, for the layer only
     ranges = _content_ranges(proxy)
     assert ranges[0] == f"0-{MiB - 1}" and ranges.count(f"0-{MiB - 1}") == 2
     assert len(built.blobs[layer]) > 2 * MiB
+
+
+def _429_for_an_hour(proxy: FaultProxy, built: BuiltImage) -> None:
+    proxy.rate_limit("PUT", UPLOADS, times=1, retry_after=3600)
+
+
+def _waited_the_cap(proxy: FaultProxy, built: BuiltImage, sleeps: list[float]) -> None:
+    assert 2.5 in sleeps and max(sleeps) == 2.5
+
+
+FAULTY_PUSHES = [
+    pytest.param(
+        FaultyPush(
+            lambda: _image(300), _500_on_the_second_chunk, _resumed_from_the_registry_status
+        ),
+        id="a_500_on_a_chunk_patch_resumes_from_the_registry_status",
+    ),
+    pytest.param(
+        FaultyPush(
+            lambda: _image(301),
+            _503_after_the_closing_put_landed,
+            _checked_the_blob_and_did_not_put_again,
+        ),
+        id="a_503_on_the_closing_put_checks_the_blob_before_sending_again",
+    ),
+    pytest.param(
+        FaultyPush(
+            lambda: _image(302), _503_instead_of_the_closing_put, _put_again_without_the_chunks
+        ),
+        id="a_503_on_the_closing_put_that_did_not_land_is_sent_again",
+    ),
+    pytest.param(
+        FaultyPush(lambda: _image(303), _429_on_the_post_and_the_manifest_put, _waited_as_told),
+        id="a_429_on_the_upload_post_and_on_the_manifest_put_are_retried",
+    ),
+    pytest.param(
+        FaultyPush(
+            lambda: build_image(layers=2, layer_size=64 * 1024, seed=304, media="docker"),
+            _500_after_a_monolithic_put_landed_then_502,
+            _only_the_lost_put_sent_again,
+            chunked=False,
+        ),
+        id="a_500_on_a_monolithic_put_that_landed_is_not_uploaded_again",
+    ),
+    pytest.param(
+        FaultyPush(lambda: _image(305), _upload_session_forgotten, _that_blob_restarted_only),
+        id="a_lost_upload_session_restarts_that_blob_only",
+    ),
+    pytest.param(
+        FaultyPush(
+            lambda: build_image(layers=1, layer_size=1024, seed=307, media="oci"),
+            _429_for_an_hour,
+            _waited_the_cap,
+            client={"max_retry_after": 2.5},
+            chunked=False,
+        ),
+        id="retry_after_is_capped",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", FAULTY_PUSHES)
+def test_a_push_through_faults_recovers(
+    case: FaultyPush,
+    registry: RegistryServer,
+    tmp_path: Path,
+    fault_proxy_factory: ProxyFactory,
+) -> None:
+    built = case.image()
+    store = _store_with(tmp_path, built)
+    proxy = fault_proxy_factory(registry)
+    case.inject(proxy, built)
+
+    sleeps: list[float] = []
+    options = SMALL if case.chunked else {}
+    client = _client(proxy, sleeps, **case.client)
+    push(client, store, "src/app", "1", dest_name="dst/app", **options)
+
+    _assert_pushed(registry, "dst/app", built)
+    case.check(proxy, built, sleeps)
 
 
 def test_a_registry_that_keeps_failing_ends_in_one_clear_error_naming_the_blob(
@@ -207,20 +275,6 @@ def test_a_registry_that_keeps_failing_ends_in_one_clear_error_naming_the_blob(
     assert proxy.count("PATCH", UPLOADS) == err.retries + 1
     # one pause per retry, growing: exponential backoff (with jitter) while nothing moves
     assert len(sleeps) == err.retries and sleeps == sorted(sleeps)
-
-
-def test_retry_after_is_capped(
-    registry: RegistryServer, tmp_path: Path, fault_proxy_factory: ProxyFactory
-) -> None:
-    built = build_image(layers=1, layer_size=1024, seed=307, media="oci")
-    store = _store_with(tmp_path, built)
-    proxy = fault_proxy_factory(registry)
-    proxy.rate_limit("PUT", UPLOADS, times=1, retry_after=3600)
-
-    sleeps: list[float] = []
-    push(_client(proxy, sleeps, max_retry_after=2.5), store, "src/app", "1", dest_name="dst/a")
-
-    assert 2.5 in sleeps and max(sleeps) == 2.5
 
 
 def test_a_source_cut_inside_a_chunk_resumes_the_source_not_the_upload(

@@ -34,6 +34,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │   ├── BackendNotFoundError           no installed backend serves a URL scheme
     │   ├── StoreEscapeError               path, link, target: a symlink leads out of the root
     │   ├── StoreNotFoundError             url: nothing was ever stored there (reading)
+    │   ├── StoreOptionError               hint: a store URL or option its backend refuses
     │   └── StoreReadOnlyError             url, operation: a change asked of a read-only store
     ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
@@ -80,6 +81,7 @@ __all__ = [
     "StoreError",
     "StoreEscapeError",
     "StoreNotFoundError",
+    "StoreOptionError",
     "StoreReadOnlyError",
     "SyncFileError",
     "TransportError",
@@ -399,6 +401,17 @@ class RetriesExhaustedError(RegstoreError):
 
 class StoreError(RegstoreError):
     """A storage backend failed: I/O error, full disk, permission, a corrupt store file."""
+
+
+class StoreOptionError(StoreError):
+    """A store URL or option is not valid for its backend; ``hint`` says what would be.
+
+    Raised by backend factories (``open_store``), before anything is opened or created.
+    """
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(f"{message}; {hint}" if hint else message)
+        self.hint = hint
 
 
 class BackendNotFoundError(StoreError):

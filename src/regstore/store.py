@@ -88,7 +88,8 @@ def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
         return "file", url, {}
     parsed = urllib.parse.urlsplit(url)
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
-    bare = urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
+    # cut textually: urlunsplit would drop the "//" of schemes urllib does not know
+    bare = url.partition("#")[0].partition("?")[0]
     return parsed.scheme.lower(), bare, options
 
 

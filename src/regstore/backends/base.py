@@ -45,7 +45,12 @@ from regstore.hookspecs import (
 )
 from regstore.reference import Digest, validate_name, validate_reference, validate_tag
 
-__all__ = ["WAIT_BACKOFF_MAX", "WAIT_BACKOFF_MIN", "BackendBase", "translate_errors"]
+__all__ = [
+    "WAIT_BACKOFF_MAX",
+    "WAIT_BACKOFF_MIN",
+    "BackendBase",
+    "translate_errors",
+]
 
 #: wait_blob polls blob_status starting this often, doubling up to WAIT_BACKOFF_MAX (seconds).
 WAIT_BACKOFF_MIN = 0.01
@@ -53,8 +58,14 @@ WAIT_BACKOFF_MAX = 0.25
 
 
 @contextlib.contextmanager
-def translate_errors(what: str, *, timeout_is_result: bool = False) -> Iterator[None]:
-    """Turn ``OSError`` raised inside the block into a chained :class:`StoreError`.
+def translate_errors(
+    what: str,
+    *,
+    timeout_is_result: bool = False,
+    error_types: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """Turn ``OSError`` (and ``error_types``) raised inside the block into a chained
+    :class:`StoreError`.
 
     ``what`` says what was being done (``"cannot read manifest library/alpine:3.19"``).
     Regstore errors pass through. ``TimeoutError`` is an ``OSError`` too: it passes through
@@ -70,6 +81,8 @@ def translate_errors(what: str, *, timeout_is_result: bool = False) -> Iterator[
         raise StoreError(f"{what}: {exc}") from exc
     except OSError as exc:
         raise StoreError(f"{what}: {exc}") from exc
+    except error_types as exc:
+        raise StoreError(f"{what}: {exc}") from exc
 
 
 class BackendBase(abc.ABC):
@@ -81,6 +94,16 @@ class BackendBase(abc.ABC):
 
     #: The name ``describe()`` reports as ``backend`` (usually the URL scheme).
     backend_name: ClassVar[str] = "base"
+    #: Exceptions of the backend's own libraries (``(sqlite3.Error,)``) that every hook turns
+    #: into a chained StoreError, as it does OSError.
+    error_types: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def _translate(
+        self, what: str, *, timeout_is_result: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        return translate_errors(
+            what, timeout_is_result=timeout_is_result, error_types=self.error_types
+        )
 
     # -- the core a backend implements -------------------------------------------------------
 
@@ -207,7 +230,7 @@ class BackendBase(abc.ABC):
     def regstore_store_get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
         validate_name(name)
         validate_reference(reference)
-        with translate_errors(f"cannot read manifest {name}:{reference}"):
+        with self._translate(f"cannot read manifest {name}:{reference}"):
             return self.get_manifest(name, reference)
 
     @hookimpl
@@ -224,7 +247,7 @@ class BackendBase(abc.ABC):
         if tag is not None:
             validate_tag(tag)
         checked = Digest(digest)
-        with translate_errors(f"cannot write manifest {name}@{checked}"):
+        with self._translate(f"cannot write manifest {name}@{checked}"):
             self.put_manifest(name, tag, bytes(raw), media_type, checked, bool(partial))
         return True
 
@@ -232,14 +255,14 @@ class BackendBase(abc.ABC):
     def regstore_store_manifest_is_partial(self, name: str, digest: str) -> bool:
         validate_name(name)
         checked = Digest(digest)
-        with translate_errors(f"cannot read manifest {name}@{checked}"):
+        with self._translate(f"cannot read manifest {name}@{checked}"):
             return self.manifest_is_partial(name, checked)
 
     @hookimpl
     def regstore_store_delete_manifest(self, name: str, digest: str) -> bool:
         validate_name(name)
         checked = Digest(digest)
-        with translate_errors(f"cannot delete manifest {name}@{checked}"):
+        with self._translate(f"cannot delete manifest {name}@{checked}"):
             self.delete_manifest(name, checked)
         return True
 
@@ -247,31 +270,31 @@ class BackendBase(abc.ABC):
     def regstore_store_delete_tag(self, name: str, tag: str) -> bool:
         validate_name(name)
         validate_tag(tag)
-        with translate_errors(f"cannot delete tag {name}:{tag}"):
+        with self._translate(f"cannot delete tag {name}:{tag}"):
             self.delete_tag(name, tag)
         return True
 
     @hookimpl
     def regstore_store_list_repositories(self) -> list[str]:
-        with translate_errors("cannot list repositories"):
+        with self._translate("cannot list repositories"):
             return sorted(self.list_repositories())
 
     @hookimpl
     def regstore_store_list_tags(self, name: str) -> list[str]:
         validate_name(name)
-        with translate_errors(f"cannot list tags of {name}"):
+        with self._translate(f"cannot list tags of {name}"):
             return sorted(self.list_tags(name))
 
     @hookimpl
     def regstore_store_list_manifests(self, name: str) -> list[str]:
         validate_name(name)
-        with translate_errors(f"cannot list manifests of {name}"):
+        with self._translate(f"cannot list manifests of {name}"):
             return sorted(self.list_manifests(name))
 
     @hookimpl
     def regstore_store_blob_status(self, digest: str) -> BlobStatus:
         checked = Digest(digest)
-        with translate_errors(f"cannot stat blob {checked}"):
+        with self._translate(f"cannot stat blob {checked}"):
             return self.blob_status(checked)
 
     @hookimpl
@@ -279,42 +302,42 @@ class BackendBase(abc.ABC):
         checked = Digest(digest)
         if offset < 0:
             raise ValueError("offset must not be negative")
-        with translate_errors(f"cannot open blob {checked}"):
+        with self._translate(f"cannot open blob {checked}"):
             return self.open_blob(checked, offset)
 
     @hookimpl
     def regstore_store_blob_writer(self, digest: str) -> BlobWriteHandle:
         checked = Digest(digest)
-        with translate_errors(f"cannot open blob {checked} for writing"):
+        with self._translate(f"cannot open blob {checked} for writing"):
             return self.blob_writer(checked)
 
     @hookimpl
     def regstore_store_wait_blob(self, digest: str, timeout: float | None) -> bool:
         checked = Digest(digest)
-        with translate_errors(f"cannot wait for blob {checked}", timeout_is_result=True):
+        with self._translate(f"cannot wait for blob {checked}", timeout_is_result=True):
             return self.wait_blob(checked, timeout)
 
     @hookimpl
     def regstore_store_list_blobs(self) -> list[BlobInfo]:
-        with translate_errors("cannot list blobs"):
+        with self._translate("cannot list blobs"):
             return sorted(self.list_blobs(), key=lambda b: b.digest)
 
     @hookimpl
     def regstore_store_delete_blob(self, digest: str) -> bool:
         checked = Digest(digest)
-        with translate_errors(f"cannot delete blob {checked}"):
+        with self._translate(f"cannot delete blob {checked}"):
             self.delete_blob(checked)
         return True
 
     @hookimpl
     def regstore_store_quarantine_blob(self, digest: str) -> str:
         checked = Digest(digest)
-        with translate_errors(f"cannot quarantine blob {checked}"):
+        with self._translate(f"cannot quarantine blob {checked}"):
             return self.quarantine_blob(checked)
 
     @hookimpl
     def regstore_store_list_staging(self) -> list[StagingEntry]:
-        with translate_errors("cannot list the staging area"):
+        with self._translate("cannot list the staging area"):
             return sorted(self.list_staging(), key=lambda e: (e.kind.value, e.key))
 
     @hookimpl
@@ -323,12 +346,12 @@ class BackendBase(abc.ABC):
             raise TypeError(f"not a staging entry: {entry!r}")
         if entry.digest is not None:
             Digest(entry.digest)
-        with translate_errors(f"cannot remove {entry.location}"):
+        with self._translate(f"cannot remove {entry.location}"):
             return bool(self.drop_staging(entry))
 
     @hookimpl
     def regstore_store_exists(self) -> bool:
-        with translate_errors(f"cannot look for the {self.backend_name} store"):
+        with self._translate(f"cannot look for the {self.backend_name} store"):
             return bool(self.store_exists())
 
     @hookimpl
@@ -337,5 +360,5 @@ class BackendBase(abc.ABC):
 
     @hookimpl
     def regstore_store_close(self) -> None:
-        with translate_errors(f"cannot close the {self.backend_name} store"):
+        with self._translate(f"cannot close the {self.backend_name} store"):
             self.close()

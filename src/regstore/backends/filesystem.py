@@ -36,7 +36,7 @@ from regstore.errors import StoreError, StoreEscapeError
 from regstore.hookspecs import BlobInfo, Register, hookimpl
 from regstore.reference import Digest
 
-from .fsspec_store import LAYOUTS, FsspecBackend, WalkedFile
+from .fsspec_store import FsspecBackend, FsspecStaging, WalkedFile
 from .locks import FlockLockManager
 from .staging import StagingStream
 
@@ -146,6 +146,24 @@ class _AppendFile:
             os.close(fd)
 
 
+class LocalStaging(FsspecStaging):
+    """The local disk's staging part: ``O_APPEND`` + fsync on close, and an ``os.replace``
+    onto the final path (atomic on one filesystem) followed by an fsync of its directory.
+    """
+
+    store: LocalBackend
+
+    def append(self, digest: Digest) -> StagingStream:
+        path = self.store.confinement.check(self.store.staging_path(digest))
+        self.store.ensure_parent(path)
+        return _AppendFile(path)
+
+    def seal(self, digest: Digest) -> None:
+        final = self.store.final_blob_path(digest)
+        os.replace(self.store.staging_path(digest), final)  # readers: no blob, then all of it
+        _fsync_dir(os.path.dirname(final))
+
+
 class LocalBackend(FsspecBackend):
     """The fsspec backend on a local directory, with flock locks and fsync'd renames."""
 
@@ -153,10 +171,6 @@ class LocalBackend(FsspecBackend):
 
     def __init__(self, root: str, *, layout: str = "distribution", url: str = "") -> None:
         root = os.path.abspath(root)
-        if layout not in LAYOUTS:  # before creating anything
-            raise StoreError(
-                f"unknown store layout {layout!r}; choose one of: {', '.join(sorted(LAYOUTS))}"
-            )
         # Created by the first write (ensure_parent, the lock directory), never by opening.
         if os.path.lexists(root) and not os.path.isdir(root):
             raise StoreError(f"the store root {root} is not a directory")
@@ -166,6 +180,7 @@ class LocalBackend(FsspecBackend):
             root,
             layout=layout,
             locks=_ConfinedFlockLocks(os.path.join(root, "_regstore", "locks"), self.confinement),
+            staging=LocalStaging(),
             url=url or f"file://{root}",
         )
 
@@ -227,25 +242,6 @@ class LocalBackend(FsspecBackend):
         except (FileNotFoundError, NotADirectoryError):
             return None
         return st.st_size if os.path.isfile(path) else None
-
-    def open_staging(self, digest: Digest) -> StagingStream:
-        path = self.confinement.check(self.staging_path(digest))
-        self.ensure_parent(path)
-        return _AppendFile(path)
-
-    def promote_staged(self, digest: Digest, size: int) -> None:
-        staging = self.staging_path(digest)
-        staged = self.file_size(staging)
-        if staged != size:
-            self.discard_staged(digest)
-            raise StoreError(
-                f"staged bytes of {digest} changed under the writer ({staged} != {size} bytes)"
-            )
-        self.prepare()
-        final = self.layout.blob_path(digest)
-        self.ensure_parent(final)
-        os.replace(staging, final)  # atomic: readers see no blob, then the whole blob
-        _fsync_dir(os.path.dirname(final))
 
     def walk_files(self, base: str) -> list[WalkedFile]:
         return super().walk_files(self.confinement.check(base))

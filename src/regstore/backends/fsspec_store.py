@@ -13,30 +13,26 @@ rename), and on commit the verified bytes are *promoted* to the layout's final p
 atomic step. Closing without commit keeps the staged bytes for the next writer to resume; a
 crashed writer leaves them too (its lock dies with it where the lock manager allows).
 
-Extension points for other media (the S3 plugin subclasses this class): every method in the
-"staging strategy" and "small files" sections below may be overridden; see each docstring for
-what an override must guarantee. In short:
+The store is composed of parts it is handed (DESIGN §7, "backends by composition"):
 
-- ``staging_path(digest)``, ``staged_size(digest)``, ``open_staging(digest)``,
-  ``read_staged(digest, chunk_size)``, ``promote_staged(digest, size)``,
-  ``discard_staged(digest)``: where and how a blob is staged and made visible;
-- ``make_write_handle(digest, lock)``: the :class:`~regstore.hookspecs.BlobWriteHandle`
-  itself (default :class:`~regstore.backends.staging.StagedBlobWriter`, built on the staging
-  methods, i.e. on :class:`~regstore.backends.staging.StagingStrategy`);
-- ``open_blob_file(path, offset)``: a reader over a complete blob;
-- ``write_file(path, data)``, ``read_file``, ``file_size``, ``list_dir``, ``remove``,
-  ``ensure_parent``: the small-file primitives of :class:`~regstore.backends.layouts.LayoutHost`;
-- the ``locks`` constructor argument: any :class:`~regstore.backends.locks.LockManager`
-  (and ``blob_lock_key(digest)`` for its keys);
-- ``walk_files(base)``, ``stat_file(path)``, ``upload_entries()``, ``upload_entry(digest)``,
-  ``move_aside(source, target)``, ``location(path)``, ``store_exists()``: what the
-  housekeeping of :mod:`~regstore.backends.housekeeping` (staging leftovers, quarantine)
-  needs from the medium.
+- a *staging part* (``staging=``, a :class:`~regstore.backends.staging.BlobStaging`): how a
+  blob's bytes are staged, resumed and published; default :class:`FsspecStaging` (append,
+  then ``fs.mv``); the local disk hands :class:`~regstore.backends.filesystem.LocalStaging`
+  (``O_APPEND`` + fsync + ``os.replace``), memory a bytearray part, S3 part objects + a
+  multipart copy;
+- a *lock part* (``locks=``, a :class:`~regstore.backends.locks.LockManager`): flock,
+  in-process, or S3 leases. ``blob_lock_key(digest)`` names a blob's lock.
 
-Overrides must keep four promises: a blob appears at its final path only whole (promotion is
-atomic); staged bytes survive ``close()`` and crashes, so ``staged_size`` and ``read_staged``
-let the next writer resume; a dead writer's lock does not outlive it for long; ``write_file``
-replaces a small file atomically.
+What a medium may still adjust here is its small-file primitives (``write_file``,
+``read_file``, ``file_size``, ``list_dir``, ``remove``, ``ensure_parent``; ``atomic_put``
+says a put is atomic already), ``open_blob_file`` (a reader over a complete blob) and what
+housekeeping needs from it (``walk_files``, ``stat_file``, ``move_aside``, ``location``,
+``store_exists``).
+
+The promises a part or an override keeps: a blob appears at its final path only whole
+(publishing is atomic); staged bytes survive ``close()`` and crashes, so the next writer
+resumes them; a dead writer's lock does not outlive it for long; ``write_file`` replaces a
+small file atomically.
 """
 
 from __future__ import annotations
@@ -48,35 +44,34 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from regstore.errors import (
     BlobNotFoundError,
     InvalidReferenceError,
-    LayerAlreadyExistsError,
-    LayerLockedError,
-    StoreError,
+    StoreOptionError,
 )
-from regstore.hookspecs import BlobInfo, BlobState, BlobStatus, BlobWriteHandle, StagingEntry
+from regstore.hookspecs import BlobInfo, StagingEntry
 from regstore.manifest import Manifest
 from regstore.reference import Digest
 
 from . import housekeeping
-from .base import BackendBase
+from .composed import ComposedBlobs
 from .layout_distribution import DistributionLayout
 from .layout_oci import OciLayout
 from .layouts import Layout
-from .locks import BlobLock, LockManager, ThreadLockManager
-from .staging import BlobReader, StagedBlobWriter, StagingStream
+from .locks import LockManager, ThreadLockManager
+from .staging import AppendStaging, BlobReader, BlobStaging, StagingHost, StagingStream
 
 __all__ = [
     "LAYOUTS",
     "WORK_DIR",
     "BlobReader",
     "FsspecBackend",
-    "StagedBlobWriter",
-    "StagingStream",
+    "FsspecStaging",
+    "FsspecStagingArea",
     "WalkedFile",
+    "check_layout",
     "safe_join",
 ]
 
@@ -124,6 +119,16 @@ def safe_join(root: str, *parts: str) -> str:
     return joined
 
 
+def check_layout(layout: str) -> str:
+    """``layout`` if it names a layout (``distribution``, ``oci``); StoreOptionError if not."""
+    if layout not in LAYOUTS:
+        raise StoreOptionError(
+            f"unknown store layout {layout!r}",
+            hint=f"choose one of: {', '.join(sorted(LAYOUTS))}",
+        )
+    return layout
+
+
 def _mtime(info: dict[str, Any]) -> float:
     for key in ("mtime", "LastModified", "last_modified", "modified", "created"):
         value = info.get(key)
@@ -134,21 +139,26 @@ def _mtime(info: dict[str, Any]) -> float:
     return 0.0
 
 
-class FsspecBackend(BackendBase):
+class FsspecBackend(ComposedBlobs):
     """The store contract on an fsspec filesystem ``fs`` under ``root``, in ``layout``.
 
     Args:
         fs: any fsspec filesystem instance.
         root: the store's root path on ``fs`` (created on first write where that matters).
         layout: ``"distribution"`` (default) or ``"oci"``.
-        locks: the lock manager; default process-local (:class:`ThreadLockManager`), which
+        locks: the lock part; default process-local (:class:`ThreadLockManager`), which
             is right only when no other process writes the same store.
+        staging: the staging part; default :class:`FsspecStaging` (append to a file, then
+            ``fs.mv`` it into place).
         url: the URL the store was opened with (for ``describe``).
 
     Raises StoreError for an unknown layout.
     """
 
     backend_name = "fsspec"
+    #: True where one ``pipe_file`` replaces a file atomically (memory, object stores): small
+    #: files are then written in place, without a temporary file and a move.
+    atomic_put: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -157,19 +167,18 @@ class FsspecBackend(BackendBase):
         *,
         layout: str = "distribution",
         locks: LockManager | None = None,
+        staging: BlobStaging | None = None,
         url: str = "",
     ) -> None:
-        layout_class = LAYOUTS.get(layout)
-        if layout_class is None:
-            raise StoreError(
-                f"unknown store layout {layout!r}; choose one of: {', '.join(sorted(LAYOUTS))}"
-            )
+        layout_class = LAYOUTS[check_layout(layout)]
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.url = url
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.locks: LockManager = locks or ThreadLockManager(f"{protocol}:{self.root}")
         self.layout: Layout = layout_class(self)
+        self.staging: BlobStaging = staging or FsspecStaging()
+        self.staging.attach(self)
         self._prepared = False
         self._prepare_lock = threading.Lock()
 
@@ -208,8 +217,11 @@ class FsspecBackend(BackendBase):
 
     def write_file(self, path: str, data: bytes) -> None:
         """Replace a small file atomically: a temporary file in the working directory, then
-        a move. Override where a plain put is atomic already (object stores, memory).
+        a move; one put where ``atomic_put`` says a put is atomic already (memory, S3).
         """
+        if self.atomic_put:
+            self.fs.pipe_file(path, bytes(data))
+            return
         tmp = self.work_path("tmp", uuid.uuid4().hex)
         self.ensure_parent(tmp)
         self.fs.pipe_file(tmp, data)
@@ -225,14 +237,9 @@ class FsspecBackend(BackendBase):
         return bool(self.fs.exists(path))
 
     def file_size(self, path: str) -> int | None:
-        """Size of the file at ``path``; None if there is no file there."""
-        try:
-            info = self.fs.info(path)
-        except FileNotFoundError:
-            return None
-        if info.get("type") != "file":
-            return None
-        return int(info["size"])
+        """Size of the file at ``path``; None if there is no file there (from :meth:`stat_file`)."""
+        found = self.stat_file(path)
+        return None if found is None else found[0]
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
         """``(name, is_directory)`` of the entries of ``path``; empty if it does not exist."""
@@ -256,71 +263,23 @@ class FsspecBackend(BackendBase):
         """The store-wide critical section ``key`` (from the lock manager)."""
         return self.locks.mutex(key)
 
-    # -- staging strategy (override for object stores) ---------------------------------------
-
-    def blob_lock_key(self, digest: Digest) -> str:
-        """The lock manager key of a blob's write lock."""
-        return f"blob/{digest.algorithm}/{digest.hex}"
+    # -- blob staging (the staging part) -----------------------------------------------------
 
     def staging_path(self, digest: Digest) -> str:
         """Where a blob's bytes are staged: one place per digest (the lock makes it
-        single-writer), on the same filesystem as the blobs so promotion can rename.
+        single-writer), on the same filesystem as the blobs so promotion can rename (a file on
+        a disk, a prefix of part objects on S3).
         """
         return self.work_path("uploads", digest.algorithm, digest.hex)
 
-    def staged_size(self, digest: Digest) -> int:
-        """Bytes staged for ``digest`` (by this or an interrupted writer); 0 if none."""
-        return self.file_size(self.staging_path(digest)) or 0
-
-    def open_staging(self, digest: Digest) -> StagingStream:
-        """An append stream positioned after the staged bytes (created if missing).
-
-        Called with the blob's lock held. ``close()`` must persist what was written, so that
-        a writer resuming later sees it in :meth:`staged_size` and :meth:`read_staged`.
+    def final_blob_path(self, digest: Digest) -> str:
+        """The layout's path of a complete blob, ready to be written: the layout's fixed files
+        exist and the parent directory too (what a staging part calls before publishing).
         """
-        path = self.staging_path(digest)
-        self.ensure_parent(path)
-        stream: StagingStream = self.fs.open(path, "ab")
-        return stream
-
-    def read_staged(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
-        """The staged bytes from the start, in chunks (re-hashed when a write resumes)."""
-        path = self.staging_path(digest)
-        size = self.staged_size(digest)
-        offset = 0
-        while offset < size:
-            chunk: bytes = self.fs.cat_file(path, start=offset, end=min(offset + chunk_size, size))
-            if not chunk:
-                break
-            offset += len(chunk)
-            yield chunk
-
-    def promote_staged(self, digest: Digest, size: int) -> None:
-        """Make the staged bytes the complete blob, atomically, then forget the staging.
-
-        Called with the lock held, after the facade verified digest and size of everything
-        written. A reader must never see part of the blob at its final path: rename on a
-        filesystem, complete-multipart (or copy) on an object store. Raises StoreError (and
-        discards) if the staged bytes are not ``size`` bytes.
-        """
-        staged = self.staged_size(digest)
-        if staged != size:
-            self.discard_staged(digest)
-            raise StoreError(
-                f"staged bytes of {digest} changed under the writer ({staged} != {size} bytes)"
-            )
         self.prepare()
         final = self.layout.blob_path(digest)
         self.ensure_parent(final)
-        self.fs.mv(self.staging_path(digest), final)
-
-    def discard_staged(self, digest: Digest) -> None:
-        """Delete whatever is staged for ``digest`` (nothing staged is fine)."""
-        self.remove(self.staging_path(digest))
-
-    def make_write_handle(self, digest: Digest, lock: BlobLock) -> BlobWriteHandle:
-        """The write handle for a freshly locked blob; it must release ``lock`` when done."""
-        return StagedBlobWriter(self, digest, lock)
+        return final
 
     def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
         """A binary stream over the complete blob at ``path``, positioned at ``offset``.
@@ -371,52 +330,13 @@ class FsspecBackend(BackendBase):
 
     # -- blobs -------------------------------------------------------------------------------
 
-    def blob_status(self, digest: Digest) -> BlobStatus:
-        final = self.layout.blob_path(digest)
-        size = self.file_size(final)
-        if size is not None:
-            return BlobStatus(BlobState.COMPLETE, size=size, current_size=size)
-        held = self.locks.is_held(self.blob_lock_key(digest))
-        staged = self.staged_size(digest)
-        # Look at the final path again, last: a writer commits (rename) before it releases
-        # its lock, so "not held" followed by "not there" really means not complete.
-        size = self.file_size(final)
-        if size is not None:
-            return BlobStatus(BlobState.COMPLETE, size=size, current_size=size)
-        if held:
-            return BlobStatus(BlobState.WRITING, current_size=staged)
-        if staged > 0:
-            return BlobStatus(BlobState.PARTIAL, current_size=staged)
-        return BlobStatus(BlobState.ABSENT)
+    # blob_status, open_blob and blob_writer come from ComposedBlobs and the two parts
 
-    def open_blob(self, digest: Digest, offset: int) -> BlobReader:
-        final = self.layout.blob_path(digest)
-        try:
-            size = self.file_size(final)
-            if size is None:
-                raise FileNotFoundError(final)
-            stream = self.open_blob_file(final, offset)
-        except FileNotFoundError:
-            if self.locks.is_held(self.blob_lock_key(digest)):
-                raise LayerLockedError(str(digest)) from None
-            raise BlobNotFoundError(None, str(digest)) from None
-        return BlobReader(stream, size, digest)
+    def complete_size(self, digest: Digest) -> int | None:
+        return self.file_size(self.layout.blob_path(digest))
 
-    def blob_writer(self, digest: Digest) -> BlobWriteHandle:
-        final = self.layout.blob_path(digest)
-        if self.file_size(final) is not None:
-            raise LayerAlreadyExistsError(str(digest))
-        lock = self.locks.try_acquire(self.blob_lock_key(digest))
-        if lock is None:
-            raise LayerLockedError(str(digest))
-        try:
-            # committed by someone else between the first look and the lock
-            if self.file_size(final) is not None:
-                raise LayerAlreadyExistsError(str(digest))
-            return self.make_write_handle(digest, lock)
-        except BaseException:
-            lock.release()
-            raise
+    def open_complete(self, digest: Digest, offset: int) -> IO[bytes]:
+        return self.open_blob_file(self.layout.blob_path(digest), offset)
 
     def list_blobs(self) -> list[BlobInfo]:
         root = self.layout.blobs_root()
@@ -471,20 +391,6 @@ class FsspecBackend(BackendBase):
             return None
         return int(info.get("size") or 0), _mtime(info)
 
-    def upload_entries(self) -> list[StagingEntry]:
-        """The staged bytes of unfinished blob writes, one entry per digest."""
-        base = self.work_path(housekeeping.UPLOADS_DIR)
-        return housekeeping.group_uploads(self, self.walk_files(base), base)
-
-    def upload_entry(self, digest: Digest) -> StagingEntry | None:
-        """The staged bytes of ``digest`` as they are now (None if nothing is staged)."""
-        found = self.stat_file(self.staging_path(digest))
-        if found is None:
-            return None
-        base = self.work_path(housekeeping.UPLOADS_DIR)
-        files = [(f"{digest.algorithm}/{digest.hex}", *found)]
-        return next(iter(housekeeping.group_uploads(self, files, base)), None)
-
     def quarantine_path(self, digest: Digest) -> str:
         """Where a damaged blob is moved aside: ``<root>/_regstore/quarantine/<alg>/<hex>``."""
         return self.work_path(housekeeping.QUARANTINE_DIR, digest.algorithm, digest.hex)
@@ -523,3 +429,64 @@ class FsspecBackend(BackendBase):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r}, layout={self.layout.name!r})"
+
+
+class FsspecStagingArea(BlobStaging):
+    """The housekeeping half shared by staging parts of fsspec stores: staged bytes live at
+    ``store.staging_path(digest)`` (a file, or a prefix of part objects) under
+    ``<root>/_regstore/uploads/``, and are listed from there.
+    """
+
+    store: FsspecBackend
+
+    def attach(self, store: StagingHost) -> None:
+        if not isinstance(store, FsspecBackend):
+            raise TypeError(f"{type(self).__name__} is a part of fsspec stores, not {store!r}")
+        self.store = store
+
+    def entries(self) -> list[StagingEntry]:
+        base = self.store.work_path(housekeeping.UPLOADS_DIR)
+        return housekeeping.group_uploads(self.store, self.store.walk_files(base), base)
+
+    def entry(self, digest: Digest) -> StagingEntry | None:
+        path = self.store.staging_path(digest)
+        relative = f"{digest.algorithm}/{digest.hex}"
+        found = self.store.stat_file(path)
+        files = [(relative, *found)] if found is not None else []
+        files += [(f"{relative}/{r}", size, m) for r, size, m in self.store.walk_files(path)]
+        base = self.store.work_path(housekeeping.UPLOADS_DIR)
+        return next(iter(housekeeping.group_uploads(self.store, files, base)), None)
+
+
+class FsspecStaging(FsspecStagingArea, AppendStaging):
+    """The default staging part: append to ``staging_path(digest)``, then ``fs.mv`` it onto
+    the layout's blob path (atomic where the filesystem's move is a rename).
+    """
+
+    def size(self, digest: Digest) -> int:
+        return self.store.file_size(self.store.staging_path(digest)) or 0
+
+    def append(self, digest: Digest) -> StagingStream:
+        path = self.store.staging_path(digest)
+        self.store.ensure_parent(path)
+        stream: StagingStream = self.store.fs.open(path, "ab")
+        return stream
+
+    def iterate(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
+        path = self.store.staging_path(digest)
+        size = self.size(digest)
+        offset = 0
+        while offset < size:
+            end = min(offset + chunk_size, size)
+            chunk: bytes = self.store.fs.cat_file(path, start=offset, end=end)
+            if not chunk:
+                break
+            offset += len(chunk)
+            yield chunk
+
+    def seal(self, digest: Digest) -> None:
+        final = self.store.final_blob_path(digest)
+        self.store.fs.mv(self.store.staging_path(digest), final)
+
+    def drop(self, digest: Digest) -> None:
+        self.store.remove(self.store.staging_path(digest))

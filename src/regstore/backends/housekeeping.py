@@ -14,7 +14,9 @@ lease) or a verify finds damage:
   layout by :func:`quarantine_blob` so that the next pull fetches it again.
 
 Neither a registry nor OCI tools look under ``_regstore``, so nothing here changes what the
-layouts' readers see. :func:`list_staging` lists all of it with sizes, ages and whether a live
+layouts' readers see. The staging part lists and drops its own kind (``uploads/``, and S3's
+multipart uploads: :meth:`~regstore.backends.staging.BlobStaging.entries`); the rest is here.
+:func:`list_staging` lists all of it with sizes, ages and whether a live
 writer holds it; :func:`drop_staging` removes one entry under the blob's write lock, and only if
 it did not change since it was listed, so a writer that resumes meanwhile keeps its bytes.
 """
@@ -25,7 +27,7 @@ import posixpath
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from regstore.errors import BlobNotFoundError, LayerLockedError, UnsupportedError
+from regstore.errors import BlobNotFoundError, LayerLockedError
 from regstore.hookspecs import StagingEntry, StagingKind
 from regstore.reference import SUPPORTED_ALGORITHMS, Digest
 
@@ -148,33 +150,11 @@ def _plain_entries(backend: FsspecBackend, kind: StagingKind, directory: str) ->
 def list_staging(backend: FsspecBackend) -> list[StagingEntry]:
     """Every leftover under the backend's working directory (see the module docstring)."""
     return [
-        *backend.upload_entries(),
+        *backend.staging.entries(),
         *_lock_entries(backend),
         *_plain_entries(backend, StagingKind.TEMPORARY, TMP_DIR),
         *_plain_entries(backend, StagingKind.QUARANTINE, QUARANTINE_DIR),
     ]
-
-
-def _unchanged(entry: StagingEntry, now: StagingEntry | None) -> bool:
-    """True if ``now`` (the entry as it is at present) is the entry as listed."""
-    return now is None or (now.size == entry.size and now.mtime <= entry.mtime)
-
-
-def _drop_upload(backend: FsspecBackend, entry: StagingEntry) -> bool:
-    digest = Digest(entry.key)
-    lock = backend.locks.try_acquire(backend.blob_lock_key(digest))
-    if lock is None:
-        return False  # a writer holds it: it is not abandoned
-    try:
-        now = backend.upload_entry(digest)
-        if now is None:
-            return True
-        if not _unchanged(entry, now):
-            return False  # a writer resumed it since it was listed
-        backend.discard_staged(digest)
-        return True
-    finally:
-        lock.release()
 
 
 def _drop_lock(backend: FsspecBackend, entry: StagingEntry) -> bool:
@@ -205,15 +185,14 @@ def drop_staging(backend: FsspecBackend, entry: StagingEntry) -> bool:
     """Remove one listed entry unless it is held or changed since (see the hookspec)."""
     if entry.active:
         return False
-    if entry.kind is StagingKind.UPLOAD:
-        return _drop_upload(backend, entry)
     if entry.kind is StagingKind.LOCK:
         return _drop_lock(backend, entry)
     if entry.kind is StagingKind.TEMPORARY:
         return _drop_file(backend, entry, backend.work_path(TMP_DIR, entry.key))
     if entry.kind is StagingKind.QUARANTINE:
         return _drop_file(backend, entry, backend.quarantine_path(Digest(entry.key)))
-    raise UnsupportedError(f"{backend.backend_name} stores have no {entry.kind} entries")
+    # staged bytes (and, on object stores, incomplete multipart uploads): the staging part's
+    return backend.staging.drop_entry(entry)
 
 
 def quarantine_blob(backend: FsspecBackend, digest: Digest) -> str:

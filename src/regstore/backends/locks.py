@@ -15,13 +15,16 @@ Two implementations live here:
   flocks taken through separate ``open()`` calls conflict even inside one process, and a
   process-local table answers same-process questions without touching the disk.
 
-A backend on another medium (S3: a lock object created with a conditional put and renewed as
-a lease) implements the :class:`LockManager` protocol and passes it to
-:class:`regstore.backends.fsspec_store.FsspecBackend`.
+This is the *lock part* of a composed store. A lock part on another medium (S3: a lock object
+created with a conditional put and renewed as a lease) subclasses :class:`LockManagerBase`
+(which derives the blocking :meth:`~LockManager.mutex` from ``try_acquire``), validates its
+keys with :func:`check_lock_key`, keeps this process's holdings in a :class:`HeldKeys` table,
+and is handed to :class:`regstore.backends.fsspec_store.FsspecBackend` as ``locks=``.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import fcntl
@@ -29,16 +32,20 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 from regstore.errors import StoreError
 
 __all__ = [
+    "MUTEX_TIMEOUT",
     "BlobLock",
     "FlockLockManager",
+    "HeldKeys",
     "LockManager",
+    "LockManagerBase",
     "ThreadLockManager",
+    "check_lock_key",
 ]
 
 #: How long :meth:`LockManager.mutex` waits before giving up (a wedged peer, not contention).
@@ -75,42 +82,138 @@ class LockManager(Protocol):
         """True if someone (this process or another) holds ``key`` right now."""
 
     def mutex(
-        self, key: str, timeout: float = MUTEX_TIMEOUT
+        self, key: str, timeout: float | None = None
     ) -> contextlib.AbstractContextManager[None]:
         """A blocking critical section on ``key`` (read-modify-write of a shared file).
 
-        Raises StoreError if the key cannot be taken within ``timeout`` seconds.
+        Raises StoreError if the key cannot be taken within ``timeout`` seconds (None: the
+        manager's default). :class:`LockManagerBase` derives it from :meth:`try_acquire`.
         """
 
 
-def _sleep_backoff(attempt: int) -> None:
-    # 1 ms doubling to 20 ms, with jitter so two contenders do not retry in lock step
-    time.sleep(min(0.001 * (2**attempt), 0.02) * (0.5 + random.random()))
+def check_lock_key(key: str) -> list[str]:
+    """The ``/``-separated components of a lock key, refusing any that could escape a lock
+    directory or prefix (empty, ``.``, ``..``, backslashes, NUL). Keys come from the backend
+    (validated digests, fixed words); this is the one check every lock part makes.
+    """
+    parts = key.split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        raise StoreError(f"refusing lock key {key!r}")
+    return parts
 
 
-def _mutex_loop(acquire: Callable[[], BlobLock | None], key: str, timeout: float) -> Iterator[None]:
-    """Hold the lock ``acquire`` takes (polling with backoff) for the body of a ``with``."""
-    deadline = time.monotonic() + timeout
-    attempt = 0
-    while True:
-        lock = acquire()
-        if lock is not None:
-            break
-        if time.monotonic() >= deadline:
-            raise StoreError(f"could not take the store lock {key!r} within {timeout:g} s")
-        _sleep_backoff(attempt)
-        attempt += 1
-    try:
-        yield
-    finally:
-        lock.release()
+class HeldKeys:
+    """The keys this process holds, across every lock manager of one kind.
+
+    A lock part answers "held here?" from this table without I/O, and refuses a second holder
+    in the same process before asking the medium (two stores opened on the same place in one
+    process exclude each other). Cleared in a forked child, which holds none of its parent's
+    locks. Thread-safe; the guard is re-entrant because a lock's ``__del__`` may run from the
+    garbage collector while this thread holds it.
+    """
+
+    _all: list[HeldKeys] = []
+
+    def __init__(self) -> None:
+        self._guard = threading.RLock()
+        self._held: set[str] = set()
+        HeldKeys._all.append(self)
+
+    def claim(self, key: str) -> bool:
+        """Mark ``key`` held; False if this process holds it already."""
+        with self._guard:
+            if key in self._held:
+                return False
+            self._held.add(key)
+            return True
+
+    def free(self, key: str) -> None:
+        """Forget ``key`` (idempotent)."""
+        with self._guard:
+            self._held.discard(key)
+
+    def __contains__(self, key: object) -> bool:
+        with self._guard:
+            return key in self._held
+
+    def _after_fork(self) -> None:
+        self._guard = threading.RLock()
+        self._held.clear()
+
+
+def _forget_after_fork() -> None:
+    # A forked child owns none of its parent's writers: its own attempts must go to the
+    # medium (the kernel sees inherited descriptors as the parent's locks), not to these sets.
+    for table in HeldKeys._all:
+        table._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _sleep_backoff(attempt: int, first: float = 0.001, longest: float = 0.02) -> None:
+    # doubling from ``first`` to ``longest``, with jitter so contenders do not retry in step
+    time.sleep(min(first * (2**attempt), longest) * (0.5 + random.random()))
+
+
+class LockManagerBase(abc.ABC):
+    """The shared half of a lock part: :meth:`mutex` by polling :meth:`try_acquire`.
+
+    A lock part implements :meth:`try_acquire` and :meth:`is_held` (see :class:`LockManager`
+    for their contract) and may tune the polling with ``mutex_timeout`` (seconds before giving
+    up), ``mutex_backoff`` (first and longest pause, doubled with jitter in between), override
+    :meth:`acquire_mutex` (a mutex key taken differently from a blob key) and
+    :meth:`before_release` (a last check that the lock was held throughout the body).
+    """
+
+    mutex_timeout: float = MUTEX_TIMEOUT
+    mutex_backoff: tuple[float, float] = (0.001, 0.02)
+
+    @abc.abstractmethod
+    def try_acquire(self, key: str) -> BlobLock | None:
+        """Take ``key`` exclusively, or return None if it is held by someone else."""
+
+    @abc.abstractmethod
+    def is_held(self, key: str) -> bool:
+        """True if someone (this process or another) holds ``key`` right now."""
+
+    def acquire_mutex(self, key: str) -> BlobLock | None:
+        """One attempt at the mutex ``key``. Default: :meth:`try_acquire`."""
+        return self.try_acquire(key)
+
+    def before_release(self, lock: BlobLock) -> None:  # noqa: B027 - optional, not abstract
+        """Called after the body of :meth:`mutex` succeeded, before releasing. Default: nothing."""
+
+    @contextlib.contextmanager
+    def mutex(self, key: str, timeout: float | None = None) -> Iterator[None]:
+        """A blocking critical section on ``key``, polling with backoff.
+
+        Raises StoreError if the key cannot be taken within ``timeout`` seconds (default
+        ``mutex_timeout``).
+        """
+        limit = self.mutex_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        first, longest = self.mutex_backoff
+        attempt = 0
+        while True:
+            lock = self.acquire_mutex(key)
+            if lock is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise StoreError(f"could not take the store lock {key!r} within {limit:g} s")
+            _sleep_backoff(attempt, first, longest)
+            attempt += 1
+        try:
+            yield
+            self.before_release(lock)
+        finally:
+            lock.release()
 
 
 # -- process-local locks (memory stores) ---------------------------------------------------------
 
-# RLock: a lock's __del__ may run from the garbage collector while this thread holds the guard
-_thread_guard = threading.RLock()
-_thread_held: set[str] = set()
+_thread_held = HeldKeys()
 
 
 class _ThreadLock:
@@ -118,10 +221,9 @@ class _ThreadLock:
         self._key: str | None = full_key
 
     def release(self) -> None:
-        with _thread_guard:
-            if self._key is not None:
-                _thread_held.discard(self._key)
-                self._key = None
+        key, self._key = self._key, None
+        if key is not None:
+            _thread_held.free(key)
 
     def __del__(self) -> None:
         # A writer dropped without close() must not lock its blob for the life of the process.
@@ -129,30 +231,22 @@ class _ThreadLock:
             self.release()
 
 
-class ThreadLockManager:
+class ThreadLockManager(LockManagerBase):
     """Process-local exclusive locks, shared by every manager with the same ``namespace``."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
 
     def _full(self, key: str) -> str:
+        check_lock_key(key)
         return f"{self.namespace}\0{key}"
 
     def try_acquire(self, key: str) -> BlobLock | None:
         full = self._full(key)
-        with _thread_guard:
-            if full in _thread_held:
-                return None
-            _thread_held.add(full)
-        return _ThreadLock(full)
+        return _ThreadLock(full) if _thread_held.claim(full) else None
 
     def is_held(self, key: str) -> bool:
-        with _thread_guard:
-            return self._full(key) in _thread_held
-
-    @contextlib.contextmanager
-    def mutex(self, key: str, timeout: float = MUTEX_TIMEOUT) -> Iterator[None]:
-        yield from _mutex_loop(lambda: self.try_acquire(key), key, timeout)
+        return self._full(key) in _thread_held
 
     def __repr__(self) -> str:
         return f"ThreadLockManager({self.namespace!r})"
@@ -160,9 +254,8 @@ class ThreadLockManager:
 
 # -- flock (local disk) --------------------------------------------------------------------------
 
-_flock_guard = threading.RLock()  # RLock: see _thread_guard
 #: Lock files held by this process (any manager instance): same-process answers without I/O.
-_flock_held: set[str] = set()
+_flock_held = HeldKeys()
 
 #: How long try_acquire keeps retrying while only *probes* (shared flocks of is_held) are in
 #: the way. A probe holds its shared lock for microseconds; a real writer holds an exclusive one.
@@ -209,25 +302,24 @@ class _FlockLock:
         self._pid = os.getpid()
 
     def release(self) -> None:
-        with _flock_guard:
-            fd, self._fd = self._fd, None
-            if fd is None:
-                return
-            if os.getpid() != self._pid:
-                # A forked child's copy: the lock belongs to the open file description it
-                # shares with the parent, so unlocking here would unlock the parent's writer.
-                os.close(fd)
-                return
-            try:
-                if self._remove:
-                    # Unlink while still holding it; acquirers re-check the inode (_same_file),
-                    # so nobody can lock the unlinked file and believe they own the key.
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._path)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-                _flock_held.discard(self._path)
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if os.getpid() != self._pid:
+            # A forked child's copy: the lock belongs to the open file description it
+            # shares with the parent, so unlocking here would unlock the parent's writer.
+            os.close(fd)
+            return
+        try:
+            if self._remove:
+                # Unlink while still holding it; acquirers re-check the inode (_same_file),
+                # so nobody can lock the unlinked file and believe they own the key.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+            _flock_held.free(self._path)
 
     def __del__(self) -> None:
         # Closing the descriptor releases the flock anyway; this also clears _flock_held.
@@ -235,20 +327,7 @@ class _FlockLock:
             self.release()
 
 
-def _forget_after_fork() -> None:
-    # A forked child owns none of its parent's writers: its own attempts must go to the
-    # kernel (which sees the inherited descriptors as the parent's locks), not to these sets.
-    global _thread_guard, _flock_guard
-    _thread_guard, _flock_guard = threading.RLock(), threading.RLock()
-    _thread_held.clear()
-    _flock_held.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-class FlockLockManager:
+class FlockLockManager(LockManagerBase):
     """Cross-process exclusive locks on a local disk: one ``<directory>/<key>.lock`` per key.
 
     Blob lock files are removed when released, so the lock directory holds only the locks in
@@ -259,18 +338,12 @@ class FlockLockManager:
         self.directory = os.path.abspath(directory)
 
     def _lock_path(self, key: str) -> str:
-        # keys come from the backend (validated digests, fixed words): still refuse escapes
-        parts = key.split("/")
-        if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
-            raise StoreError(f"refusing lock key {key!r}")
-        return os.path.join(self.directory, *parts) + ".lock"
+        return os.path.join(self.directory, *check_lock_key(key)) + ".lock"
 
     def _acquire(self, key: str, *, remove: bool) -> BlobLock | None:
         path = self._lock_path(key)
-        with _flock_guard:
-            if path in _flock_held:
-                return None
-            _flock_held.add(path)
+        if not _flock_held.claim(path):
+            return None
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             for _ in range(100):
@@ -287,11 +360,9 @@ class FlockLockManager:
                 # We locked a file its previous holder unlinked on release: try the new one.
                 os.close(fd)
         except BaseException:
-            with _flock_guard:
-                _flock_held.discard(path)
+            _flock_held.free(path)
             raise
-        with _flock_guard:
-            _flock_held.discard(path)
+        _flock_held.free(path)
         return None
 
     def try_acquire(self, key: str) -> BlobLock | None:
@@ -299,9 +370,8 @@ class FlockLockManager:
 
     def is_held(self, key: str) -> bool:
         path = self._lock_path(key)
-        with _flock_guard:
-            if path in _flock_held:
-                return True
+        if path in _flock_held:
+            return True
         for _ in range(10):
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -326,9 +396,9 @@ class FlockLockManager:
                 os.close(fd)
         return False
 
-    @contextlib.contextmanager
-    def mutex(self, key: str, timeout: float = MUTEX_TIMEOUT) -> Iterator[None]:
-        yield from _mutex_loop(lambda: self._acquire(key, remove=False), key, timeout)
+    def acquire_mutex(self, key: str) -> BlobLock | None:
+        # mutex files (``oci-index``) stay: removing them buys nothing
+        return self._acquire(key, remove=False)
 
     def __repr__(self) -> str:
         return f"FlockLockManager({self.directory!r})"

@@ -32,7 +32,7 @@ from regstore.reference import Digest
 from . import housekeeping
 from .fsspec_store import FsspecBackend
 from .locks import ThreadLockManager
-from .staging import StagingStream
+from .staging import AppendStaging, StagingHost, StagingStream
 
 __all__ = ["MemoryBackend", "open_backend", "regstore_register_backends", "remove_store"]
 
@@ -70,6 +70,68 @@ class _StagingBuffer:
         """Nothing to persist: the bytes are in place as soon as they are written."""
 
 
+class MemoryStaging(AppendStaging):
+    """The memory store's staging part: a bytearray per blob, published by one assignment."""
+
+    store: MemoryBackend
+
+    def _key(self, digest: Digest) -> tuple[str, str]:
+        return self.store.root, str(digest)
+
+    def size(self, digest: Digest) -> int:
+        with _staging_guard:
+            buffer = _staging.get(self._key(digest))
+            return 0 if buffer is None else len(buffer)
+
+    def append(self, digest: Digest) -> StagingStream:
+        key = self._key(digest)
+        with _staging_guard:
+            buffer = _staging.setdefault(key, bytearray())
+            _staged_at.setdefault(key, time.time())
+        return _StagingBuffer(buffer, key)
+
+    def iterate(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
+        with _staging_guard:
+            buffer = _staging.get(self._key(digest), bytearray())
+        for offset in range(0, len(buffer), chunk_size):
+            yield bytes(buffer[offset : offset + chunk_size])
+
+    def seal(self, digest: Digest) -> None:
+        with _staging_guard:
+            buffer = _staging.pop(self._key(digest), bytearray())
+            _staged_at.pop(self._key(digest), None)
+        self.store.fs.pipe_file(self.store.final_blob_path(digest), bytes(buffer))
+
+    def drop(self, digest: Digest) -> None:
+        with _staging_guard:
+            _staging.pop(self._key(digest), None)
+            _staged_at.pop(self._key(digest), None)
+
+    def _staged_files(self, only: Digest | None = None) -> list[tuple[str, int, float]]:
+        root = self.store.root
+        with _staging_guard:
+            found = [
+                (key[1], len(buffer), _staged_at.get(key, 0.0))
+                for key, buffer in _staging.items()
+                if key[0] == root and (only is None or key[1] == str(only))
+            ]
+        return [(digest.replace(":", "/", 1), size, mtime) for digest, size, mtime in found]
+
+    def entries(self) -> list[StagingEntry]:
+        base = self.store.work_path(housekeeping.UPLOADS_DIR)
+        return housekeeping.group_uploads(self.store, self._staged_files(), base)
+
+    def entry(self, digest: Digest) -> StagingEntry | None:
+        base = self.store.work_path(housekeeping.UPLOADS_DIR)
+        files = self._staged_files(digest)
+        return next(iter(housekeeping.group_uploads(self.store, files, base)), None)
+
+    def attach(self, store: StagingHost) -> None:
+        if not isinstance(store, MemoryBackend):
+            raise TypeError(f"MemoryStaging is a part of memory stores, not {store!r}")
+        self.store = store
+
+
 class MemoryBackend(FsspecBackend):
     """The fsspec backend on the process-wide memory filesystem, rooted per store name."""
 
@@ -82,78 +144,20 @@ class MemoryBackend(FsspecBackend):
             root,
             layout=layout,
             locks=ThreadLockManager(f"memory:{root}"),
+            staging=MemoryStaging(),
             url=f"memory://{name}",
         )
         self.name = name
 
     # Memory has no directories to create, and a put is one dict assignment (atomic).
+    atomic_put = True
+
     def ensure_parent(self, path: str) -> None:
         pass
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.fs.pipe_file(path, bytes(data))
 
     def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
         # fs.open() would hand out the stored BytesIO itself, one position for all readers.
         return io.BytesIO(self.fs.cat_file(path, start=offset or None))
-
-    # -- staging in a bytearray ----------------------------------------------------------------
-
-    def _key(self, digest: Digest) -> tuple[str, str]:
-        return self.root, str(digest)
-
-    def staged_size(self, digest: Digest) -> int:
-        with _staging_guard:
-            buffer = _staging.get(self._key(digest))
-            return 0 if buffer is None else len(buffer)
-
-    def open_staging(self, digest: Digest) -> StagingStream:
-        key = self._key(digest)
-        with _staging_guard:
-            buffer = _staging.setdefault(key, bytearray())
-            _staged_at.setdefault(key, time.time())
-        return _StagingBuffer(buffer, key)
-
-    def read_staged(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
-        with _staging_guard:
-            buffer = _staging.get(self._key(digest), bytearray())
-        for offset in range(0, len(buffer), chunk_size):
-            yield bytes(buffer[offset : offset + chunk_size])
-
-    def promote_staged(self, digest: Digest, size: int) -> None:
-        with _staging_guard:
-            buffer = _staging.pop(self._key(digest), bytearray())
-            _staged_at.pop(self._key(digest), None)
-        if len(buffer) != size:
-            raise StoreError(
-                f"staged bytes of {digest} changed under the writer ({len(buffer)} != {size})"
-            )
-        self.prepare()
-        self.fs.pipe_file(self.layout.blob_path(digest), bytes(buffer))
-
-    def discard_staged(self, digest: Digest) -> None:
-        with _staging_guard:
-            _staging.pop(self._key(digest), None)
-            _staged_at.pop(self._key(digest), None)
-
-    # -- housekeeping --------------------------------------------------------------------------
-
-    def _staged_files(self, only: Digest | None = None) -> list[tuple[str, int, float]]:
-        with _staging_guard:
-            found = [
-                (key[1], len(buffer), _staged_at.get(key, 0.0))
-                for key, buffer in _staging.items()
-                if key[0] == self.root and (only is None or key[1] == str(only))
-            ]
-        return [(digest.replace(":", "/", 1), size, mtime) for digest, size, mtime in found]
-
-    def upload_entries(self) -> list[StagingEntry]:
-        base = self.work_path(housekeeping.UPLOADS_DIR)
-        return housekeeping.group_uploads(self, self._staged_files(), base)
-
-    def upload_entry(self, digest: Digest) -> StagingEntry | None:
-        base = self.work_path(housekeeping.UPLOADS_DIR)
-        return next(iter(housekeeping.group_uploads(self, self._staged_files(digest), base)), None)
 
     def move_aside(self, source: str, target: str) -> None:
         # a fresh file dated now at the target, then the blob goes in one dict removal

@@ -34,7 +34,8 @@ def _registry(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 def _registry_name(value: str) -> str:
-    """The name docker's config knows the registry by (``docker.io`` for any Hub alias)."""
+    """The name docker's config knows the registry by (``docker.io`` for any Hub alias): what
+    login saves under and logout erases, from this one function so the two cannot disagree."""
     return Endpoint.parse(value).registry
 
 
@@ -101,7 +102,7 @@ def login_command(state: AppState, registry: str) -> int:
         out.warning(
             f"{name} did not ask for credentials, so they could not be checked; saving them anyway"
         )
-    saved = save_credentials(client.registry, username, password)
+    saved = save_credentials(name, username, password)
     if out.json_mode:
         out.json(
             {"ok": True, "registry": name, "username": username, "saved_in": list(saved.places)}

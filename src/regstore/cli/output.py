@@ -32,6 +32,7 @@ from regstore.errors import (
     LayerLockedError,
     RegstoreError,
     RepositoryNotFoundError,
+    RetriesExhaustedError,
     StoreError,
     StoreNotFoundError,
     StoreReadOnlyError,
@@ -137,6 +138,11 @@ def hint_for(exc: BaseException) -> str:
         )
     if isinstance(exc, TransportError):
         return _transport_hint(exc)
+    if isinstance(exc, RetriesExhaustedError):
+        # the last failure says what may help; what moved so far is kept for the next run
+        if isinstance(exc.__cause__, TransportError):
+            return _transport_hint(exc.__cause__)
+        return "the registry kept failing; run the command again later (it resumes)"
     if isinstance(exc, RepositoryNotFoundError):
         return "check the repository name (`regstore ls` lists the store's repositories)"
     if isinstance(exc, ImageManifestNotFoundError):

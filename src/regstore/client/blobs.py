@@ -80,6 +80,21 @@ class BlobsMixin(ClientCore):
         size = self.head_blob(name, digest)
         return -1 if size is None else size
 
+    def _whole_blob(self, reply: Reply, name: str, digest: Digest, op: Operation) -> BlobStream:
+        """A 200 answer: the whole blob from offset 0, as long as its ``Content-Length`` says
+        (bounded by ``max_unknown_blob_size`` when it says nothing)."""
+        length = _int_header(reply, "Content-Length")
+        return BlobStream(
+            reply,
+            name=name,
+            digest=digest,
+            offset=0,
+            length=length,
+            size=length,
+            op=op,
+            max_unknown_size=self._limits.max_unknown_blob_size,
+        )
+
     def get_blob_range(self, name: str, digest: str, start: int, end: int) -> BlobStream:
         """Stream bytes ``start``-``end`` (inclusive) of a blob; ``.size`` is the blob's size."""
         validate_name(name)
@@ -107,18 +122,8 @@ class BlobsMixin(ClientCore):
                     size=cr.size,
                     op=op,
                 )
-        length = _int_header(reply, "Content-Length")
         if reply.status == 200:
-            return BlobStream(
-                reply,
-                name=name,
-                digest=digest,
-                offset=0,
-                length=length,
-                size=length,
-                op=op,
-                max_unknown_size=self._limits.max_unknown_blob_size,
-            )
+            return self._whole_blob(reply, name, digest, op)
         reply.close()
         raise UnexpectedHTTPStatusError(
             reply.status,
@@ -165,7 +170,6 @@ class BlobsMixin(ClientCore):
         )
         content_range = reply.headers.get("Content-Range")
         cr = parse_content_range(content_range)
-        length = _int_header(reply, "Content-Length")
         if reply.status == 416:
             reply.close()
             if byte_offset > 0 and cr is not None and cr.size == byte_offset:
@@ -185,16 +189,7 @@ class BlobsMixin(ClientCore):
                 http=http_context("GET", reply.url, 416, reply.headers),
             )
         if reply.status == 200:
-            return BlobStream(
-                reply,
-                name=name,
-                digest=digest,
-                offset=0,
-                length=length,
-                size=length,
-                op=op,
-                max_unknown_size=self._limits.max_unknown_blob_size,
-            )
+            return self._whole_blob(reply, name, digest, op)
         if cr is None or cr.start != byte_offset or cr.end is None:
             reply.close()
             raise UnexpectedHTTPStatusError(

@@ -8,8 +8,9 @@ exponential backoff with jitter.
 :class:`RetryBudget` counts the retries one piece of work may spend. The transport gives every
 request a budget of its own (``retries`` retries), unless a budget is *active* in the current
 context (``with budget: ...``): then every request made there spends from it. The engine
-activates one budget per blob it uploads, so the POST, the chunk PATCHes, the status GETs, the
-HEAD checks and the closing PUT of that blob share one bound — retries are counted per blob,
+activates one budget per blob it uploads or downloads, so the POST, the chunk PATCHes, the
+status GETs, the HEAD checks and the closing PUT of an upload — or the GETs of a download and
+the ranged resumes of its cut body — share one bound: retries are counted per blob,
 not per request, and the final error names the blob, the last request and its answer
 (:class:`~regstore.errors.RetriesExhaustedError`).
 """

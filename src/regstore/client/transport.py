@@ -19,8 +19,8 @@ kind of failure can be handled safely:
 Redirects are followed here too (GET/HEAD), so that ``Authorization`` is dropped whenever the
 target leaves the registry's origin (a presigned S3 URL rejects it) and ``Range`` is kept.
 A semaphore bounds the requests in flight to the registry — held until a streamed body is
-closed — and :class:`~regstore.client.ratelimit.RateLimitPacer` spaces requests when the
-registry announces a nearly spent quota.
+closed, given back while a retry waits — and :class:`~regstore.client.ratelimit.RateLimitPacer`
+spaces requests when the registry announces a nearly spent quota.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class _Counters:
 
 
 class _Slot:
-    """One permit of the in-flight semaphore; released at most once."""
+    """One permit of the in-flight semaphore; released at most once per acquisition."""
 
     def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
         self._semaphore = semaphore
@@ -113,6 +113,12 @@ class _Slot:
         if self._held:
             self._held = False
             self._semaphore.release()
+
+    def reacquire(self) -> None:
+        """Take the permit back after a :meth:`release` (blocks until one is free)."""
+        if not self._held:
+            self._semaphore.acquire()
+            self._held = True
 
 
 @dataclass
@@ -331,6 +337,8 @@ class Transport:
         retries = 0
         auth_override: str | None = None
         auth_retried = False
+        self._semaphore.acquire()
+        slot = _Slot(self._semaphore)
 
         def try_again(reason: str, retry_after: float | None = None) -> bool:
             nonlocal budget, retries
@@ -338,14 +346,17 @@ class Transport:
                 return False
             if budget is None:
                 budget = active_budget() or self.policy.budget(op.what)
-            if not budget.try_again(f"{op.what}: {reason}", retry_after):
+            # The wait (up to max_retry_after) gives the in-flight slot back: a storm of 429s
+            # must not fill every slot with sleepers and stall requests that would succeed.
+            slot.release()
+            again = budget.try_again(f"{op.what}: {reason}", retry_after)
+            slot.reacquire()
+            if not again:
                 return False
             retries += 1
             self.counters.retries += 1
             return True
 
-        self._semaphore.acquire()
-        slot = _Slot(self._semaphore)
         try:
             while True:
                 self.pacer.wait()

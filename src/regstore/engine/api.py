@@ -37,8 +37,8 @@ def pull(
     are skipped without a GET. Manifests follow their blobs, children before the index, the tag
     last: the store never shows a tag whose content is incomplete. ``as_name``/``as_tag`` store
     it under another name or tag. Returns what moved; raises on failure (DigestMismatchError,
-    ImageManifestNotFoundError, TransportError, ...), leaving completed blobs and the staged
-    part of interrupted ones for the next run.
+    ImageManifestNotFoundError, RetriesExhaustedError when a blob's retries ran out, ...),
+    leaving completed blobs and the staged part of interrupted ones for the next run.
 
     ``repair=True`` first re-hashes every manifest and blob of the image that the store has
     and moves the damaged ones aside (:mod:`regstore.engine.repair`), so the pull fetches them

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +39,7 @@ __all__ = [
     "DEFAULT_MONOLITHIC_THRESHOLD",
     "BlobMove",
     "Opener",
+    "pull_budget",
     "store_blob",
     "upload_blob",
 ]
@@ -58,8 +57,6 @@ PIPELINE_JOIN_TIMEOUT = 5.0
 #: Blobs up to this size are pushed with one PUT; larger ones in chunks (resumable).
 DEFAULT_MONOLITHIC_THRESHOLD = 32 << 20
 DEFAULT_CHUNK_SIZE = 32 << 20
-#: Consecutive failures of one blob tolerated before giving up (docker uses 5).
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -69,10 +66,6 @@ class BlobMove:
     digest: str
     status: Literal["transferred", "skipped", "mounted"]
     nbytes: int = 0
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(0.2 * 2**attempt, 5.0) * (0.5 + random.random() / 2))
 
 
 def _skip_bytes(source: BlobSource, count: int, buffer: bytearray) -> None:
@@ -112,17 +105,22 @@ def _fill(
     reporter: Reporter,
     media_type: str,
     fill: _Fill,
+    budget: RetryBudget,
 ) -> None:
     """Stream into ``writer`` until ``size`` bytes are stored (``size`` -1: until the source
-    ends), then commit; ``fill`` counts what happened, also when this raises."""
+    ends), then commit; ``fill`` counts what happened, also when this raises.
+
+    A transient failure (a body cut short, a broken connection, a 5xx/429 the transport's
+    retries did not outlast) spends a retry of ``budget`` and the source is reopened where
+    the staged bytes end; when none is left, RetriesExhaustedError."""
     buffer = bytearray(BUFFER_SIZE)
     view = memoryview(buffer)
-    failures = 0
     reporter.emit(
         EventKind.STARTED, digest, total=size, offset=writer.current_size, media_type=media_type
     )
     while size < 0 or writer.current_size < size:
         source: BlobSource | None = None
+        moved_before = fill.moved
         try:
             fill.resumed = fill.resumed or writer.current_size > 0
             source = _open_at(opener, writer.current_size, buffer)
@@ -142,14 +140,15 @@ def _fill(
                     f"blob {digest} ended after {writer.current_size} of {size} bytes"
                 )
             break
-        except TransportError as exc:
-            failures += 1
-            if failures >= MAX_ATTEMPTS:
+        except (TransportError, RegistryError) as exc:
+            if not is_transient(exc):
                 raise
+            if fill.moved > moved_before:
+                budget.progress()  # bytes arrived: the next pause starts short again
+            budget.retry_or_raise(exc)
             log.info(
                 "blob %s interrupted at %d bytes (%s); resuming", digest, writer.current_size, exc
             )
-            _backoff(failures)
         finally:
             if source is not None:
                 source.close()
@@ -221,6 +220,26 @@ def _spoils_staging(exc: BaseException, staged: int) -> bool:
     return isinstance(exc, UnexpectedHTTPStatusError) and exc.status == 416 and staged > 0
 
 
+def _blob_retries(policy: RetryPolicy, size: int, chunk_size: int) -> int:
+    """Retries one blob may spend: the policy's, plus two per ``chunk_size`` after the first,
+    since a large blob on a flaky path meets more failures (none when the policy has none)."""
+    if not policy.retries:
+        return 0
+    chunks = max(1, -(-size // chunk_size))
+    return policy.retries + 2 * (chunks - 1)
+
+
+def pull_budget(client: RegistryClient, name: str, digest: str, size: int) -> RetryBudget:
+    """The retry budget of fetching one blob from repository ``name`` of ``client``'s registry,
+    under the client's retry policy (a client without one gets the default policy)."""
+    policy = _retry_policy(client)
+    known = f"{size} bytes" if size >= 0 else "size unknown"
+    return policy.budget(
+        f"pulling blob {digest} ({known}) from {name} on {client.registry}",
+        _blob_retries(policy, size, DEFAULT_CHUNK_SIZE),
+    )
+
+
 def store_blob(
     store: ObjectStore,
     digest: str,
@@ -229,6 +248,7 @@ def store_blob(
     reporter: Reporter,
     *,
     media_type: str = "",
+    budget: RetryBudget | None = None,
 ) -> BlobMove:
     """Write the blob ``digest`` into ``store`` from ``opener`` unless it is already there.
 
@@ -241,10 +261,32 @@ def store_blob(
     staged than the blob has) is discarded and fetched once more from offset 0 in the same
     call: a prefix left by a misbehaving source must not fail the next, genuine one.
 
+    Transient failures of the source (a body cut short, a broken connection, 5xx, 429) are
+    retried under ``budget`` — one per blob, from :func:`pull_budget` for a registry source
+    (default: the default policy's): it is active while the blob moves, so the source's
+    requests spend from it too, and the resumes of a cut body and the retries of each GET
+    share one bound. When it is spent, RetriesExhaustedError names the blob, the last request
+    and its answer.
+
     Raises DigestMismatchError and BlobTooLargeError (nothing visible, nothing left staged),
-    TransportError after repeated failures (the bytes so far stay staged for the next
-    attempt), and the source's errors.
+    RetriesExhaustedError (the bytes so far stay staged for the next attempt), and the
+    source's other errors.
     """
+    if budget is None:
+        budget = RetryPolicy().budget(f"storing blob {digest}")
+    with budget:
+        return _store_blob(store, digest, size, opener, reporter, media_type, budget)
+
+
+def _store_blob(
+    store: ObjectStore,
+    digest: str,
+    size: int,
+    opener: Opener,
+    reporter: Reporter,
+    media_type: str,
+    budget: RetryBudget,
+) -> BlobMove:
     layer = store.layer(digest)
     restarted = False
     while True:
@@ -269,7 +311,7 @@ def store_blob(
                 )
             if size >= 0:
                 writer.set_size(size)
-            _fill(writer, digest, size, opener, reporter, media_type, fill)
+            _fill(writer, digest, size, opener, reporter, media_type, fill, budget)
         except BaseException as exc:
             if not _spoils_staging(exc, writer.current_size):
                 writer.close()  # keep the staged bytes: a later run resumes from them

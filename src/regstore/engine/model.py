@@ -34,7 +34,12 @@ class BlobSource(Protocol):
 
 
 class RegistryClient(Protocol):
-    """The part of :class:`regstore.client.Client` the engine uses (a test double may stand in)."""
+    """The part of :class:`regstore.client.Client` the engine uses (a test double may stand in).
+
+    The engine also reads ``retry_policy`` (a :class:`~regstore.client.retry.RetryPolicy`)
+    when the client has one, for the retry budget of each blob it pulls or pushes; a client
+    without one gets the default policy.
+    """
 
     @property
     def registry(self) -> str: ...

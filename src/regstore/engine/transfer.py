@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from regstore.client.retry import RetryBudget
 from regstore.errors import (
     BlobNotFoundError,
     ImageManifestNotFoundError,
@@ -28,6 +29,7 @@ from .blobs import (
     DEFAULT_MONOLITHIC_THRESHOLD,
     BlobMove,
     Opener,
+    pull_budget,
     store_blob,
     upload_blob,
 )
@@ -121,6 +123,10 @@ class _RegistrySide:
         client, name = self.client, self.name
         return lambda offset: client.get_blob(name, digest, offset)
 
+    def read_budget(self, desc: Descriptor) -> RetryBudget | None:
+        """The retry budget of reading one blob from here, under the client's policy."""
+        return pull_budget(self.client, self.name, desc.digest, desc.size)
+
     def put_blob(
         self,
         desc: Descriptor,
@@ -128,7 +134,9 @@ class _RegistrySide:
         reporter: Reporter,
         options: TransferOptions,
         mount_from: Sequence[str],
+        source: _Side,
     ) -> BlobMove:
+        # The upload's own budget covers reading the source too (see upload_blob).
         return upload_blob(
             self.client,
             self.name,
@@ -180,6 +188,9 @@ class _StoreSide:
         layer = self.store.layer(digest)
         return lambda offset: layer.reader(offset)
 
+    def read_budget(self, desc: Descriptor) -> RetryBudget | None:
+        return None  # a store has no retry policy: store_blob's default serves
+
     def put_blob(
         self,
         desc: Descriptor,
@@ -187,9 +198,16 @@ class _StoreSide:
         reporter: Reporter,
         options: TransferOptions,
         mount_from: Sequence[str],
+        source: _Side,
     ) -> BlobMove:
         return store_blob(
-            self.store, desc.digest, desc.size, opener, reporter, media_type=desc.media_type
+            self.store,
+            desc.digest,
+            desc.size,
+            opener,
+            reporter,
+            media_type=desc.media_type,
+            budget=source.read_budget(desc),
         )
 
     def put_manifest(self, manifest: Manifest, tag: str | None, partial: bool) -> None:
@@ -374,7 +392,7 @@ def transfer_image(
             if desc.size < 0 and isinstance(dst, _RegistrySide):
                 # schema1 carries no sizes; an upload needs one up front
                 desc = dataclasses.replace(desc, size=src.blob_size(desc.digest))
-            return dst.put_blob(desc, opener, reporter, options, mount_from)
+            return dst.put_blob(desc, opener, reporter, options, mount_from, src)
 
         future, owner = scheduler.submit(dst.key(desc.digest), move)
         submitted.append((future, owner, desc))

@@ -149,6 +149,23 @@ class ProcessTests(SuiteSettings):
         request.addfinalizer(kill_all)
         return children
 
+    def _child_holding(
+        self,
+        blob: Blob,
+        store_url: str | None,
+        tmp_path: Path,
+        request: pytest.FixtureRequest,
+    ) -> Child:
+        """A child process that holds the writer of ``blob`` with half of it written; it waits
+        for "commit" or "close" (killed at teardown if the test ends first)."""
+        assert store_url, "CrossProcessConformance needs the store_url fixture"
+        data_file = tmp_path / "blob"
+        data_file.write_bytes(blob.data)
+        child = Child(store_url, "hold", blob.digest, str(data_file), timeout=self.process_timeout)
+        self._children(request).append(child)
+        child.expect("holding")
+        return child
+
     def test_writer_in_another_process_excludes_this_one(
         self,
         store: ObjectStore,
@@ -156,14 +173,8 @@ class ProcessTests(SuiteSettings):
         tmp_path: Path,
         request: pytest.FixtureRequest,
     ) -> None:
-        assert store_url, "CrossProcessConformance needs the store_url fixture"
         blob = Blob(random_bytes(10_000, 70))
-        data_file = tmp_path / "blob"
-        data_file.write_bytes(blob.data)
-        children = self._children(request)
-        child = Child(store_url, "hold", blob.digest, str(data_file), timeout=self.process_timeout)
-        children.append(child)
-        child.expect("holding")
+        child = self._child_holding(blob, store_url, tmp_path, request)
         layer = store.layer(blob.digest)
         with pytest.raises(LayerLockedError):
             layer.writer()
@@ -194,14 +205,8 @@ class ProcessTests(SuiteSettings):
         tmp_path: Path,
         request: pytest.FixtureRequest,
     ) -> None:
-        assert store_url, "CrossProcessConformance needs the store_url fixture"
         blob = Blob(random_bytes(20_000, 73))
-        data_file = tmp_path / "blob"
-        data_file.write_bytes(blob.data)
-        children = self._children(request)
-        child = Child(store_url, "hold", blob.digest, str(data_file), timeout=self.process_timeout)
-        children.append(child)
-        child.expect("holding")
+        child = self._child_holding(blob, store_url, tmp_path, request)
         held = [e for e in store.staging() if e.digest == str(blob.digest)]
         assert held, "a writer in another process holds the blob: its lock must be listed"
         assert all(e.active for e in held)

@@ -26,42 +26,78 @@ from __future__ import annotations
 
 import functools
 import re
-import urllib.parse
-from collections.abc import Iterator
 from typing import IO, Any
 
-from regstore.backends import BlobLock, FsspecBackend, StagingStream
 from regstore.backends.fsspec_store import WalkedFile
-from regstore.backends.housekeeping import UPLOADS_DIR, group_uploads
-from regstore.errors import StoreError, UnsupportedError
-from regstore.hookspecs import BlobWriteHandle, StagingEntry, StagingKind
-from regstore.reference import Digest
+from regstore.backends.kit import (
+    FsspecBackend,
+    Option,
+    StoreLocation,
+    StoreOptionError,
+    check_layout,
+    location_factory,
+    parse_flag,
+)
+from regstore.errors import StoreError
 from regstore.safetext import redact_store_url
 
-from .client import ObjectInfo, S3Objects, translate_s3_errors
-from .leftovers import drop_multipart, multipart_entries
-from .locks import DEFAULT_LEASE, S3Lease, S3LeaseLockManager
+from .client import S3Objects, translate_s3_errors
+from .locks import DEFAULT_LEASE, MIN_LEASE, S3LeaseLockManager
 from .parts import MAX_PART_SIZE, parse_size, validate_part_size
-from .staging import S3BlobWriter, promote_parts, valid_parts
+from .staging import S3PartStaging
 
-__all__ = ["OPTIONS", "S3Backend", "open_backend", "parse_s3_url"]
+__all__ = ["OPTIONS", "S3Backend", "open_backend", "parse_s3_location"]
+
+
+def _part_size(value: Any) -> int | None:
+    return None if value in (None, "") else validate_part_size(parse_size(value))
+
+
+def _lease(value: Any) -> float:
+    lease = float(value or DEFAULT_LEASE)
+    if lease < MIN_LEASE:
+        raise ValueError(f"lease must be at least {MIN_LEASE:g} s, not {lease:g}")
+    return lease
+
+
+def _addressing(value: Any) -> str:
+    if str(value) not in ("auto", "path", "virtual", ""):
+        raise ValueError(f"addressing_style must be auto, path or virtual, not {value!r}")
+    return str(value)
+
+
+def _verify(value: Any) -> bool | str:
+    try:
+        return parse_flag(value)
+    except ValueError:
+        return str(value)  # a CA bundle path
+
+
+def _retries(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    retries = int(value)
+    if retries < 0:
+        raise ValueError("retries must not be negative")
+    return retries
+
 
 #: Options of ``open_store("s3://...", **options)`` (and of the URL's query string).
-OPTIONS = (
-    "endpoint_url",
-    "region",
-    "profile",
-    "key",
-    "secret",
-    "token",
-    "anon",
-    "part_size",
-    "layout",
-    "lease",
-    "addressing_style",
-    "verify",
-    "retries",
-)
+OPTIONS: dict[str, Option[Any]] = {
+    "endpoint_url": Option(str),
+    "region": Option(str),
+    "profile": Option(str),
+    "key": Option(str),
+    "secret": Option(str),
+    "token": Option(str),
+    "anon": Option(parse_flag, help="true or false"),
+    "part_size": Option(_part_size, help="bytes or a size such as 8MiB, from 5 MiB to 5 GiB"),
+    "layout": Option(check_layout, default="distribution"),
+    "lease": Option(_lease, default=DEFAULT_LEASE, help="seconds, at least 1"),
+    "addressing_style": Option(_addressing, help="auto, path or virtual"),
+    "verify": Option(_verify, help="true, false or the path of a CA bundle"),
+    "retries": Option(_retries, help="a whole number of retries per request"),
+}
 
 # S3 bucket names (the general-purpose rules, plus dots)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -70,43 +106,29 @@ _PREFIX_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*", re.ASCII)
 READ_BLOCK_SIZE = 8 * 1024 * 1024
 
 
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``(bucket, prefix)`` from ``s3://bucket/some/prefix`` (prefix without slashes at the
-    ends; empty for the bucket's root). Raises StoreError for anything else; the error shows
-    the URL without its secrets (user info, ``secret=`` ...).
+def parse_s3_location(location: StoreLocation) -> tuple[str, str]:
+    """``(bucket, prefix)`` of ``s3://bucket/some/prefix`` (prefix without slashes at the
+    ends; empty for the bucket's root). Raises StoreOptionError for anything else; the error
+    shows the URL without its secrets.
     """
-    shown = redact_store_url(url)
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme.lower() != "s3":
-        raise StoreError(f"not an S3 store URL: {shown!r} (expected s3://bucket/prefix)")
-    if parsed.fragment:
-        raise StoreError(f"an S3 store URL has no fragment: {shown!r}")
-    bucket = parsed.netloc
+    shown = location.shown
+    if location.scheme != "s3":
+        raise StoreOptionError(f"not an S3 store URL: {shown!r}", hint="write s3://bucket/prefix")
+    bucket = location.host
     if "@" in bucket:
-        raise StoreError(
-            f"an S3 store URL takes no credentials before the bucket: {shown!r}; give the "
-            "key= and secret= options, or let the AWS credential chain find them"
+        raise StoreOptionError(
+            f"an S3 store URL takes no credentials before the bucket: {shown!r}",
+            hint="give the key= and secret= options, or let the AWS credential chain find them",
         )
     if _BUCKET.fullmatch(bucket) is None or ".." in bucket:
-        raise StoreError(f"invalid S3 bucket name {bucket!r} in {shown!r}")
-    prefix = parsed.path.strip("/")
+        raise StoreOptionError(f"invalid S3 bucket name {bucket!r} in {shown!r}")
+    prefix = location.path.strip("/")
     if prefix and any(_PREFIX_PART.fullmatch(p) is None for p in prefix.split("/")):
-        raise StoreError(
-            f"invalid S3 prefix {prefix!r} in {shown!r}: use components of [A-Za-z0-9._-] "
-            "not starting with a dot or a dash"
+        raise StoreOptionError(
+            f"invalid S3 prefix {prefix!r} in {shown!r}",
+            hint="use components of [A-Za-z0-9._-] not starting with a dot or a dash",
         )
     return bucket, prefix
-
-
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise StoreError(f"option {name} must be true or false, not {value!r}")
 
 
 class _TranslatingFS:
@@ -180,6 +202,7 @@ class S3Backend(FsspecBackend):
     """
 
     backend_name = "s3"
+    atomic_put = True  # one PutObject replaces a small file atomically
 
     def __init__(
         self,
@@ -199,11 +222,17 @@ class S3Backend(FsspecBackend):
         self.raw_fs = fs
         self.objects = S3Objects(fs, bucket)
         self.part_size = None if part_size is None else validate_part_size(part_size)
-        locks = S3LeaseLockManager(self.objects, self._key_prefix("_regstore/locks/"), lease=lease)
-        super().__init__(
-            _TranslatingFS(fs, redact_store_url(url)), root, layout=layout, locks=locks, url=url
+        self.lease_locks = S3LeaseLockManager(
+            self.objects, self._key_prefix("_regstore/locks/"), lease=lease
         )
-        self.lease_locks = locks
+        super().__init__(
+            _TranslatingFS(fs, redact_store_url(url)),
+            root,
+            layout=layout,
+            locks=self.lease_locks,
+            staging=S3PartStaging(self.part_size),
+            url=url,
+        )
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -217,17 +246,10 @@ class S3Backend(FsspecBackend):
             raise StoreError(f"path {path!r} is not in bucket {self.bucket!r}")
         return path[len(head) :]
 
-    def staging_key(self, digest: Digest) -> str:
-        """The key prefix (ending in ``/``) of a blob's staged parts."""
-        return self.key_of(self.staging_path(digest)) + "/"
-
     # -- small files: a PUT is atomic on S3 --------------------------------------------------
 
     def ensure_parent(self, path: str) -> None:
         """Nothing to do: S3 has no directories."""
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.objects.put(self.key_of(path), bytes(data))
 
     def read_file(self, path: str) -> bytes | None:
         found = self.objects.get(self.key_of(path))
@@ -255,63 +277,6 @@ class S3Backend(FsspecBackend):
             self.objects.delete_many([key, *keys])
         else:
             self.objects.delete(key)
-
-    # -- staging strategy --------------------------------------------------------------------
-
-    def scan_staged(self, digest: Digest) -> list[ObjectInfo]:
-        """The usable staged parts of ``digest``, in order (see :func:`valid_parts`).
-
-        Objects that cannot be resumed (after a gap, foreign names) are deleted when the
-        caller holds the blob's lock; this is only called by a writer.
-        """
-        prefix = self.staging_key(digest)
-        usable, junk = valid_parts(self.objects.list_objects(prefix), prefix)
-        if junk:
-            self.objects.delete_many(junk)
-        return usable
-
-    def staged_size(self, digest: Digest) -> int:
-        prefix = self.staging_key(digest)
-        usable, _ = valid_parts(self.objects.list_objects(prefix), prefix)
-        return sum(p.size for p in usable)
-
-    def open_staging(self, digest: Digest) -> StagingStream:
-        raise UnsupportedError("S3 stores stage blobs through S3BlobWriter, not a stream")
-
-    def read_staged(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
-        prefix = self.staging_key(digest)
-        usable, _ = valid_parts(self.objects.list_objects(prefix), prefix)
-        for part in usable:
-            for start in range(0, part.size, chunk_size):
-                yield self.objects.read_range(
-                    part.key, start, min(start + chunk_size, part.size), if_match=part.etag
-                )
-
-    def promote_staged(self, digest: Digest, size: int) -> None:
-        prefix = self.staging_key(digest)
-        usable, _ = valid_parts(self.objects.list_objects(prefix), prefix)
-        staged = sum(p.size for p in usable)
-        if staged != size:
-            self.discard_staged(digest)
-            raise StoreError(
-                f"staged bytes of {digest} changed under the writer ({staged} != {size} bytes)"
-            )
-        self.prepare()
-        final_key = self.key_of(self.layout.blob_path(digest))
-        if usable:
-            promote_parts(self.objects, usable, final_key)
-        else:
-            self.objects.put(final_key, b"")
-        self.discard_staged(digest)
-
-    def discard_staged(self, digest: Digest) -> None:
-        keys = [info.key for info in self.objects.list_objects(self.staging_key(digest))]
-        self.objects.delete_many(keys)
-
-    def make_write_handle(self, digest: Digest, lock: BlobLock) -> BlobWriteHandle:
-        if not isinstance(lock, S3Lease):
-            raise StoreError(f"S3 blob writers need an S3 lease, not {lock!r}")
-        return S3BlobWriter(self, digest, lock)
 
     def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
         what = f"cannot read s3://{path}"
@@ -344,15 +309,6 @@ class S3Backend(FsspecBackend):
         info = self.objects.head(self.key_of(path))
         return None if info is None else (info.size, info.mtime)
 
-    def upload_entry(self, digest: Digest) -> StagingEntry | None:
-        base = self.work_path(UPLOADS_DIR)
-        prefix = self.key_of(base) + "/"
-        files = [
-            (info.key[len(prefix) :], info.size, info.mtime)
-            for info in self.objects.list_objects(self.staging_key(digest))
-        ]
-        return next(iter(group_uploads(self, files, base)), None)
-
     def move_aside(self, source: str, target: str) -> None:
         # Copy server-side, then delete: the blob is whole until the delete, then absent.
         # The copy is a new object, dated now (the grace of gc runs from the quarantine).
@@ -363,14 +319,6 @@ class S3Backend(FsspecBackend):
         else:
             self.objects.copy(source_key, target_key)
         self.objects.delete(source_key)
-
-    def list_staging(self) -> list[StagingEntry]:
-        return [*super().list_staging(), *multipart_entries(self)]
-
-    def drop_staging(self, entry: StagingEntry) -> bool:
-        if entry.kind is StagingKind.MULTIPART:
-            return not entry.active and drop_multipart(self, entry)
-        return super().drop_staging(entry)
 
     def store_exists(self) -> bool:
         """True if any object lies under the prefix (S3 has no empty directories)."""
@@ -391,7 +339,7 @@ class S3Backend(FsspecBackend):
 
 
 def _build_filesystem(options: dict[str, Any]) -> Any:
-    """An ``s3fs.S3FileSystem`` from the store options (credentials never logged)."""
+    """An ``s3fs.S3FileSystem`` from the parsed store options (credentials never logged)."""
     import s3fs
 
     client_kwargs: dict[str, Any] = {}
@@ -402,45 +350,28 @@ def _build_filesystem(options: dict[str, Any]) -> Any:
         # connection pool: fsspec caches instances by their arguments.)
         "use_listings_cache": False,
     }
-    if options.get("endpoint_url"):
-        fs_kwargs["endpoint_url"] = str(options["endpoint_url"])
-    if options.get("region"):
-        client_kwargs["region_name"] = str(options["region"])
-    if options.get("profile"):
-        fs_kwargs["profile"] = str(options["profile"])
-    key, secret = options.get("key"), options.get("secret")
+    if options["endpoint_url"]:
+        fs_kwargs["endpoint_url"] = options["endpoint_url"]
+    if options["region"]:
+        client_kwargs["region_name"] = options["region"]
+    if options["profile"]:
+        fs_kwargs["profile"] = options["profile"]
+    key, secret = options["key"], options["secret"]
     if bool(key) != bool(secret):
-        raise StoreError("S3 options key and secret go together (or use neither)")
+        raise StoreOptionError("S3 options key and secret go together", hint="or use neither")
     if key:
-        fs_kwargs["key"] = str(key)
-        fs_kwargs["secret"] = str(secret)
-        if options.get("token"):
-            fs_kwargs["token"] = str(options["token"])
-    if "anon" in options:
-        fs_kwargs["anon"] = _flag("anon", options["anon"])
-    style = options.get("addressing_style")
-    if style:
-        if style not in ("auto", "path", "virtual"):
-            raise StoreError(f"addressing_style must be auto, path or virtual, not {style!r}")
-        config_kwargs["s3"] = {"addressing_style": str(style)}
-    if "verify" in options:
-        verify = options["verify"]
-        flags = ("1", "0", "true", "false", "yes", "no", "on", "off")
-        if isinstance(verify, str) and verify.lower() not in flags:
-            client_kwargs["verify"] = verify  # a CA bundle path
-        else:
-            client_kwargs["verify"] = _flag("verify", verify)
-    if options.get("retries") not in (None, ""):
-        try:
-            attempts = int(options["retries"]) + 1
-        except (TypeError, ValueError):
-            raise StoreError(
-                f"retries must be a whole number, not {options['retries']!r}"
-            ) from None
-        if attempts < 1:
-            raise StoreError("retries must not be negative")
+        fs_kwargs["key"], fs_kwargs["secret"] = key, secret
+        if options["token"]:
+            fs_kwargs["token"] = options["token"]
+    if options["anon"] is not None:
+        fs_kwargs["anon"] = options["anon"]
+    if options["addressing_style"]:
+        config_kwargs["s3"] = {"addressing_style": options["addressing_style"]}
+    if options["verify"] is not None:
+        client_kwargs["verify"] = options["verify"]
+    if options["retries"] is not None:
         # botocore's own retries (connection errors, throttling, 5xx): attempts = 1 + retries
-        config_kwargs["retries"] = {"max_attempts": attempts, "mode": "standard"}
+        config_kwargs["retries"] = {"max_attempts": options["retries"] + 1, "mode": "standard"}
     if client_kwargs:
         fs_kwargs["client_kwargs"] = client_kwargs
     if config_kwargs:
@@ -449,45 +380,24 @@ def _build_filesystem(options: dict[str, Any]) -> Any:
         return s3fs.S3FileSystem(**fs_kwargs)
 
 
-def open_backend(url: str, **options: Any) -> S3Backend:
+@location_factory(OPTIONS)
+def open_backend(location: StoreLocation) -> S3Backend:
     """The factory for ``s3://bucket/prefix``.
 
     Options (keywords, or the URL's query parameters as strings): ``endpoint_url``,
     ``region``, ``profile``, ``key`` + ``secret`` (+ ``token``) or the normal AWS credential
     chain, ``anon``, ``part_size`` (bytes or ``8MiB``), ``layout``, ``lease`` (seconds),
     ``addressing_style``, ``verify`` (bool or CA bundle path), ``retries`` (botocore retries
-    per request). Unknown options raise StoreError.
+    per request). Unknown or invalid options raise StoreOptionError.
     """
-    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
-    options = {**query, **options}
-    url = url.split("?", 1)[0]
-    shown = redact_store_url(url)
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise StoreError(
-            f"unknown option(s) for s3:// stores: {', '.join(unknown)} "
-            f"(known: {', '.join(OPTIONS)})"
-        )
-    bucket, prefix = parse_s3_url(url)
-    try:
-        part_size = (
-            None if options.get("part_size") in (None, "") else parse_size(options["part_size"])
-        )
-        if part_size is not None:
-            validate_part_size(part_size)
-        lease = float(options.get("lease") or DEFAULT_LEASE)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"invalid option for {shown}: {exc}") from None
-    fs = _build_filesystem(options)
-    try:
-        return S3Backend(
-            bucket,
-            prefix,
-            fs,
-            layout=str(options.get("layout") or "distribution"),
-            part_size=part_size,
-            lease=lease,
-            url=url,
-        )
-    except ValueError as exc:
-        raise StoreError(f"invalid option for {shown}: {exc}") from None
+    bucket, prefix = parse_s3_location(location)
+    options = location.options
+    return S3Backend(
+        bucket,
+        prefix,
+        _build_filesystem(options),
+        layout=options["layout"],
+        part_size=options["part_size"],
+        lease=options["lease"],
+        url=location.text,
+    )

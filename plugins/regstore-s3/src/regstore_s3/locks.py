@@ -32,13 +32,12 @@ import contextlib
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
+from regstore.backends.kit import BlobLock, HeldKeys, LockManagerBase, check_lock_key
 from regstore.errors import StoreError
 
 from .client import PreconditionFailed, S3Objects
@@ -54,9 +53,8 @@ MIN_LEASE = 1.0
 #: How long mutex() waits for a contended key by default.
 MUTEX_TIMEOUT = 120.0
 
-# key in the process-wide table: "<bucket>/<object key>"
-_held_guard = threading.RLock()
-_held: set[str] = set()
+# keys in the process-wide table: "<bucket>/<object key>"
+_held = HeldKeys()
 
 
 class LeaseLostError(StoreError):
@@ -147,8 +145,7 @@ class S3Lease:
 
     def release(self) -> None:
         """Stop renewing and delete the lock object (if it is still ours). Idempotent."""
-        with _held_guard:
-            full, self._full_key = self._full_key, None
+        full, self._full_key = self._full_key, None
         if full is None:
             return
         state = self._state
@@ -159,8 +156,7 @@ class S3Lease:
                     with contextlib.suppress(PreconditionFailed):
                         state.objects.delete(state.key, if_match=state.etag)
         finally:
-            with _held_guard:
-                _held.discard(full)
+            _held.free(full)
             if self._thread is not threading.current_thread():
                 self._thread.join(timeout=5)
 
@@ -169,10 +165,9 @@ class S3Lease:
 
         For finalisers (a writer dropped without close); prefer :meth:`release`.
         """
-        with _held_guard:
-            full, self._full_key = self._full_key, None
-            if full is not None:
-                _held.discard(full)
+        full, self._full_key = self._full_key, None
+        if full is not None:
+            _held.free(full)
         self._state.stop.set()
 
     def __del__(self) -> None:
@@ -183,12 +178,17 @@ class S3Lease:
         return f"S3Lease({self._state.key!r}, lost={self.lost})"
 
 
-class S3LeaseLockManager:
+class S3LeaseLockManager(LockManagerBase):
     """Exclusive locks by key as lease objects under ``<prefix>`` in a bucket.
 
     ``prefix`` is the key prefix of the lock objects (``<root>/_regstore/locks/``). ``lease``
-    is how long a lock outlives its holder's last renewal.
+    is how long a lock outlives its holder's last renewal. :meth:`mutex` (from
+    :class:`~regstore.backends.kit.LockManagerBase`) polls for up to two minutes, backing off
+    to half a second, and checks the lease is still ours before it releases.
     """
+
+    mutex_timeout = MUTEX_TIMEOUT
+    mutex_backoff = (0.02, 0.5)
 
     def __init__(self, objects: S3Objects, prefix: str, *, lease: float = DEFAULT_LEASE) -> None:
         if lease < MIN_LEASE:
@@ -199,9 +199,7 @@ class S3LeaseLockManager:
         self.owner = _owner_id()
 
     def _object_key(self, key: str) -> str:
-        parts = key.split("/")
-        if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
-            raise StoreError(f"refusing lock key {key!r}")
+        check_lock_key(key)
         return f"{self.prefix}{key}.lock"
 
     def _full(self, object_key: str) -> str:
@@ -263,19 +261,15 @@ class S3LeaseLockManager:
         """Take ``key``, or return None if another writer (thread or process) holds it."""
         object_key = self._object_key(key)
         full = self._full(object_key)
-        with _held_guard:
-            if full in _held:
-                return None
-            _held.add(full)
+        if not _held.claim(full):
+            return None
         try:
             taken = self._take(object_key)
         except BaseException:
-            with _held_guard:
-                _held.discard(full)
+            _held.free(full)
             raise
         if taken is None:
-            with _held_guard:
-                _held.discard(full)
+            _held.free(full)
             return None
         etag, body = taken
         return S3Lease(self, full, _LeaseState(self.objects, object_key, etag, body, self.lease))
@@ -283,34 +277,15 @@ class S3LeaseLockManager:
     def is_held(self, key: str) -> bool:
         """True if a live lock exists for ``key`` (held here, or unexpired elsewhere)."""
         object_key = self._object_key(key)
-        with _held_guard:
-            if self._full(object_key) in _held:
-                return True
+        if self._full(object_key) in _held:
+            return True
         current = self._read(object_key)
         return current is not None and not current[1]
 
-    @contextlib.contextmanager
-    def mutex(self, key: str, timeout: float = MUTEX_TIMEOUT) -> Iterator[None]:
-        """A blocking critical section on ``key`` across threads and processes.
-
-        Raises StoreError after ``timeout`` seconds; a stale holder's lock is broken once its
-        lease has run out.
-        """
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            lock = self.try_acquire(key)
-            if lock is not None:
-                break
-            if time.monotonic() >= deadline:
-                raise StoreError(f"could not take the store lock {key!r} within {timeout:g} s")
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.5)
-        try:
-            yield
+    def before_release(self, lock: BlobLock) -> None:
+        """A mutex body that outlived its lease must not pass as exclusive: raise then."""
+        if isinstance(lock, S3Lease):
             lock.check()
-        finally:
-            lock.release()
 
     def __repr__(self) -> str:
         return f"S3LeaseLockManager(s3://{self.objects.bucket}/{self.prefix}, lease={self.lease:g})"

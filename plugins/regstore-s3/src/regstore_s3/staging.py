@@ -29,19 +29,27 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from regstore.backends.kit import BlobLock, FsspecStagingArea, StagingEntry, StagingKind
 from regstore.digest import CHUNK_SIZE
 from regstore.errors import RegstoreError, StoreError
 from regstore.reference import Digest
 
 from .client import ObjectInfo, PreconditionFailed, S3Objects
-from .leftovers import abort_stale_uploads
+from .leftovers import abort_stale_uploads, drop_multipart, multipart_entries
 from .locks import S3Lease
 from .parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size
 
 if TYPE_CHECKING:
     from .backend import S3Backend
 
-__all__ = ["PART_PREFIX", "S3BlobWriter", "part_name", "promote_parts", "valid_parts"]
+__all__ = [
+    "PART_PREFIX",
+    "S3BlobWriter",
+    "S3PartStaging",
+    "part_name",
+    "promote_parts",
+    "valid_parts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +120,59 @@ def promote_parts(objects: S3Objects, parts: list[ObjectInfo], final_key: str) -
         raise
 
 
+class S3PartStaging(FsspecStagingArea):
+    """The S3 store's staging part: part objects under the blob's staging prefix, published by
+    :func:`promote_parts`; its own write handle (:class:`S3BlobWriter`). Besides the staged
+    parts it lists and aborts the incomplete multipart uploads a writer killed mid-commit
+    leaves (:mod:`regstore_s3.leftovers`).
+
+    ``part_size`` is the multipart part size in bytes; None derives it per blob.
+    """
+
+    store: S3Backend
+
+    def __init__(self, part_size: int | None = None) -> None:
+        self.part_size = part_size
+
+    def prefix(self, digest: Digest) -> str:
+        """The key prefix (ending in ``/``) of a blob's staged parts."""
+        return self.store.key_of(self.store.staging_path(digest)) + "/"
+
+    def scan(self, digest: Digest) -> list[ObjectInfo]:
+        """The usable staged parts of ``digest``, in order (see :func:`valid_parts`).
+
+        Objects that cannot be resumed (after a gap, foreign names) are deleted: only a writer,
+        which holds the blob's lock, calls this.
+        """
+        prefix = self.prefix(digest)
+        usable, junk = valid_parts(self.store.objects.list_objects(prefix), prefix)
+        if junk:
+            self.store.objects.delete_many(junk)
+        return usable
+
+    def staged_size(self, digest: Digest) -> int:
+        prefix = self.prefix(digest)
+        usable, _ = valid_parts(self.store.objects.list_objects(prefix), prefix)
+        return sum(p.size for p in usable)
+
+    def writer(self, digest: Digest, lock: BlobLock) -> S3BlobWriter:
+        if not isinstance(lock, S3Lease):
+            raise StoreError(f"S3 blob writers need an S3 lease, not {lock!r}")
+        return S3BlobWriter(self, digest, lock)
+
+    def discard(self, digest: Digest) -> None:
+        keys = [info.key for info in self.store.objects.list_objects(self.prefix(digest))]
+        self.store.objects.delete_many(keys)
+
+    def entries(self) -> list[StagingEntry]:
+        return [*super().entries(), *multipart_entries(self.store)]
+
+    def drop_entry(self, entry: StagingEntry) -> bool:
+        if entry.kind is StagingKind.MULTIPART:
+            return drop_multipart(self.store, entry)
+        return super().drop_entry(entry)
+
+
 class S3BlobWriter:
     """The :class:`~regstore.hookspecs.BlobWriteHandle` of an S3 store.
 
@@ -123,13 +184,14 @@ class S3BlobWriter:
     part (it is streamed as the request body, without copies), plus small HTTP buffers.
     """
 
-    def __init__(self, backend: S3Backend, digest: Digest, lock: S3Lease) -> None:
-        self._backend = backend
+    def __init__(self, staging: S3PartStaging, digest: Digest, lock: S3Lease) -> None:
+        self._staging = staging
+        self._backend = backend = staging.store
         self._objects = backend.objects
         self.digest = digest
         self._lock: S3Lease | None = lock
-        self._prefix = backend.staging_key(digest)
-        self._parts: list[ObjectInfo] = backend.scan_staged(digest)
+        self._prefix = staging.prefix(digest)
+        self._parts: list[ObjectInfo] = staging.scan(digest)
         self._buffer = bytearray()  #: capacity of the part being filled
         self._filled = 0  #: bytes of it holding data
         self._adopted = False
@@ -167,7 +229,7 @@ class S3BlobWriter:
         """The size of the part being filled (fixed per declared size and staged bytes)."""
         key = (self._size, self._staged)
         if self._part_size_for != key:
-            self._part_size = choose_part_size(self._size, self._backend.part_size, self._staged)
+            self._part_size = choose_part_size(self._size, self._staging.part_size, self._staged)
             self._part_size_for = key
         return self._part_size
 
@@ -267,7 +329,7 @@ class S3BlobWriter:
 
     def _cleanup_staging(self) -> None:
         if self._staging_used:
-            self._backend.discard_staged(self.digest)
+            self._staging.discard(self.digest)
 
     # -- the BlobWriteHandle protocol --------------------------------------------------------
 
@@ -326,8 +388,7 @@ class S3BlobWriter:
             if total != size:
                 self._cleanup_staging()
                 raise StoreError(f"{self._what('commit')}: {total} bytes were staged, not {size}")
-            self._backend.prepare()
-            final_key = self._backend.key_of(self._backend.layout.blob_path(self.digest))
+            final_key = self._backend.key_of(self._backend.final_blob_path(self.digest))
             if not self._parts:
                 # The whole blob is in memory (at most one part): one atomic PUT.
                 lock.check()
@@ -367,7 +428,7 @@ class S3BlobWriter:
         try:
             self._filled = 0
             if self._lock is not None and not self._lock.lost:
-                self._backend.discard_staged(self.digest)
+                self._staging.discard(self.digest)
         finally:
             self._release()
 

@@ -1,0 +1,59 @@
+"""The whole conformance suite against the plugin guide's sqlite:// backend (tests/support).
+
+The backend is written only from the public plugin kit (:mod:`regstore.backends.kit`), as a
+third party would write it from docs/plugin-guide.md; this proves the guide's path works.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from regstore import open_store, plugins
+from regstore.errors import StoreError, StoreOptionError
+from regstore.testing.conformance import BackendConformance
+from tests.support import sqlite_backend
+
+
+@pytest.fixture(autouse=True)
+def sqlite_plugin() -> Iterator[None]:
+    plugins.reset_plugin_manager()
+    plugins.register_plugin(sqlite_backend, name="sqlite-example")
+    yield
+    plugins.reset_plugin_manager()
+
+
+class TestSqliteBackend(BackendConformance):
+    large_blob_size = 2 * 1024 * 1024
+
+    @pytest.fixture
+    def store_url(self, tmp_path: Path) -> str:
+        return f"sqlite://{tmp_path}/store.db"
+
+
+def test_the_factory_gets_the_path_with_every_slash(tmp_path: Path) -> None:
+    # sqlite:///abs keeps its "//" (urlunsplit used to turn it into sqlite:/abs), and %xx
+    # is decoded
+    with open_store(f"sqlite://{tmp_path}/my%20store.db") as store:
+        assert store.backend.path == f"{tmp_path}/my store.db"  # type: ignore[attr-defined]
+
+
+def test_bad_options_are_store_option_errors_with_a_hint(tmp_path: Path) -> None:
+    with pytest.raises(StoreOptionError, match="unknown option") as caught:
+        open_store(f"sqlite://{tmp_path}/s.db?colour=blue")
+    assert "timeout" in caught.value.hint
+    with pytest.raises(StoreOptionError, match="timeout") as caught:
+        open_store(f"sqlite://{tmp_path}/s.db", timeout="soon")
+    with pytest.raises(StoreOptionError, match="absolute"):
+        open_store("sqlite://relative/s.db")
+
+
+def test_declared_error_types_become_store_errors(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database, it only looks like a store" * 100)
+    with open_store(f"sqlite://{path}") as store, pytest.raises(StoreError) as caught:
+        store.repositories()
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
