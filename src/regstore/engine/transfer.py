@@ -12,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from regstore.client.retry import RetryBudget
 from regstore.errors import (
     BlobNotFoundError,
     ImageManifestNotFoundError,
@@ -23,6 +22,7 @@ from regstore.errors import (
 from regstore.events import EventKind
 from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
+from regstore.retry import RetryBudget
 
 from .blobs import (
     DEFAULT_CHUNK_SIZE,
