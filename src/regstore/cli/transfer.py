@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
@@ -12,10 +12,9 @@ from regstore.engine import (
     RegistryImage,
     StoreImage,
     TransferResult,
-    copy,
-    pull,
-    push,
+    resolve_destination,
     transfer_many,
+    transfer_one,
 )
 from regstore.engine.filters import FilterError, TagFilter
 from regstore.errors import RegstoreError
@@ -33,6 +32,7 @@ __all__ = [
     "copy_command",
     "filter_options",
     "make_filter",
+    "move_images",
     "pull_command",
     "push_command",
     "report_batch",
@@ -206,9 +206,17 @@ def registry_client(state: AppState, ref: RegistryRef) -> Client:
 
 def image_of(state: AppState, ref: ImageRef, store_url: str | None = None) -> Image:
     """The engine's image for a command-line reference."""
+    return image_at(state, ref, ref.reference, store_url)
+
+
+def image_at(
+    state: AppState, ref: ImageRef, reference: str | None, store_url: str | None = None
+) -> Image:
+    """The engine's image for ``ref``'s repository at ``reference`` (a tag, a digest, or None:
+    the engine gives a destination the source's tag)."""
     if isinstance(ref, StoreRef):
-        return StoreImage(state.store(store_url), ref.name, ref.reference)
-    return RegistryImage(registry_client(state, ref), ref.name, ref.reference)
+        return StoreImage(state.store(store_url), ref.name, reference)
+    return RegistryImage(registry_client(state, ref), ref.name, reference)
 
 
 def list_tags(state: AppState, ref: ImageRef, store_url: str | None = None) -> list[str]:
@@ -221,7 +229,7 @@ def filtered_jobs(
     state: AppState,
     source: ImageRef,
     tag_filter: TagFilter,
-    destination: Callable[[str], Image],
+    destination: Callable[[str | None], Image],
     src_store: str | None = None,
 ) -> list[tuple[Image, Image]]:
     """One job per tag of ``source``'s repository that passes ``tag_filter``."""
@@ -237,14 +245,7 @@ def filtered_jobs(
         raise RegstoreError(
             f"none of its {len(available)} tag(s) matches the filter ({tag_filter.describe()})"
         )
-    jobs: list[tuple[Image, Image]] = []
-    for tag in tags:
-        if isinstance(source, StoreRef):
-            src: Image = StoreImage(state.store(src_store), source.name, tag)
-        else:
-            src = RegistryImage(registry_client(state, source), source.name, tag)
-        jobs.append((src, destination(tag)))
-    return jobs
+    return [(image_at(state, source, tag, src_store), destination(tag)) for tag in tags]
 
 
 def _without_tag(ref: ImageRef) -> str:
@@ -266,6 +267,69 @@ def _split_as(value: str) -> tuple[str, str | None]:
     except RegstoreError as exc:
         raise click.BadParameter(str(exc), param_hint="--as") from None
     return name, tag
+
+
+# -- the one path of pull, push and copy -----------------------------------------------------------
+
+_VERBS = {
+    "pull": ("pulling", "pulled"),
+    "push": ("pushing", "pushed"),
+    "copy": ("copying", "copied"),
+}
+
+
+def move_images(
+    state: AppState,
+    operation: Literal["pull", "push", "copy"],
+    source: ImageRef,
+    destination: Callable[[str | None], Image],
+    *,
+    src_store: str | None = None,
+    tag_filter: TagFilter | None = None,
+    platforms: list[str] | None = None,
+    mount_from: Sequence[str] = (),
+    keep_going: bool = True,
+    repair: bool = False,
+) -> int:
+    """The body pull, push and copy share: move ``source`` (one image, or each tag of its
+    repository that ``tag_filter`` selects) to ``destination(tag)``, with progress, and report.
+
+    ``destination`` is called with the selected tag, or with None for one image: the engine
+    then gives the image its tag (:func:`regstore.engine.destination_tag`, the one rule).
+    """
+    doing, done = _VERBS[operation]
+    display = state.progress()
+    if tag_filter is not None:
+        jobs = filtered_jobs(state, source, tag_filter, destination, src_store)
+        state.action = f"{doing} {len(jobs)} tag(s) of {_without_tag(source)}"
+        with display:
+            batch = transfer_many(
+                jobs,
+                platforms=platforms,
+                mount_from=mount_from,
+                concurrency=state.concurrency,
+                events=display.sink,
+                keep_going=keep_going,
+                operation=operation,
+            )
+        return report_batch(state, batch)
+    state.action = f"{doing} {source}"  # until the destination is known
+    src_image = image_of(state, source, src_store)
+    dst_image = destination(None)
+    if operation != "pull":  # a pull's destination is the store: its name says enough
+        state.action = f"{doing} {source} to {resolve_destination(src_image, dst_image)}"
+    with display:
+        result = transfer_one(
+            src_image,
+            dst_image,
+            operation=operation,
+            platforms=platforms,
+            mount_from=mount_from,
+            concurrency=state.concurrency,
+            events=display.sink,
+            repair=repair,
+        )
+    return report_result(state, result, done)
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -307,42 +371,25 @@ def pull_command(
     selected = check_platforms(platforms, all_platforms)
     tag_filter = make_filter(include, exclude, semver, latest)
     as_name, as_tag = _split_as(as_) if as_ else (None, None)
-    display = state.progress()
     if tag_filter is not None:
         if repair:
             raise click.UsageError("--repair takes one image: name its tag or digest")
         if as_tag is not None:
             raise click.UsageError("--as takes only a NAME when tag filters select many tags")
-        store = state.store()
-        dest_name = as_name or ref.name
-        jobs = filtered_jobs(state, ref, tag_filter, lambda tag: StoreImage(store, dest_name, tag))
-        state.action = f"pulling {len(jobs)} tag(s) of {ref.ref.repository}"
-        with display:
-            batch = transfer_many(
-                jobs,
-                platforms=selected,
-                concurrency=state.concurrency,
-                events=display.sink,
-                keep_going=keep_going,
-            )
-        return report_batch(state, batch)
-    state.action = f"pulling {ref}"
-    client = registry_client(state, ref)
-    store = state.store()
-    with display:
-        result = pull(
-            client,
-            store,
-            ref.name,
-            ref.reference,
-            as_name=as_name,
-            as_tag=as_tag,
-            platforms=selected,
-            concurrency=state.concurrency,
-            events=display.sink,
-            repair=repair,
-        )
-    return report_result(state, result, "pulled")
+
+    def destination(tag: str | None) -> Image:
+        return StoreImage(state.store(), as_name or ref.name, as_tag if as_tag else tag)
+
+    return move_images(
+        state,
+        "pull",
+        ref,
+        destination,
+        tag_filter=tag_filter,
+        platforms=selected,
+        keep_going=keep_going,
+        repair=repair,
+    )
 
 
 @cli.command("push")
@@ -372,31 +419,13 @@ def push_command(
             validate_name(repo)
         except RegstoreError as exc:
             raise click.BadParameter(str(exc), param_hint="--mount-from") from None
-    dest_tag: str | None
-    if dest.explicit:
-        dest_tag = dest.ref.tag if dest.ref.digest is None else None
-    else:
-        dest_tag = source.tag if source.digest is None else None
-        if dest_tag is None and not source.explicit:
-            dest_tag = "latest"
-    target = f"{dest.ref.repository}:{dest_tag}" if dest_tag else dest.ref.repository
-    state.action = f"pushing {source} to {target}"
-    store = state.store()
-    client = registry_client(state, dest)
-    display = state.progress()
-    with display:
-        result = push(
-            client,
-            store,
-            source.name,
-            source.reference,
-            dest_name=dest.name,
-            dest_tag=dest_tag,
-            mount_from=mount_from,
-            concurrency=state.concurrency,
-            events=display.sink,
-        )
-    return report_result(state, result, "pushed")
+    return move_images(
+        state,
+        "push",
+        source,
+        lambda tag: image_at(state, dest, dest.reference if dest.explicit else tag),
+        mount_from=mount_from,
+    )
 
 
 @cli.command("copy")
@@ -439,46 +468,21 @@ def copy_command(
     """
     selected = check_platforms(platforms, all_platforms)
     tag_filter = make_filter(include, exclude, semver, latest)
-    display = state.progress()
+    if tag_filter is not None and dest.explicit:
+        raise click.UsageError("with tag filters, DEST names a repository without a tag")
 
     def destination(tag: str | None) -> Image:
-        if isinstance(dest, StoreRef):
-            return StoreImage(
-                state.store(dest_store), dest.name, dest.reference if dest.explicit else tag
-            )
-        return RegistryImage(
-            registry_client(state, dest), dest.name, dest.reference if dest.explicit else tag
-        )
+        reference = dest.reference if dest.explicit else tag
+        return image_at(state, dest, reference, dest_store)
 
-    if tag_filter is not None:
-        if dest.explicit:
-            raise click.UsageError("with tag filters, DEST names a repository without a tag")
-        jobs = filtered_jobs(state, source, tag_filter, destination, src_store)
-        state.action = f"copying {len(jobs)} tag(s) of {_without_tag(source)}"
-        with display:
-            batch = transfer_many(
-                jobs,
-                platforms=selected,
-                concurrency=state.concurrency,
-                events=display.sink,
-                keep_going=keep_going,
-            )
-        return report_batch(state, batch)
-    src_image = image_of(state, source, src_store)
-    keep_tag = None
-    if isinstance(source, StoreRef):
-        keep_tag = source.tag or (None if source.digest else "latest")
-    else:
-        keep_tag = source.ref.tag
-    dst_image = destination(keep_tag if not dest.explicit else None)
-    state.action = f"copying {source} to {dst_image}"
-    with display:
-        result = copy(
-            src_image,
-            dst_image,
-            platforms=selected,
-            mount_from=mount_from,
-            concurrency=state.concurrency,
-            events=display.sink,
-        )
-    return report_result(state, result, "copied")
+    return move_images(
+        state,
+        "copy",
+        source,
+        destination,
+        src_store=src_store,
+        tag_filter=tag_filter,
+        platforms=selected,
+        mount_from=mount_from,
+        keep_going=keep_going,
+    )

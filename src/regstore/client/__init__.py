@@ -20,10 +20,10 @@ from __future__ import annotations
 from regstore.client.bodies import BlobData, UploadLengthError
 from regstore.client.client import Client, default_user_agent
 from regstore.client.credentials import Credentials, CredentialsCallable, DockerConfig
-from regstore.client.models import ManifestInfo, UploadSession, UploadStatus
 from regstore.client.ratelimit import RateLimitPacer
-from regstore.client.retry import RetryBudget, RetryPolicy
 from regstore.client.stream import BlobStream
+from regstore.retry import RetryBudget, RetryPolicy
+from regstore.wire import ManifestInfo, UploadSession, UploadStatus
 
 __all__ = [
     "BlobData",

@@ -13,11 +13,9 @@ from typing import IO, Any
 
 from regstore.digest import CHUNK_SIZE
 from regstore.errors import StoreError, UploadLengthError
+from regstore.wire import BlobData, UploadSource
 
 __all__ = ["BlobData", "UploadBody", "UploadLengthError"]
-
-#: What the upload methods accept: bytes, a binary file object, or an iterable of chunks.
-BlobData = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
 
 
 class UploadBody:
@@ -86,7 +84,7 @@ class UploadBody:
                 yield part
             return
         if hasattr(data, "read"):
-            yield from self._iter_file(data)  # type: ignore[arg-type]
+            yield from self._iter_file(data)  # type: ignore[arg-type]  # hasattr narrows no union
             return
         for piece in data:
             chunk = bytes(piece)
@@ -101,7 +99,7 @@ class UploadBody:
         if self.sent != self.length:
             raise UploadLengthError(f"the data ended after {self.sent} of {self.length} bytes")
 
-    def _iter_file(self, file: IO[bytes]) -> Iterator[bytes]:
+    def _iter_file(self, file: IO[bytes] | UploadSource) -> Iterator[bytes]:
         remaining = self.length
         while remaining > 0:
             try:

@@ -31,11 +31,11 @@ from regstore.client.limits import ClientLimits
 from regstore.client.listing import ListingMixin
 from regstore.client.manifests import ManifestsMixin
 from regstore.client.ratelimit import RateLimitPacer
-from regstore.client.retry import RetryPolicy
 from regstore.client.transport import Transport, TransportOptions
 from regstore.client.uploads import UploadsMixin
 from regstore.client.urls import Endpoint
 from regstore.errors import UnsupportedError
+from regstore.retry import RetryPolicy
 
 __all__ = ["Client", "default_user_agent"]
 

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 
 from regstore.client.core import ClientCore, delete_scope, describe_ref, pull_scope, push_scope
 from regstore.client.errors_map import Operation, error_for_status, http_context
-from regstore.client.models import ManifestInfo
 from regstore.digest import verify
 from regstore.errors import (
     DigestMismatchError,
@@ -23,6 +22,7 @@ from regstore.errors import (
 )
 from regstore.manifest import MANIFEST_ACCEPT, MANIFEST_MAX_SIZE, Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_reference
+from regstore.wire import ManifestInfo
 
 __all__ = ["ManifestsMixin"]
 

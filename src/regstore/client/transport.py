@@ -50,8 +50,8 @@ from regstore.client.errors_map import (
     transport_error,
 )
 from regstore.client.ratelimit import RateLimitPacer
-from regstore.client.retry import RetryBudget, RetryPolicy, active_budget, retryable_status
 from regstore.client.urls import Endpoint, no_proxy_for, redact_url, resolve, same_origin
+from regstore.retry import RetryBudget, RetryPolicy, active_budget, retryable_status
 
 __all__ = ["IDEMPOTENT", "REDIRECTS", "Reply", "Transport", "TransportOptions"]
 

@@ -28,7 +28,6 @@ from regstore.client.bodies import BlobData, UploadBody
 from regstore.client.challenge import merge_scopes
 from regstore.client.core import ClientCore, delete_scope, pull_scope, push_scope
 from regstore.client.errors_map import Operation, error_for_status, http_context
-from regstore.client.models import UploadSession, UploadStatus
 from regstore.client.ranges import UploadRange, chunk_content_range, parse_upload_range
 from regstore.client.transport import Reply
 from regstore.client.urls import add_query, resolve
@@ -39,6 +38,7 @@ from regstore.errors import (
     RegistryError,
 )
 from regstore.reference import Digest, validate_name
+from regstore.wire import UploadSession, UploadStatus
 
 __all__ = ["UploadsMixin"]
 

@@ -3,11 +3,15 @@
 Concurrent (one bounded pool shared by every blob of every image), resumable (a dropped
 connection continues from the bytes already stored or uploaded), verified (nothing becomes
 visible before its digest checks out) and deduplicated (each digest moves once).
+
+Images move between places — registry and store repositories — through the
+:class:`~.places.ImageSource`/:class:`~.places.ImageSink` protocols, one adapter per kind of
+place (:mod:`.places`); pull, push, copy and the CLI's commands share :func:`transfer_one`.
 """
 
 from __future__ import annotations
 
-from .api import copy, pull, push
+from .api import copy, pull, push, transfer_one
 from .model import (
     BatchResult,
     ImageOutcome,
@@ -16,7 +20,13 @@ from .model import (
     StoreImage,
     TransferResult,
 )
-from .transfer import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, transfer_many
+from .transfer import (
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
+    destination_tag,
+    resolve_destination,
+    transfer_many,
+)
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -28,7 +38,10 @@ __all__ = [
     "StoreImage",
     "TransferResult",
     "copy",
+    "destination_tag",
     "pull",
     "push",
+    "resolve_destination",
     "transfer_many",
+    "transfer_one",
 ]

@@ -1,9 +1,12 @@
-"""``pull``, ``push`` and ``copy``: the seed's two functions and their sibling, for one image."""
+"""``pull``, ``push`` and ``copy``: the seed's two functions and their sibling, for one image,
+all three one call of :func:`transfer_one` (which the CLI's commands share too)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
+from regstore.errors import UnsupportedError
 from regstore.manifest import Platform
 from regstore.store import ObjectStore
 
@@ -13,7 +16,50 @@ from .repair import repair_image
 from .reporting import EventSink
 from .transfer import DEFAULT_CONCURRENCY, Image, TransferOptions, run_one
 
-__all__ = ["copy", "pull", "push"]
+__all__ = ["copy", "pull", "push", "transfer_one"]
+
+
+def transfer_one(
+    source: Image,
+    dest: Image,
+    *,
+    operation: Literal["pull", "push", "copy"] = "copy",
+    platforms: Sequence[str | Platform] | None = None,
+    mount_from: Sequence[str] = (),
+    concurrency: int = DEFAULT_CONCURRENCY,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
+    events: EventSink | None = None,
+    repair: bool = False,
+) -> TransferResult:
+    """Move one image from ``source`` to ``dest``, any place to any place: the one path of
+    :func:`pull`, :func:`push` and :func:`copy` (``operation`` names it in events).
+
+    ``dest``'s reference None gives it the source's tag (:func:`~.transfer.destination_tag`).
+    ``repair=True`` (a store destination only) first re-hashes what the store has of the
+    image and moves the damaged blobs aside (:mod:`.repair`); ``TransferResult.quarantined``
+    names them. Raises UnsupportedError for ``repair`` into a registry.
+    """
+    quarantined: list[str] = []
+    if repair:
+        if not isinstance(dest, StoreImage):
+            raise UnsupportedError(f"repair re-hashes a store's blobs; {dest} is not in a store")
+        report = repair_image(
+            source, dest.store, platforms=platforms, concurrency=concurrency, events=events
+        )
+        quarantined = sorted(report.quarantined)
+    result = run_one(
+        source,
+        dest,
+        operation,
+        options=TransferOptions.build(
+            platforms, mount_from, chunk_size=chunk_size, monolithic_threshold=monolithic_threshold
+        ),
+        concurrency=concurrency,
+        events=events,
+    )
+    result.quarantined = quarantined
+    return result
 
 
 def pull(
@@ -44,24 +90,15 @@ def pull(
     and moves the damaged ones aside (:mod:`regstore.engine.repair`), so the pull fetches them
     again; ``TransferResult.quarantined`` names them.
     """
-    source = RegistryImage(client, name, reference)
-    quarantined: list[str] = []
-    if repair:
-        report = repair_image(
-            source, store, platforms=platforms, concurrency=concurrency, events=events
-        )
-        quarantined = sorted(report.quarantined)
-    dest_ref = as_tag if as_tag is not None else None
-    result = run_one(
-        source,
-        StoreImage(store, as_name or name, dest_ref),
-        "pull",
-        options=TransferOptions.build(platforms),
+    return transfer_one(
+        RegistryImage(client, name, reference),
+        StoreImage(store, as_name or name, as_tag),
+        operation="pull",
+        platforms=platforms,
         concurrency=concurrency,
         events=events,
+        repair=repair,
     )
-    result.quarantined = quarantined
-    return result
 
 
 def push(
@@ -85,14 +122,14 @@ def push(
     ones in ``chunk_size`` chunks that resume from the registry's offset after a failure.
     Children before the index; the tag last.
     """
-    return run_one(
+    return transfer_one(
         StoreImage(store, name, reference),
         RegistryImage(client, dest_name or name, dest_tag),
-        "push",
-        options=TransferOptions.build(
-            None, mount_from, chunk_size=chunk_size, monolithic_threshold=monolithic_threshold
-        ),
+        operation="push",
+        mount_from=mount_from,
         concurrency=concurrency,
+        chunk_size=chunk_size,
+        monolithic_threshold=monolithic_threshold,
         events=events,
     )
 
@@ -114,13 +151,14 @@ def copy(
     memory) and mounts instead when both are repositories of the same registry. ``dest``'s
     name and reference rename on the way (``None`` reference keeps the source's tag).
     """
-    return run_one(
+    return transfer_one(
         source,
         dest,
-        "copy",
-        options=TransferOptions.build(
-            platforms, mount_from, chunk_size=chunk_size, monolithic_threshold=monolithic_threshold
-        ),
+        operation="copy",
+        platforms=platforms,
+        mount_from=mount_from,
         concurrency=concurrency,
+        chunk_size=chunk_size,
+        monolithic_threshold=monolithic_threshold,
         events=events,
     )

@@ -13,9 +13,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
-from regstore.client.retry import RetryBudget, RetryPolicy, is_transient
 from regstore.errors import (
     BlobTooLargeError,
     BlobUploadInvalidRangeError,
@@ -28,9 +27,11 @@ from regstore.errors import (
     UnexpectedHTTPStatusError,
 )
 from regstore.events import EventKind
+from regstore.retry import RetryBudget, RetryPolicy, is_transient
 from regstore.store import LayerWriter, ObjectStore
+from regstore.wire import BlobSource, UploadSession
 
-from .model import BlobSource, RegistryClient
+from .model import RegistryClient
 from .reporting import Reporter
 
 __all__ = [
@@ -80,7 +81,7 @@ def _skip_bytes(source: BlobSource, count: int, buffer: bytearray) -> None:
 
 def _open_at(opener: Opener, offset: int, buffer: bytearray) -> BlobSource:
     source = opener(offset)
-    start = getattr(source, "offset", offset)
+    start = source.offset
     if start > offset:
         source.close()
         raise TransportError(f"source stream starts at {start}, after the wanted offset {offset}")
@@ -205,8 +206,8 @@ def _read_chunks(source: BlobSource, view: memoryview, *, pipelined: bool) -> It
 
 
 def _learn_size(source: BlobSource, writer: LayerWriter) -> int:
-    size = getattr(source, "size", None)
-    if isinstance(size, int) and size >= 0:
+    size = source.size
+    if size is not None and size >= 0:
         writer.set_size(size)
         return size
     return -1
@@ -231,8 +232,8 @@ def _blob_retries(policy: RetryPolicy, size: int, chunk_size: int) -> int:
 
 def pull_budget(client: RegistryClient, name: str, digest: str, size: int) -> RetryBudget:
     """The retry budget of fetching one blob from repository ``name`` of ``client``'s registry,
-    under the client's retry policy (a client without one gets the default policy)."""
-    policy = _retry_policy(client)
+    under the client's retry policy."""
+    policy = client.retry_policy
     known = f"{size} bytes" if size >= 0 else "size unknown"
     return policy.budget(
         f"pulling blob {digest} ({known}) from {name} on {client.registry}",
@@ -363,25 +364,13 @@ class _Limited:
         return self._left
 
 
-def _status_offset(status: Any) -> tuple[int, str | None]:
-    """(bytes the registry holds, new location) from get_blob_upload_status's answer."""
-    if isinstance(status, tuple):
-        location = status[2] if len(status) > 2 else None
-        return int(status[0]), None if location is None else str(location)
-    held = getattr(status, "offset", None)
-    if held is None:
-        held = status.size
-    location = getattr(status, "location", None)
-    return int(held), None if location is None else str(location)
-
-
-def _location(answer: Any) -> str:
-    return answer if isinstance(answer, str) else str(answer.location)
-
-
-def _retry_policy(client: RegistryClient) -> RetryPolicy:
-    policy = getattr(client, "retry_policy", None)
-    return policy if isinstance(policy, RetryPolicy) else RetryPolicy()
+def _upload_location(session: UploadSession) -> str:
+    """Where a session that did not mount its blob takes the bytes."""
+    if session.location is None:
+        # The client never answers so (a 201 to a plain POST is its RegistryError), but a
+        # client standing in for it might: say so rather than send bytes nowhere.
+        raise RegistryError(f"upload session {session} has no location and mounted nothing")
+    return session.location
 
 
 def upload_blob(
@@ -415,7 +404,7 @@ def upload_blob(
     :class:`~regstore.errors.RetriesExhaustedError` names the blob, the last request and the
     registry's last answer.
     """
-    policy = _retry_policy(client)
+    policy = client.retry_policy
     monolithic = size <= monolithic_threshold
     chunks = 1 if monolithic else -(-size // chunk_size)
     # Per blob, not per request; room for a couple of failures per chunk, since a large blob
@@ -490,7 +479,7 @@ class _Upload:
             answer = self._retried(
                 partial(client.initiate_blob_upload, name, mount=digest, from_=source_repo)
             )
-            if getattr(answer, "mounted", False):
+            if answer.mounted:
                 if self.location is not None:
                     _cancel_quietly(client, self.location)
                 self.reporter.emit(
@@ -499,7 +488,7 @@ class _Upload:
                 return BlobMove(digest, "mounted")
             if self.location is not None:
                 _cancel_quietly(client, self.location)
-            self.location = _location(answer)
+            self.location = _upload_location(answer)
         self.reporter.emit(
             EventKind.STARTED, digest, total=size, offset=0, media_type=self.media_type
         )
@@ -523,7 +512,7 @@ class _Upload:
                     return
                 if self.location is None:
                     self.step = "start"
-                    self.location = _location(self.client.initiate_blob_upload(self.name))
+                    self.location = _upload_location(self.client.initiate_blob_upload(self.name))
                     self._seek(0)
                 if chunk_size is None:
                     self._put_whole()
@@ -567,8 +556,8 @@ class _Upload:
         except BlobUploadNotFoundError:
             self._restart()
             return
-        offset, location = _status_offset(status)
-        self.location = location or self.location
+        offset = status.offset
+        self.location = status.location or self.location
         if offset > self.size:
             self._restart()  # not our bytes: this session is spoilt
             return
@@ -582,13 +571,12 @@ class _Upload:
             self.step = "patch"
             length = min(chunk_size, self.size - self.offset)
             self._open()  # a source that cannot be opened fails before the request goes
-            answer = self.client.upload_blob_chunk(
+            self.location = self.client.upload_blob_chunk(
                 self.location,
                 _Limited(self._read_into, length, self._on_bytes),
                 length,
                 self.offset,
             )
-            self.location = _location(answer)
             self.offset += length
             self.budget.progress()
 

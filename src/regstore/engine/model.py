@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from regstore.reference import Digest, is_digest, validate_name, validate_reference
+from regstore.wire import BlobData, BlobSource, ManifestInfo, UploadSession, UploadStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from regstore.manifest import Manifest
+    from regstore.retry import RetryPolicy
     from regstore.store import ObjectStore
 
 __all__ = [
@@ -24,38 +26,76 @@ __all__ = [
 ]
 
 
-class BlobSource(Protocol):
-    """A readable stream of blob bytes starting at ``offset``."""
-
-    offset: int
-
-    def readinto(self, buffer: bytearray | memoryview, /) -> int: ...
-    def close(self) -> None: ...
-
-
 class RegistryClient(Protocol):
     """The part of :class:`regstore.client.Client` the engine uses (a test double may stand in).
 
-    The engine also reads ``retry_policy`` (a :class:`~regstore.client.retry.RetryPolicy`)
-    when the client has one, for the retry budget of each blob it pulls or pushes; a client
-    without one gets the default policy.
+    Every value crossing this seam is defined in :mod:`regstore.wire` (or is a manifest, a
+    digest, a retry policy): the engine imports no part of the client. ``retry_policy`` bounds
+    the retries of each blob the engine pulls or pushes (one budget per blob, spent by the
+    client's requests made while it is active).
     """
 
     @property
-    def registry(self) -> str: ...
-    def get_image_manifest(self, name: str, reference: str) -> Manifest: ...
-    def head_manifest(self, name: str, reference: str) -> Any: ...
-    def put_image_manifest(self, name: str, reference: str, manifest: Manifest) -> Any: ...
-    def blob_length(self, name: str, digest: str) -> int: ...
-    def get_blob(self, name: str, digest: str, byte_offset: int = 0) -> Any: ...
+    def registry(self) -> str:
+        """The registry's name as ``host[:port]``."""
+        ...
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy of every request to this registry."""
+        ...
+
+    def get_image_manifest(self, name: str, reference: str) -> Manifest:
+        """The manifest of ``name`` at ``reference`` (a tag or digest), its bytes as sent."""
+        ...
+
+    def head_manifest(self, name: str, reference: str) -> ManifestInfo | None:
+        """What a ``HEAD`` tells of the manifest; None or ImageManifestNotFoundError if absent."""
+        ...
+
+    def put_image_manifest(self, name: str, reference: str, manifest: Manifest) -> Digest:
+        """Store ``manifest`` under ``reference`` (a tag or its digest); its digest."""
+        ...
+
+    def list_image_tags(self, name: str) -> list[str]:
+        """Every tag of repository ``name``."""
+        ...
+
+    def blob_length(self, name: str, digest: str) -> int:
+        """The blob's size, or -1 when the repository does not have it."""
+        ...
+
+    def get_blob(self, name: str, digest: str, byte_offset: int = 0) -> BlobSource:
+        """A stream of the blob from ``byte_offset`` (or from 0: see ``BlobSource.offset``)."""
+        ...
+
     def initiate_blob_upload(
         self, name: str, *, mount: str | None = ..., from_: str | None = ...
-    ) -> Any: ...
-    def get_blob_upload_status(self, location: str) -> Any: ...
-    def upload_blob(self, location: str, data: Any, length: int, digest: str) -> Any: ...
-    def upload_blob_chunk(self, location: str, chunk: Any, length: int, start_byte: int) -> Any: ...
-    def finish_chunked_blob_upload(self, location: str, length: int, digest: str) -> Any: ...
-    def cancel_blob_upload(self, location: str) -> None: ...
+    ) -> UploadSession:
+        """Start an upload (or mount ``mount`` from repository ``from_``)."""
+        ...
+
+    def get_blob_upload_status(self, location: str) -> UploadStatus:
+        """Where the upload at ``location`` stands."""
+        ...
+
+    def upload_blob(self, location: str, data: BlobData, length: int, digest: str) -> Digest:
+        """Send the whole blob in one ``PUT``; its digest."""
+        ...
+
+    def upload_blob_chunk(
+        self, location: str, chunk: BlobData, length: int, start_byte: int
+    ) -> str:
+        """Send ``length`` bytes at ``start_byte``; the location to use next."""
+        ...
+
+    def finish_chunked_blob_upload(self, location: str, length: int, digest: str) -> Digest:
+        """Close a chunked upload of ``length`` bytes; its digest."""
+        ...
+
+    def cancel_blob_upload(self, location: str) -> None:
+        """Abandon the upload at ``location``."""
+        ...
 
 
 def _check(name: str, reference: str | None) -> None:

@@ -23,7 +23,7 @@ from regstore.hookspecs import BlobState
 from regstore.reference import Digest
 
 # The transfer's own planner, so the digests re-hashed are exactly those the pull will skip.
-from .transfer import TransferOptions, _plan, _side
+from .transfer import TransferOptions, plan_image
 from .verify import hash_stored_blob
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def image_digests(
     """
     if source.reference is None:
         raise ValueError(f"{source} needs a tag or digest")
-    plan = _plan(_side(source), source.reference, TransferOptions.build(platforms))
+    plan = plan_image(source, TransferOptions.build(platforms))
     manifests = [str(plan.top.digest), *(str(child.digest) for child in plan.children)]
     return [*manifests, *sorted(set(plan.blobs) - set(manifests))]
 

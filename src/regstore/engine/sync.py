@@ -152,7 +152,7 @@ def _catalog(client: RegistryClient) -> list[str]:
 
 
 def _list_tags(client: RegistryClient, name: str) -> list[str]:
-    return list(client.list_image_tags(name))  # type: ignore[attr-defined]
+    return list(client.list_image_tags(name))
 
 
 def plan_sync(
@@ -333,7 +333,7 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
     the source's manifest (one HEAD on each side), else ``copy``."""
     try:
         info = job.source.client.head_manifest(job.source.name, job.source.reference or "")
-        source_digest = getattr(info, "digest", None) if info is not None else None
+        source_digest = info.digest if info is not None else None
         if source_digest is None:
             return "copy"
         dest = job.destination
@@ -343,7 +343,7 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
         if isinstance(dest, StoreImage):
             return "skip" if dest.store.resolve(dest.name, reference) == source_digest else "copy"
         dest_info = dest.client.head_manifest(dest.name, reference)
-        dest_digest = getattr(dest_info, "digest", None) if dest_info is not None else None
+        dest_digest = dest_info.digest if dest_info is not None else None
         return "skip" if dest_digest == source_digest else "copy"
     except (ImageManifestNotFoundError, NotFoundError):
         return "copy"

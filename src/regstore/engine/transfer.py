@@ -7,40 +7,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
-from regstore.client.retry import RetryBudget
 from regstore.errors import (
-    BlobNotFoundError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
-    NotFoundError,
     UnsupportedError,
 )
 from regstore.events import EventKind
 from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
 
-from .blobs import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MONOLITHIC_THRESHOLD,
-    BlobMove,
-    Opener,
-    pull_budget,
-    store_blob,
-    upload_blob,
-)
+from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
 from .model import (
     BatchResult,
     ImageOutcome,
-    RegistryClient,
     RegistryImage,
     StoreImage,
     TransferResult,
 )
+from .options import TransferOptions
+from .places import ImageSource, sink_of, source_of
 from .reporting import EventSink, Reporter
 
 __all__ = [
@@ -48,13 +37,18 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "MAX_CONCURRENCY",
     "Image",
+    "ImagePlan",
     "TransferOptions",
+    "destination_tag",
+    "plan_image",
+    "resolve_destination",
     "transfer_image",
     "transfer_many",
 ]
 
 log = logging.getLogger("regstore.engine")
 
+#: The image values a transfer moves between; each names its place (see :mod:`.places`).
 Image = RegistryImage | StoreImage
 #: Blobs moved at once (docker pulls 3 and pushes 5 at a time; the seed used a window of 4).
 DEFAULT_CONCURRENCY = 4
@@ -66,161 +60,6 @@ CANCELLED = "not attempted: an earlier image failed (fail-fast)"
 MAX_INDEX_DEPTH = 4
 
 
-@dataclass(frozen=True)
-class TransferOptions:
-    """Knobs shared by every image of one operation."""
-
-    platforms: tuple[Platform, ...] = ()
-    mount_from: tuple[str, ...] = ()
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD
-    skip_unchanged: bool = False
-
-    @classmethod
-    def build(
-        cls,
-        platforms: Sequence[str | Platform] | None = None,
-        mount_from: Sequence[str] = (),
-        **kwargs: Any,
-    ) -> TransferOptions:
-        """Parse user-facing values (``"linux/amd64"``) into options."""
-        parsed = tuple(p if isinstance(p, Platform) else Platform.parse(p) for p in platforms or ())
-        return cls(platforms=parsed, mount_from=tuple(mount_from), **kwargs)
-
-
-# -- the two kinds of places, behind one interface --------------------------------------------
-
-
-class _RegistrySide:
-    def __init__(self, image: RegistryImage) -> None:
-        self.client: RegistryClient = image.client
-        self.name = image.name
-
-    def key(self, digest: str) -> tuple[object, ...]:
-        # registries keep blobs per repository: the same digest elsewhere is another upload
-        return ("registry", id(self.client), self.name, digest)
-
-    def manifest(self, reference: str) -> Manifest:
-        return self.client.get_image_manifest(self.name, reference)
-
-    def has_all_children(self, index: Manifest) -> bool:
-        return True  # a registry's index is whole: it refuses one with missing children
-
-    def manifest_digest(self, reference: str) -> str | None:
-        try:
-            info = self.client.head_manifest(self.name, reference)
-        except NotFoundError:
-            return None
-        return None if info is None else str(info.digest)
-
-    def blob_size(self, digest: str) -> int:
-        size = self.client.blob_length(self.name, digest)
-        if size < 0:
-            raise BlobNotFoundError(self.name, digest)
-        return size
-
-    def opener(self, digest: str) -> Opener:
-        client, name = self.client, self.name
-        return lambda offset: client.get_blob(name, digest, offset)
-
-    def read_budget(self, desc: Descriptor) -> RetryBudget | None:
-        """The retry budget of reading one blob from here, under the client's policy."""
-        return pull_budget(self.client, self.name, desc.digest, desc.size)
-
-    def put_blob(
-        self,
-        desc: Descriptor,
-        opener: Opener,
-        reporter: Reporter,
-        options: TransferOptions,
-        mount_from: Sequence[str],
-        source: _Side,
-    ) -> BlobMove:
-        # The upload's own budget covers reading the source too (see upload_blob).
-        return upload_blob(
-            self.client,
-            self.name,
-            desc.digest,
-            desc.size,
-            opener,
-            reporter,
-            media_type=desc.media_type,
-            mount_from=mount_from,
-            chunk_size=options.chunk_size,
-            monolithic_threshold=options.monolithic_threshold,
-        )
-
-    def put_manifest(self, manifest: Manifest, tag: str | None, partial: bool) -> None:
-        self.client.put_image_manifest(self.name, tag or str(manifest.digest), manifest)
-
-
-class _StoreSide:
-    def __init__(self, image: StoreImage) -> None:
-        self.store = image.store
-        self.name = image.name
-
-    def key(self, digest: str) -> tuple[object, ...]:
-        return ("store", id(self.store), digest)
-
-    def manifest(self, reference: str) -> Manifest:
-        return self.store.manifest(self.name, reference)
-
-    def has_all_children(self, index: Manifest) -> bool:
-        # a platform-filtered pull stored the index without some children (on purpose)
-        return not self.store.is_partial(self.name, index.digest)
-
-    def has_manifest(self, digest: str) -> bool:
-        return self.store.has_manifest(self.name, digest)
-
-    def manifest_digest(self, reference: str) -> str | None:
-        try:
-            return str(self.store.manifest(self.name, reference).digest)
-        except NotFoundError:
-            return None
-
-    def blob_size(self, digest: str) -> int:
-        size = self.store.blob_size(digest)
-        if size is None:
-            raise BlobNotFoundError(self.name, digest)
-        return size
-
-    def opener(self, digest: str) -> Opener:
-        layer = self.store.layer(digest)
-        return lambda offset: layer.reader(offset)
-
-    def read_budget(self, desc: Descriptor) -> RetryBudget | None:
-        return None  # a store has no retry policy: store_blob's default serves
-
-    def put_blob(
-        self,
-        desc: Descriptor,
-        opener: Opener,
-        reporter: Reporter,
-        options: TransferOptions,
-        mount_from: Sequence[str],
-        source: _Side,
-    ) -> BlobMove:
-        return store_blob(
-            self.store,
-            desc.digest,
-            desc.size,
-            opener,
-            reporter,
-            media_type=desc.media_type,
-            budget=source.read_budget(desc),
-        )
-
-    def put_manifest(self, manifest: Manifest, tag: str | None, partial: bool) -> None:
-        self.store.write_manifest(self.name, tag, manifest, partial=partial and manifest.is_index)
-
-
-_Side = _RegistrySide | _StoreSide
-
-
-def _side(image: Image) -> _Side:
-    return _RegistrySide(image) if isinstance(image, RegistryImage) else _StoreSide(image)
-
-
 # -- the shared pool -----------------------------------------------------------------------
 
 
@@ -229,12 +68,10 @@ class _BlobScheduler:
 
     def __init__(self, concurrency: int) -> None:
         self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="regstore-blob")
-        self._futures: dict[tuple[object, ...], Future[BlobMove]] = {}
+        self._futures: dict[Hashable, Future[BlobMove]] = {}
         self._lock = threading.Lock()
 
-    def submit(
-        self, key: tuple[object, ...], fn: Callable[[], BlobMove]
-    ) -> tuple[Future[BlobMove], bool]:
+    def submit(self, key: Hashable, fn: Callable[[], BlobMove]) -> tuple[Future[BlobMove], bool]:
         """The future moving ``key``, and whether this call created it (owns the bytes)."""
         with self._lock:
             existing = self._futures.get(key)
@@ -252,7 +89,11 @@ class _BlobScheduler:
 
 
 @dataclass
-class _Plan:
+class ImagePlan:
+    """What moving one image moves: its top manifest, the child manifests taken (children
+    before parents), every blob once (by digest), and whether an index's platforms were
+    left out (``partial``)."""
+
     top: Manifest
     children: list[Manifest] = field(default_factory=list)
     blobs: dict[str, Descriptor] = field(default_factory=dict)
@@ -265,15 +106,28 @@ def _wanted(desc: Descriptor, platforms: tuple[Platform, ...]) -> bool:
     return desc.platform is not None and any(desc.platform.matches(p) for p in platforms)
 
 
-def _plan(source: _Side, reference: str, options: TransferOptions) -> _Plan:
+def plan_image(source: Image, options: TransferOptions) -> ImagePlan:
+    """Read the manifests of ``source`` (at its reference) and plan their transfer: the
+    children an index's platforms select (``options.platforms``), every blob once.
+
+    Raises ValueError when ``source`` has no reference, ImageManifestNotFoundError when no
+    child matches the platforms, ManifestInvalidError for a hostile or inconsistent index,
+    and what reading the manifests raises.
+    """
+    if source.reference is None:
+        raise ValueError(f"the source {source} needs a tag or digest")
+    return _plan(source_of(source), source.reference, options)
+
+
+def _plan(source: ImageSource, reference: str, options: TransferOptions) -> ImagePlan:
     top = source.manifest(reference)
-    plan = _Plan(top)
+    plan = ImagePlan(top)
     _add_manifest(source, top, plan, options, depth=0)
     return plan
 
 
 def _add_manifest(
-    source: _Side, manifest: Manifest, plan: _Plan, options: TransferOptions, depth: int
+    source: ImageSource, manifest: Manifest, plan: ImagePlan, options: TransferOptions, depth: int
 ) -> None:
     for blob in manifest.blobs:
         known = plan.blobs.get(blob.digest)
@@ -291,11 +145,7 @@ def _add_manifest(
         if depth == 0 and not _wanted(child_desc, options.platforms):
             plan.partial = True
             continue
-        if (
-            not whole
-            and isinstance(source, _StoreSide)
-            and not source.has_manifest(child_desc.digest)
-        ):
+        if not whole and not source.has_manifest(child_desc.digest):
             plan.partial = True  # left out when it was pulled; it stays left out
             continue
         child = source.manifest(child_desc.digest)
@@ -316,7 +166,7 @@ def _add_manifest(
         )
 
 
-def _refuse_partial_push(source: Image, plan: _Plan) -> None:
+def _refuse_partial_push(source: Image, plan: ImagePlan) -> None:
     """Before any byte moves: a registry refuses an index whose manifests are missing."""
     have = ", ".join(
         f"{d.digest} ({d.platform or 'no platform'})"
@@ -330,12 +180,26 @@ def _refuse_partial_push(source: Image, plan: _Plan) -> None:
     )
 
 
-def _destination_tag(source: Image, dest: Image) -> str | None:
+def destination_tag(source: Image, dest: Image) -> str | None:
+    """The tag an image moved from ``source`` gets at ``dest`` (the one rule of every command).
+
+    ``dest``'s own reference when it has one (a digest: no tag); else the source's tag when
+    the source names one; else none (an image taken by digest lands untagged, by digest).
+    """
     if dest.reference is not None:
         return None if is_digest(dest.reference) else dest.reference
     if source.reference is not None and not is_digest(source.reference):
         return source.reference
     return None
+
+
+def resolve_destination(source: Image, dest: Image) -> Image:
+    """``dest`` with the reference the transfer gives it: its own, else the source's tag (see
+    :func:`destination_tag`); unchanged when neither names one."""
+    if dest.reference is not None:
+        return dest
+    tag = destination_tag(source, dest)
+    return dest if tag is None else dataclasses.replace(dest, reference=tag)
 
 
 def transfer_image(
@@ -349,12 +213,9 @@ def transfer_image(
     """Move one image from ``source`` to ``dest`` using the shared ``scheduler``."""
     if source.reference is None:
         raise ValueError(f"the source {source} needs a tag or digest")
-    src, dst = _side(source), _side(dest)
-    tag = _destination_tag(source, dest)
-    result = TransferResult(
-        source=str(source),
-        destination=str(dest) if dest.reference else f"{dest}:{tag}" if tag else str(dest),
-    )
+    src, dst = source_of(source), sink_of(dest)
+    tag = destination_tag(source, dest)
+    result = TransferResult(source=str(source), destination=str(resolve_destination(source, dest)))
 
     if options.skip_unchanged and tag is not None:
         have = dst.manifest_digest(tag)
@@ -372,29 +233,21 @@ def transfer_image(
     result.manifest_digest = plan.top.digest
     result.media_type = plan.top.media_type
     result.partial = plan.partial
-    if plan.partial and isinstance(dest, RegistryImage):
+    if plan.partial and not dst.accepts_partial_index:
         _refuse_partial_push(source, plan)
 
-    mount_from = list(options.mount_from)
-    if (
-        isinstance(source, RegistryImage)
-        and isinstance(dest, RegistryImage)
-        and source.client.registry == dest.client.registry
-        and source.name not in mount_from
-    ):
-        mount_from.append(source.name)  # same registry: a mount moves nothing
+    mount_from = dst.mount_sources(src, options.mount_from)
 
     submitted: list[tuple[Future[BlobMove], bool, Descriptor]] = []
     for desc in plan.blobs.values():
-        opener = src.opener(desc.digest)
 
-        def move(desc: Descriptor = desc, opener: Opener = opener) -> BlobMove:
-            if desc.size < 0 and isinstance(dst, _RegistrySide):
+        def move(desc: Descriptor = desc) -> BlobMove:
+            if desc.size < 0 and dst.needs_blob_sizes:
                 # schema1 carries no sizes; an upload needs one up front
                 desc = dataclasses.replace(desc, size=src.blob_size(desc.digest))
-            return dst.put_blob(desc, opener, reporter, options, mount_from, src)
+            return dst.put_blob(desc, src, reporter, options, mount_from)
 
-        future, owner = scheduler.submit(dst.key(desc.digest), move)
+        future, owner = scheduler.submit(dst.blob_key(desc.digest), move)
         submitted.append((future, owner, desc))
 
     first_error: BaseException | None = None

@@ -1,0 +1,116 @@
+"""The store adapter: a repository of an object store as an image source and sink."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from regstore.errors import BlobNotFoundError, NotFoundError
+
+from .blobs import BlobMove, Opener, store_blob
+
+if TYPE_CHECKING:
+    from regstore.manifest import Descriptor, Manifest
+    from regstore.retry import RetryBudget
+    from regstore.store import ObjectStore
+
+    from .model import StoreImage
+    from .options import TransferOptions
+    from .places import ImageSource
+    from .reporting import Reporter
+
+__all__ = ["StorePlace"]
+
+
+class StorePlace:
+    """Repository ``image.name`` of ``image.store``, through the store's typed facade.
+
+    Blobs are shared by every repository of a store (one key per digest and store), written
+    by :func:`~.blobs.store_blob` (verified, resumable, each digest once across processes).
+    """
+
+    def __init__(self, image: StoreImage) -> None:
+        self.store: ObjectStore = image.store
+        self.name = image.name
+
+    # -- as a source ---------------------------------------------------------------------------
+    def manifest(self, reference: str) -> Manifest:
+        """The manifest at ``reference``."""
+        return self.store.manifest(self.name, reference)
+
+    def manifest_digest(self, reference: str) -> str | None:
+        """The digest ``reference`` points at, or None."""
+        try:
+            return str(self.store.manifest(self.name, reference).digest)
+        except NotFoundError:
+            return None
+
+    def has_all_children(self, index: Manifest) -> bool:
+        """False when a platform-filtered pull stored the index without some children."""
+        return not self.store.is_partial(self.name, index.digest)
+
+    def has_manifest(self, digest: str) -> bool:
+        """True if the store has the manifest ``digest`` in this repository."""
+        return self.store.has_manifest(self.name, digest)
+
+    def blob_size(self, digest: str) -> int:
+        """The blob's size; BlobNotFoundError when the store lacks it."""
+        size = self.store.blob_size(digest)
+        if size is None:
+            raise BlobNotFoundError(self.name, digest)
+        return size
+
+    def opener(self, digest: str) -> Opener:
+        """Readers of the complete blob from an offset."""
+        layer = self.store.layer(digest)
+        return lambda offset: layer.reader(offset)
+
+    def read_budget(self, desc: Descriptor) -> RetryBudget | None:
+        """None: a store has no retry policy (the sink's default serves)."""
+        return None
+
+    def mount_origin(self) -> tuple[str, str] | None:
+        """None: nothing mounts from a store."""
+        return None
+
+    # -- as a sink -----------------------------------------------------------------------------
+    @property
+    def needs_blob_sizes(self) -> bool:
+        """False: a store learns an unannounced size from the stream (schema1)."""
+        return False
+
+    @property
+    def accepts_partial_index(self) -> bool:
+        """True: the store marks such an index partial."""
+        return True
+
+    def blob_key(self, digest: str) -> tuple[object, ...]:
+        """Per store: blobs are shared by its repositories."""
+        return ("store", id(self.store), digest)
+
+    def mount_sources(self, source: ImageSource, requested: Sequence[str]) -> tuple[str, ...]:
+        """Nothing: a store copies what it lacks."""
+        return ()
+
+    def put_blob(
+        self,
+        desc: Descriptor,
+        source: ImageSource,
+        reporter: Reporter,
+        options: TransferOptions,
+        mount_from: Sequence[str],
+    ) -> BlobMove:
+        """Store the blob unless the store has it, under the source's read budget."""
+        return store_blob(
+            self.store,
+            desc.digest,
+            desc.size,
+            source.opener(desc.digest),
+            reporter,
+            media_type=desc.media_type,
+            budget=source.read_budget(desc),
+        )
+
+    def put_manifest(self, manifest: Manifest, tag: str | None, partial: bool) -> None:
+        """Write the manifest (partial only for an index)."""
+        self.store.write_manifest(self.name, tag, manifest, partial=partial and manifest.is_index)
