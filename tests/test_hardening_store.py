@@ -326,7 +326,8 @@ def _no_live_lease(url: str) -> Callable[[], bool]:
 def test_s3_staging_of_a_killed_writer_is_reported_and_collected(
     s3_bucket: S3Bucket, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
-    place = _s3_place(s3_bucket, part_size="5MiB", lease="2")
+    # the lease must outlast a CLI run on a loaded machine (the gc below must see it live)
+    place = _s3_place(s3_bucket, part_size="5MiB", lease="8")
     data = random.Random(530).randbytes(7 * MiB)
     digest = str(digest_bytes(data))
     _killed_writer(place.url, tmp_path, data, digest, 6 * MiB)  # one part staged, 1 MiB lost
