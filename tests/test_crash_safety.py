@@ -21,7 +21,7 @@ import pytest
 
 from regstore import open_store
 from regstore.errors import BlobNotFoundError
-from regstore.hookspecs import BlobState
+from regstore.storetypes import BlobState
 from regstore.testing.builders import Blob, oci_image, random_bytes, write_image
 
 LAYOUTS = ["distribution", "oci"]

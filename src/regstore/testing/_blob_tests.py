@@ -17,8 +17,8 @@ from regstore.errors import (
     LayerLockedError,
     StoreError,
 )
-from regstore.hookspecs import BlobState
 from regstore.store import LayerWriter, ObjectStore
+from regstore.storetypes import BlobState
 
 from ._suite import SuiteSettings, barrier, in_thread
 from .builders import Blob, random_bytes, write_blob

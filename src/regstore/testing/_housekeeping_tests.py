@@ -13,8 +13,8 @@ import time
 import pytest
 
 from regstore.errors import BlobNotFoundError, LayerLockedError, StoreNotFoundError
-from regstore.hookspecs import BlobState, StagingEntry, StagingKind
 from regstore.store import ObjectStore, open_store
+from regstore.storetypes import BlobState, StagingEntry, StagingKind
 
 from ._suite import SuiteSettings
 from .builders import Blob, random_bytes, write_blob

@@ -14,8 +14,8 @@ from regstore.errors import (
     RepositoryNotFoundError,
     StoreError,
 )
-from regstore.hookspecs import BlobState
 from regstore.store import ObjectStore
+from regstore.storetypes import BlobState
 
 from ._suite import SuiteSettings, barrier, in_thread
 from .builders import (

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from regstore.errors import LayerLockedError
-from regstore.hookspecs import BlobState, StagingKind
 from regstore.store import ObjectStore
+from regstore.storetypes import BlobState, StagingKind
 
 from ._suite import SuiteSettings, in_thread
 from .builders import Blob, oci_image, random_bytes, write_image
