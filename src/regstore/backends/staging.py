@@ -95,8 +95,12 @@ class BlobStaging(abc.ABC):
     # -- housekeeping of this kind of staging ------------------------------------------------
 
     def entries(self) -> list[StagingEntry]:
-        """What interrupted writes left, one UPLOAD entry per digest. Default: nothing."""
-        return []
+        """What interrupted writes left, one UPLOAD entry per digest.
+
+        Default: UnsupportedError (``regstore gc`` and ``verify`` then say this store cannot
+        list its staging area, rather than believing it empty).
+        """
+        raise UnsupportedError("this store cannot list its staging area")
 
     def entry(self, digest: Digest) -> StagingEntry | None:
         """The UPLOAD entry of ``digest`` as it is now (None if nothing is staged)."""

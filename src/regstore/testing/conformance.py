@@ -55,6 +55,7 @@ from regstore.store import ObjectStore, open_store
 
 from ._blob_tests import BlobTests
 from ._housekeeping_tests import HousekeepingTests
+from ._kit_tests import KitTests
 from ._manifest_tests import ManifestTests
 from ._process_tests import ProcessTests
 from ._safety_tests import SafetyTests
@@ -103,7 +104,7 @@ class ConformanceFixtures(SuiteSettings):
 
 
 class BackendConformance(
-    ConformanceFixtures, ManifestTests, BlobTests, SafetyTests, HousekeepingTests
+    ConformanceFixtures, ManifestTests, BlobTests, SafetyTests, HousekeepingTests, KitTests
 ):
     """Every contract point of a store, through the public facades. Subclass it (see module)."""
 
