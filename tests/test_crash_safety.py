@@ -19,8 +19,8 @@ import pytest
 from regstore import open_store
 from regstore.errors import BlobNotFoundError
 from regstore.storetypes import BlobState
+from regstore.testing import ChildProcess, hold_writer, stream_writer
 from regstore.testing.builders import Blob, oci_image, random_bytes, write_image
-from regstore.testing.processes import ChildProcess, hold_writer, stream_writer
 
 LAYOUTS = ["distribution", "oci"]
 
