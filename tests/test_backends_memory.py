@@ -12,6 +12,9 @@ from regstore.testing.conformance import BackendConformance
 
 
 class TestMemoryDistributionLayout(BackendConformance):
+    # the store lives in memory; publishing copies the staged bytearray once
+    blob_copies_in_memory = 2
+
     @pytest.fixture
     def store_url(self, regstore_memory_url: str) -> str:
         return regstore_memory_url
@@ -19,6 +22,7 @@ class TestMemoryDistributionLayout(BackendConformance):
 
 class TestMemoryOciLayout(BackendConformance):
     large_blob_size = 2 * 1024 * 1024  # the distribution class streams the full 8 MiB
+    blob_copies_in_memory = 2
 
     @pytest.fixture
     def store_url(self, regstore_memory_url: str) -> str:

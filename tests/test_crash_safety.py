@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,32 +18,11 @@ import pytest
 
 from regstore import open_store
 from regstore.errors import BlobNotFoundError
-from regstore.hookspecs import BlobState
+from regstore.storetypes import BlobState
+from regstore.testing import ChildProcess, hold_writer, stream_writer
 from regstore.testing.builders import Blob, oci_image, random_bytes, write_image
 
 LAYOUTS = ["distribution", "oci"]
-
-# argv: url digest data-file mode; "half" writes half then says so and sleeps,
-# "stream" keeps writing small chunks (slowly) until killed.
-WRITER = r"""
-import sys, time
-from regstore import open_store
-url, digest, path, mode = sys.argv[1:5]
-data = open(path, "rb").read()
-writer = open_store(url).layer(digest).writer()
-writer.set_size(len(data))
-if mode == "half":
-    writer.write(data[: len(data) // 2])
-    print("holding", flush=True)
-    time.sleep(60)
-else:
-    print("writing", flush=True)
-    for offset in range(0, len(data), 4096):
-        writer.write(data[offset : offset + 4096])
-        time.sleep(0.001)
-    print("finished", flush=True)
-    time.sleep(60)
-"""
 
 TAGGER = r"""
 import sys
@@ -63,18 +39,6 @@ while True:
 """
 
 
-def _spawn(script: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True
-    )
-
-
-def _kill(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait(30)
-    assert process.returncode == -signal.SIGKILL
-
-
 def _url(root: Path, layout: str) -> str:
     return f"file://{root}?layout={layout}"
 
@@ -82,16 +46,13 @@ def _url(root: Path, layout: str) -> str:
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_killed_writer_leaves_no_blob_and_no_stale_lock(tmp_path: Path, layout: str) -> None:
     blob = Blob(random_bytes(64 * 1024, 1))
-    (tmp_path / "data").write_bytes(blob.data)
     url = _url(tmp_path / "store", layout)
-    child = _spawn(WRITER, url, blob.digest, str(tmp_path / "data"), "half")
+    child = hold_writer(url, blob.digest, blob.data)  # half written
     try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "holding"
         store = open_store(url)
         assert store.blob_status(blob.digest).state is BlobState.WRITING
     finally:
-        _kill(child)
+        child.kill()  # SIGKILL: no close, no release
     status = store.blob_status(blob.digest)
     assert status.state is BlobState.PARTIAL  # not WRITING: the lock died with the process
     assert status.current_size == blob.size // 2
@@ -110,19 +71,16 @@ def test_killed_writer_leaves_no_blob_and_no_stale_lock(tmp_path: Path, layout: 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_writer_killed_mid_stream_resumes_from_what_it_staged(tmp_path: Path, layout: str) -> None:
     blob = Blob(random_bytes(4 * 1024 * 1024, 2))
-    (tmp_path / "data").write_bytes(blob.data)
     url = _url(tmp_path / "store", layout)
-    child = _spawn(WRITER, url, blob.digest, str(tmp_path / "data"), "stream")
+    child = stream_writer(url, blob.digest, blob.data)
     store = open_store(url)
     try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "writing"
         deadline = time.monotonic() + 30
         while store.blob_status(blob.digest).current_size < 64 * 1024:  # killed mid-stream
             assert time.monotonic() < deadline, "the writer never staged anything"
             time.sleep(0.01)
     finally:
-        _kill(child)
+        child.kill()
     status = store.blob_status(blob.digest)
     assert status.state is BlobState.PARTIAL
     assert 0 < status.current_size < blob.size
@@ -141,16 +99,15 @@ def test_killed_oci_tagger_leaves_a_valid_index_and_no_stale_mutex(tmp_path: Pat
     image = oci_image(seed=3)
     write_image(store, "crash/repo", "first", image)
     (tmp_path / "manifest.json").write_bytes(image.raw)
-    child = _spawn(TAGGER, url, str(tmp_path / "manifest.json"))
+    child = ChildProcess(TAGGER, url, str(tmp_path / "manifest.json"))
     try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "tagging"
+        child.expect("tagging")
         deadline = time.monotonic() + 30
         while len(store.tags("crash/repo")) < 10:
             assert time.monotonic() < deadline, "the tagger made no progress"
             time.sleep(0.01)
     finally:
-        _kill(child)
+        child.kill()
     index = json.loads((tmp_path / "store" / "index.json").read_bytes())  # whole, valid JSON
     refs = [d["annotations"].get("org.opencontainers.image.ref.name") for d in index["manifests"]]
     named = [r for r in refs if r]

@@ -351,7 +351,8 @@ from regstore.errors import (
     BlobNotFoundError, ImageManifestNotFoundError, LayerAlreadyExistsError, LayerLockedError,
     RepositoryNotFoundError,
 )
-from regstore.hookspecs import BlobState, BlobStatus, hookimpl
+from regstore.hookspecs import hookimpl
+from regstore.storetypes import BlobState, BlobStatus
 
 
 class _Reader(io.BytesIO):

@@ -22,7 +22,7 @@ SRC = Path(regstore.__file__).parent
 TESTS = Path(__file__).parent
 
 LEAVES = ["regstore.errors", "regstore.reference", "regstore.digest", "regstore.manifest",
-          "regstore.events", "regstore.safetext"]  # fmt: skip
+          "regstore.events", "regstore.safetext", "regstore.storetypes"]  # fmt: skip
 DOCUMENTED_MODULES = [*LEAVES, "regstore.plugins", "regstore.hookspecs", "regstore.store"]
 
 # The file-object protocol: io documents these; a docstring on each would say nothing new.

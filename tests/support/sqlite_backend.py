@@ -38,7 +38,7 @@ from regstore.errors import (
 
 SCHEMA = """
 PRAGMA journal_mode=WAL;
-CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, data BLOB, mtime REAL);
+CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, mtime REAL, data BLOB);
 CREATE TABLE IF NOT EXISTS aside (digest TEXT PRIMARY KEY, data BLOB, mtime REAL);
 CREATE TABLE IF NOT EXISTS staged (digest TEXT, seq INTEGER, data BLOB, mtime REAL);
 CREATE TABLE IF NOT EXISTS manifests (name TEXT, digest TEXT, type TEXT, raw BLOB, partial INT,
@@ -67,8 +67,9 @@ class RowStaging(AppendStaging):
     def seal(self, digest: Digest) -> None:
         with self.store.connect() as db:  # one transaction: the blob appears whole
             d = str(digest)
-            db.execute("INSERT INTO blobs VALUES (?, zeroblob((SELECT COALESCE(SUM(LENGTH(data)),"
-                       " 0) FROM staged WHERE digest = ?)), ?)", (d, d, time.time()))  # fmt: skip
+            # the zeroblob must be the record's last column, or SQLite builds it in memory
+            size = self.size(digest)
+            db.execute("INSERT INTO blobs VALUES (?, ?, zeroblob(?))", (d, time.time(), size))
             (target,) = db.execute("SELECT rowid FROM blobs WHERE digest = ?", (d,)).fetchone()
             rows = db.execute("SELECT rowid FROM staged WHERE digest = ? ORDER BY seq", (d,))
             with db.blobopen("blobs", "data", target) as blob:

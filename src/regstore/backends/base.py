@@ -33,7 +33,9 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from regstore.errors import RegstoreError, StoreError, UnsupportedError
-from regstore.hookspecs import (
+from regstore.hookspecs import hookimpl
+from regstore.reference import Digest, validate_name, validate_reference, validate_tag
+from regstore.storetypes import (
     BlobInfo,
     BlobReadHandle,
     BlobState,
@@ -41,9 +43,7 @@ from regstore.hookspecs import (
     BlobWriteHandle,
     StagingEntry,
     StagingKind,
-    hookimpl,
 )
-from regstore.reference import Digest, validate_name, validate_reference, validate_tag
 
 __all__ = [
     "WAIT_BACKOFF_MAX",
@@ -140,7 +140,7 @@ class BackendBase(abc.ABC):
 
     @abc.abstractmethod
     def blob_status(self, digest: Digest) -> BlobStatus:
-        """Where the blob stands (see :class:`regstore.hookspecs.BlobState`)."""
+        """Where the blob stands (see :class:`regstore.storetypes.BlobState`)."""
 
     @abc.abstractmethod
     def open_blob(self, digest: Digest, offset: int) -> BlobReadHandle:

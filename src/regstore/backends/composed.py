@@ -10,14 +10,8 @@ import abc
 from typing import IO
 
 from regstore.errors import BlobNotFoundError, LayerAlreadyExistsError, LayerLockedError
-from regstore.hookspecs import (
-    BlobReadHandle,
-    BlobState,
-    BlobStatus,
-    BlobWriteHandle,
-    StagingEntry,
-)
 from regstore.reference import Digest
+from regstore.storetypes import BlobReadHandle, BlobState, BlobStatus, BlobWriteHandle, StagingEntry
 
 from .base import BackendBase
 from .locks import LockManager

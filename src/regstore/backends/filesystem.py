@@ -33,8 +33,9 @@ from typing import IO, Any
 import fsspec
 
 from regstore.errors import StoreError, StoreEscapeError
-from regstore.hookspecs import BlobInfo, Register, hookimpl
+from regstore.hookspecs import Register, hookimpl
 from regstore.reference import Digest
+from regstore.storetypes import BlobInfo
 
 from .fsspec_store import FsspecBackend, FsspecStaging, WalkedFile
 from .locks import FlockLockManager

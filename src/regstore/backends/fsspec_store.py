@@ -51,9 +51,9 @@ from regstore.errors import (
     InvalidReferenceError,
     StoreOptionError,
 )
-from regstore.hookspecs import BlobInfo, StagingEntry
 from regstore.manifest import Manifest
 from regstore.reference import Digest
+from regstore.storetypes import BlobInfo, StagingEntry
 
 from . import housekeeping
 from .composed import ComposedBlobs

@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from regstore.errors import BlobNotFoundError, LayerLockedError
-from regstore.hookspecs import StagingEntry, StagingKind
 from regstore.reference import SUPPORTED_ALGORITHMS, Digest
+from regstore.storetypes import StagingEntry, StagingKind
 
 if TYPE_CHECKING:
     from .fsspec_store import FsspecBackend, WalkedFile

@@ -37,23 +37,28 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from regstore.errors import StoreError, StoreOptionError
-from regstore.hookspecs import (
+from regstore.hookspecs import Register, hookimpl
+from regstore.reference import Digest
+from regstore.safetext import redact_store_url
+from regstore.storetypes import (
     BlobInfo,
     BlobReadHandle,
     BlobState,
     BlobStatus,
     BlobWriteHandle,
-    Register,
     StagingEntry,
     StagingKind,
-    hookimpl,
 )
-from regstore.reference import Digest
-from regstore.safetext import redact_store_url
 
 from .base import BackendBase, translate_errors
 from .composed import ComposedBlobs
-from .fsspec_store import FsspecBackend, FsspecStaging, FsspecStagingArea, check_layout
+from .fsspec_store import (
+    FsspecBackend,
+    FsspecStaging,
+    FsspecStagingArea,
+    WalkedFile,
+    check_layout,
+)
 from .locks import (
     BlobLock,
     FlockLockManager,
@@ -95,6 +100,7 @@ __all__ = [
     "StoreLocation",
     "StoreOptionError",
     "ThreadLockManager",
+    "WalkedFile",
     "check_layout",
     "check_lock_key",
     "hookimpl",

@@ -26,8 +26,9 @@ from typing import IO, Any
 import fsspec
 
 from regstore.errors import StoreError
-from regstore.hookspecs import Register, StagingEntry, hookimpl
+from regstore.hookspecs import Register, hookimpl
 from regstore.reference import Digest
+from regstore.storetypes import StagingEntry
 
 from . import housekeeping
 from .fsspec_store import FsspecBackend

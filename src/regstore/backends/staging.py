@@ -26,8 +26,8 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from regstore.digest import CHUNK_SIZE
 from regstore.errors import StoreError, UnsupportedError
-from regstore.hookspecs import BlobWriteHandle, StagingEntry, StagingKind
 from regstore.reference import Digest
+from regstore.storetypes import BlobWriteHandle, StagingEntry, StagingKind
 
 from .base import translate_errors
 from .locks import BlobLock
@@ -95,8 +95,12 @@ class BlobStaging(abc.ABC):
     # -- housekeeping of this kind of staging ------------------------------------------------
 
     def entries(self) -> list[StagingEntry]:
-        """What interrupted writes left, one UPLOAD entry per digest. Default: nothing."""
-        return []
+        """What interrupted writes left, one UPLOAD entry per digest.
+
+        Default: UnsupportedError (``regstore gc`` and ``verify`` then say this store cannot
+        list its staging area, rather than believing it empty).
+        """
+        raise UnsupportedError("this store cannot list its staging area")
 
     def entry(self, digest: Digest) -> StagingEntry | None:
         """The UPLOAD entry of ``digest`` as it is now (None if nothing is staged)."""
@@ -184,7 +188,7 @@ class AppendStaging(BlobStaging):
 
 
 class BlobReader:
-    """A :class:`~regstore.hookspecs.BlobReadHandle` over a complete blob file.
+    """A :class:`~regstore.storetypes.BlobReadHandle` over a complete blob file.
 
     ``size`` is the full size of the blob, whatever offset the stream started at. I/O errors
     surface as StoreError.
@@ -214,7 +218,7 @@ class BlobReader:
 
 
 class StagedBlobWriter:
-    """The :class:`~regstore.hookspecs.BlobWriteHandle` derived from an
+    """The :class:`~regstore.storetypes.BlobWriteHandle` derived from an
     :class:`AppendStaging` part. It holds the blob's lock from creation until commit, close or
     discard.
 

@@ -25,8 +25,8 @@ from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
 from .refs import ImageRef, ImageRefType, StoreRef
 
 if TYPE_CHECKING:
-    from regstore.hookspecs import StagingEntry
     from regstore.store import ObjectStore
+    from regstore.storetypes import StagingEntry
 
 __all__ = ["image_size"]
 

@@ -41,8 +41,8 @@ from regstore.errors import (
 from regstore.reference import is_digest
 
 if TYPE_CHECKING:
-    from regstore.hookspecs import BlobInfo, StagingEntry
     from regstore.store import ObjectStore
+    from regstore.storetypes import BlobInfo, StagingEntry
 
 __all__ = ["DEFAULT_GRACE", "GCReport", "collect_garbage", "delete_image", "referenced_digests"]
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from regstore.errors import BlobNotFoundError, LayerLockedError, StoreError, UnsupportedError
 from regstore.events import EventKind, TransferEvent
-from regstore.hookspecs import BlobState
 from regstore.reference import Digest
+from regstore.storetypes import BlobState
 
 # The transfer's own planner, so the digests re-hashed are exactly those the pull will skip.
 from .transfer import TransferOptions, plan_image

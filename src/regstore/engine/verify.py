@@ -45,8 +45,8 @@ from regstore.errors import (
     RegstoreError,
 )
 from regstore.events import EventKind, TransferEvent
-from regstore.hookspecs import BlobState, StagingEntry
 from regstore.reference import Digest
+from regstore.storetypes import BlobState, StagingEntry
 
 if TYPE_CHECKING:
     from regstore.manifest import Manifest

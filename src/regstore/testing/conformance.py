@@ -68,6 +68,7 @@ from regstore.store import TRACER, ObjectStore, TracingWrapper, open_store
 
 from ._blob_tests import BlobTests
 from ._housekeeping_tests import HousekeepingTests
+from ._kit_tests import KitTests
 from ._manifest_tests import ManifestTests
 from ._process_tests import ProcessTests
 from ._safety_tests import SafetyTests
@@ -142,7 +143,13 @@ class ConformanceFixtures(SuiteSettings):
 
 
 class BackendConformance(
-    ConformanceFixtures, ManifestTests, BlobTests, SafetyTests, HousekeepingTests, WrapperTests
+    ConformanceFixtures,
+    ManifestTests,
+    BlobTests,
+    SafetyTests,
+    HousekeepingTests,
+    KitTests,
+    WrapperTests,
 ):
     """Every contract point of a store, through the public facades. Subclass it (see module)."""
 

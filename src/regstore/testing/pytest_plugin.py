@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 pytest.register_assert_rewrite(
     "regstore.testing.conformance",
     "regstore.testing._suite",
+    "regstore.testing._kit_tests",
+    "regstore.testing.memory",
+    "regstore.testing.processes",
     "regstore.testing._manifest_tests",
     "regstore.testing._blob_tests",
     "regstore.testing._safety_tests",

@@ -28,12 +28,12 @@ import functools
 import re
 from typing import IO, Any
 
-from regstore.backends.fsspec_store import WalkedFile
 from regstore.backends.kit import (
     FsspecBackend,
     Option,
     StoreLocation,
     StoreOptionError,
+    WalkedFile,
     check_layout,
     location_factory,
     parse_flag,

@@ -21,10 +21,9 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from regstore.backends.fsspec_store import WORK_DIR
 from regstore.errors import RegstoreError
-from regstore.hookspecs import StagingEntry, StagingKind
 from regstore.reference import Digest
+from regstore.storetypes import StagingEntry, StagingKind
 
 from .client import MultipartUpload, S3Objects
 
@@ -45,7 +44,7 @@ def _blob_of(backend: S3Backend, key: str) -> Digest | None:
 
 
 def _ours(backend: S3Backend, upload: MultipartUpload) -> bool:
-    work = backend.key_of(backend.path(WORK_DIR)) + "/"  # "<prefix>/_regstore/"
+    work = backend.key_of(backend.work_path()) + "/"  # "<prefix>/_regstore/"
     return upload.key.startswith(work) or _blob_of(backend, upload.key) is not None
 
 

@@ -13,7 +13,7 @@ PUT) to its final key instead. Afterwards the staging objects are deleted.
 
 Why parts as objects rather than one long-lived multipart upload: the parts of an in-flight
 upload cannot be read back, and a resumed write must re-hash what was staged before it
-continues (:meth:`regstore.hookspecs.BlobWriteHandle.staged`). Staged part objects can be read,
+continues (:meth:`regstore.storetypes.BlobWriteHandle.staged`). Staged part objects can be read,
 survive the writer's process, and are listed to learn ``current_size``.
 
 Resume granularity: the bytes of the part being filled live in memory until the part is full
@@ -174,7 +174,7 @@ class S3PartStaging(FsspecStagingArea):
 
 
 class S3BlobWriter:
-    """The :class:`~regstore.hookspecs.BlobWriteHandle` of an S3 store.
+    """The :class:`~regstore.storetypes.BlobWriteHandle` of an S3 store.
 
     Holds the blob's lease from creation until commit, close or discard. ``set_size`` (called
     by a facade that knows the declared size) lets the part size be derived from the blob size;
