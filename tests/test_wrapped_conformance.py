@@ -14,6 +14,7 @@ from regstore.testing.conformance import WrappedConformance
 
 class TestWrappedMemoryDistributionLayout(WrappedConformance):
     large_blob_size = 2 * 1024 * 1024  # the unwrapped suite streams the full 8 MiB
+    blob_copies_in_memory = 2  # a memory store holds its blobs (as in test_backends_memory)
 
     @pytest.fixture
     def store_url(self, regstore_memory_url: str) -> str:
@@ -22,6 +23,7 @@ class TestWrappedMemoryDistributionLayout(WrappedConformance):
 
 class TestWrappedMemoryOciLayout(WrappedConformance):
     large_blob_size = 2 * 1024 * 1024
+    blob_copies_in_memory = 2
 
     @pytest.fixture
     def store_url(self, regstore_memory_url: str) -> str:
