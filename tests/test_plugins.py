@@ -410,7 +410,6 @@ class DummyBackend:
         self.manifests.setdefault(name, {})[digest] = (bytes(raw), media_type)
         if tag is not None:
             self.tags.setdefault(name, {})[tag] = digest
-        return True
 
     @hookimpl
     def regstore_store_list_repositories(self):

@@ -17,7 +17,9 @@ Bytes never travel through a hook per chunk: the blob hooks return file-like han
 
 Store hooks raise regstore errors to signal absence or conflict (``BlobNotFoundError``,
 ``ImageManifestNotFoundError``, ``RepositoryNotFoundError``, ``LayerAlreadyExistsError``,
-``LayerLockedError``); a hook returning ``None`` means "not implemented by this backend".
+``LayerLockedError``). A backend that cannot do an operation at all raises
+``UnsupportedError`` from it (or leaves the hook out: the facade then raises it); hooks that
+change the store return nothing and raise on failure.
 """
 
 from __future__ import annotations
@@ -119,11 +121,11 @@ class StoreSpec:
         media_type: str,
         digest: str,
         partial: bool,
-    ) -> bool:
+    ) -> None:
         """Store the exact manifest bytes under ``name`` and ``digest``; then point ``tag``
         at it when a tag is given. ``partial`` marks an index stored without all its children
         (a platform-filtered pull); the backend records it. The caller has verified the digest
-        and that every referenced blob is complete. Atomic per file; returns True.
+        and that every referenced blob is complete. Atomic per file.
         """
         raise NotImplementedError
 
@@ -133,7 +135,7 @@ class StoreSpec:
         raise NotImplementedError
 
     @hookspec(firstresult=True)
-    def regstore_store_delete_manifest(self, name: str, digest: str) -> bool:
+    def regstore_store_delete_manifest(self, name: str, digest: str) -> None:
         """Remove the manifest ``digest`` from ``name`` and every tag pointing at it.
 
         Raises ImageManifestNotFoundError if ``name`` has no such manifest. Blobs stay (gc).
@@ -141,7 +143,7 @@ class StoreSpec:
         raise NotImplementedError
 
     @hookspec(firstresult=True)
-    def regstore_store_delete_tag(self, name: str, tag: str) -> bool:
+    def regstore_store_delete_tag(self, name: str, tag: str) -> None:
         """Remove ``tag`` from ``name`` (the manifest stays). Raises ImageManifestNotFoundError."""
         raise NotImplementedError
 
@@ -202,7 +204,7 @@ class StoreSpec:
         raise NotImplementedError
 
     @hookspec(firstresult=True)
-    def regstore_store_delete_blob(self, digest: str) -> bool:
+    def regstore_store_delete_blob(self, digest: str) -> None:
         """Delete a complete blob (garbage collection). Raises BlobNotFoundError if absent."""
         raise NotImplementedError
 

@@ -242,14 +242,13 @@ class BackendBase(abc.ABC):
         media_type: str,
         digest: str,
         partial: bool,
-    ) -> bool:
+    ) -> None:
         validate_name(name)
         if tag is not None:
             validate_tag(tag)
         checked = Digest(digest)
         with self._translate(f"cannot write manifest {name}@{checked}"):
             self.put_manifest(name, tag, bytes(raw), media_type, checked, bool(partial))
-        return True
 
     @hookimpl
     def regstore_store_manifest_is_partial(self, name: str, digest: str) -> bool:
@@ -259,20 +258,18 @@ class BackendBase(abc.ABC):
             return self.manifest_is_partial(name, checked)
 
     @hookimpl
-    def regstore_store_delete_manifest(self, name: str, digest: str) -> bool:
+    def regstore_store_delete_manifest(self, name: str, digest: str) -> None:
         validate_name(name)
         checked = Digest(digest)
         with self._translate(f"cannot delete manifest {name}@{checked}"):
             self.delete_manifest(name, checked)
-        return True
 
     @hookimpl
-    def regstore_store_delete_tag(self, name: str, tag: str) -> bool:
+    def regstore_store_delete_tag(self, name: str, tag: str) -> None:
         validate_name(name)
         validate_tag(tag)
         with self._translate(f"cannot delete tag {name}:{tag}"):
             self.delete_tag(name, tag)
-        return True
 
     @hookimpl
     def regstore_store_list_repositories(self) -> list[str]:
@@ -323,11 +320,10 @@ class BackendBase(abc.ABC):
             return sorted(self.list_blobs(), key=lambda b: b.digest)
 
     @hookimpl
-    def regstore_store_delete_blob(self, digest: str) -> bool:
+    def regstore_store_delete_blob(self, digest: str) -> None:
         checked = Digest(digest)
         with self._translate(f"cannot delete blob {checked}"):
             self.delete_blob(checked)
-        return True
 
     @hookimpl
     def regstore_store_quarantine_blob(self, digest: str) -> str:

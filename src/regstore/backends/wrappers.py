@@ -85,7 +85,7 @@ class StoreWrapper:
             return (yield)
 
     @hookimpl(wrapper=True)
-    def regstore_store_put_manifest(self) -> Generator[None, bool, bool]:
+    def regstore_store_put_manifest(self) -> Generator[None, None, None]:
         with self.around("put_manifest"):
             return (yield)
 
@@ -95,12 +95,12 @@ class StoreWrapper:
             return (yield)
 
     @hookimpl(wrapper=True)
-    def regstore_store_delete_manifest(self) -> Generator[None, bool, bool]:
+    def regstore_store_delete_manifest(self) -> Generator[None, None, None]:
         with self.around("delete_manifest"):
             return (yield)
 
     @hookimpl(wrapper=True)
-    def regstore_store_delete_tag(self) -> Generator[None, bool, bool]:
+    def regstore_store_delete_tag(self) -> Generator[None, None, None]:
         with self.around("delete_tag"):
             return (yield)
 
@@ -147,7 +147,7 @@ class StoreWrapper:
             return (yield)
 
     @hookimpl(wrapper=True)
-    def regstore_store_delete_blob(self) -> Generator[None, bool, bool]:
+    def regstore_store_delete_blob(self) -> Generator[None, None, None]:
         with self.around("delete_blob"):
             return (yield)
 
@@ -211,17 +211,17 @@ class ReadOnlyGuard:
     @hookimpl(wrapper=True)
     def regstore_store_put_manifest(
         self, name: str, tag: str | None, digest: str
-    ) -> Generator[None, bool, bool]:
+    ) -> Generator[None, None, None]:
         self._refuse(f"write manifest {name}@{digest}" + (f" as {name}:{tag}" if tag else ""))
         return (yield)
 
     @hookimpl(wrapper=True)
-    def regstore_store_delete_manifest(self, name: str, digest: str) -> Generator[None, bool, bool]:
+    def regstore_store_delete_manifest(self, name: str, digest: str) -> Generator[None, None, None]:
         self._refuse(f"delete manifest {name}@{digest}")
         return (yield)
 
     @hookimpl(wrapper=True)
-    def regstore_store_delete_tag(self, name: str, tag: str) -> Generator[None, bool, bool]:
+    def regstore_store_delete_tag(self, name: str, tag: str) -> Generator[None, None, None]:
         self._refuse(f"delete tag {name}:{tag}")
         return (yield)
 
@@ -233,7 +233,7 @@ class ReadOnlyGuard:
         return (yield)
 
     @hookimpl(wrapper=True)
-    def regstore_store_delete_blob(self, digest: str) -> Generator[None, bool, bool]:
+    def regstore_store_delete_blob(self, digest: str) -> Generator[None, None, None]:
         self._refuse(f"delete blob {digest}")
         return (yield)
 
