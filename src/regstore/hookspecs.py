@@ -25,7 +25,7 @@ change the store return nothing and raise on failure.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -63,10 +63,16 @@ PROJECT = "regstore"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-#: ``register(scheme, factory, description="")``: the callback handed to backend plugins.
 #: ``factory(url, **options)`` returns a backend object whose methods are store hookimpls.
 BackendFactory = Callable[..., object]
-Register = Callable[..., None]
+
+
+class Register(Protocol):
+    """The callback handed to ``regstore_register_backends``: ``register(scheme, factory,
+    description="")`` makes ``factory(url, **options)`` serve URLs of ``scheme`` (lower case;
+    a scheme registered by two plugins is an error naming both)."""
+
+    def __call__(self, scheme: str, factory: BackendFactory, description: str = "") -> None: ...
 
 
 class DiscoverySpec:

@@ -39,11 +39,19 @@ class BlobState(str, Enum):
 
 @dataclass(frozen=True)
 class BlobStatus:
-    """The answer of ``regstore_store_blob_status``."""
+    """The answer of ``regstore_store_blob_status``.
+
+    - ``state``: absent, partial (staged bytes, nobody writing: a writer may resume), writing
+      (a live writer holds it), or complete (verified and visible).
+    - ``size``: the full size for a complete blob; for a partial or writing one the declared
+      size when the writer gave it (``set_size``), else None.
+    - ``current_size``: bytes stored so far; equal to ``size`` once complete, the resume offset
+      of a partial blob, 0 when absent.
+    """
 
     state: BlobState
-    size: int | None = None  #: full size, for a complete blob (or declared, when known)
-    current_size: int = 0  #: bytes stored so far (equal to ``size`` once complete)
+    size: int | None = None
+    current_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,9 @@ class StagingEntry:
 
 @runtime_checkable
 class BlobReadHandle(Protocol):
-    """A readable, seekable-from-the-start stream over a complete blob."""
+    """A readable stream over a complete blob, positioned at the ``offset`` the hook was asked
+    for: reading to the end yields the blob's bytes from there. ``size`` is the whole blob's.
+    (No ``seek``: a reader wanting another offset opens the blob again.)"""
 
     size: int
 
