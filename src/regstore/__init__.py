@@ -1,8 +1,11 @@
 """regstore: move container images between OCI/Docker registries and pluggable storage.
 
-The public API: :func:`pull`, :func:`push`, :func:`copy` (the engine), :class:`Client` (the
-registry client), :func:`open_store` with :class:`ObjectStore` and :class:`Layer` (the storage
-contract), and the error tree in :mod:`regstore.errors`.
+The public API: :func:`pull`, :func:`push`, :func:`copy` and :func:`transfer_many` (the
+engine) with the image values they move (:class:`RegistryImage`, :class:`StoreImage`: an
+:data:`Image`), their results and events; :func:`verify`; :class:`Client` (the registry
+client); :func:`open_store` with :class:`ObjectStore` and :class:`Layer` (the storage
+contract); and the error tree of :mod:`regstore.errors`. Everything a program using these
+needs to name in its annotations is importable from here.
 """
 
 from __future__ import annotations
@@ -20,33 +23,129 @@ from regstore.engine import (
     push,
     transfer_many,
 )
-from regstore.errors import *  # noqa: F403  (the whole error tree is public API)
-from regstore.errors import __all__ as _errors_all
+from regstore.engine.filters import TagFilter
+from regstore.engine.model import Image, ImageOutcome, ImageStatus
+from regstore.engine.verify import Problem, ProblemKind, VerifyReport, verify
+from regstore.errors import (
+    AuthenticationError,
+    BackendNotFoundError,
+    BlobNotFoundError,
+    BlobTooLargeError,
+    BlobUploadInvalidRangeError,
+    BlobUploadNotFoundError,
+    CredentialStoreError,
+    DigestMismatchError,
+    FilterError,
+    HTTPContext,
+    ImageManifestNotFoundError,
+    InsecureRealmError,
+    InvalidReferenceError,
+    LayerAlreadyExistsError,
+    LayerLockedError,
+    ManifestInvalidError,
+    NotFoundError,
+    PagingError,
+    PagingLimitError,
+    PluginLoadError,
+    RegistryError,
+    RegistryErrorDetail,
+    RegstoreError,
+    RepositoryNotFoundError,
+    RetriesExhaustedError,
+    StoreError,
+    StoreEscapeError,
+    StoreNotFoundError,
+    StoreOptionError,
+    StoreReadOnlyError,
+    SyncFileError,
+    TransportError,
+    UnexpectedHTTPStatusError,
+    UnsupportedError,
+    UploadLengthError,
+    UsageError,
+)
+from regstore.events import EventKind, EventSink, Operation, TransferEvent
 from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
 from regstore.reference import Digest, Reference, parse_reference
 from regstore.store import Layer, LayerReader, LayerWriter, ObjectStore, open_store
+from regstore.storetypes import BlobInfo, BlobState, BlobStatus
+from regstore.wire import UploadSession, UploadStatus
 
 try:
     __version__ = version("regstore")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
+# A literal list (not built from other lists) so that type checkers see what
+# ``from regstore import *`` gives; tests/test_public_api.py checks it against errors.__all__.
 __all__ = [
+    "AuthenticationError",
+    "BackendNotFoundError",
     "BatchResult",
+    "BlobInfo",
+    "BlobNotFoundError",
+    "BlobState",
+    "BlobStatus",
+    "BlobTooLargeError",
+    "BlobUploadInvalidRangeError",
+    "BlobUploadNotFoundError",
     "Client",
+    "CredentialStoreError",
     "Descriptor",
     "Digest",
+    "DigestMismatchError",
+    "EventKind",
+    "EventSink",
+    "FilterError",
+    "HTTPContext",
+    "Image",
+    "ImageManifestNotFoundError",
+    "ImageOutcome",
+    "ImageStatus",
+    "InsecureRealmError",
+    "InvalidReferenceError",
     "Layer",
+    "LayerAlreadyExistsError",
+    "LayerLockedError",
     "LayerReader",
     "LayerWriter",
     "Manifest",
+    "ManifestInvalidError",
+    "NotFoundError",
     "ObjectStore",
+    "Operation",
+    "PagingError",
+    "PagingLimitError",
     "Platform",
+    "PluginLoadError",
+    "Problem",
+    "ProblemKind",
     "Reference",
+    "RegistryError",
+    "RegistryErrorDetail",
     "RegistryImage",
+    "RegstoreError",
+    "RepositoryNotFoundError",
+    "RetriesExhaustedError",
     "SignedManifest",
+    "StoreError",
+    "StoreEscapeError",
     "StoreImage",
+    "StoreNotFoundError",
+    "StoreOptionError",
+    "StoreReadOnlyError",
+    "SyncFileError",
+    "TagFilter",
+    "TransferEvent",
     "TransferResult",
+    "TransportError",
+    "UnexpectedHTTPStatusError",
+    "UnsupportedError",
+    "UploadLengthError",
+    "UploadSession",
+    "UploadStatus",
+    "UsageError",
+    "VerifyReport",
     "__version__",
     "copy",
     "open_store",
@@ -54,5 +153,5 @@ __all__ = [
     "pull",
     "push",
     "transfer_many",
-    *_errors_all,
+    "verify",
 ]

@@ -5,10 +5,16 @@ Values only; they travel through the ``regstore_transfer_event`` hook.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
-__all__ = ["EventKind", "TransferEvent"]
+__all__ = ["EventKind", "EventSink", "Operation", "TransferEvent"]
+
+#: What an event is part of: moving an image (``pull``, ``push``, ``copy``) or re-hashing a
+#: store's content (``verify``, also used by a repair).
+Operation = Literal["pull", "push", "copy", "verify"]
 
 
 class EventKind(str, Enum):
@@ -32,12 +38,12 @@ class EventKind(str, Enum):
 class TransferEvent:
     """One event about one piece of content in one operation.
 
-    ``operation`` is ``pull``, ``push`` or ``copy``; ``image`` the reference being moved;
-    ``digest`` the blob or manifest; ``total`` its size when known (-1 otherwise).
+    ``operation`` is ``pull``, ``push``, ``copy`` or ``verify``; ``image`` the reference being
+    moved; ``digest`` the blob or manifest; ``total`` its size when known (-1 otherwise).
     """
 
     kind: EventKind
-    operation: str
+    operation: Operation
     image: str
     digest: str
     total: int = -1
@@ -46,3 +52,7 @@ class TransferEvent:
     media_type: str = ""
     tag: str | None = None
     error: str | None = None
+
+
+#: The type of every ``events=`` argument: a callable receiving each :class:`TransferEvent`.
+EventSink = Callable[[TransferEvent], None]

@@ -3,18 +3,19 @@ all three one call of :func:`transfer_one` (which the CLI's commands share too).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
 from regstore.errors import UnsupportedError
+from regstore.events import EventSink
 from regstore.manifest import Platform
 from regstore.store import ObjectStore
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
-from .model import RegistryClient, RegistryImage, StoreImage, TransferResult
+from .model import Image, RegistryClient, RegistryImage, StoreImage, TransferResult
 from .repair import repair_image
-from .reporting import EventSink
-from .transfer import DEFAULT_CONCURRENCY, Image, TransferOptions, run_one
+from .transfer import DEFAULT_CONCURRENCY, TransferOptions, run_one
 
 __all__ = ["copy", "pull", "push", "transfer_one"]
 
@@ -68,12 +69,14 @@ def pull(
     name: str,
     reference: str,
     *,
-    as_name: str | None = None,
-    as_tag: str | None = None,
+    dest_name: str | None = None,
+    dest_tag: str | None = None,
     platforms: Sequence[str | Platform] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     events: EventSink | None = None,
     repair: bool = False,
+    as_name: str | None = None,
+    as_tag: str | None = None,
 ) -> TransferResult:
     """Pull ``name`` at ``reference`` (a tag or digest) from a registry into ``store``.
 
@@ -81,18 +84,22 @@ def pull(
     matching ``platforms`` such as ``["linux/amd64"]``) streams registry → digest → store,
     concurrently, resumed after a dropped connection, verified, committed; blobs the store has
     are skipped without a GET. Manifests follow their blobs, children before the index, the tag
-    last: the store never shows a tag whose content is incomplete. ``as_name``/``as_tag`` store
-    it under another name or tag. Returns what moved; raises on failure (DigestMismatchError,
-    ImageManifestNotFoundError, RetriesExhaustedError when a blob's retries ran out, ...),
+    last: the store never shows a tag whose content is incomplete. ``dest_name``/``dest_tag``
+    store it under another name or tag (as :func:`push` names its destination; ``as_name``/
+    ``as_tag`` are their deprecated spellings, removed in the next release). Returns what
+    moved; raises on failure (DigestMismatchError, ImageManifestNotFoundError,
+    RetriesExhaustedError when a blob's retries ran out, ...),
     leaving completed blobs and the staged part of interrupted ones for the next run.
 
     ``repair=True`` first re-hashes every manifest and blob of the image that the store has
     and moves the damaged ones aside (:mod:`regstore.engine.repair`), so the pull fetches them
     again; ``TransferResult.quarantined`` names them.
     """
+    dest_name = _renamed("as_name", as_name, "dest_name", dest_name)
+    dest_tag = _renamed("as_tag", as_tag, "dest_tag", dest_tag)
     return transfer_one(
         RegistryImage(client, name, reference),
-        StoreImage(store, as_name or name, as_tag),
+        StoreImage(store, dest_name or name, dest_tag),
         operation="pull",
         platforms=platforms,
         concurrency=concurrency,
@@ -120,7 +127,8 @@ def push(
     Blobs the registry has (HEAD) are skipped; ``mount_from`` repositories are asked for a
     cross-repository mount first; blobs up to ``monolithic_threshold`` go up in one PUT, larger
     ones in ``chunk_size`` chunks that resume from the registry's offset after a failure.
-    Children before the index; the tag last.
+    Children before the index; the tag last. ``dest_name``/``dest_tag`` push it under another
+    name or tag (None: ``name``, and the tag of ``reference``).
     """
     return transfer_one(
         StoreImage(store, name, reference),
@@ -162,3 +170,17 @@ def copy(
         monolithic_threshold=monolithic_threshold,
         events=events,
     )
+
+
+def _renamed(old: str, old_value: str | None, new: str, new_value: str | None) -> str | None:
+    """The value of keyword ``new``, taking the deprecated ``old`` spelling for one release."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"pass {new}= only ({old}= is its deprecated spelling)")
+    warnings.warn(
+        f"{old}= is deprecated and will be removed in the next release; use {new}=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value

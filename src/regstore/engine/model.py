@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, get_args
 
 from regstore.reference import Digest, is_digest, validate_name, validate_reference
 from regstore.wire import BlobData, BlobSource, ManifestInfo, UploadSession, UploadStatus
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchResult",
     "BlobSource",
+    "Image",
     "ImageOutcome",
+    "ImageStatus",
     "RegistryClient",
     "RegistryImage",
     "StoreImage",
@@ -137,6 +139,15 @@ class StoreImage:
         return _format(f"store:{self.name}", self.reference)
 
 
+#: The image values a transfer moves between; each names its place (see :mod:`.places`).
+#: ``transfer_many`` takes pairs of them; ``copy`` takes any two.
+Image: TypeAlias = RegistryImage | StoreImage
+
+#: What happened to one image of a batch (:attr:`ImageOutcome.status`).
+ImageStatus = Literal["copied", "skipped", "failed", "cancelled"]
+_IMAGE_STATUSES: frozenset[str] = frozenset(get_args(ImageStatus))
+
+
 def _format(base: str, reference: str | None) -> str:
     if reference is None:
         return base
@@ -156,12 +167,13 @@ class TransferResult:
 
     source: str
     destination: str
-    manifest_digest: Digest | None = None
+    #: the digest of the image's top manifest at the destination (set on every success)
+    manifest_digest: Digest
     media_type: str = ""
-    transferred: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    mounted: list[str] = field(default_factory=list)
-    manifests: list[str] = field(default_factory=list)
+    transferred: list[Digest] = field(default_factory=list)
+    skipped: list[Digest] = field(default_factory=list)
+    mounted: list[Digest] = field(default_factory=list)
+    manifests: list[Digest] = field(default_factory=list)
     bytes_moved: int = 0
     partial: bool = False
     unchanged: bool = False
@@ -172,7 +184,7 @@ class TransferResult:
         return {
             "source": self.source,
             "destination": self.destination,
-            "manifest_digest": str(self.manifest_digest) if self.manifest_digest else None,
+            "manifest_digest": str(self.manifest_digest),
             "media_type": self.media_type,
             "transferred": list(self.transferred),
             "skipped": list(self.skipped),
@@ -193,7 +205,7 @@ class ImageOutcome:
 
     source: str
     destination: str
-    status: Literal["copied", "skipped", "failed", "cancelled"]
+    status: ImageStatus
     result: TransferResult | None = None
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
@@ -220,8 +232,12 @@ class BatchResult:
         """True if every image was copied or skipped (none failed or was cancelled)."""
         return all(o.status in ("copied", "skipped") for o in self.outcomes)
 
-    def by_status(self, status: str) -> list[ImageOutcome]:
-        """The outcomes with ``status``."""
+    def by_status(self, status: ImageStatus) -> list[ImageOutcome]:
+        """The outcomes with ``status``; ValueError for a status no outcome can have (a typo
+        would otherwise quietly find nothing)."""
+        if status not in _IMAGE_STATUSES:
+            known = ", ".join(sorted(_IMAGE_STATUSES))
+            raise ValueError(f"unknown image status {status!r} (one of {known})")
         return [o for o in self.outcomes if o.status == status]
 
     @property

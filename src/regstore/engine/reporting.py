@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from regstore import plugins
-from regstore.events import EventKind, TransferEvent
+from regstore.events import EventKind, EventSink, Operation, TransferEvent
 
 __all__ = ["EventSink", "Reporter"]
 
-EventSink = Callable[[TransferEvent], None]
 log = logging.getLogger("regstore.engine")
 
 
@@ -25,7 +23,7 @@ class Reporter:
     are built only when someone receives them, so an unobserved transfer pays nothing.
     """
 
-    def __init__(self, operation: str, image: str, sink: EventSink | None = None) -> None:
+    def __init__(self, operation: Operation, image: str, sink: EventSink | None = None) -> None:
         self.operation = operation
         self.image = image
         self._sink = sink if sink is not None else _plugin_sink()

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 from regstore.errors import (
     ImageManifestNotFoundError,
@@ -23,9 +24,9 @@ from regstore.reference import Digest, is_digest
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
 from .model import (
     BatchResult,
+    Image,
     ImageOutcome,
-    RegistryImage,
-    StoreImage,
+    ImageStatus,
     TransferResult,
 )
 from .options import TransferOptions
@@ -48,8 +49,6 @@ __all__ = [
 
 log = logging.getLogger("regstore.engine")
 
-#: The image values a transfer moves between; each names its place (see :mod:`.places`).
-Image = RegistryImage | StoreImage
 #: Blobs moved at once (docker pulls 3 and pushes 5 at a time; the seed used a window of 4).
 DEFAULT_CONCURRENCY = 4
 #: The most blobs anyone may ask to move at once (--concurrency, a sync file's concurrency).
@@ -215,14 +214,12 @@ def transfer_image(
         raise ValueError(f"the source {source} needs a tag or digest")
     src, dst = source_of(source), sink_of(dest)
     tag = destination_tag(source, dest)
-    result = TransferResult(source=str(source), destination=str(resolve_destination(source, dest)))
+    source_text, dest_text = str(source), str(resolve_destination(source, dest))
 
     if options.skip_unchanged and tag is not None:
         have = dst.manifest_digest(tag)
         if have is not None and have == src.manifest_digest(source.reference):
-            result.manifest_digest = Digest(have)
-            result.unchanged = True
-            return result
+            return TransferResult(source_text, dest_text, Digest(have), unchanged=True)
 
     plan = _plan(src, source.reference, options)
     if (
@@ -230,9 +227,9 @@ def transfer_image(
         and plan.top.digest_with(Digest(source.reference).algorithm) != source.reference
     ):
         raise ManifestInvalidError(f"{source} returned a manifest with another digest")
-    result.manifest_digest = plan.top.digest
-    result.media_type = plan.top.media_type
-    result.partial = plan.partial
+    result = TransferResult(
+        source_text, dest_text, plan.top.digest, plan.top.media_type, partial=plan.partial
+    )
     if plan.partial and not dst.accepts_partial_index:
         _refuse_partial_push(source, plan)
 
@@ -269,12 +266,12 @@ def transfer_image(
 
     for child in plan.children:
         dst.put_manifest(child, None, False)
-        result.manifests.append(str(child.digest))
+        result.manifests.append(child.digest)
         reporter.emit(
             EventKind.MANIFEST, child.digest, total=child.size, media_type=child.media_type
         )
     dst.put_manifest(plan.top, tag, plan.partial)
-    result.manifests.append(str(plan.top.digest))
+    result.manifests.append(plan.top.digest)
     reporter.emit(
         EventKind.MANIFEST,
         plan.top.digest,
@@ -288,7 +285,7 @@ def transfer_image(
 def run_one(
     source: Image,
     dest: Image,
-    operation: str,
+    operation: Literal["pull", "push", "copy"],
     *,
     options: TransferOptions,
     concurrency: int,
@@ -317,7 +314,7 @@ def transfer_many(
     events: EventSink | None = None,
     skip_unchanged: bool = True,
     keep_going: bool = True,
-    operation: str = "copy",
+    operation: Literal["pull", "push", "copy"] = "copy",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
 ) -> BatchResult:
@@ -357,8 +354,8 @@ def transfer_many(
             if not keep_going:
                 stop.set()
             return ImageOutcome(str(source), str(dest), "failed", error=str(exc), exception=exc)
-        status = "skipped" if res.unchanged else "copied"
-        return ImageOutcome(str(source), res.destination, status, result=res)  # type: ignore[arg-type]
+        status: ImageStatus = "skipped" if res.unchanged else "copied"
+        return ImageOutcome(str(source), res.destination, status, result=res)
 
     images = ThreadPoolExecutor(
         max(1, min(concurrency, len(jobs) or 1)), thread_name_prefix="regstore-image"

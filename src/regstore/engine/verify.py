@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from regstore.digest import CHUNK_SIZE, Digester
 from regstore.errors import (
@@ -44,7 +43,7 @@ from regstore.errors import (
     NotFoundError,
     RegstoreError,
 )
-from regstore.events import EventKind, TransferEvent
+from regstore.events import EventKind, EventSink, TransferEvent
 from regstore.reference import Digest
 from regstore.storetypes import BlobState, StagingEntry
 
@@ -52,16 +51,26 @@ if TYPE_CHECKING:
     from regstore.manifest import Manifest
     from regstore.store import ObjectStore
 
-__all__ = ["Problem", "VerifyReport", "hash_stored_blob", "quarantine_damaged", "verify"]
+__all__ = [
+    "Problem",
+    "ProblemKind",
+    "VerifyReport",
+    "hash_stored_blob",
+    "quarantine_damaged",
+    "verify",
+]
 
-EventSink = Callable[[TransferEvent], None]
+#: What :class:`Problem` can be (see the module docstring).
+ProblemKind = Literal[
+    "damaged-manifest", "dangling-tag", "missing-manifest", "missing-blob", "damaged-blob"
+]
 
 
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong in the store."""
 
-    kind: str
+    kind: ProblemKind
     repository: str
     subject: str  #: the digest (or tag) that is wrong
     detail: str
