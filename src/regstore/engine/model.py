@@ -241,6 +241,12 @@ class BatchResult:
         return [o for o in self.outcomes if o.status == status]
 
     @property
+    def results(self) -> list[TransferResult]:
+        """The results of the images that were copied or skipped (unchanged), in job order:
+        the success path, with no None to check."""
+        return [o.result for o in self.outcomes if o.result is not None]
+
+    @property
     def bytes_moved(self) -> int:
         """Blob bytes moved across all images."""
         return sum(o.result.bytes_moved for o in self.outcomes if o.result)
