@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.images import BuiltImage, build_image
+from tests.support.images import Built, build_image, build_index
 from tests.support.registry import RegistryServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,14 +58,16 @@ FRAGMENTS = frozenset(
 )
 
 
-def _seed_images() -> dict[str, dict[str, BuiltImage]]:
+def _seed_images() -> dict[str, dict[str, Built]]:
     return {
         "team/app": {"1.2": build_image(layers=2, layer_size=4096, seed=1)},
+        "team/multi": {"1.0": build_index(seed=4)},  # an index of several platforms
         "a/b": {"1.0": build_image(layers=1, seed=2), "2.0": build_image(layers=1, seed=3)},
     }
 
 
-#: The images the examples name, pushed to the registry before each block runs.
+#: The images the examples name, pushed to the registry before each block runs (an example
+#: naming another image needs it added here).
 SEED = _seed_images()
 
 _FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
