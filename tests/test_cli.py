@@ -32,7 +32,7 @@ from .cli_support import (
     seed_registry,
     tag_digests,
 )
-from .support.images import build_image, random_blob, sha256_digest
+from .support.images import BuiltIndex, build_image, random_blob, sha256_digest
 from .support.registry import RegistryServer
 
 
@@ -170,6 +170,23 @@ def test_pull_one_platform_of_an_index_under_another_name(cli: CLI, seeded: Seed
     assert report["manifest_digest"] == seeded.multi.manifest_digest
     assert tag_digests(cli("--json", "ls", "mirror/multi")) == {"v1": seeded.multi.manifest_digest}
     assert cli("verify", "mirror/multi").returncode == 0  # a partial index is not damage
+
+
+def test_copy_one_platform_to_a_registry_reports_the_child_and_its_source_index(
+    cli: CLI, seeded: SeededRegistry
+) -> None:
+    multi = seeded.multi
+    assert isinstance(multi, BuiltIndex)
+    arm = multi.children[1]
+    report = cli(
+        "copy", f"{seeded.host}/team/multi:1", f"{seeded.host}/backup/multi:arm",
+        "--platform", "linux/arm64", "--json",
+    ).json()  # fmt: skip
+    assert report["manifest_digest"] == arm.manifest_digest
+    assert report["rewritten_from"] == multi.manifest_digest
+    human = cli("copy", f"{seeded.host}/team/multi:1", f"{seeded.host}/backup/multi:arm2",
+                "--platform", "linux/arm64").stdout  # fmt: skip
+    assert f"from index {multi.manifest_digest[:19]}" in human
 
 
 def test_pull_with_tag_filters_takes_exactly_the_matching_tags(

@@ -25,6 +25,7 @@ from regstore.engine import (
 )
 from regstore.engine.filters import TagFilter
 from regstore.engine.model import Image, ImageOutcome, ImageStatus
+from regstore.engine.progress import ImageProgress, Progress, ProgressSnapshot
 from regstore.engine.verify import Problem, ProblemKind, VerifyReport, verify
 from regstore.errors import (
     AuthenticationError,
@@ -101,6 +102,7 @@ __all__ = [
     "Image",
     "ImageManifestNotFoundError",
     "ImageOutcome",
+    "ImageProgress",
     "ImageStatus",
     "InsecureRealmError",
     "InvalidReferenceError",
@@ -120,6 +122,8 @@ __all__ = [
     "PluginLoadError",
     "Problem",
     "ProblemKind",
+    "Progress",
+    "ProgressSnapshot",
     "Reference",
     "RegistryError",
     "RegistryErrorDetail",

@@ -35,6 +35,7 @@ from rich.progress import (
 )
 
 from regstore import plugins
+from regstore.engine.progress import Progress as Totals
 from regstore.events import EventKind, TransferEvent
 from regstore.safetext import printable
 
@@ -61,11 +62,13 @@ class ProgressDisplay:
         self.clean = clean
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
-        self._moved: dict[str, int] = {}
         self._tasks: dict[str, TaskID] = {}
+        self._failed: set[str] = set()
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         self._forward = plugins.has_event_observers()
+        #: the one aggregation of the run's events (the overall bar reads it)
+        self.totals = Totals()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class ProgressDisplay:
             plugins.emit_event(event)
         if self.mode == "off":
             return
+        self.totals(event)
         with self._lock:
             if self.mode == "bars":
                 self._bars(event)
@@ -157,31 +161,25 @@ class ProgressDisplay:
                 self._tasks[digest] = progress.add_task(
                     short_digest(digest), total=total, completed=event.offset
                 )
-                self._moved[digest] = event.offset
-                if total is not None:
-                    grand = progress.tasks[overall].total or 0
-                    progress.update(overall, total=grand + total, advance=event.offset)
-            return
-        if event.kind is EventKind.PROGRESS:
+        elif event.kind is EventKind.PROGRESS:
             task = self._tasks.get(digest)
             if task is not None:
                 progress.update(task, advance=event.nbytes)
-                self._moved[digest] = self._moved.get(digest, 0) + event.nbytes
-                progress.update(overall, advance=event.nbytes)
+        else:
+            task = self._tasks.pop(digest, None)
+            if task is not None:
+                progress.remove_task(task)
+        # the overall bar shows the aggregated totals (failed blobs' bytes left out)
+        if event.kind is EventKind.FAILED:
+            self._failed.add(digest)
+        snap = self.totals.snapshot()
+        failed = sum(max(self._sizes.get(d, 0), 0) for d in self._failed)
+        progress.update(
+            overall, total=max(0, snap.bytes_total - failed), completed=max(0, snap.bytes_done)
+        )
+        if event.kind in (EventKind.STARTED, EventKind.PROGRESS):
             return
         text = self._finished_text(event)
-        task = self._tasks.pop(digest, None)
-        if task is not None:
-            progress.remove_task(task)
-            if event.kind is EventKind.FAILED:
-                # take the bytes of a failed blob out of the overall count
-                size = self._sizes.get(digest, -1)
-                overall_task = progress.tasks[overall]
-                progress.update(
-                    overall,
-                    total=max(0, (overall_task.total or 0) - max(size, 0)),
-                    completed=max(0, overall_task.completed - self._moved.get(digest, 0)),
-                )
         if text is not None:
             progress.console.print(text, markup=False, highlight=False)
 

@@ -150,6 +150,9 @@ def report_result(state: AppState, result: TransferResult, verb: str) -> int:
     if result.quarantined:
         details += f"; {len(result.quarantined)} damaged in the store, fetched again"
     partial = " (some platforms only)" if result.partial else ""
+    if result.rewritten_from is not None:
+        # a registry got the one platform's manifest or a new index, not the source index
+        partial = f" (some platforms only, from index {short_digest(str(result.rewritten_from))})"
     out.summary(
         f"{verb} {result.source} -> {result.destination}{partial} "
         f"{short_digest(str(result.manifest_digest))} ({details})"

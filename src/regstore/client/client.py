@@ -59,8 +59,9 @@ class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
             for loopback hosts (``127.0.0.0/8``, ``localhost``, ``::1``), as docker does.
         verify: TLS verification: True (system/``REQUESTS_CA_BUNDLE``), a CA bundle path, or
             False.
-        username, password: credentials; otherwise ``credentials`` is asked, then docker's
-            config file.
+        username: the user name of the credentials; without it, ``credentials`` is asked,
+            then docker's config file.
+        password: the password (or token) going with ``username``.
         credentials: a callable ``(registry) -> (user, password) | None``.
         docker_config: path of docker's ``config.json`` (default ``$DOCKER_CONFIG/config.json``
             or ``~/.docker/config.json``); ``use_docker_config=False`` ignores it.
@@ -77,9 +78,11 @@ class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
             the client makes a pooled one with connection retries.
         pacer: rate-limit pacing (default: :class:`~regstore.client.ratelimit.RateLimitPacer`).
         sleep: the function used to wait between retries (for tests).
-        max_pages, max_list_entries: a tag or catalog listing stops with PagingLimitError
-            after this many pages, or once the registry sent more names than this (defaults
-            10,000 and 1,000,000; ``REGSTORE_MAX_PAGES``, ``REGSTORE_MAX_LIST_ENTRIES``).
+        max_pages: a tag or catalog listing stops with PagingLimitError after this many
+            pages (default 10,000; ``REGSTORE_MAX_PAGES``).
+        max_list_entries: a tag or catalog listing stops with PagingLimitError once the
+            registry sent more names than this (default 1,000,000;
+            ``REGSTORE_MAX_LIST_ENTRIES``).
         max_unknown_blob_size: a blob streamed without any known length (chunked, and no
             size in the manifest) stops with BlobTooLargeError past this many bytes (default
             10 GiB; ``REGSTORE_MAX_UNKNOWN_BLOB_SIZE``). See :mod:`regstore.client.limits`.

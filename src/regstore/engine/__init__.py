@@ -20,6 +20,7 @@ from .model import (
     StoreImage,
     TransferResult,
 )
+from .progress import ImageProgress, Progress, ProgressSnapshot
 from .transfer import (
     DEFAULT_CONCURRENCY,
     MAX_CONCURRENCY,
@@ -33,6 +34,9 @@ __all__ = [
     "MAX_CONCURRENCY",
     "BatchResult",
     "ImageOutcome",
+    "ImageProgress",
+    "Progress",
+    "ProgressSnapshot",
     "RegistryClient",
     "RegistryImage",
     "StoreImage",

@@ -163,6 +163,9 @@ class TransferResult:
     says a platform filter left index children out; ``unchanged`` that the destination tag
     already pointed at the same manifest, so nothing moved; ``quarantined`` lists blobs a
     repair found damaged in the destination and moved aside before moving them again.
+    ``rewritten_from`` is set when the destination could not hold a partial index (a
+    registry): it names the source index, and ``manifest_digest`` is what the destination got
+    instead (the one platform's own manifest, or a new index of the platforms taken).
     """
 
     source: str
@@ -178,6 +181,7 @@ class TransferResult:
     partial: bool = False
     unchanged: bool = False
     quarantined: list[str] = field(default_factory=list)
+    rewritten_from: Digest | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -194,6 +198,7 @@ class TransferResult:
             "partial": self.partial,
             "unchanged": self.unchanged,
             "quarantined": list(self.quarantined),
+            "rewritten_from": str(self.rewritten_from) if self.rewritten_from else None,
         }
 
 

@@ -103,7 +103,8 @@ class ImageSink(Protocol):
     @property
     def accepts_partial_index(self) -> bool:
         """True when this place may hold an index without some of its manifests (a store
-        marks it partial); False makes a platform-filtered transfer of an index fail first."""
+        marks it partial); False makes the transfer give it the one child taken, or a new index
+        of the children taken (`transfer.fit_to_sink`)."""
         ...
 
     def blob_key(self, digest: str) -> Hashable:

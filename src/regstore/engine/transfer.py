@@ -5,6 +5,7 @@ then write manifests children-first and the tag last.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -12,11 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from regstore.errors import (
-    ImageManifestNotFoundError,
-    ManifestInvalidError,
-    UnsupportedError,
-)
+from regstore.errors import ImageManifestNotFoundError, ManifestInvalidError
 from regstore.events import EventKind
 from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
@@ -41,6 +38,7 @@ __all__ = [
     "ImagePlan",
     "TransferOptions",
     "destination_tag",
+    "fit_to_sink",
     "plan_image",
     "resolve_destination",
     "transfer_image",
@@ -165,18 +163,33 @@ def _add_manifest(
         )
 
 
-def _refuse_partial_push(source: Image, plan: ImagePlan) -> None:
-    """Before any byte moves: a registry refuses an index whose manifests are missing."""
-    have = ", ".join(
-        f"{d.digest} ({d.platform or 'no platform'})"
-        for d in plan.top.manifests
-        if d.digest in {c.digest for c in plan.children}
-    )
-    raise UnsupportedError(
-        f"{source} is an index of which only some manifests are taken ({have or 'none'}); a "
-        f"registry refuses an index whose manifests are missing. Push one platform's manifest "
-        f"by its digest instead, or take every platform"
-    )
+def fit_to_sink(plan: ImagePlan) -> ImagePlan:
+    """The plan for a sink that cannot hold a partial index (a registry), as crane's
+    ``WithPlatform`` does: one child taken is moved as itself (its digest unchanged) under the
+    tag; several become a new index listing only them (a new digest). A plan that is not
+    partial comes back unchanged.
+
+    The new index keeps the source index's bytes otherwise: its media type, annotations and
+    the taken entries exactly as they were (platform, annotations, sizes), in their order.
+    """
+    if not plan.partial or not plan.top.is_index:
+        return plan
+    taken = {c.digest for c in plan.children}
+    entries = [d for d in plan.top.manifests if d.digest in taken]
+    if len(entries) == 1:
+        top = next(c for c in plan.children if c.digest == entries[0].digest)
+        children = [c for c in plan.children if c.digest != top.digest]
+        return ImagePlan(top, children, plan.blobs, partial=True)
+    raw_entries = plan.top.doc.get("manifests", [])
+    doc = dict(plan.top.doc)
+    doc["manifests"] = [
+        e
+        for e in raw_entries
+        if e["digest"] in taken  # validated when the index was parsed
+    ]
+    raw = json.dumps(doc, indent=3).encode("utf-8")  # indent 3 as the docker CLI writes
+    top = Manifest.parse(raw, plan.top.media_type)
+    return ImagePlan(top, list(plan.children), plan.blobs, partial=True)
 
 
 def destination_tag(source: Image, dest: Image) -> str | None:
@@ -227,11 +240,36 @@ def transfer_image(
         and plan.top.digest_with(Digest(source.reference).algorithm) != source.reference
     ):
         raise ManifestInvalidError(f"{source} returned a manifest with another digest")
-    result = TransferResult(
-        source_text, dest_text, plan.top.digest, plan.top.media_type, partial=plan.partial
-    )
+    partial, rewritten_from = plan.partial, None
     if plan.partial and not dst.accepts_partial_index:
-        _refuse_partial_push(source, plan)
+        # A registry refuses an index whose manifests are missing: it gets the one child, or a
+        # new index of the children taken (a new digest, reported as rewritten).
+        fitted = fit_to_sink(plan)
+        if fitted.top.digest != plan.top.digest:
+            rewritten_from = plan.top.digest
+            plan = fitted
+            if (
+                options.skip_unchanged
+                and tag is not None
+                and (dst.manifest_digest(tag) == str(plan.top.digest))
+            ):
+                return TransferResult(
+                    source_text,
+                    dest_text,
+                    plan.top.digest,
+                    plan.top.media_type,
+                    partial=partial,
+                    unchanged=True,
+                    rewritten_from=rewritten_from,
+                )
+    result = TransferResult(
+        source_text,
+        dest_text,
+        plan.top.digest,
+        plan.top.media_type,
+        partial=partial,
+        rewritten_from=rewritten_from,
+    )
 
     mount_from = dst.mount_sources(src, options.mount_from)
 
@@ -270,7 +308,7 @@ def transfer_image(
         reporter.emit(
             EventKind.MANIFEST, child.digest, total=child.size, media_type=child.media_type
         )
-    dst.put_manifest(plan.top, tag, plan.partial)
+    dst.put_manifest(plan.top, tag, plan.partial and result.rewritten_from is None)
     result.manifests.append(plan.top.digest)
     reporter.emit(
         EventKind.MANIFEST,
