@@ -20,6 +20,7 @@ one thread at a time.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ from regstore.errors import (
     RegstoreError,
     StoreError,
     StoreNotFoundError,
+    StoreURLError,
     UnsupportedError,
 )
 from regstore.hookspecs import (
@@ -62,6 +64,7 @@ from regstore.safetext import redact_store_url
 
 __all__ = [
     "READ_ONLY_GUARD",
+    "STORE_URL_FORMS",
     "TRACER",
     "Layer",
     "LayerReader",
@@ -78,15 +81,44 @@ __all__ = [
 ]
 
 
+#: A URL scheme as RFC 3986 spells it, followed by its colon: ``s3:``, ``memory:``.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+#: The forms a store URL takes, for the message refusing another.
+STORE_URL_FORMS = (
+    "a path (/srv/mirror, ./mirror), file:///srv/mirror, memory://NAME, "
+    "s3://BUCKET/PREFIX or another installed scheme as SCHEME://..."
+)
+
+
 def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
     """Split a store URL into ``(scheme, url without query, query options)``.
 
-    A plain path (``/srv/mirror``, ``./mirror``) means ``file``. Query parameters become
-    options (``file:///srv/mirror?layout=oci``); keyword options to :func:`open_store` win.
+    A plain path (``/srv/mirror``, ``./mirror``, ``mirror/x``) means ``file``. Query parameters
+    become options (``file:///srv/mirror?layout=oci``); keyword options to :func:`open_store`
+    win.
+
+    Raises:
+        StoreURLError: an empty URL, or a scheme without ``//`` (``memory:nightly``,
+            ``file:/tmp/x``): taken for paths, they would create folders in the current
+            directory. Write ``./memory:nightly`` for such a folder.
     """
+    if not url.strip():
+        raise StoreURLError("the store URL is empty", hint=f"give {STORE_URL_FORMS}")
     if "://" not in url:
+        if _SCHEME.match(url):
+            scheme = url.partition(":")[0]
+            raise StoreURLError(
+                f"the store URL {redact_store_url(url)!r} has a scheme but no '//' "
+                f"(write {scheme.lower()}://...)",
+                hint=f"give {STORE_URL_FORMS}; for a folder named so, ./{scheme}:...",
+            )
         return "file", url, {}
     parsed = urllib.parse.urlsplit(url)
+    if not _SCHEME.fullmatch(url.partition("://")[0] + ":"):
+        raise StoreURLError(
+            f"the store URL {redact_store_url(url)!r} has no valid scheme before '://'",
+            hint=f"give {STORE_URL_FORMS}",
+        )
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
     # cut textually: urlunsplit would drop the "//" of schemes urllib does not know
     bare = url.partition("#")[0].partition("?")[0]
@@ -135,6 +167,7 @@ def open_store(
     Raises:
         BackendNotFoundError: no installed plugin serves the scheme (names what to install).
         StoreNotFoundError: ``must_exist`` was given and there is no store at ``url``.
+        StoreURLError: the URL is empty or of no accepted form (``memory:x``: no ``//``).
         StoreError: an option has a bad value (or the backend refused one).
     """
     scheme, bare, query = split_store_url(url)
