@@ -570,8 +570,15 @@ class Layer:
         """True if complete."""
         return self.status().state is BlobState.COMPLETE
 
-    def reader(self, offset: int = 0) -> LayerReader:
+    def reader(self, offset: int = 0, *, verify: bool = True) -> LayerReader:
         """Open the complete blob for reading (from ``offset``).
+
+        A reader opened at 0 hashes the bytes as they stream by and checks them against the
+        digest when it reaches the end: the read that would hand over the last bytes raises
+        DigestMismatchError instead (naming the store and the blob), so a consumer never
+        finishes with a damaged blob — a push sends nothing the registry could accept. A
+        reader opened at an offset cannot check the whole blob and does not; nor does one
+        with ``verify=False`` (for callers that hash the bytes themselves).
 
         Raises BlobNotFoundError if it was never (completely) written, LayerLockedError while
         a writer holds it.
@@ -582,7 +589,8 @@ class Layer:
         handle = store._ask(
             store._hooks.regstore_store_open_blob, digest=self.digest, offset=offset
         )
-        return LayerReader(self.digest, handle, offset)
+        where = f"blob {self.digest} in the store {redact_store_url(store.url) or '?'}"
+        return LayerReader(self.digest, handle, offset, verify=verify, subject=where)
 
     def writer(self) -> LayerWriter:
         """Take the blob for writing; resumes bytes an interrupted writer left behind.
@@ -610,14 +618,65 @@ class Layer:
 
 
 class LayerReader:
-    """A read-only stream over a complete blob, with ``size`` and ``current_size``."""
+    """A read-only stream over a complete blob, with ``size`` and ``current_size``.
 
-    def __init__(self, digest: Digest, handle: BlobReadHandle, offset: int = 0) -> None:
+    Read from 0 (and ``verify`` left on), it checks the bytes against the digest as it goes:
+    the read that reaches the end of a damaged blob raises DigestMismatchError instead of
+    returning its last bytes (see :meth:`Layer.reader`). Hashing streams: nothing is buffered.
+    """
+
+    def __init__(
+        self,
+        digest: Digest,
+        handle: BlobReadHandle,
+        offset: int = 0,
+        *,
+        verify: bool = True,
+        subject: str = "",
+    ) -> None:
         self.digest = digest
         self._handle = handle
         self.size: int = handle.size
         self.offset = offset
         self._closed = False
+        self._subject = subject or f"blob {digest}"
+        # only a read of the whole blob can be checked against its digest
+        self._digester: Digester | None = (
+            Digester(digest.algorithm) if verify and offset == 0 else None
+        )
+        self._failure: DigestMismatchError | None = None
+
+    @property
+    def verifying(self) -> bool:
+        """True while the bytes read are being checked (a whole-blob read not yet ended)."""
+        return self._digester is not None
+
+    def _mismatch(self, digester: Digester) -> DigestMismatchError:
+        self._digester = None
+        self._failure = DigestMismatchError(
+            self._subject,
+            expected=str(self.digest),
+            actual=str(digester.digest()),
+            expected_size=self.size,
+            actual_size=digester.size,
+        )
+        return self._failure
+
+    def _check(self, data: bytes | memoryview, wanted: int) -> None:
+        """Hash ``data`` (just read); at the end of the blob, compare with the digest."""
+        digester = self._digester
+        if digester is None:
+            return
+        if data:
+            digester.update(data)
+        if digester.size > self.size:
+            raise self._mismatch(digester)
+        if digester.size == self.size:
+            if digester.digest() != self.digest:
+                raise self._mismatch(digester)
+            self._digester = None  # verified: the rest is plain reading
+        elif not data and wanted != 0:
+            raise self._mismatch(digester)  # the stored blob ends short of its size
 
     @property
     def current_size(self) -> int:
@@ -625,17 +684,34 @@ class LayerReader:
         return self.size
 
     def read(self, n: int = -1) -> bytes:
-        """Read up to ``n`` bytes (all remaining when ``n`` < 0)."""
-        return self._handle.read(n)
+        """Read up to ``n`` bytes (all remaining when ``n`` < 0).
+
+        Raises DigestMismatchError at the end of a damaged blob (a verifying reader).
+        """
+        if self._failure is not None:
+            raise self._failure
+        data = self._handle.read(n)
+        self._check(data, n)
+        return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        """Read into ``buffer``; returns the count (0 at the end)."""
+        """Read into ``buffer``; returns the count (0 at the end).
+
+        Raises DigestMismatchError at the end of a damaged blob (a verifying reader).
+        """
+        if self._failure is not None:
+            raise self._failure
         readinto = getattr(self._handle, "readinto", None)
         if readinto is not None:
-            return int(readinto(buffer))
-        data = self._handle.read(len(buffer))
-        memoryview(buffer)[: len(data)] = data
-        return len(data)
+            count = int(readinto(buffer))
+        else:
+            data = self._handle.read(len(buffer))
+            memoryview(buffer)[: len(data)] = data
+            count = len(data)
+        if self._digester is not None:
+            with memoryview(buffer) as view:
+                self._check(view[:count], len(buffer))
+        return count
 
     def readable(self) -> bool:
         """Always True: a file-like object that can be read."""
@@ -643,7 +719,7 @@ class LayerReader:
 
     def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Iterate the remaining bytes in chunks."""
-        while chunk := self._handle.read(chunk_size):
+        while chunk := self.read(chunk_size):
             yield chunk
 
     def __iter__(self) -> Iterator[bytes]:
