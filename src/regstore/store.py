@@ -44,6 +44,7 @@ from regstore.errors import (
     DigestMismatchError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
+    NotFoundError,
     RegstoreError,
     StoreError,
     StoreNotFoundError,
@@ -58,6 +59,7 @@ from regstore.hookspecs import (
     BlobWriteHandle,
     StagingEntry,
 )
+from regstore.imagelist import MAX_CONFIG_SIZE, ImageRecord, list_images
 from regstore.manifest import Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
 from regstore.safetext import redact_store_url
@@ -66,6 +68,7 @@ __all__ = [
     "READ_ONLY_GUARD",
     "STORE_URL_FORMS",
     "TRACER",
+    "ImageRecord",
     "Layer",
     "LayerReader",
     "LayerWriter",
@@ -499,6 +502,44 @@ class ObjectStore:
         """Digests of every manifest stored in ``name``, sorted."""
         found = self._ask(self._hooks.regstore_store_list_manifests, name=validate_name(name))
         return sorted(Digest(d) for d in found)
+
+    # -- images ------------------------------------------------------------------------------
+
+    def images(self, name: str | None = None) -> list[ImageRecord]:
+        """Every tagged image of repository ``name`` (default: of every repository), with sizes.
+
+        One :class:`~regstore.imagelist.ImageRecord` per tag, sorted by name and tag: digest,
+        media type, platforms, ``size`` (each blob and manifest counted once) and
+        ``unique_size`` (what no other image of this listing shares), ``partial``. Raises
+        RepositoryNotFoundError for a ``name`` the store does not hold.
+        """
+        names = None if name is None else [validate_name(name)]
+        return list_images(self, names, read_config=self._read_config)
+
+    def image(self, name: str, reference: str) -> ImageRecord:
+        """The record of ``name`` at a tag or digest, sized against the repository's tags.
+
+        A digest reference gives a record without a tag. Raises ImageManifestNotFoundError.
+        """
+        name, reference = validate_name(name), validate_reference(reference)
+        if not is_digest(reference):
+            for record in self.images(name):
+                if record.tag == reference:
+                    return record
+            raise ImageManifestNotFoundError(name, reference)
+        try:
+            names: list[str] = [name] if self.tags(name) else []
+        except NotFoundError:
+            names = []
+        records = list_images(self, names, read_config=self._read_config, extra=[(name, reference)])
+        return records[-1]
+
+    def _read_config(self, digest: str) -> bytes | None:
+        """A small blob's bytes (an image config), or None when it is larger than a config."""
+        size = self.blob_size(digest)
+        if size is None or size > MAX_CONFIG_SIZE:
+            return None
+        return read_blob(self, digest)
 
     # -- blobs -------------------------------------------------------------------------------
 
