@@ -35,6 +35,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │   ├── StoreEscapeError               path, link, target: a symlink leads out of the root
     │   ├── StoreNotFoundError             url: nothing was ever stored there (reading)
     │   ├── StoreOptionError               hint: a store URL or option its backend refuses
+    │   │   └── StoreURLError                  (also UsageError) a store URL of no accepted form
     │   └── StoreReadOnlyError             url, operation: a change asked of a read-only store
     ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
@@ -83,6 +84,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreOptionError",
     "StoreReadOnlyError",
+    "StoreURLError",
     "SyncFileError",
     "TransportError",
     "UnexpectedHTTPStatusError",
@@ -516,6 +518,13 @@ class UnsupportedError(RegstoreError):
 
 class UsageError(RegstoreError, ValueError):
     """Input regstore cannot act on: a bad sync file, tag filter or upload length."""
+
+
+class StoreURLError(StoreOptionError, UsageError):
+    """A store URL of no accepted form (empty, or ``scheme:`` without ``//``).
+
+    Also a :class:`UsageError`: the input is wrong, nothing was opened or created.
+    """
 
 
 class SyncFileError(UsageError):

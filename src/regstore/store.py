@@ -20,6 +20,7 @@ one thread at a time.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -43,9 +44,11 @@ from regstore.errors import (
     DigestMismatchError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
+    NotFoundError,
     RegstoreError,
     StoreError,
     StoreNotFoundError,
+    StoreURLError,
     UnsupportedError,
 )
 from regstore.hookspecs import (
@@ -56,13 +59,16 @@ from regstore.hookspecs import (
     BlobWriteHandle,
     StagingEntry,
 )
+from regstore.imagelist import MAX_CONFIG_SIZE, ImageRecord, list_images
 from regstore.manifest import Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
 from regstore.safetext import redact_store_url
 
 __all__ = [
     "READ_ONLY_GUARD",
+    "STORE_URL_FORMS",
     "TRACER",
+    "ImageRecord",
     "Layer",
     "LayerReader",
     "LayerWriter",
@@ -78,15 +84,44 @@ __all__ = [
 ]
 
 
+#: A URL scheme as RFC 3986 spells it, followed by its colon: ``s3:``, ``memory:``.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+#: The forms a store URL takes, for the message refusing another.
+STORE_URL_FORMS = (
+    "a path (/srv/mirror, ./mirror), file:///srv/mirror, memory://NAME, "
+    "s3://BUCKET/PREFIX or another installed scheme as SCHEME://..."
+)
+
+
 def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
     """Split a store URL into ``(scheme, url without query, query options)``.
 
-    A plain path (``/srv/mirror``, ``./mirror``) means ``file``. Query parameters become
-    options (``file:///srv/mirror?layout=oci``); keyword options to :func:`open_store` win.
+    A plain path (``/srv/mirror``, ``./mirror``, ``mirror/x``) means ``file``. Query parameters
+    become options (``file:///srv/mirror?layout=oci``); keyword options to :func:`open_store`
+    win.
+
+    Raises:
+        StoreURLError: an empty URL, or a scheme without ``//`` (``memory:nightly``,
+            ``file:/tmp/x``): taken for paths, they would create folders in the current
+            directory. Write ``./memory:nightly`` for such a folder.
     """
+    if not url.strip():
+        raise StoreURLError("the store URL is empty", hint=f"give {STORE_URL_FORMS}")
     if "://" not in url:
+        if _SCHEME.match(url):
+            scheme = url.partition(":")[0]
+            raise StoreURLError(
+                f"the store URL {redact_store_url(url)!r} has a scheme but no '//' "
+                f"(write {scheme.lower()}://...)",
+                hint=f"give {STORE_URL_FORMS}; for a folder named so, ./{scheme}:...",
+            )
         return "file", url, {}
     parsed = urllib.parse.urlsplit(url)
+    if not _SCHEME.fullmatch(url.partition("://")[0] + ":"):
+        raise StoreURLError(
+            f"the store URL {redact_store_url(url)!r} has no valid scheme before '://'",
+            hint=f"give {STORE_URL_FORMS}",
+        )
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
     # cut textually: urlunsplit would drop the "//" of schemes urllib does not know
     bare = url.partition("#")[0].partition("?")[0]
@@ -135,6 +170,7 @@ def open_store(
     Raises:
         BackendNotFoundError: no installed plugin serves the scheme (names what to install).
         StoreNotFoundError: ``must_exist`` was given and there is no store at ``url``.
+        StoreURLError: the URL is empty or of no accepted form (``memory:x``: no ``//``).
         StoreError: an option has a bad value (or the backend refused one).
     """
     scheme, bare, query = split_store_url(url)
@@ -467,6 +503,44 @@ class ObjectStore:
         found = self._ask(self._hooks.regstore_store_list_manifests, name=validate_name(name))
         return sorted(Digest(d) for d in found)
 
+    # -- images ------------------------------------------------------------------------------
+
+    def images(self, name: str | None = None) -> list[ImageRecord]:
+        """Every tagged image of repository ``name`` (default: of every repository), with sizes.
+
+        One :class:`~regstore.imagelist.ImageRecord` per tag, sorted by name and tag: digest,
+        media type, platforms, ``size`` (each blob and manifest counted once) and
+        ``unique_size`` (what no other image of this listing shares), ``partial``. Raises
+        RepositoryNotFoundError for a ``name`` the store does not hold.
+        """
+        names = None if name is None else [validate_name(name)]
+        return list_images(self, names, read_config=self._read_config)
+
+    def image(self, name: str, reference: str) -> ImageRecord:
+        """The record of ``name`` at a tag or digest, sized against the repository's tags.
+
+        A digest reference gives a record without a tag. Raises ImageManifestNotFoundError.
+        """
+        name, reference = validate_name(name), validate_reference(reference)
+        if not is_digest(reference):
+            for record in self.images(name):
+                if record.tag == reference:
+                    return record
+            raise ImageManifestNotFoundError(name, reference)
+        try:
+            names: list[str] = [name] if self.tags(name) else []
+        except NotFoundError:
+            names = []
+        records = list_images(self, names, read_config=self._read_config, extra=[(name, reference)])
+        return records[-1]
+
+    def _read_config(self, digest: str) -> bytes | None:
+        """A small blob's bytes (an image config), or None when it is larger than a config."""
+        size = self.blob_size(digest)
+        if size is None or size > MAX_CONFIG_SIZE:
+            return None
+        return read_blob(self, digest)
+
     # -- blobs -------------------------------------------------------------------------------
 
     def layer(self, digest: str) -> Layer:
@@ -537,8 +611,15 @@ class Layer:
         """True if complete."""
         return self.status().state is BlobState.COMPLETE
 
-    def reader(self, offset: int = 0) -> LayerReader:
+    def reader(self, offset: int = 0, *, verify: bool = True) -> LayerReader:
         """Open the complete blob for reading (from ``offset``).
+
+        A reader opened at 0 hashes the bytes as they stream by and checks them against the
+        digest when it reaches the end: the read that would hand over the last bytes raises
+        DigestMismatchError instead (naming the store and the blob), so a consumer never
+        finishes with a damaged blob — a push sends nothing the registry could accept. A
+        reader opened at an offset cannot check the whole blob and does not; nor does one
+        with ``verify=False`` (for callers that hash the bytes themselves).
 
         Raises BlobNotFoundError if it was never (completely) written, LayerLockedError while
         a writer holds it.
@@ -549,7 +630,8 @@ class Layer:
         handle = store._ask(
             store._hooks.regstore_store_open_blob, digest=self.digest, offset=offset
         )
-        return LayerReader(self.digest, handle, offset)
+        where = f"blob {self.digest} in the store {redact_store_url(store.url) or '?'}"
+        return LayerReader(self.digest, handle, offset, verify=verify, subject=where)
 
     def writer(self) -> LayerWriter:
         """Take the blob for writing; resumes bytes an interrupted writer left behind.
@@ -577,14 +659,65 @@ class Layer:
 
 
 class LayerReader:
-    """A read-only stream over a complete blob, with ``size`` and ``current_size``."""
+    """A read-only stream over a complete blob, with ``size`` and ``current_size``.
 
-    def __init__(self, digest: Digest, handle: BlobReadHandle, offset: int = 0) -> None:
+    Read from 0 (and ``verify`` left on), it checks the bytes against the digest as it goes:
+    the read that reaches the end of a damaged blob raises DigestMismatchError instead of
+    returning its last bytes (see :meth:`Layer.reader`). Hashing streams: nothing is buffered.
+    """
+
+    def __init__(
+        self,
+        digest: Digest,
+        handle: BlobReadHandle,
+        offset: int = 0,
+        *,
+        verify: bool = True,
+        subject: str = "",
+    ) -> None:
         self.digest = digest
         self._handle = handle
         self.size: int = handle.size
         self.offset = offset
         self._closed = False
+        self._subject = subject or f"blob {digest}"
+        # only a read of the whole blob can be checked against its digest
+        self._digester: Digester | None = (
+            Digester(digest.algorithm) if verify and offset == 0 else None
+        )
+        self._failure: DigestMismatchError | None = None
+
+    @property
+    def verifying(self) -> bool:
+        """True while the bytes read are being checked (a whole-blob read not yet ended)."""
+        return self._digester is not None
+
+    def _mismatch(self, digester: Digester) -> DigestMismatchError:
+        self._digester = None
+        self._failure = DigestMismatchError(
+            self._subject,
+            expected=str(self.digest),
+            actual=str(digester.digest()),
+            expected_size=self.size,
+            actual_size=digester.size,
+        )
+        return self._failure
+
+    def _check(self, data: bytes | memoryview, wanted: int) -> None:
+        """Hash ``data`` (just read); at the end of the blob, compare with the digest."""
+        digester = self._digester
+        if digester is None:
+            return
+        if data:
+            digester.update(data)
+        if digester.size > self.size:
+            raise self._mismatch(digester)
+        if digester.size == self.size:
+            if digester.digest() != self.digest:
+                raise self._mismatch(digester)
+            self._digester = None  # verified: the rest is plain reading
+        elif not data and wanted != 0:
+            raise self._mismatch(digester)  # the stored blob ends short of its size
 
     @property
     def current_size(self) -> int:
@@ -592,17 +725,34 @@ class LayerReader:
         return self.size
 
     def read(self, n: int = -1) -> bytes:
-        """Read up to ``n`` bytes (all remaining when ``n`` < 0)."""
-        return self._handle.read(n)
+        """Read up to ``n`` bytes (all remaining when ``n`` < 0).
+
+        Raises DigestMismatchError at the end of a damaged blob (a verifying reader).
+        """
+        if self._failure is not None:
+            raise self._failure
+        data = self._handle.read(n)
+        self._check(data, n)
+        return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        """Read into ``buffer``; returns the count (0 at the end)."""
+        """Read into ``buffer``; returns the count (0 at the end).
+
+        Raises DigestMismatchError at the end of a damaged blob (a verifying reader).
+        """
+        if self._failure is not None:
+            raise self._failure
         readinto = getattr(self._handle, "readinto", None)
         if readinto is not None:
-            return int(readinto(buffer))
-        data = self._handle.read(len(buffer))
-        memoryview(buffer)[: len(data)] = data
-        return len(data)
+            count = int(readinto(buffer))
+        else:
+            data = self._handle.read(len(buffer))
+            memoryview(buffer)[: len(data)] = data
+            count = len(data)
+        if self._digester is not None:
+            with memoryview(buffer) as view:
+                self._check(view[:count], len(buffer))
+        return count
 
     def readable(self) -> bool:
         """Always True: a file-like object that can be read."""
@@ -610,7 +760,7 @@ class LayerReader:
 
     def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Iterate the remaining bytes in chunks."""
-        while chunk := self._handle.read(chunk_size):
+        while chunk := self.read(chunk_size):
             yield chunk
 
     def __iter__(self) -> Iterator[bytes]:

@@ -21,7 +21,7 @@ import click
 from regstore import __version__, plugins
 from regstore.engine.syncfile import SyncFileError
 from regstore.engine.transfer import MAX_CONCURRENCY
-from regstore.errors import RegstoreError, StoreNotFoundError
+from regstore.errors import RegstoreError, StoreNotFoundError, StoreURLError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
 from regstore.store import TRACER, open_store
 
@@ -403,7 +403,7 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
                 sys.stderr.write(
                     printable(state.output.mask(traceback.format_exc()), multiline=True)
                 )
-            if isinstance(exc, SyncFileError):
+            if isinstance(exc, (SyncFileError, StoreURLError)):  # input to fix: usage
                 state.output.failure("", exc)
                 code = EXIT_USAGE
             else:

@@ -36,6 +36,7 @@ from regstore.errors import (
     StoreError,
     StoreNotFoundError,
     StoreReadOnlyError,
+    StoreURLError,
     TransportError,
 )
 from regstore.safetext import MIN_MASKED_LENGTH, printable
@@ -153,6 +154,8 @@ def hint_for(exc: BaseException) -> str:
         return "the content was corrupted on the way or at the source; run the command again"
     if isinstance(exc, LayerLockedError):
         return "another regstore process is writing it; try again when it is done"
+    if isinstance(exc, StoreURLError):
+        return "fix --store (or REGSTORE_STORE, or the sync file's store)"
     if isinstance(exc, StoreError):
         return "check the store URL (--store or REGSTORE_STORE) and that it is writable"
     if isinstance(exc, InvalidReferenceError):

@@ -25,10 +25,9 @@ from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
 from .refs import ImageRef, ImageRefType, StoreRef
 
 if TYPE_CHECKING:
-    from regstore.store import ObjectStore
     from regstore.storetypes import StagingEntry
 
-__all__ = ["image_size"]
+__all__ = ["describe_manifest"]
 
 _SHORT_TYPES = {
     "application/vnd.oci.image.index.v1+json": "oci-index",
@@ -38,18 +37,6 @@ _SHORT_TYPES = {
     "application/vnd.docker.distribution.manifest.v1+prettyjws": "docker-v1-signed",
     "application/vnd.docker.distribution.manifest.v1+json": "docker-v1",
 }
-
-
-def image_size(store: ObjectStore, name: str, manifest: Manifest, depth: int = 0) -> int:
-    """Bytes of the manifest, its blobs and (for an index) its stored children."""
-    total = manifest.size + sum(max(b.size, 0) for b in manifest.blobs)
-    if depth < 4:
-        for child in manifest.manifests:
-            try:
-                total += image_size(store, name, store.manifest(name, child.digest), depth + 1)
-            except RegstoreError:  # a child left out by a platform filter
-                continue
-    return total
 
 
 # -- ls ------------------------------------------------------------------------------------------
@@ -78,30 +65,24 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
     if name.explicit:
         raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
     state.action = f"listing the tags of {name}"
-    rows: list[dict[str, Any]] = []
-    for tag in store.tags(name.name):
-        manifest = store.manifest(name.name, tag)
-        rows.append(
-            {
-                "tag": tag,
-                "digest": str(manifest.digest),
-                "media_type": manifest.media_type,
-                "size": image_size(store, name.name, manifest),
-            }
-        )
+    records = store.images(name.name)  # one computation for Python users and ls
     if out.json_mode:
+        rows = [{k: v for k, v in r.as_dict().items() if k != "name"} for r in records]
         out.json({"store": state.shown_store_url, "repository": name.name, "tags": rows})
     else:
         out.table(
-            ("TAG", "DIGEST", "TYPE", "SIZE"),
+            ("TAG", "DIGEST", "TYPE", "PLATFORMS", "SIZE", "UNIQUE"),
             [
                 (
-                    r["tag"],
-                    short_digest(r["digest"]),
-                    _SHORT_TYPES.get(r["media_type"], r["media_type"]),
-                    format_size(r["size"]),
+                    r.tag or "-",
+                    short_digest(str(r.digest)),
+                    _SHORT_TYPES.get(r.media_type, r.media_type)
+                    + (" (partial)" if r.partial else ""),
+                    ",".join(r.platforms) or "-",
+                    format_size(r.size),
+                    format_size(r.unique_size),
                 )
-                for r in rows
+                for r in records
             ],
         )
     return EXIT_OK

@@ -495,6 +495,10 @@ class _Upload:
         try:
             self._push(chunk_size)
         except BaseException as exc:
+            if isinstance(exc, DigestMismatchError) and self.location and not self.landed:
+                # The source is damaged (a store reader checks the digest at the end and
+                # raises before the last bytes go): this session can never complete.
+                _cancel_quietly(client, self.location)
             self.reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
             raise
         finally:
