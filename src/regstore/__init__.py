@@ -58,6 +58,7 @@ from regstore.errors import (
     StoreNotFoundError,
     StoreOptionError,
     StoreReadOnlyError,
+    StoreURLError,
     SyncFileError,
     TransportError,
     UnexpectedHTTPStatusError,
@@ -66,6 +67,7 @@ from regstore.errors import (
     UsageError,
 )
 from regstore.events import EventKind, EventSink, Operation, TransferEvent
+from regstore.imagelist import ImageRecord
 from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
 from regstore.reference import Digest, Reference, parse_reference
 from regstore.store import Layer, LayerReader, LayerWriter, ObjectStore, open_store
@@ -103,6 +105,7 @@ __all__ = [
     "ImageManifestNotFoundError",
     "ImageOutcome",
     "ImageProgress",
+    "ImageRecord",
     "ImageStatus",
     "InsecureRealmError",
     "InvalidReferenceError",
@@ -138,6 +141,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreOptionError",
     "StoreReadOnlyError",
+    "StoreURLError",
     "SyncFileError",
     "TagFilter",
     "TransferEvent",
