@@ -10,7 +10,6 @@ import json
 import os
 import pty
 import select
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -147,12 +146,7 @@ def test_pull_json_ls_and_inspect(cli: CLI, seeded: SeededRegistry) -> None:
     assert info["platforms"] == ["linux/amd64"]
     assert [layer["digest"] for layer in info["layers"]] == image.layer_digests
     assert info["config"]["digest"] == image.config_digest
-    raw = subprocess.run(
-        [sys.executable, "-m", "regstore", "inspect", "--raw", "store:team/app:1.0.0"],
-        capture_output=True,
-        env=cli_env(cli.home, cli.store),
-        check=True,
-    ).stdout
+    raw = cli("inspect", "--raw", "store:team/app:1.0.0").stdout_bytes
     assert raw == image.manifest_bytes  # the exact bytes, never re-serialised
     remote = cli("inspect", f"{seeded.host}/team/app:1.0.0", "--json").json()
     assert remote["digest"] == image.manifest_digest and remote["platforms"] == ["linux/amd64"]
