@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from regstore import open_store
+from regstore.testing.builders import BuiltIndex, build_image, random_blob, sha256_digest
 
-from .cli_support import (
+from .support.cli import (
     CliResult,
     SeededRegistry,
     blob_path,
@@ -31,7 +32,6 @@ from .cli_support import (
     seed_registry,
     tag_digests,
 )
-from .support.images import BuiltIndex, build_image, random_blob, sha256_digest
 from .support.registry import RegistryServer
 
 

@@ -19,13 +19,13 @@ from regstore import open_store
 from regstore.client import Client
 from regstore.engine import pull, push
 from regstore.hookspecs import BlobState
-from tests.engine_support import (
+from regstore.testing.builders import build_image
+from tests.support.engine import (
     blob_digest_in_registry,
     env_without_ca_bundle,
     seed_registry,
     seed_single_layer_image,
 )
-from tests.support.images import build_image
 from tests.support.registry import RegistryServer
 
 MiB = 1 << 20

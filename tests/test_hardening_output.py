@@ -36,11 +36,11 @@ from regstore.cli.output import hint_for
 from regstore.client import Client
 from regstore.errors import AuthenticationError, InsecureRealmError, StoreError, TransportError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
+from regstore.testing.builders import build_image
 
-from .cli_support import put_image, run_cli
+from .support.cli import put_image, run_cli
 from .support.fake_registry import ANY_QUERY, FakeRegistry, FakeRequest
 from .support.fixtures import S3Bucket
-from .support.images import build_image
 from .support.proxy import FaultProxy
 from .support.registry import RegistryServer
 

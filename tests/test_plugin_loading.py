@@ -25,7 +25,7 @@ from regstore.errors import BackendNotFoundError, PluginLoadError, RegstoreError
 from regstore.hookspecs import PROJECT, hookimpl
 from regstore.store import open_store
 
-from .cli_support import CliResult, run_cli
+from .support.cli import CliResult, run_cli
 
 ENV_VARS = ("REGSTORE_DISABLE_PLUGIN_AUTOLOAD", "REGSTORE_BLOCK_PLUGINS", "REGSTORE_TRACE_PLUGINS")
 PREFIX = "regstore_loadtest_"  # every module these tests create starts with this

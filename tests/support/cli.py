@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from regstore import Manifest, ObjectStore
+from regstore.testing.builders import Built, BuiltImage, build_image, build_index
 
-from .images import Built, BuiltImage, build_image, build_index
 from .registry import RegistryServer
 from .skopeo import push_with_skopeo
 

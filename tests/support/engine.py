@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from tests.support.images import Built
+from regstore.testing.builders import Built
 
 __all__ = [
     "blob_digest_in_registry",
