@@ -29,7 +29,7 @@ from .support.cli import (
     only_lines,
     put_image,
     run_cli,
-    seed_registry,
+    seed_app_images,
     tag_digests,
 )
 from .support.registry import RegistryServer
@@ -39,7 +39,7 @@ from .support.registry import RegistryServer
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededRegistry]:
     server = RegistryServer(tmp_path_factory.mktemp("cli-registry")).start()
     try:
-        yield seed_registry(server, tmp_path_factory.mktemp("cli-seed"))
+        yield seed_app_images(server)
     finally:
         server.stop()
 

@@ -29,8 +29,8 @@ from typing import Any
 from regstore import Manifest, ObjectStore
 from regstore.testing.builders import Built, BuiltImage, build_image, build_index
 
+from .engine import seed_registry
 from .registry import RegistryServer
-from .skopeo import push_with_skopeo
 
 __all__ = [
     "APP_TAGS",
@@ -40,7 +40,7 @@ __all__ = [
     "cli_env",
     "put_image",
     "run_cli",
-    "seed_registry",
+    "seed_app_images",
 ]
 
 #: The tags of ``team/app`` in a seeded registry (each a different image).
@@ -184,15 +184,17 @@ class SeededRegistry:
         return self.server.host
 
 
-def seed_registry(server: RegistryServer, workdir: Path) -> SeededRegistry:
-    """Push the test images with skopeo (independent of regstore's own code)."""
+def seed_app_images(server: RegistryServer, workdir: Path | None = None) -> SeededRegistry:
+    """Push ``team/app`` (:data:`APP_TAGS`) and ``team/multi:1`` with plain HTTP requests
+    (:func:`tests.support.engine.seed_registry`, independent of regstore's own client).
+    ``workdir`` is accepted for older callers and unused."""
     seeded = SeededRegistry(server)
     for i, tag in enumerate(APP_TAGS):
         image = build_image(seed=100 + i, layers=2, layer_size=4096)
-        push_with_skopeo(image, f"docker://{server.host}/team/app:{tag}", workdir / f"app-{i}")
+        seed_registry(server.url, "team/app", tag, image)
         seeded.app[tag] = image
     seeded.multi = build_index(seed=7, media="oci")
-    push_with_skopeo(seeded.multi, f"docker://{server.host}/team/multi:1", workdir / "multi")
+    seed_registry(server.url, "team/multi", "1", seeded.multi)
     return seeded
 
 
