@@ -250,7 +250,8 @@ def test_a_real_process_shows_no_store_url_secret_either(
         (broken, ["-vv", "ls"]),
         (broken, ["--json", "inspect", "store:team/app:1"]),
     ]:
-        result = run_cli(*args, home=tmp_path, store=url)
+        # a real interpreter: logging and the plugins set up from scratch, as for a user
+        result = run_cli(*args, home=tmp_path, store=url, subprocess=True)
         output = result.stdout + result.stderr
         for secret in ("KEYID-7777", "SECRET-8888", "SECRET-9999"):
             assert secret not in output, str(result)
