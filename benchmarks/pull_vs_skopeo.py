@@ -36,7 +36,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.engine_support import seed_single_layer_image  # noqa: E402
+from tests.support.engine import seed_single_layer_image  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
 from regstore import open_store  # noqa: E402

@@ -1,48 +1,20 @@
-"""Root test configuration: the real-server fixtures (tests/support) and store factories."""
+"""Root test configuration: loads the fixtures of tests/support (real servers, store factories).
+
+Helpers live in ``tests/support``; tests import them from there, never from this file.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from typing import Any
 
-import pytest
-
-from regstore import ObjectStore, open_store
-
-pytest_plugins = ["tests.support.fixtures"]
-
-#: Every store kind the engine must serve (S3 through moto's server, via the regstore-s3 plugin).
-STORE_KINDS = ("memory", "file-distribution", "file-oci", "s3-distribution", "s3-oci")
+pytest_plugins = ["tests.support.fixtures", "tests.support.stores"]
 
 
-@pytest.fixture
-def store_factory(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[[str], ObjectStore]]:
-    """``make(kind)`` opens a fresh, empty store of that kind; all are closed afterwards."""
-    opened: list[ObjectStore] = []
+def __getattr__(name: str) -> Any:
+    # older branches import STORE_KINDS from here; importing tests.support.stores at the top
+    # would load it before pytest can rewrite its asserts as a plugin
+    if name == "STORE_KINDS":
+        from tests.support.stores import STORE_KINDS
 
-    def make(kind: str) -> ObjectStore:
-        if kind == "memory":
-            store = open_store(f"memory://test-{uuid.uuid4().hex}")
-        elif kind.startswith("file-"):
-            root = tmp_path / f"store-{uuid.uuid4().hex[:8]}"
-            store = open_store(str(root), layout=kind.split("-", 1)[1])
-        elif kind.startswith("s3-"):
-            bucket = request.getfixturevalue("s3_bucket")
-            store = open_store(
-                f"s3://{bucket.bucket}/{uuid.uuid4().hex[:8]}",
-                endpoint_url=bucket.endpoint_url,
-                key="testing",
-                secret="testing",
-                layout=kind.split("-", 1)[1],
-            )
-        else:
-            raise ValueError(kind)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
+        return STORE_KINDS
+    raise AttributeError(name)

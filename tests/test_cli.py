@@ -10,7 +10,6 @@ import json
 import os
 import pty
 import select
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from regstore import open_store
+from regstore.testing.builders import BuiltIndex, build_image, random_blob, sha256_digest
 
-from .cli_support import (
+from .support.cli import (
     CliResult,
     SeededRegistry,
     blob_path,
@@ -29,10 +29,9 @@ from .cli_support import (
     only_lines,
     put_image,
     run_cli,
-    seed_registry,
+    seed_app_images,
     tag_digests,
 )
-from .support.images import BuiltIndex, build_image, random_blob, sha256_digest
 from .support.registry import RegistryServer
 
 
@@ -40,7 +39,7 @@ from .support.registry import RegistryServer
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededRegistry]:
     server = RegistryServer(tmp_path_factory.mktemp("cli-registry")).start()
     try:
-        yield seed_registry(server, tmp_path_factory.mktemp("cli-seed"))
+        yield seed_app_images(server)
     finally:
         server.stop()
 
@@ -147,12 +146,7 @@ def test_pull_json_ls_and_inspect(cli: CLI, seeded: SeededRegistry) -> None:
     assert info["platforms"] == ["linux/amd64"]
     assert [layer["digest"] for layer in info["layers"]] == image.layer_digests
     assert info["config"]["digest"] == image.config_digest
-    raw = subprocess.run(
-        [sys.executable, "-m", "regstore", "inspect", "--raw", "store:team/app:1.0.0"],
-        capture_output=True,
-        env=cli_env(cli.home, cli.store),
-        check=True,
-    ).stdout
+    raw = cli("inspect", "--raw", "store:team/app:1.0.0").stdout_bytes
     assert raw == image.manifest_bytes  # the exact bytes, never re-serialised
     remote = cli("inspect", f"{seeded.host}/team/app:1.0.0", "--json").json()
     assert remote["digest"] == image.manifest_digest and remote["platforms"] == ["linux/amd64"]

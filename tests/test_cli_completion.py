@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .cli_support import cli_env, run_cli
+from .support.cli import cli_env, run_cli
 
 #: A line each shell's script must hold: its registration of ``regstore``.
 MARKERS = {

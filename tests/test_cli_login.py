@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from .cli_support import CliResult, cli_env, only_lines, run_cli
+from regstore.testing.builders import build_image
+
+from .support.cli import CliResult, cli_env, only_lines, run_cli
 from .support.credential_helper import CredentialHelper, install_credential_helper
-from .support.images import build_image
 from .support.registry import RegistryServer
 
 WRONG = "Wr0ng-Pa55word-Zq9"

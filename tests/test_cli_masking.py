@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from regstore.cli.output import Output
+from tests.support.cli import run_cli
 
 
 def make(*secrets: str) -> tuple[Output, io.StringIO]:
@@ -46,16 +44,9 @@ def test_json_masks_secrets_with_quotes_and_non_ascii_letters_before_encoding() 
 def test_reading_commands_do_not_create_the_default_store(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGSTORE_", "XDG_"))}
-    env["HOME"] = str(home)
     for command in (["verify"], ["ls"], ["gc", "--dry-run"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "regstore", *command],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        # no --store, no REGSTORE_STORE: the default store under HOME's data directory
+        result = run_cli(*command, home=home)
         assert result.returncode == 1, (command, result)
         assert "no store at" in result.stderr, (command, result.stderr)
     assert list(home.rglob("*")) == [], "a reading command created files in the new HOME"

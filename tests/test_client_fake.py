@@ -25,8 +25,8 @@ from regstore.errors import (
     UnexpectedHTTPStatusError,
 )
 from regstore.manifest import OCI_MANIFEST
+from regstore.testing.builders import build_image
 from tests.support.fake_registry import ANY_QUERY, FakeRegistry
-from tests.support.images import build_image
 from tests.support.ports import free_port
 
 NAME = "a/b"

@@ -9,7 +9,7 @@ import pytest
 from regstore.client import Client
 from regstore.digest import digest_bytes
 from regstore.errors import TransportError, UnexpectedHTTPStatusError
-from tests.support.images import build_image, random_blob
+from regstore.testing.builders import build_image, random_blob
 from tests.support.proxy import FaultProxy
 from tests.support.registry import RegistryServer
 from tests.test_client_registry import push_built, upload

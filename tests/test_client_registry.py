@@ -21,7 +21,7 @@ from regstore.errors import (
 )
 from regstore.manifest import Manifest
 from regstore.reference import Digest
-from tests.support.images import (
+from regstore.testing.builders import (
     EMPTY_GZIP_TAR,
     EMPTY_GZIP_TAR_DIGEST,
     Built,

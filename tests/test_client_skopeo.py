@@ -11,7 +11,7 @@ import pytest
 
 from regstore.client import Client
 from regstore.digest import digest_bytes
-from tests.support.images import Built, BuiltIndex, build_image, build_index
+from regstore.testing.builders import Built, BuiltIndex, build_image, build_index
 from tests.support.registry import RegistryServer
 from tests.support.skopeo import push_with_skopeo, skopeo_copy, skopeo_inspect_raw
 from tests.test_client_registry import make_client, push_built

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from regstore.client import Client
 from regstore.errors import TransportError
 from regstore.manifest import Manifest
-from tests.support.images import build_image
+from regstore.testing.builders import build_image
 from tests.support.ports import ServerStartError, free_port
 
 

@@ -13,11 +13,11 @@ from regstore import DigestMismatchError, ImageManifestNotFoundError, ObjectStor
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, copy, pull, push, transfer_many
 from regstore.hookspecs import BlobState
-from tests.conftest import STORE_KINDS
-from tests.engine_support import blob_digest_in_registry, raw_manifest, seed_registry
-from tests.support.images import Built, build_image, build_index
+from regstore.testing.builders import Built, build_image, build_index
+from tests.support.engine import blob_digest_in_registry, raw_manifest, seed_registry
 from tests.support.registry import RegistryServer
 from tests.support.skopeo import skopeo_inspect_raw
+from tests.support.stores import STORE_KINDS
 
 StoreFactory = Callable[[str], ObjectStore]
 

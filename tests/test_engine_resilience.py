@@ -19,13 +19,14 @@ from regstore import open_store
 from regstore.client import Client
 from regstore.engine import pull, push
 from regstore.hookspecs import BlobState
-from tests.engine_support import (
+from regstore.testing.builders import build_image
+from tests.support.cli import run_cli
+from tests.support.engine import (
     blob_digest_in_registry,
     env_without_ca_bundle,
     seed_registry,
     seed_single_layer_image,
 )
-from tests.support.images import build_image
 from tests.support.registry import RegistryServer
 
 MiB = 1 << 20
@@ -294,13 +295,8 @@ def test_a_full_disk_is_one_clear_error_and_the_next_run_resumes(
     assert store.blob_status(layer).state is BlobState.PARTIAL  # kept for the next run
     assert store.repositories() == []  # no tag for an incomplete image
 
-    again = subprocess.run(
-        [sys.executable, "-m", "regstore", "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert again.returncode == 0, again.stderr
+    again = run_cli("--json", *args, home=tmp_path / "home")
+    assert again.returncode == 0, again
     report = json.loads(again.stdout)
     assert report["bytes_moved"] < len(built.blobs[layer])  # resumed, not restarted
     with store.layer(layer).reader() as reader:

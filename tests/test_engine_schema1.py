@@ -18,8 +18,8 @@ from regstore import open_store
 from regstore.client import Client
 from regstore.engine import pull, push
 from regstore.manifest import DOCKER_MANIFEST_V1_SIGNED, Manifest
-from tests.engine_support import seed_registry
-from tests.support.images import EMPTY_GZIP_TAR, build_image, sha256_digest
+from regstore.testing.builders import EMPTY_GZIP_TAR, build_image, sha256_digest
+from tests.support.engine import seed_registry
 
 SCHEMA1_CONFIG = {"compatibility": {"schema1": {"enabled": True}}}
 

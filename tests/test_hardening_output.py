@@ -36,11 +36,11 @@ from regstore.cli.output import hint_for
 from regstore.client import Client
 from regstore.errors import AuthenticationError, InsecureRealmError, StoreError, TransportError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
+from regstore.testing.builders import build_image
 
-from .cli_support import put_image, run_cli
+from .support.cli import put_image, run_cli
 from .support.fake_registry import ANY_QUERY, FakeRegistry, FakeRequest
 from .support.fixtures import S3Bucket
-from .support.images import build_image
 from .support.proxy import FaultProxy
 from .support.registry import RegistryServer
 
@@ -250,7 +250,8 @@ def test_a_real_process_shows_no_store_url_secret_either(
         (broken, ["-vv", "ls"]),
         (broken, ["--json", "inspect", "store:team/app:1"]),
     ]:
-        result = run_cli(*args, home=tmp_path, store=url)
+        # a real interpreter: logging and the plugins set up from scratch, as for a user
+        result = run_cli(*args, home=tmp_path, store=url, subprocess=True)
         output = result.stdout + result.stderr
         for secret in ("KEYID-7777", "SECRET-8888", "SECRET-9999"):
             assert secret not in output, str(result)

@@ -23,7 +23,7 @@ from regstore.client.limits import (
     DEFAULT_MAX_UNKNOWN_BLOB_SIZE,
 )
 from regstore.errors import PagingError, PagingLimitError, UsageError
-from tests.cli_support import run_cli
+from tests.support.cli import run_cli
 from tests.support.fake_registry import ANY_QUERY, FakeRegistry, FakeRequest, Responder
 
 NAME = "team/app"

@@ -34,10 +34,10 @@ from regstore.engine import pull
 from regstore.engine.gc import collect_garbage
 from regstore.errors import StoreNotFoundError
 from regstore.hookspecs import BlobState
-from tests.cli_support import CliResult, blob_path, flip_byte, run_cli
-from tests.engine_support import env_without_ca_bundle, seed_registry
+from regstore.testing.builders import build_image
+from tests.support.cli import CliResult, blob_path, flip_byte, run_cli
+from tests.support.engine import env_without_ca_bundle, seed_registry
 from tests.support.fixtures import S3Bucket
-from tests.support.images import build_image
 from tests.support.moto_server import make_s3_client
 from tests.support.registry import RegistryServer
 
@@ -460,7 +460,7 @@ def test_writing_commands_still_create_the_store(
 def test_quarantine_and_staging_leave_the_layouts_readable_by_peers(
     registry: RegistryServer, registry_factory: Callable[..., RegistryServer], tmp_path: Path
 ) -> None:
-    from tests.engine_support import blob_digest_in_registry, raw_manifest
+    from tests.support.engine import blob_digest_in_registry, raw_manifest
     from tests.support.registry import serve_directory
     from tests.support.skopeo import skopeo_copy, skopeo_inspect_raw
 
@@ -509,7 +509,7 @@ def test_verify_and_gc_still_work_on_a_backend_without_housekeeping() -> None:
     from regstore.errors import UnsupportedError
     from regstore.hookspecs import StagingEntry
     from regstore.reference import Digest
-    from tests.cli_support import put_image
+    from tests.support.cli import put_image
 
     class Bare(MemoryBackend):
         backend_name = "bare"

@@ -26,12 +26,12 @@ from regstore.engine import pull
 from regstore.errors import BlobTooLargeError, DigestMismatchError
 from regstore.hookspecs import BlobState
 from regstore.manifest import DOCKER_MANIFEST_V1
-from tests.conftest import STORE_KINDS
-from tests.engine_support import seed_registry
+from regstore.testing.builders import build_image, random_blob, sha256_digest
+from tests.support.engine import seed_registry
 from tests.support.fake_registry import FakeRegistry, FakeRequest, Responder
-from tests.support.images import build_image, random_blob, sha256_digest
 from tests.support.ports import LoopbackHTTPServer, QuietHandler
 from tests.support.registry import RegistryServer
+from tests.support.stores import STORE_KINDS
 
 KiB = 1 << 10
 MiB = 1 << 20

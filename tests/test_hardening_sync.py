@@ -22,10 +22,10 @@ from regstore.engine.filters import TagFilter, partition_tags
 from regstore.engine.sync import SyncFileError, parse_sync_text, plan_sync, run_sync
 from regstore.engine.verify import verify
 from regstore.errors import FilterError, StoreEscapeError
+from regstore.testing.builders import BuiltImage, build_image
 
-from .cli_support import cli_env, run_cli
+from .support.cli import cli_env, run_cli
 from .support.fake_registry import FakeRegistry, FakeRequest
-from .support.images import BuiltImage, build_image
 
 NAME = "team/app"
 

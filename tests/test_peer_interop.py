@@ -13,8 +13,8 @@ from pathlib import Path
 from regstore import open_store
 from regstore.client import Client
 from regstore.engine import pull
-from tests.engine_support import blob_digest_in_registry, raw_manifest, seed_registry
-from tests.support.images import build_image, build_index
+from regstore.testing.builders import build_image, build_index
+from tests.support.engine import blob_digest_in_registry, raw_manifest, seed_registry
 from tests.support.registry import RegistryServer, serve_directory
 from tests.support.skopeo import skopeo_copy, skopeo_inspect_raw, umoci_unpack
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from regstore import ObjectStore
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, copy, transfer_many
-from tests.engine_support import seed_registry
-from tests.support.images import BuiltIndex, build_index
+from regstore.testing.builders import BuiltIndex, build_index
+from tests.support.engine import seed_registry
 from tests.support.registry import RegistryServer
 from tests.support.skopeo import skopeo_inspect_raw
 

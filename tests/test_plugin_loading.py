@@ -25,7 +25,7 @@ from regstore.errors import BackendNotFoundError, PluginLoadError, RegstoreError
 from regstore.hookspecs import PROJECT, hookimpl
 from regstore.store import open_store
 
-from .cli_support import CliResult, run_cli
+from .support.cli import CliResult, run_cli
 
 ENV_VARS = ("REGSTORE_DISABLE_PLUGIN_AUTOLOAD", "REGSTORE_BLOCK_PLUGINS", "REGSTORE_TRACE_PLUGINS")
 PREFIX = "regstore_loadtest_"  # every module these tests create starts with this
@@ -374,7 +374,10 @@ def test_register_plugin_lists_in_process_plugins() -> None:
 
 
 def cli(site: FakeSite, home: Path, *args: str, **env: str) -> CliResult:
-    return run_cli(*args, home=home, env={"PYTHONPATH": str(site.path), **env}, timeout=60)
+    # a new PYTHONPATH (the fake site's plugins) needs a fresh interpreter
+    return run_cli(
+        *args, home=home, env={"PYTHONPATH": str(site.path), **env}, timeout=60, subprocess=True
+    )
 
 
 def test_cli_lists_the_broken_plugin_and_other_commands_still_work(

@@ -11,8 +11,8 @@ from regstore import ObjectStore
 from regstore.client import Client
 from regstore.engine import Progress, pull
 from regstore.events import TransferEvent
-from tests.engine_support import seed_registry
-from tests.support.images import build_index
+from regstore.testing.builders import build_index
+from tests.support.engine import seed_registry
 from tests.support.registry import RegistryServer
 
 

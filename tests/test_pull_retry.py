@@ -15,8 +15,8 @@ from regstore import open_store
 from regstore.client import Client
 from regstore.engine import pull
 from regstore.errors import NotFoundError, RetriesExhaustedError
-from tests.engine_support import seed_registry
-from tests.support.images import BuiltImage, build_image
+from regstore.testing.builders import BuiltImage, build_image
+from tests.support.engine import seed_registry
 from tests.support.proxy import FaultProxy
 from tests.support.registry import RegistryServer
 

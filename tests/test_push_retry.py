@@ -18,9 +18,9 @@ from regstore import ObjectStore, open_store
 from regstore.client import Client
 from regstore.engine import RegistryImage, copy, push
 from regstore.errors import RetriesExhaustedError, UnexpectedHTTPStatusError
-from tests.cli_support import put_image
-from tests.engine_support import blob_digest_in_registry, raw_manifest, seed_registry
-from tests.support.images import BuiltImage, build_image
+from regstore.testing.builders import BuiltImage, build_image
+from tests.support.cli import put_image
+from tests.support.engine import blob_digest_in_registry, raw_manifest, seed_registry
 from tests.support.proxy import FaultProxy
 from tests.support.registry import RegistryServer
 

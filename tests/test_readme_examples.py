@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.images import Built, build_image, build_index
+from regstore.testing.builders import Built, build_image, build_index
 from tests.support.registry import RegistryServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,9 +37,9 @@ from regstore.engine import RegistryImage, copy, pull, push
 from regstore.engine.blobs import DEFAULT_CHUNK_SIZE
 from regstore.engine.sync import parse_sync_text, plan_sync, run_sync
 from regstore.manifest import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Manifest
-from tests.cli_support import put_image
-from tests.engine_support import blob_digest_in_registry, raw_manifest
-from tests.support.images import Built, build_image, build_index
+from regstore.testing.builders import Built, build_image, build_index
+from tests.support.cli import put_image
+from tests.support.engine import blob_digest_in_registry, raw_manifest
 from tests.support.proxy import FaultProxy, ProxyRecord
 from tests.support.random_faults import RandomFaults
 from tests.support.registry import RegistryServer

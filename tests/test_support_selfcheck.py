@@ -17,9 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.fake_registry import ANY_QUERY, FakeRegistry
-from tests.support.fixtures import S3Bucket
-from tests.support.images import (
+from regstore.testing.builders import (
     DOCKER_MANIFEST,
     EMPTY_GZIP_TAR,
     EMPTY_GZIP_TAR_DIGEST,
@@ -33,6 +31,8 @@ from tests.support.images import (
     sha256_digest,
     write_oci_layout,
 )
+from tests.support.fake_registry import ANY_QUERY, FakeRegistry
+from tests.support.fixtures import S3Bucket
 from tests.support.moto_server import MotoServer, make_s3_client
 from tests.support.ports import ServerStartError, free_port, wait_for_http
 from tests.support.proxy import FaultProxy

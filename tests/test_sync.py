@@ -33,9 +33,9 @@ from regstore.engine.sync import (
     run_sync,
 )
 from regstore.errors import RepositoryNotFoundError, TransportError
+from regstore.testing.builders import build_image
 
-from .cli_support import put_image
-from .support.images import build_image
+from .support.cli import put_image
 from .support.registry import RegistryServer
 from .support.skopeo import push_with_skopeo
 

@@ -14,9 +14,9 @@ from regstore import ObjectStore, open_store
 from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
 from regstore.engine.verify import verify
 from regstore.errors import ImageManifestNotFoundError, StoreError
+from regstore.testing.builders import build_image, build_index, random_blob, sha256_digest
 
-from .cli_support import blob_path, flip_byte, put_image
-from .support.images import build_image, build_index, random_blob, sha256_digest
+from .support.cli import blob_path, flip_byte, put_image
 
 
 @pytest.fixture(params=["memory", "file"])

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .images import Built
+from regstore.testing.builders import Built
+
 from .ports import (
     LOOPBACK,
     ServerStartError,

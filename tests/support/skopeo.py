@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .images import Built, BuiltIndex, write_dir_layout, write_oci_layout
+from regstore.testing.builders import Built, BuiltIndex, write_dir_layout, write_oci_layout
 
 __all__ = [
     "SKOPEO",

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from regstore import ObjectStore
 from regstore.manifest import Manifest
+from regstore.testing.builders import BuiltImage, BuiltIndex, build_image, build_index
 from tests.support.fixtures import S3Bucket
-from tests.support.images import BuiltImage, BuiltIndex, build_image, build_index
 from tests.support.registry import RegistryServer, S3Storage
 from tests.support.skopeo import skopeo_copy, skopeo_inspect_raw, skopeo_list_tags
 

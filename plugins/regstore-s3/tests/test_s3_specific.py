@@ -30,8 +30,8 @@ from regstore.errors import (
 )
 from regstore.hookspecs import BlobState
 from regstore.manifest import Manifest
+from regstore.testing.builders import OCI_MANIFEST, build_image
 from tests.support.fixtures import S3Bucket
-from tests.support.images import OCI_MANIFEST, build_image
 
 from regstore_s3.parts import (
     MAX_OBJECT_SIZE,
