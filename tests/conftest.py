@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,3 +47,37 @@ def store_factory(
     yield make
     for store in opened:
         store.close()
+
+
+#: The environment variable that also asks for the full size (tests/test_soak.py reads it).
+LONG_ENV = "REGSTORE_LONG_TESTS"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--long``: the reliability runs at full size (the kill loops, the many writers, the
+    fuzzers and the fault-proxy soak); ``REGSTORE_LONG_TESTS=1`` is the same."""
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the kill loops (>= 50 kills per store kind), the many writers, the fuzzers and "
+        f"the soak at full size instead of their short default size (= {LONG_ENV}=1; nothing "
+        "is skipped either way)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One switch for every long test: the soak reads the variable when it is collected.
+    if config.getoption("--long", default=False):
+        os.environ[LONG_ENV] = "1"
+
+
+def is_long(config: pytest.Config) -> bool:
+    """True under ``pytest --long`` or ``REGSTORE_LONG_TESTS=1``."""
+    return bool(config.getoption("--long", default=False)) or os.environ.get(LONG_ENV) == "1"
+
+
+@pytest.fixture
+def long_mode(request: pytest.FixtureRequest) -> bool:
+    """True under ``pytest --long`` (or ``REGSTORE_LONG_TESTS=1``)."""
+    return is_long(request.config)
