@@ -20,7 +20,7 @@ from regstore.imagelist import ImageRecord
 from regstore.manifest import OCI_CONFIG, OCI_MANIFEST, Manifest
 from regstore.testing.builders import Blob, Image, oci_index, random_bytes, serialise, write_image
 from tests.cli_support import run_cli
-from tests.conftest import STORE_KINDS
+from tests.support.stores import STORE_KINDS
 
 SHARED = Blob(random_bytes(3000, 1))
 

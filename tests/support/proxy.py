@@ -546,6 +546,7 @@ class FaultProxy(LoopbackHTTPServer):
                 conn.close()
                 raise
             received += len(chunk)
+            record.request_bytes = received  # live, so a test can act on upload progress
             if not upstream_open:
                 continue  # keep reading so the client connection stays in sync
             try:

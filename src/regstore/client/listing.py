@@ -98,7 +98,13 @@ class ListingMixin(ClientCore):
                     f"the registry sent more than {limits.max_list_entries} names",
                 )
             found.update(dict.fromkeys(page))
-            following = parse_next_link(reply.headers.get("Link"), reply.url)
+            try:
+                following = parse_next_link(reply.headers.get("Link"), reply.url)
+            except ValueError as exc:
+                raise RegistryError(
+                    f"{op.what}: the registry sent an unusable Link header ({exc})",
+                    http=http_context("GET", reply.url, reply.status),
+                ) from None
             if following is None:
                 break
             if not self._endpoint.owns(following):

@@ -39,7 +39,10 @@ _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.doc
 # Query parameters that are safe to show: the API's own paging/upload parameters.
 # Everything else (``_state``, ``X-Amz-Signature``, ``sig``, ``token`` ...) is redacted.
 _SAFE_QUERY_KEYS = frozenset({"n", "last", "digest", "mount", "from", "service", "scope"})
-_LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^,;]*)*)")
+# A URI reference never holds a raw '<' (RFC 3986), so a target stops at the next one: with
+# '[^>]*' every '<' of a header without '>' rescanned the whole rest (quadratic: 40 s for a
+# 64 KiB header of '<').
+_LINK_RE = re.compile(r"<([^<>]*)>\s*((?:;\s*[^,;]*)*)")
 
 
 def _split_host_port(host: str) -> tuple[str, str | None]:
@@ -250,6 +253,9 @@ def parse_next_link(header: str | None, request_url: str) -> str | None:
 
     Registries send relative links (``</v2/_catalog?last=x&n=1>; rel="next"``); they are
     resolved against the URL of the request that returned them.
+
+    Raises:
+        ValueError: the target is not a URL (e.g. ``<http://[oops>``).
     """
     if not header:
         return None
