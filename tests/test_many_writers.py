@@ -63,8 +63,8 @@ KiB = 1 << 10
 PROCESSES = 4
 THREADS = 8
 IMAGES_PER_ROUND = 8
-#: (seconds of rounds, rounds seeded) by mode; the deadline is what normally ends the test.
-SIZES = {"short": (4.0, 3), "long": (120.0, 25)}
+#: (seconds of rounds, most rounds) by mode; the deadline is what normally ends the test.
+SIZES = {"short": (4.0, 3), "long": (120.0, 1000)}
 RUN_TIMEOUT = 300.0
 AGE = 7200.0  # older than the default grace (one hour)
 
@@ -197,9 +197,18 @@ def test_many_writers_and_gc(
 ) -> None:
     duration, rounds = SIZES["long" if long_mode else "short"]
     figures = Figures(place.kind)
-    for rnd in range(rounds):
-        for i, image in enumerate(_round(rnd)):
-            seed_registry(registry.url, _repo(i), _tag(rnd, i), image)
+    seeded: set[int] = set()
+    seed_lock = threading.Lock()
+
+    def ensure_seeded(rnd: int) -> None:
+        """Push a round's images to the registry when the first writer reaches it."""
+        with seed_lock:
+            if rnd not in seeded:
+                for i, image in enumerate(_round(rnd)):
+                    seed_registry(registry.url, _repo(i), _tag(rnd, i), image)
+                seeded.add(rnd)
+
+    ensure_seeded(0)
     old_garbage = _prepare_store(place, registry)
     proxy = fault_proxy_factory(registry)
     env = cli_environment(tmp_path / "home")
@@ -218,6 +227,7 @@ def test_many_writers_and_gc(
             for rnd in range(rounds):
                 if time.monotonic() > deadline:
                     return
+                ensure_seeded(rnd)
                 sync_file = _sync_file(tmp_path / f"sync-{slot}-{rnd}.yaml", proxy.host, rnd, slot)
                 args = ["--store", place.url, "--json", "--concurrency", str(THREADS)]
                 run = run_cli([*args, "sync", str(sync_file)], env, timeout=RUN_TIMEOUT)
