@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from .support.cli import (
     only_lines,
     put_image,
     run_cli,
+    run_in_pty,
     seed_app_images,
     tag_digests,
 )
@@ -513,29 +511,6 @@ def test_plain_progress_lines_when_not_a_terminal(cli: CLI, seeded: SeededRegist
     assert result.stdout.startswith(f"pulled {seeded.host}/team/app:1.2.0 -> store:team/app:1.2.0")
     quiet = cli("pull", f"{seeded.host}/team/app:1.2.0", "-q")
     assert quiet.stdout == "" and quiet.stderr == ""
-
-
-def run_in_pty(args: list[str], env: dict[str, str], timeout: float = 60.0) -> tuple[int, str]:
-    """Run the CLI with stdin/stdout/stderr on a pseudo-terminal; return (exit code, output)."""
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.execvpe(sys.executable, [sys.executable, "-m", "regstore", *args], env)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
 
 
 def test_progress_bars_on_a_terminal(cli: CLI, seeded: SeededRegistry) -> None:

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import pty
-import select
 import stat
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +14,7 @@ import pytest
 
 from regstore.testing.builders import build_image
 
-from .support.cli import CliResult, cli_env, only_lines, run_cli
+from .support.cli import CliResult, cli_env, only_lines, run_cli, run_in_pty
 from .support.credential_helper import CredentialHelper, install_credential_helper
 from .support.registry import RegistryServer
 
@@ -281,44 +276,17 @@ def test_usage_errors_exit_2_and_write_nothing(cli: Run, home: Path, args: tuple
     assert not (home / ".docker").exists()
 
 
-def _run_in_pty(args: list[str], env: dict[str, str], answers: dict[str, str]) -> tuple[int, str]:
-    """Run the CLI on a pseudo-terminal, typing ``answers[prompt]`` when a prompt appears."""
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.execvpe(sys.executable, [sys.executable, "-m", "regstore", *args], env)
-    pending = dict(answers)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        seen += data
-        for prompt in list(pending):
-            if prompt.encode() in seen:
-                os.write(fd, pending.pop(prompt).encode() + b"\n")
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), seen.decode("utf-8", "replace")
-
-
 def test_on_a_terminal_the_password_is_asked_for_and_not_echoed(
     home: Path, basic_registry: RegistryServer
 ) -> None:
     user, password = _creds(basic_registry)
     env = cli_env(home)
-    code, text = _run_in_pty(
+    code, text = run_in_pty(
         ["login", basic_registry.host, "--username", user], env, {"Password for": password}
     )
     assert code == 0, text
     assert "Login succeeded" in text and password not in text
-    code, text = _run_in_pty(
+    code, text = run_in_pty(
         ["login", basic_registry.host], env, {"Username:": user, "Password for": password}
     )
     assert code == 0, text

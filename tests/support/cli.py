@@ -17,8 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pty
+import select
 import subprocess as _subprocess
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -232,3 +235,36 @@ def tag_digests(result: CliResult) -> dict[str, str]:
 def only_lines(text: str) -> Sequence[str]:
     """Non-empty lines of ``text``."""
     return [line for line in text.splitlines() if line.strip()]
+
+
+def run_in_pty(
+    args: list[str],
+    env: dict[str, str],
+    answers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, str]:
+    """Run the CLI as a real process on a pseudo-terminal (stdin, stdout and stderr a TTY),
+    typing ``answers[prompt]`` once ``prompt`` appears; return (exit code, everything shown)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execvpe(sys.executable, [sys.executable, "-m", "regstore", *args], env)
+    pending = dict(answers or {})
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+        for prompt in list(pending):
+            if prompt.encode() in seen:
+                os.write(fd, pending.pop(prompt).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen.decode("utf-8", "replace")
