@@ -8,6 +8,7 @@ chunk and is published by one transaction; locks are flock files beside the data
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import time
@@ -133,10 +134,20 @@ class SqliteBackend(ComposedBlobs):
     def connect(self) -> Iterator[sqlite3.Connection]:
         with contextlib.closing(sqlite3.connect(self.path, timeout=self.timeout)) as db:
             if not self.ready:  # once per instance (another one may be creating it right now)
-                db.executescript(SCHEMA)
-                self.ready = True
+                self.create_schema(db)
             with db:  # a transaction: committed on success, rolled back on error
                 yield db
+
+    def create_schema(self, db: sqlite3.Connection) -> None:
+        # Two connections turning a new file into WAL at once get "database is locked" without
+        # SQLite's busy wait, so the first setup is serialised across threads and processes.
+        with open(self.path + ".init", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                db.executescript(SCHEMA)
+            finally:
+                fcntl.flock(guard, fcntl.LOCK_UN)
+        self.ready = True
 
     def all(self, sql: str, *args: Any) -> list[Any]:
         if not os.path.exists(self.path):
