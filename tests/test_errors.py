@@ -18,6 +18,7 @@ from regstore.errors import (
     BlobTooLargeError,
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
+    ClusterError,
     CredentialStoreError,
     DigestMismatchError,
     FilterError,
@@ -75,6 +76,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     PagingLimitError: PagingError,
     BlobTooLargeError: RegistryError,
     TransportError: RegstoreError,
+    ClusterError: RegstoreError,
     CredentialStoreError: RegstoreError,
     RetriesExhaustedError: RegstoreError,
     StoreError: RegstoreError,
@@ -118,6 +120,7 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     ),
     BlobTooLargeError: BlobTooLargeError("too long", digest=DIGEST, limit=1024),
     TransportError: TransportError("connection reset"),
+    ClusterError: ClusterError("cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
     CredentialStoreError: CredentialStoreError("docker-credential-pass store failed"),
     RetriesExhaustedError: RetriesExhaustedError(
         f"pushing blob {DIGEST}",

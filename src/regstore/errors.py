@@ -38,6 +38,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │   │   └── StoreURLError                  (also UsageError) a store URL of no accepted form
     │   └── StoreReadOnlyError             url, operation: a change asked of a read-only store
     ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
+    ├── ClusterError                   a Dask cluster could not be started or reached (or no extra)
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
     └── UsageError                     (also ValueError) input regstore cannot act on
         ├── SyncFileError                  a sync file that is not YAML or not the format
@@ -60,6 +61,7 @@ __all__ = [
     "BlobTooLargeError",
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
+    "ClusterError",
     "CredentialStoreError",
     "DigestMismatchError",
     "FilterError",
@@ -510,6 +512,12 @@ class StoreReadOnlyError(StoreError):
         )
         self.url = url
         self.operation = operation
+
+
+class ClusterError(RegstoreError):
+    """A Dask cluster could not be started or reached (``regstore sync --workers N`` or
+    ``--scheduler ADDRESS``), or the ``distributed`` package is missing (the message says to
+    ``pip install 'regstore[dask]'``)."""
 
 
 class UnsupportedError(RegstoreError):

@@ -109,6 +109,18 @@ class ProgressDisplay:
         observers itself, and builds no events when nobody listens)."""
         return None if self.mode == "off" else self
 
+    def note(self, text: str) -> None:
+        """Print one line among the finished ones (nothing when off), e.g. an image done."""
+        if self.mode == "off":
+            return
+        text = self.clean(text)
+        with self._lock:
+            if self._progress is not None:
+                self._progress.console.print(text, markup=False, highlight=False)
+            else:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+
     # -- events ---------------------------------------------------------------------------------
 
     def __call__(self, event: TransferEvent) -> None:

@@ -18,10 +18,12 @@ from regstore.errors import RegstoreError
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK
+from .syncscale import ClusterRun, cluster_options, scale_options
 from .transfer import filter_options, keep_going_option, make_filter, report_batch
 
 if TYPE_CHECKING:
     from regstore.engine.model import RegistryClient
+    from regstore.engine.shards import Shard
 
 __all__ = ["sync_command"]
 
@@ -31,6 +33,7 @@ __all__ = ["sync_command"]
 @click.option("--dry-run", is_flag=True, help="List what would move; move nothing.")
 @filter_options
 @keep_going_option
+@scale_options
 @regstore_command
 def sync_command(
     state: AppState,
@@ -41,6 +44,10 @@ def sync_command(
     semver: str | None,
     latest: int | None,
     keep_going: bool,
+    shard: Shard | None,
+    workers: int | None,
+    scheduler: str | None,
+    connect_timeout: float,
 ) -> int:
     """Sync many repositories and tags as a sync file describes (incrementally).
 
@@ -48,13 +55,17 @@ def sync_command(
     failed image does not stop the others; exit code 1 if any failed. Tag filter options
     narrow every repository of the file further. Images go to the file's target, else to the
     store of --store. The file format is documented in regstore.engine.sync (and the README).
+    --shard takes a stable share of the images; --workers/--scheduler move them on a Dask
+    cluster (planned here, each image a task on a worker).
     """
     tag_filter = make_filter(include, exclude, semver, latest)
+    cluster = cluster_options(workers, scheduler, connect_timeout)
     spec = load_sync_file(sync_file)
     state.action = f"syncing {sync_file}"
+    on_cluster = ClusterRun(state, cluster) if cluster is not None and not dry_run else None
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
-        return state.client(
+        client = state.client(
             conn.registry,
             plain_http=conn.plain_http,
             tls_verify=conn.tls_verify,
@@ -62,17 +73,28 @@ def sync_command(
             username=conn.username,
             password=conn.password(),
         )
+        if on_cluster is not None:
+            on_cluster.remember(client, conn)
+        return client
 
+    if on_cluster is not None:
+        on_cluster.start()
     target_store = None
     if spec.target.connection is None:
         target_store = state.store(spec.target.store)
     plan = plan_sync(
         spec, client_for=client_for, target_store=target_store, extra_filter=tag_filter
     )
+    if shard is not None:
+        plan = shard.select(plan)
     for skipped in plan.skipped:  # a registry listed something no image can be named by
         state.output.warning(f"{skipped.source}: {skipped.error}")
     if dry_run:
         return _report_dry_run(state, plan)
+    if on_cluster is not None:
+        store_url = None if target_store is None else (spec.target.store or state.store_url)
+        batch = on_cluster.run(plan, store_url, keep_going)
+        return report_batch(state, batch, extra={"dry_run": False})
     display = state.progress()
     with display:
         batch = run_sync(

@@ -206,6 +206,8 @@ class TransferResult:
 class ImageOutcome:
     """The outcome of one image in a batch: copied, skipped (unchanged), failed (why), or
     cancelled (not attempted: an earlier image failed and the batch was told not to go on).
+    ``worker`` names the cluster worker that moved the image (``regstore sync --workers``);
+    None (and left out of :meth:`as_dict`) for an image moved or checked by this process.
     """
 
     source: str
@@ -214,16 +216,20 @@ class ImageOutcome:
     result: TransferResult | None = None
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    worker: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {
+        out: dict[str, Any] = {
             "source": self.source,
             "destination": self.destination,
             "status": self.status,
             "error": self.error,
             "result": self.result.as_dict() if self.result else None,
         }
+        if self.worker is not None:
+            out["worker"] = self.worker
+        return out
 
 
 @dataclass

@@ -1,0 +1,408 @@
+"""Running a sync plan on a Dask cluster: start or reach the cluster, plan locally, submit one
+task per image, gather the outcomes in plan order.
+
+The submitting process does what is cheap and needs no bytes moved: it lists tags and applies
+filters (:func:`regstore.engine.sync.plan_sync`, before this module is called), checks which
+destination tags already point at the source's manifest (one HEAD on each side; those images
+are reported ``skipped`` and never submitted), and reads the manifests of the others to learn
+their size. Then each image is a task (:func:`regstore.cluster.tasks.run_image_task`), spread
+over the workers by bytes (:mod:`regstore.cluster.balance`). Workers open their own clients and
+store and stream registry → store directly; many workers writing one store rely on its blob
+locks (each blob written once; a worker wanting a blob another holds waits for it).
+
+A task whose worker dies is run again by Dask on another worker (the scheduler's
+``allowed-failures``, 3 by default, then the image fails with the scheduler's ``KilledWorker``
+text). ``keep_going=False`` (``--fail-fast``) cancels every task not finished when one image
+fails; tasks already running on a worker cannot be interrupted by Dask and finish there (the
+store's contract keeps what they write whole), but are reported ``cancelled``. An interrupt
+(Ctrl-C) cancels every task and closes the client, and a local cluster with its worker
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from regstore.engine.model import (
+    BatchResult,
+    ImageOutcome,
+    RegistryImage,
+    StoreImage,
+    TransferResult,
+)
+from regstore.engine.options import TransferOptions
+from regstore.engine.places import sink_of, source_of
+from regstore.engine.transfer import CANCELLED, destination_tag, plan_image, resolve_destination
+from regstore.errors import ClusterError, RegstoreError, UsageError
+from regstore.reference import Digest
+from regstore.safetext import redact_store_url, store_url_secrets
+
+from .balance import assign_by_bytes
+from .tasks import ImageTask, RegistryAccess, event_from_message, run_image_task
+
+if TYPE_CHECKING:
+    from regstore.engine.model import RegistryClient
+    from regstore.engine.sync import PlannedJob, SyncPlan
+    from regstore.events import EventSink
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "IMAGES_PER_WORKER",
+    "SCHEDULER_ENV",
+    "ClusterOptions",
+    "check_store_url",
+    "open_cluster",
+    "require_distributed",
+    "run_sync_on_cluster",
+]
+
+log = logging.getLogger("regstore.cluster")
+
+#: Seconds to wait for a scheduler to answer (and for its first worker to be there).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Images a local cluster's worker process moves at once (its threads).
+IMAGES_PER_WORKER = 2
+#: Times Dask runs a task again after it raised (a worker's death is counted apart, by the
+#: scheduler's ``allowed-failures``); run_image_task reports an image's failure instead of
+#: raising, so this covers only the unexpected.
+TASK_RETRIES = 2
+#: The environment variable (Dask's own) naming an existing scheduler.
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+INSTALL_HINT = "pip install 'regstore[dask]'"
+
+
+def require_distributed() -> Any:
+    """The ``distributed`` module, or ClusterError saying how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ClusterError(
+            f"running on a Dask cluster needs the 'distributed' package: {INSTALL_HINT}"
+        ) from exc
+    return distributed
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where tasks run: a new local cluster of ``workers`` processes on 127.0.0.1, or the
+    existing scheduler at ``scheduler`` (``tcp://HOST:8786``)."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    images_per_worker: int = IMAGES_PER_WORKER
+
+    def __post_init__(self) -> None:
+        if (self.workers is None) == (self.scheduler is None):
+            raise UsageError("give either a number of local workers or a scheduler address")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"the number of workers must be at least 1, not {self.workers}")
+
+
+@contextlib.contextmanager
+def open_cluster(options: ClusterOptions) -> Iterator[Any]:
+    """A ``distributed.Client`` on the cluster ``options`` names, closed afterwards (a local
+    cluster too: its worker processes end with it). ClusterError when the cluster cannot be
+    started or reached within ``options.connect_timeout`` seconds."""
+    distributed = require_distributed()
+    cluster = None
+    try:
+        if options.scheduler is not None:
+            client = _connect(distributed, options)
+        else:
+            log.info("starting a local Dask cluster of %s worker process(es)", options.workers)
+            try:
+                cluster = distributed.LocalCluster(
+                    n_workers=options.workers,
+                    processes=True,
+                    threads_per_worker=options.images_per_worker,
+                    host="127.0.0.1",
+                    scheduler_port=0,
+                    dashboard_address=None,
+                    worker_dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+                client = distributed.Client(cluster, set_as_default=False)
+            except (OSError, TimeoutError, RuntimeError) as exc:
+                raise ClusterError(f"cannot start a local Dask cluster: {exc}") from exc
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
+    finally:
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
+
+
+async def _probe(address: str, timeout: float) -> object:
+    connect: Any = require_distributed().comm.connect
+    comm = await connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity"})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def _connect(distributed: Any, options: ClusterOptions) -> Any:
+    address = options.scheduler
+    assert address is not None
+    timeout = options.connect_timeout
+    log.info("connecting to the Dask scheduler at %s", address)
+    # A peer that accepts the connection and never answers keeps distributed.Client waiting
+    # far beyond its own timeout: ask for the scheduler's identity first, bounded from here.
+    try:
+        asyncio.run(asyncio.wait_for(_probe(address, timeout), timeout))
+        client = distributed.Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, asyncio.TimeoutError, ValueError) as exc:
+        reason = str(exc) or "no answer"
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {reason}"
+        ) from exc
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            client.close()
+        raise ClusterError(
+            f"the Dask scheduler at {address} has no worker (waited {timeout:g} s)"
+        ) from exc
+    return client
+
+
+def check_store_url(url: str) -> None:
+    """Refuse a store URL with credentials in it: it would travel in every task. The workers'
+    backends find credentials in their own environment (``AWS_ACCESS_KEY_ID`` ... for S3)."""
+    if store_url_secrets(url):
+        raise UsageError(
+            f"the store URL {redact_store_url(url)} carries credentials, which would be sent to "
+            "every cluster worker: leave them out and give the workers the backend's usual "
+            "environment variables (e.g. AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for s3://)"
+        )
+
+
+# -- planning on the submitting side -----------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    index: int
+    outcome: ImageOutcome | None = None  # decided here (unchanged): never submitted
+    task: ImageTask | None = None
+    size: int = 0
+
+
+def _prepare(
+    i: int,
+    job: PlannedJob,
+    task: ImageTask,
+    skip_unchanged: bool,
+) -> _Prepared:
+    source, dest = job.source, job.destination
+    if skip_unchanged and source.reference is not None:
+        tag = destination_tag(source, dest)
+        try:
+            if tag is not None:
+                have = sink_of(dest).manifest_digest(tag)
+                if have is not None and have == source_of(source).manifest_digest(source.reference):
+                    text = str(resolve_destination(source, dest))
+                    result = TransferResult(str(source), text, Digest(have), unchanged=True)
+                    return _Prepared(i, ImageOutcome(str(source), text, "skipped", result=result))
+        except RegstoreError as exc:  # the worker meets it again and reports it
+            log.debug("checking %s here failed: %s", source, exc)
+    size = 0
+    try:
+        planned = plan_image(source, TransferOptions.build(job.platforms))
+        size = sum(max(d.size, 0) for d in planned.blobs.values())
+    except (RegstoreError, ValueError) as exc:
+        log.debug("sizing %s here failed: %s", source, exc)
+    return _Prepared(i, task=task, size=size)
+
+
+def _task_for(
+    job: PlannedJob,
+    access_for: Callable[[RegistryClient], RegistryAccess],
+    store_url: str | None,
+    concurrency: int,
+    skip_unchanged: bool,
+    topic: str,
+) -> ImageTask:
+    source, dest = job.source, job.destination
+    if source.reference is None:
+        raise ValueError(f"the source {source} needs a tag or digest")
+    common: dict[str, Any] = {
+        "source": access_for(source.client),
+        "source_name": source.name,
+        "source_reference": source.reference,
+        "dest_name": dest.name,
+        "dest_reference": dest.reference,
+        "platforms": job.platforms,
+        "concurrency": concurrency,
+        "skip_unchanged": skip_unchanged,
+        "topic": topic,
+    }
+    if isinstance(dest, StoreImage):
+        if store_url is None:
+            raise ValueError("a store destination needs the store's URL")
+        return ImageTask(store_url=store_url, **common)
+    assert isinstance(dest, RegistryImage)
+    return ImageTask(target=access_for(dest.client), **common)
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def run_sync_on_cluster(
+    plan: SyncPlan,
+    client: Any,
+    *,
+    access_for: Callable[[RegistryClient], RegistryAccess],
+    store_url: str | None = None,
+    concurrency: int = 4,
+    events: EventSink | None = None,
+    skip_unchanged: bool = True,
+    keep_going: bool = True,
+    on_outcome: Callable[[ImageOutcome, int, int], None] | None = None,
+) -> BatchResult:
+    """Run ``plan``'s jobs as tasks on the cluster of ``client`` (a ``distributed.Client``,
+    or a callable returning one, called only when some image is to be moved: a no-op resync
+    then starts no cluster); the report has the shape of
+    :func:`regstore.engine.sync.run_sync`'s, each moved image naming its ``worker``.
+
+    ``access_for`` says how a worker reaches the registry of a client of the plan (no secrets:
+    see :class:`~regstore.cluster.tasks.RegistryAccess`); ``store_url`` is the URL of the
+    plan's destination store (checked by :func:`check_store_url`). ``concurrency`` is the
+    blobs each image moves at once on its worker. ``events`` receives the workers' transfer
+    events (on a thread of the Dask client); ``on_outcome(outcome, done, total)`` is called on
+    this thread as each image finishes.
+    """
+    if store_url is not None:
+        check_store_url(store_url)
+    require_distributed()
+    total = len(plan.jobs)
+    outcomes: list[ImageOutcome | None] = [None] * total
+    if plan.failures and not keep_going:
+        cancelled = [
+            ImageOutcome(str(j.source), str(j.destination), "cancelled", error=CANCELLED)
+            for j in plan.jobs
+        ]
+        return BatchResult([*plan.failures, *plan.skipped, *cancelled])
+
+    topic = f"regstore-sync-{uuid.uuid4().hex}" if events is not None else ""
+    tasks = [
+        _task_for(job, access_for, store_url, concurrency, skip_unchanged, topic)
+        for job in plan.jobs
+    ]
+    with ThreadPoolExecutor(max(1, min(concurrency, total or 1))) as pool:
+        prepared = list(
+            pool.map(lambda i: _prepare(i, plan.jobs[i], tasks[i], skip_unchanged), range(total))
+        )
+    done = 0
+    for p in prepared:
+        if p.outcome is not None:
+            outcomes[p.index] = p.outcome
+            done += 1
+            if on_outcome is not None:
+                on_outcome(p.outcome, done, total)
+    to_run = [p for p in prepared if p.task is not None]
+
+    if to_run:
+        if callable(client) and not hasattr(client, "submit"):
+            client = client()
+        _run_tasks(client, to_run, outcomes, plan, events, topic, keep_going, on_outcome, done)
+    finished = [o for o in outcomes if o is not None]
+    return BatchResult([*plan.failures, *plan.skipped, *finished])
+
+
+def _run_tasks(
+    client: Any,
+    to_run: Sequence[_Prepared],
+    outcomes: list[ImageOutcome | None],
+    plan: SyncPlan,
+    events: EventSink | None,
+    topic: str,
+    keep_going: bool,
+    on_outcome: Callable[[ImageOutcome, int, int], None] | None,
+    done: int,
+) -> None:
+    as_completed = require_distributed().as_completed
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        raise ClusterError("the Dask cluster has no worker")
+    chosen = assign_by_bytes([p.size for p in to_run], workers)
+    run_id = uuid.uuid4().hex[:12]
+    if events is not None:
+
+        def handler(event: tuple[float, dict[str, Any]]) -> None:
+            try:
+                events(event_from_message(event[1]))
+            except Exception:  # a display's failure never stops the run
+                log.debug("transfer event handler failed", exc_info=True)
+
+        client.subscribe_topic(topic, handler)
+    futures: dict[Any, int] = {}
+    order = sorted(range(len(to_run)), key=lambda k: -to_run[k].size)
+    try:
+        for rank, k in enumerate(order):
+            p = to_run[k]
+            future = client.submit(
+                run_image_task,
+                p.task,
+                key=f"regstore-image-{run_id}-{p.index}",
+                workers=[chosen[k]],
+                allow_other_workers=True,
+                priority=len(order) - rank,  # the largest first (LPT)
+                retries=TASK_RETRIES,
+                pure=False,
+            )
+            futures[future] = p.index
+        total = len(plan.jobs)
+        stopped = threading.Event()
+        for future in as_completed(list(futures), loop=client.loop):
+            i = futures.pop(future)
+            job = plan.jobs[i]
+            try:
+                outcome: ImageOutcome = future.result()
+            except Exception as exc:  # KilledWorker, a lost scheduler: this image failed
+                outcome = ImageOutcome(
+                    str(job.source), str(job.destination), "failed", error=_task_error(exc)
+                )
+            outcomes[i] = outcome
+            done += 1
+            if on_outcome is not None:
+                on_outcome(outcome, done, total)
+            if outcome.status == "failed" and not keep_going:
+                stopped.set()
+                break
+        if stopped.is_set() and futures:
+            client.cancel(list(futures))
+            for i in futures.values():
+                job = plan.jobs[i]
+                outcomes[i] = ImageOutcome(
+                    str(job.source), str(job.destination), "cancelled", error=CANCELLED
+                )
+            futures.clear()
+    except BaseException:  # Ctrl-C, a lost scheduler: nothing of this run goes on
+        with contextlib.suppress(Exception):
+            client.cancel(list(futures), force=True)
+        raise
+    finally:
+        if events is not None:
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(topic)
+
+
+def _task_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"the cluster could not run this image: {type(exc).__name__}: {text}"

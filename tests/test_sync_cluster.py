@@ -1,0 +1,638 @@
+"""Sync beyond one process: on a Dask cluster (``--workers``, ``--scheduler``) and in shares
+(``--shard I/N``), many writers into one store.
+
+Real components throughout: docker-registry behind the counting fault proxy, the moto S3
+server, filesystem stores, Dask clusters of worker *processes* on 127.0.0.1. Duplicate blob
+writes are counted twice, as in tests/test_many_writers.py: by commit evidence (the blobs each
+image reports it transferred: a blob written by two workers shows up twice) and by the
+registry's blob GETs from offset 0 (a GET from a later offset resumes staged bytes).
+
+One in-process LocalCluster (2 worker processes) serves the tests that look inside the
+cluster (the pickled task graph, a worker killed mid-blob, S3); the CLI tests start their own
+with ``--workers 2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import distributed
+import psutil
+import pytest
+
+from regstore.client import Client
+from regstore.cluster import RegistryAccess, assign_by_bytes, run_sync_on_cluster
+from regstore.engine.shards import Shard, shard_index
+from regstore.engine.sync import load_sync_file, plan_sync
+from regstore.errors import UsageError
+from regstore.store import ObjectStore
+from tests.engine_support import seed_registry
+from tests.support.fixtures import DEFAULT_PASSWORD, DEFAULT_USER, S3Bucket
+from tests.support.images import BuiltImage, build_image, build_layer, random_blob
+from tests.support.proxy import FaultProxy
+from tests.support.random_faults import Fault, RandomFaults
+from tests.support.registry import RegistryServer
+from tests.support.soak import (
+    CliRun,
+    StorePlace,
+    blob_fetches,
+    cli_environment,
+    file_place,
+    run_cli,
+    verify_store,
+)
+
+KiB = 1 << 10
+MiB = 1 << 20
+PASSWORD_ENV = "REGSTORE_TEST_CLUSTER_PASSWORD"
+CLUSTER_GROUP = pytest.mark.xdist_group("dask-cluster")
+WORKERS = ("--workers", "2")
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def _images(seed: int, count: int = 6) -> dict[tuple[str, str], BuiltImage]:
+    """``count`` images over two repositories: a base layer every image has, a layer shared by
+    each pair, and one of their own."""
+    base = build_layer({"base/os.bin": random_blob(256 * KiB, seed)})
+    pairs = [
+        build_layer({"pair/data.bin": random_blob(96 * KiB, seed + 10 + p)})
+        for p in range((count + 1) // 2)
+    ]
+    return {
+        ("cl/app" if i % 2 == 0 else "cl/tool", f"v{i}"): build_image(
+            seed=seed + 100 + i,
+            media="oci" if i % 3 else "docker",
+            shared_layers=[base, pairs[i // 2]],
+            layer_files=[{"own/data.bin": random_blob(32 * KiB, seed + 200 + i)}],
+        )
+        for i in range(count)
+    }
+
+
+def _seed(registry: RegistryServer | str, images: dict[tuple[str, str], BuiltImage]) -> None:
+    url = registry if isinstance(registry, str) else registry.url
+    for (name, tag), image in images.items():
+        seed_registry(url, name, tag, image)
+
+
+def _sync_file(
+    path: Path, host: str, images: dict[tuple[str, str], BuiltImage], auth: bool = False
+) -> Path:
+    by_repo: dict[str, list[str]] = {}
+    for name, tag in images:
+        by_repo.setdefault(name, []).append(tag)
+    repos = "".join(
+        f"      - name: {name}\n        tags: {json.dumps(tags)}\n"
+        for name, tags in by_repo.items()
+    )
+    creds = f"    username: {DEFAULT_USER}\n    password_env: {PASSWORD_ENV}\n" if auth else ""
+    path.write_text(
+        f"sources:\n  - registry: {host}\n    plain_http: true\n{creds}    repositories:\n{repos}"
+    )
+    return path
+
+
+def _s3_place(bucket: S3Bucket, lease: float = 3.0) -> StorePlace:
+    """An S3 store whose URL carries no credentials (the workers take them from the
+    environment, AWS_ACCESS_KEY_ID...; a URL with key=/secret= is refused on a cluster)."""
+    prefix = f"cl-{uuid.uuid4().hex[:8]}"
+    query = f"endpoint_url={bucket.endpoint_url}&lease={lease:g}"
+    return StorePlace("s3", f"s3://{bucket.bucket}/{prefix}?{query}")
+
+
+def _duplicates(report: dict[str, Any], proxy: FaultProxy) -> tuple[Counter[str], Counter[str]]:
+    """(blobs transferred per digest by the report, fresh GETs per digest at the proxy)."""
+    transferred: Counter[str] = Counter()
+    for image in report["images"]:
+        transferred.update((image["result"] or {}).get("transferred", []))
+    fresh = Counter(f.digest for f in blob_fetches(proxy) if f.start == 0 and f.status == 200)
+    return transferred, fresh
+
+
+def _assert_written_once(report: dict[str, Any], proxy: FaultProxy) -> None:
+    transferred, fresh = _duplicates(report, proxy)
+    assert transferred, report
+    assert {d: n for d, n in transferred.items() if n > 1} == {}
+    assert {d: n for d, n in fresh.items() if n > 1} == {}
+    assert set(fresh) == set(transferred)
+
+
+def _assert_images(store: ObjectStore, images: dict[tuple[str, str], BuiltImage]) -> None:
+    for (name, tag), image in images.items():
+        assert str(store.manifest(name, tag).digest) == image.manifest_digest
+
+
+class _SlowBlob(RandomFaults):
+    """The first whole-body GET of one blob trickles out (about 1.3 MB/s): long enough to act
+    while a worker is in the middle of it. Everything else passes untouched."""
+
+    def __init__(self, digest: str, size: int) -> None:
+        super().__init__(seed=0, rate=1.0, drip_bytes=size, drip_step=64 * KiB, drip_pause=0.05)
+        self.digest = digest
+        self.fired = False
+
+    def decide(self, method: str, path: str, query: str, headers: Any) -> Fault | None:
+        if method != "GET" or not path.endswith(self.digest) or headers.get("Range"):
+            return None
+        with self._lock:
+            if self.fired:
+                return None
+            self.fired = True
+        return Fault("drip")
+
+
+# -- shards and balancing (no cluster) ---------------------------------------------------------
+
+
+def test_shard_parse_refuses_what_is_not_i_of_n() -> None:
+    assert Shard.parse("2/8") == Shard(2, 8)
+    assert str(Shard.parse(" 1 / 1 ")) == "1/1"
+    for bad in ("0/2", "3/2", "1/0", "x/2", "1-2", "", "-1/2", "1/2/3"):
+        with pytest.raises(UsageError):
+            Shard.parse(bad)
+
+
+def test_shards_are_stable_disjoint_and_complete() -> None:
+    refs = [f"127.0.0.1:5000/team/app{i % 7}:{i}" for i in range(300)]
+    shares = [Shard(i, 4) for i in range(1, 5)]
+    taken = [{r for r in refs if s.takes(r)} for s in shares]
+    assert set().union(*taken) == set(refs)
+    assert sum(len(t) for t in taken) == len(refs)  # disjoint
+    assert all(len(t) > 30 for t in taken)  # roughly even
+    # a pure function of the reference: pinned, so a change of hash breaks running shards loudly
+    assert shard_index("127.0.0.1:5000/team/app:1", 4) == shard_index(
+        "127.0.0.1:5000/team/app:1", 4
+    )
+    assert [shard_index(f"r/x:{i}", 3) for i in range(6)] == [
+        int.from_bytes(hashlib.sha256(f"r/x:{i}".encode()).digest()[:8], "big") % 3
+        for i in range(6)
+    ]
+
+
+def test_largest_first_onto_the_least_loaded_worker() -> None:
+    sizes = [10 * MiB] * 50 + [5 * 1024 * MiB]
+    chosen = assign_by_bytes(sizes, ["a", "b"])
+    assert chosen[-1] == "a"  # the big one alone on one worker
+    assert set(chosen[:-1]) == {"b"}  # the fifty small ones on the other
+    loads = Counter[str]()
+    sizes = [7, 5, 4, 3, 3, 2]
+    for size, worker in zip(sizes, assign_by_bytes(sizes, "xyz"), strict=True):
+        loads[worker] += size
+    assert sorted(loads.values()) == [7, 8, 9]  # {7,2}, {5,3}, {4,3}: the optimum here
+    with pytest.raises(ValueError):
+        assign_by_bytes([1], [])
+
+
+def test_cli_shard_option_is_validated(tmp_path: Path) -> None:
+    sync = tmp_path / "s.yaml"
+    sync.write_text("sources:\n  - registry: 127.0.0.1:1\n    repositories: [a]\n")
+    env = cli_environment(tmp_path / "home")
+    run = run_cli(["--store", str(tmp_path / "st"), "sync", str(sync), "--shard", "3/2"], env)
+    assert run.process.returncode == 2, str(run)
+    assert "the index must be 1 to 2" in run.stderr
+
+
+def test_two_shards_at_once_into_one_prefix(
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    s3_bucket: S3Bucket,
+    tmp_path: Path,
+) -> None:
+    images = _images(7000, count=8)
+    _seed(registry, images)
+    proxy = fault_proxy_factory(registry)
+    sync = _sync_file(tmp_path / "sync.yaml", proxy.host, images)
+    place = _s3_place(s3_bucket, lease=30)
+    env = cli_environment(tmp_path / "home")
+    args = ["--store", place.url, "--json", "--concurrency", "4", "sync", str(sync)]
+
+    runs = [CliRun([*args, "--shard", f"{i}/2"], env) for i in (1, 2)]
+    for run in runs:
+        assert run.wait(180) == 0, str(run)
+    reports = [run.json() for run in runs]
+    sources = [{i["source"] for i in r["images"]} for r in reports]
+    assert sources[0] and sources[1]  # eight images: each share has some (pinned by the hash)
+    assert not sources[0] & sources[1]
+    assert sources[0] | sources[1] == {f"{proxy.host}/{n}:{t}" for n, t in images}
+    merged = {"images": reports[0]["images"] + reports[1]["images"]}
+    _assert_written_once(merged, proxy)
+    assert verify_store(place, env).ok
+    with contextlib.closing(place.open()) as store:
+        _assert_images(store, images)
+
+    again = [CliRun([*args, "--shard", f"{i}/2"], env) for i in (1, 2)]
+    for run in again:
+        assert run.wait(180) == 0, str(run)
+        report = run.json()
+        assert report["copied"] == 0 and report["bytes_moved"] == 0
+        assert {i["status"] for i in report["images"]} == {"skipped"}
+
+
+# -- a local cluster through the CLI -----------------------------------------------------------
+
+
+def _normalised(report: dict[str, Any]) -> dict[str, Any]:
+    """A sync report without what legitimately differs between a local run and a cluster run:
+    the worker, and which of the images sharing a blob wrote it (the other skipped it)."""
+    out = {k: v for k, v in report.items() if k != "images"}
+    images = []
+    for image in report["images"]:
+        image = {k: v for k, v in image.items() if k != "worker"}
+        result = dict(image["result"] or {})
+        if result:
+            result["blobs"] = sorted(result.pop("transferred") + result.pop("skipped"))
+            result.pop("bytes_moved")
+        image["result"] = result
+        images.append(image)
+    out["images"] = images
+    return out
+
+
+def test_cli_workers_sync_matches_a_local_sync(
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    tmp_path: Path,
+) -> None:
+    images = _images(8000)
+    _seed(registry, images)
+    proxy = fault_proxy_factory(registry)
+    sync = _sync_file(tmp_path / "sync.yaml", proxy.host, images)
+    env = cli_environment(tmp_path / "home")
+    place = file_place(tmp_path / "cluster-store")
+
+    run = run_cli(
+        ["--store", place.url, "--json", "sync", str(sync), "--workers", "2"], env, timeout=300
+    )
+    assert run.process.returncode == 0, str(run)
+    report = run.json()
+    assert report["ok"] and report["copied"] == len(images)
+    assert len({i["worker"] for i in report["images"]}) >= 2, report["images"]
+    assert all(i["worker"].startswith("tcp://127.0.0.1:") for i in report["images"])
+    _assert_written_once(report, proxy)
+    assert verify_store(place, env).ok
+    with contextlib.closing(place.open()) as store:
+        _assert_images(store, images)
+
+    local = run_cli(["--store", str(tmp_path / "local-store"), "--json", "sync", str(sync)], env)
+    assert local.process.returncode == 0, str(local)
+    assert "worker" not in local.stdout
+    assert _normalised(report) == _normalised(local.json())
+    assert report["bytes_moved"] == local.json()["bytes_moved"]
+
+    # a resync: the submitting side finds every tag unchanged; no cluster is even started
+    again = run_cli(
+        ["--store", place.url, "--json", "sync", str(sync), "--workers", "2"], env, timeout=300
+    )
+    assert again.process.returncode == 0, str(again)
+    assert again.json()["skipped"] == len(images) and again.json()["bytes_moved"] == 0
+    assert _normalised(again.json()) == _normalised(
+        run_cli(["--store", str(tmp_path / "local-store"), "--json", "sync", str(sync)], env).json()
+    )
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return psutil.Process(pid).children(recursive=True)
+    return []
+
+
+def test_ctrl_c_cancels_the_cluster_cleanly(
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    tmp_path: Path,
+) -> None:
+    big = build_image(seed=8500, layers=1, layer_size=6 * MiB)
+    images = {("cl/big", "1"): big, **_images(8600, count=2)}
+    _seed(registry, images)
+    proxy = fault_proxy_factory(registry)
+    layer = max(big.blobs, key=lambda d: len(big.blobs[d]))
+    proxy.random = _SlowBlob(layer, len(big.blobs[layer]))
+    sync = _sync_file(tmp_path / "sync.yaml", proxy.host, images)
+    env = cli_environment(tmp_path / "home")
+    place = file_place(tmp_path / "store")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "regstore", "--store", place.url, "sync", str(sync), *WORKERS],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not any(f.nbytes > 256 * KiB for f in blob_fetches(proxy) if f.digest == layer):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the big blob never started moving"
+            time.sleep(0.05)
+        workers = _descendants(process.pid)
+        assert len(workers) >= 2  # the worker processes (and their helpers)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 130, err
+    assert "was interrupted" in err, err
+    assert "Traceback" not in err, err
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive, [p.cmdline() for p in alive]
+    with contextlib.closing(place.open()) as store:
+        assert store.tags("cl/big") == []  # no tag names content that was not all written
+
+
+# -- a scheduler that does not answer ----------------------------------------------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("answering", ["silent", "refused"])
+def test_a_scheduler_that_does_not_answer(
+    answering: str, silent_port: int, tmp_path: Path, registry: RegistryServer
+) -> None:
+    if answering == "refused":
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # nothing listens there now
+    else:
+        port = silent_port
+    images = _images(8700, count=1)
+    _seed(registry, images)
+    sync = _sync_file(tmp_path / "sync.yaml", registry.host, images)
+    env = cli_environment(tmp_path / "home")
+    address = f"tcp://127.0.0.1:{port}"
+    args = ["--store", str(tmp_path / "st"), "sync", str(sync)]
+    run = run_cli(
+        [*args, "--scheduler", address, "--connect-timeout", "2"],
+        env,
+        timeout=120,
+    )
+    assert run.process.returncode == 1, str(run)
+    errors = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, run.stderr
+    assert f"cannot reach the Dask scheduler at {address} within 2 s" in errors[0]
+    # from the environment (Dask's own variable) too
+    env2 = {**env, "DASK_SCHEDULER_ADDRESS": address}
+    run2 = run_cli(
+        ["--store", str(tmp_path / "st"), "sync", str(sync), "--connect-timeout", "2"],
+        env2,
+        timeout=120,
+    )
+    assert run2.process.returncode == 1 and "cannot reach the Dask scheduler" in run2.stderr
+
+
+def test_without_the_extra_the_error_names_it(tmp_path: Path) -> None:
+    sync = tmp_path / "s.yaml"
+    sync.write_text("sources:\n  - registry: 127.0.0.1:1\n    repositories: [a]\n")
+    code = (
+        "import sys; sys.modules['distributed'] = None\n"
+        "from regstore.cli import main\n"
+        f"main(['--store', {str(tmp_path / 'st')!r}, 'sync', {str(sync)!r}, "
+        "'--scheduler', 'tcp://127.0.0.1:1'])\n"
+    )
+    env = cli_environment(tmp_path / "home")
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 1, run.stderr
+    assert "pip install 'regstore[dask]'" in run.stderr
+
+
+def test_a_store_url_with_credentials_is_refused(tmp_path: Path) -> None:
+    sync = tmp_path / "s.yaml"
+    sync.write_text("sources:\n  - registry: 127.0.0.1:1\n    repositories: [a]\n")
+    env = cli_environment(tmp_path / "home")
+    url = "s3://bucket/p?key=AKIAEXAMPLEKEY&secret=very-secret-value"
+    run = run_cli(["--store", url, "sync", str(sync), "--workers", "1"], env)
+    assert run.process.returncode == 2, str(run)
+    assert "carries credentials" in run.stderr
+    assert "very-secret-value" not in run.stderr
+
+
+# -- inside a cluster (in-process LocalCluster, 2 worker processes) ----------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[distributed.Client]:
+    """A local cluster of 2 worker processes; they inherit the registry password's variable
+    and S3 credentials from this environment (as workers would from their own)."""
+    names = (PASSWORD_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(
+        {
+            PASSWORD_ENV: DEFAULT_PASSWORD,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=2,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        client.wait_for_workers(2, timeout=120)
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _Recording:
+    """A Dask client that keeps the pickled bytes of every task it submits."""
+
+    def __init__(self, client: distributed.Client) -> None:
+        self._client = client
+        self.pickled: list[bytes] = []
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.pickled.append(pickle.dumps((fn, args, kwargs)))
+        return self._client.submit(fn, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _plan(sync: Path, store: ObjectStore | None) -> tuple[Any, Callable[[Any], RegistryAccess]]:
+    """The plan of ``sync`` made here, and the secret-free access for its clients."""
+    spec = load_sync_file(sync)
+    access: dict[int, RegistryAccess] = {}
+
+    def client_for(conn: Any) -> Client:
+        client = Client(
+            conn.registry,
+            plain_http=conn.plain_http,
+            username=conn.username,
+            password=conn.password(),
+        )
+        access[id(client)] = RegistryAccess(
+            conn.registry,
+            plain_http=conn.plain_http,
+            username=conn.username,
+            password_env=conn.password_env,
+        )
+        return client
+
+    plan = plan_sync(spec, client_for=client_for, target_store=store)
+    return plan, lambda client: access[id(client)]
+
+
+@CLUSTER_GROUP
+def test_credentials_never_travel_in_the_task_graph(
+    dask_client: distributed.Client,
+    basic_registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    images = _images(9000, count=4)
+    authed = basic_registry.url.replace("://", f"://{DEFAULT_USER}:{DEFAULT_PASSWORD}@")
+    _seed(authed, images)
+    sync = _sync_file(tmp_path / "sync.yaml", basic_registry.host, images, auth=True)
+    place = file_place(tmp_path / "store")
+    store = place.open()
+    recording = _Recording(dask_client)
+    try:
+        plan, access_for = _plan(sync, store)
+        batch = run_sync_on_cluster(plan, recording, access_for=access_for, store_url=place.url)
+    finally:
+        store.close()
+    assert batch.ok, [o.error for o in batch.outcomes]
+    assert len(recording.pickled) == len(images)
+    for blob in recording.pickled:
+        assert DEFAULT_PASSWORD.encode() not in blob
+        assert PASSWORD_ENV.encode() in blob  # the variable's name travels, not its value
+    assert len({o.worker for o in batch.outcomes}) >= 2
+    with contextlib.closing(place.open()) as check:
+        _assert_images(check, images)
+
+
+@CLUSTER_GROUP
+def test_cluster_into_s3_writes_each_blob_once(
+    dask_client: distributed.Client,
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    s3_bucket: S3Bucket,
+    tmp_path: Path,
+) -> None:
+    images = _images(9100, count=6)
+    _seed(registry, images)
+    proxy = fault_proxy_factory(registry)
+    sync = _sync_file(tmp_path / "sync.yaml", proxy.host, images)
+    place = _s3_place(s3_bucket, lease=30)
+    events: list[Any] = []
+    lock = threading.Lock()
+
+    def sink(event: Any) -> None:
+        with lock:
+            events.append(event)
+
+    with contextlib.closing(place.open()) as store:
+        plan, access_for = _plan(sync, store)
+        batch = run_sync_on_cluster(
+            plan, dask_client, access_for=access_for, store_url=place.url, events=sink
+        )
+        assert batch.ok, [o.error for o in batch.outcomes]
+        _assert_images(store, images)
+    report = batch.as_dict()
+    assert len({i["worker"] for i in report["images"]}) >= 2
+    _assert_written_once(report, proxy)
+    assert verify_store(place, cli_environment(tmp_path / "home")).ok
+    with lock:  # the workers' events reached this side: every blob written was verified
+        verified = {e.digest for e in events if e.kind.value == "verified"}
+    assert verified == set(_duplicates(report, proxy)[0])
+
+
+@CLUSTER_GROUP
+def test_a_worker_killed_mid_blob(
+    dask_client: distributed.Client,
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    tmp_path: Path,
+) -> None:
+    big = build_image(seed=9200, layers=1, layer_size=4 * MiB)
+    images = {("cl/big", "1"): big, **_images(9300, count=3)}
+    _seed(registry, images)
+    proxy = fault_proxy_factory(registry)
+    layer = max(big.blobs, key=lambda d: len(big.blobs[d]))
+    proxy.random = _SlowBlob(layer, len(big.blobs[layer]))
+    sync = _sync_file(tmp_path / "sync.yaml", proxy.host, images)
+    place = file_place(tmp_path / "store")
+    pids = dask_client.run(os.getpid)
+
+    result: dict[str, Any] = {}
+    with contextlib.closing(place.open()) as store:
+        plan, access_for = _plan(sync, store)
+        big_index = next(i for i, j in enumerate(plan.jobs) if j.source.name == "cl/big")
+
+        def run() -> None:
+            try:
+                result["batch"] = run_sync_on_cluster(
+                    plan, dask_client, access_for=access_for, store_url=place.url
+                )
+            except BaseException as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 180
+        victim = None
+        while victim is None:
+            assert time.monotonic() < deadline and thread.is_alive(), result
+            moving = any(f.nbytes > 512 * KiB for f in blob_fetches(proxy) if f.digest == layer)
+            if moving:
+                for address, keys in dask_client.processing().items():
+                    if any(str(k).endswith(f"-{big_index}") for k in keys):
+                        victim = address
+            time.sleep(0.02)
+        staged_before = store.blob_status(layer).current_size
+        os.kill(pids[victim], signal.SIGKILL)
+        thread.join(240)
+        assert not thread.is_alive()
+    assert "error" not in result, result
+    batch = result["batch"]
+    assert batch.ok, [o.error for o in batch.outcomes]
+    assert staged_before > 0  # killed mid-blob, with bytes staged
+    fetches = [f for f in blob_fetches(proxy) if f.digest == layer]
+    assert any(f.start > 0 for f in fetches), fetches  # the next worker resumed them
+    assert sum(1 for f in fetches if f.start == 0) == 1
+    assert verify_store(place, cli_environment(tmp_path / "home")).ok
+    with contextlib.closing(place.open()) as store:
+        _assert_images(store, images)
