@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -121,16 +122,17 @@ def open_cluster(options: ClusterOptions) -> Iterator[Any]:
         else:
             log.info("starting a local Dask cluster of %s worker process(es)", options.workers)
             try:
-                cluster = distributed.LocalCluster(
-                    n_workers=options.workers,
-                    processes=True,
-                    threads_per_worker=options.images_per_worker,
-                    host="127.0.0.1",
-                    scheduler_port=0,
-                    dashboard_address=None,
-                    worker_dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
+                with _workers_ignore_interrupts():
+                    cluster = distributed.LocalCluster(
+                        n_workers=options.workers,
+                        processes=True,
+                        threads_per_worker=options.images_per_worker,
+                        host="127.0.0.1",
+                        scheduler_port=0,
+                        dashboard_address=None,
+                        worker_dashboard_address=None,
+                        silence_logs=logging.CRITICAL,
+                    )
                 client = distributed.Client(cluster, set_as_default=False)
             except (OSError, TimeoutError, RuntimeError) as exc:
                 raise ClusterError(f"cannot start a local Dask cluster: {exc}") from exc
@@ -153,6 +155,24 @@ async def _probe(address: str, timeout: float) -> object:
         return await comm.read()
     finally:
         comm.abort()
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupts() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (a disposition they inherit).
+
+    Ctrl-C on a terminal goes to the whole foreground process group, local workers included;
+    the submitting process alone should handle it (cancel the tasks, close the cluster, which
+    ends the workers), not every worker printing its own KeyboardInterrupt traceback.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _connect(distributed: Any, options: ClusterOptions) -> Any:
