@@ -77,8 +77,9 @@ def sync_command(
             on_cluster.remember(client, conn)
         return client
 
+    store_url = None if spec.target.connection else (spec.target.store or state.store_url)
     if on_cluster is not None:
-        on_cluster.start()
+        on_cluster.start(store_url)
     target_store = None
     if spec.target.connection is None:
         target_store = state.store(spec.target.store)
@@ -92,7 +93,6 @@ def sync_command(
     if dry_run:
         return _report_dry_run(state, plan)
     if on_cluster is not None:
-        store_url = None if target_store is None else (spec.target.store or state.store_url)
         batch = on_cluster.run(plan, store_url, keep_going)
         return report_batch(state, batch, extra={"dry_run": False})
     display = state.progress()

@@ -138,12 +138,24 @@ class ClusterRun:
     def access_for(self, client: RegistryClient) -> RegistryAccess:
         return self._access[id(client)]
 
-    def start(self) -> None:
-        """Reach an existing scheduler now, before planning (a wrong address fails in
-        seconds, not after minutes of tag listing). A local cluster is started only when
-        there is an image to move (a no-op resync never starts one)."""
+    def start(self, store_url: str | None) -> None:
+        """Check what can be checked before planning (minutes of tag listing for a big sync
+        file): the store URL (``store_url``, None for a registry target) carries no secret,
+        and an existing scheduler answers. A local cluster is started only when there is an
+        image to move (a no-op resync never starts one)."""
+        self._check(store_url)
         if self.options.scheduler is not None:
             self._connect()
+
+    @staticmethod
+    def _check(store_url: str | None) -> None:
+        from regstore.cluster import check_store_url
+
+        if store_url is not None:
+            try:
+                check_store_url(store_url)
+            except UsageError as exc:
+                raise click.UsageError(str(exc)) from None
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -159,14 +171,10 @@ class ClusterRun:
 
     def run(self, plan: SyncPlan, store_url: str | None, keep_going: bool) -> BatchResult:
         """Run ``plan`` on the cluster, with progress on stderr (bytes, rate, images done)."""
-        from regstore.cluster import check_store_url, run_sync_on_cluster
+        from regstore.cluster import run_sync_on_cluster
 
         state = self.state
-        if store_url is not None:
-            try:
-                check_store_url(store_url)  # before a cluster is started for nothing
-            except UsageError as exc:
-                raise click.UsageError(str(exc)) from None
+        self._check(store_url)
         display = state.progress()
         started = time.monotonic()
 
