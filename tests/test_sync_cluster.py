@@ -475,6 +475,7 @@ def dask_client() -> Iterator[distributed.Client]:
         host="127.0.0.1",
         dashboard_address=None,
         worker_dashboard_address=None,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
     )
     client = distributed.Client(cluster, set_as_default=False)
     try:

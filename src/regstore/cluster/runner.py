@@ -79,6 +79,7 @@ TASK_RETRIES = 2
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
 INSTALL_HINT = "pip install 'regstore[dask]'"
+_ANY_PORT = "127.0.0.1:0"
 
 
 def require_distributed() -> Any:
@@ -131,6 +132,9 @@ def open_cluster(options: ClusterOptions) -> Iterator[Any]:
                         scheduler_port=0,
                         dashboard_address=None,
                         worker_dashboard_address=None,
+                        # no dashboard; the scheduler's small HTTP server (health, metrics)
+                        # would otherwise take the fixed port 8787 on every interface
+                        scheduler_kwargs={"dashboard": False, "dashboard_address": _ANY_PORT},
                         silence_logs=logging.CRITICAL,
                     )
                 client = distributed.Client(cluster, set_as_default=False)
