@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -354,26 +355,41 @@ def test_ctrl_c_cancels_the_cluster_cleanly(
     process = subprocess.Popen(
         [sys.executable, "-m", "regstore", "--store", place.url, "sync", str(sync), *WORKERS],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
+    lines: list[str] = []
+    assert process.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")))
+    reader.start()
     try:
         deadline = time.monotonic() + 240
-        while not any(f.nbytes > 256 * KiB for f in blob_fetches(proxy) if f.digest == layer):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the big blob never started moving"
+        # mid-run: the big blob trickles in on one worker, the small images are done
+        while not (
+            any(f.nbytes > 256 * KiB for f in blob_fetches(proxy) if f.digest == layer)
+            and sum(line.startswith("image ") for line in list(lines)) >= 2
+        ):
+            assert process.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
             time.sleep(0.05)
         workers = _descendants(process.pid)
         assert len(workers) >= 2  # the worker processes (and their helpers)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
-        _, err = process.communicate(timeout=120)
+        process.wait(timeout=120)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            process.wait()
+        reader.join(60)
+    err = "".join(lines)
+    # progress on this terminal: the workers' blob events, and each image with the rate so far
+    assert any(line.startswith("copied sha256:") for line in lines), err
+    done = [line for line in lines if line.startswith("image ")]
+    assert all(re.fullmatch(r"image [12]/3 copied: \S+ on tcp://127\.0\.0\.1:\d+ "
+                            r"\(.+/s overall\)\n", line) for line in done), done  # fmt: skip
     assert process.returncode == 130, err
     assert "was interrupted" in err, err
     assert "Traceback" not in err, err
@@ -654,3 +670,51 @@ def test_a_worker_killed_mid_blob(
     assert _verified(place)
     with contextlib.closing(place.open()) as store:
         _assert_images(store, images)
+
+
+@CLUSTER_GROUP
+@pytest.mark.parametrize("keep_going", [True, False])
+def test_keep_going_and_fail_fast_on_the_cluster(
+    keep_going: bool,
+    dask_client: distributed.Client,
+    registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    images = _images(9400, count=4)
+    _seed(registry, images)
+    missing = {("cl/app", "gone"): images[("cl/app", "v0")]}  # listed in the file, not pushed
+    sync = _sync_file(tmp_path / "sync.yaml", registry.host, {**missing, **images})
+    place = file_place(tmp_path / "store")
+    with contextlib.closing(place.open()) as store:
+        plan, access_for = _plan(sync, store)
+        batch = run_sync_on_cluster(
+            plan, dask_client, access_for=access_for, store_url=place.url, keep_going=keep_going
+        )
+    statuses = Counter(o.status for o in batch.outcomes)
+    assert not batch.ok
+    assert statuses["failed"] == 1
+    failed = batch.by_status("failed")[0]
+    assert failed.source.endswith("/cl/app:gone") and failed.error
+    if keep_going:
+        assert statuses["copied"] == len(images)
+    else:  # the rest is either done already or cancelled: nothing else failed
+        assert statuses["copied"] + statuses["cancelled"] == len(images)
+        assert all(o.error for o in batch.by_status("cancelled"))
+
+
+def test_cli_credentials_are_refused_on_a_cluster(tmp_path: Path) -> None:
+    sync = tmp_path / "s.yaml"
+    sync.write_text("sources:\n  - registry: 127.0.0.1:1\n    repositories: [a]\n")
+    env = cli_environment(tmp_path / "home")
+    options = ["--store", str(tmp_path / "st"), "--username", "u", "--password-stdin"]
+    run = subprocess.run(
+        [sys.executable, "-m", "regstore", *options, "sync", str(sync), *WORKERS],
+        input="a-password-that-must-stay-here\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "cannot be used with --workers/--scheduler" in run.stderr
+    assert "password_env" in run.stderr
