@@ -69,6 +69,8 @@ log = logging.getLogger("regstore.cluster")
 
 #: Seconds to wait for a scheduler to answer (and for its first worker to be there).
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds a local cluster's worker processes may take to start (a loaded machine is slow).
+LOCAL_START_TIMEOUT = 180.0
 #: Images a local cluster's worker process moves at once (its threads).
 IMAGES_PER_WORKER = 2
 #: Times Dask runs a task again after it raised (a worker's death is counted apart, by the
@@ -138,6 +140,8 @@ def open_cluster(options: ClusterOptions) -> Iterator[Any]:
                         silence_logs=logging.CRITICAL,
                     )
                 client = distributed.Client(cluster, set_as_default=False)
+                # every worker in before the images are spread over them
+                client.wait_for_workers(options.workers, timeout=LOCAL_START_TIMEOUT)
             except (OSError, TimeoutError, RuntimeError) as exc:
                 raise ClusterError(f"cannot start a local Dask cluster: {exc}") from exc
         try:
@@ -361,7 +365,7 @@ def _run_tasks(
     done: int,
 ) -> None:
     as_completed = require_distributed().as_completed
-    workers = sorted(client.scheduler_info()["workers"])
+    workers = sorted(client.ncores())  # asked of the scheduler now, not a cached view
     if not workers:
         raise ClusterError("the Dask cluster has no worker")
     chosen = assign_by_bytes([p.size for p in to_run], workers)
