@@ -615,22 +615,31 @@ def test_cluster_into_s3_writes_each_blob_once(
 
 
 @CLUSTER_GROUP
+@pytest.mark.parametrize("kind", ["file", "s3"])
 def test_a_worker_killed_mid_blob(
+    kind: str,
     dask_client: distributed.Client,
     registry: RegistryServer,
     fault_proxy_factory: Callable[..., FaultProxy],
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
-    # the engine writes what it read in buffers of 4 MiB: a 10 MiB blob has bytes staged
-    # after the first, while the rest still trickles in (about 5 MB/s)
-    big = build_image(seed=9200, layers=1, layer_size=10 * MiB)
+    """The killed writer's staged bytes are resumed by the worker that runs the task next:
+    at once on a local disk (the kernel drops the dead writer's flock), after the lease on S3
+    (3 s here: the dead writer's lock object is not renewed)."""
+    # the engine writes what it read in buffers of 4 MiB and S3 stages parts of 5 MiB: a
+    # 12 MiB blob has 4 MiB or more staged while the rest still trickles in (about 2.5 MB/s)
+    big = build_image(seed=9200, layers=1, layer_size=12 * MiB)
     images = {("cl/big", "1"): big, **_images(9300, count=3)}
     _seed(registry, images)
     proxy = fault_proxy_factory(registry)
     layer = max(big.blobs, key=lambda d: len(big.blobs[d]))
-    proxy.random = _SlowBlob(layer, len(big.blobs[layer]), step=256 * KiB)
+    proxy.random = _SlowBlob(layer, len(big.blobs[layer]), step=128 * KiB)
     sync = _sync_file(tmp_path / "sync.yaml", proxy.host, images)
-    place = file_place(tmp_path / "store")
+    if kind == "file":
+        place = file_place(tmp_path / "store")
+    else:
+        place = _s3_place(request.getfixturevalue("s3_bucket"), lease=3)
     pids = dask_client.run(os.getpid)
 
     result: dict[str, Any] = {}
@@ -652,7 +661,7 @@ def test_a_worker_killed_mid_blob(
         victim = None
         while victim is None:
             assert time.monotonic() < deadline and thread.is_alive(), result
-            staged = any(e.digest == layer and e.size > 0 for e in store.staging())
+            staged = sum(e.size for e in store.staging() if e.digest == layer) >= 4 * MiB
             if staged:
                 for address, keys in dask_client.processing().items():
                     if any(str(k).endswith(f"-{big_index}") for k in keys):
