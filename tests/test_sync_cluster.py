@@ -727,3 +727,28 @@ def test_cli_credentials_are_refused_on_a_cluster(tmp_path: Path) -> None:
     assert run.returncode == 2, run.stderr
     assert "cannot be used with --workers/--scheduler" in run.stderr
     assert "password_env" in run.stderr
+
+
+@CLUSTER_GROUP
+def test_cli_submits_to_an_existing_scheduler(
+    dask_client: distributed.Client,
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    tmp_path: Path,
+) -> None:
+    images = _images(9500, count=4)
+    _seed(registry, images)
+    proxy = fault_proxy_factory(registry)
+    sync = _sync_file(tmp_path / "sync.yaml", proxy.host, images)
+    place = file_place(tmp_path / "store")
+    env = cli_environment(tmp_path / "home")
+    address = dask_client.scheduler.address
+    run = run_cli(["--store", place.url, "--json", "sync", str(sync), "--scheduler", address], env)
+    assert run.process.returncode == 0, str(run)
+    report = run.json()
+    assert report["ok"] and report["copied"] == len(images)
+    assert {i["worker"] for i in report["images"]} <= set(dask_client.ncores())
+    _assert_written_once(report, proxy)
+    assert _verified(place)
+    with contextlib.closing(place.open()) as store:
+        _assert_images(store, images)
