@@ -13,23 +13,13 @@ from regstore.referrers import referrers_tag
 from regstore.testing.builders import Image, cosign_signature, oci_artifact, oci_image
 from tests.support.fake_registry import FakeRegistry, FakeRequest, HeaderSpec
 from tests.support.registry import RegistryServer
-from tests.support.spec_registry import SpecRegistry, serve_spec_registry
-
-SBOM = "application/spdx+json"
-ATTESTATION = "application/vnd.in-toto+json"
-
-
-def push(client: Client, name: str, image: Image, tag: str | None = None) -> None:
-    """Upload an image's blobs and children, then its manifest (by tag or digest)."""
-    for child in image.children:
-        push(client, name, child)
-    for blob in image.all_blobs():
-        if client.blob_exists(name, blob.digest):
-            continue
-        session = client.initiate_blob_upload(name)
-        assert session.location is not None
-        client.upload_blob(session.location, blob.data, blob.size, blob.digest)
-    client.put_image_manifest(name, tag or str(image.digest), image.manifest)
+from tests.support.spec_registry import (
+    ATTESTATION,
+    SBOM,
+    SpecRegistry,
+    serve_spec_registry,
+)
+from tests.support.spec_registry import push_image as push
 
 
 def supply_chain() -> tuple[Image, Image, Image, Image]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Sequence
+import threading
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from typing import Any
 
 from regstore.errors import InvalidReferenceError
@@ -23,11 +24,14 @@ from regstore.manifest import OCI_INDEX, Descriptor, Manifest
 from regstore.reference import Digest
 
 __all__ = [
+    "INDEX_UPDATE_ATTEMPTS",
     "SIGSTORE_SUFFIXES",
     "add_referrer",
     "filter_referrers",
+    "index_lock",
     "is_referrers_tag",
     "is_supply_chain_tag",
+    "keep_in_index",
     "referrer_descriptor",
     "referrers_in",
     "referrers_tag",
@@ -148,3 +152,46 @@ def remove_referrers(index: Manifest, digests: Collection[str]) -> Manifest:
         if not (isinstance(e, dict) and e.get("digest") in digests)
     ]
     return _index(entries, index)
+
+
+#: How many times an index update is redone after another writer's change.
+INDEX_UPDATE_ATTEMPTS = 8
+
+_locks_guard = threading.Lock()
+_locks: dict[Hashable, threading.Lock] = {}
+
+
+def index_lock(key: Hashable) -> threading.Lock:
+    """The lock of one referrers index in this process (``key`` names the place and tag), so
+    threads updating the same index take turns instead of racing."""
+    with _locks_guard:
+        lock = _locks.get(key)
+        if lock is None:
+            lock = _locks[key] = threading.Lock()
+        return lock
+
+
+def keep_in_index(
+    read: Callable[[], Manifest | None],
+    write: Callable[[Manifest], None],
+    descriptor: Descriptor,
+    attempts: int = INDEX_UPDATE_ATTEMPTS,
+) -> bool:
+    """Make the referrers index that ``read`` returns list ``descriptor``: add it, ``write``
+    the new index, read it back; redone while another writer's change hides ours. True once
+    it is listed, False after ``attempts`` writes that another writer undid.
+
+    No conditional write exists on a registry (nor on every store), so this cannot exclude a
+    writer that reads before our write and writes after our read-back; callers serialise their
+    own threads with :func:`index_lock`.
+    """
+    current = read()
+    for _ in range(attempts):
+        updated = add_referrer(current, descriptor)
+        if updated is None:
+            return True
+        write(updated)
+        current = read()
+        if any(d.digest == descriptor.digest for d in referrers_in(current)):
+            return True
+    return False

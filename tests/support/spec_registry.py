@@ -24,9 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from regstore.client import Client
+from regstore.testing.builders import Image
+
 from .fake_registry import FakeRegistry, FakeRequest, HeaderSpec
 
-__all__ = ["SpecRegistry", "serve_spec_registry"]
+__all__ = ["ATTESTATION", "SBOM", "SpecRegistry", "push_image", "serve_spec_registry"]
+
+#: Artifact types of the test supply chains.
+SBOM = "application/spdx+json"
+ATTESTATION = "application/vnd.in-toto+json"
 
 _ROUTE = re.compile(
     r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs/uploads|blobs|tags|referrers)(?:/(?P<rest>.*))?$"
@@ -240,3 +247,17 @@ def serve_spec_registry(fake: FakeRegistry, **options: Any) -> SpecRegistry:
     spec = SpecRegistry(**options)
     fake.fallback = spec
     return spec
+
+
+def push_image(client: Client, name: str, image: Image, tag: str | None = None) -> None:
+    """Upload a built image's blobs and children, then its manifest (by tag or digest), with
+    regstore's client (so a referrer's PUT keeps the tag schema where the registry does not)."""
+    for child in image.children:
+        push_image(client, name, child)
+    for blob in image.all_blobs():
+        if client.blob_exists(name, blob.digest):
+            continue
+        session = client.initiate_blob_upload(name)
+        assert session.location is not None
+        client.upload_blob(session.location, blob.data, blob.size, blob.digest)
+    client.put_image_manifest(name, tag or str(image.digest), image.manifest)

@@ -20,7 +20,6 @@ no way to prevent that), which the next push of either referrer repairs.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Collection
 
 from regstore.client.core import pull_scope
@@ -32,33 +31,18 @@ from regstore.errors import ManifestInvalidError, NotFoundError, RegistryError
 from regstore.manifest import OCI_INDEX, Descriptor, Manifest
 from regstore.reference import Digest, validate_name
 from regstore.referrers import (
-    add_referrer,
+    INDEX_UPDATE_ATTEMPTS,
     filter_referrers,
+    index_lock,
+    keep_in_index,
     referrer_descriptor,
     referrers_in,
     referrers_tag,
 )
 
-__all__ = ["FALLBACK_UPDATE_ATTEMPTS", "ReferrersMixin"]
+__all__ = ["ReferrersMixin"]
 
 log = logging.getLogger("regstore.client")
-
-#: How many times a fallback index update is redone after another writer's change.
-FALLBACK_UPDATE_ATTEMPTS = 8
-
-_locks_guard = threading.Lock()
-_locks: dict[tuple[str, str, str], threading.Lock] = {}
-
-
-def _index_lock(base_url: str, name: str, tag: str) -> threading.Lock:
-    """One lock per fallback index in this process (shared by every client of the registry)."""
-    key = (base_url, name, tag)
-    with _locks_guard:
-        lock = _locks.get(key)
-        if lock is None:
-            lock = _locks[key] = threading.Lock()
-        return lock
-
 
 class ReferrersMixin(ManifestsMixin, ListingMixin):
     """``referrers``, and manifest PUTs that keep the fallback index when the registry does
@@ -161,25 +145,16 @@ class ReferrersMixin(ManifestsMixin, ListingMixin):
         """
         assert manifest.subject is not None
         tag = referrers_tag(manifest.subject.digest)
-        descriptor = referrer_descriptor(manifest)
-        with _index_lock(self.base_url, name, tag):
-            for attempt in range(FALLBACK_UPDATE_ATTEMPTS):
-                current = self._fallback_index(name, tag)
-                updated = add_referrer(current, descriptor)
-                if updated is None:
-                    return  # listed already (a retry, or a copy of the same referrer)
-                self._put_manifest(name, tag, updated)
-                after = self._fallback_index(name, tag)
-                listed = {str(d.digest) for d in referrers_in(after)}
-                if str(descriptor.digest) in listed:
-                    return
-                log.info(
-                    "%s:%s changed under us (attempt %d); updating it again",
-                    name,
-                    tag,
-                    attempt + 1,
-                )
-        raise RegistryError(
-            f"updating the referrers index {name}:{tag} on {self.registry}: another writer "
-            f"changed it {FALLBACK_UPDATE_ATTEMPTS} times in a row",
-        )
+
+        def write(index: Manifest) -> None:
+            self._put_manifest(name, tag, index)
+
+        with index_lock(("registry", self.base_url, name, tag)):
+            done = keep_in_index(
+                lambda: self._fallback_index(name, tag), write, referrer_descriptor(manifest)
+            )
+        if not done:
+            raise RegistryError(
+                f"updating the referrers index {name}:{tag} on {self.registry}: another "
+                f"writer changed it {INDEX_UPDATE_ATTEMPTS} times in a row"
+            )
