@@ -44,6 +44,7 @@ __all__ = ["ReferrersMixin"]
 
 log = logging.getLogger("regstore.client")
 
+
 class ReferrersMixin(ManifestsMixin, ListingMixin):
     """``referrers``, and manifest PUTs that keep the fallback index when the registry does
     not process ``subject``."""
