@@ -363,15 +363,23 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
     show_default=True,
     help="Never remove blobs younger than this (protects transfers running now).",
 )
+@click.option(
+    "--keep-orphan-referrers",
+    is_flag=True,
+    help="Keep signatures, SBOMs and attestations whose image is gone.",
+)
 @regstore_command
-def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
+def gc_command(state: AppState, dry_run: bool, grace: float, keep_orphan_referrers: bool) -> int:
     """Remove blobs no manifest in the store references, and what interrupted writes left
     (staged bytes, incomplete multipart uploads, stale locks, quarantined blobs), when older
-    than the grace period and not held by a live writer.
+    than the grace period and not held by a live writer. Referrers (signatures, SBOMs,
+    attestations) whose image is gone are removed first, unless --keep-orphan-referrers.
     """
     state.action = f"collecting garbage in {state.shown_store_url}"
     store = state.store(must_exist=True, read_only=dry_run)
-    report = collect_garbage(store, grace=grace, dry_run=dry_run)
+    report = collect_garbage(
+        store, grace=grace, dry_run=dry_run, keep_orphan_referrers=keep_orphan_referrers
+    )
     out = state.output
     if out.json_mode:
         out.json(report.as_dict())
@@ -379,6 +387,8 @@ def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
     if report.staging_error:
         out.warning(f"the staging area was not collected: {report.staging_error}")
     verb = "would remove" if dry_run else "removed"
+    for referrer in report.referrers_removed:
+        out.line(f"{verb} referrer {referrer} (its subject is gone)")
     for blob in report.removed:
         out.line(f"{verb} {blob.digest} {format_size(blob.size)}")
     for entry in report.staging_removed:

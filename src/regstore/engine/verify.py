@@ -24,7 +24,9 @@ Problems (``Problem.kind``):
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
 - ``damaged-blob``: a blob does not hash to its digest, or its size differs from the one in
-  the referring manifests.
+  the referring manifests;
+- ``missing-subject``: a referrer (a manifest with ``subject``: a signature, an SBOM) whose
+  subject manifest is not stored in its repository (``gc`` removes such referrers).
 """
 
 from __future__ import annotations
@@ -62,7 +64,12 @@ __all__ = [
 
 #: What :class:`Problem` can be (see the module docstring).
 ProblemKind = Literal[
-    "damaged-manifest", "dangling-tag", "missing-manifest", "missing-blob", "damaged-blob"
+    "damaged-manifest",
+    "dangling-tag",
+    "missing-manifest",
+    "missing-blob",
+    "damaged-blob",
+    "missing-subject",
 ]
 
 
@@ -235,6 +242,15 @@ def verify(
             if manifest is None:
                 continue
             _check_children(store, repo, digest, manifest, stored, report)
+            if manifest.subject is not None and manifest.subject.digest not in stored:
+                report.problems.append(
+                    Problem(
+                        "missing-subject",
+                        repo,
+                        str(digest),
+                        f"it refers to {manifest.subject.digest}, which is not stored",
+                    )
+                )
             for blob in manifest.blobs:
                 use = uses.setdefault(blob.digest, _BlobUse())
                 if blob.size >= 0:
