@@ -15,29 +15,18 @@ from regstore.client import Client
 from regstore.engine import pull
 from regstore.engine.gc import collect_garbage, delete_image
 from regstore.engine.verify import verify
-from regstore.referrers import is_referrers_tag, referrers_tag, sigstore_tags
-from regstore.testing.builders import cosign_signature, oci_artifact, oci_image, write_image
+from regstore.referrers import is_referrers_tag, referrers_tag
+from regstore.testing.builders import oci_artifact, oci_image, write_image
 from tests.support.fake_registry import FakeRegistry
 from tests.support.fixtures import S3Bucket
 from tests.support.registry import RegistryServer, serve_directory
-from tests.support.spec_registry import ATTESTATION, SBOM, push_image, serve_spec_registry
-
-
-class Chain:
-    """image (v1) ← sbom ← attestation; image ← cosign signature under ``.sig``."""
-
-    def __init__(self, seed: int = 11) -> None:
-        self.image = oci_image(seed=seed)
-        self.sbom = oci_artifact(self.image)
-        self.attestation = oci_artifact(self.sbom, b'{"predicate":{}}', ATTESTATION)
-        self.sig = cosign_signature(self.image, seed=seed)
-        self.sig_tag = sigstore_tags(self.image.digest)[0]
-
-    def write(self, store: ObjectStore, name: str = "app") -> None:
-        write_image(store, name, "v1", self.image)
-        write_image(store, name, self.sig_tag, self.sig)
-        write_image(store, name, None, self.sbom)
-        write_image(store, name, None, self.attestation)
+from tests.support.spec_registry import (
+    ATTESTATION,
+    SBOM,
+    Chain,
+    push_image,
+    serve_spec_registry,
+)
 
 
 def _pull_chain_into(store: ObjectStore, fake: FakeRegistry, chain: Chain) -> None:

@@ -24,12 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from regstore import ObjectStore
 from regstore.client import Client
-from regstore.testing.builders import Image
+from regstore.referrers import sigstore_tags
+from regstore.testing.builders import (
+    Image,
+    cosign_signature,
+    oci_artifact,
+    oci_image,
+    write_image,
+)
 
 from .fake_registry import FakeRegistry, FakeRequest, HeaderSpec
 
-__all__ = ["ATTESTATION", "SBOM", "SpecRegistry", "push_image", "serve_spec_registry"]
+__all__ = ["ATTESTATION", "SBOM", "Chain", "SpecRegistry", "push_image", "serve_spec_registry"]
 
 #: Artifact types of the test supply chains.
 SBOM = "application/spdx+json"
@@ -261,3 +269,20 @@ def push_image(client: Client, name: str, image: Image, tag: str | None = None) 
         assert session.location is not None
         client.upload_blob(session.location, blob.data, blob.size, blob.digest)
     client.put_image_manifest(name, tag or str(image.digest), image.manifest)
+
+
+class Chain:
+    """image (v1) ← sbom ← attestation; image ← cosign signature under ``.sig``."""
+
+    def __init__(self, seed: int = 11) -> None:
+        self.image = oci_image(seed=seed)
+        self.sbom = oci_artifact(self.image)
+        self.attestation = oci_artifact(self.sbom, b'{"predicate":{}}', ATTESTATION)
+        self.sig = cosign_signature(self.image, seed=seed)
+        self.sig_tag = sigstore_tags(self.image.digest)[0]
+
+    def write(self, store: ObjectStore, name: str = "app") -> None:
+        write_image(store, name, "v1", self.image)
+        write_image(store, name, self.sig_tag, self.sig)
+        write_image(store, name, None, self.sbom)
+        write_image(store, name, None, self.attestation)
