@@ -35,7 +35,6 @@ __all__ = [
     "referrer_descriptor",
     "referrers_in",
     "referrers_tag",
-    "remove_referrers",
     "sigstore_tags",
     "subject_of_tag",
 ]
@@ -142,16 +141,6 @@ def add_referrer(index: Manifest | None, descriptor: Descriptor) -> Manifest | N
         return None
     entries.append(descriptor.to_json())
     return _index(entries, base)
-
-
-def remove_referrers(index: Manifest, digests: Collection[str]) -> Manifest:
-    """``index`` without the entries whose digest is in ``digests`` (the others unchanged)."""
-    entries = [
-        e
-        for e in index.doc.get("manifests", [])
-        if not (isinstance(e, dict) and e.get("digest") in digests)
-    ]
-    return _index(entries, index)
 
 
 #: How many times an index update is redone after another writer's change.

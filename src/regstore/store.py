@@ -19,7 +19,6 @@ one thread at a time.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
@@ -495,16 +494,6 @@ class ObjectStore:
             return self.manifest(name, tag)
         except NotFoundError:
             return None
-
-    def write_referrers_index(self, name: str, subject: str, index: Manifest) -> None:
-        """Replace the referrers index of ``subject`` (gc drops collected referrers from it);
-        an index that lists nothing removes the tag."""
-        tag = referrers_tag(subject)
-        if not index.manifests:
-            with contextlib.suppress(NotFoundError):
-                self.delete_tag(name, tag)
-            return
-        self._put_index(name, tag, index)
 
     def _put_index(self, name: str, tag: str, index: Manifest) -> None:
         self._call(
