@@ -164,5 +164,8 @@ def test_rewriting_a_referrer_repairs_its_index(
     chain.write(store)
     store.delete_tag("app", referrers_tag(chain.image.digest))  # as if the crash hit there
     assert store.referrers("app", chain.image.digest) == []
+    problems = [(p.kind, p.subject) for p in verify(store).problems]
+    assert problems == [("unindexed-referrer", str(chain.sbom.digest))]
     write_image(store, "app", None, chain.sbom)
     assert [d.digest for d in store.referrers("app", chain.image.digest)] == [chain.sbom.digest]
+    assert verify(store).ok

@@ -26,7 +26,9 @@ Problems (``Problem.kind``):
 - ``damaged-blob``: a blob does not hash to its digest, or its size differs from the one in
   the referring manifests;
 - ``missing-subject``: a referrer (a manifest with ``subject``: a signature, an SBOM) whose
-  subject manifest is not stored in its repository (``gc`` removes such referrers).
+  subject manifest is not stored in its repository (``gc`` removes such referrers);
+- ``unindexed-referrer``: a referrer its subject's referrers index does not list (a write
+  interrupted between the two; pulling the referrer again lists it).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ ProblemKind = Literal[
     "missing-blob",
     "damaged-blob",
     "missing-subject",
+    "unindexed-referrer",
 ]
 
 
@@ -249,6 +252,18 @@ def verify(
                         repo,
                         str(digest),
                         f"it refers to {manifest.subject.digest}, which is not stored",
+                    )
+                )
+            elif manifest.subject is not None and digest not in {
+                d.digest for d in store.referrers(repo, manifest.subject.digest)
+            }:
+                report.problems.append(
+                    Problem(
+                        "unindexed-referrer",
+                        repo,
+                        str(digest),
+                        f"the referrers index of {manifest.subject.digest} does not list it; "
+                        "pull it again",
                     )
                 )
             for blob in manifest.blobs:
