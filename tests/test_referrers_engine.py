@@ -278,3 +278,61 @@ def test_plain_artifacts_move_as_images_do(
             assert pushed.manifest_digest == artifact.digest
             got = target.get_image_manifest(name, tag)
             assert got.raw == artifact.raw and got.artifact_type == artifact.manifest.artifact_type
+
+
+def test_the_sync_file_takes_referrers_per_source_and_repository() -> None:
+    from regstore.engine.sync import parse_sync_text
+    from regstore.errors import SyncFileError
+
+    spec = parse_sync_text(
+        "sources:\n"
+        "  - registry: 127.0.0.1:5000\n"
+        "    referrers: true\n"
+        "    repositories:\n"
+        "      - team/app\n"
+        "      - {name: team/quiet, referrers: false}\n"
+    )
+    source = spec.sources[0]
+    assert source.referrers is True
+    assert [r.referrers for r in source.repositories] == [None, False]
+    with pytest.raises(SyncFileError, match="referrers"):
+        parse_sync_text(
+            "sources:\n  - registry: 127.0.0.1:5000\n    referrers: 'yes'\n"
+            "    repositories: [team/app]\n"
+        )
+
+
+class _ListingClient:
+    """Tags only: what planning a sync asks of a registry."""
+
+    registry = "127.0.0.1:5000"
+
+    def list_image_tags(self, name: str) -> list[str]:
+        subject = "sha256:" + "ab" * 32
+        return ["v1", referrers_tag(subject), *sigstore_tags(subject)]
+
+
+def test_sync_plans_supply_chain_tags_as_images_only_without_referrers(
+    store_factory: Callable[[str], ObjectStore],
+) -> None:
+    from regstore.engine.sync import parse_sync_text, plan_sync
+
+    spec = parse_sync_text(
+        "sources:\n"
+        "  - registry: 127.0.0.1:5000\n"
+        "    referrers: true\n"
+        "    repositories:\n"
+        "      - team/app\n"
+        "      - {name: team/quiet, referrers: false}\n"
+    )
+    plan = plan_sync(
+        spec,
+        client_for=lambda conn: _ListingClient(),  # type: ignore[arg-type,return-value]
+        target_store=store_factory("memory"),
+    )
+    jobs = {(j.source.name, j.source.reference): j.referrers for j in plan.jobs}
+    assert jobs[("team/app", "v1")] is True
+    # with referrers, the signature and index tags travel with v1, not as images of their own
+    assert [tag for name, tag in jobs if name == "team/app"] == ["v1"]
+    assert len([tag for name, tag in jobs if name == "team/quiet"]) == 5
+    assert jobs[("team/quiet", "v1")] is False
