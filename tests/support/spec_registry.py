@@ -140,9 +140,10 @@ class SpecRegistry:
             if self.referrers_api and isinstance(subject, dict):
                 headers["OCI-Subject"] = subject["digest"]
             return 201, headers, b""
-        repo = self.repos.get(name)
-        if repo is None:
+        found = self.repos.get(name)
+        if found is None:
             return _error(404, "NAME_UNKNOWN")
+        repo = found
         digest = repo.tags.get(ref, ref)
         if digest not in repo.manifests:
             return _error(404, "MANIFEST_UNKNOWN")
