@@ -34,6 +34,8 @@ from regstore.errors import (
     BlobTooLargeError,
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
+    BundleBaseMissingError,
+    BundleInvalidError,
     CredentialStoreError,
     DigestMismatchError,
     FilterError,
