@@ -15,7 +15,7 @@ from regstore.engine import RegistryImage, StoreImage
 from regstore.errors import BundleBaseMissingError, BundleInvalidError, NotFoundError
 from regstore.store import ObjectStore
 from regstore.testing.builders import BuiltImage, BuiltIndex, build_image, build_index
-from tests.support.cli import put_image
+from tests.support.cli import put_image, run_cli
 from tests.support.registry import RegistryServer
 from tests.support.skopeo import skopeo_copy
 
@@ -334,3 +334,60 @@ def test_a_bundle_skopeo_wrote_imports_with_a_name(
     for blob in manifest.blobs:
         assert store.blob_size(blob.digest) == blob.size
     assert verify_bundle(str(out)).ok
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_the_two_delivery_workflow_on_the_command_line(
+    registry: RegistryServer, registry_factory: Callable[..., RegistryServer], tmp_path: Path
+) -> None:
+    registry.push_content("app/web", "1", BASE)
+    registry.push_content("app/web", "2", WEB2)
+    home, store = tmp_path / "home", str(tmp_path / "store")
+    one, two = str(tmp_path / "one.tar"), str(tmp_path / "two.tar")
+    r = run_cli("bundle", "create", one, f"{registry.host}/app/web:1", home=home, store=store)
+    assert r.returncode == 0, r
+    r = run_cli(
+        "bundle", "create", two, f"{registry.host}/app/web:1", f"{registry.host}/app/web:2",
+        "--since", one, home=home, store=store,
+    )  # fmt: skip
+    assert r.returncode == 0, r
+
+    listed = run_cli("--json", "bundle", "ls", two, home=home, store=store)
+    assert listed.returncode == 0, listed
+    doc = listed.json()
+    assert doc["delta"] is True
+    assert [i["name"] + ":" + i["tag"] for i in doc["images"]] == ["app/web:1", "app/web:2"]
+    assert doc["base"][0]["id"] == read_bundle(one).id
+    assert run_cli("bundle", "verify", two, home=home, store=store).returncode == 0
+
+    target = registry_factory()
+    refused = run_cli("bundle", "import", two, f"{target.host}/air", home=home, store=store)
+    assert refused.returncode == 1, refused
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and read_bundle(one).id in lines[0], refused
+    client = Client(target.host)
+    with pytest.raises(NotFoundError):
+        client.get_image_manifest("air/app/web", "2")
+
+    for bundle in (one, two):
+        r = run_cli("bundle", "import", bundle, f"{target.host}/air", home=home, store=store)
+        assert r.returncode == 0, r
+    _assert_in_registry(client, "air/app/web", "1", BASE)
+    _assert_in_registry(client, "air/app/web", "2", WEB2)
+
+    for bundle in (one, two):
+        r = run_cli("bundle", "import", bundle, "store:", home=home, store=store)
+        assert r.returncode == 0, r
+    _assert_in_store(open_store(store), "app/web", "2", WEB2)
+
+
+def test_verify_on_the_command_line_fails_a_damaged_bundle(
+    source_store: ObjectStore, tmp_path: Path
+) -> None:
+    out = tmp_path / "one.tar"
+    create_bundle(str(out), [StoreImage(source_store, "app/web", "1")])
+    _flip_in_member(out, BASE.layer_digests[0])
+    r = run_cli("bundle", "verify", str(out), home=tmp_path / "home")
+    assert r.returncode == 1 and BASE.layer_digests[0] in r.stderr, r
