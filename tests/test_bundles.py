@@ -76,6 +76,7 @@ def source_store(tmp_path: Path) -> ObjectStore:
     put_image(store, "app/web", "2", WEB2)
     put_image(store, "team/new", "1", NEW)
     put_image(store, "app/web", "3", WEB3)
+    put_image(store, "other/web", "1", WEB2)  # BASE's layers under another repository name
     return store
 
 
@@ -84,7 +85,12 @@ def _first(store: ObjectStore) -> list[StoreImage]:
 
 
 def _second(store: ObjectStore) -> list[StoreImage]:
-    return [*_first(store), StoreImage(store, "app/web", "2"), StoreImage(store, "team/new", "1")]
+    return [
+        *_first(store),
+        StoreImage(store, "app/web", "2"),
+        StoreImage(store, "team/new", "1"),
+        StoreImage(store, "other/web", "1"),
+    ]
 
 
 # -- full bundles --------------------------------------------------------------------------
@@ -186,6 +192,7 @@ def test_a_delta_leaves_out_what_the_first_bundle_holds(
         "tools/cli:2",
         "app/web:2",
         "team/new:1",
+        "other/web:1",
     ]
     assert verify_bundle(str(second)).ok
 
@@ -235,7 +242,9 @@ def test_full_then_delta_then_a_third_delivery(
         assert import_bundle(str(bundle), store=store).ok
         assert import_bundle(str(bundle), client=client, prefix="air").ok
     expected = [("app/web", "1", BASE), ("tools/cli", "2", TOOL), ("app/web", "2", WEB2),
-                ("team/new", "1", NEW), ("app/web", "3", WEB3)]  # fmt: skip
+                ("team/new", "1", NEW), ("app/web", "3", WEB3),
+                # a registry keeps blobs per repository: BASE's layers come by a mount
+                ("other/web", "1", WEB2)]  # fmt: skip
     for name, tag, built in expected:
         _assert_in_store(store, name, tag, built)
         _assert_in_registry(client, f"air/{name}", tag, built)
