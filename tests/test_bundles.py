@@ -12,10 +12,15 @@ from regstore import open_store
 from regstore.bundle import create_bundle, import_bundle, read_bundle, verify_bundle
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage
-from regstore.errors import BundleBaseMissingError, BundleInvalidError, NotFoundError
+from regstore.errors import (
+    BundleBaseMissingError,
+    BundleInvalidError,
+    DigestMismatchError,
+    NotFoundError,
+)
 from regstore.store import ObjectStore
 from regstore.testing.builders import BuiltImage, BuiltIndex, build_image, build_index
-from tests.support.cli import put_image, run_cli
+from tests.support.cli import blob_path, flip_byte, put_image, run_cli
 from tests.support.registry import RegistryServer
 from tests.support.skopeo import skopeo_copy
 
@@ -210,6 +215,8 @@ def test_a_delta_into_an_empty_target_is_refused_before_any_tag(
     message = str(caught.value)
     assert "\n" not in message
     assert one.id in message
+    # the first missing digests are named: BASE's manifest (app/web:1 is re-tagged in the delta)
+    assert BASE.manifest_digest in message or BASE.layer_digests[0] in message, message
     assert store.repositories() == []
 
     client = Client(registry.host)
@@ -332,7 +339,7 @@ def test_a_bundle_skopeo_wrote_imports_with_a_name(
     out = tmp_path / "skopeo.tar"
     skopeo_copy(f"docker://{registry.host}/app/web:1", f"oci-archive:{out}:v1")
     info = read_bundle(str(out))
-    assert not info.described and [i.tag for i in info.images] == ["v1"]
+    assert not info.described and [i.ref_name for i in info.images] == ["v1"]
 
     store = open_store(f"memory://skopeo-{tmp_path.name}")
     with pytest.raises(BundleInvalidError, match="--name"):
@@ -400,3 +407,63 @@ def test_verify_on_the_command_line_fails_a_damaged_bundle(
     _flip_in_member(out, BASE.layer_digests[0])
     r = run_cli("bundle", "verify", str(out), home=tmp_path / "home")
     assert r.returncode == 1 and BASE.layer_digests[0] in r.stderr, r
+
+
+def test_create_from_a_sync_file_with_one_platform(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    registry.push_content("app/web", "1", BASE)
+    registry.push_content("tools/cli", "2", TOOL)
+    sync = tmp_path / "mirror.yaml"
+    sync.write_text(
+        f"target: {{store: '{tmp_path / 'unused'}'}}\n"
+        f"sources:\n  - registry: {registry.host}\n    repositories:\n"
+        "      - name: app/web\n        tags: ['1']\n"
+        "      - name: tools/cli\n        tags: ['2']\n"
+    )
+    out = tmp_path / "synced.tar"
+    r = run_cli(
+        "bundle", "create", str(out), "--from", str(sync), "--platform", "linux/arm64",
+        home=tmp_path / "home", store=str(tmp_path / "store"),
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    info = read_bundle(str(out))
+    arm = next(c for c in TOOL.children if c.platform[1] == "arm64")
+    # a registry image and one platform of an index: the index becomes that child, whole
+    assert {i.ref_name: i.digest for i in info.images} == {
+        "app/web:1": BASE.manifest_digest,
+        "tools/cli:2": arm.manifest_digest,
+    }
+    target = tmp_path / "arm"
+    skopeo_copy(f"oci-archive:{out}:tools/cli:2", f"dir:{target}")
+    assert (target / "manifest.json").read_bytes() == arm.manifest_bytes
+
+
+def test_ls_reads_only_the_first_members(source_store: ObjectStore, tmp_path: Path) -> None:
+    out = tmp_path / "one.tar"
+    info = create_bundle(str(out), _first(source_store))
+    with tarfile.open(out) as tar:
+        index = tar.getmember("index.json")
+        keep = index.offset_data + index.size
+    # everything after index.json gone: the bundle manifest still says what was there
+    out.write_bytes(out.read_bytes()[: keep + 512])
+    assert read_bundle(str(out)) == info
+
+
+def test_a_failed_create_leaves_nothing_and_keeps_an_older_bundle(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "source"
+    store = open_store(str(root))
+    put_image(store, "app/web", "1", BASE)
+    out = tmp_path / "out.tar"
+    out.write_bytes(b"an older delivery")
+    flip_byte(blob_path(root, BASE.layer_digests[0]), offset=100)
+    with pytest.raises(DigestMismatchError, match=BASE.layer_digests[0].split(":")[1]):
+        create_bundle(str(out), [StoreImage(store, "app/web", "1")])
+    assert out.read_bytes() == b"an older delivery"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tar", "source"]
+
+    with pytest.raises(NotFoundError):
+        create_bundle(str(tmp_path / "new.tar"), [StoreImage(store, "app/web", "9")])
+    assert not (tmp_path / "new.tar").exists()

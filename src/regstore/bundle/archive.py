@@ -230,8 +230,8 @@ class BundleWriter:
             try:
                 self._file.write(b"\0" * (2 * BLOCK))
                 self._file.close()
-                if self._fs.exists(self._path):
-                    self._fs.rm(self._path)
+                # a rename on a local disk (replacing an older bundle atomically), a server-side
+                # copy on S3
                 self._fs.mv(self._tmp, self._path)
             except OSError as exc:
                 self._spoilt = exc

@@ -79,8 +79,9 @@ class BundledImage:
 
     @property
     def ref_name(self) -> str:
-        """``NAME:TAG``, as ``index.json`` and skopeo name it."""
-        return f"{self.name}:{self.tag}"
+        """``NAME:TAG``, as ``index.json`` and skopeo name it (only what an archive regstore
+        did not write gives, when it has no repository: the tag, or nothing)."""
+        return f"{self.name}:{self.tag}" if self.name else self.tag
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object form."""
