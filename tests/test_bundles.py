@@ -82,6 +82,7 @@ def source_store(tmp_path: Path) -> ObjectStore:
     put_image(store, "team/new", "1", NEW)
     put_image(store, "app/web", "3", WEB3)
     put_image(store, "other/web", "1", WEB2)  # BASE's layers under another repository name
+    put_image(store, "again/web", "1", WEB2)  # WEB2 itself, a third name, in a later delivery
     return store
 
 
@@ -238,7 +239,11 @@ def test_full_then_delta_then_a_third_delivery(
     create_bundle(str(second), _second(source_store), since=[str(first)])
     three = create_bundle(
         str(third),
-        [*_second(source_store), StoreImage(source_store, "app/web", "3")],
+        [
+            *_second(source_store),
+            StoreImage(source_store, "app/web", "3"),
+            StoreImage(source_store, "again/web", "1"),
+        ],
         since=[str(second)],  # the delta's references cover the first bundle too
     )
     assert {d for d in three.carried} == set(_all_blobs(WEB3)) - set(_all_blobs(WEB2))
@@ -251,7 +256,9 @@ def test_full_then_delta_then_a_third_delivery(
     expected = [("app/web", "1", BASE), ("tools/cli", "2", TOOL), ("app/web", "2", WEB2),
                 ("team/new", "1", NEW), ("app/web", "3", WEB3),
                 # a registry keeps blobs per repository: BASE's layers come by a mount
-                ("other/web", "1", WEB2)]  # fmt: skip
+                ("other/web", "1", WEB2),
+                # its manifest too is left out: read from, and its blobs mounted from, another name
+                ("again/web", "1", WEB2)]  # fmt: skip
     for name, tag, built in expected:
         _assert_in_store(store, name, tag, built)
         _assert_in_registry(client, f"air/{name}", tag, built)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -45,6 +45,7 @@ from .place import BundleImage
 
 if TYPE_CHECKING:
     from regstore.engine.model import Image, RegistryClient
+    from regstore.engine.places import ImageSource
     from regstore.events import EventSink
     from regstore.manifest import Descriptor
     from regstore.store import ObjectStore
@@ -318,24 +319,23 @@ def import_bundle(
 
     targets = {e.ref_name: _target_name(prefix, e.name) for e in opened.entries}
     candidates = list(dict.fromkeys(targets.values()))
-    if opened.bundle_manifest is not None and client is not None:
+    if opened.bundle_manifest is not None:
         for base in opened.bundle_manifest.base:
             for ref_name in base.images:
                 base_name, _ = split_ref_name(ref_name)
                 if base_name is not None:
                     candidates.append(_target_name(prefix, base_name))
     candidates = list(dict.fromkeys(candidates))
-    mounts = _check_base(opened, targets, candidates, image, bundle)
-    jobs = [
-        (
-            cast(
-                "Image",
-                BundleImage(opened, e.name, e.tag, fallback=image(targets[e.ref_name], None)),
-            ),
-            image(targets[e.ref_name], e.tag),
-        )
-        for e in opened.entries
-    ]
+    homes = _check_base(opened, targets, candidates, image, bundle)
+    jobs = []
+    for e in opened.entries:
+        repo = targets[e.ref_name]
+        fallback = tuple(image(r, None) for r in dict.fromkeys([repo, *homes]))
+        source = BundleImage(opened, e.name, e.tag, fallback=fallback)
+        jobs.append((cast("Image", source), image(repo, e.tag)))
+    # a registry keeps blobs per repository: what a base delivered under another name is
+    # mounted from there (a store's blobs are shared: nothing to mount)
+    mounts = [r for r in homes if client is not None]
     return transfer_many(
         jobs,
         mount_from=mounts,
@@ -354,23 +354,31 @@ def _check_base(
     bundle: str,
 ) -> list[str]:
     """Before anything moves: every digest the bundle's images need but it does not carry
-    must be at the target. The repositories to mount blobs from (a registry keeps blobs per
-    repository: one a base delivered under another name has them); raises
-    BundleBaseMissingError listing what lacks."""
+    must be at the target, in the image's repository or in another ``candidates`` one (a
+    base may have delivered it under another name). Returns those other repositories (the
+    manifests are read and the blobs mounted from there); raises BundleBaseMissingError
+    listing what lacks."""
     missing: list[str] = []
-    mounts: list[str] = []
+    homes: list[str] = []
     visited: set[tuple[str, str]] = set()
 
-    def need_blob(repo: str, digest: str) -> None:
+    def find(repo: str, has: Callable[[ImageSource], bool]) -> bool:
         for candidate in [repo, *(c for c in candidates if c != repo)]:
+            if has(source_of(image(candidate, None))):
+                if candidate != repo and candidate not in homes:
+                    homes.append(candidate)
+                return True
+        return False
+
+    def has_blob(digest: str) -> Callable[[ImageSource], bool]:
+        def check(place: ImageSource) -> bool:
             try:
-                source_of(image(candidate, None)).blob_size(digest)
+                place.blob_size(digest)
             except NotFoundError:
-                continue
-            if candidate != repo and candidate not in mounts:
-                mounts.append(candidate)
-            return
-        missing.append(digest)
+                return False
+            return True
+
+        return check
 
     def walk(repo: str, desc: Descriptor) -> None:
         digest = str(desc.digest)
@@ -378,13 +386,14 @@ def _check_base(
             return
         visited.add((repo, digest))
         if not opened.carries(digest):
-            if not source_of(image(repo, None)).has_manifest(digest):
+            if not find(repo, lambda place: place.has_manifest(digest)):
                 missing.append(digest)
             return
         manifest = opened.manifest(digest, desc.media_type or None)
         for blob in manifest.blobs:
-            if not opened.carries(str(blob.digest)):
-                need_blob(repo, str(blob.digest))
+            blob_digest = str(blob.digest)
+            if not opened.carries(blob_digest) and not find(repo, has_blob(blob_digest)):
+                missing.append(blob_digest)
         for child in manifest.manifests:
             walk(repo, child)
 
@@ -402,7 +411,7 @@ def _check_base(
         assert opened.bundle_manifest is not None
         base = [b.id for b in opened.bundle_manifest.base]
         raise BundleBaseMissingError(bundle, base, missing)
-    return mounts
+    return homes
 
 
 # -- verifying -------------------------------------------------------------------------------

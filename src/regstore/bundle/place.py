@@ -43,14 +43,14 @@ class BundleImage:
 
     ``bundle`` is a :class:`~.archive.BundleWriter` when the image is written (a destination)
     and an :class:`~.contents.OpenBundle` when it is read (a source). ``fallback`` (a source
-    only) is where the manifests a delta leaves out are read from: the import's target, which
-    has them from the base bundle.
+    only) is where the manifests a delta leaves out are read from, in order: repositories of
+    the import's target, which has them from the base bundle.
     """
 
     bundle: BundleWriter | OpenBundle = field(compare=False)
     name: str
     reference: str | None = None
-    fallback: Image | None = field(default=None, compare=False)
+    fallback: tuple[Image, ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
         base = f"bundle:{self.name}"
@@ -147,7 +147,7 @@ class BundleSource:
             raise TypeError(f"{image} is written into a bundle, not read from one")
         self.bundle = image.bundle
         self.name = image.name
-        self._fallback = None if image.fallback is None else source_of(image.fallback)
+        self._fallback = [source_of(f) for f in image.fallback]
 
     def _digest_of(self, reference: str) -> str | None:
         if is_digest(reference):
@@ -162,8 +162,9 @@ class BundleSource:
             raise ImageManifestNotFoundError(f"bundle {self.bundle.url}: {self.name}", reference)
         if self.bundle.carries(digest):
             return self.bundle.manifest(digest)
-        if self._fallback is not None:
-            return self._fallback.manifest(digest)
+        for place in self._fallback:
+            if place.has_manifest(digest):
+                return place.manifest(digest)
         raise ImageManifestNotFoundError(f"bundle {self.bundle.url}: {self.name}", digest)
 
     def manifest_digest(self, reference: str) -> str | None:
@@ -178,7 +179,7 @@ class BundleSource:
         """True if the tar, or the fallback, has the manifest."""
         if self.bundle.carries(digest):
             return True
-        return self._fallback is not None and self._fallback.has_manifest(digest)
+        return any(place.has_manifest(digest) for place in self._fallback)
 
     def blob_size(self, digest: str) -> int:
         """The blob's size in the tar; BlobNotFoundError when the tar does not carry it."""
