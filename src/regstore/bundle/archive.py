@@ -43,6 +43,9 @@ BLOCK = 512
 BUFFER_SIZE = 4 << 20
 #: Reads of a remote tar's headers fetch this much at a time (not a whole read-ahead block).
 HEADER_BLOCK_SIZE = 64 << 10
+#: What a remote filesystem buffers of the tar being written (an S3 multipart part): s3fs's
+#: default of 50 MiB would take half the memory a bundle may use.
+WRITE_BLOCK_SIZE = 16 << 20
 #: How often a source that breaks mid-blob is reopened where it broke.
 SOURCE_RESUMES = 3
 
@@ -100,8 +103,11 @@ class BundleWriter:
         if parent:
             with contextlib.suppress(OSError, NotImplementedError):
                 self._fs.makedirs(parent, exist_ok=True)
+        kwargs: dict[str, Any] = {}
+        if not isinstance(self._fs, fsspec.implementations.local.LocalFileSystem):
+            kwargs["block_size"] = WRITE_BLOCK_SIZE
         try:
-            self._file: IO[bytes] = self._fs.open(self._tmp, "wb")
+            self._file: IO[bytes] = self._fs.open(self._tmp, "wb", **kwargs)
         except OSError as exc:
             raise StoreError(f"cannot write bundle {url}: {exc}") from exc
 
