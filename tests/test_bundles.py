@@ -383,6 +383,8 @@ def test_the_two_delivery_workflow_on_the_command_line(
     assert doc["delta"] is True
     assert [i["name"] + ":" + i["tag"] for i in doc["images"]] == ["app/web:1", "app/web:2"]
     assert doc["base"][0]["id"] == read_bundle(one).id
+    plain = run_cli("bundle", "ls", two, home=home, store=store)
+    assert "app/web:2" in plain.stdout and f"base bundle: {doc['base'][0]['id']}" in plain.stdout
     assert run_cli("bundle", "verify", two, home=home, store=store).returncode == 0
 
     target = registry_factory()

@@ -104,6 +104,14 @@ def _plan(image: Image, options: TransferOptions, excluded: frozenset[str]) -> _
     return _Planned(image, source_digest, info, plan.top.descriptor(), sizes)
 
 
+def _base_names(base: BundleManifest) -> tuple[str, ...]:
+    """The ref names a base bundle delivered, its own base's included (where an import may
+    find what a delta leaves out)."""
+    names = [i.ref_name for i in base.images if i.name]
+    names += [n for b in base.base for n in b.images]
+    return tuple(dict.fromkeys(names))
+
+
 def _index_bytes(planned: Sequence[_Planned]) -> bytes:
     """``index.json``. Its entries carry OCI media types even for a Docker manifest (list):
     skopeo (containers/image) looks a ref name up only among OCI-typed entries. The manifest
@@ -163,7 +171,7 @@ def create_bundle(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tool=_tool(),
         images=tuple(p.info for p in planned),
-        base=tuple(BaseBundle(b.id, tuple(i.ref_name for i in b.images)) for b in bases),
+        base=tuple(BaseBundle(b.id, _base_names(b)) for b in bases),
         carried=tuple(carried),
         references=tuple(sorted(references)),
         size=sum(carried.values()),
@@ -197,7 +205,9 @@ def create_bundle(
                 raise error
             raise BundleInvalidError(f"{failed[0].source}: {failed[0].error}")
         wanted = {p.info.ref_name: p.info.digest for p in planned}
-        if writer.tagged != wanted:
+        # the images index.json names (written first, from the plan) are what the transfer
+        # tagged; other tagged manifests (none today) would be carried but not named
+        if any(writer.tagged.get(ref) != digest for ref, digest in wanted.items()):
             raise BundleInvalidError(
                 "an image changed while the bundle was written; run the command again"
             )

@@ -97,7 +97,8 @@ class BundledImage:
 
 @dataclass(frozen=True)
 class BaseBundle:
-    """A bundle a delta was made against: its id and the ref names of its images."""
+    """A bundle a delta was made against: its id and the ref names of its images (and of its
+    own base's: where an import looks for what the delta leaves out)."""
 
     id: str
     images: tuple[str, ...] = ()
