@@ -18,8 +18,6 @@ import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
-import fsspec
-
 from regstore.digest import Digester
 from regstore.errors import (
     BlobNotFoundError,
@@ -53,11 +51,20 @@ Opener = Callable[[int], BlobSource]
 
 
 def _fs_and_path(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    # imported here: ``import regstore`` (and every CLI command) need not load fsspec
+    import fsspec
+
     try:
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     except (ValueError, ImportError) as exc:
         raise BundleInvalidError(f"cannot open bundle {url!r}: {exc}") from exc
     return fs, path
+
+
+def _is_local(fs: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
 
 
 def _header(name: str, size: int, mtime: float, *, directory: bool = False) -> bytes:
@@ -104,7 +111,7 @@ class BundleWriter:
             with contextlib.suppress(OSError, NotImplementedError):
                 self._fs.makedirs(parent, exist_ok=True)
         kwargs: dict[str, Any] = {}
-        if not isinstance(self._fs, fsspec.implementations.local.LocalFileSystem):
+        if not _is_local(self._fs):
             kwargs["block_size"] = WRITE_BLOCK_SIZE
         try:
             self._file: IO[bytes] = self._fs.open(self._tmp, "wb", **kwargs)
@@ -318,9 +325,7 @@ class BundleReader:
 
     def _open(self, block_size: int | None = None) -> IO[bytes]:
         kwargs: dict[str, Any] = {}
-        if block_size is not None and not isinstance(
-            self._fs, fsspec.implementations.local.LocalFileSystem
-        ):
+        if block_size is not None and not _is_local(self._fs):
             kwargs["block_size"] = block_size
         try:
             handle: IO[bytes] = self._fs.open(self._path, "rb", **kwargs)
