@@ -476,3 +476,34 @@ def test_a_failed_create_leaves_nothing_and_keeps_an_older_bundle(
     with pytest.raises(NotFoundError):
         create_bundle(str(tmp_path / "new.tar"), [StoreImage(store, "app/web", "9")])
     assert not (tmp_path / "new.tar").exists()
+
+
+# -- a flaky source ------------------------------------------------------------------------
+
+
+def test_create_resumes_a_cut_blob_and_refuses_a_corrupted_one(
+    registry: RegistryServer, fault_proxy_factory, tmp_path: Path
+) -> None:
+    built = build_image(layers=1, layer_size=3 << 20, seed=1306, media="oci")
+    registry.push_content("src/app", "1", built)
+    layer = built.layer_digests[0]
+    proxy = fault_proxy_factory(registry)
+    client = Client(proxy.host, use_docker_config=False, backoff=0.01, sleep=lambda s: None)
+
+    proxy.cut_response(f"/blobs/{layer}", after_bytes=1 << 20)
+    out = tmp_path / "cut.tar"
+    create_bundle(str(out), [RegistryImage(client, "src/app", "1")])
+    # the tar member went on from where the body broke: one ranged GET, no second copy
+    ranged = [r for r in proxy.requests_matching("GET", f"/blobs/{layer}") if "Range" in r.headers]
+    assert ranged and ranged[-1].headers["Range"] == f"bytes={1 << 20}-"
+    assert verify_bundle(str(out)).ok
+    store = open_store(f"memory://cut-{tmp_path.name}")
+    assert import_bundle(str(out), store=store).ok
+    _assert_in_store(store, "src/app", "1", built)
+
+    proxy.corrupt_response(f"/blobs/{layer}")
+    bad = tmp_path / "bad.tar"
+    with pytest.raises(DigestMismatchError, match=layer.split(":")[1]):
+        create_bundle(str(bad), [RegistryImage(client, "src/app", "1")])
+    assert not bad.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tar"]

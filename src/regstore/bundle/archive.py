@@ -27,7 +27,7 @@ from regstore.errors import (
     StoreError,
     TransportError,
 )
-from regstore.retry import is_transient
+from regstore.retry import RetryBudget, RetryPolicy, is_transient
 from regstore.wire import BlobSource
 
 from .format import MAX_JSON_MEMBER, blob_member
@@ -44,7 +44,7 @@ HEADER_BLOCK_SIZE = 64 << 10
 #: What a remote filesystem buffers of the tar being written (an S3 multipart part): s3fs's
 #: default of 50 MiB would take half the memory a bundle may use.
 WRITE_BLOCK_SIZE = 16 << 20
-#: How often a source that breaks mid-blob is reopened where it broke.
+#: How often a source without a retry policy of its own is reopened after breaking mid-blob.
 SOURCE_RESUMES = 3
 
 Opener = Callable[[int], BlobSource]
@@ -164,13 +164,16 @@ class BundleWriter:
         size: int,
         opener: Opener,
         on_bytes: Callable[[int], None] | None = None,
+        budget: RetryBudget | None = None,
     ) -> int:
         """Stream the blob ``digest`` of ``size`` bytes from ``opener`` into the tar; the bytes
         moved (0 when it was there already or is excluded).
 
         The size goes into the member's header first, so the bytes must be exactly ``size``
         and hash to ``digest``: otherwise DigestMismatchError, and the bundle is spoilt. A
-        source that breaks mid-blob (transiently) is reopened where it broke, a few times.
+        source that breaks mid-blob (transiently) is reopened where it broke, while ``budget``
+        (the source's, e.g. a registry's retry policy; None: a few times) lasts: the member
+        goes on where its bytes stopped.
         """
         with self._lock:
             self._check()
@@ -178,9 +181,12 @@ class BundleWriter:
                 return 0
             if size < 0:
                 raise BundleInvalidError(f"blob {digest} has no known size")
+            if budget is None:
+                budget = RetryPolicy(retries=SOURCE_RESUMES).budget(f"reading blob {digest}")
             try:
                 self._file.write(_header(blob_member(digest), size, self._mtime))
-                self._stream(digest, size, opener, on_bytes)
+                with budget:
+                    self._stream(digest, size, opener, on_bytes, budget)
                 self._file.write(_padding(size))
             except BaseException as exc:
                 self._spoilt = exc
@@ -189,14 +195,25 @@ class BundleWriter:
             return size
 
     def _stream(
-        self, digest: str, size: int, opener: Opener, on_bytes: Callable[[int], None] | None
+        self,
+        digest: str,
+        size: int,
+        opener: Opener,
+        on_bytes: Callable[[int], None] | None,
+        budget: RetryBudget,
     ) -> None:
         digester = Digester(digest.partition(":")[0])
         buffer = bytearray(min(BUFFER_SIZE, max(size, 1)))
         view = memoryview(buffer)
-        resumes = 0
         while digester.size < size:
-            source = opener(digester.size)
+            before = digester.size
+            try:
+                source = opener(digester.size)
+            except (TransportError, RegistryError) as exc:
+                if not is_transient(exc):
+                    raise
+                budget.retry_or_raise(exc)
+                continue
             try:
                 if source.offset != digester.size:
                     _skip(source, digester.size - source.offset, view)
@@ -219,9 +236,11 @@ class BundleWriter:
                     actual_size=digester.size,
                 )
             except (TransportError, RegistryError) as exc:
-                if not is_transient(exc) or resumes >= SOURCE_RESUMES:
+                if not is_transient(exc):
                     raise
-                resumes += 1
+                if digester.size > before:
+                    budget.progress()  # bytes arrived: the next pause starts short again
+                budget.retry_or_raise(exc)
                 log.info("blob %s broke at %d bytes (%s); resuming", digest, digester.size, exc)
             finally:
                 source.close()

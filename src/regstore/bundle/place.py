@@ -120,7 +120,9 @@ class BundleSink:
                 )
 
         try:
-            moved = self.writer.add_blob(digest, desc.size, source.opener(digest), progress)
+            moved = self.writer.add_blob(
+                digest, desc.size, source.opener(digest), progress, source.read_budget(desc)
+            )
         except BaseException as exc:
             reporter.emit(EventKind.FAILED, digest, total=desc.size, error=str(exc))
             raise
