@@ -507,3 +507,18 @@ def test_create_resumes_a_cut_blob_and_refuses_a_corrupted_one(
         create_bundle(str(bad), [RegistryImage(client, "src/app", "1")])
     assert not bad.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tar"]
+
+
+def test_a_damaged_manifest_stops_the_import_before_anything_moves(
+    source_store: ObjectStore, tmp_path: Path
+) -> None:
+    out = tmp_path / "one.tar"
+    create_bundle(str(out), [StoreImage(source_store, "app/web", "1")])
+    _flip_in_member(out, BASE.manifest_digest)
+    store = open_store(str(tmp_path / "target"))
+    with pytest.raises(DigestMismatchError, match=BASE.manifest_digest.split(":")[1]):
+        import_bundle(str(out), store=store)
+    assert not store.exists() or store.repositories() == []
+    assert all(not store.blob_exists(d) for d in BASE.blobs)
+    report = verify_bundle(str(out))
+    assert any(BASE.manifest_digest in p for p in report.problems), report
