@@ -202,6 +202,11 @@ class BundleSource:
         """None: nothing mounts from a tar."""
         return None
 
+    def referrers(self, digest: str, artifact_types: Sequence[str]) -> list[Descriptor]:
+        """None yet: a bundle keeps no referrers index (carrying referrers through bundles is
+        later work), so ``referrers=True`` moves nothing more out of one."""
+        return []
+
 
 def _source(image: BundleImage) -> ImageSource:
     return BundleSource(image)
