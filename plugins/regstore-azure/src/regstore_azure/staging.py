@@ -41,6 +41,7 @@ from regstore.backends.kit import (
     StagingKind,
     StagingStream,
 )
+from regstore.errors import StoreError
 
 from .blocks import Block, block_id, block_size, usable_blocks
 from .client import AzureObjects
@@ -79,7 +80,10 @@ class BlockStream:
     def _stage(self) -> None:
         if not self._filled:
             return
-        identifier = block_id(len(self._ids))
+        try:
+            identifier = block_id(len(self._ids))
+        except ValueError as exc:  # Azure's 50,000 blocks: a blob of over 100 TiB
+            raise StoreError(f"cannot stage more of {self._name}: {exc}") from None
         view = memoryview(self._buffer)[: self._filled]
         self._objects.stage_block(self._name, identifier, view)
         self._ids.append(identifier)
