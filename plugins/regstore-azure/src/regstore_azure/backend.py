@@ -1,5 +1,5 @@
 """``az://container/prefix`` (and ``abfs://``): the fsspec store on adlfs, with Azure's own
-staging, locks and small-file writes.
+staging and locks.
 
 :class:`AzureBackend` is :class:`regstore.backends.kit.FsspecBackend` on an
 ``adlfs.AzureBlobFileSystem`` (streamed reads of complete blobs, listing of blobs); the layouts
@@ -10,9 +10,12 @@ handed the two parts of a composed store:
   List, Put Block List, then a server-side copy into place);
 - the lock part :class:`~regstore_azure.locks.AzureLeaseLockManager` (blob leases);
 
-and adapts the small-file primitives to a flat namespace of blobs (one Put Blob replaces a
-small file atomically; there are no directories). Every Azure SDK, aiohttp and OS failure
-becomes a chained StoreError whose message never holds a credential.
+Small files (links, ``index.json``) are adlfs's: one Put Blob replaces a blob atomically
+(``atomic_put``), and listing, removal and quarantine moves use FsspecBackend's generic fsspec
+calls unchanged. Overridden are only what adlfs answers differently from what a store needs:
+no directories to create, a blob under a pending server-side copy is not yet whole, and reads
+use a bounded read-ahead. Every Azure SDK, aiohttp and OS failure becomes a chained
+StoreError whose message never holds a credential.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from regstore.backends.kit import (
     Option,
     StoreLocation,
     StoreOptionError,
-    WalkedFile,
     check_layout,
     location_factory,
     parse_flag,
@@ -201,40 +203,15 @@ class AzureBackend(FsspecBackend):
             raise StoreError(f"path {path!r} is not in container {self.container!r}")
         return path[len(head) :]
 
-    # -- small files: one Put Blob is atomic ------------------------------------------------
+    # -- what adlfs's generic answers get wrong for a store -----------------------------------
 
     def ensure_parent(self, path: str) -> None:
-        """Nothing to do: blob storage has no directories."""
-
-    def read_file(self, path: str) -> bytes | None:
-        return self.objects.get(self.blob_name(path))
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.objects.put(self.blob_name(path), data)
+        """Nothing to do: blob storage has no directories (adlfs would ask for the container)."""
 
     def file_size(self, path: str) -> int | None:
+        """The size of a whole blob; None while a server-side copy onto it is still pending."""
         info = self.objects.head(self.blob_name(path))
         return None if info is None else info.size
-
-    def exists(self, path: str) -> bool:
-        name = self.blob_name(path)
-        return self.objects.head(name) is not None or self.objects.has_prefix(
-            name.rstrip("/") + "/"
-        )
-
-    def list_dir(self, path: str) -> list[tuple[str, bool]]:
-        prefix = self.blob_name(path).rstrip("/") + "/"
-        files, folders = self.objects.list_children(prefix)
-        found = [(info.name[len(prefix) :], False) for info in files]
-        found += [(folder[len(prefix) :].rstrip("/"), True) for folder in folders]
-        return [(name, is_dir) for name, is_dir in found if name and "/" not in name]
-
-    def remove(self, path: str, *, recursive: bool = False) -> None:
-        name = self.blob_name(path)
-        if recursive:
-            for info in self.objects.list_blobs(name.rstrip("/") + "/"):
-                self.objects.delete(info.name)
-        self.objects.delete(name)
 
     def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
         what = f"cannot read az://{path} ({self.shown_url})"
@@ -251,22 +228,10 @@ class AzureBackend(FsspecBackend):
     def location(self, path: str) -> str:
         return f"az://{path}"
 
-    def walk_files(self, base: str) -> list[WalkedFile]:
-        prefix = self.blob_name(base).rstrip("/") + "/"
-        return [(i.name[len(prefix) :], i.size, i.mtime) for i in self.objects.list_blobs(prefix)]
-
     def stat_file(self, path: str) -> tuple[int, float] | None:
+        """``(size, mtime)`` of a whole blob (a pending copy is not one yet)."""
         info = self.objects.head(self.blob_name(path))
         return None if info is None else (info.size, info.mtime)
-
-    def move_aside(self, source: str, target: str) -> None:
-        # Copy server-side, then delete: the blob is whole until the delete, then absent.
-        self.objects.copy(self.blob_name(source), self.blob_name(target))
-        self.objects.delete(self.blob_name(source))
-
-    def store_exists(self) -> bool:
-        """True if any blob lies under the prefix (blob storage has no empty directories)."""
-        return self.objects.has_prefix(f"{self.prefix}/" if self.prefix else "")
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -2,9 +2,9 @@
 
 :class:`AzureObjects` speaks to one container through a ``ContainerClient`` for what the
 fsspec API (adlfs) does not offer: the block primitives (Put Block, Get Block List, Put Block
-List), leases, server-side copies, conditional creates and listings that include blobs made
-only of uncommitted blocks. Small files are single Put Blob requests here too (atomic on
-Azure, and without adlfs's event-loop hop).
+List), leases, server-side copies that are waited for, conditional creates, listings that
+include blobs made only of uncommitted blocks, and properties that tell a pending copy from a
+whole blob.
 
 Every failure leaves this module as a :class:`regstore.errors.StoreError` chained to the
 original. The message names the operation, the blob and Azure's error code and status, never
@@ -143,18 +143,8 @@ class AzureObjects:
             return None  # a server-side copy has not finished: the blob is not whole yet
         return _info(name, props)
 
-    def get(self, name: str) -> bytes | None:
-        """The whole content of a small blob, or None if absent."""
-        try:
-            with translate_azure_errors(self._what("read", name)):
-                return bytes(self.blob(name).download_blob().readall())
-        except StoreError as exc:
-            if exc.__cause__ is not None and _is_not_found(exc.__cause__):
-                return None
-            raise
-
     def put(self, name: str, data: bytes, *, if_absent: bool = False) -> None:
-        """Write a small blob in one Put Blob (atomic); ``if_absent``: Conflict if it exists."""
+        """Write a small blob in one Put Blob; ``if_absent``: Conflict if it exists."""
         with translate_azure_errors(self._what("write", name)):
             self.blob(name).upload_blob(bytes(data), overwrite=not if_absent)
 
@@ -176,25 +166,6 @@ class AzureObjects:
                 _info(str(props.name), props)
                 for props in self.container.list_blobs(name_starts_with=prefix, include=include)
             ]
-
-    def list_children(self, prefix: str) -> tuple[list[BlobInfo], list[str]]:
-        """The blobs directly under ``prefix`` and the virtual folders there (``.../``)."""
-        files: list[BlobInfo] = []
-        folders: list[str] = []
-        with translate_azure_errors(self._what("list", prefix)):
-            for item in self.container.walk_blobs(name_starts_with=prefix, delimiter="/"):
-                name = str(item.name)
-                if name.endswith("/") and not hasattr(item, "size"):
-                    folders.append(name)
-                else:
-                    files.append(_info(name, item))
-        return files, folders
-
-    def has_prefix(self, prefix: str) -> bool:
-        """True if any blob lies under ``prefix``."""
-        with translate_azure_errors(self._what("list", prefix)):
-            pages = self.container.list_blobs(name_starts_with=prefix, results_per_page=1)
-            return next(iter(pages), None) is not None
 
     # -- blocks -----------------------------------------------------------------------------
 
