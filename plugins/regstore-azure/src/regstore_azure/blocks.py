@@ -6,7 +6,7 @@ names them. regstore stages a blob's bytes as such blocks and names them by sequ
 (:func:`block_id`), so that the blocks an interrupted writer left are ordered and counted
 again from Get Block List alone (:func:`usable_blocks`).
 
-The block size grows with what is staged (:func:`block_size`): 4 MiB blocks up to 8 GiB,
+The block size grows with what is staged (:func:`block_size`): 4 MiB blocks up to about 8 GiB,
 then 1/2000 of the bytes staged so far, which fits 100 TiB in fewer than 40,000 blocks and so
 leaves room below Azure's 50,000 for the short last block every interrupted write adds. The
 append stream that regstore's kit hands a staging part is not told the blob's declared size,
