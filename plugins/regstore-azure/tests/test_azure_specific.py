@@ -7,6 +7,7 @@ Every store test talks HTTP to Azurite (the ``azurite`` fixture); blobs stay in 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import random
@@ -189,6 +190,49 @@ def test_an_account_key_and_url_open_an_oci_store(
     names = _names(azurite, azure_container, "oci-store/", uncommitted=True)
     assert "oci-store/oci-layout" in names and "oci-store/index.json" in names
     assert not [n for n in names if n.startswith("oci-store/_regstore/")]
+
+
+def test_a_sas_token_writes_and_copies_into_place(
+    azurite: AzuriteServer, azure_container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    sas = generate_container_sas(
+        ACCOUNT,
+        azure_container,
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(
+            read=True, add=True, create=True, write=True, delete=True, list=True
+        ),
+        expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1),
+    )
+    store = open_store(
+        f"az://{azure_container}/sas?account_url={azurite.account_url}", sas_token=sas
+    )
+    try:
+        assert sas not in repr(store) + json.dumps(store.describe())
+        data, digest = _blob(5 * MiB, seed=12)  # two blocks, then a copy whose source needs the SAS
+        _write(store, data, digest)
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+    finally:
+        store.close()
+
+
+def test_without_a_secret_the_default_azure_credential_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY",
+                 "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    store = open_store("az://mirror/registry?account_name=someaccount")  # no request yet
+    try:
+        client = store.backend.objects.container  # type: ignore[attr-defined]
+        assert type(client.credential).__name__ == "DefaultAzureCredential"
+        assert client.url == "https://someaccount.blob.core.windows.net/mirror"
+    finally:
+        store.close()
 
 
 # -- staging: Put Block, Put Block List, one copy into place ----------------------------------

@@ -324,10 +324,10 @@ def build_clients(container: str, options: dict[str, Any]) -> tuple[Any, Any]:
             fs_kwargs = {"account_name": account, "anon": False}
             if options["account_url"]:
                 fs_kwargs["account_host"] = account_url.split("://", 1)[-1]
-        # Other processes write the same container: never answer from a stale listing.
-        fs = adlfs.AzureBlobFileSystem(
-            **fs_kwargs, use_listings_cache=False, skip_instance_cache=True
-        )
+        # Other processes write the same container: never answer from a stale listing. (Stores
+        # opened with the same options share one filesystem and its connection pool: fsspec
+        # caches instances by their arguments.)
+        fs = adlfs.AzureBlobFileSystem(**fs_kwargs, use_listings_cache=False)
     return fs, client
 
 
