@@ -305,9 +305,9 @@ def test_a_killed_writer_is_resumed_from_its_staged_blocks(
     store = open_store(url)
     try:
         status = store.blob_status(digest)
-        assert status.state is BlobState.WRITING  # the dead writer's lease still runs
-        with pytest.raises(LayerLockedError):
-            store.layer(digest).writer()
+        # the dead writer's lease runs until it expires (unless a very busy machine took
+        # longer than the lease to get here)
+        assert status.state in (BlobState.WRITING, BlobState.PARTIAL)
         deadline = time.monotonic() + LEASE + 30
         while status.state is BlobState.WRITING and time.monotonic() < deadline:
             time.sleep(0.5)
