@@ -247,6 +247,12 @@ class AzureBackend(FsspecBackend):
         )
         return info
 
+    def close(self) -> None:
+        """Close this store's Azure client and its connections (adlfs's filesystem is shared by
+        stores opened with the same options, and stays)."""
+        with translate_azure_errors(f"cannot close {self.shown_url}"):
+            self.objects.container.close()
+
     def __repr__(self) -> str:
         return f"AzureBackend({self.shown_url!r}, layout={self.layout.name!r})"
 
