@@ -2,7 +2,7 @@
 
 :func:`azurite_command` finds ``azurite-blob``: ``$REGSTORE_AZURITE`` (a path to it), then
 the repository's npm cache ``.cache/azurite`` (where ``scripts/test`` installs it), then
-``PATH``; failing all three it runs ``npm install --prefix .cache/azurite azurite@3`` once,
+``PATH``; failing all three it runs ``npm install --prefix .cache/azurite azurite@3.35.0`` once,
 under a file lock (parallel test workers wait for the first one). :class:`AzuriteServer`
 starts it on a free port with its data in a temporary directory and stops it afterwards.
 
@@ -36,7 +36,7 @@ ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 #: The npm package installed when no azurite-blob is found.
-AZURITE_PACKAGE = "azurite@3"
+AZURITE_PACKAGE = "azurite@3.35.0"  # the version the suite was written against
 REPO_ROOT = Path(__file__).resolve().parents[3]
 NPM_PREFIX = REPO_ROOT / ".cache" / "azurite"
 
