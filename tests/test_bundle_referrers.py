@@ -221,3 +221,26 @@ def test_a_delta_carries_just_the_new_signature(
         str(late.digest),
     }
     assert store.manifest("app", late.digest).raw == late.raw
+
+
+def test_two_tags_of_one_signed_image_list_its_referrers_once(
+    signed: tuple[Client, SupplyChain],
+    store_factory: Callable[[str], ObjectStore],
+    tmp_path: Path,
+) -> None:
+    client, chain = signed
+    push_image(client, "app", chain.image, "latest")
+    out = tmp_path / "both.tar"
+    info = create_bundle(
+        str(out),
+        [RegistryImage(client, "app", "v1"), RegistryImage(client, "app", "latest")],
+        referrers=True,
+    )
+    assert sorted(r.digest for r in info.referrers) == sorted(chain.referrers)
+    names = [_ref_name(e) for e in _index(out)]
+    tagged = [n for n in names if n is not None]
+    assert sorted(tagged) == sorted(["app:v1", "app:latest", f"app:{chain.sig_tag}"])
+    assert len(names) == len(chain.referrers) + 2
+    store = store_factory("memory")
+    assert import_bundle(str(out), store=store).ok
+    _check_store(store, chain)

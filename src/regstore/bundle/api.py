@@ -249,8 +249,13 @@ def create_bundle(
     referrers = referrers or bool(referrer_types)
     found: list[_PlannedReferrer] = []
     if referrers:
+        listed: set[tuple[str, str, str | None]] = set()
         for p in planned:
-            found += _plan_referrers(p.image, p.plan, referrer_types, excluded)
+            for r in _plan_referrers(p.image, p.plan, referrer_types, excluded):
+                key = (r.info.name, r.info.digest, r.info.tag)
+                if key not in listed:  # two tags of one image share their referrers
+                    listed.add(key)
+                    found.append(r)
     carried: dict[str, int] = {}  # digest -> size, in first-use order
     references: set[str] = set(excluded)
     for sizes in [p.sizes for p in planned] + [r.sizes for r in found]:
