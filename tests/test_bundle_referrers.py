@@ -157,6 +157,12 @@ def test_referrer_types_keep_only_the_sbom_and_without_the_flag_none_travel(
     info = read_bundle(str(sbom_only))
     assert [r.digest for r in info.referrers] == [str(chain.sbom.digest)]
     assert len(_index(sbom_only)) == 2
+    listed = run_cli("bundle", "ls", str(sbom_only), home=home)
+    assert listed.returncode == 0 and f"app ({SBOM})" in listed.stdout, listed
+    as_json = run_cli("--json", "bundle", "ls", str(sbom_only), home=home).json()
+    assert [(r["digest"], r["subject"]) for r in as_json["referrers"]] == [
+        (str(chain.sbom.digest), str(chain.image.digest))
+    ]
     store = store_factory("file-oci")
     assert import_bundle(str(sbom_only), store=store).ok
     assert _held(store) == {str(chain.image.digest), str(chain.sbom.digest)}
@@ -244,3 +250,24 @@ def test_two_tags_of_one_signed_image_list_its_referrers_once(
     store = store_factory("memory")
     assert import_bundle(str(out), store=store).ok
     _check_store(store, chain)
+
+
+def test_from_a_sync_file_supply_chain_tags_travel_with_their_image(
+    registry: RegistryServer, signed: tuple[Client, SupplyChain], tmp_path: Path
+) -> None:
+    """Every tag of ``app`` is listed (v1, the .sig tag, the fallback indexes): with
+    --referrers only v1 is an image, the rest travels as its referrers."""
+    _, chain = signed
+    sync = tmp_path / "mirror.yaml"
+    sync.write_text(
+        f"target: {{store: '{tmp_path / 'unused'}'}}\n"
+        f"sources:\n  - registry: {registry.host}\n    repositories: [app]\n"
+    )
+    out = tmp_path / "synced.tar"
+    r = run_cli(
+        "bundle", "create", str(out), "--from", str(sync), "--referrers", home=tmp_path / "home"
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    info = read_bundle(str(out))
+    assert [i.ref_name for i in info.images] == ["app:v1"]
+    assert {r.digest for r in info.referrers} == chain.referrers
