@@ -120,9 +120,9 @@ def test_a_signed_image_travels_with_its_referrers(
 
     # skopeo still reads the image (and the signature tag) out of the bundle by ref name
     for ref, raw in (("app:v1", chain.image.raw), (f"app:{chain.sig_tag}", chain.sig.raw)):
-        target = tmp_path / f"dir-{ref[-6:]}"
-        skopeo_copy(f"oci-archive:{out}:{ref}", f"dir:{target}")
-        assert (target / "manifest.json").read_bytes() == raw
+        unpacked = tmp_path / f"dir-{ref[-6:]}"
+        skopeo_copy(f"oci-archive:{out}:{ref}", f"dir:{unpacked}")
+        assert (unpacked / "manifest.json").read_bytes() == raw
 
     fresh = registry_factory()
     with Client(fresh.host) as target:
