@@ -12,7 +12,7 @@ and tag-last rule. The on-disk format is described in :mod:`.format`.
 from __future__ import annotations
 
 from .api import BundleVerifyReport, create_bundle, import_bundle, read_bundle, verify_bundle
-from .format import BaseBundle, BundledImage, BundleManifest
+from .format import BaseBundle, BundledImage, BundledReferrer, BundleManifest
 from .place import BundleImage
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "BundleManifest",
     "BundleVerifyReport",
     "BundledImage",
+    "BundledReferrer",
     "create_bundle",
     "import_bundle",
     "read_bundle",

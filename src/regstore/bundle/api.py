@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from regstore.engine.model import BatchResult, RegistryImage, StoreImage
 from regstore.engine.options import TransferOptions
 from regstore.engine.places import source_of
+from regstore.engine.referrers import find_referrers, has_wanted_type
 from regstore.engine.transfer import DEFAULT_CONCURRENCY, fit_to_sink, plan_image, transfer_many
 from regstore.errors import (
     BundleBaseMissingError,
@@ -27,6 +29,7 @@ from regstore.errors import (
 )
 from regstore.manifest import INDEX_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST, Platform
 from regstore.reference import is_digest, validate_name
+from regstore.referrers import referrer_descriptor
 
 from .archive import BundleReader, BundleWriter
 from .contents import OpenBundle
@@ -37,6 +40,7 @@ from .format import (
     REF_NAME_ANNOTATION,
     BaseBundle,
     BundledImage,
+    BundledReferrer,
     BundleManifest,
     bundle_id,
     split_ref_name,
@@ -46,6 +50,7 @@ from .place import BundleImage
 if TYPE_CHECKING:
     from regstore.engine.model import Image, RegistryClient
     from regstore.engine.places import ImageSource
+    from regstore.engine.transfer import ImagePlan
     from regstore.events import EventSink
     from regstore.manifest import Descriptor
     from regstore.store import ObjectStore
@@ -77,6 +82,68 @@ class _Planned:
     info: BundledImage
     descriptor: Descriptor
     sizes: dict[str, int]
+    plan: ImagePlan
+
+
+@dataclass
+class _PlannedReferrer:
+    info: BundledReferrer
+    descriptor: Descriptor
+    sizes: dict[str, int]
+
+
+def _sizes(source: ImageSource, plan: ImagePlan) -> dict[str, int]:
+    """Every blob and manifest of ``plan`` with its size (blobs first, manifests after)."""
+    sizes: dict[str, int] = {}
+    for desc in plan.blobs.values():
+        size = desc.size if desc.size >= 0 else source.blob_size(desc.digest)
+        sizes[str(desc.digest)] = size
+    for manifest in [*plan.children, plan.top]:
+        sizes[str(manifest.digest)] = manifest.size
+    return sizes
+
+
+def _plan_referrers(
+    image: Image, plan: ImagePlan, types: Sequence[str], excluded: frozenset[str]
+) -> list[_PlannedReferrer]:
+    """What the engine's ``referrers=True`` moves with the planned image (the same walk:
+    breadth-first from its manifests, a plain referrer only when its ``subject`` is the one it
+    was listed for, a cosign tag only of a wanted type), read now because ``index.json`` and
+    the bundle manifest are written before any blob."""
+    source = source_of(image)
+    subjects = [str(plan.top.digest)] + [str(c.digest) for c in plan.children]
+    seen = set(subjects)
+    queue = deque(subjects)
+    plain = TransferOptions.build(None)
+    out: list[_PlannedReferrer] = []
+    while queue:
+        subject = queue.popleft()
+        for found in find_referrers(source, subject, types):
+            if found.digest in seen:
+                continue
+            seen.add(found.digest)
+            referrer = plan_image(dataclasses.replace(image, reference=found.reference), plain)
+            top = referrer.top
+            if found.tag is None and (top.subject is None or str(top.subject.digest) != subject):
+                continue  # listed for another subject: the engine leaves it out too
+            if found.tag is not None and not has_wanted_type(top, types):
+                continue
+            queue.append(str(top.digest))
+            seen.add(str(top.digest))
+            sizes = _sizes(source, referrer)
+            desc = referrer_descriptor(top)
+            info = BundledReferrer(
+                name=image.name,
+                subject=subject,
+                digest=str(top.digest),
+                media_type=top.media_type,
+                artifact_type=desc.artifact_type,
+                tag=found.tag,
+                size=sum(sizes.values()),
+                carried=sum(s for d, s in sizes.items() if d not in excluded),
+            )
+            out.append(_PlannedReferrer(info, desc, sizes))
+    return out
 
 
 def _plan(image: Image, options: TransferOptions, excluded: frozenset[str]) -> _Planned:
@@ -86,13 +153,7 @@ def _plan(image: Image, options: TransferOptions, excluded: frozenset[str]) -> _
     source_digest = str(plan.top.digest)
     if plan.partial:
         plan = fit_to_sink(plan)
-    sizes: dict[str, int] = {}
-    source = source_of(image)
-    for desc in plan.blobs.values():
-        size = desc.size if desc.size >= 0 else source.blob_size(desc.digest)
-        sizes[str(desc.digest)] = size
-    for manifest in [*plan.children, plan.top]:
-        sizes[str(manifest.digest)] = manifest.size
+    sizes = _sizes(source_of(image), plan)
     info = BundledImage(
         name=image.name,
         tag=image.reference,
@@ -101,7 +162,7 @@ def _plan(image: Image, options: TransferOptions, excluded: frozenset[str]) -> _
         size=sum(sizes.values()),
         carried=sum(s for d, s in sizes.items() if d not in excluded),
     )
-    return _Planned(image, source_digest, info, plan.top.descriptor(), sizes)
+    return _Planned(image, source_digest, info, plan.top.descriptor(), sizes, plan)
 
 
 def _base_names(base: BundleManifest) -> tuple[str, ...]:
@@ -112,18 +173,38 @@ def _base_names(base: BundleManifest) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _index_bytes(planned: Sequence[_Planned]) -> bytes:
+def _named(descriptor: Descriptor, ref_name: str) -> dict[str, Any]:
+    desc = descriptor.to_json()
+    desc["mediaType"] = OCI_INDEX if descriptor.media_type in INDEX_MEDIA_TYPES else OCI_MANIFEST
+    desc["annotations"] = {REF_NAME_ANNOTATION: ref_name}
+    return desc
+
+
+def _index_bytes(planned: Sequence[_Planned], referrers: Sequence[_PlannedReferrer]) -> bytes:
     """``index.json``. Its entries carry OCI media types even for a Docker manifest (list):
     skopeo (containers/image) looks a ref name up only among OCI-typed entries. The manifest
-    bytes are untouched; their own ``mediaType`` says what they are, and readers believe it."""
-    entries = []
-    for p in planned:
-        desc = p.descriptor.to_json()
-        desc["mediaType"] = (
-            OCI_INDEX if p.descriptor.media_type in INDEX_MEDIA_TYPES else OCI_MANIFEST
-        )
-        desc["annotations"] = {REF_NAME_ANNOTATION: p.info.ref_name}
-        entries.append(desc)
+    bytes are untouched; their own ``mediaType`` says what they are, and readers believe it.
+
+    Referrers follow the images: a cosign tag named ``NAME:sha256-<hex>.sig`` (a ref name the
+    image-layout spec allows, and skopeo can read it out by it), a plain referrer untagged, as
+    its referrers-index descriptor (with its ``artifactType``); skopeo looks only at the
+    entries whose ref name it is asked for."""
+    entries = [_named(p.descriptor, p.info.ref_name) for p in planned]
+    plain: set[str] = set()
+    for r in referrers:
+        ref_name = r.info.ref_name
+        if ref_name is not None:
+            entries.append(_named(r.descriptor, ref_name))
+        elif r.info.digest not in plain:
+            plain.add(r.info.digest)
+            desc = r.descriptor.to_json()
+            annotations = {
+                k: v for k, v in r.descriptor.annotations.items() if k != REF_NAME_ANNOTATION
+            }
+            desc.pop("annotations", None)
+            if annotations:
+                desc["annotations"] = annotations
+            entries.append(desc)
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     return json.dumps(doc, indent=1).encode("utf-8")
 
@@ -134,6 +215,8 @@ def create_bundle(
     *,
     since: Sequence[str] = (),
     platforms: Sequence[str | Platform] | None = None,
+    referrers: bool = False,
+    referrer_types: Sequence[str] = (),
     concurrency: int = DEFAULT_CONCURRENCY,
     events: EventSink | None = None,
     storage_options: dict[str, Any] | None = None,
@@ -148,8 +231,12 @@ def create_bundle(
     their bundle manifest, or index and manifests, are read): every blob and manifest they
     hold is left out, and they are recorded as this delta's base. ``platforms`` narrows
     indexes as ``pull`` does (an image then holds its one platform, or an index of those
-    taken). Raises UsageError for an image without a tag or a name given twice, and what
-    reading the sources raises (nothing is left at ``out`` then).
+    taken). ``referrers`` carries what refers to each image too, as ``pull`` does: its
+    signatures, SBOMs and attestations (recursively) and cosign's ``sha256-<hex>.sig``,
+    ``.att``, ``.sbom`` tags, only those of ``referrer_types`` when given (which implies
+    ``referrers``); a delta leaves out the referrers its base holds. Raises UsageError for an
+    image without a tag or a name given twice, and what reading the sources raises (nothing
+    is left at ``out`` then).
     """
     bases = [read_bundle(s, storage_options=storage_options) for s in since]
     excluded = frozenset(d for b in bases for d in b.references)
@@ -158,11 +245,22 @@ def create_bundle(
     names = [p.info.ref_name for p in planned]
     if len(set(names)) != len(names):
         raise UsageError(f"an image is named twice: {', '.join(sorted(names))}")
+    referrer_types = tuple(referrer_types)
+    referrers = referrers or bool(referrer_types)
+    found: list[_PlannedReferrer] = []
+    if referrers:
+        listed: set[tuple[str, str, str | None]] = set()
+        for p in planned:
+            for r in _plan_referrers(p.image, p.plan, referrer_types, excluded):
+                key = (r.info.name, r.info.digest, r.info.tag)
+                if key not in listed:  # two tags of one image share their referrers
+                    listed.add(key)
+                    found.append(r)
     carried: dict[str, int] = {}  # digest -> size, in first-use order
     references: set[str] = set(excluded)
-    for p in planned:
-        references.update(p.sizes)
-        for d, size in p.sizes.items():
+    for sizes in [p.sizes for p in planned] + [r.sizes for r in found]:
+        references.update(sizes)
+        for d, size in sizes.items():
             if d not in excluded:
                 carried.setdefault(d, size)
     base_ids = [b.id for b in bases]
@@ -175,12 +273,13 @@ def create_bundle(
         carried=tuple(carried),
         references=tuple(sorted(references)),
         size=sum(carried.values()),
+        referrers=tuple(r.info for r in found),
     )
     writer = BundleWriter(out, storage_options=storage_options, excluded=excluded)
     try:
         writer.add_bytes(LAYOUT_MEMBER, OCI_LAYOUT)
         writer.add_bytes(BUNDLE_MANIFEST_MEMBER, manifest.to_json())
-        writer.add_bytes(INDEX_MEMBER, _index_bytes(planned))
+        writer.add_bytes(INDEX_MEMBER, _index_bytes(planned, found))
         writer.add_directory("blobs/")
         writer.add_directory("blobs/sha256/")
         jobs = [
@@ -197,6 +296,8 @@ def create_bundle(
             events=events,
             skip_unchanged=False,
             keep_going=False,
+            referrers=referrers,
+            referrer_types=referrer_types,
         )
         if not batch.ok:
             failed = batch.by_status("failed") or batch.by_status("cancelled")
@@ -205,9 +306,11 @@ def create_bundle(
                 raise error
             raise BundleInvalidError(f"{failed[0].source}: {failed[0].error}")
         wanted = {p.info.ref_name: p.info.digest for p in planned}
-        # the images index.json names (written first, from the plan) are what the transfer
-        # tagged; other tagged manifests (none today) would be carried but not named
-        if any(writer.tagged.get(ref) != digest for ref, digest in wanted.items()):
+        wanted.update({r.info.ref_name: r.info.digest for r in found if r.info.ref_name})
+        moved = {str(d) for o in batch.outcomes if o.result for d in o.result.referrers}
+        # the images and referrers index.json names (written first, from the plan) are what
+        # the transfer tagged and moved: a signature added or removed meanwhile is not
+        if writer.tagged != wanted or moved != {r.info.digest for r in found}:
             raise BundleInvalidError(
                 "an image changed while the bundle was written; run the command again"
             )
@@ -310,7 +413,9 @@ def import_bundle(
     must already be at the target (a HEAD on a registry, a status in a store), else
     BundleBaseMissingError names the base bundle and the first missing digests, and nothing
     is tagged (a full bundle lacking content, e.g. cut short, raises BundleInvalidError
-    naming the member it ends in). Tags go last, per image; a run that was killed is
+    naming the member it ends in). Referrers the bundle carries follow their images, each
+    after its subject (into a registry's referrers API or tag schema, or a store's referrers
+    index), cosign's tags with them. Tags go last, per image; a run that was killed is
     resumed by running it again (complete blobs are skipped, a store resumes a partly written
     one). ``name`` names the
     repository of images whose ref name is only a tag or absent (a bundle ``skopeo copy``
@@ -336,7 +441,9 @@ def import_bundle(
                 if base_name is not None:
                     candidates.append(_target_name(prefix, base_name))
     candidates = list(dict.fromkeys(candidates))
-    homes = _check_base(opened, targets, candidates, image, bundle)
+    roots = [(targets[e.ref_name], e.descriptor) for e in opened.entries]
+    roots += [(_target_name(prefix, n), d) for n, d in opened.referrer_entries]
+    homes = _check_base(opened, roots, candidates, image, bundle)
     jobs = []
     for e in opened.entries:
         repo = targets[e.ref_name]
@@ -353,17 +460,20 @@ def import_bundle(
         events=events,
         skip_unchanged=True,
         keep_going=True,
+        # what a bundle carries with its images travels on (nothing when it carries none)
+        referrers=bool(opened.listed_referrers),
     )
 
 
 def _check_base(
     opened: OpenBundle,
-    targets: dict[str, str],
+    roots: list[tuple[str, Descriptor]],
     candidates: list[str],
     image: Any,
     bundle: str,
 ) -> list[str]:
-    """Before anything moves: every digest the bundle's images need but it does not carry
+    """Before anything moves: every digest the bundle's images and referrers (``roots``: the
+    target repository and the ``index.json`` descriptor of each) need but it does not carry
     must be at the target, in the image's repository or in another ``candidates`` one (a
     base may have delivered it under another name). Returns those other repositories (the
     manifests are read and the blobs mounted from there); raises BundleBaseMissingError
@@ -407,8 +517,8 @@ def _check_base(
         for child in manifest.manifests:
             walk(repo, child)
 
-    for entry in opened.entries:
-        walk(targets[entry.ref_name], entry.descriptor)
+    for repo, desc in roots:
+        walk(repo, desc)
     if missing:
         missing = list(dict.fromkeys(missing))
         if not opened.is_delta:
@@ -497,4 +607,6 @@ def verify_bundle(
 
     for entry in opened.entries:
         check(entry.ref_name, entry.descriptor)
+    for name, desc in opened.referrer_entries:
+        check(f"{name} referrer {desc.digest}", desc)
     return report

@@ -1,9 +1,10 @@
-"""An opened bundle: its index (which image is where), its bundle manifest when it has one,
-and its manifests read back verified."""
+"""An opened bundle: its index (which image is where, and which entries are referrers carried
+with them), its bundle manifest when it has one, and its manifests read back verified."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from regstore.digest import digest_bytes
@@ -15,12 +16,14 @@ from regstore.errors import (
 )
 from regstore.manifest import OCI_INDEX, Descriptor, Manifest
 from regstore.reference import DEFAULT_TAG
+from regstore.referrers import filter_referrers
 
 from .archive import BundleReader
 from .format import (
     BUNDLE_MANIFEST_MEMBER,
     INDEX_MEMBER,
     REF_NAME_ANNOTATION,
+    BundledReferrer,
     BundleManifest,
     blob_member,
     split_ref_name,
@@ -48,8 +51,11 @@ class OpenBundle:
 
     ``name`` names the repository of images whose ref name is only a tag or absent (what
     ``skopeo copy ... oci-archive:X.tar[:TAG]`` writes), as ``NAME`` or ``NAME:TAG`` (the tag of
-    an image without a ref name; default ``latest``). Raises BundleInvalidError when the tar
-    is no OCI layout, or an image has no name and ``name`` is not given.
+    an image without a ref name; default ``latest``). The ``index.json`` entries the bundle
+    manifest names as referrers (untagged ones, and cosign's ``NAME:sha256-<hex>.sig`` tags)
+    are not images: :meth:`referrers` and :meth:`referrer_tag` answer for them. Raises
+    BundleInvalidError when the tar is no OCI layout, or an image has no name and ``name`` is
+    not given.
     """
 
     def __init__(self, reader: BundleReader, *, name: str | None = None) -> None:
@@ -70,6 +76,12 @@ class OpenBundle:
             )
         self._media_types: dict[str, str] = {}
         self._lock = threading.Lock()
+        #: the referrers the bundle carries (from its bundle manifest)
+        self.listed_referrers: tuple[BundledReferrer, ...] = (
+            self.bundle_manifest.referrers if self.bundle_manifest is not None else ()
+        )
+        self._plain: dict[str, Descriptor] = {}  # digest -> its untagged index.json entry
+        self._tags: dict[tuple[str, str], Descriptor] = {}  # (name, cosign tag) -> entry
         self.entries = self._entries(name)
 
     def _entries(self, name: str | None) -> list[BundleEntry]:
@@ -84,9 +96,19 @@ class OpenBundle:
             raise BundleInvalidError(f"--name {name!r}: {exc}") from exc
         entries: list[BundleEntry] = []
         seen: set[str] = set()
+        plain = {r.digest for r in self.listed_referrers if r.tag is None}
+        tagged = {r.ref_name: r for r in self.listed_referrers if r.tag is not None}
         for desc in self.index.manifests:
             self._media_types[str(desc.digest)] = desc.media_type
             ref_name = desc.annotations.get(REF_NAME_ANNOTATION)
+            if ref_name is None and str(desc.digest) in plain:
+                self._plain[str(desc.digest)] = desc
+                continue
+            if ref_name is not None and ref_name in tagged:
+                referrer = tagged[ref_name]
+                assert referrer.tag is not None
+                self._tags[(referrer.name, referrer.tag)] = desc
+                continue
             try:
                 repo, tag = split_ref_name(ref_name) if ref_name else (None, default_tag)
             except InvalidReferenceError as exc:
@@ -117,6 +139,30 @@ class OpenBundle:
             if e.name == name and e.tag == tag:
                 return e
         return None
+
+    def referrers(self, name: str, subject: str, artifact_types: Sequence[str]) -> list[Descriptor]:
+        """The plain referrers of ``subject`` in repository ``name`` the bundle lists (their
+        ``index.json`` descriptors, with ``artifactType``), of ``artifact_types`` when given."""
+        found = [
+            self._plain[r.digest]
+            for r in self.listed_referrers
+            if r.tag is None and r.name == name and r.subject == subject and r.digest in self._plain
+        ]
+        return filter_referrers(found, artifact_types)
+
+    def referrer_tag(self, name: str, tag: str) -> Descriptor | None:
+        """The manifest of cosign's tag ``tag`` (``sha256-<hex>.sig``) in ``name``, or None."""
+        return self._tags.get((name, tag))
+
+    @property
+    def referrer_entries(self) -> list[tuple[str, Descriptor]]:
+        """Every referrer the bundle lists: (repository, its ``index.json`` descriptor)."""
+        out: list[tuple[str, Descriptor]] = []
+        for r in self.listed_referrers:
+            desc = self._plain.get(r.digest) if r.tag is None else self._tags.get((r.name, r.tag))
+            if desc is not None:
+                out.append((r.name, desc))
+        return out
 
     def carries(self, digest: str) -> bool:
         """True when the tar holds the blob or manifest ``digest``."""

@@ -3,7 +3,9 @@ names of its members.
 
 A bundle is a tar of an OCI image layout (skopeo's ``oci-archive``). Its members, in order:
 ``oci-layout``, ``regstore-bundle.json`` (this module's :class:`BundleManifest`),
-``index.json`` (one entry per image, ``org.opencontainers.image.ref.name`` = ``NAME:TAG``),
+``index.json`` (one entry per image, ``org.opencontainers.image.ref.name`` = ``NAME:TAG``; then,
+in a bundle created with referrers, one per referrer: untagged for a plain one, with its
+``artifactType``, and ``NAME:sha256-<hex>.sig`` for a cosign tag),
 then ``blobs/sha256/<hex>`` for every blob and manifest it carries, each manifest after
 everything it references. The first three are small and come first, so a reader learns what
 a bundle holds from its first few kilobytes.
@@ -33,6 +35,7 @@ __all__ = [
     "BaseBundle",
     "BundleManifest",
     "BundledImage",
+    "BundledReferrer",
     "blob_member",
     "bundle_id",
     "split_ref_name",
@@ -96,6 +99,61 @@ class BundledImage:
 
 
 @dataclass(frozen=True)
+class BundledReferrer:
+    """A referrer carried with an image of a bundle (``bundle create --referrers``): a
+    manifest of repository ``name`` whose ``subject`` is ``subject`` (a signature, an SBOM,
+    an attestation, and theirs in turn), or cosign's tag ``tag`` (``sha256-<hex>.sig``) of it.
+
+    ``index.json`` lists a plain referrer untagged (its descriptor with its ``artifactType``)
+    and a cosign tag as ``NAME:sha256-<hex>.sig``. ``size`` counts the referrer's manifests
+    and blobs, ``carried`` the part of it this bundle holds.
+    """
+
+    name: str
+    subject: str
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    tag: str | None
+    size: int
+    carried: int
+
+    @property
+    def ref_name(self) -> str | None:
+        """``NAME:TAG`` of a cosign tag, None for a plain referrer (untagged in the index)."""
+        return None if self.tag is None else f"{self.name}:{self.tag}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object form."""
+        return {
+            "name": self.name,
+            "subject": self.subject,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "artifactType": self.artifact_type,
+            "tag": self.tag,
+            "size": self.size,
+            "carried": self.carried,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> BundledReferrer:
+        """Parse :meth:`to_json`'s form (KeyError/ValueError/TypeError when malformed)."""
+        tag = doc.get("tag")
+        artifact_type = doc.get("artifactType")
+        return cls(
+            validate_name(str(doc["name"])),
+            str(doc["subject"]),
+            str(doc["digest"]),
+            str(doc["mediaType"]),
+            None if artifact_type is None else str(artifact_type),
+            None if tag is None else validate_tag(str(tag)),
+            int(doc["size"]),
+            int(doc["carried"]),
+        )
+
+
+@dataclass(frozen=True)
 class BaseBundle:
     """A bundle a delta was made against: its id and the ref names of its images (and of its
     own base's: where an import looks for what the delta leaves out)."""
@@ -116,7 +174,9 @@ class BundleManifest:
     digest the images reference, carried or not (what a receiver has once it imported this
     bundle, so a later ``--since`` of it leaves all of them out). ``size``: bytes carried.
     ``described`` is False for an archive regstore did not write (no bundle manifest inside):
-    the fields are then derived from its ``index.json`` and manifests.
+    the fields are then derived from its ``index.json`` and manifests. ``referrers``: what
+    travels with the images (empty unless the bundle was created with referrers); their
+    digests are in ``carried`` and ``references`` too.
     """
 
     id: str
@@ -128,6 +188,7 @@ class BundleManifest:
     references: tuple[str, ...] = ()
     size: int = 0
     described: bool = field(default=True, compare=False)
+    referrers: tuple[BundledReferrer, ...] = ()
 
     @property
     def is_delta(self) -> bool:
@@ -150,6 +211,7 @@ class BundleManifest:
             "images": [i.to_json() for i in self.images],
             "base": [b.to_json() for b in self.base],
             "carried": list(self.carried),
+            **({"referrers": [r.to_json() for r in self.referrers]} if self.referrers else {}),
             "references": list(self.references),
         }
         return json.dumps(doc, indent=1).encode("utf-8")
@@ -185,6 +247,7 @@ class BundleManifest:
                 carried=tuple(str(d) for d in doc.get("carried", [])),
                 references=tuple(str(d) for d in doc.get("references", [])),
                 size=int(doc.get("size", 0)),
+                referrers=tuple(BundledReferrer.from_json(r) for r in doc.get("referrers", [])),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BundleInvalidError(f"{BUNDLE_MANIFEST_MEMBER} is malformed: {exc}") from None
@@ -199,6 +262,7 @@ class BundleManifest:
             "delta": self.is_delta,
             "described": self.described,
             "images": [i.to_json() for i in self.images],
+            "referrers": [r.to_json() for r in self.referrers],
             "base": [b.to_json() for b in self.base],
             "blobs_carried": len(self.carried),
             "omitted": len(self.omitted),

@@ -7,7 +7,10 @@ engine's plan, dedup, verification, children-before-parents order and tag-last r
 rest: the sink appends each blob and manifest as a tar member (manifests after what they
 reference, because the engine writes them after), and records the tag of a top manifest for
 ``index.json``. Any manifest the engine hands over is carried the same way (an artifact or a
-referrer is manifests and blobs too).
+referrer is manifests and blobs too): with ``referrers=True`` the engine writes each referrer
+after its subject, and a cosign tag is recorded as ``NAME:sha256-<hex>.sig``. Read back, the
+source answers :meth:`~BundleSource.referrers` and those tags from the bundle, so an import
+with ``referrers=True`` carries them on.
 """
 
 from __future__ import annotations
@@ -155,7 +158,10 @@ class BundleSource:
         if is_digest(reference):
             return reference
         entry = self.bundle.entry(self.name, reference)
-        return None if entry is None else str(entry.descriptor.digest)
+        if entry is not None:
+            return str(entry.descriptor.digest)
+        tagged = self.bundle.referrer_tag(self.name, reference)  # cosign's sha256-<hex>.sig
+        return None if tagged is None else str(tagged.digest)
 
     def manifest(self, reference: str) -> Manifest:
         """The manifest at ``reference``: from the tar, else (a delta) from the fallback."""
@@ -203,9 +209,10 @@ class BundleSource:
         return None
 
     def referrers(self, digest: str, artifact_types: Sequence[str]) -> list[Descriptor]:
-        """None yet: a bundle keeps no referrers index (carrying referrers through bundles is
-        later work), so ``referrers=True`` moves nothing more out of one."""
-        return []
+        """The referrers of ``digest`` the bundle carries for this repository (listed in its
+        bundle manifest, their descriptors from ``index.json``); none for a bundle created
+        without referrers or one regstore did not write."""
+        return self.bundle.referrers(self.name, digest, artifact_types)
 
 
 def _source(image: BundleImage) -> ImageSource:

@@ -11,11 +11,18 @@ from regstore.bundle import create_bundle, import_bundle, read_bundle, verify_bu
 from regstore.engine.sync import ConnectionSpec, load_sync_file, plan_sync
 from regstore.errors import InvalidReferenceError, UsageError
 from regstore.reference import validate_name
+from regstore.referrers import is_supply_chain_tag
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
 from .refs import STORE_PREFIX, ImageRef, ImageRefType
-from .transfer import check_platforms, image_of, platform_options, report_batch
+from .transfer import (
+    check_platforms,
+    image_of,
+    platform_options,
+    referrers_options,
+    report_batch,
+)
 
 if TYPE_CHECKING:
     from regstore.engine.model import Image, RegistryClient
@@ -29,13 +36,13 @@ def bundle_group() -> None:
 
     \b
     regstore bundle create one.tar 127.0.0.1:5000/app:1 store:tools/cli:2
-    regstore bundle create two.tar --from mirror.yaml --since one.tar
+    regstore bundle create two.tar --from mirror.yaml --since one.tar --referrers
     regstore bundle import one.tar mirror.internal:5000/prefix   (then two.tar)
     regstore bundle ls two.tar | regstore bundle verify two.tar
     """
 
 
-def _sync_images(state: AppState, sync_file: str) -> list[Image]:
+def _sync_images(state: AppState, sync_file: str, referrers: bool) -> list[Image]:
     spec = load_sync_file(sync_file)
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
@@ -53,7 +60,12 @@ def _sync_images(state: AppState, sync_file: str) -> list[Image]:
     if plan.failures:
         first = plan.failures[0]
         raise UsageError(f"{sync_file}: cannot list {first.source}: {first.error}")
-    return [job.source for job in plan.jobs]
+    # with --referrers, signature and referrers-index tags travel with their images instead
+    return [
+        job.source
+        for job in plan.jobs
+        if not (referrers and job.source.reference and is_supply_chain_tag(job.source.reference))
+    ]
 
 
 @bundle_group.command("create")
@@ -68,6 +80,7 @@ def _sync_images(state: AppState, sync_file: str) -> list[Image]:
     help="Leave out what this earlier bundle holds (repeatable): a delta.",
 )  # fmt: skip
 @platform_options
+@referrers_options
 @regstore_command
 def create_command(
     state: AppState,
@@ -77,17 +90,21 @@ def create_command(
     since: tuple[str, ...],
     platforms: tuple[str, ...],
     all_platforms: bool,
+    referrers: bool,
+    referrer_types: tuple[str, ...],
 ) -> int:
     """Write IMAGEs (registry images or store:NAME:TAG) into the bundle OUT.tar.
 
     OUT.tar is an OCI image layout in a tar (skopeo reads it as oci-archive:OUT.tar:NAME:TAG)
     and may be any fsspec URL (a path, s3://bucket/key.tar). It is written under a temporary
     name and renamed when complete. With --since, what the earlier bundles hold is left out.
+    With --referrers, each image's signatures, SBOMs and attestations (and cosign's
+    sha256-<digest>.sig/.att/.sbom tags) travel in the bundle too.
     """
     state.action = f"writing bundle {out}"
     chosen = [image_of(state, ref) for ref in images]
     if sync_file is not None:
-        chosen += _sync_images(state, sync_file)
+        chosen += _sync_images(state, sync_file, referrers or bool(referrer_types))
     if not chosen:
         raise click.UsageError("name at least one IMAGE (or --from SYNC.yaml)")
     display = state.progress()
@@ -97,6 +114,8 @@ def create_command(
             chosen,
             since=since,
             platforms=check_platforms(platforms, all_platforms),
+            referrers=referrers,
+            referrer_types=referrer_types,
             concurrency=state.concurrency,
             events=display.sink,
         )
@@ -106,6 +125,7 @@ def create_command(
     else:
         out_.summary(
             f"{out}: {len(info.images)} image(s), {format_size(info.size)} carried"
+            + (f", {len(info.referrers)} referrer(s)" if info.referrers else "")
             + (f", a delta of {len(info.base)} bundle(s)" if info.is_delta else "")
         )
     return EXIT_OK
@@ -165,6 +185,15 @@ def ls_command(state: AppState, bundle: str) -> int:
     rows = [
         (i.ref_name, short_digest(i.digest), format_size(i.size), format_size(i.carried))
         for i in info.images
+    ]
+    rows += [
+        (
+            f"  {r.ref_name or r.name} ({r.artifact_type or 'referrer'})",
+            short_digest(r.digest),
+            format_size(r.size),
+            format_size(r.carried),
+        )
+        for r in info.referrers
     ]
     out.table(("IMAGE", "DIGEST", "SIZE", "CARRIED"), rows)
     for base in info.base:
