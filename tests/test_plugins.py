@@ -124,7 +124,19 @@ def test_s3_without_its_plugin_names_the_package(monkeypatch: pytest.MonkeyPatch
     assert "pip install regstore-s3" in info.value.hint
 
 
-@pytest.mark.parametrize("scheme", ["gs", "gcs", "az"])
+@pytest.mark.parametrize("scheme", ["az", "abfs"])
+def test_azure_without_its_plugin_names_the_package(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGSTORE_BLOCK_PLUGINS", "azure")  # the entry point's name
+    plugins.reset_plugin_manager()
+    assert scheme not in plugins.backends()
+    with pytest.raises(BackendNotFoundError) as info:
+        open_store(f"{scheme}://container/prefix")
+    assert "pip install regstore-azure" in info.value.hint
+
+
+@pytest.mark.parametrize("scheme", ["gs", "gcs"])
 def test_other_known_clouds_explain_themselves(scheme: str) -> None:
     with pytest.raises(BackendNotFoundError) as info:
         open_store(f"{scheme}://bucket")

@@ -3,15 +3,28 @@
 The public API: :func:`pull`, :func:`push`, :func:`copy` and :func:`transfer_many` (the
 engine) with the image values they move (:class:`RegistryImage`, :class:`StoreImage`: an
 :data:`Image`), their results and events; :func:`verify`; :class:`Client` (the registry
-client); :func:`open_store` with :class:`ObjectStore` and :class:`Layer` (the storage
-contract); and the error tree of :mod:`regstore.errors`. Everything a program using these
-needs to name in its annotations is importable from here.
+client); :func:`create_bundle`, :func:`import_bundle`, :func:`read_bundle` and
+:func:`verify_bundle` (air-gap bundles, :mod:`regstore.bundle`); :func:`open_store` with
+:class:`ObjectStore` and :class:`Layer` (the storage contract); and the error tree of
+:mod:`regstore.errors`. Everything a program using these needs to name in its annotations is
+importable from here.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from regstore.bundle import (
+    BaseBundle,
+    BundledImage,
+    BundleImage,
+    BundleManifest,
+    BundleVerifyReport,
+    create_bundle,
+    import_bundle,
+    read_bundle,
+    verify_bundle,
+)
 from regstore.client import Client
 from regstore.engine import (
     BatchResult,
@@ -34,6 +47,8 @@ from regstore.errors import (
     BlobTooLargeError,
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
+    BundleBaseMissingError,
+    BundleInvalidError,
     ClusterError,
     CredentialStoreError,
     DigestMismatchError,
@@ -85,6 +100,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "AuthenticationError",
     "BackendNotFoundError",
+    "BaseBundle",
     "BatchResult",
     "BlobInfo",
     "BlobNotFoundError",
@@ -93,6 +109,12 @@ __all__ = [
     "BlobTooLargeError",
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
+    "BundleBaseMissingError",
+    "BundleImage",
+    "BundleInvalidError",
+    "BundleManifest",
+    "BundleVerifyReport",
+    "BundledImage",
     "Client",
     "ClusterError",
     "CredentialStoreError",
@@ -158,10 +180,14 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "copy",
+    "create_bundle",
+    "import_bundle",
     "open_store",
     "parse_reference",
     "pull",
     "push",
+    "read_bundle",
     "transfer_many",
     "verify",
+    "verify_bundle",
 ]

@@ -73,7 +73,8 @@ KNOWN_EXTERNAL_BACKENDS = {
     "s3": "pip install regstore-s3 (or: pip install 'regstore[s3]')",
     "gs": "no Google Cloud Storage backend is published yet; write one (see regstore.testing)",
     "gcs": "no Google Cloud Storage backend is published yet; write one (see regstore.testing)",
-    "az": "no Azure backend is published yet; write one (see regstore.testing)",
+    "az": "pip install regstore-azure (or: pip install 'regstore[azure]')",
+    "abfs": "pip install regstore-azure (or: pip install 'regstore[azure]')",
 }
 
 

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import completion, login, storecmds, synccmd, transfer  # noqa: F401  (registers commands)
+from . import (  # noqa: F401  (registers commands)
+    bundlecmd,
+    completion,
+    login,
+    storecmds,
+    synccmd,
+    transfer,
+)
 from .app import cli
 from .completion import COMPLETE_VAR, PROG_NAME
 

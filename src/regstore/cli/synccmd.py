@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,7 +20,13 @@ from regstore.errors import RegstoreError
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK
 from .syncscale import ClusterRun, cluster_options, scale_options
-from .transfer import filter_options, keep_going_option, make_filter, report_batch
+from .transfer import (
+    filter_options,
+    keep_going_option,
+    make_filter,
+    referrers_options,
+    report_batch,
+)
 
 if TYPE_CHECKING:
     from regstore.engine.model import RegistryClient
@@ -33,12 +40,15 @@ __all__ = ["sync_command"]
 @click.option("--dry-run", is_flag=True, help="List what would move; move nothing.")
 @filter_options
 @keep_going_option
+@referrers_options
 @scale_options
 @regstore_command
 def sync_command(
     state: AppState,
     sync_file: str,
     dry_run: bool,
+    referrers: bool,
+    referrer_types: tuple[str, ...],
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     semver: str | None,
@@ -55,12 +65,16 @@ def sync_command(
     failed image does not stop the others; exit code 1 if any failed. Tag filter options
     narrow every repository of the file further. Images go to the file's target, else to the
     store of --store. The file format is documented in regstore.engine.sync (and the README).
+    --referrers turns on the file's ``referrers: true`` for every source.
     --shard takes a stable share of the images; --workers/--scheduler move them on a Dask
     cluster (planned here, each image a task on a worker).
     """
     tag_filter = make_filter(include, exclude, semver, latest)
     cluster = cluster_options(workers, scheduler, connect_timeout)
     spec = load_sync_file(sync_file)
+    if referrers or referrer_types:
+        sources = tuple(dataclasses.replace(s, referrers=True) for s in spec.sources)
+        spec = dataclasses.replace(spec, sources=sources)
     state.action = f"syncing {sync_file}"
     on_cluster = ClusterRun(state, cluster) if cluster is not None and not dry_run else None
 
@@ -93,7 +107,7 @@ def sync_command(
     if dry_run:
         return _report_dry_run(state, plan)
     if on_cluster is not None:
-        batch = on_cluster.run(plan, store_url, keep_going)
+        batch = on_cluster.run(plan, store_url, keep_going, referrer_types)
         return report_batch(state, batch, extra={"dry_run": False})
     display = state.progress()
     with display:
@@ -102,6 +116,7 @@ def sync_command(
             concurrency=state.settings.concurrency,
             events=display.sink,
             keep_going=keep_going,
+            referrer_types=referrer_types,
         )
     return report_batch(state, batch, extra={"dry_run": False})
 

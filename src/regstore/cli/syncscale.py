@@ -169,7 +169,13 @@ class ClusterRun:
         self._client = None
         self._stack.close()
 
-    def run(self, plan: SyncPlan, store_url: str | None, keep_going: bool) -> BatchResult:
+    def run(
+        self,
+        plan: SyncPlan,
+        store_url: str | None,
+        keep_going: bool,
+        referrer_types: tuple[str, ...] = (),
+    ) -> BatchResult:
         """Run ``plan`` on the cluster, with progress on stderr (bytes, rate, images done)."""
         from regstore.cluster import run_sync_on_cluster
 
@@ -200,6 +206,7 @@ class ClusterRun:
                     events=display.sink,
                     keep_going=keep_going,
                     on_outcome=on_outcome,
+                    referrer_types=referrer_types,
                 )
         finally:
             self.close()

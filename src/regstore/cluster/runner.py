@@ -238,7 +238,9 @@ def _prepare(
     skip_unchanged: bool,
 ) -> _Prepared:
     source, dest = job.source, job.destination
-    if skip_unchanged and source.reference is not None:
+    # with referrers an unchanged image still has its (perhaps new) referrers looked for: the
+    # worker decides
+    if skip_unchanged and not job.referrers and source.reference is not None:
         tag = destination_tag(source, dest)
         try:
             if tag is not None:
@@ -265,6 +267,7 @@ def _task_for(
     concurrency: int,
     skip_unchanged: bool,
     topic: str,
+    referrer_types: Sequence[str],
 ) -> ImageTask:
     source, dest = job.source, job.destination
     if source.reference is None:
@@ -279,6 +282,8 @@ def _task_for(
         "concurrency": concurrency,
         "skip_unchanged": skip_unchanged,
         "topic": topic,
+        "referrers": job.referrers,
+        "referrer_types": tuple(referrer_types),
     }
     if isinstance(dest, StoreImage):
         if store_url is None:
@@ -302,6 +307,7 @@ def run_sync_on_cluster(
     skip_unchanged: bool = True,
     keep_going: bool = True,
     on_outcome: Callable[[ImageOutcome, int, int], None] | None = None,
+    referrer_types: Sequence[str] = (),
 ) -> BatchResult:
     """Run ``plan``'s jobs as tasks on the cluster of ``client`` (a ``distributed.Client``,
     or a callable returning one, called only when some image is to be moved: a no-op resync
@@ -313,7 +319,8 @@ def run_sync_on_cluster(
     plan's destination store (checked by :func:`check_store_url`). ``concurrency`` is the
     blobs each image moves at once on its worker. ``events`` receives the workers' transfer
     events (on a thread of the Dask client); ``on_outcome(outcome, done, total)`` is called on
-    this thread as each image finishes.
+    this thread as each image finishes. Jobs planned with ``referrers`` move their images'
+    referrers too (of ``referrer_types``; all when empty), as a local sync's do.
     """
     if store_url is not None:
         check_store_url(store_url)
@@ -329,7 +336,7 @@ def run_sync_on_cluster(
 
     topic = f"regstore-sync-{uuid.uuid4().hex}" if events is not None else ""
     tasks = [
-        _task_for(job, access_for, store_url, concurrency, skip_unchanged, topic)
+        _task_for(job, access_for, store_url, concurrency, skip_unchanged, topic, referrer_types)
         for job in plan.jobs
     ]
     with ThreadPoolExecutor(max(1, min(concurrency, total or 1))) as pool:

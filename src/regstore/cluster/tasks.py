@@ -95,6 +95,9 @@ class ImageTask:
     platforms: tuple[str, ...] | None = None
     concurrency: int = 4
     skip_unchanged: bool = True
+    #: move the image's referrers too (signatures, SBOMs...), of these artifact types (all: ())
+    referrers: bool = False
+    referrer_types: tuple[str, ...] = ()
     #: the run's Dask event topic for transfer events ("" sends none)
     topic: str = ""
 
@@ -230,6 +233,8 @@ def run_image_task(task: ImageTask) -> ImageOutcome:
             concurrency=task.concurrency,
             events=events,
             skip_unchanged=task.skip_unchanged,
+            referrers=task.referrers,
+            referrer_types=task.referrer_types,
         )
         outcome = batch.outcomes[0]
     except Exception as exc:  # a client or store that cannot be opened here fails this image
