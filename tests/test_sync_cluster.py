@@ -43,8 +43,10 @@ from regstore.engine.shards import Shard, shard_index
 from regstore.engine.sync import load_sync_file, plan_sync
 from regstore.engine.verify import verify
 from regstore.errors import UsageError
+from regstore.referrers import referrers_tag
 from regstore.store import ObjectStore
 from tests.engine_support import seed_registry
+from tests.support.fake_registry import FakeRegistry
 from tests.support.fixtures import DEFAULT_PASSWORD, DEFAULT_USER, S3Bucket
 from tests.support.images import BuiltImage, build_image, build_layer, random_blob
 from tests.support.proxy import FaultProxy
@@ -59,6 +61,7 @@ from tests.support.soak import (
     run_cli,
     s3_place,
 )
+from tests.support.spec_registry import Chain, push_image, serve_spec_registry
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -752,3 +755,44 @@ def test_cli_submits_to_an_existing_scheduler(
     assert _verified(place)
     with contextlib.closing(place.open()) as store:
         _assert_images(store, images)
+
+
+@CLUSTER_GROUP
+def test_referrers_travel_on_the_cluster(
+    dask_client: distributed.Client, fake_registry: FakeRegistry, tmp_path: Path
+) -> None:
+    """A sync file's ``referrers: true`` holds on a cluster too: the worker moves the image's
+    signature, SBOM and attestation; an unchanged image is still handed to a worker, which
+    looks for new referrers."""
+    chain = Chain(seed=31)
+    serve_spec_registry(fake_registry)
+    with Client(fake_registry.url) as client:
+        push_image(client, "app", chain.image, "v1")
+        push_image(client, "app", chain.sig, chain.sig_tag)
+        push_image(client, "app", chain.sbom)
+        push_image(client, "app", chain.attestation)
+    host = fake_registry.url.removeprefix("http://")
+    sync = tmp_path / "sync.yaml"
+    sync.write_text(
+        f"sources:\n  - registry: {host}\n    referrers: true\n    repositories: [app]\n"
+    )
+    place = file_place(tmp_path / "store")
+    for run in (1, 2):
+        with contextlib.closing(place.open()) as store:
+            plan, access_for = _plan(sync, store)
+            batch = run_sync_on_cluster(
+                plan, dask_client, access_for=access_for, store_url=place.url
+            )
+            assert batch.ok, [o.error for o in batch.outcomes]
+            (outcome,) = batch.outcomes
+            assert outcome.worker in set(dask_client.ncores())  # a worker ran it both times
+            assert outcome.status == ("copied" if run == 1 else "skipped")
+            assert set(store.tags("app")) == {
+                "v1",
+                chain.sig_tag,
+                referrers_tag(chain.image.digest),
+                referrers_tag(chain.sbom.digest),
+            }
+            assert [d.digest for d in store.referrers("app", chain.sbom.digest)] == [
+                chain.attestation.digest
+            ]
