@@ -18,7 +18,13 @@ from regstore.engine.model import BatchResult, RegistryImage, StoreImage
 from regstore.engine.options import TransferOptions
 from regstore.engine.places import source_of
 from regstore.engine.referrers import find_referrers, has_wanted_type
-from regstore.engine.transfer import DEFAULT_CONCURRENCY, fit_to_sink, plan_image, transfer_many
+from regstore.engine.transfer import (
+    DEFAULT_CONCURRENCY,
+    MAX_INDEX_DEPTH,
+    fit_to_sink,
+    plan_image,
+    transfer_many,
+)
 from regstore.errors import (
     BundleBaseMissingError,
     BundleInvalidError,
@@ -328,16 +334,25 @@ def read_bundle(bundle: str, *, storage_options: dict[str, Any] | None = None) -
     """What the bundle at ``bundle`` holds, reading as little of it as it can.
 
     A bundle regstore wrote has its bundle manifest among its first members: only those are
-    read. Any other OCI-layout tar (one ``skopeo copy ... oci-archive:`` wrote) is described
-    from its ``index.json`` and manifests (``described`` False; its id is the digest of its
-    ``index.json``); its blobs are never read. Raises BundleInvalidError for a tar that is no
-    OCI layout.
+    read, and its images checked against ``index.json`` (BundleInvalidError when they
+    differ); its sizes and ``carried`` are as stated (:func:`verify_bundle` checks them
+    against the tar). Any other OCI-layout tar (one ``skopeo copy ... oci-archive:``
+    wrote) is described from its ``index.json`` and manifests (``described`` False; its id
+    is the digest of its ``index.json``); its blobs are never read. Raises
+    BundleInvalidError for a tar that is no OCI layout.
     """
-    reader = BundleReader(
-        bundle, storage_options=storage_options, stop_after=BUNDLE_MANIFEST_MEMBER
-    )
+    reader = BundleReader(bundle, storage_options=storage_options, stop_after=INDEX_MEMBER)
     if reader.has(BUNDLE_MANIFEST_MEMBER):
-        return BundleManifest.from_json(reader.read_member(BUNDLE_MANIFEST_MEMBER))
+        manifest = BundleManifest.from_json(reader.read_member(BUNDLE_MANIFEST_MEMBER))
+        if reader.has(INDEX_MEMBER):
+            # the images an import would write are index.json's: a bundle manifest naming
+            # others lies (its sizes and digests carried are checked by verify_bundle only)
+            problems = OpenBundle(reader, name="unnamed").inconsistencies()
+            if problems:
+                raise BundleInvalidError(f"{bundle} is inconsistent: {problems[0]}")
+        return manifest
+    if not reader.complete:  # no bundle manifest before index.json: the manifests are needed
+        reader = BundleReader(bundle, storage_options=storage_options)
     return _describe(reader)
 
 
@@ -375,15 +390,29 @@ def _describe(reader: BundleReader) -> BundleManifest:
 
 
 def _walk(opened: OpenBundle, desc: Descriptor) -> dict[str, int]:
-    """Every digest the manifest ``desc`` reaches through the tar, with its size."""
-    found: dict[str, int] = {str(desc.digest): desc.size}
-    if not opened.carries(str(desc.digest)):
-        return found
-    manifest = opened.manifest(str(desc.digest), desc.media_type or None)
-    for blob in manifest.blobs:
-        found[str(blob.digest)] = blob.size
-    for child in manifest.manifests:
-        found.update(_walk(opened, child))
+    """Every digest the manifest ``desc`` reaches through the tar, with its size: each
+    manifest read once (indexes sharing children are a DAG, not a tree), indexes nested no
+    deeper than the engine takes them."""
+    found: dict[str, int] = {}
+
+    def visit(desc: Descriptor, depth: int) -> None:
+        digest = str(desc.digest)
+        if digest in found:
+            return
+        found[digest] = desc.size
+        if not opened.carries(digest):
+            return
+        manifest = opened.manifest(digest, desc.media_type or None)
+        for blob in manifest.blobs:
+            found.setdefault(str(blob.digest), blob.size)
+        if manifest.is_index and depth >= MAX_INDEX_DEPTH:
+            raise BundleInvalidError(
+                f"{opened.url}: indexes nest deeper than {MAX_INDEX_DEPTH} levels"
+            )
+        for child in manifest.manifests:
+            visit(child, depth + 1)
+
+    visit(desc, 0)
     return found
 
 
@@ -401,6 +430,7 @@ def import_bundle(
     store: ObjectStore | None = None,
     prefix: str = "",
     name: str | None = None,
+    base_repositories: Sequence[str] = (),
     concurrency: int = DEFAULT_CONCURRENCY,
     events: EventSink | None = None,
     storage_options: dict[str, Any] | None = None,
@@ -417,10 +447,13 @@ def import_bundle(
     after its subject (into a registry's referrers API or tag schema, or a store's referrers
     index), cosign's tags with them. Tags go last, per image; a run that was killed is
     resumed by running it again (complete blobs are skipped, a store resumes a partly written
-    one). ``name`` names the
+    one). What a delta leaves out is looked for in each image's own repository at the
+    target, and in ``base_repositories`` (names under ``prefix``; a base bundle that
+    delivered it under another name) only when the importer names them. ``name`` names the
     repository of images whose ref name is only a tag or absent (a bundle ``skopeo copy``
     wrote): ``NAME`` or ``NAME:TAG``. Raises BundleInvalidError for a tar that is no OCI
-    layout, ValueError unless exactly one of ``client`` and ``store`` is given.
+    layout or whose bundle manifest disagrees with its ``index.json`` and members,
+    ValueError unless exactly one of ``client`` and ``store`` is given.
     """
     if (client is None) == (store is None):
         raise ValueError("give exactly one of client= and store=")
@@ -432,15 +465,14 @@ def import_bundle(
         assert store is not None
         return StoreImage(store, repo, tag)
 
+    problems = opened.inconsistencies()
+    if problems:
+        raise BundleInvalidError(f"{bundle} is inconsistent: {problems[0]}")
     targets = {e.ref_name: _target_name(prefix, e.name) for e in opened.entries}
-    candidates = list(dict.fromkeys(targets.values()))
-    if opened.bundle_manifest is not None:
-        for base in opened.bundle_manifest.base:
-            for ref_name in base.images:
-                base_name, _ = split_ref_name(ref_name)
-                if base_name is not None:
-                    candidates.append(_target_name(prefix, base_name))
-    candidates = list(dict.fromkeys(candidates))
+    # where a delta's left-out content may be found besides each image's own repository:
+    # only what the importer names (never what the bundle names: a bundle could otherwise
+    # copy any repository the importer can read into one it names), under the prefix
+    candidates = list(dict.fromkeys(_target_name(prefix, r) for r in base_repositories))
     roots = [(targets[e.ref_name], e.descriptor) for e in opened.entries]
     roots += [(_target_name(prefix, n), d) for n, d in opened.referrer_entries]
     homes = _check_base(opened, roots, candidates, image, bundle)
@@ -500,10 +532,10 @@ def _check_base(
 
         return check
 
-    def walk(repo: str, desc: Descriptor) -> None:
+    def walk(repo: str, desc: Descriptor, depth: int = 0) -> None:
         digest = str(desc.digest)
-        if (repo, digest) in visited:
-            return
+        if (repo, digest) in visited or depth > MAX_INDEX_DEPTH:
+            return  # deeper indexes: the engine's plan refuses the image
         visited.add((repo, digest))
         if not opened.carries(digest):
             if not find(repo, lambda place: place.has_manifest(digest)):
@@ -512,10 +544,18 @@ def _check_base(
         manifest = opened.manifest(digest, desc.media_type or None)
         for blob in manifest.blobs:
             blob_digest = str(blob.digest)
-            if not opened.carries(blob_digest) and not find(repo, has_blob(blob_digest)):
-                missing.append(blob_digest)
+            size = opened.reader.blob_size(blob_digest)
+            if size is None:
+                if not find(repo, has_blob(blob_digest)):
+                    missing.append(blob_digest)
+            elif size != blob.size:
+                # the import would read the stated size out of a member of another one
+                raise BundleInvalidError(
+                    f"{bundle}: blob {blob_digest} is {size} bytes in the bundle, manifest "
+                    f"{digest} says {blob.size}"
+                )
         for child in manifest.manifests:
-            walk(repo, child)
+            walk(repo, child, depth + 1)
 
     for repo, desc in roots:
         walk(repo, desc)
@@ -585,9 +625,13 @@ def verify_bundle(
             report.problems.append(str(exc))
         report.blobs += 1
     omitted = opened.bundle_manifest.omitted if opened.bundle_manifest else frozenset()
+    checked: set[str] = set()  # each manifest read once: indexes may share children
 
-    def check(where: str, desc: Descriptor) -> None:
+    def check(where: str, desc: Descriptor, depth: int = 0) -> None:
         digest = str(desc.digest)
+        if digest in checked:
+            return
+        checked.add(digest)
         if not opened.carries(digest):
             if digest not in omitted:
                 report.problems.append(f"{where}: {digest} is neither in the bundle nor its base")
@@ -598,15 +642,65 @@ def verify_bundle(
             report.problems.append(f"{where}: {exc}")
             return
         for blob in manifest.blobs:
-            if not opened.carries(str(blob.digest)) and str(blob.digest) not in omitted:
-                report.problems.append(
-                    f"{where}: blob {blob.digest} is neither in the bundle nor its base"
-                )
+            _check_blob(report, opened, omitted, where, blob)
+        if manifest.is_index and depth >= MAX_INDEX_DEPTH:
+            report.problems.append(
+                f"{where}: indexes nest deeper than {MAX_INDEX_DEPTH} levels (at {digest})"
+            )
+            return
         for child in manifest.manifests:
-            check(where, child)
+            check(where, child, depth + 1)
 
     for entry in opened.entries:
         check(entry.ref_name, entry.descriptor)
     for name, desc in opened.referrer_entries:
         check(f"{name} referrer {desc.digest}", desc)
+    report.problems.extend(_manifest_problems(opened))
     return report
+
+
+def _manifest_problems(opened: OpenBundle) -> list[str]:
+    """Where the bundle manifest disagrees with ``index.json`` and the tar: what ``ls``
+    shows must be what an import writes. Each image's sizes are recomputed from its
+    manifests too (but a delta's)."""
+    problems = opened.inconsistencies()
+    bm = opened.bundle_manifest
+    if bm is None or problems or bm.is_delta:
+        return problems  # (a delta's sizes count manifests it does not hold: not checked)
+    omitted = bm.omitted
+    for info in bm.images:
+        entry = opened.entry(info.name, info.tag)
+        if entry is None:
+            continue
+        try:
+            sizes = _walk(opened, entry.descriptor)
+        except (BundleInvalidError, DigestMismatchError, ManifestInvalidError):
+            continue  # reported by the walk over the images already
+        size = sum(sizes.values())
+        carried = sum(s for d, s in sizes.items() if d not in omitted)
+        if (info.size, info.carried) != (size, carried):
+            problems.append(
+                f"{BUNDLE_MANIFEST_MEMBER} says {info.ref_name} is {info.size} bytes "
+                f"({info.carried} carried), its manifests {size} ({carried} carried)"
+            )
+    return problems
+
+
+def _check_blob(
+    report: BundleVerifyReport,
+    opened: OpenBundle,
+    omitted: frozenset[str],
+    where: str,
+    blob: Descriptor,
+) -> None:
+    """A blob a manifest references must be in the tar at the size the manifest states (an
+    import would read that many bytes), or left out as the base's."""
+    digest = str(blob.digest)
+    size = opened.reader.blob_size(digest)
+    if size is None:
+        if digest not in omitted:
+            report.problems.append(f"{where}: blob {digest} is neither in the bundle nor its base")
+    elif size != blob.size:
+        report.problems.append(
+            f"{where}: blob {digest} is {size} bytes in the bundle, its manifest says {blob.size}"
+        )

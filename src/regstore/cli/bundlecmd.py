@@ -152,21 +152,33 @@ def _target(state: AppState, text: str) -> dict[str, Any]:
     "--name", metavar="NAME[:TAG]",
     help="The repository of images whose ref name is only a tag or absent (skopeo's archives).",
 )  # fmt: skip
+@click.option(
+    "--base-repo", "base_repos", metavar="REPO", multiple=True,
+    help="Also look for what a delta leaves out in this repository of TARGET (repeatable).",
+)  # fmt: skip
 @regstore_command
-def import_command(state: AppState, bundle: str, target: str, name: str | None) -> int:
+def import_command(
+    state: AppState, bundle: str, target: str, name: str | None, base_repos: tuple[str, ...]
+) -> int:
     """Import every image of BUNDLE.tar into TARGET: a registry HOST[:PORT][/PREFIX] (names
     kept under PREFIX) or store: (the --store in use).
 
     Everything is verified as it streams. A delta whose base the target lacks is refused
-    before anything is tagged. Run it again after an interruption: what is complete is
-    skipped.
+    before anything is tagged; what it leaves out is looked for in each image's own
+    repository, and in the --base-repo ones (under PREFIX) when a base bundle delivered it
+    under another name. Run it again after an interruption: what is complete is skipped.
     """
     state.action = f"importing {bundle}"
     where = _target(state, target)
     display = state.progress()
     with display:
         batch = import_bundle(
-            bundle, name=name, concurrency=state.concurrency, events=display.sink, **where
+            bundle,
+            name=name,
+            base_repositories=base_repos,
+            concurrency=state.concurrency,
+            events=display.sink,
+            **where,
         )
     return report_batch(state, batch)
 
@@ -175,7 +187,11 @@ def import_command(state: AppState, bundle: str, target: str, name: str | None) 
 @click.argument("bundle", metavar="BUNDLE.tar")
 @regstore_command
 def ls_command(state: AppState, bundle: str) -> int:
-    """List a bundle's images, sizes and base bundles (reading only its first members)."""
+    """List a bundle's images, sizes and base bundles (reading only its first members).
+
+    The images are checked against the bundle's index.json; the sizes are as the bundle
+    states them (bundle verify checks them against its content).
+    """
     state.action = f"reading {bundle}"
     info = read_bundle(bundle)
     out = state.output
