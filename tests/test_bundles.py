@@ -525,3 +525,14 @@ def test_a_damaged_manifest_stops_the_import_before_anything_moves(
     assert all(not store.blob_exists(d) for d in BASE.blobs)
     report = verify_bundle(str(out))
     assert any(BASE.manifest_digest in p for p in report.problems), report
+
+
+def test_the_bundle_place_seam_is_not_top_level_api() -> None:
+    """``BundleImage`` needs an internal writer or reader and is no engine ``Image``: typed
+    code cannot use it, so ``regstore`` does not offer it (``regstore.bundle`` keeps it)."""
+    import regstore
+    import regstore.bundle
+
+    assert "BundleImage" not in regstore.__all__
+    assert not hasattr(regstore, "BundleImage")
+    assert "BundleImage" in regstore.bundle.__all__
