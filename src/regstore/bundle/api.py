@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from regstore.store import ObjectStore
 
 __all__ = [
+    "BundleInput",
     "BundleVerifyReport",
     "create_bundle",
     "import_bundle",
@@ -81,6 +82,20 @@ def _tool() -> str:
         return "regstore 0.0.0+unknown"
 
 
+@dataclass(frozen=True)
+class BundleInput:
+    """An image to write into a bundle with settings of its own (what a sync file's
+    repository asks for): ``name`` is the ``NAME:TAG`` the bundle calls it (default: the
+    image's own name and tag), ``platforms`` the platforms taken of it (None: those of
+    :func:`create_bundle`), ``referrers`` True to carry its referrers even when
+    :func:`create_bundle` carries none."""
+
+    image: Image
+    name: str | None = None
+    platforms: tuple[str, ...] | None = None
+    referrers: bool = False
+
+
 @dataclass
 class _Planned:
     image: Image
@@ -89,6 +104,8 @@ class _Planned:
     descriptor: Descriptor
     sizes: dict[str, int]
     plan: ImagePlan
+    platforms: tuple[str, ...] | None = None
+    referrers: bool = False
 
 
 @dataclass
@@ -110,7 +127,7 @@ def _sizes(source: ImageSource, plan: ImagePlan) -> dict[str, int]:
 
 
 def _plan_referrers(
-    image: Image, plan: ImagePlan, types: Sequence[str], excluded: frozenset[str]
+    image: Image, plan: ImagePlan, types: Sequence[str], excluded: frozenset[str], name: str
 ) -> list[_PlannedReferrer]:
     """What the engine's ``referrers=True`` moves with the planned image (the same walk:
     breadth-first from its manifests, a plain referrer only when its ``subject`` is the one it
@@ -139,7 +156,7 @@ def _plan_referrers(
             sizes = _sizes(source, referrer)
             desc = referrer_descriptor(top)
             info = BundledReferrer(
-                name=image.name,
+                name=name,
                 subject=subject,
                 digest=str(top.digest),
                 media_type=top.media_type,
@@ -152,23 +169,44 @@ def _plan_referrers(
     return out
 
 
-def _plan(image: Image, options: TransferOptions, excluded: frozenset[str]) -> _Planned:
+def _plan(
+    item: BundleInput,
+    platforms: Sequence[str | Platform] | None,
+    referrers: bool,
+    excluded: frozenset[str],
+) -> _Planned:
+    image = item.image
     if image.reference is None or is_digest(image.reference):
         raise UsageError(f"{image}: a bundle names its images NAME:TAG; give a tag")
+    name, tag = image.name, image.reference
+    if item.name is not None:
+        try:
+            named, tag = split_ref_name(item.name)
+        except ValueError as exc:
+            raise UsageError(f"{image}: cannot name it {item.name!r} in a bundle: {exc}") from exc
+        if named is None:
+            raise UsageError(f"{image}: a bundle names its images NAME:TAG, not {item.name!r}")
+        name = named
+    chosen = item.platforms if item.platforms is not None else platforms
+    key = tuple(str(p) for p in chosen) if chosen else None
+    options = TransferOptions.build(chosen)
     plan = plan_image(image, options)
     source_digest = str(plan.top.digest)
     if plan.partial:
         plan = fit_to_sink(plan)
     sizes = _sizes(source_of(image), plan)
     info = BundledImage(
-        name=image.name,
-        tag=image.reference,
+        name=name,
+        tag=tag,
         digest=str(plan.top.digest),
         media_type=plan.top.media_type,
         size=sum(sizes.values()),
         carried=sum(s for d, s in sizes.items() if d not in excluded),
     )
-    return _Planned(image, source_digest, info, plan.top.descriptor(), sizes, plan)
+    return _Planned(
+        image, source_digest, info, plan.top.descriptor(), sizes, plan, key,
+        referrers or item.referrers,
+    )  # fmt: skip
 
 
 def _base_names(base: BundleManifest) -> tuple[str, ...]:
@@ -217,7 +255,7 @@ def _index_bytes(planned: Sequence[_Planned], referrers: Sequence[_PlannedReferr
 
 def create_bundle(
     out: str,
-    images: Sequence[Image],
+    images: Sequence[Image | BundleInput],
     *,
     since: Sequence[str] = (),
     platforms: Sequence[str | Platform] | None = None,
@@ -240,24 +278,27 @@ def create_bundle(
     taken). ``referrers`` carries what refers to each image too, as ``pull`` does: its
     signatures, SBOMs and attestations (recursively) and cosign's ``sha256-<hex>.sig``,
     ``.att``, ``.sbom`` tags, only those of ``referrer_types`` when given (which implies
-    ``referrers``); a delta leaves out the referrers its base holds. Raises UsageError for an
+    ``referrers``); a delta leaves out the referrers its base holds. A :class:`BundleInput`
+    gives one image a name, platforms or referrers of its own. Raises UsageError for an
     image without a tag or a name given twice, and what reading the sources raises (nothing
     is left at ``out`` then).
     """
     bases = [read_bundle(s, storage_options=storage_options) for s in since]
     excluded = frozenset(d for b in bases for d in b.references)
-    options = TransferOptions.build(platforms)
-    planned = [_plan(image, options, excluded) for image in images]
+    referrer_types = tuple(referrer_types)
+    referrers = referrers or bool(referrer_types)
+    inputs = [i if isinstance(i, BundleInput) else BundleInput(i) for i in images]
+    planned = [_plan(i, platforms, referrers, excluded) for i in inputs]
     names = [p.info.ref_name for p in planned]
     if len(set(names)) != len(names):
         raise UsageError(f"an image is named twice: {', '.join(sorted(names))}")
-    referrer_types = tuple(referrer_types)
-    referrers = referrers or bool(referrer_types)
     found: list[_PlannedReferrer] = []
-    if referrers:
+    if any(p.referrers for p in planned):
         listed: set[tuple[str, str, str | None]] = set()
         for p in planned:
-            for r in _plan_referrers(p.image, p.plan, referrer_types, excluded):
+            if not p.referrers:
+                continue
+            for r in _plan_referrers(p.image, p.plan, referrer_types, excluded, p.info.name):
                 key = (r.info.name, r.info.digest, r.info.tag)
                 if key not in listed:  # two tags of one image share their referrers
                     listed.add(key)
@@ -288,32 +329,39 @@ def create_bundle(
         writer.add_bytes(INDEX_MEMBER, _index_bytes(planned, found))
         writer.add_directory("blobs/")
         writer.add_directory("blobs/sha256/")
-        jobs = [
-            (
-                dataclasses.replace(p.image, reference=p.source_digest),
-                cast("Image", BundleImage(writer, p.info.name, p.info.tag)),
+        # one transfer per platform choice and referrers setting (as a sync runs its jobs),
+        # all into the one tar
+        groups: dict[tuple[tuple[str, ...] | None, bool], list[_Planned]] = {}
+        for p in planned:
+            groups.setdefault((p.platforms, p.referrers), []).append(p)
+        moved: set[str] = set()
+        for (chosen, carry), group in groups.items():
+            jobs = [
+                (
+                    dataclasses.replace(p.image, reference=p.source_digest),
+                    cast("Image", BundleImage(writer, p.info.name, p.info.tag)),
+                )
+                for p in group
+            ]
+            batch = transfer_many(
+                jobs,
+                platforms=list(chosen) if chosen else None,
+                concurrency=concurrency,
+                events=events,
+                skip_unchanged=False,
+                keep_going=False,
+                referrers=carry,
+                referrer_types=referrer_types if carry else (),
             )
-            for p in planned
-        ]
-        batch = transfer_many(
-            jobs,
-            platforms=platforms,
-            concurrency=concurrency,
-            events=events,
-            skip_unchanged=False,
-            keep_going=False,
-            referrers=referrers,
-            referrer_types=referrer_types,
-        )
-        if not batch.ok:
-            failed = batch.by_status("failed") or batch.by_status("cancelled")
-            error = failed[0].exception
-            if error is not None:
-                raise error
-            raise BundleInvalidError(f"{failed[0].source}: {failed[0].error}")
+            if not batch.ok:
+                failed = batch.by_status("failed") or batch.by_status("cancelled")
+                error = failed[0].exception
+                if error is not None:
+                    raise error
+                raise BundleInvalidError(f"{failed[0].source}: {failed[0].error}")
+            moved.update(str(d) for o in batch.outcomes if o.result for d in o.result.referrers)
         wanted = {p.info.ref_name: p.info.digest for p in planned}
         wanted.update({r.info.ref_name: r.info.digest for r in found if r.info.ref_name})
-        moved = {str(d) for o in batch.outcomes if o.result for d in o.result.referrers}
         # the images and referrers index.json names (written first, from the plan) are what
         # the transfer tagged and moved: a signature added or removed meanwhile is not
         if writer.tagged != wanted or moved != {r.info.digest for r in found}:

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from regstore.bundle import create_bundle, import_bundle, read_bundle, verify_bundle
+from regstore.bundle import (
+    BundleInput,
+    create_bundle,
+    import_bundle,
+    read_bundle,
+    verify_bundle,
+)
 from regstore.engine.sync import ConnectionSpec, load_sync_file, plan_sync
 from regstore.errors import InvalidReferenceError, UsageError
 from regstore.reference import validate_name
@@ -42,7 +48,11 @@ def bundle_group() -> None:
     """
 
 
-def _sync_images(state: AppState, sync_file: str, referrers: bool) -> list[Image]:
+def _sync_images(
+    state: AppState, sync_file: str, referrers: bool, platforms: list[str] | None
+) -> list[BundleInput]:
+    """The images a sync file names, as the sync would write them: named as at its target
+    (``as:`` and the prefixes), with their platforms and ``referrers:``."""
     spec = load_sync_file(sync_file)
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
@@ -60,12 +70,29 @@ def _sync_images(state: AppState, sync_file: str, referrers: bool) -> list[Image
     if plan.failures:
         first = plan.failures[0]
         raise UsageError(f"{sync_file}: cannot list {first.source}: {first.error}")
-    # with --referrers, signature and referrers-index tags travel with their images instead
-    return [
-        job.source
-        for job in plan.jobs
-        if not (referrers and job.source.reference and is_supply_chain_tag(job.source.reference))
-    ]
+    inputs: list[BundleInput] = []
+    for job in plan.jobs:
+        carry = referrers or job.referrers
+        if carry and job.source.reference and is_supply_chain_tag(job.source.reference):
+            continue  # signature and referrers-index tags travel with their images instead
+        chosen = tuple(job.platforms) if job.platforms else None
+        if chosen is not None and platforms and sorted(chosen) != sorted(platforms):
+            raise UsageError(
+                f"{sync_file}: {job.source} takes the platforms {', '.join(chosen)}, the "
+                f"command line {', '.join(platforms)}: a bundle cannot honour both"
+            )
+        dest = job.destination
+        if dest.reference is None:
+            raise UsageError(f"{sync_file}: {job.source} has no tag at its target")
+        inputs.append(
+            BundleInput(
+                job.source,
+                name=f"{dest.name}:{dest.reference}",
+                platforms=chosen,
+                referrers=job.referrers,
+            )
+        )
+    return inputs
 
 
 @bundle_group.command("create")
@@ -73,7 +100,8 @@ def _sync_images(state: AppState, sync_file: str, referrers: bool) -> list[Image
 @click.argument("images", metavar="IMAGE...", nargs=-1, type=ImageRefType("any"))
 @click.option(
     "--from", "sync_file", metavar="SYNC.yaml", type=click.Path(dir_okay=False),
-    help="Also take every image a sync file names (its sources).",
+    help="Also take every image a sync file names, as the sync would write it (its as: "
+    "names, prefixes, platforms and referrers).",
 )  # fmt: skip
 @click.option(
     "--since", metavar="OLD.tar", multiple=True,
@@ -102,9 +130,12 @@ def create_command(
     sha256-<digest>.sig/.att/.sbom tags) travel in the bundle too.
     """
     state.action = f"writing bundle {out}"
-    chosen = [image_of(state, ref) for ref in images]
+    wanted = check_platforms(platforms, all_platforms)
+    chosen: list[Image | BundleInput] = [image_of(state, ref) for ref in images]
     if sync_file is not None:
-        chosen += _sync_images(state, sync_file, referrers or bool(referrer_types))
+        chosen += _sync_images(
+            state, sync_file, referrers or bool(referrer_types), list(wanted) if wanted else None
+        )
     if not chosen:
         raise click.UsageError("name at least one IMAGE (or --from SYNC.yaml)")
     display = state.progress()
@@ -113,7 +144,7 @@ def create_command(
             out,
             chosen,
             since=since,
-            platforms=check_platforms(platforms, all_platforms),
+            platforms=wanted,
             referrers=referrers,
             referrer_types=referrer_types,
             concurrency=state.concurrency,
