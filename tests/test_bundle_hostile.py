@@ -9,7 +9,7 @@ import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -26,6 +26,9 @@ from regstore.errors import (
 )
 from regstore.testing.builders import build_image
 from tests.support.cli import put_image
+
+if TYPE_CHECKING:
+    from regstore.engine.model import Image
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -427,3 +430,40 @@ def test_malformed_index_and_manifests_are_clear_errors(
     else:
         report = verify_bundle(str(bundle))
         assert any("bad/body:1" in p and "valid" in p for p in report.problems), report.problems
+
+
+def test_a_member_shorter_than_stated_is_read_once_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the base check (the engine moving out of the bundle directly): the early end of
+    a member is final, not a transient failure retried with pauses."""
+    from regstore.bundle.place import BundleImage
+    from regstore.engine.transfer import transfer_many
+
+    manifest, members = _image(layer_size=500)
+    top = {"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest),
+           "annotations": {REF: "lie/size:1"}}  # fmt: skip
+    bundle = tmp_path / "size.tar"
+    _write_tar(bundle, [LAYOUT, ("index.json", _index([top])), *members])
+    layer = _sha(members[1][1])
+    opens: list[int] = []
+    real = BundleReader.opener
+
+    def counting(self: BundleReader, digest: str) -> Any:
+        inner = real(self, digest)
+
+        def open_at(offset: int) -> Any:
+            if digest == layer:
+                opens.append(offset)
+            return inner(offset)
+
+        return open_at
+
+    monkeypatch.setattr(BundleReader, "opener", counting)
+    opened = OpenBundle(BundleReader(str(bundle)))
+    store = open_store(f"memory://short-{tmp_path.name}")
+    source = BundleImage(opened, "lie/size", "1")
+    batch = transfer_many([(cast("Image", source), StoreImage(store, "lie/size", "1"))])
+    assert not batch.ok
+    assert opens == [0], opens
+    assert layer in str(batch.outcomes[0].error), batch.outcomes[0].error
