@@ -271,3 +271,22 @@ def test_from_a_sync_file_supply_chain_tags_travel_with_their_image(
     info = read_bundle(str(out))
     assert [i.ref_name for i in info.images] == ["app:v1"]
     assert {r.digest for r in info.referrers} == chain.referrers
+
+
+def test_a_sync_files_own_referrers_setting_is_honoured(
+    registry: RegistryServer, signed: tuple[Client, SupplyChain], tmp_path: Path
+) -> None:
+    """``referrers: true`` on the repository (no --referrers): its referrers travel."""
+    _, chain = signed
+    sync = tmp_path / "mirror.yaml"
+    sync.write_text(
+        f"target: {{store: '{tmp_path / 'unused'}'}}\n"
+        f"sources:\n  - registry: {registry.host}\n    repositories:\n"
+        "      - name: app\n        referrers: true\n"
+    )
+    out = tmp_path / "synced.tar"
+    r = run_cli("bundle", "create", str(out), "--from", str(sync), home=tmp_path / "home")
+    assert r.returncode == 0, r
+    info = read_bundle(str(out))
+    assert [i.ref_name for i in info.images] == ["app:v1"]
+    assert {r.digest for r in info.referrers} == chain.referrers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -250,9 +251,12 @@ def test_full_then_delta_then_a_third_delivery(
 
     store = store_factory("file-distribution")
     client = Client(registry.host)
+    # what a base delivered under another name is looked for there only when the importer
+    # names that repository
+    homes = ["app/web"]
     for bundle in (first, second, third):
-        assert import_bundle(str(bundle), store=store).ok
-        assert import_bundle(str(bundle), client=client, prefix="air").ok
+        assert import_bundle(str(bundle), store=store, base_repositories=homes).ok
+        assert import_bundle(str(bundle), client=client, prefix="air", base_repositories=homes).ok
     expected = [("app/web", "1", BASE), ("tools/cli", "2", TOOL), ("app/web", "2", WEB2),
                 ("team/new", "1", NEW), ("app/web", "3", WEB3),
                 # a registry keeps blobs per repository: BASE's layers come by a mount
@@ -522,3 +526,71 @@ def test_a_damaged_manifest_stops_the_import_before_anything_moves(
     assert all(not store.blob_exists(d) for d in BASE.blobs)
     report = verify_bundle(str(out))
     assert any(BASE.manifest_digest in p for p in report.problems), report
+
+
+def test_the_bundle_place_seam_is_not_top_level_api() -> None:
+    """``BundleImage`` needs an internal writer or reader and is no engine ``Image``: typed
+    code cannot use it, so ``regstore`` does not offer it (``regstore.bundle`` keeps it)."""
+    import regstore
+    import regstore.bundle
+
+    assert "BundleImage" not in regstore.__all__
+    assert not hasattr(regstore, "BundleImage")
+    assert "BundleImage" in regstore.bundle.__all__
+
+
+def test_create_from_a_sync_file_honours_its_names_and_platforms(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """``as:``, the source and target prefixes, default and per-repository platforms: the
+    bundle holds each image as the sync would have written it."""
+    registry.push_content("app/web", "1", BASE)
+    registry.push_content("tools/cli", "2", TOOL)
+    registry.push_content("tools/other", "2", TOOL)
+    sync = tmp_path / "mirror.yaml"
+    sync.write_text(
+        "defaults: {platforms: [linux/arm64]}\n"
+        f"target: {{store: '{tmp_path / 'unused'}', prefix: mirror}}\n"
+        f"sources:\n  - registry: {registry.host}\n    prefix: up\n    repositories:\n"
+        "      - name: app/web\n        tags: ['1']\n        as: web\n"
+        "      - name: tools/cli\n        tags: ['2']\n"
+        "      - name: tools/other\n        tags: ['2']\n        platforms: [linux/amd64]\n"
+    )
+    out = tmp_path / "synced.tar"
+    r = run_cli(
+        "bundle", "create", str(out), "--from", str(sync),
+        home=tmp_path / "home", store=str(tmp_path / "store"),
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    arm = next(c for c in TOOL.children if c.platform[1] == "arm64")
+    amd = next(c for c in TOOL.children if c.platform[1] == "amd64")
+    preview = run_cli("sync", str(sync), "--dry-run", "--json", home=tmp_path / "home")
+    names = sorted(j["destination"].split(":", 1)[1] for j in json.loads(preview.stdout)["jobs"])
+    info = read_bundle(str(out))
+    assert sorted(i.ref_name for i in info.images) == names
+    by_repo = {i.ref_name.rsplit("/", 1)[-1]: i.digest for i in info.images}
+    assert by_repo == {
+        "web:1": BASE.manifest_digest,
+        "cli:2": arm.manifest_digest,  # the default platform
+        "other:2": amd.manifest_digest,  # its own
+    }
+    assert all(i.ref_name.startswith("mirror/") for i in info.images), info.images
+
+
+def test_create_from_a_sync_file_refuses_platforms_it_cannot_honour(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    registry.push_content("tools/cli", "2", TOOL)
+    sync = tmp_path / "mirror.yaml"
+    sync.write_text(
+        f"target: {{store: '{tmp_path / 'unused'}'}}\n"
+        f"sources:\n  - registry: {registry.host}\n    repositories:\n"
+        "      - name: tools/cli\n        tags: ['2']\n        platforms: [linux/amd64]\n"
+    )
+    out = tmp_path / "synced.tar"
+    r = run_cli(
+        "bundle", "create", str(out), "--from", str(sync), "--platform", "linux/arm64",
+        home=tmp_path / "home", store=str(tmp_path / "store"),
+    )  # fmt: skip
+    assert r.returncode != 0 and "cannot honour" in r.stderr, r
+    assert not out.exists()

@@ -17,7 +17,6 @@ from importlib.metadata import PackageNotFoundError, version
 from regstore.bundle import (
     BaseBundle,
     BundledImage,
-    BundleImage,
     BundleManifest,
     BundleVerifyReport,
     create_bundle,
@@ -110,7 +109,6 @@ __all__ = [
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
     "BundleBaseMissingError",
-    "BundleImage",
     "BundleInvalidError",
     "BundleManifest",
     "BundleVerifyReport",

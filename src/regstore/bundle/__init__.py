@@ -11,13 +11,21 @@ and tag-last rule. The on-disk format is described in :mod:`.format`.
 
 from __future__ import annotations
 
-from .api import BundleVerifyReport, create_bundle, import_bundle, read_bundle, verify_bundle
+from .api import (
+    BundleInput,
+    BundleVerifyReport,
+    create_bundle,
+    import_bundle,
+    read_bundle,
+    verify_bundle,
+)
 from .format import BaseBundle, BundledImage, BundledReferrer, BundleManifest
 from .place import BundleImage
 
 __all__ = [
     "BaseBundle",
     "BundleImage",
+    "BundleInput",
     "BundleManifest",
     "BundleVerifyReport",
     "BundledImage",

@@ -18,7 +18,13 @@ from regstore.engine.model import BatchResult, RegistryImage, StoreImage
 from regstore.engine.options import TransferOptions
 from regstore.engine.places import source_of
 from regstore.engine.referrers import find_referrers, has_wanted_type
-from regstore.engine.transfer import DEFAULT_CONCURRENCY, fit_to_sink, plan_image, transfer_many
+from regstore.engine.transfer import (
+    DEFAULT_CONCURRENCY,
+    MAX_INDEX_DEPTH,
+    fit_to_sink,
+    plan_image,
+    transfer_many,
+)
 from regstore.errors import (
     BundleBaseMissingError,
     BundleInvalidError,
@@ -56,6 +62,7 @@ if TYPE_CHECKING:
     from regstore.store import ObjectStore
 
 __all__ = [
+    "BundleInput",
     "BundleVerifyReport",
     "create_bundle",
     "import_bundle",
@@ -75,6 +82,20 @@ def _tool() -> str:
         return "regstore 0.0.0+unknown"
 
 
+@dataclass(frozen=True)
+class BundleInput:
+    """An image to write into a bundle with settings of its own (what a sync file's
+    repository asks for): ``name`` is the ``NAME:TAG`` the bundle calls it (default: the
+    image's own name and tag), ``platforms`` the platforms taken of it (None: those of
+    :func:`create_bundle`), ``referrers`` True to carry its referrers even when
+    :func:`create_bundle` carries none."""
+
+    image: Image
+    name: str | None = None
+    platforms: tuple[str, ...] | None = None
+    referrers: bool = False
+
+
 @dataclass
 class _Planned:
     image: Image
@@ -83,6 +104,8 @@ class _Planned:
     descriptor: Descriptor
     sizes: dict[str, int]
     plan: ImagePlan
+    platforms: tuple[str, ...] | None = None
+    referrers: bool = False
 
 
 @dataclass
@@ -104,7 +127,7 @@ def _sizes(source: ImageSource, plan: ImagePlan) -> dict[str, int]:
 
 
 def _plan_referrers(
-    image: Image, plan: ImagePlan, types: Sequence[str], excluded: frozenset[str]
+    image: Image, plan: ImagePlan, types: Sequence[str], excluded: frozenset[str], name: str
 ) -> list[_PlannedReferrer]:
     """What the engine's ``referrers=True`` moves with the planned image (the same walk:
     breadth-first from its manifests, a plain referrer only when its ``subject`` is the one it
@@ -133,7 +156,7 @@ def _plan_referrers(
             sizes = _sizes(source, referrer)
             desc = referrer_descriptor(top)
             info = BundledReferrer(
-                name=image.name,
+                name=name,
                 subject=subject,
                 digest=str(top.digest),
                 media_type=top.media_type,
@@ -146,23 +169,44 @@ def _plan_referrers(
     return out
 
 
-def _plan(image: Image, options: TransferOptions, excluded: frozenset[str]) -> _Planned:
+def _plan(
+    item: BundleInput,
+    platforms: Sequence[str | Platform] | None,
+    referrers: bool,
+    excluded: frozenset[str],
+) -> _Planned:
+    image = item.image
     if image.reference is None or is_digest(image.reference):
         raise UsageError(f"{image}: a bundle names its images NAME:TAG; give a tag")
+    name, tag = image.name, image.reference
+    if item.name is not None:
+        try:
+            named, tag = split_ref_name(item.name)
+        except ValueError as exc:
+            raise UsageError(f"{image}: cannot name it {item.name!r} in a bundle: {exc}") from exc
+        if named is None:
+            raise UsageError(f"{image}: a bundle names its images NAME:TAG, not {item.name!r}")
+        name = named
+    chosen = item.platforms if item.platforms is not None else platforms
+    key = tuple(str(p) for p in chosen) if chosen else None
+    options = TransferOptions.build(chosen)
     plan = plan_image(image, options)
     source_digest = str(plan.top.digest)
     if plan.partial:
         plan = fit_to_sink(plan)
     sizes = _sizes(source_of(image), plan)
     info = BundledImage(
-        name=image.name,
-        tag=image.reference,
+        name=name,
+        tag=tag,
         digest=str(plan.top.digest),
         media_type=plan.top.media_type,
         size=sum(sizes.values()),
         carried=sum(s for d, s in sizes.items() if d not in excluded),
     )
-    return _Planned(image, source_digest, info, plan.top.descriptor(), sizes, plan)
+    return _Planned(
+        image, source_digest, info, plan.top.descriptor(), sizes, plan, key,
+        referrers or item.referrers,
+    )  # fmt: skip
 
 
 def _base_names(base: BundleManifest) -> tuple[str, ...]:
@@ -211,7 +255,7 @@ def _index_bytes(planned: Sequence[_Planned], referrers: Sequence[_PlannedReferr
 
 def create_bundle(
     out: str,
-    images: Sequence[Image],
+    images: Sequence[Image | BundleInput],
     *,
     since: Sequence[str] = (),
     platforms: Sequence[str | Platform] | None = None,
@@ -234,24 +278,27 @@ def create_bundle(
     taken). ``referrers`` carries what refers to each image too, as ``pull`` does: its
     signatures, SBOMs and attestations (recursively) and cosign's ``sha256-<hex>.sig``,
     ``.att``, ``.sbom`` tags, only those of ``referrer_types`` when given (which implies
-    ``referrers``); a delta leaves out the referrers its base holds. Raises UsageError for an
+    ``referrers``); a delta leaves out the referrers its base holds. A :class:`BundleInput`
+    gives one image a name, platforms or referrers of its own. Raises UsageError for an
     image without a tag or a name given twice, and what reading the sources raises (nothing
     is left at ``out`` then).
     """
     bases = [read_bundle(s, storage_options=storage_options) for s in since]
     excluded = frozenset(d for b in bases for d in b.references)
-    options = TransferOptions.build(platforms)
-    planned = [_plan(image, options, excluded) for image in images]
+    referrer_types = tuple(referrer_types)
+    referrers = referrers or bool(referrer_types)
+    inputs = [i if isinstance(i, BundleInput) else BundleInput(i) for i in images]
+    planned = [_plan(i, platforms, referrers, excluded) for i in inputs]
     names = [p.info.ref_name for p in planned]
     if len(set(names)) != len(names):
         raise UsageError(f"an image is named twice: {', '.join(sorted(names))}")
-    referrer_types = tuple(referrer_types)
-    referrers = referrers or bool(referrer_types)
     found: list[_PlannedReferrer] = []
-    if referrers:
+    if any(p.referrers for p in planned):
         listed: set[tuple[str, str, str | None]] = set()
         for p in planned:
-            for r in _plan_referrers(p.image, p.plan, referrer_types, excluded):
+            if not p.referrers:
+                continue
+            for r in _plan_referrers(p.image, p.plan, referrer_types, excluded, p.info.name):
                 key = (r.info.name, r.info.digest, r.info.tag)
                 if key not in listed:  # two tags of one image share their referrers
                     listed.add(key)
@@ -282,32 +329,39 @@ def create_bundle(
         writer.add_bytes(INDEX_MEMBER, _index_bytes(planned, found))
         writer.add_directory("blobs/")
         writer.add_directory("blobs/sha256/")
-        jobs = [
-            (
-                dataclasses.replace(p.image, reference=p.source_digest),
-                cast("Image", BundleImage(writer, p.info.name, p.info.tag)),
+        # one transfer per platform choice and referrers setting (as a sync runs its jobs),
+        # all into the one tar
+        groups: dict[tuple[tuple[str, ...] | None, bool], list[_Planned]] = {}
+        for p in planned:
+            groups.setdefault((p.platforms, p.referrers), []).append(p)
+        moved: set[str] = set()
+        for (chosen, carry), group in groups.items():
+            jobs = [
+                (
+                    dataclasses.replace(p.image, reference=p.source_digest),
+                    cast("Image", BundleImage(writer, p.info.name, p.info.tag)),
+                )
+                for p in group
+            ]
+            batch = transfer_many(
+                jobs,
+                platforms=list(chosen) if chosen else None,
+                concurrency=concurrency,
+                events=events,
+                skip_unchanged=False,
+                keep_going=False,
+                referrers=carry,
+                referrer_types=referrer_types if carry else (),
             )
-            for p in planned
-        ]
-        batch = transfer_many(
-            jobs,
-            platforms=platforms,
-            concurrency=concurrency,
-            events=events,
-            skip_unchanged=False,
-            keep_going=False,
-            referrers=referrers,
-            referrer_types=referrer_types,
-        )
-        if not batch.ok:
-            failed = batch.by_status("failed") or batch.by_status("cancelled")
-            error = failed[0].exception
-            if error is not None:
-                raise error
-            raise BundleInvalidError(f"{failed[0].source}: {failed[0].error}")
+            if not batch.ok:
+                failed = batch.by_status("failed") or batch.by_status("cancelled")
+                error = failed[0].exception
+                if error is not None:
+                    raise error
+                raise BundleInvalidError(f"{failed[0].source}: {failed[0].error}")
+            moved.update(str(d) for o in batch.outcomes if o.result for d in o.result.referrers)
         wanted = {p.info.ref_name: p.info.digest for p in planned}
         wanted.update({r.info.ref_name: r.info.digest for r in found if r.info.ref_name})
-        moved = {str(d) for o in batch.outcomes if o.result for d in o.result.referrers}
         # the images and referrers index.json names (written first, from the plan) are what
         # the transfer tagged and moved: a signature added or removed meanwhile is not
         if writer.tagged != wanted or moved != {r.info.digest for r in found}:
@@ -328,16 +382,25 @@ def read_bundle(bundle: str, *, storage_options: dict[str, Any] | None = None) -
     """What the bundle at ``bundle`` holds, reading as little of it as it can.
 
     A bundle regstore wrote has its bundle manifest among its first members: only those are
-    read. Any other OCI-layout tar (one ``skopeo copy ... oci-archive:`` wrote) is described
-    from its ``index.json`` and manifests (``described`` False; its id is the digest of its
-    ``index.json``); its blobs are never read. Raises BundleInvalidError for a tar that is no
-    OCI layout.
+    read, and its images checked against ``index.json`` (BundleInvalidError when they
+    differ); its sizes and ``carried`` are as stated (:func:`verify_bundle` checks them
+    against the tar). Any other OCI-layout tar (one ``skopeo copy ... oci-archive:``
+    wrote) is described from its ``index.json`` and manifests (``described`` False; its id
+    is the digest of its ``index.json``); its blobs are never read. Raises
+    BundleInvalidError for a tar that is no OCI layout.
     """
-    reader = BundleReader(
-        bundle, storage_options=storage_options, stop_after=BUNDLE_MANIFEST_MEMBER
-    )
+    reader = BundleReader(bundle, storage_options=storage_options, stop_after=INDEX_MEMBER)
     if reader.has(BUNDLE_MANIFEST_MEMBER):
-        return BundleManifest.from_json(reader.read_member(BUNDLE_MANIFEST_MEMBER))
+        manifest = BundleManifest.from_json(reader.read_member(BUNDLE_MANIFEST_MEMBER))
+        if reader.has(INDEX_MEMBER):
+            # the images an import would write are index.json's: a bundle manifest naming
+            # others lies (its sizes and digests carried are checked by verify_bundle only)
+            problems = OpenBundle(reader, name="unnamed").inconsistencies()
+            if problems:
+                raise BundleInvalidError(f"{bundle} is inconsistent: {problems[0]}")
+        return manifest
+    if not reader.complete:  # no bundle manifest before index.json: the manifests are needed
+        reader = BundleReader(bundle, storage_options=storage_options)
     return _describe(reader)
 
 
@@ -375,15 +438,29 @@ def _describe(reader: BundleReader) -> BundleManifest:
 
 
 def _walk(opened: OpenBundle, desc: Descriptor) -> dict[str, int]:
-    """Every digest the manifest ``desc`` reaches through the tar, with its size."""
-    found: dict[str, int] = {str(desc.digest): desc.size}
-    if not opened.carries(str(desc.digest)):
-        return found
-    manifest = opened.manifest(str(desc.digest), desc.media_type or None)
-    for blob in manifest.blobs:
-        found[str(blob.digest)] = blob.size
-    for child in manifest.manifests:
-        found.update(_walk(opened, child))
+    """Every digest the manifest ``desc`` reaches through the tar, with its size: each
+    manifest read once (indexes sharing children are a DAG, not a tree), indexes nested no
+    deeper than the engine takes them."""
+    found: dict[str, int] = {}
+
+    def visit(desc: Descriptor, depth: int) -> None:
+        digest = str(desc.digest)
+        if digest in found:
+            return
+        found[digest] = desc.size
+        if not opened.carries(digest):
+            return
+        manifest = opened.manifest(digest, desc.media_type or None)
+        for blob in manifest.blobs:
+            found.setdefault(str(blob.digest), blob.size)
+        if manifest.is_index and depth >= MAX_INDEX_DEPTH:
+            raise BundleInvalidError(
+                f"{opened.url}: indexes nest deeper than {MAX_INDEX_DEPTH} levels"
+            )
+        for child in manifest.manifests:
+            visit(child, depth + 1)
+
+    visit(desc, 0)
     return found
 
 
@@ -401,6 +478,7 @@ def import_bundle(
     store: ObjectStore | None = None,
     prefix: str = "",
     name: str | None = None,
+    base_repositories: Sequence[str] = (),
     concurrency: int = DEFAULT_CONCURRENCY,
     events: EventSink | None = None,
     storage_options: dict[str, Any] | None = None,
@@ -417,10 +495,13 @@ def import_bundle(
     after its subject (into a registry's referrers API or tag schema, or a store's referrers
     index), cosign's tags with them. Tags go last, per image; a run that was killed is
     resumed by running it again (complete blobs are skipped, a store resumes a partly written
-    one). ``name`` names the
+    one). What a delta leaves out is looked for in each image's own repository at the
+    target, and in ``base_repositories`` (names under ``prefix``; a base bundle that
+    delivered it under another name) only when the importer names them. ``name`` names the
     repository of images whose ref name is only a tag or absent (a bundle ``skopeo copy``
     wrote): ``NAME`` or ``NAME:TAG``. Raises BundleInvalidError for a tar that is no OCI
-    layout, ValueError unless exactly one of ``client`` and ``store`` is given.
+    layout or whose bundle manifest disagrees with its ``index.json`` and members,
+    ValueError unless exactly one of ``client`` and ``store`` is given.
     """
     if (client is None) == (store is None):
         raise ValueError("give exactly one of client= and store=")
@@ -432,15 +513,14 @@ def import_bundle(
         assert store is not None
         return StoreImage(store, repo, tag)
 
+    problems = opened.inconsistencies()
+    if problems:
+        raise BundleInvalidError(f"{bundle} is inconsistent: {problems[0]}")
     targets = {e.ref_name: _target_name(prefix, e.name) for e in opened.entries}
-    candidates = list(dict.fromkeys(targets.values()))
-    if opened.bundle_manifest is not None:
-        for base in opened.bundle_manifest.base:
-            for ref_name in base.images:
-                base_name, _ = split_ref_name(ref_name)
-                if base_name is not None:
-                    candidates.append(_target_name(prefix, base_name))
-    candidates = list(dict.fromkeys(candidates))
+    # where a delta's left-out content may be found besides each image's own repository:
+    # only what the importer names (never what the bundle names: a bundle could otherwise
+    # copy any repository the importer can read into one it names), under the prefix
+    candidates = list(dict.fromkeys(_target_name(prefix, r) for r in base_repositories))
     roots = [(targets[e.ref_name], e.descriptor) for e in opened.entries]
     roots += [(_target_name(prefix, n), d) for n, d in opened.referrer_entries]
     homes = _check_base(opened, roots, candidates, image, bundle)
@@ -500,10 +580,10 @@ def _check_base(
 
         return check
 
-    def walk(repo: str, desc: Descriptor) -> None:
+    def walk(repo: str, desc: Descriptor, depth: int = 0) -> None:
         digest = str(desc.digest)
-        if (repo, digest) in visited:
-            return
+        if (repo, digest) in visited or depth > MAX_INDEX_DEPTH:
+            return  # deeper indexes: the engine's plan refuses the image
         visited.add((repo, digest))
         if not opened.carries(digest):
             if not find(repo, lambda place: place.has_manifest(digest)):
@@ -512,10 +592,18 @@ def _check_base(
         manifest = opened.manifest(digest, desc.media_type or None)
         for blob in manifest.blobs:
             blob_digest = str(blob.digest)
-            if not opened.carries(blob_digest) and not find(repo, has_blob(blob_digest)):
-                missing.append(blob_digest)
+            size = opened.reader.blob_size(blob_digest)
+            if size is None:
+                if not find(repo, has_blob(blob_digest)):
+                    missing.append(blob_digest)
+            elif size != blob.size:
+                # the import would read the stated size out of a member of another one
+                raise BundleInvalidError(
+                    f"{bundle}: blob {blob_digest} is {size} bytes in the bundle, manifest "
+                    f"{digest} says {blob.size}"
+                )
         for child in manifest.manifests:
-            walk(repo, child)
+            walk(repo, child, depth + 1)
 
     for repo, desc in roots:
         walk(repo, desc)
@@ -585,9 +673,13 @@ def verify_bundle(
             report.problems.append(str(exc))
         report.blobs += 1
     omitted = opened.bundle_manifest.omitted if opened.bundle_manifest else frozenset()
+    checked: set[str] = set()  # each manifest read once: indexes may share children
 
-    def check(where: str, desc: Descriptor) -> None:
+    def check(where: str, desc: Descriptor, depth: int = 0) -> None:
         digest = str(desc.digest)
+        if digest in checked:
+            return
+        checked.add(digest)
         if not opened.carries(digest):
             if digest not in omitted:
                 report.problems.append(f"{where}: {digest} is neither in the bundle nor its base")
@@ -598,15 +690,65 @@ def verify_bundle(
             report.problems.append(f"{where}: {exc}")
             return
         for blob in manifest.blobs:
-            if not opened.carries(str(blob.digest)) and str(blob.digest) not in omitted:
-                report.problems.append(
-                    f"{where}: blob {blob.digest} is neither in the bundle nor its base"
-                )
+            _check_blob(report, opened, omitted, where, blob)
+        if manifest.is_index and depth >= MAX_INDEX_DEPTH:
+            report.problems.append(
+                f"{where}: indexes nest deeper than {MAX_INDEX_DEPTH} levels (at {digest})"
+            )
+            return
         for child in manifest.manifests:
-            check(where, child)
+            check(where, child, depth + 1)
 
     for entry in opened.entries:
         check(entry.ref_name, entry.descriptor)
     for name, desc in opened.referrer_entries:
         check(f"{name} referrer {desc.digest}", desc)
+    report.problems.extend(_manifest_problems(opened))
     return report
+
+
+def _manifest_problems(opened: OpenBundle) -> list[str]:
+    """Where the bundle manifest disagrees with ``index.json`` and the tar: what ``ls``
+    shows must be what an import writes. Each image's sizes are recomputed from its
+    manifests too (but a delta's)."""
+    problems = opened.inconsistencies()
+    bm = opened.bundle_manifest
+    if bm is None or problems or bm.is_delta:
+        return problems  # (a delta's sizes count manifests it does not hold: not checked)
+    omitted = bm.omitted
+    for info in bm.images:
+        entry = opened.entry(info.name, info.tag)
+        if entry is None:
+            continue
+        try:
+            sizes = _walk(opened, entry.descriptor)
+        except (BundleInvalidError, DigestMismatchError, ManifestInvalidError):
+            continue  # reported by the walk over the images already
+        size = sum(sizes.values())
+        carried = sum(s for d, s in sizes.items() if d not in omitted)
+        if (info.size, info.carried) != (size, carried):
+            problems.append(
+                f"{BUNDLE_MANIFEST_MEMBER} says {info.ref_name} is {info.size} bytes "
+                f"({info.carried} carried), its manifests {size} ({carried} carried)"
+            )
+    return problems
+
+
+def _check_blob(
+    report: BundleVerifyReport,
+    opened: OpenBundle,
+    omitted: frozenset[str],
+    where: str,
+    blob: Descriptor,
+) -> None:
+    """A blob a manifest references must be in the tar at the size the manifest states (an
+    import would read that many bytes), or left out as the base's."""
+    digest = str(blob.digest)
+    size = opened.reader.blob_size(digest)
+    if size is None:
+        if digest not in omitted:
+            report.problems.append(f"{where}: blob {digest} is neither in the bundle nor its base")
+    elif size != blob.size:
+        report.problems.append(
+            f"{where}: blob {digest} is {size} bytes in the bundle, its manifest says {blob.size}"
+        )

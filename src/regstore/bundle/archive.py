@@ -46,6 +46,8 @@ HEADER_BLOCK_SIZE = 64 << 10
 WRITE_BLOCK_SIZE = 16 << 20
 #: How often a source without a retry policy of its own is reopened after breaking mid-blob.
 SOURCE_RESUMES = 3
+#: The most tar members a bundle may have (a hostile tar of endless tiny headers is refused).
+MAX_MEMBERS = 1_000_000
 
 Opener = Callable[[int], BlobSource]
 
@@ -322,12 +324,28 @@ class BundleReader:
         with self._open(HEADER_BLOCK_SIZE) as fh:
             try:
                 tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115  (fh is closed)
+                last_offset = -1
+                count = 0
                 while (info := tar.next()) is not None:
                     # tarfile keeps every TarInfo; a bundle of many blobs need not
                     tar.members.clear()  # type: ignore[attr-defined]  # (untyped in typeshed)
+                    # a hostile header (a negative GNU base-256 size) moves tarfile's offset
+                    # backwards: the pass would loop over the same headers forever
+                    if info.size < 0:
+                        raise BundleInvalidError(f"{url}: member {info.name!r} has a negative size")
+                    if info.offset <= last_offset:
+                        raise BundleInvalidError(f"{url}: member {info.name!r} is out of order")
+                    last_offset = info.offset
+                    count += 1
+                    if count > MAX_MEMBERS:
+                        raise BundleInvalidError(f"{url} has over {MAX_MEMBERS} members")
                     if not info.isreg():
                         continue
                     name = info.name.removeprefix("./")
+                    if name in self.members:
+                        # which copy counts would depend on the reader (ls the first, a
+                        # tar-extracting tool the last): refused
+                        raise BundleInvalidError(f"{url} holds the member {name!r} twice")
                     self.members[name] = (info.offset_data, info.size)
                     if info.offset_data + info.size > file_size:
                         self.truncated.add(name)
@@ -385,6 +403,14 @@ class BundleReader:
             if name not in self.members:
                 raise BlobNotFoundError(f"bundle {self.url}", digest)
             data_offset, size = self.members[name]
+            if offset >= size > 0:
+                # reopened at or past the member's end: whoever reads wants more bytes than
+                # the tar holds (a manifest stating a larger size); rereading cannot help
+                raise DigestMismatchError(
+                    f"blob {digest} in bundle {self.url} (the member is {size} bytes, "
+                    f"fewer than its manifest states)",
+                    expected=digest,
+                )
             fh = self._open(BUFFER_SIZE)
             fh.seek(data_offset + offset)
             return MemberSource(fh, digest, size, offset, f"blob {digest} in bundle {self.url}")

@@ -26,6 +26,7 @@ from .format import (
     BundledReferrer,
     BundleManifest,
     blob_member,
+    bundle_id,
     split_ref_name,
 )
 
@@ -163,6 +164,55 @@ class OpenBundle:
             if desc is not None:
                 out.append((r.name, desc))
         return out
+
+    def inconsistencies(self) -> list[str]:
+        """Where the bundle manifest disagrees with what the tar holds (empty without one):
+        an import follows ``index.json`` and the ``blobs/`` members, so a bundle manifest that
+        names other images, digests or sizes lies about the bundle. The images are checked
+        always; ``carried``, the size and the id (recomputed) once every member is indexed."""
+        bm = self.bundle_manifest
+        if bm is None:
+            return []
+        problems: list[str] = []
+        stated = {i.ref_name: i.digest for i in bm.images}
+        indexed = {e.ref_name: str(e.descriptor.digest) for e in self.entries}
+        if stated != indexed:
+            problems.append(
+                f"{BUNDLE_MANIFEST_MEMBER} names the images "
+                f"{', '.join(f'{n}@{d}' for n, d in sorted(stated.items())) or 'none'}, "
+                f"{INDEX_MEMBER} "
+                f"{', '.join(f'{n}@{d}' for n, d in sorted(indexed.items())) or 'none'}"
+            )
+        listed = {r.digest for r in self.listed_referrers}
+        found = {str(d.digest) for _, d in self.referrer_entries}
+        if listed != found:
+            problems.append(
+                f"{BUNDLE_MANIFEST_MEMBER} lists referrers {INDEX_MEMBER} does not: "
+                + ", ".join(sorted(listed - found))
+            )
+        if not self.reader.complete:
+            return problems
+        members = {
+            f"{parts[1]}:{parts[2]}": size
+            for name, (_, size) in self.reader.members.items()
+            if len(parts := name.split("/")) == 3 and parts[0] == "blobs"
+        }
+        if set(bm.carried) != set(members):
+            problems.append(
+                f"{BUNDLE_MANIFEST_MEMBER} says it carries {len(set(bm.carried))} blob(s) and "
+                f"manifest(s), the tar holds {len(members)} (they differ)"
+            )
+        elif bm.size != sum(members.values()):
+            problems.append(
+                f"{BUNDLE_MANIFEST_MEMBER} says it carries {bm.size} bytes, "
+                f"the tar holds {sum(members.values())}"
+            )
+        expected = bundle_id(
+            [(i.ref_name, i.digest) for i in bm.images], bm.carried, [b.id for b in bm.base]
+        )
+        if bm.id != expected:
+            problems.append(f"{BUNDLE_MANIFEST_MEMBER} has the id {bm.id}, its content {expected}")
+        return problems
 
     def carries(self, digest: str) -> bool:
         """True when the tar holds the blob or manifest ``digest``."""

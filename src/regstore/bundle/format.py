@@ -249,7 +249,14 @@ class BundleManifest:
                 size=int(doc.get("size", 0)),
                 referrers=tuple(BundledReferrer.from_json(r) for r in doc.get("referrers", [])),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            OverflowError,  # a size of 1e400 (inf) made an int
+            RecursionError,  # a nesting bomb
+        ) as exc:
             raise BundleInvalidError(f"{BUNDLE_MANIFEST_MEMBER} is malformed: {exc}") from None
 
     def as_dict(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from regstore.engine.places import register_place, source_of
 from regstore.errors import BlobNotFoundError, ImageManifestNotFoundError
 from regstore.events import EventKind
 from regstore.reference import is_digest
+from regstore.retry import RetryPolicy
 
 from .archive import BundleWriter
 from .contents import OpenBundle
@@ -201,8 +202,10 @@ class BundleSource:
         return self.bundle.reader.opener(digest)
 
     def read_budget(self, desc: Descriptor) -> RetryBudget | None:
-        """None: the sink's default serves."""
-        return None
+        """No retries: a tar member that ends before the size its manifest states ends
+        there again when reread (what breaks reading the tar itself is no transient failure
+        of the engine's kind either), so an early end is the final verdict."""
+        return RetryPolicy(retries=0).budget(f"reading blob {desc.digest} from {self.bundle.url}")
 
     def mount_origin(self) -> tuple[str, str] | None:
         """None: nothing mounts from a tar."""

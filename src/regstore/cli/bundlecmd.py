@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from regstore.bundle import create_bundle, import_bundle, read_bundle, verify_bundle
+from regstore.bundle import (
+    BundleInput,
+    create_bundle,
+    import_bundle,
+    read_bundle,
+    verify_bundle,
+)
 from regstore.engine.sync import ConnectionSpec, load_sync_file, plan_sync
 from regstore.errors import InvalidReferenceError, UsageError
 from regstore.reference import validate_name
@@ -42,7 +48,11 @@ def bundle_group() -> None:
     """
 
 
-def _sync_images(state: AppState, sync_file: str, referrers: bool) -> list[Image]:
+def _sync_images(
+    state: AppState, sync_file: str, referrers: bool, platforms: list[str] | None
+) -> list[BundleInput]:
+    """The images a sync file names, as the sync would write them: named as at its target
+    (``as:`` and the prefixes), with their platforms and ``referrers:``."""
     spec = load_sync_file(sync_file)
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
@@ -60,12 +70,29 @@ def _sync_images(state: AppState, sync_file: str, referrers: bool) -> list[Image
     if plan.failures:
         first = plan.failures[0]
         raise UsageError(f"{sync_file}: cannot list {first.source}: {first.error}")
-    # with --referrers, signature and referrers-index tags travel with their images instead
-    return [
-        job.source
-        for job in plan.jobs
-        if not (referrers and job.source.reference and is_supply_chain_tag(job.source.reference))
-    ]
+    inputs: list[BundleInput] = []
+    for job in plan.jobs:
+        carry = referrers or job.referrers
+        if carry and job.source.reference and is_supply_chain_tag(job.source.reference):
+            continue  # signature and referrers-index tags travel with their images instead
+        chosen = tuple(job.platforms) if job.platforms else None
+        if chosen is not None and platforms and sorted(chosen) != sorted(platforms):
+            raise UsageError(
+                f"{sync_file}: {job.source} takes the platforms {', '.join(chosen)}, the "
+                f"command line {', '.join(platforms)}: a bundle cannot honour both"
+            )
+        dest = job.destination
+        if dest.reference is None:
+            raise UsageError(f"{sync_file}: {job.source} has no tag at its target")
+        inputs.append(
+            BundleInput(
+                job.source,
+                name=f"{dest.name}:{dest.reference}",
+                platforms=chosen,
+                referrers=job.referrers,
+            )
+        )
+    return inputs
 
 
 @bundle_group.command("create")
@@ -73,7 +100,8 @@ def _sync_images(state: AppState, sync_file: str, referrers: bool) -> list[Image
 @click.argument("images", metavar="IMAGE...", nargs=-1, type=ImageRefType("any"))
 @click.option(
     "--from", "sync_file", metavar="SYNC.yaml", type=click.Path(dir_okay=False),
-    help="Also take every image a sync file names (its sources).",
+    help="Also take every image a sync file names, as the sync would write it (its as: "
+    "names, prefixes, platforms and referrers).",
 )  # fmt: skip
 @click.option(
     "--since", metavar="OLD.tar", multiple=True,
@@ -102,9 +130,12 @@ def create_command(
     sha256-<digest>.sig/.att/.sbom tags) travel in the bundle too.
     """
     state.action = f"writing bundle {out}"
-    chosen = [image_of(state, ref) for ref in images]
+    wanted = check_platforms(platforms, all_platforms)
+    chosen: list[Image | BundleInput] = [image_of(state, ref) for ref in images]
     if sync_file is not None:
-        chosen += _sync_images(state, sync_file, referrers or bool(referrer_types))
+        chosen += _sync_images(
+            state, sync_file, referrers or bool(referrer_types), list(wanted) if wanted else None
+        )
     if not chosen:
         raise click.UsageError("name at least one IMAGE (or --from SYNC.yaml)")
     display = state.progress()
@@ -113,7 +144,7 @@ def create_command(
             out,
             chosen,
             since=since,
-            platforms=check_platforms(platforms, all_platforms),
+            platforms=wanted,
             referrers=referrers,
             referrer_types=referrer_types,
             concurrency=state.concurrency,
@@ -152,21 +183,33 @@ def _target(state: AppState, text: str) -> dict[str, Any]:
     "--name", metavar="NAME[:TAG]",
     help="The repository of images whose ref name is only a tag or absent (skopeo's archives).",
 )  # fmt: skip
+@click.option(
+    "--base-repo", "base_repos", metavar="REPO", multiple=True,
+    help="Also look for what a delta leaves out in this repository of TARGET (repeatable).",
+)  # fmt: skip
 @regstore_command
-def import_command(state: AppState, bundle: str, target: str, name: str | None) -> int:
+def import_command(
+    state: AppState, bundle: str, target: str, name: str | None, base_repos: tuple[str, ...]
+) -> int:
     """Import every image of BUNDLE.tar into TARGET: a registry HOST[:PORT][/PREFIX] (names
     kept under PREFIX) or store: (the --store in use).
 
     Everything is verified as it streams. A delta whose base the target lacks is refused
-    before anything is tagged. Run it again after an interruption: what is complete is
-    skipped.
+    before anything is tagged; what it leaves out is looked for in each image's own
+    repository, and in the --base-repo ones (under PREFIX) when a base bundle delivered it
+    under another name. Run it again after an interruption: what is complete is skipped.
     """
     state.action = f"importing {bundle}"
     where = _target(state, target)
     display = state.progress()
     with display:
         batch = import_bundle(
-            bundle, name=name, concurrency=state.concurrency, events=display.sink, **where
+            bundle,
+            name=name,
+            base_repositories=base_repos,
+            concurrency=state.concurrency,
+            events=display.sink,
+            **where,
         )
     return report_batch(state, batch)
 
@@ -175,7 +218,11 @@ def import_command(state: AppState, bundle: str, target: str, name: str | None) 
 @click.argument("bundle", metavar="BUNDLE.tar")
 @regstore_command
 def ls_command(state: AppState, bundle: str) -> int:
-    """List a bundle's images, sizes and base bundles (reading only its first members)."""
+    """List a bundle's images, sizes and base bundles (reading only its first members).
+
+    The images are checked against the bundle's index.json; the sizes are as the bundle
+    states them (bundle verify checks them against its content).
+    """
     state.action = f"reading {bundle}"
     info = read_bundle(bundle)
     out = state.output

@@ -121,13 +121,20 @@ def plan_image(source: Image, options: TransferOptions) -> ImagePlan:
 def _plan(source: ImageSource, reference: str, options: TransferOptions) -> ImagePlan:
     top = source.manifest(reference)
     plan = ImagePlan(top)
-    _add_manifest(source, top, plan, options, depth=0)
+    _add_manifest(source, top, plan, options, depth=0, planned={str(top.digest)})
     return plan
 
 
 def _add_manifest(
-    source: ImageSource, manifest: Manifest, plan: ImagePlan, options: TransferOptions, depth: int
+    source: ImageSource,
+    manifest: Manifest,
+    plan: ImagePlan,
+    options: TransferOptions,
+    depth: int,
+    planned: set[str],
 ) -> None:
+    # ``planned``: the manifests read so far. Indexes may share children (a DAG, not a
+    # tree): each is read and planned once, or n levels listing one child twice cost 2**n.
     for blob in manifest.blobs:
         known = plan.blobs.get(blob.digest)
         if known is not None and known.size != blob.size and min(known.size, blob.size) >= 0:
@@ -147,6 +154,9 @@ def _add_manifest(
         if not whole and not source.has_manifest(child_desc.digest):
             plan.partial = True  # left out when it was pulled; it stays left out
             continue
+        if str(child_desc.digest) in planned:
+            continue
+        planned.add(str(child_desc.digest))
         child = source.manifest(child_desc.digest)
         if child.media_type != child_desc.media_type and child_desc.media_type:
             log.debug(
@@ -155,9 +165,8 @@ def _add_manifest(
                 child.media_type,
                 child_desc.media_type,
             )
-        _add_manifest(source, child, plan, options, depth + 1)
-        if child.digest not in {c.digest for c in plan.children}:
-            plan.children.append(child)
+        _add_manifest(source, child, plan, options, depth + 1, planned)
+        plan.children.append(child)
     if depth == 0 and options.platforms and not plan.children:
         wanted = ", ".join(str(p) for p in options.platforms)
         raise ImageManifestNotFoundError(
