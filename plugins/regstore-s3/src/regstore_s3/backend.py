@@ -82,6 +82,15 @@ def _retries(value: Any) -> int | None:
     return retries
 
 
+def _read_timeout(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    seconds = float(value)
+    if not seconds > 0:
+        raise ValueError("read_timeout must be a positive number of seconds")
+    return seconds
+
+
 #: Options of ``open_store("s3://...", **options)`` (and of the URL's query string).
 OPTIONS: dict[str, Option[Any]] = {
     "endpoint_url": Option(str),
@@ -97,6 +106,7 @@ OPTIONS: dict[str, Option[Any]] = {
     "addressing_style": Option(_addressing, help="auto, path or virtual"),
     "verify": Option(_verify, help="true, false or the path of a CA bundle"),
     "retries": Option(_retries, help="a whole number of retries per request"),
+    "read_timeout": Option(_read_timeout, help="seconds without an answer before a retry"),
 }
 
 # S3 bucket names (the general-purpose rules, plus dots)
@@ -372,6 +382,9 @@ def _build_filesystem(options: dict[str, Any]) -> Any:
     if options["retries"] is not None:
         # botocore's own retries (connection errors, throttling, 5xx): attempts = 1 + retries
         config_kwargs["retries"] = {"max_attempts": options["retries"] + 1, "mode": "standard"}
+    if options["read_timeout"] is not None:
+        # (multipart completion and server-side copies wait longer: client.SLOW_OPERATIONS)
+        config_kwargs["read_timeout"] = options["read_timeout"]
     if client_kwargs:
         fs_kwargs["client_kwargs"] = client_kwargs
     if config_kwargs:
@@ -388,7 +401,8 @@ def open_backend(location: StoreLocation) -> S3Backend:
     ``region``, ``profile``, ``key`` + ``secret`` (+ ``token``) or the normal AWS credential
     chain, ``anon``, ``part_size`` (bytes or ``8MiB``), ``layout``, ``lease`` (seconds),
     ``addressing_style``, ``verify`` (bool or CA bundle path), ``retries`` (botocore retries
-    per request). Unknown or invalid options raise StoreOptionError.
+    per request), ``read_timeout`` (seconds; s3fs's default is 15). Unknown or invalid
+    options raise StoreOptionError.
     """
     bucket, prefix = parse_s3_location(location)
     options = location.options
