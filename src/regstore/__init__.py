@@ -10,74 +10,187 @@ needs to name in its annotations is importable from here.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from regstore.client import Client
-from regstore.engine import (
-    BatchResult,
-    RegistryImage,
-    StoreImage,
-    TransferResult,
-    copy,
-    pull,
-    push,
-    transfer_many,
-)
-from regstore.engine.filters import TagFilter
-from regstore.engine.model import Image, ImageOutcome, ImageStatus
-from regstore.engine.progress import ImageProgress, Progress, ProgressSnapshot
-from regstore.engine.verify import Problem, ProblemKind, VerifyReport, verify
-from regstore.errors import (
-    AuthenticationError,
-    BackendNotFoundError,
-    BlobNotFoundError,
-    BlobTooLargeError,
-    BlobUploadInvalidRangeError,
-    BlobUploadNotFoundError,
-    CredentialStoreError,
-    DigestMismatchError,
-    FilterError,
-    HTTPContext,
-    ImageManifestNotFoundError,
-    InsecureRealmError,
-    InvalidReferenceError,
-    LayerAlreadyExistsError,
-    LayerLockedError,
-    ManifestInvalidError,
-    NotFoundError,
-    PagingError,
-    PagingLimitError,
-    PluginLoadError,
-    RegistryError,
-    RegistryErrorDetail,
-    RegstoreError,
-    RepositoryNotFoundError,
-    RetriesExhaustedError,
-    StoreError,
-    StoreEscapeError,
-    StoreNotFoundError,
-    StoreOptionError,
-    StoreReadOnlyError,
-    StoreURLError,
-    SyncFileError,
-    TransportError,
-    UnexpectedHTTPStatusError,
-    UnsupportedError,
-    UploadLengthError,
-    UsageError,
-)
-from regstore.events import EventKind, EventSink, Operation, TransferEvent
-from regstore.imagelist import ImageRecord
-from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
-from regstore.reference import Digest, Reference, parse_reference
-from regstore.store import Layer, LayerReader, LayerWriter, ObjectStore, open_store
-from regstore.storetypes import BlobInfo, BlobState, BlobStatus
-from regstore.wire import UploadSession, UploadStatus
+if TYPE_CHECKING:  # the same names, imported on first use at run time (__getattr__)
+    from regstore.client import Client
+    from regstore.engine import (
+        BatchResult,
+        RegistryImage,
+        StoreImage,
+        TransferResult,
+        copy,
+        pull,
+        push,
+        transfer_many,
+    )
+    from regstore.engine.filters import TagFilter
+    from regstore.engine.model import Image, ImageOutcome, ImageStatus
+    from regstore.engine.progress import ImageProgress, Progress, ProgressSnapshot
+    from regstore.engine.verify import Problem, ProblemKind, VerifyReport, verify
+    from regstore.errors import (
+        AuthenticationError,
+        BackendNotFoundError,
+        BlobNotFoundError,
+        BlobTooLargeError,
+        BlobUploadInvalidRangeError,
+        BlobUploadNotFoundError,
+        CredentialStoreError,
+        DigestMismatchError,
+        FilterError,
+        HTTPContext,
+        ImageManifestNotFoundError,
+        InsecureRealmError,
+        InvalidReferenceError,
+        LayerAlreadyExistsError,
+        LayerLockedError,
+        ManifestInvalidError,
+        NotFoundError,
+        PagingError,
+        PagingLimitError,
+        PluginLoadError,
+        RegistryError,
+        RegistryErrorDetail,
+        RegstoreError,
+        RepositoryNotFoundError,
+        RetriesExhaustedError,
+        StoreError,
+        StoreEscapeError,
+        StoreNotFoundError,
+        StoreOptionError,
+        StoreReadOnlyError,
+        StoreURLError,
+        SyncFileError,
+        TransportError,
+        UnexpectedHTTPStatusError,
+        UnsupportedError,
+        UploadLengthError,
+        UsageError,
+    )
+    from regstore.events import EventKind, EventSink, Operation, TransferEvent
+    from regstore.imagelist import ImageRecord
+    from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
+    from regstore.reference import Digest, Reference, parse_reference
+    from regstore.store import Layer, LayerReader, LayerWriter, ObjectStore, open_store
+    from regstore.storetypes import BlobInfo, BlobState, BlobStatus
+    from regstore.wire import UploadSession, UploadStatus
 
-try:
-    __version__ = version("regstore")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+    __version__: str
+
+#: Where each public name lives. Importing ``regstore`` imports none of them: ``regstore
+#: --help`` and programs that need one corner of the API do not pay for requests, fsspec,
+#: pluggy and the engine (the CLI's start-up time; tests/test_cli_startup.py).
+_EXPORTS: dict[str, str] = {
+    "Client": "regstore.client",
+    "BatchResult": "regstore.engine",
+    "RegistryImage": "regstore.engine",
+    "StoreImage": "regstore.engine",
+    "TransferResult": "regstore.engine",
+    "copy": "regstore.engine",
+    "pull": "regstore.engine",
+    "push": "regstore.engine",
+    "transfer_many": "regstore.engine",
+    "TagFilter": "regstore.engine.filters",
+    "Image": "regstore.engine.model",
+    "ImageOutcome": "regstore.engine.model",
+    "ImageStatus": "regstore.engine.model",
+    "ImageProgress": "regstore.engine.progress",
+    "Progress": "regstore.engine.progress",
+    "ProgressSnapshot": "regstore.engine.progress",
+    "Problem": "regstore.engine.verify",
+    "ProblemKind": "regstore.engine.verify",
+    "VerifyReport": "regstore.engine.verify",
+    "verify": "regstore.engine.verify",
+    "AuthenticationError": "regstore.errors",
+    "BackendNotFoundError": "regstore.errors",
+    "BlobNotFoundError": "regstore.errors",
+    "BlobTooLargeError": "regstore.errors",
+    "BlobUploadInvalidRangeError": "regstore.errors",
+    "BlobUploadNotFoundError": "regstore.errors",
+    "CredentialStoreError": "regstore.errors",
+    "DigestMismatchError": "regstore.errors",
+    "FilterError": "regstore.errors",
+    "HTTPContext": "regstore.errors",
+    "ImageManifestNotFoundError": "regstore.errors",
+    "InsecureRealmError": "regstore.errors",
+    "InvalidReferenceError": "regstore.errors",
+    "LayerAlreadyExistsError": "regstore.errors",
+    "LayerLockedError": "regstore.errors",
+    "ManifestInvalidError": "regstore.errors",
+    "NotFoundError": "regstore.errors",
+    "PagingError": "regstore.errors",
+    "PagingLimitError": "regstore.errors",
+    "PluginLoadError": "regstore.errors",
+    "RegistryError": "regstore.errors",
+    "RegistryErrorDetail": "regstore.errors",
+    "RegstoreError": "regstore.errors",
+    "RepositoryNotFoundError": "regstore.errors",
+    "RetriesExhaustedError": "regstore.errors",
+    "StoreError": "regstore.errors",
+    "StoreEscapeError": "regstore.errors",
+    "StoreNotFoundError": "regstore.errors",
+    "StoreOptionError": "regstore.errors",
+    "StoreReadOnlyError": "regstore.errors",
+    "StoreURLError": "regstore.errors",
+    "SyncFileError": "regstore.errors",
+    "TransportError": "regstore.errors",
+    "UnexpectedHTTPStatusError": "regstore.errors",
+    "UnsupportedError": "regstore.errors",
+    "UploadLengthError": "regstore.errors",
+    "UsageError": "regstore.errors",
+    "EventKind": "regstore.events",
+    "EventSink": "regstore.events",
+    "Operation": "regstore.events",
+    "TransferEvent": "regstore.events",
+    "ImageRecord": "regstore.imagelist",
+    "Descriptor": "regstore.manifest",
+    "Manifest": "regstore.manifest",
+    "Platform": "regstore.manifest",
+    "SignedManifest": "regstore.manifest",
+    "Digest": "regstore.reference",
+    "Reference": "regstore.reference",
+    "parse_reference": "regstore.reference",
+    "Layer": "regstore.store",
+    "LayerReader": "regstore.store",
+    "LayerWriter": "regstore.store",
+    "ObjectStore": "regstore.store",
+    "open_store": "regstore.store",
+    "BlobInfo": "regstore.storetypes",
+    "BlobState": "regstore.storetypes",
+    "BlobStatus": "regstore.storetypes",
+    "UploadSession": "regstore.wire",
+    "UploadStatus": "regstore.wire",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("regstore")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
+if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above instead:
+    # a module __getattr__ would make them accept any misspelt name)
+
+    def __getattr__(name: str) -> Any:
+        """The public names, imported when first asked for (PEP 562)."""
+        if name == "__version__":
+            value: Any = _version()
+        elif name in _EXPORTS:
+            value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        else:
+            raise AttributeError(f"module 'regstore' has no attribute {name!r}")
+        globals()[name] = value  # asked once: later lookups find it without this function
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "__version__"})
+
 
 # A literal list (not built from other lists) so that type checkers see what
 # ``from regstore import *`` gives; tests/test_public_api.py checks it against errors.__all__.
