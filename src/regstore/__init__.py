@@ -13,6 +13,51 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from regstore.errors import (
+    AuthenticationError,
+    BackendNotFoundError,
+    BlobNotFoundError,
+    BlobTooLargeError,
+    BlobUploadInvalidRangeError,
+    BlobUploadNotFoundError,
+    CredentialStoreError,
+    DigestMismatchError,
+    FilterError,
+    HTTPContext,
+    ImageManifestNotFoundError,
+    InsecureRealmError,
+    InvalidReferenceError,
+    LayerAlreadyExistsError,
+    LayerLockedError,
+    ManifestInvalidError,
+    NotFoundError,
+    PagingError,
+    PagingLimitError,
+    PluginLoadError,
+    RegistryError,
+    RegistryErrorDetail,
+    RegstoreError,
+    RepositoryNotFoundError,
+    RetriesExhaustedError,
+    StoreError,
+    StoreEscapeError,
+    StoreNotFoundError,
+    StoreOptionError,
+    StoreReadOnlyError,
+    StoreURLError,
+    SyncFileError,
+    TransportError,
+    UnexpectedHTTPStatusError,
+    UnsupportedError,
+    UploadLengthError,
+    UsageError,
+)
+from regstore.events import EventKind, EventSink, Operation, TransferEvent
+from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
+from regstore.reference import Digest, Reference, parse_reference
+from regstore.storetypes import BlobInfo, BlobState, BlobStatus
+from regstore.wire import UploadSession, UploadStatus
+
 if TYPE_CHECKING:  # the same names, imported on first use at run time (__getattr__)
     from regstore.client import Client
     from regstore.engine import (
@@ -29,58 +74,15 @@ if TYPE_CHECKING:  # the same names, imported on first use at run time (__getatt
     from regstore.engine.model import Image, ImageOutcome, ImageStatus
     from regstore.engine.progress import ImageProgress, Progress, ProgressSnapshot
     from regstore.engine.verify import Problem, ProblemKind, VerifyReport, verify
-    from regstore.errors import (
-        AuthenticationError,
-        BackendNotFoundError,
-        BlobNotFoundError,
-        BlobTooLargeError,
-        BlobUploadInvalidRangeError,
-        BlobUploadNotFoundError,
-        CredentialStoreError,
-        DigestMismatchError,
-        FilterError,
-        HTTPContext,
-        ImageManifestNotFoundError,
-        InsecureRealmError,
-        InvalidReferenceError,
-        LayerAlreadyExistsError,
-        LayerLockedError,
-        ManifestInvalidError,
-        NotFoundError,
-        PagingError,
-        PagingLimitError,
-        PluginLoadError,
-        RegistryError,
-        RegistryErrorDetail,
-        RegstoreError,
-        RepositoryNotFoundError,
-        RetriesExhaustedError,
-        StoreError,
-        StoreEscapeError,
-        StoreNotFoundError,
-        StoreOptionError,
-        StoreReadOnlyError,
-        StoreURLError,
-        SyncFileError,
-        TransportError,
-        UnexpectedHTTPStatusError,
-        UnsupportedError,
-        UploadLengthError,
-        UsageError,
-    )
-    from regstore.events import EventKind, EventSink, Operation, TransferEvent
     from regstore.imagelist import ImageRecord
-    from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
-    from regstore.reference import Digest, Reference, parse_reference
     from regstore.store import Layer, LayerReader, LayerWriter, ObjectStore, open_store
-    from regstore.storetypes import BlobInfo, BlobState, BlobStatus
-    from regstore.wire import UploadSession, UploadStatus
 
     __version__: str
 
-#: Where each public name lives. Importing ``regstore`` imports none of them: ``regstore
-#: --help`` and programs that need one corner of the API do not pay for requests, fsspec,
-#: pluggy and the engine (the CLI's start-up time; tests/test_cli_startup.py).
+#: Where each public name of the heavy modules lives (the leaves above, stdlib only, are
+#: imported at once). Importing ``regstore`` imports none of these: ``regstore --help`` and
+#: programs that need one corner of the API do not pay for requests, fsspec, pluggy and the
+#: engine (the CLI's start-up time; tests/test_cli_startup.py).
 _EXPORTS: dict[str, str] = {
     "Client": "regstore.client",
     "BatchResult": "regstore.engine",
@@ -102,65 +104,12 @@ _EXPORTS: dict[str, str] = {
     "ProblemKind": "regstore.engine.verify",
     "VerifyReport": "regstore.engine.verify",
     "verify": "regstore.engine.verify",
-    "AuthenticationError": "regstore.errors",
-    "BackendNotFoundError": "regstore.errors",
-    "BlobNotFoundError": "regstore.errors",
-    "BlobTooLargeError": "regstore.errors",
-    "BlobUploadInvalidRangeError": "regstore.errors",
-    "BlobUploadNotFoundError": "regstore.errors",
-    "CredentialStoreError": "regstore.errors",
-    "DigestMismatchError": "regstore.errors",
-    "FilterError": "regstore.errors",
-    "HTTPContext": "regstore.errors",
-    "ImageManifestNotFoundError": "regstore.errors",
-    "InsecureRealmError": "regstore.errors",
-    "InvalidReferenceError": "regstore.errors",
-    "LayerAlreadyExistsError": "regstore.errors",
-    "LayerLockedError": "regstore.errors",
-    "ManifestInvalidError": "regstore.errors",
-    "NotFoundError": "regstore.errors",
-    "PagingError": "regstore.errors",
-    "PagingLimitError": "regstore.errors",
-    "PluginLoadError": "regstore.errors",
-    "RegistryError": "regstore.errors",
-    "RegistryErrorDetail": "regstore.errors",
-    "RegstoreError": "regstore.errors",
-    "RepositoryNotFoundError": "regstore.errors",
-    "RetriesExhaustedError": "regstore.errors",
-    "StoreError": "regstore.errors",
-    "StoreEscapeError": "regstore.errors",
-    "StoreNotFoundError": "regstore.errors",
-    "StoreOptionError": "regstore.errors",
-    "StoreReadOnlyError": "regstore.errors",
-    "StoreURLError": "regstore.errors",
-    "SyncFileError": "regstore.errors",
-    "TransportError": "regstore.errors",
-    "UnexpectedHTTPStatusError": "regstore.errors",
-    "UnsupportedError": "regstore.errors",
-    "UploadLengthError": "regstore.errors",
-    "UsageError": "regstore.errors",
-    "EventKind": "regstore.events",
-    "EventSink": "regstore.events",
-    "Operation": "regstore.events",
-    "TransferEvent": "regstore.events",
-    "ImageRecord": "regstore.imagelist",
-    "Descriptor": "regstore.manifest",
-    "Manifest": "regstore.manifest",
-    "Platform": "regstore.manifest",
-    "SignedManifest": "regstore.manifest",
-    "Digest": "regstore.reference",
-    "Reference": "regstore.reference",
-    "parse_reference": "regstore.reference",
     "Layer": "regstore.store",
     "LayerReader": "regstore.store",
     "LayerWriter": "regstore.store",
     "ObjectStore": "regstore.store",
     "open_store": "regstore.store",
-    "BlobInfo": "regstore.storetypes",
-    "BlobState": "regstore.storetypes",
-    "BlobStatus": "regstore.storetypes",
-    "UploadSession": "regstore.wire",
-    "UploadStatus": "regstore.wire",
+    "ImageRecord": "regstore.imagelist",
 }
 
 
