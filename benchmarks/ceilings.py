@@ -4,6 +4,8 @@
     python benchmarks/ceilings.py get-hash URL            GET + sha256 (what memory:// can reach)
     python benchmarks/ceilings.py sha256 SIZE             hashlib.sha256 of SIZE bytes
     python benchmarks/ceilings.py write PATH SIZE         write SIZE bytes to PATH, fsync'd
+    python benchmarks/ceilings.py fsyncs DIR COUNT        COUNT small files written, each fsync'd
+    python benchmarks/ceilings.py count-fsyncs CMD...     run regstore's CLI, print its fsync calls
     python benchmarks/ceilings.py s3-put FILE URL OPTS    s3fs streaming upload, 64 MiB blocks
     python benchmarks/ceilings.py s3-get URL OPTS         s3fs download to nowhere
 
@@ -83,6 +85,35 @@ def main(argv: list[str]) -> None:
             f.write(block[: size % BUFFER])
             f.flush()
             os.fsync(f.fileno())
+    elif kind == "fsyncs":
+        # the durability floor of a store write: as many fsync calls as regstore made, on
+        # small files (what a crash-safe mirror of many small images mostly is)
+        directory, count = args[0], int(args[1])
+        os.makedirs(directory, exist_ok=True)
+        start = time.perf_counter()
+        for i in range(count):
+            fd = os.open(os.path.join(directory, f"f{i}"), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"x" * 200)
+            os.fsync(fd)
+            os.close(fd)
+    elif kind == "count-fsyncs":
+        calls = [0]
+        real = os.fsync
+
+        def counting(fd: int) -> None:
+            calls[0] += 1
+            real(fd)
+
+        os.fsync = counting
+        from regstore.cli import main as cli_main
+
+        try:
+            cli_main(args)
+        except SystemExit as exc:
+            if exc.code:
+                raise
+        print(json.dumps({"fsyncs": calls[0]}))
+        return
     elif kind == "s3-put":
         source, url, options = args[0], args[1], json.loads(args[2])
         fs = _s3fs(options)
