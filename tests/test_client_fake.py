@@ -327,7 +327,7 @@ def test_connection_refused_becomes_transport_error(sleeps: Sleeps) -> None:
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
         client.get_image_manifest(NAME, "v1")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # sleeps are faked: only a hang takes long
     assert "fetching manifest a/b:v1" in str(info.value)
     assert "refused" in str(info.value)
     assert sleeps == []  # connection retries happen in urllib3's adapter, not twice over

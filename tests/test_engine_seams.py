@@ -21,7 +21,7 @@ from regstore.engine import RegistryClient
 from regstore.engine.blobs import upload_blob
 from regstore.engine.reporting import Reporter
 from regstore.errors import RegistryError
-from regstore.manifest import Manifest
+from regstore.manifest import Descriptor, Manifest
 from regstore.reference import Digest
 from regstore.store import ObjectStore
 
@@ -31,6 +31,7 @@ DIGEST = "sha256:" + "a" * 64
 # names model.py imports only for the type checker
 _HINT_NAMES = {
     "Manifest": Manifest,
+    "Descriptor": Descriptor,
     "RetryPolicy": retry.RetryPolicy,
     "ObjectStore": ObjectStore,
     **{name: getattr(wire, name) for name in wire.__all__},

@@ -23,7 +23,9 @@ TESTS = Path(__file__).parent
 
 LEAVES = ["regstore.errors", "regstore.reference", "regstore.digest", "regstore.manifest",
           "regstore.events", "regstore.safetext", "regstore.storetypes"]  # fmt: skip
-DOCUMENTED_MODULES = [*LEAVES, "regstore.plugins", "regstore.hookspecs", "regstore.store"]
+DOCUMENTED_MODULES = [*LEAVES, "regstore.plugins", "regstore.hookspecs", "regstore.store",
+                     "regstore.bundle.api", "regstore.bundle.archive", "regstore.bundle.contents",
+                     "regstore.bundle.format", "regstore.bundle.place"]  # fmt: skip
 
 # The file-object protocol: io documents these; a docstring on each would say nothing new.
 IO_PROTOCOL = {"read", "readinto", "readable", "write", "writable", "close", "closed", "seek",

@@ -3,9 +3,11 @@
 The public API: :func:`pull`, :func:`push`, :func:`copy` and :func:`transfer_many` (the
 engine) with the image values they move (:class:`RegistryImage`, :class:`StoreImage`: an
 :data:`Image`), their results and events; :func:`verify`; :class:`Client` (the registry
-client); :func:`open_store` with :class:`ObjectStore` and :class:`Layer` (the storage
-contract); and the error tree of :mod:`regstore.errors`. Everything a program using these
-needs to name in its annotations is importable from here.
+client); :func:`create_bundle`, :func:`import_bundle`, :func:`read_bundle` and
+:func:`verify_bundle` (air-gap bundles, :mod:`regstore.bundle`); :func:`open_store` with
+:class:`ObjectStore` and :class:`Layer` (the storage contract); and the error tree of
+:mod:`regstore.errors`. Everything a program using these needs to name in its annotations is
+importable from here.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from regstore.errors import (
     BlobTooLargeError,
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
+    BundleBaseMissingError,
+    BundleInvalidError,
     CredentialStoreError,
     DigestMismatchError,
     FilterError,
@@ -59,6 +63,17 @@ from regstore.storetypes import BlobInfo, BlobState, BlobStatus
 from regstore.wire import UploadSession, UploadStatus
 
 if TYPE_CHECKING:  # the same names, imported on first use at run time (__getattr__)
+    from regstore.bundle import (
+        BaseBundle,
+        BundledImage,
+        BundleImage,
+        BundleManifest,
+        BundleVerifyReport,
+        create_bundle,
+        import_bundle,
+        read_bundle,
+        verify_bundle,
+    )
     from regstore.client import Client
     from regstore.engine import (
         BatchResult,
@@ -84,6 +99,15 @@ if TYPE_CHECKING:  # the same names, imported on first use at run time (__getatt
 #: programs that need one corner of the API do not pay for requests, fsspec, pluggy and the
 #: engine (the CLI's start-up time; tests/test_cli_startup.py).
 _EXPORTS: dict[str, str] = {
+    "BaseBundle": "regstore.bundle",
+    "BundledImage": "regstore.bundle",
+    "BundleImage": "regstore.bundle",
+    "BundleManifest": "regstore.bundle",
+    "BundleVerifyReport": "regstore.bundle",
+    "create_bundle": "regstore.bundle",
+    "import_bundle": "regstore.bundle",
+    "read_bundle": "regstore.bundle",
+    "verify_bundle": "regstore.bundle",
     "Client": "regstore.client",
     "BatchResult": "regstore.engine",
     "RegistryImage": "regstore.engine",
@@ -146,6 +170,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AuthenticationError",
     "BackendNotFoundError",
+    "BaseBundle",
     "BatchResult",
     "BlobInfo",
     "BlobNotFoundError",
@@ -154,6 +179,12 @@ __all__ = [
     "BlobTooLargeError",
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
+    "BundleBaseMissingError",
+    "BundleImage",
+    "BundleInvalidError",
+    "BundleManifest",
+    "BundleVerifyReport",
+    "BundledImage",
     "Client",
     "CredentialStoreError",
     "Descriptor",
@@ -218,10 +249,14 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "copy",
+    "create_bundle",
+    "import_bundle",
     "open_store",
     "parse_reference",
     "pull",
     "push",
+    "read_bundle",
     "transfer_many",
     "verify",
+    "verify_bundle",
 ]

@@ -16,7 +16,8 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │   ├── BlobNotFoundError              name, digest
     │   ├── ImageManifestNotFoundError     name, tag
     │   ├── RepositoryNotFoundError        name
-    │   └── BlobUploadNotFoundError        location
+    │   ├── BlobUploadNotFoundError        location
+    │   └── BundleBaseMissingError         base, missing: a delta's base is not at the target
     ├── BlobUploadInvalidRangeError    location, last_valid_range, blob_size
     ├── LayerAlreadyExistsError        digest: the layer is complete
     ├── LayerLockedError               digest: another writer holds the layer
@@ -38,6 +39,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     │   │   └── StoreURLError                  (also UsageError) a store URL of no accepted form
     │   └── StoreReadOnlyError             url, operation: a change asked of a read-only store
     ├── PluginLoadError                a plugin's entry point could not be loaded (names the cause)
+    ├── BundleInvalidError             a bundle that is not an OCI-layout tar regstore can read
     ├── UnsupportedError               a valid request regstore or the peer cannot honour
     └── UsageError                     (also ValueError) input regstore cannot act on
         ├── SyncFileError                  a sync file that is not YAML or not the format
@@ -60,6 +62,8 @@ __all__ = [
     "BlobTooLargeError",
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
+    "BundleBaseMissingError",
+    "BundleInvalidError",
     "CredentialStoreError",
     "DigestMismatchError",
     "FilterError",
@@ -510,6 +514,29 @@ class StoreReadOnlyError(StoreError):
         )
         self.url = url
         self.operation = operation
+
+
+class BundleInvalidError(RegstoreError):
+    """A bundle that is not an OCI image layout in a tar (no ``index.json``, a malformed bundle
+    manifest, a ref name that is no ``NAME:TAG``), or that lacks what its index names."""
+
+
+class BundleBaseMissingError(NotFoundError):
+    """A delta bundle leaves out content the target does not have: its base bundle was never
+    imported there. ``base`` names the base bundle ids, ``missing`` the digests lacking (all
+    of them; the message shows the first few). Raised before anything is tagged."""
+
+    def __init__(self, bundle: str, base: list[str], missing: list[str]) -> None:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(missing[:3]) + more
+        bases = ", ".join(base) or "(none recorded)"
+        super().__init__(
+            f"{bundle} is a delta of base bundle {bases}, which the target lacks: "
+            f"{len(missing)} blob(s)/manifest(s) missing ({shown}); import the base first"
+        )
+        self.bundle = bundle
+        self.base = base
+        self.missing = missing
 
 
 class UnsupportedError(RegstoreError):

@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
@@ -60,8 +60,17 @@ from regstore.hookspecs import (
     StagingEntry,
 )
 from regstore.imagelist import MAX_CONFIG_SIZE, ImageRecord, list_images
-from regstore.manifest import Manifest
+from regstore.manifest import Descriptor, Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
+from regstore.referrers import (
+    INDEX_UPDATE_ATTEMPTS,
+    filter_referrers,
+    index_lock,
+    keep_in_index,
+    referrer_descriptor,
+    referrers_in,
+    referrers_tag,
+)
 from regstore.safetext import redact_store_url
 
 __all__ = [
@@ -462,7 +471,57 @@ class ObjectStore:
             digest=str(manifest.digest),
             partial=partial,
         )
+        if manifest.subject is not None:
+            self._index_referrer(name, manifest)
         return manifest.digest
+
+    # -- referrers ---------------------------------------------------------------------------
+
+    def referrers(
+        self, name: str, digest: str, artifact_types: Collection[str] | None = None
+    ) -> list[Descriptor]:
+        """The manifests of ``name`` whose ``subject`` is ``digest`` (one tag lookup, no scan).
+
+        A store keeps them as registries without the referrers API do: an index tagged
+        ``<alg>-<hex>`` of the subject (:mod:`regstore.referrers`), updated after each
+        referrer's manifest write. ``artifact_types`` keeps only those types.
+        """
+        index = self._referrers_index(validate_name(name), referrers_tag(digest))
+        return filter_referrers(referrers_in(index), artifact_types)
+
+    def _referrers_index(self, name: str, tag: str) -> Manifest | None:
+        try:
+            return self.manifest(name, tag)
+        except NotFoundError:
+            return None
+
+    def _put_index(self, name: str, tag: str, index: Manifest) -> None:
+        self._call(
+            self._hooks.regstore_store_put_manifest,
+            name=name,
+            tag=tag,
+            raw=index.raw,
+            media_type=index.media_type,
+            digest=str(index.digest),
+            partial=False,
+        )
+
+    def _index_referrer(self, name: str, manifest: Manifest) -> None:
+        """Add ``manifest`` to its subject's referrers index (a second write after the
+        manifest's; writing the manifest again repairs an index a crash left behind)."""
+        assert manifest.subject is not None
+        tag = referrers_tag(manifest.subject.digest)
+        with index_lock(("store", self.url, name, tag)):
+            done = keep_in_index(
+                lambda: self._referrers_index(name, tag),
+                lambda index: self._put_index(name, tag, index),
+                referrer_descriptor(manifest),
+            )
+        if not done:
+            raise StoreError(
+                f"updating the referrers index {name}:{tag}: another writer changed it "
+                f"{INDEX_UPDATE_ATTEMPTS} times in a row"
+            )
 
     def is_partial(self, name: str, digest: str) -> bool:
         """True if the index ``digest`` was stored without all its children."""

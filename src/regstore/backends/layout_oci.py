@@ -224,8 +224,11 @@ class OciLayout(Layout):
                     annotations[REF_NAME] = ref
                 if partial:
                     annotations[PARTIAL_ANNOTATION] = "true"
-                entries.append({"mediaType": manifest.media_type, "digest": str(digest),
-                                "size": manifest.size, "annotations": annotations})  # fmt: skip
+                entry = {"mediaType": manifest.media_type, "digest": str(digest),
+                         "size": manifest.size, "annotations": annotations}  # fmt: skip
+                if manifest.artifact_type:  # the image-layout spec lists artifacts so
+                    entry["artifactType"] = manifest.artifact_type
+                entries.append(entry)
             index["manifests"] = self._normalise(entries)
             self._save(index)
 

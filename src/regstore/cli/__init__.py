@@ -22,6 +22,10 @@ from .completion import COMPLETE_VAR, PROG_NAME
 # module goes here; tests/test_cli_startup.py checks the table against the modules.
 cli.lazy_commands.update(
     {
+        "bundle": (
+            "regstore.cli.bundlecmd",
+            "Air-gap bundles: many images in one verifiable OCI-layout tar, and deltas.",
+        ),
         "copy": (
             "regstore.cli.transfer",
             "Copy an image between registries and stores (any direction).",

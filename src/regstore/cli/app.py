@@ -494,6 +494,7 @@ def cli(ctx: click.Context) -> None:
     regstore push team/app:1.2 127.0.0.1:5000/app   store -> registry
     regstore copy SRC DST                           any -> any
     regstore sync mirror.yaml                       many images, incrementally
+    regstore bundle create | import | ls | verify   air-gap bundles (OCI-layout tars, deltas)
     regstore ls | inspect | verify | gc | delete    look after the store
     regstore login | logout 127.0.0.1:5000          save or remove credentials
     """

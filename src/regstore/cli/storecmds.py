@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from regstore import plugins
+from regstore.engine import RegistryImage, StoreImage
 from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image
+from regstore.engine.referrers import ReferrerNode, referrer_tree
 from regstore.engine.verify import verify
 from regstore.errors import RegstoreError
 from regstore.manifest import Manifest
+from regstore.referrers import is_supply_chain_tag, sigstore_tags, subject_of_tag
 from regstore.store import read_blob
 
 from .app import AppState, cli, regstore_command
@@ -25,6 +28,7 @@ from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
 from .refs import ImageRef, ImageRefType, StoreRef
 
 if TYPE_CHECKING:
+    from regstore.store import ObjectStore
     from regstore.storetypes import StagingEntry
 
 __all__ = ["describe_manifest"]
@@ -66,8 +70,12 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
         raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
     state.action = f"listing the tags of {name}"
     records = store.images(name.name)  # one computation for Python users and ls
+    marks = _referrer_marks(store, name.name, [(r.tag, str(r.digest)) for r in records])
     if out.json_mode:
-        rows = [{k: v for k, v in r.as_dict().items() if k != "name"} for r in records]
+        rows = [
+            {**{k: v for k, v in r.as_dict().items() if k != "name"}, "referrers": marks[i][0]}
+            for i, r in enumerate(records)
+        ]
         out.json({"store": state.shown_store_url, "repository": name.name, "tags": rows})
     else:
         out.table(
@@ -77,15 +85,36 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
                     r.tag or "-",
                     short_digest(str(r.digest)),
                     _SHORT_TYPES.get(r.media_type, r.media_type)
-                    + (" (partial)" if r.partial else ""),
+                    + (" (partial)" if r.partial else "")
+                    + marks[i][1],
                     ",".join(r.platforms) or "-",
                     format_size(r.size),
                     format_size(r.unique_size),
                 )
-                for r in records
+                for i, r in enumerate(records)
             ],
         )
     return EXIT_OK
+
+
+def _referrer_marks(
+    store: ObjectStore, name: str, rows: list[tuple[str | None, str]]
+) -> list[tuple[int, str]]:
+    """Per ``(tag, digest)``: how many referrers the image has (its store index and cosign
+    tags), and the text ``ls`` appends to its type ("+2 referrers", or for a tag that only
+    describes another image, what it is)."""
+    tags = {tag for tag, _ in rows if tag}
+    marks = []
+    for tag, digest in rows:
+        if tag is not None and is_supply_chain_tag(tag):
+            about = subject_of_tag(tag)
+            kinds = {"sig": "signature", "att": "attestation", "sbom": "SBOM"}
+            what = kinds.get(tag.rsplit(".", 1)[-1], "referrers index")
+            marks.append((0, f" ({what} of {short_digest(str(about))})"))
+            continue
+        count = len(store.referrers(name, digest)) + sum(t in tags for t in sigstore_tags(digest))
+        marks.append((count, f" +{count} referrer(s)" if count else ""))
+    return marks
 
 
 # -- inspect -------------------------------------------------------------------------------------
@@ -161,16 +190,63 @@ def describe_manifest(state: AppState, ref: ImageRef, manifest: Manifest) -> dic
     return info
 
 
+def _tree_lines(nodes: list[ReferrerNode], prefix: str = "") -> list[str]:
+    lines = []
+    for i, node in enumerate(nodes):
+        last = i == len(nodes) - 1
+        tag = f" [{node.tag}]" if node.tag else ""
+        lines.append(
+            f"{prefix}{'└── ' if last else '├── '}{node.kind} {node.digest} "
+            f"{format_size(node.size)}{tag}"
+        )
+        lines += _tree_lines(node.referrers, prefix + ("    " if last else "│   "))
+    return lines
+
+
+def _show_referrers(state: AppState, ref: ImageRef) -> int:
+    """``inspect --referrers``: the tree of what refers to the image, as cosign tree draws."""
+    if isinstance(ref, StoreRef):
+        image: RegistryImage | StoreImage = StoreImage(
+            state.store(must_exist=True, read_only=True), ref.name, ref.reference
+        )
+    else:
+        image = RegistryImage(state.client(ref.registry), ref.name, ref.reference)
+    tree = referrer_tree(image)
+    out = state.output
+    if out.json_mode:
+        out.json({"reference": str(ref), **tree.as_dict()})
+        return EXIT_OK
+    out.line(f"{ref} {tree.digest} ({_SHORT_TYPES.get(tree.media_type, tree.media_type)})")
+    for line in _tree_lines(tree.referrers):
+        out.line(line)
+    for digest, (platform, nodes) in tree.children.items():
+        out.line(f"{platform} {digest}")
+        for line in _tree_lines(nodes):
+            out.line(line)
+    out.summary(f"{tree.count} referrer(s)")
+    return EXIT_OK
+
+
 @cli.command("inspect")
 @click.argument("ref", type=ImageRefType("any"))
 @click.option("--raw", is_flag=True, help="Print the manifest's exact bytes.")
+@click.option(
+    "--referrers",
+    is_flag=True,
+    help="Draw the tree of signatures, SBOMs and attestations that refer to the image.",
+)
 @regstore_command
-def inspect_command(state: AppState, ref: ImageRef, raw: bool) -> int:
+def inspect_command(state: AppState, ref: ImageRef, raw: bool, referrers: bool) -> int:
     """Describe an image: manifest digest, media type, platforms, layers and sizes.
 
-    REF is a registry image or store:NAME[:TAG|@DIGEST].
+    REF is a registry image or store:NAME[:TAG|@DIGEST]. With --referrers, the tree of what
+    refers to it instead (artifact types, digests, sizes).
     """
     state.action = f"inspecting {ref}"
+    if referrers:
+        if raw:
+            raise click.UsageError("--raw and --referrers exclude each other")
+        return _show_referrers(state, ref)
     if isinstance(ref, StoreRef):
         manifest = state.store(must_exist=True, read_only=True).manifest(ref.name, ref.reference)
     else:
@@ -363,15 +439,23 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
     show_default=True,
     help="Never remove blobs younger than this (protects transfers running now).",
 )
+@click.option(
+    "--keep-orphan-referrers",
+    is_flag=True,
+    help="Keep signatures, SBOMs and attestations whose image is gone.",
+)
 @regstore_command
-def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
+def gc_command(state: AppState, dry_run: bool, grace: float, keep_orphan_referrers: bool) -> int:
     """Remove blobs no manifest in the store references, and what interrupted writes left
     (staged bytes, incomplete multipart uploads, stale locks, quarantined blobs), when older
-    than the grace period and not held by a live writer.
+    than the grace period and not held by a live writer. Referrers (signatures, SBOMs,
+    attestations) whose image is gone are removed first, unless --keep-orphan-referrers.
     """
     state.action = f"collecting garbage in {state.shown_store_url}"
     store = state.store(must_exist=True, read_only=dry_run)
-    report = collect_garbage(store, grace=grace, dry_run=dry_run)
+    report = collect_garbage(
+        store, grace=grace, dry_run=dry_run, keep_orphan_referrers=keep_orphan_referrers
+    )
     out = state.output
     if out.json_mode:
         out.json(report.as_dict())
@@ -379,6 +463,8 @@ def gc_command(state: AppState, dry_run: bool, grace: float) -> int:
     if report.staging_error:
         out.warning(f"the staging area was not collected: {report.staging_error}")
     verb = "would remove" if dry_run else "removed"
+    for referrer in report.referrers_removed:
+        out.line(f"{verb} referrer {referrer} (its subject is gone)")
     for blob in report.removed:
         out.line(f"{verb} {blob.digest} {format_size(blob.size)}")
     for entry in report.staging_removed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,7 +19,13 @@ from regstore.errors import RegstoreError
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK
-from .transfer import filter_options, keep_going_option, make_filter, report_batch
+from .transfer import (
+    filter_options,
+    keep_going_option,
+    make_filter,
+    referrers_options,
+    report_batch,
+)
 
 if TYPE_CHECKING:
     from regstore.engine.model import RegistryClient
@@ -31,11 +38,14 @@ __all__ = ["sync_command"]
 @click.option("--dry-run", is_flag=True, help="List what would move; move nothing.")
 @filter_options
 @keep_going_option
+@referrers_options
 @regstore_command
 def sync_command(
     state: AppState,
     sync_file: str,
     dry_run: bool,
+    referrers: bool,
+    referrer_types: tuple[str, ...],
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     semver: str | None,
@@ -48,9 +58,13 @@ def sync_command(
     failed image does not stop the others; exit code 1 if any failed. Tag filter options
     narrow every repository of the file further. Images go to the file's target, else to the
     store of --store. The file format is documented in regstore.engine.sync (and the README).
+    --referrers turns on the file's ``referrers: true`` for every source.
     """
     tag_filter = make_filter(include, exclude, semver, latest)
     spec = load_sync_file(sync_file)
+    if referrers or referrer_types:
+        sources = tuple(dataclasses.replace(s, referrers=True) for s in spec.sources)
+        spec = dataclasses.replace(spec, sources=sources)
     state.action = f"syncing {sync_file}"
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
@@ -80,6 +94,7 @@ def sync_command(
             concurrency=state.settings.concurrency,
             events=display.sink,
             keep_going=keep_going,
+            referrer_types=referrer_types,
         )
     return report_batch(state, batch, extra={"dry_run": False})
 

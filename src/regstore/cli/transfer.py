@@ -20,6 +20,7 @@ from regstore.engine.filters import FilterError, TagFilter
 from regstore.errors import RegstoreError
 from regstore.manifest import Platform
 from regstore.reference import validate_name, validate_tag
+from regstore.referrers import is_supply_chain_tag
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
@@ -102,6 +103,25 @@ def platform_options(f: F) -> F:
     return f
 
 
+def referrers_options(f: F) -> F:
+    """``--referrers`` and ``--referrers-type TYPE`` (repeatable; implies ``--referrers``)."""
+    f = click.option(
+        "--referrers-type",
+        "referrer_types",
+        metavar="TYPE",
+        multiple=True,
+        help="With --referrers: only artifacts of this type, e.g. application/spdx+json "
+        "(repeatable; implies --referrers).",
+    )(f)
+    f = click.option(
+        "--referrers",
+        is_flag=True,
+        help="Also move what refers to each image: signatures, SBOMs, attestations "
+        "(recursively) and cosign's sha256-<digest>.sig/.att/.sbom tags.",
+    )(f)
+    return f
+
+
 def make_filter(
     include: Sequence[str], exclude: Sequence[str], semver: str | None, latest: int | None
 ) -> TagFilter | None:
@@ -137,8 +157,10 @@ def report_result(state: AppState, result: TransferResult, verb: str) -> int:
         out.json({"ok": True, **result.as_dict()})
         return EXIT_OK
     if result.unchanged:
+        more = f"; {len(result.referrers)} new referrer(s) moved" if result.referrers else ""
         out.summary(
-            f"{result.destination} is up to date ({short_digest(str(result.manifest_digest))})"
+            f"{result.destination} is up to date "
+            f"({short_digest(str(result.manifest_digest))}{more})"
         )
         return EXIT_OK
     moved = len(result.transferred)
@@ -149,6 +171,8 @@ def report_result(state: AppState, result: TransferResult, verb: str) -> int:
         details += f"; {len(result.mounted)} mounted"
     if result.quarantined:
         details += f"; {len(result.quarantined)} damaged in the store, fetched again"
+    if result.referrers:
+        details += f"; {len(result.referrers)} referrer(s)"
     partial = " (some platforms only)" if result.partial else ""
     if result.rewritten_from is not None:
         # a registry got the one platform's manifest or a new index, not the source index
@@ -293,6 +317,8 @@ def move_images(
     mount_from: Sequence[str] = (),
     keep_going: bool = True,
     repair: bool = False,
+    referrers: bool = False,
+    referrer_types: Sequence[str] = (),
 ) -> int:
     """The body pull, push and copy share: move ``source`` (one image, or each tag of its
     repository that ``tag_filter`` selects) to ``destination(tag)``, with progress, and report.
@@ -302,8 +328,11 @@ def move_images(
     """
     doing, done = _VERBS[operation]
     display = state.progress()
+    referrers = referrers or bool(referrer_types)
     if tag_filter is not None:
         jobs = filtered_jobs(state, source, tag_filter, destination, src_store)
+        if referrers:  # signature and referrers-index tags travel with their images
+            jobs = [j for j in jobs if not is_supply_chain_tag(j[0].reference or "")]
         state.action = f"{doing} {len(jobs)} tag(s) of {_without_tag(source)}"
         with display:
             batch = transfer_many(
@@ -314,6 +343,8 @@ def move_images(
                 events=display.sink,
                 keep_going=keep_going,
                 operation=operation,
+                referrers=referrers,
+                referrer_types=referrer_types,
             )
         return report_batch(state, batch)
     state.action = f"{doing} {source}"  # until the destination is known
@@ -331,6 +362,8 @@ def move_images(
             concurrency=state.concurrency,
             events=display.sink,
             repair=repair,
+            referrers=referrers,
+            referrer_types=referrer_types,
         )
     return report_result(state, result, done)
 
@@ -349,12 +382,15 @@ def move_images(
 @platform_options
 @filter_options
 @keep_going_option
+@referrers_options
 @regstore_command
 def pull_command(
     state: AppState,
     ref: RegistryRef,
     as_: str | None,
     repair: bool,
+    referrers: bool,
+    referrer_types: tuple[str, ...],
     platforms: tuple[str, ...],
     all_platforms: bool,
     include: tuple[str, ...],
@@ -370,6 +406,7 @@ def pull_command(
     regstore pull alpine --platform linux/arm64 --as mirror/alpine:3
     regstore pull 127.0.0.1:5000/team/app --semver '>=1.2'   (every matching tag)
     regstore pull 127.0.0.1:5000/team/app:1.2 --repair       (re-fetch damaged blobs)
+    regstore pull 127.0.0.1:5000/team/app:1.2 --referrers    (with signatures and SBOMs)
     """
     selected = check_platforms(platforms, all_platforms)
     tag_filter = make_filter(include, exclude, semver, latest)
@@ -392,6 +429,8 @@ def pull_command(
         platforms=selected,
         keep_going=keep_going,
         repair=repair,
+        referrers=referrers,
+        referrer_types=referrer_types,
     )
 
 
@@ -404,9 +443,15 @@ def pull_command(
     multiple=True,
     help="Ask the registry to mount blobs from this repository of it (repeatable).",
 )
+@referrers_options
 @regstore_command
 def push_command(
-    state: AppState, source: StoreRef, dest: RegistryRef, mount_from: tuple[str, ...]
+    state: AppState,
+    source: StoreRef,
+    dest: RegistryRef,
+    mount_from: tuple[str, ...],
+    referrers: bool,
+    referrer_types: tuple[str, ...],
 ) -> int:
     """Push an image of the store to a registry.
 
@@ -428,6 +473,8 @@ def push_command(
         source,
         lambda tag: image_at(state, dest, dest.reference if dest.explicit else tag),
         mount_from=mount_from,
+        referrers=referrers,
+        referrer_types=referrer_types,
     )
 
 
@@ -442,6 +489,7 @@ def push_command(
 @platform_options
 @filter_options
 @keep_going_option
+@referrers_options
 @regstore_command
 def copy_command(
     state: AppState,
@@ -450,6 +498,8 @@ def copy_command(
     src_store: str | None,
     dest_store: str | None,
     mount_from: tuple[str, ...],
+    referrers: bool,
+    referrer_types: tuple[str, ...],
     platforms: tuple[str, ...],
     all_platforms: bool,
     include: tuple[str, ...],
@@ -488,4 +538,6 @@ def copy_command(
         platforms=selected,
         mount_from=mount_from,
         keep_going=keep_going,
+        referrers=referrers,
+        referrer_types=referrer_types,
     )

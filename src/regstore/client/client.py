@@ -28,9 +28,8 @@ from regstore.client.blobs import BlobsMixin
 from regstore.client.credentials import CredentialResolver, CredentialsCallable
 from regstore.client.errors_map import Operation
 from regstore.client.limits import ClientLimits
-from regstore.client.listing import ListingMixin
-from regstore.client.manifests import ManifestsMixin
 from regstore.client.ratelimit import RateLimitPacer
+from regstore.client.referrers import ReferrersMixin
 from regstore.client.transport import Transport, TransportOptions
 from regstore.client.uploads import UploadsMixin
 from regstore.client.urls import Endpoint
@@ -49,7 +48,7 @@ def default_user_agent() -> str:
     return f"regstore/{ours} python-requests/{requests.__version__}"
 
 
-class Client(ManifestsMixin, ListingMixin, BlobsMixin, UploadsMixin):
+class Client(ReferrersMixin, BlobsMixin, UploadsMixin):
     """A client for one registry's HTTP API V2 (OCI Distribution Spec v1.1). Thread-safe.
 
     Args:

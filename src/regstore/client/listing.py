@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 from regstore.client.core import ClientCore, pull_scope
 from regstore.client.errors_map import Operation, http_context
@@ -35,6 +37,8 @@ from regstore.reference import validate_name
 __all__ = ["ListingMixin"]
 
 log = logging.getLogger("regstore.client")
+
+_T = TypeVar("_T", bound=Hashable)
 
 CATALOG_SCOPE = ("registry:catalog:*",)
 
@@ -73,22 +77,51 @@ class ListingMixin(ClientCore):
         )
 
     def _paginate(self, url: str, op: Operation, scopes: tuple[str, ...], key: str) -> list[str]:
+        pages = self._paginate_items(
+            url, op, scopes, lambda reply: self._page_items(reply, op, key), "application/json"
+        )
+        assert pages is not None  # only None when a 404 is accepted
+        return pages
+
+    def _paginate_items(
+        self,
+        url: str,
+        op: Operation,
+        scopes: tuple[str, ...],
+        items: Callable[[Reply], list[_T]],
+        accept: str,
+        *,
+        absent_ok: bool = False,
+    ) -> list[_T] | None:
+        """Every item of every page (``items`` reads one page), bounded as the module says.
+
+        With ``absent_ok`` a 404 on the first page returns None (the endpoint does not exist
+        there, e.g. referrers on registry 2.8) instead of raising.
+        """
         limits = self._limits
-        found: dict[str, None] = {}  # insertion-ordered set
+        found: dict[_T, None] = {}  # insertion-ordered set
         fetched: set[str] = set()
         asked_last: set[str] = set()
         received = 0
         pages = 0
         while True:
+            first = pages == 0
             reply = self._call(
-                "GET", url, op, ok=(200,), scopes=scopes, headers={"Accept": "application/json"}
+                "GET",
+                url,
+                op,
+                ok=(200, 404) if absent_ok and first else (200,),
+                scopes=scopes,
+                headers={"Accept": accept},
             )
+            if reply.status == 404:
+                return None
             pages += 1
             fetched.add(url)
             last = query_value(url, "last")
             if last is not None:
                 asked_last.add(last)
-            page = self._page_items(reply, op, key)
+            page = items(reply)
             received += len(page)
             if received > limits.max_list_entries:
                 raise self._limit_error(

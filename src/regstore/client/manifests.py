@@ -163,6 +163,11 @@ class ManifestsMixin(ClientCore):
             UnexpectedHTTPStatusError: e.g. ``MANIFEST_BLOB_UNKNOWN``, ``MANIFEST_INVALID``
                 (see ``.http.codes``).
         """
+        return self._put_manifest(name, reference, manifest)[0]
+
+    def _put_manifest(self, name: str, reference: str, manifest: Manifest) -> tuple[Digest, bool]:
+        """The PUT of :meth:`put_image_manifest`; also says whether the registry processed the
+        manifest's ``subject`` (it answered with ``OCI-Subject``)."""
         validate_name(name)
         validate_reference(reference)
         if not isinstance(manifest, Manifest):
@@ -194,7 +199,7 @@ class ManifestsMixin(ClientCore):
                 expected=manifest.digest,
                 actual=announced,
             )
-        return manifest.digest
+        return manifest.digest, bool(reply.headers.get("OCI-Subject", "").strip())
 
     def delete_image(self, name: str, reference: str) -> None:
         """Delete the manifest at a tag or digest (the seed's ``DeleteImage``).

@@ -32,9 +32,16 @@ def transfer_one(
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
     events: EventSink | None = None,
     repair: bool = False,
+    referrers: bool = False,
+    referrer_types: Sequence[str] = (),
 ) -> TransferResult:
     """Move one image from ``source`` to ``dest``, any place to any place: the one path of
     :func:`pull`, :func:`push` and :func:`copy` (``operation`` names it in events).
+
+    ``referrers=True`` also moves what refers to each of its manifests (signatures, SBOMs,
+    attestations, recursively) and cosign's ``sha256-<hex>.sig``/``.att``/``.sbom`` tags;
+    ``referrer_types`` keeps only those artifact types (``TransferResult.referrers`` lists
+    what moved).
 
     ``dest``'s reference None gives it the source's tag (:func:`~.transfer.destination_tag`).
     ``repair=True`` (a store destination only) first re-hashes what the store has of the
@@ -54,7 +61,12 @@ def transfer_one(
         dest,
         operation,
         options=TransferOptions.build(
-            platforms, mount_from, chunk_size=chunk_size, monolithic_threshold=monolithic_threshold
+            platforms,
+            mount_from,
+            chunk_size=chunk_size,
+            monolithic_threshold=monolithic_threshold,
+            referrers=referrers,
+            referrer_types=tuple(referrer_types),
         ),
         concurrency=concurrency,
         events=events,
@@ -77,6 +89,8 @@ def pull(
     repair: bool = False,
     as_name: str | None = None,
     as_tag: str | None = None,
+    referrers: bool = False,
+    referrer_types: Sequence[str] = (),
 ) -> TransferResult:
     """Pull ``name`` at ``reference`` (a tag or digest) from a registry into ``store``.
 
@@ -93,7 +107,8 @@ def pull(
 
     ``repair=True`` first re-hashes every manifest and blob of the image that the store has
     and moves the damaged ones aside (:mod:`regstore.engine.repair`), so the pull fetches them
-    again; ``TransferResult.quarantined`` names them.
+    again; ``TransferResult.quarantined`` names them. ``referrers``/``referrer_types``: see
+    :func:`transfer_one`.
     """
     dest_name = _renamed("as_name", as_name, "dest_name", dest_name)
     dest_tag = _renamed("as_tag", as_tag, "dest_tag", dest_tag)
@@ -105,6 +120,8 @@ def pull(
         concurrency=concurrency,
         events=events,
         repair=repair,
+        referrers=referrers,
+        referrer_types=referrer_types,
     )
 
 
@@ -121,6 +138,8 @@ def push(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
     events: EventSink | None = None,
+    referrers: bool = False,
+    referrer_types: Sequence[str] = (),
 ) -> TransferResult:
     """Push ``name`` at ``reference`` from ``store`` to a registry (the reverse of :func:`pull`).
 
@@ -128,7 +147,8 @@ def push(
     cross-repository mount first; blobs up to ``monolithic_threshold`` go up in one PUT, larger
     ones in ``chunk_size`` chunks that resume from the registry's offset after a failure.
     Children before the index; the tag last. ``dest_name``/``dest_tag`` push it under another
-    name or tag (None: ``name``, and the tag of ``reference``).
+    name or tag (None: ``name``, and the tag of ``reference``). ``referrers``/
+    ``referrer_types``: see :func:`transfer_one`.
     """
     return transfer_one(
         StoreImage(store, name, reference),
@@ -139,6 +159,8 @@ def push(
         chunk_size=chunk_size,
         monolithic_threshold=monolithic_threshold,
         events=events,
+        referrers=referrers,
+        referrer_types=referrer_types,
     )
 
 
@@ -152,12 +174,15 @@ def copy(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
     events: EventSink | None = None,
+    referrers: bool = False,
+    referrer_types: Sequence[str] = (),
 ) -> TransferResult:
     """Copy one image between any two places: registry or store to registry or store.
 
     Registry → registry streams each blob through (nothing staged on disk or held whole in
     memory) and mounts instead when both are repositories of the same registry. ``dest``'s
     name and reference rename on the way (``None`` reference keeps the source's tag).
+    ``referrers``/``referrer_types``: see :func:`transfer_one`.
     """
     return transfer_one(
         source,
@@ -169,6 +194,8 @@ def copy(
         chunk_size=chunk_size,
         monolithic_threshold=monolithic_threshold,
         events=events,
+        referrers=referrers,
+        referrer_types=referrer_types,
     )
 
 

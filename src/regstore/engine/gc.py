@@ -19,6 +19,12 @@ Manifests themselves are blobs in some layouts (``list_blobs`` lists them); ever
 manifest's digest counts as referenced, as does everything a manifest references (config,
 layers, index children, subject).
 
+Referrers (signatures, SBOMs, attestations: manifests with a ``subject``) live as long as their
+subject: once the subject manifest is gone from the repository, gc deletes them, then what
+referred to them (an attestation of a deleted SBOM), the subject's referrers index and cosign's
+``sha256-<hex>.sig``/``.att``/``.sbom`` tags of it, before collecting blobs, so their blobs go in
+the same run. ``keep_orphan_referrers=True`` keeps them all.
+
 The staging area is collected too (``ObjectStore.staging``): what writers that died left
 behind (staged bytes, incomplete multipart uploads, lock files or expired lock objects,
 temporary files) and blobs ``verify`` quarantined, once older than the same grace and only
@@ -39,12 +45,21 @@ from regstore.errors import (
     StoreError,
 )
 from regstore.reference import is_digest
+from regstore.referrers import subject_of_tag
 
 if TYPE_CHECKING:
+    from regstore.manifest import Manifest
     from regstore.store import ObjectStore
     from regstore.storetypes import BlobInfo, StagingEntry
 
-__all__ = ["DEFAULT_GRACE", "GCReport", "collect_garbage", "delete_image", "referenced_digests"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "GCReport",
+    "collect_garbage",
+    "delete_image",
+    "orphan_referrers",
+    "referenced_digests",
+]
 
 #: Seconds a blob is protected after its commit.
 DEFAULT_GRACE = 3600.0
@@ -67,6 +82,9 @@ class GCReport:
     #: why the staging area was not collected (unsupported, not permitted), if so
     staging_error: str | None = None
     now: float = 0.0
+    #: ``name@digest`` of the referrers (and their indexes, sigstore tags' manifests) removed
+    #: because their subject is gone (or, in a dry run, that would be)
+    referrers_removed: list[str] = field(default_factory=list)
 
     @property
     def bytes_removed(self) -> int:
@@ -92,17 +110,21 @@ class GCReport:
             "staging_bytes_removed": self.staging_bytes_removed,
             "staging_kept": [e.as_dict(self.now) for e in self.staging_kept],
             "staging_error": self.staging_error,
+            "referrers_removed": list(self.referrers_removed),
         }
 
 
-def referenced_digests(store: ObjectStore) -> set[str]:
-    """Every digest some stored manifest is or references.
+def referenced_digests(store: ObjectStore, ignore: set[str] | None = None) -> set[str]:
+    """Every digest some stored manifest is or references (but the manifests ``ignore``
+    names as ``name@digest``: those a dry run would delete).
 
     Raises StoreError when a manifest cannot be read (what it references is then unknown).
     """
     referenced: set[str] = set()
     for repo in store.repositories():
         for digest in store.manifests(repo):
+            if ignore and f"{repo}@{digest}" in ignore:
+                continue
             referenced.add(str(digest))
             try:
                 manifest = store.manifest(repo, digest)
@@ -121,16 +143,20 @@ def collect_garbage(
     grace: float = DEFAULT_GRACE,
     dry_run: bool = False,
     now: float | None = None,
+    keep_orphan_referrers: bool = False,
 ) -> GCReport:
     """Delete (or with ``dry_run`` only list) unreferenced blobs older than ``grace`` seconds,
-    and the staging leftovers no live writer holds that are older than ``grace``.
+    and the staging leftovers no live writer holds that are older than ``grace``; first the
+    referrers whose subject is gone, unless ``keep_orphan_referrers``.
     """
     if grace < 0:
         raise ValueError("grace must not be negative")
     blobs = store.blobs()  # first: see the module docstring
-    referenced = referenced_digests(store)
+    orphans = [] if keep_orphan_referrers else orphan_referrers(store, dry_run=dry_run)
+    referenced = referenced_digests(store, ignore=set(orphans) if dry_run else set())
     now = time.time() if now is None else now
     report = GCReport(dry_run=dry_run, grace=grace, blobs=len(blobs), now=now)
+    report.referrers_removed = orphans
     _collect_staging(store, report, grace, dry_run, now)
     for blob in blobs:
         if blob.digest in referenced:
@@ -146,6 +172,59 @@ def collect_garbage(
                 continue
         report.removed.append(blob)
     return report
+
+
+def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
+    """Delete (``dry_run``: only list) every manifest whose ``subject`` is not stored in its
+    repository, repeatedly (a referrer of a deleted referrer goes too), and the referrers
+    indexes and sigstore tags of missing subjects. Returns ``name@digest`` of each.
+
+    Raises StoreError when a manifest cannot be read (whether it is a referrer is unknown).
+    """
+    removed: list[str] = []
+    for repo in store.repositories():
+        try:
+            present = {str(d) for d in store.manifests(repo)}
+            tags = store.tags(repo)
+        except NotFoundError:  # emptied meanwhile
+            continue
+        subjects: dict[str, str] = {}
+        for digest in sorted(present):
+            manifest = _readable(store, repo, digest)
+            if manifest.subject is not None:
+                subjects[digest] = str(manifest.subject.digest)
+        for tag in tags:  # referrers indexes and sigstore tags name their subject
+            about = subject_of_tag(tag)
+            if about is None or not store.has_manifest(repo, tag):  # dangling: verify says so
+                continue
+            subjects.setdefault(str(_readable(store, repo, tag).digest), str(about))
+        doomed: list[str] = []
+        changed = True
+        while changed:
+            changed = False
+            for digest, subject in subjects.items():
+                if digest in present and subject not in present:
+                    present.discard(digest)
+                    doomed.append(digest)
+                    changed = True
+        for digest in doomed:
+            if not dry_run:
+                try:
+                    store.delete_manifest(repo, digest)
+                except NotFoundError:
+                    continue
+            removed.append(f"{repo}@{digest}")
+    return removed
+
+
+def _readable(store: ObjectStore, repo: str, reference: str) -> Manifest:
+    try:
+        return store.manifest(repo, reference)
+    except RegstoreError as exc:
+        raise StoreError(
+            f"cannot collect garbage: manifest {reference} of {repo} is unreadable ({exc}); "
+            "run `regstore verify` and re-pull or delete that image first"
+        ) from exc
 
 
 def _collect_staging(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, get_args
 
@@ -11,7 +12,7 @@ from regstore.wire import BlobData, BlobSource, ManifestInfo, UploadSession, Upl
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from regstore.manifest import Manifest
+    from regstore.manifest import Descriptor, Manifest
     from regstore.retry import RetryPolicy
     from regstore.store import ObjectStore
 
@@ -61,6 +62,12 @@ class RegistryClient(Protocol):
 
     def list_image_tags(self, name: str) -> list[str]:
         """Every tag of repository ``name``."""
+        ...
+
+    def referrers(
+        self, name: str, digest: str, artifact_type: str | Collection[str] | None = ...
+    ) -> list[Descriptor]:
+        """The manifests of ``name`` whose ``subject`` is ``digest`` (API or tag schema)."""
         ...
 
     def blob_length(self, name: str, digest: str) -> int:
@@ -182,6 +189,8 @@ class TransferResult:
     unchanged: bool = False
     quarantined: list[str] = field(default_factory=list)
     rewritten_from: Digest | None = None
+    #: referrer manifests (signatures, SBOMs, attestations) written with the image
+    referrers: list[Digest] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -199,6 +208,7 @@ class TransferResult:
             "unchanged": self.unchanged,
             "quarantined": list(self.quarantined),
             "rewritten_from": str(self.rewritten_from) if self.rewritten_from else None,
+            "referrers": [str(d) for d in self.referrers],
         }
 
 

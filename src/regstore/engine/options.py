@@ -22,6 +22,10 @@ class TransferOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD
     skip_unchanged: bool = False
+    #: move each image's referrers (and cosign's ``.sig``/``.att``/``.sbom`` tags) with it
+    referrers: bool = False
+    #: only referrers of these artifact types (all when empty)
+    referrer_types: tuple[str, ...] = ()
 
     @classmethod
     def build(

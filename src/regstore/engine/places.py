@@ -86,6 +86,11 @@ class ImageSource(Protocol):
         sink on the same registry can mount instead of copying; else None."""
         ...
 
+    def referrers(self, digest: str, artifact_types: Sequence[str]) -> list[Descriptor]:
+        """The manifests here whose ``subject`` is ``digest`` (of ``artifact_types`` only,
+        when given): signatures, SBOMs, attestations."""
+        ...
+
 
 class ImageSink(Protocol):
     """A repository images are written to: blobs first, manifests after, the tag last.

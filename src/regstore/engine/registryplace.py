@@ -74,6 +74,10 @@ class RegistryPlace:
         """This registry and repository: a sink on the same registry mounts from here."""
         return (self.client.registry, self.name)
 
+    def referrers(self, digest: str, artifact_types: Sequence[str]) -> list[Descriptor]:
+        """The referrers API, or the referrers tag schema where the registry lacks it."""
+        return self.client.referrers(self.name, digest, tuple(artifact_types) or None)
+
     # -- as a sink -----------------------------------------------------------------------------
     @property
     def needs_blob_sizes(self) -> bool:
@@ -122,5 +126,6 @@ class RegistryPlace:
         )
 
     def put_manifest(self, manifest: Manifest, tag: str | None, partial: bool) -> None:
-        """PUT the manifest under ``tag``, or under its digest."""
+        """PUT the manifest under ``tag``, or under its digest (a referrer's PUT also keeps
+        its subject's referrers tag index when the registry does not process ``subject``)."""
         self.client.put_image_manifest(self.name, tag or str(manifest.digest), manifest)

@@ -73,6 +73,10 @@ class StorePlace:
         """None: nothing mounts from a store."""
         return None
 
+    def referrers(self, digest: str, artifact_types: Sequence[str]) -> list[Descriptor]:
+        """The store's referrers index of ``digest`` (one lookup)."""
+        return self.store.referrers(self.name, digest, artifact_types)
+
     # -- as a sink -----------------------------------------------------------------------------
     @property
     def needs_blob_sizes(self) -> bool:

@@ -24,12 +24,14 @@ Format::
         password_env: SRC_PASSWORD    #   the password (never the password itself)
         prefix: ""                    # optional: prepended to names from this source
         platforms: [linux/arm64]      # optional: overrides defaults.platforms
+        referrers: true               # optional: signatures, SBOMs, attestations come too
         tags: {latest: 5}             # optional: filter for repositories without their own
         repositories:
           - team/app                  # a name alone: every tag (or the source's tags:)
           - name: team/app2
             as: apps/app2             # optional: the destination name (before prefixes)
             platforms: [linux/amd64]  # optional
+            referrers: false          # optional: overrides the source's referrers
             tags:                     # a list of exact tags, or a mapping of filters:
               include: ["^1\\."]      #   regexes (re.search), any may match
               exclude: ["-rc"]        #   regexes, none may match
@@ -57,7 +59,7 @@ filter further: a tag must pass both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -68,6 +70,7 @@ from regstore.errors import (
     RegstoreError,
 )
 from regstore.reference import is_digest, validate_name
+from regstore.referrers import is_supply_chain_tag
 
 from .filters import InvalidTag, TagFilter, partition_tags
 from .model import BatchResult, ImageOutcome, RegistryClient, RegistryImage, StoreImage
@@ -119,6 +122,8 @@ class PlannedJob:
     source: RegistryImage
     destination: Destination
     platforms: tuple[str, ...] | None = None
+    #: its signatures, SBOMs and attestations move with it
+    referrers: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -126,6 +131,7 @@ class PlannedJob:
             "source": str(self.source),
             "destination": str(self.destination),
             "platforms": list(self.platforms) if self.platforms else None,
+            "referrers": self.referrers,
         }
 
 
@@ -203,6 +209,7 @@ def plan_sync(
         for repo in repos:
             tag_filter = repo.tags if not repo.tags.is_empty else source.tags
             platforms = repo.platforms or source.platforms or spec.defaults.platforms
+            referrers = source.referrers if repo.referrers is None else repo.referrers
             dest_name = source.prefix + (repo.dest_name or repo.name)
             where = f"{source.registry}/{repo.name}"
             target_text = (
@@ -221,12 +228,15 @@ def plan_sync(
                     tags = tag_filter.select(tag_filter.exact)
                 if extra_filter is not None:
                     tags = extra_filter.select(tags)
+                if referrers:  # sigstore and referrers-index tags travel with their subjects
+                    tags = [t for t in tags if not is_supply_chain_tag(t)]
                 for tag in tags:
                     plan.jobs.append(
                         PlannedJob(
                             RegistryImage(client, repo.name, tag),
                             destination(dest_name, tag),
                             platforms,
+                            referrers,
                         )
                     )
             except RegstoreError as exc:
@@ -291,8 +301,12 @@ def run_sync(
     events: Callable[[TransferEvent], None] | None = None,
     skip_unchanged: bool = True,
     keep_going: bool = True,
+    referrer_types: Sequence[str] = (),
 ) -> BatchResult:
     """Run the plan's jobs (grouped by platform selection) and report every image.
+
+    Jobs planned with ``referrers`` move their images' referrers too (of ``referrer_types``
+    only, when given).
 
     Listing failures of the plan come first in the report, then what the plan skipped
     (invalid tags), then the jobs in plan order. With ``keep_going=False`` the first failure
@@ -300,12 +314,12 @@ def run_sync(
     failure.
     """
     workers = concurrency or plan.concurrency or 4
-    groups: dict[tuple[str, ...] | None, list[int]] = {}
+    groups: dict[tuple[tuple[str, ...] | None, bool], list[int]] = {}
     for i, job in enumerate(plan.jobs):
-        groups.setdefault(job.platforms, []).append(i)
+        groups.setdefault((job.platforms, job.referrers), []).append(i)
     outcomes: list[ImageOutcome | None] = [None] * len(plan.jobs)
     failed = bool(plan.failures)
-    for platforms, indexes in groups.items():
+    for (platforms, referrers), indexes in groups.items():
         if failed and not keep_going:
             for i in indexes:
                 job = plan.jobs[i]
@@ -320,6 +334,8 @@ def run_sync(
             events=events,
             skip_unchanged=skip_unchanged,
             keep_going=keep_going,
+            referrers=referrers,
+            referrer_types=referrer_types,
         )
         failed = failed or not batch.ok
         for i, outcome in zip(indexes, batch.outcomes, strict=True):

@@ -88,6 +88,8 @@ class RepositorySpec:
     tags: TagFilter = field(default_factory=TagFilter)
     platforms: tuple[str, ...] | None = None
     dest_name: str | None = None
+    #: move signatures, SBOMs and attestations with the images (None: the source's setting)
+    referrers: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class SourceSpec:
     tags: TagFilter = field(default_factory=TagFilter)
     platforms: tuple[str, ...] | None = None
     prefix: str = ""
+    #: move signatures, SBOMs and attestations with the images
+    referrers: bool = False
 
     @property
     def registry(self) -> str:
@@ -329,7 +333,9 @@ class _Validator:
     def repository(self, value: object, path: Path_) -> RepositorySpec:
         if isinstance(value, str):
             return RepositorySpec(name=self.name(value, path))
-        data = self.mapping(value, path, ("name", "as", "tags", "platforms"), required=("name",))
+        data = self.mapping(
+            value, path, ("name", "as", "tags", "platforms", "referrers"), required=("name",)
+        )
         return RepositorySpec(
             name=self.name(data["name"], (*path, "name")),
             tags=self.tag_filter(data.get("tags"), (*path, "tags")),
@@ -339,6 +345,11 @@ class _Validator:
                 else None
             ),
             dest_name=self.name(data["as"], (*path, "as")) if data.get("as") is not None else None,
+            referrers=(
+                self.boolean(data["referrers"], (*path, "referrers"))
+                if data.get("referrers") is not None
+                else None
+            ),
         )
 
     def catalog(self, value: object, path: Path_) -> CatalogSpec | None:
@@ -364,7 +375,7 @@ class _Validator:
     def source(self, value: object, path: Path_) -> SourceSpec:
         keys = (
             "registry", "plain_http", "tls_verify", "ca_cert", "username", "password_env",
-            "prefix", "platforms", "tags", "repositories", "catalog",
+            "prefix", "platforms", "tags", "repositories", "catalog", "referrers",
         )  # fmt: skip
         data = self.mapping(value, path, keys, required=("registry",))
         repos_value = data.get("repositories")
@@ -390,6 +401,11 @@ class _Validator:
                 else None
             ),
             prefix=self.prefix(data.get("prefix"), (*path, "prefix")),
+            referrers=(
+                self.boolean(data["referrers"], (*path, "referrers"))
+                if data.get("referrers") is not None
+                else False
+            ),
         )
 
     def target(self, value: object, path: Path_) -> TargetSpec:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from .model import (
     TransferResult,
 )
 from .options import TransferOptions
-from .places import ImageSource, sink_of, source_of
+from .places import ImageSink, ImageSource, sink_of, source_of
+from .referrers import find_referrers, has_wanted_type
 from .reporting import EventSink, Reporter
 
 __all__ = [
@@ -232,7 +234,14 @@ def transfer_image(
     if options.skip_unchanged and tag is not None:
         have = dst.manifest_digest(tag)
         if have is not None and have == src.manifest_digest(source.reference):
-            return TransferResult(source_text, dest_text, Digest(have), unchanged=True)
+            unchanged = TransferResult(source_text, dest_text, Digest(have), unchanged=True)
+            if options.referrers:  # new signatures may have come since
+                unchanged_plan = _plan(src, source.reference, options)
+                mount_from = dst.mount_sources(src, options.mount_from)
+                _move_referrers(
+                    unchanged_plan, src, dst, scheduler, reporter, options, mount_from, unchanged
+                )
+            return unchanged
 
     plan = _plan(src, source.reference, options)
     if (
@@ -272,7 +281,26 @@ def transfer_image(
     )
 
     mount_from = dst.mount_sources(src, options.mount_from)
+    _move_blobs(plan, src, dst, scheduler, reporter, options, mount_from, result)
+    _write_manifests(
+        plan, dst, tag, plan.partial and result.rewritten_from is None, result, reporter
+    )
+    if options.referrers:
+        _move_referrers(plan, src, dst, scheduler, reporter, options, mount_from, result)
+    return result
 
+
+def _move_blobs(
+    plan: ImagePlan,
+    src: ImageSource,
+    dst: ImageSink,
+    scheduler: _BlobScheduler,
+    reporter: Reporter,
+    options: TransferOptions,
+    mount_from: Sequence[str],
+    result: TransferResult,
+) -> None:
+    """Move every blob of ``plan`` through the shared pool; wait for all of them."""
     submitted: list[tuple[Future[BlobMove], bool, Descriptor]] = []
     for desc in plan.blobs.values():
 
@@ -302,13 +330,23 @@ def transfer_image(
     if first_error is not None:
         raise first_error
 
+
+def _write_manifests(
+    plan: ImagePlan,
+    dst: ImageSink,
+    tag: str | None,
+    partial: bool,
+    result: TransferResult,
+    reporter: Reporter,
+) -> None:
+    """Children first (by digest), then the top manifest under ``tag``."""
     for child in plan.children:
         dst.put_manifest(child, None, False)
         result.manifests.append(child.digest)
         reporter.emit(
             EventKind.MANIFEST, child.digest, total=child.size, media_type=child.media_type
         )
-    dst.put_manifest(plan.top, tag, plan.partial and result.rewritten_from is None)
+    dst.put_manifest(plan.top, tag, partial)
     result.manifests.append(plan.top.digest)
     reporter.emit(
         EventKind.MANIFEST,
@@ -317,7 +355,55 @@ def transfer_image(
         media_type=plan.top.media_type,
         tag=tag,
     )
-    return result
+
+
+def _move_referrers(
+    plan: ImagePlan,
+    src: ImageSource,
+    dst: ImageSink,
+    scheduler: _BlobScheduler,
+    reporter: Reporter,
+    options: TransferOptions,
+    mount_from: Sequence[str],
+    result: TransferResult,
+) -> None:
+    """Move the referrers of every manifest of ``plan`` (already written), and theirs in turn
+    (a signature of an SBOM), and the sigstore tags of each: breadth-first from the subjects
+    moved, so a referrer is written after its subject, after its own blobs and children. The
+    sink keeps its referrers index after each referrer's write. A referrer whose manifest
+    names another subject than the one it was listed for is left out (its subject is not
+    being moved)."""
+    subjects = [str(plan.top.digest)] + [str(c.digest) for c in plan.children]
+    seen = set(subjects)
+    queue = deque(subjects)
+    plain = dataclasses.replace(options, platforms=())
+    while queue:
+        subject = queue.popleft()
+        for found in find_referrers(src, subject, options.referrer_types):
+            if found.digest in seen:
+                continue
+            seen.add(found.digest)
+            referrer = _plan(src, found.reference, plain)
+            if found.tag is None and (
+                referrer.top.subject is None or str(referrer.top.subject.digest) != subject
+            ):
+                log.warning(
+                    "%s is listed as a referrer of %s but its subject is %s; left out",
+                    found.digest,
+                    subject,
+                    referrer.top.subject.digest if referrer.top.subject else "missing",
+                )
+                continue
+            if found.tag is not None and not has_wanted_type(referrer.top, options.referrer_types):
+                continue
+            queue.append(str(referrer.top.digest))
+            seen.add(str(referrer.top.digest))
+            at = found.tag or str(referrer.top.digest)
+            if options.skip_unchanged and dst.manifest_digest(at) == str(referrer.top.digest):
+                continue
+            _move_blobs(referrer, src, dst, scheduler, reporter, options, mount_from, result)
+            _write_manifests(referrer, dst, found.tag, False, result, reporter)
+            result.referrers.append(referrer.top.digest)
 
 
 def run_one(
@@ -355,6 +441,8 @@ def transfer_many(
     operation: Literal["pull", "push", "copy"] = "copy",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
+    referrers: bool = False,
+    referrer_types: Sequence[str] = (),
 ) -> BatchResult:
     """Move many images through one bounded blob pool; each digest moves once per destination.
 
@@ -362,7 +450,8 @@ def transfer_many(
     sync gets parallelism across images, not only across the layers of one. A failed image does
     not stop the others: its outcome says why (``keep_going=False`` instead cancels the images
     not yet started once one fails). ``skip_unchanged`` makes a destination tag that already
-    points at the source's manifest digest cost one HEAD and move nothing.
+    points at the source's manifest digest cost one HEAD and move nothing (with ``referrers``,
+    the image's referrers are still looked for, and the new ones moved).
     """
     options = TransferOptions.build(
         platforms,
@@ -370,6 +459,8 @@ def transfer_many(
         chunk_size=chunk_size,
         monolithic_threshold=monolithic_threshold,
         skip_unchanged=skip_unchanged,
+        referrers=referrers,
+        referrer_types=tuple(referrer_types),
     )
     scheduler = _BlobScheduler(concurrency)
     base = Reporter(operation, "", events)

@@ -24,7 +24,11 @@ Problems (``Problem.kind``):
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
 - ``damaged-blob``: a blob does not hash to its digest, or its size differs from the one in
-  the referring manifests.
+  the referring manifests;
+- ``missing-subject``: a referrer (a manifest with ``subject``: a signature, an SBOM) whose
+  subject manifest is not stored in its repository (``gc`` removes such referrers);
+- ``unindexed-referrer``: a referrer its subject's referrers index does not list (a write
+  interrupted between the two; pulling the referrer again lists it).
 """
 
 from __future__ import annotations
@@ -62,7 +66,13 @@ __all__ = [
 
 #: What :class:`Problem` can be (see the module docstring).
 ProblemKind = Literal[
-    "damaged-manifest", "dangling-tag", "missing-manifest", "missing-blob", "damaged-blob"
+    "damaged-manifest",
+    "dangling-tag",
+    "missing-manifest",
+    "missing-blob",
+    "damaged-blob",
+    "missing-subject",
+    "unindexed-referrer",
 ]
 
 
@@ -235,6 +245,27 @@ def verify(
             if manifest is None:
                 continue
             _check_children(store, repo, digest, manifest, stored, report)
+            if manifest.subject is not None and manifest.subject.digest not in stored:
+                report.problems.append(
+                    Problem(
+                        "missing-subject",
+                        repo,
+                        str(digest),
+                        f"it refers to {manifest.subject.digest}, which is not stored",
+                    )
+                )
+            elif manifest.subject is not None and digest not in {
+                d.digest for d in store.referrers(repo, manifest.subject.digest)
+            }:
+                report.problems.append(
+                    Problem(
+                        "unindexed-referrer",
+                        repo,
+                        str(digest),
+                        f"the referrers index of {manifest.subject.digest} does not list it; "
+                        "pull it again",
+                    )
+                )
             for blob in manifest.blobs:
                 use = uses.setdefault(blob.digest, _BlobUse())
                 if blob.size >= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from functools import partial
 
 import pytest
@@ -339,7 +340,7 @@ class BlobTests(SuiteSettings):
         self, store: ObjectStore, store_factory: Callable[[], ObjectStore]
     ) -> None:
         blob = _blob(24)
-        taken = threading.Event()
+        taken, release = threading.Event(), threading.Event()
         other = store_factory()
 
         def write() -> None:
@@ -347,17 +348,24 @@ class BlobTests(SuiteSettings):
             taken.set()
             writer.set_size(blob.size)
             writer.write(blob.data[:100])
-            time.sleep(0.15)
+            # the writer cannot commit before the waiter has been seen waiting, however slow
+            # the machine: no race between a sleep and the wait
+            assert release.wait(self.thread_timeout)
             writer.write(blob.data[100:])
             writer.commit()
 
+        def wait_then_read() -> bytes:
+            assert store.layer(blob.digest).wait(timeout=self.thread_timeout) is True
+            return _read_all(store, blob.digest)  # complete the moment wait() says so
+
         writing = in_thread(write)
         assert taken.wait(self.thread_timeout)
-        started = time.monotonic()
-        assert store.layer(blob.digest).wait(timeout=self.thread_timeout) is True
-        assert time.monotonic() - started >= 0.05, "wait() returned before the commit"
+        waiting = in_thread(wait_then_read)
+        with pytest.raises(FutureTimeoutError):  # a wait() that returned early fails here
+            waiting.result(timeout=0.3)
+        release.set()
+        assert waiting.result(timeout=self.thread_timeout) == blob.data
         writing.result(timeout=self.thread_timeout)
-        assert _read_all(store, blob.digest) == blob.data
 
     def test_wait_timeout(self, store: ObjectStore) -> None:
         blob = _blob(25)

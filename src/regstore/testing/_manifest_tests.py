@@ -349,3 +349,36 @@ class ManifestTests(SuiteSettings):
         assert store.repositories() == [f"pull/{i}" for i in range(len(images))]
         with store.layer(shared.digest).reader() as reader:
             assert reader.read() == shared.data
+
+    # -- referrers ---------------------------------------------------------------------------
+
+    def test_referrers_are_indexed_per_subject(
+        self, store: ObjectStore, store_factory: Callable[[], ObjectStore]
+    ) -> None:
+        # The facade keeps a referrers index (the referrers tag schema) through the manifest
+        # hooks; concurrent writers of one subject's referrers, through several handles, all
+        # end up listed, each once.
+        subject = oci_image(seed=60)
+        write_image(store, NAME, "v1", subject)
+        referrers = [
+            oci_artifact(subject, f'{{"n":{i}}}'.encode(), f"application/x.test{i % 2}")
+            for i in range(6)
+        ]
+        for referrer in referrers:  # blobs first: the writers race on the index only
+            for blob in referrer.blobs:
+                write_blob(store, blob)
+        handles = [store, store_factory(), store_factory()]
+        start = barrier(len(referrers))
+
+        def writer(index: int) -> None:
+            start.wait()
+            handles[index % len(handles)].write_manifest(NAME, None, referrers[index].manifest)
+
+        futures = [in_thread(partial(writer, i)) for i in range(len(referrers))]
+        for future in futures:
+            future.result(timeout=self.thread_timeout)
+        listed = store.referrers(NAME, subject.digest)
+        assert sorted(str(d.digest) for d in listed) == sorted(str(r.digest) for r in referrers)
+        only = store.referrers(NAME, subject.digest, ["application/x.test1"])
+        assert sorted(str(d.digest) for d in only) == sorted(str(r.digest) for r in referrers[1::2])
+        assert store.referrers(NAME, referrers[0].digest) == []

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from regstore.store import ObjectStore
 
 __all__ = [
+    "COSIGN_SIGNATURE_ANNOTATION",
     "DEFAULT_PLATFORMS",
     "DOCKER_CONFIG",
     "DOCKER_LAYER",
@@ -74,6 +75,7 @@ __all__ = [
     "OCI_MANIFEST",
     "PLATFORMS",
     "REF_NAME_ANNOTATION",
+    "SIMPLE_SIGNING",
     "TEST_ARTIFACT_TYPE",
     "TEST_BLOB_TYPE",
     "Blob",
@@ -85,6 +87,7 @@ __all__ = [
     "build_image",
     "build_index",
     "build_layer",
+    "cosign_signature",
     "docker_image",
     "docker_manifest_list",
     "layer_diff_id",
@@ -246,6 +249,38 @@ def oci_artifact(
            "subject": subject.descriptor(),
            "annotations": {"org.opencontainers.image.created": "2024-01-01T00:00:00Z"}}  # fmt: skip
     return Image(Manifest.parse(serialise(doc)), (empty, layer))
+
+
+#: The media type of a cosign signature's payload layer (Red Hat's "simple signing" format).
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+#: The layer annotation cosign keeps the base64 signature in.
+COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+
+
+def cosign_signature(subject: Image, *, seed: int = 0, with_subject: bool = False) -> Image:
+    """A cosign-style signature of ``subject``: a simple-signing payload layer carrying the
+    signature annotation, and a config as cosign writes it. cosign pushes it under the tag
+    ``sha256-<hex>.sig`` without ``subject``; ``with_subject`` adds one (cosign's OCI 1.1
+    mode), making it a referrer."""
+    payload = json.dumps({
+        "critical": {"identity": {"docker-reference": "example.invalid/image"},
+                     "image": {"docker-manifest-digest": str(subject.digest)},
+                     "type": "cosign container image signature"},
+        "optional": {"seed": str(seed)},
+    }).encode()  # fmt: skip
+    layer = Blob(payload, SIMPLE_SIGNING)
+    config_doc = {"architecture": "", "created": "0001-01-01T00:00:00Z", "os": "",
+                  "rootfs": {"type": "layers", "diff_ids": [str(layer.digest)]},
+                  "config": {}}  # fmt: skip
+    config = Blob(json.dumps(config_doc).encode(), OCI_CONFIG)
+    signature = base64.b64encode(random_bytes(64, seed)).decode()
+    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": config.descriptor(),
+                           "layers": [layer.descriptor(
+                               annotations={COSIGN_SIGNATURE_ANNOTATION: signature})]}  # fmt: skip
+    if with_subject:
+        doc["subject"] = subject.descriptor()
+    return Image(Manifest.parse(serialise(doc)), (config, layer))
 
 
 def _platform(i: int) -> dict[str, str]:

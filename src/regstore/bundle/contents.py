@@ -1,0 +1,153 @@
+"""An opened bundle: its index (which image is where), its bundle manifest when it has one,
+and its manifests read back verified."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from regstore.digest import digest_bytes
+from regstore.errors import (
+    BundleInvalidError,
+    DigestMismatchError,
+    InvalidReferenceError,
+    ManifestInvalidError,
+)
+from regstore.manifest import OCI_INDEX, Descriptor, Manifest
+from regstore.reference import DEFAULT_TAG
+
+from .archive import BundleReader
+from .format import (
+    BUNDLE_MANIFEST_MEMBER,
+    INDEX_MEMBER,
+    REF_NAME_ANNOTATION,
+    BundleManifest,
+    blob_member,
+    split_ref_name,
+)
+
+__all__ = ["BundleEntry", "OpenBundle"]
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    """One image of ``index.json``: the repository and tag it is imported as, its manifest."""
+
+    name: str
+    tag: str
+    descriptor: Descriptor
+
+    @property
+    def ref_name(self) -> str:
+        """``NAME:TAG``."""
+        return f"{self.name}:{self.tag}"
+
+
+class OpenBundle:
+    """The index of the bundle ``reader`` reads, and its manifests.
+
+    ``name`` names the repository of images whose ref name is only a tag or absent (what
+    ``skopeo copy ... oci-archive:X.tar[:TAG]`` writes), as ``NAME`` or ``NAME:TAG`` (the tag of
+    an image without a ref name; default ``latest``). Raises BundleInvalidError when the tar
+    is no OCI layout, or an image has no name and ``name`` is not given.
+    """
+
+    def __init__(self, reader: BundleReader, *, name: str | None = None) -> None:
+        self.reader = reader
+        self.url = reader.url
+        if not reader.has(INDEX_MEMBER):
+            raise BundleInvalidError(
+                f"{reader.url} has no index.json: not an OCI image layout tar, or cut short"
+            )
+        try:
+            self.index = Manifest.parse(reader.read_member(INDEX_MEMBER), OCI_INDEX)
+        except ManifestInvalidError as exc:
+            raise BundleInvalidError(f"index.json of {reader.url}: {exc}") from exc
+        self.bundle_manifest: BundleManifest | None = None
+        if reader.has(BUNDLE_MANIFEST_MEMBER):
+            self.bundle_manifest = BundleManifest.from_json(
+                reader.read_member(BUNDLE_MANIFEST_MEMBER)
+            )
+        self._media_types: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.entries = self._entries(name)
+
+    def _entries(self, name: str | None) -> list[BundleEntry]:
+        default_name, default_tag = None, DEFAULT_TAG
+        try:
+            if name is not None:
+                default_name, tag = split_ref_name(name) if ":" in name else (name, None)
+                if default_name is None:
+                    raise BundleInvalidError(f"--name {name!r} has no repository")
+                default_tag = tag or DEFAULT_TAG
+        except InvalidReferenceError as exc:
+            raise BundleInvalidError(f"--name {name!r}: {exc}") from exc
+        entries: list[BundleEntry] = []
+        seen: set[str] = set()
+        for desc in self.index.manifests:
+            self._media_types[str(desc.digest)] = desc.media_type
+            ref_name = desc.annotations.get(REF_NAME_ANNOTATION)
+            try:
+                repo, tag = split_ref_name(ref_name) if ref_name else (None, default_tag)
+            except InvalidReferenceError as exc:
+                raise BundleInvalidError(
+                    f"{self.url}: ref name {ref_name!r} is neither NAME:TAG nor TAG ({exc})"
+                ) from exc
+            repo = repo or default_name
+            if repo is None:
+                raise BundleInvalidError(
+                    f"{self.url}: image {desc.digest} has no repository in its ref name "
+                    f"({ref_name or 'none'}); give one with --name NAME"
+                )
+            entry = BundleEntry(repo, tag, desc)
+            if entry.ref_name in seen:
+                raise BundleInvalidError(f"{self.url} names {entry.ref_name} twice")
+            seen.add(entry.ref_name)
+            entries.append(entry)
+        return entries
+
+    @property
+    def is_delta(self) -> bool:
+        """True when the bundle manifest names base bundles."""
+        return self.bundle_manifest is not None and self.bundle_manifest.is_delta
+
+    def entry(self, name: str, tag: str) -> BundleEntry | None:
+        """The image imported as ``name:tag``, or None."""
+        for e in self.entries:
+            if e.name == name and e.tag == tag:
+                return e
+        return None
+
+    def carries(self, digest: str) -> bool:
+        """True when the tar holds the blob or manifest ``digest``."""
+        return self.reader.has(blob_member(digest))
+
+    def manifest(self, digest: str, media_type: str | None = None) -> Manifest:
+        """The manifest ``digest`` read from the tar, its digest checked; the media types
+        of its children remembered for when they are read."""
+        raw = self.reader.read_member(blob_member(digest))
+        actual = str(digest_bytes(raw, digest.partition(":")[0]))
+        if actual != digest:
+            raise DigestMismatchError(
+                f"manifest {digest} in bundle {self.url}", expected=digest, actual=actual
+            )
+        with self._lock:
+            hint = media_type or self._media_types.get(digest)
+        try:
+            try:
+                manifest = Manifest.parse(raw, hint or None)
+            except ManifestInvalidError:
+                # index.json names a Docker manifest with an OCI type (for skopeo): the body's
+                # own mediaType decides
+                manifest = Manifest.parse(raw)
+        except ManifestInvalidError as exc:
+            raise ManifestInvalidError(f"manifest {digest} in bundle {self.url}: {exc}") from exc
+        with self._lock:
+            for child in manifest.manifests:
+                self._media_types.setdefault(str(child.digest), child.media_type)
+        return manifest
+
+    def media_type(self, digest: str) -> str | None:
+        """The media type a descriptor gave ``digest``, when one was read."""
+        with self._lock:
+            return self._media_types.get(digest)

@@ -1,0 +1,186 @@
+"""Referrers: the manifests that point at another one through ``subject`` (signatures, SBOMs,
+attestations), and the two ways registries and stores list them (pure values, no I/O).
+
+- The OCI 1.1 **referrers API** answers ``GET /v2/<name>/referrers/<digest>`` with an image
+  index whose descriptors carry ``artifactType`` and the referrer's annotations.
+- The **referrers tag schema** is the fallback for registries without it: the same index,
+  kept by clients under the tag ``<alg>-<hex>`` of the subject (:func:`referrers_tag`). regstore's
+  stores keep their referrers this way too, so "what refers to D" is one tag lookup and a stock
+  ``docker-registry`` serving a store shows the tags cosign and oras expect.
+- **Sigstore tags** (``sha256-<hex>.sig``, ``.att``, ``.sbom``) are cosign's older convention:
+  plain tags next to the image, without ``subject`` (:func:`sigstore_tags`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
+from typing import Any
+
+from regstore.errors import InvalidReferenceError
+from regstore.manifest import OCI_INDEX, Descriptor, Manifest
+from regstore.reference import Digest
+
+__all__ = [
+    "INDEX_UPDATE_ATTEMPTS",
+    "SIGSTORE_SUFFIXES",
+    "add_referrer",
+    "filter_referrers",
+    "index_lock",
+    "is_referrers_tag",
+    "is_supply_chain_tag",
+    "keep_in_index",
+    "referrer_descriptor",
+    "referrers_in",
+    "referrers_tag",
+    "sigstore_tags",
+    "subject_of_tag",
+]
+
+#: cosign's tag suffixes: signature, attestation, SBOM.
+SIGSTORE_SUFFIXES = (".sig", ".att", ".sbom")
+
+_REFERRERS_TAG = re.compile(r"^([a-z0-9]{1,32})-([a-f0-9]{32,64})$")
+_SUPPLY_CHAIN_TAG = re.compile(r"^([a-z0-9]{1,32})-([a-f0-9]{32,64})(\.sig|\.att|\.sbom)?$")
+
+
+def referrers_tag(digest: str) -> str:
+    """The referrers-schema tag of ``digest``: ``<alg>-<hex>`` (alg cut to 32 characters and
+    the encoded part to 64, as the distribution spec says)."""
+    d = Digest(digest)
+    return f"{d.algorithm[:32]}-{d.hex[:64]}"
+
+
+def sigstore_tags(digest: str) -> tuple[str, ...]:
+    """cosign's tags for ``digest``: ``sha256-<hex>.sig``, ``.att``, ``.sbom``."""
+    base = referrers_tag(digest)
+    return tuple(base + suffix for suffix in SIGSTORE_SUFFIXES)
+
+
+def is_referrers_tag(tag: str) -> bool:
+    """True for a tag shaped like a referrers-schema index tag (``sha256-<64 hex>``)."""
+    return _REFERRERS_TAG.match(tag) is not None
+
+
+def is_supply_chain_tag(tag: str) -> bool:
+    """True for a referrers-schema tag or a sigstore tag (``sha256-<hex>[.sig|.att|.sbom]``):
+    tags that describe another image rather than name one."""
+    return _SUPPLY_CHAIN_TAG.match(tag) is not None
+
+
+def subject_of_tag(tag: str) -> Digest | None:
+    """The digest a supply-chain tag is about (``sha256-<hex>.sig`` → ``sha256:<hex>``), or
+    None for another tag or a digest cut short by the 64-character limit."""
+    m = _SUPPLY_CHAIN_TAG.match(tag)
+    if m is None:
+        return None
+    try:
+        return Digest(f"{m.group(1)}:{m.group(2)}")
+    except InvalidReferenceError:
+        return None
+
+
+def referrer_descriptor(manifest: Manifest) -> Descriptor:
+    """The descriptor a referrers index lists for ``manifest``: its media type, digest and
+    size, its ``artifactType`` (else its config's media type, as the spec says) and its
+    annotations."""
+    artifact_type = manifest.artifact_type
+    if artifact_type is None and manifest.config is not None:
+        artifact_type = manifest.config.media_type
+    annotations = manifest.doc.get("annotations")
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        annotations = {}
+    return Descriptor(
+        manifest.media_type,
+        manifest.digest,
+        manifest.size,
+        annotations=dict(annotations),
+        artifact_type=artifact_type,
+    )
+
+
+def referrers_in(index: Manifest | None) -> list[Descriptor]:
+    """The descriptors a referrers index lists (none for None or a manifest that is not an
+    index: the spec says to treat that as "no referrers")."""
+    if index is None or not index.is_index:
+        return []
+    return list(index.manifests)
+
+
+def filter_referrers(
+    descriptors: Iterable[Descriptor], artifact_types: Collection[str] | None
+) -> list[Descriptor]:
+    """Keep the descriptors whose ``artifactType`` is one of ``artifact_types`` (all when it is
+    None or empty)."""
+    if not artifact_types:
+        return list(descriptors)
+    return [d for d in descriptors if d.artifact_type in artifact_types]
+
+
+def _index(entries: Sequence[Any], base: Manifest | None) -> Manifest:
+    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list(entries)}
+    if base is not None and isinstance(base.doc.get("annotations"), dict):
+        doc["annotations"] = base.doc["annotations"]
+    raw = json.dumps(doc, indent=2, sort_keys=False).encode("utf-8")
+    return Manifest.parse(raw, OCI_INDEX)
+
+
+def add_referrer(index: Manifest | None, descriptor: Descriptor) -> Manifest | None:
+    """The referrers index ``index`` plus ``descriptor``, or None when it lists it already.
+
+    The entries already there are kept as they were (exact JSON objects, order), the new one
+    is appended. A missing ``index`` (or one that is not an index) starts a new one.
+    """
+    base = index if index is not None and index.is_index else None
+    entries: list[Any] = list(base.doc.get("manifests", [])) if base is not None else []
+    if any(e.get("digest") == str(descriptor.digest) for e in entries if isinstance(e, dict)):
+        return None
+    entries.append(descriptor.to_json())
+    return _index(entries, base)
+
+
+#: How many times an index update is redone after another writer's change.
+INDEX_UPDATE_ATTEMPTS = 8
+
+_locks_guard = threading.Lock()
+_locks: dict[Hashable, threading.Lock] = {}
+
+
+def index_lock(key: Hashable) -> threading.Lock:
+    """The lock of one referrers index in this process (``key`` names the place and tag), so
+    threads updating the same index take turns instead of racing."""
+    with _locks_guard:
+        lock = _locks.get(key)
+        if lock is None:
+            lock = _locks[key] = threading.Lock()
+        return lock
+
+
+def keep_in_index(
+    read: Callable[[], Manifest | None],
+    write: Callable[[Manifest], None],
+    descriptor: Descriptor,
+    attempts: int = INDEX_UPDATE_ATTEMPTS,
+) -> bool:
+    """Make the referrers index that ``read`` returns list ``descriptor``: add it, ``write``
+    the new index, read it back; redone while another writer's change hides ours. True once
+    it is listed, False after ``attempts`` writes that another writer undid.
+
+    No conditional write exists on a registry (nor on every store), so this cannot exclude a
+    writer that reads before our write and writes after our read-back; callers serialise their
+    own threads with :func:`index_lock`.
+    """
+    current = read()
+    for _ in range(attempts):
+        updated = add_referrer(current, descriptor)
+        if updated is None:
+            return True
+        write(updated)
+        current = read()
+        if any(d.digest == descriptor.digest for d in referrers_in(current)):
+            return True
+    return False

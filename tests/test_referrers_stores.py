@@ -1,0 +1,171 @@
+"""Stores keep referrers: an index per subject that a stock registry serving the store shows as
+the referrers tag schema (file and S3), the OCI layout's index.json, verify's referrer closure,
+and gc keeping a referrer while its subject lives."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from regstore import ObjectStore, open_store
+from regstore.client import Client
+from regstore.engine import pull
+from regstore.engine.gc import collect_garbage, delete_image
+from regstore.engine.verify import verify
+from regstore.referrers import is_referrers_tag, referrers_tag
+from regstore.testing.builders import oci_artifact, oci_image, write_image
+from tests.support.fake_registry import FakeRegistry
+from tests.support.fixtures import S3Bucket
+from tests.support.registry import RegistryServer, serve_directory
+from tests.support.spec_registry import (
+    ATTESTATION,
+    SBOM,
+    Chain,
+    push_image,
+    serve_spec_registry,
+)
+
+
+def _pull_chain_into(store: ObjectStore, fake: FakeRegistry, chain: Chain) -> None:
+    serve_spec_registry(fake)
+    with Client(fake.url) as client:
+        push_image(client, "app", chain.image, "v1")
+        push_image(client, "app", chain.sig, chain.sig_tag)
+        push_image(client, "app", chain.sbom)
+        push_image(client, "app", chain.attestation)
+        pull(client, store, "app", "v1", referrers=True)
+
+
+def _check_served(served: RegistryServer, chain: Chain) -> None:
+    with Client(served.host) as client:
+        tags = set(client.list_image_tags("app"))
+        assert tags == {
+            "v1",
+            chain.sig_tag,
+            referrers_tag(chain.image.digest),
+            referrers_tag(chain.sbom.digest),
+        }
+        assert client.get_image_manifest("app", chain.sig_tag).raw == chain.sig.raw
+        index = client.get_image_manifest("app", referrers_tag(chain.image.digest))
+        assert [e["digest"] for e in index.doc["manifests"]] == [str(chain.sbom.digest)]
+        assert index.doc["manifests"][0]["artifactType"] == SBOM
+        # our client reads the served store through the tag schema (registry 2.8: no API)
+        found = client.referrers("app", chain.sbom.digest)
+        assert [d.digest for d in found] == [chain.attestation.digest]
+
+
+def test_a_stock_registry_serving_the_file_store_shows_the_tags(
+    tmp_path: Path, fake_registry: FakeRegistry
+) -> None:
+    chain = Chain()
+    root = tmp_path / "store"
+    with open_store(str(root)) as store:
+        _pull_chain_into(store, fake_registry, chain)
+    served = serve_directory(root, tmp_path / "served")
+    try:
+        _check_served(served, chain)
+    finally:
+        served.stop()
+
+
+def test_a_stock_registry_serving_the_s3_store_shows_the_tags(
+    s3_registry: RegistryServer, s3_bucket: S3Bucket, fake_registry: FakeRegistry
+) -> None:
+    chain = Chain(seed=12)
+    with open_store(
+        f"s3://{s3_bucket.bucket}/registry",
+        endpoint_url=s3_bucket.endpoint_url,
+        key="testing",
+        secret="testing",
+    ) as store:
+        _pull_chain_into(store, fake_registry, chain)
+    _check_served(s3_registry, chain)
+
+
+def test_the_oci_layout_lists_artifacts_in_index_json(
+    tmp_path: Path, store_factory: Callable[[str], ObjectStore]
+) -> None:
+    chain = Chain(seed=13)
+    root = tmp_path / "oci"
+    with open_store(str(root), layout="oci") as store:
+        chain.write(store)
+        assert [d.digest for d in store.referrers("app", chain.image.digest)] == [chain.sbom.digest]
+    entries = json.loads((root / "index.json").read_text())["manifests"]
+    by_digest = {e["digest"]: e for e in entries}
+    assert by_digest[str(chain.sbom.digest)]["artifactType"] == SBOM
+    assert by_digest[str(chain.attestation.digest)]["artifactType"] == ATTESTATION
+    assert str(chain.sig.digest) in by_digest
+
+
+@pytest.mark.parametrize("kind", ["memory", "file-distribution", "file-oci"])
+def test_gc_keeps_referrers_while_their_subject_lives(
+    store_factory: Callable[[str], ObjectStore], kind: str
+) -> None:
+    chain = Chain(seed=14)
+    store = store_factory(kind)
+    chain.write(store)
+    report = collect_garbage(store, grace=0)
+    assert report.referrers_removed == []
+    held = {str(d) for d in store.manifests("app")}
+    for artifact in (chain.sbom, chain.attestation, chain.sig):
+        assert str(artifact.digest) in held
+    assert verify(store).ok
+
+    # the image goes: its referrers, their referrers, the index and the .sig tag follow
+    delete_image(store, "app", "v1")
+    assert any(p.kind == "missing-subject" for p in verify(store).problems)
+    dry = collect_garbage(store, grace=0, dry_run=True)
+    assert {r.split("@", 1)[1] for r in dry.referrers_removed} >= {
+        str(chain.sbom.digest),
+        str(chain.attestation.digest),
+        str(chain.sig.digest),
+    }
+    assert str(chain.sbom.digest) in {str(d) for d in store.manifests("app")}  # dry run
+    assert {b.digest for b in dry.removed} >= {b.digest for b in chain.sbom.blobs}
+    report = collect_garbage(store, grace=0)
+    assert sorted(report.referrers_removed) == sorted(dry.referrers_removed)
+    assert "app" not in store.repositories()  # nothing was left in it
+    assert {b.digest for b in report.removed} >= {b.digest for b in chain.sbom.blobs}
+
+
+def test_gc_can_keep_orphan_referrers(store_factory: Callable[[str], ObjectStore]) -> None:
+    chain = Chain(seed=15)
+    store = store_factory("memory")
+    chain.write(store)
+    delete_image(store, "app", "v1")
+    report = collect_garbage(store, grace=0, keep_orphan_referrers=True)
+    assert report.referrers_removed == []
+    held = {str(d) for d in store.manifests("app")}
+    assert {str(chain.sbom.digest), str(chain.attestation.digest)} <= held
+
+
+def test_verify_reports_a_referrer_whose_subject_is_missing(
+    store_factory: Callable[[str], ObjectStore],
+) -> None:
+    image = oci_image(seed=16)
+    sbom = oci_artifact(image)
+    store = store_factory("file-distribution")
+    write_image(store, "app", None, sbom)  # its subject was never stored
+    problems = verify(store).problems
+    assert [(p.kind, p.subject) for p in problems] == [("missing-subject", str(sbom.digest))]
+    assert [t for t in store.tags("app") if is_referrers_tag(t)] == [referrers_tag(image.digest)]
+
+
+def test_rewriting_a_referrer_repairs_its_index(
+    store_factory: Callable[[str], ObjectStore],
+) -> None:
+    """A crash between the referrer's manifest write and its index update leaves it unlisted;
+    writing it again (the next pull) lists it."""
+    chain = Chain(seed=17)
+    store = store_factory("file-distribution")
+    chain.write(store)
+    store.delete_tag("app", referrers_tag(chain.image.digest))  # as if the crash hit there
+    assert store.referrers("app", chain.image.digest) == []
+    problems = [(p.kind, p.subject) for p in verify(store).problems]
+    assert problems == [("unindexed-referrer", str(chain.sbom.digest))]
+    write_image(store, "app", None, chain.sbom)
+    assert [d.digest for d in store.referrers("app", chain.image.digest)] == [chain.sbom.digest]
+    assert verify(store).ok
