@@ -10,7 +10,7 @@
     python benchmarks/ceilings.py s3-get URL OPTS         s3fs download to nowhere
 
 Each prints one JSON line ``{"seconds": ...}``: the time of the work itself, without the
-interpreter's start-up (run.py uses it instead of the process's wall time).
+interpreter's start-up (for people; run.py measures every runner's whole process).
 """
 
 from __future__ import annotations
