@@ -261,10 +261,11 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     def pull_workload(key: str, repo: str, title: str, *, all_platforms: bool = False) -> Workload:
         d = w / f"pull-{key}"
         copy_all = ["--all"] if all_platforms else []
+        nbytes = world.nbytes[key]
         return Workload(
             f"pull-{key}",
             title,
-            world.nbytes[key.split("-")[0]],
+            nbytes,
             [
                 Runner(
                     "regstore",
@@ -285,8 +286,15 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     prepare=lambda i: fresh(d / f"s{i}"),
                     cleanup=lambda i: fresh(d / f"s{i}"),
                 ),
+                Runner(
+                    "fsync'd write",
+                    "ceiling",
+                    lambda i: [*CEILINGS, "write", str(d / "ceil.bin"), str(nbytes)],
+                    prepare=lambda i: d.mkdir(parents=True, exist_ok=True),
+                    cleanup=lambda i: fresh(d / "ceil.bin"),
+                ),
             ],
-            targets=[("skopeo", 3.0)],
+            targets=[("skopeo", 3.0), ("fsync'd write", 0.9)],
         )
 
     # 1. pulls into the file store
@@ -295,19 +303,12 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     )
     big.runners += [
         Runner(
-            "fsync'd write",
-            "ceiling",
-            lambda i: [*CEILINGS, "write", str(w / "ceil.bin"), str(world.nbytes["big"])],
-            cleanup=lambda i: fresh(w / "ceil.bin"),
-        ),
-        Runner(
             "loopback GET",
             "ceiling",
             lambda i: [*CEILINGS, "get", f"{src}/v2/bench/big/blobs/{big_digest}"],
         ),
         Runner("sha256", "ceiling", lambda i: [*CEILINGS, "sha256", str(world.nbytes["big"])]),
     ]
-    big.targets.append(("fsync'd write", 0.9))
     out.append(big)
     out.append(
         pull_workload(
