@@ -203,3 +203,62 @@ def _try_everything(store: ObjectStore, name: str, tag: str, digest: str) -> Non
     for operation in operations:
         with contextlib.suppress(RegstoreError):
             operation()
+
+
+def test_staging_writes_back_while_the_blob_arrives_and_still_fsyncs_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every WRITEBACK_WINDOW bytes the new window is handed to writeback and the one before it
+    waited for (so the last fsync is short); the fsync of the staged file still comes before
+    the rename that publishes it."""
+    import hashlib
+    import os
+
+    from regstore.backends import filesystem
+
+    real_range, real_fsync, real_replace = filesystem._sync_file_range, os.fsync, os.replace
+    assert real_range is not None, "Linux has sync_file_range"
+    calls: list[tuple[str, int, int, int]] = []
+
+    def spy_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
+        calls.append(("range", offset, nbytes, flags))
+        real_range(fd, offset, nbytes, flags)
+
+    def spy_fsync(fd: int) -> None:
+        calls.append(("fsync", 0, 0, 0))
+        real_fsync(fd)
+
+    def spy_replace(source: str, target: str) -> None:
+        calls.append(("replace", 0, 0, 0))
+        real_replace(source, target)
+
+    window = 4 * 1024 * 1024
+    monkeypatch.setattr(filesystem, "WRITEBACK_WINDOW", window)
+    monkeypatch.setattr(filesystem, "_sync_file_range", spy_range)
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    data = os.urandom(3 * window + 12345)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = open_store(str(tmp_path / "store"))
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    for start in range(0, len(data), 1024 * 1024):
+        writer.write(data[start : start + 1024 * 1024])
+    writer.commit()
+
+    ranges = [c[1:] for c in calls if c[0] == "range"]
+    start_only = filesystem.SYNC_FILE_RANGE_WRITE
+    wait = (
+        start_only | filesystem.SYNC_FILE_RANGE_WAIT_BEFORE | filesystem.SYNC_FILE_RANGE_WAIT_AFTER
+    )
+    assert ranges == [
+        (0, window, start_only),
+        (window, window, start_only),
+        (0, window, wait),
+        (2 * window, window, start_only),
+        (window, window, wait),
+    ]
+    kinds = [c[0] for c in calls if c[0] != "range"]
+    assert "replace" in kinds and "fsync" in kinds[: kinds.index("replace")]
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data

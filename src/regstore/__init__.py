@@ -12,33 +12,9 @@ importable from here.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from regstore.bundle import (
-    BaseBundle,
-    BundledImage,
-    BundleManifest,
-    BundleVerifyReport,
-    create_bundle,
-    import_bundle,
-    read_bundle,
-    verify_bundle,
-)
-from regstore.client import Client
-from regstore.engine import (
-    BatchResult,
-    RegistryImage,
-    StoreImage,
-    TransferResult,
-    copy,
-    pull,
-    push,
-    transfer_many,
-)
-from regstore.engine.filters import TagFilter
-from regstore.engine.model import Image, ImageOutcome, ImageStatus
-from regstore.engine.progress import ImageProgress, Progress, ProgressSnapshot
-from regstore.engine.verify import Problem, ProblemKind, VerifyReport, verify
 from regstore.errors import (
     AuthenticationError,
     BackendNotFoundError,
@@ -82,17 +58,111 @@ from regstore.errors import (
     UsageError,
 )
 from regstore.events import EventKind, EventSink, Operation, TransferEvent
-from regstore.imagelist import ImageRecord
 from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
 from regstore.reference import Digest, Reference, parse_reference
-from regstore.store import Layer, LayerReader, LayerWriter, ObjectStore, open_store
 from regstore.storetypes import BlobInfo, BlobState, BlobStatus
 from regstore.wire import UploadSession, UploadStatus
 
-try:
-    __version__ = version("regstore")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+if TYPE_CHECKING:  # the same names, imported on first use at run time (__getattr__)
+    from regstore.bundle import (
+        BaseBundle,
+        BundledImage,
+        BundleManifest,
+        BundleVerifyReport,
+        create_bundle,
+        import_bundle,
+        read_bundle,
+        verify_bundle,
+    )
+    from regstore.client import Client
+    from regstore.engine import (
+        BatchResult,
+        RegistryImage,
+        StoreImage,
+        TransferResult,
+        copy,
+        pull,
+        push,
+        transfer_many,
+    )
+    from regstore.engine.filters import TagFilter
+    from regstore.engine.model import Image, ImageOutcome, ImageStatus
+    from regstore.engine.progress import ImageProgress, Progress, ProgressSnapshot
+    from regstore.engine.verify import Problem, ProblemKind, VerifyReport, verify
+    from regstore.imagelist import ImageRecord
+    from regstore.store import Layer, LayerReader, LayerWriter, ObjectStore, open_store
+
+    __version__: str
+
+#: Where each public name of the heavy modules lives (the leaves above, stdlib only, are
+#: imported at once). Importing ``regstore`` imports none of these: ``regstore --help`` and
+#: programs that need one corner of the API do not pay for requests, fsspec, pluggy and the
+#: engine (the CLI's start-up time; tests/test_cli_startup.py).
+_EXPORTS: dict[str, str] = {
+    "BaseBundle": "regstore.bundle",
+    "BundledImage": "regstore.bundle",
+    "BundleManifest": "regstore.bundle",
+    "BundleVerifyReport": "regstore.bundle",
+    "create_bundle": "regstore.bundle",
+    "import_bundle": "regstore.bundle",
+    "read_bundle": "regstore.bundle",
+    "verify_bundle": "regstore.bundle",
+    "Client": "regstore.client",
+    "BatchResult": "regstore.engine",
+    "RegistryImage": "regstore.engine",
+    "StoreImage": "regstore.engine",
+    "TransferResult": "regstore.engine",
+    "copy": "regstore.engine",
+    "pull": "regstore.engine",
+    "push": "regstore.engine",
+    "transfer_many": "regstore.engine",
+    "TagFilter": "regstore.engine.filters",
+    "Image": "regstore.engine.model",
+    "ImageOutcome": "regstore.engine.model",
+    "ImageStatus": "regstore.engine.model",
+    "ImageProgress": "regstore.engine.progress",
+    "Progress": "regstore.engine.progress",
+    "ProgressSnapshot": "regstore.engine.progress",
+    "Problem": "regstore.engine.verify",
+    "ProblemKind": "regstore.engine.verify",
+    "VerifyReport": "regstore.engine.verify",
+    "verify": "regstore.engine.verify",
+    "Layer": "regstore.store",
+    "LayerReader": "regstore.store",
+    "LayerWriter": "regstore.store",
+    "ObjectStore": "regstore.store",
+    "open_store": "regstore.store",
+    "ImageRecord": "regstore.imagelist",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("regstore")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
+if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above instead:
+    # a module __getattr__ would make them accept any misspelt name)
+
+    def __getattr__(name: str) -> Any:
+        """The public names, imported when first asked for (PEP 562)."""
+        if name == "__version__":
+            value: Any = _version()
+        elif name in _EXPORTS:
+            value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        else:
+            raise AttributeError(f"module 'regstore' has no attribute {name!r}")
+        globals()[name] = value  # asked once: later lookups find it without this function
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "__version__"})
+
 
 # A literal list (not built from other lists) so that type checkers see what
 # ``from regstore import *`` gives; tests/test_public_api.py checks it against errors.__all__.

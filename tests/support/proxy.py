@@ -309,10 +309,21 @@ class FaultProxy(LoopbackHTTPServer):
         path_regex: str,
         seconds: float,
         times: int | None = None,
+        *,
+        query_regex: str | None = None,
     ) -> FaultRule:
-        """Sleep ``seconds`` before handling matching requests."""
+        """Sleep ``seconds`` before handling matching requests (``query_regex`` narrows the
+        match to requests whose URL-decoded query string it finds)."""
+        query = re.compile(query_regex) if query_regex is not None else None
         return self._add(
-            FaultRule("delay", _methods(method), re.compile(path_regex), times, seconds=seconds)
+            FaultRule(
+                "delay",
+                _methods(method),
+                re.compile(path_regex),
+                times,
+                seconds=seconds,
+                query=query,
+            )
         )
 
     def random_faults(self, seed: int, rate: float, **options: object) -> RandomFaults:
@@ -403,7 +414,7 @@ class FaultProxy(LoopbackHTTPServer):
         with self._lock:
             self.records.append(record)
 
-        delay = self._take(("delay",), method, parts.path)
+        delay = self._take(("delay",), method, parts.path, query=parts.query)
         if delay is not None:
             time.sleep(delay.seconds)
 

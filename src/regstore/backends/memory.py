@@ -5,10 +5,14 @@ gets its own root, ``/regstore-<NAME>``: ``memory://a`` and ``memory://b`` never
 other, while two ``open_store("memory://a")`` calls share content (and locks), as users
 expect. Content lives until the process ends or :func:`remove_store` is called.
 
-Staging is a ``bytearray`` per blob in this module rather than a memory "file": fsspec's
-``MemoryFile`` is one shared ``BytesIO``, whose size query (``getbuffer``) from a thread
-polling ``blob_status`` can make a concurrent append fail. Promotion puts the whole blob in
-one dict assignment, which is atomic.
+Staging: each blob being written is a private ``MemoryFile`` (fsspec's ``BytesIO``) kept in
+this module, outside the filesystem's dict, with its size counted beside it: nothing but its
+writer touches it (a ``getbuffer`` size query from a thread polling ``blob_status`` would make
+a concurrent append fail), and promotion puts that very object into the filesystem's dict, one
+atomic assignment. Every byte is copied once, into the file; there is no copy at commit (a
+``bytes`` handed to fsspec would be copied again by the first size query, which "unshares"
+it), and readers read the stored file through a view of its buffer instead of a copy
+(:class:`_BlobView`).
 
 Options: ``layout`` (``distribution`` or ``oci``), as for every fsspec backend.
 """
@@ -24,6 +28,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import fsspec
+from fsspec.implementations.memory import MemoryFile
 
 from regstore.errors import StoreError
 from regstore.hookspecs import Register, hookimpl
@@ -42,7 +47,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 # Staged bytes of every memory store in this process, by (root, digest), and when they last
 # grew (the age gc judges abandoned staging by).
 _staging_guard = threading.Lock()
-_staging: dict[tuple[str, str], bytearray] = {}
+_staging: dict[tuple[str, str], _StagedBlob] = {}
 _staged_at: dict[tuple[str, str], float] = {}
 
 
@@ -55,20 +60,89 @@ def _root(name: str) -> str:
     return f"/regstore-{name}"
 
 
-class _StagingBuffer:
-    """A :class:`~regstore.backends.fsspec_store.StagingStream` appending to a bytearray."""
+class _StagedBlob:
+    """The staged bytes of one blob: a private ``MemoryFile`` and its size.
 
-    def __init__(self, buffer: bytearray, key: tuple[str, str]) -> None:
-        self._buffer = buffer
+    Appends go to the end of the file (``BytesIO`` grows its buffer geometrically, so a blob
+    written in N chunks is copied once, not N times); the size is counted here so that asking
+    for it never exports the file's buffer while its writer appends.
+    """
+
+    __slots__ = ("file", "size")
+
+    def __init__(self) -> None:
+        self.file = MemoryFile()
+        self.size = 0
+
+    def append(self, data: bytes | memoryview) -> None:
+        self.file.seek(0, io.SEEK_END)
+        self.size += self.file.write(data)
+
+    def chunks(self, chunk_size: int) -> Iterator[bytes]:
+        """The staged bytes from the start (copies of ``chunk_size``; the buffer is exported
+        only while one chunk is copied, so a writer may append between chunks)."""
+        for offset in range(0, self.size, chunk_size):
+            with self.file.getbuffer() as view:
+                chunk = bytes(view[offset : offset + chunk_size])
+            yield chunk
+
+
+class _StagingBuffer:
+    """A :class:`~regstore.backends.fsspec_store.StagingStream` appending to a staged blob."""
+
+    def __init__(self, staged: _StagedBlob, key: tuple[str, str]) -> None:
+        self._staged = staged
         self._key = key
 
     def write(self, data: bytes | memoryview, /) -> int:
-        self._buffer += data
+        self._staged.append(data)
         _staged_at[self._key] = time.time()
         return len(data)
 
     def close(self) -> None:
         """Nothing to persist: the bytes are in place as soon as they are written."""
+
+
+class _BlobView(io.RawIOBase):
+    """A reader over a stored blob's ``MemoryFile`` through a view of its buffer: no copy of
+    the blob per reader, and a position of its own (the stored file is shared).
+
+    Stored blobs are never written again, so holding the view (which forbids resizing the
+    file) until :meth:`close` is safe.
+    """
+
+    def __init__(self, file: io.BytesIO, offset: int) -> None:
+        super().__init__()
+        self._view: memoryview | None = file.getbuffer()
+        self._pos = min(max(offset, 0), len(self._view))
+
+    def _open_view(self) -> memoryview:
+        if self._view is None:
+            raise ValueError("I/O operation on a closed blob reader")
+        return self._view
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = self._open_view()
+        target = memoryview(buffer).cast("B")
+        count = min(len(target), len(view) - self._pos)
+        target[:count] = view[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+    def readall(self) -> bytes:
+        view = self._open_view()
+        data = bytes(view[self._pos :])
+        self._pos = len(view)
+        return data
+
+    def close(self) -> None:
+        view, self._view = self._view, None
+        if view is not None:
+            view.release()
+        super().close()
 
 
 class MemoryStaging(AppendStaging):
@@ -81,27 +155,31 @@ class MemoryStaging(AppendStaging):
 
     def size(self, digest: Digest) -> int:
         with _staging_guard:
-            buffer = _staging.get(self._key(digest))
-            return 0 if buffer is None else len(buffer)
+            staged = _staging.get(self._key(digest))
+            return 0 if staged is None else staged.size
 
     def append(self, digest: Digest) -> StagingStream:
         key = self._key(digest)
         with _staging_guard:
-            buffer = _staging.setdefault(key, bytearray())
+            staged = _staging.setdefault(key, _StagedBlob())
             _staged_at.setdefault(key, time.time())
-        return _StagingBuffer(buffer, key)
+        return _StagingBuffer(staged, key)
 
     def iterate(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
         with _staging_guard:
-            buffer = _staging.get(self._key(digest), bytearray())
-        for offset in range(0, len(buffer), chunk_size):
-            yield bytes(buffer[offset : offset + chunk_size])
+            staged = _staging.get(self._key(digest))
+        if staged is not None:
+            yield from staged.chunks(chunk_size)
 
     def seal(self, digest: Digest) -> None:
         with _staging_guard:
-            buffer = _staging.pop(self._key(digest), bytearray())
+            staged = _staging.pop(self._key(digest), None) or _StagedBlob()
             _staged_at.pop(self._key(digest), None)
-        self.store.fs.pipe_file(self.store.final_blob_path(digest), bytes(buffer))
+        # the staged file itself becomes the blob: one dict assignment, no copy
+        path = self.store.fs._strip_protocol(self.store.final_blob_path(digest))
+        staged.file.fs, staged.file.path = self.store.fs, path
+        staged.file.seek(0)
+        staged.file.commit()
 
     def drop(self, digest: Digest) -> None:
         with _staging_guard:
@@ -112,8 +190,8 @@ class MemoryStaging(AppendStaging):
         root = self.store.root
         with _staging_guard:
             found = [
-                (key[1], len(buffer), _staged_at.get(key, 0.0))
-                for key, buffer in _staging.items()
+                (key[1], staged.size, _staged_at.get(key, 0.0))
+                for key, staged in _staging.items()
                 if key[0] == root and (only is None or key[1] == str(only))
             ]
         return [(digest.replace(":", "/", 1), size, mtime) for digest, size, mtime in found]
@@ -157,8 +235,13 @@ class MemoryBackend(FsspecBackend):
         pass
 
     def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
-        # fs.open() would hand out the stored BytesIO itself, one position for all readers.
-        return io.BytesIO(self.fs.cat_file(path, start=offset or None))
+        # fs.open() would hand out the stored BytesIO itself, one position for all readers;
+        # cat_file() would copy the whole blob for each reader.
+        try:
+            stored = self.fs.store[self.fs._strip_protocol(path)]
+        except KeyError as exc:
+            raise FileNotFoundError(path) from exc
+        return io.BufferedReader(_BlobView(stored, offset))
 
     def move_aside(self, source: str, target: str) -> None:
         # a fresh file dated now at the target, then the blob goes in one dict removal

@@ -14,16 +14,73 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import (  # noqa: F401  (registers commands)
-    bundlecmd,
-    completion,
-    login,
-    storecmds,
-    synccmd,
-    transfer,
-)
 from .app import cli
 from .completion import COMPLETE_VAR, PROG_NAME
+
+# The commands, imported when one is run (start-up time of `regstore --help`): name -> (the
+# module that registers it, its short help as `regstore --help` lists it). A new command's
+# module goes here; tests/test_cli_startup.py checks the table against the modules.
+cli.lazy_commands.update(
+    {
+        "bundle": (
+            "regstore.cli.bundlecmd",
+            "Air-gap bundles: many images in one verifiable OCI-layout tar, and deltas.",
+        ),
+        "copy": (
+            "regstore.cli.transfer",
+            "Copy an image between registries and stores (any direction).",
+        ),
+        "delete": (
+            "regstore.cli.storecmds",
+            "Delete a tag (store:NAME:TAG) or a manifest and its tags (store:NAME@DIGEST).",
+        ),
+        "gc": (
+            "regstore.cli.storecmds",
+            "Remove blobs no manifest in the store references, and what interrupted"
+            " writes left (staged bytes, incomplete multipart uploads, stale locks,"
+            " quarantined blobs), when older than the grace period and not held by "
+            "a live writer.",
+        ),
+        "inspect": (
+            "regstore.cli.storecmds",
+            "Describe an image: manifest digest, media type, platforms, layers and sizes.",
+        ),
+        "login": (
+            "regstore.cli.login",
+            "Log in to REGISTRY (HOST[:PORT]; docker.io for Docker Hub): check the "
+            "credentials against it, then save them for docker, skopeo, crane, oras"
+            " and regstore.",
+        ),
+        "logout": (
+            "regstore.cli.login",
+            "Remove the saved credentials of REGISTRY (HOST[:PORT]; docker.io for Docker Hub).",
+        ),
+        "ls": (
+            "regstore.cli.storecmds",
+            "List the store's repositories, or the tags of one (digest, type, size).",
+        ),
+        "plugins": (
+            "regstore.cli.storecmds",
+            "List the installed storage backends: URL scheme, distribution, version, entry point.",
+        ),
+        "pull": (
+            "regstore.cli.transfer",
+            "Pull an image from a registry into the store.",
+        ),
+        "push": (
+            "regstore.cli.transfer",
+            "Push an image of the store to a registry.",
+        ),
+        "sync": (
+            "regstore.cli.synccmd",
+            "Sync many repositories and tags as a sync file describes (incrementally).",
+        ),
+        "verify": (
+            "regstore.cli.storecmds",
+            "Re-hash every blob and check every manifest and reference of the store (or of NAME).",
+        ),
+    }
+)
 
 __all__ = ["cli", "main"]
 

@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from regstore import __version__, plugins
-from regstore.engine.syncfile import SyncFileError
-from regstore.engine.transfer import MAX_CONCURRENCY
-from regstore.errors import RegstoreError, StoreNotFoundError, StoreURLError
+from regstore.errors import RegstoreError, StoreNotFoundError, StoreURLError, SyncFileError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
-from regstore.store import TRACER, open_store
 
 from .output import EXIT_FAILURE, EXIT_USAGE, Output
-from .progress import ProgressDisplay, make_progress
 
+# Only click and the leaves at import: `regstore --help` (and shell completion) must start fast,
+# so the store, the client, the engine, plugins and rich are imported where they are used, and
+# the commands' own modules when a command is run (LazyGroup; cli/__init__.py lists them).
 if TYPE_CHECKING:
     from regstore.client import Client
     from regstore.store import ObjectStore
+
+    from .progress import ProgressDisplay
 
 __all__ = ["AppState", "cli", "default_store_url", "global_options", "regstore_command"]
 
@@ -39,6 +39,9 @@ log = logging.getLogger("regstore.cli")
 F = TypeVar("F", bound=Callable[..., Any])
 
 STORE_ENV = "REGSTORE_STORE"
+#: The most blobs moved at once (``regstore.engine.transfer.MAX_CONCURRENCY``, which is not
+#: imported here for start-up time; tests/test_cli_startup.py checks they agree).
+MAX_CONCURRENCY = 64
 
 EPILOG = """\b
 Images:
@@ -106,6 +109,8 @@ class AppState:
 
     def progress(self) -> ProgressDisplay:
         """The progress display for this run (see :mod:`regstore.cli.progress`)."""
+        from .progress import make_progress
+
         return make_progress(
             json_mode=self.settings.json, quiet=self.settings.quiet, clean=self.output.shown
         )
@@ -135,6 +140,8 @@ class AppState:
         ``read_only`` (commands that only look): every change is refused (StoreReadOnlyError).
         With ``-vv`` the store is traced; :meth:`report_store_metrics` prints what it did.
         """
+        from regstore.store import open_store
+
         url = url or self.store_url
         key = (url, read_only)
         if key not in self._stores:
@@ -184,6 +191,7 @@ class AppState:
     ) -> Client:
         """A registry client for ``host``; explicit credentials beat the global ones, which beat
         credential plugins, which beat docker's config (the client's own default)."""
+        from regstore import plugins
         from regstore.client import Client
 
         s = self.settings
@@ -236,6 +244,8 @@ class AppState:
     def report_store_metrics(self) -> None:
         """With -vv: each traced store's operations (calls, errors, total and max time) on
         stderr, through the output (secrets masked, control characters escaped)."""
+        from regstore.store import TRACER
+
         for store in self._stores.values():
             if store.get_wrapper(TRACER) is None:
                 continue
@@ -382,6 +392,53 @@ def configure_logging(verbose: int, output: Output) -> None:
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
+class LazyGroup(click.Group):
+    """The ``regstore`` group: a command whose module is not imported yet is listed from
+    :attr:`lazy_commands` (name -> module, short help) and its module is imported when the
+    command is looked up to run (or for its own ``--help``). The module registers the command
+    on this group as it is imported, like any other.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: name -> (module, short help) of the commands not imported yet
+        self.lazy_commands: dict[str, tuple[str, str]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            import importlib
+
+            importlib.import_module(self.lazy_commands[cmd_name][0])
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own listing, with the short help of commands not imported yet from the table
+        rows: list[tuple[str, str]] = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is not None and command.hidden:
+                continue
+            rows.append((name, "" if command is not None else self.lazy_commands[name][1]))
+        if not rows:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+        with formatter.section("Commands"):
+            formatter.write_dl(
+                [
+                    (
+                        name,
+                        self.commands[name].get_short_help_str(limit)
+                        if name in self.commands
+                        else click.Command(name, help=text).get_short_help_str(limit),
+                    )
+                    for name, text in rows
+                ]
+            )
+
+
 def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
     """Make ``f(state, **params) -> exit code`` a command body: global options accepted, logging
     set up, and any regstore error turned into one line on stderr and exit code 1."""
@@ -422,10 +479,11 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
 
 
 @click.group(
+    cls=LazyGroup,
     epilog=EPILOG,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, "-V", "--version", prog_name="regstore")
+@click.version_option(None, "-V", "--version", package_name="regstore", prog_name="regstore")
 @functools.partial(global_options, on_group=True)
 @click.pass_context
 def cli(ctx: click.Context) -> None:

@@ -16,11 +16,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import IO, TYPE_CHECKING, Any
 
 from regstore.errors import (
     AuthenticationError,
@@ -40,6 +36,9 @@ from regstore.errors import (
     TransportError,
 )
 from regstore.safetext import MIN_MASKED_LENGTH, printable
+
+if TYPE_CHECKING:  # rich is imported where a terminal needs it (start-up time of the CLI)
+    from rich.console import Console
 
 __all__ = [
     "EXIT_FAILURE",
@@ -219,6 +218,8 @@ class Output:
 
     def console(self) -> Console:
         """A rich console on stdout (plain text, no colour, when stdout is not a terminal)."""
+        from rich.console import Console
+
         return Console(file=self.stdout, highlight=False, soft_wrap=not self.stdout_is_terminal)
 
     # -- results ---------------------------------------------------------------------------------
@@ -250,6 +251,9 @@ class Output:
             return
         cells = [[self.shown(str(c)) for c in row] for row in rows]
         if self.stdout_is_terminal:
+            from rich.table import Table
+            from rich.text import Text
+
             table = Table(title=title or None, show_edge=False, header_style="bold")
             for column in columns:
                 table.add_column(column, overflow="fold")

@@ -20,19 +20,10 @@ import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:  # rich is imported when bars are shown (start-up time of quiet runs)
+    from rich.progress import Progress, TaskID
 
 from regstore import plugins
 from regstore.engine.progress import Progress as Totals
@@ -74,6 +65,17 @@ class ProgressDisplay:
 
     def __enter__(self) -> ProgressDisplay:
         if self.mode == "bars":
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             console = Console(file=self.stream, highlight=False)
             self._progress = Progress(
                 TextColumn("{task.description}"),

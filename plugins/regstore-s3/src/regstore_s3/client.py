@@ -24,6 +24,8 @@ from typing import Any
 from regstore.errors import RegstoreError, StoreError
 
 __all__ = [
+    "SLOW_OPERATIONS",
+    "SLOW_READ_TIMEOUT",
     "MultipartUpload",
     "ObjectInfo",
     "PreconditionFailed",
@@ -146,6 +148,22 @@ def _server_time(response: dict[str, Any]) -> float:
         with contextlib.suppress(TypeError, ValueError):
             return email.utils.parsedate_to_datetime(date).timestamp()
     return time.time()
+
+
+#: Operations whose answer may legitimately take long: S3 documents that completing a
+#: multipart upload "could take several minutes" (it keeps the connection alive with
+#: whitespace; S3 clones such as moto send nothing until done) and a server-side copy is as
+#: slow as the bytes it copies. They get this read timeout instead of the client's usual one,
+#: because a timed-out completion that is retried is worse than a slow one: the retry finds the
+#: upload gone (NoSuchUpload) or races the first attempt on the server.
+SLOW_OPERATIONS = ("CompleteMultipartUpload", "UploadPartCopy", "CopyObject")
+SLOW_READ_TIMEOUT = 900.0
+_SLOW_HANDLER_ID = "regstore-s3-slow-read-timeout"
+
+
+def _slow_read_timeout(context: dict[str, Any], **_: Any) -> None:
+    """botocore ``before-call`` handler: a long read timeout for this one request."""
+    context["read_timeout"] = max(SLOW_READ_TIMEOUT, context.get("read_timeout") or 0)
 
 
 #: Bodies at least this large are sent as a stream over the caller's buffer: aiohttp copies a
@@ -413,6 +431,7 @@ class S3Objects:
         kwargs: dict[str, Any] = {}
         if if_match is not None:
             kwargs["CopySourceIfMatch"] = if_match
+        self._allow_slow_answers()
         self._call(
             f"cannot copy s3://{self.bucket}/{source} to {destination}",
             "copy_object",
@@ -420,6 +439,21 @@ class S3Objects:
             CopySource={"Bucket": self.bucket, "Key": source},
             **kwargs,
         )
+
+    def _allow_slow_answers(self) -> None:
+        """Give the :data:`SLOW_OPERATIONS` their long read timeout on the current client.
+
+        Registered on each call (s3fs may have replaced its client since, e.g. after a fork);
+        botocore keeps one registration per ``unique_id``, so repeating it costs a lookup.
+        """
+        with translate_s3_errors(f"cannot set up the S3 client for s3://{self.bucket}"):
+            events = self.fs.s3.meta.events
+        for operation in SLOW_OPERATIONS:
+            events.register(
+                f"before-call.s3.{operation}",
+                _slow_read_timeout,
+                unique_id=f"{_SLOW_HANDLER_ID}-{operation}",
+            )
 
     # -- multipart ---------------------------------------------------------------------------
 
@@ -442,6 +476,7 @@ class S3Objects:
         kwargs: dict[str, Any] = {}
         if if_match is not None:
             kwargs["CopySourceIfMatch"] = if_match
+        self._allow_slow_answers()
         response = self._call(
             f"cannot copy s3://{self.bucket}/{source} into part {number} of {key}",
             "upload_part_copy",
@@ -456,6 +491,7 @@ class S3Objects:
     def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
         """Complete the upload: the object appears atomically, whole."""
         parts = [{"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)]
+        self._allow_slow_answers()
         self._call(
             f"cannot complete the multipart upload to s3://{self.bucket}/{key}",
             "complete_multipart_upload",

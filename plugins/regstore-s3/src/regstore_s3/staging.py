@@ -111,13 +111,39 @@ def promote_parts(objects: S3Objects, parts: list[ObjectInfo], final_key: str) -
             objects.copy_part(final_key, upload_id, number, part.key, if_match=part.etag or None)
             for number, part in enumerate(parts, start=1)
         ]
-        objects.complete_multipart(final_key, upload_id, etags)
+        try:
+            objects.complete_multipart(final_key, upload_id, etags)
+        except StoreError:
+            if not _completed_anyway(objects, parts, final_key):
+                raise
+            log.info("the completion of %s failed in answer only: the object is whole", final_key)
     except BaseException:
         try:
             objects.abort_multipart(final_key, upload_id)
         except RegstoreError as exc:  # the commit's own error matters more
             log.warning("could not abort the multipart upload %s: %s", upload_id, exc)
         raise
+
+
+def _completed_anyway(objects: S3Objects, parts: list[ObjectInfo], final_key: str) -> bool:
+    """True if ``final_key`` holds the completed upload of ``parts`` although the completion
+    answered with an error.
+
+    S3 completes an upload once: when the answer is lost (a timeout, a cut connection, a 5xx
+    after the work was done), the client's retry finds the upload gone (``NoSuchUpload``).
+    The object is then there, with the multipart ETag ``"<md5>-N"`` of N parts and the staged
+    size. Blobs are content-addressed and written under the blob's lease, so such an object is
+    the blob this writer verified.
+    """
+    try:
+        found = objects.head(final_key)
+    except StoreError:
+        return False
+    if found is None:
+        return False
+    return found.size == sum(p.size for p in parts) and found.etag.strip('"').endswith(
+        f"-{len(parts)}"
+    )
 
 
 class S3PartStaging(FsspecStagingArea):

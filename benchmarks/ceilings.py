@@ -1,0 +1,137 @@
+"""The machine's ceilings, each run as its own process by benchmarks/run.py.
+
+    python benchmarks/ceilings.py get URL                 GET to nowhere (loopback serving)
+    python benchmarks/ceilings.py get-hash URL            GET + sha256 (what memory:// can reach)
+    python benchmarks/ceilings.py sha256 SIZE             hashlib.sha256 of SIZE bytes
+    python benchmarks/ceilings.py write PATH SIZE         write SIZE bytes to PATH, fsync'd
+    python benchmarks/ceilings.py fsyncs DIR COUNT        COUNT small files written, each fsync'd
+    python benchmarks/ceilings.py count-fsyncs CMD...     run regstore's CLI, print its fsync calls
+    python benchmarks/ceilings.py s3-put FILE URL OPTS    s3fs streaming upload, 64 MiB blocks
+    python benchmarks/ceilings.py s3-get URL OPTS         s3fs download to nowhere
+
+Each prints one JSON line ``{"seconds": ...}``: the time of the work itself, without the
+interpreter's start-up (for people; run.py measures every runner's whole process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import sys
+import time
+import urllib.parse
+from typing import Any
+
+MiB = 1 << 20
+BUFFER = 4 * MiB
+
+
+def _get(url: str, hasher: Any = None) -> int:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80)
+    conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+    response = conn.getresponse()
+    while response.status in (301, 302, 303, 307):  # the registry may redirect blob GETs
+        response.read()
+        return _get(response.getheader("Location") or "", hasher)
+    if response.status != 200:
+        raise SystemExit(f"GET {url}: {response.status}")
+    buf = bytearray(BUFFER)
+    view = memoryview(buf)
+    total = 0
+    while n := response.readinto(buf):
+        total += n
+        if hasher is not None:
+            hasher.update(view[:n])
+    conn.close()
+    return total
+
+
+def _s3fs(options: dict[str, Any]) -> Any:
+    import s3fs
+
+    return s3fs.S3FileSystem(
+        key=options["key"],
+        secret=options["secret"],
+        endpoint_url=options["endpoint_url"],
+        client_kwargs={"region_name": options.get("region", "us-east-1")},
+        use_listings_cache=False,
+    )
+
+
+def main(argv: list[str]) -> None:
+    kind, *args = argv
+    start = time.perf_counter()
+    if kind == "get":
+        _get(args[0])
+    elif kind == "get-hash":
+        _get(args[0], hashlib.sha256())
+    elif kind == "sha256":
+        size, block = int(args[0]), os.urandom(BUFFER)
+        start = time.perf_counter()
+        h = hashlib.sha256()
+        for _ in range(size // BUFFER):
+            h.update(block)
+        h.update(block[: size % BUFFER])
+    elif kind == "write":
+        path, size = args[0], int(args[1])
+        block = memoryview(os.urandom(BUFFER))
+        start = time.perf_counter()
+        with open(path, "wb") as f:
+            for _ in range(size // BUFFER):
+                f.write(block)
+            f.write(block[: size % BUFFER])
+            f.flush()
+            os.fsync(f.fileno())
+    elif kind == "fsyncs":
+        # the durability floor of a store write: as many fsync calls as regstore made, on
+        # small files (what a crash-safe mirror of many small images mostly is)
+        directory, count = args[0], int(args[1])
+        os.makedirs(directory, exist_ok=True)
+        start = time.perf_counter()
+        for i in range(count):
+            fd = os.open(os.path.join(directory, f"f{i}"), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"x" * 200)
+            os.fsync(fd)
+            os.close(fd)
+    elif kind == "count-fsyncs":
+        calls = [0]
+        real = os.fsync
+
+        def counting(fd: int) -> None:
+            calls[0] += 1
+            real(fd)
+
+        os.fsync = counting
+        from regstore.cli import main as cli_main
+
+        try:
+            cli_main(args)
+        except SystemExit as exc:
+            if exc.code:
+                raise
+        print(json.dumps({"fsyncs": calls[0]}))
+        return
+    elif kind == "s3-put":
+        source, url, options = args[0], args[1], json.loads(args[2])
+        fs = _s3fs(options)
+        start = time.perf_counter()
+        with open(source, "rb") as f, fs.open(url, "wb", block_size=64 * MiB) as out:
+            while chunk := f.read(BUFFER):
+                out.write(chunk)
+    elif kind == "s3-get":
+        url, options = args[0], json.loads(args[1])
+        fs = _s3fs(options)
+        start = time.perf_counter()
+        with fs.open(url, "rb", block_size=8 * MiB) as f:
+            while f.read(BUFFER):
+                pass
+    else:
+        raise SystemExit(f"unknown ceiling {kind!r}")
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1021 @@
+"""The benchmark suite: regstore against skopeo, s3fs and this machine's ceilings.
+
+    python benchmarks/run.py            # the full run: writes benchmarks/RESULTS.md + results.png
+    python benchmarks/run.py --quick    # a smoke run (small sizes, one repetition, < 2 min)
+
+It builds its images locally, starts a real ``docker-registry`` (and a fresh one for each push
+or copy), moto's S3 server, all on loopback, and runs every workload several times, each run a
+fresh process measured from outside (``os.wait4``: wall time, peak RSS, CPU seconds): the
+``regstore`` CLI as users run it, ``skopeo``, ``curl``, and the ceilings of
+``benchmarks/ceilings.py``. It reports the median, min and max, bytes/s, peak RSS and CPU
+seconds per GB, the ratios against the targets of issue 16, and which misses a ceiling
+measured in the same run explains. Ratios are what count: the disk of a shared VM varies
+several-fold from one run to the next.
+
+Nothing in the test suite asserts a timing; ``--quick`` runs in CI to keep this from rotting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.engine import seed_registry, seed_single_layer_image  # noqa: E402
+from tests.support.moto_server import MotoServer  # noqa: E402
+from tests.support.registry import RegistryServer  # noqa: E402
+
+from regstore.testing.builders import build_image, build_index  # noqa: E402
+
+MiB = 1 << 20
+HERE = Path(__file__).resolve().parent
+CEILINGS = [sys.executable, str(HERE / "ceilings.py")]
+S3_OPTIONS = {"key": "testing", "secret": "testing", "region": "us-east-1"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big the workloads are (full run or --quick)."""
+
+    big: int  #: the single-layer image
+    five_layer: int  #: the five-layer image, all layers together
+    index_layer: int  #: each platform's one layer in the 10-platform index
+    small_images: int  #: images of the mirror workload
+    runs: int
+
+
+FULL = Sizes(
+    big=1024 * MiB, five_layer=150 * 1000 * 1000, index_layer=4 * MiB, small_images=300, runs=3
+)
+QUICK = Sizes(big=24 * MiB, five_layer=10 * MiB, index_layer=256 * 1024, small_images=20, runs=1)
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One run of one runner: what the process cost."""
+
+    seconds: float
+    rss_mib: float
+    cpu_seconds: float
+
+
+@dataclass
+class Runner:
+    """One way of doing a workload: regstore, a peer or a ceiling."""
+
+    name: str
+    kind: str  #: "regstore", "peer" or "ceiling"
+    command: Callable[[int], list[str]]  #: the command of run i
+    prepare: Callable[[int], None] | None = None  #: fresh state for run i (not timed)
+    cleanup: Callable[[int], None] | None = None
+    env: dict[str, str] | None = None
+    samples: list[Sample] = field(default_factory=list)
+    error: str | None = None
+
+    def median(self) -> float | None:
+        return statistics.median(s.seconds for s in self.samples) if self.samples else None
+
+
+@dataclass
+class Workload:
+    """What is moved, how many bytes, and the runners compared on it."""
+
+    name: str
+    title: str
+    nbytes: int
+    runners: list[Runner]
+    #: (runner name, target: regstore must be at least this many times as fast) for the table
+    targets: list[tuple[str, float]] = field(default_factory=list)
+    rss_bound: bool = True  #: regstore's peak RSS must stay within RSS_LIMIT_MIB
+    note: str = ""
+
+
+RSS_LIMIT_MIB = 100.0
+#: GNU time (Debian package ``time``), for the peak RSS of each run; without it the figures
+#: include this process's own size (Linux carries it into a forked child's peak).
+TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
+
+
+def measure(command: list[str], env: dict[str, str] | None = None) -> Sample:
+    """Run ``command`` as a child; its wall time (or its own ``{"seconds"}`` report), peak
+    RSS and CPU time from ``wait4``. Raises RuntimeError with its stderr when it fails."""
+    with (
+        tempfile.TemporaryFile() as out_file,
+        tempfile.TemporaryFile() as err_file,
+        tempfile.NamedTemporaryFile("r") as usage_file,
+    ):
+        # GNU time forks the command from its own small process and reports that child's
+        # rusage: a child forked from this (large) process would carry its peak RSS along
+        wrapped = (
+            [TIME, "-q", "-f", "%M %U %S", "-o", usage_file.name, *command] if TIME else command
+        )
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            wrapped, stdout=out_file, stderr=err_file, env={**os.environ, **(env or {})}, cwd=ROOT
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+        rss_kib, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+        if TIME:
+            fields = usage_file.read().split()
+            with contextlib.suppress(ValueError, IndexError):
+                rss_kib, cpu = int(fields[-3]), float(fields[-2]) + float(fields[-1])
+    if proc.returncode != 0:
+        tail = (err or out).decode(errors="replace").strip().splitlines()[-8:]
+        raise RuntimeError(
+            f"{' '.join(command[:4])}... exited {proc.returncode}: " + " | ".join(tail)
+        )
+    # Wall time of the whole process for every runner, ceilings included: the same yardstick
+    # (a ceiling's interpreter starts in ~30 ms; regstore's start-up is part of its cost).
+    return Sample(elapsed, rss_kib / 1024, cpu)
+
+
+def drop_caches_hint() -> None:
+    """Flush dirty pages before a run, so one run's writeback is not billed to the next."""
+    os.sync()
+
+
+# -- the world: registries, S3, images ---------------------------------------------------------
+
+
+class World:
+    """The servers and images of one suite run, under one temporary directory."""
+
+    def __init__(self, work: Path, sizes: Sizes) -> None:
+        self.work = work
+        self.sizes = sizes
+        self.servers: list[Any] = []
+        self.source = self.registry("source")
+        self.moto = MotoServer(work / "moto").start()
+        self.servers.append(self.moto)
+        self.bucket = "regstore-bench"
+        self.moto.create_bucket(self.bucket)
+        self.nbytes: dict[str, int] = {}
+
+    def registry(self, name: str) -> RegistryServer:
+        server = RegistryServer(self.work / f"registry-{name}-{time.monotonic_ns()}").start()
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in reversed(self.servers):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+    def seed(self) -> None:
+        """Push every image of the suite into the source registry."""
+        s, url = self.sizes, self.source.url
+        seed_single_layer_image(url, "bench/big", "1", self.work, s.big)
+        self.nbytes["big"] = s.big
+        five = build_image(layers=5, layer_size=s.five_layer // 5, seed=5, media="oci")
+        seed_registry(url, "bench/five", "1", five)
+        self.nbytes["five"] = sum(len(b) for b in five.blobs.values())
+        index = build_index(
+            media="oci", platforms=PLATFORMS, layers=1, layer_size=s.index_layer, seed=10
+        )
+        seed_registry(url, "bench/index", "1", index)
+        self.nbytes["index"] = sum(len(b) for b in index.blobs.values())
+        base = build_image(layers=1, layer_size=MiB, seed=300, media="oci")
+        total = sum(len(b) for b in base.blobs.values())
+        for i in range(s.small_images):
+            image = build_image(
+                layers=1,
+                layer_size=16 * 1024,
+                seed=1000 + i,
+                media="oci",
+                shared_layers=base.layers,
+            )
+            seed_registry(url, "mirror/app", f"t{i}", image)
+            total += sum(len(b) for d, b in image.blobs.items() if d not in base.blobs)
+        self.nbytes["mirror"] = total
+
+    def s3_url(self, prefix: str) -> str:
+        query = "&".join(
+            f"{k}={v}" for k, v in {**S3_OPTIONS, "endpoint_url": self.moto.endpoint_url}.items()
+        )
+        return f"s3://{self.bucket}/{prefix}?{query}"
+
+
+PLATFORMS = [
+    ("linux", arch)
+    for arch in ("amd64", "arm64", "386", "ppc64le", "s390x", "riscv64", "mips64le", "loong64")
+] + [("linux", "arm", "v6"), ("linux", "arm", "v7")]
+
+
+def regstore_cli(*args: str) -> list[str]:
+    script = Path(sys.executable).parent / "regstore"
+    head = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from regstore.cli import main; main()"]
+    )
+    return [*head, "-q", *args]
+
+
+def skopeo(*args: str) -> list[str]:
+    return ["skopeo", "--insecure-policy", *args]
+
+
+def fresh(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+# -- the workloads -----------------------------------------------------------------------------
+
+
+def workloads(world: World, have_skopeo: bool) -> list[Workload]:
+    w, host = world.work, world.source.host
+    src = world.source.url
+    skopeo_env = {"XDG_DATA_HOME": str(w / "xdg"), "_CONTAINERS_ROOTLESS_UID": str(os.getuid())}
+    big_digest = _layer_digest(world, "bench/big", "1")
+    out: list[Workload] = []
+
+    def peer(name: str, command: Callable[[int], list[str]], **kw: Any) -> list[Runner]:
+        return [Runner(name, "peer", command, env=skopeo_env, **kw)] if have_skopeo else []
+
+    def pull_workload(key: str, repo: str, title: str, *, all_platforms: bool = False) -> Workload:
+        d = w / f"pull-{key}"
+        copy_all = ["--all"] if all_platforms else []
+        nbytes = world.nbytes[key]
+        return Workload(
+            f"pull-{key}",
+            title,
+            nbytes,
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli("--store", str(d / f"r{i}"), "pull", f"{host}/{repo}:1"),
+                    prepare=lambda i: fresh(d / f"r{i}"),
+                    cleanup=lambda i: fresh(d / f"r{i}"),
+                ),
+                *peer(
+                    "skopeo",
+                    lambda i: skopeo(
+                        "copy",
+                        *copy_all,
+                        "--src-tls-verify=false",
+                        f"docker://{host}/{repo}:1",
+                        f"oci:{d / f's{i}'}:bench",
+                    ),
+                    prepare=lambda i: fresh(d / f"s{i}"),
+                    cleanup=lambda i: fresh(d / f"s{i}"),
+                ),
+                Runner(
+                    "fsync'd write",
+                    "ceiling",
+                    lambda i: [*CEILINGS, "write", str(d / "ceil.bin"), str(nbytes)],
+                    prepare=lambda i: d.mkdir(parents=True, exist_ok=True),
+                    cleanup=lambda i: fresh(d / "ceil.bin"),
+                ),
+            ],
+            targets=[("skopeo", 3.0), ("fsync'd write", 0.9)],
+        )
+
+    # 1. pulls into the file store
+    big = pull_workload(
+        "big", "bench/big", f"pull {_size(world.nbytes['big'])} single layer -> file store"
+    )
+    big.runners += [
+        Runner(
+            "loopback GET",
+            "ceiling",
+            lambda i: [*CEILINGS, "get", f"{src}/v2/bench/big/blobs/{big_digest}"],
+        ),
+        Runner("sha256", "ceiling", lambda i: [*CEILINGS, "sha256", str(world.nbytes["big"])]),
+    ]
+    out.append(big)
+    out.append(
+        pull_workload(
+            "five", "bench/five", f"pull {_size(world.nbytes['five'])} in 5 layers -> file store"
+        )
+    )
+    out.append(
+        pull_workload(
+            "index",
+            "bench/index",
+            f"pull 10-platform index ({_size(world.nbytes['index'])}) -> file store",
+            all_platforms=True,
+        )
+    )
+
+    # 2. into memory://
+    out.append(
+        Workload(
+            "pull-big-memory",
+            f"pull {_size(world.nbytes['big'])} -> memory://",
+            world.nbytes["big"],
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli(
+                        "--store", f"memory://bench{i}", "pull", f"{host}/bench/big:1"
+                    ),
+                ),
+                Runner(
+                    "GET + sha256",
+                    "ceiling",
+                    lambda i: [*CEILINGS, "get-hash", f"{src}/v2/bench/big/blobs/{big_digest}"],
+                ),
+            ],
+            targets=[("GET + sha256", 0.8)],
+            rss_bound=False,
+            note="memory:// holds the blob in the process by design: no RSS bound",
+        )
+    )
+
+    # 3. push from the file store into a fresh registry each run
+    store = w / "push-source"
+    oci_dir = w / "push-source-oci"
+    subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/bench/big:1"), check=True)
+    if have_skopeo:
+        subprocess.run(
+            skopeo(
+                "copy",
+                "--src-tls-verify=false",
+                f"docker://{host}/bench/big:1",
+                f"oci:{oci_dir}:bench",
+            ),
+            check=True,
+            env={**os.environ, **skopeo_env},
+            capture_output=True,
+        )
+    blob_file = w / "big-layer.bin"
+    _export_blob(store, big_digest, blob_file)
+    targets: dict[int, RegistryServer] = {}
+
+    def new_target(i: int) -> None:
+        targets[i] = world.registry(f"target{i}")
+
+    def stop_target(i: int) -> None:
+        server = targets.pop(i, None)
+        if server is not None:
+            server.stop()
+            shutil.rmtree(server.workdir, ignore_errors=True)
+
+    def target(i: int) -> str:
+        return targets[i].host
+
+    curl_put = (
+        'set -e; up="$1/v2/bench/big/blobs/uploads/"; '
+        'loc=$(curl -s -o /dev/null -w "%{redirect_url}" -X POST "$up"); '
+        '[ -n "$loc" ] || loc=$(curl -s -D - -o /dev/null -X POST "$up" '
+        "| tr -d '\\r' | sed -n 's/^[Ll]ocation: //p'); "
+        'case "$loc" in /*) loc="$1$loc";; esac; '
+        'curl -s -f -o /dev/null -X PUT -H "Content-Type: application/octet-stream" '
+        '-T "$2" "$loc&digest=$3"'
+    )
+    out.append(
+        Workload(
+            "push-big",
+            f"push {_size(world.nbytes['big'])} file store -> fresh registry",
+            world.nbytes["big"],
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli(
+                        "--store", str(store), "push", "bench/big:1", f"{target(i)}/bench/big:1"
+                    ),
+                    prepare=new_target,
+                    cleanup=stop_target,
+                ),
+                *peer(
+                    "skopeo",
+                    lambda i: skopeo(
+                        "copy",
+                        "--dest-tls-verify=false",
+                        f"oci:{oci_dir}:bench",
+                        f"docker://{target(i)}/bench/big:1",
+                    ),
+                    prepare=new_target,
+                    cleanup=stop_target,
+                ),
+                Runner(
+                    "curl PUT (ingest)",
+                    "ceiling",
+                    lambda i: [
+                        "bash",
+                        "-c",
+                        curl_put,
+                        "curl-put",
+                        f"http://{target(i)}",
+                        str(blob_file),
+                        big_digest,
+                    ],
+                    prepare=new_target,
+                    cleanup=stop_target,
+                ),
+            ],
+            targets=[("curl PUT (ingest)", 0.95)],
+        )
+    )
+
+    # 4. registry -> registry
+    out.append(
+        Workload(
+            "copy-big",
+            f"copy {_size(world.nbytes['big'])} registry -> registry",
+            world.nbytes["big"],
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli(
+                        "copy", f"{host}/bench/big:1", f"{target(i)}/bench/big:1"
+                    ),
+                    prepare=new_target,
+                    cleanup=stop_target,
+                ),
+                *peer(
+                    "skopeo",
+                    lambda i: skopeo(
+                        "copy",
+                        "--src-tls-verify=false",
+                        "--dest-tls-verify=false",
+                        f"docker://{host}/bench/big:1",
+                        f"docker://{target(i)}/bench/big:1",
+                    ),
+                    prepare=new_target,
+                    cleanup=stop_target,
+                ),
+                Runner(
+                    "curl PUT (ingest)",
+                    "ceiling",
+                    lambda i: [
+                        "bash",
+                        "-c",
+                        curl_put,
+                        "curl-put",
+                        f"http://{target(i)}",
+                        str(blob_file),
+                        big_digest,
+                    ],
+                    prepare=new_target,
+                    cleanup=stop_target,
+                ),
+            ],
+            targets=[("skopeo", 1.0)],
+        )
+    )
+
+    # 5. many small images
+    n = world.sizes.small_images
+    syncfile = w / "mirror.yaml"
+    mirror = w / "mirror"
+
+    def write_syncfile(dest: Path) -> None:
+        syncfile.write_text(
+            json.dumps(
+                {
+                    "target": {"store": dest.as_uri()},
+                    "sources": [
+                        {
+                            "registry": host,
+                            "plain_http": True,
+                            "repositories": [{"name": "mirror/app"}],
+                        }
+                    ],
+                }
+            )
+        )
+
+    def first_mirror(i: int) -> None:
+        fresh(mirror / f"r{i}")
+        write_syncfile(mirror / f"r{i}")
+
+    # The store the no-op re-sync runs on; mirroring it also counts regstore's fsync calls:
+    # the durability floor of a crash-safe mirror (skopeo's dir: destination fsyncs nothing).
+    kept = mirror / "kept"
+    write_syncfile(kept)
+    counted = subprocess.run(
+        [*CEILINGS, "count-fsyncs", "-q", "sync", str(syncfile)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    fsyncs = int(json.loads(counted.stdout.strip().splitlines()[-1])["fsyncs"])
+
+    out.append(
+        Workload(
+            "mirror-first",
+            f"first mirror of {n} small images (shared base)",
+            world.nbytes["mirror"],
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli("sync", str(syncfile)),
+                    prepare=first_mirror,
+                    cleanup=lambda i: fresh(mirror / f"r{i}"),
+                ),
+                *peer(
+                    "skopeo sync",
+                    lambda i: skopeo(
+                        "sync",
+                        "--src",
+                        "docker",
+                        "--dest",
+                        "dir",
+                        "--src-tls-verify=false",
+                        f"{host}/mirror/app",
+                        str(mirror / f"s{i}"),
+                    ),
+                    prepare=lambda i: fresh(mirror / f"s{i}"),
+                    cleanup=lambda i: fresh(mirror / f"s{i}"),
+                ),
+                Runner(
+                    "fsync floor",
+                    "ceiling",
+                    lambda i: [*CEILINGS, "fsyncs", str(mirror / f"f{i}"), str(fsyncs)],
+                    cleanup=lambda i: fresh(mirror / f"f{i}"),
+                ),
+            ],
+            targets=[("skopeo sync", 3.0), ("fsync floor", 0.9)],
+            note=f"regstore made {fsyncs} fsync calls (files, then their directories) for a "
+            "crash-safe mirror; the fsync floor makes as many on small files; skopeo's dir: "
+            "destination makes none",
+        )
+    )
+    resync_target = world.registry("resync")
+    if have_skopeo:
+        subprocess.run(
+            skopeo(
+                "sync",
+                "--src",
+                "docker",
+                "--dest",
+                "docker",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                f"{host}/mirror/app",
+                f"{resync_target.host}/m",
+            ),
+            check=True,
+            capture_output=True,
+            env={**os.environ, **skopeo_env},
+        )
+    out.append(
+        Workload(
+            "mirror-noop",
+            f"no-op re-sync of {n} tags",
+            0,
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli("sync", str(syncfile)),
+                    prepare=lambda i: write_syncfile(kept),
+                ),
+                *peer(
+                    "skopeo sync (2nd run)",
+                    lambda i: skopeo(
+                        "sync",
+                        "--src",
+                        "docker",
+                        "--dest",
+                        "docker",
+                        "--src-tls-verify=false",
+                        "--dest-tls-verify=false",
+                        f"{host}/mirror/app",
+                        f"{resync_target.host}/m",
+                    ),
+                ),
+            ],
+            targets=[("skopeo sync (2nd run)", 10.0)],
+        )
+    )
+
+    # 6. S3 (moto) and back
+    s3_options = json.dumps({**S3_OPTIONS, "endpoint_url": world.moto.endpoint_url})
+    ceiling_key = f"{world.bucket}/ceiling/big.bin"
+    out.append(
+        Workload(
+            "s3-pull",
+            f"pull {_size(world.nbytes['big'])} -> s3:// (moto)",
+            world.nbytes["big"],
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli(
+                        "--store", world.s3_url(f"pull{i}"), "pull", f"{host}/bench/big:1"
+                    ),
+                ),
+                Runner(
+                    "s3fs upload",
+                    "ceiling",
+                    lambda i: [*CEILINGS, "s3-put", str(blob_file), ceiling_key, s3_options],
+                ),
+            ],
+            targets=[("s3fs upload", 0.9)],
+        )
+    )
+    out.append(
+        Workload(
+            "s3-push",
+            f"push {_size(world.nbytes['big'])} s3:// (moto) -> fresh registry",
+            world.nbytes["big"],
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli(
+                        "--store",
+                        world.s3_url("pull0"),
+                        "push",
+                        "bench/big:1",
+                        f"{target(i)}/bench/big:1",
+                    ),
+                    prepare=new_target,
+                    cleanup=stop_target,
+                ),
+                Runner(
+                    "s3fs download",
+                    "ceiling",
+                    lambda i: [*CEILINGS, "s3-get", ceiling_key, s3_options],
+                ),
+            ],
+            targets=[("s3fs download", 0.9)],
+        )
+    )
+    return out
+
+
+def _layer_digest(world: World, repo: str, tag: str) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{world.source.url}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        return str(json.loads(response.read())["layers"][0]["digest"])
+
+
+def _export_blob(store: Path, digest: str, target: Path) -> None:
+    hexdigest = digest.split(":", 1)[1]
+    source = store / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    shutil.copyfile(source, target)
+
+
+def _size(nbytes: int) -> str:
+    if nbytes >= 1 << 30:
+        return f"{nbytes / (1 << 30):.0f} GiB"
+    if nbytes >= MiB:
+        return f"{nbytes / MiB:.0f} MiB"
+    return f"{nbytes / 1024:.0f} KiB"
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def run_all(items: list[Workload], runs: int, log: Callable[[str], None]) -> None:
+    """Every runner of every workload, ``runs`` times, interleaved (run 1 of each, then run
+    2 ...) so that a slow spell of the machine hits all runners alike."""
+    for item in items:
+        for i in range(runs):
+            for runner in item.runners:
+                if runner.error is not None:
+                    continue
+                try:
+                    if runner.prepare is not None:
+                        runner.prepare(i)
+                    drop_caches_hint()
+                    sample = measure(runner.command(i), runner.env)
+                    runner.samples.append(sample)
+                    log(
+                        f"  {item.name:16s} {runner.name:22s} run {i + 1}: {sample.seconds:7.2f} s "
+                        f"{sample.rss_mib:6.1f} MiB"
+                    )
+                except Exception as exc:  # recorded in the results, the suite goes on
+                    runner.error = str(exc)[-600:]
+                    log(f"  {item.name:16s} {runner.name:22s} FAILED: {runner.error}")
+                finally:
+                    if runner.cleanup is not None:
+                        with contextlib.suppress(Exception):
+                            runner.cleanup(i)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    found = {"python": platform.python_version()}
+    for dist in ("regstore", "regstore-s3", "requests", "fsspec", "s3fs", "moto"):
+        with contextlib.suppress(Exception):
+            found[dist] = version(dist)
+    for tool, args in (
+        ("skopeo", ["--version"]),
+        ("docker-registry", ["--version"]),
+        ("curl", ["--version"]),
+    ):
+        with contextlib.suppress(Exception):
+            text = subprocess.run([tool, *args], capture_output=True, text=True, timeout=30)
+            found[tool] = (text.stdout or text.stderr).splitlines()[0].strip()
+    return found
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError):
+        memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory": memory, "kernel": platform.release()}
+
+
+def summarise(items: list[Workload]) -> list[dict[str, Any]]:
+    rows = []
+    for item in items:
+        by_name = {r.name: r for r in item.runners}
+        mine = by_name.get("regstore")
+        mine_median = mine.median() if mine else None
+        runners = []
+        for r in item.runners:
+            med = r.median()
+            runners.append(
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "error": r.error,
+                    "median_s": med,
+                    "min_s": min((s.seconds for s in r.samples), default=None),
+                    "max_s": max((s.seconds for s in r.samples), default=None),
+                    "bytes_per_s": item.nbytes / med if med and item.nbytes else None,
+                    "rss_mib": max((s.rss_mib for s in r.samples), default=None),
+                    "cpu_s_per_gb": (
+                        statistics.median(s.cpu_seconds for s in r.samples) / (item.nbytes / 1e9)
+                    )
+                    if r.samples and item.nbytes
+                    else None,
+                    "samples": [asdict(s) for s in r.samples],
+                }
+            )
+        verdicts = []
+        for other, target in item.targets:
+            ref = by_name.get(other)
+            if ref is None or mine_median is None or ref.median() is None:
+                verdicts.append(
+                    {
+                        "against": other,
+                        "target": target,
+                        "ratio": None,
+                        "met": None,
+                        "explained_by": None,
+                    }
+                )
+                continue
+            ratio = ref.median() / mine_median  # type: ignore[operator]
+            met = ratio >= target
+            explained = None
+            if not met and ref.kind != "ceiling":
+                # meeting the target needs a time of ref/target: faster than a ceiling?
+                needed = ref.median() / target  # type: ignore[operator]
+                for c in item.runners:
+                    cm = c.median()
+                    if c.kind == "ceiling" and cm is not None and needed < cm:
+                        explained = f"{c.name} ({cm:.2f} s > the {needed:.2f} s needed)"
+                        break
+            verdicts.append(
+                {
+                    "against": other,
+                    "target": target,
+                    "ratio": ratio,
+                    "met": met,
+                    "explained_by": explained,
+                }
+            )
+        rss = max((s.rss_mib for s in mine.samples), default=None) if mine else None
+        rows.append(
+            {
+                "workload": item.name,
+                "title": item.title,
+                "bytes": item.nbytes,
+                "note": item.note,
+                "runners": runners,
+                "targets": verdicts,
+                "rss_ok": None if rss is None or not item.rss_bound else rss <= RSS_LIMIT_MIB,
+            }
+        )
+    return rows
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `python benchmarks/run.py{' --quick' if report['quick'] else ''}` on "
+        f"{report['date']} ({report['runs']} run(s) of each runner, interleaved; medians, "
+        "min-max in brackets). Each run is a fresh process measured from outside: wall time "
+        "of the whole process, peak RSS, CPU seconds per GB moved.",
+        "",
+        f"**Machine**: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+        f"{report['machine']['memory']} RAM, Linux {report['machine']['kernel']}. "
+        f"**Load average** before / after: {report['load_before']} / {report['load_after']}"
+        + (
+            " — the machine was shared with other work: absolute figures are noisy, the ratios "
+            "of one run are what counts."
+            if report["load_before"][0] > 1.0
+            else ""
+        ),
+        "",
+        "**Versions**: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        "",
+        "## Targets",
+        "",
+        "| workload | regstore | against | ratio (x as fast) | target | met "
+        "| miss explained by a ceiling |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in report["workloads"]:
+        mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
+        for t in row["targets"]:
+            met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
+            lines.append(
+                f"| {row['title']} | {_fmt(mine and mine['median_s'], '.2f')} s | {t['against']} | "
+                f"{_fmt(t['ratio'], '.2f')} | ≥ {t['target']:g} | {met} | "
+                f"{t['explained_by'] or ''} |"
+            )
+    lines += ["", f"Peak RSS of regstore (bound {RSS_LIMIT_MIB:.0f} MiB):", ""]
+    for row in report["workloads"]:
+        mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
+        ok = {True: "within", False: "**over**", None: "not bounded"}[row["rss_ok"]]
+        lines.append(
+            f"- {row['title']}: {_fmt(mine and mine['rss_mib'], '.1f')} MiB ({ok})"
+            + (f" — {row['note']}" if row["note"] else "")
+        )
+    lines += [
+        "",
+        "## All figures",
+        "",
+        "| workload | runner | median s [min-max] | MB/s | peak RSS MiB | CPU s/GB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["workloads"]:
+        for r in row["runners"]:
+            if r["error"] and r["median_s"] is None:
+                lines.append(f"| {row['title']} | {r['name']} | failed: {r['error'][:200]} | | | |")
+                continue
+            rate = r["bytes_per_s"]
+            lines.append(
+                f"| {row['title']} | {r['name']} ({r['kind']}) | {_fmt(r['median_s'], '.2f')} "
+                f"[{_fmt(r['min_s'], '.2f')}-{_fmt(r['max_s'], '.2f')}] | "
+                f"{_fmt(rate / 1e6 if rate else None, '.0f')} | {_fmt(r['rss_mib'], '.1f')} | "
+                f"{_fmt(r['cpu_s_per_gb'], '.2f')} |"
+            )
+    if chart:
+        lines += ["", f"![regstore against each peer and ceiling]({chart})"]
+    lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def write_chart(path: Path, report: dict[str, Any]) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in report["workloads"] if any(x["median_s"] for x in r["runners"])]
+    cols = 2
+    fig, axes = plt.subplots(
+        (len(rows) + cols - 1) // cols,
+        cols,
+        figsize=(12, 2.2 * ((len(rows) + cols - 1) // cols)),
+        squeeze=False,
+    )
+    colours = {"regstore": "#1f77b4", "peer": "#ff7f0e", "ceiling": "#7f7f7f"}
+    for ax, row in zip(axes.flat, rows, strict=False):
+        runners = [r for r in row["runners"] if r["median_s"]]
+        names = [r["name"] for r in runners]
+        values = [r["median_s"] for r in runners]
+        ax.barh(names, values, color=[colours[r["kind"]] for r in runners])
+        for y, r in enumerate(runners):
+            if r["min_s"] is not None:
+                ax.plot([r["min_s"], r["max_s"]], [y, y], color="black", linewidth=1)
+        ax.invert_yaxis()
+        ax.set_title(row["title"], fontsize=9)
+        ax.set_xlabel("seconds (lower is better)", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(rows) :]:
+        ax.axis("off")
+    fig.suptitle("regstore (blue) against peers (orange) and this machine's ceilings (grey)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run (CI smoke)")
+    parser.add_argument("--runs", type=int, help="repetitions of each runner")
+    parser.add_argument("--only", action="append", help="run only workloads starting with this")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="directory for RESULTS.md, results.json and "
+        "results.png (default: benchmarks/ for a full run, a temporary one "
+        "for --quick)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    runs = args.runs or sizes.runs
+    have_skopeo = shutil.which("skopeo") is not None
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="regstore-bench-"))
+    out_dir = args.out or (
+        HERE if not args.quick else Path(tempfile.mkdtemp(prefix="regstore-bench-out-"))
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Children run with their bytecode cached, as after `pip install` (an environment with
+    # PYTHONDONTWRITEBYTECODE would compile regstore's modules at every start of the CLI);
+    # the cache lives in the work directory, not in the source tree.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "src"),
+         str(ROOT / "plugins" / "regstore-s3" / "src")],
+        check=False,
+        capture_output=True,
+    )  # fmt: skip
+    world = World(work, sizes)
+    try:
+        log(f"building and pushing the images ({'quick' if args.quick else 'full'} sizes) ...")
+        world.seed()
+        items = workloads(world, have_skopeo)
+        if args.only:
+            items = [i for i in items if any(i.name.startswith(p) for p in args.only)]
+        log(f"running {len(items)} workloads, {runs} run(s) each ...")
+        run_all(items, runs, log)
+    finally:
+        world.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "quick": args.quick,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "runs": runs,
+        "machine": _machine(),
+        "versions": _versions(),
+        "load_before": load_before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "seconds": round(time.perf_counter() - started, 1),
+        "workloads": summarise(items),
+    }
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2))
+    chart = "results.png" if write_chart(out_dir / "results.png", report) else None
+    write_markdown(out_dir / "RESULTS.md", report, chart)
+    log(f"done in {report['seconds']} s: {out_dir / 'RESULTS.md'}")
+    failed = [
+        f"{row['workload']}/{r['name']}"
+        for row in report["workloads"]
+        for r in row["runners"]
+        if r["error"]
+    ]
+    if failed:
+        log("failed runners: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

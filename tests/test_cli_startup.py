@@ -1,0 +1,105 @@
+"""Start-up of the CLI: ``regstore --help`` imports click and the leaves, nothing heavy.
+
+What is imported is checked (in a fresh interpreter), not how long it takes: a timing assert
+would fail on a loaded machine. ``python -X importtime -c "from regstore.cli import main;
+main(['--help'])"`` shows the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import click
+
+from regstore.cli import cli
+
+#: Modules `regstore --help` must not import (each costs tens of milliseconds or more).
+HEAVY = (
+    "rich",
+    "yaml",
+    "requests",
+    "urllib3",
+    "fsspec",
+    "pluggy",
+    "boto3",
+    "botocore",
+    "s3fs",
+    "aiohttp",
+    "importlib.metadata",
+    "regstore.engine",
+    "regstore.client",
+    "regstore.store",
+    "regstore.backends",
+    "regstore.plugins",
+)
+
+_CHILD = """
+    import json, sys
+    from regstore.cli import main
+    sys.argv = ["regstore", *sys.argv[1:]]
+    try:
+        main()
+    except SystemExit:
+        pass
+    sys.stderr.write(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_after(*args: str) -> tuple[str, set[str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_CHILD), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc.stdout, set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+def test_help_imports_nothing_heavy() -> None:
+    out, modules = _modules_after("--help")
+    assert "Commands:" in out and "pull" in out and "sync" in out
+    assert [m for m in HEAVY if m in modules] == []
+
+
+def test_a_command_imports_its_module_when_it_runs() -> None:
+    out, modules = _modules_after("pull", "--help")
+    assert "--semver" in out
+    assert "regstore.cli.transfer" in modules
+
+
+def test_the_lazy_table_lists_every_command_with_its_own_short_help() -> None:
+    import importlib
+
+    table = dict(cli.lazy_commands)  # type: ignore[attr-defined]
+    for module in {m for m, _ in table.values()}:
+        importlib.import_module(module)
+    ctx = click.Context(cli)
+    commands = {name: cli.get_command(ctx, name) for name in cli.list_commands(ctx)}
+    assert set(commands) == set(table) | {"completion"}, "a command is missing from the table"
+    for name, (module, short_help) in table.items():
+        command = commands[name]
+        assert command is not None
+        assert command.callback is not None and command.callback.__module__ == module, name
+        assert command.get_short_help_str(1000) == short_help, name
+
+
+def test_the_concurrency_bound_matches_the_engine() -> None:
+    from regstore.cli.app import MAX_CONCURRENCY
+    from regstore.engine.transfer import MAX_CONCURRENCY as ENGINE_MAX
+
+    assert MAX_CONCURRENCY == ENGINE_MAX
+
+
+def test_version_is_the_distribution_version() -> None:
+    from importlib.metadata import version
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "from regstore.cli import main; main(['--version'])"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert version("regstore") in proc.stdout, proc.stdout + proc.stderr
