@@ -250,7 +250,7 @@ class _StoreHooks(Protocol):
 
 #: Up to how many tags a repository's tags are checked before an old referrers index version
 #: is deleted (beyond, it is left for gc).
-_INDEX_PRUNE_TAG_LIMIT = 64
+_INDEX_PRUNE_TAG_LIMIT = 32
 
 
 class ObjectStore:
