@@ -10,13 +10,15 @@ import inspect
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from regstore import ObjectStore
+from regstore import ObjectStore, open_store
 from regstore import referrers as referrers_module
+from regstore.backends.memory import MemoryBackend
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, copy
 from regstore.engine.gc import collect_garbage, delete_image
@@ -25,8 +27,10 @@ from regstore.engine.transfer import transfer_many
 from regstore.engine.verify import verify
 from regstore.errors import ImageManifestNotFoundError
 from regstore.events import EventKind, TransferEvent
+from regstore.hookspecs import hookimpl
 from regstore.manifest import Manifest
 from regstore.referrers import add_referrer, index_lock, referrer_descriptor, referrers_tag
+from regstore.storetypes import StoreLockHandle
 from regstore.testing.builders import (
     cosign_signature,
     oci_artifact,
@@ -36,6 +40,7 @@ from regstore.testing.builders import (
     write_image,
 )
 from regstore.testing.processes import CHILD_SCRIPT, ChildProcess
+from tests.support.cli import run_cli
 from tests.support.fake_registry import FakeRegistry
 from tests.support.registry import RegistryServer
 from tests.support.spec_registry import push_image, serve_spec_registry
@@ -230,8 +235,6 @@ def test_writing_a_listed_referrer_again_reads_the_index_once(store_factory: Sto
 def test_referrers_written_by_several_processes_into_a_file_store_are_all_indexed(
     tmp_path: Path, store_factory: StoreFactory, request: pytest.FixtureRequest
 ) -> None:
-    from regstore import open_store
-
     url = str(tmp_path / "shared")
     store = open_store(url)
     request.addfinalizer(store.close)
@@ -256,13 +259,10 @@ def test_referrers_written_by_several_processes_into_a_file_store_are_all_indexe
     assert verify(store).ok, verify(store).problems
 
 
-def test_a_backend_without_the_lock_hook_still_serialises_threads(
-    store_factory: StoreFactory,
-) -> None:
-    store = store_factory("memory")
-    with store.lock("referrers/app/x") as across_processes:
-        assert across_processes is True  # the memory backend is composed: it has one
-    assert "regstore_store_lock" in store._implemented
+def test_composed_backends_have_a_store_lock(store_factory: StoreFactory) -> None:
+    for kind in ("memory", "file-distribution"):
+        with store_factory(kind).lock("referrers/app/x") as across_processes:
+            assert across_processes is True
 
 
 # -- finding 6 and 10: gc -----------------------------------------------------------------------
@@ -388,3 +388,36 @@ def test_index_locks_are_forgotten_once_unused() -> None:
     held = index_lock(("test-forgotten", "held"))
     python_gc.collect()
     assert index_lock(("test-forgotten", "held")) is held  # kept while someone holds it
+
+
+class _NoLockBackend(MemoryBackend):
+    """A backend that answers the store-lock hook with None: "unsupported"."""
+
+    @hookimpl
+    def regstore_store_lock(self, key: str, timeout: float | None) -> StoreLockHandle | None:
+        return None
+
+
+def test_a_backend_without_a_store_lock_falls_back_to_the_in_process_lock() -> None:
+    store = ObjectStore(_NoLockBackend(f"no-lock-{uuid.uuid4().hex}"), url="memory://no-lock")
+    with store.lock("referrers/app/x") as across_processes:
+        assert across_processes is False
+    image, refs = _signed(store, seed=49, count=2)
+    assert sorted(_listed(store, image.digest)) == sorted(str(r.digest) for r in refs)
+
+
+def test_inspect_draws_a_deep_chain_cut_where_it_stops(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    store = open_store(str(store_dir))
+    image = oci_image(seed=50)
+    write_image(store, "app", "v1", image)
+    previous = image
+    for i in range(MAX_TREE_DEPTH + 3):
+        artifact = oci_artifact(previous, payload=b'{"n":%d}' % i)
+        write_image(store, "app", None, artifact)
+        previous = artifact
+    store.close()
+    shown = run_cli("inspect", "store:app:v1", "--referrers", home=tmp_path, store=str(store_dir))
+    assert shown.returncode == 0, str(shown)
+    assert "deeper referrers not shown" in shown.stdout
+    assert f"{MAX_TREE_DEPTH} referrer(s)" in shown.stdout + shown.stderr
