@@ -510,8 +510,13 @@ class ObjectStore:
         among this process's threads always, and across processes when the backend answers
         ``regstore_store_lock`` (every backend built on the kit's ``ComposedBlobs`` does).
         Yields True when the lock also excludes other processes, False when the backend has
-        no such lock (in-process only). Raises StoreError when it cannot be taken in time."""
-        with index_lock(("store-lock", self.url, key)):
+        no such lock (in-process only). Raises StoreError when it cannot be taken within
+        ``timeout`` seconds (None: no limit here, the backend's default there). Not
+        re-entrant: a thread holding ``key`` must not take it again."""
+        local = index_lock(("store-lock", self.url, key))
+        if not local.acquire(timeout=-1 if timeout is None else timeout):
+            raise StoreError(f"could not take the store lock {key!r} within {timeout:g} s")
+        try:
             handle: StoreLockHandle | None = None
             if "regstore_store_lock" in self._implemented:
                 handle = self._hooks.regstore_store_lock(key=key, timeout=timeout)
@@ -520,6 +525,8 @@ class ObjectStore:
             finally:
                 if handle is not None:
                     handle.release()
+        finally:
+            local.release()
 
     def _put_index(self, name: str, tag: str, index: Manifest) -> None:
         self._call(
