@@ -86,3 +86,17 @@ def test_handles_created_at_once_on_a_new_file_all_write(tmp_path: Path) -> None
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+def test_the_store_lock_comes_from_the_kit_and_excludes_another_holder(tmp_path: Path) -> None:
+    # the second store names the same database by another path text: only the backend's
+    # flock lock (not the facade's in-process one, keyed by URL) can keep it out
+    url, same = f"sqlite://{tmp_path}/locked.db", f"sqlite://{tmp_path}/./locked.db"
+    with open_store(url) as store, open_store(same) as other:
+        with store.lock("referrers/app/sha256-x") as across_processes:
+            assert across_processes is True  # ComposedBlobs derives it from the flock part
+            refused = pytest.raises(StoreError, match="store lock")
+            with refused, other.lock("referrers/app/sha256-x", timeout=0.3):
+                pass
+        with other.lock("referrers/app/sha256-x", timeout=30):
+            pass  # free again once released

@@ -234,7 +234,8 @@ class ImageManifestNotFoundError(NotFoundError):
     """No manifest exists under this repository name and tag (or digest)."""
 
     def __init__(self, name: str, tag: str, *, http: HTTPContext | None = None) -> None:
-        super().__init__(f"No manifest found with Name: {name}, Tag: {tag}", http=http)
+        label = "Digest" if ":" in tag else "Tag"  # a tag never holds a colon; a digest does
+        super().__init__(f"No manifest found with Name: {name}, {label}: {tag}", http=http)
         self.name = name
         self.tag = tag
 

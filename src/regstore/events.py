@@ -27,6 +27,7 @@ class EventKind(str, Enum):
     VERIFIED = "verified"  #: its digest checked out and it was committed
     FAILED = "failed"  #: it failed; ``error`` says why
     MANIFEST = "manifest"  #: a manifest was written (``tag`` set when it was tagged)
+    WARNING = "warning"  #: something was left out without failing; ``error`` says what
 
     def __str__(self) -> str:
         # The value, on every Python: 3.11 changed str()/format() of (str, Enum) members to

@@ -39,6 +39,7 @@ from regstore.storetypes import (
     BlobWriteHandle,
     StagingEntry,
     StagingKind,
+    StoreLockHandle,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
     "DiscoverySpec",
     "StagingEntry",
     "StagingKind",
+    "StoreLockHandle",
     "StoreSpec",
     "hookimpl",
     "hookspec",
@@ -91,7 +93,8 @@ class DiscoverySpec:
 
     @hookspec
     def regstore_transfer_event(self, event: TransferEvent) -> None:
-        """Observe one transfer event (started, progress, skipped, mounted, verified, failed).
+        """Observe one transfer event (started, progress, skipped, mounted, verified, failed,
+        manifest, warning).
 
         Called by the engine for every event, in the thread that produced it: implementations
         must be quick and thread-safe. Return values are ignored.
@@ -249,6 +252,25 @@ class StoreSpec:
         Returns False, removing nothing, when a live writer holds it now or it changed since
         it was listed (a writer resumed it); True when it was removed or is gone already. An
         incomplete multipart upload is aborted. Stops at the first result.
+        """
+        raise NotImplementedError
+
+    # -- named locks -------------------------------------------------------------------------
+
+    @hookspec(firstresult=True)
+    def regstore_store_lock(self, key: str, timeout: float | None) -> StoreLockHandle | None:
+        """Take the store-wide lock named ``key`` (``/``-separated words, e.g.
+        ``referrers/<name>/<tag>``), waiting up to ``timeout`` seconds (None: the backend's
+        default), and return its handle; the caller releases it. Exclusive across threads and
+        across every process that writes the same store (as the blob write locks are). The
+        store facade holds it around read-modify-write updates of shared manifests (a
+        referrers index).
+
+        Optional. Returning None (or not implementing the hook) means "unsupported": the
+        facade then serialises the update in this process only, and concurrent processes can
+        lose each other's updates. Raises StoreError when the lock cannot be taken in time.
+        Backends built on :class:`~regstore.backends.composed.ComposedBlobs` get it from their
+        lock part, in a key namespace apart from the blob locks.
         """
         raise NotImplementedError
 

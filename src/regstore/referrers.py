@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import weakref
 from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "referrer_descriptor",
     "referrers_in",
     "referrers_tag",
+    "remove_referrer",
     "sigstore_tags",
     "subject_of_tag",
 ]
@@ -129,34 +131,99 @@ def _index(entries: Sequence[Any], base: Manifest | None) -> Manifest:
     return Manifest.parse(raw, OCI_INDEX)
 
 
-def add_referrer(index: Manifest | None, descriptor: Descriptor) -> Manifest | None:
-    """The referrers index ``index`` plus ``descriptor``, or None when it lists it already.
+def _entry_digest(entry: Any) -> str | None:
+    digest = entry.get("digest") if isinstance(entry, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def add_referrer(
+    index: Manifest | None,
+    descriptor: Descriptor,
+    exists: Callable[[str], bool] | None = None,
+) -> Manifest | None:
+    """The referrers index ``index`` plus ``descriptor``, or None when it lists it already
+    (and nothing was dropped).
 
     The entries already there are kept as they were (exact JSON objects, order), the new one
-    is appended. A missing ``index`` (or one that is not an index) starts a new one.
+    is appended. A missing ``index`` (or one that is not an index) starts a new one. With
+    ``exists``, the entries whose manifest it says is gone (a deleted signature) are dropped:
+    a stale entry would otherwise stay listed forever, and a registry refuses the whole index
+    while it names a manifest it does not have.
     """
     base = index if index is not None and index.is_index else None
     entries: list[Any] = list(base.doc.get("manifests", [])) if base is not None else []
-    if any(e.get("digest") == str(descriptor.digest) for e in entries if isinstance(e, dict)):
+    wanted = str(descriptor.digest)
+    kept = [
+        e
+        for e in entries
+        if exists is None or _entry_digest(e) in (None, wanted) or exists(str(_entry_digest(e)))
+    ]
+    listed = any(_entry_digest(e) == wanted for e in kept)
+    if listed and len(kept) == len(entries):
         return None
-    entries.append(descriptor.to_json())
-    return _index(entries, base)
+    if not listed:
+        kept.append(descriptor.to_json())
+    return _index(kept, base)
+
+
+def remove_referrer(index: Manifest | None, digest: str) -> Manifest | None:
+    """The referrers index ``index`` without the entry of ``digest``, or None when it does not
+    list it. The other entries are kept as they were."""
+    if index is None or not index.is_index:
+        return None
+    entries: list[Any] = list(index.doc.get("manifests", []))
+    kept = [e for e in entries if _entry_digest(e) != str(digest)]
+    if len(kept) == len(entries):
+        return None
+    return _index(kept, index)
 
 
 #: How many times an index update is redone after another writer's change.
 INDEX_UPDATE_ATTEMPTS = 8
 
+
+class _IndexLock:
+    """A ``threading.Lock`` that can be weakly referenced (a bare lock cannot)."""
+
+    __slots__ = ("__weakref__", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (as ``threading.Lock.acquire``)."""
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        """Release the lock."""
+        self._lock.release()
+
+    def locked(self) -> bool:
+        """True while someone holds it."""
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 _locks_guard = threading.Lock()
-_locks: dict[Hashable, threading.Lock] = {}
+# Weak values: an entry lives while some thread holds (or waits for) its lock, so the table
+# does not keep one lock per subject ever indexed for the life of the process.
+_locks: weakref.WeakValueDictionary[Hashable, _IndexLock] = weakref.WeakValueDictionary()
 
 
-def index_lock(key: Hashable) -> threading.Lock:
+def index_lock(key: Hashable) -> _IndexLock:
     """The lock of one referrers index in this process (``key`` names the place and tag), so
-    threads updating the same index take turns instead of racing."""
+    threads updating the same index take turns instead of racing. Hold on to the returned
+    lock while using it (``with index_lock(key):``): a lock nobody holds is forgotten."""
     with _locks_guard:
         lock = _locks.get(key)
         if lock is None:
-            lock = _locks[key] = threading.Lock()
+            lock = _IndexLock()
+            _locks[key] = lock
         return lock
 
 
@@ -165,6 +232,7 @@ def keep_in_index(
     write: Callable[[Manifest], None],
     descriptor: Descriptor,
     attempts: int = INDEX_UPDATE_ATTEMPTS,
+    exists: Callable[[str], bool] | None = None,
 ) -> bool:
     """Make the referrers index that ``read`` returns list ``descriptor``: add it, ``write``
     the new index, read it back; redone while another writer's change hides ours. True once
@@ -172,11 +240,12 @@ def keep_in_index(
 
     No conditional write exists on a registry (nor on every store), so this cannot exclude a
     writer that reads before our write and writes after our read-back; callers serialise their
-    own threads with :func:`index_lock`.
+    own threads with :func:`index_lock` (and stores their processes with the store's lock).
+    ``exists`` drops entries whose manifest is gone (see :func:`add_referrer`).
     """
     current = read()
     for _ in range(attempts):
-        updated = add_referrer(current, descriptor)
+        updated = add_referrer(current, descriptor, exists)
         if updated is None:
             return True
         write(updated)

@@ -19,6 +19,7 @@ one thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -58,6 +59,7 @@ from regstore.hookspecs import (
     BlobStatus,
     BlobWriteHandle,
     StagingEntry,
+    StoreLockHandle,
 )
 from regstore.imagelist import MAX_CONFIG_SIZE, ImageRecord, list_images
 from regstore.manifest import Descriptor, Manifest
@@ -70,6 +72,7 @@ from regstore.referrers import (
     referrer_descriptor,
     referrers_in,
     referrers_tag,
+    remove_referrer,
 )
 from regstore.safetext import redact_store_url
 
@@ -242,6 +245,12 @@ class _StoreHooks(Protocol):
     def regstore_store_exists(self) -> bool: ...
     def regstore_store_describe(self) -> dict[str, Any]: ...
     def regstore_store_close(self) -> list[None]: ...
+    def regstore_store_lock(self, *, key: str, timeout: float | None) -> StoreLockHandle | None: ...
+
+
+#: Up to how many tags a repository's tags are checked before an old referrers index version
+#: is deleted (beyond, it is left for gc).
+_INDEX_PRUNE_TAG_LIMIT = 32
 
 
 class ObjectStore:
@@ -495,6 +504,30 @@ class ObjectStore:
         except NotFoundError:
             return None
 
+    @contextlib.contextmanager
+    def lock(self, key: str, timeout: float | None = None) -> Iterator[bool]:
+        """Hold the store-wide lock ``key`` (``/``-separated words) for the body: exclusive
+        among this process's threads always, and across processes when the backend answers
+        ``regstore_store_lock`` (every backend built on the kit's ``ComposedBlobs`` does).
+        Yields True when the lock also excludes other processes, False when the backend has
+        no such lock (in-process only). Raises StoreError when it cannot be taken within
+        ``timeout`` seconds (None: no limit here, the backend's default there). Not
+        re-entrant: a thread holding ``key`` must not take it again."""
+        local = index_lock(("store-lock", self.url, key))
+        if not local.acquire(timeout=-1 if timeout is None else timeout):
+            raise StoreError(f"could not take the store lock {key!r} within {timeout:g} s")
+        try:
+            handle: StoreLockHandle | None = None
+            if "regstore_store_lock" in self._implemented:
+                handle = self._hooks.regstore_store_lock(key=key, timeout=timeout)
+            try:
+                yield handle is not None
+            finally:
+                if handle is not None:
+                    handle.release()
+        finally:
+            local.release()
+
     def _put_index(self, name: str, tag: str, index: Manifest) -> None:
         self._call(
             self._hooks.regstore_store_put_manifest,
@@ -506,22 +539,82 @@ class ObjectStore:
             partial=False,
         )
 
+    def _drop_old_index(self, name: str, tag: str, old: Manifest | None) -> None:
+        """Delete ``old``, the version of the referrers index ``tag`` just replaced, unless a
+        tag still points at it: each update would otherwise leave one more untagged manifest.
+        In a repository of many tags the check would cost a read per tag on every update, so
+        there the old version is left for gc (:func:`regstore.engine.gc.collect_garbage`)."""
+        if old is None or "regstore_store_delete_manifest" not in self._implemented:
+            return
+        try:
+            tags = self.tags(name)
+        except NotFoundError:
+            return
+        if len(tags) > _INDEX_PRUNE_TAG_LIMIT:
+            return
+        for other in tags:
+            try:
+                if self.manifest(name, other).digest == old.digest:
+                    return
+            except NotFoundError:
+                continue
+        with contextlib.suppress(NotFoundError, UnsupportedError):
+            self.delete_manifest(name, str(old.digest))
+
+    def index_referrer(self, name: str, manifest: Manifest) -> None:
+        """Make sure the referrers index of ``manifest``'s subject lists it (one index read
+        when it does): :meth:`write_manifest` does this after writing a referrer, and a
+        transfer that finds a referrer already stored does it again, which repairs an index
+        that a crash between the two writes left behind. Entries whose manifest is gone are
+        dropped on the way, and the previous version of the index is deleted.
+
+        Raises ValueError for a manifest without ``subject``; StoreError when other writers
+        kept changing the index.
+        """
+        if manifest.subject is None:
+            raise ValueError(f"manifest {manifest.digest} has no subject")
+        self._index_referrer(validate_name(name), manifest)
+
     def _index_referrer(self, name: str, manifest: Manifest) -> None:
         """Add ``manifest`` to its subject's referrers index (a second write after the
-        manifest's; writing the manifest again repairs an index a crash left behind)."""
+        manifest's), under the store lock of that index."""
         assert manifest.subject is not None
         tag = referrers_tag(manifest.subject.digest)
-        with index_lock(("store", self.url, name, tag)):
+        descriptor = referrer_descriptor(manifest)
+        with self.lock(f"referrers/{name}/{tag}"):
+            previous = self._referrers_index(name, tag)
+            if any(d.digest == descriptor.digest for d in referrers_in(previous)):
+                return  # listed: the common case of a repeated transfer costs one read
             done = keep_in_index(
                 lambda: self._referrers_index(name, tag),
                 lambda index: self._put_index(name, tag, index),
-                referrer_descriptor(manifest),
+                descriptor,
+                exists=lambda digest: self.has_manifest(name, digest),
             )
+            if done:
+                self._drop_old_index(name, tag, previous)
         if not done:
             raise StoreError(
                 f"updating the referrers index {name}:{tag}: another writer changed it "
                 f"{INDEX_UPDATE_ATTEMPTS} times in a row"
             )
+
+    def unindex_referrer(self, name: str, subject: str, digest: str) -> None:
+        """Remove ``digest`` from the referrers index of ``subject`` (after the referrer was
+        deleted), under the index's store lock. An index left empty is deleted with its tag;
+        the previous version of the index is deleted too."""
+        name = validate_name(name)
+        tag = referrers_tag(subject)
+        with self.lock(f"referrers/{name}/{tag}"):
+            previous = self._referrers_index(name, tag)
+            updated = remove_referrer(previous, digest)
+            if previous is None or updated is None:
+                return
+            if not updated.manifests:
+                self.delete_tag(name, tag)
+            else:
+                self._put_index(name, tag, updated)
+            self._drop_old_index(name, tag, previous)
 
     def is_partial(self, name: str, digest: str) -> bool:
         """True if the index ``digest`` was stored without all its children."""

@@ -21,6 +21,7 @@ __all__ = [
     "BlobWriteHandle",
     "StagingEntry",
     "StagingKind",
+    "StoreLockHandle",
 ]
 
 
@@ -142,3 +143,12 @@ class BlobWriteHandle(Protocol):
     def commit(self, size: int) -> None: ...
     def close(self) -> None: ...
     def discard(self) -> None: ...
+
+
+@runtime_checkable
+class StoreLockHandle(Protocol):
+    """A held named lock of a store (``regstore_store_lock``): exclusive across every party
+    that writes the store, until :meth:`release`."""
+
+    def release(self) -> None:
+        """Release the lock. Idempotent."""

@@ -7,11 +7,20 @@ it, and so is a backend written from the plugin kit (:mod:`regstore.backends.kit
 from __future__ import annotations
 
 import abc
+import contextlib
 from typing import IO
 
 from regstore.errors import BlobNotFoundError, LayerAlreadyExistsError, LayerLockedError
+from regstore.hookspecs import hookimpl
 from regstore.reference import Digest
-from regstore.storetypes import BlobReadHandle, BlobState, BlobStatus, BlobWriteHandle, StagingEntry
+from regstore.storetypes import (
+    BlobReadHandle,
+    BlobState,
+    BlobStatus,
+    BlobWriteHandle,
+    StagingEntry,
+    StoreLockHandle,
+)
 
 from .base import BackendBase
 from .locks import LockManager
@@ -29,7 +38,8 @@ class ComposedBlobs(BackendBase):
     ``blob_status``, ``open_blob`` and ``blob_writer`` are derived, with the locking rules of
     the contract (a writer is refused while another holds the blob; a blob that completes
     between the first look and the lock is reported complete), as are ``list_staging`` and
-    ``drop_staging`` for the staging part's own entries.
+    ``drop_staging`` for the staging part's own entries, and the named store locks
+    (``regstore_store_lock``) from the lock part's ``mutex``.
     """
 
     staging: BlobStaging
@@ -38,6 +48,23 @@ class ComposedBlobs(BackendBase):
     def blob_lock_key(self, digest: Digest) -> str:
         """The lock part's key of a blob's write lock."""
         return f"blob/{digest.algorithm}/{digest.hex}"
+
+    def named_lock_key(self, key: str) -> str:
+        """The lock part's key of the store lock ``key``: under ``named/``, apart from the
+        blob locks (``blob/...``) and the layouts' own mutexes."""
+        return f"named/{key}"
+
+    def store_lock(self, key: str, timeout: float | None) -> StoreLockHandle:
+        """Take the named store lock ``key`` (see ``regstore_store_lock``) through the lock
+        part's :meth:`~regstore.backends.locks.LockManager.mutex`."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.locks.mutex(self.named_lock_key(key), timeout))
+        return _HeldMutex(stack)
+
+    @hookimpl
+    def regstore_store_lock(self, key: str, timeout: float | None) -> StoreLockHandle | None:
+        with self._translate(f"cannot take the store lock {key}"):
+            return self.store_lock(key, timeout)
 
     @abc.abstractmethod
     def complete_size(self, digest: Digest) -> int | None:
@@ -98,3 +125,15 @@ class ComposedBlobs(BackendBase):
         if entry.active:
             return False
         return self.staging.drop_entry(entry)
+
+
+class _HeldMutex:
+    """A lock part's mutex, held until :meth:`release`."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack: contextlib.ExitStack | None = stack
+
+    def release(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()

@@ -200,6 +200,8 @@ def _tree_lines(nodes: list[ReferrerNode], prefix: str = "") -> list[str]:
             f"{format_size(node.size)}{tag}"
         )
         lines += _tree_lines(node.referrers, prefix + ("    " if last else "│   "))
+        if node.truncated:
+            lines.append(f"{prefix}{'    ' if last else '│   '}└── … (deeper referrers not shown)")
     return lines
 
 

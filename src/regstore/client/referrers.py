@@ -13,25 +13,32 @@ add the new descriptor, write it, read it back. There is no conditional PUT on r
 a concurrent writer is detected by the read-back (our descriptor missing, or another index than
 the one written) and the update is redone, a bounded number of times. In one process the
 updates of one index are serialised by a lock, so threads never race; across processes a
-writer whose read-back passed can still be overwritten by a slower one (the spec's scheme has
-no way to prevent that), which the next push of either referrer repairs.
+writer whose read-back passed can still be overwritten by a slower one (registry 2.8 has no
+conditional PUT, so the spec's scheme has no way to prevent that). Pushing the lost referrer
+again repairs it: a push that finds the referrer already there still makes sure the index lists
+it (:meth:`ReferrersMixin.index_referrer`; the engine does this for every referrer it skips).
+
+An index that still lists a manifest deleted since (``crane delete`` of a signature) is refused
+by registry 2.8 (``MANIFEST_BLOB_UNKNOWN``); the update then drops the entries whose manifest
+is gone (a HEAD each) and writes again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from regstore.client.core import pull_scope
 from regstore.client.errors_map import Operation, http_context
 from regstore.client.listing import ListingMixin
 from regstore.client.manifests import ManifestsMixin
 from regstore.client.transport import Reply
-from regstore.errors import ManifestInvalidError, NotFoundError, RegistryError
+from regstore.errors import ManifestInvalidError, NotFoundError, RegistryError, RegstoreError
 from regstore.manifest import OCI_INDEX, Descriptor, Manifest
 from regstore.reference import Digest, validate_name
 from regstore.referrers import (
     INDEX_UPDATE_ATTEMPTS,
+    add_referrer,
     filter_referrers,
     index_lock,
     keep_in_index,
@@ -64,6 +71,38 @@ class ReferrersMixin(ManifestsMixin, ListingMixin):
         if manifest.subject is not None and not processed:
             self._keep_fallback_index(name, manifest)
         return digest
+
+    def index_referrer(self, name: str, manifest: Manifest) -> None:
+        """Make sure the subject's referrers list ``manifest`` (already pushed): nothing to do
+        on a registry with the referrers API, else its fallback index is read and, when it
+        misses the entry (a push interrupted between the manifest and the index, or a
+        concurrent writer's lost update), updated.
+
+        Raises:
+            ValueError: the manifest has no ``subject``.
+            RegistryError: the fallback index kept changing under every attempt.
+        """
+        if manifest.subject is None:
+            raise ValueError(f"manifest {manifest.digest} has no subject")
+        validate_name(name)
+        subject = manifest.subject.digest
+        op = Operation(
+            "manifest",
+            f"listing referrers of {name}@{subject} on {self.registry}",
+            name=name,
+            reference=str(subject),
+        )
+        url = self._endpoint.url(f"/v2/{name}/referrers/{subject}", None)
+        found = self._paginate_items(
+            url,
+            op,
+            pull_scope(name),
+            lambda reply: self._referrers_page(reply, op),
+            OCI_INDEX + ", application/json",
+            absent_ok=True,
+        )
+        if found is None:  # no referrers API: the fallback index is ours to keep
+            self._keep_fallback_index(name, manifest)
 
     def referrers(
         self, name: str, digest: str, artifact_type: str | Collection[str] | None = None
@@ -138,6 +177,15 @@ class ReferrersMixin(ManifestsMixin, ListingMixin):
             return None
         return found
 
+    def _has_manifest(self, name: str) -> Callable[[str], bool]:
+        def exists(digest: str) -> bool:
+            try:
+                return self.head_manifest(name, digest) is not None
+            except NotFoundError:
+                return False
+
+        return exists
+
     def _keep_fallback_index(self, name: str, manifest: Manifest) -> None:
         """Add ``manifest`` (which has a ``subject``) to its subject's fallback index.
 
@@ -148,7 +196,20 @@ class ReferrersMixin(ManifestsMixin, ListingMixin):
         tag = referrers_tag(manifest.subject.digest)
 
         def write(index: Manifest) -> None:
-            self._put_manifest(name, tag, index)
+            try:
+                self._put_manifest(name, tag, index)
+            except RegstoreError as exc:
+                if exc.http is None or "MANIFEST_BLOB_UNKNOWN" not in exc.http.codes:
+                    raise
+                # the index names a manifest deleted since: drop those entries, write again
+                exists = self._has_manifest(name)
+                pruned = add_referrer(index, referrer_descriptor(manifest), exists)
+                if pruned is None:
+                    raise
+                log.warning(
+                    "%s:%s listed manifests that are gone; dropped them from the index", name, tag
+                )
+                self._put_manifest(name, tag, pruned)
 
         with index_lock(("registry", self.base_url, name, tag)):
             done = keep_in_index(

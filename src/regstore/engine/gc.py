@@ -23,7 +23,11 @@ Referrers (signatures, SBOMs, attestations: manifests with a ``subject``) live a
 subject: once the subject manifest is gone from the repository, gc deletes them, then what
 referred to them (an attestation of a deleted SBOM), the subject's referrers index and cosign's
 ``sha256-<hex>.sig``/``.att``/``.sbom`` tags of it, before collecting blobs, so their blobs go in
-the same run. ``keep_orphan_referrers=True`` keeps them all.
+the same run. A manifest a regular tag points at is never removed this way (an SBOM pulled by
+its own tag without its image is an image of its own); untagged referrers and those only
+supply-chain tags name are. The same pass removes earlier versions of referrers indexes that no
+tag points at any more (each update writes a new version). ``keep_orphan_referrers=True`` keeps
+them all.
 
 The staging area is collected too (``ObjectStore.staging``): what writers that died left
 behind (staged bytes, incomplete multipart uploads, lock files or expired lock objects,
@@ -45,7 +49,7 @@ from regstore.errors import (
     StoreError,
 )
 from regstore.reference import is_digest
-from regstore.referrers import subject_of_tag
+from regstore.referrers import referrers_tag, subject_of_tag
 
 if TYPE_CHECKING:
     from regstore.manifest import Manifest
@@ -189,16 +193,27 @@ def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
         except NotFoundError:  # emptied meanwhile
             continue
         subjects: dict[str, str] = {}
+        manifests: dict[str, Manifest] = {}
         for digest in sorted(present):
-            manifest = _readable(store, repo, digest)
+            manifest = manifests[digest] = _readable(store, repo, digest)
             if manifest.subject is not None:
                 subjects[digest] = str(manifest.subject.digest)
-        for tag in tags:  # referrers indexes and sigstore tags name their subject
-            about = subject_of_tag(tag)
-            if about is None or not store.has_manifest(repo, tag):  # dangling: verify says so
+        targets: set[str] = set()  # what some tag points at
+        named: set[str] = set()  # what a regular (not supply-chain) tag points at
+        for tag in tags:
+            if not store.has_manifest(repo, tag):  # dangling: verify says so
                 continue
-            subjects.setdefault(str(_readable(store, repo, tag).digest), str(about))
-        doomed: list[str] = []
+            digest = str(_readable(store, repo, tag).digest)
+            targets.add(digest)
+            about = subject_of_tag(tag)
+            if about is None:
+                named.add(digest)
+            else:  # referrers indexes and sigstore tags name their subject
+                subjects.setdefault(digest, str(about))
+        doomed = _old_index_versions(manifests, subjects, targets, tags)
+        present.difference_update(doomed)
+        for digest in named:  # a manifest a regular tag names is kept, whatever its subject
+            subjects.pop(digest, None)
         changed = True
         while changed:
             changed = False
@@ -215,6 +230,25 @@ def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
                     continue
             removed.append(f"{repo}@{digest}")
     return removed
+
+
+def _old_index_versions(
+    manifests: dict[str, Manifest], subjects: dict[str, str], targets: set[str], tags: list[str]
+) -> list[str]:
+    """Earlier versions of referrers indexes (each update writes a new one under the same
+    tag): indexes no tag points at and no other index has as a child, listing only
+    referrers of one subject that has a referrers tag."""
+    children = {str(c.digest) for m in manifests.values() for c in m.manifests}
+    old: list[str] = []
+    for digest, manifest in sorted(manifests.items()):
+        if not manifest.is_index or manifest.subject is not None or not manifest.manifests:
+            continue
+        if digest in targets or digest in children:
+            continue
+        listed = {subjects.get(str(c.digest)) for c in manifest.manifests}
+        if len(listed) == 1 and None not in listed and referrers_tag(str(listed.pop())) in tags:
+            old.append(digest)
+    return old
 
 
 def _readable(store: ObjectStore, repo: str, reference: str) -> Manifest:
@@ -269,8 +303,10 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     Returns the digests of the manifests deleted (empty when only a tag went away because
     another tag still points at its manifest). Raises ImageManifestNotFoundError.
     """
-    target = str(store.manifest(name, reference).digest)
+    target_manifest = store.manifest(name, reference)
+    target = str(target_manifest.digest)
     before = _reachable(store, name, {target})
+    subjects = _subjects_of(store, name, before)
     if is_digest(reference):
         store.delete_manifest(name, reference)
     else:
@@ -289,4 +325,22 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         except NotFoundError:
             continue
         deleted.append(digest)
+    # a deleted referrer leaves its subject's referrers index: a stale entry would be
+    # reported by verify and refused by a registry when the index is copied or updated
+    for digest in deleted:
+        if digest in subjects:
+            store.unindex_referrer(name, subjects[digest], digest)
     return deleted
+
+
+def _subjects_of(store: ObjectStore, name: str, digests: set[str]) -> dict[str, str]:
+    """The subject of each manifest of ``digests`` that has one."""
+    found: dict[str, str] = {}
+    for digest in digests:
+        try:
+            manifest = store.manifest(name, digest)
+        except RegstoreError:
+            continue
+        if manifest.subject is not None:
+            found[digest] = str(manifest.subject.digest)
+    return found

@@ -7,6 +7,7 @@ Discovery only; :mod:`.transfer` moves what is found with the same guarantees as
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,10 @@ if TYPE_CHECKING:
     from .model import Image
     from .places import ImageSource
 
+log = logging.getLogger("regstore.engine")
+
 __all__ = [
+    "MAX_TREE_DEPTH",
     "Referrer",
     "ReferrerNode",
     "ReferrerTree",
@@ -85,6 +89,8 @@ class ReferrerNode:
     size: int
     tag: str | None = None
     referrers: list[ReferrerNode] = field(default_factory=list)
+    #: True when this node's own referrers were not read: it lies :data:`MAX_TREE_DEPTH` deep
+    truncated: bool = False
 
     @property
     def kind(self) -> str:
@@ -106,7 +112,13 @@ class ReferrerNode:
             "size": self.size,
             "tag": self.tag,
             "referrers": [r.as_dict() for r in self.referrers],
+            **({"truncated": True} if self.truncated else {}),
         }
+
+
+#: How deep :func:`referrer_tree` follows referrers of referrers (a signature of an SBOM of an
+#: image is 2 deep); a longer chain is cut there, marked ``truncated``, with a warning.
+MAX_TREE_DEPTH = 64
 
 
 @dataclass
@@ -118,6 +130,8 @@ class ReferrerTree:
     media_type: str
     referrers: list[ReferrerNode] = field(default_factory=list)
     children: dict[str, tuple[str, list[ReferrerNode]]] = field(default_factory=dict)
+    #: True when a chain of referrers was cut at :data:`MAX_TREE_DEPTH`
+    truncated: bool = False
 
     @property
     def count(self) -> int:
@@ -138,6 +152,7 @@ class ReferrerTree:
                 {"digest": d, "platform": p, "referrers": [r.as_dict() for r in nodes]}
                 for d, (p, nodes) in self.children.items()
             ],
+            **({"truncated": True} if self.truncated else {}),
         }
 
 
@@ -150,8 +165,11 @@ def referrer_tree(image: Image, artifact_types: Sequence[str] = ()) -> ReferrerT
     top = source.manifest(image.reference)
     seen = {str(top.digest)} | {str(c.digest) for c in top.manifests}
 
-    def walk(subject: str) -> list[ReferrerNode]:
-        nodes = []
+    truncated = False
+
+    def walk(subject: str, depth: int = 1) -> list[ReferrerNode]:
+        nonlocal truncated
+        nodes: list[ReferrerNode] = []
         for found in find_referrers(source, subject, artifact_types):
             if found.digest in seen:
                 continue
@@ -166,7 +184,10 @@ def referrer_tree(image: Image, artifact_types: Sequence[str] = ()) -> ReferrerT
             node = ReferrerNode(
                 str(manifest.digest), manifest.media_type, artifact_type, size, found.tag
             )
-            node.referrers = walk(str(manifest.digest))
+            if depth < MAX_TREE_DEPTH:
+                node.referrers = walk(str(manifest.digest), depth + 1)
+            elif find_referrers(source, str(manifest.digest), artifact_types):
+                node.truncated = truncated = True
             nodes.append(node)
         return nodes
 
@@ -175,4 +196,11 @@ def referrer_tree(image: Image, artifact_types: Sequence[str] = ()) -> ReferrerT
         nodes = walk(str(child.digest))
         if nodes:
             tree.children[str(child.digest)] = (str(child.platform or "-"), nodes)
+    if truncated:
+        tree.truncated = True
+        log.warning(
+            "the referrers of %s form a chain deeper than %d; the tree is cut there",
+            image,
+            MAX_TREE_DEPTH,
+        )
     return tree

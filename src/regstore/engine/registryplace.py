@@ -129,3 +129,10 @@ class RegistryPlace:
         """PUT the manifest under ``tag``, or under its digest (a referrer's PUT also keeps
         its subject's referrers tag index when the registry does not process ``subject``)."""
         self.client.put_image_manifest(self.name, tag or str(manifest.digest), manifest)
+
+    def index_referrer(self, manifest: Manifest) -> None:
+        """Make sure the subject's referrers list ``manifest`` (already pushed), when the
+        client can (``index_referrer``; a test double may lack it)."""
+        index_referrer = getattr(self.client, "index_referrer", None)
+        if index_referrer is not None:
+            index_referrer(self.name, manifest)

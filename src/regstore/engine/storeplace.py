@@ -118,3 +118,7 @@ class StorePlace:
     def put_manifest(self, manifest: Manifest, tag: str | None, partial: bool) -> None:
         """Write the manifest (partial only for an index)."""
         self.store.write_manifest(self.name, tag, manifest, partial=partial and manifest.is_index)
+
+    def index_referrer(self, manifest: Manifest) -> None:
+        """Make sure the subject's referrers index lists ``manifest`` (already stored)."""
+        self.store.index_referrer(self.name, manifest)

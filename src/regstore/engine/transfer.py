@@ -295,8 +295,30 @@ def transfer_image(
         plan, dst, tag, plan.partial and result.rewritten_from is None, result, reporter
     )
     if options.referrers:
+        if rewritten_from is not None:
+            _warn_rewritten_referrers(src, str(rewritten_from), plan, options, reporter)
         _move_referrers(plan, src, dst, scheduler, reporter, options, mount_from, result)
     return result
+
+
+def _warn(reporter: Reporter, digest: str, message: str) -> None:
+    log.warning("%s", message)
+    reporter.emit(EventKind.WARNING, digest, error=message)
+
+
+def _warn_rewritten_referrers(
+    src: ImageSource, index: str, plan: ImagePlan, options: TransferOptions, reporter: Reporter
+) -> None:
+    """Say which referrers of the source index stay behind: the index moved was rewritten to
+    the platforms taken (a new digest), which they do not refer to."""
+    left = [f.digest for f in find_referrers(src, index, options.referrer_types)]
+    if left:
+        _warn(
+            reporter,
+            index,
+            f"the index {index} was rewritten to the platforms taken (now {plan.top.digest}); "
+            f"its referrers are left out: {', '.join(left)}",
+        )
 
 
 def _move_blobs(
@@ -392,7 +414,18 @@ def _move_referrers(
             if found.digest in seen:
                 continue
             seen.add(found.digest)
-            referrer = _plan(src, found.reference, plain)
+            try:
+                referrer = _plan(src, found.reference, plain)
+            except ImageManifestNotFoundError:
+                # listed but gone (a signature deleted while the index kept its entry): the
+                # image and its other referrers still move
+                _warn(
+                    reporter,
+                    found.digest,
+                    f"{found.digest} is listed as a referrer of {subject} but its manifest "
+                    "is missing; left out",
+                )
+                continue
             if found.tag is None and (
                 referrer.top.subject is None or str(referrer.top.subject.digest) != subject
             ):
@@ -409,10 +442,20 @@ def _move_referrers(
             seen.add(str(referrer.top.digest))
             at = found.tag or str(referrer.top.digest)
             if options.skip_unchanged and dst.manifest_digest(at) == str(referrer.top.digest):
+                if found.tag is None:  # repair an index a crash left without it
+                    _keep_listed(dst, referrer.top)
                 continue
             _move_blobs(referrer, src, dst, scheduler, reporter, options, mount_from, result)
             _write_manifests(referrer, dst, found.tag, False, result, reporter)
             result.referrers.append(referrer.top.digest)
+
+
+def _keep_listed(dst: ImageSink, referrer: Manifest) -> None:
+    """Make sure the sink's referrers index lists ``referrer`` (already there): sinks that
+    keep an index answer ``index_referrer`` (one index read when it is listed)."""
+    index_referrer = getattr(dst, "index_referrer", None)
+    if index_referrer is not None:
+        index_referrer(referrer)
 
 
 def run_one(

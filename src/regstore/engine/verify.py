@@ -26,9 +26,11 @@ Problems (``Problem.kind``):
 - ``damaged-blob``: a blob does not hash to its digest, or its size differs from the one in
   the referring manifests;
 - ``missing-subject``: a referrer (a manifest with ``subject``: a signature, an SBOM) whose
-  subject manifest is not stored in its repository (``gc`` removes such referrers);
+  subject manifest is not stored in its repository (``gc`` removes such referrers, but for
+  those a regular tag names);
 - ``unindexed-referrer``: a referrer its subject's referrers index does not list (a write
-  interrupted between the two; pulling the referrer again lists it).
+  interrupted between the two; pulling the image again with referrers lists it: a referrer
+  found already stored is added to its index then).
 """
 
 from __future__ import annotations
@@ -263,7 +265,7 @@ def verify(
                         repo,
                         str(digest),
                         f"the referrers index of {manifest.subject.digest} does not list it; "
-                        "pull it again",
+                        "pull or copy its image again with --referrers",
                     )
                 )
             for blob in manifest.blobs:

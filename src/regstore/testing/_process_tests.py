@@ -17,7 +17,7 @@ from regstore.store import ObjectStore
 from regstore.storetypes import BlobState, StagingKind
 
 from ._suite import SuiteSettings, assert_unsupported, in_thread
-from .builders import Blob, oci_image, random_bytes, write_image
+from .builders import Blob, oci_artifact, oci_image, random_bytes, write_blob, write_image
 from .processes import CHILD_SCRIPT, ChildProcess, hold_writer, killed_writer
 
 __all__ = ["LOCK_EXPIRY_GRACE", "ProcessTests"]
@@ -180,6 +180,47 @@ class ProcessTests(SuiteSettings):
         expected = sorted(f"{p}-{i}" for p in ("p", "q") for i in range(count))
         assert store.tags("shared/repo") == expected
         assert store.manifest("shared/repo", "q-19").raw == image.raw
+
+    def test_concurrent_referrers_from_several_processes_are_all_indexed(
+        self,
+        store: ObjectStore,
+        store_url: str | None,
+        request: pytest.FixtureRequest,
+    ) -> None:
+        # Each referrer write reads its subject's referrers index, adds itself and writes it
+        # back: without a lock shared by the processes (``regstore_store_lock``) one process
+        # overwrites another's update and referrers go missing from the index.
+        assert store_url, "CrossProcessConformance needs the store_url fixture"
+        subject = oci_image(seed=75)
+        write_image(store, "shared/signed", "v1", subject)
+        empty_config = oci_artifact(subject).blobs[0]
+        write_blob(store, empty_config)  # shared by every referrer: not a blob race here
+        children = self._children(request)
+        workers, count = self.referrer_processes, self.referrers_per_process
+        for worker in range(workers):
+            children.append(ChildProcess(CHILD_SCRIPT, store_url, "referrers", "shared/signed",
+                                         "75", str(worker), str(count),
+                                         timeout=self.process_timeout,
+                                         plugins=self.child_plugins))  # fmt: skip
+        for child in children:
+            child.expect("ready")
+        for child in children:
+            child.send("go")
+        for child in children:
+            child.expect("done")
+            child.finish()
+        stored = [
+            d
+            for d in store.manifests("shared/signed")
+            if store.manifest("shared/signed", d).subject
+        ]
+        assert len(stored) == workers * count
+        listed = {d.digest for d in store.referrers("shared/signed", subject.digest)}
+        missing = set(stored) - listed
+        assert not missing, (
+            f"{len(missing)} of {len(stored)} referrers written by {workers} processes are not "
+            "in their subject's referrers index (lost updates)"
+        )
 
     def test_a_killed_writers_lock_does_not_outlive_it(
         self,

@@ -49,6 +49,9 @@ class SuiteSettings:
     thread_timeout: ClassVar[float] = 20.0
     #: Seconds a cross-process test waits for a child process.
     process_timeout: ClassVar[float] = 60.0
+    #: Child processes, and referrers each writes, in the cross-process referrers-index test.
+    referrer_processes: ClassVar[int] = 3
+    referrers_per_process: ClassVar[int] = 5
 
     # -- capability switches ------------------------------------------------------------------
     #: delete_manifest, delete_tag and delete_blob work (False: they raise UnsupportedError).

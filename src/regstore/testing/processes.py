@@ -45,8 +45,9 @@ __all__ = [
 #: What a child does, by mode (argv: url mode ...). Modes: ``hold`` (take a blob's writer,
 #: write some bytes, say "holding", then "commit" or "close" at the cue), ``stream`` (write a
 #: blob slowly in small chunks until killed), ``race`` (take the writer at the cue, or wait for
-#: the winner), ``tag`` (tag a manifest many times at the cue), ``memory`` (stream a generated
-#: blob through a writer and a reader and report the peak memory, see
+#: the winner), ``tag`` (tag a manifest many times at the cue), ``referrers`` (write referrers
+#: of one subject at the cue: each updates the subject's referrers index), ``memory`` (stream a
+#: generated blob through a writer and a reader and report the peak memory, see
 #: :mod:`regstore.testing.memory`).
 CHILD_SCRIPT = r"""
 import importlib, os, sys, time
@@ -111,6 +112,17 @@ elif mode == "tag":  # name manifest-file prefix count: tag the manifest count t
     cue()
     for i in range(count):
         store.write_manifest(name, f"{prefix}-{i}", manifest)
+    say("done")
+elif mode == "referrers":  # name subject-seed worker count: write count referrers of it
+    from regstore.testing.builders import oci_artifact, oci_image, write_image
+
+    name, worker, count = sys.argv[3], sys.argv[5], int(sys.argv[6])
+    subject = oci_image(seed=int(sys.argv[4]))
+    say("ready")
+    cue()
+    for i in range(count):
+        payload = ('{"worker":"%s","n":%d}' % (worker, i)).encode()
+        write_image(store, name, None, oci_artifact(subject, payload=payload))
     say("done")
 elif mode == "memory":  # size chunk-size seed: stream a generated blob, report memory
     from regstore.testing.memory import stream_blob_through
