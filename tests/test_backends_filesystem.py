@@ -5,6 +5,7 @@ fsspec backend on a local filesystem, and filesystem specifics (URLs, paths, the
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -262,3 +263,43 @@ def test_staging_writes_back_while_the_blob_arrives_and_still_fsyncs_before_the_
     assert "replace" in kinds and "fsync" in kinds[: kinds.index("replace")]
     with store.layer(digest).reader() as reader:
         assert reader.read() == data
+
+
+@pytest.mark.parametrize(
+    ("code", "fails"), [(errno.EIO, True), (errno.ENOSPC, True), (errno.ENOSYS, False)]
+)
+def test_a_writeback_error_fails_the_write_and_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, fails: bool
+) -> None:
+    """sync_file_range hands the file's write error to its caller once; the fsync on close
+    would not see it again, so swallowing it published a blob that never reached the disk.
+    Only "not supported here" turns writeback off."""
+    import hashlib
+    import os
+
+    from regstore.backends import filesystem
+
+    def failing_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    window = 1024 * 1024
+    monkeypatch.setattr(filesystem, "WRITEBACK_WINDOW", window)
+    monkeypatch.setattr(filesystem, "_sync_file_range", failing_range)
+    data = os.urandom(3 * window)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = open_store(str(tmp_path / "store"))
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    if fails:
+        with pytest.raises(RegstoreError, match=os.strerror(code)):
+            for start in range(0, len(data), window):
+                writer.write(data[start : start + window])
+            writer.commit()
+        writer.discard()
+        assert not store.layer(digest).exists()
+    else:
+        for start in range(0, len(data), window):
+            writer.write(data[start : start + window])
+        writer.commit()
+        with store.layer(digest).reader() as reader:
+            assert b"".join(reader.chunks()) == data

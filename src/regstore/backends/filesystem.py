@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import sys
 import urllib.parse
@@ -146,6 +147,9 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], None] | None:
 
 
 _sync_file_range = _load_sync_file_range()
+#: What sync_file_range answers where it cannot work (another kernel, a pipe, a filesystem
+#: without it); every other error is a real write error of the staged file.
+_WRITEBACK_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ESPIPE})
 # sync_file_range's flags (linux/fs.h)
 SYNC_FILE_RANGE_WAIT_BEFORE = 1
 SYNC_FILE_RANGE_WRITE = 2
@@ -197,8 +201,13 @@ class _AppendFile:
                     | SYNC_FILE_RANGE_WRITE
                     | SYNC_FILE_RANGE_WAIT_AFTER,
                 )
-        except OSError:  # not supported here: the fsync on close does it all, as before
-            self._writeback = None
+        except OSError as error:
+            if error.errno not in _WRITEBACK_UNSUPPORTED:
+                # An I/O error or a full disk: sync_file_range has now reported the file's
+                # writeback error, so the fsync on close would not see it again and a blob
+                # whose pages never reached the disk would be published. Fail the write.
+                raise
+            self._writeback = None  # not supported here: the fsync on close does it all
             return
         self._waited, self._started = self._started, self._end
 
