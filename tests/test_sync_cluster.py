@@ -470,6 +470,22 @@ def test_a_store_url_with_credentials_is_refused(tmp_path: Path) -> None:
     assert "very-secret-value" not in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("memory://mirror", "lives in one process"), ("mirror/store", "is relative"),
+     ("file://mirror", "is relative")],
+)  # fmt: skip
+def test_a_store_the_workers_cannot_share_is_refused(tmp_path: Path, url: str, says: str) -> None:
+    # each worker process would fill its own memory:// (lost when the cluster closes) or its
+    # own relative directory, while the report said every image had moved
+    sync = tmp_path / "s.yaml"
+    sync.write_text("sources:\n  - registry: 127.0.0.1:1\n    repositories: [a]\n")
+    env = cli_environment(tmp_path / "home")
+    run = run_cli(["--store", url, "sync", str(sync), "--workers", "1"], env)
+    assert run.process.returncode == 2, str(run)
+    assert says in run.stderr
+
+
 # -- inside a cluster (in-process LocalCluster, 2 worker processes) ----------------------------
 
 

@@ -210,8 +210,22 @@ def _connect(distributed: Any, options: ClusterOptions) -> Any:
 
 
 def check_store_url(url: str) -> None:
-    """Refuse a store URL with credentials in it: it would travel in every task. The workers'
-    backends find credentials in their own environment (``AWS_ACCESS_KEY_ID`` ... for S3)."""
+    """Refuse a store URL the workers cannot share: one with credentials in it (it would travel
+    in every task; the workers' backends find credentials in their own environment,
+    ``AWS_ACCESS_KEY_ID`` ... for S3), ``memory://`` (each worker process would fill its own
+    and lose it when the cluster closes) and a relative path (each worker would resolve it in
+    its own working directory)."""
+    scheme, _, rest = url.partition("://") if "://" in url else ("", "", url)
+    if scheme == "memory":
+        raise UsageError(
+            f"the store {redact_store_url(url)} lives in one process: every cluster worker "
+            "would fill its own and lose it; sync into a file://, s3:// or az:// store"
+        )
+    if scheme in ("", "file") and not rest.startswith("/"):
+        raise UsageError(
+            f"the store path {redact_store_url(url)} is relative: every cluster worker would "
+            "resolve it in its own working directory; give an absolute path"
+        )
     if store_url_secrets(url):
         raise UsageError(
             f"the store URL {redact_store_url(url)} carries credentials, which would be sent to "
