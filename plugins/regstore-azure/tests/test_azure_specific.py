@@ -15,11 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import regstore.plugins
-from regstore import ObjectStore, open_store
+from regstore import Digest, ObjectStore, open_store
 from regstore.errors import DigestMismatchError, LayerLockedError, StoreError
 from regstore.hookspecs import BlobState
 from regstore.manifest import Manifest
@@ -417,3 +417,37 @@ def test_secrets_never_show_in_errors_reprs_or_logs(
         output = result.stdout + result.stderr
         assert wrong_key not in output and "SIGSECRET" not in output, output
         assert "az://" in output, output
+
+
+def test_a_writer_that_lost_its_lease_stages_and_commits_nothing_more(
+    azure_store_factory: Callable[..., ObjectStore], azurite: AzuriteServer, azure_container: str
+) -> None:
+    # A writer that stalled past its lease must not touch the staging blob again: its Put Block
+    # List would discard the blocks of the writer that took over, and its blocks mix with them.
+    store = azure_store_factory("lost")
+    data, digest = _blob(10 * MiB, seed=9)
+    staging = _staging_name("lost", digest)
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    writer.write(data[: 5 * MiB])  # one 4 MiB block staged
+    backend = cast(Any, store.backend)
+    locks = backend.lease_locks
+    lease = locks._leases[locks._blob_name(backend.blob_lock_key(Digest(digest)))]
+    lease._state.lost = "the lease ran out while the writer stalled (simulated)"
+    with pytest.raises(StoreError, match="simulated"):
+        writer.write(data[5 * MiB :])
+    with pytest.raises(StoreError, match="simulated"):
+        writer.discard()  # nor deletes what its successor may be writing
+    committed, uncommitted = _blocks(azurite, azure_container, staging)
+    assert committed == [] and [b.size for b in uncommitted] == [4 * MiB]  # nothing more
+
+
+def test_anonymous_reads_go_to_the_given_account_url() -> None:
+    # adlfs (reads, listings) used to get only the account name and so the public cloud's
+    # endpoint, while block and lease calls went to account_url
+    url = "az://box/p?account_url=https://mirror.example.invalid/acct&anon=1&account_name=acct"
+    store = open_store(url)
+    try:
+        assert cast(Any, store.backend).fs.account_host == "mirror.example.invalid/acct"
+    finally:
+        store.close()

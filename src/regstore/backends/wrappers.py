@@ -47,6 +47,7 @@ from regstore.hookspecs import (
     BlobStatus,
     BlobWriteHandle,
     StagingEntry,
+    StoreLockHandle,
     hookimpl,
 )
 
@@ -171,6 +172,13 @@ class StoreWrapper:
             return (yield)
 
     @hookimpl(wrapper=True)
+    def regstore_store_lock(
+        self,
+    ) -> Generator[None, StoreLockHandle | None, StoreLockHandle | None]:
+        with self.around("lock"):
+            return (yield)
+
+    @hookimpl(wrapper=True)
     def regstore_store_exists(self) -> Generator[None, bool, bool]:
         with self.around("exists"):
             return (yield)
@@ -192,9 +200,10 @@ class StoreWrapper:
 class ReadOnlyGuard:
     """Refuses every change to the store, before the backend sees it.
 
-    Manifest and tag writes and deletions, taking a blob writer, deleting or quarantining a
-    blob and dropping staging leftovers raise :class:`~regstore.errors.StoreReadOnlyError`;
-    reading, listing, waiting and ``describe`` (which adds ``"read_only": True``) pass.
+    Manifest and tag writes and deletions, taking a blob writer or a store lock, deleting or
+    quarantining a blob and dropping staging leftovers raise
+    :class:`~regstore.errors.StoreReadOnlyError`; reading, listing, waiting and ``describe``
+    (which adds ``"read_only": True``) pass.
     ``url`` (already redacted) names the store in the error.
     """
 
@@ -246,6 +255,13 @@ class ReadOnlyGuard:
     def regstore_store_drop_staging(self, entry: StagingEntry) -> Generator[None, bool, bool]:
         where = getattr(entry, "location", None) or "an entry"  # not validated yet: be lenient
         self._refuse(f"remove {where} from the staging area")
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def regstore_store_lock(
+        self, key: str
+    ) -> Generator[None, StoreLockHandle | None, StoreLockHandle | None]:
+        self._refuse(f"take the store lock {key}")  # it is taken only to change the store
         return (yield)
 
     @hookimpl(wrapper=True)

@@ -328,8 +328,9 @@ def build_clients(container: str, options: dict[str, Any]) -> tuple[Any, Any]:
 
             client = ContainerClient(account_url, container, credential=DefaultAzureCredential())
             fs_kwargs = {"account_name": account, "anon": False}
-            if options["account_url"]:
-                fs_kwargs["account_host"] = account_url.split("://", 1)[-1]
+        if options["account_url"] and "connection_string" not in fs_kwargs:
+            # reads and listings (adlfs) must go where the block and lease calls go
+            fs_kwargs["account_host"] = account_url.split("://", 1)[-1]
         # Other processes write the same container: never answer from a stale listing. (Stores
         # opened with the same options share one filesystem and its connection pool: fsspec
         # caches instances by their arguments.)

@@ -30,7 +30,7 @@ to a plain listing) with their staged size, so ``regstore gc`` removes abandoned
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from regstore.backends.kit import (
@@ -60,9 +60,18 @@ class BlockStream:
     Memory: one block buffer (grown as bytes arrive, up to the block size, then reused).
     """
 
-    def __init__(self, objects: AzureObjects, name: str, blocks: list[Block]) -> None:
+    def __init__(
+        self,
+        objects: AzureObjects,
+        name: str,
+        blocks: list[Block],
+        check_lease: Callable[[], None] = lambda: None,
+    ) -> None:
         self._objects = objects
         self._name = name
+        # A writer that outlived its lease must not touch the staging blob again: its next
+        # Put Block List would discard the uncommitted blocks of the writer that took over.
+        self._check_lease = check_lease
         self._ids = [b.id for b in blocks]
         self._staged = sum(b.size for b in blocks)
         self._committed = all(b.committed for b in blocks)
@@ -85,6 +94,7 @@ class BlockStream:
         except ValueError as exc:  # Azure's 50,000 blocks: a blob of over 100 TiB
             raise StoreError(f"cannot stage more of {self._name}: {exc}") from None
         view = memoryview(self._buffer)[: self._filled]
+        self._check_lease()
         self._objects.stage_block(self._name, identifier, view)
         self._ids.append(identifier)
         self._staged += self._filled
@@ -112,6 +122,7 @@ class BlockStream:
         self._stage()
         self._buffer = bytearray()
         if not self._committed and self._ids:
+            self._check_lease()
             self._objects.commit_blocks(self._name, self._ids)
             self._committed = True
 
@@ -136,7 +147,13 @@ class AzureBlockStaging(FsspecStagingArea, AppendStaging):
         return sum(b.size for b in self.blocks(digest))
 
     def append(self, digest: Digest) -> StagingStream:
-        return BlockStream(self.store.objects, self.name(digest), self.blocks(digest))
+        key = self.store.blob_lock_key(digest)
+        return BlockStream(
+            self.store.objects,
+            self.name(digest),
+            self.blocks(digest),
+            lambda: self.store.lease_locks.check_held(key),
+        )
 
     def iterate(self, digest: Digest, chunk_size: int) -> Iterator[bytes]:
         name = self.name(digest)
@@ -159,6 +176,8 @@ class AzureBlockStaging(FsspecStagingArea, AppendStaging):
         self.drop(digest)
 
     def drop(self, digest: Digest) -> None:
+        # only under a live lease: a writer that lost it would delete its successor's blocks
+        self.store.lease_locks.check_held(self.store.blob_lock_key(digest))
         name = self.name(digest)
         committed, uncommitted = self.store.objects.block_list(name)
         if uncommitted:
