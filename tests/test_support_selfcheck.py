@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from tests.support.skopeo import (
     skopeo_inspect_raw,
     umoci_unpack,
 )
+from tests.support.soak import CliRun
 from tests.support.token_server import TokenServer, parse_scope
 
 MANIFEST_ACCEPT = ", ".join(
@@ -505,3 +507,16 @@ def test_registry_on_moto_s3_accepts_a_blob(
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket.bucket).get("Contents", [])]
     hexdigest = sha256_digest(data)[7:]
     assert f"registry/docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data" in keys
+
+
+def test_a_run_that_exits_before_its_kill_keeps_its_output() -> None:
+    # kill_when's condition can come true just as the process exits; kill() then found it gone
+    # and returned without collecting stdout, so a kill loop read "" from a completed --json run
+    run = CliRun(["--version"], dict(os.environ))
+    deadline = time.monotonic() + 60
+    while run.process.poll() is None:  # exited, output not yet collected
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert run.kill() is False
+    assert run.process.returncode == 0
+    assert "regstore" in run.stdout

@@ -136,6 +136,9 @@ class CliRun:
     def kill(self) -> bool:
         """SIGKILL (no cleanup of any kind runs); False if it had already exited."""
         if self.process.poll() is not None:
+            # it exited between the caller's check and now: collect its output all the same
+            # (a run taken for "not killed" with empty stdout failed a kill loop once)
+            self.wait(30)
             return False
         self.process.send_signal(signal.SIGKILL)
         self.killed = True
