@@ -394,6 +394,26 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         'curl -s -f -o /dev/null -X PUT -H "Content-Type: application/octet-stream" '
         '-T "$2" "$loc&digest=$3"'
     )
+
+    def ingest_ceiling() -> Runner:
+        """The registry's own ingest of the big blob: one monolithic curl PUT into a fresh
+        target (a new Runner each time: runners keep their samples)."""
+        return Runner(
+            "curl PUT (ingest)",
+            "ceiling",
+            lambda i: [
+                "bash",
+                "-c",
+                curl_put,
+                "curl-put",
+                f"http://{target(i)}",
+                str(blob_file),
+                big_digest,
+            ],
+            prepare=new_target,
+            cleanup=stop_target,
+        )
+
     out.append(
         Workload(
             "push-big",
@@ -420,21 +440,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     prepare=new_target,
                     cleanup=stop_target,
                 ),
-                Runner(
-                    "curl PUT (ingest)",
-                    "ceiling",
-                    lambda i: [
-                        "bash",
-                        "-c",
-                        curl_put,
-                        "curl-put",
-                        f"http://{target(i)}",
-                        str(blob_file),
-                        big_digest,
-                    ],
-                    prepare=new_target,
-                    cleanup=stop_target,
-                ),
+                ingest_ceiling(),
             ],
             targets=[("curl PUT (ingest)", 0.95)],
         )
@@ -468,21 +474,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     prepare=new_target,
                     cleanup=stop_target,
                 ),
-                Runner(
-                    "curl PUT (ingest)",
-                    "ceiling",
-                    lambda i: [
-                        "bash",
-                        "-c",
-                        curl_put,
-                        "curl-put",
-                        f"http://{target(i)}",
-                        str(blob_file),
-                        big_digest,
-                    ],
-                    prepare=new_target,
-                    cleanup=stop_target,
-                ),
+                ingest_ceiling(),
             ],
             targets=[("skopeo", 1.0)],
         )
