@@ -28,7 +28,9 @@ import contextlib
 import ctypes
 import errno
 import os
+import stat
 import sys
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -75,9 +77,18 @@ class _Confinement:
     """Checks that paths under a store root resolve inside its real path (see the module
     docstring); the root itself may be a symbolic link."""
 
+    #: How long a directory seen to be a real one (not a link) is taken on trust, in seconds.
+    #: A store's tree is checked on every access (a sync of 300 tags makes thousands), and
+    #: ``os.path.realpath`` stats every component of the path each time; a directory of the
+    #: store that was no link a moment ago is not re-examined for this long. (Swapping one for
+    #: a link is the concurrent race this class does not claim to stop.)
+    TRUSTED_FOR = 1.0
+
     def __init__(self, root: str) -> None:
         self.root = root
         self.real_root = os.path.realpath(root)
+        self._prefix = root.rstrip(os.sep) + os.sep
+        self._real_dirs: dict[str, float] = {}  # directory under the root -> trusted until
 
     def _inside(self, real: str) -> bool:
         return real == self.real_root or real.startswith(self.real_root.rstrip(os.sep) + os.sep)
@@ -86,9 +97,37 @@ class _Confinement:
         """``path`` if everything it resolves through stays inside the root, else raise
         StoreEscapeError naming the link. Components that do not exist yet are fine: regstore
         creates them as plain directories and files."""
-        if not self._inside(os.path.realpath(path)):
+        if not self._plain(path) and not self._inside(os.path.realpath(path)):
             raise self._escape(path)
         return path
+
+    def _plain(self, path: str) -> bool:
+        """True if ``path`` lies under the root and no component below the root is a link (a
+        component that does not exist ends the walk: nothing below it exists either). False
+        means: resolve it the slow way (a link, ``..``, or a path outside the root)."""
+        if not path.startswith(self._prefix):
+            return False
+        parts = path[len(self._prefix) :].split(os.sep)
+        if any(part in ("", ".", "..") for part in parts):
+            return False
+        now = time.monotonic()
+        probe = self._prefix[:-1]
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            probe = probe + os.sep + part
+            if i < last and self._real_dirs.get(probe, 0.0) > now:
+                continue
+            try:
+                mode = os.lstat(probe).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return True
+            if stat.S_ISLNK(mode):
+                return False
+            if stat.S_ISDIR(mode):
+                if len(self._real_dirs) >= 4096:  # a walk of a large store: start afresh
+                    self._real_dirs.clear()
+                self._real_dirs[probe] = now + self.TRUSTED_FOR
+        return True
 
     def check_parent(self, path: str) -> str:
         """``path`` if its directory stays inside the root (for a rename or unlink, which act

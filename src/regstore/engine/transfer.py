@@ -41,6 +41,7 @@ __all__ = [
     "TransferOptions",
     "destination_tag",
     "fit_to_sink",
+    "image_workers",
     "plan_image",
     "resolve_destination",
     "transfer_image",
@@ -481,6 +482,20 @@ def run_one(
         scheduler.shutdown()
 
 
+#: Images planned at once per blob slot: planning an image is waiting for the registry (a
+#: HEAD, a manifest GET), not moving bytes; the blob pool alone bounds the bytes in flight.
+IMAGES_PER_BLOB_SLOT = 2
+MAX_IMAGE_WORKERS = 16
+
+
+def image_workers(concurrency: int) -> int:
+    """How many images :func:`transfer_many` plans at once for a blob ``concurrency`` (1 keeps
+    a run strictly one image at a time)."""
+    if concurrency <= 1:
+        return 1
+    return min(concurrency * IMAGES_PER_BLOB_SLOT, max(concurrency, MAX_IMAGE_WORKERS))
+
+
 def transfer_many(
     jobs: Sequence[tuple[Image, Image]],
     *,
@@ -498,8 +513,10 @@ def transfer_many(
 ) -> BatchResult:
     """Move many images through one bounded blob pool; each digest moves once per destination.
 
-    Images are planned in parallel (``concurrency`` at a time) and share the blob pool, so a
-    sync gets parallelism across images, not only across the layers of one. A failed image does
+    Images are planned in parallel (:func:`image_workers`: twice ``concurrency`` at a time, at
+    most 16 unless ``concurrency`` is higher, since planning waits on the registry) and share
+    the blob pool of ``concurrency`` blobs, so a sync gets parallelism across images, not only
+    across the layers of one. A failed image does
     not stop the others: its outcome says why (``keep_going=False`` instead cancels the images
     not yet started once one fails). ``skip_unchanged`` makes a destination tag that already
     points at the source's manifest digest cost one HEAD and move nothing (with ``referrers``,
@@ -539,7 +556,7 @@ def transfer_many(
         return ImageOutcome(str(source), res.destination, status, result=res)
 
     images = ThreadPoolExecutor(
-        max(1, min(concurrency, len(jobs) or 1)), thread_name_prefix="regstore-image"
+        max(1, min(image_workers(concurrency), len(jobs) or 1)), thread_name_prefix="regstore-image"
     )
     try:
         outcomes = list(images.map(one, jobs))

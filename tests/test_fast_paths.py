@@ -1,0 +1,144 @@
+"""The shortcuts taken for speed (issue 16) keep what they shortcut.
+
+- A directory store trusts a directory it saw to be no link for a second only: a link swapped
+  in later is still refused.
+- The transport reads the environment's proxy settings once per origin, and still honours them.
+- ``transfer_many`` plans more images at once than it moves blobs, except at concurrency 1.
+- A chunked push uses the library's chunk size; a download's retry budget does not follow it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from regstore import open_store
+from regstore.backends import filesystem
+from regstore.client.transport import _Session
+from regstore.digest import digest_bytes
+from regstore.engine import blobs as engine_blobs
+from regstore.engine.transfer import MAX_IMAGE_WORKERS, image_workers
+from regstore.errors import StoreEscapeError
+
+
+def _blob_dir(root: Path, digest: str) -> Path:
+    hexpart = digest.split(":", 1)[1]
+    return root / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexpart[:2]
+
+
+def _write_blob(store: Any, data: bytes) -> str:
+    digest = str(digest_bytes(data))
+    with store.layer(digest).writer() as writer:
+        writer.write(data)
+        writer.commit(len(data))
+    return digest
+
+
+def test_a_link_swapped_in_after_the_trust_window_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    data = b"bytes that must only be read from inside the store"
+    with open_store(str(root)) as store:
+        digest = _write_blob(store, data)
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data  # the store's directories are now trusted
+        # Move the blob's directory out of the store and leave a link to it in its place.
+        blob_dir = _blob_dir(root, digest)
+        shutil.copytree(blob_dir, outside)
+        shutil.rmtree(blob_dir)
+        blob_dir.symlink_to(outside)
+        later = time.monotonic() + filesystem._Confinement.TRUSTED_FOR + 1
+        monkeypatch.setattr(
+            filesystem, "time", types.SimpleNamespace(monotonic=lambda: later, time=time.time)
+        )
+        with pytest.raises(StoreEscapeError) as caught:
+            store.layer(digest).reader()
+        assert str(blob_dir) in str(caught.value)
+
+
+def test_a_link_found_on_first_use_is_refused_and_one_inside_is_followed(tmp_path: Path) -> None:
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    with open_store(str(root)) as store:
+        inside = _write_blob(store, b"kept in the store")
+        escaping = _write_blob(store, b"moved away")
+    # A store that arrives with links: one leading elsewhere in the store, one out of it.
+    escaping_dir = _blob_dir(root, escaping)
+    shutil.copytree(escaping_dir, outside)
+    shutil.rmtree(escaping_dir)
+    escaping_dir.symlink_to(outside)
+    inside_dir = _blob_dir(root, inside)
+    moved = root / "moved-here"
+    inside_dir.rename(moved)
+    inside_dir.symlink_to(moved)
+    with open_store(str(root)) as store:
+        with store.layer(inside).reader() as reader:
+            assert reader.read() == b"kept in the store"
+        with pytest.raises(StoreEscapeError):
+            store.layer(escaping).reader()
+
+
+def test_many_directories_do_not_grow_the_trust_table_without_bound(tmp_path: Path) -> None:
+    confinement = filesystem._Confinement(str(tmp_path))
+    for i in range(5000):
+        path = tmp_path / f"d{i}"
+        path.mkdir()
+        confinement.check(str(path / "file"))
+    assert len(confinement._real_dirs) <= 4096
+
+
+def test_the_environment_is_read_once_per_origin_and_still_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    original = requests.Session.merge_environment_settings
+
+    def counting(self: requests.Session, url: Any, *args: Any) -> Any:
+        calls.append(url)
+        return original(self, url, *args)
+
+    monkeypatch.setattr(requests.Session, "merge_environment_settings", counting)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = _Session()
+    # (requests.Session.request hands over a dict of its own: {} when none was given)
+    first = session.merge_environment_settings(
+        "https://registry.example/v2/a/manifests/1", {}, True, True, None
+    )
+    second = session.merge_environment_settings(
+        "https://registry.example/v2/b/manifests/2", {}, True, True, None
+    )
+    other = session.merge_environment_settings("https://mirror.example/v2/", {}, True, True, None)
+    assert len(calls) == 2  # one per origin
+    assert first["proxies"]["https"] == "http://proxy.invalid:3128"
+    assert other["proxies"]["https"] == "http://proxy.invalid:3128"
+    first["proxies"]["https"] = "changed by a caller"
+    assert second["proxies"]["https"] == "http://proxy.invalid:3128"  # copies, not the cache
+    bypass = session.merge_environment_settings(
+        "https://registry.example/v2/", {"https": None}, True, True, None
+    )
+    assert len(calls) == 3  # other explicit proxies: another entry
+    assert bypass["proxies"].get("https") is None
+
+
+def test_images_are_planned_wider_than_blobs_move_except_at_concurrency_one() -> None:
+    assert image_workers(1) == 1
+    assert image_workers(2) == 4
+    assert image_workers(4) == 8
+    assert image_workers(8) == MAX_IMAGE_WORKERS
+    assert image_workers(32) == 32  # never fewer image slots than blob slots
+
+
+def test_pushes_chunk_by_the_library_size_and_downloads_budget_by_their_own_span() -> None:
+    assert engine_blobs.DEFAULT_CHUNK_SIZE == 128 << 20
+    assert engine_blobs.RETRY_SPAN == 32 << 20
+    policy = types.SimpleNamespace(retries=5)
+    # A 1 GiB download keeps its budget of two retries per 32 MiB after the first.
+    assert engine_blobs._blob_retries(policy, 1 << 30, engine_blobs.RETRY_SPAN) == 5 + 2 * 31  # type: ignore[arg-type]
