@@ -661,8 +661,9 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             ],
             targets=[("skopeo sync", 3.0), ("fsync floor", 0.9)],
             note=f"regstore made {fsyncs} fsync calls (files, then their directories) for a "
-            "crash-safe mirror; the fsync floor makes as many on small files; skopeo's dir: "
-            "destination makes none",
+            "crash-safe mirror; the fsync floor makes as many on small files (each file, then "
+            "its directory) from 4 threads, as regstore's default --concurrency 4; skopeo's "
+            "dir: destination makes none",
         )
     )
     resync_target = world.registry("resync")
