@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ from tests.support.registry import RegistryServer  # noqa: E402
 from regstore.testing.builders import build_image, build_index  # noqa: E402
 
 MiB = 1 << 20
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 HERE = Path(__file__).resolve().parent
 CEILINGS = [sys.executable, str(HERE / "ceilings.py")]
 S3_OPTIONS = {"key": "testing", "secret": "testing", "region": "us-east-1"}
@@ -58,12 +60,20 @@ class Sizes:
     index_layer: int  #: each platform's one layer in the 10-platform index
     small_images: int  #: images of the mirror workload
     runs: int
+    small: int  #: the small single-layer image of the RSS probes (peak RSS against layer size)
 
 
 FULL = Sizes(
-    big=1024 * MiB, five_layer=150 * 1000 * 1000, index_layer=4 * MiB, small_images=300, runs=3
+    big=1024 * MiB,
+    five_layer=150 * 1000 * 1000,
+    index_layer=4 * MiB,
+    small_images=300,
+    runs=3,
+    small=10 * MiB,
 )
-QUICK = Sizes(big=24 * MiB, five_layer=10 * MiB, index_layer=256 * 1024, small_images=20, runs=1)
+QUICK = Sizes(
+    big=24 * MiB, five_layer=10 * MiB, index_layer=256 * 1024, small_images=20, runs=1, small=MiB
+)
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -88,6 +98,9 @@ class Runner:
     prepare: Callable[[int], None] | None = None  #: fresh state for run i (not timed)
     cleanup: Callable[[int], None] | None = None
     env: dict[str, str] | None = None
+    #: checks run i's result after the timed part, before cleanup (not timed); raises when
+    #: the runner did not do the work (its figure would be wrong), which records an error
+    verify: Callable[[int], None] | None = None
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
 
@@ -110,9 +123,14 @@ class Workload:
     targets: list[tuple[str, float]] = field(default_factory=list)
     rss_bound: bool = True  #: regstore's peak RSS must stay within RSS_LIMIT_MIB
     note: str = ""
+    #: regstore doing the same on the small image, for its peak RSS only (issue 16: peak RSS
+    #: independent of layer size); not one of the runners compared in the targets
+    rss_probe: Runner | None = None
 
 
 RSS_LIMIT_MIB = 100.0
+#: the big image's median peak RSS must be within this fraction of the small image's
+RSS_SCALING_TOLERANCE = 0.10
 #: GNU time (Debian package ``time``), for the peak RSS of each run; without it the figures
 #: include this process's own size (Linux carries it into a forked child's peak).
 TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
@@ -156,6 +174,34 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> Sample:
     return Sample(elapsed, rss_kib / 1024, cpu)
 
 
+def check_blob(host: str, repo: str, digest: str, size: int) -> None:
+    """Raise RuntimeError unless the registry at ``host`` holds blob ``digest`` of ``size``
+    bytes in ``repo``: a HEAD answering 200 with that Content-Length. A push or copy that
+    left anything else (another digest, a recompressed layer) has no comparable figure."""
+    conn = http.client.HTTPConnection(host, timeout=120)
+    try:
+        conn.request("HEAD", f"/v2/{repo}/blobs/{digest}")
+        response = conn.getresponse()
+        response.read()
+        length = response.getheader("Content-Length")
+    finally:
+        conn.close()
+    if response.status != 200 or length != str(size):
+        raise RuntimeError(
+            f"the target does not hold {repo}@{digest} of {size} bytes (HEAD answered "
+            f"{response.status}, Content-Length {length}): the run did not push the same bytes"
+        )
+
+
+def check_file(path: Path, size: int) -> None:
+    """Raise RuntimeError unless ``path`` is a file of ``size`` bytes (a pulled layer)."""
+    found = path.stat().st_size if path.is_file() else None
+    if found != size:
+        raise RuntimeError(
+            f"{path} holds {found} bytes, not {size}: the run did not write the same bytes"
+        )
+
+
 def drop_caches_hint() -> None:
     """Flush dirty pages before a run, so one run's writeback is not billed to the next."""
     os.sync()
@@ -193,6 +239,8 @@ class World:
         s, url = self.sizes, self.source.url
         seed_single_layer_image(url, "bench/big", "1", self.work, s.big)
         self.nbytes["big"] = s.big
+        seed_single_layer_image(url, "bench/small", "1", self.work, s.small)
+        self.nbytes["small"] = s.small
         five = build_image(layers=5, layer_size=s.five_layer // 5, seed=5, media="oci")
         seed_registry(url, "bench/five", "1", five)
         self.nbytes["five"] = sum(len(b) for b in five.blobs.values())
@@ -238,8 +286,11 @@ def regstore_cli(*args: str) -> list[str]:
     return [*head, "-q", *args]
 
 
-def skopeo(*args: str) -> list[str]:
-    return ["skopeo", "--insecure-policy", *args]
+def skopeo(subcommand: str, *args: str) -> list[str]:
+    """A skopeo ``copy`` or ``sync`` that moves the very bytes regstore moves: without
+    ``--preserve-digests`` skopeo gzips every layer labelled tar+gzip whose bytes are not
+    gzip (the suite's generated layers), so it would write and push other, smaller blobs."""
+    return ["skopeo", "--insecure-policy", subcommand, "--preserve-digests", *args]
 
 
 def fresh(path: Path) -> None:
@@ -256,6 +307,8 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     src = world.source.url
     skopeo_env = {"XDG_DATA_HOME": str(w / "xdg"), "_CONTAINERS_ROOTLESS_UID": str(os.getuid())}
     big_digest = _layer_digest(world, "bench/big", "1")
+    small_digest = _layer_digest(world, "bench/small", "1")
+    small_name = f"regstore, {_size(world.nbytes['small'])} image"
     out: list[Workload] = []
 
     def peer(name: str, command: Callable[[int], list[str]], **kw: Any) -> list[Runner]:
@@ -304,6 +357,17 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     big = pull_workload(
         "big", "bench/big", f"pull {_size(world.nbytes['big'])} single layer -> file store"
     )
+    # the pulls of the big layer wrote it whole (the regstore store's own layout; skopeo's
+    # OCI layout), so that no runner's figure is of other bytes
+    pulled = w / "pull-big"
+    big.runners[0].verify = lambda i: check_file(
+        _blob_path(pulled / f"r{i}", big_digest), world.nbytes["big"]
+    )
+    if have_skopeo:
+        big.runners[1].verify = lambda i: check_file(
+            pulled / f"s{i}" / "blobs" / "sha256" / big_digest.split(":", 1)[1],
+            world.nbytes["big"],
+        )
     big.runners += [
         Runner(
             "loopback GET",
@@ -312,6 +376,16 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         ),
         Runner("sha256", "ceiling", lambda i: [*CEILINGS, "sha256", str(world.nbytes["big"])]),
     ]
+    probe_dir = w / "pull-small"
+    big.rss_probe = Runner(
+        small_name,
+        "probe",
+        lambda i: regstore_cli(
+            "--store", str(probe_dir / f"r{i}"), "pull", f"{host}/bench/small:1"
+        ),
+        prepare=lambda i: fresh(probe_dir / f"r{i}"),
+        cleanup=lambda i: fresh(probe_dir / f"r{i}"),
+    )
     out.append(big)
     out.append(
         pull_workload(
@@ -356,18 +430,17 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     # 3. push from the file store into a fresh registry each run
     store = w / "push-source"
     oci_dir = w / "push-source-oci"
-    subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/bench/big:1"), check=True)
+    for repo in ("bench/big:1", "bench/small:1"):
+        subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/{repo}"), check=True)
     if have_skopeo:
+        # skopeo pushes from an OCI layout regstore wrote: the seeded layer's very bytes
+        # (a `skopeo copy docker:// oci:` of it rewrote the layer into a 97 KiB blob, and
+        # skopeo then "pushed 1 GiB" in 0.13 s)
         subprocess.run(
-            skopeo(
-                "copy",
-                "--src-tls-verify=false",
-                f"docker://{host}/bench/big:1",
-                f"oci:{oci_dir}:bench",
+            regstore_cli(
+                "--store", f"{oci_dir.as_uri()}?layout=oci", "pull", f"{host}/bench/big:1"
             ),
             check=True,
-            env={**os.environ, **skopeo_env},
-            capture_output=True,
         )
     blob_file = w / "big-layer.bin"
     _export_blob(store, big_digest, blob_file)
@@ -384,6 +457,24 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
 
     def target(i: int) -> str:
         return targets[i].host
+
+    def holds_big(i: int) -> None:
+        """The verify of a push or copy into run i's target: it holds the big layer, whole."""
+        check_blob(target(i), "bench/big", big_digest, world.nbytes["big"])
+
+    def holds_small(i: int) -> None:
+        check_blob(target(i), "bench/small", small_digest, world.nbytes["small"])
+
+    def push_probe(command: Callable[[int], list[str]]) -> Runner:
+        """regstore pushing or copying the small image into a fresh target (RSS probe)."""
+        return Runner(
+            small_name,
+            "probe",
+            command,
+            prepare=new_target,
+            cleanup=stop_target,
+            verify=holds_small,
+        )
 
     curl_put = (
         'set -e; up="$1/v2/bench/big/blobs/uploads/"; '
@@ -412,6 +503,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             ],
             prepare=new_target,
             cleanup=stop_target,
+            verify=holds_big,
         )
 
     out.append(
@@ -428,21 +520,28 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     ),
                     prepare=new_target,
                     cleanup=stop_target,
+                    verify=holds_big,
                 ),
                 *peer(
                     "skopeo",
                     lambda i: skopeo(
                         "copy",
                         "--dest-tls-verify=false",
-                        f"oci:{oci_dir}:bench",
+                        f"oci:{oci_dir}:bench/big:1",
                         f"docker://{target(i)}/bench/big:1",
                     ),
                     prepare=new_target,
                     cleanup=stop_target,
+                    verify=holds_big,
                 ),
                 ingest_ceiling(),
             ],
             targets=[("curl PUT (ingest)", 0.95)],
+            rss_probe=push_probe(
+                lambda i: regstore_cli(
+                    "--store", str(store), "push", "bench/small:1", f"{target(i)}/bench/small:1"
+                )
+            ),
         )
     )
 
@@ -461,6 +560,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     ),
                     prepare=new_target,
                     cleanup=stop_target,
+                    verify=holds_big,
                 ),
                 *peer(
                     "skopeo",
@@ -473,10 +573,16 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     ),
                     prepare=new_target,
                     cleanup=stop_target,
+                    verify=holds_big,
                 ),
                 ingest_ceiling(),
             ],
             targets=[("skopeo", 1.0)],
+            rss_probe=push_probe(
+                lambda i: regstore_cli(
+                    "copy", f"{host}/bench/small:1", f"{target(i)}/bench/small:1"
+                )
+            ),
         )
     )
 
@@ -555,8 +661,9 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             ],
             targets=[("skopeo sync", 3.0), ("fsync floor", 0.9)],
             note=f"regstore made {fsyncs} fsync calls (files, then their directories) for a "
-            "crash-safe mirror; the fsync floor makes as many on small files; skopeo's dir: "
-            "destination makes none",
+            "crash-safe mirror; the fsync floor makes as many on small files (each file, then "
+            "its directory) from 4 threads, as regstore's default --concurrency 4; skopeo's "
+            "dir: destination makes none",
         )
     )
     resync_target = world.registry("resync")
@@ -577,6 +684,13 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             capture_output=True,
             env={**os.environ, **skopeo_env},
         )
+    # The registry's own floor of a no-op re-sync: the same HEADs, pipelined by one curl over
+    # kept-alive connections (curl -I prints the headers even with -o: hence the redirection)
+    head_urls = [f"{src}/v2/mirror/app/manifests/t{k}" for k in range(n)]
+    curl_heads = (
+        "curl -s --no-progress-meter -f -I --parallel --parallel-max 8 "
+        '-H "Accept: $1" "${@:2}" >/dev/null'
+    )
     out.append(
         Workload(
             "mirror-noop",
@@ -603,8 +717,15 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                         f"{resync_target.host}/m",
                     ),
                 ),
+                Runner(
+                    "registry HEADs",
+                    "ceiling",
+                    lambda i: ["bash", "-c", curl_heads, "curl-heads", OCI_MANIFEST, *head_urls],
+                ),
             ],
-            targets=[("skopeo sync (2nd run)", 10.0)],
+            targets=[("skopeo sync (2nd run)", 10.0), ("registry HEADs", 0.9)],
+            note=f"registry HEADs: the source registry answering the {n} manifest HEADs of a "
+            "no-op re-sync, from one curl process (8 parallel kept-alive connections)",
         )
     )
 
@@ -631,6 +752,13 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                 ),
             ],
             targets=[("s3fs upload", 0.9)],
+            rss_probe=Runner(
+                small_name,
+                "probe",
+                lambda i: regstore_cli(
+                    "--store", world.s3_url(f"small{i}"), "pull", f"{host}/bench/small:1"
+                ),
+            ),
         )
     )
     out.append(
@@ -651,6 +779,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     ),
                     prepare=new_target,
                     cleanup=stop_target,
+                    verify=holds_big,
                 ),
                 Runner(
                     "s3fs download",
@@ -659,6 +788,15 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                 ),
             ],
             targets=[("s3fs download", 0.9)],
+            rss_probe=push_probe(
+                lambda i: regstore_cli(
+                    "--store",
+                    world.s3_url("small0"),
+                    "push",
+                    "bench/small:1",
+                    f"{target(i)}/bench/small:1",
+                )
+            ),
         )
     )
     return out
@@ -669,16 +807,20 @@ def _layer_digest(world: World, repo: str, tag: str) -> str:
 
     request = urllib.request.Request(
         f"{world.source.url}/v2/{repo}/manifests/{tag}",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        headers={"Accept": OCI_MANIFEST},
     )
     with urllib.request.urlopen(request) as response:
         return str(json.loads(response.read())["layers"][0]["digest"])
 
 
-def _export_blob(store: Path, digest: str, target: Path) -> None:
+def _blob_path(store: Path, digest: str) -> Path:
+    """Where a file store in the distribution layout keeps a blob."""
     hexdigest = digest.split(":", 1)[1]
-    source = store / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
-    shutil.copyfile(source, target)
+    return store / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+def _export_blob(store: Path, digest: str, target: Path) -> None:
+    shutil.copyfile(_blob_path(store, digest), target)
 
 
 def _size(nbytes: int) -> str:
@@ -696,8 +838,9 @@ def run_all(items: list[Workload], runs: int, log: Callable[[str], None]) -> Non
     """Every runner of every workload, ``runs`` times, interleaved (run 1 of each, then run
     2 ...) so that a slow spell of the machine hits all runners alike."""
     for item in items:
+        probes = [item.rss_probe] if item.rss_probe is not None else []
         for i in range(runs):
-            for runner in item.runners:
+            for runner in [*item.runners, *probes]:
                 if runner.error is not None:
                     continue
                 try:
@@ -705,6 +848,8 @@ def run_all(items: list[Workload], runs: int, log: Callable[[str], None]) -> Non
                         runner.prepare(i)
                     drop_caches_hint()
                     sample = measure(runner.command(i), runner.env)
+                    if runner.verify is not None:
+                        runner.verify(i)  # a run that did not do the work has no figure
                     runner.samples.append(sample)
                     log(
                         f"  {item.name:16s} {runner.name:22s} run {i + 1}: {sample.seconds:7.2f} s "
@@ -750,6 +895,32 @@ def _machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory": memory, "kernel": platform.release()}
 
 
+def rss_scaling(big: Runner | None, small: Runner | None) -> dict[str, Any] | None:
+    """Peak RSS against layer size: regstore's median peak RSS on the big image and on the
+    small one, their ratio, and whether the big one is within RSS_SCALING_TOLERANCE of the
+    small one (issue 16: within 10%). None without a probe; ``within`` is None when either
+    side has no sample or failed (a failed run's RSS says nothing)."""
+    if big is None or small is None:
+        return None
+    big_rss = statistics.median(s.rss_mib for s in big.samples) if big.samples else None
+    small_rss = statistics.median(s.rss_mib for s in small.samples) if small.samples else None
+    ratio = big_rss / small_rss if big_rss is not None and small_rss else None
+    failed = big.error is not None or small.error is not None
+    return {
+        "small_runner": small.name,
+        "big_rss_mib": big_rss,
+        "small_rss_mib": small_rss,
+        "ratio": ratio,
+        # compared as products, not as abs(ratio - 1), which misjudges 44 against 40 in floats
+        "within": None
+        if big_rss is None or small_rss is None or failed
+        else small_rss * (1 - RSS_SCALING_TOLERANCE)
+        <= big_rss
+        <= small_rss * (1 + RSS_SCALING_TOLERANCE),
+        "error": small.error,
+    }
+
+
 def summarise(items: list[Workload]) -> list[dict[str, Any]]:
     rows = []
     for item in items:
@@ -778,9 +949,17 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                 }
             )
         verdicts = []
+        failed = mine is not None and mine.error is not None
         for other, target in item.targets:
             ref = by_name.get(other)
-            if ref is None or mine_median is None or ref.median() is None:
+            # a runner that failed a run (or its verify) has no figure to compare
+            if (
+                ref is None
+                or mine_median is None
+                or ref.median() is None
+                or failed
+                or ref.error is not None
+            ):
                 verdicts.append(
                     {
                         "against": other,
@@ -788,6 +967,7 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                         "ratio": None,
                         "met": None,
                         "explained_by": None,
+                        "failed": failed or (ref is not None and ref.error is not None),
                     }
                 )
                 continue
@@ -803,6 +983,7 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                     fastest, cm = c.fastest(), c.median()
                     if (
                         c.kind == "ceiling"
+                        and c.error is None
                         and fastest is not None
                         and cm is not None
                         and needed < fastest
@@ -819,6 +1000,7 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                     "ratio": ratio,
                     "met": met,
                     "explained_by": explained,
+                    "failed": False,
                 }
             )
         rss = max((s.rss_mib for s in mine.samples), default=None) if mine else None
@@ -831,6 +1013,7 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                 "runners": runners,
                 "targets": verdicts,
                 "rss_ok": None if rss is None or not item.rss_bound else rss <= RSS_LIMIT_MIB,
+                "rss_scaling": rss_scaling(mine, item.rss_probe),
             }
         )
     return rows
@@ -871,6 +1054,8 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
         mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
         for t in row["targets"]:
             met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
+            if t.get("failed"):
+                met = "**a run failed** (see All figures)"
             lines.append(
                 f"| {row['title']} | {_fmt(mine and mine['median_s'], '.2f')} s | {t['against']} | "
                 f"{_fmt(t['ratio'], '.2f')} | ≥ {t['target']:g} | {met} | "
@@ -884,6 +1069,30 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
             f"- {row['title']}: {_fmt(mine and mine['rss_mib'], '.1f')} MiB ({ok})"
             + (f" — {row['note']}" if row["note"] else "")
         )
+    scaling = [row for row in report["workloads"] if row.get("rss_scaling")]
+    if scaling:
+        lines += [
+            "",
+            "## Peak RSS against layer size",
+            "",
+            f"regstore's median peak RSS on the {_size(report['sizes']['big'])} image against "
+            f"the same on a {_size(report['sizes']['small'])} single-layer image (issue 16: "
+            f"within {RSS_SCALING_TOLERANCE:.0%}).",
+            "",
+            f"| workload | {_size(report['sizes']['big'])} image MiB "
+            f"| {_size(report['sizes']['small'])} image MiB | ratio "
+            f"| within {RSS_SCALING_TOLERANCE:.0%} |",
+            "|---|---|---|---|---|",
+        ]
+        for row in scaling:
+            sc = row["rss_scaling"]
+            within = {True: "yes", False: "**no**", None: "—"}[sc["within"]]
+            if sc["error"]:
+                within += f" (small image run failed: {sc['error'][:200]})"
+            lines.append(
+                f"| {row['title']} | {_fmt(sc['big_rss_mib'], '.1f')} | "
+                f"{_fmt(sc['small_rss_mib'], '.1f')} | {_fmt(sc['ratio'], '.2f')} | {within} |"
+            )
     lines += [
         "",
         "## All figures",
@@ -897,9 +1106,10 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
                 lines.append(f"| {row['title']} | {r['name']} | failed: {r['error'][:200]} | | | |")
                 continue
             rate = r["bytes_per_s"]
+            failed = f" — a later run failed: {r['error'][:200]}" if r["error"] else ""
             lines.append(
                 f"| {row['title']} | {r['name']} ({r['kind']}) | {_fmt(r['median_s'], '.2f')} "
-                f"[{_fmt(r['min_s'], '.2f')}-{_fmt(r['max_s'], '.2f')}] | "
+                f"[{_fmt(r['min_s'], '.2f')}-{_fmt(r['max_s'], '.2f')}]{failed} | "
                 f"{_fmt(rate / 1e6 if rate else None, '.0f')} | {_fmt(r['rss_mib'], '.1f')} | "
                 f"{_fmt(r['cpu_s_per_gb'], '.2f')} |"
             )
@@ -1005,6 +1215,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "seconds": round(time.perf_counter() - started, 1),
+        "sizes": asdict(sizes),
         "workloads": summarise(items),
     }
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))
@@ -1016,6 +1227,10 @@ def main(argv: list[str] | None = None) -> int:
         for row in report["workloads"]
         for r in row["runners"]
         if r["error"]
+    ] + [
+        f"{row['workload']}/{row['rss_scaling']['small_runner']}"
+        for row in report["workloads"]
+        if row["rss_scaling"] and row["rss_scaling"]["error"]
     ]
     if failed:
         log("failed runners: " + ", ".join(failed))

@@ -4,8 +4,12 @@ runners get made-up samples."""
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
+import os
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -63,3 +67,235 @@ def test_a_ceiling_that_was_once_fast_enough_explains_nothing(bench: Any) -> Non
 def test_regstore_far_from_the_ceiling_is_its_own_gap(bench: Any) -> None:
     # the disk is out of reach of the target, but regstore is at 0.5x of the disk
     assert _verdict(bench, [8.0, 8.0, 8.0], [9.0, 9.0, 9.0], [4.0, 4.0, 4.0]) is None
+
+
+def _runner(bench: Any, name: str, kind: str, times: list[float], rss: float = 10.0) -> Any:
+    r = bench.Runner(name, kind, command=lambda i: ["true"])
+    r.samples = [bench.Sample(t, rss, 0.1) for t in times]
+    return r
+
+
+# -- the no-op re-sync's ceiling: the registry answering the same manifest HEADs ---------------
+
+
+def _noop(bench: Any, regstore: list[float], heads: list[float]) -> dict[str, Any]:
+    work = bench.Workload(
+        "mirror-noop",
+        "no-op re-sync",
+        0,
+        [
+            _runner(bench, "regstore", "regstore", regstore),
+            _runner(bench, "skopeo sync (2nd run)", "peer", [2.7, 2.7, 2.7]),
+            _runner(bench, "registry HEADs", "ceiling", heads),
+        ],
+        targets=[("skopeo sync (2nd run)", 10.0), ("registry HEADs", 0.9)],
+    )
+    (row,) = bench.summarise([work])
+    return {t["against"]: t for t in row["targets"]}
+
+
+def test_the_registry_heads_ceiling_explains_a_10x_miss_regstore_nearly_reaches(
+    bench: Any,
+) -> None:
+    # 10x a 2.7 s skopeo needs 0.27 s; the registry alone never answered the HEADs under
+    # 0.28 s, and regstore (0.30 s) is within 0.9x of it: the miss is the registry's
+    verdicts = _noop(bench, [0.30, 0.30, 0.30], [0.28, 0.29, 0.28])
+    skopeo = verdicts["skopeo sync (2nd run)"]
+    assert skopeo["met"] is False
+    assert skopeo["explained_by"] is not None
+    assert skopeo["explained_by"].startswith("registry HEADs")
+    assert verdicts["registry HEADs"]["met"] is True
+
+
+def test_registry_heads_fast_enough_for_the_target_explain_nothing(bench: Any) -> None:
+    # the registry answered in 0.10 s: 0.27 s was within reach, regstore's 0.30 s is its own
+    verdicts = _noop(bench, [0.30, 0.30, 0.30], [0.10, 0.10, 0.10])
+    assert verdicts["skopeo sync (2nd run)"]["explained_by"] is None
+    assert verdicts["registry HEADs"]["met"] is False
+
+
+# -- verify: a run that did not do the work has no figure ---------------------------------------
+
+
+def test_a_run_whose_verify_fails_is_an_error_without_a_figure(bench: Any) -> None:
+    checked: list[int] = []
+
+    def verify(i: int) -> None:
+        checked.append(i)
+        raise RuntimeError("the target does not hold the layer")
+
+    runner = bench.Runner("skopeo", "peer", command=lambda i: ["true"], verify=verify)
+    bench.run_all([bench.Workload("push-big", "push", 2**30, [runner])], 2, lambda text: None)
+    assert checked == [0]  # checked after the first run; no second run once failed
+    assert runner.samples == []
+    assert runner.error is not None and "does not hold the layer" in runner.error
+
+
+def test_a_run_whose_verify_passes_keeps_its_figure(bench: Any) -> None:
+    checked: list[int] = []
+    runner = bench.Runner("regstore", "regstore", command=lambda i: ["true"], verify=checked.append)
+    bench.run_all([bench.Workload("push-big", "push", 2**30, [runner])], 2, lambda text: None)
+    assert checked == [0, 1]
+    assert len(runner.samples) == 2
+    assert runner.error is None
+
+
+def test_a_target_against_a_failed_runner_is_not_met_nor_missed(bench: Any) -> None:
+    peer = _runner(bench, "skopeo", "peer", [0.13])
+    peer.error = "the target does not hold the layer"
+    work = bench.Workload(
+        "push-big",
+        "push",
+        2**30,
+        [_runner(bench, "regstore", "regstore", [7.0]), peer],
+        targets=[("skopeo", 1.0)],
+    )
+    (row,) = bench.summarise([work])
+    (target,) = row["targets"]
+    assert target["met"] is None
+    assert target["ratio"] is None
+    assert target["failed"] is True
+
+
+class _BlobHead(http.server.BaseHTTPRequestHandler):
+    """A registry's blob HEAD: 200 with a Content-Length for the one blob it holds."""
+
+    held = ("/v2/bench/big/blobs/sha256:aa", 1000)
+
+    def do_HEAD(self) -> None:
+        if self.path == self.held[0]:
+            self.send_response(200)
+            self.send_header("Content-Length", str(self.held[1]))
+        else:
+            self.send_response(404)
+            self.send_header("Content-Length", "157")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def blob_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BlobHead)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=60)
+
+
+def test_check_blob_passes_when_the_target_holds_the_layer_whole(
+    bench: Any, blob_server: str
+) -> None:
+    bench.check_blob(blob_server, "bench/big", "sha256:aa", 1000)
+
+
+@pytest.mark.parametrize(
+    ("digest", "size"),
+    [("sha256:bb", 1000), ("sha256:aa", 99_000)],
+    ids=["another-digest", "another-size"],
+)
+def test_check_blob_fails_when_the_target_holds_other_bytes(
+    bench: Any, blob_server: str, digest: str, size: int
+) -> None:
+    with pytest.raises(RuntimeError, match="did not push the same bytes"):
+        bench.check_blob(blob_server, "bench/big", digest, size)
+
+
+# -- peak RSS against layer size ---------------------------------------------------------------
+
+
+def _rss(bench: Any, values: list[float], name: str = "regstore") -> Any:
+    r = bench.Runner(name, "regstore", command=lambda i: ["true"])
+    r.samples = [bench.Sample(1.0, v, 0.1) for v in values]
+    return r
+
+
+@pytest.mark.parametrize(
+    ("big", "small", "within"),
+    [
+        ([43.0, 44.0, 90.0], [40.0, 40.0, 41.0], True),  # medians 44 and 40: exactly 10%
+        ([45.0, 45.0, 45.0], [40.0, 40.0, 40.0], False),  # 12.5% more
+        ([36.0, 36.0, 36.0], [40.0, 40.0, 40.0], True),  # 10% less
+        ([30.0, 30.0, 30.0], [40.0, 40.0, 40.0], False),  # 25% less: not independent either
+    ],
+    ids=["at-10pc", "over", "below-within", "far-below"],
+)
+def test_peak_rss_within_10pc_of_the_small_image(
+    bench: Any, big: list[float], small: list[float], within: bool
+) -> None:
+    result = bench.rss_scaling(_rss(bench, big), _rss(bench, small, "small"))
+    assert result["within"] is within
+    assert result["big_rss_mib"] == sorted(big)[1]  # medians, not the peaks of one run
+    assert result["small_rss_mib"] == sorted(small)[1]
+
+
+def test_peak_rss_scaling_has_no_verdict_without_a_probe_or_after_a_failure(bench: Any) -> None:
+    assert bench.rss_scaling(_rss(bench, [40.0]), None) is None
+    failed = _rss(bench, [40.0], "small")
+    failed.error = "exited 1"
+    assert bench.rss_scaling(_rss(bench, [40.0]), failed)["within"] is None
+    assert bench.rss_scaling(_rss(bench, [40.0]), _rss(bench, [], "small"))["within"] is None
+
+
+def test_the_small_image_probe_is_no_runner_of_the_targets(bench: Any) -> None:
+    probe = _rss(bench, [40.0], "regstore, 10 MiB image")
+    work = bench.Workload(
+        "push-big",
+        "push",
+        2**30,
+        [_runner(bench, "regstore", "regstore", [7.0], rss=42.0)],
+        rss_probe=probe,
+    )
+    (row,) = bench.summarise([work])
+    assert [r["name"] for r in row["runners"]] == ["regstore"]
+    assert row["rss_scaling"]["small_rss_mib"] == 40.0
+    assert row["rss_scaling"]["big_rss_mib"] == 42.0
+    assert row["rss_scaling"]["within"] is True
+
+
+# -- the fsync floor: as many fsyncs as regstore, from as many threads as its --concurrency -----
+
+
+@pytest.fixture(scope="module")
+def ceilings() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "regstore_bench_ceilings", ROOT / "benchmarks/ceilings.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("count", [7, 8])
+def test_the_fsync_floor_makes_its_fsyncs_from_several_threads(
+    ceilings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    real = os.fsync
+    calls: list[tuple[int, bool]] = []
+    lock = threading.Lock()
+    # the first two fsyncs wait for each other: made serially, the second never comes and
+    # the barrier breaks (after a generous timeout) instead of the test passing
+    meet = threading.Barrier(2, timeout=120)
+
+    def fsync(fd: int) -> None:
+        with lock:
+            calls.append((threading.get_ident(), os.path.isdir(f"/proc/self/fd/{fd}")))
+            first_two = len(calls) <= 2
+        if first_two:
+            meet.wait()
+        real(fd)
+
+    monkeypatch.setattr(ceilings.os, "fsync", fsync)
+    assert ceilings.FSYNC_THREADS == 4  # regstore's default --concurrency
+    made = ceilings._fsyncs(str(tmp_path / "f"), count, ceilings.FSYNC_THREADS)
+    assert made == count == len(calls)  # the total count kept
+    assert len({thread for thread, _ in calls}) >= 2
+    assert threading.get_ident() not in {thread for thread, _ in calls}
+    # files, then their directories: half of the calls are on directories
+    assert sum(is_dir for _, is_dir in calls) == count // 2
