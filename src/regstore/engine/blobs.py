@@ -52,9 +52,9 @@ Opener = Callable[[int], BlobSource]
 BUFFER_SIZE = 4 << 20
 #: Blobs (or remainders) this large are read by a thread of their own, one buffer ahead.
 PIPELINE_THRESHOLD = 16 << 20
-#: Buffers of the reader thread: one being filled while the caller hashes and writes the other
-#: (a third bought nothing measurable and cost 4 MiB per blob in flight; RSS is bounded to
-#: 100 MiB even into S3, whose client alone takes ~65 MiB).
+#: Buffers of the reader thread, of BUFFER_SIZE / PIPELINE_DEPTH bytes each: one being filled
+#: while the caller hashes and writes the other (a third bought nothing measurable; RSS is
+#: bounded to 100 MiB even into S3, whose client alone takes ~65 MiB).
 PIPELINE_DEPTH = 2
 #: How long a failed transfer waits for its reader thread to notice (it is a daemon after that).
 PIPELINE_JOIN_TIMEOUT = 5.0
@@ -199,8 +199,10 @@ def _read_chunks(source: BlobSource, scratch: _Scratch, *, pipelined: bool) -> I
         return
     free: queue.Queue[bytearray | None] = queue.Queue()
     filled: queue.Queue[tuple[bytearray, int | BaseException]] = queue.Queue()
+    # The ring holds as many bytes as the scratch buffer of an unpipelined blob, so a blob's
+    # memory does not depend on its size (a 1 GiB pull peaks where a 10 MiB one does).
     for _ in range(PIPELINE_DEPTH):
-        free.put(bytearray(scratch.size))
+        free.put(bytearray(max(1, scratch.size // PIPELINE_DEPTH)))
 
     def pump() -> None:
         while (buffer := free.get()) is not None:

@@ -45,6 +45,7 @@ from .client import S3Objects, translate_s3_errors
 from .locks import DEFAULT_LEASE, MIN_LEASE, S3LeaseLockManager
 from .parts import MAX_PART_SIZE, parse_size, validate_part_size
 from .staging import S3PartStaging
+from .stream import ObjectStream
 
 __all__ = ["OPTIONS", "S3Backend", "open_backend", "parse_s3_location"]
 
@@ -112,10 +113,6 @@ OPTIONS: dict[str, Option[Any]] = {
 # S3 bucket names (the general-purpose rules, plus dots)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*", re.ASCII)
-#: Reading a blob: s3fs fetches this much beyond each read per request, and holds two or three
-#: copies of a fetch at its peak (aiohttp's body, the joined bytes, the readahead cache). 4 MiB
-#: keeps a push from S3 under 100 MiB of RSS (8 MiB went over, with botocore's ~65 MiB).
-READ_BLOCK_SIZE = 4 * 1024 * 1024
 
 
 def parse_s3_location(location: StoreLocation) -> tuple[str, str]:
@@ -173,30 +170,6 @@ class _TranslatingFS:
                 raise  # pragma: no cover - translate_s3_errors always raises
 
         return call
-
-
-class _TranslatingReader:
-    """A blob stream from s3fs whose every failure is a StoreError (never a botocore error)."""
-
-    def __init__(self, raw: IO[bytes], what: str) -> None:
-        self._raw = raw
-        self._what = what
-
-    def read(self, n: int = -1, /) -> bytes:
-        with translate_s3_errors(self._what):
-            return self._raw.read(n)
-
-    def readinto(self, buffer: bytearray | memoryview, /) -> int:
-        with translate_s3_errors(self._what):
-            return int(self._raw.readinto(buffer) or 0)  # type: ignore[attr-defined]
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        with translate_s3_errors(self._what):
-            return int(self._raw.seek(offset, whence))
-
-    def close(self) -> None:
-        with translate_s3_errors(self._what):
-            self._raw.close()
 
 
 class S3Backend(FsspecBackend):
@@ -291,19 +264,10 @@ class S3Backend(FsspecBackend):
             self.objects.delete(key)
 
     def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
-        what = f"cannot read s3://{path}"
-        try:
-            with translate_s3_errors(what):
-                raw: IO[bytes] = self.raw_fs.open(
-                    path, "rb", block_size=READ_BLOCK_SIZE, cache_type="readahead"
-                )
-                if offset:
-                    raw.seek(offset)
-        except StoreError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                raise exc.__cause__ from None  # the base class answers BlobNotFoundError
-            raise
-        return _TranslatingReader(raw, what)  # type: ignore[return-value]
+        # One streamed GET per blob (see regstore_s3.stream), not s3fs's block-sized GETs;
+        # FileNotFoundError when absent (the base class answers BlobNotFoundError).
+        stream = ObjectStream(self.raw_fs, self.bucket, self.key_of(path), offset)
+        return stream  # type: ignore[return-value]
 
     # -- housekeeping ------------------------------------------------------------------------
 

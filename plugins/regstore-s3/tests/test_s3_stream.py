@@ -1,0 +1,99 @@
+"""Reading a blob from S3 is one streamed GET, resumed (same version) when its body is cut.
+
+Against moto's server, through the fault proxy that counts and cuts the requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from regstore import open_store
+from regstore.errors import BlobNotFoundError, StoreError
+from tests.support.proxy import FaultProxy
+
+from regstore_s3 import stream as stream_module
+
+MiB = 1024 * 1024
+CREDENTIALS = {"key": "testing", "secret": "testing", "region": "us-east-1"}
+
+
+def _store_with_blob(proxy: FaultProxy, bucket: str, size: int) -> tuple[Any, bytes, str]:
+    store = open_store(
+        f"s3://{bucket}/{uuid.uuid4().hex[:8]}", endpoint_url=proxy.url, retries=0, **CREDENTIALS
+    )
+    data = os.urandom(size)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with store.layer(digest).writer() as writer:
+        writer.write(data)
+        writer.commit(len(data))
+    return store, data, digest
+
+
+def _blob_gets(proxy: FaultProxy, digest: str) -> int:
+    return proxy.count("GET", rf"/blobs/sha256/{digest[7:9]}/{digest[7:]}/data$")
+
+
+def test_a_blob_is_read_with_one_get_however_small_the_reads(
+    s3_bucket: Any, fault_proxy_factory: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy_factory(s3_bucket.endpoint_url, preserve_host=True)
+    store, data, digest = _store_with_blob(proxy, s3_bucket.bucket, 12 * MiB + 5)
+    proxy.clear_records()
+    with store.layer(digest).reader() as reader:
+        got = b"".join(iter(lambda: reader.read(256 * 1024), b""))
+    assert got == data
+    assert _blob_gets(proxy, digest) == 1  # s3fs's 4 MiB blocks made 4 here
+    with store.layer(digest).reader(5 * MiB + 1) as reader:
+        assert reader.read() == data[5 * MiB + 1 :]
+    with store.layer(digest).reader(len(data)) as reader:
+        assert reader.read() == b""  # from the very end: nothing, and no error
+    store.close()
+
+
+def test_a_cut_body_is_resumed_from_where_it_stopped(
+    s3_bucket: Any, fault_proxy_factory: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy_factory(s3_bucket.endpoint_url, preserve_host=True)
+    store, data, digest = _store_with_blob(proxy, s3_bucket.bucket, 9 * MiB)
+    proxy.clear_records()
+    cut = proxy.cut_response(rf"/{digest[7:]}/data$", after_bytes=3 * MiB + 11, times=2)
+    with store.layer(digest).reader() as reader:  # a verifying reader: the digest is checked
+        got = b"".join(iter(lambda: reader.read(MiB), b""))
+    assert got == data
+    assert cut.hits == 2
+    resumed = proxy.requests_matching("GET", rf"/{digest[7:]}/data$")
+    assert len(resumed) == 3
+    ranges = [r.headers.get("Range") for r in resumed]
+    assert ranges[0] is None and ranges[1] is not None and ranges[2] is not None
+    assert all(r.headers.get("If-Match") for r in resumed[1:])  # the same version only
+    store.close()
+
+
+def test_a_body_cut_more_often_than_the_resumes_is_a_store_error(
+    s3_bucket: Any, fault_proxy_factory: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy_factory(s3_bucket.endpoint_url, preserve_host=True)
+    store, _, digest = _store_with_blob(proxy, s3_bucket.bucket, 6 * MiB)
+    proxy.cut_response(rf"/{digest[7:]}/data$", after_bytes=MiB, times=None)
+    with pytest.raises(StoreError), store.layer(digest).reader() as reader:
+        while reader.read(MiB):
+            pass
+    assert _blob_gets(proxy, digest) == 1 + stream_module.MAX_RESUMES
+    store.close()
+
+
+def test_a_missing_blob_is_blob_not_found(
+    s3_bucket: Any, fault_proxy_factory: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy_factory(s3_bucket.endpoint_url, preserve_host=True)
+    store = open_store(
+        f"s3://{s3_bucket.bucket}/{uuid.uuid4().hex[:8]}", endpoint_url=proxy.url, **CREDENTIALS
+    )
+    with pytest.raises(BlobNotFoundError):
+        store.layer("sha256:" + "ab" * 32).reader()
+    store.close()
