@@ -2,13 +2,15 @@
 
     python benchmarks/ceilings.py get URL                 GET to nowhere (loopback serving)
     python benchmarks/ceilings.py get-hash URL            GET + sha256 (what memory:// can reach)
+    python benchmarks/ceilings.py get-hash-keep URL       GET + sha256, the bytes kept in memory
+                                                          (what a memory:// store must also do)
     python benchmarks/ceilings.py sha256 SIZE             hashlib.sha256 of SIZE bytes
     python benchmarks/ceilings.py write PATH SIZE         write SIZE bytes to PATH, fsync'd
     python benchmarks/ceilings.py fsyncs DIR COUNT [N]    COUNT fsyncs of small files (each file,
                                                           then its directory), from N threads (4)
     python benchmarks/ceilings.py count-fsyncs CMD...     run regstore's CLI, print its fsync calls
     python benchmarks/ceilings.py s3-put FILE URL OPTS    s3fs streaming upload, 64 MiB blocks
-    python benchmarks/ceilings.py s3-get URL OPTS         s3fs download to nowhere
+    python benchmarks/ceilings.py s3-get URL OPTS         one streamed GET to nowhere (via s3fs)
 
 Each prints one JSON line ``{"seconds": ...}``: the time of the work itself, without the
 interpreter's start-up (for people; run.py measures every runner's whole process).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
 import os
 import sys
@@ -32,14 +35,14 @@ BUFFER = 4 * MiB
 FSYNC_THREADS = 4
 
 
-def _get(url: str, hasher: Any = None) -> int:
+def _get(url: str, hasher: Any = None, keep: io.BytesIO | None = None) -> int:
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80)
     conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
     response = conn.getresponse()
     while response.status in (301, 302, 303, 307):  # the registry may redirect blob GETs
         response.read()
-        return _get(response.getheader("Location") or "", hasher)
+        return _get(response.getheader("Location") or "", hasher, keep)
     if response.status != 200:
         raise SystemExit(f"GET {url}: {response.status}")
     buf = bytearray(BUFFER)
@@ -49,6 +52,8 @@ def _get(url: str, hasher: Any = None) -> int:
         total += n
         if hasher is not None:
             hasher.update(view[:n])
+        if keep is not None:
+            keep.write(view[:n])
     conn.close()
     return total
 
@@ -100,6 +105,10 @@ def main(argv: list[str]) -> None:
         _get(args[0])
     elif kind == "get-hash":
         _get(args[0], hashlib.sha256())
+    elif kind == "get-hash-keep":
+        # a memory store holds every byte: the first touch of each page of a growing buffer
+        # (page faults) is part of the work, as it is for regstore's memory:// backend
+        _get(args[0], hashlib.sha256(), io.BytesIO())
     elif kind == "sha256":
         size, block = int(args[0]), os.urandom(BUFFER)
         start = time.perf_counter()
@@ -153,12 +162,23 @@ def main(argv: list[str]) -> None:
             while chunk := f.read(BUFFER):
                 out.write(chunk)
     elif kind == "s3-get":
+        # one streamed GetObject read to its end on s3fs's own loop: fewer hops and requests
+        # than any reader can make (s3fs's buffered files send a ranged GET per block, and
+        # each makes moto copy the whole object)
+        from fsspec.asyn import sync
+
         url, options = args[0], json.loads(args[1])
         fs = _s3fs(options)
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+
+        async def stream() -> None:
+            response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+            async with response["Body"] as body:
+                while await body.read(BUFFER):
+                    pass
+
         start = time.perf_counter()
-        with fs.open(url, "rb", block_size=8 * MiB) as f:
-            while f.read(BUFFER):
-                pass
+        sync(fs.loop, stream)
     else:
         raise SystemExit(f"unknown ceiling {kind!r}")
     print(json.dumps({"seconds": time.perf_counter() - start}))

@@ -420,8 +420,17 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     "ceiling",
                     lambda i: [*CEILINGS, "get-hash", f"{src}/v2/bench/big/blobs/{big_digest}"],
                 ),
+                Runner(
+                    "GET + sha256 + kept in RAM",
+                    "ceiling",
+                    lambda i: [
+                        *CEILINGS,
+                        "get-hash-keep",
+                        f"{src}/v2/bench/big/blobs/{big_digest}",
+                    ],
+                ),
             ],
-            targets=[("GET + sha256", 0.8)],
+            targets=[("GET + sha256", 0.8), ("GET + sha256 + kept in RAM", 0.9)],
             rss_bound=False,
             note="memory:// holds the blob in the process by design: no RSS bound",
         )
@@ -782,12 +791,12 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     verify=holds_big,
                 ),
                 Runner(
-                    "s3fs download",
+                    "S3 streamed GET",
                     "ceiling",
                     lambda i: [*CEILINGS, "s3-get", ceiling_key, s3_options],
                 ),
             ],
-            targets=[("s3fs download", 0.9)],
+            targets=[("S3 streamed GET", 0.9)],
             rss_probe=push_probe(
                 lambda i: regstore_cli(
                     "--store",

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -134,3 +135,37 @@ def test_pulling_1_gib_into_s3_commits_within_100_mib(
     assert report["rss_kib"] <= 100 * 1024, report
     with open_store(url, **options) as store:
         assert store.blob_size(digest) == size
+
+
+def test_the_parts_of_a_commit_are_copied_several_at_once(
+    s3_bucket: Any, fault_proxy_factory: Callable[..., FaultProxy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from regstore_s3 import client as s3_client
+
+    proxy = fault_proxy_factory(s3_bucket.endpoint_url, preserve_host=True)
+    # every UploadPartCopy into the blob waits a second upstream: copies one after another
+    # would never overlap
+    slow = proxy.delay("PUT", r"/data$", 1.0, query_regex="partNumber=")
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+    copy_part = s3_client.S3Objects.copy_part
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> str:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        try:
+            return copy_part(self, *args, **kwargs)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(s3_client.S3Objects, "copy_part", counting)
+    data, digest = _blob(15 * MiB + 3)  # four parts of 5 MiB
+    store = _write_through(proxy, s3_bucket.bucket, data, digest)
+    assert slow.hits == 4
+    assert most >= 2
+    with store.layer(digest).reader() as reader:
+        assert hashlib.sha256(b"".join(reader.chunks())).hexdigest() == digest[7:]
+    store.close()
