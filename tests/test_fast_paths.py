@@ -5,6 +5,7 @@
 - The transport reads the environment's proxy settings once per origin, and still honours them.
 - ``transfer_many`` plans more images at once than it moves blobs, except at concurrency 1.
 - A chunked push uses the library's chunk size; a download's retry budget does not follow it.
+- A blob read to its end hands its connection back to the pool.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3.connection
 
-from regstore import open_store
+from regstore import Client, open_store
 from regstore.backends import filesystem
 from regstore.client.transport import _Session
 from regstore.digest import digest_bytes
 from regstore.engine import blobs as engine_blobs
 from regstore.engine.transfer import MAX_IMAGE_WORKERS, image_workers
 from regstore.errors import StoreEscapeError
+from regstore.testing.builders import build_image
+from tests.support.engine import seed_registry
+from tests.support.registry import RegistryServer
 
 
 def _blob_dir(root: Path, digest: str) -> Path:
@@ -142,3 +147,32 @@ def test_pushes_chunk_by_the_library_size_and_downloads_budget_by_their_own_span
     policy = types.SimpleNamespace(retries=5)
     # A 1 GiB download keeps its budget of two retries per 32 MiB after the first.
     assert engine_blobs._blob_retries(policy, 1 << 30, engine_blobs.RETRY_SPAN) == 5 + 2 * 31  # type: ignore[arg-type]
+
+
+def test_blobs_read_to_their_end_leave_the_connection_for_the_next_request(
+    registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = build_image(layers=4, layer_size=300 * 1024, seed=16, media="oci")
+    seed_registry(registry.url, "fast/conn", "1", image)
+    connects = 0
+    connect = urllib3.connection.HTTPConnection.connect
+
+    def counting(self: urllib3.connection.HTTPConnection) -> None:
+        nonlocal connects
+        connects += 1
+        connect(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counting)
+    client = Client(registry.host)
+    try:
+        for digest, data in image.blobs.items():
+            with client.get_blob("fast/conn", digest) as stream:
+                buffer = bytearray(len(data) + 10)
+                got = bytearray()
+                while n := stream.readinto(buffer):  # the direct path into a caller's buffer
+                    got += buffer[:n]
+            assert bytes(got) == data
+    finally:
+        client.close()
+    assert len(image.blobs) >= 5
+    assert connects == 1  # one kept-alive connection, not one per blob

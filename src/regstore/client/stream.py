@@ -225,6 +225,16 @@ class BlobStream(io.RawIOBase):
     def _finish(self) -> None:
         """End of body: give the connection back to the pool."""
         self._eof = True
+        # Read straight from http.client, the body's end is news to urllib3, whose close()
+        # would shut a connection with nothing left on it: hand it back for the next request
+        # instead (a mirror of small images opened a connection per blob).
+        reply = self._reply
+        raw = getattr(reply.response, "raw", None) if reply is not None else None
+        fp = getattr(raw, "_fp", None)
+        if isinstance(fp, http.client.HTTPResponse) and fp.isclosed():
+            release = getattr(raw, "release_conn", None)
+            if release is not None:
+                release()
         self._release()
 
     def _release(self) -> None:
