@@ -121,6 +121,8 @@ class _Confinement:
                 mode = os.lstat(probe).st_mode
             except (FileNotFoundError, NotADirectoryError):
                 return True
+            except OSError:
+                return False  # (no permission to look, say): the slow way decides
             if stat.S_ISLNK(mode):
                 return False
             if stat.S_ISDIR(mode):

@@ -11,6 +11,7 @@ version (``If-Match`` its ETag), a few times, before the failure is the caller's
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from regstore.errors import RegstoreError, StoreError
@@ -131,8 +132,9 @@ class ObjectStream:
     def _close_body(self) -> None:
         body, self._body = self._body, None
         if body is not None:
-            # on s3fs's loop thread, which owns the connection
-            self._fs.loop.call_soon_threadsafe(body.close)
+            # on s3fs's loop thread, which owns the connection (gone at interpreter exit)
+            with contextlib.suppress(RuntimeError):
+                self._fs.loop.call_soon_threadsafe(body.close)
 
     def seekable(self) -> bool:
         """False: the stream goes front to back."""
