@@ -6,11 +6,14 @@
 - ``transfer_many`` plans more images at once than it moves blobs, except at concurrency 1.
 - A chunked push uses the library's chunk size; a download's retry budget does not follow it.
 - A blob read to its end hands its connection back to the pool.
+- An upload reads its source ahead in a thread of its own, in order, failing where it broke.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 import time
 import types
 from pathlib import Path
@@ -26,10 +29,12 @@ from regstore.client.transport import _Session
 from regstore.digest import digest_bytes
 from regstore.engine import blobs as engine_blobs
 from regstore.engine.transfer import MAX_IMAGE_WORKERS, image_workers
-from regstore.errors import StoreEscapeError
+from regstore.errors import StoreEscapeError, TransportError
 from regstore.testing.builders import build_image
 from tests.support.engine import seed_registry
 from tests.support.registry import RegistryServer
+
+MiB = 1 << 20
 
 
 def _blob_dir(root: Path, digest: str) -> Path:
@@ -176,3 +181,88 @@ def test_blobs_read_to_their_end_leave_the_connection_for_the_next_request(
         client.close()
     assert len(image.blobs) >= 5
     assert connects == 1  # one kept-alive connection, not one per blob
+
+
+class _Source:
+    """A blob source of ``data`` in reads of ``step`` bytes; read number ``gate_at`` (1-based)
+    waits for ``gate``; ``fail_at`` makes the read starting at that position raise."""
+
+    def __init__(self, data: bytes, step: int, fail_at: int | None = None) -> None:
+        self.data, self.step, self.fail_at = data, step, fail_at
+        self.offset, self.size = 0, len(data)
+        self.position, self.reads, self.closed = 0, 0, False
+        self.started = [threading.Event() for _ in range(8)]
+        self.gate = threading.Event()
+        self.gate_at: int | None = None
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        self.reads += 1
+        if self.reads <= len(self.started):
+            self.started[self.reads - 1].set()
+        if self.gate_at == self.reads:
+            self.gate.wait(30)
+        if self.closed:
+            raise ValueError("read of a closed source")
+        if self.fail_at is not None and self.position >= self.fail_at:
+            raise TransportError("the source broke")
+        n = min(len(buffer), self.step, len(self.data) - self.position)
+        memoryview(buffer)[:n] = self.data[self.position : self.position + n]
+        self.position += n
+        return n
+
+    def close(self) -> None:
+        self.closed = True
+        self.gate.set()
+
+
+def _drain(source: Any, size: int) -> bytes:
+    out, buffer = bytearray(), bytearray(size)
+    while n := source.readinto(buffer):
+        out += buffer[:n]
+    return bytes(out)
+
+
+def test_a_read_ahead_source_gives_every_byte_in_order() -> None:
+    data = os.urandom(5 * MiB + 123)
+    ahead = engine_blobs._ReadAhead(_Source(data, 700 * 1024))  # type: ignore[arg-type]
+    try:
+        assert _drain(ahead, 300 * 1024) == data
+    finally:
+        ahead.close()
+
+
+def test_the_next_read_starts_before_the_caller_asks_for_it() -> None:
+    data = os.urandom(3 * MiB)
+    source = _Source(data, MiB)
+    ahead = engine_blobs._ReadAhead(source)  # type: ignore[arg-type]
+    try:
+        buffer = bytearray(MiB)
+        assert ahead.readinto(buffer) == MiB  # the first read's bytes, handed over...
+        # ... while the second read is already under way in the reader's thread
+        assert source.started[1].wait(30)
+        assert _drain(ahead, MiB) == data[MiB:]
+    finally:
+        ahead.close()
+
+
+def test_a_broken_source_fails_where_it_broke_after_the_bytes_before() -> None:
+    data = os.urandom(4 * MiB)
+    ahead = engine_blobs._ReadAhead(_Source(data, MiB, fail_at=2 * MiB))  # type: ignore[arg-type]
+    got = bytearray()
+    buffer = bytearray(512 * 1024)
+    with pytest.raises(TransportError):
+        while n := ahead.readinto(buffer):
+            got += buffer[:n]
+    assert bytes(got) == data[: 2 * MiB]
+    ahead.close()
+
+
+def test_closing_stops_a_reader_blocked_on_its_source() -> None:
+    source = _Source(os.urandom(4 * MiB), MiB)
+    source.gate_at = 2  # the read after the first blocks until the source is closed
+    ahead = engine_blobs._ReadAhead(source)  # type: ignore[arg-type]
+    assert ahead.readinto(bytearray(MiB)) == MiB
+    assert source.started[1].wait(30)
+    ahead.close()
+    assert source.closed
+    assert not any(t.name == "regstore-read" and t.is_alive() for t in threading.enumerate())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, TypeVar
@@ -56,6 +56,11 @@ PIPELINE_THRESHOLD = 16 << 20
 #: while the caller hashes and writes the other (a third bought nothing measurable; RSS is
 #: bounded to 100 MiB even into S3, whose client alone takes ~65 MiB).
 PIPELINE_DEPTH = 2
+#: Uploads of at least this many bytes (left) read their source ahead (``_ReadAhead``), in
+#: buffers of READ_AHEAD_BUFFER bytes (a body is sent in 1 MiB pieces): small blobs need no
+#: thread, and a 10 MiB layer already costs what a 1 GiB one does.
+READ_AHEAD_THRESHOLD = 8 << 20
+READ_AHEAD_BUFFER = 1 << 20
 #: How long a failed transfer waits for its reader thread to notice (it is a daemon after that).
 PIPELINE_JOIN_TIMEOUT = 5.0
 #: Blobs up to this size are pushed with one PUT; larger ones in chunks (resumable).
@@ -184,7 +189,9 @@ def _fill(
     writer.commit(size)
 
 
-def _read_chunks(source: BlobSource, scratch: _Scratch, *, pipelined: bool) -> Iterator[memoryview]:
+def _read_chunks(
+    source: BlobSource, scratch: _Scratch, *, pipelined: bool
+) -> Generator[memoryview, None, None]:
     """The source's bytes as views of at most ``scratch.size`` bytes, until its end.
 
     Pipelined, a reader thread fills a small ring of buffers while the caller hashes and writes
@@ -390,6 +397,46 @@ class _Limited:
         return self._left
 
 
+class _ReadAhead:
+    """A source read ahead by a thread of its own while the caller sends what it already has.
+
+    A push from S3 or a copy from another registry otherwise waits for each read before
+    sending it, and sends before reading on: the two take turns. Through this, the source is
+    read one buffer ahead (``_read_chunks``' ring, READ_AHEAD_BUFFER bytes each), so they
+    overlap. A failure of the source surfaces at the position where it happened, after the
+    bytes read before it; closing stops the reader and closes the source.
+    """
+
+    def __init__(self, source: BlobSource) -> None:
+        self._source = source
+        self.offset = source.offset
+        self.size = source.size
+        self._chunks = _read_chunks(
+            source, _Scratch(READ_AHEAD_BUFFER * PIPELINE_DEPTH), pipelined=True
+        )
+        self._view = memoryview(b"")
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        if not self._view:
+            try:
+                self._view = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._view))
+        memoryview(buffer)[:n] = self._view[:n]
+        self._view = self._view[n:]
+        return n
+
+    def close(self) -> None:
+        self._view = memoryview(b"")
+        try:
+            # the source first: a reader blocked on it wakes with an error instead of being
+            # waited for
+            self._source.close()
+        finally:
+            self._chunks.close()
+
+
 def _upload_location(session: UploadSession) -> str:
     """Where a session that did not mount its blob takes the bytes."""
     if session.location is None:
@@ -490,7 +537,7 @@ class _Upload:
         self._source: BlobSource | None = None
         self._position = 0  # of the next byte read from the source
         self._sent = 0
-        self._buffer = bytearray(min(BUFFER_SIZE, max(size, 1)))
+        self._skip = _Scratch(min(BUFFER_SIZE, max(size, 1)))  # only a server ignoring Range
 
     # -- the steps ---------------------------------------------------------------------------
     def run(self, mount_from: Sequence[str], chunk_size: int | None) -> BlobMove:
@@ -650,7 +697,10 @@ class _Upload:
 
     def _open(self) -> BlobSource:
         if self._source is None:
-            self._source = _open_at(self.opener, self._position, lambda: self._buffer)
+            source = _open_at(self.opener, self._position, self._skip.get)
+            if self.size - self._position >= READ_AHEAD_THRESHOLD:
+                source = _ReadAhead(source)
+            self._source = source
         return self._source
 
     def _read_into(self, buffer: memoryview) -> int:
