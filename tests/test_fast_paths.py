@@ -257,12 +257,34 @@ def test_a_broken_source_fails_where_it_broke_after_the_bytes_before() -> None:
     ahead.close()
 
 
-def test_closing_stops_a_reader_blocked_on_its_source() -> None:
+def test_closing_never_waits_for_a_reader_blocked_on_its_source() -> None:
     source = _Source(os.urandom(4 * MiB), MiB)
-    source.gate_at = 2  # the read after the first blocks until the source is closed
+    source.gate_at = 2  # the read after the first blocks until the gate opens
     ahead = engine_blobs._ReadAhead(source)  # type: ignore[arg-type]
     assert ahead.readinto(bytearray(MiB)) == MiB
     assert source.started[1].wait(30)
-    ahead.close()
+    closer = threading.Thread(target=ahead.close)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive()  # close() returned while the read was still blocked
+    assert not source.closed  # a source is never closed under a read in progress ...
+    source.gate.set()
+    assert ahead.thread is not None
+    ahead.thread.join(30)
+    assert not ahead.thread.is_alive()
+    assert source.closed  # ... the reader closes it once its read returns
+    with pytest.raises(ValueError):
+        ahead.readinto(bytearray(10))
+
+
+def test_closing_an_idle_read_ahead_closes_its_source() -> None:
+    source = _Source(os.urandom(MiB), MiB)
+    engine_blobs._ReadAhead(source).close()  # type: ignore[arg-type]
     assert source.closed
-    assert not any(t.name == "regstore-read" and t.is_alive() for t in threading.enumerate())
+    finished = _Source(os.urandom(MiB), MiB)
+    ahead = engine_blobs._ReadAhead(finished)  # type: ignore[arg-type]
+    assert _drain(ahead, MiB) == finished.data
+    assert ahead.thread is not None
+    ahead.thread.join(30)
+    ahead.close()  # the reader is done: close() itself closes the source
+    assert finished.closed

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from regstore import open_store
 from regstore.errors import BlobNotFoundError, StoreError
+from regstore.reference import Digest
 from tests.support.proxy import FaultProxy
 
 from regstore_s3 import stream as stream_module
@@ -96,4 +97,22 @@ def test_a_missing_blob_is_blob_not_found(
     )
     with pytest.raises(BlobNotFoundError):
         store.layer("sha256:" + "ab" * 32).reader()
+    store.close()
+
+
+def test_a_stream_closed_under_a_read_sends_no_other_get(
+    s3_bucket: Any, fault_proxy_factory: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy_factory(s3_bucket.endpoint_url, preserve_host=True)
+    store, data, digest = _store_with_blob(proxy, s3_bucket.bucket, 6 * MiB)
+    key = store.backend.key_of(store.backend.final_blob_path(Digest(digest)))  # type: ignore[attr-defined]
+    proxy.clear_records()
+    stream = stream_module.ObjectStream(store.backend.raw_fs, s3_bucket.bucket, key)  # type: ignore[attr-defined]
+    assert stream.read(MiB) == data[:MiB]
+    stream.close()
+    # what a reader thread sees when the stream is closed under its read: the failed read
+    # goes to _resume, which must not open another GET that nobody would ever close
+    with pytest.raises(StoreError, match="closed"):
+        stream._resume(ConnectionError("the body was closed"))
+    assert _blob_gets(proxy, digest) == 1
     store.close()

@@ -13,8 +13,12 @@ The fsspec backend on ``LocalFileSystem``, with what a local disk needs beyond f
   (:class:`~regstore.errors.StoreEscapeError`): a store that arrived from elsewhere (an
   air-gap transfer, an untrusted archive) cannot make regstore write links or blobs, create
   directories or lock files, or read files anywhere else. Links that stay inside the root are
-  followed, and the root itself may be a symbolic link. (This guards against a store's
-  content, not against a concurrent writer racing to swap a directory for a link.)
+  followed, and the root itself may be a symbolic link (resolved when the store is opened).
+  This guards against a store's content, not against another process changing the tree under
+  an open store: a directory seen to be no link is trusted for up to a second
+  (``_Confinement.TRUSTED_FOR``; the check on every access made a sync of a few hundred tags
+  spend much of its time in ``realpath``), so a directory swapped for a link within that second
+  is followed. Open a store that arrives from elsewhere after it has arrived.
 
 URLs: ``file:///srv/mirror`` (``file://localhost/srv/mirror`` too) or a plain path, relative
 to the working directory or absolute. ``file://relative`` is refused as ambiguous. Opening

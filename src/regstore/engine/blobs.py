@@ -57,8 +57,8 @@ PIPELINE_THRESHOLD = 16 << 20
 #: bounded to 100 MiB even into S3, whose client alone takes ~65 MiB).
 PIPELINE_DEPTH = 2
 #: Uploads of at least this many bytes (left) read their source ahead (``_ReadAhead``), in
-#: buffers of READ_AHEAD_BUFFER bytes (a body is sent in 1 MiB pieces): small blobs need no
-#: thread, and a 10 MiB layer already costs what a 1 GiB one does.
+#: PIPELINE_DEPTH buffers of READ_AHEAD_BUFFER bytes (a body is sent in 1 MiB pieces): small
+#: blobs need no thread, and a 10 MiB layer already costs what a 1 GiB one does.
 READ_AHEAD_THRESHOLD = 8 << 20
 READ_AHEAD_BUFFER = 1 << 20
 #: How long a failed transfer waits for its reader thread to notice (it is a daemon after that).
@@ -402,39 +402,80 @@ class _ReadAhead:
 
     A push from S3 or a copy from another registry otherwise waits for each read before
     sending it, and sends before reading on: the two take turns. Through this, the source is
-    read one buffer ahead (``_read_chunks``' ring, READ_AHEAD_BUFFER bytes each), so they
-    overlap. A failure of the source surfaces at the position where it happened, after the
-    bytes read before it; closing stops the reader and closes the source.
+    read into a ring of PIPELINE_DEPTH buffers of READ_AHEAD_BUFFER bytes, so they overlap. A
+    failure of the source surfaces at the position where it happened, after the bytes read
+    before it. Closing never waits for the reader: a source is not closed under a read in
+    progress (an HTTP response would make the closer wait for its stalled ``recv``), so
+    whichever of the two finishes last closes it.
     """
 
     def __init__(self, source: BlobSource) -> None:
         self._source = source
         self.offset = source.offset
         self.size = source.size
-        self._chunks = _read_chunks(
-            source, _Scratch(READ_AHEAD_BUFFER * PIPELINE_DEPTH), pipelined=True
-        )
+        self._free: queue.Queue[bytearray | None] = queue.Queue()
+        self._filled: queue.Queue[tuple[bytearray, int | BaseException]] = queue.Queue()
+        for _ in range(PIPELINE_DEPTH):
+            self._free.put(bytearray(READ_AHEAD_BUFFER))
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pumping = False
+        self.thread: threading.Thread | None = None
+        self._held: bytearray | None = None  # the filled buffer being handed over
         self._view = memoryview(b"")
 
+    def _pump(self) -> None:
+        try:
+            while not self._closed and (buffer := self._free.get()) is not None:
+                try:
+                    n = self._source.readinto(buffer)
+                except BaseException as exc:  # handed to the consumer, which decides
+                    self._filled.put((buffer, exc))
+                    return
+                self._filled.put((buffer, n))
+                if n == 0:
+                    return
+        finally:
+            with self._lock:
+                self._pumping = False
+                close = self._closed
+            if close:
+                self._source.close()
+
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        if self._closed:
+            raise ValueError("read of a closed read-ahead source")
         if not self._view:
-            try:
-                self._view = next(self._chunks)
-            except StopIteration:
+            if self._held is not None:
+                self._free.put(self._held)
+                self._held = None
+            if self.thread is None:
+                self._pumping = True
+                self.thread = threading.Thread(
+                    target=self._pump, name="regstore-read-ahead", daemon=True
+                )
+                self.thread.start()
+            filled, result = self._filled.get()
+            if isinstance(result, BaseException):
+                raise result
+            if result == 0:
                 return 0
+            self._held, self._view = filled, memoryview(filled)[:result]
         n = min(len(buffer), len(self._view))
         memoryview(buffer)[:n] = self._view[:n]
         self._view = self._view[n:]
         return n
 
     def close(self) -> None:
-        self._view = memoryview(b"")
-        try:
-            # the source first: a reader blocked on it wakes with an error instead of being
-            # waited for
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pumping = self._pumping
+        self._view, self._held = memoryview(b""), None
+        self._free.put(None)  # a reader waiting for a buffer stops
+        if not pumping:
             self._source.close()
-        finally:
-            self._chunks.close()
 
 
 def _upload_location(session: UploadSession) -> str:

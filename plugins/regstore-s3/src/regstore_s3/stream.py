@@ -44,6 +44,7 @@ class ObjectStream:
         self._body: Any = None
         self._etag: str | None = None
         self._ended = False
+        self._closed = False
         self._resumes = 0
         self._open()
 
@@ -62,7 +63,10 @@ class ObjectStream:
 
         try:
             with translate_s3_errors(self._what):
-                response = sync(self._fs.loop, _get)
+                try:
+                    response = sync(self._fs.loop, _get)
+                except TimeoutError as exc:  # fsspec's FSTimeoutError, aiohttp's: no answer
+                    raise StoreError(f"{self._what}: no answer in time ({exc!r})") from exc
         except StoreError as exc:
             cause = exc.__cause__ or exc
             if is_not_found(cause):
@@ -122,6 +126,8 @@ class ObjectStream:
 
     def _resume(self, exc: Exception) -> None:
         self._close_body()
+        if self._closed:
+            raise StoreError(f"{self._what}: the stream was closed") from exc
         if self._resumes >= MAX_RESUMES or isinstance(exc, RegstoreError):
             if isinstance(exc, RegstoreError):
                 raise exc
@@ -145,6 +151,7 @@ class ObjectStream:
         return True
 
     def close(self) -> None:
-        """Release the connection (unread bytes of the body are dropped)."""
-        self._ended = True
+        """Release the connection (unread bytes of the body are dropped). A read under way
+        in another thread then fails instead of sending another GET."""
+        self._closed = self._ended = True
         self._close_body()
