@@ -741,6 +741,12 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     # 6. S3 (moto) and back
     s3_options = json.dumps({**S3_OPTIONS, "endpoint_url": world.moto.endpoint_url})
     ceiling_key = f"{world.bucket}/ceiling/big.bin"
+    # for curl: a signed GET of the ceiling object (anonymous ones are refused)
+    presigned_ceiling = world.moto.client().generate_presigned_url(
+        "get_object",
+        Params={"Bucket": world.bucket, "Key": ceiling_key.partition("/")[2]},
+        ExpiresIn=6 * 3600,
+    )
     out.append(
         Workload(
             "s3-pull",
@@ -797,6 +803,28 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                 ),
                 # a push from anywhere cannot outrun the registry taking the bytes in
                 ingest_ceiling(),
+                # nor, from S3, the same bytes streamed from the S3 server straight into it
+                Runner(
+                    "S3 GET | curl PUT",
+                    "ceiling",
+                    lambda i: [
+                        "bash",
+                        "-c",
+                        "set -o pipefail; "
+                        + curl_put.replace(
+                            "curl -s -f -o /dev/null -X PUT",
+                            'curl -sf "$4" | curl -s -f -o /dev/null -X PUT',
+                        ).replace('-T "$2"', "-T -"),
+                        "s3-get-put",
+                        f"http://{target(i)}",
+                        "-",
+                        big_digest,
+                        presigned_ceiling,
+                    ],
+                    prepare=new_target,
+                    cleanup=stop_target,
+                    verify=holds_big,
+                ),
             ],
             targets=[("S3 streamed GET", 0.9)],
             rss_probe=push_probe(
