@@ -7,6 +7,7 @@
 - A chunked push uses the library's chunk size; a download's retry budget does not follow it.
 - A blob read to its end hands its connection back to the pool.
 - An upload reads its source ahead in a thread of its own, in order, failing where it broke.
+- ``--chunk-size`` bounds every request body of a push.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from regstore.engine import blobs as engine_blobs
 from regstore.engine.transfer import MAX_IMAGE_WORKERS, image_workers
 from regstore.errors import StoreEscapeError, TransportError
 from regstore.testing.builders import build_image
+from tests.support.cli import put_image, run_cli
 from tests.support.engine import seed_registry
 from tests.support.registry import RegistryServer
 
@@ -288,3 +290,36 @@ def test_closing_an_idle_read_ahead_closes_its_source() -> None:
     ahead.thread.join(30)
     ahead.close()  # the reader is done: close() itself closes the source
     assert finished.closed
+
+
+def test_chunk_size_bounds_every_request_body_of_a_cli_push(
+    registry: RegistryServer, tmp_path: Path, fault_proxy_factory: Any
+) -> None:
+    built = build_image(layers=1, layer_size=3 * MiB + 5, seed=17, media="oci")
+    store_path = str(tmp_path / "store")
+    with open_store(store_path) as store:
+        put_image(store, "src/app", "1", built)
+    proxy = fault_proxy_factory(registry)
+    result = run_cli(
+        "--chunk-size",
+        "1MiB",
+        "push",
+        "src/app:1",
+        f"{proxy.host}/dst/app:1",
+        home=tmp_path / "home",
+        store=store_path,
+    )
+    assert result.returncode == 0, result.stderr
+    bodies = [r.request_bytes for r in proxy.requests_matching(None, r"/blobs/uploads/")]
+    assert max(bodies) <= MiB  # the 3 MiB layer too: in PATCHes, no monolithic PUT
+    assert len(proxy.requests_matching("PATCH", r"/blobs/uploads/")) >= 4
+    refused = run_cli(
+        "--chunk-size",
+        "10",
+        "push",
+        "src/app:1",
+        f"{proxy.host}/x:1",
+        home=tmp_path / "home",
+        store=store_path,
+    )
+    assert refused.returncode == 2 and "outside 1MiB" in refused.stderr

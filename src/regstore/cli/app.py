@@ -84,6 +84,7 @@ class Settings:
     json: bool = False
     concurrency: int | None = None
     retries: int | None = None
+    chunk_size: int | None = None
 
 
 @dataclass
@@ -118,6 +119,21 @@ class AppState:
     @property
     def concurrency(self) -> int:
         return self.settings.concurrency or 4
+
+    @property
+    def chunk_size(self) -> int:
+        """The PATCH size of a chunked push: ``--chunk-size``, else the engine's default."""
+        from regstore.engine.blobs import DEFAULT_CHUNK_SIZE
+
+        return self.settings.chunk_size or DEFAULT_CHUNK_SIZE
+
+    @property
+    def monolithic_threshold(self) -> int:
+        """Blobs up to this size are pushed in one PUT: never above ``--chunk-size`` (no
+        request body larger than it)."""
+        from regstore.engine.blobs import DEFAULT_MONOLITHIC_THRESHOLD
+
+        return min(self.chunk_size, DEFAULT_MONOLITHIC_THRESHOLD)
 
     # -- the store ----------------------------------------------------------------------------
 
@@ -293,6 +309,50 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+if TYPE_CHECKING:  # click >= 8.4 types its ParamType generically; older ones are not generic
+    _IntParamType = click.ParamType[int]
+else:
+    _IntParamType = click.ParamType
+
+
+class _Size(_IntParamType):
+    """A byte count: ``67108864``, ``64MiB``, ``64M``, ``100MB``, ``1GiB`` (1 MiB ... 5 GiB)."""
+
+    name = "size"
+    _UNITS = {
+        "": 1,
+        "k": 1000,
+        "kb": 1000,
+        "ki": 1024,
+        "kib": 1024,
+        "m": 1 << 20,
+        "mb": 1000**2,
+        "mi": 1 << 20,
+        "mib": 1 << 20,
+        "g": 1 << 30,
+        "gb": 1000**3,
+        "gi": 1 << 30,
+        "gib": 1 << 30,
+    }
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            number = value
+        else:
+            text = str(value).strip().lower()
+            digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+            unit = self._UNITS.get(text[len(digits) :].strip())
+            if not digits.strip().isdigit() or unit is None:
+                self.fail(f"{value!r} is not a size (use bytes or 64MiB, 100MB, 1GiB)", param, ctx)
+            number = int(digits) * unit
+        if not 1 << 20 <= number <= 5 << 30:
+            self.fail(f"{value!r} is outside 1MiB ... 5GiB", param, ctx)
+        return number
+
+
+_SIZE = _Size()
+
+
 def _global_option_decorators(*, on_group: bool) -> list[Callable[[F], F]]:
     common: dict[str, Any] = {"expose_value": False, "callback": _remember}
     # the environment is read once, by the group: a command's own --store would otherwise
@@ -355,6 +415,14 @@ def _global_option_decorators(*, on_group: bool) -> list[Callable[[F], F]]:
             type=click.IntRange(0, 20),
             metavar="N",
             help="Retries of a failed registry request (default 5, with backoff).",
+            **common,
+        ),
+        click.option(
+            "--chunk-size",
+            type=_SIZE,
+            metavar="SIZE",
+            help="Largest request body of a push, e.g. 64MiB (default 128MiB): lower it for a "
+            "registry behind a proxy that caps request bodies.",
             **common,
         ),
     ]

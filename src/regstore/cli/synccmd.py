@@ -117,6 +117,8 @@ def sync_command(
             events=display.sink,
             keep_going=keep_going,
             referrer_types=referrer_types,
+            chunk_size=state.chunk_size,
+            monolithic_threshold=state.monolithic_threshold,
         )
     return report_batch(state, batch, extra={"dry_run": False})
 

@@ -72,6 +72,7 @@ from regstore.errors import (
 from regstore.reference import is_digest, validate_name
 from regstore.referrers import is_supply_chain_tag
 
+from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .filters import InvalidTag, TagFilter, partition_tags
 from .model import BatchResult, ImageOutcome, RegistryClient, RegistryImage, StoreImage
 from .syncfile import (
@@ -302,8 +303,13 @@ def run_sync(
     skip_unchanged: bool = True,
     keep_going: bool = True,
     referrer_types: Sequence[str] = (),
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
 ) -> BatchResult:
     """Run the plan's jobs (grouped by platform selection) and report every image.
+
+    ``chunk_size`` and ``monolithic_threshold`` shape the uploads into registries (see
+    :func:`~regstore.engine.transfer.transfer_many`).
 
     Jobs planned with ``referrers`` move their images' referrers too (of ``referrer_types``
     only, when given).
@@ -336,6 +342,8 @@ def run_sync(
             keep_going=keep_going,
             referrers=referrers,
             referrer_types=referrer_types,
+            chunk_size=chunk_size,
+            monolithic_threshold=monolithic_threshold,
         )
         failed = failed or not batch.ok
         for i, outcome in zip(indexes, batch.outcomes, strict=True):
