@@ -805,7 +805,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                 ingest_ceiling(),
                 # nor, from S3, the same bytes streamed from the S3 server straight into it
                 Runner(
-                    "S3 GET | curl PUT",
+                    "curl GET from S3 into curl PUT",
                     "ceiling",
                     lambda i: [
                         "bash",
