@@ -323,3 +323,36 @@ def test_chunk_size_bounds_every_request_body_of_a_cli_push(
         store=store_path,
     )
     assert refused.returncode == 2 and "outside 1MiB" in refused.stderr
+
+
+def test_a_memory_listing_that_met_a_concurrent_write_is_taken_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from regstore.backends import memory
+
+    calls = 0
+    find = MemoryFileSystem.find
+
+    def racing(self: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls < 3:  # what a concurrent insert during the dict's copy raises
+            raise RuntimeError("dictionary changed size during iteration")
+        return find(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "find", racing)
+    fs = memory._MemoryFileSystem()
+    fs.pipe_file("/regstore-fastpath/a/b", b"x")
+    try:
+        assert fs.find("/regstore-fastpath") == ["/regstore-fastpath/a/b"]
+        assert calls == 3
+        monkeypatch.setattr(
+            MemoryFileSystem, "find", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other"))
+        )
+        with pytest.raises(RuntimeError, match="other"):  # any other error is the caller's
+            fs.find("/regstore-fastpath")
+    finally:
+        monkeypatch.setattr(MemoryFileSystem, "find", find)
+        fs.rm("/regstore-fastpath", recursive=True)

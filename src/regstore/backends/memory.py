@@ -24,11 +24,11 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
 
 import fsspec
-from fsspec.implementations.memory import MemoryFile
+from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
 
 from regstore.errors import StoreError
 from regstore.hookspecs import Register, hookimpl
@@ -211,6 +211,37 @@ class MemoryStaging(AppendStaging):
         self.store = store
 
 
+_T = TypeVar("_T")
+
+
+def _snapshot_retried(listing: Callable[[], _T]) -> _T:
+    """``listing()``, again when another thread changed the process-wide dict under it.
+
+    fsspec's memory filesystem lists by copying its one dict of every path, and the copy can
+    still meet a concurrent insert (a garbage collection in mid-copy lets another thread run):
+    ``RuntimeError: dictionary changed size during iteration``. A listing changes nothing, so
+    it is simply taken again.
+    """
+    for _ in range(20):
+        try:
+            return listing()
+        except RuntimeError as exc:
+            if "changed size during iteration" not in str(exc):
+                raise
+    return listing()
+
+
+class _MemoryFileSystem(MemoryFileSystem):  # type: ignore[misc]  # fsspec is untyped
+    """The process-wide memory filesystem (the same dict of paths), whose listings are
+    retried when a concurrent write changed it mid-copy (see ``_snapshot_retried``)."""
+
+    def ls(self, path: str, detail: bool = False, **kwargs: Any) -> Any:
+        return _snapshot_retried(lambda: super(_MemoryFileSystem, self).ls(path, detail, **kwargs))
+
+    def find(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        return _snapshot_retried(lambda: super(_MemoryFileSystem, self).find(path, *args, **kwargs))
+
+
 class MemoryBackend(FsspecBackend):
     """The fsspec backend on the process-wide memory filesystem, rooted per store name."""
 
@@ -219,7 +250,7 @@ class MemoryBackend(FsspecBackend):
     def __init__(self, name: str = "default", *, layout: str = "distribution") -> None:
         root = _root(name)
         super().__init__(
-            fsspec.filesystem("memory"),
+            _MemoryFileSystem(),
             root,
             layout=layout,
             locks=ThreadLockManager(f"memory:{root}"),
