@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, TypeVar
@@ -189,9 +189,7 @@ def _fill(
     writer.commit(size)
 
 
-def _read_chunks(
-    source: BlobSource, scratch: _Scratch, *, pipelined: bool
-) -> Generator[memoryview, None, None]:
+def _read_chunks(source: BlobSource, scratch: _Scratch, *, pipelined: bool) -> Iterator[memoryview]:
     """The source's bytes as views of at most ``scratch.size`` bytes, until its end.
 
     Pipelined, a reader thread fills a small ring of buffers while the caller hashes and writes
