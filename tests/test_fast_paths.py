@@ -233,6 +233,23 @@ def test_a_read_ahead_source_gives_every_byte_in_order() -> None:
         ahead.close()
 
 
+def test_a_pull_takes_the_read_ahead_ring_buffers_themselves() -> None:
+    # the pipelined pull and the read-ahead push are one piece: a pull's views are the ring's
+    # own buffers (no copy per chunk), never more of them than PIPELINE_DEPTH
+    data = os.urandom(5 * MiB + 7)
+    ahead = engine_blobs._ReadAhead(_Source(data, MiB), MiB)  # type: ignore[arg-type]
+    got, buffers = bytearray(), set()
+    try:
+        for view in engine_blobs._read_chunks(ahead, engine_blobs._Scratch(2 * MiB)):  # type: ignore[arg-type]
+            assert isinstance(view.obj, bytearray) and len(view.obj) == MiB
+            buffers.add(id(view.obj))
+            got += view
+    finally:
+        ahead.close()
+    assert bytes(got) == data
+    assert len(buffers) == engine_blobs.PIPELINE_DEPTH
+
+
 def test_the_next_read_starts_before_the_caller_asks_for_it() -> None:
     data = os.urandom(3 * MiB)
     source = _Source(data, MiB)

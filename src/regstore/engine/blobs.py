@@ -50,19 +50,17 @@ log = logging.getLogger("regstore.engine")
 Opener = Callable[[int], BlobSource]
 #: Bytes read per call on the hot path: large, so per-chunk Python costs vanish.
 BUFFER_SIZE = 4 << 20
-#: Blobs (or remainders) this large are read by a thread of their own, one buffer ahead.
+#: Blobs (or remainders) this large are read ahead by a thread of their own (``_ReadAhead``).
 PIPELINE_THRESHOLD = 16 << 20
-#: Buffers of the reader thread, of BUFFER_SIZE / PIPELINE_DEPTH bytes each: one being filled
-#: while the caller hashes and writes the other (a third bought nothing measurable; RSS is
-#: bounded to 100 MiB even into S3, whose client alone takes ~65 MiB).
+#: Buffers of a read-ahead thread (of BUFFER_SIZE / PIPELINE_DEPTH bytes for a pull): one
+#: being filled while the caller hashes and writes the other (a third bought nothing
+#: measurable; RSS is bounded to 100 MiB even into S3, whose client alone takes ~65 MiB).
 PIPELINE_DEPTH = 2
 #: Uploads of at least this many bytes (left) read their source ahead (``_ReadAhead``), in
 #: PIPELINE_DEPTH buffers of READ_AHEAD_BUFFER bytes (a body is sent in 1 MiB pieces): small
 #: blobs need no thread, and a 10 MiB layer already costs what a 1 GiB one does.
 READ_AHEAD_THRESHOLD = 8 << 20
 READ_AHEAD_BUFFER = 1 << 20
-#: How long a failed transfer waits for its reader thread to notice (it is a daemon after that).
-PIPELINE_JOIN_TIMEOUT = 5.0
 #: Blobs up to this size are pushed with one PUT; larger ones in chunks (resumable).
 DEFAULT_MONOLITHIC_THRESHOLD = 32 << 20
 #: The PATCH size of a chunked push. Each PATCH ends with the registry making the chunk
@@ -155,8 +153,12 @@ def _fill(
             source = _open_at(opener, writer.current_size, scratch.get)
             if size < 0:
                 size = _learn_size(source, writer)
-            pipelined = size < 0 or size - writer.current_size >= PIPELINE_THRESHOLD
-            for chunk in _read_chunks(source, scratch, pipelined=pipelined):
+            if size < 0 or size - writer.current_size >= PIPELINE_THRESHOLD:
+                # The ring holds as many bytes as the scratch buffer of an unpipelined blob,
+                # so a blob's memory does not depend on its size (a 1 GiB pull peaks where a
+                # 10 MiB one does).
+                source = _ReadAhead(source, max(1, scratch.size // PIPELINE_DEPTH))
+            for chunk in _read_chunks(source, scratch):
                 writer.write(chunk)
                 n = len(chunk)
                 fill.moved += n
@@ -189,51 +191,16 @@ def _fill(
     writer.commit(size)
 
 
-def _read_chunks(source: BlobSource, scratch: _Scratch, *, pipelined: bool) -> Iterator[memoryview]:
-    """The source's bytes as views of at most ``scratch.size`` bytes, until its end.
-
-    Pipelined, a reader thread fills a small ring of buffers while the caller hashes and writes
-    the previous one: socket reads, sha256 and file writes all release the GIL, so on a large
-    blob the three overlap instead of taking turns. A view is valid until the next one is asked
-    for. Errors of the source surface here, in the caller's thread.
-    """
-    if not pipelined:
-        view = memoryview(scratch.get())
-        while n := source.readinto(view):
-            yield view[:n]
+def _read_chunks(source: BlobSource, scratch: _Scratch) -> Iterator[memoryview]:
+    """The source's bytes as views of at most ``scratch.size`` bytes, until its end; a
+    :class:`_ReadAhead` source hands over its own ring's buffers (no copy). A view is valid
+    until the next one is asked for."""
+    if isinstance(source, _ReadAhead):
+        yield from source.views()
         return
-    free: queue.Queue[bytearray | None] = queue.Queue()
-    filled: queue.Queue[tuple[bytearray, int | BaseException]] = queue.Queue()
-    # The ring holds as many bytes as the scratch buffer of an unpipelined blob, so a blob's
-    # memory does not depend on its size (a 1 GiB pull peaks where a 10 MiB one does).
-    for _ in range(PIPELINE_DEPTH):
-        free.put(bytearray(max(1, scratch.size // PIPELINE_DEPTH)))
-
-    def pump() -> None:
-        while (buffer := free.get()) is not None:
-            try:
-                n = source.readinto(buffer)
-            except BaseException as exc:  # handed to the consumer, which decides
-                filled.put((buffer, exc))
-                return
-            filled.put((buffer, n))
-            if n == 0:
-                return
-
-    reader = threading.Thread(target=pump, name="regstore-read", daemon=True)
-    reader.start()
-    try:
-        while True:
-            buffer, result = filled.get()
-            if isinstance(result, BaseException):
-                raise result
-            if result == 0:
-                return
-            yield memoryview(buffer)[:result]
-            free.put(buffer)
-    finally:
-        free.put(None)  # stop the reader after its current read, if it is still going
-        reader.join(timeout=PIPELINE_JOIN_TIMEOUT)
+    view = memoryview(scratch.get())
+    while n := source.readinto(view):
+        yield view[:n]
 
 
 def _learn_size(source: BlobSource, writer: LayerWriter) -> int:
@@ -396,25 +363,28 @@ class _Limited:
 
 
 class _ReadAhead:
-    """A source read ahead by a thread of its own while the caller sends what it already has.
+    """A source read ahead by a thread of its own while the caller uses what it already has.
 
-    A push from S3 or a copy from another registry otherwise waits for each read before
-    sending it, and sends before reading on: the two take turns. Through this, the source is
-    read into a ring of PIPELINE_DEPTH buffers of READ_AHEAD_BUFFER bytes, so they overlap. A
-    failure of the source surfaces at the position where it happened, after the bytes read
-    before it. Closing never waits for the reader: a source is not closed under a read in
-    progress (an HTTP response would make the closer wait for its stalled ``recv``), so
+    Reading and using otherwise take turns: a pull would wait for each socket read before
+    hashing and writing it, a push from S3 or a copy from another registry for each read before
+    sending it. Through this, the source is read into a ring of PIPELINE_DEPTH buffers of
+    ``buffer_size`` bytes (socket reads, sha256, file writes and sends all release the GIL, so
+    they overlap). :meth:`views` hands the ring's buffers over themselves; :meth:`readinto`
+    copies from them, for callers that need a file-like source. A failure of the source
+    surfaces at the position where it happened, after the bytes read before it, in the
+    caller's thread. Closing never waits for the reader: a source is not closed under a read
+    in progress (an HTTP response would make the closer wait for its stalled ``recv``), so
     whichever of the two finishes last closes it.
     """
 
-    def __init__(self, source: BlobSource) -> None:
+    def __init__(self, source: BlobSource, buffer_size: int = READ_AHEAD_BUFFER) -> None:
         self._source = source
         self.offset = source.offset
         self.size = source.size
         self._free: queue.Queue[bytearray | None] = queue.Queue()
         self._filled: queue.Queue[tuple[bytearray, int | BaseException]] = queue.Queue()
         for _ in range(PIPELINE_DEPTH):
-            self._free.put(bytearray(READ_AHEAD_BUFFER))
+            self._free.put(bytearray(buffer_size))
         self._lock = threading.Lock()
         self._closed = False
         self._pumping = False
@@ -440,25 +410,39 @@ class _ReadAhead:
             if close:
                 self._source.close()
 
-    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+    def _next(self) -> memoryview:
+        """The next filled buffer's bytes (empty at the end); the one handed over before goes
+        back to the reader."""
         if self._closed:
             raise ValueError("read of a closed read-ahead source")
+        if self._held is not None:
+            self._free.put(self._held)
+            self._held = None
+        if self.thread is None:
+            self._pumping = True
+            self.thread = threading.Thread(
+                target=self._pump, name="regstore-read-ahead", daemon=True
+            )
+            self.thread.start()
+        filled, result = self._filled.get()
+        if isinstance(result, BaseException):
+            raise result
+        if result == 0:
+            return memoryview(b"")
+        self._held = filled
+        return memoryview(filled)[:result]
+
+    def views(self) -> Iterator[memoryview]:
+        """The bytes as views of the ring's buffers, until the end; a view is valid until the
+        next one is asked for."""
+        while view := self._next():
+            yield view
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
         if not self._view:
-            if self._held is not None:
-                self._free.put(self._held)
-                self._held = None
-            if self.thread is None:
-                self._pumping = True
-                self.thread = threading.Thread(
-                    target=self._pump, name="regstore-read-ahead", daemon=True
-                )
-                self.thread.start()
-            filled, result = self._filled.get()
-            if isinstance(result, BaseException):
-                raise result
-            if result == 0:
+            self._view = self._next()
+            if not self._view:
                 return 0
-            self._held, self._view = filled, memoryview(filled)[:result]
         n = min(len(buffer), len(self._view))
         memoryview(buffer)[:n] = self._view[:n]
         self._view = self._view[n:]
