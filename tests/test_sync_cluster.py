@@ -730,6 +730,36 @@ def test_keep_going_and_fail_fast_on_the_cluster(
         assert all(o.error for o in batch.by_status("cancelled"))
 
 
+@CLUSTER_GROUP
+def test_chunk_size_bounds_the_workers_uploads_into_a_registry_target(
+    dask_client: distributed.Client,
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    tmp_path: Path,
+) -> None:
+    # --chunk-size (a proxy capping request bodies) holds on the workers too
+    big = build_image(seed=9500, layers=1, layer_size=3 * MiB + 5, media="oci")
+    seed_registry(registry.url, "cl/big", "1", big)
+    proxy = fault_proxy_factory(registry)
+    sync = tmp_path / "sync.yaml"
+    sync.write_text(
+        f"target:\n  registry: {proxy.host}\n  plain_http: true\n  prefix: chunked\n"
+        f"sources:\n  - registry: {registry.host}\n    plain_http: true\n"
+        "    repositories:\n      - name: cl/big\n        tags: ['1']\n"
+    )
+    plan, access_for = _plan(sync, None)
+    batch = run_sync_on_cluster(
+        plan, dask_client, access_for=access_for, chunk_size=MiB, monolithic_threshold=MiB
+    )
+    assert batch.ok, [o.error for o in batch.outcomes]
+    assert [o.worker for o in batch.outcomes if o.worker]  # moved on a worker, not here
+    bodies = [r.request_bytes for r in proxy.requests_matching(None, r"/blobs/uploads/")]
+    assert bodies and max(bodies) <= MiB  # the 3 MiB layer too: PATCHes, no monolithic PUT
+    assert len(proxy.requests_matching("PATCH", r"/chunked/cl/big/blobs/uploads/")) >= 4
+    copied = Client(registry.host).get_image_manifest("chunked/cl/big", "1")
+    assert str(copied.digest) == big.manifest_digest
+
+
 def test_cli_credentials_are_refused_on_a_cluster(tmp_path: Path) -> None:
     sync = tmp_path / "s.yaml"
     sync.write_text("sources:\n  - registry: 127.0.0.1:1\n    repositories: [a]\n")

@@ -203,6 +203,8 @@ class ClusterRun:
                     access_for=self.access_for,
                     store_url=store_url,
                     concurrency=state.concurrency,
+                    chunk_size=state.chunk_size,
+                    monolithic_threshold=state.monolithic_threshold,
                     events=display.sink,
                     keep_going=keep_going,
                     on_outcome=on_outcome,

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from regstore.engine.blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from regstore.engine.model import (
     BatchResult,
     ImageOutcome,
@@ -278,11 +279,12 @@ def _task_for(
     job: PlannedJob,
     access_for: Callable[[RegistryClient], RegistryAccess],
     store_url: str | None,
-    concurrency: int,
-    skip_unchanged: bool,
+    tuning: dict[str, Any],
     topic: str,
     referrer_types: Sequence[str],
 ) -> ImageTask:
+    """The task of one job; ``tuning`` holds the ImageTask fields every task shares
+    (concurrency, skip_unchanged, chunk_size, monolithic_threshold)."""
     source, dest = job.source, job.destination
     if source.reference is None:
         raise ValueError(f"the source {source} needs a tag or digest")
@@ -293,8 +295,7 @@ def _task_for(
         "dest_name": dest.name,
         "dest_reference": dest.reference,
         "platforms": job.platforms,
-        "concurrency": concurrency,
-        "skip_unchanged": skip_unchanged,
+        **tuning,
         "topic": topic,
         "referrers": job.referrers,
         "referrer_types": tuple(referrer_types),
@@ -317,6 +318,8 @@ def run_sync_on_cluster(
     access_for: Callable[[RegistryClient], RegistryAccess],
     store_url: str | None = None,
     concurrency: int = 4,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
     events: EventSink | None = None,
     skip_unchanged: bool = True,
     keep_going: bool = True,
@@ -331,10 +334,12 @@ def run_sync_on_cluster(
     ``access_for`` says how a worker reaches the registry of a client of the plan (no secrets:
     see :class:`~regstore.cluster.tasks.RegistryAccess`); ``store_url`` is the URL of the
     plan's destination store (checked by :func:`check_store_url`). ``concurrency`` is the
-    blobs each image moves at once on its worker. ``events`` receives the workers' transfer
-    events (on a thread of the Dask client); ``on_outcome(outcome, done, total)`` is called on
-    this thread as each image finishes. Jobs planned with ``referrers`` move their images'
-    referrers too (of ``referrer_types``; all when empty), as a local sync's do.
+    blobs each image moves at once on its worker; ``chunk_size`` and ``monolithic_threshold``
+    shape its uploads into a registry target (see :func:`regstore.engine.sync.run_sync`).
+    ``events`` receives the workers' transfer events (on a thread of the Dask client);
+    ``on_outcome(outcome, done, total)`` is called on this thread as each image finishes.
+    Jobs planned with ``referrers`` move their images' referrers too (of ``referrer_types``;
+    all when empty), as a local sync's do.
     """
     if store_url is not None:
         check_store_url(store_url)
@@ -349,9 +354,14 @@ def run_sync_on_cluster(
         return BatchResult([*plan.failures, *plan.skipped, *cancelled])
 
     topic = f"regstore-sync-{uuid.uuid4().hex}" if events is not None else ""
+    tuning = {
+        "concurrency": concurrency,
+        "skip_unchanged": skip_unchanged,
+        "chunk_size": chunk_size,
+        "monolithic_threshold": monolithic_threshold,
+    }
     tasks = [
-        _task_for(job, access_for, store_url, concurrency, skip_unchanged, topic, referrer_types)
-        for job in plan.jobs
+        _task_for(job, access_for, store_url, tuning, topic, referrer_types) for job in plan.jobs
     ]
     with ThreadPoolExecutor(max(1, min(concurrency, total or 1))) as pool:
         prepared = list(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from regstore import plugins
+from regstore.engine.blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from regstore.engine.model import ImageOutcome, RegistryImage, StoreImage
 from regstore.engine.transfer import transfer_many
 from regstore.events import EventKind, TransferEvent
@@ -95,6 +96,9 @@ class ImageTask:
     platforms: tuple[str, ...] | None = None
     concurrency: int = 4
     skip_unchanged: bool = True
+    #: the PATCH size of a chunked push into a registry target, and the largest monolithic PUT
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD
     #: move the image's referrers too (signatures, SBOMs...), of these artifact types (all: ())
     referrers: bool = False
     referrer_types: tuple[str, ...] = ()
@@ -231,6 +235,8 @@ def run_image_task(task: ImageTask) -> ImageOutcome:
             [(source, dest)],
             platforms=list(task.platforms) if task.platforms else None,
             concurrency=task.concurrency,
+            chunk_size=task.chunk_size,
+            monolithic_threshold=task.monolithic_threshold,
             events=events,
             skip_unchanged=task.skip_unchanged,
             referrers=task.referrers,
