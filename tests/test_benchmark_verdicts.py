@@ -29,25 +29,29 @@ def bench() -> ModuleType:
     return module
 
 
-def _verdict(bench: Any, regstore: list[float], peer: list[float], ceiling: list[float]) -> Any:
-    def runner(name: str, kind: str, times: list[float]) -> Any:
-        r = bench.Runner(name, kind, command=lambda i: ["true"])
-        r.samples = [bench.Sample(t, 10.0, 0.1) for t in times]
-        return r
+def _runner(bench: Any, name: str, kind: str, times: list[float], rss: float = 10.0) -> Any:
+    r = bench.Runner(name, kind, command=lambda i: ["true"])
+    r.samples = [bench.Sample(t, rss, 0.1) for t in times]
+    return r
 
+
+def _targets(
+    bench: Any,
+    runners: list[tuple[str, str, list[float]]],
+    targets: list[tuple[str, float]],
+) -> dict[str, Any]:
+    """The verdicts of one workload of these runners (name, kind, seconds of each run) on
+    these targets, by the runner each target is against."""
     work = bench.Workload(
-        "w",
-        "a workload",
-        2**30,
-        [
-            runner("regstore", "regstore", regstore),
-            runner("peer", "peer", peer),
-            runner("disk", "ceiling", ceiling),
-        ],
-        targets=[("peer", 3.0)],
+        "w", "a workload", 2**30, [_runner(bench, *r) for r in runners], targets=targets
     )
     (row,) = bench.summarise([work])
-    (target,) = row["targets"]
+    return {t["against"]: t for t in row["targets"]}
+
+
+def _verdict(bench: Any, regstore: list[float], peer: list[float], ceiling: list[float]) -> Any:
+    runners = [("regstore", "regstore", regstore), ("peer", "peer", peer)]
+    target = _targets(bench, [*runners, ("disk", "ceiling", ceiling)], [("peer", 3.0)])["peer"]
     assert target["met"] is False
     return target["explained_by"]
 
@@ -72,19 +76,12 @@ def test_regstore_far_from_the_ceiling_is_its_own_gap(bench: Any) -> None:
 def _against_ceilings(bench: Any, regstore: list[float], strict: list[float]) -> dict[str, Any]:
     """A target against one ceiling (GET + sha256, 0.8x) beside a stricter ceiling that adds
     work every such store must do (keeping the bytes in RAM)."""
-    work = bench.Workload(
-        "pull-big-memory",
-        "pull into memory",
-        2**30,
-        [
-            _runner(bench, "regstore", "regstore", regstore),
-            _runner(bench, "GET + sha256", "ceiling", [1.0, 1.0, 1.0]),
-            _runner(bench, "GET + sha256 + kept in RAM", "ceiling", strict),
-        ],
-        targets=[("GET + sha256", 0.8), ("GET + sha256 + kept in RAM", 0.9)],
-    )
-    (row,) = bench.summarise([work])
-    return {t["against"]: t for t in row["targets"]}
+    runners = [
+        ("regstore", "regstore", regstore),
+        ("GET + sha256", "ceiling", [1.0, 1.0, 1.0]),
+        ("GET + sha256 + kept in RAM", "ceiling", strict),
+    ]
+    return _targets(bench, runners, [("GET + sha256", 0.8), ("GET + sha256 + kept in RAM", 0.9)])
 
 
 def test_a_miss_against_a_ceiling_is_explained_by_a_stricter_ceiling_regstore_reaches(
@@ -106,29 +103,16 @@ def test_a_stricter_ceiling_within_reach_explains_nothing(bench: Any) -> None:
     assert verdicts["GET + sha256"]["explained_by"] is None
 
 
-def _runner(bench: Any, name: str, kind: str, times: list[float], rss: float = 10.0) -> Any:
-    r = bench.Runner(name, kind, command=lambda i: ["true"])
-    r.samples = [bench.Sample(t, rss, 0.1) for t in times]
-    return r
-
-
 # -- the no-op re-sync's ceiling: the registry answering the same manifest HEADs ---------------
 
 
 def _noop(bench: Any, regstore: list[float], heads: list[float]) -> dict[str, Any]:
-    work = bench.Workload(
-        "mirror-noop",
-        "no-op re-sync",
-        0,
-        [
-            _runner(bench, "regstore", "regstore", regstore),
-            _runner(bench, "skopeo sync (2nd run)", "peer", [2.7, 2.7, 2.7]),
-            _runner(bench, "registry HEADs", "ceiling", heads),
-        ],
-        targets=[("skopeo sync (2nd run)", 10.0), ("registry HEADs", 0.9)],
-    )
-    (row,) = bench.summarise([work])
-    return {t["against"]: t for t in row["targets"]}
+    runners = [
+        ("regstore", "regstore", regstore),
+        ("skopeo sync (2nd run)", "peer", [2.7, 2.7, 2.7]),
+        ("registry HEADs", "ceiling", heads),
+    ]
+    return _targets(bench, runners, [("skopeo sync (2nd run)", 10.0), ("registry HEADs", 0.9)])
 
 
 def test_the_registry_heads_ceiling_explains_a_10x_miss_regstore_nearly_reaches(
