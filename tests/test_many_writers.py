@@ -7,8 +7,8 @@ processes, every blob by two to eight, and two base layers by every image of eve
 by an old image the store already held, its blobs aged past the grace period on the
 filesystem). Old garbage (an image whose tag was deleted, aged past the grace on the
 filesystem; S3 cannot backdate an object) is the one thing gc may remove, and no writer wants
-it again: a writer that reuses an old unreferenced blob races gc (a known defect, reproduced
-by the strict xfail test at the end of this file).
+it again. A writer that reuses an old unreferenced blob while gc runs is the subject of the two
+race tests at the end of this file (the pull claims the blob, gc decides under the same lock).
 
 Afterwards: no damage (``regstore verify`` plus a re-hash of unreferenced blobs), every tag
 that any run mirrored is present and names the registry's manifest, no process and no gc run
@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,7 @@ from regstore.client import Client
 from regstore.engine import pull
 from regstore.engine.gc import collect_garbage, delete_image
 from regstore.engine.verify import verify
+from regstore.errors import LayerAlreadyExistsError
 from regstore.hookspecs import hookimpl
 from tests.engine_support import seed_registry
 from tests.support.fixtures import S3Bucket
@@ -322,52 +324,153 @@ def test_many_writers_and_gc(
         print("MANY-WRITERS " + json.dumps(asdict(figures), sort_keys=True))
 
 
-class _PauseBeforeDelete:
-    """A store wrapper holding gc's first blob deletion until the test lets it go."""
+class _PauseAfterDeciding:
+    """A store wrapper holding gc after it has listed the blobs and read every manifest (it
+    lists the staging area next), until the test lets it go."""
 
     def __init__(self) -> None:
         self.paused = threading.Event()
         self.go = threading.Event()
 
     @hookimpl(wrapper=True)
-    def regstore_store_delete_blob(self, digest: str) -> Generator[None, bool, bool]:
+    def regstore_store_list_staging(self) -> Generator[None, list[Any], list[Any]]:
         self.paused.set()
         assert self.go.wait(60)
         return (yield)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue 11, item 4): gc's grace protects blobs by commit time only; "
-    "an old unreferenced blob that a running pull reuses (skips as present) is collected "
-    "after the pull decided to reuse it and before its manifest is readable",
-)
-def test_gc_keeps_an_old_blob_that_a_running_pull_reuses(
-    registry: RegistryServer, tmp_path: Path
-) -> None:
+def _race_setup(registry: RegistryServer, tmp_path: Path) -> tuple[Path, bytes, BuiltImage]:
+    """A file store holding the blobs of a deleted image, aged past gc's grace: a base layer
+    that a new image in the registry (``race/new:1``) shares, and the old image's own."""
     base = build_layer({"base/data.bin": random_blob(64 * KiB, 60_000)})
     old = build_image(seed=60_001, shared_layers=[base], layers=0)
     new = build_image(seed=60_002, shared_layers=[base], layers=1, layer_size=KiB)
     seed_registry(registry.url, "race/old", "1", old)
     seed_registry(registry.url, "race/new", "1", new)
     root = tmp_path / "store"
-    store = file_place(root).open()
-    pull(Client(registry.host), store, "race/old", "1")
-    delete_image(store, "race/old", "1")
+    with contextlib.closing(file_place(root).open()) as store:
+        pull(Client(registry.host), store, "race/old", "1")
+        delete_image(store, "race/old", "1")
     _age_blobs(root)  # the old image's blobs are garbage, older than the grace period
-    pause = _PauseBeforeDelete()
+    return root, base, new
+
+
+def _pull_beside_a_deciding_gc(
+    registry: RegistryServer, root: Path, repo: str
+) -> tuple[Any, Any, list[str]]:
+    """Pull ``repo:1`` while a gc (default grace) that has already decided what is garbage
+    waits; then let gc finish. Returns the pull's result, gc's report and verify's problems."""
+    store = file_place(root).open()
+    pause = _PauseAfterDeciding()
     gc_store = file_place(root).open()
     gc_store.add_wrapper(pause)
-    gc = threading.Thread(target=collect_garbage, args=(gc_store,))  # default grace
+    reports: list[Any] = []
+    gc = threading.Thread(target=lambda: reports.append(collect_garbage(gc_store)))
     gc.start()
     try:
-        assert pause.paused.wait(60)  # gc has marked and decided; it deletes next
-        result = pull(Client(registry.host), store, "race/new", "1")  # reuses `base`
-        assert sha256_digest(base) in result.skipped
+        assert pause.paused.wait(60)
+        result = pull(Client(registry.host), store, repo, "1")
     finally:
         pause.go.set()
         gc.join(60)
-    report = verify(store)
+    problems = [str(p) for p in verify(store).problems]
     store.close()
     gc_store.close()
-    assert report.ok, [str(p) for p in report.problems]
+    (report,) = reports
+    return result, report, problems
+
+
+def test_gc_keeps_an_old_blob_that_a_running_pull_reuses(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    # gc has decided (the base layer is unreferenced and old) when a pull reuses the layer: the
+    # pull's claim dates it as used, and gc, looking again under the claim's lock, keeps it
+    root, base, _ = _race_setup(registry, tmp_path)
+    result, report, problems = _pull_beside_a_deciding_gc(registry, root, "race/new")
+    assert sha256_digest(base) in result.skipped  # reused, not fetched again
+    assert sha256_digest(base) in [b.digest for b in report.kept_young]
+    assert report.removed  # the old image's own config and manifest went
+    assert sha256_digest(base) not in [b.digest for b in report.removed]
+    assert problems == []
+
+
+def test_gc_keeps_an_old_manifest_that_a_running_pull_writes_again(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    # the deleted image itself pulled again: its manifest's bytes are still there as garbage
+    # (and its config and layer): writing the manifest claims them too, and gc keeps them all
+    root, _, _ = _race_setup(registry, tmp_path)
+    result, report, problems = _pull_beside_a_deciding_gc(registry, root, "race/old")
+    assert result.transferred == []  # everything reused
+    assert report.removed == []
+    assert str(result.manifest_digest) in [b.digest for b in report.kept_young]
+    assert problems == []
+
+
+class _PauseInDelete:
+    """Holds gc inside its deletion of one blob (under the claim lock, before the delete)."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self.paused = threading.Event()
+        self.go = threading.Event()
+
+    @hookimpl(wrapper=True)
+    def regstore_store_delete_blob(self, digest: str) -> Generator[None, None, None]:
+        if digest == self.digest:
+            self.paused.set()
+            assert self.go.wait(60)
+        return (yield)
+
+
+class _SeesPresent:
+    """Notes when a writer of one blob is refused because the blob is already there."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self.seen = threading.Event()
+
+    @hookimpl(wrapper=True)
+    def regstore_store_blob_writer(self, digest: str) -> Generator[None, Any, Any]:
+        try:
+            return (yield)
+        except LayerAlreadyExistsError:
+            if digest == self.digest:
+                self.seen.set()
+            raise
+
+
+def test_a_pull_fetches_again_a_blob_gc_deleted_before_its_claim(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    # the other order: gc decided to delete the base layer (under the claim lock) just as a
+    # pull found it present; the pull's claim waits for gc, finds the layer gone, fetches it
+    root, base, new = _race_setup(registry, tmp_path)
+    digest = sha256_digest(base)
+    pause, sees = _PauseInDelete(digest), _SeesPresent(digest)
+    gc_store = file_place(root).open()
+    gc_store.add_wrapper(pause)
+    store = file_place(root).open()
+    store.add_wrapper(sees)
+    gc = threading.Thread(target=collect_garbage, args=(gc_store,))
+    gc.start()
+    results: list[Any] = []
+    puller = threading.Thread(
+        target=lambda: results.append(pull(Client(registry.host), store, "race/new", "1"))
+    )
+    try:
+        assert pause.paused.wait(60)  # gc holds the claim lock, about to delete the layer
+        puller.start()
+        assert sees.seen.wait(60)  # the pull found the layer present, and now claims it
+    finally:
+        pause.go.set()
+        gc.join(60)
+        if puller.ident is not None:
+            puller.join(60)
+    (result,) = results
+    assert digest in result.transferred  # fetched again, not reused
+    assert str(store.manifest("race/new", "1").digest) == new.manifest_digest
+    check = verify(store)
+    store.close()
+    gc_store.close()
+    assert check.ok, [str(p) for p in check.problems]

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from regstore import ObjectStore, open_store
 from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
 from regstore.engine.verify import verify
 from regstore.errors import ImageManifestNotFoundError, StoreError
+from regstore.reference import Digest
 from regstore.testing.builders import build_image, build_index, random_blob, sha256_digest
 
 from .support.cli import blob_path, flip_byte, put_image
@@ -174,6 +176,44 @@ def test_gc_grace_uses_the_commit_time(store: ObjectStore) -> None:
     assert [b.digest for b in later.removed] == [orphan]
     with pytest.raises(ValueError, match="negative"):
         collect_garbage(store, grace=-1)
+
+
+def test_a_claimed_blob_is_dated_by_its_reuse(file_store: tuple[ObjectStore, Path]) -> None:
+    # claim_blob (a pull reusing a blob it found present) makes gc's grace count from now
+    store, root = file_store
+    reused = add_blob(store, random_blob(100, seed=3))
+    unused = add_blob(store, random_blob(100, seed=4))
+    _age(root, reused, 7200)
+    _age(root, unused, 7200)
+    used_before = store.blob_used_at(reused)
+    assert used_before is not None and used_before < time.time() - 7000
+    before = time.time()
+    assert store.claim_blob(reused) == 100
+    used = store.blob_used_at(reused)
+    assert used is not None and used >= before - 1
+    report = collect_garbage(store)
+    assert [b.digest for b in report.removed] == [unused]
+    assert [b.digest for b in report.kept_young] == [reused]
+    assert store.blob_exists(reused)
+    assert store.claim_blob(unused) is None  # gone: the caller fetches it again
+
+
+def test_claims_on_an_object_store_are_markers_gc_removes_with_the_blob() -> None:
+    # the generic fsspec path (memory here; S3 and Azure take the same one)
+    with open_store(f"memory://claims-{uuid.uuid4().hex}") as store:
+        backend: Any = store.backend
+        digest = add_blob(store, b"reused blob")
+        marker = backend.used_marker_path(Digest(digest))
+        assert backend.stat_file(marker) is None
+        assert store.claim_blob("sha256:" + "cd" * 32) is None  # absent: nothing marked
+        assert store.claim_blob(digest) == len(b"reused blob")
+        assert backend.stat_file(marker) is not None
+        committed = backend.stat_file(backend.layout.blob_path(Digest(digest)))[1]
+        used = store.blob_used_at(digest)
+        assert used is not None and used >= committed
+        assert [b.digest for b in collect_garbage(store, grace=0).removed] == [digest]
+        assert backend.stat_file(marker) is None  # the marker went with its blob
+        assert store.blob_used_at(digest) is None
 
 
 def test_gc_refuses_when_a_manifest_is_unreadable(file_store: tuple[ObjectStore, Path]) -> None:

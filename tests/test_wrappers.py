@@ -43,6 +43,7 @@ READING_HOOKS = {
     "regstore_store_open_blob",
     "regstore_store_wait_blob",
     "regstore_store_list_blobs",
+    "regstore_store_blob_used_at",
     "regstore_store_list_staging",
     "regstore_store_exists",
     "regstore_store_describe",

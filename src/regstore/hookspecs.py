@@ -218,6 +218,25 @@ class StoreSpec:
         raise NotImplementedError
 
     @hookspec(firstresult=True)
+    def regstore_store_mark_blob_used(self, digest: str) -> None:
+        """Record that the complete blob ``digest`` is being reused now (a pull found it
+        present and will reference it), so that gc's grace period counts from now: see
+        ``regstore_store_blob_used_at``. The facade calls it under the store lock
+        ``blob-use/<alg>/<hex>``, which gc holds while it decides to delete the blob; it need
+        not be durable (a pull that dies before its manifest leaves nothing that needs it).
+
+        Optional: a backend without it leaves a reused blob protected only by its commit time
+        (gc may then collect an old blob a running pull has just decided to reuse).
+        """
+        raise NotImplementedError
+
+    @hookspec(firstresult=True)
+    def regstore_store_blob_used_at(self, digest: str) -> float | None:
+        """When the blob was last committed or marked used (epoch seconds, by the clock that
+        dates the store's blobs), or None when the backend keeps no such record. Optional."""
+        raise NotImplementedError
+
+    @hookspec(firstresult=True)
     def regstore_store_quarantine_blob(self, digest: str) -> str:
         """Move a complete blob aside, so that it is no longer complete; return where it went.
 

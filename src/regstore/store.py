@@ -42,6 +42,7 @@ from regstore.backends.wrappers import (
 )
 from regstore.digest import CHUNK_SIZE, Digester
 from regstore.errors import (
+    BlobNotFoundError,
     DigestMismatchError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
@@ -89,6 +90,7 @@ __all__ = [
     "ReadOnlyGuard",
     "StoreWrapper",
     "TracingWrapper",
+    "blob_use_lock_key",
     "open_store",
     "read_blob",
     "redact_store_url",
@@ -239,6 +241,8 @@ class _StoreHooks(Protocol):
     def regstore_store_wait_blob(self, *, digest: str, timeout: float | None) -> bool: ...
     def regstore_store_list_blobs(self) -> list[BlobInfo]: ...
     def regstore_store_delete_blob(self, *, digest: str) -> object: ...
+    def regstore_store_mark_blob_used(self, *, digest: str) -> object: ...
+    def regstore_store_blob_used_at(self, *, digest: str) -> float | None: ...
     def regstore_store_quarantine_blob(self, *, digest: str) -> str: ...
     def regstore_store_list_staging(self) -> list[StagingEntry]: ...
     def regstore_store_drop_staging(self, *, entry: StagingEntry) -> bool: ...
@@ -246,6 +250,12 @@ class _StoreHooks(Protocol):
     def regstore_store_describe(self) -> dict[str, Any]: ...
     def regstore_store_close(self) -> list[None]: ...
     def regstore_store_lock(self, *, key: str, timeout: float | None) -> StoreLockHandle | None: ...
+
+
+def blob_use_lock_key(digest: Digest) -> str:
+    """The store lock (:meth:`ObjectStore.lock`) under which a blob is claimed for reuse
+    (:meth:`ObjectStore.claim_blob`) and under which gc decides to delete it."""
+    return f"blob-use/{digest.algorithm}/{digest.hex}"
 
 
 #: Up to how many tags a repository's tags are checked before an old referrers index version
@@ -471,6 +481,9 @@ class ObjectStore:
                         f"cannot write index {manifest.digest} to {name}: child manifest "
                         f"{child.digest} is not stored (pass partial=True for a filtered index)"
                     )
+        # Where manifests are blobs too, the bytes may already be there as garbage (an image
+        # deleted earlier) that a running gc has decided to collect: claimed like a reused blob.
+        self.claim_blob(str(manifest.digest))
         self._call(
             self._hooks.regstore_store_put_manifest,
             name=name,
@@ -720,6 +733,35 @@ class ObjectStore:
     def delete_blob(self, digest: str) -> None:
         """Delete a complete blob (garbage collection only: manifests may still need it)."""
         self._call(self._hooks.regstore_store_delete_blob, digest=Digest(digest))
+
+    def claim_blob(self, digest: str) -> int | None:
+        """The size of the complete blob ``digest``, which the caller is about to reference
+        (a pull that found it present); None when it is not complete.
+
+        A blob found present is recorded as used now (``regstore_store_mark_blob_used``), under
+        the same store lock that :func:`~regstore.engine.gc.collect_garbage` holds while it
+        decides to delete a blob: so gc either deleted it first (the answer is None and the
+        caller fetches it again) or sees the claim and keeps it for its grace period. Without
+        this, a blob that was garbage (its image deleted, older than the grace) could be
+        collected after a pull decided to reuse it and before the pull's manifest named it.
+        """
+        checked = Digest(digest)
+        with self.lock(blob_use_lock_key(checked)):
+            size = self.blob_size(checked)
+            if size is not None and "regstore_store_mark_blob_used" in self._implemented:
+                try:
+                    self._hooks.regstore_store_mark_blob_used(digest=checked)
+                except BlobNotFoundError:  # removed meanwhile by something other than gc
+                    return None
+            return size
+
+    def blob_used_at(self, digest: str) -> float | None:
+        """When the blob was last committed or claimed (:meth:`claim_blob`), in epoch seconds;
+        None when the backend keeps no such record (or the blob is gone). Ask it holding
+        ``blob_use_lock_key(digest)`` for an answer no claim can overtake."""
+        if "regstore_store_blob_used_at" not in self._implemented:
+            return None
+        return self._hooks.regstore_store_blob_used_at(digest=Digest(digest))
 
     def quarantine_blob(self, digest: str) -> str:
         """Move a damaged blob aside so the next pull fetches it again; returns where it went.

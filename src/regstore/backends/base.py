@@ -178,6 +178,16 @@ class BackendBase(abc.ABC):
         """Move a complete blob aside (see the hookspec); returns where it went."""
         raise UnsupportedError(f"{self.backend_name} stores cannot quarantine blobs")
 
+    def mark_blob_used(self, digest: Digest) -> None:
+        """Record that the blob is being reused now (see the hookspec). Default: nothing is
+        recorded, and a reused blob is protected from gc only by its commit time."""
+        return None
+
+    def blob_used_at(self, digest: Digest) -> float | None:
+        """When the blob was last committed or marked used (see the hookspec). Default: no
+        record (None)."""
+        return None
+
     def list_staging(self) -> list[StagingEntry]:
         """Leftovers of unfinished writes and quarantined blobs (see the hookspec)."""
         raise UnsupportedError(f"{self.backend_name} stores cannot list their staging area")
@@ -324,6 +334,18 @@ class BackendBase(abc.ABC):
         checked = Digest(digest)
         with self._translate(f"cannot delete blob {checked}"):
             self.delete_blob(checked)
+
+    @hookimpl
+    def regstore_store_mark_blob_used(self, digest: str) -> None:
+        checked = Digest(digest)
+        with self._translate(f"cannot mark blob {checked} used"):
+            self.mark_blob_used(checked)
+
+    @hookimpl
+    def regstore_store_blob_used_at(self, digest: str) -> float | None:
+        checked = Digest(digest)
+        with self._translate(f"cannot tell when blob {checked} was used"):
+            return self.blob_used_at(checked)
 
     @hookimpl
     def regstore_store_quarantine_blob(self, digest: str) -> str:

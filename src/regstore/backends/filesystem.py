@@ -42,7 +42,7 @@ from typing import IO, Any
 
 import fsspec
 
-from regstore.errors import StoreError, StoreEscapeError
+from regstore.errors import BlobNotFoundError, StoreError, StoreEscapeError
 from regstore.hookspecs import Register, hookimpl
 from regstore.reference import Digest
 from regstore.storetypes import BlobInfo
@@ -380,6 +380,18 @@ class LocalBackend(FsspecBackend):
         os.utime(target)  # dated by the quarantine, not by the commit
         _fsync_dir(os.path.dirname(source))
         _fsync_dir(os.path.dirname(target))
+
+    def mark_blob_used(self, digest: Digest) -> None:
+        # The blob's own modification time is the mark: gc lists blobs by it, so a reused blob
+        # is young again from the listing on, and no marker file is written (nor fsynced).
+        try:
+            os.utime(self.confinement.check(self.layout.blob_path(digest)))
+        except FileNotFoundError:
+            raise BlobNotFoundError(None, str(digest)) from None
+
+    def blob_used_at(self, digest: Digest) -> float | None:
+        found = self.stat_file(self.layout.blob_path(digest))
+        return None if found is None else found[1]
 
     def store_exists(self) -> bool:
         return os.path.isdir(self.root)

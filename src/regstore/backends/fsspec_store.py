@@ -86,6 +86,8 @@ LAYOUTS: dict[str, type[Layout]] = {
 #: regstore's own working directory under a store root (staging, temporary files, locks).
 #: Neither the registry nor OCI tools look at it.
 WORK_DIR = "_regstore"
+#: Under WORK_DIR: one empty marker per blob a pull reused, dated by that reuse (gc's grace).
+USED_DIR = "used"
 
 # One path component we are willing to create: what validated names, tags and digests consist
 # of, plus our fixed words. Never ".", "..", empty, absolute, backslashes, NUL or non-ASCII.
@@ -360,6 +362,25 @@ class FsspecBackend(ComposedBlobs):
         if self.file_size(final) is None:
             raise BlobNotFoundError(None, str(digest))
         self.remove(self.layout.blob_removal_path(digest), recursive=True)
+        self.remove(self.used_marker_path(digest))
+
+    # -- reuse marks (gc's grace counts from a blob's last use) -------------------------------
+
+    def used_marker_path(self, digest: Digest) -> str:
+        """The marker dated by a blob's last reuse: ``<root>/_regstore/used/<alg>/<hex>``."""
+        return self.work_path(USED_DIR, digest.algorithm, digest.hex)
+
+    def mark_blob_used(self, digest: Digest) -> None:
+        # an empty marker: its modification time, by the clock that dates the blobs (the
+        # object store's, for S3 and Azure), is the mark
+        self.write_file(self.used_marker_path(digest), b"")
+
+    def blob_used_at(self, digest: Digest) -> float | None:
+        blob = self.stat_file(self.layout.blob_path(digest))
+        if blob is None:
+            return None
+        marker = self.stat_file(self.used_marker_path(digest))
+        return blob[1] if marker is None else max(blob[1], marker[1])
 
     # -- housekeeping: staging leftovers and quarantine (see .housekeeping) -------------------
 

@@ -295,10 +295,9 @@ def _flock_exclusive_nb(fd: int) -> bool:
 
 
 class _FlockLock:
-    def __init__(self, path: str, fd: int, remove: bool) -> None:
+    def __init__(self, path: str, fd: int) -> None:
         self._path = path
         self._fd: int | None = fd
-        self._remove = remove
         self._pid = os.getpid()
 
     def release(self) -> None:
@@ -311,11 +310,10 @@ class _FlockLock:
             os.close(fd)
             return
         try:
-            if self._remove:
-                # Unlink while still holding it; acquirers re-check the inode (_same_file),
-                # so nobody can lock the unlinked file and believe they own the key.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._path)
+            # Unlink while still holding it; acquirers re-check the inode (_same_file), so
+            # nobody can lock the unlinked file and believe they own the key.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
@@ -330,8 +328,8 @@ class _FlockLock:
 class FlockLockManager(LockManagerBase):
     """Cross-process exclusive locks on a local disk: one ``<directory>/<key>.lock`` per key.
 
-    Blob lock files are removed when released, so the lock directory holds only the locks in
-    use; the ``oci-index`` style mutex files stay (removing them buys nothing).
+    Lock files are removed when released, so the lock directory holds only the locks in use
+    (a store lock taken per blob, ``blob-use/...``, would otherwise leave a file per blob).
     """
 
     def __init__(self, directory: str) -> None:
@@ -340,7 +338,7 @@ class FlockLockManager(LockManagerBase):
     def _lock_path(self, key: str) -> str:
         return os.path.join(self.directory, *check_lock_key(key)) + ".lock"
 
-    def _acquire(self, key: str, *, remove: bool) -> BlobLock | None:
+    def _acquire(self, key: str) -> BlobLock | None:
         path = self._lock_path(key)
         if not _flock_held.claim(path):
             return None
@@ -353,7 +351,7 @@ class FlockLockManager(LockManagerBase):
                         os.close(fd)
                         break
                     if _same_file(fd, path):
-                        return _FlockLock(path, fd, remove)
+                        return _FlockLock(path, fd)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -366,7 +364,7 @@ class FlockLockManager(LockManagerBase):
         return None
 
     def try_acquire(self, key: str) -> BlobLock | None:
-        return self._acquire(key, remove=True)
+        return self._acquire(key)
 
     def is_held(self, key: str) -> bool:
         path = self._lock_path(key)
@@ -397,8 +395,7 @@ class FlockLockManager(LockManagerBase):
         return False
 
     def acquire_mutex(self, key: str) -> BlobLock | None:
-        # mutex files (``oci-index``) stay: removing them buys nothing
-        return self._acquire(key, remove=False)
+        return self._acquire(key)
 
     def __repr__(self) -> str:
         return f"FlockLockManager({self.directory!r})"

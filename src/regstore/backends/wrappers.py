@@ -153,6 +153,16 @@ class StoreWrapper:
             return (yield)
 
     @hookimpl(wrapper=True)
+    def regstore_store_mark_blob_used(self) -> Generator[None, None, None]:
+        with self.around("mark_blob_used"):
+            return (yield)
+
+    @hookimpl(wrapper=True)
+    def regstore_store_blob_used_at(self) -> Generator[None, float | None, float | None]:
+        with self.around("blob_used_at"):
+            return (yield)
+
+    @hookimpl(wrapper=True)
     def regstore_store_quarantine_blob(self) -> Generator[None, str, str]:
         with self.around("quarantine_blob"):
             return (yield)
@@ -200,8 +210,8 @@ class StoreWrapper:
 class ReadOnlyGuard:
     """Refuses every change to the store, before the backend sees it.
 
-    Manifest and tag writes and deletions, taking a blob writer or a store lock, deleting or
-    quarantining a blob and dropping staging leftovers raise
+    Manifest and tag writes and deletions, taking a blob writer or a store lock, deleting,
+    quarantining or marking a blob used and dropping staging leftovers raise
     :class:`~regstore.errors.StoreReadOnlyError`; reading, listing, waiting and ``describe``
     (which adds ``"read_only": True``) pass.
     ``url`` (already redacted) names the store in the error.
@@ -249,6 +259,11 @@ class ReadOnlyGuard:
     @hookimpl(wrapper=True)
     def regstore_store_quarantine_blob(self, digest: str) -> Generator[None, str, str]:
         self._refuse(f"quarantine blob {digest}")
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def regstore_store_mark_blob_used(self, digest: str) -> Generator[None, None, None]:
+        self._refuse(f"mark blob {digest} used")
         return (yield)
 
     @hookimpl(wrapper=True)

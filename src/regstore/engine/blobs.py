@@ -23,6 +23,7 @@ from regstore.errors import (
     LayerAlreadyExistsError,
     LayerLockedError,
     RegistryError,
+    StoreError,
     TransportError,
     UnexpectedHTTPStatusError,
 )
@@ -288,17 +289,21 @@ def _store_blob(
 ) -> BlobMove:
     layer = store.layer(digest)
     restarted = False
+    vanished = 0
     while True:
         try:
             writer = layer.writer()
-        except LayerAlreadyExistsError:
-            reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=media_type)
-            return BlobMove(digest, "skipped")
-        except LayerLockedError:
-            if layer.wait():
+        except (LayerAlreadyExistsError, LayerLockedError) as exc:
+            present = not isinstance(exc, LayerLockedError) or layer.wait()
+            # Claimed before it is reused: gc either deleted it first (fetch it after all) or
+            # keeps it for its grace period from now (ObjectStore.claim_blob).
+            if present and store.claim_blob(digest) is not None:
                 reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=media_type)
                 return BlobMove(digest, "skipped")
-            continue  # the other writer gave up: take over (its bytes are resumed)
+            vanished += present
+            if vanished > 3:  # a backend whose writer and status disagree: never loop forever
+                raise StoreError(f"blob {digest} is reported complete but cannot be found") from exc
+            continue  # gone, or the other writer gave up: take over (its bytes are resumed)
         fill = _Fill(resumed=writer.current_size > 0)
         try:
             if 0 <= size < writer.current_size:

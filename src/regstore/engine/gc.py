@@ -8,6 +8,11 @@ Safe beside a running pull or push:
   reports) is never deleted: the engine commits an image's blobs before its manifest, and a
   transfer that takes longer than the grace between its first blob and its manifest is the
   only one at risk (raise ``grace`` for those);
+- a blob a pull reuses (found present) is claimed first (``ObjectStore.claim_blob``), which
+  dates it as used now; gc decides each deletion under the same lock, looking at that date
+  again, so an old unreferenced blob that a running pull has just decided to reuse is kept
+  (or, deleted first, is fetched again by the pull). Backends that keep no such date (see
+  ``regstore_store_mark_blob_used``) protect a reused blob by its commit time only;
 - when a manifest cannot be read, what it references is unknown, so nothing is deleted (run
   ``verify``, then re-pull or delete the damaged image).
 
@@ -48,8 +53,9 @@ from regstore.errors import (
     RegstoreError,
     StoreError,
 )
-from regstore.reference import is_digest
+from regstore.reference import Digest, is_digest
 from regstore.referrers import referrers_tag, subject_of_tag
+from regstore.store import blob_use_lock_key
 
 if TYPE_CHECKING:
     from regstore.manifest import Manifest
@@ -171,11 +177,26 @@ def collect_garbage(
             continue
         if not dry_run:
             try:
-                store.delete_blob(blob.digest)
+                if not _delete_unless_claimed(store, blob.digest, grace, now):
+                    report.kept_young.append(blob)
+                    continue
             except BlobNotFoundError:  # another gc was faster
                 continue
         report.removed.append(blob)
     return report
+
+
+def _delete_unless_claimed(store: ObjectStore, digest: str, grace: float, now: float) -> bool:
+    """Delete the blob unless it was used within the grace period after all; True when
+    deleted. Decided under the lock a pull claims a blob with (``ObjectStore.claim_blob``): a
+    pull that decided to reuse the blob after gc listed it has marked it used, or finds it
+    gone and fetches it again."""
+    with store.lock(blob_use_lock_key(Digest(digest))):
+        used = store.blob_used_at(digest)
+        if used is not None and now - used < grace:
+            return False
+        store.delete_blob(digest)
+    return True
 
 
 def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
