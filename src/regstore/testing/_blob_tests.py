@@ -164,6 +164,24 @@ class BlobTests(SuiteSettings):
         write_blob(store, blobs[0])  # written again after deletion
         assert _read_all(store, blobs[0].digest) == blobs[0].data
 
+    def test_a_claimed_blob_is_dated_by_the_claim(self, store: ObjectStore) -> None:
+        # gc's grace counts from a blob's last reuse (ObjectStore.claim_blob); a backend that
+        # keeps no such date answers None from blob_used_at, and must still claim correctly
+        blob = _blob(12)
+        assert store.claim_blob(blob.digest) is None  # absent: nothing to claim
+        write_blob(store, blob)
+        before = time.time()
+        assert store.claim_blob(blob.digest) == blob.size
+        used = store.blob_used_at(blob.digest)
+        if used is not None:  # object stores date to the second
+            assert used >= before - 2.0
+        if self.supports_delete:
+            store.delete_blob(blob.digest)
+            assert store.blob_used_at(blob.digest) is None
+            assert store.claim_blob(blob.digest) is None
+            write_blob(store, blob)  # a claim leaves nothing that stops a new write
+            assert _read_all(store, blob.digest) == blob.data
+
     # -- verification ------------------------------------------------------------------------
 
     def test_digest_mismatch_leaves_nothing_visible(self, store: ObjectStore) -> None:
