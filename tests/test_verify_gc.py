@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from regstore import ObjectStore, open_store
+from regstore.engine import StoreImage
 from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
+from regstore.engine.transfer import transfer_many
 from regstore.engine.verify import verify
 from regstore.errors import ImageManifestNotFoundError, StoreError
+from regstore.hookspecs import hookimpl
 from regstore.reference import Digest
-from regstore.testing.builders import build_image, build_index, random_blob, sha256_digest
+from regstore.referrers import referrers_tag
+from regstore.testing.builders import (
+    build_image,
+    build_index,
+    oci_artifact,
+    oci_image,
+    random_blob,
+    sha256_digest,
+    write_image,
+)
 
 from .support.cli import blob_path, flip_byte, put_image
 
@@ -198,6 +212,24 @@ def test_a_claimed_blob_is_dated_by_its_reuse(file_store: tuple[ObjectStore, Pat
     assert store.claim_blob(unused) is None  # gone: the caller fetches it again
 
 
+def test_a_blob_another_user_owns_is_claimed_with_a_marker(
+    file_store: tuple[ObjectStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a shared store: touching another user's blob is refused (EPERM); a marker dates the claim
+    store, root = file_store
+    digest = add_blob(store, random_blob(100, seed=5))
+    _age(root, digest, 7200)
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "utime", refused)
+    assert store.claim_blob(digest) == 100
+    backend: Any = store.backend
+    assert backend.stat_file(backend.used_marker_path(Digest(digest))) is not None
+    assert [b.digest for b in collect_garbage(store).kept_young] == [digest]
+
+
 def test_claims_on_an_object_store_are_markers_gc_removes_with_the_blob() -> None:
     # the generic fsspec path (memory here; S3 and Azure take the same one)
     with open_store(f"memory://claims-{uuid.uuid4().hex}") as store:
@@ -208,12 +240,65 @@ def test_claims_on_an_object_store_are_markers_gc_removes_with_the_blob() -> Non
         assert store.claim_blob("sha256:" + "cd" * 32) is None  # absent: nothing marked
         assert store.claim_blob(digest) == len(b"reused blob")
         assert backend.stat_file(marker) is not None
-        committed = backend.stat_file(backend.layout.blob_path(Digest(digest)))[1]
+        # the blob itself committed two hours ago (as if garbage): the claim's marker keeps it
+        stored = backend.fs.store[
+            backend.fs._strip_protocol(backend.layout.blob_path(Digest(digest)))
+        ]
+        stored.created = datetime.datetime.now(tz=datetime.timezone.utc) - datetime.timedelta(
+            hours=2
+        )
+        assert collect_garbage(store, dry_run=True).removed == []
+        report = collect_garbage(store)
+        assert report.removed == [] and [b.digest for b in report.kept_young] == [digest]
         used = store.blob_used_at(digest)
-        assert used is not None and used >= committed
+        assert used is not None and used > time.time() - 600
         assert [b.digest for b in collect_garbage(store, grace=0).removed] == [digest]
         assert backend.stat_file(marker) is None  # the marker went with its blob
         assert store.blob_used_at(digest) is None
+
+
+class _Marks:
+    """Records the digests a store is asked to mark used."""
+
+    def __init__(self) -> None:
+        self.digests: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def regstore_store_mark_blob_used(self, digest: str) -> Generator[None, None, None]:
+        self.digests.append(str(digest))
+        return (yield)
+
+
+def test_a_referrers_index_written_again_claims_its_old_bytes(tmp_path: Path) -> None:
+    # the index's earlier version with these very bytes is garbage gc may be collecting
+    with open_store(str(tmp_path / "store")) as store:
+        image = oci_image(seed=21)
+        write_image(store, "app", "v1", image)
+        sbom = oci_artifact(image)
+        write_image(store, "app", None, sbom)
+        index = store.manifest("app", referrers_tag(str(image.digest))).digest
+        store.delete_tag("app", referrers_tag(str(image.digest)))  # its bytes stay
+        marks = _Marks()
+        store.add_wrapper(marks)
+        store.write_manifest("app", None, sbom.manifest)  # lists the referrer again
+        assert str(index) in marks.digests
+
+
+def test_an_image_reusing_a_blob_moved_earlier_in_the_run_claims_it(tmp_path: Path) -> None:
+    # a long sync: the grace that keeps gc off a shared layer counts from each image that
+    # reuses it, not from the image that moved it first (perhaps hours earlier)
+    source = open_store(f"memory://claims-{uuid.uuid4().hex}")
+    image = oci_image(seed=31)
+    write_image(source, "app", "a", image)
+    write_image(source, "app", "b", image)
+    with open_store(str(tmp_path / "store")) as store, contextlib.closing(source):
+        marks = _Marks()
+        store.add_wrapper(marks)
+        jobs = [(StoreImage(source, "app", tag), StoreImage(store, "app")) for tag in "ab"]
+        batch = transfer_many(jobs, concurrency=1)  # one image after the other
+        assert batch.ok
+        layers = {str(blob.digest) for blob in image.blobs}
+        assert layers <= set(marks.digests)  # "b" claimed what "a" had moved
 
 
 def test_gc_refuses_when_a_manifest_is_unreadable(file_store: tuple[ObjectStore, Path]) -> None:

@@ -233,7 +233,8 @@ class StoreSpec:
     @hookspec(firstresult=True)
     def regstore_store_blob_used_at(self, digest: str) -> float | None:
         """When the blob was last committed or marked used (epoch seconds, by the clock that
-        dates the store's blobs), or None when the backend keeps no such record. Optional."""
+        dates the store's blobs); None for an absent blob, or when the backend keeps no such
+        record. Optional."""
         raise NotImplementedError
 
     @hookspec(firstresult=True)

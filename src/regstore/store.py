@@ -542,6 +542,8 @@ class ObjectStore:
             local.release()
 
     def _put_index(self, name: str, tag: str, index: Manifest) -> None:
+        # an earlier version with these very bytes may be garbage gc is about to collect
+        self.claim_blob(str(index.digest))
         self._call(
             self._hooks.regstore_store_put_manifest,
             name=name,
@@ -744,8 +746,14 @@ class ObjectStore:
         caller fetches it again) or sees the claim and keeps it for its grace period. Without
         this, a blob that was garbage (its image deleted, older than the grace) could be
         collected after a pull decided to reuse it and before the pull's manifest named it.
+        The protection lasts one grace period from the claim, on backends that date claims
+        (``regstore_store_mark_blob_used``) and whose store lock excludes other processes.
         """
         checked = Digest(digest)
+        if self.blob_size(checked) is None:
+            # Nothing to protect, and no lock needed: gc never deletes what is absent, and a
+            # blob written from now on is dated by its commit, which gc reads under the lock.
+            return None
         with self.lock(blob_use_lock_key(checked)):
             size = self.blob_size(checked)
             if size is not None and "regstore_store_mark_blob_used" in self._implemented:

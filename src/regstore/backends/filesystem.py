@@ -383,15 +383,15 @@ class LocalBackend(FsspecBackend):
 
     def mark_blob_used(self, digest: Digest) -> None:
         # The blob's own modification time is the mark: gc lists blobs by it, so a reused blob
-        # is young again from the listing on, and no marker file is written (nor fsynced).
+        # is young again from the listing on, and no marker file is written (nor fsynced). A
+        # blob another user owns (a shared store) may not be touched: a marker then, as on an
+        # object store (blob_used_at takes the later of the two).
         try:
             os.utime(self.confinement.check(self.layout.blob_path(digest)))
         except FileNotFoundError:
             raise BlobNotFoundError(None, str(digest)) from None
-
-    def blob_used_at(self, digest: Digest) -> float | None:
-        found = self.stat_file(self.layout.blob_path(digest))
-        return None if found is None else found[1]
+        except PermissionError:
+            super().mark_blob_used(digest)
 
     def store_exists(self) -> bool:
         return os.path.isdir(self.root)

@@ -211,6 +211,7 @@ def quarantine_blob(backend: FsspecBackend, digest: Digest) -> str:
         removal = backend.layout.blob_removal_path(digest)
         if removal != final:  # the blob's own directory (distribution): now empty
             backend.remove(removal, recursive=True)
+        backend.remove(backend.used_marker_path(digest))  # the next write dates it afresh
     finally:
         lock.release()
     return backend.location(target)

@@ -71,7 +71,7 @@ __all__ = [
     "referenced_digests",
 ]
 
-#: Seconds a blob is protected after its commit.
+#: Seconds a blob is protected after its commit or its last reuse (``ObjectStore.claim_blob``).
 DEFAULT_GRACE = 3600.0
 
 
@@ -158,6 +158,9 @@ def collect_garbage(
     """Delete (or with ``dry_run`` only list) unreferenced blobs older than ``grace`` seconds,
     and the staging leftovers no live writer holds that are older than ``grace``; first the
     referrers whose subject is gone, unless ``keep_orphan_referrers``.
+
+    Ages are measured from ``now`` (default: the current time); a ``now`` in the future (as
+    tests pass to age everything) makes recent commits and claims old too.
     """
     if grace < 0:
         raise ValueError("grace must not be negative")
@@ -175,15 +178,24 @@ def collect_garbage(
         if now - blob.mtime < grace:
             report.kept_young.append(blob)
             continue
-        if not dry_run:
-            try:
-                if not _delete_unless_claimed(store, blob.digest, grace, now):
-                    report.kept_young.append(blob)
-                    continue
-            except BlobNotFoundError:  # another gc was faster
-                continue
+        try:
+            if dry_run:
+                kept = _used_within(store, blob.digest, grace, now)
+            else:
+                kept = not _delete_unless_claimed(store, blob.digest, grace, now)
+        except BlobNotFoundError:  # another gc was faster
+            continue
+        if kept:
+            report.kept_young.append(blob)
+            continue
         report.removed.append(blob)
     return report
+
+
+def _used_within(store: ObjectStore, digest: str, grace: float, now: float) -> bool:
+    """True if the blob was committed or claimed less than ``grace`` seconds before ``now``."""
+    used = store.blob_used_at(digest)
+    return used is not None and now - used < grace
 
 
 def _delete_unless_claimed(store: ObjectStore, digest: str, grace: float, now: float) -> bool:
@@ -192,8 +204,7 @@ def _delete_unless_claimed(store: ObjectStore, digest: str, grace: float, now: f
     pull that decided to reuse the blob after gc listed it has marked it used, or finds it
     gone and fetches it again."""
     with store.lock(blob_use_lock_key(Digest(digest))):
-        used = store.blob_used_at(digest)
-        if used is not None and now - used < grace:
+        if _used_within(store, digest, grace, now):
             return False
         store.delete_blob(digest)
     return True

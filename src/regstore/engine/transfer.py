@@ -64,7 +64,13 @@ MAX_INDEX_DEPTH = 4
 
 
 class _BlobScheduler:
-    """One bounded pool for every blob of every image; each destination digest moves once."""
+    """One bounded pool for every blob of every image; each destination digest moves once.
+
+    Images that want a blob while it moves share that move. One that wants it after the move
+    ended makes its own, which finds the blob present (a store sink claims it for gc's grace):
+    that grace must count from each image that reuses the blob, not from the first one,
+    perhaps hours earlier in a long sync.
+    """
 
     def __init__(self, concurrency: int) -> None:
         self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="regstore-blob")
@@ -75,7 +81,7 @@ class _BlobScheduler:
         """The future moving ``key``, and whether this call created it (owns the bytes)."""
         with self._lock:
             existing = self._futures.get(key)
-            if existing is not None and not (existing.done() and existing.exception()):
+            if existing is not None and not existing.done():
                 return existing, False
             future = self._pool.submit(fn)
             self._futures[key] = future
