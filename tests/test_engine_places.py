@@ -260,6 +260,7 @@ class ShelfPlace:
     # sink
     needs_blob_sizes = False
     accepts_partial_index = False
+    claims_reuse = False
 
     def blob_key(self, digest: str) -> tuple[object, ...]:
         return ("shelf", id(self.shelf), digest)

@@ -373,3 +373,29 @@ def test_a_memory_listing_that_met_a_concurrent_write_is_taken_again(
     finally:
         monkeypatch.setattr(MemoryFileSystem, "find", find)
         fs.rm("/regstore-fastpath", recursive=True)
+
+
+def test_a_batch_into_a_registry_pushes_a_shared_blob_once_and_asks_once(
+    registry: RegistryServer, fault_proxy_factory: Any
+) -> None:
+    # images of one batch share a blob another image already pushed: a registry needs no claim
+    # (a store does, for gc), so the finished move is shared and no HEAD asks about it again
+    from regstore.engine import RegistryImage, StoreImage
+    from regstore.engine.transfer import transfer_many
+
+    built = build_image(layers=1, layer_size=64 * 1024, seed=23, media="oci")
+    source = open_store("memory://fast-paths-shared")
+    for tag in ("a", "b", "c"):
+        put_image(source, "app", tag, built)
+    proxy = fault_proxy_factory(registry)
+    client = Client(proxy.host)
+    try:
+        jobs = [
+            (StoreImage(source, "app", tag), RegistryImage(client, "shared/app")) for tag in "abc"
+        ]
+        assert transfer_many(jobs, concurrency=1).ok  # one image after the other
+    finally:
+        client.close()
+        source.close()
+    layer = built.layer_digests[0]
+    assert proxy.count("HEAD", rf"/shared/app/blobs/{layer}$") == 1

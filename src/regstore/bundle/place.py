@@ -86,6 +86,11 @@ class BundleSink:
         platform-filtered index becomes its one child, or a new index of those taken)."""
         return False
 
+    @property
+    def claims_reuse(self) -> bool:
+        """False: a tar being written has no gc."""
+        return False
+
     def blob_key(self, digest: str) -> tuple[object, ...]:
         """Per bundle: a blob is carried once."""
         return ("bundle", id(self.writer), digest)

@@ -112,6 +112,14 @@ class ImageSink(Protocol):
         of the children taken (`transfer.fit_to_sink`)."""
         ...
 
+    @property
+    def claims_reuse(self) -> bool:
+        """True when every image that reuses a blob already here must claim it itself (a store:
+        the claim keeps gc off the blob for its grace, see ``ObjectStore.claim_blob``); a batch
+        then shares a blob's move between images only while it is under way. False lets an
+        image take a move another image of the batch finished (a registry: nothing to claim)."""
+        ...
+
     def blob_key(self, digest: str) -> Hashable:
         """What makes two blob writes the same write: a blob moves once per key and batch."""
         ...

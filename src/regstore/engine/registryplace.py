@@ -89,6 +89,11 @@ class RegistryPlace:
         """False: a registry refuses an index whose manifests are missing."""
         return False
 
+    @property
+    def claims_reuse(self) -> bool:
+        """False: a registry collects its own garbage; a blob pushed once in a batch stays."""
+        return False
+
     def blob_key(self, digest: str) -> tuple[object, ...]:
         """Per client and repository: registries keep blobs per repository."""
         return ("registry", id(self.client), self.name, digest)

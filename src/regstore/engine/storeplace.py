@@ -88,6 +88,11 @@ class StorePlace:
         """True: the store marks such an index partial."""
         return True
 
+    @property
+    def claims_reuse(self) -> bool:
+        """True: each image that reuses a blob claims it (gc's grace counts from there)."""
+        return True
+
     def blob_key(self, digest: str) -> tuple[object, ...]:
         """Per store: blobs are shared by its repositories."""
         return ("store", id(self.store), digest)

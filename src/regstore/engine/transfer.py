@@ -66,10 +66,10 @@ MAX_INDEX_DEPTH = 4
 class _BlobScheduler:
     """One bounded pool for every blob of every image; each destination digest moves once.
 
-    Images that want a blob while it moves share that move. One that wants it after the move
-    ended makes its own, which finds the blob present (a store sink claims it for gc's grace):
-    that grace must count from each image that reuses the blob, not from the first one,
-    perhaps hours earlier in a long sync.
+    Images that want a blob while it moves share that move. After the move ended, an image
+    shares it too unless the sink ``claims_reuse`` (a store): there it makes its own, which
+    finds the blob present and claims it, because gc's grace must count from each image that
+    reuses the blob, not from the first one, perhaps hours earlier in a long sync.
     """
 
     def __init__(self, concurrency: int) -> None:
@@ -77,11 +77,16 @@ class _BlobScheduler:
         self._futures: dict[Hashable, Future[BlobMove]] = {}
         self._lock = threading.Lock()
 
-    def submit(self, key: Hashable, fn: Callable[[], BlobMove]) -> tuple[Future[BlobMove], bool]:
-        """The future moving ``key``, and whether this call created it (owns the bytes)."""
+    def submit(
+        self, key: Hashable, fn: Callable[[], BlobMove], *, share_finished: bool = True
+    ) -> tuple[Future[BlobMove], bool]:
+        """The future moving ``key``, and whether this call created it (owns the bytes). A move
+        that failed is made again; one that finished is shared only with ``share_finished``."""
         with self._lock:
             existing = self._futures.get(key)
-            if existing is not None and not existing.done():
+            if existing is not None and not (
+                existing.done() and (existing.exception() or not share_finished)
+            ):
                 return existing, False
             future = self._pool.submit(fn)
             self._futures[key] = future
@@ -348,7 +353,9 @@ def _move_blobs(
                 desc = dataclasses.replace(desc, size=src.blob_size(desc.digest))
             return dst.put_blob(desc, src, reporter, options, mount_from)
 
-        future, owner = scheduler.submit(dst.blob_key(desc.digest), move)
+        future, owner = scheduler.submit(
+            dst.blob_key(desc.digest), move, share_finished=not dst.claims_reuse
+        )
         submitted.append((future, owner, desc))
 
     first_error: BaseException | None = None
