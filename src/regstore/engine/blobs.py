@@ -157,9 +157,12 @@ def _fill(
             if size < 0 or size - writer.current_size >= PIPELINE_THRESHOLD:
                 # The ring holds as many bytes as the scratch buffer of an unpipelined blob,
                 # so a blob's memory does not depend on its size (a 1 GiB pull peaks where a
-                # 10 MiB one does).
-                source = _ReadAhead(source, max(1, scratch.size // PIPELINE_DEPTH))
-            for chunk in _read_chunks(source, scratch):
+                # 10 MiB one does). Its buffers are handed over themselves, no copy.
+                ahead = _ReadAhead(source, max(1, scratch.size // PIPELINE_DEPTH))
+                source, chunks = ahead, ahead.views()
+            else:
+                chunks = _read_chunks(source, scratch)
+            for chunk in chunks:
                 writer.write(chunk)
                 n = len(chunk)
                 fill.moved += n
@@ -193,12 +196,8 @@ def _fill(
 
 
 def _read_chunks(source: BlobSource, scratch: _Scratch) -> Iterator[memoryview]:
-    """The source's bytes as views of at most ``scratch.size`` bytes, until its end; a
-    :class:`_ReadAhead` source hands over its own ring's buffers (no copy). A view is valid
+    """The source's bytes as views of the scratch buffer, until its end; a view is valid
     until the next one is asked for."""
-    if isinstance(source, _ReadAhead):
-        yield from source.views()
-        return
     view = memoryview(scratch.get())
     while n := source.readinto(view):
         yield view[:n]
