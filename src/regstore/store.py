@@ -483,7 +483,7 @@ class ObjectStore:
                     )
         # Where manifests are blobs too, the bytes may already be there as garbage (an image
         # deleted earlier) that a running gc has decided to collect: claimed like a reused blob.
-        self.claim_blob(str(manifest.digest))
+        self._claim_if_stored(manifest.digest)
         self._call(
             self._hooks.regstore_store_put_manifest,
             name=name,
@@ -543,7 +543,7 @@ class ObjectStore:
 
     def _put_index(self, name: str, tag: str, index: Manifest) -> None:
         # an earlier version with these very bytes may be garbage gc is about to collect
-        self.claim_blob(str(index.digest))
+        self._claim_if_stored(index.digest)
         self._call(
             self._hooks.regstore_store_put_manifest,
             name=name,
@@ -750,10 +750,6 @@ class ObjectStore:
         (``regstore_store_mark_blob_used``) and whose store lock excludes other processes.
         """
         checked = Digest(digest)
-        if self.blob_size(checked) is None:
-            # Nothing to protect, and no lock needed: gc never deletes what is absent, and a
-            # blob written from now on is dated by its commit, which gc reads under the lock.
-            return None
         with self.lock(blob_use_lock_key(checked)):
             size = self.blob_size(checked)
             if size is not None and "regstore_store_mark_blob_used" in self._implemented:
@@ -762,6 +758,13 @@ class ObjectStore:
                 except BlobNotFoundError:  # removed meanwhile by something other than gc
                     return None
             return size
+
+    def _claim_if_stored(self, digest: Digest) -> None:
+        """:meth:`claim_blob` for bytes that are usually new (a manifest being written): no
+        lock when they are absent, since gc never deletes what is absent and a blob written
+        from now on is dated by its commit, which gc reads under the lock."""
+        if self.blob_size(digest) is not None:
+            self.claim_blob(str(digest))
 
     def blob_used_at(self, digest: str) -> float | None:
         """When the blob was last committed or claimed (:meth:`claim_blob`), in epoch seconds;
