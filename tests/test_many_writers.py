@@ -324,18 +324,25 @@ def test_many_writers_and_gc(
         print("MANY-WRITERS " + json.dumps(asdict(figures), sort_keys=True))
 
 
-class _PauseAfterDeciding:
-    """A store wrapper holding gc after it has listed the blobs and read every manifest (it
-    lists the staging area next), until the test lets it go."""
+class _Gate:
+    """Where a store wrapper holds gc: ``paused`` once it waits, until the test sets ``go``."""
 
     def __init__(self) -> None:
         self.paused = threading.Event()
         self.go = threading.Event()
 
-    @hookimpl(wrapper=True)
-    def regstore_store_list_staging(self) -> Generator[None, list[Any], list[Any]]:
+    def hold(self) -> None:
         self.paused.set()
         assert self.go.wait(60)
+
+
+class _PauseAfterDeciding(_Gate):
+    """Holds gc after it has listed the blobs and read every manifest (it lists the staging
+    area next)."""
+
+    @hookimpl(wrapper=True)
+    def regstore_store_list_staging(self) -> Generator[None, list[Any], list[Any]]:
+        self.hold()
         return (yield)
 
 
@@ -407,19 +414,17 @@ def test_gc_keeps_an_old_manifest_that_a_running_pull_writes_again(
     assert problems == []
 
 
-class _PauseInDelete:
+class _PauseInDelete(_Gate):
     """Holds gc inside its deletion of one blob (under the claim lock, before the delete)."""
 
     def __init__(self, digest: str) -> None:
+        super().__init__()
         self.digest = digest
-        self.paused = threading.Event()
-        self.go = threading.Event()
 
     @hookimpl(wrapper=True)
     def regstore_store_delete_blob(self, digest: str) -> Generator[None, None, None]:
         if digest == self.digest:
-            self.paused.set()
-            assert self.go.wait(60)
+            self.hold()
         return (yield)
 
 
