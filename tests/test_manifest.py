@@ -702,3 +702,18 @@ def test_deep_nesting_bomb_is_an_invalid_manifest_not_a_crash(depth: int) -> Non
 def test_errors_are_value_errors_too() -> None:
     with pytest.raises(ValueError):
         Manifest.parse(b"nope")
+
+
+def test_schema1_protected_header_nesting_bomb_is_manifest_invalid() -> None:
+    # found by the parser fuzzer: a JWS protected header of 100,000 nested arrays raised
+    # RecursionError instead of the one error hostile manifests get
+    bomb = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).rstrip(b"=").decode()
+    doc = {
+        "schemaVersion": 1,
+        "name": "a",
+        "tag": "b",
+        "fsLayers": [],
+        "signatures": [{"protected": bomb}],
+    }
+    with pytest.raises(ManifestInvalidError, match="protected header"):
+        Manifest.parse(json.dumps(doc).encode(), None)

@@ -237,7 +237,7 @@ def _schema1_payload(raw: bytes, doc: dict[str, Any]) -> bytes:
             tail = _b64url(protected["formatTail"])
             if not _is_int(length):
                 raise TypeError(f"formatLength must be an integer, got {length!r}")
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        except (KeyError, TypeError, ValueError, RecursionError, binascii.Error) as exc:
             raise ManifestInvalidError(
                 f"schema1 signature has a bad protected header: {exc}"
             ) from None
