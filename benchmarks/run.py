@@ -126,6 +126,9 @@ class Workload:
     #: regstore doing the same on the small image, for its peak RSS only (issue 16: peak RSS
     #: independent of layer size); not one of the runners compared in the targets
     rss_probe: Runner | None = None
+    #: run once after all runs of every runner (not timed): for outputs that must not be
+    #: deleted between runs (see ``mirror-first``)
+    cleanup: Callable[[], None] | None = None
 
 
 RSS_LIMIT_MIB = 100.0
@@ -620,6 +623,11 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         fresh(mirror / f"r{i}")
         write_syncfile(mirror / f"r{i}")
 
+    def clear_first_mirrors() -> None:
+        for path in mirror.iterdir():
+            if path.name != "kept":
+                fresh(path)
+
     # The store the no-op re-sync runs on; mirroring it also counts regstore's fsync calls:
     # the durability floor of a crash-safe mirror (skopeo's dir: destination fsyncs nothing).
     kept = mirror / "kept"
@@ -644,7 +652,6 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     "regstore",
                     lambda i: regstore_cli("sync", str(syncfile)),
                     prepare=first_mirror,
-                    cleanup=lambda i: fresh(mirror / f"r{i}"),
                 ),
                 *peer(
                     "skopeo sync",
@@ -659,16 +666,21 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                         str(mirror / f"s{i}"),
                     ),
                     prepare=lambda i: fresh(mirror / f"s{i}"),
-                    cleanup=lambda i: fresh(mirror / f"s{i}"),
                 ),
                 Runner(
                     "fsync floor",
                     "ceiling",
                     lambda i: [*CEILINGS, "fsyncs", str(mirror / f"f{i}"), str(fsyncs)],
-                    cleanup=lambda i: fresh(mirror / f"f{i}"),
+                    prepare=lambda i: fresh(mirror / f"f{i}"),
                 ),
             ],
             targets=[("skopeo sync", 3.0), ("fsync floor", 0.9)],
+            # Deleted after the last run, not between runs: this disk's ext4 has no journal,
+            # and its inode allocator then skips every inode freed in the last 60 s (300 s if
+            # its block is still dirty), one by one; a run right after the deletion of the
+            # previous run's ~12,000 files spent about half of its CPU there (perf:
+            # recently_deleted under ext4_create and ext4_mkdir), whichever tool ran.
+            cleanup=clear_first_mirrors,
             note=f"regstore made {fsyncs} fsync calls (files, then their directories) for a "
             "crash-safe mirror; the fsync floor makes as many on small files (each file, then "
             "its directory) from 4 threads, as regstore's default --concurrency 4; skopeo's "
@@ -901,6 +913,9 @@ def run_all(items: list[Workload], runs: int, log: Callable[[str], None]) -> Non
                     if runner.cleanup is not None:
                         with contextlib.suppress(Exception):
                             runner.cleanup(i)
+        if item.cleanup is not None:
+            with contextlib.suppress(Exception):
+                item.cleanup()
 
 
 def _versions() -> dict[str, str]:

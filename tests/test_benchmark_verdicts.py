@@ -161,6 +161,33 @@ def test_a_run_whose_verify_passes_keeps_its_figure(bench: Any) -> None:
     assert runner.error is None
 
 
+def test_a_workload_cleanup_runs_once_after_every_run_of_every_runner(bench: Any) -> None:
+    events: list[str] = []
+
+    def runner(name: str) -> Any:
+        return bench.Runner(
+            name,
+            "peer",
+            command=lambda i: ["true"],
+            verify=lambda i: events.append(f"{name} run {i}"),
+            cleanup=lambda i: events.append(f"{name} cleanup {i}"),
+        )
+
+    workload = bench.Workload(
+        "mirror-first",
+        "mirror",
+        1,
+        [runner("a"), runner("b")],
+        cleanup=lambda: events.append("workload cleanup"),
+    )
+    bench.run_all([workload], 2, lambda text: None)
+    assert events == [
+        *("a run 0", "a cleanup 0", "b run 0", "b cleanup 0"),
+        *("a run 1", "a cleanup 1", "b run 1", "b cleanup 1"),
+        "workload cleanup",
+    ]
+
+
 def test_a_target_against_a_failed_runner_is_not_met_nor_missed(bench: Any) -> None:
     peer = _runner(bench, "skopeo", "peer", [0.13])
     peer.error = "the target does not hold the layer"
