@@ -65,15 +65,21 @@ def _fsync_dir(path: str) -> None:
 
 def _makedirs_durable(path: str) -> None:
     """``os.makedirs`` that also fsyncs the parent of every directory it creates."""
-    if os.path.isdir(path):
-        return
+    # mkdir first: one call where the directory or its parent exists (the common cases), where
+    # asking first cost a stat of every missing level and of the first existing one
     parent = os.path.dirname(path)
-    if parent and parent != path:
-        _makedirs_durable(parent)
     try:
         os.mkdir(path)
     except FileExistsError:
         return
+    except FileNotFoundError:
+        if not parent or parent == path:
+            raise
+        _makedirs_durable(parent)
+        try:
+            os.mkdir(path)
+        except FileExistsError:  # made meanwhile by another writer
+            return
     _fsync_dir(parent)
 
 
@@ -365,7 +371,7 @@ class LocalBackend(FsspecBackend):
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return st.st_size if os.path.isfile(path) else None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def walk_files(self, base: str) -> list[WalkedFile]:
         return super().walk_files(self.confinement.check(base))
