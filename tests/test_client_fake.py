@@ -588,3 +588,39 @@ def test_identity_token_uses_the_oauth2_refresh_grant(
     assert form["grant_type"] == ["refresh_token"] and form["refresh_token"] == ["REFRESH-SECRET"]
     assert form["service"] == ["svc"] and form["scope"] == ["repository:a/b:pull"]
     assert fake.requests_to("GET", MANIFEST_PATH)[-1].headers["Authorization"] == "Bearer t9"
+
+
+def test_a_cookie_the_registry_sets_is_sent_back(
+    fake_registry: FakeRegistry, make: Callable[..., Client]
+) -> None:
+    # a load balancer's affinity cookie: the next requests must carry it
+    headers = {**MANIFEST_HEADERS, "Set-Cookie": "AWSALB=node-2; Path=/"}
+    fake_registry.expect("GET", MANIFEST_PATH, headers=headers, body=MANIFEST.manifest_bytes)
+    fake_registry.expect(
+        "GET", MANIFEST_PATH, headers=MANIFEST_HEADERS, body=MANIFEST.manifest_bytes
+    )
+    client = make()
+    client.get_image_manifest(NAME, "v1")
+    client.get_image_manifest(NAME, "v1")
+    first, second = fake_registry.requests_to("GET", MANIFEST_PATH)
+    assert first.headers.get("Cookie") is None
+    assert second.headers.get("Cookie") == "AWSALB=node-2"
+
+
+def test_an_environment_proxy_carries_requests_to_other_hosts(
+    fake_registry: FakeRegistry, make: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake registry plays the proxy: a request through a proxy names the whole target URL.
+    monkeypatch.setenv("HTTP_PROXY", fake_registry.base_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    fake_registry.expect(
+        "GET", MANIFEST_PATH, headers=MANIFEST_HEADERS, body=MANIFEST.manifest_bytes, times=None
+    )
+    client = Client("registry.invalid:5000", plain_http=True, use_docker_config=False)
+    assert client.get_image_manifest(NAME, "v1").raw == MANIFEST.manifest_bytes
+    (seen,) = fake_registry.requests_to("GET", MANIFEST_PATH)
+    assert seen.headers.get("Host") == "registry.invalid:5000"
+    # a loopback registry is never proxied (as docker does), even by a proxy that is down
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    assert make().get_image_manifest(NAME, "v1").raw == MANIFEST.manifest_bytes

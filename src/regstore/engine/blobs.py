@@ -142,7 +142,9 @@ def _fill(
     A transient failure (a body cut short, a broken connection, a 5xx/429 the transport's
     retries did not outlast) spends a retry of ``budget`` and the source is reopened where
     the staged bytes end; when none is left, RetriesExhaustedError."""
-    scratch = _Scratch(BUFFER_SIZE)
+    # A small blob (a config, a manifest) gets a buffer of its own size: a whole BUFFER_SIZE,
+    # zeroed by bytearray, cost more than the blob (a sync of small images moves hundreds).
+    scratch = _Scratch(BUFFER_SIZE if size < 0 else min(BUFFER_SIZE, max(size, 1)))
     reporter.emit(
         EventKind.STARTED, digest, total=size, offset=writer.current_size, media_type=media_type
     )
