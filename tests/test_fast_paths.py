@@ -96,6 +96,37 @@ def test_a_link_found_on_first_use_is_refused_and_one_inside_is_followed(tmp_pat
             store.layer(escaping).reader()
 
 
+def test_a_trusted_directory_never_outlives_the_trust_of_those_above_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deep directory first seen late in its parents' trust window must not vouch for them
+    # after their window ended: a link swapped in above it is found then.
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    clock = [1000.0]
+    monkeypatch.setattr(
+        filesystem, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time)
+    )
+    confinement = filesystem._Confinement(str(root))
+    confinement.check(str(root / "a" / "b" / "file"))  # trusts a and a/b until 1001
+    clock[0] = 1000.9
+    confinement.check(str(root / "a" / "b" / "c" / "file"))  # c: not past 1001 either
+    (root / "a").rename(outside)
+    (root / "a").symlink_to(outside)
+    clock[0] = 1001.5
+    with pytest.raises(StoreEscapeError):
+        confinement.check(str(root / "a" / "b" / "c" / "file"))
+    # within a window the parent alone is looked up, and a final link is still refused
+    clock[0] = 2000.0
+    (root / "a").unlink()
+    (root / "a").mkdir()
+    (root / "a" / "inside").mkdir()
+    confinement.check(str(root / "a" / "inside" / "x"))
+    (root / "a" / "inside" / "x").symlink_to(outside)
+    with pytest.raises(StoreEscapeError):
+        confinement.check(str(root / "a" / "inside" / "x"))
+
+
 def test_many_directories_do_not_grow_the_trust_table_without_bound(tmp_path: Path) -> None:
     confinement = filesystem._Confinement(str(tmp_path))
     for i in range(5000):

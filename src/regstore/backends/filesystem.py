@@ -83,6 +83,10 @@ def _makedirs_durable(path: str) -> None:
     _fsync_dir(parent)
 
 
+#: What :meth:`_Confinement._look` saw of one path component.
+_MISSING, _LINK, _PLAIN = object(), object(), object()
+
+
 class _Confinement:
     """Checks that paths under a store root resolve inside its real path (see the module
     docstring); the root itself may be a symbolic link."""
@@ -117,29 +121,51 @@ class _Confinement:
         means: resolve it the slow way (a link, ``..``, or a path outside the root)."""
         if not path.startswith(self._prefix):
             return False
+        now = time.monotonic()
+        parent, _, final = path.rpartition(os.sep)
+        trusted = self._real_dirs.get(parent, 0.0)
+        if trusted > now and final not in ("", ".", ".."):
+            # The common case: the directory was walked a moment ago (a trusted directory
+            # never outlives its ancestors' trust, see below): only the last component is new.
+            return self._look(path, trusted) is not _LINK
         parts = path[len(self._prefix) :].split(os.sep)
         if any(part in ("", ".", "..") for part in parts):
             return False
-        now = time.monotonic()
+        # A directory is trusted no longer than each directory above it, so that a trusted
+        # parent vouches for the whole way down from the root.
+        until = now + self.TRUSTED_FOR
         probe = self._prefix[:-1]
         last = len(parts) - 1
         for i, part in enumerate(parts):
             probe = probe + os.sep + part
-            if i < last and self._real_dirs.get(probe, 0.0) > now:
-                continue
-            try:
-                mode = os.lstat(probe).st_mode
-            except (FileNotFoundError, NotADirectoryError):
-                return True
-            except OSError:
-                return False  # (no permission to look, say): the slow way decides
-            if stat.S_ISLNK(mode):
+            if i < last:
+                known = self._real_dirs.get(probe, 0.0)
+                if known > now:
+                    until = min(until, known)
+                    continue
+            seen = self._look(probe, until)
+            if seen is _LINK:
                 return False
-            if stat.S_ISDIR(mode):
-                if len(self._real_dirs) >= 4096:  # a walk of a large store: start afresh
-                    self._real_dirs.clear()
-                self._real_dirs[probe] = now + self.TRUSTED_FOR
+            if seen is _MISSING:
+                return True
         return True
+
+    def _look(self, probe: str, until: float) -> object:
+        """lstat one component: _MISSING, _LINK (also when it cannot be looked at: the slow
+        way decides) or _PLAIN; a directory is trusted until ``until``."""
+        try:
+            mode = os.lstat(probe).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return _MISSING
+        except OSError:
+            return _LINK  # (no permission to look, say)
+        if stat.S_ISLNK(mode):
+            return _LINK
+        if stat.S_ISDIR(mode):
+            if len(self._real_dirs) >= 4096:  # a walk of a large store: start afresh
+                self._real_dirs.clear()
+            self._real_dirs[probe] = until
+        return _PLAIN
 
     def check_parent(self, path: str) -> str:
         """``path`` if its directory stays inside the root (for a rename or unlink, which act

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import posixpath
 import re
 import threading
@@ -101,11 +102,19 @@ def safe_join(root: str, *parts: str) -> str:
     strict ASCII grammar, and the result must stay under ``root``. Raises
     InvalidReferenceError otherwise (a value that slipped past validation never touches I/O).
     """
-    base = root.rstrip("/")
-    components: list[str] = []
     for part in parts:
         if not isinstance(part, str) or not part:
             raise InvalidReferenceError("path component", part, "must be a non-empty string")
+    return _joined(root, parts)
+
+
+# A sync of small images builds the same few paths of each blob a dozen times: the grammar
+# is checked once per path (a failed check raises, and is not remembered).
+@functools.lru_cache(maxsize=4096)
+def _joined(root: str, parts: tuple[str, ...]) -> str:
+    base = root.rstrip("/")
+    components: list[str] = []
+    for part in parts:
         for component in part.split("/"):
             if _COMPONENT.fullmatch(component) is None:
                 raise InvalidReferenceError(
