@@ -144,9 +144,9 @@ class _Session(requests.Session):
     ) -> requests.Response:
         """What ``request(..., stream=True, allow_redirects=False)`` does for this session,
         without the general machinery regstore never uses (hooks, per-request auth and
-        cookies, redirect bookkeeping): about 40% of the CPU of a small request, and a sync of
-        small images sends thousands. Session headers and cookies still apply, and cookies
-        set by the registry are still kept (a load balancer's affinity cookie)."""
+        cookies, redirect bookkeeping): a fifth of the CPU of a manifest HEAD (0.51 ms became
+        0.41 ms here), and a sync of small images sends thousands. Session headers and cookies
+        still apply, and cookies set by the registry are kept (a load balancer's affinity)."""
         settings = self.merge_environment_settings(url, dict(proxies or {}), True, verify, None)
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
