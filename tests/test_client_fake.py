@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
+import urllib3
 
 from regstore.client import Client, RateLimitPacer
 from regstore.digest import digest_bytes
@@ -623,4 +624,51 @@ def test_an_environment_proxy_carries_requests_to_other_hosts(
     assert seen.headers.get("Host") == "registry.invalid:5000"
     # a loopback registry is never proxied (as docker does), even by a proxy that is down
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("ALL_PROXY", f"http://127.0.0.1:{free_port()}")
     assert make().get_image_manifest(NAME, "v1").raw == MANIFEST.manifest_bytes
+
+
+def test_a_followed_redirect_keeps_its_connection(
+    fake_registry: FakeRegistry, make: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A registry that redirects every blob GET to its storage: the redirect's body is read,
+    # so both hops of both GETs share one connection instead of opening one per redirect.
+    for _ in range(2):
+        fake_registry.expect(  # with a short body, as distribution's redirects have
+            "GET",
+            BLOB_PATH,
+            status=307,
+            headers={"Location": "{base}/storage/blob"},
+            body=b'<a href="/storage/blob">Temporary Redirect</a>.\n',
+        )
+        fake_registry.expect("GET", "/storage/blob", body=BLOB)
+    connects: list[object] = []
+    real_connect = urllib3.connection.HTTPConnection.connect
+
+    def counting(self: urllib3.connection.HTTPConnection) -> None:
+        connects.append(self)
+        real_connect(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counting)
+    client = make()
+    for _ in range(2):
+        with client.get_blob(NAME, BLOB_DIGEST) as stream:
+            assert stream.read() == BLOB
+    assert len(connects) == 1
+
+
+def test_an_empty_upload_body_is_sent_with_a_zero_length_not_chunked(
+    fake_registry: FakeRegistry, make: Callable[..., Client]
+) -> None:
+    from regstore.client.bodies import UploadBody
+    from regstore.client.errors_map import Operation
+
+    fake_registry.expect("PUT", f"{UPLOADS}/u1", status=201)
+    client = make()
+    client.transport.request(
+        "PUT", f"{fake_registry.base_url}{UPLOADS}/u1", Operation("upload", "closing an upload"),
+        body=UploadBody(b"", 0),
+    )  # fmt: skip
+    (sent,) = fake_registry.requests_to("PUT", f"{UPLOADS}/u1")
+    assert sent.headers.get("Transfer-Encoding") is None
+    assert sent.headers.get("Content-Length") == "0"

@@ -25,6 +25,7 @@ spaces requests when the registry announces a nearly spent quota.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -68,6 +69,8 @@ MAX_REDIRECTS = 10
 #: Methods safe to repeat; ``PUT`` only when the caller says so (manifests, not blobs).
 IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
 _READ_CHUNK = 64 * 1024
+#: Most of a redirect's body that is read to keep its connection
+_REDIRECT_BODY = 64 * 1024
 
 
 @dataclass
@@ -154,7 +157,7 @@ class _Session(requests.Session):
         prepared.prepare_headers({**self.headers, **headers})
         if self.cookies:
             prepared.prepare_cookies(self.cookies)
-        prepared.prepare_body(body, None)
+        prepared.prepare_body(body or None, None)  # no body: Content-Length 0, not chunked
         response = self.get_adapter(url).send(
             prepared,
             stream=True,
@@ -364,6 +367,11 @@ class Transport:
             location = resp.headers.get("Location")
             if not (follow and resp.status_code in REDIRECTS and location and hops < MAX_REDIRECTS):
                 return resp, current
+            # A redirect's short body is read, so that its connection goes back to the pool (a
+            # registry that redirects every blob GET to its storage would otherwise cost a new
+            # connection per blob); a long one is dropped with its connection.
+            with contextlib.suppress(requests.RequestException):
+                self._read_body(resp, _REDIRECT_BODY)
             resp.close()
             target = resolve(current, location)
             if not same_origin(target, self.endpoint.base_url):

@@ -83,8 +83,8 @@ def no_proxy_for(url: str) -> dict[str, str] | None:
     does); None (use the environment) for every other URL."""
     if not is_loopback_url(url):
         return None
-    # requests drops proxies whose value is None, overriding the environment's.
-    return cast("dict[str, str]", {"http": None, "https": None})
+    # requests drops proxies whose value is None, overriding the environment's (ALL_PROXY too)
+    return cast("dict[str, str]", {"http": None, "https": None, "all": None})
 
 
 @dataclass(frozen=True)
