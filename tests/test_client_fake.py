@@ -16,6 +16,8 @@ import pytest
 import urllib3
 
 from regstore.client import Client, RateLimitPacer
+from regstore.client.bodies import UploadBody
+from regstore.client.errors_map import Operation
 from regstore.digest import digest_bytes
 from regstore.errors import (
     AuthenticationError,
@@ -618,8 +620,8 @@ def test_an_environment_proxy_carries_requests_to_other_hosts(
     fake_registry.expect(
         "GET", MANIFEST_PATH, headers=MANIFEST_HEADERS, body=MANIFEST.manifest_bytes, times=None
     )
-    client = Client("registry.invalid:5000", plain_http=True, use_docker_config=False)
-    assert client.get_image_manifest(NAME, "v1").raw == MANIFEST.manifest_bytes
+    with Client("registry.invalid:5000", plain_http=True, use_docker_config=False) as client:
+        assert client.get_image_manifest(NAME, "v1").raw == MANIFEST.manifest_bytes
     (seen,) = fake_registry.requests_to("GET", MANIFEST_PATH)
     assert seen.headers.get("Host") == "registry.invalid:5000"
     # a loopback registry is never proxied (as docker does), even by a proxy that is down
@@ -660,9 +662,6 @@ def test_a_followed_redirect_keeps_its_connection(
 def test_an_empty_upload_body_is_sent_with_a_zero_length_not_chunked(
     fake_registry: FakeRegistry, make: Callable[..., Client]
 ) -> None:
-    from regstore.client.bodies import UploadBody
-    from regstore.client.errors_map import Operation
-
     fake_registry.expect("PUT", f"{UPLOADS}/u1", status=201)
     client = make()
     client.transport.request(
