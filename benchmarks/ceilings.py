@@ -6,9 +6,11 @@
                                                           (what a memory:// store must also do)
     python benchmarks/ceilings.py sha256 SIZE             hashlib.sha256 of SIZE bytes
     python benchmarks/ceilings.py write PATH SIZE         write SIZE bytes to PATH, fsync'd
-    python benchmarks/ceilings.py fsyncs DIR COUNT [N]    COUNT fsyncs of small files (each file,
-                                                          then its directory), from N threads (4)
-    python benchmarks/ceilings.py count-fsyncs CMD...     run regstore's CLI, print its fsync calls
+    python benchmarks/ceilings.py fsyncs DIR COUNT [S [N]] COUNT fsyncs of small files (each
+                                                          file, then its directory) and S syncfs
+                                                          calls, from N threads (4)
+    python benchmarks/ceilings.py count-fsyncs CMD...     run regstore's CLI, print its fsync and
+                                                          syncfs calls
     python benchmarks/ceilings.py s3-put FILE URL OPTS    s3fs streaming upload, 64 MiB blocks
     python benchmarks/ceilings.py s3-get URL OPTS         one streamed GET to nowhere (via s3fs)
 
@@ -58,12 +60,30 @@ def _get(url: str, hasher: Any = None, keep: io.BytesIO | None = None) -> int:
     return total
 
 
-def _fsyncs(directory: str, count: int, threads: int) -> int:
+def _syncfs() -> Any:
+    import ctypes
+
+    call = ctypes.CDLL(None, use_errno=True).syncfs
+    call.argtypes = [ctypes.c_int]
+    return call
+
+
+def _fsyncs(directory: str, count: int, threads: int, syncfs: int = 0) -> int:
     """``count`` fsync calls in all, in pairs: a small file written and fsync'd, then its
-    directory fsync'd (as a store commits a file), the pairs spread over ``threads`` threads.
-    Returns the number of fsync calls made."""
+    directory fsync'd (as a store commits a file), the pairs spread over ``threads`` threads;
+    and ``syncfs`` syncfs calls among them (as a store makes its new entries durable in
+    groups). Returns the number of fsync calls made."""
+    call_syncfs = _syncfs() if syncfs else None
+    pairs = (count + 1) // 2
 
     def one_file(i: int) -> int:
+        # the syncfs calls spread evenly over the pairs
+        if call_syncfs is not None and i * syncfs // pairs != (i + 1) * syncfs // pairs:
+            dfd = os.open(directory, os.O_RDONLY)
+            try:
+                call_syncfs(dfd)
+            finally:
+                os.close(dfd)
         sub = os.path.join(directory, f"d{i % threads}")
         fd = os.open(os.path.join(sub, f"f{i}"), os.O_WRONLY | os.O_CREAT, 0o644)
         try:
@@ -83,7 +103,7 @@ def _fsyncs(directory: str, count: int, threads: int) -> int:
     for t in range(threads):
         os.makedirs(os.path.join(directory, f"d{t}"), exist_ok=True)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return sum(pool.map(one_file, range((count + 1) // 2)))
+        return sum(pool.map(one_file, range(pairs)))
 
 
 def _s3fs(options: dict[str, Any]) -> Any:
@@ -132,19 +152,30 @@ def main(argv: list[str]) -> None:
         # as many threads as regstore's default --concurrency: serial fsyncs would be slower
         # than what regstore itself can reach, so no floor
         directory, count = args[0], int(args[1])
-        threads = int(args[2]) if len(args) > 2 else FSYNC_THREADS
+        syncfs = int(args[2]) if len(args) > 2 else 0
+        threads = int(args[3]) if len(args) > 3 else FSYNC_THREADS
         os.makedirs(directory, exist_ok=True)
         start = time.perf_counter()
-        _fsyncs(directory, count, threads)
+        _fsyncs(directory, count, threads, syncfs)
     elif kind == "count-fsyncs":
-        calls = [0]
+        calls = {"fsyncs": 0, "syncfs": 0}
         real = os.fsync
 
         def counting(fd: int) -> None:
-            calls[0] += 1
+            calls["fsyncs"] += 1
             real(fd)
 
         os.fsync = counting
+        from regstore.backends import durable
+
+        real_syncfs = durable._syncfs
+        if real_syncfs is not None:
+
+            def counting_syncfs(fd: int) -> None:
+                calls["syncfs"] += 1
+                real_syncfs(fd)
+
+            durable._syncfs = counting_syncfs
         from regstore.cli import main as cli_main
 
         try:
@@ -152,7 +183,7 @@ def main(argv: list[str]) -> None:
         except SystemExit as exc:
             if exc.code:
                 raise
-        print(json.dumps({"fsyncs": calls[0]}))
+        print(json.dumps(calls))
         return
     elif kind == "s3-put":
         source, url, options = args[0], args[1], json.loads(args[2])

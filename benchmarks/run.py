@@ -639,7 +639,8 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         text=True,
         cwd=ROOT,
     )
-    fsyncs = int(json.loads(counted.stdout.strip().splitlines()[-1])["fsyncs"])
+    durability = json.loads(counted.stdout.strip().splitlines()[-1])
+    fsyncs, syncfs = int(durability["fsyncs"]), int(durability.get("syncfs", 0))
 
     out.append(
         Workload(
@@ -670,7 +671,13 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                 Runner(
                     "fsync floor",
                     "ceiling",
-                    lambda i: [*CEILINGS, "fsyncs", str(mirror / f"f{i}"), str(fsyncs)],
+                    lambda i: [
+                        *CEILINGS,
+                        "fsyncs",
+                        str(mirror / f"f{i}"),
+                        str(fsyncs),
+                        str(syncfs),
+                    ],
                     prepare=lambda i: fresh(mirror / f"f{i}"),
                 ),
             ],
@@ -681,10 +688,11 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             # previous run's ~12,000 files spent about half of its CPU there (perf:
             # recently_deleted under ext4_create and ext4_mkdir), whichever tool ran.
             cleanup=clear_first_mirrors,
-            note=f"regstore made {fsyncs} fsync calls (files, then their directories) for a "
-            "crash-safe mirror; the fsync floor makes as many on small files (each file, then "
-            "its directory) from 4 threads, as regstore's default --concurrency 4; skopeo's "
-            "dir: destination makes none",
+            note=f"regstore made {fsyncs} fsync calls (each file before its rename) and "
+            f"{syncfs} syncfs calls (its new directory entries, in groups) for a crash-safe "
+            "mirror; the fsync floor makes as many fsyncs on small files (each file, then its "
+            "directory) and as many syncfs calls, from 4 threads, as regstore's default "
+            "--concurrency 4; skopeo's dir: destination makes none",
         )
     )
     resync_target = world.registry("resync")

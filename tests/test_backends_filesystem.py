@@ -305,35 +305,21 @@ def test_a_writeback_error_fails_the_write_and_publishes_nothing(
             assert b"".join(reader.chunks()) == data
 
 
-def _fsyncs_of_dirs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    import regstore.backends.filesystem as filesystem
-
-    synced: list[str] = []
-    real = filesystem._fsync_dir
-
-    def counting(path: str) -> None:
-        synced.append(path)
-        real(path)
-
-    monkeypatch.setattr(filesystem, "_fsync_dir", counting)
-    return synced
-
-
-def test_durable_makedirs_fsyncs_the_parent_of_each_level_it_creates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_durable_makedirs_makes_the_parent_of_each_level_it_creates_durable(
+    tmp_path: Path,
 ) -> None:
     from regstore.backends.filesystem import _makedirs_durable
 
-    synced = _fsyncs_of_dirs(monkeypatch)
+    synced: list[str] = []
     deep = tmp_path / "a" / "b" / "c"
-    _makedirs_durable(str(deep))
+    _makedirs_durable(str(deep), synced.append)
     assert deep.is_dir()
     assert synced == [str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a" / "b")]
     synced.clear()
-    _makedirs_durable(str(deep))  # there already: nothing created, nothing to make durable
-    _makedirs_durable(str(tmp_path / "a"))
+    _makedirs_durable(str(deep), synced.append)  # there already: nothing created
+    _makedirs_durable(str(tmp_path / "a"), synced.append)
     assert synced == []
-    _makedirs_durable(str(tmp_path / "a" / "sibling"))  # one new level under an existing one
+    _makedirs_durable(str(tmp_path / "a" / "sibling"), synced.append)  # one new level
     assert synced == [str(tmp_path / "a")]
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.server
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -347,3 +349,49 @@ def test_the_fsync_floor_makes_its_fsyncs_from_several_threads(
     assert threading.get_ident() not in {thread for thread, _ in calls}
     # files, then their directories: half of the calls are on directories
     assert sum(is_dir for _, is_dir in calls) == count // 2
+
+
+@pytest.mark.parametrize(("count", "syncfs"), [(8, 3), (7, 4), (6, 0)])
+def test_the_fsync_floor_also_makes_as_many_syncfs_calls_as_regstore(
+    ceilings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int, syncfs: int
+) -> None:
+    made: list[int] = []
+
+    def counting() -> Any:
+        def call(fd: int) -> int:
+            assert os.path.isdir(f"/proc/self/fd/{fd}")  # of the floor's directory
+            made.append(fd)
+            return 0
+
+        return call
+
+    monkeypatch.setattr(ceilings, "_syncfs", counting)
+    assert ceilings._fsyncs(str(tmp_path / "f"), count, ceilings.FSYNC_THREADS, syncfs) == count
+    assert len(made) == syncfs
+
+
+def test_counting_fsyncs_counts_regstore_s_syncfs_calls_too(tmp_path: Path) -> None:
+    """The floor's inputs come from regstore itself: an image copied through the CLI into a
+    file store reports its fsync and its syncfs calls."""
+    from regstore import open_store
+    from regstore.testing.builders import oci_image, write_image
+
+    source = open_store(str(tmp_path / "a"))
+    write_image(source, "team/app", "v1", oci_image(layers=2, seed=3))
+    source.close()
+    command = [sys.executable, str(ROOT / "benchmarks" / "ceilings.py"), "count-fsyncs", "-q",
+               "copy", "store:team/app:v1", "store:team/app:v1",
+               "--src-store", str(tmp_path / "a"), "--dest-store", str(tmp_path / "b")]  # fmt: skip
+    run = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    counted = json.loads(run.stdout.strip().splitlines()[-1])
+    # each file's bytes before its rename: 2 layers, the config, the manifest, >= 4 links
+    assert counted["fsyncs"] >= 8
+    # the new entries in groups: before the manifest is visible, after its tag
+    assert counted["syncfs"] >= 2

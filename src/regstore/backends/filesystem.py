@@ -7,8 +7,13 @@ The fsspec backend on ``LocalFileSystem``, with what a local disk needs beyond f
   processes, and released by the kernel when a writer dies, so no lock is ever stale;
 - staged bytes are appended with ``O_APPEND`` to ``<root>/_regstore/uploads/<alg>/<hex>``
   and fsynced when the writer closes; commit renames them onto the final path
-  (``os.replace``: atomic on one filesystem) and fsyncs the directory;
+  (``os.replace``: atomic on one filesystem);
 - small files (links, ``index.json``) are written to a temporary file, fsynced and renamed;
+- new directory entries (a committed blob, a link, a directory) are made durable by fsyncing
+  their directory, except where they are grouped (:mod:`~regstore.backends.durable`): a
+  committed blob's and those a manifest write makes, which the layout makes durable before the
+  write that makes the manifest visible, and again when it returns; closing the store makes
+  any left (a blob written alone) durable;
 - no read or write goes through a symbolic link that leads out of the store root
   (:class:`~regstore.errors.StoreEscapeError`): a store that arrived from elsewhere (an
   air-gap transfer, an untrusted archive) cannot make regstore write links or blobs, create
@@ -37,7 +42,7 @@ import sys
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import fsspec
@@ -47,6 +52,7 @@ from regstore.hookspecs import Register, hookimpl
 from regstore.reference import Digest
 from regstore.storetypes import BlobInfo
 
+from .durable import EntrySync, fsync_dir
 from .fsspec_store import FsspecBackend, FsspecStaging, WalkedFile
 from .locks import FlockLockManager
 from .staging import StagingStream
@@ -54,17 +60,9 @@ from .staging import StagingStream
 __all__ = ["LocalBackend", "open_backend", "path_from_url", "regstore_register_backends"]
 
 
-def _fsync_dir(path: str) -> None:
-    # Makes a rename or a new entry in ``path`` durable (POSIX: the directory is fsynced).
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _makedirs_durable(path: str) -> None:
-    """``os.makedirs`` that also fsyncs the parent of every directory it creates."""
+def _makedirs_durable(path: str, changed: Callable[[str], None] = fsync_dir) -> None:
+    """``os.makedirs`` that also makes durable (``changed``: fsyncs, or defers) the parent of
+    every directory it creates."""
     # mkdir first: one call where the directory or its parent exists (the common cases), where
     # asking first cost a stat of every missing level and of the first existing one
     parent = os.path.dirname(path)
@@ -75,12 +73,12 @@ def _makedirs_durable(path: str) -> None:
     except FileNotFoundError:
         if not parent or parent == path:
             raise
-        _makedirs_durable(parent)
+        _makedirs_durable(parent, changed)
         try:
             os.mkdir(path)
         except FileExistsError:  # made meanwhile by another writer
             return
-    _fsync_dir(parent)
+    changed(parent)
 
 
 #: What :meth:`_Confinement._look` saw of one path component.
@@ -315,9 +313,12 @@ class LocalStaging(FsspecStaging):
         return _AppendFile(path)
 
     def seal(self, digest: Digest) -> None:
-        final = self.store.final_blob_path(digest)
-        os.replace(self.store.staging_path(digest), final)  # readers: no blob, then all of it
-        _fsync_dir(os.path.dirname(final))
+        # The bytes were fsynced on close; the new entries are made durable with the next
+        # group (before any manifest that references the blob is written, or on close).
+        with self.store.entries.deferring():
+            final = self.store.final_blob_path(digest)
+            os.replace(self.store.staging_path(digest), final)  # readers: none, then all
+            self.store.entries.changed(os.path.dirname(final))
 
 
 class LocalBackend(FsspecBackend):
@@ -331,6 +332,7 @@ class LocalBackend(FsspecBackend):
         if os.path.lexists(root) and not os.path.isdir(root):
             raise StoreError(f"the store root {root} is not a directory")
         self.confinement = _Confinement(root)
+        self.entries = EntrySync(root)
         super().__init__(
             fsspec.filesystem("file"),
             root,
@@ -346,7 +348,7 @@ class LocalBackend(FsspecBackend):
     def ensure_parent(self, path: str) -> None:
         directory = os.path.dirname(path)
         self.confinement.check(directory)
-        _makedirs_durable(directory)
+        _makedirs_durable(directory, self.entries.changed)
 
     def read_file(self, path: str) -> bytes | None:
         self.confinement.check(path)
@@ -396,7 +398,7 @@ class LocalBackend(FsspecBackend):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(os.path.dirname(path))
+        self.entries.changed(os.path.dirname(path))
 
     def file_size(self, path: str) -> int | None:
         self.confinement.check(path)
@@ -417,8 +419,8 @@ class LocalBackend(FsspecBackend):
         self.ensure_parent(self.confinement.check_parent(target))
         os.replace(source, target)  # atomic: the blob is whole, then gone
         os.utime(target)  # dated by the quarantine, not by the commit
-        _fsync_dir(os.path.dirname(source))
-        _fsync_dir(os.path.dirname(target))
+        fsync_dir(os.path.dirname(source))
+        fsync_dir(os.path.dirname(target))
 
     def mark_blob_used(self, digest: Digest) -> None:
         # The blob's own modification time is the mark: gc lists blobs by it, so a reused blob
@@ -434,6 +436,22 @@ class LocalBackend(FsspecBackend):
 
     def store_exists(self) -> bool:
         return os.path.isdir(self.root)
+
+    def deferred_durability(self) -> contextlib.AbstractContextManager[None]:
+        return self._deferred()
+
+    @contextlib.contextmanager
+    def _deferred(self) -> Iterator[None]:
+        with self.entries.deferring():
+            yield
+        self.entries.flush()  # not after an error: the operation failed, its writes may stay
+
+    def make_durable(self) -> None:
+        self.entries.flush()
+
+    def close(self) -> None:
+        self.entries.close()
+        super().close()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "locks": "flock"}

@@ -25,7 +25,9 @@ The store is composed of parts it is handed (DESIGN §7, "backends by compositio
 
 What a medium may still adjust here is its small-file primitives (``write_file``,
 ``read_file``, ``file_size``, ``list_dir``, ``remove``, ``ensure_parent``; ``atomic_put``
-says a put is atomic already), ``open_blob_file`` (a reader over a complete blob) and what
+says a put is atomic already), its durability points (``deferred_durability``,
+``make_durable``: nothing to do where each write is durable when it returns, as on S3),
+``open_blob_file`` (a reader over a complete blob) and what
 housekeeping needs from it (``walk_files``, ``stat_file``, ``move_aside``, ``location``,
 ``store_exists``).
 
@@ -243,6 +245,16 @@ class FsspecBackend(ComposedBlobs):
             self.remove(tmp)
             raise
 
+    def deferred_durability(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose writes this thread may make durable together, at the latest when
+        the block ends (the local disk groups its directory fsyncs). Default: each write is
+        durable when it returns, so there is nothing to defer."""
+        return contextlib.nullcontext()
+
+    def make_durable(self) -> None:
+        """Return once every write made so far, by any thread, is durable (a layout calls it
+        before it writes what references them). Default: nothing was deferred."""
+
     def exists(self, path: str) -> bool:
         """True if a file or directory exists at ``path``."""
         return bool(self.fs.exists(path))
@@ -318,8 +330,11 @@ class FsspecBackend(ComposedBlobs):
     ) -> None:
         manifest = Manifest.parse(raw, media_type)
         self.prepare()
-        self.layout.write_manifest_blob(digest, raw)
-        self.layout.put_manifest(name, tag, manifest, digest, partial)
+        # Durable together where the medium groups durability (the layout marks where what
+        # it writes next must find what came before durable): all of it when this returns.
+        with self.deferred_durability():
+            self.layout.write_manifest_blob(digest, raw)
+            self.layout.put_manifest(name, tag, manifest, digest, partial)
 
     def manifest_is_partial(self, name: str, digest: Digest) -> bool:
         return self.layout.manifest_is_partial(name, digest)

@@ -168,6 +168,8 @@ class DistributionLayout(Layout):
         if partial:
             # before the link, so nobody sees the partial index as complete even briefly
             self.host.write_file(marker, b"partial index: children filtered by platform\n")
+        # the blobs, the links to them and the marker survive a crash that the link survives
+        self.host.make_durable()
         self._write_link(self._revision(name, digest, "link"), digest)
         if not partial:
             self.host.remove(marker)

@@ -195,6 +195,7 @@ class OciLayout(Layout):
     def put_manifest(
         self, name: str, tag: str | None, manifest: Manifest, digest: Digest, partial: bool
     ) -> None:
+        self.host.make_durable()  # the blobs it references survive a crash the index survives
         with self.host.mutex(_INDEX_LOCK):
             index = self._load()
             entries: list[Any] = index["manifests"]

@@ -38,6 +38,10 @@ class LayoutHost(Protocol):
     def write_file(self, path: str, data: bytes) -> None:
         """Replace a small file atomically (readers see the old or the new bytes, never a mix)."""
 
+    def make_durable(self) -> None:
+        """Return once everything written so far is durable: a layout calls it before it
+        writes what makes a manifest visible (what it references must survive a crash)."""
+
     def exists(self, path: str) -> bool:
         """True if a file or directory exists at ``path``."""
 
