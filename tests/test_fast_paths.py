@@ -430,3 +430,30 @@ def test_a_batch_into_a_registry_pushes_a_shared_blob_once_and_asks_once(
         source.close()
     layer = built.layer_digests[0]
     assert proxy.count("HEAD", rf"/shared/app/blobs/{layer}$") == 1
+
+
+def test_a_small_file_in_an_existing_directory_is_written_without_mkdir_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(str(tmp_path / "store"))
+    backend = store.backend
+    assert isinstance(backend, filesystem.LocalBackend)
+    first = backend.path("repositories", "a", "link")
+    backend.write_file(first, b"one")  # makes the working directory and the link's
+    made: list[str] = []
+    real = os.mkdir
+
+    def mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(str(path))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    backend.write_file(backend.path("repositories", "a", "other"), b"two")
+    backend.write_file(first, b"three")  # replaced in place
+    assert made == []
+    deep = backend.path("repositories", "b", "c", "link")
+    backend.write_file(deep, b"four")  # a new directory and its parent: made when missing
+    parent, grandparent = os.path.dirname(deep), os.path.dirname(os.path.dirname(deep))
+    assert made == [parent, grandparent, parent]  # mkdir first, its parent when that fails
+    assert Path(first).read_bytes() == b"three" and Path(deep).read_bytes() == b"four"
+    store.close()

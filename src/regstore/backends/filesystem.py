@@ -382,8 +382,15 @@ class LocalBackend(FsspecBackend):
 
     def write_file(self, path: str, data: bytes) -> None:
         tmp = self.work_path("tmp", uuid.uuid4().hex)
-        self.ensure_parent(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        # Directories are made only when missing (the open or the rename says so): asking
+        # first cost a mkdir per write, two per link of a sync
+        self.confinement.check(os.path.dirname(tmp))
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:
+            self.ensure_parent(tmp)
+            fd = os.open(tmp, flags, 0o644)
         try:
             try:
                 view = memoryview(data)
@@ -392,8 +399,12 @@ class LocalBackend(FsspecBackend):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self.ensure_parent(path)
-            os.replace(tmp, path)
+            directory = self.confinement.check(os.path.dirname(path))
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                _makedirs_durable(directory, self.entries.changed)
+                os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
