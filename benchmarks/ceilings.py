@@ -6,11 +6,11 @@
                                                           (what a memory:// store must also do)
     python benchmarks/ceilings.py sha256 SIZE             hashlib.sha256 of SIZE bytes
     python benchmarks/ceilings.py write PATH SIZE         write SIZE bytes to PATH, fsync'd
-    python benchmarks/ceilings.py fsyncs DIR COUNT [S [N]] COUNT fsyncs of small files (each
-                                                          file, then its directory) and S syncfs
-                                                          calls, from N threads (4)
-    python benchmarks/ceilings.py count-fsyncs CMD...     run regstore's CLI, print its fsync and
-                                                          syncfs calls
+    python benchmarks/ceilings.py fsyncs DIR F [D [S [N]]]  F small files written, fsync'd and
+                                                          renamed, D directory fsyncs and S
+                                                          syncfs calls, from N threads (4)
+    python benchmarks/ceilings.py count-fsyncs CMD...     run regstore's CLI, print its file and
+                                                          directory fsyncs and syncfs calls
     python benchmarks/ceilings.py s3-put FILE URL OPTS    s3fs streaming upload, 64 MiB blocks
     python benchmarks/ceilings.py s3-get URL OPTS         one streamed GET to nowhere (via s3fs)
 
@@ -25,6 +25,7 @@ import http.client
 import io
 import json
 import os
+import stat
 import sys
 import time
 import urllib.parse
@@ -65,45 +66,57 @@ def _syncfs() -> Any:
 
     call = ctypes.CDLL(None, use_errno=True).syncfs
     call.argtypes = [ctypes.c_int]
-    return call
+    call.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> None:
+        if call(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    return syncfs
 
 
-def _fsyncs(directory: str, count: int, threads: int, syncfs: int = 0) -> int:
-    """``count`` fsync calls in all, in pairs: a small file written and fsync'd, then its
-    directory fsync'd (as a store commits a file), the pairs spread over ``threads`` threads;
-    and ``syncfs`` syncfs calls among them (as a store makes its new entries durable in
-    groups). Returns the number of fsync calls made."""
+def _fsyncs(directory: str, files: int, threads: int, dirs: int = 0, syncfs: int = 0) -> int:
+    """A store's durability calls on small files, spread over ``threads`` threads: ``files``
+    small files each written, fsync'd and renamed into place (as a store commits a file),
+    ``dirs`` directory fsyncs and ``syncfs`` syncfs calls (as a store makes its new entries
+    durable one by one, or in groups). Returns the number of fsync calls made."""
     call_syncfs = _syncfs() if syncfs else None
-    pairs = (count + 1) // 2
+    items = max(files, dirs, syncfs, 1)
 
-    def one_file(i: int) -> int:
-        # the syncfs calls spread evenly over the pairs
-        if call_syncfs is not None and i * syncfs // pairs != (i + 1) * syncfs // pairs:
+    def one(i: int) -> int:
+        sub = os.path.join(directory, f"d{i % threads}")
+        made = 0
+        if i < files:
+            tmp = os.path.join(directory, f"t{i}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, b"x" * 200)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, os.path.join(sub, f"f{i}"))
+            made += 1
+        if i < dirs:
+            dfd = os.open(sub, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            made += 1
+        # the syncfs calls spread evenly over the items
+        if call_syncfs is not None and i * syncfs // items != (i + 1) * syncfs // items:
             dfd = os.open(directory, os.O_RDONLY)
             try:
                 call_syncfs(dfd)
             finally:
                 os.close(dfd)
-        sub = os.path.join(directory, f"d{i % threads}")
-        fd = os.open(os.path.join(sub, f"f{i}"), os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, b"x" * 200)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if 2 * i + 1 >= count:  # an odd count: the last file's directory fsync is not made
-            return 1
-        dfd = os.open(sub, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        return 2
+        return made
 
     for t in range(threads):
         os.makedirs(os.path.join(directory, f"d{t}"), exist_ok=True)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return sum(pool.map(one_file, range(pairs)))
+        return sum(pool.map(one, range(items)))
 
 
 def _s3fs(options: dict[str, Any]) -> Any:
@@ -151,18 +164,18 @@ def main(argv: list[str]) -> None:
         # small files (what a crash-safe mirror of many small images mostly is), spread over
         # as many threads as regstore's default --concurrency: serial fsyncs would be slower
         # than what regstore itself can reach, so no floor
-        directory, count = args[0], int(args[1])
-        syncfs = int(args[2]) if len(args) > 2 else 0
-        threads = int(args[3]) if len(args) > 3 else FSYNC_THREADS
+        directory, files = args[0], int(args[1])
+        dirs, syncfs = (int(a) for a in [*args[2:4], "0", "0"][:2])
+        threads = int(args[4]) if len(args) > 4 else FSYNC_THREADS
         os.makedirs(directory, exist_ok=True)
         start = time.perf_counter()
-        _fsyncs(directory, count, threads, syncfs)
+        _fsyncs(directory, files, threads, dirs, syncfs)
     elif kind == "count-fsyncs":
-        calls = {"fsyncs": 0, "syncfs": 0}
+        calls = {"fsyncs": 0, "dir_fsyncs": 0, "syncfs": 0}
         real = os.fsync
 
         def counting(fd: int) -> None:
-            calls["fsyncs"] += 1
+            calls["dir_fsyncs" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsyncs"] += 1
             real(fd)
 
         os.fsync = counting

@@ -79,22 +79,62 @@ def test_deferred_entries_are_made_durable_by_one_sync(
     entries.close()
 
 
-def test_without_syncfs_each_deferred_directory_is_fsynced_once(
+def test_without_syncfs_nothing_is_deferred(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced = _recording_fsyncs(monkeypatch)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     entries = EntrySync(str(tmp_path), syncfs=None)
     with entries.deferring():
-        entries.changed(str(tmp_path / "b"))
-        entries.changed(str(tmp_path / "a"))
-        entries.changed(str(tmp_path / "b"))
-        entries.changed(str(tmp_path / "gone"))  # removed before the flush: nothing to do
-    assert synced == []
-    entries.flush()
-    assert synced == [str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "gone")]
-    assert entries.syncs == 1
+        entries.changed(str(tmp_path))  # another process's blobs would not be covered
+    assert synced == [str(tmp_path)]
+    entries.flush(barrier=True)
+    assert entries.syncs == 0
+
+
+def test_where_syncfs_does_not_cover_the_store_nothing_is_deferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _recording_fsyncs(monkeypatch)
+    monkeypatch.setattr(durable, "syncfs_covers", lambda root: False)
+    monkeypatch.setattr(durable, "_syncfs", _Syncfs())
+    entries = EntrySync(str(tmp_path))
+    with entries.deferring():
+        entries.changed(str(tmp_path))
+    assert synced == [str(tmp_path)]
+    entries.flush(barrier=True)
+    assert entries.syncs == 0
+
+
+_MOUNTS = """\
+22 1 252:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+24 22 0:21 / /proc rw shared:12 - proc proc rw
+30 22 0:25 / /srv/nfs rw - nfs4 server:/export rw
+31 22 0:26 / /srv/my\\040mirror rw - xfs /dev/vdb rw
+32 22 0:27 / /srv/fuse rw - fuse.sshfs host: rw
+33 22 252:0 / /data rw - ext4 /dev/vdc rw
+34 33 0:28 / /data/mirror/inner rw - tmpfs tmpfs rw
+"""
+
+
+@pytest.mark.parametrize(
+    ("root", "kernel", "covered"),
+    [
+        ("/var/lib/regstore", "6.1.0-18-amd64", True),  # ext4 on /
+        ("/var/lib/regstore", "5.8.0", True),
+        ("/var/lib/regstore", "5.4.0-150-generic", False),  # syncfs dropped errors before 5.8
+        ("/var/lib/regstore", "4.18.0-553.el8", False),
+        ("/srv/nfs/mirror", "6.1.0", False),  # a network filesystem
+        ("/srv/fuse/mirror", "6.1.0", False),  # FUSE: no directory sync to its daemon
+        ("/srv/my mirror/store", "6.1.0", True),  # xfs, the mount point escaped in mountinfo
+        ("/data/other", "6.1.0", True),
+        ("/data/mirror", "6.1.0", False),  # a filesystem mounted inside the store
+        ("/data/mirror/inner/x", "6.1.0", True),  # tmpfs
+    ],
+)
+def test_syncfs_covers_a_store_on_a_known_local_filesystem_with_nothing_mounted_inside(
+    root: str, kernel: str, covered: bool
+) -> None:
+    assert durable.syncfs_covers(root, _MOUNTS, kernel) is covered
 
 
 def _in_thread(call: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
@@ -135,29 +175,100 @@ def test_a_flush_during_a_running_sync_waits_for_the_next_one_shared_by_all_wait
     assert len(syncfs.calls) == 2  # one more sync served all three waiters
 
 
+def test_a_flush_with_nothing_new_waits_for_the_running_sync_that_holds_other_entries(
+    tmp_path: Path,
+) -> None:
+    syncfs = _Syncfs()
+    entries = EntrySync(str(tmp_path), syncfs=syncfs)
+    with entries.deferring():
+        entries.changed(str(tmp_path))
+    syncfs.hold.clear()
+    first, _ = _in_thread(entries.flush)
+    assert syncfs.entered.wait(10)  # that sync holds the entry, nothing is pending now
+    second, errors = _in_thread(entries.flush)
+    second.join(0.2)
+    assert second.is_alive()  # the entry it may depend on is not durable yet
+    syncfs.hold.set()
+    for thread in (first, second):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert errors == []
+
+
+def test_a_barrier_syncs_even_with_nothing_recorded(tmp_path: Path) -> None:
+    """Another process's (or a thread's not yet recorded) entries are covered too."""
+    syncfs = _Syncfs()
+    entries = EntrySync(str(tmp_path), syncfs=syncfs)
+    entries.flush()
+    assert syncfs.calls == []
+    entries.flush(barrier=True)
+    assert len(syncfs.calls) == 1
+    entries.close()
+
+
 def test_a_failed_sync_fails_its_waiters_and_every_later_flush(tmp_path: Path) -> None:
     syncfs = _Syncfs()
     syncfs.fail = OSError(errno.EIO, "Input/output error")
     entries = EntrySync(str(tmp_path), syncfs=syncfs)
     with entries.deferring():
         entries.changed(str(tmp_path))
-    with pytest.raises(StoreError, match="could not make its writes durable"):
-        entries.flush()
+    syncfs.hold.clear()
+    first, first_errors = _in_thread(entries.flush)
+    assert syncfs.entered.wait(10)
+    with entries.deferring():
+        entries.changed(str(tmp_path / "late"))
+    waiter, waiter_errors = _in_thread(entries.flush)
+    syncfs.hold.set()
+    for thread in (first, waiter):
+        thread.join(10)
+        assert not thread.is_alive()
+    for errors in (first_errors, waiter_errors):
+        assert len(errors) == 1 and isinstance(errors[0], StoreError)
+        assert "could not make its writes durable" in str(errors[0])
     syncfs.fail = None  # a sync that works now proves nothing about the entries lost
     with pytest.raises(StoreError, match="Input/output error"):
         entries.flush()
     assert len(syncfs.calls) == 1
 
 
-def test_close_flushes_and_releases_the_descriptor(tmp_path: Path) -> None:
+def test_an_interrupted_sync_is_owed_not_failed(tmp_path: Path) -> None:
+    class Interrupting(_Syncfs):
+        def __call__(self, fd: int) -> None:
+            super().__call__(fd)
+            if len(self.calls) == 1:
+                raise KeyboardInterrupt
+
+    syncfs = Interrupting()
+    entries = EntrySync(str(tmp_path), syncfs=syncfs)
+    with entries.deferring():
+        entries.changed(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        entries.flush()
+    entries.flush()  # the entry is still owed: a sync runs, and the store is not failed
+    assert len(syncfs.calls) == 2
+    entries.flush()
+    assert len(syncfs.calls) == 2
+
+
+def test_close_waits_for_a_running_sync_before_releasing_the_descriptor(tmp_path: Path) -> None:
     syncfs = _Syncfs()
     entries = EntrySync(str(tmp_path), syncfs=syncfs)
     with entries.deferring():
         entries.changed(str(tmp_path))
-    entries.close()
-    assert len(syncfs.calls) == 1
+    syncfs.hold.clear()
+    flushing, flush_errors = _in_thread(entries.flush)
+    assert syncfs.entered.wait(10)
+    closing, close_errors = _in_thread(entries.close)
+    closing.join(0.2)
+    assert closing.is_alive()  # the running sync still uses the descriptor
+    os.fstat(syncfs.calls[0])  # still open
+    syncfs.hold.set()
+    for thread in (flushing, closing):
+        thread.join(10)
+        assert not thread.is_alive()
+    assert flush_errors == close_errors == []
     with pytest.raises(OSError):
-        os.fstat(syncfs.calls[0])  # closed
+        os.fstat(syncfs.calls[0])
 
 
 # -- the file store --------------------------------------------------------------------------
@@ -181,8 +292,10 @@ def _events(
         events.append(("sync", ""))
 
     monkeypatch.setattr(os, "replace", replace)
-    # the store's own syncfs, recorded (and real where the platform has one)
+    # the store's own syncfs, recorded (and real where the platform has one), trusted to
+    # cover the store whatever filesystem the test's temporary directory is on
     monkeypatch.setattr(backend.entries, "_syncfs", syncfs)
+    monkeypatch.setattr(backend.entries, "_check", False)
     return events, _recording_fsyncs(monkeypatch)
 
 

@@ -302,7 +302,8 @@ class _AppendFile:
 
 class LocalStaging(FsspecStaging):
     """The local disk's staging part: ``O_APPEND`` + fsync on close, and an ``os.replace``
-    onto the final path (atomic on one filesystem) followed by an fsync of its directory.
+    onto the final path (atomic on one filesystem) whose directory entry is made durable with
+    the next group (:mod:`~regstore.backends.durable`), before any manifest references it.
     """
 
     store: LocalBackend
@@ -458,11 +459,13 @@ class LocalBackend(FsspecBackend):
         self.entries.flush()  # not after an error: the operation failed, its writes may stay
 
     def make_durable(self) -> None:
-        self.entries.flush()
+        self.entries.flush(barrier=True)
 
     def close(self) -> None:
-        self.entries.close()
-        super().close()
+        try:
+            self.entries.close()
+        finally:
+            super().close()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "locks": "flock"}

@@ -252,8 +252,8 @@ class FsspecBackend(ComposedBlobs):
         return contextlib.nullcontext()
 
     def make_durable(self) -> None:
-        """Return once every write made so far, by any thread, is durable (a layout calls it
-        before it writes what references them). Default: nothing was deferred."""
+        """Return once every write made so far (by any thread or process) is durable: a
+        layout calls it before it writes what references them. Default: nothing to do."""
 
     def exists(self, path: str) -> bool:
         """True if a file or directory exists at ``path``."""
