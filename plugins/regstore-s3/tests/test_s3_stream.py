@@ -124,3 +124,23 @@ def test_a_stream_closed_under_a_read_sends_no_other_get(
     with pytest.raises(StoreError, match="closed"):
         stream._resume(ConnectionError("the body was closed"))
     assert _blob_gets(proxy, digest) == 1
+
+
+def test_readinto_fills_the_caller_s_buffer_itself_and_resumes_a_cut_body(
+    stored: Callable[[int], _Stored], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = stored(9 * MiB + 7)
+    proxy, store, data, digest = blob.proxy, blob.store, blob.data, blob.digest
+
+    def joined(self: Any, wanted: int) -> bytes:
+        raise AssertionError("readinto went through the joined copy")
+
+    monkeypatch.setattr(stream_module.ObjectStream, "_fill", joined)
+    cut = proxy.cut_response(rf"/{digest[7:]}/data$", after_bytes=3 * MiB + 11, times=2)
+    buffer = bytearray(2 * MiB)
+    got = bytearray()
+    with store.layer(digest).reader() as reader:  # a verifying reader: the digest is checked
+        while n := reader.readinto(buffer):
+            got += buffer[:n]
+    assert got == data
+    assert cut.hits == 2 and _blob_gets(proxy, digest) == 3

@@ -12,7 +12,8 @@ version (``If-Match`` its ETag), a few times, before the failure is the caller's
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from regstore.errors import RegstoreError, StoreError
 
@@ -22,6 +23,8 @@ __all__ = ["MAX_RESUMES", "ObjectStream"]
 
 #: Ranged GETs one stream may send after its body was cut, before it gives up.
 MAX_RESUMES = 3
+
+_T = TypeVar("_T")
 
 
 def _invalid_range(exc: BaseException) -> bool:
@@ -98,6 +101,43 @@ class ObjectStream:
         data: bytes = sync(self._fs.loop, _read)
         return data
 
+    def _fill_into(self, view: memoryview) -> int:
+        """Fill ``view`` (fewer bytes only at the end) in one trip to s3fs's loop, each chunk
+        copied straight into it: no joined copy of the buffer to copy once more."""
+        from fsspec.asyn import sync
+
+        body = self._body
+
+        async def _read() -> int:
+            got, wanted = 0, len(view)
+            while got < wanted:
+                chunk: bytes = await body.read(wanted - got)
+                if not chunk:
+                    break
+                view[got : got + len(chunk)] = chunk
+                got += len(chunk)
+            return got
+
+        got: int = sync(self._fs.loop, _read)
+        return got
+
+    def _next(self, fill: Callable[[], _T], count: Callable[[_T], int]) -> _T | None:
+        """``fill()``'s result and the position moved by its count; a cut body resumed where
+        it stopped (``fill`` starts over from the position); None at the end."""
+        while not self._ended:
+            try:
+                result = fill()
+            except Exception as exc:  # a cut body: resume where it stopped, or give up
+                self._resume(exc)
+                continue
+            n = count(result)
+            if not n:
+                self._ended = True
+                self._close_body()
+            self._position += n
+            return result
+        return None
+
     def read(self, n: int = -1, /) -> bytes:
         """Up to ``n`` bytes (all that is left when ``n`` < 0); b"" at the end."""
         if n < 0:
@@ -105,24 +145,16 @@ class ObjectStream:
             while chunk := self.read(8 << 20):
                 parts.append(chunk)
             return b"".join(parts)
-        while not self._ended and n > 0:
-            try:
-                data = self._fill(n)
-            except Exception as exc:  # a cut body: resume where it stopped, or give up
-                self._resume(exc)
-                continue
-            if not data:
-                self._ended = True
-                self._close_body()
-            self._position += len(data)
-            return data
-        return b""
+        if n == 0:
+            return b""
+        return self._next(lambda: self._fill(n), len) or b""
 
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
         """Read into ``buffer``; returns the count (0 at the end)."""
-        data = self.read(len(buffer))
-        memoryview(buffer)[: len(data)] = data
-        return len(data)
+        with memoryview(buffer) as target, target.cast("B") as view:
+            if not len(view):
+                return 0
+            return self._next(lambda: self._fill_into(view), int) or 0
 
     def _resume(self, exc: Exception) -> None:
         self._close_body()
