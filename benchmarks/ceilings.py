@@ -62,18 +62,12 @@ def _get(url: str, hasher: Any = None, keep: io.BytesIO | None = None) -> int:
 
 
 def _syncfs() -> Any:
-    import ctypes
+    # the same libc call regstore makes (its loader: the only regstore code a ceiling runs)
+    from regstore.backends.durable import _syncfs as call
 
-    call = ctypes.CDLL(None, use_errno=True).syncfs
-    call.argtypes = [ctypes.c_int]
-    call.restype = ctypes.c_int
-
-    def syncfs(fd: int) -> None:
-        if call(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-    return syncfs
+    if call is None:
+        raise SystemExit("syncfs(2) is not available here")
+    return call
 
 
 def _fsyncs(directory: str, files: int, threads: int, dirs: int = 0, syncfs: int = 0) -> int:

@@ -16,6 +16,7 @@ from regstore.backends import durable
 from regstore.backends.durable import EntrySync
 from regstore.backends.filesystem import LocalBackend
 from regstore.errors import StoreError
+from regstore.store import ObjectStore
 from regstore.testing.builders import oci_image, write_blob, write_image
 
 
@@ -151,16 +152,24 @@ def _in_thread(call: Callable[[], None]) -> tuple[threading.Thread, list[BaseExc
     return thread, errors
 
 
-def test_a_flush_during_a_running_sync_waits_for_the_next_one_shared_by_all_waiters(
-    tmp_path: Path,
-) -> None:
-    syncfs = _Syncfs()
+def _held_sync(
+    tmp_path: Path, syncfs: _Syncfs | None = None
+) -> tuple[EntrySync, _Syncfs, threading.Thread, list[BaseException]]:
+    """An entry recorded, and a flush of it in a thread whose sync is running, held."""
+    syncfs = syncfs or _Syncfs()
     entries = EntrySync(str(tmp_path), syncfs=syncfs)
     with entries.deferring():
         entries.changed(str(tmp_path))
     syncfs.hold.clear()
-    first, first_errors = _in_thread(entries.flush)
-    assert syncfs.entered.wait(10)  # the first sync runs, held
+    thread, errors = _in_thread(entries.flush)
+    assert syncfs.entered.wait(10)
+    return entries, syncfs, thread, errors
+
+
+def test_a_flush_during_a_running_sync_waits_for_the_next_one_shared_by_all_waiters(
+    tmp_path: Path,
+) -> None:
+    entries, syncfs, first, first_errors = _held_sync(tmp_path)  # the first sync runs, held
     # entries made now may have missed the running sync: their flushes need a later one
     with entries.deferring():
         entries.changed(str(tmp_path / "late"))
@@ -178,13 +187,7 @@ def test_a_flush_during_a_running_sync_waits_for_the_next_one_shared_by_all_wait
 def test_a_flush_with_nothing_new_waits_for_the_running_sync_that_holds_other_entries(
     tmp_path: Path,
 ) -> None:
-    syncfs = _Syncfs()
-    entries = EntrySync(str(tmp_path), syncfs=syncfs)
-    with entries.deferring():
-        entries.changed(str(tmp_path))
-    syncfs.hold.clear()
-    first, _ = _in_thread(entries.flush)
-    assert syncfs.entered.wait(10)  # that sync holds the entry, nothing is pending now
+    entries, syncfs, first, _ = _held_sync(tmp_path)  # it holds the entry, none pending now
     second, errors = _in_thread(entries.flush)
     second.join(0.2)
     assert second.is_alive()  # the entry it may depend on is not durable yet
@@ -207,14 +210,9 @@ def test_a_barrier_syncs_even_with_nothing_recorded(tmp_path: Path) -> None:
 
 
 def test_a_failed_sync_fails_its_waiters_and_every_later_flush(tmp_path: Path) -> None:
-    syncfs = _Syncfs()
-    syncfs.fail = OSError(errno.EIO, "Input/output error")
-    entries = EntrySync(str(tmp_path), syncfs=syncfs)
-    with entries.deferring():
-        entries.changed(str(tmp_path))
-    syncfs.hold.clear()
-    first, first_errors = _in_thread(entries.flush)
-    assert syncfs.entered.wait(10)
+    failing = _Syncfs()
+    failing.fail = OSError(errno.EIO, "Input/output error")
+    entries, syncfs, first, first_errors = _held_sync(tmp_path, failing)
     with entries.deferring():
         entries.changed(str(tmp_path / "late"))
     waiter, waiter_errors = _in_thread(entries.flush)
@@ -251,13 +249,7 @@ def test_an_interrupted_sync_is_owed_not_failed(tmp_path: Path) -> None:
 
 
 def test_close_waits_for_a_running_sync_before_releasing_the_descriptor(tmp_path: Path) -> None:
-    syncfs = _Syncfs()
-    entries = EntrySync(str(tmp_path), syncfs=syncfs)
-    with entries.deferring():
-        entries.changed(str(tmp_path))
-    syncfs.hold.clear()
-    flushing, flush_errors = _in_thread(entries.flush)
-    assert syncfs.entered.wait(10)
+    entries, syncfs, flushing, flush_errors = _held_sync(tmp_path)
     closing, close_errors = _in_thread(entries.close)
     closing.join(0.2)
     assert closing.is_alive()  # the running sync still uses the descriptor
@@ -299,6 +291,12 @@ def _events(
     return events, _recording_fsyncs(monkeypatch)
 
 
+def _local(url: str) -> tuple[ObjectStore, LocalBackend]:
+    store = open_store(url)
+    assert isinstance(store.backend, LocalBackend)
+    return store, store.backend
+
+
 def _index(events: list[tuple[str, str]], predicate: Callable[[str], bool]) -> int:
     return next(i for i, (kind, path) in enumerate(events) if kind == "rename" and predicate(path))
 
@@ -306,9 +304,7 @@ def _index(events: list[tuple[str, str]], predicate: Callable[[str], bool]) -> i
 def test_a_manifest_becomes_visible_only_after_what_it_references_is_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = open_store(str(tmp_path / "store"))
-    backend = store.backend
-    assert isinstance(backend, LocalBackend)
+    store, backend = _local(str(tmp_path / "store"))
     image = oci_image(layers=2, seed=7)
     events, dir_fsyncs = _events(backend, monkeypatch)
     for blob in image.blobs:
@@ -336,9 +332,7 @@ def test_a_manifest_becomes_visible_only_after_what_it_references_is_durable(
 def test_the_oci_layout_index_is_written_after_a_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = open_store(f"file://{tmp_path}/store?layout=oci")
-    backend = store.backend
-    assert isinstance(backend, LocalBackend)
+    store, backend = _local(f"file://{tmp_path}/store?layout=oci")
     image = oci_image(layers=1, seed=8)
     write_blob(store, image.blobs[0])  # prepares the layout first
     events, _ = _events(backend, monkeypatch)
@@ -354,9 +348,7 @@ def test_the_oci_layout_index_is_written_after_a_sync(
 def test_a_blob_written_alone_is_made_durable_when_the_store_closes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = open_store(str(tmp_path / "store"))
-    backend = store.backend
-    assert isinstance(backend, LocalBackend)
+    store, backend = _local(str(tmp_path / "store"))
     image = oci_image(layers=1, seed=9)
     events, dir_fsyncs = _events(backend, monkeypatch)
     write_blob(store, image.blobs[0])
