@@ -400,11 +400,11 @@ class LocalBackend(FsspecBackend):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            directory = self.confinement.check(os.path.dirname(path))
+            self.confinement.check(os.path.dirname(path))
             try:
                 os.replace(tmp, path)
             except FileNotFoundError:
-                _makedirs_durable(directory, self.entries.changed)
+                self.ensure_parent(path)
                 os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

@@ -81,45 +81,40 @@ class ObjectStream:
         self._body = response["Body"]
         self._etag = self._etag or response.get("ETag")
 
-    def _fill(self, wanted: int) -> bytes:
-        """Up to ``wanted`` bytes (fewer only at the end), in one trip to s3fs's loop."""
-        from fsspec.asyn import sync
-
-        body = self._body
-
-        async def _read() -> bytes:
-            parts: list[bytes] = []
-            got = 0
-            while got < wanted:
-                chunk: bytes = await body.read(wanted - got)
-                if not chunk:
-                    break
-                parts.append(chunk)
-                got += len(chunk)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-
-        data: bytes = sync(self._fs.loop, _read)
-        return data
-
-    def _fill_into(self, view: memoryview) -> int:
-        """Fill ``view`` (fewer bytes only at the end) in one trip to s3fs's loop, each chunk
-        copied straight into it: no joined copy of the buffer to copy once more."""
+    def _drain(self, wanted: int, take: Callable[[bytes, int], object]) -> int:
+        """Hand ``take`` each chunk of the body (and where it starts) until ``wanted`` bytes
+        came (fewer only at the end), in one trip to s3fs's loop; returns the count."""
         from fsspec.asyn import sync
 
         body = self._body
 
         async def _read() -> int:
-            got, wanted = 0, len(view)
+            got = 0
             while got < wanted:
                 chunk: bytes = await body.read(wanted - got)
                 if not chunk:
                     break
-                view[got : got + len(chunk)] = chunk
+                take(chunk, got)
                 got += len(chunk)
             return got
 
         got: int = sync(self._fs.loop, _read)
         return got
+
+    def _fill(self, wanted: int) -> bytes:
+        """Up to ``wanted`` bytes (fewer only at the end)."""
+        parts: list[bytes] = []
+        self._drain(wanted, lambda chunk, _: parts.append(chunk))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _fill_into(self, view: memoryview) -> int:
+        """Fill ``view`` (fewer bytes only at the end), each chunk copied straight into it:
+        no joined copy of the buffer to copy once more."""
+
+        def take(chunk: bytes, at: int) -> None:
+            view[at : at + len(chunk)] = chunk
+
+        return self._drain(len(view), take)
 
     def _next(self, fill: Callable[[], _T], count: Callable[[_T], int]) -> _T | None:
         """``fill()``'s result and the position moved by its count; a cut body resumed where
