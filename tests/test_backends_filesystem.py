@@ -329,3 +329,40 @@ def test_durable_makedirs_through_a_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"x")
     with pytest.raises(NotADirectoryError):
         _makedirs_durable(str(tmp_path / "file" / "below"))
+
+
+def test_the_local_primitives_remove_list_and_open_as_the_fsspec_ones_did(tmp_path: Path) -> None:
+    """The file store's own system calls keep the fsspec primitives' meaning (they replaced
+    them on the hot path): a missing path is no error, a directory goes only when asked, a
+    link is removed itself, never what it points at."""
+    from regstore.backends.filesystem import LocalBackend
+
+    root = tmp_path / "store"
+    (root / "d" / "e").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(b"0123456789")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"x")
+    (root / "link").symlink_to(outside)
+    backend = LocalBackend(str(root))
+
+    assert sorted(backend.list_dir(str(root / "d"))) == [("e", True), ("f", False)]
+    assert backend.list_dir(str(root / "missing")) == []
+    assert backend.list_dir(str(root / "d" / "f")) == []  # not a directory
+    assert backend.exists(str(root / "d" / "f")) and not backend.exists(str(root / "d" / "x"))
+    with backend.open_blob_file(str(root / "d" / "f"), 4) as stream:
+        assert stream.read() == b"456789"
+    with pytest.raises(FileNotFoundError):
+        backend.open_blob_file(str(root / "d" / "x"), 0)
+
+    backend.remove(str(root / "d" / "missing"))  # nothing to do
+    with pytest.raises(IsADirectoryError):
+        backend.remove(str(root / "d"))
+    assert (root / "d" / "f").exists()
+    backend.remove(str(root / "link"), recursive=True)
+    assert not (root / "link").is_symlink() and (outside / "keep").exists()
+    backend.remove(str(root / "d" / "f"))
+    assert not (root / "d" / "f").exists()
+    backend.remove(str(root / "d"), recursive=True)
+    assert not (root / "d").exists()
+    assert backend._filesystem is None  # none of it needed an fsspec filesystem

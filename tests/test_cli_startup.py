@@ -11,10 +11,14 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import click
 
 from regstore.cli import cli
+from regstore.testing.builders import build_image
+from tests.support.engine import seed_registry
+from tests.support.registry import RegistryServer
 
 #: Modules `regstore --help` must not import (each costs tens of milliseconds or more).
 HEAVY = (
@@ -68,6 +72,48 @@ def test_a_command_imports_its_module_when_it_runs() -> None:
     out, modules = _modules_after("pull", "--help")
     assert "--semver" in out
     assert "regstore.cli.transfer" in modules
+
+
+#: Modules a pull or a sync into a directory store does without (fsspec serves walks and other
+#: backends; semver only tags that look like versions).
+NOT_FOR_A_MIRROR = ("fsspec", "semver")
+
+
+def test_a_pull_and_a_sync_into_a_directory_store_import_neither_fsspec_nor_semver(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    image = build_image(layers=2, layer_size=4096, seed=61, media="oci")
+    seed_registry(registry.url, "lean/app", "t1", image)
+    store = tmp_path / "store"
+    _, modules = _modules_after(
+        "-q", "--store", str(store), "pull", "--plain-http", f"{registry.host}/lean/app:t1"
+    )
+    assert [m for m in NOT_FOR_A_MIRROR if m in modules] == []
+    listed, _ = _modules_after("--json", "--store", str(store), "ls", "lean/app")
+    assert image.manifest_digest in listed and '"t1"' in listed, listed  # the pull did pull
+
+    syncfile = tmp_path / "sync.yaml"
+    syncfile.write_text(
+        json.dumps(
+            {
+                "target": {"store": (tmp_path / "mirror").as_uri()},
+                "sources": [
+                    {
+                        "registry": registry.host,
+                        "plain_http": True,
+                        "repositories": [{"name": "lean/app"}],
+                    }
+                ],
+            }
+        )
+    )
+    for run, moved in (("first", "copied"), ("no-op", "skipped")):
+        out, modules = _modules_after("sync", "--json", str(syncfile))
+        assert [m for m in NOT_FOR_A_MIRROR if m in modules] == [], run
+        report = json.loads(out)
+        assert report["ok"] and report[moved] == 1, out
+    mirrored, _ = _modules_after("--json", "--store", str(tmp_path / "mirror"), "ls", "lean/app")
+    assert image.manifest_digest in mirrored, mirrored
 
 
 def test_the_lazy_table_lists_every_command_with_its_own_short_help() -> None:

@@ -391,7 +391,7 @@ def test_a_memory_listing_that_met_a_concurrent_write_is_taken_again(
         return find(self, path, *args, **kwargs)
 
     monkeypatch.setattr(MemoryFileSystem, "find", racing)
-    fs = memory._MemoryFileSystem()
+    fs = memory._memory_filesystem()
     fs.pipe_file("/regstore-fastpath/a/b", b"x")
     try:
         assert fs.find("/regstore-fastpath") == ["/regstore-fastpath/a/b"]

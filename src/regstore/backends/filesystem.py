@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import shutil
 import stat
 import sys
 import time
@@ -44,8 +45,6 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from typing import IO, Any
-
-import fsspec
 
 from regstore.errors import BlobNotFoundError, StoreError, StoreEscapeError
 from regstore.hookspecs import Register, hookimpl
@@ -335,13 +334,18 @@ class LocalBackend(FsspecBackend):
         self.confinement = _Confinement(root)
         self.entries = EntrySync(root)
         super().__init__(
-            fsspec.filesystem("file"),
+            None,  # made on first use (open_fs)
             root,
             layout=layout,
             locks=_ConfinedFlockLocks(os.path.join(root, "_regstore", "locks"), self.confinement),
             staging=LocalStaging(),
             url=url or f"file://{root}",
         )
+
+    def open_fs(self) -> Any:
+        import fsspec  # late: see FsspecBackend.open_fs
+
+        return fsspec.filesystem("file")
 
     # Every primitive checks its path first (reads the whole path, renames and unlinks the
     # directory): the layouts and the staging code reach the disk only through these.
@@ -361,18 +365,44 @@ class LocalBackend(FsspecBackend):
         except FileNotFoundError:
             return None
 
+    # The primitives of a sync's hot path are plain system calls: through fsspec, removing an
+    # absent file (every manifest write clears a stale partial-index marker) cost two stats and
+    # the Python around them, and a command that never lists needs no fsspec import at all.
+
     def exists(self, path: str) -> bool:
-        return super().exists(self.confinement.check(path))
+        return os.path.exists(self.confinement.check(path))
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
-        return super().list_dir(self.confinement.check(path))
+        found = []
+        try:
+            with os.scandir(self.confinement.check(path)) as entries:
+                for entry in entries:
+                    try:
+                        found.append((entry.name, entry.is_dir()))
+                    except OSError:  # gone meanwhile
+                        continue
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return found
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
-        # a final symlink is unlinked itself (fsspec never recurses through one)
-        super().remove(self.confinement.check_parent(path), recursive=recursive)
+        # a final symlink is unlinked itself, never followed
+        path = self.confinement.check_parent(path)
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                if not recursive:
+                    raise IsADirectoryError(errno.EISDIR, "a directory (not removed)", path)
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
-        return super().open_blob_file(self.confinement.check(path), offset)
+        stream = open(self.confinement.check(path), "rb")  # noqa: SIM115  # the caller closes
+        if offset:
+            stream.seek(offset)
+        return stream
 
     def list_blobs(self) -> list[BlobInfo]:
         self.confinement.check(self.layout.blobs_root())

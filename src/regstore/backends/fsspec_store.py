@@ -52,6 +52,7 @@ from typing import IO, Any, ClassVar
 from regstore.errors import (
     BlobNotFoundError,
     InvalidReferenceError,
+    StoreError,
     StoreOptionError,
 )
 from regstore.manifest import Manifest
@@ -156,7 +157,8 @@ class FsspecBackend(ComposedBlobs):
     """The store contract on an fsspec filesystem ``fs`` under ``root``, in ``layout``.
 
     Args:
-        fs: any fsspec filesystem instance.
+        fs: any fsspec filesystem instance; or None from a subclass that makes it in
+            :meth:`open_fs` on first use.
         root: the store's root path on ``fs`` (created on first write where that matters).
         layout: ``"distribution"`` (default) or ``"oci"``.
         locks: the lock part; default process-local (:class:`ThreadLockManager`), which
@@ -184,16 +186,34 @@ class FsspecBackend(ComposedBlobs):
         url: str = "",
     ) -> None:
         layout_class = LAYOUTS[check_layout(layout)]
-        self.fs = fs
+        self._filesystem = fs
         self.root = root.rstrip("/") or "/"
         self.url = url
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        self.locks: LockManager = locks or ThreadLockManager(f"{protocol}:{self.root}")
+        if locks is None:
+            protocol = self.fs.protocol
+            protocol = protocol if isinstance(protocol, str) else protocol[0]
+            locks = ThreadLockManager(f"{protocol}:{self.root}")
+        self.locks: LockManager = locks
         self.layout: Layout = layout_class(self)
         self.staging: BlobStaging = staging or FsspecStaging()
         self.staging.attach(self)
         self._prepared = False
         self._prepare_lock = threading.Lock()
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem (made by :meth:`open_fs` on first use where none was given)."""
+        fs = self._filesystem
+        if fs is None:
+            fs = self._filesystem = self.open_fs()
+        return fs
+
+    def open_fs(self) -> Any:
+        """The filesystem of a backend constructed without one. The file and memory stores make
+        theirs late: importing fsspec costs every CLI command ~50 ms of start-up, and a pull
+        or a sync into a directory store never goes through it (its primitives are system
+        calls)."""
+        raise StoreError(f"{type(self).__name__} was given no fsspec filesystem")
 
     # -- paths -------------------------------------------------------------------------------
 

@@ -19,16 +19,14 @@ Options: ``layout`` (``distribution`` or ``oci``), as for every fsspec backend.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import IO, Any, TypeVar
-
-import fsspec
-from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from regstore.errors import StoreError
 from regstore.hookspecs import Register, hookimpl
@@ -39,6 +37,9 @@ from . import housekeeping
 from .fsspec_store import FsspecBackend
 from .locks import ThreadLockManager
 from .staging import AppendStaging, StagingHost, StagingStream
+
+if TYPE_CHECKING:
+    from fsspec.implementations.memory import MemoryFile
 
 __all__ = ["MemoryBackend", "open_backend", "regstore_register_backends", "remove_store"]
 
@@ -71,7 +72,10 @@ class _StagedBlob:
     __slots__ = ("file", "size")
 
     def __init__(self) -> None:
-        self.file = MemoryFile()
+        # fsspec is imported on first use, not with the module (see FsspecBackend.open_fs)
+        from fsspec.implementations.memory import MemoryFile
+
+        self.file: MemoryFile = MemoryFile()
         self.size = 0
 
     def append(self, data: bytes | memoryview) -> None:
@@ -231,15 +235,31 @@ def _snapshot_retried(listing: Callable[[], _T]) -> _T:
     return listing()
 
 
-class _MemoryFileSystem(MemoryFileSystem):  # type: ignore[misc]  # fsspec is untyped
-    """The process-wide memory filesystem (the same dict of paths), whose listings are
-    retried when a concurrent write changed it mid-copy (see ``_snapshot_retried``)."""
+@functools.cache
+def _memory_filesystem_class() -> type:
+    from fsspec.implementations.memory import MemoryFileSystem
 
-    def ls(self, path: str, detail: bool = False, **kwargs: Any) -> Any:
-        return _snapshot_retried(lambda: super(_MemoryFileSystem, self).ls(path, detail, **kwargs))
+    class _MemoryFileSystem(MemoryFileSystem):  # type: ignore[misc]  # fsspec is untyped
+        """The process-wide memory filesystem (the same dict of paths), whose listings are
+        retried when a concurrent write changed it mid-copy (see ``_snapshot_retried``)."""
 
-    def find(self, path: str, *args: Any, **kwargs: Any) -> Any:
-        return _snapshot_retried(lambda: super(_MemoryFileSystem, self).find(path, *args, **kwargs))
+        def ls(self, path: str, detail: bool = False, **kwargs: Any) -> Any:
+            return _snapshot_retried(
+                lambda: super(_MemoryFileSystem, self).ls(path, detail, **kwargs)
+            )
+
+        def find(self, path: str, *args: Any, **kwargs: Any) -> Any:
+            return _snapshot_retried(
+                lambda: super(_MemoryFileSystem, self).find(path, *args, **kwargs)
+            )
+
+    return _MemoryFileSystem
+
+
+def _memory_filesystem() -> Any:
+    """fsspec's process-wide memory filesystem, with listings retried (the class is made on
+    first use: fsspec is not imported with this module)."""
+    return _memory_filesystem_class()()
 
 
 class MemoryBackend(FsspecBackend):
@@ -250,7 +270,7 @@ class MemoryBackend(FsspecBackend):
     def __init__(self, name: str = "default", *, layout: str = "distribution") -> None:
         root = _root(name)
         super().__init__(
-            _MemoryFileSystem(),
+            None,  # made on first use (open_fs)
             root,
             layout=layout,
             locks=ThreadLockManager(f"memory:{root}"),
@@ -258,6 +278,9 @@ class MemoryBackend(FsspecBackend):
             url=f"memory://{name}",
         )
         self.name = name
+
+    def open_fs(self) -> Any:
+        return _memory_filesystem()
 
     # Memory has no directories to create, and a put is one dict assignment (atomic).
     atomic_put = True
@@ -292,7 +315,7 @@ class MemoryBackend(FsspecBackend):
 def remove_store(name: str) -> None:
     """Delete every manifest, blob and staged byte of ``memory://NAME`` (tests, cleanup)."""
     root = _root(name)
-    fs = fsspec.filesystem("memory")
+    fs = _memory_filesystem()
     if fs.exists(root):
         fs.rm(root, recursive=True)
     with _staging_guard:

@@ -40,12 +40,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import semver
+from typing import TYPE_CHECKING, Any
 
 from regstore.errors import FilterError, InvalidReferenceError
 from regstore.reference import validate_tag
+
+if TYPE_CHECKING:
+    import semver
 
 __all__ = [
     "FilterError",
@@ -107,6 +108,11 @@ def _is_valid_tag(tag: object) -> bool:
 def parse_version(tag: str) -> semver.Version | None:
     """The version a tag names (``v1.2`` → 1.2.0), or None when it is not a version."""
     text = tag[1:] if tag[:1] in ("v", "V") else tag
+    if not text[:1].isdigit():
+        # a version starts with its major number: other tags need no parse, nor semver's import
+        return None
+    import semver  # late: a CLI command that meets no version tag never pays its import
+
     try:
         return semver.Version.parse(text, optional_minor_and_patch=True)
     except (ValueError, TypeError):
@@ -156,6 +162,8 @@ def _wildcard(text: str, expression: str) -> list[_Comparator]:
         fixed.append(int(part))
     if not fixed:
         return []
+    import semver  # late: see parse_version
+
     low = semver.Version(*[*fixed, 0, 0, 0][:3])
     if len(fixed) == 1:
         high = low.bump_major()
