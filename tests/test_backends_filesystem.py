@@ -331,22 +331,33 @@ def test_durable_makedirs_through_a_file_is_an_error(tmp_path: Path) -> None:
         _makedirs_durable(str(tmp_path / "file" / "below"))
 
 
-def test_the_local_primitives_remove_list_and_open_as_the_fsspec_ones_did(tmp_path: Path) -> None:
-    """The file store's own system calls keep the fsspec primitives' meaning (they replaced
-    them on the hot path): a missing path is no error, a directory goes only when asked, a
-    link is removed itself, never what it points at."""
+def test_the_local_primitives_are_plain_system_calls_that_never_follow_a_link(
+    tmp_path: Path,
+) -> None:
+    """The file store's own system calls (they replaced fsspec's on the hot path): a missing
+    path is no error, a directory goes only when asked, a link is removed itself and is never
+    listed as a directory (a loop of links must not make a walk endless), the path of a file
+    has no entries."""
     from regstore.backends.filesystem import LocalBackend
 
     root = tmp_path / "store"
     (root / "d" / "e").mkdir(parents=True)
     (root / "d" / "f").write_bytes(b"0123456789")
+    (root / "d" / "loop").symlink_to(root / "d")
+    (root / "d" / "alias").symlink_to(root / "d" / "e")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep").write_bytes(b"x")
     (root / "link").symlink_to(outside)
     backend = LocalBackend(str(root))
 
-    assert sorted(backend.list_dir(str(root / "d"))) == [("e", True), ("f", False)]
+    assert sorted(backend.list_dir(str(root / "d"))) == [
+        ("alias", False),
+        ("e", True),
+        ("f", False),
+        ("loop", False),
+    ]
+    assert sorted(backend.list_dir(str(root))) == [("d", True), ("link", False)]
     assert backend.list_dir(str(root / "missing")) == []
     assert backend.list_dir(str(root / "d" / "f")) == []  # not a directory
     assert backend.exists(str(root / "d" / "f")) and not backend.exists(str(root / "d" / "x"))
@@ -366,3 +377,17 @@ def test_the_local_primitives_remove_list_and_open_as_the_fsspec_ones_did(tmp_pa
     backend.remove(str(root / "d"), recursive=True)
     assert not (root / "d").exists()
     assert backend._filesystem is None  # none of it needed an fsspec filesystem
+
+
+def test_links_among_the_repositories_are_not_walked(tmp_path: Path) -> None:
+    """Two links back to the repositories directory made the listing exponential when a link
+    counted as a directory; a link out of the store failed it. They are skipped."""
+    store = open_store(str(tmp_path / "store"))
+    image = oci_image(seed=62)
+    write_image(store, "team/app", "1", image)
+    repositories = tmp_path / "store" / "docker" / "registry" / "v2" / "repositories"
+    (repositories / "x").symlink_to(repositories)
+    (repositories / "y").symlink_to(repositories)
+    (repositories / "team" / "loop").symlink_to(repositories / "team")
+    (repositories / "out").symlink_to(tmp_path)
+    assert store.repositories() == ["team/app"]

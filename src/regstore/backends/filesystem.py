@@ -1,6 +1,7 @@
 """``file:///abs/path`` and plain paths: a store in a local directory, safe across processes.
 
-The fsspec backend on ``LocalFileSystem``, with what a local disk needs beyond fsspec:
+The fsspec backend on ``LocalFileSystem`` (made on first use: the primitives of a pull or a
+sync are plain system calls), with what a local disk needs beyond fsspec:
 
 - blob write locks are ``fcntl.flock`` locks on files under ``<root>/_regstore/locks``
   (:class:`~regstore.backends.locks.FlockLockManager`): exclusive across threads and
@@ -377,8 +378,11 @@ class LocalBackend(FsspecBackend):
         try:
             with os.scandir(self.confinement.check(path)) as entries:
                 for entry in entries:
+                    # a link is never a directory here (nor was it through fsspec): a loop
+                    # of links would make a walk of the layout endless, and a link out of
+                    # the store would lead it outside
                     try:
-                        found.append((entry.name, entry.is_dir()))
+                        found.append((entry.name, entry.is_dir(follow_symlinks=False)))
                     except OSError:  # gone meanwhile
                         continue
         except (FileNotFoundError, NotADirectoryError):

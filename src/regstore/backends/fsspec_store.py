@@ -210,9 +210,9 @@ class FsspecBackend(ComposedBlobs):
 
     def open_fs(self) -> Any:
         """The filesystem of a backend constructed without one. The file and memory stores make
-        theirs late: importing fsspec costs every CLI command ~50 ms of start-up, and a pull
-        or a sync into a directory store never goes through it (its primitives are system
-        calls)."""
+        theirs late: importing fsspec costs every CLI command ~50 ms of start-up, and a fresh
+        pull or sync into a directory store never goes through it (its primitives are system
+        calls; resuming a partly staged blob, a walk or gc do)."""
         raise StoreError(f"{type(self).__name__} was given no fsspec filesystem")
 
     # -- paths -------------------------------------------------------------------------------
