@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -220,6 +221,27 @@ def test_deep_nesting_is_a_one_line_error_not_a_recursion_error() -> None:
     text = "sources: " + "[" * 5000 + "]" * 5000 + "\n"
     with pytest.raises(SyncFileError, match=r"^deep\.yaml:1: .*nested more than"):
         parse_sync_text(text, "deep.yaml")
+
+
+def test_deep_flow_nesting_is_refused_by_the_scanner_before_its_work_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PyYAML's scanner looks through one possible key per open '[' or '{' at every token
+    (quadratic in the depth); the 65th level is refused as it opens, on its own line."""
+    import yaml.scanner
+
+    looks = 0
+    stale = yaml.scanner.Scanner.stale_possible_simple_keys
+
+    def counted(self: Any) -> None:
+        nonlocal looks
+        looks += len(self.possible_simple_keys)
+        stale(self)
+
+    monkeypatch.setattr(yaml.scanner.Scanner, "stale_possible_simple_keys", counted)
+    with pytest.raises(SyncFileError, match=r"^deep\.yaml:1: .*nested more than 64 levels"):
+        parse_sync_text("sources: " + "[" * 20_000, "deep.yaml")
+    assert looks < 64 * 64 * 2, looks  # unbounded, it was ~1.9 million
 
 
 def _limited_memory() -> None:  # runs in the child: 1 GiB of address space, no more
