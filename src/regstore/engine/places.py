@@ -53,7 +53,11 @@ class ImageSource(Protocol):
         ...
 
     def manifest(self, reference: str) -> Manifest:
-        """The manifest at ``reference`` (a tag or digest), its exact bytes parsed."""
+        """The manifest at ``reference`` (a tag or digest), its exact bytes parsed.
+
+        Called from several threads at once: the children of an index are read ahead
+        (``engine/manifestreads.py``), as blobs are moved, concurrently.
+        """
         ...
 
     def manifest_digest(self, reference: str) -> str | None:

@@ -4,7 +4,6 @@ then write manifests children-first and the tag last.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import json
 import logging
@@ -21,6 +20,7 @@ from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
+from .manifestreads import ManifestReads
 from .model import (
     BatchResult,
     Image,
@@ -57,9 +57,6 @@ DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 64
 #: Why an image of a batch was not attempted.
 CANCELLED = "not attempted: an earlier image failed (fail-fast)"
-#: Child manifests of indexes read at once, process-wide: each read is a round trip to a
-#: registry, and reading an index's platforms one after another costs one trip per platform.
-MANIFEST_READS_AT_ONCE = 4
 #: How deep indexes may nest (an index of indexes is legal, a cycle is hostile).
 MAX_INDEX_DEPTH = 4
 
@@ -100,57 +97,6 @@ class _BlobScheduler:
         self._pool.shutdown(wait=True)
 
 
-_manifest_executor: ThreadPoolExecutor | None = None
-_manifest_executor_lock = threading.Lock()
-
-
-def _manifest_pool() -> ThreadPoolExecutor:
-    global _manifest_executor
-    with _manifest_executor_lock:
-        if _manifest_executor is None:
-            _manifest_executor = ThreadPoolExecutor(
-                MANIFEST_READS_AT_ONCE, thread_name_prefix="regstore-manifest"
-            )
-        return _manifest_executor
-
-
-class _ManifestReads:
-    """Reads of one plan's child manifests, started ahead of the walk that uses them.
-
-    The walk itself stays sequential and in order (children before the indexes listing them,
-    each manifest read once): it only finds its reads started, or makes them itself. A read
-    that failed raises where the walk asks for it; one the walk never asks for is dropped.
-    """
-
-    def __init__(self, source: ImageSource) -> None:
-        self._source = source
-        self._started: dict[str, Future[Manifest]] = {}
-
-    def start(self, digests: Sequence[str]) -> None:
-        """Start reading ``digests`` (not started before), unless there is one only."""
-        new = list(dict.fromkeys(d for d in digests if d not in self._started))
-        if len(new) < 2:
-            return
-        pool = _manifest_pool()
-        for digest in new:
-            # in this thread's context: a retry budget active here is spent there too
-            context = contextvars.copy_context()
-            self._started[digest] = pool.submit(context.run, self._source.manifest, digest)
-
-    def get(self, digest: str) -> Manifest:
-        """The manifest ``digest`` of the source."""
-        started = self._started.pop(digest, None)
-        if started is None:
-            return self._source.manifest(digest)
-        return started.result()
-
-    def drop(self) -> None:
-        """Forget the reads the walk did not use (those not yet running never start)."""
-        for started in self._started.values():
-            started.cancel()
-        self._started.clear()
-
-
 # -- one image -----------------------------------------------------------------------------
 
 
@@ -188,11 +134,9 @@ def plan_image(source: Image, options: TransferOptions) -> ImagePlan:
 def _plan(source: ImageSource, reference: str, options: TransferOptions) -> ImagePlan:
     top = source.manifest(reference)
     plan = ImagePlan(top)
-    reads = _ManifestReads(source)
-    try:
-        _add_manifest(source, top, plan, options, depth=0, planned={str(top.digest)}, reads=reads)
-    finally:
-        reads.drop()
+    _add_manifest(
+        source, top, plan, options, depth=0, planned={str(top.digest)}, reads=ManifestReads(source)
+    )
     return plan
 
 
@@ -203,7 +147,7 @@ def _add_manifest(
     options: TransferOptions,
     depth: int,
     planned: set[str],
-    reads: _ManifestReads,
+    reads: ManifestReads,
 ) -> None:
     # ``planned``: the manifests read so far. Indexes may share children (a DAG, not a
     # tree): each is read and planned once, or n levels listing one child twice cost 2**n.
@@ -219,35 +163,40 @@ def _add_manifest(
     if depth >= MAX_INDEX_DEPTH:
         raise ManifestInvalidError(f"indexes nest deeper than {MAX_INDEX_DEPTH} levels")
     whole = source.has_all_children(manifest)
-    if whole:
-        reads.start(
-            [
-                str(child.digest)
-                for child in manifest.manifests
-                if (depth > 0 or _wanted(child, options.platforms))
-                and str(child.digest) not in planned
-            ]
-        )
-    for child_desc in manifest.manifests:
-        if depth == 0 and not _wanted(child_desc, options.platforms):
-            plan.partial = True
-            continue
-        if not whole and not source.has_manifest(child_desc.digest):
-            plan.partial = True  # left out when it was pulled; it stays left out
-            continue
-        if str(child_desc.digest) in planned:
-            continue
-        planned.add(str(child_desc.digest))
-        child = reads.get(str(child_desc.digest))
-        if child.media_type != child_desc.media_type and child_desc.media_type:
-            log.debug(
-                "child %s is %s, its descriptor says %s",
-                child_desc.digest,
-                child.media_type,
-                child_desc.media_type,
-            )
-        _add_manifest(source, child, plan, options, depth + 1, planned, reads)
-        plan.children.append(child)
+    # The children the loop below will read, in its order, read ahead (a store's partial
+    # index asks has_manifest first: no read-ahead there, the store is local)
+    level = reads.level(
+        [
+            str(child.digest)
+            for child in manifest.manifests
+            if whole
+            and (depth > 0 or _wanted(child, options.platforms))
+            and str(child.digest) not in planned
+        ]
+    )
+    try:
+        for child_desc in manifest.manifests:
+            if depth == 0 and not _wanted(child_desc, options.platforms):
+                plan.partial = True
+                continue
+            if not whole and not source.has_manifest(child_desc.digest):
+                plan.partial = True  # left out when it was pulled; it stays left out
+                continue
+            if str(child_desc.digest) in planned:
+                continue
+            planned.add(str(child_desc.digest))
+            child = level.get(str(child_desc.digest))
+            if child.media_type != child_desc.media_type and child_desc.media_type:
+                log.debug(
+                    "child %s is %s, its descriptor says %s",
+                    child_desc.digest,
+                    child.media_type,
+                    child_desc.media_type,
+                )
+            _add_manifest(source, child, plan, options, depth + 1, planned, reads)
+            plan.children.append(child)
+    finally:
+        level.close()
     if depth == 0 and options.platforms and not plan.children:
         wanted = ", ".join(str(p) for p in options.platforms)
         raise ImageManifestNotFoundError(
