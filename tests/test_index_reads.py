@@ -222,8 +222,10 @@ def test_a_forked_process_plans_an_index_after_the_parent_did() -> None:
     pid = os.fork()
     if pid == 0:  # pragma: no cover  # the child reports by its exit code only
         try:
-            plan = _plan(store, _Reads())
-            os._exit(0 if len(plan.children) == 6 else 1)
+            reads = _Reads()
+            plan = _plan(store, reads)
+            # the read-ahead works there too: a pool of its own, not the parent's dead one
+            os._exit(0 if len(plan.children) == 6 and reads.most >= 2 else 1)
         except BaseException:
             os._exit(2)
     deadline = time.monotonic() + PATIENCE
@@ -258,7 +260,9 @@ def test_the_pool_takes_a_read_only_when_a_thread_is_free() -> None:
     while (taken := pool.try_submit(lambda: "read")) is None and time.monotonic() < deadline:
         time.sleep(0.01)  # a thread that finished is free again
     assert taken is not None and taken.result(PATIENCE) == "read"
-    cancelled = pool.try_submit(gate.wait)
+    deadline = time.monotonic() + PATIENCE
+    while (cancelled := pool.try_submit(gate.wait)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert cancelled is not None
     cancelled.cancel()  # taken back before it ran, or run: either way the thread comes back
     deadline = time.monotonic() + PATIENCE
@@ -285,7 +289,51 @@ def test_a_read_the_pool_has_not_started_is_taken_back_by_the_walk(
     silent = _SilentPool()
     monkeypatch.setattr(manifestreads, "_read_pool", lambda: silent)
     store, children = _index(6, seed=500)
+    plans: list[ImagePlan] = []
+    walk = threading.Thread(target=lambda: plans.append(_plan(store, _Reads())), daemon=True)
+    walk.start()
+    walk.join(PATIENCE)
+    assert not walk.is_alive(), "the walk waited for a read the pool never started"
+    assert [str(c.digest) for c in plans[0].children] == [str(c.digest) for c in children]
+    assert silent.accepted and all(f.cancelled() for f in silent.accepted)
+
+
+def test_a_failed_plan_drops_the_reads_it_did_not_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    silent = _SilentPool()
+    monkeypatch.setattr(manifestreads, "_read_pool", lambda: silent)
+    store, children = _index(12, seed=700)
+    reads = _Reads(fail={str(children[1].digest)})
+    with pytest.raises(ImageManifestNotFoundError):
+        _plan(store, reads)
+    # the reads started ahead of the failure are dropped, not left pending
+    assert len(silent.accepted) >= 2
+    assert all(f.cancelled() for f in silent.accepted)
+
+
+def test_a_child_a_nested_index_planned_first_is_not_read_again() -> None:
+    late = oci_image(layers=1, seed=800)
+    nested = oci_index([late])
+    others = [oci_image(layers=1, seed=801 + i) for i in range(5)]
+    # the top lists ``late`` beyond the first window, after the index that plans it
+    store = _store(oci_index([nested, *others, late]))
+    reads = _Reads()
+    plan = _plan(store, reads)
+    reads.settled()
+    children = reads.seen[1:]
+    assert len(children) == len(set(children)) == 7, children  # each read once
+    assert len(plan.children) == 7
+
+
+def test_without_threads_to_be_had_the_walk_reads_every_child_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(manifestreads, "_pool", manifestreads._ReadPool(4))  # no threads yet
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    store, children = _index(5, seed=600)
     reads = _Reads()
     plan = _plan(store, reads)
     assert [str(c.digest) for c in plan.children] == [str(c.digest) for c in children]
-    assert silent.accepted and all(f.cancelled() for f in silent.accepted)
+    assert reads.threads == {threading.current_thread().name}

@@ -57,9 +57,12 @@ class _ReadPool:
             if self._idle:
                 self._idle -= 1
             elif self._threads < self._size:
-                threading.Thread(
-                    target=self._work, name=f"regstore-manifest-{self._threads}", daemon=True
-                ).start()
+                try:
+                    threading.Thread(
+                        target=self._work, name=f"regstore-manifest-{self._threads}", daemon=True
+                    ).start()
+                except RuntimeError:  # no thread to be had (a process limit): read in the walk
+                    return None
                 self._threads += 1
             else:
                 return None
@@ -102,27 +105,35 @@ if hasattr(os, "register_at_fork"):
 
 
 class ManifestReads:
-    """The child-manifest reads of one plan, shared by its index levels (a manifest that two
-    levels list is read once)."""
+    """The child-manifest reads of one plan, shared by its index levels: a manifest that two
+    levels list is read once, and never again once the walk has taken it (a level reaching a
+    child that a nested index already planned starts no second read)."""
 
     def __init__(self, source: ImageSource) -> None:
         self._source = source
         self._started: dict[str, Future[Manifest]] = {}
+        self._taken: set[str] = set()
 
     def level(self, digests: Sequence[str]) -> ManifestLevel:
         """The reads of one index level: ``digests`` in the order the walk will ask for them
         (left out: the children it will not read)."""
         return ManifestLevel(self, list(dict.fromkeys(digests)))
 
-    def _start(self, digest: str) -> None:
-        if digest not in self._started:
-            # in the walk's context, as if the walk read it (contextvars stay per read)
-            context = contextvars.copy_context()
-            started = _read_pool().try_submit(lambda: context.run(self._source.manifest, digest))
-            if started is not None:  # else every thread is busy: the walk reads it itself
-                self._started[digest] = started
+    def _start(self, digest: str) -> bool:
+        """Start reading ``digest`` unless it was started or taken; False when the pool is
+        busy (nothing started: the walk reads it itself, or a later top-up starts it)."""
+        if digest in self._started or digest in self._taken:
+            return True
+        # in the walk's context, as if the walk read it (contextvars stay per read)
+        context = contextvars.copy_context()
+        started = _read_pool().try_submit(lambda: context.run(self._source.manifest, digest))
+        if started is None:
+            return False
+        self._started[digest] = started
+        return True
 
     def _take(self, digest: str) -> Manifest:
+        self._taken.add(digest)
         started = self._started.pop(digest, None)
         if started is None or started.cancel():
             return self._source.manifest(digest)  # not running yet: read it here, now
@@ -135,19 +146,22 @@ class ManifestReads:
 
 
 class ManifestLevel:
-    """Reads of one index level's children, at most :data:`READS_AHEAD` ahead of the walk."""
+    """Reads of one index level's children, at most :data:`READS_AHEAD` ahead of the walk.
+
+    Nothing starts before the walk asks for its first child (which it reads itself): the
+    reads ahead are of the children after the one being read.
+    """
 
     def __init__(self, reads: ManifestReads, order: list[str]) -> None:
         self._reads = reads
         self._order = order
         self._next = 0  # the walk has gone past every digest before this position
-        self._ahead = 0  # started: order[_next : _next + _ahead]
-        if len(order) > 1:  # one child is read by the walk itself
-            self._top_up()
+        self._ahead = 0  # offered to the pool: order[_next : _next + _ahead]
 
     def _top_up(self) -> None:
         while self._ahead < READS_AHEAD and self._next + self._ahead < len(self._order):
-            self._reads._start(self._order[self._next + self._ahead])
+            if not self._reads._start(self._order[self._next + self._ahead]):
+                return  # the pool is busy: the next top-up offers it again
             self._ahead += 1
 
     def get(self, digest: str) -> Manifest:
