@@ -24,7 +24,7 @@ import contextvars
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -106,13 +106,13 @@ if hasattr(os, "register_at_fork"):
 
 class ManifestReads:
     """The child-manifest reads of one plan, shared by its index levels: a manifest that two
-    levels list is read once, and never again once the walk has taken it (a level reaching a
-    child that a nested index already planned starts no second read)."""
+    levels list is read once, and none is read ahead once the walk has ``planned`` it (a level
+    reaching a child that a nested index already planned starts no second read)."""
 
-    def __init__(self, source: ImageSource) -> None:
+    def __init__(self, source: ImageSource, planned: Container[str]) -> None:
         self._source = source
+        self._planned = planned  # the walk's own record, which it adds to as it goes
         self._started: dict[str, Future[Manifest]] = {}
-        self._taken: set[str] = set()
 
     def level(self, digests: Sequence[str]) -> ManifestLevel:
         """The reads of one index level: ``digests`` in the order the walk will ask for them
@@ -120,9 +120,9 @@ class ManifestReads:
         return ManifestLevel(self, list(dict.fromkeys(digests)))
 
     def _start(self, digest: str) -> bool:
-        """Start reading ``digest`` unless it was started or taken; False when the pool is
+        """Start reading ``digest`` unless it was started or planned; False when the pool is
         busy (nothing started: the walk reads it itself, or a later top-up starts it)."""
-        if digest in self._started or digest in self._taken:
+        if digest in self._started or digest in self._planned:
             return True
         # in the walk's context, as if the walk read it (contextvars stay per read)
         context = contextvars.copy_context()
@@ -133,7 +133,6 @@ class ManifestReads:
         return True
 
     def _take(self, digest: str) -> Manifest:
-        self._taken.add(digest)
         started = self._started.pop(digest, None)
         if started is None or started.cancel():
             return self._source.manifest(digest)  # not running yet: read it here, now

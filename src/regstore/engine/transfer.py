@@ -134,9 +134,8 @@ def plan_image(source: Image, options: TransferOptions) -> ImagePlan:
 def _plan(source: ImageSource, reference: str, options: TransferOptions) -> ImagePlan:
     top = source.manifest(reference)
     plan = ImagePlan(top)
-    _add_manifest(
-        source, top, plan, options, depth=0, planned={str(top.digest)}, reads=ManifestReads(source)
-    )
+    planned = {str(top.digest)}
+    _add_manifest(source, top, plan, options, 0, planned, ManifestReads(source, planned))
     return plan
 
 
@@ -163,25 +162,18 @@ def _add_manifest(
     if depth >= MAX_INDEX_DEPTH:
         raise ManifestInvalidError(f"indexes nest deeper than {MAX_INDEX_DEPTH} levels")
     whole = source.has_all_children(manifest)
-    # The children the loop below will read, in its order, read ahead (a store's partial
-    # index asks has_manifest first: no read-ahead there, the store is local)
-    level = reads.level(
-        [
-            str(child.digest)
-            for child in manifest.manifests
-            if whole
-            and (depth > 0 or _wanted(child, options.platforms))
-            and str(child.digest) not in planned
-        ]
-    )
+    taken: list[Descriptor] = []
+    for child_desc in manifest.manifests:
+        if depth == 0 and not _wanted(child_desc, options.platforms):
+            plan.partial = True
+        elif not whole and not source.has_manifest(child_desc.digest):
+            plan.partial = True  # left out when it was pulled; it stays left out
+        else:
+            taken.append(child_desc)
+    # read ahead in the loop's order (not for a store's partial index: the store is local)
+    level = reads.level([str(d.digest) for d in taken if whole and str(d.digest) not in planned])
     try:
-        for child_desc in manifest.manifests:
-            if depth == 0 and not _wanted(child_desc, options.platforms):
-                plan.partial = True
-                continue
-            if not whole and not source.has_manifest(child_desc.digest):
-                plan.partial = True  # left out when it was pulled; it stays left out
-                continue
+        for child_desc in taken:
             if str(child_desc.digest) in planned:
                 continue
             planned.add(str(child_desc.digest))
