@@ -226,6 +226,8 @@ class World:
         self.bucket = "regstore-bench"
         self.moto.create_bucket(self.bucket)
         self.nbytes: dict[str, int] = {}
+        #: every distinct blob of the mirror workload's images (what a first mirror fetches)
+        self.mirror_blobs: list[str] = []
 
     def registry(self, name: str) -> RegistryServer:
         server = RegistryServer(self.work / f"registry-{name}-{time.monotonic_ns()}").start()
@@ -254,6 +256,7 @@ class World:
         self.nbytes["index"] = sum(len(b) for b in index.blobs.values())
         base = build_image(layers=1, layer_size=MiB, seed=300, media="oci")
         total = sum(len(b) for b in base.blobs.values())
+        blobs: dict[str, None] = {}
         for i in range(s.small_images):
             image = build_image(
                 layers=1,
@@ -264,7 +267,9 @@ class World:
             )
             seed_registry(url, "mirror/app", f"t{i}", image)
             total += sum(len(b) for d, b in image.blobs.items() if d not in base.blobs)
+            blobs.update(dict.fromkeys(image.blobs))
         self.nbytes["mirror"] = total
+        self.mirror_blobs = list(blobs)
 
     def s3_url(self, prefix: str) -> str:
         query = "&".join(
@@ -641,6 +646,21 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     )
     durability = json.loads(counted.stdout.strip().splitlines()[-1])
     fsyncs, dir_fsyncs, syncfs = (int(durability[k]) for k in ("fsyncs", "dir_fsyncs", "syncfs"))
+    # The registry's own floor of a first mirror: the GETs it answers (each manifest by its
+    # tag, each distinct blob once), from one curl over 8 parallel kept-alive connections
+    # into /dev/null: what is left of regstore's time is its own work and the disk's.
+    gets = w / "mirror-gets.curl"
+    gets.write_text(
+        "".join(
+            f'url = "{src}/v2/mirror/app/{kind}/{ref}"\noutput = "/dev/null"\n'
+            for kind, refs in (
+                ("manifests", [f"t{k}" for k in range(n)]),
+                ("blobs", world.mirror_blobs),
+            )
+            for ref in refs
+        )
+    )
+    n_gets = n + len(world.mirror_blobs)
 
     out.append(
         Workload(
@@ -669,6 +689,23 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     prepare=lambda i: fresh(mirror / f"s{i}"),
                 ),
                 Runner(
+                    "registry GETs",
+                    "ceiling",
+                    lambda i: [
+                        "curl",
+                        "-s",
+                        "--no-progress-meter",
+                        "-f",
+                        "--parallel",
+                        "--parallel-max",
+                        "8",
+                        "-H",
+                        f"Accept: {OCI_MANIFEST}",
+                        "-K",
+                        str(gets),
+                    ],
+                ),
+                Runner(
                     "fsync floor",
                     "ceiling",
                     lambda i: [
@@ -682,7 +719,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     prepare=lambda i: fresh(mirror / f"f{i}"),
                 ),
             ],
-            targets=[("skopeo sync", 3.0), ("fsync floor", 0.9)],
+            targets=[("skopeo sync", 3.0), ("registry GETs", 0.9), ("fsync floor", 0.9)],
             # Deleted after the last run, not between runs: this disk's ext4 has no journal,
             # and its inode allocator then skips every inode freed in the last 60 s (300 s if
             # its block is still dirty), one by one; a run right after the deletion of the
@@ -693,7 +730,10 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             f"{dir_fsyncs} directory fsyncs and {syncfs} syncfs calls (its new directory "
             "entries, in groups) for a crash-safe mirror; the fsync floor makes as many of each "
             "on small files (written, fsync'd, renamed) from 4 threads, as regstore's default "
-            "--concurrency 4; skopeo's dir: destination makes none",
+            "--concurrency 4; skopeo's dir: destination makes none. registry GETs: the source "
+            f"registry answering the {n_gets} GETs of a first mirror ({n} manifests by tag, "
+            f"{len(world.mirror_blobs)} distinct blobs) from one curl process (8 parallel "
+            "kept-alive connections), written nowhere",
         )
     )
     resync_target = world.registry("resync")
@@ -752,10 +792,29 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     "ceiling",
                     lambda i: ["bash", "-c", curl_heads, "curl-heads", OCI_MANIFEST, *head_urls],
                 ),
+                Runner(
+                    "start-up + HEADs",
+                    "ceiling",
+                    lambda i: [
+                        "bash",
+                        "-c",
+                        f'"{sys.executable}" -c "import requests" && {curl_heads}',
+                        "start-up-heads",
+                        OCI_MANIFEST,
+                        *head_urls,
+                    ],
+                ),
             ],
-            targets=[("skopeo sync (2nd run)", 10.0), ("registry HEADs", 0.9)],
+            targets=[
+                ("skopeo sync (2nd run)", 10.0),
+                ("registry HEADs", 0.9),
+                ("start-up + HEADs", 0.9),
+            ],
             note=f"registry HEADs: the source registry answering the {n} manifest HEADs of a "
-            "no-op re-sync, from one curl process (8 parallel kept-alive connections)",
+            "no-op re-sync, from one curl process (8 parallel kept-alive connections); "
+            "start-up + HEADs: the same after this Python starts and imports requests, which "
+            "any client on regstore's HTTP stack does before its first request (regstore's "
+            "own start-up and work are the rest)",
         )
     )
 
