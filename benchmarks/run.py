@@ -129,9 +129,13 @@ class Workload:
     #: run once after all runs of every runner (not timed): for outputs that must not be
     #: deleted between runs (see ``mirror-first``)
     cleanup: Callable[[], None] | None = None
+    #: regstore's median wall time must stay within this many seconds (the CLI's start-up)
+    time_bound_s: float | None = None
 
 
 RSS_LIMIT_MIB = 100.0
+#: issue 16: ``regstore --help`` (the import of the CLI) within this many seconds
+STARTUP_LIMIT_S = 0.150
 #: the big image's median peak RSS must be within this fraction of the small image's
 RSS_SCALING_TOLERANCE = 0.10
 #: GNU time (Debian package ``time``), for the peak RSS of each run; without it the figures
@@ -360,6 +364,22 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             ],
             targets=[("skopeo", 3.0), ("fsync'd write", 0.9)],
         )
+
+    # 0. the CLI's start-up: everything a command pays before its first request
+    out.append(
+        Workload(
+            "startup",
+            "regstore --help (start-up)",
+            0,
+            [
+                Runner("regstore", "regstore", lambda i: regstore_cli("--help")),
+                *peer("skopeo --help", lambda i: ["skopeo", "--help"]),
+                Runner("interpreter", "ceiling", lambda i: [sys.executable, "-c", "pass"]),
+            ],
+            time_bound_s=STARTUP_LIMIT_S,
+            note="interpreter: this Python starting and doing nothing (site-packages included)",
+        )
+    )
 
     # 1. pulls into the file store
     big = pull_workload(
@@ -1139,6 +1159,14 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                 "targets": verdicts,
                 "rss_ok": None if rss is None or not item.rss_bound else rss <= RSS_LIMIT_MIB,
                 "rss_scaling": rss_scaling(mine, item.rss_probe),
+                "time_bound": None
+                if item.time_bound_s is None
+                else {
+                    "bound_s": item.time_bound_s,
+                    "ok": None
+                    if mine_median is None or failed
+                    else mine_median <= item.time_bound_s,
+                },
             }
         )
     return rows
@@ -1186,6 +1214,16 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
                 f"{_fmt(t['ratio'], '.2f')} | ≥ {t['target']:g} | {met} | "
                 f"{t['explained_by'] or ''} |"
             )
+    for row in report["workloads"]:
+        bound = row.get("time_bound")
+        if bound is None:
+            continue
+        mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
+        met = {True: "yes", False: "**no**", None: "—"}[bound["ok"]]
+        lines.append(
+            f"| {row['title']} | {_fmt(mine and mine['median_s'], '.3f')} s | time bound | — | "
+            f"≤ {bound['bound_s']:g} s | {met} |  |"
+        )
     lines += ["", f"Peak RSS of regstore (bound {RSS_LIMIT_MIB:.0f} MiB):", ""]
     for row in report["workloads"]:
         mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)

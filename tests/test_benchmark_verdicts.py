@@ -308,6 +308,55 @@ def test_the_small_image_probe_is_no_runner_of_the_targets(bench: Any) -> None:
     assert row["rss_scaling"]["within"] is True
 
 
+# -- the start-up bound: regstore's median wall time against an absolute limit ----------------
+
+
+def _startup_row(bench: Any, times: list[float], error: str | None = None) -> dict[str, Any]:
+    mine = _runner(bench, "regstore", "regstore", times)
+    mine.error = error
+    work = bench.Workload(
+        "startup",
+        "regstore --help (start-up)",
+        0,
+        [mine, _runner(bench, "interpreter", "ceiling", [0.01])],
+        time_bound_s=0.15,
+    )
+    (row,) = bench.summarise([work])
+    return row  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("times", "ok"),
+    [([0.07, 0.08, 0.30], True), ([0.14, 0.16, 0.16], False), ([0.10, 0.15, 0.20], True)],
+    ids=["median-within", "median-over", "at-the-bound"],
+)
+def test_the_start_up_bound_judges_regstore_s_median(
+    bench: Any, times: list[float], ok: bool
+) -> None:
+    assert _startup_row(bench, times)["time_bound"] == {"bound_s": 0.15, "ok": ok}
+
+
+def test_the_start_up_bound_has_no_verdict_after_a_failed_run(bench: Any) -> None:
+    assert _startup_row(bench, [0.07], error="exited 1")["time_bound"]["ok"] is None
+    assert _startup_row(bench, [])["time_bound"]["ok"] is None
+
+
+def test_the_start_up_bound_is_a_row_of_the_targets_table(bench: Any, tmp_path: Path) -> None:
+    report = {
+        "quick": False,
+        "date": "today",
+        "runs": 3,
+        "machine": {"cpu": "cpu", "cores": 2, "memory": "1 kB", "kernel": "6"},
+        "load_before": [0.0, 0.0, 0.0],
+        "load_after": [0.0, 0.0, 0.0],
+        "versions": {},
+        "workloads": [_startup_row(bench, [0.16, 0.17, 0.18])],
+    }
+    bench.write_markdown(tmp_path / "RESULTS.md", report, None)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| regstore --help (start-up) | 0.170 s | time bound | — | ≤ 0.15 s | **no** |" in text
+
+
 # -- the fsync floor: as many fsyncs as regstore, from as many threads as its --concurrency -----
 
 
