@@ -467,3 +467,59 @@ def test_a_member_shorter_than_stated_is_read_once_not_retried(
     assert not batch.ok
     assert opens == [0], opens
     assert layer in str(batch.outcomes[0].error), batch.outcomes[0].error
+
+
+# -- indexes that disagree on a child's media type ---------------------------------------------
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _disagreeing(path: Path) -> tuple[str, str, str]:
+    """A top index over two indexes listing one image manifest, whose body has no
+    ``mediaType``, as OCI (the first) and as Docker (the second): the digests of the image,
+    the first index and the second."""
+    image, members = _image()
+    doc = json.loads(image)
+    del doc["mediaType"]
+    body = json.dumps(doc).encode()
+    members[-1] = _blob(body)
+
+    def index(media_type: str, arch: str) -> bytes:
+        return _index([{"mediaType": media_type, "digest": _sha(body), "size": len(body),
+                        "platform": {"os": "linux", "architecture": arch}}])  # fmt: skip
+
+    first, second = index(OCI_MANIFEST, "amd64"), index(DOCKER_MANIFEST, "arm64")
+    top = _index([{"mediaType": OCI_INDEX, "digest": _sha(d), "size": len(d)}
+                  for d in (first, second)])  # fmt: skip
+    entry = {"mediaType": OCI_INDEX, "digest": _sha(top), "size": len(top),
+             "annotations": {REF: "split/type:1"}}  # fmt: skip
+    _write_tar(path, [LAYOUT, ("index.json", _index([entry])), *members,
+                      _blob(first), _blob(second), _blob(top)])  # fmt: skip
+    return _sha(body), _sha(first), _sha(second)
+
+
+def test_the_first_index_in_walk_order_types_a_child_whatever_is_read_first(
+    tmp_path: Path,
+) -> None:
+    # The engine reads sibling indexes at once: the second may be read before the first. The
+    # child's type must not depend on that: the first index of a depth-first walk decides.
+    bundle = tmp_path / "split.tar"
+    image, first, second = _disagreeing(bundle)
+    for order in ([second, first], [first, second], []):
+        opened = OpenBundle(BundleReader(str(bundle)))
+        for digest in order:
+            opened.manifest(digest)
+        assert opened.manifest(image).media_type == OCI_MANIFEST, order
+        assert opened.media_type(image) == OCI_MANIFEST
+
+
+def test_an_index_failing_its_digest_types_nothing(tmp_path: Path) -> None:
+    bundle = tmp_path / "split.tar"
+    image, first, _ = _disagreeing(bundle)
+    # the first index's member swapped for other bytes: the second index's type is left
+    tampered = tmp_path / "tampered.tar"
+    _rewrite(bundle, tampered, "blobs/sha256/" + first.partition(":")[2], lambda b: b + b" ")
+    opened = OpenBundle(BundleReader(str(tampered)))
+    assert opened.media_type(image) == DOCKER_MANIFEST
+    with pytest.raises(DigestMismatchError):
+        opened.manifest(first)
