@@ -70,6 +70,26 @@ class TestGenericFsspecBackend(BackendConformance):
         return factory
 
 
+def test_a_subclass_may_set_its_filesystem_itself(tmp_path: Path) -> None:
+    # a plugin written when ``fs`` was a plain attribute: given none, it sets its own
+    class Late(FsspecBackend):
+        def __init__(self, root: str) -> None:
+            self.fs = fsspec.filesystem("file")
+            super().__init__(self.fs, root)
+
+    class After(FsspecBackend):
+        def __init__(self, root: str) -> None:
+            super().__init__(fsspec.filesystem("memory"), root)
+            self.fs = fsspec.filesystem("file")
+
+    for kind in (Late, After):
+        root = tmp_path / kind.__name__
+        with ObjectStore(kind(str(root)), url=kind.__name__) as store:
+            write_image(store, "sub/class", "1", oci_image(seed=3))
+            assert store.resolve("sub/class", "1")
+        assert (root / "docker" / "registry" / "v2").is_dir()
+
+
 # -- URLs and options ------------------------------------------------------------------------
 
 

@@ -208,6 +208,11 @@ class FsspecBackend(ComposedBlobs):
             fs = self._filesystem = self.open_fs()
         return fs
 
+    @fs.setter
+    def fs(self, fs: Any) -> None:
+        # a subclass may still set its filesystem itself, as before fs was made late
+        self._filesystem = fs
+
     def open_fs(self) -> Any:
         """The filesystem of a backend constructed without one. The file and memory stores make
         theirs late: importing fsspec costs every CLI command ~50 ms of start-up, and a fresh
