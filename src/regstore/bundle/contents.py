@@ -14,7 +14,7 @@ from regstore.errors import (
     InvalidReferenceError,
     ManifestInvalidError,
 )
-from regstore.manifest import IMAGE_MEDIA_TYPES, OCI_INDEX, Descriptor, Manifest
+from regstore.manifest import OCI_INDEX, Descriptor, Manifest
 from regstore.reference import DEFAULT_TAG
 from regstore.referrers import filter_referrers
 
@@ -31,10 +31,6 @@ from .format import (
 )
 
 __all__ = ["BundleEntry", "OpenBundle"]
-
-#: How deep :meth:`OpenBundle._learn_media_types` follows indexes (as deep as the engine
-#: takes them: what lies below is refused anyway).
-_HINT_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,6 @@ class OpenBundle:
                 reader.read_member(BUNDLE_MANIFEST_MEMBER)
             )
         self._media_types: dict[str, str] = {}
-        self._media_types_learnt = False
         self._lock = threading.Lock()
         #: the referrers the bundle carries (from its bundle manifest)
         self.listed_referrers: tuple[BundledReferrer, ...] = (
@@ -224,15 +219,16 @@ class OpenBundle:
         return self.reader.has(blob_member(digest))
 
     def manifest(self, digest: str, media_type: str | None = None) -> Manifest:
-        """The manifest ``digest`` read from the tar, its digest checked; parsed as
-        ``media_type``, else as the bundle's descriptors type it (:meth:`media_type`)."""
+        """The manifest ``digest`` read from the tar, its digest checked; the media types
+        of its children remembered for when they are read."""
         raw = self.reader.read_member(blob_member(digest))
         actual = str(digest_bytes(raw, digest.partition(":")[0]))
         if actual != digest:
             raise DigestMismatchError(
                 f"manifest {digest} in bundle {self.url}", expected=digest, actual=actual
             )
-        hint = media_type or self.media_type(digest)
+        with self._lock:
+            hint = media_type or self._media_types.get(digest)
         try:
             try:
                 manifest = Manifest.parse(raw, hint or None)
@@ -242,42 +238,12 @@ class OpenBundle:
                 manifest = Manifest.parse(raw)
         except ManifestInvalidError as exc:
             raise ManifestInvalidError(f"manifest {digest} in bundle {self.url}: {exc}") from exc
+        with self._lock:
+            for child in manifest.manifests:
+                self._media_types.setdefault(str(child.digest), child.media_type)
         return manifest
 
     def media_type(self, digest: str) -> str | None:
-        """The media type a descriptor of the bundle gives ``digest``: its ``index.json``
-        entry's, else that of the first index naming it, in a walk of the bundle's indexes in
-        ``index.json`` order (depth first), whatever order manifests are read in."""
+        """The media type a descriptor gave ``digest``, when one was read."""
         with self._lock:
-            if not self._media_types_learnt:
-                self._learn_media_types()
-                self._media_types_learnt = True
             return self._media_types.get(digest)
-
-    def _learn_media_types(self) -> None:
-        # Learnt up front, not as indexes are read: the engine reads sibling indexes at once
-        # (read-ahead), so two indexes giving a child different types would otherwise decide
-        # its type by which read ended first. Manifests that fail their digest teach nothing.
-        stack = [(desc, 0) for desc in reversed(self.index.manifests)]
-        seen: set[str] = set()
-        while stack:
-            desc, depth = stack.pop()
-            digest = str(desc.digest)
-            if digest in seen or depth > _HINT_DEPTH or desc.media_type in IMAGE_MEDIA_TYPES:
-                continue
-            seen.add(digest)
-            if not self.carries(digest):
-                continue
-            raw = self.reader.read_member(blob_member(digest))
-            if str(digest_bytes(raw, digest.partition(":")[0])) != digest:
-                continue
-            try:
-                manifest = Manifest.parse(raw, self._media_types.get(digest) or None)
-            except ManifestInvalidError:
-                try:
-                    manifest = Manifest.parse(raw)
-                except ManifestInvalidError:
-                    continue
-            for child in manifest.manifests:
-                self._media_types.setdefault(str(child.digest), child.media_type)
-            stack.extend((child, depth + 1) for child in reversed(manifest.manifests))
