@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -365,7 +366,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             targets=[("skopeo", 3.0), ("fsync'd write", 0.9)],
         )
 
-    # 0. the CLI's start-up: everything a command pays before its first request
+    # 0. the CLI's start-up: ``--help`` (issue 16's bound), and what a sync pays on top
     out.append(
         Workload(
             "startup",
@@ -373,11 +374,18 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             0,
             [
                 Runner("regstore", "regstore", lambda i: regstore_cli("--help")),
+                Runner(
+                    "regstore sync --help", "regstore", lambda i: regstore_cli("sync", "--help")
+                ),
                 *peer("skopeo --help", lambda i: ["skopeo", "--help"]),
                 Runner("interpreter", "ceiling", lambda i: [sys.executable, "-c", "pass"]),
             ],
             time_bound_s=STARTUP_LIMIT_S,
-            note="interpreter: this Python starting and doing nothing (site-packages included)",
+            note="the bound is on `regstore --help`, which imports no command; "
+            "`regstore sync --help` also imports the sync command and what it needs before "
+            "its first request (requests among it): not bounded, shown for what a command "
+            "really pays; interpreter: this Python starting and doing nothing "
+            "(site-packages included)",
         )
     )
 
@@ -713,8 +721,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     "ceiling",
                     lambda i: [
                         "curl",
-                        "-s",
-                        "--no-progress-meter",
+                        "-sS",
                         "-f",
                         "--parallel",
                         "--parallel-max",
@@ -777,10 +784,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     # The registry's own floor of a no-op re-sync: the same HEADs, pipelined by one curl over
     # kept-alive connections (curl -I prints the headers even with -o: hence the redirection)
     head_urls = [f"{src}/v2/mirror/app/manifests/t{k}" for k in range(n)]
-    curl_heads = (
-        "curl -s --no-progress-meter -f -I --parallel --parallel-max 8 "
-        '-H "Accept: $1" "${@:2}" >/dev/null'
-    )
+    curl_heads = 'curl -sS -f -I --parallel --parallel-max 8 -H "Accept: $1" "${@:2}" >/dev/null'
     out.append(
         Workload(
             "mirror-noop",
@@ -818,7 +822,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     lambda i: [
                         "bash",
                         "-c",
-                        f'"{sys.executable}" -c "import requests" && {curl_heads}',
+                        f'{shlex.quote(sys.executable)} -c "import requests" && {curl_heads}',
                         "start-up-heads",
                         OCI_MANIFEST,
                         *head_urls,
@@ -1166,6 +1170,7 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                     "ok": None
                     if mine_median is None or failed
                     else mine_median <= item.time_bound_s,
+                    "failed": failed,
                 },
             }
         )
@@ -1220,6 +1225,8 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
             continue
         mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
         met = {True: "yes", False: "**no**", None: "—"}[bound["ok"]]
+        if bound.get("failed"):
+            met = "**a run failed** (see All figures)"
         lines.append(
             f"| {row['title']} | {_fmt(mine and mine['median_s'], '.3f')} s | time bound | — | "
             f"≤ {bound['bound_s']:g} s | {met} |  |"

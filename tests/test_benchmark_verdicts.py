@@ -333,11 +333,12 @@ def _startup_row(bench: Any, times: list[float], error: str | None = None) -> di
 def test_the_start_up_bound_judges_regstore_s_median(
     bench: Any, times: list[float], ok: bool
 ) -> None:
-    assert _startup_row(bench, times)["time_bound"] == {"bound_s": 0.15, "ok": ok}
+    assert _startup_row(bench, times)["time_bound"] == {"bound_s": 0.15, "ok": ok, "failed": False}
 
 
 def test_the_start_up_bound_has_no_verdict_after_a_failed_run(bench: Any) -> None:
-    assert _startup_row(bench, [0.07], error="exited 1")["time_bound"]["ok"] is None
+    failed = _startup_row(bench, [0.07], error="exited 1")["time_bound"]
+    assert failed["ok"] is None and failed["failed"] is True
     assert _startup_row(bench, [])["time_bound"]["ok"] is None
 
 
@@ -355,6 +356,10 @@ def test_the_start_up_bound_is_a_row_of_the_targets_table(bench: Any, tmp_path: 
     bench.write_markdown(tmp_path / "RESULTS.md", report, None)
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| regstore --help (start-up) | 0.170 s | time bound | — | ≤ 0.15 s | **no** |" in text
+    report["workloads"] = [_startup_row(bench, [0.07], error="exited 1")]
+    bench.write_markdown(tmp_path / "RESULTS.md", report, None)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| time bound | — | ≤ 0.15 s | **a run failed** (see All figures) |" in text
 
 
 # -- the fsync floor: as many fsyncs as regstore, from as many threads as its --concurrency -----
