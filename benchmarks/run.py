@@ -1181,6 +1181,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _met_cell(met: bool | None, failed: bool | None) -> str:
+    if failed:
+        return "**a run failed** (see All figures)"
+    return {True: "yes", False: "**no**", None: "—"}[met]
+
+
 def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> None:
     lines = [
         "# Benchmark results",
@@ -1211,9 +1217,7 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
     for row in report["workloads"]:
         mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
         for t in row["targets"]:
-            met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
-            if t.get("failed"):
-                met = "**a run failed** (see All figures)"
+            met = _met_cell(t["met"], t.get("failed"))
             lines.append(
                 f"| {row['title']} | {_fmt(mine and mine['median_s'], '.2f')} s | {t['against']} | "
                 f"{_fmt(t['ratio'], '.2f')} | ≥ {t['target']:g} | {met} | "
@@ -1224,9 +1228,7 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
         if bound is None:
             continue
         mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
-        met = {True: "yes", False: "**no**", None: "—"}[bound["ok"]]
-        if bound.get("failed"):
-            met = "**a run failed** (see All figures)"
+        met = _met_cell(bound["ok"], bound.get("failed"))
         lines.append(
             f"| {row['title']} | {_fmt(mine and mine['median_s'], '.3f')} s | time bound | — | "
             f"≤ {bound['bound_s']:g} s | {met} |  |"
