@@ -7,12 +7,15 @@ import hashlib
 import io
 import json
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
+import regstore.bundle.api as bundle_api
 from regstore import open_store
 from regstore.bundle import create_bundle, import_bundle, read_bundle, verify_bundle
 from regstore.bundle.archive import BundleReader
@@ -467,3 +470,70 @@ def test_a_member_shorter_than_stated_is_read_once_not_retried(
     assert not batch.ok
     assert opens == [0], opens
     assert layer in str(batch.outcomes[0].error), batch.outcomes[0].error
+
+
+# -- indexes that disagree on a child's media type ---------------------------------------------
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _disagreeing(path: Path) -> tuple[str, str, str]:
+    """A top index over two indexes listing one image manifest, whose body has no
+    ``mediaType``, as OCI (the first) and as Docker (the second): the digests of the image,
+    the first index and the second."""
+    image, members = _image()
+    doc = json.loads(image)
+    del doc["mediaType"]
+    body = json.dumps(doc).encode()
+    members[-1] = _blob(body)
+
+    def index(media_type: str, arch: str) -> bytes:
+        return _index([{"mediaType": media_type, "digest": _sha(body), "size": len(body),
+                        "platform": {"os": "linux", "architecture": arch}}])  # fmt: skip
+
+    first, second = index(OCI_MANIFEST, "amd64"), index(DOCKER_MANIFEST, "arm64")
+    top = _index([{"mediaType": OCI_INDEX, "digest": _sha(d), "size": len(d)}
+                  for d in (first, second)])  # fmt: skip
+    entry = {"mediaType": OCI_INDEX, "digest": _sha(top), "size": len(top),
+             "annotations": {REF: "split/type:1"}}  # fmt: skip
+    _write_tar(path, [LAYOUT, ("index.json", _index([entry])), *members,
+                      _blob(first), _blob(second), _blob(top)])  # fmt: skip
+    return _sha(body), _sha(first), _sha(second)
+
+
+@pytest.mark.timeout(120)
+def test_an_import_types_a_child_by_the_first_index_whichever_is_read_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine reads sibling indexes at once (read-ahead): here the second index is always
+    # read before the first. The child's type must still be the first index's: the import's
+    # base check reads the bundle in walk order before anything moves, and that order decides.
+    bundle = tmp_path / "split.tar"
+    image, first, second = _disagreeing(bundle)
+    moving = threading.Event()
+    second_read = threading.Event()
+    typed: list[str] = []
+    real_manifest, real_transfer = OpenBundle.manifest, bundle_api.transfer_many
+
+    def manifest(self: OpenBundle, digest: str, media_type: str | None = None) -> Any:
+        if moving.is_set() and digest == first:
+            second_read.wait(5)  # the second index (read ahead) first
+            time.sleep(0.05)
+        found = real_manifest(self, digest, media_type)
+        if moving.is_set() and digest == second:
+            second_read.set()
+        if moving.is_set() and digest == image:
+            typed.append(found.media_type)
+        return found
+
+    def transfer_many(*args: Any, **kwargs: Any) -> Any:
+        moving.set()
+        return real_transfer(*args, **kwargs)
+
+    monkeypatch.setattr(OpenBundle, "manifest", manifest)
+    monkeypatch.setattr(bundle_api, "transfer_many", transfer_many)
+    store = open_store(f"memory://split-{tmp_path.name}")
+    batch = import_bundle(str(bundle), store=store)
+    assert batch.ok, [o.error for o in batch.outcomes]
+    assert second_read.is_set(), "the engine never read the second index"
+    assert typed and set(typed) == {OCI_MANIFEST}, typed
