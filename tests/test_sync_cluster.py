@@ -341,6 +341,15 @@ def _descendants(pid: int) -> list[psutil.Process]:
     return []
 
 
+#: ``python -m regstore`` as started from a terminal. A shell starts a background job (a CI
+#: run, say) with SIGINT ignored, its children inherit that, and Python then leaves it ignored:
+#: the test's Ctrl-C would reach nothing. (regstore keeps an ignored SIGINT ignored, as it must.)
+_WITH_CTRL_C = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('regstore', run_name='__main__', alter_sys=True)"
+)
+
+
 def test_ctrl_c_cancels_the_cluster_cleanly(
     registry: RegistryServer,
     fault_proxy_factory: Callable[..., FaultProxy],
@@ -356,7 +365,7 @@ def test_ctrl_c_cancels_the_cluster_cleanly(
     env = cli_environment(tmp_path / "home")
     place = file_place(tmp_path / "store")
     process = subprocess.Popen(
-        [sys.executable, "-m", "regstore", "--store", place.url, "sync", str(sync), *WORKERS],
+        [sys.executable, "-c", _WITH_CTRL_C, "--store", place.url, "sync", str(sync), *WORKERS],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
