@@ -1181,6 +1181,11 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _regstore_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a workload's regstore runner (empty when it has none)."""
+    return next((r for r in row["runners"] if r["name"] == "regstore"), {})
+
+
 def _met_cell(met: bool | None, failed: bool | None) -> str:
     if failed:
         return "**a run failed** (see All figures)"
@@ -1215,11 +1220,11 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
         "|---|---|---|---|---|---|---|",
     ]
     for row in report["workloads"]:
-        mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
+        mine = _regstore_of(row)
         for t in row["targets"]:
             met = _met_cell(t["met"], t.get("failed"))
             lines.append(
-                f"| {row['title']} | {_fmt(mine and mine['median_s'], '.2f')} s | {t['against']} | "
+                f"| {row['title']} | {_fmt(mine.get('median_s'), '.2f')} s | {t['against']} | "
                 f"{_fmt(t['ratio'], '.2f')} | ≥ {t['target']:g} | {met} | "
                 f"{t['explained_by'] or ''} |"
             )
@@ -1227,18 +1232,18 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
         bound = row.get("time_bound")
         if bound is None:
             continue
-        mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
+        mine = _regstore_of(row)
         met = _met_cell(bound["ok"], bound.get("failed"))
         lines.append(
-            f"| {row['title']} | {_fmt(mine and mine['median_s'], '.3f')} s | time bound | — | "
+            f"| {row['title']} | {_fmt(mine.get('median_s'), '.3f')} s | time bound | — | "
             f"≤ {bound['bound_s']:g} s | {met} |  |"
         )
     lines += ["", f"Peak RSS of regstore (bound {RSS_LIMIT_MIB:.0f} MiB):", ""]
     for row in report["workloads"]:
-        mine = next((r for r in row["runners"] if r["name"] == "regstore"), None)
+        mine = _regstore_of(row)
         ok = {True: "within", False: "**over**", None: "not bounded"}[row["rss_ok"]]
         lines.append(
-            f"- {row['title']}: {_fmt(mine and mine['rss_mib'], '.1f')} MiB ({ok})"
+            f"- {row['title']}: {_fmt(mine.get('rss_mib'), '.1f')} MiB ({ok})"
             + (f" — {row['note']}" if row["note"] else "")
         )
     scaling = [row for row in report["workloads"] if row.get("rss_scaling")]
@@ -1258,7 +1263,7 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
         ]
         for row in scaling:
             sc = row["rss_scaling"]
-            within = {True: "yes", False: "**no**", None: "—"}[sc["within"]]
+            within = _met_cell(sc["within"], failed=False)
             if sc["error"]:
                 within += f" (small image run failed: {sc['error'][:200]})"
             lines.append(
