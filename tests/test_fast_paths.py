@@ -31,6 +31,7 @@ from regstore.digest import digest_bytes
 from regstore.engine import blobs as engine_blobs
 from regstore.engine.transfer import MAX_IMAGE_WORKERS, image_workers
 from regstore.errors import StoreEscapeError, TransportError
+from regstore.reference import Digest
 from regstore.testing.builders import build_image
 from tests.support.cli import put_image, run_cli
 from tests.support.engine import seed_registry
@@ -456,4 +457,68 @@ def test_a_small_file_in_an_existing_directory_is_written_without_mkdir_calls(
     parent, grandparent = os.path.dirname(deep), os.path.dirname(os.path.dirname(deep))
     assert made == [parent, grandparent, parent]  # mkdir first, its parent when that fails
     assert Path(first).read_bytes() == b"three" and Path(deep).read_bytes() == b"four"
+    store.close()
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["first-look", "trusted-directory"])
+def test_a_final_link_is_followed_inside_the_store_and_refused_out_of_it(
+    tmp_path: Path, trusted: bool
+) -> None:
+    # Reads, sizes and existence look at the last component with the access itself (lstat,
+    # O_NOFOLLOW): meeting a link there, they take the slow way, as a check first did.
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    d = root / "d"
+    d.mkdir(parents=True)
+    (d / "real").write_bytes(b"inside")
+    (d / "in").symlink_to(d / "real")
+    outside.write_bytes(b"secret")
+    (d / "out").symlink_to(outside)
+    (d / "dangling").symlink_to(d / "nothing")
+    backend = filesystem.LocalBackend(str(root))
+    if trusted:
+        assert backend.read_file(str(d / "real")) == b"inside"
+        assert str(d) in backend.confinement._real_dirs
+    assert backend.read_file(str(d / "in")) == b"inside"
+    assert backend.file_size(str(d / "in")) == 6
+    assert backend.exists(str(d / "in"))
+    for look in (backend.read_file, backend.file_size, backend.exists):
+        with pytest.raises(StoreEscapeError):
+            look(str(d / "out"))
+    assert backend.read_file(str(d / "dangling")) is None
+    assert backend.file_size(str(d / "dangling")) is None
+    assert not backend.exists(str(d / "dangling"))
+    assert backend.exists(str(d)) and backend.file_size(str(d)) is None  # a directory
+    for nothing in (root / "x" / "y", d / "real" / "below", d / "nothing"):
+        assert backend.read_file(str(nothing)) is None
+        assert backend.file_size(str(nothing)) is None
+        assert not backend.exists(str(nothing))
+
+
+def test_a_look_at_a_path_costs_one_system_call_and_none_below_a_missing_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(str(tmp_path / "store"))
+    backend = store.backend
+    assert isinstance(backend, filesystem.LocalBackend)
+    present = _write_blob(store, b"present")
+    absent = str(digest_bytes(b"absent"))
+    backend.complete_size(Digest(present))  # the blob directories are trusted now
+    calls: list[str] = []
+    for name in ("lstat", "stat", "open"):
+        real = getattr(os, name)
+
+        def counted(path: Any, *args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.append(_name)
+            return _real(path, *args)
+
+        monkeypatch.setattr(os, name, counted)
+    assert backend.complete_size(Digest(present)) == len(b"present")
+    assert calls == ["lstat"]
+    calls.clear()
+    assert backend.complete_size(Digest(absent)) is None  # its own directory is missing
+    assert calls == ["lstat"]  # that directory, not the blob's path below it
+    calls.clear()
+    assert backend.read_file(backend.layout.blob_path(Digest(present))) == b"present"
+    assert calls == ["open"]
+    monkeypatch.undo()
     store.close()

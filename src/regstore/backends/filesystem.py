@@ -60,9 +60,13 @@ from .staging import StagingStream
 __all__ = ["LocalBackend", "open_backend", "path_from_url", "regstore_register_backends"]
 
 
-def _makedirs_durable(path: str, changed: Callable[[str], None] = fsync_dir) -> None:
+def _makedirs_durable(
+    path: str,
+    changed: Callable[[str], None] = fsync_dir,
+    made: Callable[[str], None] | None = None,
+) -> None:
     """``os.makedirs`` that also makes durable (``changed``: fsyncs, or defers) the parent of
-    every directory it creates."""
+    every directory it creates, and tells ``made`` of each directory this call created."""
     # mkdir first: one call where the directory or its parent exists (the common cases), where
     # asking first cost a stat of every missing level and of the first existing one
     parent = os.path.dirname(path)
@@ -73,13 +77,29 @@ def _makedirs_durable(path: str, changed: Callable[[str], None] = fsync_dir) -> 
     except FileNotFoundError:
         if not parent or parent == path:
             raise
-        _makedirs_durable(parent, changed)
+        _makedirs_durable(parent, changed, made)
         try:
             os.mkdir(path)
         except FileExistsError:  # made meanwhile by another writer
             return
+    if made is not None:
+        made(path)
     changed(parent)
 
+
+def _read_all(fd: int) -> bytes:
+    """Read the open file ``fd`` to its end and close it (links and manifests: small files,
+    read without the fstat, ioctl and lseek calls of a buffered file object)."""
+    try:
+        parts = []
+        while chunk := os.read(fd, _READ_ALL_CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+_READ_ALL_CHUNK = 1 << 20
 
 #: What :meth:`_Confinement._look` saw of one path component.
 _MISSING, _LINK, _PLAIN = object(), object(), object()
@@ -117,36 +137,105 @@ class _Confinement:
         """True if ``path`` lies under the root and no component below the root is a link (a
         component that does not exist ends the walk: nothing below it exists either). False
         means: resolve it the slow way (a link, ``..``, or a path outside the root)."""
+        if self._real_dirs.get(path, 0.0) > time.monotonic():
+            return True  # a directory walked (or made) a moment ago: nothing to look at
+        seen, until = self._above(path)
+        if seen is not _PLAIN:
+            return seen is _MISSING
+        return self._look(path, until) is not _LINK
+
+    def _above(self, path: str) -> tuple[object, float]:
+        """Walk the directories above the last component of ``path``, below the root:
+        ``(_PLAIN, until)`` when all are real directories (trusted until ``until``),
+        ``_MISSING`` when one does not exist (nor does ``path`` then), ``_LINK`` when one is a
+        link or cannot be looked at, or ``path`` lies outside the root or has an empty, ``.``
+        or ``..`` component (the slow way decides)."""
         if not path.startswith(self._prefix):
-            return False
+            return _LINK, 0.0
         now = time.monotonic()
         parent, _, final = path.rpartition(os.sep)
+        if final in ("", ".", ".."):
+            return _LINK, 0.0
         trusted = self._real_dirs.get(parent, 0.0)
-        if trusted > now and final not in ("", ".", ".."):
+        if trusted > now:
             # The common case: the directory was walked a moment ago (a trusted directory
             # never outlives its ancestors' trust, see below): only the last component is new.
-            return self._look(path, trusted) is not _LINK
-        parts = path[len(self._prefix) :].split(os.sep)
-        if any(part in ("", ".", "..") for part in parts):
-            return False
-        # A directory is trusted no longer than each directory above it, so that a trusted
-        # parent vouches for the whole way down from the root.
-        until = now + self.TRUSTED_FOR
-        probe = self._prefix[:-1]
-        last = len(parts) - 1
-        for i, part in enumerate(parts):
-            probe = probe + os.sep + part
-            if i < last:
-                known = self._real_dirs.get(probe, 0.0)
-                if known > now:
-                    until = min(until, known)
-                    continue
+            return _PLAIN, trusted
+        # Up to the nearest trusted directory (or the root), then down from there, looking at
+        # each directory on the way. A directory is trusted no longer than the one above it,
+        # so that a trusted directory vouches for the whole way down from the root.
+        root, until = self._prefix[:-1], now + self.TRUSTED_FOR
+        below: list[str] = []
+        probe = parent
+        while probe != root:
+            known = self._real_dirs.get(probe, 0.0)
+            if known > now:
+                until = known
+                break
+            below.append(probe)
+            probe, _, name = probe.rpartition(os.sep)
+            if name in ("", ".", ".."):
+                return _LINK, 0.0
+        for probe in reversed(below):
             seen = self._look(probe, until)
-            if seen is _LINK:
-                return False
-            if seen is _MISSING:
-                return True
-        return True
+            if seen is not _PLAIN:
+                return seen, 0.0
+        return _PLAIN, until
+
+    # The primitives below fold the look at the last component into the access itself, which
+    # never follows a final link there (lstat, O_NOFOLLOW), and take the slow way when it
+    # meets one: one system call per access where a check first cost two, and none at all for
+    # a path whose directory is missing (a blob not there yet is asked for several times).
+
+    def stat(self, path: str) -> os.stat_result | None:
+        """``os.stat`` of ``path``, None when nothing is there; StoreEscapeError when it
+        resolves through a link out of the root."""
+        seen, until = self._above(path)
+        if seen is _MISSING:
+            return None
+        if seen is _PLAIN:
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if not stat.S_ISLNK(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):
+                    self._trust(path, until)
+                return st
+        try:
+            return os.stat(self.check(path))  # a link on the way: followed if it stays inside
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def open_read(self, path: str) -> int | None:
+        """A read-only descriptor of the file at ``path``, None when nothing is there;
+        StoreEscapeError when it resolves through a link out of the root."""
+        seen, _ = self._above(path)
+        if seen is _MISSING:
+            return None
+        flags = os.O_RDONLY | os.O_CLOEXEC
+        try:
+            if seen is _PLAIN:
+                try:
+                    return os.open(path, flags | os.O_NOFOLLOW)
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:
+                        raise
+            return os.open(self.check(path), flags)  # a link: followed if it stays inside
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def made(self, directory: str) -> None:
+        """``directory`` was just created by ``mkdir`` (so it is no link): trusted as long as
+        its parent is."""
+        trusted = self._real_dirs.get(os.path.dirname(directory), 0.0)
+        if trusted > time.monotonic():
+            self._trust(directory, trusted)
+
+    def _trust(self, directory: str, until: float) -> None:
+        if len(self._real_dirs) >= 4096:  # a walk of a large store: start afresh
+            self._real_dirs.clear()
+        self._real_dirs[directory] = until
 
     def _look(self, probe: str, until: float) -> object:
         """lstat one component: _MISSING, _LINK (also when it cannot be looked at: the slow
@@ -160,9 +249,7 @@ class _Confinement:
         if stat.S_ISLNK(mode):
             return _LINK
         if stat.S_ISDIR(mode):
-            if len(self._real_dirs) >= 4096:  # a walk of a large store: start afresh
-                self._real_dirs.clear()
-            self._real_dirs[probe] = until
+            self._trust(probe, until)
         return _PLAIN
 
     def check_parent(self, path: str) -> str:
@@ -243,7 +330,8 @@ class _AppendFile:
     """
 
     def __init__(self, path: str) -> None:
-        self._fd: int | None = os.open(
+        self._fd: int | None = None  # for __del__ when the open fails (a missing directory)
+        self._fd = os.open(
             path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644
         )
         self._end = os.fstat(self._fd).st_size  #: where the next append lands
@@ -310,8 +398,11 @@ class LocalStaging(FsspecStaging):
 
     def append(self, digest: Digest) -> StagingStream:
         path = self.store.confinement.check(self.store.staging_path(digest))
-        self.store.ensure_parent(path)
-        return _AppendFile(path)
+        try:
+            return _AppendFile(path)
+        except FileNotFoundError:  # its directory is made when missing, not asked for each time
+            self.store.ensure_parent(path)
+            return _AppendFile(path)
 
     def seal(self, digest: Digest) -> None:
         # The bytes were fsynced on close; the new entries are made durable with the next
@@ -354,24 +445,20 @@ class LocalBackend(FsspecBackend):
     def ensure_parent(self, path: str) -> None:
         directory = os.path.dirname(path)
         self.confinement.check(directory)
-        _makedirs_durable(directory, self.entries.changed)
+        _makedirs_durable(directory, self.entries.changed, self.confinement.made)
 
     def read_file(self, path: str) -> bytes | None:
-        self.confinement.check(path)
-        # A plain open: fsspec's file object cost more than reading a link or a manifest (a
-        # no-op sync reads a tag link, then its manifest, for every tag)
-        try:
-            with open(path, "rb") as file:
-                return file.read()
-        except FileNotFoundError:
-            return None
+        # Plain system calls: fsspec's file object, or even open(), cost more than reading a
+        # link or a manifest (a no-op sync reads a tag link, then its manifest, for every tag)
+        fd = self.confinement.open_read(path)
+        return None if fd is None else _read_all(fd)
 
     # The primitives of a sync's hot path are plain system calls: through fsspec, removing an
     # absent file (every manifest write clears a stale partial-index marker) cost two stats and
     # the Python around them, and a command that never lists needs no fsspec import at all.
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(self.confinement.check(path))
+        return self.confinement.stat(path) is not None
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
         found = []
@@ -447,12 +534,8 @@ class LocalBackend(FsspecBackend):
         self.entries.changed(os.path.dirname(path))
 
     def file_size(self, path: str) -> int | None:
-        self.confinement.check(path)
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return st.st_size if stat.S_ISREG(st.st_mode) else None
+        st = self.confinement.stat(path)
+        return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
 
     def walk_files(self, base: str) -> list[WalkedFile]:
         return super().walk_files(self.confinement.check(base))

@@ -343,9 +343,13 @@ class FlockLockManager(LockManagerBase):
         if not _flock_held.claim(path):
             return None
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
             for _ in range(100):
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    fd = os.open(path, flags, 0o644)
+                except FileNotFoundError:  # its directory is made when missing, not each time
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    fd = os.open(path, flags, 0o644)
                 try:
                     if not _flock_exclusive_nb(fd):
                         os.close(fd)
