@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from regstore import open_store
 from regstore.backends.filesystem import path_from_url
 from regstore.backends.fsspec_store import FsspecBackend, safe_join
-from regstore.errors import InvalidReferenceError, RegstoreError, StoreError
+from regstore.errors import InvalidReferenceError, ManifestInvalidError, RegstoreError, StoreError
 from regstore.store import ObjectStore
 from regstore.testing.builders import oci_image, write_blob, write_image
 from regstore.testing.conformance import (
@@ -411,3 +411,26 @@ def test_links_among_the_repositories_are_not_walked(tmp_path: Path) -> None:
     (repositories / "team" / "loop").symlink_to(repositories / "team")
     (repositories / "out").symlink_to(tmp_path)
     assert store.repositories() == ["team/app"]
+
+
+@pytest.mark.parametrize("layout", ["distribution", "oci"])
+@pytest.mark.parametrize(
+    "damage",
+    [b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}',
+     b'{"schemaVersion": 2, "mediaType": 7}', b"[]", b"\x00 not json"],
+    ids=["no-config", "type-not-a-string", "not-an-object", "not-json"],
+)  # fmt: skip
+def test_a_damaged_stored_manifest_is_reported_damaged(
+    tmp_path: Path, layout: str, damage: bytes
+) -> None:
+    # The layout only sniffs a stored manifest's type; the facade's parse finds the damage.
+    store = open_store(f"file://{tmp_path}/store?layout={layout}")
+    image = oci_image(media_type_field=layout == "oci")
+    digest = write_image(store, "app", "v1", image)
+    assert store.manifest("app", "v1").raw == image.manifest.raw
+    backend = store.backend
+    assert isinstance(backend, FsspecBackend)
+    Path(backend.layout.blob_path(digest)).write_bytes(damage)
+    with pytest.raises(ManifestInvalidError):
+        store.manifest("app", "v1")
+    store.close()

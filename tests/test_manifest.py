@@ -34,6 +34,7 @@ from regstore.manifest import (
     Manifest,
     Platform,
     SignedManifest,
+    media_type_of,
     parse_manifest,
 )
 from regstore.reference import Digest
@@ -717,3 +718,35 @@ def test_schema1_protected_header_nesting_bomb_is_manifest_invalid() -> None:
     }
     with pytest.raises(ManifestInvalidError, match="protected header"):
         Manifest.parse(json.dumps(doc).encode(), None)
+
+
+# -- sniffing alone (a store's read of its own bytes; the facade parses them after) --------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        AMD64_RAW,
+        ARM64_RAW,
+        encode(oci_manifest(media_type=False)),
+        encode(docker_list()),
+        encode(oci_index()),
+        encode(oci_index(media_type=False)),
+        encode({"schemaVersion": 1, "name": "a", "tag": "b", "fsLayers": [], "history": []}),
+    ],
+    ids=["docker", "oci", "oci-unmarked", "list", "index", "index-unmarked", "schema1"],
+)
+def test_sniffing_alone_names_the_type_a_full_parse_finds(raw: bytes) -> None:
+    assert media_type_of(raw) == Manifest.parse(raw).media_type
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"[]", b"not json", b'{"mediaType": 3}', b"\xff\xfe{}", b'{"a": NaN}',
+     b" " * (MANIFEST_MAX_SIZE + 1)],
+    ids=["empty", "list", "text", "type-not-a-string", "not-utf8", "nan", "too-big"],
+)  # fmt: skip
+def test_sniffing_what_is_no_manifest_names_no_type(raw: bytes) -> None:
+    assert media_type_of(raw) == ""
+    with pytest.raises(ManifestInvalidError):
+        Manifest.parse(raw)

@@ -38,6 +38,7 @@ __all__ = [
     "Manifest",
     "Platform",
     "SignedManifest",
+    "media_type_of",
     "parse_manifest",
 ]
 
@@ -220,6 +221,31 @@ def _sniff_media_type(doc: dict[str, Any], hint: str | None) -> str:
     return OCI_INDEX if "manifests" in doc else OCI_MANIFEST
 
 
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        # Strict UTF-8 (json.loads(bytes) would also take UTF-16/32 and a BOM, which no
+        # registry does) and no NaN/Infinity. A nesting bomb ends in RecursionError.
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ManifestInvalidError(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ManifestInvalidError("manifest must be a JSON object")
+    return doc
+
+
+def media_type_of(raw: bytes) -> str:
+    """The media type of manifest bytes by distribution's own sniffing rule (the declared
+    ``mediaType``, else the schema version and the keys present), without validating the rest
+    (:class:`Manifest` does); ``""`` for bytes that are no JSON object within
+    ``MANIFEST_MAX_SIZE`` or declare no string type."""
+    if len(raw) > MANIFEST_MAX_SIZE:
+        return ""
+    try:
+        return _sniff_media_type(_json_object(bytes(raw)), None)
+    except ManifestInvalidError:
+        return ""
+
+
 def _b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -281,14 +307,7 @@ class Manifest:
             raise ManifestInvalidError(
                 f"manifest is {len(raw)} bytes, over the {MANIFEST_MAX_SIZE}-byte limit"
             )
-        try:
-            # Strict UTF-8 (json.loads(bytes) would also take UTF-16/32 and a BOM, which no
-            # registry does) and no NaN/Infinity. A nesting bomb ends in RecursionError.
-            doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
-            raise ManifestInvalidError(f"manifest is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ManifestInvalidError("manifest must be a JSON object")
+        doc = _json_object(raw)
         self.raw = raw
         self.doc = doc
         self.media_type = _sniff_media_type(doc, media_type)
