@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from regstore import open_store
 from regstore.backends.filesystem import path_from_url
 from regstore.backends.fsspec_store import FsspecBackend, safe_join
 from regstore.errors import InvalidReferenceError, ManifestInvalidError, RegstoreError, StoreError
+from regstore.manifest import Manifest
 from regstore.store import ObjectStore
 from regstore.testing.builders import oci_image, write_blob, write_image
 from regstore.testing.conformance import (
@@ -417,20 +419,31 @@ def test_links_among_the_repositories_are_not_walked(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "damage",
     [b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}',
-     b'{"schemaVersion": 2, "mediaType": 7}', b"[]", b"\x00 not json"],
-    ids=["no-config", "type-not-a-string", "not-an-object", "not-json"],
+     b'{"schemaVersion": 2, "mediaType": 7}', b"[]", b"\x00 not json",
+     b'{"schemaVersion": 2, "mediaType": "Application/vnd.oci.image.manifest.v1+json"}'],
+    ids=["no-config", "type-not-a-string", "not-an-object", "not-json", "type-in-capitals"],
 )  # fmt: skip
-def test_a_damaged_stored_manifest_is_reported_damaged(
+def test_a_damaged_stored_manifest_is_reported_as_parsing_it_reports_it(
     tmp_path: Path, layout: str, damage: bytes
 ) -> None:
-    # The layout only sniffs a stored manifest's type; the facade's parse finds the damage.
+    # The layout only sniffs a stored manifest's type (the OCI layout when index.json names
+    # none); the facade's parse finds the damage and says what a parse of the bytes says.
     store = open_store(f"file://{tmp_path}/store?layout={layout}")
-    image = oci_image(media_type_field=layout == "oci")
+    image = oci_image(media_type_field=False)
     digest = write_image(store, "app", "v1", image)
     assert store.manifest("app", "v1").raw == image.manifest.raw
     backend = store.backend
     assert isinstance(backend, FsspecBackend)
+    if layout == "oci":
+        index_path = tmp_path / "store" / "index.json"
+        index = json.loads(index_path.read_bytes())
+        for entry in index["manifests"]:
+            del entry["mediaType"]
+        index_path.write_text(json.dumps(index))
     Path(backend.layout.blob_path(digest)).write_bytes(damage)
-    with pytest.raises(ManifestInvalidError):
+    with pytest.raises(ManifestInvalidError) as parsed:
+        Manifest.parse(damage)
+    with pytest.raises(ManifestInvalidError) as read:
         store.manifest("app", "v1")
+    assert str(read.value) == str(parsed.value)
     store.close()

@@ -474,6 +474,7 @@ def test_a_final_link_is_followed_inside_the_store_and_refused_out_of_it(
     outside.write_bytes(b"secret")
     (d / "out").symlink_to(outside)
     (d / "dangling").symlink_to(d / "nothing")
+    (d / "loop").symlink_to(d / "loop")
     backend = filesystem.LocalBackend(str(root))
     if trusted:
         assert backend.read_file(str(d / "real")) == b"inside"
@@ -488,15 +489,25 @@ def test_a_final_link_is_followed_inside_the_store_and_refused_out_of_it(
     assert backend.file_size(str(d / "dangling")) is None
     assert not backend.exists(str(d / "dangling"))
     assert backend.exists(str(d)) and backend.file_size(str(d)) is None  # a directory
+    assert not backend.exists(str(d / "loop"))  # as os.path.exists: no error, not there
     for nothing in (root / "x" / "y", d / "real" / "below", d / "nothing"):
-        assert backend.read_file(str(nothing)) is None
         assert backend.file_size(str(nothing)) is None
         assert not backend.exists(str(nothing))
+    assert backend.read_file(str(root / "x" / "y")) is None
+    assert backend.read_file(str(d / "nothing")) is None
+    with pytest.raises(NotADirectoryError):  # a damaged store: a file where a directory was
+        backend.read_file(str(d / "real" / "below"))
+    with pytest.raises(IsADirectoryError) as caught:
+        backend.read_file(str(d))
+    assert caught.value.filename == str(d)
 
 
 def test_a_look_at_a_path_costs_one_system_call_and_none_below_a_missing_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(  # no trust runs out on a slow machine
+        filesystem, "time", types.SimpleNamespace(monotonic=lambda: 1000.0, time=time.time)
+    )
     store = open_store(str(tmp_path / "store"))
     backend = store.backend
     assert isinstance(backend, filesystem.LocalBackend)
@@ -522,3 +533,50 @@ def test_a_look_at_a_path_costs_one_system_call_and_none_below_a_missing_directo
     assert calls == ["open"]
     monkeypatch.undo()
     store.close()
+
+
+def test_a_directory_looked_at_or_made_is_never_trusted_longer_than_those_above_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As for check(): the primitives that look at a path themselves (sizes, existence, reads)
+    # and the directories regstore makes must not extend the trust of the directories above.
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    clock = [1000.0]
+    monkeypatch.setattr(
+        filesystem, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time)
+    )
+    backend = filesystem.LocalBackend(str(root))
+    backend.ensure_parent(str(root / "a" / "b" / "file"))  # makes a and a/b: trusted to 1001
+    assert backend.confinement._real_dirs == {str(root / "a"): 1001.0,
+                                              str(root / "a" / "b"): 1001.0}  # fmt: skip
+    (root / "a" / "b" / "seen").mkdir()
+    clock[0] = 1000.9
+    assert backend.exists(str(root / "a" / "b" / "seen"))  # looked at: not past 1001 either
+    backend.ensure_parent(str(root / "a" / "b" / "made" / "file"))  # made: nor this one
+    assert backend.confinement._real_dirs[str(root / "a" / "b" / "seen")] == 1001.0
+    assert backend.confinement._real_dirs[str(root / "a" / "b" / "made")] == 1001.0
+    (root / "a").rename(outside)
+    (root / "a").symlink_to(outside)
+    (outside / "b" / "seen" / "file").write_bytes(b"outside")
+    clock[0] = 1001.5
+    for below in ("seen", "made"):
+        path = str(root / "a" / "b" / below / "file")
+        for look in (backend.read_file, backend.file_size, backend.exists):
+            with pytest.raises(StoreEscapeError):
+                look(path)
+
+
+def test_staging_and_locks_make_their_directories_again_when_they_are_gone(
+    tmp_path: Path,
+) -> None:
+    # Their directories are made when an open finds them missing, not asked for each time.
+    root = tmp_path / "store"
+    with open_store(str(root)) as store:
+        _write_blob(store, b"first")
+        shutil.rmtree(root / "_regstore" / "uploads")
+        shutil.rmtree(root / "_regstore" / "locks")
+        digest = _write_blob(store, b"second")
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == b"second"
+        assert (root / "_regstore" / "uploads").is_dir()
+        assert store.blob_status(digest).state.value == "complete"

@@ -237,13 +237,16 @@ def media_type_of(raw: bytes) -> str:
     """The media type of manifest bytes by distribution's own sniffing rule (the declared
     ``mediaType``, else the schema version and the keys present), without validating the rest
     (:class:`Manifest` does); ``""`` for bytes that are no JSON object within
-    ``MANIFEST_MAX_SIZE`` or declare no string type."""
+    ``MANIFEST_MAX_SIZE``, declare no string type or one not in its plain lower-case form."""
     if len(raw) > MANIFEST_MAX_SIZE:
         return ""
     try:
-        return _sniff_media_type(_json_object(bytes(raw)), None)
+        sniffed = _sniff_media_type(_json_object(bytes(raw)), None)
     except ManifestInvalidError:
         return ""
+    # A declared type not in its plain form (capitals, parameters) would be compared with
+    # itself as an announced one by the full parse: left for that parse to judge.
+    return sniffed if sniffed == sniffed.split(";")[0].strip().lower() else ""
 
 
 def _b64url(text: str) -> bytes:

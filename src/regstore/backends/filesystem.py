@@ -24,7 +24,10 @@ sync are plain system calls), with what a local disk needs beyond fsspec:
   an open store: a directory seen to be no link is trusted for up to a second
   (``_Confinement.TRUSTED_FOR``; the check on every access made a sync of a few hundred tags
   spend much of its time in ``realpath``), so a directory swapped for a link within that second
-  is followed. Open a store that arrives from elsewhere after it has arrived.
+  is followed. Open a store that arrives from elsewhere after it has arrived. A read, a size
+  or an existence check looks at the last component with the access itself (``O_NOFOLLOW``,
+  ``lstat``) and resolves a link it meets there the slow way: in a directory walked a moment
+  ago, one system call per access.
 
 URLs: ``file:///srv/mirror`` (``file://localhost/srv/mirror`` too) or a plain path, relative
 to the working directory or absolute. ``file://relative`` is refused as ambiguous. Opening
@@ -101,8 +104,13 @@ def _read_all(fd: int) -> bytes:
 
 _READ_ALL_CHUNK = 1 << 20
 
-#: What :meth:`_Confinement._look` saw of one path component.
-_MISSING, _LINK, _PLAIN = object(), object(), object()
+#: What :meth:`_Confinement._look` saw of one path component (_NOT_DIR: a file where a
+#: directory should be, so nothing below it exists either).
+_MISSING, _NOT_DIR, _LINK, _PLAIN = object(), object(), object(), object()
+#: What ``open(..., O_NOFOLLOW)`` answers for a final link (Linux and macOS; FreeBSD; NetBSD).
+_FINAL_LINK_ERRNOS = frozenset(
+    code for code in (errno.ELOOP, errno.EMLINK, getattr(errno, "EFTYPE", None)) if code
+)
 
 
 class _Confinement:
@@ -141,15 +149,16 @@ class _Confinement:
             return True  # a directory walked (or made) a moment ago: nothing to look at
         seen, until = self._above(path)
         if seen is not _PLAIN:
-            return seen is _MISSING
+            return seen is not _LINK
         return self._look(path, until) is not _LINK
 
     def _above(self, path: str) -> tuple[object, float]:
         """Walk the directories above the last component of ``path``, below the root:
         ``(_PLAIN, until)`` when all are real directories (trusted until ``until``),
-        ``_MISSING`` when one does not exist (nor does ``path`` then), ``_LINK`` when one is a
-        link or cannot be looked at, or ``path`` lies outside the root or has an empty, ``.``
-        or ``..`` component (the slow way decides)."""
+        ``_MISSING`` when one does not exist and ``_NOT_DIR`` when one is a file (nor does
+        ``path`` exist then), ``_LINK`` when one is a link or cannot be looked at, or ``path``
+        lies outside the root or has an empty, ``.`` or ``..`` component (the slow way
+        decides)."""
         if not path.startswith(self._prefix):
             return _LINK, 0.0
         now = time.monotonic()
@@ -184,14 +193,15 @@ class _Confinement:
 
     # The primitives below fold the look at the last component into the access itself, which
     # never follows a final link there (lstat, O_NOFOLLOW), and take the slow way when it
-    # meets one: one system call per access where a check first cost two, and none at all for
-    # a path whose directory is missing (a blob not there yet is asked for several times).
+    # meets one: where the directory was walked a moment ago, one system call per access
+    # where a check first cost two, and none on the path itself when a directory above it is
+    # missing (a blob not there yet is asked for several times).
 
     def stat(self, path: str) -> os.stat_result | None:
         """``os.stat`` of ``path``, None when nothing is there; StoreEscapeError when it
-        resolves through a link out of the root."""
+        resolves through a link out of the root; OSError when it cannot be looked at."""
         seen, until = self._above(path)
-        if seen is _MISSING:
+        if seen is _MISSING or seen is _NOT_DIR:
             return None
         if seen is _PLAIN:
             try:
@@ -209,7 +219,8 @@ class _Confinement:
 
     def open_read(self, path: str) -> int | None:
         """A read-only descriptor of the file at ``path``, None when nothing is there;
-        StoreEscapeError when it resolves through a link out of the root."""
+        StoreEscapeError when it resolves through a link out of the root, NotADirectoryError
+        when a file stands where a directory of the path should be (a damaged store)."""
         seen, _ = self._above(path)
         if seen is _MISSING:
             return None
@@ -219,17 +230,21 @@ class _Confinement:
                 try:
                     return os.open(path, flags | os.O_NOFOLLOW)
                 except OSError as exc:
-                    if exc.errno != errno.ELOOP:
+                    if exc.errno not in _FINAL_LINK_ERRNOS:
                         raise
             return os.open(self.check(path), flags)  # a link: followed if it stays inside
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
             return None
 
     def made(self, directory: str) -> None:
         """``directory`` was just created by ``mkdir`` (so it is no link): trusted as long as
-        its parent is."""
-        trusted = self._real_dirs.get(os.path.dirname(directory), 0.0)
-        if trusted > time.monotonic():
+        its parent is (the root, which may be a link, as long as a walk would trust it)."""
+        parent, now = os.path.dirname(directory), time.monotonic()
+        if parent == self._prefix[:-1]:
+            self._trust(directory, now + self.TRUSTED_FOR)
+            return
+        trusted = self._real_dirs.get(parent, 0.0)
+        if trusted > now:
             self._trust(directory, trusted)
 
     def _trust(self, directory: str, until: float) -> None:
@@ -242,8 +257,10 @@ class _Confinement:
         way decides) or _PLAIN; a directory is trusted until ``until``."""
         try:
             mode = os.lstat(probe).st_mode
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
             return _MISSING
+        except NotADirectoryError:
+            return _NOT_DIR
         except OSError:
             return _LINK  # (no permission to look, say)
         if stat.S_ISLNK(mode):
@@ -451,14 +468,22 @@ class LocalBackend(FsspecBackend):
         # Plain system calls: fsspec's file object, or even open(), cost more than reading a
         # link or a manifest (a no-op sync reads a tag link, then its manifest, for every tag)
         fd = self.confinement.open_read(path)
-        return None if fd is None else _read_all(fd)
+        if fd is None:
+            return None
+        try:
+            return _read_all(fd)
+        except IsADirectoryError as exc:  # os.read's error names no path
+            raise IsADirectoryError(exc.errno, exc.strerror, path) from None
 
     # The primitives of a sync's hot path are plain system calls: through fsspec, removing an
     # absent file (every manifest write clears a stale partial-index marker) cost two stats and
     # the Python around them, and a command that never lists needs no fsspec import at all.
 
     def exists(self, path: str) -> bool:
-        return self.confinement.stat(path) is not None
+        try:
+            return self.confinement.stat(path) is not None
+        except OSError:  # as os.path.exists: a loop of links, no permission to look
+            return False
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
         found = []
