@@ -12,6 +12,8 @@ Exit codes: 0 success, 1 failure, 2 usage error. Nothing in the library imports 
 
 from __future__ import annotations
 
+import atexit
+import gc
 from collections.abc import Sequence
 
 from .app import cli
@@ -87,8 +89,33 @@ __all__ = ["cli", "main"]
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: run ``regstore`` with ``argv`` (default ``sys.argv[1:]``) and exit."""
-    cli.main(
-        args=list(argv) if argv is not None else None,
-        prog_name=PROG_NAME,
-        complete_var=COMPLETE_VAR,
-    )
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name=PROG_NAME,
+            complete_var=COMPLETE_VAR,
+        )
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            _skip_the_final_collection()
+        raise
+
+
+_final_collection_skipped = False
+
+
+def _skip_the_final_collection() -> None:
+    """After a command that ended well, let the interpreter's teardown skip its collection of
+    every object left (``gc.freeze`` at exit).
+
+    That collection walks the objects of every module the command imported, and took ~45 ms of
+    a ~0.25 s ``pull`` that had nothing to do (measured on the benchmark's machine); the command
+    closed everything it opened on its way out, so it frees nothing that matters. After a
+    failure the teardown stays whole: a writer or lock dropped by an exception is released by
+    its finaliser there. Registered for the exit, not done now: a caller that runs :func:`main`
+    in its own process and goes on keeps a heap the collector sees.
+    """
+    global _final_collection_skipped
+    if not _final_collection_skipped:
+        _final_collection_skipped = True
+        atexit.register(gc.freeze)
