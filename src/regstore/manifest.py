@@ -202,12 +202,17 @@ class Descriptor:
         return self.media_type in MANIFEST_MEDIA_TYPES
 
 
+def _plain_type(media_type: str) -> str:
+    """A media type without parameters, in lower case (how an announced one is compared)."""
+    return media_type.split(";")[0].strip().lower()
+
+
 def _sniff_media_type(doc: dict[str, Any], hint: str | None) -> str:
     """Distribution's own rule for a missing or generic Content-Type."""
     declared = doc.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise ManifestInvalidError("mediaType must be a string")
-    hint = (hint or "").split(";")[0].strip().lower()
+    hint = _plain_type(hint or "")
     if _is_int(doc.get("schemaVersion")) and doc["schemaVersion"] == 1:
         return DOCKER_MANIFEST_V1_SIGNED if "signatures" in doc else DOCKER_MANIFEST_V1
     if declared:
@@ -246,7 +251,7 @@ def media_type_of(raw: bytes) -> str:
         return ""
     # A declared type not in its plain form (capitals, parameters) would be compared with
     # itself as an announced one by the full parse: left for that parse to judge.
-    return sniffed if sniffed == sniffed.split(";")[0].strip().lower() else ""
+    return sniffed if sniffed == _plain_type(sniffed) else ""
 
 
 def _b64url(text: str) -> bytes:
