@@ -1376,7 +1376,10 @@ def main(argv: list[str] | None = None) -> int:
         world.seed()
         items = workloads(world, have_skopeo)
         if args.only:
+            names = [i.name for i in items]
             items = [i for i in items if any(i.name.startswith(p) for p in args.only)]
+            if not items:
+                raise SystemExit(f"--only {args.only} selects none of: {', '.join(names)}")
         log(f"running {len(items)} workloads, {runs} run(s) each ...")
         run_all(items, runs, log)
     finally:

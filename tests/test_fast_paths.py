@@ -181,7 +181,7 @@ def test_images_are_planned_wider_than_blobs_move_except_at_concurrency_one() ->
 
 
 def test_pushes_chunk_by_the_library_size_and_downloads_budget_by_their_own_span() -> None:
-    assert engine_blobs.DEFAULT_CHUNK_SIZE == 128 << 20
+    assert engine_blobs.DEFAULT_CHUNK_SIZE == 512 << 20
     assert engine_blobs.RETRY_SPAN == 32 << 20
     policy = types.SimpleNamespace(retries=5)
     # A 1 GiB download keeps its budget of two retries per 32 MiB after the first.

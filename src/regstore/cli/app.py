@@ -421,7 +421,7 @@ def _global_option_decorators(*, on_group: bool) -> list[Callable[[F], F]]:
             "--chunk-size",
             type=_SIZE,
             metavar="SIZE",
-            help="Largest request body of a push, e.g. 64MiB (default 128MiB): lower it for a "
+            help="Largest request body of a push, e.g. 64MiB (default 512MiB): lower it for a "
             "registry behind a proxy that caps request bodies.",
             **common,
         ),
