@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from regstore import open_store
+from regstore.backends.fsspec_store import FsspecBackend
 from regstore.engine import (
     RegistryImage,
     StoreImage,
@@ -33,6 +34,7 @@ from regstore.engine.storeplace import StorePlace
 from regstore.engine.transfer import plan_image
 from regstore.errors import BlobNotFoundError, DigestMismatchError, ImageManifestNotFoundError
 from regstore.manifest import Descriptor, Manifest
+from regstore.reference import Digest
 from regstore.retry import RetryBudget
 from regstore.store import ObjectStore
 
@@ -327,3 +329,34 @@ def test_a_new_place_is_one_adapter(stores: tuple[ObjectStore, ObjectStore]) -> 
 
     again = transfer_many([(ShelfImage(shelf, "kept/app", "1.0"), StoreImage(b, "back/app"))])  # type: ignore[list-item]
     assert [o.status for o in again] == ["skipped"]  # skip_unchanged asks both places
+
+
+@pytest.mark.parametrize(
+    "damage", [b"[]", b"\x00 not json"], ids=["json-but-no-manifest", "not-json"]
+)
+def test_a_damaged_stored_manifest_is_copied_again_not_skipped(
+    tmp_path: Path, damage: bytes
+) -> None:
+    """A sync learns whether a tag changed from the digest of the stored bytes (not a parse of
+    them): bytes that no longer hash to the tag's digest make the image copy again, where a
+    parse used to fail the image."""
+    image = _small_image(11)
+    with open_store(f"memory://places-src-{uuid.uuid4().hex}") as src:
+        _put(src, "team/app", "1.0", image)
+        dest = open_store(str(tmp_path / "dest"))
+        job = [(StoreImage(src, "team/app", "1.0"), StoreImage(dest, "team/app"))]
+        assert [o.status for o in transfer_many(job)] == ["copied"]
+        assert [o.status for o in transfer_many(job)] == ["skipped"]
+        assert dest.manifest_digest("team/app", "1.0") == image.digest
+
+        backend = dest.backend
+        assert isinstance(backend, FsspecBackend)
+        stored = Path(backend.layout.blob_path(Digest(image.digest)))
+        stored.write_bytes(damage)
+        assert dest.manifest_digest("team/app", "1.0") == _sha(damage)
+
+        again = transfer_many(job)
+        assert [o.status for o in again] == ["copied"], again[0].error
+        assert stored.read_bytes() == image.manifest  # written again: the store is whole
+        assert dest.manifest("team/app", "1.0").digest == image.digest
+        dest.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "Manifest",
     "Platform",
     "SignedManifest",
+    "digest_of",
     "media_type_of",
     "parse_manifest",
 ]
@@ -446,6 +448,16 @@ class Manifest:
 
     def __repr__(self) -> str:
         return f"Manifest({self.media_type!r}, {self.digest}, {self.size} bytes)"
+
+
+def digest_of(raw: bytes, media_type: str, algorithm: str = "sha256") -> Digest:
+    """The digest a registry gives manifest bytes of ``media_type``, parsing only what it must:
+    of the bytes themselves, except a signed schema1 manifest's, which is of its JWS payload
+    (and of the bytes when they do not parse as one: the digest of no valid manifest)."""
+    if media_type == DOCKER_MANIFEST_V1_SIGNED:
+        with contextlib.suppress(ManifestInvalidError):
+            return Manifest(raw, media_type).digest_with(algorithm)
+    return digest_bytes(raw, algorithm)
 
 
 #: The seed's name for its manifest type; here any manifest, schema1 signed included.

@@ -63,7 +63,7 @@ from regstore.hookspecs import (
     StoreLockHandle,
 )
 from regstore.imagelist import MAX_CONFIG_SIZE, ImageRecord, list_images
-from regstore.manifest import Descriptor, Manifest
+from regstore.manifest import Descriptor, Manifest, digest_of
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
 from regstore.referrers import (
     INDEX_UPDATE_ATTEMPTS,
@@ -431,6 +431,26 @@ class ObjectStore:
                     f"{manifest.digest_with(wanted.algorithm)}"
                 )
         return manifest
+
+    def manifest_digest(self, name: str, reference: str) -> Digest | None:
+        """The digest of the manifest bytes stored at a tag or digest of ``name``; None if
+        there are none.
+
+        The bytes are hashed, not parsed (but for a signed schema1 manifest, whose digest
+        covers its JWS payload): a sync asks this of every tag to learn whether it changed,
+        and a parse cost a no-op re-sync of 300 tags more than reading them. Damaged bytes hash
+        to a digest that matches no source, so the image is copied again.
+        """
+        validate_name(name)
+        validate_reference(reference)
+        try:
+            raw, media_type = self._ask(
+                self._hooks.regstore_store_get_manifest, name=name, reference=reference
+            )
+        except NotFoundError:  # as manifest() raises it: no tag, no manifest, no repository
+            return None
+        algorithm = Digest(reference).algorithm if is_digest(reference) else "sha256"
+        return digest_of(raw, media_type, algorithm)
 
     def has_manifest(self, name: str, reference: str) -> bool:
         """True if ``name`` has a manifest at this tag or digest."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from regstore.errors import BlobNotFoundError, NotFoundError
+from regstore.errors import BlobNotFoundError
 
 from .blobs import BlobMove, Opener, store_blob
 
@@ -40,10 +40,8 @@ class StorePlace:
 
     def manifest_digest(self, reference: str) -> str | None:
         """The digest ``reference`` points at, or None."""
-        try:
-            return str(self.store.manifest(self.name, reference).digest)
-        except NotFoundError:
-            return None
+        digest = self.store.manifest_digest(self.name, reference)
+        return None if digest is None else str(digest)
 
     def has_all_children(self, index: Manifest) -> bool:
         """False when a platform-filtered pull stored the index without some children."""

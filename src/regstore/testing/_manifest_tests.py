@@ -77,6 +77,7 @@ class ManifestTests(SuiteSettings):
             assert stored.raw == image.raw, f"bytes changed when read by {reference}"
             assert stored.media_type == image.media_type
             assert stored.digest == digest
+            assert store.manifest_digest(NAME, reference) == digest
         assert store.resolve(NAME, "v1") == digest
         assert store.has_manifest(NAME, "v1")
         assert store.has_manifest(NAME, str(digest))
@@ -90,6 +91,7 @@ class ManifestTests(SuiteSettings):
         assert store.manifest(NAME, "sha512").raw == image.raw
         assert all(store.blob_exists(b.digest) for b in image.blobs)
         assert store.manifest(NAME, str(digest)).digest == digest
+        assert store.manifest_digest(NAME, "sha512") == digest
 
     def test_rewriting_the_same_manifest_is_idempotent(self, store: ObjectStore) -> None:
         image = oci_image(seed=20)
@@ -281,6 +283,13 @@ class ManifestTests(SuiteSettings):
         with pytest.raises(ImageManifestNotFoundError):
             store.manifest(NAME, str(absent.digest))
         assert not store.has_manifest(NAME, "v2")
+        for name, reference in [
+            ("nothing/here", "latest"),
+            ("nothing/here", str(absent.digest)),
+            (NAME, "v2"),
+            (NAME, str(absent.digest)),
+        ]:
+            assert store.manifest_digest(name, reference) is None, (name, reference)
 
     def test_empty_store(self, store: ObjectStore) -> None:
         assert store.repositories() == []
