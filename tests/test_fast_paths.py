@@ -184,6 +184,14 @@ def test_pushes_chunk_by_the_library_size_and_downloads_budget_by_their_own_span
     assert engine_blobs.DEFAULT_CHUNK_SIZE == 512 << 20
     assert engine_blobs.RETRY_SPAN == 32 << 20
     policy = types.SimpleNamespace(retries=5)
+    push = engine_blobs._push_retries
+    # A 1 GiB push keeps the budget it had in 128 MiB chunks, in larger ones too ...
+    for chunk in (128 << 20, engine_blobs.DEFAULT_CHUNK_SIZE, 1 << 30):
+        assert push(policy, 1 << 30, chunk) == 5 + 2 * 7, chunk  # type: ignore[arg-type]
+    # ... smaller chunks get two per chunk, one PUT the policy's own, no policy none.
+    assert push(policy, 1 << 30, 64 << 20) == 5 + 2 * 15  # type: ignore[arg-type]
+    assert push(policy, 1 << 30, None) == 5  # type: ignore[arg-type]
+    assert push(types.SimpleNamespace(retries=0), 1 << 30, 64 << 20) == 0  # type: ignore[arg-type]
     # A 1 GiB download keeps its budget of two retries per 32 MiB after the first.
     assert engine_blobs._blob_retries(policy, 1 << 30, engine_blobs.RETRY_SPAN) == 5 + 2 * 31  # type: ignore[arg-type]
 

@@ -74,6 +74,9 @@ DEFAULT_MONOLITHIC_THRESHOLD = 32 << 20
 DEFAULT_CHUNK_SIZE = 512 << 20
 #: A download's retry budget grows by two per this many bytes of the blob.
 RETRY_SPAN = 32 << 20
+#: A chunked push's budget grows by two per chunk after the first, or per this many bytes of
+#: a larger chunk: the budget a 1 GiB push had in 128 MiB chunks, whatever the chunk size.
+PUSH_RETRY_SPAN = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,16 @@ def _blob_retries(policy: RetryPolicy, size: int, chunk_size: int) -> int:
         return 0
     chunks = max(1, -(-size // chunk_size))
     return policy.retries + 2 * (chunks - 1)
+
+
+def _push_retries(policy: RetryPolicy, size: int, chunk_size: int | None) -> int:
+    """Retries one pushed blob may spend (``chunk_size`` None: one monolithic PUT): per blob,
+    not per request, with room for a couple of failures per chunk, or per PUSH_RETRY_SPAN of a
+    larger one, since a large blob on a flaky path meets more of them (and a forced restart
+    sends its chunks again)."""
+    if chunk_size is None:
+        return policy.retries
+    return _blob_retries(policy, size, min(chunk_size, PUSH_RETRY_SPAN))
 
 
 def pull_budget(client: RegistryClient, name: str, digest: str, size: int) -> RetryBudget:
@@ -510,12 +523,9 @@ def upload_blob(
     """
     policy = client.retry_policy
     monolithic = size <= monolithic_threshold
-    chunks = 1 if monolithic else -(-size // chunk_size)
-    # Per blob, not per request; room for a couple of failures per chunk, since a large blob
-    # on a flaky path meets more of them (and a forced restart sends its chunks again).
-    retries = policy.retries + 2 * (chunks - 1) if policy.retries else 0
     budget = policy.budget(
-        f"pushing blob {digest} ({size} bytes) to {name} on {client.registry}", retries
+        f"pushing blob {digest} ({size} bytes) to {name} on {client.registry}",
+        _push_retries(policy, size, None if monolithic else chunk_size),
     )
     upload = _Upload(client, name, digest, size, opener, reporter, budget, media_type)
     with budget:
