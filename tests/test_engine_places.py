@@ -9,7 +9,7 @@ import hashlib
 import importlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -331,19 +331,28 @@ def test_a_new_place_is_one_adapter(stores: tuple[ObjectStore, ObjectStore]) -> 
     assert [o.status for o in again] == ["skipped"]  # skip_unchanged asks both places
 
 
+def _flip_a_byte(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x20]) + data[middle + 1 :]
+
+
 @pytest.mark.parametrize(
-    "damage", [b"[]", b"\x00 not json"], ids=["json-but-no-manifest", "not-json"]
+    "damage",
+    [lambda _: b"[]", lambda _: b"\x00 not json", _flip_a_byte],
+    ids=["json-but-no-manifest", "not-json", "a-byte-flipped-same-length"],
 )
 def test_a_damaged_stored_manifest_is_copied_again_not_skipped(
-    tmp_path: Path, damage: bytes
+    tmp_path: Path, damage: Callable[[bytes], bytes]
 ) -> None:
     """A sync learns whether a tag changed from the digest of the stored bytes (not a parse of
     them): bytes that no longer hash to the tag's digest make the image copy again, where a
-    parse used to fail the image."""
+    parse used to fail the image, and the copy writes the manifest again."""
     image = _small_image(11)
-    with open_store(f"memory://places-src-{uuid.uuid4().hex}") as src:
+    with (
+        open_store(f"memory://places-src-{uuid.uuid4().hex}") as src,
+        open_store(str(tmp_path / "dest")) as dest,
+    ):
         _put(src, "team/app", "1.0", image)
-        dest = open_store(str(tmp_path / "dest"))
         job = [(StoreImage(src, "team/app", "1.0"), StoreImage(dest, "team/app"))]
         assert [o.status for o in transfer_many(job)] == ["copied"]
         assert [o.status for o in transfer_many(job)] == ["skipped"]
@@ -352,11 +361,13 @@ def test_a_damaged_stored_manifest_is_copied_again_not_skipped(
         backend = dest.backend
         assert isinstance(backend, FsspecBackend)
         stored = Path(backend.layout.blob_path(Digest(image.digest)))
-        stored.write_bytes(damage)
-        assert dest.manifest_digest("team/app", "1.0") == _sha(damage)
+        damaged = damage(image.manifest)
+        assert damaged != image.manifest
+        stored.write_bytes(damaged)
+        assert dest.manifest_digest("team/app", "1.0") == _sha(damaged)
 
         again = transfer_many(job)
         assert [o.status for o in again] == ["copied"], again[0].error
         assert stored.read_bytes() == image.manifest  # written again: the store is whole
         assert dest.manifest("team/app", "1.0").digest == image.digest
-        dest.close()
+        assert [o.status for o in transfer_many(job)] == ["skipped"]

@@ -196,6 +196,35 @@ def test_pushes_chunk_by_the_library_size_and_downloads_budget_by_their_own_span
     assert engine_blobs._blob_retries(policy, 1 << 30, engine_blobs.RETRY_SPAN) == 5 + 2 * 31  # type: ignore[arg-type]
 
 
+def test_a_push_takes_its_retry_budget_from_its_size_and_chunks() -> None:
+    class Stop(Exception):
+        pass
+
+    seen: list[int | None] = []
+
+    class Policy:
+        retries = 5
+
+        def budget(self, subject: str, retries: int | None = None) -> None:
+            seen.append(retries)
+            raise Stop
+
+    client = types.SimpleNamespace(retry_policy=Policy(), registry="registry.example")
+    cases = [(1 << 30, engine_blobs.DEFAULT_CHUNK_SIZE), (1 << 30, 64 << 20), (1 << 20, None)]
+    for size, chunk in cases:
+        with pytest.raises(Stop):
+            engine_blobs.upload_blob(
+                client,  # type: ignore[arg-type]
+                "team/app",
+                "sha256:" + "0" * 64,
+                size,
+                lambda offset: None,  # type: ignore[arg-type,return-value]
+                None,  # type: ignore[arg-type]
+                chunk_size=chunk or engine_blobs.DEFAULT_CHUNK_SIZE,
+            )
+    assert seen == [5 + 2 * 7, 5 + 2 * 15, 5]  # 128 MiB spans, 64 MiB chunks, one PUT
+
+
 def test_blobs_read_to_their_end_leave_the_connection_for_the_next_request(
     registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

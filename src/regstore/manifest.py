@@ -450,13 +450,15 @@ class Manifest:
         return f"Manifest({self.media_type!r}, {self.digest}, {self.size} bytes)"
 
 
-def digest_of(raw: bytes, media_type: str, algorithm: str = "sha256") -> Digest:
-    """The digest a registry gives manifest bytes of ``media_type``, parsing only what it must:
-    of the bytes themselves, except a signed schema1 manifest's, which is of its JWS payload
-    (and of the bytes when they do not parse as one: the digest of no valid manifest)."""
-    if media_type == DOCKER_MANIFEST_V1_SIGNED:
+def digest_of(raw: bytes, algorithm: str = "sha256") -> Digest:
+    """The digest :class:`Manifest` gives these bytes, without building one where it need not:
+    the digest of the bytes themselves, except for a signed schema1 manifest (told from its
+    content, as :class:`Manifest` tells it, whatever type it was stored under), whose digest is
+    of its JWS payload. Bytes that do not parse as a signed manifest give their own digest,
+    which no valid manifest has."""
+    if media_type_of(raw) == DOCKER_MANIFEST_V1_SIGNED:
         with contextlib.suppress(ManifestInvalidError):
-            return Manifest(raw, media_type).digest_with(algorithm)
+            return Manifest(raw).digest_with(algorithm)
     return digest_bytes(raw, algorithm)
 
 

@@ -444,13 +444,13 @@ class ObjectStore:
         validate_name(name)
         validate_reference(reference)
         try:
-            raw, media_type = self._ask(
+            raw, _ = self._ask(
                 self._hooks.regstore_store_get_manifest, name=name, reference=reference
             )
         except NotFoundError:  # as manifest() raises it: no tag, no manifest, no repository
             return None
         algorithm = Digest(reference).algorithm if is_digest(reference) else "sha256"
-        return digest_of(raw, media_type, algorithm)
+        return digest_of(raw, algorithm)
 
     def has_manifest(self, name: str, reference: str) -> bool:
         """True if ``name`` has a manifest at this tag or digest."""

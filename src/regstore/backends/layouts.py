@@ -118,9 +118,10 @@ class Layout(abc.ABC):
         """
 
     def write_manifest_blob(self, digest: Digest, raw: bytes) -> None:
-        """Store manifest bytes as the blob ``digest`` unless that blob is already there."""
+        """Store manifest bytes as the blob ``digest`` unless these very bytes are there: bytes
+        damaged in place are written again, even when the damage kept their length."""
         path = self.blob_path(digest)
-        if self.host.file_size(path) != len(raw):
+        if self.host.file_size(path) != len(raw) or self.host.read_file(path) != raw:
             self.host.write_file(path, raw)
 
     # -- manifests ---------------------------------------------------------------------------

@@ -66,8 +66,9 @@ class Client(ReferrersMixin, BlobsMixin, UploadsMixin):
             or ``~/.docker/config.json``); ``use_docker_config=False`` ignores it.
         timeout: ``(connect, read)`` seconds.
         retries: retries after the first attempt of a request that is safe to repeat (and of a
-            failed connect); a blob upload gets this many plus two per extra chunk, shared by
-            all its requests (see :mod:`regstore.client.retry`).
+            failed connect); a blob upload gets this many plus two per extra chunk (or per
+            extra 128 MiB of larger chunks), shared by all its requests (see
+            :mod:`regstore.client.retry`).
         backoff: base of the exponential backoff, in seconds (with jitter).
         max_retry_after: longest ``Retry-After`` pause honoured, in seconds.
         max_in_flight: requests in flight to this registry at once (streamed bodies count

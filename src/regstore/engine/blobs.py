@@ -509,7 +509,8 @@ def upload_blob(
     else uploaded: monolithic up to ``monolithic_threshold``, chunked above.
 
     Every request of the blob's upload spends from one retry budget — the client's
-    ``retries`` plus two per chunk after the first — under the client's retry policy
+    ``retries`` plus two per chunk after the first, or per PUSH_RETRY_SPAN of larger chunks —
+    under the client's retry policy
     (backoff with jitter, ``Retry-After`` honoured up to a cap). A transient failure (broken
     connection, 5xx, 429) of a request safe to repeat (HEAD, POST, status GET) is retried by the
     client. After a failed chunk PATCH the registry is asked where the upload stands and the
