@@ -118,10 +118,11 @@ class Layout(abc.ABC):
         """
 
     def write_manifest_blob(self, digest: Digest, raw: bytes) -> None:
-        """Store manifest bytes as the blob ``digest`` unless these very bytes are there: bytes
-        damaged in place are written again, even when the damage kept their length."""
+        """Store manifest bytes as the blob ``digest`` unless that blob is already there (a
+        blob damaged in place, its size kept, is left for ``verify`` and ``pull --repair``,
+        which move it aside and say so)."""
         path = self.blob_path(digest)
-        if self.host.file_size(path) != len(raw) or self.host.read_file(path) != raw:
+        if self.host.file_size(path) != len(raw):
             self.host.write_file(path, raw)
 
     # -- manifests ---------------------------------------------------------------------------
