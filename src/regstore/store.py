@@ -439,7 +439,8 @@ class ObjectStore:
         The bytes are hashed, not parsed (but for a signed schema1 manifest, whose digest
         covers its JWS payload): a sync asks this of every tag to learn whether it changed,
         and a parse cost a no-op re-sync of 300 tags more than reading them. Damaged bytes hash
-        to a digest that matches no source, so the image is copied again.
+        to a digest that matches no source, so the image is copied again (a manifest damaged in
+        place, its size kept, stays as it is for ``verify`` and ``pull --repair``).
         """
         validate_name(name)
         validate_reference(reference)
