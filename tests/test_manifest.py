@@ -350,6 +350,26 @@ def test_digest_of_parses_only_a_signed_schema1_manifest() -> None:
     assert digest_of(damaged) == sha256(damaged)
 
 
+def test_digest_of_parses_no_json_that_cannot_hold_a_signatures_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import regstore.manifest as manifest_module
+
+    sniffed: list[bytes] = []
+
+    def counting(raw: bytes) -> str:
+        sniffed.append(raw)
+        return media_type_of(raw)
+
+    monkeypatch.setattr(manifest_module, "media_type_of", counting)
+    plain = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode()
+    assert digest_of(plain) == sha256(plain)
+    assert sniffed == []
+    escaped = b'{"note": "caf\\u00e9"}'
+    assert digest_of(escaped) == sha256(escaped)
+    assert sniffed == [escaped]  # an escape might spell the key: looked at
+
+
 def test_schema1_signatures_that_disagree_are_rejected() -> None:
     payload = schema1_payload(V1_LAYERS)
     cut = payload.rindex(b"\n}")

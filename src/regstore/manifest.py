@@ -456,7 +456,10 @@ def digest_of(raw: bytes, algorithm: str = "sha256") -> Digest:
     content, as :class:`Manifest` tells it, whatever type it was stored under), whose digest is
     of its JWS payload. Bytes that do not parse as a signed manifest give their own digest,
     which no valid manifest has."""
-    if media_type_of(raw) == DOCKER_MANIFEST_V1_SIGNED:
+    # A "signatures" key is in the bytes as written, or with a \u escape: bytes holding
+    # neither need no JSON parse (a sync asks this of every tag, whose layout parsed it once).
+    maybe_signed = b"signatures" in raw or b"\\u" in raw
+    if maybe_signed and media_type_of(raw) == DOCKER_MANIFEST_V1_SIGNED:
         with contextlib.suppress(ManifestInvalidError):
             return Manifest(raw).digest_with(algorithm)
     return digest_bytes(raw, algorithm)
