@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 from regstore import open_store
+from regstore.errors import StoreError
+from regstore.hookspecs import BlobState
 from tests.support.engine import seed_single_layer_image
 from tests.support.long import is_long
 from tests.support.proxy import FaultProxy
@@ -168,4 +170,41 @@ def test_the_parts_of_a_commit_are_copied_several_at_once(
     assert most >= 2
     with store.layer(digest).reader() as reader:
         assert hashlib.sha256(b"".join(reader.chunks())).hexdigest() == digest[7:]
+    store.close()
+
+
+def test_a_copy_that_fails_while_the_blob_is_written_fails_its_commit_and_loses_nothing(
+    s3_bucket: Any, moto_server: Any, fault_proxy_factory: Callable[..., FaultProxy]
+) -> None:
+    proxy = fault_proxy_factory(s3_bucket.endpoint_url, preserve_host=True)
+    # every UploadPartCopy into the blob after the first answers 500, retries included
+    broken = proxy.override_status(
+        "PUT", r"/data$", 500, times=None, skip=1, query_regex="partNumber="
+    )
+    data, digest = _blob(16 * MiB + 5)
+    prefix = uuid.uuid4().hex[:8]
+    store = open_store(
+        f"s3://{s3_bucket.bucket}/{prefix}",
+        endpoint_url=proxy.url,
+        part_size="5MiB",
+        retries=0,
+        **CREDENTIALS,
+    )
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    for start in range(0, len(data), MiB):
+        writer.write(data[start : start + MiB])
+    with pytest.raises(StoreError, match=r"into part \d of"):
+        writer.commit()
+    assert broken.hits >= 3  # parts 2, 3 and 4
+    client = moto_server.client()
+    assert client.list_multipart_uploads(Bucket=s3_bucket.bucket).get("Uploads", []) == []
+    assert store.blob_status(digest).state is BlobState.PARTIAL
+    # every byte stayed staged: a later writer re-hashes them and publishes the blob
+    proxy.clear_faults()
+    writer = store.layer(digest).writer()
+    assert writer.current_size == len(data)
+    assert writer.commit(len(data)) == digest
+    with store.layer(digest).reader() as reader:
+        assert hashlib.sha256(reader.read()).hexdigest() == digest[7:]
     store.close()

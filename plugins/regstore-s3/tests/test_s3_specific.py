@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import regstore.plugins
+from botocore.exceptions import ClientError
 from regstore import ObjectStore, open_store
 from regstore.errors import (
     BackendNotFoundError,
@@ -253,6 +254,74 @@ def test_multipart_blob_commits_and_reads_back_exactly(
     assert moto_client.list_multipart_uploads(Bucket=s3_bucket.bucket).get("Uploads", []) == []
 
 
+def _uploads(bucket: S3Bucket, moto_client: Any) -> list[dict[str, Any]]:
+    return list(moto_client.list_multipart_uploads(Bucket=bucket.bucket).get("Uploads", []))
+
+
+def _blob_key(prefix: str, digest: str) -> str:
+    return f"{prefix}/docker/registry/v2/blobs/sha256/{digest[7:9]}/{digest[7:]}/data"
+
+
+def test_parts_are_copied_into_the_final_upload_while_the_blob_is_written(
+    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    store = s3_store_factory("ahead", part_size="5MiB")
+    data, digest = _blob(16 * MiB + 99, seed=11)
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    for start in range(0, 15 * MiB, MiB):  # three full parts staged, nothing committed
+        writer.write(data[start : start + MiB])
+    (upload,) = _uploads(s3_bucket, moto_client)
+    assert upload["Key"] == _blob_key("ahead", digest)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listed = moto_client.list_parts(
+            Bucket=s3_bucket.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+        copied = [part["PartNumber"] for part in listed.get("Parts", [])]
+        if len(copied) == 3:
+            break
+        time.sleep(0.05)
+    assert copied == [1, 2, 3], "the full parts were not copied before the commit"
+    with pytest.raises(ClientError):  # not visible yet
+        moto_client.head_object(Bucket=s3_bucket.bucket, Key=upload["Key"])
+    writer.write(data[15 * MiB :])
+    writer.commit()
+    head = moto_client.head_object(Bucket=s3_bucket.bucket, Key=upload["Key"])
+    assert head["ETag"].strip('"').endswith("-4")
+    with store.layer(digest).reader() as reader:
+        assert hashlib.sha256(reader.read()).hexdigest() == digest[7:]
+    assert _uploads(s3_bucket, moto_client) == []
+    assert _keys(s3_bucket, moto_client, "ahead/_regstore/") == []
+
+
+@pytest.mark.parametrize("how", ["close", "discard"])
+def test_a_writer_that_stops_aborts_its_upload(
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    how: str,
+) -> None:
+    store = s3_store_factory(how, part_size="5MiB")
+    data, digest = _blob(13 * MiB, seed=12)
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    writer.write(data[: 11 * MiB])  # two full parts: their copies are under way
+    assert len(_uploads(s3_bucket, moto_client)) == 1
+    getattr(writer, how)()
+    assert _uploads(s3_bucket, moto_client) == []
+    assert store.blob_status(digest).state is not BlobState.COMPLETE
+    if how == "discard":
+        assert _keys(s3_bucket, moto_client, f"{how}/") == []
+        assert store.layer(digest).writer().current_size == 0
+    else:  # every written byte stays staged, and the next writer finishes the blob
+        assert store.blob_status(digest).current_size == 11 * MiB
+        _write(store, data, digest)
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+        assert _uploads(s3_bucket, moto_client) == []
+
+
 @pytest.mark.parametrize("size", [3000, 11 * MiB], ids=["in-memory", "multipart"])
 def test_digest_mismatch_leaves_nothing(
     s3_store_factory: Callable[..., ObjectStore],
@@ -346,6 +415,8 @@ def test_killed_writer_lease_expires_and_a_later_writer_resumes(
     try:
         status = store.blob_status(digest)
         assert status.state is BlobState.WRITING  # the dead writer's lease still runs
+        # it had begun copying its parts into the final upload, which it left behind
+        assert [u["Key"] for u in _uploads(s3_bucket, moto_client)] == [_blob_key("killed", digest)]
         with pytest.raises(LayerLockedError):
             store.layer(digest).writer()
         deadline = time.monotonic() + 15
@@ -364,6 +435,7 @@ def test_killed_writer_lease_expires_and_a_later_writer_resumes(
     finally:
         store.close()
     assert _keys(s3_bucket, moto_client, "killed/_regstore/") == []
+    assert _uploads(s3_bucket, moto_client) == []  # the resumed commit aborted the dead one's
 
 
 def test_a_lease_held_by_another_process_excludes_writers(

@@ -1,8 +1,9 @@
 """Incomplete multipart uploads: the S3 leftover a filesystem does not have.
 
 A blob of several parts becomes visible through a multipart upload on its final key
-(:func:`regstore_s3.staging.promote_parts`). A writer killed between ``CreateMultipartUpload``
-and ``CompleteMultipartUpload`` leaves that upload behind: S3 keeps (and bills) its parts until
+(:mod:`regstore_s3.promotion`), which its writer starts once it has staged two parts. A writer
+killed between ``CreateMultipartUpload`` and ``CompleteMultipartUpload`` leaves that upload
+behind: S3 keeps (and bills) its parts until
 someone aborts it, and no listing of objects shows it. Here:
 
 - :func:`multipart_entries` lists the incomplete uploads of this store (to blob keys and under

@@ -5,11 +5,13 @@ multipart part::
 
     part-00001   part-00002   ...   part-NNNNN
 
-Every part but the last is at least 5 MiB (S3's minimum multipart part), so on commit the
-parts become, by server-side ``UploadPartCopy``, the parts of one multipart upload on the final
-key; the upload is completed only after the facade verified the digest, which is the moment
-the blob appears, whole. A blob that fits in one part is copied (or, if it never left memory,
-PUT) to its final key instead. Afterwards the staging objects are deleted.
+Every part but the last is at least 5 MiB (S3's minimum multipart part), so the parts become,
+by server-side ``UploadPartCopy``, the parts of one multipart upload on the final key
+(:mod:`regstore_s3.promotion`). The copies start while the blob is still being written, as soon
+as a second part shows that the blob needs an upload; the upload is completed only after the
+facade verified the digest, which is the moment the blob appears, whole. A blob that fits in
+one part is copied (or, if it never left memory, PUT) to its final key instead. Afterwards the
+staging objects are deleted.
 
 Why parts as objects rather than one long-lived multipart upload: the parts of an in-flight
 upload cannot be read back, and a resumed write must re-hash what was staged before it
@@ -27,7 +29,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from regstore.backends.kit import BlobLock, FsspecStagingArea, StagingEntry, StagingKind
@@ -35,31 +36,20 @@ from regstore.digest import CHUNK_SIZE
 from regstore.errors import RegstoreError, StoreError
 from regstore.reference import Digest
 
-from .client import ObjectInfo, PreconditionFailed, S3Objects
+from .client import ObjectInfo, PreconditionFailed
 from .leftovers import abort_stale_uploads, drop_multipart, multipart_entries
 from .locks import S3Lease
 from .parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size
+from .promotion import Promotion, promote_parts
 
 if TYPE_CHECKING:
     from .backend import S3Backend
 
-__all__ = [
-    "COPY_CONCURRENCY",
-    "PART_PREFIX",
-    "S3BlobWriter",
-    "S3PartStaging",
-    "part_name",
-    "promote_parts",
-    "valid_parts",
-]
+__all__ = ["PART_PREFIX", "S3BlobWriter", "S3PartStaging", "part_name", "valid_parts"]
 
 log = logging.getLogger(__name__)
 
 PART_PREFIX = "part-"
-#: ``UploadPartCopy`` requests in flight while a blob is committed: a commit of a 1 GiB blob
-#: in 5 MiB parts waited for 205 copies one after another (6 s on the test server, more on
-#: S3's longer round trips).
-COPY_CONCURRENCY = 8
 #: The part buffer starts this small and doubles up to _MAX_GROWTH, then takes the part size.
 _MIN_BUFFER = 64 * 1024
 _MAX_GROWTH = 1024 * 1024
@@ -100,81 +90,11 @@ def valid_parts(listed: list[ObjectInfo], prefix: str) -> tuple[list[ObjectInfo]
     return usable, junk
 
 
-def promote_parts(objects: S3Objects, parts: list[ObjectInfo], final_key: str) -> None:
-    """Make the staged ``parts`` the object ``final_key``, atomically, by server-side copies.
-
-    One part: ``CopyObject``. Several: a multipart upload of ``UploadPartCopy`` s (several in
-    flight: the copies are the server's work, a commit waits for round trips), completed last
-    (aborted on any failure, so nothing becomes visible). Each copy names the part's
-    ETag (``x-amz-copy-source-if-match``), so a part changed since it was hashed fails the
-    commit instead of being published.
-    """
-    if len(parts) == 1:
-        objects.copy(parts[0].key, final_key, if_match=parts[0].etag or None)
-        return
-    upload_id = objects.create_multipart(final_key)
-    try:
-        etags = _copy_parts(objects, parts, final_key, upload_id)
-        try:
-            objects.complete_multipart(final_key, upload_id, etags)
-        except StoreError:
-            if not _completed_anyway(objects, parts, final_key):
-                raise
-            log.info("the completion of %s failed in answer only: the object is whole", final_key)
-    except BaseException:
-        try:
-            objects.abort_multipart(final_key, upload_id)
-        except RegstoreError as exc:  # the commit's own error matters more
-            log.warning("could not abort the multipart upload %s: %s", upload_id, exc)
-        raise
-
-
-def _copy_parts(
-    objects: S3Objects, parts: list[ObjectInfo], final_key: str, upload_id: str
-) -> list[str]:
-    """``UploadPartCopy`` every part, up to COPY_CONCURRENCY at once; their ETags in order.
-
-    The first failure cancels the copies not yet started and is raised."""
-
-    def copy(number: int, part: ObjectInfo) -> str:
-        return objects.copy_part(final_key, upload_id, number, part.key, if_match=part.etag or None)
-
-    pool = ThreadPoolExecutor(
-        max(1, min(COPY_CONCURRENCY, len(parts))), thread_name_prefix="regstore-s3-copy"
-    )
-    try:
-        futures = [pool.submit(copy, number, part) for number, part in enumerate(parts, start=1)]
-        return [future.result() for future in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _completed_anyway(objects: S3Objects, parts: list[ObjectInfo], final_key: str) -> bool:
-    """True if ``final_key`` holds the completed upload of ``parts`` although the completion
-    answered with an error.
-
-    S3 completes an upload once: when the answer is lost (a timeout, a cut connection, a 5xx
-    after the work was done), the client's retry finds the upload gone (``NoSuchUpload``).
-    The object is then there, with the multipart ETag ``"<md5>-N"`` of N parts and the staged
-    size. Blobs are content-addressed and written under the blob's lease, so such an object is
-    the blob this writer verified.
-    """
-    try:
-        found = objects.head(final_key)
-    except StoreError:
-        return False
-    if found is None:
-        return False
-    return found.size == sum(p.size for p in parts) and found.etag.strip('"').endswith(
-        f"-{len(parts)}"
-    )
-
-
 class S3PartStaging(FsspecStagingArea):
     """The S3 store's staging part: part objects under the blob's staging prefix, published by
-    :func:`promote_parts`; its own write handle (:class:`S3BlobWriter`). Besides the staged
-    parts it lists and aborts the incomplete multipart uploads a writer killed mid-commit
-    leaves (:mod:`regstore_s3.leftovers`).
+    a :class:`~regstore_s3.promotion.Promotion`; its own write handle (:class:`S3BlobWriter`).
+    Besides the staged parts it lists and aborts the incomplete multipart uploads a writer
+    killed while writing or committing leaves (:mod:`regstore_s3.leftovers`).
 
     ``part_size`` is the multipart part size in bytes; None derives it per blob.
     """
@@ -254,6 +174,8 @@ class S3BlobWriter:
         self.current_size: int = self._staged
         self._part_size = 0
         self._part_size_for: tuple[int | None, int] | None = None
+        #: the final key's upload, copying full parts while the rest is written
+        self._promotion: Promotion | None = None
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -269,6 +191,9 @@ class S3BlobWriter:
         return lock
 
     def _release(self) -> None:
+        promotion, self._promotion = self._promotion, None
+        if promotion is not None:
+            promotion.abort()  # unless finished: then it holds nothing
         lock, self._lock = self._lock, None
         self._buffer, self._filled = bytearray(), 0
         if lock is not None:
@@ -358,6 +283,23 @@ class S3BlobWriter:
         self._staged += len(body)
         self._filled = 0
 
+    def _final_key(self) -> str:
+        return self._backend.key_of(self._backend.final_blob_path(self.digest))
+
+    def _copy_ahead(self) -> None:
+        """Start the server-side copies of the full parts staged so far.
+
+        From the second part on the blob needs a multipart upload: its parts are copied into it
+        while the rest of the blob arrives, and the commit only waits for the last ones.
+        """
+        if len(self._parts) < 2:
+            return
+        if self._promotion is None:
+            self._promotion = Promotion(self._objects, self._final_key())
+        promotion = self._promotion
+        for number in range(promotion.copied + 1, len(self._parts) + 1):
+            promotion.copy(number, self._parts[number - 1])
+
     def _check_parts_unchanged(self) -> None:
         """Refuse to publish parts that changed since this writer hashed or sent them.
 
@@ -395,12 +337,14 @@ class S3BlobWriter:
             while view:
                 if self._part_full:
                     self._send_buffer()
+                    self._copy_ahead()
                 count = self._make_room(len(view))
                 self._buffer[self._filled : self._filled + count] = view[:count]
                 self._filled += count
                 view = view[count:]
                 if self._part_full and not self._is_last_part():
                     self._send_buffer()
+                    self._copy_ahead()
         except RegstoreError:
             raise
         except Exception as exc:  # pragma: no cover - S3Objects translates its own errors
@@ -438,7 +382,7 @@ class S3BlobWriter:
             if total != size:
                 self._cleanup_staging()
                 raise StoreError(f"{self._what('commit')}: {total} bytes were staged, not {size}")
-            final_key = self._backend.key_of(self._backend.final_blob_path(self.digest))
+            final_key = self._final_key()
             if not self._parts:
                 # The whole blob is in memory (at most one part): one atomic PUT.
                 lock.check()
@@ -448,13 +392,17 @@ class S3BlobWriter:
                     self._send_buffer()  # the last part may be short
                 self._check_parts_unchanged()
                 lock.check()
-                promote_parts(self._objects, self._parts, final_key)
+                if self._promotion is not None:
+                    self._promotion.finish(self._parts)
+                    self._promotion = None
+                else:
+                    promote_parts(self._objects, self._parts, final_key)
             try:
                 self._cleanup_staging()
             except RegstoreError as exc:  # the blob is committed; leftovers are harmless
                 log.warning("%s: %s", self._what("clean up the staging of"), exc)
             if self._resumed:
-                # The writer whose parts we resumed may have died while committing them, leaving
+                # The writer whose parts we resumed may have died while copying them, leaving
                 # its multipart upload: nobody will ever complete it (we hold the lease), so the
                 # re-run aborts it. (A writer that staged no parts never started one.)
                 abort_stale_uploads(self._objects, final_key)
