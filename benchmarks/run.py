@@ -216,8 +216,8 @@ def drop_caches_hint() -> None:
 
 
 def free_memory_for(warm: Path, nbytes: int) -> Callable[[int], None]:
-    """A ``prepare`` for runners that keep a whole blob of ``nbytes`` in RAM: as much memory
-    again is touched and given back first, so that the kernel reclaims the page cache the
+    """A ``prepare`` for runners that keep a whole blob of ``nbytes`` in RAM: 1.5 times as
+    much memory is touched and given back first, so that the kernel reclaims the page cache the
     earlier workloads filled (GiBs of pulled layers) now rather than while the run allocates;
     then ``warm`` (the source registry's copy of the blob) is read, so that every run is served
     from the cache alike."""
@@ -226,7 +226,8 @@ def free_memory_for(warm: Path, nbytes: int) -> Callable[[int], None]:
         os.sync()
         size = nbytes + nbytes // 2
         scratch = bytearray(size)
-        scratch[::4096] = b"\1" * len(range(0, size, 4096))  # one write per page
+        # one write per page: a fresh bytearray this large is mapped, not yet touched, memory
+        scratch[::4096] = b"\1" * len(range(0, size, 4096))
         del scratch
         with warm.open("rb") as f:
             while f.read(8 * MiB):

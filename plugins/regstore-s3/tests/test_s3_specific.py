@@ -279,10 +279,12 @@ def test_parts_are_copied_into_the_final_upload_while_the_blob_is_written(
             Bucket=s3_bucket.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
         )
         copied = [part["PartNumber"] for part in listed.get("Parts", [])]
-        if len(copied) == 3:
+        if len(copied) >= 2:
             break
         time.sleep(0.05)
-    assert copied == [1, 2, 3], "the full parts were not copied before the commit"
+    # parts 1 and 2 are copied as soon as part 2 is staged (part 3 too, unless both copies
+    # were still running when it was)
+    assert copied[:2] == [1, 2], "the full parts were not copied before the commit"
     with pytest.raises(ClientError):  # not visible yet
         moto_client.head_object(Bucket=s3_bucket.bucket, Key=upload["Key"])
     writer.write(data[15 * MiB :])

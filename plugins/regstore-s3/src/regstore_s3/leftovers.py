@@ -3,8 +3,8 @@
 A blob of several parts becomes visible through a multipart upload on its final key
 (:mod:`regstore_s3.promotion`), which its writer starts once it has staged two parts. A writer
 killed between ``CreateMultipartUpload`` and ``CompleteMultipartUpload`` leaves that upload
-behind: S3 keeps (and bills) its parts until
-someone aborts it, and no listing of objects shows it. Here:
+behind: S3 keeps (and bills) its parts until someone aborts it, and no listing of objects
+shows it. Here:
 
 - :func:`multipart_entries` lists the incomplete uploads of this store (to blob keys and under
   ``_regstore/``; a registry's own uploads elsewhere under the prefix are not ours) as staging
@@ -86,7 +86,7 @@ def drop_multipart(backend: S3Backend, entry: StagingEntry) -> bool:
     if digest is not None:
         lock = backend.locks.try_acquire(backend.blob_lock_key(digest))
         if lock is None:
-            return False  # a writer is committing that blob right now
+            return False  # a writer is writing that blob right now
     try:
         backend.objects.abort_multipart(key, upload_id)  # gone already is fine
     finally:
@@ -99,8 +99,8 @@ def abort_stale_uploads(objects: S3Objects, final_key: str) -> int:
     """Abort every incomplete multipart upload to ``final_key``; returns how many.
 
     Called by the writer that just made the blob at ``final_key`` visible, holding its lease:
-    the uploads left are those of earlier writers that died mid-commit. Failures are logged,
-    not raised (the blob is committed; ``gc`` collects what is left).
+    the uploads left are those of earlier writers that died while writing or committing.
+    Failures are logged, not raised (the blob is committed; ``gc`` collects what is left).
     """
     aborted = 0
     try:

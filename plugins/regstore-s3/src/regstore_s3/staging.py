@@ -21,7 +21,9 @@ survive the writer's process, and are listed to learn ``current_size``.
 Resume granularity: the bytes of the part being filled live in memory until the part is full
 (or the writer is closed, which stores them as a short last part that the next writer takes
 back into its buffer). A process that is killed loses at most that one part; everything before
-it is resumed. Memory per writer: one part buffer, plus one copy of it while it is sent.
+it is resumed. Memory per writer: one part buffer, plus one copy of it while it is sent. The
+copies made ahead by a writer that stops are lost with its upload: a later writer copies its
+parts again.
 """
 
 from __future__ import annotations
@@ -151,7 +153,9 @@ class S3BlobWriter:
     without it parts grow with the bytes written (see :mod:`regstore_s3.parts`).
 
     Memory: one part buffer, grown to the part size as bytes arrive and then reused for every
-    part (it is streamed as the request body, without copies), plus small HTTP buffers.
+    part (it is streamed as the request body, without copies), plus small HTTP buffers. From
+    the second part on, a :class:`~regstore_s3.promotion.Promotion` copies the staged parts
+    into the final upload from a few threads of its own.
     """
 
     def __init__(self, staging: S3PartStaging, digest: Digest, lock: S3Lease) -> None:
@@ -168,7 +172,7 @@ class S3BlobWriter:
         self._size: int | None = None
         #: staging objects may exist (resumed, or a part was sent): clean them up on the way out
         self._staging_used = bool(self._parts)
-        #: an earlier writer staged parts: it may have died mid-commit (see commit)
+        #: an earlier writer staged parts: it may have left an upload (see commit)
         self._resumed = bool(self._parts)
         self._staged = sum(p.size for p in self._parts)  #: bytes in self._parts
         self.current_size: int = self._staged
@@ -192,12 +196,14 @@ class S3BlobWriter:
 
     def _release(self) -> None:
         promotion, self._promotion = self._promotion, None
-        if promotion is not None:
-            promotion.abort()  # unless finished: then it holds nothing
-        lock, self._lock = self._lock, None
-        self._buffer, self._filled = bytearray(), 0
-        if lock is not None:
-            lock.release()
+        try:
+            if promotion is not None:
+                promotion.abort()  # a finished one holds nothing
+        finally:
+            lock, self._lock = self._lock, None
+            self._buffer, self._filled = bytearray(), 0
+            if lock is not None:
+                lock.release()
 
     @property
     def part_size(self) -> int:
@@ -252,18 +258,20 @@ class S3BlobWriter:
         """
         if self._adopted:
             return
-        self._adopted = True
-        if self._parts and self._parts[-1].size < MIN_PART_SIZE:
-            tail = self._parts[-1]
-            data = self._objects.read_range(tail.key, 0, tail.size, if_match=tail.etag or None)
-            if len(data) != tail.size:
-                raise StoreError(f"staged part {tail.key} changed while resuming")
-            self._parts.pop()
-            self._staged -= tail.size
-            self._filled = 0
-            self._make_room(len(data))
-            self._buffer[: len(data)] = data
-            self._filled = len(data)
+        if not self._parts or self._parts[-1].size >= MIN_PART_SIZE:
+            self._adopted = True
+            return
+        tail = self._parts[-1]
+        data = self._objects.read_range(tail.key, 0, tail.size, if_match=tail.etag or None)
+        if len(data) != tail.size:
+            raise StoreError(f"staged part {tail.key} changed while resuming")
+        self._adopted = True  # only now: after a failed read the tail is still to take back
+        self._parts.pop()
+        self._staged -= tail.size
+        self._filled = 0
+        self._make_room(len(data))
+        self._buffer[: len(data)] = data
+        self._filled = len(data)
 
     def _is_last_part(self) -> bool:
         """True when the declared size says the buffer ends the blob (commit sends it: as the
@@ -296,9 +304,7 @@ class S3BlobWriter:
             return
         if self._promotion is None:
             self._promotion = Promotion(self._objects, self._final_key())
-        promotion = self._promotion
-        for number in range(promotion.copied + 1, len(self._parts) + 1):
-            promotion.copy(number, self._parts[number - 1])
+        self._promotion.copy_ahead(self._parts)
 
     def _check_parts_unchanged(self) -> None:
         """Refuse to publish parts that changed since this writer hashed or sent them.
@@ -392,8 +398,11 @@ class S3BlobWriter:
                     self._send_buffer()  # the last part may be short
                 self._check_parts_unchanged()
                 lock.check()
+                if self._promotion is None and len(self._parts) > 1:
+                    self._promotion = Promotion(self._objects, final_key)
                 if self._promotion is not None:
-                    self._promotion.finish(self._parts)
+                    # the copies may take a while yet: the lease is checked again after them
+                    self._promotion.finish(self._parts, before_complete=lock.check)
                     self._promotion = None
                 else:
                     promote_parts(self._objects, self._parts, final_key)
@@ -402,7 +411,7 @@ class S3BlobWriter:
             except RegstoreError as exc:  # the blob is committed; leftovers are harmless
                 log.warning("%s: %s", self._what("clean up the staging of"), exc)
             if self._resumed:
-                # The writer whose parts we resumed may have died while copying them, leaving
+                # The writer whose parts we resumed may have died after its second part, leaving
                 # its multipart upload: nobody will ever complete it (we hold the lease), so the
                 # re-run aborts it. (A writer that staged no parts never started one.)
                 abort_stale_uploads(self._objects, final_key)
@@ -425,13 +434,21 @@ class S3BlobWriter:
         """Delete every staged part and release the lease."""
         try:
             self._filled = 0
+            promotion, self._promotion = self._promotion, None
+            if promotion is not None:
+                promotion.abort()  # before its parts go
             if self._lock is not None and not self._lock.lost:
                 self._staging.discard(self.digest)
         finally:
             self._release()
 
     def __del__(self) -> None:
-        # Dropped without close(): stop renewing the lease so the blob frees itself.
+        # Dropped without close(): stop renewing the lease so the blob frees itself, and stop
+        # the copies not started (its upload is left for a later writer or gc to abort).
+        promotion = getattr(self, "_promotion", None)
+        if promotion is not None:
+            self._promotion = None
+            promotion.drop()
         lock = getattr(self, "_lock", None)
         if lock is not None:
             self._lock = None
