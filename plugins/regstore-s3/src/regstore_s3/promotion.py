@@ -88,7 +88,7 @@ class Promotion:
         if not self._ahead:
             return
         try:
-            if any(f.done() and f.exception() is not None for f in self._copies[-COPY_AHEAD:]):
+            if any(_failed(f) for f in self._copies[-COPY_AHEAD:]):
                 self._ahead = False  # finish() copies the failed ones again
                 return
             pending = sum(1 for f in self._copies[-COPY_AHEAD:] if not f.done())
@@ -160,6 +160,10 @@ class Promotion:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _failed(future: Future[str]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 def promote_parts(objects: S3Objects, parts: list[ObjectInfo], final_key: str) -> None:
