@@ -229,15 +229,21 @@ def test_a_declared_blob_of_one_part_is_one_put(
 # -- multipart commits and staging hygiene ---------------------------------------------------
 
 
+def _started(store: ObjectStore, data: bytes, digest: str, upto: int) -> Any:
+    """A writer of ``data`` (its size declared) given its first ``upto`` bytes, 1 MiB a write."""
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    for start in range(0, upto, MiB):
+        writer.write(data[start : min(start + MiB, upto)])
+    return writer
+
+
 def test_multipart_blob_commits_and_reads_back_exactly(
     s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
 ) -> None:
     store = s3_store_factory("mp", part_size="5MiB")
     data, digest = _blob(12 * MiB + 4321, seed=1)
-    writer = store.layer(digest).writer()
-    writer.set_size(len(data))
-    for start in range(0, len(data), 1024 * 1024):
-        writer.write(data[start : start + 1024 * 1024])
+    writer = _started(store, data, digest, len(data))
     staged = [k for k in _keys(s3_bucket, moto_client, "mp/_regstore/uploads/")]
     assert [k.rsplit("/", 1)[1] for k in staged] == ["part-00001", "part-00002"]
     writer.commit()
@@ -267,10 +273,7 @@ def test_parts_are_copied_into_the_final_upload_while_the_blob_is_written(
 ) -> None:
     store = s3_store_factory("ahead", part_size="5MiB")
     data, digest = _blob(16 * MiB + 99, seed=11)
-    writer = store.layer(digest).writer()
-    writer.set_size(len(data))
-    for start in range(0, 15 * MiB, MiB):  # three full parts staged, nothing committed
-        writer.write(data[start : start + MiB])
+    writer = _started(store, data, digest, 15 * MiB)  # three full parts staged, not committed
     (upload,) = _uploads(s3_bucket, moto_client)
     assert upload["Key"] == _blob_key("ahead", digest)
     deadline = time.monotonic() + 10
