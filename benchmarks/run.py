@@ -222,8 +222,7 @@ def free_memory_for(warm: Path, nbytes: int) -> Callable[[int], None]:
     then ``warm`` (the source registry's copy of the blob) is read, so that every run is served
     from the cache alike."""
 
-    def prepare(i: int) -> None:
-        os.sync()
+    def prepare(i: int) -> None:  # run_all syncs right after it (drop_caches_hint)
         size = nbytes + nbytes // 2
         scratch = bytearray(size)
         # one write per page: a fresh bytearray this large is mapped, not yet touched, memory

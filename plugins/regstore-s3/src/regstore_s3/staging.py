@@ -42,7 +42,7 @@ from .client import ObjectInfo, PreconditionFailed
 from .leftovers import abort_stale_uploads, drop_multipart, multipart_entries
 from .locks import S3Lease
 from .parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size
-from .promotion import Promotion, promote_parts
+from .promotion import Promotion
 
 if TYPE_CHECKING:
     from .backend import S3Backend
@@ -398,14 +398,15 @@ class S3BlobWriter:
                     self._send_buffer()  # the last part may be short
                 self._check_parts_unchanged()
                 lock.check()
-                if self._promotion is None and len(self._parts) > 1:
-                    self._promotion = Promotion(self._objects, final_key)
-                if self._promotion is not None:
+                if len(self._parts) == 1:
+                    only = self._parts[0]
+                    self._objects.copy(only.key, final_key, if_match=only.etag or None)
+                else:
+                    if self._promotion is None:  # nothing was copied ahead
+                        self._promotion = Promotion(self._objects, final_key)
                     # the copies may take a while yet: the lease is checked again after them
                     self._promotion.finish(self._parts, before_complete=lock.check)
                     self._promotion = None
-                else:
-                    promote_parts(self._objects, self._parts, final_key)
             try:
                 self._cleanup_staging()
             except RegstoreError as exc:  # the blob is committed; leftovers are harmless
