@@ -145,3 +145,37 @@ def test_https_with_a_ca_bundle_works_and_unknown_cas_are_refused(
 
     insecure = Client(f"https://{host}", verify=False)
     assert insecure.get_image_manifest("tls/img", "1").raw == built.manifest_bytes
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_many_heads_at_once_keep_the_same_trust(
+    tls_registry: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, ca = tls_registry
+    trusted = Client(f"https://{host}", verify=str(ca))
+    digests = {}
+    for i in range(6):
+        built = build_image(layers=1, layer_size=512, seed=320 + i, media="oci")
+        for digest, data in built.blobs.items():
+            session = trusted.initiate_blob_upload("tls/many")
+            trusted.upload_blob(session.location, data, len(data), digest)
+        manifest = Manifest.parse(built.manifest_bytes, built.manifest_media_type)
+        trusted.put_image_manifest("tls/many", f"v{i}", manifest)
+        digests[f"v{i}"] = built.manifest_digest
+    tags = list(digests)
+
+    for client in (
+        Client(f"https://{host}", verify=str(ca)),
+        Client(f"https://{host}", verify=False),
+    ):
+        found = client.head_manifests("tls/many", tags)
+        assert {tag: info.digest for tag, info in found.items() if info} == digests
+
+    # the CA bundle of the environment counts as it does for every other request
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    assert len(Client(f"https://{host}").head_manifests("tls/many", tags)) == len(tags)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+
+    # an unknown CA: nothing is learned, nothing raised, nothing trusted
+    untrusted = Client(f"https://{host}", retries=0)
+    assert untrusted.head_manifests("tls/many", tags) == {}

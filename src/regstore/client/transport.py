@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import threading
 import time
 import weakref
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 import requests
 import requests.auth
 import requests.cookies
+import requests.utils
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -53,6 +55,7 @@ from regstore.client.errors_map import (
     parse_retry_after,
     transport_error,
 )
+from regstore.client.heads import HeadAnswer, connector, many_heads, tls_context
 from regstore.client.ratelimit import RateLimitPacer
 from regstore.client.urls import Endpoint, no_proxy_for, redact_url, resolve, same_origin
 from regstore.retry import RetryBudget, RetryPolicy, active_budget, retryable_status
@@ -278,6 +281,7 @@ class Transport:
         self.counters = _Counters()
         self.policy = options.policy(sleep)
         self._semaphore = threading.BoundedSemaphore(options.max_in_flight)
+        self._tls: dict[bool | str, ssl.SSLContext] = {}
 
     @staticmethod
     def _new_session(options: TransportOptions) -> requests.Session:
@@ -393,6 +397,85 @@ class Transport:
                 resp.close()
                 return b"".join(parts)[: limit + 1], True
         return b"".join(parts), False
+
+    # -- many HEADs at once --------------------------------------------------------------------
+    #: Connections one batch of HEADs uses at most (within ``max_in_flight``).
+    HEAD_CONNECTIONS = 8
+
+    def head_many(
+        self,
+        urls: Sequence[str],
+        op: Operation,
+        *,
+        scopes: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> list[HeadAnswer | None] | None:
+        """HEAD every URL of ``urls`` (all the registry's own) over a few kept-alive
+        connections of its own (:mod:`regstore.client.heads`); each answer, or None where none
+        came.
+
+        Nothing is retried, followed or re-authenticated here: a caller asks the URLs without
+        a 200 or 404 again through :meth:`request`. Returns None, having sent nothing, when
+        this transport cannot take the shortcut: a session of the caller's (its hooks and
+        adapters would be bypassed), cookies to send, a proxy on the way, or a registry asking
+        for pacing.
+        """
+        if not urls:
+            return []
+        first = urls[0]
+        session = self.session
+        if (
+            not isinstance(session, _Session)
+            or session.cookies
+            or not all(self.endpoint.owns(url) for url in urls)
+            or self._pacing()
+        ):
+            return None
+        settings = session.merge_environment_settings(
+            first, dict(no_proxy_for(first) or {}), True, self.options.verify, None
+        )
+        if requests.utils.select_proxy(first, settings["proxies"]) is not None:
+            return None
+        send_headers = {"User-Agent": self.options.user_agent, **(headers or {})}
+        authorization = self.auth.authorization(tuple(scopes), op)
+        if authorization:
+            send_headers["Authorization"] = authorization
+        tls = None
+        if urlsplit(first).scheme == "https":
+            verify = self.options.verify if settings["verify"] is None else settings["verify"]
+            tls = self._tls.get(verify)
+            if tls is None:
+                tls = self._tls[verify] = tls_context(verify, requests.utils.DEFAULT_CA_BUNDLE_PATH)
+        # The in-flight bound holds: one permit is waited for, more only if free at once
+        # (waiting for several could deadlock two batches holding half each).
+        self._semaphore.acquire()
+        held = 1
+        while held < self.HEAD_CONNECTIONS and self._semaphore.acquire(blocking=False):
+            held += 1
+        try:
+
+            def seen(answer: HeadAnswer) -> bool:
+                self.pacer.observe(answer.headers)
+                # a refusal, a quota or a failing registry: the ordinary path handles the rest
+                return (answer.status < 400 or answer.status == 404) and not self._pacing()
+
+            answers, sent = many_heads(
+                urls,
+                send_headers,
+                connections=held,
+                connect=connector(first, timeout=self.options.timeout, tls=tls),
+                on_answer=seen,
+            )
+        finally:
+            for _ in range(held):
+                self._semaphore.release()
+        self.counters.requests += sent
+        log.debug("%d HEADs at once, %d answered", sent, sum(a is not None for a in answers))
+        return answers
+
+    def _pacing(self) -> bool:
+        state = self.pacer.state
+        return state is not None and self.pacer.delay_for(state) > 0
 
     # -- the request loop ------------------------------------------------------------------------
     def request(

@@ -46,6 +46,18 @@ class RegistryPlace:
             return None
         return None if info is None else str(info.digest)
 
+    def manifest_digests(self, references: Sequence[str]) -> dict[str, str | None]:
+        """The digests of many references at once (the client's ``head_manifests``, when it
+        has one), each None when absent; a reference missing from the answer was
+        not learned (ask :meth:`manifest_digest`)."""
+        bulk = getattr(self.client, "head_manifests", None)
+        if bulk is None:
+            return {}
+        return {
+            reference: None if info is None else str(info.digest)
+            for reference, info in bulk(self.name, references).items()
+        }
+
     def has_all_children(self, index: Manifest) -> bool:
         """Always True: a registry refuses an index whose manifests are missing."""
         return True

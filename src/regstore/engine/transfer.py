@@ -20,6 +20,7 @@ from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
+from .lookahead import Known, look_ahead
 from .manifestreads import ManifestReads
 from .model import (
     BatchResult,
@@ -254,8 +255,10 @@ def transfer_image(
     options: TransferOptions,
     scheduler: _BlobScheduler,
     reporter: Reporter,
+    known: Known | None = None,
 ) -> TransferResult:
-    """Move one image from ``source`` to ``dest`` using the shared ``scheduler``."""
+    """Move one image from ``source`` to ``dest`` using the shared ``scheduler``; ``known``
+    is what :func:`~.lookahead.look_ahead` learned of both ends before the batch started."""
     if source.reference is None:
         raise ValueError(f"the source {source} needs a tag or digest")
     src, dst = source_of(source), sink_of(dest)
@@ -263,8 +266,12 @@ def transfer_image(
     source_text, dest_text = str(source), str(resolve_destination(source, dest))
 
     if options.skip_unchanged and tag is not None:
-        have = dst.manifest_digest(tag)
-        if have is not None and have == src.manifest_digest(source.reference):
+        have = known.destination if known is not None else dst.manifest_digest(tag)
+        if have is not None and have == (
+            known.source
+            if known is not None and known.source is not None
+            else src.manifest_digest(source.reference)
+        ):
             unchanged = TransferResult(source_text, dest_text, Digest(have), unchanged=True)
             if options.referrers:  # new signatures may have come since
                 unchanged_plan = _plan(src, source.reference, options)
@@ -519,6 +526,18 @@ def image_workers(concurrency: int) -> int:
     return min(concurrency * IMAGES_PER_BLOB_SLOT, max(concurrency, MAX_IMAGE_WORKERS))
 
 
+def _look_ahead(jobs: Sequence[tuple[Image, Image]]) -> list[Known | None]:
+    """What the destination tags of ``jobs`` name and, where they name something, what their
+    sources' tags name, learned in bulk (see :mod:`.lookahead`)."""
+    tagged = [(i, destination_tag(s, d)) for i, (s, d) in enumerate(jobs)]
+    asked = [(i, tag) for i, tag in tagged if tag is not None and jobs[i][0].reference is not None]
+    learned = look_ahead([(jobs[i][0], jobs[i][1], tag) for i, tag in asked])
+    known: list[Known | None] = [None] * len(jobs)
+    for (i, _), found in zip(asked, learned, strict=True):
+        known[i] = found
+    return known
+
+
 def transfer_many(
     jobs: Sequence[tuple[Image, Image]],
     *,
@@ -557,9 +576,10 @@ def transfer_many(
     scheduler = _BlobScheduler(concurrency)
     base = Reporter(operation, "", events)
     stop = threading.Event()
+    known = _look_ahead(jobs) if skip_unchanged and len(jobs) > 1 else [None] * len(jobs)
 
-    def one(job: tuple[Image, Image]) -> ImageOutcome:
-        source, dest = job
+    def one(index: int) -> ImageOutcome:
+        source, dest = jobs[index]
         if stop.is_set():
             return ImageOutcome(str(source), str(dest), "cancelled", error=CANCELLED)
         try:
@@ -569,6 +589,7 @@ def transfer_many(
                 options=options,
                 scheduler=scheduler,
                 reporter=base.for_image(str(source)),
+                known=known[index],
             )
         except Exception as exc:  # one image never stops the others, whatever broke
             log.info("%s -> %s failed: %s", source, dest, exc)
@@ -582,7 +603,7 @@ def transfer_many(
         max(1, min(image_workers(concurrency), len(jobs) or 1)), thread_name_prefix="regstore-image"
     )
     try:
-        outcomes = list(images.map(one, jobs))
+        outcomes = list(images.map(one, range(len(jobs))))
     finally:
         images.shutdown(wait=True)
         scheduler.shutdown()

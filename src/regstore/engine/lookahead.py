@@ -1,0 +1,113 @@
+"""What a batch's destinations already hold, learned in bulk before its images start.
+
+A re-sync of a few hundred unchanged tags is nothing but a pair of digests per tag: the one the
+destination tag names and the one the source tag names. Asked image by image, each source
+digest is a HEAD of its own through the image's thread; asked here, all of one repository's go
+at once (a place's optional ``manifest_digests``, as
+:meth:`~.registryplace.RegistryPlace.manifest_digests`). Each image then starts from what was
+learned: an unchanged one is done without a request, a changed one skips the HEAD it no
+longer needs.
+
+Only a shortcut: whatever could not be learned (a failure, a place without bulk answers) is
+left unknown and the image asks for it itself, reporting any error as it always did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from regstore.errors import RegstoreError
+from regstore.reference import is_digest
+
+from .model import Image
+from .places import sink_of, source_of
+
+__all__ = ["Known", "look_ahead"]
+
+log = logging.getLogger("regstore.engine")
+
+
+@dataclass(frozen=True)
+class Known:
+    """What was learned for one job: the digest its destination tag names (None: no such tag)
+    and, when learned, the digest its source reference names (None: ask the source)."""
+
+    destination: str | None
+    source: str | None = None
+
+
+def _group_key(image: Image) -> object | None:
+    """The repository an image is in (the image without its reference), when images of one
+    repository can be told alike; None otherwise."""
+    if not dataclasses.is_dataclass(image):
+        return None
+    try:
+        key = dataclasses.replace(image, reference=None)
+        hash(key)
+    except (TypeError, ValueError):
+        return None
+    return key
+
+
+def _learn(
+    asked: Sequence[tuple[int, Image, str]], place_of: Callable[[object], Any], *, each: bool
+) -> dict[int, str | None]:
+    """The digest each ``(job index, image, reference)`` names, asked in bulk per repository
+    where its place answers in bulk, else (with ``each``) one by one; a job missing from the
+    result was not learned."""
+    learned: dict[int, str | None] = {}
+    groups: dict[object, list[tuple[int, Image, str]]] = {}
+    alone: list[tuple[int, Image, str]] = []
+    for item in asked:
+        key = _group_key(item[1])
+        if key is None:
+            alone.append(item)
+        else:
+            groups.setdefault(key, []).append(item)
+    for key, items in groups.items():
+        bulk = getattr(place_of(key), "manifest_digests", None)
+        if bulk is None:
+            alone += items
+            continue
+        try:
+            digests: dict[str, str | None] = bulk([reference for _, _, reference in items])
+        except RegstoreError as exc:
+            log.debug("%s: no digests learned ahead: %s", key, exc)
+            continue
+        for i, _, reference in items:
+            if reference in digests:
+                learned[i] = digests[reference]
+    for i, image, reference in alone if each else ():
+        try:
+            learned[i] = place_of(image).manifest_digest(reference)
+        except RegstoreError as exc:
+            log.debug("%s: no digest learned ahead: %s", image, exc)
+    return learned
+
+
+def look_ahead(jobs: Sequence[tuple[Image, Image, str]]) -> list[Known | None]:
+    """For each ``(source, destination, destination tag)``, what is known before it starts
+    (None: nothing, the image asks everything itself)."""
+    # the destinations first: only a tag that is there can be unchanged
+    destinations = _learn(
+        [(i, dest, tag) for i, (_, dest, tag) in enumerate(jobs)], sink_of, each=True
+    )
+    sources = _learn(
+        [
+            (i, source, source.reference)
+            for i, (source, _, _) in enumerate(jobs)
+            if destinations.get(i) is not None
+            and source.reference is not None
+            and not is_digest(source.reference)
+        ],
+        source_of,
+        each=False,
+    )
+    return [
+        Known(destinations[i], sources.get(i)) if i in destinations else None
+        for i in range(len(jobs))
+    ]

@@ -1,0 +1,298 @@
+"""Many manifest HEADs at once (``Client.head_manifests``, ``regstore.client.heads``): the same
+answers as one ``head_manifest`` each, against the real registry with every kind of auth and
+over TLS; every failure leaves a reference out (for the ordinary path) instead of guessing.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from regstore.client import Client
+from regstore.client.heads import HeadAnswer, _Malformed, many_heads, read_answer
+from regstore.client.ratelimit import RateLimitState
+from regstore.errors import InvalidReferenceError
+from regstore.testing.builders import build_image, build_index
+from tests.support.proxy import FaultProxy
+from tests.support.registry import RegistryServer
+from tests.test_client_registry import make_client, push_built
+
+# -- reading one answer --------------------------------------------------------------------------
+
+
+def _answer(raw: bytes) -> tuple[HeadAnswer, bool]:
+    return read_answer(io.BytesIO(raw))
+
+
+def test_an_answer_is_its_status_and_case_insensitive_headers() -> None:
+    answer, keep = _answer(
+        b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:ab\r\n"
+        b"content-type: application/json\r\nContent-Length: 12\r\n\r\nleft for the next"
+    )
+    assert answer.status == 200 and keep
+    assert answer.headers["docker-content-digest"] == "sha256:ab"
+    assert answer.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\n\r\n",
+    ],
+)
+def test_a_closing_answer_ends_its_connection(raw: bytes) -> None:
+    _, keep = _answer(raw)
+    assert not keep
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",  # closed before the answer
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n",  # closed inside the headers
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n folded: header\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+    ],
+)
+def test_anything_but_an_http_answer_gives_the_connection_up(raw: bytes) -> None:
+    with pytest.raises(_Malformed):
+        _answer(raw)
+
+
+# -- a small fake server: what many_heads does with connections that misbehave -------------------
+
+
+class _RawServer:
+    """Answers each request line with ``answer(n)`` (n counts requests across connections);
+    None closes the connection instead."""
+
+    def __init__(self, answer: Callable[[int], bytes | None]) -> None:
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self.connections = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while True:
+                line = reader.readline()
+                if not line:
+                    return
+                while reader.readline() not in (b"\r\n", b""):
+                    pass
+                with self._lock:
+                    self.count += 1
+                    n = self.count
+                reply = self.answer(n)
+                if reply is None:
+                    return
+                conn.sendall(reply)
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[int], bytes | None]], _RawServer]]:
+    servers: list[_RawServer] = []
+
+    def start(answer: Callable[[int], bytes | None]) -> _RawServer:
+        servers.append(_RawServer(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"
+URLS = [f"http://127.0.0.1/v2/a/manifests/t{i}" for i in range(20)]
+
+
+def test_every_url_is_asked_once_over_the_connections_kept_open(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: OK)
+    answers, sent = many_heads(URLS, {"Accept": "x"}, connections=3, connect=server.connect)
+    assert sent == server.count == len(URLS)
+    assert [a.status if a else None for a in answers] == [200] * len(URLS)
+    assert server.connections == 3
+
+
+def test_a_connection_closed_by_the_server_leaves_only_its_own_request_unanswered(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: None if n == 5 else OK)
+    answers, sent = many_heads(URLS, {}, connections=2, connect=server.connect)
+    assert sent == len(URLS)
+    assert sum(a is None for a in answers) == 1  # the one in flight when its connection died
+
+
+def test_connection_close_answers_end_their_connections(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+    answers, sent = many_heads(URLS, {}, connections=2, connect=server.connect)
+    assert sent == 2 and sum(a is not None for a in answers) == 2
+
+
+def test_a_refusal_stops_its_connection_and_a_stop_stops_the_batch(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: b"HTTP/1.1 503 Busy\r\n\r\n" if n == 3 else OK)
+    answers, _ = many_heads(URLS, {}, connections=1, connect=server.connect)
+    assert [a.status if a else None for a in answers[:4]] == [200, 200, 503, None]
+    assert all(a is None for a in answers[3:])
+
+    stopping = raw_server(lambda n: OK)
+    seen: list[int] = []
+
+    def stop_after_four(answer: HeadAnswer) -> bool:
+        seen.append(answer.status)
+        return len(seen) < 4
+
+    answers, sent = many_heads(
+        URLS, {}, connections=2, connect=stopping.connect, on_answer=stop_after_four
+    )
+    assert sent <= 5  # the other connection may have had one request in flight
+    assert sum(a is not None for a in answers) == sent
+
+
+def test_an_unreachable_server_answers_nothing() -> None:
+    def refuse() -> socket.socket:
+        raise ConnectionRefusedError("refused")
+
+    answers, sent = many_heads(URLS, {}, connections=4, connect=refuse)
+    assert sent == 0 and answers == [None] * len(URLS)
+
+
+# -- the real registry -----------------------------------------------------------------------------
+
+
+def _push_some(client: Client, name: str) -> dict[str, str]:
+    digests = {}
+    for i in range(12):
+        built = build_image(media="oci" if i % 2 else "docker", seed=700 + i, layers=1)
+        push_built(client, name, f"t{i}", built)
+        digests[f"t{i}"] = str(built.manifest_digest)
+    index = build_index(seed=720)
+    push_built(client, name, "multi", index)
+    digests["multi"] = str(index.manifest_digest)
+    return digests
+
+
+@pytest.mark.parametrize("mode", ["registry", "basic_registry", "token_registry"])
+def test_many_heads_answer_what_one_head_each_answers(
+    request: pytest.FixtureRequest, mode: str
+) -> None:
+    reg: RegistryServer = request.getfixturevalue(mode)
+    digests = _push_some(make_client(reg), "h/app")
+    refs = [*digests, "absent", digests["t3"], "t5"]
+    fresh = make_client(reg)
+    found = fresh.head_manifests("h/app", refs)
+    # one request per distinct reference, and perhaps the first's auth challenge
+    assert fresh.transport.counters.requests <= len(set(refs)) + 1
+    assert fresh.transport.auth.token_fetches <= 1
+    assert set(found) == set(refs)
+    assert found["absent"] is None
+    for ref in refs:
+        assert found[ref] == fresh.head_manifest("h/app", ref)
+    assert {ref: str(info.digest) for ref, info in found.items() if info and ref in digests} == (
+        digests
+    )
+
+
+def test_answers_that_are_not_clean_are_left_to_the_ordinary_path(
+    registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy]
+) -> None:
+    client = make_client(registry)
+    digests = _push_some(client, "h/faults")
+    proxy = fault_proxy_factory(registry)
+    proxy.drop_connection("HEAD", r"/manifests/t6$", times=None)
+    proxy.override_status(
+        "HEAD", r"/manifests/t8$", 200, times=None, headers={"Content-Type": "text/plain"}
+    )
+    proxy.override_status(
+        "HEAD", r"/manifests/t9$", 200, times=None, headers={"Docker-Content-Digest": "sha256:x"}
+    )
+    through = Client(proxy.host, use_docker_config=False, backoff=0.01, sleep=lambda s: None)
+    found = through.head_manifests("h/faults", list(digests))
+    assert set(found) == set(digests) - {"t6", "t8", "t9"}
+    for ref, info in found.items():
+        assert info is not None and str(info.digest) == digests[ref]
+    # nothing was retried in bulk: the failing references were asked once each
+    for tag in ("t6", "t8", "t9"):
+        assert proxy.count("HEAD", rf"/manifests/{tag}$") == 1
+
+
+@pytest.mark.parametrize(("status", "headers"), [(429, {"Retry-After": "1"}), (503, {}), (401, {})])
+def test_a_registry_refusing_or_failing_stops_the_batch(
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    status: int,
+    headers: dict[str, str],
+) -> None:
+    client = make_client(registry)
+    digests = _push_some(client, "h/quota")
+    proxy = fault_proxy_factory(registry)
+    proxy.override_status("HEAD", r"/manifests/", status, times=None, skip=1, headers=headers)
+    through = Client(proxy.host, use_docker_config=False, backoff=0.01, sleep=lambda s: None)
+    found = through.head_manifests("h/quota", list(digests))
+    assert list(found) == ["t0"]  # the first, asked the usual way, passed
+    # the batch stopped at the first refusal: at most one request more per connection
+    assert proxy.count("HEAD") <= 1 + through.transport.HEAD_CONNECTIONS
+
+
+def test_a_client_that_cannot_take_the_shortcut_sends_nothing_in_bulk(
+    registry: RegistryServer,
+) -> None:
+    client = make_client(registry)
+    digests = _push_some(client, "h/own")
+    with requests.Session() as own:
+        theirs = Client(registry.host, use_docker_config=False, session=own)
+        assert list(theirs.head_manifests("h/own", list(digests))) == ["t0"]
+        assert theirs.transport.counters.requests == 1
+    paced = make_client(registry)
+    paced.transport.pacer.observe({"RateLimit-Limit": "100", "RateLimit-Remaining": "1"})
+    assert paced.transport.pacer.state == RateLimitState(1, 100, None)
+    assert list(paced.head_manifests("h/own", list(digests))) == ["t0"]
+    cookies = make_client(registry)
+    cookies.transport.session.cookies.set("affinity", "b2", domain="127.0.0.1")
+    assert list(cookies.head_manifests("h/own", list(digests))) == ["t0"]
+
+
+def test_invalid_references_are_refused_before_anything_is_sent(registry: RegistryServer) -> None:
+    client = make_client(registry)
+    with pytest.raises(InvalidReferenceError):
+        client.head_manifests("h/app", ["good", "-bad"])
+    with pytest.raises(InvalidReferenceError):
+        client.head_manifests("UPPER/case", ["good"])
+    assert client.transport.counters.requests == 0
+    assert client.head_manifests("h/app", []) == {}

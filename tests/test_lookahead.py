@@ -1,0 +1,135 @@
+"""A batch learns what its destinations hold before its images start (``engine/lookahead.py``):
+an unchanged image costs one HEAD and nothing else, and every change is still seen, whatever
+the bulk answers missed — against the real registry behind a fault proxy, into a file store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from regstore import open_store
+from regstore.client import Client
+from regstore.engine import RegistryImage, StoreImage, transfer_many
+from regstore.engine.lookahead import Known, look_ahead
+from regstore.store import ObjectStore
+from regstore.testing.builders import Built, build_image
+from tests.support.engine import seed_registry
+from tests.support.proxy import FaultProxy
+from tests.support.registry import RegistryServer
+
+TAGS = [f"t{i}" for i in range(6)]
+
+
+def _seed(registry: RegistryServer, seed: int = 900) -> dict[str, Built]:
+    images = {}
+    for i, tag in enumerate(TAGS):
+        images[tag] = build_image(seed=seed + i, layers=1, layer_size=1024)
+        seed_registry(registry.url, "la/app", tag, images[tag])
+    return images
+
+
+def _client(proxy: FaultProxy) -> Client:
+    return Client(proxy.host, use_docker_config=False, backoff=0.01, sleep=lambda s: None)
+
+
+def _sync(client: Client, store: ObjectStore) -> list[tuple[str, str]]:
+    jobs = [(RegistryImage(client, "la/app", tag), StoreImage(store, "la/app")) for tag in TAGS]
+    result = transfer_many(jobs, concurrency=2)
+    return [(o.destination, o.status) for o in result.outcomes]
+
+
+def test_a_re_sync_asks_one_head_per_tag_and_still_sees_every_change(
+    registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    _seed(registry)
+    proxy = fault_proxy_factory(registry)
+    client = _client(proxy)
+    with open_store(str(tmp_path / "mirror")) as store:
+        assert {status for _, status in _sync(client, store)} == {"copied"}
+
+        proxy.clear_records()
+        assert {status for _, status in _sync(client, store)} == {"skipped"}
+        for tag in TAGS:
+            assert proxy.count("HEAD", rf"/manifests/{tag}$") == 1
+        assert proxy.count("GET") == 0
+
+        # a tag moved at the source, one lost at the destination, one pointing elsewhere there
+        moved = build_image(seed=990, layers=1, layer_size=1024)
+        seed_registry(registry.url, "la/app", "t2", moved)
+        store.delete_tag("la/app", "t4")
+        elsewhere = store.manifest("la/app", "t0")
+        store.write_manifest("la/app", "t5", elsewhere)
+        proxy.clear_records()
+        outcomes = dict(_sync(client, store))
+        assert outcomes == {
+            f"store:la/app:{tag}": "copied" if tag in ("t2", "t4", "t5") else "skipped"
+            for tag in TAGS
+        }
+        assert store.resolve("la/app", "t2") == moved.manifest_digest
+        assert store.resolve("la/app", "t5") != store.resolve("la/app", "t0")
+        # what was learned ahead was not asked again
+        for tag in TAGS:
+            assert proxy.count("HEAD", rf"/manifests/{tag}$") == (0 if tag == "t4" else 1)
+
+
+def test_whatever_the_bulk_answers_missed_each_image_asks_itself(
+    registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    images = _seed(registry, seed=920)
+    proxy = fault_proxy_factory(registry)
+    client = _client(proxy)
+    with open_store(str(tmp_path / "mirror")) as store:
+        _sync(client, store)
+        # every HEAD after the first fails once: the bulk answers stop at the first failure
+        proxy.override_status("HEAD", r"/manifests/", 503, times=len(TAGS) - 1, skip=1)
+        proxy.clear_records()
+        assert {status for _, status in _sync(client, store)} == {"skipped"}
+        assert proxy.count("GET") == 0
+        for tag in TAGS:
+            assert store.resolve("la/app", tag) == images[tag].manifest_digest
+
+
+def test_a_place_without_bulk_answers_learns_only_its_destinations(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    _seed(registry, seed=940)
+
+    class OneByOne(Client):
+        head_manifests = None  # type: ignore[assignment]
+
+    client = OneByOne(registry.host, use_docker_config=False)
+    with open_store(str(tmp_path / "mirror")) as store:
+        _sync(client, store)
+        jobs = [
+            (RegistryImage(client, "la/app", tag), StoreImage(store, "la/app"), tag)
+            for tag in [*TAGS, "absent"]
+        ]
+        learned = look_ahead(jobs)
+        assert learned[:-1] == [Known(str(store.resolve("la/app", tag))) for tag in TAGS]
+        assert learned[-1] == Known(None)
+        assert {status for _, status in _sync(client, store)} == {"skipped"}
+
+
+def test_a_source_named_by_digest_or_a_missing_destination_is_not_asked_ahead(
+    registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    images = _seed(registry, seed=960)
+    proxy = fault_proxy_factory(registry)
+    client = _client(proxy)
+    with open_store(str(tmp_path / "mirror")) as store:
+        _sync(client, store)
+        digest = str(images["t1"].manifest_digest)
+        jobs = [
+            (RegistryImage(client, "la/app", digest), StoreImage(store, "la/app"), "t1"),
+            (RegistryImage(client, "la/app", "t0"), StoreImage(store, "la/other"), "t0"),
+            (RegistryImage(client, "la/app", "t2"), StoreImage(store, "la/app"), "t2"),
+        ]
+        proxy.clear_records()
+        learned = look_ahead(jobs)
+        assert learned == [
+            Known(digest),
+            Known(None),
+            Known(str(images["t2"].manifest_digest), str(images["t2"].manifest_digest)),
+        ]
+        assert proxy.count("HEAD") == 1 and proxy.count("HEAD", r"/manifests/t2$") == 1
