@@ -5,8 +5,9 @@ the bulk answers missed — against the real registry behind a fault proxy, into
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from regstore import open_store
 from regstore.client import Client
@@ -133,3 +134,44 @@ def test_a_source_named_by_digest_or_a_missing_destination_is_not_asked_ahead(
             Known(str(images["t2"].manifest_digest), str(images["t2"].manifest_digest)),
         ]
         assert proxy.count("HEAD") == 1 and proxy.count("HEAD", r"/manifests/t2$") == 1
+
+
+def test_a_cluster_sync_decides_unchanged_images_in_bulk_and_starts_no_cluster(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    from regstore.cluster.runner import run_sync_on_cluster
+    from regstore.cluster.tasks import RegistryAccess
+    from regstore.engine.sync import PlannedJob, SyncPlan
+
+    _seed(registry, seed=980)
+    asked: list[tuple[str, int]] = []
+
+    class Counting(Client):
+        def head_manifest(self, name: str, reference: str) -> Any:
+            asked.append(("one", 1))
+            return super().head_manifest(name, reference)
+
+        def head_manifests(self, name: str, references: Sequence[str]) -> Any:
+            asked.append(("many", len(references)))
+            return super().head_manifests(name, references)
+
+    client = Counting(registry.host, use_docker_config=False)
+    url = (tmp_path / "mirror").as_uri()
+    with open_store(url) as store:
+        _sync(client, store)
+        plan = SyncPlan(
+            jobs=[
+                PlannedJob(RegistryImage(client, "la/app", tag), StoreImage(store, "la/app"))
+                for tag in TAGS
+            ]
+        )
+        asked.clear()
+
+        def no_cluster(*args: object) -> Any:
+            raise AssertionError("a no-op re-sync must not start a cluster")
+
+        result = run_sync_on_cluster(
+            plan, no_cluster, access_for=lambda c: RegistryAccess(c.registry), store_url=url
+        )
+    assert [o.status for o in result.outcomes] == ["skipped"] * len(TAGS)
+    assert asked == [("many", len(TAGS)), ("one", 1)]  # the first of the batch the usual way

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from regstore.engine.blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
+from regstore.engine.lookahead import Known, look_ahead, unchanged
 from regstore.engine.model import (
     BatchResult,
     ImageOutcome,
@@ -246,24 +247,29 @@ class _Prepared:
     size: int = 0
 
 
+def _decided_here(job: PlannedJob, skip_unchanged: bool) -> str | None:
+    """The destination tag whose image this side may find unchanged, if any: with referrers an
+    unchanged image still has its (perhaps new) referrers looked for, the worker decides."""
+    if not skip_unchanged or job.referrers or job.source.reference is None:
+        return None
+    return destination_tag(job.source, job.destination)
+
+
 def _prepare(
     i: int,
     job: PlannedJob,
     task: ImageTask,
-    skip_unchanged: bool,
+    tag: str | None,
+    known: Known | None,
 ) -> _Prepared:
     source, dest = job.source, job.destination
-    # with referrers an unchanged image still has its (perhaps new) referrers looked for: the
-    # worker decides
-    if skip_unchanged and not job.referrers and source.reference is not None:
-        tag = destination_tag(source, dest)
+    if tag is not None and source.reference is not None:
         try:
-            if tag is not None:
-                have = sink_of(dest).manifest_digest(tag)
-                if have is not None and have == source_of(source).manifest_digest(source.reference):
-                    text = str(resolve_destination(source, dest))
-                    result = TransferResult(str(source), text, Digest(have), unchanged=True)
-                    return _Prepared(i, ImageOutcome(str(source), text, "skipped", result=result))
+            have = unchanged(known, source_of(source), sink_of(dest), source.reference, tag)
+            if have is not None:
+                text = str(resolve_destination(source, dest))
+                result = TransferResult(str(source), text, Digest(have), unchanged=True)
+                return _Prepared(i, ImageOutcome(str(source), text, "skipped", result=result))
         except RegstoreError as exc:  # the worker meets it again and reports it
             log.debug("checking %s here failed: %s", source, exc)
     size = 0
@@ -363,9 +369,12 @@ def run_sync_on_cluster(
     tasks = [
         _task_for(job, access_for, store_url, tuning, topic, referrer_types) for job in plan.jobs
     ]
+    tags = [_decided_here(job, skip_unchanged) for job in plan.jobs]
+    # what both ends name, learned in bulk (the sources' HEADs at once, the store's reads)
+    known = look_ahead([(j.source, j.destination, t) for j, t in zip(plan.jobs, tags, strict=True)])
     with ThreadPoolExecutor(max(1, min(concurrency, total or 1))) as pool:
         prepared = list(
-            pool.map(lambda i: _prepare(i, plan.jobs[i], tasks[i], skip_unchanged), range(total))
+            pool.map(lambda i: _prepare(i, plan.jobs[i], tasks[i], tags[i], known[i]), range(total))
         )
     done = 0
     for p in prepared:

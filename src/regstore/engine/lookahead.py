@@ -24,9 +24,9 @@ from regstore.errors import RegstoreError
 from regstore.reference import is_digest
 
 from .model import Image
-from .places import sink_of, source_of
+from .places import ImageSink, ImageSource, sink_of, source_of
 
-__all__ = ["Known", "look_ahead"]
+__all__ = ["Known", "look_ahead", "unchanged"]
 
 log = logging.getLogger("regstore.engine")
 
@@ -89,12 +89,19 @@ def _learn(
     return learned
 
 
-def look_ahead(jobs: Sequence[tuple[Image, Image, str]]) -> list[Known | None]:
+def look_ahead(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[Known | None]:
     """For each ``(source, destination, destination tag)``, what is known before it starts
-    (None: nothing, the image asks everything itself)."""
+    (None: nothing, the image asks everything itself; always for a job without a tag or
+    without a source reference)."""
     # the destinations first: only a tag that is there can be unchanged
     destinations = _learn(
-        [(i, dest, tag) for i, (_, dest, tag) in enumerate(jobs)], sink_of, each=True
+        [
+            (i, dest, tag)
+            for i, (source, dest, tag) in enumerate(jobs)
+            if tag is not None and source.reference is not None
+        ],
+        sink_of,
+        each=True,
     )
     sources = _learn(
         [
@@ -111,3 +118,18 @@ def look_ahead(jobs: Sequence[tuple[Image, Image, str]]) -> list[Known | None]:
         Known(destinations[i], sources.get(i)) if i in destinations else None
         for i in range(len(jobs))
     ]
+
+
+def unchanged(
+    known: Known | None, source: ImageSource, sink: ImageSink, reference: str, tag: str
+) -> str | None:
+    """The digest both ends name when the destination's ``tag`` already names the source's
+    manifest at ``reference``, else None; what ``known`` lacks is asked of the places."""
+    have = known.destination if known is not None else sink.manifest_digest(tag)
+    if have is None:
+        return None
+    if known is not None and known.source is not None:
+        theirs: str | None = known.source
+    else:
+        theirs = source.manifest_digest(reference)
+    return have if have == theirs else None

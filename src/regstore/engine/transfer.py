@@ -20,7 +20,7 @@ from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
-from .lookahead import Known, look_ahead
+from .lookahead import Known, look_ahead, unchanged
 from .manifestreads import ManifestReads
 from .model import (
     BatchResult,
@@ -266,20 +266,16 @@ def transfer_image(
     source_text, dest_text = str(source), str(resolve_destination(source, dest))
 
     if options.skip_unchanged and tag is not None:
-        have = known.destination if known is not None else dst.manifest_digest(tag)
-        if have is not None and have == (
-            known.source
-            if known is not None and known.source is not None
-            else src.manifest_digest(source.reference)
-        ):
-            unchanged = TransferResult(source_text, dest_text, Digest(have), unchanged=True)
+        have = unchanged(known, src, dst, source.reference, tag)
+        if have is not None:
+            same = TransferResult(source_text, dest_text, Digest(have), unchanged=True)
             if options.referrers:  # new signatures may have come since
                 unchanged_plan = _plan(src, source.reference, options)
                 mount_from = dst.mount_sources(src, options.mount_from)
                 _move_referrers(
-                    unchanged_plan, src, dst, scheduler, reporter, options, mount_from, unchanged
+                    unchanged_plan, src, dst, scheduler, reporter, options, mount_from, same
                 )
-            return unchanged
+            return same
 
     plan = _plan(src, source.reference, options)
     if (
@@ -526,18 +522,6 @@ def image_workers(concurrency: int) -> int:
     return min(concurrency * IMAGES_PER_BLOB_SLOT, max(concurrency, MAX_IMAGE_WORKERS))
 
 
-def _look_ahead(jobs: Sequence[tuple[Image, Image]]) -> list[Known | None]:
-    """What the destination tags of ``jobs`` name and, where they name something, what their
-    sources' tags name, learned in bulk (see :mod:`.lookahead`)."""
-    tagged = [(i, destination_tag(s, d)) for i, (s, d) in enumerate(jobs)]
-    asked = [(i, tag) for i, tag in tagged if tag is not None and jobs[i][0].reference is not None]
-    learned = look_ahead([(jobs[i][0], jobs[i][1], tag) for i, tag in asked])
-    known: list[Known | None] = [None] * len(jobs)
-    for (i, _), found in zip(asked, learned, strict=True):
-        known[i] = found
-    return known
-
-
 def transfer_many(
     jobs: Sequence[tuple[Image, Image]],
     *,
@@ -576,7 +560,9 @@ def transfer_many(
     scheduler = _BlobScheduler(concurrency)
     base = Reporter(operation, "", events)
     stop = threading.Event()
-    known = _look_ahead(jobs) if skip_unchanged and len(jobs) > 1 else [None] * len(jobs)
+    known: list[Known | None] = [None] * len(jobs)
+    if skip_unchanged and len(jobs) > 1:  # what both ends name, learned in bulk
+        known = look_ahead([(s, d, destination_tag(s, d)) for s, d in jobs])
 
     def one(index: int) -> ImageOutcome:
         source, dest = jobs[index]
