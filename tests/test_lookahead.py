@@ -12,14 +12,14 @@ from typing import Any
 from regstore import open_store
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, transfer_many
-from regstore.engine.lookahead import Known, look_ahead
+from regstore.engine.lookahead import BULK_MIN, Known, look_ahead
 from regstore.store import ObjectStore
 from regstore.testing.builders import Built, build_image
 from tests.support.engine import seed_registry
 from tests.support.proxy import FaultProxy
 from tests.support.registry import RegistryServer
 
-TAGS = [f"t{i}" for i in range(6)]
+TAGS = [f"t{i}" for i in range(BULK_MIN + 2)]
 
 
 def _seed(registry: RegistryServer, seed: int = 900) -> dict[str, Built]:
@@ -124,16 +124,28 @@ def test_a_source_named_by_digest_or_a_missing_destination_is_not_asked_ahead(
         jobs = [
             (RegistryImage(client, "la/app", digest), StoreImage(store, "la/app"), "t1"),
             (RegistryImage(client, "la/app", "t0"), StoreImage(store, "la/other"), "t0"),
-            (RegistryImage(client, "la/app", "t2"), StoreImage(store, "la/app"), "t2"),
+            *[
+                (RegistryImage(client, "la/app", t), StoreImage(store, "la/app"), t)
+                for t in TAGS[2:]
+            ],
         ]
         proxy.clear_records()
         learned = look_ahead(jobs)
-        assert learned == [
-            Known(digest),
-            Known(None),
-            Known(str(images["t2"].manifest_digest), str(images["t2"].manifest_digest)),
+        assert learned[:2] == [Known(digest), Known(None)]
+        assert learned[2:] == [
+            Known(str(images[t].manifest_digest), str(images[t].manifest_digest)) for t in TAGS[2:]
         ]
-        assert proxy.count("HEAD") == 1 and proxy.count("HEAD", r"/manifests/t2$") == 1
+        assert proxy.count("HEAD") == len(TAGS) - 2
+        for tag in TAGS[2:]:
+            assert proxy.count("HEAD", rf"/manifests/{tag}$") == 1
+
+        # a repository of fewer references than a batch is worth: its images ask themselves
+        few = [
+            (RegistryImage(client, "la/app", t), StoreImage(store, "la/app"), t) for t in TAGS[:3]
+        ]
+        proxy.clear_records()
+        assert look_ahead(few) == [Known(str(images[t].manifest_digest)) for t in TAGS[:3]]
+        assert proxy.count("HEAD") == 0
 
 
 def test_a_cluster_sync_decides_unchanged_images_in_bulk_and_starts_no_cluster(

@@ -15,8 +15,10 @@ left unknown and the image asks for it itself, reporting any error as it always 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,12 @@ from .places import ImageSink, ImageSource, sink_of, source_of
 __all__ = ["Known", "look_ahead", "unchanged"]
 
 log = logging.getLogger("regstore.engine")
+
+#: Fewer references of one repository than this are not worth a batch's connections: each
+#: image asks its own (on connections already open)
+BULK_MIN = 8
+#: Batches and single questions asked at once (as many as a sync plans images at once)
+THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,10 @@ def _group_key(image: Image) -> object | None:
 def _learn(
     asked: Sequence[tuple[int, Image, str]], place_of: Callable[[object], Any], *, each: bool
 ) -> dict[int, str | None]:
-    """The digest each ``(job index, image, reference)`` names, asked in bulk per repository
-    where its place answers in bulk, else (with ``each``) one by one; a job missing from the
-    result was not learned."""
+    """The digest each ``(job index, image, reference)`` names: asked in bulk per repository
+    of at least :data:`BULK_MIN` references whose place answers in bulk, the rest (with
+    ``each``) one by one; up to :data:`THREADS` of these at once. A job missing from the result
+    was not learned."""
     learned: dict[int, str | None] = {}
     groups: dict[object, list[tuple[int, Image, str]]] = {}
     alone: list[tuple[int, Image, str]] = []
@@ -68,24 +77,40 @@ def _learn(
             alone.append(item)
         else:
             groups.setdefault(key, []).append(item)
-    for key, items in groups.items():
-        bulk = getattr(place_of(key), "manifest_digests", None)
-        if bulk is None:
-            alone += items
-            continue
+
+    def in_bulk(key: object, bulk: Callable[..., dict[str, str | None]], items: list[Any]) -> None:
         try:
-            digests: dict[str, str | None] = bulk([reference for _, _, reference in items])
+            digests = bulk([reference for _, _, reference in items])
         except RegstoreError as exc:
             log.debug("%s: no digests learned ahead: %s", key, exc)
-            continue
+            return
         for i, _, reference in items:
             if reference in digests:
                 learned[i] = digests[reference]
-    for i, image, reference in alone if each else ():
+
+    def one(item: tuple[int, Image, str]) -> None:
+        i, image, reference = item
         try:
             learned[i] = place_of(image).manifest_digest(reference)
         except RegstoreError as exc:
             log.debug("%s: no digest learned ahead: %s", image, exc)
+
+    tasks: list[Callable[[], None]] = []
+    for key, items in groups.items():
+        bulk = getattr(place_of(key), "manifest_digests", None)
+        if bulk is not None and len(items) >= BULK_MIN:
+            tasks.append(functools.partial(in_bulk, key, bulk, items))
+        else:
+            alone += items
+    if each:
+        tasks += [functools.partial(one, item) for item in alone]
+    if len(tasks) <= 1:
+        for task in tasks:
+            task()
+    else:  # a store on the network answers one by one: as many at once as images would ask
+        with ThreadPoolExecutor(min(THREADS, len(tasks)), "regstore-lookahead") as pool:
+            for _ in pool.map(lambda task: task(), tasks):
+                pass
     return learned
 
 
