@@ -14,7 +14,14 @@ import pytest
 import requests
 
 from regstore.client import Client
-from regstore.client.heads import HeadAnswer, _Malformed, many_heads, read_answer
+from regstore.client.heads import (
+    HeadAnswer,
+    _Malformed,
+    connector,
+    many_heads,
+    read_answer,
+    sendable,
+)
 from regstore.client.ratelimit import RateLimitState
 from regstore.errors import InvalidReferenceError
 from regstore.testing.builders import build_image, build_index
@@ -51,6 +58,21 @@ def test_a_closing_answer_ends_its_connection(raw: bytes) -> None:
     assert not keep
 
 
+def test_a_repeated_header_is_joined_so_a_doubled_digest_is_no_digest() -> None:
+    answer, _ = _answer(
+        b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:aa\r\n"
+        b"docker-content-digest: sha256:bb\r\n\r\n"
+    )
+    assert answer.headers["Docker-Content-Digest"] == "sha256:aa, sha256:bb"
+
+
+def test_only_values_that_go_on_the_wire_as_they_are_are_sent() -> None:
+    assert sendable({"Authorization": "Bearer abc.def", "Accept": "a/b, c/d"})
+    assert not sendable({"Authorization": "Bearer x\r\n\r\nHEAD /v2/ HTTP/1.1"})
+    assert not sendable({"Authorization": "Bearer x\ny"})
+    assert not sendable({"User-Agent": "r\u00e9gstore \u2603"})
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -58,6 +80,7 @@ def test_a_closing_answer_ends_its_connection(raw: bytes) -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n",  # closed inside the headers
         b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
         b"HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1 \u00b200 OK\r\n\r\n".encode("latin-1"),  # a digit to isdigit, not to int
         b"HTTP/1.1 100 Continue\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n folded: header\r\n\r\n",
@@ -185,6 +208,33 @@ def test_a_refusal_stops_its_connection_and_a_stop_stops_the_batch(
     assert sum(a is not None for a in answers) == sent
 
 
+def test_an_answer_that_is_no_answer_leaves_its_request_unanswered(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: "HTTP/1.1 \u00b200 OK\r\n\r\n".encode("latin-1"))
+    answers, sent = many_heads(URLS[:3], {}, connections=1, connect=server.connect)
+    assert answers == [None] * 3 and sent == 1
+
+
+def test_a_tls_handshake_counts_against_the_connect_timeout() -> None:
+    import ssl
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    connect = connector(
+        f"https://127.0.0.1:{listener.getsockname()[1]}/",
+        timeout=(0.3, 30.0),
+        tls=ssl.create_default_context(),
+    )
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        connect()  # the server accepts and never answers the handshake
+    assert time.monotonic() - started < 10
+    listener.close()
+
+
 def test_an_unreachable_server_answers_nothing() -> None:
     def refuse() -> socket.socket:
         raise ConnectionRefusedError("refused")
@@ -242,8 +292,20 @@ def test_answers_that_are_not_clean_are_left_to_the_ordinary_path(
     proxy.override_status(
         "HEAD", r"/manifests/t9$", 200, times=None, headers={"Docker-Content-Digest": "sha256:x"}
     )
+    # a digest reference answered with another (valid) digest
+    proxy.override_status(
+        "HEAD",
+        rf"/manifests/{digests['t10']}$",
+        200,
+        times=None,
+        headers={
+            "Docker-Content-Digest": digests["t11"],
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+            "Content-Length": "10",
+        },
+    )
     through = Client(proxy.host, use_docker_config=False, backoff=0.01, sleep=lambda s: None)
-    found = through.head_manifests("h/faults", list(digests))
+    found = through.head_manifests("h/faults", [*digests, digests["t10"]])
     assert set(found) == set(digests) - {"t6", "t8", "t9"}
     for ref, info in found.items():
         assert info is not None and str(info.digest) == digests[ref]
@@ -252,7 +314,14 @@ def test_answers_that_are_not_clean_are_left_to_the_ordinary_path(
         assert proxy.count("HEAD", rf"/manifests/{tag}$") == 1
 
 
-@pytest.mark.parametrize(("status", "headers"), [(429, {"Retry-After": "1"}), (503, {}), (401, {})])
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (429, {"Retry-After": "1", "RateLimit-Limit": "100", "RateLimit-Remaining": "50"}),
+        (503, {}),
+        (401, {}),
+    ],
+)
 def test_a_registry_refusing_or_failing_stops_the_batch(
     registry: RegistryServer,
     fault_proxy_factory: Callable[..., FaultProxy],
@@ -262,12 +331,31 @@ def test_a_registry_refusing_or_failing_stops_the_batch(
     client = make_client(registry)
     digests = _push_some(client, "h/quota")
     proxy = fault_proxy_factory(registry)
-    proxy.override_status("HEAD", r"/manifests/", status, times=None, skip=1, headers=headers)
-    through = Client(proxy.host, use_docker_config=False, backoff=0.01, sleep=lambda s: None)
+    proxy.override_status("HEAD", r"/manifests/t3$", status, times=None, headers=headers)
+    through = Client(
+        proxy.host, use_docker_config=False, max_in_flight=2, sleep=lambda s: None, backoff=0.01
+    )
     found = through.head_manifests("h/quota", list(digests))
-    assert list(found) == ["t0"]  # the first, asked the usual way, passed
-    # the batch stopped at the first refusal: at most one request more per connection
-    assert proxy.count("HEAD") <= 1 + through.transport.HEAD_CONNECTIONS
+    assert "t3" not in found and set(found) <= {"t0", "t1", "t2", "t4"}
+    # the batch stopped at the refusal: two connections, at most one request in flight on the
+    # other, nothing after it (else all 13 would have been asked)
+    assert proxy.count("HEAD") <= 5
+    if status == 429:  # the quota it announced is known to the pacer
+        assert through.transport.pacer.state == RateLimitState(50, 100, None)
+
+
+def test_behind_a_proxy_nothing_is_sent_in_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from regstore.client.errors_map import Operation
+
+    urls = [f"https://registry.invalid:5000/v2/a/manifests/t{i}" for i in range(3)]
+    op = Operation("manifest", "checking")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    client = Client("registry.invalid:5000", use_docker_config=False, timeout=(0.5, 0.5))
+    assert client.transport.head_many(urls, op) is None
+    monkeypatch.setenv("NO_PROXY", "registry.invalid")
+    client = Client("registry.invalid:5000", use_docker_config=False, timeout=(0.5, 0.5))
+    # not behind the proxy: tried (and, the name resolving nowhere, unanswered)
+    assert client.transport.head_many(urls, op) == [None] * 3
 
 
 def test_a_client_that_cannot_take_the_shortcut_sends_nothing_in_bulk(

@@ -9,15 +9,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from regstore import open_store
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, transfer_many
-from regstore.engine.lookahead import BULK_MIN, Known, look_ahead
+from regstore.engine.lookahead import BULK_MIN, Known, look_ahead, unchanged
 from regstore.store import ObjectStore
 from regstore.testing.builders import Built, build_image
 from tests.support.engine import seed_registry
 from tests.support.proxy import FaultProxy
 from tests.support.registry import RegistryServer
+from tests.test_client_registry import push_built
 
 TAGS = [f"t{i}" for i in range(BULK_MIN + 2)]
 
@@ -187,3 +190,112 @@ def test_a_cluster_sync_decides_unchanged_images_in_bulk_and_starts_no_cluster(
         )
     assert [o.status for o in result.outcomes] == ["skipped"] * len(TAGS)
     assert asked == [("many", len(TAGS)), ("one", 1)]  # the first of the batch the usual way
+
+
+def test_a_job_another_job_changes_is_not_decided_ahead(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """A copy into a registry repository that a later job reads from, and two jobs into one
+    tag: each is decided when its image starts, strictly in order at concurrency 1."""
+    client = Client(registry.host, use_docker_config=False)
+    olds = {t: build_image(seed=1300 + i, layers=1, layer_size=64) for i, t in enumerate(TAGS)}
+    for tag, built in olds.items():
+        seed_registry(registry.url, "la/b", tag, built)
+    new = build_image(seed=1400, layers=1, layer_size=64)
+    seed_registry(registry.url, "la/a", "t0", new)
+    with open_store(str(tmp_path / "m")) as store:
+        transfer_many([(RegistryImage(client, "la/b", t), StoreImage(store, "la/m")) for t in TAGS])
+        chain = [(RegistryImage(client, "la/a", "t0"), RegistryImage(client, "la/b"))]
+        chain += [(RegistryImage(client, "la/b", t), StoreImage(store, "la/m")) for t in TAGS]
+        outcomes = transfer_many(chain, concurrency=1).outcomes
+        assert [o.status for o in outcomes[:2]] == ["copied", "copied"]
+        assert {o.status for o in outcomes[2:]} == {"skipped"}
+        assert store.resolve("la/m", "t0") == new.manifest_digest
+
+        # two jobs into one tag: the last one's image is what the tag names
+        last = olds["t1"]
+        into_one = [
+            (RegistryImage(client, "la/a", "t0"), StoreImage(store, "la/m", "t1")),
+            (RegistryImage(client, "la/b", "t1"), StoreImage(store, "la/m", "t1")),
+        ] + [(RegistryImage(client, "la/b", t), StoreImage(store, "la/m")) for t in TAGS[2:]]
+        outcomes = transfer_many(into_one, concurrency=1).outcomes
+        assert [o.status for o in outcomes[:2]] == ["copied", "copied"]
+        assert store.resolve("la/m", "t1") == last.manifest_digest
+
+
+def test_a_failure_of_any_kind_while_looking_ahead_fails_only_its_images(
+    registry: RegistryServer,
+) -> None:
+    import dataclasses
+
+    from regstore.engine.places import register_place
+
+    @dataclasses.dataclass(frozen=True)
+    class Broken:
+        name: str
+        reference: str | None = None
+
+    class BrokenPlace:
+        def __init__(self, image: Broken) -> None:
+            self.name = image.name
+
+        def manifest_digest(self, reference: str) -> str | None:
+            raise OSError("the backend is down")
+
+    register_place(Broken, source=BrokenPlace, sink=BrokenPlace)
+    _seed(registry, seed=1500)
+    client = Client(registry.host, use_docker_config=False)
+    jobs = [(RegistryImage(client, "la/app", tag), Broken(f"x{i}")) for i, tag in enumerate(TAGS)]
+    assert look_ahead([(s, d, "t") for s, d in jobs]) == [None] * len(jobs)
+    result = transfer_many(jobs)  # type: ignore[arg-type]
+    assert [o.status for o in result.outcomes] == ["failed"] * len(jobs)
+    assert all("the backend is down" in (o.error or "") for o in result.outcomes)
+
+
+def test_what_was_learned_is_trusted_for_a_while_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from regstore.engine import lookahead
+
+    asked: list[str] = []
+
+    class Place:
+        def __init__(self, digest: str) -> None:
+            self.digest = digest
+
+        def manifest_digest(self, reference: str) -> str | None:
+            asked.append(self.digest)
+            return self.digest
+
+    source, sink = Place("sha256:new"), Place("sha256:old")
+    known = Known("sha256:new", "sha256:new")
+    assert unchanged(known, source, sink, "t", "t") == "sha256:new"  # type: ignore[arg-type]
+    assert asked == []
+    monkeypatch.setattr(lookahead, "MAX_AGE", 0.0)
+    assert unchanged(known, source, sink, "t", "t") is None  # type: ignore[arg-type]
+    assert asked == ["sha256:old", "sha256:new"]
+
+
+@pytest.mark.parametrize("mode", ["registry", "token_registry"])
+def test_a_registry_to_registry_re_sync_asks_each_side_in_bulk(
+    request: pytest.FixtureRequest, mode: str
+) -> None:
+    from tests.test_client_registry import make_client
+
+    server: RegistryServer = request.getfixturevalue(mode)
+    client = make_client(server)
+    for i, tag in enumerate(TAGS):
+        push_built(client, "la/src", tag, build_image(seed=1600 + i, layers=1, layer_size=64))
+    jobs = [(RegistryImage(client, "la/src", t), RegistryImage(client, "la/dst")) for t in TAGS]
+    assert {o.status for o in transfer_many(jobs).outcomes} == {"copied"}
+    asked: list[tuple[str, int]] = []
+    real = client.head_manifests
+
+    def counting(name: str, references: Sequence[str]) -> Any:
+        asked.append((name, len(references)))
+        return real(name, references)
+
+    client.head_manifests = counting  # type: ignore[method-assign]
+    before = client.transport.counters.requests
+    assert {o.status for o in transfer_many(jobs).outcomes} == {"skipped"}
+    assert sorted(asked) == [("la/dst", len(TAGS)), ("la/src", len(TAGS))]
+    # one HEAD per tag on each side (and perhaps a token challenge for the destination)
+    assert client.transport.counters.requests - before <= 2 * len(TAGS) + 1

@@ -22,14 +22,14 @@ import os.path
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from requests.structures import CaseInsensitiveDict
 
-__all__ = ["HeadAnswer", "connector", "many_heads", "read_answer", "tls_context"]
+__all__ = ["HeadAnswer", "connector", "many_heads", "read_answer", "sendable", "tls_context"]
 
 log = logging.getLogger("regstore.client.heads")
 
@@ -65,7 +65,9 @@ def read_answer(reader: BinaryIO) -> tuple[HeadAnswer, bool]:
     """Read one HEAD answer; returns it and whether the server keeps the connection open."""
     version, _, rest = _read_line(reader).decode("latin-1").strip().partition(" ")
     code = rest.partition(" ")[0]
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if not version.startswith("HTTP/1.") or not (
+        len(code) == 3 and code.isascii() and code.isdigit()
+    ):
         raise _Malformed(f"not an HTTP/1.x status line: {version[:20]!r}")
     status = int(code)
     if status < 200:  # 1xx before a HEAD's answer: nothing regstore asked for
@@ -78,7 +80,10 @@ def read_answer(reader: BinaryIO) -> tuple[HeadAnswer, bool]:
         key, sep, value = line.decode("latin-1").partition(":")
         if not sep or not key or key != key.strip():
             raise _Malformed("malformed header line")
-        headers[key] = value.strip()
+        # a repeated header is joined, as urllib3 joins it: a doubled digest or length is then
+        # no longer a valid one, and the reference goes the ordinary way
+        earlier = headers.get(key)
+        headers[key] = value.strip() if earlier is None else f"{earlier}, {value.strip()}"
     else:
         raise _Malformed("too many header lines")
     keep = version == "HTTP/1.1" and "close" not in headers.get("Connection", "").lower()
@@ -86,8 +91,9 @@ def read_answer(reader: BinaryIO) -> tuple[HeadAnswer, bool]:
 
 
 def tls_context(verify: bool | str, default_bundle: str) -> ssl.SSLContext:
-    """The TLS settings ``requests`` applies for ``verify``: a CA file or directory, its own
-    bundle (``default_bundle``) for True, no verification for False."""
+    """Python's default TLS context, trusting what ``requests`` trusts for ``verify``: a CA
+    file or directory, its own bundle (``default_bundle``) for True, nothing checked for False
+    (not urllib3's own context: its ciphers and options may differ)."""
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -97,6 +103,20 @@ def tls_context(verify: bool | str, default_bundle: str) -> ssl.SSLContext:
     if os.path.isdir(where):
         return ssl.create_default_context(capath=where)
     return ssl.create_default_context(cafile=where)
+
+
+def sendable(headers: Mapping[str, str]) -> bool:
+    """Whether every header value can go on the wire as it is: latin-1, no CR or LF (one that
+    held a line break would make one request two, and pair later answers with the wrong
+    requests; ``http.client`` refuses such a value)."""
+    for value in headers.values():
+        if "\r" in value or "\n" in value:
+            return False
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return False
+    return True
 
 
 def _request_bytes(url: str, headers: dict[str, str]) -> bytes:
@@ -139,7 +159,7 @@ def _serve(
     sent = 0
     try:
         sock = connect()
-    except (OSError, ssl.SSLError) as exc:
+    except Exception as exc:  # a shortcut: whatever fails leaves its requests to the caller
         log.debug("many HEADs: cannot connect: %s", exc)
         return 0
     try:
@@ -155,7 +175,7 @@ def _serve(
                 index = queue.take()
         finally:
             reader.close()
-    except (OSError, ssl.SSLError, _Malformed, UnicodeError) as exc:
+    except Exception as exc:  # a cut, a malformed answer, anything: the connection is given up
         log.debug("many HEADs: connection given up: %s", exc)
     finally:
         sock.close()
@@ -202,9 +222,14 @@ def many_heads(
     ]
     for thread in threads:
         thread.start()
-    work(0)
-    for thread in threads:
-        thread.join()
+    try:
+        work(0)
+    except BaseException:
+        queue.stop.set()
+        raise
+    finally:  # the caller's permits stay taken until no connection is left open
+        for thread in threads:
+            thread.join()
     return answers, sum(sent)
 
 
@@ -221,9 +246,9 @@ def connector(
         sock = socket.create_connection((host, port), timeout=timeout[0])
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:  # the handshake is part of connecting, as for urllib3
+                sock = tls.wrap_socket(sock, server_hostname=host)
             sock.settimeout(timeout[1])
-            if tls is not None:
-                return tls.wrap_socket(sock, server_hostname=host)
             return sock
         except BaseException:
             sock.close()

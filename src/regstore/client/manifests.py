@@ -52,7 +52,7 @@ def _info(headers: Mapping[str, str], digest: Digest | None) -> ManifestInfo | N
     then fetched to learn it)."""
     media_type = _media_type(headers)
     length = headers.get("Content-Length", "")
-    if digest is None or not media_type or not length.isdigit():
+    if digest is None or not media_type or not (length.isascii() and length.isdigit()):
         return None
     return ManifestInfo(digest, media_type, int(length))
 
@@ -168,13 +168,14 @@ class ManifestsMixin(ClientCore):
         """``HEAD`` many manifests of ``name`` at once: for each reference it could answer,
         what :meth:`head_manifest` returns (None: absent).
 
-        The first reference is asked the usual way, which settles authentication; the others
-        go over a few kept-alive connections of their own, one request in flight on each
-        (:mod:`regstore.client.heads`), for a fraction of the CPU of the usual way. This is a
-        shortcut, never a second opinion: a reference whose answer is not a clean 200 (with
-        digest, type and length) or 404, or that this client cannot send this way (a session
-        of the caller's, a proxy, a registry pacing requests), is left out of the result;
-        :meth:`head_manifest` asks it alone, with retries, and raises its error.
+        The first reference is asked the usual way (without retries), which settles
+        authentication; the others go over a few kept-alive connections of their own, one
+        request in flight on each (:mod:`regstore.client.heads`), for a fraction of the CPU of
+        the usual way. This is a shortcut, never a second opinion: a reference whose answer is
+        not a clean 200 (with digest, type and length) or 404, or that this client cannot send
+        this way (a session of the caller's, a proxy, a registry pacing requests), is left out
+        of the result, and so is everything when the first failed; :meth:`head_manifest` asks
+        it alone, with retries, and raises its error.
 
         Raises:
             InvalidReferenceError: ``name`` or a reference is not valid.
@@ -187,9 +188,12 @@ class ManifestsMixin(ClientCore):
         if not wanted:
             return found
         try:
-            found[wanted[0]] = self.head_manifest(name, wanted[0])
-        except RegstoreError as exc:
+            # no retries: a registry that fails now is asked again by whoever needs the answer
+            with self._transport.policy.budget("checking many manifests", retries=0):
+                found[wanted[0]] = self.head_manifest(name, wanted[0])
+        except RegstoreError as exc:  # refused, unreachable: the rest would fare no better
             log.debug("manifest HEAD of %s failed: %s", describe_ref(name, wanted[0]), exc)
+            return found
         rest = wanted[1:]
         op = Operation(
             "manifest",

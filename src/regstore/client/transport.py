@@ -55,9 +55,10 @@ from regstore.client.errors_map import (
     parse_retry_after,
     transport_error,
 )
-from regstore.client.heads import HeadAnswer, connector, many_heads, tls_context
+from regstore.client.heads import HeadAnswer, connector, many_heads, sendable, tls_context
 from regstore.client.ratelimit import RateLimitPacer
 from regstore.client.urls import Endpoint, no_proxy_for, redact_url, resolve, same_origin
+from regstore.errors import RegstoreError
 from regstore.retry import RetryBudget, RetryPolicy, active_budget, retryable_status
 
 if TYPE_CHECKING:
@@ -415,10 +416,11 @@ class Transport:
         came.
 
         Nothing is retried, followed or re-authenticated here: a caller asks the URLs without
-        a 200 or 404 again through :meth:`request`. Returns None, having sent nothing, when
+        a 200 or 404 again through :meth:`request`. Returns None, having sent no HEAD, when
         this transport cannot take the shortcut: a session of the caller's (its hooks and
-        adapters would be bypassed), cookies to send, a proxy on the way, or a registry asking
-        for pacing.
+        adapters would be bypassed), cookies or a client certificate to send, a proxy on the
+        way, a registry asking for pacing, credentials that cannot be had (a token fetch that
+        failed) or that cannot go on the wire as they are. Never raises a regstore error.
         """
         if not urls:
             return []
@@ -427,6 +429,7 @@ class Transport:
         if (
             not isinstance(session, _Session)
             or session.cookies
+            or session.cert
             or not all(self.endpoint.owns(url) for url in urls)
             or self._pacing()
         ):
@@ -436,10 +439,21 @@ class Transport:
         )
         if requests.utils.select_proxy(first, settings["proxies"]) is not None:
             return None
-        send_headers = {"User-Agent": self.options.user_agent, **(headers or {})}
-        authorization = self.auth.authorization(tuple(scopes), op)
+        # what the ordinary path sends: the session's headers, then the request's own
+        send_headers = {
+            **{k: v for k, v in session.headers.items() if isinstance(v, str)},
+            "User-Agent": self.options.user_agent,
+            **(headers or {}),
+        }
+        try:
+            authorization = self.auth.authorization(tuple(scopes), op)
+        except RegstoreError as exc:
+            log.debug("no HEADs at once: %s", exc)
+            return None
         if authorization:
             send_headers["Authorization"] = authorization
+        if not sendable(send_headers):
+            return None
         tls = None
         if urlsplit(first).scheme == "https":
             verify = self.options.verify if settings["verify"] is None else settings["verify"]

@@ -8,8 +8,12 @@ at once (a place's optional ``manifest_digests``, as
 learned: an unchanged one is done without a request, a changed one skips the HEAD it no
 longer needs.
 
-Only a shortcut: whatever could not be learned (a failure, a place without bulk answers) is
-left unknown and the image asks for it itself, reporting any error as it always did.
+Only a shortcut, and a snapshot: whatever could not be learned (a failure of any kind, a place
+without bulk answers) is left unknown and the image asks for it itself, reporting any error as
+it always did. Nothing is learned for a job whose tag another job of the batch writes (two
+jobs into one tag, or a copy into a registry repository that a later job reads from), and
+what was learned is trusted for :data:`MAX_AGE` seconds only: an image that starts later in a
+long batch asks again.
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from regstore.errors import RegstoreError
 from regstore.reference import is_digest
 
-from .model import Image
+from .model import Image, RegistryImage
 from .places import ImageSink, ImageSource, sink_of, source_of
 
 __all__ = ["Known", "look_ahead", "unchanged"]
@@ -37,6 +41,8 @@ log = logging.getLogger("regstore.engine")
 BULK_MIN = 8
 #: Batches and single questions asked at once (as many as a sync plans images at once)
 THREADS = 8
+#: Seconds what was learned is trusted; an image starting later asks again
+MAX_AGE = 60.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,13 @@ class Known:
 
     destination: str | None
     source: str | None = None
+    #: when it was learned (``time.monotonic()``)
+    at: float = dataclasses.field(default_factory=time.monotonic, compare=False)
+
+    @property
+    def fresh(self) -> bool:
+        """Still young enough to be trusted (:data:`MAX_AGE`)."""
+        return time.monotonic() - self.at <= MAX_AGE
 
 
 def _group_key(image: Image) -> object | None:
@@ -78,10 +91,12 @@ def _learn(
         else:
             groups.setdefault(key, []).append(item)
 
+    # Whatever fails here (a custom place's OSError too) only leaves a job unknown: the image
+    # meets it again and reports it, and one image's failure never stops the batch.
     def in_bulk(key: object, bulk: Callable[..., dict[str, str | None]], items: list[Any]) -> None:
         try:
             digests = bulk([reference for _, _, reference in items])
-        except RegstoreError as exc:
+        except Exception as exc:
             log.debug("%s: no digests learned ahead: %s", key, exc)
             return
         for i, _, reference in items:
@@ -92,13 +107,19 @@ def _learn(
         i, image, reference = item
         try:
             learned[i] = place_of(image).manifest_digest(reference)
-        except RegstoreError as exc:
+        except Exception as exc:
             log.debug("%s: no digest learned ahead: %s", image, exc)
+
+    def bulk_of(key: object) -> Any:
+        try:
+            return getattr(place_of(key), "manifest_digests", None)
+        except Exception:
+            return None
 
     tasks: list[Callable[[], None]] = []
     for key, items in groups.items():
-        bulk = getattr(place_of(key), "manifest_digests", None)
-        if bulk is not None and len(items) >= BULK_MIN:
+        bulk = bulk_of(key) if len(items) >= BULK_MIN else None
+        if bulk is not None:
             tasks.append(functools.partial(in_bulk, key, bulk, items))
         else:
             alone += items
@@ -114,16 +135,58 @@ def _learn(
     return learned
 
 
+def _written(image: Image, reference: str) -> object | None:
+    """What names the tag ``reference`` of ``image`` across the jobs of a batch (a registry
+    by its name, whichever client reaches it); None when it cannot be told."""
+    if isinstance(image, RegistryImage):
+        return ("registry", image.client.registry, image.name, reference)
+    key = _group_key(image)
+    return None if key is None else (key, reference)
+
+
+def _independent(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[bool]:
+    """Which jobs no other job of the batch changes: their destination tag is written by no
+    other job, and their source is no job's destination. Unknown places count as changed."""
+    writes: dict[object, int] = {}
+    keys: list[object | None] = []
+    for _, dest, tag in jobs:
+        key = _written(dest, tag) if tag is not None else None
+        keys.append(key)
+        if key is not None:
+            writes[key] = writes.get(key, 0) + 1
+    free = []
+    for (source, _, tag), key in zip(jobs, keys, strict=True):
+        reference = source.reference
+        read = _written(source, reference) if reference is not None else None
+        free.append(
+            tag is not None
+            and key is not None
+            and writes[key] == 1
+            and read is not None
+            and read not in writes
+        )
+    return free
+
+
 def look_ahead(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[Known | None]:
     """For each ``(source, destination, destination tag)``, what is known before it starts
     (None: nothing, the image asks everything itself; always for a job without a tag or
-    without a source reference)."""
+    without a source reference, and for one another job of the batch changes). Never raises."""
+    try:
+        return _look_ahead(jobs)
+    except Exception as exc:  # a shortcut: the images ask for themselves
+        log.debug("nothing learned ahead: %s", exc)
+        return [None] * len(jobs)
+
+
+def _look_ahead(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[Known | None]:
+    free = _independent(jobs)
     # the destinations first: only a tag that is there can be unchanged
     destinations = _learn(
         [
             (i, dest, tag)
             for i, (source, dest, tag) in enumerate(jobs)
-            if tag is not None and source.reference is not None
+            if tag is not None and source.reference is not None and free[i]
         ],
         sink_of,
         each=True,
@@ -149,7 +212,10 @@ def unchanged(
     known: Known | None, source: ImageSource, sink: ImageSink, reference: str, tag: str
 ) -> str | None:
     """The digest both ends name when the destination's ``tag`` already names the source's
-    manifest at ``reference``, else None; what ``known`` lacks is asked of the places."""
+    manifest at ``reference``, else None; what ``known`` lacks (or all of it, once it is older
+    than :data:`MAX_AGE`) is asked of the places."""
+    if known is not None and not known.fresh:
+        known = None
     have = known.destination if known is not None else sink.manifest_digest(tag)
     if have is None:
         return None
