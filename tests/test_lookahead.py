@@ -299,3 +299,36 @@ def test_a_registry_to_registry_re_sync_asks_each_side_in_bulk(
     assert sorted(asked) == [("la/dst", len(TAGS)), ("la/src", len(TAGS))]
     # one HEAD per tag on each side (and perhaps a token challenge for the destination)
     assert client.transport.counters.requests - before <= 2 * len(TAGS) + 1
+
+
+def test_quick_destinations_are_read_in_order_and_slow_ones_at_once() -> None:
+    import dataclasses
+    import threading
+    import time
+
+    from regstore.engine import lookahead
+    from regstore.engine.places import register_place
+
+    threads: dict[str, set[str]] = {"quick": set(), "slow": set()}
+
+    @dataclasses.dataclass(frozen=True)
+    class Timed:
+        name: str
+        reference: str | None = None
+
+    class TimedPlace:
+        def __init__(self, image: Timed) -> None:
+            self.name = image.name
+
+        def manifest_digest(self, reference: str) -> str | None:
+            threads[self.name].add(threading.current_thread().name)
+            if self.name == "slow":
+                time.sleep(lookahead.SLOW * 2)
+            return None
+
+    register_place(Timed, source=TimedPlace, sink=TimedPlace)
+    for kind in ("quick", "slow"):
+        jobs = [(Timed("src", f"t{i}"), Timed(kind), f"t{i}") for i in range(20)]
+        assert look_ahead(jobs) == [Known(None)] * 20  # type: ignore[arg-type]
+    assert threads["quick"] == {threading.current_thread().name}
+    assert len(threads["slow"]) > 2  # the first here, the rest on the look-ahead's threads

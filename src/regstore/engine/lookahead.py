@@ -43,6 +43,8 @@ BULK_MIN = 8
 THREADS = 8
 #: Seconds what was learned is trusted; an image starting later asks again
 MAX_AGE = 60.0
+#: An answer slower than this (seconds) sends the remaining questions to threads
+SLOW = 0.002
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def _learn(
 ) -> dict[int, str | None]:
     """The digest each ``(job index, image, reference)`` names: asked in bulk per repository
     of at least :data:`BULK_MIN` references whose place answers in bulk, the rest (with
-    ``each``) one by one; up to :data:`THREADS` of these at once. A job missing from the result
-    was not learned."""
+    ``each``) one by one, in order while the answers are quick (:data:`SLOW`); up to
+    :data:`THREADS` of these at once. A job missing from the result was not learned."""
     learned: dict[int, str | None] = {}
     groups: dict[object, list[tuple[int, Image, str]]] = {}
     alone: list[tuple[int, Image, str]] = []
@@ -103,12 +105,12 @@ def _learn(
             if reference in digests:
                 learned[i] = digests[reference]
 
-    def one(item: tuple[int, Image, str]) -> None:
-        i, image, reference = item
-        try:
-            learned[i] = place_of(image).manifest_digest(reference)
-        except Exception as exc:
-            log.debug("%s: no digest learned ahead: %s", image, exc)
+    def each_of(items: Sequence[tuple[int, Image, str]]) -> None:
+        for i, image, reference in items:
+            try:
+                learned[i] = place_of(image).manifest_digest(reference)
+            except Exception as exc:
+                log.debug("%s: no digest learned ahead: %s", image, exc)
 
     def bulk_of(key: object) -> Any:
         try:
@@ -124,7 +126,19 @@ def _learn(
         else:
             alone += items
     if each:
-        tasks += [functools.partial(one, item) for item in alone]
+        # Quick answers (a local disk's) are asked in order here: threads would only fight
+        # over the GIL. From the first slow one on (a store on the network), the rest are
+        # asked THREADS at once, as images would have asked them.
+        done = 0
+        while done < len(alone):
+            started = time.monotonic()
+            each_of(alone[done : done + 1])
+            done += 1
+            if time.monotonic() - started > SLOW:
+                break
+        rest = alone[done:]
+        shares = min(THREADS, len(rest))
+        tasks += [functools.partial(each_of, rest[k::shares]) for k in range(shares)]
     if len(tasks) <= 1:
         for task in tasks:
             task()
