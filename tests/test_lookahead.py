@@ -5,7 +5,9 @@ the bulk answers missed — against the real registry behind a fault proxy, into
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from regstore import open_store
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, transfer_many
 from regstore.engine.lookahead import BULK_MIN, Known, look_ahead, unchanged
+from regstore.engine.places import register_place
 from regstore.store import ObjectStore
 from regstore.testing.builders import Built, build_image
 from tests.support.engine import seed_registry
@@ -31,6 +34,43 @@ def _seed(registry: RegistryServer, seed: int = 900) -> dict[str, Built]:
         images[tag] = build_image(seed=seed + i, layers=1, layer_size=1024)
         seed_registry(registry.url, "la/app", tag, images[tag])
     return images
+
+
+@contextlib.contextmanager
+def _mirrored(
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    tmp_path: Path,
+    seed: int,
+) -> Iterator[tuple[dict[str, Built], FaultProxy, Client, ObjectStore]]:
+    """TAGS seeded into ``la/app`` and mirrored once into a file store, through a proxy:
+    (the images, the proxy, its client, the store)."""
+    images = _seed(registry, seed=seed)
+    proxy = fault_proxy_factory(registry)
+    client = _client(proxy)
+    with open_store(str(tmp_path / "mirror")) as store:
+        _sync(client, store)
+        yield images, proxy, client, store
+
+
+def _fake_images(answer: Callable[[str, str], str | None]) -> Any:
+    """A kind of image (registered as a place) whose every digest question, by the image's name
+    and the reference, ``answer`` answers."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Fake:
+        name: str
+        reference: str | None = None
+
+    class FakePlace:
+        def __init__(self, image: Fake) -> None:
+            self.name = image.name
+
+        def manifest_digest(self, reference: str) -> str | None:
+            return answer(self.name, reference)
+
+    register_place(Fake, source=FakePlace, sink=FakePlace)
+    return Fake
 
 
 def _client(proxy: FaultProxy) -> Client:
@@ -80,11 +120,7 @@ def test_a_re_sync_asks_one_head_per_tag_and_still_sees_every_change(
 def test_whatever_the_bulk_answers_missed_each_image_asks_itself(
     registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy], tmp_path: Path
 ) -> None:
-    images = _seed(registry, seed=920)
-    proxy = fault_proxy_factory(registry)
-    client = _client(proxy)
-    with open_store(str(tmp_path / "mirror")) as store:
-        _sync(client, store)
+    with _mirrored(registry, fault_proxy_factory, tmp_path, 920) as (images, proxy, client, store):
         # every HEAD after the first fails once: the bulk answers stop at the first failure
         proxy.override_status("HEAD", r"/manifests/", 503, times=len(TAGS) - 1, skip=1)
         proxy.clear_records()
@@ -118,11 +154,7 @@ def test_a_place_without_bulk_answers_learns_only_its_destinations(
 def test_a_source_named_by_digest_or_a_missing_destination_is_not_asked_ahead(
     registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy], tmp_path: Path
 ) -> None:
-    images = _seed(registry, seed=960)
-    proxy = fault_proxy_factory(registry)
-    client = _client(proxy)
-    with open_store(str(tmp_path / "mirror")) as store:
-        _sync(client, store)
+    with _mirrored(registry, fault_proxy_factory, tmp_path, 960) as (images, proxy, client, store):
         digest = str(images["t1"].manifest_digest)
         jobs = [
             (RegistryImage(client, "la/app", digest), StoreImage(store, "la/app"), "t1"),
@@ -226,23 +258,10 @@ def test_a_job_another_job_changes_is_not_decided_ahead(
 def test_a_failure_of_any_kind_while_looking_ahead_fails_only_its_images(
     registry: RegistryServer,
 ) -> None:
-    import dataclasses
+    def down(name: str, reference: str) -> str | None:
+        raise OSError("the backend is down")
 
-    from regstore.engine.places import register_place
-
-    @dataclasses.dataclass(frozen=True)
-    class Broken:
-        name: str
-        reference: str | None = None
-
-    class BrokenPlace:
-        def __init__(self, image: Broken) -> None:
-            self.name = image.name
-
-        def manifest_digest(self, reference: str) -> str | None:
-            raise OSError("the backend is down")
-
-    register_place(Broken, source=BrokenPlace, sink=BrokenPlace)
+    Broken = _fake_images(down)
     _seed(registry, seed=1500)
     client = Client(registry.host, use_docker_config=False)
     jobs = [(RegistryImage(client, "la/app", tag), Broken(f"x{i}")) for i, tag in enumerate(TAGS)]
@@ -302,31 +321,20 @@ def test_a_registry_to_registry_re_sync_asks_each_side_in_bulk(
 
 
 def test_quick_destinations_are_read_in_order_and_slow_ones_at_once() -> None:
-    import dataclasses
     import threading
     import time
 
     from regstore.engine import lookahead
-    from regstore.engine.places import register_place
 
     threads: dict[str, set[str]] = {"quick": set(), "slow": set()}
 
-    @dataclasses.dataclass(frozen=True)
-    class Timed:
-        name: str
-        reference: str | None = None
+    def timed(name: str, reference: str) -> str | None:
+        threads[name].add(threading.current_thread().name)
+        if name == "slow":
+            time.sleep(lookahead.SLOW * 2)
+        return None
 
-    class TimedPlace:
-        def __init__(self, image: Timed) -> None:
-            self.name = image.name
-
-        def manifest_digest(self, reference: str) -> str | None:
-            threads[self.name].add(threading.current_thread().name)
-            if self.name == "slow":
-                time.sleep(lookahead.SLOW * 2)
-            return None
-
-    register_place(Timed, source=TimedPlace, sink=TimedPlace)
+    Timed = _fake_images(timed)
     for kind in ("quick", "slow"):
         jobs = [(Timed("src", f"t{i}"), Timed(kind), f"t{i}") for i in range(20)]
         assert look_ahead(jobs) == [Known(None)] * 20  # type: ignore[arg-type]
