@@ -194,6 +194,8 @@ def look_ahead(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[Known | 
 
 
 def _look_ahead(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[Known | None]:
+    # a long batch is silent meanwhile (skipped images send no events): say what happens
+    log.info("looking ahead: what the %d destination tags and their sources name", len(jobs))
     free = _independent(jobs)
     # the destinations first: only a tag that is there can be unchanged
     destinations = _learn(
