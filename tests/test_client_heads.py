@@ -16,6 +16,7 @@ import requests
 from regstore.client import Client
 from regstore.client.heads import (
     HeadAnswer,
+    HeadConnections,
     _Malformed,
     connector,
     many_heads,
@@ -106,6 +107,7 @@ class _RawServer:
         self.port = self.sock.getsockname()[1]
         self.count = 0
         self.connections = 0
+        self.open: list[socket.socket] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -117,6 +119,7 @@ class _RawServer:
                 return
             with self._lock:
                 self.connections += 1
+                self.open.append(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -137,6 +140,13 @@ class _RawServer:
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def drop_all(self) -> None:
+        """Close every connection from this side (as a server's idle timeout does)."""
+        with self._lock:
+            dropped, self.open = self.open, []
+        for conn in dropped:
+            conn.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self.sock.close()
@@ -235,6 +245,56 @@ def test_a_tls_handshake_counts_against_the_connect_timeout() -> None:
     listener.close()
 
 
+def test_connections_kept_between_batches_are_used_again(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: OK)
+    kept = HeadConnections(server.connect, 3)
+    for _ in range(3):
+        answers, _ = many_heads(URLS, {}, connections=3, connect=kept)
+        assert all(a is not None and a.status == 200 for a in answers)
+    assert server.connections == 3 and server.count == 3 * len(URLS)
+
+    # closed by the server meanwhile: noticed when taken, replaced, nothing lost
+    server.drop_all()
+    answers, _ = many_heads(URLS, {}, connections=3, connect=kept)
+    assert all(a is not None for a in answers)
+    assert server.connections == 6
+    kept.close()
+
+
+def test_a_kept_connection_that_dies_before_its_answer_is_replaced_once(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: OK)
+    kept = HeadConnections(server.connect, 2)
+    ours, theirs = socket.socketpair()
+
+    def close_on_request() -> None:  # the server side closing as the request arrives
+        theirs.recv(4096)
+        theirs.close()
+
+    threading.Thread(target=close_on_request, daemon=True).start()
+    kept.give_back(ours)
+    answers, sent = many_heads(URLS[:4], {}, connections=1, connect=kept)
+    assert [a.status if a else None for a in answers] == [200] * 4
+    assert sent == 5 and server.connections == 1  # the first request asked twice
+
+
+def test_what_a_kept_connection_was_sent_unasked_is_never_taken_for_an_answer(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: OK)
+    kept = HeadConnections(server.connect, 2)
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:unasked\r\n\r\n")
+    kept.give_back(ours)
+    answers, _ = many_heads(URLS[:3], {}, connections=1, connect=kept)
+    assert all(a is not None and "Docker-Content-Digest" not in a.headers for a in answers)
+    assert ours.fileno() == -1  # closed, not used
+    theirs.close()
+
+
 def test_an_unreachable_server_answers_nothing() -> None:
     def refuse() -> socket.socket:
         raise ConnectionRefusedError("refused")
@@ -277,6 +337,13 @@ def test_many_heads_answer_what_one_head_each_answers(
     assert {ref: str(info.digest) for ref, info in found.items() if info and ref in digests} == (
         digests
     )
+    # the connections stay for the next batch, which answers the same; closing closes them
+    (kept,) = fresh.transport._heads.values()
+    assert 0 < len(kept._idle) <= fresh.transport.HEAD_CONNECTIONS
+    assert fresh.head_manifests("h/app", refs) == found
+    socks = list(kept._idle)
+    fresh.close()
+    assert fresh.transport._heads == {} and all(sock.fileno() == -1 for sock in socks)
 
 
 def test_answers_that_are_not_clean_are_left_to_the_ordinary_path(

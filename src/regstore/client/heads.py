@@ -9,16 +9,21 @@ a time, keep the registry as busy as HTTP/1.1 pipelining would, without pipelini
 intermediary that answered pipelined requests out of order would pair a tag with another
 tag's digest, and a sync would skip a changed image without a word.
 
+The connections are kept between batches (:class:`HeadConnections`, one per registry client):
+a sync of many repositories opens them once, not once per repository.
+
 Only a shortcut. Whatever breaks a connection (a refused connect, a cut, a malformed answer,
 ``Connection: close``) leaves the requests it did not answer unanswered, and any status but
 200 and 404 ends the connection's work (a 401 wants a new token, a 429 or 5xx the retry
-policy's pauses, a redirect following): the caller asks those again the ordinary way.
+policy's pauses, a redirect following): the caller asks those again the ordinary way. The one
+request asked again here is the first on a kept connection the server closed as it was taken.
 """
 
 from __future__ import annotations
 
 import logging
 import os.path
+import select
 import socket
 import ssl
 import threading
@@ -29,7 +34,15 @@ from urllib.parse import urlsplit
 
 from requests.structures import CaseInsensitiveDict
 
-__all__ = ["HeadAnswer", "connector", "many_heads", "read_answer", "sendable", "tls_context"]
+__all__ = [
+    "HeadAnswer",
+    "HeadConnections",
+    "connector",
+    "many_heads",
+    "read_answer",
+    "sendable",
+    "tls_context",
+]
 
 log = logging.getLogger("regstore.client.heads")
 
@@ -144,41 +157,98 @@ class _Queue:
             return self._next - 1
 
 
+class HeadConnections:
+    """Connections of one origin kept open between batches, at most ``keep`` of them: a sync
+    of many repositories asks each repository's tags in a batch of its own, and would
+    otherwise open (and, over TLS, shake hands on) new connections for every one.
+
+    A kept connection is used again only if nothing is waiting on it: the server closing it
+    meanwhile, or sending what nobody asked for, makes it be closed instead. Thread-safe.
+    """
+
+    def __init__(self, connect: Callable[[], socket.socket], keep: int) -> None:
+        self.connect = connect
+        self.keep = keep
+        self._idle: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[socket.socket, bool]:
+        """A connection and whether it was kept from before (else new)."""
+        while True:
+            with self._lock:
+                sock = self._idle.pop() if self._idle else None
+            if sock is None:
+                return self.connect(), False
+            try:
+                waiting, _, _ = select.select([sock], [], [], 0)
+            except (OSError, ValueError):
+                waiting = [sock]
+            if not waiting:
+                return sock, True
+            sock.close()
+
+    def give_back(self, sock: socket.socket) -> None:
+        """Keep ``sock`` for the next batch (closed when ``keep`` are kept already)."""
+        with self._lock:
+            if len(self._idle) < self.keep:
+                self._idle.append(sock)
+                return
+        sock.close()
+
+    def close(self) -> None:
+        """Close every kept connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sock in idle:
+            sock.close()
+
+
 def _serve(
     requests: Sequence[bytes],
     answers: list[HeadAnswer | None],
     queue: _Queue,
-    connect: Callable[[], socket.socket],
+    connections: HeadConnections,
     on_answer: Callable[[HeadAnswer], bool],
 ) -> int:
     """One connection's work: take a request, send it, read its answer, until the queue is
-    empty or something ends the connection; returns the requests sent."""
+    empty or something ends the connection; returns the requests sent. A kept connection that
+    fails before its first answer (the server closed it as it was taken) is replaced by a new
+    one, and the request sent again: a HEAD may be."""
     index = queue.take()
-    if index is None:
-        return 0
     sent = 0
-    try:
-        sock = connect()
-    except Exception as exc:  # a shortcut: whatever fails leaves its requests to the caller
-        log.debug("many HEADs: cannot connect: %s", exc)
-        return 0
-    try:
-        reader = sock.makefile("rb")
+    while index is not None:
         try:
-            while index is not None:
-                sock.sendall(requests[index])
-                sent += 1
-                answer, keep = read_answer(reader)
-                answers[index] = answer
-                if not on_answer(answer) or not keep:
-                    break
-                index = queue.take()
-        finally:
-            reader.close()
-    except Exception as exc:  # a cut, a malformed answer, anything: the connection is given up
-        log.debug("many HEADs: connection given up: %s", exc)
-    finally:
-        sock.close()
+            sock, kept = connections.take()
+        except Exception as exc:  # a shortcut: whatever fails leaves its requests to the caller
+            log.debug("many HEADs: cannot connect: %s", exc)
+            return sent
+        answered, clean = 0, False
+        try:
+            reader = sock.makefile("rb")
+            try:
+                while index is not None:
+                    sock.sendall(requests[index])
+                    sent += 1
+                    answer, keep = read_answer(reader)
+                    answered += 1
+                    answers[index] = answer
+                    if not on_answer(answer) or not keep:
+                        break
+                    index = queue.take()
+                else:
+                    clean = True  # every request asked, the connection still good
+            finally:
+                reader.close()
+        except Exception as exc:  # a cut, a malformed answer, anything: the connection is given up
+            log.debug("many HEADs: connection given up: %s", exc)
+            if kept and answered == 0:
+                sock.close()
+                continue
+        if clean:
+            connections.give_back(sock)
+        else:
+            sock.close()
+        return sent
     return sent
 
 
@@ -187,12 +257,13 @@ def many_heads(
     headers: dict[str, str],
     *,
     connections: int,
-    connect: Callable[[], socket.socket],
+    connect: Callable[[], socket.socket] | HeadConnections,
     on_answer: Callable[[HeadAnswer], bool] = lambda answer: True,
 ) -> tuple[list[HeadAnswer | None], int]:
     """HEAD every URL of ``urls`` (all of one origin) with ``headers`` over up to
     ``connections`` connections from ``connect`` (each its own thread, one request in flight
-    on each).
+    on each): new ones from a function, or kept ones from :class:`HeadConnections` (which
+    keeps them again after a clean batch).
 
     Returns the answers in the order of ``urls`` (None where none came) and the number of
     requests sent. ``on_answer`` sees every answer as it comes; False stops the whole batch.
@@ -209,12 +280,13 @@ def many_heads(
             return False
         return answer.status in (200, 404)
 
+    pool = connect if isinstance(connect, HeadConnections) else HeadConnections(connect, 0)
     requests = [_request_bytes(url, headers) for url in urls]
     count = max(1, min(connections, len(urls)))
     sent = [0] * count
 
     def work(k: int) -> None:
-        sent[k] = _serve(requests, answers, queue, connect, seen)
+        sent[k] = _serve(requests, answers, queue, pool, seen)
 
     threads = [
         threading.Thread(target=work, args=(k,), name=f"regstore-heads-{k}", daemon=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 import threading
 import time
 import weakref
@@ -55,7 +54,14 @@ from regstore.client.errors_map import (
     parse_retry_after,
     transport_error,
 )
-from regstore.client.heads import HeadAnswer, connector, many_heads, sendable, tls_context
+from regstore.client.heads import (
+    HeadAnswer,
+    HeadConnections,
+    connector,
+    many_heads,
+    sendable,
+    tls_context,
+)
 from regstore.client.ratelimit import RateLimitPacer
 from regstore.client.urls import Endpoint, no_proxy_for, redact_url, resolve, same_origin
 from regstore.errors import RegstoreError
@@ -282,7 +288,9 @@ class Transport:
         self.counters = _Counters()
         self.policy = options.policy(sleep)
         self._semaphore = threading.BoundedSemaphore(options.max_in_flight)
-        self._tls: dict[bool | str, ssl.SSLContext] = {}
+        #: the bulk HEADs' own connections, kept between batches (by TLS trust)
+        self._heads: dict[bool | str | None, HeadConnections] = {}
+        self._heads_lock = threading.Lock()
 
     @staticmethod
     def _new_session(options: TransportOptions) -> requests.Session:
@@ -314,6 +322,10 @@ class Transport:
 
     def close(self) -> None:
         """Close the pooled connections (only when the session is ours)."""
+        with self._heads_lock:
+            heads, self._heads = list(self._heads.values()), {}
+        for kept in heads:
+            kept.close()
         if self.owns_session:
             self.session.close()
 
@@ -454,12 +466,21 @@ class Transport:
             send_headers["Authorization"] = authorization
         if not sendable(send_headers):
             return None
-        tls = None
+        trust: bool | str | None = None  # plain HTTP
         if urlsplit(first).scheme == "https":
-            verify = self.options.verify if settings["verify"] is None else settings["verify"]
-            tls = self._tls.get(verify)
-            if tls is None:
-                tls = self._tls[verify] = tls_context(verify, requests.utils.DEFAULT_CA_BUNDLE_PATH)
+            trust = self.options.verify if settings["verify"] is None else settings["verify"]
+        with self._heads_lock:
+            kept = self._heads.get(trust)
+            if kept is None:
+                tls = (
+                    None
+                    if trust is None
+                    else tls_context(trust, requests.utils.DEFAULT_CA_BUNDLE_PATH)
+                )
+                kept = self._heads[trust] = HeadConnections(
+                    connector(first, timeout=self.options.timeout, tls=tls),
+                    self.HEAD_CONNECTIONS,
+                )
         # The in-flight bound holds: one permit is waited for, more only if free at once
         # (waiting for several could deadlock two batches holding half each).
         self._semaphore.acquire()
@@ -477,7 +498,7 @@ class Transport:
                 urls,
                 send_headers,
                 connections=held,
-                connect=connector(first, timeout=self.options.timeout, tls=tls),
+                connect=kept,
                 on_answer=seen,
             )
         finally:
