@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -17,6 +19,7 @@ from regstore.client import Client
 from regstore.client.heads import (
     HeadAnswer,
     HeadConnections,
+    _Lines,
     _Malformed,
     connector,
     many_heads,
@@ -101,8 +104,11 @@ class _RawServer:
     """Answers each request line with ``answer(n)`` (n counts requests across connections);
     None closes the connection instead."""
 
-    def __init__(self, answer: Callable[[int], bytes | None]) -> None:
+    def __init__(
+        self, answer: Callable[[int], bytes | None], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.answer = answer
+        self.tls = tls
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.count = 0
@@ -117,6 +123,12 @@ class _RawServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (OSError, ssl.SSLError):
+                    conn.close()
+                    continue
             with self._lock:
                 self.connections += 1
                 self.open.append(conn)
@@ -255,11 +267,11 @@ def test_connections_kept_between_batches_are_used_again(
         assert all(a is not None and a.status == 200 for a in answers)
     assert server.connections == 3 and server.count == 3 * len(URLS)
 
-    # closed by the server meanwhile: noticed when taken, replaced, nothing lost
+    # closed by the server meanwhile: noticed when taken (no request lost on them), replaced
     server.drop_all()
-    answers, _ = many_heads(URLS, {}, connections=3, connect=kept)
+    answers, sent = many_heads(URLS, {}, connections=3, connect=kept)
     assert all(a is not None for a in answers)
-    assert server.connections == 6
+    assert sent == len(URLS) and server.connections == 6
     kept.close()
 
 
@@ -267,18 +279,22 @@ def test_a_kept_connection_that_dies_before_its_answer_is_replaced_once(
     raw_server: Callable[..., _RawServer],
 ) -> None:
     server = raw_server(lambda n: OK)
-    kept = HeadConnections(server.connect, 2)
-    ours, theirs = socket.socketpair()
+    kept = HeadConnections(server.connect, 3)
+    pairs = [socket.socketpair() for _ in range(2)]
 
-    def close_on_request() -> None:  # the server side closing as the request arrives
+    def close_on_request(theirs: socket.socket) -> None:  # closed as the request arrives
         theirs.recv(4096)
         theirs.close()
 
-    threading.Thread(target=close_on_request, daemon=True).start()
-    kept.give_back(ours)
+    for ours, theirs in pairs:
+        threading.Thread(target=close_on_request, args=(theirs,), daemon=True).start()
+        kept.give_back(ours, _Lines(ours))
     answers, sent = many_heads(URLS[:4], {}, connections=1, connect=kept)
     assert [a.status if a else None for a in answers] == [200] * 4
-    assert sent == 5 and server.connections == 1  # the first request asked twice
+    # the first request asked twice: on one dead kept connection, then on a new one (not on
+    # the other dead one)
+    assert sent == 5 and server.connections == 1
+    assert pairs[1][0].fileno() == -1 or pairs[0][0].fileno() == -1
 
 
 def test_what_a_kept_connection_was_sent_unasked_is_never_taken_for_an_answer(
@@ -287,12 +303,47 @@ def test_what_a_kept_connection_was_sent_unasked_is_never_taken_for_an_answer(
     server = raw_server(lambda n: OK)
     kept = HeadConnections(server.connect, 2)
     ours, theirs = socket.socketpair()
+    kept.give_back(ours, _Lines(ours))
     theirs.sendall(b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:unasked\r\n\r\n")
-    kept.give_back(ours)
     answers, _ = many_heads(URLS[:3], {}, connections=1, connect=kept)
     assert all(a is not None and "Docker-Content-Digest" not in a.headers for a in answers)
     assert ours.fileno() == -1  # closed, not used
     theirs.close()
+
+
+def test_over_tls_bytes_decrypted_ahead_are_never_taken_for_the_next_answer(
+    tmp_path: Path,
+) -> None:
+    from tests.test_client_tls import _certificates
+
+    ca, cert, key = _certificates(tmp_path)
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert, key)
+    unasked = b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:unasked\r\n\r\n"
+
+    def answer(n: int) -> bytes:  # the last answer of the first batch brings one unasked
+        digest = f"Docker-Content-Digest: sha256:{n}\r\n".encode()
+        head = b"HTTP/1.1 200 OK\r\n" + digest + b"\r\n"
+        return head + unasked if n == 3 else head
+
+    server = _RawServer(answer, tls=serving)
+    try:
+        client_side = ssl.create_default_context(cafile=str(ca))
+        kept = HeadConnections(
+            connector(f"https://127.0.0.1:{server.port}/", timeout=(5, 5), tls=client_side), 2
+        )
+        first, _ = many_heads(URLS[:3], {}, connections=1, connect=kept)
+        assert [a.headers["Docker-Content-Digest"] for a in first if a] == [
+            f"sha256:{n}" for n in (1, 2, 3)
+        ]
+        second, _ = many_heads(URLS[:3], {}, connections=1, connect=kept)
+        assert [a.headers["Docker-Content-Digest"] for a in second if a] == [
+            f"sha256:{n}" for n in (4, 5, 6)
+        ]
+        assert server.connections == 2  # the connection with bytes left over was not kept
+        kept.close()
+    finally:
+        server.close()
 
 
 def test_an_unreachable_server_answers_nothing() -> None:
@@ -339,9 +390,11 @@ def test_many_heads_answer_what_one_head_each_answers(
     )
     # the connections stay for the next batch, which answers the same; closing closes them
     (kept,) = fresh.transport._heads.values()
-    assert 0 < len(kept._idle) <= fresh.transport.HEAD_CONNECTIONS
+    before = {sock for sock, _ in kept._idle}
+    assert 0 < len(before) <= fresh.transport.HEAD_CONNECTIONS
     assert fresh.head_manifests("h/app", refs) == found
-    socks = list(kept._idle)
+    socks = [sock for sock, _ in kept._idle]
+    assert before & set(socks)  # used again, and kept again
     fresh.close()
     assert fresh.transport._heads == {} and all(sock.fileno() == -1 for sock in socks)
 

@@ -27,9 +27,10 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from requests.structures import CaseInsensitiveDict
@@ -51,6 +52,8 @@ log = logging.getLogger("regstore.client.heads")
 MAX_LINE = 65536
 #: Most header lines in one answer (as ``http.client``).
 MAX_HEADERS = 100
+#: Seconds a connection is kept unused: past this, a middlebox may have dropped it silently
+IDLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,39 @@ class _Malformed(Exception):
     """An answer that is not HTTP/1.x: its connection is given up."""
 
 
-def _read_line(reader: BinaryIO) -> bytes:
+class LineReader(Protocol):
+    """What answers are read from: ``readline`` with a limit (a binary file, :class:`_Lines`)."""
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+class _Lines:
+    """Lines from a socket, with the bytes read past the last one kept here, in sight: a
+    connection is kept for another batch only when none are left over (a buffered file
+    would read ahead and hide them)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def readline(self, size: int = -1, /) -> bytes:
+        limit = size if size >= 0 else MAX_LINE + 1
+        while True:
+            end = self.buffer.find(b"\n", 0, limit)
+            if end >= 0 or len(self.buffer) >= limit:
+                cut = end + 1 if end >= 0 else limit
+                line = bytes(self.buffer[:cut])
+                del self.buffer[:cut]
+                return line
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                line = bytes(self.buffer)
+                self.buffer.clear()
+                return line
+            self.buffer += chunk
+
+
+def _read_line(reader: LineReader) -> bytes:
     line = reader.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
         raise _Malformed("header line too long")
@@ -74,7 +109,7 @@ def _read_line(reader: BinaryIO) -> bytes:
     return line
 
 
-def read_answer(reader: BinaryIO) -> tuple[HeadAnswer, bool]:
+def read_answer(reader: LineReader) -> tuple[HeadAnswer, bool]:
     """Read one HEAD answer; returns it and whether the server keeps the connection open."""
     version, _, rest = _read_line(reader).decode("latin-1").strip().partition(" ")
     code = rest.partition(" ")[0]
@@ -157,49 +192,66 @@ class _Queue:
             return self._next - 1
 
 
-class HeadConnections:
-    """Connections of one origin kept open between batches, at most ``keep`` of them: a sync
-    of many repositories asks each repository's tags in a batch of its own, and would
-    otherwise open (and, over TLS, shake hands on) new connections for every one.
+def _quiet(sock: socket.socket) -> bool:
+    """Nothing is waiting to be read on ``sock``: no byte the kernel holds (nor its closing),
+    none a TLS layer decrypted already."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
 
-    A kept connection is used again only if nothing is waiting on it: the server closing it
-    meanwhile, or sending what nobody asked for, makes it be closed instead. Thread-safe.
+
+class HeadConnections:
+    """Connections of one origin kept open between batches, at most ``keep`` of them and for
+    :data:`IDLE_SECONDS` at most: a sync of many repositories asks each repository's tags in a
+    batch of its own, and would otherwise open (and, over TLS, shake hands on) new
+    connections for every one.
+
+    A connection is kept only when its last answer was read to the byte, and used again only
+    if nothing is waiting on it then: the server closing it, or sending what nobody asked
+    for, makes it be closed instead, never read. Thread-safe; not shared with a forked child.
     """
 
     def __init__(self, connect: Callable[[], socket.socket], keep: int) -> None:
         self.connect = connect
         self.keep = keep
-        self._idle: list[socket.socket] = []
+        self._idle: list[tuple[socket.socket, float]] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
 
     def take(self) -> tuple[socket.socket, bool]:
         """A connection and whether it was kept from before (else new)."""
         while True:
             with self._lock:
-                sock = self._idle.pop() if self._idle else None
+                if self._pid != os.getpid():  # a forked child: the parent's streams are not ours
+                    self._idle, self._pid = [], os.getpid()
+                sock, since = self._idle.pop() if self._idle else (None, 0.0)
             if sock is None:
                 return self.connect(), False
-            try:
-                waiting, _, _ = select.select([sock], [], [], 0)
-            except (OSError, ValueError):
-                waiting = [sock]
-            if not waiting:
+            if time.monotonic() - since <= IDLE_SECONDS and _quiet(sock):
                 return sock, True
             sock.close()
 
-    def give_back(self, sock: socket.socket) -> None:
-        """Keep ``sock`` for the next batch (closed when ``keep`` are kept already)."""
-        with self._lock:
-            if len(self._idle) < self.keep:
-                self._idle.append(sock)
-                return
+    def give_back(self, sock: socket.socket, lines: _Lines) -> None:
+        """Keep ``sock`` for the next batch if its answers were read to the byte (``lines``
+        holds nothing more) and nothing is waiting on it; else close it."""
+        if not lines.buffer and _quiet(sock):
+            with self._lock:
+                if not self._closed and len(self._idle) < self.keep:
+                    self._idle.append((sock, time.monotonic()))
+                    return
         sock.close()
 
     def close(self) -> None:
-        """Close every kept connection."""
+        """Close every kept connection; none is kept from now on."""
         with self._lock:
-            idle, self._idle = self._idle, []
-        for sock in idle:
+            idle, self._idle, self._closed = self._idle, [], True
+        for sock, _ in idle:
             sock.close()
 
 
@@ -212,42 +264,42 @@ def _serve(
 ) -> int:
     """One connection's work: take a request, send it, read its answer, until the queue is
     empty or something ends the connection; returns the requests sent. A kept connection that
-    fails before its first answer (the server closed it as it was taken) is replaced by a new
-    one, and the request sent again: a HEAD may be."""
+    fails before its first answer (the server closed it as it was taken) is replaced, once, by
+    a new one, and the request sent again: a HEAD may be."""
     index = queue.take()
     sent = 0
+    fresh_only = False
     while index is not None:
         try:
-            sock, kept = connections.take()
+            sock, kept = (connections.connect(), False) if fresh_only else connections.take()
         except Exception as exc:  # a shortcut: whatever fails leaves its requests to the caller
             log.debug("many HEADs: cannot connect: %s", exc)
             return sent
+        lines = _Lines(sock)
         answered, clean = 0, False
         try:
-            reader = sock.makefile("rb")
-            try:
-                while index is not None:
-                    sock.sendall(requests[index])
-                    sent += 1
-                    answer, keep = read_answer(reader)
-                    answered += 1
-                    answers[index] = answer
-                    if not on_answer(answer) or not keep:
-                        break
-                    index = queue.take()
-                else:
-                    clean = True  # every request asked, the connection still good
-            finally:
-                reader.close()
+            while index is not None:
+                sock.sendall(requests[index])
+                sent += 1
+                answer, keep = read_answer(lines)
+                answered += 1
+                answers[index] = answer
+                if not on_answer(answer) or not keep:
+                    break
+                index = queue.take()
+            else:
+                clean = True  # every request asked, the connection still good
         except Exception as exc:  # a cut, a malformed answer, anything: the connection is given up
             log.debug("many HEADs: connection given up: %s", exc)
-            if kept and answered == 0:
+            if kept and answered == 0 and not queue.stop.is_set():
                 sock.close()
+                fresh_only = True
                 continue
-        if clean:
-            connections.give_back(sock)
-        else:
-            sock.close()
+        finally:  # whatever ends the work, even an interrupt: closed, or kept if clean
+            if clean:
+                connections.give_back(sock, lines)
+            else:
+                sock.close()
         return sent
     return sent
 
