@@ -46,8 +46,11 @@ def test_low_quota_spaces_requests_proportionally() -> None:
 def test_pacing_is_capped_and_stops_when_quota_recovers() -> None:
     clock = FakeClock()
     pacer = RateLimitPacer(sleep=clock.sleep, clock=clock, max_delay=5.0)
+    assert not pacer.pacing
     assert pacer.observe({"RateLimit-Remaining": "1;w=21600"}) == 5.0
+    assert pacer.pacing
     pacer.wait()
     assert clock.slept == [5.0]
     pacer.observe({"RateLimit-Remaining": "90;w=21600", "RateLimit-Limit": "100;w=21600"})
+    assert not pacer.pacing
     assert pacer.wait() == 0 and clock.slept == [5.0]

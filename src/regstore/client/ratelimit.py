@@ -106,6 +106,12 @@ class RateLimitPacer:
                 self._next = max(self._next, self._clock() + delay)
         return delay
 
+    @property
+    def pacing(self) -> bool:
+        """True while the last announced quota calls for spacing requests."""
+        with self._lock:
+            return self._delay > 0
+
     def wait(self) -> float:
         """Sleep until the next request may go (spacing concurrent callers ``delay`` apart);
         returns the seconds slept."""

@@ -443,7 +443,7 @@ class Transport:
             or session.cookies
             or session.cert
             or not all(self.endpoint.owns(url) for url in urls)
-            or self._pacing()
+            or self.pacer.pacing
         ):
             return None
         settings = session.merge_environment_settings(
@@ -492,7 +492,7 @@ class Transport:
             def seen(answer: HeadAnswer) -> bool:
                 self.pacer.observe(answer.headers)
                 # a refusal, a quota or a failing registry: the ordinary path handles the rest
-                return (answer.status < 400 or answer.status == 404) and not self._pacing()
+                return (answer.status < 400 or answer.status == 404) and not self.pacer.pacing
 
             answers, sent = many_heads(
                 urls,
@@ -507,10 +507,6 @@ class Transport:
         self.counters.requests += sent
         log.debug("%d HEADs at once, %d answered", sent, sum(a is not None for a in answers))
         return answers
-
-    def _pacing(self) -> bool:
-        state = self.pacer.state
-        return state is not None and self.pacer.delay_for(state) > 0
 
     # -- the request loop ------------------------------------------------------------------------
     def request(
