@@ -1005,13 +1005,21 @@ def _size(nbytes: int) -> str:
 # -- running -----------------------------------------------------------------------------------
 
 
+def _rotated(runners: list[Runner], i: int) -> list[Runner]:
+    """``runners`` in round ``i``'s order: the same cycle, started at runner ``i``."""
+    k = i % len(runners) if runners else 0
+    return runners[k:] + runners[:k]
+
+
 def run_all(items: list[Workload], runs: int, log: Callable[[str], None]) -> None:
     """Every runner of every workload, ``runs`` times, interleaved (run 1 of each, then run
-    2 ...) so that a slow spell of the machine hits all runners alike."""
+    2 ...) so that a slow spell of the machine hits all runners alike; each round starts one
+    runner further on, so that none always runs right after the same neighbour (the writeback
+    of a 1 GiB push, say)."""
     for item in items:
         probes = [item.rss_probe] if item.rss_probe is not None else []
         for i in range(runs):
-            for runner in [*item.runners, *probes]:
+            for runner in [*_rotated(item.runners, i), *probes]:
                 if runner.error is not None:
                     continue
                 try:
