@@ -185,9 +185,15 @@ def test_a_workload_cleanup_runs_once_after_every_run_of_every_runner(bench: Any
     bench.run_all([workload], 2, lambda text: None)
     assert events == [
         *("a run 0", "a cleanup 0", "b run 0", "b cleanup 0"),
-        *("a run 1", "a cleanup 1", "b run 1", "b cleanup 1"),
+        *("b run 1", "b cleanup 1", "a run 1", "a cleanup 1"),  # round 2 starts at b
         "workload cleanup",
     ]
+
+
+def test_each_round_starts_one_runner_further_on(bench: Any) -> None:
+    runners = [_runner(bench, name, "peer", [1.0]) for name in ("a", "b", "c")]
+    orders = [[r.name for r in bench._rotated(runners, i)] for i in range(4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
 
 
 def test_a_target_against_a_failed_runner_is_not_met_nor_missed(bench: Any) -> None:
