@@ -1014,8 +1014,10 @@ def _rotated(runners: list[Runner], i: int) -> list[Runner]:
 def run_all(items: list[Workload], runs: int, log: Callable[[str], None]) -> None:
     """Every runner of every workload, ``runs`` times, interleaved (run 1 of each, then run
     2 ...) so that a slow spell of the machine hits all runners alike; each round starts one
-    runner further on, so that none always runs right after the same neighbour (the writeback
-    of a 1 GiB push, say)."""
+    runner further on, so that each runner takes every place of the order in turn, the first
+    included (right after the previous round's last runner: the writeback of a 1 GiB push,
+    say). The cycle itself stays: a runner follows the same neighbour in every round but the
+    one it starts."""
     for item in items:
         probes = [item.rss_probe] if item.rss_probe is not None else []
         for i in range(runs):

@@ -26,6 +26,8 @@ from tests.support.registry import RegistryServer
 #: data-class modules of the public API as many together).
 HEAVY = (
     "regstore.manifest",
+    "regstore.reference",
+    "regstore.digest",
     "regstore.events",
     "regstore.storetypes",
     "regstore.wire",

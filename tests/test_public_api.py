@@ -8,6 +8,7 @@ import enum
 import importlib
 import importlib.resources
 import inspect
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -39,6 +40,22 @@ def test_all_names_import() -> None:
     namespace: dict[str, object] = {}
     exec("from regstore import *", namespace)
     assert set(namespace) - {"__builtins__"} == set(regstore.__all__)
+
+
+def test_submodules_are_attributes_of_a_bare_import_and_misspelt_names_are_not() -> None:
+    # a fresh interpreter: here every submodule is imported already
+    code = """
+import sys, regstore
+assert "regstore.manifest" not in sys.modules
+assert regstore.manifest.Manifest is regstore.Manifest
+assert regstore.digest.CHUNK_SIZE > 0 and regstore.reference.Digest is regstore.Digest
+for missing in ("manifests", "_private", "__wrapped__"):
+    assert not hasattr(regstore, missing), missing
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
 
 
 def test_the_public_api_of_the_design_is_exported() -> None:

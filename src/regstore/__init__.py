@@ -171,7 +171,17 @@ if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above
         elif name in _EXPORTS:
             value = getattr(importlib.import_module(_EXPORTS[name]), name)
         else:
-            raise AttributeError(f"module 'regstore' has no attribute {name!r}")
+            # a submodule (``regstore.manifest.Manifest`` after a bare ``import regstore``), as
+            # when the package imported the leaves at once
+            module = f"{__name__}.{name}"
+            try:
+                if name.startswith("_"):
+                    raise ModuleNotFoundError(name=module)
+                value = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise  # the submodule exists but something it imports does not
+                raise AttributeError(f"module 'regstore' has no attribute {name!r}") from None
         globals()[name] = value  # asked once: later lookups find it without this function
         return value
 
