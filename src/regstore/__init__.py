@@ -173,15 +173,15 @@ if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above
         else:
             # a submodule (``regstore.manifest.Manifest`` after a bare ``import regstore``), as
             # when the package imported the leaves at once
-            module = f"{__name__}.{name}"
+            module, value = f"{__name__}.{name}", None
             try:
-                if name.startswith("_"):
-                    raise ModuleNotFoundError(name=module)
-                value = importlib.import_module(module)
+                if not name.startswith("_"):
+                    value = importlib.import_module(module)
             except ModuleNotFoundError as exc:
                 if exc.name != module:
                     raise  # the submodule exists but something it imports does not
-                raise AttributeError(f"module 'regstore' has no attribute {name!r}") from None
+            if value is None:
+                raise AttributeError(f"module 'regstore' has no attribute {name!r}")
         globals()[name] = value  # asked once: later lookups find it without this function
         return value
 
