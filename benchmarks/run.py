@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -47,6 +48,7 @@ from regstore.testing.builders import build_image, build_index  # noqa: E402
 
 MiB = 1 << 20
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 HERE = Path(__file__).resolve().parent
 CEILINGS = [sys.executable, str(HERE / "ceilings.py")]
 S3_OPTIONS = {"key": "testing", "secret": "testing", "region": "us-east-1"}
@@ -618,6 +620,18 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         )
     )
 
+    # 3b. the five-layer image and the 10-platform index, pushed the same way (fresh target,
+    # regstore from its store, skopeo from an OCI layout regstore wrote, the registry's ingest
+    # of the same blobs by curl)
+    out.extend(
+        push_workload(world, have_skopeo, store, oci_dir, key, repo, title, new_target,
+                      stop_target, target, skopeo_env)
+        for key, repo, title in (
+            ("five", "bench/five", f"push {_size(world.nbytes['five'])} in 5 layers"),
+            ("index", "bench/index", f"push 10-platform index ({_size(world.nbytes['index'])})"),
+        )
+    )  # fmt: skip
+
     # 4. registry -> registry
     out.append(
         Workload(
@@ -971,6 +985,168 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         )
     )
     return out
+
+
+#: The registry's ingest of several blobs: one monolithic curl PUT each (POST, then PUT with
+#: the digest), four at once as regstore's default --concurrency. Arguments: the target's URL,
+#: the repository, then pairs of blob file and digest.
+CURL_PUT_MANY = r"""set -e
+export target="$1" repo="$2"; shift 2
+printf '%s\n' "$@" | xargs -P 4 -n 2 bash -c '
+up="$target/v2/$repo/blobs/uploads/"
+loc=$(curl -s -f -D - -o /dev/null -X POST "$up" | tr -d "\r" | sed -n "s/^[Ll]ocation: //p")
+case "$loc" in /*) loc="$target$loc";; esac
+case "$loc" in *"?"*) sep="&";; *) sep="?";; esac
+curl -s -f -o /dev/null -X PUT -H "Content-Type: application/octet-stream" \
+  -T "$0" "$loc${sep}digest=$1"'
+"""
+
+
+def push_workload(
+    world: World,
+    have_skopeo: bool,
+    store: Path,
+    oci_dir: Path,
+    key: str,
+    repo: str,
+    title: str,
+    new_target: Callable[[int], None],
+    stop_target: Callable[[int], None],
+    target: Callable[[int], str],
+    skopeo_env: dict[str, str],
+) -> Workload:
+    """Push of the image ``repo:1`` (pulled here into ``store`` and, for skopeo, into the OCI
+    layout ``oci_dir``) into a fresh registry each run, against skopeo and the registry's
+    ingest of its blobs."""
+    host = world.source.host
+    subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/{repo}:1"), check=True)
+    if have_skopeo:
+        subprocess.run(
+            regstore_cli("--store", f"{oci_dir.as_uri()}?layout=oci", "pull", f"{host}/{repo}:1"),
+            check=True,
+        )
+    top, blobs = _image_blobs(world, repo, "1")
+    exported = world.work / f"push-{key}-blobs"
+    exported.mkdir(exist_ok=True)
+    pairs: list[str] = []
+    for digest in blobs:
+        path = exported / digest.split(":", 1)[1]
+        _export_blob(store, digest, path)
+        pairs += [str(path), digest]
+
+    def holds_image(i: int) -> None:
+        """The verify of a push of ``repo``: the target serves its tag as the source's very
+        manifest (the registry takes a manifest only once all it references is there)."""
+        served = _manifest_digest(f"http://{target(i)}", repo, "1")
+        if served != top:
+            raise RuntimeError(
+                f"the target serves {repo}:1 as {served}, the source as {top}: "
+                "the run did not push the same image"
+            )
+
+    def holds_blobs(i: int) -> None:
+        """The verify of the ingest: the target holds every blob, whole."""
+        for digest in blobs:
+            size = (exported / digest.split(":", 1)[1]).stat().st_size
+            check_blob(target(i), repo, digest, size)
+
+    all_platforms = ["--all"] if key == "index" else []
+    return Workload(
+        f"push-{key}",
+        f"{title}, file store -> fresh registry",
+        world.nbytes[key],
+        [
+            Runner(
+                "regstore",
+                "regstore",
+                lambda i: regstore_cli(
+                    "--store", str(store), "push", f"{repo}:1", f"{target(i)}/{repo}:1"
+                ),
+                prepare=new_target,
+                cleanup=stop_target,
+                verify=holds_image,
+            ),
+            *(
+                [
+                    Runner(
+                        "skopeo",
+                        "peer",
+                        lambda i: skopeo(
+                            "copy",
+                            *all_platforms,
+                            "--dest-tls-verify=false",
+                            f"oci:{oci_dir}:{repo}:1",
+                            f"docker://{target(i)}/{repo}:1",
+                        ),
+                        env=skopeo_env,
+                        prepare=new_target,
+                        cleanup=stop_target,
+                        verify=holds_image,
+                    )
+                ]
+                if have_skopeo
+                else []
+            ),
+            Runner(
+                "curl PUT (ingest)",
+                "ceiling",
+                lambda i: [
+                    "bash",
+                    "-c",
+                    CURL_PUT_MANY,
+                    "put-many",
+                    f"http://{target(i)}",
+                    repo,
+                    *pairs,
+                ],
+                prepare=new_target,
+                cleanup=stop_target,
+                verify=holds_blobs,
+            ),
+        ],
+        targets=[("curl PUT (ingest)", 0.95)],
+        note=f"curl PUT (ingest): the registry taking the image's {len(blobs)} blobs "
+        "(configs and layers; not its manifests) by one monolithic PUT each, four at once",
+    )
+
+
+def _manifest_digest(url: str, repo: str, tag: str) -> str | None:
+    """The digest the registry at ``url`` serves ``repo:tag`` as (None: not there)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url}/v2/{repo}/manifests/{tag}", headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            return f"sha256:{hashlib.sha256(response.read()).hexdigest()}"
+    except urllib.error.HTTPError:
+        return None
+
+
+def _image_blobs(world: World, repo: str, tag: str) -> tuple[str, list[str]]:
+    """The digest of the source's ``repo:tag`` and every config and layer it references (each
+    child manifest's, for an index)."""
+    import urllib.request
+
+    def get(reference: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{world.source.url}/v2/{repo}/manifests/{reference}",
+            headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"},
+        )
+        with urllib.request.urlopen(request) as response:
+            return dict(json.loads(response.read()))
+
+    top = _manifest_digest(world.source.url, repo, tag)
+    assert top is not None, f"the source has no {repo}:{tag}"
+    doc = get(tag)
+    manifests = [get(m["digest"]) for m in doc["manifests"]] if "manifests" in doc else [doc]
+    blobs: dict[str, None] = {}
+    for m in manifests:
+        blobs[m["config"]["digest"]] = None
+        blobs.update(dict.fromkeys(layer["digest"] for layer in m["layers"]))
+    return top, list(blobs)
 
 
 def _layer_digest(world: World, repo: str, tag: str) -> str:
