@@ -620,17 +620,89 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         )
     )
 
-    # 3b. the five-layer image and the 10-platform index, pushed the same way (fresh target,
-    # regstore from its store, skopeo from an OCI layout regstore wrote, the registry's ingest
-    # of the same blobs by curl)
-    out.extend(
-        push_workload(world, have_skopeo, store, oci_dir, key, repo, title, new_target,
-                      stop_target, target, skopeo_env)
-        for key, repo, title in (
-            ("five", "bench/five", f"push {_size(world.nbytes['five'])} in 5 layers"),
-            ("index", "bench/index", f"push 10-platform index ({_size(world.nbytes['index'])})"),
+    # 3b. the five-layer image and the 10-platform index, pushed the same way
+    def push_workload(key: str, repo: str, title: str) -> Workload:
+        """Push of ``repo:1`` from the file store (skopeo: from an OCI layout regstore wrote)
+        into a fresh registry each run, against the registry's ingest of the same image."""
+        subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/{repo}:1"), check=True)
+        if have_skopeo:
+            subprocess.run(
+                regstore_cli(
+                    "--store", f"{oci_dir.as_uri()}?layout=oci", "pull", f"{host}/{repo}:1"
+                ),
+                check=True,
+            )
+        image = _source_image(world, repo, "1")
+        ingest = _ingest_script(w / f"push-{key}-ingest", store, repo, image)
+
+        def holds_image(i: int) -> None:
+            """The target serves the tag as the source's very manifest (docker-registry takes
+            a manifest only once all it references is in the repository) and holds every
+            blob whole."""
+            served = _manifest_digest(f"http://{target(i)}", repo, "1")
+            if served != image.digest:
+                raise RuntimeError(
+                    f"the target serves {repo}:1 as {served}, the source as {image.digest}: "
+                    "the run did not push the same image"
+                )
+            for digest, size in image.blobs.items():
+                check_blob(target(i), repo, digest, size)
+
+        copy_all = ["--all"] if image.children else []
+        return Workload(
+            f"push-{key}",
+            f"{title}, file store -> fresh registry",
+            world.nbytes[key],
+            [
+                Runner(
+                    "regstore",
+                    "regstore",
+                    lambda i: regstore_cli(
+                        "--store", str(store), "push", f"{repo}:1", f"{target(i)}/{repo}:1"
+                    ),
+                    prepare=new_target,
+                    cleanup=stop_target,
+                    verify=holds_image,
+                ),
+                *peer(
+                    "skopeo",
+                    lambda i: skopeo(
+                        "copy",
+                        *copy_all,
+                        "--dest-tls-verify=false",
+                        f"oci:{oci_dir}:{repo}:1",
+                        f"docker://{target(i)}/{repo}:1",
+                    ),
+                    prepare=new_target,
+                    cleanup=stop_target,
+                    verify=holds_image,
+                ),
+                Runner(
+                    "curl PUT (ingest)",
+                    "ceiling",
+                    lambda i: ["bash", str(ingest), f"http://{target(i)}"],
+                    prepare=new_target,
+                    cleanup=stop_target,
+                    verify=holds_image,
+                ),
+            ],
+            targets=[("curl PUT (ingest)", 0.95)],
+            note=f"curl PUT (ingest): the registry taking the image as a plain client pushes "
+            f"it: its {len(image.blobs)} blobs (configs and layers) by one monolithic PUT each "
+            "(POST, then PUT with the digest; four at once, as regstore's default "
+            f"--concurrency 4), then its {len(image.children) + 1} manifest(s), children first, "
+            "one curl each (each blob's upload costs it a bash and two curl processes, "
+            "a few ms)",
         )
-    )  # fmt: skip
+
+    out.append(
+        push_workload("five", "bench/five", f"push {_size(world.nbytes['five'])} in 5 layers")
+    )
+    out.append(
+        push_workload(
+            "index", "bench/index", f"push 10-platform index ({_size(world.nbytes['index'])})"
+        )
+    )
 
     # 4. registry -> registry
     out.append(
@@ -987,166 +1059,105 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     return out
 
 
-#: The registry's ingest of several blobs: one monolithic curl PUT each (POST, then PUT with
-#: the digest), four at once as regstore's default --concurrency. Arguments: the target's URL,
-#: the repository, then pairs of blob file and digest.
-CURL_PUT_MANY = r"""set -e
-export target="$1" repo="$2"; shift 2
-printf '%s\n' "$@" | xargs -P 4 -n 2 bash -c '
-up="$target/v2/$repo/blobs/uploads/"
-loc=$(curl -s -f -D - -o /dev/null -X POST "$up" | tr -d "\r" | sed -n "s/^[Ll]ocation: //p")
-case "$loc" in /*) loc="$target$loc";; esac
-case "$loc" in *"?"*) sep="&";; *) sep="?";; esac
-curl -s -f -o /dev/null -X PUT -H "Content-Type: application/octet-stream" \
-  -T "$0" "$loc${sep}digest=$1"'
-"""
+@dataclass(frozen=True)
+class SourceImage:
+    """An image of the source registry as a plain client would push it."""
+
+    digest: str  #: of the manifest (or index) the tag names
+    raw: bytes
+    media_type: str
+    #: an index's child manifests: digest -> (bytes, media type)
+    children: dict[str, tuple[bytes, str]]
+    #: every config and layer (of every child): digest -> size
+    blobs: dict[str, int]
 
 
-def push_workload(
-    world: World,
-    have_skopeo: bool,
-    store: Path,
-    oci_dir: Path,
-    key: str,
-    repo: str,
-    title: str,
-    new_target: Callable[[int], None],
-    stop_target: Callable[[int], None],
-    target: Callable[[int], str],
-    skopeo_env: dict[str, str],
-) -> Workload:
-    """Push of the image ``repo:1`` (pulled here into ``store`` and, for skopeo, into the OCI
-    layout ``oci_dir``) into a fresh registry each run, against skopeo and the registry's
-    ingest of its blobs."""
-    host = world.source.host
-    subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/{repo}:1"), check=True)
-    if have_skopeo:
-        subprocess.run(
-            regstore_cli("--store", f"{oci_dir.as_uri()}?layout=oci", "pull", f"{host}/{repo}:1"),
-            check=True,
-        )
-    top, blobs = _image_blobs(world, repo, "1")
-    exported = world.work / f"push-{key}-blobs"
-    exported.mkdir(exist_ok=True)
-    pairs: list[str] = []
-    for digest in blobs:
-        path = exported / digest.split(":", 1)[1]
-        _export_blob(store, digest, path)
-        pairs += [str(path), digest]
-
-    def holds_image(i: int) -> None:
-        """The verify of a push of ``repo``: the target serves its tag as the source's very
-        manifest (the registry takes a manifest only once all it references is there)."""
-        served = _manifest_digest(f"http://{target(i)}", repo, "1")
-        if served != top:
-            raise RuntimeError(
-                f"the target serves {repo}:1 as {served}, the source as {top}: "
-                "the run did not push the same image"
-            )
-
-    def holds_blobs(i: int) -> None:
-        """The verify of the ingest: the target holds every blob, whole."""
-        for digest in blobs:
-            size = (exported / digest.split(":", 1)[1]).stat().st_size
-            check_blob(target(i), repo, digest, size)
-
-    all_platforms = ["--all"] if key == "index" else []
-    return Workload(
-        f"push-{key}",
-        f"{title}, file store -> fresh registry",
-        world.nbytes[key],
-        [
-            Runner(
-                "regstore",
-                "regstore",
-                lambda i: regstore_cli(
-                    "--store", str(store), "push", f"{repo}:1", f"{target(i)}/{repo}:1"
-                ),
-                prepare=new_target,
-                cleanup=stop_target,
-                verify=holds_image,
-            ),
-            *(
-                [
-                    Runner(
-                        "skopeo",
-                        "peer",
-                        lambda i: skopeo(
-                            "copy",
-                            *all_platforms,
-                            "--dest-tls-verify=false",
-                            f"oci:{oci_dir}:{repo}:1",
-                            f"docker://{target(i)}/{repo}:1",
-                        ),
-                        env=skopeo_env,
-                        prepare=new_target,
-                        cleanup=stop_target,
-                        verify=holds_image,
-                    )
-                ]
-                if have_skopeo
-                else []
-            ),
-            Runner(
-                "curl PUT (ingest)",
-                "ceiling",
-                lambda i: [
-                    "bash",
-                    "-c",
-                    CURL_PUT_MANY,
-                    "put-many",
-                    f"http://{target(i)}",
-                    repo,
-                    *pairs,
-                ],
-                prepare=new_target,
-                cleanup=stop_target,
-                verify=holds_blobs,
-            ),
-        ],
-        targets=[("curl PUT (ingest)", 0.95)],
-        note=f"curl PUT (ingest): the registry taking the image's {len(blobs)} blobs "
-        "(configs and layers; not its manifests) by one monolithic PUT each, four at once",
-    )
-
-
-def _manifest_digest(url: str, repo: str, tag: str) -> str | None:
-    """The digest the registry at ``url`` serves ``repo:tag`` as (None: not there)."""
-    import urllib.error
+def _get_manifest(url: str, repo: str, reference: str) -> tuple[bytes, str]:
+    """The bytes and media type the registry at ``url`` serves ``repo:reference`` as."""
     import urllib.request
 
     request = urllib.request.Request(
-        f"{url}/v2/{repo}/manifests/{tag}", headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
+        f"{url}/v2/{repo}/manifests/{reference}",
+        headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"},
     )
+    with urllib.request.urlopen(request) as response:
+        return response.read(), response.headers.get_content_type()
+
+
+def _manifest_digest(url: str, repo: str, tag: str) -> str | None:
+    """The digest of what the registry at ``url`` serves ``repo:tag`` as (None: not there)."""
+    import urllib.error
+
     try:
-        with urllib.request.urlopen(request) as response:
-            return f"sha256:{hashlib.sha256(response.read()).hexdigest()}"
+        raw, _ = _get_manifest(url, repo, tag)
     except urllib.error.HTTPError:
         return None
+    return f"sha256:{hashlib.sha256(raw).hexdigest()}"
 
 
-def _image_blobs(world: World, repo: str, tag: str) -> tuple[str, list[str]]:
-    """The digest of the source's ``repo:tag`` and every config and layer it references (each
-    child manifest's, for an index)."""
-    import urllib.request
+def _source_image(world: World, repo: str, tag: str) -> SourceImage:
+    """``repo:tag`` of the source registry: its manifest, an index's children, its blobs."""
+    raw, media_type = _get_manifest(world.source.url, repo, tag)
+    doc = json.loads(raw)
+    children = {
+        m["digest"]: _get_manifest(world.source.url, repo, m["digest"])
+        for m in doc.get("manifests", [])
+    }
+    blobs: dict[str, int] = {}
+    for manifest in [json.loads(r) for r, _ in children.values()] if children else [doc]:
+        for blob in [manifest["config"], *manifest["layers"]]:
+            blobs[blob["digest"]] = int(blob["size"])
+    return SourceImage(
+        f"sha256:{hashlib.sha256(raw).hexdigest()}", raw, media_type, children, blobs
+    )
 
-    def get(reference: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{world.source.url}/v2/{repo}/manifests/{reference}",
-            headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"},
+
+def _ingest_script(directory: Path, store: Path, repo: str, image: SourceImage) -> Path:
+    """A bash script (its one argument: the target registry's URL) that pushes ``image`` as a
+    plain client does, with curl: every blob by one monolithic upload (POST, then PUT with the
+    digest), four at once, then the child manifests by digest and the manifest by tag ``1``.
+    The blobs are copied out of ``store`` into ``directory``. Any failed request fails it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pairs: list[str] = []
+    for digest in image.blobs:
+        path = directory / digest.split(":", 1)[1]
+        _export_blob(store, digest, path)
+        pairs += [str(path), digest]
+    manifests = [(d, raw, media) for d, (raw, media) in image.children.items()]
+    manifests.append(("1", image.raw, image.media_type))
+    puts = []
+    for k, (reference, raw, media) in enumerate(manifests):
+        path = directory / f"manifest-{k}.json"
+        path.write_bytes(raw)
+        puts.append(
+            f"curl -sS -f -o /dev/null -X PUT -H {shlex.quote('Content-Type: ' + media)} "
+            f'--data-binary @{shlex.quote(str(path))} "$target/v2/$repo/manifests/{reference}"'
         )
-        with urllib.request.urlopen(request) as response:
-            return dict(json.loads(response.read()))
-
-    top = _manifest_digest(world.source.url, repo, tag)
-    assert top is not None, f"the source has no {repo}:{tag}"
-    doc = get(tag)
-    manifests = [get(m["digest"]) for m in doc["manifests"]] if "manifests" in doc else [doc]
-    blobs: dict[str, None] = {}
-    for m in manifests:
-        blobs[m["config"]["digest"]] = None
-        blobs.update(dict.fromkeys(layer["digest"] for layer in m["layers"]))
-    return top, list(blobs)
+    script = directory / "ingest.sh"
+    script.write_text(
+        "\n".join(
+            [
+                "set -euo pipefail",
+                f'target="$1"; repo={shlex.quote(repo)}',
+                "put_blob() {  # FILE DIGEST",
+                '  local loc sep up="$target/v2/$repo/blobs/uploads/"',
+                '  loc=$(curl -sS -f -D - -o /dev/null -X POST "$up" | tr -d "\\r" '
+                "| sed -n 's/^[Ll]ocation: //p')",
+                '  [ -n "$loc" ] || { echo "no upload location for $2" >&2; return 1; }',
+                '  case "$loc" in /*) loc="$target$loc";; esac',
+                '  case "$loc" in *"?"*) sep="&";; *) sep="?";; esac',
+                '  curl -sS -f -o /dev/null -X PUT -H "Content-Type: application/octet-stream" '
+                '-T "$1" "$loc${sep}digest=$2"',
+                "}",
+                "export -f put_blob; export target repo",
+                f"printf '%s\\0' {' '.join(shlex.quote(a) for a in pairs)} "
+                '| xargs -0 -P 4 -n 2 bash -c \'set -euo pipefail; put_blob "$1" "$2"\' _',
+                *puts,
+                "",
+            ]
+        )
+    )
+    return script
 
 
 def _layer_digest(world: World, repo: str, tag: str) -> str:
