@@ -384,6 +384,13 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     prepare=lambda i: d.mkdir(parents=True, exist_ok=True),
                     cleanup=lambda i: fresh(d / "ceil.bin"),
                 ),
+                Runner(
+                    "direct write",
+                    "ceiling",
+                    lambda i: [*CEILINGS, "write-direct", str(d / "direct.bin"), str(nbytes)],
+                    prepare=lambda i: d.mkdir(parents=True, exist_ok=True),
+                    cleanup=lambda i: fresh(d / "direct.bin"),
+                ),
             ],
             targets=[("skopeo", 3.0), ("fsync'd write", 0.9)],
         )

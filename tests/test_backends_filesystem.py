@@ -232,20 +232,26 @@ def test_staging_writes_back_while_the_blob_arrives_and_still_fsyncs_before_the_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every WRITEBACK_WINDOW bytes the new window is handed to writeback and the one before it
-    waited for (so the last fsync is short); the fsync of the staged file still comes before
-    the rename that publishes it."""
+    waited for (so the last fsync is short), then that one's pages given back to the page
+    cache (so a large blob reuses a few windows of pages instead of finding new ones); the
+    fsync of the staged file still comes before the rename that publishes it."""
     import hashlib
     import os
 
     from regstore.backends import filesystem
 
     real_range, real_fsync, real_replace = filesystem._sync_file_range, os.fsync, os.replace
+    real_advise = os.posix_fadvise
     assert real_range is not None, "Linux has sync_file_range"
     calls: list[tuple[str, int, int, int]] = []
 
     def spy_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
         calls.append(("range", offset, nbytes, flags))
         real_range(fd, offset, nbytes, flags)
+
+    def spy_advise(fd: int, offset: int, nbytes: int, advice: int) -> None:
+        calls.append(("advise", offset, nbytes, advice))
+        real_advise(fd, offset, nbytes, advice)
 
     def spy_fsync(fd: int) -> None:
         calls.append(("fsync", 0, 0, 0))
@@ -258,6 +264,7 @@ def test_staging_writes_back_while_the_blob_arrives_and_still_fsyncs_before_the_
     window = 4 * 1024 * 1024
     monkeypatch.setattr(filesystem, "WRITEBACK_WINDOW", window)
     monkeypatch.setattr(filesystem, "_sync_file_range", spy_range)
+    monkeypatch.setattr(os, "posix_fadvise", spy_advise)
     monkeypatch.setattr(os, "fsync", spy_fsync)
     monkeypatch.setattr(os, "replace", spy_replace)
     data = os.urandom(3 * window + 12345)
@@ -269,20 +276,55 @@ def test_staging_writes_back_while_the_blob_arrives_and_still_fsyncs_before_the_
         writer.write(data[start : start + 1024 * 1024])
     writer.commit()
 
-    ranges = [c[1:] for c in calls if c[0] == "range"]
+    writeback = [c for c in calls if c[0] in ("range", "advise")]
     start_only = filesystem.SYNC_FILE_RANGE_WRITE
     wait = (
         start_only | filesystem.SYNC_FILE_RANGE_WAIT_BEFORE | filesystem.SYNC_FILE_RANGE_WAIT_AFTER
     )
-    assert ranges == [
-        (0, window, start_only),
-        (window, window, start_only),
-        (0, window, wait),
-        (2 * window, window, start_only),
-        (window, window, wait),
+    drop = os.POSIX_FADV_DONTNEED
+    assert writeback == [
+        ("range", 0, window, start_only),
+        ("range", window, window, start_only),
+        ("range", 0, window, wait),
+        ("advise", 0, window, drop),  # only once written back and waited for: clean pages
+        ("range", 2 * window, window, start_only),
+        ("range", window, window, wait),
+        ("advise", window, window, drop),
     ]
-    kinds = [c[0] for c in calls if c[0] != "range"]
+    kinds = [c[0] for c in calls if c[0] not in ("range", "advise")]
     assert "replace" in kinds and "fsync" in kinds[: kinds.index("replace")]
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+
+
+def test_pages_that_cannot_be_given_back_change_nothing_but_the_speed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """posix_fadvise is advice: its failure (or its absence) neither fails the write nor
+    changes the staged bytes."""
+    import hashlib
+    import os
+
+    from regstore.backends import filesystem
+
+    refused: list[int] = []
+
+    def refusing_advise(fd: int, offset: int, nbytes: int, advice: int) -> None:
+        refused.append(offset)
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    window = 1024 * 1024
+    monkeypatch.setattr(filesystem, "WRITEBACK_WINDOW", window)
+    monkeypatch.setattr(os, "posix_fadvise", refusing_advise)
+    data = os.urandom(5 * window + 7)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = open_store(str(tmp_path / "store"))
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    for start in range(0, len(data), window // 2):
+        writer.write(data[start : start + window // 2])
+    assert writer.commit() == digest
+    assert refused == [0, window, 2 * window, 3 * window]  # each waited window, once
     with store.layer(digest).reader() as reader:
         assert reader.read() == data
 
