@@ -524,8 +524,10 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             ),
             check=True,
         )
-    blob_file = w / "big-layer.bin"
-    _export_blob(store, big_digest, blob_file)
+    # curl PUTs the very file regstore pushes (read-only): a copy of it stayed in the page cache
+    # while the store's own file, written by a pull, was dropped from it as it was written, and
+    # the ceiling read from memory what regstore read from the disk
+    blob_file = _blob_path(store, big_digest)
     targets: dict[int, RegistryServer] = {}
 
     def new_target(i: int) -> None:
@@ -1123,13 +1125,13 @@ def _ingest_script(directory: Path, store: Path, repo: str, image: SourceImage) 
     """A bash script (its one argument: the target registry's URL) that pushes ``image`` as a
     plain client does, with curl: every blob by one monolithic upload (POST, then PUT with the
     digest), four at once, then the child manifests by digest and the manifest by tag ``1``.
-    The blobs are copied out of ``store`` into ``directory``. Any failed request fails it."""
+    The blobs are read where ``store`` keeps them, as regstore's push reads them (a copy would
+    be in the page cache); the manifests are written into ``directory``. Any failed request
+    fails it."""
     directory.mkdir(parents=True, exist_ok=True)
     pairs: list[str] = []
     for digest in image.blobs:
-        path = directory / digest.split(":", 1)[1]
-        _export_blob(store, digest, path)
-        pairs += [str(path), digest]
+        pairs += [str(_blob_path(store, digest)), digest]
     manifests = [(d, raw, media) for d, (raw, media) in image.children.items()]
     manifests.append(("1", image.raw, image.media_type))
     puts = []
@@ -1182,10 +1184,6 @@ def _blob_path(store: Path, digest: str) -> Path:
     """Where a file store in the distribution layout keeps a blob."""
     hexdigest = digest.split(":", 1)[1]
     return store / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
-
-
-def _export_blob(store: Path, digest: str, target: Path) -> None:
-    shutil.copyfile(_blob_path(store, digest), target)
 
 
 def _size(nbytes: int) -> str:
