@@ -353,6 +353,17 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         d = w / f"pull-{key}"
         copy_all = ["--all"] if all_platforms else []
         nbytes = world.nbytes[key]
+
+        def write_ceiling(name: str, kind: str, file: str) -> Runner:
+            """Writing as many bytes as the pull into one file (ceilings.py ``kind``)."""
+            return Runner(
+                name,
+                "ceiling",
+                lambda i: [*CEILINGS, kind, str(d / file), str(nbytes)],
+                prepare=lambda i: d.mkdir(parents=True, exist_ok=True),
+                cleanup=lambda i: fresh(d / file),
+            )
+
         return Workload(
             f"pull-{key}",
             title,
@@ -377,20 +388,8 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     prepare=lambda i: fresh(d / f"s{i}"),
                     cleanup=lambda i: fresh(d / f"s{i}"),
                 ),
-                Runner(
-                    "fsync'd write",
-                    "ceiling",
-                    lambda i: [*CEILINGS, "write", str(d / "ceil.bin"), str(nbytes)],
-                    prepare=lambda i: d.mkdir(parents=True, exist_ok=True),
-                    cleanup=lambda i: fresh(d / "ceil.bin"),
-                ),
-                Runner(
-                    "direct write",
-                    "ceiling",
-                    lambda i: [*CEILINGS, "write-direct", str(d / "direct.bin"), str(nbytes)],
-                    prepare=lambda i: d.mkdir(parents=True, exist_ok=True),
-                    cleanup=lambda i: fresh(d / "direct.bin"),
-                ),
+                write_ceiling("fsync'd write", "write", "ceil.bin"),
+                write_ceiling("direct write", "write-direct", "direct.bin"),
             ],
             targets=[("skopeo", 3.0), ("fsync'd write", 0.9)],
         )
@@ -512,18 +511,20 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     # 3. push from the file store into a fresh registry each run
     store = w / "push-source"
     oci_dir = w / "push-source-oci"
-    for repo in ("bench/big:1", "bench/small:1"):
-        subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/{repo}"), check=True)
-    if have_skopeo:
-        # skopeo pushes from an OCI layout regstore wrote: the seeded layer's very bytes
-        # (a `skopeo copy docker:// oci:` of it rewrote the layer into a 97 KiB blob, and
-        # skopeo then "pushed 1 GiB" in 0.13 s)
-        subprocess.run(
-            regstore_cli(
-                "--store", f"{oci_dir.as_uri()}?layout=oci", "pull", f"{host}/bench/big:1"
-            ),
-            check=True,
-        )
+
+    def push_sources(reference: str) -> None:
+        """Pull ``reference`` into the store regstore pushes from and, for skopeo, into an OCI
+        layout: skopeo pushes from a layout regstore wrote, the seeded layers' very bytes (a
+        `skopeo copy docker:// oci:` of the big layer rewrote it into a 97 KiB blob, and
+        skopeo then "pushed 1 GiB" in 0.13 s)."""
+        source = f"{host}/{reference}"
+        subprocess.run(regstore_cli("--store", str(store), "pull", source), check=True)
+        if have_skopeo:
+            layout = f"{oci_dir.as_uri()}?layout=oci"
+            subprocess.run(regstore_cli("--store", layout, "pull", source), check=True)
+
+    push_sources("bench/big:1")
+    subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/bench/small:1"), check=True)
     # curl PUTs the very file regstore pushes (read-only): a copy of it stayed in the page cache
     # while the store's own file, written by a pull, was dropped from it as it was written, and
     # the ceiling read from memory what regstore read from the disk
@@ -633,14 +634,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     def push_workload(key: str, repo: str, title: str) -> Workload:
         """Push of ``repo:1`` from the file store (skopeo: from an OCI layout regstore wrote)
         into a fresh registry each run, against the registry's ingest of the same image."""
-        subprocess.run(regstore_cli("--store", str(store), "pull", f"{host}/{repo}:1"), check=True)
-        if have_skopeo:
-            subprocess.run(
-                regstore_cli(
-                    "--store", f"{oci_dir.as_uri()}?layout=oci", "pull", f"{host}/{repo}:1"
-                ),
-                check=True,
-            )
+        push_sources(f"{repo}:1")
         image = _source_image(world, repo, "1")
         ingest = _ingest_script(w / f"push-{key}-ingest", store, repo, image)
 
