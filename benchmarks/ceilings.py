@@ -165,7 +165,7 @@ def main(argv: list[str]) -> None:
         path, size = args[0], int(args[1])
         aligned = mmap.mmap(-1, BUFFER)
         aligned.write(os.urandom(BUFFER))
-        chunk = memoryview(aligned)
+        aligned_view = memoryview(aligned)
         o_direct = getattr(os, "O_DIRECT", 0)
         whole = size - size % 4096 if o_direct else 0
         start = time.perf_counter()
@@ -174,7 +174,7 @@ def main(argv: list[str]) -> None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | o_direct, 0o644)
             try:
                 while done < whole:  # a short write ends on a block or fails the next one
-                    done += os.pwrite(fd, chunk[: min(BUFFER, whole - done)], done)
+                    done += os.pwrite(fd, aligned_view[: min(BUFFER, whole - done)], done)
             finally:
                 os.close(fd)
         report["direct"] = bool(whole) and done == whole
@@ -182,7 +182,7 @@ def main(argv: list[str]) -> None:
             rest.seek(done)
             left = size - done
             while left:
-                left -= rest.write(chunk[: min(BUFFER, left)])
+                left -= rest.write(aligned_view[: min(BUFFER, left)])
             rest.flush()
             os.fsync(rest.fileno())
     elif kind == "fsyncs":
