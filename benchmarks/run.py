@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import hashlib
 import http.client
 import json
 import os
@@ -44,6 +43,7 @@ from tests.support.engine import seed_registry, seed_single_layer_image  # noqa:
 from tests.support.moto_server import MotoServer  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
+from regstore.manifest import digest_of  # noqa: E402
 from regstore.testing.builders import build_image, build_index  # noqa: E402
 
 MiB = 1 << 20
@@ -1095,7 +1095,7 @@ def _manifest_digest(url: str, repo: str, tag: str) -> str | None:
         raw, _ = _get_manifest(url, repo, tag)
     except urllib.error.HTTPError:
         return None
-    return f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    return str(digest_of(raw))
 
 
 def _source_image(world: World, repo: str, tag: str) -> SourceImage:
@@ -1110,9 +1110,7 @@ def _source_image(world: World, repo: str, tag: str) -> SourceImage:
     for manifest in [json.loads(r) for r, _ in children.values()] if children else [doc]:
         for blob in [manifest["config"], *manifest["layers"]]:
             blobs[blob["digest"]] = int(blob["size"])
-    return SourceImage(
-        f"sha256:{hashlib.sha256(raw).hexdigest()}", raw, media_type, children, blobs
-    )
+    return SourceImage(str(digest_of(raw)), raw, media_type, children, blobs)
 
 
 def _ingest_script(directory: Path, store: Path, repo: str, image: SourceImage) -> Path:
@@ -1164,14 +1162,8 @@ def _ingest_script(directory: Path, store: Path, repo: str, image: SourceImage) 
 
 
 def _layer_digest(world: World, repo: str, tag: str) -> str:
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{world.source.url}/v2/{repo}/manifests/{tag}",
-        headers={"Accept": OCI_MANIFEST},
-    )
-    with urllib.request.urlopen(request) as response:
-        return str(json.loads(response.read())["layers"][0]["digest"])
+    raw, _ = _get_manifest(world.source.url, repo, tag)
+    return str(json.loads(raw)["layers"][0]["digest"])
 
 
 def _blob_path(store: Path, digest: str) -> Path:
