@@ -89,6 +89,9 @@ class Sample:
     seconds: float
     rss_mib: float
     cpu_seconds: float
+    #: what the child said of its own run: the JSON object on the last line of its output,
+    #: if any (a ceiling of ``ceilings.py``: ``{"seconds": ..., "direct": false}``)
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,7 +184,17 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> Sample:
         )
     # Wall time of the whole process for every runner, ceilings included: the same yardstick
     # (a ceiling's interpreter starts in ~30 ms; regstore's start-up is part of its cost).
-    return Sample(elapsed, rss_kib / 1024, cpu)
+    return Sample(elapsed, rss_kib / 1024, cpu, _own_report(out))
+
+
+def _own_report(out: bytes) -> dict[str, Any]:
+    """The JSON object on the last line of a child's output, else nothing."""
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        found = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def check_blob(host: str, repo: str, digest: str, size: int) -> None:
@@ -230,11 +243,22 @@ def free_memory_for(warm: Path, nbytes: int) -> Callable[[int], None]:
         # one write per page: a fresh bytearray this large is mapped, not yet touched, memory
         scratch[::4096] = b"\1" * len(range(0, size, 4096))
         del scratch
-        with warm.open("rb") as f:
-            while f.read(8 * MiB):
-                pass
+        read_in(warm)
 
     return prepare
+
+
+def read_in(*roots: Path) -> None:
+    """Read every file under ``roots`` (or the files themselves) into the page cache: a
+    ``prepare`` that gives every runner of a workload the same cache state. A pull drops what
+    the file store writes from the page cache as it writes it, so without this whichever
+    runner read the pushed files first read them from the disk, the others from memory."""
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            with path.open("rb") as f:
+                while f.read(8 * MiB):
+                    pass
 
 
 # -- the world: registries, S3, images ---------------------------------------------------------
@@ -532,6 +556,9 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     targets: dict[int, RegistryServer] = {}
 
     def new_target(i: int) -> None:
+        """The ``prepare`` of every push and copy: a fresh target, and what any runner reads
+        (the store, the OCI layout, the source registry's big blob) in the page cache alike."""
+        read_in(store, oci_dir, _blob_path(world.source.root, big_digest))
         targets[i] = world.registry(f"target{i}")
 
     def stop_target(i: int) -> None:
@@ -1308,6 +1335,8 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                     if r.samples and item.nbytes
                     else None,
                     "samples": [asdict(s) for s in r.samples],
+                    # write-direct where O_DIRECT was refused wrote the buffered way
+                    "buffered": any(s.report.get("direct") is False for s in r.samples),
                 }
             )
         verdicts = []
@@ -1500,6 +1529,8 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
                 continue
             rate = r["bytes_per_s"]
             failed = f" — a later run failed: {r['error'][:200]}" if r["error"] else ""
+            if r.get("buffered"):
+                failed += " — O_DIRECT refused here: written the buffered way"
             lines.append(
                 f"| {row['title']} | {r['name']} ({r['kind']}) | {_fmt(r['median_s'], '.2f')} "
                 f"[{_fmt(r['min_s'], '.2f')}-{_fmt(r['max_s'], '.2f')}]{failed} | "

@@ -163,6 +163,53 @@ def test_a_run_whose_verify_passes_keeps_its_figure(bench: Any) -> None:
     assert runner.error is None
 
 
+def test_a_child_s_own_report_travels_with_its_sample(bench: Any) -> None:
+    said = 'print("progress"); print(\'{"seconds": 0.5, "direct": false}\')'
+    sample = bench.measure([sys.executable, "-c", said])
+    assert sample.report == {"seconds": 0.5, "direct": False}
+    assert bench.measure([sys.executable, "-c", 'print("no report")']).report == {}
+    assert bench.measure(["true"]).report == {}
+
+
+def test_a_direct_write_that_was_refused_is_flagged_in_all_figures(
+    bench: Any, tmp_path: Path
+) -> None:
+    def markdown(direct: list[bool]) -> str:
+        runner = _runner(bench, "direct write", "ceiling", [0.7] * len(direct))
+        for sample, flag in zip(runner.samples, direct, strict=True):
+            sample.report = {"direct": flag}
+        work = bench.Workload("pull-big", "pull 1 GiB", 2**30, [runner])
+        report = {
+            "quick": False, "date": "today", "runs": len(direct),
+            "machine": {"cpu": "cpu", "cores": 2, "memory": "1 kB", "kernel": "6"},
+            "load_before": [0.0, 0.0, 0.0], "load_after": [0.0, 0.0, 0.0], "versions": {},
+            "workloads": bench.summarise([work]),
+        }  # fmt: skip
+        bench.write_markdown(tmp_path / "RESULTS.md", report, None)
+        return (tmp_path / "RESULTS.md").read_text()
+
+    assert "O_DIRECT refused" in markdown([True, False, True])
+    assert "O_DIRECT refused" not in markdown([True, True, True])
+
+
+def test_reading_in_reads_every_file_below_a_root_and_a_file_itself(
+    bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "store" / "a" / "b").mkdir(parents=True)
+    for name in ("store/a/one", "store/a/b/two", "alone"):
+        (tmp_path / name).write_bytes(name.encode())
+    read: list[str] = []
+    real_open = Path.open
+
+    def opened(self: Path, *args: Any, **kwargs: Any) -> Any:
+        read.append(self.relative_to(tmp_path).as_posix())
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", opened)
+    bench.read_in(tmp_path / "store", tmp_path / "alone", tmp_path / "missing")
+    assert read == ["store/a/b/two", "store/a/one", "alone"]
+
+
 def test_a_workload_cleanup_runs_once_after_every_run_of_every_runner(bench: Any) -> None:
     events: list[str] = []
 
