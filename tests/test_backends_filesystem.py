@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from regstore import open_store
 from regstore.backends.filesystem import path_from_url
 from regstore.backends.fsspec_store import FsspecBackend, safe_join
-from regstore.errors import InvalidReferenceError, ManifestInvalidError, RegstoreError, StoreError
+from regstore.errors import (
+    InvalidReferenceError,
+    ManifestInvalidError,
+    RegstoreError,
+    StoreError,
+    StoreOptionError,
+)
 from regstore.manifest import Manifest
 from regstore.store import ObjectStore
 from regstore.testing.builders import oci_image, write_blob, write_image
@@ -295,6 +301,62 @@ def test_staging_writes_back_while_the_blob_arrives_and_still_fsyncs_before_the_
     assert "replace" in kinds and "fsync" in kinds[: kinds.index("replace")]
     with store.layer(digest).reader() as reader:
         assert reader.read() == data
+
+
+@pytest.mark.parametrize("how", ["url", "keyword"])
+def test_page_cache_keep_writes_back_the_same_windows_and_drops_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """``page_cache=keep`` (for a registry serving the store right after a pull) leaves every
+    window in the page cache; writeback and the fsync before the rename are unchanged."""
+    import hashlib
+    import os
+
+    from regstore.backends import filesystem
+
+    real_range = filesystem._sync_file_range
+    assert real_range is not None, "Linux has sync_file_range"
+    ranges: list[int] = []
+    advised: list[int] = []
+
+    def spy_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
+        ranges.append(offset)
+        real_range(fd, offset, nbytes, flags)
+
+    window = 1024 * 1024
+    monkeypatch.setattr(filesystem, "WRITEBACK_WINDOW", window)
+    monkeypatch.setattr(filesystem, "_sync_file_range", spy_range)
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, n, advice: advised.append(offset))
+    data = os.urandom(4 * window + 3)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    root = tmp_path / "store"
+    store = (
+        open_store(f"{root.as_uri()}?page_cache=keep")
+        if how == "url"
+        else open_store(str(root), page_cache="keep")
+    )
+    assert store.describe()["page_cache"] == "keep"
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    for start in range(0, len(data), window // 2):
+        writer.write(data[start : start + window // 2])
+    assert writer.commit() == digest
+    assert ranges and advised == []
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    # the default drops, as the test above shows in detail
+    assert open_store(str(tmp_path / "other")).describe()["page_cache"] == "drop"
+
+
+def test_an_unknown_page_cache_value_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    with pytest.raises(StoreOptionError, match=r"page_cache.*drop.*keep"):
+        open_store(f"{(tmp_path / 'store').as_uri()}?page_cache=never")
+    with pytest.raises(StoreOptionError, match="page_cache"):
+        open_store(str(tmp_path / "store"), page_cache="")
+    assert not (tmp_path / "store").exists()
+    # a plain path takes no query: the option is pointed to the URL form, not made a folder
+    with pytest.raises(StoreError, match="file://"):
+        open_store(f"{tmp_path / 'store'}?page_cache=keep")
 
 
 @pytest.mark.parametrize("advice", ["refused", "absent"])
