@@ -43,6 +43,7 @@ from tests.support.engine import seed_registry, seed_single_layer_image  # noqa:
 from tests.support.moto_server import MotoServer  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
+from regstore.cli.syncforked import default_processes  # noqa: E402
 from regstore.manifest import digest_of  # noqa: E402
 from regstore.testing.builders import build_image, build_index  # noqa: E402
 
@@ -809,8 +810,10 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     # the durability floor of a crash-safe mirror (skopeo's dir: destination fsyncs nothing).
     kept = mirror / "kept"
     write_syncfile(kept)
+    # (in one process: the counting lives in this one, and the mirror writes the same files
+    # in one process as in several)
     counted = subprocess.run(
-        [*CEILINGS, "count-fsyncs", "-q", "sync", str(syncfile)],
+        [*CEILINGS, "count-fsyncs", "-q", "sync", "--processes", "1", str(syncfile)],
         check=True,
         capture_output=True,
         text=True,
@@ -818,6 +821,10 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     )
     durability = json.loads(counted.stdout.strip().splitlines()[-1])
     fsyncs, dir_fsyncs, syncfs = (int(durability[k]) for k in ("fsyncs", "dir_fsyncs", "syncfs"))
+    # regstore's first mirror runs in this many processes, each moving 4 blobs at once (its
+    # default --concurrency): the fsync floor makes its calls from as many threads
+    processes = default_processes(n)
+    fsync_threads = 4 * processes
     # The registry's own floor of a first mirror: the GETs it answers (each manifest by its
     # tag, each distinct blob once), from one curl over 8 parallel kept-alive connections
     # into /dev/null: what is left of regstore's time is its own work and the disk's.
@@ -886,6 +893,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                         str(fsyncs),
                         str(dir_fsyncs),
                         str(syncfs),
+                        str(fsync_threads),
                     ],
                     prepare=lambda i: fresh(mirror / f"f{i}"),
                 ),
@@ -897,11 +905,14 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             # previous run's ~12,000 files spent about half of its CPU there (perf:
             # recently_deleted under ext4_create and ext4_mkdir), whichever tool ran.
             cleanup=clear_first_mirrors,
-            note=f"regstore made {fsyncs} file fsyncs (each file before its rename), "
+            note=f"regstore ran in {processes} process(es) (its default on this machine: "
+            "`--processes`; peak RSS is that of the largest, CPU time that of all) and made "
+            f"{fsyncs} file fsyncs (each file before its rename), "
             f"{dir_fsyncs} directory fsyncs and {syncfs} syncfs calls (its new directory "
             "entries, in groups) for a crash-safe mirror; the fsync floor makes as many of each "
-            "on small files (written, fsync'd, renamed) from 4 threads, as regstore's default "
-            "--concurrency 4; skopeo's dir: destination makes none. registry GETs: the source "
+            f"on small files (written, fsync'd, renamed) from {fsync_threads} threads, as "
+            "many as regstore's processes move blobs at once (--concurrency 4 each); skopeo's "
+            "dir: destination makes none. registry GETs: the source "
             f"registry answering the {n_gets} GETs of a first mirror ({n} manifests by tag, "
             f"{len(world.mirror_blobs)} distinct blobs) from one curl process (8 parallel "
             "kept-alive connections), written nowhere",

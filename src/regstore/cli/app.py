@@ -289,6 +289,10 @@ class AppState:
     def close(self) -> None:
         for store in self._stores.values():
             store.close()
+        self.close_connections()
+
+    def close_connections(self) -> None:
+        """Close the registry clients' pooled connections (they open new ones when used)."""
         for client in self._clients.values():
             close = getattr(client, "close", None)
             if close is not None:

@@ -29,7 +29,7 @@ from .transfer import (
 )
 
 if TYPE_CHECKING:
-    from regstore.engine.model import RegistryClient
+    from regstore.engine.model import BatchResult, RegistryClient
     from regstore.engine.shards import Shard
 
 __all__ = ["sync_command"]
@@ -55,6 +55,7 @@ def sync_command(
     latest: int | None,
     keep_going: bool,
     shard: Shard | None,
+    processes: int | None,
     workers: int | None,
     scheduler: str | None,
     connect_timeout: float,
@@ -66,11 +67,16 @@ def sync_command(
     narrow every repository of the file further. Images go to the file's target, else to the
     store of --store. The file format is documented in regstore.engine.sync (and the README).
     --referrers turns on the file's ``referrers: true`` for every source.
-    --shard takes a stable share of the images; --workers/--scheduler move them on a Dask
-    cluster (planned here, each image a task on a worker).
+    --shard takes a stable share of the images; --processes moves them in a few processes of
+    this machine; --workers/--scheduler move them on a Dask cluster (planned here, each image
+    a task on a worker).
     """
+    from .syncforked import auto_processes, run_sync_forked, shares_store  # (fork: sync only)
+
     tag_filter = make_filter(include, exclude, semver, latest)
     cluster = cluster_options(workers, scheduler, connect_timeout)
+    if processes is not None and cluster is not None:
+        raise click.UsageError("--processes and --workers/--scheduler exclude each other")
     spec = load_sync_file(sync_file)
     if referrers or referrer_types:
         sources = tuple(dataclasses.replace(s, referrers=True) for s in spec.sources)
@@ -97,6 +103,12 @@ def sync_command(
     target_store = None
     if spec.target.connection is None:
         target_store = state.store(spec.target.store)
+        if (processes or 1) > 1 and not shares_store(target_store):
+            raise click.UsageError(
+                "--processes needs a registry or a directory store as the target: what other "
+                f"processes write into a {target_store.describe().get('backend')} store may "
+                "not reach this one"
+            )
     plan = plan_sync(
         spec, client_for=client_for, target_store=target_store, extra_filter=tag_filter
     )
@@ -107,20 +119,41 @@ def sync_command(
     if dry_run:
         return _report_dry_run(state, plan)
     if on_cluster is not None:
-        batch = on_cluster.run(plan, store_url, keep_going, referrer_types)
-        return report_batch(state, batch, extra={"dry_run": False})
-    display = state.progress()
-    with display:
-        batch = run_sync(
-            plan,
-            concurrency=state.settings.concurrency,
-            events=display.sink,
-            keep_going=keep_going,
-            referrer_types=referrer_types,
-            chunk_size=state.chunk_size,
-            monolithic_threshold=state.monolithic_threshold,
+        return report_batch(
+            state,
+            on_cluster.run(plan, store_url, keep_going, referrer_types),
+            extra={"dry_run": False},
         )
-    return report_batch(state, batch, extra={"dry_run": False})
+    display = state.progress()
+    asked = processes is not None
+    if processes is None:
+        processes = auto_processes(state, plan, target_store, keep_going=keep_going)
+    forked: BatchResult | None = None
+    if processes > 1:
+        forked = run_sync_forked(
+            state, plan, processes, display, keep_going=keep_going, referrer_types=referrer_types
+        )
+        if forked is None and asked:
+            state.output.warning("the images are moved in one process (-v says why)")
+    if forked is not None:
+        batch = forked
+    else:
+        processes = 1  # (also when forking was refused)
+        with display:
+            batch = run_sync(
+                plan,
+                concurrency=state.settings.concurrency,
+                events=display.sink,
+                keep_going=keep_going,
+                referrer_types=referrer_types,
+                chunk_size=state.chunk_size,
+                monolithic_threshold=state.monolithic_threshold,
+            )
+    # "processes" only where there were several: a run in one is reported as it always was
+    extra: dict[str, Any] = {"dry_run": False}
+    if processes > 1:
+        extra["processes"] = processes
+    return report_batch(state, batch, extra=extra)
 
 
 def _report_dry_run(state: AppState, plan: SyncPlan) -> int:

@@ -38,8 +38,18 @@ def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Sha
 
 
 def scale_options(f: F) -> F:
-    """``--shard I/N``, ``--workers N``, ``--scheduler ADDRESS``, ``--connect-timeout S``."""
+    """``--processes N``, ``--shard I/N``, ``--workers N``, ``--scheduler ADDRESS``,
+    ``--connect-timeout S``."""
     options = [
+        click.option(
+            "--processes",
+            type=click.IntRange(1, 64),
+            metavar="N",
+            help="Move the images in N processes of this machine, each with a share and "
+            "--concurrency blobs at once (Linux). Default: one per CPU, at most 4, for a sync "
+            "of 32 images or more into a registry or a directory store when --concurrency "
+            "and --fail-fast are not given; else 1.",
+        ),
         click.option(
             "--shard",
             metavar="I/N",

@@ -1,0 +1,179 @@
+"""Shares of a batch moved by forked children (``regstore.engine.forked``): outcomes and events
+come back here by job index, a child that dies fails only its share, and nothing is forked
+while another thread runs.
+
+Each case runs in a fresh interpreter: forking refuses to happen in a process with other
+threads, and a pytest worker has some (its channel to the controller).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from regstore.engine.forked import deal
+
+HEAD = """
+import json, os, signal, sys, threading, time
+from regstore.engine.forked import Forked, deal
+from regstore.engine.model import ImageOutcome
+from regstore.errors import UnsupportedError
+from regstore.events import EventKind, TransferEvent
+
+def outcome(i):
+    return ImageOutcome(f"job{i}", str(os.getpid()), "copied")
+
+def describe(i):
+    return f"job{i}", "dest"
+
+def report(found, **extra):
+    print(json.dumps({
+        "parent": os.getpid(),
+        "found": {str(i): [o.source, o.destination, o.status, o.error] for i, o in found.items()},
+        **extra,
+    }))
+"""
+
+
+def _run(body: str, timeout: float = 60.0) -> tuple[dict[str, Any], str]:
+    """Run HEAD + ``body`` in a fresh interpreter: its last stdout line as JSON, its stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HEAD + textwrap.dedent(body)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_each_share_runs_in_a_child_of_its_own_and_reports_here_by_index() -> None:
+    result, _ = _run(
+        """
+        def run(share, events):
+            for i in share:
+                events(TransferEvent(EventKind.MANIFEST, "copy", f"job{i}", str(os.getpid())))
+            return [outcome(i) for i in share]
+
+        seen = []
+        children = Forked.start(deal(7, 2), run, events=True)
+        found = children.gather(seen.append, describe)
+        report(found, events=[[e.image, e.digest] for e in seen])
+        """
+    )
+    found, parent = result["found"], str(result["parent"])
+    assert sorted(found, key=int) == [str(i) for i in range(7)]
+    assert all(found[str(i)][0] == f"job{i}" and found[str(i)][2] == "copied" for i in range(7))
+    pids = {found[str(i)][1] for i in range(7)}
+    assert len(pids) == 2 and parent not in pids  # two children, neither this process
+    assert {found[str(i)][1] for i in (0, 2, 4, 6)} != {found[str(i)][1] for i in (1, 3, 5)}
+    # every event reached the sink here, from the child that moved its job
+    assert sorted(image for image, _ in result["events"]) == sorted(f"job{i}" for i in range(7))
+    assert all(found[image[3:]][1] == pid for image, pid in result["events"])
+
+
+def test_a_child_that_dies_fails_its_share_only() -> None:
+    result, _ = _run(
+        """
+        def run(share, events):
+            if 1 in share:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return [outcome(i) for i in share]
+
+        report(Forked.start(deal(4, 2), run, events=False).gather(None, describe))
+        """
+    )
+    found = result["found"]
+    assert [found[k][2] for k in ("0", "2")] == ["copied", "copied"]
+    for k in ("1", "3"):
+        source, _, status, error = found[k]
+        assert (source, status) == (f"job{k}", "failed")
+        assert "ended without a report (killed by SIGKILL)" in error
+
+
+def test_a_share_whose_work_raises_is_failed_and_the_traceback_shown() -> None:
+    result, stderr = _run(
+        """
+        def run(share, events):
+            if 0 in share:
+                raise ValueError("the registry went away")
+            return [outcome(i) for i in share]
+
+        report(Forked.start(deal(2, 2), run, events=False).gather(None, describe))
+        """
+    )
+    assert result["found"]["1"][2] == "copied"
+    assert result["found"]["0"][2] == "failed"
+    assert "raised an error, shown on stderr" in result["found"]["0"][3]
+    assert "ValueError: the registry went away" in stderr
+
+
+def test_an_outcome_whose_exception_cannot_cross_arrives_without_it() -> None:
+    result, _ = _run(
+        """
+        def run(share, events):
+            class Local(Exception):  # a local class: pickle cannot name it
+                pass
+            return [ImageOutcome(f"job{i}", "d", "failed", error="refused", exception=Local())
+                    for i in share]
+
+        found = Forked.start(deal(2, 2), run, events=False).gather(None, describe)
+        report(found, exceptions=[o.exception is None for o in found.values()])
+        """
+    )
+    assert [v[2:] for v in result["found"].values()] == [["failed", "refused"]] * 2
+    assert result["exceptions"] == [True, True]
+
+
+def test_nothing_is_forked_while_another_thread_runs(tmp_path: Any) -> None:
+    marker = tmp_path / "ran"
+    result, _ = _run(
+        f"""
+        def run(share, events):
+            open({str(marker)!r}, "w").close()
+            return [outcome(i) for i in share]
+
+        stop = threading.Event()
+        threading.Thread(target=stop.wait).start()
+        try:
+            Forked.start(deal(2, 2), run, events=False)
+            refused = None
+        except UnsupportedError as exc:
+            refused = str(exc)
+        finally:
+            stop.set()
+        report({{}}, refused=refused)
+        """
+    )
+    assert result["refused"] is not None and "thread" in result["refused"]
+    assert not marker.exists()
+
+
+def test_stop_ends_children_still_working() -> None:
+    result, _ = _run(
+        """
+        def run(share, events):
+            time.sleep(60)
+            return [outcome(i) for i in share]
+
+        started = time.monotonic()
+        children = Forked.start(deal(2, 2), run, events=False)
+        time.sleep(0.2)
+        children.stop()
+        found = children.gather(None, describe)
+        report(found, seconds=time.monotonic() - started)
+        """,
+        timeout=50,
+    )
+    assert result["seconds"] < 30
+    assert all("killed by SIGTERM" in v[3] for v in result["found"].values())
+
+
+def test_deal_spreads_neighbours_round_robin() -> None:
+    assert deal(7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
+    assert deal(2, 4) == [[0], [1]]  # never an empty share
+    assert deal(5, 1) == [[0, 1, 2, 3, 4]]

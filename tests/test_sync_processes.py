@@ -1,0 +1,163 @@
+"""``regstore sync --processes N``: a sync's images moved by forked processes of this machine,
+against the real registry into a directory store, reported as one run; and when a sync takes
+more than one process by itself (``auto_processes``).
+
+The CLI runs as a subprocess here: it forks only where no other thread runs, and a pytest
+worker has some.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regstore import open_store
+from regstore.cli.syncforked import AUTO_MIN_IMAGES, auto_processes
+from regstore.engine.sync import PlannedJob, SyncPlan
+from regstore.testing.builders import Built, build_image
+
+from .support.cli import CliResult, run_cli
+from .support.engine import seed_registry
+from .support.registry import RegistryServer
+
+TAGS = [f"v{i}" for i in range(12)]
+
+
+def _seed(registry: RegistryServer) -> dict[str, Built]:
+    base = build_image(layers=1, layer_size=64 * 1024, seed=7000, media="oci")
+    images = {}
+    for i, tag in enumerate(TAGS):
+        images[tag] = build_image(
+            layers=1, layer_size=4096, seed=7100 + i, media="oci", shared_layers=base.layers
+        )
+        seed_registry(registry.url, "fork/app", tag, images[tag])
+    return images
+
+
+def _sync_file(path: Path, host: str, store: str) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "target": {"store": store},
+                "sources": [
+                    {"registry": host, "plain_http": True, "repositories": [{"name": "fork/app"}]}
+                ],
+            }
+        )
+    )
+    return path
+
+
+def _sync(tmp_path: Path, *args: str) -> CliResult:
+    return run_cli("sync", *args, home=tmp_path / "home", subprocess=True, timeout=180)
+
+
+def _copied_lines(stderr: str) -> list[str]:
+    return sorted(line for line in stderr.splitlines() if re.match(r"copied sha256:", line))
+
+
+def test_a_sync_in_two_processes_moves_and_reports_every_image_once(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    images = _seed(registry)
+    forked_store, alone_store = tmp_path / "forked", tmp_path / "alone"
+    forked = _sync_file(tmp_path / "forked.yaml", registry.host, forked_store.as_uri())
+    alone = _sync_file(tmp_path / "alone.yaml", registry.host, alone_store.as_uri())
+
+    report = _sync(tmp_path, "--json", "--processes", "2", str(forked))
+    assert report.returncode == 0, report
+    doc = report.json()
+    assert doc["processes"] == 2
+    assert (doc["copied"], doc["failed"]) == (len(TAGS), 0)
+    assert sorted(i["destination"] for i in doc["images"]) == sorted(
+        f"store:fork/app:{t}" for t in TAGS
+    )
+    with open_store(str(forked_store)) as store:
+        for tag, built in images.items():
+            assert store.resolve("fork/app", tag) == built.manifest_digest
+    assert run_cli("--store", str(forked_store), "verify", home=tmp_path / "home").returncode == 0
+
+    # the progress lines of the children reach this process's display: as one process prints
+    lines = _sync(tmp_path, "--processes", "2", str(alone))
+    assert lines.returncode == 0, lines
+    again = _sync(tmp_path, "--processes", "1", str(_sync_file(
+        tmp_path / "third.yaml", registry.host, (tmp_path / "third").as_uri()
+    )))  # fmt: skip
+    assert _copied_lines(lines.stderr) and _copied_lines(lines.stderr) == _copied_lines(
+        again.stderr
+    )
+
+    # a second run finds every image there, in two processes as in one
+    second = _sync(tmp_path, "--json", "--processes", "2", str(forked)).json()
+    assert (second["processes"], second["skipped"], second["copied"]) == (2, len(TAGS), 0)
+
+
+def test_processes_refuse_a_store_other_processes_cannot_see(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    sync_file = _sync_file(tmp_path / "m.yaml", registry.host, "memory://forked")
+    result = _sync(tmp_path, "--processes", "2", str(sync_file))
+    assert result.returncode == 2, result
+    assert "--processes needs a registry or a directory store" in result.stderr
+    both = _sync(tmp_path, "--processes", "2", "--workers", "2", str(sync_file))
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+
+
+# -- when a sync takes more than one process by itself ------------------------------------------
+
+
+@dataclass
+class _Settings:
+    concurrency: int | None = None
+    verbose: int = 0
+
+
+@dataclass
+class _State:
+    settings: _Settings = field(default_factory=_Settings)
+
+
+def _plan(n: int) -> SyncPlan:
+    job: Any = PlannedJob(None, None)  # type: ignore[arg-type]  # only counted here
+    return SyncPlan(jobs=[job] * n)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "settings", "keep_going", "store", "cpus", "expected"),
+    [
+        (AUTO_MIN_IMAGES, _Settings(), True, "file", 2, 2),
+        (300, _Settings(), True, "file", 8, 4),  # at most AUTO_MOST
+        (300, _Settings(), True, None, 2, 2),  # a registry target
+        (AUTO_MIN_IMAGES - 1, _Settings(), True, "file", 2, 1),  # too few images
+        (300, _Settings(concurrency=4), True, "file", 2, 1),  # a bound on the whole run
+        (300, _Settings(), False, "file", 2, 1),  # --fail-fast
+        (300, _Settings(verbose=2), True, "file", 2, 1),  # -vv: one process's store metrics
+        (300, _Settings(), True, "memory", 2, 1),  # writes no other process sees
+        (300, _Settings(), True, "file", 1, 1),  # one CPU
+    ],
+)
+def test_auto_processes(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    jobs: int,
+    settings: _Settings,
+    keep_going: bool,
+    store: str | None,
+    cpus: int,
+    expected: int,
+) -> None:
+    from regstore.cli import syncforked
+
+    monkeypatch.setattr(syncforked, "_cpus", lambda: cpus)
+    target = None
+    if store == "file":
+        target = open_store(str(tmp_path / "s"))
+    elif store == "memory":
+        target = open_store("memory://auto-processes")
+    state: Any = _State(settings)
+    assert auto_processes(state, _plan(jobs), target, keep_going=keep_going) == expected
