@@ -97,7 +97,7 @@ def test_a_sync_in_two_processes_moves_and_reports_every_image_once(
     assert (second["processes"], second["skipped"], second["copied"]) == (2, len(TAGS), 0)
 
 
-def test_processes_refuse_a_store_other_processes_cannot_see(
+def test_processes_refuse_a_store_other_processes_cannot_see_and_fail_fast(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
     sync_file = _sync_file(tmp_path / "m.yaml", registry.host, "memory://forked")
@@ -106,6 +106,10 @@ def test_processes_refuse_a_store_other_processes_cannot_see(
     assert "--processes needs a registry or a directory store" in result.stderr
     both = _sync(tmp_path, "--processes", "2", "--workers", "2", str(sync_file))
     assert both.returncode == 2 and "exclude each other" in both.stderr
+    fast = _sync_file(tmp_path / "f.yaml", registry.host, (tmp_path / "f").as_uri())
+    fail_fast = _sync(tmp_path, "--processes", "2", "--fail-fast", str(fast))
+    assert fail_fast.returncode == 2 and "--fail-fast" in fail_fast.stderr
+    assert not (tmp_path / "f").exists()  # refused before anything moved
 
 
 # -- when a sync takes more than one process by itself ------------------------------------------

@@ -77,6 +77,11 @@ def sync_command(
     cluster = cluster_options(workers, scheduler, connect_timeout)
     if processes is not None and cluster is not None:
         raise click.UsageError("--processes and --workers/--scheduler exclude each other")
+    if (processes or 1) > 1 and not keep_going:
+        raise click.UsageError(
+            "--fail-fast stops the whole run at its first failure, which one process does: "
+            "leave out --processes"
+        )
     spec = load_sync_file(sync_file)
     if referrers or referrer_types:
         sources = tuple(dataclasses.replace(s, referrers=True) for s in spec.sources)
