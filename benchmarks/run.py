@@ -810,8 +810,9 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     # the durability floor of a crash-safe mirror (skopeo's dir: destination fsyncs nothing).
     kept = mirror / "kept"
     write_syncfile(kept)
-    # (in one process: the counting lives in this one, and the mirror writes the same files
-    # in one process as in several)
+    # (in one process: the counting lives in this one. The mirror writes the same files, and
+    # fsyncs each, in one process as in several; its directory fsyncs and syncfs calls, made
+    # in groups, may differ by a few in several processes, each grouping its own)
     counted = subprocess.run(
         [*CEILINGS, "count-fsyncs", "-q", "sync", "--processes", "1", str(syncfile)],
         check=True,
@@ -993,7 +994,8 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             "no-op re-sync, from one curl process (8 parallel kept-alive connections); "
             "start-up + HEADs: the same after this Python starts and imports requests, which "
             "any client on regstore's HTTP stack does before its first request (regstore's "
-            "own start-up and work are the rest)",
+            f"own start-up and work are the rest; it forks {processes} process(es) here too, "
+            "each asking its share)",
         )
     )
 

@@ -355,8 +355,10 @@ def test_an_unknown_page_cache_value_is_refused_before_anything_is_made(tmp_path
         open_store(str(tmp_path / "store"), page_cache="")
     assert not (tmp_path / "store").exists()
     # a plain path takes no query: the option is pointed to the URL form, not made a folder
-    with pytest.raises(StoreError, match="file://"):
+    with pytest.raises(StoreError, match=r"file://.*page_cache"):
         open_store(f"{tmp_path / 'store'}?page_cache=keep")
+    with pytest.raises(StoreOptionError, match=r"unknown option.*pagecache.*known: layout, page_"):
+        open_store(f"{(tmp_path / 'store').as_uri()}?pagecache=keep")
 
 
 @pytest.mark.parametrize("advice", ["refused", "absent"])

@@ -82,11 +82,21 @@ def test_a_sync_in_two_processes_moves_and_reports_every_image_once(
             assert store.resolve("fork/app", tag) == built.manifest_digest
     assert run_cli("--store", str(forked_store), "verify", home=tmp_path / "home").returncode == 0
 
+    # the same report as one process makes: every image in plan order, once
+    one = _sync(tmp_path, "--json", "--processes", "1", str(alone))
+    assert one.returncode == 0, one
+    assert "processes" not in one.json()
+    assert [(i["source"], i["destination"], i["status"]) for i in doc["images"]] == [
+        (i["source"], i["destination"], i["status"]) for i in one.json()["images"]
+    ]
+
     # the progress lines of the children reach this process's display: as one process prints
-    lines = _sync(tmp_path, "--processes", "2", str(alone))
+    lines = _sync(tmp_path, "--processes", "2", str(_sync_file(
+        tmp_path / "third.yaml", registry.host, (tmp_path / "third").as_uri()
+    )))  # fmt: skip
     assert lines.returncode == 0, lines
     again = _sync(tmp_path, "--processes", "1", str(_sync_file(
-        tmp_path / "third.yaml", registry.host, (tmp_path / "third").as_uri()
+        tmp_path / "fourth.yaml", registry.host, (tmp_path / "fourth").as_uri()
     )))  # fmt: skip
     assert _copied_lines(lines.stderr) and _copied_lines(lines.stderr) == _copied_lines(
         again.stderr
@@ -103,13 +113,57 @@ def test_processes_refuse_a_store_other_processes_cannot_see_and_fail_fast(
     sync_file = _sync_file(tmp_path / "m.yaml", registry.host, "memory://forked")
     result = _sync(tmp_path, "--processes", "2", str(sync_file))
     assert result.returncode == 2, result
-    assert "--processes needs a registry or a directory store" in result.stderr
+    assert "--processes needs a directory store as the target" in result.stderr
     both = _sync(tmp_path, "--processes", "2", "--workers", "2", str(sync_file))
     assert both.returncode == 2 and "exclude each other" in both.stderr
     fast = _sync_file(tmp_path / "f.yaml", registry.host, (tmp_path / "f").as_uri())
     fail_fast = _sync(tmp_path, "--processes", "2", "--fail-fast", str(fast))
     assert fail_fast.returncode == 2 and "--fail-fast" in fail_fast.stderr
+    traced = run_cli(
+        "-vv", "sync", "--processes", "2", str(fast), home=tmp_path / "home", subprocess=True
+    )
+    assert traced.returncode == 2 and "-vv prints the store metrics" in traced.stderr
     assert not (tmp_path / "f").exists()  # refused before anything moved
+
+
+def test_a_registry_target_stays_in_one_process(registry_factory: Any, tmp_path: Path) -> None:
+    source, target = registry_factory(), registry_factory()
+    images = _seed(source)
+    sync_file = tmp_path / "r.yaml"
+    sync_file.write_text(
+        json.dumps(
+            {
+                "target": {"registry": target.host, "plain_http": True},
+                "sources": [
+                    {"registry": source.host, "plain_http": True,
+                     "repositories": [{"name": "fork/app"}]}
+                ],
+            }
+        )
+    )  # fmt: skip
+    # processes pushing a blob their shares share can race: refused before anything moves
+    asked = _sync(tmp_path, "--processes", "2", str(sync_file))
+    assert asked.returncode == 2 and "not a registry" in asked.stderr, asked
+    # by default a registry target is synced in one process, however many images
+    report = _sync(tmp_path, "--json", str(sync_file))
+    assert report.returncode == 0, report
+    assert "processes" not in report.json() and report.json()["copied"] == len(TAGS)
+    from regstore.client import Client
+
+    with Client(target.host, plain_http=True, use_docker_config=False) as client:
+        for tag, built in images.items():
+            info = client.head_manifest("fork/app", tag)
+            assert info is not None and info.digest == built.manifest_digest
+
+
+def test_more_processes_asked_than_images_fork_one_per_image(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    _seed(registry)
+    sync_file = _sync_file(tmp_path / "m.yaml", registry.host, (tmp_path / "m").as_uri())
+    report = _sync(tmp_path, "--json", "--processes", "64", str(sync_file))
+    assert report.returncode == 0, report
+    assert (report.json()["processes"], report.json()["copied"]) == (len(TAGS), len(TAGS))
 
 
 # -- when a sync takes more than one process by itself ------------------------------------------
@@ -136,13 +190,14 @@ def _plan(n: int) -> SyncPlan:
     [
         (AUTO_MIN_IMAGES, _Settings(), True, "file", 2, 2),
         (300, _Settings(), True, "file", 8, 4),  # at most AUTO_MOST
-        (300, _Settings(), True, None, 2, 2),  # a registry target
+        (300, _Settings(), True, None, 2, 1),  # a registry target: only when asked
         (AUTO_MIN_IMAGES - 1, _Settings(), True, "file", 2, 1),  # too few images
         (300, _Settings(concurrency=4), True, "file", 2, 1),  # a bound on the whole run
         (300, _Settings(), False, "file", 2, 1),  # --fail-fast
         (300, _Settings(verbose=2), True, "file", 2, 1),  # -vv: one process's store metrics
         (300, _Settings(), True, "memory", 2, 1),  # writes no other process sees
         (300, _Settings(), True, "file", 1, 1),  # one CPU
+        (300, _Settings(), True, "file-concurrency", 2, 1),  # the sync file's concurrency
     ],
 )
 def test_auto_processes(
@@ -159,9 +214,12 @@ def test_auto_processes(
 
     monkeypatch.setattr(syncforked, "_cpus", lambda: cpus)
     target = None
-    if store == "file":
+    plan = _plan(jobs)
+    if store and store.startswith("file"):
         target = open_store(str(tmp_path / "s"))
     elif store == "memory":
         target = open_store("memory://auto-processes")
+    if store == "file-concurrency":
+        plan.concurrency = 3  # defaults: {concurrency: 3}: a bound on the whole run
     state: Any = _State(settings)
-    assert auto_processes(state, _plan(jobs), target, keep_going=keep_going) == expected
+    assert auto_processes(state, plan, target, keep_going=keep_going) == expected

@@ -668,7 +668,8 @@ def path_from_url(url: str) -> str:
         ):
             raise StoreError(
                 f"options in a plain path are not parsed: write file://{os.path.abspath(url)} "
-                "(a file:/// URL takes ?layout=...) or pass layout= to open_store"
+                "(a file:/// URL takes ?layout=... and ?page_cache=...) or pass them to "
+                "open_store as keywords"
             )
         return url
     parsed = urllib.parse.urlsplit(url)
@@ -695,9 +696,9 @@ def open_backend(url: str, **options: Any) -> LocalBackend:
     layout = options.pop("layout", "distribution")
     page_cache = options.pop("page_cache", "drop")
     if options:
-        raise StoreError(
-            f"unknown option(s) for file stores: {', '.join(sorted(options))} "
-            f"(known: {', '.join(_OPTIONS)})"
+        raise StoreOptionError(
+            f"unknown option(s) for file stores: {', '.join(sorted(options))}",
+            hint=f"known: {', '.join(_OPTIONS)}",
         )
     return LocalBackend(path_from_url(url), layout=str(layout), url=url, page_cache=str(page_cache))
 

@@ -82,7 +82,18 @@ def sync_command(
             "--fail-fast stops the whole run at its first failure, which one process does: "
             "leave out --processes"
         )
+    if (processes or 1) > 1 and state.settings.verbose >= 2:
+        raise click.UsageError(
+            "-vv prints the store metrics of one process: leave out --processes to see a sync's"
+        )
     spec = load_sync_file(sync_file)
+    if (processes or 1) > 1 and spec.target.connection is not None:
+        # Processes pushing one blob two shares share raced: docker-registry 2.8 once refused
+        # a manifest whose blob another process was committing (MANIFEST_BLOB_UNKNOWN).
+        raise click.UsageError(
+            "--processes needs a directory store as the target, not a registry: processes "
+            "pushing the same blob into one registry can race"
+        )
     if referrers or referrer_types:
         sources = tuple(dataclasses.replace(s, referrers=True) for s in spec.sources)
         spec = dataclasses.replace(spec, sources=sources)
@@ -110,9 +121,9 @@ def sync_command(
         target_store = state.store(spec.target.store)
         if (processes or 1) > 1 and not shares_store(target_store):
             raise click.UsageError(
-                "--processes needs a registry or a directory store as the target: what other "
-                f"processes write into a {target_store.describe().get('backend')} store may "
-                "not reach this one"
+                "--processes needs a directory store as the target: what other processes "
+                f"write into a {target_store.describe().get('backend')} store may not reach "
+                "this one"
             )
     plan = plan_sync(
         spec, client_for=client_for, target_store=target_store, extra_filter=tag_filter
@@ -133,15 +144,15 @@ def sync_command(
     asked = processes is not None
     if processes is None:
         processes = auto_processes(state, plan, target_store, keep_going=keep_going)
-    forked: BatchResult | None = None
-    if processes > 1:
+    forked: tuple[BatchResult, int] | None = None
+    if min(processes, len(plan.jobs)) > 1:
         forked = run_sync_forked(
             state, plan, processes, display, keep_going=keep_going, referrer_types=referrer_types
         )
         if forked is None and asked:
             state.output.warning("the images are moved in one process (-v says why)")
     if forked is not None:
-        batch = forked
+        batch, processes = forked
     else:
         processes = 1  # (also when forking was refused)
         with display:

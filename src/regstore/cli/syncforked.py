@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from regstore import plugins
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO_MIN_IMAGES",
     "AUTO_MOST",
+    "SHARED_BACKENDS",
     "auto_processes",
     "default_processes",
     "run_sync_forked",
@@ -46,10 +48,19 @@ SHARED_BACKENDS = frozenset({"file"})
 
 
 def _cpus() -> int:
+    """The CPUs this process may use: its affinity, within its cgroup's CPU quota (a
+    container limited to one CPU on a large host)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota to read: the affinity rules
+    return cpus
 
 
 def shares_store(store: ObjectStore) -> bool:
@@ -62,16 +73,22 @@ def shares_store(store: ObjectStore) -> bool:
 def auto_processes(
     state: AppState, plan: SyncPlan, target_store: ObjectStore | None, *, keep_going: bool
 ) -> int:
-    """How many processes a sync takes when ``--processes`` is not given: one per CPU (at
-    most :data:`AUTO_MOST`) for at least :data:`AUTO_MIN_IMAGES` images into a registry or a
-    directory store, when the blob concurrency is the default one (each process moves that
-    many blobs: a ``--concurrency`` given is a bound on the whole run, kept by one process),
-    images keep going after a failure (``--fail-fast`` stops at once, in one process) and no
-    store is traced (``-vv`` prints one process's store metrics); else 1."""
+    """How many processes a sync takes when ``--processes`` is not given: for at least
+    :data:`AUTO_MIN_IMAGES` images into a directory store, :func:`default_processes`, when
+    the blob concurrency is the default one (each process moves that many blobs: one given,
+    by ``--concurrency`` or the sync file, bounds the whole run, kept by one process), images
+    keep going after a failure (``--fail-fast`` stops at once, in one process) and no store is
+    traced (``-vv`` prints one process's store metrics); else 1. A registry target stays in
+    one process: processes pushing a blob their shares share into one registry can race."""
     settings = state.settings
-    if settings.concurrency is not None or not keep_going or settings.verbose >= 2:
+    if (
+        settings.concurrency is not None
+        or plan.concurrency is not None
+        or not keep_going
+        or settings.verbose >= 2
+    ):
         return 1
-    if target_store is not None and not shares_store(target_store):
+    if target_store is None or not shares_store(target_store):
         return 1
     return default_processes(len(plan.jobs))
 
@@ -93,10 +110,11 @@ def run_sync_forked(
     *,
     keep_going: bool,
     referrer_types: Sequence[str],
-) -> BatchResult | None:
-    """Run ``plan``'s images in ``processes`` forked processes (each with its share, dealt
-    round-robin) and report them all here, through ``display``; None, having forked nothing,
-    when forking is refused (another thread running): the caller runs the plan itself."""
+) -> tuple[BatchResult, int] | None:
+    """Run ``plan``'s images in up to ``processes`` forked processes (each with its share,
+    dealt round-robin) and report them all here, through ``display``: the batch and the
+    number of processes forked. None, having forked nothing, when forking is refused (another
+    thread running, the system out of processes): the caller runs the plan itself."""
     # No pooled connection may be shared with a child: each opens its own. (The stores stay
     # open: a directory store holds no connection, and is made durable by each child.)
     state.close_connections()
@@ -120,8 +138,9 @@ def run_sync_forked(
             state.close()  # this child's stores durable, its connections closed
         return batch.outcomes
 
+    shares = deal(len(plan.jobs), processes)
     try:
-        children = Forked.start(deal(len(plan.jobs), processes), run, events=sink is not None)
+        children = Forked.start(shares, run, events=sink is not None)
     except UnsupportedError as exc:
         log.info("sync in one process: %s", exc)
         return None
@@ -130,10 +149,16 @@ def run_sync_forked(
         job = plan.jobs[index]
         return str(job.source), str(job.destination)
 
-    with display:
+    try:
+        display.__enter__()
+    except BaseException:  # no display: the children are not left running unseen
+        children.stop()
+        raise
+    try:
         found = children.gather(sink, describe)
+    finally:
+        display.__exit__(None, None, None)
     from regstore.engine.model import BatchResult
 
-    return BatchResult(
-        outcomes=[*plan.failures, *plan.skipped, *(found[i] for i in range(len(plan.jobs)))]
-    )
+    outcomes = [*plan.failures, *plan.skipped, *(found[i] for i in range(len(plan.jobs)))]
+    return BatchResult(outcomes=outcomes), len(shares)

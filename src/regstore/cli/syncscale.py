@@ -46,9 +46,10 @@ def scale_options(f: F) -> F:
             type=click.IntRange(1, 64),
             metavar="N",
             help="Move the images in N processes of this machine, each with a share and "
-            "--concurrency blobs at once (Linux). Default: one per CPU, at most 4, for a sync "
-            "of 32 images or more into a registry or a directory store when --concurrency "
-            "and --fail-fast are not given; else 1.",
+            "--concurrency blobs at once (Linux; into a directory store). Default: one per "
+            "CPU (at most 4, one per 16 images) for a sync of 32 images or more into a "
+            "directory store when no concurrency is given (option or sync file) and not "
+            "--fail-fast; else 1.",
         ),
         click.option(
             "--shard",

@@ -21,15 +21,18 @@ second start-up, nothing to pickle but results). The price is what fork demands:
   one process);
 - a child leaves with ``os._exit``: it never runs this process's ``atexit`` work.
 
-A child that dies without reporting (killed, out of memory) fails the images of its share
-with a word on how it ended; what it wrote stays, whole or staged (the store's contract), for
-the next run to skip or resume. An interrupt here stops every child (SIGTERM) and waits for
-them.
+A child whose work raises fails the images of its share with the error's text (its traceback
+is logged, at INFO); one that dies without reporting (killed, out of memory) fails them with a
+word on how it ended. What it wrote stays, whole or staged (the store's contract), for the
+next run to skip or resume. An interrupt here stops every child (SIGTERM) and waits for them;
+a child whose parent dies, however, is ended by the kernel (``PR_SET_PDEATHSIG``), so nothing
+goes on writing behind the back of whoever stopped the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -38,23 +41,25 @@ import signal
 import struct
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 
-from regstore.errors import UnsupportedError
+from regstore.errors import RegstoreError, UnsupportedError
 from regstore.events import EventSink, TransferEvent
 
 from .model import ImageOutcome
 
-__all__ = ["Forked", "can_fork", "deal"]
+__all__ = ["CHILD_FAILED", "INTERRUPTED", "Forked", "ShareRun", "can_fork", "deal"]
 
 log = logging.getLogger("regstore.engine")
 
 #: The exit code of a child whose ``run`` raised (its traceback is on stderr).
 CHILD_FAILED = 70
-#: The exit code of a child interrupted (Ctrl-C reaches every process of the group).
+#: The exit code of a child interrupted (Ctrl-C reaches every process of the group), or
+#: whose parent is gone.
 INTERRUPTED = 130
 _HEADER = struct.Struct("!I")
+#: prctl(2): the signal a child gets when its parent dies (linux/prctl.h)
+_PR_SET_PDEATHSIG = 1
 
 #: What a child runs: its share of job indexes and the sink for its events (None when nobody
 #: listens here); returns one outcome per index, in the share's order.
@@ -72,7 +77,7 @@ def deal(count: int, shares: int) -> list[list[int]]:
     often tags of one repository sharing layers, go to different processes at about the
     same time, and each share gets some of every part of the batch)."""
     shares = max(1, min(shares, count))
-    return [list(range(k, count, shares)) for k in range(shares)]
+    return [list(range(k, count, shares)) for k in range(shares)] if count else []
 
 
 def _portable(outcome: ImageOutcome) -> ImageOutcome:
@@ -91,6 +96,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _die_with(parent: int) -> None:
+    """Have the kernel end this child (SIGTERM) when its parent dies, and end it now if the
+    parent died already (before the request was made)."""
+    with contextlib.suppress(Exception):  # without it, a child notices at its next write
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(INTERRUPTED)
+
+
 def _child(share: Sequence[int], run: ShareRun, fd: int, events: bool) -> int:
     """A child's whole life but its exit: run the share, send events and outcomes."""
     lock = threading.Lock()
@@ -106,12 +121,14 @@ def _child(share: Sequence[int], run: ShareRun, fd: int, events: bool) -> int:
     try:
         outcomes = list(run(share, forward if events else None))
         if len(outcomes) != len(share):
-            raise RuntimeError(f"{len(outcomes)} outcomes for a share of {len(share)} images")
+            raise RegstoreError(f"{len(outcomes)} outcomes for a share of {len(share)} images")
         send(("outcomes", [_portable(o) for o in outcomes]))
-    except KeyboardInterrupt:  # Ctrl-C reached the whole process group: no traceback each
-        return INTERRUPTED
-    except BaseException:  # reported by the parent as the share's failure; details here
-        traceback.print_exc()
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C reached the whole group, or the
+        return INTERRUPTED  # parent is gone: nobody to tell
+    except BaseException as exc:  # the share fails with the error's text, said by the parent
+        log.info("a worker process failed", exc_info=True)  # (with -v: the CLI masks secrets)
+        with contextlib.suppress(Exception):
+            send(("failed", " ".join(f"{type(exc).__name__}: {exc}".split())))
         return CHILD_FAILED
     return 0
 
@@ -122,6 +139,7 @@ class _Child:
     fd: int
     share: list[int]
     outcomes: list[ImageOutcome] | None = None
+    failure: str | None = None  #: the error its work raised, when it said
     status: int | None = None
 
 
@@ -138,7 +156,8 @@ class Forked:
         forwards its events here when ``events``).
 
         Raises:
-            UnsupportedError: this platform cannot fork, or another thread is running.
+            UnsupportedError: this platform cannot fork, another thread is running, or the
+                system refused a fork (no child is left running then).
         """
         if not can_fork():
             raise UnsupportedError("forking worker processes needs Linux")
@@ -148,19 +167,32 @@ class Forked:
                 "leave a child waiting forever on a lock one of them held"
             )
         children: list[_Child] = []
+        parent = os.getpid()
+        # Ctrl-C is held back while forking: one landing in a new child before it is ready
+        # would run this process's clean-up (and the CLI's error path) in the child.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for share in shares:
                 read_fd, write_fd = os.pipe()
                 sys.stdout.flush()  # nothing buffered here is written twice
                 sys.stderr.flush()
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as exc:  # EAGAIN, ENOMEM: the caller runs the batch itself
+                    os.close(read_fd)
+                    os.close(write_fd)
+                    raise UnsupportedError(f"cannot fork a worker process: {exc}") from exc
                 if pid == 0:  # the child: never returns
                     code = CHILD_FAILED
                     try:
                         os.close(read_fd)
                         for earlier in children:
                             os.close(earlier.fd)
+                        _die_with(parent)
+                        signal.pthread_sigmask(signal.SIG_SETMASK, held)
                         code = _child(list(share), run, write_fd, events)
+                    except KeyboardInterrupt:
+                        code = INTERRUPTED
                     finally:
                         with contextlib.suppress(Exception):
                             sys.stdout.flush()
@@ -169,8 +201,13 @@ class Forked:
                 os.close(write_fd)
                 children.append(_Child(pid, read_fd, list(share)))
         except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             cls(children).stop()
+            for child in children:
+                with contextlib.suppress(OSError):
+                    os.close(child.fd)
             raise
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return cls(children)
 
     def gather(
@@ -182,7 +219,10 @@ class Forked:
         for those outcomes. An interrupt stops the children and is raised."""
         readers = [
             threading.Thread(
-                target=self._read, args=(child, events), name=f"regstore-share-{child.pid}"
+                target=self._read,
+                args=(child, events),
+                name=f"regstore-share-{child.pid}",
+                daemon=True,  # an interrupted run does not wait for them to drain
             )
             for child in self._children
         ]
@@ -202,15 +242,17 @@ class Forked:
             if child.outcomes is not None:
                 found.update(zip(child.share, child.outcomes, strict=True))
                 continue
-            why = _ended(child.status)
+            if child.failure is not None:
+                error = f"the worker process moving it failed: {child.failure}"
+            else:
+                error = f"the worker process moving it ended without a report ({_ended(child)})"
             for index in child.share:
                 source, destination = describe(index)
                 found[index] = ImageOutcome(
                     source,
                     destination,
                     "failed",
-                    error=f"the worker process moving it ended without a report ({why}); what "
-                    "it wrote is whole or staged for the next run",
+                    error=f"{error}; what it wrote is whole or staged for the next run",
                 )
         return found
 
@@ -224,9 +266,15 @@ class Forked:
                 body = stream.read(size)
                 if len(body) < size:
                     return
-                kind, value = pickle.loads(body)
+                try:
+                    kind, value = pickle.loads(body)
+                except Exception as exc:  # a message that cannot be read: the rest still can
+                    log.debug("an unreadable message from worker %d: %s", child.pid, exc)
+                    continue
                 if kind == "outcomes":
                     child.outcomes = value
+                elif kind == "failed":
+                    child.failure = str(value)
                 elif kind == "event" and events is not None:
                     try:
                         events(value)
@@ -245,7 +293,8 @@ class Forked:
                     child.status = os.waitpid(child.pid, 0)[1]
 
 
-def _ended(status: int | None) -> str:
+def _ended(child: _Child) -> str:
+    status = child.status
     if status is None:
         return "not waited for"
     if os.WIFSIGNALED(status):
@@ -254,8 +303,6 @@ def _ended(status: int | None) -> str:
             return f"killed by {signal.Signals(number).name}"
         return f"killed by signal {number}"
     code = os.waitstatus_to_exitcode(status)
-    if code == CHILD_FAILED:
-        return "its work raised an error, shown on stderr"
     if code == INTERRUPTED:
         return "interrupted"
     return f"exit code {code}"
