@@ -126,6 +126,27 @@ def test_processes_refuse_a_store_other_processes_cannot_see_and_fail_fast(
     assert not (tmp_path / "f").exists()  # refused before anything moved
 
 
+def test_processes_asked_while_a_thread_runs_fall_back_to_one_and_say_so(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    import threading
+
+    _seed(registry)
+    sync_file = _sync_file(tmp_path / "t.yaml", registry.host, (tmp_path / "t").as_uri())
+    stop = threading.Event()
+    waiting = threading.Thread(target=stop.wait)  # forking now would be unsafe
+    waiting.start()
+    try:
+        result = run_cli("--json", "sync", "--processes", "2", str(sync_file), home=tmp_path / "h")
+    finally:
+        stop.set()
+        waiting.join()
+    assert result.returncode == 0, result
+    assert "the images are moved in one process" in result.stderr
+    doc = result.json()
+    assert "processes" not in doc and doc["copied"] == len(TAGS)
+
+
 def test_a_registry_target_stays_in_one_process(registry_factory: Any, tmp_path: Path) -> None:
     source, target = registry_factory(), registry_factory()
     images = _seed(source)
