@@ -252,6 +252,45 @@ def test_stop_ends_children_still_working() -> None:
     assert all("killed by SIGTERM" in v[3] for v in result["found"].values())
 
 
+def test_a_ctrl_c_while_forking_leaves_no_child_behind() -> None:
+    result, _ = _run(
+        """
+        real_fork, forks = os.fork, []
+
+        def fork_with_ctrl_c():
+            os.kill(os.getpid(), signal.SIGINT)  # held back until the children are forked
+            pid = real_fork()
+            if pid:
+                forks.append(pid)
+            return pid
+
+        os.fork = fork_with_ctrl_c
+
+        def run(share, events):
+            time.sleep(60)
+            return [outcome(i) for i in share]
+
+        try:
+            Forked.start(deal(3, 3), run, events=False)
+            raised = None
+        except KeyboardInterrupt:
+            raised = "KeyboardInterrupt"
+        os.fork = real_fork
+        alive = []
+        for pid in forks:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        report({}, raised=raised, forked=len(forks), alive=alive)
+        """
+    )
+    assert result["raised"] == "KeyboardInterrupt"
+    assert result["forked"] == 3  # every fork went through, then the interrupt was raised
+    assert result["alive"] == []  # each child stopped and reaped
+
+
 def test_deal_spreads_neighbours_round_robin() -> None:
     assert deal(7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
     assert deal(2, 4) == [[0], [1]]  # never an empty share

@@ -244,3 +244,22 @@ def test_auto_processes(
         plan.concurrency = 3  # defaults: {concurrency: 3}: a bound on the whole run
     state: Any = _State(settings)
     assert auto_processes(state, plan, target, keep_going=keep_going) == expected
+
+
+def test_the_cpu_quota_of_the_process_s_cgroup_and_those_above_it(tmp_path: Path) -> None:
+    from regstore.cli.syncforked import quota_cpus
+
+    root, own = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    (root / "a" / "b").mkdir(parents=True)
+    own.write_text("0::/a/b\n")
+    assert quota_cpus(root, own) is None  # no cpu.max anywhere
+    (root / "a" / "b" / "cpu.max").write_text("max 100000\n")
+    assert quota_cpus(root, own) is None  # no limit
+    (root / "a" / "cpu.max").write_text("150000 100000\n")
+    assert quota_cpus(root, own) == 2  # 1.5 CPUs above it, rounded up
+    (root / "a" / "b" / "cpu.max").write_text("50000 100000\n")
+    assert quota_cpus(root, own) == 1  # the strictest on the way up
+    own.write_text("12:cpu,cpuacct:/docker/x\n")  # cgroup v1 only: the root's own file
+    (root / "cpu.max").write_text("300000 100000\n")
+    assert quota_cpus(root, own) == 3
+    assert quota_cpus(root, tmp_path / "missing") == 3

@@ -411,8 +411,8 @@ def _global_option_decorators(*, on_group: bool) -> list[Callable[[F], F]]:
             "--concurrency",
             type=click.IntRange(1, MAX_CONCURRENCY),
             metavar="N",
-            help="Blobs moved at once (default 4; a sync in several processes moves 4 in "
-            "each, one given here keeps it in one).",
+            help="Blobs moved at once (default 4; in each process of a sync in several; "
+            "giving it keeps a sync in one process unless --processes says otherwise).",
             **common,
         ),
         click.option(

@@ -32,6 +32,7 @@ __all__ = [
     "SHARED_BACKENDS",
     "auto_processes",
     "default_processes",
+    "quota_cpus",
     "run_sync_forked",
     "shares_store",
 ]
@@ -48,19 +49,39 @@ SHARED_BACKENDS = frozenset({"file"})
 
 
 def _cpus() -> int:
-    """The CPUs this process may use: its affinity, within its cgroup's CPU quota (a
+    """The CPUs this process may use: its affinity, within the CPU quota of its cgroup (a
     container limited to one CPU on a large host)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
+    quota = quota_cpus()
+    return cpus if quota is None else min(cpus, quota)
+
+
+def quota_cpus(
+    root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")
+) -> int | None:
+    """The CPUs the cgroup v2 quotas (``cpu.max``) of this process's cgroup and of those above
+    it allow, rounded up; None without any (no quota, cgroup v1, no cgroup filesystem)."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota to read: the affinity rules
-    return cpus
+        lines = own.read_text().splitlines()
+        relative = next(line[3:] for line in lines if line.startswith("0::"))
+    except (OSError, StopIteration):
+        relative = "/"
+    path = (root / relative.strip().lstrip("/")).resolve()
+    allowed: int | None = None
+    while True:
+        try:
+            quota, period = (path / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                cpus = max(1, -(-int(quota) // int(period)))
+                allowed = cpus if allowed is None else min(allowed, cpus)
+        except (OSError, ValueError):
+            pass  # no quota file here (the root has none): the ones above still count
+        if path == root.resolve() or path.parent == path:
+            return allowed
+        path = path.parent
 
 
 def shares_store(store: ObjectStore) -> bool:
@@ -153,6 +174,7 @@ def run_sync_forked(
         display.__enter__()
     except BaseException:  # no display: the children are not left running unseen
         children.stop()
+        children.close()
         raise
     try:
         found = children.gather(sink, describe)

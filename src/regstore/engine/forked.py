@@ -32,7 +32,6 @@ goes on writing behind the back of whoever stopped the run.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import os
@@ -52,7 +51,8 @@ __all__ = ["CHILD_FAILED", "INTERRUPTED", "Forked", "ShareRun", "can_fork", "dea
 
 log = logging.getLogger("regstore.engine")
 
-#: The exit code of a child whose ``run`` raised (its traceback is on stderr).
+#: The exit code of a child whose ``run`` raised (its error's text reaches the parent; its
+#: traceback is logged, at INFO).
 CHILD_FAILED = 70
 #: The exit code of a child interrupted (Ctrl-C reaches every process of the group), or
 #: whose parent is gone.
@@ -100,6 +100,8 @@ def _die_with(parent: int) -> None:
     """Have the kernel end this child (SIGTERM) when its parent dies, and end it now if the
     parent died already (before the request was made)."""
     with contextlib.suppress(Exception):  # without it, a child notices at its next write
+        import ctypes  # (here: a Python built without ctypes still syncs)
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != parent:
@@ -141,6 +143,13 @@ class _Child:
     outcomes: list[ImageOutcome] | None = None
     failure: str | None = None  #: the error its work raised, when it said
     status: int | None = None
+    reading: bool = True  #: ``fd`` is still open here
+
+    def close(self) -> None:
+        if self.reading:
+            self.reading = False
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 class Forked:
@@ -173,7 +182,10 @@ class Forked:
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for share in shares:
-                read_fd, write_fd = os.pipe()
+                try:
+                    read_fd, write_fd = os.pipe()
+                except OSError as exc:  # EMFILE: the caller runs the batch itself
+                    raise UnsupportedError(f"cannot open a worker's pipe: {exc}") from exc
                 sys.stdout.flush()  # nothing buffered here is written twice
                 sys.stderr.flush()
                 try:
@@ -201,14 +213,20 @@ class Forked:
                 os.close(write_fd)
                 children.append(_Child(pid, read_fd, list(share)))
         except BaseException:
+            forked = cls(children)
+            forked.stop()
+            forked.close()
+            # last: a Ctrl-C held back meanwhile is raised here, with no child left behind
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            cls(children).stop()
-            for child in children:
-                with contextlib.suppress(OSError):
-                    os.close(child.fd)
             raise
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        return cls(children)
+        forked = cls(children)
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C held back: raised now
+        except BaseException:
+            forked.stop()
+            forked.close()
+            raise
+        return forked
 
     def gather(
         self, events: EventSink | None, describe: Callable[[int], tuple[str, str]]
@@ -257,6 +275,7 @@ class Forked:
         return found
 
     def _read(self, child: _Child, events: EventSink | None) -> None:
+        child.reading = False  # the stream below closes the descriptor
         with os.fdopen(child.fd, "rb") as stream:
             while True:
                 header = stream.read(_HEADER.size)
@@ -280,6 +299,11 @@ class Forked:
                         events(value)
                     except Exception as exc:  # a display's failure never loses the outcomes
                         log.debug("forwarding an event failed: %s", exc)
+
+    def close(self) -> None:
+        """Close the pipes not being read (children stopped without :meth:`gather`)."""
+        for child in self._children:
+            child.close()
 
     def stop(self) -> None:
         """End every child still running (SIGTERM) and wait for it."""
