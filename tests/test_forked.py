@@ -30,6 +30,20 @@ def outcome(i):
 def describe(i):
     return f"job{i}", "dest"
 
+def sleeping(share, events):  # a share that takes a minute: stopped before it ends
+    time.sleep(60)
+    return [outcome(i) for i in share]
+
+def alive(pids):
+    left = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            left.append(pid)
+        except ProcessLookupError:
+            pass
+    return left
+
 def report(found, **extra):
     print(json.dumps({
         "parent": os.getpid(),
@@ -122,11 +136,7 @@ def test_children_end_when_their_parent_is_killed(tmp_path: Any) -> None:
     pids = tmp_path / "pids"
     script = HEAD + textwrap.dedent(
         f"""
-        def run(share, events):
-            time.sleep(60)
-            return [outcome(i) for i in share]
-
-        children = Forked.start(deal(2, 2), run, events=False)
+        children = Forked.start(deal(2, 2), sleeping, events=False)
         open({str(pids)!r}, "w").write(" ".join(str(c.pid) for c in children._children))
         time.sleep(60)
         """
@@ -169,26 +179,17 @@ def test_a_fork_the_system_refuses_leaves_no_child_running() -> None:
 
         os.fork = failing_fork
 
-        def run(share, events):
-            time.sleep(60)
-            return [outcome(i) for i in share]
-
         try:
-            Forked.start(deal(2, 2), run, events=False)
+            Forked.start(deal(2, 2), sleeping, events=False)
             refused = None
         except UnsupportedError as exc:
             refused = str(exc)
         os.fork = real_fork
-        try:
-            os.kill(forks[0], 0)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-        report({}, refused=refused, alive=alive)
+        report({}, refused=refused, alive=alive(forks))
         """
     )
     assert "cannot fork a worker process" in result["refused"]
-    assert result["alive"] is False  # the first child was stopped and reaped
+    assert result["alive"] == []  # the first child was stopped and reaped
 
 
 def test_an_outcome_whose_exception_cannot_cross_arrives_without_it() -> None:
@@ -235,12 +236,8 @@ def test_nothing_is_forked_while_another_thread_runs(tmp_path: Any) -> None:
 def test_stop_ends_children_still_working() -> None:
     result, _ = _run(
         """
-        def run(share, events):
-            time.sleep(60)
-            return [outcome(i) for i in share]
-
         started = time.monotonic()
-        children = Forked.start(deal(2, 2), run, events=False)
+        children = Forked.start(deal(2, 2), sleeping, events=False)
         time.sleep(0.2)
         children.stop()
         found = children.gather(None, describe)
@@ -266,24 +263,13 @@ def test_a_ctrl_c_while_forking_leaves_no_child_behind() -> None:
 
         os.fork = fork_with_ctrl_c
 
-        def run(share, events):
-            time.sleep(60)
-            return [outcome(i) for i in share]
-
         try:
-            Forked.start(deal(3, 3), run, events=False)
+            Forked.start(deal(3, 3), sleeping, events=False)
             raised = None
         except KeyboardInterrupt:
             raised = "KeyboardInterrupt"
         os.fork = real_fork
-        alive = []
-        for pid in forks:
-            try:
-                os.kill(pid, 0)
-                alive.append(pid)
-            except ProcessLookupError:
-                pass
-        report({}, raised=raised, forked=len(forks), alive=alive)
+        report({}, raised=raised, forked=len(forks), alive=alive(forks))
         """
     )
     assert result["raised"] == "KeyboardInterrupt"
