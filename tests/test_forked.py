@@ -252,6 +252,8 @@ def test_stop_ends_children_still_working() -> None:
 def test_a_ctrl_c_while_forking_leaves_no_child_behind() -> None:
     result, _ = _run(
         """
+        # Python's own Ctrl-C handler, even where this runs as a background job (SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         real_fork, forks = os.fork, []
 
         def fork_with_ctrl_c():
