@@ -13,7 +13,6 @@ from regstore.engine.sync import (
     load_sync_file,
     plan_sync,
     preview_job,
-    run_sync,
 )
 from regstore.errors import RegstoreError
 
@@ -71,23 +70,29 @@ def sync_command(
     this machine; --workers/--scheduler move them on a Dask cluster (planned here, each image
     a task on a worker).
     """
-    from .syncforked import auto_processes, run_sync_forked, shares_store  # (fork: sync only)
+    from .syncforked import (  # (fork: sync only)
+        auto_processes,
+        run_plan,
+        run_sync_forked,
+        shares_store,
+    )
 
     tag_filter = make_filter(include, exclude, semver, latest)
     cluster = cluster_options(workers, scheduler, connect_timeout)
     if processes is not None and cluster is not None:
         raise click.UsageError("--processes and --workers/--scheduler exclude each other")
-    if (processes or 1) > 1 and not keep_going:
+    several = (processes or 1) > 1  # several processes asked for
+    if several and not keep_going:
         raise click.UsageError(
             "--fail-fast stops the whole run at its first failure, which one process does: "
             "leave out --processes"
         )
-    if (processes or 1) > 1 and state.settings.verbose >= 2:
+    if several and state.settings.verbose >= 2:
         raise click.UsageError(
             "-vv prints the store metrics of one process: leave out --processes to see a sync's"
         )
     spec = load_sync_file(sync_file)
-    if (processes or 1) > 1 and spec.target.connection is not None:
+    if several and spec.target.connection is not None:
         # Processes pushing one blob two shares share raced: docker-registry 2.8 once refused
         # a manifest whose blob another process was committing (MANIFEST_BLOB_UNKNOWN).
         raise click.UsageError(
@@ -119,7 +124,7 @@ def sync_command(
     target_store = None
     if spec.target.connection is None:
         target_store = state.store(spec.target.store)
-        if (processes or 1) > 1 and not shares_store(target_store):
+        if several and not shares_store(target_store):
             raise click.UsageError(
                 "--processes needs a directory store as the target: what other processes "
                 f"write into a {target_store.describe().get('backend')} store may not reach "
@@ -156,14 +161,8 @@ def sync_command(
     else:
         processes = 1  # (also when forking was refused)
         with display:
-            batch = run_sync(
-                plan,
-                concurrency=state.settings.concurrency,
-                events=display.sink,
-                keep_going=keep_going,
-                referrer_types=referrer_types,
-                chunk_size=state.chunk_size,
-                monolithic_threshold=state.monolithic_threshold,
+            batch = run_plan(
+                state, plan, display.sink, keep_going=keep_going, referrer_types=referrer_types
             )
     # "processes" only where there were several: a run in one is reported as it always was
     extra: dict[str, Any] = {"dry_run": False}

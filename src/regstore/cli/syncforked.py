@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 
 from regstore import plugins
 from regstore.engine.forked import Forked, can_fork, deal
+from regstore.engine.model import BatchResult
 from regstore.engine.sync import SyncPlan, run_sync
 from regstore.errors import UnsupportedError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from regstore.engine.model import BatchResult, ImageOutcome
+    from regstore.engine.model import ImageOutcome
     from regstore.events import EventSink
     from regstore.store import ObjectStore
 
@@ -33,6 +34,7 @@ __all__ = [
     "auto_processes",
     "default_processes",
     "quota_cpus",
+    "run_plan",
     "run_sync_forked",
     "shares_store",
 ]
@@ -123,6 +125,26 @@ def default_processes(images: int) -> int:
     return max(1, min(_cpus(), AUTO_MOST, images // (AUTO_MIN_IMAGES // 2)))
 
 
+def run_plan(
+    state: AppState,
+    plan: SyncPlan,
+    events: EventSink | None,
+    *,
+    keep_going: bool,
+    referrer_types: Sequence[str],
+) -> BatchResult:
+    """Run ``plan`` in this process with the run's settings (concurrency, chunking)."""
+    return run_sync(
+        plan,
+        concurrency=state.settings.concurrency,
+        events=events,
+        keep_going=keep_going,
+        referrer_types=referrer_types,
+        chunk_size=state.chunk_size,
+        monolithic_threshold=state.monolithic_threshold,
+    )
+
+
 def run_sync_forked(
     state: AppState,
     plan: SyncPlan,
@@ -146,14 +168,8 @@ def run_sync_forked(
     def run(share: Sequence[int], events: EventSink | None) -> list[ImageOutcome]:
         part = SyncPlan(jobs=[plan.jobs[i] for i in share], concurrency=plan.concurrency)
         try:
-            batch = run_sync(
-                part,
-                concurrency=state.settings.concurrency,
-                events=events,
-                keep_going=keep_going,
-                referrer_types=referrer_types,
-                chunk_size=state.chunk_size,
-                monolithic_threshold=state.monolithic_threshold,
+            batch = run_plan(
+                state, part, events, keep_going=keep_going, referrer_types=referrer_types
             )
         finally:
             state.close()  # this child's stores durable, its connections closed
@@ -171,16 +187,10 @@ def run_sync_forked(
         return str(job.source), str(job.destination)
 
     try:
-        display.__enter__()
-    except BaseException:  # no display: the children are not left running unseen
+        with display:
+            found = children.gather(sink, describe)
+    finally:  # (nothing left to do after a gather; a display that failed to start left them)
         children.stop()
         children.close()
-        raise
-    try:
-        found = children.gather(sink, describe)
-    finally:
-        display.__exit__(None, None, None)
-    from regstore.engine.model import BatchResult
-
     outcomes = [*plan.failures, *plan.skipped, *(found[i] for i in range(len(plan.jobs)))]
     return BatchResult(outcomes=outcomes), len(shares)
