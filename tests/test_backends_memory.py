@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from regstore import open_store
@@ -109,3 +111,49 @@ def test_a_blob_is_copied_once_on_its_way_in_and_never_on_its_way_out(
     stored = backend.fs.store[backend.fs._strip_protocol(path)]
     assert peak < size * 1.4, f"{peak / size:.2f} copies of the blob at the peak"
     assert stored is getattr(staged, "file", staged), "the staged file was copied at commit"
+
+
+def test_a_file_is_looked_at_without_a_pass_over_every_path(
+    regstore_memory_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsspec's memory filesystem answers ``info`` (and ``exists``) by scanning every path of
+    the process: a store's stat of a file and its existence check look the file up in the
+    dict instead, and answer as ``info`` would for files, directories and missing paths."""
+    store = open_store(regstore_memory_url)
+    image = oci_image(seed=7)
+    write_image(store, "app", "v1", image)
+    backend = store.backend
+    first = image.blobs[0]
+    blob = backend.final_blob_path(first.digest)
+    found = backend.stat_file(blob)
+    assert found is not None
+    expected = {
+        "file": (blob, (len(first.data), found[1])),
+        "directory": (blob.rsplit("/", 1)[0], None),
+        "missing": (blob + "-nothing", None),
+    }
+    existing = {"file": True, "directory": True, "missing": False}
+    info = backend.fs.info
+    for kind, (path, stat) in expected.items():
+        assert backend.stat_file(path) == stat, kind
+        assert backend.exists(path) is existing[kind], kind
+        with pytest.raises(FileNotFoundError) if kind == "missing" else contextlib.nullcontext():
+            assert (info(path)["type"] == "file") is (stat is not None), kind
+
+    def scan(*args: object, **kwargs: object) -> None:
+        raise AssertionError("info() scans every path of the process")
+
+    monkeypatch.setattr(backend.fs, "info", scan)
+    assert backend.stat_file(blob) == expected["file"][1]
+    assert backend.exists(blob) is True
+    assert store.blob_size(str(first.digest)) == len(first.data)
+    # a non-recursive remove: a missing path and a directory of files are left as they are
+    # (as fsspec's own rm leaves them), a file goes
+    backend.remove(expected["missing"][0])
+    backend.remove(expected["directory"][0])
+    assert backend.stat_file(blob) == expected["file"][1]
+    backend.remove(blob)
+    assert backend.stat_file(blob) is None
+    monkeypatch.undo()
+    assert backend.exists(blob) is False
+    assert backend.exists(expected["directory"][0]) is False  # its only file is gone

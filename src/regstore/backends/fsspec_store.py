@@ -143,7 +143,8 @@ def check_layout(layout: str) -> str:
     return layout
 
 
-def _mtime(info: dict[str, Any]) -> float:
+def info_mtime(info: dict[str, Any]) -> float:
+    """The modification time (epoch seconds) an fsspec ``info`` dict gives, 0.0 if none."""
     for key in ("mtime", "LastModified", "last_modified", "modified", "created"):
         value = info.get(key)
         if isinstance(value, (int, float)):
@@ -403,7 +404,7 @@ class FsspecBackend(ComposedBlobs):
                 continue
             digest = self.layout.blob_digest_of(path[len(prefix) :])
             if digest is not None:
-                blobs.append(BlobInfo(str(digest), int(info["size"]), _mtime(info)))
+                blobs.append(BlobInfo(str(digest), int(info["size"]), info_mtime(info)))
         return blobs
 
     def delete_blob(self, digest: Digest) -> None:
@@ -448,7 +449,7 @@ class FsspecBackend(ComposedBlobs):
         for path, info in found.items():
             path = str(path)
             if path.startswith(prefix) and info.get("type") == "file":
-                walked.append((path[len(prefix) :], int(info.get("size") or 0), _mtime(info)))
+                walked.append((path[len(prefix) :], int(info.get("size") or 0), info_mtime(info)))
         return walked
 
     def stat_file(self, path: str) -> tuple[int, float] | None:
@@ -459,7 +460,7 @@ class FsspecBackend(ComposedBlobs):
             return None
         if info.get("type") != "file":
             return None
-        return int(info.get("size") or 0), _mtime(info)
+        return int(info.get("size") or 0), info_mtime(info)
 
     def quarantine_path(self, digest: Digest) -> str:
         """Where a damaged blob is moved aside: ``<root>/_regstore/quarantine/<alg>/<hex>``."""

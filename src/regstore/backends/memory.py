@@ -19,6 +19,7 @@ Options: ``layout`` (``distribution`` or ``oci``), as for every fsspec backend.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import re
@@ -34,7 +35,7 @@ from regstore.reference import Digest
 from regstore.storetypes import StagingEntry
 
 from . import housekeeping
-from .fsspec_store import FsspecBackend
+from .fsspec_store import FsspecBackend, info_mtime
 from .locks import ThreadLockManager
 from .staging import AppendStaging, StagingHost, StagingStream
 
@@ -287,6 +288,31 @@ class MemoryBackend(FsspecBackend):
 
     def ensure_parent(self, path: str) -> None:
         pass
+
+    # fsspec's memory filesystem answers info() (and so exists()) by first scanning every
+    # path of the process for one below the asked one: each look at a file was a pass over
+    # the whole dict, and a sync of many images into memory:// grew quadratic with the store.
+    # A file is one lookup in the dict; what is not there is no file.
+
+    def stat_file(self, path: str) -> tuple[int, float] | None:
+        stored = self.fs.store.get(self.fs._strip_protocol(path))
+        if stored is None:
+            return None
+        return int(stored.size), info_mtime({"created": getattr(stored, "created", None)})
+
+    def exists(self, path: str) -> bool:
+        return self.fs._strip_protocol(path) in self.fs.store or super().exists(path)
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        stripped = self.fs._strip_protocol(path)
+        if recursive or stripped in self.fs.pseudo_dirs:
+            super().remove(path, recursive=recursive)
+        elif stripped in self.fs.store:
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile: as wanted
+                self.fs.rm_file(stripped)
+        # else nothing: a missing path, or a directory that only exists through the files
+        # below it, which fsspec's non-recursive rm leaves too (its rmdir finds no such
+        # directory), after the same pass over every path
 
     def open_blob_file(self, path: str, offset: int) -> IO[bytes]:
         # fs.open() would hand out the stored BytesIO itself, one position for all readers;
