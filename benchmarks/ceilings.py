@@ -12,26 +12,11 @@
                                                           syncfs calls, from N threads (4)
     python benchmarks/ceilings.py count-fsyncs CMD...     run regstore's CLI, print its file and
                                                           directory fsyncs and syncfs calls
-    python benchmarks/ceilings.py requests-heads URLS ACCEPT P T
-                                                          a client on regstore's HTTP stack:
-                                                          HEAD each URL of the file URLS with
-                                                          requests, from P forked processes
-                                                          of T threads each
-    python benchmarks/ceilings.py requests-mirror URLS ACCEPT DIR P T F S
-                                                          the same GETs, each body written to
-                                                          DIR and fsync'd before its rename,
-                                                          small fsync'd files up to F files in
-                                                          all and S syncfs calls
     python benchmarks/ceilings.py s3-put FILE URL OPTS    s3fs streaming upload, 64 MiB blocks
     python benchmarks/ceilings.py s3-get URL OPTS         one streamed GET to nowhere (via s3fs)
 
 Each prints one JSON line ``{"seconds": ...}``: the time of the work itself, without the
 interpreter's start-up (for people; run.py measures every runner's whole process).
-
-The ``requests-*`` ceilings are the floor of a Python client built on requests, as regstore
-is: the interpreter, ``import requests`` and the same requests, with nothing of regstore's
-own (no validation, no digests checked, no events): what is left of regstore's time above
-them is its own.
 """
 
 from __future__ import annotations
@@ -48,7 +33,6 @@ import sys
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 MiB = 1 << 20
@@ -87,19 +71,6 @@ def _syncfs() -> Any:
     if call is None:
         raise SystemExit("syncfs(2) is not available here")
     return call
-
-
-def _libc_syncfs() -> Any:
-    # libc's syncfs without importing regstore (whose start-up this process would then pay)
-    import ctypes
-
-    call = ctypes.CDLL(None, use_errno=True).syncfs
-
-    def syncfs(fd: int) -> None:
-        if call(fd) != 0:
-            raise OSError(ctypes.get_errno(), "syncfs failed")
-
-    return syncfs
 
 
 def _fsyncs(directory: str, files: int, threads: int, dirs: int = 0, syncfs: int = 0) -> int:
@@ -143,65 +114,6 @@ def _fsyncs(directory: str, files: int, threads: int, dirs: int = 0, syncfs: int
         os.makedirs(os.path.join(directory, f"d{t}"), exist_ok=True)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return sum(pool.map(one, range(items)))
-
-
-def _forked(items: list[Any], processes: int, threads: int, work: Any) -> None:
-    """``work(item)`` for every item, dealt round-robin to ``processes`` forked children of
-    ``threads`` threads each (as regstore's sync deals its images); raises if a child failed."""
-    children = []
-    for p in range(processes):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            code = 1
-            try:
-                with ThreadPoolExecutor(max_workers=threads) as pool:
-                    for _ in pool.map(work, items[p::processes]):
-                        pass
-                code = 0
-            finally:
-                os._exit(code)
-        children.append(pid)
-    failed = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
-    if failed:
-        raise SystemExit(f"{len(failed)} of {processes} processes failed")
-
-
-def _requests_session() -> Any:
-    """One requests session per thread (as regstore keeps one per thread)."""
-    import threading
-
-    import requests
-
-    local = threading.local()
-
-    def session() -> Any:
-        found = getattr(local, "session", None)
-        if found is None:
-            found = local.session = requests.Session()
-        return found
-
-    return session
-
-
-def _durable_file(directory: str, name: str, chunks: Any) -> None:
-    """Write ``chunks`` to a temporary file, fsync it, rename it to ``name`` (a store's commit
-    of one file, its directory made first)."""
-    tmp = os.path.join(directory, "tmp", f"{os.getpid()}-{name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    final = os.path.join(directory, "f", name[:2], name)
-    try:
-        os.rename(tmp, final)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.rename(tmp, final)
 
 
 def _s3fs(options: dict[str, Any]) -> Any:
@@ -312,47 +224,6 @@ def main(argv: list[str]) -> None:
                 raise
         print(json.dumps(calls))
         return
-    elif kind == "requests-heads":
-        urls = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-        accept, processes, threads = args[1], int(args[2]), int(args[3])
-        session = _requests_session()
-
-        def head(url: str) -> None:
-            response = session().head(url, headers={"Accept": accept})
-            if response.status_code != 200 or not response.headers.get("Docker-Content-Digest"):
-                raise SystemExit(f"HEAD {url}: {response.status_code}")
-
-        _forked(urls, processes, threads, head)
-    elif kind == "requests-mirror":
-        urls = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-        accept, directory = args[1], args[2]
-        processes, threads, files, syncfs = (int(a) for a in args[3:7])
-        session = _requests_session()
-        call_syncfs = _libc_syncfs() if syncfs else None
-        os.makedirs(os.path.join(directory, "tmp"), exist_ok=True)
-        # the bodies, then small files up to as many as regstore fsyncs, the syncfs calls
-        # spread over all of them
-        items = list(range(max(files, len(urls))))
-
-        def one(i: int) -> None:
-            name = f"{i:04d}"
-            if i < len(urls):
-                with session().get(urls[i], headers={"Accept": accept}, stream=True) as got:
-                    if got.status_code != 200:
-                        raise SystemExit(f"GET {urls[i]}: {got.status_code}")
-                    _durable_file(directory, name, got.iter_content(BUFFER))
-            else:
-                _durable_file(directory, name, [b"sha256:" + b"0" * 64])
-            if call_syncfs is not None and i * syncfs // len(items) != (i + 1) * syncfs // len(
-                items
-            ):
-                dfd = os.open(directory, os.O_RDONLY)
-                try:
-                    call_syncfs(dfd)
-                finally:
-                    os.close(dfd)
-
-        _forked(items, processes, threads, one)
     elif kind == "s3-put":
         source, url, options = args[0], args[1], json.loads(args[2])
         fs = _s3fs(options)

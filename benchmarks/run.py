@@ -841,16 +841,6 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
         )
     )
     n_gets = n + len(world.mirror_blobs)
-    # The same GETs by a minimal client on regstore's HTTP stack (Python and requests), each
-    # body written durably, with as many fsync'd files and syncfs calls as regstore makes, in
-    # regstore's shape (its processes; 8 threads each, as many as it plans images at once)
-    get_urls = w / "mirror-gets.json"
-    get_urls.write_text(
-        json.dumps(
-            [f"{src}/v2/mirror/app/manifests/t{k}" for k in range(n)]
-            + [f"{src}/v2/mirror/app/blobs/{d}" for d in world.mirror_blobs]
-        )
-    )
 
     out.append(
         Workload(
@@ -895,22 +885,6 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     ],
                 ),
                 Runner(
-                    "requests mirror",
-                    "ceiling",
-                    lambda i: [
-                        *CEILINGS,
-                        "requests-mirror",
-                        str(get_urls),
-                        OCI_MANIFEST,
-                        str(mirror / f"q{i}"),
-                        str(processes),
-                        "8",
-                        str(fsyncs),
-                        str(syncfs),
-                    ],
-                    prepare=lambda i: fresh(mirror / f"q{i}"),
-                ),
-                Runner(
                     "fsync floor",
                     "ceiling",
                     lambda i: [
@@ -925,12 +899,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                     prepare=lambda i: fresh(mirror / f"f{i}"),
                 ),
             ],
-            targets=[
-                ("skopeo sync", 3.0),
-                ("registry GETs", 0.9),
-                ("requests mirror", 0.9),
-                ("fsync floor", 0.9),
-            ],
+            targets=[("skopeo sync", 3.0), ("registry GETs", 0.9), ("fsync floor", 0.9)],
             # Deleted after the last run, not between runs: this disk's ext4 has no journal,
             # and its inode allocator then skips every inode freed in the last 60 s (300 s if
             # its block is still dirty), one by one; a run right after the deletion of the
@@ -947,12 +916,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             "dir: destination makes none. registry GETs: the source "
             f"registry answering the {n_gets} GETs of a first mirror ({n} manifests by tag, "
             f"{len(world.mirror_blobs)} distinct blobs) from one curl process (8 parallel "
-            "kept-alive connections), written nowhere. requests mirror: the same GETs by a "
-            "minimal client on regstore's HTTP stack (this Python, requests, one session per "
-            f"thread; {processes} forked process(es) of 8 threads), each body written to a "
-            "file fsync'd before its rename, then small fsync'd files up to as many as "
-            f"regstore's {fsyncs}, and its {syncfs} syncfs calls: a crash-safe mirror with "
-            "nothing of regstore's own (no digest checked, no manifest parsed, no lock)",
+            "kept-alive connections), written nowhere",
         )
     )
     resync_target = world.registry("resync")
@@ -976,8 +940,6 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
     # The registry's own floor of a no-op re-sync: the same HEADs, pipelined by one curl over
     # kept-alive connections (curl -I prints the headers even with -o: hence the redirection)
     head_urls = [f"{src}/v2/mirror/app/manifests/t{k}" for k in range(n)]
-    heads_file = w / "mirror-heads.json"
-    heads_file.write_text(json.dumps(head_urls))
     curl_heads = 'curl -sS -f -I --parallel --parallel-max 8 -H "Accept: $1" "${@:2}" >/dev/null'
     out.append(
         Workload(
@@ -1022,33 +984,18 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                         *head_urls,
                     ],
                 ),
-                Runner(
-                    "requests HEADs",
-                    "ceiling",
-                    lambda i: [
-                        *CEILINGS,
-                        "requests-heads",
-                        str(heads_file),
-                        OCI_MANIFEST,
-                        str(processes),
-                        "8",
-                    ],
-                ),
             ],
             targets=[
                 ("skopeo sync (2nd run)", 10.0),
                 ("registry HEADs", 0.9),
                 ("start-up + HEADs", 0.9),
-                ("requests HEADs", 0.9),
             ],
             note=f"registry HEADs: the source registry answering the {n} manifest HEADs of a "
             "no-op re-sync, from one curl process (8 parallel kept-alive connections); "
             "start-up + HEADs: the same after this Python starts and imports requests, which "
             "any client on regstore's HTTP stack does before its first request (regstore's "
             f"own start-up and work are the rest; it forks {processes} process(es) here too, "
-            "each asking its share); requests HEADs: the same HEADs by a minimal client on "
-            "that stack (this Python, requests, one session per thread) in regstore's shape: "
-            f"{processes} forked process(es) of 8 threads, each asking its share",
+            "each asking its share)",
         )
     )
 

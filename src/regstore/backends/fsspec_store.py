@@ -76,6 +76,7 @@ __all__ = [
     "FsspecStagingArea",
     "WalkedFile",
     "check_layout",
+    "info_mtime",
     "safe_join",
 ]
 

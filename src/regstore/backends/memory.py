@@ -241,8 +241,9 @@ def _memory_filesystem_class() -> type:
     from fsspec.implementations.memory import MemoryFileSystem
 
     class _MemoryFileSystem(MemoryFileSystem):  # type: ignore[misc]  # fsspec is untyped
-        """The process-wide memory filesystem (the same dict of paths), whose listings are
-        retried when a concurrent write changed it mid-copy (see ``_snapshot_retried``)."""
+        """The process-wide memory filesystem (the same dict of paths), whose listings and
+        ``info`` are retried when a concurrent write changed it mid-copy (see
+        ``_snapshot_retried``)."""
 
         def ls(self, path: str, detail: bool = False, **kwargs: Any) -> Any:
             return _snapshot_retried(
@@ -253,6 +254,10 @@ def _memory_filesystem_class() -> type:
             return _snapshot_retried(
                 lambda: super(_MemoryFileSystem, self).find(path, *args, **kwargs)
             )
+
+        def info(self, path: str, **kwargs: Any) -> Any:
+            # info() copies the dict too, to tell a directory (exists() swallows its error)
+            return _snapshot_retried(lambda: super(_MemoryFileSystem, self).info(path, **kwargs))
 
     return _MemoryFileSystem
 
