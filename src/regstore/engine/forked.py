@@ -263,7 +263,8 @@ class Forked:
             if child.failure is not None:
                 error = f"the worker process moving it failed: {child.failure}"
             else:
-                error = f"the worker process moving it ended without a report ({_ended(child)})"
+                how = _ended(child.status)
+                error = f"the worker process moving it ended without a report ({how})"
             for index in child.share:
                 source, destination = describe(index)
                 found[index] = ImageOutcome(
@@ -317,8 +318,7 @@ class Forked:
                     child.status = os.waitpid(child.pid, 0)[1]
 
 
-def _ended(child: _Child) -> str:
-    status = child.status
+def _ended(status: int | None) -> str:
     if status is None:
         return "not waited for"
     if os.WIFSIGNALED(status):
