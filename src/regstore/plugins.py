@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 
+from regstore.entrypoints import entry_points, name_and_version
 from regstore.errors import BackendNotFoundError, PluginLoadError, RegstoreError
 from regstore.hookspecs import PROJECT, BackendFactory, DiscoverySpec, StoreSpec
 
@@ -169,11 +170,18 @@ def _flag(name: str) -> bool:
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    # entry_points() gives one distribution per name (the first on sys.path), as Python does
-    return sorted(importlib.metadata.entry_points(group=PROJECT), key=lambda e: e.name)
+    # one distribution per name (the first on sys.path), as Python does
+    return sorted(entry_points(PROJECT), key=lambda e: e.name)
 
 
-def _own_version() -> str | None:
+def _own_version(entry_points: list[importlib.metadata.EntryPoint]) -> str | None:
+    # regstore's distribution declares its built-ins as entry points too (the first of that
+    # name on sys.path, as importlib.metadata.version finds it): its version is at hand
+    for ep in entry_points:
+        if ep.dist is not None and ep.module in BUILTIN_PLUGINS.values():
+            name, version = name_and_version(ep.dist)
+            if name == PROJECT:
+                return version
     try:
         return importlib.metadata.version(PROJECT)
     except importlib.metadata.PackageNotFoundError:  # run from a source tree without metadata
@@ -247,7 +255,7 @@ def _load_plugins(pm: pluggy.PluginManager) -> None:
         }
     for name in blocked - {""}:
         pm.set_blocked(name)
-    version = _own_version()
+    version = _own_version(entry_points)
     for name, module in BUILTIN_PLUGINS.items():
         status = PluginStatus(name, PROJECT, version, module, builtin=True)
         if pm.is_blocked(name):
@@ -258,13 +266,8 @@ def _load_plugins(pm: pluggy.PluginManager) -> None:
     for ep in entry_points:
         if ep.module in builtin_modules:
             continue  # regstore's own declaration of a built-in registered above
-        dist = ep.dist
-        status = PluginStatus(
-            ep.name,
-            dist.metadata["Name"] if dist is not None else None,
-            dist.version if dist is not None else None,
-            ep.value,
-        )
+        distribution, version = name_and_version(ep.dist) if ep.dist is not None else (None, None)
+        status = PluginStatus(ep.name, distribution, version, ep.value)
         if pm.is_blocked(ep.name):
             _statuses.setdefault(ep.name, dataclasses.replace(status, status=BLOCKED))
         elif ep.name in _statuses:

@@ -14,7 +14,6 @@ from regstore.store import ObjectStore
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .model import Image, RegistryClient, RegistryImage, StoreImage, TransferResult
-from .repair import repair_image
 from .transfer import DEFAULT_CONCURRENCY, TransferOptions, run_one
 
 __all__ = ["copy", "pull", "push", "transfer_one"]
@@ -50,6 +49,8 @@ def transfer_one(
     """
     quarantined: list[str] = []
     if repair:
+        from .repair import repair_image  # (start-up: verify and repair load when asked)
+
         if not isinstance(dest, StoreImage):
             raise UnsupportedError(f"repair re-hashes a store's blobs; {dest} is not in a store")
         report = repair_image(

@@ -31,7 +31,6 @@ from .model import (
 )
 from .options import TransferOptions
 from .places import ImageSink, ImageSource, sink_of, source_of
-from .referrers import find_referrers, has_wanted_type
 from .reporting import EventSink, Reporter
 
 __all__ = [
@@ -336,6 +335,8 @@ def _warn_rewritten_referrers(
 ) -> None:
     """Say which referrers of the source index stay behind: the index moved was rewritten to
     the platforms taken (a new digest), which they do not refer to."""
+    from .referrers import find_referrers  # (start-up: loaded when referrers move)
+
     left = [f.digest for f in find_referrers(src, index, options.referrer_types)]
     if left:
         _warn(
@@ -431,6 +432,8 @@ def _move_referrers(
     sink keeps its referrers index after each referrer's write. A referrer whose manifest
     names another subject than the one it was listed for is left out (its subject is not
     being moved)."""
+    from .referrers import find_referrers, has_wanted_type  # (start-up: when referrers move)
+
     subjects = [str(plan.top.digest)] + [str(c.digest) for c in plan.children]
     seen = set(subjects)
     queue = deque(subjects)

@@ -1,0 +1,143 @@
+"""The fast entry-point lookup gives what ``importlib.metadata`` gives, or leaves it to it.
+
+Each test lays out distributions (``.dist-info`` and ``.egg-info`` directories) in fresh
+directories on ``sys.path`` and compares :func:`regstore.entrypoints.entry_points` with
+``importlib.metadata.entry_points(group=...)``, entry by entry and distribution by distribution.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regstore import entrypoints
+from regstore.hookspecs import PROJECT
+
+GROUP = "regstore_entrypoints_test"
+
+
+def install(site: Path, directory: str, entry_points: str | None, name: str | None = None) -> Path:
+    """A distribution's metadata directory ``directory`` in ``site``, with ``entry_points.txt``
+    (None: without one) and a METADATA naming it ``name``."""
+    path = site / directory
+    path.mkdir(parents=True)
+    stem = directory.rpartition(".")[0]
+    dist, _, version = stem.partition("-")
+    (path / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name or dist}\nVersion: {version or '0'}\n\n"
+        "A long description that only the body holds.\nName: not-a-header\n"
+    )
+    if entry_points is not None:
+        (path / "entry_points.txt").write_text(entry_points)
+    return path
+
+
+def described(found: Any) -> list[tuple[str, str, str, str | None]]:
+    return [(e.name, e.value, e.group, e.dist.metadata["Name"] if e.dist else None) for e in found]
+
+
+def assert_same_as_importlib(group: str = GROUP) -> None:
+    fast = entrypoints.entry_points(group)
+    assert described(fast) == described(importlib.metadata.entry_points(group=group))
+
+
+@pytest.fixture
+def sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Two directories, first and second on sys.path."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))
+    return first, second
+
+
+def test_the_group_is_found_as_importlib_finds_it(sites: tuple[Path, Path]) -> None:
+    first, second = sites
+    install(first, "alpha-1.0.dist-info", f"[{GROUP}]\none = alpha.one\ntwo = alpha:Two\n")
+    install(first, "beta-2.0.dist-info", "[console_scripts]\nbeta = beta:main\n")
+    install(first, "gamma-0.1.dist-info", None)  # no entry points at all
+    install(second, "delta-3.0.egg-info", f"[console_scripts]\nd = d:m\n\n[{GROUP}]\nd = delta\n")
+    install(second, "epsilon-1.0.dist-info", f"# [{GROUP}] in a comment only\n[other]\ne = e\n")
+    found = entrypoints.entry_points(GROUP)
+    assert sorted((e.name, e.value) for e in found) == [
+        ("d", "delta"),
+        ("one", "alpha.one"),
+        ("two", "alpha:Two"),
+    ]
+    assert entrypoints._scan(GROUP) is not None  # the fast way answered
+    assert_same_as_importlib()
+
+
+def test_a_distribution_earlier_on_the_path_shadows_a_later_one(sites: tuple[Path, Path]) -> None:
+    first, second = sites
+    # the same distribution by its normalized name (case, dots, dashes and underscores)
+    install(first, "Foo.Bar-1.0.dist-info", None, name="Foo.Bar")
+    install(second, "foo_bar-2.0.dist-info", f"[{GROUP}]\nshadowed = foo_bar\n", name="foo-bar")
+    install(first, "zeta-1.0.dist-info", f"[{GROUP}]\nfirst = zeta.first\n")
+    install(second, "Zeta-2.0.dist-info", f"[{GROUP}]\nsecond = zeta.second\n", name="Zeta")
+    assert [(e.name, e.value) for e in entrypoints.entry_points(GROUP)] == [("first", "zeta.first")]
+    assert_same_as_importlib()
+
+
+def test_regstore_s_own_group_is_the_same_as_importlib_s() -> None:
+    assert_same_as_importlib(PROJECT)
+    assert {e.name for e in entrypoints.entry_points(PROJECT)} >= {"file", "memory"}
+
+
+def test_a_zip_archive_on_the_path_is_left_to_importlib(
+    sites: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = tmp_path / "plugins.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("zipped-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: zipped\n")
+        z.writestr("zipped-1.0.dist-info/entry_points.txt", f"[{GROUP}]\nz = zipped\n")
+    monkeypatch.syspath_prepend(str(archive))
+    assert entrypoints._scan(GROUP) is None
+    assert [(e.name, e.value) for e in entrypoints.entry_points(GROUP)] == [("z", "zipped")]
+    assert_same_as_importlib()
+
+
+def test_a_finder_of_distributions_of_its_own_is_left_to_importlib(
+    sites: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = sites
+    elsewhere = install(first.parent / "elsewhere", "eta-1.0.dist-info", f"[{GROUP}]\neta = eta\n")
+
+    class Finder:
+        @staticmethod
+        def find_spec(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        @staticmethod
+        def find_distributions(*args: Any, **kwargs: Any) -> list[importlib.metadata.Distribution]:
+            return [importlib.metadata.PathDistribution(elsewhere)]
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, Finder()])
+    assert entrypoints._scan(GROUP) is None
+    assert [(e.name, e.value) for e in entrypoints.entry_points(GROUP)] == [("eta", "eta")]
+    assert_same_as_importlib()
+
+
+def test_a_name_only_metadata_can_tell_is_left_to_importlib(sites: tuple[Path, Path]) -> None:
+    first, _ = sites
+    install(first, "theta-1.0.DIST-INFO", f"[{GROUP}]\ntheta = theta\n", name="theta")
+    assert entrypoints._scan(GROUP) is None
+    assert_same_as_importlib()
+
+
+def test_name_and_version_are_read_from_the_headers_as_metadata_gives_them(
+    sites: tuple[Path, Path],
+) -> None:
+    first, _ = sites
+    path = install(first, "iota-4.2.dist-info", None, name="Iota-Dist")
+    dist = importlib.metadata.PathDistribution(path)
+    assert entrypoints.name_and_version(dist) == ("Iota-Dist", "4.2")
+    assert entrypoints.name_and_version(dist) == (dist.metadata["Name"], dist.metadata["Version"])
+    (path / "METADATA").unlink()  # nothing to read: nothing known, no error
+    assert entrypoints.name_and_version(dist) == (None, None)
