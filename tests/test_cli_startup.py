@@ -84,11 +84,18 @@ def test_a_command_imports_its_module_when_it_runs() -> None:
 
 
 #: Modules a pull or a sync into a directory store does without (fsspec serves walks and other
-#: backends; semver only tags that look like versions).
-NOT_FOR_A_MIRROR = ("fsspec", "semver")
+#: backends; semver only tags that look like versions; repair and verify a pull --repair, the
+#: referrers walk a move of referrers).
+NOT_FOR_A_MIRROR = (
+    "fsspec",
+    "semver",
+    "regstore.engine.repair",
+    "regstore.engine.verify",
+    "regstore.engine.referrers",
+)
 
 
-def test_a_pull_and_a_sync_into_a_directory_store_import_neither_fsspec_nor_semver(
+def test_a_pull_and_a_sync_into_a_directory_store_import_only_what_they_use(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
     image = build_image(layers=2, layer_size=4096, seed=61, media="oci")

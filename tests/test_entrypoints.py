@@ -7,6 +7,7 @@ directories on ``sys.path`` and compares :func:`regstore.entrypoints.entry_point
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.metadata
 import sys
 import zipfile
@@ -82,12 +83,100 @@ def test_a_distribution_earlier_on_the_path_shadows_a_later_one(sites: tuple[Pat
     install(first, "zeta-1.0.dist-info", f"[{GROUP}]\nfirst = zeta.first\n")
     install(second, "Zeta-2.0.dist-info", f"[{GROUP}]\nsecond = zeta.second\n", name="Zeta")
     assert [(e.name, e.value) for e in entrypoints.entry_points(GROUP)] == [("first", "zeta.first")]
+    assert entrypoints._scan(GROUP) is not None
     assert_same_as_importlib()
 
 
 def test_regstore_s_own_group_is_the_same_as_importlib_s() -> None:
+    assert entrypoints._scan(PROJECT) is not None
     assert_same_as_importlib(PROJECT)
     assert {e.name for e in entrypoints.entry_points(PROJECT)} >= {"file", "memory"}
+
+
+def test_within_one_directory_the_order_is_importlib_s(sites: tuple[Path, Path]) -> None:
+    first, _ = sites
+    # one distribution twice in one directory (importlib takes the first it lists), two
+    # distributions of the group, and an old-style .egg-info file (no entry points)
+    install(first, "kappa-1.0.dist-info", f"[{GROUP}]\nk = kappa.one\n")
+    install(first, "Kappa-2.0.dist-info", f"[{GROUP}]\nk = kappa.two\n", name="Kappa")
+    install(first, "lambda_-1.0.dist-info", f"[{GROUP}]\nl = lambda_\nm = lambda_.m\n")
+    (first / "mu-1.0.egg-info").write_text("Metadata-Version: 1.0\nName: mu\n")
+    found = entrypoints._scan(GROUP)
+    assert found is not None
+    assert sorted(e.name for e in found) == ["k", "l", "m"]
+    assert_same_as_importlib()
+
+
+def test_the_current_directory_on_the_path_is_read_as_importlib_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(tmp_path, "nu-1.0.dist-info", f"[{GROUP}]\nnu = nu\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("")
+    found = entrypoints._scan(GROUP)
+    assert found is not None and [(e.name, e.value) for e in found] == [("nu", "nu")]
+    assert_same_as_importlib()
+
+
+def test_an_unrelated_distribution_s_unreadable_entry_points_are_not_parsed(
+    sites: tuple[Path, Path],
+) -> None:
+    first, second = sites
+    install(first, "xi-1.0.dist-info", "[console_scripts]\nno equals sign here\n")
+    (install(first, "omicron-1.0.dist-info", None) / "entry_points.txt").write_bytes(
+        b"[console_scripts]\nomicron = omicron:\xff\n"
+    )
+    install(second, "pi-1.0.dist-info", f"[{GROUP}]\npi = pi\n")
+    # importlib.metadata parses every distribution's file and fails on both: regstore goes on
+    found = entrypoints._scan(GROUP)
+    assert found is not None and [(e.name, e.value) for e in found] == [("pi", "pi")]
+
+
+@pytest.mark.parametrize("entry", ["eggs/rho-1.0-py3.11.egg", None])
+def test_an_egg_or_an_entry_not_a_string_is_left_to_importlib(
+    sites: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str | None
+) -> None:
+    first, _ = sites
+    install(first, "sigma-1.0.dist-info", f"[{GROUP}]\nsigma = sigma\n")
+    if entry is None:
+        monkeypatch.setattr(sys, "path", [*sys.path, Path(tmp_path)])
+    else:
+        (tmp_path / entry).mkdir(parents=True)
+        monkeypatch.syspath_prepend(str(tmp_path / entry))
+    assert entrypoints._scan(GROUP) is None
+    assert [(e.name, e.value) for e in entrypoints.entry_points(GROUP)] == [("sigma", "sigma")]
+
+
+def test_a_directory_name_only_metadata_can_name_is_left_to_importlib(
+    sites: tuple[Path, Path],
+) -> None:
+    first, second = sites
+    # "..dist-info": importlib names it by its METADATA (zed), which shadows zed-1.0 below
+    install(first, "..dist-info", None, name="zed")
+    install(second, "zed-1.0.dist-info", f"[{GROUP}]\nzed = zed\n")
+    assert entrypoints._scan(GROUP) is None
+    assert_same_as_importlib()
+
+
+def test_a_name_lower_case_makes_two_of_is_left_to_importlib(sites: tuple[Path, Path]) -> None:
+    first, second = sites
+    # Greek capital sigma lowers by its context: importlib lists this directory as "ασ_a"
+    # (the whole name lowered) but tells distributions apart as "ας_a" (dots made dashes first)
+    install(first, "\u0391\u03a3.a-1.dist-info", None)
+    install(second, "\u03b1\u03c2.a-2.dist-info", f"[{GROUP}]\nsigma = sigma\n")
+    assert entrypoints._scan(GROUP) is None
+    assert_same_as_importlib()
+
+
+def test_without_the_standard_path_finder_importlib_answers(
+    sites: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = sites
+    install(first, "tau-1.0.dist-info", f"[{GROUP}]\ntau = tau\n")
+    without = [f for f in sys.meta_path if f is not importlib.machinery.PathFinder]
+    monkeypatch.setattr(sys, "meta_path", without)
+    assert entrypoints._scan(GROUP) is None
+    assert_same_as_importlib()
 
 
 def test_a_zip_archive_on_the_path_is_left_to_importlib(
@@ -139,5 +228,30 @@ def test_name_and_version_are_read_from_the_headers_as_metadata_gives_them(
     dist = importlib.metadata.PathDistribution(path)
     assert entrypoints.name_and_version(dist) == ("Iota-Dist", "4.2")
     assert entrypoints.name_and_version(dist) == (dist.metadata["Name"], dist.metadata["Version"])
-    (path / "METADATA").unlink()  # nothing to read: nothing known, no error
+    (path / "METADATA").rename(path / "PKG-INFO")  # what an sdist's metadata is called
+    assert entrypoints.name_and_version(dist) == ("Iota-Dist", "4.2")
+    (path / "PKG-INFO").unlink()  # nothing to read: nothing known, no error
     assert entrypoints.name_and_version(dist) == (None, None)
+
+
+def test_name_and_version_of_a_finder_s_own_distribution_come_from_its_metadata() -> None:
+    class Elsewhere(importlib.metadata.Distribution):
+        def read_text(self, filename: str) -> str | None:
+            return None  # keeps its metadata elsewhere
+
+        def locate_file(self, path: Any) -> Path:
+            raise NotImplementedError
+
+        @property
+        def metadata(self) -> Any:
+            return {"Name": "elsewhere", "Version": "7"}
+
+    assert entrypoints.name_and_version(Elsewhere()) == ("elsewhere", "7")
+
+
+def test_regstore_s_own_version_is_its_distribution_s() -> None:
+    from regstore import plugins
+
+    expected = importlib.metadata.version(PROJECT)
+    assert plugins._own_version(plugins._entry_points()) == expected
+    assert plugins._own_version([]) == expected  # no built-ins declared: importlib is asked

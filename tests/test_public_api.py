@@ -23,7 +23,8 @@ SRC = Path(regstore.__file__).parent
 TESTS = Path(__file__).parent
 
 LEAVES = ["regstore.errors", "regstore.reference", "regstore.digest", "regstore.manifest",
-          "regstore.events", "regstore.safetext", "regstore.storetypes"]  # fmt: skip
+          "regstore.events", "regstore.safetext", "regstore.storetypes",
+          "regstore.entrypoints"]  # fmt: skip
 DOCUMENTED_MODULES = [*LEAVES, "regstore.plugins", "regstore.hookspecs", "regstore.store",
                      "regstore.bundle.api", "regstore.bundle.archive", "regstore.bundle.contents",
                      "regstore.bundle.format", "regstore.bundle.place"]  # fmt: skip

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 
-from regstore.entrypoints import entry_points, name_and_version
+from regstore import entrypoints
 from regstore.errors import BackendNotFoundError, PluginLoadError, RegstoreError
 from regstore.hookspecs import PROJECT, BackendFactory, DiscoverySpec, StoreSpec
 
@@ -171,7 +171,7 @@ def _flag(name: str) -> bool:
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
     # one distribution per name (the first on sys.path), as Python does
-    return sorted(entry_points(PROJECT), key=lambda e: e.name)
+    return sorted(entrypoints.entry_points(PROJECT), key=lambda e: e.name)
 
 
 def _own_version(entry_points: list[importlib.metadata.EntryPoint]) -> str | None:
@@ -179,7 +179,7 @@ def _own_version(entry_points: list[importlib.metadata.EntryPoint]) -> str | Non
     # name on sys.path, as importlib.metadata.version finds it): its version is at hand
     for ep in entry_points:
         if ep.dist is not None and ep.module in BUILTIN_PLUGINS.values():
-            name, version = name_and_version(ep.dist)
+            name, version = entrypoints.name_and_version(ep.dist)
             if name == PROJECT:
                 return version
     try:
@@ -251,7 +251,9 @@ def _load_plugins(pm: pluggy.PluginManager) -> None:
     entry_points = _entry_points()
     if _flag("REGSTORE_DISABLE_PLUGIN_AUTOLOAD"):
         blocked |= {
-            ep.name for ep in entry_points if ep.dist is None or ep.dist.metadata["Name"] != PROJECT
+            ep.name
+            for ep in entry_points
+            if ep.dist is None or entrypoints.name_and_version(ep.dist)[0] != PROJECT
         }
     for name in blocked - {""}:
         pm.set_blocked(name)
@@ -266,7 +268,9 @@ def _load_plugins(pm: pluggy.PluginManager) -> None:
     for ep in entry_points:
         if ep.module in builtin_modules:
             continue  # regstore's own declaration of a built-in registered above
-        distribution, version = name_and_version(ep.dist) if ep.dist is not None else (None, None)
+        distribution, version = (
+            entrypoints.name_and_version(ep.dist) if ep.dist is not None else (None, None)
+        )
         status = PluginStatus(ep.name, distribution, version, ep.value)
         if pm.is_blocked(ep.name):
             _statuses.setdefault(ep.name, dataclasses.replace(status, status=BLOCKED))
