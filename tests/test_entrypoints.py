@@ -160,8 +160,9 @@ def test_a_directory_name_only_metadata_can_name_is_left_to_importlib(
 
 def test_a_name_lower_case_makes_two_of_is_left_to_importlib(sites: tuple[Path, Path]) -> None:
     first, second = sites
-    # Greek capital sigma lowers by its context: importlib lists this directory as "ασ_a"
-    # (the whole name lowered) but tells distributions apart as "ας_a" (dots made dashes first)
+    # Greek capital sigma lowers by its context: importlib lists this directory under a medial
+    # sigma (the whole name lowered) but tells distributions apart by a final one (its dots
+    # made dashes first)
     install(first, "\u0391\u03a3.a-1.dist-info", None)
     install(second, "\u03b1\u03c2.a-2.dist-info", f"[{GROUP}]\nsigma = sigma\n")
     assert entrypoints._scan(GROUP) is None
