@@ -268,10 +268,10 @@ def _load_plugins(pm: pluggy.PluginManager) -> None:
     for ep in entry_points:
         if ep.module in builtin_modules:
             continue  # regstore's own declaration of a built-in registered above
-        distribution, version = (
+        dist_name, dist_version = (
             entrypoints.name_and_version(ep.dist) if ep.dist is not None else (None, None)
         )
-        status = PluginStatus(ep.name, distribution, version, ep.value)
+        status = PluginStatus(ep.name, dist_name, dist_version, ep.value)
         if pm.is_blocked(ep.name):
             _statuses.setdefault(ep.name, dataclasses.replace(status, status=BLOCKED))
         elif ep.name in _statuses:
