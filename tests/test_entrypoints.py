@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.metadata
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -88,7 +89,11 @@ def test_a_distribution_earlier_on_the_path_shadows_a_later_one(sites: tuple[Pat
 
 
 def test_regstore_s_own_group_is_the_same_as_importlib_s() -> None:
-    assert entrypoints._scan(PROJECT) is not None
+    # where this interpreter's sys.path holds nothing the fast way leaves to importlib (a zip
+    # archive, an egg: a python3X.zip exists on some systems), the fast way answers
+    plain = all(isinstance(p, str) and not os.path.isfile(p) and not p.endswith(".egg")
+                for p in sys.path)  # fmt: skip
+    assert (entrypoints._scan(PROJECT) is not None) == plain
     assert_same_as_importlib(PROJECT)
     assert {e.name for e in entrypoints.entry_points(PROJECT)} >= {"file", "memory"}
 

@@ -191,6 +191,17 @@ def test_a_broken_plugin_is_found_by_its_distribution_name(site: FakeSite) -> No
     assert (info.value.plugin, info.value.scheme) == ("backend", "vanished")
 
 
+def test_an_entry_point_that_names_no_module_is_recorded_and_the_rest_works(
+    site: FakeSite, tmp_path: Path
+) -> None:
+    site.install("regstore-misnamed", {"misnamed": "not-a-module:obj", "good": f"{PREFIX}good"},
+                 {f"{PREFIX}good": GOOD_BACKEND})  # fmt: skip
+    status = status_of("misnamed")
+    assert status.status == plugins.BROKEN and status.distribution == "regstore-misnamed"
+    assert plugins.backends()["goodscheme"].distribution == "regstore-misnamed"
+    assert_builtins_work(tmp_path)
+
+
 def test_a_missing_dependency_is_not_called_a_stale_install(site: FakeSite) -> None:
     site.install(
         "regstore-needs", {"needs": f"{PREFIX}needs"},

@@ -174,11 +174,20 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return sorted(entrypoints.entry_points(PROJECT), key=lambda e: e.name)
 
 
+def _module_of(ep: importlib.metadata.EntryPoint) -> str | None:
+    """The module an entry point names; None for a value that is no ``module:attr`` (its
+    load fails, and the plugin is recorded as broken)."""
+    try:
+        return ep.module
+    except (AttributeError, ValueError):  # (3.10-3.12 | 3.13 on a value that does not parse)
+        return None
+
+
 def _own_version(entry_points: list[importlib.metadata.EntryPoint]) -> str | None:
     # regstore's distribution declares its built-ins as entry points too (the first of that
     # name on sys.path, as importlib.metadata.version finds it): its version is at hand
     for ep in entry_points:
-        if ep.dist is not None and ep.module in BUILTIN_PLUGINS.values():
+        if ep.dist is not None and _module_of(ep) in BUILTIN_PLUGINS.values():
             name, version = entrypoints.name_and_version(ep.dist)
             if name == PROJECT:
                 return version
@@ -266,7 +275,7 @@ def _load_plugins(pm: pluggy.PluginManager) -> None:
         _register(pm, status, functools.partial(importlib.import_module, module))
     builtin_modules = set(BUILTIN_PLUGINS.values())
     for ep in entry_points:
-        if ep.module in builtin_modules:
+        if _module_of(ep) in builtin_modules:
             continue  # regstore's own declaration of a built-in registered above
         dist_name, dist_version = (
             entrypoints.name_and_version(ep.dist) if ep.dist is not None else (None, None)
