@@ -48,6 +48,33 @@ def assert_same_as_importlib(group: str = GROUP) -> None:
     assert described(fast) == described(importlib.metadata.entry_points(group=group))
 
 
+def _stdlib_find_distributions(*args: Any, **kwargs: Any) -> Any:
+    # the standard path finder's own (Python 3.10-3.13): the metadata path finder's answer
+    return importlib.metadata.MetadataPathFinder.find_distributions(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def standard_finders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distributions found as a plain interpreter finds them (the CLI starts so). A package the
+    test run imported may have changed that: importlib_metadata, the backport, adds a finder of
+    its own on import and deletes the standard finder's ``find_distributions``. The fast way
+    then leaves every answer to importlib, as it should (the finder tests below cover that)."""
+    path_finder = importlib.machinery.PathFinder
+    standard = [
+        finder
+        for finder in sys.meta_path
+        if finder is path_finder or getattr(finder, "find_distributions", None) is None
+    ]
+    monkeypatch.setattr(sys, "meta_path", standard)
+    if not hasattr(path_finder, "find_distributions"):
+        monkeypatch.setattr(
+            path_finder,
+            "find_distributions",
+            staticmethod(_stdlib_find_distributions),
+            raising=False,
+        )
+
+
 @pytest.fixture
 def sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """Two directories, first and second on sys.path."""
