@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,12 @@ class Sample:
     #: what the child said of its own run: the JSON object on the last line of its output,
     #: if any (a ceiling of ``ceilings.py``: ``{"seconds": ..., "direct": false}``)
     report: dict[str, Any] = field(default_factory=dict)
+    #: CPU seconds the suite's servers (registries, moto) spent during the run: the work the
+    #: runner made them do, on the same cores
+    server_cpu_seconds: float | None = None
+    #: the share of all this machine's CPU time that was busy during the run (1.0: every core
+    #: all the time): near 1, the run waited for CPU, whoever used it
+    machine_busy: float | None = None
 
 
 @dataclass
@@ -150,9 +156,40 @@ RSS_SCALING_TOLERANCE = 0.10
 TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
 
 
-def measure(command: list[str], env: dict[str, str] | None = None) -> Sample:
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_ticks(pid: int) -> int | None:
+    """CPU clock ticks (user + system) process ``pid`` has used, None when it cannot be read
+    (gone, or no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _machine_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU clock ticks of the whole machine so far, None without /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        values = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    if len(values) < 5:
+        return None
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def measure(
+    command: list[str], env: dict[str, str] | None = None, servers: Sequence[int] = ()
+) -> Sample:
     """Run ``command`` as a child; its wall time (or its own ``{"seconds"}`` report), peak
-    RSS and CPU time from ``wait4``. Raises RuntimeError with its stderr when it fails."""
+    RSS and CPU time from ``wait4``, the CPU time the ``servers`` (process ids) spent
+    meanwhile and how busy the machine was. Raises RuntimeError with its stderr when it
+    fails."""
+    server_ticks = {pid: _process_ticks(pid) for pid in servers}
+    machine_before = _machine_ticks()
     with (
         tempfile.TemporaryFile() as out_file,
         tempfile.TemporaryFile() as err_file,
@@ -169,6 +206,12 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> Sample:
         )
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
+        machine_after = _machine_ticks()
+        spent = [
+            after - before
+            for pid, before in server_ticks.items()
+            if before is not None and (after := _process_ticks(pid)) is not None
+        ]
         proc.returncode = os.waitstatus_to_exitcode(status)
         out_file.seek(0)
         err_file.seek(0)
@@ -183,9 +226,20 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> Sample:
         raise RuntimeError(
             f"{' '.join(command[:4])}... exited {proc.returncode}: " + " | ".join(tail)
         )
+    busy = None
+    if machine_before is not None and machine_after is not None:
+        total = machine_after[1] - machine_before[1]
+        busy = (machine_after[0] - machine_before[0]) / total if total > 0 else None
     # Wall time of the whole process for every runner, ceilings included: the same yardstick
     # (a ceiling's interpreter starts in ~30 ms; regstore's start-up is part of its cost).
-    return Sample(elapsed, rss_kib / 1024, cpu, _own_report(out))
+    return Sample(
+        elapsed,
+        rss_kib / 1024,
+        cpu,
+        _own_report(out),
+        server_cpu_seconds=sum(spent) / _CLOCK_TICKS if servers else None,
+        machine_busy=busy,
+    )
 
 
 def _own_report(out: bytes) -> dict[str, Any]:
@@ -285,6 +339,10 @@ class World:
         server = RegistryServer(self.work / f"registry-{name}-{time.monotonic_ns()}").start()
         self.servers.append(server)
         return server
+
+    def server_pids(self) -> list[int]:
+        """The process ids of the servers running now (a push's fresh target included)."""
+        return [s.pid for s in self.servers if s.running and s.pid is not None]
 
     def close(self) -> None:
         for server in reversed(self.servers):
@@ -1229,13 +1287,19 @@ def _rotated(runners: list[Runner], i: int) -> list[Runner]:
     return runners[k:] + runners[:k]
 
 
-def run_all(items: list[Workload], runs: int, log: Callable[[str], None]) -> None:
+def run_all(
+    items: list[Workload],
+    runs: int,
+    log: Callable[[str], None],
+    servers: Callable[[], Sequence[int]] = tuple,
+) -> None:
     """Every runner of every workload, ``runs`` times, interleaved (run 1 of each, then run
     2 ...) so that a slow spell of the machine hits all runners alike; each round starts one
     runner further on, so that each runner takes every place of the order in turn, the first
     included (right after the previous round's last runner: the writeback of a 1 GiB push,
     say). The cycle itself stays: a runner follows the same neighbour in every round but the
-    one it starts."""
+    one it starts. ``servers`` names the server processes running at a given moment (their
+    CPU time is measured with each run)."""
     for item in items:
         probes = [item.rss_probe] if item.rss_probe is not None else []
         for i in range(runs):
@@ -1246,7 +1310,7 @@ def run_all(items: list[Workload], runs: int, log: Callable[[str], None]) -> Non
                     if runner.prepare is not None:
                         runner.prepare(i)
                     drop_caches_hint()
-                    sample = measure(runner.command(i), runner.env)
+                    sample = measure(runner.command(i), runner.env, servers())
                     if runner.verify is not None:
                         runner.verify(i)  # a run that did not do the work has no figure
                     runner.samples.append(sample)
@@ -1323,6 +1387,12 @@ def rss_scaling(big: Runner | None, small: Runner | None) -> dict[str, Any] | No
     }
 
 
+def _median_of(samples: list[Sample], name: str) -> float | None:
+    """The median of one figure over the samples that have it; None when none has."""
+    values = [v for s in samples if (v := getattr(s, name)) is not None]
+    return statistics.median(values) if values else None
+
+
 def summarise(items: list[Workload]) -> list[dict[str, Any]]:
     rows = []
     for item in items:
@@ -1347,6 +1417,9 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
                     )
                     if r.samples and item.nbytes
                     else None,
+                    "cpu_s": _median_of(r.samples, "cpu_seconds"),
+                    "server_cpu_s": _median_of(r.samples, "server_cpu_seconds"),
+                    "machine_busy": _median_of(r.samples, "machine_busy"),
                     "samples": [asdict(s) for s in r.samples],
                     # write-direct where O_DIRECT was refused wrote the buffered way
                     "buffered": any(s.report.get("direct") is False for s in r.samples),
@@ -1437,6 +1510,10 @@ def summarise(items: list[Workload]) -> list[dict[str, Any]]:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.0f}%"
 
 
 def _regstore_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -1532,13 +1609,20 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
         "",
         "## All figures",
         "",
-        "| workload | runner | median s [min-max] | MB/s | peak RSS MiB | CPU s/GB |",
-        "|---|---|---|---|---|---|",
+        "CPU s: the runner's own CPU seconds (median); servers CPU s: what the suite's servers "
+        "(registries, moto) spent meanwhile; machine busy: the share of both cores' time in use "
+        "during the run, whoever used it (near 100%, the run waited for CPU).",
+        "",
+        "| workload | runner | median s [min-max] | MB/s | peak RSS MiB | CPU s/GB | CPU s "
+        "| servers CPU s | machine busy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["workloads"]:
         for r in row["runners"]:
             if r["error"] and r["median_s"] is None:
-                lines.append(f"| {row['title']} | {r['name']} | failed: {r['error'][:200]} | | | |")
+                lines.append(
+                    f"| {row['title']} | {r['name']} | failed: {r['error'][:200]} | | | | | | |"
+                )
                 continue
             rate = r["bytes_per_s"]
             failed = f" — a later run failed: {r['error'][:200]}" if r["error"] else ""
@@ -1548,7 +1632,8 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
                 f"| {row['title']} | {r['name']} ({r['kind']}) | {_fmt(r['median_s'], '.2f')} "
                 f"[{_fmt(r['min_s'], '.2f')}-{_fmt(r['max_s'], '.2f')}]{failed} | "
                 f"{_fmt(rate / 1e6 if rate else None, '.0f')} | {_fmt(r['rss_mib'], '.1f')} | "
-                f"{_fmt(r['cpu_s_per_gb'], '.2f')} |"
+                f"{_fmt(r['cpu_s_per_gb'], '.2f')} | {_fmt(r.get('cpu_s'), '.2f')} | "
+                f"{_fmt(r.get('server_cpu_s'), '.2f')} | {_percent(r.get('machine_busy'))} |"
             )
     if chart:
         lines += ["", f"![regstore against each peer and ceiling]({chart})"]
@@ -1641,7 +1726,7 @@ def main(argv: list[str] | None = None) -> int:
             if not items:
                 raise SystemExit(f"--only {args.only} selects none of: {', '.join(names)}")
         log(f"running {len(items)} workloads, {runs} run(s) each ...")
-        run_all(items, runs, log)
+        run_all(items, runs, log, world.server_pids)
     finally:
         world.close()
         if not args.keep:

@@ -509,3 +509,46 @@ def test_counting_fsyncs_counts_regstore_s_syncfs_calls_too(tmp_path: Path) -> N
         assert counted["syncfs"] >= 2
     else:  # each new entry's directory at once
         assert counted["syncfs"] == 0 and counted["dir_fsyncs"] >= 8
+
+
+def test_a_run_says_what_the_servers_spent_meanwhile_and_how_busy_the_machine_was(
+    bench: Any, tmp_path: Path
+) -> None:
+    # a "server" that burns CPU until told to stop, and one that is already gone
+    stop = tmp_path / "stop"
+    burn = f"import os\nwhile not os.path.exists({str(stop)!r}):\n    sum(range(10000))"
+    server = subprocess.Popen([sys.executable, "-c", burn])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        sample = bench.measure(
+            [sys.executable, "-c", "import time; time.sleep(0.5)"],
+            servers=[server.pid, gone.pid],
+        )
+    finally:
+        stop.touch()
+        server.wait(timeout=30)
+    assert sample.server_cpu_seconds is not None
+    assert 0.1 < sample.server_cpu_seconds < sample.seconds + 0.1  # one core at most
+    assert sample.machine_busy is not None
+    assert 0.0 < sample.machine_busy <= 1.0
+    # without servers nothing is said of them
+    assert bench.measure(["true"]).server_cpu_seconds is None
+
+    runner = _runner(bench, "regstore", "regstore", [1.0, 2.0, 3.0])
+    measured = [(0.2, 0.5), (0.4, 0.9), (None, None)]
+    for s, (cpu, busy) in zip(runner.samples, measured, strict=True):
+        s.server_cpu_seconds, s.machine_busy = cpu, busy
+    work = bench.Workload("mirror-noop", "no-op re-sync", 0, [runner])
+    (row,) = bench.summarise([work])
+    (figures,) = row["runners"]
+    assert figures["server_cpu_s"] == pytest.approx(0.3)  # the runs that measured it
+    assert figures["machine_busy"] == pytest.approx(0.7)
+    report = {
+        "quick": False, "date": "today", "runs": 3,
+        "machine": {"cpu": "cpu", "cores": 2, "memory": "1 kB", "kernel": "6"},
+        "load_before": [0.0, 0.0, 0.0], "load_after": [0.0, 0.0, 0.0], "versions": {},
+        "workloads": [row],
+    }  # fmt: skip
+    bench.write_markdown(tmp_path / "RESULTS.md", report, None)
+    assert "| 0.30 | 70% |" in (tmp_path / "RESULTS.md").read_text()

@@ -109,6 +109,11 @@ class MotoServer:
         return f"http://{LOOPBACK}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """Process id of the running server."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         """True while the moto process is alive."""
         return self._proc is not None and self._proc.poll() is None
