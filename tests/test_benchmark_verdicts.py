@@ -532,8 +532,19 @@ def test_a_run_says_what_the_servers_spent_meanwhile_and_how_busy_the_machine_wa
     assert 0.1 < sample.server_cpu_seconds < sample.seconds + 0.1  # one core at most
     assert sample.machine_busy is not None
     assert 0.0 < sample.machine_busy <= 1.0
-    # without servers nothing is said of them
+    # without servers, or when none could be read at both ends, nothing is said of them
     assert bench.measure(["true"]).server_cpu_seconds is None
+    assert bench.measure(["true"], servers=[gone.pid]).server_cpu_seconds is None
+    # one that goes away (exits and is reaped) during the run took its CPU time along:
+    # unknown, not 0
+    brief = subprocess.Popen(["sleep", "0.2"])
+    reaper = threading.Thread(target=brief.wait)
+    reaper.start()
+    during = bench.measure(
+        [sys.executable, "-c", "import time; time.sleep(1.5)"], servers=[brief.pid]
+    )
+    reaper.join()
+    assert during.server_cpu_seconds is None
 
     runner = _runner(bench, "regstore", "regstore", [1.0, 2.0, 3.0])
     measured = [(0.2, 0.5), (0.4, 0.9), (None, None)]
@@ -552,3 +563,17 @@ def test_a_run_says_what_the_servers_spent_meanwhile_and_how_busy_the_machine_wa
     }  # fmt: skip
     bench.write_markdown(tmp_path / "RESULTS.md", report, None)
     assert "| 0.30 | 70% |" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_the_proc_figures_are_read_field_by_field(bench: Any) -> None:
+    # a command name may hold ") (" and spaces: fields count from its last ")"
+    stat = "4242 (a) (b c) S 1 2 3 4 5 6 7 8 9 10 250 70 13 14 20 0 1 0 99"
+    assert bench.process_ticks(stat) == 320  # utime 250 + stime 70
+    assert bench.process_ticks("") is None
+    assert bench.process_ticks("4242 (short) S 1 2") is None
+    # user nice system idle iowait irq softirq steal guest guest_nice: idle and iowait are
+    # not busy, steal is, guest is inside user already
+    machine = "cpu  100 5 40 800 50 3 2 10 30 0\ncpu0 50 2 20 400 25 1 1 5 15 0\n"
+    assert bench.machine_ticks(machine) == (160, 1010)
+    assert bench.machine_ticks("") is None
+    assert bench.machine_ticks("intr 1 2 3\n") is None
