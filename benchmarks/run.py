@@ -97,7 +97,7 @@ class Sample:
     #: runner made them do, on the same cores
     server_cpu_seconds: float | None = None
     #: the share of all this machine's CPU time that was busy during the run (1.0: every core
-    #: all the time): near 1, the run waited for CPU, whoever used it
+    #: all the time), whoever used it: near 1, the CPUs were saturated
     machine_busy: float | None = None
 
 
