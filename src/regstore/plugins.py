@@ -183,12 +183,36 @@ def _module_of(ep: importlib.metadata.EntryPoint) -> str | None:
         return None
 
 
-def _own_version(entry_points: list[importlib.metadata.EntryPoint]) -> str | None:
+_Origin = Callable[[importlib.metadata.EntryPoint], tuple[str | None, str | None]]
+
+
+def _origin(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+    """The name and version of the distribution declaring ``ep``; (None, None) without one."""
+    return (None, None) if ep.dist is None else entrypoints.name_and_version(ep.dist)
+
+
+def _origins() -> _Origin:
+    """:func:`_origin`, its METADATA read once per distribution (the entry points of one
+    distribution share its ``dist``), for as long as the entry points are kept."""
+    read: dict[int, tuple[str | None, str | None]] = {}
+
+    def origin(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+        key = id(ep.dist)
+        if key not in read:
+            read[key] = _origin(ep)
+        return read[key]
+
+    return origin
+
+
+def _own_version(
+    entry_points: list[importlib.metadata.EntryPoint], origin: _Origin = _origin
+) -> str | None:
     # regstore's distribution declares its built-ins as entry points too (the first of that
     # name on sys.path, as importlib.metadata.version finds it): its version is at hand
     for ep in entry_points:
         if ep.dist is not None and _module_of(ep) in BUILTIN_PLUGINS.values():
-            name, version = entrypoints.name_and_version(ep.dist)
+            name, version = origin(ep)
             if name == PROJECT:
                 return version
     try:
@@ -258,15 +282,12 @@ def _register(pm: pluggy.PluginManager, status: PluginStatus, load: Callable[[],
 def _load_plugins(pm: pluggy.PluginManager) -> None:
     blocked = {b.strip() for b in os.environ.get("REGSTORE_BLOCK_PLUGINS", "").split(",")}
     entry_points = _entry_points()
+    origin = _origins()  # (the list above keeps each dist alive, and its id unique)
     if _flag("REGSTORE_DISABLE_PLUGIN_AUTOLOAD"):
-        blocked |= {
-            ep.name
-            for ep in entry_points
-            if ep.dist is None or entrypoints.name_and_version(ep.dist)[0] != PROJECT
-        }
+        blocked |= {ep.name for ep in entry_points if origin(ep)[0] != PROJECT}
     for name in blocked - {""}:
         pm.set_blocked(name)
-    version = _own_version(entry_points)
+    version = _own_version(entry_points, origin)
     for name, module in BUILTIN_PLUGINS.items():
         status = PluginStatus(name, PROJECT, version, module, builtin=True)
         if pm.is_blocked(name):
@@ -277,9 +298,7 @@ def _load_plugins(pm: pluggy.PluginManager) -> None:
     for ep in entry_points:
         if _module_of(ep) in builtin_modules:
             continue  # regstore's own declaration of a built-in registered above
-        dist_name, dist_version = (
-            entrypoints.name_and_version(ep.dist) if ep.dist is not None else (None, None)
-        )
+        dist_name, dist_version = origin(ep)
         status = PluginStatus(ep.name, dist_name, dist_version, ep.value)
         if pm.is_blocked(ep.name):
             _statuses.setdefault(ep.name, dataclasses.replace(status, status=BLOCKED))
