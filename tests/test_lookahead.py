@@ -340,3 +340,41 @@ def test_quick_destinations_are_read_in_order_and_slow_ones_at_once() -> None:
         assert look_ahead(jobs) == [Known(None)] * 20  # type: ignore[arg-type]
     assert threads["quick"] == {threading.current_thread().name}
     assert len(threads["slow"]) > 2  # the first here, the rest on the look-ahead's threads
+
+
+def test_what_a_caller_learned_of_a_plan_before_is_not_asked_again(
+    registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    from regstore.engine.sync import PlannedJob, SyncPlan, learn_plan, run_sync, settled
+
+    with _mirrored(registry, fault_proxy_factory, tmp_path, 960) as (images, proxy, client, store):
+        moved = build_image(seed=999, layers=1, layer_size=1024)
+        seed_registry(registry.url, "la/app", "t1", moved)
+        plan = SyncPlan(
+            jobs=[PlannedJob(RegistryImage(client, "la/app", tag), StoreImage(store, "la/app"))
+                  for tag in TAGS]
+        )  # fmt: skip
+        proxy.clear_records()
+        known = learn_plan(plan)
+        assert [settled(job, k) for job, k in zip(plan.jobs, known, strict=True)] == [
+            tag != "t1" for tag in TAGS
+        ]
+        asked = proxy.count("HEAD", r"/manifests/")
+        assert asked == len(TAGS)
+        # unchanged images ask nothing more; the moved one asks only what copying it needs
+        proxy.clear_records()
+        result = run_sync(plan, known=known)
+        assert {o.destination: o.status for o in result.outcomes} == {
+            f"store:la/app:{tag}": "copied" if tag == "t1" else "skipped" for tag in TAGS
+        }
+        assert proxy.count("HEAD", r"/manifests/t(?!1$)") == 0
+        assert store.resolve("la/app", "t1") == moved.manifest_digest
+        for tag in TAGS:
+            if tag != "t1":
+                assert store.resolve("la/app", tag) == images[tag].manifest_digest
+        # a job with referrers asked for is never settled: new ones may have come since
+        with_referrers = PlannedJob(plan.jobs[0].source, plan.jobs[0].destination, referrers=True)
+        assert not settled(with_referrers, known[0]) and settled(plan.jobs[0], known[0])
+        assert not settled(plan.jobs[0], None)
+        with pytest.raises(ValueError, match="entries for"):
+            run_sync(plan, known=known[:-1])
