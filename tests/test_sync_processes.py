@@ -18,7 +18,6 @@ import pytest
 
 from regstore import open_store
 from regstore.cli.syncforked import AUTO_MIN_IMAGES, auto_processes
-from regstore.engine.lookahead import Known
 from regstore.engine.sync import PlannedJob, SyncPlan
 from regstore.testing.builders import Built, build_image
 
@@ -103,45 +102,9 @@ def test_a_sync_in_two_processes_moves_and_reports_every_image_once(
         again.stderr
     )
 
-    # a second run finds every image there before forking: nothing is left to move, so it
-    # forks nothing, and reports them as one process does
+    # a second run finds every image there, in two processes as in one
     second = _sync(tmp_path, "--json", "--processes", "2", str(forked)).json()
-    assert "processes" not in second
-    assert (second["skipped"], second["copied"], second["failed"]) == (len(TAGS), 0, 0)
-
-
-def test_a_re_sync_forks_only_for_the_images_left_to_move(
-    registry: RegistryServer, tmp_path: Path
-) -> None:
-    _seed(registry)
-    store_dir = tmp_path / "mirror"
-    sync_file = _sync_file(tmp_path / "s.yaml", registry.host, store_dir.as_uri())
-    first = _sync(tmp_path, "--json", "--processes", "64", str(sync_file))
-    assert first.returncode == 0, first
-    assert (first.json()["processes"], first.json()["copied"]) == (len(TAGS), len(TAGS))
-    # three tags move on the source: only they are worth a process, however many are asked
-    moved = {tag: build_image(layers=1, layer_size=4096, seed=7900 + i, media="oci")
-             for i, tag in enumerate(TAGS[3:6])}  # fmt: skip
-    for tag, built in moved.items():
-        seed_registry(registry.url, "fork/app", tag, built)
-    again = _sync(tmp_path, "--json", "--processes", "64", str(sync_file))
-    assert again.returncode == 0, again
-    doc = again.json()
-    assert (doc["processes"], doc["copied"], doc["skipped"]) == (3, 3, len(TAGS) - 3)
-    assert sorted(i["source"].rpartition(":")[2] for i in doc["images"]
-                  if i["status"] == "copied") == sorted(moved)  # fmt: skip
-    # the report keeps the plan's order, the settled images included
-    assert [i["source"].rpartition(":")[2] for i in doc["images"]] == [
-        i["source"].rpartition(":")[2] for i in first.json()["images"]
-    ]
-    with open_store(str(store_dir)) as store:
-        for tag, built in moved.items():
-            assert store.resolve("fork/app", tag) == built.manifest_digest
-    # one tag left to move takes one process, as a run of one image does
-    last = build_image(layers=1, layer_size=4096, seed=7990, media="oci")
-    seed_registry(registry.url, "fork/app", TAGS[0], last)
-    one = _sync(tmp_path, "--json", "--processes", "64", str(sync_file)).json()
-    assert "processes" not in one and (one["copied"], one["skipped"]) == (1, len(TAGS) - 1)
+    assert (second["processes"], second["skipped"], second["copied"]) == (2, len(TAGS), 0)
 
 
 def test_processes_refuse_a_store_other_processes_cannot_see_and_fail_fast(
@@ -281,46 +244,6 @@ def test_auto_processes(
         plan.concurrency = 3  # defaults: {concurrency: 3}: a bound on the whole run
     state: Any = _State(settings)
     assert auto_processes(state, plan, target, keep_going=keep_going) == expected
-
-
-def test_auto_processes_count_the_images_left_to_move(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from regstore.cli import syncforked
-
-    monkeypatch.setattr(syncforked, "_cpus", lambda: 2)
-    state: Any = _State(_Settings())
-    target = open_store(str(tmp_path / "s"))
-    plan = _plan(300)
-    assert auto_processes(state, plan, target, keep_going=True) == 2
-    assert auto_processes(state, plan, target, keep_going=True, images=AUTO_MIN_IMAGES) == 2
-    # a re-sync with few images left to move stays in one process, however many it checked
-    assert auto_processes(state, plan, target, keep_going=True, images=5) == 1
-    assert auto_processes(state, plan, target, keep_going=True, images=0) == 1
-
-
-def _known(same: bool) -> Known:
-    return Known("sha256:" + "a" * 64, "sha256:" + ("a" if same else "b") * 64)
-
-
-def test_shares_deal_the_jobs_left_to_move_then_the_settled_ones() -> None:
-    from regstore.cli.syncforked import share_jobs
-
-    job: Any = PlannedJob(None, None)  # type: ignore[arg-type]
-    with_referrers: Any = PlannedJob(None, None, referrers=True)  # type: ignore[arg-type]
-    plan = SyncPlan(jobs=[job] * 6 + [with_referrers])
-    known: list[Known | None] = [
-        _known(True), _known(False), None, _known(True), _known(True), _known(False),
-        _known(True),  # unchanged, but its referrers are asked for: left to move
-    ]  # fmt: skip
-    shares = share_jobs(plan, 8, known)
-    # one share per job left to move (1, 2, 5, 6), the settled ones (0, 3, 4) dealt over them
-    assert shares == [[1, 0], [2, 3], [5, 4], [6]]
-    assert sorted(i for share in shares for i in share) == list(range(7))
-    assert share_jobs(plan, 2, known) == [[1, 5, 0, 4], [2, 6, 3]]
-    assert share_jobs(plan, 2) == [[0, 2, 4, 6], [1, 3, 5]]  # nothing learned: all dealt
-    # nothing left to move (a caller forks nothing then): every job still has a share
-    assert share_jobs(SyncPlan(jobs=[job] * 3), 2, [_known(True)] * 3) == [[0, 2], [1]]
 
 
 def test_the_cpu_quota_of_the_process_s_cgroup_and_those_above_it(tmp_path: Path) -> None:

@@ -10,11 +10,9 @@ import click
 from regstore.engine.sync import (
     ConnectionSpec,
     SyncPlan,
-    learn_plan,
     load_sync_file,
     plan_sync,
     preview_job,
-    settled,
 )
 from regstore.errors import RegstoreError
 
@@ -30,7 +28,6 @@ from .transfer import (
 )
 
 if TYPE_CHECKING:
-    from regstore.engine.lookahead import Known
     from regstore.engine.model import BatchResult, RegistryClient
     from regstore.engine.shards import Shard
 
@@ -152,28 +149,10 @@ def sync_command(
     asked = processes is not None
     if processes is None:
         processes = auto_processes(state, plan, target_store, keep_going=keep_going)
-    known: list[Known | None] | None = None
-    if min(processes, len(plan.jobs)) > 1:
-        # What is unchanged is learned here, once, before any fork: only the images left to
-        # move are worth a process (a re-sync that finds every tag unchanged forks nothing).
-        known = learn_plan(plan)
-        left = sum(not settled(job, k) for job, k in zip(plan.jobs, known, strict=True))
-        if asked:
-            processes = min(processes, left)
-        else:
-            processes = auto_processes(
-                state, plan, target_store, keep_going=keep_going, images=left
-            )
     forked: tuple[BatchResult, int] | None = None
-    if processes > 1:
+    if min(processes, len(plan.jobs)) > 1:
         forked = run_sync_forked(
-            state,
-            plan,
-            processes,
-            display,
-            keep_going=keep_going,
-            referrer_types=referrer_types,
-            known=known,
+            state, plan, processes, display, keep_going=keep_going, referrer_types=referrer_types
         )
         if forked is None and asked:
             state.output.warning("the images are moved in one process (-v says why)")
@@ -183,12 +162,7 @@ def sync_command(
         processes = 1  # (also when forking was refused)
         with display:
             batch = run_plan(
-                state,
-                plan,
-                display.sink,
-                keep_going=keep_going,
-                referrer_types=referrer_types,
-                known=known,
+                state, plan, display.sink, keep_going=keep_going, referrer_types=referrer_types
             )
     # "processes" only where there were several: a run in one is reported as it always was
     extra: dict[str, Any] = {"dry_run": False}

@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING
 from regstore import plugins
 from regstore.engine.forked import Forked, can_fork, deal
 from regstore.engine.model import BatchResult
-from regstore.engine.sync import SyncPlan, run_sync, settled
+from regstore.engine.sync import SyncPlan, run_sync
 from regstore.errors import UnsupportedError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from regstore.engine.lookahead import Known
     from regstore.engine.model import ImageOutcome
     from regstore.events import EventSink
     from regstore.store import ObjectStore
@@ -37,7 +36,6 @@ __all__ = [
     "quota_cpus",
     "run_plan",
     "run_sync_forked",
-    "share_jobs",
     "shares_store",
 ]
 
@@ -96,12 +94,7 @@ def shares_store(store: ObjectStore) -> bool:
 
 
 def auto_processes(
-    state: AppState,
-    plan: SyncPlan,
-    target_store: ObjectStore | None,
-    *,
-    keep_going: bool,
-    images: int | None = None,
+    state: AppState, plan: SyncPlan, target_store: ObjectStore | None, *, keep_going: bool
 ) -> int:
     """How many processes a sync takes when ``--processes`` is not given: for at least
     :data:`AUTO_MIN_IMAGES` images into a directory store, :func:`default_processes`, when
@@ -109,9 +102,7 @@ def auto_processes(
     by ``--concurrency`` or the sync file, bounds the whole run, kept by one process), images
     keep going after a failure (``--fail-fast`` stops at once, in one process) and no store is
     traced (``-vv`` prints one process's store metrics); else 1. A registry target stays in
-    one process: processes pushing a blob their shares share into one registry can race.
-    ``images`` is how many of the plan's images are left to move, when that is known (the
-    others are unchanged); all of them by default."""
+    one process: processes pushing a blob their shares share into one registry can race."""
     settings = state.settings
     if (
         settings.concurrency is not None
@@ -122,7 +113,7 @@ def auto_processes(
         return 1
     if target_store is None or not shares_store(target_store):
         return 1
-    return default_processes(len(plan.jobs) if images is None else images)
+    return default_processes(len(plan.jobs))
 
 
 def default_processes(images: int) -> int:
@@ -141,10 +132,8 @@ def run_plan(
     *,
     keep_going: bool,
     referrer_types: Sequence[str],
-    known: Sequence[Known | None] | None = None,
 ) -> BatchResult:
-    """Run ``plan`` in this process with the run's settings (concurrency, chunking), and
-    what was learned of its jobs before (``known``, see :func:`~regstore.engine.sync.run_sync`)."""
+    """Run ``plan`` in this process with the run's settings (concurrency, chunking)."""
     return run_sync(
         plan,
         concurrency=state.settings.concurrency,
@@ -153,29 +142,7 @@ def run_plan(
         referrer_types=referrer_types,
         chunk_size=state.chunk_size,
         monolithic_threshold=state.monolithic_threshold,
-        known=known,
     )
-
-
-def share_jobs(
-    plan: SyncPlan, processes: int, known: Sequence[Known | None] | None = None
-) -> list[list[int]]:
-    """The plan's job indexes in at most ``processes`` shares, one per process: with ``known``
-    (one entry per job), the jobs left to move are dealt round-robin into at most one share
-    each (a settled job is done without a request: it is worth no process of its own), and the
-    settled ones are dealt likewise over the same shares; without, all jobs are dealt."""
-    if known is None:
-        return deal(len(plan.jobs), processes)
-    left: list[int] = []
-    done: list[int] = []
-    for i, job in enumerate(plan.jobs):
-        (done if settled(job, known[i]) else left).append(i)
-    shares = [[left[k] for k in share] for share in deal(len(left), processes)]
-    if not shares:
-        return deal(len(plan.jobs), processes)
-    for n, i in enumerate(done):
-        shares[n % len(shares)].append(i)
-    return shares
 
 
 def run_sync_forked(
@@ -186,13 +153,11 @@ def run_sync_forked(
     *,
     keep_going: bool,
     referrer_types: Sequence[str],
-    known: Sequence[Known | None] | None = None,
 ) -> tuple[BatchResult, int] | None:
     """Run ``plan``'s images in up to ``processes`` forked processes (each with its share,
-    :func:`share_jobs`, and what was learned of its jobs in ``known``) and report them all
-    here, through ``display``: the batch and the number of processes forked. None, having
-    forked nothing, when forking is refused (another thread running, the system out of
-    processes): the caller runs the plan itself."""
+    dealt round-robin) and report them all here, through ``display``: the batch and the
+    number of processes forked. None, having forked nothing, when forking is refused (another
+    thread running, the system out of processes): the caller runs the plan itself."""
     # No pooled connection may be shared with a child: each opens its own. (The stores stay
     # open: a directory store holds no connection, and is made durable by each child.)
     state.close_connections()
@@ -204,18 +169,13 @@ def run_sync_forked(
         part = SyncPlan(jobs=[plan.jobs[i] for i in share], concurrency=plan.concurrency)
         try:
             batch = run_plan(
-                state,
-                part,
-                events,
-                keep_going=keep_going,
-                referrer_types=referrer_types,
-                known=None if known is None else [known[i] for i in share],
+                state, part, events, keep_going=keep_going, referrer_types=referrer_types
             )
         finally:
             state.close()  # this child's stores durable, its connections closed
         return batch.outcomes
 
-    shares = share_jobs(plan, processes, known)
+    shares = deal(len(plan.jobs), processes)
     try:
         children = Forked.start(shares, run, events=sink is not None)
     except UnsupportedError as exc:

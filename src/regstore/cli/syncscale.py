@@ -47,10 +47,9 @@ def scale_options(f: F) -> F:
             metavar="N",
             help="Move the images in N processes of this machine, each with a share and "
             "--concurrency blobs at once (Linux; into a directory store). Default: one per "
-            "CPU (at most 4, one per 16 images) for a sync with 32 images or more to move "
-            "(the unchanged ones are learned first) into a directory store when no "
-            "concurrency is given (option or sync file) and not --fail-fast; else 1. Never "
-            "more processes than images left to move.",
+            "CPU (at most 4, one per 16 images) for a sync of 32 images or more into a "
+            "directory store when no concurrency is given (option or sync file) and not "
+            "--fail-fast; else 1.",
         ),
         click.option(
             "--shard",

@@ -62,12 +62,6 @@ class Known:
         """Still young enough to be trusted (:data:`MAX_AGE`)."""
         return time.monotonic() - self.at <= MAX_AGE
 
-    @property
-    def same(self) -> bool:
-        """Both ends were learned and name one manifest: the image is unchanged (its job is
-        done without a request, but for its referrers when they are asked for)."""
-        return self.destination is not None and self.source == self.destination
-
 
 def _group_key(image: Image) -> object | None:
     """The repository an image is in (the image without its reference), when images of one

@@ -74,7 +74,6 @@ from regstore.referrers import is_supply_chain_tag
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .filters import InvalidTag, TagFilter, partition_tags
-from .lookahead import Known, look_ahead
 from .model import BatchResult, ImageOutcome, RegistryClient, RegistryImage, StoreImage
 from .syncfile import (
     CatalogSpec,
@@ -88,7 +87,7 @@ from .syncfile import (
     load_sync_file,
     parse_sync_text,
 )
-from .transfer import CANCELLED, destination_tag, transfer_many
+from .transfer import CANCELLED, transfer_many
 
 if TYPE_CHECKING:
     from regstore.events import TransferEvent
@@ -105,13 +104,11 @@ __all__ = [
     "SyncPlan",
     "SyncSpec",
     "TargetSpec",
-    "learn_plan",
     "load_sync_file",
     "parse_sync_text",
     "plan_sync",
     "preview_job",
     "run_sync",
-    "settled",
 ]
 
 # -- planning: sources → concrete jobs ---------------------------------------------------------
@@ -298,24 +295,6 @@ def _failure(source: str, destination: str, exc: BaseException) -> ImageOutcome:
 # -- running -----------------------------------------------------------------------------------
 
 
-def learn_plan(plan: SyncPlan) -> list[Known | None]:
-    """What the two ends of each of the plan's jobs name, learned at once before any job starts
-    (:func:`~.lookahead.look_ahead`; None where nothing was learned), for :func:`run_sync`'s
-    ``known``: a caller that splits a plan (``--processes``) learns once for all of it, and
-    tells by :func:`settled` the jobs that have nothing to move. Never raises."""
-    return look_ahead(
-        [(job.source, job.destination, destination_tag(job.source, job.destination))
-         for job in plan.jobs]
-    )  # fmt: skip
-
-
-def settled(job: PlannedJob, known: Known | None) -> bool:
-    """Whether ``job`` has nothing to move by what was learned of it: its destination tag
-    names the source's manifest already, and its referrers (new ones may have come since) are
-    not asked for. Such a job is done without a request."""
-    return known is not None and known.same and not job.referrers
-
-
 def run_sync(
     plan: SyncPlan,
     *,
@@ -326,7 +305,6 @@ def run_sync(
     referrer_types: Sequence[str] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
-    known: Sequence[Known | None] | None = None,
 ) -> BatchResult:
     """Run the plan's jobs (grouped by platform selection) and report every image.
 
@@ -340,12 +318,7 @@ def run_sync(
     (invalid tags), then the jobs in plan order. With ``keep_going=False`` the first failure
     (a listing failure included) cancels every job not yet started; a skipped tag is no
     failure.
-
-    ``known``, one entry per job (:func:`learn_plan`), is what was learned of the jobs before;
-    by default each batch of jobs learns it as it starts.
     """
-    if known is not None and len(known) != len(plan.jobs):
-        raise ValueError(f"known holds {len(known)} entries for {len(plan.jobs)} jobs")
     workers = concurrency or plan.concurrency or 4
     groups: dict[tuple[tuple[str, ...] | None, bool], list[int]] = {}
     for i, job in enumerate(plan.jobs):
@@ -371,7 +344,6 @@ def run_sync(
             referrer_types=referrer_types,
             chunk_size=chunk_size,
             monolithic_threshold=monolithic_threshold,
-            known=None if known is None else [known[i] for i in indexes],
         )
         failed = failed or not batch.ok
         for i, outcome in zip(indexes, batch.outcomes, strict=True):

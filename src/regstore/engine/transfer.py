@@ -539,7 +539,6 @@ def transfer_many(
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
     referrers: bool = False,
     referrer_types: Sequence[str] = (),
-    known: Sequence[Known | None] | None = None,
 ) -> BatchResult:
     """Move many images through one bounded blob pool; each digest moves once per destination.
 
@@ -550,12 +549,8 @@ def transfer_many(
     not stop the others: its outcome says why (``keep_going=False`` instead cancels the images
     not yet started once one fails). ``skip_unchanged`` makes a destination tag that already
     points at the source's manifest digest cost one HEAD and move nothing (with ``referrers``,
-    the image's referrers are still looked for, and the new ones moved). ``known`` is what
-    :func:`~.lookahead.look_ahead` learned of these jobs before (one per job); by default they
-    are learned here.
+    the image's referrers are still looked for, and the new ones moved).
     """
-    if known is not None and len(known) != len(jobs):
-        raise ValueError(f"known holds {len(known)} entries for {len(jobs)} jobs")
     options = TransferOptions.build(
         platforms,
         mount_from,
@@ -568,10 +563,9 @@ def transfer_many(
     scheduler = _BlobScheduler(concurrency)
     base = Reporter(operation, "", events)
     stop = threading.Event()
-    if known is None:
-        known = [None] * len(jobs)
-        if skip_unchanged and len(jobs) > 1:  # what both ends name, learned in bulk
-            known = look_ahead([(s, d, destination_tag(s, d)) for s, d in jobs])
+    known: list[Known | None] = [None] * len(jobs)
+    if skip_unchanged and len(jobs) > 1:  # what both ends name, learned in bulk
+        known = look_ahead([(s, d, destination_tag(s, d)) for s, d in jobs])
 
     def one(index: int) -> ImageOutcome:
         source, dest = jobs[index]
