@@ -8,6 +8,8 @@
 - A blob read to its end hands its connection back to the pool.
 - An upload reads its source ahead in a thread of its own, in order, failing where it broke.
 - ``--chunk-size`` bounds every request body of a push.
+- A large chunk is hashed beside its write, the write (in the writer's thread) starting once
+  the hash has begun.
 """
 
 from __future__ import annotations
@@ -409,6 +411,45 @@ def test_chunk_size_bounds_every_request_body_of_a_cli_push(
         store=store_path,
     )
     assert refused.returncode == 2 and "outside 1MiB" in refused.stderr
+
+
+def test_a_large_chunk_is_written_once_its_hash_has_begun_in_the_writers_own_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A memory store's append holds the GIL: written first, it kept the hash from starting
+    # until it ended, and the two ran one after the other.
+    from regstore import store as store_module
+    from regstore.backends import memory
+
+    data = os.urandom(3 * MiB)
+    digest = str(digest_bytes(data))
+    events: list[tuple[str, int]] = []
+    update, append = store_module.Digester.update, memory._StagedBlob.append
+
+    def hashing(self: Any, chunk: Any) -> None:
+        events.append(("hash", threading.get_ident()))
+        update(self, chunk)
+
+    def writing(self: Any, chunk: Any) -> None:
+        events.append(("write", threading.get_ident()))
+        append(self, chunk)
+
+    monkeypatch.setattr(store_module.Digester, "update", hashing)
+    monkeypatch.setattr(memory._StagedBlob, "append", writing)
+    store = open_store("memory://overlap-order")
+    try:
+        with store.layer(digest).writer() as writer:
+            for start in range(0, len(data), MiB):
+                writer.write(memoryview(data)[start : start + MiB])
+            writer.commit(len(data))
+        assert [kind for kind, _ in events] == ["hash", "write"] * 3
+        writers = {ident for kind, ident in events if kind == "write"}
+        hashers = {ident for kind, ident in events if kind == "hash"}
+        assert writers == {threading.get_ident()} and threading.get_ident() not in hashers
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+    finally:
+        store.delete_blob(digest)
 
 
 def test_a_memory_listing_that_met_a_concurrent_write_is_taken_again(
