@@ -1096,8 +1096,8 @@ class LayerWriter:
             # The chunk is not reused before both finish; chunks are hashed strictly in order.
             hashing = threading.Event()
             hashed = _hash_pool().submit(self._hash_chunk, chunk, hashing)
-            hashing.wait()
             try:
+                hashing.wait()
                 self._handle.write(chunk)
             finally:
                 hashed.result()
