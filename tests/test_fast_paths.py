@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -420,20 +421,30 @@ def test_a_large_chunk_is_written_once_its_hash_has_begun_in_the_writers_own_thr
     # until it ended, and the two ran one after the other.
     from regstore import store as store_module
     from regstore.backends import memory
+    from regstore.errors import BlobNotFoundError
 
     data = os.urandom(3 * MiB)
     digest = str(digest_bytes(data))
     events: list[tuple[str, int]] = []
-    update, append = store_module.Digester.update, memory._StagedBlob.append
+    begin, update, append = (
+        store_module.LayerWriter._hash_chunk,
+        store_module.Digester.update,
+        memory._StagedBlob.append,
+    )
+
+    def beginning(self: Any, chunk: Any, started: threading.Event) -> None:
+        events.append(("hash", threading.get_ident()))  # before the writer may go on
+        begin(self, chunk, started)
 
     def hashing(self: Any, chunk: Any) -> None:
-        events.append(("hash", threading.get_ident()))
+        events.append(("hashed by", threading.get_ident()))
         update(self, chunk)
 
     def writing(self: Any, chunk: Any) -> None:
         events.append(("write", threading.get_ident()))
         append(self, chunk)
 
+    monkeypatch.setattr(store_module.LayerWriter, "_hash_chunk", beginning)
     monkeypatch.setattr(store_module.Digester, "update", hashing)
     monkeypatch.setattr(memory._StagedBlob, "append", writing)
     store = open_store("memory://overlap-order")
@@ -442,14 +453,17 @@ def test_a_large_chunk_is_written_once_its_hash_has_begun_in_the_writers_own_thr
             for start in range(0, len(data), MiB):
                 writer.write(memoryview(data)[start : start + MiB])
             writer.commit(len(data))
-        assert [kind for kind, _ in events] == ["hash", "write"] * 3
+        assert [kind for kind, _ in events if kind != "hashed by"] == ["hash", "write"] * 3
         writers = {ident for kind, ident in events if kind == "write"}
-        hashers = {ident for kind, ident in events if kind == "hash"}
-        assert writers == {threading.get_ident()} and threading.get_ident() not in hashers
+        hashers = {ident for kind, ident in events if kind == "hashed by"}
+        assert writers == {threading.get_ident()} and hashers
+        assert threading.get_ident() not in hashers
         with store.layer(digest).reader() as reader:
             assert reader.read() == data
     finally:
-        store.delete_blob(digest)
+        with contextlib.suppress(BlobNotFoundError):
+            store.delete_blob(digest)
+        store.close()
 
 
 def test_a_memory_listing_that_met_a_concurrent_write_is_taken_again(

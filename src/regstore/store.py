@@ -1091,11 +1091,12 @@ class LayerWriter:
             # write) per chunk instead of their sum. The write waits until the hash has begun:
             # hashlib lets go of the GIL for the whole chunk, but a write that holds it (a
             # memory store's BytesIO append) would otherwise keep the pool thread from even
-            # starting, and the two ran one after the other (a 1 GiB pull into memory:// took
-            # 1.48 s, 1.37 s so). The write stays in this thread (one thread writes a handle).
-            # The chunk is not reused before both finish; chunks are hashed strictly in order.
+            # starting, and the two ran one after the other (benchmarks/RESULTS.md). The write
+            # stays in this thread (one thread writes a handle). The chunk is not reused before
+            # both finish; chunks are hashed strictly in order.
             hashing = threading.Event()
             hashed = _hash_pool().submit(self._hash_chunk, chunk, hashing)
+            hashed.add_done_callback(lambda _: hashing.set())  # a task that never ran
             try:
                 hashing.wait()
                 self._handle.write(chunk)
