@@ -1628,7 +1628,8 @@ def write_markdown(path: Path, report: dict[str, Any], chart: str | None) -> Non
         "",
         "## All figures",
         "",
-        "Medians over the runs, each column on its own. CPU s: the runner's own CPU seconds "
+        "Medians over the runs, each column on its own, but for peak RSS: the largest of the runs "
+        "(the figure the 100 MiB bound is held to). CPU s: the runner's own CPU seconds "
         "(its children's included). Servers CPU s: what the suite's servers (registries, moto) "
         "spent meanwhile, in whole clock ticks (10 ms); kernel work done for them in another "
         "context (loopback receives, page-cache writeback) is not theirs here. Machine busy: "
