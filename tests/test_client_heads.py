@@ -265,13 +265,16 @@ def test_connections_kept_between_batches_are_used_again(
     for _ in range(3):
         answers, _ = many_heads(URLS, {}, connections=3, connect=kept)
         assert all(a is not None and a.status == 200 for a in answers)
-    assert server.connections == 3 and server.count == 3 * len(URLS)
+    # at most one connection per worker over the three batches (a worker that starts after
+    # the others emptied the queue opens none: how many do is the scheduler's)
+    opened = server.connections
+    assert 1 <= opened <= 3 and server.count == 3 * len(URLS)
 
     # closed by the server meanwhile: noticed when taken (no request lost on them), replaced
     server.drop_all()
     answers, sent = many_heads(URLS, {}, connections=3, connect=kept)
     assert all(a is not None for a in answers)
-    assert sent == len(URLS) and server.connections == 6
+    assert sent == len(URLS) and opened < server.connections <= opened + 3
     kept.close()
 
 
