@@ -188,7 +188,9 @@ def test_every_url_is_asked_once_over_the_connections_kept_open(
     answers, sent = many_heads(URLS, {"Accept": "x"}, connections=3, connect=server.connect)
     assert sent == server.count == len(URLS)
     assert [a.status if a else None for a in answers] == [200] * len(URLS)
-    assert server.connections == 3
+    # each connection asks many (a worker that starts after the others emptied the queue
+    # opens none: how many do is the scheduler's)
+    assert 1 <= server.connections <= 3
 
 
 def test_a_connection_closed_by_the_server_leaves_only_its_own_request_unanswered(
