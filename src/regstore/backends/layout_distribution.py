@@ -94,8 +94,14 @@ class DistributionLayout(Layout):
             self._write_link(self._repo(name, "_layers", *_digest_parts(blob.digest), "link"),
                              blob.digest)  # fmt: skip
 
+    def _is_file(self, path: str) -> bool:
+        # Not host.exists(): "a file or a directory" costs an object store a listing besides
+        # the HEAD whenever the file is missing (as a partial marker mostly is), and every
+        # path asked about here is a file.
+        return self.host.file_size(path) is not None
+
     def _has_revision(self, name: str, digest: Digest) -> bool:
-        return self.host.exists(self._revision(name, digest, "link"))
+        return self._is_file(self._revision(name, digest, "link"))
 
     def _revisions(self, name: str) -> list[Digest]:
         found = []
@@ -108,7 +114,7 @@ class DistributionLayout(Layout):
                     digest = Digest(f"{algorithm}:{entry}")
                 except ValueError:
                     continue  # not ours
-                if self.host.exists(self._revision(name, digest, "link")):
+                if self._has_revision(name, digest):
                     found.append(digest)
         return found
 
@@ -179,7 +185,7 @@ class DistributionLayout(Layout):
             self._write_link(self._tag(name, tag, "current", "link"), digest)  # the tag last
 
     def manifest_is_partial(self, name: str, digest: Digest) -> bool:
-        return self.host.exists(self._revision(name, digest, "link")) and self.host.exists(
+        return self._has_revision(name, digest) and self._is_file(
             self._revision(name, digest, PARTIAL_MARKER)
         )
 
