@@ -28,7 +28,7 @@ from regstore.errors import (
 )
 from regstore.manifest import Manifest
 from regstore.store import ObjectStore
-from regstore.testing.builders import oci_image, write_blob, write_image
+from regstore.testing.builders import oci_image, oci_index, write_blob, write_image
 from regstore.testing.conformance import (
     BackendConformance,
     CrossProcessConformance,
@@ -561,3 +561,22 @@ def test_a_damaged_stored_manifest_is_reported_as_parsing_it_reports_it(
         store.manifest("app", "v1")
     assert str(read.value) == str(parsed.value)
     store.close()
+
+
+def test_a_partial_marker_that_cannot_be_examined_is_an_error_not_a_whole_index(
+    tmp_path: Path,
+) -> None:
+    """Whether an index is partial is read from its marker file; a marker that cannot be
+    looked at (here a loop of links) must not pass for a missing one, which would make a
+    partial index look whole and its children never be fetched."""
+    store = open_store(str(tmp_path / "store"))
+    half = oci_index([oci_image(seed=21), oci_image(seed=22)])
+    digest = write_image(store, "app", "1", half, partial=True)
+    assert store.is_partial("app", digest) is True
+    (marker,) = (tmp_path / "store").rglob("regstore-partial")
+    marker.unlink()
+    marker.symlink_to(marker)
+    with pytest.raises(StoreError):
+        store.is_partial("app", digest)
+    marker.unlink()
+    assert store.is_partial("app", digest) is False

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from regstore import open_store
-from regstore.errors import StoreError
+from regstore.errors import ImageManifestNotFoundError, StoreError
 from regstore.store import ObjectStore
-from regstore.testing.builders import oci_image, write_image
+from regstore.testing.builders import oci_image, oci_index, write_image
 from regstore.testing.conformance import BackendConformance
 
 
@@ -159,3 +159,32 @@ def test_a_file_is_looked_at_without_a_pass_over_every_path(
     assert backend.exists(directory) is False  # its only file is gone
     assert backend.exists(backend.final_blob_path(image.blobs[1].digest)) is True
     assert scans == [missing, directory]
+
+
+def test_asking_about_manifests_scans_no_paths(
+    regstore_memory_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether an index is partial, whether a revision is stored: the layout asks about link
+    files and markers, and a missing marker (the usual answer) costs no pass over every path."""
+    store = open_store(regstore_memory_url)
+    whole = oci_index([oci_image(seed=11), oci_image(seed=12)])
+    half = oci_index([oci_image(seed=13), oci_image(seed=14)])
+    whole_digest = write_image(store, "app", "1", whole)
+    half_digest = write_image(store, "app", "2", half, partial=True)
+    backend = store.backend
+    real_info = backend.fs.info
+    scans: list[str] = []
+
+    def counted(path: str, **kwargs: object) -> object:
+        scans.append(path)
+        return real_info(path, **kwargs)
+
+    monkeypatch.setattr(backend.fs, "info", counted)
+    assert store.is_partial("app", whole_digest) is False
+    assert store.is_partial("app", half_digest) is True
+    with pytest.raises(ImageManifestNotFoundError):
+        store.delete_manifest("app", "sha256:" + "0" * 64)
+    assert sorted(store.manifests("app")) == sorted(
+        [whole_digest, half_digest, *(str(c.digest) for c in whole.children)]
+    )
+    assert scans == []
