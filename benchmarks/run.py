@@ -1113,6 +1113,31 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             ),
         )
     )
+
+    def get_into_put(name: str, before: str) -> Runner:
+        """The big blob streamed by curl from S3 into a curl PUT to a fresh registry, after
+        the shell command ``before``."""
+        pipeline = curl_put.replace(
+            "curl -s -f -o /dev/null -X PUT", 'curl -sf "$4" | curl -s -f -o /dev/null -X PUT'
+        ).replace('-T "$2"', "-T -")
+        return Runner(
+            name,
+            "ceiling",
+            lambda i: [
+                "bash",
+                "-c",
+                f"{before}set -o pipefail; {pipeline}",
+                "s3-get-put",
+                f"http://{target(i)}",
+                "-",
+                big_digest,
+                presigned_ceiling,
+            ],
+            prepare=new_target,
+            cleanup=stop_target,
+            verify=holds_big,
+        )
+
     out.append(
         Workload(
             "s3-push",
@@ -1141,29 +1166,19 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                 # a push from anywhere cannot outrun the registry taking the bytes in
                 ingest_ceiling(),
                 # nor, from S3, the same bytes streamed from the S3 server straight into it
-                Runner(
-                    "curl GET from S3 into curl PUT",
-                    "ceiling",
-                    lambda i: [
-                        "bash",
-                        "-c",
-                        "set -o pipefail; "
-                        + curl_put.replace(
-                            "curl -s -f -o /dev/null -X PUT",
-                            'curl -sf "$4" | curl -s -f -o /dev/null -X PUT',
-                        ).replace('-T "$2"', "-T -"),
-                        "s3-get-put",
-                        f"http://{target(i)}",
-                        "-",
-                        big_digest,
-                        presigned_ceiling,
-                    ],
-                    prepare=new_target,
-                    cleanup=stop_target,
-                    verify=holds_big,
+                get_into_put("curl GET from S3 into curl PUT", ""),
+                # nor that after the start-up every client on regstore's stacks has (as the
+                # no-op's floor): a Python that imports requests and s3fs
+                get_into_put(
+                    "start-up + GET into PUT",
+                    f'{shlex.quote(sys.executable)} -c "import requests, s3fs" && ',
                 ),
             ],
             targets=[("S3 streamed GET", 0.9)],
+            note="curl GET from S3 into curl PUT: the blob's bytes from moto straight into the "
+            "registry, neither side starting anything; start-up + GET into PUT: the same after "
+            "this Python starts and imports requests and s3fs, which any client on regstore's "
+            "HTTP and S3 stacks does before its first request",
             rss_probe=push_probe(
                 lambda i: regstore_cli(
                     "--store",
