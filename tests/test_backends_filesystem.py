@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -580,3 +581,25 @@ def test_a_partial_marker_that_cannot_be_examined_is_an_error_not_a_whole_index(
         store.is_partial("app", digest)
     marker.unlink()
     assert store.is_partial("app", digest) is False
+
+
+def test_gc_refuses_a_store_whose_revision_links_it_cannot_read_and_deletes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A revision link gc cannot look at (a loop of links) must not pass for an absent
+    revision: the blobs only that manifest references would look unreferenced and go."""
+    from regstore.engine.gc import collect_garbage
+
+    store = open_store(str(tmp_path / "store"))
+    image = oci_image(seed=31)
+    digest = write_image(store, "app", "1", image)
+    (link,) = (
+        p for p in (tmp_path / "store").rglob("link") if f"revisions/sha256/{digest[7:]}" in str(p)
+    )
+    link.unlink()
+    link.symlink_to(link)
+    before = sorted(b.digest for b in store.blobs())
+    with pytest.raises(StoreError):
+        collect_garbage(store, grace=0, now=time.time() + 3600)
+    assert sorted(b.digest for b in store.blobs()) == before
+    assert set(before) >= {str(b.digest) for b in image.blobs}
