@@ -1116,7 +1116,8 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
 
     def get_into_put(name: str, before: str) -> Runner:
         """The big blob streamed by curl from S3 into a curl PUT to a fresh registry, after
-        the shell command ``before``."""
+        the shell commands ``before`` (which must end with ``;`` and exit on failure: the
+        pipeline's script is several commands, so ``&&`` would guard only the first)."""
         pipeline = curl_put.replace(
             "curl -s -f -o /dev/null -X PUT", 'curl -sf "$4" | curl -s -f -o /dev/null -X PUT'
         ).replace('-T "$2"', "-T -")
@@ -1126,7 +1127,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             lambda i: [
                 "bash",
                 "-c",
-                f"{before}set -o pipefail; {pipeline}",
+                f"set -o pipefail; {before}{pipeline}",
                 "s3-get-put",
                 f"http://{target(i)}",
                 "-",
@@ -1171,7 +1172,7 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
                 # no-op's floor): a Python that imports requests and s3fs
                 get_into_put(
                     "start-up + GET into PUT",
-                    f'{shlex.quote(sys.executable)} -c "import requests, s3fs" && ',
+                    f'{shlex.quote(sys.executable)} -c "import requests, s3fs" || exit 1; ',
                 ),
             ],
             targets=[("S3 streamed GET", 0.9)],

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from regstore import open_store
 from regstore.backends.filesystem import path_from_url
 from regstore.backends.fsspec_store import FsspecBackend, safe_join
+from regstore.engine.gc import collect_garbage
 from regstore.errors import (
     InvalidReferenceError,
     ManifestInvalidError,
@@ -77,6 +78,18 @@ class TestGenericFsspecBackend(BackendConformance):
             return ObjectStore(backend, url="generic")
 
         return factory
+
+
+def test_a_generic_fsspec_store_reads_a_file_in_place_of_a_directory_as_no_file(
+    tmp_path: Path,
+) -> None:
+    """As the local store does: a stat below a file (ENOTDIR) finds no file, it is no error."""
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "plain").write_bytes(b"x")
+    backend = FsspecBackend(fsspec.filesystem("file"), str(root))
+    assert backend.file_size(str(root / "plain" / "link")) is None
+    assert backend.file_size(str(root / "plain")) == 1
 
 
 def test_a_subclass_may_set_its_filesystem_itself(tmp_path: Path) -> None:
@@ -588,8 +601,6 @@ def test_gc_refuses_a_store_whose_revision_links_it_cannot_read_and_deletes_noth
 ) -> None:
     """A revision link gc cannot look at (a loop of links) must not pass for an absent
     revision: the blobs only that manifest references would look unreferenced and go."""
-    from regstore.engine.gc import collect_garbage
-
     store = open_store(str(tmp_path / "store"))
     image = oci_image(seed=31)
     digest = write_image(store, "app", "1", image)

@@ -457,7 +457,7 @@ class FsspecBackend(ComposedBlobs):
         """``(size, mtime)`` of the file at ``path``, or None if there is no file there."""
         try:
             info = self.fs.info(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a parent should be
             return None
         if info.get("type") != "file":
             return None

@@ -95,10 +95,10 @@ class DistributionLayout(Layout):
                              blob.digest)  # fmt: skip
 
     def _is_file(self, path: str) -> bool:
-        # Not host.exists(): "a file or a directory" costs an object store a listing besides
-        # the HEAD whenever the file is missing (as a partial marker mostly is), and memory://
-        # a scan of every key. Every path asked about here is a file; a directory in its place
-        # (a damaged store) is no link, as the registry would find too.
+        # Not host.exists(): "a file or a directory" costs the S3 and Azure stores a listing
+        # besides the HEAD whenever the file is missing (as a partial marker mostly is), and
+        # memory:// a scan of every key. Every path asked about here is a file; a directory in
+        # its place (a damaged store) is no link, as the registry would find too.
         return self.host.file_size(path) is not None
 
     def _has_revision(self, name: str, digest: Digest) -> bool:

@@ -44,11 +44,12 @@ class LayoutHost(Protocol):
 
     def exists(self, path: str) -> bool:
         """True if a file or directory exists at ``path``. (Layouts ask :meth:`file_size` about
-        files: on an object store a missing path costs a listing besides the HEAD here.)"""
+        files: on regstore's S3 and Azure stores a missing path costs a listing besides the
+        HEAD here.)"""
 
     def file_size(self, path: str) -> int | None:
-        """Size of the file at ``path``, or None if there is none (a directory is none). A path
-        that cannot be examined (no permission, a loop of links) raises; it is not absent."""
+        """Size of the file at ``path``, or None if there is none. A path that cannot be
+        examined (no permission, a loop of links) raises: it is not absent."""
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
         """``(name, is_directory)`` of the entries of a directory; empty if it is missing."""
