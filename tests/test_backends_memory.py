@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from regstore import open_store
@@ -111,6 +113,20 @@ def test_a_blob_is_copied_once_on_its_way_in_and_never_on_its_way_out(
     assert stored is getattr(staged, "file", staged), "the staged file was copied at commit"
 
 
+def _recorded_info_calls(backend: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths asked of the memory filesystem's ``info`` from now on (each a scan of every
+    path of the process)."""
+    real_info = backend.fs.info
+    scans: list[str] = []
+
+    def counted(path: str, **kwargs: object) -> object:
+        scans.append(path)
+        return real_info(path, **kwargs)
+
+    monkeypatch.setattr(backend.fs, "info", counted)
+    return scans
+
+
 def test_a_file_is_looked_at_without_a_pass_over_every_path(
     regstore_memory_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,14 +149,7 @@ def test_a_file_is_looked_at_without_a_pass_over_every_path(
     assert info_mtime(described) > 0
     assert backend.fs.info(directory)["type"] == "directory"
 
-    real_info = backend.fs.info
-    scans: list[str] = []
-
-    def counted(path: str, **kwargs: object) -> object:
-        scans.append(path)
-        return real_info(path, **kwargs)
-
-    monkeypatch.setattr(backend.fs, "info", counted)
+    scans = _recorded_info_calls(backend, monkeypatch)
     assert backend.stat_file(blob) == (described["size"], info_mtime(described))
     assert backend.exists(blob) is True
     assert store.blob_size(str(first.digest)) == len(first.data)
@@ -171,15 +180,7 @@ def test_asking_about_manifests_scans_no_paths(
     half = oci_index([oci_image(seed=13), oci_image(seed=14)])
     whole_digest = write_image(store, "app", "1", whole)
     half_digest = write_image(store, "app", "2", half, partial=True)
-    backend = store.backend
-    real_info = backend.fs.info
-    scans: list[str] = []
-
-    def counted(path: str, **kwargs: object) -> object:
-        scans.append(path)
-        return real_info(path, **kwargs)
-
-    monkeypatch.setattr(backend.fs, "info", counted)
+    scans = _recorded_info_calls(store.backend, monkeypatch)
     assert store.is_partial("app", whole_digest) is False
     assert store.is_partial("app", half_digest) is True
     with pytest.raises(ImageManifestNotFoundError):
