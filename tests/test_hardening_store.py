@@ -327,7 +327,9 @@ def test_s3_staging_of_a_killed_writer_is_reported_and_collected(
     s3_bucket: S3Bucket, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     # the lease must outlast a CLI run on a loaded machine (the gc below must see it live)
-    place = _s3_place(s3_bucket, part_size="5MiB", lease="8")
+    # staging=parts: the staged bytes are objects of their own (a direct write's are in its
+    # upload, the multipart entry)
+    place = _s3_place(s3_bucket, part_size="5MiB", lease="8", staging="parts")
     data = random.Random(530).randbytes(7 * MiB)
     digest = str(digest_bytes(data))
     _killed_writer(place.url, tmp_path, data, digest, 6 * MiB)  # one part staged, 1 MiB lost
@@ -357,7 +359,7 @@ def test_s3_staging_of_a_killed_writer_is_reported_and_collected(
 def test_s3_rerun_aborts_the_upload_of_a_writer_killed_mid_commit(
     s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
-    place = _s3_place(s3_bucket, part_size="5MiB", lease="2")
+    place = _s3_place(s3_bucket, part_size="5MiB", lease="2", staging="parts")
     data = random.Random(531).randbytes(12 * MiB)
     digest = str(digest_bytes(data))
     _killed_writer(place.url, tmp_path, data, digest, 11 * MiB)

@@ -5,7 +5,9 @@
 Writes the deterministic blob ``random.Random(SEED).randbytes(SIZE)`` into the store at URL:
 
 - ``MODE=kill``: writes all but the last MiB, prints ``ready <current_size>`` and sleeps until
-  it is killed (the test sends SIGKILL: no close, no release, the buffered part is lost);
+  it is killed (the test sends SIGKILL: no close, no release, the buffered part is lost). A
+  direct write (``staging=direct``) records its upload after every part here, so that what a
+  later writer keeps does not depend on the blob reaching the record interval;
 - ``MODE=hold``: takes the writer, prints ``ready``, waits for a line on stdin, then closes the
   writer and prints ``closed``.
 """
@@ -19,6 +21,8 @@ import time
 
 from regstore import open_store
 
+import regstore_s3.direct
+
 
 def blob_bytes(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
@@ -28,6 +32,7 @@ def main() -> None:
     url, size_text, seed_text, mode = sys.argv[1:5]
     data = blob_bytes(int(size_text), int(seed_text))
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    regstore_s3.direct.RECORD_EVERY = 1
     store = open_store(url)
     writer = store.layer(digest).writer()
     writer.set_size(len(data))

@@ -166,7 +166,7 @@ def test_the_parts_of_a_commit_are_copied_several_at_once(
 
     monkeypatch.setattr(s3_client.S3Objects, "copy_part", counting)
     data, digest = _blob(15 * MiB + 3)  # four parts of 5 MiB
-    store = _write_through(proxy, s3_bucket.bucket, data, digest)
+    store = _write_through(proxy, s3_bucket.bucket, data, digest, staging="parts")
     assert slow.hits == 4
     assert most >= 2
     with store.layer(digest).reader() as reader:
@@ -189,6 +189,7 @@ def test_a_copy_that_fails_while_the_blob_is_written_fails_its_commit_and_loses_
         endpoint_url=proxy.url,
         part_size="5MiB",
         retries=0,
+        staging="parts",
         **CREDENTIALS,
     )
     writer = store.layer(digest).writer()

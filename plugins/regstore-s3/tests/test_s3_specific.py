@@ -241,7 +241,7 @@ def _started(store: ObjectStore, data: bytes, digest: str, upto: int) -> Any:
 def test_multipart_blob_commits_and_reads_back_exactly(
     s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
 ) -> None:
-    store = s3_store_factory("mp", part_size="5MiB")
+    store = s3_store_factory("mp", part_size="5MiB", staging="parts")
     data, digest = _blob(12 * MiB + 4321, seed=1)
     writer = _started(store, data, digest, len(data))
     staged = [k for k in _keys(s3_bucket, moto_client, "mp/_regstore/uploads/")]
@@ -271,7 +271,7 @@ def _blob_key(prefix: str, digest: str) -> str:
 def test_parts_are_copied_into_the_final_upload_while_the_blob_is_written(
     s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
 ) -> None:
-    store = s3_store_factory("ahead", part_size="5MiB")
+    store = s3_store_factory("ahead", part_size="5MiB", staging="parts")
     data, digest = _blob(16 * MiB + 99, seed=11)
     writer = _started(store, data, digest, 15 * MiB)  # three full parts staged, not committed
     (upload,) = _uploads(s3_bucket, moto_client)
@@ -307,7 +307,7 @@ def test_a_writer_that_stops_aborts_its_upload(
     moto_client: Any,
     how: str,
 ) -> None:
-    store = s3_store_factory(how, part_size="5MiB")
+    store = s3_store_factory(how, part_size="5MiB", staging="parts")
     data, digest = _blob(13 * MiB, seed=12)
     writer = store.layer(digest).writer()
     writer.set_size(len(data))
@@ -350,7 +350,7 @@ def test_digest_mismatch_leaves_nothing(
 def test_close_keeps_a_short_tail_that_the_next_writer_takes_back(
     s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
 ) -> None:
-    store = s3_store_factory("tail", part_size="5MiB")
+    store = s3_store_factory("tail", part_size="5MiB", staging="parts")
     data, digest = _blob(13 * MiB, seed=3)
     cut = 7 * MiB  # one full part and a 2 MiB tail
     writer = store.layer(digest).writer()
@@ -371,7 +371,7 @@ def test_close_keeps_a_short_tail_that_the_next_writer_takes_back(
 def test_commit_refuses_a_part_changed_behind_the_writer(
     s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
 ) -> None:
-    store = s3_store_factory("tamper", part_size="5MiB")
+    store = s3_store_factory("tamper", part_size="5MiB", staging="parts")
     data, digest = _blob(11 * MiB, seed=4)
     writer = store.layer(digest).writer()
     writer.write(data)
@@ -380,6 +380,186 @@ def test_commit_refuses_a_part_changed_behind_the_writer(
     with pytest.raises(StoreError):
         writer.commit(len(data))
     assert store.blob_status(digest).state is not BlobState.COMPLETE
+
+
+# -- direct writes (staging=direct, the default) ---------------------------------------------
+
+
+def _record_uploaded_parts(monkeypatch: pytest.MonkeyPatch, *, copies: bool = False) -> list[int]:
+    """The numbers of the parts sent with ``UploadPart`` from now on, in order. Unless
+    ``copies``, no part object may be copied meanwhile (that is the other way of writing)."""
+    from regstore_s3.client import S3Objects
+
+    numbers: list[int] = []
+    upload_part = S3Objects.upload_part
+
+    def recording(self: S3Objects, key: str, upload_id: str, number: int, body: Any) -> str:
+        numbers.append(number)
+        return upload_part(self, key, upload_id, number, body)
+
+    def no_copies(self: S3Objects, *args: Any, **kwargs: Any) -> str:
+        raise AssertionError("a direct write copied a part")
+
+    monkeypatch.setattr(S3Objects, "upload_part", recording)
+    if not copies:
+        monkeypatch.setattr(S3Objects, "copy_part", no_copies)
+    return numbers
+
+
+def _record(bucket: S3Bucket, moto_client: Any, prefix: str, digest: str) -> dict[str, Any]:
+    key = f"{prefix}/_regstore/uploads/sha256/{digest[7:]}/upload"
+    body = moto_client.get_object(Bucket=bucket.bucket, Key=key)["Body"].read()
+    return dict(json.loads(body))
+
+
+def test_a_direct_write_sends_its_parts_straight_into_the_final_upload(
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = _record_uploaded_parts(monkeypatch)
+    store = s3_store_factory("direct", part_size="5MiB")
+    data, digest = _blob(12 * MiB + 4321, seed=21)
+    writer = _started(store, data, digest, len(data))
+    # two full parts sent; the short last one waits for the commit
+    assert sent == [1, 2]
+    staged = _keys(s3_bucket, moto_client, "direct/_regstore/uploads/")
+    assert [k.rsplit("/", 1)[1] for k in staged] == ["upload"]  # the record; no part objects
+    (upload,) = _uploads(s3_bucket, moto_client)
+    assert upload["Key"] == _blob_key("direct", digest)
+    assert _record(s3_bucket, moto_client, "direct", digest)["upload_id"] == upload["UploadId"]
+    with pytest.raises(ClientError):  # not visible before the commit
+        moto_client.head_object(Bucket=s3_bucket.bucket, Key=upload["Key"])
+    writer.commit()
+    assert sent == [1, 2, 3]
+    head = moto_client.head_object(Bucket=s3_bucket.bucket, Key=upload["Key"])
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"].strip('"').endswith("-3"), "not completed as a 3-part upload"
+    with store.layer(digest).reader() as reader:
+        assert hashlib.sha256(b"".join(reader.chunks())).hexdigest() == digest[7:]
+    assert _keys(s3_bucket, moto_client, "direct/_regstore/") == []
+    assert _uploads(s3_bucket, moto_client) == []
+
+
+def test_a_closed_direct_write_is_sent_again_and_uploaded_only_where_missing(
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = _record_uploaded_parts(monkeypatch)
+    store = s3_store_factory("again", part_size="5MiB")
+    data, digest = _blob(23 * MiB, seed=22)
+    writer = _started(store, data, digest, 17 * MiB)  # parts 1-3 sent, 2 MiB buffered
+    writer.close()
+    assert sent == [1, 2, 3]
+    record = _record(s3_bucket, moto_client, "again", digest)
+    assert [part[:2] for part in record["parts"]] == [[n, 5 * MiB] for n in (1, 2, 3)]
+    assert len(_uploads(s3_bucket, moto_client)) == 1  # kept for the next writer
+    assert store.blob_status(digest).current_size == 0
+    writer = store.layer(digest).writer()
+    assert writer.current_size == 0  # the parts cannot be re-read: the bytes come again
+    writer.set_size(len(data))
+    for start in range(0, len(data), MiB):
+        writer.write(data[start : start + MiB])
+    writer.commit()
+    assert sent == [1, 2, 3, 4, 5]  # the first writer's three parts were kept as they were
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert _keys(s3_bucket, moto_client, "again/_regstore/") == []
+    assert _uploads(s3_bucket, moto_client) == []
+
+
+def test_a_resent_part_whose_bytes_differ_is_uploaded_again(
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = _record_uploaded_parts(monkeypatch)
+    store = s3_store_factory("differ", part_size="5MiB")
+    data, digest = _blob(13 * MiB, seed=23)
+    # A first write got a damaged first part (a bad source, say) and stopped before its
+    # digest could be checked: its upload holds those bytes under part 1.
+    damaged = bytes([data[0] ^ 1]) + data[1:]
+    writer = _started(store, damaged, digest, 11 * MiB)
+    writer.close()
+    assert sent == [1, 2]
+    _write(store, data, digest)
+    assert sent == [1, 2, 1, 3]  # part 1 replaced, part 2 kept, part 3 new
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert _uploads(s3_bucket, moto_client) == []
+
+
+def test_a_direct_write_closed_within_its_first_part_keeps_a_tail(
+    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    store = s3_store_factory("dtail", part_size="5MiB")
+    data, digest = _blob(13 * MiB, seed=24)
+    cut = 3 * MiB + 17
+    writer = _started(store, data, digest, cut)
+    writer.close()
+    staged = _keys(s3_bucket, moto_client, "dtail/_regstore/uploads/")
+    assert [k.rsplit("/", 1)[1] for k in staged] == ["tail"]
+    assert _uploads(s3_bucket, moto_client) == []  # no part was full: no upload yet
+    assert store.blob_status(digest).current_size == cut
+    writer = store.layer(digest).writer()
+    assert writer.current_size == cut  # the tail is re-read and re-hashed
+    writer.write(data[cut:])
+    writer.commit(len(data))
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert _keys(s3_bucket, moto_client, "dtail/_regstore/") == []
+
+
+def test_a_direct_commit_refuses_a_part_replaced_behind_the_writer(
+    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    store = s3_store_factory("dtamper", part_size="5MiB")
+    data, digest = _blob(11 * MiB, seed=25)
+    writer = store.layer(digest).writer()
+    writer.write(data)  # parts 1 and 2 sent, 1 MiB buffered
+    (upload,) = _uploads(s3_bucket, moto_client)
+    moto_client.upload_part(
+        Bucket=s3_bucket.bucket,
+        Key=upload["Key"],
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        Body=b"x" * (5 * MiB),
+    )
+    with pytest.raises(StoreError):
+        writer.commit(len(data))
+    assert store.blob_status(digest).state is not BlobState.COMPLETE
+    with pytest.raises(ClientError):
+        moto_client.head_object(Bucket=s3_bucket.bucket, Key=upload["Key"])
+
+
+def test_a_damaged_upload_record_is_ignored(
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = _record_uploaded_parts(monkeypatch)
+    store = s3_store_factory("drec", part_size="5MiB")
+    data, digest = _blob(11 * MiB, seed=26)
+    writer = _started(store, data, digest, 10 * MiB)
+    writer.close()
+    key = f"drec/_regstore/uploads/sha256/{digest[7:]}/upload"
+    moto_client.put_object(Bucket=s3_bucket.bucket, Key=key, Body=b"{not json")
+    _write(store, data, digest)  # starts over: a new upload, every part sent
+    assert sent == [1, 2, 1, 2, 3]
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert _keys(s3_bucket, moto_client, "drec/_regstore/") == []
+    assert _uploads(s3_bucket, moto_client) == []  # the orphaned upload was aborted too
+
+
+def test_the_staging_option_is_checked(s3_url_factory: Callable[..., str]) -> None:
+    with pytest.raises(StoreError, match="staging"):
+        open_store(s3_url_factory(staging="copy"))
 
 
 # -- leases across processes -----------------------------------------------------------------
@@ -403,24 +583,33 @@ def _ready(proc: subprocess.Popen[str]) -> str:
     return line
 
 
+@pytest.mark.parametrize("staging", ["parts", "direct"])
 def test_killed_writer_lease_expires_and_a_later_writer_resumes(
-    s3_url_factory: Callable[..., str], s3_bucket: S3Bucket, moto_client: Any
+    s3_url_factory: Callable[..., str],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    staging: str,
 ) -> None:
-    url = s3_url_factory("killed", part_size="5MiB", lease="2")
+    url = s3_url_factory("killed", part_size="5MiB", lease="2", staging=staging)
     size = 12 * MiB
     data, digest = _blob(size, seed=5)
+    # two parts staged, one MiB still buffered; a direct write's two parts are in its upload,
+    # where they cannot be re-read: its bytes are sent again from the start
+    resumes_at = 10 * MiB if staging == "parts" else 0
     proc = _child(url, size, 5, "kill")
     try:
         line = _ready(proc)
-        assert int(line.split()[1]) == 10 * MiB  # two parts staged, one MiB still buffered
+        assert int(line.split()[1]) == resumes_at
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+    sent = _record_uploaded_parts(monkeypatch, copies=staging == "parts")
     store = open_store(url)
     try:
         status = store.blob_status(digest)
         assert status.state is BlobState.WRITING  # the dead writer's lease still runs
-        # it had begun copying its parts into the final upload, which it left behind
+        # it had begun its final upload (copies, or the parts themselves), and left it behind
         assert [u["Key"] for u in _uploads(s3_bucket, moto_client)] == [_blob_key("killed", digest)]
         with pytest.raises(LayerLockedError):
             store.layer(digest).writer()
@@ -428,10 +617,13 @@ def test_killed_writer_lease_expires_and_a_later_writer_resumes(
         while status.state is BlobState.WRITING and time.monotonic() < deadline:
             time.sleep(0.25)
             status = store.blob_status(digest)
-        assert status.state is BlobState.PARTIAL, "the stale lease was never recovered"
-        assert status.current_size == 10 * MiB
+        if staging == "parts":
+            assert status.state is BlobState.PARTIAL, "the stale lease was never recovered"
+        else:  # an upload's parts cannot be re-read: nothing to resume from but the start
+            assert status.state is BlobState.ABSENT, "the stale lease was never recovered"
+        assert status.current_size == resumes_at
         writer = store.layer(digest).writer()  # breaks the stale lock
-        assert writer.current_size == 10 * MiB  # re-hashed by the facade from the parts
+        assert writer.current_size == resumes_at  # (parts: re-hashed by the facade)
         writer.set_size(size)
         writer.write(data[writer.current_size :])
         assert writer.commit() == digest
@@ -439,6 +631,9 @@ def test_killed_writer_lease_expires_and_a_later_writer_resumes(
             assert hashlib.sha256(reader.read()).hexdigest() == digest[7:]
     finally:
         store.close()
+    # parts: copied, never uploaded; direct: the two parts the dead writer sent (and
+    # recorded) were not uploaded again
+    assert sent == ([] if staging == "parts" else [3])
     assert _keys(s3_bucket, moto_client, "killed/_regstore/") == []
     assert _uploads(s3_bucket, moto_client) == []  # the resumed commit aborted the dead one's
 

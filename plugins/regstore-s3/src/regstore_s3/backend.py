@@ -44,7 +44,7 @@ from regstore.safetext import redact_store_url
 from .client import S3Objects, translate_s3_errors
 from .locks import DEFAULT_LEASE, MIN_LEASE, S3LeaseLockManager
 from .parts import MAX_PART_SIZE, parse_size, validate_part_size
-from .staging import S3PartStaging
+from .staging import STAGING_MODES, S3PartStaging
 from .stream import ObjectStream
 
 __all__ = ["OPTIONS", "S3Backend", "open_backend", "parse_s3_location"]
@@ -52,6 +52,13 @@ __all__ = ["OPTIONS", "S3Backend", "open_backend", "parse_s3_location"]
 
 def _part_size(value: Any) -> int | None:
     return None if value in (None, "") else validate_part_size(parse_size(value))
+
+
+def _staging(value: Any) -> str:
+    mode = str(value or STAGING_MODES[0])
+    if mode not in STAGING_MODES:
+        raise ValueError(f"staging must be {' or '.join(STAGING_MODES)}, not {value!r}")
+    return mode
 
 
 def _lease(value: Any) -> float:
@@ -102,6 +109,7 @@ OPTIONS: dict[str, Option[Any]] = {
     "token": Option(str),
     "anon": Option(parse_flag, help="true or false"),
     "part_size": Option(_part_size, help="bytes or a size such as 8MiB, from 5 MiB to 5 GiB"),
+    "staging": Option(_staging, default=STAGING_MODES[0], help=" or ".join(STAGING_MODES)),
     "layout": Option(check_layout, default="distribution"),
     "lease": Option(_lease, default=DEFAULT_LEASE, help="seconds, at least 1"),
     "addressing_style": Option(_addressing, help="auto, path or virtual"),
@@ -182,6 +190,10 @@ class S3Backend(FsspecBackend):
             ``rootdirectory: /prefix`` serves it) or ``"oci"``.
         part_size: multipart part size in bytes (5 MiB ... 5 GiB); None derives it from each
             blob's size (see :mod:`regstore_s3.parts`).
+        staging: how blobs are written: ``"direct"`` (default; parts straight into the blob's
+            multipart upload, :mod:`regstore_s3.direct`) or ``"parts"`` (part objects copied
+            into it, :mod:`regstore_s3.staging`: a resumed write re-reads its parts instead of
+            its source, for one more pass of the server over every byte).
         lease: seconds a writer's lock outlives its last renewal (a crashed writer's blob is
             writable again after that).
     """
@@ -197,6 +209,7 @@ class S3Backend(FsspecBackend):
         *,
         layout: str = "distribution",
         part_size: int | None = None,
+        staging: str = STAGING_MODES[0],
         lease: float = DEFAULT_LEASE,
         url: str = "",
     ) -> None:
@@ -207,6 +220,7 @@ class S3Backend(FsspecBackend):
         self.raw_fs = fs
         self.objects = S3Objects(fs, bucket)
         self.part_size = None if part_size is None else validate_part_size(part_size)
+        self.staging_mode = staging
         self.lease_locks = S3LeaseLockManager(
             self.objects, self._key_prefix("_regstore/locks/"), lease=lease
         )
@@ -215,7 +229,7 @@ class S3Backend(FsspecBackend):
             root,
             layout=layout,
             locks=self.lease_locks,
-            staging=S3PartStaging(self.part_size),
+            staging=S3PartStaging(self.part_size, staging),
             url=url,
         )
 
@@ -309,6 +323,7 @@ class S3Backend(FsspecBackend):
             prefix=self.prefix,
             endpoint_url=getattr(self.raw_fs, "endpoint_url", None),
             part_size=self.part_size or "derived",
+            staging=self.staging_mode,
             lease=self.lease_locks.lease,
         )
         return info
@@ -365,10 +380,10 @@ def open_backend(location: StoreLocation) -> S3Backend:
 
     Options (keywords, or the URL's query parameters as strings): ``endpoint_url``,
     ``region``, ``profile``, ``key`` + ``secret`` (+ ``token``) or the normal AWS credential
-    chain, ``anon``, ``part_size`` (bytes or ``8MiB``), ``layout``, ``lease`` (seconds),
-    ``addressing_style``, ``verify`` (bool or CA bundle path), ``retries`` (botocore retries
-    per request), ``read_timeout`` (seconds; s3fs's default is 15). Unknown or invalid
-    options raise StoreOptionError.
+    chain, ``anon``, ``part_size`` (bytes or ``8MiB``), ``staging`` (``direct`` or ``parts``),
+    ``layout``, ``lease`` (seconds), ``addressing_style``, ``verify`` (bool or CA bundle
+    path), ``retries`` (botocore retries per request), ``read_timeout`` (seconds; s3fs's
+    default is 15). Unknown or invalid options raise StoreOptionError.
     """
     bucket, prefix = parse_s3_location(location)
     options = location.options
@@ -378,6 +393,7 @@ def open_backend(location: StoreLocation) -> S3Backend:
         _build_filesystem(options),
         layout=options["layout"],
         part_size=options["part_size"],
+        staging=options["staging"],
         lease=options["lease"],
         url=location.text,
     )

@@ -3,7 +3,7 @@
 :class:`S3Objects` speaks to one bucket through :meth:`s3fs.S3FileSystem.call_s3` (so it
 shares s3fs's session, credentials, retries and connection pool) for what the fsspec API does
 not offer: conditional writes (``If-None-Match: *``, ``If-Match: <etag>``), the server's clock,
-and server-side multipart copies (``UploadPartCopy``).
+and multipart uploads (``UploadPart``, and server-side ``UploadPartCopy``).
 
 Every failure leaves this module as a :class:`regstore.errors.StoreError` chained to the
 original, except a failed precondition, which is :class:`PreconditionFailed` (also a
@@ -488,6 +488,20 @@ class S3Objects:
         )
         return str(response["CopyPartResult"]["ETag"])
 
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray) -> str:
+        """``UploadPart``: ``body`` becomes part ``number`` of the upload (replacing an earlier
+        part of that number); returns its ETag."""
+        payload: Any = body if len(body) < _STREAM_THRESHOLD else _BufferStream(body)
+        response = self._call(
+            f"cannot upload part {number} of s3://{self.bucket}/{key}",
+            "upload_part",
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=payload,
+        )
+        return str(response.get("ETag", ""))
+
     def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
         """Complete the upload: the object appears atomically, whole."""
         parts = [{"PartNumber": i, "ETag": etag} for i, etag in enumerate(etags, start=1)]
@@ -529,9 +543,10 @@ class S3Objects:
         found.sort(key=lambda upload: (upload.key, upload.initiated))
         return found
 
-    def multipart_size(self, key: str, upload_id: str) -> int:
-        """Bytes uploaded so far to an incomplete multipart upload (0 if it is gone)."""
-        total = 0
+    def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]] | None:
+        """The parts uploaded so far to an incomplete multipart upload, as ``{number: (size,
+        ETag)}``; None if the upload is gone (completed or aborted)."""
+        parts: dict[int, tuple[int, str]] = {}
         marker: dict[str, Any] = {}
         while True:
             try:
@@ -544,13 +559,22 @@ class S3Objects:
                 )
             except StoreError as exc:
                 if is_not_found(exc):
-                    return total
+                    return None
                 raise
-            total += sum(int(part.get("Size", 0)) for part in response.get("Parts", []) or [])
+            for part in response.get("Parts", []) or []:
+                parts[int(part["PartNumber"])] = (
+                    int(part.get("Size", 0)),
+                    str(part.get("ETag", "")),
+                )
             following = response.get("NextPartNumberMarker")
             if not response.get("IsTruncated") or not following:
-                return total
+                return parts
             marker = {"PartNumberMarker": following}
+
+    def multipart_size(self, key: str, upload_id: str) -> int:
+        """Bytes uploaded so far to an incomplete multipart upload (0 if it is gone)."""
+        parts = self.list_parts(key, upload_id)
+        return sum(size for size, _ in (parts or {}).values())
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Abort an upload (its parts are dropped; nothing becomes visible)."""

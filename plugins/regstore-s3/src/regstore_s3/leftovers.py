@@ -1,7 +1,8 @@
 """Incomplete multipart uploads: the S3 leftover a filesystem does not have.
 
-A blob of several parts becomes visible through a multipart upload on its final key
-(:mod:`regstore_s3.promotion`), which its writer starts once it has staged two parts. A writer
+A blob of several parts becomes visible through a multipart upload on its final key, which
+its writer starts once it has sent a part into it (:mod:`regstore_s3.direct`) or staged two
+part objects (:mod:`regstore_s3.promotion`). A writer
 killed between ``CreateMultipartUpload`` and ``CompleteMultipartUpload`` leaves that upload
 behind: S3 keeps (and bills) its parts until someone aborts it, and no listing of objects
 shows it. Here:

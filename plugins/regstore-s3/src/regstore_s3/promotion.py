@@ -22,7 +22,7 @@ from regstore.errors import StoreError
 
 from .client import ObjectInfo, S3Objects
 
-__all__ = ["COPY_AHEAD", "COPY_CONCURRENCY", "Promotion"]
+__all__ = ["COPY_AHEAD", "COPY_CONCURRENCY", "Promotion", "completed_anyway"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ class Promotion:
             try:
                 self._objects.complete_multipart(self.final_key, self.upload_id, etags)
             except StoreError:
-                if not _completed_anyway(self._objects, parts, self.final_key):
+                size = sum(p.size for p in parts)
+                if not completed_anyway(self._objects, self.final_key, size, len(parts)):
                     raise
                 log.info(
                     "the completion of %s failed in answer only: the object is whole",
@@ -167,9 +168,9 @@ def _failed(future: Future[str]) -> bool:
     return future.done() and (future.cancelled() or future.exception() is not None)
 
 
-def _completed_anyway(objects: S3Objects, parts: list[ObjectInfo], final_key: str) -> bool:
-    """True if ``final_key`` holds the completed upload of ``parts`` although the completion
-    answered with an error.
+def completed_anyway(objects: S3Objects, final_key: str, size: int, count: int) -> bool:
+    """True if ``final_key`` holds the completed upload of ``count`` parts and ``size`` bytes
+    although the completion answered with an error.
 
     S3 completes an upload once: when the answer is lost (a timeout, a cut connection, a 5xx
     after the work was done), the client's retry finds the upload gone (``NoSuchUpload``).
@@ -183,6 +184,4 @@ def _completed_anyway(objects: S3Objects, parts: list[ObjectInfo], final_key: st
         return False
     if found is None:
         return False
-    return found.size == sum(p.size for p in parts) and found.etag.strip('"').endswith(
-        f"-{len(parts)}"
-    )
+    return found.size == size and found.etag.strip('"').endswith(f"-{count}")

@@ -1,7 +1,9 @@
-"""Staging a blob on S3 as numbered part objects, and the write handle built on them.
+"""The S3 store's staging, and its ``staging=parts`` write handle: numbered part objects.
 
-A blob being written lives under ``<root>/_regstore/uploads/<alg>/<hex>/`` as one object per
-multipart part::
+The default way of writing a blob (``staging=direct``) sends its parts straight into the
+final upload (:mod:`regstore_s3.direct`, whose handle shares this one's part buffer). With
+``staging=parts``, a blob being written lives under ``<root>/_regstore/uploads/<alg>/<hex>/``
+as one object per multipart part::
 
     part-00001   part-00002   ...   part-NNNNN
 
@@ -47,11 +49,20 @@ from .promotion import Promotion
 if TYPE_CHECKING:
     from .backend import S3Backend
 
-__all__ = ["PART_PREFIX", "S3BlobWriter", "S3PartStaging", "part_name", "valid_parts"]
+__all__ = [
+    "PART_PREFIX",
+    "STAGING_MODES",
+    "S3BlobWriter",
+    "S3PartStaging",
+    "part_name",
+    "valid_parts",
+]
 
 log = logging.getLogger(__name__)
 
 PART_PREFIX = "part-"
+#: The ways a blob can be written (the store's ``staging`` option); the first is the default.
+STAGING_MODES = ("direct", "parts")
 #: The part buffer starts this small and doubles up to _MAX_GROWTH, then takes the part size.
 _MIN_BUFFER = 64 * 1024
 _MAX_GROWTH = 1024 * 1024
@@ -98,13 +109,20 @@ class S3PartStaging(FsspecStagingArea):
     Besides the staged parts it lists and aborts the incomplete multipart uploads a writer
     killed while writing or committing leaves (:mod:`regstore_s3.leftovers`).
 
-    ``part_size`` is the multipart part size in bytes; None derives it per blob.
+    ``part_size`` is the multipart part size in bytes; None derives it per blob. ``mode`` is
+    how blobs are written: ``"direct"`` (parts straight into the final upload,
+    :class:`~regstore_s3.direct.S3DirectWriter`) or ``"parts"`` (part objects copied into it,
+    :class:`S3BlobWriter`). Either reads what the other left: the bytes it can resume, the rest
+    is deleted.
     """
 
     store: S3Backend
 
-    def __init__(self, part_size: int | None = None) -> None:
+    def __init__(self, part_size: int | None = None, mode: str = "direct") -> None:
+        if mode not in STAGING_MODES:
+            raise ValueError(f"staging must be one of {', '.join(STAGING_MODES)}, not {mode!r}")
         self.part_size = part_size
+        self.mode = mode
 
     def prefix(self, digest: Digest) -> str:
         """The key prefix (ending in ``/``) of a blob's staged parts."""
@@ -123,13 +141,26 @@ class S3PartStaging(FsspecStagingArea):
         return usable
 
     def staged_size(self, digest: Digest) -> int:
+        """The bytes a writer of ``digest`` would resume from (its ``current_size``)."""
+        from .direct import RECORD_NAME, TAIL_NAME
+
         prefix = self.prefix(digest)
-        usable, _ = valid_parts(self.store.objects.list_objects(prefix), prefix)
+        listed = self.store.objects.list_objects(prefix)
+        names = {info.key[len(prefix) :]: info for info in listed}
+        if self.mode == "direct":
+            # an upload's parts cannot be re-read: its writer starts again from 0
+            tail = names.get(TAIL_NAME)
+            return 0 if RECORD_NAME in names or tail is None else tail.size
+        usable, _ = valid_parts(listed, prefix)
         return sum(p.size for p in usable)
 
     def writer(self, digest: Digest, lock: BlobLock) -> S3BlobWriter:
         if not isinstance(lock, S3Lease):
             raise StoreError(f"S3 blob writers need an S3 lease, not {lock!r}")
+        if self.mode == "direct":
+            from .direct import S3DirectWriter
+
+            return S3DirectWriter(self, digest, lock)
         return S3BlobWriter(self, digest, lock)
 
     def discard(self, digest: Digest) -> None:
@@ -165,7 +196,7 @@ class S3BlobWriter:
         self.digest = digest
         self._lock: S3Lease | None = lock
         self._prefix = staging.prefix(digest)
-        self._parts: list[ObjectInfo] = staging.scan(digest)
+        self._parts: list[ObjectInfo] = self._staged_parts()
         self._buffer = bytearray()  #: capacity of the part being filled
         self._filled = 0  #: bytes of it holding data
         self._adopted = False
@@ -182,6 +213,10 @@ class S3BlobWriter:
         self._promotion: Promotion | None = None
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _staged_parts(self) -> list[ObjectInfo]:
+        """The part objects an earlier writer staged (read once, by the constructor)."""
+        return self._staging.scan(self.digest)
 
     def _what(self, verb: str) -> str:
         return f"cannot {verb} blob {self.digest} in {self._backend.url}"
