@@ -377,6 +377,55 @@ def test_s3_rerun_aborts_the_upload_of_a_writer_killed_mid_commit(
     assert place.work_files() == []  # parts and the lock object are gone too
 
 
+def test_s3_direct_upload_of_a_killed_writer_is_reported_collected_and_resumed(
+    s3_bucket: S3Bucket, tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    # staging=direct (the default): the part sent is in the blob's upload, which a small
+    # record under _regstore/uploads/ names
+    place = _s3_place(s3_bucket, part_size="5MiB", lease="8")
+    data = random.Random(533).randbytes(7 * MiB)
+    digest = str(digest_bytes(data))
+    _killed_writer(place.url, tmp_path, data, digest, 6 * MiB)  # one part sent, 1 MiB lost
+    with open_store(place.url) as store:
+        held = store.staging()
+    assert sorted(e.kind.value for e in held) == ["lock", "multipart", "upload"]
+    assert all(e.active for e in held)  # its lease still runs
+    kept = cli("gc", "--grace", "0", "--json", store=place.url).json()
+    assert kept["staging_removed"] == []  # a live lease is never collected
+
+    _wait_until(_no_live_lease(place.url), "the dead writer's lease ran out")
+    report = cli("verify", "--json", store=place.url).json()
+    by_kind = {e["kind"]: e for e in report["staging"]}
+    assert set(by_kind) == {"upload", "lock", "multipart"}
+    assert 0 < by_kind["upload"]["size"] < 1024 and by_kind["upload"]["digest"] == digest
+    assert by_kind["multipart"]["size"] == 5 * MiB and by_kind["multipart"]["digest"] == digest
+    with open_store(place.url) as store:  # a re-run instead of gc: sends all, commits
+        writer = store.layer(digest).writer()
+        assert writer.current_size == 0
+        writer.write(data)
+        writer.commit(len(data))
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+    assert place.multipart_uploads() == []
+    assert place.work_files() == []
+
+
+def test_s3_gc_collects_the_upload_of_a_killed_direct_writer(
+    s3_bucket: S3Bucket, tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    place = _s3_place(s3_bucket, part_size="5MiB", lease="2")
+    data = random.Random(534).randbytes(12 * MiB)
+    digest = str(digest_bytes(data))
+    _killed_writer(place.url, tmp_path, data, digest, 11 * MiB)  # two parts sent
+    _wait_until(_no_live_lease(place.url), "the dead writer's lease ran out")
+    done = cli("gc", "--grace", "0", "--json", store=place.url).json()
+    assert sorted(e["kind"] for e in done["staging_removed"]) == ["lock", "multipart", "upload"]
+    assert place.multipart_uploads() == []
+    assert place.work_files() == []
+    with open_store(place.url) as store:
+        assert store.blob_status(digest).current_size == 0
+
+
 def test_file_rerun_after_a_killed_writer_leaves_no_staging(tmp_path: Path) -> None:
     root = tmp_path / "store"
     place = Place(str(root), "file", root=root)
