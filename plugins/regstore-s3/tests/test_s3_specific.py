@@ -515,7 +515,10 @@ def test_a_direct_write_closed_within_its_first_part_keeps_a_tail(
 
 
 def test_a_direct_commit_refuses_a_part_replaced_behind_the_writer(
-    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = s3_store_factory("dtamper", part_size="5MiB")
     data, digest = _blob(11 * MiB, seed=25)
@@ -534,6 +537,61 @@ def test_a_direct_commit_refuses_a_part_replaced_behind_the_writer(
     assert store.blob_status(digest).state is not BlobState.COMPLETE
     with pytest.raises(ClientError):
         moto_client.head_object(Bucket=s3_bucket.bucket, Key=upload["Key"])
+    # the failed commit recorded its three parts; part 1 no longer has its ETag in the upload
+    record = _record(s3_bucket, moto_client, "dtamper", digest)
+    assert [part[0] for part in record["parts"]] == [1, 2, 3]
+    sent = _record_uploaded_parts(monkeypatch)
+    _write(store, data, digest)  # a re-run: part 1 uploaded again, parts 2 and 3 kept
+    assert sent == [1]
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert _uploads(s3_bucket, moto_client) == []
+    assert _keys(s3_bucket, moto_client, "dtamper/_regstore/") == []
+
+
+def test_a_record_whose_upload_is_gone_starts_over(
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = _record_uploaded_parts(monkeypatch)
+    store = s3_store_factory("dgone", part_size="5MiB")
+    data, digest = _blob(11 * MiB, seed=27)
+    writer = _started(store, data, digest, 10 * MiB)
+    writer.close()
+    (upload,) = _uploads(s3_bucket, moto_client)
+    moto_client.abort_multipart_upload(
+        Bucket=s3_bucket.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+    )
+    _write(store, data, digest)
+    assert sent == [1, 2, 1, 2, 3]  # nothing left to keep: a new upload, every part sent
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert _uploads(s3_bucket, moto_client) == []
+    assert _keys(s3_bucket, moto_client, "dgone/_regstore/") == []
+
+
+def test_a_tail_taken_back_is_deleted_once_its_bytes_are_in_an_upload(
+    s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
+) -> None:
+    store = s3_store_factory("dtail2", part_size="5MiB")
+    data, digest = _blob(13 * MiB, seed=28)
+    writer = _started(store, data, digest, 2 * MiB)
+    writer.close()  # a tail
+    writer = store.layer(digest).writer()
+    assert writer.current_size == 2 * MiB
+    writer.write(data[2 * MiB : 7 * MiB])  # part 1 sent: the upload starts
+    staged = _keys(s3_bucket, moto_client, "dtail2/_regstore/uploads/")
+    assert [k.rsplit("/", 1)[1] for k in staged] == ["upload"]
+    writer.close()
+    # the upload is where a later writer resumes (from 0), and the status agrees
+    assert store.blob_status(digest).current_size == 0
+    writer = store.layer(digest).writer()
+    assert writer.current_size == 0
+    writer.discard()
+    assert _uploads(s3_bucket, moto_client) == []  # discard aborts the upload it took over
+    assert _keys(s3_bucket, moto_client, "dtail2/") == []
 
 
 def test_a_damaged_upload_record_is_ignored(

@@ -128,17 +128,19 @@ class S3PartStaging(FsspecStagingArea):
         """The key prefix (ending in ``/``) of a blob's staged parts."""
         return self.store.key_of(self.store.staging_path(digest)) + "/"
 
-    def scan(self, digest: Digest) -> list[ObjectInfo]:
-        """The usable staged parts of ``digest``, in order (see :func:`valid_parts`).
+    def scan(self, digest: Digest) -> tuple[list[ObjectInfo], bool]:
+        """The usable staged parts of ``digest``, in order (see :func:`valid_parts`), and
+        whether anything at all was staged.
 
-        Objects that cannot be resumed (after a gap, foreign names) are deleted: only a writer,
-        which holds the blob's lock, calls this.
+        Objects that cannot be resumed (after a gap, foreign names, what ``staging=direct``
+        leaves) are deleted: only a writer, which holds the blob's lock, calls this.
         """
         prefix = self.prefix(digest)
-        usable, junk = valid_parts(self.store.objects.list_objects(prefix), prefix)
+        listed = self.store.objects.list_objects(prefix)
+        usable, junk = valid_parts(listed, prefix)
         if junk:
             self.store.objects.delete_many(junk)
-        return usable
+        return usable, bool(listed)
 
     def staged_size(self, digest: Digest) -> int:
         """The bytes a writer of ``digest`` would resume from (its ``current_size``)."""
@@ -196,15 +198,16 @@ class S3BlobWriter:
         self.digest = digest
         self._lock: S3Lease | None = lock
         self._prefix = staging.prefix(digest)
-        self._parts: list[ObjectInfo] = self._staged_parts()
+        parts, found = self._staged_parts()
+        self._parts: list[ObjectInfo] = parts
         self._buffer = bytearray()  #: capacity of the part being filled
         self._filled = 0  #: bytes of it holding data
         self._adopted = False
         self._size: int | None = None
         #: staging objects may exist (resumed, or a part was sent): clean them up on the way out
         self._staging_used = bool(self._parts)
-        #: an earlier writer staged parts: it may have left an upload (see commit)
-        self._resumed = bool(self._parts)
+        #: an earlier writer staged something: it may have left an upload (see commit)
+        self._resumed = found
         self._staged = sum(p.size for p in self._parts)  #: bytes in self._parts
         self.current_size: int = self._staged
         self._part_size = 0
@@ -214,8 +217,9 @@ class S3BlobWriter:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _staged_parts(self) -> list[ObjectInfo]:
-        """The part objects an earlier writer staged (read once, by the constructor)."""
+    def _staged_parts(self) -> tuple[list[ObjectInfo], bool]:
+        """The part objects an earlier writer staged, and whether it staged anything (read
+        once, by the constructor)."""
         return self._staging.scan(self.digest)
 
     def _what(self, verb: str) -> str:
