@@ -614,3 +614,47 @@ def test_gc_refuses_a_store_whose_revision_links_it_cannot_read_and_deletes_noth
         collect_garbage(store, grace=0, now=time.time() + 3600)
     assert sorted(b.digest for b in store.blobs()) == before
     assert set(before) >= {str(b.digest) for b in image.blobs}
+
+
+def test_gc_keeps_the_blobs_of_a_manifest_whose_revision_directory_is_a_link(
+    tmp_path: Path,
+) -> None:
+    """A revision directory that is a link to another place in the store is still a revision:
+    listed as one, and gc keeps what its manifest references (an untagged manifest's blobs
+    were collected when the link was skipped as no directory)."""
+    store = open_store(str(tmp_path / "store"))
+    image = oci_image(seed=33)
+    digest = write_image(store, "app", "1", image)
+    store.delete_tag("app", "1")  # untagged: only its revision keeps it
+    (revision,) = (
+        p for p in (tmp_path / "store").rglob(digest[7:]) if "revisions/sha256" in str(p)
+    )
+    moved = tmp_path / "store" / "kept-elsewhere"
+    revision.rename(moved)
+    revision.symlink_to(moved)
+    assert store.manifests("app") == [digest]
+    assert "app" in store.repositories()
+    before = sorted(b.digest for b in store.blobs())
+    assert set(before) >= {str(b.digest) for b in image.blobs}
+    collect_garbage(store, grace=0, now=time.time() + 3600)
+    assert sorted(b.digest for b in store.blobs()) == before
+    assert store.manifest("app", digest).raw == image.manifest.raw
+
+
+def test_a_revision_link_out_of_the_store_fails_gc_and_deletes_nothing(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "store"))
+    image = oci_image(seed=34)
+    digest = write_image(store, "app", "1", image)
+    store.delete_tag("app", "1")
+    (revision,) = (
+        p for p in (tmp_path / "store").rglob(digest[7:]) if "revisions/sha256" in str(p)
+    )
+    outside = tmp_path / "outside"
+    revision.rename(outside)
+    revision.symlink_to(outside)
+    store.close()  # a store opened now: its directories are not taken on trust yet
+    store = open_store(str(tmp_path / "store"))
+    before = sorted(b.digest for b in store.blobs())
+    with pytest.raises(StoreError):
+        collect_garbage(store, grace=0, now=time.time() + 3600)
+    assert sorted(b.digest for b in store.blobs()) == before

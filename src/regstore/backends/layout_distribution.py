@@ -105,12 +105,14 @@ class DistributionLayout(Layout):
         return self._is_file(self._revision(name, digest, "link"))
 
     def _revisions(self, name: str) -> list[Digest]:
+        # Every entry named like a digest is asked for its link, directory or not: list_dir
+        # reports no link as a directory, and a revision directory that is a link (to another
+        # place in the store) skipped here would make gc take its manifest for deleted and
+        # collect its blobs. A link that cannot be followed raises: gc then deletes nothing.
         found = []
         for algorithm in SUPPORTED_ALGORITHMS:
             base = self._repo(name, "_manifests", "revisions", algorithm)
-            for entry, is_dir in self.host.list_dir(base):
-                if not is_dir:
-                    continue
+            for entry, _ in self.host.list_dir(base):
                 try:
                     digest = Digest(f"{algorithm}:{entry}")
                 except ValueError:
@@ -122,7 +124,10 @@ class DistributionLayout(Layout):
     def _repo_exists(self, name: str) -> bool:
         for algorithm in SUPPORTED_ALGORITHMS:
             base = self._repo(name, "_manifests", "revisions", algorithm)
-            if any(is_dir for _, is_dir in self.host.list_dir(base)):
+            entries = self.host.list_dir(base)
+            if any(is_dir for _, is_dir in entries):
+                return True
+            if entries and self._revisions(name):  # revisions behind links only (see above)
                 return True
         return False
 
