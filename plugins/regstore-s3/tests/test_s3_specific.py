@@ -549,29 +549,6 @@ def test_a_direct_commit_refuses_a_part_replaced_behind_the_writer(
     assert _keys(s3_bucket, moto_client, "dtamper/_regstore/") == []
 
 
-def test_a_record_whose_upload_is_gone_starts_over(
-    s3_store_factory: Callable[..., ObjectStore],
-    s3_bucket: S3Bucket,
-    moto_client: Any,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent = _record_uploaded_parts(monkeypatch)
-    store = s3_store_factory("dgone", part_size="5MiB")
-    data, digest = _blob(11 * MiB, seed=27)
-    writer = _started(store, data, digest, 10 * MiB)
-    writer.close()
-    (upload,) = _uploads(s3_bucket, moto_client)
-    moto_client.abort_multipart_upload(
-        Bucket=s3_bucket.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-    )
-    _write(store, data, digest)
-    assert sent == [1, 2, 1, 2, 3]  # nothing left to keep: a new upload, every part sent
-    with store.layer(digest).reader() as reader:
-        assert reader.read() == data
-    assert _uploads(s3_bucket, moto_client) == []
-    assert _keys(s3_bucket, moto_client, "dgone/_regstore/") == []
-
-
 def test_a_tail_taken_back_is_deleted_once_its_bytes_are_in_an_upload(
     s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
 ) -> None:
@@ -594,25 +571,34 @@ def test_a_tail_taken_back_is_deleted_once_its_bytes_are_in_an_upload(
     assert _keys(s3_bucket, moto_client, "dtail2/") == []
 
 
-def test_a_damaged_upload_record_is_ignored(
+@pytest.mark.parametrize("damage", ["upload-gone", "record-damaged"])
+def test_a_record_that_cannot_be_taken_up_starts_over(
     s3_store_factory: Callable[..., ObjectStore],
     s3_bucket: S3Bucket,
     moto_client: Any,
     monkeypatch: pytest.MonkeyPatch,
+    damage: str,
 ) -> None:
     sent = _record_uploaded_parts(monkeypatch)
-    store = s3_store_factory("drec", part_size="5MiB")
+    prefix = f"d{damage[:6]}"
+    store = s3_store_factory(prefix, part_size="5MiB")
     data, digest = _blob(11 * MiB, seed=26)
     writer = _started(store, data, digest, 10 * MiB)
     writer.close()
-    key = f"drec/_regstore/uploads/sha256/{digest[7:]}/upload"
-    moto_client.put_object(Bucket=s3_bucket.bucket, Key=key, Body=b"{not json")
-    _write(store, data, digest)  # starts over: a new upload, every part sent
-    assert sent == [1, 2, 1, 2, 3]
+    if damage == "upload-gone":
+        (upload,) = _uploads(s3_bucket, moto_client)
+        moto_client.abort_multipart_upload(
+            Bucket=s3_bucket.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    else:
+        key = f"{prefix}/_regstore/uploads/sha256/{digest[7:]}/upload"
+        moto_client.put_object(Bucket=s3_bucket.bucket, Key=key, Body=b"{not json")
+    _write(store, data, digest)
+    assert sent == [1, 2, 1, 2, 3]  # nothing to keep: a new upload, every part sent
     with store.layer(digest).reader() as reader:
         assert reader.read() == data
-    assert _keys(s3_bucket, moto_client, "drec/_regstore/") == []
-    assert _uploads(s3_bucket, moto_client) == []  # the orphaned upload was aborted too
+    assert _keys(s3_bucket, moto_client, f"{prefix}/_regstore/") == []
+    assert _uploads(s3_bucket, moto_client) == []  # an orphaned upload was aborted too
 
 
 def test_the_staging_option_is_checked(s3_url_factory: Callable[..., str]) -> None:

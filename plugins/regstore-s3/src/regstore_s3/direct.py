@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING
 from regstore.errors import RegstoreError, StoreError
 
 from .client import ObjectInfo
-from .leftovers import abort_stale_uploads
 from .parts import MAX_PARTS
 from .promotion import completed_anyway
 from .staging import S3BlobWriter
@@ -244,13 +243,7 @@ class S3DirectWriter(S3BlobWriter):
                 except BaseException:
                     self._record_quietly()  # what was sent, for a later writer
                     raise
-            try:
-                self._cleanup_staging()
-            except RegstoreError as exc:  # the blob is committed; leftovers are harmless
-                log.warning("%s: %s", self._what("clean up the staging of"), exc)
-            if self._resumed:
-                # an earlier writer may have started other uploads to this key (see leftovers)
-                abort_stale_uploads(self._objects, final_key)
+            self._after_publish(final_key)
         finally:
             self._release()
 

@@ -446,17 +446,21 @@ class S3BlobWriter:
                     # the copies may take a while yet: the lease is checked again after them
                     self._promotion.finish(self._parts, before_complete=lock.check)
                     self._promotion = None
-            try:
-                self._cleanup_staging()
-            except RegstoreError as exc:  # the blob is committed; leftovers are harmless
-                log.warning("%s: %s", self._what("clean up the staging of"), exc)
-            if self._resumed:
-                # The writer whose parts we resumed may have died after its second part, leaving
-                # its multipart upload: nobody will ever complete it (we hold the lease), so the
-                # re-run aborts it. (A writer that staged no parts never started one.)
-                abort_stale_uploads(self._objects, final_key)
+            self._after_publish(final_key)
         finally:
             self._release()
+
+    def _after_publish(self, final_key: str) -> None:
+        """Once the blob is visible: drop its staging, and the uploads earlier writers left."""
+        try:
+            self._cleanup_staging()
+        except RegstoreError as exc:  # the blob is committed; leftovers are harmless
+            log.warning("%s: %s", self._what("clean up the staging of"), exc)
+        if self._resumed:
+            # The writer whose staging we found may have died after starting its multipart
+            # upload: nobody will ever complete it (we hold the lease), so the re-run aborts
+            # it, and any other upload to this key. (A writer that staged nothing started none.)
+            abort_stale_uploads(self._objects, final_key)
 
     def close(self) -> None:
         """Release the lease, keeping every written byte staged for a later writer.
