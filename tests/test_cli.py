@@ -22,6 +22,7 @@ from .support.cli import (
     SeededRegistry,
     blob_path,
     cli_env,
+    damage_tag_link,
     flip_byte,
     only_lines,
     put_image,
@@ -432,6 +433,21 @@ def test_delete_a_tag_then_gc_frees_its_blobs(
     assert "deleted" in by_digest.stdout
     assert cli("--json", "ls").json()["repositories"] == []
     cli("delete", "store:team/app:1.0.0", expect=1)
+
+
+def test_a_damaged_tag_link_is_listed_verified_and_deleted(cli: CLI, store_root: Path) -> None:
+    a, b = build_image(seed=70), build_image(seed=71)
+    with open_store(str(store_root)) as store:
+        put_image(store, "team/app", "a", a)
+        put_image(store, "team/app", "b", b)
+    damage_tag_link(store_root, "team/app", "a")
+    listed = cli("--json", "ls").json()["repositories"]
+    assert [(r["name"], sorted(r["tags"])) for r in listed] == [("team/app", ["a", "b"])]
+    problems = cli("verify", "--json", expect=1).json()["problems"]
+    assert [(p["kind"], p["subject"]) for p in problems] == [("damaged-tag", "a")]
+    assert "regstore verify" in one_error_line(cli("gc", "--grace", "0", expect=1))
+    assert cli("delete", "store:team/app:a", "--json").json()["manifests_deleted"] == []
+    assert cli("verify", "--json").json()["ok"] is True
 
 
 # -- plugins, credentials, transport -------------------------------------------------------------

@@ -40,6 +40,7 @@ from regstore.errors import (
     RegstoreError,
     RepositoryNotFoundError,
     RetriesExhaustedError,
+    StoreDamageError,
     StoreError,
     StoreEscapeError,
     StoreNotFoundError,
@@ -86,6 +87,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     StoreError: RegstoreError,
     BackendNotFoundError: StoreError,
     PluginLoadError: RegstoreError,
+    StoreDamageError: StoreError,
     StoreEscapeError: StoreError,
     StoreNotFoundError: StoreError,
     StoreOptionError: StoreError,
@@ -138,6 +140,7 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     PluginLoadError: PluginLoadError(
         "s3", "ModuleNotFoundError: x", distribution="regstore-s3", version="1", entry_point="m"
     ),
+    StoreDamageError: StoreDamageError("corrupt link file /s/l: invalid digest", "/s/l"),
     StoreEscapeError: StoreEscapeError("/s/x/link", "/s/x", "/elsewhere"),
     StoreNotFoundError: StoreNotFoundError("file:///srv/mirorr"),
     StoreOptionError: StoreOptionError("unknown store layout 'x'", hint="choose one of: oci"),

@@ -35,7 +35,7 @@ from regstore.engine.sync import (
 from regstore.errors import RepositoryNotFoundError, TransportError
 from regstore.testing.builders import build_image
 
-from .support.cli import put_image
+from .support.cli import damage_tag_link, put_image
 from .support.registry import RegistryServer
 from .support.skopeo import push_with_skopeo
 
@@ -326,6 +326,19 @@ def test_a_registry_target_and_the_dry_run_preview(memory_store: ObjectStore) ->
     assert [preview_job(j) for j in store_plan.jobs] == ["skip", "copy"]
     with pytest.raises(ValueError, match="target_store"):
         plan_sync(store_spec, client_for=lambda conn: src)  # type: ignore[arg-type,return-value]
+
+
+def test_the_dry_run_would_copy_a_tag_whose_link_is_damaged(tmp_path: Path) -> None:
+    # as the run itself does: the copy rewrites the link (the preview once failed the job)
+    image = build_image(seed=4, layer_size=64)
+    src = FakeClient("src:5000", {"team/app": dict.fromkeys(["1", "2"], image.manifest_digest)})
+    with open_store(str(tmp_path / "store")) as store:
+        put_image(store, "team/app", "1", image)
+        put_image(store, "team/app", "2", image)
+        damage_tag_link(tmp_path / "store", "team/app", "1")
+        spec = parse_sync_text("sources: [{registry: 'src:5000', repositories: [team/app]}]\n")
+        plan = plan_sync(spec, client_for=lambda conn: src, target_store=store)  # type: ignore[arg-type,return-value]
+        assert [preview_job(j) for j in plan.jobs] == ["copy", "skip"]
 
 
 # -- a real run ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from regstore.engine import StoreImage
 from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
 from regstore.engine.transfer import transfer_many
 from regstore.engine.verify import verify
-from regstore.errors import ImageManifestNotFoundError, StoreError
+from regstore.errors import ImageManifestNotFoundError, StoreDamageError, StoreError
 from regstore.hookspecs import hookimpl
 from regstore.reference import Digest
 from regstore.referrers import referrers_tag
@@ -32,7 +32,7 @@ from regstore.testing.builders import (
     write_image,
 )
 
-from .support.cli import blob_path, flip_byte, put_image
+from .support.cli import blob_path, damage_tag_link, flip_byte, put_image
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -311,7 +311,68 @@ def test_gc_refuses_when_a_manifest_is_unreadable(file_store: tuple[ObjectStore,
     assert all(store.blob_exists(d) for d in image.blobs)
 
 
+def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
+    file_store: tuple[ObjectStore, Path], tmp_path: Path
+) -> None:
+    # One scribbled link file stopped every listing of the store (ls, verify, sync), and
+    # nothing but a hand edit could remove or rewrite it.
+    store, root = file_store
+    a, b, other = build_image(seed=20), build_image(seed=21), build_image(seed=22)
+    put_image(store, "team/app", "a", a)
+    put_image(store, "team/app", "b", b)
+    put_image(store, "other", "1", other)
+    link = damage_tag_link(root, "team/app", "a")
+
+    assert store.repositories() == ["other", "team/app"]
+    assert sorted(store.tags("team/app")) == ["a", "b"]  # listed, as the registry lists it
+    with pytest.raises(StoreDamageError, match="corrupt link file"):
+        store.manifest("team/app", "a")
+    assert store.resolve("team/app", "b") == Digest(b.manifest_digest)
+    assert store.manifest_digest("team/app", "a") is None  # a sync copies it again
+
+    report = verify(store)
+    assert [(p.kind, p.repository, p.subject) for p in report.problems] == [
+        ("damaged-tag", "team/app", "a")
+    ]
+    assert report.manifests_checked == 3 and report.tags_checked == 3  # the rest was checked
+
+    # what the damaged tag named is unknown: gc deletes nothing, not even an old stray blob
+    stray = add_blob(store, random_blob(500, seed=23))
+    with pytest.raises(StoreDamageError):
+        collect_garbage(store, grace=0)
+    assert store.blob_exists(stray)
+
+    with open_store(str(tmp_path / "source")) as source:
+        put_image(source, "team/app", "a", a)
+        batch = transfer_many(
+            [(StoreImage(source, "team/app", "a"), StoreImage(store, "team/app"))]
+        )
+    assert batch.ok
+    assert link.read_bytes() == a.manifest_digest.encode()
+    assert store.resolve("team/app", "a") == Digest(a.manifest_digest)
+    assert verify(store).ok
+
+
 # -- delete_image --------------------------------------------------------------------------------
+
+
+def test_delete_image_of_a_damaged_tag_deletes_the_tag_alone(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    store, root = file_store
+    a, b = build_image(seed=24), build_image(seed=25)
+    put_image(store, "team/app", "a", a)
+    put_image(store, "team/app", "b", b)
+    damage_tag_link(root, "team/app", "a")
+    assert delete_image(store, "team/app", "a") == []  # what it named is unknown: kept
+    assert store.tags("team/app") == ["b"]
+    assert set(store.manifests("team/app")) == {
+        Digest(a.manifest_digest),
+        Digest(b.manifest_digest),
+    }
+    assert verify(store).ok
+    with pytest.raises(ImageManifestNotFoundError):
+        delete_image(store, "team/app", "a")
 
 
 def test_delete_image_removes_what_only_it_reached(store: ObjectStore) -> None:

@@ -33,6 +33,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── RetriesExhaustedError          transient failures outlasted a blob's (or request's) retries
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   ├── BackendNotFoundError           no installed backend serves a URL scheme
+    │   ├── StoreDamageError               path: a record no digest checks is damaged (a tag link)
     │   ├── StoreEscapeError               path, link, target: a symlink leads out of the root
     │   ├── StoreNotFoundError             url: nothing was ever stored there (reading)
     │   ├── StoreOptionError               hint: a store URL or option its backend refuses
@@ -85,6 +86,7 @@ __all__ = [
     "RegstoreError",
     "RepositoryNotFoundError",
     "RetriesExhaustedError",
+    "StoreDamageError",
     "StoreError",
     "StoreEscapeError",
     "StoreNotFoundError",
@@ -410,6 +412,18 @@ class RetriesExhaustedError(RegstoreError):
 
 class StoreError(RegstoreError):
     """A storage backend failed: I/O error, full disk, permission, a corrupt store file."""
+
+
+class StoreDamageError(StoreError):
+    """Something a store holds is damaged where no digest can check it: a link file (a tag's)
+    that names no digest, at ``path``. What it meant is unknown, so nothing that deletes acts
+    on it (``gc`` refuses); ``verify`` reports it, pulling the image again rewrites it, and
+    deleting the tag removes it.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class StoreOptionError(StoreError):

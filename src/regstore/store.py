@@ -48,6 +48,7 @@ from regstore.errors import (
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
+    StoreDamageError,
     StoreError,
     StoreNotFoundError,
     StoreURLError,
@@ -440,7 +441,9 @@ class ObjectStore:
         covers its JWS payload): a sync asks this of every tag to learn whether it changed,
         and a parse cost a no-op re-sync of 300 tags more than reading them. Damaged bytes hash
         to a digest that matches no source, so the image is copied again (a manifest damaged in
-        place, its size kept, stays as it is for ``verify`` and ``pull --repair``).
+        place, its size kept, stays as it is for ``verify`` and ``pull --repair``). A tag whose
+        link is damaged (StoreDamageError) names nothing usable either: None, so the image is
+        copied again and writing the tag replaces the link.
         """
         validate_name(name)
         validate_reference(reference)
@@ -449,6 +452,8 @@ class ObjectStore:
                 self._hooks.regstore_store_get_manifest, name=name, reference=reference
             )
         except NotFoundError:  # as manifest() raises it: no tag, no manifest, no repository
+            return None
+        except StoreDamageError:  # a damaged tag link: nothing usable there either
             return None
         algorithm = Digest(reference).algorithm if is_digest(reference) else "sha256"
         return digest_of(raw, algorithm)

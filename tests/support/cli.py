@@ -220,6 +220,16 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / "docker" / "registry" / "v2" / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
 
 
+def damage_tag_link(root: Path, name: str, tag: str) -> Path:
+    """Overwrite the link of ``name:tag`` in a file store's distribution layout with bytes
+    that name no digest (a torn or scribbled file); returns its path."""
+    link = root / "docker" / "registry" / "v2" / "repositories" / name / "_manifests" / "tags"
+    link = link / tag / "current" / "link"
+    assert link.is_file(), link
+    link.write_bytes(b"sha256:not-a-digest")
+    return link
+
+
 def flip_byte(path: Path, offset: int = 10) -> None:
     """Corrupt a file in place without changing its size."""
     data = bytearray(path.read_bytes())

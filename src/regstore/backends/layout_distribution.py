@@ -24,6 +24,7 @@ from regstore.errors import (
     ImageManifestNotFoundError,
     ManifestInvalidError,
     RepositoryNotFoundError,
+    StoreDamageError,
 )
 from regstore.manifest import Manifest
 from regstore.reference import (
@@ -131,8 +132,11 @@ class DistributionLayout(Layout):
                 return True
         return False
 
-    def _tags(self, name: str) -> dict[str, Digest]:
-        tags: dict[str, Digest] = {}
+    def _tags(self, name: str) -> dict[str, Digest | None]:
+        # Each tag with a link and the digest it names; None for a damaged link. Such a tag is
+        # listed (as the registry lists it, by its directory) and reading it raises: one bad
+        # file must neither hide the tag from verify nor stop every listing of the repository.
+        tags: dict[str, Digest | None] = {}
         for entry, is_dir in self.host.list_dir(self._repo(name, "_manifests", "tags")):
             if not is_dir:
                 continue
@@ -140,7 +144,11 @@ class DistributionLayout(Layout):
                 validate_tag(entry)
             except ValueError:
                 continue
-            target = self._read_link(self._tag(name, entry, "current", "link"))
+            try:
+                target = self._read_link(self._tag(name, entry, "current", "link"))
+            except StoreDamageError:
+                tags[entry] = None
+                continue
             if target is not None:
                 tags[entry] = target
         return tags
@@ -204,7 +212,7 @@ class DistributionLayout(Layout):
         self.host.remove(self._revision(name, digest), recursive=True)
 
     def delete_tag(self, name: str, tag: str) -> None:
-        if self._read_link(self._tag(name, tag, "current", "link")) is None:
+        if not self._is_file(self._tag(name, tag, "current", "link")):  # damaged links go too
             raise ImageManifestNotFoundError(name, tag)
         self.host.remove(self._tag(name, tag), recursive=True)
 

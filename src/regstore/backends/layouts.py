@@ -17,7 +17,7 @@ import abc
 import contextlib
 from typing import Any, ClassVar, Protocol
 
-from regstore.errors import InvalidReferenceError, StoreError
+from regstore.errors import InvalidReferenceError, StoreDamageError
 from regstore.manifest import Manifest, media_type_of
 from regstore.reference import SUPPORTED_ALGORITHMS, Digest
 
@@ -76,7 +76,7 @@ def parse_link(data: bytes, where: str) -> Digest:
     try:
         return Digest(data.decode("ascii").strip())
     except (UnicodeDecodeError, InvalidReferenceError) as exc:
-        raise StoreError(f"corrupt link file {where}: {exc}") from None
+        raise StoreDamageError(f"corrupt link file {where}: {exc}", where) from None
 
 
 class Layout(abc.ABC):

@@ -29,6 +29,7 @@ from regstore.errors import (
     RegstoreError,
     RepositoryNotFoundError,
     RetriesExhaustedError,
+    StoreDamageError,
     StoreError,
     StoreNotFoundError,
     StoreReadOnlyError,
@@ -155,6 +156,11 @@ def hint_for(exc: BaseException) -> str:
         return "another regstore process is writing it; try again when it is done"
     if isinstance(exc, StoreURLError):
         return "fix --store (or REGSTORE_STORE, or the sync file's store)"
+    if isinstance(exc, StoreDamageError):
+        return (
+            "`regstore verify` lists what is damaged; pull the image again to rewrite a damaged "
+            "tag, or delete the tag"
+        )
     if isinstance(exc, StoreError):
         return "check the store URL (--store or REGSTORE_STORE) and that it is writable"
     if isinstance(exc, InvalidReferenceError):

@@ -51,6 +51,7 @@ from regstore.errors import (
     BlobNotFoundError,
     NotFoundError,
     RegstoreError,
+    StoreDamageError,
     StoreError,
 )
 from regstore.reference import Digest, is_digest
@@ -334,8 +335,17 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
 
     Returns the digests of the manifests deleted (empty when only a tag went away because
     another tag still points at its manifest). Raises ImageManifestNotFoundError.
+
+    A tag whose link is damaged (StoreDamageError) is deleted alone: what it named is unknown,
+    so no manifest goes with it.
     """
-    target_manifest = store.manifest(name, reference)
+    try:
+        target_manifest = store.manifest(name, reference)
+    except StoreDamageError:
+        if is_digest(reference):
+            raise
+        store.delete_tag(name, reference)
+        return []
     target = str(target_manifest.digest)
     before = _reachable(store, name, {target})
     subjects = _subjects_of(store, name, before)

@@ -365,7 +365,9 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
         if reference is None or is_digest(reference):
             return "copy"
         if isinstance(dest, StoreImage):
-            return "skip" if dest.store.resolve(dest.name, reference) == source_digest else "copy"
+            # as the sync itself asks (a damaged tag or manifest there is copied again)
+            have = dest.store.manifest_digest(dest.name, reference)
+            return "skip" if have == source_digest else "copy"
         dest_info = dest.client.head_manifest(dest.name, reference)
         dest_digest = dest_info.digest if dest_info is not None else None
         return "skip" if dest_digest == source_digest else "copy"

@@ -20,6 +20,8 @@ Problems (``Problem.kind``):
 
 - ``damaged-manifest``: the stored manifest bytes do not hash to their digest, or do not parse;
 - ``dangling-tag``: a tag points at a manifest that is not stored;
+- ``damaged-tag``: a tag's link names no digest (``gc`` refuses to run while one is there:
+  what it named is unknown); pulling the image again rewrites it, deleting the tag removes it;
 - ``missing-manifest``: an index refers to a child manifest that is not stored (not reported
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
@@ -48,6 +50,7 @@ from regstore.errors import (
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
+    StoreDamageError,
 )
 from regstore.events import EventKind, EventSink, TransferEvent
 from regstore.reference import Digest
@@ -70,6 +73,7 @@ __all__ = [
 ProblemKind = Literal[
     "damaged-manifest",
     "dangling-tag",
+    "damaged-tag",
     "missing-manifest",
     "missing-blob",
     "damaged-blob",
@@ -283,6 +287,9 @@ def verify(
                 )
             except ManifestInvalidError as exc:
                 report.problems.append(Problem("damaged-manifest", repo, tag, str(exc)))
+            except StoreDamageError as exc:
+                detail = f"{exc}; pull the image again to rewrite it, or delete the tag"
+                report.problems.append(Problem("damaged-tag", repo, tag, detail))
 
     mismatched: set[str] = set()
     _check_blobs(store, uses, report, concurrency, events, mismatched)
