@@ -353,6 +353,24 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     assert verify(store).ok
 
 
+def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(tmp_path: Path) -> None:
+    root = tmp_path / "oci"
+    with open_store(f"file://{root}?layout=oci") as store:
+        put_image(store, "app", "1", build_image(seed=26))
+        torn = (root / "index.json").read_bytes()[:40]
+        (root / "index.json").write_bytes(torn)
+        for action in (
+            store.repositories,
+            lambda: verify(store),
+            lambda: collect_garbage(store, grace=0),
+            lambda: put_image(store, "app", "2", build_image(seed=27)),
+        ):
+            with pytest.raises(StoreDamageError, match=r"corrupt .*index\.json") as raised:
+                action()
+            assert raised.value.path.endswith("index.json")
+        assert (root / "index.json").read_bytes() == torn  # left for a restore or a hand repair
+
+
 # -- delete_image --------------------------------------------------------------------------------
 
 

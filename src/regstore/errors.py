@@ -33,7 +33,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── RetriesExhaustedError          transient failures outlasted a blob's (or request's) retries
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   ├── BackendNotFoundError           no installed backend serves a URL scheme
-    │   ├── StoreDamageError               path: a record no digest checks is damaged (a tag link)
+    │   ├── StoreDamageError               path: a file no digest checks is damaged (a tag link)
     │   ├── StoreEscapeError               path, link, target: a symlink leads out of the root
     │   ├── StoreNotFoundError             url: nothing was ever stored there (reading)
     │   ├── StoreOptionError               hint: a store URL or option its backend refuses
@@ -415,10 +415,11 @@ class StoreError(RegstoreError):
 
 
 class StoreDamageError(StoreError):
-    """Something a store holds is damaged where no digest can check it: a link file (a tag's)
-    that names no digest, at ``path``. What it meant is unknown, so nothing that deletes acts
-    on it (``gc`` refuses); ``verify`` reports it, pulling the image again rewrites it, and
-    deleting the tag removes it.
+    """A file of the store that no digest checks is damaged, at ``path``: a tag's link file
+    that names no digest, an OCI layout's ``index.json`` that is not an image index. What it
+    meant is unknown, so nothing that deletes acts on it (``gc`` refuses). A damaged tag link
+    is listed, reported by ``verify``, rewritten by pulling the image again and removed by
+    deleting the tag; a damaged ``index.json`` stops the store until it is restored.
     """
 
     def __init__(self, message: str, path: str = "") -> None:

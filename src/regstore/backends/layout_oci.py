@@ -35,7 +35,7 @@ from regstore.errors import (
     ImageManifestNotFoundError,
     InvalidReferenceError,
     RepositoryNotFoundError,
-    StoreError,
+    StoreDamageError,
 )
 from regstore.manifest import OCI_INDEX, Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_tag
@@ -127,9 +127,9 @@ class OciLayout(Layout):
         try:
             index = json.loads(data)
         except ValueError as exc:
-            raise StoreError(f"corrupt {path}: {exc}") from None
+            raise StoreDamageError(f"corrupt {path}: {exc}", path) from None
         if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
-            raise StoreError(f"corrupt {path}: not an image index")
+            raise StoreDamageError(f"corrupt {path}: not an image index", path)
         index.setdefault("manifests", [])
         return index
 

@@ -158,8 +158,8 @@ def hint_for(exc: BaseException) -> str:
         return "fix --store (or REGSTORE_STORE, or the sync file's store)"
     if isinstance(exc, StoreDamageError):
         return (
-            "`regstore verify` lists what is damaged; pull the image again to rewrite a damaged "
-            "tag, or delete the tag"
+            "the file named is damaged: pull the image again to rewrite a damaged tag link (or "
+            "delete the tag; `regstore verify` lists them all); restore any other from a backup"
         )
     if isinstance(exc, StoreError):
         return "check the store URL (--store or REGSTORE_STORE) and that it is writable"
