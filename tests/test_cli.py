@@ -443,6 +443,10 @@ def test_a_damaged_tag_link_is_listed_verified_and_deleted(cli: CLI, store_root:
     damage_tag_link(store_root, "team/app", "a")
     listed = cli("--json", "ls").json()["repositories"]
     assert [(r["name"], sorted(r["tags"])) for r in listed] == [("team/app", ["a", "b"])]
+    tags = cli("--json", "ls", "team/app")  # the readable tags, and a warning for the other
+    assert [row["tag"] for row in tags.json()["tags"]] == ["b"]
+    assert [row["tag"] for row in tags.json()["unreadable"]] == ["a"]
+    assert "tag a not listed: corrupt link file" in tags.stderr
     problems = cli("verify", "--json", expect=1).json()["problems"]
     assert [(p["kind"], p["subject"]) for p in problems] == [("damaged-tag", "a")]
     assert "regstore verify" in one_error_line(cli("gc", "--grace", "0", expect=1))

@@ -18,7 +18,12 @@ from regstore.engine import StoreImage
 from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
 from regstore.engine.transfer import transfer_many
 from regstore.engine.verify import verify
-from regstore.errors import ImageManifestNotFoundError, StoreDamageError, StoreError
+from regstore.errors import (
+    ImageManifestNotFoundError,
+    RegstoreError,
+    StoreDamageError,
+    StoreError,
+)
 from regstore.hookspecs import hookimpl
 from regstore.reference import Digest
 from regstore.referrers import referrers_tag
@@ -329,6 +334,11 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
         store.manifest("team/app", "a")
     assert store.resolve("team/app", "b") == Digest(b.manifest_digest)
     assert store.manifest_digest("team/app", "a") is None  # a sync copies it again
+    with pytest.raises(StoreDamageError):
+        store.images("team/app")  # bundles and sizes never leave an image out unasked
+    unreadable: list[tuple[str, str, RegstoreError]] = []
+    assert [r.tag for r in store.images("team/app", unreadable=unreadable)] == ["b"]
+    assert [(n, t, type(e)) for n, t, e in unreadable] == [("team/app", "a", StoreDamageError)]
 
     report = verify(store)
     assert [(p.kind, p.repository, p.subject) for p in report.problems] == [

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from regstore.errors import NotFoundError, RegstoreError
+from regstore.errors import ManifestInvalidError, NotFoundError, RegstoreError, StoreDamageError
 from regstore.manifest import Manifest
 from regstore.reference import Digest, is_digest
 
@@ -176,6 +176,7 @@ def list_images(
     *,
     read_config: Callable[[str], bytes | None],
     extra: Sequence[tuple[str, str]] = (),
+    unreadable: list[tuple[str, str, RegstoreError]] | None = None,
 ) -> list[ImageRecord]:
     """A record for every tag of the repositories ``names`` (default: all), by name and tag.
 
@@ -183,12 +184,21 @@ def list_images(
     after the tags and sized against them. ``read_config(digest)`` gives a config's bytes (for
     the platform of an image manifest). Raises RepositoryNotFoundError for a named repository
     the store does not hold, ImageManifestNotFoundError for an ``extra`` it does not hold.
+
+    A tag whose manifest cannot be read (a dangling tag, a damaged tag link, damaged manifest
+    bytes) raises its error, unless ``unreadable`` is a list: then ``(name, tag, error)`` is
+    appended to it and the other tags are listed (``verify`` tells what is wrong).
     """
     lister = _Lister(store, read_config)
     entries: list[tuple[str, str | None, Manifest]] = []
     for name in store.repositories() if names is None else names:
         for each in store.tags(name):
-            entries.append((name, each, store.manifest(name, each)))
+            try:
+                entries.append((name, each, store.manifest(name, each)))
+            except (NotFoundError, ManifestInvalidError, StoreDamageError) as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append((name, each, exc))
     for name, reference in extra:
         manifest = store.manifest(name, reference)
         entries.append((name, None if is_digest(reference) else reference, manifest))

@@ -698,16 +698,23 @@ class ObjectStore:
 
     # -- images ------------------------------------------------------------------------------
 
-    def images(self, name: str | None = None) -> list[ImageRecord]:
+    def images(
+        self,
+        name: str | None = None,
+        *,
+        unreadable: list[tuple[str, str, RegstoreError]] | None = None,
+    ) -> list[ImageRecord]:
         """Every tagged image of repository ``name`` (default: of every repository), with sizes.
 
         One :class:`~regstore.imagelist.ImageRecord` per tag, sorted by name and tag: digest,
         media type, platforms, ``size`` (each blob and manifest counted once) and
         ``unique_size`` (what no other image of this listing shares), ``partial``. Raises
-        RepositoryNotFoundError for a ``name`` the store does not hold.
+        RepositoryNotFoundError for a ``name`` the store does not hold, and the error of a tag
+        whose manifest cannot be read (dangling, damaged) unless ``unreadable`` is a list,
+        which then gets ``(name, tag, error)`` of each such tag while the others are listed.
         """
         names = None if name is None else [validate_name(name)]
-        return list_images(self, names, read_config=self._read_config)
+        return list_images(self, names, read_config=self._read_config, unreadable=unreadable)
 
     def image(self, name: str, reference: str) -> ImageRecord:
         """The record of ``name`` at a tag or digest, sized against the repository's tags.

@@ -69,14 +69,25 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
     if name.explicit:
         raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
     state.action = f"listing the tags of {name}"
-    records = store.images(name.name)  # one computation for Python users and ls
+    unreadable: list[tuple[str, str, RegstoreError]] = []
+    records = store.images(name.name, unreadable=unreadable)  # as Python users get them
+    for _, tag, exc in unreadable:  # listed, but its image cannot be read: the rest still is
+        out.warning(f"tag {tag} not listed: {exc} (`regstore verify` reports what is damaged)")
     marks = _referrer_marks(store, name.name, [(r.tag, str(r.digest)) for r in records])
     if out.json_mode:
         rows = [
             {**{k: v for k, v in r.as_dict().items() if k != "name"}, "referrers": marks[i][0]}
             for i, r in enumerate(records)
         ]
-        out.json({"store": state.shown_store_url, "repository": name.name, "tags": rows})
+        skipped = [{"tag": tag, "error": str(exc)} for _, tag, exc in unreadable]
+        out.json(
+            {
+                "store": state.shown_store_url,
+                "repository": name.name,
+                "tags": rows,
+                "unreadable": skipped,
+            }
+        )
     else:
         out.table(
             ("TAG", "DIGEST", "TYPE", "PLATFORMS", "SIZE", "UNIQUE"),
