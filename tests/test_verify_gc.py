@@ -363,6 +363,30 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     assert verify(store).ok
 
 
+def test_a_file_that_cannot_be_read_is_reported_and_the_rest_verified(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    # an I/O error on one manifest stopped the whole verify (a directory where the manifest's
+    # file belongs fails the read as EISDIR does, for root too)
+    store, root = file_store
+    a, b = build_image(seed=28), build_image(seed=29)
+    put_image(store, "team/app", "a", a)
+    put_image(store, "other", "b", b)
+    data = blob_path(root, a.manifest_digest)
+    data.unlink()
+    data.mkdir()
+    report = verify(store)
+    assert sorted((p.kind, p.repository, p.subject) for p in report.problems) == [
+        ("unreadable", "team/app", "a"),
+        ("unreadable", "team/app", a.manifest_digest),
+    ]
+    assert all("Is a directory" in p.detail for p in report.problems)
+    assert report.manifests_checked == 2 and report.blobs_checked == len(b.blobs)
+    with pytest.raises(StoreError, match="cannot collect garbage"):
+        collect_garbage(store, grace=0)
+    assert all(store.blob_exists(d) for d in a.blobs if d != a.manifest_digest)
+
+
 def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(tmp_path: Path) -> None:
     root = tmp_path / "oci"
     with open_store(f"file://{root}?layout=oci") as store:

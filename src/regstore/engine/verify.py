@@ -22,6 +22,9 @@ Problems (``Problem.kind``):
 - ``dangling-tag``: a tag points at a manifest that is not stored;
 - ``damaged-tag``: a tag's link names no digest (``gc`` refuses to run while one is there:
   what it named is unknown); pulling the image again rewrites it, deleting the tag removes it;
+- ``unreadable``: a stored manifest or tag could not be read at all (an I/O error, a
+  permission, a directory where its file belongs: the detail names it); the rest is still
+  checked, and ``gc`` refuses to run until it reads;
 - ``missing-manifest``: an index refers to a child manifest that is not stored (not reported
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
@@ -51,6 +54,7 @@ from regstore.errors import (
     NotFoundError,
     RegstoreError,
     StoreDamageError,
+    StoreError,
 )
 from regstore.events import EventKind, EventSink, TransferEvent
 from regstore.reference import Digest
@@ -74,6 +78,7 @@ ProblemKind = Literal[
     "damaged-manifest",
     "dangling-tag",
     "damaged-tag",
+    "unreadable",
     "missing-manifest",
     "missing-blob",
     "damaged-blob",
@@ -290,6 +295,8 @@ def verify(
             except StoreDamageError as exc:
                 detail = f"{exc}; pull the image again to rewrite it, or delete the tag"
                 report.problems.append(Problem("damaged-tag", repo, tag, detail))
+            except StoreError as exc:  # one file the store cannot read: the rest is checked
+                report.problems.append(Problem("unreadable", repo, tag, str(exc)))
 
     mismatched: set[str] = set()
     _check_blobs(store, uses, report, concurrency, events, mismatched)
@@ -338,6 +345,8 @@ def _load_manifest(
         report.problems.append(Problem("damaged-manifest", repo, str(digest), str(exc)))
     except ImageManifestNotFoundError as exc:  # listed, then unreadable
         report.problems.append(Problem("missing-manifest", repo, str(digest), str(exc)))
+    except StoreError as exc:  # one file the store cannot read: the rest is checked
+        report.problems.append(Problem("unreadable", repo, str(digest), str(exc)))
     return None
 
 
