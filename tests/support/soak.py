@@ -50,15 +50,7 @@ __all__ = [
 #: writer left for the next run to resume, or for gc to collect) is not: it is never visible
 #: as a blob. An unknown kind counts as damage unless it is about staging or uploads.
 DAMAGE_KINDS = frozenset(
-    {
-        "damaged-manifest",
-        "dangling-tag",
-        "damaged-tag",
-        "unreadable",
-        "missing-manifest",
-        "missing-blob",
-        "damaged-blob",
-    }
+    {"damaged-manifest", "dangling-tag", "missing-manifest", "missing-blob", "damaged-blob"}
 )
 _STAGING_KIND = re.compile(r"stag|upload|abandon|partial")
 
