@@ -446,10 +446,16 @@ def test_a_damaged_tag_link_is_listed_verified_and_deleted(cli: CLI, store_root:
     tags = cli("--json", "ls", "team/app")  # the readable tags, and a warning for the other
     assert [row["tag"] for row in tags.json()["tags"]] == ["b"]
     assert [row["tag"] for row in tags.json()["unreadable"]] == ["a"]
-    assert "tag a not listed: corrupt link file" in tags.stderr
+    assert "tag a not listed: tag a of team/app is damaged: corrupt link file" in tags.stderr
     problems = cli("verify", "--json", expect=1).json()["problems"]
     assert [(p["kind"], p["subject"]) for p in problems] == [("damaged-tag", "a")]
-    assert "regstore verify" in one_error_line(cli("gc", "--grace", "0", expect=1))
+    stray = random_blob(500, seed=72)
+    with open_store(str(store_root)) as store, store.layer(sha256_digest(stray)).writer() as w:
+        w.write(stray)
+        w.commit(len(stray))
+    refused = one_error_line(cli("gc", "--grace", "0", expect=1))
+    assert "tag a of team/app is damaged" in refused and "pull that image again" in refused
+    assert blob_path(store_root, sha256_digest(stray)).exists()  # nothing collected
     assert cli("delete", "store:team/app:a", "--json").json()["manifests_deleted"] == []
     assert cli("verify", "--json").json()["ok"] is True
 

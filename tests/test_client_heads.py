@@ -457,9 +457,9 @@ def test_a_registry_refusing_or_failing_stops_the_batch(
     digests = _push_some(client, "h/quota")
     proxy = fault_proxy_factory(registry)
     proxy.override_status("HEAD", r"/manifests/t3$", status, times=None, headers=headers)
-    # the answers after t3 come late: however loaded the machine, the refusal is seen while
-    # the other connection still waits for its one request in flight (else, under the full
-    # suite, that connection once got through two more first)
+    # the answers after t3 come a second late, far longer than the refusal takes to be seen,
+    # so the other connection still waits for its one request in flight when the batch stops
+    # (without it, under the full suite, that connection once got through two more first)
     proxy.delay("HEAD", r"/manifests/t([4-9]|1[0-2])$", 1.0)
     through = Client(
         proxy.host, use_docker_config=False, max_in_flight=2, sleep=lambda s: None, backoff=0.01

@@ -22,6 +22,7 @@ from regstore.errors import (
     BundleInvalidError,
     ClusterError,
     CredentialStoreError,
+    DamagedTagError,
     DigestMismatchError,
     FilterError,
     HTTPContext,
@@ -88,6 +89,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     BackendNotFoundError: StoreError,
     PluginLoadError: RegstoreError,
     StoreDamageError: StoreError,
+    DamagedTagError: StoreDamageError,
     StoreEscapeError: StoreError,
     StoreNotFoundError: StoreError,
     StoreOptionError: StoreError,
@@ -140,7 +142,10 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     PluginLoadError: PluginLoadError(
         "s3", "ModuleNotFoundError: x", distribution="regstore-s3", version="1", entry_point="m"
     ),
-    StoreDamageError: StoreDamageError("corrupt link file /s/l: invalid digest", "/s/l"),
+    StoreDamageError: StoreDamageError(
+        "corrupt /s/index.json: not an image index", "/s/index.json"
+    ),
+    DamagedTagError: DamagedTagError("app", "1", "/s/l", "corrupt link file /s/l: invalid digest"),
     StoreEscapeError: StoreEscapeError("/s/x/link", "/s/x", "/elsewhere"),
     StoreNotFoundError: StoreNotFoundError("file:///srv/mirorr"),
     StoreOptionError: StoreOptionError("unknown store layout 'x'", hint="choose one of: oci"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import os
 import time
 import uuid
@@ -19,6 +20,7 @@ from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
 from regstore.engine.transfer import transfer_many
 from regstore.engine.verify import verify
 from regstore.errors import (
+    DamagedTagError,
     ImageManifestNotFoundError,
     RegstoreError,
     StoreDamageError,
@@ -26,10 +28,11 @@ from regstore.errors import (
 )
 from regstore.hookspecs import hookimpl
 from regstore.reference import Digest
-from regstore.referrers import referrers_tag
+from regstore.referrers import referrers_tag, sigstore_tags
 from regstore.testing.builders import (
     build_image,
     build_index,
+    cosign_signature,
     oci_artifact,
     oci_image,
     random_blob,
@@ -333,12 +336,13 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     with pytest.raises(StoreDamageError, match="corrupt link file"):
         store.manifest("team/app", "a")
     assert store.resolve("team/app", "b") == Digest(b.manifest_digest)
-    assert store.manifest_digest("team/app", "a") is None  # a sync copies it again
+    with pytest.raises(DamagedTagError):  # read as a source; a copy into it writes it again
+        store.manifest_digest("team/app", "a")
     with pytest.raises(StoreDamageError):
         store.images("team/app")  # bundles and sizes never leave an image out unasked
     unreadable: list[tuple[str, str, RegstoreError]] = []
     assert [r.tag for r in store.images("team/app", unreadable=unreadable)] == ["b"]
-    assert [(n, t, type(e)) for n, t, e in unreadable] == [("team/app", "a", StoreDamageError)]
+    assert [(n, t, type(e)) for n, t, e in unreadable] == [("team/app", "a", DamagedTagError)]
 
     report = verify(store)
     assert [(p.kind, p.repository, p.subject) for p in report.problems] == [
@@ -352,6 +356,10 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
         collect_garbage(store, grace=0)
     assert store.blob_exists(stray)
 
+    with open_store(str(tmp_path / "out")) as out:  # out of it: a clear failure, nothing moved
+        batch = transfer_many([(StoreImage(store, "team/app", "a"), StoreImage(out, "x"))])
+        assert not batch.ok and "tag a of team/app is damaged" in (batch.outcomes[0].error or "")
+        assert out.repositories() == []
     with open_store(str(tmp_path / "source")) as source:
         put_image(source, "team/app", "a", a)
         batch = transfer_many(
@@ -361,6 +369,97 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     assert link.read_bytes() == a.manifest_digest.encode()
     assert store.resolve("team/app", "a") == Digest(a.manifest_digest)
     assert verify(store).ok
+
+
+def test_damaged_signature_and_referrers_tags_fail_a_copy_out_and_are_written_by_one_in(
+    tmp_path: Path,
+) -> None:
+    # a damaged cosign tag once left the copy "ok" without its signature, and a damaged
+    # referrers index stopped verify, ls and every later write of a referrer
+    image = oci_image(seed=30)
+    sig, sbom = cosign_signature(image, seed=30), oci_artifact(image)
+    sig_tag, index_tag = sigstore_tags(str(image.digest))[0], referrers_tag(str(image.digest))
+    with contextlib.ExitStack() as stack:
+        source, store, out = (
+            stack.enter_context(open_store(str(tmp_path / where)))
+            for where in ("source", "store", "out")
+        )
+        for place in (source, store):
+            write_image(place, "app", "v1", image)
+            write_image(place, "app", sig_tag, sig)
+            write_image(place, "app", None, sbom)
+        damage_tag_link(tmp_path / "store", "app", sig_tag)
+        damage_tag_link(tmp_path / "store", "app", index_tag)
+
+        report = verify(store)  # each damaged tag once, and nothing about the SBOM's index
+        assert sorted((p.kind, p.subject) for p in report.problems) == sorted(
+            [("damaged-tag", sig_tag), ("damaged-tag", index_tag)]
+        )
+
+        batch = transfer_many(
+            [(StoreImage(store, "app", "v1"), StoreImage(out, "app"))], referrers=True
+        )
+        assert not batch.ok and "is damaged" in (batch.outcomes[0].error or "")
+
+        batch = transfer_many(
+            [(StoreImage(source, "app", "v1"), StoreImage(store, "app"))], referrers=True
+        )
+        assert batch.ok, batch.outcomes
+        assert store.resolve("app", sig_tag) == sig.digest
+        assert [d.digest for d in store.referrers("app", str(image.digest))] == [sbom.digest]
+        assert verify(store).ok
+
+
+def test_delete_image_refuses_while_another_tag_is_damaged_and_passes_over_a_dangling_one(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    store, root = file_store
+    a, b, c = build_image(seed=31), build_image(seed=32), build_image(seed=33)
+    for tag, image in (("a", a), ("same", a), ("b", b), ("c", c)):
+        put_image(store, "team/app", tag, image)
+    # dangling: c's manifest is gone. One such tag once emptied the set of what the other tags
+    # name, and deleting "a" took the manifest "same" still named.
+    revisions = root / "docker/registry/v2/repositories/team/app/_manifests/revisions/sha256"
+    (revisions / c.manifest_digest.split(":")[1] / "link").unlink()
+    assert delete_image(store, "team/app", "a") == []
+    assert store.resolve("team/app", "same") == Digest(a.manifest_digest)
+
+    damage_tag_link(root, "team/app", "b")
+    before = set(store.manifests("team/app"))
+    with pytest.raises(DamagedTagError):  # "b" might name what would go: nothing is deleted
+        delete_image(store, "team/app", a.manifest_digest)
+    assert set(store.manifests("team/app")) == before
+    assert store.resolve("team/app", "same") == Digest(a.manifest_digest)
+
+
+class _Outage:
+    """Every manifest read fails, and every listing of manifests after the first: a network
+    store that went away once verify had listed what to check."""
+
+    def __init__(self) -> None:
+        self.listings = 0
+
+    @hookimpl(wrapper=True)
+    def regstore_store_get_manifest(self, name: str, reference: str) -> Generator[None, Any, Any]:
+        yield  # the backend answered; the answer never arrives
+        raise StoreError("connection refused")
+
+    @hookimpl(wrapper=True)
+    def regstore_store_list_manifests(self, name: str) -> Generator[None, Any, Any]:
+        found = yield
+        self.listings += 1
+        if self.listings > 1:
+            raise StoreError("connection refused")
+        return found
+
+
+def test_verify_fails_when_the_store_stops_answering(file_store: tuple[ObjectStore, Path]) -> None:
+    # an outage after the listing is no damage: verify fails with its error, as it did
+    store, _ = file_store
+    put_image(store, "team/app", "a", build_image(seed=34))
+    store.add_wrapper(_Outage())
+    with pytest.raises(StoreError, match="connection refused"):
+        verify(store)
 
 
 def test_a_file_that_cannot_be_read_is_reported_and_the_rest_verified(
@@ -380,7 +479,7 @@ def test_a_file_that_cannot_be_read_is_reported_and_the_rest_verified(
         ("unreadable", "team/app", "a"),
         ("unreadable", "team/app", a.manifest_digest),
     ]
-    assert all("Is a directory" in p.detail for p in report.problems)
+    assert all(f"[Errno {errno.EISDIR}]" in p.detail for p in report.problems)
     assert report.manifests_checked == 2 and report.blobs_checked == len(b.blobs)
     with pytest.raises(StoreError, match="cannot collect garbage"):
         collect_garbage(store, grace=0)

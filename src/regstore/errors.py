@@ -33,7 +33,8 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── RetriesExhaustedError          transient failures outlasted a blob's (or request's) retries
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   ├── BackendNotFoundError           no installed backend serves a URL scheme
-    │   ├── StoreDamageError               path: a file no digest checks is damaged (a tag link)
+    │   ├── StoreDamageError               path: a file no digest checks is damaged
+    │   │   └── DamagedTagError                name, tag: its link names no digest
     │   ├── StoreEscapeError               path, link, target: a symlink leads out of the root
     │   ├── StoreNotFoundError             url: nothing was ever stored there (reading)
     │   ├── StoreOptionError               hint: a store URL or option its backend refuses
@@ -68,6 +69,7 @@ __all__ = [
     "BundleInvalidError",
     "ClusterError",
     "CredentialStoreError",
+    "DamagedTagError",
     "DigestMismatchError",
     "FilterError",
     "HTTPContext",
@@ -415,16 +417,29 @@ class StoreError(RegstoreError):
 
 
 class StoreDamageError(StoreError):
-    """A file of the store that no digest checks is damaged, at ``path``: a tag's link file
-    that names no digest, an OCI layout's ``index.json`` that is not an image index. What it
-    meant is unknown, so nothing that deletes acts on it (``gc`` refuses). A damaged tag link
-    is listed, reported by ``verify``, rewritten by pulling the image again and removed by
-    deleting the tag; a damaged ``index.json`` stops the store until it is restored.
+    """A file of the store that no digest checks is damaged, at ``path``: a link file that
+    names no digest, an OCI layout's ``index.json`` that is not an image index. What it meant
+    is unknown, so nothing that deletes acts on what it might name; a damaged ``index.json``
+    stops the store until it is restored.
     """
 
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class DamagedTagError(StoreDamageError):
+    """Tag ``tag`` of ``name`` is damaged: its link file (``path``) names no digest. The tag is
+    still listed; reading it raises this; ``verify`` reports it; a pull, copy or sync into it
+    writes it again (a destination tag that names nothing usable is no reason to skip), and
+    deleting the tag removes it. Whatever reads the tag as a source fails with it, and nothing
+    that deletes by what tags name proceeds while it is there.
+    """
+
+    def __init__(self, name: str, tag: str, path: str, detail: str) -> None:
+        super().__init__(f"tag {tag} of {name} is damaged: {detail}", path)
+        self.name = name
+        self.tag = tag
 
 
 class StoreOptionError(StoreError):

@@ -43,12 +43,12 @@ from regstore.backends.wrappers import (
 from regstore.digest import CHUNK_SIZE, Digester
 from regstore.errors import (
     BlobNotFoundError,
+    DamagedTagError,
     DigestMismatchError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
-    StoreDamageError,
     StoreError,
     StoreNotFoundError,
     StoreURLError,
@@ -442,8 +442,8 @@ class ObjectStore:
         and a parse cost a no-op re-sync of 300 tags more than reading them. Damaged bytes hash
         to a digest that matches no source, so the image is copied again (a manifest damaged in
         place, its size kept, stays as it is for ``verify`` and ``pull --repair``). A tag whose
-        link is damaged (StoreDamageError) names nothing usable either: None, so the image is
-        copied again and writing the tag replaces the link.
+        link is damaged raises DamagedTagError: a copy into it treats it as absent (and writes
+        it again), one out of it fails.
         """
         validate_name(name)
         validate_reference(reference)
@@ -452,8 +452,6 @@ class ObjectStore:
                 self._hooks.regstore_store_get_manifest, name=name, reference=reference
             )
         except NotFoundError:  # as manifest() raises it: no tag, no manifest, no repository
-            return None
-        except StoreDamageError:  # a damaged tag link: nothing usable there either
             return None
         algorithm = Digest(reference).algorithm if is_digest(reference) else "sha256"
         return digest_of(raw, algorithm)
@@ -537,10 +535,18 @@ class ObjectStore:
         index = self._referrers_index(validate_name(name), referrers_tag(digest))
         return filter_referrers(referrers_in(index), artifact_types)
 
-    def _referrers_index(self, name: str, tag: str) -> Manifest | None:
+    def _referrers_index(self, name: str, tag: str, *, rewriting: bool = False) -> Manifest | None:
+        """The referrers index at ``tag``, None when there is none. ``rewriting``: for a writer
+        about to replace it, a damaged tag (what it named is unknown) counts as none too, so
+        the index is built again from the referrers written from now on (``verify`` reports
+        the ones it then lacks, and a transfer with referrers lists them again)."""
         try:
             return self.manifest(name, tag)
         except NotFoundError:
+            return None
+        except DamagedTagError:
+            if not rewriting:
+                raise
             return None
 
     @contextlib.contextmanager
@@ -599,6 +605,8 @@ class ObjectStore:
                     return
             except NotFoundError:
                 continue
+            except DamagedTagError:  # it may name the old version: that stays for gc
+                return
         with contextlib.suppress(NotFoundError, UnsupportedError):
             self.delete_manifest(name, str(old.digest))
 
@@ -623,11 +631,11 @@ class ObjectStore:
         tag = referrers_tag(manifest.subject.digest)
         descriptor = referrer_descriptor(manifest)
         with self.lock(f"referrers/{name}/{tag}"):
-            previous = self._referrers_index(name, tag)
+            previous = self._referrers_index(name, tag, rewriting=True)
             if any(d.digest == descriptor.digest for d in referrers_in(previous)):
                 return  # listed: the common case of a repeated transfer costs one read
             done = keep_in_index(
-                lambda: self._referrers_index(name, tag),
+                lambda: self._referrers_index(name, tag, rewriting=True),
                 lambda index: self._put_index(name, tag, index),
                 descriptor,
                 exists=lambda digest: self.has_manifest(name, digest),
@@ -647,7 +655,7 @@ class ObjectStore:
         name = validate_name(name)
         tag = referrers_tag(subject)
         with self.lock(f"referrers/{name}/{tag}"):
-            previous = self._referrers_index(name, tag)
+            previous = self._referrers_index(name, tag, rewriting=True)
             updated = remove_referrer(previous, digest)
             if previous is None or updated is None:
                 return

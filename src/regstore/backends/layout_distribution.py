@@ -21,6 +21,7 @@ Media types are not stored: like the registry, the layout sniffs them from the b
 from __future__ import annotations
 
 from regstore.errors import (
+    DamagedTagError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
     RepositoryNotFoundError,
@@ -159,7 +160,11 @@ class DistributionLayout(Layout):
         if is_digest(reference):
             digest: Digest | None = Digest(reference)
         else:
-            digest = self._read_link(self._tag(name, reference, "current", "link"))
+            link = self._tag(name, reference, "current", "link")
+            try:
+                digest = self._read_link(link)
+            except StoreDamageError as exc:
+                raise DamagedTagError(name, reference, link, str(exc)) from None
         if digest is None or not self._has_revision(name, digest):
             raise ImageManifestNotFoundError(name, reference)
         raw = self.host.read_file(self.blob_path(digest))

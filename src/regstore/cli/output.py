@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from regstore.errors import (
     AuthenticationError,
     BackendNotFoundError,
+    DamagedTagError,
     DigestMismatchError,
     ImageManifestNotFoundError,
     InsecureRealmError,
@@ -156,11 +157,13 @@ def hint_for(exc: BaseException) -> str:
         return "another regstore process is writing it; try again when it is done"
     if isinstance(exc, StoreURLError):
         return "fix --store (or REGSTORE_STORE, or the sync file's store)"
-    if isinstance(exc, StoreDamageError):
+    if isinstance(exc, DamagedTagError):
         return (
-            "the file named is damaged: pull the image again to rewrite a damaged tag link (or "
-            "delete the tag; `regstore verify` lists them all); restore any other from a backup"
+            "pull that image again to rewrite the tag, or delete the tag (`regstore verify` "
+            "lists every damaged tag)"
         )
+    if isinstance(exc, StoreDamageError):
+        return "restore the file named from a backup, or repair it by hand"
     if isinstance(exc, StoreError):
         return "check the store URL (--store or REGSTORE_STORE) and that it is writable"
     if isinstance(exc, InvalidReferenceError):

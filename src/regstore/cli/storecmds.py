@@ -18,7 +18,7 @@ from regstore.engine import RegistryImage, StoreImage
 from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image
 from regstore.engine.referrers import ReferrerNode, referrer_tree
 from regstore.engine.verify import verify
-from regstore.errors import RegstoreError
+from regstore.errors import DamagedTagError, RegstoreError
 from regstore.manifest import Manifest
 from regstore.referrers import is_supply_chain_tag, sigstore_tags, subject_of_tag
 from regstore.store import read_blob
@@ -72,7 +72,7 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
     unreadable: list[tuple[str, str, RegstoreError]] = []
     records = store.images(name.name, unreadable=unreadable)  # as Python users get them
     for _, tag, exc in unreadable:  # listed, but its image cannot be read: the rest still is
-        out.warning(f"tag {tag} not listed: {exc} (`regstore verify` reports what is damaged)")
+        out.warning(f"tag {tag} not listed: {exc} (pulling it again repairs it)")
     marks = _referrer_marks(store, name.name, [(r.tag, str(r.digest)) for r in records])
     if out.json_mode:
         rows = [
@@ -123,7 +123,12 @@ def _referrer_marks(
             what = kinds.get(tag.rsplit(".", 1)[-1], "referrers index")
             marks.append((0, f" ({what} of {short_digest(str(about))})"))
             continue
-        count = len(store.referrers(name, digest)) + sum(t in tags for t in sigstore_tags(digest))
+        count = sum(t in tags for t in sigstore_tags(digest))
+        try:
+            count += len(store.referrers(name, digest))
+        except DamagedTagError:  # the index's tag is warned about above; the rest is shown
+            marks.append((count, f" +{count} referrer(s), referrers index damaged"))
+            continue
         marks.append((count, f" +{count} referrer(s)" if count else ""))
     return marks
 

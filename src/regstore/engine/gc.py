@@ -49,9 +49,9 @@ from typing import TYPE_CHECKING, Any
 
 from regstore.errors import (
     BlobNotFoundError,
+    DamagedTagError,
     NotFoundError,
     RegstoreError,
-    StoreDamageError,
     StoreError,
 )
 from regstore.reference import Digest, is_digest
@@ -336,28 +336,25 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     Returns the digests of the manifests deleted (empty when only a tag went away because
     another tag still points at its manifest). Raises ImageManifestNotFoundError.
 
-    A tag whose link is damaged (StoreDamageError) is deleted alone: what it named is unknown,
-    so no manifest goes with it.
+    A tag whose link is damaged (DamagedTagError) is deleted alone: what it named is unknown,
+    so no manifest goes with it. Another damaged tag of ``name`` (or one whose manifest cannot
+    be read) stops the deletion before anything is deleted: what it names might be among what
+    would go. A dangling tag (its manifest gone) names nothing and is passed over.
     """
     try:
         target_manifest = store.manifest(name, reference)
-    except StoreDamageError:
-        if is_digest(reference):
-            raise
+    except DamagedTagError:
         store.delete_tag(name, reference)
         return []
     target = str(target_manifest.digest)
+    _tag_roots(store, name)  # raises for a tag that cannot be read, before any deletion
     before = _reachable(store, name, {target})
     subjects = _subjects_of(store, name, before)
     if is_digest(reference):
         store.delete_manifest(name, reference)
     else:
         store.delete_tag(name, reference)
-    try:
-        roots = {str(store.resolve(name, tag)) for tag in store.tags(name)}
-    except NotFoundError:  # the repository's last tag is gone
-        roots = set()
-    still = _reachable(store, name, roots)
+    still = _reachable(store, name, _tag_roots(store, name))
     deleted = [target] if is_digest(reference) else []
     for digest in sorted(before - still):
         if digest in deleted:
@@ -373,6 +370,23 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         if digest in subjects:
             store.unindex_referrer(name, subjects[digest], digest)
     return deleted
+
+
+def _tag_roots(store: ObjectStore, name: str) -> set[str]:
+    """The digests the tags of ``name`` name. A dangling tag names none (once, one of them
+    emptied the whole set, and a deletion took a manifest other tags still named); a tag
+    that cannot be read raises (DamagedTagError, ManifestInvalidError, StoreError)."""
+    try:
+        tags = store.tags(name)
+    except NotFoundError:  # the repository's last tag is gone
+        return set()
+    roots = set()
+    for tag in tags:
+        try:
+            roots.add(str(store.resolve(name, tag)))
+        except NotFoundError:  # dangling: verify reports it
+            continue
+    return roots
 
 
 def _subjects_of(store: ObjectStore, name: str, digests: set[str]) -> dict[str, str]:

@@ -30,7 +30,7 @@ from typing import Any
 from regstore.reference import is_digest
 
 from .model import Image, RegistryImage
-from .places import ImageSink, ImageSource, sink_of, source_of
+from .places import ImageSink, ImageSource, destination_digest, sink_of, source_of
 
 __all__ = ["Known", "look_ahead", "unchanged"]
 
@@ -232,7 +232,7 @@ def unchanged(
     than :data:`MAX_AGE`) is asked of the places."""
     if known is not None and not known.fresh:
         known = None
-    have = known.destination if known is not None else sink.manifest_digest(tag)
+    have = known.destination if known is not None else destination_digest(sink, tag)
     if have is None:
         return None
     if known is not None and known.source is not None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Hashable, Sequence
 from functools import singledispatch
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from regstore.errors import DamagedTagError
+
 from .model import RegistryImage, StoreImage
 from .registryplace import RegistryPlace
 from .storeplace import StorePlace
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ImageSink",
     "ImageSource",
+    "destination_digest",
     "register_place",
     "sink_of",
     "source_of",
@@ -151,6 +154,16 @@ class ImageSink(Protocol):
         """Write ``manifest`` (under ``tag`` when given); ``partial``: an index of which some
         manifests were left out on purpose."""
         ...
+
+
+def destination_digest(sink: ImageSink, reference: str) -> str | None:
+    """What ``reference`` names at a destination, to skip what is there already: None also for
+    a tag whose link is damaged (DamagedTagError), which names nothing usable, so the image is
+    copied again and the tag written anew. A source read lets that error through."""
+    try:
+        return sink.manifest_digest(reference)
+    except DamagedTagError:
+        return None
 
 
 @singledispatch

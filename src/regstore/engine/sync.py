@@ -75,6 +75,7 @@ from regstore.referrers import is_supply_chain_tag
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .filters import InvalidTag, TagFilter, partition_tags
 from .model import BatchResult, ImageOutcome, RegistryClient, RegistryImage, StoreImage
+from .places import destination_digest, sink_of
 from .syncfile import (
     CatalogSpec,
     ConnectionSpec,
@@ -366,7 +367,7 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
             return "copy"
         if isinstance(dest, StoreImage):
             # as the sync itself asks (a damaged tag or manifest there is copied again)
-            have = dest.store.manifest_digest(dest.name, reference)
+            have = destination_digest(sink_of(dest), reference)
             return "skip" if have == source_digest else "copy"
         dest_info = dest.client.head_manifest(dest.name, reference)
         dest_digest = dest_info.digest if dest_info is not None else None

@@ -30,7 +30,7 @@ from .model import (
     TransferResult,
 )
 from .options import TransferOptions
-from .places import ImageSink, ImageSource, sink_of, source_of
+from .places import ImageSink, ImageSource, destination_digest, sink_of, source_of
 from .reporting import EventSink, Reporter
 
 __all__ = [
@@ -293,7 +293,7 @@ def transfer_image(
             if (
                 options.skip_unchanged
                 and tag is not None
-                and (dst.manifest_digest(tag) == str(plan.top.digest))
+                and (destination_digest(dst, tag) == str(plan.top.digest))
             ):
                 return TransferResult(
                     source_text,
@@ -471,7 +471,7 @@ def _move_referrers(
             queue.append(str(referrer.top.digest))
             seen.add(str(referrer.top.digest))
             at = found.tag or str(referrer.top.digest)
-            if options.skip_unchanged and dst.manifest_digest(at) == str(referrer.top.digest):
+            if options.skip_unchanged and destination_digest(dst, at) == str(referrer.top.digest):
                 if found.tag is None:  # repair an index a crash left without it
                     _keep_listed(dst, referrer.top)
                 continue

@@ -20,11 +20,13 @@ Problems (``Problem.kind``):
 
 - ``damaged-manifest``: the stored manifest bytes do not hash to their digest, or do not parse;
 - ``dangling-tag``: a tag points at a manifest that is not stored;
-- ``damaged-tag``: a tag's link names no digest (``gc`` refuses to run while one is there:
-  what it named is unknown); pulling the image again rewrites it, deleting the tag removes it;
-- ``unreadable``: a stored manifest or tag could not be read at all (an I/O error, a
-  permission, a directory where its file belongs: the detail names it); the rest is still
-  checked, and ``gc`` refuses to run until it reads;
+- ``damaged-tag``: a tag's link names no digest (what it named is unknown: ``delete`` of
+  another image of the repository and ``gc``'s removal of orphan referrers refuse to run
+  while one is there); pulling the image again rewrites it, deleting the tag removes it;
+- ``unreadable``: a stored manifest, or the manifest a tag names, could not be read at all
+  (an I/O error, a permission, a directory where its file belongs: the detail names it)
+  while the store still answers; the rest is still checked (a store that stops answering
+  fails the verify with its error instead), and ``gc`` refuses to run until it reads;
 - ``missing-manifest``: an index refers to a child manifest that is not stored (not reported
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
@@ -49,11 +51,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from regstore.digest import CHUNK_SIZE, Digester
 from regstore.errors import (
     BlobNotFoundError,
+    DamagedTagError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
-    StoreDamageError,
     StoreError,
 )
 from regstore.events import EventKind, EventSink, TransferEvent
@@ -265,9 +267,9 @@ def verify(
                         f"it refers to {manifest.subject.digest}, which is not stored",
                     )
                 )
-            elif manifest.subject is not None and digest not in {
-                d.digest for d in store.referrers(repo, manifest.subject.digest)
-            }:
+            elif manifest.subject is not None and not _indexed(
+                store, repo, manifest.subject.digest, digest
+            ):
                 report.problems.append(
                     Problem(
                         "unindexed-referrer",
@@ -292,11 +294,11 @@ def verify(
                 )
             except ManifestInvalidError as exc:
                 report.problems.append(Problem("damaged-manifest", repo, tag, str(exc)))
-            except StoreDamageError as exc:
+            except DamagedTagError as exc:
                 detail = f"{exc}; pull the image again to rewrite it, or delete the tag"
                 report.problems.append(Problem("damaged-tag", repo, tag, detail))
-            except StoreError as exc:  # one file the store cannot read: the rest is checked
-                report.problems.append(Problem("unreadable", repo, tag, str(exc)))
+            except StoreError as exc:
+                _unreadable(store, repo, tag, exc, report)
 
     mismatched: set[str] = set()
     _check_blobs(store, uses, report, concurrency, events, mismatched)
@@ -345,9 +347,34 @@ def _load_manifest(
         report.problems.append(Problem("damaged-manifest", repo, str(digest), str(exc)))
     except ImageManifestNotFoundError as exc:  # listed, then unreadable
         report.problems.append(Problem("missing-manifest", repo, str(digest), str(exc)))
-    except StoreError as exc:  # one file the store cannot read: the rest is checked
-        report.problems.append(Problem("unreadable", repo, str(digest), str(exc)))
+    except StoreError as exc:
+        _unreadable(store, repo, str(digest), exc, report)
     return None
+
+
+def _unreadable(
+    store: ObjectStore, repo: str, subject: str, exc: StoreError, report: VerifyReport
+) -> None:
+    """Report one manifest or tag the store cannot read, and go on with the rest, when the
+    store still answers (it lists ``repo`` again); else raise ``exc``: a store that stopped
+    answering (a network store gone) is an outage to report as such, not damage."""
+    try:
+        store.manifests(repo)
+        answers = True
+    except RegstoreError:
+        answers = False
+    if not answers:
+        raise exc
+    report.problems.append(Problem("unreadable", repo, subject, str(exc)))
+
+
+def _indexed(store: ObjectStore, repo: str, subject: Digest, digest: Digest) -> bool:
+    """Whether the referrers index of ``subject`` lists ``digest``; True when that index's tag
+    is damaged (the tags loop reports the tag itself: one problem, not one per referrer)."""
+    try:
+        return digest in {d.digest for d in store.referrers(repo, subject)}
+    except DamagedTagError:
+        return True
 
 
 def _check_children(
