@@ -371,14 +371,16 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     assert verify(store).ok
 
 
+@pytest.mark.parametrize("damaged", [("sig",), ("index",), ("sig", "index")])
 def test_damaged_signature_and_referrers_tags_fail_a_copy_out_and_are_written_by_one_in(
-    tmp_path: Path,
+    tmp_path: Path, damaged: tuple[str, ...]
 ) -> None:
     # a damaged cosign tag once left the copy "ok" without its signature, and a damaged
     # referrers index stopped verify, ls and every later write of a referrer
     image = oci_image(seed=30)
     sig, sbom = cosign_signature(image, seed=30), oci_artifact(image)
-    sig_tag, index_tag = sigstore_tags(str(image.digest))[0], referrers_tag(str(image.digest))
+    tags = {"sig": sigstore_tags(str(image.digest))[0], "index": referrers_tag(str(image.digest))}
+    sig_tag = tags["sig"]
     with contextlib.ExitStack() as stack:
         source, store, out = (
             stack.enter_context(open_store(str(tmp_path / where)))
@@ -388,12 +390,12 @@ def test_damaged_signature_and_referrers_tags_fail_a_copy_out_and_are_written_by
             write_image(place, "app", "v1", image)
             write_image(place, "app", sig_tag, sig)
             write_image(place, "app", None, sbom)
-        damage_tag_link(tmp_path / "store", "app", sig_tag)
-        damage_tag_link(tmp_path / "store", "app", index_tag)
+        for which in damaged:
+            damage_tag_link(tmp_path / "store", "app", tags[which])
 
         report = verify(store)  # each damaged tag once, and nothing about the SBOM's index
         assert sorted((p.kind, p.subject) for p in report.problems) == sorted(
-            [("damaged-tag", sig_tag), ("damaged-tag", index_tag)]
+            ("damaged-tag", tags[which]) for which in damaged
         )
 
         batch = transfer_many(
@@ -433,10 +435,12 @@ def test_delete_image_refuses_while_another_tag_is_damaged_and_passes_over_a_dan
 
 
 class _Outage:
-    """Every manifest read fails, and every listing of manifests after the first: a network
-    store that went away once verify had listed what to check."""
+    """Every manifest read fails, and with ``listings`` every listing of manifests after the
+    first: a network store that went away once verify had listed what to check (or, without,
+    one whose reads alone are refused: a permission, a disabled key)."""
 
-    def __init__(self) -> None:
+    def __init__(self, listings: bool) -> None:
+        self.fail_listings = listings
         self.listings = 0
 
     @hookimpl(wrapper=True)
@@ -448,16 +452,20 @@ class _Outage:
     def regstore_store_list_manifests(self, name: str) -> Generator[None, Any, Any]:
         found = yield
         self.listings += 1
-        if self.listings > 1:
+        if self.fail_listings and self.listings > 1:
             raise StoreError("connection refused")
         return found
 
 
-def test_verify_fails_when_the_store_stops_answering(file_store: tuple[ObjectStore, Path]) -> None:
+@pytest.mark.parametrize("listings", [True, False], ids=["gone", "reads-refused"])
+def test_verify_fails_when_the_store_stops_answering(
+    file_store: tuple[ObjectStore, Path], listings: bool
+) -> None:
     # an outage after the listing is no damage: verify fails with its error, as it did
     store, _ = file_store
     put_image(store, "team/app", "a", build_image(seed=34))
-    store.add_wrapper(_Outage())
+    put_image(store, "team/app", "b", build_image(seed=35))
+    store.add_wrapper(_Outage(listings))
     with pytest.raises(StoreError, match="connection refused"):
         verify(store)
 

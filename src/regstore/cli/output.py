@@ -159,8 +159,8 @@ def hint_for(exc: BaseException) -> str:
         return "fix --store (or REGSTORE_STORE, or the sync file's store)"
     if isinstance(exc, DamagedTagError):
         return (
-            "pull that image again to rewrite the tag, or delete the tag (`regstore verify` "
-            "lists every damaged tag)"
+            "pull that image again to rewrite the tag, or delete the tag (`regstore delete "
+            "store:NAME:TAG` always can); `regstore verify` lists every damaged tag"
         )
     if isinstance(exc, StoreDamageError):
         return "restore the file named from a backup, or repair it by hand"

@@ -312,7 +312,9 @@ def _collect_staging(
 
 
 def _reachable(store: ObjectStore, name: str, roots: set[str]) -> set[str]:
-    """Manifest digests of ``name`` reachable from ``roots`` through index children."""
+    """Manifest digests of ``name`` reachable from ``roots`` through index children. Raises
+    when one cannot be read: passing over it (a read timed out) once let a deletion take the
+    children of an index another tag named."""
     seen: set[str] = set()
     stack = list(roots)
     while stack:
@@ -322,7 +324,7 @@ def _reachable(store: ObjectStore, name: str, roots: set[str]) -> set[str]:
         seen.add(digest)
         try:
             manifest = store.manifest(name, digest)
-        except RegstoreError:  # a child a platform filter left out
+        except NotFoundError:  # a child a platform filter left out
             continue
         stack.extend(str(child.digest) for child in manifest.manifests)
     return seen

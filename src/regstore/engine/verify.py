@@ -21,8 +21,8 @@ Problems (``Problem.kind``):
 - ``damaged-manifest``: the stored manifest bytes do not hash to their digest, or do not parse;
 - ``dangling-tag``: a tag points at a manifest that is not stored;
 - ``damaged-tag``: a tag's link names no digest (what it named is unknown: ``delete`` of
-  another image of the repository and ``gc``'s removal of orphan referrers refuse to run
-  while one is there); pulling the image again rewrites it, deleting the tag removes it;
+  another image of the repository, and ``gc`` unless it keeps orphan referrers, refuse to
+  run while one is there); pulling the image again rewrites it, deleting the tag removes it;
 - ``unreadable``: a stored manifest, or the manifest a tag names, could not be read at all
   (an I/O error, a permission, a directory where its file belongs: the detail names it)
   while the store still answers; the rest is still checked (a store that stops answering
@@ -242,9 +242,12 @@ def verify(
     a progress display. Blobs (and manifests) whose bytes do not hash to their digest are
     quarantined unless ``quarantine`` is False. The report lists the staging area too.
     Raises only when the store cannot be listed at all (RepositoryNotFoundError for an
-    unknown ``name``, StoreError ...).
+    unknown ``name``, StoreError ...), stops listing a repository after a read failed, or
+    failed every read of a manifest or tag: that is an outage, or a store this process may not
+    read, and not damage to report.
     """
     report = VerifyReport()
+    unreadable = _Unreadable(store, report)
     names = [name] if name is not None else store.repositories()
     report.repositories = list(names)
     uses: dict[Digest, _BlobUse] = {}
@@ -254,7 +257,7 @@ def verify(
         stored = set(digests)
         for digest in digests:
             report.manifests_checked += 1
-            manifest = _load_manifest(store, repo, digest, report)
+            manifest = _load_manifest(store, repo, digest, report, unreadable)
             if manifest is None:
                 continue
             _check_children(store, repo, digest, manifest, stored, report)
@@ -288,6 +291,7 @@ def verify(
             report.tags_checked += 1
             try:
                 store.manifest(repo, tag)
+                unreadable.read += 1
             except ImageManifestNotFoundError:
                 report.problems.append(
                     Problem("dangling-tag", repo, tag, "the tag points at a missing manifest")
@@ -298,7 +302,8 @@ def verify(
                 detail = f"{exc}; pull the image again to rewrite it, or delete the tag"
                 report.problems.append(Problem("damaged-tag", repo, tag, detail))
             except StoreError as exc:
-                _unreadable(store, repo, tag, exc, report)
+                unreadable.report(repo, tag, exc)
+    unreadable.check_some_read()
 
     mismatched: set[str] = set()
     _check_blobs(store, uses, report, concurrency, events, mismatched)
@@ -339,33 +344,51 @@ def _list_staging(store: ObjectStore, report: VerifyReport) -> None:
 
 
 def _load_manifest(
-    store: ObjectStore, repo: str, digest: Digest, report: VerifyReport
+    store: ObjectStore, repo: str, digest: Digest, report: VerifyReport, unreadable: _Unreadable
 ) -> Manifest | None:
     try:
-        return store.manifest(repo, digest)  # checks the bytes hash to the digest
+        manifest = store.manifest(repo, digest)  # checks the bytes hash to the digest
+        unreadable.read += 1
+        return manifest
     except ManifestInvalidError as exc:
         report.problems.append(Problem("damaged-manifest", repo, str(digest), str(exc)))
     except ImageManifestNotFoundError as exc:  # listed, then unreadable
         report.problems.append(Problem("missing-manifest", repo, str(digest), str(exc)))
     except StoreError as exc:
-        _unreadable(store, repo, str(digest), exc, report)
+        unreadable.report(repo, str(digest), exc)
     return None
 
 
-def _unreadable(
-    store: ObjectStore, repo: str, subject: str, exc: StoreError, report: VerifyReport
-) -> None:
-    """Report one manifest or tag the store cannot read, and go on with the rest, when the
-    store still answers (it lists ``repo`` again); else raise ``exc``: a store that stopped
-    answering (a network store gone) is an outage to report as such, not damage."""
-    try:
-        store.manifests(repo)
-        answers = True
-    except RegstoreError:
-        answers = False
-    if not answers:
-        raise exc
-    report.problems.append(Problem("unreadable", repo, subject, str(exc)))
+@dataclass
+class _Unreadable:
+    """The manifests and tags a verify cannot read. Each is reported, and the rest checked,
+    while the store still lists the repository (asked once per repository, after its first
+    failure); else the error is raised: a store that stopped answering (a network store gone)
+    is an outage, not damage. :meth:`check_some_read` raises the first error too when nothing
+    could be read at all (a store this process may not read)."""
+
+    store: ObjectStore
+    into: VerifyReport
+    #: manifests and tags read
+    read: int = 0
+    first: StoreError | None = None
+    answering: dict[str, bool] = field(default_factory=dict)
+
+    def report(self, repo: str, subject: str, exc: StoreError) -> None:
+        if repo not in self.answering:
+            try:
+                self.store.manifests(repo)
+                self.answering[repo] = True
+            except RegstoreError:
+                self.answering[repo] = False
+        if not self.answering[repo]:
+            raise exc
+        self.first = self.first or exc
+        self.into.problems.append(Problem("unreadable", repo, subject, str(exc)))
+
+    def check_some_read(self) -> None:
+        if self.first is not None and self.read == 0:
+            raise self.first
 
 
 def _indexed(store: ObjectStore, repo: str, subject: Digest, digest: Digest) -> bool:
