@@ -72,7 +72,9 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
     unreadable: list[tuple[str, str, RegstoreError]] = []
     records = store.images(name.name, unreadable=unreadable)  # as Python users get them
     for _, tag, exc in unreadable:  # listed, but its image cannot be read: the rest still is
-        out.warning(f"tag {tag} not listed: {exc} (pulling that image again with --repair mends it)")
+        out.warning(
+            f"tag {tag} not listed: {exc} (pulling that image again with --repair mends it)"
+        )
     marks = _referrer_marks(store, name.name, [(r.tag, str(r.digest)) for r in records])
     if out.json_mode:
         rows = [
