@@ -8,13 +8,15 @@ import errno
 import os
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from regstore import ObjectStore, open_store
+from regstore.backends.fsspec_store import FsspecBackend
+from regstore.backends.layout_distribution import DistributionLayout
 from regstore.engine import StoreImage
 from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
 from regstore.engine.transfer import transfer_many
@@ -319,17 +321,29 @@ def test_gc_refuses_when_a_manifest_is_unreadable(file_store: tuple[ObjectStore,
     assert all(store.blob_exists(d) for d in image.blobs)
 
 
+def _scribble_tag_link(store: ObjectStore, name: str, tag: str) -> Callable[[], bytes | None]:
+    """Overwrite the link of ``name:tag`` through the store's own distribution layout (a file
+    store's file, a memory store's entry: the layout every fsspec store shares); returns a
+    reader of the link's bytes."""
+    backend = store.backend
+    assert isinstance(backend, FsspecBackend)
+    layout = backend.layout
+    assert isinstance(layout, DistributionLayout)
+    path = layout._tag(name, tag, "current", "link")
+    backend.write_file(path, b"sha256:not-a-digest")
+    return lambda: backend.read_file(path)
+
+
 def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
-    file_store: tuple[ObjectStore, Path], tmp_path: Path
+    store: ObjectStore, tmp_path: Path
 ) -> None:
     # One scribbled link file stopped every listing of the store (ls, verify, sync), and
     # nothing but a hand edit could remove or rewrite it.
-    store, root = file_store
     a, b, other = build_image(seed=20), build_image(seed=21), build_image(seed=22)
     put_image(store, "team/app", "a", a)
     put_image(store, "team/app", "b", b)
     put_image(store, "other", "1", other)
-    link = damage_tag_link(root, "team/app", "a")
+    link = _scribble_tag_link(store, "team/app", "a")
 
     assert store.repositories() == ["other", "team/app"]
     assert sorted(store.tags("team/app")) == ["a", "b"]  # listed, as the registry lists it
@@ -366,7 +380,7 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
             [(StoreImage(source, "team/app", "a"), StoreImage(store, "team/app"))]
         )
     assert batch.ok
-    assert link.read_bytes() == a.manifest_digest.encode()
+    assert link() == a.manifest_digest.encode()
     assert store.resolve("team/app", "a") == Digest(a.manifest_digest)
     assert verify(store).ok
 
