@@ -24,6 +24,7 @@ from regstore.engine.verify import verify
 from regstore.errors import (
     DamagedTagError,
     ImageManifestNotFoundError,
+    ManifestInvalidError,
     RegstoreError,
     StoreDamageError,
     StoreError,
@@ -526,7 +527,43 @@ def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(tmp_path: Path
         assert (root / "index.json").read_bytes() == torn  # left for a restore or a hand repair
 
 
+def test_verify_answers_for_a_damaged_and_an_unreadable_manifest_together(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    # a damaged manifest is an answer of the store: verify reports both, it does not fail
+    store, root = file_store
+    a, b = build_image(seed=36), build_image(seed=37)
+    put_image(store, "team/app", "a", a)
+    put_image(store, "team/app", "b", b)
+    data = blob_path(root, a.manifest_digest)
+    data.unlink()
+    data.mkdir()
+    flip_byte(blob_path(root, b.manifest_digest), offset=40)
+    kinds = sorted({p.kind for p in verify(store, quarantine=False).problems})
+    assert kinds == ["damaged-manifest", "unreadable"]
+
+
 # -- delete_image --------------------------------------------------------------------------------
+
+
+def test_delete_image_knows_what_stays_before_it_deletes_anything(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    store, root = file_store
+    a, index = build_image(seed=38), build_index(seed=39)
+    put_image(store, "team/app", "a", a)
+    put_image(store, "team/app", "multi", index)
+    damaged = index.children[0].manifest_digest
+    flip_byte(blob_path(root, damaged), offset=40)
+    # what "multi" keeps cannot be told whole: deleting "a" stops before anything goes (it
+    # once deleted the tag, then failed)
+    with pytest.raises(ManifestInvalidError):
+        delete_image(store, "team/app", "a")
+    assert sorted(store.tags("team/app")) == ["a", "multi"]
+    # within the image deleted, the damaged child goes as it is
+    deleted = delete_image(store, "team/app", "multi")
+    assert set(deleted) == {index.manifest_digest} | {c.manifest_digest for c in index.children}
+    assert delete_image(store, "team/app", "a") == [a.manifest_digest]
 
 
 def test_delete_image_of_a_damaged_tag_deletes_the_tag_alone(

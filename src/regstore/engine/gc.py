@@ -43,6 +43,7 @@ refused by the backend if a writer took the entry up again meanwhile.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from regstore.errors import (
     BlobNotFoundError,
     DamagedTagError,
+    ManifestInvalidError,
     NotFoundError,
     RegstoreError,
     StoreError,
@@ -71,6 +73,8 @@ __all__ = [
     "orphan_referrers",
     "referenced_digests",
 ]
+
+log = logging.getLogger("regstore.engine")
 
 #: Seconds a blob is protected after its commit or its last reuse (``ObjectStore.claim_blob``).
 DEFAULT_GRACE = 3600.0
@@ -311,10 +315,13 @@ def _collect_staging(
             report.staging_kept.append(entry)
 
 
-def _reachable(store: ObjectStore, name: str, roots: set[str]) -> set[str]:
+def _reachable(
+    store: ObjectStore, name: str, roots: set[str], *, damaged_as_leaf: bool = False
+) -> set[str]:
     """Manifest digests of ``name`` reachable from ``roots`` through index children. Raises
-    when one cannot be read: passing over it (a read timed out) once let a deletion take the
-    children of an index another tag named."""
+    when one cannot be read (passing over it, a read timed out, once let a deletion take the
+    children of an index another tag named), but for damaged bytes with ``damaged_as_leaf``
+    (the manifest counts, its unknown children are not followed)."""
     seen: set[str] = set()
     stack = list(roots)
     while stack:
@@ -325,6 +332,10 @@ def _reachable(store: ObjectStore, name: str, roots: set[str]) -> set[str]:
         try:
             manifest = store.manifest(name, digest)
         except NotFoundError:  # a child a platform filter left out
+            continue
+        except ManifestInvalidError:
+            if not damaged_as_leaf:
+                raise
             continue
         stack.extend(str(child.digest) for child in manifest.manifests)
     return seen
@@ -339,9 +350,13 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     another tag still points at its manifest). Raises ImageManifestNotFoundError.
 
     A tag whose link is damaged (DamagedTagError) is deleted alone: what it named is unknown,
-    so no manifest goes with it. Another damaged tag of ``name`` (or one whose manifest cannot
-    be read) stops the deletion before anything is deleted: what it names might be among what
-    would go. A dangling tag (its manifest gone) names nothing and is passed over.
+    so no manifest goes with it. What the other tags keep is worked out before anything is
+    deleted: another damaged tag, or a manifest they reach that cannot be read, stops the
+    deletion then (what it names might be among what would go; ``verify`` says what is wrong
+    and moves damaged bytes aside). A dangling tag names nothing and is passed over. Within
+    the image deleted, a damaged manifest goes as it is (its unknown children stay). Tags
+    written meanwhile are read again after the deletion; when they cannot be, no manifest
+    but the one named by digest is deleted.
     """
     try:
         target_manifest = store.manifest(name, reference)
@@ -349,15 +364,27 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         store.delete_tag(name, reference)
         return []
     target = str(target_manifest.digest)
-    _tag_roots(store, name)  # raises for a tag that cannot be read, before any deletion
-    before = _reachable(store, name, {target})
+    by_digest = is_digest(reference)
+    others = {
+        digest
+        for tag, digest in _tag_targets(store, name).items()
+        if (digest != target if by_digest else tag != reference)
+    }
+    still = _reachable(store, name, others)
+    before = _reachable(store, name, {target}, damaged_as_leaf=True)
     subjects = _subjects_of(store, name, before)
-    if is_digest(reference):
+    if by_digest:
         store.delete_manifest(name, reference)
     else:
         store.delete_tag(name, reference)
-    still = _reachable(store, name, _tag_roots(store, name))
-    deleted = [target] if is_digest(reference) else []
+    deleted = [target] if by_digest else []
+    try:
+        still |= _reachable(store, name, set(_tag_targets(store, name).values()))
+    except RegstoreError as exc:
+        log.warning(
+            "%s: its tags could not be read again, no other manifest deleted: %s", name, exc
+        )
+        before = set()
     for digest in sorted(before - still):
         if digest in deleted:
             continue
@@ -374,21 +401,21 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     return deleted
 
 
-def _tag_roots(store: ObjectStore, name: str) -> set[str]:
-    """The digests the tags of ``name`` name. A dangling tag names none (once, one of them
+def _tag_targets(store: ObjectStore, name: str) -> dict[str, str]:
+    """The digest each tag of ``name`` names. A dangling tag names none (once, one of them
     emptied the whole set, and a deletion took a manifest other tags still named); a tag
     that cannot be read raises (DamagedTagError, ManifestInvalidError, StoreError)."""
     try:
         tags = store.tags(name)
     except NotFoundError:  # the repository's last tag is gone
-        return set()
-    roots = set()
+        return {}
+    targets = {}
     for tag in tags:
         try:
-            roots.add(str(store.resolve(name, tag)))
+            targets[tag] = str(store.resolve(name, tag))
         except NotFoundError:  # dangling: verify reports it
             continue
-    return roots
+    return targets
 
 
 def _subjects_of(store: ObjectStore, name: str, digests: set[str]) -> dict[str, str]:

@@ -291,7 +291,6 @@ def verify(
             report.tags_checked += 1
             try:
                 store.manifest(repo, tag)
-                unreadable.read += 1
             except ImageManifestNotFoundError:
                 report.problems.append(
                     Problem("dangling-tag", repo, tag, "the tag points at a missing manifest")
@@ -303,6 +302,8 @@ def verify(
                 report.problems.append(Problem("damaged-tag", repo, tag, detail))
             except StoreError as exc:
                 unreadable.report(repo, tag, exc)
+                continue
+            unreadable.answered += 1  # (a problem above is an answer too)
     unreadable.check_some_read()
 
     mismatched: set[str] = set()
@@ -348,7 +349,7 @@ def _load_manifest(
 ) -> Manifest | None:
     try:
         manifest = store.manifest(repo, digest)  # checks the bytes hash to the digest
-        unreadable.read += 1
+        unreadable.answered += 1
         return manifest
     except ManifestInvalidError as exc:
         report.problems.append(Problem("damaged-manifest", repo, str(digest), str(exc)))
@@ -356,6 +357,8 @@ def _load_manifest(
         report.problems.append(Problem("missing-manifest", repo, str(digest), str(exc)))
     except StoreError as exc:
         unreadable.report(repo, str(digest), exc)
+        return None
+    unreadable.answered += 1  # damaged or missing: the store answered
     return None
 
 
@@ -364,30 +367,36 @@ class _Unreadable:
     """The manifests and tags a verify cannot read. Each is reported, and the rest checked,
     while the store still lists the repository (asked once per repository, after its first
     failure); else the error is raised: a store that stopped answering (a network store gone)
-    is an outage, not damage. :meth:`check_some_read` raises the first error too when nothing
-    could be read at all (a store this process may not read)."""
+    is an outage, not damage; a repository emptied meanwhile drops the subject. Then
+    :meth:`check_some_read` raises the first error too when no manifest or tag was answered
+    at all, not even as damaged or missing (a store this process may not read)."""
 
     store: ObjectStore
     into: VerifyReport
-    #: manifests and tags read
-    read: int = 0
+    #: manifests and tags the store answered for (read, or found damaged or missing)
+    answered: int = 0
     first: StoreError | None = None
-    answering: dict[str, bool] = field(default_factory=dict)
+    answering: dict[str, bool | None] = field(default_factory=dict)
 
     def report(self, repo: str, subject: str, exc: StoreError) -> None:
         if repo not in self.answering:
             try:
                 self.store.manifests(repo)
                 self.answering[repo] = True
+            except NotFoundError:  # emptied meanwhile: nothing there to report
+                self.answering[repo] = None
             except RegstoreError:
                 self.answering[repo] = False
-        if not self.answering[repo]:
+        answering = self.answering[repo]
+        if answering is None:
+            return
+        if not answering:
             raise exc
         self.first = self.first or exc
         self.into.problems.append(Problem("unreadable", repo, subject, str(exc)))
 
     def check_some_read(self) -> None:
-        if self.first is not None and self.read == 0:
+        if self.first is not None and self.answered == 0:
             raise self.first
 
 
