@@ -546,6 +546,46 @@ def test_verify_answers_for_a_damaged_and_an_unreadable_manifest_together(
 # -- delete_image --------------------------------------------------------------------------------
 
 
+class _FailsFrom:
+    """Reads of manifest ``digest`` fail from the ``nth`` on (a read timed out)."""
+
+    def __init__(self, digest: str, nth: int) -> None:
+        self.digest, self.nth = digest, nth
+        self.reads = 0
+
+    @hookimpl(wrapper=True)
+    def regstore_store_get_manifest(self, name: str, reference: str) -> Generator[None, Any, Any]:
+        answer = yield
+        if reference == self.digest:
+            self.reads += 1
+            if self.reads >= self.nth:
+                raise StoreError("read timed out")
+        return answer
+
+
+def test_a_referrer_deleted_leaves_its_index_whatever_a_later_read_of_it_would_do(
+    tmp_path: Path,
+) -> None:
+    # delete_image read each manifest to delete once more, apart from its walk, for its
+    # subject, and passed over a failure there: a read that timed out left the deleted
+    # referrer listed in its subject's referrers index. Now the walk's reads are the only ones.
+    image = oci_image(seed=40)
+    sbom = oci_artifact(image)
+    with open_store(str(tmp_path / "store")) as store:
+        write_image(store, "app", "v1", image)
+        write_image(store, "app", None, sbom)
+        store.add_wrapper(_FailsFrom(str(sbom.digest), 4))  # after the target's and walks' reads
+        assert delete_image(store, "app", str(sbom.digest)) == [str(sbom.digest)]
+        assert store.referrers("app", str(image.digest)) == []
+    with open_store(str(tmp_path / "walk")) as store:  # a failing read in a walk: nothing goes
+        write_image(store, "app", "v1", image)
+        write_image(store, "app", None, sbom)
+        store.add_wrapper(_FailsFrom(str(sbom.digest), 2))
+        with pytest.raises(StoreError, match="read timed out"):
+            delete_image(store, "app", str(sbom.digest))
+        assert sbom.digest in store.manifests("app")
+
+
 def test_delete_image_knows_what_stays_before_it_deletes_anything(
     file_store: tuple[ObjectStore, Path],
 ) -> None:

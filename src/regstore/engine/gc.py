@@ -317,18 +317,19 @@ def _collect_staging(
 
 def _reachable(
     store: ObjectStore, name: str, roots: set[str], *, damaged_as_leaf: bool = False
-) -> set[str]:
-    """Manifest digests of ``name`` reachable from ``roots`` through index children. Raises
-    when one cannot be read (passing over it, a read timed out, once let a deletion take the
-    children of an index another tag named), but for damaged bytes with ``damaged_as_leaf``
-    (the manifest counts, its unknown children are not followed)."""
-    seen: set[str] = set()
+) -> dict[str, Manifest | None]:
+    """The manifests of ``name`` reachable from ``roots`` through index children, by digest
+    (None: not stored, or damaged). Raises when one cannot be read (passing over it, a read
+    timed out, once let a deletion take the children of an index another tag named), but for
+    damaged bytes with ``damaged_as_leaf`` (the manifest counts, its unknown children are not
+    followed)."""
+    seen: dict[str, Manifest | None] = {}
     stack = list(roots)
     while stack:
         digest = stack.pop()
         if digest in seen:
             continue
-        seen.add(digest)
+        seen[digest] = None
         try:
             manifest = store.manifest(name, digest)
         except NotFoundError:  # a child a platform filter left out
@@ -337,6 +338,7 @@ def _reachable(
             if not damaged_as_leaf:
                 raise
             continue
+        seen[digest] = manifest
         stack.extend(str(child.digest) for child in manifest.manifests)
     return seen
 
@@ -370,16 +372,21 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         for tag, digest in _tag_targets(store, name).items()
         if (digest != target if by_digest else tag != reference)
     }
-    still = _reachable(store, name, others)
-    before = _reachable(store, name, {target}, damaged_as_leaf=True)
-    subjects = _subjects_of(store, name, before)
+    still = set(_reachable(store, name, others))
+    going = _reachable(store, name, {target}, damaged_as_leaf=True)
+    before = set(going)
+    subjects = {
+        digest: str(manifest.subject.digest)
+        for digest, manifest in going.items()
+        if manifest is not None and manifest.subject is not None
+    }
     if by_digest:
         store.delete_manifest(name, reference)
     else:
         store.delete_tag(name, reference)
     deleted = [target] if by_digest else []
     try:
-        still |= _reachable(store, name, set(_tag_targets(store, name).values()))
+        still.update(_reachable(store, name, set(_tag_targets(store, name).values())))
     except RegstoreError as exc:
         log.warning(
             "%s: its tags could not be read again, no other manifest deleted: %s", name, exc
@@ -416,16 +423,3 @@ def _tag_targets(store: ObjectStore, name: str) -> dict[str, str]:
         except NotFoundError:  # dangling: verify reports it
             continue
     return targets
-
-
-def _subjects_of(store: ObjectStore, name: str, digests: set[str]) -> dict[str, str]:
-    """The subject of each manifest of ``digests`` that has one."""
-    found: dict[str, str] = {}
-    for digest in digests:
-        try:
-            manifest = store.manifest(name, digest)
-        except RegstoreError:
-            continue
-        if manifest.subject is not None:
-            found[digest] = str(manifest.subject.digest)
-    return found
