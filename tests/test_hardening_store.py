@@ -305,6 +305,20 @@ def _killed_writer(url: str, tmp_path: Path, data: bytes, digest: str, count: in
         _kill(child)
 
 
+def _rerun_commits(place: Place, digest: str, data: bytes, *, resumed_at: int) -> None:
+    """A re-run after a killed writer: it takes the blob up at ``resumed_at`` bytes, commits,
+    reads it back, and leaves no multipart upload and no work files behind."""
+    with open_store(place.url) as store:
+        writer = store.layer(digest).writer()
+        assert writer.current_size == resumed_at
+        writer.write(data[resumed_at:])
+        writer.commit(len(data))
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+    assert place.multipart_uploads() == []
+    assert place.work_files() == []
+
+
 def _stale_multipart(place: Place, digest: str) -> str:
     """The multipart upload a writer killed between create and complete leaves on the key."""
     key = place.blob_key(digest)
@@ -366,15 +380,9 @@ def test_s3_rerun_aborts_the_upload_of_a_writer_killed_mid_commit(
     _stale_multipart(place, digest)
     _wait_until(_no_live_lease(place.url), "the dead writer's lease ran out")
 
-    with open_store(place.url) as store:  # the re-run: resumes the parts and commits
-        writer = store.layer(digest).writer()
-        assert writer.current_size == 10 * MiB
-        writer.write(data[writer.current_size :])
-        writer.commit(len(data))
-        with store.layer(digest).reader() as reader:
-            assert reader.read() == data
-    assert place.multipart_uploads() == []  # what the killed commit left is aborted
-    assert place.work_files() == []  # parts and the lock object are gone too
+    # the re-run resumes the parts; what the killed commit left is aborted, and the parts and
+    # the lock object are gone too
+    _rerun_commits(place, digest, data, resumed_at=10 * MiB)
 
 
 def test_s3_direct_upload_of_a_killed_writer_is_reported_and_sent_again(
@@ -399,15 +407,7 @@ def test_s3_direct_upload_of_a_killed_writer_is_reported_and_sent_again(
     assert set(by_kind) == {"upload", "lock", "multipart"}
     assert 0 < by_kind["upload"]["size"] < 1024 and by_kind["upload"]["digest"] == digest
     assert by_kind["multipart"]["size"] == 5 * MiB and by_kind["multipart"]["digest"] == digest
-    with open_store(place.url) as store:  # a re-run instead of gc: sends all, commits
-        writer = store.layer(digest).writer()
-        assert writer.current_size == 0
-        writer.write(data)
-        writer.commit(len(data))
-        with store.layer(digest).reader() as reader:
-            assert reader.read() == data
-    assert place.multipart_uploads() == []
-    assert place.work_files() == []
+    _rerun_commits(place, digest, data, resumed_at=0)  # a re-run instead of gc: sends all
 
 
 def test_s3_gc_collects_the_upload_of_a_killed_direct_writer(

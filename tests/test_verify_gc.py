@@ -43,7 +43,13 @@ from regstore.testing.builders import (
     write_image,
 )
 
-from .support.cli import blob_path, damage_tag_link, flip_byte, put_image
+from .support.cli import (
+    blob_path,
+    damage_tag_link,
+    flip_byte,
+    put_directory_in_place,
+    put_image,
+)
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -494,9 +500,7 @@ def test_a_file_that_cannot_be_read_is_reported_and_the_rest_verified(
     a, b = build_image(seed=28), build_image(seed=29)
     put_image(store, "team/app", "a", a)
     put_image(store, "other", "b", b)
-    data = blob_path(root, a.manifest_digest)
-    data.unlink()
-    data.mkdir()
+    put_directory_in_place(blob_path(root, a.manifest_digest))
     report = verify(store)
     assert sorted((p.kind, p.repository, p.subject) for p in report.problems) == [
         ("unreadable", "team/app", "a"),
@@ -535,9 +539,7 @@ def test_verify_answers_for_a_damaged_and_an_unreadable_manifest_together(
     a, b = build_image(seed=36), build_image(seed=37)
     put_image(store, "team/app", "a", a)
     put_image(store, "team/app", "b", b)
-    data = blob_path(root, a.manifest_digest)
-    data.unlink()
-    data.mkdir()
+    put_directory_in_place(blob_path(root, a.manifest_digest))
     flip_byte(blob_path(root, b.manifest_digest), offset=40)
     kinds = sorted({p.kind for p in verify(store, quarantine=False).problems})
     assert kinds == ["damaged-manifest", "unreadable"]

@@ -230,6 +230,13 @@ def damage_tag_link(root: Path, name: str, tag: str) -> Path:
     return link
 
 
+def put_directory_in_place(path: Path) -> None:
+    """Put a directory where the file ``path`` is: reading it fails (EISDIR), for root too,
+    as a file the store cannot read does."""
+    path.unlink()
+    path.mkdir()
+
+
 def flip_byte(path: Path, offset: int = 10) -> None:
     """Corrupt a file in place without changing its size."""
     data = bytearray(path.read_bytes())

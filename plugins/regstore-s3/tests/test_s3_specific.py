@@ -74,6 +74,17 @@ def _write(store: ObjectStore, data: bytes, digest: str, chunk: int = 1024 * 102
     writer.commit()
 
 
+def _stored_and_clean(
+    store: ObjectStore, s3_bucket: S3Bucket, moto_client: Any, prefix: str, digest: str, data: bytes
+) -> None:
+    """The blob reads back as ``data``, and its write left nothing: no staging under the
+    store's ``_regstore/``, no multipart upload."""
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert _keys(s3_bucket, moto_client, f"{prefix}/_regstore/") == []
+    assert _uploads(s3_bucket, moto_client) == []
+
+
 # -- part sizes (no S3 needed) ---------------------------------------------------------------
 
 
@@ -363,9 +374,7 @@ def test_close_keeps_a_short_tail_that_the_next_writer_takes_back(
     assert writer.current_size == cut
     writer.write(data[cut:])
     writer.commit(len(data))
-    with store.layer(digest).reader() as reader:
-        assert reader.read() == data
-    assert _keys(s3_bucket, moto_client, "tail/_regstore/") == []
+    _stored_and_clean(store, s3_bucket, moto_client, "tail", digest, data)
 
 
 def test_commit_refuses_a_part_changed_behind_the_writer(
@@ -465,10 +474,7 @@ def test_a_closed_direct_write_is_sent_again_and_uploaded_only_where_missing(
         writer.write(data[start : start + MiB])
     writer.commit()
     assert sent == [1, 2, 3, 4, 5]  # the first writer's three parts were kept as they were
-    with store.layer(digest).reader() as reader:
-        assert reader.read() == data
-    assert _keys(s3_bucket, moto_client, "again/_regstore/") == []
-    assert _uploads(s3_bucket, moto_client) == []
+    _stored_and_clean(store, s3_bucket, moto_client, "again", digest, data)
 
 
 def test_a_resent_part_whose_bytes_differ_is_uploaded_again(
@@ -509,9 +515,7 @@ def test_a_direct_write_closed_within_its_first_part_keeps_a_tail(
     assert writer.current_size == cut  # the tail is re-read and re-hashed
     writer.write(data[cut:])
     writer.commit(len(data))
-    with store.layer(digest).reader() as reader:
-        assert reader.read() == data
-    assert _keys(s3_bucket, moto_client, "dtail/_regstore/") == []
+    _stored_and_clean(store, s3_bucket, moto_client, "dtail", digest, data)
 
 
 def test_a_direct_commit_refuses_a_part_replaced_behind_the_writer(
@@ -543,10 +547,7 @@ def test_a_direct_commit_refuses_a_part_replaced_behind_the_writer(
     sent = _record_uploaded_parts(monkeypatch)
     _write(store, data, digest)  # a re-run: part 1 uploaded again, parts 2 and 3 kept
     assert sent == [1]
-    with store.layer(digest).reader() as reader:
-        assert reader.read() == data
-    assert _uploads(s3_bucket, moto_client) == []
-    assert _keys(s3_bucket, moto_client, "dtamper/_regstore/") == []
+    _stored_and_clean(store, s3_bucket, moto_client, "dtamper", digest, data)
 
 
 def test_a_tail_taken_back_is_deleted_once_its_bytes_are_in_an_upload(
@@ -595,10 +596,8 @@ def test_a_record_that_cannot_be_taken_up_starts_over(
         moto_client.put_object(Bucket=s3_bucket.bucket, Key=key, Body=b"{not json")
     _write(store, data, digest)
     assert sent == [1, 2, 1, 2, 3]  # nothing to keep: a new upload, every part sent
-    with store.layer(digest).reader() as reader:
-        assert reader.read() == data
-    assert _keys(s3_bucket, moto_client, f"{prefix}/_regstore/") == []
-    assert _uploads(s3_bucket, moto_client) == []  # an orphaned upload was aborted too
+    # (no upload left: an orphaned one was aborted too)
+    _stored_and_clean(store, s3_bucket, moto_client, prefix, digest, data)
 
 
 def test_the_staging_option_is_checked(s3_url_factory: Callable[..., str]) -> None:
