@@ -113,23 +113,32 @@ class DistributionLayout(Layout):
         # collect its blobs. A link that cannot be followed raises: gc then deletes nothing.
         found = []
         for algorithm in SUPPORTED_ALGORITHMS:
-            base = self._repo(name, "_manifests", "revisions", algorithm)
-            for entry, _ in self.host.list_dir(base):
-                try:
-                    digest = Digest(f"{algorithm}:{entry}")
-                except ValueError:
-                    continue  # not ours
-                if self._has_revision(name, digest):
-                    found.append(digest)
+            found += self._revisions_among(name, algorithm, self._revision_entries(name, algorithm))
+        return found
+
+    def _revision_entries(self, name: str, algorithm: str) -> list[tuple[str, bool]]:
+        return self.host.list_dir(self._repo(name, "_manifests", "revisions", algorithm))
+
+    def _revisions_among(
+        self, name: str, algorithm: str, entries: list[tuple[str, bool]]
+    ) -> list[Digest]:
+        found = []
+        for entry, _ in entries:
+            try:
+                digest = Digest(f"{algorithm}:{entry}")
+            except ValueError:
+                continue  # not ours
+            if self._has_revision(name, digest):
+                found.append(digest)
         return found
 
     def _repo_exists(self, name: str) -> bool:
         for algorithm in SUPPORTED_ALGORITHMS:
-            base = self._repo(name, "_manifests", "revisions", algorithm)
-            entries = self.host.list_dir(base)
+            entries = self._revision_entries(name, algorithm)
             if any(is_dir for _, is_dir in entries):
                 return True
-            if entries and self._revisions(name):  # revisions behind links only (see above)
+            # revisions behind links only (see _revisions), from the entries listed here
+            if self._revisions_among(name, algorithm, entries):
                 return True
         return False
 
