@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -207,3 +208,99 @@ def test_main_run_in_process_leaves_the_callers_heap_collectable() -> None:
         main(["--version"])
     assert caught.value.code == 0
     assert gc.get_freeze_count() == 0  # frozen only at the exit
+
+
+@pytest.fixture
+def console() -> Any:
+    """The console script's start-up collector for one test, always ended (nothing of the test
+    process stays frozen)."""
+    from regstore.cli import startup
+
+    startup.begin()
+    try:
+        yield startup
+    finally:
+        startup.end()
+
+
+def test_start_up_imports_run_uncollected_and_stay_frozen_until_the_end(console: Any) -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    with console.imports():
+        assert not gc.isenabled()
+        made = [[] for _ in range(1000)]  # what an import builds, the collector off
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(made)  # frozen: later collections pass over it
+    console.end()
+    assert gc.get_freeze_count() == 0  # the caller's heap collectable again
+
+
+def test_a_failing_start_up_import_still_turns_the_collector_back_on(console: Any) -> None:
+    import gc
+
+    with pytest.raises(ImportError), console.imports():
+        raise ImportError("a plugin's module is gone")
+    assert gc.isenabled()
+
+
+def test_outside_the_console_script_start_up_changes_nothing() -> None:
+    import gc
+
+    from regstore.cli import startup
+
+    with startup.imports():  # no begin(): click's test runner, a library caller
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("caller", ["froze", "paused"])
+def test_a_callers_own_collector_settings_are_left_alone(caller: str) -> None:
+    import gc
+
+    from regstore.cli import startup
+
+    mine = [[] for _ in range(10)]
+    if caller == "froze":
+        gc.freeze()
+    else:
+        gc.disable()
+    try:
+        frozen = gc.get_freeze_count()
+        startup.begin()
+        with startup.imports():
+            pass
+        startup.end()
+        assert gc.get_freeze_count() == frozen  # theirs neither thawed nor added to
+        assert gc.isenabled() == (caller == "froze")
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert mine
+
+
+def test_a_command_runs_on_what_its_start_up_froze_and_main_thaws_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from regstore import open_store
+    from regstore.cli import app, main
+    from regstore.testing.builders import oci_image, write_image
+
+    with open_store(str(tmp_path / "s")) as made:
+        write_image(made, "app", "1", oci_image())
+    seen: list[int] = []
+    opened = app.AppState.store
+
+    def store(self: Any, *args: Any, **kwargs: Any) -> Any:
+        found = opened(self, *args, **kwargs)
+        seen.append(gc.get_freeze_count())
+        return found
+
+    monkeypatch.setattr(app.AppState, "store", store)
+    with pytest.raises(SystemExit) as caught:
+        main(["--store", str(tmp_path / "s"), "ls"])
+    assert caught.value.code == 0
+    assert seen and seen[0] > 0  # the command's module and the store's stack: frozen
+    assert gc.get_freeze_count() == 0 and gc.isenabled()

@@ -169,6 +169,82 @@ def test_mistakes_name_the_line_and_the_key_path(text: str, message: str) -> Non
     assert message in _error(text)
 
 
+def _as_json(yaml_text: str) -> str:
+    import json
+
+    import yaml
+
+    return json.dumps(yaml.safe_load(yaml_text), indent=2)
+
+
+def test_a_json_sync_file_reads_as_its_yaml_does() -> None:
+    """Plain JSON is read without PyYAML (a start-up cost of every sync): the same spec."""
+    assert parse_sync_text(_as_json(FULL), "mirror.yaml") == parse_sync_text(FULL, "mirror.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [(t, m) for t, m in BAD_FILES if t and "not valid YAML" not in m]
+)
+def test_a_mistake_in_a_json_sync_file_is_told_as_in_yaml_with_its_line(
+    text: str, message: str
+) -> None:
+    as_json = _as_json(text)
+    if "duplicate key" in message:  # (YAML kept the last one: write the duplicate out)
+        as_json = as_json.replace('"repositories": [', '"repositories": ["b"], "repositories": [')
+    with pytest.raises(SyncFileError) as info:
+        parse_sync_text(as_json, "s.json")
+    where, _, said = str(info.value).partition(": ")
+    # (3.20 written to JSON is 3.2: the message quotes the file as written)
+    assert said == _error(text).partition(": ")[2].replace("3.20", "3.2")
+    assert (where == "s.json") == (_error(text).partition(": ")[0] == "s.yaml")
+    assert where == "s.json" or 1 <= int(where.removeprefix("s.json:")) <= len(as_json.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("tags", "read_as"),
+    [
+        ("[3.20]", '3.20 is read as a number; quote it: "3.20"'),  # a float: as YAML says
+        ("[1e3, 1.5e3, NaN]", ("1e3", "1.5e3", "NaN")),  # strings to YAML 1.1
+    ],
+)
+def test_json_that_yaml_reads_otherwise_is_read_as_yaml(tags: str, read_as: Any) -> None:
+    text = '{"sources": [{"registry": "h:5000",\n  "repositories": [{"name": "a", "tags": %s}]}]}'
+    if isinstance(read_as, str):
+        with pytest.raises(SyncFileError, match=f"^s.json:2: .*{read_as}"):
+            parse_sync_text(text % tags, "s.json")
+    else:
+        repository = parse_sync_text(text % tags, "s.json").sources[0].repositories[0]
+        assert repository.tags == TagFilter(exact=read_as)
+
+
+def test_json_deeper_than_the_yaml_bound_is_refused_as_yaml_refuses_it() -> None:
+    text = '{"sources": ' + "[" * 70 + "]" * 70 + "}"
+    with pytest.raises(SyncFileError, match="nested more than 64 levels"):
+        parse_sync_text(text, "s.json")
+
+
+def test_json_that_pyyaml_cannot_read_still_says_what_is_wrong() -> None:
+    # JSON may indent with tabs, which PyYAML refuses: a valid file is read, a mistake named
+    good = '{\n\t"sources": [{"registry": "h:5000", "repositories": ["a"]}]\n}'
+    assert parse_sync_text(good).sources[0].repositories == (RepositorySpec("a"),)
+    with pytest.raises(SyncFileError, match=r"^s.json: sources\[0\].repositories\[0\]: invalid"):
+        parse_sync_text(good.replace('"a"', '"A"'), "s.json")
+
+
+def test_a_json_sync_file_is_read_without_importing_yaml(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.json"
+    path.write_text(_as_json(FULL))
+    child = (
+        "import sys; from regstore.engine.sync import load_sync_file; "
+        f"load_sync_file({str(path)!r}); print('yaml' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
 def test_sync_file_errors_are_regstore_and_value_errors(tmp_path: Path) -> None:
     with pytest.raises(SyncFileError, match="cannot read the sync file"):
         load_sync_file(tmp_path / "missing.yaml")

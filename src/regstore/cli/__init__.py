@@ -16,6 +16,7 @@ import atexit
 import gc
 from collections.abc import Sequence
 
+from . import startup
 from .app import cli
 from .completion import COMPLETE_VAR, PROG_NAME
 
@@ -89,6 +90,7 @@ __all__ = ["cli", "main"]
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: run ``regstore`` with ``argv`` (default ``sys.argv[1:]``) and exit."""
+    startup.begin()
     try:
         cli.main(
             args=list(argv) if argv is not None else None,
@@ -99,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if exc.code in (None, 0):
             _skip_the_final_collection()
         raise
+    finally:
+        startup.end()
 
 
 _final_collection_skipped = False

@@ -21,6 +21,7 @@ import click
 from regstore.errors import RegstoreError, StoreNotFoundError, StoreURLError, SyncFileError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
 
+from . import startup
 from .output import EXIT_FAILURE, EXIT_USAGE, Output
 
 # Only click and the leaves at import: `regstore --help` (and shell completion) must start fast,
@@ -165,9 +166,10 @@ class AppState:
             self.output.secrets.extend(store_url_secrets(url))
             mode = " (read-only)" if read_only else ""
             log.info("opening the store %s%s", redact_store_url(url), mode)
-            self._stores[key] = open_store(
-                url, read_only=read_only, trace=self.settings.verbose > 1
-            )
+            with startup.imports():  # the plugins' modules, the backend's stack
+                self._stores[key] = open_store(
+                    url, read_only=read_only, trace=self.settings.verbose > 1
+                )
         store = self._stores[key]
         if must_exist and not store.exists():
             raise StoreNotFoundError(redact_store_url(url))
@@ -207,8 +209,9 @@ class AppState:
     ) -> Client:
         """A registry client for ``host``; explicit credentials beat the global ones, which beat
         credential plugins, which beat docker's config (the client's own default)."""
-        from regstore import plugins
-        from regstore.client import Client
+        with startup.imports():
+            from regstore import plugins
+            from regstore.client import Client
 
         s = self.settings
         insecure = s.insecure or not tls_verify
@@ -484,7 +487,8 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands and cmd_name in self.lazy_commands:
             import importlib
 
-            importlib.import_module(self.lazy_commands[cmd_name][0])
+            with startup.imports():
+                importlib.import_module(self.lazy_commands[cmd_name][0])
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

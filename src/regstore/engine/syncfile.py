@@ -1,14 +1,9 @@
 """The sync file's typed model and its validation (the format is in :mod:`regstore.engine.sync`).
 
-PyYAML loads the text (a ``SafeLoader`` only; the composed node tree gives line numbers and
-duplicate keys) and :class:`_Validator` turns it into frozen dataclasses, naming the line and
-key path of any mistake.
-
-The loader refuses YAML aliases (``*name``, and so merge keys ``<<: *name``): a sync file is a
-short list written by hand and needs none, while an alias can point at its own ancestor (an
-endless structure) or fan out into billions of nodes from a few lines ("billion laughs").
-Anchors alone are harmless and allowed. Nesting is bounded too, so no input reaches Python's
-recursion limit.
+PyYAML loads the text (:mod:`.syncyaml`: a ``SafeLoader`` without aliases, its node tree
+giving line numbers and duplicate keys) and :class:`_Validator` turns it into frozen
+dataclasses, naming the line and key path of any mistake. A sync file in plain JSON is read
+with :mod:`json` instead (the same data; YAML is read only to point at the line of a mistake).
 """
 
 from __future__ import annotations
@@ -19,8 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from regstore.errors import RegstoreError, SyncFileError
 from regstore.manifest import Platform
@@ -467,107 +460,73 @@ def _kind(value: object) -> str:
     )
 
 
-class _Refused(yaml.MarkedYAMLError):
-    """YAML the sync-file loader will not compose (an alias, too deep a nesting)."""
-
-
-class _SyncFileLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases and with a bounded nesting depth."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            name = getattr(self._next_event(), "anchor", None) or "name"
-            raise self._refusal(
-                f"YAML aliases (*name) are not allowed in a sync file (*{name}; merge keys "
-                f"(<<: *{name}) included): write the value out where it is used"
-            )
-        self._depth += 1
-        try:
-            if self._depth > MAX_NESTING:
-                raise self._refusal(f"the YAML is nested more than {MAX_NESTING} levels deep")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # PyYAML's signature
-        # The scanner keeps a possible simple key per open '[' or '{' and looks through all of
-        # them at every token: 20,000 of them cost 0.4 s (seconds under a memory tracer) before
-        # the composer above saw the 65th level. Stopped here, at the same depth, it is 2 ms.
-        if self.flow_level >= MAX_NESTING:
-            raise _Refused(
-                problem=f"the YAML is nested more than {MAX_NESTING} levels deep",
-                problem_mark=self.get_mark(),
-            )
-        super().fetch_flow_collection_start(TokenClass)
-
-    def _next_event(self) -> Any:
-        return self.peek_event()  # type: ignore[no-untyped-call]
-
-    def _refusal(self, problem: str) -> _Refused:
-        return _Refused(problem=problem, problem_mark=self._next_event().start_mark)
-
-
-def _compose(text: str) -> tuple[yaml.Node | None, Any]:
-    """The node tree of ``text`` (for lines) and the data constructed from it."""
-    loader = _SyncFileLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    finally:
-        loader.dispose()
-    return node, data
-
-
-def _line_map(node: yaml.Node | None, source: str) -> tuple[dict[Path_, int], dict[Path_, str]]:
-    """Map each key path to its 1-based line and each scalar to its text as written; refuse
-    duplicate keys (YAML would silently keep the last)."""
-    lines: dict[Path_, int] = {}
-    scalars: dict[Path_, str] = {}
-
-    def walk(n: yaml.Node | None, path: Path_) -> None:
-        if n is None:
-            return
-        lines.setdefault(path, n.start_mark.line + 1)
-        if isinstance(n, yaml.ScalarNode):
-            scalars[path] = str(n.value)
-        elif isinstance(n, yaml.MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in n.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-                child = (*path, key)
-                if key in seen:
-                    raise SyncFileError(
-                        f"{source}:{key_node.start_mark.line + 1}: {_format_path(child)}: "
-                        "duplicate key"
-                    )
-                seen.add(key)
-                lines[child] = key_node.start_mark.line + 1
-                walk(value_node, child)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                walk(item, (*path, i))
-
-    walk(node, ())
-    return lines, scalars
-
-
 def parse_sync_text(text: str, source: str = "<sync file>") -> SyncSpec:
     """Validate sync-file text into a :class:`SyncSpec`; SyncFileError says where and why."""
+    plain_error: SyncFileError | None = None
+    data = _plain_json(text)
+    if data is not _NOT_PLAIN:
+        try:
+            return _Validator(source, {}, {}).spec(data)
+        except SyncFileError as exc:  # said again below, with its line
+            plain_error = exc
+    from .syncyaml import compose  # the YAML stack only for YAML (and to point at a line)
+
     try:
-        node, data = _compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        if isinstance(exc, _Refused):
-            raise SyncFileError(f"{where}: {problem}") from None
-        raise SyncFileError(f"{where}: not valid YAML: {problem}") from None
-    lines, scalars = _line_map(node, source)
+        data, lines, scalars = compose(text, source)
+    except SyncFileError:
+        if plain_error is not None:  # JSON that PyYAML cannot read (a tab, say): no line
+            raise plain_error from None
+        raise
     return _Validator(source, lines, scalars).spec(data)
+
+
+_NOT_PLAIN = object()
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _refuse(*args: object) -> Any:
+    raise _NotPlain
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _NotPlain  # YAML's reading names the duplicate key and its line
+    return found
+
+
+def _depth(value: object, limit: int) -> bool:
+    """Whether ``value`` nests no deeper than ``limit`` collections."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if not isinstance(value, list):
+        return True
+    return limit > 0 and all(_depth(item, limit - 1) for item in value)
+
+
+def _plain_json(text: str) -> Any:
+    """The data of ``text`` when it is JSON that YAML reads alike, else :data:`_NOT_PLAIN`.
+
+    JSON is YAML too, but importing and running PyYAML's loader costs a ``sync`` more than
+    anything else it reads before its first request (about 10 ms), and a generated sync file
+    is often JSON. Whatever JSON and PyYAML (YAML 1.1) could read apart is left to the YAML
+    reading: a number with a fraction or exponent (``1e3`` is a string to YAML 1.1), NaN or
+    Infinity, a duplicate key (refused there, with its line), nesting past
+    :data:`MAX_NESTING`."""
+    if not text.lstrip().startswith("{"):
+        return _NOT_PLAIN
+    import json
+
+    try:
+        data = json.loads(
+            text, object_pairs_hook=_unique, parse_float=_refuse, parse_constant=_refuse
+        )
+    except (ValueError, RecursionError, _NotPlain):
+        return _NOT_PLAIN
+    return data if _depth(data, MAX_NESTING - 1) else _NOT_PLAIN
 
 
 def load_sync_file(path: str | os.PathLike[str]) -> SyncSpec:
