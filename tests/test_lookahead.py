@@ -340,3 +340,44 @@ def test_quick_destinations_are_read_in_order_and_slow_ones_at_once() -> None:
         assert look_ahead(jobs) == [Known(None)] * 20  # type: ignore[arg-type]
     assert threads["quick"] == {threading.current_thread().name}
     assert len(threads["slow"]) > 2  # the first here, the rest on the look-ahead's threads
+
+
+def test_a_plan_settles_its_unchanged_images_before_any_starts(
+    registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy], tmp_path: Path
+) -> None:
+    """What forked processes and a cluster's workers are spared: each unchanged image is
+    settled here (skipped, unchanged); what changed, what moves referrers, what another job
+    changes, and what could not be asked are left for the run."""
+    from regstore.engine.sync import PlannedJob, SyncPlan, settle_unchanged
+
+    with _mirrored(registry, fault_proxy_factory, tmp_path, 1700) as (images, proxy, client, store):
+        seed_registry(registry.url, "la/app", "t2", build_image(seed=1790, layers=1, layer_size=64))
+
+        def job(tag: str, into: str = "la/app", **kw: Any) -> PlannedJob:
+            return PlannedJob(RegistryImage(client, "la/app", tag), StoreImage(store, into), **kw)
+
+        jobs = [job(t) for t in TAGS]
+        jobs[5] = job("t5", referrers=True)  # its new referrers are the run's to look for
+        # two jobs into one tag: the last one's image is what the tag names, decided in turn
+        jobs.append(
+            PlannedJob(RegistryImage(client, "la/app", "t7"), StoreImage(store, "la/app", "t6"))
+        )
+        proxy.clear_records()
+        settled = settle_unchanged(SyncPlan(jobs=jobs))
+        left = {2, 5, 6, len(TAGS)}
+        assert sorted(settled) == [i for i in range(len(TAGS)) if i not in left]
+        for i, outcome in settled.items():
+            assert (outcome.status, outcome.destination) == ("skipped", f"store:la/app:{TAGS[i]}")
+            assert outcome.result is not None and outcome.result.unchanged
+            assert outcome.result.manifest_digest == images[TAGS[i]].manifest_digest
+        assert proxy.count("GET") == 0  # one HEAD per source, no manifest read
+
+        # a repository too small for a batch: its sources are asked one by one, and settled
+        few = SyncPlan(jobs=[job(t) for t in TAGS[:2]])
+        proxy.clear_records()
+        assert sorted(settle_unchanged(few)) == [0, 1]
+        assert proxy.count("HEAD") == 2
+
+        # a registry that fails: nothing is settled, nothing raised (the run reports it)
+        proxy.override_status("HEAD", r"/manifests/", 503, times=100)
+        assert settle_unchanged(few) == {}

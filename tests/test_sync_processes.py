@@ -102,9 +102,38 @@ def test_a_sync_in_two_processes_moves_and_reports_every_image_once(
         again.stderr
     )
 
-    # a second run finds every image there, in two processes as in one
+    # a second run finds every image there before forking, and forks nothing
     second = _sync(tmp_path, "--json", "--processes", "2", str(forked)).json()
-    assert (second["processes"], second["skipped"], second["copied"]) == (2, len(TAGS), 0)
+    assert "processes" not in second
+    assert (second["skipped"], second["copied"]) == (len(TAGS), 0)
+
+
+def test_a_re_sync_shares_out_only_the_images_that_changed(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    _seed(registry)
+    forked_store = tmp_path / "forked"
+    forked = _sync_file(tmp_path / "forked.yaml", registry.host, forked_store.as_uri())
+    assert _sync(tmp_path, "--processes", "1", str(forked)).returncode == 0
+    moved = {
+        tag: build_image(layers=1, layer_size=4096, seed=7300 + i, media="oci")
+        for i, tag in enumerate(TAGS[3:5])
+    }
+    for tag, built in moved.items():
+        seed_registry(registry.url, "fork/app", tag, built)
+
+    # four processes asked for twelve images: the ten unchanged are settled before forking,
+    # and the two moved ones are all the children get (one each)
+    report = _sync(tmp_path, "--json", "--processes", "4", str(forked))
+    assert report.returncode == 0, report
+    doc = report.json()
+    assert (doc["processes"], doc["copied"], doc["skipped"]) == (2, 2, len(TAGS) - 2)
+    assert [(i["destination"], i["status"]) for i in doc["images"]] == [
+        (f"store:fork/app:{t}", "copied" if t in moved else "skipped") for t in TAGS
+    ]  # in plan order, as one process reports
+    with open_store(str(forked_store)) as store:
+        for tag, built in moved.items():
+            assert store.resolve("fork/app", tag) == built.manifest_digest
 
 
 def test_processes_refuse_a_store_other_processes_cannot_see_and_fail_fast(

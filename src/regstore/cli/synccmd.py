@@ -28,7 +28,7 @@ from .transfer import (
 )
 
 if TYPE_CHECKING:
-    from regstore.engine.model import BatchResult, RegistryClient
+    from regstore.engine.model import RegistryClient
     from regstore.engine.shards import Shard
 
 __all__ = ["sync_command"]
@@ -70,12 +70,7 @@ def sync_command(
     this machine; --workers/--scheduler move them on a Dask cluster (planned here, each image
     a task on a worker).
     """
-    from .syncforked import (  # (fork: sync only)
-        auto_processes,
-        run_plan,
-        run_sync_forked,
-        shares_store,
-    )
+    from .syncforked import auto_processes, run_here, shares_store  # (fork: sync only)
 
     tag_filter = make_filter(include, exclude, semver, latest)
     cluster = cluster_options(workers, scheduler, connect_timeout)
@@ -145,25 +140,18 @@ def sync_command(
             on_cluster.run(plan, store_url, keep_going, referrer_types),
             extra={"dry_run": False},
         )
-    display = state.progress()
     asked = processes is not None
     if processes is None:
         processes = auto_processes(state, plan, target_store, keep_going=keep_going)
-    forked: tuple[BatchResult, int] | None = None
-    if min(processes, len(plan.jobs)) > 1:
-        forked = run_sync_forked(
-            state, plan, processes, display, keep_going=keep_going, referrer_types=referrer_types
-        )
-        if forked is None and asked:
-            state.output.warning("the images are moved in one process (-v says why)")
-    if forked is not None:
-        batch, processes = forked
-    else:
-        processes = 1  # (also when forking was refused)
-        with display:
-            batch = run_plan(
-                state, plan, display.sink, keep_going=keep_going, referrer_types=referrer_types
-            )
+    batch, processes = run_here(
+        state,
+        plan,
+        processes,
+        state.progress(),
+        asked=asked,
+        keep_going=keep_going,
+        referrer_types=referrer_types,
+    )
     # "processes" only where there were several: a run in one is reported as it always was
     extra: dict[str, Any] = {"dry_run": False}
     if processes > 1:

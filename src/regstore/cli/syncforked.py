@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from regstore import plugins
 from regstore.engine.forked import Forked, can_fork, deal
 from regstore.engine.model import BatchResult
-from regstore.engine.sync import SyncPlan, run_sync
+from regstore.engine.sync import SyncPlan, run_sync, settle_unchanged
 from regstore.errors import UnsupportedError
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
     "auto_processes",
     "default_processes",
     "quota_cpus",
+    "run_here",
     "run_plan",
     "run_sync_forked",
     "shares_store",
@@ -143,6 +144,57 @@ def run_plan(
         chunk_size=state.chunk_size,
         monolithic_threshold=state.monolithic_threshold,
     )
+
+
+def run_here(
+    state: AppState,
+    plan: SyncPlan,
+    processes: int,
+    display: ProgressDisplay,
+    *,
+    asked: bool,
+    keep_going: bool,
+    referrer_types: Sequence[str],
+) -> tuple[BatchResult, int]:
+    """Run ``plan`` on this machine, in ``processes`` forked processes when more than one, and
+    report it through ``display``: the batch (in plan order) and the processes it took.
+
+    Before forking, the unchanged images are settled here (:func:`settle_unchanged`: their
+    digests learned in bulk, as one process would), and only the rest is shared out; its
+    number of processes is decided again for what is left unless ``asked`` (``--processes``).
+    A re-sync with nothing or little to move then forks nothing, and each child gets a share
+    of real work. Forking refused, the plan runs in this process (and, when ``asked``, a
+    warning says so).
+    """
+    settled: dict[int, ImageOutcome] = {}
+    rest = plan
+    if min(processes, len(plan.jobs)) > 1:
+        settled = settle_unchanged(plan)
+        if settled:
+            left = [i for i in range(len(plan.jobs)) if i not in settled]
+            rest = SyncPlan(jobs=[plan.jobs[i] for i in left], concurrency=plan.concurrency)
+            if not asked:
+                processes = default_processes(len(left))
+    forked: tuple[BatchResult, int] | None = None
+    if min(processes, len(rest.jobs)) > 1:
+        forked = run_sync_forked(
+            state, rest, processes, display, keep_going=keep_going, referrer_types=referrer_types
+        )
+        if forked is None and asked:
+            state.output.warning("the images are moved in one process (-v says why)")
+    if forked is not None:
+        batch, processes = forked
+    else:
+        processes = 1  # (also when forking was refused)
+        with display:
+            batch = run_plan(
+                state, rest, display.sink, keep_going=keep_going, referrer_types=referrer_types
+            )
+    if rest is plan:
+        return batch, processes
+    ran = iter(batch.outcomes)  # the rest's own, in its order: it has no failures nor skipped
+    jobs = [settled[i] if i in settled else next(ran) for i in range(len(plan.jobs))]
+    return BatchResult([*plan.failures, *plan.skipped, *jobs]), processes
 
 
 def run_sync_forked(

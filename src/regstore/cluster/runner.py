@@ -33,19 +33,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from regstore.engine.blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
-from regstore.engine.lookahead import Known, look_ahead, unchanged
 from regstore.engine.model import (
     BatchResult,
     ImageOutcome,
     RegistryImage,
     StoreImage,
-    TransferResult,
 )
 from regstore.engine.options import TransferOptions
-from regstore.engine.places import sink_of, source_of
-from regstore.engine.transfer import CANCELLED, destination_tag, plan_image, resolve_destination
+from regstore.engine.sync import settle_unchanged
+from regstore.engine.transfer import CANCELLED, plan_image
 from regstore.errors import ClusterError, RegstoreError, UsageError
-from regstore.reference import Digest
 from regstore.safetext import redact_store_url, store_url_secrets
 
 from .balance import assign_by_bytes
@@ -242,42 +239,18 @@ def check_store_url(url: str) -> None:
 @dataclass
 class _Prepared:
     index: int
-    outcome: ImageOutcome | None = None  # decided here (unchanged): never submitted
-    task: ImageTask | None = None
+    task: ImageTask
     size: int = 0
 
 
-def _decided_here(job: PlannedJob, skip_unchanged: bool) -> str | None:
-    """The destination tag whose image this side may find unchanged, if any: with referrers an
-    unchanged image still has its (perhaps new) referrers looked for, the worker decides."""
-    if not skip_unchanged or job.referrers or job.source.reference is None:
-        return None
-    return destination_tag(job.source, job.destination)
-
-
-def _prepare(
-    i: int,
-    job: PlannedJob,
-    task: ImageTask,
-    tag: str | None,
-    known: Known | None,
-) -> _Prepared:
-    source, dest = job.source, job.destination
-    if tag is not None and source.reference is not None:
-        try:
-            have = unchanged(known, source_of(source), sink_of(dest), source.reference, tag)
-            if have is not None:
-                text = str(resolve_destination(source, dest))
-                result = TransferResult(str(source), text, Digest(have), unchanged=True)
-                return _Prepared(i, ImageOutcome(str(source), text, "skipped", result=result))
-        except RegstoreError as exc:  # the worker meets it again and reports it
-            log.debug("checking %s here failed: %s", source, exc)
+def _prepare(i: int, job: PlannedJob, task: ImageTask) -> _Prepared:
+    """The task of a job to submit, with its size (for the balance across workers)."""
     size = 0
     try:
-        planned = plan_image(source, TransferOptions.build(job.platforms))
+        planned = plan_image(job.source, TransferOptions.build(job.platforms))
         size = sum(max(d.size, 0) for d in planned.blobs.values())
     except (RegstoreError, ValueError) as exc:
-        log.debug("sizing %s here failed: %s", source, exc)
+        log.debug("sizing %s here failed: %s", job.source, exc)
     return _Prepared(i, task=task, size=size)
 
 
@@ -369,21 +342,17 @@ def run_sync_on_cluster(
     tasks = [
         _task_for(job, access_for, store_url, tuning, topic, referrer_types) for job in plan.jobs
     ]
-    tags = [_decided_here(job, skip_unchanged) for job in plan.jobs]
-    # what both ends name, learned in bulk (the sources' HEADs at once, the store's reads)
-    known = look_ahead([(j.source, j.destination, t) for j, t in zip(plan.jobs, tags, strict=True)])
-    with ThreadPoolExecutor(max(1, min(concurrency, total or 1))) as pool:
-        prepared = list(
-            pool.map(lambda i: _prepare(i, plan.jobs[i], tasks[i], tags[i], known[i]), range(total))
-        )
+    # the unchanged images are settled here (both ends learned in bulk): no task, no cluster
+    settled = settle_unchanged(plan) if skip_unchanged else {}
     done = 0
-    for p in prepared:
-        if p.outcome is not None:
-            outcomes[p.index] = p.outcome
-            done += 1
-            if on_outcome is not None:
-                on_outcome(p.outcome, done, total)
-    to_run = [p for p in prepared if p.task is not None]
+    for i, outcome in settled.items():
+        outcomes[i] = outcome
+        done += 1
+        if on_outcome is not None:
+            on_outcome(outcome, done, total)
+    rest = [i for i in range(total) if i not in settled]
+    with ThreadPoolExecutor(max(1, min(concurrency, len(rest) or 1))) as pool:
+        to_run = list(pool.map(lambda i: _prepare(i, plan.jobs[i], tasks[i]), rest))
 
     if to_run:
         if callable(client) and not hasattr(client, "submit"):

@@ -1,7 +1,7 @@
 """The sync file: many repositories, tags and platforms from registries into a store or registry.
 
-A sync file is YAML (loaded with ``yaml.safe_load`` only) and validated into the frozen
-dataclasses below; a mistake is reported with the file, line and key path
+A sync file is YAML (PyYAML's safe loader, without aliases) or plain JSON, validated into
+the frozen dataclasses below; a mistake is reported with the file, line and key path
 (``sync.yaml:9: sources[0].repositories[1].tags.semvr: unknown key; expected one of ...``).
 
 Format::
@@ -59,7 +59,9 @@ filter further: a tag must pass both.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -69,13 +71,21 @@ from regstore.errors import (
     NotFoundError,
     RegstoreError,
 )
-from regstore.reference import is_digest, validate_name
+from regstore.reference import Digest, is_digest, validate_name
 from regstore.referrers import is_supply_chain_tag
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .filters import InvalidTag, TagFilter, partition_tags
-from .model import BatchResult, ImageOutcome, RegistryClient, RegistryImage, StoreImage
-from .places import destination_digest, sink_of
+from .lookahead import THREADS, look_ahead, unchanged
+from .model import (
+    BatchResult,
+    ImageOutcome,
+    RegistryClient,
+    RegistryImage,
+    StoreImage,
+    TransferResult,
+)
+from .places import destination_digest, sink_of, source_of
 from .syncfile import (
     CatalogSpec,
     ConnectionSpec,
@@ -88,7 +98,7 @@ from .syncfile import (
     load_sync_file,
     parse_sync_text,
 )
-from .transfer import CANCELLED, transfer_many
+from .transfer import CANCELLED, destination_tag, resolve_destination, transfer_many
 
 if TYPE_CHECKING:
     from regstore.events import TransferEvent
@@ -110,7 +120,10 @@ __all__ = [
     "plan_sync",
     "preview_job",
     "run_sync",
+    "settle_unchanged",
 ]
+
+log = logging.getLogger("regstore.engine")
 
 # -- planning: sources → concrete jobs ---------------------------------------------------------
 
@@ -351,6 +364,55 @@ def run_sync(
             outcomes[i] = outcome
     done = [o for o in outcomes if o is not None]
     return BatchResult(outcomes=[*plan.failures, *plan.skipped, *done])
+
+
+def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
+    """The plan's images that are unchanged, settled here before any starts: by job index, the
+    outcome a run reports for each (``skipped``, unchanged).
+
+    For a plan about to be shared out (forked processes, a cluster's workers): an unchanged
+    image then costs none of them, and only what changed is shared. What both ends name is
+    learned in bulk (:func:`~.lookahead.look_ahead`); what that missed is asked of the places,
+    up to :data:`~.lookahead.THREADS` at once. Never settled here: a job that moves referrers
+    (its image's new referrers are looked for by the run), one without a tag to compare, one
+    whose tag or source another job of the plan changes (decided when it runs, in its turn),
+    one whose question fails (the run meets the failure and reports it). Never raises.
+    """
+    tags = [
+        destination_tag(job.source, job.destination)
+        if not job.referrers and job.source.reference is not None
+        else None
+        for job in plan.jobs
+    ]
+    known = look_ahead(
+        [(job.source, job.destination, tag) for job, tag in zip(plan.jobs, tags, strict=True)]
+    )
+
+    def settle(i: int) -> ImageOutcome | None:
+        source, dest, tag = plan.jobs[i].source, plan.jobs[i].destination, tags[i]
+        if tag is None or source.reference is None:
+            return None
+        try:
+            have = unchanged(known[i], source_of(source), sink_of(dest), source.reference, tag)
+            if have is None:
+                return None
+            text = str(resolve_destination(source, dest))
+        except Exception as exc:  # the run meets it again and reports it
+            log.debug("checking %s before the run failed: %s", source, exc)
+            return None
+        result = TransferResult(str(source), text, Digest(have), unchanged=True)
+        return ImageOutcome(str(source), text, "skipped", result=result)
+
+    # Only what look_ahead learned something of: it learns nothing of a job another job of the
+    # plan changes, nor of one whose destination could not be read.
+    learned = {i: k for i, k in enumerate(known) if k is not None and tags[i] is not None}
+    # (decided by what was learned: settled at once; a source not learned is asked, some at once)
+    asking = [i for i, k in learned.items() if k.destination is not None and k.source is None]
+    found = {i: settle(i) for i in learned if i not in asking}
+    if asking:
+        with ThreadPoolExecutor(min(THREADS, len(asking)), "regstore-settle") as pool:
+            found.update(zip(asking, pool.map(settle, asking), strict=True))
+    return {i: outcome for i, outcome in sorted(found.items()) if outcome is not None}
 
 
 def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
