@@ -392,6 +392,46 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     assert verify(store).ok
 
 
+@pytest.mark.parametrize("link_of", ["tag", "revision"])
+def test_a_directory_where_a_link_belongs_is_damage_a_copy_replaces(
+    file_store: tuple[ObjectStore, Path], tmp_path: Path, link_of: str
+) -> None:
+    # A directory in a tag link's place (EISDIR) once stopped store.tags(), and with it ls,
+    # verify and every sync of the repository; a copy into the tag could not write it.
+    store, root = file_store
+    a, b = build_image(seed=40), build_image(seed=41)
+    put_image(store, "team/app", "a", a)
+    put_image(store, "team/app", "b", b)
+    manifests = root / "docker/registry/v2/repositories/team/app/_manifests"
+    link = {
+        "tag": manifests / "tags/a/current/link",
+        "revision": manifests / "revisions/sha256" / a.manifest_digest.split(":")[1] / "link",
+    }[link_of]
+    put_directory_in_place(link)
+    (link / "stray").write_bytes(b"what the damage left")
+
+    assert sorted(store.tags("team/app")) == ["a", "b"]
+    problem = {"tag": ("damaged-tag", "a"), "revision": ("dangling-tag", "a")}[link_of]
+    assert [(p.kind, p.subject) for p in verify(store).problems] == [problem]
+    if link_of == "tag":
+        with pytest.raises(DamagedTagError, match="a directory stands where the link file"):
+            store.manifest("team/app", "a")
+
+    with open_store(str(tmp_path / "source")) as source:
+        put_image(source, "team/app", "a", a)
+        batch = transfer_many(
+            [(StoreImage(source, "team/app", "a"), StoreImage(store, "team/app"))]
+        )
+    assert batch.ok, batch.outcomes
+    assert link.is_file() and link.read_bytes() == a.manifest_digest.encode()
+    assert verify(store).ok
+
+    if link_of == "tag":  # and deleting the tag takes such a link away too
+        put_directory_in_place(link)
+        store.delete_tag("team/app", "a")
+        assert store.tags("team/app") == ["b"]
+
+
 @pytest.mark.parametrize("damaged", [("sig",), ("index",), ("sig", "index")])
 def test_damaged_signature_and_referrers_tags_fail_a_copy_out_and_are_written_by_one_in(
     tmp_path: Path, damaged: tuple[str, ...]

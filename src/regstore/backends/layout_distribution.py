@@ -20,6 +20,8 @@ Media types are not stored: like the registry, the layout sniffs them from the b
 
 from __future__ import annotations
 
+import logging
+
 from regstore.errors import (
     DamagedTagError,
     ImageManifestNotFoundError,
@@ -37,6 +39,8 @@ from regstore.reference import (
 )
 
 from .layouts import Layout, parse_link, sniff_media_type, split_blob_relative
+
+log = logging.getLogger("regstore.store")
 
 __all__ = ["PARTIAL_MARKER", "DistributionLayout"]
 
@@ -83,12 +87,25 @@ class DistributionLayout(Layout):
     # -- links -------------------------------------------------------------------------------
 
     def _read_link(self, path: str) -> Digest | None:
-        data = self.host.read_file(path)
+        try:
+            data = self.host.read_file(path)
+        except IsADirectoryError:  # (a file host's EISDIR) as damaged as a torn link file
+            raise StoreDamageError(f"a directory stands where the link file {path} belongs",
+                                   path) from None  # fmt: skip
         return None if data is None else parse_link(data, path)
 
     def _write_link(self, path: str, digest: Digest) -> None:
         content = str(digest).encode("ascii")  # exactly the digest: no trailing newline
-        if self.host.read_file(path) != content:
+        try:
+            current = self.host.read_file(path)
+        except IsADirectoryError:
+            # Nothing of the store lives below a link's path: the directory there is damage,
+            # and the link is written in its place, as over a torn one (a final symlink to a
+            # directory is unlinked itself, never followed).
+            log.warning("replacing the directory at %s with the link file that belongs there", path)
+            self.host.remove(path, recursive=True)
+            current = None
+        if current != content:
             self.host.write_file(path, content)
 
     def _link_blobs(self, name: str, manifest: Manifest) -> None:
@@ -226,7 +243,9 @@ class DistributionLayout(Layout):
         self.host.remove(self._revision(name, digest), recursive=True)
 
     def delete_tag(self, name: str, tag: str) -> None:
-        if not self._is_file(self._tag(name, tag, "current", "link")):  # damaged links go too
+        link = self._tag(name, tag, "current", "link")
+        # damaged links go too, a directory in a link's place as well
+        if not self._is_file(link) and not self.host.exists(link):
             raise ImageManifestNotFoundError(name, tag)
         self.host.remove(self._tag(name, tag), recursive=True)
 
