@@ -553,6 +553,53 @@ def test_a_file_that_cannot_be_read_is_reported_and_the_rest_verified(
     assert all(store.blob_exists(d) for d in a.blobs if d != a.manifest_digest)
 
 
+class _BlobOutage:
+    """Reads of the blobs in ``failing`` fail; with ``gone`` every listing of repositories
+    after the first fails too: a network store that went away once verify had listed them."""
+
+    def __init__(self, failing: set[str], gone: bool) -> None:
+        self.failing, self.gone, self.listings = failing, gone, 0
+
+    @hookimpl(wrapper=True)
+    def regstore_store_open_blob(self, digest: str, offset: int) -> Generator[None, Any, Any]:
+        handle = yield
+        if digest not in self.failing:
+            return handle
+        handle.close()
+        raise StoreError("connection reset by peer")
+
+    @hookimpl(wrapper=True)
+    def regstore_store_list_repositories(self) -> Generator[None, Any, Any]:
+        found = yield
+        self.listings += 1
+        if self.gone and self.listings > 1:
+            raise StoreError("connection refused")
+        return found
+
+
+@pytest.mark.parametrize("case", ["gone", "reads-refused", "one-unreadable"])
+def test_blob_read_errors_fail_the_verify_unless_the_store_still_answers(
+    file_store: tuple[ObjectStore, Path], case: str
+) -> None:
+    # every blob after an outage was reported damaged: an outage is no damage
+    store, _ = file_store
+    image = build_image(seed=43, layers=2)
+    put_image(store, "team/app", "1", image)
+    layers = image.layer_digests
+    failing = {"gone": set(layers), "reads-refused": set(image.blobs)}.get(case, {layers[0]})
+    store.add_wrapper(_BlobOutage({str(d) for d in failing}, gone=case == "gone"))
+    if case == "one-unreadable":  # the store lists, other blobs read: the one is reported
+        report = verify(store)
+        assert [(p.kind, p.subject) for p in report.problems] == [("unreadable", layers[0])]
+        assert "connection reset by peer" in report.problems[0].detail
+        assert report.problems[0].referenced_by == (image.manifest_digest,)
+        assert report.blobs_checked == len(image.blobs)  # the others read, and found sound
+        assert store.blob_exists(layers[0])  # not quarantined: its bytes are not known bad
+        return
+    with pytest.raises(StoreError, match="connection reset by peer"):
+        verify(store)
+
+
 def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(tmp_path: Path) -> None:
     root = tmp_path / "oci"
     with open_store(f"file://{root}?layout=oci") as store:

@@ -23,10 +23,11 @@ Problems (``Problem.kind``):
 - ``damaged-tag``: a tag's link names no digest (what it named is unknown: ``delete`` of
   another image of the repository, and ``gc`` unless it keeps orphan referrers, refuse to
   run while one is there); pulling the image again rewrites it, deleting the tag removes it;
-- ``unreadable``: a stored manifest, or the manifest a tag names, could not be read at all
-  (an I/O error, a permission, a directory where its file belongs: the detail names it)
-  while the store still answers; the rest is still checked (a store that stops answering
-  fails the verify with its error instead), and ``gc`` refuses to run until it reads;
+- ``unreadable``: a stored manifest, the manifest a tag names, or a blob could not be read at
+  all (an I/O error, a permission, a directory where its file belongs: the detail names it)
+  while the store still answers; the rest is still checked (a store that stops answering,
+  or whose every blob fails to read, fails the verify with its error instead), and ``gc``
+  refuses to run until the manifest reads;
 - ``missing-manifest``: an index refers to a child manifest that is not stored (not reported
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
@@ -443,6 +444,26 @@ def _check_children(
         )
 
 
+def _report_unread_blobs(
+    store: ObjectStore,
+    report: VerifyReport,
+    unread: list[tuple[Problem, RegstoreError]],
+    checked: int,
+) -> None:
+    """Report the blobs that could not be read (``unreadable``: an I/O error, a permission), or
+    raise the first error: when no blob at all was read (a store this process may not read),
+    or when the store no longer answers a listing (an outage while verifying is no damage:
+    every blob after it would fail alike)."""
+    first = min(unread, key=lambda u: u[0].subject)[1]
+    if len(unread) == checked:
+        raise first
+    try:
+        store.repositories()
+    except RegstoreError:
+        raise first from None
+    report.problems += [problem for problem, _ in unread]
+
+
 def _check_blobs(
     store: ObjectStore,
     uses: dict[Digest, _BlobUse],
@@ -452,6 +473,8 @@ def _check_blobs(
     mismatched: set[str],
 ) -> None:
     lock = threading.Lock()
+    #: blobs that could not be read: damage only while the store still answers (below)
+    unread: list[tuple[Problem, RegstoreError]] = []
 
     def check(digest: Digest, use: _BlobUse) -> None:
         repo = use.users[0][0]
@@ -459,6 +482,7 @@ def _check_blobs(
         problem: Problem | None = None
         size = 0
         damaged_bytes = False
+        read_error: RegstoreError | None = None
         try:
             status = store.blob_status(digest)
             if status.state is not BlobState.COMPLETE:
@@ -485,7 +509,8 @@ def _check_blobs(
         except (BlobNotFoundError, NotFoundError):
             problem = Problem("missing-blob", repo, str(digest), "not in the store", referrers)
         except RegstoreError as exc:
-            problem = Problem("damaged-blob", repo, str(digest), str(exc), referrers)
+            problem = Problem("unreadable", repo, str(digest), str(exc), referrers)
+            read_error = exc
         if events is not None:
             kind = EventKind.VERIFIED if problem is None else EventKind.FAILED
             error = problem.detail if problem is not None else None
@@ -493,7 +518,9 @@ def _check_blobs(
         with lock:
             report.blobs_checked += 1
             report.bytes_checked += size
-            if problem is not None:
+            if read_error is not None and problem is not None:
+                unread.append((problem, read_error))
+            elif problem is not None:
                 report.problems.append(problem)
             if damaged_bytes:
                 mismatched.add(str(digest))
@@ -502,4 +529,6 @@ def _check_blobs(
         futures = [pool.submit(check, d, u) for d, u in sorted(uses.items())]
         for future in futures:
             future.result()
+    if unread:
+        _report_unread_blobs(store, report, unread, len(uses))
     report.problems.sort(key=lambda p: (p.repository, p.kind, p.subject))
