@@ -362,9 +362,17 @@ def test_a_plan_settles_its_unchanged_images_before_any_starts(
         jobs.append(
             PlannedJob(RegistryImage(client, "la/app", "t7"), StoreImage(store, "la/app", "t6"))
         )
+        # ... and so when the other one moves referrers (it is not asked about, but writes)
+        jobs.append(
+            PlannedJob(
+                RegistryImage(client, "la/app", "t9"),
+                StoreImage(store, "la/app", "t8"),
+                referrers=True,
+            )
+        )
         proxy.clear_records()
         settled = settle_unchanged(SyncPlan(jobs=jobs))
-        left = {2, 5, 6, len(TAGS)}
+        left = {2, 5, 6, 8, len(TAGS), len(TAGS) + 1}
         assert sorted(settled) == [i for i in range(len(TAGS)) if i not in left]
         for i, outcome in settled.items():
             assert (outcome.status, outcome.destination) == ("skipped", f"store:la/app:{TAGS[i]}")

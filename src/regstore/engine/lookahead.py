@@ -182,18 +182,23 @@ def _independent(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[bool]:
     return free
 
 
-def look_ahead(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[Known | None]:
+def look_ahead(
+    jobs: Sequence[tuple[Image, Image, str | None]], ask: Sequence[bool] | None = None
+) -> list[Known | None]:
     """For each ``(source, destination, destination tag)``, what is known before it starts
     (None: nothing, the image asks everything itself; always for a job without a tag or
-    without a source reference, and for one another job of the batch changes). Never raises."""
+    without a source reference, for one another job of the batch changes, and for one
+    ``ask`` leaves out: a job not asked about still writes its tag). Never raises."""
     try:
-        return _look_ahead(jobs)
+        return _look_ahead(jobs, ask)
     except Exception as exc:  # a shortcut: the images ask for themselves
         log.debug("nothing learned ahead: %s", exc)
         return [None] * len(jobs)
 
 
-def _look_ahead(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[Known | None]:
+def _look_ahead(
+    jobs: Sequence[tuple[Image, Image, str | None]], ask: Sequence[bool] | None
+) -> list[Known | None]:
     # a long batch is silent meanwhile (skipped images send no events): say what happens
     log.info("looking ahead: what the %d destination tags and their sources name", len(jobs))
     free = _independent(jobs)
@@ -202,7 +207,10 @@ def _look_ahead(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[Known |
         [
             (i, dest, tag)
             for i, (source, dest, tag) in enumerate(jobs)
-            if tag is not None and source.reference is not None and free[i]
+            if tag is not None
+            and source.reference is not None
+            and free[i]
+            and (ask is None or ask[i])
         ],
         sink_of,
         each=True,

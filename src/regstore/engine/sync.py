@@ -378,14 +378,12 @@ def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
     whose tag or source another job of the plan changes (decided when it runs, in its turn),
     one whose question fails (the run meets the failure and reports it). Never raises.
     """
-    tags = [
-        destination_tag(job.source, job.destination)
-        if not job.referrers and job.source.reference is not None
-        else None
-        for job in plan.jobs
-    ]
+    tags = [destination_tag(job.source, job.destination) for job in plan.jobs]
+    # a job moving referrers is not asked about, but its tag counts: a job writing that tag
+    # too is then decided in its turn, by the run
     known = look_ahead(
-        [(job.source, job.destination, tag) for job, tag in zip(plan.jobs, tags, strict=True)]
+        [(job.source, job.destination, tag) for job, tag in zip(plan.jobs, tags, strict=True)],
+        ask=[not job.referrers for job in plan.jobs],
     )
 
     def settle(i: int) -> ImageOutcome | None:
@@ -404,10 +402,14 @@ def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
         return ImageOutcome(str(source), text, "skipped", result=result)
 
     # Only what look_ahead learned something of: it learns nothing of a job another job of the
-    # plan changes, nor of one whose destination could not be read.
+    # plan changes, of one moving referrers, nor of one whose destination could not be read.
     learned = {i: k for i, k in enumerate(known) if k is not None and tags[i] is not None}
-    # (decided by what was learned: settled at once; a source not learned is asked, some at once)
-    asking = [i for i, k in learned.items() if k.destination is not None and k.source is None]
+    # (decided by what was learned: settled at once; what it lacks is asked, some at once)
+    asking = [
+        i
+        for i, k in learned.items()
+        if not k.fresh or (k.destination is not None and k.source is None)
+    ]
     found = {i: settle(i) for i in learned if i not in asking}
     if asking:
         with ThreadPoolExecutor(min(THREADS, len(asking)), "regstore-settle") as pool:
