@@ -432,8 +432,9 @@ class DamagedTagError(StoreDamageError):
     """Tag ``tag`` of ``name`` is damaged: its link file (``path``) names no digest (or a
     directory stands in its place). The tag is still listed; reading it raises this;
     ``verify`` reports it; a pull, copy or sync into it writes it again (a destination tag that
-    names nothing usable is no reason to skip), and deleting the tag removes it. Whatever reads the tag as a source fails with it, and nothing
-    that deletes by what tags name proceeds while it is there.
+    names nothing usable is no reason to skip), and deleting the tag removes it. Whatever reads
+    the tag as a source fails with it, and nothing that deletes by what tags name proceeds
+    while it is there.
     """
 
     def __init__(self, name: str, tag: str, path: str, detail: str) -> None:
