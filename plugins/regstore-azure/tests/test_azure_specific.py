@@ -433,7 +433,7 @@ def test_a_writer_that_lost_its_lease_stages_and_commits_nothing_more(
     backend = cast(Any, store.backend)
     locks = backend.lease_locks
     lease = locks._leases[locks._blob_name(backend.blob_lock_key(Digest(digest)))]
-    lease._state.lost = "the lease ran out while the writer stalled (simulated)"
+    lease._renewal.lost = "the lease ran out while the writer stalled (simulated)"
     with pytest.raises(StoreError, match="simulated"):
         writer.write(data[5 * MiB :])
     with pytest.raises(StoreError, match="simulated"):

@@ -59,6 +59,7 @@ from .fsspec_store import (
     WalkedFile,
     check_layout,
 )
+from .leases import HeldLease, LeaseRenewal, LeaseTaken
 from .locks import (
     BlobLock,
     FlockLockManager,
@@ -88,6 +89,9 @@ __all__ = [
     "FsspecStaging",
     "FsspecStagingArea",
     "HeldKeys",
+    "HeldLease",
+    "LeaseRenewal",
+    "LeaseTaken",
     "LockManager",
     "LockManagerBase",
     "Option",

@@ -27,13 +27,19 @@ import json
 import logging
 import os
 import socket
-import threading
-import time
 import uuid
 import weakref
 from typing import Any
 
-from regstore.backends.kit import BlobLock, HeldKeys, LockManagerBase, check_lock_key
+from regstore.backends.kit import (
+    BlobLock,
+    HeldKeys,
+    HeldLease,
+    LeaseRenewal,
+    LeaseTaken,
+    LockManagerBase,
+    check_lock_key,
+)
 from regstore.errors import StoreError
 
 from .client import AzureObjects, Conflict, translate_azure_errors
@@ -74,111 +80,44 @@ def check_lease(value: Any) -> int:
     return lease
 
 
-class _LeaseState:
-    """What the renewal thread needs (not the lock object, so a dropped lock can be collected)."""
+class _Renewal(LeaseRenewal):
+    """The lease's requests: Renew Lease, and Delete Blob under the lease."""
 
-    def __init__(self, lease_client: Any, name: str, duration: int) -> None:
+    def __init__(self, objects: AzureObjects, lease_client: Any, name: str, duration: int) -> None:
+        super().__init__(name, duration)
+        self.objects = objects
         self.client = lease_client
-        self.name = name
-        self.duration = duration
-        self.renewed = time.monotonic()
-        self.lost: str | None = None
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
 
-    def renew(self) -> None:
-        """Renew now; marks the lease lost if the service refuses it."""
+    def renew_once(self) -> None:
         try:
             with translate_azure_errors(f"cannot renew the lease of {self.name}"):
                 self.client.renew()
-            self.renewed = time.monotonic()
+        except Conflict as exc:  # expired, and leased by another writer
+            raise LeaseTaken(str(exc)) from exc
+
+    def delete(self) -> None:
+        try:
+            self.objects.delete(self.name, lease=self.client)
         except Conflict as exc:
-            self.lost = f"the lock {self.name} was taken over by another writer ({exc})"
-        except StoreError as exc:
-            if time.monotonic() - self.renewed > self.duration:
-                self.lost = f"the lock {self.name} could not be renewed in time ({exc})"
-            else:
-                log.warning("renewing lock %s failed, retrying: %s", self.name, exc)
-
-    def renew_loop(self) -> None:
-        interval = self.duration / 3
-        while not self.stop.wait(interval):
-            with self.lock:
-                if self.stop.is_set():
-                    return
-                self.renew()
-                if self.lost is not None:
-                    log.warning("%s", self.lost)
-                    return
+            raise LeaseTaken(str(exc)) from exc
 
 
-class AzureLease:
+class AzureLease(HeldLease):
     """A held lock blob lease; renewed in the background until :meth:`release`."""
 
-    def __init__(self, objects: AzureObjects, full_key: str, state: _LeaseState) -> None:
-        self._objects = objects
-        self._full_key: str | None = full_key
-        self._state = state
-        self._thread = threading.Thread(
-            target=state.renew_loop, name=f"regstore-azure-lease:{state.name}", daemon=True
+    def __init__(self, full_key: str, renewal: _Renewal) -> None:
+        super().__init__(
+            renewal,
+            _held,
+            full_key,
+            thread_name=f"regstore-azure-lease:{renewal.name}",
+            lost_error=LeaseLostError,
         )
-        self._thread.start()
 
     @property
     def name(self) -> str:
         """The lock blob's name in the container."""
-        return self._state.name
-
-    @property
-    def released(self) -> bool:
-        """True once released or abandoned."""
-        return self._full_key is None
-
-    @property
-    def lost(self) -> bool:
-        """True once the lease could not be renewed (another writer may hold the key)."""
-        return self._state.lost is not None
-
-    def check(self) -> None:
-        """Raise :class:`LeaseLostError` if the lease was lost; renews it first when less than
-        half of it is left, so that what follows (a commit) does not run into the expiry."""
-        state = self._state
-        with state.lock:
-            if state.lost is None and time.monotonic() - state.renewed > state.duration / 2:
-                state.renew()
-        if state.lost is not None:
-            raise LeaseLostError(state.lost)
-
-    def release(self) -> None:
-        """Stop renewing and delete the lock blob under the lease (if still ours). Idempotent."""
-        full, self._full_key = self._full_key, None
-        if full is None:
-            return
-        state = self._state
-        state.stop.set()
-        try:
-            with state.lock:
-                if state.lost is None:
-                    with contextlib.suppress(Conflict):  # expired and taken: not ours to delete
-                        self._objects.delete(state.name, lease=state.client)
-        finally:
-            _held.free(full)
-            if self._thread is not threading.current_thread():
-                self._thread.join(timeout=5)
-
-    def abandon(self) -> None:
-        """Stop renewing without a request: the lease runs out and the key frees itself."""
-        full, self._full_key = self._full_key, None
-        if full is not None:
-            _held.free(full)
-        self._state.stop.set()
-
-    def __del__(self) -> None:
-        if getattr(self, "_state", None) is not None and getattr(self, "_full_key", None):
-            self.abandon()
-
-    def __repr__(self) -> str:
-        return f"AzureLease({self._state.name!r}, lost={self.lost})"
+        return self._renewal.name
 
 
 class AzureLeaseLockManager(LockManagerBase):
@@ -239,7 +178,7 @@ class AzureLeaseLockManager(LockManagerBase):
         if lease_client is None:
             _held.free(full)
             return None
-        lease = AzureLease(self.objects, full, _LeaseState(lease_client, name, self.lease))
+        lease = AzureLease(full, _Renewal(self.objects, lease_client, name, self.lease))
         self._leases[name] = lease
         return lease
 

@@ -33,11 +33,18 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 
-from regstore.backends.kit import BlobLock, HeldKeys, LockManagerBase, check_lock_key
+from regstore.backends.kit import (
+    BlobLock,
+    HeldKeys,
+    HeldLease,
+    LeaseRenewal,
+    LeaseTaken,
+    LockManagerBase,
+    check_lock_key,
+)
 from regstore.errors import StoreError
 
 from .client import PreconditionFailed, S3Objects
@@ -65,117 +72,44 @@ def _owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-class _LeaseState:
-    """What the renewal thread needs: everything but the lock object itself (so dropping the
-    lock without release() lets the garbage collector stop the renewals).
-    """
+class _Renewal(LeaseRenewal):
+    """The lock object's requests: a re-write, and a delete, both conditional on our ETag."""
 
     def __init__(self, objects: S3Objects, key: str, etag: str, body: bytes, lease: float) -> None:
+        super().__init__(key, lease)
         self.objects = objects
-        self.key = key
         self.etag = etag
         self.body = body
-        self.lease = lease
-        self.renewed = time.monotonic()
-        self.lost: str | None = None
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
 
-    def renew_loop(self) -> None:
-        interval = self.lease / 3
-        while not self.stop.wait(interval):
-            with self.lock:
-                if self.stop.is_set():
-                    return
-                try:
-                    self.etag = self.objects.put(self.key, self.body, if_match=self.etag)
-                    self.renewed = time.monotonic()
-                except PreconditionFailed as exc:
-                    self.lost = f"the lock {self.key} was taken over by another writer ({exc})"
-                except StoreError as exc:
-                    if time.monotonic() - self.renewed > self.lease:
-                        self.lost = f"the lock {self.key} could not be renewed in time ({exc})"
-                    else:
-                        log.warning("renewing lock %s failed, retrying: %s", self.key, exc)
-                        continue
-                if self.lost is not None:
-                    log.warning("%s", self.lost)
-                    return
+    def renew_once(self) -> None:
+        try:
+            self.etag = self.objects.put(self.name, self.body, if_match=self.etag)
+        except PreconditionFailed as exc:
+            raise LeaseTaken(str(exc)) from exc
+
+    def delete(self) -> None:
+        try:
+            self.objects.delete(self.name, if_match=self.etag)
+        except PreconditionFailed as exc:
+            raise LeaseTaken(str(exc)) from exc
 
 
-class S3Lease:
+class S3Lease(HeldLease):
     """A held lock object; renewed in the background until :meth:`release`."""
 
-    def __init__(self, manager: S3LeaseLockManager, full_key: str, state: _LeaseState) -> None:
-        self._manager = manager
-        self._full_key: str | None = full_key
-        self._state = state
-        self._thread = threading.Thread(
-            target=state.renew_loop, name=f"regstore-s3-lease:{state.key}", daemon=True
+    def __init__(self, full_key: str, renewal: _Renewal) -> None:
+        super().__init__(
+            renewal,
+            _held,
+            full_key,
+            thread_name=f"regstore-s3-lease:{renewal.name}",
+            lost_error=LeaseLostError,
         )
-        self._thread.start()
 
     @property
     def key(self) -> str:
         """The lock object's key in the bucket."""
-        return self._state.key
-
-    @property
-    def lost(self) -> bool:
-        """True once the lease could not be renewed (another writer may hold the key)."""
-        return self._state.lost is not None
-
-    def check(self) -> None:
-        """Raise :class:`LeaseLostError` if the lease was lost; used before making data visible.
-
-        Also renews the lease now when less than half of it is left, so a commit that follows
-        does not run into the expiry.
-        """
-        state = self._state
-        if state.lost is not None:
-            raise LeaseLostError(state.lost)
-        if time.monotonic() - state.renewed > state.lease / 2:
-            with state.lock:
-                try:
-                    state.etag = state.objects.put(state.key, state.body, if_match=state.etag)
-                    state.renewed = time.monotonic()
-                except PreconditionFailed as exc:
-                    state.lost = f"the lock {state.key} was taken over by another writer"
-                    raise LeaseLostError(state.lost) from exc
-
-    def release(self) -> None:
-        """Stop renewing and delete the lock object (if it is still ours). Idempotent."""
-        full, self._full_key = self._full_key, None
-        if full is None:
-            return
-        state = self._state
-        state.stop.set()
-        try:
-            with state.lock:
-                if state.lost is None:
-                    with contextlib.suppress(PreconditionFailed):
-                        state.objects.delete(state.key, if_match=state.etag)
-        finally:
-            _held.free(full)
-            if self._thread is not threading.current_thread():
-                self._thread.join(timeout=5)
-
-    def abandon(self) -> None:
-        """Stop renewing without a request: the lease runs out and the key frees itself.
-
-        For finalisers (a writer dropped without close); prefer :meth:`release`.
-        """
-        full, self._full_key = self._full_key, None
-        if full is not None:
-            _held.free(full)
-        self._state.stop.set()
-
-    def __del__(self) -> None:
-        if getattr(self, "_state", None) is not None and getattr(self, "_full_key", None):
-            self.abandon()
-
-    def __repr__(self) -> str:
-        return f"S3Lease({self._state.key!r}, lost={self.lost})"
+        return self._renewal.name
 
 
 class S3LeaseLockManager(LockManagerBase):
@@ -272,7 +206,7 @@ class S3LeaseLockManager(LockManagerBase):
             _held.free(full)
             return None
         etag, body = taken
-        return S3Lease(self, full, _LeaseState(self.objects, object_key, etag, body, self.lease))
+        return S3Lease(full, _Renewal(self.objects, object_key, etag, body, self.lease))
 
     def is_held(self, key: str) -> bool:
         """True if a live lock exists for ``key`` (held here, or unexpired elsewhere)."""
