@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 import time
+from typing import ClassVar
 
 from regstore.errors import StoreError
 
@@ -92,23 +93,22 @@ class LeaseRenewal(abc.ABC):
 
 class HeldLease:
     """A held lock: renewed in the background until :meth:`release`, and held in this
-    process's ``held`` table (as ``full_key``) until then. ``lost_error`` is the error
-    :meth:`check` raises once the lease is lost (the lock part's own LeaseLostError)."""
+    process's ``held`` table (as ``full_key``) until then. A lock part's subclass names the
+    error :meth:`check` raises once the lease is lost (:attr:`lost_error`, its own
+    LeaseLostError) and its renewal threads (:attr:`thread_prefix`)."""
 
-    def __init__(
-        self,
-        renewal: LeaseRenewal,
-        held: HeldKeys,
-        full_key: str,
-        *,
-        thread_name: str,
-        lost_error: type[StoreError],
-    ) -> None:
+    #: raised by :meth:`check` once the lease is lost
+    lost_error: ClassVar[type[StoreError]] = StoreError
+    #: the renewal thread's name is this, a colon and the lock's name
+    thread_prefix: ClassVar[str] = "regstore-lease"
+
+    def __init__(self, renewal: LeaseRenewal, held: HeldKeys, full_key: str) -> None:
         self._renewal = renewal
         self._held = held
         self._full_key: str | None = full_key
-        self._lost_error = lost_error
-        self._thread = threading.Thread(target=renewal.renew_loop, name=thread_name, daemon=True)
+        self._thread = threading.Thread(
+            target=renewal.renew_loop, name=f"{self.thread_prefix}:{renewal.name}", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -139,7 +139,7 @@ class HeldLease:
                         f"the lock {renewal.name} was taken over by another writer ({exc})"
                     )
         if renewal.lost is not None:
-            raise self._lost_error(renewal.lost)
+            raise self.lost_error(renewal.lost)
 
     def release(self) -> None:
         """Stop renewing and delete the lock on the service (if still ours). Idempotent."""

@@ -105,14 +105,8 @@ class _Renewal(LeaseRenewal):
 class AzureLease(HeldLease):
     """A held lock blob lease; renewed in the background until :meth:`release`."""
 
-    def __init__(self, full_key: str, renewal: _Renewal) -> None:
-        super().__init__(
-            renewal,
-            _held,
-            full_key,
-            thread_name=f"regstore-azure-lease:{renewal.name}",
-            lost_error=LeaseLostError,
-        )
+    lost_error = LeaseLostError
+    thread_prefix = "regstore-azure-lease"
 
     @property
     def name(self) -> str:
@@ -178,7 +172,7 @@ class AzureLeaseLockManager(LockManagerBase):
         if lease_client is None:
             _held.free(full)
             return None
-        lease = AzureLease(full, _Renewal(self.objects, lease_client, name, self.lease))
+        lease = AzureLease(_Renewal(self.objects, lease_client, name, self.lease), _held, full)
         self._leases[name] = lease
         return lease
 

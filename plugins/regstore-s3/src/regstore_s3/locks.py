@@ -97,14 +97,8 @@ class _Renewal(LeaseRenewal):
 class S3Lease(HeldLease):
     """A held lock object; renewed in the background until :meth:`release`."""
 
-    def __init__(self, full_key: str, renewal: _Renewal) -> None:
-        super().__init__(
-            renewal,
-            _held,
-            full_key,
-            thread_name=f"regstore-s3-lease:{renewal.name}",
-            lost_error=LeaseLostError,
-        )
+    lost_error = LeaseLostError
+    thread_prefix = "regstore-s3-lease"
 
     @property
     def key(self) -> str:
@@ -206,7 +200,7 @@ class S3LeaseLockManager(LockManagerBase):
             _held.free(full)
             return None
         etag, body = taken
-        return S3Lease(full, _Renewal(self.objects, object_key, etag, body, self.lease))
+        return S3Lease(_Renewal(self.objects, object_key, etag, body, self.lease), _held, full)
 
     def is_held(self, key: str) -> bool:
         """True if a live lock exists for ``key`` (held here, or unexpired elsewhere)."""
