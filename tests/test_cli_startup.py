@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -223,17 +224,63 @@ def console() -> Any:
         startup.end()
 
 
-def test_start_up_imports_run_uncollected_and_stay_frozen_until_the_end(console: Any) -> None:
+@pytest.fixture
+def importing() -> Iterator[Callable[[], None]]:
+    """Import a module (a stand-in put into sys.modules, taken out after the test)."""
+    import types
+
+    names: list[str] = []
+
+    def imported() -> None:
+        names.append(f"_regstore_startup_test_{len(names)}")
+        sys.modules[names[-1]] = types.ModuleType(names[-1])
+
+    yield imported
+    for name in names:
+        del sys.modules[name]
+
+
+def test_start_up_imports_run_uncollected_and_stay_frozen_until_the_end(
+    console: Any, importing: Callable[[], None]
+) -> None:
     import gc
 
     assert gc.get_freeze_count() == 0
     with console.imports():
         assert not gc.isenabled()
+        importing()
         made = [[] for _ in range(1000)]  # what an import builds, the collector off
     assert gc.isenabled()
     assert gc.get_freeze_count() >= len(made)  # frozen: later collections pass over it
     console.end()
     assert gc.get_freeze_count() == 0  # the caller's heap collectable again
+
+
+def test_a_block_that_imports_nothing_freezes_nothing(console: Any) -> None:
+    # (AppState.client runs one per registry of a sync file: only the first imports)
+    import gc
+
+    with console.imports():
+        cycle: list[Any] = []
+        cycle.append(cycle)
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def test_main_inside_main_thaws_once_the_outer_one_ends(
+    console: Any, importing: Callable[[], None]
+) -> None:
+    import gc
+
+    with console.imports():
+        importing()
+    frozen = gc.get_freeze_count()
+    console.begin()  # a main run inside this one
+    with console.imports():
+        importing()
+    console.end()
+    assert gc.get_freeze_count() >= frozen > 0  # the outer one still runs on it
+    console.end()
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_failing_start_up_import_still_turns_the_collector_back_on(console: Any) -> None:
@@ -279,28 +326,42 @@ def test_a_callers_own_collector_settings_are_left_alone(caller: str) -> None:
     assert mine
 
 
-def test_a_command_runs_on_what_its_start_up_froze_and_main_thaws_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import gc
-
-    from regstore import open_store
+_FROZEN_CHILD = """
+    import gc, sys
     from regstore.cli import app, main
+    opened = app.AppState.store
+    def store(self, *args, **kwargs):
+        found = opened(self, *args, **kwargs)
+        print("while", gc.get_freeze_count())
+        return found
+    app.AppState.store = store
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        print("after", gc.get_freeze_count(), gc.isenabled(), exc.code)
+"""
+
+
+def test_a_command_runs_on_what_its_start_up_froze_and_main_thaws_it(tmp_path: Path) -> None:
+    from regstore import open_store
     from regstore.testing.builders import oci_image, write_image
 
     with open_store(str(tmp_path / "s")) as made:
         write_image(made, "app", "1", oci_image())
-    seen: list[int] = []
-    opened = app.AppState.store
-
-    def store(self: Any, *args: Any, **kwargs: Any) -> Any:
-        found = opened(self, *args, **kwargs)
-        seen.append(gc.get_freeze_count())
-        return found
-
-    monkeypatch.setattr(app.AppState, "store", store)
-    with pytest.raises(SystemExit) as caught:
-        main(["--store", str(tmp_path / "s"), "ls"])
-    assert caught.value.code == 0
-    assert seen and seen[0] > 0  # the command's module and the store's stack: frozen
-    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(_FROZEN_CHILD),
+            "--store",
+            str(tmp_path / "s"),
+            "ls",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+    assert int(lines["while"]) > 1000, proc  # the command's module and the store's stack
+    assert lines["after"] == "0 True 0", proc  # an in-process caller's heap: collectable
