@@ -217,6 +217,36 @@ def test_json_that_yaml_reads_otherwise_is_read_as_yaml(tags: str, read_as: Any)
         assert repository.tags == TagFilter(exact=read_as)
 
 
+@pytest.mark.parametrize(
+    "store",
+    [
+        "file:///m\x85irror",  # NEL: a line break to YAML, folded into a space
+        "file:///m\u2028irror",  # LS: the same
+        "file:///mirror\\ud83d\\ude00",  # an escaped surrogate pair: two characters to YAML
+        "file:///m\x7firror",  # DEL, a C1 control, U+FFFF: refused by YAML
+        "file:///m\x9birror",
+        "file:///m\uffffirror",
+    ],
+)
+def test_json_with_characters_yaml_reads_otherwise_is_read_as_yaml(store: str) -> None:
+    text = '{"target": {"store": "%s"},\n "sources": [{"registry": "h", "repositories": ["a"]}]}'
+    as_yaml = "# the same text, read as YAML only\n" + text % store
+    try:
+        expected = parse_sync_text(as_yaml, "s.json").target.store
+    except SyncFileError as exc:
+        assert "unacceptable character" in str(exc)
+        with pytest.raises(SyncFileError, match="not valid YAML: unacceptable character"):
+            parse_sync_text(text % store, "s.json")
+    else:
+        assert parse_sync_text(text % store, "s.json").target.store == expected
+
+
+def test_json_with_a_key_whose_colon_is_on_the_next_line_is_refused_as_yaml_refuses_it() -> None:
+    text = '{"sources"\n: [{"registry": "h", "repositories": ["a"]}]}'
+    with pytest.raises(SyncFileError, match="not valid YAML"):
+        parse_sync_text(text, "s.json")
+
+
 def test_json_deeper_than_the_yaml_bound_is_refused_as_yaml_refuses_it() -> None:
     text = '{"sources": ' + "[" * 70 + "]" * 70 + "}"
     with pytest.raises(SyncFileError, match="nested more than 64 levels"):

@@ -507,6 +507,16 @@ def _depth(value: object, limit: int) -> bool:
     return limit > 0 and all(_depth(item, limit - 1) for item in value)
 
 
+#: Characters PyYAML refuses in a file (its reader's non-printable class) or reads as line
+#: breaks (NEL, LS, PS); an escaped UTF-16 surrogate (JSON pairs two into one character,
+#: PyYAML keeps them apart); a key whose colon is on a later line (PyYAML refuses it)
+_READ_APART = re.compile(
+    "[^\t\n\r -~\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+    r"|\\u[dD][89a-fA-F]"
+    r'|"[ \t\r]*\n\s*:'
+)
+
+
 def _plain_json(text: str) -> Any:
     """The data of ``text`` when it is JSON that YAML reads alike, else :data:`_NOT_PLAIN`.
 
@@ -515,8 +525,9 @@ def _plain_json(text: str) -> Any:
     is often JSON. Whatever JSON and PyYAML (YAML 1.1) could read apart is left to the YAML
     reading: a number with a fraction or exponent (``1e3`` is a string to YAML 1.1), NaN or
     Infinity, a duplicate key (refused there, with its line), nesting past
-    :data:`MAX_NESTING`."""
-    if not text.lstrip().startswith("{"):
+    :data:`MAX_NESTING`, the characters and forms of :data:`_READ_APART`. One difference is
+    kept on purpose: JSON indented with tabs, which PyYAML refuses, is read."""
+    if not text.lstrip().startswith("{") or _READ_APART.search(text):
         return _NOT_PLAIN
     import json
 
