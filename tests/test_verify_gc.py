@@ -553,6 +553,27 @@ def test_a_file_that_cannot_be_read_is_reported_and_the_rest_verified(
     assert all(store.blob_exists(d) for d in a.blobs if d != a.manifest_digest)
 
 
+def test_a_directory_where_a_blob_belongs_reads_as_missing_and_a_copy_replaces_it(
+    file_store: tuple[ObjectStore, Path], tmp_path: Path
+) -> None:
+    # the copy that should mend it failed: its rename onto the directory (EISDIR)
+    store, root = file_store
+    image = build_image(seed=44, layers=2)
+    put_image(store, "team/app", "1", image)
+    victim = image.layer_digests[0]
+    put_directory_in_place(blob_path(root, victim))
+    (blob_path(root, victim) / "stray").write_bytes(b"what the damage left")
+    assert [(p.kind, p.subject) for p in verify(store).problems] == [("missing-blob", victim)]
+
+    with open_store(str(tmp_path / "source")) as source:
+        put_image(source, "team/app", "1", image)
+        batch = transfer_many(
+            [(StoreImage(source, "team/app", "1"), StoreImage(store, "team/app", "2"))]
+        )
+    assert batch.ok, batch.outcomes
+    assert blob_path(root, victim).is_file() and verify(store).ok
+
+
 class _BlobOutage:
     """Reads of the blobs in ``failing`` fail; with ``gone`` every listing of repositories
     after the first fails too: a network store that went away once verify had listed them."""

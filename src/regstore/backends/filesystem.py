@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import shutil
 import stat
@@ -61,6 +62,8 @@ from .locks import FlockLockManager
 from .staging import StagingStream
 
 __all__ = ["LocalBackend", "open_backend", "path_from_url", "regstore_register_backends"]
+
+log = logging.getLogger("regstore.store")
 
 
 def _makedirs_durable(
@@ -450,7 +453,15 @@ class LocalStaging(FsspecStaging):
         # group (before any manifest that references the blob is written, or on close).
         with self.store.entries.deferring():
             final = self.store.final_blob_path(digest)
-            os.replace(self.store.staging_path(digest), final)  # readers: none, then all
+            staged = self.store.staging_path(digest)
+            try:
+                os.replace(staged, final)  # readers: none, then all
+            except IsADirectoryError:
+                # A directory where the blob's file belongs (a damaged store, where the blob
+                # read as absent): nothing of the store lives below that path.
+                log.warning("replacing the directory at %s with the blob that belongs there", final)
+                self.store.remove(final, recursive=True)
+                os.replace(staged, final)
             self.store.entries.changed(os.path.dirname(final))
 
 
