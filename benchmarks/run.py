@@ -1070,8 +1070,8 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             "no-op re-sync, from one curl process (8 parallel kept-alive connections); "
             "start-up + HEADs: the same after this Python starts and imports requests, which "
             "any client on regstore's HTTP stack does before its first request (regstore's "
-            f"own start-up and work are the rest; it forks {processes} process(es) here too, "
-            "each asking its share)",
+            "own start-up and work are the rest; it settles the unchanged tags before it "
+            f"would fork its {processes} process(es), so it forks none here)",
         )
     )
 

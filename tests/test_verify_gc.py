@@ -553,17 +553,24 @@ def test_a_file_that_cannot_be_read_is_reported_and_the_rest_verified(
     assert all(store.blob_exists(d) for d in a.blobs if d != a.manifest_digest)
 
 
-def test_a_directory_where_a_blob_belongs_reads_as_missing_and_a_copy_replaces_it(
-    file_store: tuple[ObjectStore, Path], tmp_path: Path
+@pytest.mark.parametrize("which", ["layer", "manifest"])
+def test_a_directory_where_a_blob_belongs_is_replaced_by_a_copy(
+    file_store: tuple[ObjectStore, Path], tmp_path: Path, which: str
 ) -> None:
     # the copy that should mend it failed: its rename onto the directory (EISDIR)
     store, root = file_store
     image = build_image(seed=44, layers=2)
     put_image(store, "team/app", "1", image)
-    victim = image.layer_digests[0]
+    put_image(store, "other", "1", build_image(seed=45))  # (a store that still reads)
+    victim = image.layer_digests[0] if which == "layer" else image.manifest_digest
     put_directory_in_place(blob_path(root, victim))
     (blob_path(root, victim) / "stray").write_bytes(b"what the damage left")
-    assert [(p.kind, p.subject) for p in verify(store).problems] == [("missing-blob", victim)]
+    found = {(p.kind, p.subject) for p in verify(store).problems}
+    assert found == (
+        {("missing-blob", victim)}
+        if which == "layer"
+        else {("unreadable", victim), ("unreadable", "1")}
+    )
 
     with open_store(str(tmp_path / "source")) as source:
         put_image(source, "team/app", "1", image)
@@ -575,8 +582,9 @@ def test_a_directory_where_a_blob_belongs_reads_as_missing_and_a_copy_replaces_i
 
 
 class _BlobOutage:
-    """Reads of the blobs in ``failing`` fail; with ``gone`` every listing of repositories
-    after the first fails too: a network store that went away once verify had listed them."""
+    """Reads of the blobs in ``failing`` fail; with ``gone`` every listing of a repository's
+    manifests after the first fails too: a network store that went away once verify had
+    listed them."""
 
     def __init__(self, failing: set[str], gone: bool) -> None:
         self.failing, self.gone, self.listings = failing, gone, 0
@@ -590,7 +598,7 @@ class _BlobOutage:
         raise StoreError("connection reset by peer")
 
     @hookimpl(wrapper=True)
-    def regstore_store_list_repositories(self) -> Generator[None, Any, Any]:
+    def regstore_store_list_manifests(self, name: str) -> Generator[None, Any, Any]:
         found = yield
         self.listings += 1
         if self.gone and self.listings > 1:

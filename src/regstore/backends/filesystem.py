@@ -457,10 +457,7 @@ class LocalStaging(FsspecStaging):
             try:
                 os.replace(staged, final)  # readers: none, then all
             except IsADirectoryError:
-                # A directory where the blob's file belongs (a damaged store, where the blob
-                # read as absent): nothing of the store lives below that path.
-                log.warning("replacing the directory at %s with the blob that belongs there", final)
-                self.store.remove(final, recursive=True)
+                self.store.replace_directory(final)
                 os.replace(staged, final)
             self.store.entries.changed(os.path.dirname(final))
 
@@ -580,6 +577,13 @@ class LocalBackend(FsspecBackend):
             self.confinement.check(self.layout.blob_path(Digest(blob.digest)))
         return blobs
 
+    def replace_directory(self, path: str) -> None:
+        """Remove the directory standing where the file ``path`` (a blob, a manifest, a link)
+        is about to be renamed: a damaged store, where that file read as absent, and nothing of
+        the store lives below a file's path."""
+        log.warning("replacing the directory at %s with the file that belongs there", path)
+        self.remove(path, recursive=True)  # (confined; a final symlink unlinked, not followed)
+
     def write_file(self, path: str, data: bytes) -> None:
         tmp = self.work_path("tmp", uuid.uuid4().hex)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -604,6 +608,9 @@ class LocalBackend(FsspecBackend):
                 os.replace(tmp, path)
             except FileNotFoundError:
                 self.ensure_parent(path)
+                os.replace(tmp, path)
+            except IsADirectoryError:
+                self.replace_directory(path)
                 os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

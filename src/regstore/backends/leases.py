@@ -129,17 +129,19 @@ class HeldLease:
         then raises its StoreError (the commit waits for a lease known to last).
         """
         renewal = self._renewal
-        with renewal.lock:
-            if renewal.lost is None and time.monotonic() - renewal.renewed > renewal.duration / 2:
-                try:
-                    renewal.renew_once()
-                    renewal.renewed = time.monotonic()
-                except LeaseTaken as exc:
-                    renewal.lost = (
-                        f"the lock {renewal.name} was taken over by another writer ({exc})"
-                    )
+        if renewal.lost is None and self._due():  # the lock only to renew: a commit does not
+            with renewal.lock:  # wait behind a renewal in flight that it does not need
+                if renewal.lost is None and self._due():
+                    try:
+                        renewal.renew_once()
+                        renewal.renewed = time.monotonic()
+                    except LeaseTaken as exc:
+                        renewal.taken(exc)
         if renewal.lost is not None:
             raise self.lost_error(renewal.lost)
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._renewal.renewed > self._renewal.duration / 2
 
     def release(self) -> None:
         """Stop renewing and delete the lock on the service (if still ours). Idempotent."""

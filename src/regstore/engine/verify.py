@@ -24,10 +24,11 @@ Problems (``Problem.kind``):
   another image of the repository, and ``gc`` unless it keeps orphan referrers, refuse to
   run while one is there); pulling the image again rewrites it, deleting the tag removes it;
 - ``unreadable``: a stored manifest, the manifest a tag names, or a blob could not be read at
-  all (an I/O error, a permission, a directory where its file belongs: the detail names it)
-  while the store still answers; the rest is still checked (a store that stops answering,
-  or whose every blob fails to read, fails the verify with its error instead), and ``gc``
-  refuses to run until the manifest reads;
+  all (an I/O error, a permission, for a manifest a directory where its file belongs: the
+  detail names it) while the store still answers; the rest is still checked (a store that
+  stops answering, or whose every blob fails to read, fails the verify with its error
+  instead), and ``gc`` refuses to run until the manifest reads (a directory where a blob's
+  file belongs reads as a ``missing-blob``);
 - ``missing-manifest``: an index refers to a child manifest that is not stored (not reported
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
@@ -244,8 +245,8 @@ def verify(
     quarantined unless ``quarantine`` is False. The report lists the staging area too.
     Raises only when the store cannot be listed at all (RepositoryNotFoundError for an
     unknown ``name``, StoreError ...), stops listing a repository after a read failed, or
-    failed every read of a manifest or tag: that is an outage, or a store this process may not
-    read, and not damage to report.
+    failed every read of a manifest or tag, or of a blob: that is an outage, or a store this
+    process may not read, and not damage to report.
     """
     report = VerifyReport()
     unreadable = _Unreadable(store, report)
@@ -452,15 +453,19 @@ def _report_unread_blobs(
 ) -> None:
     """Report the blobs that could not be read (``unreadable``: an I/O error, a permission), or
     raise the first error: when no blob at all was read (a store this process may not read),
-    or when the store no longer answers a listing (an outage while verifying is no damage:
-    every blob after it would fail alike)."""
+    or when the store no longer lists the manifests of a repository those blobs are in (an
+    outage while verifying is no damage: every blob after it would fail alike). Asked once,
+    after the blobs: an outage that ended before that leaves its blobs reported."""
     first = min(unread, key=lambda u: u[0].subject)[1]
     if len(unread) == checked:
         raise first
-    try:
-        store.repositories()
-    except RegstoreError:
-        raise first from None
+    for repo in sorted({problem.repository for problem, _ in unread}):
+        try:
+            store.manifests(repo)
+        except NotFoundError:  # emptied meanwhile: what is left is reported
+            continue
+        except RegstoreError:
+            raise first from None
     report.problems += [problem for problem, _ in unread]
 
 
