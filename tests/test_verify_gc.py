@@ -581,13 +581,18 @@ def test_a_directory_where_a_blob_belongs_is_replaced_by_a_copy(
     assert blob_path(root, victim).is_file() and verify(store).ok
 
 
-class _BlobOutage:
-    """Reads of the blobs in ``failing`` fail; with ``gone`` every listing of a repository's
-    manifests after the first fails too: a network store that went away once verify had
-    listed them."""
+class _BlobOutage(_Outage):
+    """Reads of the blobs in ``failing`` fail (manifests read); with ``gone`` every listing of
+    a repository's manifests after the first fails too: a network store that went away once
+    verify had listed them."""
 
     def __init__(self, failing: set[str], gone: bool) -> None:
-        self.failing, self.gone, self.listings = failing, gone, 0
+        super().__init__(listings=gone)
+        self.failing = failing
+
+    @hookimpl(wrapper=True)
+    def regstore_store_get_manifest(self, name: str, reference: str) -> Generator[None, Any, Any]:
+        return (yield)
 
     @hookimpl(wrapper=True)
     def regstore_store_open_blob(self, digest: str, offset: int) -> Generator[None, Any, Any]:
@@ -596,14 +601,6 @@ class _BlobOutage:
             return handle
         handle.close()
         raise StoreError("connection reset by peer")
-
-    @hookimpl(wrapper=True)
-    def regstore_store_list_manifests(self, name: str) -> Generator[None, Any, Any]:
-        found = yield
-        self.listings += 1
-        if self.gone and self.listings > 1:
-            raise StoreError("connection refused")
-        return found
 
 
 @pytest.mark.parametrize("case", ["gone", "reads-refused", "one-unreadable"])
