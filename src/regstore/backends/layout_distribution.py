@@ -20,8 +20,6 @@ Media types are not stored: like the registry, the layout sniffs them from the b
 
 from __future__ import annotations
 
-import logging
-
 from regstore.errors import (
     DamagedTagError,
     ImageManifestNotFoundError,
@@ -39,8 +37,6 @@ from regstore.reference import (
 )
 
 from .layouts import Layout, parse_link, sniff_media_type, split_blob_relative
-
-log = logging.getLogger("regstore.store")
 
 __all__ = ["PARTIAL_MARKER", "DistributionLayout"]
 
@@ -98,12 +94,7 @@ class DistributionLayout(Layout):
         content = str(digest).encode("ascii")  # exactly the digest: no trailing newline
         try:
             current = self.host.read_file(path)
-        except IsADirectoryError:
-            # Nothing of the store lives below a link's path: the directory there is damage,
-            # and the link is written in its place, as over a torn one (a final symlink to a
-            # directory is unlinked itself, never followed).
-            log.warning("replacing the directory at %s with the link file that belongs there", path)
-            self.host.remove(path, recursive=True)
+        except IsADirectoryError:  # damage: the host's write replaces it, as a torn link
             current = None
         if current != content:
             self.host.write_file(path, content)

@@ -364,6 +364,19 @@ def _load_manifest(
     return None
 
 
+def _still_lists(store: ObjectStore, repo: str) -> bool | None:
+    """Whether the store still answers a listing of ``repo``'s manifests after a read in it
+    failed: False in an outage (no damage to report), None when the repository was emptied
+    meanwhile (nothing there to report)."""
+    try:
+        store.manifests(repo)
+    except NotFoundError:
+        return None
+    except RegstoreError:
+        return False
+    return True
+
+
 @dataclass
 class _Unreadable:
     """The manifests and tags a verify cannot read. Each is reported, and the rest checked,
@@ -382,13 +395,7 @@ class _Unreadable:
 
     def report(self, repo: str, subject: str, exc: StoreError) -> None:
         if repo not in self.answering:
-            try:
-                self.store.manifests(repo)
-                self.answering[repo] = True
-            except NotFoundError:  # emptied meanwhile: nothing there to report
-                self.answering[repo] = None
-            except RegstoreError:
-                self.answering[repo] = False
+            self.answering[repo] = _still_lists(self.store, repo)
         answering = self.answering[repo]
         if answering is None:
             return
@@ -460,12 +467,8 @@ def _report_unread_blobs(
     if len(unread) == checked:
         raise first
     for repo in sorted({problem.repository for problem, _ in unread}):
-        try:
-            store.manifests(repo)
-        except NotFoundError:  # emptied meanwhile: what is left is reported
-            continue
-        except RegstoreError:
-            raise first from None
+        if _still_lists(store, repo) is False:  # (None, emptied meanwhile: the rest reported)
+            raise first
     report.problems += [problem for problem, _ in unread]
 
 
