@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from regstore import open_store
 from regstore.testing.builders import BuiltIndex, build_image, random_blob, sha256_digest
@@ -31,7 +32,7 @@ from .support.cli import (
     seed_app_images,
     tag_digests,
 )
-from .support.registry import RegistryServer
+from .support.registry import RegistryServer, serve_directory
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +386,37 @@ def test_verify_detects_a_blob_corrupted_on_disk(
     human = cli("verify", "team/app", expect=1)
     assert victim in human.stdout
     assert "damaged" in one_error_line(human)
+
+
+def test_verify_names_a_blob_a_served_store_would_not_serve_and_a_pull_links_it(
+    cli: CLI, seeded: SeededRegistry, store_root: Path, tmp_path: Path
+) -> None:
+    # A stock registry serving the store reaches a repository's blob through its _layers link
+    # only: without it, a 404 there, while verify said OK.
+    image = seeded.app["1.0.0"]
+    cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
+    victim = image.layer_digests[0]
+    link = store_root / "docker/registry/v2/repositories/team/app/_layers"
+    link = link / "sha256" / victim.split(":")[1] / "link"
+    assert link.read_text() == victim
+    link.unlink()
+
+    served = serve_directory(store_root, tmp_path / "served")
+    try:
+        blob_url = f"{served.url}/v2/team/app/blobs/{victim}"
+        assert requests.head(blob_url, timeout=30).status_code == 404
+        problems = cli("verify", "--json", expect=1).json()["problems"]
+        assert [(p["kind"], p["subject"]) for p in problems] == [("unlinked-blob", victim)]
+        assert problems[0]["referenced_by"] == [image.manifest_digest]
+        human = cli("verify", expect=1)
+        assert "unlinked-blob" in human.stdout and "answers 404" in human.stdout
+
+        cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")  # one image: its links written again
+        assert link.read_text() == victim
+        assert "OK" in cli("verify").stdout
+        assert requests.head(blob_url, timeout=30).status_code == 200
+    finally:
+        served.stop()
 
 
 def test_gc_removes_old_unreferenced_blobs_and_keeps_young_ones(

@@ -17,13 +17,14 @@ import pytest
 from regstore import ObjectStore, open_store
 from regstore.backends.fsspec_store import FsspecBackend
 from regstore.backends.layout_distribution import DistributionLayout
-from regstore.engine import StoreImage
+from regstore.engine import StoreImage, transfer_one
 from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
 from regstore.engine.transfer import transfer_many
 from regstore.engine.verify import verify
 from regstore.errors import (
     DamagedTagError,
     ImageManifestNotFoundError,
+    InvalidReferenceError,
     ManifestInvalidError,
     RegstoreError,
     StoreDamageError,
@@ -430,6 +431,86 @@ def test_a_directory_where_a_link_belongs_is_damage_a_copy_replaces(
         put_directory_in_place(link)
         store.delete_tag("team/app", "a")
         assert store.tags("team/app") == ["b"]
+
+
+def _blob_link(store: ObjectStore, name: str, digest: str) -> str:
+    """The path of the ``_layers`` link of ``digest`` in ``name``, in the store's own
+    distribution layout (a file store's file, a memory store's entry)."""
+    backend = store.backend
+    assert isinstance(backend, FsspecBackend)
+    layout = backend.layout
+    assert isinstance(layout, DistributionLayout)
+    return layout._blob_link(name, Digest(digest))
+
+
+@pytest.mark.parametrize("damage", ["missing", "another blob", "torn"])
+def test_a_blob_its_repository_does_not_link_is_reported_and_a_copy_links_it(
+    store: ObjectStore, tmp_path: Path, damage: str
+) -> None:
+    # A registry serving the store reaches a blob of a repository through its _layers link
+    # only (and serves the blob the link names): without it, it answers 404 there, while
+    # verify said the store was fine.
+    image = build_image(seed=50, layers=2)
+    put_image(store, "team/app", "1", image)
+    put_image(store, "mirror/app", "1", image)  # the same blobs, linked in another repository
+    layer, config = image.layer_digests[1], image.config_digest
+    assert store.unlinked_blobs("team/app", [layer, config]) == {}
+    backend = store.backend
+    assert isinstance(backend, FsspecBackend)
+    link = _blob_link(store, "team/app", layer)
+    if damage == "missing":
+        backend.remove(link)
+    elif damage == "another blob":
+        backend.write_file(link, config.encode())
+    else:
+        backend.write_file(link, b"sha256:not-a-digest")
+
+    why = {
+        "missing": "this repository has no link to it",
+        "another blob": f"its link in this repository names {config}",
+        "torn": "its link in this repository is damaged: corrupt link file",
+    }[damage]
+    unlinked = store.unlinked_blobs("team/app", [layer, config, layer])
+    assert list(unlinked) == [Digest(layer)] and unlinked[Digest(layer)].startswith(why)
+    assert store.unlinked_blobs("mirror/app", [layer, config]) == {}
+
+    report = verify(store)
+    assert [(p.kind, p.repository, p.subject) for p in report.problems] == [
+        ("unlinked-blob", "team/app", layer)
+    ]
+    problem = report.problems[0]
+    assert problem.detail.startswith(why) and "answers 404" in problem.detail
+    assert problem.referenced_by == (image.manifest_digest,)
+    assert problem.quarantined is None and store.blob_exists(layer)  # the blob is sound
+    assert report.blobs_checked == len(image.blobs) and not report.ok
+    assert verify(store, "mirror/app").ok
+
+    # writing the image into the repository again links it (a single image's copy writes its
+    # manifest again even when the tag already names it)
+    with open_store(str(tmp_path / "source")) as source:
+        put_image(source, "team/app", "1", image)
+        result = transfer_one(StoreImage(source, "team/app", "1"), StoreImage(store, "team/app"))
+    assert result.manifest_digest == Digest(image.manifest_digest) and not result.unchanged
+    assert backend.read_file(link) == layer.encode()
+    assert store.unlinked_blobs("team/app", [layer, config]) == {}
+    assert verify(store).ok
+
+
+def test_unlinked_blobs_names_only_what_a_layout_with_links_can_miss(tmp_path: Path) -> None:
+    # the OCI layout keeps one blob directory for every repository: nothing to link, nothing
+    # missed; nor are blobs that are not stored at all (verify's missing-blob) asked about
+    image = build_image(seed=52)
+    with open_store(f"file://{tmp_path / 'oci'}", layout="oci") as oci:
+        put_image(oci, "team/app", "1", image)
+        assert oci.unlinked_blobs("team/app", list(image.blobs)) == {}
+        assert verify(oci).ok
+    with open_store(str(tmp_path / "dist")) as dist:
+        put_image(dist, "team/app", "1", image)
+        stray = sha256_digest(b"never stored")
+        assert list(dist.unlinked_blobs("team/app", [stray])) == [Digest(stray)]
+        assert dist.unlinked_blobs("team/app", []) == {}
+        with pytest.raises(InvalidReferenceError):
+            dist.unlinked_blobs("team/app", ["sha256:short"])
 
 
 @pytest.mark.parametrize("damaged", [("sig",), ("index",), ("sig", "index")])

@@ -36,6 +36,7 @@ STORE_HOOKS = {name for name in vars(StoreSpec) if name.startswith("regstore_sto
 READING_HOOKS = {
     "regstore_store_get_manifest",
     "regstore_store_manifest_is_partial",
+    "regstore_store_unlinked_blobs",
     "regstore_store_list_repositories",
     "regstore_store_list_tags",
     "regstore_store_list_manifests",

@@ -144,6 +144,18 @@ class StoreSpec:
         raise NotImplementedError
 
     @hookspec(firstresult=True)
+    def regstore_store_unlinked_blobs(self, name: str, digests: list[str]) -> dict[str, str]:
+        """Of ``digests`` (blobs that manifests stored in ``name`` refer to), those that ``name``
+        does not lead to, each with what is wrong: in a layout that records which blobs each
+        repository may serve (the distribution layout's ``_layers`` links: a registry serving
+        the store answers 404 for a blob of a repository without its link), the ones whose
+        record is missing or names another blob. Whether the blobs themselves are stored is
+        not asked here. Optional: a backend whose repositories share every blob leaves it out
+        (nothing is ever unlinked there). Raises StoreError when the records cannot be read.
+        """
+        raise NotImplementedError
+
+    @hookspec(firstresult=True)
     def regstore_store_delete_manifest(self, name: str, digest: str) -> None:
         """Remove the manifest ``digest`` from ``name`` and every tag pointing at it.
 

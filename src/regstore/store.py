@@ -231,6 +231,7 @@ class _StoreHooks(Protocol):
         self, *, name: str, tag: str | None, raw: bytes, media_type: str, digest: str, partial: bool
     ) -> object: ...
     def regstore_store_manifest_is_partial(self, *, name: str, digest: str) -> bool: ...
+    def regstore_store_unlinked_blobs(self, *, name: str, digests: list[str]) -> dict[str, str]: ...
     def regstore_store_delete_manifest(self, *, name: str, digest: str) -> object: ...
     def regstore_store_delete_tag(self, *, name: str, tag: str) -> object: ...
     def regstore_store_list_repositories(self) -> list[str]: ...
@@ -676,6 +677,26 @@ class ObjectStore:
                 digest=Digest(digest),
             )
         )
+
+    def unlinked_blobs(self, name: str, digests: Collection[str]) -> dict[Digest, str]:
+        """Of the blobs ``digests`` that manifests of ``name`` refer to, those that ``name``
+        does not lead to, each with what is wrong (``verify``'s ``unlinked-blob``): a blob of
+        the distribution layout whose ``_layers`` link in ``name`` is missing or names another
+        blob, which a registry serving this store would not serve from ``name``. Empty for
+        backends whose repositories share every blob. Whether the blobs are stored is not
+        asked (:meth:`blob_status`). Raises StoreError when the links cannot be read.
+        """
+        if "regstore_store_unlinked_blobs" not in self._implemented:
+            return {}  # a backend without per-repository links: nothing to miss
+        wanted = {str(Digest(d)) for d in digests}
+        if not wanted:
+            return {}
+        answer = self._call(
+            self._hooks.regstore_store_unlinked_blobs,
+            name=validate_name(name),
+            digests=sorted(wanted),
+        )
+        return {Digest(d): str(why) for d, why in dict(answer or {}).items() if d in wanted}
 
     def delete_manifest(self, name: str, digest: str) -> None:
         """Remove a manifest and every tag pointing at it (blobs stay until gc)."""

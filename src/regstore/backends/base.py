@@ -206,6 +206,11 @@ class BackendBase(abc.ABC):
         """True if the manifest was stored as a partial index. Default: never."""
         return False
 
+    def unlinked_blobs(self, name: str, digests: list[Digest]) -> dict[Digest, str]:
+        """Of ``digests``, those ``name`` does not lead to, with what is wrong (see the
+        hookspec). Default: none (every repository reaches every blob)."""
+        return {}
+
     def wait_blob(self, digest: Digest, timeout: float | None) -> bool:
         """Block until nobody writes the blob; True if it is complete then.
 
@@ -266,6 +271,13 @@ class BackendBase(abc.ABC):
         checked = Digest(digest)
         with self._translate(f"cannot read manifest {name}@{checked}"):
             return self.manifest_is_partial(name, checked)
+
+    @hookimpl
+    def regstore_store_unlinked_blobs(self, name: str, digests: list[str]) -> dict[str, str]:
+        validate_name(name)
+        checked = [Digest(d) for d in digests]
+        with self._translate(f"cannot read the blob links of {name}"):
+            return {str(d): why for d, why in self.unlinked_blobs(name, checked).items()}
 
     @hookimpl
     def regstore_store_delete_manifest(self, name: str, digest: str) -> None:

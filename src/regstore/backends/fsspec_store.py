@@ -366,6 +366,9 @@ class FsspecBackend(ComposedBlobs):
     def manifest_is_partial(self, name: str, digest: Digest) -> bool:
         return self.layout.manifest_is_partial(name, digest)
 
+    def unlinked_blobs(self, name: str, digests: list[Digest]) -> dict[Digest, str]:
+        return self.layout.unlinked_blobs(name, digests)
+
     def delete_manifest(self, name: str, digest: Digest) -> None:
         self.layout.delete_manifest(name, digest)
 

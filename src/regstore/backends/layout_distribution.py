@@ -99,10 +99,12 @@ class DistributionLayout(Layout):
         if current != content:
             self.host.write_file(path, content)
 
+    def _blob_link(self, name: str, digest: Digest) -> str:
+        return self._repo(name, "_layers", *_digest_parts(digest), "link")
+
     def _link_blobs(self, name: str, manifest: Manifest) -> None:
         for blob in manifest.blobs:
-            self._write_link(self._repo(name, "_layers", *_digest_parts(blob.digest), "link"),
-                             blob.digest)  # fmt: skip
+            self._write_link(self._blob_link(name, blob.digest), blob.digest)
 
     def _is_file(self, path: str) -> bool:
         # Not host.exists(): "a file or a directory" costs the S3 and Azure stores a listing
@@ -219,6 +221,23 @@ class DistributionLayout(Layout):
             index_link = self._tag(name, tag, "index", *_digest_parts(digest), "link")
             self._write_link(index_link, digest)
             self._write_link(self._tag(name, tag, "current", "link"), digest)  # the tag last
+
+    def unlinked_blobs(self, name: str, digests: list[Digest]) -> dict[Digest, str]:
+        # The registry reaches a blob of a repository through its link only, and serves the
+        # blob the link names: one missing, torn or naming another blob loses it there.
+        wrong = {}
+        for digest in digests:
+            path = self._blob_link(name, digest)
+            try:
+                named = self._read_link(path)
+            except StoreDamageError as exc:
+                wrong[digest] = f"its link in this repository is damaged: {exc}"
+                continue
+            if named is None:
+                wrong[digest] = "this repository has no link to it"
+            elif named != digest:
+                wrong[digest] = f"its link in this repository names {named}"
+        return wrong
 
     def manifest_is_partial(self, name: str, digest: Digest) -> bool:
         return self._has_revision(name, digest) and self._is_file(

@@ -144,6 +144,11 @@ class Layout(abc.ABC):
     def manifest_is_partial(self, name: str, digest: Digest) -> bool:
         """True if ``digest`` was stored in ``name`` as a partial index."""
 
+    def unlinked_blobs(self, name: str, digests: list[Digest]) -> dict[Digest, str]:
+        """Of ``digests`` (blobs of manifests in ``name``), those ``name`` does not lead to,
+        with what is wrong. Default: none, for a layout whose repositories share every blob."""
+        return {}
+
     @abc.abstractmethod
     def delete_manifest(self, name: str, digest: Digest) -> None:
         """Forget the manifest in ``name`` and every tag of ``name`` pointing at it."""

@@ -96,6 +96,11 @@ class StoreWrapper:
             return (yield)
 
     @hookimpl(wrapper=True)
+    def regstore_store_unlinked_blobs(self) -> Generator[None, dict[str, str], dict[str, str]]:
+        with self.around("unlinked_blobs"):
+            return (yield)
+
+    @hookimpl(wrapper=True)
     def regstore_store_delete_manifest(self) -> Generator[None, None, None]:
         with self.around("delete_manifest"):
             return (yield)

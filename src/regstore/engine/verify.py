@@ -32,6 +32,11 @@ Problems (``Problem.kind``):
 - ``missing-manifest``: an index refers to a child manifest that is not stored (not reported
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
+- ``unlinked-blob``: a manifest refers to a blob that its repository does not lead to (the
+  distribution layout's ``_layers`` link of the blob in that repository is missing, damaged or
+  names another blob: a registry serving the store answers 404 for it there); writing the
+  image into the repository again (a pull or copy of it; a sync skips an unchanged image)
+  links it;
 - ``damaged-blob``: a blob does not hash to its digest, or its size differs from the one in
   the referring manifests;
 - ``missing-subject``: a referrer (a manifest with ``subject``: a signature, an SBOM) whose
@@ -85,6 +90,7 @@ ProblemKind = Literal[
     "unreadable",
     "missing-manifest",
     "missing-blob",
+    "unlinked-blob",
     "damaged-blob",
     "missing-subject",
     "unindexed-referrer",
@@ -257,6 +263,7 @@ def verify(
     for repo in names:
         digests = store.manifests(repo)
         stored = set(digests)
+        linked: dict[Digest, set[str]] = {}  # this repository's blobs: who refers to them
         for digest in digests:
             report.manifests_checked += 1
             manifest = _load_manifest(store, repo, digest, report, unreadable)
@@ -289,6 +296,8 @@ def verify(
                 if blob.size >= 0:
                     use.sizes.add(blob.size)
                 use.users.append((repo, str(digest)))
+                linked.setdefault(blob.digest, set()).add(str(digest))
+        _check_links(store, repo, linked, report, unreadable)
         for tag in store.tags(repo):
             report.tags_checked += 1
             try:
@@ -416,6 +425,36 @@ def _indexed(store: ObjectStore, repo: str, subject: Digest, digest: Digest) -> 
         return digest in {d.digest for d in store.referrers(repo, subject)}
     except DamagedTagError:
         return True
+
+
+def _check_links(
+    store: ObjectStore,
+    repo: str,
+    linked: dict[Digest, set[str]],
+    report: VerifyReport,
+    unreadable: _Unreadable,
+) -> None:
+    """Report the blobs of ``repo``'s manifests that the repository does not lead to (see
+    ``unlinked-blob``); links that cannot be read are ``unreadable``."""
+    if not linked:
+        return
+    try:
+        wrong = store.unlinked_blobs(repo, [str(d) for d in linked])
+    except StoreError as exc:
+        unreadable.report(repo, "its blob links", exc)
+        return
+    for digest, why in sorted(wrong.items()):
+        report.problems.append(
+            Problem(
+                "unlinked-blob",
+                repo,
+                str(digest),
+                f"{why}: a registry serving this store answers 404 for it here; pull or copy "
+                "the image into this repository again to link it (a sync skips an unchanged "
+                "image)",
+                tuple(sorted(linked[digest])),
+            )
+        )
 
 
 def _check_children(

@@ -85,6 +85,24 @@ class ManifestTests(SuiteSettings):
         for child in image.children:
             assert store.manifest(NAME, str(child.digest)).raw == child.raw
 
+    @pytest.mark.parametrize("kind", sorted(MANIFEST_KINDS))
+    def test_a_stored_manifest_leaves_none_of_its_blobs_unlinked(
+        self, store: ObjectStore, kind: str
+    ) -> None:
+        # what verify asks (unlinked-blob): a layout with per-repository links (a registry's)
+        # links every blob of every manifest it records, children of an index included
+        *first, image = MANIFEST_KINDS[kind]()
+        for earlier in first:
+            write_image(store, NAME, None, earlier)
+        write_image(store, NAME, "v1", image)
+        blobs = {
+            str(blob.digest)
+            for digest in store.manifests(NAME)
+            for blob in store.manifest(NAME, str(digest)).blobs
+        }
+        assert blobs or kind.startswith(("oci-index", "docker-manifest-list"))
+        assert store.unlinked_blobs(NAME, blobs) == {}
+
     def test_sha512_blobs_in_a_manifest(self, store: ObjectStore) -> None:
         image = oci_image(seed=19, algorithm="sha512")
         digest = write_image(store, NAME, "sha512", image)
