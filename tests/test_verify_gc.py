@@ -554,6 +554,52 @@ def test_damaged_signature_and_referrers_tags_fail_a_copy_out_and_are_written_by
         assert verify(store).ok
 
 
+@pytest.mark.parametrize("damage", ["torn", "directory"])
+def test_a_damaged_referrers_index_is_rebuilt_from_the_stored_referrers(
+    file_store: tuple[ObjectStore, Path], damage: str
+) -> None:
+    # A referrers index whose tag was damaged used to be written anew with the next referrer
+    # alone: the earlier ones dropped out of it (verify: unindexed-referrer) until a copy with
+    # referrers listed them again.
+    store, root = file_store
+    image, other = oci_image(seed=60), oci_image(seed=61)
+    first, second = oci_artifact(image, b'{"n": 1}'), oci_artifact(image, b'{"n": 2}')
+    about_other = oci_artifact(other, b'{"n": 3}')
+    write_image(store, "app", "v1", image)
+    write_image(store, "app", "v2", other)
+    for referrer in (first, second, about_other):
+        write_image(store, "app", None, referrer)
+    tag = referrers_tag(str(image.digest))
+    link = damage_tag_link(root, "app", tag)
+    if damage == "directory":
+        put_directory_in_place(link)
+    with pytest.raises(DamagedTagError):
+        store.referrers("app", str(image.digest))
+
+    third = oci_artifact(image, b'{"n": 4}')
+    write_image(store, "app", None, third)
+    listed = [d.digest for d in store.referrers("app", str(image.digest))]
+    assert sorted(listed) == sorted([first.digest, second.digest, third.digest])
+    assert [d.digest for d in store.referrers("app", str(other.digest))] == [about_other.digest]
+    assert verify(store).ok
+
+    # and a removal from a damaged index keeps the others
+    damage_tag_link(root, "app", tag)
+    store.delete_manifest("app", str(second.digest))
+    store.unindex_referrer("app", str(image.digest), str(second.digest))
+    listed = [d.digest for d in store.referrers("app", str(image.digest))]
+    assert sorted(listed) == sorted([first.digest, third.digest])
+    # the versions each damage hid (no writer knew to delete them) list the deleted referrer:
+    # gc collects them as the old index versions they are
+    assert {p.kind for p in verify(store).problems} == {"missing-manifest"}
+    removed = collect_garbage(store, grace=0).referrers_removed
+    assert len(removed) == 2 and all(r.startswith("app@sha256:") for r in removed)
+    assert verify(store).ok
+    assert sorted(d.digest for d in store.referrers("app", str(image.digest))) == sorted(
+        [first.digest, third.digest]
+    )
+
+
 def test_delete_image_refuses_while_another_tag_is_damaged_and_passes_over_a_dangling_one(
     file_store: tuple[ObjectStore, Path],
 ) -> None:

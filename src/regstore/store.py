@@ -68,6 +68,7 @@ from regstore.manifest import Descriptor, Manifest, digest_of
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
 from regstore.referrers import (
     INDEX_UPDATE_ATTEMPTS,
+    add_referrer,
     filter_referrers,
     index_lock,
     keep_in_index,
@@ -75,6 +76,7 @@ from regstore.referrers import (
     referrers_in,
     referrers_tag,
     remove_referrer,
+    subject_of_tag,
 )
 from regstore.safetext import redact_store_url
 
@@ -538,9 +540,9 @@ class ObjectStore:
 
     def _referrers_index(self, name: str, tag: str, *, rewriting: bool = False) -> Manifest | None:
         """The referrers index at ``tag``, None when there is none. ``rewriting``: for a writer
-        about to replace it, a damaged tag (what it named is unknown) counts as none too, so
-        the index is built again from the referrers written from now on (``verify`` reports
-        the ones it then lacks, and a transfer with referrers lists them again)."""
+        about to replace it (holding its lock), a damaged tag (what it named is unknown) is
+        written anew first, with the index rebuilt from the referrers stored in ``name``
+        (:meth:`_rebuild_index`); None when none is stored."""
         try:
             return self.manifest(name, tag)
         except NotFoundError:
@@ -548,7 +550,27 @@ class ObjectStore:
         except DamagedTagError:
             if not rewriting:
                 raise
+            return self._rebuild_index(name, tag)
+
+    def _rebuild_index(self, name: str, tag: str) -> Manifest | None:
+        """Write the referrers index ``tag``, whose tag is damaged, anew from the manifests of
+        ``name`` that refer to its subject (each manifest of the repository read once: only
+        for damage), and return it; None, the tag left to the caller's write, when none does.
+        Built from the writes since, it would lack the referrers listed before."""
+        subject = subject_of_tag(tag)
+        if subject is None:
             return None
+        index: Manifest | None = None
+        for digest in self.manifests(name):
+            try:
+                manifest = self.manifest(name, str(digest))
+            except (NotFoundError, ManifestInvalidError):  # gone meanwhile, or damaged
+                continue
+            if manifest.subject is not None and manifest.subject.digest == subject:
+                index = add_referrer(index, referrer_descriptor(manifest)) or index
+        if index is not None:
+            self._put_index(name, tag, index)
+        return index
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float | None = None) -> Iterator[bool]:

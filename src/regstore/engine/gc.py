@@ -274,7 +274,8 @@ def _old_index_versions(
 ) -> list[str]:
     """Earlier versions of referrers indexes (each update writes a new one under the same
     tag): indexes no tag points at and no other index has as a child, listing only
-    referrers of one subject that has a referrers tag."""
+    referrers of one subject that has a referrers tag (and referrers deleted since, which
+    such a version still lists)."""
     children = {str(c.digest) for m in manifests.values() for c in m.manifests}
     old: list[str] = []
     for digest, manifest in sorted(manifests.items()):
@@ -282,7 +283,8 @@ def _old_index_versions(
             continue
         if digest in targets or digest in children:
             continue
-        listed = {subjects.get(str(c.digest)) for c in manifest.manifests}
+        stored = [c for c in manifest.manifests if str(c.digest) in manifests]
+        listed = {subjects.get(str(c.digest)) for c in stored}
         if len(listed) == 1 and None not in listed and referrers_tag(str(listed.pop())) in tags:
             old.append(digest)
     return old
