@@ -392,29 +392,38 @@ def test_verify_names_a_blob_a_served_store_would_not_serve_and_a_pull_links_it(
     cli: CLI, seeded: SeededRegistry, store_root: Path, tmp_path: Path
 ) -> None:
     # A stock registry serving the store reaches a repository's blob through its _layers link
-    # only: without it, a 404 there, while verify said OK.
+    # only, read as exactly that blob's digest (else a 500): verify said OK to all of this.
     image = seeded.app["1.0.0"]
     cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
-    victim = image.layer_digests[0]
-    link = store_root / "docker/registry/v2/repositories/team/app/_layers"
-    link = link / "sha256" / victim.split(":")[1] / "link"
-    assert link.read_text() == victim
-    link.unlink()
+    missing, newline = image.layer_digests[0], image.layer_digests[1]
+    other = image.config_digest  # its link made to name the first layer
+    layers = store_root / "docker/registry/v2/repositories/team/app/_layers/sha256"
+    links = {d: layers / d.split(":")[1] / "link" for d in (missing, newline, other)}
+    assert all(link.read_text() == d for d, link in links.items())
+    links[missing].unlink()
+    links[newline].write_text(newline + "\n")
+    links[other].write_text(missing)
 
     served = serve_directory(store_root, tmp_path / "served")
     try:
-        blob_url = f"{served.url}/v2/team/app/blobs/{victim}"
-        assert requests.head(blob_url, timeout=30).status_code == 404
+        url = f"{served.url}/v2/team/app/blobs/"
+        assert requests.get(url + missing, timeout=30).status_code == 404
+        assert requests.get(url + newline, timeout=30).status_code == 500
+        assert requests.get(url + other, timeout=30).status_code == 500
         problems = cli("verify", "--json", expect=1).json()["problems"]
-        assert [(p["kind"], p["subject"]) for p in problems] == [("unlinked-blob", victim)]
-        assert problems[0]["referenced_by"] == [image.manifest_digest]
+        assert sorted((p["kind"], p["subject"]) for p in problems) == sorted(
+            ("unlinked-blob", d) for d in links
+        )
+        assert all(p["referenced_by"] == [image.manifest_digest] for p in problems)
         human = cli("verify", expect=1)
-        assert "unlinked-blob" in human.stdout and "answers 404" in human.stdout
+        assert "answers 404" in human.stdout and "fails on it" in human.stdout
 
         cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")  # one image: its links written again
-        assert link.read_text() == victim
+        assert all(link.read_text() == d for d, link in links.items())
         assert "OK" in cli("verify").stdout
-        assert requests.head(blob_url, timeout=30).status_code == 200
+        for digest in links:
+            answer = requests.get(url + digest, timeout=30)
+            assert answer.status_code == 200 and sha256_digest(answer.content) == digest
     finally:
         served.stop()
 

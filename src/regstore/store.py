@@ -20,6 +20,7 @@ one thread at a time.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -76,7 +77,6 @@ from regstore.referrers import (
     referrers_in,
     referrers_tag,
     remove_referrer,
-    subject_of_tag,
 )
 from regstore.safetext import redact_store_url
 
@@ -261,6 +261,8 @@ def blob_use_lock_key(digest: Digest) -> str:
     (:meth:`ObjectStore.claim_blob`) and under which gc decides to delete it."""
     return f"blob-use/{digest.algorithm}/{digest.hex}"
 
+
+log = logging.getLogger("regstore.store")
 
 #: Up to how many tags a repository's tags are checked before an old referrers index version
 #: is deleted (beyond, it is left for gc).
@@ -541,8 +543,7 @@ class ObjectStore:
     def _referrers_index(self, name: str, tag: str, *, rewriting: bool = False) -> Manifest | None:
         """The referrers index at ``tag``, None when there is none. ``rewriting``: for a writer
         about to replace it (holding its lock), a damaged tag (what it named is unknown) is
-        written anew first, with the index rebuilt from the referrers stored in ``name``
-        (:meth:`_rebuild_index`); None when none is stored."""
+        mended first (:meth:`_rebuild_index`)."""
         try:
             return self.manifest(name, tag)
         except NotFoundError:
@@ -553,22 +554,27 @@ class ObjectStore:
             return self._rebuild_index(name, tag)
 
     def _rebuild_index(self, name: str, tag: str) -> Manifest | None:
-        """Write the referrers index ``tag``, whose tag is damaged, anew from the manifests of
-        ``name`` that refer to its subject (each manifest of the repository read once: only
-        for damage), and return it; None, the tag left to the caller's write, when none does.
-        Built from the writes since, it would lack the referrers listed before."""
-        subject = subject_of_tag(tag)
-        if subject is None:
-            return None
+        """Mend the referrers index ``tag`` whose tag is damaged: write it anew from the
+        manifests of ``name`` that refer to its subject, and return it; with none stored,
+        delete the tag and return None. Built from the writes since, it would lack the
+        referrers listed before. Every manifest of the repository is read once (slow on an
+        object store, but only for damage); one that cannot be read is left out with a
+        warning (``verify`` then reports it as ``unindexed-referrer`` if it is a referrer)."""
         index: Manifest | None = None
         for digest in self.manifests(name):
             try:
                 manifest = self.manifest(name, str(digest))
-            except (NotFoundError, ManifestInvalidError):  # gone meanwhile, or damaged
+            except NotFoundError:  # deleted meanwhile
                 continue
-            if manifest.subject is not None and manifest.subject.digest == subject:
+            except RegstoreError as exc:  # damaged, unreadable: whose referrer it is is unknown
+                log.warning("rebuilding the referrers index %s of %s: %s", tag, name, exc)
+                continue
+            # (by the tag: a sha512 digest's tag is cut short, and names no digest to compare with)
+            if manifest.subject is not None and referrers_tag(manifest.subject.digest) == tag:
                 index = add_referrer(index, referrer_descriptor(manifest)) or index
-        if index is not None:
+        if index is None:
+            self.delete_tag(name, tag)
+        else:
             self._put_index(name, tag, index)
         return index
 

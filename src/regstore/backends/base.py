@@ -16,6 +16,7 @@ What every hookimpl does before and after calling the core:
 
 Derived defaults a backend may override for speed or precision: :meth:`~BackendBase.wait_blob`
 (polls :meth:`~BackendBase.blob_status`), :meth:`~BackendBase.manifest_is_partial` (False),
+:meth:`~BackendBase.unlinked_blobs` (none: every repository reaches every blob),
 :meth:`~BackendBase.describe`, :meth:`~BackendBase.close`,
 :meth:`~BackendBase.store_exists` (True: cannot tell). Optional operations
 (:meth:`~BackendBase.delete_manifest`, :meth:`~BackendBase.delete_tag`,

@@ -23,6 +23,7 @@ from __future__ import annotations
 from regstore.errors import (
     DamagedTagError,
     ImageManifestNotFoundError,
+    InvalidReferenceError,
     ManifestInvalidError,
     RepositoryNotFoundError,
     StoreDamageError,
@@ -223,20 +224,41 @@ class DistributionLayout(Layout):
             self._write_link(self._tag(name, tag, "current", "link"), digest)  # the tag last
 
     def unlinked_blobs(self, name: str, digests: list[Digest]) -> dict[Digest, str]:
-        # The registry reaches a blob of a repository through its link only, and serves the
-        # blob the link names: one missing, torn or naming another blob loses it there.
+        # The registry reaches a blob of a repository through its link only, read as exactly
+        # the blob's digest: no link is a 404 there; whitespace around the digest (which our
+        # reading of tag links tolerates) or another digest a 500 (docker-registry 2.8).
         wrong = {}
         for digest in digests:
-            path = self._blob_link(name, digest)
             try:
-                named = self._read_link(path)
-            except StoreDamageError as exc:
-                wrong[digest] = f"its link in this repository is damaged: {exc}"
+                data = self.host.read_file(self._blob_link(name, digest))
+            except IsADirectoryError:  # (a file host's EISDIR)
+                wrong[digest] = (
+                    "a directory stands where its link in this repository belongs: a registry "
+                    "serving the store fails on it here"
+                )
                 continue
+            if data == str(digest).encode("ascii"):
+                continue
+            if data is None:
+                wrong[digest] = (
+                    "this repository has no link to it: a registry serving the store answers "
+                    "404 for it here"
+                )
+                continue
+            try:
+                named: Digest | None = Digest(data.decode("ascii"))
+            except (UnicodeDecodeError, InvalidReferenceError):
+                named = None
             if named is None:
-                wrong[digest] = "this repository has no link to it"
-            elif named != digest:
-                wrong[digest] = f"its link in this repository names {named}"
+                wrong[digest] = (
+                    f"its link in this repository holds {data[:80]!r}, no digest: a registry "
+                    "serving the store fails on it here"
+                )
+            else:
+                wrong[digest] = (
+                    f"its link in this repository names {named}: a registry serving the store "
+                    "fails on it here"
+                )
         return wrong
 
     def manifest_is_partial(self, name: str, digest: Digest) -> bool:

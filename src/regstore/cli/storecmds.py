@@ -412,6 +412,11 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
                 f"{len(report.quarantined)} damaged blob(s) were moved aside: pull the affected "
                 "images again (`regstore pull REF`) to fetch them; the store keeps intact blobs"
             )
+        elif all(p.kind == "unlinked-blob" for p in report.problems):
+            hint = (
+                "the blobs are intact: pull or copy the images named by referenced_by into "
+                "their repositories again (`regstore pull REF@DIGEST`) to link them"
+            )
         else:
             hint = (
                 "pull the affected images again with `regstore pull REF --repair` "

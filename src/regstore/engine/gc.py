@@ -43,8 +43,10 @@ refused by the backend if a writer took the entry up again meanwhile.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +58,9 @@ from regstore.errors import (
     RegstoreError,
     StoreError,
 )
+from regstore.manifest import OCI_INDEX
 from regstore.reference import Digest, is_digest
-from regstore.referrers import referrers_tag, subject_of_tag
+from regstore.referrers import referrer_descriptor, referrers_tag, subject_of_tag
 from regstore.store import blob_use_lock_key
 
 if TYPE_CHECKING:
@@ -247,7 +250,9 @@ def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
                 named.add(digest)
             else:  # referrers indexes and sigstore tags name their subject
                 subjects.setdefault(digest, str(about))
-        doomed = _old_index_versions(manifests, subjects, targets, tags)
+        doomed = _old_index_versions(
+            manifests, subjects, targets, tags, functools.partial(store.is_partial, repo)
+        )
         present.difference_update(doomed)
         for digest in named:  # a manifest a regular tag names is kept, whatever its subject
             subjects.pop(digest, None)
@@ -270,23 +275,33 @@ def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
 
 
 def _old_index_versions(
-    manifests: dict[str, Manifest], subjects: dict[str, str], targets: set[str], tags: list[str]
+    manifests: dict[str, Manifest],
+    subjects: dict[str, str],
+    targets: set[str],
+    tags: list[str],
+    partial: Callable[[str], bool],
 ) -> list[str]:
     """Earlier versions of referrers indexes (each update writes a new one under the same
-    tag): indexes no tag points at and no other index has as a child, listing only
-    referrers of one subject that has a referrers tag (and referrers deleted since, which
-    such a version still lists)."""
+    tag): OCI indexes no tag points at and no other index has as a child, stored whole,
+    whose entries are referrers of one subject that has a referrers tag, each listed exactly
+    as a referrers index lists it, or no longer stored (a referrer deleted since, which an
+    old version still lists; at least one must still be stored, to tell the subject)."""
     children = {str(c.digest) for m in manifests.values() for c in m.manifests}
     old: list[str] = []
     for digest, manifest in sorted(manifests.items()):
-        if not manifest.is_index or manifest.subject is not None or not manifest.manifests:
+        if manifest.media_type != OCI_INDEX or manifest.subject is not None:
             continue
-        if digest in targets or digest in children:
+        if not manifest.manifests or digest in targets or digest in children:
             continue
         stored = [c for c in manifest.manifests if str(c.digest) in manifests]
+        if any(c != referrer_descriptor(manifests[str(c.digest)]) for c in stored):
+            continue
         listed = {subjects.get(str(c.digest)) for c in stored}
-        if len(listed) == 1 and None not in listed and referrers_tag(str(listed.pop())) in tags:
-            old.append(digest)
+        if len(listed) != 1 or None in listed or referrers_tag(str(listed.pop())) not in tags:
+            continue
+        if partial(digest):
+            continue  # an index stored without some children on purpose: not ours
+        old.append(digest)
     return old
 
 

@@ -32,11 +32,12 @@ Problems (``Problem.kind``):
 - ``missing-manifest``: an index refers to a child manifest that is not stored (not reported
   for an index the store knows was written partially, by a platform filter);
 - ``missing-blob``: a manifest refers to a blob that is not in the store;
-- ``unlinked-blob``: a manifest refers to a blob that its repository does not lead to (the
-  distribution layout's ``_layers`` link of the blob in that repository is missing, damaged or
-  names another blob: a registry serving the store answers 404 for it there); writing the
-  image into the repository again (a pull or copy of it; a sync skips an unchanged image)
-  links it;
+- ``unlinked-blob``: a manifest refers to a stored blob that its repository does not lead
+  to: the distribution layout's ``_layers`` link of the blob in that repository is missing (a
+  registry serving the store answers 404 for the blob there) or holds anything but the
+  blob's digest (it fails there); writing the image into the repository again (a pull or
+  copy of that image; a sync, or a pull of many tags, skips an unchanged image) links it; a
+  link that cannot be read is ``unreadable``;
 - ``damaged-blob``: a blob does not hash to its digest, or its size differs from the one in
   the referring manifests;
 - ``missing-subject``: a referrer (a manifest with ``subject``: a signature, an SBOM) whose
@@ -263,7 +264,6 @@ def verify(
     for repo in names:
         digests = store.manifests(repo)
         stored = set(digests)
-        linked: dict[Digest, set[str]] = {}  # this repository's blobs: who refers to them
         for digest in digests:
             report.manifests_checked += 1
             manifest = _load_manifest(store, repo, digest, report, unreadable)
@@ -296,8 +296,6 @@ def verify(
                 if blob.size >= 0:
                     use.sizes.add(blob.size)
                 use.users.append((repo, str(digest)))
-                linked.setdefault(blob.digest, set()).add(str(digest))
-        _check_links(store, repo, linked, report, unreadable)
         for tag in store.tags(repo):
             report.tags_checked += 1
             try:
@@ -427,36 +425,6 @@ def _indexed(store: ObjectStore, repo: str, subject: Digest, digest: Digest) -> 
         return True
 
 
-def _check_links(
-    store: ObjectStore,
-    repo: str,
-    linked: dict[Digest, set[str]],
-    report: VerifyReport,
-    unreadable: _Unreadable,
-) -> None:
-    """Report the blobs of ``repo``'s manifests that the repository does not lead to (see
-    ``unlinked-blob``); links that cannot be read are ``unreadable``."""
-    if not linked:
-        return
-    try:
-        wrong = store.unlinked_blobs(repo, [str(d) for d in linked])
-    except StoreError as exc:
-        unreadable.report(repo, "its blob links", exc)
-        return
-    for digest, why in sorted(wrong.items()):
-        report.problems.append(
-            Problem(
-                "unlinked-blob",
-                repo,
-                str(digest),
-                f"{why}: a registry serving this store answers 404 for it here; pull or copy "
-                "the image into this repository again to link it (a sync skips an unchanged "
-                "image)",
-                tuple(sorted(linked[digest])),
-            )
-        )
-
-
 def _check_children(
     store: ObjectStore,
     repo: str,
@@ -511,6 +479,26 @@ def _report_unread_blobs(
     report.problems += [problem for problem, _ in unread]
 
 
+def _link_problems(store: ObjectStore, digest: Digest, use: _BlobUse) -> list[Problem]:
+    """``unlinked-blob`` for each repository of ``use`` that does not lead to the stored blob
+    ``digest``, ``unreadable`` where its link cannot be read."""
+    problems = []
+    for repo in sorted({r for r, _ in use.users}):
+        referrers = tuple(sorted({m for r, m in use.users if r == repo}))
+        try:
+            why = store.unlinked_blobs(repo, [str(digest)]).get(digest)
+        except StoreError as exc:
+            problems.append(Problem("unreadable", repo, str(digest), f"its link: {exc}", referrers))
+            continue
+        if why is not None:
+            detail = (
+                f"{why}; pull or copy the image into this repository again to link it (a "
+                "sync, or a pull of many tags, skips an unchanged image)"
+            )
+            problems.append(Problem("unlinked-blob", repo, str(digest), detail, referrers))
+    return problems
+
+
 def _check_blobs(
     store: ObjectStore,
     uses: dict[Digest, _BlobUse],
@@ -562,7 +550,10 @@ def _check_blobs(
             kind = EventKind.VERIFIED if problem is None else EventKind.FAILED
             error = problem.detail if problem is not None else None
             events(TransferEvent(kind, "verify", "", digest, total=size, error=error))
+        # a blob that is there: does each repository whose manifests refer to it lead to it?
+        links = _link_problems(store, digest, use) if problem is None or damaged_bytes else []
         with lock:
+            report.problems += links
             report.blobs_checked += 1
             report.bytes_checked += size
             if read_error is not None and problem is not None:
