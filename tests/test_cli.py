@@ -392,24 +392,27 @@ def test_verify_names_a_blob_a_served_store_would_not_serve_and_a_pull_links_it(
     cli: CLI, seeded: SeededRegistry, store_root: Path, tmp_path: Path
 ) -> None:
     # A stock registry serving the store reaches a repository's blob through its _layers link
-    # only, read as exactly that blob's digest (else a 500): verify said OK to all of this.
-    image = seeded.app["1.0.0"]
+    # only, read as exactly a digest, and follows it: verify said OK to all of this.
+    image, beside = seeded.app["1.0.0"], seeded.app["1.1.0"]
     cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
-    missing, newline = image.layer_digests[0], image.layer_digests[1]
-    other = image.config_digest  # its link made to name the first layer
+    cli("pull", f"{seeded.host}/team/app:1.1.0", "-q")
+    missing, newline = image.layer_digests
+    other = image.config_digest  # its link made to name a blob of 1.1.0, linked and intact
+    elsewhere = beside.layer_digests[0]
     layers = store_root / "docker/registry/v2/repositories/team/app/_layers/sha256"
     links = {d: layers / d.split(":")[1] / "link" for d in (missing, newline, other)}
     assert all(link.read_text() == d for d, link in links.items())
     links[missing].unlink()
     links[newline].write_text(newline + "\n")
-    links[other].write_text(missing)
+    links[other].write_text(elsewhere)
 
     served = serve_directory(store_root, tmp_path / "served")
     try:
         url = f"{served.url}/v2/team/app/blobs/"
         assert requests.get(url + missing, timeout=30).status_code == 404
         assert requests.get(url + newline, timeout=30).status_code == 500
-        assert requests.get(url + other, timeout=30).status_code == 500
+        wrong = requests.get(url + other, timeout=30)  # another blob's bytes, as if they were it
+        assert wrong.status_code == 200 and sha256_digest(wrong.content) == elsewhere
         problems = cli("verify", "--json", expect=1).json()["problems"]
         assert sorted((p["kind"], p["subject"]) for p in problems) == sorted(
             ("unlinked-blob", d) for d in links
@@ -417,6 +420,9 @@ def test_verify_names_a_blob_a_served_store_would_not_serve_and_a_pull_links_it(
         assert all(p["referenced_by"] == [image.manifest_digest] for p in problems)
         human = cli("verify", expect=1)
         assert "answers 404" in human.stdout and "fails on it" in human.stdout
+        assert "answers with that blob's bytes" in human.stdout
+        hint = one_error_line(human) + human.stderr
+        assert f"team/app@{image.manifest_digest}" in hint and "--repair" not in hint
 
         cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")  # one image: its links written again
         assert all(link.read_text() == d for d, link in links.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
+import json
 import os
 import time
 import uuid
@@ -31,7 +32,7 @@ from regstore.errors import (
     StoreError,
 )
 from regstore.hookspecs import hookimpl
-from regstore.manifest import OCI_MANIFEST, Descriptor
+from regstore.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
 from regstore.reference import Digest
 from regstore.referrers import add_referrer, referrer_descriptor, referrers_tag, sigstore_tags
 from regstore.store import _INDEX_PRUNE_TAG_LIMIT
@@ -44,6 +45,7 @@ from regstore.testing.builders import (
     oci_index,
     random_blob,
     sha256_digest,
+    write_blob,
     write_image,
 )
 
@@ -480,7 +482,8 @@ def test_a_blob_its_repository_does_not_link_is_reported_and_a_copy_links_it(
 
     why = {
         "missing": f"this repository has no link to it: {served} answers 404 for it here",
-        "another blob": f"its link in this repository names {config}: {served} fails on it here",
+        "another blob": f"its link in this repository names {config}: {served} answers with "
+        "that blob's bytes for it here (or fails, where that blob is not linked either)",
         "torn": f"its link in this repository holds b'sha256:not-a-digest', no digest: {served} "
         "fails on it here",
         "newline": f"its link in this repository holds {newline!r}, no digest: "
@@ -539,6 +542,29 @@ def test_a_blob_link_in_a_directorys_place_or_unreadable_is_reported_as_such(
     assert "its link: " in problems["unreadable", second].detail
     assert "Permission denied" in problems["unreadable", second].detail
     assert problems["unreadable", second].referenced_by == (image.manifest_digest,)
+
+
+def test_blob_links_that_cannot_be_read_in_an_outage_fail_the_verify(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = build_image(seed=54)
+    put_image(store, "team/app", "1", image)
+    listed = store.manifests
+    calls: list[str] = []
+
+    def unreadable(name: str, digests: Any) -> dict[Digest, str]:
+        raise StoreError("the store went away")
+
+    def listing(name: str) -> list[Digest]:
+        calls.append(name)
+        if len(calls) > 1:  # (the first is verify's own listing)
+            raise StoreError("the store went away")
+        return listed(name)
+
+    monkeypatch.setattr(store, "unlinked_blobs", unreadable)
+    monkeypatch.setattr(store, "manifests", listing)
+    with pytest.raises(StoreError, match="went away"):
+        verify(store)
 
 
 def test_unlinked_blobs_names_only_what_a_layout_with_links_can_miss(tmp_path: Path) -> None:
@@ -664,6 +690,64 @@ def test_rebuilding_a_damaged_referrers_index_passes_over_what_it_cannot_read(
     assert f"rebuilding the referrers index {referrers_tag(str(image.digest))}" in caplog.text
 
 
+def test_a_damaged_referrers_index_of_a_sha512_subject_is_rebuilt_too(store: ObjectStore) -> None:
+    # its tag keeps 64 of the digest's 128 hex characters: the subject is found by that tag
+    subject = {"mediaType": OCI_MANIFEST, "digest": "sha512:" + "ab" * 64, "size": 321}
+    tag = referrers_tag(subject["digest"])
+    assert len(tag) < len(subject["digest"])
+
+    def referrer(seed: int) -> Manifest:
+        built = oci_artifact(oci_image(seed=seed), json.dumps({"n": seed}).encode())
+        for blob in built.blobs:
+            if not store.blob_exists(str(blob.digest)):
+                write_blob(store, blob)
+        doc = {**built.manifest.doc, "subject": subject}
+        return Manifest.parse(json.dumps(doc).encode())
+
+    first = referrer(1)
+    store.write_manifest("app", None, first)
+    _scribble_tag_link(store, "app", tag)
+    second = referrer(2)
+    store.write_manifest("app", None, second)
+    listed = sorted(d.digest for d in store.referrers("app", subject["digest"]))
+    assert listed == sorted([first.digest, second.digest])
+
+
+def test_rebuilding_a_damaged_referrers_index_stops_when_the_store_stops_answering(
+    file_store: tuple[ObjectStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a read error while the store still lists the repository passes over that manifest; one
+    # after which it no longer answers is an outage: nothing is written (a smaller index
+    # would lose entries for good)
+    store, root = file_store
+    image = oci_image(seed=66)
+    first = oci_artifact(image, b'{"n": 1}')
+    write_image(store, "app", "v1", image)
+    write_image(store, "app", None, first)
+    tag = referrers_tag(str(image.digest))
+    link = damage_tag_link(root, "app", tag)
+    torn = link.read_bytes()
+    listings = []
+    manifests, manifest = store.manifests, store.manifest
+
+    def listing(name: str) -> list[Digest]:
+        listings.append(name)
+        if len(listings) > 1:
+            raise StoreError("the store went away")
+        return manifests(name)
+
+    def reading(name: str, reference: str) -> Any:
+        if reference == str(first.digest):
+            raise StoreError("cannot read it now")
+        return manifest(name, reference)
+
+    monkeypatch.setattr(store, "manifests", listing)
+    monkeypatch.setattr(store, "manifest", reading)
+    with pytest.raises(StoreError, match="cannot read it now"):
+        write_image(store, "app", None, oci_artifact(image, b'{"n": 2}'))
+    assert link.read_bytes() == torn  # nothing written over it
+
+
 def test_a_damaged_referrers_tag_whose_referrers_are_all_gone_is_removed(
     file_store: tuple[ObjectStore, Path],
 ) -> None:
@@ -710,6 +794,18 @@ def test_gc_collects_old_index_versions_listing_a_deleted_referrer_and_nothing_l
     store.write_manifest("app", None, alike, partial=True)  # stored so on purpose: kept
     plain = oci_index([oci_image(seed=71)])  # an index of a plain image, untagged: kept
     write_image(store, "app", None, plain)
+    listed = referrer_descriptor(a.manifest).to_json()
+    looser = {k: v for k, v in listed.items() if k != "artifactType"}  # not as we list it
+    docker = "application/vnd.docker.distribution.manifest.list.v2+json"
+    kept = [
+        Manifest.parse(json.dumps(doc).encode())
+        for doc in (
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [looser]},
+            {"schemaVersion": 2, "mediaType": docker, "manifests": [listed]},
+        )
+    ]
+    for index in kept:  # whole, listing a referrer of the image: yet not as we list it
+        store.write_manifest("app", None, index)
 
     store.delete_manifest("app", str(b.digest))
     store.unindex_referrer("app", str(image.digest), str(b.digest))
@@ -720,6 +816,7 @@ def test_gc_collects_old_index_versions_listing_a_deleted_referrer_and_nothing_l
     assert store.resolve("app", referrers_tag(str(image.digest))) == first.digest
     assert store.has_manifest("app", str(alike.digest))
     assert store.has_manifest("app", str(plain.digest))
+    assert all(store.has_manifest("app", str(index.digest)) for index in kept)
     assert [d.digest for d in store.referrers("app", str(image.digest))] == [a.digest]
     assert verify(store).ok
 

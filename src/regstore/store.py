@@ -50,6 +50,7 @@ from regstore.errors import (
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
+    StoreDamageError,
     StoreError,
     StoreNotFoundError,
     StoreURLError,
@@ -558,8 +559,10 @@ class ObjectStore:
         manifests of ``name`` that refer to its subject, and return it; with none stored,
         delete the tag and return None. Built from the writes since, it would lack the
         referrers listed before. Every manifest of the repository is read once (slow on an
-        object store, but only for damage); one that cannot be read is left out with a
-        warning (``verify`` then reports it as ``unindexed-referrer`` if it is a referrer)."""
+        object store, but only for damage); one that is damaged or cannot be read is left out
+        with a warning (``verify`` reports it; a transfer with referrers lists it once it
+        reads), unless the store stopped answering: that error is raised, and nothing
+        written."""
         index: Manifest | None = None
         for digest in self.manifests(name):
             try:
@@ -567,6 +570,11 @@ class ObjectStore:
             except NotFoundError:  # deleted meanwhile
                 continue
             except RegstoreError as exc:  # damaged, unreadable: whose referrer it is is unknown
+                if not isinstance(exc, ManifestInvalidError | StoreDamageError):
+                    try:
+                        self.manifests(name)
+                    except RegstoreError:
+                        raise exc from None  # an outage: a smaller index would lose entries
                 log.warning("rebuilding the referrers index %s of %s: %s", tag, name, exc)
                 continue
             # (by the tag: a sha512 digest's tag is cut short, and names no digest to compare with)

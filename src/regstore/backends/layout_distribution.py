@@ -225,8 +225,9 @@ class DistributionLayout(Layout):
 
     def unlinked_blobs(self, name: str, digests: list[Digest]) -> dict[Digest, str]:
         # The registry reaches a blob of a repository through its link only, read as exactly
-        # the blob's digest: no link is a 404 there; whitespace around the digest (which our
-        # reading of tag links tolerates) or another digest a 500 (docker-registry 2.8).
+        # a digest, and follows it (docker-registry 2.8): no link is a 404 there, whitespace
+        # around the digest (which our reading of tag links tolerates) a 500, and another
+        # digest the bytes of that blob (a 500 where that one is not linked either).
         wrong = {}
         for digest in digests:
             try:
@@ -257,7 +258,8 @@ class DistributionLayout(Layout):
             else:
                 wrong[digest] = (
                     f"its link in this repository names {named}: a registry serving the store "
-                    "fails on it here"
+                    "answers with that blob's bytes for it here (or fails, where that blob is "
+                    "not linked either)"
                 )
         return wrong
 

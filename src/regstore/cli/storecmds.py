@@ -413,9 +413,15 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
                 "images again (`regstore pull REF`) to fetch them; the store keeps intact blobs"
             )
         elif all(p.kind == "unlinked-blob" for p in report.problems):
+            images = sorted(
+                {f"{p.repository}@{m}" for p in report.problems for m in p.referenced_by}
+            )
+            named = ", ".join(images[:3]) + (
+                f" and {len(images) - 3} more" if len(images) > 3 else ""
+            )
             hint = (
-                "the blobs are intact: pull or copy the images named by referenced_by into "
-                "their repositories again (`regstore pull REF@DIGEST`) to link them"
+                f"the blobs are intact: pull or copy {named} into its repository again "
+                "(`regstore pull REGISTRY/NAME@DIGEST`) to link them"
             )
         else:
             hint = (

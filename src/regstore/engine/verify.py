@@ -35,7 +35,8 @@ Problems (``Problem.kind``):
 - ``unlinked-blob``: a manifest refers to a stored blob that its repository does not lead
   to: the distribution layout's ``_layers`` link of the blob in that repository is missing (a
   registry serving the store answers 404 for the blob there) or holds anything but the
-  blob's digest (it fails there); writing the image into the repository again (a pull or
+  blob's digest (it fails there, or answers with the bytes of the blob the link names);
+  writing the image into the repository again (a pull or
   copy of that image; a sync, or a pull of many tags, skips an unchanged image) links it; a
   link that cannot be read is ``unreadable``;
 - ``damaged-blob``: a blob does not hash to its digest, or its size differs from the one in
@@ -479,16 +480,33 @@ def _report_unread_blobs(
     report.problems += [problem for problem, _ in unread]
 
 
-def _link_problems(store: ObjectStore, digest: Digest, use: _BlobUse) -> list[Problem]:
+def _report_unread_links(
+    store: ObjectStore, report: VerifyReport, unread: list[tuple[Problem, RegstoreError]]
+) -> None:
+    """Report the blob links that could not be read, or raise the first error when the store
+    no longer lists the manifests of a repository they are in (an outage, no damage)."""
+    first = min(unread, key=lambda u: (u[0].repository, u[0].subject))[1]
+    for repo in sorted({problem.repository for problem, _ in unread}):
+        if _still_lists(store, repo) is False:
+            raise first
+    report.problems += [problem for problem, _ in unread]
+
+
+def _link_problems(
+    store: ObjectStore, digest: Digest, use: _BlobUse
+) -> tuple[list[Problem], list[tuple[Problem, RegstoreError]]]:
     """``unlinked-blob`` for each repository of ``use`` that does not lead to the stored blob
-    ``digest``, ``unreadable`` where its link cannot be read."""
-    problems = []
+    ``digest``; and apart, ``unreadable`` with its error where the link cannot be read (damage
+    only while the store still answers: :func:`_check_blobs`)."""
+    problems: list[Problem] = []
+    unread: list[tuple[Problem, RegstoreError]] = []
     for repo in sorted({r for r, _ in use.users}):
         referrers = tuple(sorted({m for r, m in use.users if r == repo}))
         try:
             why = store.unlinked_blobs(repo, [str(digest)]).get(digest)
         except StoreError as exc:
-            problems.append(Problem("unreadable", repo, str(digest), f"its link: {exc}", referrers))
+            problem = Problem("unreadable", repo, str(digest), f"its link: {exc}", referrers)
+            unread.append((problem, exc))
             continue
         if why is not None:
             detail = (
@@ -496,7 +514,7 @@ def _link_problems(store: ObjectStore, digest: Digest, use: _BlobUse) -> list[Pr
                 "sync, or a pull of many tags, skips an unchanged image)"
             )
             problems.append(Problem("unlinked-blob", repo, str(digest), detail, referrers))
-    return problems
+    return problems, unread
 
 
 def _check_blobs(
@@ -510,6 +528,7 @@ def _check_blobs(
     lock = threading.Lock()
     #: blobs that could not be read: damage only while the store still answers (below)
     unread: list[tuple[Problem, RegstoreError]] = []
+    unread_links: list[tuple[Problem, RegstoreError]] = []  # (likewise)
 
     def check(digest: Digest, use: _BlobUse) -> None:
         repo = use.users[0][0]
@@ -551,9 +570,13 @@ def _check_blobs(
             error = problem.detail if problem is not None else None
             events(TransferEvent(kind, "verify", "", digest, total=size, error=error))
         # a blob that is there: does each repository whose manifests refer to it lead to it?
-        links = _link_problems(store, digest, use) if problem is None or damaged_bytes else []
+        links: list[Problem] = []
+        links_unread: list[tuple[Problem, RegstoreError]] = []
+        if problem is None or problem.kind == "damaged-blob":
+            links, links_unread = _link_problems(store, digest, use)
         with lock:
             report.problems += links
+            unread_links.extend(links_unread)
             report.blobs_checked += 1
             report.bytes_checked += size
             if read_error is not None and problem is not None:
@@ -569,4 +592,6 @@ def _check_blobs(
             future.result()
     if unread:
         _report_unread_blobs(store, report, unread, len(uses))
+    if unread_links:
+        _report_unread_links(store, report, unread_links)
     report.problems.sort(key=lambda p: (p.repository, p.kind, p.subject))
