@@ -149,9 +149,10 @@ class StoreSpec:
         does not lead to, each with what is wrong: in a layout that records which blobs each
         repository may serve (the distribution layout's ``_layers`` links: a registry serving
         the store answers 404 for a blob of a repository without its link), the ones whose
-        record is missing or names another blob. Whether the blobs themselves are stored is
-        not asked here. Optional: a backend whose repositories share every blob leaves it out
-        (nothing is ever unlinked there). Raises StoreError when the records cannot be read.
+        record is missing or holds anything but the blob's digest. Whether the blobs
+        themselves are stored is not asked here. Optional: a backend whose repositories share
+        every blob leaves it out (nothing is ever unlinked there). Raises StoreError when the
+        records cannot be read.
         """
         raise NotImplementedError
 

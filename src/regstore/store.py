@@ -717,10 +717,11 @@ class ObjectStore:
     def unlinked_blobs(self, name: str, digests: Collection[str]) -> dict[Digest, str]:
         """Of the blobs ``digests`` that manifests of ``name`` refer to, those that ``name``
         does not lead to, each with what is wrong (``verify``'s ``unlinked-blob``): a blob of
-        the distribution layout whose ``_layers`` link in ``name`` is missing or names another
-        blob, which a registry serving this store would not serve from ``name``. Empty for
-        backends whose repositories share every blob. Whether the blobs are stored is not
-        asked (:meth:`blob_status`). Raises StoreError when the links cannot be read.
+        the distribution layout whose ``_layers`` link in ``name`` is missing or holds anything
+        but its digest, which a registry serving this store would not serve as that blob from
+        ``name``. Empty for backends whose repositories share every blob. Whether the blobs
+        are stored is not asked (:meth:`blob_status`). Raises StoreError when the links cannot
+        be read.
         """
         if "regstore_store_unlinked_blobs" not in self._implemented:
             return {}  # a backend without per-repository links: nothing to miss

@@ -36,9 +36,9 @@ Problems (``Problem.kind``):
   to: the distribution layout's ``_layers`` link of the blob in that repository is missing (a
   registry serving the store answers 404 for the blob there) or holds anything but the
   blob's digest (it fails there, or answers with the bytes of the blob the link names);
-  writing the image into the repository again (a pull or
-  copy of that image; a sync, or a pull of many tags, skips an unchanged image) links it; a
-  link that cannot be read is ``unreadable``;
+  writing the image into the repository again (a pull or copy of that image; a sync, or a
+  pull of many tags, skips an unchanged image) links it; a link that cannot be read is
+  ``unreadable``;
 - ``damaged-blob``: a blob does not hash to its digest, or its size differs from the one in
   the referring manifests;
 - ``missing-subject``: a referrer (a manifest with ``subject``: a signature, an SBOM) whose
