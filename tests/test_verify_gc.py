@@ -763,13 +763,11 @@ def test_a_damaged_referrers_tag_whose_referrers_are_all_gone_is_removed(
     store.unindex_referrer("app", str(image.digest), str(referrer.digest))
     assert store.tags("app") == ["v1"]
     assert store.referrers("app", str(image.digest)) == []
-    # left: the index version the damaged tag named (no writer could know it), listing the
-    # deleted referrer alone; gc (no longer refused) takes it for the old version it is
-    assert [(p.kind, p.subject) for p in verify(store).problems] == [
-        ("missing-manifest", str(referrer.digest))
-    ]
-    assert len(collect_garbage(store, grace=0).referrers_removed) == 1
-    assert verify(store).ok
+    collect_garbage(store, grace=0)  # no longer refused
+    # what is left: the index version the damaged tag named (no writer could know it), listing
+    # the deleted referrer; it names no stored referrer, so no subject, and gc leaves it
+    problems = verify(store).problems
+    assert [(p.kind, p.subject) for p in problems] == [("missing-manifest", str(referrer.digest))]
 
 
 def test_gc_collects_old_index_versions_listing_a_deleted_referrer_and_nothing_like_them(
@@ -809,15 +807,9 @@ def test_gc_collects_old_index_versions_listing_a_deleted_referrer_and_nothing_l
     for index in kept:  # whole, listing a referrer of the image: yet not as we list it
         store.write_manifest("app", None, index)
 
-    lone = oci_image(seed=72)  # an untagged index of an image deleted since: kept
-    orphaned = oci_index([lone])
-    write_image(store, "app", None, orphaned)
-    assert all("platform" in e for e in orphaned.manifest.doc["manifests"])
-    store.delete_manifest("app", str(lone.digest))
-
     store.delete_manifest("app", str(b.digest))
     store.unindex_referrer("app", str(image.digest), str(b.digest))
-    assert {p.subject for p in verify(store).problems} == {str(b.digest), str(lone.digest)}
+    assert {p.subject for p in verify(store).problems} == {str(b.digest)}  # in old versions
 
     removed = collect_garbage(store, grace=0).referrers_removed
     assert removed == [f"app@{second.digest}"]  # (the index is back to the bytes of the first)
@@ -826,8 +818,7 @@ def test_gc_collects_old_index_versions_listing_a_deleted_referrer_and_nothing_l
     assert store.has_manifest("app", str(plain.digest))
     assert all(store.has_manifest("app", str(index.digest)) for index in kept)
     assert [d.digest for d in store.referrers("app", str(image.digest))] == [a.digest]
-    assert store.has_manifest("app", str(orphaned.digest))
-    assert {p.subject for p in verify(store).problems} == {str(lone.digest)}
+    assert verify(store).ok
 
 
 def test_delete_image_refuses_while_another_tag_is_damaged_and_passes_over_a_dangling_one(

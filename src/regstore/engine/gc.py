@@ -285,9 +285,7 @@ def _old_index_versions(
     tag): OCI indexes no tag points at and no other index has as a child, stored whole,
     whose entries are referrers of one subject that has a referrers tag, each listed exactly
     as a referrers index lists it, or no longer stored (a referrer deleted since, which an
-    old version still lists); or, none of them stored any more, shaped as a referrers index
-    is (a version whose referrers are all gone: its subject is unknown, and it lists nothing
-    that could be lost)."""
+    old version still lists; at least one must still be stored, to tell the subject)."""
     children = {str(c.digest) for m in manifests.values() for c in m.manifests}
     old: list[str] = []
     for digest, manifest in sorted(manifests.items()):
@@ -296,10 +294,6 @@ def _old_index_versions(
         if not manifest.manifests or digest in targets or digest in children:
             continue
         stored = [c for c in manifest.manifests if str(c.digest) in manifests]
-        if not stored:  # every referrer it listed is gone: nothing tells its subject
-            if _shaped_as_referrers_index(manifest) and not partial(digest):
-                old.append(digest)  # and nothing it lists can be lost
-            continue
         if any(c != referrer_descriptor(manifests[str(c.digest)]) for c in stored):
             continue
         listed = {subjects.get(str(c.digest)) for c in stored}
@@ -309,22 +303,6 @@ def _old_index_versions(
             continue  # an index stored without some children on purpose: not ours
         old.append(digest)
     return old
-
-
-#: What a referrers index as stores write it holds (``regstore.referrers``), and its entries
-_INDEX_KEYS = frozenset({"schemaVersion", "mediaType", "manifests", "annotations"})
-_ENTRY_KEYS = frozenset({"mediaType", "digest", "size", "annotations", "artifactType"})
-
-
-def _shaped_as_referrers_index(index: Manifest) -> bool:
-    """True if ``index`` holds nothing a referrers index as stores write it does not: no
-    platforms, URLs or other fields (an index of images names platforms)."""
-    entries = index.doc.get("manifests")
-    return (
-        set(index.doc) <= _INDEX_KEYS
-        and isinstance(entries, list)
-        and all(isinstance(e, dict) and set(e) <= _ENTRY_KEYS for e in entries)
-    )
 
 
 def _readable(store: ObjectStore, repo: str, reference: str) -> Manifest:
