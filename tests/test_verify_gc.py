@@ -36,6 +36,7 @@ from regstore.manifest import OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
 from regstore.reference import Digest
 from regstore.referrers import add_referrer, referrer_descriptor, referrers_tag, sigstore_tags
 from regstore.store import _INDEX_PRUNE_TAG_LIMIT
+from regstore.testing.builders import Image as BuiltImage
 from regstore.testing.builders import (
     build_image,
     build_index,
@@ -819,6 +820,39 @@ def test_gc_collects_old_index_versions_listing_a_deleted_referrer_and_nothing_l
     assert all(store.has_manifest("app", str(index.digest)) for index in kept)
     assert [d.digest for d in store.referrers("app", str(image.digest))] == [a.digest]
     assert verify(store).ok
+
+
+def test_gc_keeps_what_only_looks_like_an_old_index_version(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = oci_image(seed=73)
+    write_image(store, "app", "v1", image)
+    for i in range(_INDEX_PRUNE_TAG_LIMIT):  # each index update leaves its previous version
+        store.write_manifest("app", f"t{i}", image.manifest)
+    a, b, c = (oci_artifact(image, f'{{"n": {n}}}'.encode()) for n in (1, 2, 3))
+    for referrer in (a, b, c):
+        write_image(store, "app", None, referrer)
+    only_a = add_referrer(None, referrer_descriptor(a.manifest))
+    assert only_a is not None
+    a_and_b = add_referrer(only_a, referrer_descriptor(b.manifest))
+    assert a_and_b is not None and store.has_manifest("app", str(a_and_b.digest))
+
+    # an index listing a as a referrers index does, but signed: a version never is
+    signed = Manifest.parse(
+        json.dumps({**only_a.doc, "annotations": {"signed": "yes"}}).encode(), OCI_INDEX
+    )
+    store.write_manifest("app", None, signed)
+    signature = oci_artifact(BuiltImage(signed), b'{"sig": 1}')
+    write_image(store, "app", None, signature)
+
+    # a version listing b, which the listing misses (written since, or stored elsewhere)
+    listed = store.manifests
+    monkeypatch.setattr(store, "manifests", lambda name: [d for d in listed(name) if d != b.digest])
+    removed = collect_garbage(store, grace=0).referrers_removed
+    assert f"app@{a_and_b.digest}" not in removed
+    assert f"app@{signed.digest}" not in removed and f"app@{signature.digest}" not in removed
+    assert store.has_manifest("app", str(signed.digest))
+    assert store.has_manifest("app", str(signature.digest))
 
 
 def test_delete_image_refuses_while_another_tag_is_damaged_and_passes_over_a_dangling_one(

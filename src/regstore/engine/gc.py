@@ -43,10 +43,8 @@ refused by the backend if a writer took the entry up again meanwhile.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +58,7 @@ from regstore.errors import (
 )
 from regstore.manifest import OCI_INDEX
 from regstore.reference import Digest, is_digest
-from regstore.referrers import referrer_descriptor, referrers_tag, subject_of_tag
+from regstore.referrers import referrer_descriptor, referrers_tag, sigstore_tags, subject_of_tag
 from regstore.store import blob_use_lock_key
 
 if TYPE_CHECKING:
@@ -250,9 +248,7 @@ def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
                 named.add(digest)
             else:  # referrers indexes and sigstore tags name their subject
                 subjects.setdefault(digest, str(about))
-        doomed = _old_index_versions(
-            manifests, subjects, targets, tags, functools.partial(store.is_partial, repo)
-        )
+        doomed = _old_index_versions(store, repo, manifests, subjects, targets, tags)
         present.difference_update(doomed)
         for digest in named:  # a manifest a regular tag names is kept, whatever its subject
             subjects.pop(digest, None)
@@ -275,32 +271,41 @@ def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
 
 
 def _old_index_versions(
+    store: ObjectStore,
+    repo: str,
     manifests: dict[str, Manifest],
     subjects: dict[str, str],
     targets: set[str],
     tags: list[str],
-    partial: Callable[[str], bool],
 ) -> list[str]:
     """Earlier versions of referrers indexes (each update writes a new one under the same
-    tag): OCI indexes no tag points at and no other index has as a child, stored whole,
-    whose entries are referrers of one subject that has a referrers tag, each listed exactly
-    as a referrers index lists it, or no longer stored (a referrer deleted since, which an
-    old version still lists; at least one must still be stored, to tell the subject)."""
+    tag): OCI indexes of ``repo`` no tag points at, no other index has as a child and nothing
+    refers to, stored whole, whose entries are referrers of one subject that has a referrers
+    tag, each listed exactly as a referrers index lists it, or no longer stored (a referrer
+    deleted since, which an old version still lists; asked again of the store before it
+    counts, and at least one must still be stored, to tell the subject)."""
     children = {str(c.digest) for m in manifests.values() for c in m.manifests}
+    referred = set(subjects.values())
+    tagged = set(tags)
     old: list[str] = []
     for digest, manifest in sorted(manifests.items()):
         if manifest.media_type != OCI_INDEX or manifest.subject is not None:
             continue
         if not manifest.manifests or digest in targets or digest in children:
             continue
+        if digest in referred or tagged & {referrers_tag(digest), *sigstore_tags(digest)}:
+            continue  # signed or described: a version of a referrers index never is
         stored = [c for c in manifest.manifests if str(c.digest) in manifests]
         if any(c != referrer_descriptor(manifests[str(c.digest)]) for c in stored):
             continue
         listed = {subjects.get(str(c.digest)) for c in stored}
         if len(listed) != 1 or None in listed or referrers_tag(str(listed.pop())) not in tags:
             continue
-        if partial(digest):
+        if store.is_partial(repo, digest):
             continue  # an index stored without some children on purpose: not ours
+        gone = [c for c in manifest.manifests if str(c.digest) not in manifests]
+        if any(store.has_manifest(repo, str(c.digest)) for c in gone):
+            continue  # written since the listing, or stored where the listing does not look
         old.append(digest)
     return old
 
