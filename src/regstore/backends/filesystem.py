@@ -453,12 +453,8 @@ class LocalStaging(FsspecStaging):
         # group (before any manifest that references the blob is written, or on close).
         with self.store.entries.deferring():
             final = self.store.final_blob_path(digest)
-            staged = self.store.staging_path(digest)
-            try:
-                os.replace(staged, final)  # readers: none, then all
-            except IsADirectoryError:
-                self.store.replace_directory(final)
-                os.replace(staged, final)
+            # readers: none, then all
+            self.store.rename_over(self.store.staging_path(digest), final)
             self.store.entries.changed(os.path.dirname(final))
 
 
@@ -577,12 +573,16 @@ class LocalBackend(FsspecBackend):
             self.confinement.check(self.layout.blob_path(Digest(blob.digest)))
         return blobs
 
-    def replace_directory(self, path: str) -> None:
-        """Remove the directory standing where the file ``path`` (a blob, a manifest, a link)
-        is about to be renamed: a damaged store, where that file read as absent, and nothing of
-        the store lives below a file's path."""
-        log.warning("replacing the directory at %s with the file that belongs there", path)
-        self.remove(path, recursive=True)  # (confined; a final symlink unlinked, not followed)
+    def rename_over(self, source: str, path: str) -> None:
+        """``os.replace(source, path)`` of a file (a blob, a manifest, a link), first removing a
+        directory standing at ``path``: a damaged store, where that file read as absent, and
+        nothing of the store lives below a file's path."""
+        try:
+            os.replace(source, path)
+        except IsADirectoryError:
+            log.warning("replacing the directory at %s with the file that belongs there", path)
+            self.remove(path, recursive=True)  # (confined; a final symlink unlinked, not followed)
+            os.replace(source, path)
 
     def write_file(self, path: str, data: bytes) -> None:
         tmp = self.work_path("tmp", uuid.uuid4().hex)
@@ -605,12 +605,9 @@ class LocalBackend(FsspecBackend):
                 os.close(fd)
             self.confinement.check(os.path.dirname(path))
             try:
-                os.replace(tmp, path)
+                self.rename_over(tmp, path)
             except FileNotFoundError:
                 self.ensure_parent(path)
-                os.replace(tmp, path)
-            except IsADirectoryError:
-                self.replace_directory(path)
                 os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

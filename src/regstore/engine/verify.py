@@ -460,17 +460,18 @@ def _check_children(
         )
 
 
-def _report_unread_blobs(
+def _report_unread(
     store: ObjectStore,
     report: VerifyReport,
     unread: list[tuple[Problem, RegstoreError]],
-    checked: int,
+    checked: int | None = None,
 ) -> None:
-    """Report the blobs that could not be read (``unreadable``: an I/O error, a permission), or
-    raise the first error: when no blob at all was read (a store this process may not read),
-    or when the store no longer lists the manifests of a repository those blobs are in (an
-    outage while verifying is no damage: every blob after it would fail alike). Asked once,
-    after the blobs: an outage that ended before that leaves its blobs reported."""
+    """Report the blobs (or blob links) that could not be read (``unreadable``: an I/O error,
+    a permission), or raise the first error: when none of ``checked`` blobs was read at all (a
+    store this process may not read), or when the store no longer lists the manifests of a
+    repository they are in (an outage while verifying is no damage: every read after it would
+    fail alike). Asked once, after the blobs: an outage that ended before that leaves its
+    blobs reported."""
     first = min(unread, key=lambda u: u[0].subject)[1]
     if len(unread) == checked:
         raise first
@@ -480,24 +481,12 @@ def _report_unread_blobs(
     report.problems += [problem for problem, _ in unread]
 
 
-def _report_unread_links(
-    store: ObjectStore, report: VerifyReport, unread: list[tuple[Problem, RegstoreError]]
-) -> None:
-    """Report the blob links that could not be read, or raise the first error when the store
-    no longer lists the manifests of a repository they are in (an outage, no damage)."""
-    first = min(unread, key=lambda u: (u[0].repository, u[0].subject))[1]
-    for repo in sorted({problem.repository for problem, _ in unread}):
-        if _still_lists(store, repo) is False:
-            raise first
-    report.problems += [problem for problem, _ in unread]
-
-
 def _link_problems(
     store: ObjectStore, digest: Digest, use: _BlobUse
 ) -> tuple[list[Problem], list[tuple[Problem, RegstoreError]]]:
     """``unlinked-blob`` for each repository of ``use`` that does not lead to the stored blob
     ``digest``; and apart, ``unreadable`` with its error where the link cannot be read (damage
-    only while the store still answers: :func:`_check_blobs`)."""
+    only while the store still answers: :func:`_report_unread`)."""
     problems: list[Problem] = []
     unread: list[tuple[Problem, RegstoreError]] = []
     for repo in sorted({r for r, _ in use.users}):
@@ -591,7 +580,7 @@ def _check_blobs(
         for future in futures:
             future.result()
     if unread:
-        _report_unread_blobs(store, report, unread, len(uses))
+        _report_unread(store, report, unread, len(uses))
     if unread_links:
-        _report_unread_links(store, report, unread_links)
+        _report_unread(store, report, unread_links)
     report.problems.sort(key=lambda p: (p.repository, p.kind, p.subject))
