@@ -26,6 +26,7 @@ from regstore.errors import (
     ManifestInvalidError,
     RegstoreError,
     StoreError,
+    StoreEscapeError,
     StoreOptionError,
 )
 from regstore.manifest import Manifest
@@ -485,9 +486,10 @@ def test_the_local_primitives_are_plain_system_calls_that_never_follow_a_link(
     tmp_path: Path,
 ) -> None:
     """The file store's own system calls (they replaced fsspec's on the hot path): a missing
-    path is no error, a directory goes only when asked, a link is removed itself and is never
-    listed as a directory (a loop of links must not make a walk endless), the path of a file
-    has no entries."""
+    path is no error, a directory goes only when asked, a link is removed itself, never
+    followed; it is listed as a directory when it leads to one inside the root and not back
+    (a loop of links must not make a walk endless), and one leading out is an error; the path
+    of a file has no entries."""
     from regstore.backends.filesystem import LocalBackend
 
     root = tmp_path / "store"
@@ -502,12 +504,13 @@ def test_the_local_primitives_are_plain_system_calls_that_never_follow_a_link(
     backend = LocalBackend(str(root))
 
     assert sorted(backend.list_dir(str(root / "d"))) == [
-        ("alias", False),
+        ("alias", True),
         ("e", True),
         ("f", False),
         ("loop", False),
     ]
-    assert sorted(backend.list_dir(str(root))) == [("d", True), ("link", False)]
+    with pytest.raises(StoreEscapeError):
+        backend.list_dir(str(root))
     assert backend.list_dir(str(root / "missing")) == []
     assert backend.list_dir(str(root / "d" / "f")) == []  # not a directory
     assert backend.exists(str(root / "d" / "f")) and not backend.exists(str(root / "d" / "x"))
@@ -529,9 +532,10 @@ def test_the_local_primitives_are_plain_system_calls_that_never_follow_a_link(
     assert backend._filesystem is None  # none of it needed an fsspec filesystem
 
 
-def test_links_among_the_repositories_are_not_walked(tmp_path: Path) -> None:
+def test_links_back_among_the_repositories_are_not_walked(tmp_path: Path) -> None:
     """Two links back to the repositories directory made the listing exponential when a link
-    counted as a directory; a link out of the store failed it. They are skipped."""
+    counted as a directory; a link to where the listing already is leads nowhere new. They are
+    skipped, and so is a link to a file."""
     store = open_store(str(tmp_path / "store"))
     image = oci_image(seed=62)
     write_image(store, "team/app", "1", image)
@@ -539,8 +543,86 @@ def test_links_among_the_repositories_are_not_walked(tmp_path: Path) -> None:
     (repositories / "x").symlink_to(repositories)
     (repositories / "y").symlink_to(repositories)
     (repositories / "team" / "loop").symlink_to(repositories / "team")
-    (repositories / "out").symlink_to(tmp_path)
+    (repositories / "team" / "app" / "up").symlink_to(repositories / "team")
+    (repositories / "file").write_text("not a repository")
+    (repositories / "tofile").symlink_to(repositories / "file")
+    (repositories / "dangling").symlink_to(tmp_path / "nothing")
     assert store.repositories() == ["team/app"]
+
+
+def _moved_and_linked(root: Path, name: str, to: Path) -> Path:
+    """Move the repository directory ``name`` of the store at ``root`` to ``to`` and leave a
+    symbolic link to it in its place (as an operator short of space on one disk does)."""
+    repository = root / "docker" / "registry" / "v2" / "repositories" / name
+    to.parent.mkdir(parents=True, exist_ok=True)
+    repository.rename(to)
+    repository.symlink_to(to)
+    return repository
+
+
+def test_a_repository_linked_from_inside_the_store_is_listed_and_its_blobs_kept(
+    tmp_path: Path,
+) -> None:
+    """docker-registry lists and serves a repository whose directory is a link (it follows
+    links); skipped by the listing, it was invisible to gc, which deleted every blob only it
+    used (tests/test_cli.py checks what the registry serves)."""
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    write_image(store, "team/app", "1", oci_image(seed=63))
+    linked = oci_image(seed=64)
+    digest = write_image(store, "other/b", "1", linked)
+    _moved_and_linked(root, "other", root / "moved" / "other")
+    # an alias of a repository listed anyway: listed under both names, as the registry does
+    (root / "docker/registry/v2/repositories/alias").symlink_to(
+        root / "docker/registry/v2/repositories/team/app"
+    )
+    reopened = open_store(str(root))
+    assert reopened.repositories() == ["alias", "other/b", "team/app"]
+    assert reopened.tags("other/b") == ["1"]
+    report = collect_garbage(reopened, grace=0, now=time.time() + 3600)
+    assert report.removed == []
+    assert reopened.manifest("other/b", "1").digest == digest
+    for descriptor in linked.manifest.references:
+        assert reopened.blob_size(str(descriptor.digest)) == descriptor.size
+
+
+def test_a_repository_linked_from_outside_the_store_stops_listing_and_gc(
+    tmp_path: Path,
+) -> None:
+    """The store reads nothing through a link out of its root (StoreEscapeError), so what such
+    a repository refers to is unknown: the listing says so instead of passing over it, and gc
+    deletes nothing (it deleted the blobs only that repository used)."""
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    image = oci_image(seed=65)
+    write_image(store, "other/b", "1", image)
+    link = _moved_and_linked(root, "other", tmp_path / "elsewhere" / "other")
+    reopened = open_store(str(root))
+    with pytest.raises(StoreEscapeError) as listed:
+        reopened.repositories()
+    assert listed.value.link == str(link)
+    assert str(tmp_path / "elsewhere" / "other") in str(listed.value)
+    with pytest.raises(StoreEscapeError):
+        collect_garbage(reopened, grace=0, now=time.time() + 3600)
+    for descriptor in image.manifest.references:
+        assert reopened.blob_size(str(descriptor.digest)) == descriptor.size
+
+
+def test_a_link_inside_a_linked_repository_directory_stops_the_listing(tmp_path: Path) -> None:
+    """Links are followed one deep (links between linked directories could make the walk
+    endless or exponential); one met deeper is named in an error, never passed over, for gc
+    would not know what the repository behind it refers to."""
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    write_image(store, "a/x/app", "1", oci_image(seed=66))
+    write_image(store, "b/y/app", "1", oci_image(seed=67))
+    repositories = root / "docker" / "registry" / "v2" / "repositories"
+    _moved_and_linked(root, "a", root / "moved" / "a")
+    _moved_and_linked(root, "a/x", root / "moved" / "x")
+    with pytest.raises(StoreError, match="one link deep") as listed:
+        open_store(str(root)).repositories()
+    assert str(repositories / "a" / "x") in str(listed.value)
+    assert (repositories / "b" / "y" / "app").is_dir()
 
 
 @pytest.mark.parametrize("layout", ["distribution", "oci"])

@@ -434,6 +434,45 @@ def test_verify_names_a_blob_a_served_store_would_not_serve_and_a_pull_links_it(
         served.stop()
 
 
+def test_a_linked_repository_is_listed_served_and_kept_by_gc_and_one_out_of_the_store_stops_gc(
+    cli: CLI, seeded: SeededRegistry, store_root: Path, tmp_path: Path
+) -> None:
+    # An operator short of space moves a repository's directory and links it back: a stock
+    # registry serving the store follows the link. regstore passed over it, and gc deleted the
+    # blobs only that repository used.
+    image = seeded.app["1.0.0"]
+    cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
+    repositories = store_root / "docker/registry/v2/repositories"
+    moved = store_root / "moved" / "team"
+    moved.parent.mkdir()
+    (repositories / "team").rename(moved)
+    (repositories / "team").symlink_to(moved)
+
+    served = serve_directory(store_root, tmp_path / "served")
+    try:
+        catalog = requests.get(f"{served.url}/v2/_catalog", timeout=30).json()
+        assert "team/app" in catalog["repositories"]
+        for digest in image.blobs:
+            answer = requests.get(f"{served.url}/v2/team/app/blobs/{digest}", timeout=30)
+            assert answer.status_code == 200 and sha256_digest(answer.content) == digest
+    finally:
+        served.stop()
+    assert "team/app" in cli("ls").stdout
+    assert cli("gc", "--grace", "0", "--json").json()["removed"] == []
+    assert all(blob_path(store_root, digest).exists() for digest in image.blobs)
+    assert cli("verify", "--json").json()["ok"] is True
+
+    outside = tmp_path / "elsewhere" / "team"
+    outside.parent.mkdir()
+    (repositories / "team").unlink()
+    moved.rename(outside)
+    (repositories / "team").symlink_to(outside)
+    failed = cli("gc", "--grace", "0", expect=1)
+    assert str(repositories / "team") in one_error_line(failed)
+    assert "leads out of the store root" in one_error_line(failed)
+    assert all(blob_path(store_root, digest).exists() for digest in image.blobs)
+
+
 def test_gc_removes_old_unreferenced_blobs_and_keeps_young_ones(
     cli: CLI, seeded: SeededRegistry, store_root: Path
 ) -> None:

@@ -28,6 +28,10 @@ sync are plain system calls), with what a local disk needs beyond fsspec:
   or an existence check looks at the last component with the access itself (``O_NOFOLLOW``,
   ``lstat``) and resolves a link it meets there the slow way: in a directory walked a moment
   ago, one system call per access.
+- a listing walks a link to a directory inside the root as a directory, one link deep (as
+  docker-registry lists and serves it); a link back to where the walk is adds nothing and is
+  passed over, and any other link to a directory (out of the root, or inside a directory
+  reached through a link) is an error: gc must never pass over what a repository refers to.
 
 URLs: ``file:///srv/mirror`` (``file://localhost/srv/mirror`` too) or a plain path, relative
 to the working directory or absolute. ``file://relative`` is refused as ambiguous. Opening
@@ -133,14 +137,15 @@ class _Confinement:
         self._prefix = root.rstrip(os.sep) + os.sep
         self._real_dirs: dict[str, float] = {}  # directory under the root -> trusted until
 
-    def _inside(self, real: str) -> bool:
+    def inside(self, real: str) -> bool:
+        """True if the resolved path ``real`` lies in the root's real path."""
         return real == self.real_root or real.startswith(self.real_root.rstrip(os.sep) + os.sep)
 
     def check(self, path: str) -> str:
         """``path`` if everything it resolves through stays inside the root, else raise
         StoreEscapeError naming the link. Components that do not exist yet are fine: regstore
         creates them as plain directories and files."""
-        if not self._plain(path) and not self._inside(os.path.realpath(path)):
+        if not self._plain(path) and not self.inside(os.path.realpath(path)):
             raise self._escape(path)
         return path
 
@@ -284,7 +289,7 @@ class _Confinement:
         probe = self.root
         for part in relative.split(os.sep):
             probe = os.path.join(probe, part)
-            if os.path.islink(probe) and not self._inside(os.path.realpath(probe)):
+            if os.path.islink(probe) and not self.inside(os.path.realpath(probe)):
                 return StoreEscapeError(path, probe, os.readlink(probe))
         return StoreEscapeError(path, path, os.path.realpath(path))  # pragma: no cover
 
@@ -532,20 +537,49 @@ class LocalBackend(FsspecBackend):
             return False
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
+        # A link to a directory inside the root counts as a directory, as docker-registry
+        # (which follows links) lists and serves it: passed over, a repository moved to
+        # another place and linked back was invisible, and gc deleted the blobs only it used.
+        # One link deep only: links among linked directories could make a walk endless or
+        # exponential. A link leading back to where the walk is adds nothing and is passed
+        # over; any other that cannot be followed is an error, never a silent gap.
         found = []
         try:
             with os.scandir(self.confinement.check(path)) as entries:
                 for entry in entries:
-                    # a link is never a directory here (nor was it through fsspec): a loop
-                    # of links would make a walk of the layout endless, and a link out of
-                    # the store would lead it outside
                     try:
-                        found.append((entry.name, entry.is_dir(follow_symlinks=False)))
-                    except OSError:  # gone meanwhile
+                        if entry.is_symlink():
+                            found.append((entry.name, self._linked_dir(path, entry.path)))
+                        else:
+                            found.append((entry.name, entry.is_dir(follow_symlinks=False)))
+                    except (FileNotFoundError, NotADirectoryError):  # gone meanwhile
                         continue
         except (FileNotFoundError, NotADirectoryError):
             return []
         return found
+
+    def _linked_dir(self, directory: str, link: str) -> bool:
+        """Whether the link ``link`` in ``directory`` is to be walked as a directory (see
+        :meth:`list_dir`): False for a link to a file, to nothing, or back to ``directory`` or
+        above it; StoreEscapeError for a link out of the root, StoreError for a link met
+        inside a directory reached through a link."""
+        target = os.path.realpath(link)
+        if not os.path.isdir(target):
+            return False
+        here = os.path.realpath(directory)
+        if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+            return False  # a loop: what it leads to is being walked already
+        if not self.confinement.inside(target):
+            raise StoreEscapeError(link, link, os.readlink(link))
+        root = self.confinement
+        if here != os.path.join(root.real_root, os.path.relpath(directory, root.root)):
+            raise StoreError(
+                f"refusing to list {directory}: the symbolic link {link} -> "
+                f"{os.readlink(link)} lies in a directory reached through another link, and "
+                "links in the store are followed one link deep; replace one of them with the "
+                "directory it points at"
+            )
+        return True
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         # a final symlink is unlinked itself, never followed
