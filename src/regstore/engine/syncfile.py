@@ -31,6 +31,7 @@ __all__ = [
     "SyncFileError",
     "SyncSpec",
     "TargetSpec",
+    "format_path",
     "load_sync_file",
     "parse_sync_text",
 ]
@@ -148,7 +149,8 @@ class SyncSpec:
 # -- validation --------------------------------------------------------------------------------
 
 
-def _format_path(path: Path_) -> str:
+def format_path(path: Path_) -> str:
+    """A key path as an error names it: ``sources[0].repositories[1].tags``."""
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
@@ -172,7 +174,7 @@ class _Validator:
             probe = probe[:-1]
         line = self.lines.get(probe)
         where = f"{self.filename}:{line}" if line else self.filename
-        return SyncFileError(f"{where}: {_format_path(path)}: {message}")
+        return SyncFileError(f"{where}: {format_path(path)}: {message}")
 
     def mapping(
         self, value: object, path: Path_, allowed: Iterable[str], required: Iterable[str] = ()

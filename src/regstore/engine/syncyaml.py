@@ -16,7 +16,7 @@ import yaml
 
 from regstore.errors import SyncFileError
 
-from .syncfile import MAX_NESTING, Path_, _format_path
+from .syncfile import MAX_NESTING, Path_, format_path
 
 __all__ = ["compose"]
 
@@ -95,7 +95,7 @@ def _line_map(node: yaml.Node | None, source: str) -> tuple[dict[Path_, int], di
                 child = (*path, key)
                 if key in seen:
                     raise SyncFileError(
-                        f"{source}:{key_node.start_mark.line + 1}: {_format_path(child)}: "
+                        f"{source}:{key_node.start_mark.line + 1}: {format_path(child)}: "
                         "duplicate key"
                     )
                 seen.add(key)
