@@ -533,6 +533,7 @@ def test_a_damaged_tag_link_is_listed_verified_and_deleted(cli: CLI, store_root:
     assert [row["tag"] for row in tags.json()["tags"]] == ["b"]
     assert [row["tag"] for row in tags.json()["unreadable"]] == ["a"]
     assert "tag a not listed: tag a of team/app is damaged: corrupt link file" in tags.stderr
+    assert "UNIQUE sizes leave it out" in tags.stderr
     problems = cli("verify", "--json", expect=1).json()["problems"]
     assert [(p["kind"], p["subject"]) for p in problems] == [("damaged-tag", "a")]
     stray = random_blob(500, seed=72)

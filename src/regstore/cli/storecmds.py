@@ -73,7 +73,8 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
     records = store.images(name.name, unreadable=unreadable)  # as Python users get them
     for _, tag, exc in unreadable:  # listed, but its image cannot be read: the rest still is
         out.warning(
-            f"tag {tag} not listed: {exc} (pulling that image again with --repair mends it)"
+            f"tag {tag} not listed: {exc} (pulling that image again with --repair mends it); "
+            "UNIQUE sizes leave it out, so what it shares with others counts as theirs alone"
         )
     marks = _referrer_marks(store, name.name, [(r.tag, str(r.digest)) for r in records])
     if out.json_mode:
