@@ -486,10 +486,9 @@ def test_the_local_primitives_are_plain_system_calls_that_never_follow_a_link(
     tmp_path: Path,
 ) -> None:
     """The file store's own system calls (they replaced fsspec's on the hot path): a missing
-    path is no error, a directory goes only when asked, a link is removed itself, never
-    followed; it is listed as a directory when it leads to one inside the root and not back
-    (a loop of links must not make a walk endless), and one leading out is an error; the path
-    of a file has no entries."""
+    path is no error, a directory goes only when asked, a link is removed itself and is never
+    listed as a directory (a loop of links must not make a walk endless), the path of a file
+    has no entries."""
     from regstore.backends.filesystem import LocalBackend
 
     root = tmp_path / "store"
@@ -504,13 +503,12 @@ def test_the_local_primitives_are_plain_system_calls_that_never_follow_a_link(
     backend = LocalBackend(str(root))
 
     assert sorted(backend.list_dir(str(root / "d"))) == [
-        ("alias", True),
+        ("alias", False),
         ("e", True),
         ("f", False),
         ("loop", False),
     ]
-    with pytest.raises(StoreEscapeError):
-        backend.list_dir(str(root))
+    assert sorted(backend.list_dir(str(root))) == [("d", True), ("link", False)]
     assert backend.list_dir(str(root / "missing")) == []
     assert backend.list_dir(str(root / "d" / "f")) == []  # not a directory
     assert backend.exists(str(root / "d" / "f")) and not backend.exists(str(root / "d" / "x"))
@@ -532,10 +530,13 @@ def test_the_local_primitives_are_plain_system_calls_that_never_follow_a_link(
     assert backend._filesystem is None  # none of it needed an fsspec filesystem
 
 
-def test_links_back_among_the_repositories_are_not_walked(tmp_path: Path) -> None:
+def test_links_back_among_the_repositories_and_links_to_no_directory_are_not_walked(
+    tmp_path: Path,
+) -> None:
     """Two links back to the repositories directory made the listing exponential when a link
-    counted as a directory; a link to where the listing already is leads nowhere new. They are
-    skipped, and so is a link to a file."""
+    counted as a directory; a link back up the walk leads nowhere new. They are passed over,
+    as are links to a file, to nothing, to each other, and links the walk would not go into
+    anyway (``_uploads``, a name no repository can have), wherever they lead."""
     store = open_store(str(tmp_path / "store"))
     image = oci_image(seed=62)
     write_image(store, "team/app", "1", image)
@@ -543,86 +544,149 @@ def test_links_back_among_the_repositories_are_not_walked(tmp_path: Path) -> Non
     (repositories / "x").symlink_to(repositories)
     (repositories / "y").symlink_to(repositories)
     (repositories / "team" / "loop").symlink_to(repositories / "team")
-    (repositories / "team" / "app" / "up").symlink_to(repositories / "team")
+    (repositories / "team" / "app" / "up").symlink_to("..")
     (repositories / "file").write_text("not a repository")
     (repositories / "tofile").symlink_to(repositories / "file")
     (repositories / "dangling").symlink_to(tmp_path / "nothing")
+    (repositories / "ping").symlink_to(repositories / "pong")
+    (repositories / "pong").symlink_to(repositories / "ping")
+    (repositories / "team" / "app" / "_uploads").symlink_to(tmp_path)
+    (repositories / "Not-A-Name").symlink_to(tmp_path)
     assert store.repositories() == ["team/app"]
+    assert collect_garbage(store, grace=0, now=time.time() + 3600).removed == []
 
 
-def _moved_and_linked(root: Path, name: str, to: Path) -> Path:
+def _moved_and_linked(root: Path, name: str, to: Path, *, relative: bool = False) -> Path:
     """Move the repository directory ``name`` of the store at ``root`` to ``to`` and leave a
     symbolic link to it in its place (as an operator short of space on one disk does)."""
     repository = root / "docker" / "registry" / "v2" / "repositories" / name
     to.parent.mkdir(parents=True, exist_ok=True)
     repository.rename(to)
-    repository.symlink_to(to)
+    repository.symlink_to(os.path.relpath(to, repository.parent) if relative else to)
     return repository
 
 
+@pytest.mark.parametrize("how", ["absolute", "relative", "store-reached-through-links"])
 def test_a_repository_linked_from_inside_the_store_is_listed_and_its_blobs_kept(
-    tmp_path: Path,
+    tmp_path: Path, how: str
 ) -> None:
     """docker-registry lists and serves a repository whose directory is a link (it follows
-    links); skipped by the listing, it was invisible to gc, which deleted every blob only it
-    used (tests/test_cli.py checks what the registry serves)."""
+    links); passed over by the listing, it was invisible to gc, which deleted every blob only
+    it used (tests/test_cli.py checks what the registry serves). Links on the way to the
+    repositories (the root, ``docker``) change nothing."""
     root = tmp_path / "store"
     store = open_store(str(root))
     write_image(store, "team/app", "1", oci_image(seed=63))
     linked = oci_image(seed=64)
     digest = write_image(store, "other/b", "1", linked)
-    _moved_and_linked(root, "other", root / "moved" / "other")
+    _moved_and_linked(root, "other", root / "moved" / "other", relative=how == "relative")
     # an alias of a repository listed anyway: listed under both names, as the registry does
     (root / "docker/registry/v2/repositories/alias").symlink_to(
         root / "docker/registry/v2/repositories/team/app"
     )
+    if how == "store-reached-through-links":
+        (root / "docker").rename(root / "data")
+        (root / "docker").symlink_to("data")
+        root.rename(tmp_path / "real")
+        root.symlink_to(tmp_path / "real")
     reopened = open_store(str(root))
     assert reopened.repositories() == ["alias", "other/b", "team/app"]
     assert reopened.tags("other/b") == ["1"]
-    report = collect_garbage(reopened, grace=0, now=time.time() + 3600)
-    assert report.removed == []
+    assert collect_garbage(reopened, grace=0, now=time.time() + 3600).removed == []
     assert reopened.manifest("other/b", "1").digest == digest
     for descriptor in linked.manifest.references:
         assert reopened.blob_size(str(descriptor.digest)) == descriptor.size
 
 
-def test_a_repository_linked_from_outside_the_store_stops_listing_and_gc(
+def _out_of_the_root(tmp_path: Path, root: Path) -> tuple[Path, Path]:
+    return _moved_and_linked(root, "other", tmp_path / "elsewhere" / "other"), tmp_path
+
+
+def _above_the_root(tmp_path: Path, root: Path) -> tuple[Path, Path]:
+    # the repository out of the root, and a link to a directory above the root that holds it
+    (tmp_path / "elsewhere").mkdir()
+    (root / "docker/registry/v2/repositories/other").rename(tmp_path / "elsewhere" / "other")
+    link = root / "docker/registry/v2/repositories/up"
+    link.symlink_to(tmp_path)
+    return link, tmp_path
+
+
+def _above_the_repositories(tmp_path: Path, root: Path) -> tuple[Path, Path]:
+    (root / "moved").mkdir()
+    (root / "docker/registry/v2/repositories/other").rename(root / "moved" / "other")
+    link = root / "docker/registry/v2/repositories/team/all"
+    link.symlink_to(root)
+    return link, root
+
+
+def _inside_a_linked_directory(tmp_path: Path, root: Path) -> tuple[Path, Path]:
+    # "other" behind a link; inside it a link back up to where "x" now lives alone
+    _moved_and_linked(root, "other", root / "moved" / "other")
+    (root / "docker/registry/v2/repositories/x").rename(root / "moved" / "x")
+    link = root / "moved" / "other" / "all"
+    link.symlink_to(root / "moved")
+    return root / "docker/registry/v2/repositories/other/all", root / "moved"
+
+
+@pytest.mark.parametrize(
+    ("arrange", "error", "says"),
+    [
+        (_out_of_the_root, StoreEscapeError, "leads out of the store root"),
+        (_above_the_root, StoreEscapeError, "leads out of the store root"),
+        (_above_the_repositories, StoreError, "leads above it"),
+        (_inside_a_linked_directory, StoreError, "one link deep"),
+    ],
+    ids=["out-of-the-root", "above-the-root", "above-the-repositories", "in-a-linked-directory"],
+)
+def test_a_link_the_listing_cannot_follow_stops_it_and_gc_deletes_nothing(
     tmp_path: Path,
+    arrange: Callable[[Path, Path], tuple[Path, Path]],
+    error: type[StoreError],
+    says: str,
 ) -> None:
-    """The store reads nothing through a link out of its root (StoreEscapeError), so what such
-    a repository refers to is unknown: the listing says so instead of passing over it, and gc
-    deletes nothing (it deleted the blobs only that repository used)."""
+    """The registry serves a repository behind each of these links; the store either cannot
+    read through them (out of its root) or cannot walk them safely (above the repositories it
+    would take in the whole store; links among linked directories could make a walk endless
+    or exponential). What the repository refers to is then unknown: the listing says so,
+    naming the link, and gc deletes nothing (it deleted the blobs only that repository used)."""
     root = tmp_path / "store"
     store = open_store(str(root))
-    image = oci_image(seed=65)
-    write_image(store, "other/b", "1", image)
-    link = _moved_and_linked(root, "other", tmp_path / "elsewhere" / "other")
+    write_image(store, "team/app", "1", oci_image(seed=65))
+    hidden = [oci_image(seed=66), oci_image(seed=67)]
+    write_image(store, "other/b", "1", hidden[0])
+    write_image(store, "x/c", "1", hidden[1])
+    link, target = arrange(tmp_path, root)
     reopened = open_store(str(root))
-    with pytest.raises(StoreEscapeError) as listed:
+    with pytest.raises(error, match=says) as listed:
         reopened.repositories()
-    assert listed.value.link == str(link)
-    assert str(tmp_path / "elsewhere" / "other") in str(listed.value)
-    with pytest.raises(StoreEscapeError):
+    assert str(link) in str(listed.value) and str(target) in str(listed.value)
+    with pytest.raises(error):
         collect_garbage(reopened, grace=0, now=time.time() + 3600)
-    for descriptor in image.manifest.references:
-        assert reopened.blob_size(str(descriptor.digest)) == descriptor.size
+    for image in hidden:
+        for descriptor in image.manifest.references:
+            assert reopened.blob_size(str(descriptor.digest)) == descriptor.size
 
 
-def test_a_link_inside_a_linked_repository_directory_stops_the_listing(tmp_path: Path) -> None:
-    """Links are followed one deep (links between linked directories could make the walk
-    endless or exponential); one met deeper is named in an error, never passed over, for gc
-    would not know what the repository behind it refers to."""
+def test_a_link_whose_target_cannot_be_looked_at_stops_the_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (os.path.isdir took it for no directory: the repository behind it vanished)
     root = tmp_path / "store"
     store = open_store(str(root))
-    write_image(store, "a/x/app", "1", oci_image(seed=66))
-    write_image(store, "b/y/app", "1", oci_image(seed=67))
-    repositories = root / "docker" / "registry" / "v2" / "repositories"
-    _moved_and_linked(root, "a", root / "moved" / "a")
-    _moved_and_linked(root, "a/x", root / "moved" / "x")
-    with pytest.raises(StoreError, match="one link deep") as listed:
+    image = oci_image(seed=68)
+    write_image(store, "other/b", "1", image)
+    link = _moved_and_linked(root, "other", root / "moved" / "other")
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path) == str(link):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(StoreError, match="cannot tell where the symbolic link") as listed:
         open_store(str(root)).repositories()
-    assert str(repositories / "a" / "x") in str(listed.value)
-    assert (repositories / "b" / "y" / "app").is_dir()
+    assert str(link) in str(listed.value) and "Permission denied" in str(listed.value)
 
 
 @pytest.mark.parametrize("layout", ["distribution", "oci"])

@@ -28,10 +28,11 @@ sync are plain system calls), with what a local disk needs beyond fsspec:
   or an existence check looks at the last component with the access itself (``O_NOFOLLOW``,
   ``lstat``) and resolves a link it meets there the slow way: in a directory walked a moment
   ago, one system call per access.
-- a listing walks a link to a directory inside the root as a directory, one link deep (as
-  docker-registry lists and serves it); a link back to where the walk is adds nothing and is
-  passed over, and any other link to a directory (out of the root, or inside a directory
-  reached through a link) is an error: gc must never pass over what a repository refers to.
+- the walk of the repositories goes into a link to a directory inside the root, one link
+  deep (docker-registry follows links, so it lists and serves a repository moved elsewhere
+  and linked back), and passes over a link back up the walk; a link to a directory out of the
+  root, above the repositories or inside a linked directory stops it with an error naming the
+  link (``LocalBackend.follows_link``): gc must never pass over what a repository refers to.
 
 URLs: ``file:///srv/mirror`` (``file://localhost/srv/mirror`` too) or a plain path, relative
 to the working directory or absolute. ``file://relative`` is refused as ambiguous. Opening
@@ -139,7 +140,7 @@ class _Confinement:
 
     def inside(self, real: str) -> bool:
         """True if the resolved path ``real`` lies in the root's real path."""
-        return real == self.real_root or real.startswith(self.real_root.rstrip(os.sep) + os.sep)
+        return _within(real, self.real_root)
 
     def check(self, path: str) -> str:
         """``path`` if everything it resolves through stays inside the root, else raise
@@ -292,6 +293,29 @@ class _Confinement:
             if os.path.islink(probe) and not self.inside(os.path.realpath(probe)):
                 return StoreEscapeError(path, probe, os.readlink(probe))
         return StoreEscapeError(path, path, os.path.realpath(path))  # pragma: no cover
+
+
+def _within(path: str, directory: str) -> bool:
+    """True if the real path ``path`` is ``directory`` or lies below it."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _link_text(link: str, target: str) -> str:
+    """What the symbolic link ``link`` holds (its resolved ``target`` once it holds nothing)."""
+    try:
+        return os.readlink(link)
+    except OSError:  # replaced meanwhile
+        return target
+
+
+def _first_link(base: str, path: str) -> str:
+    """The first symbolic link on the way from ``base`` down to ``path`` (``path`` if none)."""
+    probe = base
+    for part in os.path.relpath(path, base).split(os.sep):
+        probe = os.path.join(probe, part)
+        if os.path.islink(probe):
+            return probe
+    return path
 
 
 class _ConfinedFlockLocks(FlockLockManager):
@@ -537,47 +561,65 @@ class LocalBackend(FsspecBackend):
             return False
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
-        # A link to a directory inside the root counts as a directory, as docker-registry
-        # (which follows links) lists and serves it: passed over, a repository moved to
-        # another place and linked back was invisible, and gc deleted the blobs only it used.
-        # One link deep only: links among linked directories could make a walk endless or
-        # exponential. A link leading back to where the walk is adds nothing and is passed
-        # over; any other that cannot be followed is an error, never a silent gap.
         found = []
         try:
             with os.scandir(self.confinement.check(path)) as entries:
                 for entry in entries:
+                    # a link is never a directory here (nor was it through fsspec): a walk
+                    # asks follows_link whether to go into one
                     try:
-                        if entry.is_symlink():
-                            found.append((entry.name, self._linked_dir(path, entry.path)))
-                        else:
-                            found.append((entry.name, entry.is_dir(follow_symlinks=False)))
-                    except (FileNotFoundError, NotADirectoryError):  # gone meanwhile
+                        found.append((entry.name, entry.is_dir(follow_symlinks=False)))
+                    except OSError:  # gone meanwhile
                         continue
         except (FileNotFoundError, NotADirectoryError):
             return []
         return found
 
-    def _linked_dir(self, directory: str, link: str) -> bool:
-        """Whether the link ``link`` in ``directory`` is to be walked as a directory (see
-        :meth:`list_dir`): False for a link to a file, to nothing, or back to ``directory`` or
-        above it; StoreEscapeError for a link out of the root, StoreError for a link met
-        inside a directory reached through a link."""
-        target = os.path.realpath(link)
-        if not os.path.isdir(target):
+    def follows_link(self, path: str, start: str) -> bool:
+        """Whether a walk of the tree under ``start`` goes into ``path``, an entry
+        :meth:`list_dir` reported as no directory: True for a symbolic link to a directory
+        inside the root (as docker-registry, which follows links, lists and serves a
+        repository moved elsewhere and linked back), False for anything else that holds no
+        directory and for a link back up the walk (a loop: what it leads to is walked anyway).
+
+        Raises, rather than pass over what a repository behind it refers to (gc would delete
+        its blobs): StoreEscapeError for a link out of the root; StoreError for a link above
+        ``start`` (to the root, say: the walk would take in the whole store) and for a link met
+        in a directory reached through a link (links are followed one deep: links among linked
+        directories could make a walk endless or exponential).
+        """
+        try:
+            if not os.path.islink(path):
+                return False
+            found = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False  # a link to nothing
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return False  # links leading to each other: nothing behind them
+            raise StoreError(f"cannot tell where the symbolic link {path} leads: {exc}") from exc
+        if not stat.S_ISDIR(found.st_mode):
             return False
-        here = os.path.realpath(directory)
-        if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
-            return False  # a loop: what it leads to is being walked already
+        target = os.path.realpath(path)
+        shown = _link_text(path, target)
         if not self.confinement.inside(target):
-            raise StoreEscapeError(link, link, os.readlink(link))
-        root = self.confinement
-        if here != os.path.join(root.real_root, os.path.relpath(directory, root.root)):
+            raise StoreEscapeError(path, path, shown)
+        directory = os.path.dirname(path)
+        real_start = os.path.realpath(start)
+        here = os.path.realpath(directory)
+        refusal = f"refusing to walk {start}: the symbolic link {path} -> {shown}"
+        if here != os.path.normpath(os.path.join(real_start, os.path.relpath(directory, start))):
             raise StoreError(
-                f"refusing to list {directory}: the symbolic link {link} -> "
-                f"{os.readlink(link)} lies in a directory reached through another link, and "
-                "links in the store are followed one link deep; replace one of them with the "
-                "directory it points at"
+                f"{refusal} lies in {directory}, reached through the link "
+                f"{_first_link(start, directory)}: links there are followed one link deep; "
+                "replace one of the two with the directory it points at"
+            )
+        if _within(target, real_start):
+            return not _within(here, target)
+        if _within(real_start, target):
+            raise StoreError(
+                f"{refusal} leads above it, to {target}: what it holds cannot be told from the "
+                "rest of the store; remove it, or link the repository it should lead to"
             )
         return True
 

@@ -285,14 +285,20 @@ class DistributionLayout(Layout):
 
     def list_repositories(self) -> list[str]:
         found: list[str] = []
-        pending = [("", self._v2("repositories"))]
+        start = self._v2("repositories")
+        # A host with symbolic links says which to go into (LocalBackend.follows_link): one
+        # passed over would hide a repository the registry serves, and gc its blobs.
+        follows = getattr(self.host, "follows_link", None)
+
+        def walked(directory: str, entry: str, is_dir: bool) -> bool:
+            return is_dir or (follows is not None and follows(f"{directory}/{entry}", start))
+
+        pending = [("", start)]
         while pending:
             prefix, directory = pending.pop()
             for entry, is_dir in self.host.list_dir(directory):
-                if not is_dir:
-                    continue
                 if entry == "_manifests":
-                    if prefix and self._repo_exists(prefix):
+                    if prefix and walked(directory, entry, is_dir) and self._repo_exists(prefix):
                         found.append(prefix)
                 elif not entry.startswith("_"):  # _layers, _uploads: never name components
                     name = f"{prefix}/{entry}" if prefix else entry
@@ -300,7 +306,8 @@ class DistributionLayout(Layout):
                         validate_name(name)
                     except ValueError:
                         continue  # a foreign directory: not a repository of ours
-                    pending.append((name, self._repo(name)))
+                    if walked(directory, entry, is_dir):
+                        pending.append((name, self._repo(name)))
         return found
 
     def list_tags(self, name: str) -> list[str]:

@@ -52,7 +52,10 @@ class LayoutHost(Protocol):
         examined (no permission, a loop of links) raises: it is not absent."""
 
     def list_dir(self, path: str) -> list[tuple[str, bool]]:
-        """``(name, is_directory)`` of the entries of a directory; empty if it is missing."""
+        """``(name, is_directory)`` of the entries of a directory; empty if it is missing.
+        A host with symbolic links reports none as a directory, and may answer
+        ``follows_link(path, start) -> bool`` (optional; see ``LocalBackend.follows_link``):
+        whether a walk of the tree under ``start`` goes into the link ``path``."""
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         """Remove a file (or a directory tree with ``recursive``); missing is fine."""
