@@ -602,21 +602,22 @@ def _out_of_the_root(tmp_path: Path, root: Path) -> tuple[Path, Path]:
     return _moved_and_linked(root, "other", tmp_path / "elsewhere" / "other"), tmp_path
 
 
+def _moved_below_a_link(root: Path, away: Path, link: str) -> tuple[Path, Path]:
+    """The repository ``other`` moved into ``away``, and a link ``link`` among the repositories
+    to the directory that holds ``away``."""
+    away.mkdir()
+    (root / "docker/registry/v2/repositories/other").rename(away / "other")
+    linked = root / "docker/registry/v2/repositories" / link
+    linked.symlink_to(away.parent)
+    return linked, away.parent
+
+
 def _above_the_root(tmp_path: Path, root: Path) -> tuple[Path, Path]:
-    # the repository out of the root, and a link to a directory above the root that holds it
-    (tmp_path / "elsewhere").mkdir()
-    (root / "docker/registry/v2/repositories/other").rename(tmp_path / "elsewhere" / "other")
-    link = root / "docker/registry/v2/repositories/up"
-    link.symlink_to(tmp_path)
-    return link, tmp_path
+    return _moved_below_a_link(root, tmp_path / "elsewhere", "up")
 
 
 def _above_the_repositories(tmp_path: Path, root: Path) -> tuple[Path, Path]:
-    (root / "moved").mkdir()
-    (root / "docker/registry/v2/repositories/other").rename(root / "moved" / "other")
-    link = root / "docker/registry/v2/repositories/team/all"
-    link.symlink_to(root)
-    return link, root
+    return _moved_below_a_link(root, root / "moved", "team/all")
 
 
 def _inside_a_linked_directory(tmp_path: Path, root: Path) -> tuple[Path, Path]:
