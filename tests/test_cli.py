@@ -496,6 +496,11 @@ def test_gc_removes_old_unreferenced_blobs_and_keeps_young_ones(
     assert not blob_path(store_root, sha256_digest(old)).exists()
     assert blob_path(store_root, sha256_digest(young)).exists()
 
+    for odd in ("nan", "inf", "-1"):  # nan acted as 0, and its JSON was no JSON
+        refused = cli("gc", "--grace", odd, "--json", expect=2)
+        assert "--grace" in refused.stderr
+    assert blob_path(store_root, sha256_digest(young)).exists()
+
     now = cli("gc", "--grace", "0")
     assert f"removed {sha256_digest(young)}" in now.stdout
     assert cli("verify", "--json").json()["ok"] is True  # the image's blobs were kept
@@ -515,8 +520,16 @@ def test_delete_a_tag_then_gc_frees_its_blobs(
     removed = {x["digest"] for x in cli("gc", "--grace", "0", "--json").json()["removed"]}
     assert set(a.blobs) | {a.manifest_digest} <= removed
     assert not removed & set(b.blobs)
-    by_digest = cli("delete", f"store:team/app@{b.manifest_digest}")
-    assert "deleted" in by_digest.stdout
+    # a tag and a digest: which was meant cannot be told (the digest alone was deleted, with
+    # every tag of it, while the tag named stayed)
+    cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
+    both = cli("delete", f"store:team/app:1.0.0@{b.manifest_digest}", expect=2)
+    assert "not both" in both.stderr
+    assert sorted(cli("--json", "ls").json()["repositories"][0]["tags"]) == ["1.0.0", "1.1.0"]
+    by_digest = cli("delete", f"store:team/app@{b.manifest_digest}", "--json").json()
+    assert by_digest["tags_deleted"] == ["1.1.0"]  # named: a deletion by digest takes them
+    assert by_digest["manifests_deleted"] == [b.manifest_digest]
+    assert "deleted tag 1.0.0" in cli("delete", f"store:team/app@{a.manifest_digest}").stdout
     assert cli("--json", "ls").json()["repositories"] == []
     cli("delete", "store:team/app:1.0.0", expect=1)
 

@@ -8,6 +8,7 @@ prefix) is an error, exit code 1.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from regstore.engine import RegistryImage, StoreImage
 from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image
 from regstore.engine.referrers import ReferrerNode, referrer_tree
 from regstore.engine.verify import verify
-from regstore.errors import DamagedTagError, RegstoreError
+from regstore.errors import DamagedTagError, NotFoundError, RegstoreError
 from regstore.manifest import Manifest
 from regstore.referrers import is_supply_chain_tag, sigstore_tags, subject_of_tag
 from regstore.store import read_blob
@@ -449,16 +450,43 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
     """
     if not ref.explicit:
         raise click.BadParameter("name the tag or digest to delete", param_hint="REF")
+    if ref.tag is not None and ref.digest is not None:
+        # which one was meant cannot be told: a deletion by digest takes every tag of it
+        raise click.BadParameter(
+            "give a tag (NAME:TAG deletes the tag) or a digest (NAME@DIGEST deletes the "
+            "manifest with every tag of it), not both",
+            param_hint="REF",
+        )
     state.action = f"deleting {ref}"
-    deleted = delete_image(state.store(must_exist=True), ref.name, ref.reference)
+    store = state.store(must_exist=True)
+    tags_before = set(_tags_or_none(store, ref.name))
+    deleted = delete_image(store, ref.name, ref.reference)
+    tags_deleted = sorted(tags_before - set(_tags_or_none(store, ref.name)))
     out = state.output
     if out.json_mode:
-        out.json({"ok": True, "deleted": str(ref), "manifests_deleted": deleted})
+        out.json(
+            {
+                "ok": True,
+                "deleted": str(ref),
+                "manifests_deleted": deleted,
+                "tags_deleted": tags_deleted,
+            }
+        )
     else:
+        for tag in tags_deleted:
+            out.line(f"deleted tag {tag}")
         for digest in deleted:
             out.line(f"deleted manifest {digest}")
         out.summary(f"deleted {ref} (`regstore gc` frees the blobs nothing references now)")
     return EXIT_OK
+
+
+def _tags_or_none(store: ObjectStore, name: str) -> list[str]:
+    """The tags of ``name``; none once its last manifest is gone."""
+    try:
+        return store.tags(name)
+    except NotFoundError:
+        return []
 
 
 @cli.command("gc")
@@ -483,6 +511,8 @@ def gc_command(state: AppState, dry_run: bool, grace: float, keep_orphan_referre
     than the grace period and not held by a live writer. Referrers (signatures, SBOMs,
     attestations) whose image is gone are removed first, unless --keep-orphan-referrers.
     """
+    if not math.isfinite(grace):  # nan compares false with every age: it acted as 0
+        raise click.BadParameter("give a number of seconds", param_hint="--grace")
     state.action = f"collecting garbage in {state.shown_store_url}"
     store = state.store(must_exist=True, read_only=dry_run)
     report = collect_garbage(

@@ -168,8 +168,8 @@ def collect_garbage(
     Ages are measured from ``now`` (default: the current time); a ``now`` in the future (as
     tests pass to age everything) makes recent commits and claims old too.
     """
-    if grace < 0:
-        raise ValueError("grace must not be negative")
+    if not grace >= 0:  # nan too: it compares false with every age, as if it were 0
+        raise ValueError(f"grace must be a number of seconds, not negative: {grace!r}")
     blobs = store.blobs()  # first: see the module docstring
     orphans = [] if keep_orphan_referrers else orphan_referrers(store, dry_run=dry_run)
     referenced = referenced_digests(store, ignore=set(orphans) if dry_run else set())
