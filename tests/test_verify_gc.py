@@ -1008,22 +1008,37 @@ def test_blob_read_errors_fail_the_verify_unless_the_store_still_answers(
         verify(store)
 
 
-def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["torn", "missing"])
+def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(
+    tmp_path: Path, damage: str
+) -> None:
+    # a missing index.json read as an empty store: verify said OK, gc deleted every blob, and
+    # the next write started a new index over them
     root = tmp_path / "oci"
+    image = build_image(seed=26)
     with open_store(f"file://{root}?layout=oci") as store:
-        put_image(store, "app", "1", build_image(seed=26))
-        torn = (root / "index.json").read_bytes()[:40]
+        put_image(store, "app", "1", image)
+    torn = (root / "index.json").read_bytes()[:40]
+    if damage == "torn":
         (root / "index.json").write_bytes(torn)
+    else:
+        (root / "index.json").unlink()
+    says = r"corrupt .*index\.json" if damage == "torn" else r"index\.json is missing, yet"
+    with open_store(f"file://{root}?layout=oci") as store:
         for action in (
             store.repositories,
             lambda: verify(store),
-            lambda: collect_garbage(store, grace=0),
+            lambda: collect_garbage(store, grace=0, now=time.time() + 3600),
             lambda: put_image(store, "app", "2", build_image(seed=27)),
         ):
-            with pytest.raises(StoreDamageError, match=r"corrupt .*index\.json") as raised:
+            with pytest.raises(StoreDamageError, match=says) as raised:
                 action()
             assert raised.value.path.endswith("index.json")
+        assert all(store.blob_exists(digest) for digest in image.blobs)
+    if damage == "torn":
         assert (root / "index.json").read_bytes() == torn  # left for a restore or a hand repair
+    else:
+        assert not (root / "index.json").exists()
 
 
 def test_verify_answers_for_a_damaged_and_an_unreadable_manifest_together(

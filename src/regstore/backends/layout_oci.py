@@ -115,6 +115,7 @@ class OciLayout(Layout):
         if self.host.file_size(index) is None:
             with self.host.mutex(_INDEX_LOCK):
                 if self.host.file_size(index) is None:
+                    self._refuse_without_index(index)
                     self._save(_empty_index())
 
     # -- index.json --------------------------------------------------------------------------
@@ -123,6 +124,7 @@ class OciLayout(Layout):
         path = self.host.path("index.json")
         data = self.host.read_file(path)
         if data is None:
+            self._refuse_without_index(path)
             return _empty_index()
         try:
             index = json.loads(data)
@@ -132,6 +134,20 @@ class OciLayout(Layout):
             raise StoreDamageError(f"corrupt {path}: not an image index", path)
         index.setdefault("manifests", [])
         return index
+
+    def _refuse_without_index(self, path: str) -> None:
+        """Raise StoreDamageError when ``index.json`` is missing but blobs are stored: read as
+        an empty store, it let verify say OK and gc delete every blob, and a write would
+        have started a new index over them."""
+        root = self.blobs_root()
+        for algorithm, is_dir in self.host.list_dir(root):
+            if is_dir and self.host.list_dir(f"{root}/{algorithm}"):
+                raise StoreDamageError(
+                    f"{path} is missing, yet the layout holds blobs: what it tagged and listed "
+                    "is unknown; restore it from a backup (nothing is written or collected "
+                    "until it is back; to start afresh, move the blobs directory away)",
+                    path,
+                )
 
     def _save(self, index: dict[str, Any]) -> None:
         data = json.dumps(index, separators=(",", ":")).encode()
