@@ -855,6 +855,27 @@ def test_gc_keeps_what_only_looks_like_an_old_index_version(
     assert store.has_manifest("app", str(signature.digest))
 
 
+def test_gc_refuses_while_a_tag_names_a_manifest_its_repository_does_not_hold(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    # a lost revision link: the tag dangles, yet the manifest's bytes and blobs are stored,
+    # and gc deleted them all (a pull with --repair would have linked them again)
+    store, root = file_store
+    kept, lost = build_image(seed=34), build_image(seed=35)
+    put_image(store, "team/app", "kept", kept)
+    put_image(store, "team/app", "lost", lost)
+    revisions = root / "docker/registry/v2/repositories/team/app/_manifests/revisions/sha256"
+    (revisions / lost.manifest_digest.split(":")[1] / "link").unlink()
+    assert [(p.kind, p.subject) for p in verify(store).problems] == [("dangling-tag", "lost")]
+    for dry_run in (True, False):
+        with pytest.raises(StoreError, match="tag lost of team/app names a manifest"):
+            collect_garbage(store, grace=0, now=time.time() + 3600, dry_run=dry_run)
+    assert all(blob_path(root, d).exists() for d in [lost.manifest_digest, *lost.blobs])
+    delete_image(store, "team/app", "lost")
+    removed = {b.digest for b in collect_garbage(store, grace=0, now=time.time() + 3600).removed}
+    assert removed == {lost.manifest_digest, *lost.blobs} - set(kept.blobs)
+
+
 def test_delete_image_refuses_while_another_tag_is_damaged_and_passes_over_a_dangling_one(
     file_store: tuple[ObjectStore, Path],
 ) -> None:

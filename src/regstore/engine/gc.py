@@ -14,7 +14,8 @@ Safe beside a running pull or push:
   (or, deleted first, is fetched again by the pull). Backends that keep no such date (see
   ``regstore_store_mark_blob_used``) protect a reused blob by its commit time only;
 - when a manifest cannot be read, what it references is unknown, so nothing is deleted (run
-  ``verify``, then re-pull or delete the damaged image).
+  ``verify``, then re-pull or delete the damaged image); so too when a tag cannot be read or
+  names a manifest its repository does not hold (its bytes and blobs may still be stored).
 
 :func:`delete_image` removes a tag (or a manifest by digest) together with the manifests only it
 kept reachable (an untagged image, the children of a deleted index), so that their blobs become
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from regstore.errors import (
     BlobNotFoundError,
     DamagedTagError,
+    ImageManifestNotFoundError,
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
@@ -138,6 +140,7 @@ def referenced_digests(store: ObjectStore, ignore: set[str] | None = None) -> se
     """
     referenced: set[str] = set()
     for repo in store.repositories():
+        _refuse_dangling_tags(store, repo)
         for digest in store.manifests(repo):
             if ignore and f"{repo}@{digest}" in ignore:
                 continue
@@ -151,6 +154,26 @@ def referenced_digests(store: ObjectStore, ignore: set[str] | None = None) -> se
                 ) from exc
             referenced.update(str(d.digest) for d in manifest.references)
     return referenced
+
+
+def _refuse_dangling_tags(store: ObjectStore, repo: str) -> None:
+    """Raise StoreError for a tag of ``repo`` that names a manifest the repository does not
+    hold (a revision link lost, say): the bytes it named, and their blobs, may still be
+    stored, and gc deleted them. A tag that cannot be read raises too."""
+    for tag in _tags_of(store, repo):
+        try:
+            if store.has_manifest(repo, tag):
+                continue
+        except RegstoreError as exc:
+            raise StoreError(
+                f"cannot collect garbage: tag {tag} of {repo} cannot be read ({exc}); run "
+                "`regstore verify` and pull that image again or delete the tag first"
+            ) from exc
+        raise StoreError(
+            f"cannot collect garbage: tag {tag} of {repo} names a manifest the repository "
+            "does not hold, whose bytes and blobs may still be stored; pull that image again "
+            f"with --repair, or delete the tag (`regstore delete {repo}:{tag}`) first"
+        )
 
 
 def collect_garbage(
@@ -373,8 +396,8 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     Returns the digests of the manifests deleted (empty when only a tag went away because
     another tag still points at its manifest). Raises ImageManifestNotFoundError.
 
-    A tag whose link is damaged (DamagedTagError) is deleted alone: what it named is unknown,
-    so no manifest goes with it. What the other tags keep is worked out before anything is
+    A tag whose link is damaged (DamagedTagError), or that dangles (names a manifest the
+    repository does not hold), is deleted alone: no manifest goes with it. What the other tags keep is worked out before anything is
     deleted: another damaged tag, or a manifest they reach that cannot be read, stops the
     deletion then (what it names might be among what would go; ``verify`` says what is wrong
     and moves damaged bytes aside). A dangling tag names nothing and is passed over. Within
@@ -386,6 +409,11 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         target_manifest = store.manifest(name, reference)
     except DamagedTagError:
         store.delete_tag(name, reference)
+        return []
+    except ImageManifestNotFoundError:
+        if is_digest(reference) or reference not in _tags_of(store, name):
+            raise
+        store.delete_tag(name, reference)  # dangling: it names nothing the repository holds
         return []
     target = str(target_manifest.digest)
     by_digest = is_digest(reference)
@@ -430,16 +458,20 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     return deleted
 
 
+def _tags_of(store: ObjectStore, name: str) -> list[str]:
+    """The tags of ``name``; none once its last manifest is gone."""
+    try:
+        return store.tags(name)
+    except NotFoundError:
+        return []
+
+
 def _tag_targets(store: ObjectStore, name: str) -> dict[str, str]:
     """The digest each tag of ``name`` names. A dangling tag names none (once, one of them
     emptied the whole set, and a deletion took a manifest other tags still named); a tag
     that cannot be read raises (DamagedTagError, ManifestInvalidError, StoreError)."""
-    try:
-        tags = store.tags(name)
-    except NotFoundError:  # the repository's last tag is gone
-        return {}
     targets = {}
-    for tag in tags:
+    for tag in _tags_of(store, name):
         try:
             targets[tag] = str(store.resolve(name, tag))
         except NotFoundError:  # dangling: verify reports it
