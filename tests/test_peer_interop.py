@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from regstore import open_store
 from regstore.client import Client
 from regstore.engine import pull
-from regstore.testing.builders import build_image, build_index
+from regstore.engine.gc import collect_garbage
+from regstore.testing.builders import build_image, build_index, random_blob, sha256_digest
 from tests.support.engine import blob_digest_in_registry, raw_manifest, seed_registry
 from tests.support.registry import RegistryServer, serve_directory
 from tests.support.skopeo import skopeo_copy, skopeo_inspect_raw, umoci_unpack
@@ -86,3 +88,35 @@ def test_oci_layout_is_read_by_skopeo_and_unpacked_by_umoci(
 
     rootfs = umoci_unpack(root, "library/app:1.0", tmp_path / "bundle")
     assert (Path(rootfs) / "etc/hello.txt").read_bytes() == b"hello from regstore\n"
+
+
+def test_images_other_tools_tag_in_an_oci_layout_store_are_kept_by_gc(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    # skopeo's oci:DIR:v2 names its image "v2" alone: no repository lists it, and gc deleted
+    # its manifest and every blob only it used
+    ours = build_image(layers=1, layer_size=4096, seed=210, media="oci")
+    theirs = build_index(media="oci", seed=211)
+    seed_registry(registry.url, "team/ours", "1", ours)
+    seed_registry(registry.url, "team/theirs", "1", theirs)
+    root = tmp_path / "oci"
+    with open_store(f"file://{root}?layout=oci") as store:
+        pull(Client(registry.host), store, "team/ours", "1")
+    skopeo_copy(f"docker://{registry.host}/team/theirs:1", f"oci:{root}:v2", "--all")
+    with open_store(f"file://{root}?layout=oci") as store:
+        assert store.repositories() == ["team/ours"]
+        kept = {str(d) for d in store.outside_references()}
+        assert {*theirs.blobs, *theirs.manifests} <= kept
+        assert not kept & {*ours.blobs, ours.manifest_digest}
+        report = collect_garbage(store, grace=0, now=time.time() + 3600)
+        assert report.removed == []
+        stray = random_blob(300, seed=212)  # and gc still collects what nothing keeps
+        with store.layer(sha256_digest(stray)).writer() as writer:
+            writer.write(stray)
+            writer.commit(len(stray))
+        removed = collect_garbage(store, grace=0, now=time.time() + 3600).removed
+        assert [b.digest for b in removed] == [sha256_digest(stray)]
+    assert skopeo_inspect_raw(f"oci:{root}:v2") == theirs.manifest_bytes
+    out = tmp_path / "copied"
+    skopeo_copy(f"oci:{root}:v2", f"dir:{out}", "--all", "--preserve-digests")
+    assert (out / "manifest.json").read_bytes() == theirs.manifest_bytes

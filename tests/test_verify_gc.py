@@ -1062,6 +1062,32 @@ def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(
         assert not (root / "index.json").exists()
 
 
+def test_gc_refuses_while_another_tool_s_oci_entry_names_no_manifest_it_can_read(
+    tmp_path: Path,
+) -> None:
+    # what such an entry keeps in use is unknown: nothing is collected
+    root = tmp_path / "oci"
+    stray = random_blob(300, seed=44)
+    with open_store(f"file://{root}?layout=oci") as store:
+        put_image(store, "app", "1", build_image(seed=45))
+        with store.layer(sha256_digest(stray)).writer() as writer:
+            writer.write(stray)
+            writer.commit(len(stray))
+        index = json.loads((root / "index.json").read_bytes())
+        index["manifests"].append(
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": sha256_digest(stray),
+                "size": len(stray),
+                "annotations": {"org.opencontainers.image.ref.name": "v2"},
+            }
+        )
+        (root / "index.json").write_text(json.dumps(index))
+        with pytest.raises(StoreDamageError, match="no manifest regstore can read"):
+            collect_garbage(store, grace=0, now=time.time() + 3600)
+        assert store.blob_exists(sha256_digest(stray))
+
+
 def test_verify_answers_for_a_damaged_and_an_unreadable_manifest_together(
     file_store: tuple[ObjectStore, Path],
 ) -> None:

@@ -37,6 +37,7 @@ READING_HOOKS = {
     "regstore_store_get_manifest",
     "regstore_store_manifest_is_partial",
     "regstore_store_unlinked_blobs",
+    "regstore_store_outside_references",
     "regstore_store_list_repositories",
     "regstore_store_list_tags",
     "regstore_store_list_manifests",

@@ -157,6 +157,17 @@ class StoreSpec:
         raise NotImplementedError
 
     @hookspec(firstresult=True)
+    def regstore_store_outside_references(self) -> list[str]:
+        """Digests that content the store holds outside its repositories keeps in use: in an
+        OCI layout, the ``index.json`` entries no repository is known for (written by skopeo,
+        umoci or oras under a bare ref name), the manifests they name and everything those
+        reference. gc deletes none of them. Optional: a backend that holds nothing but its
+        repositories leaves it out. Raises StoreError when that content cannot be read
+        (StoreDamageError for a manifest named there that cannot be parsed).
+        """
+        raise NotImplementedError
+
+    @hookspec(firstresult=True)
     def regstore_store_delete_manifest(self, name: str, digest: str) -> None:
         """Remove the manifest ``digest`` from ``name`` and every tag pointing at it.
 

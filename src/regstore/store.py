@@ -235,6 +235,7 @@ class _StoreHooks(Protocol):
     ) -> object: ...
     def regstore_store_manifest_is_partial(self, *, name: str, digest: str) -> bool: ...
     def regstore_store_unlinked_blobs(self, *, name: str, digests: list[str]) -> dict[str, str]: ...
+    def regstore_store_outside_references(self) -> list[str]: ...
     def regstore_store_delete_manifest(self, *, name: str, digest: str) -> object: ...
     def regstore_store_delete_tag(self, *, name: str, tag: str) -> object: ...
     def regstore_store_list_repositories(self) -> list[str]: ...
@@ -734,6 +735,15 @@ class ObjectStore:
             digests=sorted(wanted),
         )
         return {Digest(d): str(why) for d, why in dict(answer or {}).items() if d in wanted}
+
+    def outside_references(self) -> set[Digest]:
+        """What content the store holds outside its repositories keeps in use (see the
+        hookspec ``regstore_store_outside_references``): in an OCI layout shared with skopeo,
+        umoci or oras, the images they tagged there. gc deletes none of it. Empty for backends
+        that hold nothing but their repositories. Raises StoreError when it cannot be read."""
+        if "regstore_store_outside_references" not in self._implemented:
+            return set()
+        return {Digest(d) for d in self._ask(self._hooks.regstore_store_outside_references)}
 
     def delete_manifest(self, name: str, digest: str) -> None:
         """Remove a manifest and every tag pointing at it (blobs stay until gc)."""

@@ -17,6 +17,7 @@ What every hookimpl does before and after calling the core:
 Derived defaults a backend may override for speed or precision: :meth:`~BackendBase.wait_blob`
 (polls :meth:`~BackendBase.blob_status`), :meth:`~BackendBase.manifest_is_partial` (False),
 :meth:`~BackendBase.unlinked_blobs` (none: every repository reaches every blob),
+:meth:`~BackendBase.outside_references` (none: the store holds nothing but its repositories),
 :meth:`~BackendBase.describe`, :meth:`~BackendBase.close`,
 :meth:`~BackendBase.store_exists` (True: cannot tell). Optional operations
 (:meth:`~BackendBase.delete_manifest`, :meth:`~BackendBase.delete_tag`,
@@ -212,6 +213,11 @@ class BackendBase(abc.ABC):
         hookspec). Default: none (every repository reaches every blob)."""
         return {}
 
+    def outside_references(self) -> list[Digest]:
+        """What content outside the repositories keeps in use (see the hookspec). Default:
+        none (the store holds nothing but its repositories)."""
+        return []
+
     def wait_blob(self, digest: Digest, timeout: float | None) -> bool:
         """Block until nobody writes the blob; True if it is complete then.
 
@@ -279,6 +285,11 @@ class BackendBase(abc.ABC):
         checked = [Digest(d) for d in digests]
         with self._translate(f"cannot read the blob links of {name}"):
             return {str(d): why for d, why in self.unlinked_blobs(name, checked).items()}
+
+    @hookimpl
+    def regstore_store_outside_references(self) -> list[str]:
+        with self._translate("cannot read what the store holds outside its repositories"):
+            return [str(d) for d in self.outside_references()]
 
     @hookimpl
     def regstore_store_delete_manifest(self, name: str, digest: str) -> None:

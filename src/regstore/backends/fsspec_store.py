@@ -369,6 +369,9 @@ class FsspecBackend(ComposedBlobs):
     def unlinked_blobs(self, name: str, digests: list[Digest]) -> dict[Digest, str]:
         return self.layout.unlinked_blobs(name, digests)
 
+    def outside_references(self) -> list[Digest]:
+        return self.layout.outside_references()
+
     def delete_manifest(self, name: str, digest: Digest) -> None:
         self.layout.delete_manifest(name, digest)
 

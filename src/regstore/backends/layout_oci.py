@@ -34,6 +34,7 @@ from typing import Any
 from regstore.errors import (
     ImageManifestNotFoundError,
     InvalidReferenceError,
+    ManifestInvalidError,
     RepositoryNotFoundError,
     StoreDamageError,
 )
@@ -71,6 +72,14 @@ def _split_ref(ref: object) -> tuple[str, str] | None:
         return validate_name(name), validate_tag(tag)
     except InvalidReferenceError:
         return None
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        validate_name(name)
+    except InvalidReferenceError:
+        return False
+    return True
 
 
 def _entry_key(entry: Entry) -> tuple[str | None, str | None, Digest | None]:
@@ -288,6 +297,40 @@ class OciLayout(Layout):
                 raise ImageManifestNotFoundError(name, tag)
             index["manifests"] = self._normalise(index["manifests"])
             self._save(index)
+
+    def outside_references(self) -> list[Digest]:
+        # Entries of other tools (skopeo's oci:DIR:v2 writes the bare ref name "v2"): no
+        # repository lists them, and gc deleted the images they name.
+        pending = []
+        for entry in self._load()["manifests"]:
+            if not isinstance(entry, dict):
+                continue
+            repo, _, digest = _entry_key(entry)
+            if digest is not None and (repo is None or not _valid_name(repo)):
+                media_type = entry.get("mediaType")
+                pending.append((digest, media_type if isinstance(media_type, str) else None))
+        kept: set[Digest] = set()
+        while pending:
+            digest, media_type = pending.pop()
+            if digest in kept:
+                continue
+            kept.add(digest)
+            raw = self.host.read_file(self.blob_path(digest))
+            if raw is None:
+                continue  # named but not stored: nothing of it to keep
+            try:
+                manifest = Manifest.parse(raw, media_type)
+            except ManifestInvalidError as exc:
+                path = self.host.path("index.json")
+                raise StoreDamageError(
+                    f"{path} names {digest}, which is no manifest regstore can read ({exc}): "
+                    "what it keeps in use is unknown",
+                    path,
+                ) from None
+            kept.update(d.digest for d in manifest.blobs)
+            followed = (*manifest.manifests, *filter(None, [manifest.subject]))
+            pending += [(d.digest, d.media_type or None) for d in followed]
+        return sorted(kept)
 
     def list_repositories(self) -> list[str]:
         found = set()

@@ -152,6 +152,11 @@ class Layout(abc.ABC):
         with what is wrong. Default: none, for a layout whose repositories share every blob."""
         return {}
 
+    def outside_references(self) -> list[Digest]:
+        """What content outside the repositories keeps in use (manifests other tools stored in
+        the layout, and what they reference). Default: none."""
+        return []
+
     @abc.abstractmethod
     def delete_manifest(self, name: str, digest: Digest) -> None:
         """Forget the manifest in ``name`` and every tag of ``name`` pointing at it."""

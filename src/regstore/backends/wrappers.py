@@ -101,6 +101,11 @@ class StoreWrapper:
             return (yield)
 
     @hookimpl(wrapper=True)
+    def regstore_store_outside_references(self) -> Generator[None, list[str], list[str]]:
+        with self.around("outside_references"):
+            return (yield)
+
+    @hookimpl(wrapper=True)
     def regstore_store_delete_manifest(self) -> Generator[None, None, None]:
         with self.around("delete_manifest"):
             return (yield)

@@ -196,6 +196,7 @@ def collect_garbage(
     blobs = store.blobs()  # first: see the module docstring
     orphans = [] if keep_orphan_referrers else orphan_referrers(store, dry_run=dry_run)
     referenced = referenced_digests(store, ignore=set(orphans) if dry_run else set())
+    referenced |= {str(d) for d in store.outside_references()}  # (other tools' images)
     now = time.time() if now is None else now
     report = GCReport(dry_run=dry_run, grace=grace, blobs=len(blobs), now=now)
     report.referrers_removed = orphans
@@ -397,13 +398,14 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     another tag still points at its manifest). Raises ImageManifestNotFoundError.
 
     A tag whose link is damaged (DamagedTagError), or that dangles (names a manifest the
-    repository does not hold), is deleted alone: no manifest goes with it. What the other tags keep is worked out before anything is
-    deleted: another damaged tag, or a manifest they reach that cannot be read, stops the
-    deletion then (what it names might be among what would go; ``verify`` says what is wrong
-    and moves damaged bytes aside). A dangling tag names nothing and is passed over. Within
-    the image deleted, a damaged manifest goes as it is (its unknown children stay). Tags
-    written meanwhile are read again after the deletion; when they cannot be, no manifest
-    but the one named by digest is deleted.
+    repository does not hold), is deleted alone: no manifest goes with it. What the other
+    tags keep is worked out before anything is deleted: another damaged tag, or a manifest
+    they reach that cannot be read, stops the deletion then (what it names might be among
+    what would go; ``verify`` says what is wrong and moves damaged bytes aside). A dangling
+    tag among them names nothing and is passed over. Within the image deleted, a damaged
+    manifest goes as it is (its unknown children stay). Tags written meanwhile are read
+    again after the deletion; when they cannot be, no manifest but the one named by digest
+    is deleted.
     """
     try:
         target_manifest = store.manifest(name, reference)

@@ -102,6 +102,7 @@ class ManifestTests(SuiteSettings):
         }
         assert blobs or kind.startswith(("oci-index", "docker-manifest-list"))
         assert store.unlinked_blobs(NAME, blobs) == {}
+        assert store.outside_references() == set()  # all of it is in the repository
 
     def test_sha512_blobs_in_a_manifest(self, store: ObjectStore) -> None:
         image = oci_image(seed=19, algorithm="sha512")
