@@ -32,7 +32,12 @@ from regstore.engine.registryplace import RegistryPlace
 from regstore.engine.reporting import Reporter
 from regstore.engine.storeplace import StorePlace
 from regstore.engine.transfer import plan_image
-from regstore.errors import BlobNotFoundError, DigestMismatchError, ImageManifestNotFoundError
+from regstore.errors import (
+    BlobNotFoundError,
+    DigestMismatchError,
+    ImageManifestNotFoundError,
+    ManifestInvalidError,
+)
 from regstore.manifest import Descriptor, Manifest
 from regstore.reference import Digest
 from regstore.retry import RetryBudget
@@ -345,9 +350,10 @@ def test_a_damaged_stored_manifest_is_copied_again_not_skipped(
     tmp_path: Path, damage: Callable[[bytes], bytes]
 ) -> None:
     """A sync learns whether a tag changed from the digest of the stored bytes (not a parse of
-    them): bytes that no longer hash to the tag's digest make the image copy again, where a
-    parse used to fail the image. The copy writes a manifest of another size again; one
-    damaged in place is left as a plain pull leaves it, for ``verify`` and ``--repair``."""
+    them): bytes that no longer hash to the digest the tag names are no manifest of that tag
+    (ManifestInvalidError), so the image is copied again, where a parse used to fail the
+    image, and the copy writes the bytes again, also over ones damaged in place (a plain pull
+    left those as they were, and a push by tag published them under another digest)."""
     image = _small_image(11)
     with (
         open_store(f"memory://places-src-{uuid.uuid4().hex}") as src,
@@ -365,14 +371,15 @@ def test_a_damaged_stored_manifest_is_copied_again_not_skipped(
         damaged = damage(image.manifest)
         assert damaged != image.manifest
         stored.write_bytes(damaged)
-        assert dest.manifest_digest("team/app", "1.0") == _sha(damaged)
+        with pytest.raises(ManifestInvalidError, match=f"not to the {image.digest} the tag"):
+            dest.manifest_digest("team/app", "1.0")
+        back = [(StoreImage(dest, "team/app", "1.0"), StoreImage(src, "team/copy"))]
+        refused = transfer_many(back)  # never handed on as they are
+        assert [o.status for o in refused] == ["failed"]
+        assert "damaged" in str(refused.outcomes[0].error)
 
         again = transfer_many(job)
-        assert [o.status for o in again] == ["copied"], again[0].error
-        if len(damaged) == len(image.manifest):
-            assert stored.read_bytes() == damaged  # left for verify and pull --repair
-            assert dest.manifest_digest("team/app", "1.0") == _sha(damaged)
-        else:
-            assert stored.read_bytes() == image.manifest  # written again: the store is whole
-            assert dest.manifest("team/app", "1.0").digest == image.digest
-            assert [o.status for o in transfer_many(job)] == ["skipped"]
+        assert [o.status for o in again] == ["copied"], again.outcomes[0].error
+        assert stored.read_bytes() == image.manifest  # written again: the store is whole
+        assert dest.manifest("team/app", "1.0").digest == image.digest
+        assert [o.status for o in transfer_many(job)] == ["skipped"]

@@ -423,7 +423,7 @@ class ObjectStore:
         """The manifest of ``name`` at a tag or digest (the seed's ``Manifest(name, tag)``).
 
         Raises ImageManifestNotFoundError; ManifestInvalidError if the stored bytes are damaged
-        (they do not hash to the digest asked for).
+        (they do not hash to the digest asked for, or to the one the tag names).
         """
         validate_name(name)
         validate_reference(reference)
@@ -446,11 +446,10 @@ class ObjectStore:
 
         The bytes are hashed, not parsed (but for a signed schema1 manifest, whose digest
         covers its JWS payload): a sync asks this of every tag to learn whether it changed,
-        and a parse cost a no-op re-sync of 300 tags more than reading them. Damaged bytes hash
-        to a digest that matches no source, so the image is copied again (a manifest damaged in
-        place, its size kept, stays as it is for ``verify`` and ``pull --repair``). A tag whose
-        link is damaged raises DamagedTagError: a copy into it treats it as absent (and writes
-        it again), one out of it fails.
+        and a parse cost a no-op re-sync of 300 tags more than reading them. A tag whose link
+        is damaged raises DamagedTagError, and one whose manifest bytes do not hash to the
+        digest it names raises ManifestInvalidError: a copy into it treats it as absent (and
+        writes the tag and the bytes again), one out of it fails.
         """
         validate_name(name)
         validate_reference(reference)

@@ -37,7 +37,13 @@ from regstore.reference import (
     validate_tag,
 )
 
-from .layouts import Layout, parse_link, sniff_media_type, split_blob_relative
+from .layouts import (
+    Layout,
+    check_tagged_bytes,
+    parse_link,
+    sniff_media_type,
+    split_blob_relative,
+)
 
 __all__ = ["PARTIAL_MARKER", "DistributionLayout"]
 
@@ -190,6 +196,8 @@ class DistributionLayout(Layout):
         raw = self.host.read_file(self.blob_path(digest))
         if raw is None:
             raise ImageManifestNotFoundError(name, reference)
+        if not is_digest(reference):
+            check_tagged_bytes(name, reference, digest, raw)
         return raw, sniff_media_type(raw)
 
     def put_manifest(

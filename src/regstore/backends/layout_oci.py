@@ -41,7 +41,7 @@ from regstore.errors import (
 from regstore.manifest import OCI_INDEX, Manifest
 from regstore.reference import Digest, is_digest, validate_name, validate_tag
 
-from .layouts import Layout, sniff_media_type, split_blob_relative
+from .layouts import Layout, check_tagged_bytes, sniff_media_type, split_blob_relative
 
 __all__ = ["PARTIAL_ANNOTATION", "REF_NAME", "REPOSITORY_ANNOTATION", "OciLayout"]
 
@@ -211,6 +211,8 @@ class OciLayout(Layout):
                 raw = self.host.read_file(self.blob_path(digest))
                 if raw is None:
                     break
+                if wanted_digest is None:
+                    check_tagged_bytes(name, reference, digest, raw)
                 media_type = entry.get("mediaType")
                 if not isinstance(media_type, str) or not media_type:
                     media_type = sniff_media_type(raw)

@@ -17,8 +17,8 @@ import abc
 import contextlib
 from typing import Any, ClassVar, Protocol
 
-from regstore.errors import InvalidReferenceError, StoreDamageError
-from regstore.manifest import Manifest, media_type_of
+from regstore.errors import InvalidReferenceError, ManifestInvalidError, StoreDamageError
+from regstore.manifest import Manifest, digest_of, media_type_of
 from regstore.reference import SUPPORTED_ALGORITHMS, Digest
 
 __all__ = ["Layout", "LayoutHost", "parse_link", "sniff_media_type"]
@@ -62,6 +62,18 @@ class LayoutHost(Protocol):
 
     def mutex(self, key: str) -> contextlib.AbstractContextManager[None]:
         """A critical section shared by every thread and process using this store."""
+
+
+def check_tagged_bytes(name: str, tag: str, digest: Digest, raw: bytes) -> None:
+    """Raise ManifestInvalidError unless ``raw``, the manifest bytes stored for ``tag``, have
+    the ``digest`` the tag names: read by tag, damaged bytes were handed on as they were (a
+    push by tag published them under another digest)."""
+    found = digest_of(raw, digest.algorithm)
+    if found != digest:
+        raise ManifestInvalidError(
+            f"stored manifest {name}:{tag} is damaged: its bytes hash to {found}, not to the "
+            f"{digest} the tag names; pull the image again to mend it"
+        )
 
 
 def sniff_media_type(raw: bytes) -> str:
@@ -124,12 +136,14 @@ class Layout(abc.ABC):
         """
 
     def write_manifest_blob(self, digest: Digest, raw: bytes) -> None:
-        """Store manifest bytes as the blob ``digest`` unless that blob is already there (a
-        blob damaged in place, its size kept, is left for ``verify`` and ``pull --repair``,
-        which move it aside and say so)."""
+        """Store manifest bytes as the blob ``digest`` unless these very bytes are there
+        already: stored bytes damaged in place, their size kept, are written over with these
+        (they hash to ``digest``: the facade computed it from them), or a pull that wrote the
+        manifest again left it damaged."""
         path = self.blob_path(digest)
-        if self.host.file_size(path) != len(raw):
-            self.host.write_file(path, raw)
+        if self.host.file_size(path) == len(raw) and self.host.read_file(path) == raw:
+            return
+        self.host.write_file(path, raw)
 
     # -- manifests ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from functools import singledispatch
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from regstore.errors import DamagedTagError
+from regstore.errors import DamagedTagError, ManifestInvalidError
 
 from .model import RegistryImage, StoreImage
 from .registryplace import RegistryPlace
@@ -158,11 +158,12 @@ class ImageSink(Protocol):
 
 def destination_digest(sink: ImageSink, reference: str) -> str | None:
     """What ``reference`` names at a destination, to skip what is there already: None also for
-    a tag whose link is damaged (DamagedTagError), which names nothing usable, so the image is
-    copied again and the tag written anew. A source read lets that error through."""
+    a tag whose link is damaged (DamagedTagError) or whose manifest bytes are
+    (ManifestInvalidError), which name nothing usable, so the image is copied again and the
+    tag and bytes written anew. A source read lets those errors through."""
     try:
         return sink.manifest_digest(reference)
-    except DamagedTagError:
+    except (DamagedTagError, ManifestInvalidError):
         return None
 
 
