@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from regstore import open_store
 from regstore.backends.filesystem import path_from_url
 from regstore.backends.fsspec_store import FsspecBackend, safe_join
-from regstore.engine.gc import collect_garbage
+from regstore.engine.gc import collect_garbage, delete_image
 from regstore.errors import (
     InvalidReferenceError,
     ManifestInvalidError,
@@ -535,8 +535,8 @@ def test_links_back_among_the_repositories_and_links_to_no_directory_are_not_wal
 ) -> None:
     """Two links back to the repositories directory made the listing exponential when a link
     counted as a directory; a link back up the walk leads nowhere new. They are passed over,
-    as are links to a file, to nothing, to each other, and links the walk would not go into
-    anyway (``_uploads``, a name no repository can have), wherever they lead."""
+    as are links to a file, links into a loop of links, and links the walk would not go into
+    anyway (``_uploads``, a name regstore takes for no repository), wherever they lead."""
     store = open_store(str(tmp_path / "store"))
     image = oci_image(seed=62)
     write_image(store, "team/app", "1", image)
@@ -547,7 +547,6 @@ def test_links_back_among_the_repositories_and_links_to_no_directory_are_not_wal
     (repositories / "team" / "app" / "up").symlink_to("..")
     (repositories / "file").write_text("not a repository")
     (repositories / "tofile").symlink_to(repositories / "file")
-    (repositories / "dangling").symlink_to(tmp_path / "nothing")
     (repositories / "ping").symlink_to(repositories / "pong")
     (repositories / "pong").symlink_to(repositories / "ping")
     (repositories / "team" / "app" / "_uploads").symlink_to(tmp_path)
@@ -566,7 +565,9 @@ def _moved_and_linked(root: Path, name: str, to: Path, *, relative: bool = False
     return repository
 
 
-@pytest.mark.parametrize("how", ["absolute", "relative", "store-reached-through-links"])
+@pytest.mark.parametrize(
+    "how", ["absolute", "relative", "store-reached-through-links", "manifests-linked"]
+)
 def test_a_repository_linked_from_inside_the_store_is_listed_and_its_blobs_kept(
     tmp_path: Path, how: str
 ) -> None:
@@ -579,7 +580,10 @@ def test_a_repository_linked_from_inside_the_store_is_listed_and_its_blobs_kept(
     write_image(store, "team/app", "1", oci_image(seed=63))
     linked = oci_image(seed=64)
     digest = write_image(store, "other/b", "1", linked)
-    _moved_and_linked(root, "other", root / "moved" / "other", relative=how == "relative")
+    if how == "manifests-linked":  # the repository's _manifests alone moved and linked back
+        _moved_and_linked(root, "other/b/_manifests", root / "moved" / "m", relative=True)
+    else:
+        _moved_and_linked(root, "other", root / "moved" / "other", relative=how == "relative")
     # an alias of a repository listed anyway: listed under both names, as the registry does
     (root / "docker/registry/v2/repositories/alias").symlink_to(
         root / "docker/registry/v2/repositories/team/app"
@@ -629,15 +633,29 @@ def _inside_a_linked_directory(tmp_path: Path, root: Path) -> tuple[Path, Path]:
     return root / "docker/registry/v2/repositories/other/all", root / "moved"
 
 
+def _to_nothing(tmp_path: Path, root: Path) -> tuple[Path, Path]:
+    # moved to another disk and linked back; that disk is not mounted now
+    link = _moved_and_linked(root, "other", root / "disk" / "other")
+    (root / "disk").rename(root / "unmounted")
+    return link, root / "disk" / "other"
+
+
 @pytest.mark.parametrize(
     ("arrange", "error", "says"),
     [
+        (_to_nothing, StoreError, "leads to nothing"),
         (_out_of_the_root, StoreEscapeError, "leads out of the store root"),
         (_above_the_root, StoreEscapeError, "leads out of the store root"),
         (_above_the_repositories, StoreError, "leads above it"),
         (_inside_a_linked_directory, StoreError, "one link deep"),
     ],
-    ids=["out-of-the-root", "above-the-root", "above-the-repositories", "in-a-linked-directory"],
+    ids=[
+        "to-nothing",
+        "out-of-the-root",
+        "above-the-root",
+        "above-the-repositories",
+        "in-a-linked-directory",
+    ],
 )
 def test_a_link_the_listing_cannot_follow_stops_it_and_gc_deletes_nothing(
     tmp_path: Path,
@@ -685,9 +703,33 @@ def test_a_link_whose_target_cannot_be_looked_at_stops_the_listing(
         return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "stat", stat)
+    reopened = open_store(str(root))
     with pytest.raises(StoreError, match="cannot tell where the symbolic link") as listed:
-        open_store(str(root)).repositories()
+        reopened.repositories()
     assert str(link) in str(listed.value) and "Permission denied" in str(listed.value)
+    with pytest.raises(StoreError, match="cannot tell where the symbolic link"):
+        collect_garbage(reopened, grace=0, now=time.time() + 3600)
+    monkeypatch.undo()
+    assert all(reopened.blob_exists(str(d.digest)) for d in image.manifest.references)
+
+
+def test_a_tag_directory_that_is_a_link_is_a_tag_and_keeps_its_manifest(tmp_path: Path) -> None:
+    # passed over, it let the deletion of another tag of the same manifest take the manifest
+    # (and gc its blobs), while the registry still listed and served the tag
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    image = oci_image(seed=69)
+    digest = write_image(store, "team/app", "2", image)
+    tags = root / "docker/registry/v2/repositories/team/app/_manifests/tags"
+    (root / "moved").mkdir()
+    (tags / "2").rename(root / "moved" / "1")
+    (tags / "1").symlink_to(root / "moved" / "1")
+    write_image(store, "team/app", "2", image)
+    assert store.tags("team/app") == ["1", "2"]
+    assert store.manifest("team/app", "1").digest == digest
+    assert delete_image(store, "team/app", "2") == []  # tag 1 still names the manifest
+    assert collect_garbage(store, grace=0, now=time.time() + 3600).removed == []
+    assert store.manifest("team/app", "1").digest == digest
 
 
 @pytest.mark.parametrize("layout", ["distribution", "oci"])

@@ -30,9 +30,11 @@ sync are plain system calls), with what a local disk needs beyond fsspec:
   ago, one system call per access.
 - the walk of the repositories goes into a link to a directory inside the root, one link
   deep (docker-registry follows links, so it lists and serves a repository moved elsewhere
-  and linked back), and passes over a link back up the walk; a link to a directory out of the
-  root, above the repositories or inside a linked directory stops it with an error naming the
-  link (``LocalBackend.follows_link``): gc must never pass over what a repository refers to.
+  and linked back), and passes over a link back up the walk, to a file or into a loop of
+  links; a link to nothing, or to a directory out of the root, above the repositories or
+  inside a linked directory stops it with an error naming the link
+  (``LocalBackend.follows_link``): gc must never pass over what a repository refers to. Tag
+  and revision entries are read through links whatever they are.
 
 URLs: ``file:///srv/mirror`` (``file://localhost/srv/mirror`` too) or a plain path, relative
 to the working directory or absolute. ``file://relative`` is refused as ambiguous. Opening
@@ -579,21 +581,30 @@ class LocalBackend(FsspecBackend):
         """Whether a walk of the tree under ``start`` goes into ``path``, an entry
         :meth:`list_dir` reported as no directory: True for a symbolic link to a directory
         inside the root (as docker-registry, which follows links, lists and serves a
-        repository moved elsewhere and linked back), False for anything else that holds no
-        directory and for a link back up the walk (a loop: what it leads to is walked anyway).
+        repository moved elsewhere and linked back), False for what is no link, for a link to
+        a file or into a loop of links (no directory can be behind either), and for a link back
+        up the walk (what it leads to is walked anyway).
 
         Raises, rather than pass over what a repository behind it refers to (gc would delete
-        its blobs): StoreEscapeError for a link out of the root; StoreError for a link above
-        ``start`` (to the root, say: the walk would take in the whole store) and for a link met
-        in a directory reached through a link (links are followed one deep: links among linked
-        directories could make a walk endless or exponential).
+        its blobs): StoreEscapeError for a link out of the root; StoreError for a link to
+        nothing (a disk not mounted), for a link above ``start`` (to the root, say: the walk
+        would take in the whole store), for a link met in a directory reached through a link
+        (links are followed one deep: links among linked directories could make a walk
+        endless or exponential; a chain of links, one to the next, is one link), and when
+        where it leads cannot be looked at.
         """
         try:
             if not os.path.islink(path):
                 return False
             found = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return False  # a link to nothing
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            # a repository moved to a disk that is not mounted now: passed over, gc deleted
+            # its blobs (the registry, which answers 404 meanwhile, serves it again later)
+            raise StoreError(
+                f"the symbolic link {path} -> {_link_text(path, '?')} leads to nothing ({exc}): "
+                "what a repository there refers to is unknown; mount what it leads to, or "
+                "remove the link"
+            ) from exc
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 return False  # links leading to each other: nothing behind them

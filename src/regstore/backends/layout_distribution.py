@@ -163,10 +163,11 @@ class DistributionLayout(Layout):
         # Each tag with a link and the digest it names; None for a damaged link. Such a tag is
         # listed (as the registry lists it, by its directory) and reading it raises: one bad
         # file must neither hide the tag from verify nor stop every listing of the repository.
+        # Every entry named like a tag is asked for its link, directory or not (list_dir
+        # reports no link as one): a tag directory that is a link, passed over, let a deletion
+        # of another tag take the manifest it named, and gc its blobs.
         tags: dict[str, Digest | None] = {}
-        for entry, is_dir in self.host.list_dir(self._repo(name, "_manifests", "tags")):
-            if not is_dir:
-                continue
+        for entry, _ in self.host.list_dir(self._repo(name, "_manifests", "tags")):
             try:
                 validate_tag(entry)
             except ValueError:

@@ -55,7 +55,8 @@ class LayoutHost(Protocol):
         """``(name, is_directory)`` of the entries of a directory; empty if it is missing.
         A host with symbolic links reports none as a directory, and may answer
         ``follows_link(path, start) -> bool`` (optional; see ``LocalBackend.follows_link``):
-        whether a walk of the tree under ``start`` goes into the link ``path``."""
+        whether a walk of the tree under ``start`` goes into the link ``path`` (the
+        distribution layout's walk of its repositories asks it)."""
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
         """Remove a file (or a directory tree with ``recursive``); missing is fine."""
