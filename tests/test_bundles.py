@@ -381,6 +381,21 @@ def test_the_two_delivery_workflow_on_the_command_line(
     )  # fmt: skip
     assert r.returncode == 0, r
 
+    # a delta over its own base: renamed over it, the full bundle was gone (exit 0)
+    before = Path(one).read_bytes()
+    for spelling in (one, f"{tmp_path}/./one.tar", f"file://{one}"):
+        r = run_cli(
+            "bundle", "create", spelling, f"{registry.host}/app/web:2", "--since", one,
+            home=home, store=store,
+        )  # fmt: skip
+        assert r.returncode == 2 and "also given as --since" in r.stderr, r
+    assert Path(one).read_bytes() == before
+    twice = run_cli(
+        "bundle", "create", str(tmp_path / "x.tar"), f"{registry.host}/app/web:2",
+        f"{registry.host}/app/web:2", home=home, store=store,
+    )  # fmt: skip
+    assert twice.returncode == 2 and "named twice" in twice.stderr, twice  # usage: exit 2
+
     listed = run_cli("--json", "bundle", "ls", two, home=home, store=store)
     assert listed.returncode == 0, listed
     doc = listed.json()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -253,6 +254,18 @@ def _index_bytes(planned: Sequence[_Planned], referrers: Sequence[_PlannedReferr
     return json.dumps(doc, indent=1).encode("utf-8")
 
 
+def _same_file(a: str, b: str) -> bool:
+    """True if the bundle URLs ``a`` and ``b`` name one file (local paths by the file itself,
+    whatever the spelling; other URLs by their text)."""
+    local = [u.removeprefix("file://") for u in (a, b) if "://" not in u.removeprefix("file://")]
+    if len(local) == 2:
+        try:
+            return os.path.samefile(local[0], local[1])
+        except OSError:  # one of them does not exist (yet)
+            return os.path.abspath(local[0]) == os.path.abspath(local[1])
+    return a.rstrip("/") == b.rstrip("/")
+
+
 def create_bundle(
     out: str,
     images: Sequence[Image | BundleInput],
@@ -283,6 +296,10 @@ def create_bundle(
     image without a tag or a name given twice, and what reading the sources raises (nothing
     is left at ``out`` then).
     """
+    for base in since:
+        if _same_file(out, base):
+            # the delta would be renamed over the base it leaves out: both gone
+            raise UsageError(f"{out} is also given as --since: name another file to write")
     bases = [read_bundle(s, storage_options=storage_options) for s in since]
     excluded = frozenset(d for b in bases for d in b.references)
     referrer_types = tuple(referrer_types)

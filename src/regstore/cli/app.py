@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from regstore.errors import RegstoreError, StoreNotFoundError, StoreURLError, SyncFileError
+from regstore.errors import RegstoreError, StoreNotFoundError, UsageError
 from regstore.safetext import printable, redact_store_url, store_url_secrets
 
 from . import startup
@@ -537,7 +537,7 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
                 sys.stderr.write(
                     printable(state.output.mask(traceback.format_exc()), multiline=True)
                 )
-            if isinstance(exc, (SyncFileError, StoreURLError)):  # input to fix: usage
+            if isinstance(exc, UsageError):  # input to fix: usage (a sync file, a store URL)
                 state.output.failure("", exc)
                 code = EXIT_USAGE
             else:
