@@ -6,6 +6,7 @@ and HEAD are needed); the run goes through the engine against a real registry.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -198,6 +199,23 @@ def test_a_mistake_in_a_json_sync_file_is_told_as_in_yaml_with_its_line(
     assert said == _error(text).partition(": ")[2].replace("3.20", "3.2")
     assert (where == "s.json") == (_error(text).partition(": ")[0] == "s.yaml")
     assert where == "s.json" or 1 <= int(where.removeprefix("s.json:")) <= len(as_json.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("tags", "said"),
+    [
+        ("[1, 010]", "s.yaml:5: sources[0].repositories[0].tags[1]: 010 is read as the number 8"),
+        ("[0x1F]", 'tags[0]: 0x1F is read as the number 31; quote it: "0x1F"'),
+        ("[1_000]", "tags[0]: 1_000 is read as the number 1000; quote it"),
+        ("[+5]", "tags[0]: +5 is read as the number 5; quote it"),
+    ],
+)
+def test_an_integer_yaml_writes_otherwise_is_no_tag(tags: str, said: str) -> None:
+    # planned as the tags 8, 31, 1000, 5 before: tags the file never named
+    with pytest.raises(SyncFileError, match=re.escape(said)):
+        parse_sync_text(TAGS_OF_A + tags + "\n", "s.yaml")
+    plain = parse_sync_text(TAGS_OF_A + "[1, 20]\n", "s.yaml")  # as written: tags
+    assert plain.sources[0].repositories[0].tags.exact == ("1", "20")
 
 
 @pytest.mark.parametrize(

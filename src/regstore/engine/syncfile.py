@@ -201,6 +201,11 @@ class _Validator:
         if isinstance(value, float):  # YAML reads 3.20 as the number 3.2: tags are strings
             written = self.scalars.get(path, text)
             raise self.error(path, f'{written} is read as a number; quote it: "{written}"')
+        written = self.scalars.get(path, text) if isinstance(value, int) else text
+        if written != text:  # 010, 0x1F, 1_000: YAML reads them as 8, 31, 1000
+            raise self.error(
+                path, f'{written} is read as the number {text}; quote it: "{written}"'
+            )
         if not text:
             raise self.error(path, "must not be empty")
         return text
