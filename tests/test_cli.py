@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -656,3 +658,22 @@ def test_json_mode_prints_only_json_even_on_a_terminal(cli: CLI, seeded: SeededR
     assert code == 0, text
     assert "━" not in text
     assert json.loads(text)["ok"] is True
+
+
+def test_output_whose_reader_went_away_ends_the_command_quietly(cli: CLI, store_root: Path) -> None:
+    # `regstore inspect ... | head -1` printed "error: ... BrokenPipeError" and exited 1
+    with open_store(str(store_root)) as store:
+        put_image(store, "team/app", "1", build_image(seed=80))
+    environ = cli_env(cli.home, cli.store, None)
+    for command in (["inspect", "store:team/app:1"], ["--json", "ls"]):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "regstore", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environ,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader goes before the command writes a byte
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141, stderr  # as if SIGPIPE had stopped it
+        assert stderr == ""

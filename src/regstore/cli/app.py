@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import select
 import sys
 import traceback
 from collections.abc import Callable
@@ -516,6 +518,22 @@ class LazyGroup(click.Group):
             )
 
 
+#: The exit code of a command whose output's reader went away (128 + SIGPIPE, what a shell
+#: reports for a program SIGPIPE stopped)
+EXIT_BROKEN_PIPE = 141
+
+
+def _stdout_gone() -> bool:
+    """True if nobody reads stdout any more (a pipe whose reader closed it): a BrokenPipeError
+    of a socket is another matter."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no such stdout, no poll on this system
+        return False
+
+
 def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
     """Make ``f(state, **params) -> exit code`` a command body: global options accepted, logging
     set up, and any regstore error turned into one line on stderr and exit code 1."""
@@ -532,6 +550,15 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
         except KeyboardInterrupt:
             state.output.error(f"{state.action or 'the command'} was interrupted")
             code = 130
+        except BrokenPipeError:
+            if not _stdout_gone():
+                raise
+            # the reader of the output went away (| head): nothing more to say, nor anyone
+            # to say it to; what the command was doing stopped there, as SIGPIPE would stop it
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            code = EXIT_BROKEN_PIPE
         except Exception as exc:  # one clear line; the traceback only with -v
             if state.settings.verbose:
                 sys.stderr.write(

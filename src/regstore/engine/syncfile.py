@@ -203,9 +203,7 @@ class _Validator:
             raise self.error(path, f'{written} is read as a number; quote it: "{written}"')
         written = self.scalars.get(path, text) if isinstance(value, int) else text
         if written != text:  # 010, 0x1F, 1_000: YAML reads them as 8, 31, 1000
-            raise self.error(
-                path, f'{written} is read as the number {text}; quote it: "{written}"'
-            )
+            raise self.error(path, f'{written} is read as the number {text}; quote it: "{written}"')
         if not text:
             raise self.error(path, "must not be empty")
         return text
