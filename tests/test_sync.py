@@ -429,6 +429,36 @@ def test_listing_failures_are_reported_and_the_rest_planned(memory_store: Object
     assert "team/gone" in (plan.failures[1].error or "")
 
 
+def test_images_that_would_write_one_tag_fail_and_one_asked_twice_runs_once(
+    memory_store: ObjectStore,
+) -> None:
+    # both were copied, the last one won, and the next run reported one of them unchanged
+    src = FakeClient("src:5000", {"team/app": {"1": D1, "2": D2}, "team/dock": {"1": D3}})
+    spec = parse_sync_text(
+        """
+sources:
+  - registry: src:5000
+    repositories:
+      - {name: team/app, tags: ["1", "2"]}
+      - {name: team/dock, as: team/app, tags: ["1"]}
+      - {name: team/app, tags: ["2"]}
+"""
+    )
+    plan = plan_sync(spec, client_for=lambda conn: src, target_store=memory_store)  # type: ignore[arg-type,return-value]
+    assert [(str(j.source), str(j.destination)) for j in plan.jobs] == [
+        ("src:5000/team/app:2", "store:team/app:2"),  # (once)
+    ]
+    assert sorted((f.source, f.destination, f.status) for f in plan.failures) == [
+        ("src:5000/team/app:1", "store:team/app:1", "failed"),
+        ("src:5000/team/dock:1", "store:team/app:1", "failed"),
+    ]
+    assert all(
+        "is the destination of 2 images" in (f.error or "")
+        and "src:5000/team/app:1, src:5000/team/dock:1" in (f.error or "")
+        for f in plan.failures
+    )
+
+
 def test_a_registry_target_and_the_dry_run_preview(memory_store: ObjectStore) -> None:
     src = FakeClient("src:5000", {"team/app": {"1": D1, "2": D2}})
     dst = FakeClient("dst:6000", {"m/team/app": {"1": D1, "2": D3}})

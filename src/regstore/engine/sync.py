@@ -70,6 +70,7 @@ from regstore.errors import (
     InvalidReferenceError,
     NotFoundError,
     RegstoreError,
+    UsageError,
 )
 from regstore.reference import Digest, is_digest, validate_name
 from regstore.referrers import is_supply_chain_tag
@@ -256,7 +257,31 @@ def plan_sync(
                     )
             except RegstoreError as exc:
                 plan.failures.append(_failure(where, target_text, exc))
+    _one_writer_per_tag(plan)
     return plan
+
+
+def _one_writer_per_tag(plan: SyncPlan) -> None:
+    """Jobs that write one destination tag: the same image asked twice runs once; different
+    ones fail, all of them (which would win is an accident of the run, and a re-run would
+    write the other and report the first unchanged)."""
+    writers: dict[str, list[PlannedJob]] = {}
+    for job in plan.jobs:
+        writers.setdefault(str(job.destination), []).append(job)
+    kept = []
+    for destination, jobs in writers.items():
+        if len({(str(j.source), j.platforms, j.referrers) for j in jobs}) == 1:
+            kept.append(jobs[0])
+            continue
+        sources = sorted({str(j.source) for j in jobs})
+        for job in jobs:
+            problem = UsageError(
+                f"{destination} is the destination of {len(jobs)} images of the sync file "
+                f"({', '.join(sources)}): give them different names (as:, prefix:) or tags"
+            )
+            plan.failures.append(_failure(str(job.source), destination, problem))
+    kept_ids = {id(job) for job in kept}
+    plan.jobs = [job for job in plan.jobs if id(job) in kept_ids]
 
 
 def _wanted(bad: InvalidTag, tag_filter: TagFilter | None) -> bool:
