@@ -33,7 +33,7 @@ from regstore.engine.sync import (
     preview_job,
     run_sync,
 )
-from regstore.errors import RepositoryNotFoundError, TransportError
+from regstore.errors import ImageManifestNotFoundError, RepositoryNotFoundError, TransportError
 from regstore.testing.builders import build_image
 
 from .support.cli import damage_tag_link, put_image
@@ -480,6 +480,14 @@ def test_a_registry_target_and_the_dry_run_preview(memory_store: ObjectStore) ->
     assert [preview_job(j) for j in store_plan.jobs] == ["skip", "copy"]
     with pytest.raises(ValueError, match="target_store"):
         plan_sync(store_spec, client_for=lambda conn: src)  # type: ignore[arg-type,return-value]
+
+    # a tag the source does not have: the run fails it, so the preview does (it said copy)
+    pinned = parse_sync_text(
+        "sources: [{registry: 'src:5000', repositories: [{name: team/app, tags: [gone]}]}]\n"
+    )
+    gone = plan_sync(pinned, client_for=lambda conn: src, target_store=memory_store)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ImageManifestNotFoundError, match="gone"):
+        preview_job(gone.jobs[0])
 
 
 def test_the_dry_run_would_copy_a_tag_whose_link_is_damaged(tmp_path: Path) -> None:

@@ -444,12 +444,15 @@ def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
 
 def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
     """What a dry run says a job would do: ``skip`` when the destination tag already points at
-    the source's manifest (one HEAD on each side), else ``copy``."""
+    the source's manifest (one HEAD on each side), else ``copy``. Raises what the source's
+    HEAD raises, and ImageManifestNotFoundError when the source has no such manifest (the run
+    would fail it)."""
+    source = job.source
+    info = source.client.head_manifest(source.name, source.reference or "")
+    if info is None:
+        raise ImageManifestNotFoundError(source.name, source.reference or "")
+    source_digest = info.digest
     try:
-        info = job.source.client.head_manifest(job.source.name, job.source.reference or "")
-        source_digest = info.digest if info is not None else None
-        if source_digest is None:
-            return "copy"
         dest = job.destination
         reference = dest.reference
         if reference is None or is_digest(reference):
