@@ -855,6 +855,21 @@ def test_gc_keeps_what_only_looks_like_an_old_index_version(
     assert store.has_manifest("app", str(signature.digest))
 
 
+def test_delete_refuses_a_platform_of_an_index_a_tag_keeps(store: ObjectStore) -> None:
+    # deleted, it left the index damaged: verify said missing-manifest, a push of it failed
+    index = build_index(seed=9)
+    put_image(store, "team/multi", "1", index)
+    child = next(d for d in index.manifests if d != index.manifest_digest)
+    before = set(store.manifests("team/multi"))
+    with pytest.raises(StoreError, match=f"refusing to delete team/multi@{child}") as refused:
+        delete_image(store, "team/multi", child)
+    assert index.manifest_digest in str(refused.value) and "tags 1" in str(refused.value)
+    assert set(store.manifests("team/multi")) == before
+    assert verify(store).ok
+    deleted = delete_image(store, "team/multi", index.manifest_digest)  # the index: it may go
+    assert set(deleted) == set(index.manifests)
+
+
 def test_gc_refuses_while_a_tag_names_a_manifest_its_repository_does_not_hold(
     file_store: tuple[ObjectStore, Path],
 ) -> None:

@@ -419,12 +419,16 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         return []
     target = str(target_manifest.digest)
     by_digest = is_digest(reference)
+    targets = _tag_targets(store, name)
     others = {
         digest
-        for tag, digest in _tag_targets(store, name).items()
+        for tag, digest in targets.items()
         if (digest != target if by_digest else tag != reference)
     }
-    still = set(_reachable(store, name, others))
+    kept = _reachable(store, name, others)
+    if by_digest and target in kept:
+        raise _kept_child_error(name, target, kept, targets)
+    still = set(kept)
     going = _reachable(store, name, {target}, damaged_as_leaf=True)
     before = set(going)
     subjects = {
@@ -458,6 +462,23 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         if digest in subjects:
             store.unindex_referrer(name, subjects[digest], digest)
     return deleted
+
+
+def _kept_child_error(
+    name: str, target: str, kept: dict[str, Manifest | None], targets: dict[str, str]
+) -> StoreError:
+    """The refusal to delete ``target``, a manifest an index that tags keep lists (a platform
+    of a multi-platform image): deleted, it left that index damaged."""
+    holders = sorted(
+        d
+        for d, m in kept.items()
+        if m is not None and target in {str(c.digest) for c in m.manifests}
+    )
+    tags = sorted(t for t, d in targets.items() if d in holders) or ["through other indexes"]
+    return StoreError(
+        f"refusing to delete {name}@{target}: the index {', '.join(holders)} lists it, kept by "
+        f"tags {', '.join(tags)}; delete the index (or its tags) instead"
+    )
 
 
 def _tags_of(store: ObjectStore, name: str) -> list[str]:
