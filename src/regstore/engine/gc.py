@@ -427,7 +427,11 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     }
     kept = _reachable(store, name, others)
     if by_digest and target in kept:
-        raise _kept_child_error(name, target, kept, targets)
+        # a referrers index lists its referrers too: those go, and leave its list
+        regular = {d for t, d in targets.items() if d in others and subject_of_tag(t) is None}
+        kept_by_regular = _reachable(store, name, regular)
+        if target in kept_by_regular:
+            raise _kept_child_error(name, target, kept_by_regular, targets)
     still = set(kept)
     going = _reachable(store, name, {target}, damaged_as_leaf=True)
     before = set(going)
