@@ -677,3 +677,25 @@ def test_output_whose_reader_went_away_ends_the_command_quietly(cli: CLI, store_
         stderr = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 141, stderr  # as if SIGPIPE had stopped it
         assert stderr == ""
+
+
+def test_reading_commands_on_a_directory_that_holds_no_store_of_their_layout_fail(
+    cli: CLI, tmp_path: Path
+) -> None:
+    # each said "checked 0 ... OK": a cron job's verify stayed green looking at nothing
+    oci, dist = tmp_path / "oci", tmp_path / "dist"
+    with open_store(f"file://{oci}?layout=oci") as store:
+        put_image(store, "team/app", "1", build_image(seed=81))
+    with open_store(str(dist)) as store:
+        put_image(store, "team/app", "1", build_image(seed=82))
+    for url, other in ((str(oci), "oci"), (f"file://{dist}?layout=oci", "distribution")):
+        for command in (["verify"], ["ls"], ["gc", "--dry-run"]):
+            failed = cli(*command, store=url, expect=1)
+            line = one_error_line(failed)
+            assert f"holds a store of the {other} layout" in line
+            assert f"?layout={other}" in line
+    (tmp_path / "empty").mkdir()
+    for url in (str(tmp_path), str(tmp_path / "empty")):  # a parent directory, an empty one
+        assert "no store at" in one_error_line(cli("verify", store=url, expect=1))
+    assert cli("verify", store=f"file://{oci}?layout=oci").returncode == 0
+    assert cli("verify", store=str(dist)).returncode == 0

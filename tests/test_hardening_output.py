@@ -313,14 +313,14 @@ def test_registry_text_reaches_the_terminal_without_its_escape_sequences(
     )
     store = f"file://{tmp_path / 'store'}"
     # each command with the exit status it must end with: every inspect and pull meets an error
-    # (1); a dry-run sync only lists (0, the invalid tags skipped with a warning); a real sync
-    # fails on the tag whose manifest the registry refuses (1)
+    # (1); a sync, dry run or not, fails on the tag whose manifest the registry refuses (1; the
+    # invalid tags are skipped with a warning)
     commands: list[tuple[list[str], int]] = [
         (["inspect", f"{host}/evil/app:1.0"], 1),
         (["pull", f"{host}/evil/app", "--include", "."], 1),
         (["inspect", f"{host}/evil/realm:1"], 1),
         (["pull", f"{host}/evil/blob:1"], 1),
-        (["sync", "--dry-run", str(sync_file)], 0),
+        (["sync", "--dry-run", str(sync_file)], 1),
         (["sync", str(sync_file)], 1),
     ]
     runs = [

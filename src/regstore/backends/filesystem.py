@@ -733,7 +733,9 @@ class LocalBackend(FsspecBackend):
             super().mark_blob_used(digest)
 
     def store_exists(self) -> bool:
-        return os.path.isdir(self.root)
+        # An existing directory is no store by itself: a mistyped parent directory, or a store
+        # of the other layout, read as empty (verify said OK to a store it never looked at)
+        return os.path.isdir(self.root) and self.holds_layout()
 
     def deferred_durability(self) -> contextlib.AbstractContextManager[None]:
         return self._deferred()

@@ -496,6 +496,20 @@ class FsspecBackend(ComposedBlobs):
         """True if the root exists on the filesystem (created by the first write)."""
         return bool(self.fs.exists(self.root))
 
+    def holds_layout(self) -> bool:
+        """Whether the root holds a store of this layout (its files, or regstore's working
+        area); StoreOptionError when it holds one of another layout instead."""
+        if any(self.exists(self.path(*m)) for m in self.layout.markers):
+            return True
+        for name, layout in LAYOUTS.items():
+            if name != self.layout.name and any(self.exists(self.path(*m)) for m in layout.markers):
+                raise StoreOptionError(
+                    f"{self.root} holds a store of the {name} layout, not of the "
+                    f"{self.layout.name} layout",
+                    hint=f"open it with ?layout={name}",
+                )
+        return self.exists(self.path(WORK_DIR))  # (what writers left before any layout file)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:

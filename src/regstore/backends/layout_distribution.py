@@ -60,6 +60,7 @@ class DistributionLayout(Layout):
     """``docker/registry/v2`` as written by the distribution registry 2.x."""
 
     name = "distribution"
+    markers = (_V2,)
 
     # -- paths -------------------------------------------------------------------------------
 

@@ -106,6 +106,7 @@ class OciLayout(Layout):
     """``oci-layout`` + ``index.json`` + ``blobs/<alg>/<hex>`` (image-spec v1.1)."""
 
     name = "oci"
+    markers = (("oci-layout",), ("index.json",))
 
     def blob_path(self, digest: Digest) -> str:
         return self.host.path("blobs", digest.algorithm, digest.hex)

@@ -107,6 +107,8 @@ class Layout(abc.ABC):
 
     #: The option value selecting this layout (``layout="oci"``).
     name: ClassVar[str]
+    #: Paths (parts under the root) any of which says a store of this layout is there
+    markers: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def __init__(self, host: LayoutHost) -> None:
         self.host = host
