@@ -1214,3 +1214,18 @@ def test_delete_image_removes_what_only_it_reached(store: ObjectStore) -> None:
         delete_image(store, "team/app", "a")
     removed = {b.digest for b in collect_garbage(store, grace=0).removed}
     assert set(image.blobs) | set(index.blobs) <= removed
+
+
+def test_a_missing_blob_two_repositories_use_is_told_with_both(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    # the problem named one repository only (the first), and a reader mended that one alone
+    store, root = file_store
+    image = build_image(seed=46)
+    put_image(store, "team/app", "1", image)
+    put_image(store, "a/b/deep", "1", image)
+    missing = image.layer_digests[0]
+    blob_path(root, missing).unlink()
+    problems = [p for p in verify(store).problems if p.subject == missing]
+    assert [(p.kind, p.repository) for p in problems] == [("missing-blob", "a/b/deep")]
+    assert problems[0].detail.endswith("used in 2 repositories: a/b/deep, team/app")

@@ -520,7 +520,8 @@ def _check_blobs(
     unread_links: list[tuple[Problem, RegstoreError]] = []  # (likewise)
 
     def check(digest: Digest, use: _BlobUse) -> None:
-        repo = use.users[0][0]
+        repos = sorted({r for r, _ in use.users})
+        repo = repos[0]
         referrers = tuple(sorted({m for _, m in use.users}))
         problem: Problem | None = None
         size = 0
@@ -554,6 +555,9 @@ def _check_blobs(
         except RegstoreError as exc:
             problem = Problem("unreadable", repo, str(digest), str(exc), referrers)
             read_error = exc
+        if problem is not None and len(repos) > 1:  # one problem, named in the first of them
+            used = f"; used in {len(repos)} repositories: {', '.join(repos)}"
+            problem = replace(problem, detail=problem.detail + used)
         if events is not None:
             kind = EventKind.VERIFIED if problem is None else EventKind.FAILED
             error = problem.detail if problem is not None else None
