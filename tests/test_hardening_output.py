@@ -538,3 +538,17 @@ def test_a_plain_http_registry_may_use_a_plain_http_realm(
         client.get_image_manifest("team/app", "1")
     assert not isinstance(caught.value, InsecureRealmError)
     assert len(realm_host.requests_to("GET", "/token")) >= 1
+
+
+def test_the_store_url_hint_only_where_the_store_s_medium_failed() -> None:
+    # gc's refusal of a store with an unreadable manifest said "check the store URL ... and
+    # that it is writable": it says what to do itself
+    refusal = StoreError("cannot collect garbage: manifest x of a is unreadable; run verify")
+    assert hint_for(refusal) == ""
+    try:
+        try:
+            raise PermissionError(13, "Permission denied", "/srv/store/x")
+        except OSError as exc:
+            raise StoreError("cannot write /srv/store/x") from exc
+    except StoreError as failed:
+        assert "check the store URL" in hint_for(failed)

@@ -164,7 +164,9 @@ def hint_for(exc: BaseException) -> str:
         )
     if isinstance(exc, StoreDamageError):
         return "restore the file named from a backup, or repair it by hand"
-    if isinstance(exc, StoreError):
+    if isinstance(exc, StoreError) and isinstance(exc.__cause__, OSError):
+        # the store's medium failed (a backend chains what the system said); a refusal, such
+        # as gc's while a manifest cannot be read, says what to do itself
         return "check the store URL (--store or REGSTORE_STORE) and that it is writable"
     if isinstance(exc, InvalidReferenceError):
         return "references look like HOST[:PORT]/NAME[:TAG|@DIGEST] or store:NAME[:TAG|@DIGEST]"
