@@ -16,6 +16,7 @@ from regstore.testing.conformance import WrappedConformance
 
 class TestWrappedAzureDistributionLayout(WrappedConformance):
     large_blob_size = 8 * 1024 * 1024  # two 4 MiB blocks and more, wrapped
+    memory_check_blob_size = 96 * 1024 * 1024  # (the client's own buffers: see _AzureSuite)
 
     @pytest.fixture
     def store_url(self, azure_url_factory: Callable[..., str]) -> str:
