@@ -693,7 +693,8 @@ def test_reading_commands_on_a_directory_that_holds_no_store_of_their_layout_fai
             failed = cli(*command, store=url, expect=1)
             line = one_error_line(failed)
             assert f"holds a store of the {other} layout" in line
-            assert f"?layout={other}" in line
+            assert f"file://{url.removeprefix('file://').split('?')[0]}?layout={other}" in line
+            assert "writable" not in line  # (a plain path takes no ?layout=: a URL is given)
     (tmp_path / "empty").mkdir()
     for url in (str(tmp_path), str(tmp_path / "empty")):  # a parent directory, an empty one
         assert "no store at" in one_error_line(cli("verify", store=url, expect=1))

@@ -18,6 +18,7 @@ import pytest
 from regstore import ObjectStore, open_store
 from regstore.engine import RegistryImage, StoreImage
 from regstore.engine.filters import TagFilter
+from regstore.engine.shards import Shard
 from regstore.engine.sync import (
     CatalogSpec,
     ConnectionSpec,
@@ -457,6 +458,31 @@ sources:
         and "src:5000/team/app:1, src:5000/team/dock:1" in (f.error or "")
         for f in plan.failures
     )
+
+
+def test_a_conflict_is_reported_by_the_share_of_each_image_and_platform_order_is_no_conflict(
+    memory_store: ObjectStore,
+) -> None:
+    src = FakeClient("src:5000", {"team/app": {str(n): D1 for n in range(12)}})
+    src.repos["team/dock"] = {str(n): D2 for n in range(12)}
+    same = """
+sources:
+  - registry: src:5000
+    repositories:
+      - {name: team/app, platforms: [linux/amd64, linux/arm64]}
+      - {name: team/app, platforms: [linux/arm64, linux/amd64]}
+"""
+    once = plan_sync(parse_sync_text(same), client_for=lambda conn: src, target_store=memory_store)  # type: ignore[arg-type,return-value]
+    assert len(once.jobs) == 12 and once.failures == []  # the same image, the same platforms
+    both = same + "      - {name: team/dock, as: team/app}\n"
+    plan = plan_sync(parse_sync_text(both), client_for=lambda conn: src, target_store=memory_store)  # type: ignore[arg-type,return-value]
+    assert plan.jobs == [] and len(plan.failures) == 36  # every tag: three jobs, one image twice
+    shares = [Shard(i, 3).select(plan) for i in (1, 2, 3)]
+    # each failure in the share of its image only (all of them in every share, before)
+    assert sorted(f.source for s in shares for f in s.failures) == sorted(
+        f.source for f in plan.failures
+    )
+    assert all(s.failures for s in shares)
 
 
 def test_a_registry_target_and_the_dry_run_preview(memory_store: ObjectStore) -> None:

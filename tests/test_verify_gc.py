@@ -7,6 +7,7 @@ import datetime
 import errno
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -1098,7 +1099,7 @@ def test_gc_refuses_while_another_tool_s_oci_entry_names_no_manifest_it_can_read
             }
         )
         (root / "index.json").write_text(json.dumps(index))
-        with pytest.raises(StoreDamageError, match="no manifest regstore can read"):
+        with pytest.raises(StoreDamageError, match=r"which is no manifest .* remove that entry"):
             collect_garbage(store, grace=0, now=time.time() + 3600)
         assert store.blob_exists(sha256_digest(stray))
 
@@ -1229,3 +1230,133 @@ def test_a_missing_blob_two_repositories_use_is_told_with_both(
     problems = [p for p in verify(store).problems if p.subject == missing]
     assert [(p.kind, p.repository) for p in problems] == [("missing-blob", "a/b/deep")]
     assert problems[0].detail.endswith("used in 2 repositories: a/b/deep, team/app")
+
+
+def _lose_revision(root: Path, name: str, digest: str, *, whole: bool = False) -> None:
+    revisions = root / f"docker/registry/v2/repositories/{name}/_manifests/revisions/sha256"
+    if whole:
+        shutil.rmtree(revisions)
+    else:
+        (revisions / digest.split(":")[1] / "link").unlink()
+
+
+def test_gc_refuses_a_dangling_tag_before_it_deletes_any_referrer(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    # the orphan pass came first: the SBOM of the image whose revision was lost went, then gc
+    # refused (and pull --repair of the image did not bring the SBOM back)
+    store, root = file_store
+    image = oci_image(seed=47)
+    write_image(store, "lib/a", "v1", image)
+    sbom = oci_artifact(image)
+    write_image(store, "lib/a", None, sbom)
+    _lose_revision(root, "lib/a", str(image.digest))
+    with pytest.raises(StoreError, match="tag v1 of lib/a names a manifest"):
+        collect_garbage(store, grace=0, now=time.time() + 3600)
+    assert store.has_manifest("lib/a", str(sbom.digest))
+
+
+def test_a_repository_with_a_tag_and_no_revision_left_is_listed_and_kept(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    # not listed, verify said OK and gc deleted the bytes and blobs the tag still named
+    store, root = file_store
+    image = build_image(seed=48)
+    put_image(store, "lib/one", "v1", image)
+    _lose_revision(root, "lib/one", image.manifest_digest, whole=True)
+    assert store.repositories() == ["lib/one"]
+    assert [(p.kind, p.subject) for p in verify(store).problems] == [("dangling-tag", "v1")]
+    with pytest.raises(StoreError, match="tag v1 of lib/one names a manifest"):
+        collect_garbage(store, grace=0, now=time.time() + 3600)
+    assert all(blob_path(root, d).exists() for d in [image.manifest_digest, *image.blobs])
+
+
+def test_a_file_named_like_a_tag_among_the_tags_is_no_tag(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    store, root = file_store
+    put_image(store, "lib/a", "v1", build_image(seed=49))
+    (root / "docker/registry/v2/repositories/lib/a/_manifests/tags/stray").write_text("x")
+    assert store.tags("lib/a") == ["v1"]  # it failed the whole repository
+    assert verify(store).ok
+
+
+def test_damaged_manifest_bytes_stop_no_referrer_write_and_a_tag_of_them_can_be_deleted(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    store, root = file_store
+    v1, v2 = oci_image(seed=50), oci_image(seed=51)
+    write_image(store, "lib/a", "v1", v1)
+    write_image(store, "lib/a", "v2", v2)
+    flip_byte(blob_path(root, str(v1.digest)), offset=40)  # v1's bytes, damaged in place
+    first, second = oci_artifact(v2, b'{"n": 1}'), oci_artifact(v2, b'{"n": 2}')
+    write_image(store, "lib/a", None, first)  # the old index version's pruning read v1: raised
+    index_tag = referrers_tag(str(v2.digest))
+    flip_byte(blob_path(root, str(store.manifest("lib/a", index_tag).digest)), offset=30)
+    write_image(store, "lib/a", None, second)  # the damaged index is mended, not raised on
+    listed = {str(d.digest) for d in store.referrers("lib/a", str(v2.digest))}
+    assert listed == {str(first.digest), str(second.digest)}
+    assert delete_image(store, "lib/a", "v1") == []  # the tag alone: its bytes list nothing known
+    assert store.tags("lib/a") == sorted(["v2", index_tag])
+
+
+def test_another_tools_artifact_manifest_keeps_its_blobs(tmp_path: Path) -> None:
+    # an OCI artifact manifest (oras 1.0) is no manifest regstore parses: gc was stopped for good
+    root = tmp_path / "oci"
+    payload = random_blob(300, seed=52)
+    with open_store(f"file://{root}?layout=oci") as store:
+        with store.layer(sha256_digest(payload)).writer() as writer:
+            writer.write(payload)
+            writer.commit(len(payload))
+        artifact = json.dumps(
+            {
+                "mediaType": "application/vnd.oci.artifact.manifest.v1+json",
+                "artifactType": "application/x-example",
+                "blobs": [
+                    {
+                        "mediaType": "application/octet-stream",
+                        "digest": sha256_digest(payload),
+                        "size": len(payload),
+                    }
+                ],
+            }
+        ).encode()
+        with store.layer(sha256_digest(artifact)).writer() as writer:
+            writer.write(artifact)
+            writer.commit(len(artifact))
+        put_image(store, "app", "1", build_image(seed=53))
+        index = json.loads((root / "index.json").read_bytes())
+        index["manifests"].append(
+            {
+                "mediaType": "application/vnd.oci.artifact.manifest.v1+json",
+                "digest": sha256_digest(artifact),
+                "size": len(artifact),
+                "annotations": {"org.opencontainers.image.ref.name": "v1"},
+            }
+        )
+        (root / "index.json").write_text(json.dumps(index))
+        kept = {str(d) for d in store.outside_references()}
+        assert kept == {sha256_digest(artifact), sha256_digest(payload)}
+        assert collect_garbage(store, grace=0, now=time.time() + 3600).removed == []
+
+
+def test_the_refusal_to_delete_a_platform_names_the_tag_of_an_index_of_indexes(
+    store: ObjectStore,
+) -> None:
+    inner = build_index(seed=54)
+    put_image(store, "team/multi", None, inner)
+    outer = Manifest.parse(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {"mediaType": OCI_INDEX, "digest": inner.manifest_digest, "size": inner.size}
+                ],
+            }
+        ).encode()
+    )
+    store.write_manifest("team/multi", "top", outer)
+    child = next(d for d in inner.manifests if d != inner.manifest_digest)
+    with pytest.raises(StoreError, match="lists it, kept by tags top;"):
+        delete_image(store, "team/multi", child)

@@ -543,13 +543,13 @@ class ObjectStore:
 
     def _referrers_index(self, name: str, tag: str, *, rewriting: bool = False) -> Manifest | None:
         """The referrers index at ``tag``, None when there is none. ``rewriting``: for a writer
-        about to replace it (holding its lock), a damaged tag (what it named is unknown) is
-        mended first (:meth:`_rebuild_index`)."""
+        about to replace it (holding its lock), a damaged tag or damaged index bytes (what it
+        listed is unknown) are mended first (:meth:`_rebuild_index`)."""
         try:
             return self.manifest(name, tag)
         except NotFoundError:
             return None
-        except DamagedTagError:
+        except (DamagedTagError, ManifestInvalidError):
             if not rewriting:
                 raise
             return self._rebuild_index(name, tag)
@@ -642,7 +642,7 @@ class ObjectStore:
                     return
             except NotFoundError:
                 continue
-            except DamagedTagError:  # it may name the old version: that stays for gc
+            except (DamagedTagError, ManifestInvalidError):  # it may name the old version: gc's
                 return
         with contextlib.suppress(NotFoundError, UnsupportedError):
             self.delete_manifest(name, str(old.digest))

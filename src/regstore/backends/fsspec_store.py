@@ -506,7 +506,7 @@ class FsspecBackend(ComposedBlobs):
                 raise StoreOptionError(
                     f"{self.root} holds a store of the {name} layout, not of the "
                     f"{self.layout.name} layout",
-                    hint=f"open it with ?layout={name}",
+                    hint=f"open it as {self.location(self.root)}?layout={name}",
                 )
         return self.exists(self.path(WORK_DIR))  # (what writers left before any layout file)
 

@@ -158,7 +158,9 @@ class DistributionLayout(Layout):
             # revisions behind links only (see _revisions), from the entries listed here
             if self._revisions_among(name, algorithm, entries):
                 return True
-        return False
+        # no revision left, a tag still: listed, so that verify tells the dangling tag and gc
+        # refuses (passed over, gc deleted the bytes and blobs the tag still named)
+        return bool(self._tags(name))
 
     def _tags(self, name: str) -> dict[str, Digest | None]:
         # Each tag with a link and the digest it names; None for a damaged link. Such a tag is
@@ -177,6 +179,8 @@ class DistributionLayout(Layout):
                 target = self._read_link(self._tag(name, entry, "current", "link"))
             except StoreDamageError:
                 tags[entry] = None
+                continue
+            except NotADirectoryError:  # a file named like a tag: no tag (nor a link to one)
                 continue
             if target is not None:
                 tags[entry] = target

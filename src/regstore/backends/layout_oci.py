@@ -74,6 +74,43 @@ def _split_ref(ref: object) -> tuple[str, str] | None:
         return None
 
 
+def _descriptors_in(
+    raw: bytes, index: str, digest: Digest, why: Exception
+) -> tuple[list[Digest], list[tuple[Digest, str | None]]]:
+    """The blobs and the manifests (with their media types) that the JSON document ``raw``
+    names by descriptor (``config``, ``layers``, ``blobs``, ``manifests``, ``subject``):
+    those of a manifest regstore does not parse (``why``). StoreDamageError when ``raw`` is
+    no JSON object (what ``index`` names by ``digest`` then keeps is unknown)."""
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except ValueError:
+        raise StoreDamageError(
+            f"{index} names {digest}, which is no manifest ({why}): what it keeps in use is "
+            "unknown, so gc deletes nothing; remove that entry from index.json, or store the "
+            "manifest it names again",
+            index,
+        ) from None
+    blobs: list[Digest] = []
+    manifests: list[tuple[Digest, str | None]] = []
+    for key in ("config", "layers", "blobs", "manifests", "subject"):
+        value = doc.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, dict):
+                continue
+            try:
+                found = Digest(item.get("digest"))  # type: ignore[arg-type]
+            except InvalidReferenceError:
+                continue
+            if key in ("manifests", "subject"):
+                kind = item.get("mediaType")
+                manifests.append((found, kind if isinstance(kind, str) else None))
+            else:
+                blobs.append(found)
+    return blobs, manifests
+
+
 def _valid_name(name: str) -> bool:
     try:
         validate_name(name)
@@ -324,12 +361,12 @@ class OciLayout(Layout):
             try:
                 manifest = Manifest.parse(raw, media_type)
             except ManifestInvalidError as exc:
-                path = self.host.path("index.json")
-                raise StoreDamageError(
-                    f"{path} names {digest}, which is no manifest regstore can read ({exc}): "
-                    "what it keeps in use is unknown",
-                    path,
-                ) from None
+                # another tool's kind of manifest (an OCI artifact manifest, say): its
+                # descriptors, wherever they are, are kept; bytes with none to find are damage
+                blobs, manifests = _descriptors_in(raw, self.host.path("index.json"), digest, exc)
+                kept.update(blobs)
+                pending += manifests
+                continue
             kept.update(d.digest for d in manifest.blobs)
             followed = (*manifest.manifests, *filter(None, [manifest.subject]))
             pending += [(d.digest, d.media_type or None) for d in followed]

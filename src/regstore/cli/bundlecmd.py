@@ -15,7 +15,7 @@ from regstore.bundle import (
     verify_bundle,
 )
 from regstore.engine.sync import ConnectionSpec, load_sync_file, plan_sync
-from regstore.errors import InvalidReferenceError, UsageError
+from regstore.errors import InvalidReferenceError, RegstoreError, UsageError
 from regstore.reference import validate_name
 from regstore.referrers import is_supply_chain_tag
 
@@ -68,8 +68,12 @@ def _sync_images(
     target_store = state.store(spec.target.store) if spec.target.connection is None else None
     plan = plan_sync(spec, client_for=client_for, target_store=target_store)
     if plan.failures:
+        # a listing that failed (a registry down: exit 1), or images of the file that would
+        # write one tag (usage: exit 2); its own error says which
         first = plan.failures[0]
-        raise UsageError(f"{sync_file}: cannot list {first.source}: {first.error}")
+        if isinstance(first.exception, RegstoreError):
+            raise first.exception
+        raise RegstoreError(f"{sync_file}: {first.source}: {first.error}")
     inputs: list[BundleInput] = []
     for job in plan.jobs:
         carry = referrers or job.referrers

@@ -56,6 +56,7 @@ from regstore.errors import (
     ManifestInvalidError,
     NotFoundError,
     RegstoreError,
+    StoreDamageError,
     StoreError,
 )
 from regstore.manifest import OCI_INDEX
@@ -164,6 +165,8 @@ def _refuse_dangling_tags(store: ObjectStore, repo: str) -> None:
         try:
             if store.has_manifest(repo, tag):
                 continue
+        except StoreDamageError:  # a damaged tag link: its error says what to do
+            raise
         except RegstoreError as exc:
             raise StoreError(
                 f"cannot collect garbage: tag {tag} of {repo} cannot be read ({exc}); run "
@@ -194,6 +197,8 @@ def collect_garbage(
     if not grace >= 0:  # nan too: it compares false with every age, as if it were 0
         raise ValueError(f"grace must be a number of seconds, not negative: {grace!r}")
     blobs = store.blobs()  # first: see the module docstring
+    for repo in store.repositories():  # before anything is deleted, referrers included
+        _refuse_dangling_tags(store, repo)
     orphans = [] if keep_orphan_referrers else orphan_referrers(store, dry_run=dry_run)
     referenced = referenced_digests(store, ignore=set(orphans) if dry_run else set())
     referenced |= {str(d) for d in store.outside_references()}  # (other tools' images)
@@ -397,8 +402,9 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     Returns the digests of the manifests deleted (empty when only a tag went away because
     another tag still points at its manifest). Raises ImageManifestNotFoundError.
 
-    A tag whose link is damaged (DamagedTagError), or that dangles (names a manifest the
-    repository does not hold), is deleted alone: no manifest goes with it. What the other
+    A tag whose link is damaged (DamagedTagError), whose manifest's bytes are
+    (ManifestInvalidError), or that dangles (names a manifest the repository does not hold),
+    is deleted alone: no manifest goes with it. What the other
     tags keep is worked out before anything is deleted: another damaged tag, or a manifest
     they reach that cannot be read, stops the deletion then (what it names might be among
     what would go; ``verify`` says what is wrong and moves damaged bytes aside). A dangling
@@ -411,6 +417,11 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         target_manifest = store.manifest(name, reference)
     except DamagedTagError:
         store.delete_tag(name, reference)
+        return []
+    except ManifestInvalidError:
+        if is_digest(reference):
+            raise
+        store.delete_tag(name, reference)  # its bytes are damaged: what they list is unknown
         return []
     except ImageManifestNotFoundError:
         if is_digest(reference) or reference not in _tags_of(store, name):
@@ -428,10 +439,10 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     kept = _reachable(store, name, others)
     if by_digest and target in kept:
         # a referrers index lists its referrers too: those go, and leave its list
-        regular = {d for t, d in targets.items() if d in others and subject_of_tag(t) is None}
-        kept_by_regular = _reachable(store, name, regular)
+        regular = {t: d for t, d in targets.items() if d in others and subject_of_tag(t) is None}
+        kept_by_regular = _reachable(store, name, set(regular.values()))
         if target in kept_by_regular:
-            raise _kept_child_error(name, target, kept_by_regular, targets)
+            raise _kept_child_error(store, name, target, kept_by_regular, regular)
     still = set(kept)
     going = _reachable(store, name, {target}, damaged_as_leaf=True)
     before = set(going)
@@ -469,19 +480,24 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
 
 
 def _kept_child_error(
-    name: str, target: str, kept: dict[str, Manifest | None], targets: dict[str, str]
+    store: ObjectStore,
+    name: str,
+    target: str,
+    kept: dict[str, Manifest | None],
+    tags: dict[str, str],
 ) -> StoreError:
-    """The refusal to delete ``target``, a manifest an index that tags keep lists (a platform
-    of a multi-platform image): deleted, it left that index damaged."""
+    """The refusal to delete ``target``, a manifest an index that ``tags`` (regular tags, by
+    the digest each names) keep lists (a platform of a multi-platform image): deleted, it
+    left that index damaged."""
     holders = sorted(
         d
         for d, m in kept.items()
         if m is not None and target in {str(c.digest) for c in m.manifests}
     )
-    tags = sorted(t for t, d in targets.items() if d in holders) or ["through other indexes"]
+    keeping = sorted(t for t, d in tags.items() if set(holders) & set(_reachable(store, name, {d})))
     return StoreError(
         f"refusing to delete {name}@{target}: the index {', '.join(holders)} lists it, kept by "
-        f"tags {', '.join(tags)}; delete the index (or its tags) instead"
+        f"tags {', '.join(keeping)}; delete the index (or those tags) instead"
     )
 
 

@@ -74,10 +74,17 @@ class Shard:
         """The part of ``plan`` this share runs: its jobs and the invalid tags it reports.
 
         Listing failures stay in every share: a repository that could not be listed may hold
-        images of any share, so each share reports it (and fails).
+        images of any share, so each share reports it (and fails). An image the plan failed
+        itself (a UsageError: images of the sync file that would write one tag) is reported by
+        its own share.
         """
         return dataclasses.replace(
             plan,
             jobs=[job for job in plan.jobs if self.takes(str(job.source))],
             skipped=[o for o in plan.skipped if self.takes(o.source)],
+            failures=[
+                o
+                for o in plan.failures
+                if not isinstance(o.exception, UsageError) or self.takes(o.source)
+            ],
         )

@@ -270,7 +270,8 @@ def _one_writer_per_tag(plan: SyncPlan) -> None:
         writers.setdefault(str(job.destination), []).append(job)
     kept = []
     for destination, jobs in writers.items():
-        if len({(str(j.source), j.platforms, j.referrers) for j in jobs}) == 1:
+        alike = {(str(j.source), tuple(sorted(j.platforms or ())), j.referrers) for j in jobs}
+        if len(alike) == 1:
             kept.append(jobs[0])
             continue
         sources = sorted({str(j.source) for j in jobs})
