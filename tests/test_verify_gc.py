@@ -880,8 +880,7 @@ def test_gc_refuses_while_a_tag_names_a_manifest_its_repository_does_not_hold(
     kept, lost = build_image(seed=34), build_image(seed=35)
     put_image(store, "team/app", "kept", kept)
     put_image(store, "team/app", "lost", lost)
-    revisions = root / "docker/registry/v2/repositories/team/app/_manifests/revisions/sha256"
-    (revisions / lost.manifest_digest.split(":")[1] / "link").unlink()
+    _lose_revision(root, "team/app", lost.manifest_digest)
     assert [(p.kind, p.subject) for p in verify(store).problems] == [("dangling-tag", "lost")]
     for dry_run in (True, False):
         with pytest.raises(StoreError, match="tag lost of team/app names a manifest"):
@@ -1078,6 +1077,26 @@ def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(
         assert not (root / "index.json").exists()
 
 
+def _store_as_another_tool(
+    store: ObjectStore, root: Path, data: bytes, media_type: str, ref_name: str
+) -> None:
+    """Store ``data`` as a blob of the OCI layout at ``root`` and name it in ``index.json``
+    as skopeo or oras would: by a bare ref name, in no repository."""
+    with store.layer(sha256_digest(data)).writer() as writer:
+        writer.write(data)
+        writer.commit(len(data))
+    index = json.loads((root / "index.json").read_bytes())
+    index["manifests"].append(
+        {
+            "mediaType": media_type,
+            "digest": sha256_digest(data),
+            "size": len(data),
+            "annotations": {"org.opencontainers.image.ref.name": ref_name},
+        }
+    )
+    (root / "index.json").write_text(json.dumps(index))
+
+
 def test_gc_refuses_while_another_tool_s_oci_entry_names_no_manifest_it_can_read(
     tmp_path: Path,
 ) -> None:
@@ -1086,19 +1105,7 @@ def test_gc_refuses_while_another_tool_s_oci_entry_names_no_manifest_it_can_read
     stray = random_blob(300, seed=44)
     with open_store(f"file://{root}?layout=oci") as store:
         put_image(store, "app", "1", build_image(seed=45))
-        with store.layer(sha256_digest(stray)).writer() as writer:
-            writer.write(stray)
-            writer.commit(len(stray))
-        index = json.loads((root / "index.json").read_bytes())
-        index["manifests"].append(
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": sha256_digest(stray),
-                "size": len(stray),
-                "annotations": {"org.opencontainers.image.ref.name": "v2"},
-            }
-        )
-        (root / "index.json").write_text(json.dumps(index))
+        _store_as_another_tool(store, root, stray, OCI_MANIFEST, "v2")
         with pytest.raises(StoreDamageError, match=r"which is no manifest .* remove that entry"):
             collect_garbage(store, grace=0, now=time.time() + 3600)
         assert store.blob_exists(sha256_digest(stray))
@@ -1321,20 +1328,9 @@ def test_another_tools_artifact_manifest_keeps_its_blobs(tmp_path: Path) -> None
                 ],
             }
         ).encode()
-        with store.layer(sha256_digest(artifact)).writer() as writer:
-            writer.write(artifact)
-            writer.commit(len(artifact))
         put_image(store, "app", "1", build_image(seed=53))
-        index = json.loads((root / "index.json").read_bytes())
-        index["manifests"].append(
-            {
-                "mediaType": "application/vnd.oci.artifact.manifest.v1+json",
-                "digest": sha256_digest(artifact),
-                "size": len(artifact),
-                "annotations": {"org.opencontainers.image.ref.name": "v1"},
-            }
-        )
-        (root / "index.json").write_text(json.dumps(index))
+        artifact_type = "application/vnd.oci.artifact.manifest.v1+json"
+        _store_as_another_tool(store, root, artifact, artifact_type, "v1")
         kept = {str(d) for d in store.outside_references()}
         assert kept == {sha256_digest(artifact), sha256_digest(payload)}
         assert collect_garbage(store, grace=0, now=time.time() + 3600).removed == []
