@@ -16,10 +16,10 @@ import click
 
 from regstore import plugins
 from regstore.engine import RegistryImage, StoreImage
-from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image
+from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image, tags_of
 from regstore.engine.referrers import ReferrerNode, referrer_tree
 from regstore.engine.verify import verify
-from regstore.errors import DamagedTagError, NotFoundError, RegstoreError
+from regstore.errors import DamagedTagError, RegstoreError
 from regstore.manifest import Manifest
 from regstore.referrers import is_supply_chain_tag, sigstore_tags, subject_of_tag
 from regstore.store import read_blob
@@ -459,9 +459,9 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
         )
     state.action = f"deleting {ref}"
     store = state.store(must_exist=True)
-    tags_before = set(_tags_or_none(store, ref.name))
+    tags_before = set(tags_of(store, ref.name))
     deleted = delete_image(store, ref.name, ref.reference)
-    tags_deleted = sorted(tags_before - set(_tags_or_none(store, ref.name)))
+    tags_deleted = sorted(tags_before - set(tags_of(store, ref.name)))
     out = state.output
     if out.json_mode:
         out.json(
@@ -479,14 +479,6 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
             out.line(f"deleted manifest {digest}")
         out.summary(f"deleted {ref} (`regstore gc` frees the blobs nothing references now)")
     return EXIT_OK
-
-
-def _tags_or_none(store: ObjectStore, name: str) -> list[str]:
-    """The tags of ``name``; none once its last manifest is gone."""
-    try:
-        return store.tags(name)
-    except NotFoundError:
-        return []
 
 
 @cli.command("gc")

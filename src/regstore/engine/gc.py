@@ -76,6 +76,7 @@ __all__ = [
     "delete_image",
     "orphan_referrers",
     "referenced_digests",
+    "tags_of",
 ]
 
 log = logging.getLogger("regstore.engine")
@@ -137,11 +138,17 @@ def referenced_digests(store: ObjectStore, ignore: set[str] | None = None) -> se
     """Every digest some stored manifest is or references (but the manifests ``ignore``
     names as ``name@digest``: those a dry run would delete).
 
-    Raises StoreError when a manifest cannot be read (what it references is then unknown).
+    Raises StoreError when a manifest cannot be read (what it references is then unknown),
+    or a tag cannot be, or names a manifest its repository does not hold.
     """
+    _refuse_dangling_tags(store)
+    return _referenced(store, ignore)
+
+
+def _referenced(store: ObjectStore, ignore: set[str] | None) -> set[str]:
+    """:func:`referenced_digests` once the tags were found sound."""
     referenced: set[str] = set()
     for repo in store.repositories():
-        _refuse_dangling_tags(store, repo)
         for digest in store.manifests(repo):
             if ignore and f"{repo}@{digest}" in ignore:
                 continue
@@ -157,11 +164,11 @@ def referenced_digests(store: ObjectStore, ignore: set[str] | None = None) -> se
     return referenced
 
 
-def _refuse_dangling_tags(store: ObjectStore, repo: str) -> None:
-    """Raise StoreError for a tag of ``repo`` that names a manifest the repository does not
-    hold (a revision link lost, say): the bytes it named, and their blobs, may still be
-    stored, and gc deleted them. A tag that cannot be read raises too."""
-    for tag in _tags_of(store, repo):
+def _refuse_dangling_tags(store: ObjectStore) -> None:
+    """Raise StoreError for a tag that names a manifest its repository does not hold (a
+    revision link lost, say): the bytes it named, and their blobs, may still be stored, and
+    gc deleted them. A tag that cannot be read raises too."""
+    for repo, tag in ((r, t) for r in store.repositories() for t in tags_of(store, r)):
         try:
             if store.has_manifest(repo, tag):
                 continue
@@ -197,10 +204,9 @@ def collect_garbage(
     if not grace >= 0:  # nan too: it compares false with every age, as if it were 0
         raise ValueError(f"grace must be a number of seconds, not negative: {grace!r}")
     blobs = store.blobs()  # first: see the module docstring
-    for repo in store.repositories():  # before anything is deleted, referrers included
-        _refuse_dangling_tags(store, repo)
+    _refuse_dangling_tags(store)  # before anything is deleted, referrers included
     orphans = [] if keep_orphan_referrers else orphan_referrers(store, dry_run=dry_run)
-    referenced = referenced_digests(store, ignore=set(orphans) if dry_run else set())
+    referenced = _referenced(store, ignore=set(orphans) if dry_run else set())
     referenced |= {str(d) for d in store.outside_references()}  # (other tools' images)
     now = time.time() if now is None else now
     report = GCReport(dry_run=dry_run, grace=grace, blobs=len(blobs), now=now)
@@ -424,7 +430,7 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         store.delete_tag(name, reference)  # its bytes are damaged: what they list is unknown
         return []
     except ImageManifestNotFoundError:
-        if is_digest(reference) or reference not in _tags_of(store, name):
+        if is_digest(reference) or reference not in tags_of(store, name):
             raise
         store.delete_tag(name, reference)  # dangling: it names nothing the repository holds
         return []
@@ -501,8 +507,8 @@ def _kept_child_error(
     )
 
 
-def _tags_of(store: ObjectStore, name: str) -> list[str]:
-    """The tags of ``name``; none once its last manifest is gone."""
+def tags_of(store: ObjectStore, name: str) -> list[str]:
+    """The tags of ``name``; none when the repository is gone (its last manifest deleted)."""
     try:
         return store.tags(name)
     except NotFoundError:
@@ -514,7 +520,7 @@ def _tag_targets(store: ObjectStore, name: str) -> dict[str, str]:
     emptied the whole set, and a deletion took a manifest other tags still named); a tag
     that cannot be read raises (DamagedTagError, ManifestInvalidError, StoreError)."""
     targets = {}
-    for tag in _tags_of(store, name):
+    for tag in tags_of(store, name):
         try:
             targets[tag] = str(store.resolve(name, tag))
         except NotFoundError:  # dangling: verify reports it
