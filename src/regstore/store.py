@@ -555,7 +555,7 @@ class ObjectStore:
             return self._rebuild_index(name, tag)
 
     def _rebuild_index(self, name: str, tag: str) -> Manifest | None:
-        """Mend the referrers index ``tag`` whose tag is damaged: write it anew from the
+        """Mend the referrers index ``tag`` whose tag or bytes are damaged: write it anew from the
         manifests of ``name`` that refer to its subject, and return it; with none stored,
         delete the tag and return None. Built from the writes since, it would lack the
         referrers listed before. Every manifest of the repository is read once (slow on an
