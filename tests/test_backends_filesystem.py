@@ -25,6 +25,7 @@ from regstore.errors import (
     InvalidReferenceError,
     ManifestInvalidError,
     RegstoreError,
+    StoreDamageError,
     StoreError,
     StoreEscapeError,
     StoreOptionError,
@@ -536,7 +537,9 @@ def test_links_back_among_the_repositories_and_links_to_no_directory_are_not_wal
     """Two links back to the repositories directory made the listing exponential when a link
     counted as a directory; a link back up the walk leads nowhere new. They are passed over,
     as are links to a file, links into a loop of links, and links the walk would not go into
-    anyway (``_uploads``, a name regstore takes for no repository), wherever they lead."""
+    anyway (``_uploads``, a name regstore takes for no repository), wherever they lead. Only
+    gc, which keeps what a registry serves under names regstore refuses, stops at a link of
+    such a name that leads out of the store: a repository behind it would lose its blobs."""
     store = open_store(str(tmp_path / "store"))
     image = oci_image(seed=62)
     write_image(store, "team/app", "1", image)
@@ -552,7 +555,49 @@ def test_links_back_among_the_repositories_and_links_to_no_directory_are_not_wal
     (repositories / "team" / "app" / "_uploads").symlink_to(tmp_path)
     (repositories / "Not-A-Name").symlink_to(tmp_path)
     assert store.repositories() == ["team/app"]
+    with pytest.raises(StoreEscapeError, match="Not-A-Name"):
+        collect_garbage(store, grace=0, now=time.time() + 3600)
+    (repositories / "Not-A-Name").unlink()
     assert collect_garbage(store, grace=0, now=time.time() + 3600).removed == []
+
+
+def test_what_repositories_under_names_regstore_refuses_link_is_kept_by_gc(
+    tmp_path: Path,
+) -> None:
+    """A registry writes repositories under names regstore refuses (``Team/app``: capitals in
+    a first component): gc keeps what they link, their index's children and layer links
+    included, wherever they are in the tree, and stops at damage there."""
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    ours, index, loose = oci_image(seed=63), oci_index([oci_image(seed=64)]), oci_image(seed=65)
+    write_image(store, "team/app", "1", ours)
+    write_image(store, "stage/a", "1", index)
+    tagged = oci_image(seed=66)
+    write_image(store, "stage/b", "1", tagged)
+    for blob in loose.blobs:
+        write_blob(store, blob)
+    repositories = root / "docker/registry/v2/repositories"
+    (repositories / "Team").mkdir()
+    (repositories / "stage/a").rename(repositories / "Team/app")  # the index, tag and revisions
+    (repositories / "team/Deep").mkdir()
+    (repositories / "stage/b").rename(repositories / "team/Deep/b")
+    (repositories / "team/Deep/b/_manifests/revisions").rename(tmp_path / "revisions")
+    layer_links = repositories / "team/Deep/b/_layers/sha256"
+    for blob in loose.blobs:  # a layer pushed, its manifest not yet
+        (layer_links / blob.digest.split(":")[1]).mkdir()
+    assert store.repositories() == ["team/app"]
+    kept = {str(d) for d in store.outside_references()}
+    for image in (index, *index.children, tagged):  # tagged: by its tag, its revision gone
+        assert {str(image.digest), *(str(b.digest) for b in image.all_blobs())} <= kept
+    assert {str(b.digest) for b in loose.blobs} <= kept
+    assert not {str(b.digest) for b in ours.blobs} & kept
+    assert collect_garbage(store, grace=0, now=time.time() + 3600).removed == []
+
+    # bytes no manifest: what they keep is unknown, so gc deletes nothing
+    data = root / "docker/registry/v2/blobs/sha256" / index.digest[7:9] / index.digest[7:] / "data"
+    data.write_bytes(b"not json")
+    with pytest.raises(StoreDamageError, match="which is no manifest"):
+        collect_garbage(store, grace=0, now=time.time() + 3600)
 
 
 def _moved_and_linked(root: Path, name: str, to: Path, *, relative: bool = False) -> Path:

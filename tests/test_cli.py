@@ -34,6 +34,7 @@ from .support.cli import (
     seed_app_images,
     tag_digests,
 )
+from .support.engine import seed_registry
 from .support.registry import RegistryServer, serve_directory
 
 
@@ -473,6 +474,36 @@ def test_a_linked_repository_is_listed_served_and_kept_by_gc_and_one_out_of_the_
     assert str(repositories / "team") in one_error_line(failed)
     assert "leads out of the store root" in one_error_line(failed)
     assert all(blob_path(store_root, digest).exists() for digest in image.blobs)
+
+
+@pytest.mark.parametrize("name", ["Local.Host/team/tool", "Team/app"])
+def test_gc_keeps_what_a_registry_serves_under_a_name_regstore_refuses(
+    cli: CLI, seeded: SeededRegistry, store_root: Path, tmp_path: Path, name: str
+) -> None:
+    # A stock registry serving the store takes names regstore refuses (a first component with
+    # capitals): no listing of regstore names them, and gc deleted their blobs.
+    cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
+    served = serve_directory(store_root, tmp_path / "served")
+    foreign = build_image(seed=90, layers=2, layer_size=4096, media="oci")
+    try:
+        seed_registry(served.url, name, "1", foreign)
+        assert name in requests.get(f"{served.url}/v2/_catalog", timeout=30).json()["repositories"]
+        assert cli("ls", "--json").json()  # regstore's own repositories only, as before
+        report = cli("gc", "--grace", "0", "--json").json()
+        assert report["removed"] == []
+        for digest, data in foreign.blobs.items():
+            answer = requests.get(f"{served.url}/v2/{name}/blobs/{digest}", timeout=30)
+            assert answer.status_code == 200 and answer.content == data
+        answer = requests.get(
+            f"{served.url}/v2/{name}/manifests/1",
+            headers={"Accept": foreign.manifest_media_type},
+            timeout=30,
+        )
+        assert (
+            answer.status_code == 200 and sha256_digest(answer.content) == foreign.manifest_digest
+        )
+    finally:
+        served.stop()
 
 
 def test_gc_removes_old_unreferenced_blobs_and_keeps_young_ones(

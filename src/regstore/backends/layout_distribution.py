@@ -20,6 +20,8 @@ Media types are not stored: like the registry, the layout sniffs them from the b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from regstore.errors import (
     DamagedTagError,
     ImageManifestNotFoundError,
@@ -297,17 +299,27 @@ class DistributionLayout(Layout):
             raise ImageManifestNotFoundError(name, tag)
         self.host.remove(self._tag(name, tag), recursive=True)
 
-    def list_repositories(self) -> list[str]:
-        found: list[str] = []
+    def _walked(self) -> Callable[[str, str, bool], bool]:
+        """Whether a walk under ``repositories/`` goes into an entry ``(directory, name,
+        is_dir)``. A host with symbolic links says which links to go into
+        (LocalBackend.follows_link): one passed over would hide a repository the registry
+        serves, and gc its blobs."""
         start = self._v2("repositories")
-        # A host with symbolic links says which to go into (LocalBackend.follows_link): one
-        # passed over would hide a repository the registry serves, and gc its blobs.
         follows = getattr(self.host, "follows_link", None)
 
         def walked(directory: str, entry: str, is_dir: bool) -> bool:
             return is_dir or (follows is not None and follows(f"{directory}/{entry}", start))
 
-        pending = [("", start)]
+        return walked
+
+    def _walk(self) -> tuple[list[str], list[tuple[str, str, bool]]]:
+        """The repositories under ``repositories/``, and the entries there whose name
+        regstore refuses, as ``(directory, name, is_dir)``: a registry accepts some of them (a
+        first component with capitals or a port, ``Local.Host:5000/app``)."""
+        found: list[str] = []
+        foreign: list[tuple[str, str, bool]] = []
+        walked = self._walked()
+        pending = [("", self._v2("repositories"))]
         while pending:
             prefix, directory = pending.pop()
             for entry, is_dir in self.host.list_dir(directory):
@@ -319,9 +331,54 @@ class DistributionLayout(Layout):
                     try:
                         validate_name(name)
                     except ValueError:
-                        continue  # a foreign directory: not a repository of ours
+                        foreign.append((directory, entry, is_dir))
+                        continue
                     if walked(directory, entry, is_dir):
                         pending.append((name, self._repo(name)))
+        return found, foreign
+
+    def list_repositories(self) -> list[str]:
+        return self._walk()[0]
+
+    def outside_references(self) -> list[Digest]:
+        # Repositories a registry writes under names regstore refuses: no listing names them,
+        # and gc deleted every blob only they used. All they link is kept, as the registry
+        # would serve it: their manifests (and what those lead to) and their layer links.
+        walked = self._walked()
+        manifests: list[tuple[Digest, str | None]] = []
+        blobs: set[Digest] = set()
+        # (a link among them is followed as among the repositories, or raises: gc then stops)
+        foreign = self._walk()[1]
+        pending = [f"{d}/{entry}" for d, entry, is_dir in foreign if walked(d, entry, is_dir)]
+        while pending:
+            directory = pending.pop()
+            for entry, is_dir in self.host.list_dir(directory):
+                path = f"{directory}/{entry}"
+                if entry == "_layers":
+                    blobs.update(self._named_digests(path))
+                elif entry == "_manifests":
+                    revisions = self._named_digests(f"{path}/revisions")
+                    manifests += [(digest, None) for digest in revisions]
+                    for tag, _ in self.host.list_dir(f"{path}/tags"):
+                        current = self._read_link(f"{path}/tags/{tag}/current/link")
+                        if current is not None:
+                            manifests.append((current, None))
+                elif not entry.startswith("_") and walked(directory, entry, is_dir):
+                    pending.append(path)
+        remedy = "remove that repository's directory, or store the manifest again"
+        where = self._v2("repositories")
+        return sorted(blobs | self.kept_by(manifests, where, remedy))
+
+    def _named_digests(self, directory: str) -> list[Digest]:
+        """The digests ``<directory>/<algorithm>/<hex>`` names (a revision or layer link
+        directory each)."""
+        found = []
+        for algorithm in SUPPORTED_ALGORITHMS:
+            for entry, _ in self.host.list_dir(f"{directory}/{algorithm}"):
+                try:
+                    found.append(Digest(f"{algorithm}:{entry}"))
+                except InvalidReferenceError:
+                    continue  # a foreign file: names nothing
         return found
 
     def list_tags(self, name: str) -> list[str]:

@@ -34,7 +34,6 @@ from typing import Any
 from regstore.errors import (
     ImageManifestNotFoundError,
     InvalidReferenceError,
-    ManifestInvalidError,
     RepositoryNotFoundError,
     StoreDamageError,
 )
@@ -72,43 +71,6 @@ def _split_ref(ref: object) -> tuple[str, str] | None:
         return validate_name(name), validate_tag(tag)
     except InvalidReferenceError:
         return None
-
-
-def _descriptors_in(
-    raw: bytes, index: str, digest: Digest, why: Exception
-) -> tuple[list[Digest], list[tuple[Digest, str | None]]]:
-    """The blobs and the manifests (with their media types) that the JSON document ``raw``
-    names by descriptor (``config``, ``layers``, ``blobs``, ``manifests``, ``subject``):
-    those of a manifest regstore does not parse (``why``). StoreDamageError when ``raw`` is
-    no JSON object (what ``index`` names by ``digest`` then keeps is unknown)."""
-    try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict):
-            raise ValueError("not a JSON object")
-    except ValueError:
-        raise StoreDamageError(
-            f"{index} names {digest}, which is no manifest ({why}): what it keeps in use is "
-            "unknown, so gc deletes nothing; remove that entry from index.json, or store the "
-            "manifest it names again",
-            index,
-        ) from None
-    blobs: list[Digest] = []
-    manifests: list[tuple[Digest, str | None]] = []
-    for key in ("config", "layers", "blobs", "manifests", "subject"):
-        value = doc.get(key)
-        for item in value if isinstance(value, list) else [value]:
-            if not isinstance(item, dict):
-                continue
-            try:
-                found = Digest(item.get("digest"))  # type: ignore[arg-type]
-            except InvalidReferenceError:
-                continue
-            if key in ("manifests", "subject"):
-                kind = item.get("mediaType")
-                manifests.append((found, kind if isinstance(kind, str) else None))
-            else:
-                blobs.append(found)
-    return blobs, manifests
 
 
 def _valid_name(name: str) -> bool:
@@ -349,28 +311,8 @@ class OciLayout(Layout):
             if digest is not None and (repo is None or not _valid_name(repo)):
                 media_type = entry.get("mediaType")
                 pending.append((digest, media_type if isinstance(media_type, str) else None))
-        kept: set[Digest] = set()
-        while pending:
-            digest, media_type = pending.pop()
-            if digest in kept:
-                continue
-            kept.add(digest)
-            raw = self.host.read_file(self.blob_path(digest))
-            if raw is None:
-                continue  # named but not stored: nothing of it to keep
-            try:
-                manifest = Manifest.parse(raw, media_type)
-            except ManifestInvalidError as exc:
-                # another tool's kind of manifest (an OCI artifact manifest, say): its
-                # descriptors, wherever they are, are kept; bytes with none to find are damage
-                blobs, manifests = _descriptors_in(raw, self.host.path("index.json"), digest, exc)
-                kept.update(blobs)
-                pending += manifests
-                continue
-            kept.update(d.digest for d in manifest.blobs)
-            followed = (*manifest.manifests, *filter(None, [manifest.subject]))
-            pending += [(d.digest, d.media_type or None) for d in followed]
-        return sorted(kept)
+        remedy = "remove that entry from index.json, or store the manifest it names again"
+        return sorted(self.kept_by(pending, self.host.path("index.json"), remedy))
 
     def list_repositories(self) -> list[str]:
         found = set()

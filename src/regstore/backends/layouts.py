@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
+from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol
 
 from regstore.errors import InvalidReferenceError, ManifestInvalidError, StoreDamageError
@@ -174,6 +176,37 @@ class Layout(abc.ABC):
         the layout, and what they reference). Default: none."""
         return []
 
+    def kept_by(
+        self, manifests: Iterable[tuple[Digest, str | None]], where: str, remedy: str
+    ) -> set[Digest]:
+        """The manifests ``(digest, media type or None)`` and every blob and manifest they
+        lead to, for :meth:`outside_references`: what other tools stored, as ``where`` (a
+        path) names it (``remedy`` says what to do about damage there). A manifest regstore
+        does not parse (an OCI artifact manifest, say) keeps whatever its descriptors name; a
+        manifest not stored keeps nothing more. StoreDamageError when stored bytes are no JSON
+        object: what they keep is unknown."""
+        pending = list(manifests)
+        kept: set[Digest] = set()
+        while pending:
+            digest, media_type = pending.pop()
+            if digest in kept:
+                continue
+            kept.add(digest)
+            raw = self.host.read_file(self.blob_path(digest))
+            if raw is None:
+                continue  # named but not stored: nothing of it to keep
+            try:
+                manifest = Manifest.parse(raw, media_type)
+            except ManifestInvalidError as exc:
+                blobs, children = _descriptors_in(raw, where, digest, exc, remedy)
+                kept.update(blobs)
+                pending += children
+                continue
+            kept.update(d.digest for d in manifest.blobs)
+            followed = (*manifest.manifests, *filter(None, [manifest.subject]))
+            pending += [(d.digest, d.media_type or None) for d in followed]
+        return kept
+
     @abc.abstractmethod
     def delete_manifest(self, name: str, digest: Digest) -> None:
         """Forget the manifest in ``name`` and every tag of ``name`` pointing at it."""
@@ -197,6 +230,42 @@ class Layout(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What to add to the backend's description."""
         return {"layout": self.name}
+
+
+def _descriptors_in(
+    raw: bytes, where: str, digest: Digest, why: Exception, remedy: str
+) -> tuple[list[Digest], list[tuple[Digest, str | None]]]:
+    """The blobs and the manifests (with their media types) that the JSON document ``raw``
+    names by descriptor (``config``, ``layers``, ``blobs``, ``manifests``, ``subject``):
+    those of a manifest regstore does not parse (``why``). StoreDamageError when ``raw`` is
+    no JSON object (what ``where`` keeps by ``digest`` then is unknown)."""
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except ValueError:
+        raise StoreDamageError(
+            f"{where} names {digest}, which is no manifest ({why}): what it keeps in use is "
+            f"unknown, so gc deletes nothing; {remedy}",
+            where,
+        ) from None
+    blobs: list[Digest] = []
+    manifests: list[tuple[Digest, str | None]] = []
+    for key in ("config", "layers", "blobs", "manifests", "subject"):
+        value = doc.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, dict):
+                continue
+            try:
+                found = Digest(item.get("digest"))  # type: ignore[arg-type]
+            except InvalidReferenceError:
+                continue
+            if key in ("manifests", "subject"):
+                kind = item.get("mediaType")
+                manifests.append((found, kind if isinstance(kind, str) else None))
+            else:
+                blobs.append(found)
+    return blobs, manifests
 
 
 def split_blob_relative(relative: str, *, fanout: bool) -> Digest | None:
