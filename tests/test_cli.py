@@ -18,7 +18,13 @@ import pytest
 import requests
 
 from regstore import open_store
-from regstore.testing.builders import BuiltIndex, build_image, random_blob, sha256_digest
+from regstore.testing.builders import (
+    BuiltIndex,
+    build_image,
+    build_index,
+    random_blob,
+    sha256_digest,
+)
 
 from .support.cli import (
     CliResult,
@@ -184,6 +190,35 @@ def test_copy_one_platform_to_a_registry_reports_the_child_and_its_source_index(
     human = cli("copy", f"{seeded.host}/team/multi:1", f"{seeded.host}/backup/multi:arm2",
                 "--platform", "linux/arm64").stdout  # fmt: skip
     assert f"from index {multi.manifest_digest[:19]}" in human
+
+
+@pytest.mark.parametrize("platforms", [["linux/arm64"], ["linux/amd64", "linux/arm64"]])
+def test_the_dry_run_of_some_platforms_into_a_registry_says_what_the_run_says(
+    cli: CLI, seeded: SeededRegistry, tmp_path: Path, platforms: list[str]
+) -> None:
+    # The registry holds the index rewritten to the platforms (or the one child taken): the
+    # dry run compared the source index's digest with it and said copy for ever.
+    name = f"team/tri{len(platforms)}"
+    three = [("linux", "amd64"), ("linux", "arm64"), ("linux", "s390x")]
+    seed_registry(seeded.server.url, name, "1", build_index(seed=78, platforms=three))
+    sync_file = tmp_path / "sync.yaml"
+    sync_file.write_text(
+        f"target: {{registry: '{seeded.host}', prefix: dry, plain_http: true}}\n"
+        f"sources:\n  - registry: '{seeded.host}'\n    plain_http: true\n"
+        f"    repositories: [{{name: {name}, platforms: {json.dumps(platforms)}}}]\n"
+    )
+    preview = cli("sync", str(sync_file), "--dry-run", "--json").json()
+    assert [j["action"] for j in preview["jobs"]] == ["copy"]
+    report = cli("sync", str(sync_file), "--json").json()
+    assert report["copied"] == 1 and report["images"][0]["result"]["rewritten_from"]
+    assert cli("sync", str(sync_file), "--json").json()["skipped"] == 1
+    again = cli("sync", str(sync_file), "--dry-run", "--json").json()
+    assert [j["action"] for j in again["jobs"]] == ["skip"]
+
+    # another index under the source tag: the dry run says copy again
+    seed_registry(seeded.server.url, name, "1", build_index(seed=79, platforms=three))
+    again = cli("sync", str(sync_file), "--dry-run", "--json").json()
+    assert [j["action"] for j in again["jobs"]] == ["copy"]
 
 
 def test_pull_with_tag_filters_takes_exactly_the_matching_tags(

@@ -86,6 +86,7 @@ from .model import (
     StoreImage,
     TransferResult,
 )
+from .options import TransferOptions
 from .places import destination_digest, sink_of, source_of
 from .syncfile import (
     CatalogSpec,
@@ -99,7 +100,14 @@ from .syncfile import (
     load_sync_file,
     parse_sync_text,
 )
-from .transfer import CANCELLED, destination_tag, resolve_destination, transfer_many
+from .transfer import (
+    CANCELLED,
+    destination_tag,
+    fit_to_sink,
+    plan_image,
+    resolve_destination,
+    transfer_many,
+)
 
 if TYPE_CHECKING:
     from regstore.events import TransferEvent
@@ -445,9 +453,10 @@ def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
 
 def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
     """What a dry run says a job would do: ``skip`` when the destination tag already points at
-    the source's manifest (one HEAD on each side), else ``copy``. Raises what the source's
-    HEAD raises, and ImageManifestNotFoundError when the source has no such manifest (the run
-    would fail it)."""
+    the source's manifest (one HEAD on each side), or, for a registry destination and some
+    platforms of an index, at the index the run rewrites to them (the source's manifests read
+    to tell), else ``copy``. Raises what the source raises, and ImageManifestNotFoundError when
+    the source has no such manifest or no platform asked (the run would fail it)."""
     source = job.source
     info = source.client.head_manifest(source.name, source.reference or "")
     if info is None:
@@ -461,9 +470,18 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
         if isinstance(dest, StoreImage):
             # as the sync itself asks (a damaged tag or manifest there is copied again)
             have = destination_digest(sink_of(dest), reference)
-            return "skip" if have == source_digest else "copy"
-        dest_info = dest.client.head_manifest(dest.name, reference)
-        dest_digest = dest_info.digest if dest_info is not None else None
-        return "skip" if dest_digest == source_digest else "copy"
+        else:
+            dest_info = dest.client.head_manifest(dest.name, reference)
+            have = str(dest_info.digest) if dest_info is not None else None
+        if have == source_digest:
+            return "skip"
+        sink = sink_of(dest)
+        if have is None or not job.platforms or sink.accepts_partial_index:
+            return "copy"
     except (ImageManifestNotFoundError, NotFoundError):
         return "copy"
+    # As the run: a registry holds an index of some platforms rewritten to them (a new
+    # digest, or the one child taken), which the source's digest never matches.
+    options = TransferOptions.build(job.platforms)
+    fitted = fit_to_sink(plan_image(source, options))
+    return "skip" if str(fitted.top.digest) == have else "copy"
