@@ -367,7 +367,10 @@ def test_a_bundle_skopeo_wrote_imports_with_a_name(
 
 
 def test_the_two_delivery_workflow_on_the_command_line(
-    registry: RegistryServer, registry_factory: Callable[..., RegistryServer], tmp_path: Path
+    registry: RegistryServer,
+    registry_factory: Callable[..., RegistryServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     registry.push_content("app/web", "1", BASE)
     registry.push_content("app/web", "2", WEB2)
@@ -421,6 +424,12 @@ def test_the_two_delivery_workflow_on_the_command_line(
     _assert_in_registry(client, "air/app/web", "1", BASE)
     _assert_in_registry(client, "air/app/web", "2", WEB2)
 
+    # store:NAME opened a new store ./NAME and imported there (exit 0), where copy reads
+    # store:NAME as a repository of the store in use
+    monkeypatch.chdir(tmp_path)
+    named = run_cli("bundle", "import", one, "store:air", home=home, store=store)
+    assert named.returncode == 2 and "takes no name" in named.stderr, named
+    assert not (tmp_path / "air").exists()
     for bundle in (one, two):
         r = run_cli("bundle", "import", bundle, "store:", home=home, store=store)
         assert r.returncode == 0, r

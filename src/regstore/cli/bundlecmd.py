@@ -168,9 +168,15 @@ def create_command(
 
 def _target(state: AppState, text: str) -> dict[str, Any]:
     """``store:`` (the --store in use) or ``HOST[:PORT][/PREFIX]``."""
-    if text == STORE_PREFIX or text.startswith(STORE_PREFIX):
-        url = text[len(STORE_PREFIX) :] or None
-        return {"store": state.store(url)}
+    if text == STORE_PREFIX:
+        return {"store": state.store()}
+    if text.startswith(STORE_PREFIX):
+        # store:NAME opened a new directory store ./NAME, where copy reads a repository
+        raise click.BadParameter(
+            f"{text!r}: the target store: takes no name (images keep their repositories); "
+            "import into another store with --store URL",
+            param_hint="TARGET",
+        )
     host, _, prefix = text.partition("/")
     if prefix:
         try:
