@@ -1356,3 +1356,24 @@ def test_the_refusal_to_delete_a_platform_names_the_tag_of_an_index_of_indexes(
     child = next(d for d in inner.manifests if d != inner.manifest_digest)
     with pytest.raises(StoreError, match="lists it, kept by tags top;"):
         delete_image(store, "team/multi", child)
+
+
+def test_an_image_under_a_tag_shaped_like_a_referrers_tag_is_kept_by_gc(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    # gc took any manifest tagged sha256-<hex> for the referrers index of that digest, and
+    # deleted an image so tagged once the digest was gone: only an index is a referrers index
+    store, _ = file_store
+    gone, image = oci_image(seed=50), oci_image(seed=51)
+    write_image(store, "lib/a", "v1", gone)
+    shaped = referrers_tag(str(gone.digest))
+    write_image(store, "lib/a", shaped, image)
+    cosigned = cosign_signature(gone)
+    write_image(store, "lib/a", sigstore_tags(str(gone.digest))[0], cosigned)
+    delete_image(store, "lib/a", str(gone.digest))
+    report = collect_garbage(store, grace=0, now=time.time() + 3600)
+    assert store.manifest_digest("lib/a", shaped) == image.digest
+    assert all(store.blob_exists(str(b.digest)) for b in image.blobs)
+    # a cosign signature of the deleted image still goes with it, as before
+    assert not store.has_manifest("lib/a", str(cosigned.digest))
+    assert f"lib/a@{cosigned.digest}" in report.referrers_removed

@@ -61,7 +61,13 @@ from regstore.errors import (
 )
 from regstore.manifest import OCI_INDEX
 from regstore.reference import Digest, is_digest
-from regstore.referrers import referrer_descriptor, referrers_tag, sigstore_tags, subject_of_tag
+from regstore.referrers import (
+    is_referrers_tag,
+    referrer_descriptor,
+    referrers_tag,
+    sigstore_tags,
+    subject_of_tag,
+)
 from regstore.store import blob_use_lock_key
 
 if TYPE_CHECKING:
@@ -276,9 +282,14 @@ def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
         for tag in tags:
             if not store.has_manifest(repo, tag):  # dangling: verify says so
                 continue
-            digest = str(_readable(store, repo, tag).digest)
+            tagged = _readable(store, repo, tag)
+            digest = str(tagged.digest)
             targets.add(digest)
             about = subject_of_tag(tag)
+            if about is not None and is_referrers_tag(tag) and not tagged.is_index:
+                # only an index is a referrers index (the spec's tag schema): any other
+                # manifest under a tag of that shape is an image someone tagged so
+                about = None
             if about is None:
                 named.add(digest)
             else:  # referrers indexes and sigstore tags name their subject
