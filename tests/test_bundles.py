@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +25,8 @@ from regstore.errors import (
 )
 from regstore.store import ObjectStore
 from regstore.testing.builders import BuiltImage, BuiltIndex, build_image, build_index
-from tests.support.cli import blob_path, flip_byte, put_image, run_cli
+from tests.support.cli import blob_path, cli_env, flip_byte, put_image, run_cli
+from tests.support.proxy import FaultProxy
 from tests.support.registry import RegistryServer
 from tests.support.skopeo import skopeo_copy
 
@@ -434,6 +439,45 @@ def test_the_two_delivery_workflow_on_the_command_line(
         r = run_cli("bundle", "import", bundle, "store:", home=home, store=store)
         assert r.returncode == 0, r
     _assert_in_store(open_store(store), "app/web", "2", WEB2)
+
+
+def test_sigterm_stops_bundle_create_and_leaves_no_partial_file(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    # systemd, timeout and a pod's end stop a command with SIGTERM: its default action ended
+    # the process on the spot and left OUT.tar.partial-* behind at every stop
+    registry.push_content("app/web", "1", BASE)
+    proxy = FaultProxy(registry.url).start()
+    try:
+        # the first blob held: the bundle is being written (a request running ends first)
+        proxy.delay("GET", r"/blobs/sha256:", 5, times=1)
+        out = tmp_path / "out" / "one.tar"
+        home = tmp_path / "home"
+        child = subprocess.Popen(
+            [sys.executable, "-m", "regstore", "--plain-http", "bundle", "create", str(out),
+             f"{proxy.host}/app/web:1"],
+            env=cli_env(home, str(tmp_path / "store")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not proxy.requests_matching("GET", r"/blobs/sha256:"):
+                assert time.monotonic() < deadline and child.poll() is None, child.stderr
+                time.sleep(0.05)
+            assert list(out.parent.glob("one.tar.partial-*"))  # the bundle is being written
+            child.send_signal(signal.SIGTERM)
+            _, stderr = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert child.returncode == 143, stderr
+        assert "was stopped (SIGTERM)" in stderr and "Traceback" not in stderr, stderr
+        assert list(out.parent.iterdir()) == []  # neither the bundle nor its partial file
+    finally:
+        proxy.stop()
 
 
 def test_verify_on_the_command_line_fails_a_damaged_bundle(

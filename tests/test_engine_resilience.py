@@ -17,7 +17,7 @@ import pytest
 
 from regstore import open_store
 from regstore.client import Client
-from regstore.engine import pull, push
+from regstore.engine import RegistryImage, StoreImage, pull, push, transfer_many
 from regstore.hookspecs import BlobState
 from regstore.testing.builders import build_image
 from tests.support.cli import run_cli
@@ -301,3 +301,46 @@ def test_a_full_disk_is_one_clear_error_and_the_next_run_resumes(
     assert report["bytes_moved"] < len(built.blobs[layer])  # resumed, not restarted
     with store.layer(layer).reader() as reader:
         assert reader.read() == built.blobs[layer]
+
+
+@pytest.mark.parametrize("how", ["pull", "transfer_many"])
+def test_an_interrupt_starts_no_blob_not_yet_started(
+    registry: RegistryServer, tmp_path: Path, fault_proxy_factory, how: str
+) -> None:
+    # Ctrl-C (or SIGTERM on the command line) stopped a pull or a sync only once every blob
+    # already queued had moved: one at a time, that is the whole image
+    built = build_image(layers=6, layer_size=4096, seed=101, media="oci")
+    seed_registry(registry.url, "stop/img", "1", built)
+    proxy = fault_proxy_factory(registry)
+    proxy.delay("GET", r"/blobs/sha256:", 1.0)
+    store = open_store(str(tmp_path / "store"))
+    client = Client(proxy.host)
+
+    def interrupt_at_the_first_blob() -> None:
+        deadline = time.monotonic() + 60
+        while not proxy.requests_matching("GET", r"/blobs/sha256:"):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        # a real signal: it wakes the main thread where it waits (interrupt_main would not)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    # Python's own Ctrl-C handler, even where this runs with SIGINT ignored (a worker process)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    watcher = threading.Thread(target=interrupt_at_the_first_blob, daemon=True)
+    try:
+        watcher.start()
+        with pytest.raises(KeyboardInterrupt):
+            if how == "pull":
+                pull(client, store, "stop/img", "1", concurrency=1)
+            else:
+                jobs = [
+                    (RegistryImage(client, "stop/img", "1"), StoreImage(store, "stop/img", "1"))
+                ]
+                transfer_many(jobs, concurrency=1)
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    # the blob running ends; none of the other six blobs (layers and config) is asked for
+    assert len(proxy.requests_matching("GET", r"/blobs/sha256:")) == 1
+    assert "stop/img" not in store.repositories()

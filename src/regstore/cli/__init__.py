@@ -7,7 +7,8 @@ Modules: :mod:`.app` (the click group, global options, per-run state), :mod:`.tr
 :mod:`.output` (results, errors, exit codes) and :mod:`.progress` (progress bars fed by
 transfer events).
 
-Exit codes: 0 success, 1 failure, 2 usage error. Nothing in the library imports this package.
+Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted, 141 output closed, 143 stopped
+by SIGTERM. Nothing in the library imports this package.
 """
 
 from __future__ import annotations

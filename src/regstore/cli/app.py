@@ -7,13 +7,16 @@ command pays only for what it uses.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import select
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -534,6 +537,36 @@ def _stdout_gone() -> bool:
         return False
 
 
+#: Exit code of a command stopped by SIGTERM (128 + 15, as a shell reports it)
+EXIT_TERMINATED = 143
+
+
+@contextlib.contextmanager
+def _sigterm_stops_it(stopped: list[int]) -> Iterator[None]:
+    """While the command runs, SIGTERM (systemd stopping a unit, ``timeout``, a pod's end)
+    stops it as Ctrl-C does, so that its cleanups run (a bundle's partial file removed, staged
+    writes closed, locks released); ``stopped`` records it. A second SIGTERM meanwhile ends
+    the process on the spot. Only where SIGTERM has its default action (a caller that set
+    its own keeps it), and only in the main thread (where Python runs handlers)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
     """Make ``f(state, **params) -> exit code`` a command body: global options accepted, logging
     set up, and any regstore error turned into one line on stderr and exit code 1."""
@@ -543,13 +576,20 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
         ctx = click.get_current_context()
         state = ctx.ensure_object(AppState)
         state.prepare()
+        stopped: list[int] = []
         try:
-            code = f(state, *args, **kwargs)
+            with _sigterm_stops_it(stopped):
+                code = f(state, *args, **kwargs)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
-            state.output.error(f"{state.action or 'the command'} was interrupted")
-            code = 130
+            what = state.action or "the command"
+            if stopped:
+                state.output.error(f"{what} was stopped (SIGTERM)")
+                code = EXIT_TERMINATED
+            else:
+                state.output.error(f"{what} was interrupted")
+                code = 130
         except BrokenPipeError:
             if not _stdout_gone():
                 raise

@@ -99,6 +99,10 @@ def _write_all(fd: int, data: bytes) -> None:
 def _die_with(parent: int) -> None:
     """Have the kernel end this child (SIGTERM) when its parent dies, and end it now if the
     parent died already (before the request was made)."""
+    # SIGTERM ends a child on the spot, whatever handler the parent had (the command line
+    # stops its own work on one as on Ctrl-C, but a child is stopped by its parent or the
+    # kernel: its threads must not go on writing meanwhile)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(Exception):  # without it, a child notices at its next write
         import ctypes  # (here: a Python built without ctypes still syncs)
 

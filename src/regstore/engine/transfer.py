@@ -93,7 +93,11 @@ class _BlobScheduler:
             self._futures[key] = future
             return future, True
 
-    def shutdown(self) -> None:
+    def shutdown(self, *, cancel: bool = False) -> None:
+        """Wait for the moves running; with ``cancel``, first cancel those not started (they
+        never start, and no new one is taken)."""
+        if cancel:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=True)
 
 
@@ -378,6 +382,9 @@ def _move_blobs(
             move_result = future.result()
         except BaseException as exc:  # collect them all before failing: nothing is left running
             first_error = first_error or exc
+            if not isinstance(exc, Exception):  # an interrupt: what has not started never will
+                for waiting, _, _ in submitted:
+                    waiting.cancel()
             continue
         if not owner or move_result.status == "skipped":
             result.skipped.append(desc.digest)
@@ -593,7 +600,14 @@ def transfer_many(
     )
     try:
         outcomes = list(images.map(one, range(len(jobs))))
-    finally:
-        images.shutdown(wait=True)
-        scheduler.shutdown()
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM, the caller's own exception): no image and no blob not
+        # started yet starts (images waiting on cancelled blobs fail at once); the requests
+        # running end as they do, and then so does this
+        stop.set()
+        scheduler.shutdown(cancel=True)
+        images.shutdown(wait=True, cancel_futures=True)
+        raise
+    images.shutdown(wait=True)
+    scheduler.shutdown()
     return BatchResult(outcomes)
