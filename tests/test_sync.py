@@ -38,6 +38,7 @@ from regstore.errors import ImageManifestNotFoundError, RepositoryNotFoundError,
 from regstore.testing.builders import build_image
 
 from .support.cli import damage_tag_link, put_image
+from .support.engine import seed_registry
 from .support.registry import RegistryServer
 from .support.skopeo import push_with_skopeo
 
@@ -584,3 +585,60 @@ def test_run_moves_the_selected_tags_then_skips_them(
             (f"{registry.host}/mirror/team/app:2.1-rc1", "copied")
         ]
         assert client.list_image_tags("mirror/team/app") == ["2.1-rc1"]
+
+
+def test_a_partial_index_in_the_store_is_not_taken_for_unchanged(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    # An index pulled for one platform is stored under its own digest, marked partial: a sync
+    # (or a batch) asking for other platforms, or all of them, took it for unchanged and
+    # reported success for ever, the platforms asked never fetched
+    from regstore.bundle import create_bundle, import_bundle
+    from regstore.client import Client
+    from regstore.engine import pull, transfer_many
+    from regstore.engine.sync import settle_unchanged
+    from regstore.testing.builders import build_index
+
+    index = build_index(seed=90, media="oci")  # linux/amd64 and linux/arm64
+    amd, arm = index.children
+    seed_registry(registry.url, "team/multi", "1", index)
+    store = open_store(str(tmp_path / "store"))
+    with Client(registry.host) as client:
+        pull(client, store, "team/multi", "1", platforms=["linux/amd64"])
+        assert store.is_partial("team/multi", index.manifest_digest)
+        assert not store.has_manifest("team/multi", arm.manifest_digest)
+        source = RegistryImage(client, "team/multi", "1")
+        job = (source, StoreImage(store, "team/multi", "1"))
+
+        # the platform pulled already: unchanged, as before
+        again = transfer_many([job], platforms=["linux/amd64"])
+        assert [o.status for o in again.outcomes] == ["skipped"]
+        # another platform: moved
+        arm_batch = transfer_many([job], platforms=["linux/arm64"])
+        assert [o.status for o in arm_batch.outcomes] == ["copied"], arm_batch.as_dict()
+        assert store.has_manifest("team/multi", arm.manifest_digest)
+        assert [o.status for o in transfer_many([job], platforms=["linux/arm64"])] == ["skipped"]
+
+        # a sync of every platform: not settled before the run, nor skipped by it
+        other = open_store(str(tmp_path / "other"))
+        pull(client, other, "team/multi", "1", platforms=["linux/arm64"])
+        spec = parse_sync_text(
+            f"target: {{store: '{(tmp_path / 'other').as_uri()}'}}\n"
+            f"sources: [{{registry: '{registry.host}', plain_http: true, "
+            "repositories: [team/multi]}]\n"
+        )
+        plan = plan_sync(spec, client_for=lambda conn: client, target_store=other)
+        assert settle_unchanged(plan) == {}
+        assert [o.status for o in run_sync(plan).outcomes] == ["copied"]
+        assert not other.is_partial("team/multi", index.manifest_digest)
+        assert other.has_manifest("team/multi", amd.manifest_digest)
+        assert list(settle_unchanged(plan)) == [0]  # whole now: unchanged
+
+        # a full bundle imported where the index is partial completes it
+        bundle = str(tmp_path / "multi.tar")
+        create_bundle(bundle, [source])
+        third = open_store(str(tmp_path / "third"))
+        pull(client, third, "team/multi", "1", platforms=["linux/amd64"])
+        assert [o.status for o in import_bundle(bundle, store=third)] == ["copied"]
+        assert third.has_manifest("team/multi", arm.manifest_digest)
+        assert not third.is_partial("team/multi", index.manifest_digest)

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from regstore.manifest import Platform
 from regstore.reference import is_digest
 
 from .model import Image, RegistryImage
@@ -233,11 +234,18 @@ def _look_ahead(
 
 
 def unchanged(
-    known: Known | None, source: ImageSource, sink: ImageSink, reference: str, tag: str
+    known: Known | None,
+    source: ImageSource,
+    sink: ImageSink,
+    reference: str,
+    tag: str,
+    platforms: Sequence[Platform] = (),
 ) -> str | None:
     """The digest both ends name when the destination's ``tag`` already names the source's
-    manifest at ``reference``, else None; what ``known`` lacks (or all of it, once it is older
-    than :data:`MAX_AGE`) is asked of the places."""
+    manifest at ``reference`` (and, where the destination holds an index without some of its
+    children, holds those of ``platforms``: of every platform when none are given), else None;
+    what ``known`` lacks (or all of it, once it is older than :data:`MAX_AGE`) is asked of the
+    places."""
     if known is not None and not known.fresh:
         known = None
     have = known.destination if known is not None else destination_digest(sink, tag)
@@ -247,4 +255,10 @@ def unchanged(
         theirs: str | None = known.source
     else:
         theirs = source.manifest_digest(reference)
-    return have if have == theirs else None
+    if have != theirs:
+        return None
+    # a platform-filtered pull stored the index partial: the same digest, fewer children
+    holds = getattr(sink, "holds_platforms", None)
+    if holds is not None and not holds(have, platforms):
+        return None
+    return have

@@ -10,7 +10,7 @@ from regstore.errors import BlobNotFoundError
 from .blobs import BlobMove, Opener, store_blob
 
 if TYPE_CHECKING:
-    from regstore.manifest import Descriptor, Manifest
+    from regstore.manifest import Descriptor, Manifest, Platform
     from regstore.retry import RetryBudget
     from regstore.store import ObjectStore
 
@@ -42,6 +42,21 @@ class StorePlace:
         """The digest ``reference`` points at, or None."""
         digest = self.store.manifest_digest(self.name, reference)
         return None if digest is None else str(digest)
+
+    def holds_platforms(self, digest: str, platforms: Sequence[Platform]) -> bool:
+        """False when the manifest ``digest`` here is an index a platform-filtered pull stored
+        partial, without the child of one of ``platforms`` (of any platform, when none are
+        given): a copy then has more to move though both ends name the same digest."""
+        if not self.store.is_partial(self.name, digest):
+            return True
+        for child in self.store.manifest(self.name, digest).manifests:
+            found = child.platform
+            wanted = not platforms or (
+                found is not None and any(found.matches(p) for p in platforms)
+            )
+            if wanted and not self.store.has_manifest(self.name, str(child.digest)):
+                return False
+        return True
 
     def has_all_children(self, index: Manifest) -> bool:
         """False when a platform-filtered pull stored the index without some children."""

@@ -425,7 +425,10 @@ def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
         if tag is None or source.reference is None:
             return None
         try:
-            have = unchanged(known[i], source_of(source), sink_of(dest), source.reference, tag)
+            platforms = TransferOptions.build(plan.jobs[i].platforms).platforms
+            have = unchanged(
+                known[i], source_of(source), sink_of(dest), source.reference, tag, platforms
+            )
             if have is None:
                 return None
             text = str(resolve_destination(source, dest))

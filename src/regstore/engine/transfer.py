@@ -269,7 +269,7 @@ def transfer_image(
     source_text, dest_text = str(source), str(resolve_destination(source, dest))
 
     if options.skip_unchanged and tag is not None:
-        have = unchanged(known, src, dst, source.reference, tag)
+        have = unchanged(known, src, dst, source.reference, tag, options.platforms)
         if have is not None:
             same = TransferResult(source_text, dest_text, Digest(have), unchanged=True)
             if options.referrers:  # new signatures may have come since
@@ -380,11 +380,13 @@ def _move_blobs(
     for future, owner, desc in submitted:
         try:
             move_result = future.result()
-        except BaseException as exc:  # collect them all before failing: nothing is left running
+        except Exception as exc:  # collect them all before failing: nothing is left running
             first_error = first_error or exc
-            if not isinstance(exc, Exception):  # an interrupt: what has not started never will
-                for waiting, _, _ in submitted:
-                    waiting.cancel()
+            continue
+        except BaseException as exc:  # an interrupt: what has not started never will
+            first_error = first_error or exc
+            for waiting, _, _ in submitted:
+                waiting.cancel()
             continue
         if not owner or move_result.status == "skipped":
             result.skipped.append(desc.digest)
