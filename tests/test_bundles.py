@@ -177,6 +177,33 @@ def test_a_bundle_is_written_to_s3_and_imported_from_there(
     assert fs.ls(f"{s3_bucket.bucket}/deliveries") == [f"{s3_bucket.bucket}/deliveries/one.tar"]
 
 
+def test_importing_a_bundle_again_restores_what_verify_moved_aside(
+    source_store: ObjectStore, tmp_path: Path
+) -> None:
+    # Across an air gap the bundle is the only source: a re-import took the damaged image for
+    # unchanged (its tag names the same digest) and left the blob verify quarantined missing
+    from regstore.engine.verify import verify
+
+    bundle = str(tmp_path / "one.tar")
+    create_bundle(bundle, _first(source_store))
+    root = tmp_path / "target"
+    store = open_store(str(root))
+    assert import_bundle(bundle, store=store).ok
+    again = import_bundle(bundle, store=store)
+    assert [o.status for o in again] == ["skipped", "skipped"]  # whole: nothing to do
+
+    layer = BASE.layer_digests[0]
+    flip_byte(blob_path(root, layer))
+    report = verify(store, quarantine=True)
+    assert [p.kind for p in report.problems] == ["damaged-blob"] and report.quarantined
+    assert not store.blob_exists(layer)
+    third = import_bundle(bundle, store=store)
+    assert [o.status for o in third] == ["copied", "skipped"], third.as_dict()
+    assert third.bytes_moved == len(BASE.blobs[layer])
+    _assert_in_store(store, "app/web", "1", BASE)
+    assert verify(store).ok
+
+
 # -- deltas --------------------------------------------------------------------------------
 
 

@@ -556,6 +556,8 @@ def import_bundle(
         concurrency=concurrency,
         events=events,
         skip_unchanged=True,
+        # the bundle may be the only source there is: a blob verify moved aside is restored
+        confirm_unchanged=True,
         keep_going=True,
         # what a bundle carries with its images travels on (nothing when it carries none)
         referrers=bool(opened.listed_referrers),

@@ -412,7 +412,8 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
         if report.quarantined:
             hint = (
                 f"{len(report.quarantined)} damaged blob(s) were moved aside: pull the affected "
-                "images again (`regstore pull REF`) to fetch them; the store keeps intact blobs"
+                "images again (`regstore pull REF`), or import their bundle again, to fetch "
+                "them; the store keeps intact blobs"
             )
         elif all(p.kind == "unlinked-blob" for p in report.problems):
             images = sorted(

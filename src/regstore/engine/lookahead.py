@@ -240,11 +240,14 @@ def unchanged(
     reference: str,
     tag: str,
     platforms: Sequence[Platform] = (),
+    *,
+    blobs: bool = False,
 ) -> str | None:
     """The digest both ends name when the destination's ``tag`` already names the source's
     manifest at ``reference`` (and, where the destination holds an index without some of its
-    children, holds those of ``platforms``: of every platform when none are given), else None;
-    what ``known`` lacks (or all of it, once it is older than :data:`MAX_AGE`) is asked of the
+    children, holds those of ``platforms``: of every platform when none are given; with
+    ``blobs``, where the sink can tell, holds every blob of the image too), else None; what
+    ``known`` lacks (or all of it, once it is older than :data:`MAX_AGE`) is asked of the
     places."""
     if known is not None and not known.fresh:
         known = None
@@ -258,7 +261,7 @@ def unchanged(
     if have != theirs:
         return None
     # a platform-filtered pull stored the index partial: the same digest, fewer children
-    holds = getattr(sink, "holds_platforms", None)
-    if holds is not None and not holds(have, platforms):
+    holds = getattr(sink, "holds_image", None)
+    if holds is not None and not holds(have, platforms, blobs=blobs):
         return None
     return have

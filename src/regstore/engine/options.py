@@ -22,6 +22,9 @@ class TransferOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD
     skip_unchanged: bool = False
+    #: with ``skip_unchanged``: an unchanged tag counts only when the destination (a store)
+    #: holds every blob of its image too (an import completes what verify moved aside)
+    confirm_unchanged: bool = False
     #: move each image's referrers (and cosign's ``.sig``/``.att``/``.sbom`` tags) with it
     referrers: bool = False
     #: only referrers of these artifact types (all when empty)

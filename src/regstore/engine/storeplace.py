@@ -43,19 +43,31 @@ class StorePlace:
         digest = self.store.manifest_digest(self.name, reference)
         return None if digest is None else str(digest)
 
-    def holds_platforms(self, digest: str, platforms: Sequence[Platform]) -> bool:
-        """False when the manifest ``digest`` here is an index a platform-filtered pull stored
-        partial, without the child of one of ``platforms`` (of any platform, when none are
-        given): a copy then has more to move though both ends name the same digest."""
-        if not self.store.is_partial(self.name, digest):
+    def holds_image(
+        self, digest: str, platforms: Sequence[Platform], *, blobs: bool = False
+    ) -> bool:
+        """False when the image ``digest`` here lacks a part a copy of it would move though
+        both ends name the same digest: the child of one of ``platforms`` (of any platform,
+        when none are given) of an index a platform-filtered pull stored partial, and with
+        ``blobs`` a blob (verify moved a damaged one aside) or a child of any index."""
+        partial = self.store.is_partial(self.name, digest)
+        if not partial and not blobs:
             return True
-        for child in self.store.manifest(self.name, digest).manifests:
-            found = child.platform
-            wanted = not platforms or (
-                found is not None and any(found.matches(p) for p in platforms)
-            )
-            if wanted and not self.store.has_manifest(self.name, str(child.digest)):
+        pending = [digest]
+        while pending:
+            manifest = self.store.manifest(self.name, pending.pop())
+            if blobs and not all(self.store.blob_exists(str(b.digest)) for b in manifest.blobs):
                 return False
+            for child in manifest.manifests:
+                if self.store.has_manifest(self.name, str(child.digest)):
+                    pending.append(str(child.digest))
+                    continue
+                found = child.platform
+                wanted = not platforms or (
+                    found is not None and any(found.matches(p) for p in platforms)
+                )
+                if wanted or not partial:
+                    return False
         return True
 
     def has_all_children(self, index: Manifest) -> bool:

@@ -269,7 +269,15 @@ def transfer_image(
     source_text, dest_text = str(source), str(resolve_destination(source, dest))
 
     if options.skip_unchanged and tag is not None:
-        have = unchanged(known, src, dst, source.reference, tag, options.platforms)
+        have = unchanged(
+            known,
+            src,
+            dst,
+            source.reference,
+            tag,
+            options.platforms,
+            blobs=options.confirm_unchanged,
+        )
         if have is not None:
             same = TransferResult(source_text, dest_text, Digest(have), unchanged=True)
             if options.referrers:  # new signatures may have come since
@@ -548,6 +556,7 @@ def transfer_many(
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
     referrers: bool = False,
     referrer_types: Sequence[str] = (),
+    confirm_unchanged: bool = False,
 ) -> BatchResult:
     """Move many images through one bounded blob pool; each digest moves once per destination.
 
@@ -558,7 +567,9 @@ def transfer_many(
     not stop the others: its outcome says why (``keep_going=False`` instead cancels the images
     not yet started once one fails). ``skip_unchanged`` makes a destination tag that already
     points at the source's manifest digest cost one HEAD and move nothing (with ``referrers``,
-    the image's referrers are still looked for, and the new ones moved).
+    the image's referrers are still looked for, and the new ones moved); with
+    ``confirm_unchanged``, only when a store destination holds every blob of the image too
+    (one check per blob: what ``verify`` moved aside is moved again).
     """
     options = TransferOptions.build(
         platforms,
@@ -566,6 +577,7 @@ def transfer_many(
         chunk_size=chunk_size,
         monolithic_threshold=monolithic_threshold,
         skip_unchanged=skip_unchanged,
+        confirm_unchanged=confirm_unchanged,
         referrers=referrers,
         referrer_types=tuple(referrer_types),
     )
