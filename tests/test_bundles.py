@@ -425,6 +425,15 @@ def test_the_two_delivery_workflow_on_the_command_line(
         )  # fmt: skip
         assert r.returncode == 2 and "also given as --since" in r.stderr, r
     assert Path(one).read_bytes() == before
+    # a directory as OUT: the bundle was moved into it as OUT/OUT.partial-*, and exit 0
+    (tmp_path / "outdir").mkdir()
+    into_dir = run_cli("bundle", "create", str(tmp_path / "outdir"), f"{registry.host}/app/web:2",
+                       home=home, store=store)  # fmt: skip
+    assert into_dir.returncode == 2 and "is a directory" in into_dir.stderr, into_dir
+    assert list((tmp_path / "outdir").iterdir()) == []
+    listed_dir = run_cli("bundle", "ls", str(tmp_path / "outdir"), home=home, store=store)
+    assert listed_dir.returncode == 1 and "is a directory, not a bundle" in listed_dir.stderr
+    assert "store URL" not in listed_dir.stderr
     twice = run_cli(
         "bundle", "create", str(tmp_path / "x.tar"), f"{registry.host}/app/web:2",
         f"{registry.host}/app/web:2", home=home, store=store,

@@ -26,6 +26,7 @@ from regstore.errors import (
     RegistryError,
     StoreError,
     TransportError,
+    UsageError,
 )
 from regstore.retry import RetryBudget, RetryPolicy, is_transient
 from regstore.wire import BlobSource
@@ -50,6 +51,13 @@ SOURCE_RESUMES = 3
 MAX_MEMBERS = 1_000_000
 
 Opener = Callable[[int], BlobSource]
+
+
+def _is_directory(fs: Any, path: str) -> bool:
+    try:
+        return bool(fs.isdir(path))
+    except (OSError, NotImplementedError):  # cannot tell: the write says what is wrong
+        return False
 
 
 def _fs_and_path(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
@@ -100,6 +108,12 @@ class BundleWriter:
     ) -> None:
         self.url = url
         self._fs, self._path = _fs_and_path(url, storage_options)
+        if _is_directory(self._fs, self._path):
+            # the finished bundle would be moved into it, under the temporary file's name
+            raise UsageError(
+                f"{url} is a directory: name the bundle file to write, such as "
+                f"{url.rstrip('/')}/images.tar"
+            )
         self._tmp = f"{self._path}.partial-{uuid.uuid4().hex[:12]}"
         self._excluded = excluded
         self._mtime = time.time() if mtime is None else mtime
@@ -366,6 +380,8 @@ class BundleReader:
             kwargs["block_size"] = block_size
         try:
             handle: IO[bytes] = self._fs.open(self._path, "rb", **kwargs)
+        except IsADirectoryError:
+            raise BundleInvalidError(f"{self.url} is a directory, not a bundle") from None
         except OSError as exc:
             raise StoreError(f"cannot read bundle {self.url}: {exc}") from exc
         return handle
