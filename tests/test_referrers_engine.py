@@ -125,6 +125,13 @@ def test_referrer_types_keep_only_those(
     result = pull(client, store, "app", "v1", referrers=True, referrer_types=[SBOM])
     assert set(map(str, result.referrers)) == {str(chain.sbom.digest)}
     assert _store_digests(store) == {str(chain.image.digest), str(chain.sbom.digest)}
+    # one type as a plain string is that type: taken apart, it matched no referrer at all
+    alone = store_factory("memory")
+    result = pull(client, alone, "app", "v1", referrers=True, referrer_types=SBOM)
+    assert set(map(str, result.referrers)) == {str(chain.sbom.digest)}
+    # and a longer type is another type, not one that contains the stored one
+    found = store.referrers("app", str(chain.image.digest), SBOM + ".extra")
+    assert found == [] and store.referrers("app", str(chain.image.digest), SBOM) != []
 
 
 def test_push_and_copy_keep_every_digest(

@@ -28,6 +28,7 @@ __all__ = [
     "INDEX_UPDATE_ATTEMPTS",
     "SIGSTORE_SUFFIXES",
     "add_referrer",
+    "artifact_type_list",
     "filter_referrers",
     "index_lock",
     "is_referrers_tag",
@@ -113,14 +114,26 @@ def referrers_in(index: Manifest | None) -> list[Descriptor]:
     return list(index.manifests)
 
 
+def artifact_type_list(artifact_types: Iterable[str] | None) -> tuple[str, ...]:
+    """``artifact_types`` as a tuple; one type given as a plain string is that one type (a
+    string is an iterable of strings too: taken apart, it matched no referrer at all, or,
+    tested with ``in``, any type it contains)."""
+    if artifact_types is None:
+        return ()
+    if isinstance(artifact_types, str):
+        return (artifact_types,)
+    return tuple(artifact_types)
+
+
 def filter_referrers(
     descriptors: Iterable[Descriptor], artifact_types: Collection[str] | None
 ) -> list[Descriptor]:
     """Keep the descriptors whose ``artifactType`` is one of ``artifact_types`` (all when it is
-    None or empty)."""
-    if not artifact_types:
+    None or empty; one type may be given as a plain string)."""
+    wanted = artifact_type_list(artifact_types)
+    if not wanted:
         return list(descriptors)
-    return [d for d in descriptors if d.artifact_type in artifact_types]
+    return [d for d in descriptors if d.artifact_type in wanted]
 
 
 def _index(entries: Sequence[Any], base: Manifest | None) -> Manifest:

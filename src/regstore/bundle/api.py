@@ -36,7 +36,7 @@ from regstore.errors import (
 )
 from regstore.manifest import INDEX_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST, Platform
 from regstore.reference import is_digest, validate_name
-from regstore.referrers import referrer_descriptor
+from regstore.referrers import artifact_type_list, referrer_descriptor
 
 from .archive import BundleReader, BundleWriter
 from .contents import OpenBundle
@@ -302,7 +302,7 @@ def create_bundle(
             raise UsageError(f"{out} is also given as --since: name another file to write")
     bases = [read_bundle(s, storage_options=storage_options) for s in since]
     excluded = frozenset(d for b in bases for d in b.references)
-    referrer_types = tuple(referrer_types)
+    referrer_types = artifact_type_list(referrer_types)
     referrers = referrers or bool(referrer_types)
     inputs = [i if isinstance(i, BundleInput) else BundleInput(i) for i in images]
     planned = [_plan(i, platforms, referrers, excluded) for i in inputs]

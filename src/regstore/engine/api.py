@@ -10,6 +10,7 @@ from typing import Literal
 from regstore.errors import UnsupportedError
 from regstore.events import EventSink
 from regstore.manifest import Platform
+from regstore.referrers import artifact_type_list
 from regstore.store import ObjectStore
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
@@ -67,7 +68,7 @@ def transfer_one(
             chunk_size=chunk_size,
             monolithic_threshold=monolithic_threshold,
             referrers=referrers,
-            referrer_types=tuple(referrer_types),
+            referrer_types=artifact_type_list(referrer_types),
         ),
         concurrency=concurrency,
         events=events,

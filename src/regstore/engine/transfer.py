@@ -18,6 +18,7 @@ from regstore.errors import ImageManifestNotFoundError, ManifestInvalidError
 from regstore.events import EventKind
 from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
+from regstore.referrers import artifact_type_list
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
 from .lookahead import Known, look_ahead, unchanged
@@ -579,7 +580,7 @@ def transfer_many(
         skip_unchanged=skip_unchanged,
         confirm_unchanged=confirm_unchanged,
         referrers=referrers,
-        referrer_types=tuple(referrer_types),
+        referrer_types=artifact_type_list(referrer_types),
     )
     scheduler = _BlobScheduler(concurrency)
     base = Reporter(operation, "", events)
