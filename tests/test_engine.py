@@ -278,6 +278,31 @@ def test_pull_by_digest_stores_untagged_and_events_are_reported(
     assert progressed == sum(len(b) for b in built.blobs.values())
 
 
+def test_a_destination_digest_the_image_does_not_have_is_refused(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    # it said copied, named dest@<that digest>, and wrote nothing there and no tag
+    from regstore.errors import UsageError
+
+    built = build_image(layers=1, layer_size=1024, seed=81, media="oci")
+    seed_registry(registry.url, "dest/digest", "1", built)
+    store = store_factory("memory")
+    client = Client(registry.host)
+    wrong = "sha256:" + "b" * 64
+    source = RegistryImage(client, "dest/digest", "1")
+    with pytest.raises(UsageError, match="names a digest the image moved does not have"):
+        copy(source, StoreImage(store, "c/app", wrong))
+    with pytest.raises(UsageError, match=built.manifest_digest):
+        pull(client, store, "dest/digest", "1", dest_tag=wrong)
+    with pytest.raises(UsageError):
+        copy(source, RegistryImage(client, "c/app", wrong))
+    assert store.repositories() == [] and store.blobs() == []
+    # its own digest is fine: stored untagged
+    copy(source, StoreImage(store, "c/app", built.manifest_digest))
+    assert store.manifest("c/app", built.manifest_digest).raw == built.manifest_bytes
+    assert store.tags("c/app") == []
+
+
 def test_events_reach_plugin_observers_without_a_callback(
     registry: RegistryServer, store_factory: StoreFactory
 ) -> None:

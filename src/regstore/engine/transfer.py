@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from regstore.errors import ImageManifestNotFoundError, ManifestInvalidError
+from regstore.errors import ImageManifestNotFoundError, ManifestInvalidError, UsageError
 from regstore.events import EventKind
 from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
@@ -317,6 +317,14 @@ def transfer_image(
                     unchanged=True,
                     rewritten_from=rewritten_from,
                 )
+    wanted = dest.reference
+    if wanted is not None and is_digest(wanted):
+        written = plan.top.digest_with(Digest(wanted).algorithm)
+        if written != wanted:  # nothing would be at the digest named, and no tag written
+            raise UsageError(
+                f"the destination {dest_text} names a digest the image moved does not have "
+                f"(it is {written}): give a tag, the image's own digest, or no reference"
+            )
     result = TransferResult(
         source_text,
         dest_text,
