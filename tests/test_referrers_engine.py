@@ -198,6 +198,17 @@ def test_a_no_op_resync_without_referrers_costs_one_request(
     result = with_referrers.outcomes[0].result
     assert result is not None and result.referrers == []  # all there already
 
+    # a new signature since: the image is unchanged, what it carries is not (it said
+    # skipped, unchanged, and moved the signature)
+    late = oci_artifact(native[2].image, b'{"late":1}', "application/vnd.example.sig")
+    push_image(client, "app", late)
+    moved = transfer_many(jobs, referrers=True)
+    assert moved.outcomes[0].status == "copied"
+    result = moved.outcomes[0].result
+    assert result is not None and not result.unchanged and result.bytes_moved > 0
+    assert result.referrers == [late.digest] and result.media_type
+    assert transfer_many(jobs, referrers=True).outcomes[0].status == "skipped"
+
 
 def test_index_children_carry_their_own_referrers(
     fake_registry: FakeRegistry, store_factory: Callable[[str], ObjectStore]

@@ -168,7 +168,8 @@ class TransferResult:
     ``transferred``/``skipped``/``mounted`` list blob digests; ``bytes_moved`` counts blob bytes
     that crossed the wire into the destination (resumed bytes not counted twice); ``partial``
     says a platform filter left index children out; ``unchanged`` that the destination tag
-    already pointed at the same manifest, so nothing moved; ``quarantined`` lists blobs a
+    already pointed at the same manifest and nothing moved (an image whose new referrers
+    moved is not unchanged); ``quarantined`` lists blobs a
     repair found damaged in the destination and moved aside before moving them again.
     ``rewritten_from`` is set when the destination could not hold a partial index (a
     registry): it names the source index, and ``manifest_digest`` is what the destination got

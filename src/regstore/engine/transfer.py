@@ -287,6 +287,10 @@ def transfer_image(
                 _move_referrers(
                     unchanged_plan, src, dst, scheduler, reporter, options, mount_from, same
                 )
+                # new referrers moved: the image is unchanged, what it carries is not (a run
+                # that moved a signature reports a copy, not a skip of nothing)
+                same.unchanged = not same.manifests
+                same.media_type = unchanged_plan.top.media_type
             return same
 
     plan = _plan(src, source.reference, options)
