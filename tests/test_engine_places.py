@@ -37,6 +37,7 @@ from regstore.errors import (
     DigestMismatchError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
+    UsageError,
 )
 from regstore.manifest import Descriptor, Manifest
 from regstore.reference import Digest
@@ -178,7 +179,7 @@ def test_plan_image_is_the_transfer_s_plan(stores: tuple[ObjectStore, ObjectStor
     assert str(plan.top.digest) == image.digest
     assert sorted(plan.blobs) == sorted(image.blobs)
     assert plan.children == [] and not plan.partial
-    with pytest.raises(ValueError, match="needs a tag or digest"):
+    with pytest.raises(UsageError, match="needs a tag or digest"):  # a RegstoreError
         plan_image(StoreImage(store, "team/app"), TransferOptions())
 
 

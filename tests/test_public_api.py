@@ -248,3 +248,43 @@ def test_store_urls_never_show_their_secrets() -> None:
     store = open_store("memory://redact-check")
     store.url = url  # as if the user had passed credentials in the URL
     assert "hunter2" not in repr(store) and "hunter2" not in str(store.describe())
+
+
+def test_the_classes_the_exported_functions_name_are_exported_too() -> None:
+    # create_bundle takes BundleInput and BundleManifest lists BundledReferrer: a program
+    # annotating with them had to reach into regstore.bundle (the package docstring says
+    # everything a program names in its annotations is in regstore)
+    import typing
+
+    exported = {name: getattr(regstore, name) for name in regstore.__all__}  # (lazy imports)
+    # names a module imports only for type checking, from every regstore module loaded
+    names: dict[str, object] = {}
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("regstore") and module is not None:
+            names.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
+    missing = set()
+    for name, value in exported.items():
+        if not inspect.isfunction(value) and not dataclasses.is_dataclass(value):
+            continue
+        hints = typing.get_type_hints(value, localns=names)
+        for hint in hints.values():
+            for part in _classes_in(hint):
+                public = not part.__name__.startswith("_")
+                if (
+                    part.__module__.startswith("regstore")
+                    and public
+                    and part.__name__ not in regstore.__all__
+                ):
+                    missing.add(f"{name}: {part.__module__}.{part.__name__}")
+    assert sorted(missing) == [], sorted(missing)
+
+
+def _classes_in(hint: object) -> list[type]:
+    import typing
+
+    if isinstance(hint, type):
+        return [hint]
+    found: list[type] = []
+    for arg in typing.get_args(hint):
+        found += _classes_in(arg)
+    return found

@@ -64,6 +64,8 @@ if TYPE_CHECKING:  # the same names, imported on first use at run time (__getatt
     from regstore.bundle import (
         BaseBundle,
         BundledImage,
+        BundledReferrer,
+        BundleInput,
         BundleManifest,
         BundleVerifyReport,
         create_bundle,
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # the same names, imported on first use at run time (__getatt
     from regstore.client import Client
     from regstore.engine import (
         BatchResult,
+        RegistryClient,
         RegistryImage,
         StoreImage,
         TransferResult,
@@ -82,7 +85,7 @@ if TYPE_CHECKING:  # the same names, imported on first use at run time (__getatt
         push,
         transfer_many,
     )
-    from regstore.engine.filters import TagFilter
+    from regstore.engine.filters import SemverRange, TagFilter
     from regstore.engine.model import Image, ImageOutcome, ImageStatus
     from regstore.engine.progress import ImageProgress, Progress, ProgressSnapshot
     from regstore.engine.verify import Problem, ProblemKind, VerifyReport, verify
@@ -91,7 +94,7 @@ if TYPE_CHECKING:  # the same names, imported on first use at run time (__getatt
     from regstore.manifest import Descriptor, Manifest, Platform, SignedManifest
     from regstore.reference import Digest, Reference, parse_reference
     from regstore.store import Layer, LayerReader, LayerWriter, ObjectStore, open_store
-    from regstore.storetypes import BlobInfo, BlobState, BlobStatus
+    from regstore.storetypes import BlobInfo, BlobState, BlobStatus, StagingEntry, StagingKind
     from regstore.wire import UploadSession, UploadStatus
 
     __version__: str
@@ -119,6 +122,8 @@ _EXPORTS: dict[str, str] = {
     "UploadStatus": "regstore.wire",
     "BaseBundle": "regstore.bundle",
     "BundledImage": "regstore.bundle",
+    "BundledReferrer": "regstore.bundle",
+    "BundleInput": "regstore.bundle",
     "BundleManifest": "regstore.bundle",
     "BundleVerifyReport": "regstore.bundle",
     "create_bundle": "regstore.bundle",
@@ -127,6 +132,7 @@ _EXPORTS: dict[str, str] = {
     "verify_bundle": "regstore.bundle",
     "Client": "regstore.client",
     "BatchResult": "regstore.engine",
+    "RegistryClient": "regstore.engine",
     "RegistryImage": "regstore.engine",
     "StoreImage": "regstore.engine",
     "TransferResult": "regstore.engine",
@@ -134,6 +140,9 @@ _EXPORTS: dict[str, str] = {
     "pull": "regstore.engine",
     "push": "regstore.engine",
     "transfer_many": "regstore.engine",
+    "SemverRange": "regstore.engine.filters",
+    "StagingEntry": "regstore.storetypes",
+    "StagingKind": "regstore.storetypes",
     "TagFilter": "regstore.engine.filters",
     "Image": "regstore.engine.model",
     "ImageOutcome": "regstore.engine.model",
@@ -207,10 +216,12 @@ __all__ = [
     "BlobUploadInvalidRangeError",
     "BlobUploadNotFoundError",
     "BundleBaseMissingError",
+    "BundleInput",
     "BundleInvalidError",
     "BundleManifest",
     "BundleVerifyReport",
     "BundledImage",
+    "BundledReferrer",
     "Client",
     "ClusterError",
     "CredentialStoreError",
@@ -249,13 +260,17 @@ __all__ = [
     "Progress",
     "ProgressSnapshot",
     "Reference",
+    "RegistryClient",
     "RegistryError",
     "RegistryErrorDetail",
     "RegistryImage",
     "RegstoreError",
     "RepositoryNotFoundError",
     "RetriesExhaustedError",
+    "SemverRange",
     "SignedManifest",
+    "StagingEntry",
+    "StagingKind",
     "StoreDamageError",
     "StoreError",
     "StoreEscapeError",

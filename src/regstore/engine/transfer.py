@@ -127,12 +127,12 @@ def plan_image(source: Image, options: TransferOptions) -> ImagePlan:
     """Read the manifests of ``source`` (at its reference) and plan their transfer: the
     children an index's platforms select (``options.platforms``), every blob once.
 
-    Raises ValueError when ``source`` has no reference, ImageManifestNotFoundError when no
-    child matches the platforms, ManifestInvalidError for a hostile or inconsistent index,
-    and what reading the manifests raises.
+    Raises UsageError (a ValueError) when ``source`` has no reference,
+    ImageManifestNotFoundError when no child matches the platforms, ManifestInvalidError for a
+    hostile or inconsistent index, and what reading the manifests raises.
     """
     if source.reference is None:
-        raise ValueError(f"the source {source} needs a tag or digest")
+        raise UsageError(f"the source {source} needs a tag or digest")
     return _plan(source_of(source), source.reference, options)
 
 
@@ -264,7 +264,7 @@ def transfer_image(
     """Move one image from ``source`` to ``dest`` using the shared ``scheduler``; ``known``
     is what :func:`~.lookahead.look_ahead` learned of both ends before the batch started."""
     if source.reference is None:
-        raise ValueError(f"the source {source} needs a tag or digest")
+        raise UsageError(f"the source {source} needs a tag or digest")
     src, dst = source_of(source), sink_of(dest)
     tag = destination_tag(source, dest)
     source_text, dest_text = str(source), str(resolve_destination(source, dest))
