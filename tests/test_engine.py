@@ -303,6 +303,48 @@ def test_a_destination_digest_the_image_does_not_have_is_refused(
     assert store.tags("c/app") == []
 
 
+def test_a_batch_whose_images_write_one_tag_fails_them(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    # both said copied, the last one won, and a re-run reported the other unchanged
+    from regstore.errors import UsageError
+
+    one, two = build_image(seed=82, layer_size=512), build_image(seed=83, layer_size=512)
+    seed_registry(registry.url, "clash/a", "1", one)
+    seed_registry(registry.url, "clash/b", "1", two)
+    client = Client(registry.host)
+    store, other = store_factory("memory"), store_factory("memory")
+    a, b = RegistryImage(client, "clash/a", "1"), RegistryImage(client, "clash/b", "1")
+    batch = transfer_many(
+        [(a, StoreImage(store, "m/app", "1")), (b, StoreImage(store, "m/app", "1"))]
+    )
+    assert [o.status for o in batch] == ["failed", "failed"]
+    assert all(isinstance(o.exception, UsageError) for o in batch)
+    assert "clash/a" in batch.outcomes[0].error and "clash/b" in batch.outcomes[0].error
+    assert store.repositories() == []
+    # the same image twice, or one tag in each of two stores: no clash
+    alike = transfer_many(
+        [(a, StoreImage(store, "m/app", "1")), (a, StoreImage(store, "m/app", "1"))]
+    )
+    assert alike.ok
+    apart = transfer_many([(a, StoreImage(store, "m/x", "1")), (b, StoreImage(other, "m/x", "1"))])
+    assert apart.ok and store.resolve("m/x", "1") != other.resolve("m/x", "1")
+
+
+def test_misused_arguments_are_refused_where_they_are_given(
+    registry: RegistryServer, store_factory: StoreFactory
+) -> None:
+    from regstore.errors import UsageError
+
+    client = Client(registry.host)
+    # a URL for a store failed as an AttributeError deep in the engine
+    with pytest.raises(TypeError, match="open_store"):
+        pull(client, "memory://x", "clash/a", "1")  # type: ignore[arg-type]
+    # no blob at a time was taken for one at a time
+    with pytest.raises(UsageError, match="concurrency"):
+        pull(client, store_factory("memory"), "clash/a", "1", concurrency=0)
+
+
 def test_events_reach_plugin_observers_without_a_callback(
     registry: RegistryServer, store_factory: StoreFactory
 ) -> None:

@@ -33,7 +33,7 @@ from regstore.reference import is_digest
 from .model import Image, RegistryImage
 from .places import ImageSink, ImageSource, destination_digest, sink_of, source_of
 
-__all__ = ["Known", "look_ahead", "unchanged"]
+__all__ = ["Known", "look_ahead", "unchanged", "written_key"]
 
 log = logging.getLogger("regstore.engine")
 
@@ -150,7 +150,7 @@ def _learn(
     return learned
 
 
-def _written(image: Image, reference: str) -> object | None:
+def written_key(image: Image, reference: str) -> object | None:
     """What names the tag ``reference`` of ``image`` across the jobs of a batch (a registry
     by its name, whichever client reaches it); None when it cannot be told."""
     if isinstance(image, RegistryImage):
@@ -165,14 +165,14 @@ def _independent(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[bool]:
     writes: dict[object, int] = {}
     keys: list[object | None] = []
     for _, dest, tag in jobs:
-        key = _written(dest, tag) if tag is not None else None
+        key = written_key(dest, tag) if tag is not None else None
         keys.append(key)
         if key is not None:
             writes[key] = writes.get(key, 0) + 1
     free = []
     for (source, _, tag), key in zip(jobs, keys, strict=True):
         reference = source.reference
-        read = _written(source, reference) if reference is not None else None
+        read = written_key(source, reference) if reference is not None else None
         free.append(
             tag is not None
             and key is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, get_args
@@ -140,6 +141,10 @@ class StoreImage:
     reference: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.store, (str, bytes, os.PathLike)):  # what it failed on was far away
+            raise TypeError(
+                f"a store is an ObjectStore (regstore.open_store({self.store!r})), not a URL"
+            )
         _check(self.name, self.reference)
 
     def __str__(self) -> str:

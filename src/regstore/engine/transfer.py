@@ -21,7 +21,7 @@ from regstore.reference import Digest, is_digest
 from regstore.referrers import artifact_type_list
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
-from .lookahead import Known, look_ahead, unchanged
+from .lookahead import Known, look_ahead, unchanged, written_key
 from .manifestreads import ManifestReads
 from .model import (
     BatchResult,
@@ -75,7 +75,9 @@ class _BlobScheduler:
     """
 
     def __init__(self, concurrency: int) -> None:
-        self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="regstore-blob")
+        if concurrency < 1:  # (0 was taken for 1 without a word)
+            raise UsageError(f"concurrency must be at least 1, not {concurrency}")
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="regstore-blob")
         self._futures: dict[Hashable, Future[BlobMove]] = {}
         self._lock = threading.Lock()
 
@@ -555,6 +557,30 @@ def image_workers(concurrency: int) -> int:
     return min(concurrency * IMAGES_PER_BLOB_SLOT, max(concurrency, MAX_IMAGE_WORKERS))
 
 
+def _clashing_writers(jobs: Sequence[tuple[Image, Image]]) -> dict[int, UsageError]:
+    """The jobs whose destination tag a job with another source writes too, each with its
+    error: which would win is an accident of the run (and a re-run would write the other,
+    and report the first unchanged), so all of them fail. The same image asked twice is no
+    clash; a tag of a place :func:`~.lookahead.written_key` cannot tell is never one."""
+    writers: dict[object, list[int]] = {}
+    for i, (source, dest) in enumerate(jobs):
+        tag = destination_tag(source, dest)
+        key = written_key(dest, tag) if tag is not None else None
+        if key is not None:
+            writers.setdefault(key, []).append(i)
+    clashes: dict[int, UsageError] = {}
+    for indexes in writers.values():
+        sources = sorted({str(jobs[i][0]) for i in indexes})
+        if len(sources) > 1:
+            destination = resolve_destination(*jobs[indexes[0]])
+            for i in indexes:
+                clashes[i] = UsageError(
+                    f"{destination} is the destination of {len(indexes)} images of the batch "
+                    f"({', '.join(sources)}): give them different names or tags"
+                )
+    return clashes
+
+
 def transfer_many(
     jobs: Sequence[tuple[Image, Image]],
     *,
@@ -601,10 +627,15 @@ def transfer_many(
     if skip_unchanged and len(jobs) > 1:  # what both ends name, learned in bulk
         known = look_ahead([(s, d, destination_tag(s, d)) for s, d in jobs])
 
+    clashes = _clashing_writers(jobs)
+
     def one(index: int) -> ImageOutcome:
         source, dest = jobs[index]
         if stop.is_set():
             return ImageOutcome(str(source), str(dest), "cancelled", error=CANCELLED)
+        if index in clashes:
+            clash = clashes[index]
+            return ImageOutcome(str(source), str(dest), "failed", error=str(clash), exception=clash)
         try:
             res = transfer_image(
                 source,
