@@ -1044,7 +1044,7 @@ def test_blob_read_errors_fail_the_verify_unless_the_store_still_answers(
         verify(store)
 
 
-@pytest.mark.parametrize("damage", ["torn", "missing"])
+@pytest.mark.parametrize("damage", ["torn", "missing", "digest", "no digest", "entry"])
 def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(
     tmp_path: Path, damage: str
 ) -> None:
@@ -1057,9 +1057,23 @@ def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(
     torn = (root / "index.json").read_bytes()[:40]
     if damage == "torn":
         (root / "index.json").write_bytes(torn)
-    else:
+    elif damage == "missing":
         (root / "index.json").unlink()
-    says = r"corrupt .*index\.json" if damage == "torn" else r"index\.json is missing, yet"
+    else:
+        # an entry whose digest is scribbled over was passed over: the image left every
+        # listing, verify said OK and gc deleted its blobs
+        index = json.loads((root / "index.json").read_bytes())
+        if damage == "digest":
+            index["manifests"][0]["digest"] = "sha256:zzzz"
+        elif damage == "no digest":
+            del index["manifests"][0]["digest"]
+        else:
+            index["manifests"].append("not a descriptor")
+        torn = json.dumps(index).encode()
+        (root / "index.json").write_bytes(torn)
+    says = {"missing": r"index\.json is missing, yet", "torn": r"corrupt .*index\.json"}.get(
+        damage, r"corrupt .*index\.json: its entry \d names no valid digest"
+    )
     with open_store(f"file://{root}?layout=oci") as store:
         for action in (
             store.repositories,
@@ -1071,7 +1085,7 @@ def test_a_damaged_oci_index_stops_the_store_and_is_kept_as_it_is(
                 action()
             assert raised.value.path.endswith("index.json")
         assert all(store.blob_exists(digest) for digest in image.blobs)
-    if damage == "torn":
+    if damage != "missing":
         assert (root / "index.json").read_bytes() == torn  # left for a restore or a hand repair
     else:
         assert not (root / "index.json").exists()

@@ -28,6 +28,7 @@ carries ``io.regstore.partial: "true"``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,7 +39,13 @@ from regstore.errors import (
     StoreDamageError,
 )
 from regstore.manifest import OCI_INDEX, Manifest
-from regstore.reference import Digest, is_digest, validate_name, validate_tag
+from regstore.reference import (
+    SUPPORTED_ALGORITHMS,
+    Digest,
+    is_digest,
+    validate_name,
+    validate_tag,
+)
 
 from .layouts import Layout, check_tagged_bytes, sniff_media_type, split_blob_relative
 
@@ -71,6 +78,23 @@ def _split_ref(ref: object) -> tuple[str, str] | None:
         return validate_name(name), validate_tag(tag)
     except InvalidReferenceError:
         return None
+
+
+#: The image spec's digest grammar (algorithm ":" encoded)
+_DIGEST_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+
+def _names_a_digest(value: object) -> bool:
+    """True for a digest regstore verifies, or one of another algorithm another tool wrote
+    (kept as it is); False for anything else (a sha256 that is not 64 hex digits too)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        Digest(value)
+        return True
+    except InvalidReferenceError:
+        algorithm = value.partition(":")[0]
+        return algorithm not in SUPPORTED_ALGORITHMS and bool(_DIGEST_GRAMMAR.fullmatch(value))
 
 
 def _valid_name(name: str) -> bool:
@@ -142,6 +166,17 @@ class OciLayout(Layout):
         if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
             raise StoreDamageError(f"corrupt {path}: not an image index", path)
         index.setdefault("manifests", [])
+        for number, entry in enumerate(index["manifests"]):
+            # an entry naming no digest was passed over: its image vanished from every
+            # listing, verify said OK and gc deleted its blobs
+            digest = entry.get("digest") if isinstance(entry, dict) else None
+            if not _names_a_digest(digest):
+                raise StoreDamageError(
+                    f"corrupt {path}: its entry {number} names no valid digest ({digest!r}): "
+                    "what it keeps is unknown; correct or remove that entry by hand, or "
+                    "restore index.json from a backup",
+                    path,
+                )
         return index
 
     def _refuse_without_index(self, path: str) -> None:
