@@ -1391,3 +1391,34 @@ def test_an_image_under_a_tag_shaped_like_a_referrers_tag_is_kept_by_gc(
     # a cosign signature of the deleted image still goes with it, as before
     assert not store.has_manifest("lib/a", str(cosigned.digest))
     assert f"lib/a@{cosigned.digest}" in report.referrers_removed
+
+
+@pytest.mark.parametrize("layout", ["distribution", "oci"])
+def test_a_manifest_whose_bytes_are_gone_can_be_deleted_and_gc_goes_on(
+    tmp_path: Path, layout: str
+) -> None:
+    # gc refused for the manifest (rightly: what it kept is unknown), and told to delete it;
+    # delete by digest said no such manifest, and no command could free the store for gc
+    root = tmp_path / "store"
+    url = f"file://{root}" + ("?layout=oci" if layout == "oci" else "")
+    kept, lost = build_image(seed=52), build_image(seed=53)
+    with open_store(url) as store:
+        put_image(store, "app", "1", kept)
+        put_image(store, "app", "2", lost)
+        gone = lost.manifest_digest
+        data = root / ("blobs/sha256" if layout == "oci" else "docker/registry/v2/blobs/sha256")
+        bytes_file = data / gone[7:] if layout == "oci" else data / gone[7:9] / gone[7:] / "data"
+        bytes_file.unlink()
+        if layout == "distribution":
+            with pytest.raises(StoreError, match="regstore delete store:app:2"):
+                collect_garbage(store, grace=0, now=time.time() + 3600)
+        delete_image(store, "app", "2")  # the dangling tag: the manifest stays, by digest
+        with pytest.raises(StoreError, match=f"regstore delete store:app@{gone}"):
+            collect_garbage(store, grace=0, now=time.time() + 3600)
+        assert delete_image(store, "app", gone) == [gone]
+        assert gone not in store.manifests("app") and store.tags("app") == ["1"]
+        report = collect_garbage(store, grace=0, now=time.time() + 3600)
+        assert {b.digest for b in report.removed} == set(lost.blobs) - set(kept.blobs)
+        assert store.manifest("app", "1").raw == kept.manifest_bytes
+        with pytest.raises(ImageManifestNotFoundError):
+            delete_image(store, "app", gone)  # not listed any more

@@ -164,7 +164,8 @@ def _referenced(store: ObjectStore, ignore: set[str] | None) -> set[str]:
             except RegstoreError as exc:
                 raise StoreError(
                     f"cannot collect garbage: manifest {digest} of {repo} is unreadable ({exc}); "
-                    "run `regstore verify` and re-pull or delete that image first"
+                    "run `regstore verify` and re-pull that image, or delete it "
+                    f"(`regstore delete store:{repo}@{digest}`), first"
                 ) from exc
             referenced.update(str(d.digest) for d in manifest.references)
     return referenced
@@ -188,7 +189,7 @@ def _refuse_dangling_tags(store: ObjectStore) -> None:
         raise StoreError(
             f"cannot collect garbage: tag {tag} of {repo} names a manifest the repository "
             "does not hold, whose bytes and blobs may still be stored; pull that image again "
-            f"with --repair, or delete the tag (`regstore delete {repo}:{tag}`) first"
+            f"with --repair, or delete the tag (`regstore delete store:{repo}:{tag}`) first"
         )
 
 
@@ -362,7 +363,9 @@ def _readable(store: ObjectStore, repo: str, reference: str) -> Manifest:
     except RegstoreError as exc:
         raise StoreError(
             f"cannot collect garbage: manifest {reference} of {repo} is unreadable ({exc}); "
-            "run `regstore verify` and re-pull or delete that image first"
+            "run `regstore verify` and re-pull that image, or delete it "
+            f"(`regstore delete store:{repo}{'@' if is_digest(reference) else ':'}{reference}`), "
+            "first"
         ) from exc
 
 
@@ -411,6 +414,14 @@ def _reachable(
     return seen
 
 
+def _listed(store: ObjectStore, name: str) -> set[str]:
+    """The manifests ``name`` lists (none when there is no such repository)."""
+    try:
+        return {str(d) for d in store.manifests(name)}
+    except NotFoundError:
+        return set()
+
+
 def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     """Delete a tag, or a manifest by digest (with every tag pointing at it), and then every
     manifest of ``name`` that this left unreachable from the remaining tags (the untagged
@@ -421,7 +432,8 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
 
     A tag whose link is damaged (DamagedTagError), whose manifest's bytes are
     (ManifestInvalidError), or that dangles (names a manifest the repository does not hold),
-    is deleted alone: no manifest goes with it. What the other
+    is deleted alone: no manifest goes with it. A manifest named by digest that the
+    repository lists but whose bytes are gone goes alone too, with its tags. What the other
     tags keep is worked out before anything is deleted: another damaged tag, or a manifest
     they reach that cannot be read, stops the deletion then (what it names might be among
     what would go; ``verify`` says what is wrong and moves damaged bytes aside). A dangling
@@ -441,7 +453,14 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         store.delete_tag(name, reference)  # its bytes are damaged: what they list is unknown
         return []
     except ImageManifestNotFoundError:
-        if is_digest(reference) or reference not in tags_of(store, name):
+        if is_digest(reference):
+            if reference not in _listed(store, name):
+                raise
+            # listed, but its bytes are gone (gc refused for it): what it kept is unknown, so
+            # it goes alone, with its tags
+            store.delete_manifest(name, reference)
+            return [reference]
+        if reference not in tags_of(store, name):
             raise
         store.delete_tag(name, reference)  # dangling: it names nothing the repository holds
         return []
