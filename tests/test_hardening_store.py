@@ -34,7 +34,7 @@ from regstore.engine import pull
 from regstore.engine.gc import collect_garbage
 from regstore.errors import StoreNotFoundError
 from regstore.hookspecs import BlobState
-from regstore.testing.builders import build_image
+from regstore.testing.builders import build_image, oci_image, write_image
 from tests.support.cli import CliResult, blob_path, flip_byte, run_cli
 from tests.support.engine import env_without_ca_bundle, seed_registry
 from tests.support.fixtures import S3Bucket
@@ -476,6 +476,22 @@ def test_reading_an_empty_s3_prefix_fails(
         assert "no store at s3://" in result.stderr
         assert "secret=testing" not in result.stderr  # the URL is shown redacted
     assert place.work_files() == []
+
+
+def test_reading_commands_on_an_s3_prefix_that_holds_no_store_of_their_layout_fail(
+    s3_bucket: S3Bucket, cli: Callable[..., CliResult]
+) -> None:
+    # the bucket's root, a parent prefix, the other layout: each said "checked 0 ... OK"
+    base, _, query = _s3_place(s3_bucket).url.partition("?")
+    url = f"{base}/inner?{query}"
+    with open_store(url) as store:
+        write_image(store, "team/app", "1", oci_image(seed=64))
+    for wrong in (f"s3://{s3_bucket.bucket}?{query}", f"{base}?{query}"):
+        for command in (["verify"], ["ls"], ["gc", "--dry-run"]):
+            assert "no store at" in cli(*command, store=wrong, expect=1).stderr
+    other = cli("verify", store=f"{url}&layout=oci", expect=1)
+    assert "holds a store of the distribution layout" in other.stderr
+    assert cli("verify", store=url).returncode == 0
 
 
 def test_open_store_must_exist(tmp_path: Path) -> None:

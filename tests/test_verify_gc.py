@@ -1422,3 +1422,37 @@ def test_a_manifest_whose_bytes_are_gone_can_be_deleted_and_gc_goes_on(
         assert store.manifest("app", "1").raw == kept.manifest_bytes
         with pytest.raises(ImageManifestNotFoundError):
             delete_image(store, "app", gone)  # not listed any more
+
+
+@pytest.mark.parametrize("damage", ["missing", "damaged"])
+def test_an_index_whose_child_is_missing_or_damaged_is_unreadable_and_the_rest_listed(
+    file_store: tuple[ObjectStore, Path], damage: str
+) -> None:
+    # a damaged child stopped the listing of every tag of the repository; a missing one was
+    # passed over as if a platform filter had left it out: the index listed as whole
+    store, root = file_store
+    index, plain = build_index(seed=54, media="oci"), build_image(seed=55)
+    put_image(store, "team/idx", "multi", index)
+    put_image(store, "team/idx", "plain", plain)
+    child = index.children[1].manifest_digest
+    data = blob_path(root, child)
+    if damage == "missing":
+        data.unlink()
+    else:
+        data.write_bytes(data.read_bytes() + b" ")
+    with pytest.raises((StoreDamageError, ManifestInvalidError)):
+        store.images("team/idx")
+    unreadable: list[tuple[str, str, RegstoreError]] = []
+    assert [r.tag for r in store.images("team/idx", unreadable=unreadable)] == ["plain"]
+    assert [(n, t) for n, t, _ in unreadable] == [("team/idx", "multi")]
+    assert child in str(unreadable[0][2])
+    # an index a platform filter stored partial still lists what it holds, without a word
+    partial = build_index(seed=56, media="oci")
+    for blob_digest, blob in partial.children[0].blobs.items():
+        with store.layer(blob_digest).writer() as writer:
+            writer.write(blob)
+            writer.commit(len(blob))
+    store.write_manifest("team/part", None, Manifest.parse(partial.children[0].manifest_bytes))
+    store.write_manifest("team/part", "1", Manifest.parse(partial.manifest_bytes), partial=True)
+    [record] = store.images("team/part")
+    assert record.partial and record.platforms == ("linux/amd64",)

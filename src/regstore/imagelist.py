@@ -126,12 +126,17 @@ class _Lister:
         except RegstoreError:
             return 0
 
-    def walk(self, name: str, manifest: Manifest) -> _Walk:
+    def walk(self, name: str, manifest: Manifest, *, partial: bool) -> _Walk:
+        """What ``manifest`` reaches; a child a ``partial`` index leaves out is left out, one
+        any other index lacks raises StoreDamageError (its platform was dropped without a
+        word), and damaged bytes of a child their error."""
         walk = _Walk({}, [])
-        self._walk(name, manifest, walk, 0, top=True)
+        self._walk(name, manifest, walk, 0, top=True, partial=partial)
         return walk
 
-    def _walk(self, name: str, manifest: Manifest, walk: _Walk, depth: int, *, top: bool) -> None:
+    def _walk(
+        self, name: str, manifest: Manifest, walk: _Walk, depth: int, *, top: bool, partial: bool
+    ) -> None:
         walk.sizes[str(manifest.digest)] = manifest.size
         for blob in manifest.blobs:
             walk.sizes.setdefault(str(blob.digest), self.blob_size(blob.size, blob.digest))
@@ -148,10 +153,16 @@ class _Lister:
                 continue
             stored = self.manifest(name, child.digest)
             if stored is None:
-                continue
+                if top and partial:
+                    continue  # left out by a platform filter
+                raise StoreDamageError(
+                    f"the index {manifest.digest} of {name} lists the manifest {child.digest}, "
+                    "which the repository does not hold",
+                    name,
+                )
             if top and child.platform is not None:
                 walk.platforms.append(str(child.platform))
-            self._walk(name, stored, walk, depth + 1, top=False)
+            self._walk(name, stored, walk, depth + 1, top=False, partial=partial)
 
 
 def _platform_of(raw: bytes | None) -> str | None:
@@ -202,14 +213,27 @@ def list_images(
     for name, reference in extra:
         manifest = store.manifest(name, reference)
         entries.append((name, None if is_digest(reference) else reference, manifest))
-    walks = [lister.walk(name, manifest) for name, _, manifest in entries]
+    partials = [m.is_index and store.is_partial(name, str(m.digest)) for name, _, m in entries]
+    walked: list[tuple[tuple[str, str | None, Manifest], _Walk, bool]] = []
+    for entry, partial in zip(entries, partials, strict=True):
+        name, tag, manifest = entry
+        try:
+            walked.append((entry, lister.walk(name, manifest, partial=partial), partial))
+        except (NotFoundError, ManifestInvalidError, StoreDamageError) as exc:
+            # a child manifest missing or damaged: the image cannot be told whole
+            if unreadable is None or tag is None:
+                raise
+            unreadable.append((name, tag, exc))
+    entries = [entry for entry, _, _ in walked]
+    walks = [walk for _, walk, _ in walked]
+    partials = [partial for _, _, partial in walked]
     # which images (by manifest digest: tags of one manifest are one image) reach each content
     owners: dict[str, set[str]] = {}
     for (_, _, manifest), walk in zip(entries, walks, strict=True):
         for digest in walk.sizes:
             owners.setdefault(digest, set()).add(str(manifest.digest))
     records = []
-    for (repository, tag, manifest), walk in zip(entries, walks, strict=True):
+    for (repository, tag, manifest), walk, partial in zip(entries, walks, partials, strict=True):
         top = str(manifest.digest)
         records.append(
             ImageRecord(
@@ -220,7 +244,7 @@ def list_images(
                 platforms=tuple(walk.platforms),
                 size=sum(walk.sizes.values()),
                 unique_size=sum(s for d, s in walk.sizes.items() if owners[d] == {top}),
-                partial=manifest.is_index and store.is_partial(repository, top),
+                partial=partial,
             )
         )
     return records

@@ -493,8 +493,10 @@ class FsspecBackend(ComposedBlobs):
         return housekeeping.drop_staging(self, entry)
 
     def store_exists(self) -> bool:
-        """True if the root exists on the filesystem (created by the first write)."""
-        return bool(self.fs.exists(self.root))
+        """True if the root exists on the filesystem (created by the first write) and holds a
+        store of this layout (:meth:`holds_layout`): a parent directory, or a store of the
+        other layout, read as an empty store."""
+        return bool(self.fs.exists(self.root)) and self.holds_layout()
 
     def holds_layout(self) -> bool:
         """Whether the root holds a store of this layout (its files, or regstore's working

@@ -311,8 +311,12 @@ class S3Backend(FsspecBackend):
         self.objects.delete(source_key)
 
     def store_exists(self) -> bool:
-        """True if any object lies under the prefix (S3 has no empty directories)."""
-        return self.objects.has_prefix(f"{self.prefix}/" if self.prefix else "")
+        """True if a store of this layout lies under the prefix (S3 has no empty directories):
+        objects there are no store by themselves (a bucket's root or a parent prefix, a store
+        of the other layout: verify said OK to a store it never looked at)."""
+        return self.objects.has_prefix(f"{self.prefix}/" if self.prefix else "") and (
+            self.holds_layout()
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
