@@ -73,6 +73,16 @@ class Place:
         data[10 % len(data)] ^= 0xFF
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
 
+    def truncate(self, digest: str, size: int) -> None:
+        """Cut a stored blob to ``size`` bytes (a copy or a restore that stopped short)."""
+        if self.root is not None:
+            path = blob_path(self.root, digest)
+            path.write_bytes(path.read_bytes()[:size])
+            return
+        key = self.blob_key(digest)
+        data = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data[:size])
+
     def work_files(self) -> list[str]:
         """Every file (object) under ``_regstore``, relative to it."""
         if self.root is not None:
@@ -148,6 +158,27 @@ def _staging(report: dict[str, Any], kind: str | None = None) -> list[dict[str, 
 
 
 # -- item 5: a damaged blob is quarantined, so a plain pull fetches it again ---------------------
+
+
+def test_a_pull_fetches_again_a_stored_blob_cut_short(
+    place: Place, registry: RegistryServer, cli: Callable[..., CliResult]
+) -> None:
+    # it took the blob for there (skipped), then failed at the manifest: "has 1000 bytes in
+    # the store, the manifest says ...", with no way out but --repair
+    built = build_image(layers=2, layer_size=64 * 1024, seed=511, media="oci")
+    seed_registry(registry.url, "hard/cut", "1", built)
+    with open_store(place.url) as store:
+        pull(Client(registry.host), store, "hard/cut", "1")
+    cut = built.layer_digests[0]
+    place.truncate(cut, 1000)
+    again = cli("pull", f"{registry.host}/hard/cut:1", store=place.url)
+    assert "1 blob(s)" in again.stdout  # fetched again
+    assert "regstore: warning: stored blob" in again.stderr  # shown without -v
+    assert "was damaged (1000 bytes" in again.stderr
+    report = cli("verify", "--json", store=place.url).json()
+    assert report["ok"] is True
+    [aside] = _staging(report, "quarantine")
+    assert aside["digest"] == cut and aside["size"] == 1000
 
 
 def test_verify_quarantines_a_damaged_blob_and_a_plain_pull_fetches_it_again(

@@ -461,11 +461,39 @@ class _MaskingFormatter(logging.Formatter):
         return printable(self.output.mask(super().format(record)), multiline=True)
 
 
+class _WarningLines(logging.Handler):
+    """Without -v, regstore's warnings (a blob found damaged and fetched again, referrers left
+    out of a rewritten index) as the command's warning lines: a NullHandler swallowed them.
+    One for the process, writing to the output of the command running."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.output: Output | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # a broken plugin is said by `regstore plugins`, and by the one command that needs
+        # it (its error): other commands run as if it were not installed
+        if self.output is None or record.name == "regstore.plugins":
+            return
+        try:
+            self.output.warning(record.getMessage())
+        except Exception:  # a warning never fails the command
+            self.handleError(record)
+
+
+_warning_lines = _WarningLines()
+
+
 def configure_logging(verbose: int, output: Output) -> None:
-    """-v: INFO, -vv: DEBUG (including hook traces with REGSTORE_TRACE_PLUGINS=1) on stderr."""
+    """Warnings as warning lines; -v: INFO, -vv: DEBUG (including hook traces with
+    REGSTORE_TRACE_PLUGINS=1) on stderr."""
+    regstore_log = logging.getLogger("regstore")
     if verbose <= 0:
-        logging.getLogger("regstore").addHandler(logging.NullHandler())
+        _warning_lines.output = output
+        if _warning_lines not in regstore_log.handlers:
+            regstore_log.addHandler(_warning_lines)
         return
+    _warning_lines.output = None  # the handler below shows them, with the rest
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_MaskingFormatter(output))
     root = logging.getLogger()

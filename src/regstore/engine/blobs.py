@@ -16,6 +16,7 @@ from functools import partial
 from typing import Literal, TypeVar
 
 from regstore.errors import (
+    BlobNotFoundError,
     BlobTooLargeError,
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
@@ -26,8 +27,10 @@ from regstore.errors import (
     StoreError,
     TransportError,
     UnexpectedHTTPStatusError,
+    UnsupportedError,
 )
 from regstore.events import EventKind
+from regstore.reference import Digest
 from regstore.retry import RetryBudget, RetryPolicy, is_transient
 from regstore.store import LayerWriter, ObjectStore
 from regstore.wire import BlobSource, UploadSession
@@ -295,6 +298,31 @@ def store_blob(
         return _store_blob(store, digest, size, opener, reporter, media_type, budget)
 
 
+def _moved_aside(store: ObjectStore, digest: str, have: int, size: int, reporter: Reporter) -> bool:
+    """The stored blob ``digest`` has ``have`` bytes where the descriptor says ``size``: True
+    when its bytes do not hash to it (moved aside, as ``pull --repair`` does, to be fetched
+    again); False when they do (the descriptor is what is wrong, and the manifest's write says
+    so). The pull skipped it, and failed at the manifest with no way out but ``--repair``."""
+    from .verify import hash_stored_blob  # (start-up: only when a stored size is wrong)
+
+    try:
+        actual, _ = hash_stored_blob(store, Digest(digest))
+        if actual == digest:
+            return False
+        where = store.quarantine_blob(digest)
+    except BlobNotFoundError:
+        return True  # gone meanwhile: fetched
+    except (UnsupportedError, LayerLockedError) as exc:
+        raise StoreError(
+            f"blob {digest} is stored with {have} bytes, not {size}, and cannot be moved "
+            f"aside: {exc}"
+        ) from exc
+    message = f"stored blob {digest} was damaged ({have} bytes, not {size}); moved to {where}"
+    log.warning("%s", message)
+    reporter.emit(EventKind.WARNING, digest, error=message)
+    return True
+
+
 def _store_blob(
     store: ObjectStore,
     digest: str,
@@ -314,7 +342,10 @@ def _store_blob(
             present = not isinstance(exc, LayerLockedError) or layer.wait()
             # Claimed before it is reused: gc either deleted it first (fetch it after all) or
             # keeps it for its grace period from now (ObjectStore.claim_blob).
-            if present and store.claim_blob(digest) is not None:
+            have = store.claim_blob(digest) if present else None
+            if have is not None:
+                if 0 <= size != have and _moved_aside(store, digest, have, size, reporter):
+                    continue  # damaged (cut short, say): fetched again
                 reporter.emit(EventKind.SKIPPED, digest, total=size, media_type=media_type)
                 return BlobMove(digest, "skipped")
             vanished += present
