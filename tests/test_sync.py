@@ -617,6 +617,8 @@ def test_a_partial_index_in_the_store_is_not_taken_for_unchanged(
         arm_batch = transfer_many([job], platforms=["linux/arm64"])
         assert [o.status for o in arm_batch.outcomes] == ["copied"], arm_batch.as_dict()
         assert store.has_manifest("team/multi", arm.manifest_digest)
+        # both platforms, pulled one by one: whole (it stayed partial for ever)
+        assert not store.is_partial("team/multi", index.manifest_digest)
         assert [o.status for o in transfer_many([job], platforms=["linux/arm64"])] == ["skipped"]
 
         # a sync of every platform: not settled before the run, nor skipped by it

@@ -146,8 +146,15 @@ class StorePlace:
         )
 
     def put_manifest(self, manifest: Manifest, tag: str | None, partial: bool) -> None:
-        """Write the manifest (partial only for an index)."""
-        self.store.write_manifest(self.name, tag, manifest, partial=partial and manifest.is_index)
+        """Write the manifest (partial only for an index, and only while the repository lacks
+        one of its children: platforms pulled one by one make it whole, not partial for
+        ever)."""
+        if partial and manifest.is_index:
+            held = self.store.has_manifest
+            partial = not all(held(self.name, str(c.digest)) for c in manifest.manifests)
+        else:
+            partial = False
+        self.store.write_manifest(self.name, tag, manifest, partial=partial)
 
     def index_referrer(self, manifest: Manifest) -> None:
         """Make sure the subject's referrers index lists ``manifest`` (already stored)."""
