@@ -130,6 +130,8 @@ def test_a_pull_and_a_sync_into_a_directory_store_import_only_what_they_use(
         assert [m for m in NOT_FOR_A_MIRROR if m in modules] == [], run
         report = json.loads(out)
         assert report["ok"] and report[moved] == 1, out
+    # a re-sync with nothing to move writes nothing, forks nothing, runs no credential helper
+    assert [m for m in ("ctypes", "pickle", "subprocess") if m in modules] == []
     mirrored, _ = _modules_after("--json", "--store", str(tmp_path / "mirror"), "ls", "lean/app")
     assert image.manifest_digest in mirrored, mirrored
 

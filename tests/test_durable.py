@@ -278,7 +278,7 @@ def _events(
         events.append(("rename", os.path.relpath(target, backend.root)))
 
     def syncfs(fd: int) -> None:
-        real = durable._syncfs
+        real = durable._platform_syncfs()
         if real is not None:
             real(fd)
         events.append(("sync", ""))

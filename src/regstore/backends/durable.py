@@ -25,12 +25,12 @@ filesystem (another program's file too): a disk that fails writes fails the stor
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from regstore.errors import StoreError
 
@@ -51,6 +51,8 @@ def _load_syncfs() -> Callable[[int], None] | None:
     None elsewhere. Since Linux 5.8 it reports the filesystem's writeback errors."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # (start-up: loaded by the first store opened, not by every command)
+
     try:
         call = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
@@ -66,7 +68,16 @@ def _load_syncfs() -> Callable[[int], None] | None:
     return syncfs
 
 
-_syncfs = _load_syncfs()
+_UNLOADED: Any = object()
+#: syncfs once the first store defers an entry (None where there is none)
+_syncfs: Callable[[int], None] | None = _UNLOADED
+
+
+def _platform_syncfs() -> Callable[[int], None] | None:
+    global _syncfs
+    if _syncfs is _UNLOADED:
+        _syncfs = _load_syncfs()
+    return _syncfs
 
 #: Filesystems whose syncfs writes back every dirty inode of the filesystem and waits for it
 #: (FUSE, for one, would not ask its daemon to sync directories; a network filesystem may not
@@ -122,7 +133,7 @@ class EntrySync:
         self._root = root
         # True: this platform's syncfs where it covers the store (looked up when first needed,
         # so a caller can wrap the module's); a callable: that one, trusted; None: never
-        self._syncfs = _syncfs if syncfs is True else syncfs or None
+        self._syncfs: Any = _UNLOADED if syncfs is True else syncfs or None
         self._check = syncfs is True
         self._local = threading.local()
         self._cond = threading.Condition()
@@ -141,6 +152,8 @@ class EntrySync:
         # called holding the lock: True once the descriptor is open (opened on first use)
         if self._fd is not None:
             return True
+        if self._syncfs is _UNLOADED:
+            self._syncfs = _platform_syncfs()
         if self._syncfs is None:
             return False
         if self._check and not syncfs_covers(self._root):

@@ -45,7 +45,6 @@ no store there). Options: ``layout`` (``distribution`` or ``oci``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -343,6 +342,8 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], None] | None:
     does all the writing, as everywhere else)."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # (start-up: loaded by the first staging file written, not by every command)
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         call = libc.sync_file_range
@@ -359,7 +360,9 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], None] | None:
     return sync_file_range
 
 
-_sync_file_range = _load_sync_file_range()
+_UNLOADED: Any = object()
+#: sync_file_range once the first staging file is opened (None where there is none)
+_sync_file_range: Callable[[int, int, int, int], None] | None = _UNLOADED
 #: What sync_file_range answers where it cannot work (another kernel, a pipe, a filesystem
 #: without it); every other error is a real write error of the staged file.
 _WRITEBACK_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ESPIPE})
@@ -407,6 +410,9 @@ class _AppendFile:
         self._end = os.fstat(self._fd).st_size  #: where the next append lands
         self._started = self._end  #: bytes before this are handed to writeback
         self._waited = self._end  #: bytes before this are on the disk (but for metadata)
+        global _sync_file_range
+        if _sync_file_range is _UNLOADED:
+            _sync_file_range = _load_sync_file_range()
         self._writeback = _sync_file_range
         self._drop = drop_pages
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -117,6 +116,8 @@ def run_credential_helper(helper: str, server: str) -> Credentials | None:
     if not is_valid_helper_name(helper):
         log.warning("ignoring credential helper with an invalid name %r", helper)
         return None
+    import subprocess  # (start-up: only where a helper is configured)
+
     program = f"docker-credential-{helper}"
     try:
         proc = subprocess.run(

@@ -35,7 +35,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import pickle
 import signal
 import struct
 import sys
@@ -83,6 +82,8 @@ def deal(count: int, shares: int) -> list[list[int]]:
 def _portable(outcome: ImageOutcome) -> ImageOutcome:
     """The outcome as it can cross a pipe: without its exception object when that one does
     not survive pickling (the error text stays)."""
+    import pickle  # (start-up: loaded where processes are forked, not by every sync)
+
     try:
         pickle.loads(pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL))
     except Exception:
@@ -115,6 +116,8 @@ def _die_with(parent: int) -> None:
 def _child(share: Sequence[int], run: ShareRun, fd: int, events: bool) -> int:
     """A child's whole life but its exit: run the share, send events and outcomes."""
     lock = threading.Lock()
+
+    import pickle
 
     def send(message: object) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
@@ -280,6 +283,8 @@ class Forked:
         return found
 
     def _read(self, child: _Child, events: EventSink | None) -> None:
+        import pickle
+
         child.reading = False  # the stream below closes the descriptor
         with os.fdopen(child.fd, "rb") as stream:
             while True:
