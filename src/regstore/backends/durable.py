@@ -79,6 +79,7 @@ def _platform_syncfs() -> Callable[[int], None] | None:
         _syncfs = _load_syncfs()
     return _syncfs
 
+
 #: Filesystems whose syncfs writes back every dirty inode of the filesystem and waits for it
 #: (FUSE, for one, would not ask its daemon to sync directories; a network filesystem may not
 #: report another client's view). Elsewhere nothing is deferred.
