@@ -668,6 +668,38 @@ def test_wrong_password_is_one_line_and_never_printed(
     assert basic_registry.password not in good.stdout + good.stderr
 
 
+def test_the_global_password_goes_to_one_registry_only(
+    cli: CLI, basic_registry: RegistryServer, seeded: SeededRegistry, tmp_path: Path
+) -> None:
+    # a copy or sync sent the destination's password to its source too (to Docker Hub's
+    # token server, say): refused before any registry is asked
+    assert basic_registry.username is not None and basic_registry.password is not None
+    login = ("--username", basic_registry.username, "--password-stdin")
+    before = len(seeded.server.log_path.read_text()) if seeded.server.log_path else 0
+    copied = cli(
+        *login, "copy", f"{seeded.host}/team/app:1.0.0", f"{basic_registry.host}/cp/app:1",
+        input=basic_registry.password + "\n", expect=2,
+    )  # fmt: skip
+    line = one_error_line(copied)
+    assert "would send one password to" in line and seeded.host in line, line
+    assert basic_registry.password not in copied.stdout + copied.stderr
+    sync_file = tmp_path / "two.yaml"
+    sync_file.write_text(
+        f"target: {{registry: '{basic_registry.host}', plain_http: true}}\n"
+        f"sources: [{{registry: '{seeded.host}', plain_http: true, repositories: [team/app]}}]\n"
+    )
+    synced = cli(*login, "sync", str(sync_file), input=basic_registry.password + "\n", expect=2)
+    assert "would send one password to" in one_error_line(synced)
+    if seeded.server.log_path:  # the source was never asked
+        assert "/v2/team/app" not in seeded.server.log_path.read_text()[before:]
+    # one registry: as before
+    pulled = cli(
+        *login, "pull", f"{basic_registry.host}/cp/app:1", input=basic_registry.password + "\n",
+        expect=1,
+    )  # fmt: skip
+    assert "would send" not in pulled.stderr
+
+
 def test_unreachable_registry_and_transport_options(
     cli: CLI, seeded: SeededRegistry, tmp_path: Path
 ) -> None:

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -102,6 +102,8 @@ class AppState:
     _output: Output | None = None
     _stores: dict[tuple[str, bool], ObjectStore] = field(default_factory=dict)
     _clients: dict[tuple[Any, ...], Client] = field(default_factory=dict)
+    #: the one registry the global --username/--password-stdin go to in this run
+    _credentials_host: str | None = None
     _password: str | None = None
     _password_read: bool = False
     _warned_insecure: bool = False
@@ -202,6 +204,22 @@ class AppState:
                 "network path can read or alter images and credentials"
             )
 
+    def global_credentials_for(self, hosts: Iterable[str]) -> None:
+        """Refuse (UsageError) when the global --username/--password-stdin would go to more
+        than one registry in this run (with those already given them): a copy or sync sent
+        the destination's password to its source too (to Docker Hub's token server, say)."""
+        if self.settings.username is None:
+            return
+        wanted = sorted({*hosts, *filter(None, [self._credentials_host])})
+        if len(wanted) > 1:
+            raise UsageError(
+                f"--username would send one password to {' and '.join(wanted)}: give each "
+                "registry its own credentials (`regstore login HOST`, or a sync file's "
+                "username: and password_env:) and leave --username out"
+            )
+        if wanted:
+            self._credentials_host = wanted[0]
+
     def client(
         self,
         host: str,
@@ -224,6 +242,7 @@ class AppState:
             self.warn_insecure(host)
         verify: bool | str = False if insecure else (ca_cert or s.ca_cert or True)
         if username is None and s.username is not None:
+            self.global_credentials_for([host])
             username, password = s.username, self.password()
         if password:
             self.output.secrets.append(password)

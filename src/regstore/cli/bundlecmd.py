@@ -54,6 +54,11 @@ def _sync_images(
     """The images a sync file names, as the sync would write them: named as at its target
     (``as:`` and the prefixes), with their platforms and ``referrers:``."""
     spec = load_sync_file(sync_file)
+    state.global_credentials_for(
+        c.registry
+        for c in (spec.target.connection, *(s.connection for s in spec.sources))
+        if c is not None and c.username is None
+    )
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
         return state.client(

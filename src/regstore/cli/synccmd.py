@@ -100,6 +100,13 @@ def sync_command(
     state.action = f"syncing {sync_file}"
     on_cluster = ClusterRun(state, cluster) if cluster is not None and not dry_run else None
 
+    # decided before any registry is asked: the global credentials go to one of them only
+    state.global_credentials_for(
+        c.registry
+        for c in (spec.target.connection, *(s.connection for s in spec.sources))
+        if c is not None and c.username is None
+    )
+
     def client_for(conn: ConnectionSpec) -> RegistryClient:
         client = state.client(
             conn.registry,
