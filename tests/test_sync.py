@@ -631,10 +631,21 @@ def test_a_partial_index_in_the_store_is_not_taken_for_unchanged(
         )
         plan = plan_sync(spec, client_for=lambda conn: client, target_store=other)
         assert settle_unchanged(plan) == {}
+        assert [preview_job(j) for j in plan.jobs] == ["copy"]  # the dry run, as the run
         assert [o.status for o in run_sync(plan).outcomes] == ["copied"]
+        assert [preview_job(j) for j in plan.jobs] == ["skip"]
         assert not other.is_partial("team/multi", index.manifest_digest)
         assert other.has_manifest("team/multi", amd.manifest_digest)
         assert list(settle_unchanged(plan)) == [0]  # whole now: unchanged
+
+        # a partial store as the source: what it lacks is not the copy's to move, so the
+        # copy is whole once, then unchanged (it was copied again on every run)
+        partial_source = open_store(str(tmp_path / "partial-source"))
+        pull(client, partial_source, "team/multi", "1", platforms=["linux/amd64"])
+        tiered = open_store(str(tmp_path / "tiered"))
+        hop = [(StoreImage(partial_source, "team/multi", "1"), StoreImage(tiered, "team/multi"))]
+        assert [o.status for o in transfer_many(hop)] == ["copied"]
+        assert [o.status for o in transfer_many(hop)] == ["skipped"]
 
         # a full bundle imported where the index is partial completes it
         bundle = str(tmp_path / "multi.tar")
@@ -644,3 +655,35 @@ def test_a_partial_index_in_the_store_is_not_taken_for_unchanged(
         assert [o.status for o in import_bundle(bundle, store=third)] == ["copied"]
         assert third.has_manifest("team/multi", arm.manifest_digest)
         assert not third.is_partial("team/multi", index.manifest_digest)
+
+
+def test_a_no_op_asks_the_store_whether_an_index_is_partial_only_of_indexes(
+    registry: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one more backend question per unchanged image (a HEAD on S3, an index.json read in an
+    # OCI layout): a digest read as a plain image's is never a partial index
+    from regstore.client import Client
+    from regstore.engine import transfer_many
+    from regstore.testing.builders import build_index
+
+    seed_registry(registry.url, "ask/multi", "1", build_index(seed=91, media="oci"))
+    for i in range(3):
+        seed_registry(registry.url, "ask/app", f"t{i}", build_image(seed=92 + i, layer_size=256))
+    store = open_store(f"file://{tmp_path / 'oci'}?layout=oci")
+    with Client(registry.host) as client:
+        jobs = [
+            (RegistryImage(client, "ask/app", f"t{i}"), StoreImage(store, "ask/app"))
+            for i in range(3)
+        ]
+        jobs.append((RegistryImage(client, "ask/multi", "1"), StoreImage(store, "ask/multi")))
+        transfer_many(jobs)
+        asked: list[str] = []
+        layout = store.backend.layout  # type: ignore[attr-defined]
+        real = layout.manifest_is_partial
+        monkeypatch.setattr(
+            layout,
+            "manifest_is_partial",
+            lambda name, digest: asked.append(name) or real(name, digest),
+        )
+        assert {o.status for o in transfer_many(jobs)} == {"skipped"}
+    assert asked == ["ask/multi"]

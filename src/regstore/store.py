@@ -66,7 +66,13 @@ from regstore.hookspecs import (
     StoreLockHandle,
 )
 from regstore.imagelist import MAX_CONFIG_SIZE, ImageRecord, list_images
-from regstore.manifest import Descriptor, Manifest, digest_of
+from regstore.manifest import (
+    IMAGE_MEDIA_TYPES,
+    SCHEMA1_MEDIA_TYPES,
+    Descriptor,
+    Manifest,
+    digest_of,
+)
 from regstore.reference import Digest, is_digest, validate_name, validate_reference, validate_tag
 from regstore.referrers import (
     INDEX_UPDATE_ATTEMPTS,
@@ -271,6 +277,12 @@ log = logging.getLogger("regstore.store")
 _INDEX_PRUNE_TAG_LIMIT = 32
 
 
+#: How many non-index manifest digests a store facade remembers (a set of short strings)
+_PLAIN_REMEMBERED = 100_000
+#: Manifest types that are surely no index (what sniffs as anything else is asked about)
+_PLAIN_TYPES = IMAGE_MEDIA_TYPES | SCHEMA1_MEDIA_TYPES
+
+
 class ObjectStore:
     """A store of manifests (by repository name and tag or digest) and blobs (by digest).
 
@@ -296,6 +308,9 @@ class ObjectStore:
             caller.name for caller in self._pm.get_hookcallers(backend) or []
         )
         self._closed = False
+        #: digests of manifests read here that are no index (a digest's bytes never change):
+        #: none can be partial, so is_partial answers them without asking the backend
+        self._plain: set[str] = set()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -454,13 +469,16 @@ class ObjectStore:
         validate_name(name)
         validate_reference(reference)
         try:
-            raw, _ = self._ask(
+            raw, media_type = self._ask(
                 self._hooks.regstore_store_get_manifest, name=name, reference=reference
             )
         except NotFoundError:  # as manifest() raises it: no tag, no manifest, no repository
             return None
         algorithm = Digest(reference).algorithm if is_digest(reference) else "sha256"
-        return digest_of(raw, algorithm)
+        digest = digest_of(raw, algorithm)
+        if media_type in _PLAIN_TYPES and len(self._plain) < _PLAIN_REMEMBERED:
+            self._plain.add(str(digest))
+        return digest
 
     def has_manifest(self, name: str, reference: str) -> bool:
         """True if ``name`` has a manifest at this tag or digest."""
@@ -706,6 +724,8 @@ class ObjectStore:
         """True if the index ``digest`` was stored without all its children."""
         if "regstore_store_manifest_is_partial" not in self._implemented:
             return False  # a backend that cannot record partial indexes has none
+        if digest in self._plain:
+            return False  # no index (a no-op re-sync asks this of every image)
         return bool(
             self._call(
                 self._hooks.regstore_store_manifest_is_partial,

@@ -130,6 +130,9 @@ class OciLayout(Layout):
 
     name = "oci"
     markers = (("oci-layout",), ("index.json",))
+    #: the index.json bytes last read whose entries were checked (bytes: shared by threads
+    #: without harm, the newest read wins)
+    _checked: bytes | None = None
 
     def blob_path(self, digest: Digest) -> str:
         return self.host.path("blobs", digest.algorithm, digest.hex)
@@ -166,6 +169,8 @@ class OciLayout(Layout):
         if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
             raise StoreDamageError(f"corrupt {path}: not an image index", path)
         index.setdefault("manifests", [])
+        if data == self._checked:
+            return index  # its entries were checked when these bytes were read before
         for number, entry in enumerate(index["manifests"]):
             # an entry naming no digest was passed over: its image vanished from every
             # listing, verify said OK and gc deleted its blobs
@@ -177,6 +182,7 @@ class OciLayout(Layout):
                     "restore index.json from a backup",
                     path,
                 )
+        self._checked = data
         return index
 
     def _refuse_without_index(self, path: str) -> None:

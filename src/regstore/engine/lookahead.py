@@ -262,6 +262,6 @@ def unchanged(
         return None
     # a platform-filtered pull stored the index partial: the same digest, fewer children
     holds = getattr(sink, "holds_image", None)
-    if holds is not None and not holds(have, platforms, blobs=blobs):
+    if holds is not None and not holds(have, platforms, source, blobs=blobs):
         return None
     return have

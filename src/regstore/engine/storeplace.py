@@ -44,12 +44,18 @@ class StorePlace:
         return None if digest is None else str(digest)
 
     def holds_image(
-        self, digest: str, platforms: Sequence[Platform], *, blobs: bool = False
+        self,
+        digest: str,
+        platforms: Sequence[Platform],
+        source: ImageSource,
+        *,
+        blobs: bool = False,
     ) -> bool:
-        """False when the image ``digest`` here lacks a part a copy of it would move though
-        both ends name the same digest: the child of one of ``platforms`` (of any platform,
-        when none are given) of an index a platform-filtered pull stored partial, and with
-        ``blobs`` a blob (verify moved a damaged one aside) or a child of any index."""
+        """False when the image ``digest`` here lacks a part ``source`` would give a copy of it
+        though both ends name the same digest: a child (of one of ``platforms``, of any
+        platform when none are given) of an index a platform-filtered pull stored partial,
+        which ``source`` holds; with ``blobs``, also a blob (verify moved a damaged one aside)
+        or a child of any index. A source as partial as this store moves nothing more."""
         partial = self.store.is_partial(self.name, digest)
         if not partial and not blobs:
             return True
@@ -66,7 +72,7 @@ class StorePlace:
                 wanted = not platforms or (
                     found is not None and any(found.matches(p) for p in platforms)
                 )
-                if wanted or not partial:
+                if (wanted or not partial) and source.has_manifest(str(child.digest)):
                     return False
         return True
 

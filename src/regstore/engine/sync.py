@@ -476,9 +476,13 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
         else:
             dest_info = dest.client.head_manifest(dest.name, reference)
             have = str(dest_info.digest) if dest_info is not None else None
-        if have == source_digest:
-            return "skip"
         sink = sink_of(dest)
+        if have == source_digest:
+            # as the run asks: a partial index here may lack a platform the job wants
+            platforms = TransferOptions.build(job.platforms).platforms
+            holds = getattr(sink, "holds_image", None)
+            whole = holds is None or holds(have, platforms, source_of(source))
+            return "skip" if whole else "copy"
         if have is None or not job.platforms or sink.accepts_partial_index:
             return "copy"
     except (ImageManifestNotFoundError, NotFoundError):
