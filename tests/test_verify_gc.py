@@ -1446,6 +1446,11 @@ def test_an_index_whose_child_is_missing_or_damaged_is_unreadable_and_the_rest_l
     assert [r.tag for r in store.images("team/idx", unreadable=unreadable)] == ["plain"]
     assert [(n, t) for n, t, _ in unreadable] == [("team/idx", "multi")]
     assert child in str(unreadable[0][2])
+    # one image asked about: the other's damage is no concern of its record
+    assert store.image("team/idx", "plain").digest == plain.manifest_digest
+    assert store.image("team/idx", plain.manifest_digest).tag is None
+    with pytest.raises((StoreDamageError, ManifestInvalidError)):
+        store.image("team/idx", "multi")
     # an index a platform filter stored partial still lists what it holds, without a word
     partial = build_index(seed=56, media="oci")
     for blob_digest, blob in partial.children[0].blobs.items():

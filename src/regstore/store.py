@@ -817,16 +817,28 @@ class ObjectStore:
         A digest reference gives a record without a tag. Raises ImageManifestNotFoundError.
         """
         name, reference = validate_name(name), validate_reference(reference)
+        # another tag that cannot be read (damaged, dangling, an index short of a child) is
+        # left out of the sizing: only the image asked about must be whole
+        unreadable: list[tuple[str, str, RegstoreError]] = []
         if not is_digest(reference):
-            for record in self.images(name):
+            for record in self.images(name, unreadable=unreadable):
                 if record.tag == reference:
                     return record
+            for _, tag, exc in unreadable:
+                if tag == reference:
+                    raise exc
             raise ImageManifestNotFoundError(name, reference)
         try:
             names: list[str] = [name] if self.tags(name) else []
         except NotFoundError:
             names = []
-        records = list_images(self, names, read_config=self._read_config, extra=[(name, reference)])
+        records = list_images(
+            self,
+            names,
+            read_config=self._read_config,
+            extra=[(name, reference)],
+            unreadable=unreadable,
+        )
         return records[-1]
 
     def _read_config(self, digest: str) -> bytes | None:
