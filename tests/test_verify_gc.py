@@ -1394,6 +1394,34 @@ def test_an_image_under_a_tag_shaped_like_a_referrers_tag_is_kept_by_gc(
 
 
 @pytest.mark.parametrize("layout", ["distribution", "oci"])
+def test_a_manifest_whose_bytes_are_damaged_can_be_deleted_by_digest(
+    tmp_path: Path, layout: str
+) -> None:
+    # gc named `regstore delete store:NAME@DIGEST`, which raised ManifestInvalidError
+    root = tmp_path / "store"
+    url = f"file://{root}" + ("?layout=oci" if layout == "oci" else "")
+    kept, damaged = build_image(seed=57), build_image(seed=58)
+    with open_store(url) as store:
+        put_image(store, "app", "1", kept)
+        put_image(store, "app", "2", damaged)
+        digest = damaged.manifest_digest
+        data = root / ("blobs/sha256" if layout == "oci" else "docker/registry/v2/blobs/sha256")
+        bytes_file = (
+            data / digest[7:] if layout == "oci" else data / digest[7:9] / digest[7:] / "data"
+        )
+        bytes_file.write_bytes(b"{ damaged }")
+        with pytest.raises(StoreError, match="regstore delete store:app:2"):
+            collect_garbage(store, grace=0, now=time.time() + 3600)
+        assert delete_image(store, "app", "2") == []  # the tag alone, as said
+        with pytest.raises(StoreError, match=f"regstore delete store:app@{digest}"):
+            collect_garbage(store, grace=0, now=time.time() + 3600)
+        assert delete_image(store, "app", digest) == [digest]
+        assert store.tags("app") == ["1"] and digest not in store.manifests("app")
+        collect_garbage(store, grace=0, now=time.time() + 3600)
+        assert store.manifest("app", "1").raw == kept.manifest_bytes
+
+
+@pytest.mark.parametrize("layout", ["distribution", "oci"])
 def test_a_manifest_whose_bytes_are_gone_can_be_deleted_and_gc_goes_on(
     tmp_path: Path, layout: str
 ) -> None:

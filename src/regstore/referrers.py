@@ -121,7 +121,7 @@ def artifact_type_list(artifact_types: Iterable[str] | None) -> tuple[str, ...]:
     if artifact_types is None:
         return ()
     if isinstance(artifact_types, str):
-        return (artifact_types,)
+        return (artifact_types,) if artifact_types else ()  # "" asked for no filter before
     return tuple(artifact_types)
 
 

@@ -186,7 +186,9 @@ class Forked:
         parent = os.getpid()
         # Ctrl-C is held back while forking: one landing in a new child before it is ready
         # would run this process's clean-up (and the CLI's error path) in the child.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # (SIGTERM too: the command line turns it into an interrupt, which here would leave
+        # a child forked and neither stopped nor waited for)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for share in shares:
                 try:

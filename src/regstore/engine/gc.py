@@ -184,7 +184,8 @@ def _refuse_dangling_tags(store: ObjectStore) -> None:
         except RegstoreError as exc:
             raise StoreError(
                 f"cannot collect garbage: tag {tag} of {repo} cannot be read ({exc}); run "
-                "`regstore verify` and pull that image again or delete the tag first"
+                "`regstore verify` and pull that image again, or delete the tag "
+                f"(`regstore delete store:{repo}:{tag}`), first"
             ) from exc
         raise StoreError(
             f"cannot collect garbage: tag {tag} of {repo} names a manifest the repository "
@@ -433,14 +434,14 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     A tag whose link is damaged (DamagedTagError), whose manifest's bytes are
     (ManifestInvalidError), or that dangles (names a manifest the repository does not hold),
     is deleted alone: no manifest goes with it. A manifest named by digest that the
-    repository lists but whose bytes are gone goes alone too, with its tags. What the other
-    tags keep is worked out before anything is deleted: another damaged tag, or a manifest
-    they reach that cannot be read, stops the deletion then (what it names might be among
-    what would go; ``verify`` says what is wrong and moves damaged bytes aside). A dangling
-    tag among them names nothing and is passed over. Within the image deleted, a damaged
-    manifest goes as it is (its unknown children stay). Tags written meanwhile are read
-    again after the deletion; when they cannot be, no manifest but the one named by digest
-    is deleted.
+    repository lists but whose bytes are gone or damaged goes alone too, with its tags.
+    What the other tags keep is worked out before anything is deleted: another damaged tag,
+    or a manifest they reach that cannot be read, stops the deletion then (what it names
+    might be among what would go; ``verify`` says what is wrong and moves damaged bytes
+    aside). A dangling tag among them names nothing and is passed over. Within the image
+    deleted, a damaged manifest goes as it is (its unknown children stay). Tags written
+    meanwhile are read again after the deletion; when they cannot be, no manifest but the
+    one named by digest is deleted.
     """
     try:
         target_manifest = store.manifest(name, reference)
@@ -449,7 +450,12 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         return []
     except ManifestInvalidError:
         if is_digest(reference):
-            raise
+            if reference not in _listed(store, name):
+                raise
+            # its bytes are damaged: what it kept is unknown, so it goes alone, with its tags
+            # (as gc's refusal says to do)
+            store.delete_manifest(name, reference)
+            return [reference]
         store.delete_tag(name, reference)  # its bytes are damaged: what they list is unknown
         return []
     except ImageManifestNotFoundError:

@@ -532,15 +532,18 @@ def run_one(
     """One image, its own pool; errors propagate."""
     scheduler = _BlobScheduler(concurrency)
     try:
-        return transfer_image(
+        result = transfer_image(
             source,
             dest,
             options=options,
             scheduler=scheduler,
             reporter=Reporter(operation, str(source), events),
         )
-    finally:
-        scheduler.shutdown()
+    except BaseException:
+        scheduler.shutdown(cancel=True)  # what has not started never will (an interrupt)
+        raise
+    scheduler.shutdown()
+    return result
 
 
 #: Images planned at once per blob slot: planning an image is waiting for the registry (a
