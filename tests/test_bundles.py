@@ -509,7 +509,9 @@ def test_sigterm_stops_bundle_create_and_leaves_no_partial_file(
             if child.poll() is None:
                 child.kill()
                 child.wait()
-        assert child.returncode == 143, stderr
+        # ended by the signal once cleaned up (systemd counts that as a clean stop; a shell
+        # reports 143)
+        assert child.returncode == -signal.SIGTERM, stderr
         assert "was stopped (SIGTERM)" in stderr and "Traceback" not in stderr, stderr
         assert list(out.parent.iterdir()) == []  # neither the bundle nor its partial file
     finally:

@@ -7,8 +7,9 @@ Modules: :mod:`.app` (the click group, global options, per-run state), :mod:`.tr
 :mod:`.output` (results, errors, exit codes) and :mod:`.progress` (progress bars fed by
 transfer events).
 
-Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted, 141 output closed, 143 stopped
-by SIGTERM. Nothing in the library imports this package.
+Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted, 141 output closed; a
+SIGTERM ends the process by that signal once the command cleaned up. Nothing in the library
+imports this package.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import gc
 from collections.abc import Sequence
 
 from . import startup
-from .app import cli
+from .app import cli, die_if_terminated
 from .completion import COMPLETE_VAR, PROG_NAME
 
 # The commands, imported when one is run (start-up time of `regstore --help`): name -> (the
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise
     finally:
         startup.end()
+        die_if_terminated()  # by the signal, once what the command started is cleaned up
 
 
 _final_collection_skipped = False

@@ -586,6 +586,20 @@ def _stdout_gone() -> bool:
 
 #: Exit code of a command stopped by SIGTERM (128 + 15, as a shell reports it)
 EXIT_TERMINATED = 143
+#: A SIGTERM stopped the command of this process (see :func:`die_if_terminated`)
+_terminated = False
+
+
+def die_if_terminated() -> None:
+    """After a command a SIGTERM stopped has cleaned up, end this process by that signal, as
+    its default action would have: a supervisor tells a stop it asked for (systemd counts
+    death by SIGTERM as a clean stop, an exit status of 143 as a failure)."""
+    if not _terminated:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -603,8 +617,10 @@ def _sigterm_stops_it(stopped: list[int]) -> Iterator[None]:
         return
 
     def stop(signum: int, frame: object) -> None:
+        global _terminated
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         stopped.append(signum)
+        _terminated = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
