@@ -329,6 +329,9 @@ def test_a_batch_whose_images_write_one_tag_fails_them(
     assert alike.ok
     apart = transfer_many([(a, StoreImage(store, "m/x", "1")), (b, StoreImage(other, "m/x", "1"))])
     assert apart.ok and store.resolve("m/x", "1") != other.resolve("m/x", "1")
+    # one name and tag in two stores are two images: a clash when both go to one tag
+    twins = [(StoreImage(s, "m/x", "1"), StoreImage(store, "m/y", "1")) for s in (store, other)]
+    assert [o.status for o in transfer_many(twins)] == ["failed", "failed"]
 
 
 def test_misused_arguments_are_refused_where_they_are_given(

@@ -58,3 +58,28 @@ def test_a_callback_that_raises_is_logged_once_and_the_pull_completes(
     assert len(calls) > 5  # the callback kept being called
     failures = [r for r in caplog.records if "observer failed" in r.getMessage()]
     assert len(failures) == 1 and failures[0].exc_info is not None
+
+
+def test_warnings_show_without_verbose_and_above_live_bars() -> None:
+    # a NullHandler swallowed every warning of regstore without -v; with bars drawn, a line
+    # written straight to stderr lands in the middle of them
+    import io
+
+    from regstore.cli.app import configure_logging
+    from regstore.cli.output import Output
+    from regstore.cli.progress import ProgressDisplay, live
+
+    stderr = io.StringIO()
+    configure_logging(0, Output(stderr=stderr))
+    log = logging.getLogger("regstore.engine")
+    log.warning("plain %s", "warning")
+    assert stderr.getvalue() == "regstore: warning: plain warning\n"
+    logging.getLogger("regstore.client.credentials").warning("helper missing")
+    assert "helper missing" not in stderr.getvalue()  # a debug matter, as it was
+    bars = io.StringIO()
+    with ProgressDisplay("bars", bars) as display:
+        assert live == [display]
+        log.warning("while drawing")
+    assert live == []
+    assert "while drawing" not in stderr.getvalue().split("plain warning")[1]
+    assert "regstore: warning: while drawing" in bars.getvalue()

@@ -491,15 +491,22 @@ class _WarningLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         # a broken plugin is said by `regstore plugins`, and by the one command that needs
-        # it (its error): other commands run as if it were not installed
-        if self.output is None or record.name == "regstore.plugins":
+        # it (its error): other commands run as if it were not installed; a credential helper
+        # a docker config names but this machine lacks (CI) is a debug matter, as it was
+        if self.output is None or record.name in _QUIET_LOGGERS:
             return
         try:
-            self.output.warning(record.getMessage())
+            from . import progress  # (loaded already by any command drawing bars)
+
+            if progress.live:  # above the bars, not through them
+                progress.live[-1].note(f"regstore: warning: {record.getMessage()}")
+            else:
+                self.output.warning(record.getMessage())
         except Exception:  # a warning never fails the command
             self.handleError(record)
 
 
+_QUIET_LOGGERS = frozenset({"regstore.plugins", "regstore.client.credentials"})
 _warning_lines = _WarningLines()
 
 

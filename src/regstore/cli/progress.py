@@ -37,6 +37,9 @@ __all__ = ["ProgressDisplay", "make_progress"]
 _DONE_VERB = {"pull": "pulled", "push": "pushed", "copy": "copied", "verify": "verified"}
 
 
+#: the displays drawing bars now: a warning is printed through the newest (above its bars)
+live: list[ProgressDisplay] = []
+
 class ProgressDisplay:
     """A callable event sink; use as a context manager around the operation."""
 
@@ -89,6 +92,7 @@ class ProgressDisplay:
             )
             self._progress.start()
             self._overall = self._progress.add_task("[bold]total[/]", total=0)
+            live.append(self)
         return self
 
     def __exit__(
@@ -97,6 +101,8 @@ class ProgressDisplay:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self in live:
+            live.remove(self)
         if self._progress is not None:
             if self._overall is not None:
                 task = self._progress.tasks[self._overall]

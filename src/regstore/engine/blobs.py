@@ -309,6 +309,8 @@ def _moved_aside(store: ObjectStore, digest: str, have: int, size: int, reporter
         actual, _ = hash_stored_blob(store, Digest(digest))
         if actual == digest:
             return False
+        if store.blob_size(digest) != have:
+            return True  # replaced meanwhile (another pull, a repair): looked at again
         where = store.quarantine_blob(digest)
     except BlobNotFoundError:
         return True  # gone meanwhile: fetched

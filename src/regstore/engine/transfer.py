@@ -560,6 +560,12 @@ def image_workers(concurrency: int) -> int:
     return min(concurrency * IMAGES_PER_BLOB_SLOT, max(concurrency, MAX_IMAGE_WORKERS))
 
 
+def _source_key(source: Image) -> object:
+    reference = source.reference
+    key = written_key(source, reference) if reference is not None else None
+    return key if key is not None else str(source)
+
+
 def _clashing_writers(jobs: Sequence[tuple[Image, Image]]) -> dict[int, UsageError]:
     """The jobs whose destination tag a job with another source writes too, each with its
     error: which would win is an accident of the run (and a re-run would write the other,
@@ -573,8 +579,10 @@ def _clashing_writers(jobs: Sequence[tuple[Image, Image]]) -> dict[int, UsageErr
             writers.setdefault(key, []).append(i)
     clashes: dict[int, UsageError] = {}
     for indexes in writers.values():
+        # sources told apart by place too (one name and tag in two stores are two images)
+        places = {_source_key(jobs[i][0]) for i in indexes}
         sources = sorted({str(jobs[i][0]) for i in indexes})
-        if len(sources) > 1:
+        if len(places) > 1:
             destination = resolve_destination(*jobs[indexes[0]])
             for i in indexes:
                 clashes[i] = UsageError(
@@ -638,6 +646,8 @@ def transfer_many(
             return ImageOutcome(str(source), str(dest), "cancelled", error=CANCELLED)
         if index in clashes:
             clash = clashes[index]
+            if not keep_going:
+                stop.set()
             return ImageOutcome(str(source), str(dest), "failed", error=str(clash), exception=clash)
         try:
             res = transfer_image(
