@@ -40,6 +40,7 @@ _DONE_VERB = {"pull": "pulled", "push": "pushed", "copy": "copied", "verify": "v
 #: the displays drawing bars now: a warning is printed through the newest (above its bars)
 live: list[ProgressDisplay] = []
 
+
 class ProgressDisplay:
     """A callable event sink; use as a context manager around the operation."""
 
