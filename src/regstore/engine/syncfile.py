@@ -39,6 +39,9 @@ __all__ = [
 Path_ = tuple[str | int, ...]
 
 #: How deep collections may nest in a sync file (the format itself needs about eight levels).
+#: An empty list of tags takes no tag, which a mirror never asks for: refused, not read as all
+_NO_TAGS = "an empty list of tags takes none: leave the key out to take every tag"
+
 MAX_NESTING = 64
 _HOST_RE = re.compile(
     r"(?:https?://)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
@@ -264,6 +267,8 @@ class _Validator:
             return TagFilter()
         try:
             if isinstance(value, list):
+                if not value:  # it meant every tag (a generated list that came out empty)
+                    raise self.error(path, _NO_TAGS)
                 tags = self.strings(value, path)
                 for i, tag in enumerate(tags):
                     try:
@@ -272,6 +277,8 @@ class _Validator:
                         raise self.error((*path, i), str(exc)) from None
                 return TagFilter(exact=tags)
             data = self.mapping(value, path, ("include", "exclude", "semver", "latest", "exact"))
+            if "exact" in data and data["exact"] == []:
+                raise self.error((*path, "exact"), _NO_TAGS)
             return TagFilter(
                 exact=self.strings(data["exact"], (*path, "exact")) if "exact" in data else (),
                 include=self._opt_strings(data, "include", path),
