@@ -700,6 +700,26 @@ def test_the_global_password_goes_to_one_registry_only(
     assert "would send" not in pulled.stderr
 
 
+def test_every_json_result_says_ok(cli: CLI, seeded: SeededRegistry, tmp_path: Path) -> None:
+    # ls, inspect, gc, plugins and bundle ls printed objects without it: a script checking
+    # `.ok` read them as failures
+    cli("pull", f"{seeded.host}/team/app:1.0.0", "-q")
+    bundle = str(tmp_path / "b.tar")
+    cli("bundle", "create", bundle, "store:team/app:1.0.0", "-q")
+    for command in (
+        ["ls"],
+        ["ls", "team/app"],
+        ["inspect", "store:team/app:1.0.0"],
+        ["inspect", "store:team/app:1.0.0", "--referrers"],
+        ["gc", "--dry-run"],
+        ["gc"],
+        ["plugins"],
+        ["bundle", "ls", bundle],
+        ["verify"],
+    ):
+        assert cli("--json", *command).json()["ok"] is True, command
+
+
 def test_unreachable_registry_and_transport_options(
     cli: CLI, seeded: SeededRegistry, tmp_path: Path
 ) -> None:

@@ -206,7 +206,7 @@ def test_a_mistake_in_a_json_sync_file_is_told_as_in_yaml_with_its_line(
 @pytest.mark.parametrize("tags", ["[]", "{exact: []}"])
 def test_an_empty_list_of_tags_is_refused_not_read_as_every_tag(tags: str) -> None:
     # a generated sync file whose tag list came out empty mirrored the whole repository
-    with pytest.raises(SyncFileError, match="s.yaml:5: .*an empty list of tags takes none"):
+    with pytest.raises(SyncFileError, match=r"s\.yaml:5: .*an empty list of tags takes none"):
         parse_sync_text(TAGS_OF_A + tags + "\n", "s.yaml")
 
 

@@ -654,12 +654,13 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
             raise
         except KeyboardInterrupt:
             what = state.action or "the command"
-            if stopped:
-                state.output.error(f"{what} was stopped (SIGTERM)")
-                code = EXIT_TERMINATED
-            else:
-                state.output.error(f"{what} was interrupted")
-                code = 130
+            said = f"{what} was stopped (SIGTERM)" if stopped else f"{what} was interrupted"
+            if state.output.json_mode:  # a result on stdout, as every other ending
+                state.output.json(
+                    {"ok": False, "error": {"message": said, "type": "Interrupted", "hint": None}}
+                )
+            state.output.error(said)
+            code = EXIT_TERMINATED if stopped else 130
         except BrokenPipeError:
             if not _stdout_gone():
                 raise

@@ -242,7 +242,7 @@ def ls_command(state: AppState, bundle: str) -> int:
     info = read_bundle(bundle)
     out = state.output
     if out.json_mode:
-        out.json(info.as_dict())
+        out.json({"ok": True, **info.as_dict()})
         return EXIT_OK
     rows = [
         (i.ref_name, short_digest(i.digest), format_size(i.size), format_size(i.carried))

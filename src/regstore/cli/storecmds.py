@@ -61,7 +61,7 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
         state.action = f"listing the repositories of {state.shown_store_url}"
         repos = [{"name": r, "tags": store.tags(r)} for r in store.repositories()]
         if out.json_mode:
-            out.json({"store": state.shown_store_url, "repositories": repos})
+            out.json({"ok": True, "store": state.shown_store_url, "repositories": repos})
         elif repos:
             out.table(("REPOSITORY", "TAGS"), [(r["name"], len(r["tags"])) for r in repos])
         else:
@@ -86,6 +86,7 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
         skipped = [{"tag": tag, "error": str(exc)} for _, tag, exc in unreadable]
         out.json(
             {
+                "ok": True,
                 "store": state.shown_store_url,
                 "repository": name.name,
                 "tags": rows,
@@ -236,7 +237,7 @@ def _show_referrers(state: AppState, ref: ImageRef) -> int:
     tree = referrer_tree(image)
     out = state.output
     if out.json_mode:
-        out.json({"reference": str(ref), **tree.as_dict()})
+        out.json({"ok": True, "reference": str(ref), **tree.as_dict()})
         return EXIT_OK
     out.line(f"{ref} {tree.digest} ({_SHORT_TYPES.get(tree.media_type, tree.media_type)})")
     for line in _tree_lines(tree.referrers):
@@ -280,7 +281,7 @@ def inspect_command(state: AppState, ref: ImageRef, raw: bool, referrers: bool) 
     info = describe_manifest(state, ref, manifest)
     out = state.output
     if out.json_mode:
-        out.json(info)
+        out.json({"ok": True, **info})
         return EXIT_OK
     out.line(f"{'Reference:':<12}{info['reference']}")
     out.line(f"{'Digest:':<12}{info['digest']}")
@@ -513,7 +514,7 @@ def gc_command(state: AppState, dry_run: bool, grace: float, keep_orphan_referre
     )
     out = state.output
     if out.json_mode:
-        out.json(report.as_dict())
+        out.json({"ok": True, **report.as_dict()})
         return EXIT_OK
     if report.staging_error:
         out.warning(f"the staging area was not collected: {report.staging_error}")
@@ -570,7 +571,7 @@ def plugins_command(state: AppState, check: bool) -> int:
         }
         if check:
             doc["plugins"] = [s.as_dict() for s in statuses]
-        out.json(doc)
+        out.json({"ok": code == EXIT_OK, **doc})
         return code
     if check:
         out.table(
