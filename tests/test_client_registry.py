@@ -315,7 +315,7 @@ def test_wrong_credentials(request: pytest.FixtureRequest, mode: str) -> None:
     text = str(info.value)
     assert secret not in text and secret not in repr(info.value) and secret not in repr(client)
     assert "fetching manifest t/app:v1" in text and server.host in text
-    assert "docker login" in text
+    assert "regstore login" in text and "--password-stdin" in text  # (no --password)
     if mode == "token":
         assert "repository:t/app:pull" in text
 
@@ -324,7 +324,7 @@ def test_wrong_credentials(request: pytest.FixtureRequest, mode: str) -> None:
 def test_anonymous_access_refused(request: pytest.FixtureRequest, mode: str) -> None:
     server: RegistryServer = request.getfixturevalue(f"{mode}_registry")
     client = Client(server.host, use_docker_config=False)
-    with pytest.raises(AuthenticationError, match="docker login"):
+    with pytest.raises(AuthenticationError, match="regstore login"):
         client.list_image_tags("t/app")
 
 

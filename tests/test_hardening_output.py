@@ -552,3 +552,13 @@ def test_the_store_url_hint_only_where_the_store_s_medium_failed() -> None:
             raise StoreError("cannot write /srv/store/x") from exc
     except StoreError as failed:
         assert "check the store URL" in hint_for(failed)
+
+
+def test_a_read_only_registry_and_a_body_cap_get_a_hint() -> None:
+    # 405 on a blob upload of a read-only registry, 413 from a proxy capping bodies: both were
+    # "Received unexpected HTTP status" with no hint (the README's --chunk-size advice unsaid)
+    from regstore.errors import UnexpectedHTTPStatusError
+
+    assert "read-only" in hint_for(UnexpectedHTTPStatusError(405, what="starting a blob upload"))
+    assert "--chunk-size" in hint_for(UnexpectedHTTPStatusError(413, what="uploading a chunk"))
+    assert hint_for(UnexpectedHTTPStatusError(418)) == ""

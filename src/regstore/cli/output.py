@@ -36,6 +36,7 @@ from regstore.errors import (
     StoreReadOnlyError,
     StoreURLError,
     TransportError,
+    UnexpectedHTTPStatusError,
 )
 from regstore.safetext import MIN_MASKED_LENGTH, printable
 
@@ -135,11 +136,18 @@ def hint_for(exc: BaseException) -> str:
         )
     if isinstance(exc, AuthenticationError):
         return (
-            "check the credentials: --username NAME --password-stdin, or `docker login` for "
-            "this registry"
+            "check the credentials: `regstore login HOST`, --username NAME --password-stdin, "
+            "or a sync file's username: and password_env:"
         )
     if isinstance(exc, TransportError):
         return _transport_hint(exc)
+    if isinstance(exc, UnexpectedHTTPStatusError) and exc.status == 405:
+        return "the registry does not take this request here: is it read-only, or a mirror?"
+    if isinstance(exc, UnexpectedHTTPStatusError) and exc.status == 413:
+        return (
+            "a proxy or the registry caps request bodies: push in smaller chunks "
+            "(--chunk-size 64MiB)"
+        )
     if isinstance(exc, RetriesExhaustedError):
         # the last failure says what may help; what moved so far is kept for the next run
         if isinstance(exc.__cause__, TransportError):

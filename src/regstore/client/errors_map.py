@@ -200,7 +200,9 @@ def auth_error(
     scope_text = f" (scope {' '.join(scopes)})" if scopes else ""
     where = f" for {registry}" if registry else ""
     message = (
-        f"{op.what}: {detail}{where}{scope_text}; check --username/--password or run 'docker login'"
+        f"{op.what}: {detail}{where}{scope_text}; check the credentials given for it "
+        "(`regstore login`, --username with --password-stdin, a sync file's username: and "
+        "password_env:, or docker's config)"
     )
     return AuthenticationError(message, http=ctx)
 
