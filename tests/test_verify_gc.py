@@ -1393,63 +1393,41 @@ def test_an_image_under_a_tag_shaped_like_a_referrers_tag_is_kept_by_gc(
     assert f"lib/a@{cosigned.digest}" in report.referrers_removed
 
 
+@pytest.mark.parametrize("damage", ["gone", "damaged"])
 @pytest.mark.parametrize("layout", ["distribution", "oci"])
-def test_a_manifest_whose_bytes_are_damaged_can_be_deleted_by_digest(
-    tmp_path: Path, layout: str
+def test_a_manifest_whose_bytes_are_gone_or_damaged_can_be_deleted_and_gc_goes_on(
+    tmp_path: Path, layout: str, damage: str
 ) -> None:
-    # gc named `regstore delete store:NAME@DIGEST`, which raised ManifestInvalidError
-    root = tmp_path / "store"
-    url = f"file://{root}" + ("?layout=oci" if layout == "oci" else "")
-    kept, damaged = build_image(seed=57), build_image(seed=58)
-    with open_store(url) as store:
-        put_image(store, "app", "1", kept)
-        put_image(store, "app", "2", damaged)
-        digest = damaged.manifest_digest
-        data = root / ("blobs/sha256" if layout == "oci" else "docker/registry/v2/blobs/sha256")
-        bytes_file = (
-            data / digest[7:] if layout == "oci" else data / digest[7:9] / digest[7:] / "data"
-        )
-        bytes_file.write_bytes(b"{ damaged }")
-        with pytest.raises(StoreError, match="regstore delete store:app:2"):
-            collect_garbage(store, grace=0, now=time.time() + 3600)
-        assert delete_image(store, "app", "2") == []  # the tag alone, as said
-        with pytest.raises(StoreError, match=f"regstore delete store:app@{digest}"):
-            collect_garbage(store, grace=0, now=time.time() + 3600)
-        assert delete_image(store, "app", digest) == [digest]
-        assert store.tags("app") == ["1"] and digest not in store.manifests("app")
-        collect_garbage(store, grace=0, now=time.time() + 3600)
-        assert store.manifest("app", "1").raw == kept.manifest_bytes
-
-
-@pytest.mark.parametrize("layout", ["distribution", "oci"])
-def test_a_manifest_whose_bytes_are_gone_can_be_deleted_and_gc_goes_on(
-    tmp_path: Path, layout: str
-) -> None:
-    # gc refused for the manifest (rightly: what it kept is unknown), and told to delete it;
-    # delete by digest said no such manifest, and no command could free the store for gc
+    # gc refused for the manifest (rightly: what it kept is unknown) and told to delete it;
+    # delete by digest said no such manifest (gone) or raised ManifestInvalidError (damaged),
+    # and no command could free the store for gc
     root = tmp_path / "store"
     url = f"file://{root}" + ("?layout=oci" if layout == "oci" else "")
     kept, lost = build_image(seed=52), build_image(seed=53)
     with open_store(url) as store:
         put_image(store, "app", "1", kept)
         put_image(store, "app", "2", lost)
-        gone = lost.manifest_digest
+        digest = lost.manifest_digest
         data = root / ("blobs/sha256" if layout == "oci" else "docker/registry/v2/blobs/sha256")
-        bytes_file = data / gone[7:] if layout == "oci" else data / gone[7:9] / gone[7:] / "data"
-        bytes_file.unlink()
-        if layout == "distribution":
+        hex_ = digest[7:]
+        bytes_file = data / hex_ if layout == "oci" else data / hex_[:2] / hex_ / "data"
+        if damage == "gone":
+            bytes_file.unlink()
+        else:
+            bytes_file.write_bytes(b"{ damaged }")
+        if layout == "distribution" or damage == "damaged":
             with pytest.raises(StoreError, match="regstore delete store:app:2"):
                 collect_garbage(store, grace=0, now=time.time() + 3600)
-        delete_image(store, "app", "2")  # the dangling tag: the manifest stays, by digest
-        with pytest.raises(StoreError, match=f"regstore delete store:app@{gone}"):
+        assert delete_image(store, "app", "2") == []  # the tag alone: the manifest stays
+        with pytest.raises(StoreError, match=f"regstore delete store:app@{digest}"):
             collect_garbage(store, grace=0, now=time.time() + 3600)
-        assert delete_image(store, "app", gone) == [gone]
-        assert gone not in store.manifests("app") and store.tags("app") == ["1"]
+        assert delete_image(store, "app", digest) == [digest]
+        assert digest not in store.manifests("app") and store.tags("app") == ["1"]
         report = collect_garbage(store, grace=0, now=time.time() + 3600)
-        assert {b.digest for b in report.removed} == set(lost.blobs) - set(kept.blobs)
+        assert {b.digest for b in report.removed} >= set(lost.blobs) - set(kept.blobs)
         assert store.manifest("app", "1").raw == kept.manifest_bytes
         with pytest.raises(ImageManifestNotFoundError):
-            delete_image(store, "app", gone)  # not listed any more
+            delete_image(store, "app", digest)  # not listed any more
 
 
 @pytest.mark.parametrize("damage", ["missing", "damaged"])
