@@ -66,8 +66,9 @@ def _get(url: str, hasher: Any = None, keep: io.BytesIO | None = None) -> int:
 
 def _syncfs() -> Any:
     # the same libc call regstore makes (its loader: the only regstore code a ceiling runs)
-    from regstore.backends.durable import _syncfs as call
+    from regstore.backends.durable import _platform_syncfs
 
+    call = _platform_syncfs()
     if call is None:
         raise SystemExit("syncfs(2) is not available here")
     return call
@@ -207,7 +208,7 @@ def main(argv: list[str]) -> None:
         os.fsync = counting
         from regstore.backends import durable
 
-        real_syncfs = durable._syncfs
+        real_syncfs = durable._platform_syncfs()
         if real_syncfs is not None:
 
             def counting_syncfs(fd: int) -> None:
