@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from regstore.errors import BlobNotFoundError
+from regstore.errors import BlobNotFoundError, RegstoreError
 
 from .blobs import BlobMove, Opener, store_blob
 
@@ -59,6 +59,20 @@ class StorePlace:
         partial = self.store.is_partial(self.name, digest)
         if not partial and not blobs:
             return True
+        try:
+            return self._holds(digest, platforms, source, partial=partial, blobs=blobs)
+        except RegstoreError:  # a part that cannot be read is no part held: the copy mends it
+            return False
+
+    def _holds(
+        self,
+        digest: str,
+        platforms: Sequence[Platform],
+        source: ImageSource,
+        *,
+        partial: bool,
+        blobs: bool,
+    ) -> bool:
         pending = [digest]
         while pending:
             manifest = self.store.manifest(self.name, pending.pop())
