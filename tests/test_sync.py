@@ -203,7 +203,7 @@ def test_a_mistake_in_a_json_sync_file_is_told_as_in_yaml_with_its_line(
     assert where == "s.json" or 1 <= int(where.removeprefix("s.json:")) <= len(as_json.splitlines())
 
 
-@pytest.mark.parametrize("tags", ["[]", "{exact: []}"])
+@pytest.mark.parametrize("tags", ["[]", "{exact: []}", "", "null", "{include: []}"])
 def test_an_empty_list_of_tags_is_refused_not_read_as_every_tag(tags: str) -> None:
     # a generated sync file whose tag list came out empty mirrored the whole repository
     with pytest.raises(SyncFileError, match=r"s\.yaml:5: .*an empty list of tags takes none"):

@@ -1424,7 +1424,8 @@ def test_a_manifest_whose_bytes_are_gone_or_damaged_can_be_deleted_and_gc_goes_o
         assert delete_image(store, "app", digest) == [digest]
         assert digest not in store.manifests("app") and store.tags("app") == ["1"]
         report = collect_garbage(store, grace=0, now=time.time() + 3600)
-        assert {b.digest for b in report.removed} >= set(lost.blobs) - set(kept.blobs)
+        gone = set(lost.blobs) - set(kept.blobs) | ({digest} if damage == "damaged" else set())
+        assert {b.digest for b in report.removed} == gone
         assert store.manifest("app", "1").raw == kept.manifest_bytes
         with pytest.raises(ImageManifestNotFoundError):
             delete_image(store, "app", digest)  # not listed any more
@@ -1467,3 +1468,21 @@ def test_an_index_whose_child_is_missing_or_damaged_is_unreadable_and_the_rest_l
     store.write_manifest("team/part", "1", Manifest.parse(partial.manifest_bytes), partial=True)
     [record] = store.images("team/part")
     assert record.partial and record.platforms == ("linux/amd64",)
+
+
+@pytest.mark.parametrize("damage", ["gone", "damaged"])
+def test_a_platform_whose_bytes_are_lost_is_not_deleted_from_under_its_tagged_index(
+    file_store: tuple[ObjectStore, Path], damage: str
+) -> None:
+    # deleted by digest, it left the tagged index short of a child, and gc took its blobs
+    store, root = file_store
+    index = build_index(seed=59, media="oci")
+    put_image(store, "app", "1", index)
+    child = index.children[0].manifest_digest
+    if damage == "gone":
+        blob_path(root, child).unlink()
+    else:
+        blob_path(root, child).write_bytes(b"{ damaged }")
+    with pytest.raises(StoreError, match=f"refusing to delete app@{child}: the index"):
+        delete_image(store, "app", child)
+    assert child in store.manifests("app") and store.tags("app") == ["1"]

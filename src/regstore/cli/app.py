@@ -491,22 +491,22 @@ class _WarningLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         # a broken plugin is said by `regstore plugins`, and by the one command that needs
-        # it (its error): other commands run as if it were not installed; a credential helper
-        # a docker config names but this machine lacks (CI) is a debug matter, as it was
+        # it (its error): other commands run as if it were not installed
         if self.output is None or record.name in _QUIET_LOGGERS:
             return
         try:
             from . import progress  # (loaded already by any command drawing bars)
 
-            if progress.live:  # above the bars, not through them
-                progress.live[-1].note(f"regstore: warning: {record.getMessage()}")
+            drawing = progress.live[-1:]  # (the main thread may end the display meanwhile)
+            if drawing:  # above the bars, not through them
+                drawing[0].note(f"regstore: warning: {record.getMessage()}")
             else:
                 self.output.warning(record.getMessage())
         except Exception:  # a warning never fails the command
             self.handleError(record)
 
 
-_QUIET_LOGGERS = frozenset({"regstore.plugins", "regstore.client.credentials"})
+_QUIET_LOGGERS = frozenset({"regstore.plugins"})
 _warning_lines = _WarningLines()
 
 
@@ -603,8 +603,9 @@ def die_if_terminated() -> None:
     death by SIGTERM as a clean stop, an exit status of 143 as a failure)."""
     if not _terminated:
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone: nothing to flush to
+            stream.flush()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 

@@ -388,13 +388,18 @@ def _collect_staging(
 
 
 def _reachable(
-    store: ObjectStore, name: str, roots: set[str], *, damaged_as_leaf: bool = False
+    store: ObjectStore,
+    name: str,
+    roots: set[str],
+    *,
+    damaged_as_leaf: bool = False,
+    leaves: frozenset[str] = frozenset(),
 ) -> dict[str, Manifest | None]:
     """The manifests of ``name`` reachable from ``roots`` through index children, by digest
     (None: not stored, or damaged). Raises when one cannot be read (passing over it, a read
     timed out, once let a deletion take the children of an index another tag named), but for
     damaged bytes with ``damaged_as_leaf`` (the manifest counts, its unknown children are not
-    followed)."""
+    followed), or for the digests ``leaves`` alone."""
     seen: dict[str, Manifest | None] = {}
     stack = list(roots)
     while stack:
@@ -407,7 +412,7 @@ def _reachable(
         except NotFoundError:  # a child a platform filter left out
             continue
         except ManifestInvalidError:
-            if not damaged_as_leaf:
+            if not damaged_as_leaf and digest not in leaves:
                 raise
             continue
         seen[digest] = manifest
@@ -421,6 +426,20 @@ def _listed(store: ObjectStore, name: str) -> set[str]:
         return {str(d) for d in store.manifests(name)}
     except NotFoundError:
         return set()
+
+
+def _delete_unreadable(store: ObjectStore, name: str, digest: str) -> list[str]:
+    """Delete the listed manifest ``digest`` whose bytes cannot be read, with its tags, unless
+    an index another tag keeps lists it (that index would be left short of a child, and gc
+    would take the child's blobs): refused then, naming the tags to pull again."""
+    targets = _tag_targets(store, name)
+    regular = {t: d for t, d in targets.items() if d != digest and subject_of_tag(t) is None}
+    unreadable = frozenset({digest})
+    kept = _reachable(store, name, set(regular.values()), leaves=unreadable)
+    if digest in kept:
+        raise _kept_child_error(store, name, digest, kept, regular, leaves=unreadable)
+    store.delete_manifest(name, digest)
+    return [digest]
 
 
 def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
@@ -454,8 +473,7 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
                 raise
             # its bytes are damaged: what it kept is unknown, so it goes alone, with its tags
             # (as gc's refusal says to do)
-            store.delete_manifest(name, reference)
-            return [reference]
+            return _delete_unreadable(store, name, reference)
         store.delete_tag(name, reference)  # its bytes are damaged: what they list is unknown
         return []
     except ImageManifestNotFoundError:
@@ -464,8 +482,7 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
                 raise
             # listed, but its bytes are gone (gc refused for it): what it kept is unknown, so
             # it goes alone, with its tags
-            store.delete_manifest(name, reference)
-            return [reference]
+            return _delete_unreadable(store, name, reference)
         if reference not in tags_of(store, name):
             raise
         store.delete_tag(name, reference)  # dangling: it names nothing the repository holds
@@ -527,6 +544,8 @@ def _kept_child_error(
     target: str,
     kept: dict[str, Manifest | None],
     tags: dict[str, str],
+    *,
+    leaves: frozenset[str] = frozenset(),
 ) -> StoreError:
     """The refusal to delete ``target``, a manifest an index that ``tags`` (regular tags, by
     the digest each names) keep lists (a platform of a multi-platform image): deleted, it
@@ -536,7 +555,11 @@ def _kept_child_error(
         for d, m in kept.items()
         if m is not None and target in {str(c.digest) for c in m.manifests}
     )
-    keeping = sorted(t for t, d in tags.items() if set(holders) & set(_reachable(store, name, {d})))
+    keeping = sorted(
+        tag
+        for tag, root in tags.items()
+        if set(holders) & set(_reachable(store, name, {root}, leaves=leaves))
+    )
     return StoreError(
         f"refusing to delete {name}@{target}: the index {', '.join(holders)} lists it, kept by "
         f"tags {', '.join(keeping)}; delete the index (or those tags) instead"

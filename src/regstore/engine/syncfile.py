@@ -38,10 +38,12 @@ __all__ = [
 
 Path_ = tuple[str | int, ...]
 
-#: How deep collections may nest in a sync file (the format itself needs about eight levels).
 #: An empty list of tags takes no tag, which a mirror never asks for: refused, not read as all
 _NO_TAGS = "an empty list of tags takes none: leave the key out to take every tag"
 
+_ABSENT = object()  # a key not written at all (a null written is another thing)
+
+#: How deep collections may nest in a sync file (the format itself needs about eight levels).
 MAX_NESTING = 64
 _HOST_RE = re.compile(
     r"(?:https?://)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*"
@@ -263,8 +265,10 @@ class _Validator:
         return text
 
     def tag_filter(self, value: object, path: Path_) -> TagFilter:
-        if value is None:
+        if value is _ABSENT:
             return TagFilter()
+        if value is None:  # `tags:` with nothing after it: a template's list that came out empty
+            raise self.error(path, _NO_TAGS)
         try:
             if isinstance(value, list):
                 if not value:  # it meant every tag (a generated list that came out empty)
@@ -277,8 +281,9 @@ class _Validator:
                         raise self.error((*path, i), str(exc)) from None
                 return TagFilter(exact=tags)
             data = self.mapping(value, path, ("include", "exclude", "semver", "latest", "exact"))
-            if "exact" in data and data["exact"] == []:
-                raise self.error((*path, "exact"), _NO_TAGS)
+            for key in ("exact", "include"):
+                if key in data and data[key] in ([], None):
+                    raise self.error((*path, key), _NO_TAGS)
             return TagFilter(
                 exact=self.strings(data["exact"], (*path, "exact")) if "exact" in data else (),
                 include=self._opt_strings(data, "include", path),
@@ -343,7 +348,7 @@ class _Validator:
         )
         return RepositorySpec(
             name=self.name(data["name"], (*path, "name")),
-            tags=self.tag_filter(data.get("tags"), (*path, "tags")),
+            tags=self.tag_filter(data.get("tags", _ABSENT), (*path, "tags")),
             platforms=(
                 self.platforms(data["platforms"], (*path, "platforms"))
                 if data.get("platforms") is not None
@@ -399,7 +404,7 @@ class _Validator:
             connection=self.connection(data, path),
             repositories=repos,
             catalog=catalog,
-            tags=self.tag_filter(data.get("tags"), (*path, "tags")),
+            tags=self.tag_filter(data.get("tags", _ABSENT), (*path, "tags")),
             platforms=(
                 self.platforms(data["platforms"], (*path, "platforms"))
                 if data.get("platforms") is not None
