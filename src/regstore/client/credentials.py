@@ -127,8 +127,8 @@ def run_credential_helper(helper: str, server: str) -> Credentials | None:
             timeout=HELPER_TIMEOUT,
             check=False,
         )
-    except FileNotFoundError:  # (a docker config carried to a machine without its helper: CI)
-        log.debug("credential helper %s is not installed (configured for %s)", program, server)
+    except FileNotFoundError:
+        log.warning("credential helper %s is not installed (configured for %s)", program, server)
         return None
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("credential helper %s failed for %s: %s", program, server, type(exc).__name__)
