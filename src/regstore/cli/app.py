@@ -34,6 +34,7 @@ from .output import EXIT_FAILURE, EXIT_USAGE, Output
 # the commands' own modules when a command is run (LazyGroup; cli/__init__.py lists them).
 if TYPE_CHECKING:
     from regstore.client import Client
+    from regstore.engine.syncfile import ConnectionSpec, SyncSpec
     from regstore.store import ObjectStore
 
     from .progress import ProgressDisplay
@@ -219,6 +220,26 @@ class AppState:
             )
         if wanted:
             self._credentials_host = wanted[0]
+
+    def sync_clients(self, spec: SyncSpec) -> Callable[[ConnectionSpec], Client]:
+        """The client of each registry of a sync file, with the credentials the file gives
+        it; the global ones go to one of them only (decided here, before any is asked)."""
+        connections = (spec.target.connection, *(s.connection for s in spec.sources))
+        self.global_credentials_for(
+            c.registry for c in connections if c is not None and c.username is None
+        )
+
+        def client_for(conn: ConnectionSpec) -> Client:
+            return self.client(
+                conn.registry,
+                plain_http=conn.plain_http,
+                tls_verify=conn.tls_verify,
+                ca_cert=conn.ca_cert,
+                username=conn.username,
+                password=conn.password(),
+            )
+
+        return client_for
 
     def client(
         self,

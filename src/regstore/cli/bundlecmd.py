@@ -14,7 +14,7 @@ from regstore.bundle import (
     read_bundle,
     verify_bundle,
 )
-from regstore.engine.sync import ConnectionSpec, load_sync_file, plan_sync
+from regstore.engine.sync import load_sync_file, plan_sync
 from regstore.errors import InvalidReferenceError, RegstoreError, UsageError
 from regstore.reference import validate_name
 from regstore.referrers import is_supply_chain_tag
@@ -31,7 +31,7 @@ from .transfer import (
 )
 
 if TYPE_CHECKING:
-    from regstore.engine.model import Image, RegistryClient
+    from regstore.engine.model import Image
 
 __all__ = ["bundle_group"]
 
@@ -54,22 +54,7 @@ def _sync_images(
     """The images a sync file names, as the sync would write them: named as at its target
     (``as:`` and the prefixes), with their platforms and ``referrers:``."""
     spec = load_sync_file(sync_file)
-    state.global_credentials_for(
-        c.registry
-        for c in (spec.target.connection, *(s.connection for s in spec.sources))
-        if c is not None and c.username is None
-    )
-
-    def client_for(conn: ConnectionSpec) -> RegistryClient:
-        return state.client(
-            conn.registry,
-            plain_http=conn.plain_http,
-            tls_verify=conn.tls_verify,
-            ca_cert=conn.ca_cert,
-            username=conn.username,
-            password=conn.password(),
-        )
-
+    client_for = state.sync_clients(spec)
     target_store = state.store(spec.target.store) if spec.target.connection is None else None
     plan = plan_sync(spec, client_for=client_for, target_store=target_store)
     if plan.failures:

@@ -100,22 +100,10 @@ def sync_command(
     state.action = f"syncing {sync_file}"
     on_cluster = ClusterRun(state, cluster) if cluster is not None and not dry_run else None
 
-    # decided before any registry is asked: the global credentials go to one of them only
-    state.global_credentials_for(
-        c.registry
-        for c in (spec.target.connection, *(s.connection for s in spec.sources))
-        if c is not None and c.username is None
-    )
+    clients = state.sync_clients(spec)
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
-        client = state.client(
-            conn.registry,
-            plain_http=conn.plain_http,
-            tls_verify=conn.tls_verify,
-            ca_cert=conn.ca_cert,
-            username=conn.username,
-            password=conn.password(),
-        )
+        client = clients(conn)
         if on_cluster is not None:
             on_cluster.remember(client, conn)
         return client
