@@ -159,14 +159,7 @@ def _referenced(store: ObjectStore, ignore: set[str] | None) -> set[str]:
             if ignore and f"{repo}@{digest}" in ignore:
                 continue
             referenced.add(str(digest))
-            try:
-                manifest = store.manifest(repo, digest)
-            except RegstoreError as exc:
-                raise StoreError(
-                    f"cannot collect garbage: manifest {digest} of {repo} is unreadable ({exc}); "
-                    "run `regstore verify` and re-pull that image, or delete it "
-                    f"(`regstore delete store:{repo}@{digest}`), first"
-                ) from exc
+            manifest = _readable(store, repo, digest)
             referenced.update(str(d.digest) for d in manifest.references)
     return referenced
 
@@ -432,12 +425,7 @@ def _delete_unreadable(store: ObjectStore, name: str, digest: str) -> list[str]:
     """Delete the listed manifest ``digest`` whose bytes cannot be read, with its tags, unless
     an index another tag keeps lists it (that index would be left short of a child, and gc
     would take the child's blobs): refused then, naming the tags to pull again."""
-    targets = _tag_targets(store, name)
-    regular = {t: d for t, d in targets.items() if d != digest and subject_of_tag(t) is None}
-    unreadable = frozenset({digest})
-    kept = _reachable(store, name, set(regular.values()), leaves=unreadable)
-    if digest in kept:
-        raise _kept_child_error(store, name, digest, kept, regular, leaves=unreadable)
+    _refuse_a_kept_child(store, name, digest, _tag_targets(store, name), frozenset({digest}))
     store.delete_manifest(name, digest)
     return [digest]
 
@@ -497,11 +485,7 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     }
     kept = _reachable(store, name, others)
     if by_digest and target in kept:
-        # a referrers index lists its referrers too: those go, and leave its list
-        regular = {t: d for t, d in targets.items() if d in others and subject_of_tag(t) is None}
-        kept_by_regular = _reachable(store, name, set(regular.values()))
-        if target in kept_by_regular:
-            raise _kept_child_error(store, name, target, kept_by_regular, regular)
+        _refuse_a_kept_child(store, name, target, targets)
     still = set(kept)
     going = _reachable(store, name, {target}, damaged_as_leaf=True)
     before = set(going)
@@ -536,6 +520,23 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
         if digest in subjects:
             store.unindex_referrer(name, subjects[digest], digest)
     return deleted
+
+
+def _refuse_a_kept_child(
+    store: ObjectStore,
+    name: str,
+    target: str,
+    targets: dict[str, str],
+    leaves: frozenset[str] = frozenset(),
+) -> None:
+    """Raise the refusal of :func:`_kept_child_error` when an index that another regular tag
+    of ``targets`` (tag -> digest) keeps lists ``target`` (a referrers index lists its
+    referrers too: those go, and leave its list); ``leaves``: digests whose bytes cannot be
+    read (their children are not followed)."""
+    regular = {t: d for t, d in targets.items() if d != target and subject_of_tag(t) is None}
+    kept = _reachable(store, name, set(regular.values()), leaves=leaves)
+    if target in kept:
+        raise _kept_child_error(store, name, target, kept, regular, leaves=leaves)
 
 
 def _kept_child_error(
