@@ -51,7 +51,7 @@ def _load_syncfs() -> Callable[[int], None] | None:
     None elsewhere. Since Linux 5.8 it reports the filesystem's writeback errors."""
     if not sys.platform.startswith("linux"):
         return None
-    import ctypes  # (start-up: loaded by the first store opened, not by every command)
+    import ctypes  # (start-up: loaded when a store first defers an entry, not by every command)
 
     try:
         call = ctypes.CDLL(None, use_errno=True).syncfs
