@@ -122,12 +122,37 @@ def test_help_documents_references_stores_and_exit_codes(cli: CLI) -> None:
         ("gc", "--grace", "-1"),
         ("--password-stdin", "ls"),  # without --username
         ("--concurrency", "0", "ls"),
+        ("push", "app:1", "localhost:5000"),  # a registry, not an image
     ],
 )
 def test_usage_errors_exit_2(cli: CLI, args: tuple[str, ...]) -> None:
     result = cli(*args, expect=2)
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
+    # with --json, its result on stdout too: click's own usage errors printed none
+    as_json = cli(*args, "--json", expect=2)
+    report = as_json.json()
+    assert report["ok"] is False and report["error"]["message"]
+    assert report["error"]["message"].split(":")[0] in as_json.stderr
+    assert "Traceback" not in as_json.stderr
+
+
+def test_a_registry_alone_is_not_read_as_a_docker_hub_image(cli: CLI) -> None:
+    # `localhost:5000` is, by the reference grammar, docker.io/library/localhost:5000: a push
+    # to it went to Docker Hub (with the user's Docker Hub credentials, if any)
+    for command, dest in (
+        ("push", "127.0.0.1:5000"),
+        ("push", "localhost:5000"),
+        ("copy", "docker://registry.example:443"),
+    ):
+        args = ("app:1", dest) if command == "push" else ("store:app:1", dest)
+        refused = cli(command, *args, expect=2).stderr
+        assert f"'{dest.removeprefix('docker://')}': names a registry, not an image" in refused
+    from regstore.cli.refs import RegistryRef, parse_image_ref
+
+    for text, name in (("alpine:3", "library/alpine"), ("localhost/app:5000", "app")):
+        parsed = parse_image_ref(text)  # an image name with no dot, a host with a path: images
+        assert isinstance(parsed, RegistryRef) and parsed.name == name
 
 
 # -- pull, ls, inspect ---------------------------------------------------------------------------
@@ -564,10 +589,16 @@ def test_gc_removes_old_unreferenced_blobs_and_keeps_young_ones(
     assert not blob_path(store_root, sha256_digest(old)).exists()
     assert blob_path(store_root, sha256_digest(young)).exists()
 
-    for odd in ("nan", "inf", "-1"):  # nan acted as 0, and its JSON was no JSON
-        refused = cli("gc", "--grace", odd, "--json", expect=2)
-        assert "--grace" in refused.stderr
+    for odd in ("nan", "inf", "-1", "1x", "h", "1.5.0h", "nanh", "-2m", ""):
+        refused = cli("gc", "--grace", odd, "--json", expect=2)  # nan acted as 0
+        assert "--grace" in refused.stderr and "is not a duration" in refused.stderr
     assert blob_path(store_root, sha256_digest(young)).exists()
+
+    # a duration with its unit: the young blob made two hours old
+    os.utime(blob_path(store_root, sha256_digest(young)), (two_hours_ago, two_hours_ago))
+    for grace, removed in (("3h", []), ("0.1d", []), ("90m", [young]), ("5400s", [young])):
+        dry = cli("gc", "--dry-run", "--grace", grace, "--json").json()
+        assert [b["digest"] for b in dry["removed"]] == [sha256_digest(b) for b in removed]
 
     now = cli("gc", "--grace", "0")
     assert f"removed {sha256_digest(young)}" in now.stdout
@@ -818,3 +849,32 @@ def test_reading_commands_on_a_directory_that_holds_no_store_of_their_layout_fai
         assert "no store at" in one_error_line(cli("verify", store=url, expect=1))
     assert cli("verify", store=f"file://{oci}?layout=oci").returncode == 0
     assert cli("verify", store=str(dist)).returncode == 0
+
+
+def test_a_store_on_the_command_line_and_a_sync_file_target_are_two_destinations(
+    cli: CLI, seeded: SeededRegistry, tmp_path: Path, store_root: Path
+) -> None:
+    # --store was taken and then ignored without a word: the images went to the file's target.
+    theirs = tmp_path / "theirs"
+    sync_file = tmp_path / "sync.yaml"
+    source = f"sources:\n  - registry: '{seeded.host}'\n    plain_http: true\n"
+    source += "    repositories: [{name: team/app, tags: ['1.0.0']}]\n"
+    sync_file.write_text(f"target: {{store: '{theirs}'}}\n{source}")
+    mine = tmp_path / "mine"
+    for where in ("--store", "sync"):  # before the command or after it
+        args = ["--store", str(mine), "sync", str(sync_file)]
+        if where == "sync":
+            args = ["sync", str(sync_file), "--store", str(mine)]
+        refused = cli(*args, expect=2)
+        assert f"--store {mine} and the sync file's target (the store {theirs})" in refused.stderr
+        assert not theirs.exists() and not mine.exists()
+    # a registry target: the same
+    sync_file.write_text(f"target: {{registry: '{seeded.host}', plain_http: true}}\n{source}")
+    refused = cli("--store", str(mine), "sync", str(sync_file), "--json", expect=2)
+    assert f"target (the registry {seeded.host})" in refused.json()["error"]["message"]
+    # the same store twice is one destination; REGSTORE_STORE is a default the file overrides
+    sync_file.write_text(f"target: {{store: '{theirs}'}}\n{source}")
+    assert cli("--store", str(theirs), "sync", str(sync_file), "--json").json()["copied"] == 1
+    # REGSTORE_STORE (store_root) is a default the file's target overrides
+    assert cli("sync", str(sync_file), "--json").json()["skipped"] == 1
+    assert not store_root.exists()

@@ -106,3 +106,55 @@ def test_capability_switches_that_lie_fail(opened: Opener) -> None:
     modest.supports_delete = False  # type: ignore[misc]
     with pytest.raises(AssertionError, match="supports_delete is False but the backend did it"):
         modest.test_switched_off_capabilities_raise_unsupported_error(sqlite)
+
+
+class _LibError(Exception):
+    """An error of a backend's own library (not an OSError)."""
+
+
+class _FailingStream:
+    def write(self, data: bytes | memoryview, /) -> int:
+        raise _LibError("the library failed to write")
+
+    def read(self, n: int = -1, /) -> bytes:
+        raise _LibError("the library failed to read")
+
+    def close(self) -> None:
+        pass
+
+
+def test_error_types_become_store_errors_on_the_blob_paths_too(tmp_path: Path) -> None:
+    # error_types turned a library's errors into StoreErrors in the core methods only: a write
+    # to a staged blob or a read of a complete one let the raw library error through.
+    from regstore.backends.kit import Digest
+    from regstore.digest import digest_bytes
+    from regstore.errors import StoreError
+
+    class Staging(minimal_backend.FileStaging):
+        def append(self, digest: Digest) -> _FailingStream:  # type: ignore[override]
+            return _FailingStream()
+
+    class Backend(minimal_backend.MinimalBackend):
+        error_types = (_LibError,)
+
+        def open_complete(self, digest: Digest, offset: int) -> _FailingStream:  # type: ignore[override]
+            return _FailingStream()
+
+    data = b"x" * 100
+    digest = digest_bytes(data)
+    good = minimal_backend.MinimalBackend(str(tmp_path))
+    writer = good.blob_writer(Digest(digest))
+    writer.write(data)
+    writer.commit(len(data))
+    backend = Backend(str(tmp_path))
+    with pytest.raises(StoreError, match="cannot read blob") as read:
+        backend.open_blob(Digest(digest), 0).read()
+    assert isinstance(read.value.__cause__, _LibError)
+    backend.staging = Staging()
+    backend.staging.attach(backend)
+    other = digest_bytes(b"y")
+    writer = backend.blob_writer(Digest(other))
+    with pytest.raises(StoreError, match="cannot write blob") as write:
+        writer.write(b"y")
+    assert isinstance(write.value.__cause__, _LibError)
+    writer.close()

@@ -68,6 +68,11 @@ from .support.registry import RegistryServer
         ("s3://[broken/p?secret=S", "s3://***"),
         ("./mirror?key=PLAIN", "./mirror?key=***"),
         ("/srv/mirror", "/srv/mirror"),
+        # a plugin's scheme keeps its "//" (it was shown as dirstore:/tmp/a, which does not open)
+        ("dirstore:///tmp/a", "dirstore:///tmp/a"),
+        ("sqlite:////tmp/s.db?timeout=3", "sqlite:////tmp/s.db?timeout=3"),
+        ("mine://u:pw@host/p", "mine://***@host/p"),
+        ("file:///srv/mirror", "file:///srv/mirror"),
     ],
 )
 def test_redact_store_url_hides_user_info_and_secret_options(url: str, shown: str) -> None:
@@ -557,8 +562,13 @@ def test_the_store_url_hint_only_where_the_store_s_medium_failed() -> None:
 def test_a_read_only_registry_and_a_body_cap_get_a_hint() -> None:
     # 405 on a blob upload of a read-only registry, 413 from a proxy capping bodies: both were
     # "Received unexpected HTTP status" with no hint (the README's --chunk-size advice unsaid)
-    from regstore.errors import UnexpectedHTTPStatusError
+    from regstore.errors import HTTPContext, UnexpectedHTTPStatusError
 
     assert "read-only" in hint_for(UnexpectedHTTPStatusError(405, what="starting a blob upload"))
     assert "--chunk-size" in hint_for(UnexpectedHTTPStatusError(413, what="uploading a chunk"))
+    # a manifest is one request: smaller chunks cannot help
+    url = "https://r.example/v2/team/app/manifests/1"
+    manifest_put = UnexpectedHTTPStatusError(413, http=HTTPContext("PUT", url, 413))
+    assert "--chunk-size" not in hint_for(manifest_put)
+    assert "below this manifest's size" in hint_for(manifest_put)
     assert hint_for(UnexpectedHTTPStatusError(418)) == ""

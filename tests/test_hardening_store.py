@@ -217,6 +217,42 @@ def test_verify_quarantines_a_damaged_blob_and_a_plain_pull_fetches_it_again(
             assert reader.read() == built.blobs[damaged]
 
 
+def test_a_sync_after_verify_fetches_again_the_blobs_it_moved_aside(
+    place: Place, registry: RegistryServer, cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    # A nightly sync + verify: verify moved the damaged blob aside and said "pull to fetch it
+    # again"; every later sync found the tag naming the same digest and skipped the image, so
+    # the mirror stayed short of the blob for ever.
+    built = build_image(layers=2, layer_size=64 * 1024, seed=513, media="oci")
+    seed_registry(registry.url, "hard/cron", "1", built)
+    other = build_image(layers=1, layer_size=4096, seed=514, media="oci")
+    seed_registry(registry.url, "hard/cron", "2", other)
+    sync_file = tmp_path / "sync.yaml"
+    sync_file.write_text(
+        f"sources:\n  - registry: '{registry.host}'\n    plain_http: true\n"
+        "    repositories: [{name: hard/cron}]\n"
+    )
+    first = cli("sync", str(sync_file), "--json", store=place.url).json()
+    assert first["copied"] == 2
+    damaged = built.layer_digests[1]
+    place.corrupt(damaged)
+    cli("verify", "--json", store=place.url, expect=1)
+
+    preview = cli("sync", str(sync_file), "--dry-run", "--json", store=place.url).json()
+    assert {j["source"].rsplit(":", 1)[1]: j["action"] for j in preview["jobs"]} == {
+        "1": "copy",
+        "2": "skip",  # the other image lacks nothing
+    }
+    healed = cli("sync", str(sync_file), "--json", store=place.url).json()
+    assert (healed["copied"], healed["skipped"]) == (1, 1)
+    [copied] = [i for i in healed["images"] if i["result"] and i["result"]["transferred"]]
+    assert copied["result"]["transferred"] == [damaged]
+    assert cli("verify", "--json", store=place.url).json()["ok"] is True
+    # the damaged copy stays aside until gc's grace has passed; the image is whole again
+    again = cli("sync", str(sync_file), "--json", store=place.url).json()
+    assert (again["copied"], again["skipped"]) == (0, 2)
+
+
 def test_pull_repair_rehashes_the_image_without_a_verify(
     place: Place, registry: RegistryServer, cli: Callable[..., CliResult]
 ) -> None:
@@ -606,6 +642,7 @@ def test_verify_and_gc_still_work_on_a_backend_without_housekeeping() -> None:
     from regstore.errors import UnsupportedError
     from regstore.hookspecs import StagingEntry
     from regstore.reference import Digest
+    from regstore.store import DELETED_NOT_MOVED
     from tests.support.cli import put_image
 
     class Bare(MemoryBackend):
@@ -631,9 +668,11 @@ def test_verify_and_gc_still_work_on_a_backend_without_housekeeping() -> None:
 
         report = verify(store)
         [problem] = report.problems
-        assert problem.quarantined is None and "not quarantined" in problem.detail
+        # not moved aside but deleted: while it was there a pull skipped it, and no command
+        # could take it out (gc keeps what a manifest references)
+        assert problem.quarantined == DELETED_NOT_MOVED and "nowhere: deleted" in str(problem)
         assert report.staging == [] and "cannot list" in (report.staging_error or "")
-        assert store.blob_exists(layer)  # left in place, as the report says
+        assert not store.blob_exists(layer)  # for the next pull to fetch again
         gc = collect_garbage(store, grace=0)
         assert gc.removed == [] and "cannot list" in (gc.staging_error or "")
     finally:

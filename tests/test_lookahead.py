@@ -18,8 +18,10 @@ from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, transfer_many
 from regstore.engine.lookahead import BULK_MIN, Known, look_ahead, unchanged
 from regstore.engine.places import register_place
+from regstore.engine.verify import verify
 from regstore.store import ObjectStore
 from regstore.testing.builders import Built, build_image
+from tests.support.cli import blob_path, flip_byte
 from tests.support.engine import seed_registry
 from tests.support.proxy import FaultProxy
 from tests.support.registry import RegistryServer
@@ -391,3 +393,35 @@ def test_a_plan_settles_its_unchanged_images_before_any_starts(
         # a registry that fails: nothing is settled, nothing raised (the run reports it)
         proxy.override_status("HEAD", r"/manifests/", 503, times=100)
         assert settle_unchanged(few) == {}
+
+
+def test_a_batch_fetches_again_what_verify_moved_aside_seen_from_either_store_object(
+    registry: RegistryServer,
+    fault_proxy_factory: Callable[..., FaultProxy],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The tags name the same digests as before: only the quarantine tells that an image lacks
+    # a blob. Once through the store object that moved it aside, once through another one
+    # (another process's verify) whose listing of the quarantine is older than its age.
+    with _mirrored(registry, fault_proxy_factory, tmp_path, seed=960) as (images, _, client, store):
+        first, second = images[TAGS[0]].layer_digests[0], images[TAGS[1]].layer_digests[0]
+        assert store.quarantined() == frozenset()
+        flip_byte(blob_path(tmp_path / "mirror", first))
+        assert [p.subject for p in verify(store).quarantined] == [first]
+        assert store.quarantined() == {first}
+        healed = dict(_sync(client, store))
+        assert healed.pop(f"store:la/app:{TAGS[0]}") == "copied"
+        assert set(healed.values()) == {"skipped"}
+        assert store.blob_exists(first) and verify(store).ok
+
+        with open_store(str(tmp_path / "mirror")) as other:
+            flip_byte(blob_path(tmp_path / "mirror", second))
+            assert [p.subject for p in verify(other).quarantined] == [second]
+        assert second not in store.quarantined()  # listed a moment ago
+        monkeypatch.setattr("regstore.store._QUARANTINE_LISTED_FOR", 0.0)
+        assert store.quarantined() == {first, second}
+        healed = dict(_sync(client, store))
+        assert healed.pop(f"store:la/app:{TAGS[1]}") == "copied"
+        assert set(healed.values()) == {"skipped"}
+        assert verify(store).ok

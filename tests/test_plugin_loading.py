@@ -333,9 +333,10 @@ def test_statuses_as_dicts(site: FakeSite) -> None:
         "builtin": False,
         "status": "broken",
         "error": f"RuntimeError: the {PREFIX}boom plugin exploded at import",
+        "schemes": [],
     }
     assert listed["memory"]["status"] == "ok" and listed["memory"]["error"] is None
-    assert listed["memory"]["builtin"] is True
+    assert listed["memory"]["builtin"] is True and listed["memory"]["schemes"] == ["memory"]
 
 
 def test_trace_lists_each_plugin_and_its_status(

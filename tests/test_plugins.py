@@ -23,7 +23,7 @@ import pytest
 
 import regstore
 from regstore import plugins
-from regstore.errors import BackendNotFoundError, RegstoreError, StoreError
+from regstore.errors import BackendNotFoundError, PluginLoadError, StoreError
 from regstore.events import EventKind, TransferEvent
 from regstore.hookspecs import PROJECT, DiscoverySpec, StoreSpec, hookimpl
 from regstore.store import ObjectStore, open_store
@@ -235,17 +235,56 @@ def test_register_plugin_adds_a_backend_and_refreshes_the_listing() -> None:
         store.close()
 
 
-def test_a_scheme_registered_twice_names_both_plugins() -> None:
-    class Clash:
+def _registering(*schemes: str) -> object:
+    """A plugin registering ``schemes``, each backed by the memory backend."""
+
+    class Registering:
         @hookimpl
         def regstore_register_backends(self, register: Any) -> None:
-            register("memory", lambda url, **o: None)
+            from regstore.backends.memory import open_backend
 
-    plugins.register_plugin(Clash(), name="clashing-plugin")
-    with pytest.raises(RegstoreError) as info:
-        plugins.backends()
-    assert "'memory'" in str(info.value) and "clashing-plugin" in str(info.value)
-    assert "REGSTORE_BLOCK_PLUGINS" in str(info.value)
+            for scheme in schemes:
+                register(scheme, lambda url, **o: open_backend("memory://" + url.split("//")[1]))
+
+    return Registering()
+
+
+def test_a_scheme_registered_twice_breaks_only_the_plugins_that_claim_it() -> None:
+    # It raised from plugins.backends(): every store (file:// and memory:// too) and
+    # `regstore plugins`, the command that diagnoses it, failed on one bad plugin.
+    plugins.register_plugin(_registering("memory", "mine"), name="takes-a-builtin")
+    plugins.register_plugin(_registering("dup", "one"), name="dup-a")
+    plugins.register_plugin(_registering("dup", "two"), name="dup-b")
+    plugins.register_plugin(_registering("fine"), name="innocent")
+    found = plugins.backends()
+    assert found["memory"].plugin == "memory"  # the built-in keeps its scheme
+    assert found["fine"].plugin == "innocent"
+    assert not {"mine", "dup", "one", "two"} & set(found)
+    statuses = {s.name: s for s in plugins.plugin_statuses()}
+    assert statuses["innocent"].ok and statuses["memory"].ok
+    taker = statuses["takes-a-builtin"]
+    assert taker.status == "broken" and taker.schemes == ("memory", "mine")
+    assert "the URL scheme 'memory' of the built-in plugin 'memory'" in (taker.cause or "")
+    assert "REGSTORE_BLOCK_PLUGINS=takes-a-builtin" in (taker.cause or "")
+    for name, other in (("dup-a", "dup-b"), ("dup-b", "dup-a")):
+        assert statuses[name].status == "broken"
+        assert f"the URL scheme 'dup', as '{other}' does too" in (statuses[name].cause or "")
+    # a request for a scheme of theirs names why; the rest works
+    for scheme, plugin in (("dup", "dup-a"), ("mine", "takes-a-builtin"), ("two", "dup-b")):
+        with pytest.raises(PluginLoadError, match=plugin) as info:
+            open_store(f"{scheme}://x")
+        assert info.value.scheme == scheme
+    with open_store("memory://clash-test") as store, open_store("fine://clash-fine") as fine:
+        assert store.repositories() == [] and fine.repositories() == []
+
+
+@pytest.mark.parametrize("scheme", ["dir_store", "2go", "a b", "", "x://"])
+def test_a_plugin_registering_no_url_scheme_is_broken(scheme: str) -> None:
+    # listed by `regstore plugins`, yet no URL could ever open it
+    plugins.register_plugin(_registering(scheme), name="bad-scheme")
+    assert scheme.lower() not in plugins.backends()
+    [status] = [s for s in plugins.plugin_statuses() if s.name == "bad-scheme"]
+    assert status.status == "broken" and "is no URL scheme" in (status.cause or "")
 
 
 def test_an_observer_receives_events() -> None:
@@ -731,3 +770,23 @@ def test_a_broken_third_party_plugin_is_listed_and_breaks_nothing_else(
 
 def test_regstore_package_exposes_open_store() -> None:
     assert regstore.open_store is open_store
+
+
+def test_a_backend_factory_that_fails_or_returns_no_backend_is_named() -> None:
+    # "regstore: error: ZeroDivisionError: factory bug" named no scheme nor plugin; a dict
+    # returned read as an unsupported operation of a real backend
+    class Broken:
+        @hookimpl
+        def regstore_register_backends(self, register: Any) -> None:
+            register("raising", lambda url, **o: 1 / 0)
+            register("nothing", lambda url, **o: {"not": "a backend"})
+
+    plugins.register_plugin(Broken(), name="broken-factories")
+    with pytest.raises(StoreError) as raised:
+        open_store("raising://x?secret=S")
+    text = str(raised.value)
+    assert "the raising:// backend (plugin 'broken-factories') failed to open" in text
+    assert "ZeroDivisionError" in text and "secret=***" in text
+    assert isinstance(raised.value.__cause__, ZeroDivisionError)
+    with pytest.raises(StoreError, match="is a dict, which implements no store hook"):
+        open_store("nothing://x")

@@ -325,3 +325,42 @@ def test_requests_made_inside_an_active_budget_share_it(
     assert proxy.count("HEAD") == 5 + 3 + 1  # the second request found the budget spent
     assert budget.left == 0 and "HTTP 503" in budget.last
     assert len(sleeps) == 4 + 2
+
+
+@pytest.mark.parametrize("method", ["PATCH", "PUT"])
+def test_a_token_revoked_mid_upload_is_renewed_and_the_push_goes_on(
+    method: str,
+    token_registry: RegistryServer,
+    tmp_path: Path,
+    fault_proxy_factory: ProxyFactory,
+) -> None:
+    # One 401 with a Bearer challenge (an expired or revoked token) on a chunk PATCH or the
+    # closing PUT: the transport fetched a new token but could not send the streamed body
+    # again, and the push failed with an AuthenticationError.
+    import requests
+
+    from tests.support.fixtures import DEFAULT_PASSWORD, DEFAULT_USER
+
+    built = _image(9601)
+    store = _store_with(tmp_path, built)
+    challenge = requests.post(f"{token_registry.url}/v2/dst/app/blobs/uploads/", timeout=10)
+    assert challenge.status_code == 401
+    proxy = fault_proxy_factory(token_registry)
+    proxy.override_status(
+        method,
+        UPLOADS,
+        401,
+        times=1,
+        skip=1 if method == "PATCH" else 0,
+        headers={"WWW-Authenticate": challenge.headers["WWW-Authenticate"]},
+        body='{"errors":[{"code":"UNAUTHORIZED","message":"token expired"}]}',
+        query_regex=None if method == "PATCH" else built.layer_digests[0],
+    )
+    sleeps: list[float] = []
+    client = _client(proxy, sleeps, username=DEFAULT_USER, password=DEFAULT_PASSWORD)
+    push(client, store, "src/app", "1", dest_name="dst/app", **SMALL)
+    refused = [r for r in proxy.records if r.status == 401 and r.method == method]
+    assert len(refused) == 1  # the injected one; the push went on past it
+    authed = Client(token_registry.host, username=DEFAULT_USER, password=DEFAULT_PASSWORD)
+    assert str(authed.get_image_manifest("dst/app", "1").digest) == built.manifest_digest
+    assert authed.blob_length("dst/app", built.layer_digests[0]) == len(built.layers[0])

@@ -156,6 +156,11 @@ BAD_FILES = [
     (SRC + "    prefix: 'Bad/'\n" + REPOS, "sources[0].prefix: 'Bad/' is not a valid"),
     (SRC + "    catalog: {include: ['(']}\n", "catalog.include[0]: invalid regular expression"),
     ("sources:\n  - registry: 'a b'\n" + REPOS, "sources[0].registry: 'a b' is not a host"),
+    (  # a password written into the address is not repeated into the logs
+        "sources:\n  - registry: 'http://me:S3cr3tPw@h:5'\n" + REPOS,
+        "sources[0].registry: 'http://***@h:5' is not a host[:port]: credentials go in",
+    ),
+    ("target: {registry: 'me:S3cr3tPw@h'}\n" + SRC + REPOS, "target.registry: '***@h' is not"),
     ("sources:\n  - repositories: [a]\n", "sources[0]: missing required key 'registry'"),
     ("target: {store: x, registry: y}\n" + SRC + REPOS, "target: give either store or registry"),
     (
@@ -169,7 +174,9 @@ BAD_FILES = [
 
 @pytest.mark.parametrize(("text", "message"), BAD_FILES)
 def test_mistakes_name_the_line_and_the_key_path(text: str, message: str) -> None:
-    assert message in _error(text)
+    error = _error(text)
+    assert message in error
+    assert "S3cr3tPw" not in error
 
 
 def _as_json(yaml_text: str) -> str:

@@ -451,6 +451,24 @@ def test_a_scheduler_that_does_not_answer(answering: str, silent_port: int, tmp_
     assert f"cannot reach the Dask scheduler at {address} within 2 s" in errors[0]
 
 
+def test_processes_win_over_a_scheduler_named_only_by_the_environment(
+    silent_port: int, tmp_path: Path
+) -> None:
+    # DASK_SCHEDULER_ADDRESS in a CI environment made `--processes` a usage error ("exclude
+    # each other") though only --processes was written; --workers already won over it
+    sync = tmp_path / "s.yaml"
+    sync.write_text("sources:\n  - registry: 127.0.0.1:1\n    repositories: [a]\n")
+    env = {**cli_environment(tmp_path / "home"), "REGSTORE_RETRIES": "0"}
+    env["DASK_SCHEDULER_ADDRESS"] = f"tcp://127.0.0.1:{silent_port}"
+    args = ["--store", str(tmp_path / "st"), "--retries", "0", "sync", str(sync)]
+    run = run_cli([*args, "--processes", "2"], env, timeout=120)
+    assert run.process.returncode == 1, str(run)  # the registry at port 1: not the options
+    assert "exclude each other" not in run.stderr and "scheduler" not in run.stderr
+    assert "127.0.0.1:1" in run.stderr
+    both = run_cli([*args, "--processes", "2", "--scheduler", "tcp://127.0.0.1:1"], env)
+    assert both.process.returncode == 2 and "exclude each other" in both.stderr
+
+
 def test_without_the_extra_the_error_names_it(tmp_path: Path) -> None:
     sync = tmp_path / "s.yaml"
     sync.write_text("sources:\n  - registry: 127.0.0.1:1\n    repositories: [a]\n")
@@ -742,6 +760,87 @@ def test_keep_going_and_fail_fast_on_the_cluster(
     else:  # the rest is either done already or cancelled: nothing else failed
         assert statuses["copied"] + statuses["cancelled"] == len(images)
         assert all(o.error for o in batch.by_status("cancelled"))
+        # a task a worker had started may finish after its cancellation: never "not attempted"
+        assert all("not attempted" not in (o.error or "") for o in batch.by_status("cancelled"))
+        with contextlib.closing(place.open()) as store:
+            tagged = {f"store:{n}:{t}" for n in store.repositories() for t in store.tags(n)}
+        for outcome in batch.by_status("cancelled"):
+            if outcome.destination in tagged:
+                assert "may have moved it already" in (outcome.error or "")
+
+
+@CLUSTER_GROUP
+def test_the_sync_files_concurrency_holds_on_the_workers(
+    dask_client: distributed.Client,
+    registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    # defaults: {concurrency: 1} (a rate-limited registry) held in one process; every task
+    # of a cluster sync moved 4 blobs at once
+    images = _images(9450, count=2)
+    _seed(registry, images)
+    sync = _sync_file(tmp_path / "sync.yaml", registry.host, images)
+    sync.write_text("defaults: {concurrency: 1}\n" + sync.read_text())
+    place = file_place(tmp_path / "store")
+    with contextlib.closing(place.open()) as store:
+        plan, access_for = _plan(sync, store)
+        graph: list[Any] = []
+        batch = run_sync_on_cluster(
+            plan,
+            _RecordingClient(dask_client, graph),
+            access_for=access_for,
+            store_url=place.url,
+        )
+    assert batch.ok and len(graph) == 2
+    assert {task.concurrency for task in graph} == {1}
+    with contextlib.closing(place.open()) as store:
+        plan, access_for = _plan(sync, store)
+        graph.clear()
+        run_sync_on_cluster(
+            plan,
+            _RecordingClient(dask_client, graph),
+            access_for=access_for,
+            store_url=place.url,
+            concurrency=3,  # --concurrency wins
+            skip_unchanged=False,
+        )
+    assert {task.concurrency for task in graph} == {3}
+
+
+class _RecordingClient:
+    """A Dask client that keeps the image tasks submitted to it (as the scheduler gets them)."""
+
+    def __init__(self, client: distributed.Client, graph: list[Any]) -> None:
+        self._client = client
+        self._graph = graph
+
+    def submit(self, function: Any, task: Any, **options: Any) -> Any:
+        self._graph.append(pickle.loads(pickle.dumps(task)))
+        return self._client.submit(function, task, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_an_image_a_worker_cannot_start_is_reported_as_a_local_sync_reports_it(
+    tmp_path: Path,
+) -> None:
+    # its destination was the bare repository name ("sec/app0"), a local sync's is
+    # "store:sec/app0:t0": tooling matching --json entries by destination missed it
+    from regstore.cluster.tasks import ImageTask, run_image_task
+
+    access = RegistryAccess("127.0.0.1:1", plain_http=True, retries=0)
+    task = ImageTask(access, "sec/app0", "t0", "sec/app0", "t0", store_url="nosuch:///x")
+    outcome = run_image_task(task)
+    assert outcome.status == "failed" and "nosuch" in (outcome.error or "")
+    assert (outcome.source, outcome.destination) == ("127.0.0.1:1/sec/app0:t0", "store:sec/app0:t0")
+    by_digest = ImageTask(access, "a", "sha256:" + "0" * 64, "b", "sha256:" + "0" * 64,
+                          target=RegistryAccess("127.0.0.1:2", plain_http=True, retries=0),
+                          store_url=None)  # fmt: skip
+    failed = run_image_task(by_digest)
+    assert failed.status == "failed"
+    assert failed.source == f"127.0.0.1:1/a@sha256:{'0' * 64}"
+    assert failed.destination == f"127.0.0.1:2/b@sha256:{'0' * 64}"
 
 
 @CLUSTER_GROUP

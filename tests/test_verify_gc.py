@@ -19,6 +19,7 @@ import pytest
 from regstore import ObjectStore, open_store
 from regstore.backends.fsspec_store import FsspecBackend
 from regstore.backends.layout_distribution import DistributionLayout
+from regstore.digest import digest_bytes
 from regstore.engine import StoreImage, transfer_one
 from regstore.engine.gc import collect_garbage, delete_image, referenced_digests
 from regstore.engine.transfer import transfer_many
@@ -1486,3 +1487,64 @@ def test_a_platform_whose_bytes_are_lost_is_not_deleted_from_under_its_tagged_in
     with pytest.raises(StoreError, match=f"refusing to delete app@{child}: the index"):
         delete_image(store, "app", child)
     assert child in store.manifests("app") and store.tags("app") == ["1"]
+
+
+def test_gc_spares_a_blob_whose_resumed_commit_is_recent_though_its_bytes_are_old(
+    tmp_path: Path,
+) -> None:
+    # A pull killed after the last byte of a layer, before its commit; the next pull resumes it
+    # a day later and commits at once. The rename kept the staged file's date: gc's grace
+    # counted from yesterday and deleted the blob before the pull wrote its manifest.
+    data = os.urandom(64 * 1024)
+    digest = digest_bytes(data)
+    with open_store(str(tmp_path / "s")) as store:
+        writer = store.layer(digest).writer()
+        writer.set_size(len(data))
+        writer.write(data)
+        writer.close()
+        [staged] = [e for e in store.staging() if e.kind.value == "upload"]
+        day_ago = time.time() - 86400
+        for path in (tmp_path / "s").rglob("*"):
+            if path.is_file() and digest.split(":")[1] in str(path):
+                os.utime(path, (day_ago, day_ago))
+        assert staged.digest == digest
+        writer = store.layer(digest).writer()
+        assert writer.current_size == len(data)
+        writer.set_size(len(data))
+        writer.commit()
+        report = collect_garbage(store)  # the default grace: an hour
+        assert digest not in {b.digest for b in report.removed}
+        assert digest in {b.digest for b in report.kept_young}
+        assert store.blob_exists(digest)
+
+
+def test_a_store_that_cannot_quarantine_deletes_a_damaged_blob_for_the_pull(
+    tmp_path: Path,
+) -> None:
+    # verify said "pull ... --repair" and the repair failed: "cannot quarantine blobs"; no
+    # command could take the damaged blob out, and gc keeps it (referenced) for ever
+    from regstore.backends.filesystem import LocalBackend
+    from regstore.engine.repair import repair_blobs
+    from regstore.errors import BlobNotFoundError, UnsupportedError
+    from regstore.store import DELETED_NOT_MOVED
+
+    class NoQuarantine(LocalBackend):
+        def quarantine_blob(self, digest: Digest) -> str:
+            raise UnsupportedError("this store cannot quarantine blobs")
+
+    root = tmp_path / "s"
+    data = os.urandom(4096)
+    digest = digest_bytes(data)
+    store = ObjectStore(NoQuarantine(str(root)), url=str(root))
+    try:
+        with store.layer(digest).writer() as writer:
+            writer.write(data)
+            writer.commit(len(data))
+        flip_byte(blob_path(root, digest))
+        report = repair_blobs(store, [digest])  # pull --repair's first step
+        assert report.quarantined == {digest: DELETED_NOT_MOVED}
+        assert not store.blob_exists(digest)  # the pull that follows fetches it again
+        with pytest.raises(BlobNotFoundError):
+            store.set_aside(digest)
+    finally:
+        store.close()

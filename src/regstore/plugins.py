@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from regstore import entrypoints
-from regstore.errors import BackendNotFoundError, PluginLoadError, RegstoreError
+from regstore.errors import BackendNotFoundError, PluginLoadError
 from regstore.hookspecs import PROJECT, BackendFactory, DiscoverySpec, StoreSpec
 
 if TYPE_CHECKING:
@@ -126,6 +126,8 @@ class PluginStatus:
     builtin: bool = False
     status: LoadState = OK
     cause: str | None = None
+    #: the URL schemes it registered (known once it loaded; a broken plugin's clash keeps them)
+    schemes: tuple[str, ...] = ()
     #: the original exception of a broken plugin, chained under its PluginLoadError
     exception: BaseException | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -155,6 +157,7 @@ class PluginStatus:
             "builtin": self.builtin,
             "status": self.status,
             "error": self.cause,
+            "schemes": list(self.schemes),
         }
 
 
@@ -380,17 +383,16 @@ def register_plugin(plugin: object, name: str | None = None) -> None:
 def backends() -> dict[str, BackendInfo]:
     """Every installed backend by URL scheme, with the plugin and distribution it came from.
 
-    A plugin whose ``regstore_register_backends`` raises is recorded as broken and left out.
-
-    Raises:
-        RegstoreError: two plugins register the same scheme (block one of them).
+    A plugin whose ``regstore_register_backends`` raises, or that registers something that is
+    no URL scheme, is recorded as broken and left out; so is one that registers a scheme another
+    plugin registers too (both, unless the other is a built-in, which keeps its scheme).
     """
     global _backends
     with _lock:
         if _backends is not None:
             return dict(_backends)
         pm = get_plugin_manager()
-        found: dict[str, BackendInfo] = {}
+        claims: list[tuple[object, str, dict[str, BackendInfo]]] = []
         for plugin in list(pm.get_plugins()):
             plugin_name = pm.get_name(plugin) or repr(plugin)
             status = _statuses.get(plugin_name) or PluginStatus(plugin_name, None, None, None)
@@ -404,6 +406,11 @@ def backends() -> dict[str, BackendInfo]:
                 _status: PluginStatus = status,
                 _registered: dict[str, BackendInfo] = registered,
             ) -> None:
+                if not isinstance(scheme, str) or not _URL_SCHEME.fullmatch(scheme):
+                    # (a store URL with it could never be opened: its scheme would not parse)
+                    raise ValueError(
+                        f"{scheme!r} is no URL scheme (a letter, then letters, digits, +, - or .)"
+                    )
                 scheme = scheme.lower()
                 _registered[scheme] = BackendInfo(
                     scheme, factory, description, _status.name, _status.distribution,
@@ -417,24 +424,60 @@ def backends() -> dict[str, BackendInfo]:
             try:
                 caller(register=register)
             except Exception as exc:  # the plugin's own code failed: leave it out, explained
-                pm.unregister(plugin)
-                _statuses[plugin_name] = dataclasses.replace(
-                    status,
-                    status=BROKEN,
-                    cause=f"regstore_register_backends raised {_describe(exc)}",
-                    exception=exc,
-                )
-                log.warning("%s", _statuses[plugin_name].error())
+                _leave_out(pm, plugin, f"regstore_register_backends raised {_describe(exc)}", exc)
                 continue
-            for scheme, info in registered.items():
-                if scheme in found:
-                    raise RegstoreError(
-                        f"URL scheme {scheme!r} is registered by both {found[scheme].plugin!r} "
-                        f"and {info.plugin!r}; block one with REGSTORE_BLOCK_PLUGINS"
-                    )
-                found[scheme] = info
+            _statuses[plugin_name] = dataclasses.replace(status, schemes=tuple(registered))
+            claims.append((plugin, plugin_name, registered))
+        clashing = _clashes([(name, registered) for _, name, registered in claims])
+        found: dict[str, BackendInfo] = {}
+        for plugin, plugin_name, registered in claims:
+            if plugin_name in clashing:
+                _leave_out(pm, plugin, clashing[plugin_name])
+                continue
+            found.update(registered)
         _backends = found
         return dict(found)
+
+
+#: What a store URL's scheme may be (RFC 3986)
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def _leave_out(
+    pm: pluggy.PluginManager, plugin: object, cause: str, exc: BaseException | None = None
+) -> None:
+    """Unregister a plugin whose backends cannot be used, recorded as broken for ``cause``."""
+    name = pm.get_name(plugin) or repr(plugin)
+    pm.unregister(plugin)
+    status = _statuses.get(name) or PluginStatus(name, None, None, None)
+    _statuses[name] = dataclasses.replace(status, status=BROKEN, cause=cause, exception=exc)
+    log.warning("%s", _statuses[name].error())
+
+
+def _clashes(claims: list[tuple[str, dict[str, BackendInfo]]]) -> dict[str, str]:
+    """The plugins that register a scheme another one registers too, each with why it is left
+    out. Against a built-in the built-in keeps the scheme; between others, none does (which one
+    the user meant is theirs to say, by blocking the other): a request for their schemes fails,
+    naming them, and every other plugin keeps working."""
+    by_scheme: dict[str, list[str]] = {}
+    for name, registered in claims:
+        for scheme in registered:
+            by_scheme.setdefault(scheme, []).append(name)
+    causes: dict[str, str] = {}
+    for scheme, names in sorted(by_scheme.items()):
+        if len(names) < 2:
+            continue
+        builtin = [n for n in names if n in _statuses and _statuses[n].builtin]
+        for name in sorted(names):
+            if name in builtin:
+                continue
+            if builtin:
+                cause = f"registers the URL scheme {scheme!r} of the built-in plugin {builtin[0]!r}"
+            else:
+                others = ", ".join(repr(n) for n in sorted(names) if n != name)
+                cause = f"registers the URL scheme {scheme!r}, as {others} does too"
+            causes.setdefault(name, f"{cause}; block one with REGSTORE_BLOCK_PLUGINS={name}")
+    return causes
 
 
 def plugin_statuses() -> list[PluginStatus]:
@@ -460,8 +503,13 @@ def _may_serve(status: PluginStatus, scheme: str) -> bool:
     """Whether a broken plugin is the likely provider of ``scheme`` (``s3`` from the entry point
     ``s3`` or the distribution ``regstore-s3``): the schemes a plugin registers are known only
     once it loads."""
-    return status.name.lower() == scheme or (
-        status.distribution is not None and _normalize(status.distribution) == f"regstore-{scheme}"
+    return (
+        scheme in status.schemes
+        or status.name.lower() == scheme
+        or (
+            status.distribution is not None
+            and _normalize(status.distribution) == f"regstore-{scheme}"
+        )
     )
 
 

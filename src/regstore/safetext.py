@@ -5,6 +5,9 @@
   query options (``secret=``, ``token=``, ``account_key=``, ``sig=``, ...) become ``***``.
   :func:`store_url_secrets` lists those same values, so a printer can mask them anywhere else
   they might surface (a third-party library's log line, a traceback).
+- :func:`secret_spellings` lists the ways a secret is written in text that quotes it (JSON,
+  ``repr``, URL-quoted); :func:`secrets_pattern` finds any of them as a whole, and
+  :func:`mask_secrets` masks them in text that came from outside (a credential helper's answer).
 - :func:`printable` neutralises control characters in text that came from outside (a
   registry's error message, a realm, a tag name, a store's file names) before it reaches a
   terminal: an ESC, BEL or CSI byte could otherwise clear the screen, retitle the window or
@@ -15,13 +18,19 @@ Only the standard library is used: the backends, the client and the CLI all impo
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.parse
+from collections.abc import Callable, Iterable
 
 __all__ = [
     "SECRET_OPTION_WORDS",
     "is_secret_option",
+    "mask_secrets",
     "printable",
     "redact_store_url",
+    "secret_spellings",
+    "secrets_pattern",
     "store_url_secrets",
 ]
 
@@ -77,10 +86,12 @@ def redact_store_url(url: str) -> str:
         return url.partition("://")[0] + "://" + MASK
     if "@" in netloc:
         netloc = MASK + "@" + netloc.rpartition("@")[2]
-    fragment = MASK if parsed.fragment else ""
-    return urllib.parse.urlunsplit(
-        (parsed.scheme, netloc, parsed.path, _redact_query(parsed.query), fragment)
-    )
+    # put together by hand: urlunsplit drops the "//" of schemes urllib does not know
+    # (a plugin's dirstore:///tmp/a would be shown as dirstore:/tmp/a, which does not open)
+    shown = f"{parsed.scheme}://{netloc}{parsed.path}"
+    if parsed.query:
+        shown += f"?{_redact_query(parsed.query)}"
+    return f"{shown}#{MASK}" if parsed.fragment else shown
 
 
 def _redact_query(query: str) -> str:
@@ -121,6 +132,59 @@ def store_url_secrets(url: str) -> list[str]:
     unique = dict.fromkeys(s for s in [*found, *decoded] if len(s) >= MIN_MASKED_LENGTH)
     # longest first, so a secret containing another is masked whole
     return sorted(unique, key=len, reverse=True)
+
+
+#: How text that quotes a secret may have written it: JSON (ASCII-only, as ``json.dumps`` does by
+#: default, and not), Python's ``repr`` (either quote style), URL-quoted (a path, a form).
+_ENCODINGS: tuple[Callable[[str], str], ...] = (
+    lambda s: json.dumps(s)[1:-1],
+    lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
+    lambda s: repr(s)[1:-1],
+    lambda s: repr('"' + s)[2:-1],  # the style of a repr that holds both quotes: \' escaped
+    lambda s: urllib.parse.quote(s, safe=""),
+    lambda s: urllib.parse.quote(s),
+    lambda s: urllib.parse.quote_plus(s),
+)
+
+
+def secret_spellings(secret: str) -> list[str]:
+    """The ways ``secret`` may be written in text: as is, in each of the encodings above, and
+    in each encoding of those (a helper that echoes its JSON input with ``repr``), longest
+    first (a spelling that contains another is masked whole). ``[]`` for ``""``."""
+    if not secret:
+        return []
+    once = {encode(secret) for encode in _ENCODINGS}
+    twice = {encode(s) for s in once for encode in _ENCODINGS}
+    return sorted({secret, *once, *twice}, key=len, reverse=True)
+
+
+def _whole(spelling: str) -> str:
+    """A regex for ``spelling`` standing as a whole: not the middle of a longer run of
+    letters and digits (``s3cr3t`` is not found in ``s3cr3tive``). An edge that is not a
+    letter or digit needs no such boundary (``"x`` is found in ``a"x``)."""
+    head = r"(?<![^\W_])" if spelling[0].isalnum() else ""
+    tail = r"(?![^\W_])" if spelling[-1].isalnum() else ""
+    return head + re.escape(spelling) + tail
+
+
+def secrets_pattern(secrets: Iterable[str], min_length: int = 1) -> re.Pattern[str] | None:
+    """A regex that finds any spelling of any of ``secrets`` (those of ``min_length``
+    characters or more) standing as a whole; None when there is nothing to find."""
+    spellings = {
+        s for secret in secrets if len(secret) >= min_length for s in secret_spellings(secret)
+    }
+    if not spellings:
+        return None
+    ordered = sorted(spellings, key=len, reverse=True)
+    return re.compile("|".join(_whole(s) for s in ordered))
+
+
+def mask_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every spelling of every secret (of any length) replaced by ``***``: for
+    text that came from outside as a whole (a credential helper's answer to a request that
+    held the secret), where every occurrence may be an echo."""
+    pattern = secrets_pattern(secrets)
+    return pattern.sub(MASK, text) if pattern is not None else text
 
 
 def _control_escapes() -> dict[int, str]:

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,7 @@ from regstore.hookspecs import (
     BlobStatus,
     BlobWriteHandle,
     StagingEntry,
+    StagingKind,
     StoreLockHandle,
 )
 from regstore.imagelist import MAX_CONFIG_SIZE, ImageRecord, list_images
@@ -166,6 +168,15 @@ def _store_flag(name: str, value: object) -> bool:
     raise StoreError(f"store option {name} must be 1 or 0 (true or false), not {value!r}")
 
 
+def _provider(scheme: str) -> str:
+    """Which plugin (and distribution) registered ``scheme``, for an error message."""
+    info = plugins.backends().get(scheme)
+    if info is None:
+        return "its plugin"
+    origin = " ".join(p for p in (info.distribution, info.version) if p)
+    return f"plugin {info.plugin!r}" + (f" of {origin}" if origin else "")
+
+
 def open_store(
     url: str,
     *,
@@ -204,7 +215,15 @@ def open_store(
     trace = _store_flag("trace", query.pop("trace", "0")) or _store_flag("trace", trace)
     factory = plugins.backend_factory(scheme)
     merged: dict[str, Any] = {**query, **options}
-    backend = factory(bare, **merged)
+    try:
+        backend = factory(bare, **merged)
+    except RegstoreError:
+        raise
+    except Exception as exc:  # a plugin's bug: say whose, not only "ZeroDivisionError: ..."
+        raise StoreError(
+            f"the {scheme}:// backend ({_provider(scheme)}) failed to open "
+            f"{redact_store_url(url)}: {type(exc).__name__}: {exc}"
+        ) from exc
     store = ObjectStore(backend, url=url)
     # The guard first, the tracer last: pluggy runs the wrapper registered last outermost, so
     # refused changes are counted (as errors) too.
@@ -281,6 +300,12 @@ _INDEX_PRUNE_TAG_LIMIT = 32
 _PLAIN_REMEMBERED = 100_000
 #: Manifest types that are surely no index (what sniffs as anything else is asked about)
 _PLAIN_TYPES = IMAGE_MEDIA_TYPES | SCHEMA1_MEDIA_TYPES
+#: Where :meth:`ObjectStore.set_aside` says a damaged blob went when the backend cannot
+#: quarantine it
+DELETED_NOT_MOVED = "nowhere: deleted, as this store cannot move blobs aside"
+#: Seconds one listing of the quarantine answers :meth:`ObjectStore.quarantined`: a sync asks
+#: it of every unchanged image, and a verify in another process may move a blob aside meanwhile
+_QUARANTINE_LISTED_FOR = 30.0
 
 
 class ObjectStore:
@@ -307,10 +332,17 @@ class ObjectStore:
         self._implemented = frozenset(
             caller.name for caller in self._pm.get_hookcallers(backend) or []
         )
+        if not self._implemented:  # a factory that returned something else than a backend
+            raise StoreError(
+                f"the backend of {redact_store_url(url) or 'a store'} is a "
+                f"{type(backend).__name__}, which implements no store hook"
+            )
         self._closed = False
         #: digests of manifests read here that are no index (a digest's bytes never change):
         #: none can be partial, so is_partial answers them without asking the backend
         self._plain: set[str] = set()
+        #: (when, digests) of the last listing of the quarantine
+        self._quarantine: tuple[float, frozenset[str]] | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -920,7 +952,55 @@ class ObjectStore:
         Raises BlobNotFoundError if it is not complete, LayerLockedError while a writer holds
         it, UnsupportedError if the backend cannot.
         """
-        return self._ask(self._hooks.regstore_store_quarantine_blob, digest=Digest(digest))
+        where = self._ask(self._hooks.regstore_store_quarantine_blob, digest=Digest(digest))
+        self._quarantine = None  # listed again when next asked
+        return where
+
+    def quarantined(self) -> frozenset[str]:
+        """Digests of the blobs moved aside (:meth:`quarantine_blob`) whose copies the working
+        area still holds, as listed at most 30 seconds ago; empty where the backend lists no
+        working area or cannot list it now. The store may hold some of them again (a pull
+        fetched them since): :meth:`blob_exists` tells."""
+        now = time.monotonic()
+        listed = self._quarantine
+        if listed is None or now - listed[0] > _QUARANTINE_LISTED_FOR:
+            digests: frozenset[str] = frozenset()
+            if "regstore_store_list_staging" in self._implemented:
+                try:
+                    digests = frozenset(
+                        entry.digest
+                        for entry in self.staging()
+                        if entry.kind is StagingKind.QUARANTINE and entry.digest is not None
+                    )
+                except UnsupportedError:  # (a backend that lists no working area: none known)
+                    pass
+                except RegstoreError as exc:  # (credentials without a listing's permission)
+                    where = redact_store_url(self.url) or "the store"
+                    log.warning(
+                        "could not list the blobs verify moved aside in %s (%s): images that "
+                        "lack one are not fetched again",
+                        where,
+                        exc,
+                    )
+            listed = self._quarantine = (now, digests)
+        return listed[1]
+
+    def set_aside(self, digest: str) -> str:
+        """Take a damaged blob out of the store so the next pull fetches it again: moved aside
+        (:meth:`quarantine_blob`), or deleted where the backend cannot quarantine (its bytes
+        are useless, and while it is there a pull skips it). Returns where it went, or
+        :data:`DELETED_NOT_MOVED` (read after "moved to").
+
+        Raises BlobNotFoundError if it is not complete, LayerLockedError while a writer holds
+        it, UnsupportedError if the backend can do neither.
+        """
+        try:
+            return self.quarantine_blob(digest)
+        except UnsupportedError:
+            if "regstore_store_delete_blob" not in self._implemented:
+                raise
+        self.delete_blob(digest)
+        return DELETED_NOT_MOVED
 
     # -- housekeeping ------------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ class FileStaging(AppendStaging):
         target = self.store.blob_path(digest)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(self.path(digest), target)
+        os.utime(target)  # dated by the commit (the rename kept the staging's time)
 
     def drop(self, digest: Digest) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -102,7 +102,7 @@ class ComposedBlobs(BackendBase):
             if self.locks.is_held(self.blob_lock_key(digest)):
                 raise LayerLockedError(str(digest)) from None
             raise BlobNotFoundError(None, str(digest)) from None
-        return BlobReader(stream, size, digest)
+        return BlobReader(stream, size, digest, self.error_types)
 
     def blob_writer(self, digest: Digest) -> BlobWriteHandle:
         if self.complete_size(digest) is not None:

@@ -492,6 +492,9 @@ class LocalStaging(FsspecStaging):
             final = self.store.final_blob_path(digest)
             # readers: none, then all
             self.store.rename_over(self.store.staging_path(digest), final)
+            # a rename keeps the staged file's time, perhaps a day old (a resumed pull): gc
+            # counts its grace from the commit
+            os.utime(final)
             self.store.entries.changed(os.path.dirname(final))
 
 
@@ -713,7 +716,30 @@ class LocalBackend(FsspecBackend):
         return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
 
     def walk_files(self, base: str) -> list[WalkedFile]:
-        return super().walk_files(self.confinement.check(base))
+        # os.scandir, not fsspec's find (the same answer: files by path, their symlinks
+        # followed, symlinked directories not entered): a sync looks at the quarantine before
+        # it skips an unchanged image, and would import fsspec for it
+        root = self.confinement.check(base)
+        walked: list[WalkedFile] = []
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            try:
+                listing = os.scandir(os.path.join(root, relative) if relative else root)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with listing:
+                for entry in listing:
+                    name = f"{relative}/{entry.name}" if relative else entry.name
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(name)
+                        elif entry.is_file():
+                            found = entry.stat()
+                            walked.append((name, found.st_size, found.st_mtime))
+                    except FileNotFoundError:  # removed while listed (a writer finished)
+                        continue
+        return sorted(walked)
 
     def stat_file(self, path: str) -> tuple[int, float] | None:
         return super().stat_file(self.confinement.check(path))

@@ -580,7 +580,12 @@ class FsspecStaging(FsspecStagingArea, AppendStaging):
 
     def seal(self, digest: Digest) -> None:
         final = self.store.final_blob_path(digest)
-        self.store.fs.mv(self.store.staging_path(digest), final)
+        fs = self.store.fs
+        fs.mv(self.store.staging_path(digest), final)
+        if getattr(fs, "local_file", False):
+            # a local rename keeps the staged file's time, perhaps a day old (a resumed pull):
+            # gc counts its grace from the commit (elsewhere a move writes a new object)
+            fs.touch(final, truncate=False)
 
     def drop(self, digest: Digest) -> None:
         self.store.remove(self.store.staging_path(digest))

@@ -185,6 +185,8 @@ class MemoryStaging(AppendStaging):
         staged.file.fs, staged.file.path = self.store.fs, path
         staged.file.seek(0)
         staged.file.commit()
+        # the blob's time is its commit's (gc counts its grace from it), not the staging's
+        staged.file.created = staged.file.modified
 
     def drop(self, digest: Digest) -> None:
         with _staging_guard:

@@ -169,7 +169,7 @@ class AppendStaging(BlobStaging):
         return self.size(digest)
 
     def writer(self, digest: Digest, lock: BlobLock) -> BlobWriteHandle:
-        return StagedBlobWriter(self, digest, lock)
+        return StagedBlobWriter(self, digest, lock, getattr(self.store, "error_types", ()))
 
     def discard(self, digest: Digest) -> None:
         self.drop(digest)
@@ -194,17 +194,28 @@ class BlobReader:
     surface as StoreError.
     """
 
-    def __init__(self, raw: IO[bytes], size: int, digest: Digest) -> None:
+    def __init__(
+        self,
+        raw: IO[bytes],
+        size: int,
+        digest: Digest,
+        error_types: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self._raw = raw
         self.size = size
         self.digest = digest
+        #: the backend's own library errors (``BackendBase.error_types``), StoreErrors here too
+        self._error_types = error_types
+
+    def _translate(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return translate_errors(f"{what} {self.digest}", error_types=self._error_types)
 
     def read(self, n: int = -1, /) -> bytes:
-        with translate_errors(f"cannot read blob {self.digest}"):
+        with self._translate("cannot read blob"):
             return self._raw.read(n)
 
     def readinto(self, buffer: bytearray | memoryview, /) -> int:
-        with translate_errors(f"cannot read blob {self.digest}"):
+        with self._translate("cannot read blob"):
             readinto = getattr(self._raw, "readinto", None)
             if readinto is not None:
                 return int(readinto(buffer) or 0)
@@ -213,7 +224,7 @@ class BlobReader:
             return len(data)
 
     def close(self) -> None:
-        with translate_errors(f"cannot close blob {self.digest}"):
+        with self._translate("cannot close blob"):
             self._raw.close()
 
 
@@ -226,15 +237,24 @@ class StagedBlobWriter:
     leaves nothing behind (the seed's zero-size trap cannot happen).
     """
 
-    def __init__(self, staging: AppendStaging, digest: Digest, lock: BlobLock) -> None:
+    def __init__(
+        self,
+        staging: AppendStaging,
+        digest: Digest,
+        lock: BlobLock,
+        error_types: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self._staging = staging
         self.digest = digest
         self._lock: BlobLock | None = lock
         self._stream: StagingStream | None = None
-        self.current_size = staging.size(digest)
+        #: the backend's own library errors (``BackendBase.error_types``), StoreErrors here too
+        self._error_types = error_types
+        with self._translate("read the staged size of"):
+            self.current_size = staging.size(digest)
 
-    def _what(self, verb: str) -> str:
-        return f"cannot {verb} blob {self.digest}"
+    def _translate(self, verb: str) -> contextlib.AbstractContextManager[None]:
+        return translate_errors(f"cannot {verb} blob {self.digest}", error_types=self._error_types)
 
     def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
@@ -252,7 +272,7 @@ class StagedBlobWriter:
 
     def write(self, data: bytes | memoryview, /) -> int:
         self._check_held()
-        with translate_errors(self._what("write")):
+        with self._translate("write"):
             if self._stream is None:
                 self._stream = self._staging.append(self.digest)
             self._stream.write(data)
@@ -260,14 +280,14 @@ class StagedBlobWriter:
 
     def staged(self) -> Iterator[bytes]:
         self._check_held()
-        with translate_errors(self._what("read the staged bytes of")):
+        with self._translate("read the staged bytes of"):
             self._close_stream()  # make everything written so far readable
             yield from self._staging.iterate(self.digest, CHUNK_SIZE)
 
     def commit(self, size: int) -> None:
         self._check_held()
         try:
-            with translate_errors(self._what("commit")):
+            with self._translate("commit"):
                 if self._stream is None:  # an empty blob, or all bytes were resumed
                     self._stream = self._staging.append(self.digest)
                 self._close_stream()
@@ -277,14 +297,14 @@ class StagedBlobWriter:
 
     def close(self) -> None:
         try:
-            with translate_errors(self._what("close")):
+            with self._translate("close"):
                 self._close_stream()
         finally:
             self._release()
 
     def discard(self) -> None:
         try:
-            with translate_errors(self._what("discard")):
+            with self._translate("discard"):
                 try:
                     self._close_stream()
                 finally:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -81,6 +83,8 @@ class Settings:
     """The global options of one run."""
 
     store: str | None = None
+    #: --store was written on the command line (not taken from REGSTORE_STORE)
+    store_given: bool = False
     plain_http: bool = False
     ca_cert: str | None = None
     insecure: bool = False
@@ -358,6 +362,9 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         return value
     state = ctx.ensure_object(AppState)
     setattr(state.settings, param.name, value)
+    if param.name == "store":
+        source = ctx.get_parameter_source(param.name)
+        state.settings.store_given = source is click.core.ParameterSource.COMMANDLINE
     return value
 
 
@@ -488,17 +495,56 @@ def global_options(f: F, *, on_group: bool = False) -> F:
     return f
 
 
+#: A run of text that may be or hold a URL (quotes and spaces end one); and where a URL starts
+#: in it: a scheme at a word's start, or a request target (urllib3's ``"PUT /v2/...?_state=...
+#: HTTP/1.1"``, its retries' ``url: /path?query``, ``(url='/path?query')``).
+_TOKEN = re.compile(r"""[^\s"'<>]+""")
+_URL_START = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://|(?:^|(?<=[(=,\[]))/")
+#: Punctuation of the sentence around a URL, kept out of it.
+_TRAILING = ").,;:]"
+
+
+def _redact_urls(text: str) -> str:
+    """``text`` with every URL and request target redacted as regstore shows URLs: user info
+    gone, the values of query parameters other than the API's own replaced (upload state and
+    presigned signatures are bearer secrets, whoever logs them)."""
+    return _TOKEN.sub(_redacted_token, text)
+
+
+def _redacted_token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    if not any(sign in token for sign in "?@#"):  # nothing in it to hide: shown as it is
+        return token
+    start = _URL_START.search(token)
+    if start is None:
+        return token
+    head, url = token[: start.start()], token[start.start() :].rstrip(_TRAILING)
+    tail = token[len(head) + len(url) :]
+    return head + _redacted_url(url) + tail
+
+
+def _redacted_url(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme.lower() not in ("http", "https"):
+        return redact_store_url(url)  # a store's URL (s3://KEY:SECRET@bucket/...)
+    from regstore.client.urls import redact_url  # (only when a URL has something to hide)
+
+    return redact_url(url)
+
+
 class _MaskingFormatter(logging.Formatter):
     """Formats log records with every known secret masked (defence in depth: the client never
-    logs credentials, but a third-party plugin or library might) and control characters
-    escaped (a logged server answer must not drive the terminal)."""
+    logs credentials, but a third-party plugin or library might), every URL redacted (urllib3
+    logs its request lines with their query strings: upload state, presigned signatures) and
+    control characters escaped (a logged server answer must not drive the terminal)."""
 
     def __init__(self, output: Output) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.output = output
 
     def format(self, record: logging.LogRecord) -> str:
-        return printable(self.output.mask(super().format(record)), multiline=True)
+        text = _redact_urls(super().format(record))
+        return printable(self.output.mask(text), multiline=True)
 
 
 class _WarningLines(logging.Handler):
@@ -548,6 +594,34 @@ def configure_logging(verbose: int, output: Output) -> None:
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
+_JSON_ASKED = "regstore.json"
+
+
+def _json_asked(args: Iterable[str]) -> bool:
+    """True if ``--json`` is among the command line's arguments (before a ``--``)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+class _JsonUsageError(click.UsageError):
+    """A usage error shown as click shows it, after its JSON result on stdout."""
+
+    @classmethod
+    def of(cls, exc: click.UsageError) -> _JsonUsageError:
+        # (format_message of a BadParameter names the parameter; its message does not)
+        return cls(exc.format_message(), exc.ctx)
+
+    def show(self, file: Any = None) -> None:
+        error = {"message": printable(self.format_message()), "type": "UsageError", "hint": None}
+        sys.stdout.write(json.dumps({"ok": False, "error": error}, indent=2) + "\n")
+        sys.stdout.flush()
+        super().show(file)
+
+
 class LazyGroup(click.Group):
     """The ``regstore`` group: a command whose module is not imported yet is listed from
     :attr:`lazy_commands` (name -> module, short help) and its module is imported when the
@@ -562,6 +636,32 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *self.lazy_commands})
+
+    # A usage error click finds (a missing argument, a bad option value) or a command raises
+    # is shown by click's own handler on stderr; with --json a script reading stdout gets its
+    # JSON result too, as for every other ending.
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        wanted = _json_asked(args)
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _JsonUsageError.of(exc) if wanted else exc from None
+        ctx.meta[_JSON_ASKED] = wanted
+        return ctx
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if isinstance(exc, _JsonUsageError) or not ctx.meta.get(_JSON_ASKED):
+                raise
+            raise _JsonUsageError.of(exc) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in self.lazy_commands:

@@ -38,7 +38,7 @@ from regstore.errors import (
     TransportError,
     UnexpectedHTTPStatusError,
 )
-from regstore.safetext import MIN_MASKED_LENGTH, printable
+from regstore.safetext import MASK, MIN_MASKED_LENGTH, printable, secrets_pattern
 
 if TYPE_CHECKING:  # rich is imported where a terminal needs it (start-up time of the CLI)
     from rich.console import Console
@@ -144,9 +144,15 @@ def hint_for(exc: BaseException) -> str:
     if isinstance(exc, UnexpectedHTTPStatusError) and exc.status == 405:
         return "the registry does not take this request here: is it read-only, or a mirror?"
     if isinstance(exc, UnexpectedHTTPStatusError) and exc.status == 413:
+        if exc.http is not None and "/manifests/" in exc.http.url:
+            # a manifest goes in one request whatever --chunk-size says
+            return (
+                "a proxy or the registry caps request bodies below this manifest's size: "
+                "raise the cap (a proxy's client_max_body_size or the like)"
+            )
         return (
-            "a proxy or the registry caps request bodies: push in smaller chunks "
-            "(--chunk-size 64MiB)"
+            "a proxy or the registry caps request bodies: push in chunks smaller than its cap "
+            "(--chunk-size 64MiB, or less)"
         )
     if isinstance(exc, RetriesExhaustedError):
         # the last failure says what may help; what moved so far is kept for the next run
@@ -181,6 +187,48 @@ def hint_for(exc: BaseException) -> str:
     return ""
 
 
+#: Regstore's own phrases that a password may be a word of. They are printed whatever the
+#: password is, so a password found inside one is left there: asterisks in them would give the
+#: password away (``login ... failed: *** username or password``). Only inside a whole phrase
+#: longer than the secret: the same word standing anywhere else is masked, since text from
+#: outside (a registry's message, a helper's output) may be echoing the secret.
+OWN_PHRASES = (
+    "regstore: error:",
+    "regstore: warning:",
+    "failed: wrong username or password",
+    "access denied for user",
+    "login to",
+    "logging in to",
+    "logging out of",
+    "Login succeeded:",
+    "did not ask for credentials, so they could not be checked; saving them anyway",
+    "credential helper docker-credential-",
+    "could not store the credentials for",
+    "could not erase the credentials for",
+    "Removed the credentials for",
+    "Not logged in to",
+    "no saved credentials",
+)
+
+
+def _own_phrase_spans(text: str) -> list[tuple[int, int]]:
+    """Where :data:`OWN_PHRASES` stand in ``text`` (start, end)."""
+    spans: list[tuple[int, int]] = []
+    for phrase in OWN_PHRASES:
+        start = text.find(phrase)
+        while start >= 0:
+            spans.append((start, start + len(phrase)))
+            start = text.find(phrase, start + 1)
+    return spans
+
+
+def _inside(span: tuple[int, int], own: list[tuple[int, int]]) -> bool:
+    """True if ``span`` is a strict part of one of the ``own`` spans (a secret that is a whole
+    phrase by itself is no word of ours: it is masked)."""
+    start, end = span
+    return any(s <= start and end <= e and e - s > end - start for s, e in own)
+
+
 class Output:
     """The printer of one command run (knows --json, --quiet and the secret to mask)."""
 
@@ -197,23 +245,35 @@ class Output:
         self.stdout = stdout if stdout is not None else sys.stdout
         self.stderr = stderr if stderr is not None else sys.stderr
         self.secrets: list[str] = []
+        self._pattern_key: tuple[str, ...] = ()
+        self._pattern: re.Pattern[str] | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
     def mask(self, text: str) -> str:
-        """``text`` with every known secret replaced by ``***``.
+        """``text`` with every known secret replaced by ``***``, in every spelling text may give
+        it (as is, JSON-escaped, ``repr``'d, URL-quoted: ``safetext.secret_spellings``).
 
         A secret is masked where it stands as a whole (not inside a longer run of letters and
-        digits), and only from :data:`MIN_MASKED_LENGTH` characters on: a password ``o`` or
-        ``wrong`` must not turn our own words into asterisks, which would show the secret by
-        its holes while hiding the message.
+        digits), only from :data:`MIN_MASKED_LENGTH` characters on, and never inside one of
+        regstore's own phrases (:data:`OWN_PHRASES`): a password ``password`` or ``wrong``
+        must not turn our own words into asterisks, which would show the secret by its holes
+        while hiding the message. The same word anywhere else (a registry's or a helper's
+        text, a URL) is masked.
         """
-        secrets = [s for s in self.secrets if len(s) >= MIN_MASKED_LENGTH]
-        if not secrets:
+        pattern = self._secrets_pattern()
+        if pattern is None:
             return text
-        # longest first: a secret that contains another one is masked whole
-        alternatives = "|".join(re.escape(s) for s in sorted(set(secrets), key=len, reverse=True))
-        return re.sub(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", "***", text)
+        own = _own_phrase_spans(text)
+        return pattern.sub(lambda m: m.group(0) if _inside(m.span(), own) else MASK, text)
+
+    def _secrets_pattern(self) -> re.Pattern[str] | None:
+        """The pattern of the secrets known now (built again only when they change)."""
+        key = tuple(self.secrets)
+        if self._pattern_key != key:
+            self._pattern = secrets_pattern(key, MIN_MASKED_LENGTH)
+            self._pattern_key = key
+        return self._pattern
 
     def _mask_data(self, data: Any) -> Any:
         """``data`` (JSON-able) with secrets masked in every string, before it is encoded (in
@@ -245,7 +305,10 @@ class Output:
 
     def json(self, data: Any) -> None:
         """Print ``data`` as the one JSON document of this run."""
-        masked = self._mask_data(data)
+        self._write_json(self._mask_data(data))
+
+    def _write_json(self, masked: Any) -> None:
+        """Print ``masked`` (secrets masked already where they may be) as the JSON document."""
         self.stdout.write(json.dumps(masked, indent=2, default=lambda o: self.mask(str(o))))
         self.stdout.write("\n")
         self.stdout.flush()
@@ -294,16 +357,16 @@ class Output:
     # -- diagnostics -----------------------------------------------------------------------------
 
     def error(self, message: str, hint: str = "") -> None:
-        """The one error line on stderr."""
-        text = f"regstore: error: {message}"
+        """The one error line on stderr (the hint is our own words: never masked)."""
+        text = f"regstore: error: {self.mask(message)}"
         if hint:
             text += f" — try: {hint}"
-        self.stderr.write(self.shown(" ".join(text.split())) + "\n")
+        self.stderr.write(printable(" ".join(text.split())) + "\n")
         self.stderr.flush()
 
     def warning(self, message: str) -> None:
         """A warning line on stderr (shown even with --quiet and --json)."""
-        self.stderr.write(self.shown(f"regstore: warning: {message}") + "\n")
+        self.stderr.write(printable(f"regstore: warning: {self.mask(message)}") + "\n")
         self.stderr.flush()
 
     def note(self, message: str) -> None:
@@ -318,15 +381,11 @@ class Output:
         why = str(exc) if isinstance(exc, RegstoreError) else f"{type(exc).__name__}: {exc}"
         message = f"{action} failed: {why}" if action else why
         hint = hint_for(exc)
-        if self.json_mode:
-            self.json(
-                {
-                    "ok": False,
-                    "error": {
-                        "message": self.mask(message),
-                        "type": type(exc).__name__,
-                        "hint": hint or None,
-                    },
-                }
-            )
+        if self.json_mode:  # the message masked, not the hint (our own words)
+            error = {
+                "message": self.mask(message),
+                "type": type(exc).__name__,
+                "hint": hint or None,
+            }
+            self._write_json({"ok": False, "error": error})
         self.error(message, hint)

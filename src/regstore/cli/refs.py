@@ -15,6 +15,7 @@ Without a tag or digest an image means ``latest``, except where tag filters (``-
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,12 +113,27 @@ def _explicit(text: str) -> bool:
     return ":" in text.rsplit("/", 1)[-1]
 
 
+#: ``localhost:5000``, ``127.0.0.1:5000``, ``registry.example:443``: a registry, not an image
+_REGISTRY_ONLY = re.compile(r"(localhost|[^/:@]*\.[^/:@]*):[0-9]+")
+
+
 def parse_image_ref(text: str) -> ImageRef:
-    """A store image when written ``store:...``, else a registry image."""
+    """A store image when written ``store:...``, else a registry image.
+
+    A registry's ``host:port`` alone is refused: the reference grammar reads ``localhost:5000``
+    as the Docker Hub image ``library/localhost`` tagged ``5000`` (a push would go to Docker
+    Hub), which no one writing it means (Docker Hub's own images have no dot in their names).
+    """
     if text.startswith(STORE_PREFIX):
         return parse_store_ref(text)
     if text.startswith(DOCKER_PREFIX):
         text = text[len(DOCKER_PREFIX) :]
+    if _REGISTRY_ONLY.fullmatch(text):
+        raise InvalidReferenceError(
+            "reference",
+            text,
+            f"names a registry, not an image: add a repository ({text}/NAME[:TAG])",
+        )
     return RegistryRef(Reference.parse(text), _explicit(text))
 
 

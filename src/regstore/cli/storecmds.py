@@ -413,8 +413,8 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
         if report.quarantined:
             hint = (
                 f"{len(report.quarantined)} damaged blob(s) were moved aside: pull the affected "
-                "images again (`regstore pull REF`), or import their bundle again, to fetch "
-                "them; the store keeps intact blobs"
+                "images again (`regstore pull REF`, or the next `regstore sync` of them), or "
+                "import their bundle again, to fetch them; the store keeps intact blobs"
             )
         elif all(p.kind == "unlinked-blob" for p in report.problems):
             images = sorted(
@@ -483,15 +483,54 @@ def delete_command(state: AppState, ref: StoreRef) -> int:
     return EXIT_OK
 
 
+if TYPE_CHECKING:  # click >= 8.4 types its ParamType generically; older ones are not generic
+    _FloatParamType = click.ParamType[float]
+else:
+    _FloatParamType = click.ParamType
+
+
+class _Duration(_FloatParamType):
+    """Seconds, as a number (``3600``, ``0.5``) or with a unit: ``90s``, ``30m``, ``12h``,
+    ``7d``, ``1.5h``."""
+
+    name = "duration"
+    _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            number = text.rstrip("smhd")
+            unit = self._UNITS.get(text[len(number) :].strip())
+            try:
+                seconds = float(number) * unit if unit is not None else math.nan
+            except ValueError:
+                seconds = math.nan
+            if number.strip().lower() in {"nan", "inf", "infinity", ""}:
+                seconds = math.nan
+        # nan compares false with every age: it would act as 0
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(
+                f"{value!r} is not a duration (seconds, or with a unit: 90s, 30m, 12h, 7d)",
+                param,
+                ctx,
+            )
+        return seconds
+
+
 @cli.command("gc")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @click.option(
     "--grace",
-    metavar="SECONDS",
-    type=click.FloatRange(min=0),
+    metavar="DURATION",
+    type=_Duration(),
     default=DEFAULT_GRACE,
     show_default=True,
-    help="Never remove blobs younger than this (protects transfers running now).",
+    help="Never remove blobs younger than this, in seconds or with a unit: 90s, 30m, 12h, 7d "
+    "(protects transfers running now).",
 )
 @click.option(
     "--keep-orphan-referrers",
@@ -505,8 +544,6 @@ def gc_command(state: AppState, dry_run: bool, grace: float, keep_orphan_referre
     than the grace period and not held by a live writer. Referrers (signatures, SBOMs,
     attestations) whose image is gone are removed first, unless --keep-orphan-referrers.
     """
-    if not math.isfinite(grace):  # nan compares false with every age: it acted as 0
-        raise click.BadParameter("give a number of seconds", param_hint="--grace")
     state.action = f"collecting garbage in {state.shown_store_url}"
     store = state.store(must_exist=True, read_only=dry_run)
     report = collect_garbage(

@@ -10,11 +10,13 @@ import click
 from regstore.engine.sync import (
     ConnectionSpec,
     SyncPlan,
+    SyncSpec,
     load_sync_file,
     plan_sync,
     preview_job,
 )
 from regstore.errors import RegstoreError
+from regstore.safetext import redact_store_url
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK
@@ -73,7 +75,7 @@ def sync_command(
     from .syncforked import auto_processes, run_here, shares_store  # (fork: sync only)
 
     tag_filter = make_filter(include, exclude, semver, latest)
-    cluster = cluster_options(workers, scheduler, connect_timeout)
+    cluster = cluster_options(workers, scheduler, connect_timeout, processes)
     if processes is not None and cluster is not None:
         raise click.UsageError("--processes and --workers/--scheduler exclude each other")
     several = (processes or 1) > 1  # several processes asked for
@@ -87,6 +89,7 @@ def sync_command(
             "-vv prints the store metrics of one process: leave out --processes to see a sync's"
         )
     spec = load_sync_file(sync_file)
+    _refuse_a_second_target(state, spec)
     if several and spec.target.connection is not None:
         # Processes pushing one blob two shares share raced: docker-registry 2.8 once refused
         # a manifest whose blob another process was committing (MANIFEST_BLOB_UNKNOWN).
@@ -183,3 +186,22 @@ def _report_dry_run(state: AppState, plan: SyncPlan) -> int:
         out.error("some repositories or images could not be listed or checked (see above)")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _refuse_a_second_target(state: AppState, spec: SyncSpec) -> None:
+    """A --store on the command line where the sync file names its own target: the file's
+    target wins, so the images would go elsewhere than the command line says. (From
+    REGSTORE_STORE it is a default, and the file's target overrides it without a word.)"""
+    given = state.settings.store if state.settings.store_given else None
+    target = spec.target
+    if given is None or (target.connection is None and target.store in (None, given)):
+        return
+    theirs = (
+        f"the registry {target.connection.registry}"
+        if target.connection is not None
+        else f"the store {redact_store_url(target.store or '')}"
+    )
+    raise click.UsageError(
+        f"--store {redact_store_url(given)} and the sync file's target ({theirs}) name two "
+        "destinations: leave out --store, or the file's target"
+    )

@@ -89,16 +89,21 @@ def scale_options(f: F) -> F:
 
 
 def cluster_options(
-    workers: int | None, scheduler: str | None, connect_timeout: float
+    workers: int | None,
+    scheduler: str | None,
+    connect_timeout: float,
+    processes: int | None = None,
 ) -> ClusterOptions | None:
-    """What the options ask for: a cluster, or None (run here). ``--workers`` wins over a
-    scheduler named only by the environment; both on the command line is a usage error."""
+    """What the options ask for: a cluster, or None (run here). ``--workers`` and
+    ``--processes`` win over a scheduler named only by the environment
+    (``DASK_SCHEDULER_ADDRESS``); ``--workers`` and ``--scheduler`` both on the command line
+    is a usage error."""
     ctx = click.get_current_context()
-    if scheduler is not None and workers is not None:
+    if scheduler is not None and (workers is not None or processes is not None):
         source = ctx.get_parameter_source("scheduler")
         if source is not None and source.name == "ENVIRONMENT":
             scheduler = None
-        else:
+        elif workers is not None:
             raise click.UsageError("--workers and --scheduler exclude each other")
     if workers is None and scheduler is None:
         return None
@@ -213,7 +218,7 @@ class ClusterRun:
                     self._connect,
                     access_for=self.access_for,
                     store_url=store_url,
-                    concurrency=state.concurrency,
+                    concurrency=state.settings.concurrency,  # (else the sync file's)
                     chunk_size=state.chunk_size,
                     monolithic_threshold=state.monolithic_threshold,
                     events=display.sink,

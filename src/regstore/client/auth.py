@@ -18,6 +18,13 @@ An HTTPS registry whose realm is plain ``http://`` is refused (InsecureRealmErro
 token request: following it would put the Basic password, the refresh token or the token
 itself on the wire in clear. Only a plain-HTTP registry, or a client that does not verify TLS
 anyway (``verify=False``, the CLI's ``--insecure``), may use a plain-HTTP realm.
+
+A token request follows redirects only on the realm's own origin (so never to another host,
+nor from HTTPS to HTTP): its password or identity token must not travel with it elsewhere. It
+carries Basic credentials encoded as UTF-8, as docker sends them and as the Basic path does,
+and it is retried by the client's one retry policy (broken connections, 408/429/5xx,
+``Retry-After`` capped) from the budget active in the caller's context; a refusal (401/403)
+is not retried.
 """
 
 from __future__ import annotations
@@ -26,17 +33,37 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 
 from regstore.client.challenge import Challenge, merge_scopes, parse_www_authenticate
 from regstore.client.credentials import CredentialResolver, Credentials
-from regstore.client.errors_map import Operation, auth_error, http_context, transport_error
-from regstore.client.urls import Endpoint, no_proxy_for, redact_url
-from regstore.errors import InsecureRealmError, UnexpectedHTTPStatusError
+from regstore.client.errors_map import (
+    Operation,
+    auth_error,
+    http_context,
+    parse_retry_after,
+    transport_error,
+)
+from regstore.client.urls import (
+    Endpoint,
+    no_proxy_for,
+    redact_url,
+    resolve_target,
+    same_origin,
+    url_problem,
+)
+from regstore.errors import (
+    AuthenticationError,
+    HTTPContext,
+    InsecureRealmError,
+    UnexpectedHTTPStatusError,
+)
+from regstore.retry import RetryBudget, RetryPolicy, active_budget, retryable_status
 
 __all__ = ["MIN_TOKEN_LIFETIME", "Authenticator", "Token", "basic_authorization"]
 
@@ -47,6 +74,9 @@ MIN_TOKEN_LIFETIME = 60.0
 #: Tokens are renewed this long before they expire.
 EXPIRY_MARGIN = 10.0
 OAUTH_CLIENT_ID = "regstore"
+#: Redirects one token request follows at most (on the realm's own origin only).
+MAX_TOKEN_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -73,6 +103,35 @@ def basic_authorization(creds: Credentials) -> str:
 _TokenKey = tuple[str, str, frozenset[str]]
 
 
+@dataclass(frozen=True)
+class _TokenAsk:
+    """One token request as it is sent, and sent again after a retry or a redirect."""
+
+    method: str
+    url: str
+    params: tuple[tuple[str, str], ...] = ()
+    #: the OAuth2 form of an identity token (it holds the refresh token: kept out of reprs)
+    form: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
+    authorization: str | None = field(default=None, repr=False)
+
+
+class _SetAuthorization(requests.auth.AuthBase):
+    """Puts the token request's own ``Authorization`` on it. As the request's auth it also
+    keeps a session's auth or ``~/.netrc`` from replacing it, as ``auth=`` did."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = self.value
+        return r
+
+
+def _not_tls_failure(exc: requests.RequestException) -> bool:
+    """The default test of a failed token request worth retrying: all but a TLS refusal."""
+    return not isinstance(exc, requests.exceptions.SSLError)
+
+
 class Authenticator:
     """Authentication state for one registry; shared by all threads using a client."""
 
@@ -85,10 +144,20 @@ class Authenticator:
         timeout: tuple[float, float],
         user_agent: str,
         allow_plain_realm: bool = False,
+        verify: bool | str = True,
+        policy: RetryPolicy | None = None,
+        worth_retrying: Callable[[requests.RequestException], bool] = _not_tls_failure,
     ) -> None:
         """``allow_plain_realm``: follow a plain-HTTP realm of an HTTPS registry (only for a
-        client that does not verify TLS: it has given up the protection this keeps)."""
+        client that does not verify TLS: it has given up the protection this keeps).
+        ``verify`` is the client's TLS trust, for the realm as for the registry.
+        ``policy`` retries token requests (the client's, so that one policy covers every
+        request); ``worth_retrying`` says which failed exchanges it may retry (the
+        transport's test: not one the connection pool has already retried)."""
         self.endpoint = endpoint
+        self._verify = verify
+        self._policy = policy if policy is not None else RetryPolicy()
+        self._worth_retrying = worth_retrying
         self.allow_plain_realm = allow_plain_realm
         self.credentials = credentials
         self._session = session
@@ -191,9 +260,11 @@ class Authenticator:
                 "over it unencrypted"
             )
 
-    def _request_token(self, bearer: Challenge, scopes: tuple[str, ...], op: Operation) -> Token:
+    def _usable_realm(self, bearer: Challenge, scopes: tuple[str, ...], op: Operation) -> str:
+        """The realm to ask, checked: an http(s) URL every parser reads alike, and not a
+        plain-HTTP one for an HTTPS registry."""
         realm = bearer.realm or ""
-        if not realm.startswith(("https://", "http://")):
+        if not realm.startswith(("https://", "http://")) or url_problem(realm) is not None:
             raise auth_error(
                 op,
                 http_context("GET", redact_url(realm)),
@@ -202,44 +273,36 @@ class Authenticator:
                 registry=self.endpoint.registry,
             )
         self._refuse_downgrade(realm, op)
+        return realm
+
+    @staticmethod
+    def _token_ask(
+        realm: str, bearer: Challenge, scopes: tuple[str, ...], creds: Credentials | None
+    ) -> _TokenAsk:
+        """The OAuth2 form POST for an identity token, else the GET (Basic when there are
+        credentials, anonymous otherwise)."""
+        if creds is not None and creds.identity_token:
+            form = (
+                ("grant_type", "refresh_token"),
+                ("refresh_token", creds.identity_token),
+                ("service", bearer.service or ""),
+                ("client_id", OAUTH_CLIENT_ID),
+                ("scope", " ".join(scopes)),
+            )
+            return _TokenAsk("POST", realm, form=form)
+        params = [("service", bearer.service)] if bearer.service else []
+        params.extend(("scope", s) for s in scopes)
+        # UTF-8, as docker sends it: requests' auth=(user, password) encodes Latin-1, which
+        # fails on "пароль" and garbles "pässwörd"
+        authorization = basic_authorization(creds) if creds is not None else None
+        return _TokenAsk("GET", realm, params=tuple(params), authorization=authorization)
+
+    def _request_token(self, bearer: Challenge, scopes: tuple[str, ...], op: Operation) -> Token:
+        realm = self._usable_realm(bearer, scopes, op)
         creds = self.credentials.get()
-        headers = {"User-Agent": self._user_agent, "Accept": "application/json"}
-        method = "GET"
-        try:
-            if creds is not None and creds.identity_token:
-                method = "POST"
-                form = {
-                    "grant_type": "refresh_token",
-                    "refresh_token": creds.identity_token,
-                    "service": bearer.service or "",
-                    "client_id": OAUTH_CLIENT_ID,
-                    "scope": " ".join(scopes),
-                }
-                resp = self._session.post(
-                    realm,
-                    data=form,
-                    headers=headers,
-                    timeout=self._timeout,
-                    proxies=no_proxy_for(realm),
-                )
-            else:
-                params: list[tuple[str, str]] = []
-                if bearer.service:
-                    params.append(("service", bearer.service))
-                params.extend(("scope", s) for s in scopes)
-                auth = (creds.username, creds.password) if creds is not None else None
-                resp = self._session.get(
-                    realm,
-                    params=params,
-                    auth=auth,
-                    headers=headers,
-                    timeout=self._timeout,
-                    proxies=no_proxy_for(realm),
-                )
-            body = resp.content
-        except requests.RequestException as exc:
-            raise transport_error(op, method, realm, exc) from exc
-        ctx = http_context(method, resp.url or realm, resp.status_code, resp.headers, body)
+        ask = self._token_ask(realm, bearer, scopes, creds)
+        resp, body = self._exchange(ask, op)
+        ctx = http_context(ask.method, resp.url or realm, resp.status_code, resp.headers, body)
         if resp.status_code in (401, 403):
             who = (
                 f"user {creds.username!r}"
@@ -257,6 +320,96 @@ class Authenticator:
             raise UnexpectedHTTPStatusError(
                 resp.status_code, what=f"{op.what}: requesting a token", http=ctx
             )
+        return self._read_token(resp, ctx, realm, scopes, op)
+
+    def _exchange(self, ask: _TokenAsk, op: Operation) -> tuple[requests.Response, bytes]:
+        """Send ``ask`` and return the answer and its body, retrying broken exchanges and
+        retryable answers (408/429/5xx) as the client's policy says, spending from the budget
+        active in this context (one blob's) or from one of its own. A 401/403 is returned at
+        once: asking again with the same credentials cannot help."""
+        budget: RetryBudget | None = None
+
+        def try_again(reason: str, retry_after: float | None = None) -> bool:
+            nonlocal budget
+            if budget is None:
+                budget = active_budget() or self._policy.budget(f"{op.what}: requesting a token")
+            return budget.try_again(f"{op.what}: the token request {reason}", retry_after)
+
+        while True:
+            try:
+                resp, body = self._follow(ask, op)
+            except requests.RequestException as exc:
+                if self._worth_retrying(exc) and try_again(f"failed ({type(exc).__name__})"):
+                    continue
+                raise transport_error(op, ask.method, ask.url, exc) from exc
+            status = resp.status_code
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            if retryable_status(status) and try_again(f"got HTTP {status}", retry_after):
+                continue
+            return resp, body
+
+    def _follow(self, ask: _TokenAsk, op: Operation) -> tuple[requests.Response, bytes]:
+        """Send ``ask``, following redirects on the realm's own origin only (requests would
+        follow any, taking the form's refresh token along)."""
+        hops = 0
+        while True:
+            resp = self._send_token_request(ask)
+            body = resp.content
+            location = resp.headers.get("Location")
+            if resp.status_code not in _REDIRECTS or not location or hops >= MAX_TOKEN_REDIRECTS:
+                return resp, body  # a redirect left unfollowed is an unexpected status
+            ask = self._redirected(ask, resp.status_code, location, op)
+            hops += 1
+
+    def _redirected(self, ask: _TokenAsk, status: int, location: str, op: Operation) -> _TokenAsk:
+        """The request to send where the token server redirected ``ask``; AuthenticationError
+        for a target off the realm's origin (another host, port or scheme: no HTTPS→HTTP)."""
+        ctx = http_context(ask.method, ask.url, status)
+        realm = redact_url(ask.url)
+        try:
+            target = resolve_target(ask.url, location)
+        except ValueError as exc:
+            raise AuthenticationError(
+                f"{op.what}: the token server {realm} redirected to an unusable Location "
+                f"({exc}); not following it",
+                http=ctx,
+            ) from None
+        if not same_origin(target, ask.url):
+            raise AuthenticationError(
+                f"{op.what}: the token server {realm} redirected to {redact_url(target)}, "
+                f"off its own origin; not sending the credentials for "
+                f"{self.endpoint.registry} there",
+                http=ctx,
+            )
+        # the target carries its own query; 307/308 keep the method and body, the others
+        # turn into a plain GET (RFC 9110 15.4)
+        if status in (307, 308):
+            return replace(ask, url=target, params=())
+        return replace(ask, method="GET", url=target, params=(), form=None)
+
+    def _send_token_request(self, ask: _TokenAsk) -> requests.Response:
+        return self._session.request(
+            ask.method,
+            ask.url,
+            params=list(ask.params) or None,
+            data=dict(ask.form) if ask.form is not None else None,
+            headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+            auth=_SetAuthorization(ask.authorization) if ask.authorization else None,
+            allow_redirects=False,
+            timeout=self._timeout,
+            verify=self._verify,
+            proxies=no_proxy_for(ask.url),
+        )
+
+    @staticmethod
+    def _read_token(
+        resp: requests.Response,
+        ctx: HTTPContext,
+        realm: str,
+        scopes: tuple[str, ...],
+        op: Operation,
+    ) -> Token:
+        """The token of a 200 answer (UnexpectedHTTPStatusError when it holds none)."""
         try:
             doc = resp.json()
             value = doc.get("token") or doc.get("access_token")

@@ -42,6 +42,7 @@ from regstore.client.credentials import (
     registry_hosts,
 )
 from regstore.errors import CredentialStoreError, UsageError
+from regstore.safetext import mask_secrets
 
 __all__ = ["CredentialPlaces", "erase_credentials", "save_credentials"]
 
@@ -139,8 +140,11 @@ def _write_config(path: Path, data: dict[str, Any]) -> None:
             os.close(dir_fd)
 
 
-def _run_helper(helper: str, action: str, data: bytes, server: str, path: Path) -> tuple[int, str]:
-    """Run ``docker-credential-<helper> <action>``; (exit code, first line of its output)."""
+def _run_helper(
+    helper: str, action: str, data: bytes, server: str, path: Path, secret: str = ""
+) -> tuple[int, str]:
+    """Run ``docker-credential-<helper> <action>``; (exit code, first line of its output, with
+    ``secret`` masked in every spelling: a helper that fails may echo its JSON input)."""
     program = f"docker-credential-{helper}"
     if not is_valid_helper_name(helper):
         raise CredentialStoreError(f"docker's config {path} names an invalid helper {helper!r}")
@@ -163,6 +167,8 @@ def _run_helper(helper: str, action: str, data: bytes, server: str, path: Path) 
         ) from exc
     # helpers report errors on stdout (docker's credential-helpers library), some on stderr
     text = (proc.stdout or proc.stderr).decode(errors="replace").strip()
+    # masked before it is cut: a cut through the secret would leave its start unmasked
+    text = mask_secrets(text, [secret])
     return proc.returncode, text.splitlines()[0][:200] if text else ""
 
 
@@ -195,9 +201,8 @@ def save_credentials(
     auths: dict[str, Any] = data.setdefault("auths", {})
     if helper is not None:
         request = json.dumps({"ServerURL": key, "Username": username, "Secret": password})
-        code, said = _run_helper(helper, "store", request.encode(), key, path)
+        code, said = _run_helper(helper, "store", request.encode(), key, path, password)
         if code != 0:
-            said = said.replace(password, "***") if password else said
             raise CredentialStoreError(
                 f"credential helper docker-credential-{helper} could not store the credentials "
                 f"for {key} (exit {code}{': ' + said if said else ''})"

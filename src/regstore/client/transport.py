@@ -18,6 +18,9 @@ kind of failure can be handled safely:
 
 Redirects are followed here too (GET/HEAD), so that ``Authorization`` is dropped whenever the
 target leaves the registry's origin (a presigned S3 URL rejects it) and ``Range`` is kept.
+Origins are read as urllib3 (which sends) reads them, and a target no URL, not http(s), or
+holding characters the parsers read differently (``http://other\\@registry/``) is refused
+(:class:`~regstore.errors.RegistryError`): credentials never reach another host.
 A semaphore bounds the requests in flight to the registry — held until a streamed body is
 closed, given back while a retry waits — and :class:`~regstore.client.ratelimit.RateLimitPacer`
 spaces requests when the registry announces a nearly spent quota.
@@ -63,8 +66,15 @@ from regstore.client.heads import (
     tls_context,
 )
 from regstore.client.ratelimit import RateLimitPacer
-from regstore.client.urls import Endpoint, no_proxy_for, redact_url, resolve, same_origin
-from regstore.errors import RegstoreError
+from regstore.client.urls import (
+    Endpoint,
+    no_proxy_for,
+    redact_url,
+    resolve_target,
+    same_origin,
+    url_problem,
+)
+from regstore.errors import RegistryError, RegstoreError
 from regstore.retry import RetryBudget, RetryPolicy, active_budget, retryable_status
 
 if TYPE_CHECKING:
@@ -276,6 +286,7 @@ class Transport:
         self.owns_session = session is None
         self.session = session if session is not None else self._new_session(options)
         self.pacer = pacer if pacer is not None else RateLimitPacer()
+        self.policy = options.policy(sleep)
         self.auth = Authenticator(
             endpoint,
             credentials,
@@ -284,9 +295,12 @@ class Transport:
             user_agent=options.user_agent,
             # without TLS verification a plain-HTTP realm loses nothing more
             allow_plain_realm=options.verify is False,
+            verify=options.verify,
+            # token requests are requests too: the same policy, the same failures retried
+            policy=self.policy,
+            worth_retrying=self.worth_retrying,
         )
         self.counters = _Counters()
-        self.policy = options.policy(sleep)
         self._semaphore = threading.BoundedSemaphore(options.max_in_flight)
         #: the bulk HEADs' own connections, kept between batches (by TLS trust)
         self._heads: dict[bool | str | None, HeadConnections] = {}
@@ -346,6 +360,37 @@ class Transport:
             ),
         )
 
+    @classmethod
+    def worth_retrying(cls, exc: requests.RequestException) -> bool:
+        """True for a failed exchange a retry may mend: not a TLS refusal (it would fail the
+        same way), not a connection failure the adapter has already retried."""
+        return not isinstance(exc, requests.exceptions.SSLError) and not cls._connect_retried(exc)
+
+    def _check_target(self, method: str, url: str, op: Operation) -> None:
+        """Refuse a URL that is no http(s) URL or could reach another host than it names."""
+        if self.endpoint.owns(url):  # the registry's own (the common case, and cheap to tell)
+            return
+        problem = url_problem(url)
+        if problem is not None:
+            raise RegistryError(
+                f"{op.what}: refusing to request {redact_url(url)!r}: {problem}",
+                http=http_context(method, url),
+            )
+
+    @staticmethod
+    def _redirect_target(
+        method: str, current: str, resp: requests.Response, location: str, op: Operation
+    ) -> str:
+        """The checked absolute target of a redirect (RegistryError for an unusable one)."""
+        try:
+            return resolve_target(current, location)
+        except ValueError as exc:
+            raise RegistryError(
+                f"{op.what}: the registry redirected to an unusable Location "
+                f"{redact_url(location.strip())!r} ({exc}); not following it",
+                http=http_context(method, current, resp.status_code),
+            ) from None
+
     def _send(
         self,
         method: str,
@@ -353,6 +398,7 @@ class Transport:
         headers: dict[str, str],
         body: bytes | UploadBody | None,
         follow: bool,
+        op: Operation,
     ) -> tuple[requests.Response, str]:
         """Send once, following redirects for GET/HEAD; returns the response and its URL."""
         current, hops = url, 0
@@ -390,7 +436,7 @@ class Transport:
             with contextlib.suppress(requests.RequestException):
                 self._read_body(resp, _REDIRECT_BODY)
             resp.close()
-            target = resolve(current, location)
+            target = self._redirect_target(method, current, resp, location, op)
             if not same_origin(target, self.endpoint.base_url):
                 # Never send the registry's credentials elsewhere (presigned URLs refuse them).
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -544,6 +590,7 @@ class Transport:
         retries = 0
         auth_override: str | None = None
         auth_retried = False
+        self._check_target(method, url, op)
         self._semaphore.acquire()
         slot = _Slot(self._semaphore)
 
@@ -575,7 +622,7 @@ class Transport:
                 if isinstance(body, UploadBody) and not body.rewind():
                     raise transport_error(op, method, url, RuntimeError("body cannot be resent"))
                 try:
-                    resp, final_url = self._send(method, url, send_headers, body, follow)
+                    resp, final_url = self._send(method, url, send_headers, body, follow, op)
                     if (stream and resp.status_code < 300) or resp.status_code == 416:
                         # 416 bodies are not read: registry 2.8 announces a Content-Length
                         # its short text never fills.
@@ -583,11 +630,7 @@ class Transport:
                     else:
                         data, truncated = self._read_body(resp, max_body)
                 except requests.RequestException as exc:
-                    if (
-                        not isinstance(exc, requests.exceptions.SSLError)
-                        and not self._connect_retried(exc)
-                        and try_again(type(exc).__name__)
-                    ):
+                    if self.worth_retrying(exc) and try_again(type(exc).__name__):
                         continue
                     raise transport_error(op, method, url, exc) from exc
                 status = resp.status_code
@@ -605,10 +648,18 @@ class Transport:
                         resp.close()
                         auth_override = new_auth
                         continue
+                    renewed = new_auth is not None
+                else:
+                    renewed = False
                 if status in (401, 403) and from_registry:
                     resp.close()
                     ctx = http_context(method, final_url, status, resp.headers, data)
-                    raise auth_error(op, ctx, scopes, registry=self.endpoint.registry)
+                    refused = auth_error(op, ctx, scopes, registry=self.endpoint.registry)
+                    # A token renewed for a body that cannot be sent again from here (a chunk
+                    # streamed from its source): the upload's owner asks where the registry
+                    # stands and sends the rest with the new token, as after a cut.
+                    refused.retryable = renewed
+                    raise refused
                 if retryable_status(status):
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     # Closed first: the pause must not hold a pooled connection.

@@ -30,7 +30,7 @@ from regstore.client.core import ClientCore, delete_scope, pull_scope, push_scop
 from regstore.client.errors_map import Operation, error_for_status, http_context
 from regstore.client.ranges import UploadRange, chunk_content_range, parse_upload_range
 from regstore.client.transport import Reply
-from regstore.client.urls import add_query, resolve
+from regstore.client.urls import add_query, redact_url, resolve_target
 from regstore.errors import (
     BlobUploadInvalidRangeError,
     DigestMismatchError,
@@ -75,13 +75,25 @@ class UploadsMixin(ClientCore):
             return 1 if known == 1 else 0
         return rng.size
 
-    def _location(self, location: str) -> tuple[str, str]:
-        """The absolute location and the repository name it belongs to."""
+    def _location(self, location: str, method: str) -> tuple[str, str]:
+        """The absolute location and the repository name it belongs to.
+
+        Raises:
+            ValueError: no location was given.
+            RegistryError: the location is no http(s) URL, or one whose host the URL parsers
+                read differently (only a registry hands such a location out).
+        """
         if not isinstance(location, str) or not location:
             raise ValueError("an upload location is required")
-        absolute = resolve(self._endpoint.base_url + "/", location)
-        if urlsplit(absolute).scheme not in ("http", "https"):
-            raise ValueError(f"not an upload location: {location!r}")
+        base = self._endpoint.base_url + "/"
+        try:
+            absolute = resolve_target(base, location)
+        except ValueError as exc:
+            raise RegistryError(
+                f"{method} of an upload on {self.registry}: unusable upload location "
+                f"{redact_url(location)!r} ({exc})",
+                http=http_context(method, location),
+            ) from None
         match = _UPLOAD_PATH_RE.search(urlsplit(absolute).path)
         name = unquote(match.group(1)) if match else ""
         return absolute, name
@@ -89,9 +101,22 @@ class UploadsMixin(ClientCore):
     def _scopes(self, name: str) -> tuple[str, ...]:
         return push_scope(name) if name else ()
 
-    def _next_location(self, reply: Reply, current: str) -> str:
+    def _registry_location(self, reply: Reply, location: str, op: Operation) -> str:
+        """The ``Location`` the registry answered ``reply`` with, resolved and checked: an
+        unusable one (no URL, not http(s), ambiguous to the parsers) is a RegistryError that
+        names the request, not a bare ValueError later."""
+        try:
+            return resolve_target(reply.url, location)
+        except ValueError as exc:
+            raise RegistryError(
+                f"{op.what}: the registry sent an unusable upload Location "
+                f"{redact_url(location.strip())!r} ({exc})",
+                http=http_context(reply.method, reply.url, reply.status),
+            ) from None
+
+    def _next_location(self, reply: Reply, current: str, op: Operation) -> str:
         location = reply.headers.get("Location")
-        return resolve(reply.url, location) if location else current
+        return self._registry_location(reply, location, op) if location else current
 
     def _check_stored_digest(self, reply: Reply, digest: Digest, op: Operation) -> None:
         value = reply.headers.get("Docker-Content-Digest")
@@ -150,7 +175,7 @@ class UploadsMixin(ClientCore):
                 f"{op.what}: the registry sent no upload Location",
                 http=http_context("POST", reply.url, reply.status),
             )
-        absolute = resolve(reply.url, location)
+        absolute = self._registry_location(reply, location, op)
         self._track(absolute, 0)
         min_length = reply.headers.get("OCI-Chunk-Min-Length", "").strip()
         return UploadSession(
@@ -168,7 +193,7 @@ class UploadsMixin(ClientCore):
         Raises:
             BlobUploadNotFoundError: the upload is unknown (cancelled, finished, expired).
         """
-        absolute, name = self._location(location)
+        absolute, name = self._location(location, "GET")
         op = Operation(
             "upload",
             f"reading the status of an upload to {name or '?'} on {self.registry}",
@@ -184,7 +209,7 @@ class UploadsMixin(ClientCore):
                 http=http_context("GET", reply.url, reply.status),
             )
         offset = self._held(absolute, rng)
-        following = self._next_location(reply, absolute)
+        following = self._next_location(reply, absolute, op)
         self._track(following, offset)
         return UploadStatus(offset=offset, length=rng.total if rng else None, location=following)
 
@@ -200,7 +225,7 @@ class UploadsMixin(ClientCore):
             UnexpectedHTTPStatusError: e.g. 400 ``DIGEST_INVALID`` when the bytes do not match.
             UploadLengthError (a ValueError): ``data`` does not hold exactly ``length`` bytes.
         """
-        absolute, name = self._location(location)
+        absolute, name = self._location(location, "PUT")
         digest = Digest(digest)
         op = Operation(
             "upload",
@@ -243,7 +268,7 @@ class UploadsMixin(ClientCore):
             RegistryError: the registry ignored ``Content-Range`` and appended the chunk at the
                 wrong place (registry 2.8 does this); the upload is spoilt, start again.
         """
-        absolute, name = self._location(location)
+        absolute, name = self._location(location, "PATCH")
         content_range = chunk_content_range(start_byte, length)
         op = Operation(
             "upload",
@@ -268,7 +293,7 @@ class UploadsMixin(ClientCore):
             raise error_for_status(
                 op, "PATCH", reply.url, reply.status, reply.headers, reply.body, scopes=scopes
             )
-        following = self._next_location(reply, absolute)
+        following = self._next_location(reply, absolute, op)
         expected = start_byte + length
         rng = parse_upload_range(reply.headers.get("Range"))
         if rng is not None and not (rng.ambiguous and expected == 1) and rng.size != expected:
@@ -286,7 +311,7 @@ class UploadsMixin(ClientCore):
     ) -> BlobUploadInvalidRangeError:
         ctx = http_context("PATCH", reply.url, 416, reply.headers, reply.body)
         rng = parse_upload_range(reply.headers.get("Range"))
-        resume_at = self._next_location(reply, location)
+        resume_at = self._next_location(reply, location, op)
         if rng is not None:
             held = self._held(location, rng)
         else:
@@ -306,7 +331,7 @@ class UploadsMixin(ClientCore):
             BlobUploadNotFoundError: the location is unknown.
             UnexpectedHTTPStatusError: e.g. 400 ``DIGEST_INVALID`` when the bytes do not match.
         """
-        absolute, name = self._location(location)
+        absolute, name = self._location(location, "PUT")
         digest = Digest(digest)
         op = Operation(
             "upload",
@@ -337,7 +362,7 @@ class UploadsMixin(ClientCore):
             BlobUploadNotFoundError: the upload is unknown (already finished, cancelled or
                 expired); callers aborting anyway may ignore it.
         """
-        absolute, name = self._location(location)
+        absolute, name = self._location(location, "DELETE")
         op = Operation(
             "upload",
             f"cancelling an upload to {name or '?'} on {self.registry}",

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
+from urllib3.util import parse_url
+
 from regstore.reference import validate_name, validate_reference
 
 __all__ = [
@@ -28,7 +30,9 @@ __all__ = [
     "query_value",
     "redact_url",
     "resolve",
+    "resolve_target",
     "same_origin",
+    "url_problem",
 ]
 
 #: The registry name users write for Docker Hub, and the host that serves its API.
@@ -43,6 +47,14 @@ _SAFE_QUERY_KEYS = frozenset({"n", "last", "digest", "mount", "from", "service",
 # '[^>]*' every '<' of a header without '>' rescanned the whole rest (quadratic: 40 s for a
 # 64 KiB header of '<').
 _LINK_RE = re.compile(r"<([^<>]*)>\s*((?:;\s*[^,;]*)*)")
+# Characters no URI holds raw (RFC 3986) on which Python's urlsplit and urllib3 (whose
+# parse_url picks the host requests connects to) disagree: urllib3 ends the host at a
+# backslash, urlsplit reads on to a later '@'; urlsplit drops tabs and newlines. A registry
+# naming such a target could steer credentials to another host while urlsplit saw its own.
+_AMBIGUOUS_RE = re.compile(r"[\\\x00-\x20\x7f]")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_Origin = tuple[str, str, int | None]
 
 
 def _split_host_port(host: str) -> tuple[str, str | None]:
@@ -179,31 +191,75 @@ class Endpoint:
         return self.url("/v2/_catalog", {"n": str(n)} if n is not None else None)
 
     def owns(self, url: str) -> bool:
-        """True if ``url`` is on this registry's origin (scheme, host and port)."""
+        """True if ``url`` is on this registry's origin (scheme, host and port), as the library
+        that sends it reads it (see :func:`same_origin`)."""
+        # The client's own URLs (nearly every request) need no parsing, which would cost a
+        # tenth of a manifest HEAD: every parser ends the authority at the first "/" once no
+        # ambiguous character is in the URL.
+        if url.startswith(self.base_url + "/") and not _AMBIGUOUS_RE.search(url):
+            return True
         return same_origin(url, self.base_url)
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+def _origin(url: str) -> _Origin | None:
+    """The origin requests would connect to: read by urllib3's parser (as requests'
+    ``prepare_url`` does), not urlsplit. None for a URL that is not plainly one."""
+    if _AMBIGUOUS_RE.search(url):
+        return None
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is None:
-        port = {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower(), port
+        parts = parse_url(url)
+    except ValueError:  # urllib3's LocationParseError
+        return None
+    scheme = (parts.scheme or "").lower()
+    port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme)
+    return scheme, (parts.host or "").lower(), port
 
 
 def same_origin(a: str, b: str) -> bool:
-    """True if both URLs have the same scheme, host and port (where credentials may go)."""
-    return _origin(a) == _origin(b)
+    """True if both URLs have the same scheme, host and port (where credentials may go), as
+    the library that sends them reads them; never for a URL either parser could misread."""
+    origin = _origin(a)
+    return origin is not None and origin == _origin(b)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` (a target a registry named) must not be requested, or None if it may be."""
+    if _AMBIGUOUS_RE.search(url):
+        return (
+            "it holds a backslash, a space or a control character, which the URL parsers on "
+            "the way read differently"
+        )
+    try:
+        parts = parse_url(url)
+        _ = urlsplit(url).port  # redaction and logging read it too: it must parse there too
+    except ValueError:
+        return "it is not a valid URL"
+    if (parts.scheme or "").lower() not in _DEFAULT_PORTS or not parts.host:
+        return "it is not an absolute http or https URL"
+    return None
 
 
 def resolve(base: str, location: str) -> str:
     """Resolve a ``Location`` or ``Link`` target against the request URL (RFC 3986), keeping
     its query (the upload ``_state``) untouched."""
     return urljoin(base, location.strip())
+
+
+def resolve_target(base: str, location: str) -> str:
+    """:func:`resolve`, then check the result is a URL the client may request.
+
+    Raises:
+        ValueError: the target is no URL, not http(s), or ambiguous (see :func:`url_problem`);
+            the message says which.
+    """
+    try:
+        target = resolve(base, location)
+    except ValueError:
+        raise ValueError("it is not a valid URL") from None
+    problem = url_problem(target)
+    if problem is not None:
+        raise ValueError(problem)
+    return target
 
 
 def add_query(url: str, **params: str) -> str:

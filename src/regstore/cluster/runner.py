@@ -296,7 +296,7 @@ def run_sync_on_cluster(
     *,
     access_for: Callable[[RegistryClient], RegistryAccess],
     store_url: str | None = None,
-    concurrency: int = 4,
+    concurrency: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
     events: EventSink | None = None,
@@ -313,7 +313,8 @@ def run_sync_on_cluster(
     ``access_for`` says how a worker reaches the registry of a client of the plan (no secrets:
     see :class:`~regstore.cluster.tasks.RegistryAccess`); ``store_url`` is the URL of the
     plan's destination store (checked by :func:`check_store_url`). ``concurrency`` is the
-    blobs each image moves at once on its worker; ``chunk_size`` and ``monolithic_threshold``
+    blobs each image moves at once on its worker (None: the sync file's, else 4, as a local
+    sync's); ``chunk_size`` and ``monolithic_threshold``
     shape its uploads into a registry target (see :func:`regstore.engine.sync.run_sync`).
     ``events`` receives the workers' transfer events (on a thread of the Dask client);
     ``on_outcome(outcome, done, total)`` is called on this thread as each image finishes.
@@ -323,6 +324,7 @@ def run_sync_on_cluster(
     if store_url is not None:
         check_store_url(store_url)
     require_distributed()
+    concurrency = concurrency or plan.concurrency or 4
     total = len(plan.jobs)
     outcomes: list[ImageOutcome | None] = [None] * total
     if plan.failures and not keep_going:
@@ -408,14 +410,7 @@ def _run_tasks(
         stopped = threading.Event()
         for future in as_completed(list(futures), loop=client.loop):
             i = futures.pop(future)
-            job = plan.jobs[i]
-            try:
-                outcome: ImageOutcome = future.result()
-            except Exception as exc:  # KilledWorker, a lost scheduler: this image failed
-                outcome = ImageOutcome(
-                    str(job.source), str(job.destination), "failed", error=_task_error(exc)
-                )
-            outcomes[i] = outcome
+            outcome = outcomes[i] = _outcome_of(future, plan.jobs[i])
             done += 1
             if on_outcome is not None:
                 on_outcome(outcome, done, total)
@@ -423,11 +418,18 @@ def _run_tasks(
                 stopped.set()
                 break
         if stopped.is_set() and futures:
-            client.cancel(list(futures))
-            for i in futures.values():
+            # what finished meanwhile keeps its outcome; a task a worker runs may still
+            # finish after its cancellation (its thread is not stopped): not "not attempted"
+            finished = {f: i for f, i in futures.items() if f.status == "finished"}
+            client.cancel([f for f in futures if f not in finished])
+            for future, i in futures.items():
                 job = plan.jobs[i]
-                outcomes[i] = ImageOutcome(
-                    str(job.source), str(job.destination), "cancelled", error=CANCELLED
+                outcomes[i] = (
+                    _outcome_of(future, job)
+                    if future in finished
+                    else ImageOutcome(
+                        str(job.source), str(job.destination), "cancelled", error=CANCELLED_HERE
+                    )
                 )
             futures.clear()
     except BaseException:  # Ctrl-C, a lost scheduler: nothing of this run goes on
@@ -438,6 +440,23 @@ def _run_tasks(
         if events is not None:
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(topic)
+
+
+#: A cluster's fail-fast cannot tell a task a worker had started from one still queued
+CANCELLED_HERE = (
+    "cancelled: an earlier image failed (fail-fast); a worker may have moved it already"
+)
+
+
+def _outcome_of(future: Any, job: PlannedJob) -> ImageOutcome:
+    """The outcome a finished task reports; a task that raised failed its image."""
+    try:
+        outcome: ImageOutcome = future.result()
+    except Exception as exc:  # KilledWorker, a lost scheduler: this image failed
+        outcome = ImageOutcome(
+            str(job.source), str(job.destination), "failed", error=_task_error(exc)
+        )
+    return outcome
 
 
 def _task_error(exc: BaseException) -> str:

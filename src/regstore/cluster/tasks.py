@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from regstore import plugins
 from regstore.engine.blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
-from regstore.engine.model import ImageOutcome, RegistryImage, StoreImage
+from regstore.engine.model import ImageOutcome, RegistryImage, StoreImage, image_text
 from regstore.engine.transfer import transfer_many
 from regstore.events import EventKind, TransferEvent
 from regstore.store import open_store
@@ -244,8 +244,22 @@ def run_image_task(task: ImageTask) -> ImageOutcome:
         )
         outcome = batch.outcomes[0]
     except Exception as exc:  # a client or store that cannot be opened here fails this image
-        source_text = f"{task.source.registry}/{task.source_name}:{task.source_reference}"
-        outcome = ImageOutcome(source_text, task.dest_name, "failed", error=str(exc))
+        source_text = image_text(
+            f"{task.source.registry}/{task.source_name}", task.source_reference
+        )
+        outcome = ImageOutcome(source_text, _destination_text(task), "failed", error=str(exc))
     outcome.exception = None  # an exception may not survive pickling; its text is the report
     outcome.worker = name
     return outcome
+
+
+def _destination_text(task: ImageTask) -> str:
+    """The destination as a local sync's outcome writes it (``store:name:tag``, ``host/name``
+    with its tag): tooling matches ``--json`` entries by it."""
+    if task.store_url is not None:
+        base = f"store:{task.dest_name}"
+    elif task.target is not None:
+        base = f"{task.target.registry}/{task.dest_name}"
+    else:
+        base = task.dest_name
+    return image_text(base, task.dest_reference)

@@ -311,7 +311,7 @@ def _moved_aside(store: ObjectStore, digest: str, have: int, size: int, reporter
             return False
         if store.blob_size(digest) != have:
             return True  # replaced meanwhile (another pull, a repair): looked at again
-        where = store.quarantine_blob(digest)
+        where = store.set_aside(digest)
     except BlobNotFoundError:
         return True  # gone meanwhile: fetched
     except (UnsupportedError, LayerLockedError) as exc:

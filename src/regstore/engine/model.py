@@ -27,6 +27,7 @@ __all__ = [
     "RegistryImage",
     "StoreImage",
     "TransferResult",
+    "image_text",
 ]
 
 
@@ -129,7 +130,7 @@ class RegistryImage:
         _check(self.name, self.reference)
 
     def __str__(self) -> str:
-        return _format(self.client.registry + "/" + self.name, self.reference)
+        return image_text(self.client.registry + "/" + self.name, self.reference)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class StoreImage:
         _check(self.name, self.reference)
 
     def __str__(self) -> str:
-        return _format(f"store:{self.name}", self.reference)
+        return image_text(f"store:{self.name}", self.reference)
 
 
 #: The image values a transfer moves between; each names its place (see :mod:`.places`).
@@ -160,7 +161,9 @@ ImageStatus = Literal["copied", "skipped", "failed", "cancelled"]
 _IMAGE_STATUSES: frozenset[str] = frozenset(get_args(ImageStatus))
 
 
-def _format(base: str, reference: str | None) -> str:
+def image_text(base: str, reference: str | None) -> str:
+    """How an image is written: ``base`` (``host/name``, ``store:name``) with ``:tag`` or
+    ``@digest`` (nothing for None)."""
     if reference is None:
         return base
     return f"{base}@{reference}" if is_digest(reference) else f"{base}:{reference}"

@@ -85,7 +85,7 @@ def repair_blobs(
         where = None
         if actual != digest:
             try:
-                where = store.quarantine_blob(digest)
+                where = store.set_aside(digest)
             except BlobNotFoundError:
                 pass  # removed meanwhile: the pull fetches it
             except (UnsupportedError, LayerLockedError) as exc:  # the pull would skip it

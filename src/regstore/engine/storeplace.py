@@ -54,13 +54,16 @@ class StorePlace:
         """False when the image ``digest`` here lacks a part ``source`` would give a copy of it
         though both ends name the same digest: a child (of one of ``platforms``, of any
         platform when none are given) of an index a platform-filtered pull stored partial,
-        which ``source`` holds; with ``blobs``, also a blob (verify moved a damaged one aside)
-        or a child of any index. A source as partial as this store moves nothing more."""
+        which ``source`` holds; a blob ``verify`` moved aside (:meth:`ObjectStore.quarantined`)
+        and nothing fetched again since; with ``blobs``, any blob or any child of an index it
+        lacks. A source as partial as this store moves nothing more."""
         partial = self.store.is_partial(self.name, digest)
-        if not partial and not blobs:
+        # a damaged blob moved aside is missing for every image that has it, its tag unchanged
+        lost = self.store.quarantined()
+        if not partial and not blobs and not lost:
             return True
         try:
-            return self._holds(digest, platforms, source, partial=partial, blobs=blobs)
+            return self._holds(digest, platforms, source, partial=partial, blobs=blobs, lost=lost)
         except RegstoreError:  # a part that cannot be read is no part held: the copy mends it
             return False
 
@@ -72,11 +75,13 @@ class StorePlace:
         *,
         partial: bool,
         blobs: bool,
+        lost: frozenset[str],
     ) -> bool:
         pending = [digest]
         while pending:
             manifest = self.store.manifest(self.name, pending.pop())
-            if blobs and not all(self.store.blob_exists(str(b.digest)) for b in manifest.blobs):
+            held = (str(b.digest) for b in manifest.blobs)
+            if not all(self.store.blob_exists(b) for b in held if blobs or b in lost):
                 return False
             for child in manifest.manifests:
                 if self.store.has_manifest(self.name, str(child.digest)):

@@ -310,6 +310,14 @@ class _Validator:
     def connection(self, data: Mapping[str, Any], path: Path_) -> ConnectionSpec:
         registry = self.string(data["registry"], (*path, "registry"))
         if _HOST_RE.fullmatch(registry) is None:
+            if "@" in registry:  # user:password@host: not to be repeated into CI logs
+                scheme, _, rest = registry.rpartition("://")
+                shown = (f"{scheme}://" if scheme else "") + "***@" + rest.rpartition("@")[2]
+                raise self.error(
+                    (*path, "registry"),
+                    f"{shown!r} is not a host[:port]: credentials go in username: and "
+                    "password_env:, never in the registry's address",
+                )
             raise self.error((*path, "registry"), f"{registry!r} is not a host[:port]")
         plain_http = None
         if registry.startswith("http://"):

@@ -221,7 +221,7 @@ def quarantine_damaged(store: ObjectStore, problem: Problem) -> Problem:
     operation leaves the blob in place, with the reason in the detail.
     """
     try:
-        where = store.quarantine_blob(problem.subject)
+        where = store.set_aside(problem.subject)
     except RegstoreError as exc:
         return replace(problem, detail=f"{problem.detail}; not quarantined: {exc}")
     return replace(problem, quarantined=where)

@@ -275,6 +275,33 @@ class BlobTests(SuiteSettings):
         writer.commit()
         assert _read_all(store, blob.digest) == blob.data
 
+    def test_a_commit_of_bytes_staged_earlier_is_dated_by_the_commit(
+        self, store: ObjectStore
+    ) -> None:
+        # gc spares blobs younger than its grace by the date the listing gives: a blob whose
+        # bytes were all staged a day ago by a pull killed before its commit, and committed
+        # now by the pull that resumed it, must not look a day old (gc deleted it before its
+        # manifest was written). Two seconds apart, so a listing's one-second resolution
+        # still tells the staging from the commit.
+        if not self.supports_list_blobs:
+            return
+        blob = _blob(19)
+        writer = store.layer(blob.digest).writer()
+        writer.set_size(blob.size)
+        writer.write(blob.data)
+        writer.close()
+        time.sleep(2.2)
+        committed_at = time.time()
+        writer = store.layer(blob.digest).writer()
+        assert writer.current_size == blob.size
+        writer.set_size(blob.size)
+        writer.commit()
+        [listed] = [b for b in store.blobs() if b.digest == blob.digest]
+        assert listed.mtime >= committed_at - 1.0, (
+            f"the blob is listed as {committed_at - listed.mtime:.1f} s old right after its "
+            "commit: date it by the commit (a rename keeps the staged file's time)"
+        )
+
     def test_resume_of_wrong_bytes_fails_the_whole_digest(self, store: ObjectStore) -> None:
         blob = _blob(18)
         half = blob.size // 2

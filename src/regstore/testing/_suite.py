@@ -65,6 +65,10 @@ class SuiteSettings:
     #: A stored manifest is also a complete blob of its digest (False: it is not a blob, and
     #: quarantining its digest finds no blob).
     supports_manifests_as_blobs: ClassVar[bool] = True
+    #: store_exists tells a location that holds no store yet (False: the backend cannot tell
+    #: and answers True, so ``ls``, ``verify`` and ``gc`` of a mistyped URL see an empty store
+    #: instead of saying there is none).
+    supports_store_exists: ClassVar[bool] = True
 
     # -- what the kit checks of every backend -------------------------------------------------
     #: Size of the blob the bounded-memory test streams through a fresh process. Lower it for
