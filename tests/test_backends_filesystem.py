@@ -895,3 +895,43 @@ def test_a_revision_link_out_of_the_store_fails_gc_and_deletes_nothing(tmp_path:
     with pytest.raises(StoreError):
         collect_garbage(store, grace=0, now=time.time() + 3600)
     assert sorted(b.digest for b in store.blobs()) == before
+
+
+def test_the_working_area_is_walked_as_fsspec_walks_it(tmp_path: Path) -> None:
+    # the file store walks its working area with os.scandir (a sync looks at the quarantine
+    # without importing fsspec): its answer is fsspec's, links and unreadable places included
+    import fsspec
+
+    from regstore.backends.filesystem import LocalBackend
+
+    root = tmp_path / "store"
+    base = root / "_regstore" / "quarantine"
+    (base / "sha256").mkdir(parents=True)
+    (base / "sha256" / ("a" * 64)).write_bytes(b"12345")
+    (base / "deep" / "er").mkdir(parents=True)
+    (base / "deep" / "er" / "f").write_bytes(b"x")
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"outside")
+    (base / "sha256" / ("b" * 64)).symlink_to(outside)
+    (base / "linked-dir").symlink_to(tmp_path, target_is_directory=True)
+    locked = base / "locked"
+    locked.mkdir()
+    (locked / "g").write_bytes(b"y")
+    backend = LocalBackend(str(root))
+    fs = fsspec.filesystem("file")
+    try:
+        locked.chmod(0)
+        ours = backend.walk_files(str(base))
+        found = fs.find(str(base), detail=True)
+    finally:
+        locked.chmod(0o755)
+    theirs = sorted(
+        (str(p)[len(str(base)) + 1 :], int(i["size"]), float(i["mtime"]))
+        for p, i in found.items()
+        if i["type"] == "file"  # (fsspec calls a symbolic link "other")
+    )
+    assert [(n, s) for n, s, _ in ours] == [(n, s) for n, s, _ in theirs]
+    # (root reads the directory it may not read)
+    readable = ["locked/g"] if os.geteuid() == 0 else []
+    assert [n for n, _, _ in ours] == ["deep/er/f", *readable, f"sha256/{'a' * 64}"]
+    assert backend.walk_files(str(root / "nothing-here")) == []

@@ -252,3 +252,13 @@ def test_secrets_are_masked_whole_and_regstore_phrases_only_as_phrases() -> None
     assert output.mask("wrong username") == "*** username"  # not the whole phrase: not ours
     output.secrets.append("login to")  # a whole phrase by itself is no word of ours
     assert output.mask("login to h:5000") == "*** h:5000"
+
+
+def test_a_secret_with_a_space_is_masked_on_an_error_line_that_folds_it() -> None:
+    # the error line is made one line (newlines and runs of spaces folded): masked before the
+    # folding, "correct\nhorse" became "correct horse" and was shown
+    out, err = io.StringIO(), io.StringIO()
+    output = Output(stdout=out, stderr=err)
+    output.secrets.append("correct horse")
+    output.error("the helper said: 'correct\n   horse'")
+    assert "correct" not in err.getvalue() and "***" in err.getvalue()

@@ -161,6 +161,11 @@ BAD_FILES = [
         "sources[0].registry: 'http://***@h:5' is not a host[:port]: credentials go in",
     ),
     ("target: {registry: 'me:S3cr3tPw@h'}\n" + SRC + REPOS, "target.registry: '***@h' is not"),
+    ("target: {registry: 'me:S3cr3tPw://x@y@h'}\n" + SRC + REPOS, "registry: '***@h' is not"),
+    (
+        "target: {registry: 'https://me:S3cr3tPw://x@h'}\n" + SRC + REPOS,
+        "registry: 'https://***@h' is not",
+    ),
     ("sources:\n  - repositories: [a]\n", "sources[0]: missing required key 'registry'"),
     ("target: {store: x, registry: y}\n" + SRC + REPOS, "target: give either store or registry"),
     (

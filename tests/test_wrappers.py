@@ -47,6 +47,7 @@ READING_HOOKS = {
     "regstore_store_list_blobs",
     "regstore_store_blob_used_at",
     "regstore_store_list_staging",
+    "regstore_store_list_quarantined",
     "regstore_store_exists",
     "regstore_store_describe",
     "regstore_store_close",

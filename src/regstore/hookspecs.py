@@ -290,6 +290,15 @@ class StoreSpec:
         raise NotImplementedError
 
     @hookspec(firstresult=True)
+    def regstore_store_list_quarantined(self) -> list[str]:
+        """The digests of the blobs ``quarantine_blob`` moved aside whose copies the working
+        area still holds: what ``list_staging`` lists as ``quarantine`` entries, without
+        listing (or needing the permissions of) the rest of the working area. A sync asks it
+        before it skips an unchanged image. Read-only; stops at the first result.
+        """
+        raise NotImplementedError
+
+    @hookspec(firstresult=True)
     def regstore_store_drop_staging(self, entry: StagingEntry) -> bool:
         """Remove one entry ``list_staging`` returned, unless it came back to life.
 

@@ -276,6 +276,7 @@ class _StoreHooks(Protocol):
     def regstore_store_blob_used_at(self, *, digest: str) -> float | None: ...
     def regstore_store_quarantine_blob(self, *, digest: str) -> str: ...
     def regstore_store_list_staging(self) -> list[StagingEntry]: ...
+    def regstore_store_list_quarantined(self) -> list[str]: ...
     def regstore_store_drop_staging(self, *, entry: StagingEntry) -> bool: ...
     def regstore_store_exists(self) -> bool: ...
     def regstore_store_describe(self) -> dict[str, Any]: ...
@@ -957,33 +958,42 @@ class ObjectStore:
         return where
 
     def quarantined(self) -> frozenset[str]:
-        """Digests of the blobs moved aside (:meth:`quarantine_blob`) whose copies the working
-        area still holds, as listed at most 30 seconds ago; empty where the backend lists no
-        working area or cannot list it now. The store may hold some of them again (a pull
-        fetched them since): :meth:`blob_exists` tells."""
+        """Digests of the blobs moved aside (:meth:`quarantine_blob`) that the store still
+        lacks, as found at most 30 seconds ago (one listing of the quarantine, and a look at
+        each blob it names); empty where the backend lists no quarantine or cannot list it
+        now. The store may hold some of them again (fetched since): :meth:`blob_exists`
+        tells."""
         now = time.monotonic()
         listed = self._quarantine
         if listed is None or now - listed[0] > _QUARANTINE_LISTED_FOR:
-            digests: frozenset[str] = frozenset()
-            if "regstore_store_list_staging" in self._implemented:
-                try:
-                    digests = frozenset(
-                        entry.digest
-                        for entry in self.staging()
-                        if entry.kind is StagingKind.QUARANTINE and entry.digest is not None
-                    )
-                except UnsupportedError:  # (a backend that lists no working area: none known)
-                    pass
-                except RegstoreError as exc:  # (credentials without a listing's permission)
-                    where = redact_store_url(self.url) or "the store"
-                    log.warning(
-                        "could not list the blobs verify moved aside in %s (%s): images that "
-                        "lack one are not fetched again",
-                        where,
-                        exc,
-                    )
-            listed = self._quarantine = (now, digests)
+            listed = self._quarantine = (now, self._lost_blobs())
         return listed[1]
+
+    def _lost_blobs(self) -> frozenset[str]:
+        try:
+            if "regstore_store_list_quarantined" in self._implemented:
+                aside = list(self._ask(self._hooks.regstore_store_list_quarantined))
+            elif "regstore_store_list_staging" in self._implemented:
+                aside = [
+                    e.digest
+                    for e in self.staging()
+                    if e.kind is StagingKind.QUARANTINE and e.digest is not None
+                ]
+            else:
+                return frozenset()
+            # fetched again since (a pull, an earlier sync): nothing lost any more
+            return frozenset(d for d in aside if not self.blob_exists(d))
+        except UnsupportedError:  # (a backend that lists no quarantine: none known)
+            return frozenset()
+        except RegstoreError as exc:  # (credentials without a listing's permission)
+            where = redact_store_url(self.url) or "the store"
+            log.warning(
+                "could not list the blobs verify moved aside in %s (%s): images that lack "
+                "one are not fetched again",
+                where,
+                exc,
+            )
+            return frozenset()
 
     def set_aside(self, digest: str) -> str:
         """Take a damaged blob out of the store so the next pull fetches it again: moved aside

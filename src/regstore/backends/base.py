@@ -194,6 +194,15 @@ class BackendBase(abc.ABC):
         """Leftovers of unfinished writes and quarantined blobs (see the hookspec)."""
         raise UnsupportedError(f"{self.backend_name} stores cannot list their staging area")
 
+    def list_quarantined(self) -> list[Digest]:
+        """The digests of the blobs moved aside (see the hookspec). Default: the quarantine
+        entries of :meth:`list_staging` (override it where the quarantine lists alone)."""
+        return [
+            Digest(e.digest)
+            for e in self.list_staging()
+            if e.kind is StagingKind.QUARANTINE and e.digest is not None
+        ]
+
     def drop_staging(self, entry: StagingEntry) -> bool:
         """Remove one leftover unless it is in use again (see the hookspec)."""
         raise UnsupportedError(f"{self.backend_name} stores cannot clean their staging area")
@@ -381,6 +390,11 @@ class BackendBase(abc.ABC):
     def regstore_store_list_staging(self) -> list[StagingEntry]:
         with self._translate("cannot list the staging area"):
             return sorted(self.list_staging(), key=lambda e: (e.kind.value, e.key))
+
+    @hookimpl
+    def regstore_store_list_quarantined(self) -> list[str]:
+        with self._translate("cannot list the quarantined blobs"):
+            return sorted(str(d) for d in self.list_quarantined())
 
     @hookimpl
     def regstore_store_drop_staging(self, entry: StagingEntry) -> bool:

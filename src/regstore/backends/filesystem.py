@@ -716,9 +716,10 @@ class LocalBackend(FsspecBackend):
         return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
 
     def walk_files(self, base: str) -> list[WalkedFile]:
-        # os.scandir, not fsspec's find (the same answer: files by path, their symlinks
-        # followed, symlinked directories not entered): a sync looks at the quarantine before
-        # it skips an unchanged image, and would import fsspec for it
+        # os.scandir, not fsspec's find (the same answer: regular files by path, symbolic
+        # links and what they lead to left out, a directory it may not read passed over): a
+        # sync looks at the quarantine before it skips an unchanged image, and would import
+        # fsspec for it
         root = self.confinement.check(base)
         walked: list[WalkedFile] = []
         pending = [""]
@@ -726,7 +727,7 @@ class LocalBackend(FsspecBackend):
             relative = pending.pop()
             try:
                 listing = os.scandir(os.path.join(root, relative) if relative else root)
-            except (FileNotFoundError, NotADirectoryError):
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
                 continue
             with listing:
                 for entry in listing:
@@ -734,8 +735,8 @@ class LocalBackend(FsspecBackend):
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(name)
-                        elif entry.is_file():
-                            found = entry.stat()
+                        elif entry.is_file(follow_symlinks=False):
+                            found = entry.stat(follow_symlinks=False)
                             walked.append((name, found.st_size, found.st_mtime))
                     except FileNotFoundError:  # removed while listed (a writer finished)
                         continue

@@ -489,6 +489,9 @@ class FsspecBackend(ComposedBlobs):
     def list_staging(self) -> list[StagingEntry]:
         return housekeeping.list_staging(self)
 
+    def list_quarantined(self) -> list[Digest]:
+        return housekeeping.list_quarantined(self)
+
     def drop_staging(self, entry: StagingEntry) -> bool:
         return housekeeping.drop_staging(self, entry)
 
@@ -582,9 +585,10 @@ class FsspecStaging(FsspecStagingArea, AppendStaging):
         final = self.store.final_blob_path(digest)
         fs = self.store.fs
         fs.mv(self.store.staging_path(digest), final)
-        if getattr(fs, "local_file", False):
-            # a local rename keeps the staged file's time, perhaps a day old (a resumed pull):
-            # gc counts its grace from the commit (elsewhere a move writes a new object)
+        # A rename keeps the staged file's time, perhaps a day old (a resumed pull): gc counts
+        # its grace from the commit. Object stores write a new object (dated now) and refuse
+        # to touch one (ValueError, NotImplementedError): nothing to do there.
+        with contextlib.suppress(NotImplementedError, ValueError):
             fs.touch(final, truncate=False)
 
     def drop(self, digest: Digest) -> None:

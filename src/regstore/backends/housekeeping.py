@@ -41,6 +41,7 @@ __all__ = [
     "UPLOADS_DIR",
     "drop_staging",
     "group_uploads",
+    "list_quarantined",
     "list_staging",
     "quarantine_blob",
 ]
@@ -145,6 +146,13 @@ def _plain_entries(backend: FsspecBackend, kind: StagingKind, directory: str) ->
             )
         )
     return entries
+
+
+def list_quarantined(backend: FsspecBackend) -> list[Digest]:
+    """The digests of the blobs moved aside (``quarantine/<alg>/<hex>``): one listing of that
+    directory alone."""
+    entries = _plain_entries(backend, StagingKind.QUARANTINE, QUARANTINE_DIR)
+    return [Digest(e.key) for e in entries]
 
 
 def list_staging(backend: FsspecBackend) -> list[StagingEntry]:

@@ -187,6 +187,11 @@ class StoreWrapper:
             return (yield)
 
     @hookimpl(wrapper=True)
+    def regstore_store_list_quarantined(self) -> Generator[None, list[str], list[str]]:
+        with self.around("list_quarantined"):
+            return (yield)
+
+    @hookimpl(wrapper=True)
     def regstore_store_drop_staging(self) -> Generator[None, bool, bool]:
         with self.around("drop_staging"):
             return (yield)

@@ -794,9 +794,9 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
             code = EXIT_BROKEN_PIPE
         except Exception as exc:  # one clear line; the traceback only with -v
             if state.settings.verbose:
-                sys.stderr.write(
-                    printable(state.output.mask(traceback.format_exc()), multiline=True)
-                )
+                # (a chained requests error names its URL: upload state, a presigned signature)
+                shown = _redact_urls(traceback.format_exc())
+                sys.stderr.write(printable(state.output.mask(shown), multiline=True))
             if isinstance(exc, UsageError):  # input to fix: usage (a sync file, a store URL)
                 state.output.failure("", exc)
                 code = EXIT_USAGE

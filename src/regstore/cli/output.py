@@ -358,10 +358,11 @@ class Output:
 
     def error(self, message: str, hint: str = "") -> None:
         """The one error line on stderr (the hint is our own words: never masked)."""
-        text = f"regstore: error: {self.mask(message)}"
+        # one line first, then masked: a secret with a space or a newline in it is found whole
+        text = f"regstore: error: {self.mask(' '.join(message.split()))}"
         if hint:
-            text += f" — try: {hint}"
-        self.stderr.write(printable(" ".join(text.split())) + "\n")
+            text += f" — try: {' '.join(hint.split())}"
+        self.stderr.write(printable(text) + "\n")
         self.stderr.flush()
 
     def warning(self, message: str) -> None:

@@ -22,7 +22,7 @@ from regstore.engine.verify import verify
 from regstore.errors import DamagedTagError, RegstoreError
 from regstore.manifest import Manifest
 from regstore.referrers import is_supply_chain_tag, sigstore_tags, subject_of_tag
-from regstore.store import read_blob
+from regstore.store import DELETED_NOT_MOVED, read_blob
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
@@ -410,7 +410,17 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
             )
         )
     if not report.ok:
-        if report.quarantined:
+        if report.quarantined and any(
+            p.quarantined == DELETED_NOT_MOVED for p in report.quarantined
+        ):
+            # no quarantine to list: a sync cannot tell the image lacks them
+            hint = (
+                f"{len(report.quarantined)} damaged blob(s) were deleted (this store cannot "
+                "move blobs aside): pull the affected images again (`regstore pull REF`), or "
+                "import their bundle again, to fetch them; a sync of an unchanged tag does "
+                "not notice"
+            )
+        elif report.quarantined:
             hint = (
                 f"{len(report.quarantined)} damaged blob(s) were moved aside: pull the affected "
                 "images again (`regstore pull REF`, or the next `regstore sync` of them), or "

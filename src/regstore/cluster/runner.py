@@ -420,7 +420,8 @@ def _run_tasks(
         if stopped.is_set() and futures:
             # what finished meanwhile keeps its outcome; a task a worker runs may still
             # finish after its cancellation (its thread is not stopped): not "not attempted"
-            finished = {f: i for f, i in futures.items() if f.status == "finished"}
+            # (a task that raised, KilledWorker, has its outcome too: failed)
+            finished = {f: i for f, i in futures.items() if f.status in ("finished", "error")}
             client.cancel([f for f in futures if f not in finished])
             for future, i in futures.items():
                 job = plan.jobs[i]

@@ -311,8 +311,12 @@ class _Validator:
         registry = self.string(data["registry"], (*path, "registry"))
         if _HOST_RE.fullmatch(registry) is None:
             if "@" in registry:  # user:password@host: not to be repeated into CI logs
-                scheme, _, rest = registry.rpartition("://")
-                shown = (f"{scheme}://" if scheme else "") + "***@" + rest.rpartition("@")[2]
+                # (the password itself may hold "://" or "@": the host is after the last "@",
+                # the scheme, if any, before the first "://")
+                head, _, host = registry.rpartition("@")
+                scheme, sep, _ = head.partition("://")
+                valid = sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme)
+                shown = (f"{scheme}://" if valid else "") + "***@" + host
                 raise self.error(
                     (*path, "registry"),
                     f"{shown!r} is not a host[:port]: credentials go in username: and "

@@ -77,12 +77,17 @@ class HousekeepingTests(SuiteSettings):
             assert entry.size == blob.size and not entry.active
             assert entry.location == where
             assert time.time() - entry.mtime < 3600  # dated by the move, not by the commit
+        # a sync learns from this listing that an unchanged image lacks the blob
+        assert store.quarantined() == {blob.digest}
         writer = store.layer(blob.digest).writer()  # not LayerAlreadyExistsError
         assert writer.current_size == 0  # the quarantined bytes are not resumed
         writer.write(blob.data)
         writer.commit(blob.size)
         with store.layer(blob.digest).reader() as reader:
             assert reader.read() == blob.data
+        store.quarantine_blob(other.digest)  # (a listing is asked again after a move)
+        assert store.quarantined() == {other.digest}  # the blob fetched again is not lost
+        write_blob(store, other)
         if entry is not None:
             assert store.drop_staging(entry) is True
             assert _of(store, blob) == []

@@ -191,6 +191,16 @@ class ManifestTests(SuiteSettings):
         assert store.tags("zeta") == []
         assert store.manifests("alpha") == sorted([image.digest, other.digest])
 
+    def test_tags_differing_in_case_are_two_tags(self, store: ObjectStore) -> None:
+        # Tags are case-sensitive (OCI): a medium that folds case (a case-insensitive file
+        # system, a key-value store that lower-cases) would point "latest" at "Latest"'s image
+        upper, lower = oci_image(seed=31), oci_image(seed=32)
+        write_image(store, NAME, "Latest", upper)
+        write_image(store, NAME, "latest", lower)
+        assert store.manifest(NAME, "Latest").raw == upper.raw, "tags must keep their case"
+        assert store.manifest(NAME, "latest").raw == lower.raw, "tags must keep their case"
+        assert store.tags(NAME) == ["Latest", "latest"]
+
     def test_untagged_manifest_is_listed_by_digest(self, store: ObjectStore) -> None:
         image = docker_image(seed=29)
         digest = write_image(store, NAME, None, image)
