@@ -1548,3 +1548,42 @@ def test_a_store_that_cannot_quarantine_deletes_a_damaged_blob_for_the_pull(
             store.set_aside(digest)
     finally:
         store.close()
+
+
+def test_verify_on_a_store_that_deletes_what_it_cannot_quarantine_says_a_pull_heals_it(
+    tmp_path: Path,
+) -> None:
+    # its hint said "or the next `regstore sync`": a sync learns what is missing from the
+    # quarantine, which such a store does not have
+    from click.testing import CliRunner
+
+    from regstore import plugins
+    from regstore.backends.filesystem import LocalBackend
+    from regstore.cli import cli
+    from regstore.errors import UnsupportedError
+    from tests.support.cli import put_image
+
+    class NoQuarantine(LocalBackend):
+        def quarantine_blob(self, digest: Digest) -> str:
+            raise UnsupportedError("this store cannot quarantine blobs")
+
+    class Plugin:
+        @hookimpl
+        def regstore_register_backends(self, register: Any) -> None:
+            register("noq", lambda url, **o: NoQuarantine(url.removeprefix("noq://")))
+
+    root = tmp_path / "s"
+    built = build_image(layers=1, layer_size=4096, seed=9700)
+    plugins.reset_plugin_manager()
+    plugins.register_plugin(Plugin(), name="noq-test")
+    try:
+        with open_store(f"noq://{root}") as store:
+            put_image(store, "noq/app", "1", built)
+        flip_byte(blob_path(root, built.layer_digests[0]))
+        result = CliRunner().invoke(cli, ["--store", f"noq://{root}", "verify"])
+    finally:
+        plugins.reset_plugin_manager()
+    assert result.exit_code == 1, result.output
+    assert "were deleted (this store cannot move blobs aside)" in result.stderr
+    assert "`regstore pull REF`" in result.stderr and "next `regstore sync`" not in result.stderr
+    assert not blob_path(root, built.layer_digests[0]).exists()  # for the pull to fetch again
