@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from regstore.client.urls import redact_url
+from regstore.client.urls import redact_url, resolve_target
 from regstore.errors import (
     AuthenticationError,
     BlobNotFoundError,
@@ -25,6 +25,7 @@ from regstore.errors import (
     BlobUploadNotFoundError,
     HTTPContext,
     ImageManifestNotFoundError,
+    RegistryError,
     RegistryErrorDetail,
     RegstoreError,
     RepositoryNotFoundError,
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_ERROR_BODY",
     "Operation",
     "OperationKind",
+    "checked_target",
     "error_for_status",
     "http_context",
     "parse_error_body",
@@ -243,3 +245,14 @@ def transport_error(op: Operation, method: str, url: str, exc: BaseException) ->
     """A :class:`TransportError` for a request that could not complete (chain ``exc``)."""
     ctx = HTTPContext(method=method, url=redact_url(url))
     return TransportError(f"{op.what}: {_reason(exc)}", http=ctx)
+
+
+def checked_target(base: str, location: str, what: str, ctx: HTTPContext) -> str:
+    """``location`` (a URL a registry named: a redirect's, an upload's) resolved against
+    ``base`` and checked as :func:`~regstore.client.urls.resolve_target` checks it. One the
+    client must not request is a RegistryError: ``what`` (the sentence the location ends),
+    the location, why, and the exchange ``ctx`` — not a bare ValueError later."""
+    try:
+        return resolve_target(base, location)
+    except ValueError as exc:
+        raise RegistryError(f"{what} {redact_url(location.strip())!r} ({exc})", http=ctx) from None

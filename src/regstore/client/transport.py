@@ -53,6 +53,7 @@ from regstore.client.errors_map import (
     MAX_ERROR_BODY,
     Operation,
     auth_error,
+    checked_target,
     http_context,
     parse_retry_after,
     transport_error,
@@ -70,7 +71,6 @@ from regstore.client.urls import (
     Endpoint,
     no_proxy_for,
     redact_url,
-    resolve_target,
     same_origin,
     url_problem,
 )
@@ -377,20 +377,6 @@ class Transport:
                 http=http_context(method, url),
             )
 
-    @staticmethod
-    def _redirect_target(
-        method: str, current: str, resp: requests.Response, location: str, op: Operation
-    ) -> str:
-        """The checked absolute target of a redirect (RegistryError for an unusable one)."""
-        try:
-            return resolve_target(current, location)
-        except ValueError as exc:
-            raise RegistryError(
-                f"{op.what}: the registry redirected to an unusable Location "
-                f"{redact_url(location.strip())!r} ({exc}); not following it",
-                http=http_context(method, current, resp.status_code),
-            ) from None
-
     def _send(
         self,
         method: str,
@@ -436,7 +422,12 @@ class Transport:
             with contextlib.suppress(requests.RequestException):
                 self._read_body(resp, _REDIRECT_BODY)
             resp.close()
-            target = self._redirect_target(method, current, resp, location, op)
+            target = checked_target(
+                current,
+                location,
+                f"{op.what}: the registry redirected to an unusable Location",
+                http_context(method, current, resp.status_code),
+            )
             if not same_origin(target, self.endpoint.base_url):
                 # Never send the registry's credentials elsewhere (presigned URLs refuse them).
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}

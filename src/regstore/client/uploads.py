@@ -27,10 +27,15 @@ from urllib.parse import unquote, urlsplit
 from regstore.client.bodies import BlobData, UploadBody
 from regstore.client.challenge import merge_scopes
 from regstore.client.core import ClientCore, delete_scope, pull_scope, push_scope
-from regstore.client.errors_map import Operation, error_for_status, http_context
+from regstore.client.errors_map import (
+    Operation,
+    checked_target,
+    error_for_status,
+    http_context,
+)
 from regstore.client.ranges import UploadRange, chunk_content_range, parse_upload_range
 from regstore.client.transport import Reply
-from regstore.client.urls import add_query, redact_url, resolve_target
+from regstore.client.urls import add_query
 from regstore.errors import (
     BlobUploadInvalidRangeError,
     DigestMismatchError,
@@ -85,15 +90,12 @@ class UploadsMixin(ClientCore):
         """
         if not isinstance(location, str) or not location:
             raise ValueError("an upload location is required")
-        base = self._endpoint.base_url + "/"
-        try:
-            absolute = resolve_target(base, location)
-        except ValueError as exc:
-            raise RegistryError(
-                f"{method} of an upload on {self.registry}: unusable upload location "
-                f"{redact_url(location)!r} ({exc})",
-                http=http_context(method, location),
-            ) from None
+        absolute = checked_target(
+            self._endpoint.base_url + "/",
+            location,
+            f"{method} of an upload on {self.registry}: unusable upload location",
+            http_context(method, location),
+        )
         match = _UPLOAD_PATH_RE.search(urlsplit(absolute).path)
         name = unquote(match.group(1)) if match else ""
         return absolute, name
@@ -101,18 +103,15 @@ class UploadsMixin(ClientCore):
     def _scopes(self, name: str) -> tuple[str, ...]:
         return push_scope(name) if name else ()
 
-    def _registry_location(self, reply: Reply, location: str, op: Operation) -> str:
-        """The ``Location`` the registry answered ``reply`` with, resolved and checked: an
-        unusable one (no URL, not http(s), ambiguous to the parsers) is a RegistryError that
-        names the request, not a bare ValueError later."""
-        try:
-            return resolve_target(reply.url, location)
-        except ValueError as exc:
-            raise RegistryError(
-                f"{op.what}: the registry sent an unusable upload Location "
-                f"{redact_url(location.strip())!r} ({exc})",
-                http=http_context(reply.method, reply.url, reply.status),
-            ) from None
+    @staticmethod
+    def _registry_location(reply: Reply, location: str, op: Operation) -> str:
+        """The ``Location`` the registry answered ``reply`` with, resolved and checked."""
+        return checked_target(
+            reply.url,
+            location,
+            f"{op.what}: the registry sent an unusable upload Location",
+            http_context(reply.method, reply.url, reply.status),
+        )
 
     def _next_location(self, reply: Reply, current: str, op: Operation) -> str:
         location = reply.headers.get("Location")
