@@ -1518,24 +1518,31 @@ def test_gc_spares_a_blob_whose_resumed_commit_is_recent_though_its_bytes_are_ol
         assert store.blob_exists(digest)
 
 
-def test_a_store_that_cannot_quarantine_deletes_a_damaged_blob_for_the_pull(
-    tmp_path: Path,
-) -> None:
-    # verify said "pull ... --repair" and the repair failed: "cannot quarantine blobs"; no
-    # command could take the damaged blob out, and gc keeps it (referenced) for ever
+def _no_quarantine(root: Path) -> Any:
+    """A file store's backend that cannot quarantine (deleting it can)."""
     from regstore.backends.filesystem import LocalBackend
-    from regstore.engine.repair import repair_blobs
-    from regstore.errors import BlobNotFoundError, UnsupportedError
-    from regstore.store import DELETED_NOT_MOVED
+    from regstore.errors import UnsupportedError
 
     class NoQuarantine(LocalBackend):
         def quarantine_blob(self, digest: Digest) -> str:
             raise UnsupportedError("this store cannot quarantine blobs")
 
+    return NoQuarantine(str(root))
+
+
+def test_a_store_that_cannot_quarantine_deletes_a_damaged_blob_for_the_pull(
+    tmp_path: Path,
+) -> None:
+    # verify said "pull ... --repair" and the repair failed: "cannot quarantine blobs"; no
+    # command could take the damaged blob out, and gc keeps it (referenced) for ever
+    from regstore.engine.repair import repair_blobs
+    from regstore.errors import BlobNotFoundError
+    from regstore.store import DELETED_NOT_MOVED
+
     root = tmp_path / "s"
     data = os.urandom(4096)
     digest = digest_bytes(data)
-    store = ObjectStore(NoQuarantine(str(root)), url=str(root))
+    store = ObjectStore(_no_quarantine(root), url=str(root))
     try:
         with store.layer(digest).writer() as writer:
             writer.write(data)
@@ -1558,19 +1565,13 @@ def test_verify_on_a_store_that_deletes_what_it_cannot_quarantine_says_a_pull_he
     from click.testing import CliRunner
 
     from regstore import plugins
-    from regstore.backends.filesystem import LocalBackend
     from regstore.cli import cli
-    from regstore.errors import UnsupportedError
     from tests.support.cli import put_image
-
-    class NoQuarantine(LocalBackend):
-        def quarantine_blob(self, digest: Digest) -> str:
-            raise UnsupportedError("this store cannot quarantine blobs")
 
     class Plugin:
         @hookimpl
         def regstore_register_backends(self, register: Any) -> None:
-            register("noq", lambda url, **o: NoQuarantine(url.removeprefix("noq://")))
+            register("noq", lambda url, **o: _no_quarantine(Path(url.removeprefix("noq://"))))
 
     root = tmp_path / "s"
     built = build_image(layers=1, layer_size=4096, seed=9700)
