@@ -536,6 +536,43 @@ def test_a_linked_repository_is_listed_served_and_kept_by_gc_and_one_out_of_the_
     assert all(blob_path(store_root, digest).exists() for digest in image.blobs)
 
 
+def test_gc_untagged_frees_the_earlier_images_of_a_moving_tag(
+    cli: CLI, registry: RegistryServer, store_root: Path, tmp_path: Path
+) -> None:
+    # A mirror of `latest` pulled every day kept each day's image, and its blobs, for ever.
+    first, second = (build_image(seed=s, layers=2, layer_size=4096, media="oci") for s in (61, 62))
+    seed_registry(registry.url, "team/moving", "latest", first)
+    cli("pull", f"{registry.host}/team/moving:latest", "-q")
+    seed_registry(registry.url, "team/moving", "latest", second)
+    cli("pull", f"{registry.host}/team/moving:latest", "-q")
+    named = f"team/moving@{first.manifest_digest}"
+
+    plain = cli("gc", "--grace", "0", "--json").json()
+    assert plain["untagged_removed"] == [] and plain["removed"] == []  # without the flag
+    dry = cli("gc", "--untagged", "--grace", "0", "--dry-run")
+    assert f"would remove untagged manifest {named}" in dry.stdout
+    assert "would remove 1 untagged manifest(s)" in dry.stdout
+    young = cli("gc", "--untagged", "--json").json()  # the default grace: an hour
+    assert young["untagged_kept"] == [named] and young["removed"] == []
+
+    report = cli("gc", "--untagged", "--grace", "0", "--json").json()
+    assert report["untagged_removed"] == [named]
+    removed = {b["digest"] for b in report["removed"]}
+    assert removed == set(first.blobs) | {first.manifest_digest}
+    assert cli("verify", "--json").json()["ok"] is True
+    served = serve_directory(store_root, tmp_path / "served")  # a stock registry reads it still
+    try:
+        accept = {"Accept": second.manifest_media_type}
+        url = f"{served.url}/v2/team/moving/manifests"
+        answer = requests.get(f"{url}/latest", headers=accept, timeout=30)
+        assert answer.status_code == 200
+        assert sha256_digest(answer.content) == second.manifest_digest
+        gone = requests.get(f"{url}/{first.manifest_digest}", headers=accept, timeout=30)
+        assert gone.status_code == 404
+    finally:
+        served.stop()
+
+
 @pytest.mark.parametrize("name", ["Local.Host/team/tool", "Team/app"])
 def test_gc_keeps_what_a_registry_serves_under_a_name_regstore_refuses(
     cli: CLI, seeded: SeededRegistry, store_root: Path, tmp_path: Path, name: str

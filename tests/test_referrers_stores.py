@@ -17,7 +17,7 @@ from regstore.engine.gc import collect_garbage, delete_image
 from regstore.engine.transfer import transfer_many
 from regstore.engine.verify import verify
 from regstore.referrers import is_referrers_tag, referrers_tag
-from regstore.testing.builders import oci_artifact, oci_image, write_image
+from regstore.testing.builders import oci_artifact, oci_image, oci_index, write_image
 from tests.support.fake_registry import FakeRegistry
 from tests.support.fixtures import S3Bucket
 from tests.support.registry import RegistryServer, serve_directory
@@ -130,6 +130,76 @@ def test_gc_keeps_referrers_while_their_subject_lives(
     assert sorted(report.referrers_removed) == sorted(dry.referrers_removed)
     assert "app" not in store.repositories()  # nothing was left in it
     assert {b.digest for b in report.removed} >= {b.digest for b in chain.sbom.blobs}
+
+
+@pytest.mark.parametrize("kind", ["memory", "file-distribution", "file-oci", "s3-distribution"])
+def test_gc_untagged_removes_what_no_tag_reaches_and_keeps_what_tags_and_referrers_do(
+    store_factory: Callable[[str], ObjectStore], kind: str
+) -> None:
+    # A mirror of a moving tag kept every earlier image, and their blobs, for ever.
+    store = store_factory(kind)
+    kept = Chain(seed=21)  # v1, its .sig tag, an SBOM and an attestation of the SBOM
+    kept.write(store)
+    earlier = Chain(seed=22)
+    earlier.write(store)  # the same, under v1 too: then v1 moves on
+    now_image = oci_image(seed=23)
+    write_image(store, "app", "v1", now_image)
+    write_image(store, "app", "v0", kept.image)  # the first chain stays tagged
+    shared, alone = oci_image(seed=24), oci_image(seed=25)
+    multi = oci_index([shared, oci_image(seed=26)])
+    write_image(store, "app", "multi", multi)
+    loose = oci_index([shared, alone])  # an index pulled by digest: untagged
+    write_image(store, "app", None, loose)
+    before = {str(d) for d in store.manifests("app")}
+
+    young = collect_garbage(store, untagged=True)  # the default grace: all of it is young
+    assert young.untagged_removed == [] and young.referrers_removed == []
+    assert {str(d) for d in store.manifests("app")} == before
+
+    dry = collect_garbage(store, grace=0, untagged=True, dry_run=True)
+    assert {str(d) for d in store.manifests("app")} == before  # a dry run
+    untagged = [earlier.image.digest, loose.digest, alone.digest]
+    assert sorted(dry.untagged_removed) == sorted(f"app@{d}" for d in untagged)
+    # an index before its children: stopped half-way, no index is left short of one
+    assert dry.untagged_removed.index(f"app@{loose.digest}") < dry.untagged_removed.index(
+        f"app@{alone.digest}"
+    )
+    # its referrers (the SBOM its referrers index lists, the signature its .sig tag names,
+    # the SBOM's attestation) go with the image, as referrers whose subject is gone
+    referrers = [earlier.sbom.digest, earlier.attestation.digest, earlier.sig.digest]
+    assert {f"app@{d}" for d in referrers} <= set(dry.referrers_removed)
+    assert not {f"app@{d}" for d in (kept.sbom.digest, kept.sig.digest)} & set(
+        dry.referrers_removed
+    )
+    gone = [*untagged, *referrers]
+
+    report = collect_garbage(store, grace=0, untagged=True)
+    assert sorted(report.untagged_removed) == sorted(dry.untagged_removed)
+    assert sorted(report.referrers_removed) == sorted(dry.referrers_removed)
+    assert {b.digest for b in report.removed} == {b.digest for b in dry.removed}
+    held = {str(d) for d in store.manifests("app")}
+    assert not held & {str(d) for d in gone}
+    assert {
+        str(d)
+        for d in (
+            kept.image.digest,
+            kept.sig.digest,
+            kept.sbom.digest,
+            kept.attestation.digest,
+            now_image.digest,
+            multi.digest,
+            shared.digest,
+        )
+    } <= held
+    tags = set(store.tags("app"))
+    assert earlier.sig_tag not in tags and referrers_tag(earlier.image.digest) not in tags
+    assert {kept.sig_tag, referrers_tag(kept.image.digest)} <= tags
+    removed = {b.digest for b in report.removed}
+    assert {str(b.digest) for b in earlier.image.blobs} <= removed
+    assert not {str(b.digest) for b in shared.blobs} & removed
+    assert verify(store).ok
+    again = collect_garbage(store, grace=0, untagged=True)
+    assert again.untagged_removed == again.referrers_removed == again.removed == []
 
 
 def test_gc_can_keep_orphan_referrers(store_factory: Callable[[str], ObjectStore]) -> None:

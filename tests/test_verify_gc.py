@@ -225,6 +225,31 @@ def test_gc_grace_uses_the_commit_time(store: ObjectStore) -> None:
         collect_garbage(store, grace=-1)
 
 
+def test_gc_untagged_keeps_a_manifest_claimed_within_the_grace(
+    file_store: tuple[ObjectStore, Path],
+) -> None:
+    # A pull that finds an untagged manifest's bytes stored claims them before it tags them
+    # again (write_manifest): gc decides under the claim's lock and keeps them.
+    store, root = file_store
+    first, second = build_image(seed=31), build_image(seed=32)
+    put_image(store, "team/app", "1", first)
+    put_image(store, "team/app", "1", second)  # the tag moves on: first is untagged
+    for digest in [first.manifest_digest, *first.blobs]:
+        _age(root, digest, 7200)
+    store.claim_blob(first.manifest_digest)
+    report = collect_garbage(store, untagged=True)  # old bytes, but claimed just now
+    assert report.untagged_kept == [f"team/app@{first.manifest_digest}"]
+    assert report.untagged_removed == [] and report.removed == []
+    assert store.has_manifest("team/app", first.manifest_digest)
+
+    later = collect_garbage(store, untagged=True, now=time.time() + 7200)
+    assert later.untagged_removed == [f"team/app@{first.manifest_digest}"]
+    assert later.as_dict()["untagged_removed"] == later.untagged_removed
+    assert set(first.blobs) - set(second.blobs) <= {b.digest for b in later.removed}
+    assert not store.has_manifest("team/app", first.manifest_digest)
+    assert store.has_manifest("team/app", "1") and verify(store).ok
+
+
 def test_a_claimed_blob_is_dated_by_its_reuse(file_store: tuple[ObjectStore, Path]) -> None:
     # claim_blob (a pull reusing a blob it found present) makes gc's grace count from now
     store, root = file_store

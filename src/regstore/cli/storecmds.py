@@ -547,17 +547,31 @@ class _Duration(_FloatParamType):
     is_flag=True,
     help="Keep signatures, SBOMs and attestations whose image is gone.",
 )
+@click.option(
+    "--untagged",
+    is_flag=True,
+    help="Remove manifests no tag reaches first (earlier images of a moving tag, images "
+    "pulled by digest), with their referrers, once older than the grace period.",
+)
 @regstore_command
-def gc_command(state: AppState, dry_run: bool, grace: float, keep_orphan_referrers: bool) -> int:
+def gc_command(
+    state: AppState, dry_run: bool, grace: float, keep_orphan_referrers: bool, untagged: bool
+) -> int:
     """Remove blobs no manifest in the store references, and what interrupted writes left
     (staged bytes, incomplete multipart uploads, stale locks, quarantined blobs), when older
     than the grace period and not held by a live writer. Referrers (signatures, SBOMs,
-    attestations) whose image is gone are removed first, unless --keep-orphan-referrers.
+    attestations) whose image is gone are removed first, unless --keep-orphan-referrers;
+    before them, with --untagged, the manifests no tag reaches (a mirror of a moving tag
+    keeps every earlier image otherwise).
     """
     state.action = f"collecting garbage in {state.shown_store_url}"
     store = state.store(must_exist=True, read_only=dry_run)
     report = collect_garbage(
-        store, grace=grace, dry_run=dry_run, keep_orphan_referrers=keep_orphan_referrers
+        store,
+        grace=grace,
+        dry_run=dry_run,
+        keep_orphan_referrers=keep_orphan_referrers,
+        untagged=untagged,
     )
     out = state.output
     if out.json_mode:
@@ -566,6 +580,8 @@ def gc_command(state: AppState, dry_run: bool, grace: float, keep_orphan_referre
     if report.staging_error:
         out.warning(f"the staging area was not collected: {report.staging_error}")
     verb = "would remove" if dry_run else "removed"
+    for manifest in report.untagged_removed:
+        out.line(f"{verb} untagged manifest {manifest}")
     for referrer in report.referrers_removed:
         out.line(f"{verb} referrer {referrer} (its subject is gone)")
     for blob in report.removed:
@@ -581,8 +597,14 @@ def gc_command(state: AppState, dry_run: bool, grace: float, keep_orphan_referre
         )
         if report.staging_kept:
             staging += f" (kept {len(report.staging_kept)} in use or younger than {grace:g}s)"
+    manifests = ""
+    if untagged:
+        manifests = f"{verb} {len(report.untagged_removed)} untagged manifest(s)"
+        if report.untagged_kept:
+            manifests += f" (kept {len(report.untagged_kept)} younger than {grace:g}s)"
+        manifests += "; "
     out.summary(
-        f"{verb} {len(report.removed)} blob(s), {format_size(report.bytes_removed)}; "
+        f"{manifests}{verb} {len(report.removed)} blob(s), {format_size(report.bytes_removed)}; "
         f"{report.referenced} referenced{young}{staging}"
     )
     return EXIT_OK

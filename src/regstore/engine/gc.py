@@ -35,6 +35,16 @@ supply-chain tags name are. The same pass removes earlier versions of referrers 
 tag points at any more (each update writes a new version). ``keep_orphan_referrers=True`` keeps
 them all.
 
+With ``untagged=True`` (``gc --untagged``), manifests no tag reaches go first: a mirror of a
+moving tag (``latest`` pulled daily) otherwise keeps every earlier image, and their blobs, for
+ever. Kept are the manifests a tag names, what they reach (an index's children) and their
+referrers (signatures, SBOMs, attestations of what is kept, and what those reach); a manifest
+goes only once its bytes are older than the grace period and not claimed within it (a pull
+writes an image's manifest before its tag, and claims stored manifest bytes before it tags them
+again, see ``ObjectStore.write_manifest``), decided under the lock a claim takes; an index
+before its children. An image pulled by digest is untagged: it goes too (``--dry-run`` lists
+what would). Its blobs go in the same run.
+
 The staging area is collected too (``ObjectStore.staging``): what writers that died left
 behind (staged bytes, incomplete multipart uploads, lock files or expired lock objects,
 temporary files) and blobs ``verify`` quarantined, once older than the same grace and only
@@ -46,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +122,11 @@ class GCReport:
     #: ``name@digest`` of the referrers (and their indexes, sigstore tags' manifests) removed
     #: because their subject is gone (or, in a dry run, that would be)
     referrers_removed: list[str] = field(default_factory=list)
+    #: ``name@digest`` of the manifests no tag reaches that were removed (``untagged``; or, in a
+    #: dry run, that would be)
+    untagged_removed: list[str] = field(default_factory=list)
+    #: ``name@digest`` of the manifests no tag reaches kept: younger than the grace, or claimed
+    untagged_kept: list[str] = field(default_factory=list)
 
     @property
     def bytes_removed(self) -> int:
@@ -137,6 +153,8 @@ class GCReport:
             "staging_kept": [e.as_dict(self.now) for e in self.staging_kept],
             "staging_error": self.staging_error,
             "referrers_removed": list(self.referrers_removed),
+            "untagged_removed": list(self.untagged_removed),
+            "untagged_kept": list(self.untagged_kept),
         }
 
 
@@ -194,10 +212,12 @@ def collect_garbage(
     dry_run: bool = False,
     now: float | None = None,
     keep_orphan_referrers: bool = False,
+    untagged: bool = False,
 ) -> GCReport:
     """Delete (or with ``dry_run`` only list) unreferenced blobs older than ``grace`` seconds,
     and the staging leftovers no live writer holds that are older than ``grace``; first the
-    referrers whose subject is gone, unless ``keep_orphan_referrers``.
+    manifests no tag reaches, with ``untagged``, then the referrers whose subject is gone,
+    unless ``keep_orphan_referrers``.
 
     Ages are measured from ``now`` (default: the current time); a ``now`` in the future (as
     tests pass to age everything) makes recent commits and claims old too.
@@ -206,11 +226,15 @@ def collect_garbage(
         raise ValueError(f"grace must be a number of seconds, not negative: {grace!r}")
     blobs = store.blobs()  # first: see the module docstring
     _refuse_dangling_tags(store)  # before anything is deleted, referrers included
-    orphans = [] if keep_orphan_referrers else orphan_referrers(store, dry_run=dry_run)
-    referenced = _referenced(store, ignore=set(orphans) if dry_run else set())
-    referenced |= {str(d) for d in store.outside_references()}  # (other tools' images)
     now = time.time() if now is None else now
     report = GCReport(dry_run=dry_run, grace=grace, blobs=len(blobs), now=now)
+    if untagged:
+        committed = {b.digest: b.mtime for b in blobs}
+        _collect_untagged(store, report, committed, grace, dry_run, now)
+    gone = set(report.untagged_removed) if dry_run else set()
+    orphans = [] if keep_orphan_referrers else orphan_referrers(store, dry_run=dry_run, gone=gone)
+    referenced = _referenced(store, ignore=gone | set(orphans) if dry_run else set())
+    referenced |= {str(d) for d in store.outside_references()}  # (other tools' images)
     report.referrers_removed = orphans
     _collect_staging(store, report, grace, dry_run, now)
     for blob in blobs:
@@ -234,6 +258,88 @@ def collect_garbage(
     return report
 
 
+def _collect_untagged(
+    store: ObjectStore,
+    report: GCReport,
+    committed: dict[str, float],
+    grace: float,
+    dry_run: bool,
+    now: float,
+) -> None:
+    """Delete (``dry_run``: list) each repository's manifests that no tag reaches, once older
+    than ``grace`` (``committed``: the commit time of each blob listed before the tags were
+    read; a manifest written since is not in it, and is young)."""
+    for repo in store.repositories():
+        present = _listed(store, repo)
+        if not present:
+            continue
+        manifests = {digest: _readable(store, repo, digest) for digest in sorted(present)}
+        kept = set(_reachable(store, repo, set(_tag_targets(store, repo).values())))
+        # what is kept keeps its referrers, and what they reach (a signed SBOM's signature)
+        changed = True
+        while changed:
+            changed = False
+            for digest, manifest in manifests.items():
+                subject = manifest.subject
+                if digest not in kept and subject is not None and str(subject.digest) in kept:
+                    kept.update(_reachable(store, repo, {digest}))
+                    changed = True
+        # an index before its children: one stopped half-way leaves no index short of one
+        doomed = sorted(present - kept, key=lambda d: (not manifests[d].is_index, d))
+        deleted: list[str] = []
+        for digest in doomed:
+            named = f"{repo}@{digest}"
+            at = committed.get(digest)
+            if (
+                at is None
+                or now - at < grace
+                or not _delete_manifest_unless_claimed(store, repo, digest, grace, now, dry_run)
+            ):
+                report.untagged_kept.append(named)
+                continue
+            report.untagged_removed.append(named)
+            deleted.append(digest)
+        if deleted and not dry_run:
+            _warn_of_tags_written_meanwhile(store, repo, set(deleted))
+
+
+def _delete_manifest_unless_claimed(
+    store: ObjectStore, repo: str, digest: str, grace: float, now: float, dry_run: bool
+) -> bool:
+    """Delete manifest ``digest`` of ``repo`` unless its bytes were committed or claimed
+    within the grace period (a pull about to tag it again claims it first); True when it was
+    deleted (``dry_run``: would be). Decided under the lock a claim takes."""
+    if dry_run:
+        return not _used_within(store, digest, grace, now)
+    with store.lock(blob_use_lock_key(Digest(digest))):
+        if _used_within(store, digest, grace, now):
+            return False
+        try:
+            store.delete_manifest(repo, digest)
+        except NotFoundError:  # another gc, or a delete, was faster
+            return False
+    return True
+
+
+def _warn_of_tags_written_meanwhile(store: ObjectStore, repo: str, deleted: set[str]) -> None:
+    """Name any tag that points at a manifest just deleted: written after the tags were read,
+    by a writer whose backend keeps no claim dates (the claim protects the others)."""
+    try:
+        targets = _tag_targets(store, repo)
+    except RegstoreError as exc:
+        log.warning("%s: its tags could not be read again after gc: %s", repo, exc)
+        return
+    for tag, digest in sorted(targets.items()):
+        if digest in deleted:
+            log.warning(
+                "%s:%s was tagged while gc deleted its untagged manifest %s: pull it again "
+                "with --repair",
+                repo,
+                tag,
+                digest,
+            )
+
+
 def _used_within(store: ObjectStore, digest: str, grace: float, now: float) -> bool:
     """True if the blob was committed or claimed less than ``grace`` seconds before ``now``."""
     used = store.blob_used_at(digest)
@@ -252,10 +358,13 @@ def _delete_unless_claimed(store: ObjectStore, digest: str, grace: float, now: f
     return True
 
 
-def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
+def orphan_referrers(
+    store: ObjectStore, *, dry_run: bool = False, gone: Collection[str] = ()
+) -> list[str]:
     """Delete (``dry_run``: only list) every manifest whose ``subject`` is not stored in its
     repository, repeatedly (a referrer of a deleted referrer goes too), and the referrers
     indexes and sigstore tags of missing subjects. Returns ``name@digest`` of each.
+    ``gone``: manifests (``name@digest``) to count as deleted already (a dry run's).
 
     Raises StoreError when a manifest cannot be read (whether it is a referrer is unknown).
     """
@@ -263,6 +372,7 @@ def orphan_referrers(store: ObjectStore, *, dry_run: bool = False) -> list[str]:
     for repo in store.repositories():
         try:
             present = {str(d) for d in store.manifests(repo)}
+            present -= {d for d in present if f"{repo}@{d}" in gone}
             tags = store.tags(repo)
         except NotFoundError:  # emptied meanwhile
             continue
