@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -145,6 +146,50 @@ def test_platform_filter_matching_nothing_is_a_clear_error(
     with pytest.raises(ImageManifestNotFoundError, match="s390x"):
         pull(Client(registry.host), store, "multi/none", "1", platforms=["linux/s390x"])
     assert store.repositories() == []
+
+
+def test_a_single_platform_image_of_another_platform_is_refused_not_stored(
+    registry: RegistryServer, store_factory: StoreFactory, fault_proxy_factory: Any
+) -> None:
+    # An image of one platform has no index to choose from: its config says its platform,
+    # and a mirror asked for arm64 stored amd64 under the tag without a word.
+    amd = build_image(seed=22, layers=1, media="oci", platform=("linux", "amd64"))
+    arm = build_image(seed=23, layers=1, media="oci", platform=("linux", "arm64", "v8"))
+    sbom = build_image(seed=24, layers=1, media="oci", artifact_subject=amd)
+    seed_registry(registry.url, "single/app", "amd", amd)
+    seed_registry(registry.url, "single/app", "arm", arm)
+    seed_registry(registry.url, "single/app", "sbom", sbom)
+    store = store_factory("file-distribution")
+    with Client(registry.host) as client:
+        with pytest.raises(
+            ImageManifestNotFoundError,
+            match="the image is for linux/amd64, not for platform linux/arm64, linux/s390x",
+        ):
+            pull(client, store, "single/app", "amd", platforms=["linux/arm64", "linux/s390x"])
+        with pytest.raises(ImageManifestNotFoundError, match="is for linux/arm64/v8"):
+            pull(client, store, "single/app", "arm", platforms=["linux/arm64/v7"])
+        assert store.repositories() == []
+        # one of the platforms asked (a variant left out matches any) is taken as it is
+        pull(client, store, "single/app", "arm", platforms=["linux/amd64", "linux/arm64"])
+        pull(client, store, "single/app", "amd", platforms=["linux/amd64"])
+        pull(client, store, "single/app", "sbom", platforms=["linux/arm64"])  # no platform
+    for tag, built in (("arm", arm), ("amd", amd), ("sbom", sbom)):
+        assert str(store.manifest("single/app", tag).digest) == built.manifest_digest
+    # a store source is held to it too, into a registry
+    with pytest.raises(ImageManifestNotFoundError, match="is for linux/amd64"):
+        copy(
+            StoreImage(store, "single/app", "amd"),
+            RegistryImage(Client(registry.host), "single/copy", "amd"),
+            platforms=["linux/arm64"],
+        )
+
+    # the config read to tell is checked against its digest as any blob is
+    proxy = fault_proxy_factory(registry)
+    proxy.corrupt_response(f"/blobs/{amd.config_digest}", times=None)
+    other = store_factory("memory")
+    with pytest.raises(DigestMismatchError, match=amd.config_digest):
+        pull(Client(proxy.host), other, "single/app", "amd", platforms=["linux/amd64"])
+    assert other.repositories() == []
 
 
 def test_corrupt_blob_fails_with_digest_mismatch_and_leaves_nothing(

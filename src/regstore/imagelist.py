@@ -16,13 +16,12 @@ module stands on the values alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from regstore.errors import ManifestInvalidError, NotFoundError, RegstoreError, StoreDamageError
-from regstore.manifest import Manifest
+from regstore.manifest import Manifest, Platform
 from regstore.reference import Digest, is_digest
 
 __all__ = ["ImageRecord", "ImageStore", "list_images"]
@@ -167,18 +166,8 @@ class _Lister:
 
 def _platform_of(raw: bytes | None) -> str | None:
     """``os/arch[/variant]`` of an image config, or None when it says none."""
-    if raw is None:
-        return None
-    try:
-        config = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(config, dict) or not config.get("os"):
-        return None
-    parts = [str(config.get("os")), str(config.get("architecture") or "")]
-    if config.get("variant"):
-        parts.append(str(config["variant"]))
-    return "/".join(p for p in parts if p)
+    platform = Platform.from_config(raw)
+    return None if platform is None else str(platform)
 
 
 def list_images(

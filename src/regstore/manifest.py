@@ -101,6 +101,23 @@ class Platform:
             raise InvalidReferenceError("platform", text, "expected os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
+    @classmethod
+    def from_config(cls, raw: bytes | None) -> Platform | None:
+        """The platform an image config's bytes name (``os``, ``architecture``, ``variant``),
+        None when they name no ``os`` (an artifact's config, bytes that are no JSON object)."""
+        try:
+            config = json.loads(raw) if raw is not None else None
+        except ValueError:
+            return None
+        if not isinstance(config, dict) or not config.get("os"):
+            return None
+        variant = config.get("variant")
+        return cls(
+            str(config["os"]),
+            str(config.get("architecture") or ""),
+            str(variant) if variant else None,
+        )
+
     def matches(self, wanted: Platform) -> bool:
         """True if this platform satisfies ``wanted`` (a missing variant matches any)."""
         return (

@@ -98,7 +98,8 @@ def platform_options(f: F) -> F:
         "platforms",
         metavar="OS/ARCH[/VARIANT]",
         multiple=True,
-        help="Take only this platform of an index (repeatable).",
+        help="Take only this platform of an index (repeatable); an image of another "
+        "platform alone is refused.",
     )(f)
     return f
 

@@ -14,8 +14,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from regstore.errors import ImageManifestNotFoundError, ManifestInvalidError, UsageError
+from regstore.digest import digest_bytes
+from regstore.errors import (
+    DigestMismatchError,
+    ImageManifestNotFoundError,
+    ManifestInvalidError,
+    UsageError,
+)
 from regstore.events import EventKind
+from regstore.imagelist import MAX_CONFIG_SIZE
 from regstore.manifest import Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
 from regstore.referrers import artifact_type_list
@@ -140,10 +147,55 @@ def plan_image(source: Image, options: TransferOptions) -> ImagePlan:
 
 def _plan(source: ImageSource, reference: str, options: TransferOptions) -> ImagePlan:
     top = source.manifest(reference)
+    if options.platforms and not top.is_index:
+        _check_image_platform(source, top, options.platforms)
     plan = ImagePlan(top)
     planned = {str(top.digest)}
     _add_manifest(source, top, plan, options, 0, planned, ManifestReads(source, planned))
     return plan
+
+
+def _check_image_platform(
+    source: ImageSource, manifest: Manifest, platforms: tuple[Platform, ...]
+) -> None:
+    """Raise ImageManifestNotFoundError when ``manifest``, an image of one platform, is of
+    none of ``platforms``, as its config says (an index would have none to offer: a mirror
+    asked for arm64 must not hold amd64 under the tag). An image whose config names no
+    platform (an artifact, a config too large to be one) is taken."""
+    config = manifest.config
+    if config is None or manifest.artifact_type or config.size > MAX_CONFIG_SIZE:
+        return
+    found = Platform.from_config(_read_small(source, config))
+    if found is None or not found.architecture or any(found.matches(p) for p in platforms):
+        return
+    wanted = ", ".join(str(p) for p in platforms)
+    raise ImageManifestNotFoundError(
+        source.name, f"{manifest.digest} (the image is for {found}, not for platform {wanted})"
+    )
+
+
+def _read_small(source: ImageSource, desc: Descriptor) -> bytes:
+    """The whole bytes of a small blob, checked against its digest and size."""
+    stream = source.opener(str(desc.digest))(0)
+    try:
+        if stream.offset:  # a reader starts where asked or before; 0 is the start
+            raise ManifestInvalidError(f"blob {desc.digest} was read from {stream.offset}")
+        data = bytearray()
+        chunk = bytearray(64 << 10)
+        while len(data) <= MAX_CONFIG_SIZE and (count := stream.readinto(chunk)):
+            data += chunk[:count]
+    finally:
+        stream.close()
+    actual = digest_bytes(bytes(data), desc.digest.algorithm)
+    if actual != desc.digest or (desc.size >= 0 and len(data) != desc.size):
+        raise DigestMismatchError(
+            f"config {desc.digest} of {source.name}",
+            expected=str(desc.digest),
+            actual=str(actual),
+            expected_size=desc.size if desc.size >= 0 else None,
+            actual_size=len(data),
+        )
+    return bytes(data)
 
 
 def _add_manifest(
