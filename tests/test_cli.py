@@ -406,6 +406,48 @@ def test_sync_moves_exactly_the_selected_tags_then_nothing(
     assert "does-not-exist" in one_error_line(human)
 
 
+def test_sync_prune_keeps_a_mirror_of_the_newest_tags(
+    cli: CLI, registry: RegistryServer, tmp_path: Path
+) -> None:
+    images = {tag: build_image(seed=80 + i, layers=1, layer_size=2048)
+              for i, tag in enumerate(["1.0.0", "1.1.0", "1.2.0"])}  # fmt: skip
+    for tag in ("1.0.0", "1.1.0"):
+        seed_registry(registry.url, "team/rolling", tag, images[tag])
+    sync_file = tmp_path / "rolling.yaml"
+    sync_file.write_text(
+        f"sources:\n  - registry: '{registry.host}'\n    prune: true\n    repositories:\n"
+        "      - {name: team/rolling, tags: {latest: 2}}\n"
+    )
+    assert cli("sync", str(sync_file), "--json").json()["copied"] == 2
+    seed_registry(registry.url, "team/rolling", "1.2.0", images["1.2.0"])  # 1.0.0 leaves
+
+    preview = cli("sync", str(sync_file), "--dry-run", "--json").json()
+    assert {(j["destination"], j["action"]) for j in preview["jobs"]} == {
+        ("store:team/rolling:1.0.0", "prune"),
+        ("store:team/rolling:1.1.0", "skip"),
+        ("store:team/rolling:1.2.0", "copy"),
+    }
+    human = cli("sync", str(sync_file))
+    assert "1 copied, 1 skipped, 0 failed, 1 pruned" in human.stdout
+    assert tag_digests(cli("--json", "ls", "team/rolling")) == {
+        t: images[t].manifest_digest for t in ("1.1.0", "1.2.0")
+    }
+    freed = {b["digest"] for b in cli("gc", "--grace", "0", "--json").json()["removed"]}
+    assert freed == set(images["1.0.0"].blobs) | {images["1.0.0"].manifest_digest}
+    report = cli("sync", str(sync_file), "--json").json()
+    assert (report["pruned"], report["skipped"], report["ok"]) == (0, 2, True)
+
+    # --prune turns it on for every source; a registry target keeps its tags
+    assert "--prune" in cli("sync", "--help").stdout
+    to_registry = tmp_path / "to-registry.yaml"
+    to_registry.write_text(
+        f"target: {{registry: '{registry.host}', prefix: copy}}\n"
+        f"sources: [{{registry: '{registry.host}', repositories: [team/rolling]}}]\n"
+    )
+    refused = cli("sync", str(to_registry), "--prune", expect=2)
+    assert "--prune deletes tags in a store" in refused.stderr
+
+
 def test_sync_fail_fast_cancels_what_a_failure_leaves_unstarted(
     cli: CLI, seeded: SeededRegistry, tmp_path: Path
 ) -> None:

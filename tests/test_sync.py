@@ -32,6 +32,7 @@ from regstore.engine.sync import (
     parse_sync_text,
     plan_sync,
     preview_job,
+    prune_destinations,
     run_sync,
 )
 from regstore.errors import ImageManifestNotFoundError, RepositoryNotFoundError, TransportError
@@ -432,6 +433,121 @@ sources:
         "src:5000/team/app:1.2.0",
         "src:5000/team/app:1.0.0",
     ]  # and "gone": not a tag starting with 1
+
+
+def _tagged(store: ObjectStore, name: str, tags: list[str]) -> None:
+    for i, tag in enumerate(tags):
+        put_image(store, name, tag, build_image(seed=700 + i, layers=1, layer_size=64))
+
+
+def _prune_plan(store: ObjectStore, src: FakeClient, text: str, **kw: Any) -> Any:
+    spec = parse_sync_text(text)
+    return plan_sync(spec, client_for=lambda conn: src, target_store=store, **kw)  # type: ignore[arg-type,return-value]
+
+
+def test_prune_deletes_only_the_tags_the_filters_take_that_the_source_lost(
+    memory_store: ObjectStore,
+) -> None:
+    # mirrored before; the source has since dropped 1.5.0 and 0.1.0; "local" was pulled by hand
+    _tagged(
+        memory_store,
+        "team/app",
+        ["0.1.0", "1.2.0", "1.5.0", "2.0.0", "local", "sha256-" + "a" * 64],
+    )
+    src = FakeClient("src:5000", {"team/app": {"1.2.0": D1, "2.0.0": D2, "2.1.0-rc1": D3}})
+    text = (
+        "sources:\n  - registry: src:5000\n    prune: true\n    repositories:\n"
+        "      - name: team/app\n        tags: {semver: '>=1.1', exclude: ['-rc']}\n"
+    )
+    plan = _prune_plan(memory_store, src, text)
+    assert [(p.source, p.name, sorted(p.kept)) for p in plan.prunes] == [
+        ("src:5000/team/app", "team/app", ["1.2.0", "2.0.0"])
+    ]
+    dry = prune_destinations(plan, dry_run=True)
+    assert [(o.source, o.destination, o.status) for o in dry] == [
+        ("src:5000/team/app:1.5.0", "store:team/app:1.5.0", "pruned")
+    ]
+    assert "1.5.0" in memory_store.tags("team/app")  # a dry run
+    done = prune_destinations(plan)
+    assert [(o.destination, o.status) for o in done] == [("store:team/app:1.5.0", "pruned")]
+    # outside the filter (0.1.0 below the range, "local"), or a signature's tag: kept
+    assert memory_store.tags("team/app") == [
+        "0.1.0",
+        "1.2.0",
+        "2.0.0",
+        "local",
+        "sha256-" + "a" * 64,
+    ]
+    assert prune_destinations(plan) == []  # nothing left to prune
+
+    # the command line's filters narrow what goes too
+    _tagged(memory_store, "team/app", ["1.5.0", "1.6.0"])
+    narrowed = _prune_plan(memory_store, src, text, extra_filter=TagFilter(include=["^1\\.6"]))
+    assert [o.destination for o in prune_destinations(narrowed)] == ["store:team/app:1.6.0"]
+    # a tag that leaves the latest-N window goes, as one the source dropped
+    window = text.replace("exclude: ['-rc']", "exclude: ['-rc'], latest: 1")
+    assert [o.destination for o in prune_destinations(_prune_plan(memory_store, src, window))] == [
+        "store:team/app:1.2.0",
+        "store:team/app:1.5.0",
+    ]
+    assert memory_store.tags("team/app") == ["0.1.0", "2.0.0", "local", "sha256-" + "a" * 64]
+
+
+def test_prune_keeps_all_where_the_source_cannot_tell_what_it_lost(
+    memory_store: ObjectStore,
+) -> None:
+    _tagged(memory_store, "team/app", ["1", "2"])
+    _tagged(memory_store, "team/empty", ["1"])
+    _tagged(memory_store, "shared", ["x"])
+    src = FakeClient("src:5000", {"team/app": {"1": D1}, "team/empty": {}, "other": {"y": D2}})
+    plan = _prune_plan(
+        memory_store,
+        src,
+        "sources:\n  - registry: src:5000\n    prune: true\n    repositories:\n"
+        "      - team/gone\n"  # the listing fails
+        "      - team/empty\n"  # lists no tags at all
+        "      - {name: team/app, tags: ['1']}\n"  # exact tags: nothing to take away
+        "      - {name: team/app, as: shared}\n"  # two repositories write into shared
+        "      - {name: other, as: shared, prune: false}\n",
+    )
+    assert plan.prunes == []
+    skipped = {(o.source, o.error) for o in plan.skipped}
+    assert skipped == {
+        ("src:5000/team/empty", "nothing pruned: the source lists no tags"),
+        ("src:5000/team/app", "nothing pruned: src:5000/other also write(s) into it"),
+    }
+    assert [o.source for o in plan.failures] == ["src:5000/team/gone"]
+    assert prune_destinations(plan) == []
+    assert memory_store.tags("team/empty") == ["1"] and memory_store.tags("shared") == ["x"]
+
+
+def test_prune_is_refused_for_a_registry_target_and_shares_split_it(
+    memory_store: ObjectStore,
+) -> None:
+    for where, text in (
+        ("sources[0].prune", "    prune: true\n    repositories: [a/b]\n"),
+        ("sources[0].repositories[0].prune", "    repositories: [{name: a/b, prune: true}]\n"),
+    ):
+        with pytest.raises(SyncFileError, match=re.escape(where) + ".*registry target keeps"):
+            parse_sync_text(f"target: {{registry: 'h:1'}}\nsources:\n  - registry: h:2\n{text}")
+    with pytest.raises(SyncFileError, match="expected true or false"):
+        parse_sync_text("sources:\n  - registry: h:2\n    prune: 'yes'\n    repositories: [a]\n")
+
+    _tagged(memory_store, "team/app", [f"old{i}" for i in range(12)])
+    src = FakeClient("src:5000", {"team/app": {"new": D1}})
+    plan = _prune_plan(
+        memory_store,
+        src,
+        "sources:\n  - registry: src:5000\n    prune: true\n    repositories: [team/app]\n",
+    )
+    shares = [Shard.parse(f"{k}/3") for k in (1, 2, 3)]
+    split = [
+        [o.destination for o in prune_destinations(s.select(plan), dry_run=True)] for s in shares
+    ]
+    assert sorted(d for part in split for d in part) == [
+        f"store:team/app:old{i}" for i in sorted(range(12), key=str)
+    ]
+    assert all(split)  # each share prunes its own part, none all
 
 
 def test_listing_failures_are_reported_and_the_rest_planned(memory_store: ObjectStore) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from regstore.engine.model import BatchResult, ImageOutcome
 from regstore.engine.sync import (
     ConnectionSpec,
     SyncPlan,
@@ -14,6 +15,7 @@ from regstore.engine.sync import (
     load_sync_file,
     plan_sync,
     preview_job,
+    prune_destinations,
 )
 from regstore.errors import RegstoreError
 from regstore.safetext import redact_store_url
@@ -42,12 +44,19 @@ __all__ = ["sync_command"]
 @filter_options
 @keep_going_option
 @referrers_options
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Delete mirrored tags the source no longer has (those the filters take), as the "
+    "file's `prune: true` for every source; into a store only.",
+)
 @scale_options
 @regstore_command
 def sync_command(
     state: AppState,
     sync_file: str,
     dry_run: bool,
+    prune: bool,
     referrers: bool,
     referrer_types: tuple[str, ...],
     include: tuple[str, ...],
@@ -100,6 +109,13 @@ def sync_command(
     if referrers or referrer_types:
         sources = tuple(dataclasses.replace(s, referrers=True) for s in spec.sources)
         spec = dataclasses.replace(spec, sources=sources)
+    if prune:
+        if spec.target.connection is not None:
+            raise click.UsageError(
+                "--prune deletes tags in a store: the sync file's target is a registry"
+            )
+        sources = tuple(dataclasses.replace(s, prune=True) for s in spec.sources)
+        spec = dataclasses.replace(spec, sources=sources)
     state.action = f"syncing {sync_file}"
     on_cluster = ClusterRun(state, cluster) if cluster is not None and not dry_run else None
 
@@ -135,7 +151,7 @@ def sync_command(
     if on_cluster is not None:
         return report_batch(
             state,
-            on_cluster.run(plan, store_url, keep_going, referrer_types),
+            _pruned(on_cluster.run(plan, store_url, keep_going, referrer_types), plan, keep_going),
             extra={"dry_run": False},
         )
     asked = processes is not None
@@ -154,7 +170,15 @@ def sync_command(
     extra: dict[str, Any] = {"dry_run": False}
     if processes > 1:
         extra["processes"] = processes
-    return report_batch(state, batch, extra=extra)
+    return report_batch(state, _pruned(batch, plan, keep_going), extra=extra)
+
+
+def _pruned(batch: BatchResult, plan: SyncPlan, keep_going: bool) -> BatchResult:
+    """``batch`` with the tags pruned after it (none after a failure with --fail-fast: the
+    run stopped there)."""
+    if not plan.prunes or (not keep_going and not batch.ok):
+        return batch
+    return BatchResult(outcomes=[*batch.outcomes, *prune_destinations(plan)])
 
 
 def _report_dry_run(state: AppState, plan: SyncPlan) -> int:
@@ -168,7 +192,22 @@ def _report_dry_run(state: AppState, plan: SyncPlan) -> int:
         except RegstoreError as exc:
             action, error = "fail", str(exc)
         rows.append({**job.as_dict(), "action": action, "error": error})
-    failures = [o.as_dict() for o in plan.failures]
+    unpruned: list[ImageOutcome] = []  # a destination whose tags could not be listed
+    for o in prune_destinations(plan, dry_run=True):
+        if o.status != "pruned":
+            unpruned.append(o)
+            continue
+        rows.append(
+            {
+                "source": o.source,
+                "destination": o.destination,
+                "platforms": None,
+                "referrers": False,
+                "action": "prune",
+                "error": None,
+            }
+        )
+    failures = [o.as_dict() for o in [*plan.failures, *unpruned]]
     skipped = [o.as_dict() for o in plan.skipped]
     ok = not failures and all(r["action"] != "fail" for r in rows)
     if out.json_mode:
@@ -181,7 +220,9 @@ def _report_dry_run(state: AppState, plan: SyncPlan) -> int:
             out.table(("WOULD", "SOURCE", "DESTINATION", "DETAIL"), table)
         copies = sum(r["action"] == "copy" for r in rows)
         skips = sum(r["action"] == "skip" for r in rows)
-        out.summary(f"dry run: {copies} to copy, {skips} unchanged, nothing moved")
+        prunes = sum(r["action"] == "prune" for r in rows)
+        to_prune = f", {prunes} to prune" if prunes else ""
+        out.summary(f"dry run: {copies} to copy, {skips} unchanged{to_prune}, nothing moved")
     if not ok:
         out.error("some repositories or images could not be listed or checked (see above)")
         return EXIT_FAILURE

@@ -212,6 +212,7 @@ def report_batch(
                 if (cancelled := len(batch.by_status("cancelled")))
                 else ""
             )
+            + (f", {pruned} pruned" if (pruned := len(batch.by_status("pruned"))) else "")
             + f" ({format_size(batch.bytes_moved)} moved)"
         )
     if not batch.ok:

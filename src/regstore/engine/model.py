@@ -157,7 +157,7 @@ class StoreImage:
 Image: TypeAlias = RegistryImage | StoreImage
 
 #: What happened to one image of a batch (:attr:`ImageOutcome.status`).
-ImageStatus = Literal["copied", "skipped", "failed", "cancelled"]
+ImageStatus = Literal["copied", "skipped", "failed", "cancelled", "pruned"]
 _IMAGE_STATUSES: frozenset[str] = frozenset(get_args(ImageStatus))
 
 
@@ -223,8 +223,9 @@ class TransferResult:
 
 @dataclass
 class ImageOutcome:
-    """The outcome of one image in a batch: copied, skipped (unchanged), failed (why), or
-    cancelled (not attempted: an earlier image failed and the batch was told not to go on).
+    """The outcome of one image in a batch: copied, skipped (unchanged), failed (why),
+    cancelled (not attempted: an earlier image failed and the batch was told not to go on), or
+    pruned (a sync deleted its destination tag: the source no longer has it).
     ``worker`` names the cluster worker that moved the image (``regstore sync --workers``);
     None (and left out of :meth:`as_dict`) for an image moved or checked by this process.
     """
@@ -259,8 +260,8 @@ class BatchResult:
 
     @property
     def ok(self) -> bool:
-        """True if every image was copied or skipped (none failed or was cancelled)."""
-        return all(o.status in ("copied", "skipped") for o in self.outcomes)
+        """True if every image was copied, skipped or pruned (none failed or was cancelled)."""
+        return all(o.status in ("copied", "skipped", "pruned") for o in self.outcomes)
 
     def by_status(self, status: ImageStatus) -> list[ImageOutcome]:
         """The outcomes with ``status``; ValueError for a status no outcome can have (a typo
@@ -289,6 +290,7 @@ class BatchResult:
             "skipped": len(self.by_status("skipped")),
             "failed": len(self.by_status("failed")),
             "cancelled": len(self.by_status("cancelled")),
+            "pruned": len(self.by_status("pruned")),
             "bytes_moved": self.bytes_moved,
             "images": [o.as_dict() for o in self.outcomes],
         }

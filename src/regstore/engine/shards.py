@@ -71,7 +71,8 @@ class Shard:
         return shard_index(reference, self.count) == self.index - 1
 
     def select(self, plan: SyncPlan) -> SyncPlan:
-        """The part of ``plan`` this share runs: its jobs and the invalid tags it reports.
+        """The part of ``plan`` this share runs: its jobs, the invalid tags it reports and the
+        tags it prunes.
 
         Listing failures stay in every share: a repository that could not be listed may hold
         images of any share, so each share reports it (and fails). An image the plan failed
@@ -81,6 +82,8 @@ class Shard:
         return dataclasses.replace(
             plan,
             jobs=[job for job in plan.jobs if self.takes(str(job.source))],
+            # a tag to prune goes in the share its image would have gone in
+            prunes=[dataclasses.replace(scope, takes=self.takes) for scope in plan.prunes],
             skipped=[o for o in plan.skipped if self.takes(o.source)],
             failures=[
                 o

@@ -25,6 +25,7 @@ Format::
         prefix: ""                    # optional: prepended to names from this source
         platforms: [linux/arm64]      # optional: overrides defaults.platforms
         referrers: true               # optional: signatures, SBOMs, attestations come too
+        prune: true                   # optional: delete mirrored tags the source no longer has
         tags: {latest: 5}             # optional: filter for repositories without their own
         repositories:
           - team/app                  # a name alone: every tag (or the source's tags:)
@@ -32,6 +33,7 @@ Format::
             as: apps/app2             # optional: the destination name (before prefixes)
             platforms: [linux/amd64]  # optional
             referrers: false          # optional: overrides the source's referrers
+            prune: false              # optional: overrides the source's prune
             tags:                     # a list of exact tags, or a mapping of filters:
               include: ["^1\\."]      #   regexes (re.search), any may match
               exclude: ["-rc"]        #   regexes, none may match
@@ -55,10 +57,20 @@ mirrored as usual.
 
 Command-line tag filters (``regstore sync FILE --semver '>=2'``) narrow every repository's
 filter further: a tag must pass both.
+
+With ``prune`` (into a store only), a repository's destination tags that its filters take
+(every per-tag test: patterns, versions; ``latest`` is the window, so a tag that left it goes)
+but the source no longer lists are deleted after the run, each with the manifests only it
+kept (``regstore gc`` frees their blobs), and reported as ``pruned``. Nothing is pruned where
+the tags could not be listed, where the source lists none at all, where exact tags are given
+(nothing there to take away), or where two repositories of the file write into one
+destination repository (which one's tags another has is unknown); signature and referrers
+tags are never pruned (they go with their subject).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,10 +85,11 @@ from regstore.errors import (
     UsageError,
 )
 from regstore.reference import Digest, is_digest, validate_name
-from regstore.referrers import is_supply_chain_tag
+from regstore.referrers import is_supply_chain_tag, subject_of_tag
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .filters import InvalidTag, TagFilter, partition_tags
+from .gc import delete_image, tags_of
 from .lookahead import THREADS, look_ahead, unchanged
 from .model import (
     BatchResult,
@@ -118,6 +131,7 @@ __all__ = [
     "ConnectionSpec",
     "Defaults",
     "PlannedJob",
+    "PruneScope",
     "RepositorySpec",
     "SourceSpec",
     "SyncFileError",
@@ -128,6 +142,7 @@ __all__ = [
     "parse_sync_text",
     "plan_sync",
     "preview_job",
+    "prune_destinations",
     "run_sync",
     "settle_unchanged",
 ]
@@ -159,16 +174,45 @@ class PlannedJob:
         }
 
 
+@dataclass(frozen=True)
+class PruneScope:
+    """A destination repository of a store whose tags its source no longer has go: those
+    ``tag_filter`` (and ``extra_filter``, the command line's) take tag by tag that are not in
+    ``kept`` (what the source listed and the filters selected). ``takes``: which tags, named
+    as their source (``registry/name:tag``), this share of a sharded run prunes."""
+
+    source: str
+    store: ObjectStore
+    name: str
+    tag_filter: TagFilter
+    extra_filter: TagFilter | None
+    kept: frozenset[str]
+    takes: Callable[[str], bool] | None = None
+
+    def doomed(self, tags: Sequence[str]) -> list[str]:
+        """The tags of ``tags`` (the destination's) this scope prunes."""
+        return [
+            tag
+            for tag in tags
+            if tag not in self.kept
+            and subject_of_tag(tag) is None
+            and self.tag_filter.matches(tag)
+            and (self.extra_filter is None or self.extra_filter.matches(tag))
+            and (self.takes is None or self.takes(f"{self.source}:{tag}"))
+        ]
+
+
 @dataclass
 class SyncPlan:
     """The jobs a sync will run, the repositories whose listing failed (already failed), and
     what a registry listed that names no image (invalid tags or names: ``skipped``, with the
-    reason in ``error``)."""
+    reason in ``error``); ``prunes``: the destination repositories a run prunes after it."""
 
     jobs: list[PlannedJob] = field(default_factory=list)
     failures: list[ImageOutcome] = field(default_factory=list)
     concurrency: int | None = None
     skipped: list[ImageOutcome] = field(default_factory=list)
+    prunes: list[PruneScope] = field(default_factory=list)
 
 
 ClientFactory = Callable[[ConnectionSpec], RegistryClient]
@@ -213,6 +257,9 @@ def plan_sync(
         assert target_store is not None
         return StoreImage(target_store, full, tag)
 
+    # the repositories of the file writing into each destination repository (pruning one
+    # that several write into could take another's tags)
+    writers: dict[str, set[str]] = {}
     for source in spec.sources:
         try:
             client = client_for(source.connection)
@@ -241,6 +288,9 @@ def plan_sync(
                 if spec.target.connection is not None
                 else f"store:{spec.target.prefix}{dest_name}"
             )
+            prune = source.prune if repo.prune is None else repo.prune
+            with contextlib.suppress(InvalidReferenceError):  # the jobs below report it
+                writers.setdefault(validate_name(spec.target.prefix + dest_name), set()).add(where)
             try:
                 if tag_filter.needs_listing:
                     listed_tags, invalid = partition_tags(_list_tags(client, repo.name))
@@ -263,10 +313,70 @@ def plan_sync(
                             referrers,
                         )
                     )
+                if prune and tag_filter.needs_listing and target_store is not None:
+                    scope = PruneScope(
+                        where,
+                        target_store,
+                        validate_name(spec.target.prefix + dest_name),
+                        tag_filter,
+                        extra_filter,
+                        frozenset(tags),
+                    )
+                    if listed_tags:
+                        plan.prunes.append(scope)
+                    else:  # an emptied repository, or a registry that lists none: kept
+                        plan.skipped.append(
+                            _not_pruned(scope, target_text, "the source lists no tags")
+                        )
             except RegstoreError as exc:
                 plan.failures.append(_failure(where, target_text, exc))
     _one_writer_per_tag(plan)
+    _one_source_per_pruned_repository(plan, writers)
     return plan
+
+
+def _not_pruned(scope: PruneScope, destination: str, why: str) -> ImageOutcome:
+    return ImageOutcome(scope.source, destination, "skipped", error=f"nothing pruned: {why}")
+
+
+def _one_source_per_pruned_repository(plan: SyncPlan, writers: dict[str, set[str]]) -> None:
+    """Keep only the prunes of destination repositories one repository of the file writes."""
+    kept = []
+    for scope in plan.prunes:
+        others = sorted(writers.get(scope.name, set()) - {scope.source})
+        if others:
+            why = f"{', '.join(others)} also write(s) into it"
+            plan.skipped.append(_not_pruned(scope, f"store:{scope.name}", why))
+        else:
+            kept.append(scope)
+    plan.prunes = kept
+
+
+def prune_destinations(plan: SyncPlan, *, dry_run: bool = False) -> list[ImageOutcome]:
+    """Delete (``dry_run``: only list) the destination tags each of ``plan.prunes`` takes
+    that its source no longer has, each with the manifests only it kept (their blobs stay for
+    ``regstore gc``): one ``pruned`` outcome per tag, or ``failed`` with why. Never raises a
+    regstore error."""
+    outcomes: list[ImageOutcome] = []
+    for scope in plan.prunes:
+        where = f"store:{scope.name}"
+        try:
+            doomed = scope.doomed(tags_of(scope.store, scope.name))
+        except RegstoreError as exc:
+            outcomes.append(_failure(scope.source, where, exc))
+            continue
+        for tag in doomed:
+            source, destination = f"{scope.source}:{tag}", f"{where}:{tag}"
+            try:
+                if not dry_run:
+                    delete_image(scope.store, scope.name, tag)
+            except ImageManifestNotFoundError:
+                continue  # deleted meanwhile (another share of the run, a user)
+            except RegstoreError as exc:
+                outcomes.append(_failure(source, destination, exc))
+                continue
+            outcomes.append(ImageOutcome(source, destination, "pruned"))
+    return outcomes
 
 
 def _one_writer_per_tag(plan: SyncPlan) -> None:
@@ -365,7 +475,8 @@ def run_sync(
     Listing failures of the plan come first in the report, then what the plan skipped
     (invalid tags), then the jobs in plan order. With ``keep_going=False`` the first failure
     (a listing failure included) cancels every job not yet started; a skipped tag is no
-    failure.
+    failure. Nothing is pruned here: :func:`prune_destinations` does it after the run (as
+    ``regstore sync`` does), its outcomes to add to the report.
     """
     workers = concurrency or plan.concurrency or 4
     groups: dict[tuple[tuple[str, ...] | None, bool], list[int]] = {}

@@ -89,6 +89,9 @@ class RepositorySpec:
     dest_name: str | None = None
     #: move signatures, SBOMs and attestations with the images (None: the source's setting)
     referrers: bool | None = None
+    #: delete destination tags the filter takes that the source no longer has (None: the
+    #: source's setting)
+    prune: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class SourceSpec:
     prefix: str = ""
     #: move signatures, SBOMs and attestations with the images
     referrers: bool = False
+    #: delete destination tags the filters take that the source no longer has
+    prune: bool = False
 
     @property
     def registry(self) -> str:
@@ -356,7 +361,10 @@ class _Validator:
         if isinstance(value, str):
             return RepositorySpec(name=self.name(value, path))
         data = self.mapping(
-            value, path, ("name", "as", "tags", "platforms", "referrers"), required=("name",)
+            value,
+            path,
+            ("name", "as", "tags", "platforms", "referrers", "prune"),
+            required=("name",),
         )
         return RepositorySpec(
             name=self.name(data["name"], (*path, "name")),
@@ -370,6 +378,11 @@ class _Validator:
             referrers=(
                 self.boolean(data["referrers"], (*path, "referrers"))
                 if data.get("referrers") is not None
+                else None
+            ),
+            prune=(
+                self.boolean(data["prune"], (*path, "prune"))
+                if data.get("prune") is not None
                 else None
             ),
         )
@@ -397,7 +410,7 @@ class _Validator:
     def source(self, value: object, path: Path_) -> SourceSpec:
         keys = (
             "registry", "plain_http", "tls_verify", "ca_cert", "username", "password_env",
-            "prefix", "platforms", "tags", "repositories", "catalog", "referrers",
+            "prefix", "platforms", "tags", "repositories", "catalog", "referrers", "prune",
         )  # fmt: skip
         data = self.mapping(value, path, keys, required=("registry",))
         repos_value = data.get("repositories")
@@ -426,6 +439,11 @@ class _Validator:
             referrers=(
                 self.boolean(data["referrers"], (*path, "referrers"))
                 if data.get("referrers") is not None
+                else False
+            ),
+            prune=(
+                self.boolean(data["prune"], (*path, "prune"))
+                if data.get("prune") is not None
                 else False
             ),
         )
@@ -473,12 +491,26 @@ class _Validator:
         sources = data.get("sources")
         if not isinstance(sources, list) or not sources:
             raise self.error(("sources",), "expected a non-empty list of sources")
-        return SyncSpec(
-            sources=tuple(self.source(s, ("sources", i)) for i, s in enumerate(sources)),
-            target=self.target(data.get("target"), ("target",)),
-            defaults=defaults,
-            path=self.filename,
-        )
+        parsed = tuple(self.source(s, ("sources", i)) for i, s in enumerate(sources))
+        target = self.target(data.get("target"), ("target",))
+        if target.connection is not None:
+            for i, source in enumerate(parsed):
+                for path in _prune_paths(source, ("sources", i)):
+                    raise self.error(
+                        path,
+                        "prune deletes tags in a store: a registry target keeps its tags "
+                        "(a registry deletes a manifest with every tag naming it)",
+                    )
+        return SyncSpec(sources=parsed, target=target, defaults=defaults, path=self.filename)
+
+
+def _prune_paths(source: SourceSpec, path: Path_) -> Iterable[Path_]:
+    """Where ``source`` turns pruning on (its own key, then its repositories')."""
+    if source.prune:
+        yield (*path, "prune")
+    for i, repo in enumerate(source.repositories):
+        if repo.prune:
+            yield (*path, "repositories", i, "prune")
 
 
 def _kind(value: object) -> str:
