@@ -43,6 +43,7 @@ from regstore.engine.shards import Shard, shard_index
 from regstore.engine.sync import load_sync_file, plan_sync
 from regstore.engine.verify import verify
 from regstore.errors import UsageError
+from regstore.manifest import Manifest
 from regstore.referrers import referrers_tag
 from regstore.store import ObjectStore
 from tests.engine_support import seed_registry
@@ -333,6 +334,27 @@ def test_cli_workers_sync_matches_a_local_sync(
     assert again.json()["skipped"] == len(images) and again.json()["bytes_moved"] == 0
     assert {i["status"] for i in again.json()["images"]} == {"skipped"}
     assert "worker" not in again.stdout  # decided here, not on a worker
+
+    # --prune: the submitting side deletes what the source lost, after the cluster's run
+    with contextlib.closing(place.open()) as store:
+        stale = build_image(seed=8999, layers=1, layer_size=1024)
+        for digest, data in stale.blobs.items():
+            with store.layer(digest).writer() as writer:
+                writer.write(data)
+                writer.commit(len(data))
+        store.write_manifest("cl/app", "v99", Manifest.parse(stale.manifest_bytes))
+    by_pattern = tmp_path / "by-pattern.yaml"
+    by_pattern.write_text(re.sub(r"tags: \[.*\]", "tags: {include: ['^v']}", sync.read_text()))
+    pruned = run_cli(
+        ["--store", place.url, "--json", "sync", str(by_pattern), "--prune", "--workers", "2"],
+        env,
+        timeout=300,
+    )
+    assert pruned.process.returncode == 0, str(pruned)
+    assert (pruned.json()["pruned"], pruned.json()["skipped"]) == (1, len(images))
+    with contextlib.closing(place.open()) as store:
+        assert "v99" not in store.tags("cl/app")
+        _assert_images(store, images)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
