@@ -13,6 +13,7 @@ import pytest
 from regstore import DigestMismatchError, ImageManifestNotFoundError, ObjectStore
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, copy, pull, push, transfer_many
+from regstore.engine.sync import parse_sync_text, plan_sync, preview_job, run_sync
 from regstore.hookspecs import BlobState
 from regstore.manifest import Manifest
 from regstore.referrers import referrers_tag
@@ -190,6 +191,48 @@ def test_a_single_platform_image_of_another_platform_is_refused_not_stored(
     with pytest.raises(DigestMismatchError, match=amd.config_digest):
         pull(Client(proxy.host), other, "single/app", "amd", platforms=["linux/amd64"])
     assert other.repositories() == []
+
+
+def test_platforms_into_a_registry_holding_the_whole_index_write_the_child_there(
+    registry: RegistryServer,
+) -> None:
+    # A tag that names the source's whole index was taken as unchanged when platforms were
+    # asked: the same request wrote the one child by a single copy, and kept every platform
+    # through a batch (a tag filter, a sync).
+    index = build_index(media="oci", seed=40, platforms=[("linux", "amd64"), ("linux", "arm64")])
+    amd = index.children[0]
+    seed_registry(registry.url, "src/app", "v1", index)
+    spec = parse_sync_text(
+        f"target: {{registry: '{registry.host}'}}\ndefaults: {{platforms: [linux/amd64]}}\n"
+        f"sources: [{{registry: '{registry.host}',\n"
+        "            repositories: [{name: src/app, as: dst/app}]}]\n"
+    )
+    with Client(registry.host) as client:
+        source, dest = (
+            RegistryImage(client, "src/app", "v1"),
+            RegistryImage(client, "dst/app", "v1"),
+        )
+        assert transfer_many([(source, dest)]).ok
+        assert str(client.head_manifest("dst/app", "v1").digest) == index.manifest_digest
+        job = plan_sync(spec, client_for=lambda conn: client).jobs[0]
+        assert preview_job(job) == "copy"
+
+        [one] = transfer_many([(source, dest)], platforms=["linux/amd64"]).outcomes
+        assert one.status == "copied" and one.result is not None
+        assert one.result.rewritten_from == index.manifest_digest
+        assert str(client.head_manifest("dst/app", "v1").digest) == amd.manifest_digest
+        [again] = transfer_many([(source, dest)], platforms=["linux/amd64"]).outcomes
+        assert again.status == "skipped"
+        assert preview_job(job) == "skip"
+        assert [o.status for o in run_sync(plan_sync(spec, client_for=lambda conn: client))] == [
+            "skipped"
+        ]
+
+        # every platform asked: the index itself, copied back once, then unchanged
+        both = ["linux/amd64", "linux/arm64"]
+        assert [o.status for o in transfer_many([(source, dest)], platforms=both)] == ["copied"]
+        assert str(client.head_manifest("dst/app", "v1").digest) == index.manifest_digest
+        assert [o.status for o in transfer_many([(source, dest)], platforms=both)] == ["skipped"]
 
 
 def test_corrupt_blob_fails_with_digest_mismatch_and_leaves_nothing(

@@ -588,7 +588,8 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
             dest_info = dest.client.head_manifest(dest.name, reference)
             have = str(dest_info.digest) if dest_info is not None else None
         sink = sink_of(dest)
-        if have == source_digest:
+        # (a registry given platforms gets the index rewritten to them: compared below)
+        if have == source_digest and (not job.platforms or sink.accepts_partial_index):
             # as the run asks: a partial index here may lack a platform the job wants
             platforms = TransferOptions.build(job.platforms).platforms
             holds = getattr(sink, "holds_image", None)

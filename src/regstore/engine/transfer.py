@@ -297,6 +297,25 @@ def destination_tag(source: Image, dest: Image) -> str | None:
     return None
 
 
+def _settled(
+    plan: ImagePlan,
+    src: ImageSource,
+    dst: ImageSink,
+    scheduler: _BlobScheduler,
+    reporter: Reporter,
+    options: TransferOptions,
+    same: TransferResult,
+) -> TransferResult:
+    """``same``, the result of an image found unchanged, once its referrers moved (new
+    signatures may have come since): then a copy, not a skip of nothing, if any did."""
+    if options.referrers:
+        mount_from = dst.mount_sources(src, options.mount_from)
+        _move_referrers(plan, src, dst, scheduler, reporter, options, mount_from, same)
+        same.unchanged = not same.manifests
+        same.media_type = plan.top.media_type
+    return same
+
+
 def resolve_destination(source: Image, dest: Image) -> Image:
     """``dest`` with the reference the transfer gives it: its own, else the source's tag (see
     :func:`destination_tag`); unchanged when neither names one."""
@@ -335,17 +354,11 @@ def transfer_image(
         )
         if have is not None:
             same = TransferResult(source_text, dest_text, Digest(have), unchanged=True)
-            if options.referrers:  # new signatures may have come since
-                unchanged_plan = _plan(src, source.reference, options)
-                mount_from = dst.mount_sources(src, options.mount_from)
-                _move_referrers(
-                    unchanged_plan, src, dst, scheduler, reporter, options, mount_from, same
-                )
-                # new referrers moved: the image is unchanged, what it carries is not (a run
-                # that moved a signature reports a copy, not a skip of nothing)
-                same.unchanged = not same.manifests
-                same.media_type = unchanged_plan.top.media_type
-            return same
+            if not options.referrers:
+                return same
+            return _settled(
+                _plan(src, source.reference, options), src, dst, scheduler, reporter, options, same
+            )
 
     plan = _plan(src, source.reference, options)
     if (
@@ -361,20 +374,23 @@ def transfer_image(
         if fitted.top.digest != plan.top.digest:
             rewritten_from = plan.top.digest
             plan = fitted
-            if (
-                options.skip_unchanged
-                and tag is not None
-                and (destination_digest(dst, tag) == str(plan.top.digest))
-            ):
-                return TransferResult(
-                    source_text,
-                    dest_text,
-                    plan.top.digest,
-                    plan.top.media_type,
-                    partial=partial,
-                    unchanged=True,
-                    rewritten_from=rewritten_from,
-                )
+    if (
+        options.skip_unchanged
+        and tag is not None
+        and options.platforms
+        and not dst.accepts_partial_index
+        and destination_digest(dst, tag) == str(plan.top.digest)
+    ):  # what unchanged() leaves to the plan: the tag names what the job would write there
+        same = TransferResult(
+            source_text,
+            dest_text,
+            plan.top.digest,
+            plan.top.media_type,
+            partial=partial,
+            unchanged=True,
+            rewritten_from=rewritten_from,
+        )
+        return _settled(plan, src, dst, scheduler, reporter, options, same)
     wanted = dest.reference
     if wanted is not None and is_digest(wanted):
         written = plan.top.digest_with(Digest(wanted).algorithm)
