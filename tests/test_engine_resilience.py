@@ -20,7 +20,7 @@ from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, pull, push, transfer_many
 from regstore.hookspecs import BlobState
 from regstore.testing.builders import build_image
-from tests.support.cli import run_cli
+from tests.support.cli import put_image, run_cli
 from tests.support.engine import (
     blob_digest_in_registry,
     env_without_ca_bundle,
@@ -344,3 +344,47 @@ def test_an_interrupt_starts_no_blob_not_yet_started(
     # the blob running ends; none of the other six blobs (layers and config) is asked for
     assert len(proxy.requests_matching("GET", r"/blobs/sha256:")) == 1
     assert "stop/img" not in store.repositories()
+
+
+def test_an_interrupt_sends_no_further_chunk_of_a_blob_being_pushed(
+    registry: RegistryServer, tmp_path: Path, fault_proxy_factory
+) -> None:
+    # Ctrl-C during a chunked push waited for every remaining chunk of the blob running, and
+    # then committed it: minutes for a large layer on a slow link
+    built = build_image(layers=1, layer_size=5 << 20, seed=102, media="oci")
+    layer = built.layer_digests[0]
+    store = open_store(str(tmp_path / "store"))
+    put_image(store, "stop/push", "1", built)
+    proxy = fault_proxy_factory(registry)
+    proxy.delay("PATCH", r"/blobs/uploads/", 0.5)
+    client = Client(proxy.host)
+
+    def interrupt_at_the_first_chunk() -> None:
+        deadline = time.monotonic() + 60
+        while not proxy.requests_matching("PATCH", r"/blobs/uploads/"):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    watcher = threading.Thread(target=interrupt_at_the_first_chunk, daemon=True)
+    try:
+        watcher.start()
+        with pytest.raises(KeyboardInterrupt):
+            push(
+                client,
+                store,
+                "stop/push",
+                "1",
+                concurrency=1,
+                chunk_size=1 << 20,
+                monolithic_threshold=1 << 20,
+            )
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    # the chunk in flight ends; no other goes, and the blob is never committed
+    assert len(proxy.requests_matching("PATCH", r"/blobs/uploads/")) == 1
+    assert not proxy.requests_matching("PUT", r"/blobs/uploads/.*digest=" + layer)
+    assert client.blob_length("stop/push", layer) < 0

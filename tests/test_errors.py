@@ -28,6 +28,7 @@ from regstore.errors import (
     HTTPContext,
     ImageManifestNotFoundError,
     InsecureRealmError,
+    InterruptedTransferError,
     InvalidReferenceError,
     LayerAlreadyExistsError,
     LayerLockedError,
@@ -85,6 +86,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     ClusterError: RegstoreError,
     CredentialStoreError: RegstoreError,
     RetriesExhaustedError: RegstoreError,
+    InterruptedTransferError: RegstoreError,
     StoreError: RegstoreError,
     BackendNotFoundError: StoreError,
     PluginLoadError: RegstoreError,
@@ -130,6 +132,7 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     TransportError: TransportError("connection reset"),
     ClusterError: ClusterError("cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
     CredentialStoreError: CredentialStoreError("docker-credential-pass store failed"),
+    InterruptedTransferError: InterruptedTransferError("interrupted"),
     RetriesExhaustedError: RetriesExhaustedError(
         f"pushing blob {DIGEST}",
         5,

@@ -31,6 +31,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── TransportError                 the registry could not be reached or the connection broke
     ├── CredentialStoreError           docker's config file or a credential helper refused a write
     ├── RetriesExhaustedError          transient failures outlasted a blob's (or request's) retries
+    ├── InterruptedTransferError       a blob move stopped between chunks: its batch was interrupted
     ├── StoreError                     a storage backend failed (I/O, full disk, ...)
     │   ├── BackendNotFoundError           no installed backend serves a URL scheme
     │   ├── StoreDamageError               path: a file no digest checks is damaged
@@ -75,6 +76,7 @@ __all__ = [
     "HTTPContext",
     "ImageManifestNotFoundError",
     "InsecureRealmError",
+    "InterruptedTransferError",
     "InvalidReferenceError",
     "LayerAlreadyExistsError",
     "LayerLockedError",
@@ -410,6 +412,11 @@ class RetriesExhaustedError(RegstoreError):
         self.subject = subject
         self.retries = retries
         self.last = str(last)
+
+
+class InterruptedTransferError(RegstoreError):
+    """A blob's move stopped between two chunks because its batch was interrupted (Ctrl-C,
+    SIGTERM, the caller's own exception): what a pull staged stays for the next run."""
 
 
 class StoreError(RegstoreError):

@@ -35,6 +35,7 @@ from regstore.retry import RetryBudget, RetryPolicy, is_transient
 from regstore.store import LayerWriter, ObjectStore
 from regstore.wire import BlobSource, UploadSession
 
+from . import interrupt
 from .model import RegistryClient
 from .reporting import Reporter
 
@@ -174,6 +175,7 @@ def _fill(
             else:
                 chunks = _read_chunks(source, scratch)
             for chunk in chunks:
+                interrupt.check()  # (what is staged stays for the next run)
                 writer.write(chunk)
                 n = len(chunk)
                 fill.moved += n
@@ -721,6 +723,7 @@ class _Upload:
     def _send_chunks(self, chunk_size: int) -> None:
         while self.offset < self.size:
             assert self.location is not None
+            interrupt.check()
             self.step = "patch"
             length = min(chunk_size, self.size - self.offset)
             self._open()  # a source that cannot be opened fails before the request goes
@@ -787,6 +790,7 @@ class _Upload:
         registry would keep the bytes it got and the client only have the location from
         before them — which distribution refuses, forcing the whole blob to start again.
         """
+        interrupt.check()  # (a monolithic body is cut: the registry never commits it)
         while True:
             try:
                 n = self._open().readinto(buffer)

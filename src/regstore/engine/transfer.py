@@ -28,6 +28,7 @@ from regstore.reference import Digest, is_digest
 from regstore.referrers import artifact_type_list
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
+from .interrupt import run_stoppable
 from .lookahead import Known, look_ahead, unchanged, written_key
 from .manifestreads import ManifestReads
 from .model import (
@@ -87,6 +88,7 @@ class _BlobScheduler:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="regstore-blob")
         self._futures: dict[Hashable, Future[BlobMove]] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()  # set when the batch is interrupted (interrupt.check)
 
     def submit(
         self, key: Hashable, fn: Callable[[], BlobMove], *, share_finished: bool = True
@@ -99,14 +101,15 @@ class _BlobScheduler:
                 existing.done() and (existing.exception() or not share_finished)
             ):
                 return existing, False
-            future = self._pool.submit(fn)
+            future = self._pool.submit(run_stoppable, self._stop, fn)
             self._futures[key] = future
             return future, True
 
     def shutdown(self, *, cancel: bool = False) -> None:
         """Wait for the moves running; with ``cancel``, first cancel those not started (they
-        never start, and no new one is taken)."""
+        never start, and no new one is taken) and stop those running at their next chunk."""
         if cancel:
+            self._stop.set()
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=True)
 
@@ -742,7 +745,7 @@ def transfer_many(
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM, the caller's own exception): no image and no blob not
         # started yet starts (images waiting on cancelled blobs fail at once); the requests
-        # running end as they do, and then so does this
+        # running end as they do, and blobs moving stop at their next chunk (interrupt.py)
         stop.set()
         scheduler.shutdown(cancel=True)
         images.shutdown(wait=True, cancel_futures=True)
