@@ -202,6 +202,35 @@ def test_gc_untagged_removes_what_no_tag_reaches_and_keeps_what_tags_and_referre
     assert again.untagged_removed == again.referrers_removed == again.removed == []
 
 
+@pytest.mark.parametrize("kind", ["memory", "file-distribution"])
+def test_gc_untagged_keeps_an_image_a_tagged_artifact_refers_to_and_what_orphans_would_lose(
+    store_factory: Callable[[str], ObjectStore], kind: str
+) -> None:
+    # An SBOM pushed under its own tag (as oras does) keeps its image, as plain gc keeps it:
+    # --untagged deleted the image, and verify then found the store damaged.
+    store = store_factory(kind)
+    image, moved_on = oci_image(seed=41), oci_image(seed=42)
+    sbom = oci_artifact(image)
+    write_image(store, "app", "v1", image)
+    write_image(store, "app", "v1-sbom", sbom)
+    write_image(store, "app", "v1", moved_on)  # the image is untagged now
+    report = collect_garbage(store, grace=0, untagged=True)
+    assert report.untagged_removed == [] and report.referrers_removed == []
+    assert str(image.digest) in {str(d) for d in store.manifests("app")}
+    assert verify(store).ok
+
+    # --keep-orphan-referrers: an untagged image with referrers stays with them
+    lone = oci_image(seed=43)
+    write_image(store, "app", None, lone)
+    write_image(store, "app", None, oci_artifact(lone))
+    kept = collect_garbage(store, grace=0, untagged=True, keep_orphan_referrers=True)
+    assert kept.untagged_removed == [] and verify(store).ok
+    gone = collect_garbage(store, grace=0, untagged=True)
+    assert gone.untagged_removed == [f"app@{lone.digest}"]
+    assert f"app@{oci_artifact(lone).digest}" in gone.referrers_removed  # (and its index)
+    assert verify(store).ok
+
+
 def test_gc_can_keep_orphan_referrers(store_factory: Callable[[str], ObjectStore]) -> None:
     chain = Chain(seed=15)
     store = store_factory("memory")

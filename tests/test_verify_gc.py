@@ -250,6 +250,19 @@ def test_gc_untagged_keeps_a_manifest_claimed_within_the_grace(
     assert store.has_manifest("team/app", "1") and verify(store).ok
 
 
+def test_gc_untagged_deletes_nested_indexes_outer_first(store: ObjectStore) -> None:
+    image = oci_image(seed=51)
+    inner = oci_index([image])
+    outer = oci_index([inner])
+    write_image(store, "team/nest", "keep", oci_image(seed=52))
+    write_image(store, "team/nest", None, outer)
+    report = collect_garbage(store, grace=0, untagged=True)
+    assert report.untagged_removed == [
+        f"team/nest@{d}" for d in (outer.digest, inner.digest, image.digest)
+    ]
+    assert verify(store).ok
+
+
 def test_a_claimed_blob_is_dated_by_its_reuse(file_store: tuple[ObjectStore, Path]) -> None:
     # claim_blob (a pull reusing a blob it found present) makes gc's grace count from now
     store, root = file_store

@@ -601,7 +601,7 @@ def gc_command(
     if untagged:
         manifests = f"{verb} {len(report.untagged_removed)} untagged manifest(s)"
         if report.untagged_kept:
-            manifests += f" (kept {len(report.untagged_kept)} younger than {grace:g}s)"
+            manifests += f" (kept {len(report.untagged_kept)} younger than {grace:g}s or in use)"
         manifests += "; "
     out.summary(
         f"{manifests}{verb} {len(report.removed)} blob(s), {format_size(report.bytes_removed)}; "

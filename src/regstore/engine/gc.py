@@ -37,12 +37,14 @@ them all.
 
 With ``untagged=True`` (``gc --untagged``), manifests no tag reaches go first: a mirror of a
 moving tag (``latest`` pulled daily) otherwise keeps every earlier image, and their blobs, for
-ever. Kept are the manifests a tag names, what they reach (an index's children) and their
-referrers (signatures, SBOMs, attestations of what is kept, and what those reach); a manifest
+ever. Kept are the manifests a tag names, what they reach (an index's children), the image an
+artifact tagged on its own refers to, and their referrers (signatures, SBOMs, attestations of
+what is kept, and what those reach; with ``keep_orphan_referrers``, whatever has referrers
+stays with them); an index goes before its children, and a manifest
 goes only once its bytes are older than the grace period and not claimed within it (a pull
 writes an image's manifest before its tag, and claims stored manifest bytes before it tags them
-again, see ``ObjectStore.write_manifest``), decided under the lock a claim takes; an index
-before its children. An image pulled by digest is untagged: it goes too (``--dry-run`` lists
+again, see ``ObjectStore.write_manifest``), decided under the lock a claim takes. An image
+pulled by digest is untagged: it goes too (``--dry-run`` lists
 what would). Its blobs go in the same run.
 
 The staging area is collected too (``ObjectStore.staging``): what writers that died left
@@ -230,10 +232,10 @@ def collect_garbage(
     report = GCReport(dry_run=dry_run, grace=grace, blobs=len(blobs), now=now)
     if untagged:
         committed = {b.digest: b.mtime for b in blobs}
-        _collect_untagged(store, report, committed, grace, dry_run, now)
+        _collect_untagged(store, report, committed, grace, dry_run, now, keep_orphan_referrers)
     gone = set(report.untagged_removed) if dry_run else set()
     orphans = [] if keep_orphan_referrers else orphan_referrers(store, dry_run=dry_run, gone=gone)
-    referenced = _referenced(store, ignore=gone | set(orphans) if dry_run else set())
+    referenced = _referenced(store, ignore=(gone | set(orphans)) if dry_run else set())
     referenced |= {str(d) for d in store.outside_references()}  # (other tools' images)
     report.referrers_removed = orphans
     _collect_staging(store, report, grace, dry_run, now)
@@ -265,42 +267,88 @@ def _collect_untagged(
     grace: float,
     dry_run: bool,
     now: float,
+    keep_orphan_referrers: bool,
 ) -> None:
     """Delete (``dry_run``: list) each repository's manifests that no tag reaches, once older
     than ``grace`` (``committed``: the commit time of each blob listed before the tags were
-    read; a manifest written since is not in it, and is young)."""
+    read; a manifest written since is not in it, and is young). With
+    ``keep_orphan_referrers``, a manifest something refers to stays: its referrers would be
+    left without it."""
     for repo in store.repositories():
         present = _listed(store, repo)
         if not present:
             continue
         manifests = {digest: _readable(store, repo, digest) for digest in sorted(present)}
-        kept = set(_reachable(store, repo, set(_tag_targets(store, repo).values())))
-        # what is kept keeps its referrers, and what they reach (a signed SBOM's signature)
-        changed = True
-        while changed:
-            changed = False
-            for digest, manifest in manifests.items():
-                subject = manifest.subject
-                if digest not in kept and subject is not None and str(subject.digest) in kept:
-                    kept.update(_reachable(store, repo, {digest}))
-                    changed = True
-        # an index before its children: one stopped half-way leaves no index short of one
-        doomed = sorted(present - kept, key=lambda d: (not manifests[d].is_index, d))
-        deleted: list[str] = []
+        kept = _kept_by_tags(store, repo, manifests, keep_orphan_referrers)
+        doomed = _parents_first({d: manifests[d] for d in present - kept})
+        # Tags written since the first reading (a pull on a backend that dates no claims):
+        # what they reach now stays, deleting a manifest would take them with it.
+        now_tagged = set(_reachable(store, repo, set(_tag_targets(store, repo).values())))
         for digest in doomed:
             named = f"{repo}@{digest}"
             at = committed.get(digest)
             if (
-                at is None
+                digest in now_tagged
+                or at is None
                 or now - at < grace
                 or not _delete_manifest_unless_claimed(store, repo, digest, grace, now, dry_run)
             ):
                 report.untagged_kept.append(named)
                 continue
             report.untagged_removed.append(named)
-            deleted.append(digest)
-        if deleted and not dry_run:
-            _warn_of_tags_written_meanwhile(store, repo, set(deleted))
+
+
+def _kept_by_tags(
+    store: ObjectStore, repo: str, manifests: dict[str, Manifest], keep_referred: bool
+) -> set[str]:
+    """The manifests of ``repo`` its tags keep: what a regular tag names and reaches (an
+    index's children) and the subjects of those (an SBOM tagged on its own keeps its image);
+    what a signature or referrers-index tag names (orphan_referrers decides on those); then
+    the referrers of all that, with what each of these reaches. With ``keep_referred``, also
+    every manifest a stored manifest refers to (its referrers are kept as orphans then)."""
+    subjects = {
+        digest: str(manifest.subject.digest)
+        for digest, manifest in manifests.items()
+        if manifest.subject is not None and str(manifest.subject.digest) in manifests
+    }
+    regular: set[str] = set()
+    supply_chain: set[str] = set()
+    for tag, digest in _tag_targets(store, repo).items():
+        about = subject_of_tag(tag)
+        tagged = manifests.get(digest)
+        if about is not None and is_referrers_tag(tag) and tagged is not None:
+            about = about if tagged.is_index else None  # (as orphan_referrers reads it)
+        (regular if about is None else supply_chain).add(digest)
+    kept = set(_reachable(store, repo, regular))
+    while more := {subjects[d] for d in kept if d in subjects} - kept:
+        kept.update(_reachable(store, repo, more))
+    kept.update(_reachable(store, repo, supply_chain))
+    if keep_referred:
+        kept.update(_reachable(store, repo, set(subjects.values())))
+    while more := {d for d, subject in subjects.items() if subject in kept} - kept:
+        kept.update(_reachable(store, repo, more))
+    return kept
+
+
+def _parents_first(doomed: dict[str, Manifest]) -> list[str]:
+    """The digests of ``doomed``, each index before the manifests it lists (nested indexes
+    too): a deletion stopped half-way, or an index kept meanwhile, leaves no index short of a
+    child."""
+    listed_by: dict[str, int] = {digest: 0 for digest in doomed}
+    for manifest in doomed.values():
+        for child in {str(c.digest) for c in manifest.manifests} & doomed.keys():
+            listed_by[child] += 1
+    ready = sorted(d for d, n in listed_by.items() if n == 0)
+    order: list[str] = []
+    while ready:
+        digest = ready.pop(0)
+        order.append(digest)
+        for child in sorted({str(c.digest) for c in doomed[digest].manifests} & doomed.keys()):
+            listed_by[child] -= 1
+            if listed_by[child] == 0:
+                ready.append(child)
+    # (a cycle of indexes cannot be stored: a digest covers its children's digests)
+    return order + sorted(set(doomed) - set(order))
 
 
 def _delete_manifest_unless_claimed(
@@ -319,25 +367,6 @@ def _delete_manifest_unless_claimed(
         except NotFoundError:  # another gc, or a delete, was faster
             return False
     return True
-
-
-def _warn_of_tags_written_meanwhile(store: ObjectStore, repo: str, deleted: set[str]) -> None:
-    """Name any tag that points at a manifest just deleted: written after the tags were read,
-    by a writer whose backend keeps no claim dates (the claim protects the others)."""
-    try:
-        targets = _tag_targets(store, repo)
-    except RegstoreError as exc:
-        log.warning("%s: its tags could not be read again after gc: %s", repo, exc)
-        return
-    for tag, digest in sorted(targets.items()):
-        if digest in deleted:
-            log.warning(
-                "%s:%s was tagged while gc deleted its untagged manifest %s: pull it again "
-                "with --repair",
-                repo,
-                tag,
-                digest,
-            )
 
 
 def _used_within(store: ObjectStore, digest: str, grace: float, now: float) -> bool:
