@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from regstore import DigestMismatchError, ImageManifestNotFoundError, ObjectStore
+from regstore import (
+    DigestMismatchError,
+    ImageManifestNotFoundError,
+    ObjectStore,
+    PlatformNotFoundError,
+)
+from regstore.cli.output import hint_for
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, copy, pull, push, transfer_many
 from regstore.engine.sync import parse_sync_text, plan_sync, preview_job, run_sync
@@ -163,28 +169,58 @@ def test_a_single_platform_image_of_another_platform_is_refused_not_stored(
     store = store_factory("file-distribution")
     with Client(registry.host) as client:
         with pytest.raises(
-            ImageManifestNotFoundError,
-            match="the image is for linux/amd64, not for platform linux/arm64, linux/s390x",
+            PlatformNotFoundError,
+            match="single/app@amd has no manifest for platform linux/arm64, linux/s390x: it is "
+            "an image for linux/amd64",
         ):
             pull(client, store, "single/app", "amd", platforms=["linux/arm64", "linux/s390x"])
-        with pytest.raises(ImageManifestNotFoundError, match="is for linux/arm64/v8"):
+        with pytest.raises(PlatformNotFoundError, match="an image for linux/arm64/v8"):
             pull(client, store, "single/app", "arm", platforms=["linux/arm64/v7"])
         assert store.repositories() == []
         # one of the platforms asked (a variant left out matches any) is taken as it is
         pull(client, store, "single/app", "arm", platforms=["linux/amd64", "linux/arm64"])
+        pull(client, store, "single/app", "arm", platforms=["linux/arm64/v8"])
         pull(client, store, "single/app", "amd", platforms=["linux/amd64"])
         pull(client, store, "single/app", "sbom", platforms=["linux/arm64"])  # no platform
     for tag, built in (("arm", arm), ("amd", amd), ("sbom", sbom)):
         assert str(store.manifest("single/app", tag).digest) == built.manifest_digest
     # a store source is held to it too, into a registry
-    with pytest.raises(ImageManifestNotFoundError, match="is for linux/amd64"):
+    with pytest.raises(PlatformNotFoundError, match="an image for linux/amd64"):
         copy(
             StoreImage(store, "single/app", "amd"),
             RegistryImage(Client(registry.host), "single/copy", "amd"),
             platforms=["linux/arm64"],
         )
 
-    # the config read to tell is checked against its digest as any blob is
+    # a sync given platforms: an image stored before is unchanged (its referrers looked for
+    # too); one it would copy is refused by the run, and by the dry run before it
+    text = (
+        "defaults: {platforms: [linux/arm64]}\n"
+        f"sources: [{{registry: '{registry.host}', referrers: true,\n"
+        "            repositories: [{name: single/app, tags: [amd, arm]}]}]\n"
+    )
+    with Client(registry.host) as client:
+        plan = plan_sync(parse_sync_text(text), client_for=lambda conn: client, target_store=store)
+        assert [o.status for o in run_sync(plan)] == ["skipped", "skipped"]
+        fresh = store_factory("memory")
+        plan = plan_sync(parse_sync_text(text), client_for=lambda conn: client, target_store=fresh)
+        with pytest.raises(PlatformNotFoundError, match="an image for linux/amd64"):
+            preview_job(plan.jobs[0])
+        assert preview_job(plan.jobs[1]) == "copy"
+        outcomes = run_sync(plan).outcomes
+        assert [o.status for o in outcomes] == ["failed", "copied"]
+        assert "no manifest for platform linux/arm64" in (outcomes[0].error or "")
+    refusal = PlatformNotFoundError("a", "1", ["linux/arm64"], ["linux/amd64"], single=True)
+    assert hint_for(refusal) == "ask for --platform linux/amd64, or leave out --platform"
+
+    # the config read to tell is read again when the connection breaks, as any blob is
+    cut = fault_proxy_factory(registry)
+    cut.cut_response(f"/blobs/{amd.config_digest}", 5, times=1)
+    taken = store_factory("memory")
+    pull(Client(cut.host), taken, "single/app", "amd", platforms=["linux/amd64"])
+    assert str(taken.manifest("single/app", "amd").digest) == amd.manifest_digest
+
+    # and checked against its digest as any blob is
     proxy = fault_proxy_factory(registry)
     proxy.corrupt_response(f"/blobs/{amd.config_digest}", times=None)
     other = store_factory("memory")

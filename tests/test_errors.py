@@ -36,6 +36,7 @@ from regstore.errors import (
     NotFoundError,
     PagingError,
     PagingLimitError,
+    PlatformNotFoundError,
     PluginLoadError,
     RegistryError,
     RegistryErrorDetail,
@@ -69,6 +70,7 @@ TREE: dict[type[RegstoreError], type[BaseException]] = {
     BlobNotFoundError: NotFoundError,
     ImageManifestNotFoundError: NotFoundError,
     RepositoryNotFoundError: NotFoundError,
+    PlatformNotFoundError: ImageManifestNotFoundError,
     BlobUploadNotFoundError: NotFoundError,
     BundleBaseMissingError: NotFoundError,
     BundleInvalidError: RegstoreError,
@@ -116,6 +118,9 @@ SAMPLES: dict[type[RegstoreError], RegstoreError] = {
     BlobNotFoundError: BlobNotFoundError("library/x", DIGEST),
     ImageManifestNotFoundError: ImageManifestNotFoundError("library/x", "latest"),
     RepositoryNotFoundError: RepositoryNotFoundError("library/x"),
+    PlatformNotFoundError: PlatformNotFoundError(
+        "library/x", "1", ["linux/arm64"], ["linux/amd64"], single=True
+    ),
     BlobUploadNotFoundError: BlobUploadNotFoundError("http://r/v2/x/blobs/uploads/1"),
     BlobUploadInvalidRangeError: BlobUploadInvalidRangeError("http://r/u", 99, 100),
     LayerAlreadyExistsError: LayerAlreadyExistsError(DIGEST),

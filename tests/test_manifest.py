@@ -539,9 +539,48 @@ def test_platform_matches() -> None:
     assert arm64v8.matches(Platform("linux", "arm64"))  # no variant wanted: any
     assert arm64v8.matches(Platform("linux", "arm64", "v8"))
     assert not arm64v8.matches(Platform("linux", "arm64", "v9"))
-    assert not Platform("linux", "arm64").matches(Platform("linux", "arm64", "v8"))
     assert not arm64v8.matches(Platform("windows", "arm64"))
     assert not arm64v8.matches(Platform("linux", "amd64"))
+
+
+@pytest.mark.parametrize(
+    ("have", "wanted", "matches"),
+    [
+        # as containerd normalizes them: arm64 is v8, arm without a variant v7, aliases
+        ("linux/arm64", "linux/arm64/v8", True),
+        ("linux/arm", "linux/arm/v7", True),
+        ("linux/arm", "linux/arm/v6", False),
+        ("linux/arm/v6", "linux/arm", True),  # no variant wanted: any
+        ("linux/aarch64", "linux/arm64", True),
+        ("linux/x86_64", "linux/amd64", True),
+        ("linux/armhf", "linux/arm/v7", True),
+        ("Linux/amd64", "linux/amd64", True),
+        ("linux/arm/7", "linux/arm/v7", True),
+        ("linux/arm64/v9", "linux/arm64/v8", False),
+    ],
+)
+def test_platform_matches_as_containerd_normalizes(have: str, wanted: str, matches: bool) -> None:
+    assert Platform.parse(have).matches(Platform.parse(wanted)) is matches
+
+
+@pytest.mark.parametrize(
+    ("raw", "platform"),
+    [
+        (b'{"os": "linux", "architecture": "arm", "variant": "v7"}', "linux/arm/v7"),
+        (b'{"os": "linux", "architecture": 5}', "linux"),  # no architecture: none to compare
+        (b'{"os": {"x": 1}, "architecture": "amd64"}', None),
+        (b'{"architecture": "amd64"}', None),
+        (b"[1, 2]", None),
+        (b"not json", None),
+        (b"[" * 100_000 + b"]" * 100_000, None),  # nesting too deep to read: no RecursionError
+        (None, None),
+    ],
+)
+def test_platform_from_config_reads_only_what_a_config_says(
+    raw: bytes | None, platform: str | None
+) -> None:
+    found = Platform.from_config(raw)
+    assert (str(found) if found is not None else None) == platform
 
 
 def test_descriptor_round_trip_and_hashable() -> None:

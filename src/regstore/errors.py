@@ -15,6 +15,7 @@ sentinels ``ErrLayerAlreadyExists`` / ``ErrLayerLocked`` as ``LayerAlreadyExists
     ├── NotFoundError                  (also LookupError)
     │   ├── BlobNotFoundError              name, digest
     │   ├── ImageManifestNotFoundError     name, tag
+    │   │   └── PlatformNotFoundError          wanted, offered: no manifest of a platform asked
     │   ├── RepositoryNotFoundError        name
     │   ├── BlobUploadNotFoundError        location
     │   └── BundleBaseMissingError         base, missing: a delta's base is not at the target
@@ -56,6 +57,7 @@ without credentials, status, the registry's error codes and messages), whatever 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +86,7 @@ __all__ = [
     "NotFoundError",
     "PagingError",
     "PagingLimitError",
+    "PlatformNotFoundError",
     "PluginLoadError",
     "RegistryError",
     "RegistryErrorDetail",
@@ -244,6 +247,29 @@ class ImageManifestNotFoundError(NotFoundError):
         super().__init__(f"No manifest found with Name: {name}, {label}: {tag}", http=http)
         self.name = name
         self.tag = tag
+
+
+class PlatformNotFoundError(ImageManifestNotFoundError):
+    """The image at ``name``/``tag`` (a tag or digest) has a manifest for none of the platforms
+    asked (``wanted``): an index without one, or an image of one other platform (``offered``:
+    the platforms it has; ``single``: an image, not an index)."""
+
+    def __init__(
+        self, name: str, tag: str, wanted: Sequence[str], offered: Sequence[str], *, single: bool
+    ) -> None:
+        what = (
+            f"an image for {offered[0] if offered else 'no platform'}"
+            if single
+            else f"an index of {', '.join(offered) or 'no platform'}"
+        )
+        RegstoreError.__init__(
+            self, f"{name}@{tag} has no manifest for platform {', '.join(wanted)}: it is {what}"
+        )
+        self.name = name
+        self.tag = tag
+        self.wanted = tuple(wanted)
+        self.offered = tuple(offered)
+        self.single = single
 
 
 class RepositoryNotFoundError(NotFoundError):
@@ -564,20 +590,56 @@ class BundleInvalidError(RegstoreError):
 
 class BundleBaseMissingError(NotFoundError):
     """A delta bundle leaves out content the target does not have: its base bundle was never
-    imported there. ``base`` names the base bundle ids, ``missing`` the digests lacking (all
-    of them; the message shows the first few). Raised before anything is tagged."""
+    imported there, or went in under other repository names than the delta's images. ``base``
+    names the base bundle ids, ``missing`` the digests lacking (all of them; the message shows
+    the first few), ``base_images`` the ref names (``NAME:TAG``) the base bundles delivered,
+    as the delta records them, ``searched`` the repositories (under the import's prefix)
+    already looked in. The message names what the base held and suggests ``--base-repo``
+    (``base_repositories=`` in Python) for its repositories not looked in yet. Raised before
+    anything is tagged."""
 
-    def __init__(self, bundle: str, base: list[str], missing: list[str]) -> None:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        shown = ", ".join(missing[:3]) + more
+    def __init__(
+        self,
+        bundle: str,
+        base: list[str],
+        missing: list[str],
+        base_images: list[str] | None = None,
+        searched: list[str] | None = None,
+    ) -> None:
+        few = BundleBaseMissingError._first_few
         bases = ", ".join(base) or "(none recorded)"
-        super().__init__(
+        message = (
             f"{bundle} is a delta of base bundle {bases}, which the target lacks: "
-            f"{len(missing)} blob(s)/manifest(s) missing ({shown}); import the base first"
+            f"{len(missing)} blob(s)/manifest(s) missing ({few(missing)}); import the base first"
         )
+        held = list(base_images or [])
+        looked = list(searched or [])
+        # a base imported under other names than the delta's images is at the target all the
+        # same, but only the importer may say where to look (never the bundle)
+        others = [
+            r for r in dict.fromkeys(n.rpartition(":")[0] or n for n in held) if r not in looked
+        ]
+        if others:
+            options = " ".join(f"--base-repo {r}" for r in others[:3])
+            message += (
+                f", or, if it is imported already (it held {few(held)}), say where with "
+                f"{options}{' ...' if len(others) > 3 else ''} (repositories under the "
+                "target's prefix; base_repositories= in Python)"
+            )
+        elif held:
+            message += f" (it held {few(held)})"
+        super().__init__(message)
         self.bundle = bundle
         self.base = base
         self.missing = missing
+        self.base_images = held
+        self.searched = looked
+
+    @staticmethod
+    def _first_few(items: list[str]) -> str:
+        """The first three of ``items``, and how many more (for a one-line message)."""
+        more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+        return ", ".join(items[:3]) + more
 
 
 class ClusterError(RegstoreError):

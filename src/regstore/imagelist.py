@@ -28,8 +28,6 @@ __all__ = ["ImageRecord", "ImageStore", "list_images"]
 
 #: How deep an index of indexes is followed (a loop of manifests ends here too).
 MAX_DEPTH = 4
-#: Configs larger than this are not read for their platform (nothing real is this large).
-MAX_CONFIG_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -103,8 +101,8 @@ class _Lister:
         return self._manifests[key]
 
     def config_platform(self, manifest: Manifest) -> str | None:
-        config = manifest.config
-        if config is None or manifest.artifact_type or config.size > MAX_CONFIG_SIZE:
+        config = manifest.platform_config
+        if config is None:
             return None
         key = str(config.digest)
         if key not in self._configs:

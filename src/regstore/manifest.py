@@ -82,6 +82,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: The largest config read to learn an image's platform (an image config is a few KiB).
+MAX_CONFIG_SIZE = 1 << 20
+
+#: Architecture names other tools write, as containerd normalizes them (name, variant).
+_ARCH_ALIASES: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None),
+    "x86-64": ("amd64", None),
+    "i386": ("386", None),
+    "aarch64": ("arm64", None),
+    "armhf": ("arm", "v7"),
+    "armel": ("arm", "v6"),
+}
+
+
 @dataclass(frozen=True)
 class Platform:
     """The platform of an index entry (``linux/arm64/v8``)."""
@@ -103,27 +117,47 @@ class Platform:
 
     @classmethod
     def from_config(cls, raw: bytes | None) -> Platform | None:
-        """The platform an image config's bytes name (``os``, ``architecture``, ``variant``),
-        None when they name no ``os`` (an artifact's config, bytes that are no JSON object)."""
+        """The platform an image config's bytes name (``os``, ``architecture``, ``variant``,
+        strings), None when they name no ``os`` (an artifact's config, bytes that are no JSON
+        object, nesting too deep to read)."""
         try:
             config = json.loads(raw) if raw is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
-        if not isinstance(config, dict) or not config.get("os"):
+        if not isinstance(config, dict):
             return None
-        variant = config.get("variant")
+        os_, arch, variant = (config.get(k) for k in ("os", "architecture", "variant"))
+        if not isinstance(os_, str) or not os_:
+            return None
         return cls(
-            str(config["os"]),
-            str(config.get("architecture") or ""),
-            str(variant) if variant else None,
+            os_,
+            arch if isinstance(arch, str) else "",
+            variant if isinstance(variant, str) and variant else None,
         )
 
+    def normalized(self) -> Platform:
+        """This platform as containerd normalizes it: architecture aliases (``x86_64``,
+        ``aarch64``, ``armhf``...) by their names, ``arm`` without a variant as ``arm/v7``,
+        ``arm64/v8`` as ``arm64`` (its only variant), ``os`` in lower case."""
+        arch, variant = _ARCH_ALIASES.get(self.architecture.lower(), (self.architecture, None))
+        variant = variant or self.variant
+        if variant is not None and variant.isdigit():
+            variant = f"v{variant}"
+        if arch == "arm" and variant is None:
+            variant = "v7"
+        elif arch == "arm64" and variant == "v8":
+            variant = None
+        return Platform(self.os.lower(), arch, variant, self.os_version)
+
     def matches(self, wanted: Platform) -> bool:
-        """True if this platform satisfies ``wanted`` (a missing variant matches any)."""
+        """True if this platform satisfies ``wanted`` (a missing variant matches any), both
+        :meth:`normalized` (``linux/arm64/v8`` is ``linux/arm64``, ``linux/arm`` is
+        ``linux/arm/v7``)."""
+        have, want = self.normalized(), wanted.normalized()
         return (
-            self.os == wanted.os
-            and self.architecture == wanted.architecture
-            and (wanted.variant is None or self.variant == wanted.variant)
+            have.os == want.os
+            and have.architecture == want.architecture
+            and (wanted.variant is None or have.variant == want.variant)
         )
 
     def __str__(self) -> str:
@@ -446,6 +480,15 @@ class Manifest:
         """The OCI ``artifactType``, if any."""
         value = self.doc.get("artifactType")
         return value if isinstance(value, str) else None
+
+    @property
+    def platform_config(self) -> Descriptor | None:
+        """The config that may name this image's platform: None for an index, an artifact
+        (``artifactType``) or a config larger than an image's (:data:`MAX_CONFIG_SIZE`)."""
+        config = self.config
+        if config is None or self.artifact_type or config.size > MAX_CONFIG_SIZE:
+            return None
+        return config
 
     @property
     def references(self) -> tuple[Descriptor, ...]:

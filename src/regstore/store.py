@@ -67,9 +67,10 @@ from regstore.hookspecs import (
     StagingKind,
     StoreLockHandle,
 )
-from regstore.imagelist import MAX_CONFIG_SIZE, ImageRecord, list_images
+from regstore.imagelist import ImageRecord, list_images
 from regstore.manifest import (
     IMAGE_MEDIA_TYPES,
+    MAX_CONFIG_SIZE,
     SCHEMA1_MEDIA_TYPES,
     Descriptor,
     Manifest,

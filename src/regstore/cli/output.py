@@ -27,6 +27,7 @@ from regstore.errors import (
     InsecureRealmError,
     InvalidReferenceError,
     LayerLockedError,
+    PlatformNotFoundError,
     RegstoreError,
     RepositoryNotFoundError,
     RetriesExhaustedError,
@@ -161,6 +162,13 @@ def hint_for(exc: BaseException) -> str:
         return "the registry kept failing; run the command again later (it resumes)"
     if isinstance(exc, RepositoryNotFoundError):
         return "check the repository name (`regstore ls` lists the store's repositories)"
+    if isinstance(exc, PlatformNotFoundError):
+        return (
+            f"ask for {' or '.join(f'--platform {p}' for p in exc.offered)}, or leave out "
+            "--platform"
+            if exc.offered
+            else "leave out --platform: the image names no platform"
+        )
     if isinstance(exc, ImageManifestNotFoundError):
         return "check the name and tag or digest (`regstore ls NAME` lists a stored repository)"
     if isinstance(exc, (BackendNotFoundError, StoreNotFoundError, StoreReadOnlyError)):

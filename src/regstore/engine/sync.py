@@ -569,18 +569,36 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
     """What a dry run says a job would do: ``skip`` when the destination tag already points at
     the source's manifest (one HEAD on each side), or, for a registry destination and some
     platforms of an index, at the index the run rewrites to them (the source's manifests read
-    to tell), else ``copy``. Raises what the source raises, and ImageManifestNotFoundError when
-    the source has no such manifest or no platform asked (the run would fail it)."""
+    to tell), else ``copy``. Raises what the source raises, ImageManifestNotFoundError when
+    the source has no such manifest, and PlatformNotFoundError when a job given platforms
+    would copy an image of none of them (the source's manifests, and a single image's config,
+    read to tell): the run fails those."""
     source = job.source
     info = source.client.head_manifest(source.name, source.reference or "")
     if info is None:
         raise ImageManifestNotFoundError(source.name, source.reference or "")
-    source_digest = info.digest
+    action, have = _preview(job, str(info.digest))
+    if action is None:
+        # As the run: a registry holds an index of some platforms rewritten to them (a new
+        # digest, or the one child taken), which the source's digest never matches.
+        fitted = fit_to_sink(plan_image(source, TransferOptions.build(job.platforms)))
+        return "skip" if str(fitted.top.digest) == have else "copy"
+    if action == "copy" and job.platforms:
+        plan_image(source, TransferOptions.build(job.platforms))  # raises as the run would
+    return action
+
+
+def _preview(
+    job: PlannedJob, source_digest: str
+) -> tuple[Literal["copy", "skip"] | None, str | None]:
+    """:func:`preview_job` as far as the destination's tag tells, with the digest that tag
+    names; None when what the run writes must be planned to compare (a registry given
+    platforms)."""
+    dest = job.destination
+    reference = dest.reference
+    if reference is None or is_digest(reference):
+        return "copy", None
     try:
-        dest = job.destination
-        reference = dest.reference
-        if reference is None or is_digest(reference):
-            return "copy"
         if isinstance(dest, StoreImage):
             # as the sync itself asks (a damaged tag or manifest there is copied again)
             have = destination_digest(sink_of(dest), reference)
@@ -588,19 +606,15 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
             dest_info = dest.client.head_manifest(dest.name, reference)
             have = str(dest_info.digest) if dest_info is not None else None
         sink = sink_of(dest)
-        # (a registry given platforms gets the index rewritten to them: compared below)
+        # (a registry given platforms gets the index rewritten to them: the caller compares)
         if have == source_digest and (not job.platforms or sink.accepts_partial_index):
             # as the run asks: a partial index here may lack a platform the job wants
             platforms = TransferOptions.build(job.platforms).platforms
             holds = getattr(sink, "holds_image", None)
-            whole = holds is None or holds(have, platforms, source_of(source))
-            return "skip" if whole else "copy"
+            whole = holds is None or holds(have, platforms, source_of(job.source))
+            return ("skip" if whole else "copy"), have
         if have is None or not job.platforms or sink.accepts_partial_index:
-            return "copy"
+            return "copy", have
     except (ImageManifestNotFoundError, NotFoundError):
-        return "copy"
-    # As the run: a registry holds an index of some platforms rewritten to them (a new
-    # digest, or the one child taken), which the source's digest never matches.
-    options = TransferOptions.build(job.platforms)
-    fitted = fit_to_sink(plan_image(source, options))
-    return "skip" if str(fitted.top.digest) == have else "copy"
+        return "copy", None
+    return None, have

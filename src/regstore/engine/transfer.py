@@ -19,13 +19,16 @@ from regstore.errors import (
     DigestMismatchError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
+    PlatformNotFoundError,
+    RegistryError,
+    TransportError,
     UsageError,
 )
 from regstore.events import EventKind
-from regstore.imagelist import MAX_CONFIG_SIZE
-from regstore.manifest import Descriptor, Manifest, Platform
+from regstore.manifest import MAX_CONFIG_SIZE, Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
 from regstore.referrers import artifact_type_list
+from regstore.retry import RetryPolicy, is_transient
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
 from .interrupt import run_stoppable
@@ -148,10 +151,14 @@ def plan_image(source: Image, options: TransferOptions) -> ImagePlan:
     return _plan(source_of(source), source.reference, options)
 
 
-def _plan(source: ImageSource, reference: str, options: TransferOptions) -> ImagePlan:
+def _plan(
+    source: ImageSource, reference: str, options: TransferOptions, *, check_platform: bool = True
+) -> ImagePlan:
+    """:func:`plan_image`'s work; without ``check_platform`` an image of one platform is taken
+    whatever its platform (an image found unchanged, whose referrers alone are looked for)."""
     top = source.manifest(reference)
-    if options.platforms and not top.is_index:
-        _check_image_platform(source, top, options.platforms)
+    if check_platform and options.platforms and not top.is_index:
+        _check_image_platform(source, reference, top, options.platforms)
     plan = ImagePlan(top)
     planned = {str(top.digest)}
     _add_manifest(source, top, plan, options, 0, planned, ManifestReads(source, planned))
@@ -159,26 +166,51 @@ def _plan(source: ImageSource, reference: str, options: TransferOptions) -> Imag
 
 
 def _check_image_platform(
-    source: ImageSource, manifest: Manifest, platforms: tuple[Platform, ...]
+    source: ImageSource, reference: str, manifest: Manifest, platforms: tuple[Platform, ...]
 ) -> None:
-    """Raise ImageManifestNotFoundError when ``manifest``, an image of one platform, is of
-    none of ``platforms``, as its config says (an index would have none to offer: a mirror
-    asked for arm64 must not hold amd64 under the tag). An image whose config names no
-    platform (an artifact, a config too large to be one) is taken."""
-    config = manifest.config
-    if config is None or manifest.artifact_type or config.size > MAX_CONFIG_SIZE:
+    """Raise PlatformNotFoundError when ``manifest``, an image of one platform, is of none of
+    ``platforms`` as its config says: there is no index to choose from, and a mirror asked for
+    arm64 must not hold amd64 under the tag. Taken as it is: an image whose config names no
+    platform or no architecture, an artifact, a config larger than an image's."""
+    config = manifest.platform_config
+    if config is None:
         return
-    found = Platform.from_config(_read_small(source, config))
+    found = Platform.from_config(_read_config(source, config))
     if found is None or not found.architecture or any(found.matches(p) for p in platforms):
         return
-    wanted = ", ".join(str(p) for p in platforms)
-    raise ImageManifestNotFoundError(
-        source.name, f"{manifest.digest} (the image is for {found}, not for platform {wanted})"
+    raise PlatformNotFoundError(
+        source.name, reference, [str(p) for p in platforms], [str(found)], single=True
     )
 
 
-def _read_small(source: ImageSource, desc: Descriptor) -> bytes:
-    """The whole bytes of a small blob, checked against its digest and size."""
+def _read_config(source: ImageSource, desc: Descriptor) -> bytes:
+    """A config's bytes, checked against its digest and size; a read that breaks is tried
+    again from the start under the source's retry budget for the blob."""
+    budget = source.read_budget(desc) or RetryPolicy().budget(f"reading config {desc.digest}")
+    with budget:
+        while True:
+            try:
+                data = _read_whole(source, desc)
+                break
+            except (TransportError, RegistryError) as exc:
+                if not is_transient(exc):
+                    raise
+                budget.retry_or_raise(exc)
+    actual = digest_bytes(data, desc.digest.algorithm)
+    if actual != desc.digest or (desc.size >= 0 and len(data) != desc.size):
+        raise DigestMismatchError(
+            f"config {desc.digest} of {source.name}",
+            expected=str(desc.digest),
+            actual=str(actual),
+            expected_size=desc.size if desc.size >= 0 else None,
+            actual_size=len(data),
+        )
+    return data
+
+
+def _read_whole(source: ImageSource, desc: Descriptor) -> bytes:
+    """The bytes of a small blob from its start (a stream that ends early is a TransportError:
+    cut on the way), at most one byte more than :data:`MAX_CONFIG_SIZE`."""
     stream = source.opener(str(desc.digest))(0)
     try:
         if stream.offset:  # a reader starts where asked or before; 0 is the start
@@ -189,15 +221,8 @@ def _read_small(source: ImageSource, desc: Descriptor) -> bytes:
             data += chunk[:count]
     finally:
         stream.close()
-    actual = digest_bytes(bytes(data), desc.digest.algorithm)
-    if actual != desc.digest or (desc.size >= 0 and len(data) != desc.size):
-        raise DigestMismatchError(
-            f"config {desc.digest} of {source.name}",
-            expected=str(desc.digest),
-            actual=str(actual),
-            expected_size=desc.size if desc.size >= 0 else None,
-            actual_size=len(data),
-        )
+    if len(data) < desc.size:
+        raise TransportError(f"blob {desc.digest} ended after {len(data)} of {desc.size} bytes")
     return bytes(data)
 
 
@@ -252,9 +277,12 @@ def _add_manifest(
     finally:
         level.close()
     if depth == 0 and options.platforms and not plan.children:
-        wanted = ", ".join(str(p) for p in options.platforms)
-        raise ImageManifestNotFoundError(
-            source.name, f"{manifest.digest} (the index has no manifest for platform {wanted})"
+        raise PlatformNotFoundError(
+            source.name,
+            str(manifest.digest),
+            [str(p) for p in options.platforms],
+            sorted({str(d.platform) for d in manifest.manifests if d.platform is not None}),
+            single=False,
         )
 
 
@@ -359,9 +387,9 @@ def transfer_image(
             same = TransferResult(source_text, dest_text, Digest(have), unchanged=True)
             if not options.referrers:
                 return same
-            return _settled(
-                _plan(src, source.reference, options), src, dst, scheduler, reporter, options, same
-            )
+            # (its platform was not asked when it was taken as unchanged: nor is it here)
+            referred = _plan(src, source.reference, options, check_platform=False)
+            return _settled(referred, src, dst, scheduler, reporter, options, same)
 
     plan = _plan(src, source.reference, options)
     if (
