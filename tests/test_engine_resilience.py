@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from regstore import open_store
+from regstore import DigestMismatchError, open_store
 from regstore.client import Client
-from regstore.engine import RegistryImage, StoreImage, pull, push, transfer_many
+from regstore.engine import RegistryImage, StoreImage, copy, pull, push, transfer_many
 from regstore.hookspecs import BlobState
 from regstore.testing.builders import build_image
 from tests.support.cli import put_image, run_cli
@@ -388,3 +388,28 @@ def test_an_interrupt_sends_no_further_chunk_of_a_blob_being_pushed(
     assert len(proxy.requests_matching("PATCH", r"/blobs/uploads/")) == 1
     assert not proxy.requests_matching("PUT", r"/blobs/uploads/.*digest=" + layer)
     assert client.blob_length("stop/push", layer) < 0
+
+
+@pytest.mark.parametrize("times", [1, None], ids=["once", "always"])
+def test_damaged_bytes_from_a_registry_source_are_read_again_then_named(
+    registry: RegistryServer, fault_proxy_factory, times: int | None
+) -> None:
+    # A copy between registries streams the source's bytes into the upload unhashed (the
+    # destination checks them): one damaged read failed the copy, and the error blamed the
+    # destination registry (400 DIGEST_INVALID)
+    built = build_image(layers=1, layer_size=200_000, seed=103, media="oci")
+    layer = built.layer_digests[0]
+    seed_registry(registry.url, "src/app", "v1", built)
+    proxy = fault_proxy_factory(registry)
+    proxy.corrupt_response(f"/blobs/{layer}", times=times)
+    source = RegistryImage(Client(proxy.host), "src/app", "v1")
+    repo = f"dst/{times or 0}"
+    dest = RegistryImage(Client(registry.host), repo, "v1")
+    if times == 1:
+        copy(source, dest)
+        assert Client(registry.host).blob_length(repo, layer) == len(built.blobs[layer])
+        return
+    with pytest.raises(DigestMismatchError) as info:
+        copy(source, dest)
+    assert "read twice from its source" in str(info.value) and layer in str(info.value)
+    assert Client(registry.host).head_manifest(repo, "v1") is None

@@ -564,9 +564,32 @@ def upload_blob(
         f"pushing blob {digest} ({size} bytes) to {name} on {client.registry}",
         _push_retries(policy, size, None if monolithic else chunk_size),
     )
-    upload = _Upload(client, name, digest, size, opener, reporter, budget, media_type)
-    with budget:
-        return upload.run(mount_from, None if monolithic else chunk_size)
+    for attempt in (1, 2):
+        upload = _Upload(client, name, digest, size, opener, reporter, budget, media_type)
+        try:
+            with budget:
+                return upload.run(mount_from, None if monolithic else chunk_size)
+        except RegistryError as exc:
+            if not _digest_refused(exc):
+                raise
+            if attempt == 2:
+                raise DigestMismatchError(
+                    f"blob {digest} ({size} bytes), read twice from its source for {name} on "
+                    f"{client.registry}: the registry found other bytes each time (the source "
+                    "serves damaged bytes, or something on the way alters them)",
+                    expected=digest,
+                ) from exc
+            # a registry source's bytes are not hashed on the way (the registry does): bytes
+            # damaged once, on the way or at the source, are read again
+            log.warning(
+                "blob %s: the registry refused the bytes read (%s); reading them again", digest, exc
+            )
+    raise AssertionError("unreachable")
+
+
+def _digest_refused(exc: RegistryError) -> bool:
+    """True when the registry refused an upload's bytes as not matching its digest."""
+    return exc.http is not None and "DIGEST_INVALID" in exc.http.codes
 
 
 def _cancel_quietly(client: RegistryClient, location: str) -> None:
