@@ -537,3 +537,94 @@ def test_an_import_types_a_child_by_the_first_index_whichever_is_read_first(
     assert batch.ok, [o.error for o in batch.outcomes]
     assert second_read.is_set(), "the engine never read the second index"
     assert typed and set(typed) == {OCI_MANIFEST}, typed
+
+
+# -- one path under two spellings ---------------------------------------------------------------
+
+
+def _append(path: Path, name: str, data: bytes) -> None:
+    with tarfile.open(path, "a", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, name, data)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["././index.json", "index.json/.", "blobs//sha256/{hex}", "./blobs/./sha256/{hex}",
+     "blobs/sha256//{hex}"],
+)  # fmt: skip
+def test_a_member_named_twice_under_another_spelling_is_refused(
+    tmp_path: Path, spelling: str
+) -> None:
+    """skopeo and GNU tar read the later copy of a path, whatever its spelling: the bundle
+    must not verify as the earlier one."""
+    bundle, digest = _honest(tmp_path)
+    name = spelling.format(hex=digest.partition(":")[2])
+    _append(bundle, name, _index([]) if "index" in name else b"garbage")
+    with pytest.raises(BundleInvalidError, match="twice"):
+        verify_bundle(str(bundle))
+    with pytest.raises(BundleInvalidError, match="twice"):
+        import_bundle(str(bundle), store=open_store(f"memory://spelt-{tmp_path.name}"))
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("/index.json", "absolute"), ("../index.json", r"\.\."), ("blobs/../index.json", r"\.\.")],
+)
+def test_an_absolute_or_climbing_member_name_is_refused(
+    tmp_path: Path, name: str, why: str
+) -> None:
+    bundle, _ = _honest(tmp_path)
+    _append(bundle, name, _index([]))
+    with pytest.raises(BundleInvalidError, match=why):
+        verify_bundle(str(bundle))
+
+
+# -- a member stating more bytes than any file can hold ------------------------------------------
+
+
+def _overlong_tar(path: Path, stated: int) -> str:
+    """An image whose layer member (the last) states ``stated`` bytes but holds 4 KiB: a tar
+    cut inside it, with a size past what a filesystem seeks to (2^44 on ext4, 2^63 anywhere),
+    as its manifest states. The digest of that layer."""
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    layer = b"A" * 4096
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _sha(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": _sha(layer), "size": stated}],
+    }).encode()  # fmt: skip
+    top = {"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest),
+           "annotations": {REF: "huge/app:1"}}  # fmt: skip
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [LAYOUT, ("index.json", _index([top])), _blob(config), _blob(manifest)]:
+            _add(tar, name, data)
+        end = tar.offset  # where the end-of-archive blocks begin
+    info = tarfile.TarInfo(_blob(layer)[0])
+    info.size = stated
+    path.write_bytes(buf.getvalue()[:end] + info.tobuf(format=tarfile.PAX_FORMAT) + layer)
+    return _sha(layer)
+
+
+@pytest.mark.parametrize("stated", [1 << 40, 1 << 45, 1 << 62, 1 << 63, 1 << 70])
+def test_a_member_stating_a_size_beyond_any_file_is_a_cut_tar(tmp_path: Path, stated: int) -> None:
+    bundle = tmp_path / "huge.tar"
+    layer = _overlong_tar(bundle, stated)
+    reader = BundleReader(str(bundle))
+    assert reader.truncated == {_blob(b"A" * 4096)[0]} and not reader.complete
+    if stated >= 1 << 63:
+        return  # no manifest can state it (ManifestInvalidError): the tar's index is enough
+    info = read_bundle(str(bundle))
+    assert [i.ref_name for i in info.images] == ["huge/app:1"]
+    report = verify_bundle(str(bundle))
+    assert not report.ok
+    assert any(layer in p and "ends inside" in p for p in report.problems), report.problems
+    store = open_store(f"memory://huge-{tmp_path.name}")
+    batch = import_bundle(str(bundle), store=store)
+    assert not batch.ok
+    assert "ends inside" in str(batch.outcomes[0].error), batch.outcomes[0].error
+    with pytest.raises(NotFoundError):
+        store.manifest("huge/app", "1")

@@ -12,13 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from regstore.bundle import create_bundle, import_bundle, read_bundle, verify_bundle
+from regstore.bundle import (
+    BundleInput,
+    create_bundle,
+    import_bundle,
+    read_bundle,
+    verify_bundle,
+)
 from regstore.client import Client
 from regstore.engine import RegistryImage
-from regstore.errors import BundleBaseMissingError
+from regstore.errors import BundleBaseMissingError, UsageError
 from regstore.referrers import referrers_tag
 from regstore.store import ObjectStore
-from regstore.testing.builders import cosign_signature
+from regstore.testing.builders import cosign_signature, oci_image
 from tests.support.cli import run_cli
 from tests.support.registry import RegistryServer
 from tests.support.skopeo import skopeo_copy
@@ -290,3 +296,60 @@ def test_a_sync_files_own_referrers_setting_is_honoured(
     info = read_bundle(str(out))
     assert [i.ref_name for i in info.images] == ["app:v1"]
     assert {r.digest for r in info.referrers} == chain.referrers
+
+
+def test_a_signature_tag_named_beside_its_image_is_taken_once(
+    registry: RegistryServer,
+    signed: tuple[Client, SupplyChain],
+    store_factory: Callable[[str], ObjectStore],
+    tmp_path: Path,
+) -> None:
+    """``create HOST/app:v1 HOST/app:sha256-<hex>.sig --referrers``: the .sig tag travels as
+    the referrer it is (as with --from), not as a second image of the same name."""
+    client, chain = signed
+    home = tmp_path / "home"
+    out = tmp_path / "named.tar"
+    sig_ref = f"{registry.host}/app:{chain.sig_tag}"
+    r = run_cli("bundle", "create", str(out), f"{registry.host}/app:v1", sig_ref, "--referrers",
+                home=home)  # fmt: skip
+    assert r.returncode == 0, r
+    for command in ("ls", "verify"):
+        done = run_cli("bundle", command, str(out), home=home)
+        assert done.returncode == 0, done
+    info = read_bundle(str(out))
+    assert [i.ref_name for i in info.images] == ["app:v1"]
+    assert {r.digest for r in info.referrers} == chain.referrers
+    assert [_ref_name(e) for e in _index(out)].count(f"app:{chain.sig_tag}") == 1
+    store = store_factory("memory")
+    assert import_bundle(str(out), store=store).ok
+    _check_store(store, chain)
+
+    # the Python API too, whichever comes first
+    api = tmp_path / "api.tar"
+    images = [RegistryImage(client, "app", chain.sig_tag), RegistryImage(client, "app", "v1")]
+    made = create_bundle(str(api), images, referrers=True)
+    assert [i.ref_name for i in made.images] == ["app:v1"]
+    assert read_bundle(str(api)) == made
+    assert verify_bundle(str(api)).ok
+
+
+def test_another_image_named_as_a_carried_signature_tag_is_refused_before_writing(
+    signed: tuple[Client, SupplyChain], tmp_path: Path
+) -> None:
+    """An unrelated image the bundle would name ``app:sha256-<hex>.sig``, while --referrers
+    carries app:v1's signature under that name: two manifests for one name, refused before
+    anything is written. Without referrers, it is an image like any other."""
+    client, chain = signed
+    other = oci_image(seed=1399)
+    push_image(client, "other", other, "1")
+    clash = BundleInput(RegistryImage(client, "other", "1"), name=f"app:{chain.sig_tag}")
+    images = [RegistryImage(client, "app", "v1"), clash]
+    out = tmp_path / "clash.tar"
+    with pytest.raises(UsageError, match=f"app:{chain.sig_tag}") as caught:
+        create_bundle(str(out), images, referrers=True)
+    assert "app:v1" in str(caught.value) and "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+    made = create_bundle(str(out), images)
+    assert sorted(i.ref_name for i in made.images) == sorted(["app:v1", f"app:{chain.sig_tag}"])
+    assert verify_bundle(str(out)).ok

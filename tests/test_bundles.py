@@ -34,6 +34,8 @@ Built = BuiltImage | BuiltIndex
 
 BASE = build_image(layers=2, layer_size=40_000, seed=1301, media="docker")
 TOOL = build_index(seed=1302, layer_size=20_000)
+#: an image of one platform, arm64 (BASE is amd64): a sync asking for arm64 takes it whole
+ARM_WEB = build_image(layers=1, layer_size=30_000, seed=1303, platform=("linux", "arm64"))
 # a new tag of app/web sharing BASE's layers, plus one new image
 WEB2 = build_image(
     layers=1, layer_size=30_000, seed=1303, media="docker", shared_layers=BASE.layers
@@ -259,6 +261,31 @@ def test_a_delta_into_an_empty_target_is_refused_before_any_tag(
     for name in ("app/web", "team/new", "tools/cli"):
         with pytest.raises(NotFoundError):
             client.list_image_tags(name)
+
+
+def test_a_delta_whose_base_went_in_under_other_names_says_which_and_how(
+    source_store: ObjectStore, tmp_path: Path, registry: RegistryServer
+) -> None:
+    """The base was imported (under the prefix, as air/app/web): the delta's other/web lacks
+    BASE's layers in its own repository of the registry. The refusal names what the base
+    held and the option that points the import there."""
+    first, second = tmp_path / "one.tar", tmp_path / "two.tar"
+    create_bundle(str(first), [StoreImage(source_store, "app/web", "1")])
+    create_bundle(str(second), [StoreImage(source_store, "other/web", "1")], since=[str(first)])
+    client = Client(registry.host)
+    assert import_bundle(str(first), client=client, prefix="air").ok
+
+    with pytest.raises(BundleBaseMissingError) as caught:
+        import_bundle(str(second), client=client, prefix="air")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "app/web:1" in message, message
+    assert "--base-repo app/web" in message, message
+    assert caught.value.base_images == ["app/web:1"]
+    with pytest.raises(NotFoundError):
+        client.get_image_manifest("air/other/web", "1")
+    batch = import_bundle(str(second), client=client, prefix="air", base_repositories=["app/web"])
+    assert batch.ok, batch.as_dict()
 
 
 def test_full_then_delta_then_a_third_delivery(
@@ -531,7 +558,7 @@ def test_verify_on_the_command_line_fails_a_damaged_bundle(
 def test_create_from_a_sync_file_with_one_platform(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
-    registry.push_content("app/web", "1", BASE)
+    registry.push_content("app/web", "1", ARM_WEB)
     registry.push_content("tools/cli", "2", TOOL)
     sync = tmp_path / "mirror.yaml"
     sync.write_text(
@@ -548,14 +575,31 @@ def test_create_from_a_sync_file_with_one_platform(
     assert r.returncode == 0, r
     info = read_bundle(str(out))
     arm = next(c for c in TOOL.children if c.platform[1] == "arm64")
-    # a registry image and one platform of an index: the index becomes that child, whole
+    # an image of that platform, whole, and one platform of an index: the index becomes
+    # that child, whole
     assert {i.ref_name: i.digest for i in info.images} == {
-        "app/web:1": BASE.manifest_digest,
+        "app/web:1": ARM_WEB.manifest_digest,
         "tools/cli:2": arm.manifest_digest,
     }
     target = tmp_path / "arm"
     skopeo_copy(f"oci-archive:{out}:tools/cli:2", f"dir:{target}")
     assert (target / "manifest.json").read_bytes() == arm.manifest_bytes
+
+    # an image of another platform alone has none to give: refused, no bundle written
+    registry.push_content("app/amd", "1", BASE)
+    sync.write_text(
+        f"target: {{store: '{tmp_path / 'unused'}'}}\n"
+        f"sources:\n  - registry: {registry.host}\n    repositories:\n"
+        "      - name: app/amd\n        tags: ['1']\n"
+    )
+    refused = tmp_path / "refused.tar"
+    r = run_cli(
+        "bundle", "create", str(refused), "--from", str(sync), "--platform", "linux/arm64",
+        home=tmp_path / "home", store=str(tmp_path / "store"),
+    )  # fmt: skip
+    assert r.returncode == 1, r
+    assert "no manifest for platform linux/arm64: it is an image for linux/amd64" in r.stderr
+    assert not refused.exists()
 
 
 def test_ls_reads_only_the_first_members(source_store: ObjectStore, tmp_path: Path) -> None:
@@ -650,7 +694,7 @@ def test_create_from_a_sync_file_honours_its_names_and_platforms(
 ) -> None:
     """``as:``, the source and target prefixes, default and per-repository platforms: the
     bundle holds each image as the sync would have written it."""
-    registry.push_content("app/web", "1", BASE)
+    registry.push_content("app/web", "1", ARM_WEB)
     registry.push_content("tools/cli", "2", TOOL)
     registry.push_content("tools/other", "2", TOOL)
     sync = tmp_path / "mirror.yaml"
@@ -676,7 +720,7 @@ def test_create_from_a_sync_file_honours_its_names_and_platforms(
     assert sorted(i.ref_name for i in info.images) == names
     by_repo = {i.ref_name.rsplit("/", 1)[-1]: i.digest for i in info.images}
     assert by_repo == {
-        "web:1": BASE.manifest_digest,
+        "web:1": ARM_WEB.manifest_digest,
         "cli:2": arm.manifest_digest,  # the default platform
         "other:2": amd.manifest_digest,  # its own
     }

@@ -34,12 +34,12 @@ from regstore.errors import (
     NotFoundError,
     UsageError,
 )
-from regstore.manifest import INDEX_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST, Platform
+from regstore.manifest import INDEX_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST, Manifest, Platform
 from regstore.reference import is_digest, validate_name
 from regstore.referrers import artifact_type_list, referrer_descriptor
 
 from .archive import BundleReader, BundleWriter
-from .contents import OpenBundle
+from .contents import BundleIndex, OpenBundle
 from .format import (
     BUNDLE_MANIFEST_MEMBER,
     INDEX_MEMBER,
@@ -210,6 +210,66 @@ def _plan(
     )  # fmt: skip
 
 
+def _taken_once(
+    planned: list[_Planned], walks: list[list[_PlannedReferrer]]
+) -> tuple[list[_Planned], list[list[_PlannedReferrer]]]:
+    """``planned`` (and the referrers walked from each) without the images that are cosign
+    tags another image's referrers carry anyway: a ``.sig`` tag named beside its image
+    travels once, as its referrer (as ``--from`` takes it). An image of that name but
+    another manifest stays (:func:`_check_index_names` refuses it)."""
+    tagged: dict[tuple[str, str], list[int]] = {}  # (ref name, digest) -> whose walks
+    for j, walk in enumerate(walks):
+        for r in walk:
+            if r.info.ref_name is not None:
+                tagged.setdefault((r.info.ref_name, r.info.digest), []).append(j)
+    kept: list[tuple[_Planned, list[_PlannedReferrer]]] = []
+    for i, p in enumerate(planned):
+        carriers = [j for j in tagged.get((p.info.ref_name, p.info.digest), []) if j != i]
+        if carriers:
+            carrier = planned[carriers[0]].info.ref_name
+            log.info("%s travels as a referrer of %s, not as an image", p.image, carrier)
+            continue
+        kept.append((p, walks[i]))
+    return [p for p, _ in kept], [w for _, w in kept]
+
+
+def _listed_once(walks: list[list[_PlannedReferrer]]) -> list[_PlannedReferrer]:
+    """The referrers walked from every image, each (repository, digest, tag) once: two tags
+    of one image share their referrers."""
+    found: list[_PlannedReferrer] = []
+    listed: set[tuple[str, str, str | None]] = set()
+    for walk in walks:
+        for r in walk:
+            key = (r.info.name, r.info.digest, r.info.tag)
+            if key not in listed:
+                listed.add(key)
+                found.append(r)
+    return found
+
+
+def _check_index_names(planned: list[_Planned], walks: list[list[_PlannedReferrer]]) -> None:
+    """UsageError when one ``NAME:TAG`` of ``index.json`` would name two manifests: an image
+    and a cosign tag the referrers carry (an unrelated image named as another's signature
+    tag), or two such tags (two sources signing one image differently). A reader could not
+    tell them apart; nothing is written."""
+    named: dict[str, tuple[str, str]] = {}  # ref name -> (digest, what it is)
+    for p in planned:
+        named[p.info.ref_name] = (p.info.digest, f"the image {p.image}")
+    for p, walk in zip(planned, walks, strict=True):
+        for r in walk:
+            ref_name = r.info.ref_name
+            if ref_name is None:
+                continue
+            what = f"the signature tag --referrers carries with {p.info.ref_name}"
+            digest, earlier = named.setdefault(ref_name, (r.info.digest, what))
+            if digest != r.info.digest:
+                raise UsageError(
+                    f"{ref_name} would name two manifests in the bundle: {earlier} "
+                    f"({digest}) and {what} ({r.info.digest}); name the image otherwise, "
+                    "or bundle them separately"
+                )
+
+
 def _base_names(base: BundleManifest) -> tuple[str, ...]:
     """The ref names a base bundle delivered, its own base's included (where an import may
     find what a delta leaves out)."""
@@ -292,9 +352,11 @@ def create_bundle(
     signatures, SBOMs and attestations (recursively) and cosign's ``sha256-<hex>.sig``,
     ``.att``, ``.sbom`` tags, only those of ``referrer_types`` when given (which implies
     ``referrers``); a delta leaves out the referrers its base holds. A :class:`BundleInput`
-    gives one image a name, platforms or referrers of its own. Raises UsageError for an
-    image without a tag or a name given twice, and what reading the sources raises (nothing
-    is left at ``out`` then).
+    gives one image a name, platforms or referrers of its own. An image that is a cosign tag
+    the referrers of another image carry anyway (``app:sha256-<hex>.sig`` beside ``app:v1``)
+    travels once, as that referrer. Raises UsageError for an image without a tag, a name
+    given twice, or a name an image and a carried cosign tag of another manifest would share,
+    and what reading the sources raises (nothing is left at ``out`` then).
     """
     for base in since:
         if _same_file(out, base):
@@ -309,17 +371,15 @@ def create_bundle(
     names = [p.info.ref_name for p in planned]
     if len(set(names)) != len(names):
         raise UsageError(f"an image is named twice: {', '.join(sorted(names))}")
-    found: list[_PlannedReferrer] = []
-    if any(p.referrers for p in planned):
-        listed: set[tuple[str, str, str | None]] = set()
-        for p in planned:
-            if not p.referrers:
-                continue
-            for r in _plan_referrers(p.image, p.plan, referrer_types, excluded, p.info.name):
-                key = (r.info.name, r.info.digest, r.info.tag)
-                if key not in listed:  # two tags of one image share their referrers
-                    listed.add(key)
-                    found.append(r)
+    walks = [
+        _plan_referrers(p.image, p.plan, referrer_types, excluded, p.info.name)
+        if p.referrers
+        else []
+        for p in planned
+    ]
+    planned, walks = _taken_once(planned, walks)
+    found = _listed_once(walks)
+    _check_index_names(planned, walks)
     carried: dict[str, int] = {}  # digest -> size, in first-use order
     references: set[str] = set(excluded)
     for sizes in [p.sizes for p in planned] + [r.sizes for r in found]:
@@ -339,11 +399,16 @@ def create_bundle(
         size=sum(carried.values()),
         referrers=tuple(r.info for r in found),
     )
+    index_raw = _index_bytes(planned, found)
+    # what ls, verify and import will make of it, before anything is written
+    problems = BundleIndex(out, Manifest.parse(index_raw, OCI_INDEX), manifest).listing_problems()
+    if problems:
+        raise BundleInvalidError(f"{out} would not read back ({problems[0]}); nothing written")
     writer = BundleWriter(out, storage_options=storage_options, excluded=excluded)
     try:
         writer.add_bytes(LAYOUT_MEMBER, OCI_LAYOUT)
         writer.add_bytes(BUNDLE_MANIFEST_MEMBER, manifest.to_json())
-        writer.add_bytes(INDEX_MEMBER, _index_bytes(planned, found))
+        writer.add_bytes(INDEX_MEMBER, index_raw)
         writer.add_directory("blobs/")
         writer.add_directory("blobs/sha256/")
         # one transfer per platform choice and referrers setting (as a sync runs its jobs),
@@ -381,7 +446,13 @@ def create_bundle(
         wanted.update({r.info.ref_name: r.info.digest for r in found if r.info.ref_name})
         # the images and referrers index.json names (written first, from the plan) are what
         # the transfer tagged and moved: a signature added or removed meanwhile is not
-        if writer.tagged != wanted or moved != {r.info.digest for r in found}:
+        # ... and its members what the bundle manifest says it carries (verify and import
+        # check that too)
+        if (
+            writer.tagged != wanted
+            or moved != {r.info.digest for r in found}
+            or writer.written != frozenset(manifest.carried)
+        ):
             raise BundleInvalidError(
                 "an image changed while the bundle was written; run the command again"
             )
@@ -540,7 +611,10 @@ def import_bundle(
     candidates = list(dict.fromkeys(_target_name(prefix, r) for r in base_repositories))
     roots = [(targets[e.ref_name], e.descriptor) for e in opened.entries]
     roots += [(_target_name(prefix, n), d) for n, d in opened.referrer_entries]
-    homes = _check_base(opened, roots, candidates, image, bundle)
+    # the repositories (under the prefix) looked in: a refusal suggests --base-repo for others
+    searched = [e.name for e in opened.entries] + [n for n, _ in opened.referrer_entries]
+    searched += [r.strip("/") for r in base_repositories]
+    homes = _check_base(opened, roots, candidates, image, bundle, searched)
     jobs = []
     for e in opened.entries:
         repo = targets[e.ref_name]
@@ -570,13 +644,15 @@ def _check_base(
     candidates: list[str],
     image: Any,
     bundle: str,
+    searched: list[str],
 ) -> list[str]:
     """Before anything moves: every digest the bundle's images and referrers (``roots``: the
     target repository and the ``index.json`` descriptor of each) need but it does not carry
     must be at the target, in the image's repository or in another ``candidates`` one (a
     base may have delivered it under another name). Returns those other repositories (the
     manifests are read and the blobs mounted from there); raises BundleBaseMissingError
-    listing what lacks."""
+    listing what lacks, what the base held and (``searched``: the repositories looked in,
+    under the prefix) where else to look."""
     missing: list[str] = []
     homes: list[str] = []
     visited: set[tuple[str, str]] = set()
@@ -636,9 +712,26 @@ def _check_base(
                 + (f"; it is cut short inside {', '.join(sorted(cut))}" if cut else "")
             )
         assert opened.bundle_manifest is not None
-        base = [b.id for b in opened.bundle_manifest.base]
-        raise BundleBaseMissingError(bundle, base, missing)
+        bases = opened.bundle_manifest.base
+        searched = list(dict.fromkeys(searched))
+        raise BundleBaseMissingError(
+            bundle, [b.id for b in bases], missing, _valid_ref_names(bases), searched
+        )
     return homes
+
+
+def _valid_ref_names(bases: Sequence[BaseBundle]) -> list[str]:
+    """The ref names base bundles delivered, as a delta records them: only well-formed
+    ``NAME:TAG`` ones (the bundle is not trusted, and they end up in a message)."""
+    names: list[str] = []
+    for ref_name in dict.fromkeys(n for b in bases for n in b.images):
+        try:
+            name, _ = split_ref_name(ref_name)
+        except ValueError:
+            continue
+        if name is not None:
+            names.append(ref_name)
+    return names
 
 
 # -- verifying -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import posixpath
 import tarfile
 import threading
 import time
@@ -86,6 +87,21 @@ def _header(name: str, size: int, mtime: float, *, directory: bool = False) -> b
     return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
 
 
+def _member_name(url: str, raw: str) -> str:
+    """The path a tar member names, spelt one way (``./a//b/`` is ``a/b``): tools that
+    extract a tar treat every spelling of a path as that path. BundleInvalidError for an
+    absolute name or one with a ``..`` component (no layout has them; extracting tools strip
+    or refuse them, each its own way)."""
+    if raw.startswith("/"):
+        raise BundleInvalidError(f"{url}: member {raw!r} is an absolute path")
+    if ".." in raw.split("/"):
+        raise BundleInvalidError(f"{url}: member {raw!r} has a '..' component")
+    name = posixpath.normpath(raw)
+    if name == ".":
+        raise BundleInvalidError(f"{url}: member {raw!r} names no file")
+    return name
+
+
 def _padding(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
 
@@ -155,6 +171,12 @@ class BundleWriter:
         """True when ``digest`` is written here or left out as a base bundle's."""
         with self._lock:
             return digest in self._written or digest in self._excluded
+
+    @property
+    def written(self) -> frozenset[str]:
+        """The digests of the blobs and manifests written so far."""
+        with self._lock:
+            return frozenset(self._written)
 
     def tag(self, ref_name: str, digest: str) -> None:
         """Record that the image ``ref_name`` (``NAME:TAG``) is the manifest ``digest``."""
@@ -353,17 +375,27 @@ class BundleReader:
                     count += 1
                     if count > MAX_MEMBERS:
                         raise BundleInvalidError(f"{url} has over {MAX_MEMBERS} members")
-                    if not info.isreg():
-                        continue
-                    name = info.name.removeprefix("./")
-                    if name in self.members:
-                        # which copy counts would depend on the reader (ls the first, a
-                        # tar-extracting tool the last): refused
-                        raise BundleInvalidError(f"{url} holds the member {name!r} twice")
-                    self.members[name] = (info.offset_data, info.size)
-                    if info.offset_data + info.size > file_size:
-                        self.truncated.add(name)
-                    if stop_after is not None and name == stop_after:
+                    cut = info.offset_data + info.size > file_size
+                    if info.isreg():
+                        name = _member_name(url, info.name)
+                        if name in self.members:
+                            # which copy counts would depend on the reader (ls the first, a
+                            # tar-extracting tool the last): refused, whatever the spelling
+                            spelt = "" if name == info.name else f" (once as {info.name!r})"
+                            raise BundleInvalidError(
+                                f"{url} holds the member {name!r} twice{spelt}"
+                            )
+                        self.members[name] = (info.offset_data, info.size)
+                        if cut:
+                            self.truncated.add(name)
+                        if stop_after is not None and name == stop_after:
+                            return
+                    if cut:
+                        # nothing follows a member whose data runs past the end: stop here,
+                        # before tarfile seeks past it (beyond what a filesystem can seek to,
+                        # a stated 2^44 bytes on ext4, that seek fails as EINVAL, not as the
+                        # end of the tar)
+                        log.info("%s ends inside %s", url, info.name)
                         return
             except tarfile.TarError as exc:
                 if not self.truncated:

@@ -30,7 +30,7 @@ from .format import (
     split_ref_name,
 )
 
-__all__ = ["BundleEntry", "OpenBundle"]
+__all__ = ["BundleEntry", "BundleIndex", "OpenBundle"]
 
 
 @dataclass(frozen=True)
@@ -47,39 +47,36 @@ class BundleEntry:
         return f"{self.name}:{self.tag}"
 
 
-class OpenBundle:
-    """The index of the bundle ``reader`` reads, and its manifests.
+class BundleIndex:
+    """What a bundle's ``index.json`` and bundle manifest say, as values: which image is
+    where, and which entries are referrers carried with them.
 
     ``name`` names the repository of images whose ref name is only a tag or absent (what
     ``skopeo copy ... oci-archive:X.tar[:TAG]`` writes), as ``NAME`` or ``NAME:TAG`` (the tag of
     an image without a ref name; default ``latest``). The ``index.json`` entries the bundle
     manifest names as referrers (untagged ones, and cosign's ``NAME:sha256-<hex>.sig`` tags)
     are not images: :meth:`referrers` and :meth:`referrer_tag` answer for them. Raises
-    BundleInvalidError when the tar is no OCI layout, or an image has no name and ``name`` is
-    not given.
+    BundleInvalidError when an image has no name and ``name`` is not given, or a ref name is
+    used twice. ``bundle create`` builds one from what it is about to write, to check it
+    reads back (:meth:`listing_problems`).
     """
 
-    def __init__(self, reader: BundleReader, *, name: str | None = None) -> None:
-        self.reader = reader
-        self.url = reader.url
-        if not reader.has(INDEX_MEMBER):
-            raise BundleInvalidError(
-                f"{reader.url} has no index.json: not an OCI image layout tar, or cut short"
-            )
-        try:
-            self.index = Manifest.parse(reader.read_member(INDEX_MEMBER), OCI_INDEX)
-        except ManifestInvalidError as exc:
-            raise BundleInvalidError(f"index.json of {reader.url}: {exc}") from exc
-        self.bundle_manifest: BundleManifest | None = None
-        if reader.has(BUNDLE_MANIFEST_MEMBER):
-            self.bundle_manifest = BundleManifest.from_json(
-                reader.read_member(BUNDLE_MANIFEST_MEMBER)
-            )
+    def __init__(
+        self,
+        url: str,
+        index: Manifest,
+        bundle_manifest: BundleManifest | None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.url = url
+        self.index = index
+        self.bundle_manifest = bundle_manifest
         self._media_types: dict[str, str] = {}
         self._lock = threading.Lock()
         #: the referrers the bundle carries (from its bundle manifest)
         self.listed_referrers: tuple[BundledReferrer, ...] = (
-            self.bundle_manifest.referrers if self.bundle_manifest is not None else ()
+            bundle_manifest.referrers if bundle_manifest is not None else ()
         )
         self._plain: dict[str, Descriptor] = {}  # digest -> its untagged index.json entry
         self._tags: dict[tuple[str, str], Descriptor] = {}  # (name, cosign tag) -> entry
@@ -165,11 +162,10 @@ class OpenBundle:
                 out.append((r.name, desc))
         return out
 
-    def inconsistencies(self) -> list[str]:
-        """Where the bundle manifest disagrees with what the tar holds (empty without one):
-        an import follows ``index.json`` and the ``blobs/`` members, so a bundle manifest that
-        names other images, digests or sizes lies about the bundle. The images are checked
-        always; ``carried``, the size and the id (recomputed) once every member is indexed."""
+    def listing_problems(self) -> list[str]:
+        """Where the bundle manifest's images and referrers disagree with ``index.json``
+        (empty without a bundle manifest): an import follows ``index.json``, so a bundle
+        manifest naming other images lies about the bundle."""
         bm = self.bundle_manifest
         if bm is None:
             return []
@@ -190,6 +186,44 @@ class OpenBundle:
                 f"{BUNDLE_MANIFEST_MEMBER} lists referrers {INDEX_MEMBER} does not: "
                 + ", ".join(sorted(listed - found))
             )
+        return problems
+
+
+def _parse_index(url: str, raw: bytes) -> Manifest:
+    try:
+        return Manifest.parse(raw, OCI_INDEX)
+    except ManifestInvalidError as exc:
+        raise BundleInvalidError(f"index.json of {url}: {exc}") from exc
+
+
+class OpenBundle(BundleIndex):
+    """The index of the bundle ``reader`` reads (see :class:`BundleIndex`), its bundle
+    manifest when it has one, and its manifests read back verified. Raises
+    BundleInvalidError when the tar is no OCI layout, or an image has no name and ``name``
+    is not given.
+    """
+
+    def __init__(self, reader: BundleReader, *, name: str | None = None) -> None:
+        self.reader = reader
+        if not reader.has(INDEX_MEMBER):
+            raise BundleInvalidError(
+                f"{reader.url} has no index.json: not an OCI image layout tar, or cut short"
+            )
+        index = _parse_index(reader.url, reader.read_member(INDEX_MEMBER))
+        bundle_manifest: BundleManifest | None = None
+        if reader.has(BUNDLE_MANIFEST_MEMBER):
+            bundle_manifest = BundleManifest.from_json(reader.read_member(BUNDLE_MANIFEST_MEMBER))
+        super().__init__(reader.url, index, bundle_manifest, name=name)
+
+    def inconsistencies(self) -> list[str]:
+        """Where the bundle manifest disagrees with what the tar holds (empty without one):
+        an import follows ``index.json`` and the ``blobs/`` members, so a bundle manifest that
+        names other images, digests or sizes lies about the bundle. The images are checked
+        always; ``carried``, the size and the id (recomputed) once every member is indexed."""
+        bm = self.bundle_manifest
+        if bm is None:
+            return []
+        problems = self.listing_problems()
         if not self.reader.complete:
             return problems
         members = {

@@ -121,7 +121,8 @@ def create_command(
     and may be any fsspec URL (a path, s3://bucket/key.tar). It is written under a temporary
     name and renamed when complete. With --since, what the earlier bundles hold is left out.
     With --referrers, each image's signatures, SBOMs and attestations (and cosign's
-    sha256-<digest>.sig/.att/.sbom tags) travel in the bundle too.
+    sha256-<digest>.sig/.att/.sbom tags) travel in the bundle too; such a tag named as an
+    IMAGE beside its image travels once, as its referrer.
     """
     state.action = f"writing bundle {out}"
     wanted = check_platforms(platforms, all_platforms)
