@@ -809,20 +809,6 @@ def test_the_global_password_goes_to_one_registry_only(
     )  # fmt: skip
     assert "would send" not in pulled.stderr
 
-    # the source has credentials of its own (`regstore login`, docker's config): the global
-    # ones go to the destination, which lacks them (it was refused all the same)
-    config = cli.home / ".docker" / "config.json"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps({"auths": {seeded.host: {"auth": "c291cmNlOnNlY3JldA=="}}}))
-    copied = cli(
-        *login, "--json", "copy", f"{seeded.host}/team/app:1.0.0",
-        f"{basic_registry.host}/cp/app:1", input=basic_registry.password + "\n",
-    )  # fmt: skip
-    assert copied.json()["manifest_digest"] == seeded.app["1.0.0"].manifest_digest
-    assert basic_registry.password not in copied.stdout + copied.stderr
-    synced = cli(*login, "--json", "sync", str(sync_file), input=basic_registry.password + "\n")
-    assert synced.json()["ok"] is True
-
 
 def test_every_json_result_says_ok(cli: CLI, seeded: SeededRegistry, tmp_path: Path) -> None:
     # ls, inspect, gc, plugins and bundle ls printed objects without it: a script checking

@@ -98,20 +98,6 @@ class Settings:
     chunk_size: int | None = None
 
 
-def _has_own_credentials(host: str) -> bool:
-    """True when ``host`` has credentials without the command line's: in docker's config (a
-    helper run to tell, as a request would) or from a credentials plugin."""
-    from regstore import plugins
-    from regstore.client.credentials import DockerConfig
-
-    try:
-        if DockerConfig.load().lookup(host) is not None:
-            return True
-    except RegstoreError:  # a helper that fails: the request would fail the same way
-        return False
-    return plugins.credentials_for(host) is not None
-
-
 @dataclass
 class AppState:
     """Shared by the commands of one run: settings, output, the store and registry clients."""
@@ -123,8 +109,6 @@ class AppState:
     _clients: dict[tuple[Any, ...], Client] = field(default_factory=dict)
     #: the one registry the global --username/--password-stdin go to in this run
     _credentials_host: str | None = None
-    #: registries of this run that keep credentials of their own (not the global ones)
-    _own_credentials: set[str] = field(default_factory=set)
     _password: str | None = None
     _password_read: bool = False
     _warned_insecure: bool = False
@@ -226,21 +210,12 @@ class AppState:
             )
 
     def global_credentials_for(self, hosts: Iterable[str]) -> None:
-        """Give the global --username/--password-stdin to the one registry of ``hosts`` (the
-        registries of this run without credentials of their own in the command) that needs
-        them: where several take part, those with credentials of their own (docker's config
-        or a helper, ``regstore login``; a credentials plugin) keep theirs. Refuse
-        (UsageError) when they would still go to more than one registry in this run (with
-        those already given them): a copy or sync sent the destination's password to its
-        source too (to Docker Hub's token server, say)."""
+        """Refuse (UsageError) when the global --username/--password-stdin would go to more
+        than one registry in this run (with those already given them): a copy or sync sent
+        the destination's password to its source too (to Docker Hub's token server, say)."""
         if self.settings.username is None:
             return
-        named = sorted(set(hosts))
-        if len(named) > 1:
-            lacking = [host for host in named if not _has_own_credentials(host)]
-            self._own_credentials.update(set(named) - set(lacking))
-            named = lacking or named  # all have their own: which one is meant is unknown
-        wanted = sorted({*named, *filter(None, [self._credentials_host])})
+        wanted = sorted({*hosts, *filter(None, [self._credentials_host])})
         if len(wanted) > 1:
             raise UsageError(
                 f"--username would send one password to {' and '.join(wanted)}: give each "
@@ -291,7 +266,7 @@ class AppState:
         if insecure:
             self.warn_insecure(host)
         verify: bool | str = False if insecure else (ca_cert or s.ca_cert or True)
-        if username is None and s.username is not None and host not in self._own_credentials:
+        if username is None and s.username is not None:
             self.global_credentials_for([host])
             username, password = s.username, self.password()
         if password:

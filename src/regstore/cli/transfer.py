@@ -529,8 +529,6 @@ def copy_command(
     tag_filter = make_filter(include, exclude, semver, latest)
     if tag_filter is not None and dest.explicit:
         raise click.UsageError("with tag filters, DEST names a repository without a tag")
-    # --username goes to the registry of the two without credentials of its own
-    state.global_credentials_for(r.registry for r in (source, dest) if isinstance(r, RegistryRef))
 
     def destination(tag: str | None) -> Image:
         reference = dest.reference if dest.explicit else tag
