@@ -53,7 +53,7 @@ def test_event_sink_and_image_are_defined_once() -> None:
 
 def test_literal_types_list_what_the_engine_produces() -> None:
     assert set(typing.get_args(regstore.ImageStatus)) == {"copied", "skipped", "failed",
-                                                          "cancelled"}  # fmt: skip
+                                                          "cancelled", "pruned"}  # fmt: skip
     assert set(typing.get_args(regstore.Operation)) == {"pull", "push", "copy", "verify"}
     assert "damaged-blob" in typing.get_args(regstore.ProblemKind)
 
