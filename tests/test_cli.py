@@ -808,6 +808,16 @@ def test_the_global_password_goes_to_one_registry_only(
         expect=1,
     )  # fmt: skip
     assert "would send" not in pulled.stderr
+    # the source has credentials of its own in docker's config: no guess which registry the
+    # password is for (a stale entry, a failing helper sent it to the other)
+    config = cli.home / ".docker" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({"auths": {seeded.host: {"auth": "c291cmNlOnNlY3JldA=="}}}))
+    again = cli(
+        *login, "copy", f"{seeded.host}/team/app:1.0.0", f"{basic_registry.host}/cp/app:1",
+        input=basic_registry.password + "\n", expect=2,
+    )  # fmt: skip
+    assert "would send one password to" in one_error_line(again)
 
 
 def test_every_json_result_says_ok(cli: CLI, seeded: SeededRegistry, tmp_path: Path) -> None:
