@@ -34,7 +34,12 @@ from cryptography.x509.oid import NameOID
 from regstore.client import Client
 from regstore.client.urls import same_origin
 from regstore.digest import digest_bytes
-from regstore.errors import AuthenticationError, RegistryError, UnexpectedHTTPStatusError
+from regstore.errors import (
+    AuthenticationError,
+    PagingError,
+    RegistryError,
+    UnexpectedHTTPStatusError,
+)
 from regstore.testing.builders import random_blob
 from tests.support.ports import LoopbackHTTPServer, QuietHandler, read_request_body
 from tests.support.proxy import FaultProxy
@@ -236,11 +241,15 @@ def test_next_page_link_through_a_backslash_is_not_followed(
         "GET",
         r"/tags/list$",
         200,
+        times=2,
         headers={"Content-Type": "application/json", "Link": f'<{link}>; rel="next"'},
         body=json.dumps({"name": "hl/app", "tags": ["a"]}),
     )
     try:
         tags = client.list_image_tags("hl/app")
+        # a caller that deletes what the list lacks (sync's prune) is told it was cut short
+        with pytest.raises(PagingError, match=r"another origin.*may lack names after the 1 read"):
+            client.list_image_tags("hl/app", complete=True)
     finally:
         assert sink.seen == []
     assert tags == ["a"]

@@ -230,7 +230,7 @@ def test_a_single_platform_image_of_another_platform_is_refused_not_stored(
 
 
 def test_platforms_into_a_registry_holding_the_whole_index_write_the_child_there(
-    registry: RegistryServer,
+    registry: RegistryServer, fault_proxy_factory: Any
 ) -> None:
     # A tag that names the source's whole index was taken as unchanged when platforms were
     # asked: the same request wrote the one child by a single copy, and kept every platform
@@ -263,6 +263,20 @@ def test_platforms_into_a_registry_holding_the_whole_index_write_the_child_there
         assert [o.status for o in run_sync(plan_sync(spec, client_for=lambda conn: client))] == [
             "skipped"
         ]
+
+        # an image of one platform is never rewritten: unchanged costs no manifest or config
+        # read more than without platforms (one HEAD of each side, one manifest GET)
+        single = build_image(seed=41, layers=1, media="oci", platform=("linux", "amd64"))
+        seed_registry(registry.url, "src/one", "v1", single)
+        pair = (RegistryImage(client, "src/one", "v1"), RegistryImage(client, "dst/one", "v1"))
+        assert transfer_many([pair], platforms=["linux/amd64"]).ok
+        proxy = fault_proxy_factory(registry)
+        via = Client(proxy.host)
+        again_pair = (RegistryImage(via, "src/one", "v1"), RegistryImage(via, "dst/one", "v1"))
+        [outcome] = transfer_many([again_pair], platforms=["linux/amd64"]).outcomes
+        assert outcome.status == "skipped"
+        assert not proxy.requests_matching("GET", r"/blobs/")
+        assert len(proxy.requests_matching("GET", r"/manifests/")) <= 1
 
         # every platform asked: the index itself, copied back once, then unchanged
         both = ["linux/amd64", "linux/arm64"]

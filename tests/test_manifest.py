@@ -557,6 +557,7 @@ def test_platform_matches() -> None:
         ("Linux/amd64", "linux/amd64", True),
         ("linux/arm/7", "linux/arm/v7", True),
         ("linux/arm64/v9", "linux/arm64/v8", False),
+        ("linux/AMD64", "linux/amd64", True),
     ],
 )
 def test_platform_matches_as_containerd_normalizes(have: str, wanted: str, matches: bool) -> None:

@@ -325,7 +325,7 @@ class _ListingClient:
 
     registry = "127.0.0.1:5000"
 
-    def list_image_tags(self, name: str) -> list[str]:
+    def list_image_tags(self, name: str, *, complete: bool = False) -> list[str]:
         subject = "sha256:" + "ab" * 32
         return ["v1", referrers_tag(subject), *sigstore_tags(subject)]
 

@@ -35,7 +35,12 @@ from regstore.engine.sync import (
     prune_destinations,
     run_sync,
 )
-from regstore.errors import ImageManifestNotFoundError, RepositoryNotFoundError, TransportError
+from regstore.errors import (
+    ImageManifestNotFoundError,
+    PagingError,
+    RepositoryNotFoundError,
+    TransportError,
+)
 from regstore.testing.builders import build_image
 
 from .support.cli import damage_tag_link, put_image
@@ -349,15 +354,25 @@ class FakeClient:
     repos: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> tag -> digest
     catalog_fails: bool = False
     listed: list[str] = field(default_factory=list)
+    #: repositories whose listing a registry's paging cut short (their first tag only)
+    cut: tuple[str, ...] = ()
 
     @property
     def registry(self) -> str:
         return self.host
 
-    def list_image_tags(self, name: str) -> list[str]:
+    def list_image_tags(self, name: str, *, complete: bool = False) -> list[str]:
         self.listed.append(name)
         if name not in self.repos:
             raise RepositoryNotFoundError(name)
+        if name in self.cut:
+            if complete:
+                raise PagingError(
+                    f"listing tags of {name}: the next-page Link leads elsewhere",
+                    registry=self.host,
+                    name=name,
+                )
+            return list(self.repos[name])[:1]
         return list(self.repos[name])
 
     def catalog(self) -> list[str]:
@@ -480,10 +495,15 @@ def test_prune_deletes_only_the_tags_the_filters_take_that_the_source_lost(
     ]
     assert prune_destinations(plan) == []  # nothing left to prune
 
-    # the command line's filters narrow what goes too
+    # the command line's filters narrow what goes too; its latest-N window takes no tag the
+    # source still has
     _tagged(memory_store, "team/app", ["1.5.0", "1.6.0"])
     narrowed = _prune_plan(memory_store, src, text, extra_filter=TagFilter(include=["^1\\.6"]))
     assert [o.destination for o in prune_destinations(narrowed)] == ["store:team/app:1.6.0"]
+    one = _prune_plan(memory_store, src, text, extra_filter=TagFilter(latest=1))
+    assert [o.destination for o in prune_destinations(one, dry_run=True)] == [
+        "store:team/app:1.5.0"
+    ]
     # a tag that leaves the latest-N window goes, as one the source dropped
     window = text.replace("exclude: ['-rc']", "exclude: ['-rc'], latest: 1")
     assert [o.destination for o in prune_destinations(_prune_plan(memory_store, src, window))] == [
@@ -514,11 +534,46 @@ def test_prune_keeps_all_where_the_source_cannot_tell_what_it_lost(
     skipped = {(o.source, o.error) for o in plan.skipped}
     assert skipped == {
         ("src:5000/team/empty", "nothing pruned: the source lists no tags"),
-        ("src:5000/team/app", "nothing pruned: src:5000/other also write(s) into it"),
+        (
+            "src:5000/team/app",
+            "nothing pruned: 2 entries of the file write into it (src:5000/other)",
+        ),
     }
     assert [o.source for o in plan.failures] == ["src:5000/team/gone"]
     assert prune_destinations(plan) == []
     assert memory_store.tags("team/empty") == ["1"] and memory_store.tags("shared") == ["x"]
+
+    # one source repository twice, with two filters: two entries, one destination
+    _tagged(memory_store, "twice", ["1.0", "1.1", "2.0"])
+    src.repos["twice"] = {"1.0": D1, "1.1": D2, "2.0": D3}
+    plan = _prune_plan(
+        memory_store,
+        src,
+        "sources:\n  - registry: src:5000\n    prune: true\n    repositories:\n"
+        "      - {name: twice, tags: {latest: 1}}\n"
+        "      - {name: twice, tags: {include: ['^1']}}\n",
+    )
+    assert plan.prunes == [] and prune_destinations(plan) == []
+    # a listing cut short (a next-page Link not followed): what it lists moves, nothing goes
+    src.cut = ("twice",)
+    plan = _prune_plan(
+        memory_store,
+        src,
+        "sources:\n  - registry: src:5000\n    prune: true\n    repositories: [twice]\n",
+    )
+    assert plan.prunes == [] and [str(j.source) for j in plan.jobs] == ["src:5000/twice:1.0"]
+    assert "the next-page Link leads elsewhere" in plan.skipped[0].error
+    # a source whose repositories are unknown (its catalog could not be listed): no prune
+    src.cut, src.catalog_fails = (), True
+    plan = _prune_plan(
+        memory_store,
+        src,
+        "sources:\n  - registry: src:5000\n    prune: true\n    repositories: [twice]\n"
+        "    catalog: true\n",
+    )
+    assert plan.prunes == []
+    assert "src:5000 (catalog) could not be listed" in plan.skipped[-1].error
+    assert memory_store.tags("twice") == ["1.0", "1.1", "2.0"]
 
 
 def test_prune_is_refused_for_a_registry_target_and_shares_split_it(

@@ -138,8 +138,9 @@ class Platform:
     def normalized(self) -> Platform:
         """This platform as containerd normalizes it: architecture aliases (``x86_64``,
         ``aarch64``, ``armhf``...) by their names, ``arm`` without a variant as ``arm/v7``,
-        ``arm64/v8`` as ``arm64`` (its only variant), ``os`` in lower case."""
-        arch, variant = _ARCH_ALIASES.get(self.architecture.lower(), (self.architecture, None))
+        ``arm64/v8`` as ``arm64`` (its only variant), ``os`` and architecture in lower case."""
+        lower = self.architecture.lower()
+        arch, variant = _ARCH_ALIASES.get(lower, (lower, None))
         variant = variant or self.variant
         if variant is not None and variant.isdigit():
             variant = f"v{variant}"
@@ -150,9 +151,10 @@ class Platform:
         return Platform(self.os.lower(), arch, variant, self.os_version)
 
     def matches(self, wanted: Platform) -> bool:
-        """True if this platform satisfies ``wanted`` (a missing variant matches any), both
-        :meth:`normalized` (``linux/arm64/v8`` is ``linux/arm64``, ``linux/arm`` is
-        ``linux/arm/v7``)."""
+        """True if this platform satisfies ``wanted``: ``wanted`` without a variant takes
+        every variant (a mirror asked for ``linux/arm`` takes each arm variant); with one, it
+        takes the same variant, both :meth:`normalized` (an image of ``linux/arm64`` is
+        ``linux/arm64/v8``, one of ``linux/arm`` is ``linux/arm/v7``)."""
         have, want = self.normalized(), wanted.normalized()
         return (
             have.os == want.os

@@ -76,9 +76,16 @@ class ListingMixin(ClientCore):
             http=http_context("GET", reply.url, reply.status),
         )
 
-    def _paginate(self, url: str, op: Operation, scopes: tuple[str, ...], key: str) -> list[str]:
+    def _paginate(
+        self, url: str, op: Operation, scopes: tuple[str, ...], key: str, *, complete: bool = False
+    ) -> list[str]:
         pages = self._paginate_items(
-            url, op, scopes, lambda reply: self._page_items(reply, op, key), "application/json"
+            url,
+            op,
+            scopes,
+            lambda reply: self._page_items(reply, op, key),
+            "application/json",
+            complete=complete,
         )
         assert pages is not None  # only None when a 404 is accepted
         return pages
@@ -92,11 +99,15 @@ class ListingMixin(ClientCore):
         accept: str,
         *,
         absent_ok: bool = False,
+        complete: bool = False,
     ) -> list[_T] | None:
         """Every item of every page (``items`` reads one page), bounded as the module says.
 
         With ``absent_ok`` a 404 on the first page returns None (the endpoint does not exist
-        there, e.g. referrers on registry 2.8) instead of raising.
+        there, e.g. referrers on registry 2.8) instead of raising. A next-page Link that is
+        not followed (another origin, a page read already) ends the list with a warning;
+        with ``complete`` it raises PagingError instead (a caller deleting what the list
+        lacks must not take a list cut short for the whole).
         """
         limits = self._limits
         found: dict[_T, None] = {}  # insertion-ordered set
@@ -140,15 +151,25 @@ class ListingMixin(ClientCore):
                 ) from None
             if following is None:
                 break
-            if not self._endpoint.owns(following):
-                log.warning("%s: not following the Link %s", op.what, redact_url(following))
-                break
-            if following in fetched:
+            if not self._endpoint.owns(following) or following in fetched:
+                why = (
+                    "goes back to a page already read"
+                    if following in fetched
+                    else "leads to another origin, not followed"
+                )
+                if complete:
+                    raise PagingError(
+                        f"{op.what}: the next-page Link {redact_url(following)} {why}: the list "
+                        f"may lack names after the {received} read",
+                        registry=self.registry,
+                        name=op.name or None,
+                        http=http_context("GET", reply.url, reply.status),
+                    )
                 log.warning(
-                    "%s: the next-page Link %s goes back to a page already read; the list ends "
-                    "there",
+                    "%s: the next-page Link %s %s; the list ends there",
                     op.what,
                     redact_url(following),
+                    why,
                 )
                 break
             next_last = query_value(following, "last")
@@ -170,10 +191,14 @@ class ListingMixin(ClientCore):
             url = following
         return list(found)
 
-    def list_image_tags(self, name: str, n: int | None = None) -> list[str]:
+    def list_image_tags(
+        self, name: str, n: int | None = None, *, complete: bool = False
+    ) -> list[str]:
         """Every tag of repository ``name``, across all pages (any order, each tag once).
 
-        ``n`` is the page size to ask for; registries may ignore it.
+        ``n`` is the page size to ask for; registries may ignore it. A next-page Link that is
+        not followed (another origin, a page already read) ends the list with a warning; with
+        ``complete``, PagingError instead.
 
         Raises:
             RepositoryNotFoundError: the repository does not exist.
@@ -185,7 +210,9 @@ class ListingMixin(ClientCore):
         if n is not None and n < 1:
             raise ValueError("n must be a positive page size")
         op = Operation("tags", f"listing tags of {name} on {self.registry}", name=name)
-        return self._paginate(self._endpoint.tags_url(name, n), op, pull_scope(name), "tags")
+        return self._paginate(
+            self._endpoint.tags_url(name, n), op, pull_scope(name), "tags", complete=complete
+        )
 
     def catalog(self, n: int | None = None) -> list[str]:
         """Every repository name the registry lists in ``/v2/_catalog`` (a Docker extension),

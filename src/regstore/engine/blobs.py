@@ -538,6 +538,7 @@ def upload_blob(
     mount_from: Sequence[str] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     monolithic_threshold: int = DEFAULT_MONOLITHIC_THRESHOLD,
+    read_again: bool = False,
 ) -> BlobMove:
     """Make the blob ``digest`` exist in repository ``name`` of the registry.
 
@@ -557,6 +558,11 @@ def upload_blob(
     (its ``_state`` is stale). When the budget is spent,
     :class:`~regstore.errors.RetriesExhaustedError` names the blob, the last request and the
     registry's last answer.
+
+    ``read_again``, for a source whose bytes are not checked on the way (a registry's: the
+    destination checks them): bytes the registry refuses as not matching the digest
+    (``DIGEST_INVALID``) are read from the source once more; refused twice, a
+    DigestMismatchError says so.
     """
     policy = client.retry_policy
     monolithic = size <= monolithic_threshold
@@ -564,19 +570,21 @@ def upload_blob(
         f"pushing blob {digest} ({size} bytes) to {name} on {client.registry}",
         _push_retries(policy, size, None if monolithic else chunk_size),
     )
-    for attempt in (1, 2):
+    for attempt in (1, 2) if read_again else (2,):
         upload = _Upload(client, name, digest, size, opener, reporter, budget, media_type)
+        upload.refusal_retried = attempt == 1
         try:
             with budget:
                 return upload.run(mount_from, None if monolithic else chunk_size)
         except RegistryError as exc:
-            if not _digest_refused(exc):
+            if not (read_again and _digest_refused(exc)):
                 raise
             if attempt == 2:
                 raise DigestMismatchError(
                     f"blob {digest} ({size} bytes), read twice from its source for {name} on "
                     f"{client.registry}: the registry found other bytes each time (the source "
-                    "serves damaged bytes, or something on the way alters them)",
+                    "serves damaged bytes, something on the way alters them, or the registry "
+                    "takes no digest of this kind)",
                     expected=digest,
                 ) from exc
             # a registry source's bytes are not hashed on the way (the registry does): bytes
@@ -635,6 +643,8 @@ class _Upload:
         self.step: Literal["start", "patch", "put"] = "start"
         self.stale = False
         self.landed = False
+        #: a refusal of the bytes (DIGEST_INVALID) is read again, not reported as a failure
+        self.refusal_retried = False
         self._source: BlobSource | None = None
         self._position = 0  # of the next byte read from the source
         self._sent = 0
@@ -673,7 +683,10 @@ class _Upload:
                 # The source is damaged (a store reader checks the digest at the end and
                 # raises before the last bytes go): this session can never complete.
                 _cancel_quietly(client, self.location)
-            self.reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
+            if not (
+                self.refusal_retried and isinstance(exc, RegistryError) and _digest_refused(exc)
+            ):
+                self.reporter.emit(EventKind.FAILED, digest, total=size, error=str(exc))
             raise
         finally:
             self._close_source()

@@ -4,7 +4,9 @@ An interrupted batch (Ctrl-C, SIGTERM, the caller's own exception) cancels the m
 started and waits for those running. A move of a large blob could run for minutes more: a
 chunked push sent every remaining chunk, and then committed the blob. The pool runs each move
 with its batch's stop event (:func:`run_stoppable`), and the loops that move bytes ask
-:func:`check` between chunks: the chunk in flight ends as it does, no other one starts.
+:func:`check` before each buffer: a pull stops writing (what it staged stays for the next
+run), a push cuts the request body it is sending and abandons its upload session (the
+registry never commits the blob).
 """
 
 from __future__ import annotations

@@ -244,13 +244,13 @@ def unchanged(
     blobs: bool = False,
 ) -> str | None:
     """The digest both ends name when the destination's ``tag`` already names the source's
-    manifest at ``reference`` (never where ``platforms`` are given and the destination cannot
-    hold a partial index: what the job writes there is known once planned; and, where the
-    destination holds an index without some of its children, holds those of ``platforms``:
-    of every platform when none are given; with
-    ``blobs``, where the sink can tell, holds every blob of the image too), else None; what
-    ``known`` lacks (or all of it, once it is older than :data:`MAX_AGE`) is asked of the
-    places."""
+    manifest at ``reference`` and, where the destination holds an index without some of its
+    children, holds those of ``platforms`` (of every platform when none are given; with
+    ``blobs``, where the sink can tell, holds every blob of the image too); else None. Never
+    for an index given ``platforms`` where the destination cannot hold a partial index (the
+    source's manifest read to tell): the job writes it rewritten to them there, known once
+    planned. What ``known`` lacks (or all of it, once it is older than :data:`MAX_AGE`) is
+    asked of the places."""
     if known is not None and not known.fresh:
         known = None
     have = known.destination if known is not None else destination_digest(sink, tag)
@@ -262,7 +262,7 @@ def unchanged(
         theirs = source.manifest_digest(reference)
     if have != theirs:
         return None
-    if platforms and not sink.accepts_partial_index:
+    if platforms and not sink.accepts_partial_index and source.manifest(reference).is_index:
         # there an index of some platforms is rewritten to them (transfer.fit_to_sink): the
         # source index's own digest under the tag is not what the job writes; the run plans it
         return None

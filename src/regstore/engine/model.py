@@ -62,8 +62,9 @@ class RegistryClient(Protocol):
         """Store ``manifest`` under ``reference`` (a tag or its digest); its digest."""
         ...
 
-    def list_image_tags(self, name: str) -> list[str]:
-        """Every tag of repository ``name``."""
+    def list_image_tags(self, name: str, *, complete: bool = False) -> list[str]:
+        """Every tag of repository ``name``; with ``complete``, an error rather than the tags
+        a registry's paging let it read when it could not read to the end."""
         ...
 
     def referrers(

@@ -140,6 +140,8 @@ class RegistryPlace:
             mount_from=mount_from,
             chunk_size=options.chunk_size,
             monolithic_threshold=options.monolithic_threshold,
+            # a registry's bytes are not hashed on the way (stores and bundles check theirs)
+            read_again=isinstance(source, RegistryPlace),
         )
 
     def put_manifest(self, manifest: Manifest, tag: str | None, partial: bool) -> None:

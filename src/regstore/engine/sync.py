@@ -62,10 +62,11 @@ With ``prune`` (into a store only), a repository's destination tags that its fil
 (every per-tag test: patterns, versions; ``latest`` is the window, so a tag that left it goes)
 but the source no longer lists are deleted after the run, each with the manifests only it
 kept (``regstore gc`` frees their blobs), and reported as ``pruned``. Nothing is pruned where
-the tags could not be listed, where the source lists none at all, where exact tags are given
-(nothing there to take away), or where two repositories of the file write into one
-destination repository (which one's tags another has is unknown); signature and referrers
-tags are never pruned (they go with their subject).
+the tags could not be listed (nor read to the end of their pages), where the source lists none
+at all, where exact tags are given (nothing there to take away), where two entries of the file
+write into one destination repository (which one's tags another has is unknown), or while a
+source or its catalog could not be listed; signature and referrers tags are never pruned
+(``regstore gc`` removes those of a pruned image with its other referrers).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ from regstore.errors import (
     ImageManifestNotFoundError,
     InvalidReferenceError,
     NotFoundError,
+    PagingError,
+    PagingLimitError,
     RegstoreError,
     UsageError,
 )
@@ -89,7 +92,6 @@ from regstore.referrers import is_supply_chain_tag, subject_of_tag
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .filters import InvalidTag, TagFilter, partition_tags
-from .gc import delete_image, tags_of
 from .lookahead import THREADS, look_ahead, unchanged
 from .model import (
     BatchResult,
@@ -225,8 +227,10 @@ def _catalog(client: RegistryClient) -> list[str]:
     return list(catalog())
 
 
-def _list_tags(client: RegistryClient, name: str) -> list[str]:
-    return list(client.list_image_tags(name))
+def _list_tags(client: RegistryClient, name: str, *, complete: bool = False) -> list[str]:
+    return list(
+        client.list_image_tags(name, complete=True) if complete else client.list_image_tags(name)
+    )
 
 
 def plan_sync(
@@ -258,13 +262,16 @@ def plan_sync(
         return StoreImage(target_store, full, tag)
 
     # the repositories of the file writing into each destination repository (pruning one
-    # that several write into could take another's tags)
-    writers: dict[str, set[str]] = {}
+    # that several write into could take another's tags), and what writes where unknown: a
+    # source that could not be reached, a catalog that could not be listed
+    writers: dict[str, list[str]] = {}
+    unknown: list[str] = []
     for source in spec.sources:
         try:
             client = client_for(source.connection)
         except RegstoreError as exc:
             plan.failures.append(_failure(source.registry, "", exc))
+            unknown.append(source.registry)
             continue
         repos = list(source.repositories)
         if source.catalog is not None:
@@ -272,6 +279,7 @@ def plan_sync(
                 listed = _catalog(client)
             except RegstoreError as exc:
                 plan.failures.append(_failure(f"{source.registry} (catalog)", "", exc))
+                unknown.append(f"{source.registry} (catalog)")
                 listed = []
             named = {r.name for r in repos}
             for n in _catalog_names(listed, source.catalog, f"{source.registry} (catalog)", plan):
@@ -288,18 +296,34 @@ def plan_sync(
                 if spec.target.connection is not None
                 else f"store:{spec.target.prefix}{dest_name}"
             )
-            prune = source.prune if repo.prune is None else repo.prune
+            prune = (
+                (source.prune if repo.prune is None else repo.prune)
+                and tag_filter.needs_listing  # exact tags: nothing to take away
+                and target_store is not None
+            )
             with contextlib.suppress(InvalidReferenceError):  # the jobs below report it
-                writers.setdefault(validate_name(spec.target.prefix + dest_name), set()).add(where)
+                writers.setdefault(validate_name(spec.target.prefix + dest_name), []).append(where)
             try:
+                incomplete = None
                 if tag_filter.needs_listing:
-                    listed_tags, invalid = partition_tags(_list_tags(client, repo.name))
+                    try:
+                        # a list cut short must not be taken for the whole by a prune
+                        listing = _list_tags(client, repo.name, complete=prune)
+                    except PagingError as exc:
+                        if not prune or isinstance(exc, PagingLimitError):
+                            raise
+                        incomplete = str(exc)
+                        listing = _list_tags(client, repo.name)  # what it lists still moves
+                    listed_tags, invalid = partition_tags(listing)
                     for bad in invalid:
                         if _wanted(bad, tag_filter) and _wanted(bad, extra_filter):
                             plan.skipped.append(_invalid_tag(where, target_text, bad))
                     tags = tag_filter.select(listed_tags)
                 else:
                     tags = tag_filter.select(tag_filter.exact)
+                # (what the file's filters keep: narrowed by the command line's, a tag the
+                # source still has is still no tag to prune)
+                kept = frozenset(tags)
                 if extra_filter is not None:
                     tags = extra_filter.select(tags)
                 if referrers:  # sigstore and referrers-index tags travel with their subjects
@@ -313,16 +337,19 @@ def plan_sync(
                             referrers,
                         )
                     )
-                if prune and tag_filter.needs_listing and target_store is not None:
+                if prune:
+                    assert target_store is not None
                     scope = PruneScope(
                         where,
                         target_store,
                         validate_name(spec.target.prefix + dest_name),
                         tag_filter,
                         extra_filter,
-                        frozenset(tags),
+                        kept,
                     )
-                    if listed_tags:
+                    if incomplete is not None:
+                        plan.skipped.append(_not_pruned(scope, target_text, incomplete))
+                    elif listed_tags:
                         plan.prunes.append(scope)
                     else:  # an emptied repository, or a registry that lists none: kept
                         plan.skipped.append(
@@ -331,7 +358,7 @@ def plan_sync(
             except RegstoreError as exc:
                 plan.failures.append(_failure(where, target_text, exc))
     _one_writer_per_tag(plan)
-    _one_source_per_pruned_repository(plan, writers)
+    _one_source_per_pruned_repository(plan, writers, unknown)
     return plan
 
 
@@ -339,16 +366,24 @@ def _not_pruned(scope: PruneScope, destination: str, why: str) -> ImageOutcome:
     return ImageOutcome(scope.source, destination, "skipped", error=f"nothing pruned: {why}")
 
 
-def _one_source_per_pruned_repository(plan: SyncPlan, writers: dict[str, set[str]]) -> None:
-    """Keep only the prunes of destination repositories one repository of the file writes."""
+def _one_source_per_pruned_repository(
+    plan: SyncPlan, writers: dict[str, list[str]], unknown: list[str]
+) -> None:
+    """Keep only the prunes of destination repositories one repository entry of the file
+    writes (the same source listed twice, with two filters, is two), and none while a source
+    or catalog could not be listed: what it writes, and where, is unknown."""
     kept = []
     for scope in plan.prunes:
-        others = sorted(writers.get(scope.name, set()) - {scope.source})
-        if others:
-            why = f"{', '.join(others)} also write(s) into it"
-            plan.skipped.append(_not_pruned(scope, f"store:{scope.name}", why))
+        entries = writers.get(scope.name, [])
+        if unknown:
+            why = f"{', '.join(unknown)} could not be listed: what it writes is unknown"
+        elif len(entries) > 1:
+            others = sorted(set(entries) - {scope.source}) or [scope.source]
+            why = f"{len(entries)} entries of the file write into it ({', '.join(others)})"
         else:
             kept.append(scope)
+            continue
+        plan.skipped.append(_not_pruned(scope, f"store:{scope.name}", why))
     plan.prunes = kept
 
 
@@ -357,6 +392,8 @@ def prune_destinations(plan: SyncPlan, *, dry_run: bool = False) -> list[ImageOu
     that its source no longer has, each with the manifests only it kept (their blobs stay for
     ``regstore gc``): one ``pruned`` outcome per tag, or ``failed`` with why. Never raises a
     regstore error."""
+    from .gc import delete_image, tags_of  # (start-up: a no-op sync prunes nothing)
+
     outcomes: list[ImageOutcome] = []
     for scope in plan.prunes:
         where = f"store:{scope.name}"
