@@ -4,6 +4,7 @@ memory that must stay bounded whatever the blob size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -11,7 +12,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -303,6 +306,31 @@ def test_a_full_disk_is_one_clear_error_and_the_next_run_resumes(
         assert reader.read() == built.blobs[layer]
 
 
+@contextlib.contextmanager
+def _interrupted_at_the_first(proxy: Any, method: str, path: str) -> Iterator[None]:
+    """Ctrl-C (a real SIGINT to the main thread) once ``proxy`` sees its first ``method``
+    request to ``path``."""
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 60
+        while not proxy.requests_matching(method, path):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        # a real signal: it wakes the main thread where it waits (interrupt_main would not)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    # Python's own Ctrl-C handler, even where this runs with SIGINT ignored (a worker process)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    watcher = threading.Thread(target=interrupt, daemon=True)
+    try:
+        watcher.start()
+        yield
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("how", ["pull", "transfer_many"])
 def test_an_interrupt_starts_no_blob_not_yet_started(
     registry: RegistryServer, tmp_path: Path, fault_proxy_factory, how: str
@@ -316,31 +344,15 @@ def test_an_interrupt_starts_no_blob_not_yet_started(
     store = open_store(str(tmp_path / "store"))
     client = Client(proxy.host)
 
-    def interrupt_at_the_first_blob() -> None:
-        deadline = time.monotonic() + 60
-        while not proxy.requests_matching("GET", r"/blobs/sha256:"):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
-        # a real signal: it wakes the main thread where it waits (interrupt_main would not)
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-    # Python's own Ctrl-C handler, even where this runs with SIGINT ignored (a worker process)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    watcher = threading.Thread(target=interrupt_at_the_first_blob, daemon=True)
-    try:
-        watcher.start()
-        with pytest.raises(KeyboardInterrupt):
-            if how == "pull":
-                pull(client, store, "stop/img", "1", concurrency=1)
-            else:
-                jobs = [
-                    (RegistryImage(client, "stop/img", "1"), StoreImage(store, "stop/img", "1"))
-                ]
-                transfer_many(jobs, concurrency=1)
-        watcher.join()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with (
+        _interrupted_at_the_first(proxy, "GET", r"/blobs/sha256:"),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        if how == "pull":
+            pull(client, store, "stop/img", "1", concurrency=1)
+        else:
+            jobs = [(RegistryImage(client, "stop/img", "1"), StoreImage(store, "stop/img", "1"))]
+            transfer_many(jobs, concurrency=1)
     # the blob running ends; none of the other six blobs (layers and config) is asked for
     assert len(proxy.requests_matching("GET", r"/blobs/sha256:")) == 1
     assert "stop/img" not in store.repositories()
@@ -359,31 +371,19 @@ def test_an_interrupt_sends_no_further_chunk_of_a_blob_being_pushed(
     proxy.delay("PATCH", r"/blobs/uploads/", 0.5)
     client = Client(proxy.host)
 
-    def interrupt_at_the_first_chunk() -> None:
-        deadline = time.monotonic() + 60
-        while not proxy.requests_matching("PATCH", r"/blobs/uploads/"):
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
-        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    watcher = threading.Thread(target=interrupt_at_the_first_chunk, daemon=True)
-    try:
-        watcher.start()
-        with pytest.raises(KeyboardInterrupt):
-            push(
-                client,
-                store,
-                "stop/push",
-                "1",
-                concurrency=1,
-                chunk_size=1 << 20,
-                monolithic_threshold=1 << 20,
-            )
-        watcher.join()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with (
+        _interrupted_at_the_first(proxy, "PATCH", r"/blobs/uploads/"),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        push(
+            client,
+            store,
+            "stop/push",
+            "1",
+            concurrency=1,
+            chunk_size=1 << 20,
+            monolithic_threshold=1 << 20,
+        )
     # the chunk in flight ends; no other goes, and the blob is never committed
     assert len(proxy.requests_matching("PATCH", r"/blobs/uploads/")) == 1
     assert not proxy.requests_matching("PUT", r"/blobs/uploads/.*digest=" + layer)

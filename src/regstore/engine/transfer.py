@@ -405,6 +405,14 @@ def transfer_image(
         if fitted.top.digest != plan.top.digest:
             rewritten_from = plan.top.digest
             plan = fitted
+    result = TransferResult(
+        source_text,
+        dest_text,
+        plan.top.digest,
+        plan.top.media_type,
+        partial=partial,
+        rewritten_from=rewritten_from,
+    )
     if (
         options.skip_unchanged
         and tag is not None
@@ -412,15 +420,7 @@ def transfer_image(
         and not dst.accepts_partial_index
         and destination_digest(dst, tag) == str(plan.top.digest)
     ):  # what unchanged() leaves to the plan: the tag names what the job would write there
-        same = TransferResult(
-            source_text,
-            dest_text,
-            plan.top.digest,
-            plan.top.media_type,
-            partial=partial,
-            unchanged=True,
-            rewritten_from=rewritten_from,
-        )
+        same = dataclasses.replace(result, unchanged=True)
         return _settled(plan, src, dst, scheduler, reporter, options, same)
     wanted = dest.reference
     if wanted is not None and is_digest(wanted):
@@ -430,14 +430,6 @@ def transfer_image(
                 f"the destination {dest_text} names a digest the image moved does not have "
                 f"(it is {written}): give a tag, the image's own digest, or no reference"
             )
-    result = TransferResult(
-        source_text,
-        dest_text,
-        plan.top.digest,
-        plan.top.media_type,
-        partial=partial,
-        rewritten_from=rewritten_from,
-    )
 
     mount_from = dst.mount_sources(src, options.mount_from)
     _move_blobs(plan, src, dst, scheduler, reporter, options, mount_from, result)
