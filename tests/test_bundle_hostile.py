@@ -583,38 +583,30 @@ def test_an_absolute_or_climbing_member_name_is_refused(
 
 
 def _overlong_tar(path: Path, stated: int) -> str:
-    """An image whose layer member (the last) states ``stated`` bytes but holds 4 KiB: a tar
-    cut inside it, with a size past what a filesystem seeks to (2^44 on ext4, 2^63 anywhere),
-    as its manifest states. The digest of that layer."""
-    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
-    layer = b"A" * 4096
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": _sha(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": _sha(layer), "size": stated}],
-    }).encode()  # fmt: skip
+    """An image (:func:`_image`) whose layer member (the last) states ``stated`` bytes but
+    holds its few: a tar cut inside it, with a size past what a filesystem seeks to (2^44 on
+    ext4, 2^63 anywhere), as its manifest states. The name of that member."""
+    manifest, (config, layer, stored) = _image(layer_size=stated)
     top = {"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest),
            "annotations": {REF: "huge/app:1"}}  # fmt: skip
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in [LAYOUT, ("index.json", _index([top])), _blob(config), _blob(manifest)]:
+        for name, data in [LAYOUT, ("index.json", _index([top])), config, stored]:
             _add(tar, name, data)
         end = tar.offset  # where the end-of-archive blocks begin
-    info = tarfile.TarInfo(_blob(layer)[0])
+    info = tarfile.TarInfo(layer[0])
     info.size = stated
-    path.write_bytes(buf.getvalue()[:end] + info.tobuf(format=tarfile.PAX_FORMAT) + layer)
-    return _sha(layer)
+    path.write_bytes(buf.getvalue()[:end] + info.tobuf(format=tarfile.PAX_FORMAT) + layer[1])
+    return layer[0]
 
 
 @pytest.mark.parametrize("stated", [1 << 40, 1 << 45, 1 << 62, 1 << 63, 1 << 70])
 def test_a_member_stating_a_size_beyond_any_file_is_a_cut_tar(tmp_path: Path, stated: int) -> None:
     bundle = tmp_path / "huge.tar"
-    layer = _overlong_tar(bundle, stated)
+    member = _overlong_tar(bundle, stated)
+    layer = member.rsplit("/", 1)[-1]
     reader = BundleReader(str(bundle))
-    assert reader.truncated == {_blob(b"A" * 4096)[0]} and not reader.complete
+    assert reader.truncated == {member} and not reader.complete
     if stated >= 1 << 63:
         return  # no manifest can state it (ManifestInvalidError): the tar's index is enough
     info = read_bundle(str(bundle))
