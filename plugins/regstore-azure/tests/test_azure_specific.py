@@ -380,7 +380,9 @@ def test_gc_removes_the_uncommitted_blocks_a_killed_writer_left(
     deadline = time.monotonic() + LEASE + 30
     while True:
         result = run_cli("--json", "gc", "--grace", "0", home=tmp_path, store=url)
-        assert result.returncode == 0, str(result)
+        # once a run removed the last object a listing sees (the expired lock), the next
+        # finds no store: what Azurite still lists as uncommitted then is asked again below
+        assert result.returncode == 0 or "StoreNotFoundError" in result.stdout, str(result)
         if not _names(azurite, azure_container, "gc/_regstore/", uncommitted=True):
             break
         assert time.monotonic() < deadline, f"gc never removed the leftovers: {result.stdout}"
