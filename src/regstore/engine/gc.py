@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -283,7 +283,9 @@ def _collect_untagged(
         doomed = _parents_first({d: manifests[d] for d in present - kept})
         # Tags written since the first reading (a pull on a backend that dates no claims):
         # what they reach now stays, deleting a manifest would take them with it.
-        now_tagged = set(_reachable(store, repo, set(_tag_targets(store, repo).values())))
+        now_tagged = set(
+            _reachable(store, repo, set(_tag_targets(store, repo).values()), known=manifests)
+        )
         for digest in doomed:
             named = f"{repo}@{digest}"
             at = committed.get(digest)
@@ -319,14 +321,14 @@ def _kept_by_tags(
         if about is not None and is_referrers_tag(tag) and tagged is not None:
             about = about if tagged.is_index else None  # (as orphan_referrers reads it)
         (regular if about is None else supply_chain).add(digest)
-    kept = set(_reachable(store, repo, regular))
+    kept = set(_reachable(store, repo, regular, known=manifests))
     while more := {subjects[d] for d in kept if d in subjects} - kept:
-        kept.update(_reachable(store, repo, more))
-    kept.update(_reachable(store, repo, supply_chain))
+        kept.update(_reachable(store, repo, more, known=manifests))
+    kept.update(_reachable(store, repo, supply_chain, known=manifests))
     if keep_referred:
-        kept.update(_reachable(store, repo, set(subjects.values())))
+        kept.update(_reachable(store, repo, set(subjects.values()), known=manifests))
     while more := {d for d, subject in subjects.items() if subject in kept} - kept:
-        kept.update(_reachable(store, repo, more))
+        kept.update(_reachable(store, repo, more, known=manifests))
     return kept
 
 
@@ -526,12 +528,14 @@ def _reachable(
     *,
     damaged_as_leaf: bool = False,
     leaves: frozenset[str] = frozenset(),
+    known: Mapping[str, Manifest] | None = None,
 ) -> dict[str, Manifest | None]:
     """The manifests of ``name`` reachable from ``roots`` through index children, by digest
     (None: not stored, or damaged). Raises when one cannot be read (passing over it, a read
     timed out, once let a deletion take the children of an index another tag named), but for
     damaged bytes with ``damaged_as_leaf`` (the manifest counts, its unknown children are not
-    followed), or for the digests ``leaves`` alone."""
+    followed), or for the digests ``leaves`` alone. ``known``: manifests of ``name`` read
+    already, by digest (not read again)."""
     seen: dict[str, Manifest | None] = {}
     stack = list(roots)
     while stack:
@@ -540,7 +544,7 @@ def _reachable(
             continue
         seen[digest] = None
         try:
-            manifest = store.manifest(name, digest)
+            manifest = known[digest] if known and digest in known else store.manifest(name, digest)
         except NotFoundError:  # a child a platform filter left out
             continue
         except ManifestInvalidError:
