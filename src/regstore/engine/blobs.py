@@ -46,6 +46,7 @@ __all__ = [
     "BlobMove",
     "Opener",
     "pull_budget",
+    "retried",
     "store_blob",
     "upload_blob",
 ]
@@ -571,8 +572,17 @@ def upload_blob(
         _push_retries(policy, size, None if monolithic else chunk_size),
     )
     for attempt in (1, 2) if read_again else (2,):
-        upload = _Upload(client, name, digest, size, opener, reporter, budget, media_type)
-        upload.refusal_retried = attempt == 1
+        upload = _Upload(
+            client,
+            name,
+            digest,
+            size,
+            opener,
+            reporter,
+            budget,
+            media_type,
+            refusal_retried=attempt == 1,
+        )
         try:
             with budget:
                 return upload.run(mount_from, None if monolithic else chunk_size)
@@ -593,6 +603,18 @@ def upload_blob(
                 "blob %s: the registry refused the bytes read (%s); reading them again", digest, exc
             )
     raise AssertionError("unreachable")
+
+
+def retried(budget: RetryBudget, call: Callable[[], _T]) -> _T:
+    """``call()``, tried again after transient failures (broken connections, 5xx, 429) while
+    ``budget`` lasts; RetriesExhaustedError when it is spent."""
+    while True:
+        try:
+            return call()
+        except (TransportError, RegistryError) as exc:
+            if not is_transient(exc):
+                raise
+            budget.retry_or_raise(exc)
 
 
 def _digest_refused(exc: RegistryError) -> bool:
@@ -629,6 +651,8 @@ class _Upload:
         reporter: Reporter,
         budget: RetryBudget,
         media_type: str,
+        *,
+        refusal_retried: bool = False,
     ) -> None:
         self.client = client
         self.name = name
@@ -644,7 +668,7 @@ class _Upload:
         self.stale = False
         self.landed = False
         #: a refusal of the bytes (DIGEST_INVALID) is read again, not reported as a failure
-        self.refusal_retried = False
+        self.refusal_retried = refusal_retried
         self._source: BlobSource | None = None
         self._position = 0  # of the next byte read from the source
         self._sent = 0
@@ -790,13 +814,7 @@ class _Upload:
     # -- helpers -----------------------------------------------------------------------------
     def _retried(self, call: Callable[[], _T]) -> _T:
         """``call()``, tried again after transient failures while the budget lasts."""
-        while True:
-            try:
-                return call()
-            except (TransportError, RegistryError) as exc:
-                if not is_transient(exc):
-                    raise
-                self.budget.retry_or_raise(exc)
+        return retried(self.budget, call)
 
     def _restart(self) -> None:
         log.info("upload of %s: the session is gone; starting the blob again", self.digest)

@@ -14,13 +14,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from regstore.digest import digest_bytes
+from regstore.digest import digest_bytes, verify
 from regstore.errors import (
-    DigestMismatchError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
     PlatformNotFoundError,
-    RegistryError,
     TransportError,
     UsageError,
 )
@@ -28,9 +26,9 @@ from regstore.events import EventKind
 from regstore.manifest import MAX_CONFIG_SIZE, Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
 from regstore.referrers import artifact_type_list
-from regstore.retry import RetryPolicy, is_transient
+from regstore.retry import RetryPolicy
 
-from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove
+from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove, retried
 from .interrupt import run_stoppable
 from .lookahead import Known, look_ahead, unchanged, written_key
 from .manifestreads import ManifestReads
@@ -188,23 +186,14 @@ def _read_config(source: ImageSource, desc: Descriptor) -> bytes:
     again from the start under the source's retry budget for the blob."""
     budget = source.read_budget(desc) or RetryPolicy().budget(f"reading config {desc.digest}")
     with budget:
-        while True:
-            try:
-                data = _read_whole(source, desc)
-                break
-            except (TransportError, RegistryError) as exc:
-                if not is_transient(exc):
-                    raise
-                budget.retry_or_raise(exc)
-    actual = digest_bytes(data, desc.digest.algorithm)
-    if actual != desc.digest or (desc.size >= 0 and len(data) != desc.size):
-        raise DigestMismatchError(
-            f"config {desc.digest} of {source.name}",
-            expected=str(desc.digest),
-            actual=str(actual),
-            expected_size=desc.size if desc.size >= 0 else None,
-            actual_size=len(data),
-        )
+        data = retried(budget, lambda: _read_whole(source, desc))
+    verify(
+        f"config {desc.digest} of {source.name}",
+        desc.digest,
+        digest_bytes(data, desc.digest.algorithm),
+        expected_size=desc.size if desc.size >= 0 else None,
+        actual_size=len(data),
+    )
     return data
 
 
