@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from regstore import ObjectStore, open_store
-from regstore.engine import RegistryImage, StoreImage
+from regstore.engine import RegistryImage, StoreImage, syncfile
 from regstore.engine.filters import TagFilter
 from regstore.engine.shards import Shard
 from regstore.engine.sync import (
@@ -284,6 +284,17 @@ def test_json_with_characters_yaml_reads_otherwise_is_read_as_yaml(store: str) -
             parse_sync_text(text % store, "s.json")
     else:
         assert parse_sync_text(text % store, "s.json").target.store == expected
+
+
+def test_the_ascii_test_of_what_yaml_reads_otherwise_agrees_with_the_whole_one() -> None:
+    """A file all ASCII is looked at with a pattern that compiles in a tenth of the time of
+    the whole one: on every ASCII character, and each form of more than one, they agree."""
+    whole = re.compile(syncfile._READ_APART)
+    texts = [f"a{chr(c)}b" for c in range(128)]
+    texts += ['"\\ud83d"', '"\\uD800"', '"\\u0041"', '{"k"\n: 1}', '{"k" \t\n  : 1}', '{"k": 1}']
+    for text in texts:
+        assert bool(syncfile._READ_APART_ASCII.search(text)) == bool(whole.search(text)), text
+    assert sum(bool(whole.search(t)) for t in texts) == 29 + 1 + 2 + 2  # C0 but tab, LF, CR; DEL
 
 
 def test_json_with_a_key_whose_colon_is_on_the_next_line_is_refused_as_yaml_refuses_it() -> None:
