@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from regstore import DigestMismatchError, EventKind, TransferEvent, open_store
+from regstore import (
+    BlobUploadNotFoundError,
+    DigestMismatchError,
+    EventKind,
+    TransferEvent,
+    open_store,
+)
 from regstore.client import Client
 from regstore.engine import RegistryImage, StoreImage, copy, pull, push, transfer_many
 from regstore.hookspecs import BlobState
@@ -385,9 +391,13 @@ def test_an_interrupt_sends_no_further_chunk_of_a_blob_being_pushed(
             monolithic_threshold=1 << 20,
         )
     # the chunk in flight ends; no other goes, and the blob is never committed
-    assert len(proxy.requests_matching("PATCH", r"/blobs/uploads/")) == 1
+    (patch,) = proxy.requests_matching("PATCH", r"/blobs/uploads/")
     assert not proxy.requests_matching("PUT", r"/blobs/uploads/.*digest=" + layer)
     assert client.blob_length("stop/push", layer) < 0
+    # and its session is cancelled: the registry kept the megabyte sent until its purge
+    assert len(proxy.requests_matching("DELETE", r"/blobs/uploads/")) == 1
+    with pytest.raises(BlobUploadNotFoundError):
+        Client(registry.host).get_blob_upload_status(patch.path)
 
 
 @pytest.mark.parametrize("times", [1, None], ids=["once", "always"])

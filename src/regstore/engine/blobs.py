@@ -623,9 +623,12 @@ def _digest_refused(exc: RegistryError) -> bool:
 
 
 def _cancel_quietly(client: RegistryClient, location: str) -> None:
+    # One attempt, no pause: a run stopping (Ctrl-C) must not wait out a backoff for this,
+    # and an abandoned session expires on its own anyway.
     try:
-        client.cancel_blob_upload(location)
-    except Exception as exc:  # an abandoned session expires on its own
+        with RetryPolicy().budget(f"cancelling upload {location}", retries=0):
+            client.cancel_blob_upload(location)
+    except Exception as exc:
         log.debug("cancelling upload %s failed: %s", location, exc)
 
 
@@ -703,9 +706,10 @@ class _Upload:
         try:
             self._push(chunk_size)
         except BaseException as exc:
-            if isinstance(exc, DigestMismatchError) and self.location and not self.landed:
-                # The source is damaged (a store reader checks the digest at the end and
-                # raises before the last bytes go): this session can never complete.
+            if self.location and not self.landed:
+                # The session can never complete (a damaged source, an interrupt, retries
+                # spent: no later run resumes another's session): cancelled, or the registry
+                # keeps the bytes sent until it purges old uploads (a week, by default).
                 _cancel_quietly(client, self.location)
             if not (
                 self.refusal_retried and isinstance(exc, RegistryError) and _digest_refused(exc)

@@ -5,8 +5,8 @@ started and waits for those running. A move of a large blob could run for minute
 chunked push sent every remaining chunk, and then committed the blob. The pool runs each move
 with its batch's stop event (:func:`run_stoppable`), and the loops that move bytes ask
 :func:`check` before each buffer: a pull stops writing (what it staged stays for the next
-run), a push cuts the request body it is sending and abandons its upload session (the
-registry never commits the blob).
+run), a push cuts the request body it is sending and cancels its upload session (the
+registry never commits the blob, nor keeps the bytes sent).
 """
 
 from __future__ import annotations
