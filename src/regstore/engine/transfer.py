@@ -254,6 +254,12 @@ def _add_manifest(
                 continue
             planned.add(str(child_desc.digest))
             child = level.get(str(child_desc.digest))
+            if len(child.raw) != child_desc.size:
+                # as for a blob: a mirror of it would be refused by clients that check sizes
+                raise ManifestInvalidError(
+                    f"index {manifest.digest} lists the manifest {child_desc.digest} with size "
+                    f"{child_desc.size}, but that manifest is {len(child.raw)} bytes"
+                )
             if child.media_type != child_desc.media_type and child_desc.media_type:
                 log.debug(
                     "child %s is %s, its descriptor says %s",

@@ -18,7 +18,8 @@ blob resumes staged bytes; ``gc`` collects the abandoned ones), so they do not f
 
 Problems (``Problem.kind``):
 
-- ``damaged-manifest``: the stored manifest bytes do not hash to their digest, or do not parse;
+- ``damaged-manifest``: the stored manifest bytes do not hash to their digest, or do not parse,
+  or (an index) list a child manifest with another size than its bytes';
 - ``dangling-tag``: a tag points at a manifest that is not stored;
 - ``damaged-tag``: a tag's link names no digest (what it named is unknown: ``delete`` of
   another image of the repository, and ``gc`` unless it keeps orphan referrers, refuse to
@@ -265,11 +266,16 @@ def verify(
     for repo in names:
         digests = store.manifests(repo)
         stored = set(digests)
+        lengths: dict[Digest, int] = {}
+        indexes: list[Manifest] = []
         for digest in digests:
             report.manifests_checked += 1
             manifest = _load_manifest(store, repo, digest, report, unreadable)
             if manifest is None:
                 continue
+            lengths[digest] = len(manifest.raw)
+            if manifest.manifests:
+                indexes.append(manifest)
             _check_children(store, repo, digest, manifest, stored, report)
             if manifest.subject is not None and manifest.subject.digest not in stored:
                 report.problems.append(
@@ -297,6 +303,7 @@ def verify(
                 if blob.size >= 0:
                     use.sizes.add(blob.size)
                 use.users.append((repo, str(digest)))
+        _check_child_sizes(repo, indexes, lengths, report)
         for tag in store.tags(repo):
             report.tags_checked += 1
             try:
@@ -458,6 +465,26 @@ def _check_children(
                 (str(digest),),
             )
         )
+
+
+def _check_child_sizes(
+    repo: str, indexes: list[Manifest], lengths: dict[Digest, int], report: VerifyReport
+) -> None:
+    """Report each index listing a stored child manifest with a size other than its bytes'
+    (``damaged-manifest``: clients that check sizes, containerd among them, refuse it)."""
+    for index in indexes:
+        for child in index.manifests:
+            length = lengths.get(child.digest)
+            if length is not None and length != child.size:
+                report.problems.append(
+                    Problem(
+                        "damaged-manifest",
+                        repo,
+                        str(index.digest),
+                        f"it lists the manifest {child.digest} with size {child.size}, but "
+                        f"that manifest is {length} bytes",
+                    )
+                )
 
 
 def _report_unread(
