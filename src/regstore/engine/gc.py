@@ -23,7 +23,9 @@ garbage for the next collection.
 
 Manifests themselves are blobs in some layouts (``list_blobs`` lists them); every stored
 manifest's digest counts as referenced, as does everything a manifest references (config,
-layers, index children, subject).
+layers, index children, subject), and what the stored children of an index reference where
+its repository does not list them (an index another tool wrote into an OCI layout, a child
+deleted through a registry's API: the index still serves it).
 
 Referrers (signatures, SBOMs, attestations: manifests with a ``subject``) live as long as their
 subject: once the subject manifest is gone from the repository, gc deletes them, then what
@@ -72,7 +74,7 @@ from regstore.errors import (
     StoreDamageError,
     StoreError,
 )
-from regstore.manifest import OCI_INDEX
+from regstore.manifest import MANIFEST_MAX_SIZE, OCI_INDEX, Descriptor, Manifest
 from regstore.reference import Digest, is_digest
 from regstore.referrers import (
     is_referrers_tag,
@@ -84,7 +86,6 @@ from regstore.referrers import (
 from regstore.store import blob_use_lock_key
 
 if TYPE_CHECKING:
-    from regstore.manifest import Manifest
     from regstore.store import ObjectStore
     from regstore.storetypes import BlobInfo, StagingEntry
 
@@ -175,13 +176,55 @@ def _referenced(store: ObjectStore, ignore: set[str] | None) -> set[str]:
     """:func:`referenced_digests` once the tags were found sound."""
     referenced: set[str] = set()
     for repo in store.repositories():
-        for digest in store.manifests(repo):
+        listed = store.manifests(repo)
+        held = set(listed)
+        unlisted: list[Descriptor] = []
+        for digest in listed:
             if ignore and f"{repo}@{digest}" in ignore:
                 continue
             referenced.add(str(digest))
             manifest = _readable(store, repo, digest)
             referenced.update(str(d.digest) for d in manifest.references)
+            unlisted += (child for child in manifest.manifests if child.digest not in held)
+        _referenced_by_unlisted(store, repo, unlisted, referenced)
     return referenced
+
+
+def _referenced_by_unlisted(
+    store: ObjectStore, repo: str, children: list[Descriptor], referenced: set[str]
+) -> None:
+    """Add what the index children ``children`` of ``repo`` reference, which the repository
+    does not list but whose bytes are stored (another tool's index, whose children need no
+    entry of their own in an OCI layout; a child deleted through a registry's API, which
+    removes its revision link only): they are still read through their index, and gc took
+    their configs and layers. A child whose bytes are not stored (left out by a platform
+    filter) references nothing here."""
+    seen: set[Digest] = set()
+    stack = list(children)
+    while stack:
+        child = stack.pop()
+        if child.digest in seen:
+            continue
+        seen.add(child.digest)
+        try:
+            with store.layer(str(child.digest)).reader() as reader:  # checked against its digest
+                raw = reader.read(MANIFEST_MAX_SIZE + 1)  # (a layer named as a child: refused)
+        except NotFoundError:
+            continue
+        except RegstoreError as exc:
+            raise StoreError(
+                f"cannot collect garbage: manifest {child.digest}, a child of an index of "
+                f"{repo}, is unreadable ({exc}); run `regstore verify` first"
+            ) from exc
+        try:
+            manifest = Manifest.parse(raw, child.media_type or None)
+        except ManifestInvalidError as exc:
+            raise StoreError(
+                f"cannot collect garbage: manifest {child.digest}, a child of an index of "
+                f"{repo}, is damaged ({exc}); run `regstore verify` first"
+            ) from exc
+        referenced.update(str(d.digest) for d in manifest.references)
+        stack += manifest.manifests
 
 
 def _refuse_dangling_tags(store: ObjectStore) -> None:
