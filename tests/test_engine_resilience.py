@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from regstore import (
     BlobUploadNotFoundError,
@@ -33,6 +34,7 @@ from tests.support.cli import put_image, run_cli
 from tests.support.engine import (
     blob_digest_in_registry,
     env_without_ca_bundle,
+    push_raw_blob,
     seed_registry,
     seed_single_layer_image,
 )
@@ -426,3 +428,33 @@ def test_damaged_bytes_from_a_registry_source_are_read_again_then_named(
         copy(source, dest)
     assert "read twice from its source" in str(info.value) and layer in str(info.value)
     assert Client(registry.host).head_manifest(repo, "v1") is None
+
+
+def test_a_blob_the_registry_holds_shorter_than_its_manifest_says_fails_at_once(
+    registry: RegistryServer, fault_proxy_factory, tmp_path: Path
+) -> None:
+    # The registry stated the blob's size on every answer (Content-Length, then a 416 of its
+    # whole size), and the pull took the short body for a cut connection: five retries and a
+    # backoff, then "is the registry reachable?"
+    built = build_image(layers=1, layer_size=3000, seed=104, media="oci")
+    layer = built.layer_digests[0]
+    for digest, data in built.blobs.items():
+        push_raw_blob(registry.url, "size/lie", digest, data, len(data))
+    manifest = built.manifest
+    manifest["layers"][0]["size"] += 10
+    put = requests.put(
+        f"{registry.url}/v2/size/lie/manifests/v1",
+        data=json.dumps(manifest).encode(),
+        headers={"Content-Type": built.manifest_media_type},
+        timeout=30,
+    )
+    assert put.status_code == 201  # the registry takes it
+    proxy = fault_proxy_factory(registry)
+    store = open_store(str(tmp_path / "store"))
+
+    with pytest.raises(DigestMismatchError) as info:
+        pull(Client(proxy.host), store, "size/lie", "v1")
+    length = len(built.blobs[layer])
+    assert f"size {length} instead of {length + 10}" in str(info.value)
+    assert len(proxy.requests_matching("GET", f"/blobs/{layer}")) == 1  # not retried
+    assert "size/lie" not in store.repositories()

@@ -118,6 +118,21 @@ class _Scratch:
         return self._buffer
 
 
+def check_stated_size(source: BlobSource, digest: str, size: int) -> None:
+    """Raise DigestMismatchError when ``source`` states a whole size other than ``size`` (its
+    descriptor's, -1: unknown): a registry whose blob is shorter than the manifest says, or
+    that sends it encoded, answers alike however often it is asked, so this is no transient
+    failure to retry."""
+    stated = source.size
+    if size >= 0 and stated is not None and stated >= 0 and stated != size:
+        raise DigestMismatchError(
+            f"blob {digest} as its source serves it",
+            expected=str(digest),
+            expected_size=size,
+            actual_size=stated,
+        )
+
+
 def _open_at(opener: Opener, offset: int, skip_buffer: Callable[[], bytearray]) -> BlobSource:
     source = opener(offset)
     start = source.offset
@@ -165,6 +180,7 @@ def _fill(
         try:
             fill.resumed = fill.resumed or writer.current_size > 0
             source = _open_at(opener, writer.current_size, scratch.get)
+            check_stated_size(source, digest, size)
             if size < 0:
                 size = _learn_size(source, writer)
             if size < 0 or size - writer.current_size >= PIPELINE_THRESHOLD:

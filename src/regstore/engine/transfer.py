@@ -28,7 +28,13 @@ from regstore.reference import Digest, is_digest
 from regstore.referrers import artifact_type_list
 from regstore.retry import RetryPolicy
 
-from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, BlobMove, retried
+from .blobs import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MONOLITHIC_THRESHOLD,
+    BlobMove,
+    check_stated_size,
+    retried,
+)
 from .interrupt import run_stoppable
 from .lookahead import Known, look_ahead, unchanged, written_key
 from .manifestreads import ManifestReads
@@ -202,6 +208,7 @@ def _read_whole(source: ImageSource, desc: Descriptor) -> bytes:
     cut on the way), at most one byte more than :data:`MAX_CONFIG_SIZE`."""
     stream = source.opener(str(desc.digest))(0)
     try:
+        check_stated_size(stream, str(desc.digest), desc.size)
         if stream.offset:  # a reader starts where asked or before; 0 is the start
             raise ManifestInvalidError(f"blob {desc.digest} was read from {stream.offset}")
         data = bytearray()
