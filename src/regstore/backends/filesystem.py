@@ -757,9 +757,12 @@ class LocalBackend(FsspecBackend):
         # The blob's own modification time is the mark: gc lists blobs by it, so a reused blob
         # is young again from the listing on, and no marker file is written (nor fsynced). A
         # blob another user owns (a shared store) may not be touched: a marker then, as on an
-        # object store (blob_used_at takes the later of the two).
+        # object store (blob_used_at takes the later of the two). The time is given: the
+        # kernel's own "now" lags the clock by up to a tick, and a delete keeps what was
+        # claimed after the moment it decided (time.time()), milliseconds apart.
+        now = time.time()
         try:
-            os.utime(self.confinement.check(self.layout.blob_path(digest)))
+            os.utime(self.confinement.check(self.layout.blob_path(digest)), (now, now))
         except FileNotFoundError:
             raise BlobNotFoundError(None, str(digest)) from None
         except PermissionError:

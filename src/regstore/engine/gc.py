@@ -685,6 +685,10 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     else:
         store.delete_tag(name, reference)
     deleted = [target] if by_digest else []
+    # A writer tagging one of these manifests again from now on claims it first (as a pull
+    # does, see ObjectStore.write_manifest): such a manifest is kept, decided under the claim's
+    # lock. Its new tag may come too late for the tags read again here.
+    decided = time.time()
     try:
         still.update(_reachable(store, name, set(_tag_targets(store, name).values())))
     except RegstoreError as exc:
@@ -695,11 +699,9 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     for digest in sorted(before - still):
         if digest in deleted:
             continue
-        try:
-            store.delete_manifest(name, digest)
-        except NotFoundError:
-            continue
-        deleted.append(digest)
+        # (grace 0 at ``decided``: kept when committed or claimed after it)
+        if _delete_manifest_unless_claimed(store, name, digest, 0.0, decided, dry_run=False):
+            deleted.append(digest)
     # a deleted referrer leaves its subject's referrers index: a stale entry would be
     # reported by verify and refused by a registry when the index is copied or updated
     for digest in deleted:
