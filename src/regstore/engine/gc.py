@@ -634,7 +634,8 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     aside). A dangling tag among them names nothing and is passed over. Within the image
     deleted, a damaged manifest goes as it is (its unknown children stay). Tags written
     meanwhile are read again after the deletion; when they cannot be, no manifest but the
-    one named by digest is deleted.
+    one named by digest is deleted. A manifest a writer claims after that (a pull about to
+    tag it again) is kept.
     """
     try:
         target_manifest = store.manifest(name, reference)
