@@ -25,12 +25,19 @@ carries Basic credentials encoded as UTF-8, as docker sends them and as the Basi
 and it is retried by the client's one retry policy (broken connections, 408/429/5xx,
 ``Retry-After`` capped) from the budget active in the caller's context; a refusal (401/403)
 is not retried.
+
+The realm is any URL the registry names, so its answers are read with a bound: a token answer
+past :data:`MAX_TOKEN_BODY` bytes is a RegistryError, and the body of any other answer is read
+only as far as an error message needs (``MAX_ERROR_BODY``). An ``expires_in`` that is not a
+finite number (``NaN``, ``Infinity``, ``1e400``) counts as absent: the minimum lifetime.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +50,7 @@ import requests.auth
 from regstore.client.challenge import Challenge, merge_scopes, parse_www_authenticate
 from regstore.client.credentials import CredentialResolver, Credentials
 from regstore.client.errors_map import (
+    MAX_ERROR_BODY,
     Operation,
     auth_error,
     http_context,
@@ -61,11 +69,18 @@ from regstore.errors import (
     AuthenticationError,
     HTTPContext,
     InsecureRealmError,
+    RegistryError,
     UnexpectedHTTPStatusError,
 )
 from regstore.retry import RetryBudget, RetryPolicy, active_budget, retryable_status
 
-__all__ = ["MIN_TOKEN_LIFETIME", "Authenticator", "Token", "basic_authorization"]
+__all__ = [
+    "MAX_TOKEN_BODY",
+    "MIN_TOKEN_LIFETIME",
+    "Authenticator",
+    "Token",
+    "basic_authorization",
+]
 
 log = logging.getLogger("regstore.client.auth")
 
@@ -76,7 +91,11 @@ EXPIRY_MARGIN = 10.0
 OAUTH_CLIENT_ID = "regstore"
 #: Redirects one token request follows at most (on the realm's own origin only).
 MAX_TOKEN_REDIRECTS = 5
+#: Bytes of a token answer read at most: real ones are a few KiB (a JWT and its lifetime), and
+#: the realm is whatever URL the registry names, so it must not choose how much we buffer.
+MAX_TOKEN_BODY = 1 << 20
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -320,7 +339,7 @@ class Authenticator:
             raise UnexpectedHTTPStatusError(
                 resp.status_code, what=f"{op.what}: requesting a token", http=ctx
             )
-        return self._read_token(resp, ctx, realm, scopes, op)
+        return self._read_token(resp.status_code, body, ctx, realm, scopes, op)
 
     def _exchange(self, ask: _TokenAsk, op: Operation) -> tuple[requests.Response, bytes]:
         """Send ``ask`` and return the answer and its body, retrying broken exchanges and
@@ -354,12 +373,27 @@ class Authenticator:
         hops = 0
         while True:
             resp = self._send_token_request(ask)
-            body = resp.content
+            body = self._read_answer(resp, ask, op)
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location or hops >= MAX_TOKEN_REDIRECTS:
                 return resp, body  # a redirect left unfollowed is an unexpected status
             ask = self._redirected(ask, resp.status_code, location, op)
             hops += 1
+
+    @staticmethod
+    def _read_answer(resp: requests.Response, ask: _TokenAsk, op: Operation) -> bytes:
+        """The body of a (streamed) token-server answer, read with a bound, then closed: a
+        200 past MAX_TOKEN_BODY is a RegistryError; other answers are only read as far as
+        their error message needs (MAX_ERROR_BODY), the rest is dropped."""
+        limit = MAX_TOKEN_BODY if resp.status_code == 200 else MAX_ERROR_BODY
+        body, truncated = _read_bounded(resp, limit)
+        if truncated and resp.status_code == 200:
+            raise RegistryError(
+                f"{op.what}: the token server {redact_url(ask.url)} sent an answer larger than "
+                f"{MAX_TOKEN_BODY} bytes (a token answer is a few KiB); stopped reading it",
+                http=http_context(ask.method, resp.url or ask.url, resp.status_code),
+            )
+        return body
 
     def _redirected(self, ask: _TokenAsk, status: int, location: str, op: Operation) -> _TokenAsk:
         """The request to send where the token server redirected ``ask``; AuthenticationError
@@ -396,6 +430,8 @@ class Authenticator:
             headers={"User-Agent": self._user_agent, "Accept": "application/json"},
             auth=_SetAuthorization(ask.authorization) if ask.authorization else None,
             allow_redirects=False,
+            # streamed, so that _read_answer decides how much of the answer to read
+            stream=True,
             timeout=self._timeout,
             verify=self._verify,
             proxies=no_proxy_for(ask.url),
@@ -403,25 +439,59 @@ class Authenticator:
 
     @staticmethod
     def _read_token(
-        resp: requests.Response,
+        status: int,
+        body: bytes,
         ctx: HTTPContext,
         realm: str,
         scopes: tuple[str, ...],
         op: Operation,
     ) -> Token:
-        """The token of a 200 answer (UnexpectedHTTPStatusError when it holds none)."""
+        """The token of a 200 answer's ``body`` (UnexpectedHTTPStatusError when it holds
+        none)."""
         try:
-            doc = resp.json()
+            doc = json.loads(body)
             value = doc.get("token") or doc.get("access_token")
-            expires_in = float(doc.get("expires_in") or MIN_TOKEN_LIFETIME)
-        except (ValueError, AttributeError, TypeError):
+            expires_in = _lifetime(doc.get("expires_in"))
+        except (ValueError, AttributeError, TypeError, RecursionError):
             value, expires_in = None, MIN_TOKEN_LIFETIME
         if not isinstance(value, str) or not value:
             raise UnexpectedHTTPStatusError(
-                resp.status_code, what=f"{op.what}: the token server sent no token", http=ctx
+                status, what=f"{op.what}: the token server sent no token", http=ctx
             )
         lifetime = max(expires_in, MIN_TOKEN_LIFETIME)
         log.debug(
             "got a token from %s for %s (%d s)", redact_url(realm), " ".join(scopes), lifetime
         )
         return Token(value, time.monotonic() + lifetime - min(EXPIRY_MARGIN, lifetime / 5))
+
+
+def _lifetime(expires_in: object) -> float:
+    """``expires_in`` in seconds; MIN_TOKEN_LIFETIME when absent or not a finite number.
+
+    Not-a-number must not pass: ``max(nan, 60.0)`` is nan, a token never valid, so every
+    request would fetch one. A lifetime that cannot be read costs only the minimum lifetime,
+    not the token it came with.
+    """
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float | str):
+        return MIN_TOKEN_LIFETIME
+    try:
+        seconds = float(expires_in)
+    except (ValueError, OverflowError):  # "soon", or an integer past float's range
+        return MIN_TOKEN_LIFETIME
+    return seconds if math.isfinite(seconds) else MIN_TOKEN_LIFETIME
+
+
+def _read_bounded(resp: requests.Response, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of ``resp``'s streamed body and whether there was more; the
+    response is closed (the connection dropped when the body was not read to its end)."""
+    parts: list[bytes] = []
+    total = 0
+    try:
+        for chunk in resp.iter_content(_READ_CHUNK):
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                return b"".join(parts)[:limit], True
+        return b"".join(parts), False
+    finally:
+        resp.close()

@@ -16,7 +16,13 @@ A registry cannot make a listing run away (see :mod:`regstore.client.limits`):
 - a ``Link`` to another URL whose ``last`` was already asked for means the registry's paging
   does not advance: :class:`~regstore.errors.PagingError`. Whether ``last`` grows is not
   checked: registries sort differently (case, numbers) and some send opaque tokens there;
-- names are de-duplicated, keeping the order of first appearance.
+- names are de-duplicated, keeping the order of first appearance;
+- names that cannot be what the listing lists (tags: :func:`~regstore.reference.validate_tag`,
+  repositories: :func:`~regstore.reference.validate_name`) are kept for the caller to report
+  (sync lists each as skipped) only up to :data:`INVALID_NAMES_KEPT` characters in all. Past
+  that, each is left out as its page is read and counted in one warning, with an example cut
+  short: valid names are bounded by their grammar's length and ``max_list_entries``, invalid
+  ones by nothing, so pages of one 40 MB "tag" each would otherwise pile up in memory.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from regstore.client.core import ClientCore, pull_scope
@@ -31,16 +38,78 @@ from regstore.client.errors_map import Operation, http_context
 from regstore.client.limits import how_to_raise
 from regstore.client.transport import Reply
 from regstore.client.urls import parse_next_link, query_value, redact_url
-from regstore.errors import PagingError, PagingLimitError, RegistryError
-from regstore.reference import validate_name
+from regstore.errors import InvalidReferenceError, PagingError, PagingLimitError, RegistryError
+from regstore.reference import NAME_MAX_LENGTH, validate_name, validate_tag
 
-__all__ = ["ListingMixin"]
+__all__ = ["INVALID_NAMES_KEPT", "ListingMixin"]
 
 log = logging.getLogger("regstore.client")
 
 _T = TypeVar("_T", bound=Hashable)
 
 CATALOG_SCOPE = ("registry:catalog:*",)
+
+#: Characters of invalid names one listing keeps for its caller's report; past them, invalid
+#: names are only counted. A real registry lists few or none (it refuses them on push).
+INVALID_NAMES_KEPT = 64 * 1024
+_TAG_MAX_LENGTH = 128
+#: Characters of a left-out name the warning shows.
+_SHOWN_LENGTH = 64
+
+
+def _shown(name: str) -> str:
+    """``name`` for a log line: escaped, and cut short without copying the whole of it."""
+    text = repr(name[: _SHOWN_LENGTH + 1])[1:-1]
+    if len(name) > _SHOWN_LENGTH or len(text) > _SHOWN_LENGTH:
+        text = text[:_SHOWN_LENGTH] + f"... ({len(name)} characters)"
+    return text
+
+
+@dataclass
+class _InvalidNames:
+    """Decides, name by name as pages are read, which names a listing keeps: every valid
+    one, and invalid ones while they fit in INVALID_NAMES_KEPT characters; counts the rest."""
+
+    validate: Callable[[str], str]
+    max_length: int
+    kept_chars: int = 0
+    left_out: int = 0
+    example: str = ""
+
+    def _valid(self, name: str) -> bool:
+        # the length first: the error of a failed check quotes the whole name
+        if len(name) > self.max_length:
+            return False
+        try:
+            self.validate(name)
+        except InvalidReferenceError:
+            return False
+        return True
+
+    def keep(self, name: str) -> bool:
+        """Whether to keep ``name`` (a name not kept yet)."""
+        if self._valid(name):
+            return True
+        if self.kept_chars + len(name) <= INVALID_NAMES_KEPT:
+            self.kept_chars += len(name)
+            return True
+        self.left_out += 1
+        if not self.example:
+            self.example = _shown(name)
+        return False
+
+    def warn(self, op: Operation, noun: str) -> None:
+        """Log how many invalid names were left out, if any."""
+        if self.left_out:
+            log.warning(
+                "%s: left out %d invalid %s the registry listed, such as '%s' (a listing "
+                "keeps invalid names only up to %d characters in all)",
+                op.what,
+                self.left_out,
+                noun,
+                self.example,
+                INVALID_NAMES_KEPT,
+            )
 
 
 class ListingMixin(ClientCore):
@@ -77,7 +146,14 @@ class ListingMixin(ClientCore):
         )
 
     def _paginate(
-        self, url: str, op: Operation, scopes: tuple[str, ...], key: str, *, complete: bool = False
+        self,
+        url: str,
+        op: Operation,
+        scopes: tuple[str, ...],
+        key: str,
+        invalid: _InvalidNames,
+        *,
+        complete: bool = False,
     ) -> list[str]:
         pages = self._paginate_items(
             url,
@@ -86,8 +162,10 @@ class ListingMixin(ClientCore):
             lambda reply: self._page_items(reply, op, key),
             "application/json",
             complete=complete,
+            keep=invalid.keep,
         )
         assert pages is not None  # only None when a 404 is accepted
+        invalid.warn(op, "tags" if key == "tags" else "repository names")
         return pages
 
     def _paginate_items(
@@ -100,6 +178,7 @@ class ListingMixin(ClientCore):
         *,
         absent_ok: bool = False,
         complete: bool = False,
+        keep: Callable[[_T], bool] | None = None,
     ) -> list[_T] | None:
         """Every item of every page (``items`` reads one page), bounded as the module says.
 
@@ -107,7 +186,9 @@ class ListingMixin(ClientCore):
         there, e.g. referrers on registry 2.8) instead of raising. A next-page Link that is
         not followed (another origin, a page read already) ends the list with a warning;
         with ``complete`` it raises PagingError instead (a caller deleting what the list
-        lacks must not take a list cut short for the whole).
+        lacks must not take a list cut short for the whole). ``keep`` decides, as each page
+        is read, whether to keep an item not kept yet (received items all count towards
+        ``max_list_entries``, kept or not).
         """
         limits = self._limits
         found: dict[_T, None] = {}  # insertion-ordered set
@@ -141,6 +222,8 @@ class ListingMixin(ClientCore):
                     "max_list_entries",
                     f"the registry sent more than {limits.max_list_entries} names",
                 )
+            if keep is not None:
+                page = [item for item in page if item in found or keep(item)]
             found.update(dict.fromkeys(page))
             try:
                 following = parse_next_link(reply.headers.get("Link"), reply.url)
@@ -198,7 +281,8 @@ class ListingMixin(ClientCore):
 
         ``n`` is the page size to ask for; registries may ignore it. A next-page Link that is
         not followed (another origin, a page already read) ends the list with a warning; with
-        ``complete``, PagingError instead.
+        ``complete``, PagingError instead. Names that are not valid tags are in the list only
+        while they fit in :data:`INVALID_NAMES_KEPT` characters (the rest: one warning).
 
         Raises:
             RepositoryNotFoundError: the repository does not exist.
@@ -211,7 +295,12 @@ class ListingMixin(ClientCore):
             raise ValueError("n must be a positive page size")
         op = Operation("tags", f"listing tags of {name} on {self.registry}", name=name)
         return self._paginate(
-            self._endpoint.tags_url(name, n), op, pull_scope(name), "tags", complete=complete
+            self._endpoint.tags_url(name, n),
+            op,
+            pull_scope(name),
+            "tags",
+            _InvalidNames(validate_tag, _TAG_MAX_LENGTH),
+            complete=complete,
         )
 
     def catalog(self, n: int | None = None) -> list[str]:
@@ -221,4 +310,10 @@ class ListingMixin(ClientCore):
         if n is not None and n < 1:
             raise ValueError("n must be a positive page size")
         op = Operation("catalog", f"listing the repositories of {self.registry}")
-        return self._paginate(self._endpoint.catalog_url(n), op, CATALOG_SCOPE, "repositories")
+        return self._paginate(
+            self._endpoint.catalog_url(n),
+            op,
+            CATALOG_SCOPE,
+            "repositories",
+            _InvalidNames(validate_name, NAME_MAX_LENGTH),
+        )
