@@ -15,9 +15,11 @@ seconds instead of minutes); a few runs repeat it as a real process.
 from __future__ import annotations
 
 import datetime
+import errno
 import ipaddress
 import json
 import logging
+import os
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +36,13 @@ from regstore import open_store
 from regstore.cli import cli
 from regstore.cli.output import hint_for
 from regstore.client import Client
-from regstore.errors import AuthenticationError, InsecureRealmError, StoreError, TransportError
+from regstore.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    InsecureRealmError,
+    StoreError,
+    TransportError,
+)
 from regstore.safetext import printable, redact_store_url, store_url_secrets
 from regstore.testing.builders import build_image
 
@@ -557,6 +565,39 @@ def test_the_store_url_hint_only_where_the_store_s_medium_failed() -> None:
             raise StoreError("cannot write /srv/store/x") from exc
     except StoreError as failed:
         assert "check the store URL" in hint_for(failed)
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        (errno.ENOSPC, "file system is full"),
+        (errno.EDQUOT, "file system is full"),
+        (errno.EROFS, "mounted read-only"),
+    ],
+)
+def test_a_full_or_read_only_store_is_told_as_such(code: int, hint: str) -> None:
+    # a full disk said "check the store URL ... and that it is writable": the URL was right and
+    # the store writable; `regstore gc` frees what interrupted writes left
+    try:
+        try:
+            raise OSError(code, os.strerror(code), "/srv/store/blobs/x")
+        except OSError as exc:
+            raise StoreError("cannot write blob x") from exc
+    except StoreError as failed:
+        assert hint in hint_for(failed)
+        assert "check the store URL" not in hint_for(failed)
+
+
+def test_a_blob_the_source_states_at_another_size_is_not_worth_running_again() -> None:
+    stated = DigestMismatchError(
+        "blob sha256:aa as its source serves it",
+        expected="sha256:aa",
+        expected_size=3010,
+        actual_size=3000,
+    )
+    assert "will not help" in hint_for(stated)
+    damaged = DigestMismatchError("blob sha256:aa", expected="sha256:aa", actual="sha256:bb")
+    assert "run the command again" in hint_for(damaged)
 
 
 def test_a_read_only_registry_and_a_body_cap_get_a_hint() -> None:

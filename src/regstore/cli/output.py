@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
@@ -174,6 +175,12 @@ def hint_for(exc: BaseException) -> str:
     if isinstance(exc, (BackendNotFoundError, StoreNotFoundError, StoreReadOnlyError)):
         return ""  # its message already says what to install, to check the URL, or why not
     if isinstance(exc, DigestMismatchError):
+        if exc.actual is None and None not in (exc.expected_size, exc.actual_size):
+            # the source stated another size: asked again, it says the same
+            return (
+                "the source holds the blob at another size than the manifest says (or a "
+                "proxy re-encodes it): running the command again will not help"
+            )
         return "the content was corrupted on the way or at the source; run the command again"
     if isinstance(exc, LayerLockedError):
         return "another regstore process is writing it; try again when it is done"
@@ -189,10 +196,23 @@ def hint_for(exc: BaseException) -> str:
     if isinstance(exc, StoreError) and isinstance(exc.__cause__, OSError):
         # the store's medium failed (a backend chains what the system said); a refusal, such
         # as gc's while a manifest cannot be read, says what to do itself
-        return "check the store URL (--store or REGSTORE_STORE) and that it is writable"
+        return _medium_hint(exc.__cause__)
     if isinstance(exc, InvalidReferenceError):
         return "references look like HOST[:PORT]/NAME[:TAG|@DIGEST] or store:NAME[:TAG|@DIGEST]"
     return ""
+
+
+def _medium_hint(error: OSError) -> str:
+    """What to do when the store's file system refused: full, read-only, or another cause."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            "the store's file system is full: free space there (`regstore gc` removes "
+            "unreferenced blobs and what interrupted writes left behind), then run the command "
+            "again (it resumes)"
+        )
+    if error.errno == errno.EROFS:
+        return "the store's file system is mounted read-only: remount it read-write"
+    return "check the store URL (--store or REGSTORE_STORE) and that it is writable"
 
 
 #: Regstore's own phrases that a password may be a word of. They are printed whatever the
