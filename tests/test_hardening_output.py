@@ -588,6 +588,15 @@ def test_a_full_or_read_only_store_is_told_as_such(code: int, hint: str) -> None
         assert "check the store URL" not in hint_for(failed)
 
 
+def test_a_registry_too_slow_is_told_as_such() -> None:
+    from regstore.client.errors_map import Operation, SlowBodyError, transport_error
+
+    op = Operation("manifest", "fetching manifest team/app:1 from r.example")
+    slow = transport_error(op, "GET", "http://r.example/v2/", SlowBodyError(10, 418, 20.0))
+    assert "registry too slow: 10 of 418 bytes in 20 s" in str(slow)
+    assert "sends too slowly" in hint_for(slow)
+
+
 def test_a_blob_the_source_states_at_another_size_is_not_worth_running_again() -> None:
     stated = DigestMismatchError(
         "blob sha256:aa as its source serves it",

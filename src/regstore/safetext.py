@@ -12,6 +12,9 @@
   registry's error message, a realm, a tag name, a store's file names) before it reaches a
   terminal: an ESC, BEL or CSI byte could otherwise clear the screen, retitle the window or
   forge output. Each becomes a visible escape (``\\x1b``, ``\\u202e``).
+- :func:`shortened` cuts text that came from outside (a URL a registry named) to a length a
+  one-line message can hold, saying how long it was; :func:`escaped` shows such text as
+  ``repr`` does (backslashes, quotes and controls visible), cut the same way.
 
 Only the standard library is used: the backends, the client and the CLI all import this.
 """
@@ -25,12 +28,15 @@ from collections.abc import Callable, Iterable
 
 __all__ = [
     "SECRET_OPTION_WORDS",
+    "SHOWN_LENGTH",
+    "escaped",
     "is_secret_option",
     "mask_secrets",
     "printable",
     "redact_store_url",
     "secret_spellings",
     "secrets_pattern",
+    "shortened",
     "store_url_secrets",
 ]
 
@@ -210,3 +216,23 @@ def printable(text: str, *, multiline: bool = False) -> str:
     always escaped, since it lets the text overwrite what was printed before it.
     """
     return text.translate(_ESCAPES_MULTILINE if multiline else _ESCAPES)
+
+
+#: How much of a text that came from outside a one-line message shows by default: a hostile
+#: registry may name a 60,000-character URL.
+SHOWN_LENGTH = 300
+
+
+def shortened(text: str, limit: int = SHOWN_LENGTH) -> str:
+    """``text`` cut to its first ``limit`` characters, followed by ``... (N characters)`` when
+    it was longer (as an invalid tag is shown); as it is otherwise."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def escaped(text: str, limit: int = SHOWN_LENGTH) -> str:
+    """``text`` written as ``repr`` writes a string, without the quotes (``\\`` for a
+    backslash, ``\\x1b`` for ESC, ``\\u202e`` for a bidi override), then :func:`shortened`:
+    for showing the very characters that made a text suspect."""
+    return shortened(repr(text)[1:-1], limit)

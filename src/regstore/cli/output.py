@@ -122,6 +122,8 @@ def _transport_hint(exc: TransportError) -> str:
         return "give the registry's CA with --ca-cert FILE (or, unsafely, --insecure)"
     if "refused" in text or "resolve" in text or "name or service" in text:
         return "is the registry running at that address (host and port)?"
+    if "registry too slow" in text:
+        return "the registry answers, but sends too slowly (overloaded, or a path throttled)"
     if any(sign in text for sign in _MID_TRANSFER_SIGNS):
         return "the connection broke during the transfer; run the command again (it resumes)"
     if https:

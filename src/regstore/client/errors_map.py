@@ -4,7 +4,8 @@
 from 127.0.0.1:5000"); :func:`error_for_status` picks the error class from the status and the
 OCI error codes of the body; :func:`transport_error` turns a ``requests``/``urllib3`` exception
 into :class:`~regstore.errors.TransportError` without leaking URLs' query strings. Every error
-carries an :class:`~regstore.errors.HTTPContext` with the redacted URL.
+carries an :class:`~regstore.errors.HTTPContext` with the redacted URL, cut short (a registry
+names any URL it likes: a ``Location`` of 60,000 characters would make a 60 KB error line).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
-from regstore.client.urls import redact_url, resolve_target
+import requests
+
+from regstore.client.urls import redact_url, resolve_target, shown_url
 from regstore.errors import (
     AuthenticationError,
     BlobNotFoundError,
@@ -32,11 +36,13 @@ from regstore.errors import (
     TransportError,
     UnexpectedHTTPStatusError,
 )
+from regstore.safetext import shortened
 
 __all__ = [
     "MAX_ERROR_BODY",
     "Operation",
     "OperationKind",
+    "SlowBodyError",
     "checked_target",
     "error_for_status",
     "http_context",
@@ -47,6 +53,17 @@ __all__ = [
 
 #: Error bodies are read up to this size; the rest is ignored.
 MAX_ERROR_BODY = 64 * 1024
+
+
+class SlowBodyError(requests.exceptions.Timeout):
+    """A body read whole did not arrive within its deadline (the transport raises it among
+    the ``requests`` failures it retries; :func:`transport_error` turns it into a
+    :class:`~regstore.errors.TransportError` whose message is this one's)."""
+
+    def __init__(self, received: int, length: int | None, seconds: float) -> None:
+        of = f" of {length}" if length is not None else " (of an unannounced length)"
+        super().__init__(f"registry too slow: {received}{of} bytes in {seconds:g} s")
+
 
 OperationKind = Literal["manifest", "blob", "upload", "tags", "catalog", "ping"]
 
@@ -122,7 +139,7 @@ def http_context(
     retry_after = parse_retry_after(headers.get("Retry-After")) if headers else None
     return HTTPContext(
         method=method,
-        url=redact_url(url),
+        url=shortened(redact_url(url)),
         status=status,
         errors=parse_error_body(body),
         retry_after=retry_after,
@@ -159,6 +176,10 @@ def error_for_status(
     """
     ctx = http_context(method, url, status, headers, body)
     codes = set(ctx.codes)
+    if "NAME_UNKNOWN" in codes and not _in_repository(url, op.name):
+        # A redirect's target answered: its "name unknown" is about a path the registry chose,
+        # not the repository asked for (which answered, with the redirect).
+        codes.discard("NAME_UNKNOWN")
     if status == 404 or codes & {
         "BLOB_UNKNOWN",
         "MANIFEST_UNKNOWN",
@@ -182,6 +203,17 @@ def error_for_status(
     if status == 416 and op.kind == "upload":
         return _with_note(BlobUploadInvalidRangeError(op.location, -1, 0, http=ctx), op)
     return UnexpectedHTTPStatusError(status, what=op.what, http=ctx)
+
+
+def _in_repository(url: str, name: str) -> bool:
+    """True if ``url`` is an API URL of repository ``name`` (or no repository is involved)."""
+    if not name:
+        return True
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return False
+    return path.startswith(f"/v2/{name}/")
 
 
 def auth_error(
@@ -222,6 +254,8 @@ def _reason(exc: BaseException) -> str:
         names.append(type(current).__name__)
         current = current.__cause__ or current.__context__
     text = str(exc)
+    if isinstance(exc, SlowBodyError):  # its message is the reason, with how far it got
+        return text
     match = _ERRNO_RE.search(text)
     if match:
         return match.group(1).strip().rstrip(".").lower()
@@ -243,7 +277,7 @@ def _reason(exc: BaseException) -> str:
 
 def transport_error(op: Operation, method: str, url: str, exc: BaseException) -> TransportError:
     """A :class:`TransportError` for a request that could not complete (chain ``exc``)."""
-    ctx = HTTPContext(method=method, url=redact_url(url))
+    ctx = HTTPContext(method=method, url=shortened(redact_url(url)))
     return TransportError(f"{op.what}: {_reason(exc)}", http=ctx)
 
 
@@ -255,4 +289,4 @@ def checked_target(base: str, location: str, what: str, ctx: HTTPContext) -> str
     try:
         return resolve_target(base, location)
     except ValueError as exc:
-        raise RegistryError(f"{what} {redact_url(location.strip())!r} ({exc})", http=ctx) from None
+        raise RegistryError(f"{what} '{shown_url(location.strip())}' ({exc})", http=ctx) from None

@@ -20,7 +20,17 @@ Redirects are followed here too (GET/HEAD), so that ``Authorization`` is dropped
 target leaves the registry's origin (a presigned S3 URL rejects it) and ``Range`` is kept.
 Origins are read as urllib3 (which sends) reads them, and a target no URL, not http(s), or
 holding characters the parsers read differently (``http://other\\@registry/``) is refused
-(:class:`~regstore.errors.RegistryError`): credentials never reach another host.
+(:class:`~regstore.errors.RegistryError`): credentials never reach another host. So are a
+``Location`` that is missing and a chain of more than ``MAX_REDIRECTS`` hops (a loop). Cookies
+the registry sets are its credentials too: they are kept from the registry's own origin only
+and sent back to it only (a cookie jar matches hosts, not ports: a token realm or a storage
+server on another port of the same host would get them).
+
+A body read whole (a manifest, a tag page, an error) must arrive within an overall deadline
+(:attr:`TransportOptions.body_deadline`, looked at as each piece arrives: at most one socket
+read timeout more): socket timeouts bound each wait, and a registry sending a byte now and
+then would otherwise hold a request for ever. A blob's stream has none (a slow link is
+legitimate there).
 A semaphore bounds the requests in flight to the registry — held until a streamed body is
 closed, given back while a retry waits — and :class:`~regstore.client.ratelimit.RateLimitPacer`
 spaces requests when the registry announces a nearly spent quota.
@@ -33,7 +43,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -52,6 +62,7 @@ from regstore.client.credentials import CredentialResolver
 from regstore.client.errors_map import (
     MAX_ERROR_BODY,
     Operation,
+    SlowBodyError,
     auth_error,
     checked_target,
     http_context,
@@ -72,6 +83,7 @@ from regstore.client.urls import (
     no_proxy_for,
     redact_url,
     same_origin,
+    shown_url,
     url_problem,
 )
 from regstore.errors import RegistryError, RegstoreError
@@ -105,6 +117,16 @@ class TransportOptions:
     max_retry_after: float = 60.0
     max_in_flight: int = 8
     user_agent: str = "regstore"
+    #: Seconds a body read whole (not a blob's stream) may take in all; None: the read
+    #: timeout. A registry that cannot deliver a body of at most ``max_body`` (4 MiB for a
+    #: manifest) in the time it may stay silent once is failing, not slow: the error is a
+    #: TransportError the retry budget spends on.
+    body_deadline: float | None = None
+
+    @property
+    def body_seconds(self) -> float:
+        """The overall deadline of a body read whole, in seconds."""
+        return self.timeout[1] if self.body_deadline is None else self.body_deadline
 
     def policy(self, sleep: Callable[[float], None] = time.sleep) -> RetryPolicy:
         """The retry policy these options describe."""
@@ -124,14 +146,46 @@ class _NoNetrcAuth(requests.auth.AuthBase):
         return r
 
 
+def _anywhere(url: str) -> bool:
+    return True
+
+
+class _RegistryCookies(requests.cookies.RequestsCookieJar):
+    """A cookie jar that keeps only cookies set by the registry's own origin: a token realm or
+    a storage server (another origin, maybe the same host) cannot plant one the registry would
+    then be sent."""
+
+    def __init__(self, owns: Callable[[str], bool]) -> None:
+        super().__init__()
+        self._owns = owns
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        if self._owns(request.get_full_url()):
+            super().extract_cookies(response, request)
+
+
 class _Session(requests.Session):
     """A ``requests.Session`` that reads the environment's settings (proxies, ``NO_PROXY``,
     ``REQUESTS_CA_BUNDLE``) once per origin instead of on every request: a sync of a few
-    hundred tags spent a quarter of its CPU re-reading ``os.environ`` for each HEAD."""
+    hundred tags spent a quarter of its CPU re-reading ``os.environ`` for each HEAD.
 
-    def __init__(self) -> None:
+    Its cookies are the registry's (``owns`` tells its URLs): kept from its answers only, and
+    sent on its requests only (a cookie jar matches hosts, not ports). Without ``owns`` (a
+    session for no registry in particular) every URL is taken as the registry's."""
+
+    def __init__(self, owns: Callable[[str], bool] | None = None) -> None:
         super().__init__()
         self._environment: dict[tuple[object, ...], _Settings] = {}
+        self._owns: Callable[[str], bool] = owns if owns is not None else _anywhere
+        self.cookies = _RegistryCookies(self._owns)
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        """As requests prepares it, without a ``Cookie`` for another origin (the token
+        requests of :class:`~regstore.client.auth.Authenticator` come this way)."""
+        prepared = super().prepare_request(request)
+        if not self._owns(prepared.url or ""):
+            prepared.headers.pop("Cookie", None)
+        return prepared
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -168,14 +222,15 @@ class _Session(requests.Session):
         """What ``request(..., stream=True, allow_redirects=False)`` does for this session,
         without the general machinery regstore never uses (hooks, per-request auth and
         cookies, redirect bookkeeping): a fifth of the CPU of a manifest HEAD (0.51 ms became
-        0.41 ms here), and a sync of small images sends thousands. Session headers and cookies
-        still apply, and cookies set by the registry are kept (a load balancer's affinity)."""
+        0.41 ms here), and a sync of small images sends thousands. Session headers apply, and
+        cookies set by the registry are kept (a load balancer's affinity) and sent back to it
+        (to its origin only: never to a redirect's target elsewhere)."""
         settings = self.merge_environment_settings(url, dict(proxies or {}), True, verify, None)
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
         prepared.prepare_url(url, None)
         prepared.prepare_headers({**self.headers, **headers})
-        if self.cookies:
+        if self.cookies and self._owns(url):
             prepared.prepare_cookies(self.cookies)
         prepared.prepare_body(body or None, None)  # no body: Content-Length 0, not chunked
         response = self.get_adapter(url).send(
@@ -186,10 +241,55 @@ class _Session(requests.Session):
             cert=settings["cert"],
             proxies=settings["proxies"],
         )
-        if "Set-Cookie" in response.headers:
+        if "Set-Cookie" in response.headers and self._owns(url):
             jar = requests.cookies.extract_cookies_to_jar  # untyped in requests' stubs
             cast("Callable[..., None]", jar)(self.cookies, prepared, response.raw)
         return response
+
+
+def _read_bounded(
+    response: requests.Response, limit: int, seconds: float | None
+) -> tuple[bytes, bool]:
+    """Read at most ``limit`` bytes (+1 to detect more); returns (body, truncated). With
+    ``seconds``, a body still arriving after that long in all ends with SlowBodyError. The
+    time is looked at as each piece comes, so the longest a body takes is the deadline and one
+    socket read timeout: a socket timeout alone bounds each wait, and a registry sending a
+    byte now and then held a request for ever."""
+    end = None if seconds is None else time.monotonic() + seconds
+    parts: list[bytes] = []
+    total = 0
+    for chunk in _chunks(response):
+        parts.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            response.close()
+            return b"".join(parts)[: limit + 1], True
+        if end is not None and seconds is not None and time.monotonic() > end:
+            response.close()
+            length = response.headers.get("Content-Length", "")
+            raise SlowBodyError(total, int(length) if length.isdigit() else None, seconds)
+    return b"".join(parts), False
+
+
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body's pieces as they come (one socket read each, where urllib3 has ``read1``: so
+    a body cut at its deadline tells how much came), failures raised as ``iter_content``
+    raises them."""
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:  # urllib3 1.x
+        yield from response.iter_content(_READ_CHUNK)
+        return
+    try:
+        while chunk := read1(_READ_CHUNK, decode_content=True):
+            yield chunk
+    except urllib3.exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 @dataclass
@@ -235,6 +335,8 @@ class Reply:
     truncated: bool = False
     #: Retries spent on this request before this answer.
     retries: int = 0
+    #: Seconds :meth:`read_error_body` may take in all (None: no deadline).
+    body_deadline: float | None = None
     _slot: _Slot | None = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -256,7 +358,8 @@ class Reply:
             resp = self.response
             if resp is not None and self.method != "HEAD" and self.status != 416:
                 try:
-                    self.body = resp.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
+                    body = _read_bounded(resp, MAX_ERROR_BODY, self.body_deadline)[0]
+                    self.body = body[:MAX_ERROR_BODY]
                 except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
                     self.body = b""
             return self.body
@@ -284,7 +387,7 @@ class Transport:
         self.endpoint = endpoint
         self.options = options
         self.owns_session = session is None
-        self.session = session if session is not None else self._new_session(options)
+        self.session = session if session is not None else self._new_session(options, endpoint)
         self.pacer = pacer if pacer is not None else RateLimitPacer()
         self.policy = options.policy(sleep)
         self.auth = Authenticator(
@@ -307,8 +410,8 @@ class Transport:
         self._heads_lock = threading.Lock()
 
     @staticmethod
-    def _new_session(options: TransportOptions) -> requests.Session:
-        session = _Session()
+    def _new_session(options: TransportOptions, endpoint: Endpoint) -> requests.Session:
+        session = _Session(endpoint.owns)
         # A session-level auth, even a no-op one, stops requests from adding ~/.netrc
         # credentials, which would replace the client's own Authorization header.
         session.auth = _NoNetrcAuth()
@@ -373,7 +476,7 @@ class Transport:
         problem = url_problem(url)
         if problem is not None:
             raise RegistryError(
-                f"{op.what}: refusing to request {redact_url(url)!r}: {problem}",
+                f"{op.what}: refusing to request '{shown_url(url)}': {problem}",
                 http=http_context(method, url),
             )
 
@@ -401,27 +504,18 @@ class Transport:
                     proxies=no_proxy_for(current),
                 )
             else:  # a session of the caller's: its hooks and auth apply
-                resp = self.session.request(
-                    method,
-                    current,
-                    headers=headers,
-                    data=body,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=self.options.timeout,
-                    verify=self.options.verify,
-                    proxies=no_proxy_for(current),
-                )
+                resp = self._send_through(method, current, headers, body)
             log.debug("%s %s -> %d", method, redact_url(current), resp.status_code)
-            location = resp.headers.get("Location")
-            if not (follow and resp.status_code in REDIRECTS and location and hops < MAX_REDIRECTS):
+            if not (follow and resp.status_code in REDIRECTS):
                 return resp, current
+            location = (resp.headers.get("Location") or "").strip()
             # A redirect's short body is read, so that its connection goes back to the pool (a
             # registry that redirects every blob GET to its storage would otherwise cost a new
             # connection per blob); a long one is dropped with its connection.
             with contextlib.suppress(requests.RequestException):
                 self._read_body(resp, _REDIRECT_BODY)
             resp.close()
+            self._check_redirect(method, current, resp.status_code, location, hops, op)
             target = checked_target(
                 current,
                 location,
@@ -436,17 +530,47 @@ class Transport:
             current = target
 
     @staticmethod
-    def _read_body(resp: requests.Response, limit: int) -> tuple[bytes, bool]:
-        """Read at most ``limit`` bytes (+1 to detect more); returns (body, truncated)."""
-        parts: list[bytes] = []
-        total = 0
-        for chunk in resp.iter_content(_READ_CHUNK):
-            parts.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                resp.close()
-                return b"".join(parts)[: limit + 1], True
-        return b"".join(parts), False
+    def _check_redirect(
+        method: str, url: str, status: int, location: str, hops: int, op: Operation
+    ) -> None:
+        """Refuse a redirect that cannot be followed: no Location, or one hop too many."""
+        ctx = http_context(method, url, status)
+        if not location:
+            raise RegistryError(
+                f"{op.what}: the registry answered {status} without a Location", http=ctx
+            )
+        if hops >= MAX_REDIRECTS:
+            raise RegistryError(
+                f"{op.what}: the registry redirected more than {MAX_REDIRECTS} times (a loop?); "
+                f"the last Location was '{shown_url(location)}'",
+                http=ctx,
+            )
+
+    def _send_through(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | UploadBody | None
+    ) -> requests.Response:
+        """Send once through a session of the caller's (its hooks, auth and adapters apply),
+        as ``session.request`` would, but with no ``Cookie`` for another origin than the
+        registry's: the caller's cookie jar matches hosts, not ports."""
+        session = self.session
+        prepared = session.prepare_request(
+            requests.Request(method, url, headers=headers, data=body)
+        )
+        if not self.endpoint.owns(url):
+            prepared.headers.pop("Cookie", None)
+        settings = session.merge_environment_settings(
+            prepared.url, no_proxy_for(url) or {}, True, self.options.verify, None
+        )
+        return session.send(
+            prepared, allow_redirects=False, timeout=self.options.timeout, **settings
+        )
+
+    def _read_body(self, resp: requests.Response, limit: int) -> tuple[bytes, bool]:
+        """Read at most ``limit`` bytes (+1 to detect more) within the body deadline
+        (:attr:`TransportOptions.body_seconds`); returns (body, truncated). Raises
+        :class:`~regstore.client.errors_map.SlowBodyError` (a ``requests`` failure, retried
+        as a broken connection is) when the deadline passes first."""
+        return _read_bounded(resp, limit, self.options.body_seconds)
 
     # -- many HEADs at once --------------------------------------------------------------------
     #: Connections one batch of HEADs uses at most (within ``max_in_flight``).
@@ -621,7 +745,8 @@ class Transport:
                     else:
                         data, truncated = self._read_body(resp, max_body)
                 except requests.RequestException as exc:
-                    if self.worth_retrying(exc) and try_again(type(exc).__name__):
+                    reason = str(exc) if isinstance(exc, SlowBodyError) else type(exc).__name__
+                    if self.worth_retrying(exc) and try_again(reason):
                         continue
                     raise transport_error(op, method, url, exc) from exc
                 status = resp.status_code
@@ -665,6 +790,7 @@ class Transport:
                     data,
                     truncated=truncated,
                     retries=retries,
+                    body_deadline=self.options.body_seconds,
                 )
                 if stream and status < 300:
                     reply.response = resp

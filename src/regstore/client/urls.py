@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsp
 from urllib3.util import parse_url
 
 from regstore.reference import validate_name, validate_reference
+from regstore.safetext import escaped
 
 __all__ = [
     "DOCKER_HUB",
@@ -32,6 +33,7 @@ __all__ = [
     "resolve",
     "resolve_target",
     "same_origin",
+    "shown_url",
     "url_problem",
 ]
 
@@ -290,6 +292,28 @@ def redact_url(url: str) -> str:
             else "REDACTED"
         )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+#: Characters shown before and after the suspect one of a URL refused for its characters.
+_SUSPECT_CONTEXT = (80, 40)
+
+
+def shown_url(url: str) -> str:
+    """``url`` (one a registry named) as a message quotes it: :func:`redact_url`, escaped as
+    ``repr`` escapes (controls visible) and cut short (a registry may name 60,000 characters).
+
+    A URL holding a character the parsers read differently (see :func:`url_problem`) is shown
+    raw around the first such character instead: redaction parses it, and would drop the very
+    part that made it suspect (``http://h:1\\@registry/`` would be shown as ``http://registry/``).
+    """
+    suspect = _AMBIGUOUS_RE.search(url)
+    if suspect is None:
+        return escaped(redact_url(url))
+    before, after = _SUSPECT_CONTEXT
+    start, end = max(0, suspect.start() - before), suspect.end() + after
+    head = "..." if start else ""
+    tail = "..." if end < len(url) else ""
+    return head + escaped(url[start:end]) + tail
 
 
 def query_value(url: str, key: str) -> str | None:
