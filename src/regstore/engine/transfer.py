@@ -16,10 +16,12 @@ from typing import Literal
 
 from regstore.digest import digest_bytes, verify
 from regstore.errors import (
+    BlobNotFoundError,
     ImageManifestNotFoundError,
     ManifestInvalidError,
     PlatformNotFoundError,
     TransportError,
+    UnsupportedError,
     UsageError,
 )
 from regstore.events import EventKind
@@ -27,6 +29,7 @@ from regstore.manifest import MAX_CONFIG_SIZE, Descriptor, Manifest, Platform
 from regstore.reference import Digest, is_digest
 from regstore.referrers import artifact_type_list
 from regstore.retry import RetryPolicy
+from regstore.safetext import escaped
 
 from .blobs import (
     DEFAULT_CHUNK_SIZE,
@@ -482,10 +485,15 @@ def _move_blobs(
     for desc in plan.blobs.values():
 
         def move(desc: Descriptor = desc) -> BlobMove:
-            if desc.size < 0 and dst.needs_blob_sizes:
-                # schema1 carries no sizes; an upload needs one up front
-                desc = dataclasses.replace(desc, size=src.blob_size(desc.digest))
-            return dst.put_blob(desc, src, reporter, options, mount_from)
+            try:
+                if desc.size < 0 and dst.needs_blob_sizes:
+                    # schema1 carries no sizes; an upload needs one up front
+                    desc = dataclasses.replace(desc, size=src.blob_size(desc.digest))
+                return dst.put_blob(desc, src, reporter, options, mount_from)
+            except BlobNotFoundError as exc:
+                if not desc.urls:
+                    raise
+                raise _foreign_layer_error(desc, src.name) from exc
 
         future, owner = scheduler.submit(
             dst.blob_key(desc.digest), move, share_finished=not dst.claims_reuse
@@ -513,6 +521,19 @@ def _move_blobs(
             result.bytes_moved += move_result.nbytes
     if first_error is not None:
         raise first_error
+
+
+def _foreign_layer_error(desc: Descriptor, name: str) -> UnsupportedError:
+    """The error for a blob ``name`` lacks whose descriptor lists URLs: a non-distributable
+    ("foreign") layer, which registries may leave out (Windows base layers were fetched from
+    Microsoft's servers), and which regstore moves only from where the image is."""
+    more = f" (or {len(desc.urls) - 1} more)" if len(desc.urls) > 1 else ""
+    return UnsupportedError(
+        f"layer {desc.digest} of {name} is non-distributable ({desc.media_type or 'no type'}): "
+        f"the source does not hold it, and its manifest says to fetch it from "
+        f"{escaped(desc.urls[0])}{more}; "
+        "regstore moves only what the source holds"
+    )
 
 
 def _write_manifests(
