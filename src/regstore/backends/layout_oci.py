@@ -16,13 +16,24 @@ a ref, and the spec allows them. Rules kept on every update:
 - exactly one descriptor per ref name (retagging moves it; the old manifest keeps an unnamed
   descriptor so it stays listed by digest);
 - a (repository, digest) pair has either named descriptors or one unnamed descriptor;
-- descriptors this store cannot attribute to a repository (written by other tools) are left as
-  they are; ones with a ``<name>:<tag>`` ref name are read as that repository and tag.
+  a named descriptor is never removed to keep that rule;
+- a ref name decides whose descriptor it is, before the repository annotation: ``<name>:<tag>``
+  is that repository and tag; any other ref name (skopeo's ``oci:DIR:v2``, umoci's ``tag``,
+  which copies the annotations of the descriptor it tags) belongs to another tool, as does a
+  descriptor with neither; those are left as they are, and kept by gc with what they name
+  (:meth:`OciLayout.outside_references`).
+
+A repository holds the manifests its descriptors name and every stored manifest an index among
+them lists (nested indexes too): skopeo's ``copy --all`` adds the index alone to
+``index.json``, its children are plain blobs, as the image-layout spec allows.
 
 ``index.json`` is updated by read, modify, write to a temporary file and rename, under the
 store's mutex (a flock on a local disk), so concurrent taggers in threads and processes lose
-nothing. The descriptor's ``mediaType`` is the manifest's own media type; a partial index
-carries ``io.regstore.partial: "true"``.
+nothing. The descriptor's ``mediaType`` is the manifest's own media type, but for a Docker
+manifest (list), whose descriptor carries the OCI image manifest (index) type: skopeo looks a
+ref name up only among OCI-typed descriptors (regstore's bundles do the same). The bytes keep
+their own ``mediaType``, and a read answers with it. A partial index carries
+``io.regstore.partial: "true"``.
 """
 
 from __future__ import annotations
@@ -35,10 +46,18 @@ from typing import Any
 from regstore.errors import (
     ImageManifestNotFoundError,
     InvalidReferenceError,
+    ManifestInvalidError,
     RepositoryNotFoundError,
     StoreDamageError,
 )
-from regstore.manifest import OCI_INDEX, Manifest
+from regstore.manifest import (
+    DOCKER_MANIFEST_LIST,
+    DOCKER_MANIFEST_V2,
+    INDEX_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Manifest,
+)
 from regstore.reference import (
     SUPPORTED_ALGORITHMS,
     Digest,
@@ -47,7 +66,13 @@ from regstore.reference import (
     validate_tag,
 )
 
-from .layouts import Layout, check_tagged_bytes, sniff_media_type, split_blob_relative
+from .layouts import (
+    Layout,
+    LayoutHost,
+    check_tagged_bytes,
+    sniff_media_type,
+    split_blob_relative,
+)
 
 __all__ = ["PARTIAL_ANNOTATION", "REF_NAME", "REPOSITORY_ANNOTATION", "OciLayout"]
 
@@ -56,8 +81,18 @@ REPOSITORY_ANNOTATION = "io.regstore.repository"
 PARTIAL_ANNOTATION = "io.regstore.partial"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 _INDEX_LOCK = "oci-index"
+#: How deep indexes nest below a descriptor's own (as the engine walks them)
+_MAX_NESTING = 4
+#: The children of intact index bytes kept by digest (bytes of a digest never change); cleared
+#: when it holds more
+_CHILDREN_CACHE_SIZE = 4096
+#: The OCI type a descriptor carries for a Docker manifest (list): skopeo resolves a ref name
+#: only among OCI-typed descriptors
+_ENTRY_MEDIA_TYPES = {DOCKER_MANIFEST_V2: OCI_MANIFEST, DOCKER_MANIFEST_LIST: OCI_INDEX}
 
 Entry = dict[str, Any]
+#: ``(digest, media type its index lists it under)`` of an index's child manifests
+Children = tuple[tuple[Digest, str], ...]
 
 
 def _empty_index() -> dict[str, Any]:
@@ -67,6 +102,28 @@ def _empty_index() -> dict[str, Any]:
 def _annotations(entry: Entry) -> dict[str, Any]:
     found = entry.get("annotations")
     return found if isinstance(found, dict) else {}
+
+
+def _entry_media_type(media_type: str) -> str:
+    """The ``mediaType`` an index.json descriptor carries for a manifest of ``media_type``."""
+    return _ENTRY_MEDIA_TYPES.get(media_type, media_type)
+
+
+def _true_media_type(listed: object, raw: bytes) -> str:
+    """The media type of stored manifest bytes ``raw`` that a descriptor lists as ``listed``:
+    that one, unless the bytes declare a Docker type the descriptor stands for with the OCI
+    type (as this layout writes them, and bundles do); the sniffed one when none is listed."""
+    sniffed = sniff_media_type(raw)
+    if not isinstance(listed, str) or not listed:
+        return sniffed
+    if sniffed != listed and _entry_media_type(sniffed) == listed:
+        return sniffed
+    return listed
+
+
+def _may_be_index(media_type: object) -> bool:
+    """Whether a descriptor of ``media_type`` may name an index (one of no type may)."""
+    return not isinstance(media_type, str) or not media_type or media_type in INDEX_MEDIA_TYPES
 
 
 def _split_ref(ref: object) -> tuple[str, str] | None:
@@ -106,23 +163,26 @@ def _valid_name(name: str) -> bool:
 
 
 def _entry_key(entry: Entry) -> tuple[str | None, str | None, Digest | None]:
-    """``(repository, tag, digest)`` of an index.json descriptor; parts may be unknown."""
+    """``(repository, tag, digest)`` of an index.json descriptor; parts may be unknown.
+
+    A ref name decides before the repository annotation: umoci's ``tag`` copies the
+    annotations of the descriptor it tags onto its new one, named ``stable`` alone, and read as
+    an unnamed descriptor of ours, that one was dropped as a duplicate by the next write, or
+    deleted with its image by ``gc --untagged``. A ref name that is no ``<name>:<tag>`` is
+    another tool's: no repository (gc keeps it through :meth:`OciLayout.outside_references`).
+    """
     try:
         digest: Digest | None = Digest(entry.get("digest"))  # type: ignore[arg-type]
     except InvalidReferenceError:
         digest = None
     annotations = _annotations(entry)
+    if REF_NAME in annotations:
+        split = _split_ref(annotations[REF_NAME])
+        if split is None:
+            return None, None, digest
+        return split[0], split[1], digest
     repo = annotations.get(REPOSITORY_ANNOTATION)
-    if not isinstance(repo, str):
-        repo = None
-    split = _split_ref(annotations.get(REF_NAME))
-    tag = None
-    if split is not None:
-        if repo is None:
-            repo = split[0]  # written by skopeo or umoci: the ref name is all we have
-        if split[0] == repo:
-            tag = split[1]
-    return repo, tag, digest
+    return (repo if isinstance(repo, str) else None), None, digest
 
 
 class OciLayout(Layout):
@@ -133,6 +193,11 @@ class OciLayout(Layout):
     #: the index.json bytes last read whose entries were checked (bytes: shared by threads
     #: without harm, the newest read wins)
     _checked: bytes | None = None
+
+    def __init__(self, host: LayoutHost) -> None:
+        super().__init__(host)
+        #: the children of index bytes read intact, by digest (see :meth:`_children_of`)
+        self._children: dict[Digest, Children] = {}
 
     def blob_path(self, digest: Digest) -> str:
         return self.host.path("blobs", digest.algorithm, digest.hex)
@@ -215,7 +280,8 @@ class OciLayout(Layout):
     @staticmethod
     def _normalise(entries: list[Any]) -> list[Any]:
         """Keep named descriptors; keep one unnamed descriptor per (repository, digest) that
-        has no named one. Descriptors of unknown repository stay untouched.
+        has no named one. Descriptors of another tool (of no repository, or named otherwise
+        than ``<name>:<tag>``) stay untouched.
         """
         named = set()
         for entry in entries:
@@ -241,23 +307,85 @@ class OciLayout(Layout):
         annotations[REPOSITORY_ANNOTATION] = repo  # it may only have been implied by the name
         entry["annotations"] = annotations
 
+    # -- children of indexes -----------------------------------------------------------------
+
+    def _held_children(self, entries: list[tuple[str | None, Digest, Entry]]) -> dict[Digest, str]:
+        """The stored manifests that the indexes among a repository's descriptors ``entries``
+        list (nested ones too) and that have no descriptor of their own there, with the media
+        type their index lists each under. A child whose bytes cannot be examined counts (it
+        is not known to be absent: reading it reports what is wrong)."""
+        own = {digest for _, digest, _ in entries}
+        pending = [
+            (digest, entry.get("mediaType"), 0)
+            for _, digest, entry in entries
+            if _may_be_index(entry.get("mediaType"))
+        ]
+        read: set[Digest] = set()
+        held: dict[Digest, str] = {}
+        while pending:
+            digest, listed, depth = pending.pop()
+            if digest in read:
+                continue
+            read.add(digest)
+            for child, media_type in self._children_of(digest, listed):
+                if child not in own and child not in held and self._maybe_stored(child):
+                    held[child] = media_type
+                if depth < _MAX_NESTING and _may_be_index(media_type):
+                    pending.append((child, media_type, depth + 1))
+        return held
+
+    def _children_of(self, digest: Digest, listed: object) -> Children:
+        """The children of the stored index ``digest`` (a descriptor lists it as ``listed``);
+        none when it is no index, is not stored, cannot be read, or its bytes are damaged
+        (reading the index itself reports that: what it lists is unknown)."""
+        known = self._children.get(digest)
+        if known is not None:
+            return known
+        try:
+            raw = self.host.read_file(self.blob_path(digest))
+        except OSError:
+            return ()
+        if raw is None:
+            return ()
+        try:
+            manifest = Manifest.parse(raw, _true_media_type(listed, raw))
+        except ManifestInvalidError:
+            return ()
+        if manifest.digest_with(digest.algorithm) != digest:
+            return ()
+        children = tuple((c.digest, c.media_type) for c in manifest.manifests)
+        if len(self._children) >= _CHILDREN_CACHE_SIZE:
+            self._children.clear()
+        self._children[digest] = children  # its bytes are its digest's: they never change
+        return children
+
+    def _maybe_stored(self, digest: Digest) -> bool:
+        """False only when the blob ``digest`` is known to be absent."""
+        try:
+            return self.host.file_size(self.blob_path(digest)) is not None
+        except OSError:
+            return True
+
     # -- manifests ---------------------------------------------------------------------------
 
     def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
         wanted_digest = Digest(reference) if is_digest(reference) else None
-        for tag, digest, entry in self._entries(name):
+        entries = list(self._entries(name))
+        for tag, digest, entry in entries:
             if (wanted_digest is not None and digest == wanted_digest) or (
                 wanted_digest is None and tag == reference
             ):
                 raw = self.host.read_file(self.blob_path(digest))
                 if raw is None:
-                    break
+                    raise ImageManifestNotFoundError(name, reference)
                 if wanted_digest is None:
                     check_tagged_bytes(name, reference, digest, raw)
-                media_type = entry.get("mediaType")
-                if not isinstance(media_type, str) or not media_type:
-                    media_type = sniff_media_type(raw)
-                return raw, media_type
+                return raw, _true_media_type(entry.get("mediaType"), raw)
+        if wanted_digest is not None:
+            listed = self._held_children(entries).get(wanted_digest)
+            raw = None if listed is None else self.host.read_file(self.blob_path(wanted_digest))
+            if raw is not None:
+                return raw, _true_media_type(listed, raw)
         raise ImageManifestNotFoundError(name, reference)
 
     def put_manifest(
@@ -286,14 +414,15 @@ class OciLayout(Layout):
                     else:
                         annotations.pop(PARTIAL_ANNOTATION, None)
                     entry["annotations"] = annotations
-                    entry["mediaType"] = manifest.media_type
+                    entry["mediaType"] = _entry_media_type(manifest.media_type)
             if not present:
                 annotations = {REPOSITORY_ANNOTATION: name}
                 if tag is not None:
                     annotations[REF_NAME] = ref
                 if partial:
                     annotations[PARTIAL_ANNOTATION] = "true"
-                entry = {"mediaType": manifest.media_type, "digest": str(digest),
+                media_type = _entry_media_type(manifest.media_type)
+                entry = {"mediaType": media_type, "digest": str(digest),
                          "size": manifest.size, "annotations": annotations}  # fmt: skip
                 if manifest.artifact_type:  # the image-layout spec lists artifacts so
                     entry["artifactType"] = manifest.artifact_type
@@ -302,6 +431,7 @@ class OciLayout(Layout):
             self._save(index)
 
     def manifest_is_partial(self, name: str, digest: Digest) -> bool:
+        # (a child held through its index alone was written by another tool: never partial)
         return any(
             _annotations(entry).get(PARTIAL_ANNOTATION) == "true"
             for _, found, entry in self._entries(name)
@@ -309,6 +439,10 @@ class OciLayout(Layout):
         )
 
     def delete_manifest(self, name: str, digest: Digest) -> None:
+        """Remove the descriptors of ``name`` naming ``digest``. A child held through an index
+        alone has none to remove: it goes with its index (ImageManifestNotFoundError until
+        then, as for a manifest deleted meanwhile; gc passes over it, and takes its blobs once
+        the index is gone)."""
         if not any(found == digest for _, found, _ in self._entries(name)):
             raise ImageManifestNotFoundError(name, str(digest))  # no need to lock for that
         with self.host.mutex(_INDEX_LOCK):
@@ -377,4 +511,7 @@ class OciLayout(Layout):
         entries = list(self._entries(name))
         if not entries:
             raise RepositoryNotFoundError(name)
-        return sorted({str(digest) for _, digest, _ in entries})
+        # the children of another tool's index, which have no descriptor: unlisted, their
+        # configs and layers were deleted by gc, and verify called them missing
+        held = self._held_children(entries)
+        return sorted({str(digest) for _, digest, _ in entries} | {str(d) for d in held})
