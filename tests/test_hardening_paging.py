@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,17 +38,8 @@ def _no_limit_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def make(fake_registry: FakeRegistry) -> Iterator[Callable[..., Client]]:
-    clients: list[Client] = []
-
-    def build(**options: object) -> Client:
-        client = Client(fake_registry.host, use_docker_config=False, **options)  # type: ignore[arg-type]
-        clients.append(client)
-        return client
-
-    yield build
-    for client in clients:
-        client.close()
+def make(fake_client_factory: Callable[..., Client]) -> Callable[..., Client]:
+    return fake_client_factory
 
 
 def endless_pages(path: str, key: str, page: Callable[[int], list[str]]) -> Responder:

@@ -191,17 +191,8 @@ def test_an_unusable_expires_in_gives_one_token_for_many_requests(
 
 
 @pytest.fixture
-def make(fake_registry: FakeRegistry) -> Iterator[Callable[..., Client]]:
-    clients: list[Client] = []
-
-    def build(**options: object) -> Client:
-        client = Client(fake_registry.host, use_docker_config=False, **options)  # type: ignore[arg-type]
-        clients.append(client)
-        return client
-
-    yield build
-    for client in clients:
-        client.close()
+def make(fake_client_factory: Callable[..., Client]) -> Callable[..., Client]:
+    return fake_client_factory
 
 
 def _serve_pages(fake: FakeRegistry, path: str, key: str, pages: list[list[str]]) -> None:

@@ -34,6 +34,8 @@ from typing import Any, NamedTuple, Protocol
 
 import pytest
 
+from regstore.client import Client
+
 from .fake_registry import FakeRegistry
 from .moto_server import MotoServer
 from .proxy import FaultProxy
@@ -242,3 +244,19 @@ def fake_registry_factory() -> Iterator[Callable[[], FakeRegistry]]:
 def fake_registry(fake_registry_factory: Callable[[], FakeRegistry]) -> FakeRegistry:
     """One scripted fake registry."""
     return fake_registry_factory()
+
+
+@pytest.fixture
+def fake_client_factory(fake_registry: FakeRegistry) -> Iterator[Callable[..., Client]]:
+    """Clients of :func:`fake_registry` (no docker config read), built with the options given
+    and closed afterwards."""
+    clients: list[Client] = []
+
+    def build(**options: object) -> Client:
+        client = Client(fake_registry.host, use_docker_config=False, **options)  # type: ignore[arg-type]
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.close()
