@@ -11,9 +11,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 import requests
+import urllib3
 
 from regstore.client import Client
 from regstore.digest import digest_bytes
@@ -321,3 +323,23 @@ def test_a_blob_stream_has_no_overall_deadline(
     server = drip(BLOB, {"Content-Type": "application/octet-stream"}, 0.1)
     client = make(server.host, timeout=(10.0, 0.5), retries=0)
     assert fetch_blob(client) == BLOB  # (ten waits of 0.1 s: past a body's 0.5 s deadline)
+
+
+def test_a_registry_that_refuses_connections_is_tried_as_often_as_retries_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # urllib3's own connect retries (with backoff) ran inside each of regstore's: six times
+    # six attempts, and 108 s before a push to a registry that was down failed
+    attempts: list[int] = []
+
+    def refused(self: urllib3.connection.HTTPConnection) -> Any:
+        attempts.append(1)
+        raise urllib3.exceptions.NewConnectionError(self, "Connection refused (injected)")
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "_new_conn", refused)
+    pauses: list[float] = []
+    client = Client("127.0.0.1:9", retries=2, use_docker_config=False, sleep=pauses.append)
+    with client, pytest.raises(TransportError):
+        client.get_image_manifest(NAME, "v1")
+    assert len(attempts) == 3  # the first and two retries
+    assert len(pauses) == 2

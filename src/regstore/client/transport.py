@@ -3,8 +3,10 @@
 Retries follow one :class:`~regstore.client.retry.RetryPolicy` and are split by where each
 kind of failure can be handled safely:
 
-- **In the adapter** (``urllib3.util.Retry``): failures to *establish* a connection (refused,
-  connect timeout, DNS) for every method — nothing was sent, so even a PATCH may be repeated.
+- **Here**, for every method: failures to *establish* a connection (refused, connect timeout,
+  DNS) — nothing was sent, so even a PATCH may be repeated. (Not in the adapter: urllib3's
+  own retries ran inside each of these, six times five attempts before a registry that was
+  down failed.)
 - **Here**, for requests safe to repeat (GET, HEAD, DELETE, manifest PUT, the empty POST that
   starts an upload): read errors after the request went out, and answers 408/429/5xx
   (``Retry-After`` honoured, capped), with exponential backoff and jitter. urllib3's status
@@ -415,22 +417,11 @@ class Transport:
         # A session-level auth, even a no-op one, stops requests from adding ~/.netrc
         # credentials, which would replace the client's own Authorization header.
         session.auth = _NoNetrcAuth()
-        # Connection *establishment* failures only: the request was not sent, any method may
-        # be repeated. Everything else is decided per request (see the module docstring).
-        retry = Retry(
-            total=options.retries,
-            connect=options.retries,
-            read=False,
-            status=0,
-            other=False,
-            redirect=False,
-            allowed_methods=None,
-            backoff_factor=options.backoff,
-            backoff_max=options.max_backoff,
-            backoff_jitter=options.backoff / 2,
-            raise_on_status=False,
-            respect_retry_after_header=False,
-        )
+        # No retries in urllib3: each failed request is retried here (idempotent ones) or by
+        # the engine's budget for the blob (an upload's steps), never both. urllib3's own
+        # connect retries ran inside each of those: six times five attempts, with backoff,
+        # before a push to a registry that is down (or a mistyped host) failed: 108 s.
+        retry = Retry(0, read=False, redirect=False, raise_on_status=False)
         pool = max(options.max_in_flight, 10)
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=retry)
         session.mount("https://", adapter)
@@ -452,8 +443,9 @@ class Transport:
         return self.policy.delay(attempt, retry_after)
 
     @staticmethod
-    def _connect_retried(exc: BaseException) -> bool:
-        """True if the adapter already retried this connection failure."""
+    def _never_sent(exc: BaseException) -> bool:
+        """True if no connection could be made (refused, timed out connecting): nothing was
+        sent, so any request, even an upload's POST, may be sent again."""
         reason = exc.args[0] if exc.args else None
         return isinstance(reason, urllib3.exceptions.MaxRetryError) and isinstance(
             reason.reason,
@@ -466,8 +458,8 @@ class Transport:
     @classmethod
     def worth_retrying(cls, exc: requests.RequestException) -> bool:
         """True for a failed exchange a retry may mend: not a TLS refusal (it would fail the
-        same way), not a connection failure the adapter has already retried."""
-        return not isinstance(exc, requests.exceptions.SSLError) and not cls._connect_retried(exc)
+        same way)."""
+        return not isinstance(exc, requests.exceptions.SSLError)
 
     def _check_target(self, method: str, url: str, op: Operation) -> None:
         """Refuse a URL that is no http(s) URL or could reach another host than it names."""
@@ -686,8 +678,9 @@ class Transport:
     ) -> Reply:
         """Send a request to the registry and return its final answer.
 
-        Handles auth challenges (one retry with fresh credentials), retries requests that are
-        ``idempotent`` (default: GET, HEAD, DELETE) on read errors and retryable answers,
+        Handles auth challenges (one retry with fresh credentials), retries any request whose
+        connection could not be made, and requests that are ``idempotent`` (default: GET,
+        HEAD, DELETE) on read errors and retryable answers,
         spending from the budget active in this context or from one of the request's own,
         follows redirects for GET/HEAD. Raises :class:`AuthenticationError` for a final
         401/403 from the registry and :class:`TransportError` when it cannot be reached or the
@@ -709,9 +702,11 @@ class Transport:
         self._semaphore.acquire()
         slot = _Slot(self._semaphore)
 
-        def try_again(reason: str, retry_after: float | None = None) -> bool:
+        def try_again(
+            reason: str, retry_after: float | None = None, *, unsent: bool = False
+        ) -> bool:
             nonlocal budget, retries
-            if not idempotent:
+            if not (idempotent or unsent):
                 return False
             if budget is None:
                 budget = active_budget() or self.policy.budget(op.what)
@@ -746,7 +741,7 @@ class Transport:
                         data, truncated = self._read_body(resp, max_body)
                 except requests.RequestException as exc:
                     reason = str(exc) if isinstance(exc, SlowBodyError) else type(exc).__name__
-                    if self.worth_retrying(exc) and try_again(reason):
+                    if self.worth_retrying(exc) and try_again(reason, unsent=self._never_sent(exc)):
                         continue
                     raise transport_error(op, method, url, exc) from exc
                 status = resp.status_code
