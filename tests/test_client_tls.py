@@ -20,11 +20,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from regstore import open_store
 from regstore.client import Client
 from regstore.errors import TransportError
 from regstore.manifest import Manifest
 from regstore.testing.builders import build_image
+from tests.support.cli import put_image, run_cli
+from tests.support.engine import seed_registry
 from tests.support.ports import ServerStartError, free_port
+from tests.support.registry import RegistryServer
 
 
 def _wait_for_tls(url: str, ca: Path, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -179,3 +183,56 @@ def test_many_heads_at_once_keep_the_same_trust(
     # an unknown CA: nothing is learned, nothing raised, nothing trusted
     untrusted = Client(f"https://{host}", retries=0)
     assert untrusted.head_manifests("tls/many", tags) == {}
+
+
+def test_the_cli_speaks_tls_to_a_loopback_registry_given_its_ca(
+    tls_registry: tuple[str, Path], tmp_path: Path
+) -> None:
+    # a loopback registry is spoken to in plain HTTP unless told otherwise, and the command
+    # line had no way to: --ca-cert was ignored for it, and a TLS registry answered "400"
+    host, ca = tls_registry
+    built = build_image(seed=77, layers=1, layer_size=512, media="oci")
+    store = tmp_path / "store"
+    put_image(open_store(str(store)), "tls/app", "1", built)
+    pushed = run_cli(
+        "--store",
+        str(store),
+        "--ca-cert",
+        str(ca),
+        "push",
+        "tls/app:1",
+        f"{host}/tls/app:1",
+        home=tmp_path / "home",
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    with Client(f"https://{host}", verify=str(ca)) as client:
+        assert client.head_manifest("tls/app", "1") is not None
+
+
+def test_insecure_warns_only_where_tls_is_spoken(registry: RegistryServer, tmp_path: Path) -> None:
+    # --insecure warned that certificates were not verified on a plain-HTTP connection
+    built = build_image(seed=78, layers=1, layer_size=512, media="oci")
+    seed_registry(registry.url, "plain/app", "1", built)
+    pulled = run_cli(
+        "--store",
+        str(tmp_path / "store"),
+        "--insecure",
+        "pull",
+        f"{registry.host}/plain/app:1",
+        home=tmp_path / "home",
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    assert "NOT verified" not in pulled.stderr
+
+
+def test_plain_http_to_a_tls_registry_is_hinted_at(
+    tls_registry: tuple[str, Path], tmp_path: Path
+) -> None:
+    # it ended with a bare "400", nothing said the registry speaks HTTPS
+    host, _ = tls_registry
+    pulled = run_cli(
+        "--store", str(tmp_path / "store"), "pull", f"{host}/any/app:1", home=tmp_path / "home"
+    )
+    assert pulled.returncode != 0
+    assert "400" in pulled.stderr
+    assert "--ca-cert FILE" in pulled.stderr

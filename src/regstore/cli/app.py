@@ -261,17 +261,21 @@ class AppState:
             from regstore import plugins
             from regstore.client import Client
 
+        from regstore.client.urls import is_loopback_host
+
         s = self.settings
         insecure = s.insecure or not tls_verify
-        if insecure:
-            self.warn_insecure(host)
         verify: bool | str = False if insecure else (ca_cert or s.ca_cert or True)
+        plain = True if s.plain_http else plain_http
+        if plain is None and isinstance(verify, str):
+            plain = False  # a CA given for it: the registry speaks TLS, on loopback too
+        if insecure and not (plain or (plain is None and is_loopback_host(host))):
+            self.warn_insecure(host)  # (a plain-HTTP connection has no certificate to skip)
         if username is None and s.username is not None:
             self.global_credentials_for([host])
             username, password = s.username, self.password()
         if password:
             self.output.secrets.append(password)
-        plain = True if s.plain_http else plain_http
         key = (host, plain, verify, username)
         if key not in self._clients:
             log.info(
@@ -432,7 +436,8 @@ def _global_option_decorators(*, on_group: bool) -> list[Callable[[F], F]]:
             "--ca-cert",
             metavar="FILE",
             type=click.Path(exists=True, dir_okay=False),
-            help="CA certificate bundle to verify registries with.",
+            help="CA certificate bundle to verify registries with (HTTPS then, a loopback "
+            "registry's too, which is otherwise spoken to in plain HTTP).",
             **common,
         ),
         click.option(

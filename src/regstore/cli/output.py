@@ -145,6 +145,19 @@ def hint_for(exc: BaseException) -> str:
         )
     if isinstance(exc, TransportError):
         return _transport_hint(exc)
+    if (
+        isinstance(exc, UnexpectedHTTPStatusError)
+        and exc.status == 400
+        and exc.http is not None
+        and exc.http.url.startswith("http://")
+        and not exc.http.codes
+    ):
+        # what a TLS port answers to plain HTTP (Go's servers: "Client sent an HTTP request
+        # to an HTTPS server"); a registry's own 400s carry error codes
+        return (
+            "does the registry speak HTTPS? give its CA with --ca-cert FILE (a loopback "
+            "registry is spoken to in plain HTTP otherwise)"
+        )
     if isinstance(exc, UnexpectedHTTPStatusError) and exc.status == 405:
         return "the registry does not take this request here: is it read-only, or a mirror?"
     if isinstance(exc, UnexpectedHTTPStatusError) and exc.status == 413:
