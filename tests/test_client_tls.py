@@ -207,6 +207,20 @@ def test_the_cli_speaks_tls_to_a_loopback_registry_given_its_ca(
     assert pushed.returncode == 0, pushed.stderr
     with Client(f"https://{host}", verify=str(ca)) as client:
         assert client.head_manifest("tls/app", "1") is not None
+    # and where TLS is spoken unverified, it is said so
+    sync = tmp_path / "sync.json"
+    source = {"registry": host, "plain_http": False, "tls_verify": False}
+    sync.write_text(
+        json.dumps(
+            {
+                "target": {"store": (tmp_path / "mirror").as_uri()},
+                "sources": [{**source, "repositories": [{"name": "tls/app"}]}],
+            }
+        )
+    )
+    synced = run_cli("sync", str(sync), home=tmp_path / "home")
+    assert synced.returncode == 0, synced.stderr
+    assert f"TLS certificates of {host} are NOT verified" in synced.stderr
 
 
 def test_insecure_warns_only_where_tls_is_spoken(registry: RegistryServer, tmp_path: Path) -> None:
