@@ -62,7 +62,8 @@ cli.lazy_commands.update(
         ),
         "ls": (
             "regstore.cli.storecmds",
-            "List the store's repositories, or the tags of one (digest, type, size).",
+            "List the store's repositories, or the tags of one (digest, type, size); or the "
+            "tags of a registry's repository.",
         ),
         "plugins": (
             "regstore.cli.storecmds",

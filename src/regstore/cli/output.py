@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from regstore.errors import (
     AuthenticationError,
@@ -177,6 +178,8 @@ def hint_for(exc: BaseException) -> str:
             return _transport_hint(exc.__cause__)
         return "the registry kept failing; run the command again later (it resumes)"
     if isinstance(exc, RepositoryNotFoundError):
+        if exc.http is not None:  # the registry's answer
+            return "check the repository name: the registry holds none of that name"
         return "check the repository name (`regstore ls` lists the store's repositories)"
     if isinstance(exc, PlatformNotFoundError):
         return (
@@ -186,6 +189,9 @@ def hint_for(exc: BaseException) -> str:
             else "leave out --platform: the image names no platform"
         )
     if isinstance(exc, ImageManifestNotFoundError):
+        host = urlsplit(exc.http.url).netloc if exc.http is not None else ""
+        if host:  # the registry's answer
+            return f"check the tag or digest (`regstore ls {host}/{exc.name}` lists its tags)"
         return "check the name and tag or digest (`regstore ls NAME` lists a stored repository)"
     if isinstance(exc, (BackendNotFoundError, StoreNotFoundError, StoreReadOnlyError)):
         return ""  # its message already says what to install, to check the URL, or why not

@@ -137,6 +137,21 @@ def parse_image_ref(text: str) -> ImageRef:
     return RegistryRef(Reference.parse(text), _explicit(text))
 
 
+def _registry_image(text: str) -> RegistryRef | None:
+    """``text`` as a registry image when it names a registry host (``HOST[:PORT]/NAME``: a
+    store name cannot hold a port or capitals), else None."""
+    if text.startswith(STORE_PREFIX):
+        return None
+    try:
+        ref = parse_image_ref(text)
+    except InvalidReferenceError:
+        return None
+    host = text.removeprefix(DOCKER_PREFIX).split("/", 1)[0]
+    if not isinstance(ref, RegistryRef) or host != ref.registry:
+        return None
+    return ref
+
+
 if TYPE_CHECKING:  # click >= 8.4 types its ParamType generically; older ones are not generic
     _ParamType = click.ParamType[ImageRef]
 else:
@@ -146,13 +161,19 @@ else:
 class ImageRefType(_ParamType):
     """A click type for image references; a malformed one is a usage error (exit 2).
 
-    ``kind``: ``"any"`` (``store:`` or registry), ``"registry"``, or ``"store"`` (``store:``
-    prefix optional).
+    ``kind``: ``"any"`` (``store:`` or registry), ``"registry"``, ``"store"`` (``store:``
+    prefix optional), or ``"store-or-registry"`` (a store image unless it names a registry
+    host, ``HOST[:PORT]/NAME``, which no store name can be).
     """
 
     def __init__(self, kind: str = "any") -> None:
         self.kind = kind
-        self.name = {"any": "IMAGE", "registry": "REGISTRY-IMAGE", "store": "STORE-IMAGE"}[kind]
+        self.name = {
+            "any": "IMAGE",
+            "registry": "REGISTRY-IMAGE",
+            "store": "STORE-IMAGE",
+            "store-or-registry": "IMAGE",
+        }[kind]
 
     def convert(
         self, value: object, param: click.Parameter | None, ctx: click.Context | None
@@ -161,10 +182,21 @@ class ImageRefType(_ParamType):
             return value
         text = str(value)
         try:
-            if self.kind == "store":
+            if self.kind in ("store", "store-or-registry"):
                 return parse_store_ref(text)
             ref = parse_image_ref(text)
         except InvalidReferenceError as exc:
+            registry = _registry_image(text) if self.kind != "any" else None
+            if registry is not None and self.kind == "store-or-registry":
+                return registry
+            if registry is not None and self.kind == "store":
+                self.fail(
+                    f"{text!r} names an image of the registry {registry.registry}; this command "
+                    "works on the store (store:NAME[:TAG]): `regstore copy` and `regstore pull` "
+                    "take registry images",
+                    param,
+                    ctx,
+                )
             self.fail(str(exc), param, ctx)
         if self.kind == "registry" and isinstance(ref, StoreRef):
             self.fail(f"{text!r} names a store image; a registry image is needed here", param, ctx)

@@ -26,9 +26,10 @@ from regstore.store import DELETED_NOT_MOVED, read_blob
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK, format_size, short_digest
-from .refs import ImageRef, ImageRefType, StoreRef
+from .refs import ImageRef, ImageRefType, RegistryRef, StoreRef
 
 if TYPE_CHECKING:
+    from regstore.engine.verify import Problem, VerifyReport
     from regstore.store import ObjectStore
     from regstore.storetypes import StagingEntry
 
@@ -48,13 +49,17 @@ _SHORT_TYPES = {
 
 
 @cli.command("ls")
-@click.argument("name", required=False, type=ImageRefType("store"))
+@click.argument("name", required=False, type=ImageRefType("store-or-registry"))
 @regstore_command
-def ls_command(state: AppState, name: StoreRef | None) -> int:
-    """List the store's repositories, or the tags of one (digest, type, size).
+def ls_command(state: AppState, name: StoreRef | RegistryRef | None) -> int:
+    """List the store's repositories, or the tags of one (digest, type, size); or the tags of
+    a registry's repository.
 
-    NAME is a repository of the store (store: may prefix it).
+    NAME is a repository of the store (store: may prefix it), or HOST[:PORT]/NAME of a
+    registry.
     """
+    if isinstance(name, RegistryRef):
+        return _ls_registry(state, name)
     store = state.store(must_exist=True, read_only=True)
     out = state.output
     if name is None:
@@ -113,6 +118,22 @@ def ls_command(state: AppState, name: StoreRef | None) -> int:
     return EXIT_OK
 
 
+def _ls_registry(state: AppState, name: RegistryRef) -> int:
+    """The tags of a registry's repository (every page the registry lists), sorted."""
+    if name.explicit:
+        raise click.BadParameter("give a repository name without a tag", param_hint="NAME")
+    state.action = f"listing the tags of {name.registry}/{name.name}"
+    tags = sorted(state.client(name.registry).list_image_tags(name.name))
+    out = state.output
+    if out.json_mode:
+        out.json({"ok": True, "registry": name.registry, "repository": name.name, "tags": tags})
+    elif tags:
+        out.table(("TAG",), [(tag,) for tag in tags])
+    else:
+        out.note(f"{name.registry}/{name.name} has no tags")
+    return EXIT_OK
+
+
 def _referrer_marks(
     store: ObjectStore, name: str, rows: list[tuple[str | None, str]]
 ) -> list[tuple[int, str]]:
@@ -167,6 +188,30 @@ def _read_config(state: AppState, ref: ImageRef, manifest: Manifest) -> bytes | 
         return None
 
 
+def _describe_index(state: AppState, ref: ImageRef, index: Manifest) -> dict[str, Any]:
+    """An index's platforms and manifests; in the store, also whether it was stored partially
+    (``partial``, as ``ls`` says: pulled with --platform) and which of its manifests are there
+    (``stored``), since a partial index still lists every platform of its source."""
+    info: dict[str, Any] = {
+        "platforms": [str(m.platform) for m in index.manifests if m.platform],
+        "manifests": [
+            {
+                "digest": str(m.digest),
+                "media_type": m.media_type,
+                "size": m.size,
+                "platform": str(m.platform) if m.platform else None,
+            }
+            for m in index.manifests
+        ],
+    }
+    if isinstance(ref, StoreRef):
+        store = state.store(must_exist=True, read_only=True)
+        info["partial"] = store.is_partial(ref.name, str(index.digest))
+        for entry in info["manifests"]:
+            entry["stored"] = store.has_manifest(ref.name, entry["digest"])
+    return info
+
+
 def describe_manifest(state: AppState, ref: ImageRef, manifest: Manifest) -> dict[str, Any]:
     """The JSON form ``inspect`` prints."""
     info: dict[str, Any] = {
@@ -176,16 +221,7 @@ def describe_manifest(state: AppState, ref: ImageRef, manifest: Manifest) -> dic
         "size": manifest.size,
     }
     if manifest.is_index:
-        info["platforms"] = [str(m.platform) for m in manifest.manifests if m.platform]
-        info["manifests"] = [
-            {
-                "digest": str(m.digest),
-                "media_type": m.media_type,
-                "size": m.size,
-                "platform": str(m.platform) if m.platform else None,
-            }
-            for m in manifest.manifests
-        ]
+        info.update(_describe_index(state, ref, manifest))
     else:
         raw_config = _read_config(state, ref, manifest)
         platform = _config_platform(raw_config) if raw_config is not None else None
@@ -283,10 +319,32 @@ def inspect_command(state: AppState, ref: ImageRef, raw: bool, referrers: bool) 
     if out.json_mode:
         out.json({"ok": True, **info})
         return EXIT_OK
+    _print_description(state, info)
+    return EXIT_OK
+
+
+def _stored_text(entry: dict[str, Any]) -> str:
+    """How a platform of a stored index reads: marked when the store lacks its manifest."""
+    platform = str(entry["platform"])
+    return platform if entry["stored"] else f"{platform} (not stored)"
+
+
+def _print_description(state: AppState, info: dict[str, Any]) -> None:
+    """``inspect``'s text: the header lines, then the index's manifests or the blobs."""
+    out = state.output
     out.line(f"{'Reference:':<12}{info['reference']}")
     out.line(f"{'Digest:':<12}{info['digest']}")
-    out.line(f"{'Type:':<12}{info['media_type']}")
-    out.line(f"{'Platforms:':<12}{', '.join(info['platforms']) or '-'}")
+    manifests: list[dict[str, Any]] = info.get("manifests", [])
+    partial = ""
+    if info.get("partial"):
+        stored = sum(bool(m["stored"]) for m in manifests)
+        partial = f" (partial: {stored} of {len(manifests)} manifests stored)"
+    out.line(f"{'Type:':<12}{info['media_type']}{partial}")
+    if any("stored" in m for m in manifests):  # a store's index: say what it lacks
+        platforms = [_stored_text(m) for m in manifests if m["platform"]]
+    else:
+        platforms = info["platforms"]
+    out.line(f"{'Platforms:':<12}{', '.join(platforms) or '-'}")
     if "total_size" in info:
         out.line(f"{'Size:':<12}{format_size(info['total_size'])}")
     if info.get("artifact_type"):
@@ -295,28 +353,63 @@ def inspect_command(state: AppState, ref: ImageRef, raw: bool, referrers: bool) 
         out.line(f"{'Subject:':<12}{info['subject']}")
     if "manifests" in info:
         out.line()
-        out.table(
-            ("PLATFORM", "DIGEST", "SIZE"),
-            [
-                (m["platform"] or "-", m["digest"], format_size(m["size"]))
-                for m in info["manifests"]
-            ],
-        )
+        in_store = any("stored" in m for m in manifests)
+        rows = [
+            (m["platform"] or "-", m["digest"], format_size(m["size"]))
+            + ((("yes" if m["stored"] else "no"),) if in_store else ())
+            for m in manifests
+        ]
+        out.table(("PLATFORM", "DIGEST", "SIZE") + (("STORED",) if in_store else ()), rows)
     if info.get("layers") is not None:
         out.line()
-        rows = []
+        blobs = []
         if "config" in info:
             c = info["config"]
-            rows.append(("config", c["digest"], format_size(c["size"]), c["media_type"]))
-        rows += [
+            blobs.append(("config", c["digest"], format_size(c["size"]), c["media_type"]))
+        blobs += [
             (f"layer {i}", layer["digest"], format_size(layer["size"]), layer["media_type"])
             for i, layer in enumerate(info["layers"])
         ]
-        out.table(("BLOB", "DIGEST", "SIZE", "TYPE"), rows)
-    return EXIT_OK
+        out.table(("BLOB", "DIGEST", "SIZE", "TYPE"), blobs)
 
 
 # -- verify, delete, gc --------------------------------------------------------------------------
+
+
+def _verify_hint(report: VerifyReport, images: list[str]) -> str:
+    """What to try after a failed verify, naming the images to pull again (``images``: every
+    one any problem involves) and the command that does it."""
+    example = images[0] if images else "NAME:TAG"
+    each = " and the like for each" if len(images) > 1 else ""
+    affected = f"the affected images ({_listed(images)})" if images else "the affected images"
+    if report.quarantined and any(p.quarantined == DELETED_NOT_MOVED for p in report.quarantined):
+        # no quarantine to list: a sync cannot tell the image lacks them
+        return (
+            f"{len(report.quarantined)} damaged blob(s) were deleted (this store cannot move "
+            f"blobs aside): pull {affected} again ({_pull_command(example)}{each}), or import "
+            "their bundle again, to fetch them; a sync of an unchanged tag does not notice"
+        )
+    if report.quarantined:
+        return (
+            f"{len(report.quarantined)} damaged blob(s) were moved aside: pull {affected} "
+            f"again ({_pull_command(example)}{each}, or the next `regstore sync` of them), or "
+            "import their bundle again, to fetch them; the store keeps intact blobs"
+        )
+    if all(p.kind == "unlinked-blob" for p in report.problems):
+        # by digest: the tag may name another image at its registry by now
+        manifests = sorted(
+            {f"{p.repository}@{m}" for p in report.problems for m in p.referenced_by}
+        )
+        tagged = [i for i in images if "@" not in i]
+        return (
+            f"the blobs are intact: pull or copy {_listed(manifests)} into its repository "
+            f"again ({_pull_command(manifests[0] if manifests else 'NAME@DIGEST')}) to link "
+            "them" + (f"; tagged {_listed(tagged)}" if tagged else "")
+        )
+    return (
+        f"pull {affected} again with {_pull_command(example, '--repair')}{each} (it re-hashes "
+        "the image's blobs and fetches the damaged ones)"
+    )
 
 
 def _age(seconds: float) -> str:
@@ -336,6 +429,79 @@ def _staging_rows(entries: list[StagingEntry], now: float) -> list[tuple[str, ..
         )
         for e in entries
     ]
+
+
+#: How deep the manifests a tag leads to are followed (an index of indexes is legal).
+_MAX_INDEX_DEPTH = 4
+#: Images a table cell or the error line names before "and N more".
+_NAMED = 3
+
+
+def _reached(store: ObjectStore, name: str, digest: str, into: set[str], depth: int = 0) -> None:
+    """Add ``digest`` and the manifests an index there lists (stored or not) to ``into``."""
+    into.add(digest)
+    if depth >= _MAX_INDEX_DEPTH:
+        return
+    try:
+        manifest = store.manifest(name, digest)
+    except RegstoreError:  # missing or damaged: verify reported it; what it lists is unknown
+        return
+    for child in manifest.manifests if manifest.is_index else ():
+        if str(child.digest) not in into:
+            _reached(store, name, str(child.digest), into, depth + 1)
+
+
+def _tag_reach(store: ObjectStore, name: str) -> dict[str, set[str]]:
+    """Per tag of ``name``: the digests of the manifests it leads to; a tag that cannot be
+    read leads to none (its own problem names it)."""
+    reach: dict[str, set[str]] = {}
+    for tag in tags_of(store, name):
+        try:
+            digest = store.manifest_digest(name, tag)
+        except RegstoreError:
+            continue
+        if digest is not None:
+            reach[tag] = set()
+            _reached(store, name, str(digest), reach[tag])
+    return reach
+
+
+def _affected_images(store: ObjectStore, report: VerifyReport) -> list[list[str]]:
+    """Per problem of ``report``: the images to pull again to mend it. Every ``NAME:TAG`` of
+    the verified repositories that leads to a manifest involved (a blob is named in one
+    repository but may be used in several), else ``NAME@DIGEST`` of the manifests involved
+    that no tag leads to. Read only when something is wrong."""
+    if not report.problems:
+        return []
+    reach = {name: _tag_reach(store, name) for name in report.repositories}
+    return [_images_of(problem, reach) for problem in report.problems]
+
+
+def _images_of(problem: Problem, reach: dict[str, dict[str, set[str]]]) -> list[str]:
+    involved = {problem.subject, *problem.referenced_by}
+    images = [
+        f"{name}:{tag}"
+        for name, tags in reach.items()
+        for tag, reached in tags.items()
+        if involved & reached or (name == problem.repository and tag == problem.subject)
+    ]
+    if images:
+        return sorted(images)
+    untagged = problem.referenced_by or (
+        (problem.subject,) if problem.kind in ("damaged-manifest", "missing-manifest") else ()
+    )
+    return [f"{problem.repository}@{digest}" for digest in untagged if ":" in digest]
+
+
+def _listed(images: list[str], limit: int = _NAMED) -> str:
+    """``a, b, c and 2 more``."""
+    more = f" and {len(images) - limit} more" if len(images) > limit else ""
+    return ", ".join(images[:limit]) + more
+
+
+def _pull_command(image: str, *flags: str) -> str:
+    """The pull that fetches ``image`` of the store again (its registry is not recorded)."""
+    return " ".join(("`regstore pull REGISTRY/" + image, *flags)) + "`"
 
 
 @cli.command("verify")
@@ -370,24 +536,29 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
         )
     out = state.output
     abandoned = report.abandoned
+    affected = _affected_images(store, report)
     if out.json_mode:
-        out.json(report.as_dict())
+        document = report.as_dict()
+        for problem, images in zip(document["problems"], affected, strict=True):
+            problem["images"] = images
+        out.json(document)
     else:
         if report.staging_error:
             out.warning(f"the staging area was not checked: {report.staging_error}")
         if report.problems:
             out.table(
-                ("PROBLEM", "REPOSITORY", "WHAT", "DETAIL"),
+                ("PROBLEM", "REPOSITORY", "WHAT", "IMAGES", "DETAIL"),
                 [
                     (
                         p.kind,
                         p.repository,
                         p.subject,
+                        _listed(images) or "-",
                         f"{p.detail}; quarantined to {p.quarantined}"
                         if p.quarantined
                         else p.detail,
                     )
-                    for p in report.problems
+                    for p, images in zip(report.problems, affected, strict=True)
                 ],
             )
         if abandoned:
@@ -410,38 +581,7 @@ def verify_command(state: AppState, name: StoreRef | None, no_quarantine: bool) 
             )
         )
     if not report.ok:
-        if report.quarantined and any(
-            p.quarantined == DELETED_NOT_MOVED for p in report.quarantined
-        ):
-            # no quarantine to list: a sync cannot tell the image lacks them
-            hint = (
-                f"{len(report.quarantined)} damaged blob(s) were deleted (this store cannot "
-                "move blobs aside): pull the affected images again (`regstore pull REF`), or "
-                "import their bundle again, to fetch them; a sync of an unchanged tag does "
-                "not notice"
-            )
-        elif report.quarantined:
-            hint = (
-                f"{len(report.quarantined)} damaged blob(s) were moved aside: pull the affected "
-                "images again (`regstore pull REF`, or the next `regstore sync` of them), or "
-                "import their bundle again, to fetch them; the store keeps intact blobs"
-            )
-        elif all(p.kind == "unlinked-blob" for p in report.problems):
-            images = sorted(
-                {f"{p.repository}@{m}" for p in report.problems for m in p.referenced_by}
-            )
-            named = ", ".join(images[:3]) + (
-                f" and {len(images) - 3} more" if len(images) > 3 else ""
-            )
-            hint = (
-                f"the blobs are intact: pull or copy {named} into its repository again "
-                "(`regstore pull REGISTRY/NAME@DIGEST`) to link them"
-            )
-        else:
-            hint = (
-                "pull the affected images again with `regstore pull REF --repair` "
-                "(it re-hashes the image's blobs and fetches the damaged ones)"
-            )
+        hint = _verify_hint(report, sorted({i for images in affected for i in images}))
         out.error(
             f"{target} is damaged: {len(report.problems)} problem(s), first: {report.problems[0]}",
             hint,

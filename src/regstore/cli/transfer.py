@@ -64,10 +64,14 @@ def filter_options(f: F) -> F:
         click.option(
             "--semver",
             metavar="RANGE",
-            help="Take version tags in RANGE, e.g. '>=1.2 <2', '^1.4', '1.x'.",
+            help="Take version tags in RANGE, e.g. '>=1.2 <2', '^1.4', '1.x' (pre-releases "
+            "inside it too, '1.5.0-rc1'; --exclude '-rc' drops them).",
         ),
         click.option(
-            "--latest", metavar="N", type=click.IntRange(min=1), help="Take the newest N tags."
+            "--latest",
+            metavar="N",
+            type=click.IntRange(min=1),
+            help="Take the newest N tags (by version; pre-releases count: --exclude '-rc').",
         ),
     ]
     for option in reversed(options):
