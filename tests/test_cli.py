@@ -99,6 +99,7 @@ def one_error_line(result: CliResult) -> str:
 def test_help_documents_references_stores_and_exit_codes(cli: CLI) -> None:
     text = cli("--help").stdout
     words = ["Exit codes", "0  success", "1  failure", "2  usage error", "store:NAME"]
+    words += ["130  interrupted", "141  its output was closed"]
     words += ["REGSTORE_STORE", "pull", "push", "copy", "sync", "gc", "verify", "plugins"]
     for word in words:
         assert word in text

@@ -65,9 +65,11 @@ memory://name, s3://bucket/prefix (pip install regstore-s3), ?layout=oci.
 
 \b
 Exit codes:
-  0  success
-  1  failure (an image failed, the store is damaged, a registry refused, ...)
-  2  usage error (bad option, argument, reference or sync file)
+    0  success
+    1  failure (an image failed, the store is damaged, a registry refused, ...)
+    2  usage error (bad option, argument, reference or sync file)
+  130  interrupted (Ctrl-C); SIGTERM stops it alike, then ends it by that signal
+  141  its output was closed (| head)
 """
 
 
