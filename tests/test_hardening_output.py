@@ -597,6 +597,18 @@ def test_a_registry_too_slow_is_told_as_such() -> None:
     assert "sends too slowly" in hint_for(slow)
 
 
+def test_a_failure_at_docker_hub_says_a_bare_name_went_there() -> None:
+    # `regstore inspect team/app:1.2` meant the store's image: it went to Docker Hub, and the
+    # hint asked whether "the registry" was running
+    from regstore.errors import HTTPContext
+
+    url = "https://registry-1.docker.io/v2/team/app/manifests/1.2"
+    down = TransportError("fetching manifest team/app:1.2", http=HTTPContext("GET", url))
+    assert "store:NAME:TAG names the store's" in hint_for(down)
+    local = TransportError("x", http=HTTPContext("GET", "http://127.0.0.1:5000/v2/"))
+    assert "Docker Hub" not in hint_for(local)
+
+
 def test_a_blob_the_source_states_at_another_size_is_not_worth_running_again() -> None:
     stated = DigestMismatchError(
         "blob sha256:aa as its source serves it",

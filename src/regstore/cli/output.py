@@ -132,8 +132,25 @@ def _transport_hint(exc: TransportError) -> str:
     return "is the registry reachable (host, port, network)?"
 
 
+#: Where a reference without a registry host goes (Docker Hub's API host)
+_DOCKER_HUB_HOSTS = ("registry-1.docker.io", "index.docker.io", "docker.io")
+
+
 def hint_for(exc: BaseException) -> str:
     """What to try next for an error, or ``""``."""
+    hint = _hint_for(exc)
+    http = getattr(exc, "http", None)
+    if http is not None and urlsplit(http.url).hostname in _DOCKER_HUB_HOSTS:
+        # a newcomer's `inspect team/app:1.2` meant the store's image, and met Docker Hub
+        where = (
+            "a NAME:TAG without a registry host is a Docker Hub image (store:NAME:TAG names "
+            "the store's)"
+        )
+        return f"{hint}; {where}" if hint else where
+    return hint
+
+
+def _hint_for(exc: BaseException) -> str:
     if isinstance(exc, InsecureRealmError):
         return (
             "the registry's token server should use https; if you accept the risk, --insecure "
