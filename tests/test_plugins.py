@@ -368,6 +368,7 @@ def test_discovery_spec_hooks_are_all_callable() -> None:
 def test_event_kinds_read_as_their_values() -> None:
     assert [k.value for k in EventKind] == [
         "started", "progress", "skipped", "mounted", "verified", "failed", "manifest", "warning",
+        "planned",
     ]  # fmt: skip
     for kind in EventKind:
         assert str(kind) == kind.value

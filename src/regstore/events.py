@@ -28,6 +28,9 @@ class EventKind(str, Enum):
     FAILED = "failed"  #: it failed; ``error`` says why
     MANIFEST = "manifest"  #: a manifest was written (``tag`` set when it was tagged)
     WARNING = "warning"  #: something was left out without failing; ``error`` says what
+    #: a blob the image will move, sent for every blob of its plan before the first one
+    #: moves (``total`` is its size, -1 when unknown): what a display's total counts up front
+    PLANNED = "planned"
 
     def __str__(self) -> str:
         # The value, on every Python: 3.11 changed str()/format() of (str, Enum) members to

@@ -93,8 +93,8 @@ class DiscoverySpec:
 
     @hookspec
     def regstore_transfer_event(self, event: TransferEvent) -> None:
-        """Observe one transfer event (started, progress, skipped, mounted, verified, failed,
-        manifest, warning).
+        """Observe one transfer event (planned, started, progress, skipped, mounted, verified,
+        failed, manifest, warning).
 
         Called by the engine for every event, in the thread that produced it: implementations
         must be quick and thread-safe. Return values are ignored.

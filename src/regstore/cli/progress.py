@@ -58,7 +58,6 @@ class ProgressDisplay:
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
         self._tasks: dict[str, TaskID] = {}
-        self._failed: set[str] = set()
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         self._forward = plugins.has_event_observers()
@@ -171,11 +170,20 @@ class ProgressDisplay:
             self.stream.write(text + "\n")
             self.stream.flush()
 
+    def overall(self) -> tuple[int, int]:
+        """The overall bar's ``(done, total)`` bytes now: every blob of the images planned so
+        far (the engine announces a plan before its first blob moves), blobs that failed left
+        out of the total, so that it reaches 100 % only once everything is done."""
+        snap = self.totals.snapshot()
+        return max(0, snap.bytes_done), max(0, snap.bytes_total - snap.bytes_failed)
+
     def _bars(self, event: TransferEvent) -> None:
         progress, overall = self._progress, self._overall
         assert progress is not None and overall is not None
         digest = event.digest
-        if event.kind is EventKind.STARTED:
+        if event.kind in (EventKind.PLANNED, EventKind.WARNING):
+            pass  # no blob of its own moves: only the overall bar changes
+        elif event.kind is EventKind.STARTED:
             total = event.total if event.total >= 0 else None
             self._sizes[digest] = event.total
             if digest not in self._tasks:
@@ -190,15 +198,9 @@ class ProgressDisplay:
             task = self._tasks.pop(digest, None)
             if task is not None:
                 progress.remove_task(task)
-        # the overall bar shows the aggregated totals (failed blobs' bytes left out)
-        if event.kind is EventKind.FAILED:
-            self._failed.add(digest)
-        snap = self.totals.snapshot()
-        failed = sum(max(self._sizes.get(d, 0), 0) for d in self._failed)
-        progress.update(
-            overall, total=max(0, snap.bytes_total - failed), completed=max(0, snap.bytes_done)
-        )
-        if event.kind in (EventKind.STARTED, EventKind.PROGRESS):
+        done, total = self.overall()
+        progress.update(overall, total=total, completed=done)
+        if event.kind in (EventKind.STARTED, EventKind.PROGRESS, EventKind.PLANNED):
             return
         text = self._finished_text(event)
         if text is not None:

@@ -379,21 +379,19 @@ def _print_description(state: AppState, info: dict[str, Any]) -> None:
 def _verify_hint(report: VerifyReport, images: list[str]) -> str:
     """What to try after a failed verify, naming the images to pull again (``images``: every
     one any problem involves) and the command that does it."""
-    example = images[0] if images else "NAME:TAG"
-    each = " and the like for each" if len(images) > 1 else ""
     affected = f"the affected images ({_listed(images)})" if images else "the affected images"
     if report.quarantined and any(p.quarantined == DELETED_NOT_MOVED for p in report.quarantined):
         # no quarantine to list: a sync cannot tell the image lacks them
         return (
             f"{len(report.quarantined)} damaged blob(s) were deleted (this store cannot move "
-            f"blobs aside): pull {affected} again ({_pull_command(example)}{each}), or import "
-            "their bundle again, to fetch them; a sync of an unchanged tag does not notice"
+            f"blobs aside): pull {affected} again ({_pull_command(images)}), or import their "
+            "bundle again, to fetch them; a sync of an unchanged tag does not notice"
         )
     if report.quarantined:
         return (
             f"{len(report.quarantined)} damaged blob(s) were moved aside: pull {affected} "
-            f"again ({_pull_command(example)}{each}, or the next `regstore sync` of them), or "
-            "import their bundle again, to fetch them; the store keeps intact blobs"
+            f"again ({_pull_command(images)}, or the next `regstore sync` of them), or import "
+            "their bundle again, to fetch them; the store keeps intact blobs"
         )
     if all(p.kind == "unlinked-blob" for p in report.problems):
         # by digest: the tag may name another image at its registry by now
@@ -403,12 +401,12 @@ def _verify_hint(report: VerifyReport, images: list[str]) -> str:
         tagged = [i for i in images if "@" not in i]
         return (
             f"the blobs are intact: pull or copy {_listed(manifests)} into its repository "
-            f"again ({_pull_command(manifests[0] if manifests else 'NAME@DIGEST')}) to link "
-            "them" + (f"; tagged {_listed(tagged)}" if tagged else "")
+            f"again (`regstore pull REGISTRY/{manifests[0] if manifests else 'NAME@DIGEST'}`) "
+            "to link them" + (f"; tagged {_listed(tagged)}" if tagged else "")
         )
     return (
-        f"pull {affected} again with {_pull_command(example, '--repair')}{each} (it re-hashes "
-        "the image's blobs and fetches the damaged ones)"
+        f"pull {affected} again with {_pull_command(images, '--repair')} (it re-hashes the "
+        "image's blobs and fetches the damaged ones)"
     )
 
 
@@ -499,9 +497,14 @@ def _listed(images: list[str], limit: int = _NAMED) -> str:
     return ", ".join(images[:limit]) + more
 
 
-def _pull_command(image: str, *flags: str) -> str:
-    """The pull that fetches ``image`` of the store again (its registry is not recorded)."""
-    return " ".join(("`regstore pull REGISTRY/" + image, *flags)) + "`"
+def _pull_command(images: list[str], *flags: str) -> str:
+    """The pull that fetches the images again, with the first of ``images`` as its example
+    (the store does not record the registry an image came from)."""
+    generic = " ".join(("`regstore pull REF", *flags)) + "`"
+    if not images:
+        return generic
+    example = " ".join((f"`regstore pull REGISTRY/{images[0]}", *flags)) + "`"
+    return f"{generic} for each, e.g. {example}"
 
 
 @cli.command("verify")

@@ -24,9 +24,12 @@ BLOB_DONE = frozenset({EventKind.VERIFIED, EventKind.SKIPPED, EventKind.MOUNTED}
 class ImageProgress:
     """One image's totals at the moment of a snapshot.
 
-    ``blobs_total``/``bytes_total`` grow as the engine starts or settles each blob (a blob of
-    unknown size counts 0 bytes); ``bytes_done`` counts the bytes of finished blobs (skipped and
-    mounted ones too) plus the bytes moved so far of blobs in flight.
+    ``blobs_total``/``bytes_total`` count every blob of the image's plan, known before the
+    first one moves (the engine's ``planned`` events), so they grow only as images (and their
+    referrers) are planned; a blob of unknown size counts 0 bytes until it starts.
+    ``bytes_done`` counts the bytes of finished blobs (skipped and mounted ones too) plus the
+    bytes moved so far of blobs in flight; ``bytes_failed`` the bytes of blobs whose last
+    attempt failed (a display leaves them out of what remains to do).
     """
 
     blobs_done: int = 0
@@ -35,6 +38,7 @@ class ImageProgress:
     bytes_done: int = 0
     bytes_total: int = 0
     manifests: int = 0
+    bytes_failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class _ImageState:
             bytes_done=done_bytes,
             bytes_total=sum(self.sizes.values()),
             manifests=self.manifests,
+            bytes_failed=sum(self.sizes[d] for d in self.failed),
         )
 
 
@@ -91,8 +96,12 @@ class Progress:
         if kind is EventKind.MANIFEST:
             state.manifests += 1
             return
+        if kind is EventKind.WARNING:
+            return  # about a manifest or a referrer left out: no blob to count
         if event.total >= 0 or digest not in state.sizes:
             state.sizes[digest] = max(event.total, 0)
+        if kind is EventKind.PLANNED:
+            return  # counted in the totals above; done or failed only by what happens to it
         if kind is EventKind.STARTED:
             state.failed.discard(digest)  # a retried blob starts again
             state.moved[digest] = event.offset  # resumed bytes were moved before
@@ -112,6 +121,6 @@ class Progress:
         sums = {
             f: sum(getattr(i, f) for i in images.values())
             for f in ("blobs_done", "blobs_total", "blobs_failed", "bytes_done", "bytes_total",
-                      "manifests")
+                      "manifests", "bytes_failed")
         }  # fmt: skip
         return ProgressSnapshot(**sums, images=MappingProxyType(images))

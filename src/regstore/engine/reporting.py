@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from regstore import plugins
 from regstore.events import EventKind, EventSink, Operation, TransferEvent
+
+if TYPE_CHECKING:
+    from regstore.manifest import Descriptor
 
 __all__ = ["EventSink", "Reporter"]
 
@@ -66,6 +71,14 @@ class Reporter:
     def active(self) -> bool:
         """True if events reach anyone."""
         return self._sink is not None
+
+    def planned(self, blobs: Iterable[Descriptor]) -> None:
+        """Announce every blob of a plan (``planned`` events) before the first one moves, so
+        that an observer's total is known up front and 100 % means done."""
+        if self._sink is None:
+            return
+        for desc in blobs:
+            self.emit(EventKind.PLANNED, desc.digest, total=desc.size, media_type=desc.media_type)
 
     def emit(self, kind: EventKind, digest: str, **fields: object) -> None:
         """Send one event; an observer's failure is logged, never breaks the transfer."""

@@ -482,6 +482,7 @@ def _move_blobs(
 ) -> None:
     """Move every blob of ``plan`` through the shared pool; wait for all of them."""
     submitted: list[tuple[Future[BlobMove], bool, Descriptor]] = []
+    reporter.planned(plan.blobs.values())  # before any moves: a total that 100 % means done
     for desc in plan.blobs.values():
 
         def move(desc: Descriptor = desc) -> BlobMove:
@@ -514,6 +515,10 @@ def _move_blobs(
             continue
         if not owner or move_result.status == "skipped":
             result.skipped.append(desc.digest)
+            if not owner:  # another image's move reported it: this image's plan counts it too
+                reporter.emit(
+                    EventKind.SKIPPED, desc.digest, total=desc.size, media_type=desc.media_type
+                )
         elif move_result.status == "mounted":
             result.mounted.append(desc.digest)
         else:
