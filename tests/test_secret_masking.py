@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from regstore import open_store
 from regstore.cli.app import configure_logging
 from regstore.cli.output import Output
 from regstore.client.credstore import save_credentials
 from regstore.errors import CredentialStoreError
-from regstore.testing.builders import build_image
+from regstore.testing.builders import build_image, write_blob
 
 from .support.cli import CliResult, only_lines, run_cli
+from .support.fixtures import S3Bucket
 from .support.proxy import FaultProxy
 from .support.registry import RegistryServer
 
@@ -96,6 +98,29 @@ def test_vv_logs_show_no_upload_state_nor_presigned_signature(
     pool = [line for line in lines if "urllib3.connectionpool" in line]
     assert any("X-Amz-Signature=REDACTED" in line for line in pool), text
     assert any("_state=REDACTED" in line for line in pool), text
+
+
+def test_vv_logs_show_no_s3_credentials_the_environment_gave(
+    home: Path, s3_bucket: S3Bucket
+) -> None:
+    # the credential chain (the S3 README's advice) gave botocore values regstore never saw:
+    # its debug lines printed the session token and the signed Authorization header
+    # dozens of times per command
+    endpoint, bucket = s3_bucket
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIAKEYID77",
+        "AWS_SECRET_ACCESS_KEY": "SECRETKEY77SECRETKEY77",
+        "AWS_SESSION_TOKEN": "SESSIONTOKEN77",
+    }
+    store = f"s3://{bucket}/masked?endpoint_url={endpoint}"
+    image = build_image(seed=43, layer_size=1024)
+    with open_store(f"{store}&key=setup&secret=setup") as opened:  # a store to verify
+        for data in image.blobs.values():
+            write_blob(opened, data)
+    result = run_cli("-vv", "verify", home=home, store=store, env=env, subprocess=True)
+    assert "botocore" in result.stderr, result.stderr  # its debug lines are there
+    for secret in env.values():
+        assert secret not in result.stderr
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from regstore.errors import RegstoreError, StoreNotFoundError, UsageError
-from regstore.safetext import printable, redact_store_url, store_url_secrets
+from regstore.safetext import MASK, printable, redact_store_url, store_url_secrets
 
 from . import startup
 from .output import EXIT_FAILURE, EXIT_USAGE, Output
@@ -550,8 +550,37 @@ class _MaskingFormatter(logging.Formatter):
         self.output = output
 
     def format(self, record: logging.LogRecord) -> str:
-        text = _redact_urls(super().format(record))
+        text = _CREDENTIAL_HEADER.sub(_masked_header, _redact_urls(super().format(record)))
         return printable(self.output.mask(text), multiline=True)
+
+
+#: A credential header as a library's debug lines print it: botocore logs the headers of each
+#: request (``'Authorization': b'AWS4-HMAC-SHA256 Credential=AKIA..., Signature=...'``) and
+#: its canonical request (``x-amz-security-token:TOKEN``), whatever gave the credentials (the
+#: environment, a profile, a role: values regstore never saw to mask them)
+_CREDENTIAL_HEADER = re.compile(
+    r"(?P<name>(?:proxy-)?authorization|x-amz-security-token|x-ms-copy-source-authorization"
+    r"|cookie|set-cookie)(?P<sep>['\"]?\s*[:=]\s*)"
+    r"(?:(?P<prefix>(?-i:b)?)(?P<quote>['\"])[^'\"\r\n]*(?P=quote)|[^\r\n]+)",
+    re.IGNORECASE,
+)
+
+
+def _masked_header(match: re.Match[str]) -> str:
+    quote = match.group("quote")
+    value = f"{match.group('prefix')}{quote}{MASK}{quote}" if quote else MASK
+    return f"{match.group('name')}{match.group('sep')}{value}"
+
+
+#: Environment variables whose values are credentials a library may log (``-v``/``-vv``)
+_SECRET_ENVIRONMENT = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_CLIENT_SECRET",
+)
 
 
 class _WarningLines(logging.Handler):
@@ -594,6 +623,7 @@ def configure_logging(verbose: int, output: Output) -> None:
             regstore_log.addHandler(_warning_lines)
         return
     _warning_lines.output = None  # the handler below shows them, with the rest
+    output.secrets.extend(v for v in map(os.environ.get, _SECRET_ENVIRONMENT) if v)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_MaskingFormatter(output))
     root = logging.getLogger()
