@@ -87,3 +87,16 @@ def test_the_cli_refuses_a_bad_store_url_as_a_usage_error(url: str, tmp_path: Pa
     finally:
         os.chdir(old)
     assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["s3://b/p#x?endpoint_url=http://127.0.0.1:9", "memory://m#frag", "file:///tmp/x#y?layout=oci"],
+)
+def test_a_fragment_is_refused_not_dropped_with_the_options_after_it(
+    url: str, empty_cwd: Path
+) -> None:
+    # s3://b/p#x?endpoint_url=... lost its endpoint with the fragment: writes went to AWS
+    with pytest.raises(StoreURLError, match="'#' fragment"):
+        split_store_url(url)
+    assert list(empty_cwd.iterdir()) == []

@@ -130,7 +130,8 @@ def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
     Raises:
         StoreURLError: an empty URL, or a scheme without ``//`` (``memory:nightly``,
             ``file:/tmp/x``): taken for paths, they would create folders in the current
-            directory. Write ``./memory:nightly`` for such a folder.
+            directory. Write ``./memory:nightly`` for such a folder. A ``#`` fragment in a
+            URL (its options after it would be lost).
     """
     if not url.strip():
         raise StoreURLError("the store URL is empty", hint=f"give {STORE_URL_FORMS}")
@@ -148,6 +149,14 @@ def split_store_url(url: str) -> tuple[str, str, dict[str, str]]:
         raise StoreURLError(
             f"the store URL {redact_store_url(url)!r} has no valid scheme before '://'",
             hint=f"give {STORE_URL_FORMS}",
+        )
+    if "#" in url:
+        # dropped silently, it took with it any option after it: s3://b/p#x?endpoint_url=...
+        # went to AWS instead of the endpoint given
+        raise StoreURLError(
+            f"the store URL {redact_store_url(url)!r} has a '#' fragment, which a store URL "
+            "does not take",
+            hint="leave out the '#...' part (percent-encode a '#' that belongs to a name: %23)",
         )
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
     # cut textually: urlunsplit would drop the "//" of schemes urllib does not know
