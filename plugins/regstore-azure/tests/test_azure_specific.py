@@ -25,7 +25,7 @@ from regstore.hookspecs import BlobState
 from regstore.manifest import Manifest
 from regstore.testing import hold_writer, killed_writer
 from regstore.testing.builders import OCI_MANIFEST, build_image
-from tests.support.cli import run_cli
+from tests.support.cli import put_image, run_cli
 
 from azurite_server import ACCOUNT, ACCOUNT_KEY, AzuriteServer
 from regstore_azure.blocks import (
@@ -218,6 +218,43 @@ def test_a_sas_token_writes_and_copies_into_place(
             assert reader.read() == data
     finally:
         store.close()
+
+
+def _sas(container: str, **allowed: bool) -> str:
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    return generate_container_sas(
+        ACCOUNT,
+        container,
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(**allowed),
+        expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1),
+    )
+
+
+def test_a_delete_the_sas_does_not_allow_is_a_one_line_store_error(
+    azurite: AzuriteServer, azure_container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # adlfs's bulk delete raised RuntimeError("Failed to remove %s for %s", paths, error): no
+    # RegstoreError, and Azure's multi-line message with request ids printed raw
+    from regstore.engine.gc import delete_image
+
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    url = f"az://{azure_container}/nodelete?account_url={azurite.account_url}"
+    everything = dict(read=True, add=True, create=True, write=True, list=True)
+    image = build_image(seed=44, layers=1, layer_size=1024, media="oci")
+    with open_store(url, sas_token=_sas(azure_container, delete=True, **everything)) as store:
+        put_image(store, "team/app", "1", image)
+    with (
+        open_store(url, sas_token=_sas(azure_container, **everything)) as store,
+        pytest.raises(StoreError) as info,
+    ):
+        delete_image(store, "team/app", "1")
+    message = str(info.value)
+    assert "AuthorizationPermissionMismatch" in message and "\n" not in message
+    assert "%s" not in message
+    with open_store(url, sas_token=_sas(azure_container, **everything)) as store:
+        assert store.tags("team/app") == ["1"]  # nothing lost
 
 
 def test_without_a_secret_the_default_azure_credential_is_used(

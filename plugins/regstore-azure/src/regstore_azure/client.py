@@ -89,6 +89,15 @@ def translate_azure_errors(what: str) -> Iterator[None]:
         if _is_conflict(exc):
             raise Conflict(f"{what}: {describe_azure_error(exc)}") from exc
         raise StoreError(f"{what}: {describe_azure_error(exc)}") from exc
+    except RuntimeError as exc:
+        # adlfs's bulk rm wraps the Azure error: RuntimeError("Failed to remove %s for %s",
+        # paths, error); shown as it was, with its paths and Azure's multi-line message, and
+        # no RegstoreError for a caller to catch
+        args = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], tuple) else exc.args
+        inner = next((a for a in args if isinstance(a, azure_error_types())), None)
+        if inner is None:
+            raise
+        raise StoreError(f"{what}: {describe_azure_error(inner)}") from exc
 
 
 @dataclass(frozen=True)
