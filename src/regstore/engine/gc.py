@@ -635,7 +635,8 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     deleted, a damaged manifest goes as it is (its unknown children stay). Tags written
     meanwhile are read again after the deletion; when they cannot be, no manifest but the
     one named by digest is deleted. A manifest a writer claims after that (a pull about to
-    tag it again) is kept.
+    tag it again) is kept, with what it lists (as far as the store's clock and the client's
+    agree: see the comment in the code).
     """
     try:
         target_manifest = store.manifest(name, reference)
@@ -688,7 +689,9 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
     deleted = [target] if by_digest else []
     # A writer tagging one of these manifests again from now on claims it first (as a pull
     # does, see ObjectStore.write_manifest): such a manifest is kept, decided under the claim's
-    # lock. Its new tag may come too late for the tags read again here.
+    # lock. Its new tag may come too late for the tags read again here. (The claim's date is
+    # the store's: on an object store, dated by its clock to the second, a claim within a
+    # second of this moment, or across clock skew, may be taken for an earlier one.)
     decided = time.time()
     try:
         still.update(_reachable(store, name, set(_tag_targets(store, name).values())))
@@ -697,12 +700,20 @@ def delete_image(store: ObjectStore, name: str, reference: str) -> list[str]:
             "%s: its tags could not be read again, no other manifest deleted: %s", name, exc
         )
         before = set()
-    for digest in sorted(before - still):
-        if digest in deleted:
+    doomed = before - still - set(deleted)
+    read = {d: m for d, m in going.items() if m is not None and d in doomed}
+    spared: set[str] = set()
+    # indexes first: one kept because a writer claimed it keeps what it lists (a pull claims an
+    # index's children before it writes the index)
+    for digest in _parents_first(read) + sorted(doomed - read.keys()):
+        if digest in spared:
             continue
         # (grace 0 at ``decided``: kept when committed or claimed after it)
         if _delete_manifest_unless_claimed(store, name, digest, 0.0, decided, dry_run=False):
             deleted.append(digest)
+        elif digest in read:
+            listed = {str(c.digest) for c in read[digest].manifests}
+            spared |= set(_reachable(store, name, listed, damaged_as_leaf=True, known=read))
     # a deleted referrer leaves its subject's referrers index: a stale entry would be
     # reported by verify and refused by a registry when the index is copied or updated
     for digest in deleted:
