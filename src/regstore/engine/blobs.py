@@ -21,6 +21,7 @@ from regstore.errors import (
     BlobUploadInvalidRangeError,
     BlobUploadNotFoundError,
     DigestMismatchError,
+    InterruptedTransferError,
     LayerAlreadyExistsError,
     LayerLockedError,
     RegistryError,
@@ -639,13 +640,21 @@ def _digest_refused(exc: RegistryError) -> bool:
 
 
 def _cancel_quietly(client: RegistryClient, location: str) -> None:
-    # One attempt, no pause: a run stopping (Ctrl-C) must not wait out a backoff for this,
-    # and an abandoned session expires on its own anyway.
+    # One attempt, without retries: an abandoned session expires on its own anyway.
     try:
         with RetryPolicy().budget(f"cancelling upload {location}", retries=0):
             client.cancel_blob_upload(location)
     except Exception as exc:
         log.debug("cancelling upload %s failed: %s", location, exc)
+
+
+def _cancel_behind(client: RegistryClient, location: str) -> None:
+    """:func:`_cancel_quietly` in a thread of its own, not waited for: a run stopping
+    (Ctrl-C, often because the registry stopped answering) must not wait out the socket
+    timeouts of a DELETE; a process ending first leaves the session to expire."""
+    threading.Thread(
+        target=_cancel_quietly, args=(client, location), name="regstore-cancel", daemon=True
+    ).start()
 
 
 _T = TypeVar("_T")
@@ -726,7 +735,10 @@ class _Upload:
                 # The session can never complete (a damaged source, an interrupt, retries
                 # spent: no later run resumes another's session): cancelled, or the registry
                 # keeps the bytes sent until it purges old uploads (a week, by default).
-                _cancel_quietly(client, self.location)
+                if isinstance(exc, InterruptedTransferError | KeyboardInterrupt):
+                    _cancel_behind(client, self.location)
+                else:
+                    _cancel_quietly(client, self.location)
             if not (
                 self.refusal_retried and isinstance(exc, RegistryError) and _digest_refused(exc)
             ):
