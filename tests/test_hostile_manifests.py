@@ -29,6 +29,7 @@ from regstore.engine.verify import verify
 from regstore.manifest import Manifest
 from regstore.testing.builders import BuiltImage, build_image, write_blob
 
+from .support.cli import run_cli
 from .support.engine import push_raw_blob, seed_registry
 from .support.registry import RegistryServer
 
@@ -81,10 +82,14 @@ def test_verify_reports_a_stored_index_listing_a_child_with_the_wrong_size(
     report = verify(store, quarantine=False)
 
     problems = [(p.kind, p.subject) for p in report.problems]
-    assert problems == [("damaged-manifest", str(bad.digest))]
+    assert problems == [("wrong-child-size", str(bad.digest))]
     (problem,) = report.problems
     size = len(child.manifest_bytes)
     assert f"with size {size + 10}, but that manifest is {size} bytes" in problem.detail
+    # and the command line does not send its user to pull it again
+    said = run_cli("verify", home=tmp_path / "home", store=str(tmp_path / "store"))
+    assert said.returncode == 1
+    assert "lie/app:bad" in said.stderr and "pulling again does not mend it" in said.stderr
 
 
 @pytest.fixture(scope="module")

@@ -393,6 +393,13 @@ def _verify_hint(report: VerifyReport, images: list[str]) -> str:
             f"again ({_pull_command(images)}, or the next `regstore sync` of them), or import "
             "their bundle again, to fetch them; the store keeps intact blobs"
         )
+    if all(p.kind == "wrong-child-size" for p in report.problems):
+        # the source's index is so: a pull fetches the same bytes (and now refuses them)
+        return (
+            f"the index of {affected} lists a manifest at a wrong size, as its source does: "
+            "pulling again does not mend it; delete it (`regstore delete store:NAME:TAG`) or "
+            "have its publisher fix it"
+        )
     if all(p.kind == "unlinked-blob" for p in report.problems):
         # by digest: the tag may name another image at its registry by now
         manifests = sorted(
@@ -486,7 +493,9 @@ def _images_of(problem: Problem, reach: dict[str, dict[str, set[str]]]) -> list[
     if images:
         return sorted(images)
     untagged = problem.referenced_by or (
-        (problem.subject,) if problem.kind in ("damaged-manifest", "missing-manifest") else ()
+        (problem.subject,)
+        if problem.kind in ("damaged-manifest", "missing-manifest", "wrong-child-size")
+        else ()
     )
     return [f"{problem.repository}@{digest}" for digest in untagged if ":" in digest]
 

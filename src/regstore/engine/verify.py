@@ -18,8 +18,10 @@ blob resumes staged bytes; ``gc`` collects the abandoned ones), so they do not f
 
 Problems (``Problem.kind``):
 
-- ``damaged-manifest``: the stored manifest bytes do not hash to their digest, or do not parse,
-  or (an index) list a child manifest with another size than its bytes';
+- ``damaged-manifest``: the stored manifest bytes do not hash to their digest, or do not parse;
+- ``wrong-child-size``: an index lists a child manifest with another size than its bytes'
+  (clients that check sizes refuse it; its source serves it so: pulling again does not mend
+  it, a pull now refuses it);
 - ``dangling-tag``: a tag points at a manifest that is not stored;
 - ``damaged-tag``: a tag's link names no digest (what it named is unknown: ``delete`` of
   another image of the repository, and ``gc`` unless it keeps orphan referrers, refuse to
@@ -97,6 +99,7 @@ ProblemKind = Literal[
     "damaged-blob",
     "missing-subject",
     "unindexed-referrer",
+    "wrong-child-size",
 ]
 
 
@@ -471,14 +474,14 @@ def _check_child_sizes(
     repo: str, indexes: list[Manifest], lengths: dict[Digest, int], report: VerifyReport
 ) -> None:
     """Report each index listing a stored child manifest with a size other than its bytes'
-    (``damaged-manifest``: clients that check sizes, containerd among them, refuse it)."""
+    (``wrong-child-size``: clients that check sizes, containerd among them, refuse it)."""
     for index in indexes:
         for child in index.manifests:
             length = lengths.get(child.digest)
             if length is not None and length != child.size:
                 report.problems.append(
                     Problem(
-                        "damaged-manifest",
+                        "wrong-child-size",
                         repo,
                         str(index.digest),
                         f"it lists the manifest {child.digest} with size {child.size}, but "
