@@ -185,6 +185,8 @@ def test_many_heads_at_once_keep_the_same_trust(
     assert untrusted.head_manifests("tls/many", tags) == {}
 
 
+# (the sync at its end speaks TLS unverified on purpose: urllib3 warns of it)
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_the_cli_speaks_tls_to_a_loopback_registry_given_its_ca(
     tls_registry: tuple[str, Path], tmp_path: Path
 ) -> None:

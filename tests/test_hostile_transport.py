@@ -297,7 +297,8 @@ def test_a_manifest_that_trickles_in_fails_at_the_deadline_and_is_retried(
     # every wait is far under the read timeout; the whole body would take 50 x 0.1 s
     body = MANIFEST.manifest_bytes[:50]
     server = drip(body, MANIFEST_HEADERS, 0.1)
-    client = make(server.host, timeout=(10.0, 0.5), retries=1)
+    client = make(server.host, timeout=(10.0, 5.0), retries=1)
+    client.transport.options.body_deadline = 0.5
     with pytest.raises(TransportError) as info:
         client.get_image_manifest(NAME, "v1")
     message = str(info.value)
@@ -321,7 +322,8 @@ def test_a_blob_stream_has_no_overall_deadline(
 ) -> None:
     # a slow link is legitimate for a blob: 10 bytes over about 1 s, past a 0.5 s deadline
     server = drip(BLOB, {"Content-Type": "application/octet-stream"}, 0.1)
-    client = make(server.host, timeout=(10.0, 0.5), retries=0)
+    client = make(server.host, timeout=(10.0, 5.0), retries=0)
+    client.transport.options.body_deadline = 0.5
     assert fetch_blob(client) == BLOB  # (ten waits of 0.1 s: past a body's 0.5 s deadline)
 
 

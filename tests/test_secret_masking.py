@@ -121,6 +121,8 @@ def test_vv_logs_show_no_s3_credentials_the_environment_gave(
     assert "botocore" in result.stderr, result.stderr  # its debug lines are there
     for secret in env.values():
         assert secret not in result.stderr
+    # and what was hidden is still said to be there
+    assert "'Authorization': b'***'" in result.stderr or "Authorization: ***" in result.stderr
 
 
 @pytest.fixture
@@ -287,3 +289,21 @@ def test_a_secret_with_a_space_is_masked_on_an_error_line_that_folds_it() -> Non
     output.secrets.append("correct horse")
     output.error("the helper said: 'correct\n   horse'")
     assert "correct" not in err.getvalue() and "***" in err.getvalue()
+
+
+def test_the_environment_s_credentials_are_masked_in_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the Azure plugin reads AZURE_STORAGE_ACCOUNT_KEY and a connection string's AccountKey:
+    # a library logging the derived key printed it whole
+    from regstore.cli.app import _environment_secrets
+
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "ACCOUNTKEY77")
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=Zm9vYmFy==;"
+        "SharedAccessSignature=sv=2020&sig=SIG77",
+    )
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "SESSIONTOKEN77")
+    found = _environment_secrets()
+    for secret in ("ACCOUNTKEY77", "Zm9vYmFy==", "sv=2020&sig=SIG77", "SESSIONTOKEN77"):
+        assert secret in found
+    assert "a" not in found  # the account's name is no secret

@@ -578,9 +578,21 @@ _SECRET_ENVIRONMENT = (
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
     "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_STORAGE_SAS_TOKEN",
     "AZURE_CLIENT_SECRET",
 )
+
+
+def _environment_secrets() -> list[str]:
+    """The credential values of the environment a library may log: those of
+    :data:`_SECRET_ENVIRONMENT`, and the key and SAS parts of an Azure connection string."""
+    found = [v for v in map(os.environ.get, _SECRET_ENVIRONMENT) if v]
+    for part in os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() in ("accountkey", "sharedaccesssignature") and value:
+            found.append(value)
+    return found
 
 
 class _WarningLines(logging.Handler):
@@ -623,7 +635,7 @@ def configure_logging(verbose: int, output: Output) -> None:
             regstore_log.addHandler(_warning_lines)
         return
     _warning_lines.output = None  # the handler below shows them, with the rest
-    output.secrets.extend(v for v in map(os.environ.get, _SECRET_ENVIRONMENT) if v)
+    output.secrets.extend(_environment_secrets())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_MaskingFormatter(output))
     root = logging.getLogger()

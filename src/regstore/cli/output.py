@@ -207,8 +207,10 @@ def _hint_for(exc: BaseException) -> str:
         )
     if isinstance(exc, ImageManifestNotFoundError):
         host = urlsplit(exc.http.url).netloc if exc.http is not None else ""
-        if host:  # the registry's answer
+        if ":" in host:  # the registry's answer; `ls` reads HOST:PORT/NAME as a registry's
             return f"check the tag or digest (`regstore ls {host}/{exc.name}` lists its tags)"
+        if host:
+            return "check the tag or digest: the registry holds no such manifest"
         return "check the name and tag or digest (`regstore ls NAME` lists a stored repository)"
     if isinstance(exc, (BackendNotFoundError, StoreNotFoundError, StoreReadOnlyError)):
         return ""  # its message already says what to install, to check the URL, or why not

@@ -138,8 +138,8 @@ def parse_image_ref(text: str) -> ImageRef:
 
 
 def _registry_image(text: str) -> RegistryRef | None:
-    """``text`` as a registry image when it names a registry host (``HOST[:PORT]/NAME``: a
-    store name cannot hold a port or capitals), else None."""
+    """``text`` as a registry image when it names a registry host (for a text that is no
+    store name: one with a port or capitals), else None."""
     if text.startswith(STORE_PREFIX):
         return None
     try:
@@ -162,8 +162,9 @@ class ImageRefType(_ParamType):
     """A click type for image references; a malformed one is a usage error (exit 2).
 
     ``kind``: ``"any"`` (``store:`` or registry), ``"registry"``, ``"store"`` (``store:``
-    prefix optional), or ``"store-or-registry"`` (a store image unless it names a registry
-    host, ``HOST[:PORT]/NAME``, which no store name can be).
+    prefix optional), or ``"store-or-registry"`` (a store image, unless it is no store name
+    and names a registry host: ``HOST:PORT/NAME``; ``ghcr.io/org/app`` is a valid store name,
+    and read as one).
     """
 
     def __init__(self, kind: str = "any") -> None:
