@@ -57,6 +57,7 @@ from regstore.client.errors_map import (
     parse_retry_after,
     transport_error,
 )
+from regstore.client.reading import read_bounded
 from regstore.client.urls import (
     Endpoint,
     no_proxy_for,
@@ -95,7 +96,6 @@ MAX_TOKEN_REDIRECTS = 5
 #: the realm is whatever URL the registry names, so it must not choose how much we buffer.
 MAX_TOKEN_BODY = 1 << 20
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -386,7 +386,11 @@ class Authenticator:
         200 past MAX_TOKEN_BODY is a RegistryError; other answers are only read as far as
         their error message needs (MAX_ERROR_BODY), the rest is dropped."""
         limit = MAX_TOKEN_BODY if resp.status_code == 200 else MAX_ERROR_BODY
-        body, truncated = _read_bounded(resp, limit)
+        try:
+            body, truncated = read_bounded(resp, limit, None)
+        finally:  # (the connection dropped when the body was not read to its end)
+            resp.close()
+        body = body[:limit]
         if truncated and resp.status_code == 200:
             raise RegistryError(
                 f"{op.what}: the token server {redact_url(ask.url)} sent an answer larger than "
@@ -479,19 +483,3 @@ def _lifetime(expires_in: object) -> float:
     except (ValueError, OverflowError):  # "soon", or an integer past float's range
         return MIN_TOKEN_LIFETIME
     return seconds if math.isfinite(seconds) else MIN_TOKEN_LIFETIME
-
-
-def _read_bounded(resp: requests.Response, limit: int) -> tuple[bytes, bool]:
-    """At most ``limit`` bytes of ``resp``'s streamed body and whether there was more; the
-    response is closed (the connection dropped when the body was not read to its end)."""
-    parts: list[bytes] = []
-    total = 0
-    try:
-        for chunk in resp.iter_content(_READ_CHUNK):
-            parts.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                return b"".join(parts)[:limit], True
-        return b"".join(parts), False
-    finally:
-        resp.close()

@@ -45,7 +45,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -80,6 +80,7 @@ from regstore.client.heads import (
     tls_context,
 )
 from regstore.client.ratelimit import RateLimitPacer
+from regstore.client.reading import read_bounded
 from regstore.client.urls import (
     Endpoint,
     no_proxy_for,
@@ -102,7 +103,6 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 #: Methods safe to repeat; ``PUT`` only when the caller says so (manifests, not blobs).
 IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
-_READ_CHUNK = 64 * 1024
 #: Most of a redirect's body that is read to keep its connection
 _REDIRECT_BODY = 64 * 1024
 
@@ -249,51 +249,6 @@ class _Session(requests.Session):
         return response
 
 
-def _read_bounded(
-    response: requests.Response, limit: int, seconds: float | None
-) -> tuple[bytes, bool]:
-    """Read at most ``limit`` bytes (+1 to detect more); returns (body, truncated). With
-    ``seconds``, a body still arriving after that long in all ends with SlowBodyError. The
-    time is looked at as each piece comes, so the longest a body takes is the deadline and one
-    socket read timeout: a socket timeout alone bounds each wait, and a registry sending a
-    byte now and then held a request for ever."""
-    end = None if seconds is None else time.monotonic() + seconds
-    parts: list[bytes] = []
-    total = 0
-    for chunk in _chunks(response):
-        parts.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            response.close()
-            return b"".join(parts)[: limit + 1], True
-        if end is not None and seconds is not None and time.monotonic() > end:
-            response.close()
-            length = response.headers.get("Content-Length", "")
-            raise SlowBodyError(total, int(length) if length.isdigit() else None, seconds)
-    return b"".join(parts), False
-
-
-def _chunks(response: requests.Response) -> Iterator[bytes]:
-    """The body's pieces as they come (one socket read each, where urllib3 has ``read1``: so
-    a body cut at its deadline tells how much came), failures raised as ``iter_content``
-    raises them."""
-    read1 = getattr(response.raw, "read1", None)
-    if read1 is None:  # urllib3 1.x
-        yield from response.iter_content(_READ_CHUNK)
-        return
-    try:
-        while chunk := read1(_READ_CHUNK, decode_content=True):
-            yield chunk
-    except urllib3.exceptions.ProtocolError as exc:
-        raise requests.exceptions.ChunkedEncodingError(exc) from exc
-    except urllib3.exceptions.DecodeError as exc:
-        raise requests.exceptions.ContentDecodingError(exc) from exc
-    except urllib3.exceptions.ReadTimeoutError as exc:
-        raise requests.exceptions.ConnectionError(exc) from exc
-    except urllib3.exceptions.SSLError as exc:
-        raise requests.exceptions.SSLError(exc) from exc
-
-
 @dataclass
 class _Counters:
     requests: int = 0
@@ -360,7 +315,7 @@ class Reply:
             resp = self.response
             if resp is not None and self.method != "HEAD" and self.status != 416:
                 try:
-                    body = _read_bounded(resp, MAX_ERROR_BODY, self.body_deadline)[0]
+                    body = read_bounded(resp, MAX_ERROR_BODY, self.body_deadline)[0]
                     self.body = body[:MAX_ERROR_BODY]
                 except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
                     self.body = b""
@@ -562,7 +517,7 @@ class Transport:
         (:attr:`TransportOptions.body_seconds`); returns (body, truncated). Raises
         :class:`~regstore.client.errors_map.SlowBodyError` (a ``requests`` failure, retried
         as a broken connection is) when the deadline passes first."""
-        return _read_bounded(resp, limit, self.options.body_seconds)
+        return read_bounded(resp, limit, self.options.body_seconds)
 
     # -- many HEADs at once --------------------------------------------------------------------
     #: Connections one batch of HEADs uses at most (within ``max_in_flight``).
