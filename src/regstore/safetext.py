@@ -233,6 +233,11 @@ def shortened(text: str, limit: int = SHOWN_LENGTH) -> str:
 
 def escaped(text: str, limit: int = SHOWN_LENGTH) -> str:
     """``text`` written as ``repr`` writes a string, without the quotes (``\\`` for a
-    backslash, ``\\x1b`` for ESC, ``\\u202e`` for a bidi override), then :func:`shortened`:
-    for showing the very characters that made a text suspect."""
-    return shortened(repr(text)[1:-1], limit)
+    backslash, ``\\x1b`` for ESC, ``\\u202e`` for a bidi override), cut to ``limit``
+    characters with ``... (N characters)`` (N: the text's own) when longer: for showing the
+    very characters that made a text suspect. Only the start of a long text is copied (a
+    hostile registry may list a 40 MB "tag")."""
+    shown = repr(text[: limit + 1])[1:-1]
+    if len(text) <= limit and len(shown) <= limit:
+        return shown
+    return f"{shown[:limit]}... ({len(text)} characters)"

@@ -40,6 +40,7 @@ from regstore.client.transport import Reply
 from regstore.client.urls import parse_next_link, query_value, redact_url
 from regstore.errors import InvalidReferenceError, PagingError, PagingLimitError, RegistryError
 from regstore.reference import NAME_MAX_LENGTH, validate_name, validate_tag
+from regstore.safetext import escaped
 
 __all__ = ["INVALID_NAMES_KEPT", "ListingMixin"]
 
@@ -55,14 +56,6 @@ INVALID_NAMES_KEPT = 64 * 1024
 _TAG_MAX_LENGTH = 128
 #: Characters of a left-out name the warning shows.
 _SHOWN_LENGTH = 64
-
-
-def _shown(name: str) -> str:
-    """``name`` for a log line: escaped, and cut short without copying the whole of it."""
-    text = repr(name[: _SHOWN_LENGTH + 1])[1:-1]
-    if len(name) > _SHOWN_LENGTH or len(text) > _SHOWN_LENGTH:
-        text = text[:_SHOWN_LENGTH] + f"... ({len(name)} characters)"
-    return text
 
 
 @dataclass
@@ -95,7 +88,7 @@ class _InvalidNames:
             return True
         self.left_out += 1
         if not self.example:
-            self.example = _shown(name)
+            self.example = escaped(name, _SHOWN_LENGTH)
         return False
 
     def warn(self, op: Operation, noun: str) -> None:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from regstore.errors import FilterError, InvalidReferenceError
 from regstore.reference import validate_tag
+from regstore.safetext import escaped
 
 if TYPE_CHECKING:
     import semver
@@ -71,11 +72,7 @@ class InvalidTag:
     @property
     def shown(self) -> str:
         """The tag for a report line: escaped (no control characters) and cut short."""
-        text = self.tag if isinstance(self.tag, str) else repr(self.tag)
-        text = repr(text)[1:-1]
-        if len(text) > _SHOWN_TAG_LENGTH:
-            text = text[:_SHOWN_TAG_LENGTH] + f"... ({len(text)} characters)"
-        return text
+        return escaped(self.tag if isinstance(self.tag, str) else repr(self.tag), _SHOWN_TAG_LENGTH)
 
 
 def partition_tags(tags: Iterable[object]) -> tuple[list[str], list[InvalidTag]]:
