@@ -343,7 +343,34 @@ def test_quick_destinations_are_read_in_order_and_slow_ones_at_once() -> None:
         jobs = [(Timed("src", f"t{i}"), Timed(kind), f"t{i}") for i in range(20)]
         assert look_ahead(jobs) == [Known(None)] * 20  # type: ignore[arg-type]
     assert threads["quick"] == {threading.current_thread().name}
-    assert len(threads["slow"]) > 2  # the first here, the rest on the look-ahead's threads
+    # the first SLOW_IN_ROW here, the rest on the look-ahead's threads
+    assert len(threads["slow"]) > 2
+
+
+def test_one_slow_answer_of_a_quick_store_keeps_its_reads_in_order() -> None:
+    """A hiccup (a local disk's first read, a moment without CPU) is not a slow store: the
+    reads stay in order on the caller's thread instead of fighting over the GIL."""
+    import threading
+    import time
+
+    from regstore.engine import lookahead
+
+    threads: set[str] = set()
+    calls = [0]
+
+    def hiccup(name: str, reference: str) -> str | None:
+        if name == "quick":
+            threads.add(threading.current_thread().name)
+            calls[0] += 1
+            if calls[0] in (1, 5, 6):  # never SLOW_IN_ROW in a row
+                time.sleep(lookahead.SLOW * 2)
+        return None
+
+    Timed = _fake_images(hiccup)
+    jobs = [(Timed("src", f"t{i}"), Timed("quick"), f"t{i}") for i in range(20)]
+    assert look_ahead(jobs) == [Known(None)] * 20  # type: ignore[arg-type]
+    assert calls[0] == 20
+    assert threads == {threading.current_thread().name}
 
 
 def test_a_plan_settles_its_unchanged_images_before_any_starts(

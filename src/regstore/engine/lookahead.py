@@ -44,8 +44,12 @@ BULK_MIN = 8
 THREADS = 8
 #: Seconds what was learned is trusted; an image starting later asks again
 MAX_AGE = 60.0
-#: An answer slower than this (seconds) sends the remaining questions to threads
+#: An answer slower than this (seconds) is a slow one ...
 SLOW = 0.002
+#: ... and this many slow ones in a row send the remaining questions to threads: one slow
+#: answer of a local disk (its first, a page fault, the registry's HEADs taking the CPU a
+#: moment) must not send the rest of a quick store's reads to threads fighting over the GIL
+SLOW_IN_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ def _learn(
 ) -> dict[int, str | None]:
     """The digest each ``(job index, image, reference)`` names: asked in bulk per repository
     of at least :data:`BULK_MIN` references whose place answers in bulk, the rest (with
-    ``each``) one by one, in order while the answers are quick (:data:`SLOW`); up to
+    ``each``) one by one, in order while the answers are quick (:data:`SLOW`, :data:`SLOW_IN_ROW`); up to
     :data:`THREADS` of these at once. A job missing from the result was not learned."""
     learned: dict[int, str | None] = {}
     groups: dict[object, list[tuple[int, Image, str]]] = {}
@@ -128,14 +132,15 @@ def _learn(
             alone += items
     if each:
         # Quick answers (a local disk's) are asked in order here: threads would only fight
-        # over the GIL. From the first slow one on (a store on the network), the rest are
+        # over the GIL. Once answers come slowly (a store on the network), the rest are
         # asked THREADS at once, as images would have asked them.
-        done = 0
+        done = slow = 0
         while done < len(alone):
             started = time.monotonic()
             each_of(alone[done : done + 1])
             done += 1
-            if time.monotonic() - started > SLOW:
+            slow = slow + 1 if time.monotonic() - started > SLOW else 0
+            if slow >= SLOW_IN_ROW:
                 break
         rest = alone[done:]
         shares = min(THREADS, len(rest))
