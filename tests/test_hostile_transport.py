@@ -317,6 +317,28 @@ def test_the_body_deadline_is_an_option_of_the_transport(
         client.get_image_manifest(NAME, "v1")
 
 
+def test_a_token_answer_that_trickles_in_fails_at_the_deadline_and_is_retried(
+    drip: Callable[[bytes, dict[str, str], float], _Drip],
+    fake_registry: FakeRegistry,
+    make: Callable[..., Client],
+) -> None:
+    # a token server sending its answer a byte at a time held the request for ever: its body
+    # was read with no overall deadline (only each wait bounded by the read timeout)
+    token = b'{"token": "t1", "expires_in": 600, "padding": "' + b"x" * 40 + b'"}'
+    realm = drip(token, {"Content-Type": "application/json"}, 0.1)
+    v1 = f"/v2/{NAME}/manifests/v1"
+    challenge = f'Bearer realm="http://{realm.host}/token",service="svc"'
+    fake_registry.expect("GET", v1, status=401, headers={"WWW-Authenticate": challenge}, times=None)
+    client = make(fake_registry, timeout=(10.0, 5.0), retries=1)
+    client.transport.options.body_deadline = 0.5
+    with pytest.raises(TransportError) as info:
+        client.get_image_manifest(NAME, "v1")
+    message = str(info.value)
+    assert "registry too slow:" in message
+    assert f"of {len(token)} bytes in 0.5 s" in message
+    assert realm.gets == 2  # transient: the retry budget spent its one retry on it
+
+
 def test_a_blob_stream_has_no_overall_deadline(
     drip: Callable[[bytes, dict[str, str], float], _Drip], make: Callable[..., Client]
 ) -> None:

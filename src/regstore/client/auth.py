@@ -166,13 +166,17 @@ class Authenticator:
         verify: bool | str = True,
         policy: RetryPolicy | None = None,
         worth_retrying: Callable[[requests.RequestException], bool] = _not_tls_failure,
+        body_seconds: Callable[[], float] | None = None,
     ) -> None:
         """``allow_plain_realm``: follow a plain-HTTP realm of an HTTPS registry (only for a
         client that does not verify TLS: it has given up the protection this keeps).
         ``verify`` is the client's TLS trust, for the realm as for the registry.
         ``policy`` retries token requests (the client's, so that one policy covers every
         request); ``worth_retrying`` says which failed exchanges it may retry (the
-        transport's test: not one the connection pool has already retried)."""
+        transport's test: not one the connection pool has already retried).
+        ``body_seconds`` gives the overall deadline of a token answer's body, asked at each
+        token request (the transport's, which may change); by default the read timeout: a
+        token server sending a byte now and then must not hold a request for ever."""
         self.endpoint = endpoint
         self._verify = verify
         self._policy = policy if policy is not None else RetryPolicy()
@@ -181,6 +185,7 @@ class Authenticator:
         self.credentials = credentials
         self._session = session
         self._timeout = timeout
+        self._body_seconds = body_seconds or (lambda: timeout[1])
         self._user_agent = user_agent
         self._lock = threading.Lock()
         self._fetch_lock = threading.Lock()
@@ -373,7 +378,7 @@ class Authenticator:
         hops = 0
         while True:
             resp = self._send_token_request(ask)
-            body = self._read_answer(resp, ask, op)
+            body = self._read_answer(resp, ask, op, self._body_seconds())
             location = resp.headers.get("Location")
             if resp.status_code not in _REDIRECTS or not location or hops >= MAX_TOKEN_REDIRECTS:
                 return resp, body  # a redirect left unfollowed is an unexpected status
@@ -381,13 +386,16 @@ class Authenticator:
             hops += 1
 
     @staticmethod
-    def _read_answer(resp: requests.Response, ask: _TokenAsk, op: Operation) -> bytes:
-        """The body of a (streamed) token-server answer, read with a bound, then closed: a
-        200 past MAX_TOKEN_BODY is a RegistryError; other answers are only read as far as
-        their error message needs (MAX_ERROR_BODY), the rest is dropped."""
+    def _read_answer(
+        resp: requests.Response, ask: _TokenAsk, op: Operation, seconds: float
+    ) -> bytes:
+        """The body of a (streamed) token-server answer, read with a bound and within
+        ``seconds`` (else SlowBodyError, retried as a broken exchange), then closed: a 200
+        past MAX_TOKEN_BODY is a RegistryError; other answers are only read as far as their
+        error message needs (MAX_ERROR_BODY), the rest is dropped."""
         limit = MAX_TOKEN_BODY if resp.status_code == 200 else MAX_ERROR_BODY
         try:
-            body, truncated = read_bounded(resp, limit, None)
+            body, truncated = read_bounded(resp, limit, seconds)
         finally:  # (the connection dropped when the body was not read to its end)
             resp.close()
         body = body[:limit]

@@ -359,6 +359,7 @@ class Transport:
             # token requests are requests too: the same policy, the same failures retried
             policy=self.policy,
             worth_retrying=self.worth_retrying,
+            body_seconds=lambda: self.options.body_seconds,
         )
         self.counters = _Counters()
         self._semaphore = threading.BoundedSemaphore(options.max_in_flight)
