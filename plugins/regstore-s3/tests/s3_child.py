@@ -9,7 +9,10 @@ Writes the deterministic blob ``random.Random(SEED).randbytes(SIZE)`` into the s
   direct write (``staging=direct``) records its upload after every part here, so that what a
   later writer keeps does not depend on the blob reaching the record interval;
 - ``MODE=hold``: takes the writer, prints ``ready``, waits for a line on stdin, then closes the
-  writer and prints ``closed``.
+  writer and prints ``closed``;
+- ``MODE=freeze``: writes one part and a MiB more, prints ``ready``, waits for a line on stdin
+  (the test stops the process meanwhile, past its lease), writes the rest and commits; prints
+  ``committed``, or ``failed <error type>: <message>`` and closes the writer.
 """
 
 from __future__ import annotations
@@ -48,6 +51,19 @@ def main() -> None:
         sys.stdin.readline()
         writer.close()
         print("closed", flush=True)
+    elif mode == "freeze":
+        first = 6 * 1024 * 1024
+        writer.write(data[:first])
+        print("ready", flush=True)
+        sys.stdin.readline()
+        try:
+            writer.write(data[first:])
+            writer.commit()
+        except Exception as exc:
+            print(f"failed {type(exc).__name__}: {exc}", flush=True)
+            writer.close()
+        else:
+            print("committed", flush=True)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

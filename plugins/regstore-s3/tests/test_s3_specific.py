@@ -681,6 +681,54 @@ def test_killed_writer_lease_expires_and_a_later_writer_resumes(
     assert _uploads(s3_bucket, moto_client) == []  # the resumed commit aborted the dead one's
 
 
+@pytest.mark.parametrize("staging", ["parts", "direct"])
+def test_a_writer_frozen_past_its_lease_learns_it_lost_the_blob_before_its_next_part(
+    s3_url_factory: Callable[..., str],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    staging: str,
+) -> None:
+    """A writer stopped past its lease while another one took the blob over and committed
+    it: thawed, it sent its next part into what the other's commit had discarded, and failed
+    with that part's server error (moto: a 500) instead of the lost lease."""
+    url = s3_url_factory(f"frozen-{staging}", part_size="5MiB", lease="2", staging=staging)
+    size = 12 * MiB
+    data, digest = _blob(size, seed=8)
+    proc = _child(url, size, 8, "freeze")
+    store = open_store(url)
+    try:
+        _ready(proc)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 15
+            while store.blob_status(digest).state is BlobState.WRITING:
+                assert time.monotonic() < deadline, "the stopped writer's lease never ran out"
+                time.sleep(0.25)
+            writer = store.layer(digest).writer()  # breaks the stale lock
+            writer.set_size(size)
+            writer.write(data[writer.current_size :])
+            assert writer.commit() == digest
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        said = proc.stdout.readline().strip()
+        assert proc.wait(timeout=30) == 0
+        assert said.startswith("failed LeaseLostError: "), said
+        assert "taken over by another writer" in said
+        with store.layer(digest).reader() as reader:  # the committed blob is untouched
+            assert hashlib.sha256(reader.read()).hexdigest() == digest[7:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        store.close()
+    # the thawed writer sent nothing more: no staged part, no upload left behind
+    assert _keys(s3_bucket, moto_client, f"frozen-{staging}/_regstore/") == []
+    assert _uploads(s3_bucket, moto_client) == []
+
+
 def test_a_lease_held_by_another_process_excludes_writers(
     s3_url_factory: Callable[..., str],
 ) -> None:

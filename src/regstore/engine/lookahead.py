@@ -86,8 +86,9 @@ def _learn(
 ) -> dict[int, str | None]:
     """The digest each ``(job index, image, reference)`` names: asked in bulk per repository
     of at least :data:`BULK_MIN` references whose place answers in bulk, the rest (with
-    ``each``) one by one, in order while the answers are quick (:data:`SLOW`, :data:`SLOW_IN_ROW`); up to
-    :data:`THREADS` of these at once. A job missing from the result was not learned."""
+    ``each``) one by one, in order while the answers are quick (:data:`SLOW`,
+    :data:`SLOW_IN_ROW`); up to :data:`THREADS` of these at once. A job missing from the
+    result was not learned."""
     learned: dict[int, str | None] = {}
     groups: dict[object, list[tuple[int, Image, str]]] = {}
     alone: list[tuple[int, Image, str]] = []

@@ -47,7 +47,7 @@ from regstore.backends.kit import (
 )
 from regstore.errors import StoreError
 
-from .client import PreconditionFailed, S3Objects
+from .client import PreconditionFailed, S3Objects, is_not_found
 
 __all__ = ["DEFAULT_LEASE", "LeaseLostError", "S3Lease", "S3LeaseLockManager"]
 
@@ -86,6 +86,12 @@ class _Renewal(LeaseRenewal):
             self.etag = self.objects.put(self.name, self.body, if_match=self.etag)
         except PreconditionFailed as exc:
             raise LeaseTaken(str(exc)) from exc
+        except StoreError as exc:
+            # the lock object is gone: another writer broke the lapsed lock (and has released
+            # it since), which is a takeover too, not a renewal worth retrying
+            if is_not_found(exc):
+                raise LeaseTaken("the lock object is gone") from exc
+            raise
 
     def delete(self) -> None:
         try:

@@ -42,7 +42,7 @@ from regstore.reference import Digest
 
 from .client import ObjectInfo, PreconditionFailed
 from .leftovers import abort_stale_uploads, drop_multipart, multipart_entries
-from .locks import S3Lease
+from .locks import LeaseLostError, S3Lease
 from .parts import MAX_PARTS, MIN_PART_SIZE, choose_part_size
 from .promotion import Promotion
 
@@ -330,6 +330,16 @@ class S3BlobWriter:
         self._staged += len(body)
         self._filled = 0
 
+    def _next_part(self) -> None:
+        """Send the full buffer as the next part (and start its copies), once the lease is
+        checked: renewed first when half of it has passed. A writer that was frozen past its
+        lease (a stopped process, a suspended machine) learns here that another writer took
+        the blob, before it sends a part into staging or an upload that writer's commit
+        discarded."""
+        self._held().check()
+        self._send_buffer()
+        self._copy_ahead()
+
     def _final_key(self) -> str:
         return self._backend.key_of(self._backend.final_blob_path(self.digest))
 
@@ -381,16 +391,24 @@ class S3BlobWriter:
             self._adopt_tail()
             while view:
                 if self._part_full:
-                    self._send_buffer()
-                    self._copy_ahead()
+                    self._next_part()
                 count = self._make_room(len(view))
                 self._buffer[self._filled : self._filled + count] = view[:count]
                 self._filled += count
                 view = view[count:]
                 if self._part_full and not self._is_last_part():
-                    self._send_buffer()
-                    self._copy_ahead()
-        except RegstoreError:
+                    self._next_part()
+        except LeaseLostError:
+            raise
+        except RegstoreError as exc:
+            # a part refused because the blob is another writer's now (its commit ended the
+            # upload this one copied into) says so, not what the refusal looked like
+            lock = self._lock
+            if lock is not None:
+                try:
+                    lock.check()
+                except LeaseLostError as lost:
+                    raise lost from exc
             raise
         except Exception as exc:  # pragma: no cover - S3Objects translates its own errors
             raise StoreError(f"{self._what('write')}: {exc}") from exc
