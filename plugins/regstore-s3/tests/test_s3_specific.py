@@ -279,6 +279,30 @@ def _blob_key(prefix: str, digest: str) -> str:
     return f"{prefix}/docker/registry/v2/blobs/sha256/{digest[7:9]}/{digest[7:]}/data"
 
 
+@pytest.mark.parametrize("staging", ["parts", "direct"])
+def test_a_multipart_commit_aborts_a_stray_upload_to_its_key(
+    s3_store_factory: Callable[..., ObjectStore],
+    s3_bucket: S3Bucket,
+    moto_client: Any,
+    staging: str,
+) -> None:
+    """A CreateMultipartUpload retried after a read timeout (a stalled server) can leave a
+    second, empty upload to the blob's key: the writer that completes its own upload aborts
+    it, not only a writer that resumed another's."""
+    prefix = f"stray-{staging}"
+    store = s3_store_factory(prefix, part_size="5MiB", staging=staging)
+    data, digest = _blob(12 * MiB + 17, seed=12)
+    stray = moto_client.create_multipart_upload(
+        Bucket=s3_bucket.bucket, Key=_blob_key(prefix, digest)
+    )["UploadId"]
+    writer = _started(store, data, digest, len(data))
+    assert writer.commit() == digest
+    assert stray not in {u["UploadId"] for u in _uploads(s3_bucket, moto_client)}
+    assert _uploads(s3_bucket, moto_client) == []
+    with store.layer(digest).reader() as reader:
+        assert hashlib.sha256(reader.read()).hexdigest() == digest[7:]
+
+
 def test_parts_are_copied_into_the_final_upload_while_the_blob_is_written(
     s3_store_factory: Callable[..., ObjectStore], s3_bucket: S3Bucket, moto_client: Any
 ) -> None:

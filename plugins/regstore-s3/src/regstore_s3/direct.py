@@ -247,6 +247,9 @@ class S3DirectWriter(S3BlobWriter):
         finally:
             self._release()
 
+    def _went_multipart(self) -> bool:
+        return bool(self._sent)  # parts were sent: an upload was created (and completed)
+
     def _complete(self, final_key: str) -> None:
         assert self._upload_id is not None
         try:

@@ -474,11 +474,19 @@ class S3BlobWriter:
             self._cleanup_staging()
         except RegstoreError as exc:  # the blob is committed; leftovers are harmless
             log.warning("%s: %s", self._what("clean up the staging of"), exc)
-        if self._resumed:
+        if self._resumed or self._went_multipart():
             # The writer whose staging we found may have died after starting its multipart
             # upload: nobody will ever complete it (we hold the lease), so the re-run aborts
             # it, and any other upload to this key. (A writer that staged nothing started none.)
+            # So does a writer that completed an upload of its own: a CreateMultipartUpload
+            # retried after a read timeout (a stalled server) may have created a second,
+            # empty one, that nothing would ever complete or abort.
             abort_stale_uploads(self._objects, final_key)
+
+    def _went_multipart(self) -> bool:
+        """Whether this writer's commit completed a multipart upload (of two parts or more:
+        one part is copied, the whole blob in memory is put)."""
+        return len(self._parts) >= 2
 
     def close(self) -> None:
         """Release the lease, keeping every written byte staged for a later writer.
