@@ -800,6 +800,33 @@ def test_missing_bucket_is_a_store_error(s3_bucket: S3Bucket) -> None:
         store.tags("library/x")
 
 
+def test_a_reading_command_on_a_missing_bucket_finds_no_store(s3_bucket: S3Bucket) -> None:
+    """`ls` of a missing bucket said "check ... that it is writable" (a hint for writers);
+    like an empty prefix (and Azure's missing container) it is no store at that URL."""
+    from regstore.errors import StoreNotFoundError
+
+    options = {"endpoint_url": s3_bucket.endpoint_url, "key": "testing", "secret": "testing"}
+    with pytest.raises(StoreNotFoundError, match="no store at s3://no-such-bucket-regstore/x"):
+        open_store("s3://no-such-bucket-regstore/x", must_exist=True, **options)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    url = f"s3://no-such-bucket-regstore/x?endpoint_url={s3_bucket.endpoint_url}"
+    run = subprocess.run(
+        [sys.executable, "-m", "regstore", "--store", url, "ls"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "no store at s3://no-such-bucket-regstore/x" in run.stderr
+    assert "writable" not in run.stderr
+
+
 def test_unreachable_endpoint_is_a_store_error() -> None:
     store = open_store(
         "s3://bucket/x",

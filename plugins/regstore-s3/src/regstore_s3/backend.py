@@ -41,7 +41,7 @@ from regstore.backends.kit import (
 from regstore.errors import StoreError
 from regstore.safetext import redact_store_url
 
-from .client import S3Objects, translate_s3_errors
+from .client import S3Objects, is_missing_bucket, translate_s3_errors
 from .locks import DEFAULT_LEASE, MIN_LEASE, S3LeaseLockManager
 from .parts import MAX_PART_SIZE, parse_size, validate_part_size
 from .staging import STAGING_MODES, S3PartStaging
@@ -313,10 +313,16 @@ class S3Backend(FsspecBackend):
     def store_exists(self) -> bool:
         """True if a store of this layout lies under the prefix (S3 has no empty directories):
         objects there are no store by themselves (a bucket's root or a parent prefix, a store
-        of the other layout: verify said OK to a store it never looked at)."""
-        return self.objects.has_prefix(f"{self.prefix}/" if self.prefix else "") and (
-            self.holds_layout()
-        )
+        of the other layout: verify said OK to a store it never looked at). A missing bucket
+        holds no store either: a reading command says "no store at", as for an empty prefix,
+        not that the store should be writable."""
+        try:
+            found = self.objects.has_prefix(f"{self.prefix}/" if self.prefix else "")
+        except StoreError as exc:
+            if is_missing_bucket(exc):
+                return False
+            raise
+        return found and self.holds_layout()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

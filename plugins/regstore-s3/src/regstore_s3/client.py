@@ -70,6 +70,11 @@ def is_not_found(exc: BaseException) -> bool:
     return _client_error_code(exc) in _NOT_FOUND_CODES
 
 
+def is_missing_bucket(exc: BaseException) -> bool:
+    """True if ``exc`` says the bucket itself does not exist."""
+    return _client_error_code(exc) == "NoSuchBucket"
+
+
 def _is_conflict(exc: BaseException) -> bool:
     if isinstance(exc, FileExistsError):  # s3fs: PreconditionFailed on If-None-Match
         return True
