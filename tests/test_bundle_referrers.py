@@ -169,6 +169,13 @@ def test_referrer_types_keep_only_the_sbom_and_without_the_flag_none_travel(
     assert [(r["digest"], r["subject"]) for r in as_json["referrers"]] == [
         (str(chain.sbom.digest), str(chain.image.digest))
     ]
+    # snake_case, as every other --json output (the bundle's own description is OCI's)
+    assert as_json["referrers"][0]["artifact_type"] == SBOM
+    assert as_json["referrers"][0]["media_type"] == chain.sbom.media_type
+    assert (
+        "mediaType" not in as_json["referrers"][0] and "artifactType" not in as_json["referrers"][0]
+    )
+    assert set(as_json["images"][0]) == {"name", "tag", "digest", "media_type", "size", "carried"}
     store = store_factory("file-oci")
     assert import_bundle(str(sbom_only), store=store).ok
     assert _held(store) == {str(chain.image.digest), str(chain.sbom.digest)}

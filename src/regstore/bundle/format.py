@@ -268,12 +268,22 @@ class BundleManifest:
             "size": self.size,
             "delta": self.is_delta,
             "described": self.described,
-            "images": [i.to_json() for i in self.images],
-            "referrers": [r.to_json() for r in self.referrers],
+            "images": [_snake_case(i.to_json()) for i in self.images],
+            "referrers": [_snake_case(r.to_json()) for r in self.referrers],
             "base": [b.to_json() for b in self.base],
             "blobs_carried": len(self.carried),
             "omitted": len(self.omitted),
         }
+
+
+#: The bundle description's OCI-style keys, as regstore's other ``--json`` output names them
+_SNAKE_KEYS = {"mediaType": "media_type", "artifactType": "artifact_type"}
+
+
+def _snake_case(doc: dict[str, Any]) -> dict[str, Any]:
+    """A described image or referrer with the keys every other ``--json`` output uses (the
+    description inside the bundle keeps OCI's camelCase: bundles already written read it)."""
+    return {_SNAKE_KEYS.get(key, key): value for key, value in doc.items()}
 
 
 def bundle_id(
