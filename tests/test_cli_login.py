@@ -145,6 +145,7 @@ def test_a_wrong_password_is_one_line_and_changes_nothing(
     first = _login(cli, auth_registry, WRONG, expect=1)
     assert only_lines(first.stderr) == [
         f"regstore: error: login to {auth_registry.host} failed: wrong username or password"
+        " — try: check the username and the password (or the token given as the password)"
     ]
     assert first.stdout == "" and WRONG not in first.stdout + first.stderr
     assert not config.parent.exists()  # nothing written, not even the directory
@@ -159,6 +160,7 @@ def test_a_wrong_password_is_one_line_and_changes_nothing(
         input=WRONG + "\n", expect=1,
     )  # fmt: skip
     assert as_json.json()["error"]["type"] == "AuthenticationError"
+    assert "check the username and the password" in as_json.json()["error"]["hint"]
     assert config.read_bytes() == before
 
 

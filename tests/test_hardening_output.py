@@ -634,3 +634,33 @@ def test_a_read_only_registry_and_a_body_cap_get_a_hint() -> None:
     assert "--chunk-size" not in hint_for(manifest_put)
     assert "below this manifest's size" in hint_for(manifest_put)
     assert hint_for(UnexpectedHTTPStatusError(418)) == ""
+
+
+def test_every_json_error_says_what_to_try(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A usage error, a sync file's error and an interrupt had ``"hint": null`` in --json,
+    though each has something to try (the text output's usage lines say where help is)."""
+    from regstore.cli.app import AppState
+    from regstore.cli.output import INTERRUPTED_HINT
+
+    home = tmp_path / "home"
+    usage = run_cli("--json", "pull", home=home)
+    assert usage.returncode == 2, usage
+    assert usage.json()["error"]["type"] == "UsageError"
+    assert usage.json()["error"]["hint"] == "`regstore pull --help` shows its usage"
+
+    sync = tmp_path / "s.yaml"
+    sync.write_text("sources:\n  - registry: 127.0.0.1:9\n    bogus: 1\n")
+    bad = run_cli("--json", "sync", str(sync), home=home)
+    assert bad.returncode == 2, bad
+    assert bad.json()["error"]["type"] == "SyncFileError"
+    assert "fix the sync file" in bad.json()["error"]["hint"]
+
+    def interrupted(self: AppState, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AppState, "store", interrupted)
+    stopped = run_cli("--json", "ls", home=home, store=str(tmp_path / "store"))
+    assert stopped.returncode == 130, stopped
+    assert stopped.json()["error"]["type"] == "Interrupted"
+    assert stopped.json()["error"]["hint"] == INTERRUPTED_HINT
+    assert f"try: {INTERRUPTED_HINT}" in stopped.stderr

@@ -243,6 +243,7 @@ def test_a_wrong_password_that_is_a_word_of_the_message_leaves_it_whole(
     plain = cli(*login, input=password + "\n", expect=1)
     assert only_lines(plain.stderr) == [
         f"regstore: error: login to {basic_registry.host} failed: wrong username or password"
+        " — try: check the username and the password (or the token given as the password)"
     ], str(plain)
     as_json = cli("--json", *login, input=password + "\n", expect=1)
     assert as_json.json()["error"]["message"] == (

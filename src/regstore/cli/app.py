@@ -29,7 +29,7 @@ from regstore.errors import RegstoreError, StoreNotFoundError, UsageError
 from regstore.safetext import MASK, printable, redact_store_url, store_url_secrets
 
 from . import startup
-from .output import EXIT_FAILURE, EXIT_USAGE, Output
+from .output import EXIT_FAILURE, EXIT_USAGE, INTERRUPTED_HINT, Output, usage_hint
 
 # Only click and the leaves at import: `regstore --help` (and shell completion) must start fast,
 # so the store, the client, the engine, plugins and rich are imported where they are used, and
@@ -665,7 +665,8 @@ class _JsonUsageError(click.UsageError):
         return cls(exc.format_message(), exc.ctx)
 
     def show(self, file: Any = None) -> None:
-        error = {"message": printable(self.format_message()), "type": "UsageError", "hint": None}
+        error = {"message": printable(self.format_message()), "type": "UsageError",
+                 "hint": usage_hint(self.ctx)}  # fmt: skip
         sys.stdout.write(json.dumps({"ok": False, "error": error}, indent=2) + "\n")
         sys.stdout.flush()
         super().show(file)
@@ -828,9 +829,10 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
             said = f"{what} was stopped (SIGTERM)" if stopped else f"{what} was interrupted"
             if state.output.json_mode:  # a result on stdout, as every other ending
                 state.output.json(
-                    {"ok": False, "error": {"message": said, "type": "Interrupted", "hint": None}}
-                )
-            state.output.error(said)
+                    {"ok": False, "error": {"message": said, "type": "Interrupted",
+                                            "hint": INTERRUPTED_HINT}}
+                )  # fmt: skip
+            state.output.error(said, INTERRUPTED_HINT)
             code = EXIT_TERMINATED if stopped else 130
         except BrokenPipeError:
             if not _stdout_gone():

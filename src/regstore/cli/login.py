@@ -83,20 +83,21 @@ def login_command(state: AppState, registry: str) -> int:
     except AuthenticationError as exc:
         log.info("%s: %s", state.action, exc)
         status = exc.http.status if exc.http is not None else None
-        why = (
-            f"access denied for user {username!r}"
-            if status == 403
-            else "wrong username or password"
-        )
+        if status == 403:
+            why = f"access denied for user {username!r}"
+            hint = "the registry knows the user but refuses it: ask its administrator for access"
+        else:
+            why = "wrong username or password"
+            hint = "check the username and the password (or the token given as the password)"
         message = f"login to {name} failed: {why}"
         if out.json_mode:
             out.json(
                 {
                     "ok": False,
-                    "error": {"message": message, "type": type(exc).__name__, "hint": None},
+                    "error": {"message": message, "type": type(exc).__name__, "hint": hint},
                 }
             )
-        out.error(message)
+        out.error(message, hint)
         return EXIT_FAILURE
     if client.transport.auth.scheme is None:
         out.warning(

@@ -38,6 +38,7 @@ from regstore.errors import (
     StoreNotFoundError,
     StoreReadOnlyError,
     StoreURLError,
+    SyncFileError,
     TransportError,
     UnexpectedHTTPStatusError,
 )
@@ -136,6 +137,17 @@ def _transport_hint(exc: TransportError) -> str:
 _DOCKER_HUB_HOSTS = ("registry-1.docker.io", "index.docker.io", "docker.io")
 
 
+#: What to do after a command was interrupted (Ctrl-C, SIGTERM)
+INTERRUPTED_HINT = "run the command again: a pull, push, copy or sync resumes where it stopped"
+
+
+def usage_hint(ctx: Any) -> str:
+    """The hint of a usage error: the command whose ``--help`` shows its usage (``ctx`` a
+    click context, or None: the whole program)."""
+    path = getattr(ctx, "command_path", None) or "regstore"
+    return f"`{path} --help` shows its usage"
+
+
 def hint_for(exc: BaseException) -> str:
     """What to try next for an error, or ``""``."""
     hint = _hint_for(exc)
@@ -226,6 +238,8 @@ def _hint_for(exc: BaseException) -> str:
         return "another regstore process is writing it; try again when it is done"
     if isinstance(exc, StoreURLError):
         return "fix --store (or REGSTORE_STORE, or the sync file's store)"
+    if isinstance(exc, SyncFileError):
+        return "fix the sync file where the message says (README: “The sync file” lists its keys)"
     if isinstance(exc, DamagedTagError):
         return (
             "pull that image again to rewrite the tag, or delete the tag (`regstore delete "
