@@ -66,6 +66,11 @@ def test_mirror_a_signed_image_with_its_sbom_in_two_commands(
     as_json = run_cli(
         "--json", "inspect", f"{registry.host}/mirror/app:v1", "--referrers", home=home
     ).json()
+    # what `inspect --json` says of the image, and the tree besides
+    plain_json = run_cli("--json", "inspect", f"{registry.host}/mirror/app:v1", home=home).json()
+    assert {k: v for k, v in as_json.items() if k != "referrers"} == plain_json
+    assert {"size", "platforms", "config", "layers", "total_size"} <= set(as_json)
+    assert "manifests" not in as_json  # an image manifest lists none
     kinds = {r["kind"]: r for r in as_json["referrers"]}
     assert set(kinds) == {SBOM, "cosign signature"}
     assert kinds[SBOM]["referrers"][0]["digest"] == str(chain.attestation.digest)
@@ -119,3 +124,31 @@ def test_sync_file_referrers(tmp_path: Path, fake_registry: FakeRegistry) -> Non
     images = result.json()["images"]
     assert [o["source"] for o in images] == [f"{host}/app:v1"]
     assert len(images[0]["result"]["referrers"]) == 3
+
+
+def test_inspect_referrers_json_puts_each_childs_referrers_in_its_entry() -> None:
+    """For an index, `inspect --referrers --json` keeps `inspect --json`'s entries (platform,
+    size, stored) and adds each child's referrers to its own entry."""
+    from regstore.cli.storecmds import _with_referrers
+
+    info = {
+        "reference": "store:app:v1",
+        "digest": "sha256:" + "1" * 64,
+        "manifests": [
+            {"digest": "sha256:" + "a" * 64, "platform": "linux/amd64", "size": 9, "stored": True},
+            {"digest": "sha256:" + "b" * 64, "platform": "linux/arm64", "size": 9, "stored": False},
+        ],
+    }
+    sig = {"digest": "sha256:" + "c" * 64, "kind": "cosign signature", "referrers": []}
+    tree = {
+        "digest": info["digest"],
+        "referrers": [],
+        "manifests": [{"digest": "sha256:" + "a" * 64, "platform": "linux/amd64",
+                       "referrers": [sig]}],
+    }  # fmt: skip
+    described = _with_referrers(info, tree)
+    assert described["referrers"] == []
+    assert [m["referrers"] for m in described["manifests"]] == [[sig], []]
+    assert [m["stored"] for m in described["manifests"]] == [True, False]
+    assert "truncated" not in described
+    assert _with_referrers(info, {**tree, "truncated": True})["truncated"] is True

@@ -17,6 +17,7 @@ import click
 from regstore import plugins
 from regstore.engine import RegistryImage, StoreImage
 from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image, tags_of
+from regstore.engine.places import source_of
 from regstore.engine.referrers import ReferrerNode, referrer_tree
 from regstore.engine.verify import verify
 from regstore.errors import DamagedTagError, RegstoreError
@@ -247,6 +248,21 @@ def describe_manifest(state: AppState, ref: ImageRef, manifest: Manifest) -> dic
     return info
 
 
+def _with_referrers(info: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
+    """``inspect``'s description with the referrer tree added (``inspect --referrers
+    --json``): the image's referrers under ``referrers``, each child manifest's (of an index)
+    in its entry of ``manifests``: the same fields as ``inspect --json``, and more."""
+    children = {m["digest"]: m["referrers"] for m in tree["manifests"]}
+    described = {**info, "referrers": tree["referrers"]}
+    if "manifests" in info:
+        described["manifests"] = [
+            {**m, "referrers": children.get(m["digest"], [])} for m in info["manifests"]
+        ]
+    if tree.get("truncated"):
+        described["truncated"] = True
+    return described
+
+
 def _tree_lines(nodes: list[ReferrerNode], prefix: str = "") -> list[str]:
     lines = []
     for i, node in enumerate(nodes):
@@ -273,7 +289,9 @@ def _show_referrers(state: AppState, ref: ImageRef) -> int:
     tree = referrer_tree(image)
     out = state.output
     if out.json_mode:
-        out.json({"ok": True, "reference": str(ref), **tree.as_dict()})
+        manifest = source_of(image).manifest(str(image.reference))
+        info = _with_referrers(describe_manifest(state, ref, manifest), tree.as_dict())
+        out.json({"ok": True, **info})
         return EXIT_OK
     out.line(f"{ref} {tree.digest} ({_SHORT_TYPES.get(tree.media_type, tree.media_type)})")
     for line in _tree_lines(tree.referrers):
