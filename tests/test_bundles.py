@@ -350,7 +350,7 @@ def test_a_flipped_byte_fails_on_that_blob_and_tags_nothing(
     _flip_in_member(out, layer)
 
     report = verify_bundle(str(out))
-    assert not report.ok and any(layer in p for p in report.problems)
+    assert not report.ok and any(layer in str(p) for p in report.problems)
 
     store = open_store(str(tmp_path / "target"))
     batch = import_bundle(str(out), store=store)
@@ -381,7 +381,7 @@ def test_a_truncated_bundle_fails_on_the_cut_blob_and_tags_nothing(
     digest = "sha256:" + last.name.rsplit("/", 1)[1]
 
     report = verify_bundle(str(out))
-    assert not report.ok and any(digest in p for p in report.problems), report
+    assert not report.ok and any(digest in str(p) for p in report.problems), report
     store = open_store(str(tmp_path / "target"))
     # the image's manifest came after the cut: the import stops before anything moves
     with pytest.raises(BundleInvalidError, match=digest.split(":")[1]):
@@ -553,6 +553,13 @@ def test_verify_on_the_command_line_fails_a_damaged_bundle(
     _flip_in_member(out, BASE.layer_digests[0])
     r = run_cli("bundle", "verify", str(out), home=tmp_path / "home")
     assert r.returncode == 1 and BASE.layer_digests[0] in r.stderr, r
+    # --json: the keys of `regstore verify --json`, each problem an object with its kind
+    doc = run_cli("--json", "bundle", "verify", str(out), home=tmp_path / "home").json()
+    assert doc["ok"] is False and doc["blobs_checked"] > 0 and doc["bytes_checked"] > 0
+    assert "blobs" not in doc and "bytes" not in doc
+    (problem,) = [p for p in doc["problems"] if p["kind"] == "damaged-blob"]
+    assert problem["subject"] == BASE.layer_digests[0]
+    assert set(problem) == {"kind", "subject", "image", "detail"}
 
 
 def test_create_from_a_sync_file_with_one_platform(
@@ -675,7 +682,7 @@ def test_a_damaged_manifest_stops_the_import_before_anything_moves(
     assert not store.exists() or store.repositories() == []
     assert all(not store.blob_exists(d) for d in BASE.blobs)
     report = verify_bundle(str(out))
-    assert any(BASE.manifest_digest in p for p in report.problems), report
+    assert any(BASE.manifest_digest in str(p) for p in report.problems), report
 
 
 def test_the_bundle_place_seam_is_not_top_level_api() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .api import (
     BundleInput,
+    BundleProblem,
     BundleVerifyReport,
     create_bundle,
     import_bundle,
@@ -27,6 +28,7 @@ __all__ = [
     "BundleImage",
     "BundleInput",
     "BundleManifest",
+    "BundleProblem",
     "BundleVerifyReport",
     "BundledImage",
     "BundledReferrer",

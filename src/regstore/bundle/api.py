@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BundleInput",
+    "BundleProblem",
     "BundleVerifyReport",
     "create_bundle",
     "import_bundle",
@@ -737,15 +738,37 @@ def _valid_ref_names(bases: Sequence[BaseBundle]) -> list[str]:
 # -- verifying -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BundleProblem:
+    """One thing wrong in a bundle, as ``regstore verify`` reports a store's: its ``kind``
+    (``damaged-blob``, ``missing``, ``wrong-size``, ``invalid-manifest``, ``too-deep``,
+    ``inconsistent``: the bundle's own description disagrees with its content), the digest
+    or member it concerns (``subject``), the image whose walk met it (``image``, a ref name;
+    None for what no image names) and what is wrong (``detail``)."""
+
+    kind: str
+    subject: str
+    detail: str
+    image: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"kind": self.kind, "subject": self.subject, "image": self.image,
+                "detail": self.detail}  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.image}: {self.detail}" if self.image else self.detail
+
+
 @dataclass
 class BundleVerifyReport:
     """What :func:`verify_bundle` found: blobs and bytes re-hashed, and every problem (one
-    line each); ``ok`` when there is none."""
+    line each as text); ``ok`` when there is none."""
 
     bundle: str
-    blobs: int = 0
-    bytes: int = 0
-    problems: list[str] = field(default_factory=list)
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    problems: list[BundleProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -753,9 +776,10 @@ class BundleVerifyReport:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"bundle": self.bundle, "ok": self.ok, "blobs": self.blobs, "bytes": self.bytes,
-                "problems": list(self.problems)}  # fmt: skip
+        """JSON-able form (the keys of ``regstore verify --json`` where they mean the same)."""
+        return {"bundle": self.bundle, "ok": self.ok, "blobs_checked": self.blobs_checked,
+                "bytes_checked": self.bytes_checked,
+                "problems": [p.as_dict() for p in self.problems]}  # fmt: skip
 
 
 def verify_bundle(
@@ -778,12 +802,12 @@ def verify_bundle(
             source = reader.opener(digest)(0)
             try:
                 while n := source.readinto(buffer):
-                    report.bytes += n
+                    report.bytes_checked += n
             finally:
                 source.close()
         except (DigestMismatchError, ValueError) as exc:
-            report.problems.append(str(exc))
-        report.blobs += 1
+            report.problems.append(BundleProblem("damaged-blob", digest, str(exc)))
+        report.blobs_checked += 1
     omitted = opened.bundle_manifest.omitted if opened.bundle_manifest else frozenset()
     checked: set[str] = set()  # each manifest read once: indexes may share children
 
@@ -794,18 +818,27 @@ def verify_bundle(
         checked.add(digest)
         if not opened.carries(digest):
             if digest not in omitted:
-                report.problems.append(f"{where}: {digest} is neither in the bundle nor its base")
+                report.problems.append(
+                    BundleProblem(
+                        "missing", digest, f"{digest} is neither in the bundle nor its base", where
+                    )
+                )
             return
         try:
             manifest = opened.manifest(digest, desc.media_type or None)
         except (DigestMismatchError, ManifestInvalidError) as exc:
-            report.problems.append(f"{where}: {exc}")
+            report.problems.append(BundleProblem("invalid-manifest", digest, str(exc), where))
             return
         for blob in manifest.blobs:
             _check_blob(report, opened, omitted, where, blob)
         if manifest.is_index and depth >= MAX_INDEX_DEPTH:
             report.problems.append(
-                f"{where}: indexes nest deeper than {MAX_INDEX_DEPTH} levels (at {digest})"
+                BundleProblem(
+                    "too-deep",
+                    digest,
+                    f"indexes nest deeper than {MAX_INDEX_DEPTH} levels (at {digest})",
+                    where,
+                )
             )
             return
         for child in manifest.manifests:
@@ -815,7 +848,10 @@ def verify_bundle(
         check(entry.ref_name, entry.descriptor)
     for name, desc in opened.referrer_entries:
         check(f"{name} referrer {desc.digest}", desc)
-    report.problems.extend(_manifest_problems(opened))
+    report.problems.extend(
+        BundleProblem("inconsistent", BUNDLE_MANIFEST_MEMBER, text)
+        for text in _manifest_problems(opened)
+    )
     return report
 
 
@@ -859,8 +895,17 @@ def _check_blob(
     size = opened.reader.blob_size(digest)
     if size is None:
         if digest not in omitted:
-            report.problems.append(f"{where}: blob {digest} is neither in the bundle nor its base")
+            report.problems.append(
+                BundleProblem(
+                    "missing", digest, f"blob {digest} is neither in the bundle nor its base", where
+                )
+            )
     elif size != blob.size:
         report.problems.append(
-            f"{where}: blob {digest} is {size} bytes in the bundle, its manifest says {blob.size}"
+            BundleProblem(
+                "wrong-size",
+                digest,
+                f"blob {digest} is {size} bytes in the bundle, its manifest says {blob.size}",
+                where,
+            )
         )

@@ -265,9 +265,9 @@ def verify_command(state: AppState, bundle: str) -> int:
         out.json(report.as_dict())
     else:
         for problem in report.problems:
-            out.line(problem)
+            out.line(str(problem))
         out.summary(
-            f"{report.blobs} blob(s), {format_size(report.bytes)} re-hashed, "
+            f"{report.blobs_checked} blob(s), {format_size(report.bytes_checked)} re-hashed, "
             f"{len(report.problems)} problem(s)"
         )
     if not report.ok:
