@@ -12,6 +12,7 @@ from regstore.engine import (
     RegistryImage,
     StoreImage,
     TransferResult,
+    preview_transfer,
     resolve_destination,
     transfer_many,
     transfer_one,
@@ -77,6 +78,16 @@ def filter_options(f: F) -> F:
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def dry_run_option(f: F) -> F:
+    """``--dry-run`` of pull, push and copy."""
+    return click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Say what would move (each image: copy or unchanged, its blobs, those the "
+        "destination lacks and their size); move nothing. Referrers are not counted.",
+    )(f)
 
 
 def keep_going_option(f: F) -> F:
@@ -302,6 +313,53 @@ def _split_as(value: str) -> tuple[str, str | None]:
     return name, tag
 
 
+def report_preview(
+    state: AppState, jobs: Sequence[tuple[Image, Image]], platforms: list[str] | None
+) -> int:
+    """``--dry-run``: what moving each ``(source, destination)`` would do, as a table (or
+    JSON); exit 1 when an image could not be previewed (the run would fail it)."""
+    rows: list[dict[str, Any]] = []
+    for src, dst in jobs:
+        try:
+            rows.append(
+                {**preview_transfer(src, dst, platforms=platforms).as_dict(), "error": None}
+            )
+        except RegstoreError as exc:
+            rows.append({"source": str(src), "destination": str(dst), "action": "fail",
+                         "error": str(exc)})  # fmt: skip
+    ok = all(r["action"] != "fail" for r in rows)
+    out = state.output
+    if out.json_mode:
+        out.json({"ok": ok, "dry_run": True, "jobs": rows})
+    else:
+        table = []
+        for r in rows:
+            if r["action"] == "fail":
+                table.append(("fail", r["source"], r["destination"], "", r["error"]))
+                continue
+            blobs = f"{r['blobs']} ({format_size(r['size'])})"
+            if r["missing_blobs"] is None:
+                detail = "the destination cannot tell which it lacks"
+            else:
+                detail = f"{r['missing_blobs']} lacking ({format_size(r['missing_size'])})"
+            table.append((r["action"], r["source"], r["destination"], blobs, detail))
+        out.table(("WOULD", "SOURCE", "DESTINATION", "BLOBS", "AT THE DESTINATION"), table)
+        copies = [r for r in rows if r["action"] == "copy"]
+        lacking = sum(r["missing_size"] or 0 for r in copies)
+        skips = sum(r["action"] == "skip" for r in rows)
+        failed = len(rows) - len(copies) - skips
+        out.summary(
+            f"dry run: {len(copies)} to copy ({format_size(lacking)} of blobs lacking at the "
+            f"destination), {skips} unchanged"
+            + (f", {failed} failed" if failed else "")
+            + ", nothing moved"
+        )
+    for r in rows:
+        if r["action"] == "fail":
+            out.error(f"{r['source']}: {r['error']}")
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
 # -- the one path of pull, push and copy -----------------------------------------------------------
 
 _VERBS = {
@@ -325,14 +383,28 @@ def move_images(
     repair: bool = False,
     referrers: bool = False,
     referrer_types: Sequence[str] = (),
+    dry_run: bool = False,
 ) -> int:
     """The body pull, push and copy share: move ``source`` (one image, or each tag of its
-    repository that ``tag_filter`` selects) to ``destination(tag)``, with progress, and report.
+    repository that ``tag_filter`` selects) to ``destination(tag)``, with progress, and report
+    (``dry_run``: say what would move instead).
 
     ``destination`` is called with the selected tag, or with None for one image: the engine
     then gives the image its tag (:func:`regstore.engine.destination_tag`, the one rule).
     """
     doing, done = _VERBS[operation]
+    if dry_run:
+        if repair:
+            raise click.UsageError("--repair and --dry-run exclude each other")
+        if tag_filter is not None:
+            jobs = filtered_jobs(state, source, tag_filter, destination, src_store)
+            jobs = [
+                j for j in jobs if not (referrers and is_supply_chain_tag(j[0].reference or ""))
+            ]
+        else:
+            jobs = [(image_of(state, source, src_store), destination(None))]
+        state.action = f"previewing {len(jobs)} image(s) of {_without_tag(source)}"
+        return report_preview(state, jobs, platforms)
     display = state.progress()
     referrers = referrers or bool(referrer_types)
     if tag_filter is not None:
@@ -393,6 +465,7 @@ def move_images(
 @filter_options
 @keep_going_option
 @referrers_options
+@dry_run_option
 @regstore_command
 def pull_command(
     state: AppState,
@@ -408,6 +481,7 @@ def pull_command(
     semver: str | None,
     latest: int | None,
     keep_going: bool,
+    dry_run: bool,
 ) -> int:
     """Pull an image from a registry into the store.
 
@@ -441,6 +515,7 @@ def pull_command(
         repair=repair,
         referrers=referrers,
         referrer_types=referrer_types,
+        dry_run=dry_run,
     )
 
 
@@ -454,6 +529,7 @@ def pull_command(
     help="Ask the registry to mount blobs from this repository of it (repeatable).",
 )
 @referrers_options
+@dry_run_option
 @regstore_command
 def push_command(
     state: AppState,
@@ -462,6 +538,7 @@ def push_command(
     mount_from: tuple[str, ...],
     referrers: bool,
     referrer_types: tuple[str, ...],
+    dry_run: bool,
 ) -> int:
     """Push an image of the store to a registry.
 
@@ -485,6 +562,7 @@ def push_command(
         mount_from=mount_from,
         referrers=referrers,
         referrer_types=referrer_types,
+        dry_run=dry_run,
     )
 
 
@@ -500,6 +578,7 @@ def push_command(
 @filter_options
 @keep_going_option
 @referrers_options
+@dry_run_option
 @regstore_command
 def copy_command(
     state: AppState,
@@ -517,6 +596,7 @@ def copy_command(
     semver: str | None,
     latest: int | None,
     keep_going: bool,
+    dry_run: bool,
 ) -> int:
     """Copy an image between registries and stores (any direction).
 
@@ -550,4 +630,5 @@ def copy_command(
         keep_going=keep_going,
         referrers=referrers,
         referrer_types=referrer_types,
+        dry_run=dry_run,
     )

@@ -20,6 +20,7 @@ from .model import (
     StoreImage,
     TransferResult,
 )
+from .preview import TransferPreview, preview_transfer
 from .progress import ImageProgress, Progress, ProgressSnapshot
 from .transfer import (
     DEFAULT_CONCURRENCY,
@@ -40,9 +41,11 @@ __all__ = [
     "RegistryClient",
     "RegistryImage",
     "StoreImage",
+    "TransferPreview",
     "TransferResult",
     "copy",
     "destination_tag",
+    "preview_transfer",
     "pull",
     "push",
     "resolve_destination",

@@ -73,6 +73,11 @@ class RegistryPlace:
             raise BlobNotFoundError(self.name, digest)
         return size
 
+    def has_blob(self, digest: str) -> bool:
+        """True when the repository holds the blob (a HEAD); a dry run counts what a copy
+        here would move (a mount from another repository would move no bytes either)."""
+        return self.client.blob_length(self.name, digest) >= 0
+
     def opener(self, digest: str) -> Opener:
         """Ranged GETs of the blob."""
         client, name = self.client, self.name

@@ -43,6 +43,11 @@ class StorePlace:
         digest = self.store.manifest_digest(self.name, reference)
         return None if digest is None else str(digest)
 
+    def has_blob(self, digest: str) -> bool:
+        """True when the store holds the blob (whole and committed: shared by every
+        repository); a dry run counts what a copy here would move."""
+        return self.store.blob_exists(digest)
+
     def holds_image(
         self,
         digest: str,
