@@ -648,6 +648,10 @@ def test_every_json_error_says_what_to_try(tmp_path: Path, monkeypatch: pytest.M
     assert usage.json()["error"]["type"] == "UsageError"
     assert usage.json()["error"]["hint"] == "`regstore pull --help` shows its usage"
 
+    bad_filter = run_cli("--json", "pull", "127.0.0.1:9/a", "--semver", "bogus", home=home)
+    assert bad_filter.returncode == 2, bad_filter
+    assert bad_filter.json()["error"]["hint"] == "`regstore pull --help` shows its usage"
+
     sync = tmp_path / "s.yaml"
     sync.write_text("sources:\n  - registry: 127.0.0.1:9\n    bogus: 1\n")
     bad = run_cli("--json", "sync", str(sync), home=home)

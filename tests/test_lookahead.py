@@ -347,7 +347,9 @@ def test_quick_destinations_are_read_in_order_and_slow_ones_at_once() -> None:
     assert len(threads["slow"]) > 2
 
 
-def test_one_slow_answer_of_a_quick_store_keeps_its_reads_in_order() -> None:
+def test_one_slow_answer_of_a_quick_store_keeps_its_reads_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A hiccup (a local disk's first read, a moment without CPU) is not a slow store: the
     reads stay in order on the caller's thread instead of fighting over the GIL."""
     import threading
@@ -357,6 +359,8 @@ def test_one_slow_answer_of_a_quick_store_keeps_its_reads_in_order() -> None:
 
     threads: set[str] = set()
     calls = [0]
+    # a long SLOW: only the hiccups below are slow, whatever this machine's load
+    monkeypatch.setattr(lookahead, "SLOW", 0.05)
 
     def hiccup(name: str, reference: str) -> str | None:
         if name == "quick":

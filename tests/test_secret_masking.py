@@ -249,6 +249,10 @@ def test_a_wrong_password_that_is_a_word_of_the_message_leaves_it_whole(
     assert as_json.json()["error"]["message"] == (
         f"login to {basic_registry.host} failed: wrong username or password"
     )
+    # the hint is our own words too: a hole in it would show where the password stands
+    assert as_json.json()["error"]["hint"] == (
+        "check the username and the password (or the token given as the password)"
+    )
 
 
 def test_a_hint_keeps_its_words_and_a_registry_echo_is_still_masked(

@@ -827,12 +827,8 @@ def regstore_command(f: Callable[..., int | None]) -> Callable[..., None]:
         except KeyboardInterrupt:
             what = state.action or "the command"
             said = f"{what} was stopped (SIGTERM)" if stopped else f"{what} was interrupted"
-            if state.output.json_mode:  # a result on stdout, as every other ending
-                state.output.json(
-                    {"ok": False, "error": {"message": said, "type": "Interrupted",
-                                            "hint": INTERRUPTED_HINT}}
-                )  # fmt: skip
-            state.output.error(said, INTERRUPTED_HINT)
+            # a result on stdout with --json, as every other ending
+            state.output.failed(said, "Interrupted", INTERRUPTED_HINT)
             code = EXIT_TERMINATED if stopped else 130
         except BrokenPipeError:
             if not _stdout_gone():

@@ -89,15 +89,7 @@ def login_command(state: AppState, registry: str) -> int:
         else:
             why = "wrong username or password"
             hint = "check the username and the password (or the token given as the password)"
-        message = f"login to {name} failed: {why}"
-        if out.json_mode:
-            out.json(
-                {
-                    "ok": False,
-                    "error": {"message": message, "type": type(exc).__name__, "hint": hint},
-                }
-            )
-        out.error(message, hint)
+        out.failed(f"login to {name} failed: {why}", type(exc).__name__, hint)
         return EXIT_FAILURE
     if client.transport.auth.scheme is None:
         out.warning(

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import click
+
 from regstore.errors import (
     AuthenticationError,
     BackendNotFoundError,
@@ -41,6 +43,7 @@ from regstore.errors import (
     SyncFileError,
     TransportError,
     UnexpectedHTTPStatusError,
+    UsageError,
 )
 from regstore.safetext import MASK, MIN_MASKED_LENGTH, printable, secrets_pattern
 
@@ -51,10 +54,12 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "INTERRUPTED_HINT",
     "Output",
     "format_size",
     "hint_for",
     "short_digest",
+    "usage_hint",
 ]
 
 EXIT_OK = 0
@@ -141,10 +146,11 @@ _DOCKER_HUB_HOSTS = ("registry-1.docker.io", "index.docker.io", "docker.io")
 INTERRUPTED_HINT = "run the command again: a pull, push, copy or sync resumes where it stopped"
 
 
-def usage_hint(ctx: Any) -> str:
-    """The hint of a usage error: the command whose ``--help`` shows its usage (``ctx`` a
-    click context, or None: the whole program)."""
-    path = getattr(ctx, "command_path", None) or "regstore"
+def usage_hint(ctx: click.Context | None) -> str:
+    """The hint of a usage error: the command whose ``--help`` shows its usage (``ctx`` its
+    click context; None: the command running, else the whole program)."""
+    ctx = ctx or click.get_current_context(silent=True)
+    path = ctx.command_path if ctx is not None else "regstore"
     return f"`{path} --help` shows its usage"
 
 
@@ -240,6 +246,8 @@ def _hint_for(exc: BaseException) -> str:
         return "fix --store (or REGSTORE_STORE, or the sync file's store)"
     if isinstance(exc, SyncFileError):
         return "fix the sync file where the message says (README: “The sync file” lists its keys)"
+    if isinstance(exc, UsageError):  # regstore's own (a tag filter, an option's value)
+        return usage_hint(None)
     if isinstance(exc, DamagedTagError):
         return (
             "pull that image again to rewrite the tag, or delete the tag (`regstore delete "
@@ -463,12 +471,13 @@ class Output:
         """Report ``exc`` (a failed ``action``, e.g. "pulling X") as one line; JSON too."""
         why = str(exc) if isinstance(exc, RegstoreError) else f"{type(exc).__name__}: {exc}"
         message = f"{action} failed: {why}" if action else why
-        hint = hint_for(exc)
-        if self.json_mode:  # the message masked, not the hint (our own words)
-            error = {
-                "message": self.mask(message),
-                "type": type(exc).__name__,
-                "hint": hint or None,
-            }
+        self.failed(message, type(exc).__name__, hint_for(exc))
+
+    def failed(self, message: str, kind: str, hint: str) -> None:
+        """The one error of this run: its line on stderr and, with --json, its document
+        (``kind`` its type). The message is masked, never the hint: our own words, in which
+        a secret that is one of them (``password``) must not show where it stands."""
+        if self.json_mode:
+            error = {"message": self.mask(message), "type": kind, "hint": hint or None}
             self._write_json({"ok": False, "error": error})
         self.error(message, hint)
