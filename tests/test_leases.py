@@ -123,3 +123,34 @@ def test_a_dropped_lease_stops_renewing_and_frees_its_key() -> None:
     gc.collect()
     assert "k" not in table and service.stop.is_set()
     assert service.deletes == 0  # left to run out on the service
+
+
+def test_still_held_renews_when_due_and_tolerates_a_failed_renewal_while_the_lease_lasts() -> None:
+    """What a writer asks between two parts: a frozen writer whose lease was taken learns it;
+    a renewal the service could not answer once (a 503) does not fail a write while the lease
+    still lasts, as the background renewal does not either."""
+    service = _Service(duration=60.0)  # no background renewal during the test
+    lease, _ = _held(service)
+    try:
+        assert lease.still_held() and service.renewals == 0  # not due: nothing asked
+        service.renewed = time.monotonic() - 40  # past half the lease (a process stopped)
+        service.answer = StoreError("503 Slow Down")
+        assert lease.still_held()  # tolerated: 20 s of the lease are left
+        service.answer = LeaseTaken("412 Precondition Failed")
+        assert not lease.still_held()  # taken meanwhile: lost
+        with pytest.raises(_Lost, match="taken over by another writer"):
+            lease.check()
+    finally:
+        lease.release()
+
+    service = _Service(duration=60.0)
+    lease, _ = _held(service)
+    try:
+        service.renewed = time.monotonic() - 61  # frozen past the whole lease
+        service.answer = StoreError("connection refused")
+        assert not lease.still_held()
+        with pytest.raises(_Lost, match="could not be renewed in time"):
+            lease.check()
+        service.answer = None
+    finally:
+        lease.release()

@@ -121,8 +121,22 @@ class HeldLease:
         """True once released or abandoned."""
         return self._full_key is None
 
+    def still_held(self) -> bool:
+        """Whether the lease is still ours, renewed first when half of it has passed: what a
+        writer asks between two writes (an S3 part), where one that was frozen past its
+        lease learns it lost the key. A renewal the service could not be asked for is
+        tolerated while the lease lasts, as the background renewal tolerates it. Never
+        raises: :meth:`check` raises ``lost_error`` once this is False."""
+        renewal = self._renewal
+        if renewal.lost is None and self._due():
+            with renewal.lock:
+                if renewal.lost is None and self._due():
+                    renewal.renew()  # (marks the lease lost when taken, or out of time)
+        return renewal.lost is None
+
     def check(self) -> None:
-        """Raise ``lost_error`` if the lease was lost; used before making data visible.
+        """Raise ``lost_error`` if the lease was lost; used before making data visible (a
+        commit), and by a writer between writes once :meth:`still_held` said no.
 
         When less than half of the lease is left it is renewed first, so that what follows (a
         commit) does not run into the expiry; a renewal the service could not be asked for

@@ -276,7 +276,8 @@ class S3DirectWriter(S3BlobWriter):
         """Release the lease, keeping what was sent for a later writer: the upload and its
         record, or (when the blob never filled a part) the buffer as the staged tail."""
         try:
-            if self._lock is not None and not self._lock.lost:
+            # (a writer frozen past its lease must not replace the new writer's record or tail)
+            if self._lock is not None and self._lock.still_held():
                 if self._upload_id is not None:
                     self._record()  # the part being filled is lost: it is sent again
                 elif self._filled:

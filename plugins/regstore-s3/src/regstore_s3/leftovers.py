@@ -96,12 +96,15 @@ def drop_multipart(backend: S3Backend, entry: StagingEntry) -> bool:
     return True
 
 
-def abort_stale_uploads(objects: S3Objects, final_key: str) -> int:
+def abort_stale_uploads(objects: S3Objects, final_key: str, *, quiet: bool = False) -> int:
     """Abort every incomplete multipart upload to ``final_key``; returns how many.
 
     Called by the writer that just made the blob at ``final_key`` visible, holding its lease:
-    the uploads left are those of earlier writers that died while writing or committing.
-    Failures are logged, not raised (the blob is committed; ``gc`` collects what is left).
+    the uploads left are those of earlier writers that died while writing or committing, or
+    a second one a retried CreateMultipartUpload made. Failures are logged (at debug level
+    when ``quiet``: a writer that resumed nothing, whose listing mostly finds nothing and
+    whose credentials may not allow it), not raised (the blob is committed; ``gc`` collects
+    what is left).
     """
     aborted = 0
     try:
@@ -110,7 +113,9 @@ def abort_stale_uploads(objects: S3Objects, final_key: str) -> int:
                 objects.abort_multipart(upload.key, upload.upload_id)
                 aborted += 1
     except RegstoreError as exc:
-        log.warning("could not abort stale multipart uploads to %s: %s", final_key, exc)
+        (log.debug if quiet else log.warning)(
+            "could not abort stale multipart uploads to %s: %s", final_key, exc
+        )
     if aborted:
         log.info("aborted %d stale multipart upload(s) to %s", aborted, final_key)
     return aborted

@@ -336,7 +336,9 @@ class S3BlobWriter:
         lease (a stopped process, a suspended machine) learns here that another writer took
         the blob, before it sends a part into staging or an upload that writer's commit
         discarded."""
-        self._held().check()
+        lock = self._held()
+        if not lock.still_held():
+            lock.check()  # raises LeaseLostError, saying why
         self._send_buffer()
         self._copy_ahead()
 
@@ -404,9 +406,9 @@ class S3BlobWriter:
             # a part refused because the blob is another writer's now (its commit ended the
             # upload this one copied into) says so, not what the refusal looked like
             lock = self._lock
-            if lock is not None:
+            if lock is not None and not lock.still_held():
                 try:
-                    lock.check()
+                    lock.check()  # raises LeaseLostError, saying why
                 except LeaseLostError as lost:
                     raise lost from exc
             raise
@@ -481,7 +483,8 @@ class S3BlobWriter:
             # So does a writer that completed an upload of its own: a CreateMultipartUpload
             # retried after a read timeout (a stalled server) may have created a second,
             # empty one, that nothing would ever complete or abort.
-            abort_stale_uploads(self._objects, final_key)
+            # (a failure to list them is worth a warning only where a dead writer's are likely)
+            abort_stale_uploads(self._objects, final_key, quiet=not self._resumed)
 
     def _went_multipart(self) -> bool:
         """Whether this writer's commit completed a multipart upload (of two parts or more:
@@ -495,7 +498,8 @@ class S3BlobWriter:
         last part back into its buffer before adding to it.
         """
         try:
-            if self._lock is not None and not self._lock.lost and self._filled:
+            # (a writer frozen past its lease must not overwrite the new writer's part)
+            if self._lock is not None and self._filled and self._lock.still_held():
                 self._send_buffer()
         finally:
             self._release()
