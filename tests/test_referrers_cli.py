@@ -68,9 +68,9 @@ def test_mirror_a_signed_image_with_its_sbom_in_two_commands(
     ).json()
     # what `inspect --json` says of the image, and the tree besides
     plain_json = run_cli("--json", "inspect", f"{registry.host}/mirror/app:v1", home=home).json()
-    assert {k: v for k, v in as_json.items() if k != "referrers"} == plain_json
+    assert {k: v for k, v in as_json.items() if k not in ("referrers", "manifests")} == plain_json
     assert {"size", "platforms", "config", "layers", "total_size"} <= set(as_json)
-    assert "manifests" not in as_json  # an image manifest lists none
+    assert as_json["manifests"] == []  # an image manifest lists none (as it always said)
     kinds = {r["kind"]: r for r in as_json["referrers"]}
     assert set(kinds) == {SBOM, "cosign signature"}
     assert kinds[SBOM]["referrers"][0]["digest"] == str(chain.attestation.digest)
@@ -152,3 +152,18 @@ def test_inspect_referrers_json_puts_each_childs_referrers_in_its_entry() -> Non
     assert [m["stored"] for m in described["manifests"]] == [True, False]
     assert "truncated" not in described
     assert _with_referrers(info, {**tree, "truncated": True})["truncated"] is True
+
+
+def test_inspect_referrers_json_reads_the_image_manifest_once(
+    tmp_path: Path, fake_registry: FakeRegistry
+) -> None:
+    """The description and the tree come from one read of the tag (a manifest GET counts as
+    a pull on Docker Hub, and a tag moved between two reads would mix two images)."""
+    chain = Chain(seed=24)
+    host = _seed(fake_registry, chain)
+    home = tmp_path / "home"
+    home.mkdir()
+    before = len(fake_registry.requests_to("GET", "/v2/app/manifests/v1"))
+    doc = run_cli("--json", "inspect", f"{host}/app:v1", "--referrers", home=home).json()
+    assert doc["digest"] == str(chain.image.digest) and doc["referrers"]
+    assert len(fake_registry.requests_to("GET", "/v2/app/manifests/v1")) - before == 1

@@ -17,7 +17,6 @@ import click
 from regstore import plugins
 from regstore.engine import RegistryImage, StoreImage
 from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image, tags_of
-from regstore.engine.places import source_of
 from regstore.engine.referrers import ReferrerNode, referrer_tree
 from regstore.engine.verify import verify
 from regstore.errors import DamagedTagError, RegstoreError
@@ -251,10 +250,11 @@ def describe_manifest(state: AppState, ref: ImageRef, manifest: Manifest) -> dic
 def _with_referrers(info: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
     """``inspect``'s description with the referrer tree added (``inspect --referrers
     --json``): the image's referrers under ``referrers``, each child manifest's (of an index)
-    in its entry of ``manifests``: the same fields as ``inspect --json``, and more."""
+    in its entry of ``manifests`` (an image's ``manifests`` is empty, as it always was): the
+    same fields as ``inspect --json``, and more."""
     children = {m["digest"]: m["referrers"] for m in tree["manifests"]}
-    described = {**info, "referrers": tree["referrers"]}
-    if "manifests" in info:
+    described = {**info, "referrers": tree["referrers"], "manifests": tree["manifests"]}
+    if "manifests" in info:  # an index: its entries as inspect describes them
         described["manifests"] = [
             {**m, "referrers": children.get(m["digest"], [])} for m in info["manifests"]
         ]
@@ -289,8 +289,8 @@ def _show_referrers(state: AppState, ref: ImageRef) -> int:
     tree = referrer_tree(image)
     out = state.output
     if out.json_mode:
-        manifest = source_of(image).manifest(str(image.reference))
-        info = _with_referrers(describe_manifest(state, ref, manifest), tree.as_dict())
+        assert tree.manifest is not None  # (referrer_tree keeps what it read)
+        info = _with_referrers(describe_manifest(state, ref, tree.manifest), tree.as_dict())
         out.json({"ok": True, **info})
         return EXIT_OK
     out.line(f"{ref} {tree.digest} ({_SHORT_TYPES.get(tree.media_type, tree.media_type)})")

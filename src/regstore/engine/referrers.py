@@ -132,6 +132,8 @@ class ReferrerTree:
     children: dict[str, tuple[str, list[ReferrerNode]]] = field(default_factory=dict)
     #: True when a chain of referrers was cut at :data:`MAX_TREE_DEPTH`
     truncated: bool = False
+    #: the image's manifest as the tree read it (what ``inspect`` describes beside it)
+    manifest: Manifest | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:
@@ -191,7 +193,7 @@ def referrer_tree(image: Image, artifact_types: Sequence[str] = ()) -> ReferrerT
             nodes.append(node)
         return nodes
 
-    tree = ReferrerTree(str(top.digest), top.media_type, walk(str(top.digest)))
+    tree = ReferrerTree(str(top.digest), top.media_type, walk(str(top.digest)), manifest=top)
     for child in top.manifests:
         nodes = walk(str(child.digest))
         if nodes:
