@@ -351,6 +351,11 @@ def test_a_flipped_byte_fails_on_that_blob_and_tags_nothing(
 
     report = verify_bundle(str(out))
     assert not report.ok and any(layer in str(p) for p in report.problems)
+    assert [(p.kind, p.subject) for p in report.problems][:1] == [("damaged-blob", layer)]
+    with pytest.warns(DeprecationWarning, match="blobs_checked"):
+        assert report.blobs == report.blobs_checked > 0  # the name of 0.1, kept a while
+    with pytest.warns(DeprecationWarning, match="bytes_checked"):
+        assert report.bytes == report.bytes_checked > 0
 
     store = open_store(str(tmp_path / "target"))
     batch = import_bundle(str(out), store=store)

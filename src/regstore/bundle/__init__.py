@@ -14,6 +14,7 @@ from __future__ import annotations
 from .api import (
     BundleInput,
     BundleProblem,
+    BundleProblemKind,
     BundleVerifyReport,
     create_bundle,
     import_bundle,
@@ -29,6 +30,7 @@ __all__ = [
     "BundleInput",
     "BundleManifest",
     "BundleProblem",
+    "BundleProblemKind",
     "BundleVerifyReport",
     "BundledImage",
     "BundledReferrer",

@@ -8,12 +8,13 @@ import dataclasses
 import json
 import logging
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from regstore.engine.model import BatchResult, RegistryImage, StoreImage
 from regstore.engine.options import TransferOptions
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BundleInput",
     "BundleProblem",
+    "BundleProblemKind",
     "BundleVerifyReport",
     "create_bundle",
     "import_bundle",
@@ -738,23 +740,38 @@ def _valid_ref_names(bases: Sequence[BaseBundle]) -> list[str]:
 # -- verifying -------------------------------------------------------------------------------
 
 
+#: What a :class:`BundleProblem` is about
+BundleProblemKind = Literal[
+    "damaged-blob", "missing", "wrong-size", "invalid-manifest", "too-deep", "inconsistent"
+]
+
+
 @dataclass(frozen=True)
 class BundleProblem:
-    """One thing wrong in a bundle, as ``regstore verify`` reports a store's: its ``kind``
-    (``damaged-blob``, ``missing``, ``wrong-size``, ``invalid-manifest``, ``too-deep``,
-    ``inconsistent``: the bundle's own description disagrees with its content), the digest
-    or member it concerns (``subject``), the image whose walk met it (``image``, a ref name;
-    None for what no image names) and what is wrong (``detail``)."""
+    """One thing wrong in a bundle, reported in the shape ``regstore verify`` reports a
+    store's problems (its own kinds: a bundle's damage is not a store's).
 
-    kind: str
+    Attributes:
+        kind: ``damaged-blob`` (a member does not hash to its name), ``missing`` (neither
+            in the bundle nor in its base), ``wrong-size`` (a blob's member is not the size
+            its manifest states), ``invalid-manifest``, ``too-deep`` (indexes nested past
+            the bound) or ``inconsistent`` (the bundle's own description disagrees with its
+            content).
+        subject: the digest (or, for ``inconsistent``, the member) it concerns.
+        detail: what is wrong.
+        image: what the walk that met it started from: an image's ref name (``NAME:TAG``)
+            or ``NAME referrer DIGEST``; None for what no image leads to.
+    """
+
+    kind: BundleProblemKind
     subject: str
     detail: str
     image: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"kind": self.kind, "subject": self.subject, "image": self.image,
-                "detail": self.detail}  # fmt: skip
+        return {"kind": self.kind, "subject": self.subject, "detail": self.detail,
+                "image": self.image}  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.image}: {self.detail}" if self.image else self.detail
@@ -774,6 +791,18 @@ class BundleVerifyReport:
     def ok(self) -> bool:
         """True when every member hashed to its name and every image is whole."""
         return not self.problems
+
+    @property
+    def blobs(self) -> int:
+        """Deprecated: :attr:`blobs_checked` (its name until 0.1)."""
+        warnings.warn("BundleVerifyReport.blobs is blobs_checked", DeprecationWarning, 2)
+        return self.blobs_checked
+
+    @property
+    def bytes(self) -> int:
+        """Deprecated: :attr:`bytes_checked` (its name until 0.1)."""
+        warnings.warn("BundleVerifyReport.bytes is bytes_checked", DeprecationWarning, 2)
+        return self.bytes_checked
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form (the keys of ``regstore verify --json`` where they mean the same)."""

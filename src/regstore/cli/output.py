@@ -131,6 +131,11 @@ def _transport_hint(exc: TransportError) -> str:
         return "is the registry running at that address (host and port)?"
     if "registry too slow" in text:
         return "the registry answers, but sends too slowly (overloaded, or a path throttled)"
+    if "token server too slow" in text:
+        return (
+            "the registry's token server answers, but sends too slowly (overloaded, or a path "
+            "throttled)"
+        )
     if any(sign in text for sign in _MID_TRANSFER_SIGNS):
         return "the connection broke during the transfer; run the command again (it resumes)"
     if https:

@@ -395,7 +395,7 @@ class Authenticator:
         error message needs (MAX_ERROR_BODY), the rest is dropped."""
         limit = MAX_TOKEN_BODY if resp.status_code == 200 else MAX_ERROR_BODY
         try:
-            body, truncated = read_bounded(resp, limit, seconds)
+            body, truncated = read_bounded(resp, limit, seconds, "token server")
         finally:  # (the connection dropped when the body was not read to its end)
             resp.close()
         body = body[:limit]

@@ -60,9 +60,11 @@ class SlowBodyError(requests.exceptions.Timeout):
     the ``requests`` failures it retries; :func:`transport_error` turns it into a
     :class:`~regstore.errors.TransportError` whose message is this one's)."""
 
-    def __init__(self, received: int, length: int | None, seconds: float) -> None:
+    def __init__(
+        self, received: int, length: int | None, seconds: float, server: str = "registry"
+    ) -> None:
         of = f" of {length}" if length is not None else " (of an unannounced length)"
-        super().__init__(f"registry too slow: {received}{of} bytes in {seconds:g} s")
+        super().__init__(f"{server} too slow: {received}{of} bytes in {seconds:g} s")
 
 
 OperationKind = Literal["manifest", "blob", "upload", "tags", "catalog", "ping"]

@@ -23,10 +23,11 @@ _READ_CHUNK = 64 * 1024
 
 
 def read_bounded(
-    response: requests.Response, limit: int, seconds: float | None
+    response: requests.Response, limit: int, seconds: float | None, server: str = "registry"
 ) -> tuple[bytes, bool]:
     """Read at most ``limit`` bytes (+1 to detect more); returns (body, truncated). With
-    ``seconds``, a body still arriving after that long in all ends with SlowBodyError. The
+    ``seconds``, a body still arriving after that long in all ends with SlowBodyError (which
+    names ``server``: the registry, or its token server). The
     time is looked at as each piece comes, so the longest a body takes is the deadline and one
     socket read timeout: a socket timeout alone bounds each wait, and a registry sending a
     byte now and then held a request for ever."""
@@ -42,7 +43,7 @@ def read_bounded(
         if end is not None and seconds is not None and time.monotonic() > end:
             response.close()
             length = response.headers.get("Content-Length", "")
-            raise SlowBodyError(total, int(length) if length.isdigit() else None, seconds)
+            raise SlowBodyError(total, int(length) if length.isdigit() else None, seconds, server)
     return b"".join(parts), False
 
 
