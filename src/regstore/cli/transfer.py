@@ -393,6 +393,7 @@ def move_images(
     then gives the image its tag (:func:`regstore.engine.destination_tag`, the one rule).
     """
     doing, done = _VERBS[operation]
+    referrers = referrers or bool(referrer_types)
     if dry_run:
         if repair:
             raise click.UsageError("--repair and --dry-run exclude each other")
@@ -406,7 +407,6 @@ def move_images(
         state.action = f"previewing {len(jobs)} image(s) of {_without_tag(source)}"
         return report_preview(state, jobs, platforms)
     display = state.progress()
-    referrers = referrers or bool(referrer_types)
     if tag_filter is not None:
         jobs = filtered_jobs(state, source, tag_filter, destination, src_store)
         if referrers:  # signature and referrers-index tags travel with their images
