@@ -167,3 +167,30 @@ def test_inspect_referrers_json_reads_the_image_manifest_once(
     doc = run_cli("--json", "inspect", f"{host}/app:v1", "--referrers", home=home).json()
     assert doc["digest"] == str(chain.image.digest) and doc["referrers"]
     assert len(fake_registry.requests_to("GET", "/v2/app/manifests/v1")) - before == 1
+
+
+def test_inspect_referrers_json_of_an_index_puts_a_childs_sbom_in_its_entry(
+    tmp_path: Path, fake_registry: FakeRegistry
+) -> None:
+    from regstore.testing.builders import oci_artifact, oci_image, oci_index
+
+    serve_spec_registry(fake_registry)
+    amd, arm = oci_image(seed=25), oci_image(seed=26)
+    index = oci_index([amd, arm])
+    sbom = oci_artifact(amd)
+    with Client(fake_registry.url) as client:
+        push_image(client, "multi", index, "v1")
+        push_image(client, "multi", sbom)
+    host = fake_registry.url.removeprefix("http://")
+    home = tmp_path / "home"
+    home.mkdir()
+    plain = run_cli("--json", "inspect", f"{host}/multi:v1", home=home).json()
+    doc = run_cli("--json", "inspect", f"{host}/multi:v1", "--referrers", home=home).json()
+    assert doc["digest"] == str(index.digest) and doc["referrers"] == []
+    entries = {m["digest"]: m for m in doc["manifests"]}
+    assert set(entries) == {str(amd.digest), str(arm.digest)}
+    assert [r["digest"] for r in entries[str(amd.digest)]["referrers"]] == [str(sbom.digest)]
+    assert entries[str(arm.digest)]["referrers"] == []
+    # each entry as inspect --json has it, and its referrers besides
+    for entry in plain["manifests"]:
+        assert {k: v for k, v in entries[entry["digest"]].items() if k != "referrers"} == entry
