@@ -69,3 +69,28 @@ def test_gc_refuses_while_such_a_child_is_damaged(tmp_path: Path) -> None:
         collect_garbage(store, grace=0)
     for digest in child.blobs:
         assert store.layer(digest).exists()
+
+
+def test_what_a_tag_reaches_counts_an_unreadable_manifest_without_its_children() -> None:
+    """verify names images by what their tags reach: a manifest that cannot be read counts
+    there (its children unknown), while a deletion's walk still refuses to pass over it."""
+    from regstore.engine.gc import _reachable, manifests_reached
+    from regstore.errors import ManifestInvalidError
+    from regstore.testing.builders import oci_image, oci_index
+
+    amd, arm = oci_image(seed=61), oci_image(seed=62)
+    index = oci_index([amd, arm])
+
+    class Store:
+        def manifest(self, name: str, digest: str) -> object:
+            if digest == str(index.digest):
+                return index.manifest
+            if digest == str(amd.digest):
+                raise StoreError("the read timed out")
+            raise ManifestInvalidError("damaged bytes")
+
+    top = str(index.digest)
+    reached = manifests_reached(Store(), "app", top)  # type: ignore[arg-type]
+    assert reached == {top, str(amd.digest), str(arm.digest)}
+    with pytest.raises(StoreError, match="timed out"):
+        _reachable(Store(), "app", {top}, damaged_as_leaf=True)  # type: ignore[arg-type]

@@ -16,7 +16,13 @@ import click
 
 from regstore import plugins
 from regstore.engine import RegistryImage, StoreImage
-from regstore.engine.gc import DEFAULT_GRACE, collect_garbage, delete_image, tags_of
+from regstore.engine.gc import (
+    DEFAULT_GRACE,
+    collect_garbage,
+    delete_image,
+    manifests_reached,
+    tags_of,
+)
 from regstore.engine.referrers import ReferrerNode, referrer_tree
 from regstore.engine.verify import verify
 from regstore.errors import DamagedTagError, RegstoreError
@@ -454,24 +460,8 @@ def _staging_rows(entries: list[StagingEntry], now: float) -> list[tuple[str, ..
     ]
 
 
-#: How deep the manifests a tag leads to are followed (an index of indexes is legal).
-_MAX_INDEX_DEPTH = 4
 #: Images a table cell or the error line names before "and N more".
 _NAMED = 3
-
-
-def _reached(store: ObjectStore, name: str, digest: str, into: set[str], depth: int = 0) -> None:
-    """Add ``digest`` and the manifests an index there lists (stored or not) to ``into``."""
-    into.add(digest)
-    if depth >= _MAX_INDEX_DEPTH:
-        return
-    try:
-        manifest = store.manifest(name, digest)
-    except RegstoreError:  # missing or damaged: verify reported it; what it lists is unknown
-        return
-    for child in manifest.manifests if manifest.is_index else ():
-        if str(child.digest) not in into:
-            _reached(store, name, str(child.digest), into, depth + 1)
 
 
 def _tag_reach(store: ObjectStore, name: str) -> dict[str, set[str]]:
@@ -484,8 +474,7 @@ def _tag_reach(store: ObjectStore, name: str) -> dict[str, set[str]]:
         except RegstoreError:
             continue
         if digest is not None:
-            reach[tag] = set()
-            _reached(store, name, str(digest), reach[tag])
+            reach[tag] = manifests_reached(store, name, str(digest))
     return reach
 
 

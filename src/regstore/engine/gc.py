@@ -94,6 +94,7 @@ __all__ = [
     "GCReport",
     "collect_garbage",
     "delete_image",
+    "manifests_reached",
     "orphan_referrers",
     "referenced_digests",
     "tags_of",
@@ -570,15 +571,17 @@ def _reachable(
     roots: set[str],
     *,
     damaged_as_leaf: bool = False,
+    unreadable_as_leaf: bool = False,
     leaves: frozenset[str] = frozenset(),
     known: Mapping[str, Manifest] | None = None,
 ) -> dict[str, Manifest | None]:
     """The manifests of ``name`` reachable from ``roots`` through index children, by digest
-    (None: not stored, or damaged). Raises when one cannot be read (passing over it, a read
-    timed out, once let a deletion take the children of an index another tag named), but for
-    damaged bytes with ``damaged_as_leaf`` (the manifest counts, its unknown children are not
-    followed), or for the digests ``leaves`` alone. ``known``: manifests of ``name`` read
-    already, by digest (not read again)."""
+    (None: not stored, damaged or unreadable). Raises when one cannot be read (passing over
+    it, a read timed out, once let a deletion take the children of an index another tag
+    named), but for damaged bytes with ``damaged_as_leaf`` (the manifest counts, its unknown
+    children are not followed), for any failure with ``unreadable_as_leaf`` (for reports,
+    never for deletions), or for the digests ``leaves`` alone. ``known``: manifests of
+    ``name`` read already, by digest (not read again)."""
     seen: dict[str, Manifest | None] = {}
     stack = list(roots)
     while stack:
@@ -591,12 +594,23 @@ def _reachable(
         except NotFoundError:  # a child a platform filter left out
             continue
         except ManifestInvalidError:
-            if not damaged_as_leaf and digest not in leaves:
+            if not (damaged_as_leaf or unreadable_as_leaf) and digest not in leaves:
+                raise
+            continue
+        except RegstoreError:
+            if not unreadable_as_leaf:
                 raise
             continue
         seen[digest] = manifest
         stack.extend(str(child.digest) for child in manifest.manifests)
     return seen
+
+
+def manifests_reached(store: ObjectStore, name: str, root: str) -> set[str]:
+    """The digests of the manifests of ``name`` that ``root`` leads to through index
+    children, ``root`` included, stored or not: for naming the images a problem touches.
+    Never raises for a manifest that cannot be read: it counts, its children unknown."""
+    return set(_reachable(store, name, {root}, unreadable_as_leaf=True))
 
 
 def _listed(store: ObjectStore, name: str) -> set[str]:
