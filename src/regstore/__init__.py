@@ -12,7 +12,6 @@ importable from here.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from regstore.errors import (
@@ -61,6 +60,7 @@ from regstore.errors import (
     UploadLengthError,
     UsageError,
 )
+from regstore.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the same names, imported on first use at run time (__getattr__)
     from regstore.bundle import (
@@ -185,26 +185,14 @@ def _version() -> str:
 if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above instead:
     # a module __getattr__ would make them accept any misspelt name)
 
+    _exported = lazy_exports(__name__, _EXPORTS, globals())
+
     def __getattr__(name: str) -> Any:
         """The public names, imported when first asked for (PEP 562)."""
         if name == "__version__":
-            value: Any = _version()
-        elif name in _EXPORTS:
-            value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        else:
-            # a submodule (``regstore.manifest.Manifest`` after a bare ``import regstore``), as
-            # when the package imported the leaves at once
-            module, value = f"{__name__}.{name}", None
-            try:
-                if not name.startswith("_"):
-                    value = importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise  # the submodule exists but something it imports does not
-            if value is None:
-                raise AttributeError(f"module 'regstore' has no attribute {name!r}")
-        globals()[name] = value  # asked once: later lookups find it without this function
-        return value
+            globals()[name] = value = _version()
+            return value
+        return _exported(name)
 
 
 def __dir__() -> list[str]:

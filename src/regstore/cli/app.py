@@ -247,6 +247,19 @@ class AppState:
 
         return client_for
 
+    def transport_for(
+        self, *, plain_http: bool | None, tls_verify: bool, ca_cert: str | None
+    ) -> tuple[bool | None, bool | str]:
+        """How a registry's client connects, the global options applied to its own: plain
+        HTTP (None: on loopback only) and what verifies its certificate (False: nothing)."""
+        s = self.settings
+        insecure = s.insecure or not tls_verify
+        verify: bool | str = False if insecure else (ca_cert or s.ca_cert or True)
+        plain = True if s.plain_http else plain_http
+        if plain is None and isinstance(verify, str):
+            plain = False  # a CA given for it: the registry speaks TLS, on loopback too
+        return plain, verify
+
     def client(
         self,
         host: str,
@@ -266,12 +279,10 @@ class AppState:
         from regstore.client.urls import is_loopback_host
 
         s = self.settings
-        insecure = s.insecure or not tls_verify
-        verify: bool | str = False if insecure else (ca_cert or s.ca_cert or True)
-        plain = True if s.plain_http else plain_http
-        if plain is None and isinstance(verify, str):
-            plain = False  # a CA given for it: the registry speaks TLS, on loopback too
-        if insecure and not (plain or (plain is None and is_loopback_host(host))):
+        plain, verify = self.transport_for(
+            plain_http=plain_http, tls_verify=tls_verify, ca_cert=ca_cert
+        )
+        if verify is False and not (plain or (plain is None and is_loopback_host(host))):
             self.warn_insecure(host)  # (a plain-HTTP connection has no certificate to skip)
         if username is None and s.username is not None:
             self.global_credentials_for([host])

@@ -8,15 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from regstore.engine.model import BatchResult, ImageOutcome
-from regstore.engine.sync import (
-    ConnectionSpec,
-    SyncPlan,
-    SyncSpec,
-    load_sync_file,
-    plan_sync,
-    preview_job,
-    prune_destinations,
-)
+from regstore.engine.syncfile import ConnectionSpec, SyncSpec, load_sync_file
 from regstore.errors import RegstoreError
 from regstore.safetext import redact_store_url
 
@@ -32,8 +24,12 @@ from .transfer import (
 )
 
 if TYPE_CHECKING:
+    from regstore.client.early import EarlyHeads
+    from regstore.engine.filters import TagFilter
     from regstore.engine.model import RegistryClient
     from regstore.engine.shards import Shard
+    from regstore.engine.sync import SyncPlan
+    from regstore.store import ObjectStore
 
 __all__ = ["sync_command"]
 
@@ -81,8 +77,6 @@ def sync_command(
     this machine; --workers/--scheduler move them on a Dask cluster (planned here, each image
     a task on a worker).
     """
-    from .syncforked import auto_processes, run_here, shares_store  # (fork: sync only)
-
     tag_filter = make_filter(include, exclude, semver, latest)
     cluster = cluster_options(workers, scheduler, connect_timeout, processes)
     if processes is not None and cluster is not None:
@@ -133,15 +127,28 @@ def sync_command(
     target_store = None
     if spec.target.connection is None:
         target_store = state.store(spec.target.store)
-        if several and not shares_store(target_store):
+    early: EarlyHeads | None = None
+    if target_store is not None and not dry_run and on_cluster is None and shard is None:
+        early = _ask_early(state, spec, target_store, tag_filter)
+    try:
+        # (the engine loaded only now: the early HEADs go on meanwhile)
+        from regstore.engine.sync import plan_sync
+
+        from .syncforked import auto_processes, run_here, shares_store  # (fork: sync only)
+
+        if several and target_store is not None and not shares_store(target_store):
             raise click.UsageError(
                 "--processes needs a directory store as the target: what other processes "
                 f"write into a {target_store.describe().get('backend')} store may not reach "
                 "this one"
             )
-    plan = plan_sync(
-        spec, client_for=client_for, target_store=target_store, extra_filter=tag_filter
-    )
+        plan = plan_sync(
+            spec, client_for=client_for, target_store=target_store, extra_filter=tag_filter
+        )
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     if shard is not None:
         plan = shard.select(plan)
     for skipped in plan.skipped:  # a registry listed something no image can be named by
@@ -165,6 +172,7 @@ def sync_command(
         asked=asked,
         keep_going=keep_going,
         referrer_types=referrer_types,
+        early=early,
     )
     # "processes" only where there were several: a run in one is reported as it always was
     extra: dict[str, Any] = {"dry_run": False}
@@ -173,15 +181,39 @@ def sync_command(
     return report_batch(state, _pruned(batch, plan, keep_going), extra=extra)
 
 
+def _ask_early(
+    state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None
+) -> EarlyHeads | None:
+    """Start asking the sources for the digests of the tags the store already holds
+    (:mod:`regstore.engine.early`), as their clients would ask: none whose client is given
+    credentials."""
+    from regstore.client.early import EarlyHeads, Questions
+    from regstore.engine.early import early_questions
+
+    questions: list[Questions] = []
+    for conn, tags in early_questions(spec, store.tags, tag_filter):
+        if conn.username is not None or state.settings.username is not None:
+            continue
+        plain, verify = state.transport_for(
+            plain_http=conn.plain_http, tls_verify=conn.tls_verify, ca_cert=conn.ca_cert
+        )
+        questions.append((conn.registry, plain, verify, dict(tags)))
+    return EarlyHeads.start(questions)
+
+
 def _pruned(batch: BatchResult, plan: SyncPlan, keep_going: bool) -> BatchResult:
     """``batch`` with the tags pruned after it (none after a failure with --fail-fast: the
     run stopped there)."""
     if not plan.prunes or (not keep_going and not batch.ok):
         return batch
+    from regstore.engine.sync import prune_destinations
+
     return BatchResult(outcomes=[*batch.outcomes, *prune_destinations(plan)])
 
 
 def _report_dry_run(state: AppState, plan: SyncPlan) -> int:
+    from regstore.engine.sync import preview_job, prune_destinations
+
     out = state.output
     rows: list[dict[str, Any]] = []
     for job in plan.jobs:

@@ -20,6 +20,7 @@ from regstore.errors import UnsupportedError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from regstore.client.early import EarlyHeads
     from regstore.engine.model import ImageOutcome
     from regstore.events import EventSink
     from regstore.store import ObjectStore
@@ -155,6 +156,7 @@ def run_here(
     asked: bool,
     keep_going: bool,
     referrer_types: Sequence[str],
+    early: EarlyHeads | None = None,
 ) -> tuple[BatchResult, int]:
     """Run ``plan`` on this machine, in ``processes`` forked processes when more than one, and
     report it through ``display``: the batch (in plan order) and the processes it took.
@@ -164,12 +166,17 @@ def run_here(
     number of processes is decided again for what is left unless ``asked`` (``--processes``).
     A re-sync with nothing or little to move then forks nothing, and each child gets a share
     of real work. Forking refused, the plan runs in this process (and, when ``asked``, a
-    warning says so).
+    warning says so). With source digests asked ``early``, the unchanged are settled so in
+    one process too; its threads are done before anything forks.
     """
     settled: dict[int, ImageOutcome] = {}
     rest = plan
-    if min(processes, len(plan.jobs)) > 1:
-        settled = settle_unchanged(plan)
+    if min(processes, len(plan.jobs)) > 1 or early is not None:
+        try:
+            settled = settle_unchanged(plan, early)
+        finally:
+            if early is not None:
+                early.close()
         if settled:
             left = [i for i in range(len(plan.jobs)) if i not in settled]
             rest = SyncPlan(jobs=[plan.jobs[i] for i in left], concurrency=plan.concurrency)

@@ -7,17 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
-from regstore.engine import (
-    BatchResult,
-    RegistryImage,
-    StoreImage,
-    TransferResult,
-    preview_transfer,
-    resolve_destination,
-    transfer_many,
-    transfer_one,
-)
 from regstore.engine.filters import FilterError, TagFilter
+from regstore.engine.model import BatchResult, RegistryImage, StoreImage, TransferResult
 from regstore.errors import RegstoreError
 from regstore.manifest import Platform
 from regstore.reference import validate_name, validate_tag
@@ -318,6 +309,8 @@ def report_preview(
 ) -> int:
     """``--dry-run``: what moving each ``(source, destination)`` would do, as a table (or
     JSON); exit 1 when an image could not be previewed (the run would fail it)."""
+    from regstore.engine.preview import preview_transfer  # (start-up: only a dry run needs it)
+
     rows: list[dict[str, Any]] = []
     for src, dst in jobs:
         try:
@@ -392,6 +385,10 @@ def move_images(
     ``destination`` is called with the selected tag, or with None for one image: the engine
     then gives the image its tag (:func:`regstore.engine.destination_tag`, the one rule).
     """
+    # (start-up: a sync never loads what one pull, push or copy moves with)
+    from regstore.engine.api import transfer_one
+    from regstore.engine.transfer import resolve_destination, transfer_many
+
     doing, done = _VERBS[operation]
     referrers = referrers or bool(referrer_types)
     if dry_run:

@@ -17,13 +17,46 @@ Imports only the standard library, ``requests``/``urllib3`` and regstore's leaf 
 
 from __future__ import annotations
 
-from regstore.client.bodies import BlobData, UploadLengthError
-from regstore.client.client import Client, default_user_agent
-from regstore.client.credentials import Credentials, CredentialsCallable, DockerConfig
-from regstore.client.ratelimit import RateLimitPacer
-from regstore.client.stream import BlobStream
-from regstore.retry import RetryBudget, RetryPolicy
-from regstore.wire import ManifestInfo, UploadSession, UploadStatus
+from typing import TYPE_CHECKING
+
+from regstore.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the same names, imported on first use at run time (__getattr__)
+    from regstore.client.agent import default_user_agent
+    from regstore.client.bodies import BlobData, UploadLengthError
+    from regstore.client.client import Client
+    from regstore.client.credentials import Credentials, CredentialsCallable, DockerConfig
+    from regstore.client.ratelimit import RateLimitPacer
+    from regstore.client.stream import BlobStream
+    from regstore.retry import RetryBudget, RetryPolicy
+    from regstore.wire import ManifestInfo, UploadSession, UploadStatus
+
+#: Where each name lives: importing one module of the package (:mod:`.heads`, :mod:`.urls`)
+#: imports neither ``requests`` nor the client.
+_EXPORTS: dict[str, str] = {
+    "BlobData": "regstore.client.bodies",
+    "UploadLengthError": "regstore.client.bodies",
+    "Client": "regstore.client.client",
+    "default_user_agent": "regstore.client.agent",
+    "Credentials": "regstore.client.credentials",
+    "CredentialsCallable": "regstore.client.credentials",
+    "DockerConfig": "regstore.client.credentials",
+    "RateLimitPacer": "regstore.client.ratelimit",
+    "BlobStream": "regstore.client.stream",
+    "RetryBudget": "regstore.retry",
+    "RetryPolicy": "regstore.retry",
+    "ManifestInfo": "regstore.wire",
+    "UploadSession": "regstore.wire",
+    "UploadStatus": "regstore.wire",
+}
+
+if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above instead)
+    __getattr__ = lazy_exports(__name__, _EXPORTS, globals())
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "BlobData",

@@ -20,10 +20,10 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 
 import requests
 
+from regstore.client.agent import default_user_agent
 from regstore.client.blobs import BlobsMixin
 from regstore.client.credentials import CredentialResolver, CredentialsCallable
 from regstore.client.errors_map import Operation
@@ -37,15 +37,6 @@ from regstore.errors import UnsupportedError
 from regstore.retry import RetryPolicy
 
 __all__ = ["Client", "default_user_agent"]
-
-
-def default_user_agent() -> str:
-    """``regstore/<version> python-requests/<version>``."""
-    try:
-        ours = version("regstore")
-    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-        ours = "0.0.0+unknown"
-    return f"regstore/{ours} python-requests/{requests.__version__}"
 
 
 class Client(ReferrersMixin, BlobsMixin, UploadsMixin):

@@ -1,4 +1,5 @@
-"""Many HEADs at once over a few kept-alive connections, without ``requests`` on the way.
+"""Many HEADs at once over a few kept-alive connections, without ``requests`` on the way
+(nor imported: :mod:`regstore.engine.early` asks before it is).
 
 A sync of a few hundred unchanged tags is a few hundred manifest HEADs. Through ``requests``
 each costs most of a millisecond of Python (header dictionaries, URL parsing,
@@ -28,16 +29,15 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from requests.structures import CaseInsensitiveDict
-
 __all__ = [
     "HeadAnswer",
     "HeadConnections",
+    "Headers",
     "connector",
     "many_heads",
     "read_answer",
@@ -56,12 +56,36 @@ MAX_HEADERS = 100
 IDLE_SECONDS = 30.0
 
 
+class Headers(Mapping[str, str]):
+    """An answer's headers, looked up whatever the case of the name (as ``requests``' own
+    mapping, which this module does without: a sync asks its HEADs before ``requests`` is
+    even imported, :mod:`regstore.engine.early`)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[str, str]] = {}
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key.lower()][1]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._items[key.lower()] = (key, value)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
 @dataclass(frozen=True)
 class HeadAnswer:
     """One answer: its status and headers (case-insensitive)."""
 
     status: int
-    headers: CaseInsensitiveDict[str]
+    headers: Headers
 
 
 class _Malformed(Exception):
@@ -120,7 +144,7 @@ def read_answer(reader: LineReader) -> tuple[HeadAnswer, bool]:
     status = int(code)
     if status < 200:  # 1xx before a HEAD's answer: nothing regstore asked for
         raise _Malformed(f"interim answer {status}")
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    headers = Headers()
     for _ in range(MAX_HEADERS + 1):
         line = _read_line(reader)
         if line in (b"\r\n", b"\n"):

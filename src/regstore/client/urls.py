@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
-from urllib3.util import parse_url
-
 from regstore.reference import validate_name, validate_reference
 from regstore.safetext import escaped
 
@@ -208,6 +206,8 @@ def _origin(url: str) -> _Origin | None:
     ``prepare_url`` does), not urlsplit. None for a URL that is not plainly one."""
     if _AMBIGUOUS_RE.search(url):
         return None
+    from urllib3.util import parse_url  # (start-up: requests imports it before any request)
+
     try:
         parts = parse_url(url)
     except ValueError:  # urllib3's LocationParseError
@@ -231,6 +231,8 @@ def url_problem(url: str) -> str | None:
             "it holds a backslash, a space or a control character, which the URL parsers on "
             "the way read differently"
         )
+    from urllib3.util import parse_url  # (start-up: requests imports it before any request)
+
     try:
         parts = parse_url(url)
         _ = urlsplit(url).port  # redaction and logging read it too: it must parse there too

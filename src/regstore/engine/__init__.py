@@ -11,24 +11,63 @@ place (:mod:`.places`); pull, push, copy and the CLI's commands share :func:`tra
 
 from __future__ import annotations
 
-from .api import copy, pull, push, transfer_one
-from .model import (
-    BatchResult,
-    ImageOutcome,
-    RegistryClient,
-    RegistryImage,
-    StoreImage,
-    TransferResult,
-)
-from .preview import TransferPreview, preview_transfer
-from .progress import ImageProgress, Progress, ProgressSnapshot
-from .transfer import (
-    DEFAULT_CONCURRENCY,
-    MAX_CONCURRENCY,
-    destination_tag,
-    resolve_destination,
-    transfer_many,
-)
+from typing import TYPE_CHECKING
+
+from regstore.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the same names, imported on first use at run time (__getattr__)
+    from .api import copy, pull, push, transfer_one
+    from .model import (
+        BatchResult,
+        ImageOutcome,
+        RegistryClient,
+        RegistryImage,
+        StoreImage,
+        TransferResult,
+    )
+    from .preview import TransferPreview, preview_transfer
+    from .progress import ImageProgress, Progress, ProgressSnapshot
+    from .transfer import (
+        DEFAULT_CONCURRENCY,
+        MAX_CONCURRENCY,
+        destination_tag,
+        resolve_destination,
+        transfer_many,
+    )
+
+#: Where each name lives. Importing one module of the engine imports only what that module
+#: needs: a no-op re-sync never loads pull, push, copy, the dry-run preview nor progress
+#: (their data classes alone cost a CLI start-up milliseconds; benchmarks/).
+_EXPORTS: dict[str, str] = {
+    "copy": "regstore.engine.api",
+    "pull": "regstore.engine.api",
+    "push": "regstore.engine.api",
+    "transfer_one": "regstore.engine.api",
+    "BatchResult": "regstore.engine.model",
+    "ImageOutcome": "regstore.engine.model",
+    "RegistryClient": "regstore.engine.model",
+    "RegistryImage": "regstore.engine.model",
+    "StoreImage": "regstore.engine.model",
+    "TransferResult": "regstore.engine.model",
+    "TransferPreview": "regstore.engine.preview",
+    "preview_transfer": "regstore.engine.preview",
+    "ImageProgress": "regstore.engine.progress",
+    "Progress": "regstore.engine.progress",
+    "ProgressSnapshot": "regstore.engine.progress",
+    "DEFAULT_CONCURRENCY": "regstore.engine.transfer",
+    "MAX_CONCURRENCY": "regstore.engine.transfer",
+    "destination_tag": "regstore.engine.transfer",
+    "resolve_destination": "regstore.engine.transfer",
+    "transfer_many": "regstore.engine.transfer",
+}
+
+if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above instead)
+    __getattr__ = lazy_exports(__name__, _EXPORTS, globals())
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "DEFAULT_CONCURRENCY",

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from regstore.manifest import Platform
 from regstore.reference import is_digest
@@ -33,7 +33,7 @@ from regstore.reference import is_digest
 from .model import Image, RegistryImage
 from .places import ImageSink, ImageSource, destination_digest, sink_of, source_of
 
-__all__ = ["Known", "look_ahead", "unchanged", "written_key"]
+__all__ = ["AskedEarly", "Known", "look_ahead", "unchanged", "written_key"]
 
 log = logging.getLogger("regstore.engine")
 
@@ -66,6 +66,16 @@ class Known:
     def fresh(self) -> bool:
         """Still young enough to be trusted (:data:`MAX_AGE`)."""
         return time.monotonic() - self.at <= MAX_AGE
+
+
+class AskedEarly(Protocol):
+    """Source digests asked before the look-ahead (:mod:`.early`,
+    :class:`regstore.client.early.EarlyHeads`)."""
+
+    def digest(self, registry: str, name: str, reference: str) -> tuple[str | None, float] | None:
+        """The digest ``name:reference`` at ``registry`` named (None: no such tag) and when
+        that was asked (``time.monotonic()``); None when not known."""
+        ...
 
 
 def _group_key(image: Image) -> object | None:
@@ -190,21 +200,26 @@ def _independent(jobs: Sequence[tuple[Image, Image, str | None]]) -> list[bool]:
 
 
 def look_ahead(
-    jobs: Sequence[tuple[Image, Image, str | None]], ask: Sequence[bool] | None = None
+    jobs: Sequence[tuple[Image, Image, str | None]],
+    ask: Sequence[bool] | None = None,
+    early: AskedEarly | None = None,
 ) -> list[Known | None]:
     """For each ``(source, destination, destination tag)``, what is known before it starts
     (None: nothing, the image asks everything itself; always for a job without a tag or
     without a source reference, for one another job of the batch changes, and for one
-    ``ask`` leaves out: a job not asked about still writes its tag). Never raises."""
+    ``ask`` leaves out: a job not asked about still writes its tag). A source digest
+    ``early`` knows is taken from it, not asked again. Never raises."""
     try:
-        return _look_ahead(jobs, ask)
+        return _look_ahead(jobs, ask, early)
     except Exception as exc:  # a shortcut: the images ask for themselves
         log.debug("nothing learned ahead: %s", exc)
         return [None] * len(jobs)
 
 
 def _look_ahead(
-    jobs: Sequence[tuple[Image, Image, str | None]], ask: Sequence[bool] | None
+    jobs: Sequence[tuple[Image, Image, str | None]],
+    ask: Sequence[bool] | None,
+    early: AskedEarly | None,
 ) -> list[Known | None]:
     # a long batch is silent meanwhile (skipped images send no events): say what happens
     log.info("looking ahead: what the %d destination tags and their sources name", len(jobs))
@@ -222,21 +237,31 @@ def _look_ahead(
         sink_of,
         each=True,
     )
-    sources = _learn(
-        [
-            (i, source, source.reference)
-            for i, (source, _, _) in enumerate(jobs)
-            if destinations.get(i) is not None
-            and source.reference is not None
-            and not is_digest(source.reference)
-        ],
-        source_of,
-        each=False,
-    )
-    return [
-        Known(destinations[i], sources.get(i)) if i in destinations else None
-        for i in range(len(jobs))
+    asked = [
+        (i, source, source.reference)
+        for i, (source, _, _) in enumerate(jobs)
+        if destinations.get(i) is not None
+        and source.reference is not None
+        and not is_digest(source.reference)
     ]
+    known_early: dict[int, tuple[str | None, float]] = {}
+    if early is not None:
+        for i, source, reference in asked:
+            if isinstance(source, RegistryImage):
+                got = early.digest(source.client.registry, source.name, reference)
+                if got is not None:
+                    known_early[i] = got
+    sources = _learn([a for a in asked if a[0] not in known_early], source_of, each=False)
+    result: list[Known | None] = []
+    for i in range(len(jobs)):
+        if i not in destinations:
+            result.append(None)
+        elif i in known_early:
+            digest, at = known_early[i]
+            result.append(Known(destinations[i], digest, at=at))
+        else:
+            result.append(Known(destinations[i], sources.get(i)))
+    return result
 
 
 def unchanged(

@@ -92,7 +92,7 @@ from regstore.referrers import is_supply_chain_tag, subject_of_tag
 
 from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .filters import InvalidTag, TagFilter, partition_tags
-from .lookahead import THREADS, look_ahead, unchanged
+from .lookahead import THREADS, AskedEarly, look_ahead, unchanged
 from .model import (
     BatchResult,
     ImageOutcome,
@@ -548,7 +548,7 @@ def run_sync(
     return BatchResult(outcomes=[*plan.failures, *plan.skipped, *done])
 
 
-def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
+def settle_unchanged(plan: SyncPlan, early: AskedEarly | None = None) -> dict[int, ImageOutcome]:
     """The plan's images that are unchanged, settled here before any starts: by job index, the
     outcome a run reports for each (``skipped``, unchanged).
 
@@ -558,7 +558,8 @@ def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
     up to :data:`~.lookahead.THREADS` at once. Never settled here: a job that moves referrers
     (its image's new referrers are looked for by the run), one without a tag to compare, one
     whose tag or source another job of the plan changes (decided when it runs, in its turn),
-    one whose question fails (the run meets the failure and reports it). Never raises.
+    one whose question fails (the run meets the failure and reports it). Source digests
+    ``early`` knows (:mod:`.early`) are not asked again. Never raises.
     """
     tags = [destination_tag(job.source, job.destination) for job in plan.jobs]
     # a job moving referrers is not asked about, but its tag counts: a job writing that tag
@@ -566,6 +567,7 @@ def settle_unchanged(plan: SyncPlan) -> dict[int, ImageOutcome]:
     known = look_ahead(
         [(job.source, job.destination, tag) for job, tag in zip(plan.jobs, tags, strict=True)],
         ask=[not job.referrers for job in plan.jobs],
+        early=early,
     )
 
     def settle(i: int) -> ImageOutcome | None:

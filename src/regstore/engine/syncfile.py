@@ -21,7 +21,6 @@ from regstore.manifest import Platform
 from regstore.reference import validate_name, validate_tag
 
 from .filters import FilterError, TagFilter
-from .transfer import MAX_CONCURRENCY
 
 __all__ = [
     "CatalogSpec",
@@ -476,6 +475,9 @@ class _Validator:
             raise self.error(("version",), f"unsupported version {data['version']!r}; use 1")
         defaults = Defaults()
         if data.get("defaults") is not None:
+            # (start-up: a sync reads its file before it loads the engine, benchmarks/)
+            from .transfer import MAX_CONCURRENCY
+
             d = self.mapping(data["defaults"], ("defaults",), ("platforms", "concurrency"))
             defaults = Defaults(
                 platforms=(

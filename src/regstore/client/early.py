@@ -1,0 +1,194 @@
+"""A sync's source HEADs, asked while the sync is still starting (the asking: what to ask is
+:mod:`regstore.engine.early`'s).
+
+A re-sync of a few hundred unchanged tags is a few hundred manifest HEADs the source registry
+answers, and a start-up of regstore's own (``requests``, the engine, the destination's reads)
+that the registry would otherwise wait for: on a machine of two cores, the two took turns.
+:class:`EarlyHeads` asks them on a thread per registry, over a few kept-alive connections of
+its own (:mod:`.heads`), while the rest of regstore loads: this module imports neither
+``requests`` nor the rest of the client. The look-ahead
+(:func:`~regstore.engine.lookahead.look_ahead`) then takes these answers instead of asking
+them again.
+
+Only a shortcut, asked as the client would ask it:
+
+- never through a proxy (one set in the environment: nothing is asked) nor with credentials
+  (the caller leaves out a registry the client would send them to);
+- anonymous, as the client's first request is: a 401 (the registry wants credentials), a 429
+  and any other status but 200 and 404 stop that connection's HEADs, and the client asks
+  those tags as it always did;
+- an answer is kept only when it is a clean 200 with digest, type and length, or a 404
+  (as the client's own HEADs at once keep); it is trusted as long as anything the look-ahead
+  learns (:data:`~regstore.engine.lookahead.MAX_AGE`, counted from the HEAD).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from regstore.errors import InvalidReferenceError
+from regstore.manifest import MANIFEST_ACCEPT
+from regstore.reference import Digest
+
+from .agent import default_user_agent
+from .heads import HeadAnswer, connector, many_heads, tls_context
+from .urls import Endpoint
+
+__all__ = ["CONNECTIONS", "EarlyHeads", "Questions"]
+
+log = logging.getLogger("regstore.client.early")
+
+#: Connections per registry (as the client's own HEADs at once)
+CONNECTIONS = 8
+#: Seconds to connect, and to wait for each answer
+TIMEOUT = (10.0, 60.0)
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+
+#: One registry's questions: ``(registry, plain_http, verify, {name: tags})``, reached as its
+#: client will be (``plain_http``: None on loopback only; ``verify``: False, True or a CA file)
+Questions = tuple[str, "bool | None", "bool | str", "dict[str, Sequence[str]]"]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    digest: str | None  #: None: the source has no such tag (a 404)
+    at: float  #: ``time.monotonic()`` of the HEAD
+
+
+class EarlyHeads:
+    """HEADs asked early (:meth:`start`), each registry's on a thread of its own;
+    :meth:`digest` waits for the registry asked and answers what it learned (as
+    :class:`~regstore.engine.lookahead.AskedEarly`)."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, str, str], _Answer] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._stop = threading.Event()
+
+    @classmethod
+    def start(cls, questions: Sequence[Questions]) -> EarlyHeads | None:
+        """Start asking each registry of ``questions`` for its tags, on a thread of its own;
+        None when nothing is asked (no questions, a proxy in the environment). Never raises:
+        what cannot be asked early is not."""
+        if _proxied():
+            return None
+        early = cls()
+        for registry, plain, verify, tags in questions:
+            try:
+                early._start_registry(registry, plain, verify, tags)
+            except Exception as exc:  # a shortcut: the caller asks for itself
+                log.debug("%s: nothing asked early: %s", registry, exc)
+        return early if early._threads else None
+
+    def _start_registry(
+        self,
+        registry: str,
+        plain: bool | None,
+        verify: bool | str,
+        tags: dict[str, Sequence[str]],
+    ) -> None:
+        endpoint = Endpoint.parse(registry, plain_http=plain)
+        if endpoint.registry in self._threads:
+            return  # (asked twice for one registry: the second is asked the ordinary way)
+        urls = [endpoint.manifest_url(name, tag) for name, held in tags.items() for tag in held]
+        keys = [(endpoint.registry, name, tag) for name, held in tags.items() for tag in held]
+        if not urls:
+            return
+        tls = _tls(verify) if endpoint.scheme == "https" else None
+        headers = {
+            "User-Agent": default_user_agent(),
+            "Accept": MANIFEST_ACCEPT,
+            "Connection": "keep-alive",
+        }
+        thread = threading.Thread(
+            target=self._ask,
+            args=(urls, keys, headers, connector(urls[0], timeout=TIMEOUT, tls=tls)),
+            name=f"regstore-early-{endpoint.registry}",
+            daemon=True,
+        )
+        self._threads[endpoint.registry] = thread
+        thread.start()
+
+    def _ask(
+        self,
+        urls: list[str],
+        keys: list[tuple[str, str, str]],
+        headers: dict[str, str],
+        connect: Callable[[], socket.socket],
+    ) -> None:
+        def on_answer(answer: HeadAnswer) -> bool:
+            return answer.status in (200, 404) and not self._stop.is_set()
+
+        asked = time.monotonic()  # (an answer is as old as the batch: trusted no longer)
+        try:
+            answers, _ = many_heads(
+                urls, headers, connections=CONNECTIONS, connect=connect, on_answer=on_answer
+            )
+        except Exception as exc:  # a shortcut: the caller asks for itself
+            log.debug("early HEADs failed: %s", exc)
+            return
+        for key, answer in zip(keys, answers, strict=True):
+            kept = _kept(answer, asked)
+            if kept is not None:
+                self._answers[key] = kept
+
+    def digest(self, registry: str, name: str, reference: str) -> tuple[str | None, float] | None:
+        """What the early HEAD of ``name:reference`` at ``registry`` answered (after waiting for
+        that registry's HEADs): the digest (None: no such tag) and when it was asked; None when
+        it was not asked or not cleanly answered."""
+        thread = self._threads.get(registry)
+        if thread is None:
+            return None
+        thread.join()
+        answer = self._answers.get((registry, name, reference))
+        return None if answer is None else (answer.digest, answer.at)
+
+    def wait(self) -> None:
+        """Wait until every source has answered (or given up)."""
+        for thread in self._threads.values():
+            thread.join()
+
+    def close(self) -> None:
+        """Stop asking and wait for every thread (before a fork: none may be left running)."""
+        self._stop.set()
+        self.wait()
+
+
+def _proxied() -> bool:
+    """True when the environment names a proxy (as ``requests`` would read it, any case)."""
+    return any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
+
+
+def _tls(verify: bool | str) -> ssl.SSLContext:
+    # requests' own default bundle, and the variables it reads in place of it
+    if verify is True:
+        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    import certifi
+
+    return tls_context(verify, certifi.where())
+
+
+def _kept(answer: HeadAnswer | None, asked: float) -> _Answer | None:
+    """What is kept of an answer: a 404, or a 200 with digest, type and length (as the
+    client's own HEADs keep)."""
+    if answer is None:
+        return None
+    if answer.status == 404:
+        return _Answer(None, asked)
+    headers = answer.headers
+    length = headers.get("Content-Length", "")
+    media_type = headers.get("Content-Type", "").split(";")[0].strip()
+    value = (headers.get("Docker-Content-Digest") or "").strip()
+    if answer.status != 200 or not media_type or not (length.isascii() and length.isdigit()):
+        return None
+    try:
+        return _Answer(str(Digest(value)), asked)
+    except InvalidReferenceError:
+        return None

@@ -1,0 +1,251 @@
+"""A sync asks its sources for the digests of the tags its store holds while it is still
+starting (``engine/early.py``): the same answers the client gets, only where nothing is wasted
+and nothing is sent that the client would not send — against the real registry behind a fault
+proxy, into a file store; and the command asks them before it has imported ``requests``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from regstore import open_store
+from regstore.client import Client
+from regstore.client.early import CONNECTIONS, EarlyHeads
+from regstore.engine import RegistryImage, StoreImage, transfer_many
+from regstore.engine.early import MIN_TAGS, early_questions
+from regstore.engine.filters import TagFilter
+from regstore.engine.lookahead import look_ahead
+from regstore.engine.syncfile import SyncSpec, parse_sync_text
+from regstore.store import ObjectStore
+from regstore.testing.builders import build_image
+from tests.support.engine import seed_registry
+from tests.support.proxy import FaultProxy
+from tests.support.registry import RegistryServer
+
+TAGS = [f"e{i}" for i in range(MIN_TAGS + 2)]
+HEADS = r"^/v2/ea/app/manifests/"
+
+
+def _start(spec: SyncSpec, tags_of: Callable[[str], list[str]], extra: TagFilter | None = None
+           ) -> EarlyHeads | None:  # fmt: skip
+    """As the command: the questions of ``spec``, asked of each source over plain HTTP."""
+    return EarlyHeads.start(
+        [(conn.registry, True, True, tags) for conn, tags in early_questions(spec, tags_of, extra)]
+    )
+
+
+def _raw(host: str, store: Path, **repo: object) -> dict[str, object]:
+    source = {"registry": host, "plain_http": True, "repositories": [{"name": "ea/app", **repo}]}
+    return {"target": {"store": store.as_uri()}, "sources": [source]}
+
+
+def _spec(host: str, store: Path, **repo: object) -> SyncSpec:
+    return parse_sync_text(json.dumps(_raw(host, store, **repo)))
+
+
+@pytest.fixture
+def mirrored(
+    registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy], tmp_path: Path
+) -> Iterator[tuple[FaultProxy, Client, ObjectStore, Path]]:
+    """TAGS seeded into ``ea/app`` and mirrored into a file store through a proxy whose
+    records start empty: (the proxy, its client, the store, the store's path)."""
+    for i, tag in enumerate(TAGS):
+        seed_registry(registry.url, "ea/app", tag, build_image(seed=700 + i, layer_size=256))
+    proxy = fault_proxy_factory(registry)
+    client = Client(proxy.host, use_docker_config=False, backoff=0.01, sleep=lambda s: None)
+    path = tmp_path / "mirror"
+    with open_store(str(path)) as store:
+        jobs = [(RegistryImage(client, "ea/app", t), StoreImage(store, "ea/app")) for t in TAGS]
+        assert transfer_many(jobs).ok
+        proxy.clear_records()
+        yield proxy, client, store, path
+
+
+def _started(proxy: FaultProxy, store: ObjectStore, path: Path, **repo: object) -> EarlyHeads:
+    early = _start(_spec(proxy.host, path, **repo), store.tags)
+    assert early is not None
+    return early
+
+
+def test_the_early_answers_are_the_clients_and_each_tag_is_asked_once(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, store, path = mirrored
+    before = time.monotonic()
+    early = _started(proxy, store, path)
+    for tag in TAGS:
+        got = early.digest(client.registry, "ea/app", tag)
+        info = client.head_manifest("ea/app", tag)
+        assert got is not None and info is not None
+        assert got[0] == str(info.digest)
+        assert before <= got[1] <= time.monotonic()
+    assert proxy.count("HEAD", HEADS) == 2 * len(TAGS)  # the early ones, then the client's
+    assert early.digest(client.registry, "ea/app", "never-asked") is None
+    assert early.digest("elsewhere:5000", "ea/app", TAGS[0]) is None
+
+
+def test_closing_stops_the_heads_at_once(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, _, store, path = mirrored
+    proxy.delay("HEAD", HEADS, 0.2, times=None)
+    early = _started(proxy, store, path)
+    early.close()  # (a sync about to fork, or failing: nothing may be left running)
+    assert proxy.count("HEAD", HEADS) <= CONNECTIONS < len(TAGS)
+
+
+def test_a_tag_gone_from_the_source_is_known_absent(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, store, path = mirrored
+    proxy.override_status("HEAD", HEADS + TAGS[0] + "$", 404, times=None, forward=False)
+    early = _started(proxy, store, path)
+    gone = early.digest(client.registry, "ea/app", TAGS[0])
+    assert gone is not None and gone[0] is None
+    kept = early.digest(client.registry, "ea/app", TAGS[1])
+    assert kept is not None and kept[0] is not None
+
+
+def test_only_the_tags_the_filters_take_are_asked(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, store, path = mirrored
+    spec = _spec(proxy.host, path, tags={"exclude": ["^e1$"]})
+    early = _start(spec, store.tags, TagFilter(exclude=("^e2$",)))
+    assert early is not None
+    early.wait()
+    assert proxy.count("HEAD", HEADS) == len(TAGS) - 2
+    assert early.digest(client.registry, "ea/app", "e1") is None
+    assert early.digest(client.registry, "ea/app", "e2") is None
+    assert early.digest(client.registry, "ea/app", "e3") is not None
+
+
+@pytest.mark.parametrize("case", ["few tags", "proxy", "catalog", "registry target"])
+def test_nothing_is_asked_where_nothing_is_held_or_the_client_would_go_elsewhere(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+) -> None:
+    proxy, _, store, path = mirrored
+    spec = _spec(proxy.host, path)
+    tags_of: Callable[[str], list[str]] = store.tags
+    source = {"registry": proxy.host, "plain_http": True}
+    if case == "few tags":
+        tags_of = lambda name: store.tags(name)[: MIN_TAGS - 1]  # noqa: E731
+    elif case == "proxy":
+        monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    elif case == "catalog":
+        catalog = {**source, "catalog": {"include": ["^ea/"]}}
+        spec = parse_sync_text(
+            json.dumps({"target": {"store": path.as_uri()}, "sources": [catalog]})
+        )
+    else:
+        repos = {**source, "repositories": [{"name": "ea/app"}], "prefix": "copy/"}
+        spec = parse_sync_text(json.dumps({"target": source, "sources": [repos]}))
+    assert _start(spec, tags_of) is None
+    assert proxy.count("HEAD") == 0
+
+
+def test_a_sync_given_credentials_asks_nothing_early(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path], tmp_path: Path
+) -> None:
+    proxy, _, _, path = mirrored
+    spec_path = tmp_path / "sync.json"
+    spec_path.write_text(json.dumps({"target": {"store": path.as_uri()}, "sources": [
+        {"registry": proxy.host, "plain_http": True, "username": "someone",
+         "password_env": "EARLY_PASSWORD", "repositories": [{"name": "ea/app"}]}]}))  # fmt: skip
+    done = _sync_cli(spec_path, "--json", probe=PROBE, env={"EARLY_PASSWORD": "secret"})
+    assert done.returncode == 0, done.stderr
+    assert "early HEADs: False" in done.stderr
+    # the client's own HEADs at once: the first the ordinary way, the rest over its connections
+    assert proxy.count("HEAD", HEADS) == len(TAGS)
+
+
+def test_a_registry_wanting_credentials_stops_the_early_heads(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, store, path = mirrored
+    proxy.override_status(
+        "HEAD", HEADS, 401, times=None, headers={"WWW-Authenticate": 'Basic realm="r"'}
+    )
+    early = _started(proxy, store, path)
+    assert all(early.digest(client.registry, "ea/app", tag) is None for tag in TAGS)
+    # each connection stops at its first 401: the rest is left to the client
+    assert proxy.count("HEAD", HEADS) <= CONNECTIONS
+
+
+def test_the_look_ahead_takes_the_early_answers_and_asks_the_source_nothing(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, store, path = mirrored
+    early = _started(proxy, store, path)
+    early.wait()
+    asked = proxy.count("HEAD", HEADS)
+    jobs = [(RegistryImage(client, "ea/app", t), StoreImage(store, "ea/app"), t) for t in TAGS]
+    known = look_ahead(jobs, early=early)
+    assert proxy.count("HEAD", HEADS) == asked  # nothing asked again
+    for (_, _, tag), k in zip(jobs, known, strict=True):
+        answer = early.digest(client.registry, "ea/app", tag)
+        assert k is not None and answer is not None
+        assert k.source == answer[0] == k.destination  # unchanged: both ends name one digest
+        assert k.at == answer[1]  # trusted as long as from the HEAD, not from now
+
+
+#: Run before the command: says whether the early HEADs started, and if ``requests`` was
+#: loaded by then
+PROBE = (
+    "import sys\n"
+    "import regstore.client.early as early\n"
+    "started = early.EarlyHeads.start.__func__\n"
+    "def start(cls, *a, **k):\n"
+    "    got = started(cls, *a, **k)\n"
+    "    print('early HEADs:', got is not None, file=sys.stderr)\n"
+    "    print('requests loaded:', 'requests' in sys.modules, file=sys.stderr)\n"
+    "    return got\n"
+    "early.EarlyHeads.start = classmethod(start)\n"
+)
+
+
+def _sync_cli(
+    spec_path: Path, *args: str, probe: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGSTORE_")} | (env or {})
+    code = probe + (
+        "import sys\n"
+        "from regstore.cli import main\n"
+        f"sys.argv = ['regstore', *{list(args)!r}, 'sync', {str(spec_path)!r}]\n"
+        "main()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_a_re_sync_asks_early_before_requests_is_imported_and_still_copies_a_change(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+    registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    proxy, _, store, path = mirrored
+    changed = build_image(seed=799, layer_size=256)
+    seed_registry(registry.url, "ea/app", TAGS[3], changed)
+    spec_path = tmp_path / "sync.json"
+    spec_path.write_text(json.dumps(_raw(proxy.host, path)))
+    done = _sync_cli(spec_path, "--json", probe=PROBE)
+    assert done.returncode == 0, done.stderr
+    assert "early HEADs: True" in done.stderr
+    assert "requests loaded: False" in done.stderr
+    outcomes = {o["destination"]: o["status"] for o in json.loads(done.stdout)["images"]}
+    assert outcomes.pop(f"store:ea/app:{TAGS[3]}") == "copied"
+    assert set(outcomes.values()) == {"skipped"} and len(outcomes) == len(TAGS) - 1
+    # one HEAD per tag (asked early); only the changed image, which the run moves, asks again
+    assert proxy.count("HEAD", HEADS) == len(TAGS) + 1
+    assert str(store.manifest_digest("ea/app", TAGS[3])) == changed.manifest_digest
