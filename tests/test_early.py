@@ -12,11 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from regstore import open_store
+from regstore.cli.app import DeferredClient
 from regstore.client import Client
 from regstore.client.early import CONNECTIONS, EarlyHeads
 from regstore.engine import RegistryImage, StoreImage, transfer_many
@@ -102,6 +105,38 @@ def test_closing_stops_the_heads_at_once(
     assert proxy.count("HEAD", HEADS) <= CONNECTIONS < len(TAGS)
 
 
+def test_the_early_listing_is_the_clients_and_asked_once(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, store, path = mirrored
+    early = _started(proxy, store, path)
+    assert early.tags(client.registry, "ea/app") == client.list_image_tags("ea/app")
+    assert sorted(early.tags(client.registry, "ea/app") or ()) == sorted(TAGS)
+    assert proxy.count("GET", r"^/v2/ea/app/tags/list") == 2  # early, then the client's
+    assert early.tags(client.registry, "ea/other") is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Link": '</v2/ea/app/tags/list?last=e1&n=2>; rel="next"'}, '{"tags": ["e0", "e1"]}'),
+        ({}, '{"name": "ea/app", "tags": ["e0", ".."]}'),
+        ({}, '{"name": "ea/app", "tags": "e0"}'),
+        ({}, "not json"),
+    ],
+    ids=["paged", "invalid tag", "not a list", "not json"],
+)
+def test_a_listing_the_client_reads_its_own_way_is_left_to_it(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path], headers: dict[str, str], body: str
+) -> None:
+    proxy, client, store, path = mirrored
+    proxy.override_status("GET", r"^/v2/ea/app/tags/list", 200, times=1, headers=headers, body=body)
+    early = _started(proxy, store, path)
+    assert early.tags(client.registry, "ea/app") is None
+    # the digests are asked all the same
+    assert early.digest(client.registry, "ea/app", TAGS[0]) is not None
+
+
 def test_a_tag_gone_from_the_source_is_known_absent(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
 ) -> None:
@@ -129,7 +164,7 @@ def test_only_the_tags_the_filters_take_are_asked(
 
 
 @pytest.mark.parametrize("case", ["few tags", "proxy", "catalog", "registry target"])
-def test_nothing_is_asked_where_nothing_is_held_or_the_client_would_go_elsewhere(
+def test_no_digest_is_asked_where_few_tags_are_held_or_the_client_would_go_elsewhere(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
     monkeypatch: pytest.MonkeyPatch,
     case: str,
@@ -150,8 +185,33 @@ def test_nothing_is_asked_where_nothing_is_held_or_the_client_would_go_elsewhere
     else:
         repos = {**source, "repositories": [{"name": "ea/app"}], "prefix": "copy/"}
         spec = parse_sync_text(json.dumps({"target": source, "sources": [repos]}))
-    assert _start(spec, tags_of) is None
+    early = _start(spec, tags_of)
+    if case == "few tags":  # listed all the same (the plan lists it anyway), no digest asked
+        assert early is not None and early.tags(proxy.host, "ea/app") is not None
+        assert all(early.digest(proxy.host, "ea/app", tag) is None for tag in TAGS)
+    else:
+        assert early is None
     assert proxy.count("HEAD") == 0
+
+
+def test_a_no_op_re_sync_never_makes_a_client(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path], tmp_path: Path
+) -> None:
+    proxy, _, _, path = mirrored
+    spec_path = tmp_path / "sync.json"
+    spec_path.write_text(json.dumps(_raw(proxy.host, path)))
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('requests at exit:', 'requests' in sys.modules,"
+        " file=sys.stderr))\n"
+    )
+    done = _sync_cli(spec_path, "--json", probe=probe)
+    assert done.returncode == 0, done.stderr
+    statuses = [o["status"] for o in json.loads(done.stdout)["images"]]
+    assert statuses == ["skipped"] * len(TAGS)
+    assert "requests at exit: False" in done.stderr
+    assert proxy.count("GET", r"/tags/list") == 1
+    assert proxy.count("HEAD", HEADS) == len(TAGS)
 
 
 def test_a_sync_given_credentials_asks_nothing_early(
@@ -243,9 +303,34 @@ def test_a_re_sync_asks_early_before_requests_is_imported_and_still_copies_a_cha
     assert done.returncode == 0, done.stderr
     assert "early HEADs: True" in done.stderr
     assert "requests loaded: False" in done.stderr
+    assert proxy.count("GET", r"/tags/list") == 1  # listed early, not again
     outcomes = {o["destination"]: o["status"] for o in json.loads(done.stdout)["images"]}
     assert outcomes.pop(f"store:ea/app:{TAGS[3]}") == "copied"
     assert set(outcomes.values()) == {"skipped"} and len(outcomes) == len(TAGS) - 1
     # one HEAD per tag (asked early); only the changed image, which the run moves, asks again
     assert proxy.count("HEAD", HEADS) == len(TAGS) + 1
     assert str(store.manifest_digest("ea/app", TAGS[3])) == changed.manifest_digest
+
+
+def test_a_deferred_client_is_made_once_on_first_use_and_names_its_registry_before() -> None:
+    made: list[object] = []
+
+    class Made:
+        registry = "example.test"
+
+        def list_image_tags(self, name: str) -> list[str]:
+            return [name]
+
+    def make() -> Any:
+        time.sleep(0.05)  # (threads asking at once wait for the one being made)
+        made.append(Made())
+        return made[-1]
+
+    deferred = DeferredClient("example.test", make)
+    assert deferred.registry == "example.test" and made == []
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: deferred.list_image_tags("a/b"), range(8)))
+    assert answers == [["a/b"]] * 8 and len(made) == 1
+    assert deferred.made() is made[0]
+    with pytest.raises(AttributeError):
+        _ = deferred.no_such_method

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -41,7 +41,14 @@ if TYPE_CHECKING:
 
     from .progress import ProgressDisplay
 
-__all__ = ["AppState", "cli", "default_store_url", "global_options", "regstore_command"]
+__all__ = [
+    "AppState",
+    "DeferredClient",
+    "cli",
+    "default_store_url",
+    "global_options",
+    "regstore_command",
+]
 
 log = logging.getLogger("regstore.cli")
 
@@ -100,6 +107,31 @@ class Settings:
     chunk_size: int | None = None
 
 
+class DeferredClient:
+    """A registry client made when first used (any attribute but :attr:`registry`): a re-sync
+    whose tags and digests were all asked early (:mod:`regstore.client.early`) never makes
+    one, nor imports ``requests``."""
+
+    def __init__(self, registry: str, make: Callable[[], Client]) -> None:
+        #: the registry as its client names it (``Client.registry``)
+        self.registry = registry
+        self._make = make
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    def made(self) -> Client:
+        """The client (made now, once, if not yet)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_make", "_client", "_lock"):
+            raise AttributeError(name)  # (copy and pickle look for these before __init__)
+        return getattr(self.made(), name)
+
+
 @dataclass
 class AppState:
     """Shared by the commands of one run: settings, output, the store and registry clients."""
@@ -109,6 +141,7 @@ class AppState:
     _output: Output | None = None
     _stores: dict[tuple[str, bool], ObjectStore] = field(default_factory=dict)
     _clients: dict[tuple[Any, ...], Client] = field(default_factory=dict)
+    _deferred: dict[tuple[Any, ...], DeferredClient] = field(default_factory=dict)
     #: the one registry the global --username/--password-stdin go to in this run
     _credentials_host: str | None = None
     _password: str | None = None
@@ -227,23 +260,42 @@ class AppState:
         if wanted:
             self._credentials_host = wanted[0]
 
-    def sync_clients(self, spec: SyncSpec) -> Callable[[ConnectionSpec], Client]:
+    def sync_clients(
+        self, spec: SyncSpec, *, deferred: bool = False
+    ) -> Callable[[ConnectionSpec], Client]:
         """The client of each registry of a sync file, with the credentials the file gives
-        it; the global ones go to one of them only (decided here, before any is asked)."""
+        it; the global ones go to one of them only (decided here, before any is asked). With
+        ``deferred``, each is a :class:`DeferredClient`, made when first used."""
         connections = (spec.target.connection, *(s.connection for s in spec.sources))
         self.global_credentials_for(
             c.registry for c in connections if c is not None and c.username is None
         )
 
         def client_for(conn: ConnectionSpec) -> Client:
-            return self.client(
-                conn.registry,
-                plain_http=conn.plain_http,
-                tls_verify=conn.tls_verify,
-                ca_cert=conn.ca_cert,
-                username=conn.username,
-                password=conn.password(),
+            password = conn.password()  # (a variable not set fails now, not on first use)
+
+            def make() -> Client:
+                return self.client(
+                    conn.registry,
+                    plain_http=conn.plain_http,
+                    tls_verify=conn.tls_verify,
+                    ca_cert=conn.ca_cert,
+                    username=conn.username,
+                    password=password,
+                )
+
+            if not deferred:
+                return make()
+            with startup.imports():
+                from regstore.client.urls import Endpoint
+            plain, _ = self.transport_for(
+                plain_http=conn.plain_http, tls_verify=conn.tls_verify, ca_cert=conn.ca_cert
             )
+            key = (conn, password)
+            if key not in self._deferred:
+                registry = Endpoint.parse(conn.registry, plain_http=plain).registry
+                self._deferred[key] = DeferredClient(registry, make)
+            return cast("Client", self._deferred[key])
 
         return client_for
 

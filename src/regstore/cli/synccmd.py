@@ -113,7 +113,12 @@ def sync_command(
     state.action = f"syncing {sync_file}"
     on_cluster = ClusterRun(state, cluster) if cluster is not None and not dry_run else None
 
-    clients = state.sync_clients(spec)
+    # into a store, the sources are asked early (once the store is open, below), and a client
+    # is made only where something is left to ask
+    ask_early = (
+        spec.target.connection is None and not dry_run and on_cluster is None and shard is None
+    )
+    clients = state.sync_clients(spec, deferred=ask_early)
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
         client = clients(conn)
@@ -128,7 +133,7 @@ def sync_command(
     if spec.target.connection is None:
         target_store = state.store(spec.target.store)
     early: EarlyHeads | None = None
-    if target_store is not None and not dry_run and on_cluster is None and shard is None:
+    if ask_early and target_store is not None:
         early = _ask_early(state, spec, target_store, tag_filter)
     try:
         # (the engine loaded only now: the early HEADs go on meanwhile)
@@ -143,7 +148,11 @@ def sync_command(
                 "this one"
             )
         plan = plan_sync(
-            spec, client_for=client_for, target_store=target_store, extra_filter=tag_filter
+            spec,
+            client_for=client_for,
+            target_store=target_store,
+            extra_filter=tag_filter,
+            early=early,
         )
     except BaseException:
         if early is not None:

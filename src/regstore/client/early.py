@@ -24,21 +24,23 @@ Only a shortcut, asked as the client would ask it:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from regstore.errors import InvalidReferenceError
 from regstore.manifest import MANIFEST_ACCEPT
-from regstore.reference import Digest
+from regstore.reference import Digest, validate_tag
 
 from .agent import default_user_agent
-from .heads import HeadAnswer, connector, many_heads, tls_context
+from .heads import HeadAnswer, connector, get_body, many_heads, tls_context
+from .limits import ClientLimits
 from .urls import Endpoint
 
 __all__ = ["CONNECTIONS", "EarlyHeads", "Questions"]
@@ -49,11 +51,13 @@ log = logging.getLogger("regstore.client.early")
 CONNECTIONS = 8
 #: Seconds to connect, and to wait for each answer
 TIMEOUT = (10.0, 60.0)
+#: The largest page of tags read early (a longer one: the client lists it)
+MAX_LIST_BODY = 4 << 20
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 #: One registry's questions: ``(registry, plain_http, verify, {name: tags})``, reached as its
 #: client will be (``plain_http``: None on loopback only; ``verify``: False, True or a CA file)
-Questions = tuple[str, "bool | None", "bool | str", "dict[str, Sequence[str]]"]
+Questions = tuple[str, "bool | None", "bool | str", "Mapping[str, Sequence[str]]"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,9 @@ class EarlyHeads:
 
     def __init__(self) -> None:
         self._answers: dict[tuple[str, str, str], _Answer] = {}
+        self._listed: dict[tuple[str, str], list[str]] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._listers: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
 
     @classmethod
@@ -92,29 +98,64 @@ class EarlyHeads:
         registry: str,
         plain: bool | None,
         verify: bool | str,
-        tags: dict[str, Sequence[str]],
+        tags: Mapping[str, Sequence[str]],
     ) -> None:
         endpoint = Endpoint.parse(registry, plain_http=plain)
-        if endpoint.registry in self._threads:
+        if endpoint.registry in self._threads or not tags:
             return  # (asked twice for one registry: the second is asked the ordinary way)
+        tls = _tls(verify) if endpoint.scheme == "https" else None
+        connect = connector(endpoint.base_url, timeout=TIMEOUT, tls=tls)
+        headers = {"User-Agent": default_user_agent(), "Connection": "keep-alive"}
+        lister = threading.Thread(
+            target=self._list,
+            args=(endpoint, list(tags), headers, connect),
+            name=f"regstore-early-tags-{endpoint.registry}",
+            daemon=True,
+        )
+        self._listers[endpoint.registry] = lister
         urls = [endpoint.manifest_url(name, tag) for name, held in tags.items() for tag in held]
         keys = [(endpoint.registry, name, tag) for name, held in tags.items() for tag in held]
-        if not urls:
-            return
-        tls = _tls(verify) if endpoint.scheme == "https" else None
-        headers = {
-            "User-Agent": default_user_agent(),
-            "Accept": MANIFEST_ACCEPT,
-            "Connection": "keep-alive",
-        }
-        thread = threading.Thread(
+        asker = threading.Thread(
             target=self._ask,
-            args=(urls, keys, headers, connector(urls[0], timeout=TIMEOUT, tls=tls)),
+            args=(urls, keys, {**headers, "Accept": MANIFEST_ACCEPT}, connect),
             name=f"regstore-early-{endpoint.registry}",
             daemon=True,
         )
-        self._threads[endpoint.registry] = thread
-        thread.start()
+        self._threads[endpoint.registry] = asker
+        lister.start()
+        asker.start()
+
+    def _list(
+        self,
+        endpoint: Endpoint,
+        names: list[str],
+        headers: dict[str, str],
+        connect: Callable[[], socket.socket],
+    ) -> None:
+        # One page each, over one connection; anything but one clean page is left to the client
+        # (pages, invalid names, errors: its own listing reports them as it always did).
+        try:
+            sock = connect()
+        except OSError as exc:
+            log.debug("early listings failed: %s", exc)
+            return
+        try:
+            for name in names:
+                if self._stop.is_set():
+                    return
+                answer, body = get_body(
+                    sock, endpoint.tags_url(name), {**headers, "Accept": "application/json"},
+                    MAX_LIST_BODY,
+                )  # fmt: skip
+                listed = None if body is None or "Link" in answer.headers else _tags(body)
+                if listed is not None:
+                    self._listed[(endpoint.registry, name)] = listed
+                if "close" in answer.headers.get("Connection", "").lower():
+                    return
+        except (OSError, ValueError) as exc:
+            log.debug("early listings failed: %s", exc)
+        finally:
+            sock.close()
 
     def _ask(
         self,
@@ -123,6 +164,9 @@ class EarlyHeads:
         headers: dict[str, str],
         connect: Callable[[], socket.socket],
     ) -> None:
+        if not urls:
+            return
+
         def on_answer(answer: HeadAnswer) -> bool:
             return answer.status in (200, 404) and not self._stop.is_set()
 
@@ -150,9 +194,20 @@ class EarlyHeads:
         answer = self._answers.get((registry, name, reference))
         return None if answer is None else (answer.digest, answer.at)
 
+    def tags(self, registry: str, name: str) -> list[str] | None:
+        """The tags of ``name`` at ``registry``, listed early (after waiting for that
+        registry's listings): what the client's listing would give, each once; None when not
+        listed, or not in one clean page of valid tags."""
+        lister = self._listers.get(registry)
+        if lister is None:
+            return None
+        lister.join()
+        listed = self._listed.get((registry, name))
+        return None if listed is None else list(listed)
+
     def wait(self) -> None:
-        """Wait until every source has answered (or given up)."""
-        for thread in self._threads.values():
+        """Wait until every registry has answered (or given up)."""
+        for thread in (*self._listers.values(), *self._threads.values()):
             thread.join()
 
     def close(self) -> None:
@@ -173,6 +228,28 @@ def _tls(verify: bool | str) -> ssl.SSLContext:
     import certifi
 
     return tls_context(verify, certifi.where())
+
+
+def _tags(body: bytes) -> list[str] | None:
+    """The tags of one page of ``/tags/list``, each once; None unless every entry is a valid
+    tag (the client's listing keeps and reports invalid ones its own way)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    page = doc.get("tags") if isinstance(doc, dict) else None
+    if page is None:
+        page = []
+    if not isinstance(page, list) or len(page) > ClientLimits.resolve().max_list_entries:
+        return None
+    for tag in page:
+        if not isinstance(tag, str):
+            return None
+        try:
+            validate_tag(tag)
+        except InvalidReferenceError:
+            return None
+    return list(dict.fromkeys(page))
 
 
 def _kept(answer: HeadAnswer | None, asked: float) -> _Answer | None:

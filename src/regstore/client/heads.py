@@ -39,6 +39,7 @@ __all__ = [
     "HeadConnections",
     "Headers",
     "connector",
+    "get_body",
     "many_heads",
     "read_answer",
     "sendable",
@@ -191,10 +192,40 @@ def sendable(headers: Mapping[str, str]) -> bool:
     return True
 
 
-def _request_bytes(url: str, headers: dict[str, str]) -> bytes:
+def get_body(
+    sock: socket.socket, url: str, headers: dict[str, str], limit: int
+) -> tuple[HeadAnswer, bytes | None]:
+    """One GET of ``url`` over ``sock``: its answer, and its body when the answer is a 200
+    with a ``Content-Length`` of at most ``limit`` bytes (None otherwise: another status, a
+    body of unknown length, chunked or longer). Raises OSError, or ValueError for an answer
+    that is not HTTP/1.x or a body cut short."""
+    sock.sendall(_request_bytes(url, headers, "GET"))
+    lines = _Lines(sock)
+    try:
+        answer, _ = read_answer(lines)
+    except _Malformed as exc:
+        raise ValueError(str(exc)) from None
+    length = answer.headers.get("Content-Length", "")
+    if (
+        answer.status != 200
+        or "Transfer-Encoding" in answer.headers
+        or not (length.isascii() and length.isdigit())
+        or int(length) > limit
+    ):
+        return answer, None
+    body = bytearray(lines.buffer[: int(length)])
+    while len(body) < int(length):
+        chunk = sock.recv(min(65536, int(length) - len(body)))
+        if not chunk:
+            raise ValueError("connection closed in the body")
+        body += chunk
+    return answer, bytes(body)
+
+
+def _request_bytes(url: str, headers: dict[str, str], method: str = "HEAD") -> bytes:
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    lines = [f"HEAD {target} HTTP/1.1", f"Host: {parts.netloc}"]
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

@@ -1,11 +1,13 @@
-"""What a sync asks its sources while it is still starting: for every tag a destination
-repository already holds that the file's filters take, the digest the source's tag names now
-(asked by :class:`regstore.client.early.EarlyHeads`; the look-ahead takes the answers,
-:func:`~.lookahead.look_ahead`).
+"""What a sync asks its sources while it is still starting: the tags of each repository the
+file names, and, for every tag a destination repository already holds that the file's filters
+take, the digest the source's tag names now (asked by
+:class:`regstore.client.early.EarlyHeads`; the plan takes the listings, :func:`~.sync.plan_sync`,
+and the look-ahead the digests, :func:`~.lookahead.look_ahead`).
 
-Nothing is asked where it could be wasted: not for a registry target (its tags are read
-through its client), a source listed from its catalog, nor a repository the destination
-holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks nothing more than before).
+Nothing is asked that the sync would not ask anyway: nothing for a registry target (its tags
+are read through its client) nor a source listed from its catalog, and no digest for a
+repository the destination holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks
+nothing more than before).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ def early_questions(
     tags_of: Callable[[str], Sequence[str]],
     extra_filter: TagFilter | None = None,
 ) -> list[tuple[ConnectionSpec, dict[str, list[str]]]]:
-    """For each source of ``spec`` (a sync into a store), the tags ``tags_of`` its destination
-    repositories hold that the filters take, by source repository name. Never raises: a
-    repository whose tags cannot be read is left out (its images ask for themselves)."""
+    """For each source of ``spec`` (a sync into a store), its repositories by name, each with
+    the tags ``tags_of`` its destination repository holds that the filters take (none when
+    fewer than :data:`MIN_TAGS`, or when they cannot be read: the images ask for
+    themselves). Never raises."""
     if spec.target.connection is not None:
         return []
     questions: list[tuple[ConnectionSpec, dict[str, list[str]]]] = []
@@ -55,10 +58,9 @@ def early_questions(
                     and (extra_filter is None or extra_filter.matches(tag))
                 ]
             except Exception as exc:  # a shortcut: the images ask for themselves
-                log.debug("%s: nothing asked early: %s", repo.name, exc)
-                continue
-            if len(held) >= MIN_TAGS:
-                asked[repo.name] = held
+                log.debug("%s: no digests asked early: %s", repo.name, exc)
+                held = []
+            asked[repo.name] = held if len(held) >= MIN_TAGS else []
         if asked:
             questions.append((source.connection, asked))
     return questions

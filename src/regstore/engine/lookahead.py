@@ -69,8 +69,13 @@ class Known:
 
 
 class AskedEarly(Protocol):
-    """Source digests asked before the look-ahead (:mod:`.early`,
+    """Source listings and digests asked before the plan and the look-ahead (:mod:`.early`,
     :class:`regstore.client.early.EarlyHeads`)."""
+
+    def tags(self, registry: str, name: str) -> list[str] | None:
+        """The tags of ``name`` at ``registry`` as the client would list them; None when not
+        known."""
+        ...
 
     def digest(self, registry: str, name: str, reference: str) -> tuple[str | None, float] | None:
         """The digest ``name:reference`` at ``registry`` named (None: no such tag) and when

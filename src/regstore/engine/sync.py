@@ -227,7 +227,12 @@ def _catalog(client: RegistryClient) -> list[str]:
     return list(catalog())
 
 
-def _list_tags(client: RegistryClient, name: str, *, complete: bool = False) -> list[str]:
+def _list_tags(
+    client: RegistryClient, name: str, *, complete: bool = False, early: AskedEarly | None = None
+) -> list[str]:
+    listed = None if early is None else early.tags(client.registry, name)
+    if listed is not None:  # (one clean page: complete)
+        return listed
     return list(
         client.list_image_tags(name, complete=True) if complete else client.list_image_tags(name)
     )
@@ -239,13 +244,15 @@ def plan_sync(
     client_for: ClientFactory,
     target_store: ObjectStore | None = None,
     extra_filter: TagFilter | None = None,
+    early: AskedEarly | None = None,
 ) -> SyncPlan:
     """Expand ``spec`` into jobs: list catalogs and tags, apply filters, name destinations.
 
     ``client_for`` builds the client of a source (or registry target) from its connection
     settings; ``target_store`` is the store images go to when the spec's target is a store
     (the caller opens it: the spec's ``target.store`` URL or its own default). ``extra_filter``
-    narrows every repository's tags further (the command line's filters).
+    narrows every repository's tags further (the command line's filters). A repository's tags
+    ``early`` listed (:mod:`.early`) are not listed again.
     """
     plan = SyncPlan(concurrency=spec.defaults.concurrency)
     target_client: RegistryClient | None = None
@@ -308,7 +315,7 @@ def plan_sync(
                 if tag_filter.needs_listing:
                     try:
                         # a list cut short must not be taken for the whole by a prune
-                        listing = _list_tags(client, repo.name, complete=prune)
+                        listing = _list_tags(client, repo.name, complete=prune, early=early)
                     except PagingError as exc:
                         if not prune or isinstance(exc, PagingLimitError):
                             raise
