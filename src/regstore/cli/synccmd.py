@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +136,9 @@ def sync_command(
     early: EarlyHeads | None = None
     if ask_early and target_store is not None:
         early = _ask_early(state, spec, target_store, tag_filter)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if early is not None:
+            cleanup.callback(early.close)  # (stopped and joined however the command ends)
         # (the engine loaded only now: the early HEADs go on meanwhile)
         from regstore.engine.sync import plan_sync
 
@@ -154,48 +157,41 @@ def sync_command(
             extra_filter=tag_filter,
             early=early,
         )
-    except BaseException:
-        if early is not None:
-            early.close()
-        raise
-    if shard is not None:
-        plan = shard.select(plan)
-    for skipped in plan.skipped:  # a registry listed something no image can be named by
-        state.output.warning(f"{skipped.source}: {skipped.error}")
-    if dry_run:
-        return _report_dry_run(state, plan)
-    if on_cluster is not None:
-        return report_batch(
+        if shard is not None:
+            plan = shard.select(plan)
+        for skipped in plan.skipped:  # a registry listed something no image can be named by
+            state.output.warning(f"{skipped.source}: {skipped.error}")
+        if dry_run:
+            return _report_dry_run(state, plan)
+        if on_cluster is not None:
+            ran = on_cluster.run(plan, store_url, keep_going, referrer_types)
+            return report_batch(state, _pruned(ran, plan, keep_going), extra={"dry_run": False})
+        asked = processes is not None
+        if processes is None:
+            processes = auto_processes(state, plan, target_store, keep_going=keep_going)
+        batch, processes = run_here(
             state,
-            _pruned(on_cluster.run(plan, store_url, keep_going, referrer_types), plan, keep_going),
-            extra={"dry_run": False},
+            plan,
+            processes,
+            state.progress(),
+            asked=asked,
+            keep_going=keep_going,
+            referrer_types=referrer_types,
+            early=early,
         )
-    asked = processes is not None
-    if processes is None:
-        processes = auto_processes(state, plan, target_store, keep_going=keep_going)
-    batch, processes = run_here(
-        state,
-        plan,
-        processes,
-        state.progress(),
-        asked=asked,
-        keep_going=keep_going,
-        referrer_types=referrer_types,
-        early=early,
-    )
-    # "processes" only where there were several: a run in one is reported as it always was
-    extra: dict[str, Any] = {"dry_run": False}
-    if processes > 1:
-        extra["processes"] = processes
-    return report_batch(state, _pruned(batch, plan, keep_going), extra=extra)
+        # "processes" only where there were several: a run in one is reported as it always was
+        extra: dict[str, Any] = {"dry_run": False}
+        if processes > 1:
+            extra["processes"] = processes
+        return report_batch(state, _pruned(batch, plan, keep_going), extra=extra)
 
 
 def _ask_early(
     state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None
 ) -> EarlyHeads | None:
-    """Start asking the sources for the digests of the tags the store already holds
-    (:mod:`regstore.engine.early`), as their clients would ask: none whose client is given
-    credentials."""
+    """Start asking the sources for their tags and for the digests of the tags the store
+    already holds (:mod:`regstore.engine.early`), as their clients would ask: none whose client
+    is given credentials."""
     from regstore.client.early import EarlyHeads, Questions
     from regstore.engine.early import early_questions
 
