@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +253,62 @@ def test_plain_http_to_a_tls_registry_is_hinted_at(
     assert pulled.returncode != 0
     assert "400" in pulled.stderr
     assert "--ca-cert FILE" in pulled.stderr
+
+
+def test_a_no_op_re_sync_over_tls_asks_early_with_the_clients_trust(
+    tls_registry: tuple[str, Path], tmp_path: Path
+) -> None:
+    # a sync asks its sources before it makes their clients (engine/early.py): over TLS with
+    # the trust the client would have, and the warning of --insecure said though no client
+    # is ever made
+    host, ca = tls_registry
+    trusted = Client(f"https://{host}", verify=str(ca))
+    store = open_store(str(tmp_path / "mirror"))
+    for i in range(10):
+        built = build_image(layers=1, layer_size=256, seed=340 + i, media="oci")
+        for digest, data in built.blobs.items():
+            session = trusted.initiate_blob_upload("tls/early")
+            trusted.upload_blob(session.location, data, len(data), digest)
+        trusted.put_image_manifest(
+            "tls/early", f"v{i}", Manifest.parse(built.manifest_bytes, built.manifest_media_type)
+        )
+        put_image(store, "tls/early", f"v{i}", built)
+    store.close()
+    sync = tmp_path / "sync.json"
+    probe = (  # whether requests was ever imported: no client made
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('requests:', 'requests' in sys.modules, file=sys.stderr))\n"
+        "from regstore.cli import main\n"
+        "main()\n"
+    )
+    for source, options, warned in [
+        ({"ca_cert": str(ca)}, [], False),
+        ({"tls_verify": False}, [], True),
+        ({}, ["--insecure"], True),
+    ]:
+        sync.write_text(json.dumps({
+            "target": {"store": (tmp_path / "mirror").as_uri()},
+            "sources": [{"registry": host, "plain_http": False, **source,
+                         "repositories": [{"name": "tls/early"}]}]}))  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *options, "--json", "sync", str(sync)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        statuses = {o["status"] for o in json.loads(done.stdout)["images"]}
+        assert statuses == {"skipped"}
+        assert "requests: False" in done.stderr  # everything was learned early
+        assert (f"TLS certificates of {host} are NOT verified" in done.stderr) is warned
+
+    # a CA the client would not trust: nothing learned early, and the client's own error
+    sync.write_text(json.dumps({
+        "target": {"store": (tmp_path / "mirror").as_uri()},
+        "sources": [{"registry": host, "plain_http": False,
+                     "repositories": [{"name": "tls/early"}]}]}))  # fmt: skip
+    failed = run_cli("--json", "--retries", "0", "sync", str(sync), home=tmp_path / "home")
+    assert failed.returncode != 0
+    assert "certificate" in failed.stdout + failed.stderr

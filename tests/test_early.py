@@ -37,12 +37,20 @@ TAGS = [f"e{i}" for i in range(MIN_TAGS + 2)]
 HEADS = r"^/v2/ea/app/manifests/"
 
 
-def _start(spec: SyncSpec, tags_of: Callable[[str], list[str]], extra: TagFilter | None = None
-           ) -> EarlyHeads | None:  # fmt: skip
+def _start(
+    spec: SyncSpec, tags_of: Callable[[str], list[str]], extra: TagFilter | None = None
+) -> EarlyHeads | None:
     """As the command: the questions of ``spec``, asked of each source over plain HTTP."""
-    return EarlyHeads.start(
-        [(conn.registry, True, True, tags) for conn, tags in early_questions(spec, tags_of, extra)]
-    )
+    questions = early_questions(spec, tags_of, extra)
+    return EarlyHeads.start([(c.registry, True, True, n, h) for c, n, h in questions])
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a proxy in the environment turns early asking off (the client would go through it)
+    for name in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
 def _raw(host: str, store: Path, **repo: object) -> dict[str, object]:
@@ -242,6 +250,58 @@ def test_a_registry_wanting_credentials_stops_the_early_heads(
     assert proxy.count("HEAD", HEADS) <= CONNECTIONS
 
 
+def test_a_question_that_cannot_be_asked_leaves_the_others_asked(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, _store, _ = mirrored
+    # a held tag no registry could be asked for (a plugin store's), on another registry
+    early = EarlyHeads.start(
+        [
+            ("127.0.0.1:9", True, True, ["ea/app"], {"ea/app": [".."] * MIN_TAGS}),
+            (proxy.host, True, True, ["ea/app"], {"ea/app": TAGS}),
+        ]
+    )
+    assert early is not None
+    assert early.tags("127.0.0.1:9", "ea/app") is None
+    assert early.digest("127.0.0.1:9", "ea/app", "..") is None
+    assert early.digest(client.registry, "ea/app", TAGS[0]) is not None
+    early.close()
+
+
+def test_a_registry_named_twice_is_not_asked(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, _client, _, _ = mirrored
+    early = EarlyHeads.start(
+        [
+            (proxy.host, True, True, ["ea/app"], {"ea/app": TAGS}),
+            (f"http://{proxy.host}", None, False, ["ea/app"], {}),
+        ]
+    )
+    assert early is None
+    assert proxy.count() == 0
+
+
+def test_latest_narrows_the_held_tags_asked(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, _client, store, path = mirrored
+    early = _start(_spec(proxy.host, path, tags={"latest": MIN_TAGS}), store.tags)
+    assert early is not None
+    early.wait()
+    assert proxy.count("HEAD", HEADS) == MIN_TAGS
+    # a repository moving its referrers: each image asks its own, none early
+    early = _start(_spec(proxy.host, path, referrers=True), store.tags)
+    assert early is not None and not early.asked_digests
+    early.wait()
+    # exact tags: asked, never listed (the plan lists nothing)
+    proxy.clear_records()
+    early = _start(_spec(proxy.host, path, tags=TAGS), store.tags)
+    assert early is not None
+    early.wait()
+    assert proxy.count("GET") == 0 and proxy.count("HEAD", HEADS) == len(TAGS)
+
+
 def test_the_look_ahead_takes_the_early_answers_and_asks_the_source_nothing(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
 ) -> None:
@@ -277,7 +337,11 @@ PROBE = (
 def _sync_cli(
     spec_path: Path, *args: str, probe: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGSTORE_")} | (env or {})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("REGSTORE_") and not k.lower().endswith("_proxy")
+    } | (env or {})
     code = probe + (
         "import sys\n"
         "from regstore.cli import main\n"
@@ -334,3 +398,107 @@ def test_a_deferred_client_is_made_once_on_first_use_and_names_its_registry_befo
     assert deferred.made() is made[0]
     with pytest.raises(AttributeError):
         _ = deferred.no_such_method
+
+
+def test_one_process_stays_one_when_digests_were_asked_early(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+    registry: RegistryServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # settling the unchanged in one process (digests asked early) must not re-decide the
+    # number of processes that --fail-fast, --concurrency or the store made one
+    from regstore.cli import syncforked
+    from regstore.cli.app import AppState
+    from regstore.cli.progress import ProgressDisplay
+    from regstore.engine.sync import plan_sync
+
+    proxy, client, store, path = mirrored
+    for i, tag in enumerate(TAGS[:3]):
+        seed_registry(registry.url, "ea/app", tag, build_image(seed=780 + i, layer_size=256))
+    spec = _spec(proxy.host, path)
+    early = _start(spec, store.tags)
+    assert early is not None and early.asked_digests
+    plan = plan_sync(spec, client_for=lambda c: client, target_store=store, early=early)
+    forked: list[int] = []
+    monkeypatch.setattr(syncforked, "default_processes", lambda n: 4)
+    monkeypatch.setattr(
+        syncforked, "run_sync_forked", lambda state, rest, n, *a, **k: forked.append(n)
+    )
+    state = AppState()
+    state.settings.quiet = True
+    batch, processes = syncforked.run_here(
+        state,
+        plan,
+        1,
+        ProgressDisplay("off"),
+        asked=False,
+        keep_going=False,
+        referrer_types=(),
+        early=early,
+    )
+    assert forked == [] and processes == 1
+    statuses = sorted(o.status for o in batch.outcomes)
+    assert statuses == ["copied"] * 3 + ["skipped"] * (len(TAGS) - 3)
+
+
+def test_the_global_password_is_read_once_and_nothing_asked_early(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path], tmp_path: Path
+) -> None:
+    # --username/--password-stdin: the one client given them is made at once (a deferred one
+    # would read stdin in each forked process), and nothing is asked anonymously before it
+    proxy, _, _, path = mirrored
+    spec_path = tmp_path / "sync.json"
+    spec_path.write_text(json.dumps(_raw(proxy.host, path)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGSTORE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE + "from regstore.cli import main\nmain()\n",
+         "--username", "someone", "--password-stdin", "--json", "sync", str(spec_path)],
+        input="secret\n", capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "early HEADs" not in done.stderr  # never started
+    assert {o["status"] for o in json.loads(done.stdout)["images"]} == {"skipped"}
+    assert proxy.count("GET", r"/tags/list") == 1
+
+
+def test_a_registry_reached_two_ways_by_the_file_is_not_asked_early(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path], tmp_path: Path
+) -> None:
+    proxy, _, _, path = mirrored
+    raw: dict[str, Any] = _raw(proxy.host, path)
+    second = {"registry": proxy.host, "plain_http": True, "username": "someone",
+              "password_env": "EARLY_PASSWORD", "repositories": [{"name": "ea/other"}]}  # fmt: skip
+    raw["sources"] = [*raw["sources"], second]
+    spec_path = tmp_path / "sync.json"
+    spec_path.write_text(json.dumps(raw))
+    done = _sync_cli(spec_path, "--json", probe=PROBE, env={"EARLY_PASSWORD": "secret"})
+    assert "early HEADs: False" in done.stderr
+    # (ea/other does not exist: that entry fails, the first is mirrored as always)
+    outcomes = json.loads(done.stdout)["images"]
+    assert {o["status"] for o in outcomes if "ea/app" in o["source"]} == {"skipped"}
+
+
+def test_a_lazy_package_names_what_a_submodule_import_really_failed_on(tmp_path: Path) -> None:
+    from regstore.lazy import lazy_exports
+
+    package = tmp_path / "lazypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "broken.py").write_text("import os\nos.no_such_function\n")
+    (package / "fine.py").write_text("VALUE = 1\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        namespace: dict[str, Any] = {}
+        getter = lazy_exports("lazypkg", {"VALUE": "lazypkg.fine"}, namespace)
+        assert getter("VALUE") == 1 and namespace["VALUE"] == 1
+        assert getter("fine").VALUE == 1
+        with pytest.raises(AttributeError, match="no_such_function"):
+            getter("broken")
+        with pytest.raises(AttributeError, match="has no attribute 'missing'"):
+            getter("missing")
+        with pytest.raises(AttributeError, match="has no attribute '_private'"):
+            getter("_private")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m.startswith("lazypkg")]:
+            del sys.modules[name]

@@ -28,17 +28,15 @@ def lazy_exports(
     def __getattr__(name: str) -> Any:
         if name in exports:
             value = getattr(importlib.import_module(exports[name]), name)
+        elif name.startswith("_"):
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
         else:
             module = f"{package}.{name}"
             try:
-                if name.startswith("_"):
-                    raise AttributeError(name)
                 value = importlib.import_module(module)
             except ModuleNotFoundError as exc:
                 if exc.name != module:
                     raise  # the submodule exists but something it imports does not
-                raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
-            except AttributeError:
                 raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
         namespace[name] = value
         return value

@@ -142,6 +142,7 @@ class AppState:
     _stores: dict[tuple[str, bool], ObjectStore] = field(default_factory=dict)
     _clients: dict[tuple[Any, ...], Client] = field(default_factory=dict)
     _deferred: dict[tuple[Any, ...], DeferredClient] = field(default_factory=dict)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: the one registry the global --username/--password-stdin go to in this run
     _credentials_host: str | None = None
     _password: str | None = None
@@ -288,9 +289,13 @@ class AppState:
                 return make()
             with startup.imports():
                 from regstore.client.urls import Endpoint
-            plain, _ = self.transport_for(
+            plain, verify = self.transport_for(
                 plain_http=conn.plain_http, tls_verify=conn.tls_verify, ca_cert=conn.ca_cert
             )
+            # what making the client says and hides, said and hidden now (it may never be made)
+            self.warn_if_insecure(conn.registry, plain, verify)
+            if password:
+                self.output.secrets.append(password)
             key = (conn, password)
             if key not in self._deferred:
                 registry = Endpoint.parse(conn.registry, plain_http=plain).registry
@@ -312,6 +317,14 @@ class AppState:
             plain = False  # a CA given for it: the registry speaks TLS, on loopback too
         return plain, verify
 
+    def warn_if_insecure(self, host: str, plain: bool | None, verify: bool | str) -> None:
+        """Warn (once) when ``host`` is reached over TLS without checking its certificate (a
+        plain-HTTP connection has no certificate to skip)."""
+        from regstore.client.urls import is_loopback_host
+
+        if verify is False and not (plain or (plain is None and is_loopback_host(host))):
+            self.warn_insecure(host)
+
     def client(
         self,
         host: str,
@@ -328,37 +341,35 @@ class AppState:
             from regstore import plugins
             from regstore.client import Client
 
-        from regstore.client.urls import is_loopback_host
-
         s = self.settings
         plain, verify = self.transport_for(
             plain_http=plain_http, tls_verify=tls_verify, ca_cert=ca_cert
         )
-        if verify is False and not (plain or (plain is None and is_loopback_host(host))):
-            self.warn_insecure(host)  # (a plain-HTTP connection has no certificate to skip)
+        self.warn_if_insecure(host, plain, verify)
         if username is None and s.username is not None:
             self.global_credentials_for([host])
             username, password = s.username, self.password()
         if password:
             self.output.secrets.append(password)
         key = (host, plain, verify, username)
-        if key not in self._clients:
-            log.info(
-                "registry %s: plain_http=%s, verify=%s, user=%s", host, plain, verify, username
-            )
-            retries: dict[str, Any] = {}
-            if s.retries is not None:
-                retries["retries"] = s.retries
-            self._clients[key] = Client(
-                host,
-                plain_http=plain,
-                verify=verify,
-                username=username,
-                password=password,
-                credentials=plugins.credentials_for,
-                **retries,
-            )
-        return self._clients[key]
+        with self._clients_lock:  # (deferred clients are made by whichever thread needs one)
+            if key not in self._clients:
+                log.info(
+                    "registry %s: plain_http=%s, verify=%s, user=%s", host, plain, verify, username
+                )
+                retries: dict[str, Any] = {}
+                if s.retries is not None:
+                    retries["retries"] = s.retries
+                self._clients[key] = Client(
+                    host,
+                    plain_http=plain,
+                    verify=verify,
+                    username=username,
+                    password=password,
+                    credentials=plugins.credentials_for,
+                    **retries,
+                )
+            return self._clients[key]
 
     def prepare(self) -> None:
         """Check option combinations and set up logging, once every option is parsed."""

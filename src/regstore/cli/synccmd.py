@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -25,7 +26,7 @@ from .transfer import (
 )
 
 if TYPE_CHECKING:
-    from regstore.client.early import EarlyHeads
+    from regstore.client.early import EarlyHeads, Questions
     from regstore.engine.filters import TagFilter
     from regstore.engine.model import RegistryClient
     from regstore.engine.shards import Shard
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from regstore.store import ObjectStore
 
 __all__ = ["sync_command"]
+
+log = logging.getLogger("regstore.cli")
 
 
 @cli.command("sync")
@@ -119,7 +122,8 @@ def sync_command(
     ask_early = (
         spec.target.connection is None and not dry_run and on_cluster is None and shard is None
     )
-    clients = state.sync_clients(spec, deferred=ask_early)
+    # (--username/--password-stdin: one client, made now, is given them; none is deferred)
+    clients = state.sync_clients(spec, deferred=ask_early and state.settings.username is None)
 
     def client_for(conn: ConnectionSpec) -> RegistryClient:
         client = clients(conn)
@@ -133,23 +137,26 @@ def sync_command(
     target_store = None
     if spec.target.connection is None:
         target_store = state.store(spec.target.store)
+        if several:
+            from .syncforked import shares_store
+
+            if not shares_store(target_store):
+                raise click.UsageError(
+                    "--processes needs a directory store as the target: what other processes "
+                    f"write into a {target_store.describe().get('backend')} store may not "
+                    "reach this one"
+                )
     early: EarlyHeads | None = None
     if ask_early and target_store is not None:
         early = _ask_early(state, spec, target_store, tag_filter)
     with contextlib.ExitStack() as cleanup:
         if early is not None:
             cleanup.callback(early.close)  # (stopped and joined however the command ends)
-        # (the engine loaded only now: the early HEADs go on meanwhile)
+        # (the engine loaded only now: the early asks go on meanwhile)
         from regstore.engine.sync import plan_sync
 
-        from .syncforked import auto_processes, run_here, shares_store  # (fork: sync only)
+        from .syncforked import auto_processes, run_here  # (fork: sync only)
 
-        if several and target_store is not None and not shares_store(target_store):
-            raise click.UsageError(
-                "--processes needs a directory store as the target: what other processes "
-                f"write into a {target_store.describe().get('backend')} store may not reach "
-                "this one"
-            )
         plan = plan_sync(
             spec,
             client_for=client_for,
@@ -190,20 +197,51 @@ def _ask_early(
     state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None
 ) -> EarlyHeads | None:
     """Start asking the sources for their tags and for the digests of the tags the store
-    already holds (:mod:`regstore.engine.early`), as their clients would ask: none whose client
-    is given credentials."""
-    from regstore.client.early import EarlyHeads, Questions
+    already holds (:mod:`regstore.engine.early`), as their clients would ask: not a registry
+    given credentials, nor one the file reaches in two ways (its answers are known by its
+    name only); the entries of one registry reached one way are asked together."""
+    from regstore.client.early import EarlyHeads
+
+    if state.settings.username is not None:
+        return None
+    try:
+        questions = _early_questions(state, spec, store, tag_filter)
+    except Exception as exc:  # a shortcut: whatever it cannot ask is asked the ordinary way
+        log.debug("nothing asked early: %s", exc)
+        return None
+    return EarlyHeads.start(questions)
+
+
+def _early_questions(
+    state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None
+) -> list[Questions]:
+    """What :func:`_ask_early` asks, one question per registry reached one way."""
+    from regstore.client.urls import Endpoint
     from regstore.engine.early import early_questions
 
+    ways: dict[str, set[ConnectionSpec]] = {}
+    for source in spec.sources:
+        conn = source.connection
+        plain, _ = state.transport_for(
+            plain_http=conn.plain_http, tls_verify=conn.tls_verify, ca_cert=conn.ca_cert
+        )
+        ways.setdefault(Endpoint.parse(conn.registry, plain_http=plain).registry, set()).add(conn)
+    merged: dict[ConnectionSpec, tuple[list[str], dict[str, list[str]]]] = {}
+    for conn, names, held in early_questions(spec, store.tags, tag_filter):
+        listed, asked = merged.setdefault(conn, ([], {}))
+        listed += names
+        for name, tags in held.items():
+            asked[name] = list(dict.fromkeys([*asked.get(name, []), *tags]))
     questions: list[Questions] = []
-    for conn, tags in early_questions(spec, store.tags, tag_filter):
-        if conn.username is not None or state.settings.username is not None:
-            continue
+    for conn, (listed, asked) in merged.items():
         plain, verify = state.transport_for(
             plain_http=conn.plain_http, tls_verify=conn.tls_verify, ca_cert=conn.ca_cert
         )
-        questions.append((conn.registry, plain, verify, dict(tags)))
-    return EarlyHeads.start(questions)
+        registry = Endpoint.parse(conn.registry, plain_http=plain).registry
+        if conn.username is not None or len(ways[registry]) > 1:
+            continue
+        questions.append((conn.registry, plain, verify, listed, asked))
+    return questions
 
 
 def _pruned(batch: BatchResult, plan: SyncPlan, keep_going: bool) -> BatchResult:

@@ -171,17 +171,19 @@ def run_here(
     """
     settled: dict[int, ImageOutcome] = {}
     rest = plan
-    if min(processes, len(plan.jobs)) > 1 or early is not None:
-        try:
-            settled = settle_unchanged(plan, early)
-        finally:
-            if early is not None:
-                early.close()
+    several = min(processes, len(plan.jobs)) > 1
+    # In one process too, when digests were asked early: not after a failure with --fail-fast
+    # (what it did not start is reported cancelled), nor where nothing would be learned.
+    alone = early is not None and early.asked_digests and (keep_going or not plan.failures)
+    if several or alone:
+        settled = settle_unchanged(plan, early)
         if settled:
             left = [i for i in range(len(plan.jobs)) if i not in settled]
             rest = SyncPlan(jobs=[plan.jobs[i] for i in left], concurrency=plan.concurrency)
-            if not asked:
+            if several and not asked:  # (one process stays one: --fail-fast, a store, ...)
                 processes = default_processes(len(left))
+    if early is not None:
+        early.close()  # (nothing left running: a fork may follow)
     forked: tuple[BatchResult, int] | None = None
     if min(processes, len(rest.jobs)) > 1:
         forked = run_sync_forked(

@@ -15,8 +15,10 @@ Only a shortcut, asked as the client would ask it:
 - never through a proxy (one set in the environment: nothing is asked) nor with credentials
   (the caller leaves out a registry the client would send them to);
 - anonymous, as the client's first request is: a 401 (the registry wants credentials), a 429
-  and any other status but 200 and 404 stop that connection's HEADs, and the client asks
-  those tags as it always did;
+  and any other status but 200 and 404 stop the registry's HEADs (and listings), and the
+  client asks those as it always did;
+- a registry named twice (by entries of different settings) is not asked at all: an answer
+  is known by the registry's name only;
 - an answer is kept only when it is a clean 200 with digest, type and length, or a 404
   (as the client's own HEADs at once keep); it is trusted as long as anything the look-ahead
   learns (:data:`~regstore.engine.lookahead.MAX_AGE`, counted from the HEAD).
@@ -24,6 +26,7 @@ Only a shortcut, asked as the client would ask it:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -55,9 +58,11 @@ TIMEOUT = (10.0, 60.0)
 MAX_LIST_BODY = 4 << 20
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
-#: One registry's questions: ``(registry, plain_http, verify, {name: tags})``, reached as its
-#: client will be (``plain_http``: None on loopback only; ``verify``: False, True or a CA file)
-Questions = tuple[str, "bool | None", "bool | str", "Mapping[str, Sequence[str]]"]
+#: One registry's questions: ``(registry, plain_http, verify, names, {name: tags})``: the
+#: repositories whose tags to list and the tags whose digests to ask, the registry reached as
+#: its client will be (``plain_http``: None on loopback only; ``verify``: False, True or a CA
+#: file)
+Questions = tuple[str, "bool | None", "bool | str", "Sequence[str]", "Mapping[str, Sequence[str]]"]
 
 
 @dataclass(frozen=True)
@@ -80,82 +85,91 @@ class EarlyHeads:
 
     @classmethod
     def start(cls, questions: Sequence[Questions]) -> EarlyHeads | None:
-        """Start asking each registry of ``questions`` for its tags, on a thread of its own;
-        None when nothing is asked (no questions, a proxy in the environment). Never raises:
-        what cannot be asked early is not."""
+        """Start asking each registry of ``questions`` (each once: a registry named twice is
+        not asked at all), on threads of its own; None when nothing is asked (no questions, a
+        proxy in the environment). Never raises: what cannot be asked early is not."""
         if _proxied():
             return None
         early = cls()
-        for registry, plain, verify, tags in questions:
+        named: dict[str, int] = {}
+        for question in questions:
             try:
-                early._start_registry(registry, plain, verify, tags)
+                key = Endpoint.parse(question[0], plain_http=question[1]).registry
+            except ValueError:
+                continue
+            named[key] = named.get(key, 0) + 1
+        for registry, plain, verify, names, tags in questions:
+            try:
+                endpoint = Endpoint.parse(registry, plain_http=plain)
+                if named[endpoint.registry] == 1:
+                    early._start_registry(endpoint, verify, names, tags)
             except Exception as exc:  # a shortcut: the caller asks for itself
                 log.debug("%s: nothing asked early: %s", registry, exc)
-        return early if early._threads else None
+        return early if early._listers or early._threads else None
+
+    @property
+    def asked_digests(self) -> bool:
+        """True when some digest was asked (not only listings)."""
+        return bool(self._threads)
 
     def _start_registry(
         self,
-        registry: str,
-        plain: bool | None,
+        endpoint: Endpoint,
         verify: bool | str,
+        names: Sequence[str],
         tags: Mapping[str, Sequence[str]],
     ) -> None:
-        endpoint = Endpoint.parse(registry, plain_http=plain)
-        if endpoint.registry in self._threads or not tags:
-            return  # (asked twice for one registry: the second is asked the ordinary way)
+        # everything that can fail, before any thread starts
         tls = _tls(verify) if endpoint.scheme == "https" else None
         connect = connector(endpoint.base_url, timeout=TIMEOUT, tls=tls)
         headers = {"User-Agent": default_user_agent(), "Connection": "keep-alive"}
-        lister = threading.Thread(
-            target=self._list,
-            args=(endpoint, list(tags), headers, connect),
-            name=f"regstore-early-tags-{endpoint.registry}",
-            daemon=True,
-        )
-        self._listers[endpoint.registry] = lister
+        lists = [(name, endpoint.tags_url(name)) for name in dict.fromkeys(names)]
         urls = [endpoint.manifest_url(name, tag) for name, held in tags.items() for tag in held]
         keys = [(endpoint.registry, name, tag) for name, held in tags.items() for tag in held]
-        asker = threading.Thread(
-            target=self._ask,
-            args=(urls, keys, {**headers, "Accept": MANIFEST_ACCEPT}, connect),
-            name=f"regstore-early-{endpoint.registry}",
-            daemon=True,
-        )
-        self._threads[endpoint.registry] = asker
-        lister.start()
-        asker.start()
+        jobs: dict[str, tuple[dict[str, threading.Thread], Callable[[], None]]] = {}
+        if lists:
+            jobs["tags-"] = (
+                self._listers,
+                functools.partial(self._list, endpoint.registry, lists, headers, connect),
+            )
+        if urls:
+            heads = {**headers, "Accept": MANIFEST_ACCEPT}
+            jobs[""] = (self._threads, functools.partial(self._ask, urls, keys, heads, connect))
+        for kind, (threads, work) in jobs.items():
+            thread = threading.Thread(
+                target=work, name=f"regstore-early-{kind}{endpoint.registry}", daemon=True
+            )
+            thread.start()
+            threads[endpoint.registry] = thread  # (only a started thread is waited for)
 
     def _list(
         self,
-        endpoint: Endpoint,
-        names: list[str],
+        registry: str,
+        lists: list[tuple[str, str]],
         headers: dict[str, str],
         connect: Callable[[], socket.socket],
     ) -> None:
         # One page each, over one connection; anything but one clean page is left to the client
         # (pages, invalid names, errors: its own listing reports them as it always did).
+        sock: socket.socket | None = None
         try:
             sock = connect()
-        except OSError as exc:
-            log.debug("early listings failed: %s", exc)
-            return
-        try:
-            for name in names:
+            for name, url in lists:
                 if self._stop.is_set():
                     return
                 answer, body = get_body(
-                    sock, endpoint.tags_url(name), {**headers, "Accept": "application/json"},
-                    MAX_LIST_BODY,
-                )  # fmt: skip
+                    sock, url, {**headers, "Accept": "application/json"}, MAX_LIST_BODY, TIMEOUT[1]
+                )
                 listed = None if body is None or "Link" in answer.headers else _tags(body)
                 if listed is not None:
-                    self._listed[(endpoint.registry, name)] = listed
-                if "close" in answer.headers.get("Connection", "").lower():
-                    return
-        except (OSError, ValueError) as exc:
+                    self._listed[(registry, name)] = listed
+                if answer.status != 200 or "close" in answer.headers.get("Connection", "").lower():
+                    return  # (an unread body would be taken for the next answer)
+        except Exception as exc:  # a shortcut: the client lists what is not listed here
             log.debug("early listings failed: %s", exc)
         finally:
-            sock.close()
+            if sock is not None:
+                sock.close()
 
     def _ask(
         self,
@@ -167,7 +181,7 @@ class EarlyHeads:
         if not urls:
             return
 
-        def on_answer(answer: HeadAnswer) -> bool:
+        def on_answer(answer: HeadAnswer) -> bool:  # (False stops the registry's whole batch)
             return answer.status in (200, 404) and not self._stop.is_set()
 
         asked = time.monotonic()  # (an answer is as old as the batch: trusted no longer)

@@ -193,12 +193,14 @@ def sendable(headers: Mapping[str, str]) -> bool:
 
 
 def get_body(
-    sock: socket.socket, url: str, headers: dict[str, str], limit: int
+    sock: socket.socket, url: str, headers: dict[str, str], limit: int, seconds: float
 ) -> tuple[HeadAnswer, bytes | None]:
     """One GET of ``url`` over ``sock``: its answer, and its body when the answer is a 200
     with a ``Content-Length`` of at most ``limit`` bytes (None otherwise: another status, a
-    body of unknown length, chunked or longer). Raises OSError, or ValueError for an answer
-    that is not HTTP/1.x or a body cut short."""
+    body of unknown length, chunked or longer), read within ``seconds`` in all. Raises
+    OSError (TimeoutError past the deadline), or ValueError for an answer that is not
+    HTTP/1.x or a body cut short."""
+    deadline = time.monotonic() + seconds
     sock.sendall(_request_bytes(url, headers, "GET"))
     lines = _Lines(sock)
     try:
@@ -215,6 +217,8 @@ def get_body(
         return answer, None
     body = bytearray(lines.buffer[: int(length)])
     while len(body) < int(length):
+        if time.monotonic() > deadline:  # (a registry trickling its answer is failing)
+            raise TimeoutError(f"the body of {url} took more than {seconds} s")
         chunk = sock.recv(min(65536, int(length) - len(body)))
         if not chunk:
             raise ValueError("connection closed in the body")

@@ -1,13 +1,14 @@
 """What a sync asks its sources while it is still starting: the tags of each repository the
-file names, and, for every tag a destination repository already holds that the file's filters
-take, the digest the source's tag names now (asked by
+file names (where the plan lists them), and, for every tag a destination repository already
+holds that the file's filters take, the digest the source's tag names now (asked by
 :class:`regstore.client.early.EarlyHeads`; the plan takes the listings, :func:`~.sync.plan_sync`,
 and the look-ahead the digests, :func:`~.lookahead.look_ahead`).
 
-Nothing is asked that the sync would not ask anyway: nothing for a registry target (its tags
-are read through its client) nor a source listed from its catalog, and no digest for a
-repository the destination holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks
-nothing more than before).
+Only what the sync would ask anyway, give or take a tag the source no longer has: nothing for a
+registry target (its tags are read through its client) nor a source listed from its catalog,
+and no digest for a repository whose images move their referrers (each image asks its own) or
+that the destination holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks nothing
+more than before).
 """
 
 from __future__ import annotations
@@ -33,34 +34,40 @@ def early_questions(
     spec: SyncSpec,
     tags_of: Callable[[str], Sequence[str]],
     extra_filter: TagFilter | None = None,
-) -> list[tuple[ConnectionSpec, dict[str, list[str]]]]:
-    """For each source of ``spec`` (a sync into a store), its repositories by name, each with
-    the tags ``tags_of`` its destination repository holds that the filters take (none when
-    fewer than :data:`MIN_TAGS`, or when they cannot be read: the images ask for
-    themselves). Never raises."""
+) -> list[tuple[ConnectionSpec, list[str], dict[str, list[str]]]]:
+    """For each source of ``spec`` (a sync into a store): its connection, the repositories
+    whose tags the plan will list, and by repository the tags whose digests to ask: those
+    ``tags_of`` its destination repository holds that the filters would take (``latest`` too,
+    among those held), none for a repository whose images move their referrers (each asks
+    its own) or that holds fewer than :data:`MIN_TAGS` of them. Never raises: a repository
+    whose destination tags cannot be read has none asked."""
     if spec.target.connection is not None:
         return []
-    questions: list[tuple[ConnectionSpec, dict[str, list[str]]]] = []
+    questions: list[tuple[ConnectionSpec, list[str], dict[str, list[str]]]] = []
     for source in spec.sources:
         if source.catalog is not None:
             continue
+        listed: list[str] = []
         asked: dict[str, list[str]] = {}
         for repo in source.repositories:
             tag_filter = repo.tags if not repo.tags.is_empty else source.tags
+            if tag_filter.needs_listing:
+                listed.append(repo.name)
+            referrers = source.referrers if repo.referrers is None else repo.referrers
+            if referrers:
+                continue
             try:
                 dest = validate_name(
                     spec.target.prefix + source.prefix + (repo.dest_name or repo.name)
                 )
-                held = [
-                    tag
-                    for tag in tags_of(dest)
-                    if tag_filter.matches(tag)
-                    and (extra_filter is None or extra_filter.matches(tag))
-                ]
+                held = tag_filter.select(tags_of(dest))
+                if extra_filter is not None:
+                    held = extra_filter.select(held)
             except Exception as exc:  # a shortcut: the images ask for themselves
                 log.debug("%s: no digests asked early: %s", repo.name, exc)
-                held = []
-            asked[repo.name] = held if len(held) >= MIN_TAGS else []
-        if asked:
-            questions.append((source.connection, asked))
+                continue
+            asked[repo.name] = list(dict.fromkeys([*asked.get(repo.name, []), *held]))
+        asked = {name: held for name, held in asked.items() if len(held) >= MIN_TAGS}
+        if listed or asked:
+            questions.append((source.connection, listed, asked))
     return questions
