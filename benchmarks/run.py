@@ -511,9 +511,10 @@ def workloads(world: World, have_skopeo: bool) -> list[Workload]:
             ],
             time_bound_s=STARTUP_LIMIT_S,
             note="the bound is on `regstore --help`, which imports no command; "
-            "`regstore sync --help` also imports the sync command and what it needs before "
-            "its first request (requests among it): not bounded, shown for what a command "
-            "really pays; interpreter: this Python starting and doing nothing "
+            "`regstore sync --help` also imports the sync command and the sync file's "
+            "reader (the store, requests and the engine come when the command runs): not "
+            "bounded, shown for what a command really pays; "
+            "interpreter: this Python starting and doing nothing "
             "(site-packages included)",
         )
     )
