@@ -489,9 +489,11 @@ def test_a_lazy_package_names_what_a_submodule_import_really_failed_on(tmp_path:
     sys.path.insert(0, str(tmp_path))
     try:
         namespace: dict[str, Any] = {}
-        getter = lazy_exports("lazypkg", {"VALUE": "lazypkg.fine"}, namespace)
+        getter, listed = lazy_exports("lazypkg", {"VALUE": "lazypkg.fine"}, namespace, "EXTRA")
+        assert listed() == ["EXTRA"]
         assert getter("VALUE") == 1 and namespace["VALUE"] == 1
         assert getter("fine").VALUE == 1
+        assert listed() == ["EXTRA", "VALUE", "fine"]
         with pytest.raises(AttributeError, match="no_such_function"):
             getter("broken")
         with pytest.raises(AttributeError, match="has no attribute 'missing'"):

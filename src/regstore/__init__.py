@@ -185,7 +185,7 @@ def _version() -> str:
 if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above instead:
     # a module __getattr__ would make them accept any misspelt name)
 
-    _exported = lazy_exports(__name__, _EXPORTS, globals())
+    _exported, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), "__version__")
 
     def __getattr__(name: str) -> Any:
         """The public names, imported when first asked for (PEP 562)."""
@@ -193,10 +193,6 @@ if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above
             globals()[name] = value = _version()
             return value
         return _exported(name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__, "__version__"})
 
 
 # A literal list (not built from other lists) so that type checkers see what

@@ -17,13 +17,17 @@ __all__ = ["lazy_exports"]
 
 
 def lazy_exports(
-    package: str, exports: Mapping[str, str], namespace: dict[str, Any]
-) -> Callable[[str], Any]:
-    """The module ``__getattr__`` of ``package`` (its ``globals()`` as ``namespace``): a name
-    of ``exports`` (name -> absolute module) is imported from its module, any other public
-    name as a submodule of the package (``regstore.engine.sync`` after a bare
-    ``import regstore.engine``, as when the package imported its modules at once). Each is
-    kept in ``namespace``: asked once, later lookups never reach this function."""
+    package: str, exports: Mapping[str, str], namespace: dict[str, Any], *extra: str
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The module ``__getattr__`` and ``__dir__`` of ``package`` (its ``globals()`` as
+    ``namespace``). ``__getattr__``: a name of ``exports`` (name -> absolute module) is
+    imported from its module, any other public name as a submodule of the package
+    (``regstore.engine.sync`` after a bare ``import regstore.engine``, as when the package
+    imported its modules at once); each is kept in ``namespace``: asked once, later lookups
+    never reach this function. ``__dir__``: the namespace, ``__all__`` and ``extra``."""
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *namespace.get("__all__", ()), *extra})
 
     def __getattr__(name: str) -> Any:
         if name in exports:
@@ -41,4 +45,4 @@ def lazy_exports(
         namespace[name] = value
         return value
 
-    return __getattr__
+    return __getattr__, __dir__

@@ -62,11 +62,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 if not TYPE_CHECKING:  # (hidden from type checkers, which see the imports above instead)
-    __getattr__ = lazy_exports(__name__, _EXPORTS, globals())
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = [
