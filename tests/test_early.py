@@ -444,21 +444,56 @@ def test_one_process_stays_one_when_digests_were_asked_early(
 def test_the_global_password_is_read_once_and_nothing_asked_early(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path], tmp_path: Path
 ) -> None:
-    # --username/--password-stdin: the one client given them is made at once (a deferred one
-    # would read stdin in each forked process), and nothing is asked anonymously before it
-    proxy, _, _, path = mirrored
+    # --username/--password-stdin: the one client given them is made at once; a deferred one
+    # would be made in each forked process, each reading stdin (all but one read nothing)
+    proxy, _, _, _ = mirrored
     spec_path = tmp_path / "sync.json"
-    spec_path.write_text(json.dumps(_raw(proxy.host, path)))
+    raw = _raw(proxy.host, tmp_path / "fresh", tags=TAGS)  # exact tags: nothing listed
+    spec_path.write_text(json.dumps(raw))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGSTORE_")}
     done = subprocess.run(
         [sys.executable, "-c", PROBE + "from regstore.cli import main\nmain()\n",
-         "--username", "someone", "--password-stdin", "--json", "sync", str(spec_path)],
+         "--username", "someone", "--password-stdin", "--json", "sync", "--processes", "2",
+         str(spec_path)],
         input="secret\n", capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "early HEADs" not in done.stderr  # never started
-    assert {o["status"] for o in json.loads(done.stdout)["images"]} == {"skipped"}
-    assert proxy.count("GET", r"/tags/list") == 1
+    report = json.loads(done.stdout)
+    assert report["processes"] == 2
+    assert [o["status"] for o in report["images"]] == ["copied"] * len(TAGS)
+
+
+def test_a_trickling_answer_ends_at_its_deadline() -> None:
+    import socket
+    import threading
+
+    from regstore.client.heads import get_body
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+            for _ in range(100):  # a byte every 0.1 s: 10 s in all
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        get_body(sock, f"http://127.0.0.1:{port}/v2/a/tags/list", {}, 1000, 0.5)
+    assert time.monotonic() - started < 3  # (each byte came within the socket's timeout)
+    sock.close()
+    server.close()
 
 
 def test_a_registry_reached_two_ways_by_the_file_is_not_asked_early(

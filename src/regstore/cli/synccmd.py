@@ -16,7 +16,7 @@ from regstore.safetext import redact_store_url
 
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK
-from .syncscale import ClusterRun, cluster_options, scale_options
+from .syncscale import ClusterRun, cluster_options, scale_options, shares_store
 from .transfer import (
     filter_options,
     keep_going_option,
@@ -137,15 +137,12 @@ def sync_command(
     target_store = None
     if spec.target.connection is None:
         target_store = state.store(spec.target.store)
-        if several:
-            from .syncforked import shares_store
-
-            if not shares_store(target_store):
-                raise click.UsageError(
-                    "--processes needs a directory store as the target: what other processes "
-                    f"write into a {target_store.describe().get('backend')} store may not "
-                    "reach this one"
-                )
+        if several and not shares_store(target_store):
+            raise click.UsageError(
+                "--processes needs a directory store as the target: what other processes "
+                f"write into a {target_store.describe().get('backend')} store may not "
+                "reach this one"
+            )
     early: EarlyHeads | None = None
     if ask_early and target_store is not None:
         early = _ask_early(state, spec, target_store, tag_filter)

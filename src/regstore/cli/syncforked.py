@@ -17,6 +17,8 @@ from regstore.engine.model import BatchResult
 from regstore.engine.sync import SyncPlan, run_sync, settle_unchanged
 from regstore.errors import UnsupportedError
 
+from .syncscale import SHARED_BACKENDS, shares_store
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -48,8 +50,6 @@ log = logging.getLogger("regstore.cli")
 AUTO_MIN_IMAGES = 32
 #: At most this many processes when their number is not given.
 AUTO_MOST = 4
-#: Store backends whose writes other processes see (through the filesystem).
-SHARED_BACKENDS = frozenset({"file"})
 
 
 def _cpus() -> int:
@@ -86,13 +86,6 @@ def quota_cpus(
         if path == root.resolve() or path.parent == path:
             return allowed
         path = path.parent
-
-
-def shares_store(store: ObjectStore) -> bool:
-    """Whether forked processes can write into ``store`` together: its writes reach the
-    others through the filesystem (a memory store's would stay in the child that made them;
-    an object store's client may hold a thread of its own, which forking cannot take along)."""
-    return store.describe().get("backend") in SHARED_BACKENDS
 
 
 def auto_processes(

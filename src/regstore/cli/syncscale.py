@@ -20,12 +20,24 @@ if TYPE_CHECKING:
     from regstore.cluster import ClusterOptions, RegistryAccess
     from regstore.engine.model import BatchResult, ImageOutcome, RegistryClient
     from regstore.engine.sync import ConnectionSpec, SyncPlan
+    from regstore.store import ObjectStore
 
     from .app import AppState
 
-__all__ = ["ClusterRun", "cluster_options", "scale_options"]
+__all__ = ["SHARED_BACKENDS", "ClusterRun", "cluster_options", "scale_options", "shares_store"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Store backends whose writes other processes see (through the filesystem).
+SHARED_BACKENDS = frozenset({"file"})
+
+
+def shares_store(store: ObjectStore) -> bool:
+    """Whether forked processes can write into ``store`` together: its writes reach the
+    others through the filesystem (a memory store's would stay in the child that made them;
+    an object store's client may hold a thread of its own, which forking cannot take along).
+    (Here, not with the fork: a sync checks it before it loads the engine.)"""
+    return store.describe().get("backend") in SHARED_BACKENDS
 
 
 def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:

@@ -15,8 +15,8 @@ Only a shortcut, asked as the client would ask it:
 - never through a proxy (one set in the environment: nothing is asked) nor with credentials
   (the caller leaves out a registry the client would send them to);
 - anonymous, as the client's first request is: a 401 (the registry wants credentials), a 429
-  and any other status but 200 and 404 stop the registry's HEADs (and listings), and the
-  client asks those as it always did;
+  and any other status but 200 and 404 stop the registry's HEADs, any answer but one clean
+  page its listings, and the client asks those as it always did;
 - a registry named twice (by entries of different settings) is not asked at all: an answer
   is known by the registry's name only;
 - an answer is kept only when it is a clean 200 with digest, type and length, or a 404
@@ -163,7 +163,7 @@ class EarlyHeads:
                 listed = None if body is None or "Link" in answer.headers else _tags(body)
                 if listed is not None:
                     self._listed[(registry, name)] = listed
-                if answer.status != 200 or "close" in answer.headers.get("Connection", "").lower():
+                if body is None or "close" in answer.headers.get("Connection", "").lower():
                     return  # (an unread body would be taken for the next answer)
         except Exception as exc:  # a shortcut: the client lists what is not listed here
             log.debug("early listings failed: %s", exc)

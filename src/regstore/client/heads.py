@@ -104,9 +104,20 @@ class _Lines:
     connection is kept for another batch only when none are left over (a buffered file
     would read ahead and hide them)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float | None = None) -> None:
         self.sock = sock
         self.buffer = bytearray()
+        #: ``time.monotonic()`` past which no read waits any more (None: the socket's timeout)
+        self.deadline = deadline
+
+    def recv(self, size: int) -> bytes:
+        """Bytes from the socket, waiting no longer than the deadline allows."""
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the answer took longer than its deadline")
+            self.sock.settimeout(left)
+        return self.sock.recv(size)
 
     def readline(self, size: int = -1, /) -> bytes:
         limit = size if size >= 0 else MAX_LINE + 1
@@ -117,7 +128,7 @@ class _Lines:
                 line = bytes(self.buffer[:cut])
                 del self.buffer[:cut]
                 return line
-            chunk = self.sock.recv(65536)
+            chunk = self.recv(65536)
             if not chunk:
                 line = bytes(self.buffer)
                 self.buffer.clear()
@@ -196,13 +207,12 @@ def get_body(
     sock: socket.socket, url: str, headers: dict[str, str], limit: int, seconds: float
 ) -> tuple[HeadAnswer, bytes | None]:
     """One GET of ``url`` over ``sock``: its answer, and its body when the answer is a 200
-    with a ``Content-Length`` of at most ``limit`` bytes (None otherwise: another status, a
-    body of unknown length, chunked or longer), read within ``seconds`` in all. Raises
-    OSError (TimeoutError past the deadline), or ValueError for an answer that is not
+    with a ``Content-Length`` of at most ``limit`` bytes (None otherwise, the body left unread:
+    another status, a body of unknown length, chunked or longer), all read within ``seconds``.
+    Raises OSError (TimeoutError past the deadline), or ValueError for an answer that is not
     HTTP/1.x or a body cut short."""
-    deadline = time.monotonic() + seconds
     sock.sendall(_request_bytes(url, headers, "GET"))
-    lines = _Lines(sock)
+    lines = _Lines(sock, time.monotonic() + seconds)
     try:
         answer, _ = read_answer(lines)
     except _Malformed as exc:
@@ -216,10 +226,8 @@ def get_body(
     ):
         return answer, None
     body = bytearray(lines.buffer[: int(length)])
-    while len(body) < int(length):
-        if time.monotonic() > deadline:  # (a registry trickling its answer is failing)
-            raise TimeoutError(f"the body of {url} took more than {seconds} s")
-        chunk = sock.recv(min(65536, int(length) - len(body)))
+    while len(body) < int(length):  # (a registry trickling its answer is failing: deadline)
+        chunk = lines.recv(min(65536, int(length) - len(body)))
         if not chunk:
             raise ValueError("connection closed in the body")
         body += chunk
