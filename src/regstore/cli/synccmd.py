@@ -216,13 +216,18 @@ def _early_questions(
     from regstore.client.urls import Endpoint
     from regstore.engine.early import early_questions
 
+    # how each connection is reached, and which registry it is (by name, as answers are kept)
+    reach: dict[ConnectionSpec, tuple[bool | None, bool | str, str]] = {}
     ways: dict[str, set[ConnectionSpec]] = {}
     for source in spec.sources:
         conn = source.connection
-        plain, _ = state.transport_for(
-            plain_http=conn.plain_http, tls_verify=conn.tls_verify, ca_cert=conn.ca_cert
-        )
-        ways.setdefault(Endpoint.parse(conn.registry, plain_http=plain).registry, set()).add(conn)
+        if conn not in reach:
+            plain, verify = state.transport_for(
+                plain_http=conn.plain_http, tls_verify=conn.tls_verify, ca_cert=conn.ca_cert
+            )
+            registry = Endpoint.parse(conn.registry, plain_http=plain).registry
+            reach[conn] = (plain, verify, registry)
+            ways.setdefault(registry, set()).add(conn)
     merged: dict[ConnectionSpec, tuple[list[str], dict[str, list[str]]]] = {}
     for conn, names, held in early_questions(spec, store.tags, tag_filter):
         listed, asked = merged.setdefault(conn, ([], {}))
@@ -231,13 +236,9 @@ def _early_questions(
             asked[name] = list(dict.fromkeys([*asked.get(name, []), *tags]))
     questions: list[Questions] = []
     for conn, (listed, asked) in merged.items():
-        plain, verify = state.transport_for(
-            plain_http=conn.plain_http, tls_verify=conn.tls_verify, ca_cert=conn.ca_cert
-        )
-        registry = Endpoint.parse(conn.registry, plain_http=plain).registry
-        if conn.username is not None or len(ways[registry]) > 1:
-            continue
-        questions.append((conn.registry, plain, verify, listed, asked))
+        plain, verify, registry = reach[conn]
+        if conn.username is None and len(ways[registry]) == 1:
+            questions.append((conn.registry, plain, verify, listed, asked))
     return questions
 
 

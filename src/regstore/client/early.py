@@ -39,9 +39,10 @@ from dataclasses import dataclass
 
 from regstore.errors import InvalidReferenceError
 from regstore.manifest import MANIFEST_ACCEPT
-from regstore.reference import Digest, validate_tag
+from regstore.reference import validate_tag
 
 from .agent import default_user_agent
+from .answers import announced_digest, manifest_info
 from .heads import HeadAnswer, connector, get_body, many_heads, tls_context
 from .limits import ClientLimits
 from .urls import Endpoint
@@ -269,17 +270,9 @@ def _tags(body: bytes) -> list[str] | None:
 def _kept(answer: HeadAnswer | None, asked: float) -> _Answer | None:
     """What is kept of an answer: a 404, or a 200 with digest, type and length (as the
     client's own HEADs keep)."""
-    if answer is None:
+    if answer is None or answer.status not in (200, 404):
         return None
     if answer.status == 404:
         return _Answer(None, asked)
-    headers = answer.headers
-    length = headers.get("Content-Length", "")
-    media_type = headers.get("Content-Type", "").split(";")[0].strip()
-    value = (headers.get("Docker-Content-Digest") or "").strip()
-    if answer.status != 200 or not media_type or not (length.isascii() and length.isdigit()):
-        return None
-    try:
-        return _Answer(str(Digest(value)), asked)
-    except InvalidReferenceError:
-        return None
+    info = manifest_info(answer.headers, announced_digest(answer.headers, "an early HEAD"))
+    return None if info is None else _Answer(str(info.digest), asked)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+from regstore.client.answers import announced_digest, manifest_info, media_type_of
 from regstore.client.core import ClientCore, delete_scope, describe_ref, pull_scope, push_scope
 from regstore.client.errors_map import Operation, error_for_status, http_context
 from regstore.digest import verify
 from regstore.errors import (
     DigestMismatchError,
     ImageManifestNotFoundError,
-    InvalidReferenceError,
     ManifestInvalidError,
     RegstoreError,
 )
@@ -30,31 +30,6 @@ __all__ = ["ManifestsMixin"]
 log = logging.getLogger("regstore.client")
 
 _DELETED = (200, 202, 204)
-
-
-def _announced_digest(headers: Mapping[str, str], what: str) -> Digest | None:
-    value = headers.get("Docker-Content-Digest")
-    if not value:
-        return None
-    try:
-        return Digest(value.strip())
-    except InvalidReferenceError:
-        log.warning("%s: ignoring an unusable Docker-Content-Digest header", what)
-        return None
-
-
-def _media_type(headers: Mapping[str, str]) -> str:
-    return headers.get("Content-Type", "").split(";")[0].strip()
-
-
-def _info(headers: Mapping[str, str], digest: Digest | None) -> ManifestInfo | None:
-    """The manifest an answer describes, or None when a header is missing (the manifest is
-    then fetched to learn it)."""
-    media_type = _media_type(headers)
-    length = headers.get("Content-Length", "")
-    if digest is None or not media_type or not (length.isascii() and length.isdigit()):
-        return None
-    return ManifestInfo(digest, media_type, int(length))
 
 
 class ManifestsMixin(ClientCore):
@@ -97,7 +72,7 @@ class ManifestsMixin(ClientCore):
                 f"{op.what}: the manifest is larger than {MANIFEST_MAX_SIZE} bytes", http=ctx
             )
         try:
-            manifest = Manifest(reply.body, _media_type(reply.headers) or None)
+            manifest = Manifest(reply.body, media_type_of(reply.headers) or None)
         except ManifestInvalidError as exc:
             raise ManifestInvalidError(f"{op.what}: {exc.message}", http=ctx) from None
         self._check_digest(manifest, reference, reply.headers, op)
@@ -111,7 +86,7 @@ class ManifestsMixin(ClientCore):
             expected = Digest(reference)
             verify(op.what, expected, manifest.digest_with(expected.algorithm))
             return
-        announced = _announced_digest(headers, op.what)
+        announced = announced_digest(headers, op.what)
         if announced is not None:
             actual = manifest.digest_with(announced.algorithm)
             if actual != announced:
@@ -146,14 +121,14 @@ class ManifestsMixin(ClientCore):
         )
         if reply.status == 404:
             return None
-        digest = _announced_digest(reply.headers, op.what)
+        digest = announced_digest(reply.headers, op.what)
         if is_digest(reference) and digest is not None and digest != reference:
             raise DigestMismatchError(
                 f"{op.what}: the registry announced another digest",
                 expected=reference,
                 actual=digest,
             )
-        info = _info(reply.headers, digest)
+        info = manifest_info(reply.headers, digest)
         if info is None:
             try:
                 manifest = self.get_image_manifest(name, reference)
@@ -212,7 +187,7 @@ class ManifestsMixin(ClientCore):
             if answer.status == 404:
                 found[reference] = None
                 continue
-            info = _info(answer.headers, _announced_digest(answer.headers, op.what))
+            info = manifest_info(answer.headers, announced_digest(answer.headers, op.what))
             if answer.status != 200 or info is None:
                 continue
             if is_digest(reference) and info.digest != reference:
@@ -260,7 +235,7 @@ class ManifestsMixin(ClientCore):
             body=manifest.raw,
             idempotent=True,
         )
-        announced = _announced_digest(reply.headers, op.what)
+        announced = announced_digest(reply.headers, op.what)
         if announced is not None and manifest.digest_with(announced.algorithm) != announced:
             raise DigestMismatchError(
                 f"{op.what}: the registry reports a different digest for the stored manifest",
