@@ -50,16 +50,13 @@ def early_questions(
         listed: list[str] = []
         asked: dict[str, list[str]] = {}
         for repo in source.repositories:
-            tag_filter = repo.tags if not repo.tags.is_empty else source.tags
+            tag_filter = source.tags_of(repo)
             if tag_filter.needs_listing:
                 listed.append(repo.name)
-            referrers = source.referrers if repo.referrers is None else repo.referrers
-            if referrers:
+            if source.referrers_of(repo):
                 continue
             try:
-                dest = validate_name(
-                    spec.target.prefix + source.prefix + (repo.dest_name or repo.name)
-                )
+                dest = validate_name(spec.target.prefix + source.destination_of(repo))
                 held = tag_filter.select(tags_of(dest))
                 if extra_filter is not None:
                     held = extra_filter.select(held)

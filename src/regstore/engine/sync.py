@@ -293,10 +293,10 @@ def plan_sync(
                 if n not in named:
                     repos.append(RepositorySpec(name=n))
         for repo in repos:
-            tag_filter = repo.tags if not repo.tags.is_empty else source.tags
+            tag_filter = source.tags_of(repo)
             platforms = repo.platforms or source.platforms or spec.defaults.platforms
-            referrers = source.referrers if repo.referrers is None else repo.referrers
-            dest_name = source.prefix + (repo.dest_name or repo.name)
+            referrers = source.referrers_of(repo)
+            dest_name = source.destination_of(repo)
             where = f"{source.registry}/{repo.name}"
             target_text = (
                 f"{spec.target.connection.registry}/{spec.target.prefix}{dest_name}"

@@ -128,6 +128,18 @@ class SourceSpec:
         """The registry host (as written)."""
         return self.connection.registry
 
+    def tags_of(self, repo: RepositorySpec) -> TagFilter:
+        """The tag filter of one of its repositories: the repository's own, else the source's."""
+        return repo.tags if not repo.tags.is_empty else self.tags
+
+    def referrers_of(self, repo: RepositorySpec) -> bool:
+        """Whether one of its repositories' images move their referrers."""
+        return self.referrers if repo.referrers is None else repo.referrers
+
+    def destination_of(self, repo: RepositorySpec) -> str:
+        """The name one of its repositories goes to, before the target's prefix."""
+        return self.prefix + (repo.dest_name or repo.name)
+
 
 @dataclass(frozen=True)
 class TargetSpec:
