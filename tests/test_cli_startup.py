@@ -320,7 +320,9 @@ def test_a_callers_own_collector_settings_are_left_alone(caller: str) -> None:
         with startup.imports():
             pass
         startup.end()
-        assert gc.get_freeze_count() == frozen  # theirs neither thawed nor added to
+        # theirs neither thawed (all at once: gc.unfreeze) nor added to; a frozen object
+        # another thread drops meanwhile leaves the permanent generation on its own
+        assert 0 < gc.get_freeze_count() <= frozen if frozen else gc.get_freeze_count() == 0
         assert gc.isenabled() == (caller == "froze")
     finally:
         gc.unfreeze()

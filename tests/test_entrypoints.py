@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.metadata
 import os
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -288,3 +289,57 @@ def test_regstore_s_own_version_is_its_distribution_s() -> None:
     expected = importlib.metadata.version(PROJECT)
     assert plugins._own_version(plugins._entry_points()) == expected
     assert plugins._own_version([]) == expected  # no built-ins declared: importlib is asked
+
+
+def test_an_entry_point_found_the_fast_way_is_importlib_s(sites: tuple[Path, Path]) -> None:
+    first, _ = sites
+    values = {"a": "os.path:join", "b": "os", "c": "os:path.join", "d": " os.path : join [x] "}
+    text = "".join(f"{k} = {v}\n" for k, v in values.items())
+    install(first, "upsilon-1.0.dist-info", f"# a comment\n[{GROUP}]\n{text}\n[other]\nz = z\n")
+    found = entrypoints._scan(GROUP)
+    assert found is not None
+    theirs = {e.name: e for e in importlib.metadata.entry_points(group=GROUP)}
+    assert [e.name for e in found] == list(values) == list(theirs)
+    for ep in found:
+        assert (ep.value, ep.group, ep.module, ep.attr) == (
+            theirs[ep.name].value, GROUP, theirs[ep.name].module, theirs[ep.name].attr,
+        )  # fmt: skip
+        assert ep.load() is theirs[ep.name].load()
+    assert entrypoints.name_and_version(found[0].dist) == ("upsilon", "1.0")
+    assert found[0].dist.metadata["Name"] == "upsilon"
+
+
+def test_a_value_that_names_nothing_fails_to_load_and_a_line_without_equals_as_importlib(
+    sites: tuple[Path, Path],
+) -> None:
+    first, second = sites
+    install(first, "phi-1.0.dist-info", f"[{GROUP}]\nphi = not a module!\n")
+    [bad] = entrypoints.entry_points(GROUP)
+    with pytest.raises(ValueError, match="no entry point value"):
+        bad.load()
+    with pytest.raises(ValueError):
+        _ = bad.module
+    # a file naming the group with a line of no pair anywhere: importlib refuses it, and so
+    # does the fast way (the plugin manager then reports it)
+    install(second, "chi-1.0.dist-info", f"[{GROUP}]\nchi = chi\n[other]\nno pair\n")
+    with pytest.raises((TypeError, ValueError)):  # (which, by Python version)
+        list(importlib.metadata.entry_points(group=GROUP))
+    with pytest.raises(ValueError):
+        entrypoints._scan(GROUP)
+
+
+def test_the_fast_way_never_imports_importlib_metadata() -> None:
+    plain = all(isinstance(p, str) and not os.path.isfile(p) and not p.endswith(".egg")
+                for p in sys.path)  # fmt: skip
+    code = (
+        "import sys\n"
+        "from regstore import entrypoints, plugins\n"
+        "names = sorted(e.name for e in entrypoints.entry_points('regstore'))\n"
+        "statuses = [(s.name, s.distribution, s.version) for s in plugins.plugin_statuses()]\n"
+        "print(names, statuses, 'importlib.metadata' in sys.modules, 'email' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    names = sorted(e.name for e in importlib.metadata.entry_points(group=PROJECT))
+    version = importlib.metadata.version(PROJECT)
+    assert done.stdout.startswith(f"{names} [('memory', 'regstore', '{version}')")
+    assert done.stdout.rstrip().endswith("False False" if plain else "True True")

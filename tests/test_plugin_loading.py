@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from regstore import plugins
+from regstore import entrypoints, plugins
 from regstore.errors import BackendNotFoundError, PluginLoadError, RegstoreError
 from regstore.hookspecs import PROJECT, hookimpl
 from regstore.store import open_store
@@ -315,6 +315,7 @@ def test_builtins_are_registered_directly_not_through_their_entry_points(
         raise AssertionError(f"entry point {self.name} was loaded")
 
     monkeypatch.setattr(importlib.metadata.EntryPoint, "load", refuse)
+    monkeypatch.setattr(entrypoints.FoundEntryPoint, "load", refuse)
     assert_builtins_work(tmp_path)
     for name, module in plugins.BUILTIN_PLUGINS.items():
         status = status_of(name)

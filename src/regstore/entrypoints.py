@@ -5,8 +5,10 @@ Every command of the CLI looks up its plugins (the group ``regstore``) before it
 ``importlib.metadata`` parses the entry points of each distribution on ``sys.path`` to select one
 group: in a virtualenv of 150 distributions that is about 10 ms of each start-up, against about
 3 ms to list the same directories and look for the group's section header in each file. Only a
-file that names the group is handed to ``importlib.metadata`` itself, so the entry points (and
-their ``dist``) are the very objects it returns.
+file that names the group is read, as ``importlib.metadata`` reads it, into entry points of the
+same attributes (:class:`FoundEntryPoint`, its ``dist`` a :class:`FoundDistribution`): so
+``importlib.metadata`` itself, whose import alone costs a start-up more than the lookup (about
+20 ms: ``email``, ``zipfile``, ``csv``), is not imported at all.
 
 The discovery follows the standard path finder's (``importlib.metadata.MetadataPathFinder``, the
 same in Python 3.10 to 3.13): ``.dist-info`` and ``.egg-info`` directories of each ``sys.path``
@@ -23,39 +25,167 @@ raise for every group) does not stop regstore.
 
 from __future__ import annotations
 
-import email.parser
+import functools
+import importlib
 import importlib.machinery
-import importlib.metadata
 import os
-import pathlib
 import re
 import sys
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["entry_points", "name_and_version"]
+if TYPE_CHECKING:
+    import importlib.metadata
+
+__all__ = [
+    "EntryPointLike",
+    "FoundDistribution",
+    "FoundEntryPoint",
+    "entry_points",
+    "name_and_version",
+]
 
 _SUFFIXES = (".dist-info", ".egg-info")
 
 
-def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+class EntryPointLike(Protocol):
+    """What regstore reads of an entry point: ``importlib.metadata.EntryPoint``'s attributes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def dist(self) -> Any: ...
+
+    @property
+    def module(self) -> str: ...
+
+    def load(self) -> Any: ...
+
+
+class FoundDistribution:
+    """A distribution directory the fast way found: ``importlib.metadata.PathDistribution``'s
+    ``read_text`` and ``metadata`` (the latter through it, importing it only then)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def read_text(self, filename: str) -> str | None:
+        """The file's text (UTF-8), None where there is none (as ``PathDistribution``)."""
+        try:
+            with open(os.path.join(self.path, filename), encoding="utf-8") as file:
+                return file.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+            return None
+
+    @property
+    def metadata(self) -> Any:
+        """The parsed metadata, as ``importlib.metadata`` gives it."""
+        import importlib.metadata
+        import pathlib
+
+        return importlib.metadata.PathDistribution(pathlib.Path(self.path)).metadata
+
+    def __repr__(self) -> str:
+        return f"FoundDistribution({self.path!r})"
+
+
+@functools.cache
+def _value_pattern() -> re.Pattern[str]:
+    # importlib.metadata.EntryPoint.pattern: module, then ``:attr``, then ``[extras]``
+    return re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
+
+
+class FoundEntryPoint:
+    """One entry point the fast way read: ``importlib.metadata.EntryPoint``'s ``name``,
+    ``value``, ``group``, ``dist``, ``module``, ``attr`` and ``load``."""
+
+    def __init__(self, name: str, value: str, group: str, dist: FoundDistribution) -> None:
+        self.name, self.value, self.group, self.dist = name, value, group, dist
+
+    def _match(self) -> re.Match[str]:
+        match = _value_pattern().match(self.value)
+        if match is None:
+            raise ValueError(f"{self.value!r} is no entry point value (module or module:attr)")
+        return match
+
+    @property
+    def module(self) -> str:
+        """The module the value names."""
+        return self._match().group("module")
+
+    @property
+    def attr(self) -> str | None:
+        """The attribute path the value names in its module, if any."""
+        return self._match().group("attr")
+
+    def load(self) -> Any:
+        """The module, or the object at ``attr`` in it (importing the module)."""
+        match = self._match()
+        found: Any = importlib.import_module(match.group("module"))
+        for attr in filter(None, (match.group("attr") or "").split(".")):
+            found = getattr(found, attr)
+        return found
+
+    def __repr__(self) -> str:
+        return f"FoundEntryPoint(name={self.name!r}, value={self.value!r}, group={self.group!r})"
+
+
+def entry_points(group: str) -> list[EntryPointLike]:
     """The entry points of ``group``, one distribution per name (the first on ``sys.path``),
     in the order ``importlib.metadata.entry_points(group=group)`` lists them."""
     found = _scan(group)
     if found is None:
+        import importlib.metadata
+
         return list(importlib.metadata.entry_points(group=group))
-    return found
+    return list(found)
 
 
-def name_and_version(dist: importlib.metadata.Distribution) -> tuple[str | None, str | None]:
+def name_and_version(dist: Any) -> tuple[str | None, str | None]:
     """``dist.metadata["Name"]`` and ``["Version"]``; for a distribution on the file system read
     from the headers alone (``metadata`` parses the whole file, whose body is the project's long
     description, often its README). A header folded over several lines, which valid metadata
     never has, keeps its line break here where ``metadata`` re-indents it."""
-    if type(dist) is not importlib.metadata.PathDistribution:
+    if not isinstance(dist, FoundDistribution) and not _is_path_distribution(dist):
         metadata = dist.metadata  # (a finder's own kind may keep its metadata elsewhere)
         return metadata["Name"], metadata["Version"]
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("") or ""
-    headers = email.parser.HeaderParser().parsestr(text)
-    return headers["Name"], headers["Version"]
+    headers = _headers(text)
+    return headers.get("name"), headers.get("version")
+
+
+def _headers(text: str) -> dict[str, str]:
+    """The header fields of an RFC 822 text, by lower-case name, each its first occurrence,
+    as ``email``'s parser reads them (its import costs more than this whole lookup): up to
+    the first blank line or line that is no field; a line starting with a blank folds onto
+    the field before it, kept as written."""
+    fields: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines(keepends=True):
+        if not line.strip("\r\n"):
+            break
+        if line[0] in " \t":
+            if current is not None:
+                current.append(line)
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            break
+        current = [value.lstrip(" \t")]
+        fields.setdefault(name.lower(), current)
+    return {name: "".join(parts).rstrip("\r\n") for name, parts in fields.items()}
+
+
+def _is_path_distribution(dist: object) -> bool:
+    # (without importlib.metadata imported, no PathDistribution exists: nothing to import)
+    metadata = sys.modules.get("importlib.metadata")
+    return metadata is not None and type(dist) is metadata.PathDistribution
 
 
 def _normalize(name: str) -> str:
@@ -75,13 +205,13 @@ def _standard_finders_only() -> bool:
     )
 
 
-def _scan(group: str) -> list[importlib.metadata.EntryPoint] | None:
+def _scan(group: str) -> list[FoundEntryPoint] | None:
     """The fast way; None where it cannot answer as ``importlib.metadata`` would."""
     if not _standard_finders_only():
         return None
     header = f"[{group}]".encode()
     seen: set[str] = set()
-    candidates: list[pathlib.Path] = []
+    candidates: list[tuple[str, bytes]] = []
     for entry in sys.path:
         if not isinstance(entry, str):
             return None
@@ -118,10 +248,33 @@ def _scan(group: str) -> list[importlib.metadata.EntryPoint] | None:
                 continue  # as importlib: no entry points
             except OSError:
                 return None  # importlib's own answer (or error) for it
-            # (a UTF-8 file naming the group holds these bytes; importlib parses it below)
+            # (a UTF-8 file naming the group holds these bytes; parsed below, as importlib would)
             if header in data:
-                candidates.append(pathlib.Path(entry, infos[0]))
-    found: list[importlib.metadata.EntryPoint] = []
-    for path in candidates:
-        found.extend(importlib.metadata.PathDistribution(path).entry_points.select(group=group))
+                candidates.append((os.path.join(entry, infos[0]), data))
+    found: list[FoundEntryPoint] = []
+    for path, data in candidates:
+        dist = FoundDistribution(path)
+        found += [FoundEntryPoint(n, v, group, dist) for n, v in _pairs(data.decode(), group)]
     return found
+
+
+def _pairs(text: str, group: str) -> list[tuple[str, str]]:
+    """The ``name = value`` pairs of ``group`` in an ``entry_points.txt``, as
+    ``importlib.metadata`` reads the file: stripped lines, ``#`` comments, ``[section]``
+    headers; a line of any section without ``=`` raises ValueError (as there)."""
+    pairs: list[tuple[str, str]] = []
+    section: str | None = None
+    for line in map(str.strip, text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+            continue
+        if section is None:
+            continue  # (before any section: importlib skips it unparsed)
+        name, equals, value = line.partition("=")
+        if not equals:
+            raise ValueError(f"not enough values to unpack (expected 2, got 1): {line!r}")
+        if section == group:
+            pairs.append((name.strip(), value.strip()))
+    return pairs

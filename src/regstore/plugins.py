@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import importlib.metadata
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from regstore import entrypoints
+from regstore.entrypoints import EntryPointLike
 from regstore.errors import BackendNotFoundError, PluginLoadError
 from regstore.hookspecs import PROJECT, BackendFactory, DiscoverySpec, StoreSpec
 
@@ -172,12 +172,12 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _entry_points() -> list[importlib.metadata.EntryPoint]:
+def _entry_points() -> list[EntryPointLike]:
     # one distribution per name (the first on sys.path), as Python does
     return sorted(entrypoints.entry_points(PROJECT), key=lambda e: e.name)
 
 
-def _module_of(ep: importlib.metadata.EntryPoint) -> str | None:
+def _module_of(ep: EntryPointLike) -> str | None:
     """The module an entry point names; None for a value that is no ``module:attr`` (its
     load fails, and the plugin is recorded as broken)."""
     try:
@@ -186,10 +186,10 @@ def _module_of(ep: importlib.metadata.EntryPoint) -> str | None:
         return None
 
 
-_Origin = Callable[[importlib.metadata.EntryPoint], tuple[str | None, str | None]]
+_Origin = Callable[[EntryPointLike], tuple[str | None, str | None]]
 
 
-def _origin(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+def _origin(ep: EntryPointLike) -> tuple[str | None, str | None]:
     """The name and version of the distribution declaring ``ep``; (None, None) without one."""
     return (None, None) if ep.dist is None else entrypoints.name_and_version(ep.dist)
 
@@ -199,7 +199,7 @@ def _origins() -> _Origin:
     distribution share its ``dist``), for as long as the entry points are kept."""
     read: dict[int, tuple[str | None, str | None]] = {}
 
-    def origin(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+    def origin(ep: EntryPointLike) -> tuple[str | None, str | None]:
         key = id(ep.dist)
         if key not in read:
             read[key] = _origin(ep)
@@ -208,9 +208,7 @@ def _origins() -> _Origin:
     return origin
 
 
-def _own_version(
-    entry_points: list[importlib.metadata.EntryPoint], origin: _Origin = _origin
-) -> str | None:
+def _own_version(entry_points: list[EntryPointLike], origin: _Origin = _origin) -> str | None:
     # regstore's distribution declares its built-ins as entry points too (the first of that
     # name on sys.path, as importlib.metadata.version finds it): its version is at hand
     for ep in entry_points:
@@ -218,6 +216,8 @@ def _own_version(
             name, version = origin(ep)
             if name == PROJECT:
                 return version
+    import importlib.metadata  # (only here: the lookup above does without it)
+
     try:
         return importlib.metadata.version(PROJECT)
     except importlib.metadata.PackageNotFoundError:  # run from a source tree without metadata

@@ -31,11 +31,11 @@ import json
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from regstore.errors import InvalidReferenceError
 from regstore.manifest import MANIFEST_ACCEPT
@@ -46,6 +46,9 @@ from .answers import announced_digest, manifest_info
 from .heads import HeadAnswer, connector, get_body, many_heads, tls_context
 from .limits import ClientLimits
 from .urls import Endpoint
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["CONNECTIONS", "EarlyHeads", "Questions"]
 

@@ -26,13 +26,15 @@ import logging
 import os.path
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:  # (imported where TLS is used: a sync over plain HTTP never loads it)
+    import ssl
 
 __all__ = [
     "HeadAnswer",
@@ -178,6 +180,8 @@ def tls_context(verify: bool | str, default_bundle: str) -> ssl.SSLContext:
     """Python's default TLS context, trusting what ``requests`` trusts for ``verify``: a CA
     file or directory, its own bundle (``default_bundle``) for True, nothing checked for False
     (not urllib3's own context: its ciphers and options may differ)."""
+    import ssl
+
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -262,7 +266,8 @@ class _Queue:
 def _quiet(sock: socket.socket) -> bool:
     """Nothing is waiting to be read on ``sock``: no byte the kernel holds (nor its closing),
     none a TLS layer decrypted already."""
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+    pending = getattr(sock, "pending", None)  # (a TLS socket's: ssl.SSLSocket.pending)
+    if pending is not None and pending():
         return False
     try:
         poller = select.poll()
@@ -433,8 +438,14 @@ def connector(
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
 
+    # An ASCII name goes to the resolver as bytes: as a str, the socket module would encode it
+    # with the IDNA codec, whose import (and stringprep's, unicodedata's) a sync's first
+    # connection would wait for.
+    address: str | bytes = host.encode("ascii") if host.isascii() else host
+
     def connect() -> socket.socket:
-        sock = socket.create_connection((host, port), timeout=timeout[0])
+        # (typeshed says str; the resolver takes bytes as well)
+        sock = socket.create_connection((address, port), timeout=timeout[0])  # type: ignore[arg-type]
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:  # the handshake is part of connecting, as for urllib3
