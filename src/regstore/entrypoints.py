@@ -51,21 +51,33 @@ class EntryPointLike(Protocol):
     """What regstore reads of an entry point: ``importlib.metadata.EntryPoint``'s attributes."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The entry point's name (a plugin's, in the group ``regstore``)."""
+        ...
 
     @property
-    def value(self) -> str: ...
+    def value(self) -> str:
+        """What it names: ``module`` or ``module:attr``."""
+        ...
 
     @property
-    def group(self) -> str: ...
+    def group(self) -> str:
+        """The group it is declared in."""
+        ...
 
     @property
-    def dist(self) -> Any: ...
+    def dist(self) -> Any:
+        """The distribution declaring it (None where unknown)."""
+        ...
 
     @property
-    def module(self) -> str: ...
+    def module(self) -> str:
+        """The module its value names."""
+        ...
 
-    def load(self) -> Any: ...
+    def load(self) -> Any:
+        """The object its value names (importing its module)."""
+        ...
 
 
 class FoundDistribution:
