@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -316,18 +317,21 @@ def test_a_callers_own_collector_settings_are_left_alone(caller: str) -> None:
         gc.disable()
     try:
         frozen = gc.get_freeze_count()
+        made_since = [[] for _ in range(1000)]  # (what a freeze of ours would take too)
         startup.begin()
         with startup.imports():
-            pass
+            # an import (what the block's freezing is for)
+            sys.modules["regstore_test_startup_probe"] = types.ModuleType("probe")
         startup.end()
-        # theirs neither thawed (all at once: gc.unfreeze) nor added to; a frozen object
-        # another thread drops meanwhile leaves the permanent generation on its own
+        # theirs neither thawed (all at once: gc.unfreeze) nor added to (by ours); a frozen
+        # object another thread drops meanwhile leaves the permanent generation on its own
         assert 0 < gc.get_freeze_count() <= frozen if frozen else gc.get_freeze_count() == 0
         assert gc.isenabled() == (caller == "froze")
     finally:
+        sys.modules.pop("regstore_test_startup_probe", None)
         gc.unfreeze()
         gc.enable()
-    assert mine
+    assert mine and made_since
 
 
 _FROZEN_CHILD = """

@@ -7,8 +7,9 @@ group: in a virtualenv of 150 distributions that is about 10 ms of each start-up
 3 ms to list the same directories and look for the group's section header in each file. Only a
 file that names the group is read, as ``importlib.metadata`` reads it, into entry points of the
 same attributes (:class:`FoundEntryPoint`, its ``dist`` a :class:`FoundDistribution`): so
-``importlib.metadata`` itself, whose import alone costs a start-up more than the lookup (about
-20 ms: ``email``, ``zipfile``, ``csv``), is not imported at all.
+``importlib.metadata`` itself, whose import alone costs a start-up more than the lookup (it
+loads ``email`` and ``zipfile``), is not imported at all; nor for a distribution's version
+(:func:`installed_version`).
 
 The discovery follows the standard path finder's (``importlib.metadata.MetadataPathFinder``, the
 same in Python 3.10 to 3.13): ``.dist-info`` and ``.egg-info`` directories of each ``sys.path``
@@ -31,6 +32,7 @@ import importlib.machinery
 import os
 import re
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
     "FoundDistribution",
     "FoundEntryPoint",
     "entry_points",
+    "installed_version",
     "name_and_version",
 ]
 
@@ -179,7 +182,7 @@ def _headers(text: str) -> dict[str, str]:
     the field before it, kept as written."""
     fields: dict[str, list[str]] = {}
     current: list[str] | None = None
-    for line in text.splitlines(keepends=True):
+    for line in _LINE.findall(text):
         if not line.strip("\r\n"):
             break
         if line[0] in " \t":
@@ -187,11 +190,17 @@ def _headers(text: str) -> dict[str, str]:
                 current.append(line)
             continue
         name, colon, value = line.partition(":")
-        if not colon:
+        if not colon or not _FIELD_NAME.fullmatch(name):
             break
         current = [value.lstrip(" \t")]
         fields.setdefault(name.lower(), current)
     return {name: "".join(parts).rstrip("\r\n") for name, parts in fields.items()}
+
+
+#: A line and its end, as ``email`` splits (CR, LF or CRLF only: not ``str.splitlines``' others)
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+#: A header field's name, as ``email``'s parser takes one (printable ASCII but space and colon)
+_FIELD_NAME = re.compile(r"[\041-\071\073-\176]*")
 
 
 def _is_path_distribution(dist: object) -> bool:
@@ -217,24 +226,28 @@ def _standard_finders_only() -> bool:
     )
 
 
-def _scan(group: str) -> list[FoundEntryPoint] | None:
-    """The fast way; None where it cannot answer as ``importlib.metadata`` would."""
+class _Unanswerable(Exception):
+    """Something on ``sys.path`` only ``importlib.metadata`` reads as it does."""
+
+
+def _distributions() -> Iterator[tuple[str, str]]:
+    """Each distribution the standard path finder finds, in its order, one per normalized
+    name (the first on ``sys.path``): ``(sys.path entry, its metadata directory)``. Raises
+    _Unanswerable where anything else could take part."""
     if not _standard_finders_only():
-        return None
-    header = f"[{group}]".encode()
+        raise _Unanswerable
     seen: set[str] = set()
-    candidates: list[tuple[str, bytes]] = []
     for entry in sys.path:
         if not isinstance(entry, str):
-            return None
+            raise _Unanswerable
         root = entry or "."
         if os.path.basename(root).lower().endswith(".egg"):
-            return None  # an egg's EGG-INFO: importlib's way
+            raise _Unanswerable  # an egg's EGG-INFO: importlib's way
         try:
             children = os.listdir(root)
         except OSError:
             if os.path.exists(root):
-                return None  # a zip archive (or a directory that cannot be listed)
+                raise _Unanswerable from None  # a zip archive (or a directory not listable)
             continue
         # importlib lists a directory's distributions grouped by name, in the order first seen
         groups: dict[str, list[str]] = {}
@@ -247,14 +260,36 @@ def _scan(group: str) -> list[FoundEntryPoint] | None:
             name = _normalize(low.rpartition(".")[0].partition("-")[0])
             stem, suffix = os.path.splitext(child)
             if not name or suffix not in _SUFFIXES or _normalize(stem.partition("-")[0]) != name:
-                return None
+                raise _Unanswerable
             groups.setdefault(name, []).append(child)
         for name, infos in groups.items():
-            if name in seen:
-                continue  # shadowed by the same distribution earlier on sys.path
-            seen.add(name)
+            if name not in seen:  # (else shadowed by the same distribution earlier on sys.path)
+                seen.add(name)
+                yield entry, infos[0]
+
+
+def installed_version(distribution: str) -> str | None:
+    """The version of ``distribution`` as ``importlib.metadata.version`` gives it (its
+    METADATA's, the first distribution of that name on ``sys.path``), found the way entry points
+    are; None where it is not found or only ``importlib.metadata`` can tell."""
+    wanted = _normalize(distribution.lower())
+    try:
+        for entry, info in _distributions():
+            if _normalize(info.lower().rpartition(".")[0].partition("-")[0]) == wanted:
+                return name_and_version(FoundDistribution(os.path.join(entry, info)))[1]
+    except _Unanswerable:
+        return None
+    return None
+
+
+def _scan(group: str) -> list[FoundEntryPoint] | None:
+    """The fast way; None where it cannot answer as ``importlib.metadata`` would."""
+    header = f"[{group}]".encode()
+    candidates: list[tuple[str, bytes]] = []
+    try:
+        for entry, info in _distributions():
             try:
-                with open(os.path.join(root, infos[0], "entry_points.txt"), "rb") as file:
+                with open(os.path.join(entry or ".", info, "entry_points.txt"), "rb") as file:
                     data = file.read()
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
                 continue  # as importlib: no entry points
@@ -262,7 +297,9 @@ def _scan(group: str) -> list[FoundEntryPoint] | None:
                 return None  # importlib's own answer (or error) for it
             # (a UTF-8 file naming the group holds these bytes; parsed below, as importlib would)
             if header in data:
-                candidates.append((os.path.join(entry, infos[0]), data))
+                candidates.append((os.path.join(entry, info), data))
+    except _Unanswerable:
+        return None
     found: list[FoundEntryPoint] = []
     for path, data in candidates:
         dist = FoundDistribution(path)
@@ -273,7 +310,7 @@ def _scan(group: str) -> list[FoundEntryPoint] | None:
 def _pairs(text: str, group: str) -> list[tuple[str, str]]:
     """The ``name = value`` pairs of ``group`` in an ``entry_points.txt``, as
     ``importlib.metadata`` reads the file: stripped lines, ``#`` comments, ``[section]``
-    headers; a line of any section without ``=`` raises ValueError (as there)."""
+    headers; a line of any section without ``=`` raises TypeError (as there)."""
     pairs: list[tuple[str, str]] = []
     section: str | None = None
     for line in map(str.strip, text.splitlines()):
@@ -286,7 +323,7 @@ def _pairs(text: str, group: str) -> list[tuple[str, str]]:
             continue  # (before any section: importlib skips it unparsed)
         name, equals, value = line.partition("=")
         if not equals:
-            raise ValueError(f"not enough values to unpack (expected 2, got 1): {line!r}")
+            raise TypeError(f"an entry point line without '=': {line!r}")
         if section == group:
             pairs.append((name.strip(), value.strip()))
     return pairs

@@ -182,7 +182,7 @@ def _module_of(ep: EntryPointLike) -> str | None:
     load fails, and the plugin is recorded as broken)."""
     try:
         return ep.module
-    except (AttributeError, ValueError):  # (3.10-3.12 | 3.13 on a value that does not parse)
+    except (AttributeError, AssertionError, ValueError):  # (importlib 3.10-3.12 | 3.13 | ours)
         return None
 
 
@@ -216,7 +216,10 @@ def _own_version(entry_points: list[EntryPointLike], origin: _Origin = _origin) 
             name, version = origin(ep)
             if name == PROJECT:
                 return version
-    import importlib.metadata  # (only here: the lookup above does without it)
+    found = entrypoints.installed_version(PROJECT)
+    if found is not None:
+        return found
+    import importlib.metadata  # (only here: the lookups above do without it)
 
     try:
         return importlib.metadata.version(PROJECT)

@@ -438,9 +438,9 @@ def connector(
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
 
-    # An ASCII name goes to the resolver as bytes: as a str, the socket module would encode it
-    # with the IDNA codec, whose import (and stringprep's, unicodedata's) a sync's first
-    # connection would wait for.
+    # An ASCII name goes to the resolver (and TLS) as bytes: as a str, the socket and ssl
+    # modules would encode it with the IDNA codec, whose import (and stringprep's,
+    # unicodedata's) a sync's first connection would wait for.
     address: str | bytes = host.encode("ascii") if host.isascii() else host
 
     def connect() -> socket.socket:
@@ -449,7 +449,7 @@ def connector(
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:  # the handshake is part of connecting, as for urllib3
-                sock = tls.wrap_socket(sock, server_hostname=host)
+                sock = tls.wrap_socket(sock, server_hostname=address)
             sock.settimeout(timeout[1])
             return sock
         except BaseException:
