@@ -330,15 +330,16 @@ def test_a_value_that_names_nothing_fails_to_load_and_a_line_without_equals_as_i
 
 def test_the_fast_way_never_imports_importlib_metadata() -> None:
     code = (
-        "import os, sys\n"
-        "plain = all(isinstance(p, str) and not os.path.isfile(p) and not p.endswith('.egg')\n"
-        "            for p in sys.path)\n"
+        "import sys\n"
         "from regstore import entrypoints, plugins\n"
         "from regstore.client.agent import default_user_agent\n"
         "names = sorted(e.name for e in entrypoints.entry_points('regstore'))\n"
         "statuses = [(s.name, s.distribution, s.version) for s in plugins.plugin_statuses()]\n"
+        "agent = default_user_agent()\n"
         "loaded = 'importlib.metadata' in sys.modules or 'email' in sys.modules\n"
-        "print(names, statuses, default_user_agent(), 'plain' if plain else 'not plain', loaded)\n"
+        "fast = entrypoints._scan('regstore') is not None and all(\n"
+        "    entrypoints.installed_version(d) for d in ('regstore', 'requests'))\n"
+        "print(names, statuses, agent, 'plain' if fast else 'not plain', loaded)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     names = sorted(e.name for e in importlib.metadata.entry_points(group=PROJECT))
@@ -355,8 +356,21 @@ def test_a_version_is_importlib_s(sites: tuple[Path, Path], tmp_path: Path) -> N
     install(first, "Omega.Pkg-2.0rc1.dist-info", None, name="Omega.Pkg")
     install(second, "omega_pkg-1.0.dist-info", None, name="omega-pkg")  # shadowed
     install(second, "psi-3.0.egg-info", None, name="psi")  # (its version: METADATA's)
-    for name in ("omega-pkg", "OMEGA.PKG", "psi"):
+    # the version METADATA gives, not the directory's name; PKG-INFO where METADATA is not
+    (install(first, "rho-1.0.dist-info", None) / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: rho\nVersion: 1.0.post7\n"
+    )
+    (install(first, "sigma_x-4.0.dist-info", None) / "METADATA").rename(
+        first / "sigma_x-4.0.dist-info" / "PKG-INFO"
+    )
+    for name in ("omega-pkg", "OMEGA.PKG", "psi", "rho", "sigma-x"):
         assert entrypoints.installed_version(name) == importlib.metadata.version(name)
+    assert entrypoints.installed_version("rho") == "1.0.post7"
+    # a folded Version, which importlib re-indents: left to it
+    (install(first, "tau_x-5.0.dist-info", None) / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tau-x\nVersion: 5.0\n folded\n"
+    )
+    assert entrypoints.installed_version("tau-x") is None
     assert entrypoints.installed_version("absent-here") is None
     archive = tmp_path / "zipped.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -376,6 +390,7 @@ def test_metadata_headers_are_read_as_email_reads_them() -> None:
         "Summary: a\x85b\u2028c\nName: foo\nVersion: 1\n",  # (no line break for email)
         "Bad Header: x\nName: foo\n",  # (no field: the headers end)
         "Name: foo\rVersion: 2\r\n \r\nSummary: s",
+        "From someone\nName: foo\nVersion: 7\n",  # (a Unix From line, passed over)
     ]
     for text in texts:
         theirs = email.parser.HeaderParser().parsestr(text)

@@ -182,9 +182,12 @@ def _headers(text: str) -> dict[str, str]:
     the field before it, kept as written."""
     fields: dict[str, list[str]] = {}
     current: list[str] | None = None
-    for line in _LINE.findall(text):
+    for match in _LINE.finditer(text):  # (lazily: the body, a README often, is not split)
+        line = match.group()
         if not line.strip("\r\n"):
             break
+        if line.startswith("From "):  # (a Unix "From " line: email passes over it)
+            continue
         if line[0] in " \t":
             if current is not None:
                 current.append(line)
@@ -276,7 +279,9 @@ def installed_version(distribution: str) -> str | None:
     try:
         for entry, info in _distributions():
             if _normalize(info.lower().rpartition(".")[0].partition("-")[0]) == wanted:
-                return name_and_version(FoundDistribution(os.path.join(entry, info)))[1]
+                version = name_and_version(FoundDistribution(os.path.join(entry, info)))[1]
+                # (a folded value importlib.metadata re-indents: its answer, not ours)
+                return None if version is None or "\n" in version or "\r" in version else version
     except _Unanswerable:
         return None
     return None
