@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from regstore import entrypoints
-from regstore.entrypoints import EntryPointLike
 from regstore.errors import BackendNotFoundError, PluginLoadError
 from regstore.hookspecs import PROJECT, BackendFactory, DiscoverySpec, StoreSpec
 
@@ -172,12 +171,12 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _entry_points() -> list[EntryPointLike]:
+def _entry_points() -> list[entrypoints.EntryPointLike]:
     # one distribution per name (the first on sys.path), as Python does
     return sorted(entrypoints.entry_points(PROJECT), key=lambda e: e.name)
 
 
-def _module_of(ep: EntryPointLike) -> str | None:
+def _module_of(ep: entrypoints.EntryPointLike) -> str | None:
     """The module an entry point names; None for a value that is no ``module:attr`` (its
     load fails, and the plugin is recorded as broken)."""
     try:
@@ -186,10 +185,10 @@ def _module_of(ep: EntryPointLike) -> str | None:
         return None
 
 
-_Origin = Callable[[EntryPointLike], tuple[str | None, str | None]]
+_Origin = Callable[[entrypoints.EntryPointLike], tuple[str | None, str | None]]
 
 
-def _origin(ep: EntryPointLike) -> tuple[str | None, str | None]:
+def _origin(ep: entrypoints.EntryPointLike) -> tuple[str | None, str | None]:
     """The name and version of the distribution declaring ``ep``; (None, None) without one."""
     return (None, None) if ep.dist is None else entrypoints.name_and_version(ep.dist)
 
@@ -199,7 +198,7 @@ def _origins() -> _Origin:
     distribution share its ``dist``), for as long as the entry points are kept."""
     read: dict[int, tuple[str | None, str | None]] = {}
 
-    def origin(ep: EntryPointLike) -> tuple[str | None, str | None]:
+    def origin(ep: entrypoints.EntryPointLike) -> tuple[str | None, str | None]:
         key = id(ep.dist)
         if key not in read:
             read[key] = _origin(ep)
@@ -208,7 +207,9 @@ def _origins() -> _Origin:
     return origin
 
 
-def _own_version(entry_points: list[EntryPointLike], origin: _Origin = _origin) -> str | None:
+def _own_version(
+    entry_points: list[entrypoints.EntryPointLike], origin: _Origin = _origin
+) -> str | None:
     # regstore's distribution declares its built-ins as entry points too (the first of that
     # name on sys.path, as importlib.metadata.version finds it): its version is at hand
     for ep in entry_points:

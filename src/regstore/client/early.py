@@ -26,6 +26,7 @@ Only a shortcut, asked as the client would ask it:
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import logging
@@ -95,18 +96,18 @@ class EarlyHeads:
         if _proxied():
             return None
         early = cls()
-        named: dict[str, int] = {}
+        parsed: list[tuple[Endpoint, Questions]] = []
         for question in questions:
             try:
-                key = Endpoint.parse(question[0], plain_http=question[1]).registry
-            except ValueError:
+                parsed.append((Endpoint.parse(question[0], plain_http=question[1]), question))
+            except ValueError as exc:  # (the client reports it: nothing asked here)
+                log.debug("%s: nothing asked early: %s", question[0], exc)
+        named = collections.Counter(endpoint.registry for endpoint, _ in parsed)
+        for endpoint, (registry, _, verify, names, tags) in parsed:
+            if named[endpoint.registry] > 1:
                 continue
-            named[key] = named.get(key, 0) + 1
-        for registry, plain, verify, names, tags in questions:
             try:
-                endpoint = Endpoint.parse(registry, plain_http=plain)
-                if named[endpoint.registry] == 1:
-                    early._start_registry(endpoint, verify, names, tags)
+                early._start_registry(endpoint, verify, names, tags)
             except Exception as exc:  # a shortcut: the caller asks for itself
                 log.debug("%s: nothing asked early: %s", registry, exc)
         return early if early._listers or early._threads else None
