@@ -137,6 +137,97 @@ def test_a_pull_and_a_sync_into_a_directory_store_import_only_what_they_use(
     assert image.manifest_digest in mirrored, mirrored
 
 
+# The regstore modules whose body ran when the collector did (innermost first), then the
+# collector's state once the command ended, written as the last line of stderr.
+_COLLECTED_CHILD = """
+    import gc, json, sys
+    seen = set()
+
+    def look(phase, info):
+        frame = sys._getframe()
+        while phase == "start" and frame is not None:
+            if frame.f_code.co_name == "<module>":
+                name = frame.f_globals.get("__name__", "")
+                if name.startswith("regstore"):
+                    seen.add(name)
+                break
+            frame = frame.f_back
+
+    gc.callbacks.append(look)
+    gc.set_threshold(50)  # (many collections: an import the collector is left on for meets one)
+    from regstore.cli import main
+    sys.argv = ["regstore", *sys.argv[1:]]
+    try:
+        main()
+    except SystemExit:
+        pass
+    sys.stderr.write(json.dumps([sorted(seen), gc.isenabled()]))
+"""
+
+
+def _collected_during_imports(*args: str) -> tuple[str, list[str], bool]:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_COLLECTED_CHILD), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seen, enabled = json.loads(proc.stderr.strip().splitlines()[-1])
+    return proc.stdout, seen, enabled
+
+
+def _imported(seen: list[str]) -> list[str]:
+    return [name for name in seen if name not in ("regstore", "regstore.cli")]
+
+
+def test_regstore_and_a_no_op_sync_import_with_the_collector_paused(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    # Each collection among start-up imports walked every object the modules so far built.
+    # (The two packages' own statements after their imports, which import nothing, may meet
+    # one: only the modules they and the command import are paused for.)
+    out, seen, enabled = _collected_during_imports("--help")
+    assert "Commands:" in out and _imported(seen) == [] and enabled
+    seed_registry(registry.url, "calm/app", "t1", build_image(seed=62, layer_size=1024))
+    syncfile = tmp_path / "sync.json"
+    syncfile.write_text(
+        json.dumps(
+            {
+                "target": {"store": (tmp_path / "mirror").as_uri()},
+                "sources": [
+                    {
+                        "registry": registry.host,
+                        "plain_http": True,
+                        "repositories": [{"name": "calm/app"}],
+                    }
+                ],
+            }
+        )
+    )
+    for moved in ("copied", "skipped"):
+        out, seen, enabled = _collected_during_imports("sync", "--json", str(syncfile))
+        assert json.loads(out)[moved] == 1, out
+        assert _imported(seen) == [] and enabled, moved
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_importing_regstore_leaves_the_importers_collector_as_it_was(collecting: bool) -> None:
+    code = f"""
+        import gc
+        {"" if collecting else "gc.disable()"}
+        import regstore, regstore.cli
+        print(gc.isenabled(), [n for n in vars(regstore) if n in ("_gc", "_collecting")])
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.split() == [str(collecting), "[]"]
+
+
 def test_the_lazy_table_lists_every_command_with_its_own_short_help() -> None:
     import importlib
 

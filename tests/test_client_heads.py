@@ -404,6 +404,45 @@ def test_many_heads_answer_what_one_head_each_answers(
     assert fresh.transport._heads == {} and all(sock.fileno() == -1 for sock in socks)
 
 
+def test_each_answer_is_given_with_the_index_of_its_url_as_it_comes(
+    registry: RegistryServer,
+) -> None:
+    digests = _push_some(make_client(registry), "h/each")
+    refs = ["t1", "absent", "t4", "t7", "multi", "t1"]
+    urls = [f"{registry.url}/v2/h/each/manifests/{ref}" for ref in refs]
+    accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
+    accept += ", application/vnd.docker.distribution.manifest.v2+json"
+    given: list[tuple[int, int, str | None, str]] = []
+    returned = threading.Event()
+
+    def each(index: int, answer: HeadAnswer) -> None:
+        assert not returned.is_set()  # as it comes, not after the batch
+        digest = answer.headers.get("Docker-Content-Digest")
+        given.append((index, answer.status, digest, threading.current_thread().name))
+
+    answers, sent = many_heads(
+        urls,
+        {"Accept": accept},
+        connections=3,
+        connect=connector(registry.url, timeout=(5, 5), tls=None),
+        each=each,
+    )
+    returned.set()
+    assert sent == len(refs) == len(given)
+    assert sorted(index for index, *_ in given) == list(range(len(refs)))
+    for index, status, digest, _ in given:
+        assert answers[index] is not None and answers[index].status == status
+        if refs[index] == "absent":
+            assert status == 404
+        else:
+            assert (status, digest) == (200, digests[refs[index]]), refs[index]
+    # on the threads of the connections (the caller's among them)
+    assert {thread for *_, thread in given} <= {
+        threading.current_thread().name,
+        *(f"regstore-heads-{k}" for k in range(1, 3)),
+    }
+
+
 def test_answers_that_are_not_clean_are_left_to_the_ordinary_path(
     registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy]
 ) -> None:

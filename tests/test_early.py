@@ -103,6 +103,36 @@ def test_the_early_answers_are_the_clients_and_each_tag_is_asked_once(
     assert early.digest("elsewhere:5000", "ea/app", TAGS[0]) is None
 
 
+def test_the_early_answers_are_read_as_they_come_not_after_the_last(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (the look-ahead waits for the last answer: what is left to read then, it waits for too)
+    import regstore.client.early as early_module
+
+    proxy, client, store, path = mirrored
+    batch_over: list[bool] = []
+    read_when: list[bool] = []
+    real_heads, real_kept = early_module.many_heads, early_module._kept
+
+    def heads(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_heads(*args, **kwargs)
+        finally:
+            batch_over.append(True)
+
+    def kept(*args: Any) -> Any:
+        read_when.append(bool(batch_over))
+        return real_kept(*args)
+
+    monkeypatch.setattr(early_module, "many_heads", heads)
+    monkeypatch.setattr(early_module, "_kept", kept)
+    early = _started(proxy, store, path)
+    for tag in TAGS:
+        got = early.digest(client.registry, "ea/app", tag)
+        assert got is not None and got[0] == store.manifest_digest("ea/app", tag)
+    assert batch_over and read_when == [False] * len(TAGS)
+
+
 def test_closing_stops_the_heads_at_once(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
 ) -> None:

@@ -382,6 +382,31 @@ def test_a_version_is_importlib_s(sites: tuple[Path, Path], tmp_path: Path) -> N
         sys.path.remove(str(archive))
 
 
+def test_several_versions_are_found_in_one_walk_of_the_path(
+    sites: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = sites
+    install(first, "Omega.Pkg-2.0rc1.dist-info", None, name="Omega.Pkg")
+    install(second, "omega_pkg-1.0.dist-info", None, name="omega-pkg")  # shadowed
+    install(second, "psi-3.0.egg-info", None, name="psi")
+    names = ("omega-pkg", "psi", "absent-here")
+    alone = {name: entrypoints.installed_version(name) for name in names}
+    assert alone == {"omega-pkg": "2.0rc1", "psi": "3.0", "absent-here": None}
+    listed: list[str] = []
+    real_listdir = os.listdir
+
+    def listdir(path: Any) -> list[str]:
+        listed.append(os.fspath(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(entrypoints.os, "listdir", listdir)
+    assert entrypoints.installed_versions(*names) == alone
+    assert sorted(listed) == sorted(set(listed))  # each sys.path entry listed once at most
+    listed.clear()
+    assert entrypoints.installed_versions("omega-pkg") == {"omega-pkg": "2.0rc1"}
+    assert str(second) not in listed  # the walk ends once every name is found
+
+
 def test_metadata_headers_are_read_as_email_reads_them() -> None:
     import email.parser
 

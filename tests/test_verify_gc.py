@@ -446,6 +446,36 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     assert verify(store).ok
 
 
+def test_listing_tags_reads_no_link_and_lists_as_reading_them_would(
+    file_store: tuple[ObjectStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, root = file_store
+    for tag in ("whole", "damaged", "in-place", "unlinked"):
+        put_image(store, "team/app", tag, build_image(seed=45))
+    tags = root / "docker/registry/v2/repositories/team/app/_manifests/tags"
+    (tags / "damaged/current/link").write_bytes(b"sha256:not-a-digest")
+    put_directory_in_place(tags / "in-place/current/link")
+    (tags / "unlinked/current/link").unlink()  # a tag directory without a link: no tag
+    (tags / "a-file").write_bytes(b"named like a tag, and no directory")
+    backend = store.backend
+    assert isinstance(backend, FsspecBackend)
+    layout = backend.layout
+    assert isinstance(layout, DistributionLayout)
+    expected = ["damaged", "in-place", "whole"]
+    assert sorted(layout._tags("team/app")) == expected  # the way that reads every link
+    read: list[str] = []
+    real_read = layout.host.read_file
+
+    def read_file(path: str) -> bytes | None:
+        read.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(layout.host, "read_file", read_file)
+    assert sorted(store.tags("team/app")) == expected
+    # only the entries whose link is no file are read, to decide them as reading decides
+    assert sorted(Path(p).parts[-3] for p in read) == ["a-file", "in-place", "unlinked"]
+
+
 @pytest.mark.parametrize("link_of", ["tag", "revision"])
 def test_a_directory_where_a_link_belongs_is_damage_a_copy_replaces(
     file_store: tuple[ObjectStore, Path], tmp_path: Path, link_of: str

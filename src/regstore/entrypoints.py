@@ -44,6 +44,7 @@ __all__ = [
     "FoundEntryPoint",
     "entry_points",
     "installed_version",
+    "installed_versions",
     "name_and_version",
 ]
 
@@ -275,16 +276,27 @@ def installed_version(distribution: str) -> str | None:
     """The version of ``distribution`` as ``importlib.metadata.version`` gives it (its
     METADATA's, the first distribution of that name on ``sys.path``), found the way entry points
     are; None where it is not found or only ``importlib.metadata`` can tell."""
-    wanted = _normalize(distribution.lower())
+    return installed_versions(distribution)[distribution]
+
+
+def installed_versions(*distributions: str) -> dict[str, str | None]:
+    """:func:`installed_version` of each of ``distributions``, found in one walk of
+    ``sys.path`` (a walk costs a start-up about 1.5 ms: the User-Agent names two)."""
+    found: dict[str, str | None] = dict.fromkeys(distributions)
+    wanted = {_normalize(name.lower()): name for name in distributions}
     try:
         for entry, info in _distributions():
-            if _normalize(info.lower().rpartition(".")[0].partition("-")[0]) == wanted:
+            name = wanted.pop(_normalize(info.lower().rpartition(".")[0].partition("-")[0]), None)
+            if name is not None:
                 version = name_and_version(FoundDistribution(os.path.join(entry, info)))[1]
                 # (a folded value importlib.metadata re-indents: its answer, not ours)
-                return None if version is None or "\n" in version or "\r" in version else version
+                folded = version is not None and ("\n" in version or "\r" in version)
+                found[name] = None if folded else version
+            if not wanted:
+                break
     except _Unanswerable:
-        return None
-    return None
+        return dict.fromkeys(distributions)
+    return found
 
 
 def _scan(group: str) -> list[FoundEntryPoint] | None:

@@ -172,21 +172,32 @@ class DistributionLayout(Layout):
         # reports no link as one): a tag directory that is a link, passed over, let a deletion
         # of another tag take the manifest it named, and gc its blobs.
         tags: dict[str, Digest | None] = {}
+        for entry in self._tag_entries(name):
+            listed, target = self._tag_link(name, entry)
+            if listed:
+                tags[entry] = target
+        return tags
+
+    def _tag_entries(self, name: str) -> list[str]:
+        found = []
         for entry, _ in self.host.list_dir(self._repo(name, "_manifests", "tags")):
             try:
                 validate_tag(entry)
             except ValueError:
                 continue
-            try:
-                target = self._read_link(self._tag(name, entry, "current", "link"))
-            except StoreDamageError:
-                tags[entry] = None
-                continue
-            except NotADirectoryError:  # a file named like a tag: no tag (nor a link to one)
-                continue
-            if target is not None:
-                tags[entry] = target
-        return tags
+            found.append(entry)
+        return found
+
+    def _tag_link(self, name: str, tag: str) -> tuple[bool, Digest | None]:
+        """Whether ``tag`` is listed (it has a link), and the digest its link names (None: a
+        damaged link, listed all the same)."""
+        try:
+            target = self._read_link(self._tag(name, tag, "current", "link"))
+        except StoreDamageError:
+            return True, None
+        except NotADirectoryError:  # a file named like a tag: no tag (nor a link to one)
+            return False, None
+        return target is not None, target
 
     # -- manifests ---------------------------------------------------------------------------
 
@@ -384,7 +395,16 @@ class DistributionLayout(Layout):
     def list_tags(self, name: str) -> list[str]:
         if not self._repo_exists(name):
             raise RepositoryNotFoundError(name)
-        return list(self._tags(name))
+        # A tag whose link is a file is listed, whole or damaged (as _tags lists it), without
+        # reading it: a sync lists the tags it holds before its first request, and reads each
+        # link again as it compares (reading 300 links here cost a no-op 2 ms more). Any
+        # other entry is decided as _tags decides it.
+        return [
+            entry
+            for entry in self._tag_entries(name)
+            if self._is_file(self._tag(name, entry, "current", "link"))
+            or self._tag_link(name, entry)[0]
+        ]
 
     def list_manifests(self, name: str) -> list[str]:
         if not self._repo_exists(name):

@@ -159,7 +159,8 @@ class AppState:
 
     def progress(self) -> ProgressDisplay:
         """The progress display for this run (see :mod:`regstore.cli.progress`)."""
-        from .progress import make_progress
+        with startup.imports():
+            from .progress import make_progress
 
         return make_progress(
             json_mode=self.settings.json, quiet=self.settings.quiet, clean=self.output.shown
@@ -205,8 +206,6 @@ class AppState:
         ``read_only`` (commands that only look): every change is refused (StoreReadOnlyError).
         With ``-vv`` the store is traced; :meth:`report_store_metrics` prints what it did.
         """
-        from regstore.store import open_store
-
         url = url or self.store_url
         key = (url, read_only)
         if key not in self._stores:
@@ -214,7 +213,9 @@ class AppState:
             self.output.secrets.extend(store_url_secrets(url))
             mode = " (read-only)" if read_only else ""
             log.info("opening the store %s%s", redact_store_url(url), mode)
-            with startup.imports():  # the plugins' modules, the backend's stack
+            with startup.imports():  # the store's, the plugins' modules, the backend's stack
+                from regstore.store import open_store
+
                 self._stores[key] = open_store(
                     url, read_only=read_only, trace=self.settings.verbose > 1
                 )

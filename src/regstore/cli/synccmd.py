@@ -14,6 +14,7 @@ from regstore.engine.syncfile import ConnectionSpec, SyncSpec, load_sync_file
 from regstore.errors import RegstoreError
 from regstore.safetext import redact_store_url
 
+from . import startup
 from .app import AppState, cli, regstore_command
 from .output import EXIT_FAILURE, EXIT_OK
 from .syncscale import ClusterRun, cluster_options, scale_options, shares_store
@@ -149,10 +150,11 @@ def sync_command(
     with contextlib.ExitStack() as cleanup:
         if early is not None:
             cleanup.callback(early.close)  # (stopped and joined however the command ends)
-        # (the engine loaded only now: the early asks go on meanwhile)
-        from regstore.engine.sync import plan_sync
+        # (the engine loaded only now, the collector paused: the early asks go on meanwhile)
+        with startup.imports():
+            from regstore.engine.sync import plan_sync
 
-        from .syncforked import auto_processes, run_here  # (fork: sync only)
+            from .syncforked import auto_processes, run_here  # (fork: sync only)
 
         plan = plan_sync(
             spec,
@@ -197,8 +199,6 @@ def _ask_early(
     already holds (:mod:`regstore.engine.early`), as their clients would ask: not a registry
     given credentials, nor one the file reaches in two ways (its answers are known by its
     name only); the entries of one registry reached one way are asked together."""
-    from regstore.client.early import EarlyHeads
-
     if state.settings.username is not None:
         return None
     try:
@@ -206,6 +206,8 @@ def _ask_early(
     except Exception as exc:  # a shortcut: whatever it cannot ask is asked the ordinary way
         log.debug("nothing asked early: %s", exc)
         return None
+    with startup.imports():
+        from regstore.client.early import EarlyHeads
     return EarlyHeads.start(questions)
 
 
@@ -213,8 +215,9 @@ def _early_questions(
     state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None
 ) -> list[Questions]:
     """What :func:`_ask_early` asks, one question per registry reached one way."""
-    from regstore.client.urls import Endpoint
-    from regstore.engine.early import early_questions
+    with startup.imports():
+        from regstore.client.urls import Endpoint
+        from regstore.engine.early import early_questions
 
     # how each connection is reached, and which registry it is (by name, as answers are kept)
     reach: dict[ConnectionSpec, tuple[bool | None, bool | str, str]] = {}

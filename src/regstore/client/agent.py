@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from regstore.entrypoints import installed_version
+from regstore.entrypoints import installed_versions
 
 __all__ = ["default_user_agent"]
 
@@ -14,13 +14,14 @@ __all__ = ["default_user_agent"]
 @functools.cache
 def default_user_agent() -> str:
     """``regstore/<version> python-requests/<version>``."""
-    return f"regstore/{_version('regstore')} python-requests/{_version('requests')}"
+    found = installed_versions("regstore", "requests")
+    return f"regstore/{_version('regstore', found)} python-requests/{_version('requests', found)}"
 
 
-def _version(distribution: str) -> str:
-    found = installed_version(distribution)
-    if found is not None:
-        return found
+def _version(distribution: str, found: dict[str, str | None]) -> str:
+    known = found[distribution]
+    if known is not None:
+        return known
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -190,17 +190,28 @@ class EarlyHeads:
             return answer.status in (200, 404) and not self._stop.is_set()
 
         asked = time.monotonic()  # (an answer is as old as the batch: trusted no longer)
+        # Each answer read as it comes, while the rest are asked: the caller, waiting for the
+        # last, then finds them all read (300 of them took 2 ms after the last answer).
+        learned: dict[tuple[str, str, str], _Answer] = {}
+
+        def each(index: int, answer: HeadAnswer) -> None:
+            kept = _kept(answer, asked)
+            if kept is not None:
+                learned[keys[index]] = kept
+
         try:
-            answers, _ = many_heads(
-                urls, headers, connections=CONNECTIONS, connect=connect, on_answer=on_answer
+            many_heads(
+                urls,
+                headers,
+                connections=CONNECTIONS,
+                connect=connect,
+                on_answer=on_answer,
+                each=each,
             )
         except Exception as exc:  # a shortcut: the caller asks for itself
             log.debug("early HEADs failed: %s", exc)
             return
-        for key, answer in zip(keys, answers, strict=True):
-            kept = _kept(answer, asked)
-            if kept is not None:
-                self._answers[key] = kept
+        self._answers.update(learned)
 
     def digest(self, registry: str, name: str, reference: str) -> tuple[str | None, float] | None:
         """What the early HEAD of ``name:reference`` at ``registry`` answered (after waiting for

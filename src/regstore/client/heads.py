@@ -332,7 +332,7 @@ def _serve(
     answers: list[HeadAnswer | None],
     queue: _Queue,
     connections: HeadConnections,
-    on_answer: Callable[[HeadAnswer], bool],
+    on_answer: Callable[[int, HeadAnswer], bool],
 ) -> int:
     """One connection's work: take a request, send it, read its answer, until the queue is
     empty or something ends the connection; returns the requests sent. A kept connection that
@@ -356,7 +356,7 @@ def _serve(
                 answer, keep = read_answer(lines)
                 answered += 1
                 answers[index] = answer
-                if not on_answer(answer) or not keep:
+                if not on_answer(index, answer) or not keep:
                     break
                 index = queue.take()
             else:
@@ -383,6 +383,7 @@ def many_heads(
     connections: int,
     connect: Callable[[], socket.socket] | HeadConnections,
     on_answer: Callable[[HeadAnswer], bool] = lambda answer: True,
+    each: Callable[[int, HeadAnswer], None] | None = None,
 ) -> tuple[list[HeadAnswer | None], int]:
     """HEAD every URL of ``urls`` (all of one origin) with ``headers`` over up to
     ``connections`` connections from ``connect`` (each its own thread, one request in flight
@@ -391,14 +392,18 @@ def many_heads(
 
     Returns the answers in the order of ``urls`` (None where none came) and the number of
     requests sent. ``on_answer`` sees every answer as it comes; False stops the whole batch.
-    Any status but 200 and 404 ends its connection's work.
+    ``each`` is given every answer with the index of its URL as it comes, first (on the
+    thread of its connection: what it makes of the answers is made while the others are
+    still asked, not after the last). Any status but 200 and 404 ends its connection's work.
     """
     answers: list[HeadAnswer | None] = [None] * len(urls)
     if not urls:
         return answers, 0
     queue = _Queue(len(urls))
 
-    def seen(answer: HeadAnswer) -> bool:
+    def seen(index: int, answer: HeadAnswer) -> bool:
+        if each is not None:
+            each(index, answer)
         if not on_answer(answer):
             queue.stop.set()
             return False
