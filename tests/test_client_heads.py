@@ -404,21 +404,16 @@ def test_many_heads_answer_what_one_head_each_answers(
     assert fresh.transport._heads == {} and all(sock.fileno() == -1 for sock in socks)
 
 
-def test_each_answer_is_given_with_the_index_of_its_url_as_it_comes(
-    registry: RegistryServer,
-) -> None:
+def test_each_answer_is_given_with_the_index_of_its_url(registry: RegistryServer) -> None:
     digests = _push_some(make_client(registry), "h/each")
     refs = ["t1", "absent", "t4", "t7", "multi", "t1"]
     urls = [f"{registry.url}/v2/h/each/manifests/{ref}" for ref in refs]
     accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
     accept += ", application/vnd.docker.distribution.manifest.v2+json"
-    given: list[tuple[int, int, str | None, str]] = []
-    returned = threading.Event()
+    given: list[tuple[int, int, str | None]] = []
 
     def each(index: int, answer: HeadAnswer) -> None:
-        assert not returned.is_set()  # as it comes, not after the batch
-        digest = answer.headers.get("Docker-Content-Digest")
-        given.append((index, answer.status, digest, threading.current_thread().name))
+        given.append((index, answer.status, answer.headers.get("Docker-Content-Digest")))
 
     answers, sent = many_heads(
         urls,
@@ -427,20 +422,52 @@ def test_each_answer_is_given_with_the_index_of_its_url_as_it_comes(
         connect=connector(registry.url, timeout=(5, 5), tls=None),
         each=each,
     )
-    returned.set()
     assert sent == len(refs) == len(given)
     assert sorted(index for index, *_ in given) == list(range(len(refs)))
-    for index, status, digest, _ in given:
+    for index, status, digest in given:
         assert answers[index] is not None and answers[index].status == status
         if refs[index] == "absent":
             assert status == 404
         else:
             assert (status, digest) == (200, digests[refs[index]]), refs[index]
-    # on the threads of the connections (the caller's among them)
-    assert {thread for *_, thread in given} <= {
-        threading.current_thread().name,
-        *(f"regstore-heads-{k}" for k in range(1, 3)),
-    }
+
+
+def test_each_answer_is_given_as_it_comes_before_its_connection_asks_again(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: OK)
+    asked_when: list[tuple[int, int]] = []
+    many_heads(
+        URLS,
+        {},
+        connections=1,
+        connect=server.connect,
+        each=lambda index, answer: asked_when.append((index, server.count)),
+    )
+    # (one connection: the server has had exactly the requests answered so far)
+    assert asked_when == [(i, i + 1) for i in range(len(URLS))]
+
+
+def test_a_failing_each_gives_its_connection_up_and_on_answer_still_sees_the_answer(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    # (on_answer decides whether the whole batch stops: a refusal must reach it regardless)
+    server = raw_server(lambda n: OK)
+    seen: list[int] = []
+
+    def each(index: int, answer: HeadAnswer) -> None:
+        if index == 1:
+            raise RuntimeError("a bug in the caller's reading")
+
+    def on_answer(answer: HeadAnswer) -> bool:
+        seen.append(answer.status)
+        return True
+
+    answers, sent = many_heads(
+        URLS, {}, connections=1, connect=server.connect, each=each, on_answer=on_answer
+    )
+    assert (sent, seen) == (2, [200, 200])  # given up after the second: nothing more asked
+    assert [a is not None for a in answers[:3]] == [True, True, False]
 
 
 def test_answers_that_are_not_clean_are_left_to_the_ordinary_path(

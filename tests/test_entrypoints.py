@@ -405,6 +405,29 @@ def test_several_versions_are_found_in_one_walk_of_the_path(
     listed.clear()
     assert entrypoints.installed_versions("omega-pkg") == {"omega-pkg": "2.0rc1"}
     assert str(second) not in listed  # the walk ends once every name is found
+    # one distribution named two ways: both get its version
+    assert entrypoints.installed_versions("Omega.Pkg", "omega_pkg") == {
+        "Omega.Pkg": "2.0rc1",
+        "omega_pkg": "2.0rc1",
+    }
+
+
+def test_versions_found_before_a_path_entry_only_importlib_reads_are_kept(
+    sites: tuple[Path, Path], tmp_path: Path
+) -> None:
+    first, _ = sites
+    install(first, "psi-3.0.dist-info", None, name="psi")
+    archive = tmp_path / "later.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("chi-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: chi\n")
+    sys.path.append(str(archive))
+    try:  # as each alone: psi is found before the archive, chi only importlib can tell
+        names = ("psi", "chi")
+        alone = {name: entrypoints.installed_version(name) for name in names}
+        assert alone == {"psi": "3.0", "chi": None}
+        assert entrypoints.installed_versions(*names) == alone
+    finally:
+        sys.path.remove(str(archive))
 
 
 def test_metadata_headers_are_read_as_email_reads_them() -> None:

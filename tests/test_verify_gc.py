@@ -446,6 +446,31 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     assert verify(store).ok
 
 
+def test_listing_a_memory_stores_tags_reads_no_link_either(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with open_store(f"memory://list-{uuid.uuid4().hex}") as store:
+        for tag in ("whole", "damaged", "unlinked"):
+            put_image(store, "team/app", tag, build_image(seed=46))
+        _scribble_tag_link(store, "team/app", "damaged")
+        backend = store.backend
+        assert isinstance(backend, FsspecBackend)
+        layout = backend.layout
+        assert isinstance(layout, DistributionLayout)
+        backend.remove(layout._tag("team/app", "unlinked", "current", "link"))
+        assert sorted(layout._tags("team/app")) == ["damaged", "whole"]
+        read: list[str] = []
+        real_read = layout.host.read_file
+
+        def read_file(path: str) -> bytes | None:
+            read.append(path)
+            return real_read(path)
+
+        monkeypatch.setattr(layout.host, "read_file", read_file)
+        assert sorted(store.tags("team/app")) == ["damaged", "whole"]
+        assert [Path(p).parts[-3] for p in read] == ["unlinked"]
+
+
 def test_listing_tags_reads_no_link_and_lists_as_reading_them_would(
     file_store: tuple[ObjectStore, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

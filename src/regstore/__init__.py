@@ -12,68 +12,55 @@ importable from here.
 
 from __future__ import annotations
 
-import gc as _gc
+from typing import TYPE_CHECKING, Any
 
-# The package's imports (typing, the error tree and with it dataclasses) run with the cyclic
-# collector paused: they build classes and functions that live as long as the process, which
-# each collection on the way walked again (11 collections of a ``regstore`` start-up, measured
-# on the benchmark's machine). An importer's own setting is left as it was.
-_collecting = _gc.isenabled()
-_gc.disable()
-try:
-    from typing import TYPE_CHECKING, Any
-
-    from regstore.errors import (
-        AuthenticationError,
-        BackendNotFoundError,
-        BlobNotFoundError,
-        BlobTooLargeError,
-        BlobUploadInvalidRangeError,
-        BlobUploadNotFoundError,
-        BundleBaseMissingError,
-        BundleInvalidError,
-        ClusterError,
-        CredentialStoreError,
-        DamagedTagError,
-        DigestMismatchError,
-        FilterError,
-        HTTPContext,
-        ImageManifestNotFoundError,
-        InsecureRealmError,
-        InterruptedTransferError,
-        InvalidReferenceError,
-        LayerAlreadyExistsError,
-        LayerLockedError,
-        ManifestInvalidError,
-        NotFoundError,
-        PagingError,
-        PagingLimitError,
-        PlatformNotFoundError,
-        PluginLoadError,
-        RegistryError,
-        RegistryErrorDetail,
-        RegstoreError,
-        RepositoryNotFoundError,
-        RetriesExhaustedError,
-        StoreDamageError,
-        StoreError,
-        StoreEscapeError,
-        StoreNotFoundError,
-        StoreOptionError,
-        StoreReadOnlyError,
-        StoreURLError,
-        SyncFileError,
-        TransportError,
-        UnexpectedHTTPStatusError,
-        UnsupportedError,
-        UploadLengthError,
-        UsageError,
-    )
-    from regstore.lazy import lazy_exports
-finally:
-    if _collecting:
-        _gc.enable()
-    del _gc, _collecting
+from regstore.errors import (
+    AuthenticationError,
+    BackendNotFoundError,
+    BlobNotFoundError,
+    BlobTooLargeError,
+    BlobUploadInvalidRangeError,
+    BlobUploadNotFoundError,
+    BundleBaseMissingError,
+    BundleInvalidError,
+    ClusterError,
+    CredentialStoreError,
+    DamagedTagError,
+    DigestMismatchError,
+    FilterError,
+    HTTPContext,
+    ImageManifestNotFoundError,
+    InsecureRealmError,
+    InterruptedTransferError,
+    InvalidReferenceError,
+    LayerAlreadyExistsError,
+    LayerLockedError,
+    ManifestInvalidError,
+    NotFoundError,
+    PagingError,
+    PagingLimitError,
+    PlatformNotFoundError,
+    PluginLoadError,
+    RegistryError,
+    RegistryErrorDetail,
+    RegstoreError,
+    RepositoryNotFoundError,
+    RetriesExhaustedError,
+    StoreDamageError,
+    StoreError,
+    StoreEscapeError,
+    StoreNotFoundError,
+    StoreOptionError,
+    StoreReadOnlyError,
+    StoreURLError,
+    SyncFileError,
+    TransportError,
+    UnexpectedHTTPStatusError,
+    UnsupportedError,
+    UploadLengthError,
+    UsageError,
+)
+from regstore.lazy import lazy_exports
 
 if TYPE_CHECKING:  # the same names, imported on first use at run time (__getattr__)
     from regstore.bundle import (

@@ -283,19 +283,21 @@ def installed_versions(*distributions: str) -> dict[str, str | None]:
     """:func:`installed_version` of each of ``distributions``, found in one walk of
     ``sys.path`` (a walk costs a start-up about 1.5 ms: the User-Agent names two)."""
     found: dict[str, str | None] = dict.fromkeys(distributions)
-    wanted = {_normalize(name.lower()): name for name in distributions}
+    wanted: dict[str, list[str]] = {}
+    for name in distributions:  # (names written differently, one distribution)
+        wanted.setdefault(_normalize(name.lower()), []).append(name)
     try:
         for entry, info in _distributions():
-            name = wanted.pop(_normalize(info.lower().rpartition(".")[0].partition("-")[0]), None)
-            if name is not None:
+            names = wanted.pop(_normalize(info.lower().rpartition(".")[0].partition("-")[0]), [])
+            if names:
                 version = name_and_version(FoundDistribution(os.path.join(entry, info)))[1]
                 # (a folded value importlib.metadata re-indents: its answer, not ours)
                 folded = version is not None and ("\n" in version or "\r" in version)
-                found[name] = None if folded else version
+                found.update(dict.fromkeys(names, None if folded else version))
             if not wanted:
                 break
-    except _Unanswerable:
-        return dict.fromkeys(distributions)
+    except _Unanswerable:  # (found before the entry only importlib can read: as found alone)
+        pass
     return found
 
 

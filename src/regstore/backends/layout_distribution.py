@@ -397,8 +397,10 @@ class DistributionLayout(Layout):
             raise RepositoryNotFoundError(name)
         # A tag whose link is a file is listed, whole or damaged (as _tags lists it), without
         # reading it: a sync lists the tags it holds before its first request, and reads each
-        # link again as it compares (reading 300 links here cost a no-op 2 ms more). Any
-        # other entry is decided as _tags decides it.
+        # link again as it compares (reading 300 links here cost a no-op 2 ms more). So is a
+        # link that can be seen but not read (no permission; an S3 object its key cannot
+        # decrypt): the listing goes on, and reading that tag fails. Any other entry is
+        # decided as _tags decides it.
         return [
             entry
             for entry in self._tag_entries(name)

@@ -392,9 +392,11 @@ def many_heads(
 
     Returns the answers in the order of ``urls`` (None where none came) and the number of
     requests sent. ``on_answer`` sees every answer as it comes; False stops the whole batch.
-    ``each`` is given every answer with the index of its URL as it comes, first (on the
-    thread of its connection: what it makes of the answers is made while the others are
-    still asked, not after the last). Any status but 200 and 404 ends its connection's work.
+    ``each`` is given every answer with the index of its URL as it comes, before
+    ``on_answer`` and before its connection asks again (on that connection's thread: what it
+    makes of the answers is made while the others are still asked, not after the last); an
+    exception from it gives its connection up, as a malformed answer does. Any status but 200
+    and 404 ends its connection's work.
     """
     answers: list[HeadAnswer | None] = [None] * len(urls)
     if not urls:
@@ -402,12 +404,14 @@ def many_heads(
     queue = _Queue(len(urls))
 
     def seen(index: int, answer: HeadAnswer) -> bool:
-        if each is not None:
-            each(index, answer)
-        if not on_answer(answer):
-            queue.stop.set()
-            return False
-        return answer.status in (200, 404)
+        try:
+            if each is not None:
+                each(index, answer)
+        finally:  # (even after a failing ``each``: a refusal still stops the whole batch)
+            wanted = on_answer(answer)
+            if not wanted:
+                queue.stop.set()
+        return wanted and answer.status in (200, 404)
 
     pool = connect if isinstance(connect, HeadConnections) else HeadConnections(connect, 0)
     requests = [_request_bytes(url, headers) for url in urls]
