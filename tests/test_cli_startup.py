@@ -98,6 +98,16 @@ NOT_FOR_A_MIRROR = (
 )
 
 
+def _mirror_file(tmp_path: Path, registry: RegistryServer, name: str) -> Path:
+    """A sync file mirroring every tag of ``name`` into the store ``tmp_path/mirror``."""
+    source = {"registry": registry.host, "plain_http": True, "repositories": [{"name": name}]}
+    syncfile = tmp_path / "sync.json"
+    syncfile.write_text(
+        json.dumps({"target": {"store": (tmp_path / "mirror").as_uri()}, "sources": [source]})
+    )
+    return syncfile
+
+
 def test_a_pull_and_a_sync_into_a_directory_store_import_only_what_they_use(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
@@ -111,21 +121,7 @@ def test_a_pull_and_a_sync_into_a_directory_store_import_only_what_they_use(
     listed, _ = _modules_after("--json", "--store", str(store), "ls", "lean/app")
     assert image.manifest_digest in listed and '"t1"' in listed, listed  # the pull did pull
 
-    syncfile = tmp_path / "sync.yaml"
-    syncfile.write_text(
-        json.dumps(
-            {
-                "target": {"store": (tmp_path / "mirror").as_uri()},
-                "sources": [
-                    {
-                        "registry": registry.host,
-                        "plain_http": True,
-                        "repositories": [{"name": "lean/app"}],
-                    }
-                ],
-            }
-        )
-    )
+    syncfile = _mirror_file(tmp_path, registry, "lean/app")
     for run, moved in (("first", "copied"), ("no-op", "skipped")):
         out, modules = _modules_after("sync", "--json", str(syncfile))
         assert [m for m in NOT_FOR_A_MIRROR if m in modules] == [], run
@@ -193,21 +189,7 @@ def test_the_cli_and_a_no_op_sync_import_with_the_collector_paused(
     out, seen, enabled = _collected_during_imports("--help")
     assert "Commands:" in out and _imported(seen) == [] and enabled
     seed_registry(registry.url, "calm/app", "t1", build_image(seed=62, layer_size=1024))
-    syncfile = tmp_path / "sync.json"
-    syncfile.write_text(
-        json.dumps(
-            {
-                "target": {"store": (tmp_path / "mirror").as_uri()},
-                "sources": [
-                    {
-                        "registry": registry.host,
-                        "plain_http": True,
-                        "repositories": [{"name": "calm/app"}],
-                    }
-                ],
-            }
-        )
-    )
+    syncfile = _mirror_file(tmp_path, registry, "calm/app")
     for moved in ("copied", "skipped"):
         out, seen, enabled = _collected_during_imports("sync", "--json", str(syncfile))
         assert json.loads(out)[moved] == 1, out

@@ -446,6 +446,26 @@ def test_a_damaged_tag_link_is_reported_kept_from_gc_and_rewritten_by_a_copy(
     assert verify(store).ok
 
 
+def _distribution_layout(store: ObjectStore) -> DistributionLayout:
+    backend = store.backend
+    assert isinstance(backend, FsspecBackend)
+    assert isinstance(backend.layout, DistributionLayout)
+    return backend.layout
+
+
+def _reads_of(layout: DistributionLayout, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``layout`` reads from now on, in order."""
+    read: list[str] = []
+    real_read = layout.host.read_file
+
+    def read_file(path: str) -> bytes | None:
+        read.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(layout.host, "read_file", read_file)
+    return read
+
+
 def test_listing_a_memory_stores_tags_reads_no_link_either(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -453,20 +473,10 @@ def test_listing_a_memory_stores_tags_reads_no_link_either(
         for tag in ("whole", "damaged", "unlinked"):
             put_image(store, "team/app", tag, build_image(seed=46))
         _scribble_tag_link(store, "team/app", "damaged")
-        backend = store.backend
-        assert isinstance(backend, FsspecBackend)
-        layout = backend.layout
-        assert isinstance(layout, DistributionLayout)
-        backend.remove(layout._tag("team/app", "unlinked", "current", "link"))
+        layout = _distribution_layout(store)
+        layout.host.remove(layout._tag("team/app", "unlinked", "current", "link"))
         assert sorted(layout._tags("team/app")) == ["damaged", "whole"]
-        read: list[str] = []
-        real_read = layout.host.read_file
-
-        def read_file(path: str) -> bytes | None:
-            read.append(path)
-            return real_read(path)
-
-        monkeypatch.setattr(layout.host, "read_file", read_file)
+        read = _reads_of(layout, monkeypatch)
         assert sorted(store.tags("team/app")) == ["damaged", "whole"]
         assert [Path(p).parts[-3] for p in read] == ["unlinked"]
 
@@ -482,20 +492,10 @@ def test_listing_tags_reads_no_link_and_lists_as_reading_them_would(
     put_directory_in_place(tags / "in-place/current/link")
     (tags / "unlinked/current/link").unlink()  # a tag directory without a link: no tag
     (tags / "a-file").write_bytes(b"named like a tag, and no directory")
-    backend = store.backend
-    assert isinstance(backend, FsspecBackend)
-    layout = backend.layout
-    assert isinstance(layout, DistributionLayout)
+    layout = _distribution_layout(store)
     expected = ["damaged", "in-place", "whole"]
     assert sorted(layout._tags("team/app")) == expected  # the way that reads every link
-    read: list[str] = []
-    real_read = layout.host.read_file
-
-    def read_file(path: str) -> bytes | None:
-        read.append(path)
-        return real_read(path)
-
-    monkeypatch.setattr(layout.host, "read_file", read_file)
+    read = _reads_of(layout, monkeypatch)
     assert sorted(store.tags("team/app")) == expected
     # only the entries whose link is no file are read, to decide them as reading decides
     assert sorted(Path(p).parts[-3] for p in read) == ["a-file", "in-place", "unlinked"]
