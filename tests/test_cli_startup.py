@@ -156,11 +156,12 @@ _COLLECTED_CHILD = """
     gc.set_threshold(50)  # (many collections: an import the collector is left on for meets one)
     from regstore.cli import main
     sys.argv = ["regstore", *sys.argv[1:]]
+    code = None
     try:
         main()
-    except SystemExit:
-        pass
-    sys.stderr.write(json.dumps([sorted(seen), gc.isenabled()]))
+    except SystemExit as exc:
+        code = exc.code
+    sys.stderr.write(json.dumps([sorted(seen), gc.isenabled(), code]))
 """
 
 
@@ -172,7 +173,8 @@ def _collected_during_imports(*args: str) -> tuple[str, list[str], bool]:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    seen, enabled = json.loads(proc.stderr.strip().splitlines()[-1])
+    seen, enabled, code = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert code in (None, 0), proc.stderr  # the command itself ended well
     return proc.stdout, seen, enabled
 
 
