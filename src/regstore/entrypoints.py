@@ -234,10 +234,10 @@ class _Unanswerable(Exception):
     """Something on ``sys.path`` only ``importlib.metadata`` reads as it does."""
 
 
-def _distributions() -> Iterator[tuple[str, str]]:
+def _distributions() -> Iterator[tuple[str, str, str]]:
     """Each distribution the standard path finder finds, in its order, one per normalized
-    name (the first on ``sys.path``): ``(sys.path entry, its metadata directory)``. Raises
-    _Unanswerable where anything else could take part."""
+    name (the first on ``sys.path``): ``(sys.path entry, its metadata directory, its
+    normalized name)``. Raises _Unanswerable where anything else could take part."""
     if not _standard_finders_only():
         raise _Unanswerable
     seen: set[str] = set()
@@ -269,7 +269,7 @@ def _distributions() -> Iterator[tuple[str, str]]:
         for name, infos in groups.items():
             if name not in seen:  # (else shadowed by the same distribution earlier on sys.path)
                 seen.add(name)
-                yield entry, infos[0]
+                yield entry, infos[0], name
 
 
 def installed_version(distribution: str) -> str | None:
@@ -287,8 +287,8 @@ def installed_versions(*distributions: str) -> dict[str, str | None]:
     for name in distributions:  # (names written differently, one distribution)
         wanted.setdefault(_normalize(name.lower()), []).append(name)
     try:
-        for entry, info in _distributions():
-            names = wanted.pop(_normalize(info.lower().rpartition(".")[0].partition("-")[0]), [])
+        for entry, info, normalized in _distributions():
+            names = wanted.pop(normalized, [])
             if names:
                 version = name_and_version(FoundDistribution(os.path.join(entry, info)))[1]
                 # (a folded value importlib.metadata re-indents: its answer, not ours)
@@ -306,7 +306,7 @@ def _scan(group: str) -> list[FoundEntryPoint] | None:
     header = f"[{group}]".encode()
     candidates: list[tuple[str, bytes]] = []
     try:
-        for entry, info in _distributions():
+        for entry, info, _ in _distributions():
             try:
                 with open(os.path.join(entry or ".", info, "entry_points.txt"), "rb") as file:
                     data = file.read()

@@ -18,20 +18,15 @@ import atexit
 import gc
 from collections.abc import Sequence
 
+from . import startup
+
 # The package's own imports (click, the app) run with the collector paused, as a command's
 # start-up imports do (:mod:`.startup`): 15 collections walked the modules imported so far
 # while it loaded (measured on the benchmark's machine). What it builds is frozen with the
 # command's own start-up, in the console script; an importer's own setting is left as it was.
-_collecting = gc.isenabled()
-gc.disable()
-try:
-    from . import startup
+with startup.paused():
     from .app import cli, die_if_terminated
     from .completion import COMPLETE_VAR, PROG_NAME
-finally:
-    if _collecting:
-        gc.enable()
-    del _collecting
 
 # The commands, imported when one is run (start-up time of `regstore --help`): name -> (the
 # module that registers it, its short help as `regstore --help` lists it). A new command's

@@ -22,7 +22,7 @@ import gc
 import sys
 from collections.abc import Iterator
 
-__all__ = ["begin", "end", "imports"]
+__all__ = ["begin", "end", "imports", "paused"]
 
 _depth = 0  # begin() calls not yet ended (main run inside main, in one process)
 _active = False
@@ -40,6 +40,20 @@ def begin() -> None:
 
 
 @contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """Run the block with the collector paused, then set it back as it was (a caller's own
+    setting is left alone). Unlike :func:`imports`, anywhere and without freezing: for the
+    CLI package's own imports, which run before :func:`begin`."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+@contextlib.contextmanager
 def imports() -> Iterator[None]:
     """Run the block (start-up imports, opening a store) with the collector paused, and freeze
     what exists after it if the block imported anything; only between :func:`begin` and
@@ -49,14 +63,13 @@ def imports() -> Iterator[None]:
         yield
         return
     loaded = len(sys.modules)
-    gc.disable()
-    try:
-        yield
-    finally:
-        if len(sys.modules) != loaded:  # (a block that imported nothing froze nothing new)
-            gc.freeze()
-            _froze = True
-        gc.enable()
+    with paused():
+        try:
+            yield
+        finally:
+            if len(sys.modules) != loaded:  # (a block that imported nothing froze nothing new)
+                gc.freeze()
+                _froze = True
 
 
 def end() -> None:
