@@ -133,6 +133,27 @@ def test_a_pull_and_a_sync_into_a_directory_store_import_only_what_they_use(
     assert image.manifest_digest in mirrored, mirrored
 
 
+def test_a_no_op_re_sync_settled_early_never_loads_what_would_move_a_blob(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    from regstore.engine.early import MIN_TAGS
+
+    base = build_image(layers=1, layer_size=4096, seed=70, media="oci")
+    for i in range(MIN_TAGS):  # (fewer are not asked early: each image then asks its own)
+        image = build_image(
+            layers=1, layer_size=512, seed=71 + i, media="oci", shared_layers=base.layers
+        )
+        seed_registry(registry.url, "settled/app", f"t{i}", image)
+    syncfile = _mirror_file(tmp_path, registry, "settled/app")
+    out, modules = _modules_after("sync", "--json", str(syncfile))
+    assert json.loads(out)["copied"] == MIN_TAGS
+    assert "regstore.engine.transfer" in modules  # (what the check below looks for is real)
+    out, modules = _modules_after("sync", "--json", str(syncfile))
+    assert json.loads(out)["skipped"] == MIN_TAGS, out
+    moving = ("regstore.engine.transfer", "regstore.engine.blobs", "regstore.retry")
+    assert [m for m in moving if m in modules] == []
+
+
 # The regstore modules importing (themselves, or another module under them) when the
 # collector ran, once ``regstore`` itself is loaded (the package's own import is every
 # importer's, left as it is); then the collector's state once the command ended, written as

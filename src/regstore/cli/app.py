@@ -173,7 +173,7 @@ class AppState:
     @property
     def chunk_size(self) -> int:
         """The PATCH size of a chunked push: ``--chunk-size``, else the engine's default."""
-        from regstore.engine.blobs import DEFAULT_CHUNK_SIZE
+        from regstore.engine.options import DEFAULT_CHUNK_SIZE
 
         return self.settings.chunk_size or DEFAULT_CHUNK_SIZE
 
@@ -181,7 +181,7 @@ class AppState:
     def monolithic_threshold(self) -> int:
         """Blobs up to this size are pushed in one PUT: never above ``--chunk-size`` (no
         request body larger than it)."""
-        from regstore.engine.blobs import DEFAULT_MONOLITHIC_THRESHOLD
+        from regstore.engine.options import DEFAULT_MONOLITHIC_THRESHOLD
 
         return min(self.chunk_size, DEFAULT_MONOLITHIC_THRESHOLD)
 

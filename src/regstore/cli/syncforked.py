@@ -17,6 +17,7 @@ from regstore.engine.model import BatchResult
 from regstore.engine.sync import SyncPlan, run_sync, settle_unchanged
 from regstore.errors import UnsupportedError
 
+from . import startup
 from .syncscale import SHARED_BACKENDS, shares_store
 
 if TYPE_CHECKING:
@@ -177,6 +178,11 @@ def run_here(
                 processes = default_processes(len(left))
     if early is not None:
         early.close()  # (nothing left running: a fork may follow)
+    if rest.jobs:
+        # What moves blobs, loaded as the rest of the start-up (collector paused) and before
+        # any fork (each child would load its own): a sync that settled everything never does.
+        with startup.imports():
+            import regstore.engine.transfer  # noqa: F401
     forked: tuple[BatchResult, int] | None = None
     if min(processes, len(rest.jobs)) > 1:
         forked = run_sync_forked(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os.path
 import select
+import selectors
 import socket
 import threading
 import time
@@ -159,6 +160,7 @@ def read_answer(reader: LineReader) -> tuple[HeadAnswer, bool]:
     if status < 200:  # 1xx before a HEAD's answer: nothing regstore asked for
         raise _Malformed(f"interim answer {status}")
     headers = Headers()
+    items = headers._items  # (filled here directly: a sync reads hundreds of answers)
     for _ in range(MAX_HEADERS + 1):
         line = _read_line(reader)
         if line in (b"\r\n", b"\n"):
@@ -168,8 +170,9 @@ def read_answer(reader: LineReader) -> tuple[HeadAnswer, bool]:
             raise _Malformed("malformed header line")
         # a repeated header is joined, as urllib3 joins it: a doubled digest or length is then
         # no longer a valid one, and the reference goes the ordinary way
-        earlier = headers.get(key)
-        headers[key] = value.strip() if earlier is None else f"{earlier}, {value.strip()}"
+        value, folded = value.strip(), key.lower()
+        earlier = items.get(folded)
+        items[folded] = (key, value) if earlier is None else (key, f"{earlier[1]}, {value}")
     else:
         raise _Malformed("too many header lines")
     keep = version == "HTTP/1.1" and "close" not in headers.get("Connection", "").lower()
@@ -252,15 +255,13 @@ class _Queue:
     def __init__(self, count: int) -> None:
         self._next = 0
         self._count = count
-        self._lock = threading.Lock()
-        self.stop = threading.Event()
+        self.stop = False
 
     def take(self) -> int | None:
-        with self._lock:
-            if self.stop.is_set() or self._next >= self._count:
-                return None
-            self._next += 1
-            return self._next - 1
+        if self.stop or self._next >= self._count:
+            return None
+        self._next += 1
+        return self._next - 1
 
 
 def _quiet(sock: socket.socket) -> bool:
@@ -298,15 +299,20 @@ class HeadConnections:
 
     def take(self) -> tuple[socket.socket, bool]:
         """A connection and whether it was kept from before (else new)."""
+        sock = self.take_kept()
+        return (sock, True) if sock is not None else (self.connect(), False)
+
+    def take_kept(self) -> socket.socket | None:
+        """A connection kept from before that is still good, else None (nothing opened)."""
         while True:
             with self._lock:
                 if self._pid != os.getpid():  # a forked child: the parent's streams are not ours
                     self._idle, self._pid = [], os.getpid()
                 sock, since = self._idle.pop() if self._idle else (None, 0.0)
             if sock is None:
-                return self.connect(), False
+                return None
             if time.monotonic() - since <= IDLE_SECONDS and _quiet(sock):
-                return sock, True
+                return sock
             sock.close()
 
     def give_back(self, sock: socket.socket, lines: _Lines) -> None:
@@ -327,53 +333,233 @@ class HeadConnections:
             sock.close()
 
 
-def _serve(
-    requests: Sequence[bytes],
-    answers: list[HeadAnswer | None],
-    queue: _Queue,
-    connections: HeadConnections,
-    on_answer: Callable[[int, HeadAnswer], bool],
-) -> int:
-    """One connection's work: take a request, send it, read its answer, until the queue is
-    empty or something ends the connection; returns the requests sent. A kept connection that
-    fails before its first answer (the server closed it as it was taken) is replaced, once, by
-    a new one, and the request sent again: a HEAD may be."""
-    index = queue.take()
-    sent = 0
-    fresh_only = False
-    while index is not None:
+class _Incomplete(Exception):
+    """The bytes read so far end before the answer does."""
+
+
+class _Buffered:
+    """:class:`LineReader` over the bytes a connection has read so far (``read_answer``
+    parses an answer only once its last line is in): :class:`_Incomplete` where they end
+    before a line does."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        self.buffer = buffer
+        self.at = 0
+
+    def readline(self, size: int = -1, /) -> bytes:
+        limit = size if size >= 0 else MAX_LINE + 1
+        end = self.buffer.find(b"\n", self.at, self.at + limit)
+        if end >= 0:
+            cut = end + 1
+        elif len(self.buffer) - self.at >= limit:
+            cut = self.at + limit  # (too long a line: read_answer refuses it)
+        else:
+            raise _Incomplete
+        line = bytes(self.buffer[self.at : cut])
+        self.at = cut
+        return line
+
+
+class _Connection:
+    """One connection of a batch: the request in flight on it and what it has read."""
+
+    __slots__ = ("answered", "deadline", "index", "kept", "lines", "sock")
+
+    def __init__(self, sock: socket.socket, kept: bool, index: int) -> None:
+        self.sock = sock
+        self.kept = kept
+        self.index = index  #: the request in flight (sent, or about to be)
+        self.lines = _Lines(sock)  #: what was read past the last answer
+        self.answered = 0
+        self.deadline: float | None = None
+
+    def wait(self) -> None:
+        """Allow the socket's own timeout for the next bytes (none: wait as long as it takes)."""
+        timeout = self.sock.gettimeout()
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+
+class _Batch:
+    """One :func:`many_heads` batch: every connection's requests and answers on one thread,
+    with a selector; connections are opened on short-lived threads of their own (a connect
+    may take a round trip or a TLS handshake, while the others are answered)."""
+
+    def __init__(
+        self,
+        requests: Sequence[bytes],
+        answers: list[HeadAnswer | None],
+        pool: HeadConnections,
+        seen: Callable[[int, HeadAnswer], bool],
+    ) -> None:
+        self.requests = requests
+        self.answers = answers
+        self.pool = pool
+        self.seen = seen
+        self.queue = _Queue(len(requests))
+        self.sent = 0
+        self.selector = selectors.DefaultSelector()
+        self.live: set[_Connection] = set()
+        self.connecting: list[threading.Thread] = []
+        self.awaited = 0  # connections being opened, not yet taken
+        self.opened: list[tuple[socket.socket | None, int]] = []  # (from the connecting threads)
+        self.lock = threading.Lock()
+        self.done = False  # (what a connecting thread opens after the batch is closed)
+        self.wake_read, self.wake_write = os.pipe()
+
+    def run(self, connections: int) -> int:
+        """Ask every request over up to ``connections`` connections; the requests sent."""
         try:
-            sock, kept = (connections.connect(), False) if fresh_only else connections.take()
+            self.selector.register(self.wake_read, selectors.EVENT_READ)
+            for _ in range(connections):
+                index = self.queue.take()
+                if index is None:
+                    break
+                self._open(index, fresh=False)
+            while self.live or self.awaited:
+                self._turn()
+        except BaseException:
+            self.queue.stop = True
+            raise
+        finally:  # whatever ends the batch, even an interrupt: nothing left open or running
+            self._close()
+        return self.sent
+
+    def _open(self, index: int, *, fresh: bool) -> None:
+        """A connection for request ``index``: a kept one at once (unless ``fresh``), else a
+        new one opened on a thread."""
+        sock = None if fresh else self.pool.take_kept()
+        if sock is not None:
+            self._start(_Connection(sock, True, index))
+            return
+        thread = threading.Thread(
+            target=self._connect, args=(index,), name="regstore-heads-connect", daemon=True
+        )
+        self.connecting.append(thread)
+        self.awaited += 1
+        thread.start()
+
+    def _connect(self, index: int) -> None:
+        try:
+            sock: socket.socket | None = self.pool.connect()
         except Exception as exc:  # a shortcut: whatever fails leaves its requests to the caller
             log.debug("many HEADs: cannot connect: %s", exc)
-            return sent
-        lines = _Lines(sock)
-        answered, clean = 0, False
+            sock = None
+        with self.lock:
+            if self.done:
+                if sock is not None:
+                    sock.close()
+                return
+            self.opened.append((sock, index))
+        os.write(self.wake_write, b".")
+
+    def _turn(self) -> None:
+        """Wait for the next bytes, a new connection or a deadline, and act on them."""
+        deadlines = [c.deadline for c in self.live if c.deadline is not None]
+        wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        for key, _ in self.selector.select(wait):
+            if key.data is None:
+                self._take_opened()
+            elif key.data in self.live:
+                self._read(key.data)
+        now = time.monotonic()
+        for conn in [c for c in self.live if c.deadline is not None and c.deadline <= now]:
+            self._failed(conn, TimeoutError("no answer within the socket's timeout"))
+
+    def _take_opened(self) -> None:
+        os.read(self.wake_read, 4096)
+        with self.lock:
+            opened, self.opened = self.opened, []
+        self.awaited -= len(opened)
+        for sock, index in opened:
+            if sock is not None:  # (else its request stays unanswered; the others go on)
+                self._start(_Connection(sock, False, index))
+
+    def _start(self, conn: _Connection) -> None:
+        if self.queue.stop:  # (a refusal came meanwhile: its request is not sent)
+            self.pool.give_back(conn.sock, conn.lines)
+            return
+        self.live.add(conn)
+        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._send(conn)
+
+    def _send(self, conn: _Connection) -> None:
         try:
-            while index is not None:
-                sock.sendall(requests[index])
-                sent += 1
-                answer, keep = read_answer(lines)
-                answered += 1
-                answers[index] = answer
-                if not on_answer(index, answer) or not keep:
-                    break
-                index = queue.take()
-            else:
-                clean = True  # every request asked, the connection still good
-        except Exception as exc:  # a cut, a malformed answer, anything: the connection is given up
-            log.debug("many HEADs: connection given up: %s", exc)
-            if kept and answered == 0 and not queue.stop.is_set():
+            conn.sock.sendall(self.requests[conn.index])
+        except Exception as exc:
+            self._failed(conn, exc)
+            return
+        self.sent += 1
+        conn.wait()
+
+    def _read(self, conn: _Connection) -> None:
+        try:
+            chunk = conn.sock.recv(65536)
+            pending = getattr(conn.sock, "pending", None)
+            while chunk and pending is not None and pending():  # (TLS: decrypted ahead)
+                chunk += conn.sock.recv(65536)
+        except Exception as exc:  # (a TLS record not yet whole is waited for in recv itself)
+            self._failed(conn, exc)
+            return
+        if not chunk:
+            self._failed(conn, _Malformed("connection closed before the answer"))
+            return
+        conn.lines.buffer += chunk
+        conn.wait()
+        reader = _Buffered(conn.lines.buffer)
+        try:
+            answer, keep = read_answer(reader)
+        except _Incomplete:
+            return
+        except Exception as exc:  # a malformed answer
+            self._failed(conn, exc)
+            return
+        del conn.lines.buffer[: reader.at]  # (what follows is the next answer's, or unasked)
+        conn.answered += 1
+        self.answers[conn.index] = answer
+        try:
+            going_on = self.seen(conn.index, answer) and keep
+        except Exception as exc:
+            self._failed(conn, exc)
+            return
+        index = self.queue.take() if going_on else None
+        if index is None:
+            self._end(conn, clean=going_on)
+            return
+        conn.index = index
+        self._send(conn)
+
+    def _failed(self, conn: _Connection, exc: BaseException) -> None:
+        """Give the connection up (its request in flight unanswered); a kept one that failed
+        before its first answer (the server closed it as it was taken) is replaced, once, by a
+        new one that asks the same request again: a HEAD may be."""
+        log.debug("many HEADs: connection given up: %s", exc)
+        self._end(conn, clean=False)
+        if conn.kept and conn.answered == 0 and not self.queue.stop:
+            self._open(conn.index, fresh=True)
+
+    def _end(self, conn: _Connection, *, clean: bool) -> None:
+        self.live.discard(conn)
+        self.selector.unregister(conn.sock)
+        if clean:
+            self.pool.give_back(conn.sock, conn.lines)
+        else:
+            conn.sock.close()
+
+    def _close(self) -> None:
+        for conn in list(self.live):
+            self._end(conn, clean=False)
+        with self.lock:
+            self.done = True
+            opened, self.opened = self.opened, []
+        for sock, _ in opened:
+            if sock is not None:
                 sock.close()
-                fresh_only = True
-                continue
-        finally:  # whatever ends the work, even an interrupt: closed, or kept if clean
-            if clean:
-                connections.give_back(sock, lines)
-            else:
-                sock.close()
-        return sent
-    return sent
+        # the caller's permits stay taken until no connection is left open
+        for thread in self.connecting:
+            thread.join()
+        self.selector.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
 
 
 def many_heads(
@@ -386,22 +572,22 @@ def many_heads(
     each: Callable[[int, HeadAnswer], None] | None = None,
 ) -> tuple[list[HeadAnswer | None], int]:
     """HEAD every URL of ``urls`` (all of one origin) with ``headers`` over up to
-    ``connections`` connections from ``connect`` (each its own thread, one request in flight
-    on each): new ones from a function, or kept ones from :class:`HeadConnections` (which
-    keeps them again after a clean batch).
+    ``connections`` connections from ``connect`` (one request in flight on each, all of them
+    served by the calling thread): new ones from a function, or kept ones from
+    :class:`HeadConnections` (which keeps them again after a clean batch).
 
     Returns the answers in the order of ``urls`` (None where none came) and the number of
     requests sent. ``on_answer`` sees every answer as it comes; False stops the whole batch.
     ``each`` is given every answer with the index of its URL as it comes, before
-    ``on_answer`` and before its connection asks again (on that connection's thread: what it
-    makes of the answers is made while the others are still asked, not after the last); an
-    exception from it gives its connection up, as a malformed answer does. Any status but 200
-    and 404 ends its connection's work.
+    ``on_answer`` and before its connection asks again (what it makes of the answers is made
+    while the others are still asked, not after the last); an exception from it gives its
+    connection up, as a malformed answer does. Any status but 200 and 404 ends its
+    connection's work.
     """
     answers: list[HeadAnswer | None] = [None] * len(urls)
     if not urls:
         return answers, 0
-    queue = _Queue(len(urls))
+    batch: _Batch
 
     def seen(index: int, answer: HeadAnswer) -> bool:
         try:
@@ -410,32 +596,13 @@ def many_heads(
         finally:  # (even after a failing ``each``: a refusal still stops the whole batch)
             wanted = on_answer(answer)
             if not wanted:
-                queue.stop.set()
+                batch.queue.stop = True
         return wanted and answer.status in (200, 404)
 
     pool = connect if isinstance(connect, HeadConnections) else HeadConnections(connect, 0)
     requests = [_request_bytes(url, headers) for url in urls]
-    count = max(1, min(connections, len(urls)))
-    sent = [0] * count
-
-    def work(k: int) -> None:
-        sent[k] = _serve(requests, answers, queue, pool, seen)
-
-    threads = [
-        threading.Thread(target=work, args=(k,), name=f"regstore-heads-{k}", daemon=True)
-        for k in range(1, count)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        work(0)
-    except BaseException:
-        queue.stop.set()
-        raise
-    finally:  # the caller's permits stay taken until no connection is left open
-        for thread in threads:
-            thread.join()
-    return answers, sum(sent)
+    batch = _Batch(requests, answers, pool, seen)
+    return answers, batch.run(max(1, min(connections, len(urls))))
 
 
 def connector(

@@ -38,6 +38,7 @@ from regstore.wire import BlobSource, UploadSession
 
 from . import interrupt
 from .model import RegistryClient
+from .options import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .reporting import Reporter
 
 __all__ = [
@@ -68,17 +69,6 @@ PIPELINE_DEPTH = 2
 #: blobs need no thread, and a 10 MiB layer already costs what a 1 GiB one does.
 READ_AHEAD_THRESHOLD = 8 << 20
 READ_AHEAD_BUFFER = 1 << 20
-#: Blobs up to this size are pushed with one PUT; larger ones in chunks (resumable).
-DEFAULT_MONOLITHIC_THRESHOLD = 32 << 20
-#: The PATCH size of a chunked push. Each PATCH ends with the registry making the chunk
-#: durable (distribution's filesystem driver fsyncs the upload) while the client waits, and
-#: the next chunk's bytes wait with it: with 32 MiB chunks a 1 GiB push spent ~1 s of its ~5 s
-#: idle on those 32 waits. A 1 GiB layer into a fresh registry each time (medians of four,
-#: benchmarks/RESULTS.md): 128 MiB chunks 3.78-4.12 s, 512 MiB 3.57 s, one PATCH 3.41 s, curl's
-#: monolithic PUT 3.38-3.40 s. Docker, skopeo and crane send a layer in one PATCH; this bound
-#: is kept so that a 5xx or 429 on a chunk resends at most this much. Memory is unaffected
-#: (bodies stream).
-DEFAULT_CHUNK_SIZE = 512 << 20
 #: A download's retry budget grows by two per this many bytes of the blob.
 RETRY_SPAN = 32 << 20
 #: A chunked push's budget grows by two per chunk after the first, or per this many bytes of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ __all__ = [
     "RegistryImage",
     "StoreImage",
     "TransferResult",
+    "destination_tag",
     "image_text",
+    "resolve_destination",
 ]
 
 
@@ -298,3 +301,25 @@ class BatchResult:
 
     def __iter__(self) -> Iterator[ImageOutcome]:
         return iter(self.outcomes)
+
+
+def destination_tag(source: Image, dest: Image) -> str | None:
+    """The tag an image moved from ``source`` gets at ``dest`` (the one rule of every command).
+
+    ``dest``'s own reference when it has one (a digest: no tag); else the source's tag when
+    the source names one; else none (an image taken by digest lands untagged, by digest).
+    """
+    if dest.reference is not None:
+        return None if is_digest(dest.reference) else dest.reference
+    if source.reference is not None and not is_digest(source.reference):
+        return source.reference
+    return None
+
+
+def resolve_destination(source: Image, dest: Image) -> Image:
+    """``dest`` with the reference the transfer gives it: its own, else the source's tag (see
+    :func:`destination_tag`); unchanged when neither names one."""
+    if dest.reference is not None:
+        return dest
+    tag = destination_tag(source, dest)
+    return dest if tag is None else dataclasses.replace(dest, reference=tag)

@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 
 from regstore.errors import BlobNotFoundError, NotFoundError
 
-from .blobs import BlobMove, Opener, pull_budget, upload_blob
-
 if TYPE_CHECKING:
     from regstore.manifest import Descriptor, Manifest
     from regstore.retry import RetryBudget
 
+    from .blobs import BlobMove, Opener
     from .model import RegistryClient, RegistryImage
     from .options import TransferOptions
     from .places import ImageSource
@@ -85,6 +84,8 @@ class RegistryPlace:
 
     def read_budget(self, desc: Descriptor) -> RetryBudget | None:
         """The retry budget of reading one blob from here, under the client's policy."""
+        from .blobs import pull_budget  # (the blob machinery when a blob moves, not before)
+
         return pull_budget(self.client, self.name, desc.digest, desc.size)
 
     def mount_origin(self) -> tuple[str, str] | None:
@@ -133,6 +134,8 @@ class RegistryPlace:
         mount_from: Sequence[str],
     ) -> BlobMove:
         """Upload the blob unless the repository has it or can mount it."""
+        from .blobs import upload_blob  # (the blob machinery when a blob moves, not before)
+
         # The upload's own budget covers reading the source too (see upload_blob).
         return upload_blob(
             self.client,

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 
 from regstore.errors import BlobNotFoundError, RegstoreError
 
-from .blobs import BlobMove, Opener, store_blob
-
 if TYPE_CHECKING:
     from regstore.manifest import Descriptor, Manifest, Platform
     from regstore.retry import RetryBudget
     from regstore.store import ObjectStore
 
+    from .blobs import BlobMove, Opener
     from .model import StoreImage
     from .options import TransferOptions
     from .places import ImageSource
@@ -165,6 +164,8 @@ class StorePlace:
         mount_from: Sequence[str],
     ) -> BlobMove:
         """Store the blob unless the store has it, under the source's read budget."""
+        from .blobs import store_blob  # (the blob machinery when a blob moves, not before)
+
         return store_blob(
             self.store,
             desc.digest,

@@ -90,7 +90,6 @@ from regstore.errors import (
 from regstore.reference import Digest, is_digest, validate_name
 from regstore.referrers import is_supply_chain_tag, subject_of_tag
 
-from .blobs import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD
 from .filters import InvalidTag, TagFilter, partition_tags
 from .lookahead import THREADS, AskedEarly, look_ahead, unchanged
 from .model import (
@@ -100,8 +99,10 @@ from .model import (
     RegistryImage,
     StoreImage,
     TransferResult,
+    destination_tag,
+    resolve_destination,
 )
-from .options import TransferOptions
+from .options import DEFAULT_CHUNK_SIZE, DEFAULT_MONOLITHIC_THRESHOLD, TransferOptions
 from .places import destination_digest, sink_of, source_of
 from .syncfile import (
     CatalogSpec,
@@ -114,14 +115,6 @@ from .syncfile import (
     TargetSpec,
     load_sync_file,
     parse_sync_text,
-)
-from .transfer import (
-    CANCELLED,
-    destination_tag,
-    fit_to_sink,
-    plan_image,
-    resolve_destination,
-    transfer_many,
 )
 
 if TYPE_CHECKING:
@@ -522,6 +515,10 @@ def run_sync(
     failure. Nothing is pruned here: :func:`prune_destinations` does it after the run (as
     ``regstore sync`` does), its outcomes to add to the report.
     """
+    if not plan.jobs:  # (all settled before: the transfer machinery is not even imported)
+        return BatchResult(outcomes=[*plan.failures, *plan.skipped])
+    from .transfer import CANCELLED, transfer_many
+
     workers = concurrency or plan.concurrency or 4
     groups: dict[tuple[tuple[str, ...] | None, bool], list[int]] = {}
     for i, job in enumerate(plan.jobs):
@@ -625,11 +622,15 @@ def preview_job(job: PlannedJob) -> Literal["copy", "skip"]:
         raise ImageManifestNotFoundError(source.name, source.reference or "")
     action, have = _preview(job, str(info.digest))
     if action is None:
+        from .transfer import fit_to_sink, plan_image
+
         # As the run: a registry holds an index of some platforms rewritten to them (a new
         # digest, or the one child taken), which the source's digest never matches.
         fitted = fit_to_sink(plan_image(source, TransferOptions.build(job.platforms)))
         return "skip" if str(fitted.top.digest) == have else "copy"
     if action == "copy" and job.platforms:
+        from .transfer import plan_image
+
         plan_image(source, TransferOptions.build(job.platforms))  # raises as the run would
     return action
 

@@ -47,6 +47,8 @@ from .model import (
     ImageOutcome,
     ImageStatus,
     TransferResult,
+    destination_tag,
+    resolve_destination,
 )
 from .options import TransferOptions
 from .places import ImageSink, ImageSource, destination_digest, sink_of, source_of
@@ -320,19 +322,6 @@ def fit_to_sink(plan: ImagePlan) -> ImagePlan:
     return ImagePlan(top, list(plan.children), plan.blobs, partial=True)
 
 
-def destination_tag(source: Image, dest: Image) -> str | None:
-    """The tag an image moved from ``source`` gets at ``dest`` (the one rule of every command).
-
-    ``dest``'s own reference when it has one (a digest: no tag); else the source's tag when
-    the source names one; else none (an image taken by digest lands untagged, by digest).
-    """
-    if dest.reference is not None:
-        return None if is_digest(dest.reference) else dest.reference
-    if source.reference is not None and not is_digest(source.reference):
-        return source.reference
-    return None
-
-
 def _settled(
     plan: ImagePlan,
     src: ImageSource,
@@ -350,15 +339,6 @@ def _settled(
         same.unchanged = not same.manifests
         same.media_type = plan.top.media_type
     return same
-
-
-def resolve_destination(source: Image, dest: Image) -> Image:
-    """``dest`` with the reference the transfer gives it: its own, else the source's tag (see
-    :func:`destination_tag`); unchanged when neither names one."""
-    if dest.reference is not None:
-        return dest
-    tag = destination_tag(source, dest)
-    return dest if tag is None else dataclasses.replace(dest, reference=tag)
 
 
 def transfer_image(
