@@ -470,6 +470,59 @@ def test_a_failing_each_gives_its_connection_up_and_on_answer_still_sees_the_ans
     assert [a is not None for a in answers[:3]] == [True, True, False]
 
 
+def test_a_slow_connect_holds_up_no_answer_of_a_connection_already_open(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    # Every answer is read on the calling thread; connecting (a round trip, a TLS handshake)
+    # is done aside, and the connections already open go on meanwhile.
+    server = raw_server(lambda n: OK)
+    release = threading.Event()
+    lock = threading.Lock()
+    connects: list[int] = []
+    callers: set[int] = set()
+    order: list[int] = []
+
+    def connect() -> socket.socket:
+        with lock:
+            connects.append(len(connects))
+            slow = len(connects) == 2
+        if slow:  # the second connection takes its time, until every other answer came
+            assert release.wait(30)
+        return server.connect()
+
+    def each(index: int, answer: HeadAnswer) -> None:
+        callers.add(threading.get_ident())
+        order.append(index)
+        if len(order) == len(URLS) - 1:
+            release.set()
+
+    answers, sent = many_heads(URLS, {}, connections=2, connect=connect, each=each)
+    assert sent == len(URLS) and all(a is not None and a.status == 200 for a in answers)
+    # the slow connection's one request (the second URL) was answered last, after all the
+    # others had been answered over the first connection
+    assert order[-1] == 1 and sorted(order[:-1]) == [0, *range(2, len(URLS))]
+    assert callers == {threading.get_ident()} and len(connects) == 2
+
+
+def test_a_server_that_never_answers_is_given_up_after_the_sockets_timeout(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    import time
+
+    hold = threading.Event()
+    server = raw_server(lambda n: OK if hold.wait(20) else None)  # answers nothing for now
+
+    def connect() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", server.port), timeout=0.3)
+
+    started = time.monotonic()
+    answers, sent = many_heads(URLS[:4], {}, connections=2, connect=connect)
+    waited = time.monotonic() - started
+    hold.set()
+    assert answers == [None] * 4 and sent == 2  # one request in flight on each, unanswered
+    assert 0.25 <= waited < 10
+
+
 def test_answers_that_are_not_clean_are_left_to_the_ordinary_path(
     registry: RegistryServer, fault_proxy_factory: Callable[..., FaultProxy]
 ) -> None:
