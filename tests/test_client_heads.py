@@ -504,6 +504,29 @@ def test_a_slow_connect_holds_up_no_answer_of_a_connection_already_open(
     assert callers == {threading.get_ident()} and len(connects) == 2
 
 
+def test_a_url_no_longer_wanted_when_its_turn_comes_is_never_sent(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    server = raw_server(lambda n: OK)
+    unwanted: set[int] = set()
+
+    def each(index: int, answer: HeadAnswer) -> None:
+        if index == 2:  # from the third answer on, the odd URLs are wanted no more
+            unwanted.update(range(1, len(URLS), 2))
+
+    answers, sent = many_heads(
+        URLS,
+        {},
+        connections=1,
+        connect=server.connect,
+        each=each,
+        wanted=lambda index: index not in unwanted,
+    )
+    assert [a is not None for a in answers[:3]] == [True, True, True]
+    assert all((answers[i] is None) == (i % 2 == 1) for i in range(3, len(URLS)))
+    assert sent == server.count == 3 + (len(URLS) - 3) // 2
+
+
 def test_a_server_that_never_answers_is_given_up_after_the_sockets_timeout(
     raw_server: Callable[..., _RawServer],
 ) -> None:

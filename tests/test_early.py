@@ -23,7 +23,7 @@ from regstore.cli.app import DeferredClient
 from regstore.client import Client
 from regstore.client.early import CONNECTIONS, EarlyHeads
 from regstore.engine import RegistryImage, StoreImage, transfer_many
-from regstore.engine.early import MIN_TAGS, early_questions
+from regstore.engine.early import MIN_TAGS, early_questions, listed_questions
 from regstore.engine.filters import TagFilter
 from regstore.engine.lookahead import look_ahead
 from regstore.engine.syncfile import SyncSpec, parse_sync_text
@@ -43,6 +43,12 @@ def _start(
     """As the command: the questions of ``spec``, asked of each source over plain HTTP."""
     questions = early_questions(spec, tags_of, extra)
     return EarlyHeads.start([(c.registry, True, True, n, h) for c, n, h in questions])
+
+
+def _start_listed(spec: SyncSpec, extra: TagFilter | None = None) -> EarlyHeads | None:
+    """As the command, before its store is open: what the file alone asks of each source."""
+    questions = listed_questions(spec, extra)
+    return EarlyHeads.start([(c.registry, True, True, n, a) for c, n, a in questions])
 
 
 @pytest.fixture(autouse=True)
@@ -255,6 +261,22 @@ def test_a_no_op_re_sync_never_makes_a_client(
     assert proxy.count("HEAD", HEADS) == len(TAGS)
 
 
+def test_a_first_mirror_stops_asking_once_it_has_read_its_empty_store(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path], tmp_path: Path
+) -> None:
+    proxy, _, _, _ = mirrored
+    proxy.delay("HEAD", HEADS, 0.3, times=None)  # (the store is read long before these end)
+    spec_path = tmp_path / "sync.json"
+    spec_path.write_text(json.dumps(_raw(proxy.host, tmp_path / "fresh")))
+    done = _sync_cli(spec_path, "--json", probe=PROBE)
+    assert done.returncode == 0, done.stderr
+    assert "early HEADs: True" in done.stderr
+    statuses = [o["status"] for o in json.loads(done.stdout)["images"]]
+    assert statuses == ["copied"] * len(TAGS)
+    # at most what was in flight when the store was read: none of its tags is held
+    assert proxy.count("HEAD", HEADS) <= CONNECTIONS < len(TAGS)
+
+
 def test_a_sync_given_credentials_asks_nothing_early(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path], tmp_path: Path
 ) -> None:
@@ -350,6 +372,60 @@ def test_the_look_ahead_takes_the_early_answers_and_asks_the_source_nothing(
         assert k is not None and answer is not None
         assert k.source == answer[0] == k.destination  # unchanged: both ends name one digest
         assert k.at == answer[1]  # trusted as long as from the HEAD, not from now
+
+
+def test_before_the_store_is_read_the_tags_listed_that_the_filters_take_are_asked(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, _, path = mirrored
+    spec = _spec(proxy.host, path, tags={"exclude": ["^e1$"]})
+    early = _start_listed(spec, TagFilter(exclude=("^e2$",)))
+    assert early is not None and early.asked_digests
+    early.wait()
+    # listed once, then each tag the filters take asked once, as the client would answer
+    assert proxy.count("GET", r"^/v2/ea/app/tags/list") == 1
+    assert proxy.count("HEAD", HEADS) == len(TAGS) - 2
+    assert early.digest(client.registry, "ea/app", "e1") is None
+    got = early.digest(client.registry, "ea/app", "e3")
+    info = client.head_manifest("ea/app", "e3")
+    assert got is not None and info is not None and got[0] == str(info.digest)
+    # exact tags: asked, never listed; a listing that is not one clean page: nothing asked
+    proxy.clear_records()
+    early = _start_listed(_spec(proxy.host, path, tags=TAGS[:3]))
+    assert early is not None
+    early.wait()
+    assert proxy.count("GET") == 0 and proxy.count("HEAD", HEADS) == 3
+    proxy.clear_records()
+    proxy.override_status("GET", r"^/v2/ea/app/tags/list", 200, times=1, body="not json")
+    early = _start_listed(_spec(proxy.host, path))
+    assert early is not None
+    early.wait()
+    assert proxy.count("HEAD") == 0 and early.tags(client.registry, "ea/app") is None
+
+
+def test_holding_narrows_the_asking_to_the_tags_the_store_holds(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, _, path = mirrored
+    proxy.delay("HEAD", HEADS, 0.3, times=None)  # (the store is read long before these end)
+    early = _start_listed(_spec(proxy.host, path))
+    assert early is not None
+    held = TAGS[:2]
+    early.hold(client.registry, {"ea/app": held, "ea/other": TAGS})
+    early.wait()
+    # what was in flight when the store was read (the first tags), then only those it holds
+    assert len(held) <= proxy.count("HEAD", HEADS) <= CONNECTIONS < len(TAGS)
+    for tag in held:
+        got = early.digest(client.registry, "ea/app", tag)
+        assert got is not None and got[0] is not None
+    assert all(early.digest(client.registry, "ea/app", tag) is None for tag in TAGS[CONNECTIONS:])
+    # a store holding nothing of it: asked nothing more
+    proxy.clear_records()
+    early = _start_listed(_spec(proxy.host, path))
+    assert early is not None
+    early.hold(client.registry, {})
+    early.wait()
+    assert proxy.count("HEAD", HEADS) <= CONNECTIONS
 
 
 #: Run before the command: says whether the early HEADs started, and if ``requests`` was

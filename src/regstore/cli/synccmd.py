@@ -27,7 +27,9 @@ from .transfer import (
 )
 
 if TYPE_CHECKING:
-    from regstore.client.early import EarlyHeads, Questions
+    from collections.abc import Sequence
+
+    from regstore.client.early import Asked, EarlyHeads, Questions
     from regstore.engine.filters import TagFilter
     from regstore.engine.model import RegistryClient
     from regstore.engine.shards import Shard
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["sync_command"]
 
 log = logging.getLogger("regstore.cli")
+
+#: How each connection of a sync file is reached: ``(plain_http, verify, registry)``
+_Reach = dict[ConnectionSpec, tuple["bool | None", "bool | str", str]]
 
 
 @cli.command("sync")
@@ -133,23 +138,25 @@ def sync_command(
         return client
 
     store_url = None if spec.target.connection else (spec.target.store or state.store_url)
-    if on_cluster is not None:
-        on_cluster.start(store_url)
-    target_store = None
-    if spec.target.connection is None:
-        target_store = state.store(spec.target.store)
-        if several and not shares_store(target_store):
-            raise click.UsageError(
-                "--processes needs a directory store as the target: what other processes "
-                f"write into a {target_store.describe().get('backend')} store may not "
-                "reach this one"
-            )
     early: EarlyHeads | None = None
-    if ask_early and target_store is not None:
-        early = _ask_early(state, spec, target_store, tag_filter)
     with contextlib.ExitStack() as cleanup:
-        if early is not None:
-            cleanup.callback(early.close)  # (stopped and joined however the command ends)
+        if ask_early:  # (asked from the file alone: the store's modules take a while to load)
+            early = _ask_early(state, spec, tag_filter)
+            if early is not None:
+                cleanup.callback(early.close)  # (stopped and joined however the command ends)
+        if on_cluster is not None:
+            on_cluster.start(store_url)
+        target_store = None
+        if spec.target.connection is None:
+            target_store = state.store(spec.target.store)
+            if several and not shares_store(target_store):
+                raise click.UsageError(
+                    "--processes needs a directory store as the target: what other processes "
+                    f"write into a {target_store.describe().get('backend')} store may not "
+                    "reach this one"
+                )
+            if early is not None:
+                _hold(state, spec, target_store, tag_filter, early)
         # (the engine loaded only now, the collector paused: the early asks go on meanwhile)
         with startup.imports():
             from regstore.engine.sync import plan_sync
@@ -192,17 +199,31 @@ def sync_command(
         return report_batch(state, _pruned(batch, plan, keep_going), extra=extra)
 
 
-def _ask_early(
-    state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None
-) -> EarlyHeads | None:
-    """Start asking the sources for their tags and for the digests of the tags the store
-    already holds (:mod:`regstore.engine.early`), as their clients would ask: not a registry
-    given credentials, nor one the file reaches in two ways (its answers are known by its
-    name only); the entries of one registry reached one way are asked together."""
+def _ask_early(state: AppState, spec: SyncSpec, tag_filter: TagFilter | None) -> EarlyHeads | None:
+    """Start asking the sources for their tags and for the digests of the tags the filters
+    take (:mod:`regstore.engine.early`), before the store is even open, as their clients
+    would ask: not a registry given credentials, nor one the file reaches in two ways (its
+    answers are known by its name only); the entries of one registry reached one way are
+    asked together. :func:`_hold` narrows them to the tags the store holds."""
     if state.settings.username is not None:
         return None
     try:
-        questions = _early_questions(state, spec, store, tag_filter)
+        with startup.imports():
+            from regstore.engine.early import listed_questions
+
+        reach, ways = _reach(state, spec)
+        merged: dict[ConnectionSpec, tuple[list[str], dict[str, list[Asked]]]] = {}
+        for conn, names, asked in listed_questions(spec, tag_filter):
+            listed, chosen = merged.setdefault(conn, ([], {}))
+            listed += names
+            for name, select in asked.items():
+                chosen.setdefault(name, []).append(select)
+        questions: list[Questions] = []
+        for conn, (listed, chosen) in merged.items():
+            plain, verify, registry = reach[conn]
+            if conn.username is None and len(ways[registry]) == 1:
+                taken = {name: _either(selects) for name, selects in chosen.items()}
+                questions.append((conn.registry, plain, verify, listed, taken))
     except Exception as exc:  # a shortcut: whatever it cannot ask is asked the ordinary way
         log.debug("nothing asked early: %s", exc)
         return None
@@ -211,16 +232,54 @@ def _ask_early(
     return EarlyHeads.start(questions)
 
 
-def _early_questions(
-    state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None
-) -> list[Questions]:
-    """What :func:`_ask_early` asks, one question per registry reached one way."""
+def _either(selects: list[Asked]) -> Asked:
+    """What any of ``selects`` asks of one repository (named by several entries)."""
+    if len(selects) == 1:
+        return selects[0]
+
+    def union(listing: Sequence[str] | None) -> list[str]:
+        taken: list[str] = []
+        for select in selects:
+            taken += select(listing) if callable(select) else select
+        return list(dict.fromkeys(taken))
+
+    return union
+
+
+def _hold(
+    state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None,
+    early: EarlyHeads,
+) -> None:  # fmt: skip
+    """Narrow what ``early`` asks to the tags ``store`` holds that the filters take: those
+    whose digests the look-ahead will want (:func:`~regstore.engine.early.early_questions`:
+    none of a repository holding only a few); nothing more where they cannot be read."""
+    from regstore.engine.early import early_questions
+
+    reach, _ = _reach(state, spec)
+    held: dict[str, dict[str, list[str]]] = {registry: {} for _, _, registry in reach.values()}
+    try:
+        for conn, _, asked in early_questions(spec, store.tags, tag_filter):
+            by_name = held[reach[conn][2]]
+            for name, tags in asked.items():
+                by_name[name] = [*by_name.get(name, []), *tags]
+    except Exception as exc:  # (asked no more: the images ask for themselves)
+        log.debug("the store's tags were not read early: %s", exc)
+        held = {registry: {} for registry in held}
+    for registry, by_name in held.items():
+        early.hold(registry, by_name)
+
+
+def _reach(
+    state: AppState, spec: SyncSpec
+) -> tuple[
+    dict[ConnectionSpec, tuple[bool | None, bool | str, str]], dict[str, set[ConnectionSpec]]
+]:
+    """How each connection of the file's sources is reached, and which registry it is (by
+    name, as early answers are kept); and the connections reaching each registry."""
     with startup.imports():
         from regstore.client.urls import Endpoint
-        from regstore.engine.early import early_questions
 
-    # how each connection is reached, and which registry it is (by name, as answers are kept)
-    reach: dict[ConnectionSpec, tuple[bool | None, bool | str, str]] = {}
+    reach: _Reach = {}
     ways: dict[str, set[ConnectionSpec]] = {}
     for source in spec.sources:
         conn = source.connection
@@ -231,18 +290,7 @@ def _early_questions(
             registry = Endpoint.parse(conn.registry, plain_http=plain).registry
             reach[conn] = (plain, verify, registry)
             ways.setdefault(registry, set()).add(conn)
-    merged: dict[ConnectionSpec, tuple[list[str], dict[str, list[str]]]] = {}
-    for conn, names, held in early_questions(spec, store.tags, tag_filter):
-        listed, asked = merged.setdefault(conn, ([], {}))
-        listed += names
-        for name, tags in held.items():
-            asked[name] = list(dict.fromkeys([*asked.get(name, []), *tags]))
-    questions: list[Questions] = []
-    for conn, (listed, asked) in merged.items():
-        plain, verify, registry = reach[conn]
-        if conn.username is None and len(ways[registry]) == 1:
-            questions.append((conn.registry, plain, verify, listed, asked))
-    return questions
+    return reach, ways
 
 
 def _pruned(batch: BatchResult, plan: SyncPlan, keep_going: bool) -> BatchResult:

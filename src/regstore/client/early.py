@@ -34,9 +34,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from regstore.errors import InvalidReferenceError
 from regstore.manifest import MANIFEST_ACCEPT
@@ -51,7 +51,7 @@ from .urls import Endpoint
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["CONNECTIONS", "EarlyHeads", "Questions"]
+__all__ = ["CONNECTIONS", "Asked", "EarlyHeads", "Questions"]
 
 log = logging.getLogger("regstore.client.early")
 
@@ -63,11 +63,16 @@ TIMEOUT = (10.0, 60.0)
 MAX_LIST_BODY = 4 << 20
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
-#: One registry's questions: ``(registry, plain_http, verify, names, {name: tags})``: the
-#: repositories whose tags to list and the tags whose digests to ask, the registry reached as
-#: its client will be (``plain_http``: None on loopback only; ``verify``: False, True or a CA
-#: file)
-Questions = tuple[str, "bool | None", "bool | str", "Sequence[str]", "Mapping[str, Sequence[str]]"]
+#: What to ask of one repository: its tags, or a function choosing them from its listing
+#: (given None when it was not listed, or not in one clean page)
+Asked: TypeAlias = "Sequence[str] | Callable[[Sequence[str] | None], Sequence[str]]"
+#: One registry's questions: ``(registry, plain_http, verify, names, {name: asked})``: the
+#: repositories whose tags to list and what to ask of each repository, the registry reached
+#: as its client will be (``plain_http``: None on loopback only; ``verify``: False, True or a
+#: CA file)
+Questions: TypeAlias = tuple[
+    str, "bool | None", "bool | str", "Sequence[str]", "Mapping[str, Asked]"
+]
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class EarlyHeads:
         self._threads: dict[str, threading.Thread] = {}
         self._listers: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
+        #: by registry, the tags still worth asking of each repository (:meth:`hold`)
+        self._held: dict[str, dict[str, frozenset[str]]] = {}
 
     @classmethod
     def start(cls, questions: Sequence[Questions]) -> EarlyHeads | None:
@@ -117,29 +124,46 @@ class EarlyHeads:
         """True when some digest was asked (not only listings)."""
         return bool(self._threads)
 
+    def hold(self, registry: str, held: Mapping[str, Collection[str]]) -> None:
+        """From now on, ask ``registry`` only the tags ``held`` names of each repository (the
+        tags a store holds: the digests of the others are of no use); a repository it does
+        not name is asked nothing more. Answers already in are kept."""
+        self._held[registry] = {name: frozenset(tags) for name, tags in held.items()}
+
+    def _wanted(self, key: tuple[str, str, str]) -> bool:
+        registry, name, tag = key
+        held = self._held.get(registry)
+        return held is None or tag in held.get(name, ())
+
     def _start_registry(
         self,
         endpoint: Endpoint,
         verify: bool | str,
         names: Sequence[str],
-        tags: Mapping[str, Sequence[str]],
+        asked: Mapping[str, Asked],
     ) -> None:
         # everything that can fail, before any thread starts
         tls = _tls(verify) if endpoint.scheme == "https" else None
         connect = connector(endpoint.base_url, timeout=TIMEOUT, tls=tls)
         headers = {"User-Agent": default_user_agent(), "Connection": "keep-alive"}
-        lists = [(name, endpoint.tags_url(name)) for name in dict.fromkeys(names)]
-        urls = [endpoint.manifest_url(name, tag) for name, held in tags.items() for tag in held]
-        keys = [(endpoint.registry, name, tag) for name, held in tags.items() for tag in held]
+        listed = list(dict.fromkeys(names))
+        lists = [(name, endpoint.tags_url(name)) for name in listed]
+        for name, tags in asked.items():
+            if not callable(tags):  # (a tag no URL can name fails here, before any thread)
+                for tag in tags:
+                    endpoint.manifest_url(name, tag)
         jobs: dict[str, tuple[dict[str, threading.Thread], Callable[[], None]]] = {}
         if lists:
             jobs["tags-"] = (
                 self._listers,
                 functools.partial(self._list, endpoint.registry, lists, headers, connect),
             )
-        if urls:
+        if any(callable(tags) or tags for tags in asked.values()):
             heads = {**headers, "Accept": MANIFEST_ACCEPT}
-            jobs[""] = (self._threads, functools.partial(self._ask, urls, keys, heads, connect))
+            jobs[""] = (
+                self._threads,
+                functools.partial(self._choose_and_ask, endpoint, listed, asked, heads, connect),
+            )
         for kind, (threads, work) in jobs.items():
             thread = threading.Thread(
                 target=work, name=f"regstore-early-{kind}{endpoint.registry}", daemon=True
@@ -176,6 +200,35 @@ class EarlyHeads:
             if sock is not None:
                 sock.close()
 
+    def _choose_and_ask(
+        self,
+        endpoint: Endpoint,
+        listed: Sequence[str],
+        asked: Mapping[str, Asked],
+        headers: dict[str, str],
+        connect: Callable[[], socket.socket],
+    ) -> None:
+        registry = endpoint.registry
+        keys: list[tuple[str, str, str]] = []
+        urls: list[str] = []
+        for name, tags in asked.items():
+            if callable(tags):  # chosen from the listing: asked once it is in
+                lister = self._listers.get(registry) if name in listed else None
+                if lister is not None:
+                    lister.join()
+                try:
+                    tags = tags(self._listed.get((registry, name)))
+                except Exception as exc:  # a shortcut: the images ask for themselves
+                    log.debug("%s: nothing asked early: %s", name, exc)
+                    continue
+            try:
+                urls += [endpoint.manifest_url(name, tag) for tag in dict.fromkeys(tags)]
+            except Exception as exc:  # (a tag no URL can name: the image reports it)
+                log.debug("%s: nothing asked early: %s", name, exc)
+                continue
+            keys += [(registry, name, tag) for tag in dict.fromkeys(tags)]
+        self._ask(urls, keys, headers, connect)
+
     def _ask(
         self,
         urls: list[str],
@@ -207,6 +260,7 @@ class EarlyHeads:
                 connect=connect,
                 on_answer=on_answer,
                 each=each,
+                wanted=lambda index: self._wanted(keys[index]),
             )
         except Exception as exc:  # a shortcut: the caller asks for itself
             log.debug("early HEADs failed: %s", exc)

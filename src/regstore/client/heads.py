@@ -250,18 +250,22 @@ def _request_bytes(url: str, headers: dict[str, str], method: str = "HEAD") -> b
 
 
 class _Queue:
-    """The requests not yet taken by a connection, shared by all of them."""
+    """The requests not yet taken by a connection, shared by all of them, in order; those
+    ``wanted`` no longer wants (asked as each is taken) are passed over."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, wanted: Callable[[int], bool] | None = None) -> None:
         self._next = 0
         self._count = count
+        self._wanted = wanted
         self.stop = False
 
     def take(self) -> int | None:
-        if self.stop or self._next >= self._count:
-            return None
-        self._next += 1
-        return self._next - 1
+        while not self.stop and self._next < self._count:
+            index = self._next
+            self._next += 1
+            if self._wanted is None or self._wanted(index):
+                return index
+        return None
 
 
 def _quiet(sock: socket.socket) -> bool:
@@ -390,12 +394,13 @@ class _Batch:
         answers: list[HeadAnswer | None],
         pool: HeadConnections,
         seen: Callable[[int, HeadAnswer], bool],
+        wanted: Callable[[int], bool] | None = None,
     ) -> None:
         self.requests = requests
         self.answers = answers
         self.pool = pool
         self.seen = seen
-        self.queue = _Queue(len(requests))
+        self.queue = _Queue(len(requests), wanted)
         self.sent = 0
         self.selector = selectors.DefaultSelector()
         self.live: set[_Connection] = set()
@@ -570,6 +575,7 @@ def many_heads(
     connect: Callable[[], socket.socket] | HeadConnections,
     on_answer: Callable[[HeadAnswer], bool] = lambda answer: True,
     each: Callable[[int, HeadAnswer], None] | None = None,
+    wanted: Callable[[int], bool] | None = None,
 ) -> tuple[list[HeadAnswer | None], int]:
     """HEAD every URL of ``urls`` (all of one origin) with ``headers`` over up to
     ``connections`` connections from ``connect`` (one request in flight on each, all of them
@@ -582,7 +588,8 @@ def many_heads(
     ``on_answer`` and before its connection asks again (what it makes of the answers is made
     while the others are still asked, not after the last); an exception from it gives its
     connection up, as a malformed answer does. Any status but 200 and 404 ends its
-    connection's work.
+    connection's work. ``wanted`` is asked, as each URL's turn comes (in order), whether it is
+    still wanted: one that is not is never sent (its answer stays None).
     """
     answers: list[HeadAnswer | None] = [None] * len(urls)
     if not urls:
@@ -601,7 +608,7 @@ def many_heads(
 
     pool = connect if isinstance(connect, HeadConnections) else HeadConnections(connect, 0)
     requests = [_request_bytes(url, headers) for url in urls]
-    batch = _Batch(requests, answers, pool, seen)
+    batch = _Batch(requests, answers, pool, seen, wanted)
     return answers, batch.run(max(1, min(connections, len(urls))))
 
 

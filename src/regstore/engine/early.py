@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 from regstore.reference import validate_name
 
 from .filters import TagFilter
 from .syncfile import ConnectionSpec, SyncSpec
 
-__all__ = ["MIN_TAGS", "early_questions"]
+__all__ = ["MIN_TAGS", "Selection", "early_questions", "listed_questions"]
 
 log = logging.getLogger("regstore.engine")
 
@@ -67,4 +68,59 @@ def early_questions(
         asked = {name: held for name, held in asked.items() if len(held) >= MIN_TAGS}
         if listed or asked:
             questions.append((source.connection, listed, asked))
+    return questions
+
+
+#: The tags to ask of one repository, given its listing (None: not listed, or not in one
+#: clean page)
+Selection: TypeAlias = Callable[["Sequence[str] | None"], list[str]]
+
+
+class _Selected:
+    """The tags the filters take: of the repository's listing, or of its exact tags (a
+    repository named twice by a source: what either entry takes)."""
+
+    def __init__(self) -> None:
+        self._takes: list[tuple[TagFilter, TagFilter | None]] = []
+
+    def add(self, tag_filter: TagFilter, extra: TagFilter | None) -> None:
+        self._takes.append((tag_filter, extra))
+
+    def __call__(self, listing: Sequence[str] | None) -> list[str]:
+        taken: list[str] = []
+        for tag_filter, extra in self._takes:
+            candidates = (listing or ()) if tag_filter.needs_listing else tag_filter.exact
+            selected = tag_filter.select(candidates)
+            taken += extra.select(selected) if extra is not None else selected
+        return list(dict.fromkeys(taken))
+
+
+def listed_questions(
+    spec: SyncSpec, extra_filter: TagFilter | None = None
+) -> list[tuple[ConnectionSpec, list[str], dict[str, Selection]]]:
+    """What a sync asks before its store is even open, from the file alone: for each source
+    (into a store), its connection, the repositories whose tags the plan will list, and by
+    repository what to ask of the tags its listing gives (or of its exact tags): those the
+    filters take, none for a repository whose images move their referrers.
+
+    More than :func:`early_questions` asks (the store may not hold them all): the caller
+    narrows the asking to the tags the store holds, by those questions, once it has read
+    them (:meth:`regstore.client.early.EarlyHeads.hold`). Never raises.
+    """
+    if spec.target.connection is not None:
+        return []
+    questions: list[tuple[ConnectionSpec, list[str], dict[str, Selection]]] = []
+    for source in spec.sources:
+        if source.catalog is not None:
+            continue
+        listed: list[str] = []
+        asked: dict[str, _Selected] = {}
+        for repo in source.repositories:
+            tag_filter = source.tags_of(repo)
+            if tag_filter.needs_listing:
+                listed.append(repo.name)
+            if not source.referrers_of(repo):
+                asked.setdefault(repo.name, _Selected()).add(tag_filter, extra_filter)
+        if listed or asked:
+            questions.append((source.connection, list(dict.fromkeys(listed)), dict(asked)))
     return questions
