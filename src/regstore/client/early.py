@@ -99,7 +99,10 @@ class EarlyHeads:
     def start(cls, questions: Sequence[Questions]) -> EarlyHeads | None:
         """Start asking each registry of ``questions`` (each once: a registry named twice is
         not asked at all), on threads of its own; None when nothing is asked (no questions, a
-        proxy in the environment). Never raises: what cannot be asked early is not."""
+        proxy in the environment). Never raises: what cannot be asked early is not.
+
+        A repository's tags given as a function are chosen from its listing, once it is in;
+        :meth:`hold` narrows the tags still to ask, later."""
         if _proxied():
             return None
         early = cls()

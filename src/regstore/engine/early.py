@@ -1,14 +1,18 @@
 """What a sync asks its sources while it is still starting: the tags of each repository the
-file names (where the plan lists them), and, for every tag a destination repository already
-holds that the file's filters take, the digest the source's tag names now (asked by
+file names (where the plan lists them), and, for every tag a destination repository holds that
+the file's filters take, the digest the source's tag names now (asked by
 :class:`regstore.client.early.EarlyHeads`; the plan takes the listings, :func:`~.sync.plan_sync`,
 and the look-ahead the digests, :func:`~.lookahead.look_ahead`).
 
-Only what the sync would ask anyway, give or take a tag the source no longer has: nothing for a
-registry target (its tags are read through its client) nor a source listed from its catalog,
-and no digest for a repository whose images move their referrers (each image asks its own) or
-that the destination holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks nothing
-more than before).
+The asking starts from the file alone (:func:`listed_questions`), before the store is open (its
+modules take a while to load): the tags each listing gives (or the exact tags) that the filters
+take. Once the store is read, what is still to ask is narrowed to the tags it holds
+(:func:`early_questions`). So only what the sync would ask anyway, give or take a tag the
+source no longer has and the HEADs in flight when the store was read: nothing for a registry
+target (its tags are read through its client) nor a source listed from its catalog, and no
+digest for a repository whose images move their referrers (each image asks its own) or that
+the destination holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks at most what
+was in flight).
 """
 
 from __future__ import annotations
