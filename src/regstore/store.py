@@ -27,9 +27,8 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 import pluggy
 
@@ -89,6 +88,9 @@ from regstore.referrers import (
     remove_referrer,
 )
 from regstore.safetext import redact_store_url
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
     "READ_ONLY_GUARD",
@@ -1234,6 +1236,9 @@ def _hash_pool() -> ThreadPoolExecutor:
     global _hash_executor
     with _hash_executor_lock:
         if _hash_executor is None:
+            # (imported here: opening a store, or reading one, needs no thread pool)
+            from concurrent.futures import ThreadPoolExecutor
+
             _hash_executor = ThreadPoolExecutor(
                 max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="regstore-hash"
             )
