@@ -11,6 +11,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -525,6 +526,85 @@ def test_a_url_no_longer_wanted_when_its_turn_comes_is_never_sent(
     assert [a is not None for a in answers[:3]] == [True, True, True]
     assert all((answers[i] is None) == (i % 2 == 1) for i in range(3, len(URLS)))
     assert sent == server.count == 3 + (len(URLS) - 3) // 2
+
+
+def test_an_answer_trickled_byte_by_byte_is_read_whole_and_parsed_once_or_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    import regstore.client.heads as heads_module
+
+    parses: list[int] = []
+    real_read_answer = heads_module.read_answer
+
+    def counting(reader: Any) -> tuple[HeadAnswer, bool]:
+        parses.append(1)
+        return real_read_answer(reader)
+
+    monkeypatch.setattr(heads_module, "read_answer", counting)
+    ours, theirs = socket.socketpair()
+
+    def trickle() -> None:  # each answer a byte at a time (the blank line split too)
+        with theirs, theirs.makefile("rb") as reader:
+            for n in range(2):
+                while reader.readline() not in (b"\r\n", b""):
+                    pass
+                reply = f"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:{n}\r\n\r\n"
+                for byte in reply.encode():
+                    theirs.sendall(bytes([byte]))
+                    time.sleep(0.001)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    kept = HeadConnections(lambda: ours, 1)
+    kept.give_back(ours, _Lines(ours))
+    answers, sent = many_heads(URLS[:2], {}, connections=1, connect=kept)
+    assert sent == 2
+    assert [a.headers["Docker-Content-Digest"] if a else None for a in answers] == [
+        "sha256:0",
+        "sha256:1",
+    ]
+    assert len(parses) <= 2 * 3  # (the first look, and once a blank line is in; not per byte)
+
+
+def test_bytes_past_an_answer_give_its_connection_up_and_are_never_an_answer(
+    raw_server: Callable[..., _RawServer],
+) -> None:
+    unasked = b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:unasked\r\n\r\n"
+
+    def answer(n: int) -> bytes:  # the second answer brings one nobody asked for
+        head = f"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:{n}\r\n\r\n".encode()
+        return head + unasked if n == 2 else head
+
+    server = raw_server(answer)
+    answers, sent = many_heads(URLS[:4], {}, connections=1, connect=server.connect)
+    digests = [a.headers["Docker-Content-Digest"] if a else None for a in answers]
+    # the second answer is its own; the connection is given up there, never asked again
+    assert digests == ["sha256:1", "sha256:2", None, None] and sent == 2
+
+
+def test_over_tls_several_connections_answer_every_url_with_its_own_answer(
+    tmp_path: Path,
+) -> None:
+    from tests.test_client_tls import _certificates
+
+    ca, cert, key = _certificates(tmp_path)
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert, key)
+    server = _RawServer(
+        lambda n: f"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:{n}\r\n\r\n".encode(),
+        tls=serving,
+    )
+    try:
+        client_side = ssl.create_default_context(cafile=str(ca))
+        connect = connector(f"https://127.0.0.1:{server.port}/", timeout=(5, 5), tls=client_side)
+        answers, sent = many_heads(URLS, {}, connections=4, connect=connect)
+        digests = [a.headers["Docker-Content-Digest"] for a in answers if a is not None]
+        assert sent == len(URLS) == len(digests) == len(set(digests))
+        assert sorted(int(d.split(":")[1]) for d in digests) == list(range(1, len(URLS) + 1))
+        assert 1 <= server.connections <= 4
+    finally:
+        server.close()
 
 
 def test_a_server_that_never_answers_is_given_up_after_the_sockets_timeout(

@@ -265,7 +265,7 @@ def test_a_first_mirror_stops_asking_once_it_has_read_its_empty_store(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path], tmp_path: Path
 ) -> None:
     proxy, _, _, _ = mirrored
-    proxy.delay("HEAD", HEADS, 0.3, times=None)  # (the store is read long before these end)
+    proxy.delay("HEAD", HEADS, 1.0, times=None)  # (the store is read long before these end)
     spec_path = tmp_path / "sync.json"
     spec_path.write_text(json.dumps(_raw(proxy.host, tmp_path / "fresh")))
     done = _sync_cli(spec_path, "--json", probe=PROBE)
@@ -407,7 +407,7 @@ def test_holding_narrows_the_asking_to_the_tags_the_store_holds(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
 ) -> None:
     proxy, client, _, path = mirrored
-    proxy.delay("HEAD", HEADS, 0.3, times=None)  # (the store is read long before these end)
+    proxy.delay("HEAD", HEADS, 1.0, times=None)  # (held long before these end)
     early = _start_listed(_spec(proxy.host, path))
     assert early is not None
     held = TAGS[:2]
@@ -419,11 +419,13 @@ def test_holding_narrows_the_asking_to_the_tags_the_store_holds(
         got = early.digest(client.registry, "ea/app", tag)
         assert got is not None and got[0] is not None
     assert all(early.digest(client.registry, "ea/app", tag) is None for tag in TAGS[CONNECTIONS:])
-    # a store holding nothing of it: asked nothing more
+    assert early.asked_digests
+    # a store holding nothing of it: asked nothing more, and no digest counts as asked
     proxy.clear_records()
     early = _start_listed(_spec(proxy.host, path))
-    assert early is not None
+    assert early is not None and early.asked_digests
     early.hold(client.registry, {})
+    assert not early.asked_digests
     early.wait()
     assert proxy.count("HEAD", HEADS) <= CONNECTIONS
 

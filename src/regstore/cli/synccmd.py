@@ -123,8 +123,8 @@ def sync_command(
     state.action = f"syncing {sync_file}"
     on_cluster = ClusterRun(state, cluster) if cluster is not None and not dry_run else None
 
-    # into a store, the sources are asked early (once the store is open, below), and a client
-    # is made only where something is left to ask
+    # into a store, the sources are asked early (from the file, before the store opens), and a
+    # client is made only where something is left to ask
     ask_early = (
         spec.target.connection is None and not dry_run and on_cluster is None and shard is None
     )

@@ -44,7 +44,7 @@ from regstore.reference import validate_tag
 
 from .agent import default_user_agent
 from .answers import announced_digest, manifest_info
-from .heads import HeadAnswer, connector, get_body, many_heads, tls_context
+from .heads import HeadAnswer, HeadConnections, connector, get_body, many_heads, tls_context
 from .limits import ClientLimits
 from .urls import Endpoint
 
@@ -94,6 +94,9 @@ class EarlyHeads:
         self._stop = threading.Event()
         #: by registry, the tags still worth asking of each repository (:meth:`hold`)
         self._held: dict[str, dict[str, frozenset[str]]] = {}
+        #: the repositories whose listing is over (listed or not), by registry; notified
+        self._tried: set[tuple[str, str]] = set()
+        self._listing = threading.Condition()
 
     @classmethod
     def start(cls, questions: Sequence[Questions]) -> EarlyHeads | None:
@@ -124,8 +127,12 @@ class EarlyHeads:
 
     @property
     def asked_digests(self) -> bool:
-        """True when some digest was asked (not only listings)."""
-        return bool(self._threads)
+        """True when some digest was asked, or is still to be (not only listings): of a
+        registry :meth:`hold` narrowed, only when it left some tag to ask."""
+        return any(
+            registry not in self._held or any(self._held[registry].values())
+            for registry in self._threads
+        )
 
     def hold(self, registry: str, held: Mapping[str, Collection[str]]) -> None:
         """From now on, ask ``registry`` only the tags ``held`` names of each repository (the
@@ -134,6 +141,8 @@ class EarlyHeads:
         self._held[registry] = {name: frozenset(tags) for name, tags in held.items()}
 
     def _wanted(self, key: tuple[str, str, str]) -> bool:
+        if self._stop.is_set():
+            return False
         registry, name, tag = key
         held = self._held.get(registry)
         return held is None or tag in held.get(name, ())
@@ -195,6 +204,7 @@ class EarlyHeads:
                 listed = None if body is None or "Link" in answer.headers else _tags(body)
                 if listed is not None:
                     self._listed[(registry, name)] = listed
+                self._tried_listing(registry, [name])
                 if body is None or "close" in answer.headers.get("Connection", "").lower():
                     return  # (an unread body would be taken for the next answer)
         except Exception as exc:  # a shortcut: the client lists what is not listed here
@@ -202,6 +212,12 @@ class EarlyHeads:
         finally:
             if sock is not None:
                 sock.close()
+            self._tried_listing(registry, [name for name, _ in lists])  # (the rest: none)
+
+    def _tried_listing(self, registry: str, names: Sequence[str]) -> None:
+        with self._listing:
+            self._tried.update((registry, name) for name in names)
+            self._listing.notify_all()
 
     def _choose_and_ask(
         self,
@@ -211,33 +227,46 @@ class EarlyHeads:
         headers: dict[str, str],
         connect: Callable[[], socket.socket],
     ) -> None:
+        # Each repository's tags are chosen once its listing is over (at once for tags given
+        # as such), and asked in batches of what is ready: the listings of the next
+        # repositories go on meanwhile. The connections stay open from one batch to the next.
         registry = endpoint.registry
-        keys: list[tuple[str, str, str]] = []
-        urls: list[str] = []
-        for name, tags in asked.items():
-            if callable(tags):  # chosen from the listing: asked once it is in
-                lister = self._listers.get(registry) if name in listed else None
-                if lister is not None:
-                    lister.join()
-                try:
-                    tags = tags(self._listed.get((registry, name)))
-                except Exception as exc:  # a shortcut: the images ask for themselves
-                    log.debug("%s: nothing asked early: %s", name, exc)
-                    continue
-            try:
-                urls += [endpoint.manifest_url(name, tag) for tag in dict.fromkeys(tags)]
-            except Exception as exc:  # (a tag no URL can name: the image reports it)
-                log.debug("%s: nothing asked early: %s", name, exc)
-                continue
-            keys += [(registry, name, tag) for tag in dict.fromkeys(tags)]
-        self._ask(urls, keys, headers, connect)
+        waiting = dict(asked)
+        kept = HeadConnections(connect, CONNECTIONS)
+        try:
+            while waiting and not self._stop.is_set():
+                with self._listing:
+                    ready = [name for name in waiting if self._ready(registry, name, listed)]
+                    if not ready:
+                        self._listing.wait()
+                        continue
+                keys: list[tuple[str, str, str]] = []
+                urls: list[str] = []
+                for name in ready:
+                    tags = waiting.pop(name)
+                    try:
+                        if callable(tags):
+                            tags = tags(self._listed.get((registry, name)))
+                        chosen = list(dict.fromkeys(tags))
+                        urls += [endpoint.manifest_url(name, tag) for tag in chosen]
+                    except Exception as exc:  # a shortcut: the images ask for themselves
+                        log.debug("%s: nothing asked early: %s", name, exc)
+                        continue
+                    keys += [(registry, name, tag) for tag in chosen]
+                self._ask(urls, keys, headers, kept)
+        finally:
+            kept.close()
+
+    def _ready(self, registry: str, name: str, listed: Sequence[str]) -> bool:
+        """Whether the tags to ask of ``name`` can be chosen: its listing is over (or none)."""
+        return name not in listed or (registry, name) in self._tried
 
     def _ask(
         self,
         urls: list[str],
         keys: list[tuple[str, str, str]],
         headers: dict[str, str],
-        connect: Callable[[], socket.socket],
+        connect: Callable[[], socket.socket] | HeadConnections,
     ) -> None:
         if not urls:
             return
@@ -300,6 +329,8 @@ class EarlyHeads:
     def close(self) -> None:
         """Stop asking and wait for every thread (before a fork: none may be left running)."""
         self._stop.set()
+        with self._listing:  # (an asker waiting for a listing)
+            self._listing.notify_all()
         self.wait()
 
 

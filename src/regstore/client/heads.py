@@ -22,11 +22,13 @@ request asked again here is the first on a kept connection the server closed as 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os.path
 import select
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -337,6 +339,11 @@ class HeadConnections:
             sock.close()
 
 
+#: More than any answer ``read_answer`` takes can be: every header line and the status line at
+#: their longest, and the blank line
+_MOST_READ = (MAX_HEADERS + 2) * (MAX_LINE + 2)
+
+
 class _Incomplete(Exception):
     """The bytes read so far end before the answer does."""
 
@@ -367,20 +374,36 @@ class _Buffered:
 class _Connection:
     """One connection of a batch: the request in flight on it and what it has read."""
 
-    __slots__ = ("answered", "deadline", "index", "kept", "lines", "sock")
+    __slots__ = ("answered", "deadline", "index", "kept", "lines", "scanned", "sock", "timeout")
 
     def __init__(self, sock: socket.socket, kept: bool, index: int) -> None:
         self.sock = sock
         self.kept = kept
         self.index = index  #: the request in flight (sent, or about to be)
         self.lines = _Lines(sock)  #: what was read past the last answer
+        self.scanned = 0  #: how far the buffer is known to hold no blank line
         self.answered = 0
         self.deadline: float | None = None
+        #: the socket's own timeout: between two reads, and set again once the batch is done
+        #: with it (during the batch it never blocks: a TLS socket readable for a session
+        #: ticket alone would hold up every other connection in its read)
+        self.timeout = sock.gettimeout()
+
+    def may_hold_answer(self) -> bool:
+        """Whether what was read may hold a whole answer, or so much that it must be a
+        malformed one: an answer is parsed only then, so that one trickled byte by byte costs
+        a parse or two, not one per byte (its end is a blank line; a blank first line, the
+        parse refuses at once)."""
+        buffer = self.lines.buffer
+        if self.scanned == 0 or len(buffer) > _MOST_READ:
+            return True
+        start = max(0, self.scanned - 2)  # (a blank line may straddle two reads)
+        self.scanned = len(buffer)
+        return buffer.find(b"\n\n", start) >= 0 or buffer.find(b"\n\r\n", start) >= 0
 
     def wait(self) -> None:
         """Allow the socket's own timeout for the next bytes (none: wait as long as it takes)."""
-        timeout = self.sock.gettimeout()
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
 
 
 class _Batch:
@@ -444,13 +467,17 @@ class _Batch:
         thread.start()
 
     def _connect(self, index: int) -> None:
+        sock: socket.socket | None = None
         try:
-            sock: socket.socket | None = self.pool.connect()
+            sock = self.pool.connect()
         except Exception as exc:  # a shortcut: whatever fails leaves its requests to the caller
             log.debug("many HEADs: cannot connect: %s", exc)
-            sock = None
+        finally:  # (posted whatever happened: the batch waits for every connection it opens)
+            self._post(sock, index)
+
+    def _post(self, sock: socket.socket | None, index: int) -> None:
         with self.lock:
-            if self.done:
+            if self.done:  # (the batch is over: nobody will take it)
                 if sock is not None:
                     sock.close()
                 return
@@ -475,16 +502,28 @@ class _Batch:
         with self.lock:
             opened, self.opened = self.opened, []
         self.awaited -= len(opened)
-        for sock, index in opened:
-            if sock is not None:  # (else its request stays unanswered; the others go on)
+        for k, (sock, index) in enumerate(opened):
+            if sock is None:  # (its request stays unanswered; the others go on)
+                continue
+            try:
                 self._start(_Connection(sock, False, index))
+            except BaseException:
+                for left, _ in opened[k + 1 :]:
+                    if left is not None:
+                        left.close()
+                raise
 
     def _start(self, conn: _Connection) -> None:
         if self.queue.stop:  # (a refusal came meanwhile: its request is not sent)
             self.pool.give_back(conn.sock, conn.lines)
             return
+        try:
+            conn.sock.setblocking(False)
+            self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+        except BaseException:
+            conn.sock.close()
+            raise
         self.live.add(conn)
-        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
         self._send(conn)
 
     def _send(self, conn: _Connection) -> None:
@@ -502,7 +541,9 @@ class _Batch:
             pending = getattr(conn.sock, "pending", None)
             while chunk and pending is not None and pending():  # (TLS: decrypted ahead)
                 chunk += conn.sock.recv(65536)
-        except Exception as exc:  # (a TLS record not yet whole is waited for in recv itself)
+        except Exception as exc:
+            if _nothing_yet(exc):  # (no byte for us yet: a TLS record not whole, a ticket)
+                return
             self._failed(conn, exc)
             return
         if not chunk:
@@ -510,21 +551,31 @@ class _Batch:
             return
         conn.lines.buffer += chunk
         conn.wait()
+        if not conn.may_hold_answer():
+            return
         reader = _Buffered(conn.lines.buffer)
         try:
             answer, keep = read_answer(reader)
         except _Incomplete:
+            conn.scanned = len(conn.lines.buffer)
             return
         except Exception as exc:  # a malformed answer
             self._failed(conn, exc)
             return
-        del conn.lines.buffer[: reader.at]  # (what follows is the next answer's, or unasked)
+        del conn.lines.buffer[: reader.at]
+        conn.scanned = 0
         conn.answered += 1
         self.answers[conn.index] = answer
         try:
             going_on = self.seen(conn.index, answer) and keep
         except Exception as exc:
             self._failed(conn, exc)
+            return
+        if conn.lines.buffer:
+            # Bytes past the answer, with one request in flight: what nobody asked for. Sent
+            # to this connection's next request, they would be taken for its answer, and every
+            # answer after it for the one before: given up (closed, never kept).
+            self._failed(conn, _Malformed("bytes past the answer, unasked"))
             return
         index = self.queue.take() if going_on else None
         if index is None:
@@ -544,8 +595,14 @@ class _Batch:
 
     def _end(self, conn: _Connection, *, clean: bool) -> None:
         self.live.discard(conn)
-        self.selector.unregister(conn.sock)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
         if clean:
+            try:
+                conn.sock.settimeout(conn.timeout)  # (as it was before the batch)
+            except OSError:
+                conn.sock.close()
+                return
             self.pool.give_back(conn.sock, conn.lines)
         else:
             conn.sock.close()
@@ -565,6 +622,14 @@ class _Batch:
         self.selector.close()
         os.close(self.wake_read)
         os.close(self.wake_write)
+
+
+def _nothing_yet(exc: Exception) -> bool:
+    """Whether a read of a non-blocking socket failed only for want of bytes yet."""
+    if isinstance(exc, BlockingIOError):
+        return True
+    ssl = sys.modules.get("ssl")  # (loaded by whoever made a TLS socket, never here)
+    return ssl is not None and isinstance(exc, ssl.SSLWantReadError | ssl.SSLWantWriteError)
 
 
 def many_heads(

@@ -8,11 +8,12 @@ The asking starts from the file alone (:func:`listed_questions`), before the sto
 modules take a while to load): the tags each listing gives (or the exact tags) that the filters
 take. Once the store is read, what is still to ask is narrowed to the tags it holds
 (:func:`early_questions`). So only what the sync would ask anyway, give or take a tag the
-source no longer has and the HEADs in flight when the store was read: nothing for a registry
+source no longer has and the HEADs sent while the store was opened and read: nothing for a
+registry
 target (its tags are read through its client) nor a source listed from its catalog, and no
 digest for a repository whose images move their referrers (each image asks its own) or that
-the destination holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks at most what
-was in flight).
+the destination holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks only the HEADs
+sent while its store was opened and read).
 """
 
 from __future__ import annotations
