@@ -237,6 +237,13 @@ def test_a_workload_cleanup_runs_once_after_every_run_of_every_runner(bench: Any
     ]
 
 
+def test_a_short_workload_runs_its_rounds_times_as_often(bench: Any) -> None:
+    ran: list[int] = []
+    runner = bench.Runner("a", "peer", command=lambda i: ["true"], verify=ran.append)
+    bench.run_all([bench.Workload("mirror-noop", "no-op", 0, [runner], rounds=3)], 2, print)
+    assert ran == list(range(6)) and len(runner.samples) == 6
+
+
 def test_each_round_starts_one_runner_further_on(bench: Any) -> None:
     runners = [_runner(bench, name, "peer", [1.0]) for name in ("a", "b", "c")]
     orders = [[r.name for r in bench._rotated(runners, i)] for i in range(4)]
