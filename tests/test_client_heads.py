@@ -165,6 +165,16 @@ class _RawServer:
         self.sock.close()
 
 
+def _tls_server(tmp_path: Path, answer: Callable[[int], bytes | None]) -> tuple[_RawServer, Path]:
+    """A :class:`_RawServer` over TLS, and the CA file that trusts it."""
+    from tests.test_client_tls import _certificates
+
+    ca, cert, key = _certificates(tmp_path)
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert, key)
+    return _RawServer(answer, tls=serving), ca
+
+
 @pytest.fixture
 def raw_server() -> Iterator[Callable[[Callable[[int], bytes | None]], _RawServer]]:
     servers: list[_RawServer] = []
@@ -320,11 +330,6 @@ def test_what_a_kept_connection_was_sent_unasked_is_never_taken_for_an_answer(
 def test_over_tls_bytes_decrypted_ahead_are_never_taken_for_the_next_answer(
     tmp_path: Path,
 ) -> None:
-    from tests.test_client_tls import _certificates
-
-    ca, cert, key = _certificates(tmp_path)
-    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    serving.load_cert_chain(cert, key)
     unasked = b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:unasked\r\n\r\n"
 
     def answer(n: int) -> bytes:  # the last answer of the first batch brings one unasked
@@ -332,7 +337,7 @@ def test_over_tls_bytes_decrypted_ahead_are_never_taken_for_the_next_answer(
         head = b"HTTP/1.1 200 OK\r\n" + digest + b"\r\n"
         return head + unasked if n == 3 else head
 
-    server = _RawServer(answer, tls=serving)
+    server, ca = _tls_server(tmp_path, answer)
     try:
         client_side = ssl.create_default_context(cafile=str(ca))
         kept = HeadConnections(
@@ -586,14 +591,9 @@ def test_bytes_past_an_answer_give_its_connection_up_and_are_never_an_answer(
 def test_over_tls_several_connections_answer_every_url_with_its_own_answer(
     tmp_path: Path,
 ) -> None:
-    from tests.test_client_tls import _certificates
-
-    ca, cert, key = _certificates(tmp_path)
-    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    serving.load_cert_chain(cert, key)
-    server = _RawServer(
+    server, ca = _tls_server(
+        tmp_path,
         lambda n: f"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:{n}\r\n\r\n".encode(),
-        tls=serving,
     )
     try:
         client_side = ssl.create_default_context(cafile=str(ca))
