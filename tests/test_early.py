@@ -395,12 +395,37 @@ def test_before_the_store_is_read_the_tags_listed_that_the_filters_take_are_aske
     assert early is not None
     early.wait()
     assert proxy.count("GET") == 0 and proxy.count("HEAD", HEADS) == 3
+    # a listing that is not one clean page: the tags the store holds, once they are known
     proxy.clear_records()
     proxy.override_status("GET", r"^/v2/ea/app/tags/list", 200, times=1, body="not json")
     early = _start_listed(_spec(proxy.host, path))
     assert early is not None
-    early.wait()
+    time.sleep(0.3)  # (listed by now: nothing asked before the store's tags are known)
     assert proxy.count("HEAD") == 0 and early.tags(client.registry, "ea/app") is None
+    early.hold(client.registry, {"ea/app": TAGS[:3]})
+    early.wait()
+    assert proxy.count("HEAD", HEADS) == 3
+    assert all(early.digest(client.registry, "ea/app", tag) is not None for tag in TAGS[:3])
+
+
+def test_a_refusal_stops_every_batch_of_the_registry(
+    mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
+) -> None:
+    proxy, client, _, path = mirrored
+    proxy.override_status(
+        "HEAD", r"^/v2/ea/", 401, times=None, headers={"WWW-Authenticate": 'Basic realm="r"'}
+    )
+    proxy.delay("GET", r"^/v2/ea/app/tags/list", 0.5)  # (its batch would come second)
+    repositories = [{"name": "ea/first", "tags": TAGS[:2]}, {"name": "ea/app"}]
+    source = {"registry": proxy.host, "plain_http": True, "repositories": repositories}
+    spec = parse_sync_text(json.dumps({"target": {"store": path.as_uri()}, "sources": [source]}))
+    early = _start_listed(spec)
+    assert early is not None
+    early.wait()
+    # the first batch met the refusal: the listed repository's tags are never asked
+    assert proxy.count("GET", r"^/v2/ea/app/tags/list") == 1
+    assert proxy.count("HEAD") <= 2 and proxy.count("HEAD", HEADS) == 0
+    assert early.digest(client.registry, "ea/app", TAGS[0]) is None
 
 
 def test_holding_narrows_the_asking_to_the_tags_the_store_holds(

@@ -94,9 +94,12 @@ class EarlyHeads:
         self._stop = threading.Event()
         #: by registry, the tags still worth asking of each repository (:meth:`hold`)
         self._held: dict[str, dict[str, frozenset[str]]] = {}
-        #: the repositories whose listing is over (listed or not), by registry; notified
+        #: the repositories whose listing is over (listed or not), by registry; notified, as
+        #: :meth:`hold` and :meth:`close` are
         self._tried: set[tuple[str, str]] = set()
         self._listing = threading.Condition()
+        #: the registries that answered a HEAD with anything but 200 or 404: asked no more
+        self._refused: set[str] = set()
 
     @classmethod
     def start(cls, questions: Sequence[Questions]) -> EarlyHeads | None:
@@ -138,12 +141,14 @@ class EarlyHeads:
         """From now on, ask ``registry`` only the tags ``held`` names of each repository (the
         tags a store holds: the digests of the others are of no use); a repository it does
         not name is asked nothing more. Answers already in are kept."""
-        self._held[registry] = {name: frozenset(tags) for name, tags in held.items()}
+        with self._listing:  # (an asker waiting to ask what a listing could not tell)
+            self._held[registry] = {name: frozenset(tags) for name, tags in held.items()}
+            self._listing.notify_all()
 
     def _wanted(self, key: tuple[str, str, str]) -> bool:
-        if self._stop.is_set():
-            return False
         registry, name, tag = key
+        if self._stop.is_set() or registry in self._refused:
+            return False
         held = self._held.get(registry)
         return held is None or tag in held.get(name, ())
 
@@ -228,15 +233,20 @@ class EarlyHeads:
         connect: Callable[[], socket.socket],
     ) -> None:
         # Each repository's tags are chosen once its listing is over (at once for tags given
-        # as such), and asked in batches of what is ready: the listings of the next
-        # repositories go on meanwhile. The connections stay open from one batch to the next.
+        # as such; where the listing could not tell, once held tags are known), and asked in
+        # batches of what is ready: the listings of the next repositories go on meanwhile.
+        # The connections stay open from one batch to the next; a refusal ends them all.
         registry = endpoint.registry
         waiting = dict(asked)
         kept = HeadConnections(connect, CONNECTIONS)
         try:
-            while waiting and not self._stop.is_set():
+            while waiting:
                 with self._listing:
-                    ready = [name for name in waiting if self._ready(registry, name, listed)]
+                    if self._stop.is_set() or registry in self._refused:
+                        return
+                    ready = [
+                        n for n, tags in waiting.items() if self._ready(registry, n, listed, tags)
+                    ]
                     if not ready:
                         self._listing.wait()
                         continue
@@ -245,24 +255,33 @@ class EarlyHeads:
                 for name in ready:
                     tags = waiting.pop(name)
                     try:
-                        if callable(tags):
-                            tags = tags(self._listed.get((registry, name)))
+                        listing = self._listed.get((registry, name), None)
+                        if callable(tags) and (listing is not None or name not in listed):
+                            tags = tags(listing)
+                        elif callable(tags):  # (not listed cleanly: the tags the store holds)
+                            tags = sorted(self._held.get(registry, {}).get(name, ()))
                         chosen = list(dict.fromkeys(tags))
                         urls += [endpoint.manifest_url(name, tag) for tag in chosen]
                     except Exception as exc:  # a shortcut: the images ask for themselves
                         log.debug("%s: nothing asked early: %s", name, exc)
                         continue
                     keys += [(registry, name, tag) for tag in chosen]
-                self._ask(urls, keys, headers, kept)
+                self._ask(registry, urls, keys, headers, kept)
         finally:
             kept.close()
 
-    def _ready(self, registry: str, name: str, listed: Sequence[str]) -> bool:
-        """Whether the tags to ask of ``name`` can be chosen: its listing is over (or none)."""
-        return name not in listed or (registry, name) in self._tried
+    def _ready(self, registry: str, name: str, listed: Sequence[str], tags: Asked) -> bool:
+        """Whether the tags to ask of ``name`` can be chosen: given as such, or its listing
+        is over (or none), and where it could not tell them, the tags held are known."""
+        if not callable(tags) or name not in listed:
+            return True
+        if (registry, name) not in self._tried:
+            return False
+        return (registry, name) in self._listed or registry in self._held
 
     def _ask(
         self,
+        registry: str,
         urls: list[str],
         keys: list[tuple[str, str, str]],
         headers: dict[str, str],
@@ -271,7 +290,9 @@ class EarlyHeads:
         if not urls:
             return
 
-        def on_answer(answer: HeadAnswer) -> bool:  # (False stops the registry's whole batch)
+        def on_answer(answer: HeadAnswer) -> bool:  # (False stops the batch, a refusal all)
+            if answer.status not in (200, 404):
+                self._refused.add(registry)
             return answer.status in (200, 404) and not self._stop.is_set()
 
         asked = time.monotonic()  # (an answer is as old as the batch: trusted no longer)

@@ -462,9 +462,9 @@ class _Batch:
         thread = threading.Thread(
             target=self._connect, args=(index,), name="regstore-heads-connect", daemon=True
         )
+        thread.start()
         self.connecting.append(thread)
         self.awaited += 1
-        thread.start()
 
     def _connect(self, index: int) -> None:
         sock: socket.socket | None = None
@@ -528,7 +528,10 @@ class _Batch:
 
     def _send(self, conn: _Connection) -> None:
         try:
+            # (sent with the socket's own timeout: a request is sent whole or not at all)
+            conn.sock.settimeout(conn.timeout)
             conn.sock.sendall(self.requests[conn.index])
+            conn.sock.setblocking(False)
         except Exception as exc:
             self._failed(conn, exc)
             return
@@ -536,20 +539,23 @@ class _Batch:
         conn.wait()
 
     def _read(self, conn: _Connection) -> None:
+        pending = getattr(conn.sock, "pending", None)  # (TLS: bytes decrypted ahead)
+        had = len(conn.lines.buffer)
         try:
-            chunk = conn.sock.recv(65536)
-            pending = getattr(conn.sock, "pending", None)
-            while chunk and pending is not None and pending():  # (TLS: decrypted ahead)
-                chunk += conn.sock.recv(65536)
+            while True:
+                chunk = conn.sock.recv(65536)
+                if not chunk:
+                    self._failed(conn, _Malformed("connection closed before the answer"))
+                    return
+                conn.lines.buffer += chunk
+                if pending is None or not pending():
+                    break
         except Exception as exc:
-            if _nothing_yet(exc):  # (no byte for us yet: a TLS record not whole, a ticket)
+            if not _nothing_yet(exc):  # (else no byte yet: a TLS record not whole, a ticket)
+                self._failed(conn, exc)
                 return
-            self._failed(conn, exc)
+        if len(conn.lines.buffer) == had:  # (nothing for us: the deadline stands)
             return
-        if not chunk:
-            self._failed(conn, _Malformed("connection closed before the answer"))
-            return
-        conn.lines.buffer += chunk
         conn.wait()
         if not conn.may_hold_answer():
             return
@@ -616,12 +622,13 @@ class _Batch:
         for sock, _ in opened:
             if sock is not None:
                 sock.close()
-        # the caller's permits stay taken until no connection is left open
-        for thread in self.connecting:
-            thread.join()
-        self.selector.close()
-        os.close(self.wake_read)
-        os.close(self.wake_write)
+        try:  # the caller's permits stay taken until no connection is left open
+            for thread in self.connecting:
+                thread.join()
+        finally:
+            self.selector.close()
+            os.close(self.wake_read)
+            os.close(self.wake_write)
 
 
 def _nothing_yet(exc: Exception) -> bool:
@@ -666,10 +673,10 @@ def many_heads(
             if each is not None:
                 each(index, answer)
         finally:  # (even after a failing ``each``: a refusal still stops the whole batch)
-            wanted = on_answer(answer)
-            if not wanted:
+            going_on = on_answer(answer)
+            if not going_on:
                 batch.queue.stop = True
-        return wanted and answer.status in (200, 404)
+        return going_on and answer.status in (200, 404)
 
     pool = connect if isinstance(connect, HeadConnections) else HeadConnections(connect, 0)
     requests = [_request_bytes(url, headers) for url in urls]

@@ -9,11 +9,11 @@ modules take a while to load): the tags each listing gives (or the exact tags) t
 take. Once the store is read, what is still to ask is narrowed to the tags it holds
 (:func:`early_questions`). So only what the sync would ask anyway, give or take a tag the
 source no longer has and the HEADs sent while the store was opened and read: nothing for a
-registry
-target (its tags are read through its client) nor a source listed from its catalog, and no
-digest for a repository whose images move their referrers (each image asks its own) or that
-the destination holds fewer than :data:`MIN_TAGS` tags of (a first mirror asks only the HEADs
-sent while its store was opened and read).
+registry target (its tags are read through its client) nor a source listed from its catalog,
+no digest for a repository whose images move their referrers (each image asks its own), and,
+once the store is read, none for a repository the destination holds fewer than
+:data:`MIN_TAGS` tags of (a first mirror asks only the HEADs sent while its store was opened
+and read).
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def listed_questions(
 
     More than :func:`early_questions` asks (the store may not hold them all): the caller
     narrows the asking to the tags the store holds, by those questions, once it has read
-    them (:meth:`regstore.client.early.EarlyHeads.hold`). Never raises.
+    them (:meth:`regstore.client.early.EarlyHeads.hold`, which also leaves out a
+    repository holding fewer than :data:`MIN_TAGS`).
     """
     if spec.target.connection is not None:
         return []
