@@ -428,6 +428,21 @@ def test_a_refusal_stops_every_batch_of_the_registry(
     assert early.digest(client.registry, "ea/app", TAGS[0]) is None
 
 
+def test_entries_of_one_connection_are_asked_as_one_question(tmp_path: Path) -> None:
+    source = {"registry": "127.0.0.1:5000", "plain_http": True}
+    raw = {
+        "target": {"store": (tmp_path / "m").as_uri()},
+        "sources": [
+            {**source, "repositories": [{"name": "ea/app", "tags": ["a"]}, {"name": "ea/x"}]},
+            {**source, "repositories": [{"name": "ea/app", "tags": ["b"]}, {"name": "ea/x"}]},
+        ],
+    }
+    ((conn, listed, asked),) = listed_questions(parse_sync_text(json.dumps(raw)))
+    assert conn.registry == "127.0.0.1:5000" and listed == ["ea/x"]
+    assert asked["ea/app"](None) == ["a", "b"]  # what either entry takes
+    assert asked["ea/x"](["t2", "t1", "t1"]) == ["t1", "t2"] and asked["ea/x"](None) == []
+
+
 def test_holding_narrows_the_asking_to_the_tags_the_store_holds(
     mirrored: tuple[FaultProxy, Client, ObjectStore, Path],
 ) -> None:

@@ -27,9 +27,7 @@ from .transfer import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from regstore.client.early import Asked, EarlyHeads, Questions
+    from regstore.client.early import EarlyHeads, Questions
     from regstore.engine.filters import TagFilter
     from regstore.engine.model import RegistryClient
     from regstore.engine.shards import Shard
@@ -212,38 +210,17 @@ def _ask_early(state: AppState, spec: SyncSpec, tag_filter: TagFilter | None) ->
             from regstore.engine.early import listed_questions
 
         reach, ways = _reach(state, spec)
-        merged: dict[ConnectionSpec, tuple[list[str], dict[str, list[Asked]]]] = {}
-        for conn, names, asked in listed_questions(spec, tag_filter):
-            listed, chosen = merged.setdefault(conn, ([], {}))
-            listed += names
-            for name, select in asked.items():
-                chosen.setdefault(name, []).append(select)
         questions: list[Questions] = []
-        for conn, (listed, chosen) in merged.items():
+        for conn, listed, asked in listed_questions(spec, tag_filter):  # (one per connection)
             plain, verify, registry = reach[conn]
             if conn.username is None and len(ways[registry]) == 1:
-                taken = {name: _either(selects) for name, selects in chosen.items()}
-                questions.append((conn.registry, plain, verify, listed, taken))
+                questions.append((conn.registry, plain, verify, listed, asked))
     except Exception as exc:  # a shortcut: whatever it cannot ask is asked the ordinary way
         log.debug("nothing asked early: %s", exc)
         return None
     with startup.imports():
         from regstore.client.early import EarlyHeads
     return EarlyHeads.start(questions)
-
-
-def _either(selects: list[Asked]) -> Asked:
-    """What any of ``selects`` asks of one repository (named by several entries)."""
-    if len(selects) == 1:
-        return selects[0]
-
-    def union(listing: Sequence[str] | None) -> list[str]:
-        taken: list[str] = []
-        for select in selects:
-            taken += select(listing) if callable(select) else select
-        return list(dict.fromkeys(taken))
-
-    return union
 
 
 def _hold(
@@ -269,11 +246,7 @@ def _hold(
         early.hold(registry, by_name)
 
 
-def _reach(
-    state: AppState, spec: SyncSpec
-) -> tuple[
-    dict[ConnectionSpec, tuple[bool | None, bool | str, str]], dict[str, set[ConnectionSpec]]
-]:
+def _reach(state: AppState, spec: SyncSpec) -> tuple[_Reach, dict[str, set[ConnectionSpec]]]:
     """How each connection of the file's sources is reached, and which registry it is (by
     name, as early answers are kept); and the connections reaching each registry."""
     with startup.imports():

@@ -303,11 +303,6 @@ class HeadConnections:
         self._pid = os.getpid()
         self._closed = False
 
-    def take(self) -> tuple[socket.socket, bool]:
-        """A connection and whether it was kept from before (else new)."""
-        sock = self.take_kept()
-        return (sock, True) if sock is not None else (self.connect(), False)
-
     def take_kept(self) -> socket.socket | None:
         """A connection kept from before that is still good, else None (nothing opened)."""
         while True:

@@ -83,7 +83,7 @@ Selection: TypeAlias = Callable[["Sequence[str] | None"], list[str]]
 
 class _Selected:
     """The tags the filters take: of the repository's listing, or of its exact tags (a
-    repository named twice by a source: what either entry takes)."""
+    repository named by several entries: what any of them takes)."""
 
     def __init__(self) -> None:
         self._takes: list[tuple[TagFilter, TagFilter | None]] = []
@@ -103,10 +103,11 @@ class _Selected:
 def listed_questions(
     spec: SyncSpec, extra_filter: TagFilter | None = None
 ) -> list[tuple[ConnectionSpec, list[str], dict[str, Selection]]]:
-    """What a sync asks before its store is even open, from the file alone: for each source
-    (into a store), its connection, the repositories whose tags the plan will list, and by
-    repository what to ask of the tags its listing gives (or of its exact tags): those the
-    filters take, none for a repository whose images move their referrers.
+    """What a sync asks before its store is even open, from the file alone: for each
+    connection of its sources (into a store), the repositories whose tags the plan will list,
+    and by repository what to ask of the tags its listing gives (or of its exact tags): those
+    the filters take, none for a repository whose images move their referrers (a repository
+    several entries name: what any of them takes).
 
     More than :func:`early_questions` asks (the store may not hold them all): the caller
     narrows the asking to the tags the store holds, by those questions, once it has read
@@ -115,18 +116,19 @@ def listed_questions(
     """
     if spec.target.connection is not None:
         return []
-    questions: list[tuple[ConnectionSpec, list[str], dict[str, Selection]]] = []
+    listed: dict[ConnectionSpec, list[str]] = {}
+    asked: dict[ConnectionSpec, dict[str, _Selected]] = {}
     for source in spec.sources:
         if source.catalog is not None:
             continue
-        listed: list[str] = []
-        asked: dict[str, _Selected] = {}
+        conn = source.connection
+        names, selections = listed.setdefault(conn, []), asked.setdefault(conn, {})
         for repo in source.repositories:
             tag_filter = source.tags_of(repo)
-            if tag_filter.needs_listing:
-                listed.append(repo.name)
+            if tag_filter.needs_listing and repo.name not in names:
+                names.append(repo.name)
             if not source.referrers_of(repo):
-                asked.setdefault(repo.name, _Selected()).add(tag_filter, extra_filter)
-        if listed or asked:
-            questions.append((source.connection, list(dict.fromkeys(listed)), dict(asked)))
-    return questions
+                selections.setdefault(repo.name, _Selected()).add(tag_filter, extra_filter)
+    return [
+        (conn, listed[conn], dict(asked[conn])) for conn in listed if listed[conn] or asked[conn]
+    ]
