@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
+import threading
 from typing import Any
 
 import pytest
@@ -189,3 +192,134 @@ def test_asking_about_manifests_scans_no_paths(
         [whole_digest, half_digest, *(str(c.digest) for c in whole.children)]
     )
     assert scans == []
+
+
+def _prefaulting() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "regstore-prefault" and t.is_alive()]
+
+
+def _staged(digest: str) -> Any:
+    from regstore.backends import memory
+
+    return next(s for (_, d), s in memory._staging.items() if d == digest)
+
+
+def _stored_file(store: ObjectStore, digest: str) -> Any:
+    from regstore.reference import Digest
+
+    backend: Any = store.backend
+    return backend.fs.store[backend.fs._strip_protocol(backend.final_blob_path(Digest(digest)))]
+
+
+def _big_blob(size: int) -> tuple[bytes, str]:
+    data = random.Random(size).randbytes(size)
+    return data, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_a_large_blob_of_declared_size_gets_its_buffer_whole_and_its_pages_ahead(
+    regstore_memory_url: str,
+) -> None:
+    """A declared large blob is written into one reserved buffer whose pages a helper thread
+    faults in ahead of the writer; the blob stored is exactly its bytes, the helper gone."""
+    from regstore.backends import memory
+
+    size = memory.RESERVE_MIN + 3 * 1024 * 1024 + 5
+    data, digest = _big_blob(size)
+    store = open_store(regstore_memory_url)
+    writer = store.layer(digest).writer()
+    writer.set_size(size)
+    writer.write(data[: 1 << 20])
+    staged = _staged(digest)
+    assert staged.reserved == size
+    if staged.prefault is not None:  # (Linux: the helper runs beside the writer)
+        assert _prefaulting()
+    for start in range(1 << 20, size, 3 << 20):
+        writer.write(data[start : start + (3 << 20)])
+    writer.commit()
+    assert not _prefaulting()
+    assert store.blob_size(digest) == size
+    assert _stored_file(store, digest).size == size
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+
+
+def test_a_reservation_larger_than_the_blob_is_cut_to_its_bytes(regstore_memory_url: str) -> None:
+    """The declared size was too large, and the writer commits with the true one: no zero
+    byte of the reservation stays in the blob."""
+    from regstore.backends import memory
+
+    size = memory.RESERVE_MIN + 1000
+    data, digest = _big_blob(size)
+    store = open_store(regstore_memory_url)
+    writer = store.layer(digest).writer()
+    writer.set_size(size + 4 * 1024 * 1024)
+    writer.write(data)
+    assert _staged(digest).reserved == size + 4 * 1024 * 1024
+    writer.commit(size)
+    assert _stored_file(store, digest).size == size
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+    assert not _prefaulting()
+
+
+def test_a_blob_outgrowing_its_reservation_stays_whole(regstore_memory_url: str) -> None:
+    """The declared size grew after the bytes began (set_size again): the buffer grows past
+    its reservation, the helper having stopped first, and every byte arrives."""
+    from regstore.backends import memory
+
+    size = memory.RESERVE_MIN * 2
+    data, digest = _big_blob(size)
+    store = open_store(regstore_memory_url)
+    writer = store.layer(digest).writer()
+    writer.set_size(memory.RESERVE_MIN)
+    writer.write(data[: memory.RESERVE_MIN // 2])
+    writer.set_size(size)
+    writer.write(data[memory.RESERVE_MIN // 2 :])
+    assert _staged(digest).prefault is None
+    writer.commit()
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+
+
+def test_an_interrupted_reserved_blob_resumes_and_a_discarded_one_leaves_nothing(
+    regstore_memory_url: str,
+) -> None:
+    from regstore.backends import memory
+
+    size = memory.RESERVE_MIN + 12345
+    data, digest = _big_blob(size)
+    store = open_store(regstore_memory_url)
+    writer = store.layer(digest).writer()
+    writer.set_size(size)
+    writer.write(data[: size // 2])
+    writer.close()  # interrupted: the bytes stay for a resume
+    assert not _prefaulting()
+    writer = store.layer(digest).writer()
+    assert writer.current_size == size // 2
+    writer.set_size(size)
+    writer.write(data[size // 2 :])
+    writer.commit()
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data
+
+    other, other_digest = _big_blob(size + 1)
+    writer = store.layer(other_digest).writer()
+    writer.set_size(size + 1)
+    writer.write(other[: 1 << 20])
+    writer.discard()
+    assert not _prefaulting()
+    assert store.layer(other_digest).writer().current_size == 0
+
+
+def test_a_writer_that_declares_a_size_and_writes_nothing_leaves_nothing(
+    regstore_memory_url: str,
+) -> None:
+    from regstore.backends import memory
+
+    data, digest = _big_blob(memory.RESERVE_MIN)
+    store = open_store(regstore_memory_url)
+    writer = store.layer(digest).writer()
+    writer.set_size(len(data))
+    writer.close()
+    assert not [key for key in memory._staging if key[1] == digest]
+    assert [entry for entry in store.staging() if entry.key == digest] == []

@@ -131,8 +131,8 @@ class BlobStaging(abc.ABC):
 
 class AppendStaging(BlobStaging):
     """A staging part from five primitives: ``size``, ``append``, ``iterate``, ``seal``,
-    ``drop``. The write handle (:class:`StagedBlobWriter`), resume and the size check before
-    publishing are derived.
+    ``drop`` (and an optional hint, ``expect``). The write handle (:class:`StagedBlobWriter`),
+    resume and the size check before publishing are derived.
     """
 
     @abc.abstractmethod
@@ -162,6 +162,13 @@ class AppendStaging(BlobStaging):
     @abc.abstractmethod
     def drop(self, digest: Digest) -> None:
         """Delete whatever is staged for ``digest`` (nothing staged is fine)."""
+
+    def expect(self, digest: Digest, size: int) -> None:
+        """A hint, given just before :meth:`append` when the writer declared its size: the
+        blob will be ``size`` bytes in all (declared, not yet verified). A part may make room
+        for them ahead; the default does nothing. Writes, resume and the size check must not
+        depend on the hint.
+        """
 
     # -- derived -------------------------------------------------------------------------------
 
@@ -248,6 +255,7 @@ class StagedBlobWriter:
         self.digest = digest
         self._lock: BlobLock | None = lock
         self._stream: StagingStream | None = None
+        self._expected: int | None = None  # the declared size (set_size), for expect()
         #: the backend's own library errors (``BackendBase.error_types``), StoreErrors here too
         self._error_types = error_types
         with self._translate("read the staged size of"):
@@ -274,9 +282,15 @@ class StagedBlobWriter:
         self._check_held()
         with self._translate("write"):
             if self._stream is None:
+                if self._expected is not None:
+                    self._staging.expect(self.digest, self._expected)
                 self._stream = self._staging.append(self.digest)
             self._stream.write(data)
         return len(data)
+
+    def set_size(self, size: int) -> None:
+        self._check_held()
+        self._expected = size
 
     def staged(self) -> Iterator[bytes]:
         self._check_held()
