@@ -397,16 +397,16 @@ def _store_blob(
 class _Limited:
     """A file-like view of the next ``length`` bytes of a source (a chunk's request body).
 
-    ``read_into(buffer)`` fills ``buffer`` from the source and returns the count (0 at its end).
+    ``read(n)`` gives up to ``n`` next bytes of the source as one object (empty at its end).
     """
 
     def __init__(
         self,
-        read_into: Callable[[memoryview], int],
+        read: Callable[[int], bytes],
         length: int,
         on_bytes: Callable[[int], None],
     ) -> None:
-        self._read_into = read_into
+        self._read = read
         self._left = length
         self._on_bytes = on_bytes
 
@@ -414,14 +414,12 @@ class _Limited:
         if self._left <= 0:
             return b""
         want = self._left if n is None or n < 0 else min(n, self._left)
-        want = min(want, BUFFER_SIZE)
-        buffer = bytearray(want)
-        got = self._read_into(memoryview(buffer))
-        if got == 0:
+        data = self._read(min(want, BUFFER_SIZE))
+        if not data:
             raise TransportError(f"source stream ended with {self._left} bytes of a chunk unread")
-        self._left -= got
-        self._on_bytes(got)
-        return bytes(buffer[:got]) if got < want else bytes(buffer)
+        self._left -= len(data)
+        self._on_bytes(len(data))
+        return data
 
     def __len__(self) -> int:
         return self._left
@@ -503,15 +501,26 @@ class _ReadAhead:
         while view := self._next():
             yield view
 
-    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+    def _current(self) -> memoryview:
+        """The unread rest of the filled buffer at hand (the next one once it is used up;
+        empty at the end)."""
         if not self._view:
             self._view = self._next()
-            if not self._view:
-                return 0
-        n = min(len(buffer), len(self._view))
-        memoryview(buffer)[:n] = self._view[:n]
-        self._view = self._view[n:]
+        return self._view
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        view = self._current()
+        n = min(len(buffer), len(view))
+        memoryview(buffer)[:n] = view[:n]
+        self._view = view[n:]
         return n
+
+    def take(self, n: int) -> bytes:
+        """Up to ``n`` next bytes as one object, copied once from the ring (b"" at the end)."""
+        view = self._current()
+        data = bytes(view[:n])
+        self._view = view[len(data) :]
+        return data
 
     def close(self) -> None:
         with self._lock:
@@ -811,7 +820,7 @@ class _Upload:
             self._open()  # a source that cannot be opened fails before the request goes
             self.location = self.client.upload_blob_chunk(
                 self.location,
-                _Limited(self._read_into, length, self._on_bytes),
+                _Limited(self._read_bytes, length, self._on_bytes),
                 length,
                 self.offset,
             )
@@ -829,7 +838,7 @@ class _Upload:
         self.step = "put"
         self._seek(0)
         self._open()
-        body = _Limited(self._read_into, self.size, self._on_bytes)
+        body = _Limited(self._read_bytes, self.size, self._on_bytes)
         self.client.upload_blob(self.location, body, self.size, self.digest)
         self.landed = True
 
@@ -858,8 +867,9 @@ class _Upload:
             self._source = source
         return self._source
 
-    def _read_into(self, buffer: memoryview) -> int:
-        """The next source bytes, for a request body being sent.
+    def _read_bytes(self, n: int) -> bytes:
+        """Up to ``n`` next source bytes, for a request body being sent: copied once from a
+        read-ahead ring, else read through a buffer of their own.
 
         A source that breaks (a registry's GET cut short, in a copy) is reopened where it broke
         and the body goes on: the request under way never notices. Were it cut instead, the
@@ -869,15 +879,21 @@ class _Upload:
         interrupt.check()  # (a monolithic body is cut: the registry never commits it)
         while True:
             try:
-                n = self._open().readinto(buffer)
+                source = self._open()
+                if isinstance(source, _ReadAhead):
+                    data = source.take(n)
+                else:
+                    buffer = bytearray(n)
+                    got = source.readinto(buffer)
+                    data = bytes(buffer) if got == n else bytes(buffer[:got])
             except (TransportError, RegistryError) as exc:
                 if not is_transient(exc):
                     raise
                 self._close_source()
                 self.budget.retry_or_raise(exc)
                 continue
-            self._position += n
-            return n
+            self._position += len(data)
+            return data
 
     def _close_source(self) -> None:
         source, self._source = self._source, None
