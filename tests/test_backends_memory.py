@@ -231,8 +231,6 @@ def test_a_large_blob_of_declared_size_gets_its_buffer_whole_and_its_pages_ahead
     writer.write(data[: 1 << 20])
     staged = _staged(digest)
     assert staged.reserved == size
-    if staged.prefault is not None:  # (Linux: the helper runs beside the writer)
-        assert _prefaulting()
     for start in range(1 << 20, size, 3 << 20):
         writer.write(data[start : start + (3 << 20)])
     writer.commit()
@@ -323,3 +321,107 @@ def test_a_writer_that_declares_a_size_and_writes_nothing_leaves_nothing(
     writer.close()
     assert not [key for key in memory._staging if key[1] == digest]
     assert [entry for entry in store.staging() if entry.key == digest] == []
+
+
+class _WatchedHelper:
+    """Stands in for the Prefaulter: records its calls, and checks at ``stop`` that the
+    staged file still has the buffer it was started on (same address, same length): the real
+    helper works on that raw address, so it must be stopped before the buffer moves."""
+
+    made: list[_WatchedHelper] = []
+
+    def __init__(self, address: int, length: int) -> None:
+        self.address, self.length = address, length
+        self.file: Any = None
+        self.advanced: list[int] = []
+        self.stops: list[tuple[int, int]] = []
+        _WatchedHelper.made.append(self)
+
+    def advance(self, written: int) -> None:
+        self.advanced.append(written)
+
+    def stop(self) -> None:
+        from regstore.backends.prefault import buffer_address
+
+        if self.file is not None:
+            with self.file.getbuffer() as view:
+                self.stops.append((buffer_address(view), len(view)))
+        else:
+            self.stops.append((self.address, self.length))
+
+    def stopped_in_time(self) -> bool:
+        return bool(self.stops) and self.stops[0] == (self.address, self.length)
+
+
+@pytest.fixture
+def watched(monkeypatch: pytest.MonkeyPatch) -> list[_WatchedHelper]:
+    from regstore.backends import memory
+
+    _WatchedHelper.made = []
+    monkeypatch.setattr(memory, "Prefaulter", _WatchedHelper)
+    monkeypatch.setattr(memory, "populate_call", lambda: lambda address, length: True)
+    return _WatchedHelper.made
+
+
+def _started(watched: list[_WatchedHelper], digest: str) -> _WatchedHelper:
+    assert len(watched) == 1, "one helper per reserved blob, from its first byte"
+    helper = watched[0]
+    helper.file = _staged(digest).file
+    return helper
+
+
+@pytest.mark.parametrize("ending", ["grow", "shrink", "close", "discard", "remove_store"])
+def test_the_helper_is_stopped_before_the_buffer_moves_or_goes(
+    regstore_memory_url: str, watched: list[_WatchedHelper], ending: str
+) -> None:
+    from regstore.backends import memory
+
+    size = memory.RESERVE_MIN + 4096
+    data, digest = _big_blob(size)
+    store = open_store(regstore_memory_url)
+    writer = store.layer(digest).writer()
+    writer.set_size(size - 100 if ending == "grow" else size + 100 if ending == "shrink" else size)
+    writer.write(data[: 1 << 20])
+    helper = _started(watched, digest)
+    assert helper.advanced == [1 << 20] and helper.stops == []
+    if ending == "grow":
+        writer.set_size(size)
+        writer.write(data[1 << 20 :])  # past the reservation: the buffer grows, and may move
+        writer.commit()
+    elif ending == "shrink":
+        writer.write(data[1 << 20 :])
+        writer.commit(size)  # the true size is smaller: the buffer is cut to it
+        assert _stored_file(store, digest).size == size
+    elif ending == "close":
+        writer.close()
+    elif ending == "discard":
+        writer.discard()
+    else:
+        memory.remove_store(regstore_memory_url.split("://", 1)[1])
+    assert helper.stopped_in_time(), helper.stops
+    if ending in ("grow", "shrink"):
+        with store.layer(digest).reader() as reader:
+            assert reader.read() == data
+
+
+def test_a_blob_larger_than_the_helper_s_reach_is_populated_as_it_is_written(
+    regstore_memory_url: str,
+) -> None:
+    """Larger than AHEAD: the real helper follows the writer and is gone once it commits."""
+    from regstore.backends import prefault
+
+    size = prefault.AHEAD * 2 + 12345
+    data, digest = _big_blob(size)
+    store = open_store(regstore_memory_url)
+    writer = store.layer(digest).writer()
+    writer.set_size(size)
+    chunk = 4 << 20
+    for start in range(0, size, chunk):
+        writer.write(data[start : start + chunk])
+    helper = _staged(digest).prefault
+    writer.commit()
+    assert not _prefaulting()
+    if helper is not None and helper.populated:  # (Linux 5.14+: it populated as it went)
+        assert helper.populated > prefault.AHEAD
+    with store.layer(digest).reader() as reader:
+        assert reader.read() == data

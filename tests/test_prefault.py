@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import resource
 import threading
 import time
 
@@ -11,7 +12,7 @@ import pytest
 from regstore.backends import prefault
 from regstore.backends.prefault import AHEAD, Prefaulter
 
-PAGE = 4096
+PAGE = mmap.PAGESIZE
 MiB = 1 << 20
 
 
@@ -122,12 +123,16 @@ def test_a_buffer_smaller_than_a_page_starts_no_helper() -> None:
     assert recorder.ranges == []
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+
 @pytest.mark.skipif(prefault.populate_call() is None, reason="needs Linux")
 def test_the_kernel_populates_a_real_buffer_ahead_of_its_writer() -> None:
-    """The real call on a real anonymous mapping: pages become resident before they are
-    written (mincore would tell; the helper's own count says the calls succeeded), and the
-    bytes stay the zeros they were."""
-    size = 96 * MiB
+    """The real call on a real anonymous mapping: the writer then meets no page fault in the
+    populated range (where an unpopulated range of the same size costs one per page), and
+    the bytes stay the zeros they were."""
+    size = 2 * AHEAD
     buffer = mmap.mmap(-1, size)
     view = memoryview(buffer)
     try:
@@ -142,6 +147,17 @@ def test_the_kernel_populates_a_real_buffer_ahead_of_its_writer() -> None:
             pytest.skip("this kernel has no MADV_POPULATE_WRITE (Linux < 5.14)")
         assert helper.populated == AHEAD
         assert view[MiB:AHEAD] == bytes(AHEAD - MiB), "populating changed no byte"
+        chunk = b"\x02" * MiB
+        before = _minor_faults()
+        for start in range(MiB, AHEAD, MiB):
+            view[start : start + MiB] = chunk
+        populated_faults = _minor_faults() - before
+        before = _minor_faults()
+        for start in range(AHEAD + MiB, 2 * AHEAD, MiB):
+            view[start : start + MiB] = chunk
+        fresh_faults = _minor_faults() - before
+        assert fresh_faults >= (AHEAD - MiB) // PAGE // 2, "the control range faulted per page"
+        assert populated_faults * 100 < fresh_faults, (populated_faults, fresh_faults)
         assert view[:MiB] == b"\x01" * MiB
     finally:
         view.release()

@@ -228,3 +228,94 @@ def test_a_body_from_elsewhere_than_the_offset_asked_is_never_read(
         assert reader.read() == data[MiB:]
     gets = proxy.requests_matching("GET", rf"/{digest[7:]}/data$")
     assert len(gets) == 2 and "X-Amz-Signature=" not in gets[1].query
+
+
+def test_a_partial_body_from_another_offset_is_never_read(
+    stored: Callable[[int], _Stored],
+) -> None:
+    """A 206 whose Content-Range starts elsewhere than asked is not the bytes from the offset."""
+    blob = stored(2 * MiB)
+    proxy, store, data, digest = blob.proxy, blob.store, blob.data, blob.digest
+    proxy.override_status(
+        "GET",
+        rf"/{digest[7:]}/data$",
+        206,
+        times=1,
+        headers={"Content-Range": f"bytes 0-{MiB - 1}/{2 * MiB}"},
+        body=data[:MiB],
+    )
+    with store.layer(digest).reader(MiB) as reader:
+        assert reader.read() == data[MiB:]
+    gets = proxy.requests_matching("GET", rf"/{digest[7:]}/data$")
+    assert len(gets) == 2 and "X-Amz-Signature=" not in gets[1].query
+
+
+def test_a_presigned_get_that_cannot_connect_falls_back(
+    stored: Callable[[int], _Stored], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from regstore_s3 import presigned
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    blob = stored(MiB)
+    monkeypatch.setattr(
+        presigned, "_presign", lambda fs, bucket, key: f"http://127.0.0.1:{dead}/{bucket}/{key}"
+    )
+    with blob.store.layer(blob.digest).reader() as reader:
+        assert reader.read() == blob.data
+    assert _blob_gets(blob.proxy, blob.digest) == 1  # the usual GET, through the proxy
+
+
+def test_the_presigned_get_keeps_the_client_s_timeouts_and_trust(
+    s3_bucket: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """s3fs's own timeouts (5 s to connect, 15 s per read, or the store's read_timeout), and
+    the CA bundle botocore would use: the verify option, else AWS_CA_BUNDLE."""
+    from regstore_s3 import presigned
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+    options = {"endpoint_url": s3_bucket.endpoint_url, **CREDENTIALS}
+    for extra, connect, read, ca in [
+        ({}, 5, 15, str(bundle)),
+        ({"read_timeout": 42}, 5, 42, str(bundle)),
+        ({"verify": "false"}, 5, 15, None),
+    ]:
+        store = open_store(f"s3://{s3_bucket.bucket}/{uuid.uuid4().hex[:8]}", **options, **extra)
+        try:
+            fs = store.backend.raw_fs  # type: ignore[attr-defined]
+            fs.__dict__.pop("_regstore_direct_pool", None)
+            from fsspec.asyn import sync
+
+            sync(fs.loop, fs.set_session)
+            pool = presigned._pool(fs)
+            assert pool.connection_pool_kw["timeout"].connect_timeout == connect
+            assert pool.connection_pool_kw["timeout"].read_timeout == read
+            assert pool.connection_pool_kw.get("ca_certs") == ca
+            assert pool.connection_pool_kw["cert_reqs"] == (
+                "CERT_NONE" if ca is None else "CERT_REQUIRED"
+            )
+        finally:
+            store.close()
+
+
+def test_aws_s_global_endpoint_outside_us_east_1_keeps_the_usual_get() -> None:
+    from regstore_s3 import presigned
+
+    class _Fs:
+        endpoint_url = None
+        client_kwargs: dict[str, Any] = {}
+
+    url = "https://bucket.s3.amazonaws.com/key"
+    assert presigned._global_endpoint(url, "eu-central-1", _Fs())
+    assert not presigned._global_endpoint(url, "us-east-1", _Fs())
+    assert not presigned._global_endpoint(
+        "https://bucket.s3.eu-central-1.amazonaws.com/key", "eu-central-1", _Fs()
+    )
+    own = _Fs()
+    own.endpoint_url = "https://minio.example"  # type: ignore[assignment]
+    assert not presigned._global_endpoint(url, "eu-central-1", own)

@@ -90,9 +90,11 @@ class _StagedBlob:
         self.reserved = 0
         self.prefault: Prefaulter | None = None
         if reserve > 0:
-            with contextlib.suppress(MemoryError):  # no room to reserve: grow as written
-                # bytes(n) is calloc's fresh zero pages, nothing resident until written; the
-                # file takes that object over without a copy (nothing else refers to it)
+            # (a size no memory could hold, as a hostile manifest may declare: grow as written)
+            with contextlib.suppress(MemoryError, OverflowError):
+                # bytes(n) of this size is fresh zero pages from the kernel, nothing resident
+                # until written; the file takes that very object over, without a copy, as
+                # long as nothing else refers to it
                 self.file = MemoryFile(None, None, bytes(reserve))
                 self.reserved = reserve
 
@@ -105,13 +107,15 @@ class _StagedBlob:
                 self.prefault = _start_prefault(self.file, self.reserved)
         self.file.seek(self.size)
         self.size += self.file.write(data)
-        if self.prefault is not None:
-            self.prefault.advance(self.size)
+        prefault = self.prefault  # (remove_store may stop it from another thread)
+        if prefault is not None:
+            prefault.advance(self.size)
 
     def stop_prefault(self) -> None:
-        prefault, self.prefault = self.prefault, None
+        prefault = self.prefault
         if prefault is not None:
-            prefault.stop()
+            prefault.stop()  # joined before it is forgotten: the memory may go right after
+            self.prefault = None
 
     def settle(self) -> None:
         """The file as the blob it becomes: no helper on its memory, no byte past the
@@ -119,6 +123,9 @@ class _StagedBlob:
         self.stop_prefault()
         if self.reserved > self.size:
             self.file.truncate(self.size)
+            # truncate keeps a buffer it shrinks by less than half; getvalue() fits it to the
+            # bytes (no copy: nothing else holds the buffer, and the value is let go at once)
+            self.file.getvalue()
         self.reserved = 0
 
     def chunks(self, chunk_size: int) -> Iterator[bytes]:
@@ -136,11 +143,21 @@ RESERVE_MIN = 16 << 20
 
 
 def _start_prefault(file: io.BytesIO, length: int) -> Prefaulter | None:
+    """A helper faulting in the pages of ``file``'s reserved buffer, or None.
+
+    The helper works on the buffer's raw address. Until it is stopped, nothing may make the
+    file copy or move its buffer: no ``getvalue()`` and no other reference to its bytes (the
+    next write would then copy them elsewhere), no write past the reservation, no truncate.
+    ``_StagedBlob`` stops it before each of those.
+    """
     if populate_call() is None:
         return None
     with file.getbuffer() as view:
         address = buffer_address(view)
-    return Prefaulter(address, length)
+    try:
+        return Prefaulter(address, length)
+    except RuntimeError:  # no thread to be had (a process limit): the writer faults its own
+        return None
 
 
 class _StagingBuffer:
@@ -221,8 +238,11 @@ class MemoryStaging(AppendStaging):
             return
         key = self._key(digest)
         with _staging_guard:
-            if key not in _staging:  # (a resumed blob keeps the buffer it has)
-                _staging[key] = _StagedBlob(reserve=size)
+            if key in _staging:
+                return  # a resumed blob keeps the buffer it has
+        reserved = _StagedBlob(reserve=size)  # (allocated outside the process-wide lock)
+        with _staging_guard:
+            if _staging.setdefault(key, reserved) is reserved:
                 _staged_at[key] = time.time()
 
     def append(self, digest: Digest) -> StagingStream:

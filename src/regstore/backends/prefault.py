@@ -18,17 +18,18 @@ the writer faults its pages in itself, as without it.
 from __future__ import annotations
 
 import functools
+import mmap
 import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["AHEAD", "Prefaulter", "populate_call"]
+__all__ = ["AHEAD", "Prefaulter", "buffer_address", "populate_call"]
 
 #: How far in front of the writer pages are populated.
 AHEAD = 64 << 20
 #: Pages populated per call (the helper looks at the writer's progress between calls).
 _STEP = 8 << 20
-_PAGE = 4096
+_PAGE = mmap.PAGESIZE
 _MADV_POPULATE_WRITE = 23
 #: An idle helper whose writer went away (closed without a word) ends after this many seconds.
 _IDLE_SECONDS = 60.0

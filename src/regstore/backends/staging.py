@@ -166,8 +166,9 @@ class AppendStaging(BlobStaging):
     def expect(self, digest: Digest, size: int) -> None:
         """A hint, given just before :meth:`append` when the writer declared its size: the
         blob will be ``size`` bytes in all (declared, not yet verified). A part may make room
-        for them ahead; the default does nothing. Writes, resume and the size check must not
-        depend on the hint.
+        for them ahead; the default does nothing. It comes for a resumed blob too, and again
+        when a writer reopens its stream: it must never drop or move staged bytes, and
+        writes, resume and the size check must not depend on it.
         """
 
     # -- derived -------------------------------------------------------------------------------

@@ -366,11 +366,6 @@ def _build_filesystem(options: dict[str, Any]) -> Any:
             fs_kwargs["token"] = options["token"]
     if options["anon"] is not None:
         fs_kwargs["anon"] = options["anon"]
-    if not options["anon"]:
-        # SigV4, as botocore signs every request already; said explicitly so that presigned
-        # URLs (regstore_s3.presigned) are SigV4 too, not the SigV2 botocore presigns with by
-        # default, which regions since 2014 refuse
-        config_kwargs["signature_version"] = "s3v4"
     if options["addressing_style"]:
         config_kwargs["s3"] = {"addressing_style": options["addressing_style"]}
     if options["verify"] is not None:

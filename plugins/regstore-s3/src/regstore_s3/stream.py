@@ -209,6 +209,8 @@ class ObjectStream:
 
     def close(self) -> None:
         """Release the connection (unread bytes of the body are dropped). A read under way
-        in another thread then fails instead of sending another GET."""
+        in another thread then fails instead of sending another GET. (On a presigned GET the
+        close waits for such a read to return: callers reading on a thread of their own, as
+        the engine's read-ahead does, close only once it has.)"""
         self._closed = self._ended = True
         self._close_body()
