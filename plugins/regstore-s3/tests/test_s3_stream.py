@@ -126,6 +126,16 @@ def test_a_stream_closed_under_a_read_sends_no_other_get(
     assert _blob_gets(proxy, digest) == 1
 
 
+def _read_into_buffer(store: Any, digest: str, size: int) -> bytes:
+    """The blob read by readinto into one buffer of ``size`` (a verifying reader: the digest
+    is checked)."""
+    buffer, got = bytearray(size), bytearray()
+    with store.layer(digest).reader() as reader:
+        while n := reader.readinto(buffer):
+            got += buffer[:n]
+    return bytes(got)
+
+
 def test_readinto_fills_the_caller_s_buffer_itself_and_resumes_a_cut_body(
     stored: Callable[[int], _Stored], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,12 +147,7 @@ def test_readinto_fills_the_caller_s_buffer_itself_and_resumes_a_cut_body(
 
     monkeypatch.setattr(stream_module.ObjectStream, "_fill", joined)
     cut = proxy.cut_response(rf"/{digest[7:]}/data$", after_bytes=3 * MiB + 11, times=2)
-    buffer = bytearray(2 * MiB)
-    got = bytearray()
-    with store.layer(digest).reader() as reader:  # a verifying reader: the digest is checked
-        while n := reader.readinto(buffer):
-            got += buffer[:n]
-    assert got == data
+    assert _read_into_buffer(store, digest, 2 * MiB) == data
     assert cut.hits == 2 and _blob_gets(proxy, digest) == 3
 
 
@@ -163,11 +168,7 @@ def test_a_blob_is_read_by_a_presigned_get_straight_into_the_buffer(
     _no_aiobotocore_body(monkeypatch)
     # (cut inside the second fill of the buffer: the stream starts over from the first's end)
     cut = proxy.cut_response(rf"/{digest[7:]}/data$", after_bytes=4 * MiB + 5, times=1)
-    buffer = bytearray(3 * MiB)
-    got = bytearray()
-    with store.layer(digest).reader() as reader:  # a verifying reader: the digest is checked
-        while n := reader.readinto(buffer):
-            got += buffer[:n]
+    got = _read_into_buffer(store, digest, 3 * MiB)
     with store.layer(digest).reader(MiB + 1) as reader:
         assert reader.read(10) == data[MiB + 1 : MiB + 11]
     assert got == data and cut.hits == 1

@@ -34,6 +34,8 @@ from typing import Any
 
 from regstore.errors import StoreError
 
+from .libc import linux_function
+
 __all__ = ["EntrySync", "fsync_dir"]
 
 
@@ -53,12 +55,9 @@ def _load_syncfs() -> Callable[[int], None] | None:
         return None
     import ctypes  # (start-up: loaded when a store first defers an entry, not by every command)
 
-    try:
-        call = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
+    call = linux_function("syncfs", [ctypes.c_int], ctypes.c_int)
+    if call is None:
         return None
-    call.argtypes = [ctypes.c_int]
-    call.restype = ctypes.c_int
 
     def syncfs(fd: int) -> None:
         if call(fd) != 0:

@@ -23,6 +23,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from .libc import linux_function
+
 __all__ = ["AHEAD", "Prefaulter", "buffer_address", "populate_call"]
 
 #: How far in front of the writer pages are populated.
@@ -42,12 +44,10 @@ def populate_call() -> Callable[[int, int], bool] | None:
         return None
     import ctypes  # imported here: only a store that reserves large buffers pays for it
 
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
+    signature = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise = linux_function("madvise", signature, ctypes.c_int)
+    if madvise is None:
         return None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
 
     def populate(address: int, length: int) -> bool:
         return bool(madvise(address, length, _MADV_POPULATE_WRITE) == 0)
