@@ -137,9 +137,10 @@ def sync_command(
 
     store_url = None if spec.target.connection else (spec.target.store or state.store_url)
     early: EarlyHeads | None = None
+    reach: _Reach = {}
     with contextlib.ExitStack() as cleanup:
         if ask_early:  # (asked from the file alone: the store's modules take a while to load)
-            early = _ask_early(state, spec, tag_filter)
+            early, reach = _ask_early(state, spec, tag_filter)
             if early is not None:
                 cleanup.callback(early.close)  # (stopped and joined however the command ends)
         if on_cluster is not None:
@@ -154,7 +155,7 @@ def sync_command(
                     "reach this one"
                 )
             if early is not None:
-                _hold(state, spec, target_store, tag_filter, early)
+                _hold(spec, target_store, tag_filter, early, reach)
         # (the engine loaded only now, the collector paused: the early asks go on meanwhile)
         with startup.imports():
             from regstore.engine.sync import plan_sync
@@ -197,14 +198,17 @@ def sync_command(
         return report_batch(state, _pruned(batch, plan, keep_going), extra=extra)
 
 
-def _ask_early(state: AppState, spec: SyncSpec, tag_filter: TagFilter | None) -> EarlyHeads | None:
+def _ask_early(
+    state: AppState, spec: SyncSpec, tag_filter: TagFilter | None
+) -> tuple[EarlyHeads | None, _Reach]:
     """Start asking the sources for their tags and for the digests of the tags the filters
     take (:mod:`regstore.engine.early`), before the store is even open, as their clients
     would ask: not a registry given credentials, nor one the file reaches in two ways (its
     answers are known by its name only); the entries of one registry reached one way are
-    asked together. :func:`_hold` narrows them to the tags the store holds."""
+    asked together. :func:`_hold` narrows them to the tags the store holds, by the reach
+    returned with them."""
     if state.settings.username is not None:
-        return None
+        return None, {}
     try:
         with startup.imports():
             from regstore.engine.early import listed_questions
@@ -217,22 +221,21 @@ def _ask_early(state: AppState, spec: SyncSpec, tag_filter: TagFilter | None) ->
                 questions.append((conn.registry, plain, verify, listed, asked))
     except Exception as exc:  # a shortcut: whatever it cannot ask is asked the ordinary way
         log.debug("nothing asked early: %s", exc)
-        return None
+        return None, {}
     with startup.imports():
         from regstore.client.early import EarlyHeads
-    return EarlyHeads.start(questions)
+    return EarlyHeads.start(questions), reach
 
 
 def _hold(
-    state: AppState, spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None,
-    early: EarlyHeads,
+    spec: SyncSpec, store: ObjectStore, tag_filter: TagFilter | None, early: EarlyHeads,
+    reach: _Reach,
 ) -> None:  # fmt: skip
     """Narrow what ``early`` asks to the tags ``store`` holds that the filters take: those
     whose digests the look-ahead will want (:func:`~regstore.engine.early.early_questions`:
     none of a repository holding only a few); nothing more where they cannot be read."""
     from regstore.engine.early import early_questions
 
-    reach, _ = _reach(state, spec)
     held: dict[str, dict[str, list[str]]] = {registry: {} for _, _, registry in reach.values()}
     try:
         for conn, _, asked in early_questions(spec, store.tags, tag_filter):

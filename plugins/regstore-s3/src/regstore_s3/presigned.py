@@ -83,10 +83,11 @@ class DirectBody:
 
 
 def _proxied(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
+    parts = urllib.parse.urlsplit(url)
     proxies = urllib.request.getproxies()
-    scheme = urllib.parse.urlsplit(url).scheme
-    return bool(proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host)
+    return bool(proxies.get(parts.scheme) or proxies.get("all")) and not (
+        urllib.request.proxy_bypass(parts.hostname or "")
+    )
 
 
 def _pool(fs: Any) -> Any:
