@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_io_errors_become_store_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "parts",
     [("..",), ("a/../b",), ("/abs",), ("a\\b",), ("a\x00",), ("",), ("a//b",), (".x",),
-     ("\uff41",), ("a", ".."), ("a/",)],
+     ("\uff41",), ("a", ".."), ("a/",), (None,), (1,), (["a"],), ("a", "b/")],
 )  # fmt: skip
 def test_safe_join_refuses_escapes(parts: tuple[str, ...]) -> None:
     with pytest.raises(InvalidReferenceError):
@@ -185,6 +186,8 @@ def test_safe_join_refuses_escapes(parts: tuple[str, ...]) -> None:
 def test_safe_join_builds_paths_under_the_root() -> None:
     assert safe_join("/root/", "a/b", "c.d", "_x") == "/root/a/b/c.d/_x"
     assert safe_join("bucket/prefix", "blobs") == "bucket/prefix/blobs"
+    assert safe_join("/root") == "/root"
+    assert safe_join("/r", "a..b", "x-y_z.1") == "/r/a..b/x-y_z.1"  # dots inside a name
 
 
 def test_backend_hooks_validate_on_their_own(tmp_path: Path) -> None:
@@ -473,6 +476,94 @@ def test_durable_makedirs_makes_the_parent_of_each_level_it_creates_durable(
     assert synced == []
     _makedirs_durable(str(tmp_path / "a" / "sibling"), synced.append)  # one new level
     assert synced == [str(tmp_path / "a")]
+
+
+def test_a_small_file_in_new_directories_makes_them_top_down_without_failed_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write into directories that do not exist yet (a first mirror's links) makes them
+    from the first missing one down, each entry made durable, with no failed mkdir or rename;
+    a directory removed after it was looked at is made again the slow way."""
+    from regstore.backends import filesystem
+    from regstore.backends.filesystem import LocalBackend
+
+    root = tmp_path / "store"
+    backend = LocalBackend(str(root))
+    backend.write_file(str(root / "first"), b"0")  # the root and the working directory
+    failed: list[tuple[str, str]] = []
+    synced: list[str] = []
+    real_mkdir, real_replace = os.mkdir, os.replace
+
+    def mkdir(path: str, *args: object) -> None:
+        try:
+            real_mkdir(path, *args)  # type: ignore[arg-type]
+        except OSError:
+            failed.append(("mkdir", path))
+            raise
+
+    def replace(source: str, target: str) -> None:
+        try:
+            real_replace(source, target)
+        except OSError:
+            failed.append(("replace", target))
+            raise
+
+    monkeypatch.setattr(filesystem.os, "mkdir", mkdir)
+    monkeypatch.setattr(filesystem.os, "replace", replace)
+    monkeypatch.setattr(backend.entries, "changed", synced.append)
+    deep = root / "a" / "b" / "c" / "link"
+    backend.write_file(str(deep), b"digest")
+    assert deep.read_bytes() == b"digest"
+    assert failed == []
+    assert synced == [
+        str(root),
+        str(root / "a"),
+        str(root / "a" / "b"),
+        str(root / "a" / "b" / "c"),
+    ]
+    synced.clear()
+    backend.write_file(str(root / "a" / "b" / "other"), b"1")  # its directory is there
+    assert failed == [] and synced == [str(root / "a" / "b")]
+
+    # looked at a moment ago (trusted), then removed by someone else: made again
+    shutil.rmtree(root / "a")
+    backend.write_file(str(deep), b"again")
+    assert deep.read_bytes() == b"again"
+    assert ("replace", str(deep)) in failed  # (the one failed rename it costs)
+    assert not list((root / "_regstore" / "tmp").iterdir())  # no temporary file left
+
+
+def test_a_small_file_below_a_file_is_an_error_and_leaves_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    from regstore.backends.filesystem import LocalBackend
+
+    root = tmp_path / "store"
+    backend = LocalBackend(str(root))
+    backend.write_file(str(root / "file"), b"x")
+    with pytest.raises(NotADirectoryError):
+        backend.write_file(str(root / "file" / "below" / "link"), b"y")
+    assert not list((root / "_regstore" / "tmp").iterdir())
+
+
+def test_temporary_names_are_fresh_in_a_forked_child() -> None:
+    from regstore.backends import fsspec_store
+
+    names = fsspec_store._temp_names
+    mine = {names.next() for _ in range(3)}
+    assert len(mine) == 3 and all(len(n) == 32 and int(n, 16) >= 0 for n in mine)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, names.next().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    after = names.next()
+    assert child[:16] != after[:16]  # another prefix: no name of the parent's again
+    assert len({child, after, *mine}) == 5
 
 
 def test_durable_makedirs_through_a_file_is_an_error(tmp_path: Path) -> None:

@@ -53,7 +53,6 @@ import stat
 import sys
 import time
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -151,6 +150,24 @@ class _Confinement:
             raise self._escape(path)
         return path
 
+    def first_missing(self, directory: str) -> str | None:
+        """:meth:`check` of ``directory``, answering the first directory of it (from the root
+        down) that does not exist, ``directory`` itself perhaps; None when it exists, or
+        where that is not known (a link on the way: the caller finds out as before)."""
+        if self._real_dirs.get(directory, 0.0) > time.monotonic():
+            return None  # a directory walked (or made) a moment ago
+        seen, until, missing = self._walk(directory)
+        if seen is _MISSING:
+            return missing
+        if seen is _PLAIN:
+            looked = self._look(directory, until)
+            if looked is _MISSING:
+                return directory
+            if looked is not _LINK:
+                return None
+        self.check(directory)  # (raises for a link out of the root)
+        return None
+
     def _plain(self, path: str) -> bool:
         """True if ``path`` lies under the root and no component below the root is a link (a
         component that does not exist ends the walk: nothing below it exists either). False
@@ -169,17 +186,22 @@ class _Confinement:
         ``path`` exist then), ``_LINK`` when one is a link or cannot be looked at, or ``path``
         lies outside the root or has an empty, ``.`` or ``..`` component (the slow way
         decides)."""
+        seen, until, _ = self._walk(path)
+        return seen, until
+
+    def _walk(self, path: str) -> tuple[object, float, str]:
+        """:meth:`_above`, and the directory it found missing (``""`` unless ``_MISSING``)."""
         if not path.startswith(self._prefix):
-            return _LINK, 0.0
+            return _LINK, 0.0, ""
         now = time.monotonic()
         parent, _, final = path.rpartition(os.sep)
         if final in ("", ".", ".."):
-            return _LINK, 0.0
+            return _LINK, 0.0, ""
         trusted = self._real_dirs.get(parent, 0.0)
         if trusted > now:
             # The common case: the directory was walked a moment ago (a trusted directory
             # never outlives its ancestors' trust, see below): only the last component is new.
-            return _PLAIN, trusted
+            return _PLAIN, trusted, ""
         # Up to the nearest trusted directory (or the root), then down from there, looking at
         # each directory on the way. A directory is trusted no longer than the one above it,
         # so that a trusted directory vouches for the whole way down from the root.
@@ -194,12 +216,12 @@ class _Confinement:
             below.append(probe)
             probe, _, name = probe.rpartition(os.sep)
             if name in ("", ".", ".."):
-                return _LINK, 0.0
+                return _LINK, 0.0, ""
         for probe in reversed(below):
             seen = self._look(probe, until)
             if seen is not _PLAIN:
-                return seen, 0.0
-        return _PLAIN, until
+                return seen, 0.0, probe if seen is _MISSING else ""
+        return _PLAIN, until, ""
 
     # The primitives below fold the look at the last component into the access itself, which
     # never follows a final link there (lstat, O_NOFOLLOW), and take the slow way when it
@@ -550,6 +572,24 @@ class LocalBackend(FsspecBackend):
         self.confinement.check(directory)
         _makedirs_durable(directory, self.entries.changed, self.confinement.made)
 
+    def _make_dirs(self, missing: str, directory: str) -> None:
+        """Make ``directory``, whose first missing directory is ``missing``, from the top
+        down (each made durable as by :meth:`ensure_parent`, which it falls back on when a
+        directory above went missing meanwhile)."""
+        levels = [missing]
+        for name in directory[len(missing) + 1 :].split(os.sep) if directory != missing else ():
+            levels.append(f"{levels[-1]}{os.sep}{name}")
+        for level in levels:
+            try:
+                os.mkdir(level)
+            except FileExistsError:  # made meanwhile by another writer
+                continue
+            except FileNotFoundError:  # a directory above removed meanwhile: the slow way
+                _makedirs_durable(directory, self.entries.changed, self.confinement.made)
+                return
+            self.confinement.made(level)
+            self.entries.changed(os.path.dirname(level))
+
     def read_file(self, path: str) -> bytes | None:
         # Plain system calls: fsspec's file object, or even open(), cost more than reading a
         # link or a manifest (a no-op sync reads a tag link, then its manifest, for every tag)
@@ -681,10 +721,10 @@ class LocalBackend(FsspecBackend):
             os.replace(source, path)
 
     def write_file(self, path: str, data: bytes) -> None:
-        tmp = self.work_path("tmp", uuid.uuid4().hex)
+        tmp = self.temp_path()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        # Directories are made only when missing (the open or the rename says so): asking
-        # first cost a mkdir per write, two per link of a sync
+        # The working directory is made only when the open finds it missing: asking first
+        # cost a mkdir per write
         self.confinement.check(os.path.dirname(tmp))
         try:
             fd = os.open(tmp, flags, 0o644)
@@ -699,10 +739,15 @@ class LocalBackend(FsspecBackend):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self.confinement.check(os.path.dirname(path))
+            # A directory found missing is made first (a first mirror's links are in new
+            # directories: trying the rename first cost a failed rename, and lookups, each)
+            directory = os.path.dirname(path)
+            missing = self.confinement.first_missing(directory)
+            if missing is not None:
+                self._make_dirs(missing, directory)
             try:
                 self.rename_over(tmp, path)
-            except FileNotFoundError:
+            except FileNotFoundError:  # removed meanwhile (gc of an empty directory)
                 self.ensure_parent(path)
                 os.replace(tmp, path)
         except BaseException:

@@ -8,7 +8,7 @@ lease) or a verify finds damage:
   that prefix on S3), resumed by the next writer of the same digest, or else abandoned;
 - ``locks/blob/<alg>/<hex>.lock``: a blob's lock file (flock: free once its process died) or
   lock object (S3: free once its lease ran out);
-- ``tmp/<uuid>``: a temporary file of a small-file write (links, ``index.json``) that never
+- ``tmp/<name>``: a temporary file of a small-file write (links, ``index.json``) that never
   got renamed into place;
 - ``quarantine/<alg>/<hex>``: a blob whose bytes did not hash to its digest, moved out of the
   layout by :func:`quarantine_blob` so that the next pull fetches it again.

@@ -52,6 +52,7 @@ __all__ = ["PARTIAL_MARKER", "DistributionLayout"]
 #: File beside a revision's ``link`` marking a partial index (the registry ignores it).
 PARTIAL_MARKER = "regstore-partial"
 _V2 = ("docker", "registry", "v2")
+_V2_PATH = "/".join(_V2)
 
 
 def _digest_parts(digest: Digest) -> tuple[str, str]:
@@ -67,7 +68,7 @@ class DistributionLayout(Layout):
     # -- paths -------------------------------------------------------------------------------
 
     def _v2(self, *parts: str) -> str:
-        return self.host.path(*_V2, *parts)
+        return self.host.path(_V2_PATH, *parts)  # (one part: one grammar match, not three)
 
     def _repo(self, name: str, *parts: str) -> str:
         return self._v2("repositories", name, *parts)

@@ -179,9 +179,11 @@ def run_here(
     if early is not None:
         early.close()  # (nothing left running: a fork may follow)
     if rest.jobs:
-        # What moves blobs, loaded as the rest of the start-up (collector paused) and before
-        # any fork (each child would load its own): a sync that settled everything never does.
+        # What moves blobs and the HTTP client, loaded as the rest of the start-up (collector
+        # paused) and before any fork (each child would load its own: requests and ssl cost a
+        # child 60-80 ms and thousands of page faults): a sync that settled everything never does.
         with startup.imports():
+            import regstore.client.client
             import regstore.engine.transfer  # noqa: F401
     forked: tuple[BatchResult, int] | None = None
     if min(processes, len(rest.jobs)) > 1:
