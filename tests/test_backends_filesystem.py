@@ -489,6 +489,8 @@ def test_a_small_file_in_new_directories_makes_them_top_down_without_failed_call
 
     root = tmp_path / "store"
     backend = LocalBackend(str(root))
+    # what was looked at stays trusted through the test, however slow the machine
+    monkeypatch.setattr(backend.confinement, "TRUSTED_FOR", 3600.0)
     backend.write_file(str(root / "first"), b"0")  # the root and the working directory
     failed: list[tuple[str, str]] = []
     synced: list[str] = []
@@ -533,6 +535,38 @@ def test_a_small_file_in_new_directories_makes_them_top_down_without_failed_call
     assert not list((root / "_regstore" / "tmp").iterdir())  # no temporary file left
 
 
+def test_a_directory_removed_while_its_children_are_made_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory above the first missing one goes (another process's gc) just before the
+    first mkdir: every level is made the slow way, each entry made durable."""
+    from regstore.backends import filesystem
+    from regstore.backends.filesystem import LocalBackend
+
+    root = tmp_path / "store"
+    backend = LocalBackend(str(root))
+    monkeypatch.setattr(backend.confinement, "TRUSTED_FOR", 3600.0)
+    (root / "a").mkdir(parents=True)
+    backend.write_file(str(root / "first"), b"0")
+    deep = root / "a" / "b" / "c" / "link"
+    real_mkdir = os.mkdir
+    removed: list[str] = []
+
+    def mkdir(path: str, *args: object) -> None:
+        if path == str(root / "a" / "b") and not removed:
+            os.rmdir(root / "a")  # gone between the look and the mkdir
+            removed.append(path)
+        real_mkdir(path, *args)  # type: ignore[arg-type]
+
+    synced: list[str] = []
+    monkeypatch.setattr(filesystem.os, "mkdir", mkdir)
+    monkeypatch.setattr(backend.entries, "changed", synced.append)
+    backend.write_file(str(deep), b"digest")
+    assert removed and deep.read_bytes() == b"digest"
+    levels = [root, root / "a", root / "a" / "b", root / "a" / "b" / "c"]
+    assert synced == [str(level) for level in levels]
+
+
 def test_a_small_file_below_a_file_is_an_error_and_leaves_no_temporary_file(
     tmp_path: Path,
 ) -> None:
@@ -555,8 +589,10 @@ def test_temporary_names_are_fresh_in_a_forked_child() -> None:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.write(write, names.next().encode())
-        os._exit(0)
+        try:
+            os.write(write, names.next().encode())
+        finally:
+            os._exit(0)
     os.close(write)
     child = os.read(read, 64).decode()
     os.close(read)

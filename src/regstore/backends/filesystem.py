@@ -98,6 +98,10 @@ def _makedirs_durable(
     changed(parent)
 
 
+#: A file name below a directory, for :meth:`LocalBackend.ensure_parent` of the directory.
+_ANY_NAME = "entry"
+
+
 def _read_all(fd: int) -> bytes:
     """Read the open file ``fd`` to its end and close it (links and manifests: small files,
     read without the fstat, ioctl and lseek calls of a buffered file object)."""
@@ -152,13 +156,16 @@ class _Confinement:
 
     def first_missing(self, directory: str) -> str | None:
         """:meth:`check` of ``directory``, answering the first directory of it (from the root
-        down) that does not exist, ``directory`` itself perhaps; None when it exists, or
-        where that is not known (a link on the way: the caller finds out as before)."""
+        down) that does not exist, ``directory`` itself perhaps; None when it exists, when a
+        file stands in the way, or where that is not known (a link on the way): the caller's
+        rename then finds out, as before."""
         if self._real_dirs.get(directory, 0.0) > time.monotonic():
             return None  # a directory walked (or made) a moment ago
         seen, until, missing = self._walk(directory)
         if seen is _MISSING:
             return missing
+        if seen is _NOT_DIR:
+            return None
         if seen is _PLAIN:
             looked = self._look(directory, until)
             if looked is _MISSING:
@@ -574,10 +581,11 @@ class LocalBackend(FsspecBackend):
 
     def _make_dirs(self, missing: str, directory: str) -> None:
         """Make ``directory``, whose first missing directory is ``missing``, from the top
-        down (each made durable as by :meth:`ensure_parent`, which it falls back on when a
-        directory above went missing meanwhile)."""
+        down, each new entry made durable as :meth:`ensure_parent` does; when a directory
+        above went missing meanwhile, the rest is left to :meth:`ensure_parent`."""
         levels = [missing]
-        for name in directory[len(missing) + 1 :].split(os.sep) if directory != missing else ():
+        below = directory[len(missing) + 1 :]
+        for name in below.split(os.sep) if below else []:
             levels.append(f"{levels[-1]}{os.sep}{name}")
         for level in levels:
             try:
@@ -585,7 +593,7 @@ class LocalBackend(FsspecBackend):
             except FileExistsError:  # made meanwhile by another writer
                 continue
             except FileNotFoundError:  # a directory above removed meanwhile: the slow way
-                _makedirs_durable(directory, self.entries.changed, self.confinement.made)
+                self.ensure_parent(f"{directory}{os.sep}{_ANY_NAME}")
                 return
             self.confinement.made(level)
             self.entries.changed(os.path.dirname(level))

@@ -111,9 +111,7 @@ def safe_join(root: str, *parts: str) -> str:
     try:
         return _joined(root, parts)
     except TypeError:  # a part that is no string, nor hashable (a list, say)
-        raise InvalidReferenceError(
-            "path component", repr(parts), "must be non-empty strings"
-        ) from None
+        raise InvalidReferenceError("path component", parts, "must be non-empty strings") from None
 
 
 # A sync of small images builds the same few paths of each blob a dozen times: the grammar
@@ -151,9 +149,14 @@ class _TempNames:
     def _reseed(self) -> None:
         self._prefix = os.urandom(8).hex()
         self._counter = itertools.count()
+        # (next() of a count is atomic under the GIL, not in a free-threaded build; a name
+        # given twice would make an object store's put overwrite another writer's file)
+        self._lock = threading.Lock()
 
     def next(self) -> str:
-        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+        with self._lock:
+            number = next(self._counter)
+        return f"{self._prefix}{number & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 _temp_names = _TempNames()
