@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -367,3 +368,17 @@ def test_a_pulled_image_round_trips_after_grouped_durability(tmp_path: Path) -> 
     assert reopened.manifest("team/app", "v1").raw == image.raw
     for blob in image.blobs:
         assert reopened.blob_exists(blob.digest)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's libc calls")
+def test_a_checked_libc_call_raises_oserror_with_its_errno_and_a_missing_one_is_none() -> None:
+    import ctypes
+
+    from regstore.backends.libc import checked_linux_call
+
+    syncfs = checked_linux_call("syncfs", [ctypes.c_int])
+    assert syncfs is not None
+    with pytest.raises(OSError) as caught:
+        syncfs(-1)
+    assert caught.value.errno == errno.EBADF
+    assert checked_linux_call("no_such_call_in_libc", [ctypes.c_int]) is None

@@ -27,14 +27,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from regstore.errors import StoreError
 
-from .libc import linux_function
+from .libc import checked_linux_call
 
 __all__ = ["EntrySync", "fsync_dir"]
 
@@ -51,20 +50,9 @@ def fsync_dir(path: str) -> None:
 def _load_syncfs() -> Callable[[int], None] | None:
     """Linux's ``syncfs(2)`` through libc (CPython's os does not offer it), raising OSError;
     None elsewhere. Since Linux 5.8 it reports the filesystem's writeback errors."""
-    if not sys.platform.startswith("linux"):
-        return None
     import ctypes  # (start-up: loaded when a store first defers an entry, not by every command)
 
-    call = linux_function("syncfs", [ctypes.c_int], ctypes.c_int)
-    if call is None:
-        return None
-
-    def syncfs(fd: int) -> None:
-        if call(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-    return syncfs
+    return checked_linux_call("syncfs", [ctypes.c_int])
 
 
 _UNLOADED: Any = object()

@@ -50,7 +50,6 @@ import logging
 import os
 import shutil
 import stat
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -63,6 +62,7 @@ from regstore.storetypes import BlobInfo
 
 from .durable import EntrySync, fsync_dir
 from .fsspec_store import FsspecBackend, FsspecStaging, WalkedFile
+from .libc import checked_linux_call
 from .locks import FlockLockManager
 from .staging import StagingStream
 
@@ -369,24 +369,10 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], None] | None:
     """Linux's ``sync_file_range(2)`` through libc (CPython's os does not offer it), raising
     OSError like os functions do; None where there is no such call (the fsync on close then
     does all the writing, as everywhere else)."""
-    if not sys.platform.startswith("linux"):
-        return None
     import ctypes  # (start-up: loaded by the first staging file written, not by every command)
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-
-    def sync_file_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
-        if call(fd, offset, nbytes, flags) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno))
-
-    return sync_file_range
+    signature = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return checked_linux_call("sync_file_range", signature)
 
 
 _UNLOADED: Any = object()
